@@ -1,0 +1,52 @@
+# Shared set-up for tools/test, tools/demo and the benchmarks: installs the
+# Debian packages that are missing (and only those), then configures and
+# builds. Source it, then call gp_setup [BUILDDIR [MESON_ARGS...]].
+# shellcheck shell=bash
+
+GP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Everything the build, the tests and the demo need.
+GP_PACKAGES=(
+	build-essential pkg-config meson ninja-build clang
+	libsodium-dev libuv1-dev libsqlite3-dev sqlite3 zlib1g-dev libinih-dev
+	libopenblas-dev
+	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
+	dataset-fashion-mnist
+)
+
+gp_log() { printf '==> %s\n' "$*" >&2; }
+
+# gp_install_packages PKG...: apt-get installs those of PKG not yet installed.
+gp_install_packages() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	gp_log "installing ${missing[*]}"
+	local sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+	# An old or absent package list finds nothing: update once first.
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+		--no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# gp_build BUILDDIR [MESON_ARGS...]: configures BUILDDIR once, then builds.
+gp_build() {
+	local dir=$1
+	shift
+	if [ ! -f "$GP_ROOT/$dir/build.ninja" ]; then
+		gp_log "configuring $dir"
+		meson setup "$GP_ROOT/$dir" "$GP_ROOT" "$@" >/dev/null
+	fi
+	gp_log "building $dir"
+	ninja -C "$GP_ROOT/$dir" >/dev/null ||
+		ninja -C "$GP_ROOT/$dir"
+}
+
+gp_setup() {
+	gp_install_packages "${GP_PACKAGES[@]}"
+	gp_build "${1:-build}" "${@:2}"
+}
