@@ -1,0 +1,77 @@
+/* Private to kernels/: the table each backend implementation fills in.
+ * backend.c checks arguments (types, lengths, same backend) once, then calls
+ * through this table, so implementations may assume valid shapes. */
+#ifndef GP_BACKEND_IMPL_H
+#define GP_BACKEND_IMPL_H
+
+#include "backend.h"
+
+#include <stdio.h>
+
+struct gp_buf {
+	struct gp_backend *be;
+	enum gp_dtype dtype;
+	size_t n;
+	void *impl; /* host pointer (CPU) or cl_mem (OpenCL) */
+};
+
+struct gp_backend_ops {
+	void (*destroy)(struct gp_backend *be);
+	int (*finish)(struct gp_backend *be);
+	int (*buf_alloc)(struct gp_backend *be, struct gp_buf *b);
+	void (*buf_free)(struct gp_buf *b);
+	int (*buf_write)(struct gp_buf *b, size_t off, const void *src,
+			 size_t bytes_off, size_t bytes);
+	int (*buf_read)(const struct gp_buf *b, void *dst, size_t bytes_off,
+			size_t bytes);
+	int (*buf_copy)(struct gp_buf *dst, const struct gp_buf *src,
+			size_t bytes);
+	int (*gemm)(struct gp_backend *be, bool ta, bool tb, size_t m,
+		    size_t n, size_t k, float alpha, const struct gp_buf *a,
+		    const struct gp_buf *b, float beta, struct gp_buf *c);
+	int (*bias_add)(struct gp_backend *be, struct gp_buf *x,
+			const struct gp_buf *bias, size_t rows, size_t cols,
+			bool relu);
+	int (*col_sum)(struct gp_backend *be, const struct gp_buf *x,
+		       size_t rows, size_t cols, float beta,
+		       struct gp_buf *out);
+	int (*relu_forward)(struct gp_backend *be, const struct gp_buf *x,
+			    struct gp_buf *y, size_t n);
+	int (*relu_backward)(struct gp_backend *be, const struct gp_buf *y,
+			     const struct gp_buf *dy, struct gp_buf *dx,
+			     size_t n);
+	int (*softmax_xent)(struct gp_backend *be, struct gp_buf *logits,
+			    const struct gp_buf *labels, size_t rows,
+			    size_t cols, struct gp_buf *dlogits,
+			    double *ret_loss, size_t *ret_correct);
+	int (*argmax)(struct gp_backend *be, const struct gp_buf *x,
+		      size_t rows, size_t cols, struct gp_buf *out);
+	int (*axpy)(struct gp_backend *be, size_t n, float alpha,
+		    const struct gp_buf *x, struct gp_buf *y);
+	int (*scale)(struct gp_backend *be, size_t n, float alpha,
+		     struct gp_buf *x);
+	int (*sumsq)(struct gp_backend *be, const struct gp_buf *x, size_t n,
+		     double *ret);
+	int (*sgd_momentum)(struct gp_backend *be, size_t n, float lr,
+			    float mu, const struct gp_buf *g, struct gp_buf *v,
+			    struct gp_buf *p);
+};
+
+struct gp_backend {
+	const struct gp_backend_ops *ops;
+	struct gp_device_info info;
+	char error[4096]; /* gp_backend_error() */
+	void *impl;
+};
+
+/* Records the detailed text of a failure for gp_backend_error(). */
+void gp_backend_set_error(struct gp_backend *be, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Implemented by the OpenCL backend (kernels/opencl.c), or by a stub when the
+ * build has no OpenCL: appends every OpenCL device to *list. */
+int gp_opencl_list_devices(struct gp_device_info **list, size_t *n);
+int gp_opencl_create(int device_index, struct gp_backend **ret);
+int gp_cpu_create(int threads, struct gp_backend **ret);
+
+#endif

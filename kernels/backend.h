@@ -1,0 +1,146 @@
+/* The compute backend interface: device buffers and the handful of ops an MLP
+ * needs, with two implementations (CPU: cblas + C loops; OpenCL: CLBlast +
+ * the project's own .cl kernels). Both give the same results within float
+ * tolerance.
+ *
+ * Conventions:
+ * - Matrices are row-major and dense; a buffer holds whole tensors, so no op
+ *   takes an offset (parameters are one buffer per named tensor).
+ * - Ops are enqueued in order on the backend's single queue; gp_buf_read() and
+ *   gp_backend_finish() wait for everything enqueued before them.
+ * - Every function returns >= 0 on success or a negative errno: -EINVAL for
+ *   shape/type mismatches, -ENOMEM, -ENODEV for a missing device, -EIO for a
+ *   device failure. Foreign codes (OpenCL, CLBlast) never pass through raw;
+ *   gp_backend_error() holds the detailed text of the last failure (for
+ *   example an OpenCL kernel build log).
+ * - A backend and its buffers belong to one thread at a time. */
+#ifndef GP_BACKEND_H
+#define GP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gp_backend_type {
+	GP_BACKEND_CPU = 0,
+	GP_BACKEND_OPENCL = 1,
+};
+
+enum gp_dtype {
+	GP_F32 = 0, /* IEEE float, the only type of parameters and activations */
+	GP_I32 = 1, /* int32 labels and argmax results */
+};
+
+/* What a device is, as enumerated and as reported to the coordinator. */
+struct gp_device_info {
+	enum gp_backend_type type;
+	int index;            /* opencl: index in gp_backend_list_devices() order */
+	char kind[16];        /* "cpu", "gpu", "accelerator", "other" */
+	char name[128];
+	char vendor[128];
+	char platform[128];   /* OpenCL platform name; "cblas" for the CPU path */
+	char driver[64];      /* driver / BLAS version */
+	uint64_t global_mem;  /* bytes */
+	unsigned compute_units;
+};
+
+struct gp_backend;
+struct gp_buf;
+
+/* Lists every OpenCL device of every platform (in a stable order: platform
+ * by platform, device by device), preceded by the CPU path as entry 0.
+ * *ret_list is returned-and-owned-by-caller (free()); no OpenCL platform is
+ * not an error (only the CPU entry is listed). */
+int gp_backend_list_devices(struct gp_device_info **ret_list, size_t *ret_n);
+
+/* Creates the CPU backend. threads <= 0 means the BLAS default. */
+int gp_backend_create_cpu(int threads, struct gp_backend **ret);
+
+/* Creates an OpenCL backend on the device with this opencl index (the
+ * device_index-th OpenCL device in gp_backend_list_devices() order, counting
+ * from 0 and not counting the CPU entry): one context, one in-order queue,
+ * CLBlast for GEMM, and the embedded .cl kernels built once. -ENODEV when
+ * there is no such device or the build has no OpenCL support. */
+int gp_backend_create_opencl(int device_index, struct gp_backend **ret);
+
+/* Destroys a backend; NULL is a no-op. All its buffers must be destroyed
+ * first. */
+void gp_backend_destroy(struct gp_backend *be);
+
+/* Borrowed; valid as long as be. */
+const struct gp_device_info *gp_backend_info(const struct gp_backend *be);
+
+/* The detailed text of the last failure on this backend ("" if none).
+ * Borrowed; valid until the next call on be. */
+const char *gp_backend_error(const struct gp_backend *be);
+
+/* Waits until every enqueued op has completed. */
+int gp_backend_finish(struct gp_backend *be);
+
+/* Buffers of n elements of type dt, zero-filled. */
+int gp_buf_create(struct gp_backend *be, enum gp_dtype dt, size_t n,
+		  struct gp_buf **ret);
+void gp_buf_destroy(struct gp_buf *b);
+size_t gp_buf_len(const struct gp_buf *b);
+enum gp_dtype gp_buf_dtype(const struct gp_buf *b);
+/* Copies n elements from host memory src (borrowed) to elements
+ * [off, off + n) of b, or back. -EINVAL if the range exceeds the buffer. */
+int gp_buf_write(struct gp_buf *b, size_t off, const void *src, size_t n);
+int gp_buf_read(const struct gp_buf *b, size_t off, void *dst, size_t n);
+/* dst[0..n) = src[0..n); same backend, same type. */
+int gp_buf_copy(struct gp_buf *dst, const struct gp_buf *src, size_t n);
+
+/* C = alpha * op(A) * op(B) + beta * C, where op(A) is m x k, op(B) is
+ * k x n and C is m x n, all row-major (A is k x m when trans_a). */
+int gp_gemm(struct gp_backend *be, bool trans_a, bool trans_b, size_t m,
+	    size_t n, size_t k, float alpha, const struct gp_buf *a,
+	    const struct gp_buf *b, float beta, struct gp_buf *c);
+
+/* x[r][c] += bias[c] for an x of rows x cols; with relu, then
+ * x = max(x, 0) (the fused dense + ReLU epilogue). */
+int gp_bias_add(struct gp_backend *be, struct gp_buf *x,
+		const struct gp_buf *bias, size_t rows, size_t cols, bool relu);
+
+/* out[c] = beta * out[c] + sum_r x[r][c] (the bias gradient). */
+int gp_col_sum(struct gp_backend *be, const struct gp_buf *x, size_t rows,
+	       size_t cols, float beta, struct gp_buf *out);
+
+/* y = max(x, 0) over n elements; y may be x. */
+int gp_relu_forward(struct gp_backend *be, const struct gp_buf *x,
+		    struct gp_buf *y, size_t n);
+/* dx = dy where y > 0, else 0; dx may be dy. */
+int gp_relu_backward(struct gp_backend *be, const struct gp_buf *y,
+		     const struct gp_buf *dy, struct gp_buf *dx, size_t n);
+
+/* Softmax cross-entropy over rows x cols logits and rows int32 labels.
+ * *ret_loss = mean loss over rows; dlogits (may be NULL, may be logits) =
+ * (softmax - onehot) / rows; *ret_correct (may be NULL) = rows whose argmax
+ * equals the label. A label outside [0, cols) is -EINVAL. */
+int gp_softmax_xent(struct gp_backend *be, struct gp_buf *logits,
+		    const struct gp_buf *labels, size_t rows, size_t cols,
+		    struct gp_buf *dlogits, double *ret_loss,
+		    size_t *ret_correct);
+
+/* out[r] = argmax_c x[r][c] (int32 buffer). */
+int gp_argmax(struct gp_backend *be, const struct gp_buf *x, size_t rows,
+	      size_t cols, struct gp_buf *out);
+
+/* y = alpha * x + y over n elements. */
+int gp_axpy(struct gp_backend *be, size_t n, float alpha,
+	    const struct gp_buf *x, struct gp_buf *y);
+/* x = alpha * x over n elements. */
+int gp_scale(struct gp_backend *be, size_t n, float alpha, struct gp_buf *x);
+/* *ret = sum of x[i]^2 over n elements, accumulated in double. */
+int gp_sumsq(struct gp_backend *be, const struct gp_buf *x, size_t n,
+	     double *ret);
+/* SGD with momentum, in place: v = mu * v + g; p -= lr * v. */
+int gp_sgd_momentum(struct gp_backend *be, size_t n, float lr, float mu,
+		    const struct gp_buf *g, struct gp_buf *v, struct gp_buf *p);
+
+/* The name of an OpenCL status code ("CL_OUT_OF_RESOURCES"), or
+ * "CL_UNKNOWN_ERROR"; and its mapping to a negative errno. Exposed for the
+ * OpenCL backend and its tests. */
+const char *gp_cl_status_name(int status);
+int gp_cl_status_errno(int status);
+
+#endif
