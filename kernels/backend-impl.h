@@ -20,8 +20,8 @@ struct gp_backend_ops {
 	int (*finish)(struct gp_backend *be);
 	int (*buf_alloc)(struct gp_backend *be, struct gp_buf *b);
 	void (*buf_free)(struct gp_buf *b);
-	int (*buf_write)(struct gp_buf *b, size_t off, const void *src,
-			 size_t bytes_off, size_t bytes);
+	int (*buf_write)(struct gp_buf *b, const void *src, size_t bytes_off,
+			 size_t bytes);
 	int (*buf_read)(const struct gp_buf *b, void *dst, size_t bytes_off,
 			size_t bytes);
 	int (*buf_copy)(struct gp_buf *dst, const struct gp_buf *src,
