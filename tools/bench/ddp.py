@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""The PyTorch DistributedDataParallel peer for tools/bench-pool.
+
+Trains the same MLP (784-256-128-10) on Fashion-MNIST with DDP over gloo,
+WORLD workers on this machine, a global batch split evenly between them, SGD
+with momentum, until rank 0's test accuracy reaches the target. Evaluation
+time is excluded from the training time. One worker can be slowed by a fixed
+delay per step to play a straggler. Prints one JSON object as its last line.
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(datadir):
+    def images(name):
+        x = read_idx(os.path.join(datadir, name))
+        return torch.from_numpy(x.reshape(x.shape[0], -1).astype(np.float32) / 255.0)
+
+    def labels(name):
+        return torch.from_numpy(read_idx(os.path.join(datadir, name)).astype(np.int64))
+
+    return (images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz"),
+            images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz"))
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 256)
+        self.fc2 = nn.Linear(256, 128)
+        self.fc3 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+def worker(rank, args, port, out):
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=args.world)
+    torch.manual_seed(args.seed)
+    xtr, ytr, xte, yte = load(args.data)
+    model = nn.parallel.DistributedDataParallel(MLP())
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    local = args.batch // args.world
+    n = xtr.shape[0]
+    steps_per_epoch = n // args.batch
+    train_s = 0.0
+    samples = 0
+    reached = None
+    acc = 0.0
+    stop = torch.zeros(1)
+    for epoch in range(args.max_epochs):
+        g = torch.Generator().manual_seed(args.seed + epoch)
+        perm = torch.randperm(n, generator=g)
+        for step in range(steps_per_epoch):
+            t0 = time.perf_counter()
+            idx = perm[step * args.batch + rank * local: step * args.batch + (rank + 1) * local]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if rank == 1 and args.straggle_ms > 0:
+                time.sleep(args.straggle_ms / 1000.0)
+            train_s += time.perf_counter() - t0
+            samples += args.batch
+            if (step + 1) % args.eval_every == 0 or step + 1 == steps_per_epoch:
+                if rank == 0:
+                    with torch.no_grad():
+                        acc = (model(xte).argmax(1) == yte).float().mean().item()
+                    stop[0] = 1.0 if acc >= args.target else 0.0
+                dist.broadcast(stop, 0)
+                if stop[0] > 0:
+                    reached = train_s
+                    break
+        if reached is not None:
+            break
+    if rank == 0:
+        out.put({"time_to_target_s": reached, "train_s": train_s,
+                 "samples_per_s": samples / train_s if train_s > 0 else 0.0,
+                 "test_accuracy": acc, "samples": samples})
+    dist.destroy_process_group()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--world", type=int, default=2)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--straggle-ms", type=float, default=0.0)
+    p.add_argument("--target", type=float, default=0.85)
+    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args()
+    port = args.port
+    if port == 0:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(r, args, port, out)) for r in range(args.world)]
+    for proc in procs:
+        proc.start()
+    result = out.get()
+    for proc in procs:
+        proc.join()
+    print(json.dumps(result))
+    return 0 if result["time_to_target_s"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
