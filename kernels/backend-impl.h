@@ -71,6 +71,11 @@ struct gp_backend {
 void gp_backend_set_error(struct gp_backend *be, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Records the text for gp_backend_create_error(); for an implementation's
+ * create function, which fails before the caller has a backend. */
+void gp_backend_set_create_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
 /* Implemented by the OpenCL backend (kernels/opencl.c), or by a stub when the
  * build has no OpenCL: appends every OpenCL device to *list. */
 int gp_opencl_list_devices(struct gp_device_info **list, size_t *n);

@@ -23,6 +23,23 @@ void gp_backend_set_error(struct gp_backend *be, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Per thread, as a backend belongs to one thread at a time. */
+static _Thread_local char create_error[4096];
+
+void gp_backend_set_create_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(create_error, sizeof(create_error), fmt, ap);
+	va_end(ap);
+}
+
+const char *gp_backend_create_error(void)
+{
+	return create_error;
+}
+
 /* Records the text and returns -EINVAL, for the argument checks below. */
 static int einval(struct gp_backend *be, const char *what, const char *why)
 {
@@ -140,6 +157,7 @@ int gp_backend_list_devices(struct gp_device_info **ret_list, size_t *ret_n)
 
 int gp_backend_create_cpu(int threads, struct gp_backend **ret)
 {
+	create_error[0] = '\0';
 	if (!ret)
 		return -EINVAL;
 	return gp_cpu_create(threads, ret);
@@ -147,6 +165,7 @@ int gp_backend_create_cpu(int threads, struct gp_backend **ret)
 
 int gp_backend_create_opencl(int device_index, struct gp_backend **ret)
 {
+	create_error[0] = '\0';
 	if (!ret || device_index < 0)
 		return -EINVAL;
 	return gp_opencl_create(device_index, ret);

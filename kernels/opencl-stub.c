@@ -16,5 +16,6 @@ int gp_opencl_create(int device_index, struct gp_backend **ret)
 {
 	(void)device_index;
 	(void)ret;
+	gp_backend_set_create_error("built without OpenCL support");
 	return -ENODEV;
 }
