@@ -372,8 +372,10 @@ int gp_cpu_create(int threads, struct gp_backend **ret)
 {
 	struct cpu_backend *cb = calloc(1, sizeof(*cb));
 
-	if (!cb)
+	if (!cb) {
+		gp_backend_set_create_error("out of memory");
 		return -ENOMEM;
+	}
 	cb->base.ops = &cpu_ops;
 	cb->base.impl = cb;
 	gp_cpu_fill_info(&cb->base.info);

@@ -110,8 +110,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			goto bad;
 		continue;
 bad:
-		gp_error("invalid value '%s' for --%s", optarg,
-			 lopts[0].name ? "option" : "");
+		gp_error("invalid value '%s'", optarg);
 		usage(stderr);
 		return -EINVAL;
 	}
@@ -184,7 +183,7 @@ int main(int argc, char **argv)
 	}
 	if ((r = create_backend(&o, &be)) < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "backend %s: %s", o.backend,
-			     be ? gp_backend_error(be) : "cannot create");
+			     gp_backend_create_error());
 		goto out;
 	}
 	if ((r = gp_model_create(be, &spec, o.batch, &m)) < 0 ||
