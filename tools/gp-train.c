@@ -4,6 +4,8 @@
  * reference it is compared with. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ struct opts {
 	size_t batch;
 	float lr;
 	float momentum;
+	bool cosine;
 	uint64_t seed;
 	int threads;
 };
@@ -35,6 +38,7 @@ static void usage(FILE *f)
 		"  --batch N               minibatch rows (64)\n"
 		"  --lr X                  learning rate (0.05)\n"
 		"  --momentum X            SGD momentum (0.9)\n"
+		"  --schedule cosine|const learning-rate schedule (cosine)\n"
 		"  --seed N                initialisation and shuffling (1)\n"
 		"  --threads N             BLAS threads, 0 = default (0)\n"
 		"  --data-dir DIR          Fashion-MNIST IDX files\n");
@@ -49,6 +53,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "batch", required_argument, NULL, 'n' },
 		{ "lr", required_argument, NULL, 'l' },
 		{ "momentum", required_argument, NULL, 'u' },
+		{ "schedule", required_argument, NULL, 'c' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "data-dir", required_argument, NULL, 'd' },
@@ -89,6 +94,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'u':
 			o->momentum = strtof(optarg, &end);
 			if (!(o->momentum >= 0.0f && o->momentum < 1.0f))
+				goto bad;
+			break;
+		case 'c':
+			if (strcmp(optarg, "cosine") == 0)
+				o->cosine = true;
+			else if (strcmp(optarg, "const") == 0)
+				o->cosine = false;
+			else
 				goto bad;
 			break;
 		case 's':
@@ -146,6 +159,7 @@ int main(int argc, char **argv)
 		.batch = 64,
 		.lr = 0.05f,
 		.momentum = 0.9f,
+		.cosine = true,
 		.seed = 1,
 	};
 	struct gp_dataset *train = NULL, *test = NULL;
@@ -157,6 +171,7 @@ int main(int argc, char **argv)
 	int32_t *labels = NULL, *test_labels = NULL;
 	uint32_t *perm = NULL;
 	uint64_t shuffle_state;
+	size_t step = 0, total_steps;
 	struct gp_model_stats ev = { 0 };
 	int r;
 
@@ -203,10 +218,12 @@ int main(int argc, char **argv)
 	}
 	gp_data_gather(test, NULL, test->count, test_x, test_labels);
 	printf("model %s, %zu parameters, backend %s (%s), batch %zu, "
-	       "lr %g, momentum %g, seed %llu\n",
+	       "lr %g (%s), momentum %g, seed %llu\n",
 	       o.model, gp_model_param_count(m), o.backend,
 	       gp_backend_info(be)->name, o.batch, (double)o.lr,
+	       o.cosine ? "cosine" : "const",
 	       (double)o.momentum, (unsigned long long)o.seed);
+	total_steps = (size_t)o.epochs * ((train->count + o.batch - 1) / o.batch);
 	shuffle_state = o.seed ^ UINT64_C(0x5eed5eed5eed5eed);
 	for (int epoch = 1; epoch <= o.epochs; epoch++) {
 		double loss = 0, t0, t;
@@ -219,10 +236,17 @@ int main(int argc, char **argv)
 					   ? train->count - off
 					   : o.batch;
 			struct gp_model_stats st;
+			/* Cosine decay to zero over the run: large steps
+			 * early, a settled model at the end. */
+			float lr = o.cosine ? o.lr * 0.5f *
+					(1.0f + cosf((float)M_PI * (float)step /
+						     (float)total_steps))
+					    : o.lr;
 
+			step++;
 			gp_data_gather(train, perm + off, n, x, labels);
 			if ((r = gp_model_set_batch(m, x, labels, n)) < 0 ||
-			    (r = gp_model_train_step(m, n, o.lr, o.momentum,
+			    (r = gp_model_train_step(m, n, lr, o.momentum,
 						     &st)) < 0) {
 				gp_log_errno(GP_LOG_ERROR, r,
 					     "training step failed: %s",
