@@ -65,6 +65,12 @@
 #define GP_MSG_TEXT_MAX 256     /* human-readable reason text */
 #define GP_MSG_TOKEN_ID_SIZE 8  /* == GP_TOKEN_ID_SIZE */
 
+/* Most repeated elements one message may carry. The decoder allocates one
+ * struct per element, so these bound what a hostile peer can make it
+ * allocate beyond the message itself. */
+#define GP_MSG_DEVICES_MAX 32
+#define GP_MSG_ELEMENTS_MAX 65536 /* shard versions or tensor blocks */
+
 enum gp_msg_type {
 	GP_MSG_JOIN = 1,         /* agent -> coordinator, first message */
 	GP_MSG_WELCOME = 2,      /* coordinator -> agent: accepted + job */
@@ -288,7 +294,10 @@ struct gp_msg_bye {
 };
 
 struct gp_msg {
-	uint8_t version;  /* decode: the header's; encode: ignored */
+	/* decode: the header's; encode: the version to write, 0 meaning
+	 * GP_MSG_VERSION (a coordinator answers in the version of the agent's
+	 * JOIN). */
+	uint8_t version;
 	uint8_t type;     /* enum gp_msg_type, or an unknown value on decode */
 	uint16_t flags;   /* reserved: written as given, ignored by decoders */
 	union {

@@ -44,8 +44,9 @@
 #define GP_TOKEN_ENDPOINTS_MAX 8
 #define GP_TOKEN_ENDPOINT_MAX 255 /* bytes of one "host:port" */
 #define GP_TOKEN_GROUP 5          /* base32 symbols per dash-separated group */
-/* Longest token string, terminator included (8 endpoints of 255 bytes). */
-#define GP_TOKEN_STRING_MAX 4096
+/* Enough for the longest token string (8 endpoints of 255 bytes) and its
+ * terminator. */
+#define GP_TOKEN_STRING_MAX 4352
 
 struct gp_token {
 	uint8_t id[GP_TOKEN_ID_SIZE];
