@@ -1,0 +1,459 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "data.h"
+#include "log.h"
+#include "util.h"
+
+enum job_kind {
+	JOB_PARAMS,
+	JOB_COMPUTE,
+};
+
+struct job {
+	enum job_kind kind;
+	struct job *next;
+	/* JOB_PARAMS */
+	size_t tensor, row0, rows;
+	float *values;
+	/* JOB_COMPUTE */
+	uint32_t epoch;
+	uint64_t minibatch, clock;
+	uint32_t n;
+	uint8_t *pixels, *labels;
+};
+
+struct gp_worker {
+	struct gp_worker_config cfg;
+	uv_loop_t *loop;
+	uv_async_t async;
+	gp_worker_result_cb *on_result;
+	void *data;
+	pthread_t thread;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head, *tail;  /* queued jobs */
+	size_t pending;           /* queued + in hand */
+	struct gp_worker_result *results, *results_tail;
+	bool stopping;
+	bool ready;
+	int start_error;
+	char start_errmsg[512];
+
+	/* Owned by the thread. */
+	struct gp_backend *be;
+	struct gp_model *model;
+	size_t n_tensors;
+	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_LAYERS];
+	size_t n_params;
+	float *x;
+	int32_t *y;
+};
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->values);
+	free(j->pixels);
+	free(j->labels);
+	free(j);
+}
+
+void gp_worker_result_free(struct gp_worker_result *res)
+{
+	if (!res)
+		return;
+	free(res->grads);
+	free(res);
+}
+
+static void post_result(struct gp_worker *w, struct gp_worker_result *res)
+{
+	pthread_mutex_lock(&w->lock);
+	res->next = NULL;
+	if (w->results_tail)
+		w->results_tail->next = res;
+	else
+		w->results = res;
+	w->results_tail = res;
+	pthread_mutex_unlock(&w->lock);
+	uv_async_send(&w->async);
+}
+
+static int setup(struct gp_worker *w)
+{
+	struct gp_model_spec spec;
+	char err[256];
+	int r;
+
+	if (w->cfg.backend == GP_BACKEND_OPENCL)
+		r = gp_backend_create_opencl(w->cfg.device_index, &w->be);
+	else
+		r = gp_backend_create_cpu(w->cfg.threads, &w->be);
+	if (r < 0) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "cannot open the %s backend: %s",
+			 w->cfg.backend == GP_BACKEND_OPENCL ? "OpenCL" : "CPU",
+			 w->be ? gp_backend_error(w->be) : strerror(-r));
+		return r;
+	}
+	r = gp_model_spec_parse(w->cfg.spec, &spec, err, sizeof(err));
+	if (r < 0) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "model '%s': %s", w->cfg.spec, err);
+		return r;
+	}
+	if (spec.dims[0] != GP_DATA_PIXELS) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "model '%s' does not take %d inputs", w->cfg.spec,
+			 GP_DATA_PIXELS);
+		return -EINVAL;
+	}
+	r = gp_model_create(w->be, &spec, w->cfg.max_batch, &w->model);
+	if (r < 0) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "cannot create the model: %s", gp_backend_error(w->be));
+		return r;
+	}
+	w->n_tensors = gp_model_tensor_count(w->model);
+	w->n_params = gp_model_param_count(w->model);
+	for (size_t i = 0; i < w->n_tensors; i++)
+		gp_model_tensor_info(w->model, i, &w->tensors[i]);
+	w->x = malloc(w->cfg.max_batch * GP_DATA_PIXELS * sizeof(float));
+	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
+	if (!w->x || !w->y)
+		return -ENOMEM;
+	return 0;
+}
+
+static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
+{
+	struct gp_worker_result *res = calloc(1, sizeof(*res));
+	struct gp_model_stats st;
+	uint64_t t0 = gp_mono_us();
+	double sumsq = 0;
+	size_t off = 0;
+	int r;
+
+	if (!res)
+		return NULL;
+	res->epoch = j->epoch;
+	res->minibatch = j->minibatch;
+	res->clock = j->clock;
+	res->samples = j->n;
+	if (j->n == 0 || j->n > w->cfg.max_batch) {
+		res->error = -EINVAL;
+		return res;
+	}
+	for (size_t i = 0; i < (size_t)j->n * GP_DATA_PIXELS; i++)
+		w->x[i] = (float)j->pixels[i] * (1.0f / 255.0f);
+	for (size_t i = 0; i < j->n; i++)
+		w->y[i] = j->labels[i];
+	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
+	if (r >= 0)
+		r = gp_model_compute_grads(w->model, j->n, &st);
+	if (r >= 0) {
+		res->grads = malloc(w->n_params * sizeof(float));
+		if (!res->grads)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r >= 0 && i < w->n_tensors; i++) {
+		r = gp_model_read(w->model, GP_MODEL_GRAD, i, 0,
+				  w->tensors[i].rows, res->grads + off);
+		off += w->tensors[i].rows * w->tensors[i].cols;
+	}
+	if (r < 0) {
+		res->error = r;
+		free(res->grads);
+		res->grads = NULL;
+		return res;
+	}
+	for (size_t i = 0; i < w->n_params; i++)
+		sumsq += (double)res->grads[i] * res->grads[i];
+	res->n_grads = w->n_params;
+	res->loss = st.loss;
+	res->correct = st.correct;
+	res->grad_norm = sqrt(sumsq);
+	if (w->cfg.step_delay_ms) {
+		struct timespec ts = {
+			.tv_sec = w->cfg.step_delay_ms / 1000,
+			.tv_nsec = (long)(w->cfg.step_delay_ms % 1000) * 1000000L,
+		};
+		nanosleep(&ts, NULL);
+	}
+	res->compute_us = gp_mono_us() - t0;
+	return res;
+}
+
+static void *thread_main(void *arg)
+{
+	struct gp_worker *w = arg;
+	int r = setup(w);
+
+	pthread_mutex_lock(&w->lock);
+	w->start_error = r < 0 ? r : 0;
+	w->ready = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	if (r < 0)
+		return NULL;
+
+	for (;;) {
+		struct job *j;
+
+		pthread_mutex_lock(&w->lock);
+		while (!w->head && !w->stopping)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (w->stopping) {
+			pthread_mutex_unlock(&w->lock);
+			break;
+		}
+		j = w->head;
+		w->head = j->next;
+		if (!w->head)
+			w->tail = NULL;
+		pthread_mutex_unlock(&w->lock);
+
+		if (j->kind == JOB_PARAMS) {
+			r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor,
+					   j->row0, j->rows, j->values);
+			if (r < 0)
+				gp_warn("cannot load parameters of tensor %zu: %s",
+					j->tensor, gp_backend_error(w->be));
+			pthread_mutex_lock(&w->lock);
+			w->pending--;
+			pthread_mutex_unlock(&w->lock);
+		} else {
+			struct gp_worker_result *res = compute(w, j);
+
+			if (res)
+				post_result(w, res);
+			else {
+				pthread_mutex_lock(&w->lock);
+				w->pending--;
+				pthread_mutex_unlock(&w->lock);
+			}
+		}
+		job_free(j);
+	}
+	return NULL;
+}
+
+static void on_async(uv_async_t *a)
+{
+	struct gp_worker *w = a->data;
+
+	for (;;) {
+		struct gp_worker_result *res;
+
+		pthread_mutex_lock(&w->lock);
+		res = w->results;
+		if (res) {
+			w->results = res->next;
+			if (!w->results)
+				w->results_tail = NULL;
+			w->pending--;
+		}
+		pthread_mutex_unlock(&w->lock);
+		if (!res)
+			break;
+		w->on_result(w, res, w->data);
+	}
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+	struct gp_worker *w = h->data;
+
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}
+
+static void release_thread_state(struct gp_worker *w)
+{
+	gp_model_destroy(w->model);
+	gp_backend_destroy(w->be);
+	free(w->x);
+	free(w->y);
+	while (w->head) {
+		struct job *j = w->head;
+
+		w->head = j->next;
+		job_free(j);
+	}
+	while (w->results) {
+		struct gp_worker_result *res = w->results;
+
+		w->results = res->next;
+		gp_worker_result_free(res);
+	}
+}
+
+int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
+		    gp_worker_result_cb *on_result, void *data,
+		    struct gp_worker **ret, char *err, size_t errlen)
+{
+	struct gp_worker *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	w->cfg = *cfg;
+	w->loop = loop;
+	w->on_result = on_result;
+	w->data = data;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	r = uv_async_init(loop, &w->async, on_async);
+	if (r < 0) {
+		pthread_mutex_destroy(&w->lock);
+		pthread_cond_destroy(&w->cond);
+		free(w);
+		return r;
+	}
+	w->async.data = w;
+	r = -pthread_create(&w->thread, NULL, thread_main, w);
+	if (r < 0) {
+		uv_close((uv_handle_t *)&w->async, on_async_closed);
+		return r;
+	}
+	pthread_mutex_lock(&w->lock);
+	while (!w->ready)
+		pthread_cond_wait(&w->cond, &w->lock);
+	r = w->start_error;
+	pthread_mutex_unlock(&w->lock);
+	if (r < 0) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s", w->start_errmsg);
+		pthread_join(w->thread, NULL);
+		release_thread_state(w);
+		uv_close((uv_handle_t *)&w->async, on_async_closed);
+		return r;
+	}
+	*ret = w;
+	return 0;
+}
+
+void gp_worker_stop(struct gp_worker *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	release_thread_state(w);
+	uv_close((uv_handle_t *)&w->async, on_async_closed);
+}
+
+size_t gp_worker_tensor_count(const struct gp_worker *w)
+{
+	return w->n_tensors;
+}
+
+const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
+					      size_t i)
+{
+	return i < w->n_tensors ? &w->tensors[i] : NULL;
+}
+
+static int enqueue(struct gp_worker *w, struct job *j)
+{
+	pthread_mutex_lock(&w->lock);
+	j->next = NULL;
+	if (w->tail)
+		w->tail->next = j;
+	else
+		w->head = j;
+	w->tail = j;
+	w->pending++;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
+			 size_t rows, float *values)
+{
+	struct job *j;
+
+	if (tensor >= w->n_tensors || row0 + rows > w->tensors[tensor].rows ||
+	    rows == 0) {
+		free(values);
+		return -EINVAL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		free(values);
+		return -ENOMEM;
+	}
+	j->kind = JOB_PARAMS;
+	j->tensor = tensor;
+	j->row0 = row0;
+	j->rows = rows;
+	j->values = values;
+	return enqueue(w, j);
+}
+
+int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
+		      uint64_t minibatch, uint64_t clock, uint32_t n,
+		      uint8_t *pixels, uint8_t *labels)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		free(pixels);
+		free(labels);
+		return -ENOMEM;
+	}
+	j->kind = JOB_COMPUTE;
+	j->epoch = epoch;
+	j->minibatch = minibatch;
+	j->clock = clock;
+	j->n = n;
+	j->pixels = pixels;
+	j->labels = labels;
+	return enqueue(w, j);
+}
+
+size_t gp_worker_pending(const struct gp_worker *w)
+{
+	size_t n;
+
+	pthread_mutex_lock((pthread_mutex_t *)&w->lock);
+	n = w->pending;
+	pthread_mutex_unlock((pthread_mutex_t *)&w->lock);
+	return n;
+}
+
+void gp_worker_drop_queued(struct gp_worker *w)
+{
+	struct job **pp, *j;
+
+	pthread_mutex_lock(&w->lock);
+	pp = &w->head;
+	w->tail = NULL;
+	while ((j = *pp)) {
+		if (j->kind == JOB_COMPUTE) {
+			*pp = j->next;
+			w->pending--;
+			job_free(j);
+		} else {
+			w->tail = j;
+			pp = &j->next;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+}

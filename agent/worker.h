@@ -1,0 +1,86 @@
+/* The agent's compute thread. It owns the backend and the model; the loop
+ * thread hands it parameter blocks and minibatches through a queue and gets
+ * gradients back through uv_async_send, so that sending one step's update
+ * and receiving the next minibatch overlap the computation. Only the loop
+ * thread calls these functions; on_result runs on the loop thread. */
+#ifndef GP_AGENT_WORKER_H
+#define GP_AGENT_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "backend.h"
+#include "model.h"
+
+struct gp_worker;
+
+struct gp_worker_config {
+	enum gp_backend_type backend;
+	int device_index;        /* OpenCL device index */
+	int threads;             /* CPU backend BLAS threads, <= 0: default */
+	char spec[GP_MODEL_SPEC_MAX];
+	size_t max_batch;
+	unsigned step_delay_ms;  /* test only: play a slow laptop */
+};
+
+/* One computed minibatch, owned by the receiver of on_result
+ * (gp_worker_result_free). */
+struct gp_worker_result {
+	int error;               /* 0, or the negative errno of the step */
+	uint32_t epoch;
+	uint64_t minibatch;
+	uint64_t clock;
+	uint32_t samples;
+	double loss;
+	size_t correct;
+	double grad_norm;
+	uint64_t compute_us;
+	float *grads;            /* every tensor's gradient, in tensor order */
+	size_t n_grads;
+	struct gp_worker_result *next;
+};
+
+typedef void gp_worker_result_cb(struct gp_worker *w,
+				 struct gp_worker_result *res, void *data);
+
+/* Starts the thread, which creates the backend and the model. cfg is
+ * copied. On success *ret is owned by the caller (gp_worker_stop). A failure
+ * to create the backend or model is reported by gp_worker_start itself
+ * (it waits for the thread to be ready), with the backend's error text in
+ * err. */
+int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
+		    gp_worker_result_cb *on_result, void *data,
+		    struct gp_worker **ret, char *err, size_t errlen);
+
+/* Stops the thread after the job in hand, drops queued jobs and results,
+ * frees everything. NULL is a no-op. Must not be called from on_result. */
+void gp_worker_stop(struct gp_worker *w);
+
+/* The model's tensor layout (valid after start). Borrowed. */
+size_t gp_worker_tensor_count(const struct gp_worker *w);
+const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
+					      size_t i);
+
+/* Queues rows [row0, row0 + rows) of tensor i's parameters; values
+ * (rows * cols floats) are taken (malloc'd, freed by the worker). Jobs run
+ * in order, so parameters queued before a minibatch are in place for it. */
+int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
+			 size_t rows, float *values);
+
+/* Queues one minibatch: n samples of GP_DATA_PIXELS u8 pixels and n u8
+ * labels; pixels and labels are taken (malloc'd). */
+int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
+		      uint64_t minibatch, uint64_t clock, uint32_t n,
+		      uint8_t *pixels, uint8_t *labels);
+
+/* Jobs queued or in hand, not yet reported. */
+size_t gp_worker_pending(const struct gp_worker *w);
+
+/* Drops every queued minibatch not yet started (the coordinator went away
+ * and will hand them out again). */
+void gp_worker_drop_queued(struct gp_worker *w);
+
+void gp_worker_result_free(struct gp_worker_result *res);
+
+#endif

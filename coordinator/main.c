@@ -1,0 +1,513 @@
+/* gradpool-coordinator: the pool owner's command line.
+ *
+ *   init --state DIR [--listen ADDR:PORT] [--endpoint HOST:PORT]...
+ *   invite [--uses N] [--expires DURATION] [--label TEXT]
+ *   invite list [--json] | invite revoke ID
+ *   serve --job FILE [--listen ADDR:PORT]
+ *   agents [--json] | agents revoke ID
+ *   status [--json]
+ *
+ * Every command takes --state DIR (default $GRADPOOL_STATE or
+ * /var/lib/gradpool-coordinator). The listing commands read the ledger and
+ * work while serve runs (SQLite WAL). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "gp-config.h"
+#include "log.h"
+#include "serve.h"
+#include "state.h"
+#include "token.h"
+#include "util.h"
+
+#define DEFAULT_STATE "/var/lib/gradpool-coordinator"
+#define DEFAULT_LISTEN "0.0.0.0:7100"
+
+struct options {
+	const char *state;
+	const char *listen;
+	const char *job;
+	const char *label;
+	const char *expires;
+	const char *endpoints[8];
+	size_t n_endpoints;
+	long uses;
+	bool json;
+	unsigned max_epochs_override;
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: gradpool-coordinator COMMAND [OPTIONS]\n"
+	      "\n"
+	      "commands:\n"
+	      "  init [--listen ADDR:PORT] [--endpoint HOST:PORT]...\n"
+	      "                         create the identity key and the ledger\n"
+	      "  invite [--uses N] [--expires DURATION] [--label TEXT]\n"
+	      "                         print a new invite token\n"
+	      "  invite list [--json]   list tokens\n"
+	      "  invite revoke ID       revoke a token\n"
+	      "  serve --job FILE [--listen ADDR:PORT]\n"
+	      "                         run a training job and serve agents\n"
+	      "  agents [--json]        list member agents\n"
+	      "  agents revoke ID       revoke an agent's membership\n"
+	      "  status [--json]        job progress, clocks, throughput\n"
+	      "\n"
+	      "every command: --state DIR (default $GRADPOOL_STATE or "
+	      DEFAULT_STATE ")\n",
+	      f);
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "state", required_argument, NULL, 's' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "endpoint", required_argument, NULL, 'e' },
+		{ "job", required_argument, NULL, 'j' },
+		{ "label", required_argument, NULL, 'L' },
+		{ "expires", required_argument, NULL, 'x' },
+		{ "uses", required_argument, NULL, 'u' },
+		{ "json", no_argument, NULL, 'J' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o->state = optarg;
+			break;
+		case 'l':
+			o->listen = optarg;
+			break;
+		case 'e':
+			if (o->n_endpoints == 8) {
+				gp_error("at most 8 --endpoint options");
+				return -EINVAL;
+			}
+			o->endpoints[o->n_endpoints++] = optarg;
+			break;
+		case 'j':
+			o->job = optarg;
+			break;
+		case 'L':
+			o->label = optarg;
+			break;
+		case 'x':
+			o->expires = optarg;
+			break;
+		case 'u': {
+			char *end;
+
+			errno = 0;
+			o->uses = strtol(optarg, &end, 10);
+			if (errno || *end || o->uses < 0) {
+				gp_error("--uses: '%s' is not a count", optarg);
+				return -EINVAL;
+			}
+			break;
+		}
+		case 'J':
+			o->json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int cmd_init(struct options *o)
+{
+	struct gp_coord_state st;
+	struct gp_identity *id = NULL;
+	char err[512], path[600], endpoints[1024] = "", fp[GP_FINGERPRINT_LEN + 1];
+	const char *listen = o->listen ? o->listen : DEFAULT_LISTEN;
+	int r;
+
+	if (mkdir(o->state, 0700) < 0 && errno != EEXIST)
+		return gp_log_errno(GP_LOG_ERROR, -errno, "%s: cannot create",
+				    o->state);
+	snprintf(path, sizeof(path), "%s/coordinator.key", o->state);
+	r = gp_identity_load_or_create(path, &id, err, sizeof(err));
+	if (r < 0) {
+		gp_error("%s", err);
+		return r;
+	}
+	gp_identity_destroy(id);
+	r = gp_coord_state_open(&st, o->state, GP_LEDGER_CREATE);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < o->n_endpoints; i++) {
+		if (i)
+			strncat(endpoints, ",", sizeof(endpoints) - strlen(endpoints) - 1);
+		strncat(endpoints, o->endpoints[i],
+			sizeof(endpoints) - strlen(endpoints) - 1);
+	}
+	if (!o->n_endpoints)
+		snprintf(endpoints, sizeof(endpoints), "%s", listen);
+	r = gp_ledger_meta_set(st.ledger, GP_META_LISTEN, listen);
+	if (r >= 0)
+		r = gp_ledger_meta_set(st.ledger, GP_META_ENDPOINTS, endpoints);
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	gp_identity_fingerprint(st.id->public_key, fp);
+	printf("state:       %s\n", o->state);
+	printf("fingerprint: %s\n", fp);
+	printf("listen:      %s\n", listen);
+	printf("endpoints:   %s\n", endpoints);
+out:
+	gp_coord_state_close(&st);
+	return r;
+}
+
+static int cmd_invite(struct options *o)
+{
+	struct gp_coord_state st;
+	struct gp_token *tok = NULL;
+	struct gp_ledger_token row = { 0 };
+	char endpoints[1024], *save = NULL, *ep;
+	const char *eps[GP_TOKEN_ENDPOINTS_MAX];
+	char *str = NULL;
+	uint64_t expires_ms = 0;
+	size_t n = 0;
+	int64_t id;
+	int r;
+
+	if (o->expires && strcmp(o->expires, "never") != 0 &&
+	    gp_parse_duration_ms(o->expires, &expires_ms) < 0) {
+		gp_error("--expires: '%s' is not a duration (e.g. 30m, 24h, 7d, never)",
+			 o->expires);
+		return -EINVAL;
+	}
+	if (!o->expires)
+		expires_ms = 7 * 86400000ull; /* a week unless told otherwise */
+	r = gp_coord_state_open(&st, o->state, 0);
+	if (r < 0)
+		return r;
+	if (o->n_endpoints) {
+		for (n = 0; n < o->n_endpoints && n < GP_TOKEN_ENDPOINTS_MAX; n++)
+			eps[n] = o->endpoints[n];
+	} else {
+		r = gp_ledger_meta_get(st.ledger, GP_META_ENDPOINTS, endpoints,
+				       sizeof(endpoints));
+		if (r < 0) {
+			gp_error("%s: no endpoints recorded; pass --endpoint HOST:PORT",
+				 st.ledger_path);
+			goto out;
+		}
+		for (ep = strtok_r(endpoints, ",", &save);
+		     ep && n < GP_TOKEN_ENDPOINTS_MAX;
+		     ep = strtok_r(NULL, ",", &save))
+			eps[n++] = ep;
+	}
+	r = gp_token_create(&tok);
+	if (r < 0)
+		goto out;
+	do {
+		uint64_t exp = expires_ms ? (uint64_t)gp_now_s() + expires_ms / 1000 : 0;
+
+		r = gp_token_generate(NULL, st.id->public_key, eps, n, exp, tok);
+		if (r < 0) {
+			gp_log_errno(GP_LOG_ERROR, r, "cannot make a token for endpoints");
+			goto out;
+		}
+		tok->id[7] &= 0x7f; /* the ledger row id is the same number */
+		id = gp_coord_token_row_id(tok->id);
+	} while (id == 0);
+	row.id = id;
+	snprintf(row.label, sizeof(row.label), "%s", o->label ? o->label : "");
+	r = gp_token_hash_secret(st.token_hash_key, tok->secret, row.secret_hash);
+	if (r < 0)
+		goto out;
+	row.created_at = gp_now_s();
+	row.expires_at = (int64_t)tok->expires_at;
+	row.max_uses = o->uses ? o->uses : 1;
+	r = gp_ledger_token_insert(st.ledger, &row, &id);
+	if (r < 0) {
+		gp_error("%s: cannot store the token: %s", st.ledger_path,
+			 gp_ledger_error(st.ledger));
+		goto out;
+	}
+	str = malloc(GP_TOKEN_STRING_MAX);
+	if (!str) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = gp_token_format(tok, str, GP_TOKEN_STRING_MAX);
+	if (r < 0)
+		goto out;
+	printf("%s\n", str);
+	gp_info("token %" PRId64 ": %" PRId64 " use(s), expires %s", id,
+		row.max_uses, row.expires_at ? o->expires ? o->expires : "in 7d" : "never");
+	r = 0;
+out:
+	if (str) {
+		explicit_bzero(str, GP_TOKEN_STRING_MAX);
+		free(str);
+	}
+	gp_token_destroy(tok);
+	gp_coord_state_close(&st);
+	return r;
+}
+
+static const char *token_state(const struct gp_ledger_token *t, int64_t now)
+{
+	if (t->revoked_at)
+		return "revoked";
+	if (t->expires_at && t->expires_at <= now)
+		return "expired";
+	if (t->max_uses && t->uses >= t->max_uses)
+		return "used-up";
+	return "live";
+}
+
+static int cmd_invite_list(struct options *o)
+{
+	struct gp_coord_state st;
+	struct gp_ledger_token *t = NULL;
+	size_t n = 0;
+	int64_t now = gp_now_s();
+	char a[32], b[32];
+	int r;
+
+	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	if (r < 0)
+		return r;
+	r = gp_ledger_token_list(st.ledger, &t, &n);
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	if (o->json) {
+		printf("[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"id\":%" PRId64 ",\"label\":", i ? "," : "",
+			       t[i].id);
+			gp_json_string(stdout, t[i].label);
+			printf(",\"created_at\":%" PRId64 ",\"expires_at\":%" PRId64
+			       ",\"max_uses\":%" PRId64 ",\"uses\":%" PRId64
+			       ",\"revoked_at\":%" PRId64 ",\"state\":\"%s\"}",
+			       t[i].created_at, t[i].expires_at, t[i].max_uses,
+			       t[i].uses, t[i].revoked_at, token_state(&t[i], now));
+		}
+		printf("]\n");
+	} else {
+		printf("%-20s %-8s %-9s %-20s %-20s %s\n", "ID", "STATE", "USES",
+		       "CREATED", "EXPIRES", "LABEL");
+		for (size_t i = 0; i < n; i++) {
+			char uses[32];
+
+			snprintf(uses, sizeof(uses), "%" PRId64 "/%" PRId64,
+				 t[i].uses, t[i].max_uses);
+			printf("%-20" PRId64 " %-8s %-9s %-20s %-20s %s\n", t[i].id,
+			       token_state(&t[i], now), uses,
+			       gp_format_time(t[i].created_at, a, sizeof(a)),
+			       gp_format_time(t[i].expires_at, b, sizeof(b)),
+			       t[i].label);
+		}
+	}
+out:
+	free(t);
+	gp_coord_state_close(&st);
+	return r;
+}
+
+static int parse_id(const char *s, int64_t *ret)
+{
+	char *end;
+	long long v;
+
+	if (!s)
+		return -EINVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || *end || v <= 0)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int cmd_revoke(struct options *o, const char *what, const char *arg)
+{
+	struct gp_coord_state st;
+	int64_t id;
+	int r;
+
+	if (parse_id(arg, &id) < 0) {
+		gp_error("%s revoke: '%s' is not an id (see '%s list')", what,
+			 arg ? arg : "", what);
+		return -EINVAL;
+	}
+	r = gp_coord_state_open(&st, o->state, 0);
+	if (r < 0)
+		return r;
+	if (strcmp(what, "invite") == 0)
+		r = gp_ledger_token_revoke(st.ledger, id, gp_now_s());
+	else
+		r = gp_ledger_agent_revoke(st.ledger, id, gp_now_s());
+	if (r == -ENOENT)
+		gp_error("no %s with id %" PRId64, strcmp(what, "invite") == 0 ?
+			 "token" : "agent", id);
+	else if (r < 0)
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+	else
+		printf("revoked %s %" PRId64 "\n",
+		       strcmp(what, "invite") == 0 ? "token" : "agent", id);
+	gp_coord_state_close(&st);
+	return r;
+}
+
+static int cmd_agents(struct options *o)
+{
+	struct gp_coord_state st;
+	struct gp_ledger_agent_row *rows = NULL;
+	size_t n = 0;
+	char t[32];
+	int r;
+
+	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	if (r < 0)
+		return r;
+	r = gp_ledger_agent_list(st.ledger, 0, &rows, &n);
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	if (o->json)
+		printf("[");
+	else
+		printf("%-5s %-16s %-19s %-8s %-20s %9s %10s %s\n", "ID", "NAME",
+		       "FINGERPRINT", "STATE", "LAST SEEN", "UPDATES", "SAMPLES",
+		       "DEVICES");
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_ledger_agent *a = &rows[i].agent;
+
+		if (o->json) {
+			printf("%s{\"id\":%" PRId64 ",\"name\":", i ? "," : "", a->id);
+			gp_json_string(stdout, a->name);
+			printf(",\"fingerprint\":");
+			gp_json_string(stdout, a->fingerprint);
+			printf(",\"joined_at\":%" PRId64 ",\"last_seen\":%" PRId64
+			       ",\"revoked_at\":%" PRId64 ",\"updates_applied\":%" PRId64
+			       ",\"samples_applied\":%" PRId64
+			       ",\"updates_discarded\":%" PRId64
+			       ",\"updates_rejected\":%" PRId64
+			       ",\"last_clock\":%" PRId64 ",\"devices\":[",
+			       a->joined_at, a->last_seen, a->revoked_at,
+			       rows[i].updates_applied, rows[i].samples_applied,
+			       rows[i].updates_discarded, rows[i].updates_rejected,
+			       rows[i].last_clock);
+			for (size_t d = 0; d < a->n_devices; d++) {
+				printf("%s{\"kind\":", d ? "," : "");
+				gp_json_string(stdout, a->devices[d].kind);
+				printf(",\"name\":");
+				gp_json_string(stdout, a->devices[d].name);
+				printf(",\"gflops\":%.3f,\"samples_per_s\":%.1f}",
+				       a->devices[d].gflops,
+				       a->devices[d].samples_per_s);
+			}
+			printf("]}");
+		} else {
+			char dev[160] = "";
+
+			for (size_t d = 0; d < a->n_devices; d++) {
+				char one[96];
+
+				snprintf(one, sizeof(one), "%s%s %.0f GFLOP/s %.0f samples/s",
+					 d ? "; " : "", a->devices[d].kind,
+					 a->devices[d].gflops,
+					 a->devices[d].samples_per_s);
+				strncat(dev, one, sizeof(dev) - strlen(dev) - 1);
+			}
+			printf("%-5" PRId64 " %-16s %-19s %-8s %-20s %9" PRId64
+			       " %10" PRId64 " %s\n",
+			       a->id, a->name, a->fingerprint,
+			       a->revoked_at ? "revoked" : "member",
+			       gp_format_time(a->last_seen, t, sizeof(t)),
+			       rows[i].updates_applied, rows[i].samples_applied, dev);
+		}
+	}
+	if (o->json)
+		printf("]\n");
+out:
+	free(rows);
+	gp_coord_state_close(&st);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	const char *cmd, *sub = NULL;
+	int r;
+
+	gp_log_init("gradpool-coordinator");
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0) {
+		printf("gradpool-coordinator %s\n", GP_VERSION);
+		return 0;
+	}
+	argc--;
+	argv++;
+	if (parse_options(argc, argv, &o) < 0)
+		return 2;
+	if (optind < argc)
+		sub = argv[optind];
+	if (!o.state)
+		o.state = getenv("GRADPOOL_STATE") ? getenv("GRADPOOL_STATE") :
+						     DEFAULT_STATE;
+
+	if (strcmp(cmd, "init") == 0)
+		r = cmd_init(&o);
+	else if (strcmp(cmd, "invite") == 0 && !sub)
+		r = cmd_invite(&o);
+	else if (strcmp(cmd, "invite") == 0 && strcmp(sub, "list") == 0)
+		r = cmd_invite_list(&o);
+	else if (strcmp(cmd, "invite") == 0 && strcmp(sub, "revoke") == 0)
+		r = cmd_revoke(&o, "invite",
+			       optind + 1 < argc ? argv[optind + 1] : NULL);
+	else if (strcmp(cmd, "agents") == 0 && !sub)
+		r = cmd_agents(&o);
+	else if (strcmp(cmd, "agents") == 0 && strcmp(sub, "revoke") == 0)
+		r = cmd_revoke(&o, "agents",
+			       optind + 1 < argc ? argv[optind + 1] : NULL);
+	else if (strcmp(cmd, "status") == 0 && !sub)
+		r = gp_serve_status(o.state, o.json);
+	else if (strcmp(cmd, "serve") == 0 && !sub) {
+		if (!o.job) {
+			gp_error("serve needs --job FILE");
+			return 2;
+		}
+		r = gp_serve_run(o.state, o.job, o.listen);
+	} else {
+		gp_error("unknown command '%s%s%s'", cmd, sub ? " " : "",
+			 sub ? sub : "");
+		usage(stderr);
+		return 2;
+	}
+	return r < 0 ? 1 : 0;
+}
