@@ -15,6 +15,9 @@ struct gp_buf {
 	void *impl; /* host pointer (CPU) or cl_mem (OpenCL) */
 };
 
+/* buf_alloc sets b->impl to zero-filled storage for b->n elements of
+ * b->dtype; buf_free releases it (not b itself). Byte offsets and sizes are
+ * already checked against the buffer. */
 struct gp_backend_ops {
 	void (*destroy)(struct gp_backend *be);
 	int (*finish)(struct gp_backend *be);
@@ -68,10 +71,21 @@ struct gp_backend {
 void gp_backend_set_error(struct gp_backend *be, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Records the text for gp_backend_create_error(); for an implementation's
+ * create function, which fails before the caller has a backend. */
+void gp_backend_set_create_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
 /* Implemented by the OpenCL backend (kernels/opencl.c), or by a stub when the
  * build has no OpenCL: appends every OpenCL device to *list. */
 int gp_opencl_list_devices(struct gp_device_info **list, size_t *n);
 int gp_opencl_create(int device_index, struct gp_backend **ret);
 int gp_cpu_create(int threads, struct gp_backend **ret);
+
+/* Fills info with the CPU path as gp_backend_list_devices() lists it (entry
+ * 0): kind "cpu", the model name from /proc/cpuinfo, platform "cblas", the
+ * BLAS version, online CPUs and physical memory. In backend.c, so that the
+ * list and the CPU backend's gp_backend_info() agree. */
+void gp_cpu_fill_info(struct gp_device_info *info);
 
 #endif

@@ -63,6 +63,12 @@ int gp_backend_create_cpu(int threads, struct gp_backend **ret);
  * there is no such device or the build has no OpenCL support. */
 int gp_backend_create_opencl(int device_index, struct gp_backend **ret);
 
+/* The detailed text of the last failed gp_backend_create_*() on this thread
+ * ("" if none), for example the OpenCL kernel build log: a failed create
+ * leaves no backend to ask gp_backend_error(). Borrowed; valid until the
+ * next create on this thread. */
+const char *gp_backend_create_error(void);
+
 /* Destroys a backend; NULL is a no-op. All its buffers must be destroyed
  * first. */
 void gp_backend_destroy(struct gp_backend *be);

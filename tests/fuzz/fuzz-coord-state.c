@@ -10,7 +10,7 @@
 
 #include "bytes.h"
 #include "params.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "ssp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "sched.h"
+#include "scheduler.h"
 #include "test.h"
 
 static struct gp_sched *make(uint32_t n_samples, uint32_t batch,

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "params.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "ssp.h"
 #include "test.h"
 

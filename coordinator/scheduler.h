@@ -25,8 +25,8 @@
  * the coordinator can evaluate); the job is done when the last epoch is
  * complete. Consequence: the parameters evaluated at the end of epoch e may
  * already include some updates from epoch e+1. */
-#ifndef GP_SCHED_H
-#define GP_SCHED_H
+#ifndef GP_SCHEDULER_H
+#define GP_SCHEDULER_H
 
 #include <stdbool.h>
 #include <stddef.h>

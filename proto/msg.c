@@ -1,0 +1,1039 @@
+/* The versioned message set: a table-driven TLV encoder and decoder.
+ *
+ * Every message type is described by a schema, a table of its fields (tag,
+ * wire kind, where the value lives in the C struct). One encoder and one
+ * decoder walk these tables, so a field added to a type is one table line,
+ * and the unknown-field and strict-length rules hold for every type alike.
+ * See msg.h for the wire format and docs/protocol.md for the tables. */
+#include "msg.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum kind {
+	K_U8,
+	K_U16,
+	K_U32,
+	K_U64,
+	K_F32,
+	K_STR,    /* char[cap + 1] at off */
+	K_BYTES,  /* const uint8_t * at off, size_t length at off2 */
+	K_NESTED, /* element array at off, size_t count at off2, one per TLV */
+	K_TSCALE, /* struct gp_msg_block scale: computed on encode for I8 */
+	K_TDATA,  /* struct gp_msg_block payload: values in, raw/raw_len out */
+};
+
+struct schema;
+
+struct field {
+	uint16_t tag;
+	uint8_t kind;
+	size_t off;
+	size_t off2;
+	/* K_STR: longest string; K_BYTES: exact length when non-zero;
+	 * K_NESTED: most elements. */
+	size_t cap;
+	const struct schema *sub;
+};
+
+struct schema {
+	const struct field *fields;
+	size_t n_fields;
+	size_t size; /* of the C struct, for element arrays */
+	int (*validate)(void *obj);
+};
+
+#define FNUM(t, k, type, m) { (t), (k), offsetof(type, m), 0, 0, NULL }
+#define FSTR(t, type, m, max) { (t), K_STR, offsetof(type, m), 0, (max), NULL }
+#define FBYTES(t, type, p, l, exact)                                           \
+	{ (t), K_BYTES, offsetof(type, p), offsetof(type, l), (exact), NULL }
+#define FNEST(t, type, a, n, max, sub)                                         \
+	{ (t), K_NESTED, offsetof(type, a), offsetof(type, n), (max), &(sub) }
+#define SCHEMA(f, type, v) { (f), sizeof(f) / sizeof((f)[0]), sizeof(type), (v) }
+
+/* ---- little-endian helpers ---- */
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static uint32_t f32_bits(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
+static bool host_is_le(void)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return true;
+#else
+	return false;
+#endif
+}
+
+/* ---- f16 ---- */
+
+uint16_t gp_msg_f32_to_f16(float f)
+{
+	uint32_t x = f32_bits(f);
+	uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+	uint32_t exp = (x >> 23) & 0xff;
+	uint32_t mant = x & 0x7fffff;
+	int e;
+
+	if (exp == 0xff) /* Inf stays Inf; NaN stays a (quiet) NaN. */
+		return (uint16_t)(sign | 0x7c00 |
+				  (mant ? 0x200 | (mant >> 13) : 0));
+	e = (int)exp - 127 + 15;
+	if (e >= 31)
+		return (uint16_t)(sign | 0x7c00);
+	if (e <= 0) {
+		/* Subnormal half: shift the 24-bit significand, then round
+		 * to nearest even on the bits shifted out. Below 2^-25 the
+		 * result is zero whatever the rounding. */
+		uint32_t m = mant | 0x800000, shift, h, rem, half;
+
+		if (e < -10)
+			return sign;
+		shift = (uint32_t)(14 - e);
+		h = m >> shift;
+		rem = m & ((1u << shift) - 1);
+		half = 1u << (shift - 1);
+		if (rem > half || (rem == half && (h & 1)))
+			h++;
+		return (uint16_t)(sign | h);
+	}
+	{
+		uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
+		uint32_t rem = mant & 0x1fff;
+
+		/* A carry out of the significand correctly bumps the
+		 * exponent, up to Inf. */
+		if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+			h++;
+		return (uint16_t)(sign | h);
+	}
+}
+
+float gp_msg_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+	uint32_t exp = (h >> 10) & 0x1f;
+	uint32_t mant = h & 0x3ff;
+
+	if (exp == 0) {
+		uint32_t e32 = 127 - 15 + 1;
+
+		if (mant == 0)
+			return bits_f32(sign);
+		while (!(mant & 0x400)) {
+			mant <<= 1;
+			e32--;
+		}
+		mant &= 0x3ff;
+		return bits_f32(sign | e32 << 23 | mant << 13);
+	}
+	if (exp == 31)
+		return bits_f32(sign | 0x7f800000 | mant << 13);
+	return bits_f32(sign | (exp + 127 - 15) << 23 | mant << 13);
+}
+
+size_t gp_msg_dtype_size(uint8_t dtype)
+{
+	switch (dtype) {
+	case GP_DTYPE_F32:
+		return 4;
+	case GP_DTYPE_F16:
+		return 2;
+	case GP_DTYPE_I8:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* ---- schemas ---- */
+
+static int validate_minibatch(void *obj)
+{
+	const struct gp_msg_minibatch *m = obj;
+	uint64_t n = m->samples;
+
+	if (m->pixels_len && m->pixels_len != n * m->features)
+		return -EBADMSG;
+	if (m->labels_len && m->labels_len != n)
+		return -EBADMSG;
+	if (m->indices_len && m->indices_len != 4 * n)
+		return -EBADMSG;
+	return 0;
+}
+
+static int validate_block(void *obj)
+{
+	const struct gp_msg_block *b = obj;
+	size_t es = gp_msg_dtype_size(b->dtype);
+
+	if (!es)
+		return -EPROTONOSUPPORT;
+	if ((uint64_t)b->count * es != b->raw_len)
+		return -EBADMSG;
+	if (b->dtype == GP_DTYPE_I8 && !isfinite(b->scale))
+		return -EBADMSG;
+	return 0;
+}
+
+static int validate_update(void *obj)
+{
+	struct gp_msg_update *u = obj;
+
+	if (u->parts == 0)
+		u->parts = 1;
+	if (u->part >= u->parts)
+		return -EBADMSG;
+	return 0;
+}
+
+#define T struct gp_msg_device
+static const struct field device_fields[] = {
+	FNUM(1, K_U8, T, kind),
+	FSTR(2, T, name, GP_MSG_DEVICE_NAME_MAX),
+	FNUM(3, K_F32, T, gflops),
+	FNUM(4, K_F32, T, samples_per_s),
+	FNUM(5, K_U64, T, memory),
+};
+static const struct schema device_schema = SCHEMA(device_fields, T, NULL);
+#undef T
+
+#define T struct gp_msg_shard_version
+static const struct field shard_version_fields[] = {
+	FNUM(1, K_U32, T, tensor),
+	FNUM(2, K_U32, T, row_start),
+	FNUM(3, K_U64, T, version),
+};
+static const struct schema shard_version_schema =
+	SCHEMA(shard_version_fields, T, NULL);
+#undef T
+
+#define T struct gp_msg_block
+static const struct field block_fields[] = {
+	FNUM(1, K_U32, T, tensor),
+	FNUM(2, K_U32, T, row_start),
+	FNUM(3, K_U32, T, rows),
+	FNUM(4, K_U64, T, version),
+	FNUM(5, K_U32, T, count),
+	FNUM(6, K_U8, T, dtype),
+	FNUM(7, K_TSCALE, T, scale),
+	{ 8, K_TDATA, offsetof(T, raw), offsetof(T, raw_len), 0, NULL },
+};
+static const struct schema block_schema = SCHEMA(block_fields, T, validate_block);
+#undef T
+
+#define T struct gp_msg_join
+static const struct field join_fields[] = {
+	FSTR(1, T, name, GP_MSG_NAME_MAX),
+	FSTR(2, T, release, GP_MSG_RELEASE_MAX),
+	FBYTES(3, T, token_id, token_id_len, GP_MSG_TOKEN_ID_SIZE),
+	FNUM(4, K_U32, T, caps),
+	FNEST(5, T, devices, n_devices, GP_MSG_DEVICES_MAX, device_schema),
+};
+#undef T
+
+#define T struct gp_msg_welcome
+static const struct field welcome_fields[] = {
+	FNUM(1, K_U64, T, agent_id),
+	FNUM(2, K_U64, T, job_id),
+	FSTR(3, T, model, GP_MSG_MODEL_MAX),
+	FNUM(4, K_U32, T, batch_size),
+	FNUM(5, K_U32, T, staleness),
+	FNUM(6, K_U32, T, heartbeat_ms),
+	FNUM(7, K_U32, T, caps),
+	FNUM(8, K_U32, T, epoch),
+};
+#undef T
+
+#define T struct gp_msg_reject
+static const struct field reject_fields[] = {
+	FNUM(1, K_U16, T, code),
+	FSTR(2, T, text, GP_MSG_TEXT_MAX),
+	FNUM(3, K_U32, T, retry_after_ms),
+};
+#undef T
+
+#define T struct gp_msg_heartbeat
+static const struct field heartbeat_fields[] = {
+	FNUM(1, K_U64, T, seq),
+	FNUM(2, K_U64, T, time_us),
+	FNUM(3, K_U64, T, echo_time_us),
+	FNUM(4, K_U64, T, echo_delay_us),
+};
+#undef T
+
+#define T struct gp_msg_work_request
+static const struct field work_request_fields[] = {
+	FNUM(1, K_U32, T, count),
+};
+#undef T
+
+#define T struct gp_msg_minibatch
+static const struct field minibatch_fields[] = {
+	FNUM(1, K_U32, T, epoch),
+	FNUM(2, K_U64, T, minibatch),
+	FNUM(3, K_U64, T, clock),
+	FNUM(4, K_U32, T, samples),
+	FNUM(5, K_U32, T, features),
+	FBYTES(6, T, pixels, pixels_len, 0),
+	FBYTES(7, T, labels, labels_len, 0),
+	FBYTES(8, T, indices, indices_len, 0),
+};
+#undef T
+
+#define T struct gp_msg_param_pull
+static const struct field param_pull_fields[] = {
+	FNUM(1, K_U64, T, clock),
+	FNUM(2, K_U64, T, min_version),
+	FNEST(3, T, have, n_have, GP_MSG_ELEMENTS_MAX, shard_version_schema),
+};
+#undef T
+
+#define T struct gp_msg_param_shards
+static const struct field param_shards_fields[] = {
+	FNUM(1, K_U64, T, clock),
+	FNEST(2, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+};
+#undef T
+
+#define T struct gp_msg_update
+static const struct field update_fields[] = {
+	FNUM(1, K_U32, T, epoch),
+	FNUM(2, K_U64, T, minibatch),
+	FNUM(3, K_U64, T, clock),
+	FNUM(4, K_U32, T, samples),
+	FNUM(5, K_F32, T, loss),
+	FNUM(6, K_F32, T, grad_norm),
+	FNUM(7, K_U64, T, compute_us),
+	FNUM(8, K_U16, T, part),
+	FNUM(9, K_U16, T, parts),
+	FNEST(10, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+};
+#undef T
+
+#define T struct gp_msg_clock
+static const struct field clock_fields[] = {
+	FNUM(1, K_U64, T, clock),
+	FNUM(2, K_U64, T, min_clock),
+};
+#undef T
+
+#define T struct gp_msg_stats
+static const struct field stats_fields[] = {
+	FNUM(1, K_U32, T, epoch),
+	FNUM(2, K_U64, T, updates_accepted),
+	FNUM(3, K_U64, T, samples_credited),
+	FNUM(4, K_F32, T, loss),
+	FNUM(5, K_F32, T, accuracy),
+	FNUM(6, K_U32, T, agents_live),
+};
+#undef T
+
+#define T struct gp_msg_pause
+static const struct field pause_fields[] = {
+	FNUM(1, K_U16, T, reason),
+	FNUM(2, K_U32, T, duration_ms),
+};
+#undef T
+
+#define T struct gp_msg_bye
+static const struct field bye_fields[] = {
+	FNUM(1, K_U16, T, reason),
+	FSTR(2, T, text, GP_MSG_TEXT_MAX),
+};
+#undef T
+
+/* Indexed by type; a NULL fields pointer with n_fields 0 is a known type
+ * without fields (RESUME). */
+static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
+	[GP_MSG_JOIN] = SCHEMA(join_fields, struct gp_msg_join, NULL),
+	[GP_MSG_WELCOME] = SCHEMA(welcome_fields, struct gp_msg_welcome, NULL),
+	[GP_MSG_REJECT] = SCHEMA(reject_fields, struct gp_msg_reject, NULL),
+	[GP_MSG_HEARTBEAT] =
+		SCHEMA(heartbeat_fields, struct gp_msg_heartbeat, NULL),
+	[GP_MSG_WORK_REQUEST] =
+		SCHEMA(work_request_fields, struct gp_msg_work_request, NULL),
+	[GP_MSG_MINIBATCH] = SCHEMA(minibatch_fields, struct gp_msg_minibatch,
+				    validate_minibatch),
+	[GP_MSG_PARAM_PULL] =
+		SCHEMA(param_pull_fields, struct gp_msg_param_pull, NULL),
+	[GP_MSG_PARAM_SHARDS] =
+		SCHEMA(param_shards_fields, struct gp_msg_param_shards, NULL),
+	[GP_MSG_UPDATE] =
+		SCHEMA(update_fields, struct gp_msg_update, validate_update),
+	[GP_MSG_CLOCK] = SCHEMA(clock_fields, struct gp_msg_clock, NULL),
+	[GP_MSG_STATS] = SCHEMA(stats_fields, struct gp_msg_stats, NULL),
+	[GP_MSG_PAUSE] = SCHEMA(pause_fields, struct gp_msg_pause, NULL),
+	[GP_MSG_RESUME] = { NULL, 0, 0, NULL },
+	[GP_MSG_BYE] = SCHEMA(bye_fields, struct gp_msg_bye, NULL),
+};
+
+static const struct schema *schema_of(uint8_t type)
+{
+	if (type == 0 || type > GP_MSG_TYPE_MAX)
+		return NULL;
+	return &schemas[type];
+}
+
+static size_t num_size(uint8_t kind)
+{
+	switch (kind) {
+	case K_U8:
+		return 1;
+	case K_U16:
+		return 2;
+	case K_U32:
+	case K_F32:
+	case K_TSCALE:
+		return 4;
+	case K_U64:
+		return 8;
+	default:
+		return 0;
+	}
+}
+
+#define AT(base, off, type) ((type *)(void *)((char *)(base) + (off)))
+#define CAT(base, off, type)                                                   \
+	((const type *)(const void *)((const char *)(base) + (off)))
+
+/* ---- encoding ---- */
+
+/* Bytes of a field's value, or -1 when the field is not written, or a
+ * negative errno (< -1) when it cannot be encoded. The block's payload and
+ * scale are written only when they carry something. */
+static int64_t value_size(const struct field *f, const void *obj);
+
+static int64_t body_size(const struct schema *s, const void *obj)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < s->n_fields; i++) {
+		const struct field *f = &s->fields[i];
+
+		if (f->kind == K_NESTED) {
+			const char *arr = *CAT(obj, f->off, char *const);
+			size_t n = *CAT(obj, f->off2, size_t);
+
+			if (n > f->cap || (n && !arr))
+				return -EINVAL;
+			for (size_t k = 0; k < n; k++) {
+				int64_t sz = body_size(f->sub,
+						       arr + k * f->sub->size);
+
+				if (sz < 0)
+					return sz;
+				total += GP_MSG_FIELD_HEADER_SIZE +
+					 (uint64_t)sz;
+				if (total > GP_MSG_MAX_SIZE)
+					return -EMSGSIZE;
+			}
+			continue;
+		}
+		int64_t sz = value_size(f, obj);
+
+		if (sz < -1)
+			return sz;
+		if (sz >= 0)
+			total += GP_MSG_FIELD_HEADER_SIZE + (uint64_t)sz;
+		if (total > GP_MSG_MAX_SIZE)
+			return -EMSGSIZE;
+	}
+	return (int64_t)total;
+}
+
+static int64_t value_size(const struct field *f, const void *obj)
+{
+	switch (f->kind) {
+	case K_STR: {
+		const char *str = CAT(obj, f->off, char);
+		size_t len = strnlen(str, f->cap + 1);
+
+		return len > f->cap ? -EINVAL : (int64_t)len;
+	}
+	case K_BYTES: {
+		const uint8_t *p = *CAT(obj, f->off, const uint8_t *const);
+		size_t len = *CAT(obj, f->off2, size_t);
+
+		if (len == 0)
+			return -1;
+		if (!p || (f->cap && len != f->cap) || len > GP_MSG_MAX_SIZE)
+			return -EINVAL;
+		return (int64_t)len;
+	}
+	case K_TSCALE: {
+		const struct gp_msg_block *b = obj;
+
+		return b->dtype == GP_DTYPE_I8 && b->count ? 4 : -1;
+	}
+	case K_TDATA: {
+		/* The block payload is written from values, in dtype. */
+		const struct gp_msg_block *b = obj;
+		size_t es = gp_msg_dtype_size(b->dtype);
+
+		if (!es)
+			return -EINVAL;
+		if (b->count == 0)
+			return -1;
+		if (!b->values)
+			return -EINVAL;
+		return (int64_t)((uint64_t)b->count * es);
+	}
+	default:
+		return (int64_t)num_size(f->kind);
+	}
+}
+
+static float i8_scale(const float *v, size_t n)
+{
+	float m = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		float a = fabsf(v[i]);
+
+		if (isfinite(a) && a > m)
+			m = a;
+	}
+	return m / 127.0f;
+}
+
+static void write_payload(const struct gp_msg_block *b, uint8_t *p)
+{
+	size_t n = b->count;
+
+	switch (b->dtype) {
+	case GP_DTYPE_F32:
+		if (host_is_le()) {
+			memcpy(p, b->values, n * 4);
+		} else {
+			for (size_t i = 0; i < n; i++)
+				put_u32(p + 4 * i, f32_bits(b->values[i]));
+		}
+		break;
+	case GP_DTYPE_F16:
+		for (size_t i = 0; i < n; i++)
+			put_u16(p + 2 * i, gp_msg_f32_to_f16(b->values[i]));
+		break;
+	case GP_DTYPE_I8: {
+		float scale = i8_scale(b->values, n);
+
+		for (size_t i = 0; i < n; i++) {
+			float r = scale > 0 ? b->values[i] / scale : 0;
+			int q;
+
+			if (isnan(r))
+				r = 0;
+			if (r > 127)
+				r = 127;
+			if (r < -127)
+				r = -127;
+			q = (int)(r + (r >= 0 ? 0.5f : -0.5f));
+			p[i] = (uint8_t)(int8_t)q;
+		}
+		break;
+	}
+	}
+}
+
+/* Writes the fields of obj at p; sizes were checked by body_size(). Returns
+ * the bytes written. */
+static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
+{
+	uint8_t *start = p;
+
+	for (size_t i = 0; i < s->n_fields; i++) {
+		const struct field *f = &s->fields[i];
+
+		if (f->kind == K_NESTED) {
+			const char *arr = *CAT(obj, f->off, char *const);
+			size_t n = *CAT(obj, f->off2, size_t);
+
+			for (size_t k = 0; k < n; k++) {
+				size_t len = write_body(
+					f->sub, arr + k * f->sub->size,
+					p + GP_MSG_FIELD_HEADER_SIZE);
+
+				put_u16(p, f->tag);
+				put_u32(p + 2, (uint32_t)len);
+				p += GP_MSG_FIELD_HEADER_SIZE + len;
+			}
+			continue;
+		}
+		int64_t sz = value_size(f, obj);
+
+		if (sz < 0)
+			continue;
+		put_u16(p, f->tag);
+		put_u32(p + 2, (uint32_t)sz);
+		p += GP_MSG_FIELD_HEADER_SIZE;
+		switch (f->kind) {
+		case K_U8:
+			*p = *CAT(obj, f->off, uint8_t);
+			break;
+		case K_U16:
+			put_u16(p, *CAT(obj, f->off, uint16_t));
+			break;
+		case K_U32:
+			put_u32(p, *CAT(obj, f->off, uint32_t));
+			break;
+		case K_U64:
+			put_u64(p, *CAT(obj, f->off, uint64_t));
+			break;
+		case K_F32:
+			put_u32(p, f32_bits(*CAT(obj, f->off, float)));
+			break;
+		case K_TSCALE: {
+			const struct gp_msg_block *b = obj;
+
+			put_u32(p, f32_bits(i8_scale(b->values, b->count)));
+			break;
+		}
+		case K_STR:
+			memcpy(p, CAT(obj, f->off, char), (size_t)sz);
+			break;
+		case K_BYTES:
+			memcpy(p, *CAT(obj, f->off, const uint8_t *const),
+			       (size_t)sz);
+			break;
+		case K_TDATA:
+			write_payload(obj, p);
+			break;
+		}
+		p += sz;
+	}
+	return (size_t)(p - start);
+}
+
+static int encode_version(const struct gp_msg *msg, uint8_t *ret_version)
+{
+	uint8_t v = msg->version ? msg->version : GP_MSG_VERSION;
+
+	if (v < GP_MSG_VERSION_MIN || v > GP_MSG_VERSION)
+		return -EINVAL;
+	*ret_version = v;
+	return 0;
+}
+
+int gp_msg_size(const struct gp_msg *msg, size_t *ret_size)
+{
+	const struct schema *s = schema_of(msg->type);
+	uint8_t v;
+	int64_t body;
+
+	if (!s || encode_version(msg, &v) < 0)
+		return -EINVAL;
+	body = s->n_fields ? body_size(s, &msg->u) : 0;
+	if (body < 0)
+		return (int)body;
+	if ((uint64_t)body + GP_MSG_HEADER_SIZE > GP_MSG_MAX_SIZE)
+		return -EMSGSIZE;
+	*ret_size = (size_t)body + GP_MSG_HEADER_SIZE;
+	return 0;
+}
+
+int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
+		  size_t *ret_len)
+{
+	const struct schema *s = schema_of(msg->type);
+	size_t size, body = 0;
+	uint8_t v;
+	int r;
+
+	r = gp_msg_size(msg, &size);
+	if (r < 0)
+		return r;
+	if (cap < size)
+		return -ENOBUFS;
+	(void)encode_version(msg, &v);
+	if (s->n_fields)
+		body = write_body(s, &msg->u, buf + GP_MSG_HEADER_SIZE);
+	if (body + GP_MSG_HEADER_SIZE != size)
+		return -EINVAL; /* unreachable unless msg changed under us */
+	buf[0] = v;
+	buf[1] = msg->type;
+	put_u16(buf + 2, msg->flags);
+	put_u32(buf + 4, (uint32_t)body);
+	*ret_len = size;
+	return 0;
+}
+
+int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
+			size_t *ret_len)
+{
+	uint8_t *buf;
+	size_t size, len;
+	int r;
+
+	r = gp_msg_size(msg, &size);
+	if (r < 0)
+		return r;
+	buf = malloc(size);
+	if (!buf)
+		return -ENOMEM;
+	r = gp_msg_encode(msg, buf, size, &len);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* ---- decoding ---- */
+
+static const struct field *find_field(const struct schema *s, uint16_t tag)
+{
+	for (size_t i = 0; i < s->n_fields; i++)
+		if (s->fields[i].tag == tag)
+			return &s->fields[i];
+	return NULL;
+}
+
+/* Checks one field's value and stores it into obj. */
+static int decode_value(const struct field *f, void *obj, const uint8_t *v,
+			uint32_t len)
+{
+	size_t want = num_size(f->kind);
+
+	if (want && len != want)
+		return -EBADMSG;
+	switch (f->kind) {
+	case K_U8:
+		*AT(obj, f->off, uint8_t) = v[0];
+		return 0;
+	case K_U16:
+		*AT(obj, f->off, uint16_t) = get_u16(v);
+		return 0;
+	case K_U32:
+		*AT(obj, f->off, uint32_t) = get_u32(v);
+		return 0;
+	case K_U64:
+		*AT(obj, f->off, uint64_t) = get_u64(v);
+		return 0;
+	case K_F32:
+	case K_TSCALE:
+		*AT(obj, f->off, float) = bits_f32(get_u32(v));
+		return 0;
+	case K_STR: {
+		char *dst = AT(obj, f->off, char);
+
+		if (len > f->cap)
+			return -EBADMSG;
+		/* Control characters would let a peer forge log lines. */
+		for (uint32_t i = 0; i < len; i++)
+			if (v[i] < 0x20 || v[i] == 0x7f)
+				return -EBADMSG;
+		memcpy(dst, v, len);
+		dst[len] = '\0';
+		return 0;
+	}
+	case K_BYTES:
+	case K_TDATA:
+		if (f->cap && len != f->cap)
+			return -EBADMSG;
+		*AT(obj, f->off, const uint8_t *) = v;
+		*AT(obj, f->off2, size_t) = len;
+		return 0;
+	default:
+		return -EBADMSG;
+	}
+}
+
+/* Decodes the TLV list p[0..len) into obj (zeroed by the caller). Nested
+ * arrays are allocated here into *owned (only one nested field per schema,
+ * and elements have none). */
+static int decode_body(const struct schema *s, void *obj, const uint8_t *p,
+		       size_t len, void **owned)
+{
+	const struct field *nest = NULL;
+	size_t n_nest = 0, k = 0;
+	uint64_t seen = 0;
+	char *arr = NULL;
+	int r;
+
+	/* Pass 1: framing, unknown critical tags, duplicates, counts. */
+	for (size_t off = 0; off < len;) {
+		const struct field *f;
+		uint16_t tag;
+		uint32_t flen;
+
+		if (len - off < GP_MSG_FIELD_HEADER_SIZE)
+			return -EBADMSG;
+		tag = get_u16(p + off);
+		flen = get_u32(p + off + 2);
+		off += GP_MSG_FIELD_HEADER_SIZE;
+		if (flen > len - off)
+			return -EBADMSG;
+		off += flen;
+		f = find_field(s, tag);
+		if (!f) {
+			if (tag & GP_MSG_TAG_CRITICAL)
+				return -EPROTONOSUPPORT;
+			continue;
+		}
+		if (f->kind == K_NESTED) {
+			if (!owned || ++n_nest > f->cap)
+				return -EBADMSG;
+			nest = f;
+			continue;
+		}
+		/* Known tags are all < 64. */
+		if (seen & (UINT64_C(1) << (tag & 63)))
+			return -EBADMSG;
+		seen |= UINT64_C(1) << (tag & 63);
+	}
+	if (n_nest) {
+		arr = calloc(n_nest, nest->sub->size);
+		if (!arr)
+			return -ENOMEM;
+		*AT(obj, nest->off, char *) = arr;
+		*AT(obj, nest->off2, size_t) = n_nest;
+		*owned = arr;
+	}
+	/* Pass 2: values. Lengths were checked above. */
+	for (size_t off = 0; off < len;) {
+		uint16_t tag = get_u16(p + off);
+		uint32_t flen = get_u32(p + off + 2);
+		const uint8_t *v = p + off + GP_MSG_FIELD_HEADER_SIZE;
+		const struct field *f = find_field(s, tag);
+
+		off += GP_MSG_FIELD_HEADER_SIZE + flen;
+		if (!f)
+			continue;
+		if (f->kind == K_NESTED) {
+			r = decode_body(f->sub, arr + k++ * f->sub->size, v,
+					flen, NULL);
+		} else {
+			r = decode_value(f, obj, v, flen);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (s->validate)
+		return s->validate(obj);
+	return 0;
+}
+
+int gp_msg_peek(const uint8_t *buf, size_t len, struct gp_msg_header *ret_header)
+{
+	uint32_t body;
+
+	if (len > GP_MSG_MAX_SIZE)
+		return -EMSGSIZE;
+	if (!buf || len < GP_MSG_HEADER_SIZE)
+		return -EBADMSG;
+	body = get_u32(buf + 4);
+	if (body != len - GP_MSG_HEADER_SIZE)
+		return -EBADMSG;
+	ret_header->version = buf[0];
+	ret_header->type = buf[1];
+	ret_header->flags = get_u16(buf + 2);
+	ret_header->body_len = body;
+	return 0;
+}
+
+int gp_msg_decode(const uint8_t *buf, size_t len, struct gp_msg *ret_msg)
+{
+	struct gp_msg_header h;
+	const struct schema *s;
+	struct gp_msg msg;
+	int r;
+
+	r = gp_msg_peek(buf, len, &h);
+	if (r < 0)
+		return r;
+	if (h.version < GP_MSG_VERSION_MIN || h.version > GP_MSG_VERSION)
+		return -EPROTONOSUPPORT;
+	memset(&msg, 0, sizeof(msg));
+	msg.version = h.version;
+	msg.type = h.type;
+	msg.flags = h.flags;
+	s = schema_of(h.type);
+	if (!s) {
+		*ret_msg = msg;
+		return GP_MSG_UNKNOWN_TYPE;
+	}
+	r = decode_body(s, &msg.u, buf + GP_MSG_HEADER_SIZE, h.body_len,
+			&msg.owned_);
+	if (r < 0) {
+		free(msg.owned_);
+		return r;
+	}
+	*ret_msg = msg;
+	return 0;
+}
+
+void gp_msg_init(struct gp_msg *msg, enum gp_msg_type type)
+{
+	memset(msg, 0, sizeof(*msg));
+	msg->type = (uint8_t)type;
+}
+
+void gp_msg_finish(struct gp_msg *msg)
+{
+	if (!msg)
+		return;
+	free(msg->owned_);
+	memset(msg, 0, sizeof(*msg));
+}
+
+int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
+{
+	size_t es = gp_msg_dtype_size(b->dtype);
+
+	if (!es)
+		return -EPROTONOSUPPORT;
+	if (n != b->count || (n && !b->raw) || b->raw_len != n * es)
+		return -EINVAL;
+	switch (b->dtype) {
+	case GP_DTYPE_F32:
+		if (host_is_le()) {
+			memcpy(out, b->raw, n * 4);
+		} else {
+			for (size_t i = 0; i < n; i++)
+				out[i] = bits_f32(get_u32(b->raw + 4 * i));
+		}
+		break;
+	case GP_DTYPE_F16:
+		for (size_t i = 0; i < n; i++)
+			out[i] = gp_msg_f16_to_f32(get_u16(b->raw + 2 * i));
+		break;
+	case GP_DTYPE_I8:
+		for (size_t i = 0; i < n; i++)
+			out[i] = (float)(int8_t)b->raw[i] * b->scale;
+		break;
+	}
+	return 0;
+}
+
+uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i)
+{
+	if (!mb->indices || i >= mb->indices_len / 4)
+		return 0;
+	return get_u32(mb->indices + 4 * i);
+}
+
+const char *gp_msg_type_name(uint8_t type)
+{
+	static const char *const names[] = {
+		[GP_MSG_JOIN] = "JOIN",
+		[GP_MSG_WELCOME] = "WELCOME",
+		[GP_MSG_REJECT] = "REJECT",
+		[GP_MSG_HEARTBEAT] = "HEARTBEAT",
+		[GP_MSG_WORK_REQUEST] = "WORK_REQUEST",
+		[GP_MSG_MINIBATCH] = "MINIBATCH",
+		[GP_MSG_PARAM_PULL] = "PARAM_PULL",
+		[GP_MSG_PARAM_SHARDS] = "PARAM_SHARDS",
+		[GP_MSG_UPDATE] = "UPDATE",
+		[GP_MSG_CLOCK] = "CLOCK",
+		[GP_MSG_STATS] = "STATS",
+		[GP_MSG_PAUSE] = "PAUSE",
+		[GP_MSG_RESUME] = "RESUME",
+		[GP_MSG_BYE] = "BYE",
+	};
+
+	if (type == 0 || type > GP_MSG_TYPE_MAX)
+		return "unknown";
+	return names[type];
+}
+
+const char *gp_msg_reject_str(uint16_t code)
+{
+	switch (code) {
+	case GP_REJECT_BAD_TOKEN:
+		return "invalid token";
+	case GP_REJECT_TOKEN_EXPIRED:
+		return "token expired";
+	case GP_REJECT_TOKEN_USED_UP:
+		return "token used up";
+	case GP_REJECT_TOKEN_REVOKED:
+		return "token revoked";
+	case GP_REJECT_AGENT_REVOKED:
+		return "agent revoked";
+	case GP_REJECT_VERSION:
+		return "version not supported";
+	case GP_REJECT_BUSY:
+		return "coordinator busy";
+	case GP_REJECT_UNKNOWN_AGENT:
+		return "unknown agent (join with a token)";
+	case GP_REJECT_MALFORMED:
+		return "malformed message";
+	case GP_REJECT_NO_JOB:
+		return "no job running";
+	default:
+		return "unspecified";
+	}
+}
+
+const char *gp_msg_bye_str(uint16_t reason)
+{
+	switch (reason) {
+	case GP_BYE_NORMAL:
+		return "normal close";
+	case GP_BYE_SHUTDOWN:
+		return "shutting down";
+	case GP_BYE_JOB_DONE:
+		return "job done";
+	case GP_BYE_REVOKED:
+		return "revoked";
+	case GP_BYE_PROTOCOL:
+		return "protocol error";
+	case GP_BYE_TIMEOUT:
+		return "timed out";
+	case GP_BYE_RESTART:
+		return "restarting";
+	default:
+		return "unspecified";
+	}
+}

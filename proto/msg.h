@@ -1,0 +1,395 @@
+/* The versioned message set carried inside Noise transport frames.
+ *
+ * Every message is an 8-byte header followed by a body of TLV fields:
+ *
+ *   header:  u8 version | u8 type | u16 flags | u32 body_len      (LE)
+ *   field:   u16 tag    | u32 len | len bytes of value             (LE)
+ *
+ * The header layout is frozen across all versions, so that any release can
+ * read the version and type of any message (gp_msg_peek()). Field tags are
+ * scoped per message type. A decoder skips fields whose tag it does not
+ * know, unless the tag has GP_MSG_TAG_CRITICAL set ("must understand"), and
+ * reports a message type it does not know as GP_MSG_UNKNOWN_TYPE, a
+ * non-error result: this is what lets an agent of an older release keep
+ * working with a newer coordinator. Integers are fixed-width little-endian,
+ * floats are IEEE-754 binary32 little-endian, strings are UTF-8 without a
+ * terminator, tensors are raw little-endian element arrays (f32, f16 or int8
+ * with one f32 scale), never text. docs/protocol.md "Messages" has the byte
+ * layouts and the table of every type and field.
+ *
+ * Ownership of decoded messages: gp_msg_decode() fills a struct gp_msg whose
+ * byte and tensor pointers (minibatch pixels, token id, tensor data ...)
+ * point INTO the input buffer (zero-copy): the input must outlive the
+ * decoded message and must not be modified while it is used. Strings are
+ * copied into fixed arrays and NUL-terminated. Repeated elements (devices,
+ * shard versions, tensor blocks) live in one array allocated by the decoder
+ * and freed by gp_msg_finish().
+ *
+ * For encoding, the caller fills a struct gp_msg (zero-initialised, then the
+ * type and fields); all pointers in it are borrowed for the duration of the
+ * gp_msg_encode*() call. */
+#ifndef GP_PROTO_MSG_H
+#define GP_PROTO_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The message format version this release writes. Decoders accept
+ * GP_MSG_VERSION_MIN..GP_MSG_VERSION (inclusive). The version is bumped only
+ * for changes that old decoders cannot skip; new types and new fields do not
+ * bump it. */
+#define GP_MSG_VERSION 1
+#define GP_MSG_VERSION_MIN 1
+
+#define GP_MSG_HEADER_SIZE 8  /* u8 version, u8 type, u16 flags, u32 body_len */
+#define GP_MSG_FIELD_HEADER_SIZE 6 /* u16 tag, u32 len */
+/* Hard maximum size of one encoded message, header included. The framing
+ * layer uses the same bound for a frame's plaintext; nothing larger is ever
+ * allocated or accepted. */
+#define GP_MSG_MAX_SIZE (64u * 1024u * 1024u)
+/* A field tag with this bit set must be understood: a decoder that does not
+ * know it fails with -EPROTONOSUPPORT instead of skipping it. */
+#define GP_MSG_TAG_CRITICAL 0x8000u
+
+/* gp_msg_decode() result for a well-formed header of a type this release
+ * does not know: not an error, the caller skips the message. */
+#define GP_MSG_UNKNOWN_TYPE 1
+
+/* String capacities (bytes, without the terminator). Longer strings on the
+ * wire are malformed; longer strings given to the encoder are -EINVAL. */
+#define GP_MSG_NAME_MAX 64      /* agent name */
+#define GP_MSG_RELEASE_MAX 32   /* release string, e.g. "0.1.0" */
+#define GP_MSG_DEVICE_NAME_MAX 128
+#define GP_MSG_MODEL_MAX 256    /* model spec, e.g. "784-256-128-10" */
+#define GP_MSG_TEXT_MAX 256     /* human-readable reason text */
+#define GP_MSG_TOKEN_ID_SIZE 8  /* == GP_TOKEN_ID_SIZE */
+
+/* Most repeated elements one message may carry. The decoder allocates one
+ * struct per element, so these bound what a hostile peer can make it
+ * allocate beyond the message itself. */
+#define GP_MSG_DEVICES_MAX 32
+#define GP_MSG_ELEMENTS_MAX 65536 /* shard versions or tensor blocks */
+
+enum gp_msg_type {
+	GP_MSG_JOIN = 1,         /* agent -> coordinator, first message */
+	GP_MSG_WELCOME = 2,      /* coordinator -> agent: accepted + job */
+	GP_MSG_REJECT = 3,       /* coordinator -> agent: refused, then close */
+	GP_MSG_HEARTBEAT = 4,    /* both ways */
+	GP_MSG_WORK_REQUEST = 5, /* agent -> coordinator: give me minibatches */
+	GP_MSG_MINIBATCH = 6,    /* coordinator -> agent: one unit of work */
+	GP_MSG_PARAM_PULL = 7,   /* agent -> coordinator: what I hold */
+	GP_MSG_PARAM_SHARDS = 8, /* coordinator -> agent: fresher shards */
+	GP_MSG_UPDATE = 9,       /* agent -> coordinator: gradients */
+	GP_MSG_CLOCK = 10,       /* both ways: SSP clocks */
+	GP_MSG_STATS = 11,       /* coordinator -> agent: progress, credit */
+	GP_MSG_PAUSE = 12,       /* agent -> coordinator: stop sending work */
+	GP_MSG_RESUME = 13,      /* agent -> coordinator: work again */
+	GP_MSG_BYE = 14,         /* both ways: closing, and why */
+};
+#define GP_MSG_TYPE_MAX GP_MSG_BYE
+
+/* Why the coordinator refused a JOIN. Receivers map values they do not know
+ * to "unspecified" for display but keep the number. */
+enum gp_msg_reject_code {
+	GP_REJECT_UNSPECIFIED = 0,
+	GP_REJECT_BAD_TOKEN = 1,      /* unknown token id or wrong secret */
+	GP_REJECT_TOKEN_EXPIRED = 2,
+	GP_REJECT_TOKEN_USED_UP = 3,
+	GP_REJECT_TOKEN_REVOKED = 4,
+	GP_REJECT_AGENT_REVOKED = 5,
+	GP_REJECT_VERSION = 6,        /* message version or release unsupported */
+	GP_REJECT_BUSY = 7,           /* try again after retry_after_ms */
+	GP_REJECT_UNKNOWN_AGENT = 8,  /* not a member and no token presented */
+	GP_REJECT_MALFORMED = 9,
+	GP_REJECT_NO_JOB = 10,
+};
+
+enum gp_msg_bye_reason {
+	GP_BYE_NORMAL = 0,
+	GP_BYE_SHUTDOWN = 1,    /* program exiting */
+	GP_BYE_JOB_DONE = 2,
+	GP_BYE_REVOKED = 3,     /* agent revoked by the pool owner */
+	GP_BYE_PROTOCOL = 4,    /* peer sent something unacceptable */
+	GP_BYE_TIMEOUT = 5,     /* heartbeats missed */
+	GP_BYE_RESTART = 6,     /* reconnect later */
+};
+
+enum gp_msg_pause_reason {
+	GP_PAUSE_USER = 0,
+	GP_PAUSE_NOT_IDLE = 1,
+	GP_PAUSE_ON_BATTERY = 2,
+	GP_PAUSE_LIMIT = 3,
+};
+
+enum gp_msg_device_kind {
+	GP_DEVICE_CPU = 0,
+	GP_DEVICE_GPU = 1,
+	GP_DEVICE_ACCELERATOR = 2,
+	GP_DEVICE_OTHER = 3,
+};
+
+/* Element encodings of tensor payloads. */
+enum gp_msg_dtype {
+	GP_DTYPE_F32 = 0, /* IEEE binary32 LE, 4 bytes */
+	GP_DTYPE_F16 = 1, /* IEEE binary16 LE, 2 bytes, round-to-nearest-even */
+	GP_DTYPE_I8 = 2,  /* int8, value = q * scale, 1 byte */
+};
+#define GP_DTYPE_MAX GP_DTYPE_I8
+
+/* Capability bits (JOIN.caps: what the agent can decode and send;
+ * WELCOME.caps: what the coordinator will use for this agent). */
+#define GP_CAP_F16 (1u << 0)
+#define GP_CAP_I8 (1u << 1)
+
+struct gp_msg_device {
+	uint8_t kind;                               /* enum gp_msg_device_kind */
+	char name[GP_MSG_DEVICE_NAME_MAX + 1];
+	float gflops;                               /* measured GEMM GFLOP/s */
+	float samples_per_s;                        /* measured training rate */
+	uint64_t memory;                            /* bytes, 0 if unknown */
+};
+
+struct gp_msg_join {
+	char name[GP_MSG_NAME_MAX + 1];
+	char release[GP_MSG_RELEASE_MAX + 1];
+	/* First join only: the token id (the secret never travels, it keys the
+	 * Noise psk). NULL/0 when absent; on decode it points into the input. */
+	const uint8_t *token_id;
+	size_t token_id_len;                        /* 0 or GP_MSG_TOKEN_ID_SIZE */
+	uint32_t caps;                              /* GP_CAP_* */
+	struct gp_msg_device *devices;
+	size_t n_devices;
+};
+
+struct gp_msg_welcome {
+	uint64_t agent_id;
+	uint64_t job_id;
+	char model[GP_MSG_MODEL_MAX + 1];
+	uint32_t batch_size;
+	uint32_t staleness;                         /* SSP s */
+	uint32_t heartbeat_ms;
+	uint32_t caps;                              /* GP_CAP_* to use */
+	uint32_t epoch;                             /* current epoch */
+};
+
+struct gp_msg_reject {
+	uint16_t code;                              /* enum gp_msg_reject_code */
+	char text[GP_MSG_TEXT_MAX + 1];
+	uint32_t retry_after_ms;                    /* 0 = do not retry */
+};
+
+/* RTT: the receiver echoes the last time_us it saw in echo_time_us and how
+ * long it held it in echo_delay_us; rtt = now - echo_time_us - echo_delay_us
+ * on the original sender's clock. */
+struct gp_msg_heartbeat {
+	uint64_t seq;
+	uint64_t time_us;                           /* sender's monotonic clock */
+	uint64_t echo_time_us;
+	uint64_t echo_delay_us;
+};
+
+struct gp_msg_work_request {
+	uint32_t count;                             /* minibatches wanted */
+};
+
+/* Either pixels + labels (samples * features u8, samples u8) or indices
+ * into a data set both sides hold (samples u32 LE), or both. */
+struct gp_msg_minibatch {
+	uint32_t epoch;
+	uint64_t minibatch;                         /* id within the epoch */
+	uint64_t clock;                             /* SSP clock it is for */
+	uint32_t samples;
+	uint32_t features;                          /* bytes per sample */
+	const uint8_t *pixels;
+	size_t pixels_len;                          /* 0 or samples*features */
+	const uint8_t *labels;
+	size_t labels_len;                          /* 0 or samples */
+	const uint8_t *indices;                     /* u32 LE each */
+	size_t indices_len;                         /* 0 or 4*samples */
+};
+
+/* One shard the agent holds, and its version. */
+struct gp_msg_shard_version {
+	uint32_t tensor;
+	uint32_t row_start;
+	uint64_t version;
+};
+
+struct gp_msg_param_pull {
+	uint64_t clock;                             /* the agent's clock */
+	/* The agent holds every shard at a version >= min_version, except those
+	 * listed in have[] with their own versions. */
+	uint64_t min_version;
+	struct gp_msg_shard_version *have;
+	size_t n_have;
+};
+
+/* A tensor payload: a whole tensor (row_start 0, rows 0) or a row block of
+ * one. count elements of dtype.
+ *   Encoding: values (host floats, borrowed) are converted to dtype while
+ *   writing; for GP_DTYPE_I8 the encoder picks scale = max|v| / 127.
+ *   Decoding: raw points into the input (raw_len == count * dtype size,
+ *   checked); read it with gp_msg_block_read(). values is NULL. */
+struct gp_msg_block {
+	uint32_t tensor;                            /* index in the model */
+	uint32_t row_start;
+	uint32_t rows;
+	uint64_t version;                           /* shard version clock */
+	uint32_t count;
+	uint8_t dtype;                              /* enum gp_msg_dtype */
+	float scale;                                /* I8 only (decoded) */
+	const float *values;                        /* encode input */
+	const uint8_t *raw;                         /* decode output */
+	size_t raw_len;
+};
+
+struct gp_msg_param_shards {
+	uint64_t clock;                             /* parameter clock served */
+	struct gp_msg_block *blocks;
+	size_t n_blocks;
+};
+
+/* Gradients of one minibatch. A large update may be split into parts (one
+ * per layer as soon as it is ready): part 0..parts-1, same minibatch id; the
+ * loss/norm/time fields count in the last part. parts 0 is taken as 1. */
+struct gp_msg_update {
+	uint32_t epoch;
+	uint64_t minibatch;
+	uint64_t clock;
+	uint32_t samples;
+	float loss;
+	float grad_norm;
+	uint64_t compute_us;
+	uint16_t part;
+	uint16_t parts;
+	struct gp_msg_block *blocks;
+	size_t n_blocks;
+};
+
+/* Agent -> coordinator: clock = the agent's new clock. Coordinator -> agent:
+ * min_clock = the slowest live agent's clock (the SSP bound moves). */
+struct gp_msg_clock {
+	uint64_t clock;
+	uint64_t min_clock;
+};
+
+struct gp_msg_stats {
+	uint32_t epoch;
+	uint64_t updates_accepted;                  /* from this agent */
+	uint64_t samples_credited;                  /* from this agent */
+	float loss;                                 /* pool's recent loss */
+	float accuracy;                             /* last evaluation, 0..1 */
+	uint32_t agents_live;
+};
+
+struct gp_msg_pause {
+	uint16_t reason;                            /* enum gp_msg_pause_reason */
+	uint32_t duration_ms;                       /* 0 = until RESUME */
+};
+
+struct gp_msg_bye {
+	uint16_t reason;                            /* enum gp_msg_bye_reason */
+	char text[GP_MSG_TEXT_MAX + 1];
+};
+
+struct gp_msg {
+	/* decode: the header's; encode: the version to write, 0 meaning
+	 * GP_MSG_VERSION (a coordinator answers in the version of the agent's
+	 * JOIN). */
+	uint8_t version;
+	uint8_t type;     /* enum gp_msg_type, or an unknown value on decode */
+	uint16_t flags;   /* reserved: written as given, ignored by decoders */
+	union {
+		struct gp_msg_join join;
+		struct gp_msg_welcome welcome;
+		struct gp_msg_reject reject;
+		struct gp_msg_heartbeat heartbeat;
+		struct gp_msg_work_request work_request;
+		struct gp_msg_minibatch minibatch;
+		struct gp_msg_param_pull param_pull;
+		struct gp_msg_param_shards param_shards;
+		struct gp_msg_update update;
+		struct gp_msg_clock clock;
+		struct gp_msg_stats stats;
+		struct gp_msg_pause pause;
+		struct gp_msg_bye bye;
+	} u;
+	void *owned_;     /* private: the decoder's array, freed by finish */
+};
+
+struct gp_msg_header {
+	uint8_t version;
+	uint8_t type;
+	uint16_t flags;
+	uint32_t body_len;
+};
+
+/* Zeroes msg and sets its type, ready for the caller to fill in. */
+void gp_msg_init(struct gp_msg *msg, enum gp_msg_type type);
+
+/* Frees what gp_msg_decode() allocated in msg (the repeated-element array)
+ * and zeroes msg. A no-op on a zeroed or caller-filled msg. */
+void gp_msg_finish(struct gp_msg *msg);
+
+/* Reads the frozen 8-byte header of buf[0..len) without looking at the
+ * body's fields or judging the version, e.g. to answer a message of an
+ * unsupported version with a REJECT. Returns 0 and fills *ret_header, or
+ * -EBADMSG when len < 8 or body_len != len - 8, -EMSGSIZE when len exceeds
+ * GP_MSG_MAX_SIZE. buf is borrowed. */
+int gp_msg_peek(const uint8_t *buf, size_t len, struct gp_msg_header *ret_header);
+
+/* Decodes one whole message buf[0..len) into *ret_msg.
+ * Returns 0 on success; GP_MSG_UNKNOWN_TYPE (> 0) when the header is valid
+ * but the type is unknown to this release (ret_msg has version, type and
+ * flags only; skip the message); -EBADMSG when malformed (truncated,
+ * lengths that do not add up, a known field of the wrong size, a bad string,
+ * a duplicated field, tensor sizes that disagree); -EMSGSIZE when len >
+ * GP_MSG_MAX_SIZE; -EPROTONOSUPPORT for an unsupported version, an unknown
+ * critical field or an unknown tensor dtype; -ENOMEM. ret_msg is written only
+ * on success (>= 0); its pointers borrow from buf (see the top of this
+ * file); release it with gp_msg_finish(). */
+int gp_msg_decode(const uint8_t *buf, size_t len, struct gp_msg *ret_msg);
+
+/* Computes the exact encoded size of msg into *ret_size. Returns 0, -EINVAL
+ * for an unknown type or a field the encoder cannot write (string too long,
+ * token id of the wrong length, dtype unknown, a block with count > 0 and no
+ * values, ...), -EMSGSIZE when the result would exceed GP_MSG_MAX_SIZE. */
+int gp_msg_size(const struct gp_msg *msg, size_t *ret_size);
+
+/* Encodes msg into buf[0..cap). Returns 0 and the length in *ret_len, the
+ * errors of gp_msg_size(), or -ENOBUFS when cap is too small (buf is then
+ * left in an unspecified state). msg and buf are borrowed. */
+int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
+		  size_t *ret_len);
+
+/* Like gp_msg_encode() into a malloc'd buffer of exactly the right size;
+ * *ret_buf is owned by the caller (free()). */
+int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
+			size_t *ret_len);
+
+/* Converts a decoded block's payload to host floats: out must hold n ==
+ * block->count floats. Returns 0, -EINVAL if n != count or the block has no
+ * decoded payload, -EPROTONOSUPPORT for an unknown dtype. Non-finite values
+ * are passed through (the coordinator checks gradients itself). */
+int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
+
+/* Element size in bytes of a dtype, 0 when unknown. */
+size_t gp_msg_dtype_size(uint8_t dtype);
+
+/* The u32 sample index i (< samples) of a decoded minibatch's indices. */
+uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i);
+
+/* IEEE-754 binary32 <-> binary16, round to nearest even, with infinities,
+ * NaN (kept quiet) and subnormals. */
+uint16_t gp_msg_f32_to_f16(float f);
+float gp_msg_f16_to_f32(uint16_t h);
+
+/* Static names for logs: "JOIN", "REJECT"... or "unknown". */
+const char *gp_msg_type_name(uint8_t type);
+/* Human text for a REJECT code ("token expired"...), "unspecified" for
+ * unknown codes. */
+const char *gp_msg_reject_str(uint16_t code);
+const char *gp_msg_bye_str(uint16_t reason);
+
+#endif

@@ -1,0 +1,878 @@
+/* Unit tests of proto/msg: round trips of every type, tolerance of unknown
+ * types and fields, strictness about lengths, versions and limits, and the
+ * f16/int8 tensor encodings.
+ *
+ * With `--write-corpus DIR` it instead writes one encoded sample of every
+ * type into DIR (how tests/fuzz/corpus/msg/ was made). */
+#include "msg.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+
+static float vals_a[300];
+static float vals_b[7];
+static uint8_t pixels[3 * 784];
+static uint8_t labels[3] = { 1, 9, 0 };
+static uint8_t indices[4 * 3] = { 1, 0, 0, 0, 2, 0, 0, 0, 0xff, 0xff, 0, 0 };
+static const uint8_t token_id[GP_MSG_TOKEN_ID_SIZE] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+static struct gp_msg_device devices[2];
+static struct gp_msg_shard_version have[3];
+static struct gp_msg_block blocks[3];
+
+static void init_data(void)
+{
+	for (size_t i = 0; i < 300; i++)
+		vals_a[i] = (float)((int)i - 150) * 0.0625f;
+	for (size_t i = 0; i < 7; i++)
+		vals_b[i] = 1.0f / (float)(i + 1);
+	for (size_t i = 0; i < sizeof(pixels); i++)
+		pixels[i] = (uint8_t)(i * 7);
+	devices[0] = (struct gp_msg_device){ GP_DEVICE_GPU, "Intel(R) UHD 620",
+					     812.5f, 9100.0f, 1u << 30 };
+	devices[1] = (struct gp_msg_device){ GP_DEVICE_CPU, "cpu (4 threads)",
+					     55.25f, 1200.0f, 0 };
+	have[0] = (struct gp_msg_shard_version){ 0, 0, 17 };
+	have[1] = (struct gp_msg_shard_version){ 0, 64, 18 };
+	have[2] = (struct gp_msg_shard_version){ 5, 0, UINT64_MAX };
+	memset(blocks, 0, sizeof(blocks));
+	blocks[0].tensor = 0;
+	blocks[0].row_start = 64;
+	blocks[0].rows = 1;
+	blocks[0].version = 99;
+	blocks[0].count = 300;
+	blocks[0].dtype = GP_DTYPE_F32;
+	blocks[0].values = vals_a;
+	blocks[1].tensor = 3;
+	blocks[1].count = 7;
+	blocks[1].dtype = GP_DTYPE_F16;
+	blocks[1].values = vals_b;
+	blocks[2].tensor = 5; /* an empty block: metadata only */
+	blocks[2].dtype = GP_DTYPE_F32;
+}
+
+/* A sample of each type with every field set to something non-zero. */
+static void sample(struct gp_msg *m, uint8_t type)
+{
+	gp_msg_init(m, type);
+	switch (type) {
+	case GP_MSG_JOIN:
+		strcpy(m->u.join.name, "alice's laptop");
+		strcpy(m->u.join.release, "0.1.0");
+		m->u.join.token_id = token_id;
+		m->u.join.token_id_len = sizeof(token_id);
+		m->u.join.caps = GP_CAP_F16 | GP_CAP_I8;
+		m->u.join.devices = devices;
+		m->u.join.n_devices = 2;
+		break;
+	case GP_MSG_WELCOME:
+		m->u.welcome.agent_id = 42;
+		m->u.welcome.job_id = 7;
+		strcpy(m->u.welcome.model, "784-256-128-10");
+		m->u.welcome.batch_size = 64;
+		m->u.welcome.staleness = 3;
+		m->u.welcome.heartbeat_ms = 5000;
+		m->u.welcome.caps = GP_CAP_F16;
+		m->u.welcome.epoch = 2;
+		break;
+	case GP_MSG_REJECT:
+		m->u.reject.code = GP_REJECT_TOKEN_EXPIRED;
+		strcpy(m->u.reject.text, "token expired at 2024-01-01");
+		m->u.reject.retry_after_ms = 1500;
+		break;
+	case GP_MSG_HEARTBEAT:
+		m->u.heartbeat.seq = 12;
+		m->u.heartbeat.time_us = 123456789012ull;
+		m->u.heartbeat.echo_time_us = 123456000000ull;
+		m->u.heartbeat.echo_delay_us = 250;
+		break;
+	case GP_MSG_WORK_REQUEST:
+		m->u.work_request.count = 2;
+		break;
+	case GP_MSG_MINIBATCH:
+		m->u.minibatch.epoch = 1;
+		m->u.minibatch.minibatch = 933;
+		m->u.minibatch.clock = 40;
+		m->u.minibatch.samples = 3;
+		m->u.minibatch.features = 784;
+		m->u.minibatch.pixels = pixels;
+		m->u.minibatch.pixels_len = sizeof(pixels);
+		m->u.minibatch.labels = labels;
+		m->u.minibatch.labels_len = sizeof(labels);
+		m->u.minibatch.indices = indices;
+		m->u.minibatch.indices_len = sizeof(indices);
+		break;
+	case GP_MSG_PARAM_PULL:
+		m->u.param_pull.clock = 40;
+		m->u.param_pull.min_version = 16;
+		m->u.param_pull.have = have;
+		m->u.param_pull.n_have = 3;
+		break;
+	case GP_MSG_PARAM_SHARDS:
+		m->u.param_shards.clock = 38;
+		m->u.param_shards.blocks = blocks;
+		m->u.param_shards.n_blocks = 3;
+		break;
+	case GP_MSG_UPDATE:
+		m->u.update.epoch = 1;
+		m->u.update.minibatch = 933;
+		m->u.update.clock = 40;
+		m->u.update.samples = 64;
+		m->u.update.loss = 0.4375f;
+		m->u.update.grad_norm = 3.5f;
+		m->u.update.compute_us = 18000;
+		m->u.update.part = 1;
+		m->u.update.parts = 2;
+		m->u.update.blocks = blocks;
+		m->u.update.n_blocks = 2;
+		break;
+	case GP_MSG_CLOCK:
+		m->u.clock.clock = 41;
+		m->u.clock.min_clock = 38;
+		break;
+	case GP_MSG_STATS:
+		m->u.stats.epoch = 3;
+		m->u.stats.updates_accepted = 1000;
+		m->u.stats.samples_credited = 64000;
+		m->u.stats.loss = 0.3f;
+		m->u.stats.accuracy = 0.875f;
+		m->u.stats.agents_live = 4;
+		break;
+	case GP_MSG_PAUSE:
+		m->u.pause.reason = GP_PAUSE_ON_BATTERY;
+		m->u.pause.duration_ms = 60000;
+		break;
+	case GP_MSG_RESUME:
+		break;
+	case GP_MSG_BYE:
+		m->u.bye.reason = GP_BYE_SHUTDOWN;
+		strcpy(m->u.bye.text, "bye");
+		break;
+	}
+}
+
+static uint8_t *encode(const struct gp_msg *m, size_t *len)
+{
+	uint8_t *buf = NULL;
+
+	ASSERT_OK(gp_msg_encode_alloc(m, &buf, len));
+	ASSERT_NOT_NULL(buf);
+	return buf;
+}
+
+/* Decoded blocks carry raw bytes; give them host values again so that the
+ * message can be re-encoded. out holds enough floats for all blocks. */
+static void blocks_to_values(struct gp_msg_block *b, size_t n, float *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		ASSERT_OK(gp_msg_block_read(&b[i], out, b[i].count));
+		b[i].values = out;
+		out += b[i].count;
+	}
+}
+
+/* Decoding then re-encoding gives the same bytes: every field survived. */
+static void check_reencode(const uint8_t *buf, size_t len)
+{
+	static float scratch[4096];
+	struct gp_msg d;
+	uint8_t *again;
+	size_t len2;
+
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	if (d.type == GP_MSG_PARAM_SHARDS)
+		blocks_to_values(d.u.param_shards.blocks,
+				 d.u.param_shards.n_blocks, scratch);
+	if (d.type == GP_MSG_UPDATE)
+		blocks_to_values(d.u.update.blocks, d.u.update.n_blocks,
+				 scratch);
+	again = encode(&d, &len2);
+	ASSERT_EQ(len2, len);
+	ASSERT_MEM_EQ(again, buf, len);
+	free(again);
+	gp_msg_finish(&d);
+}
+
+static void test_round_trip(void)
+{
+	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
+		struct gp_msg m, d;
+		uint8_t *buf;
+		size_t len, size;
+
+		sample(&m, t);
+		ASSERT_OK(gp_msg_size(&m, &size));
+		buf = encode(&m, &len);
+		ASSERT_EQ(len, size);
+		ASSERT_EQ(buf[0], GP_MSG_VERSION);
+		ASSERT_EQ(buf[1], t);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_EQ(d.type, t);
+		ASSERT_EQ(d.version, GP_MSG_VERSION);
+		gp_msg_finish(&d);
+		check_reencode(buf, len);
+		free(buf);
+	}
+}
+
+/* Explicit checks of a few fields, so that a symmetric encoder/decoder bug
+ * (both sides wrong the same way) cannot hide behind the re-encode test. */
+static void test_fields(void)
+{
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len;
+	float out[300];
+
+	sample(&m, GP_MSG_JOIN);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.join.name, "alice's laptop");
+	ASSERT_STR_EQ(d.u.join.release, "0.1.0");
+	ASSERT_EQ(d.u.join.token_id_len, GP_MSG_TOKEN_ID_SIZE);
+	ASSERT_MEM_EQ(d.u.join.token_id, token_id, sizeof(token_id));
+	ASSERT_EQ(d.u.join.n_devices, 2);
+	ASSERT_EQ(d.u.join.devices[0].kind, GP_DEVICE_GPU);
+	ASSERT_STR_EQ(d.u.join.devices[0].name, "Intel(R) UHD 620");
+	ASSERT_NEAR(d.u.join.devices[0].gflops, 812.5, 0);
+	ASSERT_UINT_EQ(d.u.join.devices[0].memory, 1u << 30);
+	ASSERT_STR_EQ(d.u.join.devices[1].name, "cpu (4 threads)");
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* A known byte layout: WORK_REQUEST count 2. */
+	sample(&m, GP_MSG_WORK_REQUEST);
+	buf = encode(&m, &len);
+	{
+		const uint8_t want[] = { 1, 5, 0, 0, 10, 0, 0, 0, /* header */
+					 1, 0, 4, 0, 0, 0, 2, 0, 0, 0 };
+
+		ASSERT_EQ(len, sizeof(want));
+		ASSERT_MEM_EQ(buf, want, len);
+	}
+	free(buf);
+
+	sample(&m, GP_MSG_MINIBATCH);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	/* Zero-copy: the pixels point into the input. */
+	ASSERT(d.u.minibatch.pixels > buf && d.u.minibatch.pixels < buf + len);
+	ASSERT_EQ(d.u.minibatch.pixels_len, sizeof(pixels));
+	ASSERT_MEM_EQ(d.u.minibatch.pixels, pixels, sizeof(pixels));
+	ASSERT_MEM_EQ(d.u.minibatch.labels, labels, sizeof(labels));
+	ASSERT_EQ(gp_msg_minibatch_index(&d.u.minibatch, 0), 1);
+	ASSERT_EQ(gp_msg_minibatch_index(&d.u.minibatch, 2), 65535);
+	ASSERT_EQ(gp_msg_minibatch_index(&d.u.minibatch, 3), 0);
+	ASSERT_UINT_EQ(d.u.minibatch.minibatch, 933);
+	gp_msg_finish(&d);
+	free(buf);
+
+	sample(&m, GP_MSG_PARAM_SHARDS);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.param_shards.n_blocks, 3);
+	ASSERT_EQ(d.u.param_shards.blocks[0].row_start, 64);
+	ASSERT_UINT_EQ(d.u.param_shards.blocks[0].version, 99);
+	ASSERT_EQ(d.u.param_shards.blocks[0].raw_len, 300 * 4);
+	ASSERT_OK(gp_msg_block_read(&d.u.param_shards.blocks[0], out, 300));
+	ASSERT_MEM_EQ(out, vals_a, sizeof(vals_a)); /* f32 is byte-exact */
+	/* The f32 payload is LE on the wire whatever the host. */
+	{
+		const uint8_t *raw = d.u.param_shards.blocks[0].raw;
+		uint32_t u = (uint32_t)raw[0] | (uint32_t)raw[1] << 8 |
+			     (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+		float f;
+
+		memcpy(&f, &u, 4);
+		ASSERT_NEAR(f, vals_a[0], 0);
+	}
+	ASSERT_EQ(d.u.param_shards.blocks[1].dtype, GP_DTYPE_F16);
+	ASSERT_EQ(d.u.param_shards.blocks[1].raw_len, 7 * 2);
+	ASSERT_OK(gp_msg_block_read(&d.u.param_shards.blocks[1], out, 7));
+	for (int i = 0; i < 7; i++)
+		ASSERT_NEAR(out[i], vals_b[i], vals_b[i] / 1024);
+	ASSERT_EQ(gp_msg_block_read(&d.u.param_shards.blocks[1], out, 6),
+		  -EINVAL);
+	ASSERT_EQ(d.u.param_shards.blocks[2].count, 0);
+	ASSERT(d.u.param_shards.blocks[2].raw == NULL);
+	gp_msg_finish(&d);
+	free(buf);
+
+	sample(&m, GP_MSG_UPDATE);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_NEAR(d.u.update.loss, 0.4375, 0);
+	ASSERT_EQ(d.u.update.part, 1);
+	ASSERT_EQ(d.u.update.parts, 2);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* RESUME: a header and nothing else. */
+	sample(&m, GP_MSG_RESUME);
+	buf = encode(&m, &len);
+	ASSERT_EQ(len, GP_MSG_HEADER_SIZE);
+	free(buf);
+}
+
+static void set_body_len(uint8_t *buf, size_t len)
+{
+	uint32_t b = (uint32_t)(len - GP_MSG_HEADER_SIZE);
+
+	for (int i = 0; i < 4; i++)
+		buf[4 + i] = (uint8_t)(b >> (8 * i));
+}
+
+/* Writes one TLV at p; returns its size. */
+static size_t put_field(uint8_t *p, uint16_t tag, const void *v, uint32_t vlen)
+{
+	p[0] = (uint8_t)tag;
+	p[1] = (uint8_t)(tag >> 8);
+	for (int i = 0; i < 4; i++)
+		p[2 + i] = (uint8_t)(vlen >> (8 * i));
+	memcpy(p + 6, v, vlen);
+	return 6 + vlen;
+}
+
+/* buf gets a field appended after len bytes and its header's body length
+ * fixed up. Returns the new length. */
+static size_t append_field(uint8_t *buf, size_t len, uint16_t tag,
+			   const void *v, uint32_t vlen)
+{
+	len += put_field(buf + len, tag, v, vlen);
+	set_body_len(buf, len);
+	return len;
+}
+
+static void test_unknown_type(void)
+{
+	uint8_t buf[32] = { GP_MSG_VERSION, 200, 0x34, 0x12, 6, 0, 0, 0,
+			    99, 0, 0, 0, 0, 0 };
+	struct gp_msg d;
+	struct gp_msg_header h;
+
+	memset(&d, 0xaa, sizeof(d));
+	ASSERT_EQ(gp_msg_decode(buf, 14, &d), GP_MSG_UNKNOWN_TYPE);
+	ASSERT_EQ(d.type, 200);
+	ASSERT_EQ(d.flags, 0x1234);
+	ASSERT(d.owned_ == NULL);
+	gp_msg_finish(&d);
+	ASSERT_STR_EQ(gp_msg_type_name(200), "unknown");
+	ASSERT_OK(gp_msg_peek(buf, 14, &h));
+	ASSERT_EQ(h.type, 200);
+	ASSERT_EQ(h.body_len, 6);
+
+	/* Type 0 is not a type either; its body need not even parse. */
+	buf[1] = 0;
+	set_body_len(buf, 9);
+	ASSERT_EQ(gp_msg_decode(buf, 9, &d), GP_MSG_UNKNOWN_TYPE);
+	ASSERT_EQ(d.type, 0);
+}
+
+/* An older decoder reading a newer message: extra fields are skipped, at
+ * the top level and inside repeated elements. */
+static void test_unknown_fields(void)
+{
+	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
+		struct gp_msg m, d;
+		uint8_t *buf, *big;
+		size_t len, len2;
+		const char extra[] = "from the future";
+		const uint8_t crit = 1;
+
+		sample(&m, t);
+		buf = encode(&m, &len);
+		big = malloc(len + 64);
+		ASSERT_NOT_NULL(big);
+		memcpy(big, buf, len);
+		len2 = append_field(big, len, 77, extra, sizeof(extra));
+		ASSERT_OK(gp_msg_decode(big, len2, &d));
+		gp_msg_finish(&d);
+		/* The content is unchanged: it re-encodes to the original. */
+		{
+			static float scratch[4096];
+			uint8_t *again;
+			size_t alen;
+
+			ASSERT_OK(gp_msg_decode(big, len2, &d));
+			if (t == GP_MSG_PARAM_SHARDS)
+				blocks_to_values(d.u.param_shards.blocks,
+						 d.u.param_shards.n_blocks,
+						 scratch);
+			if (t == GP_MSG_UPDATE)
+				blocks_to_values(d.u.update.blocks,
+						 d.u.update.n_blocks, scratch);
+			again = encode(&d, &alen);
+			ASSERT_EQ(alen, len);
+			ASSERT_MEM_EQ(again, buf, len);
+			free(again);
+			gp_msg_finish(&d);
+		}
+		/* An empty unknown field is fine too. */
+		len2 = append_field(big, len, 0x7fff, "", 0);
+		ASSERT_OK(gp_msg_decode(big, len2, &d));
+		gp_msg_finish(&d);
+		/* A critical one is not. */
+		len2 = append_field(big, len, GP_MSG_TAG_CRITICAL | 77, &crit, 1);
+		ASSERT_EQ(gp_msg_decode(big, len2, &d), -EPROTONOSUPPORT);
+		free(big);
+		free(buf);
+	}
+
+	/* Inside a device element of a JOIN: tag 9 is unknown there. */
+	{
+		uint8_t buf[256] = { GP_MSG_VERSION, GP_MSG_JOIN };
+		uint8_t dev[64];
+		size_t len, dlen;
+		struct gp_msg d;
+
+		dlen = put_field(dev, 2, "gpu0", 4); /* name */
+		dlen += put_field(dev + dlen, 9, "xyz", 3);
+		len = append_field(buf, 8, 5, dev, (uint32_t)dlen);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_EQ(d.u.join.n_devices, 1);
+		ASSERT_STR_EQ(d.u.join.devices[0].name, "gpu0");
+		gp_msg_finish(&d);
+	}
+}
+
+/* Offsets of the top-level field boundaries of an encoded message. */
+static bool is_boundary(const uint8_t *buf, size_t len, size_t at)
+{
+	size_t off = GP_MSG_HEADER_SIZE;
+
+	while (off < len) {
+		if (off == at)
+			return true;
+		off += 6 + ((size_t)buf[off + 2] | (size_t)buf[off + 3] << 8 |
+			    (size_t)buf[off + 4] << 16 |
+			    (size_t)buf[off + 5] << 24);
+	}
+	return off == at;
+}
+
+static void test_truncation(void)
+{
+	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
+		struct gp_msg m, d;
+		uint8_t *buf, *cut;
+		size_t len;
+
+		sample(&m, t);
+		buf = encode(&m, &len);
+		for (size_t n = 0; n < len; n++) {
+			int r;
+
+			/* As received: the header disagrees with the length. */
+			cut = malloc(n ? n : 1);
+			ASSERT_NOT_NULL(cut);
+			memcpy(cut, buf, n);
+			ASSERT_EQ(gp_msg_decode(cut, n, &d), -EBADMSG);
+			/* With the header fixed up, a cut inside a field
+			 * fails; a cut between fields is a shorter valid
+			 * message (absent fields are zero), unless a check
+			 * across fields fails. */
+			if (n >= GP_MSG_HEADER_SIZE) {
+				set_body_len(cut, n);
+				r = gp_msg_decode(cut, n, &d);
+				if (is_boundary(buf, len, n)) {
+					ASSERT(r == 0 || r == -EBADMSG);
+					if (r == 0)
+						gp_msg_finish(&d);
+				} else {
+					ASSERT_EQ(r, -EBADMSG);
+				}
+			}
+			free(cut);
+		}
+		free(buf);
+	}
+}
+
+static void test_limits(void)
+{
+	struct gp_msg m, d;
+	uint8_t buf[512] = { 0 };
+	size_t len;
+	struct gp_msg_header h;
+
+	/* Longer than the maximum: refused before the buffer is read. */
+	ASSERT_EQ(gp_msg_decode(buf, (size_t)GP_MSG_MAX_SIZE + 1, &d), -EMSGSIZE);
+	ASSERT_EQ(gp_msg_peek(buf, (size_t)GP_MSG_MAX_SIZE + 1, &h), -EMSGSIZE);
+	ASSERT_EQ(gp_msg_decode(buf, 7, &d), -EBADMSG);
+	ASSERT_EQ(gp_msg_decode(NULL, 0, &d), -EBADMSG);
+
+	/* A field length larger than what is left. */
+	sample(&m, GP_MSG_CLOCK);
+	ASSERT_OK(gp_msg_encode(&m, buf, sizeof(buf), &len));
+	buf[GP_MSG_HEADER_SIZE + 2] = 0xff;
+	buf[GP_MSG_HEADER_SIZE + 5] = 0xff;
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+
+	/* Too small an output buffer. */
+	ASSERT_EQ(gp_msg_encode(&m, buf, 10, &len), -ENOBUFS);
+
+	/* The encoder refuses what would exceed the maximum, without reading
+	 * the values (there are not that many). */
+	{
+		struct gp_msg_block b = { 0 };
+
+		b.count = GP_MSG_MAX_SIZE / 4;
+		b.dtype = GP_DTYPE_F32;
+		b.values = vals_a;
+		gp_msg_init(&m, GP_MSG_UPDATE);
+		m.u.update.blocks = &b;
+		m.u.update.n_blocks = 1;
+		ASSERT_EQ(gp_msg_size(&m, &len), -EMSGSIZE);
+		ASSERT_EQ(gp_msg_encode(&m, buf, sizeof(buf), &len), -EMSGSIZE);
+		b.count = 4;
+		b.values = NULL;
+		ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+		b.values = vals_a;
+		b.dtype = 7;
+		ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+	}
+
+	/* Strings too long for the encoder, unknown types. */
+	gp_msg_init(&m, GP_MSG_BYE);
+	memset(m.u.bye.text, 'x', sizeof(m.u.bye.text));
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+	m.u.bye.text[GP_MSG_TEXT_MAX] = '\0';
+	ASSERT_OK(gp_msg_size(&m, &len));
+	gp_msg_init(&m, GP_MSG_BYE);
+	m.type = 0;
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+	m.type = GP_MSG_TYPE_MAX + 1;
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+
+	/* Too many repeated elements. */
+	{
+		struct gp_msg_device many[GP_MSG_DEVICES_MAX + 1];
+		uint8_t *big;
+		size_t blen = GP_MSG_HEADER_SIZE;
+		uint8_t el[16];
+
+		memset(many, 0, sizeof(many));
+		gp_msg_init(&m, GP_MSG_JOIN);
+		m.u.join.devices = many;
+		m.u.join.n_devices = GP_MSG_DEVICES_MAX + 1;
+		ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+		m.u.join.n_devices = GP_MSG_DEVICES_MAX;
+		ASSERT_OK(gp_msg_size(&m, &len));
+
+		big = calloc(1, 8 + 13 * (GP_MSG_DEVICES_MAX + 1));
+		ASSERT_NOT_NULL(big);
+		big[0] = GP_MSG_VERSION;
+		big[1] = GP_MSG_JOIN;
+		memset(el, 0, sizeof(el));
+		el[0] = 1; /* kind u8 = 1 */
+		el[2] = 1;
+		el[6] = GP_DEVICE_GPU;
+		for (int i = 0; i < GP_MSG_DEVICES_MAX; i++)
+			blen = append_field(big, blen, 5, el, 7);
+		ASSERT_OK(gp_msg_decode(big, blen, &d));
+		ASSERT_EQ(d.u.join.n_devices, GP_MSG_DEVICES_MAX);
+		ASSERT_EQ(d.u.join.devices[GP_MSG_DEVICES_MAX - 1].kind,
+			  GP_DEVICE_GPU);
+		gp_msg_finish(&d);
+		blen = append_field(big, blen, 5, el, 7);
+		ASSERT_EQ(gp_msg_decode(big, blen, &d), -EBADMSG);
+		free(big);
+	}
+}
+
+static void test_strict(void)
+{
+	uint8_t buf[512];
+	size_t len;
+	struct gp_msg d;
+	const uint8_t u64[8] = { 1 };
+	const uint8_t u32[4] = { 1 };
+
+	/* A known field of the wrong size. */
+	buf[0] = GP_MSG_VERSION;
+	buf[1] = GP_MSG_WORK_REQUEST;
+	buf[2] = buf[3] = 0;
+	len = append_field(buf, 8, 1, u64, 8);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	len = append_field(buf, 8, 1, u32, 4);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.work_request.count, 1);
+	/* The same field twice. */
+	len = append_field(buf, len, 1, u32, 4);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	/* Half a field header. */
+	len = append_field(buf, 8, 1, u32, 4);
+	buf[len++] = 3;
+	buf[len++] = 0;
+	set_body_len(buf, len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+
+	/* Strings: control characters, too long. */
+	buf[1] = GP_MSG_BYE;
+	len = append_field(buf, 8, 2, "line\nforged", 11);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	len = append_field(buf, 8, 2, "nul\0byte", 8);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	{
+		char longtext[GP_MSG_TEXT_MAX + 1];
+
+		memset(longtext, 'a', sizeof(longtext));
+		ASSERT(GP_MSG_TEXT_MAX + 1 + 20 < 512);
+		len = append_field(buf, 8, 2, longtext, GP_MSG_TEXT_MAX + 1);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		len = append_field(buf, 8, 2, longtext, GP_MSG_TEXT_MAX);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_EQ(strlen(d.u.bye.text), GP_MSG_TEXT_MAX);
+	}
+	len = append_field(buf, 8, 2, "caf\xc3\xa9", 5); /* UTF-8 is fine */
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.bye.text, "caf\xc3\xa9");
+
+	/* A token id must be exactly 8 bytes. */
+	buf[1] = GP_MSG_JOIN;
+	len = append_field(buf, 8, 3, token_id, 7);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+
+	/* Minibatch payload sizes must agree with samples and features. */
+	{
+		struct gp_msg m;
+		uint8_t *enc;
+
+		sample(&m, GP_MSG_MINIBATCH);
+		m.u.minibatch.samples = 2;
+		m.u.minibatch.labels_len = 2;
+		m.u.minibatch.indices_len = 8;
+		enc = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(enc, len, &d), -EBADMSG);
+		free(enc);
+		m.u.minibatch.pixels_len = 2 * 784;
+		enc = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(enc, len, &d));
+		gp_msg_finish(&d);
+		free(enc);
+	}
+
+	/* Block payloads: size must match count and dtype; unknown dtypes
+	 * are not something an old agent can use. */
+	{
+		struct gp_msg m;
+		uint8_t *enc;
+		size_t at;
+
+		sample(&m, GP_MSG_PARAM_SHARDS);
+		m.u.param_shards.n_blocks = 1;
+		blocks[0].count = 2;
+		enc = encode(&m, &len);
+		blocks[0].count = 300;
+		ASSERT_OK(gp_msg_decode(enc, len, &d));
+		gp_msg_finish(&d);
+		/* Find the dtype field (tag 6, len 1) in the block. */
+		at = 0;
+		for (size_t i = 8; i + 7 <= len; i++)
+			if (enc[i] == 6 && enc[i + 1] == 0 && enc[i + 2] == 1 &&
+			    enc[i + 3] == 0 && enc[i + 4] == 0 && enc[i + 5] == 0)
+				at = i + 6;
+		ASSERT_GT(at, 0);
+		enc[at] = 9;
+		ASSERT_EQ(gp_msg_decode(enc, len, &d), -EPROTONOSUPPORT);
+		enc[at] = GP_DTYPE_F16; /* 2 elements of f16 are 4 bytes */
+		ASSERT_EQ(gp_msg_decode(enc, len, &d), -EBADMSG);
+		free(enc);
+	}
+
+	/* An UPDATE part beyond its parts. */
+	{
+		struct gp_msg m;
+		uint8_t *enc;
+
+		sample(&m, GP_MSG_UPDATE);
+		m.u.update.part = 2;
+		enc = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(enc, len, &d), -EBADMSG);
+		free(enc);
+		m.u.update.part = 0;
+		m.u.update.parts = 0; /* taken as 1 */
+		enc = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(enc, len, &d));
+		ASSERT_EQ(d.u.update.parts, 1);
+		gp_msg_finish(&d);
+		free(enc);
+	}
+}
+
+static void test_version(void)
+{
+	struct gp_msg m, d;
+	struct gp_msg_header h;
+	uint8_t *buf;
+	size_t len;
+
+	sample(&m, GP_MSG_HEARTBEAT);
+	buf = encode(&m, &len);
+	/* A newer major version: refused, but its header still reads, so a
+	 * coordinator can answer with a REJECT (GP_REJECT_VERSION). */
+	buf[0] = GP_MSG_VERSION + 1;
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
+	ASSERT_OK(gp_msg_peek(buf, len, &h));
+	ASSERT_EQ(h.version, GP_MSG_VERSION + 1);
+	ASSERT_EQ(h.type, GP_MSG_HEARTBEAT);
+	buf[0] = 0;
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
+	buf[0] = 0xff;
+	buf[1] = 0xee; /* unknown type in an unknown version: version wins */
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
+	free(buf);
+
+	/* The encoder writes only versions it speaks. */
+	m.version = GP_MSG_VERSION + 1;
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+	m.version = GP_MSG_VERSION;
+	ASSERT_OK(gp_msg_size(&m, &len));
+
+	/* Flags are reserved: carried, not judged. */
+	m.flags = 0x8001;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.flags, 0x8001);
+	free(buf);
+}
+
+static float f16_round(float f)
+{
+	return gp_msg_f16_to_f32(gp_msg_f32_to_f16(f));
+}
+
+static void test_f16(void)
+{
+	ASSERT_EQ(gp_msg_f32_to_f16(1.0f), 0x3c00);
+	ASSERT_EQ(gp_msg_f32_to_f16(-2.0f), 0xc000);
+	ASSERT_EQ(gp_msg_f32_to_f16(0.0f), 0);
+	ASSERT_EQ(gp_msg_f32_to_f16(-0.0f), 0x8000);
+	ASSERT_EQ(gp_msg_f32_to_f16(65504.0f), 0x7bff);
+	ASSERT_EQ(gp_msg_f32_to_f16(65519.0f), 0x7bff);
+	ASSERT_EQ(gp_msg_f32_to_f16(65520.0f), 0x7c00); /* ties to Inf */
+	ASSERT_EQ(gp_msg_f32_to_f16(1e10f), 0x7c00);
+	ASSERT_EQ(gp_msg_f32_to_f16(-INFINITY), 0xfc00);
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(1, -14)), 0x0400);
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(1, -24)), 0x0001);
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(1, -25)), 0);      /* tie to even */
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(1.5f, -25)), 1);
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(3, -25)), 2);      /* tie to even */
+	ASSERT_EQ(gp_msg_f32_to_f16(ldexpf(1, -30)), 0);
+	ASSERT_EQ(gp_msg_f32_to_f16(1.0f + ldexpf(1, -11)), 0x3c00); /* tie */
+	ASSERT_EQ(gp_msg_f32_to_f16(1.0f + 3 * ldexpf(1, -11)), 0x3c02);
+	ASSERT_EQ(gp_msg_f32_to_f16(1.0f + ldexpf(1.5f, -11)), 0x3c01);
+	ASSERT(isnan(f16_round(NAN)));
+	ASSERT_EQ(gp_msg_f32_to_f16(NAN) & 0x7c00, 0x7c00);
+	ASSERT_NE(gp_msg_f32_to_f16(NAN) & 0x3ff, 0);
+	ASSERT_NEAR(gp_msg_f16_to_f32(0x3555), 0.333251953125, 0);
+	ASSERT_NEAR(gp_msg_f16_to_f32(0x0001), ldexp(1, -24), 0);
+	ASSERT_NEAR(gp_msg_f16_to_f32(0x03ff), ldexp(1023, -24), 0);
+	/* Every half converts to float and back exactly. */
+	for (uint32_t h = 0; h < 0x10000; h++) {
+		float f = gp_msg_f16_to_f32((uint16_t)h);
+
+		if (isnan(f))
+			continue;
+		ASSERT_EQ(gp_msg_f32_to_f16(f), h);
+	}
+	/* Relative error of normal numbers is at most 2^-11. */
+	for (float f = 1e-4f; f < 60000; f *= 1.37f)
+		ASSERT_NEAR(f16_round(f), f, f * ldexpf(1, -11));
+}
+
+static void test_i8(void)
+{
+	float v[5] = { -1.0f, 0.5f, 0.25f, 2.0f, NAN };
+	float out[5];
+	struct gp_msg_block b = { 0 };
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len;
+
+	b.count = 5;
+	b.dtype = GP_DTYPE_I8;
+	b.values = v;
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, 5);
+	ASSERT_NEAR(d.u.update.blocks[0].scale, 2.0 / 127, 1e-9);
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, 5));
+	for (int i = 0; i < 4; i++)
+		ASSERT_NEAR(out[i], v[i], 1.0 / 127);
+	ASSERT_NEAR(out[3], 2.0, 1e-6);
+	ASSERT_NEAR(out[4], 0, 0); /* NaN is sent as 0 */
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* All zeros: scale 0, values 0. */
+	memset(v, 0, sizeof(v));
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, 5));
+	for (int i = 0; i < 5; i++)
+		ASSERT_NEAR(out[i], 0, 0);
+	gp_msg_finish(&d);
+	free(buf);
+}
+
+static void test_names(void)
+{
+	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_UPDATE), "UPDATE");
+	ASSERT_STR_EQ(gp_msg_type_name(0), "unknown");
+	ASSERT_STR_EQ(gp_msg_reject_str(GP_REJECT_TOKEN_USED_UP), "token used up");
+	ASSERT_STR_EQ(gp_msg_reject_str(999), "unspecified");
+	ASSERT_STR_EQ(gp_msg_bye_str(GP_BYE_JOB_DONE), "job done");
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_F16), 2);
+	ASSERT_EQ(gp_msg_dtype_size(3), 0);
+	gp_msg_finish(NULL);
+}
+
+static int write_corpus(const char *dir)
+{
+	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
+		struct gp_msg m;
+		char path[4096];
+		uint8_t *buf;
+		size_t len;
+		FILE *f;
+
+		sample(&m, t);
+		buf = encode(&m, &len);
+		snprintf(path, sizeof(path), "%s/valid-%02u-%s", dir, t,
+			 gp_msg_type_name(t));
+		f = fopen(path, "wb");
+		if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+			perror(path);
+			return 1;
+		}
+		free(buf);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	init_data();
+	if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0)
+		return write_corpus(argv[2]);
+	test_round_trip();
+	test_fields();
+	test_unknown_type();
+	test_unknown_fields();
+	test_truncation();
+	test_limits();
+	test_strict();
+	test_version();
+	test_f16();
+	test_i8();
+	test_names();
+	printf("msg: all tests passed\n");
+	return 0;
+}
