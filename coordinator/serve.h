@@ -1,0 +1,21 @@
+/* gradpool-coordinator serve: the parameter server and work scheduler on a
+ * libuv loop, and status, which reads the same ledger from another process.
+ */
+#ifndef GP_SERVE_H
+#define GP_SERVE_H
+
+#include <stdbool.h>
+
+/* Runs the job in job_path (borrowed) with the state in state_dir until it
+ * is done or SIGINT/SIGTERM arrives; listen (may be NULL) overrides the job
+ * file's [pool] listen. A job interrupted earlier (same job file, not done)
+ * resumes from its last checkpoint. Returns 0 when the job completed or was
+ * stopped cleanly, else a negative errno (already logged). */
+int gp_serve_run(const char *state_dir, const char *job_path,
+		 const char *listen);
+
+/* Prints the newest job's progress and each agent's clock from the ledger
+ * (read-only; works while serve runs). Returns 0 or a negative errno. */
+int gp_serve_status(const char *state_dir, bool json);
+
+#endif
