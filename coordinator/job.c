@@ -1,0 +1,324 @@
+#include "job.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conf.h"
+#include "gp-config.h"
+
+const char *gp_job_optimizer_name(enum gp_job_optimizer opt)
+{
+	switch (opt) {
+	case GP_OPT_SGD:
+		return "sgd";
+	case GP_OPT_SGD_MOMENTUM:
+		return "sgd-momentum";
+	}
+	return "unknown";
+}
+
+void gp_job_defaults(struct gp_job *job)
+{
+	memset(job, 0, sizeof(*job));
+	job->seed = 1;
+	snprintf(job->data_set, sizeof(job->data_set), "fashion-mnist");
+	snprintf(job->data_dir, sizeof(job->data_dir), "%s",
+		 GP_DATA_DIR_DEFAULT);
+	job->epochs = 5;
+	job->batch_size = 64;
+	job->staleness = 3;
+	job->optimizer = GP_OPT_SGD_MOMENTUM;
+	job->learning_rate = 0.05;
+	job->momentum = 0.9;
+	job->checkpoint_interval_ms = 30000;
+	job->checkpoint_keep = 3;
+	job->eval = true;
+	snprintf(job->listen, sizeof(job->listen), "127.0.0.1:7100");
+	job->heartbeat_interval_ms = 5000;
+	job->heartbeat_timeout_ms = 20000;
+	job->max_agents = 64;
+	job->max_grad_norm = 1000;
+}
+
+/* "784-256-128-10": widths joined by '-', input first. */
+static int parse_spec(void *target, const char *value, char *why,
+		      size_t whylen)
+{
+	struct gp_job *job = target;
+	uint32_t layers[GP_JOB_MAX_LAYERS];
+	const char *p = value;
+	size_t n = 0;
+
+	if (strlen(value) >= sizeof(job->spec)) {
+		snprintf(why, whylen, "too long");
+		return -ERANGE;
+	}
+	for (;;) {
+		uint64_t w = 0;
+		size_t digits = 0;
+
+		while (*p >= '0' && *p <= '9' && digits < 7) {
+			w = w * 10 + (uint64_t)(*p++ - '0');
+			digits++;
+		}
+		if (digits == 0 || (*p >= '0' && *p <= '9')) {
+			snprintf(why, whylen,
+				 "'%s' is not a list of layer widths such as "
+				 "784-256-128-10",
+				 value);
+			return -EINVAL;
+		}
+		if (w < 1 || w > 65536) {
+			snprintf(why, whylen,
+				 "layer width %llu out of range (1 to 65536)",
+				 (unsigned long long)w);
+			return -ERANGE;
+		}
+		if (n == GP_JOB_MAX_LAYERS) {
+			snprintf(why, whylen, "more than %d layers",
+				 GP_JOB_MAX_LAYERS);
+			return -ERANGE;
+		}
+		layers[n++] = (uint32_t)w;
+		if (*p == '\0')
+			break;
+		if (*p++ != '-') {
+			snprintf(why, whylen,
+				 "'%s' is not a list of layer widths such as "
+				 "784-256-128-10",
+				 value);
+			return -EINVAL;
+		}
+	}
+	if (n < 2) {
+		snprintf(why, whylen, "needs at least an input and an output "
+				      "width, as in 784-10");
+		return -EINVAL;
+	}
+	memcpy(job->spec, value, strlen(value) + 1);
+	memcpy(job->layers, layers, n * sizeof(layers[0]));
+	job->n_layers = n;
+	return 0;
+}
+
+static int parse_data_set(void *target, const char *value, char *why,
+			  size_t whylen)
+{
+	struct gp_job *job = target;
+	size_t len = strlen(value);
+
+	if (len == 0 || len >= sizeof(job->data_set) ||
+	    strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789-") != len) {
+		snprintf(why, whylen,
+			 "'%s' is not a data set name (a-z, 0-9 and '-', at "
+			 "most %zu characters)",
+			 value, sizeof(job->data_set) - 1);
+		return -EINVAL;
+	}
+	memcpy(job->data_set, value, len + 1);
+	return 0;
+}
+
+static int parse_optimizer(void *target, const char *value, char *why,
+			   size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "sgd") == 0) {
+		job->optimizer = GP_OPT_SGD;
+	} else if (strcmp(value, "sgd-momentum") == 0) {
+		job->optimizer = GP_OPT_SGD_MOMENTUM;
+	} else {
+		snprintf(why, whylen,
+			 "unknown optimizer '%s' (sgd or sgd-momentum)", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* "30s" (a duration) or "500 minibatches". */
+static int parse_checkpoint_interval(void *target, const char *value,
+				     char *why, size_t whylen)
+{
+	static const char word[] = "minibatches";
+	struct gp_job *job = target;
+	const char *p = value;
+	uint64_t n = 0, ms = 0;
+	size_t digits = 0;
+	int r;
+
+	while (*p >= '0' && *p <= '9' && digits < 10) {
+		n = n * 10 + (uint64_t)(*p++ - '0');
+		digits++;
+	}
+	while (*p == ' ')
+		p++;
+	if (digits > 0 && strcmp(p, word) == 0) {
+		if (n < 1 || n > 100000000) {
+			snprintf(why, whylen,
+				 "%llu minibatches out of range (1 to "
+				 "100000000)",
+				 (unsigned long long)n);
+			return -ERANGE;
+		}
+		job->checkpoint_interval_minibatches = n;
+		job->checkpoint_interval_ms = 0;
+		return 0;
+	}
+	r = gp_conf_parse_duration_ms(value, &ms, why, whylen);
+	if (r < 0) {
+		snprintf(why, whylen,
+			 "'%s' is neither a duration (30s, 5m) nor a count "
+			 "(500 minibatches)",
+			 value);
+		return r;
+	}
+	if (ms < 1000 || ms > 86400000) {
+		snprintf(why, whylen, "'%s' out of range (1s to 24h)", value);
+		return -ERANGE;
+	}
+	job->checkpoint_interval_ms = ms;
+	job->checkpoint_interval_minibatches = 0;
+	return 0;
+}
+
+/* host:port or [v6 address]:port; the host is resolved later. */
+static int parse_listen(void *target, const char *value, char *why,
+			size_t whylen)
+{
+	struct gp_job *job = target;
+	const char *colon, *host_end;
+	uint64_t port = 0;
+	size_t len = strlen(value);
+
+	if (len >= sizeof(job->listen))
+		goto bad;
+	if (value[0] == '[') {
+		host_end = strchr(value, ']');
+		if (!host_end || host_end == value + 1 || host_end[1] != ':')
+			goto bad;
+		colon = host_end + 1;
+	} else {
+		colon = strrchr(value, ':');
+		if (!colon || colon == value || memchr(value, ':',
+						       (size_t)(colon - value)))
+			goto bad;
+	}
+	if (gp_conf_parse_u64(colon + 1, &port, NULL, 0) < 0 || port < 1 ||
+	    port > 65535)
+		goto bad;
+	memcpy(job->listen, value, len + 1);
+	return 0;
+bad:
+	snprintf(why, whylen,
+		 "'%s' is not host:port (as in 127.0.0.1:7100 or [::1]:7100)",
+		 value);
+	return -EINVAL;
+}
+
+#define F(field) offsetof(struct gp_job, field)
+
+static const struct gp_conf_key job_keys[] = {
+	{"model", "spec", GP_CONF_CUSTOM, 0, 0, 0, 0, 1, parse_spec},
+	{"model", "seed", GP_CONF_U64, F(seed), 0, 0, 9007199254740992.0, 0,
+	 NULL},
+	{"data", "set", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_data_set},
+	{"data", "dir", GP_CONF_STRING, F(data_dir),
+	 sizeof(((struct gp_job *)0)->data_dir), 0, 0, 0, NULL},
+	{"train", "epochs", GP_CONF_U32, F(epochs), 0, 1, 100000, 0, NULL},
+	{"train", "batch_size", GP_CONF_U32, F(batch_size), 0, 1, 65536, 0,
+	 NULL},
+	{"train", "staleness", GP_CONF_U32, F(staleness), 0, 0, 1000000, 0,
+	 NULL},
+	{"train", "optimizer", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_optimizer},
+	{"train", "learning_rate", GP_CONF_DOUBLE, F(learning_rate), 0, 1e-12,
+	 10, 0, NULL},
+	{"train", "momentum", GP_CONF_DOUBLE, F(momentum), 0, 0, 0.999999, 0,
+	 NULL},
+	{"train", "weight_decay", GP_CONF_DOUBLE, F(weight_decay), 0, 0,
+	 0.999999, 0, NULL},
+	{"train", "checkpoint_interval", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
+	 parse_checkpoint_interval},
+	{"train", "checkpoint_keep", GP_CONF_U32, F(checkpoint_keep), 0, 1,
+	 1000, 0, NULL},
+	{"train", "eval", GP_CONF_BOOL, F(eval), 0, 0, 0, 0, NULL},
+	{"pool", "listen", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_listen},
+	{"pool", "heartbeat_interval", GP_CONF_DURATION_MS,
+	 F(heartbeat_interval_ms), 0, 100, 600000, 0, NULL},
+	{"pool", "heartbeat_timeout", GP_CONF_DURATION_MS,
+	 F(heartbeat_timeout_ms), 0, 1000, 3600000, 0, NULL},
+	{"pool", "max_agents", GP_CONF_U32, F(max_agents), 0, 1, 65536, 0,
+	 NULL},
+	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
+	 0, NULL},
+	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
+	 1e12, 0, NULL},
+};
+
+#undef F
+
+/* Checks that need more than one key. */
+static int check_job(const char *name, const struct gp_job *job, char *err,
+		     size_t errlen)
+{
+	if (job->heartbeat_timeout_ms <= job->heartbeat_interval_ms) {
+		snprintf(err, errlen,
+			 "%s: heartbeat_timeout (%llu ms) must be longer than "
+			 "heartbeat_interval (%llu ms) in [pool]",
+			 name, (unsigned long long)job->heartbeat_timeout_ms,
+			 (unsigned long long)job->heartbeat_interval_ms);
+		return -EINVAL;
+	}
+	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {
+		snprintf(err, errlen,
+			 "%s: clip_grad_norm (%g) above max_grad_norm (%g) in "
+			 "[pool] would never clip",
+			 name, job->clip_grad_norm, job->max_grad_norm);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int gp_job_parse(const char *name, const char *data, size_t len,
+		 struct gp_job *ret, char *err, size_t errlen)
+{
+	struct gp_job job;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	gp_job_defaults(&job);
+	r = gp_conf_parse(name, data, len, job_keys,
+			  sizeof(job_keys) / sizeof(job_keys[0]), &job, err,
+			  errlen);
+	if (r < 0)
+		return r;
+	r = check_job(name, &job, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = job;
+	return 0;
+}
+
+int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
+		      size_t errlen)
+{
+	struct gp_job job;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	gp_job_defaults(&job);
+	r = gp_conf_parse_file(path, job_keys,
+			       sizeof(job_keys) / sizeof(job_keys[0]), &job,
+			       err, errlen);
+	if (r < 0)
+		return r;
+	r = check_job(path, &job, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = job;
+	return 0;
+}

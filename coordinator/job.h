@@ -1,0 +1,96 @@
+/* The job file: what `gradpool-coordinator serve` trains, an INI file read
+ * with inih. Every key, its default and its range:
+ *
+ *   [model]
+ *   spec = 784-256-128-10     required; layer widths, input first (2..16
+ *                             layers of 1..65536 units; the coordinator
+ *                             builds dense+ReLU layers and a softmax loss)
+ *   seed = 1                  parameter initialisation seed
+ *   [data]
+ *   set = fashion-mnist       data set name ([a-z0-9-], at most 31 chars)
+ *   dir = GP_DATA_DIR_DEFAULT  where its IDX files are
+ *   [train]
+ *   epochs = 5                1..100000
+ *   batch_size = 64           1..65536
+ *   staleness = 3             SSP bound s: 0 is BSP; 0..1000000
+ *   optimizer = sgd-momentum  sgd | sgd-momentum
+ *   learning_rate = 0.05      (0, 10]
+ *   momentum = 0.9            [0, 1)
+ *   weight_decay = 0          [0, 1)
+ *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
+ *                             count such as "500 minibatches"
+ *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000
+ *   eval = true               evaluate on the test set after each epoch
+ *   [pool]
+ *   listen = 127.0.0.1:7100   host:port (IPv6 as [addr]:port)
+ *   heartbeat_interval = 5s   100ms..10m
+ *   heartbeat_timeout = 20s   1s..1h; must exceed heartbeat_interval
+ *   max_agents = 64           1..65536
+ *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
+ *                             0 turns the check off
+ *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ */
+#ifndef GP_JOB_H
+#define GP_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GP_JOB_MAX_LAYERS 16
+
+enum gp_job_optimizer {
+	GP_OPT_SGD = 0,
+	GP_OPT_SGD_MOMENTUM = 1,
+};
+
+struct gp_job {
+	/* [model] */
+	char spec[128];
+	size_t n_layers; /* widths parsed from spec */
+	uint32_t layers[GP_JOB_MAX_LAYERS];
+	uint64_t seed;
+	/* [data] */
+	char data_set[32];
+	char data_dir[256];
+	/* [train] */
+	uint32_t epochs;
+	uint32_t batch_size;
+	uint32_t staleness;
+	enum gp_job_optimizer optimizer;
+	double learning_rate;
+	double momentum;
+	double weight_decay;
+	/* Exactly one of the two is non-zero. */
+	uint64_t checkpoint_interval_ms;
+	uint64_t checkpoint_interval_minibatches;
+	uint32_t checkpoint_keep;
+	bool eval;
+	/* [pool] */
+	char listen[128];
+	uint64_t heartbeat_interval_ms;
+	uint64_t heartbeat_timeout_ms;
+	uint32_t max_agents;
+	double max_grad_norm;
+	double clip_grad_norm;
+};
+
+/* Fills *job with every default (spec empty). */
+void gp_job_defaults(struct gp_job *job);
+
+/* Parses a job file from memory: data (borrowed, len bytes, no NUL needed),
+ * named name in messages. On success *ret (caller's storage) holds the
+ * job; on failure it is untouched and err (borrowed, errlen bytes) says
+ * "NAME:LINE: what is wrong". Returns 0 or -EINVAL. */
+int gp_job_parse(const char *name, const char *data, size_t len,
+		 struct gp_job *ret, char *err, size_t errlen);
+
+/* Reads and parses the job file at path, as gp_job_parse. Returns 0, -EINVAL,
+ * or the errno of reading the file. */
+int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
+		      size_t errlen);
+
+/* Returns the optimizer's name in the job file ("sgd", "sgd-momentum"). */
+const char *gp_job_optimizer_name(enum gp_job_optimizer opt);
+
+#endif

@@ -1,0 +1,334 @@
+/* The coordinator's ledger: one SQLite database (WAL) holding the agents,
+ * invite tokens, jobs, the update log, hostile-input rejections, epoch
+ * evaluations and checkpoints. docs/architecture.md ("Ledger") describes the
+ * schema table by table.
+ *
+ * Threads. Every function is safe to call from any thread: a mutex guards
+ * the connection. All of them may block on the disk, so the coordinator
+ * calls them from a worker thread, never from the libuv loop thread, with
+ * two exceptions that never touch SQLite and only take a short in-memory
+ * lock: gp_ledger_update_append() and gp_ledger_rejection_append(), and
+ * gp_ledger_flush_due(). Those buffer rows that gp_ledger_flush() later
+ * writes in one transaction, so that the update log costs one commit per
+ * batch rather than one fsync per gradient.
+ *
+ * Times are Unix times in milliseconds (UTC), given by the caller so that
+ * tests are deterministic; 0 means "never" or "none" where a time may be
+ * absent (expiry, revocation). Ids are positive. */
+#ifndef GP_LEDGER_H
+#define GP_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gp_ledger;
+
+#define GP_LEDGER_KEY_SIZE 32	     /* X25519 public key */
+#define GP_LEDGER_HASH_SIZE 32	     /* keyed hash of a token secret */
+#define GP_LEDGER_NAME_MAX 64	     /* agent names, token labels, with NUL */
+#define GP_LEDGER_FINGERPRINT_MAX 32 /* with NUL */
+#define GP_LEDGER_REASON_MAX 96	     /* update/rejection reasons, with NUL */
+#define GP_LEDGER_DEVICES_MAX 16
+/* Rows buffered by the append functions before they refuse (-ENOBUFS): a
+ * writer that far behind has a problem that more memory will not fix. */
+#define GP_LEDGER_BUFFER_MAX (1u << 20)
+
+enum gp_ledger_flags {
+	GP_LEDGER_CREATE = 1u << 0,   /* create or initialise if absent */
+	GP_LEDGER_READONLY = 1u << 1, /* a second process (the CLI) reading */
+	GP_LEDGER_CHECK = 1u << 2,    /* PRAGMA quick_check when opening */
+};
+
+/* Opens (and creates or migrates) the ledger at path. A file that is not a
+ * gradpool ledger, is truncated or corrupt, or has a newer schema is refused
+ * without a single byte written to it. On success *ret is owned by the
+ * caller (gp_ledger_close). On failure err (borrowed, errlen bytes, may be
+ * NULL) holds one sentence naming the file and the problem. Returns 0,
+ * -ENOENT, -EBADMSG, -ENOTSUP, -EBUSY or another negative errno. */
+int gp_ledger_open(const char *path, unsigned flags, struct gp_ledger **ret,
+		   char *err, size_t errlen);
+
+/* Flushes buffered rows (a failure is lost: call gp_ledger_flush first when
+ * it matters), closes and frees. NULL is a no-op. */
+void gp_ledger_close(struct gp_ledger *l);
+
+/* The message of the last failure on this ledger (owned by l, valid until
+ * the next call on l from any thread). Never NULL. */
+const char *gp_ledger_error(struct gp_ledger *l);
+
+/* Runs PRAGMA integrity_check. Returns 0 when healthy, -EBADMSG with SQLite's
+ * first complaint in gp_ledger_error() otherwise. */
+int gp_ledger_check(struct gp_ledger *l);
+
+/* Meta: small key/value strings (e.g. "token_key_id"). get copies the value
+ * into buf (size bytes) and returns its length, -ENOENT when absent or
+ * -ERANGE when buf is too small. */
+int gp_ledger_meta_set(struct gp_ledger *l, const char *key,
+		       const char *value);
+int gp_ledger_meta_get(struct gp_ledger *l, const char *key, char *buf,
+		       size_t size);
+
+/* ---- agents ------------------------------------------------------------ */
+
+struct gp_ledger_device {
+	char kind[16];	/* "cpu", "opencl" */
+	char name[GP_LEDGER_NAME_MAX];
+	double gflops;	/* measured by the agent's start-up benchmark */
+	double samples_per_s;
+};
+
+struct gp_ledger_agent {
+	int64_t id;
+	char name[GP_LEDGER_NAME_MAX];
+	uint8_t public_key[GP_LEDGER_KEY_SIZE];
+	char fingerprint[GP_LEDGER_FINGERPRINT_MAX];
+	int64_t token_id; /* the token it joined with; 0 if none */
+	int64_t joined_at, last_seen, revoked_at;
+	size_t n_devices;
+	struct gp_ledger_device devices[GP_LEDGER_DEVICES_MAX];
+};
+
+/* Joins an agent with an invite token, all or nothing, in one transaction:
+ * the token's use counter goes up only if the token exists, is not revoked,
+ * not expired at now and has uses left, and the agent row (agent->name,
+ * public_key, fingerprint, devices; borrowed) is inserted in the same
+ * transaction. The caller has already checked the token secret (the Noise
+ * psk handshake does). An agent whose key is already a live member is not
+ * inserted again and consumes no use: it gets its id back and return 1
+ * (its join reply was probably lost). Returns 0 (new member) or 1, with
+ * *ret_id set, or: -ENOENT (no such token), -EKEYREVOKED (token or agent
+ * revoked), -EKEYEXPIRED (token expired), -EKEYREJECTED (no uses left),
+ * -EBUSY, or another negative errno; gp_ledger_error() says which. */
+int gp_ledger_join(struct gp_ledger *l, int64_t token_id,
+		   const struct gp_ledger_agent *agent, int64_t now,
+		   int64_t *ret_id);
+
+/* Looks an agent up by public key (borrowed, GP_LEDGER_KEY_SIZE bytes) or by
+ * id and copies it into *ret (caller's storage). Returns 0 or -ENOENT. A
+ * revoked agent is found (check revoked_at). */
+int gp_ledger_agent_by_key(struct gp_ledger *l, const uint8_t *public_key,
+			   struct gp_ledger_agent *ret);
+int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
+			struct gp_ledger_agent *ret);
+
+/* Marks an agent revoked at `at`. Returns 0, or -ENOENT. Revoking twice
+ * keeps the first time. */
+int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
+
+/* Records that an agent was heard from at `at` (heartbeats). */
+int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
+
+/* Replaces the agent's device list (n entries, borrowed). */
+int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
+				const struct gp_ledger_device *devices,
+				size_t n);
+
+/* An agent with its contribution totals, for the CLI's "agents" command. */
+struct gp_ledger_agent_row {
+	struct gp_ledger_agent agent;
+	int64_t updates_applied;
+	int64_t samples_applied;
+	int64_t updates_discarded; /* duplicate or late */
+	int64_t updates_rejected;
+	int64_t rejections; /* rows in the rejections table */
+	int64_t last_clock; /* highest clock logged; -1 if none */
+	int64_t last_update_at;
+};
+
+/* Lists every agent (job_id 0) or the totals within one job. On success
+ * *ret_rows is a malloc'd array owned by the caller (free()) and *ret_n its
+ * length (possibly 0, with *ret_rows NULL). */
+int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
+			 struct gp_ledger_agent_row **ret_rows, size_t *ret_n);
+
+/* ---- invite tokens ----------------------------------------------------- */
+
+struct gp_ledger_token {
+	int64_t id; /* 0 when inserting: the ledger picks one */
+	char label[GP_LEDGER_NAME_MAX];
+	uint8_t secret_hash[GP_LEDGER_HASH_SIZE]; /* keyed hash, never the secret */
+	int64_t created_at;
+	int64_t expires_at; /* 0: never */
+	int64_t max_uses;   /* 0: unlimited */
+	int64_t uses;
+	int64_t revoked_at; /* 0: live */
+};
+
+/* Stores a token (borrowed). token->id 0 lets the ledger choose; a given id
+ * that exists is -EEXIST. uses is stored as given (normally 0). Returns 0
+ * with *ret_id set. */
+int gp_ledger_token_insert(struct gp_ledger *l,
+			   const struct gp_ledger_token *token,
+			   int64_t *ret_id);
+
+/* Copies token id into *ret. Returns 0 or -ENOENT. */
+int gp_ledger_token_get(struct gp_ledger *l, int64_t id,
+			struct gp_ledger_token *ret);
+
+/* Revokes a token at `at`. Returns 0 or -ENOENT. */
+int gp_ledger_token_revoke(struct gp_ledger *l, int64_t id, int64_t at);
+
+/* All tokens, oldest first: *ret_tokens malloc'd, owned by the caller. */
+int gp_ledger_token_list(struct gp_ledger *l,
+			 struct gp_ledger_token **ret_tokens, size_t *ret_n);
+
+/* ---- jobs -------------------------------------------------------------- */
+
+enum gp_ledger_job_state {
+	GP_JOB_CREATED = 0,
+	GP_JOB_RUNNING = 1,
+	GP_JOB_DONE = 2,
+	GP_JOB_FAILED = 3,
+};
+
+struct gp_ledger_job {
+	int64_t id;
+	char *spec; /* the job file text; owned by the struct */
+	enum gp_ledger_job_state state;
+	int64_t created_at;
+	int64_t updated_at;
+};
+
+/* Creates a job from its job-file text (borrowed). Returns 0, *ret_id set. */
+int gp_ledger_job_create(struct gp_ledger *l, const char *spec, int64_t now,
+			 int64_t *ret_id);
+
+/* Fills *ret; ret->spec is malloc'd (gp_ledger_job_finish frees it). id 0
+ * means the most recently created job. Returns 0 or -ENOENT. */
+int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
+		      struct gp_ledger_job *ret);
+void gp_ledger_job_finish(struct gp_ledger_job *job);
+
+int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
+			    enum gp_ledger_job_state state, int64_t now);
+
+/* Returns the state's name ("created", "running", "done", "failed"). */
+const char *gp_ledger_job_state_name(enum gp_ledger_job_state state);
+
+/* ---- update log (buffered) --------------------------------------------- */
+
+enum gp_ledger_outcome {
+	GP_UPDATE_APPLIED = 0,
+	GP_UPDATE_DUPLICATE = 1, /* minibatch already applied this epoch */
+	GP_UPDATE_LATE = 2,	 /* beyond the staleness bound, or job moved on */
+	GP_UPDATE_REJECTED = 3,	 /* bad shape, NaN/Inf, absurd norm ... */
+};
+
+struct gp_ledger_update {
+	int64_t job_id, agent_id;
+	int64_t clock, epoch, minibatch, samples;
+	double loss, grad_norm;
+	int64_t staleness; /* server clock minus the clock computed against */
+	int64_t received_at, applied_at; /* applied_at 0 if not applied */
+	enum gp_ledger_outcome outcome;
+	char reason[GP_LEDGER_REASON_MAX]; /* empty when applied */
+};
+
+/* Hostile or broken input from an agent, for accounting and penalties. */
+struct gp_ledger_rejection {
+	int64_t agent_id; /* 0: not yet identified */
+	char kind[24];	  /* "nan", "shape", "norm", "frame", "handshake" ... */
+	char reason[GP_LEDGER_REASON_MAX];
+	int64_t at;
+};
+
+/* Copies a row (borrowed) into the in-memory buffer; no SQLite, safe on the
+ * loop thread. Returns 1 when a flush is due (the buffer holds flush_rows
+ * rows, or its oldest row is older than flush_ms at the row's time), 0
+ * otherwise, -ENOBUFS when GP_LEDGER_BUFFER_MAX rows are already waiting,
+ * -EROFS on a read-only ledger. */
+int gp_ledger_update_append(struct gp_ledger *l,
+			    const struct gp_ledger_update *u);
+int gp_ledger_rejection_append(struct gp_ledger *l,
+			       const struct gp_ledger_rejection *r);
+
+/* Sets the flush thresholds (defaults: 256 rows, 1000 ms). */
+void gp_ledger_set_batching(struct gp_ledger *l, size_t flush_rows,
+			    int64_t flush_ms);
+
+/* Returns true when buffered rows should be flushed at time now. */
+bool gp_ledger_flush_due(struct gp_ledger *l, int64_t now);
+
+/* Writes every buffered row in one transaction. On failure the rows stay
+ * buffered (ahead of newer ones) for the next try. Returns the number of
+ * rows written, or a negative errno. */
+int gp_ledger_flush(struct gp_ledger *l);
+
+/* Rows buffered and not yet written. */
+size_t gp_ledger_pending(struct gp_ledger *l);
+
+/* ---- evaluations ------------------------------------------------------- */
+
+struct gp_ledger_eval {
+	int64_t job_id, epoch;
+	double test_loss, test_accuracy;
+	int64_t at;
+};
+
+int gp_ledger_eval_add(struct gp_ledger *l, const struct gp_ledger_eval *e);
+
+/* Evaluations of one job by epoch: *ret malloc'd, owned by the caller. */
+int gp_ledger_eval_list(struct gp_ledger *l, int64_t job_id,
+			struct gp_ledger_eval **ret, size_t *ret_n);
+
+/* ---- checkpoints ------------------------------------------------------- */
+
+struct gp_ledger_checkpoint {
+	int64_t job_id;
+	int64_t seq; /* 1, 2, ... per job; set by the ledger */
+	int64_t created_at;
+	int64_t epoch;
+	int64_t clock; /* the server clock it captures */
+	uint8_t *blob; /* a coordinator/checkpoint.h container */
+	size_t len;
+};
+
+/* Writes a checkpoint (blob borrowed: a checkpoint.h container, checked
+ * before it is stored) in one transaction that also writes every buffered
+ * update-log row, so that the log holds at least what the checkpoint
+ * includes, and deletes all but the newest keep (>= 1) checkpoints of the
+ * job. Returns 0 with *ret_seq (may be NULL) set. */
+int gp_ledger_checkpoint_write(struct gp_ledger *l, int64_t job_id,
+			       int64_t epoch, int64_t clock, int64_t now,
+			       const uint8_t *blob, size_t len, unsigned keep,
+			       int64_t *ret_seq);
+
+/* Loads the newest checkpoint of a job whose blob decodes; a damaged newer
+ * one is skipped (and counted in *ret_skipped, may be NULL). ret->blob is
+ * malloc'd, owned by the caller (gp_ledger_checkpoint_finish). Returns 0,
+ * -ENOENT (none, or none intact), or another negative errno. */
+int gp_ledger_checkpoint_load_latest(struct gp_ledger *l, int64_t job_id,
+				     struct gp_ledger_checkpoint *ret,
+				     unsigned *ret_skipped);
+void gp_ledger_checkpoint_finish(struct gp_ledger_checkpoint *c);
+
+/* Number of checkpoints stored for a job. */
+int gp_ledger_checkpoint_count(struct gp_ledger *l, int64_t job_id);
+
+/* ---- status ------------------------------------------------------------ */
+
+struct gp_ledger_status {
+	int64_t job_id;
+	enum gp_ledger_job_state state;
+	int64_t epoch;		   /* highest epoch with an applied update */
+	int64_t minibatches_in_epoch; /* distinct minibatches applied in it */
+	int64_t updates_applied;   /* whole job */
+	int64_t samples_applied;
+	int64_t updates_discarded; /* duplicate + late */
+	int64_t updates_rejected;
+	int64_t live_agents; /* not revoked */
+	int64_t last_checkpoint_seq, last_checkpoint_at; /* 0 if none */
+	bool have_eval;
+	struct gp_ledger_eval last_eval;
+};
+
+/* Job progress for "status" (job_id 0: the newest job). Returns 0 or
+ * -ENOENT. Per-agent last clocks come from gp_ledger_agent_list(). */
+int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
+		     struct gp_ledger_status *ret);
+
+/* Number of rows in the update log of a job (0: all jobs). */
+int64_t gp_ledger_update_count(struct gp_ledger *l, int64_t job_id);
+
+#endif

@@ -1,0 +1,245 @@
+/* The job file parser: defaults, every key, and errors that name the file
+ * and the line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "job.h"
+#include "test.h"
+
+static int parse(const char *text, struct gp_job *job, char *err,
+		 size_t errlen)
+{
+	err[0] = '\0';
+	return gp_job_parse("t.job", text, strlen(text), job, err, errlen);
+}
+
+/* The text must fail with exactly this message. */
+static void expect_error(const char *text, const char *message)
+{
+	struct gp_job job;
+	char err[256];
+
+	memset(&job, 0x5a, sizeof(job));
+	ASSERT_EQ(parse(text, &job, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_EQ(err, message);
+	/* ret is not written on failure */
+	ASSERT_EQ(((unsigned char *)&job)[0], 0x5a);
+}
+
+static void test_full(void)
+{
+	static const char text[] =
+		"# the main job\n"
+		"[model]\n"
+		"spec = 784-256-128-10\n"
+		"seed = 42\n"
+		"\n"
+		"[data]\n"
+		"set = fashion-mnist\n"
+		"dir = /data/fm ; where the IDX files are\n"
+		"[train]\n"
+		"epochs = 7\n"
+		"batch_size = 128\n"
+		"staleness = 0\n"
+		"optimizer = sgd\n"
+		"learning_rate = 0.1\n"
+		"momentum = 0\n"
+		"weight_decay = 0.0001\n"
+		"checkpoint_interval = 2m\n"
+		"checkpoint_keep = 5\n"
+		"eval = no\n"
+		"[pool]\n"
+		"listen = [::1]:7200\n"
+		"heartbeat_interval = 500ms\n"
+		"heartbeat_timeout = 3s\n"
+		"max_agents = 8\n"
+		"max_grad_norm = 50\n"
+		"clip_grad_norm = 5\n";
+	struct gp_job job;
+	char err[256];
+
+	ASSERT_OK(parse(text, &job, err, sizeof(err)));
+	ASSERT_STR_EQ(job.spec, "784-256-128-10");
+	ASSERT_EQ(job.n_layers, 4);
+	ASSERT_EQ(job.layers[0], 784);
+	ASSERT_EQ(job.layers[3], 10);
+	ASSERT_EQ(job.seed, 42);
+	ASSERT_STR_EQ(job.data_set, "fashion-mnist");
+	ASSERT_STR_EQ(job.data_dir, "/data/fm");
+	ASSERT_EQ(job.epochs, 7);
+	ASSERT_EQ(job.batch_size, 128);
+	ASSERT_EQ(job.staleness, 0);
+	ASSERT_EQ(job.optimizer, GP_OPT_SGD);
+	ASSERT_NEAR(job.learning_rate, 0.1, 0);
+	ASSERT_NEAR(job.weight_decay, 0.0001, 0);
+	ASSERT_EQ(job.checkpoint_interval_ms, 120000);
+	ASSERT_EQ(job.checkpoint_interval_minibatches, 0);
+	ASSERT_EQ(job.checkpoint_keep, 5);
+	ASSERT(!job.eval);
+	ASSERT_STR_EQ(job.listen, "[::1]:7200");
+	ASSERT_EQ(job.heartbeat_interval_ms, 500);
+	ASSERT_EQ(job.heartbeat_timeout_ms, 3000);
+	ASSERT_EQ(job.max_agents, 8);
+	ASSERT_NEAR(job.max_grad_norm, 50, 0);
+	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
+}
+
+static void test_defaults(void)
+{
+	struct gp_job job;
+	char err[256];
+
+	ASSERT_OK(parse("[model]\nspec=784-10\n", &job, err, sizeof(err)));
+	ASSERT_EQ(job.n_layers, 2);
+	ASSERT_EQ(job.seed, 1);
+	ASSERT_STR_EQ(job.data_set, "fashion-mnist");
+	ASSERT_EQ(job.epochs, 5);
+	ASSERT_EQ(job.batch_size, 64);
+	ASSERT_EQ(job.staleness, 3);
+	ASSERT_EQ(job.optimizer, GP_OPT_SGD_MOMENTUM);
+	ASSERT_NEAR(job.learning_rate, 0.05, 0);
+	ASSERT_NEAR(job.momentum, 0.9, 0);
+	ASSERT_EQ(job.checkpoint_interval_ms, 30000);
+	ASSERT(job.eval);
+	ASSERT_STR_EQ(job.listen, "127.0.0.1:7100");
+	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "sgd-momentum");
+
+	/* CRLF line ends, a BOM and a count for the checkpoint interval. */
+	ASSERT_OK(parse("\xef\xbb\xbf[model]\r\nspec = 10-5-2\r\n[train]\r\n"
+			"checkpoint_interval = 250 minibatches\r\n",
+			&job, err, sizeof(err)));
+	ASSERT_EQ(job.n_layers, 3);
+	ASSERT_EQ(job.checkpoint_interval_minibatches, 250);
+	ASSERT_EQ(job.checkpoint_interval_ms, 0);
+}
+
+static void test_errors(void)
+{
+	char long_line[400];
+
+	expect_error("[model]\nspec = 784-10\n[train]\nepochs = 3\nx = 1\n",
+		     "t.job:5: unknown key 'x' in [train]");
+	expect_error("[model]\nseed = 2\n",
+		     "t.job: missing required key 'spec' in [model]");
+	expect_error("[model]\nspec = 784-10\n[train]\nepochs = 0\n",
+		     "t.job:4: value 0 out of range for 'epochs' in [train] "
+		     "(1 to 100000)");
+	expect_error("[model]\nspec = 784-10\n[train]\nepochs = -1\n",
+		     "t.job:4: bad value for 'epochs' in [train]: '-1' is "
+		     "not a non-negative integer");
+	expect_error("[model]\nspec = 784-10\n[train]\nlearning_rate = fast\n",
+		     "t.job:4: bad value for 'learning_rate' in [train]: "
+		     "'fast' is not a number");
+	expect_error("[model]\nspec = 784-10\n[train]\nlearning_rate = nan\n",
+		     "t.job:4: bad value for 'learning_rate' in [train]: "
+		     "value 'nan' is not a finite number");
+	expect_error("[model]\nspec = 784-10\n[tran]\nepochs = 3\n",
+		     "t.job:4: unknown section [tran]");
+	expect_error("spec = 784-10\n",
+		     "t.job:1: key 'spec' outside any [section]");
+	expect_error("[model]\nspec = 784-10\nspec = 1-1\n",
+		     "t.job:3: duplicate key 'spec' in [model]");
+	expect_error("[model]\nspec = 784-10\n  -5\n",
+		     "t.job:3: continuation lines are not supported (value "
+		     "of 'spec' in [model])");
+	expect_error("[model]\nspec = 784-10\n[train\n",
+		     "t.job:3: syntax error (expected '[section]' or 'key = "
+		     "value')");
+	expect_error("[model]\nspec = 784-10\njunk\n[train]\nfoo = 1\n",
+		     "t.job:3: syntax error (expected '[section]' or 'key = "
+		     "value')");
+	expect_error("[model]\nspec = 784\n",
+		     "t.job:2: bad value for 'spec' in [model]: needs at least "
+		     "an input and an output width, as in 784-10");
+	expect_error("[model]\nspec = 784-0\n",
+		     "t.job:2: bad value for 'spec' in [model]: layer width 0 "
+		     "out of range (1 to 65536)");
+	expect_error("[model]\nspec = 784--10\n",
+		     "t.job:2: bad value for 'spec' in [model]: '784--10' is "
+		     "not a list of layer widths such as 784-256-128-10");
+	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adam\n",
+		     "t.job:4: bad value for 'optimizer' in [train]: unknown "
+		     "optimizer 'adam' (sgd or sgd-momentum)");
+	expect_error("[model]\nspec = 784-10\n[train]\neval = maybe\n",
+		     "t.job:4: bad value for 'eval' in [train]: 'maybe' is "
+		     "not a boolean (true or false)");
+	expect_error("[model]\nspec = 784-10\n[train]\ncheckpoint_interval = 30"
+		     "\n",
+		     "t.job:4: bad value for 'checkpoint_interval' in [train]: "
+		     "'30' is neither a duration (30s, 5m) nor a count (500 "
+		     "minibatches)");
+	expect_error("[model]\nspec = 784-10\n[pool]\nheartbeat_interval = 5\n",
+		     "t.job:4: bad value for 'heartbeat_interval' in [pool]: "
+		     "'5' needs a unit: ms, s, m or h (as in '30s')");
+	expect_error("[model]\nspec = 784-10\n[pool]\nlisten = localhost\n",
+		     "t.job:4: bad value for 'listen' in [pool]: 'localhost' "
+		     "is not host:port (as in 127.0.0.1:7100 or [::1]:7100)");
+	expect_error("[model]\nspec = 784-10\n[pool]\nlisten = h:70000\n",
+		     "t.job:4: bad value for 'listen' in [pool]: 'h:70000' "
+		     "is not host:port (as in 127.0.0.1:7100 or [::1]:7100)");
+	expect_error("[model]\nspec = 784-10\n[pool]\nheartbeat_interval = 10s"
+		     "\nheartbeat_timeout = 5s\n",
+		     "t.job: heartbeat_timeout (5000 ms) must be longer than "
+		     "heartbeat_interval (10000 ms) in [pool]");
+	expect_error("[model]\nspec = 784-10\n[data]\nset = Fashion MNIST\n",
+		     "t.job:4: bad value for 'set' in [data]: 'Fashion MNIST' "
+		     "is not a data set name (a-z, 0-9 and '-', at most 31 "
+		     "characters)");
+
+	/* Over-long lines and NUL bytes are refused, not mangled. */
+	memset(long_line, 'x', sizeof(long_line));
+	memcpy(long_line, "[data]\ndir = ", 13);
+	long_line[sizeof(long_line) - 1] = '\0';
+	expect_error(long_line,
+		     "t.job:2: line too long (at most 197 characters)");
+	{
+		static const char nul[] = "[model]\nspec = 7\0-10\n";
+		struct gp_job job;
+		char err[256];
+
+		ASSERT_EQ(gp_job_parse("t.job", nul, sizeof(nul) - 1, &job, err,
+				       sizeof(err)),
+			  -EINVAL);
+		ASSERT_STR_EQ(err, "t.job:2: NUL byte in a text file");
+	}
+}
+
+static void test_file(void)
+{
+	char dir[] = "/tmp/gp-test-job-XXXXXX", path[128], err[256];
+	struct gp_job job;
+	FILE *f;
+
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/main.job", dir);
+	ASSERT_EQ(gp_job_parse_file(path, &job, err, sizeof(err)), -ENOENT);
+	ASSERT_NOT_NULL(strstr(err, path));
+	f = fopen(path, "w");
+	ASSERT_NOT_NULL(f);
+	fputs("[model]\nspec = 784-256-128-10\n[train]\nepochs = 2\nbad\n", f);
+	fclose(f);
+	ASSERT_EQ(gp_job_parse_file(path, &job, err, sizeof(err)), -EINVAL);
+	ASSERT_NOT_NULL(strstr(err, ":5: syntax error"));
+	ASSERT(strncmp(err, path, strlen(path)) == 0);
+	f = fopen(path, "w");
+	ASSERT_NOT_NULL(f);
+	fputs("[model]\nspec = 784-256-128-10\n[train]\nepochs = 2\n", f);
+	fclose(f);
+	ASSERT_OK(gp_job_parse_file(path, &job, err, sizeof(err)));
+	ASSERT_EQ(job.epochs, 2);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	test_full();
+	test_defaults();
+	test_errors();
+	test_file();
+	printf("job: all tests passed\n");
+	return 0;
+}

@@ -1,0 +1,779 @@
+/* The coordinator's ledger on real SQLite files in a temporary directory:
+ * schema creation and reopening, invite-token accounting, the batched
+ * update log, checkpoints, a second reader while the writer works, and
+ * damaged or foreign files refused without being touched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "ledger.h"
+#include "test.h"
+
+static char dir[64];
+
+static void path_in(char *buf, size_t size, const char *name)
+{
+	snprintf(buf, size, "%s/%s", dir, name);
+}
+
+static uint8_t *read_all(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *buf;
+	long len;
+
+	ASSERT_NOT_NULL(f);
+	ASSERT_OK(fseek(f, 0, SEEK_END));
+	len = ftell(f);
+	ASSERT_GE(len, 0);
+	rewind(f);
+	buf = malloc((size_t)len + 1);
+	ASSERT_NOT_NULL(buf);
+	ASSERT_EQ(fread(buf, 1, (size_t)len, f), len);
+	fclose(f);
+	*ret_len = (size_t)len;
+	return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fwrite(data, 1, len, f), len);
+	ASSERT_OK(fclose(f));
+}
+
+static int exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static void sql(const char *path, const char *statements)
+{
+	sqlite3 *db = NULL;
+
+	ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, statements, NULL, NULL, NULL) != SQLITE_OK)
+		GP_TEST_FAIL("%s: %s", statements, sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+static int64_t sql_int(const char *path, const char *query)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v;
+
+	ASSERT_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+		  SQLITE_OK);
+	ASSERT_EQ(sqlite3_prepare_v2(db, query, -1, &st, NULL), SQLITE_OK);
+	ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static struct gp_ledger *open_new(const char *name, char *path, size_t size)
+{
+	struct gp_ledger *l = NULL;
+	char err[512] = "";
+
+	path_in(path, size, name);
+	if (gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)) < 0)
+		GP_TEST_FAIL("open %s: %s", path, err);
+	return l;
+}
+
+static void make_agent(struct gp_ledger_agent *a, uint8_t key_byte,
+		       const char *name)
+{
+	memset(a, 0, sizeof(*a));
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	memset(a->public_key, key_byte, sizeof(a->public_key));
+	snprintf(a->fingerprint, sizeof(a->fingerprint), "%02x%02x-fp",
+		 key_byte, key_byte);
+}
+
+static int64_t make_token(struct gp_ledger *l, int64_t max_uses,
+			  int64_t expires_at)
+{
+	struct gp_ledger_token t;
+	int64_t id = 0;
+
+	memset(&t, 0, sizeof(t));
+	snprintf(t.label, sizeof(t.label), "test");
+	memset(t.secret_hash, 0xab, sizeof(t.secret_hash));
+	t.created_at = 1000;
+	t.expires_at = expires_at;
+	t.max_uses = max_uses;
+	ASSERT_OK(gp_ledger_token_insert(l, &t, &id));
+	ASSERT_GT(id, 0);
+	return id;
+}
+
+static uint8_t *make_blob(uint8_t fill, size_t *ret_len)
+{
+	uint8_t params[100], clocks[12];
+	struct gp_checkpoint_section s[2] = {
+		{GP_CKPT_PARAMS, params, sizeof(params)},
+		{GP_CKPT_CLOCKS, clocks, sizeof(clocks)},
+	};
+	uint8_t *blob = NULL;
+
+	memset(params, fill, sizeof(params));
+	memset(clocks, fill ^ 0x55, sizeof(clocks));
+	ASSERT_OK(gp_checkpoint_encode(s, 2, &blob, ret_len));
+	return blob;
+}
+
+static void test_create_reopen(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_job job;
+	char path[256], buf[64], err[512] = "";
+	int64_t job_id = 0;
+
+	l = open_new("reopen.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_check(l));
+	ASSERT_OK(gp_ledger_job_create(l, "[model]\nspec = 784-10\n", 5, &job_id));
+	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k1"));
+	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
+	gp_ledger_close(l);
+
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 1);
+	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
+	/* File format bytes 18 and 19 are 2 in WAL mode. */
+	{
+		size_t len;
+		uint8_t *bytes = read_all(path, &len);
+
+		ASSERT_GT(len, 20);
+		ASSERT_EQ(bytes[18], 2);
+		ASSERT_EQ(bytes[19], 2);
+		free(bytes);
+	}
+
+	/* Reopening without CREATE finds everything. */
+	l = NULL;
+	ASSERT_OK(gp_ledger_open(path, 0, &l, err, sizeof(err)));
+	ASSERT_EQ(gp_ledger_meta_get(l, "token_key_id", buf, sizeof(buf)), 2);
+	ASSERT_STR_EQ(buf, "k2");
+	ASSERT_EQ(gp_ledger_meta_get(l, "missing", buf, sizeof(buf)), -ENOENT);
+	ASSERT_EQ(gp_ledger_meta_get(l, "token_key_id", buf, 2), -ERANGE);
+	ASSERT_OK(gp_ledger_job_get(l, 0, &job));
+	ASSERT_EQ(job.id, job_id);
+	ASSERT_STR_EQ(job.spec, "[model]\nspec = 784-10\n");
+	ASSERT_EQ(job.state, GP_JOB_CREATED);
+	gp_ledger_job_finish(&job);
+	ASSERT_OK(gp_ledger_job_set_state(l, job_id, GP_JOB_RUNNING, 9));
+	ASSERT_OK(gp_ledger_job_get(l, job_id, &job));
+	ASSERT_EQ(job.state, GP_JOB_RUNNING);
+	ASSERT_EQ(job.updated_at, 9);
+	gp_ledger_job_finish(&job);
+	ASSERT_EQ(gp_ledger_job_set_state(l, 999, GP_JOB_DONE, 9), -ENOENT);
+	gp_ledger_close(l);
+
+	/* A missing file is not created without GP_LEDGER_CREATE. */
+	path_in(path, sizeof(path), "never.db");
+	l = NULL;
+	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
+	ASSERT(l == NULL);
+	ASSERT(!exists(path));
+	ASSERT_NOT_NULL(strstr(err, path));
+	ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_READONLY, &l, err, sizeof(err)),
+		  -ENOENT);
+	ASSERT(!exists(path));
+
+	/* An empty file (as mktemp leaves it) may be initialised. */
+	path_in(path, sizeof(path), "empty.db");
+	write_all(path, "", 0);
+	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
+	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
+	gp_ledger_close(l);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 1);
+}
+
+static void test_tokens_and_join(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a, got;
+	struct gp_ledger_token t, *list = NULL;
+	char path[256];
+	int64_t tok, tok_exp, tok_rev, id1 = 0, id2 = 0, id = 0;
+	size_t n = 0;
+
+	l = open_new("tokens.db", path, sizeof(path));
+	tok = make_token(l, 2, 0);
+	tok_exp = make_token(l, 0, 5000);
+	tok_rev = make_token(l, 0, 0);
+	ASSERT_OK(gp_ledger_token_revoke(l, tok_rev, 1500));
+	ASSERT_EQ(gp_ledger_token_revoke(l, 4242, 1500), -ENOENT);
+
+	make_agent(&a, 1, "alpha");
+	a.n_devices = 2;
+	snprintf(a.devices[0].kind, sizeof(a.devices[0].kind), "cpu");
+	snprintf(a.devices[0].name, sizeof(a.devices[0].name), "openblas");
+	a.devices[0].gflops = 12.5;
+	a.devices[0].samples_per_s = 900;
+	snprintf(a.devices[1].kind, sizeof(a.devices[1].kind), "opencl");
+	snprintf(a.devices[1].name, sizeof(a.devices[1].name), "pocl");
+	a.devices[1].gflops = 30;
+	ASSERT_EQ(gp_ledger_join(l, tok, &a, 2000, &id1), 0);
+	ASSERT_GT(id1, 0);
+
+	/* The same key again is the same member and costs no use. */
+	ASSERT_EQ(gp_ledger_join(l, tok, &a, 2001, &id), 1);
+	ASSERT_EQ(id, id1);
+	ASSERT_OK(gp_ledger_token_get(l, tok, &t));
+	ASSERT_EQ(t.uses, 1);
+
+	make_agent(&a, 2, "beta");
+	ASSERT_EQ(gp_ledger_join(l, tok, &a, 2002, &id2), 0);
+	ASSERT_NE(id2, id1);
+
+	/* Used up: the third agent is refused and not inserted. */
+	make_agent(&a, 3, "gamma");
+	id = 0;
+	ASSERT_EQ(gp_ledger_join(l, tok, &a, 2003, &id), -EKEYREJECTED);
+	ASSERT_EQ(id, 0);
+	ASSERT_NOT_NULL(strstr(gp_ledger_error(l), "used 2 of 2"));
+	ASSERT_EQ(gp_ledger_agent_by_key(l, a.public_key, &got), -ENOENT);
+	ASSERT_OK(gp_ledger_token_get(l, tok, &t));
+	ASSERT_EQ(t.uses, 2);
+
+	/* Expired, revoked and unknown tokens. */
+	ASSERT_EQ(gp_ledger_join(l, tok_exp, &a, 5000, &id), -EKEYEXPIRED);
+	ASSERT_EQ(gp_ledger_join(l, tok_rev, &a, 2003, &id), -EKEYREVOKED);
+	ASSERT_EQ(gp_ledger_join(l, 777, &a, 2003, &id), -ENOENT);
+	ASSERT_OK(gp_ledger_token_get(l, tok_exp, &t));
+	ASSERT_EQ(t.uses, 0);
+	/* Before its expiry the token works. */
+	ASSERT_EQ(gp_ledger_join(l, tok_exp, &a, 4999, &id), 0);
+
+	/* All or nothing: a join whose agent row cannot be written (too many
+	 * devices) leaves the token's counter where it was. */
+	make_agent(&a, 4, "delta");
+	a.n_devices = GP_LEDGER_DEVICES_MAX + 1;
+	ASSERT_EQ(gp_ledger_join(l, tok_exp, &a, 4000, &id), -E2BIG);
+	ASSERT_OK(gp_ledger_token_get(l, tok_exp, &t));
+	ASSERT_EQ(t.uses, 1);
+	ASSERT_EQ(gp_ledger_agent_by_key(l, a.public_key, &got), -ENOENT);
+
+	/* Lookup, devices, touch, revoke. */
+	memset(a.public_key, 1, sizeof(a.public_key));
+	ASSERT_OK(gp_ledger_agent_by_key(l, a.public_key, &got));
+	ASSERT_EQ(got.id, id1);
+	ASSERT_STR_EQ(got.name, "alpha");
+	ASSERT_STR_EQ(got.fingerprint, "0101-fp");
+	ASSERT_EQ(got.token_id, tok);
+	ASSERT_EQ(got.joined_at, 2000);
+	ASSERT_EQ(got.n_devices, 2);
+	ASSERT_STR_EQ(got.devices[1].kind, "opencl");
+	ASSERT_NEAR(got.devices[0].gflops, 12.5, 0);
+	ASSERT_OK(gp_ledger_agent_touch(l, id1, 3000));
+	ASSERT_OK(gp_ledger_agent_touch(l, id1, 2500)); /* never backwards */
+	ASSERT_OK(gp_ledger_agent_set_devices(l, id1, got.devices, 1));
+	ASSERT_OK(gp_ledger_agent_get(l, id1, &got));
+	ASSERT_EQ(got.last_seen, 3000);
+	ASSERT_EQ(got.n_devices, 1);
+	ASSERT_EQ(got.revoked_at, 0);
+	ASSERT_EQ(gp_ledger_agent_set_devices(l, 999, got.devices, 1), -ENOENT);
+
+	ASSERT_OK(gp_ledger_agent_revoke(l, id1, 3100));
+	ASSERT_OK(gp_ledger_agent_revoke(l, id1, 3200));
+	ASSERT_OK(gp_ledger_agent_get(l, id1, &got));
+	ASSERT_EQ(got.revoked_at, 3100);
+	ASSERT_EQ(gp_ledger_agent_revoke(l, 999, 1), -ENOENT);
+	/* A revoked agent cannot rejoin, even with a fresh token. */
+	make_agent(&a, 1, "alpha");
+	ASSERT_EQ(gp_ledger_join(l, make_token(l, 0, 0), &a, 4000, &id),
+		  -EKEYREVOKED);
+
+	ASSERT_OK(gp_ledger_token_list(l, &list, &n));
+	ASSERT_EQ(n, 4);
+	ASSERT_EQ(list[0].id, tok);
+	ASSERT_EQ(list[0].max_uses, 2);
+	ASSERT_EQ(list[2].revoked_at, 1500);
+	ASSERT_EQ(list[1].expires_at, 5000);
+	free(list);
+	gp_ledger_close(l);
+
+	/* The secret itself is nowhere: only the 32-byte keyed hash. */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM tokens "
+				"WHERE length(secret_hash) = 32"),
+		  4);
+}
+
+/* Two racing joins for the last use of a token: exactly one wins. */
+struct race {
+	const char *path;
+	int64_t token;
+	uint8_t key;
+	int result;
+};
+
+static void *race_join(void *arg)
+{
+	struct race *r = arg;
+	struct gp_ledger *l = NULL;
+	struct gp_ledger_agent a;
+	char err[512];
+	int64_t id;
+
+	ASSERT_OK(gp_ledger_open(r->path, 0, &l, err, sizeof(err)));
+	make_agent(&a, r->key, "racer");
+	r->result = gp_ledger_join(l, r->token, &a, 100, &id);
+	gp_ledger_close(l);
+	return NULL;
+}
+
+static void test_token_race(void)
+{
+	struct race races[4];
+	pthread_t th[4];
+	struct gp_ledger *l;
+	char path[256];
+	int64_t tok;
+	int wins = 0;
+
+	l = open_new("race.db", path, sizeof(path));
+	tok = make_token(l, 1, 0);
+	gp_ledger_close(l);
+	for (int i = 0; i < 4; i++) {
+		races[i] = (struct race){path, tok, (uint8_t)(10 + i), 99};
+		ASSERT_OK(pthread_create(&th[i], NULL, race_join, &races[i]));
+	}
+	for (int i = 0; i < 4; i++) {
+		ASSERT_OK(pthread_join(th[i], NULL));
+		if (races[i].result == 0)
+			wins++;
+		else
+			ASSERT_EQ(races[i].result, -EKEYREJECTED);
+	}
+	ASSERT_EQ(wins, 1);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents"), 1);
+	ASSERT_EQ(sql_int(path, "SELECT uses FROM tokens"), 1);
+}
+
+static struct gp_ledger_update upd(int64_t job, int64_t agent, int64_t clock,
+				   int64_t minibatch,
+				   enum gp_ledger_outcome outcome)
+{
+	struct gp_ledger_update u;
+
+	memset(&u, 0, sizeof(u));
+	u.job_id = job;
+	u.agent_id = agent;
+	u.clock = clock;
+	u.epoch = 1;
+	u.minibatch = minibatch;
+	u.samples = 64;
+	u.loss = 0.5;
+	u.grad_norm = 2.0;
+	u.staleness = 1;
+	u.received_at = 10000 + clock;
+	u.applied_at = outcome == GP_UPDATE_APPLIED ? u.received_at + 1 : 0;
+	u.outcome = outcome;
+	if (outcome != GP_UPDATE_APPLIED)
+		snprintf(u.reason, sizeof(u.reason), "because");
+	return u;
+}
+
+static void test_update_log(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a;
+	struct gp_ledger_agent_row *rows = NULL;
+	struct gp_ledger_rejection rj;
+	struct gp_ledger_status s;
+	struct gp_ledger_eval e, *evals = NULL;
+	struct gp_ledger_update u;
+	char path[256];
+	int64_t job = 0, a1 = 0, a2 = 0, tok;
+	size_t n = 0;
+
+	l = open_new("updates.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	tok = make_token(l, 0, 0);
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(l, tok, &a, 1, &a1));
+	make_agent(&a, 2, "two");
+	ASSERT_OK(gp_ledger_join(l, tok, &a, 1, &a2));
+
+	gp_ledger_set_batching(l, 10, 1000);
+	for (int i = 0; i < 9; i++) {
+		u = upd(job, i % 2 ? a2 : a1, i, i, GP_UPDATE_APPLIED);
+		ASSERT_EQ(gp_ledger_update_append(l, &u), 0);
+	}
+	/* Nothing reaches the file before a flush. */
+	ASSERT_EQ(gp_ledger_update_count(l, job), 0);
+	ASSERT_EQ(gp_ledger_pending(l), 9);
+	ASSERT(!gp_ledger_flush_due(l, 10000));
+	ASSERT(gp_ledger_flush_due(l, 10000 + 1000));
+	u = upd(job, a1, 9, 3, GP_UPDATE_DUPLICATE);
+	ASSERT_EQ(gp_ledger_update_append(l, &u), 1); /* 10 rows: due */
+	ASSERT_EQ(gp_ledger_flush(l), 10);
+	ASSERT_EQ(gp_ledger_pending(l), 0);
+	ASSERT_EQ(gp_ledger_update_count(l, job), 10);
+	ASSERT_EQ(gp_ledger_flush(l), 0);
+
+	/* A row naming an unknown agent is dropped, not wedging the rest. */
+	u = upd(job, 999, 10, 10, GP_UPDATE_APPLIED);
+	ASSERT_EQ(gp_ledger_update_append(l, &u), 0);
+	u = upd(job, a2, 11, 11, GP_UPDATE_REJECTED);
+	u.loss = NAN;
+	ASSERT_EQ(gp_ledger_update_append(l, &u), 0);
+	memset(&rj, 0, sizeof(rj));
+	rj.agent_id = a2;
+	snprintf(rj.kind, sizeof(rj.kind), "nan");
+	snprintf(rj.reason, sizeof(rj.reason), "NaN in layer 2");
+	rj.at = 10011;
+	ASSERT_EQ(gp_ledger_rejection_append(l, &rj), 0);
+	rj.agent_id = 0; /* before the handshake finished */
+	snprintf(rj.kind, sizeof(rj.kind), "handshake");
+	ASSERT_EQ(gp_ledger_rejection_append(l, &rj), 0);
+	ASSERT_EQ(gp_ledger_flush(l), 3);
+	ASSERT_EQ(gp_ledger_update_count(l, job), 11);
+	ASSERT_EQ(gp_ledger_update_count(l, 0), 11);
+
+	ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(rows[0].agent.id, a1);
+	ASSERT_EQ(rows[0].updates_applied, 5); /* clocks 0 2 4 6 8 */
+	ASSERT_EQ(rows[0].samples_applied, 5 * 64);
+	ASSERT_EQ(rows[0].updates_discarded, 1);
+	ASSERT_EQ(rows[0].last_clock, 9);
+	ASSERT_EQ(rows[1].updates_applied, 4);
+	ASSERT_EQ(rows[1].updates_rejected, 1);
+	ASSERT_EQ(rows[1].rejections, 1);
+	ASSERT_EQ(rows[1].last_clock, 11);
+	free(rows);
+
+	e = (struct gp_ledger_eval){job, 1, 0.45, 0.84, 20000};
+	ASSERT_OK(gp_ledger_eval_add(l, &e));
+	e.test_accuracy = 0.85; /* re-evaluated after a resume */
+	ASSERT_OK(gp_ledger_eval_add(l, &e));
+	e = (struct gp_ledger_eval){job, 2, 0.40, 0.87, 30000};
+	ASSERT_OK(gp_ledger_eval_add(l, &e));
+	ASSERT_OK(gp_ledger_eval_list(l, job, &evals, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_NEAR(evals[0].test_accuracy, 0.85, 1e-12);
+	ASSERT_EQ(evals[1].epoch, 2);
+	free(evals);
+
+	ASSERT_OK(gp_ledger_status(l, 0, &s));
+	ASSERT_EQ(s.job_id, job);
+	ASSERT_EQ(s.epoch, 1);
+	ASSERT_EQ(s.minibatches_in_epoch, 9);
+	ASSERT_EQ(s.updates_applied, 9);
+	ASSERT_EQ(s.samples_applied, 9 * 64);
+	ASSERT_EQ(s.updates_discarded, 1);
+	ASSERT_EQ(s.updates_rejected, 1);
+	ASSERT_EQ(s.live_agents, 2);
+	ASSERT(s.have_eval);
+	ASSERT_EQ(s.last_eval.epoch, 2);
+	ASSERT_EQ(gp_ledger_status(l, 77, &s), -ENOENT);
+
+	/* Rows still buffered at close are written by close. */
+	u = upd(job, a1, 12, 12, GP_UPDATE_LATE);
+	ASSERT_EQ(gp_ledger_update_append(l, &u), 0);
+	gp_ledger_close(l);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates"), 12);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM rejections "
+				"WHERE agent_id IS NULL"),
+		  1);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE loss "
+				"IS NULL AND outcome = 'rejected'"),
+		  1);
+}
+
+/* The loop thread appends while a worker flushes: every row lands once. */
+struct appender {
+	struct gp_ledger *l;
+	int64_t job, agent;
+};
+
+static void *append_many(void *arg)
+{
+	struct appender *ap = arg;
+
+	for (int i = 0; i < 2000; i++) {
+		struct gp_ledger_update u =
+			upd(ap->job, ap->agent, i, i, GP_UPDATE_APPLIED);
+
+		ASSERT_GE(gp_ledger_update_append(ap->l, &u), 0);
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	struct appender ap;
+	struct gp_ledger *l;
+	struct gp_ledger_agent a;
+	pthread_t th;
+	char path[256];
+	int64_t written = 0;
+
+	l = open_new("threads.db", path, sizeof(path));
+	ap.l = l;
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &ap.job));
+	make_agent(&a, 7, "seven");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &ap.agent));
+	ASSERT_OK(pthread_create(&th, NULL, append_many, &ap));
+	for (int i = 0; i < 50; i++) {
+		int n = gp_ledger_flush(l);
+
+		ASSERT_GE(n, 0);
+		written += n;
+	}
+	ASSERT_OK(pthread_join(th, NULL));
+	written += gp_ledger_flush(l);
+	ASSERT_EQ(written, 2000);
+	ASSERT_EQ(gp_ledger_update_count(l, ap.job), 2000);
+	gp_ledger_close(l);
+}
+
+static void test_checkpoints(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_checkpoint c;
+	struct gp_ledger_update u;
+	struct gp_ledger_agent a;
+	char path[256], err[512];
+	uint8_t *blob;
+	size_t len;
+	int64_t job = 0, agent = 0, seq = 0;
+	unsigned skipped = 99;
+
+	l = open_new("ckpt.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &agent));
+	ASSERT_EQ(gp_ledger_checkpoint_load_latest(l, job, &c, NULL), -ENOENT);
+
+	for (int i = 1; i <= 5; i++) {
+		/* Buffered rows go into the checkpoint's transaction. */
+		u = upd(job, agent, i, i, GP_UPDATE_APPLIED);
+		ASSERT_EQ(gp_ledger_update_append(l, &u), 0);
+		blob = make_blob((uint8_t)i, &len);
+		ASSERT_OK(gp_ledger_checkpoint_write(l, job, i / 2, i * 10,
+						     100 + i, blob, len, 3,
+						     &seq));
+		ASSERT_EQ(seq, i);
+		ASSERT_EQ(gp_ledger_pending(l), 0);
+		ASSERT_EQ(gp_ledger_update_count(l, job), i);
+		free(blob);
+	}
+	ASSERT_EQ(gp_ledger_checkpoint_count(l, job), 3);
+
+	/* Not a container: refused before it reaches the file. */
+	ASSERT_EQ(gp_ledger_checkpoint_write(l, job, 0, 0, 0,
+					     (const uint8_t *)"junk", 4, 3,
+					     NULL),
+		  -EINVAL);
+	ASSERT_EQ(gp_ledger_checkpoint_count(l, job), 3);
+
+	ASSERT_OK(gp_ledger_checkpoint_load_latest(l, job, &c, &skipped));
+	ASSERT_EQ(skipped, 0);
+	ASSERT_EQ(c.seq, 5);
+	ASSERT_EQ(c.epoch, 2);
+	ASSERT_EQ(c.clock, 50);
+	ASSERT_EQ(c.created_at, 105);
+	blob = make_blob(5, &len);
+	ASSERT_EQ(c.len, len);
+	ASSERT_MEM_EQ(c.blob, blob, len);
+	free(blob);
+	gp_ledger_checkpoint_finish(&c);
+	gp_ledger_close(l);
+
+	/* Damage the newest blob on disk: loading falls back to seq 4. */
+	sql(path, "UPDATE checkpoints SET blob = zeroblob(64) WHERE seq = 5");
+	ASSERT_OK(gp_ledger_open(path, 0, &l, err, sizeof(err)));
+	ASSERT_OK(gp_ledger_checkpoint_load_latest(l, job, &c, &skipped));
+	ASSERT_EQ(skipped, 1);
+	ASSERT_EQ(c.seq, 4);
+	gp_ledger_checkpoint_finish(&c);
+	gp_ledger_close(l);
+}
+
+static void test_second_reader(void)
+{
+	struct gp_ledger *w, *r = NULL;
+	struct gp_ledger_agent a;
+	struct gp_ledger_status s;
+	struct gp_ledger_update u;
+	sqlite3 *raw = NULL;
+	char path[256], err[512] = "";
+	int64_t job = 0, agent = 0;
+
+	w = open_new("wal.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(w, "spec", 1, &job));
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(w, make_token(w, 0, 0), &a, 1, &agent));
+	u = upd(job, agent, 1, 1, GP_UPDATE_APPLIED);
+	gp_ledger_update_append(w, &u);
+	ASSERT_EQ(gp_ledger_flush(w), 1);
+
+	if (gp_ledger_open(path, GP_LEDGER_READONLY, &r, err, sizeof(err)) < 0)
+		GP_TEST_FAIL("read-only open: %s", err);
+	ASSERT_OK(gp_ledger_status(r, job, &s));
+	ASSERT_EQ(s.updates_applied, 1);
+
+	/* A writer in the middle of a transaction does not block readers. */
+	ASSERT_EQ(sqlite3_open(path, &raw), SQLITE_OK);
+	ASSERT_EQ(sqlite3_exec(raw, "BEGIN IMMEDIATE; DELETE FROM updates;",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	ASSERT_OK(gp_ledger_status(r, job, &s));
+	ASSERT_EQ(s.updates_applied, 1);
+	ASSERT_EQ(sqlite3_exec(raw, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(raw);
+
+	/* ... and sees what the writer commits. */
+	u = upd(job, agent, 2, 2, GP_UPDATE_APPLIED);
+	gp_ledger_update_append(w, &u);
+	ASSERT_EQ(gp_ledger_flush(w), 1);
+	ASSERT_OK(gp_ledger_status(r, job, &s));
+	ASSERT_EQ(s.updates_applied, 2);
+
+	/* The reader cannot write. */
+	ASSERT_EQ(gp_ledger_update_append(r, &u), -EROFS);
+	ASSERT_LT(gp_ledger_job_create(r, "x", 1, &job), 0);
+	gp_ledger_close(r);
+	gp_ledger_close(w);
+}
+
+/* Opens path expecting err_expected, and checks that the file is byte for
+ * byte what it was and that no journal appeared next to it. */
+static void expect_refused(const char *path, unsigned flags, int expected,
+			   const char *words)
+{
+	struct gp_ledger *l = NULL;
+	char err[512] = "", side[300];
+	uint8_t *before, *after;
+	size_t n_before, n_after;
+	int r;
+
+	before = read_all(path, &n_before);
+	r = gp_ledger_open(path, flags, &l, err, sizeof(err));
+	if (r != expected)
+		GP_TEST_FAIL("%s: got %d (%s), want %d", path, r, err, expected);
+	ASSERT(l == NULL);
+	ASSERT_NOT_NULL(strstr(err, path));
+	if (!strstr(err, words))
+		GP_TEST_FAIL("error '%s' lacks '%s'", err, words);
+	after = read_all(path, &n_after);
+	ASSERT_EQ(n_before, n_after);
+	ASSERT_MEM_EQ(before, after, n_before);
+	snprintf(side, sizeof(side), "%s-wal", path);
+	ASSERT(!exists(side));
+	snprintf(side, sizeof(side), "%s-journal", path);
+	ASSERT(!exists(side));
+	free(before);
+	free(after);
+}
+
+static void test_bad_files(void)
+{
+	struct gp_ledger *l;
+	char path[256], good[256], err[512];
+	uint8_t garbage[4096], *bytes;
+	size_t len;
+	int64_t job;
+
+	for (size_t i = 0; i < sizeof(garbage); i++)
+		garbage[i] = (uint8_t)(i * 131 + 7);
+	path_in(path, sizeof(path), "garbage.db");
+	write_all(path, garbage, sizeof(garbage));
+	expect_refused(path, GP_LEDGER_CREATE, -EBADMSG, "not SQLite");
+	expect_refused(path, GP_LEDGER_READONLY, -EBADMSG, "not SQLite");
+
+	path_in(path, sizeof(path), "text.db");
+	write_all(path, "hello\n", 6);
+	expect_refused(path, GP_LEDGER_CREATE, -EBADMSG, "too short");
+
+	/* Another program's SQLite database is left alone. */
+	path_in(path, sizeof(path), "foreign.db");
+	sql(path, "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT);"
+		  "INSERT INTO photos (name) VALUES ('cat');");
+	expect_refused(path, GP_LEDGER_CREATE, -EBADMSG, "another program");
+
+	/* A healthy ledger with enough pages to cut. */
+	l = open_new("cut.db", good, sizeof(good));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	for (int i = 0; i < 50; i++) {
+		char spec[2000];
+
+		memset(spec, 'a' + i % 26, sizeof(spec) - 1);
+		spec[sizeof(spec) - 1] = '\0';
+		ASSERT_OK(gp_ledger_job_create(l, spec, 1, &job));
+	}
+	gp_ledger_close(l);
+	bytes = read_all(good, &len);
+	ASSERT_GT(len, 8192);
+
+	path_in(path, sizeof(path), "truncated-page.db");
+	write_all(path, bytes, len - 4096);
+	expect_refused(path, GP_LEDGER_CREATE, -EBADMSG, "truncated");
+	path_in(path, sizeof(path), "truncated-odd.db");
+	write_all(path, bytes, len - 100);
+	expect_refused(path, 0, -EBADMSG, "truncated");
+	path_in(path, sizeof(path), "truncated-header.db");
+	write_all(path, bytes, 60);
+	expect_refused(path, GP_LEDGER_CREATE, -EBADMSG, "too short");
+
+	/* Pages of garbage inside: found by the check at open. */
+	path_in(path, sizeof(path), "rotten.db");
+	memcpy(bytes + len / 2, garbage, 4096);
+	write_all(path, bytes, len);
+	expect_refused(path, GP_LEDGER_CHECK, -EBADMSG, path);
+	free(bytes);
+
+	/* A newer schema is refused, not downgraded. */
+	path_in(path, sizeof(path), "newer.db");
+	l = open_new("newer.db", path, sizeof(path));
+	gp_ledger_close(l);
+	sql(path, "PRAGMA user_version = 99");
+	l = NULL;
+	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOTSUP);
+	ASSERT_NOT_NULL(strstr(err, "newer"));
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 99);
+
+	/* The healthy original still opens, with the check. */
+	ASSERT_OK(gp_ledger_open(good, GP_LEDGER_CHECK, &l, err, sizeof(err)));
+	ASSERT_OK(gp_ledger_check(l));
+	gp_ledger_close(l);
+}
+
+int main(void)
+{
+	char cmd[128];
+
+	snprintf(dir, sizeof(dir), "/tmp/gp-test-ledger-XXXXXX");
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	test_create_reopen();
+	test_tokens_and_join();
+	test_token_race();
+	test_update_log();
+	test_threads();
+	test_checkpoints();
+	test_second_reader();
+	test_bad_files();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	printf("ledger: all tests passed\n");
+	return 0;
+}
