@@ -10,7 +10,7 @@ GP_PACKAGES=(
 	build-essential pkg-config meson ninja-build clang
 	libsodium-dev libuv1-dev libsqlite3-dev sqlite3 zlib1g-dev libinih-dev
 	libopenblas-dev
-	libjson-c-dev
+	libjson-c-dev python3-dissononce
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
 )

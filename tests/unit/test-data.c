@@ -1,0 +1,289 @@
+/* The IDX reader: every kind of bad file gets its own error code and a
+ * message that names the file, from small files written into a temporary
+ * directory; then the real Fashion-MNIST files load. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "data.h"
+#include "test.h"
+
+static char dir[4096];
+
+struct blob {
+	uint8_t *p;
+	size_t len;
+};
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* An IDX file: magic, dims, then payload_len bytes of a pattern. */
+static struct blob idx(uint32_t magic, unsigned ndims, const uint32_t *dims,
+		       size_t payload_len, uint8_t mod)
+{
+	struct blob b;
+
+	b.len = 4 + 4 * ndims + payload_len;
+	b.p = malloc(b.len);
+	ASSERT_NOT_NULL(b.p);
+	put32(b.p, magic);
+	for (unsigned i = 0; i < ndims; i++)
+		put32(b.p + 4 + 4 * i, dims[i]);
+	for (size_t i = 0; i < payload_len; i++)
+		b.p[4 + 4 * ndims + i] = (uint8_t)(i * 7 % mod);
+	return b;
+}
+
+static struct blob gz(struct blob in)
+{
+	struct blob out;
+	z_stream zs = { 0 };
+
+	out.len = compressBound(in.len) + 64;
+	out.p = malloc(out.len);
+	ASSERT_NOT_NULL(out.p);
+	ASSERT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8,
+			       Z_DEFAULT_STRATEGY),
+		  Z_OK);
+	zs.next_in = in.p;
+	zs.avail_in = (uInt)in.len;
+	zs.next_out = out.p;
+	zs.avail_out = (uInt)out.len;
+	ASSERT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+	out.len = zs.total_out;
+	deflateEnd(&zs);
+	free(in.p);
+	return out;
+}
+
+static const char *write_blob(const char *name, struct blob b)
+{
+	static char paths[32][4200];
+	static int next;
+	char *path = paths[next++ % 32];
+	FILE *f;
+
+	snprintf(path, sizeof(paths[0]), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fwrite(b.p, 1, b.len, f), b.len);
+	ASSERT_OK(fclose(f));
+	free(b.p);
+	return path;
+}
+
+static struct blob images(uint32_t n)
+{
+	uint32_t d[3] = { n, 28, 28 };
+
+	return idx(0x803, 3, d, (size_t)n * 784, 251);
+}
+
+static struct blob labels(uint32_t n)
+{
+	uint32_t d[1] = { n };
+
+	return idx(0x801, 1, d, n, 10);
+}
+
+/* Loads the pair, expects code, and checks the message names culprit. */
+static int expect(const char *im, const char *lb, int code,
+		  const char *culprit, const char *words)
+{
+	struct gp_dataset *ds = (struct gp_dataset *)(uintptr_t)1;
+	char err[GP_DATA_ERR_MAX] = "";
+	int r = gp_data_load(im, lb, &ds, err, sizeof(err));
+
+	printf("%d: %s\n", r, err);
+	ASSERT_EQ(r, code);
+	ASSERT(ds == (struct gp_dataset *)(uintptr_t)1);
+	ASSERT(strstr(err, culprit) != NULL);
+	ASSERT(strstr(err, words) != NULL);
+	return r;
+}
+
+static void unlink_all(void)
+{
+	static const char *const names[] = {
+		"im", "lb", "im.gz", "lb.gz", "magic", "lbmagic", "dims",
+		"zero", "short", "shortgz", "huge", "lb3", "cut.gz", "crc.gz",
+		"method.gz", "trail", "trail.gz", "label10", "empty", "hdr",
+	};
+	char path[4200];
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
+static void test_errors(void)
+{
+	const char *im = write_blob("im", images(3));
+	const char *lb = write_blob("lb", labels(3));
+	const char *img = write_blob("im.gz", gz(images(3)));
+	const char *lbg = write_blob("lb.gz", gz(labels(3)));
+	struct gp_dataset *ds;
+	char err[GP_DATA_ERR_MAX];
+	int codes[16], n = 0;
+	uint32_t d3[3];
+	struct blob b;
+
+	/* The good ones, plain and compressed. */
+	ASSERT_OK(gp_data_load(im, lb, &ds, err, sizeof(err)));
+	ASSERT_UINT_EQ(ds->count, 3);
+	ASSERT_EQ(ds->images[784 + 1], 784 * 7 % 251 + 7);
+	ASSERT_EQ(ds->labels[2], 4);
+	gp_data_destroy(ds);
+	ASSERT_OK(gp_data_load(img, lbg, &ds, err, sizeof(err)));
+	ASSERT_UINT_EQ(ds->count, 3);
+	ASSERT_EQ(ds->labels[1], 7);
+	{
+		float x[2 * GP_DATA_PIXELS];
+		int32_t l[2];
+		uint32_t pick[2] = { 2, 0 };
+
+		ASSERT_OK(gp_data_gather(ds, pick, 2, x, l));
+		ASSERT_EQ(l[0], 4);
+		ASSERT_EQ(l[1], 0);
+		ASSERT_NEAR(x[GP_DATA_PIXELS + 1], 7.0 / 255.0, 1e-7);
+		ASSERT_NEAR(x[5], ds->images[2 * 784 + 5] / 255.0, 1e-7);
+		pick[1] = 3;
+		ASSERT_EQ(gp_data_gather(ds, pick, 2, x, l), -EINVAL);
+	}
+	gp_data_destroy(ds);
+	gp_data_destroy(NULL);
+
+	codes[n++] = expect("/nonexistent/im", lb, -ENOENT, "/nonexistent/im",
+			    "cannot open");
+	codes[n++] = expect(write_blob("magic", idx(0x801, 3, (uint32_t[]){
+				 3, 28, 28 }, 3 * 784, 251)),
+			    lb, -EPROTO, "/magic", "wrong magic number");
+	expect(im, write_blob("lbmagic", images(3)), -EPROTO, "/lbmagic",
+	       "wrong magic number");
+	codes[n++] = expect(write_blob("dims", idx(0x803, 3, (uint32_t[]){
+				 3, 32, 32 }, 3 * 1024, 251)),
+			    lb, -ERANGE, "/dims", "32x32, expected 28x28");
+	expect(write_blob("zero", images(0)), lb, -ERANGE, "/zero",
+	       "dimension 1 is zero");
+	/* A header claiming far more than the data: refused without
+	 * allocating what it claims. */
+	d3[0] = 0x7fffffff;
+	d3[1] = d3[2] = 28;
+	expect(write_blob("huge", idx(0x803, 3, d3, 100, 3)), lb, -ERANGE,
+	       "/huge", "more than");
+	d3[0] = 1000000;
+	codes[n++] = expect(write_blob("short", idx(0x803, 3, d3, 2 * 784,
+						    251)),
+			    lb, -ENODATA, "/short", "truncated");
+	expect(write_blob("shortgz", gz(idx(0x803, 3, d3, 2 * 784, 251))), lb,
+	       -ENODATA, "/shortgz", "truncated");
+	expect(write_blob("hdr", idx(0x803, 1, (uint32_t[]){ 3 }, 0, 1)), lb,
+	       -ENODATA, "/hdr", "header ends");
+	expect(write_blob("empty", (struct blob){ malloc(1), 0 }), lb,
+	       -ENODATA, "/empty", "truncated");
+	codes[n++] = expect(im, write_blob("lb3", labels(2)), -EINVAL, "/lb3",
+			    "holds 2 labels but");
+	b = gz(images(3));
+	b.len = b.len / 2;
+	expect(write_blob("cut.gz", b), lb, -ENODATA, "/cut.gz",
+	       "truncated");
+	b = gz(images(3));
+	b.p[b.len - 6] ^= 0x40; /* in the CRC-32 trailer */
+	codes[n++] = expect(write_blob("crc.gz", b), lb, -EBADMSG, "/crc.gz",
+			    "corrupt gzip data");
+	b = gz(images(3));
+	b.p[2] = 7; /* compression method */
+	expect(write_blob("method.gz", b), lb, -EBADMSG, "/method.gz",
+	       "corrupt gzip data");
+	b = images(3);
+	b.p = realloc(b.p, b.len + 1);
+	b.p[b.len++] = 0;
+	codes[n++] = expect(write_blob("trail", b), lb, -E2BIG, "/trail",
+			    "trailing data");
+	b = gz(labels(3));
+	b.p = realloc(b.p, b.len + 2);
+	b.p[b.len++] = 'x';
+	b.p[b.len++] = 'y';
+	expect(im, write_blob("trail.gz", b), -E2BIG, "/trail.gz",
+	       "trailing data");
+	b = labels(3);
+	b.p[8 + 1] = 10;
+	codes[n++] = expect(im, write_blob("label10", b), -EDOM, "/label10",
+			    "label 10 at index 1 is outside 0..9");
+	/* Every kind of problem has its own code. */
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			ASSERT_NE(codes[i], codes[j]);
+}
+
+static void test_shuffle(void)
+{
+	uint32_t a[1000], b[1000];
+	uint64_t s1 = 9, s2 = 9;
+	int seen[1000] = { 0 }, moved = 0;
+
+	gp_data_shuffle(a, 1000, &s1);
+	gp_data_shuffle(b, 1000, &s2);
+	ASSERT_MEM_EQ(a, b, sizeof(a));
+	for (int i = 0; i < 1000; i++) {
+		ASSERT_LT(a[i], 1000);
+		ASSERT_EQ(seen[a[i]]++, 0);
+		moved += a[i] != (uint32_t)i;
+	}
+	ASSERT_GT(moved, 900);
+	gp_data_shuffle(b, 1000, &s1);
+	ASSERT(memcmp(a, b, sizeof(a)) != 0);
+}
+
+static void test_real(void)
+{
+	struct gp_dataset *train, *test;
+	char err[GP_DATA_ERR_MAX];
+	size_t hist[GP_DATA_CLASSES] = { 0 };
+
+	if (gp_data_load_fashion_mnist(NULL, true, &train, err, sizeof(err)))
+		GP_TEST_FAIL("%s", err);
+	if (gp_data_load_fashion_mnist(NULL, false, &test, err, sizeof(err)))
+		GP_TEST_FAIL("%s", err);
+	ASSERT_UINT_EQ(train->count, 60000);
+	ASSERT_UINT_EQ(test->count, 10000);
+	/* Fashion-MNIST is balanced: 6000 / 1000 of each class. */
+	for (size_t i = 0; i < train->count; i++)
+		hist[train->labels[i]]++;
+	for (int c = 0; c < GP_DATA_CLASSES; c++)
+		ASSERT_UINT_EQ(hist[c], 6000);
+	ASSERT_EQ(test->labels[0], 9); /* the first test image: a boot */
+	gp_data_destroy(train);
+	gp_data_destroy(test);
+	ASSERT_EQ(gp_data_load_fashion_mnist("/nonexistent", true, &train, err,
+					     sizeof(err)),
+		  -ENOENT);
+	ASSERT(strstr(err, "/nonexistent/train-images-idx3-ubyte.gz") != NULL);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(dir, sizeof(dir), "%s/gp-test-data-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	test_errors();
+	test_shuffle();
+	test_real();
+	unlink_all();
+	printf("ok\n");
+	return 0;
+}
