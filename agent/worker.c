@@ -55,6 +55,7 @@ struct gp_worker {
 	size_t n_tensors;
 	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_LAYERS];
 	size_t n_params;
+	double flops_per_sample;
 	float *x;
 	int32_t *y;
 };
@@ -110,7 +111,7 @@ static int setup(struct gp_worker *w)
 	r = gp_model_spec_parse(w->cfg.spec, &spec, err, sizeof(err));
 	if (r < 0) {
 		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
-			 "model '%s': %s", w->cfg.spec, err);
+			 "model '%.64s': %.200s", w->cfg.spec, err);
 		return r;
 	}
 	if (spec.dims[0] != GP_DATA_PIXELS) {
@@ -129,6 +130,11 @@ static int setup(struct gp_worker *w)
 	w->n_params = gp_model_param_count(w->model);
 	for (size_t i = 0; i < w->n_tensors; i++)
 		gp_model_tensor_info(w->model, i, &w->tensors[i]);
+	/* Per dense layer: the forward GEMM, the weight-gradient GEMM and,
+	 * except for the first layer, the input-gradient GEMM. */
+	for (size_t l = 1; l <= spec.n_layers; l++)
+		w->flops_per_sample += (l == 1 ? 4.0 : 6.0) * spec.dims[l - 1] *
+				       spec.dims[l];
 	w->x = malloc(w->cfg.max_batch * GP_DATA_PIXELS * sizeof(float));
 	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
 	if (!w->x || !w->y)
@@ -426,6 +432,11 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->pixels = pixels;
 	j->labels = labels;
 	return enqueue(w, j);
+}
+
+double gp_worker_flops_per_sample(const struct gp_worker *w)
+{
+	return w->flops_per_sample;
 }
 
 size_t gp_worker_pending(const struct gp_worker *w)

@@ -74,6 +74,10 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
 		      uint8_t *pixels, uint8_t *labels);
 
+/* Floating-point operations one training sample costs (forward and
+ * backward), for the contribution statistics. */
+double gp_worker_flops_per_sample(const struct gp_worker *w);
+
 /* Jobs queued or in hand, not yet reported. */
 size_t gp_worker_pending(const struct gp_worker *w);
 

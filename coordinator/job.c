@@ -184,7 +184,8 @@ static int parse_checkpoint_interval(void *target, const char *value,
 	return 0;
 }
 
-/* host:port or [v6 address]:port; the host is resolved later. */
+/* host:port or [v6 address]:port; the host is resolved later. Port 0 asks
+ * the system for a free port (tests), which serve prints when listening. */
 static int parse_listen(void *target, const char *value, char *why,
 			size_t whylen)
 {
@@ -206,7 +207,7 @@ static int parse_listen(void *target, const char *value, char *why,
 						       (size_t)(colon - value)))
 			goto bad;
 	}
-	if (gp_conf_parse_u64(colon + 1, &port, NULL, 0) < 0 || port < 1 ||
+	if (gp_conf_parse_u64(colon + 1, &port, NULL, 0) < 0 ||
 	    port > 65535)
 		goto bad;
 	memcpy(job->listen, value, len + 1);

@@ -184,6 +184,7 @@ static int cmd_invite(struct options *o)
 	const char *eps[GP_TOKEN_ENDPOINTS_MAX];
 	char *str = NULL;
 	uint64_t expires_ms = 0;
+	uint8_t token_key[GP_KEY_SIZE];
 	size_t n = 0;
 	int64_t id;
 	int r;
@@ -218,24 +219,34 @@ static int cmd_invite(struct options *o)
 	r = gp_token_create(&tok);
 	if (r < 0)
 		goto out;
+	/* The secret is derived from this key and the token id, so serve can
+	 * key the join handshake without ever storing the secret. */
+	r = gp_identity_derive_key(st.id, "gp-token-secret", token_key);
+	if (r < 0)
+		goto out;
 	do {
 		uint64_t exp = expires_ms ? (uint64_t)gp_now_s() + expires_ms / 1000 : 0;
 
-		r = gp_token_generate(NULL, st.id->public_key, eps, n, exp, tok);
+		r = gp_token_generate(token_key, st.id->public_key, eps, n, exp,
+				      tok);
 		if (r < 0) {
 			gp_log_errno(GP_LOG_ERROR, r, "cannot make a token for endpoints");
 			goto out;
 		}
-		tok->id[7] &= 0x7f; /* the ledger row id is the same number */
-		id = gp_coord_token_row_id(tok->id);
+		/* Positive ids read better in 'invite list' and 'revoke'. */
+		tok->id[7] &= 0x7f;
+		r = gp_token_secret_derive(token_key, tok->id, tok->secret);
+		if (r < 0)
+			goto out;
+		id = gp_ledger_token_id_from_bytes(tok->id);
 	} while (id == 0);
 	row.id = id;
 	snprintf(row.label, sizeof(row.label), "%s", o->label ? o->label : "");
 	r = gp_token_hash_secret(st.token_hash_key, tok->secret, row.secret_hash);
 	if (r < 0)
 		goto out;
-	row.created_at = gp_now_s();
-	row.expires_at = (int64_t)tok->expires_at;
+	row.created_at = gp_now_ms();
+	row.expires_at = (int64_t)tok->expires_at * 1000;
 	row.max_uses = o->uses ? o->uses : 1;
 	r = gp_ledger_token_insert(st.ledger, &row, &id);
 	if (r < 0) {
@@ -260,6 +271,7 @@ out:
 		explicit_bzero(str, GP_TOKEN_STRING_MAX);
 		free(str);
 	}
+	explicit_bzero(token_key, sizeof(token_key));
 	gp_token_destroy(tok);
 	gp_coord_state_close(&st);
 	return r;
@@ -281,7 +293,7 @@ static int cmd_invite_list(struct options *o)
 	struct gp_coord_state st;
 	struct gp_ledger_token *t = NULL;
 	size_t n = 0;
-	int64_t now = gp_now_s();
+	int64_t now = gp_now_ms();
 	char a[32], b[32];
 	int r;
 
@@ -316,8 +328,8 @@ static int cmd_invite_list(struct options *o)
 				 t[i].uses, t[i].max_uses);
 			printf("%-20" PRId64 " %-8s %-9s %-20s %-20s %s\n", t[i].id,
 			       token_state(&t[i], now), uses,
-			       gp_format_time(t[i].created_at, a, sizeof(a)),
-			       gp_format_time(t[i].expires_at, b, sizeof(b)),
+			       gp_format_time(t[i].created_at / 1000, a, sizeof(a)),
+			       gp_format_time(t[i].expires_at / 1000, b, sizeof(b)),
 			       t[i].label);
 		}
 	}
@@ -357,9 +369,9 @@ static int cmd_revoke(struct options *o, const char *what, const char *arg)
 	if (r < 0)
 		return r;
 	if (strcmp(what, "invite") == 0)
-		r = gp_ledger_token_revoke(st.ledger, id, gp_now_s());
+		r = gp_ledger_token_revoke(st.ledger, id, gp_now_ms());
 	else
-		r = gp_ledger_agent_revoke(st.ledger, id, gp_now_s());
+		r = gp_ledger_agent_revoke(st.ledger, id, gp_now_ms());
 	if (r == -ENOENT)
 		gp_error("no %s with id %" PRId64, strcmp(what, "invite") == 0 ?
 			 "token" : "agent", id);
@@ -438,7 +450,7 @@ static int cmd_agents(struct options *o)
 			       " %10" PRId64 " %s\n",
 			       a->id, a->name, a->fingerprint,
 			       a->revoked_at ? "revoked" : "member",
-			       gp_format_time(a->last_seen, t, sizeof(t)),
+			       gp_format_time(a->last_seen / 1000, t, sizeof(t)),
 			       rows[i].updates_applied, rows[i].samples_applied, dev);
 		}
 	}
@@ -450,6 +462,98 @@ out:
 	return r;
 }
 
+static int cmd_status(struct options *o)
+{
+	struct gp_coord_state st;
+	struct gp_ledger_status s;
+	struct gp_ledger_job job = { 0 };
+	struct gp_ledger_agent_row *rows = NULL;
+	size_t n = 0;
+	int64_t last = 0;
+	double rate = 0;
+	int r;
+
+	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	if (r < 0)
+		return r;
+	r = gp_ledger_status(st.ledger, 0, &s);
+	if (r == -ENOENT) {
+		printf(o->json ? "{\"job\":null}\n" : "no job yet\n");
+		r = 0;
+		goto out;
+	}
+	if (r >= 0)
+		r = gp_ledger_job_get(st.ledger, s.job_id, &job);
+	if (r >= 0)
+		r = gp_ledger_agent_list(st.ledger, s.job_id, &rows, &n);
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].last_update_at > last)
+			last = rows[i].last_update_at;
+	if (last > job.created_at)
+		rate = (double)s.samples_applied * 1000.0 /
+		       (double)(last - job.created_at);
+	if (o->json) {
+		printf("{\"job\":%" PRId64 ",\"state\":\"%s\",\"epoch\":%" PRId64
+		       ",\"minibatches_in_epoch\":%" PRId64
+		       ",\"updates_applied\":%" PRId64 ",\"samples_applied\":%" PRId64
+		       ",\"updates_discarded\":%" PRId64
+		       ",\"updates_rejected\":%" PRId64
+		       ",\"samples_per_s\":%.1f,\"last_checkpoint\":%" PRId64,
+		       s.job_id, gp_ledger_job_state_name(s.state), s.epoch,
+		       s.minibatches_in_epoch, s.updates_applied, s.samples_applied,
+		       s.updates_discarded, s.updates_rejected, rate,
+		       s.last_checkpoint_seq);
+		if (s.have_eval)
+			printf(",\"last_eval\":{\"epoch\":%" PRId64
+			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f}",
+			       s.last_eval.epoch, s.last_eval.test_loss,
+			       s.last_eval.test_accuracy);
+		printf(",\"agents\":[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"id\":%" PRId64 ",\"name\":", i ? "," : "",
+			       rows[i].agent.id);
+			gp_json_string(stdout, rows[i].agent.name);
+			printf(",\"last_clock\":%" PRId64 ",\"updates_applied\":%" PRId64
+			       ",\"samples_applied\":%" PRId64 "}",
+			       rows[i].last_clock, rows[i].updates_applied,
+			       rows[i].samples_applied);
+		}
+		printf("]}\n");
+	} else {
+		printf("job %" PRId64 " (%s): epoch %" PRId64 ", %" PRId64
+		       " minibatches applied in it\n",
+		       s.job_id, gp_ledger_job_state_name(s.state), s.epoch + 1,
+		       s.minibatches_in_epoch);
+		printf("updates: %" PRId64 " applied (%" PRId64 " samples, %.0f "
+		       "samples/s), %" PRId64 " discarded, %" PRId64 " rejected\n",
+		       s.updates_applied, s.samples_applied, rate,
+		       s.updates_discarded, s.updates_rejected);
+		if (s.have_eval)
+			printf("last evaluation: epoch %" PRId64 ", test accuracy "
+			       "%.2f%%, test loss %.4f\n",
+			       s.last_eval.epoch + 1,
+			       100.0 * s.last_eval.test_accuracy,
+			       s.last_eval.test_loss);
+		printf("%-5s %-16s %10s %10s %10s\n", "ID", "NAME", "CLOCK",
+		       "UPDATES", "SAMPLES");
+		for (size_t i = 0; i < n; i++)
+			printf("%-5" PRId64 " %-16s %10" PRId64 " %10" PRId64
+			       " %10" PRId64 "\n",
+			       rows[i].agent.id, rows[i].agent.name,
+			       rows[i].last_clock, rows[i].updates_applied,
+			       rows[i].samples_applied);
+	}
+out:
+	free(rows);
+	gp_ledger_job_finish(&job);
+	gp_coord_state_close(&st);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -457,6 +561,7 @@ int main(int argc, char **argv)
 	int r;
 
 	gp_log_init("gradpool-coordinator");
+	umask(077);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -496,7 +601,7 @@ int main(int argc, char **argv)
 		r = cmd_revoke(&o, "agents",
 			       optind + 1 < argc ? argv[optind + 1] : NULL);
 	else if (strcmp(cmd, "status") == 0 && !sub)
-		r = gp_serve_status(o.state, o.json);
+		r = cmd_status(&o);
 	else if (strcmp(cmd, "serve") == 0 && !sub) {
 		if (!o.job) {
 			gp_error("serve needs --job FILE");

@@ -809,7 +809,8 @@ static void fill_devices(struct gp_ledger_agent *a, const struct gp_msg_join *j)
 
 		snprintf(d->kind, sizeof(d->kind), "%s",
 			 kinds[j->devices[i].kind < 4 ? j->devices[i].kind : 3]);
-		snprintf(d->name, sizeof(d->name), "%s", j->devices[i].name);
+		snprintf(d->name, sizeof(d->name), "%.*s", (int)sizeof(d->name) - 1,
+			 j->devices[i].name);
 		d->gflops = j->devices[i].gflops;
 		d->samples_per_s = j->devices[i].samples_per_s;
 	}
@@ -840,7 +841,8 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		send_reject(p, GP_REJECT_MALFORMED, "JOIN sent twice");
 		return;
 	}
-	snprintf(a.name, sizeof(a.name), "%s", j->name[0] ? j->name : "agent");
+	snprintf(a.name, sizeof(a.name), "%.*s", (int)sizeof(a.name) - 1,
+		 j->name[0] ? j->name : "agent");
 	memcpy(a.public_key, key, GP_KEY_SIZE);
 	gp_identity_fingerprint(key, a.fingerprint);
 	fill_devices(&a, j);
@@ -977,7 +979,7 @@ static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello
 		gp_token_psk(secret, psk);
 		gp_channel_set_psk(ch, psk);
 		p->psk_join = true;
-		p->token_id = gp_coord_token_row_id(hello->payload);
+		p->token_id = gp_ledger_token_id_from_bytes(hello->payload);
 		if (gp_ledger_token_get(srv->st.ledger, p->token_id, &row) < 0) {
 			v = GP_TOKEN_BAD_SECRET;
 		} else {

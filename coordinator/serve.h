@@ -1,6 +1,5 @@
 /* gradpool-coordinator serve: the parameter server and work scheduler on a
- * libuv loop, and status, which reads the same ledger from another process.
- */
+ * libuv loop. */
 #ifndef GP_SERVE_H
 #define GP_SERVE_H
 
@@ -13,9 +12,5 @@
  * stopped cleanly, else a negative errno (already logged). */
 int gp_serve_run(const char *state_dir, const char *job_path,
 		 const char *listen);
-
-/* Prints the newest job's progress and each agent's clock from the ledger
- * (read-only; works while serve runs). Returns 0 or a negative errno. */
-int gp_serve_status(const char *state_dir, bool json);
 
 #endif

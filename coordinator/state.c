@@ -50,12 +50,3 @@ void gp_coord_state_close(struct gp_coord_state *st)
 	st->id = NULL;
 	explicit_bzero(st->token_hash_key, sizeof(st->token_hash_key));
 }
-
-int64_t gp_coord_token_row_id(const uint8_t id[8])
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | id[i];
-	return (int64_t)(v & INT64_MAX);
-}

@@ -29,8 +29,4 @@ int gp_coord_state_open(struct gp_coord_state *st, const char *dir,
 			unsigned flags);
 void gp_coord_state_close(struct gp_coord_state *st);
 
-/* Token ids are 8 random bytes on the wire and an int64 row id in the
- * ledger: the top bit is cleared so that the two are the same number. */
-int64_t gp_coord_token_row_id(const uint8_t id[8]);
-
 #endif
