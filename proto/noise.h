@@ -193,8 +193,8 @@ int gp_noise_handshake_write_message(struct gp_noise_handshake *hs,
 				     size_t *ret_len);
 
 /* Reads the next handshake message (Noise ReadMessage()) msg (borrowed, len
- * bytes), writing its payload into payload_out (caller-owned, cap bytes; may
- * be NULL if cap is 0). On success *ret_len is the payload length. Returns
+ * bytes), writing its payload into payload_out (caller-owned, cap bytes,
+ * not overlapping msg; may be NULL if cap is 0). On success *ret_len is the payload length. Returns
  * 0; -ENOBUFS (cap too small for the payload this message carries) or
  * -ENOKEY (psk needed and not set), both leaving the state untouched; or
  * -EBADMSG for anything the peer got wrong (message out of turn, too short,

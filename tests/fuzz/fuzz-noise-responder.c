@@ -7,8 +7,13 @@
  *
  * Fixed keys (byte i of each key): responder static i + 1, responder
  * ephemeral 0x80 + i, psk 0xc0 + i; prologue "gradpool-fuzz". The corpus in
- * tests/fuzz/corpus/noise-responder/ was written by an initiator with static
- * key 0x40 + i and ephemeral key 0xa0 + i. */
+ * tests/fuzz/corpus/noise-responder/ was written once with proto/noise.c by
+ * an initiator with static key 0x40 + i and ephemeral key 0xa0 + i:
+ *   ik-msg1, ikpsk2-msg1  valid message 1, payload "token-0001";
+ *   xx-msg1-msg3          XX message 1 (32 bytes) then the matching message
+ *                         3: reaches split;
+ *   xx-msg1-payload       XX message 1 with a cleartext payload;
+ *   empty, junk-*         junk. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -172,6 +172,23 @@ static void test_ik_roundtrip(void)
 	}
 	ASSERT_UINT_EQ(gp_noise_transport_send_nonce(p.ti), 5);
 	ASSERT_UINT_EQ(gp_noise_transport_recv_nonce(p.ti), 5);
+	{
+		/* In place, as the header allows. */
+		uint8_t buf[64], orig[48];
+		size_t len;
+
+		for (size_t k = 0; k < sizeof(orig); k++)
+			orig[k] = (uint8_t)(k ^ 0x5a);
+		memcpy(buf, orig, sizeof(orig));
+		ASSERT_OK(gp_noise_transport_encrypt(p.tr, NULL, 0, buf,
+						     sizeof(orig), buf,
+						     sizeof(buf), &len));
+		ASSERT(memcmp(buf, orig, sizeof(orig)) != 0);
+		ASSERT_OK(gp_noise_transport_decrypt(p.ti, NULL, 0, buf, len,
+						     buf, sizeof(buf), &len));
+		ASSERT_EQ(len, sizeof(orig));
+		ASSERT_MEM_EQ(buf, orig, sizeof(orig));
+	}
 	pair_destroy(&p);
 }
 

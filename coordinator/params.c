@@ -1,0 +1,623 @@
+#include "params.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+
+/* Checkpoint payload (inside the envelope of bytes.h, magic "GPPR",
+ * version 1):
+ *
+ *   u32  rows_per_shard, shard_bytes
+ *   f32  lr, momentum, weight_decay, clip_norm, reject_norm
+ *   u64  version, updates
+ *   u32  n tensors (1..GP_PARAMS_MAX_TENSORS)
+ *   n x  { u8 name_len (1..63); name bytes; u32 rows; u32 cols }
+ *   u32  shard count (must equal the count the layout gives)
+ *   k x  { u64 version (1..version); u8 momentum_nonzero (0/1) }
+ *   F x  f32 parameters    (F = total floats)
+ *   F x  f32 momentum
+ *
+ * The decoder recomputes the shard layout from the shapes and the config and
+ * checks the byte count before allocating the arrays. */
+#define PARAMS_MAGIC "GPPR"
+#define PARAMS_FORMAT 1
+
+struct tensor {
+	char name[GP_PARAMS_MAX_NAME + 1];
+	uint32_t rows;
+	uint32_t cols;
+	size_t offset;
+};
+
+struct shard {
+	uint32_t tensor;
+	uint32_t row_begin;
+	uint32_t rows;
+	size_t offset;
+	size_t count;
+	uint64_t version;
+	bool mom_nonzero;  /* momentum may be non-zero: updates change it */
+};
+
+struct gp_params {
+	struct gp_params_config cfg;
+	struct tensor *tensors;
+	size_t n_tensors;
+	struct shard *shards;
+	size_t n_shards;
+	size_t total;
+	float *w;
+	float *v;
+	double *shard_sq;  /* scratch: per-shard sum of squares */
+	uint64_t version;
+	uint64_t updates;
+};
+
+static bool config_ok(const struct gp_params_config *c)
+{
+	return isfinite(c->lr) && c->lr >= 0 && isfinite(c->momentum) &&
+	       c->momentum >= 0 && c->momentum < 1 &&
+	       isfinite(c->weight_decay) && c->weight_decay >= 0 &&
+	       isfinite(c->clip_norm) && c->clip_norm >= 0 &&
+	       isfinite(c->reject_norm) && c->reject_norm >= 0;
+}
+
+static uint32_t rows_per_shard(const struct gp_params_config *c,
+			       uint32_t cols)
+{
+	uint64_t bytes, rps;
+
+	if (c->rows_per_shard)
+		return c->rows_per_shard;
+	bytes = c->shard_bytes ? c->shard_bytes : GP_PARAMS_DEFAULT_SHARD_BYTES;
+	rps = bytes / ((uint64_t)cols * sizeof(float));
+	return rps ? (uint32_t)(rps > UINT32_MAX ? UINT32_MAX : rps) : 1;
+}
+
+void gp_params_destroy(struct gp_params *p)
+{
+	if (!p)
+		return;
+	free(p->tensors);
+	free(p->shards);
+	free(p->w);
+	free(p->v);
+	free(p->shard_sq);
+	free(p);
+}
+
+/* Checks shapes and config and counts floats and shards, without
+ * allocating. Returns 0 or -EINVAL. */
+static int measure(const struct gp_params_config *cfg,
+		   const struct gp_tensor_shape *shapes, size_t n,
+		   uint64_t *ret_total, uint64_t *ret_shards)
+{
+	uint64_t total = 0, n_shards = 0;
+
+	if (!cfg || !shapes || n == 0 || n > GP_PARAMS_MAX_TENSORS ||
+	    !config_ok(cfg))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = shapes[i].name ? strlen(shapes[i].name) : 0;
+		uint32_t rps;
+
+		if (len == 0 || len > GP_PARAMS_MAX_NAME || shapes[i].rows == 0 ||
+		    shapes[i].cols == 0)
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(shapes[i].name, shapes[j].name) == 0)
+				return -EINVAL;
+		/* rows * cols fits in 64 bits; compare before adding so the
+		 * total never overflows. */
+		if ((uint64_t)shapes[i].rows * shapes[i].cols >
+		    GP_PARAMS_MAX_FLOATS - total)
+			return -EINVAL;
+		total += (uint64_t)shapes[i].rows * shapes[i].cols;
+		rps = rows_per_shard(cfg, shapes[i].cols);
+		n_shards += (shapes[i].rows + (uint64_t)rps - 1) / rps;
+		if (n_shards > GP_PARAMS_MAX_SHARDS)
+			return -EINVAL;
+	}
+	*ret_total = total;
+	*ret_shards = n_shards;
+	return 0;
+}
+
+/* Builds everything but the values: tensors, offsets, shard layout. */
+static int build(const struct gp_params_config *cfg,
+		 const struct gp_tensor_shape *shapes, size_t n,
+		 struct gp_params **ret)
+{
+	struct gp_params *p = NULL;
+	uint64_t total = 0, n_shards = 0;
+	size_t k = 0;
+	int r;
+
+	r = measure(cfg, shapes, n, &total, &n_shards);
+	if (r < 0)
+		return r;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	p->n_tensors = n;
+	p->n_shards = (size_t)n_shards;
+	p->total = (size_t)total;
+	p->version = 1;
+	p->tensors = calloc(n, sizeof(*p->tensors));
+	p->shards = calloc(p->n_shards, sizeof(*p->shards));
+	p->shard_sq = calloc(p->n_shards, sizeof(*p->shard_sq));
+	if (!p->tensors || !p->shards || !p->shard_sq) {
+		gp_params_destroy(p);
+		return -ENOMEM;
+	}
+	total = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct tensor *t = &p->tensors[i];
+		uint32_t rps = rows_per_shard(cfg, shapes[i].cols);
+
+		memcpy(t->name, shapes[i].name, strlen(shapes[i].name) + 1);
+		t->rows = shapes[i].rows;
+		t->cols = shapes[i].cols;
+		t->offset = (size_t)total;
+		for (uint32_t row = 0; row < t->rows; row += rps) {
+			struct shard *s = &p->shards[k++];
+
+			s->tensor = (uint32_t)i;
+			s->row_begin = row;
+			s->rows = t->rows - row < rps ? t->rows - row : rps;
+			s->offset = t->offset + (size_t)row * t->cols;
+			s->count = (size_t)s->rows * t->cols;
+			s->version = 1;
+			if (t->rows - row <= rps)
+				break;
+		}
+		total += (uint64_t)t->rows * t->cols;
+	}
+	*ret = p;
+	return 0;
+}
+
+int gp_params_create(const struct gp_params_config *cfg,
+		     const struct gp_tensor_shape *shapes, size_t n,
+		     struct gp_params **ret)
+{
+	struct gp_params *p = NULL;
+	int r = build(cfg, shapes, n, &p);
+
+	if (r < 0)
+		return r;
+	p->w = calloc(p->total, sizeof(float));
+	p->v = calloc(p->total, sizeof(float));
+	if (!p->w || !p->v) {
+		gp_params_destroy(p);
+		return -ENOMEM;
+	}
+	*ret = p;
+	return 0;
+}
+
+const struct gp_params_config *gp_params_config(const struct gp_params *p)
+{
+	return &p->cfg;
+}
+
+int gp_params_set_lr(struct gp_params *p, float lr)
+{
+	if (!isfinite(lr) || lr < 0)
+		return -EINVAL;
+	p->cfg.lr = lr;
+	return 0;
+}
+
+size_t gp_params_tensor_count(const struct gp_params *p)
+{
+	return p->n_tensors;
+}
+
+int gp_params_tensor(const struct gp_params *p, size_t i,
+		     struct gp_tensor_shape *ret_shape, size_t *ret_offset)
+{
+	if (i >= p->n_tensors)
+		return -ENOENT;
+	*ret_shape = (struct gp_tensor_shape){
+		.name = p->tensors[i].name,
+		.rows = p->tensors[i].rows,
+		.cols = p->tensors[i].cols,
+	};
+	if (ret_offset)
+		*ret_offset = p->tensors[i].offset;
+	return 0;
+}
+
+int gp_params_find(const struct gp_params *p, const char *name)
+{
+	for (size_t i = 0; name && i < p->n_tensors; i++)
+		if (strcmp(p->tensors[i].name, name) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+size_t gp_params_size(const struct gp_params *p)
+{
+	return p->total;
+}
+
+const float *gp_params_values(const struct gp_params *p)
+{
+	return p->w;
+}
+
+int gp_params_check_tensor(const struct gp_params *p, size_t i, uint32_t rows,
+			   uint32_t cols)
+{
+	if (i >= p->n_tensors || p->tensors[i].rows != rows ||
+	    p->tensors[i].cols != cols)
+		return GP_REASON_SHAPE;
+	return 0;
+}
+
+int gp_params_check_block(const struct gp_params *p, uint32_t tensor,
+			  uint32_t row_start, uint32_t rows, uint64_t count,
+			  size_t *ret_offset)
+{
+	const struct tensor *t;
+
+	if (tensor >= p->n_tensors)
+		return GP_REASON_SHAPE;
+	t = &p->tensors[tensor];
+	if (rows == 0) {
+		if (row_start != 0)
+			return GP_REASON_SHAPE;
+		rows = t->rows;
+	}
+	if (row_start >= t->rows || rows > t->rows - row_start ||
+	    count != (uint64_t)rows * t->cols)
+		return GP_REASON_SHAPE;
+	*ret_offset = t->offset + (size_t)row_start * t->cols;
+	return 0;
+}
+
+int gp_params_find_shard(const struct gp_params *p, uint32_t tensor,
+			 uint32_t row_start)
+{
+	size_t lo = 0, hi = p->n_shards;
+
+	/* Shards are ordered by (tensor, row_begin). */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct shard *s = &p->shards[mid];
+
+		if (s->tensor < tensor ||
+		    (s->tensor == tensor && s->row_begin < row_start))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < p->n_shards && p->shards[lo].tensor == tensor &&
+	    p->shards[lo].row_begin == row_start)
+		return (int)lo;
+	return -ENOENT;
+}
+
+int gp_params_set_tensor(struct gp_params *p, size_t i, const float *src,
+			 size_t count)
+{
+	const struct tensor *t;
+
+	if (i >= p->n_tensors || !src)
+		return -EINVAL;
+	t = &p->tensors[i];
+	if (count != (size_t)t->rows * t->cols)
+		return -EINVAL;
+	memcpy(p->w + t->offset, src, count * sizeof(float));
+	p->version++;
+	for (size_t k = 0; k < p->n_shards; k++)
+		if (p->shards[k].tensor == i)
+			p->shards[k].version = p->version;
+	return 0;
+}
+
+uint64_t gp_params_version(const struct gp_params *p)
+{
+	return p->version;
+}
+
+uint64_t gp_params_updates(const struct gp_params *p)
+{
+	return p->updates;
+}
+
+size_t gp_params_shard_count(const struct gp_params *p)
+{
+	return p->n_shards;
+}
+
+int gp_params_shard(const struct gp_params *p, size_t i,
+		    struct gp_params_shard *ret)
+{
+	const struct shard *s;
+
+	if (i >= p->n_shards)
+		return -ENOENT;
+	s = &p->shards[i];
+	*ret = (struct gp_params_shard){
+		.tensor = s->tensor,
+		.row_begin = s->row_begin,
+		.rows = s->rows,
+		.cols = p->tensors[s->tensor].cols,
+		.offset = s->offset,
+		.count = s->count,
+		.version = s->version,
+	};
+	return 0;
+}
+
+const float *gp_params_shard_data(const struct gp_params *p, size_t i)
+{
+	return i < p->n_shards ? p->w + p->shards[i].offset : NULL;
+}
+
+int gp_params_copy_shard(const struct gp_params *p, size_t i, float *dst,
+			 size_t cap)
+{
+	const struct shard *s;
+
+	if (i >= p->n_shards)
+		return -ENOENT;
+	s = &p->shards[i];
+	if (cap < s->count || s->count > INT32_MAX)
+		return -ENOBUFS;
+	memcpy(dst, p->w + s->offset, s->count * sizeof(float));
+	return (int)s->count;
+}
+
+size_t gp_params_changed_since(const struct gp_params *p, uint64_t since,
+			       uint32_t *ret_idx, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < p->n_shards; i++) {
+		if (p->shards[i].version <= since)
+			continue;
+		if (n < cap)
+			ret_idx[n] = (uint32_t)i;
+		n++;
+	}
+	return n;
+}
+
+/* Sum of squares in double with four independent accumulators (the
+ * compiler may not reorder a single double sum; four chains keep the adds
+ * pipelined). A NaN or Inf anywhere makes the sum non-finite; finite floats
+ * cannot overflow a double sum of at most 2^28 squares. */
+static double sum_squares(const float *x, size_t n)
+{
+	double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+	size_t i = 0;
+
+	for (; i + 4 <= n; i += 4) {
+		a0 += (double)x[i] * x[i];
+		a1 += (double)x[i + 1] * x[i + 1];
+		a2 += (double)x[i + 2] * x[i + 2];
+		a3 += (double)x[i + 3] * x[i + 3];
+	}
+	for (; i < n; i++)
+		a0 += (double)x[i] * x[i];
+	return (a0 + a1) + (a2 + a3);
+}
+
+int gp_params_grad_norm(const float *grad, size_t n, double *ret_norm)
+{
+	double sq = n ? sum_squares(grad, n) : 0;
+
+	if (!isfinite(sq))
+		return GP_REASON_NONFINITE;
+	*ret_norm = sqrt(sq);
+	return 0;
+}
+
+static void sgd_momentum(float *restrict w, float *restrict v,
+			 const float *restrict g, size_t n, float scale,
+			 float lr, float mu, float wd)
+{
+	for (size_t i = 0; i < n; i++) {
+		float d = scale * g[i] + wd * w[i];
+
+		v[i] = mu * v[i] + d;
+		w[i] -= lr * v[i];
+	}
+}
+
+static void sgd_plain(float *restrict w, const float *restrict g, size_t n,
+		      float scale, float lr, float wd)
+{
+	for (size_t i = 0; i < n; i++)
+		w[i] -= lr * (scale * g[i] + wd * w[i]);
+}
+
+int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
+		    struct gp_params_apply_info *ret_info)
+{
+	const struct gp_params_config *c = &p->cfg;
+	double sq = 0, norm;
+	float scale = 1;
+	bool clipped = false;
+	uint32_t changed = 0;
+
+	if (!grad || n != p->total)
+		return GP_REASON_SHAPE;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		p->shard_sq[k] = sum_squares(grad + p->shards[k].offset,
+					     p->shards[k].count);
+		sq += p->shard_sq[k];
+	}
+	if (!isfinite(sq))
+		return GP_REASON_NONFINITE;
+	norm = sqrt(sq);
+	if (c->reject_norm > 0 && norm > c->reject_norm)
+		return GP_REASON_NORM;
+	if (c->clip_norm > 0 && norm > c->clip_norm) {
+		scale = (float)(c->clip_norm / norm);
+		clipped = true;
+	}
+	p->version++;
+	p->updates++;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		struct shard *s = &p->shards[k];
+		float *w = p->w + s->offset;
+
+		/* Bytes that cannot change keep their version, so pulls skip
+		 * them. */
+		if (p->shard_sq[k] == 0 && !s->mom_nonzero &&
+		    c->weight_decay == 0)
+			continue;
+		if (c->momentum > 0) {
+			sgd_momentum(w, p->v + s->offset, grad + s->offset,
+				     s->count, scale, c->lr, c->momentum,
+				     c->weight_decay);
+			s->mom_nonzero = true;
+		} else {
+			sgd_plain(w, grad + s->offset, s->count, scale, c->lr,
+				  c->weight_decay);
+		}
+		s->version = p->version;
+		changed++;
+	}
+	if (ret_info)
+		*ret_info = (struct gp_params_apply_info){
+			.norm = norm,
+			.clipped = clipped,
+			.version = p->version,
+			.shards_changed = changed,
+		};
+	return 0;
+}
+
+int gp_params_save(const struct gp_params *p, uint8_t **ret_data,
+		   size_t *ret_len)
+{
+	struct gp_wbuf w = {0};
+
+	gp_wbuf_begin_blob(&w, PARAMS_MAGIC, PARAMS_FORMAT);
+	gp_wbuf_put_u32(&w, p->cfg.rows_per_shard);
+	gp_wbuf_put_u32(&w, p->cfg.shard_bytes);
+	gp_wbuf_put_f32(&w, p->cfg.lr);
+	gp_wbuf_put_f32(&w, p->cfg.momentum);
+	gp_wbuf_put_f32(&w, p->cfg.weight_decay);
+	gp_wbuf_put_f32(&w, p->cfg.clip_norm);
+	gp_wbuf_put_f32(&w, p->cfg.reject_norm);
+	gp_wbuf_put_u64(&w, p->version);
+	gp_wbuf_put_u64(&w, p->updates);
+	gp_wbuf_put_u32(&w, (uint32_t)p->n_tensors);
+	for (size_t i = 0; i < p->n_tensors; i++) {
+		size_t len = strlen(p->tensors[i].name);
+
+		gp_wbuf_put_u8(&w, (uint8_t)len);
+		gp_wbuf_put(&w, p->tensors[i].name, len);
+		gp_wbuf_put_u32(&w, p->tensors[i].rows);
+		gp_wbuf_put_u32(&w, p->tensors[i].cols);
+	}
+	gp_wbuf_put_u32(&w, (uint32_t)p->n_shards);
+	for (size_t k = 0; k < p->n_shards; k++) {
+		gp_wbuf_put_u64(&w, p->shards[k].version);
+		gp_wbuf_put_u8(&w, p->shards[k].mom_nonzero);
+	}
+	gp_wbuf_put_f32s(&w, p->w, p->total);
+	gp_wbuf_put_f32s(&w, p->v, p->total);
+	return gp_wbuf_finish_blob(&w, ret_data, ret_len);
+}
+
+int gp_params_load(const uint8_t *data, size_t len, struct gp_params **ret)
+{
+	struct gp_params_config cfg = {0};
+	struct gp_tensor_shape *shapes = NULL;
+	char (*names)[GP_PARAMS_MAX_NAME + 1] = NULL;
+	struct gp_params *p = NULL;
+	struct gp_rbuf r;
+	uint64_t version, updates, total, n_shards64;
+	uint32_t n, n_shards;
+	int err;
+
+	err = gp_rbuf_open_blob(data, len, PARAMS_MAGIC, PARAMS_FORMAT, &r);
+	if (err < 0)
+		return err;
+	if (!gp_rbuf_get_u32(&r, &cfg.rows_per_shard) ||
+	    !gp_rbuf_get_u32(&r, &cfg.shard_bytes) ||
+	    !gp_rbuf_get_f32(&r, &cfg.lr) ||
+	    !gp_rbuf_get_f32(&r, &cfg.momentum) ||
+	    !gp_rbuf_get_f32(&r, &cfg.weight_decay) ||
+	    !gp_rbuf_get_f32(&r, &cfg.clip_norm) ||
+	    !gp_rbuf_get_f32(&r, &cfg.reject_norm) ||
+	    !gp_rbuf_get_u64(&r, &version) || !gp_rbuf_get_u64(&r, &updates) ||
+	    !gp_rbuf_get_u32(&r, &n))
+		return -EBADMSG;
+	/* Each tensor takes at least 10 bytes, which bounds n by the input
+	 * before anything is allocated. */
+	if (n == 0 || n > GP_PARAMS_MAX_TENSORS || n > r.left / 10 ||
+	    version == 0 || updates >= version)
+		return -EBADMSG;
+	shapes = calloc(n, sizeof(*shapes));
+	names = calloc(n, sizeof(*names));
+	if (!shapes || !names) {
+		err = -ENOMEM;
+		goto out;
+	}
+	err = -EBADMSG;
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t nl;
+
+		if (!gp_rbuf_get_u8(&r, &nl) || nl == 0 ||
+		    nl > GP_PARAMS_MAX_NAME || !gp_rbuf_get(&r, names[i], nl) ||
+		    memchr(names[i], '\0', nl) ||
+		    !gp_rbuf_get_u32(&r, &shapes[i].rows) ||
+		    !gp_rbuf_get_u32(&r, &shapes[i].cols))
+			goto out;
+		shapes[i].name = names[i];
+	}
+	/* measure() checks the shapes and config like gp_params_create; the
+	 * arrays they imply must be present in full before any is allocated. */
+	if (measure(&cfg, shapes, n, &total, &n_shards64) < 0 ||
+	    r.left < 4 + n_shards64 * 9 + total * 2 * sizeof(float))
+		goto out;
+	err = build(&cfg, shapes, n, &p);
+	if (err < 0) {
+		err = err == -ENOMEM ? err : -EBADMSG;
+		goto out;
+	}
+	err = -EBADMSG;
+	if (!gp_rbuf_get_u32(&r, &n_shards) || n_shards != p->n_shards ||
+	    r.left != (size_t)n_shards * 9 + p->total * 2 * sizeof(float))
+		goto out;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		uint8_t nz;
+
+		if (!gp_rbuf_get_u64(&r, &p->shards[k].version) ||
+		    !gp_rbuf_get_u8(&r, &nz) || nz > 1 ||
+		    p->shards[k].version == 0 || p->shards[k].version > version)
+			goto out;
+		p->shards[k].mom_nonzero = nz;
+	}
+	p->version = version;
+	p->updates = updates;
+	p->w = malloc(p->total * sizeof(float));
+	p->v = malloc(p->total * sizeof(float));
+	if (!p->w || !p->v) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (!gp_rbuf_get_f32s(&r, p->w, p->total) ||
+	    !gp_rbuf_get_f32s(&r, p->v, p->total) || r.left != 0)
+		goto out;
+	*ret = p;
+	p = NULL;
+	err = 0;
+out:
+	gp_params_destroy(p);
+	free(shapes);
+	free(names);
+	return err;
+}

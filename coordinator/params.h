@@ -1,0 +1,190 @@
+/* The parameter server's store: named f32 tensors (row-major, rows x cols),
+ * split into shards of whole rows, each shard carrying a version, plus the
+ * server-side optimizer that applies gradients additively as they arrive.
+ * Pure logic, no I/O.
+ *
+ * Versions. The store has a version counter that starts at 1 and is bumped
+ * by every change (an applied update, gp_params_set_tensor). A shard's
+ * version is the store version at which its bytes last changed. An agent
+ * that holds the parameters of version v needs exactly the shards whose
+ * version is > v (gp_params_changed_since); v = 0 means it holds nothing.
+ * An update leaves a shard's version alone when it cannot have changed it:
+ * its gradient rows are all zero, its momentum is zero and weight decay is
+ * off (for example the first-layer rows of always-black border pixels when
+ * momentum is 0).
+ *
+ * Optimizer: SGD with momentum (PyTorch's torch.optim.SGD without
+ * dampening or Nesterov):
+ *     g  = clip(grad) + weight_decay * w
+ *     v  = momentum * v + g
+ *     w -= lr * v
+ * where clip() scales the whole gradient down to clip_norm when its global
+ * L2 norm exceeds it. A gradient with a NaN/Inf, the wrong size, or a norm
+ * above reject_norm is refused with nothing changed. */
+#ifndef GP_PARAMS_H
+#define GP_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reason.h"
+
+#define GP_PARAMS_MAX_TENSORS 4096u
+#define GP_PARAMS_MAX_NAME 63u
+/* 2^28 floats = 1 GiB of parameters (and as much momentum). */
+#define GP_PARAMS_MAX_FLOATS (UINT64_C(1) << 28)
+#define GP_PARAMS_MAX_SHARDS (UINT64_C(1) << 20)
+/* Default shard size when neither rows_per_shard nor shard_bytes is set. */
+#define GP_PARAMS_DEFAULT_SHARD_BYTES (64u * 1024u)
+
+/* A tensor's name and shape; name is borrowed by gp_params_create (copied). */
+struct gp_tensor_shape {
+	const char *name;
+	uint32_t rows;
+	uint32_t cols;
+};
+
+struct gp_params_config {
+	/* Rows per shard; 0: as many whole rows as fit in shard_bytes (at least
+	 * one row). */
+	uint32_t rows_per_shard;
+	uint32_t shard_bytes;  /* 0: GP_PARAMS_DEFAULT_SHARD_BYTES */
+	float lr;              /* >= 0 */
+	float momentum;        /* [0, 1) */
+	float weight_decay;    /* >= 0 */
+	float clip_norm;       /* > 0: clip the global norm to this; 0: off */
+	float reject_norm;     /* > 0: refuse gradients with a larger norm */
+};
+
+/* One shard: rows [row_begin, row_begin + rows) of tensor `tensor`, stored
+ * at floats [offset, offset + count) of the flat parameter array. */
+struct gp_params_shard {
+	uint32_t tensor;
+	uint32_t row_begin;
+	uint32_t rows;
+	uint32_t cols;
+	size_t offset;
+	size_t count;
+	uint64_t version;
+};
+
+/* What an applied update did. */
+struct gp_params_apply_info {
+	double norm;          /* global L2 norm of the gradient as received */
+	bool clipped;         /* scaled down to clip_norm */
+	uint64_t version;     /* store version after the update */
+	uint32_t shards_changed;
+};
+
+struct gp_params;
+
+/* Creates a store of n tensors, all zero, at version 1. shapes and cfg are
+ * borrowed. *ret is returned-and-owned-by-caller (gp_params_destroy()).
+ * Returns 0, -EINVAL (no tensor, a zero dimension, a name empty or longer
+ * than GP_PARAMS_MAX_NAME or repeated, more than GP_PARAMS_MAX_TENSORS,
+ * GP_PARAMS_MAX_FLOATS or GP_PARAMS_MAX_SHARDS, an out-of-range config
+ * value), -ENOMEM. */
+int gp_params_create(const struct gp_params_config *cfg,
+		     const struct gp_tensor_shape *shapes, size_t n,
+		     struct gp_params **ret);
+
+/* Frees the store; NULL is a no-op. */
+void gp_params_destroy(struct gp_params *p);
+
+/* The config in force (rows_per_shard as given, not resolved). */
+const struct gp_params_config *gp_params_config(const struct gp_params *p);
+
+/* Sets the learning rate (a schedule); refused (-EINVAL) unless finite and
+ * >= 0. */
+int gp_params_set_lr(struct gp_params *p, float lr);
+
+size_t gp_params_tensor_count(const struct gp_params *p);
+
+/* Shape of tensor i (name borrowed from the store, valid until destroy) and
+ * *ret_offset (optional): its first float in the flat array. Returns 0 or
+ * -ENOENT. */
+int gp_params_tensor(const struct gp_params *p, size_t i,
+		     struct gp_tensor_shape *ret_shape, size_t *ret_offset);
+
+/* Index of the tensor with this name, or -ENOENT. */
+int gp_params_find(const struct gp_params *p, const char *name);
+
+/* Total number of floats of all tensors (the size of a full gradient). */
+size_t gp_params_size(const struct gp_params *p);
+
+/* The flat parameter array (tensor after tensor, row-major), borrowed:
+ * valid until the next change. */
+const float *gp_params_values(const struct gp_params *p);
+
+/* Checks that a gradient piece announced as rows x cols for tensor i fits
+ * it. Returns 0 or GP_REASON_SHAPE (also for a bad i). */
+int gp_params_check_tensor(const struct gp_params *p, size_t i, uint32_t rows,
+			   uint32_t cols);
+
+/* Checks a row block of a gradient as it travels (tensor, first row, rows,
+ * element count) against the layout and gives the float offset where it
+ * goes in a full gradient buffer. rows == 0 means the whole tensor (then
+ * row_start must be 0). Returns 0 with *ret_offset set, or GP_REASON_SHAPE. */
+int gp_params_check_block(const struct gp_params *p, uint32_t tensor,
+			  uint32_t row_start, uint32_t rows, uint64_t count,
+			  size_t *ret_offset);
+
+/* Index of the shard that starts at row row_start of tensor, or -ENOENT
+ * (also when row_start is inside a shard rather than at its start). */
+int gp_params_find_shard(const struct gp_params *p, uint32_t tensor,
+			 uint32_t row_start);
+
+/* Overwrites tensor i with count floats from src (initialisation); bumps the
+ * version of the store and of the tensor's shards. src is borrowed. Returns
+ * 0 or -EINVAL (bad i or count != rows * cols). Leaves momentum alone. */
+int gp_params_set_tensor(struct gp_params *p, size_t i, const float *src,
+			 size_t count);
+
+/* Store version (see above) and the number of updates applied. */
+uint64_t gp_params_version(const struct gp_params *p);
+uint64_t gp_params_updates(const struct gp_params *p);
+
+size_t gp_params_shard_count(const struct gp_params *p);
+
+/* Describes shard i. Returns 0 or -ENOENT. */
+int gp_params_shard(const struct gp_params *p, size_t i,
+		    struct gp_params_shard *ret);
+
+/* Borrowed pointer to the floats of shard i (count floats), valid until the
+ * next change, or NULL for a bad i. */
+const float *gp_params_shard_data(const struct gp_params *p, size_t i);
+
+/* Copies shard i's floats into dst (room for cap floats). Returns the count
+ * copied, -ENOENT for a bad i, -ENOBUFS if cap is too small. */
+int gp_params_copy_shard(const struct gp_params *p, size_t i, float *dst,
+			 size_t cap);
+
+/* Lists the shards whose version is > since (in shard order): writes up to
+ * cap indices to ret_idx (may be NULL when cap is 0) and returns how many
+ * there are in all. since = 0 lists every shard. */
+size_t gp_params_changed_since(const struct gp_params *p, uint64_t since,
+			       uint32_t *ret_idx, size_t cap);
+
+/* Global L2 norm of n floats (accumulated in double). Returns 0 with
+ * *ret_norm set, or GP_REASON_NONFINITE if any value is NaN/Inf. */
+int gp_params_grad_norm(const float *grad, size_t n, double *ret_norm);
+
+/* Applies one gradient (the mean over a minibatch) for all tensors, laid out
+ * like the flat parameter array. grad is borrowed. Returns 0 with *ret_info
+ * (optional) filled, or a reason with nothing changed: SHAPE (n !=
+ * gp_params_size()), NONFINITE, NORM (above reject_norm). */
+int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
+		    struct gp_params_apply_info *ret_info);
+
+/* Encodes shapes, config, versions, parameters and momentum for a
+ * checkpoint: *ret_data (owned by caller, free()), *ret_len. Layout in
+ * params.c. Returns 0 or -ENOMEM. */
+int gp_params_save(const struct gp_params *p, uint8_t **ret_data,
+		   size_t *ret_len);
+
+/* Decodes a checkpoint into a new store (*ret, owned by caller). data is
+ * borrowed. Returns 0, -EBADMSG for malformed bytes, -ENOMEM. */
+int gp_params_load(const uint8_t *data, size_t len, struct gp_params **ret);
+
+#endif

@@ -1,0 +1,317 @@
+/* Unit tests for coordinator/params: shard layout, versions and pulls, the
+ * momentum SGD optimizer against hand-computed values, clipping, rejection
+ * of bad gradients, checkpoint round trip. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "params.h"
+#include "test.h"
+
+static const struct gp_tensor_shape shapes[] = {
+	{ "w1", 10, 4 },
+	{ "b1", 1, 4 },
+};
+
+static struct gp_params *make(float lr, float mu, float wd, uint32_t rps)
+{
+	struct gp_params_config cfg = {
+		.rows_per_shard = rps, .lr = lr, .momentum = mu,
+		.weight_decay = wd,
+	};
+	struct gp_params *p = NULL;
+
+	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &p));
+	return p;
+}
+
+static void test_create_invalid(void)
+{
+	struct gp_params_config cfg = { .lr = 0.1f };
+	struct gp_params *p = (struct gp_params *)&cfg;
+	struct gp_tensor_shape bad[2] = { { "a", 2, 2 }, { "a", 1, 1 } };
+
+	ASSERT_EQ(gp_params_create(&cfg, shapes, 0, &p), -EINVAL);
+	ASSERT_EQ(gp_params_create(&cfg, bad, 2, &p), -EINVAL); /* repeated */
+	bad[1] = (struct gp_tensor_shape){ "b", 0, 1 };
+	ASSERT_EQ(gp_params_create(&cfg, bad, 2, &p), -EINVAL);
+	bad[1] = (struct gp_tensor_shape){ "", 1, 1 };
+	ASSERT_EQ(gp_params_create(&cfg, bad, 2, &p), -EINVAL);
+	bad[1] = (struct gp_tensor_shape){ "b", 1u << 20, 1u << 10 };
+	ASSERT_EQ(gp_params_create(&cfg, bad, 2, &p), -EINVAL); /* too big */
+	cfg.momentum = 1.0f;
+	ASSERT_EQ(gp_params_create(&cfg, shapes, 2, &p), -EINVAL);
+	cfg.momentum = 0;
+	cfg.lr = NAN;
+	ASSERT_EQ(gp_params_create(&cfg, shapes, 2, &p), -EINVAL);
+	/* ret_* untouched on failure */
+	ASSERT(p == (struct gp_params *)&cfg);
+	gp_params_destroy(NULL);
+}
+
+static void test_layout(void)
+{
+	struct gp_params *p = make(0.1f, 0, 0, 3);
+	struct gp_params_config cfg = { .shard_bytes = 48, .lr = 0.1f };
+	struct gp_params *q = NULL;
+	struct gp_params_shard sh;
+	struct gp_tensor_shape t;
+	size_t off;
+
+	ASSERT_UINT_EQ(gp_params_size(p), 44);
+	ASSERT_UINT_EQ(gp_params_tensor_count(p), 2);
+	ASSERT_OK(gp_params_tensor(p, 1, &t, &off));
+	ASSERT_STR_EQ(t.name, "b1");
+	ASSERT_EQ(off, 40);
+	ASSERT_EQ(gp_params_find(p, "b1"), 1);
+	ASSERT_EQ(gp_params_find(p, "nope"), -ENOENT);
+	ASSERT_EQ(gp_params_tensor(p, 2, &t, &off), -ENOENT);
+	/* w1: rows 0-2, 3-5, 6-8, 9; b1: one shard */
+	ASSERT_UINT_EQ(gp_params_shard_count(p), 5);
+	ASSERT_OK(gp_params_shard(p, 3, &sh));
+	ASSERT_EQ(sh.tensor, 0);
+	ASSERT_EQ(sh.row_begin, 9);
+	ASSERT_EQ(sh.rows, 1);
+	ASSERT_EQ(sh.cols, 4);
+	ASSERT_EQ(sh.offset, 36);
+	ASSERT_EQ(sh.count, 4);
+	ASSERT_EQ(sh.version, 1);
+	ASSERT_OK(gp_params_shard(p, 4, &sh));
+	ASSERT_EQ(sh.tensor, 1);
+	ASSERT_EQ(sh.offset, 40);
+	ASSERT_EQ(gp_params_shard(p, 5, &sh), -ENOENT);
+	ASSERT_OK(gp_params_check_tensor(p, 0, 10, 4));
+	ASSERT_EQ(gp_params_check_tensor(p, 0, 4, 10), GP_REASON_SHAPE);
+	ASSERT_EQ(gp_params_check_tensor(p, 7, 10, 4), GP_REASON_SHAPE);
+	{
+		size_t at = 0;
+
+		ASSERT_OK(gp_params_check_block(p, 0, 3, 2, 8, &at));
+		ASSERT_EQ(at, 12);
+		ASSERT_OK(gp_params_check_block(p, 1, 0, 0, 4, &at));
+		ASSERT_EQ(at, 40);
+		ASSERT_EQ(gp_params_check_block(p, 0, 9, 2, 8, &at),
+			  GP_REASON_SHAPE);
+		ASSERT_EQ(gp_params_check_block(p, 0, 3, 2, 9, &at),
+			  GP_REASON_SHAPE);
+		ASSERT_EQ(gp_params_check_block(p, 0, 1, 0, 40, &at),
+			  GP_REASON_SHAPE);
+		ASSERT_EQ(gp_params_check_block(p, 2, 0, 0, 4, &at),
+			  GP_REASON_SHAPE);
+		ASSERT_EQ(gp_params_check_block(p, 0, 0xffffffffu, 2, 8, &at),
+			  GP_REASON_SHAPE);
+	}
+	ASSERT_EQ(gp_params_find_shard(p, 0, 6), 2);
+	ASSERT_EQ(gp_params_find_shard(p, 1, 0), 4);
+	ASSERT_EQ(gp_params_find_shard(p, 0, 5), -ENOENT);
+	ASSERT_EQ(gp_params_find_shard(p, 2, 0), -ENOENT);
+	/* 48 bytes / (4 cols * 4 bytes) = 3 rows per shard as well */
+	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &q));
+	ASSERT_UINT_EQ(gp_params_shard_count(q), 5);
+	gp_params_destroy(q);
+	gp_params_destroy(p);
+}
+
+/* One element through three steps of SGD with momentum 0.9, weight decay
+ * 0.01, lr 0.1, worked by hand:
+ *   w0 = 1
+ *   g1 = 0.5:  d = 0.5 + 0.01*1 = 0.51;          v = 0.51
+ *              w = 1 - 0.1*0.51 = 0.949
+ *   g2 = -0.2: d = -0.2 + 0.01*0.949 = -0.19051; v = 0.9*0.51 - 0.19051
+ *              = 0.26849;  w = 0.949 - 0.026849 = 0.922151
+ *   g3 = 0:    d = 0.00922151;  v = 0.9*0.26849 + 0.00922151 = 0.25086251
+ *              w = 0.922151 - 0.025086251 = 0.897064749 */
+static void test_momentum_reference(void)
+{
+	struct gp_params *p = make(0.1f, 0.9f, 0.01f, 3);
+	size_t n = gp_params_size(p);
+	float *w0 = calloc(n, sizeof(float)), *g = calloc(n, sizeof(float));
+	double *rw = calloc(n, sizeof(double)), *rv = calloc(n, sizeof(double));
+	const float steps[3] = { 0.5f, -0.2f, 0.0f };
+	const double expect[3] = { 0.949, 0.922151, 0.897064749 };
+	struct gp_params_apply_info info;
+
+	ASSERT_NOT_NULL(w0);
+	ASSERT_NOT_NULL(g);
+	ASSERT_NOT_NULL(rw);
+	ASSERT_NOT_NULL(rv);
+	for (size_t i = 0; i < n; i++)
+		rw[i] = w0[i] = (float)(0.01 * (double)i - 0.2);
+	w0[0] = 1.0f;
+	rw[0] = 1.0;
+	ASSERT_OK(gp_params_set_tensor(p, 0, w0, 40));
+	ASSERT_OK(gp_params_set_tensor(p, 1, w0 + 40, 4));
+	for (int step = 0; step < 3; step++) {
+		for (size_t i = 0; i < n; i++)
+			g[i] = i == 0 ? steps[step] :
+				(float)(0.05 * (double)((i * 7 + (size_t)step) % 11) - 0.25);
+		ASSERT_OK(gp_params_apply(p, g, n, &info));
+		ASSERT(!info.clipped);
+		for (size_t i = 0; i < n; i++) {
+			double d = (double)g[i] + 0.01 * rw[i];
+
+			rv[i] = 0.9 * rv[i] + d;
+			rw[i] -= 0.1 * rv[i];
+			ASSERT_NEAR(gp_params_values(p)[i], rw[i], 1e-5);
+		}
+		ASSERT_NEAR(gp_params_values(p)[0], expect[step], 1e-6);
+	}
+	ASSERT_UINT_EQ(gp_params_updates(p), 3);
+	free(w0);
+	free(g);
+	free(rw);
+	free(rv);
+	gp_params_destroy(p);
+}
+
+static void test_clip_and_reject(void)
+{
+	struct gp_params_config cfg = {
+		.rows_per_shard = 3, .lr = 1.0f, .clip_norm = 1.0f,
+		.reject_norm = 100.0f,
+	};
+	struct gp_params *p = NULL;
+	struct gp_params_apply_info info;
+	float g[44] = {0};
+	uint64_t v;
+	double norm;
+
+	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &p));
+	g[0] = 3;
+	g[43] = 4; /* norm 5 -> scaled by 1/5 */
+	ASSERT_OK(gp_params_grad_norm(g, 44, &norm));
+	ASSERT_NEAR(norm, 5.0, 1e-12);
+	ASSERT_OK(gp_params_apply(p, g, 44, &info));
+	ASSERT(info.clipped);
+	ASSERT_NEAR(info.norm, 5.0, 1e-9);
+	ASSERT_NEAR(gp_params_values(p)[0], -0.6, 1e-6);
+	ASSERT_NEAR(gp_params_values(p)[43], -0.8, 1e-6);
+	ASSERT_NEAR(gp_params_values(p)[1], 0.0, 0);
+
+	/* Refusals leave everything as it was. */
+	v = gp_params_version(p);
+	ASSERT_EQ(gp_params_apply(p, g, 43, NULL), GP_REASON_SHAPE);
+	ASSERT_EQ(gp_params_apply(p, NULL, 44, NULL), GP_REASON_SHAPE);
+	g[5] = NAN;
+	ASSERT_EQ(gp_params_apply(p, g, 44, NULL), GP_REASON_NONFINITE);
+	ASSERT_EQ(gp_params_grad_norm(g, 44, &norm), GP_REASON_NONFINITE);
+	g[5] = -INFINITY;
+	ASSERT_EQ(gp_params_apply(p, g, 44, NULL), GP_REASON_NONFINITE);
+	g[5] = 1e3f;
+	ASSERT_EQ(gp_params_apply(p, g, 44, NULL), GP_REASON_NORM);
+	g[5] = 3e38f; /* finite, but its square overflows a float */
+	ASSERT_EQ(gp_params_apply(p, g, 44, NULL), GP_REASON_NORM);
+	ASSERT_UINT_EQ(gp_params_version(p), v);
+	ASSERT_UINT_EQ(gp_params_updates(p), 1);
+	ASSERT_NEAR(gp_params_values(p)[0], -0.6, 1e-6);
+	ASSERT_NEAR(gp_params_values(p)[5], 0.0, 0);
+	ASSERT_EQ(gp_params_set_lr(p, -1), -EINVAL);
+	ASSERT_OK(gp_params_set_lr(p, 0.5f));
+	gp_params_destroy(p);
+}
+
+static void test_changed_shards(void)
+{
+	struct gp_params *p = make(0.1f, 0, 0, 3);
+	struct gp_params *m = make(0.1f, 0.5f, 0, 3);
+	float g[44] = {0}, buf[12];
+	uint32_t idx[8];
+	uint64_t v0 = gp_params_version(p), v1;
+
+	/* A fresh agent (version 0) needs everything. */
+	ASSERT_UINT_EQ(gp_params_changed_since(p, 0, idx, 8), 5);
+	ASSERT_UINT_EQ(gp_params_changed_since(p, v0, idx, 8), 0);
+	/* Only w1 rows 3..5 (shard 1) get a gradient. */
+	g[4 * 4 + 2] = 1.0f;
+	{
+		struct gp_params_apply_info info;
+
+		ASSERT_OK(gp_params_apply(p, g, 44, &info));
+		ASSERT_EQ(info.shards_changed, 1);
+	}
+	v1 = gp_params_version(p);
+	ASSERT_UINT_EQ(v1, v0 + 1);
+	ASSERT_UINT_EQ(gp_params_changed_since(p, v0, idx, 8), 1);
+	ASSERT_EQ(idx[0], 1);
+	ASSERT_UINT_EQ(gp_params_changed_since(p, v1, idx, 8), 0);
+	/* cap smaller than the answer: the count is still complete */
+	ASSERT_UINT_EQ(gp_params_changed_since(p, 0, idx, 2), 5);
+	ASSERT_EQ(gp_params_copy_shard(p, 1, buf, 12), 12);
+	ASSERT_NEAR(buf[1 * 4 + 2], -0.1, 1e-7);
+	ASSERT_NEAR(gp_params_shard_data(p, 1)[6], -0.1, 1e-7);
+	ASSERT(gp_params_shard_data(p, 9) == NULL);
+	ASSERT_EQ(gp_params_copy_shard(p, 1, buf, 11), -ENOBUFS);
+	ASSERT_EQ(gp_params_copy_shard(p, 5, buf, 12), -ENOENT);
+
+	/* With momentum, a shard keeps moving after its gradient stops. */
+	ASSERT_OK(gp_params_apply(m, g, 44, NULL));
+	v1 = gp_params_version(m);
+	g[4 * 4 + 2] = 0;
+	ASSERT_OK(gp_params_apply(m, g, 44, NULL));
+	ASSERT_UINT_EQ(gp_params_changed_since(m, v1, idx, 8), 1);
+	ASSERT_EQ(idx[0], 1);
+	ASSERT_NEAR(gp_params_values(m)[18], -0.1 - 0.05, 1e-7);
+
+	/* set_tensor bumps the tensor's shards only */
+	v1 = gp_params_version(p);
+	ASSERT_OK(gp_params_set_tensor(p, 1, g, 4));
+	ASSERT_EQ(gp_params_set_tensor(p, 1, g, 5), -EINVAL);
+	ASSERT_UINT_EQ(gp_params_changed_since(p, v1, idx, 8), 1);
+	ASSERT_EQ(idx[0], 4);
+	gp_params_destroy(p);
+	gp_params_destroy(m);
+}
+
+static void test_checkpoint(void)
+{
+	struct gp_params *p = make(0.05f, 0.9f, 0.001f, 4);
+	struct gp_params *q = NULL;
+	uint8_t *blob = NULL, *blob2 = NULL;
+	size_t len = 0, len2 = 0;
+	float g[44];
+	uint32_t idx[8];
+
+	for (int step = 0; step < 3; step++) {
+		for (int i = 0; i < 44; i++)
+			g[i] = (float)((i * 13 + step * 5) % 9) * 0.1f - 0.4f;
+		ASSERT_OK(gp_params_apply(p, g, 44, NULL));
+	}
+	ASSERT_OK(gp_params_save(p, &blob, &len));
+	ASSERT_OK(gp_params_load(blob, len, &q));
+	ASSERT_UINT_EQ(gp_params_version(q), gp_params_version(p));
+	ASSERT_UINT_EQ(gp_params_updates(q), 3);
+	ASSERT_MEM_EQ(gp_params_values(q), gp_params_values(p), 44 * 4);
+	ASSERT_UINT_EQ(gp_params_changed_since(q, 0, idx, 8),
+		       gp_params_shard_count(p));
+	/* Momentum came back too: the next step is bit-identical. */
+	ASSERT_OK(gp_params_apply(p, g, 44, NULL));
+	ASSERT_OK(gp_params_apply(q, g, 44, NULL));
+	ASSERT_MEM_EQ(gp_params_values(q), gp_params_values(p), 44 * 4);
+	ASSERT_OK(gp_params_save(q, &blob2, &len2));
+	free(blob2);
+	gp_params_destroy(q);
+	q = NULL;
+
+	/* Damage: truncation, a flipped payload byte, a bad magic. */
+	ASSERT_EQ(gp_params_load(blob, len - 1, &q), -EBADMSG);
+	ASSERT_EQ(gp_params_load(blob, 10, &q), -EBADMSG);
+	blob[40] ^= 1;
+	ASSERT_EQ(gp_params_load(blob, len, &q), -EBADMSG);
+	blob[40] ^= 1;
+	blob[0] = 'X';
+	ASSERT_EQ(gp_params_load(blob, len, &q), -EBADMSG);
+	ASSERT(q == NULL);
+	free(blob);
+	gp_params_destroy(p);
+}
+
+int main(void)
+{
+	test_create_invalid();
+	test_layout();
+	test_momentum_reference();
+	test_clip_and_reject();
+	test_changed_shards();
+	test_checkpoint();
+	printf("params: ok\n");
+	return 0;
+}
