@@ -98,7 +98,7 @@ static int run_backend(const char *name, int threads, double seconds,
 	}
 	info = gp_backend_info(be);
 	r = gp_bench_step(be, model, batch, seconds, &sps, &gflops);
-	if (r >= 0)
+	if (r >= 0 && !getenv("GP_BENCH_STEP_ONLY"))
 		r = gp_bench_gemm(be, GP_BENCH_GEMM_N, seconds, &gemm);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "%s: benchmark failed: %s", name,
