@@ -426,7 +426,7 @@ static uint8_t *queue_reserve(struct gp_channel *ch, size_t n, bool limit)
 	if (limit && ch->queued > 0 &&
 	    ch->queued + n > ch->cfg.max_write_queue) {
 		teardown(ch, GP_CLOSE_WRITE_QUEUE_FULL, 0,
-			 "write queue full: the peer does not read", false);
+			 "the peer does not read fast enough", false);
 		errno = ENOBUFS;
 		return NULL;
 	}
