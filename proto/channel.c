@@ -4,12 +4,16 @@
  *
  * Data path, chosen so that a byte is touched as few times as possible:
  * sending, a large message is encrypted straight from the caller's buffer
- * into the frame buffer of the write queue (one pass); small messages are
- * copied next to their record byte and encrypted in place. Write buffers
- * are appended to while a write is in flight and handed to one uv_write
- * with several bufs when it completes. Receiving, reads go into one large
- * per-channel buffer; whole frames are decrypted in place, and the pieces
- * of a large message are decrypted straight into the reassembly buffer. */
+ * into frames in the write queue, about 512 KiB at a time, each step handed
+ * to the socket at once (uv_try_write) so that the kernel copies it while
+ * it is still cached and the next step can reuse the same buffer space.
+ * Small messages are copied next to their record byte and encrypted in
+ * place, and wait for the end of the loop iteration, so that several leave
+ * in one write. What the socket does not take goes out through one
+ * uv_write with several bufs; buffers queued meanwhile go together in the
+ * next. Receiving, reads go into one 256 KiB buffer per channel; whole
+ * frames are decrypted in place, and the pieces of a large message straight
+ * into the reassembly buffer. */
 #include "channel.h"
 
 #include <arpa/inet.h>
@@ -64,9 +68,10 @@ static const char prologue[] = "gradpool-channel-1";
 /* Smallest write buffer: small messages share one. */
 #define WBUF_MIN (64 * 1024)
 /* Write buffers kept for reuse: at most this many and this many bytes, so
- * that a stream of large messages (16 MiB) reuses warm memory instead of
- * page-faulting fresh memory in for every message. Caches are dropped when
- * the channel goes quiet (at a heartbeat). */
+ * that a stream of large messages, which queues many step-sized buffers
+ * when the peer is slower, reuses warm memory instead of faulting fresh
+ * pages in (and glibc trimming them again) for every message. Caches are
+ * dropped when the channel goes quiet (at a heartbeat). */
 #define WBUF_CACHE_MAX 96
 #define WBUF_CACHE_MAX_BYTES (36u * 1024 * 1024)
 /* Reassembly buffers above this are freed after delivery. */

@@ -1178,6 +1178,32 @@ static void test_drain(void)
 	server_stop();
 }
 
+/* A connection flood: beyond max_handshakes, new connections are closed at
+ * once; those already in the handshake still get their deadline. */
+static void test_flood(void)
+{
+	struct gp_channel_config cfg;
+	struct raw r[3];
+
+	test_config(&cfg);
+	cfg.max_handshakes = 2;
+	cfg.handshake_timeout_ms = 1000;
+	server_start(&cfg);
+	raw_start(&r[0], srv.port, NULL, 0, false);
+	raw_start(&r[1], srv.port, NULL, 0, false);
+	RUN_UNTIL(r[0].connected && r[1].connected, 2000);
+	run_for(50); /* the listener has accepted both */
+	raw_start(&r[2], srv.port, NULL, 0, false);
+	RUN_UNTIL(srv.closes == 1 && r[2].eof, 900);
+	ASSERT_EQ(srv.last_reason, GP_CLOSE_TOO_MANY_HANDSHAKES);
+	ASSERT(!r[0].eof && !r[1].eof);
+	RUN_UNTIL(srv.closes == 3, 3000);
+	ASSERT_EQ(srv.last_reason, GP_CLOSE_HANDSHAKE_TIMEOUT);
+	for (int i = 0; i < 3; i++)
+		raw_finish(&r[i]);
+	server_stop();
+}
+
 /* Connecting to a port nobody listens on. */
 static void test_connect_failed(void)
 {
@@ -1231,6 +1257,7 @@ int main(void)
 	test_never_reads();
 	test_rekey();
 	test_drain();
+	test_flood();
 	test_connect_failed();
 
 	run_for(20);
