@@ -511,6 +511,9 @@ int main(void)
 	size_t ncl;
 	int r;
 
+	/* Line-buffered, so the seed is in the log even when a check
+	 * aborts. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("seed %llu (GP_TEST_SEED=%llu replays it)\n",
 	       (unsigned long long)seed, (unsigned long long)seed);
 	rng_state = seed;
