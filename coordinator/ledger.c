@@ -793,13 +793,31 @@ out:
 
 /* ---- tokens ------------------------------------------------------------ */
 
+int64_t gp_ledger_token_id_from_bytes(const uint8_t id[GP_LEDGER_TOKEN_ID_SIZE])
+{
+	uint64_t v = 0;
+
+	for (int i = GP_LEDGER_TOKEN_ID_SIZE - 1; i >= 0; i--)
+		v = v << 8 | id[i];
+	return (int64_t)v;
+}
+
+void gp_ledger_token_id_to_bytes(int64_t id,
+				 uint8_t ret[GP_LEDGER_TOKEN_ID_SIZE])
+{
+	uint64_t v = (uint64_t)id;
+
+	for (int i = 0; i < GP_LEDGER_TOKEN_ID_SIZE; i++)
+		ret[i] = (uint8_t)(v >> (8 * i));
+}
+
 int gp_ledger_token_insert(struct gp_ledger *l,
 			   const struct gp_ledger_token *t, int64_t *ret_id)
 {
 	sqlite3_stmt *st = NULL;
 	int r;
 
-	if (!t || !ret_id || t->id < 0 || t->max_uses < 0 || t->uses < 0)
+	if (!t || !ret_id || t->max_uses < 0 || t->uses < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	r = prepare(l, "INSERT INTO tokens (id, label, secret_hash, created_at, "

@@ -144,6 +144,14 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 
 /* ---- invite tokens ----------------------------------------------------- */
 
+/* Token ids on the wire are 8 random bytes (proto/token.h); the ledger keys
+ * them as the int64 those bytes spell little-endian (negative values
+ * included). These two convert. */
+#define GP_LEDGER_TOKEN_ID_SIZE 8
+int64_t gp_ledger_token_id_from_bytes(const uint8_t id[GP_LEDGER_TOKEN_ID_SIZE]);
+void gp_ledger_token_id_to_bytes(int64_t id,
+				 uint8_t ret[GP_LEDGER_TOKEN_ID_SIZE]);
+
 struct gp_ledger_token {
 	int64_t id; /* 0 when inserting: the ledger picks one */
 	char label[GP_LEDGER_NAME_MAX];
@@ -155,8 +163,9 @@ struct gp_ledger_token {
 	int64_t revoked_at; /* 0: live */
 };
 
-/* Stores a token (borrowed). token->id 0 lets the ledger choose; a given id
- * that exists is -EEXIST. uses is stored as given (normally 0). Returns 0
+/* Stores a token (borrowed). token->id 0 lets the ledger choose (a small
+ * positive id); any other id is used as given, and one that exists is
+ * -EEXIST. uses is stored as given (normally 0). Returns 0
  * with *ret_id set. */
 int gp_ledger_token_insert(struct gp_ledger *l,
 			   const struct gp_ledger_token *token,

@@ -936,6 +936,8 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		return -EPROTONOSUPPORT;
 	if (n != b->count || (n && !b->raw) || b->raw_len != n * es)
 		return -EINVAL;
+	if (n == 0)
+		return 0;
 	switch (b->dtype) {
 	case GP_DTYPE_F32:
 		if (host_is_le()) {

@@ -13,7 +13,8 @@ static size_t put_frame(uint8_t *out, enum gp_frame_kind kind,
 			const uint8_t *body, size_t len)
 {
 	ASSERT_OK(gp_frame_header_write(out, kind, len));
-	memcpy(out + GP_FRAME_HEADER_SIZE, body, len);
+	if (len)
+		memcpy(out + GP_FRAME_HEADER_SIZE, body, len);
 	return GP_FRAME_HEADER_SIZE + len;
 }
 

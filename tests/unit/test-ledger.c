@@ -300,19 +300,36 @@ static void test_tokens_and_join(void)
 	ASSERT_EQ(gp_ledger_join(l, make_token(l, 0, 0), &a, 4000, &id),
 		  -EKEYREVOKED);
 
+	/* A wire token id (8 random bytes) may spell a negative int64. */
+	{
+		static const uint8_t wire[8] = {1, 2, 3, 4, 5, 6, 7, 0xf0};
+		uint8_t back[8];
+
+		memset(&t, 0, sizeof(t));
+		t.id = gp_ledger_token_id_from_bytes(wire);
+		ASSERT_LT(t.id, 0);
+		t.created_at = 1;
+		ASSERT_OK(gp_ledger_token_insert(l, &t, &id));
+		ASSERT_EQ(id, t.id);
+		ASSERT_EQ(gp_ledger_token_insert(l, &t, &id), -EEXIST);
+		gp_ledger_token_id_to_bytes(id, back);
+		ASSERT_MEM_EQ(back, wire, 8);
+		ASSERT_OK(gp_ledger_token_revoke(l, id, 5));
+	}
 	ASSERT_OK(gp_ledger_token_list(l, &list, &n));
-	ASSERT_EQ(n, 4);
-	ASSERT_EQ(list[0].id, tok);
-	ASSERT_EQ(list[0].max_uses, 2);
-	ASSERT_EQ(list[2].revoked_at, 1500);
-	ASSERT_EQ(list[1].expires_at, 5000);
+	ASSERT_EQ(n, 5);
+	ASSERT_LT(list[0].id, 0); /* ORDER BY id */
+	ASSERT_EQ(list[1].id, tok);
+	ASSERT_EQ(list[1].max_uses, 2);
+	ASSERT_EQ(list[3].revoked_at, 1500);
+	ASSERT_EQ(list[2].expires_at, 5000);
 	free(list);
 	gp_ledger_close(l);
 
 	/* The secret itself is nowhere: only the 32-byte keyed hash. */
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM tokens "
 				"WHERE length(secret_hash) = 32"),
-		  4);
+		  5);
 }
 
 /* Two racing joins for the last use of a token: exactly one wins. */

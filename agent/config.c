@@ -1,0 +1,125 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conf.h"
+
+void gp_agent_config_defaults(struct gp_agent_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s",
+		 GP_AGENT_STATE_DIR_DEFAULT);
+	cfg->device = GP_AGENT_DEVICE_AUTO;
+	cfg->opencl_index = -1;
+	cfg->on_ac_only = true;
+	cfg->cpu_share = 0.5;
+	cfg->gpu_share = 1.0;
+}
+
+/* auto | cpu | opencl | opencl:N */
+static int parse_device(void *target, const char *value, char *why,
+			size_t whylen)
+{
+	struct gp_agent_config *cfg = target;
+	uint64_t index;
+
+	if (strcmp(value, "auto") == 0) {
+		cfg->device = GP_AGENT_DEVICE_AUTO;
+		cfg->opencl_index = -1;
+	} else if (strcmp(value, "cpu") == 0) {
+		cfg->device = GP_AGENT_DEVICE_CPU;
+		cfg->opencl_index = -1;
+	} else if (strcmp(value, "opencl") == 0) {
+		cfg->device = GP_AGENT_DEVICE_OPENCL;
+		cfg->opencl_index = -1;
+	} else if (strncmp(value, "opencl:", 7) == 0 &&
+		   gp_conf_parse_u64(value + 7, &index, NULL, 0) == 0 &&
+		   index < 1024) {
+		cfg->device = GP_AGENT_DEVICE_OPENCL;
+		cfg->opencl_index = (int)index;
+	} else {
+		snprintf(why, whylen,
+			 "'%s' is not a device (auto, cpu, opencl or "
+			 "opencl:N)",
+			 value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* An absolute path, so that a service started from / finds the same place. */
+static int parse_state_dir(void *target, const char *value, char *why,
+			   size_t whylen)
+{
+	struct gp_agent_config *cfg = target;
+	size_t len = strlen(value);
+
+	if (value[0] != '/') {
+		snprintf(why, whylen, "'%s' is not an absolute path", value);
+		return -EINVAL;
+	}
+	if (len >= sizeof(cfg->state_dir)) {
+		snprintf(why, whylen, "path longer than %zu characters",
+			 sizeof(cfg->state_dir) - 1);
+		return -ERANGE;
+	}
+	memcpy(cfg->state_dir, value, len + 1);
+	return 0;
+}
+
+#define F(field) offsetof(struct gp_agent_config, field)
+
+static const struct gp_conf_key keys[] = {
+	{"agent", "state_dir", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_state_dir},
+	{"agent", "name", GP_CONF_STRING, F(name),
+	 sizeof(((struct gp_agent_config *)0)->name), 0, 0, 0, NULL},
+	{"agent", "device", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_device},
+	{"limits", "idle_only", GP_CONF_BOOL, F(idle_only), 0, 0, 0, 0, NULL},
+	{"limits", "on_ac_only", GP_CONF_BOOL, F(on_ac_only), 0, 0, 0, 0, NULL},
+	{"limits", "cpu_share", GP_CONF_DOUBLE, F(cpu_share), 0, 0.01, 1, 0,
+	 NULL},
+	{"limits", "gpu_share", GP_CONF_DOUBLE, F(gpu_share), 0, 0.01, 1, 0,
+	 NULL},
+	{"limits", "max_upload_mib_per_day", GP_CONF_U64,
+	 F(max_upload_mib_per_day), 0, 0, 1e9, 0, NULL},
+};
+
+#undef F
+
+int gp_agent_config_parse(const char *name, const char *data, size_t len,
+			  struct gp_agent_config *ret, char *err,
+			  size_t errlen)
+{
+	struct gp_agent_config cfg;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	gp_agent_config_defaults(&cfg);
+	r = gp_conf_parse(name, data, len, keys, sizeof(keys) / sizeof(keys[0]),
+			  &cfg, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = cfg;
+	return 0;
+}
+
+int gp_agent_config_parse_file(const char *path, struct gp_agent_config *ret,
+			       char *err, size_t errlen)
+{
+	struct gp_agent_config cfg;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	gp_agent_config_defaults(&cfg);
+	r = gp_conf_parse_file(path, keys, sizeof(keys) / sizeof(keys[0]), &cfg,
+			       err, errlen);
+	if (r < 0)
+		return r;
+	*ret = cfg;
+	return 0;
+}

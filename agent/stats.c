@@ -1,0 +1,713 @@
+#include "stats.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+
+/* "GPAS" */
+#define STATS_APPLICATION_ID 0x47504153
+/* Distinct pending keys that make a flush due. */
+#define STATS_PENDING_KEYS 64
+
+static const char *const migrations[] = {
+	/* 1: the initial schema */
+	"CREATE TABLE memberships ("
+	"  pool TEXT PRIMARY KEY,"
+	"  coordinator_key BLOB NOT NULL CHECK (length(coordinator_key) = 32),"
+	"  endpoints TEXT NOT NULL DEFAULT '',"
+	"  agent_id INTEGER,"
+	"  joined_at INTEGER NOT NULL,"
+	"  left_at INTEGER);"
+	"CREATE TABLE contributions ("
+	"  day TEXT NOT NULL,"
+	"  pool TEXT NOT NULL,"
+	"  device TEXT NOT NULL,"
+	"  minibatches INTEGER NOT NULL DEFAULT 0,"
+	"  samples INTEGER NOT NULL DEFAULT 0,"
+	"  gflop REAL NOT NULL DEFAULT 0,"
+	"  compute_seconds REAL NOT NULL DEFAULT 0,"
+	"  bytes_up INTEGER NOT NULL DEFAULT 0,"
+	"  bytes_down INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (day, pool, device)) WITHOUT ROWID;",
+};
+
+static const struct gp_db_schema stats_schema = {
+	.what = "gradpool agent statistics",
+	.application_id = STATS_APPLICATION_ID,
+	.migrations = migrations,
+	.n_migrations = sizeof(migrations) / sizeof(migrations[0]),
+};
+
+struct pending {
+	struct gp_stats_row row; /* day, pool, device and the sums */
+	int64_t first_at;
+};
+
+struct gp_stats {
+	sqlite3 *db;
+	pthread_mutex_t lock; /* connection, err */
+	bool readonly;
+
+	pthread_mutex_t buf_lock;
+	struct pending *pending;
+	size_t n_pending, cap_pending;
+	int64_t flush_s;
+
+	char err[512];
+};
+
+static void set_err(struct gp_stats *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void set_err(struct gp_stats *s, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	n = snprintf(s->err, sizeof(s->err), "%s: ",
+		     sqlite3_db_filename(s->db, "main"));
+	if (n < 0 || (size_t)n >= sizeof(s->err))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(s->err + n, sizeof(s->err) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static int fail(struct gp_stats *s, int rc, const char *context)
+{
+	return gp_db_fail(s->db, rc, context, s->err, sizeof(s->err));
+}
+
+static int prepare(struct gp_stats *s, const char *sql, sqlite3_stmt **st)
+{
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
+
+	if (rc != SQLITE_OK)
+		return fail(s, rc, "cannot prepare a statement");
+	return 0;
+}
+
+static void column_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
+		  char *err, size_t errlen)
+{
+	struct gp_stats *s;
+	unsigned dbflags = 0;
+	int r;
+
+	if (!path || !ret)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	if (flags & GP_STATS_CREATE)
+		dbflags |= GP_DB_CREATE;
+	if (flags & GP_STATS_READONLY)
+		dbflags |= GP_DB_READONLY;
+	if (flags & GP_STATS_CHECK)
+		dbflags |= GP_DB_CHECK;
+	r = gp_db_open(path, dbflags, &stats_schema, &s->db, err, errlen);
+	if (r < 0) {
+		free(s);
+		return r;
+	}
+	s->readonly = !!(flags & GP_STATS_READONLY);
+	s->flush_s = 10;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->buf_lock, NULL);
+	*ret = s;
+	return 0;
+}
+
+void gp_stats_close(struct gp_stats *s)
+{
+	if (!s)
+		return;
+	if (!s->readonly && s->n_pending)
+		(void)gp_stats_flush(s);
+	sqlite3_close(s->db);
+	free(s->pending);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->buf_lock);
+	free(s);
+}
+
+const char *gp_stats_error(struct gp_stats *s)
+{
+	return s->err;
+}
+
+/* ---- memberships ------------------------------------------------------- */
+
+int gp_stats_membership_set(struct gp_stats *s,
+			    const struct gp_stats_membership *m)
+{
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	if (!m)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = prepare(s, "INSERT INTO memberships (pool, coordinator_key, "
+		       "endpoints, agent_id, joined_at, left_at) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, NULL) "
+		       "ON CONFLICT (pool) DO UPDATE SET "
+		       "coordinator_key = excluded.coordinator_key, "
+		       "endpoints = excluded.endpoints, "
+		       "agent_id = excluded.agent_id, "
+		       "joined_at = excluded.joined_at, left_at = NULL",
+		    &st);
+	if (r < 0)
+		goto out;
+	sqlite3_bind_text(st, 1, m->pool, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, m->coordinator_key, GP_STATS_KEY_SIZE,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, m->endpoints, -1, SQLITE_STATIC);
+	if (m->agent_id)
+		sqlite3_bind_int64(st, 4, m->agent_id);
+	else
+		sqlite3_bind_null(st, 4);
+	sqlite3_bind_int64(st, 5, m->joined_at);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		r = fail(s, rc, "cannot write a membership");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
+			      int64_t at)
+{
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	if (!pool)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = prepare(s, "UPDATE memberships SET left_at = ?2 WHERE pool = ?1",
+		    &st);
+	if (r < 0)
+		goto out;
+	sqlite3_bind_text(st, 1, pool, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, at);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		r = fail(s, rc, "cannot update a membership");
+	} else if (sqlite3_changes(s->db) == 0) {
+		set_err(s, "not a member of pool '%s'", pool);
+		r = -ENOENT;
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int gp_stats_membership_list(struct gp_stats *s,
+			     struct gp_stats_membership **ret, size_t *ret_n)
+{
+	struct gp_stats_membership *v = NULL, *tmp;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	if (!ret || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = prepare(s, "SELECT pool, coordinator_key, endpoints, agent_id, "
+		       "joined_at, left_at FROM memberships "
+		       "ORDER BY joined_at, pool",
+		    &st);
+	if (r < 0)
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct gp_stats_membership *m;
+		const void *key;
+
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			tmp = realloc(v, cap * sizeof(*v));
+			if (!tmp) {
+				r = -ENOMEM;
+				goto out;
+			}
+			v = tmp;
+		}
+		m = &v[n++];
+		memset(m, 0, sizeof(*m));
+		column_text(st, 0, m->pool, sizeof(m->pool));
+		key = sqlite3_column_blob(st, 1);
+		if (key && sqlite3_column_bytes(st, 1) == GP_STATS_KEY_SIZE)
+			memcpy(m->coordinator_key, key, GP_STATS_KEY_SIZE);
+		column_text(st, 2, m->endpoints, sizeof(m->endpoints));
+		m->agent_id = sqlite3_column_int64(st, 3);
+		m->joined_at = sqlite3_column_int64(st, 4);
+		m->left_at = sqlite3_column_int64(st, 5);
+	}
+	if (rc != SQLITE_DONE) {
+		r = fail(s, rc, "cannot list memberships");
+		goto out;
+	}
+	*ret = v;
+	*ret_n = n;
+	v = NULL;
+out:
+	free(v);
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- contributions ----------------------------------------------------- */
+
+void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || tm.tm_year + 1900 < 0 ||
+	    tm.tm_year + 1900 > 9999) {
+		snprintf(day, GP_STATS_DAY_LEN + 1, "0000-00-00");
+		return;
+	}
+	/* The modulos only tell the compiler the widths; the range is checked
+	 * above. */
+	snprintf(day, GP_STATS_DAY_LEN + 1, "%04u-%02u-%02u",
+		 (unsigned)(tm.tm_year + 1900) % 10000u,
+		 (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u);
+}
+
+void gp_stats_set_flush_interval(struct gp_stats *s, int64_t flush_s)
+{
+	pthread_mutex_lock(&s->buf_lock);
+	s->flush_s = flush_s;
+	pthread_mutex_unlock(&s->buf_lock);
+}
+
+int gp_stats_add(struct gp_stats *s, const struct gp_stats_delta *d)
+{
+	struct pending *p = NULL;
+	char day[GP_STATS_DAY_LEN + 1];
+	int r = 0;
+
+	if (!d || d->minibatches < 0 || d->samples < 0 || d->bytes_up < 0 ||
+	    d->bytes_down < 0 || !isfinite(d->gflop) || d->gflop < 0 ||
+	    !isfinite(d->compute_seconds) || d->compute_seconds < 0)
+		return -EINVAL;
+	if (s->readonly)
+		return -EROFS;
+	gp_stats_day(d->at, day);
+	pthread_mutex_lock(&s->buf_lock);
+	for (size_t i = 0; i < s->n_pending; i++) {
+		struct gp_stats_row *row = &s->pending[i].row;
+
+		if (strcmp(row->day, day) == 0 &&
+		    strncmp(row->pool, d->pool, sizeof(row->pool)) == 0 &&
+		    strncmp(row->device, d->device, sizeof(row->device)) == 0) {
+			p = &s->pending[i];
+			break;
+		}
+	}
+	if (!p) {
+		if (s->n_pending == s->cap_pending) {
+			size_t cap = s->cap_pending ? s->cap_pending * 2 : 16;
+			struct pending *v = realloc(s->pending,
+						    cap * sizeof(*v));
+
+			if (!v) {
+				r = -ENOMEM;
+				goto out;
+			}
+			s->pending = v;
+			s->cap_pending = cap;
+		}
+		p = &s->pending[s->n_pending++];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->row.day, day, sizeof(day));
+		snprintf(p->row.pool, sizeof(p->row.pool), "%.*s",
+			 (int)sizeof(p->row.pool) - 1, d->pool);
+		snprintf(p->row.device, sizeof(p->row.device), "%.*s",
+			 (int)sizeof(p->row.device) - 1, d->device);
+		p->first_at = d->at;
+	}
+	p->row.minibatches += d->minibatches;
+	p->row.samples += d->samples;
+	p->row.gflop += d->gflop;
+	p->row.compute_seconds += d->compute_seconds;
+	p->row.bytes_up += d->bytes_up;
+	p->row.bytes_down += d->bytes_down;
+	r = s->n_pending >= STATS_PENDING_KEYS;
+	for (size_t i = 0; i < s->n_pending && !r; i++)
+		if (d->at - s->pending[i].first_at >= s->flush_s)
+			r = 1;
+out:
+	pthread_mutex_unlock(&s->buf_lock);
+	return r;
+}
+
+int gp_stats_flush(struct gp_stats *s)
+{
+	struct pending *batch;
+	sqlite3_stmt *st = NULL;
+	size_t n;
+	int r, rc;
+
+	if (s->readonly)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->buf_lock);
+	batch = s->pending;
+	n = s->n_pending;
+	s->pending = NULL;
+	s->n_pending = s->cap_pending = 0;
+	pthread_mutex_unlock(&s->buf_lock);
+	if (n == 0) {
+		r = 0;
+		goto out;
+	}
+	r = gp_db_exec(s->db, "BEGIN IMMEDIATE", s->err, sizeof(s->err));
+	if (r < 0)
+		goto requeue;
+	r = prepare(s, "INSERT INTO contributions (day, pool, device, "
+		       "minibatches, samples, gflop, compute_seconds, bytes_up, "
+		       "bytes_down) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+		       "ON CONFLICT (day, pool, device) DO UPDATE SET "
+		       "minibatches = minibatches + excluded.minibatches, "
+		       "samples = samples + excluded.samples, "
+		       "gflop = gflop + excluded.gflop, "
+		       "compute_seconds = compute_seconds + "
+		       "excluded.compute_seconds, "
+		       "bytes_up = bytes_up + excluded.bytes_up, "
+		       "bytes_down = bytes_down + excluded.bytes_down",
+		    &st);
+	if (r < 0)
+		goto rollback;
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_stats_row *row = &batch[i].row;
+
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, row->day, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, row->pool, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, row->device, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, row->minibatches);
+		sqlite3_bind_int64(st, 5, row->samples);
+		sqlite3_bind_double(st, 6, row->gflop);
+		sqlite3_bind_double(st, 7, row->compute_seconds);
+		sqlite3_bind_int64(st, 8, row->bytes_up);
+		sqlite3_bind_int64(st, 9, row->bytes_down);
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_DONE) {
+			r = fail(s, rc, "cannot write contributions");
+			goto rollback;
+		}
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	r = gp_db_exec(s->db, "COMMIT", s->err, sizeof(s->err));
+	if (r < 0)
+		goto rollback;
+	free(batch);
+	r = (int)n;
+	goto out;
+rollback:
+	sqlite3_finalize(st);
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+requeue:
+	/* Add the failed sums back onto whatever arrived meanwhile. */
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_stats_row *row = &batch[i].row;
+		struct gp_stats_delta d;
+
+		memset(&d, 0, sizeof(d));
+		d.at = batch[i].first_at;
+		memcpy(d.pool, row->pool, sizeof(d.pool));
+		memcpy(d.device, row->device, sizeof(d.device));
+		d.minibatches = row->minibatches;
+		d.samples = row->samples;
+		d.gflop = row->gflop;
+		d.compute_seconds = row->compute_seconds;
+		d.bytes_up = row->bytes_up;
+		d.bytes_down = row->bytes_down;
+		(void)gp_stats_add(s, &d);
+	}
+	free(batch);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
+		   struct gp_stats_row **ret, size_t *ret_n)
+{
+	struct gp_stats_row *v = NULL, *tmp;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st = NULL;
+	char sql[768], by[64] = "";
+	int r, rc;
+
+	if (!ret || !ret_n ||
+	    (group & ~(unsigned)(GP_STATS_BY_DAY | GP_STATS_BY_POOL |
+				 GP_STATS_BY_DEVICE)))
+		return -EINVAL;
+	if (group & GP_STATS_BY_DAY)
+		strcat(by, "day,");
+	if (group & GP_STATS_BY_POOL)
+		strcat(by, "pool,");
+	if (group & GP_STATS_BY_DEVICE)
+		strcat(by, "device,");
+	if (*by)
+		by[strlen(by) - 1] = '\0';
+	/* Only fixed fragments are pasted; the one value is bound. */
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s, %s, %s, coalesce(sum(minibatches), 0), "
+		 "coalesce(sum(samples), 0), coalesce(sum(gflop), 0), "
+		 "coalesce(sum(compute_seconds), 0), "
+		 "coalesce(sum(bytes_up), 0), coalesce(sum(bytes_down), 0) "
+		 "FROM contributions WHERE ?1 IS NULL OR day >= ?1 %s%s "
+		 "%s%s",
+		 group & GP_STATS_BY_DAY ? "day" : "''",
+		 group & GP_STATS_BY_POOL ? "pool" : "''",
+		 group & GP_STATS_BY_DEVICE ? "device" : "''",
+		 *by ? "GROUP BY " : "", by, *by ? "ORDER BY " : "", by);
+	pthread_mutex_lock(&s->lock);
+	r = prepare(s, sql, &st);
+	if (r < 0)
+		goto out;
+	if (since_day)
+		sqlite3_bind_text(st, 1, since_day, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct gp_stats_row *row;
+
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			tmp = realloc(v, cap * sizeof(*v));
+			if (!tmp) {
+				r = -ENOMEM;
+				goto out;
+			}
+			v = tmp;
+		}
+		row = &v[n++];
+		memset(row, 0, sizeof(*row));
+		column_text(st, 0, row->day, sizeof(row->day));
+		column_text(st, 1, row->pool, sizeof(row->pool));
+		column_text(st, 2, row->device, sizeof(row->device));
+		row->minibatches = sqlite3_column_int64(st, 3);
+		row->samples = sqlite3_column_int64(st, 4);
+		row->gflop = sqlite3_column_double(st, 5);
+		row->compute_seconds = sqlite3_column_double(st, 6);
+		row->bytes_up = sqlite3_column_int64(st, 7);
+		row->bytes_down = sqlite3_column_int64(st, 8);
+	}
+	if (rc != SQLITE_DONE) {
+		r = fail(s, rc, "cannot query contributions");
+		goto out;
+	}
+	*ret = v;
+	*ret_n = n;
+	v = NULL;
+out:
+	free(v);
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static double mib(int64_t bytes)
+{
+	return (double)bytes / (1024.0 * 1024.0);
+}
+
+static void table_line(FILE *out, unsigned group, const char *day,
+		       const char *pool, const char *device,
+		       const struct gp_stats_row *r)
+{
+	if (group & GP_STATS_BY_DAY)
+		fprintf(out, "%-10.10s  ", day);
+	if (group & GP_STATS_BY_POOL)
+		fprintf(out, "%-20.20s  ", pool);
+	if (group & GP_STATS_BY_DEVICE)
+		fprintf(out, "%-20.20s  ", device);
+	fprintf(out, "%11" PRId64 " %11" PRId64 " %11.1f %9.2f %10.1f %10.1f\n",
+		r->minibatches, r->samples, r->gflop,
+		r->compute_seconds / 3600.0, mib(r->bytes_up),
+		mib(r->bytes_down));
+}
+
+int gp_stats_format_table(FILE *out, unsigned group,
+			  const struct gp_stats_row *rows, size_t n,
+			  const struct gp_stats_row *total)
+{
+	const char *label = "total";
+
+	if (group & GP_STATS_BY_DAY)
+		fprintf(out, "%-10s  ", "day");
+	if (group & GP_STATS_BY_POOL)
+		fprintf(out, "%-20s  ", "pool");
+	if (group & GP_STATS_BY_DEVICE)
+		fprintf(out, "%-20s  ", "device");
+	fprintf(out, "%11s %11s %11s %9s %10s %10s\n", "minibatches",
+		"samples", "GFLOP", "compute h", "MiB up", "MiB down");
+	for (size_t i = 0; i < n; i++)
+		table_line(out, group, rows[i].day, rows[i].pool,
+			   rows[i].device[0] ? rows[i].device : "-", &rows[i]);
+	if (total) {
+		/* The label goes in the first grouped column. */
+		table_line(out, group, label,
+			   group & GP_STATS_BY_DAY ? "" : label,
+			   group & (GP_STATS_BY_DAY | GP_STATS_BY_POOL) ? ""
+									  : label,
+			   total);
+	}
+	return ferror(out) ? -EIO : 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len;
+	uint32_t cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and beyond U+10FFFF. */
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+static void json_string(FILE *out, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+
+	fputc('"', out);
+	while (n > 0) {
+		size_t len = utf8_len(p, n);
+
+		if (len == 0) {
+			fputs("\\ufffd", out);
+			len = 1;
+		} else if (*p == '"' || *p == '\\') {
+			fputc('\\', out);
+			fputc(*p, out);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			fprintf(out, "\\u%04x", *p);
+		} else {
+			fwrite(p, 1, len, out);
+		}
+		p += len;
+		n -= len;
+	}
+	fputc('"', out);
+}
+
+static void json_number(FILE *out, double v)
+{
+	if (isfinite(v))
+		fprintf(out, "%.6f", v);
+	else
+		fputs("null", out);
+}
+
+static void json_row(FILE *out, unsigned group, const struct gp_stats_row *r)
+{
+	fputc('{', out);
+	if (group & GP_STATS_BY_DAY) {
+		fputs("\"day\": ", out);
+		json_string(out, r->day);
+		fputs(", ", out);
+	}
+	if (group & GP_STATS_BY_POOL) {
+		fputs("\"pool\": ", out);
+		json_string(out, r->pool);
+		fputs(", ", out);
+	}
+	if (group & GP_STATS_BY_DEVICE) {
+		fputs("\"device\": ", out);
+		json_string(out, r->device);
+		fputs(", ", out);
+	}
+	fprintf(out, "\"minibatches\": %" PRId64 ", \"samples\": %" PRId64
+		     ", \"gflop\": ",
+		r->minibatches, r->samples);
+	json_number(out, r->gflop);
+	fputs(", \"compute_seconds\": ", out);
+	json_number(out, r->compute_seconds);
+	fprintf(out, ", \"bytes_up\": %" PRId64 ", \"bytes_down\": %" PRId64 "}",
+		r->bytes_up, r->bytes_down);
+}
+
+int gp_stats_format_json(FILE *out, unsigned group,
+			 const struct gp_stats_row *rows, size_t n,
+			 const struct gp_stats_row *total,
+			 const struct gp_stats_membership *pools,
+			 size_t n_pools)
+{
+	static const struct gp_stats_row zero;
+
+	fputs("{\"total\": ", out);
+	json_row(out, 0, total ? total : &zero);
+	fputs(",\n \"rows\": [", out);
+	for (size_t i = 0; i < n; i++) {
+		fputs(i ? ",\n  " : "\n  ", out);
+		json_row(out, group, &rows[i]);
+	}
+	fputs("],\n \"pools\": [", out);
+	for (size_t i = 0; i < n_pools; i++) {
+		const struct gp_stats_membership *m = &pools[i];
+
+		fputs(i ? ",\n  " : "\n  ", out);
+		fputs("{\"pool\": ", out);
+		json_string(out, m->pool);
+		fputs(", \"coordinator_key\": \"", out);
+		for (size_t k = 0; k < GP_STATS_KEY_SIZE; k++)
+			fprintf(out, "%02x", m->coordinator_key[k]);
+		fputs("\", \"endpoints\": ", out);
+		json_string(out, m->endpoints);
+		fprintf(out, ", \"agent_id\": %" PRId64 ", \"joined_at\": %" PRId64
+			     ", \"left_at\": ",
+			m->agent_id, m->joined_at);
+		if (m->left_at)
+			fprintf(out, "%" PRId64 "}", m->left_at);
+		else
+			fputs("null}", out);
+	}
+	fputs("]}\n", out);
+	return ferror(out) ? -EIO : 0;
+}

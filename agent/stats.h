@@ -1,0 +1,147 @@
+/* The agent's own statistics database (SQLite, WAL): the pools it belongs
+ * to and what it contributed, per day, pool and device, so that
+ * `gradpool-agent stats` answers without asking any coordinator.
+ * docs/architecture.md ("Ledger", agent part) describes the tables.
+ *
+ * Threads: every function is safe from any thread (a mutex guards the
+ * connection). gp_stats_add() only touches memory; the other functions may
+ * block on the disk and belong on a worker thread, not the loop thread.
+ *
+ * Days are UTC calendar days ("2026-11-27") of the time a contribution was
+ * recorded. */
+#ifndef GP_STATS_H
+#define GP_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct gp_stats;
+
+#define GP_STATS_KEY_SIZE 32
+#define GP_STATS_POOL_MAX 64	   /* pool id (e.g. key fingerprint), with NUL */
+#define GP_STATS_DEVICE_MAX 64	   /* device name, with NUL */
+#define GP_STATS_ENDPOINTS_MAX 512 /* "host:port,host:port", with NUL */
+#define GP_STATS_DAY_LEN 10	   /* "YYYY-MM-DD" */
+
+enum gp_stats_flags {
+	GP_STATS_CREATE = 1u << 0,
+	GP_STATS_READONLY = 1u << 1,
+	GP_STATS_CHECK = 1u << 2,
+};
+
+/* Opens (creating or migrating) the database at path, refusing without a
+ * write a file that is not SQLite, is truncated or corrupt, belongs to
+ * another program or has a newer schema. *ret is owned by the caller
+ * (gp_stats_close). err (borrowed, errlen bytes, may be NULL) receives one
+ * sentence naming the file. Returns 0, -ENOENT, -EBADMSG, -ENOTSUP, -EBUSY
+ * or another negative errno. */
+int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
+		  char *err, size_t errlen);
+
+/* Flushes pending contributions, closes and frees. NULL is a no-op. */
+void gp_stats_close(struct gp_stats *s);
+
+/* The last failure's message, owned by s. Never NULL. */
+const char *gp_stats_error(struct gp_stats *s);
+
+/* ---- memberships ------------------------------------------------------- */
+
+struct gp_stats_membership {
+	char pool[GP_STATS_POOL_MAX];
+	uint8_t coordinator_key[GP_STATS_KEY_SIZE];
+	char endpoints[GP_STATS_ENDPOINTS_MAX];
+	int64_t agent_id; /* assigned by the coordinator; 0 if not yet */
+	int64_t joined_at, left_at; /* unix seconds; left_at 0: member */
+};
+
+/* Records or updates a membership (borrowed), keyed by pool. Joining again
+ * clears left_at. */
+int gp_stats_membership_set(struct gp_stats *s,
+			    const struct gp_stats_membership *m);
+
+/* Marks a pool left at `at`. Returns 0 or -ENOENT. */
+int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
+			      int64_t at);
+
+/* All memberships by join time: *ret malloc'd, owned by the caller. */
+int gp_stats_membership_list(struct gp_stats *s,
+			     struct gp_stats_membership **ret, size_t *ret_n);
+
+/* ---- contributions ----------------------------------------------------- */
+
+struct gp_stats_delta {
+	int64_t at; /* unix seconds; picks the day */
+	char pool[GP_STATS_POOL_MAX];
+	char device[GP_STATS_DEVICE_MAX]; /* "" for traffic not tied to one */
+	int64_t minibatches, samples;
+	double gflop, compute_seconds;
+	int64_t bytes_up, bytes_down;
+};
+
+/* Adds a delta (borrowed) to the in-memory sums; no SQLite. Returns 1 when
+ * a flush is due (the oldest pending sum is flush_s old at d->at, or 64
+ * distinct day/pool/device keys are pending), 0 otherwise, -EINVAL for a
+ * negative or non-finite amount, -EROFS when read-only. */
+int gp_stats_add(struct gp_stats *s, const struct gp_stats_delta *d);
+
+/* Sets how old pending sums may grow before gp_stats_add says "flush"
+ * (default 10 s). */
+void gp_stats_set_flush_interval(struct gp_stats *s, int64_t flush_s);
+
+/* Writes every pending sum in one transaction, as upserts that add to the
+ * stored rows. On failure the sums stay pending. Returns the number of
+ * rows written or a negative errno. */
+int gp_stats_flush(struct gp_stats *s);
+
+/* ---- queries ----------------------------------------------------------- */
+
+enum gp_stats_group {
+	GP_STATS_BY_DAY = 1u << 0,
+	GP_STATS_BY_POOL = 1u << 1,
+	GP_STATS_BY_DEVICE = 1u << 2,
+};
+
+/* One row of a view; the columns not grouped by are empty strings. */
+struct gp_stats_row {
+	char day[GP_STATS_DAY_LEN + 1];
+	char pool[GP_STATS_POOL_MAX];
+	char device[GP_STATS_DEVICE_MAX];
+	int64_t minibatches, samples;
+	double gflop, compute_seconds;
+	int64_t bytes_up, bytes_down;
+};
+
+/* Sums grouped by any combination of gp_stats_group bits (0: one row of
+ * totals, present even when empty), restricted to days >= since_day
+ * ("YYYY-MM-DD", borrowed; NULL for all), ordered by day, pool, device.
+ * Pending (unflushed) sums are not included. *ret malloc'd, owned by the
+ * caller. */
+int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
+		   struct gp_stats_row **ret, size_t *ret_n);
+
+/* Writes the UTC day of unix time t as "YYYY-MM-DD" into day. */
+void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1]);
+
+/* Human table: one line per row with the grouped columns, then a total
+ * line. rows (n, borrowed) come from gp_stats_query with the same group;
+ * total (borrowed) from gp_stats_query with group 0. Returns 0 or -EIO. */
+int gp_stats_format_table(FILE *out, unsigned group,
+			  const struct gp_stats_row *rows, size_t n,
+			  const struct gp_stats_row *total);
+
+/* JSON, one object:
+ *   {"total": {ROW}, "rows": [{ROW}, ...], "pools": [{MEMBERSHIP}, ...]}
+ * where ROW holds "day", "pool", "device" (only those grouped by), then
+ * "minibatches", "samples", "gflop", "compute_seconds", "bytes_up",
+ * "bytes_down"; MEMBERSHIP holds "pool", "coordinator_key" (hex),
+ * "endpoints", "agent_id", "joined_at", "left_at" (null while a member).
+ * Strings are escaped; invalid UTF-8 becomes U+FFFD. Returns 0 or -EIO. */
+int gp_stats_format_json(FILE *out, unsigned group,
+			 const struct gp_stats_row *rows, size_t n,
+			 const struct gp_stats_row *total,
+			 const struct gp_stats_membership *pools,
+			 size_t n_pools);
+
+#endif

@@ -1,0 +1,59 @@
+/* The agent's configuration file: defaults, every key, errors with lines. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "test.h"
+
+static int parse(const char *text, struct gp_agent_config *cfg, char *err)
+{
+	err[0] = '\0';
+	return gp_agent_config_parse("agent.conf", text, strlen(text), cfg, err,
+				     256);
+}
+
+int main(void)
+{
+	struct gp_agent_config cfg;
+	char err[256];
+
+	ASSERT_OK(parse("", &cfg, err));
+	ASSERT_STR_EQ(cfg.state_dir, GP_AGENT_STATE_DIR_DEFAULT);
+	ASSERT_EQ(cfg.device, GP_AGENT_DEVICE_AUTO);
+	ASSERT(cfg.on_ac_only);
+	ASSERT(!cfg.idle_only);
+	ASSERT_NEAR(cfg.cpu_share, 0.5, 0);
+
+	ASSERT_OK(parse("[agent]\nstate_dir = /tmp/gp\nname = my laptop\n"
+			"device = opencl:1\n[limits]\nidle_only = yes\n"
+			"on_ac_only = off\ncpu_share = 0.25\ngpu_share = 1\n"
+			"max_upload_mib_per_day = 500\n",
+			&cfg, err));
+	ASSERT_STR_EQ(cfg.state_dir, "/tmp/gp");
+	ASSERT_STR_EQ(cfg.name, "my laptop");
+	ASSERT_EQ(cfg.device, GP_AGENT_DEVICE_OPENCL);
+	ASSERT_EQ(cfg.opencl_index, 1);
+	ASSERT(cfg.idle_only);
+	ASSERT(!cfg.on_ac_only);
+	ASSERT_NEAR(cfg.cpu_share, 0.25, 0);
+	ASSERT_EQ(cfg.max_upload_mib_per_day, 500);
+
+	ASSERT_OK(parse("[agent]\ndevice = cpu\n", &cfg, err));
+	ASSERT_EQ(cfg.device, GP_AGENT_DEVICE_CPU);
+
+	ASSERT_EQ(parse("[agent]\ndevice = gpu\n", &cfg, err), -EINVAL);
+	ASSERT_STR_EQ(err, "agent.conf:2: bad value for 'device' in [agent]: "
+			   "'gpu' is not a device (auto, cpu, opencl or "
+			   "opencl:N)");
+	ASSERT_EQ(parse("[agent]\nstate_dir = var/lib\n", &cfg, err), -EINVAL);
+	ASSERT_STR_EQ(err, "agent.conf:2: bad value for 'state_dir' in "
+			   "[agent]: 'var/lib' is not an absolute path");
+	ASSERT_EQ(parse("[limits]\n\ncpu_share = 0\n", &cfg, err), -EINVAL);
+	ASSERT_STR_EQ(err, "agent.conf:3: value 0 out of range for "
+			   "'cpu_share' in [limits] (0.01 to 1)");
+	ASSERT_EQ(parse("[limits]\nidle = true\n", &cfg, err), -EINVAL);
+	ASSERT_STR_EQ(err, "agent.conf:2: unknown key 'idle' in [limits]");
+	printf("agent-config: all tests passed\n");
+	return 0;
+}

@@ -1,0 +1,265 @@
+/* The agent's statistics database on real files: memberships, batched
+ * contribution upserts, the per-day/pool/device views, the table and JSON
+ * output, and damaged files refused without being touched. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stats.h"
+#include "test.h"
+
+static char dir[64];
+
+/* 2026-11-26 00:00:00 UTC and the day after. */
+#define DAY1 1795651200LL
+#define DAY2 (DAY1 + 86400)
+
+static struct gp_stats_delta delta(int64_t at, const char *pool,
+				   const char *device, int64_t minibatches)
+{
+	struct gp_stats_delta d;
+
+	memset(&d, 0, sizeof(d));
+	d.at = at;
+	snprintf(d.pool, sizeof(d.pool), "%s", pool);
+	snprintf(d.device, sizeof(d.device), "%s", device);
+	d.minibatches = minibatches;
+	d.samples = minibatches * 64;
+	d.gflop = (double)minibatches * 1.5;
+	d.compute_seconds = (double)minibatches * 0.25;
+	d.bytes_up = minibatches * 1000;
+	d.bytes_down = minibatches * 2000;
+	return d;
+}
+
+static char *render(int json, unsigned group, const struct gp_stats_row *rows,
+		    size_t n, const struct gp_stats_row *total,
+		    const struct gp_stats_membership *pools, size_t n_pools)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	ASSERT_NOT_NULL(f);
+	if (json)
+		ASSERT_OK(gp_stats_format_json(f, group, rows, n, total, pools,
+					       n_pools));
+	else
+		ASSERT_OK(gp_stats_format_table(f, group, rows, n, total));
+	fclose(f);
+	return buf;
+}
+
+static void test_day(void)
+{
+	char day[GP_STATS_DAY_LEN + 1];
+
+	gp_stats_day(DAY1, day);
+	ASSERT_STR_EQ(day, "2026-11-26");
+	gp_stats_day(DAY2 - 1, day);
+	ASSERT_STR_EQ(day, "2026-11-26");
+	gp_stats_day(DAY2, day);
+	ASSERT_STR_EQ(day, "2026-11-27");
+	gp_stats_day(0, day);
+	ASSERT_STR_EQ(day, "1970-01-01");
+}
+
+static void test_contributions(void)
+{
+	struct gp_stats *s = NULL, *r = NULL;
+	struct gp_stats_row *rows = NULL, *total = NULL;
+	struct gp_stats_membership m, *pools = NULL;
+	struct gp_stats_delta d;
+	char path[128], err[512] = "", *out;
+	size_t n = 0, n_total = 0, n_pools = 0;
+
+	snprintf(path, sizeof(path), "%s/stats.db", dir);
+	ASSERT_EQ(gp_stats_open(path, 0, &s, err, sizeof(err)), -ENOENT);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CREATE, &s, err, sizeof(err)));
+
+	memset(&m, 0, sizeof(m));
+	snprintf(m.pool, sizeof(m.pool), "lab");
+	memset(m.coordinator_key, 0xc0, sizeof(m.coordinator_key));
+	snprintf(m.endpoints, sizeof(m.endpoints), "10.0.0.1:7100");
+	m.agent_id = 3;
+	m.joined_at = DAY1;
+	ASSERT_OK(gp_stats_membership_set(s, &m));
+	snprintf(m.pool, sizeof(m.pool), "club \"x\"\n\xff");
+	m.agent_id = 0;
+	m.joined_at = DAY1 + 5;
+	ASSERT_OK(gp_stats_membership_set(s, &m));
+	ASSERT_OK(gp_stats_membership_leave(s, "lab", DAY2));
+	ASSERT_EQ(gp_stats_membership_leave(s, "nowhere", DAY2), -ENOENT);
+
+	/* Many small deltas collapse into one pending sum per key. */
+	gp_stats_set_flush_interval(s, 60);
+	for (int i = 0; i < 10; i++) {
+		d = delta(DAY1 + i, "lab", "cpu", 1);
+		ASSERT_EQ(gp_stats_add(s, &d), 0);
+	}
+	d = delta(DAY1 + 100, "lab", "pocl", 4);
+	ASSERT_EQ(gp_stats_add(s, &d), 1); /* the cpu sum is 100 s old */
+	d = delta(DAY2 + 10, "lab", "cpu", 5);
+	gp_stats_add(s, &d);
+	d = delta(DAY2 + 20, "club", "cpu", 7);
+	gp_stats_add(s, &d);
+	d = delta(DAY2 + 30, "club", "", 0); /* traffic only */
+	d.bytes_down = 5000;
+	gp_stats_add(s, &d);
+	d.gflop = -1;
+	ASSERT_EQ(gp_stats_add(s, &d), -EINVAL);
+
+	/* Nothing is visible before the flush. */
+	ASSERT_OK(gp_stats_query(s, 0, NULL, &total, &n_total));
+	ASSERT_EQ(n_total, 1);
+	ASSERT_EQ(total[0].minibatches, 0);
+	free(total);
+	ASSERT_EQ(gp_stats_flush(s), 5);
+	ASSERT_EQ(gp_stats_flush(s), 0);
+	/* A second flush of the same key adds, not replaces. */
+	d = delta(DAY1 + 500, "lab", "cpu", 2);
+	gp_stats_add(s, &d);
+	ASSERT_EQ(gp_stats_flush(s), 1);
+
+	/* A second, read-only connection sees it (as `stats` does while the
+	 * daemon runs). */
+	ASSERT_OK(gp_stats_open(path, GP_STATS_READONLY, &r, err, sizeof(err)));
+	ASSERT_EQ(gp_stats_add(r, &d), -EROFS);
+
+	ASSERT_OK(gp_stats_query(r, GP_STATS_BY_DAY, NULL, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_STR_EQ(rows[0].day, "2026-11-26");
+	ASSERT_STR_EQ(rows[0].pool, "");
+	ASSERT_EQ(rows[0].minibatches, 10 + 4 + 2);
+	ASSERT_EQ(rows[0].samples, 16 * 64);
+	ASSERT_NEAR(rows[0].gflop, 16 * 1.5, 1e-9);
+	ASSERT_NEAR(rows[0].compute_seconds, 16 * 0.25, 1e-9);
+	ASSERT_STR_EQ(rows[1].day, "2026-11-27");
+	ASSERT_EQ(rows[1].minibatches, 12);
+	ASSERT_EQ(rows[1].bytes_down, 12 * 2000 + 5000);
+	free(rows);
+
+	ASSERT_OK(gp_stats_query(r, GP_STATS_BY_POOL, NULL, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_STR_EQ(rows[0].pool, "club");
+	ASSERT_EQ(rows[0].minibatches, 7);
+	ASSERT_STR_EQ(rows[1].pool, "lab");
+	ASSERT_EQ(rows[1].minibatches, 21);
+	free(rows);
+
+	ASSERT_OK(gp_stats_query(r, GP_STATS_BY_DAY | GP_STATS_BY_POOL |
+					    GP_STATS_BY_DEVICE,
+				 "2026-11-27", &rows, &n));
+	ASSERT_EQ(n, 3);
+	ASSERT_STR_EQ(rows[0].device, "");
+	ASSERT_STR_EQ(rows[1].pool, "club");
+	ASSERT_STR_EQ(rows[1].device, "cpu");
+	ASSERT_STR_EQ(rows[2].pool, "lab");
+	free(rows);
+	ASSERT_EQ(gp_stats_query(r, 8, NULL, &rows, &n), -EINVAL);
+
+	ASSERT_OK(gp_stats_query(r, GP_STATS_BY_DEVICE, NULL, &rows, &n));
+	ASSERT_EQ(n, 3);
+	ASSERT_OK(gp_stats_query(r, 0, NULL, &total, &n_total));
+	ASSERT_EQ(total[0].minibatches, 28);
+	ASSERT_OK(gp_stats_membership_list(r, &pools, &n_pools));
+	ASSERT_EQ(n_pools, 2);
+	ASSERT_STR_EQ(pools[0].pool, "lab");
+	ASSERT_EQ(pools[0].left_at, DAY2);
+	ASSERT_EQ(pools[0].agent_id, 3);
+	ASSERT_EQ(pools[1].left_at, 0);
+
+	out = render(1, GP_STATS_BY_DEVICE, rows, n, total, pools, n_pools);
+	ASSERT_STR_EQ(
+		out,
+		"{\"total\": {\"minibatches\": 28, \"samples\": 1792, \"gflop\": "
+		"42.000000, \"compute_seconds\": 7.000000, \"bytes_up\": 28000, "
+		"\"bytes_down\": 61000},\n"
+		" \"rows\": [\n"
+		"  {\"device\": \"\", \"minibatches\": 0, \"samples\": 0, "
+		"\"gflop\": 0.000000, \"compute_seconds\": 0.000000, "
+		"\"bytes_up\": 0, \"bytes_down\": 5000},\n"
+		"  {\"device\": \"cpu\", \"minibatches\": 24, \"samples\": 1536, "
+		"\"gflop\": 36.000000, \"compute_seconds\": 6.000000, "
+		"\"bytes_up\": 24000, \"bytes_down\": 48000},\n"
+		"  {\"device\": \"pocl\", \"minibatches\": 4, \"samples\": 256, "
+		"\"gflop\": 6.000000, \"compute_seconds\": 1.000000, "
+		"\"bytes_up\": 4000, \"bytes_down\": 8000}],\n"
+		" \"pools\": [\n"
+		"  {\"pool\": \"lab\", \"coordinator_key\": "
+		"\"c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0\", "
+		"\"endpoints\": \"10.0.0.1:7100\", \"agent_id\": 3, "
+		"\"joined_at\": 1795651200, \"left_at\": 1795737600},\n"
+		"  {\"pool\": \"club \\\"x\\\"\\u000a\\ufffd\", \"coordinator_key\": "
+		"\"c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0\", "
+		"\"endpoints\": \"10.0.0.1:7100\", \"agent_id\": 0, "
+		"\"joined_at\": 1795651205, \"left_at\": null}]}\n");
+	free(out);
+
+	out = render(0, GP_STATS_BY_DEVICE, rows, n, total, NULL, 0);
+	ASSERT_NOT_NULL(strstr(out, "device"));
+	ASSERT_NOT_NULL(strstr(out, "\ncpu "));
+	ASSERT_NOT_NULL(strstr(out, "\ntotal "));
+	ASSERT_NOT_NULL(strstr(out, "         28 "));
+	free(out);
+	free(rows);
+	free(total);
+	free(pools);
+	gp_stats_close(r);
+
+	/* Pending sums are written at close; reopening keeps everything. */
+	d = delta(DAY2 + 40, "club", "cpu", 1);
+	gp_stats_add(s, &d);
+	gp_stats_close(s);
+	s = NULL;
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CHECK, &s, err, sizeof(err)));
+	ASSERT_OK(gp_stats_query(s, 0, NULL, &total, &n_total));
+	ASSERT_EQ(total[0].minibatches, 29);
+	free(total);
+	gp_stats_close(s);
+}
+
+static void test_bad_file(void)
+{
+	struct gp_stats *s = NULL;
+	char path[128], err[512] = "";
+	static const char junk[] = "this is not a database, it is a poem\n";
+	char back[sizeof(junk)];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/junk.db", dir);
+	f = fopen(path, "wb");
+	ASSERT_NOT_NULL(f);
+	for (int i = 0; i < 100; i++)
+		fwrite(junk, 1, sizeof(junk) - 1, f);
+	fclose(f);
+	ASSERT_EQ(gp_stats_open(path, GP_STATS_CREATE, &s, err, sizeof(err)),
+		  -EBADMSG);
+	ASSERT(s == NULL);
+	ASSERT_NOT_NULL(strstr(err, path));
+	ASSERT_NOT_NULL(strstr(err, "not SQLite"));
+	f = fopen(path, "rb");
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fread(back, 1, sizeof(back) - 1, f), sizeof(back) - 1);
+	fclose(f);
+	ASSERT_MEM_EQ(back, junk, sizeof(junk) - 1);
+}
+
+int main(void)
+{
+	char cmd[128];
+
+	snprintf(dir, sizeof(dir), "/tmp/gp-test-stats-XXXXXX");
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	test_day();
+	test_contributions();
+	test_bad_file();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	printf("stats: all tests passed\n");
+	return 0;
+}
