@@ -4,12 +4,16 @@
  *
  * Data path, chosen so that a byte is touched as few times as possible:
  * sending, a large message is encrypted straight from the caller's buffer
- * into the frame buffer of the write queue (one pass); small messages are
- * copied next to their record byte and encrypted in place. Write buffers
- * are appended to while a write is in flight and handed to one uv_write
- * with several bufs when it completes. Receiving, reads go into one large
- * per-channel buffer; whole frames are decrypted in place, and the pieces
- * of a large message are decrypted straight into the reassembly buffer. */
+ * into frames in the write queue, about 512 KiB at a time, each step handed
+ * to the socket at once (uv_try_write) so that the kernel copies it while
+ * it is still cached and the next step can reuse the same buffer space.
+ * Small messages are copied next to their record byte and encrypted in
+ * place, and wait for the end of the loop iteration, so that several leave
+ * in one write. What the socket does not take goes out through one
+ * uv_write with several bufs; buffers queued meanwhile go together in the
+ * next. Receiving, reads go into one 256 KiB buffer per channel; whole
+ * frames are decrypted in place, and the pieces of a large message straight
+ * into the reassembly buffer. */
 #include "channel.h"
 
 #include <arpa/inet.h>
@@ -64,9 +68,10 @@ static const char prologue[] = "gradpool-channel-1";
 /* Smallest write buffer: small messages share one. */
 #define WBUF_MIN (64 * 1024)
 /* Write buffers kept for reuse: at most this many and this many bytes, so
- * that a stream of large messages (16 MiB) reuses warm memory instead of
- * page-faulting fresh memory in for every message. Caches are dropped when
- * the channel goes quiet (at a heartbeat). */
+ * that a stream of large messages, which queues many step-sized buffers
+ * when the peer is slower, reuses warm memory instead of faulting fresh
+ * pages in (and glibc trimming them again) for every message. Caches are
+ * dropped when the channel goes quiet (at a heartbeat). */
 #define WBUF_CACHE_MAX 96
 #define WBUF_CACHE_MAX_BYTES (36u * 1024 * 1024)
 /* Reassembly buffers above this are freed after delivery. */
@@ -129,6 +134,7 @@ struct gp_channel {
 	bool psk_set;
 	bool paused;
 	bool closing_graceful;
+	bool grace_used;        /* see grace() */
 	bool shutdown_started;
 	bool handles_closing;
 	bool counted_handshake; /* listener->handshaking includes us */
@@ -607,9 +613,15 @@ static void flush(struct gp_channel *ch)
 static void flush_now(uv_prepare_t *p)
 {
 	struct gp_channel *ch = p->data;
+	uint64_t before = ch->bytes_sent;
 
 	uv_prepare_stop(p);
 	flush(ch);
+	/* Bytes left without a write callback: tell the application here,
+	 * as write_done would have (never from inside gp_channel_send). */
+	if (ch->bytes_sent != before && ch->state == S_ESTABLISHED &&
+	    ch->cb.on_drain && ch->queued <= ch->cfg.write_low_water)
+		ch->cb.on_drain(ch);
 }
 
 /* Small messages are written just before the loop next waits for events,
@@ -790,10 +802,26 @@ static void arm_timer(struct gp_channel *ch)
 	uv_timer_start(&ch->timer, timer_fired, next > now ? next - now : 0, 0);
 }
 
+/* A deadline has passed. libuv runs timers before it polls for I/O, so
+ * after the process was stalled (a suspended laptop, a loaded machine) the
+ * bytes that would have met the deadline may be waiting unread. Returns
+ * true the first time: the timer fires again after one round of I/O (1 ms:
+ * libuv 1.44 would run a 0 ms timer again before polling), and only then
+ * does the deadline count. */
+static bool grace(struct gp_channel *ch)
+{
+	if (ch->grace_used)
+		return false;
+	ch->grace_used = true;
+	uv_timer_start(&ch->timer, timer_fired, 1, 0);
+	return true;
+}
+
 static void timer_fired(uv_timer_t *t)
 {
 	struct gp_channel *ch = t->data;
 	uint64_t now = uv_now(ch->loop);
+	bool in_grace = ch->grace_used;
 
 	switch (ch->state) {
 	case S_CONNECTING:
@@ -801,6 +829,8 @@ static void timer_fired(uv_timer_t *t)
 	case S_WAIT_MSG2:
 	case S_WAIT_CONFIRM:
 		if (now >= ch->deadline) {
+			if (grace(ch))
+				return;
 			teardown(ch, GP_CLOSE_HANDSHAKE_TIMEOUT, 0,
 				 ch->state == S_CONNECTING ?
 					 "handshake timeout (still connecting)" :
@@ -812,6 +842,8 @@ static void timer_fired(uv_timer_t *t)
 	case S_ESTABLISHED:
 		if (ch->cfg.idle_timeout_ms && !ch->paused &&
 		    now - ch->last_recv >= ch->cfg.idle_timeout_ms) {
+			if (grace(ch))
+				return;
 			teardown(ch, GP_CLOSE_IDLE_TIMEOUT, 0,
 				 "nothing received within the idle timeout",
 				 false);
@@ -842,6 +874,9 @@ static void timer_fired(uv_timer_t *t)
 		close_handles(ch);
 		return;
 	}
+	/* No deadline has passed (any more): the next one gets its grace. */
+	if (in_grace)
+		ch->grace_used = false;
 	arm_timer(ch);
 }
 

@@ -18,8 +18,14 @@
  * sides).
  *
  * MB = 10^6 bytes. Each figure is the best of --runs runs (default 3): the
- * machine is shared, and the best run is the one least disturbed. The last
- * line is one JSON object. */
+ * machine is shared, and the best run is the one least disturbed. Each
+ * transfer also reports MB per CPU second of its busier side (thread CPU
+ * time), what it would reach with a core per side. The last line is one
+ * JSON object (headline: the largest size; "by_size": all).
+ *
+ * Environment: GP_BENCH_VERBOSE=1 prints each transfer with the CPU time
+ * of both sides; GP_BENCH_CHANNEL_ONLY=1 runs only the channel transfers
+ * (for perf). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -882,12 +888,20 @@ int main(int argc, char **argv)
 		       "\"handshakes_per_s\": %.0f, "
 		       "\"handshakes_per_cpu_s\": %.0f, "
 		       "\"handshake_mode\": \"in-process\", "
-		       "\"socket_handshakes_per_s\": %.0f}\n",
+		       "\"socket_handshakes_per_s\": %.0f, \"by_size\": [",
 		       sizes[m] / MIB, total / MIB, runs, chan[m], plain[m],
 		       cipher, chan[m] / cipher, chan[m] / plain[m],
 		       chan_core[m], cipher_cpu, chan_core[m] / cipher_cpu, hs,
 		       hs_cpu,
 		       hss);
+		for (size_t s = 0; s < n_sizes; s++)
+			printf("%s{\"msg_MiB\": %zu, \"channel_MBps\": %.1f, "
+			       "\"plain_tcp_MBps\": %.1f, "
+			       "\"channel_vs_cipher\": %.3f, "
+			       "\"channel_vs_cipher_per_cpu\": %.3f}",
+			       s ? ", " : "", sizes[s] / MIB, chan[s], plain[s],
+			       chan[s] / cipher, chan_core[s] / cipher_cpu);
+		printf("]}\n");
 	}
 	gp_noise_keypair_destroy(coord_key);
 	gp_noise_keypair_destroy(agent_key);
