@@ -144,12 +144,12 @@ for prog in gradpool-agent gradpool-coordinator; do
 	fi
 done
 
-# The installed job file parses with the coordinator's own parser.
-if [ -n "${GP_CHECK_JOB:-}" ]; then
-	if "$GP_CHECK_JOB" "$root/etc/gradpool/job.ini"; then
-		ok "/etc/gradpool/job.ini parses"
+# The installed configuration parses with the programs' own parsers.
+if [ -n "${GP_CHECK_CONFIG:-}" ]; then
+	if "$GP_CHECK_CONFIG" "$root/etc/gradpool/job.ini" "$root/etc/gradpool/agent.conf"; then
+		ok "/etc/gradpool/job.ini and agent.conf parse"
 	else
-		fail "/etc/gradpool/job.ini does not parse"
+		fail "/etc/gradpool/job.ini or agent.conf does not parse"
 	fi
 fi
 
