@@ -107,7 +107,8 @@ int gp_gemm(struct gp_backend *be, bool trans_a, bool trans_b, size_t m,
 int gp_bias_add(struct gp_backend *be, struct gp_buf *x,
 		const struct gp_buf *bias, size_t rows, size_t cols, bool relu);
 
-/* out[c] = beta * out[c] + sum_r x[r][c] (the bias gradient). */
+/* out[c] = beta * out[c] + sum_r x[r][c] (the bias gradient). beta == 0
+ * ignores what out held, as BLAS does for gemm's C. */
 int gp_col_sum(struct gp_backend *be, const struct gp_buf *x, size_t rows,
 	       size_t cols, float beta, struct gp_buf *out);
 
@@ -121,7 +122,8 @@ int gp_relu_backward(struct gp_backend *be, const struct gp_buf *y,
 /* Softmax cross-entropy over rows x cols logits and rows int32 labels.
  * *ret_loss = mean loss over rows; dlogits (may be NULL, may be logits) =
  * (softmax - onehot) / rows; *ret_correct (may be NULL) = rows whose argmax
- * equals the label. A label outside [0, cols) is -EINVAL. */
+ * equals the label. A label outside [0, cols) is -EINVAL; ret_loss and
+ * ret_correct are then not written and dlogits is unspecified. */
 int gp_softmax_xent(struct gp_backend *be, struct gp_buf *logits,
 		    const struct gp_buf *labels, size_t rows, size_t cols,
 		    struct gp_buf *dlogits, double *ret_loss,

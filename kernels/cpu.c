@@ -9,7 +9,6 @@
 
 #include <cblas.h>
 #include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +17,11 @@
  * sharing between buffers. */
 #define CPU_ALIGN 64
 
-/* The elementwise loops are memory-bound at baseline SSE2 width; built
- * also for AVX2 and AVX-512 and picked at load time (an ifunc), they run
- * four to six times faster on the machines that have them, while the
- * binary still runs everywhere. */
+/* The elementwise loops work on data in cache, so at the baseline SSE2
+ * width they are bound by instruction count. Built also for AVX2 and
+ * AVX-512 and picked at load time (an ifunc), they run four to six times
+ * faster on the machines that have those units, and the binary still runs
+ * on any x86-64. */
 #if defined(__x86_64__) && defined(__has_attribute) && !defined(__clang__)
 #if __has_attribute(target_clones)
 #define CPU_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))

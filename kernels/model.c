@@ -463,7 +463,7 @@ static int forward(struct gp_model *m, size_t n, bool want_grad,
  * fused, they accumulate into the momentum (beta = mu) and each layer
  * is updated (p -= lr * v) as soon as its W is no longer needed. */
 static int backward(struct gp_model *m, size_t n, bool fused, float lr,
-		    float mu)
+		    float mu, int (*ready)(void *ctx, size_t layer), void *ctx)
 {
 	const uint32_t *d = m->spec.dims;
 	size_t L = m->spec.n_layers;
@@ -482,6 +482,8 @@ static int backward(struct gp_model *m, size_t n, bool fused, float lr,
 			return r;
 		r = gp_col_sum(m->be, m->dz[l], n, d[l], beta, gb);
 		if (r < 0)
+			return r;
+		if (ready && (r = ready(ctx, l)) < 0)
 			return r;
 		if (l > 1) {
 			r = gp_gemm(m->be, false, false, n, d[l - 1], d[l],
@@ -508,8 +510,10 @@ static int backward(struct gp_model *m, size_t n, bool fused, float lr,
 	return 0;
 }
 
-int gp_model_compute_grads(struct gp_model *m, size_t n,
-			   struct gp_model_stats *ret)
+int gp_model_compute_grads_notify(struct gp_model *m, size_t n,
+				  struct gp_model_stats *ret,
+				  int (*ready)(void *ctx, size_t layer),
+				  void *ctx)
 {
 	struct gp_model_stats st;
 	int r;
@@ -517,11 +521,17 @@ int gp_model_compute_grads(struct gp_model *m, size_t n,
 	if (!m || n == 0 || n > m->loaded)
 		return -EINVAL;
 	if ((r = forward(m, n, true, &st)) < 0 ||
-	    (r = backward(m, n, false, 0.0f, 0.0f)) < 0)
+	    (r = backward(m, n, false, 0.0f, 0.0f, ready, ctx)) < 0)
 		return r;
 	if (ret)
 		*ret = st;
 	return 0;
+}
+
+int gp_model_compute_grads(struct gp_model *m, size_t n,
+			   struct gp_model_stats *ret)
+{
+	return gp_model_compute_grads_notify(m, n, ret, NULL, NULL);
 }
 
 int gp_model_apply_grads(struct gp_model *m, float lr, float mu)
@@ -551,7 +561,7 @@ int gp_model_train_step(struct gp_model *m, size_t n, float lr, float mu,
 	if (!m || n == 0 || n > m->loaded)
 		return -EINVAL;
 	if ((r = forward(m, n, true, &st)) < 0 ||
-	    (r = backward(m, n, true, lr, mu)) < 0)
+	    (r = backward(m, n, true, lr, mu, NULL, NULL)) < 0)
 		return r;
 	if (ret)
 		*ret = st;

@@ -141,6 +141,18 @@ int gp_model_set_batch(struct gp_model *m, const float *x,
 int gp_model_compute_grads(struct gp_model *m, size_t n,
 			   struct gp_model_stats *ret);
 
+/* gp_model_compute_grads() that also calls ready(ctx, layer) as soon as
+ * the gradients of dense layer `layer` (tensors 2 * (layer - 1) and
+ * 2 * (layer - 1) + 1) are final, from the last layer to the first, so an
+ * agent can read them (gp_model_read() waits for the device) and start
+ * sending one layer while the next is computed. ready runs on the caller's
+ * thread; a negative return stops the step and is returned. ctx is
+ * borrowed. */
+int gp_model_compute_grads_notify(struct gp_model *m, size_t n,
+				  struct gp_model_stats *ret,
+				  int (*ready)(void *ctx, size_t layer),
+				  void *ctx);
+
 /* SGD with momentum from the GRAD slots, for every tensor:
  * v = mu * v + g; p -= lr * v. */
 int gp_model_apply_grads(struct gp_model *m, float lr, float mu);

@@ -187,7 +187,8 @@ static int clblast_status_errno(CLBlastStatusCode st)
 /* Calls fn for every device of every platform, platform by platform, device
  * by device (the order of gp_backend_list_devices()), until fn returns
  * non-zero; returns that value, 0, or a negative errno. A platform with no
- * device is skipped, and no platform at all is not an error. */
+ * device, or whose devices cannot be listed, is skipped, and no platform at
+ * all is not an error. */
 static int for_each_device(int (*fn)(cl_platform_id, cl_device_id, int,
 				     void *),
 			   void *userdata)
@@ -214,14 +215,13 @@ static int for_each_device(int (*fn)(cl_platform_id, cl_device_id, int,
 	for (cl_uint p = 0; p < np && r == 0; p++) {
 		cl_uint nd = 0;
 
+		/* A platform that cannot list its devices (a broken driver
+		 * on a volunteer's machine) is skipped rather than hiding
+		 * the others and the CPU path. */
 		st = clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 0, NULL,
 				    &nd);
-		if (st == CL_DEVICE_NOT_FOUND || (st == CL_SUCCESS && nd == 0))
+		if (st != CL_SUCCESS || nd == 0)
 			continue;
-		if (st != CL_SUCCESS) {
-			r = gp_cl_status_errno(st);
-			break;
-		}
 		free(devices);
 		devices = calloc(nd, sizeof(*devices));
 		if (!devices) {
@@ -230,10 +230,8 @@ static int for_each_device(int (*fn)(cl_platform_id, cl_device_id, int,
 		}
 		st = clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, nd,
 				    devices, NULL);
-		if (st != CL_SUCCESS) {
-			r = gp_cl_status_errno(st);
-			break;
-		}
+		if (st != CL_SUCCESS)
+			continue;
 		for (cl_uint d = 0; d < nd && r == 0; d++)
 			r = fn(platforms[p], devices[d], index++, userdata);
 	}

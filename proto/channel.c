@@ -4,12 +4,16 @@
  *
  * Data path, chosen so that a byte is touched as few times as possible:
  * sending, a large message is encrypted straight from the caller's buffer
- * into the frame buffer of the write queue (one pass); small messages are
- * copied next to their record byte and encrypted in place. Write buffers
- * are appended to while a write is in flight and handed to one uv_write
- * with several bufs when it completes. Receiving, reads go into one large
- * per-channel buffer; whole frames are decrypted in place, and the pieces
- * of a large message are decrypted straight into the reassembly buffer. */
+ * into frames in the write queue, about 512 KiB at a time, each step handed
+ * to the socket at once (uv_try_write) so that the kernel copies it while
+ * it is still cached and the next step can reuse the same buffer space.
+ * Small messages are copied next to their record byte and encrypted in
+ * place, and wait for the end of the loop iteration, so that several leave
+ * in one write. What the socket does not take goes out through one
+ * uv_write with several bufs; buffers queued meanwhile go together in the
+ * next. Receiving, reads go into one 256 KiB buffer per channel; whole
+ * frames are decrypted in place, and the pieces of a large message straight
+ * into the reassembly buffer. */
 #include "channel.h"
 
 #include <arpa/inet.h>
@@ -63,11 +67,18 @@ static const char prologue[] = "gradpool-channel-1";
 #define READ_BUF_ESTABLISHED (256 * 1024)
 /* Smallest write buffer: small messages share one. */
 #define WBUF_MIN (64 * 1024)
-/* Write buffers kept for reuse, and the largest one kept. */
-#define WBUF_CACHE_MAX 4
-#define WBUF_CACHE_MAX_CAP (4 * 1024 * 1024)
+/* Write buffers kept for reuse: at most this many and this many bytes, so
+ * that a stream of large messages, which queues many step-sized buffers
+ * when the peer is slower, reuses warm memory instead of faulting fresh
+ * pages in (and glibc trimming them again) for every message. Caches are
+ * dropped when the channel goes quiet (at a heartbeat). */
+#define WBUF_CACHE_MAX 96
+#define WBUF_CACHE_MAX_BYTES (36u * 1024 * 1024)
 /* Reassembly buffers above this are freed after delivery. */
-#define REASM_KEEP_MAX (4 * 1024 * 1024)
+#define REASM_KEEP_MAX (16u * 1024 * 1024)
+/* A large message is handed to the socket every this many pieces (about
+ * 512 KiB, well inside a core's L2 cache) while it is encrypted. */
+#define SEND_STEP_PIECES 8
 /* Upper bound for config.max_message. */
 #define MAX_MESSAGE_LIMIT (1u << 30)
 /* uv_write bufs per batch. */
@@ -87,6 +98,7 @@ struct wbuf {
 	struct wbuf *next;
 	size_t cap;
 	size_t len;
+	size_t off; /* bytes already written by try_write */
 	uint8_t data[];
 };
 
@@ -105,6 +117,7 @@ struct gp_channel_listener {
 struct gp_channel {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
+	uv_prepare_t flusher;
 	uv_connect_t connect_req;
 	uv_write_t write_req;
 	uv_shutdown_t shutdown_req;
@@ -121,6 +134,7 @@ struct gp_channel {
 	bool psk_set;
 	bool paused;
 	bool closing_graceful;
+	bool grace_used;        /* see grace() */
 	bool shutdown_started;
 	bool handles_closing;
 	bool counted_handshake; /* listener->handshaking includes us */
@@ -153,6 +167,7 @@ struct gp_channel {
 	struct wbuf *inflight;
 	struct wbuf *cache;
 	unsigned n_cache;
+	size_t cache_bytes;
 	bool writing;
 	size_t queued;
 	uv_buf_t bufs[WRITE_BATCH];
@@ -295,6 +310,7 @@ static void close_handles(struct gp_channel *ch)
 	ch->handles_closing = true;
 	uv_close((uv_handle_t *)&ch->tcp, handle_closed);
 	uv_close((uv_handle_t *)&ch->timer, handle_closed);
+	uv_close((uv_handle_t *)&ch->flusher, handle_closed);
 }
 
 static void shutdown_done(uv_shutdown_t *req, int status)
@@ -372,10 +388,8 @@ static void teardown(struct gp_channel *ch, enum gp_close_reason reason,
 		}
 	}
 	uv_timer_start(&ch->timer, timer_fired, ch->cfg.close_linger_ms, 0);
-	if (ch->writing || ch->pending_head)
-		flush(ch);
-	else
-		start_shutdown(ch);
+	/* flush() starts the shutdown once everything is written. */
+	flush(ch);
 }
 
 /* ---- write queue ------------------------------------------------------ */
@@ -390,8 +404,10 @@ static struct wbuf *wbuf_get(struct gp_channel *ch, size_t need)
 			w = *pp;
 			*pp = w->next;
 			ch->n_cache--;
+			ch->cache_bytes -= w->cap;
 			w->next = NULL;
 			w->len = 0;
+			w->off = 0;
 			return w;
 		}
 	}
@@ -402,18 +418,40 @@ static struct wbuf *wbuf_get(struct gp_channel *ch, size_t need)
 	w->next = NULL;
 	w->cap = cap;
 	w->len = 0;
+	w->off = 0;
 	return w;
 }
 
 static void wbuf_put(struct gp_channel *ch, struct wbuf *w)
 {
-	if (ch->n_cache < WBUF_CACHE_MAX && w->cap <= WBUF_CACHE_MAX_CAP) {
+	if (ch->n_cache < WBUF_CACHE_MAX &&
+	    ch->cache_bytes + w->cap <= WBUF_CACHE_MAX_BYTES) {
 		w->next = ch->cache;
 		ch->cache = w;
 		ch->n_cache++;
+		ch->cache_bytes += w->cap;
 		return;
 	}
 	free(w);
+}
+
+/* Gives back the memory kept for reuse; called when the channel is quiet. */
+static void drop_caches(struct gp_channel *ch)
+{
+	if (ch->pending_head && ch->pending_head->len == 0) {
+		/* The empty tail try_write kept (the only pending buffer). */
+		free(ch->pending_head);
+		ch->pending_head = ch->pending_tail = NULL;
+	}
+	free_wbufs(ch->cache);
+	ch->cache = NULL;
+	ch->n_cache = 0;
+	ch->cache_bytes = 0;
+	if (!ch->in_msg) {
+		free(ch->msg);
+		ch->msg = NULL;
+		ch->msg_cap = 0;
+	}
 }
 
 /* Returns room for n bytes at the end of the write queue (committed with
@@ -462,7 +500,7 @@ static void write_done(uv_write_t *req, int status)
 	while (w) {
 		struct wbuf *next = w->next;
 
-		done += w->len;
+		done += w->len - w->off;
 		wbuf_put(ch, w);
 		w = next;
 	}
@@ -476,34 +514,75 @@ static void write_done(uv_write_t *req, int status)
 		return;
 	}
 	ch->bytes_sent += done;
-	if (ch->state == S_CLOSING) {
-		if (ch->handles_closing)
-			return;
-		if (ch->pending_head)
-			flush(ch);
-		else
-			start_shutdown(ch);
-		return;
-	}
 	flush(ch);
 	if (ch->state == S_ESTABLISHED && ch->cb.on_drain &&
 	    ch->queued <= ch->cfg.write_low_water)
 		ch->cb.on_drain(ch);
 }
 
-/* Hands the pending buffers to one uv_write, unless one is in flight: then
- * they wait and go out together when it completes (write batching). */
+/* Writes what the socket takes right now, without blocking, while no
+ * uv_write is in flight (bytes must leave in order). Fully written buffers
+ * are recycled, except the tail, which starts over empty. Returns 0 or a
+ * negative errno (the channel is then closing). */
+static int try_write(struct gp_channel *ch)
+{
+	while (ch->pending_head && !ch->writing) {
+		struct wbuf *w = ch->pending_head;
+		uv_buf_t b;
+		int n;
+
+		if (w->off < w->len) {
+			b = uv_buf_init((char *)w->data + w->off,
+					(unsigned)(w->len - w->off));
+			n = uv_try_write((uv_stream_t *)&ch->tcp, &b, 1);
+			if (n == UV_EAGAIN || n == UV_ENOSYS)
+				return 0;
+			if (n < 0) {
+				teardown(ch, GP_CLOSE_IO_ERROR, 0,
+					 uv_strerror(n), false);
+				return n;
+			}
+			w->off += (size_t)n;
+			ch->queued -= (size_t)n;
+			ch->bytes_sent += (uint64_t)n;
+			ch->last_send = uv_now(ch->loop);
+			if (w->off < w->len)
+				return 0; /* the socket is full */
+		}
+		if (w == ch->pending_tail) {
+			/* All written: start the buffer over, so that the
+			 * next bytes go where the cache still is. */
+			w->off = w->len = 0;
+			return 0;
+		}
+		ch->pending_head = w->next;
+		wbuf_put(ch, w);
+	}
+	return 0;
+}
+
+/* Sends the pending buffers: first what the socket takes at once, then the
+ * rest through one uv_write with several bufs. While that write is in
+ * flight, new buffers wait and go out together when it completes (write
+ * batching). */
 static void flush(struct gp_channel *ch)
 {
 	unsigned n = 0;
 	struct wbuf *w, *last = NULL;
 	int r;
 
-	if (ch->writing || !ch->connected || !ch->pending_head ||
-	    ch->handles_closing)
+	if (ch->writing || !ch->connected || ch->handles_closing)
 		return;
+	if (try_write(ch) < 0)
+		return;
+	if (!ch->pending_head || ch->pending_head->len == 0) {
+		if (ch->state == S_CLOSING && ch->closing_graceful)
+			start_shutdown(ch);
+		return;
+	}
 	for (w = ch->pending_head; w && n < WRITE_BATCH; w = w->next) {
-		ch->bufs[n++] = uv_buf_init((char *)w->data, (unsigned)w->len);
+		ch->bufs[n++] = uv_buf_init((char *)w->data + w->off,
+					    (unsigned)(w->len - w->off));
 		last = w;
 	}
 	ch->inflight = ch->pending_head;
@@ -531,6 +610,28 @@ static void flush(struct gp_channel *ch)
 /* Encrypts plain (len <= PLAIN_MAX; may lie at frame + header, then it is
  * encrypted in place) into a transport frame at frame. Returns the frame
  * size or a negative errno (-EOVERFLOW: nonce exhausted). */
+static void flush_now(uv_prepare_t *p)
+{
+	struct gp_channel *ch = p->data;
+	uint64_t before = ch->bytes_sent;
+
+	uv_prepare_stop(p);
+	flush(ch);
+	/* Bytes left without a write callback: tell the application here,
+	 * as write_done would have (never from inside gp_channel_send). */
+	if (ch->bytes_sent != before && ch->state == S_ESTABLISHED &&
+	    ch->cb.on_drain && ch->queued <= ch->cfg.write_low_water)
+		ch->cb.on_drain(ch);
+}
+
+/* Small messages are written just before the loop next waits for events,
+ * so that several sent from one callback leave in one write. */
+static void schedule_flush(struct gp_channel *ch)
+{
+	if (!ch->writing && !uv_is_active((uv_handle_t *)&ch->flusher))
+		uv_prepare_start(&ch->flusher, flush_now);
+}
+
 static int seal(struct gp_channel *ch, uint8_t *frame, const uint8_t *plain,
 		size_t len)
 {
@@ -573,11 +674,63 @@ static size_t wire_size(size_t len)
 	       chunks * TRANSPORT_FRAME_OVERHEAD + len;
 }
 
+/* Queues a large message: a BEGIN record, then the pieces, encrypted
+ * straight from the caller's buffer into the frames (the encryption is the
+ * only pass over the data), SEND_STEP_PIECES pieces at a time. After each
+ * step the socket gets what it takes at once; when it took everything, the
+ * next step reuses the same, still cached, buffer space. */
+static int send_large(struct gp_channel *ch, const uint8_t *src, size_t len)
+{
+	uint8_t begin[5] = { REC_BEGIN };
+	size_t off = 0;
+	bool first = true;
+	int r;
+
+	put_u32le(begin + 1, (uint32_t)len);
+	while (off < len) {
+		size_t left = len - off, step = SEND_STEP_PIECES * PLAIN_MAX;
+		size_t pieces, wire;
+		uint8_t *p, *start;
+
+		if (step > left)
+			step = left;
+		pieces = (step + PLAIN_MAX - 1) / PLAIN_MAX;
+		wire = pieces * TRANSPORT_FRAME_OVERHEAD + step +
+		       (first ? TRANSPORT_FRAME_OVERHEAD + sizeof(begin) : 0);
+		start = p = queue_reserve(ch, wire, false);
+		if (!p)
+			return -errno;
+		if (first) {
+			r = seal(ch, p, begin, sizeof(begin));
+			if (r < 0)
+				return r;
+			p += r;
+			first = false;
+		}
+		for (size_t done = 0; done < step;) {
+			size_t n = step - done < PLAIN_MAX ? step - done :
+							    PLAIN_MAX;
+
+			r = seal(ch, p, src + off + done, n);
+			if (r < 0)
+				return r;
+			p += r;
+			done += n;
+		}
+		queue_commit(ch, (size_t)(p - start));
+		off += step;
+		r = try_write(ch);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int gp_channel_send(struct gp_channel *ch, const void *data, size_t len)
 {
 	const uint8_t *src = data;
-	size_t wire, off = 0;
-	uint8_t *p, *start;
+	size_t wire;
+	uint8_t *p;
 	int r;
 
 	if (ch->state != S_ESTABLISHED)
@@ -585,48 +738,37 @@ int gp_channel_send(struct gp_channel *ch, const void *data, size_t len)
 	if (len > ch->cfg.max_message)
 		return -EMSGSIZE;
 	wire = wire_size(len);
-	start = p = queue_reserve(ch, wire, true);
+	if (ch->queued > 0 && ch->queued + wire > ch->cfg.max_write_queue) {
+		teardown(ch, GP_CLOSE_WRITE_QUEUE_FULL, 0,
+			 "the peer does not read fast enough", false);
+		return -ENOBUFS;
+	}
+
+	if (len > MSG_INLINE_MAX) {
+		r = send_large(ch, src, len);
+		if (r < 0)
+			goto fail;
+		flush(ch);
+		return 0;
+	}
+	p = queue_reserve(ch, wire, false);
 	if (!p)
 		return -errno;
-
-	if (len <= MSG_INLINE_MAX) {
-		uint8_t *plain = p + GP_FRAME_HEADER_SIZE;
-
-		plain[0] = REC_MSG;
-		if (len)
-			memcpy(plain + 1, src, len);
-		r = seal(ch, p, plain, 1 + len);
-		if (r < 0)
-			goto fail;
-		p += r;
-	} else {
-		uint8_t begin[5] = { REC_BEGIN };
-
-		put_u32le(begin + 1, (uint32_t)len);
-		r = seal(ch, p, begin, sizeof(begin));
-		if (r < 0)
-			goto fail;
-		p += r;
-		/* The pieces go straight from the caller's buffer into the
-		 * frames: the encryption is the only pass over the data. */
-		while (off < len) {
-			size_t n = len - off < PLAIN_MAX ? len - off : PLAIN_MAX;
-
-			r = seal(ch, p, src + off, n);
-			if (r < 0)
-				goto fail;
-			p += r;
-			off += n;
-		}
-	}
-	queue_commit(ch, (size_t)(p - start));
-	flush(ch);
+	p[GP_FRAME_HEADER_SIZE] = REC_MSG;
+	if (len)
+		memcpy(p + GP_FRAME_HEADER_SIZE + 1, src, len);
+	r = seal(ch, p, p + GP_FRAME_HEADER_SIZE, 1 + len);
+	if (r < 0)
+		goto fail;
+	queue_commit(ch, (size_t)r);
+	schedule_flush(ch);
 	return 0;
 
 fail:
-	/* Only nonce exhaustion gets here, after 2^64 messages. */
-	teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0, "transport nonce exhausted",
-		 false);
+	/* The stream now holds part of a message: it cannot go on. Only
+	 * nonce exhaustion, a lack of memory or a write error get here. */
+	teardown(ch, r == -ENOMEM ? GP_CLOSE_NO_MEMORY : GP_CLOSE_PROTOCOL_ERROR,
+		 0, r == -EOVERFLOW ? "transport nonce exhausted" : NULL, false);
 	return r;
 }
 
@@ -660,10 +802,26 @@ static void arm_timer(struct gp_channel *ch)
 	uv_timer_start(&ch->timer, timer_fired, next > now ? next - now : 0, 0);
 }
 
+/* A deadline has passed. libuv runs timers before it polls for I/O, so
+ * after the process was stalled (a suspended laptop, a loaded machine) the
+ * bytes that would have met the deadline may be waiting unread. Returns
+ * true the first time: the timer fires again after one round of I/O (1 ms:
+ * libuv 1.44 would run a 0 ms timer again before polling), and only then
+ * does the deadline count. */
+static bool grace(struct gp_channel *ch)
+{
+	if (ch->grace_used)
+		return false;
+	ch->grace_used = true;
+	uv_timer_start(&ch->timer, timer_fired, 1, 0);
+	return true;
+}
+
 static void timer_fired(uv_timer_t *t)
 {
 	struct gp_channel *ch = t->data;
 	uint64_t now = uv_now(ch->loop);
+	bool in_grace = ch->grace_used;
 
 	switch (ch->state) {
 	case S_CONNECTING:
@@ -671,6 +829,8 @@ static void timer_fired(uv_timer_t *t)
 	case S_WAIT_MSG2:
 	case S_WAIT_CONFIRM:
 		if (now >= ch->deadline) {
+			if (grace(ch))
+				return;
 			teardown(ch, GP_CLOSE_HANDSHAKE_TIMEOUT, 0,
 				 ch->state == S_CONNECTING ?
 					 "handshake timeout (still connecting)" :
@@ -682,6 +842,8 @@ static void timer_fired(uv_timer_t *t)
 	case S_ESTABLISHED:
 		if (ch->cfg.idle_timeout_ms && !ch->paused &&
 		    now - ch->last_recv >= ch->cfg.idle_timeout_ms) {
+			if (grace(ch))
+				return;
 			teardown(ch, GP_CLOSE_IDLE_TIMEOUT, 0,
 				 "nothing received within the idle timeout",
 				 false);
@@ -694,6 +856,9 @@ static void timer_fired(uv_timer_t *t)
 			/* Counted as sent even if it waits behind a slow
 			 * write, so the timer does not spin. */
 			ch->last_send = now;
+			/* Nothing sent for a heartbeat period: quiet. */
+			if (!ch->writing)
+				drop_caches(ch);
 			if (send_record(ch, &ping, 1, true) < 0) {
 				teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
 				return;
@@ -709,6 +874,9 @@ static void timer_fired(uv_timer_t *t)
 		close_handles(ch);
 		return;
 	}
+	/* No deadline has passed (any more): the next one gets its grace. */
+	if (in_grace)
+		ch->grace_used = false;
 	arm_timer(ch);
 }
 
@@ -1233,9 +1401,11 @@ static struct gp_channel *channel_new(uv_loop_t *loop,
 	 * every later failure takes the one path: close_handles(). */
 	uv_tcp_init(loop, &ch->tcp);
 	uv_timer_init(loop, &ch->timer);
+	uv_prepare_init(loop, &ch->flusher);
 	ch->tcp.data = ch;
 	ch->timer.data = ch;
-	ch->open_handles = 2;
+	ch->flusher.data = ch;
+	ch->open_handles = 3;
 	return ch;
 }
 

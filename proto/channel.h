@@ -146,8 +146,11 @@ struct gp_channel_callbacks {
 	/* One whole application message. data is borrowed and valid only
 	 * during the call; the callee may modify it in place. */
 	void (*on_message)(struct gp_channel *ch, uint8_t *data, size_t len);
-	/* A write completed and at most write_low_water bytes remain
-	 * queued: room to send more. */
+	/* The loop wrote queued bytes to the socket and at most
+	 * write_low_water bytes remain queued: room to send more. Never
+	 * called from inside gp_channel_send(); after a send, look at
+	 * gp_channel_queued_bytes() (the socket may have taken everything at
+	 * once, and then no on_drain follows). */
 	void (*on_drain)(struct gp_channel *ch);
 	/* The channel is closed (the socket is gone); last callback, the
 	 * channel is freed after it returns. code is the peer's code for

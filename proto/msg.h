@@ -352,7 +352,8 @@ int gp_msg_peek(const uint8_t *buf, size_t len, struct gp_msg_header *ret_header
 int gp_msg_decode(const uint8_t *buf, size_t len, struct gp_msg *ret_msg);
 
 /* Computes the exact encoded size of msg into *ret_size. Returns 0, -EINVAL
- * for an unknown type or a field the encoder cannot write (string too long,
+ * for an unknown type, a version outside GP_MSG_VERSION_MIN..GP_MSG_VERSION
+ * or a field the encoder cannot write (string too long, too many elements,
  * token id of the wrong length, dtype unknown, a block with count > 0 and no
  * values, ...), -EMSGSIZE when the result would exceed GP_MSG_MAX_SIZE. */
 int gp_msg_size(const struct gp_msg *msg, size_t *ret_size);

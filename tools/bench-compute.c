@@ -17,7 +17,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: bench-compute [--backend cpu|opencl:N|blas]... "
-		"[--seconds S] [--threads N] [--batch N] [--model SPEC]\n");
+		"[--seconds S] [--threads N] [--batch N] [--model SPEC]\n"
+		"       bench-compute --list   (the backends, one a line)\n");
 }
 
 /* SGEMM n^3 through cblas directly, for about seconds. */
@@ -53,6 +54,27 @@ static int blas_gemm(size_t n, double seconds, double *ret)
 	return 0;
 }
 
+static int list_backends(void)
+{
+	struct gp_device_info *list;
+	size_t n;
+	int r = gp_backend_list_devices(&list, &n);
+
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "cannot list devices");
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (list[i].type == GP_BACKEND_CPU)
+			printf("cpu\t%s\n", list[i].name);
+		else
+			printf("opencl:%d\t%s (%s)\n", list[i].index,
+			       list[i].name, list[i].platform);
+	}
+	free(list);
+	return 0;
+}
+
 static int run_backend(const char *name, int threads, double seconds,
 		       const char *model, size_t batch)
 {
@@ -76,7 +98,7 @@ static int run_backend(const char *name, int threads, double seconds,
 	}
 	info = gp_backend_info(be);
 	r = gp_bench_step(be, model, batch, seconds, &sps, &gflops);
-	if (r >= 0)
+	if (r >= 0 && !getenv("GP_BENCH_STEP_ONLY"))
 		r = gp_bench_gemm(be, GP_BENCH_GEMM_N, seconds, &gemm);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "%s: benchmark failed: %s", name,
@@ -102,6 +124,7 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "batch", required_argument, NULL, 'n' },
 		{ "model", required_argument, NULL, 'm' },
+		{ "list", no_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -133,6 +156,8 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'l':
+			return list_backends();
 		default:
 			usage(stderr);
 			return 2;

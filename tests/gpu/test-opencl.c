@@ -238,6 +238,23 @@ static void test_gemm(struct gp_backend *be)
 		free(got);
 		free(want);
 	}
+
+	/* beta == 0 ignores what C held, as BLAS does: a NaN there does not
+	 * leak into the product. */
+	{
+		float a[6] = {1, 2, 3, 4, 5, 6}, cv[4] = {NAN, NAN, NAN, NAN};
+		struct gp_buf *ba = upload(be, a, 6), *bc = upload(be, cv, 4);
+
+		ASSERT_OK(gp_gemm(be, false, true, 2, 2, 3, 1.0f, ba, ba, 0.0f,
+				  bc));
+		ASSERT_OK(gp_buf_read(bc, 0, cv, 4));
+		ASSERT_NEAR(cv[0], 14, 0);
+		ASSERT_NEAR(cv[1], 32, 0);
+		ASSERT_NEAR(cv[2], 32, 0);
+		ASSERT_NEAR(cv[3], 77, 0);
+		gp_buf_destroy(ba);
+		gp_buf_destroy(bc);
+	}
 }
 
 static void test_bias_colsum(struct gp_backend *be)
@@ -267,10 +284,15 @@ static void test_bias_colsum(struct gp_backend *be)
 	for (int pass = 0; pass < 2; pass++) {
 		float beta = pass ? 0.5f : 0.0f;
 
+		/* With beta == 0 what out held is ignored, NaN included. */
+		if (!pass)
+			out0[cols / 2] = NAN;
+		else
+			out0[cols / 2] = 0.25f;
 		bo = upload(be, out0, cols);
 		ASSERT_OK(gp_col_sum(be, bx, rows, cols, beta, bo));
 		for (size_t c = 0; c < cols; c++) {
-			double s = beta * (double)out0[c];
+			double s = beta == 0 ? 0 : beta * (double)out0[c];
 
 			for (size_t r = 0; r < rows; r++)
 				s += x[r * cols + c];
@@ -511,6 +533,9 @@ int main(void)
 	size_t ncl;
 	int r;
 
+	/* Line-buffered, so the seed is in the log even when a check
+	 * aborts. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("seed %llu (GP_TEST_SEED=%llu replays it)\n",
 	       (unsigned long long)seed, (unsigned long long)seed);
 	rng_state = seed;

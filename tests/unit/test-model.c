@@ -395,6 +395,55 @@ static void test_fused_step(struct gp_backend *be)
 	gp_model_destroy(b);
 }
 
+struct ready_log {
+	struct gp_model *m;
+	size_t calls;
+	size_t layers[8];
+	float *grads[8]; /* the weight gradient as seen in the callback */
+};
+
+static int on_ready(void *ctx, size_t layer)
+{
+	struct ready_log *log = ctx;
+	struct gp_tensor_info t;
+
+	ASSERT_OK(gp_model_tensor_info(log->m, 2 * (layer - 1), &t));
+	log->grads[log->calls] = malloc(t.rows * t.cols * sizeof(float));
+	ASSERT_NOT_NULL(log->grads[log->calls]);
+	ASSERT_OK(gp_model_read(log->m, GP_MODEL_GRAD, 2 * (layer - 1), 0,
+				t.rows, log->grads[log->calls]));
+	log->layers[log->calls++] = layer;
+	return layer == 1 ? -ECANCELED : 0;
+}
+
+/* The per-layer notification comes last layer first, with that layer's
+ * gradients already final; a negative return stops the step. */
+static void test_notify(struct gp_backend *be)
+{
+	struct gp_model *m = make(be, "9-8-7-3", 4, 5);
+	struct ready_log log = { .m = m };
+	float x[4 * 9], *g;
+	int32_t labels[4] = { 0, 1, 2, 1 };
+
+	for (size_t i = 0; i < 36; i++)
+		x[i] = uni(0, 1);
+	ASSERT_OK(gp_model_set_batch(m, x, labels, 4));
+	ASSERT_EQ(gp_model_compute_grads_notify(m, 4, NULL, on_ready, &log),
+		  -ECANCELED);
+	ASSERT_UINT_EQ(log.calls, 3);
+	for (size_t i = 0; i < 3; i++)
+		ASSERT_UINT_EQ(log.layers[i], 3 - i);
+	g = read_all(m, GP_MODEL_GRAD);
+	/* fc3.weight starts after fc1 (8 x 9 + 8) and fc2 (7 x 8 + 7). */
+	ASSERT_MEM_EQ(log.grads[0], g + 80 + 63, 3 * 7 * sizeof(float));
+	ASSERT_MEM_EQ(log.grads[1], g + 80, 7 * 8 * sizeof(float));
+	ASSERT_MEM_EQ(log.grads[2], g, 8 * 9 * sizeof(float));
+	for (size_t i = 0; i < 3; i++)
+		free(log.grads[i]);
+	free(g);
+	gp_model_destroy(m);
+}
+
 static void test_errors(struct gp_backend *be)
 {
 	struct gp_model *m = make(be, "4-3", 2, 1);
@@ -440,6 +489,7 @@ int main(void)
 	gradcheck(be, "7-6-5-4", 9);
 	gradcheck(be, "12-10-8-6-5", 16);
 	test_fused_step(be);
+	test_notify(be);
 	test_errors(be);
 	gp_backend_destroy(be);
 	printf("ok\n");

@@ -209,6 +209,29 @@ static void test_clip_and_reject(void)
 	gp_params_destroy(p);
 }
 
+/* The blocked float sums agree with a double reference on a large,
+ * odd-sized vector. */
+static void test_norm_accuracy(void)
+{
+	size_t n = 100003;
+	float *g = malloc(n * sizeof(float));
+	double ref = 0, norm = 0;
+
+	ASSERT_NOT_NULL(g);
+	for (size_t i = 0; i < n; i++) {
+		g[i] = (float)((double)((i * 7919) % 2003) - 1001.0) * 1e-3f;
+		ref += (double)g[i] * g[i];
+	}
+	ASSERT_OK(gp_params_grad_norm(g, n, &norm));
+	ASSERT_NEAR(norm / sqrt(ref), 1.0, 1e-6);
+	g[n - 1] = 2e19f; /* its float square overflows; still finite input */
+	ASSERT_OK(gp_params_grad_norm(g, n, &norm));
+	ASSERT_NEAR(norm / 2e19, 1.0, 1e-6);
+	g[n - 1] = NAN;
+	ASSERT_EQ(gp_params_grad_norm(g, n, &norm), GP_REASON_NONFINITE);
+	free(g);
+}
+
 static void test_changed_shards(void)
 {
 	struct gp_params *p = make(0.1f, 0, 0, 3);
@@ -310,6 +333,7 @@ int main(void)
 	test_layout();
 	test_momentum_reference();
 	test_clip_and_reject();
+	test_norm_accuracy();
 	test_changed_shards();
 	test_checkpoint();
 	printf("params: ok\n");

@@ -13,6 +13,10 @@ GP_PACKAGES=(
 	libjson-c-dev python3-dissononce
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
+	libsystemd-dev
+	# tools/build-deb and the package suite: the Debian package, lintian,
+	# systemd-analyze and systemd-sysusers.
+	debhelper dpkg-dev fakeroot lintian systemd man-db
 )
 
 gp_log() { printf '==> %s\n' "$*" >&2; }
