@@ -29,6 +29,10 @@
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ *   beacon = off              announce the pool on the local network
+ *                             (UDP broadcast, see proto/beacon.h)
+ *   beacon_port = 7101        1..65535, the agents' [network] beacon_port
+ *   beacon_interval = 5s      1s..1h between beacons
  */
 #ifndef GP_JOB_H
 #define GP_JOB_H
@@ -73,6 +77,9 @@ struct gp_job {
 	uint32_t max_agents;
 	double max_grad_norm;
 	double clip_grad_norm;
+	bool beacon;
+	uint32_t beacon_port;
+	uint64_t beacon_interval_ms;
 };
 
 /* Fills *job with every default (spec empty). */
