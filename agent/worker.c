@@ -29,6 +29,7 @@ struct job {
 	uint64_t minibatch, clock;
 	uint32_t n;
 	uint8_t *pixels, *labels;
+	float lr, mu;
 };
 
 struct gp_worker {
@@ -178,6 +179,10 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 				  w->tensors[i].rows, res->grads + off);
 		off += w->tensors[i].rows * w->tensors[i].cols;
 	}
+	/* Read-my-writes: the coordinator applies the same gradient with the
+	 * same rate; until it sends parameters again, this copy follows. */
+	if (r >= 0 && j->lr > 0)
+		r = gp_model_apply_grads(w->model, j->lr, j->mu);
 	if (r < 0) {
 		res->error = r;
 		free(res->grads);
@@ -329,6 +334,10 @@ int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
 		return r;
 	}
 	w->async.data = w;
+	/* Results matter only while the session's channel keeps the loop
+	 * running; an idle worker must not keep it alive on its own, or a
+	 * stopping session would wait for ever. */
+	uv_unref((uv_handle_t *)&w->async);
 	r = -pthread_create(&w->thread, NULL, thread_main, w);
 	if (r < 0) {
 		uv_close((uv_handle_t *)&w->async, on_async_closed);
@@ -415,7 +424,7 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
 
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels)
+		      uint8_t *pixels, uint8_t *labels, float lr, float mu)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
@@ -431,6 +440,11 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->n = n;
 	j->pixels = pixels;
 	j->labels = labels;
+	if (isfinite(lr) && isfinite(mu) && lr > 0 && lr <= 10 && mu >= 0 &&
+	    mu < 1) {
+		j->lr = lr;
+		j->mu = mu;
+	}
 	return enqueue(w, j);
 }
 

@@ -43,9 +43,10 @@
 #include "util.h"
 
 #define META_CURRENT_JOB "current_job"
-/* Minibatches per clock of the slowest agent, and the most any agent gets. */
+/* Minibatches per clock of an agent whose speed is not known yet, and the
+ * most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
-#define WORK_MAX 16
+#define WORK_MAX 256
 /* An assignment not answered in this long goes back to the queue. */
 #define ASSIGN_TIMEOUT_MS 120000
 /* Rejected updates after which an agent is disconnected. */
@@ -68,6 +69,8 @@ struct peer {
 	bool paused;
 	uint32_t caps;          /* GP_CAP_* agreed */
 	uint64_t pulled_version;/* parameter version the agent holds */
+	uint64_t pulled_updates;/* updates applied when it last pulled */
+	uint64_t own_since_pull;/* of its own, applied since then */
 	int64_t clock;          /* the clock its current work is for */
 	uint32_t clock_work;    /* minibatches handed out at that clock */
 	uint32_t clock_open;    /* of which not yet resolved */
@@ -121,7 +124,11 @@ struct server {
 	double epoch_loss_sum;
 	uint64_t epoch_updates;
 	uint64_t run_start_us;
+	uint64_t first_work_us;  /* first minibatch handed out in this run */
 	double last_accuracy;
+	uint64_t minibatches_total; /* of the whole job */
+	uint64_t applied_run;    /* minibatches applied in this run */
+	uint64_t samples_run;
 };
 
 static void serve_work(struct peer *p);
@@ -327,6 +334,9 @@ struct eval_work {
 	struct server *srv;
 	float *values;          /* parameter snapshot */
 	uint32_t epoch;
+	bool interim;           /* eval_every, not an epoch's evaluation */
+	double at_s;            /* snapshot time, s since the first minibatch */
+	uint64_t samples;       /* samples applied in this run at the snapshot */
 	struct gp_model_stats stats;
 	int result;
 };
@@ -418,7 +428,16 @@ static void eval_done(uv_work_t *req, int status)
 
 	(void)status;
 	srv->eval_busy = false;
-	if (w->result < 0) {
+	if (w->result >= 0 && w->interim) {
+		/* The parameters' time, not the evaluation's: what a
+		 * time-to-accuracy measurement needs. */
+		printf("eval at %.3f s  %" PRIu64 " samples  test loss %.4f  "
+		       "test accuracy %.2f%%\n", w->at_s, w->samples,
+		       w->stats.loss,
+		       100.0 * (double)w->stats.correct /
+			       (double)w->stats.samples);
+		fflush(stdout);
+	} else if (w->result < 0) {
 		gp_error("evaluation of epoch %u failed: %s", w->epoch + 1,
 			 gp_backend_error(srv->eval_be));
 	} else {
@@ -451,12 +470,12 @@ static void eval_done(uv_work_t *req, int status)
 	maybe_finish(srv);
 }
 
-static void start_eval(struct server *srv)
+static void start_eval_of(struct server *srv, bool interim)
 {
 	struct eval_work *w;
 	uint32_t done_epochs = gp_sched_epoch(srv->sched);
 
-	if (srv->eval_busy || !srv->eval_pending)
+	if (srv->eval_busy || (!interim && !srv->eval_pending))
 		return;
 	w = calloc(1, sizeof(*w));
 	if (!w)
@@ -469,8 +488,14 @@ static void start_eval(struct server *srv)
 	memcpy(w->values, gp_params_values(srv->params),
 	       srv->n_params * sizeof(float));
 	w->srv = srv;
-	w->epoch = done_epochs - srv->eval_pending;
-	srv->eval_pending--;
+	w->interim = interim;
+	w->at_s = srv->first_work_us ?
+		(double)(gp_mono_us() - srv->first_work_us) / 1e6 : 0;
+	w->samples = srv->samples_run;
+	if (!interim) {
+		w->epoch = done_epochs - srv->eval_pending;
+		srv->eval_pending--;
+	}
 	w->req.data = w;
 	srv->eval_busy = true;
 	if (uv_queue_work(&srv->loop, &w->req, eval_run, eval_done) < 0) {
@@ -478,6 +503,11 @@ static void start_eval(struct server *srv)
 		free(w->values);
 		free(w);
 	}
+}
+
+static void start_eval(struct server *srv)
+{
+	start_eval_of(srv, false);
 }
 
 /* ---- the SSP work loop ------------------------------------------------ */
@@ -490,7 +520,12 @@ static int send_params(struct peer *p)
 	struct gp_msg m;
 	int r = 0;
 
-	if (n == 0)
+	/* An agent that reads its own writes already holds every update
+	 * applied since its pull when they are all its own: nothing to send
+	 * (one agent alone then trains exactly like a local loop). */
+	if (n == 0 || ((p->caps & GP_CAP_LOCAL_STEP) && p->pulled_version &&
+		       gp_params_updates(srv->params) - p->pulled_updates ==
+			       p->own_since_pull))
 		goto pulled;
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
@@ -523,6 +558,8 @@ out:
 		return r;
 pulled:
 	p->pulled_version = gp_params_version(srv->params);
+	p->pulled_updates = gp_params_updates(srv->params);
+	p->own_since_pull = 0;
 	return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id, p->pulled_version);
 }
 
@@ -561,12 +598,36 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock)
 	m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
 	m.u.minibatch.labels = lb;
 	m.u.minibatch.labels_len = got;
+	if (p->caps & GP_CAP_LOCAL_STEP) {
+		m.u.minibatch.lr = (float)gp_job_lr_at(&srv->job, id,
+						       srv->minibatches_total, per);
+		m.u.minibatch.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
+						 (float)srv->job.momentum : 0.0f;
+	}
 	r = send_msg(p, &m);
 out:
 	free(idx);
 	free(px);
 	free(lb);
 	return r;
+}
+
+/* Minibatches for the agent's next clock: as many as it computes in the
+ * job's clock_duration at its measured speed, so a clock takes about as long
+ * for every agent: a slow device does less per clock instead of holding
+ * the fast ones back. */
+static uint32_t work_per_clock(const struct server *srv,
+			       const struct gp_ssp_agent_info *info)
+{
+	double k = info->speed * (double)srv->job.clock_duration_ms / 1000.0;
+
+	if (!(info->speed > 0))
+		return WORK_BASE;
+	if (k < 1)
+		return 1;
+	if (k > WORK_MAX)
+		return WORK_MAX;
+	return (uint32_t)(k + 0.5);
 }
 
 /* Hands the agent its next clock of work when SSP allows. */
@@ -581,7 +642,7 @@ static void serve_work(struct peer *p)
 	int r;
 
 	if (!p->joined || !p->wants_work || p->paused || srv->stopping ||
-	    p->clock_open > 0 || !p->ch)
+	    p->clock_open > 0 || !p->ch || !srv->minibatches_total)
 		return;
 	if (gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) < 0)
 		return;
@@ -589,8 +650,7 @@ static void serve_work(struct peer *p)
 		gp_ssp_wait(srv->ssp, (uint64_t)p->agent_id, &parked);
 		return;
 	}
-	k = gp_ssp_work_per_clock(srv->ssp, (uint64_t)p->agent_id, WORK_BASE,
-				  WORK_MAX);
+	k = work_per_clock(srv, &info);
 	if (k > info.work_this_clock)
 		k -= info.work_this_clock;
 	else
@@ -609,6 +669,8 @@ static void serve_work(struct peer *p)
 		return;
 	}
 	p->clock = info.clock;
+	if (!srv->first_work_us)
+		srv->first_work_us = gp_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		r = send_minibatch(p, ids[i], info.clock);
 		if (r < 0) {
@@ -682,6 +744,41 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 	}
 }
 
+/* Staleness-aware scaling of the gradient in srv->grad: an update computed
+ * on parameters that lack u updates of other agents is scaled by
+ * k / (k + u), k the agent's minibatches at this clock. u counts what the
+ * agent's copy lacks: with read-my-writes only the others' updates, else
+ * its own too. Without it, several gradients computed at the same point
+ * land one after the other and momentum turns that into overshoot (two
+ * agents at lr 0.05 and momentum 0.9 diverged). The norm check runs on the
+ * gradient as received (*ret_norm, or -1 when not scaled). Returns 0 or
+ * GP_REASON_NONFINITE / GP_REASON_NORM. */
+static int scale_for_staleness(struct peer *p, double *ret_norm)
+{
+	struct server *srv = p->srv;
+	const struct gp_params_config *pc = gp_params_config(srv->params);
+	uint64_t lag = gp_params_updates(srv->params) - p->pulled_updates;
+	double k = p->clock_work ? p->clock_work : 1, norm, scale;
+	int r;
+
+	if (!srv->job.staleness_scaling)
+		return 0;
+	if ((p->caps & GP_CAP_LOCAL_STEP) && lag >= p->own_since_pull)
+		lag -= p->own_since_pull;
+	if (lag == 0)
+		return 0;
+	scale = k / (k + (double)lag);
+	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
+	if (r != 0)
+		return r;
+	if (pc->reject_norm > 0 && norm > pc->reject_norm)
+		return GP_REASON_NORM;
+	for (size_t i = 0; i < srv->n_params; i++)
+		srv->grad[i] *= (float)scale;
+	*ret_norm = norm;
+	return 0;
+}
+
 static void handle_update(struct peer *p, struct gp_msg_update *u)
 {
 	struct server *srv = p->srv;
@@ -689,6 +786,7 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	size_t n_tensors = gp_params_tensor_count(srv->params);
 	struct gp_params_apply_info info;
 	struct gp_sched_completion comp;
+	double norm = -1;
 	uint64_t id;
 	int r;
 
@@ -742,9 +840,18 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		if (gp_msg_block_read(b, srv->grad + off, b->count) < 0)
 			goto refuse;
 	}
+	r = scale_for_staleness(p, &norm);
+	if (r != 0)
+		goto refuse;
+	gp_params_set_lr(srv->params,
+			 (float)gp_job_lr_at(&srv->job, id, srv->minibatches_total,
+					     gp_sched_minibatches(srv->sched)));
 	r = gp_params_apply(srv->params, srv->grad, srv->n_params, &info);
 	if (r != 0)
 		goto refuse;
+	if (norm >= 0)
+		info.norm = norm;
+	p->own_since_pull++;
 	r = gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, &comp);
 	if (r != 0) /* checked above; cannot happen on one thread */
 		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
@@ -770,6 +877,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
 				     1e6 / (double)u->compute_us);
 	p->applied++;
+	srv->applied_run++;
+	srv->samples_run += comp.samples;
+	if (srv->job.eval_every && srv->applied_run % srv->job.eval_every == 0 &&
+	    !comp.job_done)
+		start_eval_of(srv, true);
 	p->samples += comp.samples;
 	p->epoch_samples += comp.samples;
 	srv->epoch_samples += comp.samples;
@@ -904,7 +1016,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	p->joined = true;
 	p->pulled_version = 0;
 	p->clock = clock;
-	p->caps = j->caps & GP_CAP_F16;
+	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
 	snprintf(p->name, sizeof(p->name), "%s", a.name);
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
@@ -1483,6 +1595,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	gp_ledger_job_set_state(srv->st.ledger, srv->job_id, GP_JOB_RUNNING,
 				gp_now_ms());
 	srv->n_params = gp_params_size(srv->params);
+	srv->minibatches_total = (uint64_t)gp_sched_minibatches(srv->sched) *
+				 srv->job.epochs;
 	srv->grad = malloc(srv->n_params * sizeof(float));
 	if (!srv->grad) {
 		r = -ENOMEM;
