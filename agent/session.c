@@ -130,7 +130,8 @@ static void send_join(struct session *s)
 		m.u.join.token_id = s->token->id;
 		m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
-	m.u.join.caps = getenv("GP_NO_F16") ? 0 : GP_CAP_F16;
+	m.u.join.caps = (getenv("GP_NO_F16") ? 0 : GP_CAP_F16) |
+			GP_CAP_LOCAL_STEP;
 	m.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	m.u.join.n_devices = cfg->n_devices;
 	send_msg(s, &m);
@@ -324,7 +325,9 @@ static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *m
 	memcpy(px, mb->pixels, mb->pixels_len);
 	memcpy(lb, mb->labels, mb->labels_len);
 	gp_worker_compute(s->worker, mb->epoch, mb->minibatch, mb->clock,
-			  mb->samples, px, lb);
+			  mb->samples, px, lb,
+			  (s->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
+			  mb->momentum);
 }
 
 static void stop(struct session *s, int result)

@@ -45,9 +45,10 @@
 #include "util.h"
 
 #define META_CURRENT_JOB "current_job"
-/* Minibatches per clock of the slowest agent, and the most any agent gets. */
+/* Minibatches per clock of an agent whose speed is not known yet, and the
+ * most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
-#define WORK_MAX 16
+#define WORK_MAX 256
 /* Dropped messages (over the rate limit) after which a connection is
  * closed: at least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
@@ -55,6 +56,16 @@
 #define EVAL_BATCH 1000
 
 struct server;
+
+/* An agent's parameter copy: the server's state when `base` updates were
+ * applied, plus (read-my-writes) its own updates of clocks >= own_from;
+ * `own` counts those applied here since. The updates its copy lacks are
+ * gp_params_updates() - base - own. */
+struct view {
+	uint64_t base;
+	int64_t own_from;
+	uint64_t own;
+};
 
 struct peer {
 	struct server *srv;
@@ -69,9 +80,15 @@ struct peer {
 	bool paused;
 	uint32_t caps;          /* GP_CAP_* agreed */
 	uint64_t pulled_version;/* parameter version the agent holds */
+	/* What the agent's copy of the parameters holds, for its current
+	 * clock and for the clock handed out ahead (see struct view). */
+	struct view view, view_next;
 	int64_t clock;          /* the clock its current work is for */
 	uint32_t clock_work;    /* minibatches handed out at that clock */
 	uint32_t clock_open;    /* of which not yet resolved */
+	uint32_t clock_target;  /* minibatches meant for that clock */
+	uint32_t next_work;     /* handed out ahead for clock + 1 */
+	uint32_t next_open;     /* of which not yet resolved */
 	unsigned strikes;
 	int64_t work_since_ms;  /* work handed out or last update, while open */
 	/* Token buckets of the job's rate limits, refilled as time passes. */
@@ -128,7 +145,11 @@ struct server {
 	double epoch_loss_sum;
 	uint64_t epoch_updates;
 	uint64_t run_start_us;
+	uint64_t first_work_us;  /* first minibatch handed out in this run */
 	double last_accuracy;
+	uint64_t minibatches_total; /* of the whole job */
+	uint64_t applied_run;    /* minibatches applied in this run */
+	uint64_t samples_run;
 };
 
 static void serve_work(struct peer *p);
@@ -334,6 +355,9 @@ struct eval_work {
 	struct server *srv;
 	float *values;          /* parameter snapshot */
 	uint32_t epoch;
+	bool interim;           /* eval_every, not an epoch's evaluation */
+	double at_s;            /* snapshot time, s since the first minibatch */
+	uint64_t samples;       /* samples applied in this run at the snapshot */
 	struct gp_model_stats stats;
 	int result;
 };
@@ -425,7 +449,16 @@ static void eval_done(uv_work_t *req, int status)
 
 	(void)status;
 	srv->eval_busy = false;
-	if (w->result < 0) {
+	if (w->result >= 0 && w->interim) {
+		/* The parameters' time, not the evaluation's: what a
+		 * time-to-accuracy measurement needs. */
+		printf("eval at %.3f s  %" PRIu64 " samples  test loss %.4f  "
+		       "test accuracy %.2f%%\n", w->at_s, w->samples,
+		       w->stats.loss,
+		       100.0 * (double)w->stats.correct /
+			       (double)w->stats.samples);
+		fflush(stdout);
+	} else if (w->result < 0) {
 		gp_error("evaluation of epoch %u failed: %s", w->epoch + 1,
 			 gp_backend_error(srv->eval_be));
 	} else {
@@ -458,12 +491,12 @@ static void eval_done(uv_work_t *req, int status)
 	maybe_finish(srv);
 }
 
-static void start_eval(struct server *srv)
+static void start_eval_of(struct server *srv, bool interim)
 {
 	struct eval_work *w;
 	uint32_t done_epochs = gp_sched_epoch(srv->sched);
 
-	if (srv->eval_busy || !srv->eval_pending)
+	if (srv->eval_busy || (!interim && !srv->eval_pending))
 		return;
 	w = calloc(1, sizeof(*w));
 	if (!w)
@@ -476,8 +509,14 @@ static void start_eval(struct server *srv)
 	memcpy(w->values, gp_params_values(srv->params),
 	       srv->n_params * sizeof(float));
 	w->srv = srv;
-	w->epoch = done_epochs - srv->eval_pending;
-	srv->eval_pending--;
+	w->interim = interim;
+	w->at_s = srv->first_work_us ?
+		(double)(gp_mono_us() - srv->first_work_us) / 1e6 : 0;
+	w->samples = srv->samples_run;
+	if (!interim) {
+		w->epoch = done_epochs - srv->eval_pending;
+		srv->eval_pending--;
+	}
 	w->req.data = w;
 	srv->eval_busy = true;
 	if (uv_queue_work(&srv->loop, &w->req, eval_run, eval_done) < 0) {
@@ -487,18 +526,35 @@ static void start_eval(struct server *srv)
 	}
 }
 
+static void start_eval(struct server *srv)
+{
+	start_eval_of(srv, false);
+}
+
 /* ---- the SSP work loop ------------------------------------------------ */
 
-static int send_params(struct peer *p)
+/* Sends the agent the shards changed since its last pull, for its work at
+ * `clock` (ahead: the clock after the one it is computing). */
+static int send_params(struct peer *p, int64_t clock, bool ahead)
 {
 	struct server *srv = p->srv;
 	size_t n = gp_params_changed_since(srv->params, p->pulled_version, NULL, 0);
+	uint64_t updates = gp_params_updates(srv->params);
+	struct view *target = ahead ? &p->view_next : &p->view;
 	uint32_t *idx = NULL;
 	struct gp_msg m;
 	int r = 0;
 
-	if (n == 0)
-		goto pulled;
+	/* An agent that reads its own writes already holds every update
+	 * applied since its pull when they are all its own: nothing to send
+	 * (one agent alone then trains exactly like a local loop). Its copy
+	 * goes on as it was. */
+	if (n == 0 || ((p->caps & GP_CAP_LOCAL_STEP) && p->pulled_version &&
+		       updates - p->view.base == p->view.own)) {
+		*target = p->view;
+		return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
+				     p->pulled_version);
+	}
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
 	m.u.param_shards.blocks = calloc(n, sizeof(struct gp_msg_block));
@@ -528,8 +584,8 @@ out:
 	free(idx);
 	if (r < 0)
 		return r;
-pulled:
 	p->pulled_version = gp_params_version(srv->params);
+	*target = (struct view){ .base = updates, .own_from = clock };
 	return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id, p->pulled_version);
 }
 
@@ -568,12 +624,78 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock)
 	m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
 	m.u.minibatch.labels = lb;
 	m.u.minibatch.labels_len = got;
+	if (p->caps & GP_CAP_LOCAL_STEP) {
+		m.u.minibatch.lr = (float)gp_job_lr_at(&srv->job, id,
+						       srv->minibatches_total, per);
+		m.u.minibatch.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
+						 (float)srv->job.momentum : 0.0f;
+	}
 	r = send_msg(p, &m);
 out:
 	free(idx);
 	free(px);
 	free(lb);
 	return r;
+}
+
+/* Minibatches for the agent's next clock: as many as it computes in the
+ * job's clock_duration at its measured speed, so a clock takes about as long
+ * for every agent: a slow device does less per clock instead of holding
+ * the fast ones back. */
+static uint32_t work_per_clock(const struct server *srv,
+			       const struct gp_ssp_agent_info *info)
+{
+	double k = info->speed * (double)srv->job.clock_duration_ms / 1000.0;
+
+	if (!(info->speed > 0))
+		return WORK_BASE;
+	if (k < 1)
+		return 1;
+	if (k > WORK_MAX)
+		return WORK_MAX;
+	return (uint32_t)(k + 0.5);
+}
+
+/* Pipelining: hands out the agent's clock c + 1 while its updates of clock
+ * c are still on their way, once all of c's work is out and c + 1 <= m + s,
+ * so the agent never idles for a round trip at a clock boundary. Its copy
+ * must then need no pull (read-my-writes, nobody else's update since): it
+ * already holds its own updates of c. TCP
+ * keeps the order, so c's updates all arrive (and c is advanced) before
+ * any of c + 1's. */
+static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
+{
+	struct server *srv = p->srv;
+	uint64_t ids[WORK_MAX];
+	size_t n = 0;
+	uint32_t k;
+	int r;
+
+	if (p->next_work || info->work_this_clock < p->clock_target ||
+	    info->clock + 1 > gp_ssp_min_clock(srv->ssp) +
+				      (int64_t)gp_ssp_bound(srv->ssp))
+		return;
+	/* Only while the agent's copy is current (no other agent's update
+	 * since its view): a pull now would overwrite its own updates still
+	 * on their way, and two agents measured 3-6 points lower after three
+	 * epochs with that. */
+	if (!(p->caps & GP_CAP_LOCAL_STEP) ||
+	    gp_params_updates(srv->params) - p->view.base != p->view.own)
+		return;
+	k = work_per_clock(srv, info);
+	r = gp_sched_assign(srv->sched, (uint64_t)p->agent_id,
+			    (uint64_t)gp_now_ms(), k, ids, &n);
+	if (r != 0 || n == 0)
+		return;
+	r = send_params(p, info->clock + 1, true);
+	for (size_t i = 0; i < n; i++) {
+		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1) >= 0) {
+			p->next_work++;
+			p->next_open++;
+		} else {
+			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
+		}
+	}
 }
 
 /* Hands the agent its next clock of work when SSP allows. */
@@ -588,16 +710,21 @@ static void serve_work(struct peer *p)
 	int r;
 
 	if (!p->joined || !p->wants_work || p->paused || srv->stopping ||
-	    p->clock_open > 0 || !p->ch || !gp_channel_is_established(p->ch))
+	    !p->ch || !gp_channel_is_established(p->ch) ||
+	    !srv->minibatches_total)
 		return;
 	if (gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) < 0)
 		return;
+	if (p->clock_open > 0) {
+		serve_ahead(p, &info);
+		return;
+	}
 	if (!gp_ssp_may_compute(srv->ssp, (uint64_t)p->agent_id)) {
 		gp_ssp_wait(srv->ssp, (uint64_t)p->agent_id, &parked);
 		return;
 	}
-	k = gp_ssp_work_per_clock(srv->ssp, (uint64_t)p->agent_id, WORK_BASE,
-				  WORK_MAX);
+	k = work_per_clock(srv, &info);
+	p->clock_target = k;
 	if (k > info.work_this_clock)
 		k -= info.work_this_clock;
 	else
@@ -608,14 +735,17 @@ static void serve_work(struct peer *p)
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = send_params(p);
+	r = send_params(p, info.clock, false);
 	if (r < 0) {
-		gp_sched_release_agent(srv->sched, (uint64_t)p->agent_id);
+		for (size_t i = 0; i < n; i++)
+			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
 		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
 			p->agent_id, r > 0 ? gp_reason_str(r) : strerror(-r));
 		return;
 	}
 	p->clock = info.clock;
+	if (!srv->first_work_us)
+		srv->first_work_us = gp_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		r = send_minibatch(p, ids[i], info.clock);
 		if (r < 0) {
@@ -627,6 +757,10 @@ static void serve_work(struct peer *p)
 	}
 	p->work_since_ms = gp_now_ms();
 	gp_ssp_note_work(srv->ssp, (uint64_t)p->agent_id, (uint32_t)n);
+	/* All of this clock is out: the next one can follow at once. */
+	if (p->clock_open > 0 && gp_ssp_get(srv->ssp, (uint64_t)p->agent_id,
+					    &info) == 0)
+		serve_ahead(p, &info);
 }
 
 static struct peer *peer_by_agent(struct server *srv, uint64_t id)
@@ -664,13 +798,24 @@ static void clock_resolved(struct peer *p)
 		return;
 	if (--p->clock_open > 0)
 		return;
-	if (gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id) > 0)
+	if (gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id) > p->next_open)
 		return;
 	r = gp_ssp_advance(srv->ssp, (uint64_t)p->agent_id, p->clock + 1);
 	if (r != 0)
 		gp_debug("agent %" PRId64 ": clock not advanced: %s", p->agent_id,
 			 r > 0 ? gp_reason_str(r) : strerror(-r));
 	p->clock_work = 0;
+	if (r == 0 && p->next_work) {
+		/* The work handed out ahead becomes this clock's. */
+		p->clock++;
+		p->clock_work = p->next_work;
+		p->clock_open = p->next_open;
+		p->clock_target = p->next_work;
+		p->view = p->view_next;
+		gp_ssp_note_work(srv->ssp, (uint64_t)p->agent_id, p->next_work);
+	}
+	p->next_work = 0;
+	p->next_open = 0;
 	serve_all(srv);
 }
 
@@ -690,6 +835,41 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 	}
 }
 
+/* Staleness-aware scaling of the gradient in srv->grad: an update computed
+ * on parameters that lack u updates of other agents is scaled by
+ * k / (k + u), k the agent's minibatches at this clock. u counts what the
+ * agent's copy lacks: with read-my-writes only the others' updates, else
+ * its own too. Without it, several gradients computed at the same point
+ * land one after the other and momentum turns that into overshoot (two
+ * agents at lr 0.05 and momentum 0.9 diverged). The norm check runs on the
+ * gradient as received (*ret_norm, or -1 when not scaled). Returns 0 or
+ * GP_REASON_NONFINITE / GP_REASON_NORM. */
+static int scale_for_staleness(struct peer *p, double *ret_norm)
+{
+	struct server *srv = p->srv;
+	const struct gp_params_config *pc = gp_params_config(srv->params);
+	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
+	double k = p->clock_work ? p->clock_work : 1, norm, scale;
+	int r;
+
+	if (!srv->job.staleness_scaling)
+		return 0;
+	if ((p->caps & GP_CAP_LOCAL_STEP) && lag >= p->view.own)
+		lag -= p->view.own;
+	if (lag == 0)
+		return 0;
+	scale = pow(k / (k + (double)lag), getenv("GP_SCALE_POW") ? atof(getenv("GP_SCALE_POW")) : 1.0);
+	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
+	if (r != 0)
+		return r;
+	if (pc->reject_norm > 0 && norm > pc->reject_norm)
+		return GP_REASON_NORM;
+	for (size_t i = 0; i < srv->n_params; i++)
+		srv->grad[i] *= (float)scale;
+	*ret_norm = norm;
+	return 0;
+}
+
 static void handle_update(struct peer *p, struct gp_msg_update *u)
 {
 	struct server *srv = p->srv;
@@ -697,6 +877,7 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	size_t n_tensors = gp_params_tensor_count(srv->params);
 	struct gp_params_apply_info info;
 	struct gp_sched_completion comp;
+	double norm = -1;
 	uint64_t id;
 	int r;
 
@@ -723,7 +904,7 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		/* A late answer for a minibatch taken back from this clock
 		 * resolves it; a second answer for one already resolved (the
 		 * agent counts it open, the schedule does not) must not. */
-		if (ours && p->clock_open >
+		if (ours && p->clock_open + p->next_open >
 			    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id))
 			goto resolved;
 		return;
@@ -755,9 +936,21 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		if (gp_msg_block_read(b, srv->grad + off, b->count) < 0)
 			goto refuse;
 	}
+	r = scale_for_staleness(p, &norm);
+	if (r != 0)
+		goto refuse;
+	gp_params_set_lr(srv->params,
+			 (float)gp_job_lr_at(&srv->job, id, srv->minibatches_total,
+					     gp_sched_minibatches(srv->sched)));
 	r = gp_params_apply(srv->params, srv->grad, srv->n_params, &info);
 	if (r != 0)
 		goto refuse;
+	if (norm >= 0)
+		info.norm = norm;
+	if ((int64_t)u->clock >= p->view.own_from)
+		p->view.own++;
+	if (p->next_work && (int64_t)u->clock >= p->view_next.own_from)
+		p->view_next.own++;
 	r = gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, &comp);
 	if (r != 0) /* checked above; cannot happen on one thread */
 		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
@@ -783,6 +976,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
 				     1e6 / (double)u->compute_us);
 	p->applied++;
+	srv->applied_run++;
+	srv->samples_run += comp.samples;
+	if (srv->job.eval_every && srv->applied_run % srv->job.eval_every == 0 &&
+	    !comp.job_done)
+		start_eval_of(srv, true);
 	p->samples += comp.samples;
 	p->epoch_samples += comp.samples;
 	srv->epoch_samples += comp.samples;
@@ -800,15 +998,21 @@ refuse:
 	reject_update(p, u,
 		      r == GP_REASON_STALE ? GP_UPDATE_LATE : GP_UPDATE_REJECTED,
 		      r, staleness, received);
-	/* Someone else redoes it. It was one of this agent's minibatches of
-	 * its current clock, whatever clock the update claims: resolve it, or
-	 * a lying clock would hold the agent, and the SSP bound, forever. */
+	/* Someone else redoes it. It was one of this agent's minibatches,
+	 * whatever clock the update claims: resolve it (the current clock's
+	 * first, as TCP keeps the order), or a lying clock would hold the
+	 * agent, and the SSP bound, for ever. */
 	gp_sched_release(srv->sched, (uint64_t)p->agent_id, id);
-	clock_resolved(p);
+	if (p->clock_open > 0)
+		clock_resolved(p);
+	else if (p->next_open > 0)
+		p->next_open--;
 	goto flush;
 resolved:
 	if ((int64_t)u->clock == p->clock)
 		clock_resolved(p);
+	else if ((int64_t)u->clock == p->clock + 1 && p->next_open > 0)
+		p->next_open--;
 flush:
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		kick_db(srv, false);
@@ -922,7 +1126,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	p->joined = true;
 	p->pulled_version = 0;
 	p->clock = clock;
-	p->caps = j->caps & GP_CAP_F16;
+	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
 	snprintf(p->name, sizeof(p->name), "%s", a.name);
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
@@ -1282,7 +1486,7 @@ static void on_tick(uv_timer_t *t)
 	/* A member that takes work and never answers would hold the SSP
 	 * bound, and everyone with it, for ever: drop it. */
 	for (struct peer *p = srv->peers; p; p = p->next)
-		if (p->joined && p->clock_open > 0 && p->ch &&
+		if (p->joined && p->clock_open + p->next_open > 0 && p->ch &&
 		    gp_channel_is_established(p->ch) &&
 		    now - p->work_since_ms > (int64_t)srv->job.work_timeout_ms) {
 			log_rejection(p, "work-timeout", "no update for %" PRId64
@@ -1579,6 +1783,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	gp_ledger_job_set_state(srv->st.ledger, srv->job_id, GP_JOB_RUNNING,
 				gp_now_ms());
 	srv->n_params = gp_params_size(srv->params);
+	srv->minibatches_total = (uint64_t)gp_sched_minibatches(srv->sched) *
+				 srv->job.epochs;
 	srv->grad = malloc(srv->n_params * sizeof(float));
 	if (!srv->grad) {
 		r = -ENOMEM;
