@@ -91,6 +91,7 @@ struct peer {
 	uint32_t next_open;     /* of which not yet resolved */
 	unsigned strikes;
 	int64_t work_since_ms;  /* work handed out or last update, while open */
+	int64_t joined_ms;
 	/* Token buckets of the job's rate limits, refilled as time passes. */
 	double msg_tokens, byte_tokens;
 	uint64_t rate_at_us;
@@ -1124,6 +1125,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)id, speed);
 	p->agent_id = id;
 	p->joined = true;
+	p->joined_ms = gp_now_ms();
 	p->pulled_version = 0;
 	p->clock = clock;
 	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
@@ -1493,6 +1495,15 @@ static void on_tick(uv_timer_t *t)
 				      " ms with %u minibatch(es) out: disconnecting",
 				      now - p->work_since_ms, p->clock_open);
 			send_bye(p, GP_BYE_TIMEOUT, "no update in time");
+		} else if (p->joined && !p->wants_work && !p->paused && p->ch &&
+			   gp_channel_is_established(p->ch) &&
+			   now - p->joined_ms > (int64_t)srv->job.work_timeout_ms) {
+			/* A member counts toward the SSP bound from its JOIN:
+			 * one that never asks for work would stall the pool. */
+			log_rejection(p, "work-timeout", "joined %" PRId64 " ms ago "
+				      "and asked for no work: disconnecting",
+				      now - p->joined_ms);
+			send_bye(p, GP_BYE_TIMEOUT, "no work request in time");
 		}
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
