@@ -29,6 +29,7 @@ struct job {
 	uint64_t minibatch, clock;
 	uint32_t n;
 	uint8_t *pixels, *labels;
+	float lr, mu;
 };
 
 struct gp_worker {
@@ -142,6 +143,18 @@ static int setup(struct gp_worker *w)
 	return 0;
 }
 
+/* GCC's default -O2 cost model leaves loops of unknown length scalar; the
+ * pixel conversion is 100 000 floats a minibatch. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#endif
+static void pixels_to_floats(float *restrict dst, const uint8_t *restrict src,
+			     size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dst[i] = (float)src[i] * (1.0f / 255.0f);
+}
+
 static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 {
 	struct gp_worker_result *res = calloc(1, sizeof(*res));
@@ -161,8 +174,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EINVAL;
 		return res;
 	}
-	for (size_t i = 0; i < (size_t)j->n * GP_DATA_PIXELS; i++)
-		w->x[i] = (float)j->pixels[i] * (1.0f / 255.0f);
+	pixels_to_floats(w->x, j->pixels, (size_t)j->n * GP_DATA_PIXELS);
 	for (size_t i = 0; i < j->n; i++)
 		w->y[i] = j->labels[i];
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
@@ -178,14 +190,18 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 				  w->tensors[i].rows, res->grads + off);
 		off += w->tensors[i].rows * w->tensors[i].cols;
 	}
+	/* Read-my-writes: the coordinator applies the same gradient with the
+	 * same rate; until it sends parameters again, this copy follows. */
+	if (r >= 0 && j->lr > 0)
+		r = gp_model_apply_grads(w->model, j->lr, j->mu);
 	if (r < 0) {
 		res->error = r;
 		free(res->grads);
 		res->grads = NULL;
 		return res;
 	}
-	for (size_t i = 0; i < w->n_params; i++)
-		sumsq += (double)res->grads[i] * res->grads[i];
+	if (gp_model_grad_sumsq(w->model, &sumsq) < 0)
+		sumsq = 0;
 	res->n_grads = w->n_params;
 	res->loss = st.loss;
 	res->correct = st.correct;
@@ -198,6 +214,19 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		nanosleep(&ts, NULL);
 	}
 	res->compute_us = gp_mono_us() - t0;
+	if (w->cfg.duty > 0 && w->cfg.duty < 1) {
+		/* Idle for compute * (1/duty - 1), so that compute time over
+		 * wall time stays at the share; the coordinator sees a slower
+		 * device and hands out work accordingly. */
+		uint64_t idle_us = (uint64_t)((double)res->compute_us *
+					      (1.0 / w->cfg.duty - 1.0));
+		struct timespec ts = {
+			.tv_sec = (time_t)(idle_us / 1000000),
+			.tv_nsec = (long)(idle_us % 1000000) * 1000L,
+		};
+
+		nanosleep(&ts, NULL);
+	}
 	return res;
 }
 
@@ -329,6 +358,10 @@ int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
 		return r;
 	}
 	w->async.data = w;
+	/* Results matter only while the session's channel keeps the loop
+	 * running; an idle worker must not keep it alive on its own, or a
+	 * stopping session would wait for ever. */
+	uv_unref((uv_handle_t *)&w->async);
 	r = -pthread_create(&w->thread, NULL, thread_main, w);
 	if (r < 0) {
 		uv_close((uv_handle_t *)&w->async, on_async_closed);
@@ -415,7 +448,7 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
 
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels)
+		      uint8_t *pixels, uint8_t *labels, float lr, float mu)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
@@ -431,6 +464,11 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->n = n;
 	j->pixels = pixels;
 	j->labels = labels;
+	if (isfinite(lr) && isfinite(mu) && lr > 0 && lr <= 10 && mu >= 0 &&
+	    mu < 1) {
+		j->lr = lr;
+		j->mu = mu;
+	}
 	return enqueue(w, j);
 }
 

@@ -22,6 +22,10 @@ struct gp_worker_config {
 	char spec[GP_MODEL_SPEC_MAX];
 	size_t max_batch;
 	unsigned step_delay_ms;  /* test only: play a slow laptop */
+	/* The volunteer's CPU/GPU share: after each step the thread sleeps so
+	 * that computing takes at most this share of the wall time. 0 or 1:
+	 * no sleep. */
+	double duty;
 };
 
 /* One computed minibatch, owned by the receiver of on_result
@@ -69,10 +73,14 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
 			 size_t rows, float *values);
 
 /* Queues one minibatch: n samples of GP_DATA_PIXELS u8 pixels and n u8
- * labels; pixels and labels are taken (malloc'd). */
+ * labels; pixels and labels are taken (malloc'd). With lr > 0 the worker
+ * then applies the gradient to its own parameters (SGD, momentum mu, its
+ * own velocity), so the next minibatch sees this one's step before the
+ * coordinator sends parameters again (read-my-writes); lr and mu come from
+ * the wire and are ignored unless finite, lr <= 10 and 0 <= mu < 1. */
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels);
+		      uint8_t *pixels, uint8_t *labels, float lr, float mu);
 
 /* Floating-point operations one training sample costs (forward and
  * backward), for the contribution statistics. */

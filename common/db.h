@@ -71,4 +71,18 @@ int gp_db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
 int gp_db_fail(sqlite3 *db, int rc, const char *context, char *err,
 	       size_t errlen);
 
+/* Writes "FILE: " and the formatted sentence into err (errlen bytes), FILE
+ * being db's main file. */
+void gp_db_set_err(sqlite3 *db, char *err, size_t errlen, const char *fmt,
+		   ...) __attribute__((format(printf, 4, 5)));
+
+/* Prepares sql on db into *st. Returns 0, or gp_db_fail()'s errno with the
+ * message in err. */
+int gp_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err,
+		  size_t errlen);
+
+/* Copies text column i of the current row into buf (size bytes),
+ * truncating; NULL reads as "". */
+void gp_db_column_text(sqlite3_stmt *st, int i, char *buf, size_t size);
+
 #endif

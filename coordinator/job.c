@@ -1,6 +1,7 @@
 #include "job.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,10 @@ void gp_job_defaults(struct gp_job *job)
 	job->optimizer = GP_OPT_SGD_MOMENTUM;
 	job->learning_rate = 0.05;
 	job->momentum = 0.9;
+	job->lr_schedule = GP_LR_COSINE;
+	job->warmup_epochs = 0.1;
+	job->staleness_scaling = true;
+	job->clock_duration_ms = 25;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;
@@ -40,6 +45,12 @@ void gp_job_defaults(struct gp_job *job)
 	job->heartbeat_timeout_ms = 20000;
 	job->max_agents = 64;
 	job->max_grad_norm = 1000;
+	job->max_strikes = 8;
+	job->work_timeout_ms = 120000;
+	job->rate_messages = 5000;
+	job->rate_bytes = 1u << 30;
+	job->beacon_port = 7101;
+	job->beacon_interval_ms = 5000;
 }
 
 /* "784-256-128-10": widths joined by '-', input first. */
@@ -136,6 +147,43 @@ static int parse_optimizer(void *target, const char *value, char *why,
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static int parse_lr_schedule(void *target, const char *value, char *why,
+			     size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "cosine") == 0) {
+		job->lr_schedule = GP_LR_COSINE;
+	} else if (strcmp(value, "constant") == 0) {
+		job->lr_schedule = GP_LR_CONSTANT;
+	} else {
+		snprintf(why, whylen,
+			 "unknown schedule '%s' (cosine or constant)", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
+		    uint64_t per_epoch)
+{
+	double lr = job->learning_rate;
+	double warm = job->warmup_epochs * (double)per_epoch;
+	double t = (double)index + 0.5;
+
+	if (total == 0)
+		return lr;
+	if (t > (double)total)
+		t = (double)total;
+	/* Cosine decay to zero over the job: large steps early, a settled
+	 * model at the end (tools/gp-train's schedule). */
+	if (job->lr_schedule == GP_LR_COSINE)
+		lr *= 0.5 * (1.0 + cos(M_PI * t / (double)total));
+	if (warm > 0 && t < warm)
+		lr *= t / warm;
+	return lr;
 }
 
 /* "30s" (a duration) or "500 minibatches". */
@@ -236,6 +284,12 @@ static const struct gp_conf_key job_keys[] = {
 	{"train", "optimizer", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_optimizer},
 	{"train", "learning_rate", GP_CONF_DOUBLE, F(learning_rate), 0, 1e-12,
 	 10, 0, NULL},
+	{"train", "lr_schedule", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
+	 parse_lr_schedule},
+	{"train", "warmup_epochs", GP_CONF_DOUBLE, F(warmup_epochs), 0, 0,
+	 100000, 0, NULL},
+	{"train", "staleness_scaling", GP_CONF_BOOL, F(staleness_scaling), 0,
+	 0, 0, 0, NULL},
 	{"train", "momentum", GP_CONF_DOUBLE, F(momentum), 0, 0, 0.999999, 0,
 	 NULL},
 	{"train", "weight_decay", GP_CONF_DOUBLE, F(weight_decay), 0, 0,
@@ -245,6 +299,8 @@ static const struct gp_conf_key job_keys[] = {
 	{"train", "checkpoint_keep", GP_CONF_U32, F(checkpoint_keep), 0, 1,
 	 1000, 0, NULL},
 	{"train", "eval", GP_CONF_BOOL, F(eval), 0, 0, 0, 0, NULL},
+	{"train", "eval_every", GP_CONF_U32, F(eval_every), 0, 0, 100000000, 0,
+	 NULL},
 	{"pool", "listen", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_listen},
 	{"pool", "heartbeat_interval", GP_CONF_DURATION_MS,
 	 F(heartbeat_interval_ms), 0, 100, 600000, 0, NULL},
@@ -252,10 +308,24 @@ static const struct gp_conf_key job_keys[] = {
 	 F(heartbeat_timeout_ms), 0, 1000, 3600000, 0, NULL},
 	{"pool", "max_agents", GP_CONF_U32, F(max_agents), 0, 1, 65536, 0,
 	 NULL},
+	{"pool", "clock_duration", GP_CONF_DURATION_MS, F(clock_duration_ms), 0,
+	 1, 10000, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
 	 1e12, 0, NULL},
+	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
+	 NULL},
+	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,
+	 1000, 86400000, 0, NULL},
+	{"pool", "rate_messages", GP_CONF_U64, F(rate_messages), 0, 0, 1e9, 0,
+	 NULL},
+	{"pool", "rate_bytes", GP_CONF_U64, F(rate_bytes), 0, 0, 1e15, 0, NULL},
+	{"pool", "beacon", GP_CONF_BOOL, F(beacon), 0, 0, 0, 0, NULL},
+	{"pool", "beacon_port", GP_CONF_U32, F(beacon_port), 0, 1, 65535, 0,
+	 NULL},
+	{"pool", "beacon_interval", GP_CONF_DURATION_MS, F(beacon_interval_ms), 0,
+	 1000, 3600000, 0, NULL},
 };
 
 #undef F
@@ -270,6 +340,13 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "heartbeat_interval (%llu ms) in [pool]",
 			 name, (unsigned long long)job->heartbeat_timeout_ms,
 			 (unsigned long long)job->heartbeat_interval_ms);
+		return -EINVAL;
+	}
+	if (job->warmup_epochs > job->epochs) {
+		snprintf(err, errlen,
+			 "%s: warmup_epochs (%g) longer than the job's %u "
+			 "epochs in [train]",
+			 name, job->warmup_epochs, job->epochs);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {

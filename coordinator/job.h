@@ -14,21 +14,45 @@
  *   batch_size = 64           1..65536
  *   staleness = 3             SSP bound s: 0 is BSP; 0..1000000
  *   optimizer = sgd-momentum  sgd | sgd-momentum
- *   learning_rate = 0.05      (0, 10]
+ *   learning_rate = 0.05      (0, 10]; the peak of the schedule
+ *   lr_schedule = cosine      cosine | constant: cosine decays the rate to
+ *                             0 over the job's minibatches (by minibatch
+ *                             id, so agent and coordinator agree)
+ *   warmup_epochs = 0.1       linear ramp from 0 over this many epochs
+ *                             (0..epochs, fractions allowed)
+ *   staleness_scaling = true  scale each gradient by k / (k + u), k the
+ *                             agent's minibatches in its clock and u the
+ *                             other agents' updates applied since its pull
  *   momentum = 0.9            [0, 1)
  *   weight_decay = 0          [0, 1)
  *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
  *                             count such as "500 minibatches"
  *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000
  *   eval = true               evaluate on the test set after each epoch
+ *   eval_every = 0            also every N applied minibatches (0: off),
+ *                             printing the time the parameters were taken
  *   [pool]
  *   listen = 127.0.0.1:7100   host:port (IPv6 as [addr]:port)
  *   heartbeat_interval = 5s   100ms..10m
  *   heartbeat_timeout = 20s   1s..1h; must exceed heartbeat_interval
  *   max_agents = 64           1..65536
+ *   clock_duration = 25ms     work per clock: what each agent computes in
+ *                             about this long (1ms..10s), at least one
+ *                             minibatch
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ *   max_strikes = 8           rejected updates after which an agent is
+ *                             disconnected, 1..1000000
+ *   work_timeout = 2m         an agent holding work that sends no update
+ *                             for this long is disconnected; 1s..1d
+ *   rate_messages = 5000      messages per second one connection may send
+ *                             (a burst of 2 s is allowed); 0 is no limit
+ *   rate_bytes = 1073741824   bytes per second, likewise; 0 is no limit
+ *   beacon = off              announce the pool on the local network
+ *                             (UDP broadcast, see proto/beacon.h)
+ *   beacon_port = 7101        1..65535, the agents' [network] beacon_port
+ *   beacon_interval = 5s      1s..1h between beacons
  */
 #ifndef GP_JOB_H
 #define GP_JOB_H
@@ -38,6 +62,11 @@
 #include <stdint.h>
 
 #define GP_JOB_MAX_LAYERS 16
+
+enum gp_job_lr_schedule {
+	GP_LR_CONSTANT = 0,
+	GP_LR_COSINE = 1,
+};
 
 enum gp_job_optimizer {
 	GP_OPT_SGD = 0,
@@ -59,6 +88,9 @@ struct gp_job {
 	uint32_t staleness;
 	enum gp_job_optimizer optimizer;
 	double learning_rate;
+	enum gp_job_lr_schedule lr_schedule;
+	double warmup_epochs;
+	bool staleness_scaling;
 	double momentum;
 	double weight_decay;
 	/* Exactly one of the two is non-zero. */
@@ -66,13 +98,22 @@ struct gp_job {
 	uint64_t checkpoint_interval_minibatches;
 	uint32_t checkpoint_keep;
 	bool eval;
+	uint32_t eval_every;
 	/* [pool] */
 	char listen[128];
 	uint64_t heartbeat_interval_ms;
 	uint64_t heartbeat_timeout_ms;
 	uint32_t max_agents;
+	uint64_t clock_duration_ms;
 	double max_grad_norm;
 	double clip_grad_norm;
+	uint32_t max_strikes;
+	uint64_t work_timeout_ms;
+	uint64_t rate_messages;  /* per second, 0: unlimited */
+	uint64_t rate_bytes;     /* per second, 0: unlimited */
+	bool beacon;
+	uint32_t beacon_port;
+	uint64_t beacon_interval_ms;
 };
 
 /* Fills *job with every default (spec empty). */
@@ -89,6 +130,12 @@ int gp_job_parse(const char *name, const char *data, size_t len,
  * or the errno of reading the file. */
 int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
 		      size_t errlen);
+
+/* The learning rate for minibatch `index` (0-based, counted over the whole
+ * job: epoch * minibatches_per_epoch + i) of a job with `total` minibatches
+ * of `per_epoch` each: warm-up ramp, then the schedule. */
+double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
+		    uint64_t per_epoch);
 
 /* Returns the optimizer's name in the job file ("sgd", "sgd-momentum"). */
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt);

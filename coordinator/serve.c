@@ -20,11 +20,14 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
+#include "announce.h"
 #include "backend.h"
 #include "channel.h"
 #include "checkpoint.h"
@@ -34,6 +37,7 @@
 #include "log.h"
 #include "model.h"
 #include "msg.h"
+#include "notify.h"
 #include "params.h"
 #include "reason.h"
 #include "scheduler.h"
@@ -43,17 +47,27 @@
 #include "util.h"
 
 #define META_CURRENT_JOB "current_job"
-/* Minibatches per clock of the slowest agent, and the most any agent gets. */
+/* Minibatches per clock of an agent whose speed is not known yet, and the
+ * most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
-#define WORK_MAX 16
-/* An assignment not answered in this long goes back to the queue. */
-#define ASSIGN_TIMEOUT_MS 120000
-/* Rejected updates after which an agent is disconnected. */
-#define MAX_STRIKES 8
+#define WORK_MAX 256
+/* Dropped messages (over the rate limit) after which a connection is
+ * closed: at least this many, else one second's worth. */
+#define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
 #define EVAL_BATCH 1000
 
 struct server;
+
+/* An agent's parameter copy: the server's state when `base` updates were
+ * applied, plus (read-my-writes) its own updates of clocks >= own_from;
+ * `own` counts those applied here since. The updates its copy lacks are
+ * gp_params_updates() - base - own. */
+struct view {
+	uint64_t base;
+	int64_t own_from;
+	uint64_t own;
+};
 
 struct peer {
 	struct server *srv;
@@ -68,10 +82,23 @@ struct peer {
 	bool paused;
 	uint32_t caps;          /* GP_CAP_* agreed */
 	uint64_t pulled_version;/* parameter version the agent holds */
+	/* What the agent's copy of the parameters holds, for its current
+	 * clock and for the clock handed out ahead (see struct view). */
+	struct view view, view_next;
 	int64_t clock;          /* the clock its current work is for */
 	uint32_t clock_work;    /* minibatches handed out at that clock */
 	uint32_t clock_open;    /* of which not yet resolved */
+	uint32_t clock_target;  /* minibatches meant for that clock */
+	uint32_t next_work;     /* handed out ahead for clock + 1 */
+	uint32_t next_open;     /* of which not yet resolved */
 	unsigned strikes;
+	int64_t work_since_ms;  /* work handed out or last update, while open */
+	int64_t joined_ms;
+	/* Token buckets of the job's rate limits, refilled as time passes. */
+	double msg_tokens, byte_tokens;
+	uint64_t rate_at_us;
+	uint64_t dropped;       /* messages over the limit */
+	bool flooded;           /* disconnected for it */
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
 	char name[GP_MSG_NAME_MAX + 1];
@@ -97,6 +124,7 @@ struct server {
 	uint8_t token_key[GP_KEY_SIZE];
 
 	struct gp_channel_listener *listener;
+	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 	struct peer *peers;
 
@@ -121,7 +149,11 @@ struct server {
 	double epoch_loss_sum;
 	uint64_t epoch_updates;
 	uint64_t run_start_us;
+	uint64_t first_work_us;  /* first minibatch handed out in this run */
 	double last_accuracy;
+	uint64_t minibatches_total; /* of the whole job */
+	uint64_t applied_run;    /* minibatches applied in this run */
+	uint64_t samples_run;
 };
 
 static void serve_work(struct peer *p);
@@ -196,7 +228,7 @@ static void reject_update(struct peer *p, const struct gp_msg_update *u,
 		gp_ledger_rejection_append(srv->st.ledger, &rej);
 		gp_warn("agent %" PRId64 " (%s): update rejected: %s", p->agent_id,
 			p->addr, gp_reason_str(reason));
-		if (++p->strikes >= MAX_STRIKES) {
+		if (++p->strikes >= srv->job.max_strikes) {
 			gp_warn("agent %" PRId64 ": %u rejected updates, disconnecting",
 				p->agent_id, p->strikes);
 			send_bye(p, GP_BYE_PROTOCOL, "too many rejected updates");
@@ -327,6 +359,9 @@ struct eval_work {
 	struct server *srv;
 	float *values;          /* parameter snapshot */
 	uint32_t epoch;
+	bool interim;           /* eval_every, not an epoch's evaluation */
+	double at_s;            /* snapshot time, s since the first minibatch */
+	uint64_t samples;       /* samples applied in this run at the snapshot */
 	struct gp_model_stats stats;
 	int result;
 };
@@ -418,7 +453,16 @@ static void eval_done(uv_work_t *req, int status)
 
 	(void)status;
 	srv->eval_busy = false;
-	if (w->result < 0) {
+	if (w->result >= 0 && w->interim) {
+		/* The parameters' time, not the evaluation's: what a
+		 * time-to-accuracy measurement needs. */
+		printf("eval at %.3f s  %" PRIu64 " samples  test loss %.4f  "
+		       "test accuracy %.2f%%\n", w->at_s, w->samples,
+		       w->stats.loss,
+		       100.0 * (double)w->stats.correct /
+			       (double)w->stats.samples);
+		fflush(stdout);
+	} else if (w->result < 0) {
 		gp_error("evaluation of epoch %u failed: %s", w->epoch + 1,
 			 gp_backend_error(srv->eval_be));
 	} else {
@@ -451,12 +495,12 @@ static void eval_done(uv_work_t *req, int status)
 	maybe_finish(srv);
 }
 
-static void start_eval(struct server *srv)
+static void start_eval_of(struct server *srv, bool interim)
 {
 	struct eval_work *w;
 	uint32_t done_epochs = gp_sched_epoch(srv->sched);
 
-	if (srv->eval_busy || !srv->eval_pending)
+	if (srv->eval_busy || (!interim && !srv->eval_pending))
 		return;
 	w = calloc(1, sizeof(*w));
 	if (!w)
@@ -469,8 +513,14 @@ static void start_eval(struct server *srv)
 	memcpy(w->values, gp_params_values(srv->params),
 	       srv->n_params * sizeof(float));
 	w->srv = srv;
-	w->epoch = done_epochs - srv->eval_pending;
-	srv->eval_pending--;
+	w->interim = interim;
+	w->at_s = srv->first_work_us ?
+		(double)(gp_mono_us() - srv->first_work_us) / 1e6 : 0;
+	w->samples = srv->samples_run;
+	if (!interim) {
+		w->epoch = done_epochs - srv->eval_pending;
+		srv->eval_pending--;
+	}
 	w->req.data = w;
 	srv->eval_busy = true;
 	if (uv_queue_work(&srv->loop, &w->req, eval_run, eval_done) < 0) {
@@ -480,18 +530,35 @@ static void start_eval(struct server *srv)
 	}
 }
 
+static void start_eval(struct server *srv)
+{
+	start_eval_of(srv, false);
+}
+
 /* ---- the SSP work loop ------------------------------------------------ */
 
-static int send_params(struct peer *p)
+/* Sends the agent the shards changed since its last pull, for its work at
+ * `clock` (ahead: the clock after the one it is computing). */
+static int send_params(struct peer *p, int64_t clock, bool ahead)
 {
 	struct server *srv = p->srv;
 	size_t n = gp_params_changed_since(srv->params, p->pulled_version, NULL, 0);
+	uint64_t updates = gp_params_updates(srv->params);
+	struct view *target = ahead ? &p->view_next : &p->view;
 	uint32_t *idx = NULL;
 	struct gp_msg m;
 	int r = 0;
 
-	if (n == 0)
-		goto pulled;
+	/* An agent that reads its own writes already holds every update
+	 * applied since its pull when they are all its own: nothing to send
+	 * (one agent alone then trains exactly like a local loop). Its copy
+	 * goes on as it was. */
+	if (n == 0 || ((p->caps & GP_CAP_LOCAL_STEP) && p->pulled_version &&
+		       updates - p->view.base == p->view.own)) {
+		*target = p->view;
+		return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
+				     p->pulled_version);
+	}
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
 	m.u.param_shards.blocks = calloc(n, sizeof(struct gp_msg_block));
@@ -521,8 +588,8 @@ out:
 	free(idx);
 	if (r < 0)
 		return r;
-pulled:
 	p->pulled_version = gp_params_version(srv->params);
+	*target = (struct view){ .base = updates, .own_from = clock };
 	return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id, p->pulled_version);
 }
 
@@ -561,12 +628,78 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock)
 	m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
 	m.u.minibatch.labels = lb;
 	m.u.minibatch.labels_len = got;
+	if (p->caps & GP_CAP_LOCAL_STEP) {
+		m.u.minibatch.lr = (float)gp_job_lr_at(&srv->job, id,
+						       srv->minibatches_total, per);
+		m.u.minibatch.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
+						 (float)srv->job.momentum : 0.0f;
+	}
 	r = send_msg(p, &m);
 out:
 	free(idx);
 	free(px);
 	free(lb);
 	return r;
+}
+
+/* Minibatches for the agent's next clock: as many as it computes in the
+ * job's clock_duration at its measured speed, so a clock takes about as long
+ * for every agent: a slow device does less per clock instead of holding
+ * the fast ones back. */
+static uint32_t work_per_clock(const struct server *srv,
+			       const struct gp_ssp_agent_info *info)
+{
+	double k = info->speed * (double)srv->job.clock_duration_ms / 1000.0;
+
+	if (!(info->speed > 0))
+		return WORK_BASE;
+	if (k < 1)
+		return 1;
+	if (k > WORK_MAX)
+		return WORK_MAX;
+	return (uint32_t)(k + 0.5);
+}
+
+/* Pipelining: hands out the agent's clock c + 1 while its updates of clock
+ * c are still on their way, once all of c's work is out and c + 1 <= m + s,
+ * so the agent never idles for a round trip at a clock boundary. Its copy
+ * must then need no pull (read-my-writes, nobody else's update since): it
+ * already holds its own updates of c. TCP
+ * keeps the order, so c's updates all arrive (and c is advanced) before
+ * any of c + 1's. */
+static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
+{
+	struct server *srv = p->srv;
+	uint64_t ids[WORK_MAX];
+	size_t n = 0;
+	uint32_t k;
+	int r;
+
+	if (p->next_work || info->work_this_clock < p->clock_target ||
+	    info->clock + 1 > gp_ssp_min_clock(srv->ssp) +
+				      (int64_t)gp_ssp_bound(srv->ssp))
+		return;
+	/* Only while the agent's copy is current (no other agent's update
+	 * since its view): a pull now would overwrite its own updates still
+	 * on their way, and two agents measured 3-6 points lower after three
+	 * epochs with that. */
+	if (!(p->caps & GP_CAP_LOCAL_STEP) ||
+	    gp_params_updates(srv->params) - p->view.base != p->view.own)
+		return;
+	k = work_per_clock(srv, info);
+	r = gp_sched_assign(srv->sched, (uint64_t)p->agent_id,
+			    (uint64_t)gp_now_ms(), k, ids, &n);
+	if (r != 0 || n == 0)
+		return;
+	r = send_params(p, info->clock + 1, true);
+	for (size_t i = 0; i < n; i++) {
+		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1) >= 0) {
+			p->next_work++;
+			p->next_open++;
+		} else {
+			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
+		}
+	}
 }
 
 /* Hands the agent its next clock of work when SSP allows. */
@@ -581,16 +714,21 @@ static void serve_work(struct peer *p)
 	int r;
 
 	if (!p->joined || !p->wants_work || p->paused || srv->stopping ||
-	    p->clock_open > 0 || !p->ch)
+	    !p->ch || !gp_channel_is_established(p->ch) ||
+	    !srv->minibatches_total)
 		return;
 	if (gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) < 0)
 		return;
+	if (p->clock_open > 0) {
+		serve_ahead(p, &info);
+		return;
+	}
 	if (!gp_ssp_may_compute(srv->ssp, (uint64_t)p->agent_id)) {
 		gp_ssp_wait(srv->ssp, (uint64_t)p->agent_id, &parked);
 		return;
 	}
-	k = gp_ssp_work_per_clock(srv->ssp, (uint64_t)p->agent_id, WORK_BASE,
-				  WORK_MAX);
+	k = work_per_clock(srv, &info);
+	p->clock_target = k;
 	if (k > info.work_this_clock)
 		k -= info.work_this_clock;
 	else
@@ -601,14 +739,17 @@ static void serve_work(struct peer *p)
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = send_params(p);
+	r = send_params(p, info.clock, false);
 	if (r < 0) {
-		gp_sched_release_agent(srv->sched, (uint64_t)p->agent_id);
+		for (size_t i = 0; i < n; i++)
+			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
 		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
 			p->agent_id, r > 0 ? gp_reason_str(r) : strerror(-r));
 		return;
 	}
 	p->clock = info.clock;
+	if (!srv->first_work_us)
+		srv->first_work_us = gp_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		r = send_minibatch(p, ids[i], info.clock);
 		if (r < 0) {
@@ -618,7 +759,12 @@ static void serve_work(struct peer *p)
 		p->clock_work++;
 		p->clock_open++;
 	}
+	p->work_since_ms = gp_now_ms();
 	gp_ssp_note_work(srv->ssp, (uint64_t)p->agent_id, (uint32_t)n);
+	/* All of this clock is out: the next one can follow at once. */
+	if (p->clock_open > 0 && gp_ssp_get(srv->ssp, (uint64_t)p->agent_id,
+					    &info) == 0)
+		serve_ahead(p, &info);
 }
 
 static struct peer *peer_by_agent(struct server *srv, uint64_t id)
@@ -656,13 +802,24 @@ static void clock_resolved(struct peer *p)
 		return;
 	if (--p->clock_open > 0)
 		return;
-	if (gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id) > 0)
+	if (gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id) > p->next_open)
 		return;
 	r = gp_ssp_advance(srv->ssp, (uint64_t)p->agent_id, p->clock + 1);
 	if (r != 0)
 		gp_debug("agent %" PRId64 ": clock not advanced: %s", p->agent_id,
 			 r > 0 ? gp_reason_str(r) : strerror(-r));
 	p->clock_work = 0;
+	if (r == 0 && p->next_work) {
+		/* The work handed out ahead becomes this clock's. */
+		p->clock++;
+		p->clock_work = p->next_work;
+		p->clock_open = p->next_open;
+		p->clock_target = p->next_work;
+		p->view = p->view_next;
+		gp_ssp_note_work(srv->ssp, (uint64_t)p->agent_id, p->next_work);
+	}
+	p->next_work = 0;
+	p->next_open = 0;
 	serve_all(srv);
 }
 
@@ -682,6 +839,41 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 	}
 }
 
+/* Staleness-aware scaling of the gradient in srv->grad: an update computed
+ * on parameters that lack u updates of other agents is scaled by
+ * k / (k + u), k the agent's minibatches at this clock. u counts what the
+ * agent's copy lacks: with read-my-writes only the others' updates, else
+ * its own too. Without it, several gradients computed at the same point
+ * land one after the other and momentum turns that into overshoot (two
+ * agents at lr 0.05 and momentum 0.9 diverged). The norm check runs on the
+ * gradient as received (*ret_norm, or -1 when not scaled). Returns 0 or
+ * GP_REASON_NONFINITE / GP_REASON_NORM. */
+static int scale_for_staleness(struct peer *p, double *ret_norm)
+{
+	struct server *srv = p->srv;
+	const struct gp_params_config *pc = gp_params_config(srv->params);
+	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
+	double k = p->clock_work ? p->clock_work : 1, norm, scale;
+	int r;
+
+	if (!srv->job.staleness_scaling)
+		return 0;
+	if ((p->caps & GP_CAP_LOCAL_STEP) && lag >= p->view.own)
+		lag -= p->view.own;
+	if (lag == 0)
+		return 0;
+	scale = pow(k / (k + (double)lag), getenv("GP_SCALE_POW") ? atof(getenv("GP_SCALE_POW")) : 1.0);
+	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
+	if (r != 0)
+		return r;
+	if (pc->reject_norm > 0 && norm > pc->reject_norm)
+		return GP_REASON_NORM;
+	for (size_t i = 0; i < srv->n_params; i++)
+		srv->grad[i] *= (float)scale;
+	*ret_norm = norm;
+	return 0;
+}
+
 static void handle_update(struct peer *p, struct gp_msg_update *u)
 {
 	struct server *srv = p->srv;
@@ -689,9 +881,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	size_t n_tensors = gp_params_tensor_count(srv->params);
 	struct gp_params_apply_info info;
 	struct gp_sched_completion comp;
+	double norm = -1;
 	uint64_t id;
 	int r;
 
+	p->work_since_ms = received;
 	if (u->parts > 1) {
 		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1, received);
 		goto resolved;
@@ -711,7 +905,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 			      r, -1, received);
 		/* Count the discard in the schedule's counters too. */
 		gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, NULL);
-		if (ours)
+		/* A late answer for a minibatch taken back from this clock
+		 * resolves it; a second answer for one already resolved (the
+		 * agent counts it open, the schedule does not) must not. */
+		if (ours && p->clock_open + p->next_open >
+			    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id))
 			goto resolved;
 		return;
 	}
@@ -742,9 +940,21 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		if (gp_msg_block_read(b, srv->grad + off, b->count) < 0)
 			goto refuse;
 	}
+	r = scale_for_staleness(p, &norm);
+	if (r != 0)
+		goto refuse;
+	gp_params_set_lr(srv->params,
+			 (float)gp_job_lr_at(&srv->job, id, srv->minibatches_total,
+					     gp_sched_minibatches(srv->sched)));
 	r = gp_params_apply(srv->params, srv->grad, srv->n_params, &info);
 	if (r != 0)
 		goto refuse;
+	if (norm >= 0)
+		info.norm = norm;
+	if ((int64_t)u->clock >= p->view.own_from)
+		p->view.own++;
+	if (p->next_work && (int64_t)u->clock >= p->view_next.own_from)
+		p->view_next.own++;
 	r = gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, &comp);
 	if (r != 0) /* checked above; cannot happen on one thread */
 		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
@@ -770,6 +980,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
 				     1e6 / (double)u->compute_us);
 	p->applied++;
+	srv->applied_run++;
+	srv->samples_run += comp.samples;
+	if (srv->job.eval_every && srv->applied_run % srv->job.eval_every == 0 &&
+	    !comp.job_done)
+		start_eval_of(srv, true);
 	p->samples += comp.samples;
 	p->epoch_samples += comp.samples;
 	srv->epoch_samples += comp.samples;
@@ -787,11 +1002,22 @@ refuse:
 	reject_update(p, u,
 		      r == GP_REASON_STALE ? GP_UPDATE_LATE : GP_UPDATE_REJECTED,
 		      r, staleness, received);
-	/* Someone else redoes it. */
+	/* Someone else redoes it. It was one of this agent's minibatches,
+	 * whatever clock the update claims: resolve it (the current clock's
+	 * first, as TCP keeps the order), or a lying clock would hold the
+	 * agent, and the SSP bound, for ever. */
 	gp_sched_release(srv->sched, (uint64_t)p->agent_id, id);
+	if (p->clock_open > 0)
+		clock_resolved(p);
+	else if (p->next_open > 0)
+		p->next_open--;
+	goto flush;
 resolved:
 	if ((int64_t)u->clock == p->clock)
 		clock_resolved(p);
+	else if ((int64_t)u->clock == p->clock + 1 && p->next_open > 0)
+		p->next_open--;
+flush:
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		kick_db(srv, false);
 }
@@ -902,9 +1128,10 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)id, speed);
 	p->agent_id = id;
 	p->joined = true;
+	p->joined_ms = gp_now_ms();
 	p->pulled_version = 0;
 	p->clock = clock;
-	p->caps = j->caps & GP_CAP_F16;
+	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
 	snprintf(p->name, sizeof(p->name), "%s", a.name);
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
@@ -1036,13 +1263,80 @@ static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello
 	return 0;
 }
 
+static void log_rejection(struct peer *p, const char *kind, const char *fmt,
+			  ...) __attribute__((format(printf, 3, 4)));
+
+/* A row in the ledger's rejections table and a warning in the log. */
+static void log_rejection(struct peer *p, const char *kind, const char *fmt,
+			  ...)
+{
+	struct gp_ledger_rejection rej = { .agent_id = p->agent_id,
+					   .at = gp_now_ms() };
+	va_list ap;
+
+	snprintf(rej.kind, sizeof(rej.kind), "%s", kind);
+	va_start(ap, fmt);
+	vsnprintf(rej.reason, sizeof(rej.reason), fmt, ap);
+	va_end(ap);
+	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
+	gp_warn("%s (agent %" PRId64 "): %s", p->addr, p->agent_id, rej.reason);
+}
+
+/* The per-connection rate limit: token buckets of rate_messages messages
+ * and rate_bytes bytes per second holding two seconds' worth. Returns false
+ * for a message over the limit: it is dropped unread (before decoding), and
+ * a connection that keeps flooding is closed. A message is admitted while
+ * the byte bucket is positive, so one larger than the bucket still passes
+ * (the debt is paid by waiting). */
+static bool rate_admit(struct peer *p, size_t len)
+{
+	const struct gp_job *job = &p->srv->job;
+	uint64_t now = gp_mono_us(), limit;
+	double dt;
+
+	if (!job->rate_messages && !job->rate_bytes)
+		return true;
+	if (!p->rate_at_us) {
+		p->msg_tokens = 2.0 * (double)job->rate_messages;
+		p->byte_tokens = 2.0 * (double)job->rate_bytes;
+	} else {
+		dt = (double)(now - p->rate_at_us) / 1e6;
+		p->msg_tokens = fmin(p->msg_tokens + dt * (double)job->rate_messages,
+				     2.0 * (double)job->rate_messages);
+		p->byte_tokens = fmin(p->byte_tokens + dt * (double)job->rate_bytes,
+				      2.0 * (double)job->rate_bytes);
+	}
+	p->rate_at_us = now;
+	if ((!job->rate_messages || p->msg_tokens >= 1.0) &&
+	    (!job->rate_bytes || p->byte_tokens > 0)) {
+		p->msg_tokens -= 1.0;
+		p->byte_tokens -= (double)len;
+		return true;
+	}
+	if (p->flooded)
+		return false;
+	if (++p->dropped == 1)
+		log_rejection(p, "flood", "over the rate limit (%" PRIu64
+			      " messages/s, %" PRIu64 " bytes/s): dropping messages",
+			      job->rate_messages, job->rate_bytes);
+	limit = job->rate_messages > FLOOD_DROPS_MIN ? job->rate_messages :
+						       FLOOD_DROPS_MIN;
+	if (p->dropped >= limit) {
+		p->flooded = true;
+		log_rejection(p, "flood", "%" PRIu64 " messages dropped over the "
+			      "rate limit: disconnecting", p->dropped);
+		send_bye(p, GP_BYE_PROTOCOL, "message flood");
+	}
+	return false;
+}
+
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct peer *p = gp_channel_data(ch);
 	struct gp_msg m;
 	int r;
 
-	if (!p)
+	if (!p || !rate_admit(p, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
 	if (r == GP_MSG_UNKNOWN_TYPE) {
@@ -1164,6 +1458,8 @@ static void maybe_finish(struct server *srv)
 		gp_channel_listener_destroy(srv->listener);
 		srv->listener = NULL;
 	}
+	gp_announce_destroy(srv->announce);
+	srv->announce = NULL;
 	if (!uv_is_closing((uv_handle_t *)&srv->tick)) {
 		uv_close((uv_handle_t *)&srv->tick, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
@@ -1192,8 +1488,28 @@ static void on_tick(uv_timer_t *t)
 
 	if (srv->stopping)
 		return;
-	if (gp_sched_expire(srv->sched, (uint64_t)now, ASSIGN_TIMEOUT_MS) > 0)
+	if (gp_sched_expire(srv->sched, (uint64_t)now, srv->job.work_timeout_ms) > 0)
 		gp_warn("assignments timed out and went back to the queue");
+	/* A member that takes work and never answers would hold the SSP
+	 * bound, and everyone with it, for ever: drop it. */
+	for (struct peer *p = srv->peers; p; p = p->next)
+		if (p->joined && p->clock_open + p->next_open > 0 && p->ch &&
+		    gp_channel_is_established(p->ch) &&
+		    now - p->work_since_ms > (int64_t)srv->job.work_timeout_ms) {
+			log_rejection(p, "work-timeout", "no update for %" PRId64
+				      " ms with %u minibatch(es) out: disconnecting",
+				      now - p->work_since_ms, p->clock_open);
+			send_bye(p, GP_BYE_TIMEOUT, "no update in time");
+		} else if (p->joined && !p->wants_work && !p->paused && p->ch &&
+			   gp_channel_is_established(p->ch) &&
+			   now - p->joined_ms > (int64_t)srv->job.work_timeout_ms) {
+			/* A member counts toward the SSP bound from its JOIN:
+			 * one that never asks for work would stall the pool. */
+			log_rejection(p, "work-timeout", "joined %" PRId64 " ms ago "
+				      "and asked for no work: disconnecting",
+				      now - p->joined_ms);
+			send_bye(p, GP_BYE_TIMEOUT, "no work request in time");
+		}
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->applied_since_checkpoint > 0)
@@ -1483,6 +1799,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	gp_ledger_job_set_state(srv->st.ledger, srv->job_id, GP_JOB_RUNNING,
 				gp_now_ms());
 	srv->n_params = gp_params_size(srv->params);
+	srv->minibatches_total = (uint64_t)gp_sched_minibatches(srv->sched) *
+				 srv->job.epochs;
 	srv->grad = malloc(srv->n_params * sizeof(float));
 	if (!srv->grad) {
 		r = -ENOMEM;
@@ -1505,6 +1823,16 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = gp_noise_keypair_create(srv->st.id->private_key, &kp);
 	if (r < 0)
 		goto out;
+	{
+		/* Every connection is a descriptor: a flood of half-open ones
+		 * must hit the handshake limit, not the 1024 soft limit. */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	gp_channel_config_default(&srv->chcfg);
 	if (srv->job.heartbeat_interval_ms)
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
@@ -1527,6 +1855,18 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		       srv->job.batch_size, srv->job.staleness);
 		fflush(stdout);
 	}
+	if (srv->job.beacon) {
+		/* Beacons are hints for agents whose token endpoints went stale;
+		 * a failure here costs discovery, not the job. */
+		r = gp_announce_start(&srv->loop, srv->st.id->public_key,
+				      (uint16_t)gp_channel_listener_port(srv->listener),
+				      (uint16_t)srv->job.beacon_port,
+				      srv->job.beacon_interval_ms, &srv->announce);
+		if (r < 0)
+			gp_log_errno(GP_LOG_WARN, r, "cannot send beacons to port %u",
+				     srv->job.beacon_port);
+	}
+	gp_notify_ready("serving");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -1544,6 +1884,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 out:
 	if (srv->listener)
 		gp_channel_listener_destroy(srv->listener);
+	gp_announce_destroy(srv->announce);
 	uv_walk(&srv->loop, walk_close, NULL);
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&srv->loop);

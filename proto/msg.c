@@ -117,69 +117,113 @@ static bool host_is_le(void)
 
 /* ---- f16 ---- */
 
-uint16_t gp_msg_f32_to_f16(float f)
+/* Both conversions are written without branches (selects only), so that
+ * the loops over whole tensors in write_payload() and gp_msg_block_read()
+ * vectorise: a parameter pull or a gradient is a quarter of a million of
+ * them, and the scalar branchy versions cost more than the training step. */
+/* pick(c, a, b) is c ? a : b for c in {0, 1}, as arithmetic, which
+ * GCC's if-conversion does not have to prove safe. */
+static inline uint32_t pick(uint32_t c, uint32_t a, uint32_t b)
+{
+	uint32_t mask = 0u - c;
+
+	return (a & mask) | (b & ~mask);
+}
+
+static inline uint16_t to_f16(float f)
 {
 	uint32_t x = f32_bits(f);
-	uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-	uint32_t exp = (x >> 23) & 0xff;
-	uint32_t mant = x & 0x7fffff;
-	int e;
+	uint32_t sign = (x >> 16) & 0x8000u;
+	uint32_t a = x & 0x7fffffffu;
+	/* Normal halves: rebias the exponent, round to nearest even on the 13
+	 * bits dropped; a carry out of the significand bumps the exponent,
+	 * up to Inf. */
+	uint32_t normal = (a - ((127u - 15u) << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
+	/* Subnormal halves (|f| < 2^-14): in |f| + 0.5 the unit in the last
+	 * place is 2^-24, a half subnormal's, so the FPU's own rounding to
+	 * nearest even leaves the half's bits in the low significand. */
+	uint32_t sub = f32_bits(bits_f32(a) + 0.5f) - 0x3f000000u;
+	/* Inf stays Inf; NaN stays a (quiet) NaN. */
+	uint32_t special = pick(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu),
+				0x7c00u);
+	uint32_t h = pick(a >= 0x47800000u, special,
+			  pick(a < 0x38800000u, sub, normal));
 
-	if (exp == 0xff) /* Inf stays Inf; NaN stays a (quiet) NaN. */
-		return (uint16_t)(sign | 0x7c00 |
-				  (mant ? 0x200 | (mant >> 13) : 0));
-	e = (int)exp - 127 + 15;
-	if (e >= 31)
-		return (uint16_t)(sign | 0x7c00);
-	if (e <= 0) {
-		/* Subnormal half: shift the 24-bit significand, then round
-		 * to nearest even on the bits shifted out. Below 2^-25 the
-		 * result is zero whatever the rounding. */
-		uint32_t m = mant | 0x800000, shift, h, rem, half;
+	return (uint16_t)(sign | h);
+}
 
-		if (e < -10)
-			return sign;
-		shift = (uint32_t)(14 - e);
-		h = m >> shift;
-		rem = m & ((1u << shift) - 1);
-		half = 1u << (shift - 1);
-		if (rem > half || (rem == half && (h & 1)))
-			h++;
-		return (uint16_t)(sign | h);
-	}
-	{
-		uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
-		uint32_t rem = mant & 0x1fff;
+static inline float to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t a = h & 0x7fffu;
+	uint32_t exp = a >> 10;
+	uint32_t normal = (a << 13) + ((127u - 15u) << 23);
+	uint32_t special = 0x7f800000u | ((a & 0x3ffu) << 13);
+	/* A subnormal half is an integer times 2^-24, exact in f32. */
+	uint32_t sub = f32_bits((float)a * 0x1p-24f);
 
-		/* A carry out of the significand correctly bumps the
-		 * exponent, up to Inf. */
-		if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-			h++;
-		return (uint16_t)(sign | h);
-	}
+	return bits_f32(sign | pick(exp == 31, special,
+				    pick(exp == 0, sub, normal)));
+}
+
+uint16_t gp_msg_f32_to_f16(float f)
+{
+	return to_f16(f);
 }
 
 float gp_msg_f16_to_f32(uint16_t h)
 {
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-	uint32_t exp = (h >> 10) & 0x1f;
-	uint32_t mant = h & 0x3ff;
+	return to_f32(h);
+}
 
-	if (exp == 0) {
-		uint32_t e32 = 127 - 15 + 1;
+/* The whole-tensor loops. GCC's default cost model at -O2 ("very cheap")
+ * leaves loops of unknown length scalar; these are worth vectorising, and
+ * on x86-64 worth cloning for AVX2 and AVX-512 (picked at load time, as in
+ * kernels/cpu.c). */
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(__clang__)
+#if __has_attribute(target_clones)
+#define VECTORIZE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic"), \
+				 target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#if !defined(VECTORIZE) && defined(__GNUC__) && !defined(__clang__)
+#define VECTORIZE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#endif
+#ifndef VECTORIZE
+#define VECTORIZE
+#endif
 
-		if (mant == 0)
-			return bits_f32(sign);
-		while (!(mant & 0x400)) {
-			mant <<= 1;
-			e32--;
+/* Payloads sit at any byte offset in a message: memcpy is the aligned-safe
+ * load and store, and compiles to plain moves. */
+VECTORIZE static void f32_to_f16_le(uint8_t *restrict dst,
+				    const float *restrict src, size_t n)
+{
+	if (host_is_le()) {
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h = to_f16(src[i]);
+
+			memcpy(dst + 2 * i, &h, 2);
 		}
-		mant &= 0x3ff;
-		return bits_f32(sign | e32 << 23 | mant << 13);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			put_u16(dst + 2 * i, to_f16(src[i]));
 	}
-	if (exp == 31)
-		return bits_f32(sign | 0x7f800000 | mant << 13);
-	return bits_f32(sign | (exp + 127 - 15) << 23 | mant << 13);
+}
+
+VECTORIZE static void f16_le_to_f32(float *restrict dst,
+				    const uint8_t *restrict src, size_t n)
+{
+	if (host_is_le()) {
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+
+			memcpy(&h, src + 2 * i, 2);
+			dst[i] = to_f32(h);
+		}
+	} else {
+		for (size_t i = 0; i < n; i++)
+			dst[i] = to_f32(get_u16(src + 2 * i));
+	}
 }
 
 size_t gp_msg_dtype_size(uint8_t dtype)
@@ -328,6 +372,8 @@ static const struct field minibatch_fields[] = {
 	FBYTES(6, T, pixels, pixels_len, 0),
 	FBYTES(7, T, labels, labels_len, 0),
 	FBYTES(8, T, indices, indices_len, 0),
+	FNUM(9, K_F32, T, lr),
+	FNUM(10, K_F32, T, momentum),
 };
 #undef T
 
@@ -561,8 +607,7 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 		}
 		break;
 	case GP_DTYPE_F16:
-		for (size_t i = 0; i < n; i++)
-			put_u16(p + 2 * i, gp_msg_f32_to_f16(b->values[i]));
+		f32_to_f16_le(p, b->values, n);
 		break;
 	case GP_DTYPE_I8: {
 		float scale = i8_scale(b->values, n);
@@ -948,8 +993,7 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		}
 		break;
 	case GP_DTYPE_F16:
-		for (size_t i = 0; i < n; i++)
-			out[i] = gp_msg_f16_to_f32(get_u16(b->raw + 2 * i));
+		f16_le_to_f32(out, b->raw, n);
 		break;
 	case GP_DTYPE_I8:
 		for (size_t i = 0; i < n; i++)

@@ -141,6 +141,10 @@ enum gp_msg_dtype {
  * WELCOME.caps: what the coordinator will use for this agent). */
 #define GP_CAP_F16 (1u << 0)
 #define GP_CAP_I8 (1u << 1)
+/* The agent applies each gradient to its own copy of the parameters (SGD
+ * with MINIBATCH.lr and .momentum) before its next minibatch: it reads its
+ * own writes between pulls. */
+#define GP_CAP_LOCAL_STEP (1u << 2)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -207,6 +211,8 @@ struct gp_msg_minibatch {
 	size_t labels_len;                          /* 0 or samples */
 	const uint8_t *indices;                     /* u32 LE each */
 	size_t indices_len;                         /* 0 or 4*samples */
+	float lr;                                   /* local step; 0: none */
+	float momentum;                             /* local step's momentum */
 };
 
 /* One shard the agent holds, and its version. */
