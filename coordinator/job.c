@@ -49,6 +49,8 @@ void gp_job_defaults(struct gp_job *job)
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
+	job->beacon_port = 7101;
+	job->beacon_interval_ms = 5000;
 }
 
 /* "784-256-128-10": widths joined by '-', input first. */
@@ -319,6 +321,11 @@ static const struct gp_conf_key job_keys[] = {
 	{"pool", "rate_messages", GP_CONF_U64, F(rate_messages), 0, 0, 1e9, 0,
 	 NULL},
 	{"pool", "rate_bytes", GP_CONF_U64, F(rate_bytes), 0, 0, 1e15, 0, NULL},
+	{"pool", "beacon", GP_CONF_BOOL, F(beacon), 0, 0, 0, 0, NULL},
+	{"pool", "beacon_port", GP_CONF_U32, F(beacon_port), 0, 1, 65535, 0,
+	 NULL},
+	{"pool", "beacon_interval", GP_CONF_DURATION_MS, F(beacon_interval_ms), 0,
+	 1000, 3600000, 0, NULL},
 };
 
 #undef F

@@ -49,6 +49,10 @@
  *   rate_messages = 5000      messages per second one connection may send
  *                             (a burst of 2 s is allowed); 0 is no limit
  *   rate_bytes = 1073741824   bytes per second, likewise; 0 is no limit
+ *   beacon = off              announce the pool on the local network
+ *                             (UDP broadcast, see proto/beacon.h)
+ *   beacon_port = 7101        1..65535, the agents' [network] beacon_port
+ *   beacon_interval = 5s      1s..1h between beacons
  */
 #ifndef GP_JOB_H
 #define GP_JOB_H
@@ -107,6 +111,9 @@ struct gp_job {
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */
 	uint64_t rate_bytes;     /* per second, 0: unlimited */
+	bool beacon;
+	uint32_t beacon_port;
+	uint64_t beacon_interval_ms;
 };
 
 /* Fills *job with every default (spec empty). */

@@ -27,6 +27,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include "announce.h"
 #include "backend.h"
 #include "channel.h"
 #include "checkpoint.h"
@@ -36,6 +37,7 @@
 #include "log.h"
 #include "model.h"
 #include "msg.h"
+#include "notify.h"
 #include "params.h"
 #include "reason.h"
 #include "scheduler.h"
@@ -122,6 +124,7 @@ struct server {
 	uint8_t token_key[GP_KEY_SIZE];
 
 	struct gp_channel_listener *listener;
+	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 	struct peer *peers;
 
@@ -1455,6 +1458,8 @@ static void maybe_finish(struct server *srv)
 		gp_channel_listener_destroy(srv->listener);
 		srv->listener = NULL;
 	}
+	gp_announce_destroy(srv->announce);
+	srv->announce = NULL;
 	if (!uv_is_closing((uv_handle_t *)&srv->tick)) {
 		uv_close((uv_handle_t *)&srv->tick, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
@@ -1850,6 +1855,18 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		       srv->job.batch_size, srv->job.staleness);
 		fflush(stdout);
 	}
+	if (srv->job.beacon) {
+		/* Beacons are hints for agents whose token endpoints went stale;
+		 * a failure here costs discovery, not the job. */
+		r = gp_announce_start(&srv->loop, srv->st.id->public_key,
+				      (uint16_t)gp_channel_listener_port(srv->listener),
+				      (uint16_t)srv->job.beacon_port,
+				      srv->job.beacon_interval_ms, &srv->announce);
+		if (r < 0)
+			gp_log_errno(GP_LOG_WARN, r, "cannot send beacons to port %u",
+				     srv->job.beacon_port);
+	}
+	gp_notify_ready("serving");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -1867,6 +1884,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 out:
 	if (srv->listener)
 		gp_channel_listener_destroy(srv->listener);
+	gp_announce_destroy(srv->announce);
 	uv_walk(&srv->loop, walk_close, NULL);
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&srv->loop);
