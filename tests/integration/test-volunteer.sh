@@ -18,7 +18,7 @@
 PORT=$(free_port)
 write_job "$T/job.ini"
 "$COORD" init --state "$T/coord" --endpoint "127.0.0.1:$PORT" >/dev/null
-TOKEN=$("$COORD" invite --state "$T/coord" | tail -n 1)
+TOKEN=$("$COORD" invite --state "$T/coord" --uses 2 | tail -n 1)
 "$COORD" serve --state "$T/coord" --job "$T/job.ini" \
 	--listen "127.0.0.1:$PORT" > "$T/serve.log" 2>&1 &
 PIDS+=($!)
@@ -152,4 +152,20 @@ rc=$?
 set -e
 [ $rc = 3 ] || fail "status of a stopped agent exits $rc"
 grep -q "^stopped:" "$T/status.txt" || fail "status: $(cat "$T/status.txt")"
+
+# Join again and leave with no agent running: leave says bye itself.
+"$AGENT" join "$TOKEN" --state "$T/agent" > "$T/join2.log" 2>&1 || fail "second join"
+grep -q "start the agent" "$T/join2.log" || fail "join without agent: $(cat "$T/join2.log")"
+byes=$(grep -c "says bye" "$T/serve.log")
+"$AGENT" leave --state "$T/agent" > "$T/leave2.log" 2>&1 || fail "leave without agent"
+grep -q "told the coordinator bye" "$T/leave2.log" || fail "leave2: $(cat "$T/leave2.log")"
+more_byes() {
+	[ "$(grep -c "says bye" "$T/serve.log")" -gt "$byes" ]
+}
+wait_for 10 more_byes ||
+	fail "the coordinator heard no second bye"
+if "$AGENT" leave --state "$T/agent" > "$T/leave3.log" 2>&1; then
+	fail "left a pool twice"
+fi
+grep -q "not a member of any pool" "$T/leave3.log" || fail "leave3: $(cat "$T/leave3.log")"
 echo "volunteer: all checks passed"
