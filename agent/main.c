@@ -484,6 +484,20 @@ static int cmd_run(struct options *o)
 	cfg.step_delay_ms = o->step_delay_ms;
 	cfg.exit_when_done = o->exit_when_done;
 	cfg.control_path = o->control;
+	{
+		/* systemd makes /run/gradpool-agent (RuntimeDirectory=); an agent
+		 * started by hand makes it itself, as the unit would. */
+		char dir[sizeof(o->control_buf)];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", o->control);
+		slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+				gp_debug("%s: %s", dir, strerror(errno));
+		}
+	}
 	cfg.policy.idle_only = o->cfg.idle_only;
 	cfg.policy.on_ac_only = o->cfg.on_ac_only;
 	cfg.policy.hours = o->cfg.hours;

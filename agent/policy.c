@@ -1,6 +1,7 @@
 #include "policy.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,8 +186,54 @@ static int logind_idle(void)
 }
 #endif
 
+int gp_policy_input_idle(const char *path, int64_t now, int64_t idle_after_s,
+			 struct gp_input_watch *w)
+{
+	char line[4096];
+	uint64_t total = 0;
+	bool found = false;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return -errno;
+	/* "  1:   12   34   IO-APIC   1-edge      i8042": the counts per CPU
+	 * follow the IRQ number, the device names end the line. */
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strchr(line, ':');
+
+		if (!p || !strstr(line, "i8042"))
+			continue;
+		found = true;
+		p++;
+		for (;;) {
+			char *end;
+			unsigned long long v = strtoull(p, &end, 10);
+
+			if (end == p)
+				break;
+			total += v;
+			p = end;
+		}
+	}
+	fclose(f);
+	if (!found)
+		return -ENOENT;
+	if (!w->seen || total != w->count) {
+		w->seen = true;
+		w->count = total;
+		w->changed_at = now;
+		return 0;
+	}
+	return now - w->changed_at >= idle_after_s;
+}
+
 int gp_policy_user_idle(void)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static struct gp_input_watch watch;
+	const char *interrupts;
+	int r;
+
 	const char *fake = getenv("GP_IDLE_HINT_FILE");
 
 	if (fake) {
@@ -203,10 +250,16 @@ int gp_policy_user_idle(void)
 		return buf[0] == '1';
 	}
 #if GP_HAVE_SYSTEMD
-	return logind_idle();
-#else
-	return -ENOTSUP;
+	r = logind_idle();
+	if (r >= 0)
+		return r;
 #endif
+	interrupts = getenv("GP_INTERRUPTS_FILE");
+	pthread_mutex_lock(&lock);
+	r = gp_policy_input_idle(interrupts ? interrupts : "/proc/interrupts",
+				 (int64_t)time(NULL), GP_POLICY_INPUT_IDLE_S, &watch);
+	pthread_mutex_unlock(&lock);
+	return r == -ENOENT ? -ENOTSUP : r;
 }
 
 enum gp_policy_verdict gp_policy_check(const struct gp_policy *p, time_t t,

@@ -5,7 +5,9 @@
  *   power: GP_POWER_SUPPLY_DIR (default /sys/class/power_supply), the
  *          kernel's power-supply class (type, online, status files)
  *   idle:  GP_IDLE_HINT_FILE when set (a file holding 1: idle, 0: in use),
- *          otherwise logind's IdleHint (org.freedesktop.login1.Manager)
+ *          otherwise logind's IdleHint (org.freedesktop.login1.Manager),
+ *          and without logind the keyboard and touchpad interrupts of
+ *          /proc/interrupts (GP_INTERRUPTS_FILE), still for 5 minutes
  *   hours: local time (TZ) against windows such as "08:00-18:00,22:00-06:00"
  *
  * The checks read files and may ask logind over D-Bus: they block briefly
@@ -59,6 +61,25 @@ int gp_policy_on_ac(const char *dir);
 /* 1 when the user is idle, 0 when not, negative errno when no source can
  * tell. */
 int gp_policy_user_idle(void);
+
+/* The fallback's memory: the input interrupt count last seen and when it
+ * last moved. Zero-initialise. */
+struct gp_input_watch {
+	uint64_t count;
+	int64_t changed_at;
+	bool seen;
+};
+
+#define GP_POLICY_INPUT_IDLE_S 300
+
+/* Reads the i8042 (PS/2 keyboard and touchpad) lines of the interrupts
+ * file at path (borrowed) and updates *w: returns 1 when their count has
+ * not moved for idle_after_s seconds before now, 0 when it has (or on the
+ * first look), -ENOENT when the file has no such line (USB keyboards share
+ * their controller's interrupt with every USB transfer, so they cannot be
+ * told apart), or the errno of reading it. */
+int gp_policy_input_idle(const char *path, int64_t now, int64_t idle_after_s,
+			 struct gp_input_watch *w);
 
 /* Evaluates *p now (t: unix time, for the hours); why (borrowed, len
  * bytes) gets one sentence for the status line when the verdict is not

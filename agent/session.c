@@ -668,8 +668,8 @@ static void on_beacon(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
 	if (uv_ip4_name((const struct sockaddr_in *)addr, ip, sizeof(ip)) < 0)
 		return;
 	snprintf(ep, sizeof(ep), "%s:%u", ip, b.port);
-	if (s->welcomed)
-		return;
+	if (s->welcomed || (s->ch && strcmp(ep, s->endpoint_now) == 0))
+		return; /* connected, or already trying that address */
 	gp_info("beacon: pool %.16s announces itself at %s", s->pool.pool, ep);
 	snprintf(s->beacon_ep, sizeof(s->beacon_ep), "%s", ep);
 	/* Try it now, abandoning an attempt that may hang on a dead address;

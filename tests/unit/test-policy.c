@@ -147,6 +147,41 @@ static void test_verdict(void)
 	ASSERT_EQ(gp_policy_check(&p, 9 * 3600, why, sizeof(why)), GP_POLICY_RUN);
 }
 
+static void test_input(void)
+{
+	struct gp_input_watch w = { 0 };
+	char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/interrupts", root);
+	f = fopen(path, "w");
+	fputs("           CPU0       CPU1\n"
+	      "  0:         40          0   IO-APIC   2-edge      timer\n"
+	      "  1:        100         20   IO-APIC   1-edge      i8042\n"
+	      " 12:          5          7   IO-APIC  12-edge      i8042\n"
+	      "NMI:          0          0   Non-maskable interrupts\n", f);
+	fclose(f);
+	/* First look: not idle yet; the same count for 300 s: idle. */
+	ASSERT_EQ(gp_policy_input_idle(path, 1000, 300, &w), 0);
+	ASSERT_UINT_EQ(w.count, 132);
+	ASSERT_EQ(gp_policy_input_idle(path, 1299, 300, &w), 0);
+	ASSERT_EQ(gp_policy_input_idle(path, 1300, 300, &w), 1);
+	/* A key press: active again, from now on. */
+	f = fopen(path, "w");
+	fputs("  1:        101         20   IO-APIC   1-edge      i8042\n", f);
+	fclose(f);
+	ASSERT_EQ(gp_policy_input_idle(path, 1400, 300, &w), 0);
+	ASSERT_EQ(gp_policy_input_idle(path, 1600, 300, &w), 0);
+	ASSERT_EQ(gp_policy_input_idle(path, 1700, 300, &w), 1);
+	/* No PS/2 controller: cannot tell. */
+	f = fopen(path, "w");
+	fputs("  0:         40          0   IO-APIC   2-edge      timer\n", f);
+	fclose(f);
+	ASSERT_EQ(gp_policy_input_idle(path, 1800, 300, &w), -ENOENT);
+	snprintf(path, sizeof(path), "%s/missing", root);
+	ASSERT_EQ(gp_policy_input_idle(path, 1800, 300, &w), -ENOENT);
+}
+
 static void test_status(void)
 {
 	struct gp_agent_status st = { 0 }, back;
@@ -197,6 +232,7 @@ int main(void)
 	test_hours();
 	test_power();
 	test_verdict();
+	test_input();
 	test_status();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	ASSERT_OK(system(cmd));
