@@ -722,7 +722,7 @@ static int cmd_stats(struct options *o)
 			return -EINVAL;
 		}
 	}
-	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY);
+	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY | GP_STATS_CHECK);
 	if (r < 0)
 		return r;
 	r = gp_stats_query(stats, group, NULL, &rows, &n);

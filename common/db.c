@@ -339,6 +339,14 @@ int gp_db_open(const char *path, unsigned flags,
 		goto fail;
 	}
 
+	/* A damaged file must not be written to either (the WAL switch, a
+	 * migration or the first insert would touch it): every read-write
+	 * open checks first, read-only ones when asked. */
+	if ((flags & GP_DB_CHECK) || !readonly) {
+		r = gp_db_check(db, 1, err, errlen);
+		if (r < 0)
+			goto fail;
+	}
 	if (!readonly) {
 		sqlite3_stmt *st_wal = NULL;
 		const unsigned char *mode = NULL;
@@ -375,11 +383,6 @@ int gp_db_open(const char *path, unsigned flags,
 		goto fail;
 	if (!readonly) {
 		r = migrate(db, path, schema, err, errlen);
-		if (r < 0)
-			goto fail;
-	}
-	if (flags & GP_DB_CHECK) {
-		r = gp_db_check(db, 1, err, errlen);
 		if (r < 0)
 			goto fail;
 	}

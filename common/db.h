@@ -23,7 +23,8 @@ enum gp_db_open_flags {
 	GP_DB_CREATE = 1u << 0,
 	/* Open read-only: no migration, no pragma that writes. */
 	GP_DB_READONLY = 1u << 1,
-	/* Run PRAGMA quick_check after opening (reads the whole file). */
+	/* Run PRAGMA quick_check before anything else (reads the whole file);
+	 * read-write opens always do, so that a damaged file is never written. */
 	GP_DB_CHECK = 1u << 2,
 };
 
