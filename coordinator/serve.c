@@ -1724,6 +1724,20 @@ static int restore(struct server *srv)
 		if (gp_ssp_get_at(srv->ssp, i, &info) == 0)
 			gp_ssp_mark_dead(srv->ssp, info.id);
 	}
+	/* The updates logged after the checkpoint are lost with the crash;
+	 * their minibatches are redone, and the log says so. */
+	{
+		int64_t undone = gp_ledger_rollback_after(
+			srv->st.ledger, srv->job_id, ck.seq,
+			gp_params_updates(srv->params));
+
+		if (undone < 0)
+			gp_warn("%s", gp_ledger_error(srv->st.ledger));
+		else if (undone > 0)
+			gp_info("%" PRId64 " update(s) applied after checkpoint %"
+				PRId64 " rolled back; their minibatches are redone",
+				undone, ck.seq);
+	}
 	gp_info("resumed job %" PRId64 " from checkpoint %" PRId64
 		" (epoch %u, %" PRIu64 " updates applied)",
 		srv->job_id, ck.seq, gp_sched_epoch(srv->sched),
