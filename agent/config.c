@@ -17,6 +17,76 @@ void gp_agent_config_defaults(struct gp_agent_config *cfg)
 	cfg->on_ac_only = true;
 	cfg->cpu_share = 0.5;
 	cfg->gpu_share = 1.0;
+	cfg->beacon_port = GP_AGENT_BEACON_PORT_DEFAULT;
+	snprintf(cfg->web_listen, sizeof(cfg->web_listen), "%s",
+		 GP_AGENT_WEB_LISTEN_DEFAULT);
+}
+
+void gp_agent_config_unlimited(struct gp_agent_config *cfg)
+{
+	gp_agent_config_defaults(cfg);
+	cfg->on_ac_only = false;
+	cfg->cpu_share = 1.0;
+}
+
+int gp_agent_config_web_listen(const char *value, char *ret_host,
+			       size_t hostlen, uint16_t *ret_port)
+{
+	static const char *const hosts[] = { "127.0.0.1", "localhost", "[::1]" };
+	const char *colon = strrchr(value, ':');
+	uint64_t port;
+
+	if (!colon)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		size_t hl = strlen(hosts[i]);
+
+		if ((size_t)(colon - value) != hl || strncmp(value, hosts[i], hl))
+			continue;
+		if (gp_conf_parse_u64(colon + 1, &port, NULL, 0) < 0 || port > 65535)
+			return -EINVAL;
+		if (ret_host) {
+			if (hl >= hostlen)
+				return -EINVAL;
+			/* [::1] without the brackets, as getaddrinfo reads it. */
+			snprintf(ret_host, hostlen, "%s",
+				 i == 2 ? "::1" : hosts[i]);
+		}
+		if (ret_port)
+			*ret_port = (uint16_t)port;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_hours(void *target, const char *value, char *why,
+		       size_t whylen)
+{
+	struct gp_agent_config *cfg = target;
+
+	if (gp_hours_parse(value, &cfg->hours) < 0) {
+		snprintf(why, whylen,
+			 "'%s' is not a list of HH:MM-HH:MM windows", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_web_listen(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_agent_config *cfg = target;
+
+	if (strlen(value) >= sizeof(cfg->web_listen) ||
+	    gp_agent_config_web_listen(value, NULL, 0, NULL) < 0) {
+		snprintf(why, whylen,
+			 "'%s' is not 127.0.0.1:PORT, localhost:PORT or "
+			 "[::1]:PORT (the page is for this machine only)",
+			 value);
+		return -EINVAL;
+	}
+	snprintf(cfg->web_listen, sizeof(cfg->web_listen), "%s", value);
+	return 0;
 }
 
 /* auto | cpu | opencl | opencl:N */
@@ -85,6 +155,11 @@ static const struct gp_conf_key keys[] = {
 	 NULL},
 	{"limits", "max_upload_mib_per_day", GP_CONF_U64,
 	 F(max_upload_mib_per_day), 0, 0, 1e9, 0, NULL},
+	{"limits", "hours", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_hours},
+	{"network", "beacon_port", GP_CONF_U32, F(beacon_port), 0, 0, 65535, 0,
+	 NULL},
+	{"stats", "web", GP_CONF_BOOL, F(web), 0, 0, 0, 0, NULL},
+	{"stats", "listen", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_web_listen},
 };
 
 #undef F

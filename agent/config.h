@@ -13,6 +13,16 @@
  *   cpu_share = 0.5                       share of CPU cores, (0, 1]
  *   gpu_share = 1.0                       share of GPU time, (0, 1]
  *   max_upload_mib_per_day = 0            0 is no limit
+ *   hours =                               compute only within these local
+ *                                         times, e.g. 08:00-18:00,22:00-06:00
+ *                                         (default: empty, every hour)
+ *   [network]
+ *   beacon_port = 7101                    UDP port of the coordinators'
+ *                                         local-network beacons; 0: do not
+ *                                         listen for them
+ *   [stats]
+ *   web = false                           serve the local statistics page
+ *   listen = 127.0.0.1:7180               where (loopback addresses only)
  */
 #ifndef GP_AGENT_CONFIG_H
 #define GP_AGENT_CONFIG_H
@@ -21,7 +31,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policy.h"
+
 #define GP_AGENT_STATE_DIR_DEFAULT "/var/lib/gradpool-agent"
+#define GP_AGENT_CONFIG_DEFAULT "/etc/gradpool/agent.conf"
+#define GP_AGENT_BEACON_PORT_DEFAULT 7101
+#define GP_AGENT_WEB_LISTEN_DEFAULT "127.0.0.1:7180"
 
 enum gp_agent_device_kind {
 	GP_AGENT_DEVICE_AUTO = 0, /* the fastest device the benchmark finds */
@@ -39,7 +54,23 @@ struct gp_agent_config {
 	double cpu_share;
 	double gpu_share;
 	uint64_t max_upload_mib_per_day;
+	struct gp_hours hours;
+	uint32_t beacon_port;
+	bool web;
+	char web_listen[64];
 };
+
+/* Fills *cfg with no limits at all (shares 1, no power, idle or hours
+ * policy): what `run` uses when no configuration file exists, so that a
+ * development checkout computes at full speed. The rest is as in
+ * gp_agent_config_defaults. */
+void gp_agent_config_unlimited(struct gp_agent_config *cfg);
+
+/* Checks a [stats] listen value: "127.0.0.1:PORT", "localhost:PORT" or
+ * "[::1]:PORT" (the page is never served beyond this machine). Writes the
+ * host and port on success. Returns 0 or -EINVAL. */
+int gp_agent_config_web_listen(const char *value, char *ret_host,
+			       size_t hostlen, uint16_t *ret_port);
 
 /* Fills *cfg with the defaults above. */
 void gp_agent_config_defaults(struct gp_agent_config *cfg);

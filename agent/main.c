@@ -1,15 +1,26 @@
 /* gradpool-agent: the volunteer's daemon and command line.
  *
  *   join TOKEN [--name NAME]     join the pool the invite token names
- *   run [--device auto|cpu|opencl:N] [--threads N]
+ *   run [--device auto|cpu|opencl:N] [--threads N] [policy overrides]
  *                                compute for the pool until stopped
+ *   status [--json]              connected, paused or waiting, and why
+ *   pause | resume               stop and restart computing (control socket)
+ *   leave [POOL]                 leave a pool (the coordinator is told)
  *   stats [--json] [--by day|pool|device]
  *                                what this machine contributed
+ *   web [--listen ADDR:PORT]     the local statistics page
  *
- * Every command takes --state DIR (default $GRADPOOL_AGENT_STATE or
- * /var/lib/gradpool-agent): agent.key (identity, 0600) and agent.db. */
+ * Every command takes --state DIR (default $GRADPOOL_AGENT_STATE, the
+ * configuration's state_dir, or /var/lib/gradpool-agent): agent.key
+ * (identity, 0600) and agent.db; --config FILE (default
+ * $GRADPOOL_AGENT_CONFIG or /etc/gradpool/agent.conf, optional);
+ * --control PATH (the control socket: default /run/gradpool-agent/control
+ * with the default state directory, STATE/control otherwise). */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,26 +29,40 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "config.h"
+#include "control.h"
 #include "gp-config.h"
 #include "identity.h"
 #include "log.h"
 #include "session.h"
 #include "stats.h"
+#include "status.h"
 #include "token.h"
 #include "util.h"
+#include "web.h"
 
 #define DEFAULT_STATE "/var/lib/gradpool-agent"
 
 struct options {
 	const char *state;
+	const char *config;
+	const char *control;
 	const char *name;
 	const char *device;
 	const char *by;
+	const char *web_listen;
 	int threads;
 	unsigned step_delay_ms;
 	bool json;
 	bool exit_when_done;
 	bool no_bench;
+	/* Per-run overrides of the configuration's [limits] and [stats]. */
+	int idle_only, on_ac_only, web;      /* -1: from the configuration */
+	double cpu_share, gpu_share;         /* 0: from the configuration */
+	const char *hours;
+	long beacon_port;                    /* -1: from the configuration */
+	char control_buf[300];
+	struct gp_agent_config cfg;
 };
 
 static void usage(FILE *f)
@@ -48,12 +73,23 @@ static void usage(FILE *f)
 	      "  join TOKEN [--name NAME]   join the pool an invite token names\n"
 	      "  run [--device auto|cpu|opencl:N] [--threads N] [--exit-when-done]\n"
 	      "                             compute for the pool until stopped\n"
+	      "      [--idle-only|--no-idle-only] [--on-ac-only|--no-on-ac-only]\n"
+	      "      [--cpu-share X] [--gpu-share X] [--hours HH:MM-HH:MM,...]\n"
+	      "      [--beacon-port N] [--web[=ADDR:PORT]|--no-web]\n"
+	      "                             (overrides of agent.conf for this run)\n"
+	      "  status [--json]            connected, paused or waiting, and why\n"
+	      "  pause | resume             stop / restart computing for the pool\n"
+	      "  leave [POOL]               leave a pool; the coordinator is told\n"
 	      "  stats [--json] [--by day|pool|device]\n"
 	      "                             this machine's contribution, from its "
 	      "own database\n"
+	      "  web [--listen ADDR:PORT]   serve the statistics page on loopback\n"
 	      "\n"
 	      "every command: --state DIR (default $GRADPOOL_AGENT_STATE or "
-	      DEFAULT_STATE ")\n",
+	      DEFAULT_STATE "),\n"
+	      "  --config FILE (default $GRADPOOL_AGENT_CONFIG or "
+	      GP_AGENT_CONFIG_DEFAULT "),\n"
+	      "  --control PATH (the running agent's control socket)\n",
 	      f);
 }
 
@@ -71,6 +107,19 @@ static int parse_options(int argc, char **argv, struct options *o)
 		/* Test only: sleep this long after each step, to play a slow
 		 * laptop in the straggler tests and benchmarks. */
 		{ "test-step-delay-ms", required_argument, NULL, 'D' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "control", required_argument, NULL, 'C' },
+		{ "idle-only", no_argument, NULL, 'I' },
+		{ "no-idle-only", no_argument, NULL, 'i' },
+		{ "on-ac-only", no_argument, NULL, 'A' },
+		{ "no-on-ac-only", no_argument, NULL, 'a' },
+		{ "cpu-share", required_argument, NULL, 'U' },
+		{ "gpu-share", required_argument, NULL, 'G' },
+		{ "hours", required_argument, NULL, 'H' },
+		{ "beacon-port", required_argument, NULL, 'P' },
+		{ "web", optional_argument, NULL, 'W' },
+		{ "no-web", no_argument, NULL, 'w' },
+		{ "listen", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -104,6 +153,60 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'D':
 			o->step_delay_ms = (unsigned)atoi(optarg);
+			break;
+		case 'c':
+			o->config = optarg;
+			break;
+		case 'C':
+			o->control = optarg;
+			break;
+		case 'I':
+		case 'i':
+			o->idle_only = c == 'I';
+			break;
+		case 'A':
+		case 'a':
+			o->on_ac_only = c == 'A';
+			break;
+		case 'U':
+		case 'G': {
+			char *end;
+			double v = strtod(optarg, &end);
+
+			if (*end || !(v >= 0.01 && v <= 1)) {
+				gp_error("--%s: '%s' is not a share in [0.01, 1]",
+					 c == 'U' ? "cpu-share" : "gpu-share", optarg);
+				return -EINVAL;
+			}
+			if (c == 'U')
+				o->cpu_share = v;
+			else
+				o->gpu_share = v;
+			break;
+		}
+		case 'H':
+			o->hours = optarg;
+			break;
+		case 'P': {
+			char *end;
+
+			o->beacon_port = strtol(optarg, &end, 10);
+			if (*end || o->beacon_port < 0 || o->beacon_port > 65535) {
+				gp_error("--beacon-port: '%s' is not a port", optarg);
+				return -EINVAL;
+			}
+			break;
+		}
+		case 'W':
+			o->web = 1;
+			if (optarg)
+				o->web_listen = optarg;
+			break;
+		case 'w':
+			o->web = 0;
+			break;
+		case 'l':
+			o->web_listen = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -145,6 +248,36 @@ static int open_state(const char *dir, struct gp_identity **ret_id,
 		return r;
 	}
 	return 0;
+}
+
+/* Run as root on the service's state directory (sudo gradpool-agent join),
+ * the files this process created would belong to root and the service's
+ * user could not open them: hand them to the directory's owner. */
+static void give_to_owner(const char *dir)
+{
+	static const char *const files[] = { "agent.key", "agent.db",
+					     "agent.db-wal", "agent.db-shm" };
+	struct stat st;
+	char path[600];
+
+	if (geteuid() != 0 || stat(dir, &st) < 0 || st.st_uid == 0)
+		return;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		if (lchown(path, st.st_uid, st.st_gid) < 0 && errno != ENOENT)
+			gp_warn("%s: cannot give it to the service's user: %s", path,
+				strerror(errno));
+	}
+}
+
+/* Asks a running agent to re-read its memberships. Returns 0 when one
+ * answered. */
+static int tell_reload(const struct options *o)
+{
+	char reply[GP_CONTROL_REPLY_MAX];
+
+	return gp_control_request(o->control, "reload", reply, sizeof(reply),
+				  5000) < 0 ? -ESRCH : 0;
 }
 
 static void default_name(char *buf, size_t len)
@@ -194,6 +327,16 @@ out:
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
 	gp_token_destroy(tok);
+	if (stats || id)
+		give_to_owner(o->state);
+	if (r >= 0) {
+		if (tell_reload(o) == 0)
+			printf("the running agent picks the pool up now\n");
+		else
+			printf("start the agent to compute for the pool "
+			       "(systemctl enable --now gradpool-agent, or "
+			       "gradpool-agent run)\n");
+	}
 	return r;
 }
 
@@ -279,14 +422,206 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 	return 0;
 }
 
+/* The web page's view of the state, in the agent that serves it. */
+static void own_state(struct gp_agent_status *ret, void *data)
+{
+	(void)data;
+	gp_agent_status_get(ret);
+}
+
+/* The web command's view: ask the running agent, if any. */
+static void remote_state(struct gp_agent_status *ret, void *data)
+{
+	const struct options *o = data;
+	char reply[GP_CONTROL_REPLY_MAX];
+
+	if (gp_control_request(o->control, "status", reply, sizeof(reply),
+			       2000) < 0 ||
+	    gp_agent_status_parse(reply, ret) < 0) {
+		memset(ret, 0, sizeof(*ret));
+		snprintf(ret->state, sizeof(ret->state), "stopped");
+		snprintf(ret->reason, sizeof(ret->reason),
+			 "no agent is running (systemctl start gradpool-agent)");
+	}
+}
+
+static int start_web(struct options *o, struct gp_stats *stats,
+		     gp_web_state_cb *cb, struct gp_web **ret)
+{
+	const char *listen = o->web_listen ? o->web_listen : o->cfg.web_listen;
+	int r;
+
+	r = gp_web_start(listen, stats, cb, o, ret);
+	if (r == -EINVAL)
+		gp_error("--listen '%s': the statistics page is served on "
+			 "127.0.0.1, localhost or [::1] only", listen);
+	else if (r < 0)
+		gp_error("cannot serve the statistics page on %s: %s", listen,
+			 strerror(-r));
+	else {
+		printf("statistics page at http://%.*s:%u/\n",
+		       (int)(strrchr(listen, ':') - listen), listen,
+		       gp_web_port(*ret));
+		fflush(stdout);
+	}
+	return r;
+}
+
 static int cmd_run(struct options *o)
+{
+	struct gp_session_config cfg = { 0 };
+	struct gp_identity *id = NULL;
+	struct gp_stats *stats = NULL;
+	struct gp_web *web = NULL;
+	int r;
+
+	r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
+	if (r < 0)
+		return r;
+	cfg.id = id;
+	cfg.stats = stats;
+	cfg.threads = o->threads;
+	cfg.step_delay_ms = o->step_delay_ms;
+	cfg.exit_when_done = o->exit_when_done;
+	cfg.control_path = o->control;
+	{
+		/* systemd makes /run/gradpool-agent (RuntimeDirectory=); an agent
+		 * started by hand makes it itself, as the unit would. */
+		char dir[sizeof(o->control_buf)];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", o->control);
+		slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+				gp_debug("%s: %s", dir, strerror(errno));
+		}
+	}
+	cfg.policy.idle_only = o->cfg.idle_only;
+	cfg.policy.on_ac_only = o->cfg.on_ac_only;
+	cfg.policy.hours = o->cfg.hours;
+	cfg.beacon_port = (uint16_t)o->cfg.beacon_port;
+	if (o->name)
+		snprintf(cfg.name, sizeof(cfg.name), "%s", o->name);
+	else if (o->cfg.name[0])
+		snprintf(cfg.name, sizeof(cfg.name), "%s", o->cfg.name);
+	else
+		default_name(cfg.name, sizeof(cfg.name));
+	r = pick_device(o, &cfg);
+	if (r < 0)
+		goto out;
+	/* The share of the device that computes: a duty cycle on its thread. */
+	cfg.duty = cfg.backend == GP_BACKEND_OPENCL ? o->cfg.gpu_share :
+						      o->cfg.cpu_share;
+	if (cfg.duty < 1)
+		gp_info("computing at most %.0f %% of the time (%s_share)",
+			cfg.duty * 100, cfg.backend == GP_BACKEND_OPENCL ? "gpu" : "cpu");
+	if (o->cfg.web) {
+		r = start_web(o, stats, own_state, &web);
+		if (r < 0)
+			goto out;
+	}
+	r = gp_session_run(&cfg);
+out:
+	gp_web_stop(web);
+	gp_stats_close(stats);
+	gp_identity_destroy(id);
+	return r;
+}
+
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static int cmd_status(struct options *o)
+{
+	char reply[GP_CONTROL_REPLY_MAX];
+	struct gp_agent_status st;
+	int r;
+
+	r = gp_control_request(o->control, "status", reply, sizeof(reply), 5000);
+	if (r == -EACCES) {
+		gp_error("%s: permission denied (run as root or as the agent's "
+			 "user: sudo gradpool-agent status)", o->control);
+		return r;
+	}
+	if (r < 0 || gp_agent_status_parse(reply, &st) < 0) {
+		memset(&st, 0, sizeof(st));
+		snprintf(st.state, sizeof(st.state), "stopped");
+		snprintf(st.reason, sizeof(st.reason),
+			 "no agent answers on %s (systemctl start gradpool-agent)",
+			 o->control);
+	}
+	if (o->json) {
+		printf("{\"state\": ");
+		print_json_string(st.state);
+		printf(", \"reason\": ");
+		print_json_string(st.reason);
+		printf(", \"pool\": ");
+		print_json_string(st.pool);
+		printf(", \"endpoint\": ");
+		print_json_string(st.endpoint);
+		printf(", \"device\": ");
+		print_json_string(st.device);
+		printf(", \"since\": %" PRId64 ", \"minibatches\": %" PRIu64
+		       ", \"pid\": %" PRIu64 "}\n",
+		       st.since, st.minibatches, st.pid);
+	} else {
+		printf("%s: %s\n", st.state, st.reason);
+		if (st.pool[0])
+			printf("  pool:        %s\n", st.pool);
+		if (st.endpoint[0])
+			printf("  coordinator: %s\n", st.endpoint);
+		if (st.device[0])
+			printf("  device:      %s\n", st.device);
+		if (st.pid)
+			printf("  minibatches: %" PRIu64 " since start (pid %" PRIu64
+			       ")\n", st.minibatches, st.pid);
+	}
+	/* Like systemctl status: 3 when nothing runs. */
+	return strcmp(st.state, "stopped") == 0 ? 3 : 0;
+}
+
+static int cmd_pause(struct options *o, const char *what)
+{
+	char reply[GP_CONTROL_REPLY_MAX];
+	int r;
+
+	r = gp_control_request(o->control, what, reply, sizeof(reply), 5000);
+	if (r == -EACCES) {
+		gp_error("%s: permission denied (run as root or as the agent's "
+			 "user)", o->control);
+		return r;
+	}
+	if (r < 0) {
+		gp_error("no agent answers on %s: %s", o->control, strerror(-r));
+		return r;
+	}
+	fputs(reply, stdout);
+	return strncmp(reply, "ok", 2) == 0 ? 0 : -EINVAL;
+}
+
+static int cmd_leave(struct options *o, const char *which)
 {
 	struct gp_session_config cfg = { 0 };
 	struct gp_identity *id = NULL;
 	struct gp_stats *stats = NULL;
 	struct gp_stats_membership *pools = NULL;
 	size_t n = 0;
-	int r;
+	int r, found = -1;
 
 	r = open_state(o->state, &id, &stats, 0);
 	if (r < 0)
@@ -296,35 +631,73 @@ static int cmd_run(struct options *o)
 		gp_error("%s", gp_stats_error(stats));
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (!pools[i].left_at) {
-			cfg.pool = pools[i];
-			break;
-		}
-	if (!cfg.pool.pool[0]) {
-		gp_error("not a member of any pool (gradpool-agent join TOKEN)");
+	for (size_t i = 0; i < n && found < 0; i++)
+		if (!pools[i].left_at &&
+		    (!which || strncmp(pools[i].pool, which, strlen(which)) == 0))
+			found = (int)i;
+	if (found < 0) {
+		gp_error(which ? "not a member of a pool '%s'" :
+				 "not a member of any pool%s", which ? which : "");
 		r = -ENOENT;
 		goto out;
 	}
+	r = gp_stats_membership_leave(stats, pools[found].pool, gp_now_s());
+	if (r < 0) {
+		gp_error("%s", gp_stats_error(stats));
+		goto out;
+	}
+	gp_stats_close(stats);
+	stats = NULL;
+	give_to_owner(o->state);
+	printf("left pool %s\n", pools[found].pool);
+	/* The running agent holds the connection: it says bye itself. */
+	if (tell_reload(o) == 0) {
+		printf("the running agent said bye to the coordinator\n");
+		goto out;
+	}
 	cfg.id = id;
-	cfg.stats = stats;
-	cfg.threads = o->threads;
-	cfg.step_delay_ms = o->step_delay_ms;
-	cfg.exit_when_done = o->exit_when_done;
+	cfg.pool = pools[found];
 	if (o->name)
 		snprintf(cfg.name, sizeof(cfg.name), "%s", o->name);
 	else
 		default_name(cfg.name, sizeof(cfg.name));
-	r = pick_device(o, &cfg);
-	if (r < 0)
-		goto out;
-	gp_info("working for pool %s at %s", cfg.pool.pool, cfg.pool.endpoints);
-	r = gp_session_run(&cfg);
+	if (gp_session_leave(&cfg) < 0)
+		gp_warn("could not tell the coordinator (it forgets this agent "
+			"when it stops hearing from it)");
+	else
+		printf("told the coordinator bye\n");
+	r = 0;
 out:
 	free(pools);
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
 	return r;
+}
+
+static int cmd_web(struct options *o)
+{
+	struct gp_stats *stats = NULL;
+	struct gp_web *web = NULL;
+	sigset_t set;
+	int r, sig;
+
+	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY);
+	if (r < 0)
+		return r;
+	/* Block the stop signals before the server's thread starts, so that
+	 * they wait for sigwait here. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	r = start_web(o, stats, remote_state, &web);
+	if (r >= 0) {
+		sigwait(&set, &sig);
+		gp_info("%s: stopping", strsignal(sig));
+	}
+	gp_web_stop(web);
+	gp_stats_close(stats);
+	return r < 0 ? r : 0;
 }
 
 static int cmd_stats(struct options *o)
@@ -349,7 +722,7 @@ static int cmd_stats(struct options *o)
 			return -EINVAL;
 		}
 	}
-	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY);
+	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY | GP_STATS_CHECK);
 	if (r < 0)
 		return r;
 	r = gp_stats_query(stats, group, NULL, &rows, &n);
@@ -374,10 +747,76 @@ out:
 	return r;
 }
 
+/* The configuration file, then the command line's overrides. A missing
+ * default file means no limits (a development checkout); a missing file
+ * named with --config or $GRADPOOL_AGENT_CONFIG is an error. */
+static int load_config(struct options *o)
+{
+	const char *path = o->config ? o->config : getenv("GRADPOOL_AGENT_CONFIG");
+	bool named = path != NULL;
+	char err[512];
+	int r;
+
+	if (!path)
+		path = GP_AGENT_CONFIG_DEFAULT;
+	r = gp_agent_config_parse_file(path, &o->cfg, err, sizeof(err));
+	if (r == -ENOENT && !named) {
+		gp_agent_config_unlimited(&o->cfg);
+	} else if (r < 0) {
+		gp_error("%s", err);
+		return r;
+	}
+	if (o->idle_only >= 0)
+		o->cfg.idle_only = o->idle_only;
+	if (o->on_ac_only >= 0)
+		o->cfg.on_ac_only = o->on_ac_only;
+	if (o->cpu_share > 0)
+		o->cfg.cpu_share = o->cpu_share;
+	if (o->gpu_share > 0)
+		o->cfg.gpu_share = o->gpu_share;
+	if (o->hours && gp_hours_parse(o->hours, &o->cfg.hours) < 0) {
+		gp_error("--hours: '%s' is not a list of HH:MM-HH:MM windows",
+			 o->hours);
+		return -EINVAL;
+	}
+	if (o->beacon_port >= 0)
+		o->cfg.beacon_port = (uint32_t)o->beacon_port;
+	if (o->web >= 0)
+		o->cfg.web = o->web;
+	if (!o->device) {
+		static char dev[24];
+
+		if (o->cfg.device == GP_AGENT_DEVICE_CPU)
+			o->device = "cpu";
+		else if (o->cfg.device == GP_AGENT_DEVICE_OPENCL) {
+			if (o->cfg.opencl_index >= 0)
+				snprintf(dev, sizeof(dev), "opencl:%d",
+					 o->cfg.opencl_index);
+			else
+				snprintf(dev, sizeof(dev), "opencl");
+			o->device = dev;
+		}
+	}
+	if (!o->state)
+		o->state = getenv("GRADPOOL_AGENT_STATE");
+	if (!o->state)
+		o->state = o->cfg.state_dir;
+	if (!o->control)
+		o->control = getenv("GRADPOOL_AGENT_CONTROL");
+	if (!o->control) {
+		snprintf(o->control_buf, sizeof(o->control_buf), "%s/control",
+			 strcmp(o->state, DEFAULT_STATE) == 0 ? "/run/gradpool-agent" :
+								 o->state);
+		o->control = o->control_buf;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct options o = { 0 };
-	const char *cmd;
+	static struct options o = { .idle_only = -1, .on_ac_only = -1,
+				    .web = -1, .beacon_port = -1 };
+	const char *cmd, *arg;
 	int r;
 
 	gp_log_init("gradpool-agent");
@@ -399,15 +838,26 @@ int main(int argc, char **argv)
 	argv++;
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
-	if (!o.state)
-		o.state = getenv("GRADPOOL_AGENT_STATE") ?
-				  getenv("GRADPOOL_AGENT_STATE") : DEFAULT_STATE;
+	if (load_config(&o) < 0)
+		return 1;
+	arg = optind < argc ? argv[optind] : NULL;
 	if (strcmp(cmd, "join") == 0)
-		r = cmd_join(&o, optind < argc ? argv[optind] : NULL);
+		r = cmd_join(&o, arg);
 	else if (strcmp(cmd, "run") == 0)
 		r = cmd_run(&o);
+	else if (strcmp(cmd, "status") == 0) {
+		r = cmd_status(&o);
+		if (r == 3)
+			return 3;
+	}
+	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+		r = cmd_pause(&o, cmd);
+	else if (strcmp(cmd, "leave") == 0)
+		r = cmd_leave(&o, arg);
 	else if (strcmp(cmd, "stats") == 0)
 		r = cmd_stats(&o);
+	else if (strcmp(cmd, "web") == 0)
+		r = cmd_web(&o);
 	else {
 		gp_error("unknown command '%s'", cmd);
 		usage(stderr);

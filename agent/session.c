@@ -10,28 +10,64 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "beacon.h"
 #include "channel.h"
+#include "control.h"
 #include "data.h"
 #include "gp-config.h"
 #include "log.h"
+#include "notify.h"
+#include "status.h"
 #include "util.h"
 #include "worker.h"
 
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 30000
 #define STATS_FLUSH_MS 10000
+#define MEMBER_POLL_MS 5000
+#define POLICY_POLL_MS 2000
+/* Listen for beacons after this many failed connects in a row, and act on
+ * at most one beacon per BEACON_MIN_GAP_US: anyone may send them. */
+#define BEACON_AFTER_ATTEMPTS 2
+#define BEACON_MIN_GAP_US 2000000
+
+enum mode { MODE_RUN, MODE_JOIN, MODE_LEAVE };
 
 struct session {
 	const struct gp_session_config *cfg;
+	enum mode mode;
 	uv_loop_t loop;
-	uv_timer_t retry, stats_timer;
+	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
 	uv_signal_t sigint, sigterm;
+	uv_udp_t beacon;
+	bool beacon_on;
+	uint64_t beacon_last_us;
+	char beacon_ep[64];       /* an address a beacon gave; tried first */
+	char endpoint_now[256];   /* the endpoint of the current attempt */
+	bool connect_now;         /* on_close: try again at once */
+	struct gp_control *control;
+	struct gp_stats_membership pool;
+	bool have_pool;
+	bool members_busy, members_again;
+	bool policy_busy;
+	enum gp_policy_verdict verdict;
+	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
+	bool user_paused;
+	bool told_paused;         /* the coordinator was sent PAUSE */
+	bool welcomed;            /* WELCOME on the current channel */
+	char last_error[128];
+	uint64_t minibatches;
+	struct gp_agent_status st;
+	bool ready_sent;
 	struct gp_noise_keypair *kp;
 	struct gp_channel *ch;
 	struct gp_worker *worker;
@@ -137,6 +173,71 @@ static void send_join(struct session *s)
 	send_msg(s, &m);
 }
 
+/* ---- state ------------------------------------------------------------ */
+
+static bool paused(const struct session *s)
+{
+	return s->user_paused || s->verdict != GP_POLICY_RUN;
+}
+
+/* Recomputes the published state from the session's flags; tells systemd
+ * when the text changed. */
+static void update_status(struct session *s)
+{
+	struct gp_agent_status st = s->st;
+	char line[2 * GP_AGENT_STATUS_TEXT_MAX + 16];
+
+	if (s->mode != MODE_RUN)
+		return;
+	memset(st.reason, 0, sizeof(st.reason));
+	snprintf(st.pool, sizeof(st.pool), "%s", s->have_pool ? s->pool.pool : "");
+	snprintf(st.endpoint, sizeof(st.endpoint), "%s",
+		 s->have_pool ? s->endpoint_now : "");
+	snprintf(st.device, sizeof(st.device), "%s", s->cfg->device_name);
+	st.minibatches = s->minibatches;
+	st.pid = (uint64_t)getpid();
+	if (!s->have_pool) {
+		snprintf(st.state, sizeof(st.state), "waiting");
+		snprintf(st.reason, sizeof(st.reason),
+			 "not a member of any pool (gradpool-agent join TOKEN)");
+	} else if (paused(s)) {
+		snprintf(st.state, sizeof(st.state), "paused");
+		if (s->user_paused)
+			snprintf(st.reason, sizeof(st.reason),
+				 "paused by the user (gradpool-agent resume)");
+		else
+			snprintf(st.reason, sizeof(st.reason), "%s", s->policy_why);
+	} else if (s->welcomed && s->done) {
+		snprintf(st.state, sizeof(st.state), "waiting");
+		snprintf(st.reason, sizeof(st.reason),
+			 "the job is done; waiting for the next one");
+	} else if (s->welcomed) {
+		snprintf(st.state, sizeof(st.state), "connected");
+		snprintf(st.reason, sizeof(st.reason), "computing for pool %.16s at %.200s",
+			 s->pool.pool, s->endpoint_now);
+	} else {
+		snprintf(st.state, sizeof(st.state), "waiting");
+		snprintf(st.reason, sizeof(st.reason),
+			 "connecting to %.120s (%u failed attempts%s%.60s)%s",
+			 s->endpoint_now[0] ? s->endpoint_now : "the coordinator",
+			 s->attempts, s->last_error[0] ? ", last: " : "",
+			 s->last_error,
+			 s->beacon_on ? "; listening for beacons" : "");
+	}
+	if (strcmp(st.state, s->st.state) != 0)
+		st.since = gp_now_s();
+	if (strcmp(st.state, s->st.state) != 0 ||
+	    strcmp(st.reason, s->st.reason) != 0) {
+		snprintf(line, sizeof(line), "%s: %s", st.state, st.reason);
+		if (s->ready_sent)
+			gp_notify_status(line);
+		if (strcmp(st.state, s->st.state) != 0)
+			gp_info("%s", line);
+	}
+	s->st = st;
+	gp_agent_status_publish(&st);
+}
+
 /* ---- statistics ------------------------------------------------------- */
 
 static void account_traffic(struct session *s)
@@ -148,7 +249,7 @@ static void account_traffic(struct session *s)
 		return;
 	sent = gp_channel_bytes_sent(s->ch);
 	recv = gp_channel_bytes_received(s->ch);
-	snprintf(d.pool, sizeof(d.pool), "%s", s->cfg->pool.pool);
+	snprintf(d.pool, sizeof(d.pool), "%s", s->pool.pool);
 	d.bytes_up = (int64_t)(sent - s->sent_base);
 	d.bytes_down = (int64_t)(recv - s->recv_base);
 	s->sent_base = sent;
@@ -244,11 +345,43 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 			.compute_seconds = (double)res->compute_us / 1e6,
 		};
 
-		snprintf(d.pool, sizeof(d.pool), "%s", s->cfg->pool.pool);
+		snprintf(d.pool, sizeof(d.pool), "%s", s->pool.pool);
 		snprintf(d.device, sizeof(d.device), "%s", s->cfg->device_name);
 		gp_stats_add(s->cfg->stats, &d);
 	}
+	s->minibatches++;
+	update_status(s);
 	gp_worker_result_free(res);
+}
+
+/* Tells the coordinator whether to send work, when that changed. PAUSE
+ * goes before any work request of a new connection, so that a paused agent
+ * gets no minibatch at all; the ones already queued are finished. */
+static void sync_pause(struct session *s)
+{
+	struct gp_msg m;
+	bool want = paused(s);
+
+	if (!s->welcomed || want == s->told_paused)
+		return;
+	if (want) {
+		gp_msg_init(&m, GP_MSG_PAUSE);
+		m.u.pause.reason = s->user_paused ? GP_PAUSE_USER :
+				   s->verdict == GP_POLICY_ON_BATTERY ? GP_PAUSE_ON_BATTERY :
+				   s->verdict == GP_POLICY_NOT_IDLE ? GP_PAUSE_NOT_IDLE :
+								     GP_PAUSE_LIMIT;
+		m.u.pause.duration_ms = 0;
+	} else {
+		gp_msg_init(&m, GP_MSG_RESUME);
+	}
+	if (send_msg(s, &m) < 0)
+		return;
+	s->told_paused = want;
+	if (!want) {
+		gp_msg_init(&m, GP_MSG_WORK_REQUEST);
+		m.u.work_request.count = 1;
+		send_msg(s, &m);
+	}
 }
 
 /* ---- messages --------------------------------------------------------- */
@@ -261,6 +394,7 @@ static int start_worker(struct session *s, const struct gp_msg_welcome *w)
 		.threads = s->cfg->threads,
 		.max_batch = w->batch_size,
 		.step_delay_ms = s->cfg->step_delay_ms,
+		.duty = s->cfg->duty,
 	};
 	char err[512];
 	int r;
@@ -330,20 +464,50 @@ static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *m
 			  mb->momentum);
 }
 
+static void beacon_stop(struct session *s);
+
+static void say_bye(struct session *s, uint16_t reason, const char *text)
+{
+	struct gp_msg m;
+
+	if (!s->ch)
+		return;
+	gp_msg_init(&m, GP_MSG_BYE);
+	m.u.bye.reason = reason;
+	snprintf(m.u.bye.text, sizeof(m.u.bye.text), "%s", text);
+	send_msg(s, &m);
+	gp_channel_close(s->ch, reason, text);
+}
+
 static void stop(struct session *s, int result)
 {
 	if (s->stopping)
 		return;
 	s->stopping = true;
 	s->result = result;
-	if (s->ch)
+	if (s->mode == MODE_LEAVE)
+		say_bye(s, GP_BYE_NORMAL, "the volunteer left the pool");
+	else if (s->ch)
 		gp_channel_close(s->ch, GP_BYE_SHUTDOWN, "agent stopping");
+	if (s->mode == MODE_RUN) {
+		gp_notify_stopping();
+		snprintf(s->st.state, sizeof(s->st.state), "stopped");
+		gp_agent_status_publish(&s->st);
+	}
+	beacon_stop(s);
+	gp_control_destroy(s->control);
+	s->control = NULL;
 	uv_timer_stop(&s->retry);
 	uv_close((uv_handle_t *)&s->retry, NULL);
 	uv_close((uv_handle_t *)&s->stats_timer, NULL);
+	uv_close((uv_handle_t *)&s->member_timer, NULL);
+	uv_close((uv_handle_t *)&s->policy_timer, NULL);
+	uv_close((uv_handle_t *)&s->watchdog, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
+
+static void remember_endpoint(struct session *s);
 
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
@@ -367,26 +531,36 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		s->backoff_ms = 0;
 		s->agent_id = (int64_t)m.u.welcome.agent_id;
 		s->caps = m.u.welcome.caps;
-		if (s->token) { /* join: that is all we came for */
+		if (s->mode != MODE_RUN) { /* join, leave: that is all we came for */
 			s->joined = true;
 			stop(s, 0);
 			break;
 		}
-		gp_info("connected: agent %" PRId64 ", job %" PRIu64 ", model %s, "
-			"batch %u, staleness %u", s->agent_id, m.u.welcome.job_id,
-			m.u.welcome.model, m.u.welcome.batch_size,
-			m.u.welcome.staleness);
+		gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
+			", model %s, batch %u, staleness %u", s->endpoint_now,
+			s->agent_id, m.u.welcome.job_id, m.u.welcome.model,
+			m.u.welcome.batch_size, m.u.welcome.staleness);
 		if (start_worker(s, &m.u.welcome) < 0) {
 			stop(s, -EIO);
 			break;
 		}
-		{
+		s->welcomed = true;
+		s->done = false;
+		s->told_paused = false;
+		s->last_error[0] = '\0';
+		if (s->beacon_ep[0] && strcmp(s->beacon_ep, s->endpoint_now) == 0)
+			remember_endpoint(s);
+		beacon_stop(s);
+		if (paused(s)) {
+			sync_pause(s);
+		} else {
 			struct gp_msg req;
 
 			gp_msg_init(&req, GP_MSG_WORK_REQUEST);
 			req.u.work_request.count = 1;
 			send_msg(s, &req);
 		}
+		update_status(s);
 		break;
 	case GP_MSG_REJECT:
 		gp_error("the coordinator refused: %s (%s)", m.u.reject.text,
@@ -414,6 +588,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 			stop(s, -EKEYREJECTED);
 		else if (m.u.bye.reason == GP_BYE_JOB_DONE) {
 			s->done = true;
+			update_status(s);
 			if (s->cfg->exit_when_done)
 				stop(s, 0);
 		}
@@ -435,7 +610,7 @@ static void schedule_retry(struct session *s)
 {
 	uint64_t base, jitter;
 
-	if (s->stopping)
+	if (s->stopping || (s->mode == MODE_RUN && !s->have_pool))
 		return;
 	/* Exponential backoff with full jitter in [base/2, base]. */
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -459,17 +634,162 @@ static void on_established(struct gp_channel *ch, const uint8_t *remote,
 	send_join(s);
 }
 
+/* ---- beacons ------------------------------------------------------------ */
+
+static void on_beacon_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char slab[GP_BEACON_MAX + 1];
+
+	(void)h;
+	(void)suggested;
+	/* One datagram at a time on the loop thread: a static slab serves. */
+	*buf = uv_buf_init(slab, sizeof(slab));
+}
+
+static void on_beacon(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
+		      const struct sockaddr *addr, unsigned flags)
+{
+	struct session *s = h->data;
+	struct gp_beacon b;
+	char ip[INET_ADDRSTRLEN], ep[sizeof(s->beacon_ep)];
+	uint64_t now = gp_mono_us();
+
+	if (n <= 0 || !addr || (flags & UV_UDP_PARTIAL) || addr->sa_family != AF_INET)
+		return;
+	if (gp_beacon_decode((const uint8_t *)buf->base, (size_t)n, &b) < 0)
+		return;
+	/* Only our pool's key; everything else on the network is noise. */
+	if (!s->have_pool ||
+	    memcmp(b.key, s->pool.coordinator_key, GP_BEACON_KEY_SIZE) != 0)
+		return;
+	if (s->beacon_last_us && now - s->beacon_last_us < BEACON_MIN_GAP_US)
+		return;
+	s->beacon_last_us = now;
+	if (uv_ip4_name((const struct sockaddr_in *)addr, ip, sizeof(ip)) < 0)
+		return;
+	snprintf(ep, sizeof(ep), "%s:%u", ip, b.port);
+	if (s->welcomed || (s->ch && strcmp(ep, s->endpoint_now) == 0))
+		return; /* connected, or already trying that address */
+	gp_info("beacon: pool %.16s announces itself at %s", s->pool.pool, ep);
+	snprintf(s->beacon_ep, sizeof(s->beacon_ep), "%s", ep);
+	/* Try it now, abandoning an attempt that may hang on a dead address;
+	 * the handshake against the pinned key decides whether it is ours. */
+	uv_timer_stop(&s->retry);
+	if (s->ch) {
+		s->connect_now = true;
+		gp_channel_close(s->ch, GP_BYE_NORMAL, "trying another address");
+	} else {
+		try_connect(s);
+	}
+}
+
+static void beacon_start(struct session *s)
+{
+	struct sockaddr_in any;
+	int r;
+
+	if (s->beacon_on || !s->cfg->beacon_port || s->mode != MODE_RUN)
+		return;
+	r = uv_udp_init(&s->loop, &s->beacon);
+	if (r < 0)
+		return;
+	s->beacon.data = s;
+	s->beacon_on = true;
+	uv_ip4_addr("0.0.0.0", s->cfg->beacon_port, &any);
+	r = uv_udp_bind(&s->beacon, (const struct sockaddr *)&any,
+			UV_UDP_REUSEADDR);
+	if (r >= 0)
+		r = uv_udp_recv_start(&s->beacon, on_beacon_alloc, on_beacon);
+	if (r < 0) {
+		gp_warn("cannot listen for beacons on UDP port %u: %s",
+			s->cfg->beacon_port, uv_strerror(r));
+		beacon_stop(s);
+		return;
+	}
+	gp_info("listening for the pool's beacons on UDP port %u",
+		s->cfg->beacon_port);
+}
+
+static void beacon_stop(struct session *s)
+{
+	if (!s->beacon_on)
+		return;
+	s->beacon_on = false;
+	uv_close((uv_handle_t *)&s->beacon, NULL);
+}
+
+static void remember_run(uv_work_t *req)
+{
+	struct session *s = req->data;
+	struct gp_stats_membership *m = (struct gp_stats_membership *)(req + 1);
+
+	if (gp_stats_membership_set(s->cfg->stats, m) < 0)
+		gp_warn("cannot record the pool's new address: %s",
+			gp_stats_error(s->cfg->stats));
+}
+
+static void remember_done(uv_work_t *req, int status)
+{
+	(void)status;
+	free(req);
+}
+
+/* The address a beacon gave worked: put it first in the membership's
+ * endpoints, so that the next start tries it at once. */
+static void remember_endpoint(struct session *s)
+{
+	uv_work_t *req;
+	struct gp_stats_membership *m;
+	char eps[8][256];
+	size_t n, off;
+
+	if (!s->cfg->stats)
+		return;
+	req = calloc(1, sizeof(*req) + sizeof(*m));
+	if (!req)
+		return;
+	m = (struct gp_stats_membership *)(req + 1);
+	*m = s->pool;
+	n = split_endpoints(s->pool.endpoints, eps, 8);
+	off = (size_t)snprintf(m->endpoints, sizeof(m->endpoints), "%s",
+			       s->beacon_ep);
+	for (size_t i = 0; i < n && off < sizeof(m->endpoints); i++)
+		if (strcmp(eps[i], s->beacon_ep) != 0 &&
+		    off + 1 + strlen(eps[i]) < sizeof(m->endpoints))
+			off += (size_t)snprintf(m->endpoints + off,
+						sizeof(m->endpoints) - off, ",%s",
+						eps[i]);
+	s->pool = *m;
+	req->data = s;
+	if (uv_queue_work(&s->loop, req, remember_run, remember_done) < 0)
+		free(req);
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
 static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		     uint16_t code, const char *text)
 {
 	struct session *s = gp_channel_data(ch);
+	bool was_welcomed = s->welcomed;
 
 	account_traffic(s);
 	s->ch = NULL;
+	s->welcomed = false;
+	s->told_paused = false;
 	if (s->worker)
 		gp_worker_drop_queued(s->worker);
 	if (s->stopping)
 		return;
+	if (s->mode == MODE_RUN && !s->have_pool) {
+		update_status(s); /* left the pool: wait for another */
+		return;
+	}
+	if (s->connect_now) {
+		s->connect_now = false;
+		try_connect(s);
+		return;
+	}
 	if (reason == GP_CLOSE_KEY_MISMATCH) {
 		gp_error("the coordinator's key does not match the %s: %s",
 			 s->token ? "token" : "pinned key", text);
@@ -480,7 +800,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	} else if (reason == GP_CLOSE_REJECTED) {
 		gp_error("the coordinator refused: %s (%s)", text,
 			 gp_msg_reject_str(code));
-		if (s->token || code == GP_REJECT_AGENT_REVOKED ||
+		if (s->mode != MODE_RUN || code == GP_REJECT_AGENT_REVOKED ||
 		    code == GP_REJECT_UNKNOWN_AGENT) {
 			stop(s, -EKEYREJECTED);
 			return;
@@ -493,18 +813,29 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		gp_info("disconnected: %s: %s", gp_channel_close_reason_name(reason),
 			text);
 	}
+	snprintf(s->last_error, sizeof(s->last_error), "%s",
+		 gp_channel_close_reason_name(reason));
+	/* An address from a beacon that failed is forgotten; the next beacon
+	 * brings it back if it is still right. */
+	if (!was_welcomed && s->beacon_ep[0] &&
+	    strcmp(s->beacon_ep, s->endpoint_now) == 0)
+		s->beacon_ep[0] = '\0';
 	s->attempts++;
-	if (s->token && s->attempts >= 3 * 4) {
-		gp_error("no endpoint of the token answered");
+	if ((s->mode == MODE_JOIN && s->attempts >= 3 * 4) ||
+	    (s->mode == MODE_LEAVE && s->attempts >= 3)) {
+		gp_error("no endpoint of the %s answered",
+			 s->token ? "token" : "membership");
 		stop(s, -ETIMEDOUT);
 		return;
 	}
+	if (s->attempts >= BEACON_AFTER_ATTEMPTS)
+		beacon_start(s);
+	update_status(s);
 	schedule_retry(s);
 }
 
 static void try_connect(struct session *s)
 {
-	const struct gp_session_config *cfg = s->cfg;
 	char eps[8][256];
 	size_t n;
 	struct sockaddr_storage ss;
@@ -516,27 +847,40 @@ static void try_connect(struct session *s)
 	};
 	uint8_t psk[GP_TOKEN_PSK_SIZE];
 	struct gp_channel_peer peer = { 0 };
+	const char *ep;
 	int r;
 
-	if (s->stopping)
+	if (s->stopping || s->ch)
+		return;
+	if (s->mode == MODE_RUN && !s->have_pool)
 		return;
 	if (s->token) {
 		n = s->token->n_endpoints;
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n && i < 8; i++)
 			snprintf(eps[i], sizeof(eps[i]), "%s", s->token->endpoints[i]);
 	} else {
-		n = split_endpoints(cfg->pool.endpoints, eps, 8);
+		n = split_endpoints(s->pool.endpoints, eps, 8);
 	}
-	if (n == 0) {
+	if (n == 0 && !s->beacon_ep[0]) {
 		gp_error("no endpoint to connect to");
 		stop(s, -EINVAL);
 		return;
 	}
-	r = resolve(eps[s->endpoint % n], &ss);
-	s->endpoint++;
+	if (s->beacon_ep[0]) {
+		ep = s->beacon_ep;
+	} else {
+		ep = eps[s->endpoint % n];
+		s->endpoint++;
+	}
+	snprintf(s->endpoint_now, sizeof(s->endpoint_now), "%s", ep);
+	update_status(s);
+	r = resolve(ep, &ss);
 	if (r < 0) {
-		gp_warn("%s: cannot resolve", eps[(s->endpoint - 1) % n]);
+		gp_warn("%s: cannot resolve", ep);
+		snprintf(s->last_error, sizeof(s->last_error), "cannot resolve");
 		s->attempts++;
+		if (s->attempts >= BEACON_AFTER_ATTEMPTS)
+			beacon_start(s);
 		schedule_retry(s);
 		return;
 	}
@@ -550,7 +894,7 @@ static void try_connect(struct session *s)
 		peer.payload = s->token->id;
 		peer.payload_len = GP_TOKEN_ID_SIZE;
 	} else {
-		peer.remote_static = cfg->pool.coordinator_key;
+		peer.remote_static = s->pool.coordinator_key;
 	}
 	r = gp_channel_connect(&s->loop, &peer, &cc, &cb, s, &s->ch);
 	explicit_bzero(psk, sizeof(psk));
@@ -559,6 +903,200 @@ static void try_connect(struct session *s)
 		s->attempts++;
 		schedule_retry(s);
 	}
+}
+
+/* ---- memberships ---------------------------------------------------------- */
+
+struct member_req {
+	uv_work_t req;
+	struct session *s;
+	struct gp_stats_membership m;
+	bool found;
+	int error;
+};
+
+static void members_run(uv_work_t *req)
+{
+	struct member_req *mr = (struct member_req *)req;
+	struct gp_stats_membership *list = NULL;
+	size_t n = 0;
+
+	mr->error = gp_stats_membership_list(mr->s->cfg->stats, &list, &n);
+	for (size_t i = 0; mr->error >= 0 && i < n; i++)
+		if (!list[i].left_at) {
+			mr->m = list[i];
+			mr->found = true;
+			break;
+		}
+	free(list);
+}
+
+static void check_members(struct session *s);
+
+static void members_done(uv_work_t *req, int status)
+{
+	struct member_req *mr = (struct member_req *)req;
+	struct session *s = mr->s;
+
+	s->members_busy = false;
+	if (status < 0 || s->stopping || mr->error < 0) {
+		if (mr->error < 0 && !s->stopping)
+			gp_warn("cannot read the memberships: %s",
+				gp_stats_error(s->cfg->stats));
+		free(mr);
+		return;
+	}
+	if (s->have_pool && (!mr->found || strcmp(mr->m.pool, s->pool.pool) != 0)) {
+		/* The volunteer left (or switched pools): say bye and wait. */
+		gp_info("no longer a member of pool %.16s", s->pool.pool);
+		s->have_pool = false;
+		uv_timer_stop(&s->retry);
+		beacon_stop(s);
+		if (s->ch)
+			say_bye(s, GP_BYE_NORMAL, "the volunteer left the pool");
+		s->beacon_ep[0] = '\0';
+		update_status(s);
+	}
+	if (!s->have_pool && mr->found) {
+		s->pool = mr->m;
+		s->have_pool = true;
+		s->attempts = 0;
+		s->backoff_ms = 0;
+		s->endpoint = 0;
+		gp_info("working for pool %.16s at %s", s->pool.pool,
+			s->pool.endpoints);
+		if (!s->ch)
+			try_connect(s);
+		else
+			s->connect_now = true; /* the old pool's channel is closing */
+	}
+	update_status(s);
+	free(mr);
+	if (s->members_again) {
+		s->members_again = false;
+		check_members(s);
+	}
+}
+
+static void check_members(struct session *s)
+{
+	struct member_req *mr;
+
+	if (s->stopping || !s->cfg->stats)
+		return;
+	if (s->members_busy) {
+		s->members_again = true;
+		return;
+	}
+	mr = calloc(1, sizeof(*mr));
+	if (!mr)
+		return;
+	mr->s = s;
+	mr->req.data = mr;
+	s->members_busy = true;
+	if (uv_queue_work(&s->loop, &mr->req, members_run, members_done) < 0) {
+		s->members_busy = false;
+		free(mr);
+	}
+}
+
+static void on_member_timer(uv_timer_t *t)
+{
+	check_members(t->data);
+}
+
+/* ---- policy ---------------------------------------------------------------- */
+
+struct policy_req {
+	uv_work_t req;
+	struct session *s;
+	enum gp_policy_verdict verdict;
+	char why[GP_AGENT_STATUS_TEXT_MAX];
+};
+
+static void policy_run(uv_work_t *req)
+{
+	struct policy_req *pr = (struct policy_req *)req;
+
+	pr->verdict = gp_policy_check(&pr->s->cfg->policy, time(NULL), pr->why,
+				      sizeof(pr->why));
+}
+
+static void policy_done(uv_work_t *req, int status)
+{
+	struct policy_req *pr = (struct policy_req *)req;
+	struct session *s = pr->s;
+
+	s->policy_busy = false;
+	if (status >= 0 && !s->stopping) {
+		bool was = paused(s);
+
+		s->verdict = pr->verdict;
+		snprintf(s->policy_why, sizeof(s->policy_why), "%s", pr->why);
+		if (was != paused(s))
+			gp_info("%s", paused(s) ? s->policy_why : "policy allows computing again");
+		sync_pause(s);
+		update_status(s);
+	}
+	free(pr);
+}
+
+static void on_policy_timer(uv_timer_t *t)
+{
+	struct session *s = t->data;
+	struct policy_req *pr;
+
+	if (s->policy_busy || s->stopping)
+		return;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return;
+	pr->s = s;
+	pr->req.data = pr;
+	s->policy_busy = true;
+	if (uv_queue_work(&s->loop, &pr->req, policy_run, policy_done) < 0) {
+		s->policy_busy = false;
+		free(pr);
+	}
+}
+
+static bool policy_active(const struct gp_policy *p)
+{
+	return p->idle_only || p->on_ac_only || p->hours.n;
+}
+
+/* ---- control socket ------------------------------------------------------ */
+
+static void on_control(const char *line, char *reply, size_t len, void *data)
+{
+	struct session *s = data;
+
+	if (strcmp(line, "status") == 0) {
+		if (gp_agent_status_format(&s->st, reply, len) < 0)
+			snprintf(reply, len, "error: status too long\n");
+	} else if (strcmp(line, "pause") == 0) {
+		s->user_paused = true;
+		sync_pause(s);
+		update_status(s);
+		snprintf(reply, len, "ok: paused\n");
+	} else if (strcmp(line, "resume") == 0) {
+		s->user_paused = false;
+		sync_pause(s);
+		update_status(s);
+		snprintf(reply, len, "ok: %s\n", paused(s) ? s->policy_why : "resumed");
+	} else if (strcmp(line, "reload") == 0) {
+		check_members(s);
+		snprintf(reply, len, "ok: reloading the memberships\n");
+	} else {
+		snprintf(reply, len, "error: unknown command (status, pause, "
+			 "resume, reload)\n");
+	}
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+	(void)t;
+	gp_notify_watchdog();
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -570,13 +1108,16 @@ static void on_signal(uv_signal_t *sig, int signum)
 }
 
 static int session_run(const struct gp_session_config *cfg,
-		       const struct gp_token *token, struct session *s)
+		       const struct gp_token *token, enum mode mode,
+		       struct session *s)
 {
+	uint64_t wd;
 	int r;
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = cfg;
 	s->token = token;
+	s->mode = mode;
 	srand((unsigned)gp_mono_us());
 	r = gp_noise_keypair_create(cfg->id->private_key, &s->kp);
 	if (r < 0)
@@ -584,16 +1125,62 @@ static int session_run(const struct gp_session_config *cfg,
 	uv_loop_init(&s->loop);
 	uv_timer_init(&s->loop, &s->retry);
 	uv_timer_init(&s->loop, &s->stats_timer);
+	uv_timer_init(&s->loop, &s->member_timer);
+	uv_timer_init(&s->loop, &s->policy_timer);
+	uv_timer_init(&s->loop, &s->watchdog);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
 	s->retry.data = s->stats_timer.data = s->sigint.data = s->sigterm.data = s;
+	s->member_timer.data = s->policy_timer.data = s->watchdog.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
-	if (!token)
+	if (mode == MODE_RUN) {
+		snprintf(s->st.state, sizeof(s->st.state), "starting");
 		uv_timer_start(&s->stats_timer, on_stats_timer, STATS_FLUSH_MS,
 			       STATS_FLUSH_MS);
-	try_connect(s);
+		uv_timer_start(&s->member_timer, on_member_timer, 0,
+			       cfg->member_poll_ms ? cfg->member_poll_ms : MEMBER_POLL_MS);
+		if (policy_active(&cfg->policy)) {
+			/* Check before the first connection, so that an agent
+			 * started on battery never takes work. */
+			s->verdict = gp_policy_check(&cfg->policy, time(NULL),
+						     s->policy_why,
+						     sizeof(s->policy_why));
+			uv_timer_start(&s->policy_timer, on_policy_timer,
+				       cfg->policy_poll_ms ? cfg->policy_poll_ms :
+							     POLICY_POLL_MS,
+				       cfg->policy_poll_ms ? cfg->policy_poll_ms :
+							     POLICY_POLL_MS);
+		}
+		if (cfg->control_path) {
+			r = gp_control_create(&s->loop, cfg->control_path, on_control,
+					      s, &s->control);
+			if (r < 0)
+				gp_warn("no control socket at %s: %s (status, pause "
+					"and resume will not reach this agent)",
+					cfg->control_path, strerror(-r));
+		}
+		wd = gp_notify_watchdog_usec();
+		if (wd)
+			uv_timer_start(&s->watchdog, on_watchdog, 0,
+				       wd / 2000 ? wd / 2000 : 1);
+		update_status(s);
+		{
+			char line[2 * GP_AGENT_STATUS_TEXT_MAX + 16];
+
+			snprintf(line, sizeof(line), "%s: %s", s->st.state,
+				 s->st.reason);
+			gp_notify_ready(line);
+		}
+		s->ready_sent = true;
+	} else if (mode == MODE_LEAVE) {
+		s->pool = cfg->pool;
+		s->have_pool = true;
+		try_connect(s);
+	} else {
+		try_connect(s);
+	}
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	/* The worker's async handle closes with it; run the loop once more
 	 * so that its close callback frees it. */
@@ -602,7 +1189,7 @@ static int session_run(const struct gp_session_config *cfg,
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
 	gp_noise_keypair_destroy(s->kp);
-	if (cfg->stats && !token)
+	if (cfg->stats && mode == MODE_RUN)
 		gp_stats_flush(cfg->stats);
 	return s->result;
 }
@@ -615,7 +1202,7 @@ int gp_session_join(const struct gp_session_config *cfg,
 	char fp[GP_FINGERPRINT_LEN + 1];
 	int r;
 
-	r = session_run(cfg, token, &s);
+	r = session_run(cfg, token, MODE_JOIN, &s);
 	if (r < 0)
 		return r;
 	if (!s.joined)
@@ -646,5 +1233,16 @@ int gp_session_run(const struct gp_session_config *cfg)
 {
 	struct session s;
 
-	return session_run(cfg, NULL, &s);
+	return session_run(cfg, NULL, MODE_RUN, &s);
+}
+
+int gp_session_leave(const struct gp_session_config *cfg)
+{
+	struct session s;
+	int r;
+
+	r = session_run(cfg, NULL, MODE_LEAVE, &s);
+	if (r < 0)
+		return r;
+	return s.joined ? 0 : -ECONNABORTED;
 }

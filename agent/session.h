@@ -10,13 +10,14 @@
 #include "backend.h"
 #include "identity.h"
 #include "msg.h"
+#include "policy.h"
 #include "stats.h"
 #include "token.h"
 
 struct gp_session_config {
 	struct gp_identity *id;             /* borrowed */
 	struct gp_stats *stats;             /* borrowed; NULL: no accounting */
-	struct gp_stats_membership pool;    /* run: the pool to work for */
+	struct gp_stats_membership pool;    /* leave: the pool to say bye to */
 	char name[GP_MSG_NAME_MAX + 1];
 	struct gp_msg_device devices[GP_MSG_DEVICES_MAX];
 	size_t n_devices;
@@ -27,6 +28,13 @@ struct gp_session_config {
 	unsigned step_delay_ms;             /* test only: a slow laptop */
 	bool exit_when_done;                /* run: exit once the job is done */
 	unsigned connect_timeout_ms;        /* join: give up after this long */
+	/* run only: */
+	const char *control_path;           /* borrowed; NULL: no control socket */
+	struct gp_policy policy;            /* when computing is allowed */
+	double duty;                        /* share of wall time computing, (0, 1] */
+	uint16_t beacon_port;               /* 0: do not listen for beacons */
+	unsigned member_poll_ms;            /* re-read the memberships; 0: 5 s */
+	unsigned policy_poll_ms;            /* re-check the policy; 0: 2 s */
 };
 
 /* Joins the pool the token names. On success the membership is written to
@@ -37,8 +45,21 @@ struct gp_session_config {
 int gp_session_join(const struct gp_session_config *cfg,
 		    const struct gp_token *token);
 
-/* Works for cfg->pool until SIGINT/SIGTERM, a revocation, or (with
- * exit_when_done) the end of the job. Returns 0 or a negative errno. */
+/* Works for the first pool of cfg->stats' memberships not left, until
+ * SIGINT/SIGTERM, a revocation, or (with exit_when_done) the end of the
+ * job. Without a membership it waits, re-reading the database every
+ * member_poll_ms and on the control socket's "reload" (what `join` and
+ * `leave` send), so that a service started before `join` picks the pool
+ * up, and one whose pool was left says bye and waits again. While paused
+ * (control socket "pause", or cfg->policy) it tells the coordinator PAUSE
+ * and RESUME later. Publishes its state (status.h), STATUS= lines,
+ * READY=1 once its loop runs, and watchdog pings when systemd asks for
+ * them. Returns 0 or a negative errno. */
 int gp_session_run(const struct gp_session_config *cfg);
+
+/* Tells the coordinator of cfg->pool (with the agent's pinned key) that
+ * this agent leaves: connects, says bye, closes. Returns 0, or -ETIMEDOUT
+ * when no endpoint answered. */
+int gp_session_leave(const struct gp_session_config *cfg);
 
 #endif

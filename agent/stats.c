@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "db.h"
+#include "util.h"
 
 /* "GPAS" */
 #define STATS_APPLICATION_ID 0x47504153
@@ -68,16 +69,13 @@ static void set_err(struct gp_stats *s, const char *fmt, ...)
 
 static void set_err(struct gp_stats *s, const char *fmt, ...)
 {
+	char msg[sizeof(s->err)];
 	va_list ap;
-	int n;
 
-	n = snprintf(s->err, sizeof(s->err), "%s: ",
-		     sqlite3_db_filename(s->db, "main"));
-	if (n < 0 || (size_t)n >= sizeof(s->err))
-		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(s->err + n, sizeof(s->err) - (size_t)n, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	gp_db_set_err(s->db, s->err, sizeof(s->err), "%s", msg);
 }
 
 static int fail(struct gp_stats *s, int rc, const char *context)
@@ -87,18 +85,7 @@ static int fail(struct gp_stats *s, int rc, const char *context)
 
 static int prepare(struct gp_stats *s, const char *sql, sqlite3_stmt **st)
 {
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
-
-	if (rc != SQLITE_OK)
-		return fail(s, rc, "cannot prepare a statement");
-	return 0;
-}
-
-static void column_text(sqlite3_stmt *st, int i, char *buf, size_t size)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	snprintf(buf, size, "%s", t ? (const char *)t : "");
+	return gp_db_prepare(s->db, sql, st, s->err, sizeof(s->err));
 }
 
 int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
@@ -250,11 +237,11 @@ int gp_stats_membership_list(struct gp_stats *s,
 		}
 		m = &v[n++];
 		memset(m, 0, sizeof(*m));
-		column_text(st, 0, m->pool, sizeof(m->pool));
+		gp_db_column_text(st, 0, m->pool, sizeof(m->pool));
 		key = sqlite3_column_blob(st, 1);
 		if (key && sqlite3_column_bytes(st, 1) == GP_STATS_KEY_SIZE)
 			memcpy(m->coordinator_key, key, GP_STATS_KEY_SIZE);
-		column_text(st, 2, m->endpoints, sizeof(m->endpoints));
+		gp_db_column_text(st, 2, m->endpoints, sizeof(m->endpoints));
 		m->agent_id = sqlite3_column_int64(st, 3);
 		m->joined_at = sqlite3_column_int64(st, 4);
 		m->left_at = sqlite3_column_int64(st, 5);
@@ -506,9 +493,9 @@ int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		}
 		row = &v[n++];
 		memset(row, 0, sizeof(*row));
-		column_text(st, 0, row->day, sizeof(row->day));
-		column_text(st, 1, row->pool, sizeof(row->pool));
-		column_text(st, 2, row->device, sizeof(row->device));
+		gp_db_column_text(st, 0, row->day, sizeof(row->day));
+		gp_db_column_text(st, 1, row->pool, sizeof(row->pool));
+		gp_db_column_text(st, 2, row->device, sizeof(row->device));
 		row->minibatches = sqlite3_column_int64(st, 3);
 		row->samples = sqlite3_column_int64(st, 4);
 		row->gflop = sqlite3_column_double(st, 5);
@@ -581,62 +568,6 @@ int gp_stats_format_table(FILE *out, unsigned group,
 	return ferror(out) ? -EIO : 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and beyond U+10FFFF. */
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
-
-static void json_string(FILE *out, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-
-	fputc('"', out);
-	while (n > 0) {
-		size_t len = utf8_len(p, n);
-
-		if (len == 0) {
-			fputs("\\ufffd", out);
-			len = 1;
-		} else if (*p == '"' || *p == '\\') {
-			fputc('\\', out);
-			fputc(*p, out);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			fprintf(out, "\\u%04x", *p);
-		} else {
-			fwrite(p, 1, len, out);
-		}
-		p += len;
-		n -= len;
-	}
-	fputc('"', out);
-}
-
 static void json_number(FILE *out, double v)
 {
 	if (isfinite(v))
@@ -650,17 +581,17 @@ static void json_row(FILE *out, unsigned group, const struct gp_stats_row *r)
 	fputc('{', out);
 	if (group & GP_STATS_BY_DAY) {
 		fputs("\"day\": ", out);
-		json_string(out, r->day);
+		gp_json_string(out, r->day);
 		fputs(", ", out);
 	}
 	if (group & GP_STATS_BY_POOL) {
 		fputs("\"pool\": ", out);
-		json_string(out, r->pool);
+		gp_json_string(out, r->pool);
 		fputs(", ", out);
 	}
 	if (group & GP_STATS_BY_DEVICE) {
 		fputs("\"device\": ", out);
-		json_string(out, r->device);
+		gp_json_string(out, r->device);
 		fputs(", ", out);
 	}
 	fprintf(out, "\"minibatches\": %" PRId64 ", \"samples\": %" PRId64
@@ -694,12 +625,12 @@ int gp_stats_format_json(FILE *out, unsigned group,
 
 		fputs(i ? ",\n  " : "\n  ", out);
 		fputs("{\"pool\": ", out);
-		json_string(out, m->pool);
+		gp_json_string(out, m->pool);
 		fputs(", \"coordinator_key\": \"", out);
 		for (size_t k = 0; k < GP_STATS_KEY_SIZE; k++)
 			fprintf(out, "%02x", m->coordinator_key[k]);
 		fputs("\", \"endpoints\": ", out);
-		json_string(out, m->endpoints);
+		gp_json_string(out, m->endpoints);
 		fprintf(out, ", \"agent_id\": %" PRId64 ", \"joined_at\": %" PRId64
 			     ", \"left_at\": ",
 			m->agent_id, m->joined_at);

@@ -214,6 +214,19 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		nanosleep(&ts, NULL);
 	}
 	res->compute_us = gp_mono_us() - t0;
+	if (w->cfg.duty > 0 && w->cfg.duty < 1) {
+		/* Idle for compute * (1/duty - 1), so that compute time over
+		 * wall time stays at the share; the coordinator sees a slower
+		 * device and hands out work accordingly. */
+		uint64_t idle_us = (uint64_t)((double)res->compute_us *
+					      (1.0 / w->cfg.duty - 1.0));
+		struct timespec ts = {
+			.tv_sec = (time_t)(idle_us / 1000000),
+			.tv_nsec = (long)(idle_us % 1000000) * 1000L,
+		};
+
+		nanosleep(&ts, NULL);
+	}
 	return res;
 }
 

@@ -22,6 +22,10 @@ struct gp_worker_config {
 	char spec[GP_MODEL_SPEC_MAX];
 	size_t max_batch;
 	unsigned step_delay_ms;  /* test only: play a slow laptop */
+	/* The volunteer's CPU/GPU share: after each step the thread sleeps so
+	 * that computing takes at most this share of the wall time. 0 or 1:
+	 * no sleep. */
+	double duty;
 };
 
 /* One computed minibatch, owned by the receiver of on_result

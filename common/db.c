@@ -339,6 +339,14 @@ int gp_db_open(const char *path, unsigned flags,
 		goto fail;
 	}
 
+	/* A damaged file must not be written to either (the WAL switch, a
+	 * migration or the first insert would touch it): every read-write
+	 * open checks first, read-only ones when asked. */
+	if ((flags & GP_DB_CHECK) || !readonly) {
+		r = gp_db_check(db, 1, err, errlen);
+		if (r < 0)
+			goto fail;
+	}
 	if (!readonly) {
 		sqlite3_stmt *st_wal = NULL;
 		const unsigned char *mode = NULL;
@@ -378,11 +386,6 @@ int gp_db_open(const char *path, unsigned flags,
 		if (r < 0)
 			goto fail;
 	}
-	if (flags & GP_DB_CHECK) {
-		r = gp_db_check(db, 1, err, errlen);
-		if (r < 0)
-			goto fail;
-	}
 	*ret = db;
 	return 0;
 
@@ -418,4 +421,37 @@ int gp_db_check(sqlite3 *db, int quick, char *err, size_t errlen)
 	}
 	sqlite3_finalize(st);
 	return r;
+}
+
+void gp_db_set_err(sqlite3 *db, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!err || !errlen)
+		return;
+	n = snprintf(err, errlen, "%s: ", sqlite3_db_filename(db, "main"));
+	if (n < 0 || (size_t)n >= errlen)
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+int gp_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err,
+		  size_t errlen)
+{
+	int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+
+	if (rc != SQLITE_OK)
+		return gp_db_fail(db, rc, "cannot prepare a statement", err,
+				  errlen);
+	return 0;
+}
+
+void gp_db_column_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	snprintf(buf, size, "%s", t ? (const char *)t : "");
 }

@@ -23,7 +23,8 @@ enum gp_db_open_flags {
 	GP_DB_CREATE = 1u << 0,
 	/* Open read-only: no migration, no pragma that writes. */
 	GP_DB_READONLY = 1u << 1,
-	/* Run PRAGMA quick_check after opening (reads the whole file). */
+	/* Run PRAGMA quick_check before anything else (reads the whole file);
+	 * read-write opens always do, so that a damaged file is never written. */
 	GP_DB_CHECK = 1u << 2,
 };
 
@@ -70,5 +71,19 @@ int gp_db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
  * gp_db_errno(rc). For use at the point an SQLite call failed. */
 int gp_db_fail(sqlite3 *db, int rc, const char *context, char *err,
 	       size_t errlen);
+
+/* Writes "FILE: " and the formatted sentence into err (errlen bytes), FILE
+ * being db's main file. */
+void gp_db_set_err(sqlite3 *db, char *err, size_t errlen, const char *fmt,
+		   ...) __attribute__((format(printf, 4, 5)));
+
+/* Prepares sql on db into *st. Returns 0, or gp_db_fail()'s errno with the
+ * message in err. */
+int gp_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err,
+		  size_t errlen);
+
+/* Copies text column i of the current row into buf (size bytes),
+ * truncating; NULL reads as "". */
+void gp_db_column_text(sqlite3_stmt *st, int i, char *buf, size_t size);
 
 #endif

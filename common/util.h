@@ -16,7 +16,8 @@ uint64_t gp_mono_us(void);
  * else (also for overflow). */
 int gp_parse_duration_ms(const char *s, uint64_t *ret_ms);
 
-/* Writes s as a JSON string literal (quotes included) to f. */
+/* Writes s as a JSON string literal (quotes included) to f; bytes that are
+ * not valid UTF-8 become U+FFFD, control characters are escaped. */
 void gp_json_string(FILE *f, const char *s);
 
 /* Formats a unix time as "YYYY-MM-DD HH:MM:SS" UTC into buf (at least 20

@@ -45,6 +45,12 @@ void gp_job_defaults(struct gp_job *job)
 	job->heartbeat_timeout_ms = 20000;
 	job->max_agents = 64;
 	job->max_grad_norm = 1000;
+	job->max_strikes = 8;
+	job->work_timeout_ms = 120000;
+	job->rate_messages = 5000;
+	job->rate_bytes = 1u << 30;
+	job->beacon_port = 7101;
+	job->beacon_interval_ms = 5000;
 }
 
 /* "784-256-128-10": widths joined by '-', input first. */
@@ -308,6 +314,18 @@ static const struct gp_conf_key job_keys[] = {
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
 	 1e12, 0, NULL},
+	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
+	 NULL},
+	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,
+	 1000, 86400000, 0, NULL},
+	{"pool", "rate_messages", GP_CONF_U64, F(rate_messages), 0, 0, 1e9, 0,
+	 NULL},
+	{"pool", "rate_bytes", GP_CONF_U64, F(rate_bytes), 0, 0, 1e15, 0, NULL},
+	{"pool", "beacon", GP_CONF_BOOL, F(beacon), 0, 0, 0, 0, NULL},
+	{"pool", "beacon_port", GP_CONF_U32, F(beacon_port), 0, 1, 65535, 0,
+	 NULL},
+	{"pool", "beacon_interval", GP_CONF_DURATION_MS, F(beacon_interval_ms), 0,
+	 1000, 3600000, 0, NULL},
 };
 
 #undef F

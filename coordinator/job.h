@@ -43,6 +43,17 @@
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ *   max_strikes = 8           rejected updates after which an agent is
+ *                             disconnected, 1..1000000
+ *   work_timeout = 2m         an agent holding work that sends no update
+ *                             for this long is disconnected; 1s..1d
+ *   rate_messages = 5000      messages per second one connection may send
+ *                             (a burst of 2 s is allowed); 0 is no limit
+ *   rate_bytes = 1073741824   bytes per second, likewise; 0 is no limit
+ *   beacon = off              announce the pool on the local network
+ *                             (UDP broadcast, see proto/beacon.h)
+ *   beacon_port = 7101        1..65535, the agents' [network] beacon_port
+ *   beacon_interval = 5s      1s..1h between beacons
  */
 #ifndef GP_JOB_H
 #define GP_JOB_H
@@ -97,6 +108,13 @@ struct gp_job {
 	uint64_t clock_duration_ms;
 	double max_grad_norm;
 	double clip_grad_norm;
+	uint32_t max_strikes;
+	uint64_t work_timeout_ms;
+	uint64_t rate_messages;  /* per second, 0: unlimited */
+	uint64_t rate_bytes;     /* per second, 0: unlimited */
+	bool beacon;
+	uint32_t beacon_port;
+	uint64_t beacon_interval_ms;
 };
 
 /* Fills *job with every default (spec empty). */

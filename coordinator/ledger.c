@@ -147,16 +147,13 @@ static void set_err(struct gp_ledger *l, const char *fmt, ...)
 
 static void set_err(struct gp_ledger *l, const char *fmt, ...)
 {
+	char msg[sizeof(l->err)];
 	va_list ap;
-	int n;
 
-	n = snprintf(l->err, sizeof(l->err), "%s: ",
-		     sqlite3_db_filename(l->db, "main"));
-	if (n < 0 || (size_t)n >= sizeof(l->err))
-		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(l->err + n, sizeof(l->err) - (size_t)n, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	gp_db_set_err(l->db, l->err, sizeof(l->err), "%s", msg);
 }
 
 static int fail(struct gp_ledger *l, int rc, const char *context)
@@ -166,11 +163,7 @@ static int fail(struct gp_ledger *l, int rc, const char *context)
 
 static int prepare(struct gp_ledger *l, const char *sql, sqlite3_stmt **st)
 {
-	int rc = sqlite3_prepare_v2(l->db, sql, -1, st, NULL);
-
-	if (rc != SQLITE_OK)
-		return fail(l, rc, "cannot prepare a statement");
-	return 0;
+	return gp_db_prepare(l->db, sql, st, l->err, sizeof(l->err));
 }
 
 /* Steps a statement that returns no row. */
@@ -201,14 +194,6 @@ static void bind_time(sqlite3_stmt *st, int i, int64_t t)
 		sqlite3_bind_int64(st, i, t);
 	else
 		sqlite3_bind_null(st, i);
-}
-
-/* Copies a text column into a fixed buffer, truncating. */
-static void column_text(sqlite3_stmt *st, int i, char *buf, size_t size)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	snprintf(buf, size, "%s", t ? (const char *)t : "");
 }
 
 static double column_real(sqlite3_stmt *st, int i)
@@ -364,12 +349,12 @@ static void read_agent(sqlite3_stmt *st, struct gp_ledger_agent *a)
 
 	memset(a, 0, sizeof(*a));
 	a->id = sqlite3_column_int64(st, 0);
-	column_text(st, 1, a->name, sizeof(a->name));
+	gp_db_column_text(st, 1, a->name, sizeof(a->name));
 	/* The CHECK constraint guarantees 32 bytes, but a damaged file
 	 * guarantees nothing. */
 	if (key && sqlite3_column_bytes(st, 2) == GP_LEDGER_KEY_SIZE)
 		memcpy(a->public_key, key, GP_LEDGER_KEY_SIZE);
-	column_text(st, 3, a->fingerprint, sizeof(a->fingerprint));
+	gp_db_column_text(st, 3, a->fingerprint, sizeof(a->fingerprint));
 	a->token_id = sqlite3_column_int64(st, 4);
 	a->joined_at = sqlite3_column_int64(st, 5);
 	a->last_seen = sqlite3_column_int64(st, 6);
@@ -394,8 +379,8 @@ static int load_devices(struct gp_ledger *l, struct gp_ledger_agent *a)
 		if (a->n_devices == GP_LEDGER_DEVICES_MAX)
 			continue;
 		d = &a->devices[a->n_devices++];
-		column_text(st, 0, d->kind, sizeof(d->kind));
-		column_text(st, 1, d->name, sizeof(d->name));
+		gp_db_column_text(st, 0, d->kind, sizeof(d->kind));
+		gp_db_column_text(st, 1, d->name, sizeof(d->name));
 		d->gflops = sqlite3_column_double(st, 2);
 		d->samples_per_s = sqlite3_column_double(st, 3);
 	}
@@ -857,7 +842,7 @@ static void read_token(sqlite3_stmt *st, struct gp_ledger_token *t)
 
 	memset(t, 0, sizeof(*t));
 	t->id = sqlite3_column_int64(st, 0);
-	column_text(st, 1, t->label, sizeof(t->label));
+	gp_db_column_text(st, 1, t->label, sizeof(t->label));
 	if (h && sqlite3_column_bytes(st, 2) == GP_LEDGER_HASH_SIZE)
 		memcpy(t->secret_hash, h, GP_LEDGER_HASH_SIZE);
 	t->created_at = sqlite3_column_int64(st, 3);

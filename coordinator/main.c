@@ -297,7 +297,8 @@ static int cmd_invite_list(struct options *o)
 	char a[32], b[32];
 	int r;
 
-	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	r = gp_coord_state_open(&st, o->state,
+				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
 	if (r < 0)
 		return r;
 	r = gp_ledger_token_list(st.ledger, &t, &n);
@@ -392,7 +393,8 @@ static int cmd_agents(struct options *o)
 	char t[32];
 	int r;
 
-	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	r = gp_coord_state_open(&st, o->state,
+				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
 	if (r < 0)
 		return r;
 	r = gp_ledger_agent_list(st.ledger, 0, &rows, &n);
@@ -473,7 +475,8 @@ static int cmd_status(struct options *o)
 	double rate = 0;
 	int r;
 
-	r = gp_coord_state_open(&st, o->state, GP_LEDGER_READONLY);
+	r = gp_coord_state_open(&st, o->state,
+				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
 	if (r < 0)
 		return r;
 	r = gp_ledger_status(st.ledger, 0, &s);

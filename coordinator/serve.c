@@ -20,11 +20,14 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
+#include "announce.h"
 #include "backend.h"
 #include "channel.h"
 #include "checkpoint.h"
@@ -34,6 +37,7 @@
 #include "log.h"
 #include "model.h"
 #include "msg.h"
+#include "notify.h"
 #include "params.h"
 #include "reason.h"
 #include "scheduler.h"
@@ -47,10 +51,9 @@
  * most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
 #define WORK_MAX 256
-/* An assignment not answered in this long goes back to the queue. */
-#define ASSIGN_TIMEOUT_MS 120000
-/* Rejected updates after which an agent is disconnected. */
-#define MAX_STRIKES 8
+/* Dropped messages (over the rate limit) after which a connection is
+ * closed: at least this many, else one second's worth. */
+#define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
 #define EVAL_BATCH 1000
 
@@ -89,6 +92,13 @@ struct peer {
 	uint32_t next_work;     /* handed out ahead for clock + 1 */
 	uint32_t next_open;     /* of which not yet resolved */
 	unsigned strikes;
+	int64_t work_since_ms;  /* work handed out or last update, while open */
+	int64_t joined_ms;
+	/* Token buckets of the job's rate limits, refilled as time passes. */
+	double msg_tokens, byte_tokens;
+	uint64_t rate_at_us;
+	uint64_t dropped;       /* messages over the limit */
+	bool flooded;           /* disconnected for it */
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
 	char name[GP_MSG_NAME_MAX + 1];
@@ -114,6 +124,7 @@ struct server {
 	uint8_t token_key[GP_KEY_SIZE];
 
 	struct gp_channel_listener *listener;
+	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 	struct peer *peers;
 
@@ -217,7 +228,7 @@ static void reject_update(struct peer *p, const struct gp_msg_update *u,
 		gp_ledger_rejection_append(srv->st.ledger, &rej);
 		gp_warn("agent %" PRId64 " (%s): update rejected: %s", p->agent_id,
 			p->addr, gp_reason_str(reason));
-		if (++p->strikes >= MAX_STRIKES) {
+		if (++p->strikes >= srv->job.max_strikes) {
 			gp_warn("agent %" PRId64 ": %u rejected updates, disconnecting",
 				p->agent_id, p->strikes);
 			send_bye(p, GP_BYE_PROTOCOL, "too many rejected updates");
@@ -713,7 +724,8 @@ static void serve_work(struct peer *p)
 	int r;
 
 	if (!p->joined || !p->wants_work || p->paused || srv->stopping ||
-	    !p->ch || !srv->minibatches_total)
+	    !p->ch || !gp_channel_is_established(p->ch) ||
+	    !srv->minibatches_total)
 		return;
 	if (gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) < 0)
 		return;
@@ -757,6 +769,7 @@ static void serve_work(struct peer *p)
 		p->clock_work++;
 		p->clock_open++;
 	}
+	p->work_since_ms = gp_now_ms();
 	gp_ssp_note_work(srv->ssp, (uint64_t)p->agent_id, (uint32_t)n);
 	/* All of this clock is out: the next one can follow at once. */
 	if (p->clock_open > 0 && gp_ssp_get(srv->ssp, (uint64_t)p->agent_id,
@@ -891,6 +904,7 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	uint64_t id;
 	int r;
 
+	p->work_since_ms = received;
 	if (u->parts > 1) {
 		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1, received);
 		goto resolved;
@@ -910,7 +924,11 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 			      r, -1, received);
 		/* Count the discard in the schedule's counters too. */
 		gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, NULL);
-		if (ours)
+		/* A late answer for a minibatch taken back from this clock
+		 * resolves it; a second answer for one already resolved (the
+		 * agent counts it open, the schedule does not) must not. */
+		if (ours && p->clock_open + p->next_open >
+			    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id))
 			goto resolved;
 		return;
 	}
@@ -1003,13 +1021,22 @@ refuse:
 	reject_update(p, u,
 		      r == GP_REASON_STALE ? GP_UPDATE_LATE : GP_UPDATE_REJECTED,
 		      r, staleness, received);
-	/* Someone else redoes it. */
+	/* Someone else redoes it. It was one of this agent's minibatches,
+	 * whatever clock the update claims: resolve it (the current clock's
+	 * first, as TCP keeps the order), or a lying clock would hold the
+	 * agent, and the SSP bound, for ever. */
 	gp_sched_release(srv->sched, (uint64_t)p->agent_id, id);
+	if (p->clock_open > 0)
+		clock_resolved(p);
+	else if (p->next_open > 0)
+		p->next_open--;
+	goto flush;
 resolved:
 	if ((int64_t)u->clock == p->clock)
 		clock_resolved(p);
 	else if ((int64_t)u->clock == p->clock + 1 && p->next_open > 0)
 		p->next_open--;
+flush:
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		kick_db(srv, false);
 }
@@ -1120,6 +1147,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		gp_ssp_observe_speed(srv->ssp, (uint64_t)id, speed);
 	p->agent_id = id;
 	p->joined = true;
+	p->joined_ms = gp_now_ms();
 	p->pulled_version = 0;
 	p->clock = clock;
 	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
@@ -1254,13 +1282,80 @@ static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello
 	return 0;
 }
 
+static void log_rejection(struct peer *p, const char *kind, const char *fmt,
+			  ...) __attribute__((format(printf, 3, 4)));
+
+/* A row in the ledger's rejections table and a warning in the log. */
+static void log_rejection(struct peer *p, const char *kind, const char *fmt,
+			  ...)
+{
+	struct gp_ledger_rejection rej = { .agent_id = p->agent_id,
+					   .at = gp_now_ms() };
+	va_list ap;
+
+	snprintf(rej.kind, sizeof(rej.kind), "%s", kind);
+	va_start(ap, fmt);
+	vsnprintf(rej.reason, sizeof(rej.reason), fmt, ap);
+	va_end(ap);
+	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
+	gp_warn("%s (agent %" PRId64 "): %s", p->addr, p->agent_id, rej.reason);
+}
+
+/* The per-connection rate limit: token buckets of rate_messages messages
+ * and rate_bytes bytes per second holding two seconds' worth. Returns false
+ * for a message over the limit: it is dropped unread (before decoding), and
+ * a connection that keeps flooding is closed. A message is admitted while
+ * the byte bucket is positive, so one larger than the bucket still passes
+ * (the debt is paid by waiting). */
+static bool rate_admit(struct peer *p, size_t len)
+{
+	const struct gp_job *job = &p->srv->job;
+	uint64_t now = gp_mono_us(), limit;
+	double dt;
+
+	if (!job->rate_messages && !job->rate_bytes)
+		return true;
+	if (!p->rate_at_us) {
+		p->msg_tokens = 2.0 * (double)job->rate_messages;
+		p->byte_tokens = 2.0 * (double)job->rate_bytes;
+	} else {
+		dt = (double)(now - p->rate_at_us) / 1e6;
+		p->msg_tokens = fmin(p->msg_tokens + dt * (double)job->rate_messages,
+				     2.0 * (double)job->rate_messages);
+		p->byte_tokens = fmin(p->byte_tokens + dt * (double)job->rate_bytes,
+				      2.0 * (double)job->rate_bytes);
+	}
+	p->rate_at_us = now;
+	if ((!job->rate_messages || p->msg_tokens >= 1.0) &&
+	    (!job->rate_bytes || p->byte_tokens > 0)) {
+		p->msg_tokens -= 1.0;
+		p->byte_tokens -= (double)len;
+		return true;
+	}
+	if (p->flooded)
+		return false;
+	if (++p->dropped == 1)
+		log_rejection(p, "flood", "over the rate limit (%" PRIu64
+			      " messages/s, %" PRIu64 " bytes/s): dropping messages",
+			      job->rate_messages, job->rate_bytes);
+	limit = job->rate_messages > FLOOD_DROPS_MIN ? job->rate_messages :
+						       FLOOD_DROPS_MIN;
+	if (p->dropped >= limit) {
+		p->flooded = true;
+		log_rejection(p, "flood", "%" PRIu64 " messages dropped over the "
+			      "rate limit: disconnecting", p->dropped);
+		send_bye(p, GP_BYE_PROTOCOL, "message flood");
+	}
+	return false;
+}
+
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct peer *p = gp_channel_data(ch);
 	struct gp_msg m;
 	int r;
 
-	if (!p)
+	if (!p || !rate_admit(p, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
 	if (r == GP_MSG_UNKNOWN_TYPE) {
@@ -1382,6 +1477,8 @@ static void maybe_finish(struct server *srv)
 		gp_channel_listener_destroy(srv->listener);
 		srv->listener = NULL;
 	}
+	gp_announce_destroy(srv->announce);
+	srv->announce = NULL;
 	if (!uv_is_closing((uv_handle_t *)&srv->tick)) {
 		uv_close((uv_handle_t *)&srv->tick, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
@@ -1410,8 +1507,28 @@ static void on_tick(uv_timer_t *t)
 
 	if (srv->stopping)
 		return;
-	if (gp_sched_expire(srv->sched, (uint64_t)now, ASSIGN_TIMEOUT_MS) > 0)
+	if (gp_sched_expire(srv->sched, (uint64_t)now, srv->job.work_timeout_ms) > 0)
 		gp_warn("assignments timed out and went back to the queue");
+	/* A member that takes work and never answers would hold the SSP
+	 * bound, and everyone with it, for ever: drop it. */
+	for (struct peer *p = srv->peers; p; p = p->next)
+		if (p->joined && p->clock_open + p->next_open > 0 && p->ch &&
+		    gp_channel_is_established(p->ch) &&
+		    now - p->work_since_ms > (int64_t)srv->job.work_timeout_ms) {
+			log_rejection(p, "work-timeout", "no update for %" PRId64
+				      " ms with %u minibatch(es) out: disconnecting",
+				      now - p->work_since_ms, p->clock_open);
+			send_bye(p, GP_BYE_TIMEOUT, "no update in time");
+		} else if (p->joined && !p->wants_work && !p->paused && p->ch &&
+			   gp_channel_is_established(p->ch) &&
+			   now - p->joined_ms > (int64_t)srv->job.work_timeout_ms) {
+			/* A member counts toward the SSP bound from its JOIN:
+			 * one that never asks for work would stall the pool. */
+			log_rejection(p, "work-timeout", "joined %" PRId64 " ms ago "
+				      "and asked for no work: disconnecting",
+				      now - p->joined_ms);
+			send_bye(p, GP_BYE_TIMEOUT, "no work request in time");
+		}
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->applied_since_checkpoint > 0)
@@ -1725,6 +1842,16 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = gp_noise_keypair_create(srv->st.id->private_key, &kp);
 	if (r < 0)
 		goto out;
+	{
+		/* Every connection is a descriptor: a flood of half-open ones
+		 * must hit the handshake limit, not the 1024 soft limit. */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	gp_channel_config_default(&srv->chcfg);
 	if (srv->job.heartbeat_interval_ms)
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
@@ -1747,6 +1874,18 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		       srv->job.batch_size, srv->job.staleness);
 		fflush(stdout);
 	}
+	if (srv->job.beacon) {
+		/* Beacons are hints for agents whose token endpoints went stale;
+		 * a failure here costs discovery, not the job. */
+		r = gp_announce_start(&srv->loop, srv->st.id->public_key,
+				      (uint16_t)gp_channel_listener_port(srv->listener),
+				      (uint16_t)srv->job.beacon_port,
+				      srv->job.beacon_interval_ms, &srv->announce);
+		if (r < 0)
+			gp_log_errno(GP_LOG_WARN, r, "cannot send beacons to port %u",
+				     srv->job.beacon_port);
+	}
+	gp_notify_ready("serving");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -1764,6 +1903,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 out:
 	if (srv->listener)
 		gp_channel_listener_destroy(srv->listener);
+	gp_announce_destroy(srv->announce);
 	uv_walk(&srv->loop, walk_close, NULL);
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&srv->loop);

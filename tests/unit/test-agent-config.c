@@ -54,6 +54,44 @@ int main(void)
 			   "'cpu_share' in [limits] (0.01 to 1)");
 	ASSERT_EQ(parse("[limits]\nidle = true\n", &cfg, err), -EINVAL);
 	ASSERT_STR_EQ(err, "agent.conf:2: unknown key 'idle' in [limits]");
+
+	/* Hours, beacons, the web page. */
+	ASSERT_OK(parse("", &cfg, err));
+	ASSERT_EQ(cfg.hours.n, 0);
+	ASSERT_EQ(cfg.beacon_port, GP_AGENT_BEACON_PORT_DEFAULT);
+	ASSERT(!cfg.web);
+	ASSERT_STR_EQ(cfg.web_listen, "127.0.0.1:7180");
+	ASSERT_OK(parse("[limits]\nhours = 08:00-12:00,13:00-18:00\n"
+			"[network]\nbeacon_port = 0\n"
+			"[stats]\nweb = true\nlisten = [::1]:8080\n",
+			&cfg, err));
+	ASSERT_EQ(cfg.hours.n, 2);
+	ASSERT_EQ(cfg.hours.start[1], 13 * 60);
+	ASSERT_EQ(cfg.beacon_port, 0);
+	ASSERT(cfg.web);
+	ASSERT_STR_EQ(cfg.web_listen, "[::1]:8080");
+	ASSERT_EQ(parse("[limits]\nhours = 8-18\n", &cfg, err), -EINVAL);
+	ASSERT_STR_EQ(err, "agent.conf:2: bad value for 'hours' in [limits]: "
+			   "'8-18' is not a list of HH:MM-HH:MM windows");
+	/* The page never leaves this machine. */
+	ASSERT_EQ(parse("[stats]\nlisten = 0.0.0.0:7180\n", &cfg, err),
+		  -EINVAL);
+	ASSERT_EQ(parse("[stats]\nlisten = 192.168.1.2:7180\n", &cfg, err),
+		  -EINVAL);
+	ASSERT_EQ(parse("[stats]\nlisten = 127.0.0.1:70000\n", &cfg, err),
+		  -EINVAL);
+	{
+		char host[64];
+		uint16_t port;
+
+		ASSERT_OK(gp_agent_config_web_listen("localhost:0", host,
+						     sizeof(host), &port));
+		ASSERT_STR_EQ(host, "localhost");
+		ASSERT_EQ(port, 0);
+	}
+	gp_agent_config_unlimited(&cfg);
+	ASSERT(!cfg.on_ac_only);
+	ASSERT_NEAR(cfg.cpu_share, 1.0, 0);
 	printf("agent-config: all tests passed\n");
 	return 0;
 }

@@ -14,6 +14,11 @@ GP_PACKAGES=(
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
 	libsystemd-dev
+	# The agent's local statistics page, and the headless browser that
+	# tests it (suite integration).
+	libmicrohttpd-dev chromium
+	# Network namespaces and veth pairs of the beacon test.
+	iproute2
 	# tools/build-deb and the package suite: the Debian package, lintian,
 	# systemd-analyze and systemd-sysusers.
 	debhelper dpkg-dev fakeroot lintian systemd man-db

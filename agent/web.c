@@ -1,0 +1,450 @@
+#include "web.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+
+/* Days shown in the charts, the latest last. */
+#define CHART_DAYS 30
+#define CHART_W 720
+#define CHART_H 200
+
+struct gp_web {
+	struct MHD_Daemon *daemon;
+	struct gp_stats *stats;
+	gp_web_state_cb *state;
+	void *data;
+	uint16_t port;
+};
+
+/* A growing string; on allocation failure it stays failed and is freed. */
+struct buf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void put(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void put(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->failed)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->failed = true;
+			return;
+		}
+		if (b->p && (size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap ? b->cap * 2 : 8192;
+		while (cap < b->len + (size_t)n + 1)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (!np) {
+			b->failed = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+}
+
+/* Text from the database or a peer, escaped for HTML. */
+static void put_text(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<':
+			put(b, "&lt;");
+			break;
+		case '>':
+			put(b, "&gt;");
+			break;
+		case '&':
+			put(b, "&amp;");
+			break;
+		case '"':
+			put(b, "&quot;");
+			break;
+		case '\'':
+			put(b, "&#39;");
+			break;
+		default:
+			put(b, "%c", *s);
+		}
+	}
+}
+
+static void put_row_cells(struct buf *b, const struct gp_stats_row *r)
+{
+	put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64 "</td>"
+	       "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64 "</td>"
+	       "<td class=\"num\" data-value=\"%.3f\">%.1f</td>"
+	       "<td class=\"num\" data-value=\"%.1f\">%.2f</td>"
+	       "<td class=\"num\" data-value=\"%" PRId64 "\">%.1f</td>"
+	       "<td class=\"num\" data-value=\"%" PRId64 "\">%.1f</td>",
+	    r->samples, r->samples, r->minibatches, r->minibatches, r->gflop,
+	    r->gflop, r->compute_seconds, r->compute_seconds / 3600.0,
+	    r->bytes_up, (double)r->bytes_up / 1e6, r->bytes_down,
+	    (double)r->bytes_down / 1e6);
+}
+
+static const char row_head[] =
+	"<th>samples</th><th>minibatches</th><th>GFLOP</th>"
+	"<th>compute hours</th><th>MB up</th><th>MB down</th>";
+
+/* A bar chart of one value per day: the last CHART_DAYS days, zero-filled,
+ * scaled to the largest. */
+static void put_chart(struct buf *b, const char *id, const char *title,
+		      const struct gp_stats_row *days, size_t n, bool gflop)
+{
+	double v[CHART_DAYS] = { 0 }, max = 0;
+	char labels[CHART_DAYS][GP_STATS_DAY_LEN + 1];
+	int64_t now = (int64_t)time(NULL);
+	const double left = 60, bottom = 30, top = 20;
+	const double plot_w = CHART_W - left - 10, plot_h = CHART_H - bottom - top;
+	const double bw = plot_w / CHART_DAYS;
+
+	for (int i = 0; i < CHART_DAYS; i++) {
+		gp_stats_day(now - (int64_t)(CHART_DAYS - 1 - i) * 86400, labels[i]);
+		for (size_t k = 0; k < n; k++)
+			if (strcmp(days[k].day, labels[i]) == 0)
+				v[i] += gflop ? days[k].gflop : (double)days[k].samples;
+		if (v[i] > max)
+			max = v[i];
+	}
+	put(b, "<figure><figcaption>%s per day</figcaption>"
+	       "<svg id=\"%s\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" "
+	       "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
+	       "aria-label=\"%s per day\" data-max=\"%.3f\">",
+	    title, id, CHART_W, CHART_H, CHART_W, CHART_H, title, max);
+	put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
+	       "stroke=\"#888\"/>",
+	    left, top + plot_h, left + plot_w, top + plot_h);
+	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"11\">"
+	       "%.4g</text>",
+	    left - 4, top + 4, max);
+	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"11\">"
+	       "0</text>",
+	    left - 4, top + plot_h);
+	for (int i = 0; i < CHART_DAYS; i++) {
+		double h = max > 0 ? v[i] / max * plot_h : 0;
+
+		put(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+		       "height=\"%.1f\" fill=\"#3b7dd8\" data-day=\"%s\" "
+		       "data-value=\"%.3f\"><title>%s: %.4g</title></rect>",
+		    left + i * bw + 1, top + plot_h - h, bw - 2, h, labels[i], v[i],
+		    labels[i], v[i]);
+		if (i % 7 == 1 || i == CHART_DAYS - 1)
+			put(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" "
+			       "font-size=\"10\">%s</text>",
+			    left + i * bw + bw / 2, top + plot_h + 16, labels[i] + 5);
+	}
+	put(b, "</svg></figure>");
+}
+
+static void put_table(struct buf *b, const char *id, const char *first,
+		      const struct gp_stats_row *rows, size_t n, int col)
+{
+	put(b, "<table id=\"%s\"><thead><tr><th>%s</th>%s</tr></thead><tbody>",
+	    id, first, row_head);
+	for (size_t i = 0; i < n; i++) {
+		const char *key = col == 0 ? rows[i].day :
+				  col == 1 ? rows[i].pool : rows[i].device;
+
+		put(b, "<tr><td>");
+		put_text(b, key[0] ? key : "(none)");
+		put(b, "</td>");
+		put_row_cells(b, &rows[i]);
+		put(b, "</tr>");
+	}
+	if (n == 0)
+		put(b, "<tr><td colspan=\"7\">nothing yet</td></tr>");
+	put(b, "</tbody></table>");
+}
+
+int gp_web_render(const struct gp_stats_row *days, size_t n_days,
+		  const struct gp_stats_row *pools, size_t n_pools,
+		  const struct gp_stats_row *devices, size_t n_devices,
+		  const struct gp_stats_row *total,
+		  const struct gp_agent_status *st, char **ret)
+{
+	struct buf b = { 0 };
+	static const struct gp_stats_row zero;
+
+	if (!total)
+		total = &zero;
+	put(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+		"<meta http-equiv=\"refresh\" content=\"10\">"
+		"<title>gradpool agent</title><style>"
+		"body{font-family:sans-serif;margin:2em;max-width:60em}"
+		"table{border-collapse:collapse;margin:1em 0}"
+		"td,th{border:1px solid #ccc;padding:.2em .6em}"
+		".num{text-align:right}"
+		".state{font-size:1.3em;padding:.4em;border-radius:.3em}"
+		".state-connected{background:#d4f4d4}.state-paused{background:#fbe7b5}"
+		".state-waiting{background:#e4e4f4}.state-stopped{background:#eee}"
+		"</style></head><body><h1>gradpool agent</h1>");
+	put(&b, "<p id=\"state\" class=\"state state-");
+	put_text(&b, st->state);
+	put(&b, "\" data-state=\"");
+	put_text(&b, st->state);
+	put(&b, "\"><strong>");
+	put_text(&b, st->state);
+	put(&b, "</strong>: ");
+	put_text(&b, st->reason);
+	put(&b, "</p>");
+	if (st->device[0]) {
+		put(&b, "<p>device: <span id=\"device\">");
+		put_text(&b, st->device);
+		put(&b, "</span>, <span id=\"run-minibatches\">%" PRIu64
+			"</span> minibatches since the agent started</p>",
+		    st->minibatches);
+	}
+	put(&b, "<h2>Total</h2><table id=\"totals\"><thead><tr>%s</tr></thead>"
+		"<tbody><tr>", row_head);
+	put_row_cells(&b, total);
+	put(&b, "</tr></tbody></table>");
+	put(&b, "<p id=\"total-samples\" data-value=\"%" PRId64 "\">%" PRId64
+		" samples, %.1f GFLOP, %.2f compute hours in all</p>",
+	    total->samples, total->samples, total->gflop,
+	    total->compute_seconds / 3600.0);
+	put(&b, "<h2>Contribution over time</h2>");
+	put_chart(&b, "chart-samples", "Samples", days, n_days, false);
+	put_chart(&b, "chart-gflop", "GFLOP", days, n_days, true);
+	put(&b, "<h2>Per day</h2>");
+	put_table(&b, "by-day", "day", days, n_days, 0);
+	put(&b, "<h2>Per pool</h2>");
+	put_table(&b, "by-pool", "pool", pools, n_pools, 1);
+	put(&b, "<h2>Per device</h2>");
+	put_table(&b, "by-device", "device", devices, n_devices, 2);
+	put(&b, "<p><small>From this machine's own database; no coordinator "
+		"was asked.</small></p></body></html>\n");
+	if (b.failed) {
+		free(b.p);
+		return -ENOMEM;
+	}
+	*ret = b.p;
+	return 0;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
+			     const char *type, char *body)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result r;
+
+	if (!body)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(strlen(body), body,
+					       MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", type);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	/* Nothing on this page needs anything from elsewhere. */
+	MHD_add_response_header(resp, "Content-Security-Policy",
+				"default-src 'none'; style-src 'unsafe-inline'; "
+				"img-src 'self'");
+	r = MHD_queue_response(c, code, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+/* Bodies are freed by libmicrohttpd (MHD_RESPMEM_MUST_FREE). */
+static char *dup_text(const char *s)
+{
+	return strdup(s);
+}
+
+static int render_page(struct gp_web *w, char **ret)
+{
+	struct gp_stats_row *days = NULL, *pools = NULL, *devs = NULL, *tot = NULL;
+	size_t nd = 0, np = 0, nv = 0, nt = 0;
+	struct gp_agent_status st;
+	int r;
+
+	w->state(&st, w->data);
+	r = gp_stats_query(w->stats, GP_STATS_BY_DAY, NULL, &days, &nd);
+	if (r >= 0)
+		r = gp_stats_query(w->stats, GP_STATS_BY_POOL, NULL, &pools, &np);
+	if (r >= 0)
+		r = gp_stats_query(w->stats, GP_STATS_BY_DEVICE, NULL, &devs, &nv);
+	if (r >= 0)
+		r = gp_stats_query(w->stats, 0, NULL, &tot, &nt);
+	if (r >= 0)
+		r = gp_web_render(days, nd, pools, np, devs, nv, nt ? tot : NULL, &st,
+				  ret);
+	free(days);
+	free(pools);
+	free(devs);
+	free(tot);
+	return r;
+}
+
+static int render_json(struct gp_web *w, char **ret)
+{
+	struct gp_stats_row *rows = NULL, *tot = NULL;
+	struct gp_stats_membership *pools = NULL;
+	size_t n = 0, nt = 0, np = 0, len = 0;
+	char *text = NULL;
+	FILE *f;
+	int r;
+
+	r = gp_stats_query(w->stats, GP_STATS_BY_DAY, NULL, &rows, &n);
+	if (r >= 0)
+		r = gp_stats_query(w->stats, 0, NULL, &tot, &nt);
+	if (r >= 0)
+		r = gp_stats_membership_list(w->stats, &pools, &np);
+	if (r >= 0) {
+		f = open_memstream(&text, &len);
+		if (!f) {
+			r = -errno;
+		} else {
+			r = gp_stats_format_json(f, GP_STATS_BY_DAY, rows, n,
+						 nt ? tot : NULL, pools, np);
+			if (fclose(f) != 0 && r >= 0)
+				r = -EIO;
+		}
+	}
+	free(rows);
+	free(tot);
+	free(pools);
+	if (r < 0) {
+		free(text);
+		return r;
+	}
+	*ret = text;
+	return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct gp_web *w = cls;
+	char *body = NULL;
+	int r;
+
+	(void)version;
+	(void)upload;
+	(void)con_cls;
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+			     dup_text("only GET\n"));
+	if (*upload_size)
+		return MHD_NO;
+	if (strcmp(url, "/") == 0) {
+		r = render_page(w, &body);
+		if (r >= 0)
+			return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", body);
+	} else if (strcmp(url, "/stats.json") == 0) {
+		r = render_json(w, &body);
+		if (r >= 0)
+			return reply(c, MHD_HTTP_OK, "application/json", body);
+	} else if (strcmp(url, "/status") == 0) {
+		struct gp_agent_status st;
+		char text[2048];
+
+		w->state(&st, w->data);
+		r = gp_agent_status_format(&st, text, sizeof(text));
+		if (r >= 0)
+			return reply(c, MHD_HTTP_OK, "text/plain; charset=utf-8",
+				     dup_text(text));
+	} else {
+		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
+			     dup_text("not found\n"));
+	}
+	gp_warn("web page: %s", gp_stats_error(w->stats));
+	return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
+		     dup_text("cannot read the statistics\n"));
+}
+
+int gp_web_start(const char *listen, struct gp_stats *stats,
+		 gp_web_state_cb *state, void *data, struct gp_web **ret)
+{
+	struct sockaddr_storage ss;
+	char host[64];
+	uint16_t port;
+	struct gp_web *w;
+	const union MHD_DaemonInfo *info;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+
+	if (!listen || !stats || !state || !ret)
+		return -EINVAL;
+	if (gp_agent_config_web_listen(listen, host, sizeof(host), &port) < 0)
+		return -EINVAL;
+	memset(&ss, 0, sizeof(ss));
+	if (strcmp(host, "::1") == 0) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(port);
+		a->sin6_addr = in6addr_loopback;
+		flags |= MHD_USE_IPv6;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+		a->sin_family = AF_INET;
+		a->sin_port = htons(port);
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->stats = stats;
+	w->state = state;
+	w->data = data;
+	w->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, w,
+				     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				     MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
+				     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+				     MHD_OPTION_END);
+	if (!w->daemon) {
+		free(w);
+		return -EADDRINUSE;
+	}
+	info = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	w->port = info ? info->port : port;
+	*ret = w;
+	return 0;
+}
+
+uint16_t gp_web_port(const struct gp_web *w)
+{
+	return w->port;
+}
+
+void gp_web_stop(struct gp_web *w)
+{
+	if (!w)
+		return;
+	MHD_stop_daemon(w->daemon);
+	free(w);
+}

@@ -1,0 +1,549 @@
+/* hostile-agent: a pool member that misbehaves on purpose, for the fault
+ * suite and tools/bench-flood.
+ *
+ *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS]
+ *                 [--interval-ms MS] [--duration-ms MS]
+ *
+ * It joins with an invite token like gradpool-agent (a fresh identity,
+ * Noise IKpsk2, JOIN), asks for work, and answers every minibatch it gets
+ * the way MODE says:
+ *
+ *   nan, inf       the right shapes, one NaN / +Inf element
+ *   shape          the first tensor one element short
+ *   unassigned     an update for a minibatch of this epoch it was not given
+ *   unknown        an update for a minibatch of an epoch that does not exist
+ *   duplicate      a valid (zero) update, then the same update again
+ *   clock-ahead    the right minibatch, a clock 3 ahead of the one given
+ *   clock-behind   valid updates at clock 0, then clock - 1
+ *   norm           every element 1e6 (a finite, absurd gradient norm)
+ *   flood          heartbeats as fast as the socket takes them
+ *   noread         asks for work and never reads again
+ *   probe          does not JOIN (so it never counts toward SSP): sends an
+ *                  application HEARTBEAT every --interval-ms for
+ *                  --duration-ms and prints the round-trip percentiles
+ *
+ * It prints one "result:" line and exits 0 when the coordinator closed the
+ * connection (or, for duplicate, norm, probe, after --count updates /
+ * --duration-ms), 1 on timeout, 2 on a usage error or when no channel
+ * was established. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "channel.h"
+#include "log.h"
+#include "msg.h"
+#include "noise.h"
+#include "token.h"
+#include "util.h"
+
+#define MAX_TENSORS 32
+#define MAX_SEEN 4096
+#define MAX_SAMPLES 100000
+
+enum mode {
+	M_NAN, M_INF, M_SHAPE, M_UNASSIGNED, M_UNKNOWN, M_DUPLICATE,
+	M_CLOCK_AHEAD, M_CLOCK_BEHIND, M_NORM, M_FLOOD, M_NOREAD, M_PROBE,
+};
+
+static const char *const mode_names[] = {
+	"nan", "inf", "shape", "unassigned", "unknown", "duplicate",
+	"clock-ahead", "clock-behind", "norm", "flood", "noread", "probe",
+};
+
+struct hostile {
+	enum mode mode;
+	uv_loop_t loop;
+	uv_timer_t timer, deadline;
+	uv_idle_t idle;
+	struct gp_channel *ch;
+	struct gp_token token;
+	struct gp_noise_keypair *kp;
+	uint32_t n_tensors;
+	uint32_t rows[MAX_TENSORS], cols[MAX_TENSORS];
+	float *zeros, *bad;
+	size_t max_count;
+	uint32_t batch;
+	uint64_t seen[MAX_SEEN];
+	size_t n_seen;
+	unsigned long count, sent, sent_bytes;
+	unsigned long interval_ms, duration_ms, timeout_ms;
+	uint64_t start_us, seq;
+	uint64_t *rtt;
+	size_t n_rtt;
+	bool closed_by_peer, finished, timed_out, established;
+	char close_text[300];
+};
+
+static int send_msg(struct hostile *h, struct gp_msg *m)
+{
+	uint8_t *buf = NULL;
+	size_t len;
+	int r;
+
+	if (!h->ch || !gp_channel_is_established(h->ch))
+		return -ENOTCONN;
+	r = gp_msg_encode_alloc(m, &buf, &len);
+	if (r < 0)
+		return r;
+	r = gp_channel_send(h->ch, buf, len);
+	free(buf);
+	if (r == 0)
+		h->sent_bytes += len;
+	return r;
+}
+
+static void finish(struct hostile *h)
+{
+	if (h->finished)
+		return;
+	h->finished = true;
+	uv_timer_stop(&h->timer);
+	uv_timer_stop(&h->deadline);
+	uv_idle_stop(&h->idle);
+	if (h->ch)
+		gp_channel_close(h->ch, GP_BYE_SHUTDOWN, "hostile-agent done");
+}
+
+/* Makes sure the value buffers hold every tensor's elements. */
+static int ensure_buffers(struct hostile *h)
+{
+	size_t need = 0;
+
+	for (uint32_t i = 0; i < h->n_tensors; i++)
+		if ((size_t)h->rows[i] * h->cols[i] > need)
+			need = (size_t)h->rows[i] * h->cols[i];
+	if (need <= h->max_count)
+		return 0;
+	free(h->zeros);
+	free(h->bad);
+	h->zeros = calloc(need, sizeof(float));
+	h->bad = malloc(need * sizeof(float));
+	if (!h->zeros || !h->bad)
+		return -ENOMEM;
+	h->max_count = need;
+	for (size_t i = 0; i < need; i++)
+		h->bad[i] = h->mode == M_NORM ? 1e6f : 0.0f;
+	if (h->mode == M_NAN)
+		h->bad[need / 2] = NAN;
+	if (h->mode == M_INF)
+		h->bad[need / 2] = INFINITY;
+	return 0;
+}
+
+static void note_shards(struct hostile *h, const struct gp_msg_param_shards *ps)
+{
+	for (size_t i = 0; i < ps->n_blocks; i++) {
+		const struct gp_msg_block *b = &ps->blocks[i];
+		uint32_t rows = b->rows ? b->rows : 1;
+
+		if (b->tensor >= MAX_TENSORS || b->count % rows)
+			continue;
+		if (b->tensor >= h->n_tensors)
+			h->n_tensors = b->tensor + 1;
+		h->cols[b->tensor] = b->count / rows;
+		if (b->row_start + rows > h->rows[b->tensor])
+			h->rows[b->tensor] = b->row_start + rows;
+	}
+	ensure_buffers(h);
+}
+
+static bool seen(const struct hostile *h, uint64_t id)
+{
+	for (size_t i = 0; i < h->n_seen; i++)
+		if (h->seen[i] == id)
+			return true;
+	return false;
+}
+
+/* One update for (epoch, minibatch, clock), every tensor whole; the values
+ * are bad (h->bad) or zero, and the first tensor is one short for shape. */
+static int send_update(struct hostile *h, uint32_t epoch, uint64_t minibatch,
+		       uint64_t clock, uint32_t samples, bool bad)
+{
+	struct gp_msg_block blocks[MAX_TENSORS];
+	struct gp_msg m;
+
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.epoch = epoch;
+	m.u.update.minibatch = minibatch;
+	m.u.update.clock = clock;
+	m.u.update.samples = samples;
+	m.u.update.loss = 2.3f;
+	m.u.update.grad_norm = 0;
+	m.u.update.compute_us = 1000;
+	for (uint32_t i = 0; i < h->n_tensors; i++) {
+		uint32_t count = h->rows[i] * h->cols[i];
+
+		if (bad && h->mode == M_SHAPE && i == 0)
+			count--;
+		blocks[i] = (struct gp_msg_block){
+			.tensor = i,
+			.row_start = 0,
+			.rows = h->rows[i],
+			.count = count,
+			.dtype = GP_DTYPE_F32,
+			.values = bad ? h->bad : h->zeros,
+		};
+	}
+	m.u.update.blocks = blocks;
+	m.u.update.n_blocks = h->n_tensors;
+	h->sent++;
+	return send_msg(h, &m);
+}
+
+static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
+{
+	uint64_t per = (60000 + h->batch - 1) / (h->batch ? h->batch : 1);
+	uint64_t other;
+
+	if (h->n_seen < MAX_SEEN)
+		h->seen[h->n_seen++] = mb->minibatch;
+	if (h->n_tensors == 0 || h->finished)
+		return;
+	switch (h->mode) {
+	case M_NAN:
+	case M_INF:
+	case M_SHAPE:
+	case M_NORM:
+		send_update(h, mb->epoch, mb->minibatch, mb->clock, mb->samples,
+			    true);
+		break;
+	case M_UNASSIGNED:
+		/* These resolve nothing, so no more work comes: send a few. */
+		other = (mb->minibatch + 50) % per;
+		for (int i = 0; i < 4; i++, other = (other + 1) % per) {
+			while (seen(h, other))
+				other = (other + 1) % per;
+			send_update(h, mb->epoch, other, mb->clock, mb->samples,
+				    false);
+		}
+		break;
+	case M_UNKNOWN:
+		for (int i = 0; i < 4; i++)
+			send_update(h, mb->epoch + 1000 + (uint32_t)i, mb->minibatch,
+				    mb->clock, mb->samples, false);
+		break;
+	case M_DUPLICATE:
+		send_update(h, mb->epoch, mb->minibatch, mb->clock, mb->samples,
+			    false);
+		send_update(h, mb->epoch, mb->minibatch, mb->clock, mb->samples,
+			    false);
+		break;
+	case M_CLOCK_AHEAD:
+		send_update(h, mb->epoch, mb->minibatch, mb->clock + 3,
+			    mb->samples, false);
+		break;
+	case M_CLOCK_BEHIND:
+		send_update(h, mb->epoch, mb->minibatch,
+			    mb->clock ? mb->clock - 1 : 0, mb->samples, false);
+		break;
+	case M_NOREAD:
+		/* Stop reading: the coordinator's queue towards us grows. */
+		gp_channel_pause_reading(h->ch, true);
+		break;
+	default:
+		break;
+	}
+	if ((h->mode == M_DUPLICATE || h->mode == M_NORM) && h->count &&
+	    h->sent >= h->count)
+		finish(h);
+}
+
+static void send_heartbeat(struct hostile *h)
+{
+	struct gp_msg m;
+
+	gp_msg_init(&m, GP_MSG_HEARTBEAT);
+	m.u.heartbeat.seq = ++h->seq;
+	m.u.heartbeat.time_us = gp_mono_us();
+	if (send_msg(h, &m) == 0)
+		h->sent++;
+}
+
+static void on_flood(uv_idle_t *idle)
+{
+	struct hostile *h = idle->data;
+
+	/* A burst per loop turn, as long as the socket keeps up. */
+	for (int i = 0; i < 64 && h->ch &&
+			gp_channel_queued_bytes(h->ch) < (1u << 20); i++)
+		send_heartbeat(h);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+	struct hostile *h = t->data;
+
+	if (gp_mono_us() - h->start_us >= (uint64_t)h->duration_ms * 1000) {
+		finish(h);
+		return;
+	}
+	send_heartbeat(h);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	struct hostile *h = t->data;
+
+	h->timed_out = true;
+	finish(h);
+}
+
+static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
+{
+	struct hostile *h = gp_channel_data(ch);
+	struct gp_msg m;
+
+	if (gp_msg_decode(data, len, &m) != 0)
+		return;
+	switch (m.type) {
+	case GP_MSG_WELCOME: {
+		struct gp_msg req;
+
+		h->batch = m.u.welcome.batch_size;
+		if (h->mode == M_FLOOD) {
+			uv_idle_start(&h->idle, on_flood);
+			break;
+		}
+		gp_msg_init(&req, GP_MSG_WORK_REQUEST);
+		req.u.work_request.count = 1;
+		send_msg(h, &req);
+		break;
+	}
+	case GP_MSG_PARAM_SHARDS:
+		note_shards(h, &m.u.param_shards);
+		break;
+	case GP_MSG_MINIBATCH:
+		on_minibatch(h, &m.u.minibatch);
+		break;
+	case GP_MSG_HEARTBEAT:
+		if (h->mode == M_PROBE && m.u.heartbeat.echo_time_us &&
+		    h->n_rtt < MAX_SAMPLES)
+			h->rtt[h->n_rtt++] = gp_mono_us() - m.u.heartbeat.echo_time_us;
+		break;
+	case GP_MSG_REJECT:
+		snprintf(h->close_text, sizeof(h->close_text), "reject: %s",
+			 m.u.reject.text);
+		break;
+	case GP_MSG_BYE:
+		snprintf(h->close_text, sizeof(h->close_text), "bye: %s",
+			 m.u.bye.text);
+		break;
+	default:
+		break;
+	}
+	gp_msg_finish(&m);
+}
+
+static void on_established(struct gp_channel *ch, const uint8_t *remote,
+			   const uint8_t *payload, size_t len)
+{
+	struct hostile *h = gp_channel_data(ch);
+	struct gp_msg m;
+
+	(void)remote;
+	(void)payload;
+	(void)len;
+	h->established = true;
+	if (h->mode == M_PROBE) {
+		h->start_us = gp_mono_us();
+		uv_timer_start(&h->timer, on_probe_timer, 0, h->interval_ms);
+		return;
+	}
+	gp_msg_init(&m, GP_MSG_JOIN);
+	snprintf(m.u.join.name, sizeof(m.u.join.name), "hostile-%s",
+		 mode_names[h->mode]);
+	snprintf(m.u.join.release, sizeof(m.u.join.release), "hostile");
+	m.u.join.token_id = h->token.id;
+	m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
+	send_msg(h, &m);
+}
+
+static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
+		     uint16_t code, const char *text)
+{
+	struct hostile *h = gp_channel_data(ch);
+
+	h->ch = NULL;
+	if (!h->finished) {
+		h->closed_by_peer = reason != GP_CLOSE_LOCAL;
+		if (!h->close_text[0])
+			snprintf(h->close_text, sizeof(h->close_text), "%s (%u): %s",
+				 gp_channel_close_reason_name(reason), code, text);
+	}
+	finish(h);
+	uv_close((uv_handle_t *)&h->timer, NULL);
+	uv_close((uv_handle_t *)&h->deadline, NULL);
+	uv_close((uv_handle_t *)&h->idle, NULL);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(const uint64_t *v, size_t n, double q)
+{
+	size_t i;
+
+	if (!n)
+		return 0;
+	i = (size_t)ceil(q * (double)n) - 1;
+	return v[i < n ? i : n - 1];
+}
+
+static int resolve(const char *hostport, struct sockaddr_storage *ss)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	size_t hl = colon ? (size_t)(colon - hostport) : 0;
+
+	if (!colon || hl >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, hostport, hl);
+	host[hl] = '\0';
+	return uv_ip4_addr(host, atoi(colon + 1), (struct sockaddr_in *)ss);
+}
+
+static void usage(void)
+{
+	fputs("usage: hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] "
+	      "[--interval-ms MS] [--duration-ms MS]\nmodes:", stderr);
+	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
+		fprintf(stderr, " %s", mode_names[i]);
+	fputc('\n', stderr);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "count", required_argument, NULL, 'c' },
+		{ "timeout-ms", required_argument, NULL, 't' },
+		{ "interval-ms", required_argument, NULL, 'i' },
+		{ "duration-ms", required_argument, NULL, 'd' },
+		{ 0 },
+	};
+	struct hostile *h = calloc(1, sizeof(*h));
+	struct gp_channel_config cc;
+	struct gp_channel_callbacks cb = {
+		.on_established = on_established,
+		.on_message = on_message,
+		.on_close = on_close,
+	};
+	struct gp_channel_peer peer = { 0 };
+	struct sockaddr_storage ss;
+	uint8_t psk[GP_TOKEN_PSK_SIZE] = { 0 };
+	enum gp_token_error terr;
+	size_t i;
+	int c, rc = 2;
+
+	if (!h)
+		return 2;
+	gp_log_init("hostile-agent");
+	h->timeout_ms = 60000;
+	h->interval_ms = 20;
+	h->duration_ms = 5000;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			h->count = strtoul(optarg, NULL, 10);
+			break;
+		case 't':
+			h->timeout_ms = strtoul(optarg, NULL, 10);
+			break;
+		case 'i':
+			h->interval_ms = strtoul(optarg, NULL, 10);
+			break;
+		case 'd':
+			h->duration_ms = strtoul(optarg, NULL, 10);
+			break;
+		default:
+			usage();
+			goto out;
+		}
+	}
+	if (argc - optind != 2) {
+		usage();
+		goto out;
+	}
+	for (i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
+		if (strcmp(argv[optind], mode_names[i]) == 0)
+			break;
+	if (i == sizeof(mode_names) / sizeof(mode_names[0])) {
+		usage();
+		goto out;
+	}
+	h->mode = (enum mode)i;
+	if (gp_token_parse(argv[optind + 1], &h->token, &terr) < 0) {
+		fprintf(stderr, "hostile-agent: bad token: %s\n",
+			gp_token_error_str(terr));
+		goto out;
+	}
+	if (resolve(h->token.endpoints[0], &ss) < 0 ||
+	    gp_noise_keypair_create(NULL, &h->kp) < 0)
+		goto out;
+	h->rtt = calloc(MAX_SAMPLES, sizeof(*h->rtt));
+	if (!h->rtt)
+		goto out;
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&h->loop);
+	uv_timer_init(&h->loop, &h->timer);
+	uv_timer_init(&h->loop, &h->deadline);
+	uv_idle_init(&h->loop, &h->idle);
+	h->timer.data = h->deadline.data = h->idle.data = h;
+	uv_timer_start(&h->deadline, on_deadline, h->timeout_ms, 0);
+	gp_channel_config_default(&cc);
+	gp_token_psk(h->token.secret, psk);
+	peer.addr = (struct sockaddr *)&ss;
+	peer.local = h->kp;
+	peer.remote_static = h->token.coordinator_pub;
+	peer.psk = psk;
+	peer.payload = h->token.id;
+	peer.payload_len = GP_TOKEN_ID_SIZE;
+	if (gp_channel_connect(&h->loop, &peer, &cc, &cb, h, &h->ch) < 0) {
+		fprintf(stderr, "hostile-agent: cannot connect\n");
+		uv_close((uv_handle_t *)&h->timer, NULL);
+		uv_close((uv_handle_t *)&h->deadline, NULL);
+		uv_close((uv_handle_t *)&h->idle, NULL);
+		uv_run(&h->loop, UV_RUN_DEFAULT);
+		goto out_loop;
+	}
+	uv_run(&h->loop, UV_RUN_DEFAULT);
+	if (h->mode == M_PROBE) {
+		qsort(h->rtt, h->n_rtt, sizeof(*h->rtt), cmp_u64);
+		printf("probe: samples=%zu sent=%lu p50_us=%" PRIu64 " p99_us=%" PRIu64
+		       " max_us=%" PRIu64 "\n",
+		       h->n_rtt, h->sent, pct(h->rtt, h->n_rtt, 0.5),
+		       pct(h->rtt, h->n_rtt, 0.99), pct(h->rtt, h->n_rtt, 1.0));
+	}
+	printf("result: mode=%s sent=%lu bytes=%lu established=%d "
+	       "closed_by_peer=%d timed_out=%d why=%s\n",
+	       mode_names[h->mode], h->sent, h->sent_bytes, h->established,
+	       h->closed_by_peer, h->timed_out, h->close_text);
+	fflush(stdout);
+	if (!h->established)
+		rc = 2;
+	else if (h->mode == M_PROBE)
+		rc = h->n_rtt > 0 && !h->closed_by_peer ? 0 : 1;
+	else
+		rc = h->timed_out ? 1 : 0;
+out_loop:
+	uv_loop_close(&h->loop);
+out:
+	explicit_bzero(psk, sizeof(psk));
+	gp_noise_keypair_destroy(h->kp);
+	free(h->zeros);
+	free(h->bad);
+	free(h->rtt);
+	free(h);
+	return rc;
+}
