@@ -102,9 +102,13 @@ struct peer {
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
 	char name[GP_MSG_NAME_MAX + 1];
+	/* The listener's user data: a channel closed before on_verify (the
+	 * handshake limit, a timeout, garbage) still carries it in on_close. */
+	bool listener_data;
 };
 
 struct server {
+	struct peer listen_data; /* what every new channel starts with */
 	uv_loop_t loop;
 	uv_timer_t tick;
 	uv_signal_t sigint, sigterm;
@@ -1190,7 +1194,8 @@ static void handle_heartbeat(struct peer *p, const struct gp_msg_heartbeat *h)
 static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello,
 		     struct gp_channel_verdict *verdict)
 {
-	struct server *srv = gp_channel_data(ch);
+	struct peer *lp = gp_channel_data(ch);
+	struct server *srv = lp ? lp->srv : NULL;
 	struct peer *p;
 
 	if (!srv || srv->stopping)
@@ -1355,7 +1360,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	struct gp_msg m;
 	int r;
 
-	if (!p || !rate_admit(p, len))
+	if (!p || p->listener_data || !rate_admit(p, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
 	if (r == GP_MSG_UNKNOWN_TYPE) {
@@ -1423,7 +1428,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	struct peer **pp;
 
 	(void)code;
-	if (!p)
+	if (!p || p->listener_data)
 		return;
 	srv = p->srv;
 	if (p->joined) {
@@ -1857,8 +1862,10 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
 	if (srv->job.heartbeat_timeout_ms)
 		srv->chcfg.idle_timeout_ms = (uint32_t)srv->job.heartbeat_timeout_ms;
+	srv->listen_data.srv = srv;
+	srv->listen_data.listener_data = true;
 	r = gp_channel_listen(&srv->loop, (struct sockaddr *)&addr, kp,
-			      &srv->chcfg, &cb, srv, &srv->listener);
+			      &srv->chcfg, &cb, &srv->listen_data, &srv->listener);
 	gp_noise_keypair_destroy(kp);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "cannot listen on %s", listen);
