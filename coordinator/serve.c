@@ -646,22 +646,32 @@ out:
 	return r;
 }
 
-/* Minibatches for the agent's next clock: as many as it computes in the
- * job's clock_duration at its measured speed, so a clock takes about as long
- * for every agent: a slow device does less per clock instead of holding
- * the fast ones back. */
+/* Minibatches for the agent's next clock. A clock lasts the job's
+ * clock_duration or one minibatch of the slowest live agent, whichever is
+ * longer, and every agent gets what it computes in that time at its
+ * measured speed: a slow device does less per clock instead of holding the
+ * fast ones back, and agents of equal speed get one minibatch each (with
+ * several agents, longer clocks trained worse: see docs/architecture.md
+ * "Pool"). */
 static uint32_t work_per_clock(const struct server *srv,
 			       const struct gp_ssp_agent_info *info)
 {
-	double k = info->speed * (double)srv->job.clock_duration_ms / 1000.0;
+	double slowest = 0, base;
 
-	if (!(info->speed > 0))
+	for (size_t i = 0; i < gp_ssp_count(srv->ssp); i++) {
+		struct gp_ssp_agent_info a;
+
+		if (gp_ssp_get_at(srv->ssp, i, &a) == 0 && a.live && a.speed > 0 &&
+		    (slowest == 0 || a.speed < slowest))
+			slowest = a.speed;
+	}
+	if (!(info->speed > 0) || slowest == 0)
 		return WORK_BASE;
-	if (k < 1)
-		return 1;
-	if (k > WORK_MAX)
-		return WORK_MAX;
-	return (uint32_t)(k + 0.5);
+	base = slowest * (double)srv->job.clock_duration_ms / 1000.0;
+	if (base < 1)
+		base = 1;
+	return gp_ssp_work_per_clock(srv->ssp, info->id, (uint32_t)(base + 0.5),
+				     WORK_MAX);
 }
 
 /* Pipelining: hands out the agent's clock c + 1 while its updates of clock
@@ -831,8 +841,17 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 {
 	srv->eval_pending += n;
 	if (job_done) {
+		double secs = srv->first_work_us ?
+			(double)(gp_mono_us() - srv->first_work_us) / 1e6 : 0;
+
 		srv->done = true;
 		gp_info("all %u epochs applied", srv->job.epochs);
+		/* From the first minibatch handed out to the last applied:
+		 * start-up and the final evaluation are not in it. */
+		printf("trained %" PRIu64 " samples in %.3f s: %.0f samples/s\n",
+		       srv->samples_run, secs,
+		       secs > 0 ? (double)srv->samples_run / secs : 0.0);
+		fflush(stdout);
 	}
 	if (srv->job.eval)
 		start_eval(srv);
@@ -866,7 +885,7 @@ static int scale_for_staleness(struct peer *p, double *ret_norm)
 		lag -= p->view.own;
 	if (lag == 0)
 		return 0;
-	scale = pow(k / (k + (double)lag), getenv("GP_SCALE_POW") ? atof(getenv("GP_SCALE_POW")) : 1.0);
+	scale = k / (k + (double)lag);
 	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
 	if (r != 0)
 		return r;
