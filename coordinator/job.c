@@ -36,7 +36,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->lr_schedule = GP_LR_COSINE;
 	job->warmup_epochs = 0.1;
 	job->staleness_scaling = true;
-	job->clock_duration_ms = 25;
+	job->clock_duration_ms = 1;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;

@@ -36,9 +36,10 @@
  *   heartbeat_interval = 5s   100ms..10m
  *   heartbeat_timeout = 20s   1s..1h; must exceed heartbeat_interval
  *   max_agents = 64           1..65536
- *   clock_duration = 25ms     work per clock: what each agent computes in
- *                             about this long (1ms..10s), at least one
- *                             minibatch
+ *   clock_duration = 1ms      a clock lasts this long or one minibatch of
+ *                             the slowest live agent, whichever is longer;
+ *                             each agent computes what it can in that time
+ *                             (1ms..10s)
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off

@@ -104,9 +104,13 @@ struct peer {
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
 	char name[GP_MSG_NAME_MAX + 1];
+	/* The listener's user data: a channel closed before on_verify (the
+	 * handshake limit, a timeout, garbage) still carries it in on_close. */
+	bool listener_data;
 };
 
 struct server {
+	struct peer listen_data; /* what every new channel starts with */
 	uv_loop_t loop;
 	uv_timer_t tick;
 	uv_signal_t sigint, sigterm;
@@ -646,22 +650,32 @@ out:
 	return r;
 }
 
-/* Minibatches for the agent's next clock: as many as it computes in the
- * job's clock_duration at its measured speed, so a clock takes about as long
- * for every agent: a slow device does less per clock instead of holding
- * the fast ones back. */
+/* Minibatches for the agent's next clock. A clock lasts the job's
+ * clock_duration or one minibatch of the slowest live agent, whichever is
+ * longer, and every agent gets what it computes in that time at its
+ * measured speed: a slow device does less per clock instead of holding the
+ * fast ones back, and agents of equal speed get one minibatch each (with
+ * several agents, longer clocks trained worse: see docs/architecture.md
+ * "Pool"). */
 static uint32_t work_per_clock(const struct server *srv,
 			       const struct gp_ssp_agent_info *info)
 {
-	double k = info->speed * (double)srv->job.clock_duration_ms / 1000.0;
+	double slowest = 0, base;
 
-	if (!(info->speed > 0))
+	for (size_t i = 0; i < gp_ssp_count(srv->ssp); i++) {
+		struct gp_ssp_agent_info a;
+
+		if (gp_ssp_get_at(srv->ssp, i, &a) == 0 && a.live && a.speed > 0 &&
+		    (slowest == 0 || a.speed < slowest))
+			slowest = a.speed;
+	}
+	if (!(info->speed > 0) || slowest == 0)
 		return WORK_BASE;
-	if (k < 1)
-		return 1;
-	if (k > WORK_MAX)
-		return WORK_MAX;
-	return (uint32_t)(k + 0.5);
+	base = slowest * (double)srv->job.clock_duration_ms / 1000.0;
+	if (base < 1)
+		base = 1;
+	return gp_ssp_work_per_clock(srv->ssp, info->id, (uint32_t)(base + 0.5),
+				     WORK_MAX);
 }
 
 /* Pipelining: hands out the agent's clock c + 1 while its updates of clock
@@ -831,8 +845,17 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 {
 	srv->eval_pending += n;
 	if (job_done) {
+		double secs = srv->first_work_us ?
+			(double)(gp_mono_us() - srv->first_work_us) / 1e6 : 0;
+
 		srv->done = true;
 		gp_info("all %u epochs applied", srv->job.epochs);
+		/* From the first minibatch handed out to the last applied:
+		 * start-up and the final evaluation are not in it. */
+		printf("trained %" PRIu64 " samples in %.3f s: %.0f samples/s\n",
+		       srv->samples_run, secs,
+		       secs > 0 ? (double)srv->samples_run / secs : 0.0);
+		fflush(stdout);
 	}
 	if (srv->job.eval)
 		start_eval(srv);
@@ -866,7 +889,7 @@ static int scale_for_staleness(struct peer *p, double *ret_norm)
 		lag -= p->view.own;
 	if (lag == 0)
 		return 0;
-	scale = pow(k / (k + (double)lag), getenv("GP_SCALE_POW") ? atof(getenv("GP_SCALE_POW")) : 1.0);
+	scale = k / (k + (double)lag);
 	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
 	if (r != 0)
 		return r;
@@ -1175,7 +1198,8 @@ static void handle_heartbeat(struct peer *p, const struct gp_msg_heartbeat *h)
 static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello,
 		     struct gp_channel_verdict *verdict)
 {
-	struct server *srv = gp_channel_data(ch);
+	struct peer *lp = gp_channel_data(ch);
+	struct server *srv = lp ? lp->srv : NULL;
 	struct peer *p;
 
 	if (!srv || srv->stopping)
@@ -1340,7 +1364,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	struct gp_msg m;
 	int r;
 
-	if (!p || !rate_admit(p, len))
+	if (!p || p->listener_data || !rate_admit(p, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
 	if (r == GP_MSG_UNKNOWN_TYPE) {
@@ -1408,7 +1432,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	struct peer **pp;
 
 	(void)code;
-	if (!p)
+	if (!p || p->listener_data)
 		return;
 	srv = p->srv;
 	if (p->joined) {
@@ -1933,8 +1957,10 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
 	if (srv->job.heartbeat_timeout_ms)
 		srv->chcfg.idle_timeout_ms = (uint32_t)srv->job.heartbeat_timeout_ms;
+	srv->listen_data.srv = srv;
+	srv->listen_data.listener_data = true;
 	r = gp_channel_listen(&srv->loop, (struct sockaddr *)&addr, kp,
-			      &srv->chcfg, &cb, srv, &srv->listener);
+			      &srv->chcfg, &cb, &srv->listen_data, &srv->listener);
 	gp_noise_keypair_destroy(kp);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "cannot listen on %s", listen);
