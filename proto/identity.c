@@ -108,12 +108,43 @@ int gp_identity_create_file(const char *path, struct gp_identity **ret,
 	return 0;
 }
 
+int gp_identity_parse(const uint8_t *data, size_t len, const char *name,
+		      struct gp_identity **ret, char *err, size_t errlen)
+{
+	uint8_t sum[8];
+	struct gp_identity *id;
+
+	if (len != GP_IDENTITY_FILE_SIZE) {
+		char detail[96];
+
+		snprintf(detail, sizeof(detail),
+			 "key file is %s%zu bytes, want %d: truncated or not "
+			 "a gradpool key",
+			 len > GP_IDENTITY_FILE_SIZE ? "at least " : "", len,
+			 GP_IDENTITY_FILE_SIZE);
+		return fail(err, errlen, -EBADMSG, name, "%s", detail);
+	}
+	if (memcmp(data, key_magic, sizeof(key_magic)) != 0)
+		return fail(err, errlen, -EBADMSG, name, "%s",
+			    "not a gradpool key file (bad magic)");
+	crypto_generichash(sum, sizeof(sum), data, 40, NULL, 0);
+	if (sodium_memcmp(sum, data + 40, sizeof(sum)) != 0)
+		return fail(err, errlen, -EBADMSG, name, "%s",
+			    "key file is corrupt (checksum mismatch)");
+	id = identity_new();
+	if (!id)
+		return fail(err, errlen, -ENOMEM, name, "%s",
+			    "cannot allocate secure memory");
+	memcpy(id->private_key, data + 8, GP_KEY_SIZE);
+	crypto_scalarmult_base(id->public_key, id->private_key);
+	*ret = id;
+	return 0;
+}
+
 int gp_identity_load(const char *path, struct gp_identity **ret, char *err,
 		     size_t errlen)
 {
 	uint8_t file[GP_IDENTITY_FILE_SIZE + 1];
-	uint8_t sum[8];
-	struct gp_identity *id = NULL;
 	struct stat st;
 	ssize_t n;
 	int fd, r;
@@ -149,36 +180,8 @@ int gp_identity_load(const char *path, struct gp_identity **ret, char *err,
 	close(fd);
 	if (r < 0)
 		return fail(err, errlen, r, path, "cannot read key file: %s", strerror(-r));
-	if (n != GP_IDENTITY_FILE_SIZE) {
-		char detail[96];
-
-		snprintf(detail, sizeof(detail),
-			 "key file is %s%zd bytes, want %d: truncated or not "
-			 "a gradpool key",
-			 n > GP_IDENTITY_FILE_SIZE ? "at least " : "", n,
-			 GP_IDENTITY_FILE_SIZE);
-		r = fail(err, errlen, -EBADMSG, path, "%s", detail);
-		goto out;
-	}
-	if (memcmp(file, key_magic, sizeof(key_magic)) != 0) {
-		r = fail(err, errlen, -EBADMSG, path, "%s", "not a gradpool key file (bad magic)");
-		goto out;
-	}
-	crypto_generichash(sum, sizeof(sum), file, 40, NULL, 0);
-	if (sodium_memcmp(sum, file + 40, sizeof(sum)) != 0) {
-		r = fail(err, errlen, -EBADMSG, path, "%s", "key file is corrupt (checksum mismatch)");
-		goto out;
-	}
-	id = identity_new();
-	if (!id) {
-		r = fail(err, errlen, -ENOMEM, path, "%s", "cannot allocate secure memory");
-		goto out;
-	}
-	memcpy(id->private_key, file + 8, GP_KEY_SIZE);
-	crypto_scalarmult_base(id->public_key, id->private_key);
-	*ret = id;
-	r = 0;
-out:
+	/* One byte more than a key is read, so a longer file says so. */
+	r = gp_identity_parse(file, (size_t)n, path, ret, err, errlen);
 	sodium_memzero(file, sizeof(file));
 	return r;
 }

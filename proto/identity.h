@@ -36,6 +36,14 @@ int gp_identity_create_file(const char *path, struct gp_identity **ret,
 int gp_identity_load(const char *path, struct gp_identity **ret, char *err,
 		     size_t errlen);
 
+/* Parses the bytes of a key file, data[0..len) (borrowed), named name in
+ * messages. On success *ret is owned by the caller (gp_identity_destroy);
+ * on failure err (borrowed, errlen bytes) says what is wrong: the wrong
+ * size, a bad magic or checksum (-EBADMSG), or -ENOMEM. gp_identity_load()
+ * is this over the file's contents. */
+int gp_identity_parse(const uint8_t *data, size_t len, const char *name,
+		      struct gp_identity **ret, char *err, size_t errlen);
+
 /* Loads path if it exists, else creates it. */
 int gp_identity_load_or_create(const char *path, struct gp_identity **ret,
 			       char *err, size_t errlen);

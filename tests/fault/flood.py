@@ -151,7 +151,11 @@ def run_phase(pool, hostile, token, seconds, flood=None, noread=False):
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL,
                                  stdin=subprocess.DEVNULL)
-    probe = start_probe(hostile, token, int(seconds * 1000))
+    # The probe connects first: during the flood new handshakes may find
+    # the coordinator's handshake slots full (an honest agent that is
+    # already connected is what the flood must not hurt).
+    probe = start_probe(hostile, token, int(seconds * 1000) + 1000)
+    time.sleep(1.0)
     stats = None
     try:
         if flood:

@@ -2,11 +2,11 @@
 that never finish a handshake, 100 half-open ones (half a message 1) and
 20 garbage senders hit the coordinator, and a member stops reading.
 Asserted: an honest heartbeat probe keeps getting answers with p99 below
-250 ms; the coordinator's peak memory (VmHWM) stays below 200 MiB (80 MiB of it is the data set); it
-closed the connections it could not serve (handshake limit or timeout) and
-the garbage senders; the honest run applies every minibatch exactly once.
+250 ms; the coordinator's peak memory (VmHWM) stays below 200 MiB (80 MiB
+of it is the data set; 800 MiB under AddressSanitizer); it closed the
+connections it could not serve (handshake limit or timeout) and the
+garbage senders; the honest run applies every minibatch exactly once.
 tools/bench-flood prints the same figures against a no-flood baseline."""
-import os
 
 import gppool
 from gppool import check, log
@@ -42,8 +42,12 @@ def test():
               "only %d heartbeat answers" % probe["samples"])
         check(probe["p99_us"] < P99_MAX_US, "heartbeat p99 %d us >= %d us" %
               (probe["p99_us"], P99_MAX_US))
-        check(status["VmHWM"] < HWM_MAX_KIB, "serve peak RSS %d KiB >= %d KiB"
-              % (status["VmHWM"], HWM_MAX_KIB))
+        # AddressSanitizer's shadow memory and quarantine multiply RSS.
+        with open("/proc/%d/maps" % pool.serve_proc.pid) as f:
+            asan = "libasan" in f.read()
+        hwm_max = HWM_MAX_KIB * (4 if asan else 1)
+        check(status["VmHWM"] < hwm_max, "serve peak RSS %d KiB >= %d KiB"
+              % (status["VmHWM"], hwm_max))
         check(stats["connects"] >= 1100, "only %d connections made" %
               stats["connects"])
         check(stats["closed_by_peer"] >= 1100 - 256 - 20,
