@@ -59,6 +59,8 @@
  * closed: at least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
+/* How often connected members are checked for revocation. */
+#define REVOKE_CHECK_MS 1000
 #define EVAL_BATCH 1000
 
 struct server;
@@ -139,6 +141,8 @@ struct server {
 	/* Background work: at most one ledger job and one evaluation. */
 	bool db_busy;
 	bool eval_busy;
+	bool revoke_busy;       /* a revocation check (check_revoked) */
+	int64_t last_revoke_check_ms;
 	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
 	struct gp_backend *eval_be;
 	struct gp_model *eval_model;
@@ -1545,6 +1549,82 @@ static void on_signal(uv_signal_t *s, int signum)
 	maybe_finish(srv);
 }
 
+/* `gradpool-coordinator agents revoke` writes the ledger from another
+ * process: every REVOKE_CHECK_MS the connected members are looked up on the
+ * thread pool (the ledger may be busy with a checkpoint) and the revoked
+ * ones get BYE revoked; their work goes back to the queue as on any
+ * disconnect, and the handshake refuses them from then on. */
+struct revoke_work {
+	uv_work_t req;
+	struct server *srv;
+	size_t n;
+	int64_t *ids;   /* connected members; set to 0 unless revoked */
+};
+
+static void revoke_run(uv_work_t *req)
+{
+	struct revoke_work *w = req->data;
+
+	for (size_t i = 0; i < w->n; i++) {
+		struct gp_ledger_agent a;
+
+		if (gp_ledger_agent_get(w->srv->st.ledger, w->ids[i], &a) < 0 ||
+		    !a.revoked_at)
+			w->ids[i] = 0;
+	}
+}
+
+static void revoke_done(uv_work_t *req, int status)
+{
+	struct revoke_work *w = req->data;
+	struct server *srv = w->srv;
+
+	(void)status;
+	srv->revoke_busy = false;
+	for (size_t i = 0; i < w->n && !srv->stopping; i++) {
+		struct peer *p = w->ids[i] ? peer_by_agent(srv, (uint64_t)w->ids[i]) :
+					     NULL;
+
+		if (!p)
+			continue;
+		gp_info("agent %" PRId64 " (%s): membership revoked, disconnecting",
+			p->agent_id, p->addr);
+		send_bye(p, GP_BYE_REVOKED, "this agent's membership was revoked");
+	}
+	free(w->ids);
+	free(w);
+}
+
+static void check_revoked(struct server *srv, int64_t now)
+{
+	struct revoke_work *w;
+	size_t n = 0;
+
+	if (srv->revoke_busy || now - srv->last_revoke_check_ms < REVOKE_CHECK_MS)
+		return;
+	srv->last_revoke_check_ms = now;
+	for (struct peer *p = srv->peers; p; p = p->next)
+		n += p->joined;
+	if (n == 0)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->ids = calloc(n, sizeof(*w->ids)))) {
+		free(w);
+		return;
+	}
+	for (struct peer *p = srv->peers; p; p = p->next)
+		if (p->joined)
+			w->ids[w->n++] = p->agent_id;
+	w->srv = srv;
+	w->req.data = w;
+	srv->revoke_busy = true;
+	if (uv_queue_work(&srv->loop, &w->req, revoke_run, revoke_done) < 0) {
+		srv->revoke_busy = false;
+		free(w->ids);
+		free(w);
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
@@ -1574,6 +1654,7 @@ static void on_tick(uv_timer_t *t)
 				      now - p->joined_ms);
 			send_bye(p, GP_BYE_TIMEOUT, "no work request in time");
 		}
+	check_revoked(srv, now);
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->applied_since_checkpoint > 0)
@@ -1706,6 +1787,20 @@ static int restore(struct server *srv)
 
 		if (gp_ssp_get_at(srv->ssp, i, &info) == 0)
 			gp_ssp_mark_dead(srv->ssp, info.id);
+	}
+	/* The updates logged after the checkpoint are lost with the crash;
+	 * their minibatches are redone, and the log says so. */
+	{
+		int64_t undone = gp_ledger_rollback_after(
+			srv->st.ledger, srv->job_id, ck.seq,
+			gp_params_updates(srv->params));
+
+		if (undone < 0)
+			gp_warn("%s", gp_ledger_error(srv->st.ledger));
+		else if (undone > 0)
+			gp_info("%" PRId64 " update(s) applied after checkpoint %"
+				PRId64 " rolled back; their minibatches are redone",
+				undone, ck.seq);
 	}
 	gp_info("resumed job %" PRId64 " from checkpoint %" PRId64
 		" (epoch %u, %" PRIu64 " updates applied)",
