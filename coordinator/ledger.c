@@ -96,6 +96,11 @@ static const char *const migrations[] = {
 	"  size INTEGER NOT NULL,"
 	"  blob BLOB NOT NULL,"
 	"  PRIMARY KEY (job_id, seq));",
+	/* 2: applied updates that a restore from a checkpoint undid (their
+	 * minibatches are redone): the seq of that checkpoint, 0 while the
+	 * update counts (gp_ledger_rollback_after) */
+	"ALTER TABLE updates ADD COLUMN rolled_back INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (rolled_back >= 0);",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -1364,6 +1369,75 @@ out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&l->lock);
 	return n;
+}
+
+int64_t gp_ledger_rollback_after(struct gp_ledger *l, int64_t job_id,
+				 int64_t seq, uint64_t keep)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t cutoff = 0, n;
+	int r, rc;
+
+	if (seq <= 0 || keep > INT64_MAX)
+		return -EINVAL;
+	/* Rows still buffered belong to the log before the restore. */
+	r = gp_ledger_flush(l);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&l->lock);
+	r = exec(l, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	if (keep > 0) {
+		/* The keep-th counted applied update: the checkpoint's last. */
+		r = prepare(l, "SELECT id FROM updates WHERE job_id = ?1 AND "
+			       "outcome = 'applied' AND rolled_back = 0 "
+			       "ORDER BY id LIMIT 1 OFFSET ?2",
+			    &st);
+		if (r < 0)
+			goto fail;
+		sqlite3_bind_int64(st, 1, job_id);
+		sqlite3_bind_int64(st, 2, (int64_t)keep - 1);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_DONE) {
+			/* The log holds fewer: nothing came after. */
+			sqlite3_finalize(st);
+			st = NULL;
+			r = exec(l, "COMMIT");
+			goto out;
+		}
+		if (rc != SQLITE_ROW) {
+			r = fail(l, rc, "cannot find the checkpoint's last update");
+			goto fail;
+		}
+		cutoff = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+		st = NULL;
+	}
+	r = prepare(l, "UPDATE updates SET rolled_back = ?3 WHERE job_id = ?1 "
+		       "AND outcome = 'applied' AND rolled_back = 0 AND id > ?2",
+		    &st);
+	if (r < 0)
+		goto fail;
+	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_int64(st, 2, cutoff);
+	sqlite3_bind_int64(st, 3, seq);
+	r = step_done(l, st, "cannot mark updates rolled back");
+	if (r < 0)
+		goto fail;
+	n = sqlite3_changes(l->db);
+	r = exec(l, "COMMIT");
+	if (r < 0)
+		goto fail;
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&l->lock);
+	return n;
+fail:
+	rollback(l);
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&l->lock);
+	return r;
 }
 
 /* ---- evaluations ------------------------------------------------------- */

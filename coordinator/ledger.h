@@ -337,6 +337,17 @@ struct gp_ledger_status {
 int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 		     struct gp_ledger_status *ret);
 
+/* After a restore from checkpoint seq (> 0) of job_id whose parameters
+ * hold `keep` applied updates: marks every applied update of the job past
+ * the first `keep` in log order (rows already rolled back not counted) as
+ * rolled back to seq (column rolled_back), since their minibatches are
+ * redone. Flushes buffered rows first. The update log is written in the
+ * order updates are applied, and a checkpoint is written together with
+ * every row logged before it, so the first `keep` rows are exactly the
+ * checkpoint's. Returns the number of rows marked, or a negative errno. */
+int64_t gp_ledger_rollback_after(struct gp_ledger *l, int64_t job_id,
+				 int64_t seq, uint64_t keep);
+
 /* Number of rows in the update log of a job (0: all jobs). */
 int64_t gp_ledger_update_count(struct gp_ledger *l, int64_t job_id);
 

@@ -51,10 +51,16 @@
  * most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
 #define WORK_MAX 256
+/* The clock of an agent computing alone: it reads only its own writes (no
+ * pull needed), so a long clock costs nothing in quality and saves round
+ * trips. */
+#define SOLO_CLOCK_MS 25
 /* Dropped messages (over the rate limit) after which a connection is
  * closed: at least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
+/* How often connected members are checked for revocation. */
+#define REVOKE_CHECK_MS 1000
 #define EVAL_BATCH 1000
 
 struct server;
@@ -135,6 +141,8 @@ struct server {
 	/* Background work: at most one ledger job and one evaluation. */
 	bool db_busy;
 	bool eval_busy;
+	bool revoke_busy;       /* a revocation check (check_revoked) */
+	int64_t last_revoke_check_ms;
 	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
 	struct gp_backend *eval_be;
 	struct gp_model *eval_model;
@@ -543,7 +551,37 @@ static void start_eval(struct server *srv)
 
 /* Sends the agent the shards changed since its last pull, for its work at
  * `clock` (ahead: the clock after the one it is computing). */
-static int send_params(struct peer *p, int64_t clock, bool ahead)
+/* Whether the agent's copy may serve its work at `clock` (k minibatches)
+ * without a pull. A copy is current when every update applied since its
+ * view is the agent's own (read-my-writes). A copy that lacks a few
+ * updates of others is still good while they are fewer than k (a
+ * straggler's occasional update, scaled down by its staleness anyway)
+ * and SSP's bound holds (read clock >= clock - s); the fast agent then
+ * keeps its pipeline instead of a pull per clock. *ret_current says
+ * whether it lacks nothing. */
+static bool copy_good(struct peer *p, int64_t clock, uint32_t k,
+		      bool *ret_current)
+{
+	struct server *srv = p->srv;
+	struct gp_ssp_agent_info info;
+	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
+
+	*ret_current = false;
+	if (!(p->caps & GP_CAP_LOCAL_STEP) || !p->pulled_version ||
+	    lag < p->view.own)
+		return false;
+	lag -= p->view.own;
+	if (lag == 0) {
+		*ret_current = true;
+		return true;
+	}
+	return lag < k &&
+	       gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) == 0 &&
+	       info.read_clock != INT64_MIN &&
+	       info.read_clock >= clock - (int64_t)gp_ssp_bound(srv->ssp);
+}
+
+static int send_params(struct peer *p, int64_t clock, uint32_t k, bool ahead)
 {
 	struct server *srv = p->srv;
 	size_t n = gp_params_changed_since(srv->params, p->pulled_version, NULL, 0);
@@ -553,15 +591,18 @@ static int send_params(struct peer *p, int64_t clock, bool ahead)
 	struct gp_msg m;
 	int r = 0;
 
+	bool current;
+
 	/* An agent that reads its own writes already holds every update
 	 * applied since its pull when they are all its own: nothing to send
 	 * (one agent alone then trains exactly like a local loop). Its copy
-	 * goes on as it was. */
-	if (n == 0 || ((p->caps & GP_CAP_LOCAL_STEP) && p->pulled_version &&
-		       updates - p->view.base == p->view.own)) {
+	 * goes on as it was; its read clock moves only if it lacks nothing. */
+	if (n == 0 || copy_good(p, clock, k, &current)) {
 		*target = p->view;
-		return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
-				     p->pulled_version);
+		if (n == 0 || current)
+			return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
+					     p->pulled_version);
+		return 0;
 	}
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
@@ -648,7 +689,8 @@ out:
 
 /* Minibatches for the agent's next clock. A clock lasts the job's
  * clock_duration or one minibatch of the slowest live agent, whichever is
- * longer, and every agent gets what it computes in that time at its
+ * longer (SOLO_CLOCK_MS at least for an agent alone), and every agent
+ * gets what it computes in that time at its
  * measured speed: a slow device does less per clock instead of holding the
  * fast ones back, and agents of equal speed get one minibatch each (with
  * several agents, longer clocks trained worse: see docs/architecture.md
@@ -667,7 +709,10 @@ static uint32_t work_per_clock(const struct server *srv,
 	}
 	if (!(info->speed > 0) || slowest == 0)
 		return WORK_BASE;
-	base = slowest * (double)srv->job.clock_duration_ms / 1000.0;
+	base = slowest * (double)(gp_ssp_live_count(srv->ssp) == 1 &&
+				  srv->job.clock_duration_ms < SOLO_CLOCK_MS ?
+					  SOLO_CLOCK_MS :
+					  srv->job.clock_duration_ms) / 1000.0;
 	if (base < 1)
 		base = 1;
 	return gp_ssp_work_per_clock(srv->ssp, info->id, (uint32_t)(base + 0.5),
@@ -686,6 +731,7 @@ static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
 	struct server *srv = p->srv;
 	uint64_t ids[WORK_MAX];
 	size_t n = 0;
+	bool current;
 	uint32_t k;
 	int r;
 
@@ -693,19 +739,17 @@ static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
 	    info->clock + 1 > gp_ssp_min_clock(srv->ssp) +
 				      (int64_t)gp_ssp_bound(srv->ssp))
 		return;
-	/* Only while the agent's copy is current (no other agent's update
-	 * since its view): a pull now would overwrite its own updates still
-	 * on their way, and two agents measured 3-6 points lower after three
-	 * epochs with that. */
-	if (!(p->caps & GP_CAP_LOCAL_STEP) ||
-	    gp_params_updates(srv->params) - p->view.base != p->view.own)
-		return;
+	/* Only while the agent's copy needs no pull: a pull now would
+	 * overwrite its own updates still on their way, and two agents
+	 * measured 3-6 points lower after three epochs with that. */
 	k = work_per_clock(srv, info);
+	if (!copy_good(p, info->clock + 1, k, &current))
+		return;
 	r = gp_sched_assign(srv->sched, (uint64_t)p->agent_id,
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return;
-	r = send_params(p, info->clock + 1, true);
+	r = send_params(p, info->clock + 1, k, true);
 	for (size_t i = 0; i < n; i++) {
 		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1) >= 0) {
 			p->next_work++;
@@ -753,7 +797,7 @@ static void serve_work(struct peer *p)
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = send_params(p, info.clock, false);
+	r = send_params(p, info.clock, p->clock_target, false);
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)
 			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
@@ -1505,6 +1549,82 @@ static void on_signal(uv_signal_t *s, int signum)
 	maybe_finish(srv);
 }
 
+/* `gradpool-coordinator agents revoke` writes the ledger from another
+ * process: every REVOKE_CHECK_MS the connected members are looked up on the
+ * thread pool (the ledger may be busy with a checkpoint) and the revoked
+ * ones get BYE revoked; their work goes back to the queue as on any
+ * disconnect, and the handshake refuses them from then on. */
+struct revoke_work {
+	uv_work_t req;
+	struct server *srv;
+	size_t n;
+	int64_t *ids;   /* connected members; set to 0 unless revoked */
+};
+
+static void revoke_run(uv_work_t *req)
+{
+	struct revoke_work *w = req->data;
+
+	for (size_t i = 0; i < w->n; i++) {
+		struct gp_ledger_agent a;
+
+		if (gp_ledger_agent_get(w->srv->st.ledger, w->ids[i], &a) < 0 ||
+		    !a.revoked_at)
+			w->ids[i] = 0;
+	}
+}
+
+static void revoke_done(uv_work_t *req, int status)
+{
+	struct revoke_work *w = req->data;
+	struct server *srv = w->srv;
+
+	(void)status;
+	srv->revoke_busy = false;
+	for (size_t i = 0; i < w->n && !srv->stopping; i++) {
+		struct peer *p = w->ids[i] ? peer_by_agent(srv, (uint64_t)w->ids[i]) :
+					     NULL;
+
+		if (!p)
+			continue;
+		gp_info("agent %" PRId64 " (%s): membership revoked, disconnecting",
+			p->agent_id, p->addr);
+		send_bye(p, GP_BYE_REVOKED, "this agent's membership was revoked");
+	}
+	free(w->ids);
+	free(w);
+}
+
+static void check_revoked(struct server *srv, int64_t now)
+{
+	struct revoke_work *w;
+	size_t n = 0;
+
+	if (srv->revoke_busy || now - srv->last_revoke_check_ms < REVOKE_CHECK_MS)
+		return;
+	srv->last_revoke_check_ms = now;
+	for (struct peer *p = srv->peers; p; p = p->next)
+		n += p->joined;
+	if (n == 0)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->ids = calloc(n, sizeof(*w->ids)))) {
+		free(w);
+		return;
+	}
+	for (struct peer *p = srv->peers; p; p = p->next)
+		if (p->joined)
+			w->ids[w->n++] = p->agent_id;
+	w->srv = srv;
+	w->req.data = w;
+	srv->revoke_busy = true;
+	if (uv_queue_work(&srv->loop, &w->req, revoke_run, revoke_done) < 0) {
+		srv->revoke_busy = false;
+		free(w->ids);
+		free(w);
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
@@ -1534,6 +1654,7 @@ static void on_tick(uv_timer_t *t)
 				      now - p->joined_ms);
 			send_bye(p, GP_BYE_TIMEOUT, "no work request in time");
 		}
+	check_revoked(srv, now);
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->applied_since_checkpoint > 0)
@@ -1666,6 +1787,20 @@ static int restore(struct server *srv)
 
 		if (gp_ssp_get_at(srv->ssp, i, &info) == 0)
 			gp_ssp_mark_dead(srv->ssp, info.id);
+	}
+	/* The updates logged after the checkpoint are lost with the crash;
+	 * their minibatches are redone, and the log says so. */
+	{
+		int64_t undone = gp_ledger_rollback_after(
+			srv->st.ledger, srv->job_id, ck.seq,
+			gp_params_updates(srv->params));
+
+		if (undone < 0)
+			gp_warn("%s", gp_ledger_error(srv->st.ledger));
+		else if (undone > 0)
+			gp_info("%" PRId64 " update(s) applied after checkpoint %"
+				PRId64 " rolled back; their minibatches are redone",
+				undone, ck.seq);
 	}
 	gp_info("resumed job %" PRId64 " from checkpoint %" PRId64
 		" (epoch %u, %" PRIu64 " updates applied)",

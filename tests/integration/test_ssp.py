@@ -114,8 +114,10 @@ def run(s, epochs):
 
 
 def test():
-    run(0, gppool.TRAIN_EPOCHS)
-    run(3, gppool.TRAIN_EPOCHS)
+    # The accuracy target is test_accuracy's: a slowed agent (most of its
+    # updates stale by a whole clock of the others) trains worse.
+    run(0, 3)
+    run(3, 3)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ _live = {}
 
 TRAIN_SAMPLES = 60000
 # Epochs of the runs that must reach the accuracy target.
-TRAIN_EPOCHS = 2
+# (5 epochs end at 84.9 %, just short.)
+TRAIN_EPOCHS = 8
 
 # The job every test starts from; tests override keys per section.
 DEFAULT_JOB = {
@@ -58,8 +59,11 @@ DEFAULT_JOB = {
              "dir": os.environ.get("GP_DATA_DIR",
                                    "/usr/share/datasets/fashion-mnist")},
     "train": {"epochs": 2, "batch_size": 128, "staleness": 3,
-              "optimizer": "sgd-momentum", "learning_rate": 0.01,
-              "momentum": 0.0, "checkpoint_interval": "30s", "eval": "true"},
+              # The settings of tools/demo (the "pool" helper's).
+              "optimizer": "sgd-momentum", "learning_rate": 0.05,
+              "momentum": 0.9, "lr_schedule": "cosine",
+              "warmup_epochs": 0.1, "checkpoint_interval": "30s",
+              "eval": "true"},
     "pool": {"listen": "127.0.0.1:0", "heartbeat_interval": "1s",
              "heartbeat_timeout": "5s"},
 }

@@ -151,7 +151,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 1);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 2);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -201,7 +201,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 1);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 2);
 }
 
 static void test_tokens_and_join(void)
@@ -625,6 +625,90 @@ static void test_checkpoints(void)
 	gp_ledger_close(l);
 }
 
+/* A restore from a checkpoint marks the applied updates after it rolled
+ * back; only the counted ones (rolled_back = 0) define "the first keep". */
+static void test_rollback(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a;
+	struct gp_ledger_update u;
+	char path[256];
+	int64_t job = 0, other = 0, agent = 0;
+
+	l = open_new("rollback.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	ASSERT_OK(gp_ledger_job_create(l, "other", 1, &other));
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &agent));
+	gp_ledger_set_batching(l, 1000, 100000);
+	/* Ten applied updates (minibatches 0..9), a duplicate after the
+	 * fourth, and one applied row of another job. */
+	for (int i = 0; i < 10; i++) {
+		u = upd(job, agent, i, i, GP_UPDATE_APPLIED);
+		gp_ledger_update_append(l, &u);
+		if (i == 3) {
+			u = upd(job, agent, i, 2, GP_UPDATE_DUPLICATE);
+			gp_ledger_update_append(l, &u);
+		}
+		if (i == 5) /* some rows flushed, the rest still buffered */
+			ASSERT_EQ(gp_ledger_flush(l), 7);
+	}
+	u = upd(other, agent, 1, 1, GP_UPDATE_APPLIED);
+	gp_ledger_update_append(l, &u);
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 0, 1), -EINVAL);
+	/* Checkpoint 1 held six updates: 6..9 are undone (buffered rows are
+	 * flushed first). */
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 1, 6), 4);
+	ASSERT_EQ(gp_ledger_pending(l), 0);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back = 1 AND minibatch >= 6"), 4);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back != 0"), 4);
+	/* Idempotent: restoring the same checkpoint again marks nothing. */
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 1, 6), 0);
+	/* Redone: 6 and 7 applied again, then a crash back to checkpoint 2,
+	 * which held seven (0..5 and the new 6): the new 7 is undone. */
+	for (int i = 6; i < 8; i++) {
+		u = upd(job, agent, 20 + i, i, GP_UPDATE_APPLIED);
+		gp_ledger_update_append(l, &u);
+	}
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 2, 7), 1);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back = 2 AND minibatch = 7 AND clock = 27"), 1);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE job_id = 1 "
+			  "AND outcome = 'applied' AND rolled_back = 0"), 7);
+	/* Exactly once again among the counted rows. */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM (SELECT minibatch FROM "
+			  "updates WHERE outcome = 'applied' AND rolled_back = 0 "
+			  "AND job_id = 1 GROUP BY minibatch HAVING count(*) > 1)"),
+		  0);
+	/* A checkpoint with more than the log holds marks nothing; keep 0
+	 * (a checkpoint before any update) marks every counted row. */
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 3, 100), 0);
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 3, 0), 7);
+	/* The other job and the duplicate are untouched. */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back != 0 AND (job_id != 1 OR "
+			  "outcome != 'applied')"), 0);
+	ASSERT_OK(gp_ledger_check(l));
+	gp_ledger_close(l);
+
+	/* A version 1 ledger (before the column) is migrated: its rows
+	 * count. */
+	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
+		  "PRAGMA user_version = 1");
+	{
+		char err[512] = "";
+
+		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
+			GP_TEST_FAIL("migrating: %s", err);
+	}
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 2);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back = 0"), 14);
+	gp_ledger_close(l);
+}
+
 static void test_second_reader(void)
 {
 	struct gp_ledger *w, *r = NULL;
@@ -786,6 +870,7 @@ int main(void)
 	test_update_log();
 	test_threads();
 	test_checkpoints();
+	test_rollback();
 	test_second_reader();
 	test_bad_files();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
