@@ -551,7 +551,37 @@ static void start_eval(struct server *srv)
 
 /* Sends the agent the shards changed since its last pull, for its work at
  * `clock` (ahead: the clock after the one it is computing). */
-static int send_params(struct peer *p, int64_t clock, bool ahead)
+/* Whether the agent's copy may serve its work at `clock` (k minibatches)
+ * without a pull. A copy is current when every update applied since its
+ * view is the agent's own (read-my-writes). A copy that lacks a few
+ * updates of others is still good while they are fewer than k (a
+ * straggler's occasional update, scaled down by its staleness anyway)
+ * and SSP's bound holds (read clock >= clock - s); the fast agent then
+ * keeps its pipeline instead of a pull per clock. *ret_current says
+ * whether it lacks nothing. */
+static bool copy_good(struct peer *p, int64_t clock, uint32_t k,
+		      bool *ret_current)
+{
+	struct server *srv = p->srv;
+	struct gp_ssp_agent_info info;
+	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
+
+	*ret_current = false;
+	if (!(p->caps & GP_CAP_LOCAL_STEP) || !p->pulled_version ||
+	    lag < p->view.own)
+		return false;
+	lag -= p->view.own;
+	if (lag == 0) {
+		*ret_current = true;
+		return true;
+	}
+	return lag < k &&
+	       gp_ssp_get(srv->ssp, (uint64_t)p->agent_id, &info) == 0 &&
+	       info.read_clock != INT64_MIN &&
+	       info.read_clock >= clock - (int64_t)gp_ssp_bound(srv->ssp);
+}
+
+static int send_params(struct peer *p, int64_t clock, uint32_t k, bool ahead)
 {
 	struct server *srv = p->srv;
 	size_t n = gp_params_changed_since(srv->params, p->pulled_version, NULL, 0);
@@ -561,15 +591,18 @@ static int send_params(struct peer *p, int64_t clock, bool ahead)
 	struct gp_msg m;
 	int r = 0;
 
+	bool current;
+
 	/* An agent that reads its own writes already holds every update
 	 * applied since its pull when they are all its own: nothing to send
 	 * (one agent alone then trains exactly like a local loop). Its copy
-	 * goes on as it was. */
-	if (n == 0 || ((p->caps & GP_CAP_LOCAL_STEP) && p->pulled_version &&
-		       updates - p->view.base == p->view.own)) {
+	 * goes on as it was; its read clock moves only if it lacks nothing. */
+	if (n == 0 || copy_good(p, clock, k, &current)) {
 		*target = p->view;
-		return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
-				     p->pulled_version);
+		if (n == 0 || current)
+			return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id,
+					     p->pulled_version);
+		return 0;
 	}
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
@@ -698,6 +731,7 @@ static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
 	struct server *srv = p->srv;
 	uint64_t ids[WORK_MAX];
 	size_t n = 0;
+	bool current;
 	uint32_t k;
 	int r;
 
@@ -705,19 +739,17 @@ static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
 	    info->clock + 1 > gp_ssp_min_clock(srv->ssp) +
 				      (int64_t)gp_ssp_bound(srv->ssp))
 		return;
-	/* Only while the agent's copy is current (no other agent's update
-	 * since its view): a pull now would overwrite its own updates still
-	 * on their way, and two agents measured 3-6 points lower after three
-	 * epochs with that. */
-	if (!(p->caps & GP_CAP_LOCAL_STEP) ||
-	    gp_params_updates(srv->params) - p->view.base != p->view.own)
-		return;
+	/* Only while the agent's copy needs no pull: a pull now would
+	 * overwrite its own updates still on their way, and two agents
+	 * measured 3-6 points lower after three epochs with that. */
 	k = work_per_clock(srv, info);
+	if (!copy_good(p, info->clock + 1, k, &current))
+		return;
 	r = gp_sched_assign(srv->sched, (uint64_t)p->agent_id,
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return;
-	r = send_params(p, info->clock + 1, true);
+	r = send_params(p, info->clock + 1, k, true);
 	for (size_t i = 0; i < n; i++) {
 		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1) >= 0) {
 			p->next_work++;
@@ -765,7 +797,7 @@ static void serve_work(struct peer *p)
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = send_params(p, info.clock, false);
+	r = send_params(p, info.clock, p->clock_target, false);
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)
 			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);

@@ -57,7 +57,11 @@ static void test_full(void)
 		"heartbeat_timeout = 3s\n"
 		"max_agents = 8\n"
 		"max_grad_norm = 50\n"
-		"clip_grad_norm = 5\n";
+		"clip_grad_norm = 5\n"
+		"max_strikes = 3\n"
+		"work_timeout = 45s\n"
+		"rate_messages = 100\n"
+		"rate_bytes = 0\n";
 	struct gp_job job;
 	char err[256];
 
@@ -85,6 +89,10 @@ static void test_full(void)
 	ASSERT_EQ(job.max_agents, 8);
 	ASSERT_NEAR(job.max_grad_norm, 50, 0);
 	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
+	ASSERT_EQ(job.max_strikes, 3);
+	ASSERT_EQ(job.work_timeout_ms, 45000);
+	ASSERT_EQ(job.rate_messages, 100);
+	ASSERT_EQ(job.rate_bytes, 0);
 }
 
 static void test_defaults(void)
@@ -105,6 +113,10 @@ static void test_defaults(void)
 	ASSERT_EQ(job.checkpoint_interval_ms, 30000);
 	ASSERT(job.eval);
 	ASSERT_STR_EQ(job.listen, "127.0.0.1:7100");
+	ASSERT_EQ(job.max_strikes, 8);
+	ASSERT_EQ(job.work_timeout_ms, 120000);
+	ASSERT_EQ(job.rate_messages, 5000);
+	ASSERT_EQ(job.rate_bytes, 1u << 30);
 	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "sgd-momentum");
 
 	/* CRLF line ends, a BOM and a count for the checkpoint interval. */
