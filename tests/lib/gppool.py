@@ -49,8 +49,8 @@ _live = {}
 
 TRAIN_SAMPLES = 60000
 # Epochs of the runs that must reach the accuracy target.
-# (5 epochs end at 84.9 %, just short.)
-TRAIN_EPOCHS = 8
+# (5 epochs end at 84.9 %, 8 at 85.7-86.9 %: 10 leave a margin.)
+TRAIN_EPOCHS = 10
 
 # The job every test starts from; tests override keys per section.
 DEFAULT_JOB = {
