@@ -100,6 +100,7 @@ struct peer {
 	unsigned strikes;
 	int64_t work_since_ms;  /* work handed out or last update, while open */
 	int64_t joined_ms;
+	int64_t connected_ms;   /* on_verify */
 	/* Token buckets of the job's rate limits, refilled as time passes. */
 	double msg_tokens, byte_tokens;
 	uint64_t rate_at_us;
@@ -137,6 +138,7 @@ struct server {
 	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 	struct peer *peers;
+	uint32_t n_peers;       /* connections past on_verify */
 
 	/* Background work: at most one ledger job and one evaluation. */
 	bool db_busy;
@@ -1134,6 +1136,27 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		send_reject(p, GP_REJECT_MALFORMED, "JOIN sent twice");
 		return;
 	}
+	{
+		/* [pool] max_agents, counted before a token use is spent; an
+		 * agent replacing its own older connection is not a new one. */
+		uint32_t live = 0;
+		bool again = false;
+
+		for (struct peer *o = srv->peers; o; o = o->next) {
+			if (o == p || !o->joined || !o->ch)
+				continue;
+			live++;
+			if (memcmp(gp_channel_remote_static(o->ch), key,
+				   GP_KEY_SIZE) == 0)
+				again = true;
+		}
+		if (live >= srv->job.max_agents && !again) {
+			gp_warn("join from %s refused: the pool is full (%u agents)",
+				p->addr, live);
+			send_reject(p, GP_REJECT_BUSY, "the pool is full");
+			return;
+		}
+	}
 	snprintf(a.name, sizeof(a.name), "%.*s", (int)sizeof(a.name) - 1,
 		 j->name[0] ? j->name : "agent");
 	memcpy(a.public_key, key, GP_KEY_SIZE);
@@ -1244,9 +1267,18 @@ static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello
 
 	if (!srv || srv->stopping)
 		return -ECANCELED;
+	/* Room for every member to reconnect while its old connection is
+	 * still closing, and a few more; beyond that, drop unanswered (the
+	 * initiator retries with backoff). */
+	if (srv->n_peers >= 2 * srv->job.max_agents + 16) {
+		gp_debug("too many connections (%u): dropping one", srv->n_peers);
+		return -EBUSY;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	srv->n_peers++;
+	p->connected_ms = gp_now_ms();
 	p->srv = srv;
 	p->ch = ch;
 	gp_channel_peer_name(ch, p->addr, sizeof(p->addr));
@@ -1492,6 +1524,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 			*pp = p->next;
 			break;
 		}
+	srv->n_peers--;
 	p->ch = NULL;
 	free(p);
 	if (!srv->stopping)
@@ -1644,6 +1677,14 @@ static void on_tick(uv_timer_t *t)
 				      " ms with %u minibatch(es) out: disconnecting",
 				      now - p->work_since_ms, p->clock_open);
 			send_bye(p, GP_BYE_TIMEOUT, "no update in time");
+		} else if (!p->joined && p->ch && gp_channel_is_established(p->ch) &&
+			   now - p->connected_ms > (int64_t)srv->job.work_timeout_ms) {
+			/* Past the handshake (a token or a membership) but no
+			 * JOIN: it would hold a connection for ever. */
+			log_rejection(p, "no-join", "connected %" PRId64 " ms ago "
+				      "and sent no JOIN: disconnecting",
+				      now - p->connected_ms);
+			send_bye(p, GP_BYE_TIMEOUT, "no JOIN in time");
 		} else if (p->joined && !p->wants_work && !p->paused && p->ch &&
 			   gp_channel_is_established(p->ch) &&
 			   now - p->joined_ms > (int64_t)srv->job.work_timeout_ms) {
