@@ -42,7 +42,7 @@ def total(pool):
 
 
 def finish(pool, what):
-    pool.wait_serve(timeout=500)
+    pool.wait_serve(timeout=500, agents_exit=True)
     rows = pool.check_exactly_once()
     pool.check_staleness(rows)
     pool.check_accuracy()

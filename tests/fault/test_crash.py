@@ -84,7 +84,7 @@ def test():
         undone = int(rb.group(1))
         log("serve #2: resumed from checkpoint %d, %d updates rolled back"
             % (seq, undone))
-        pool.wait_serve(timeout=500)
+        pool.wait_serve(timeout=500, agents_exit=True)
         marked = pool.query("SELECT count(*) FROM updates WHERE rolled_back"
                             " = ?", (seq,))[0][0]
         check(marked == undone, "%d rows marked rolled back, serve said %d"

@@ -18,7 +18,7 @@ def test():
         t0 = time.monotonic()
         for a in agents:
             a.run()
-        pool.wait_serve(timeout=500)
+        pool.wait_serve(timeout=500, agents_exit=True)
         log("%d epochs in %.1fs" % (pool.epochs, time.monotonic() - t0))
         rows = pool.check_exactly_once()
         pool.check_staleness(rows)

@@ -57,7 +57,7 @@ def test_revoke():
         check(r.returncode != 0, "a revoked agent joined again with a new "
               "invite")
         log("revoked agent refused on reconnect and on a new invite")
-        pool.wait_serve(timeout=240)
+        pool.wait_serve(timeout=240, agents_exit=True)
         rows = pool.check_exactly_once()
         late = pool.query("SELECT count(*) FROM updates WHERE agent_id = ?"
                           " AND outcome = 'applied' AND applied_at > ?",

@@ -86,7 +86,7 @@ def run(s, epochs):
         fast1.run()
         fast2.run()
         slow.run(delay_ms=SLOW_DELAY_MS)
-        pool.wait_serve(timeout=240)
+        pool.wait_serve(timeout=240, agents_exit=True)
         log("s=%d: %d epochs in %.1fs" % (s, epochs, time.monotonic() - t0))
         rows = pool.check_exactly_once()
         pool.check_staleness(rows)

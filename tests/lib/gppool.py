@@ -372,10 +372,12 @@ class Pool:
         return out
 
     # -- waiting ---------------------------------------------------------
-    def wait_serve(self, timeout):
+    def wait_serve(self, timeout, agents_exit=False):
         """Waits for serve to finish the job and exit; fails unless it
         exits 0 in time. Then waits a little for the agents to leave
-        (they exit on the job-done BYE) and ends those that did not."""
+        (they exit on the job-done BYE) and ends those that did not; with
+        agents_exit, every agent still running must exit 0 by itself (an
+        agent refused for a full pool retries and never hears the BYE)."""
         rc = self.serve_proc.wait(timeout)
         if rc is None:
             raise Failure("serve did not finish within %ds:\n%s" %
@@ -386,7 +388,9 @@ class Pool:
         log("serve #%d finished" % self.serves)
         # Agents run with --exit-when-done: the job-done BYE ends them.
         running = [a for a in self._agents if a.proc and a.proc.running()]
-        ended = self.end_agents(grace=15)
+        ended = self.end_agents(grace=15 if agents_exit else 5)
+        if not agents_exit:
+            return rc
         check(not ended, "agents %r still ran 15 s after the job was done"
               % ended)
         bad = [(a.name, a.proc.p.returncode) for a in running
