@@ -384,7 +384,15 @@ class Pool:
             raise Failure("serve exited with %d:\n%s" %
                           (rc, self.serve_proc.tails()))
         log("serve #%d finished" % self.serves)
-        self.end_agents(grace=10)
+        # Agents run with --exit-when-done: the job-done BYE ends them.
+        running = [a for a in self._agents if a.proc and a.proc.running()]
+        ended = self.end_agents(grace=15)
+        check(not ended, "agents %r still ran 15 s after the job was done"
+              % ended)
+        bad = [(a.name, a.proc.p.returncode) for a in running
+               if a.proc.p.returncode != 0]
+        check(not bad, "agents exited with an error after the job was done:"
+              " %r" % bad)
         return rc
 
     def end_agents(self, grace=5.0):
