@@ -86,6 +86,7 @@ struct peer {
 	bool joined;
 	bool wants_work;
 	bool paused;
+	bool ssp_parked;        /* paused and out of the SSP bound */
 	uint32_t caps;          /* GP_CAP_* agreed */
 	uint64_t pulled_version;/* parameter version the agent holds */
 	/* What the agent's copy of the parameters holds, for its current
@@ -171,6 +172,7 @@ struct server {
 };
 
 static void serve_work(struct peer *p);
+static bool park_if_paused(struct peer *p);
 static void maybe_finish(struct server *srv);
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -880,7 +882,48 @@ static void clock_resolved(struct peer *p)
 	}
 	p->next_work = 0;
 	p->next_open = 0;
+	park_if_paused(p);
 	serve_all(srv);
+}
+
+/* A paused agent (on battery, not idle, paused by its owner) stops counting
+ * toward the SSP bound once the work it holds is resolved, so that the
+ * others do not wait for it; RESUME brings it back like a returning agent.
+ * Returns true when it was parked (m may have risen: serve_all()). */
+static bool park_if_paused(struct peer *p)
+{
+	struct server *srv = p->srv;
+
+	if (!p->paused || p->ssp_parked || !p->joined || p->clock_open ||
+	    p->next_open ||
+	    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id) > 0)
+		return false;
+	gp_ssp_mark_dead(srv->ssp, (uint64_t)p->agent_id);
+	p->ssp_parked = true;
+	gp_info("agent %" PRId64 " paused: out of the SSP bound until it resumes",
+		p->agent_id);
+	return true;
+}
+
+static void unpark(struct peer *p)
+{
+	struct server *srv = p->srv;
+	int64_t clock;
+
+	p->paused = false;
+	if (!p->ssp_parked)
+		return;
+	p->ssp_parked = false;
+	if (gp_ssp_revive(srv->ssp, (uint64_t)p->agent_id, &clock) != 0)
+		return;
+	/* Revived agents hold no parameters as far as SSP knows: a full
+	 * pull, as for a returning agent. */
+	p->clock = clock;
+	p->pulled_version = 0;
+	memset(&p->view, 0, sizeof(p->view));
+	memset(&p->view_next, 0, sizeof(p->view_next));
+	p->clock_work = 0;
+	p->clock_target = 0;
 }
 
 static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
@@ -1479,9 +1522,11 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		break;
 	case GP_MSG_PAUSE:
 		p->paused = true;
+		if (park_if_paused(p))
+			serve_all(p->srv);
 		break;
 	case GP_MSG_RESUME:
-		p->paused = false;
+		unpark(p);
 		serve_work(p);
 		break;
 	case GP_MSG_BYE:
