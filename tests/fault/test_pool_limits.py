@@ -18,13 +18,15 @@ def test():
         token = pool.invite(uses=1)
         probe = start_probe(hostile_bin(), token, 15000)
         agents = pool.agents(3, prefix="honest")
-        for a in agents:
-            a.run()
+        # The probe is cut off before anyone trains: a 2-epoch job can be
+        # over before work_timeout, and the probe must not race it.
         out, err = probe.communicate(timeout=120)
         log("probe: rc %d: %s" % (probe.returncode, out.strip()))
         check(probe.returncode == 1 and "no JOIN in time" in out,
               "the probe that never joined was not cut off: %s %s" %
               (out, err))
+        for a in agents:
+            a.run()
         pool.wait_serve(600)
         pool.check_exactly_once()
         full = pool.serve_proc.stderr().count("the pool is full")
