@@ -433,8 +433,15 @@ class Pool:
 
     def query(self, sql, args=()):
         """Runs one read-only query on the ledger; returns every row."""
-        con = sqlite3.connect("file:%s?mode=ro" % self.ledger_path, uri=True,
-                              timeout=10)
+        try:
+            con = sqlite3.connect("file:%s?mode=ro" % self.ledger_path,
+                                  uri=True, timeout=10)
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        except sqlite3.OperationalError:
+            # A read-only connection cannot create the WAL index (-shm):
+            # between a kill -9 and the next serve it may be missing. A
+            # plain connection that only reads makes it.
+            con = sqlite3.connect(self.ledger_path, timeout=10)
         try:
             return con.execute(sql, args).fetchall()
         finally:
