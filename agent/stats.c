@@ -208,7 +208,7 @@ out:
 int gp_stats_membership_list(struct gp_stats *s,
 			     struct gp_stats_membership **ret, size_t *ret_n)
 {
-	struct gp_stats_membership *v = NULL, *tmp;
+	struct gp_stats_membership *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = NULL;
 	int r, rc;
@@ -226,14 +226,9 @@ int gp_stats_membership_list(struct gp_stats *s,
 		struct gp_stats_membership *m;
 		const void *key;
 
-		if (n == cap) {
-			cap = cap ? cap * 2 : 8;
-			tmp = realloc(v, cap * sizeof(*v));
-			if (!tmp) {
-				r = -ENOMEM;
-				goto out;
-			}
-			v = tmp;
+		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
+			r = -ENOMEM;
+			goto out;
 		}
 		m = &v[n++];
 		memset(m, 0, sizeof(*m));
@@ -443,7 +438,7 @@ out:
 int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		   struct gp_stats_row **ret, size_t *ret_n)
 {
-	struct gp_stats_row *v = NULL, *tmp;
+	struct gp_stats_row *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = NULL;
 	char sql[768], by[64] = "";
@@ -482,14 +477,9 @@ int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct gp_stats_row *row;
 
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			tmp = realloc(v, cap * sizeof(*v));
-			if (!tmp) {
-				r = -ENOMEM;
-				goto out;
-			}
-			v = tmp;
+		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
+			r = -ENOMEM;
+			goto out;
 		}
 		row = &v[n++];
 		memset(row, 0, sizeof(*row));

@@ -125,3 +125,21 @@ char *gp_format_time(int64_t t, char *buf, size_t cap)
 	strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
 	return buf;
 }
+
+int gp_array_grow(void **v, size_t *cap, size_t n, size_t size)
+{
+	size_t ncap;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 16;
+	if (ncap <= n || ncap > SIZE_MAX / size)
+		return -ENOMEM;
+	p = realloc(*v, ncap * size);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = ncap;
+	return 0;
+}

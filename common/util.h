@@ -2,6 +2,7 @@
 #ifndef GP_UTIL_H
 #define GP_UTIL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -15,6 +16,11 @@ uint64_t gp_mono_us(void);
  * number of seconds into milliseconds. Returns 0, or -EINVAL for anything
  * else (also for overflow). */
 int gp_parse_duration_ms(const char *s, uint64_t *ret_ms);
+
+/* Makes room for element n in the array *v of *cap elements of size bytes,
+ * doubling it (16 at first). Returns 0, or -ENOMEM with *v and *cap
+ * unchanged. */
+int gp_array_grow(void **v, size_t *cap, size_t n, size_t size);
 
 /* Writes s as a JSON string literal (quotes included) to f; bytes that are
  * not valid UTF-8 become U+FFFD, control characters are escaped. */

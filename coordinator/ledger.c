@@ -10,6 +10,7 @@
 
 #include "checkpoint.h"
 #include "db.h"
+#include "util.h"
 
 /* "GPLG" */
 #define LEDGER_APPLICATION_ID 0x47504c47
@@ -712,7 +713,7 @@ out:
 int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 			 struct gp_ledger_agent_row **ret_rows, size_t *ret_n)
 {
-	struct gp_ledger_agent_row *rows = NULL, *tmp;
+	struct gp_ledger_agent_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = NULL;
 	int r, rc;
@@ -742,14 +743,9 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		struct gp_ledger_agent_row *row;
 		int c = AGENT_NCOLUMNS;
 
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			tmp = realloc(rows, cap * sizeof(*rows));
-			if (!tmp) {
-				r = -ENOMEM;
-				goto out;
-			}
-			rows = tmp;
+		if (gp_array_grow((void **)&rows, &cap, n, sizeof(*rows)) < 0) {
+			r = -ENOMEM;
+			goto out;
 		}
 		row = &rows[n++];
 		read_agent(st, &row->agent);
@@ -896,7 +892,7 @@ int gp_ledger_token_revoke(struct gp_ledger *l, int64_t id, int64_t at)
 int gp_ledger_token_list(struct gp_ledger *l,
 			 struct gp_ledger_token **ret_tokens, size_t *ret_n)
 {
-	struct gp_ledger_token *v = NULL, *tmp;
+	struct gp_ledger_token *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = NULL;
 	int r, rc;
@@ -908,14 +904,9 @@ int gp_ledger_token_list(struct gp_ledger *l,
 	if (r < 0)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			tmp = realloc(v, cap * sizeof(*v));
-			if (!tmp) {
-				r = -ENOMEM;
-				goto out;
-			}
-			v = tmp;
+		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
+			r = -ENOMEM;
+			goto out;
 		}
 		read_token(st, &v[n++]);
 	}
@@ -1078,22 +1069,6 @@ static bool due_locked(const struct gp_ledger *l, int64_t now)
 	return n > 0 && (n >= l->flush_rows || now - l->oldest_at >= l->flush_ms);
 }
 
-static int grow(void **v, size_t *cap, size_t n, size_t size)
-{
-	size_t ncap;
-	void *p;
-
-	if (n < *cap)
-		return 0;
-	ncap = *cap ? *cap * 2 : 64;
-	p = realloc(*v, ncap * size);
-	if (!p)
-		return -ENOMEM;
-	*v = p;
-	*cap = ncap;
-	return 0;
-}
-
 /* Adds one row to the pending batch; `at` is its time for the age test. */
 static int append(struct gp_ledger *l, const struct gp_ledger_update *u,
 		  const struct gp_ledger_rejection *rj, int64_t at)
@@ -1109,12 +1084,12 @@ static int append(struct gp_ledger *l, const struct gp_ledger_update *u,
 		goto out;
 	}
 	if (u) {
-		r = grow((void **)&b->ups, &b->cap_ups, b->n_ups, sizeof(*u));
+		r = gp_array_grow((void **)&b->ups, &b->cap_ups, b->n_ups, sizeof(*u));
 		if (r < 0)
 			goto out;
 		b->ups[b->n_ups++] = *u;
 	} else {
-		r = grow((void **)&b->rejs, &b->cap_rejs, b->n_rejs,
+		r = gp_array_grow((void **)&b->rejs, &b->cap_rejs, b->n_rejs,
 			 sizeof(*rj));
 		if (r < 0)
 			goto out;
@@ -1481,7 +1456,7 @@ static void read_eval(sqlite3_stmt *st, struct gp_ledger_eval *e)
 int gp_ledger_eval_list(struct gp_ledger *l, int64_t job_id,
 			struct gp_ledger_eval **ret, size_t *ret_n)
 {
-	struct gp_ledger_eval *v = NULL, *tmp;
+	struct gp_ledger_eval *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = NULL;
 	int r, rc;
@@ -1496,14 +1471,9 @@ int gp_ledger_eval_list(struct gp_ledger *l, int64_t job_id,
 		goto out;
 	sqlite3_bind_int64(st, 1, job_id);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			tmp = realloc(v, cap * sizeof(*v));
-			if (!tmp) {
-				r = -ENOMEM;
-				goto out;
-			}
-			v = tmp;
+		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
+			r = -ENOMEM;
+			goto out;
 		}
 		read_eval(st, &v[n++]);
 	}
