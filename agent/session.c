@@ -166,8 +166,7 @@ static void send_join(struct session *s)
 		m.u.join.token_id = s->token->id;
 		m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
-	m.u.join.caps = (getenv("GP_NO_F16") ? 0 : GP_CAP_F16) |
-			GP_CAP_LOCAL_STEP;
+	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP;
 	m.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	m.u.join.n_devices = cfg->n_devices;
 	send_msg(s, &m);

@@ -1751,7 +1751,9 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- set-up ----------------------------------------------------------- */
 
-static int read_file(const char *path, char **ret)
+/* Reads a small text file (at most 1 MiB) into *ret (owned by the caller,
+ * NUL-terminated) and its length into *ret_len. */
+static int read_file(const char *path, char **ret, size_t *ret_len)
 {
 	FILE *f = fopen(path, "rb");
 	char *buf;
@@ -1773,6 +1775,7 @@ static int read_file(const char *path, char **ret)
 	buf[n] = '\0';
 	fclose(f);
 	*ret = buf;
+	*ret_len = (size_t)n;
 	return 0;
 }
 
@@ -1968,6 +1971,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	struct gp_noise_keypair *kp = NULL;
 	struct sockaddr_storage addr;
 	char err[GP_DATA_ERR_MAX];
+	size_t job_len = 0;
 	int r;
 
 	if (!srv)
@@ -1979,14 +1983,17 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = gp_coord_state_open(&srv->st, state_dir, 0);
 	if (r < 0)
 		goto out;
-	r = gp_job_parse_file(job_path, &srv->job, err, sizeof(err));
-	if (r < 0) {
-		gp_error("%s", err);
-		goto out;
-	}
-	r = read_file(job_path, &srv->job_text);
+	/* Read once: the text parsed is the text the ledger and the
+	 * checkpoints keep, even if the file changes meanwhile. */
+	r = read_file(job_path, &srv->job_text, &job_len);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "%s", job_path);
+		goto out;
+	}
+	r = gp_job_parse(job_path, srv->job_text, job_len, &srv->job, err,
+			 sizeof(err));
+	if (r < 0) {
+		gp_error("%s", err);
 		goto out;
 	}
 	r = gp_model_spec_parse(srv->job.spec, &srv->spec, err, sizeof(err));
