@@ -166,7 +166,7 @@ static void send_join(struct session *s)
 		m.u.join.token_id = s->token->id;
 		m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
-	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP;
+	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
 	m.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	m.u.join.n_devices = cfg->n_devices;
 	send_msg(s, &m);
@@ -299,8 +299,9 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 		      void *data)
 {
 	struct session *s = data;
-	struct gp_msg_block blocks[2 * GP_MODEL_MAX_LAYERS];
+	struct gp_msg_block blocks[4 * GP_MODEL_MAX_LAYERS];
 	size_t n = gp_worker_tensor_count(w), off = 0;
+	uint8_t *items = NULL;
 	struct gp_msg m;
 
 	if (res->error < 0) {
@@ -328,17 +329,39 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 			.dtype = (s->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32,
 			.values = res->grads + off,
 		};
+		/* A group's second sum follows the first, tensor by tensor. */
+		if (res->n_items) {
+			blocks[n + i] = blocks[i];
+			blocks[n + i].values = res->sums_b + off;
+		}
 		off += ti->rows * ti->cols;
 	}
 	m.u.update.blocks = blocks;
-	m.u.update.n_blocks = n;
+	m.u.update.n_blocks = res->n_items ? 2 * n : n;
+	if (res->n_items) {
+		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
+		if (!items) {
+			gp_error("no memory for an update of %zu minibatches",
+				 res->n_items);
+			gp_worker_result_free(res);
+			return;
+		}
+		for (size_t i = 0; i < res->n_items; i++)
+			gp_msg_update_item_put(items, i, res->items[i].epoch,
+					       res->items[i].minibatch,
+					       res->items[i].loss);
+		m.u.update.form = GP_UPDATE_SUMS;
+		m.u.update.items = items;
+		m.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
+	}
 	if (send_msg(s, &m) < 0)
 		gp_debug("update for minibatch %" PRIu64 " not sent (disconnected)",
 			 res->minibatch);
+	free(items);
 	if (s->cfg->stats) {
 		struct gp_stats_delta d = {
 			.at = gp_now_s(),
-			.minibatches = 1,
+			.minibatches = res->n_items ? res->n_items : 1,
 			.samples = res->samples,
 			.gflop = gp_worker_flops_per_sample(w) * res->samples / 1e9,
 			.compute_seconds = (double)res->compute_us / 1e6,
@@ -348,7 +371,7 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 		snprintf(d.device, sizeof(d.device), "%s", s->cfg->device_name);
 		gp_stats_add(s->cfg->stats, &d);
 	}
-	s->minibatches++;
+	s->minibatches += res->n_items ? res->n_items : 1;
 	update_status(s);
 	gp_worker_result_free(res);
 }
@@ -460,7 +483,8 @@ static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *m
 	gp_worker_compute(s->worker, mb->epoch, mb->minibatch, mb->clock,
 			  mb->samples, px, lb,
 			  (s->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
-			  mb->momentum);
+			  mb->momentum,
+			  (s->caps & GP_CAP_SUMS) ? mb->group : 0);
 }
 
 static void beacon_stop(struct session *s);

@@ -30,6 +30,24 @@ struct job {
 	uint32_t n;
 	uint8_t *pixels, *labels;
 	float lr, mu;
+	uint32_t group;           /* > 1: opens a group of that many */
+	uint64_t gen;             /* gp_worker_drop_queued() generation */
+};
+
+/* The group being summed (GP_UPDATE_SUMS). Its minibatches take the
+ * fused local step (gp_model_train_step, as a local loop does) and the sums
+ * come from the copy's change at the end: with w0, v0 the parameters and
+ * velocity at the group's start, a = vK - mu^K v0 and
+ * sum_j lr_j a_j = w0 - wK - (sum_j lr_j mu^j) v0. */
+struct group {
+	uint32_t left;            /* minibatches still to come; 0: none open */
+	uint32_t count;           /* computed so far */
+	uint64_t gen;
+	bool failed;
+	float mu;
+	float *w0, *v0;           /* n_params each, host */
+	float lrs[GP_WORKER_GROUP_MAX];
+	struct gp_worker_result *res; /* what is reported at the end */
 };
 
 struct gp_worker {
@@ -47,6 +65,7 @@ struct gp_worker {
 	struct gp_worker_result *results, *results_tail;
 	bool stopping;
 	bool ready;
+	uint64_t gen;
 	int start_error;
 	char start_errmsg[512];
 
@@ -59,6 +78,7 @@ struct gp_worker {
 	double flops_per_sample;
 	float *x;
 	int32_t *y;
+	struct group grp;
 };
 
 static void job_free(struct job *j)
@@ -76,6 +96,8 @@ void gp_worker_result_free(struct gp_worker_result *res)
 	if (!res)
 		return;
 	free(res->grads);
+	free(res->sums_b);
+	free(res->items);
 	free(res);
 }
 
@@ -178,6 +200,17 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	for (size_t i = 0; i < j->n; i++)
 		w->y[i] = j->labels[i];
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
+	if (r >= 0 && w->grp.left) {
+		/* In a group: the local step only; the sums come at its end. */
+		r = gp_model_train_step(w->model, j->n, j->lr, j->mu, &st);
+		if (r < 0) {
+			res->error = r;
+			return res;
+		}
+		res->loss = st.loss;
+		res->correct = st.correct;
+		goto done;
+	}
 	if (r >= 0)
 		r = gp_model_compute_grads(w->model, j->n, &st);
 	if (r >= 0) {
@@ -206,6 +239,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	res->loss = st.loss;
 	res->correct = st.correct;
 	res->grad_norm = sqrt(sumsq);
+done:
 	if (w->cfg.step_delay_ms) {
 		struct timespec ts = {
 			.tv_sec = w->cfg.step_delay_ms / 1000,
@@ -228,6 +262,152 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		nanosleep(&ts, NULL);
 	}
 	return res;
+}
+
+static void group_reset(struct gp_worker *w)
+{
+	gp_worker_result_free(w->grp.res);
+	w->grp.res = NULL;
+	w->grp.left = 0;
+	w->grp.count = 0;
+	w->grp.failed = false;
+}
+
+/* Reads every tensor of a slot into dst (n_params floats). */
+static int read_slot(struct gp_worker *w, enum gp_model_slot slot, float *dst)
+{
+	size_t off = 0;
+	int r;
+
+	for (size_t i = 0; i < w->n_tensors; i++) {
+		r = gp_model_read(w->model, slot, i, 0, w->tensors[i].rows,
+				  dst + off);
+		if (r < 0)
+			return r;
+		off += w->tensors[i].rows * w->tensors[i].cols;
+	}
+	return 0;
+}
+
+/* The group's sums from the copy's change (see struct group): a into
+ * out->grads, b (divided by the rates' sum) into out->sums_b. */
+static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
+{
+	struct group *g = &w->grp;
+	double mk = 1, cv = 0, lsum = 0, sq = 0;
+	float *a = malloc(w->n_params * sizeof(float));
+	float *b = malloc(w->n_params * sizeof(float));
+	int r = -ENOMEM;
+
+	if (!a || !b)
+		goto fail;
+	r = read_slot(w, GP_MODEL_MOMENTUM, a);
+	if (r >= 0)
+		r = read_slot(w, GP_MODEL_PARAM, b);
+	if (r < 0)
+		goto fail;
+	for (uint32_t j = 0; j < g->count; j++) {
+		mk *= g->mu;
+		cv += g->lrs[j] * mk;
+		lsum += g->lrs[j];
+	}
+	{
+		float fmk = (float)mk, fcv = (float)cv;
+		float inv = lsum > 0 ? (float)(1.0 / lsum) : 0.0f;
+
+		for (size_t i = 0; i < w->n_params; i++) {
+			float v0 = g->v0[i];
+
+			a[i] -= fmk * v0;
+			b[i] = (g->w0[i] - b[i] - fcv * v0) * inv;
+			sq += (double)a[i] * a[i];
+		}
+	}
+	out->grads = a;
+	out->sums_b = b;
+	out->n_grads = w->n_params;
+	/* The group's weighted mean gradient, as the coordinator checks it. */
+	out->grad_norm = sqrt(sq) / (g->mu > 0 && g->mu < 1 ?
+				    (1 - mk) / (1 - g->mu) : (double)g->count);
+	return 0;
+fail:
+	free(a);
+	free(b);
+	return r;
+}
+
+/* Folds one computed minibatch into the open group. Returns the group's
+ * result when this was its last minibatch, else NULL (res is consumed
+ * either way). */
+static struct gp_worker_result *group_add(struct gp_worker *w,
+					  const struct job *j,
+					  struct gp_worker_result *res)
+{
+	struct group *g = &w->grp;
+	struct gp_worker_result *out = g->res;
+	int r;
+
+	if (res->error < 0 && out->error == 0)
+		out->error = res->error;
+	if (res->error < 0)
+		g->failed = true;
+	if (!g->failed) {
+		out->items[out->n_items++] = (struct gp_worker_item){
+			.epoch = res->epoch,
+			.minibatch = res->minibatch,
+			.loss = (float)res->loss,
+		};
+		g->lrs[g->count++] = j->lr;
+		out->samples += res->samples;
+		out->loss += res->loss * res->samples;
+		out->correct += res->correct;
+		out->compute_us += res->compute_us;
+	}
+	gp_worker_result_free(res);
+	if (--g->left > 0)
+		return NULL;
+	g->res = NULL;
+	if (!g->failed && (r = group_finish(w, out)) < 0)
+		out->error = r;
+	else if (g->failed && out->error == 0)
+		out->error = -EIO;
+	out->loss /= out->samples ? out->samples : 1;
+	g->count = 0;
+	return out;
+}
+
+/* Opens a group of j->group minibatches: snapshots the copy. Returns 0 or
+ * a negative errno (the minibatch is then answered alone). */
+static int group_open(struct gp_worker *w, const struct job *j)
+{
+	struct group *g = &w->grp;
+	int r = -ENOMEM;
+
+	group_reset(w);
+	if (!g->w0)
+		g->w0 = malloc(w->n_params * sizeof(float));
+	if (!g->v0)
+		g->v0 = malloc(w->n_params * sizeof(float));
+	g->res = calloc(1, sizeof(*g->res));
+	if (g->res)
+		g->res->items = calloc(j->group, sizeof(*g->res->items));
+	if (!g->w0 || !g->v0 || !g->res || !g->res->items)
+		goto fail;
+	r = read_slot(w, GP_MODEL_PARAM, g->w0);
+	if (r >= 0)
+		r = read_slot(w, GP_MODEL_MOMENTUM, g->v0);
+	if (r < 0)
+		goto fail;
+	g->res->clock = j->clock;
+	g->res->epoch = j->epoch;
+	g->res->minibatch = j->minibatch;
+	g->left = j->group;
+	g->gen = j->gen;
+	g->mu = j->mu;
+	return 0;
+fail:
+	group_reset(w);
+	return r;
 }
 
 static void *thread_main(void *arg)
@@ -269,8 +449,20 @@ static void *thread_main(void *arg)
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);
 		} else {
-			struct gp_worker_result *res = compute(w, j);
+			struct gp_worker_result *res;
 
+			/* A group cut short (the connection went away, or a
+			 * new group began) is dropped: its minibatches are
+			 * handed out again. */
+			if (w->grp.left && (j->gen != w->grp.gen || j->group > 1))
+				group_reset(w);
+			if (j->group > 1 && (r = group_open(w, j)) < 0)
+				gp_warn("cannot open a group of %u minibatches (%s); "
+					"answering them one by one", j->group,
+					strerror(-r));
+			res = compute(w, j);
+			if (res && w->grp.left)
+				res = group_add(w, j, res);
 			if (res)
 				post_result(w, res);
 			else {
@@ -317,6 +509,9 @@ static void on_async_closed(uv_handle_t *h)
 
 static void release_thread_state(struct gp_worker *w)
 {
+	group_reset(w);
+	free(w->grp.w0);
+	free(w->grp.v0);
 	gp_model_destroy(w->model);
 	gp_backend_destroy(w->be);
 	free(w->x);
@@ -418,6 +613,7 @@ static int enqueue(struct gp_worker *w, struct job *j)
 		w->head = j;
 	w->tail = j;
 	w->pending++;
+	j->gen = w->gen;
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	return 0;
@@ -448,7 +644,8 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
 
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels, float lr, float mu)
+		      uint8_t *pixels, uint8_t *labels, float lr, float mu,
+		      uint32_t group)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
@@ -464,6 +661,7 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->n = n;
 	j->pixels = pixels;
 	j->labels = labels;
+	j->group = group <= GP_WORKER_GROUP_MAX ? group : 0;
 	if (isfinite(lr) && isfinite(mu) && lr > 0 && lr <= 10 && mu >= 0 &&
 	    mu < 1) {
 		j->lr = lr;
@@ -492,6 +690,7 @@ void gp_worker_drop_queued(struct gp_worker *w)
 	struct job **pp, *j;
 
 	pthread_mutex_lock(&w->lock);
+	w->gen++;
 	pp = &w->head;
 	w->tail = NULL;
 	while ((j = *pp)) {
@@ -506,3 +705,4 @@ void gp_worker_drop_queued(struct gp_worker *w)
 	}
 	pthread_mutex_unlock(&w->lock);
 }
+

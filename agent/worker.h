@@ -28,8 +28,22 @@ struct gp_worker_config {
 	double duty;
 };
 
-/* One computed minibatch, owned by the receiver of on_result
- * (gp_worker_result_free). */
+/* Most minibatches in one group (== GP_MSG_GROUP_MAX). */
+#define GP_WORKER_GROUP_MAX 256
+
+/* One minibatch of a group. */
+struct gp_worker_item {
+	uint32_t epoch;
+	uint64_t minibatch;
+	float loss;
+};
+
+/* One computed minibatch, or a group of them (n_items > 0), owned by the
+ * receiver of on_result (gp_worker_result_free). For a group, epoch,
+ * minibatch and clock are the first's, samples, correct and compute_us
+ * the sums, loss the mean per sample and grad_norm the mean of the
+ * minibatches' norms; grads holds the sum a and sums_b the sum b of
+ * GP_UPDATE_SUMS (proto/msg.h). */
 struct gp_worker_result {
 	int error;               /* 0, or the negative errno of the step */
 	uint32_t epoch;
@@ -42,6 +56,9 @@ struct gp_worker_result {
 	uint64_t compute_us;
 	float *grads;            /* every tensor's gradient, in tensor order */
 	size_t n_grads;
+	float *sums_b;           /* group only, n_grads floats */
+	struct gp_worker_item *items; /* group only, n_items */
+	size_t n_items;
 	struct gp_worker_result *next;
 };
 
@@ -77,10 +94,15 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
  * then applies the gradient to its own parameters (SGD, momentum mu, its
  * own velocity), so the next minibatch sees this one's step before the
  * coordinator sends parameters again (read-my-writes); lr and mu come from
- * the wire and are ignored unless finite, lr <= 10 and 0 <= mu < 1. */
+ * the wire and are ignored unless finite, lr <= 10 and 0 <= mu < 1.
+ * group > 1 opens a group: this minibatch and the next group - 1 are
+ * reported as one result with their momentum sums (n_items > 0); a group
+ * cut short by gp_worker_drop_queued() or by the next group is dropped.
+ * A group with a failed minibatch is reported with its error. */
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels, float lr, float mu);
+		      uint8_t *pixels, uint8_t *labels, float lr, float mu,
+		      uint32_t group);
 
 /* Floating-point operations one training sample costs (forward and
  * backward), for the contribution statistics. */

@@ -36,6 +36,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->lr_schedule = GP_LR_COSINE;
 	job->warmup_epochs = 0.1;
 	job->staleness_scaling = true;
+	job->group_updates = true;
 	job->clock_duration_ms = 1;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
@@ -294,6 +295,8 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"train", "weight_decay", GP_CONF_DOUBLE, F(weight_decay), 0, 0,
 	 0.999999, 0, NULL},
+	{"train", "group_updates", GP_CONF_BOOL, F(group_updates), 0, 0, 0, 0,
+	 NULL},
 	{"train", "checkpoint_interval", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
 	 parse_checkpoint_interval},
 	{"train", "checkpoint_keep", GP_CONF_U32, F(checkpoint_keep), 0, 1,

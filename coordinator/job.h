@@ -25,6 +25,9 @@
  *                             other agents' updates applied since its pull
  *   momentum = 0.9            [0, 1)
  *   weight_decay = 0          [0, 1)
+ *   group_updates = true      an agent answers a clock's minibatches with
+ *                             one update of their momentum sums (agents
+ *                             that can; not with weight_decay)
  *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
  *                             count such as "500 minibatches"
  *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000
@@ -94,6 +97,7 @@ struct gp_job {
 	bool staleness_scaling;
 	double momentum;
 	double weight_decay;
+	bool group_updates;
 	/* Exactly one of the two is non-zero. */
 	uint64_t checkpoint_interval_ms;
 	uint64_t checkpoint_interval_minibatches;

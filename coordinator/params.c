@@ -539,6 +539,106 @@ int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 	return 0;
 }
 
+/* w -= cv * v + cb * b; v = mk * v + sa * a, element by element (v read
+ * before it is written). */
+static void sgd_sums(float *restrict w, float *restrict v,
+		     const float *restrict a, const float *restrict b, size_t n,
+		     float cv, float cb, float mk, float sa)
+{
+	size_t i = 0;
+
+	for (; i + SGD_BLOCK <= n; i += SGD_BLOCK) {
+		for (size_t j = 0; j < SGD_BLOCK; j++) {
+			float vj = v[i + j];
+
+			w[i + j] -= cv * vj + cb * b[i + j];
+			v[i + j] = mk * vj + sa * a[i + j];
+		}
+	}
+	for (; i < n; i++) {
+		float vj = v[i];
+
+		w[i] -= cv * vj + cb * b[i];
+		v[i] = mk * vj + sa * a[i];
+	}
+}
+
+int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
+			 size_t n, struct gp_params_apply_info *ret_info)
+{
+	const struct gp_params_config *c = &p->cfg;
+	double mu = c->momentum, cv = 0, lsum = 0, mk = 1, div = 0;
+	double sq = 0, sqb = 0, norm, clip = 1;
+	bool clipped = false;
+	uint32_t changed = 0;
+
+	if (!sums->a || !sums->b || n != p->total)
+		return GP_REASON_SHAPE;
+	if (sums->count == 0 || !sums->lrs || !isfinite(sums->scale) ||
+	    !(sums->scale > 0) || sums->scale > 1 || c->weight_decay != 0)
+		return -EINVAL;
+	/* mu^j for step j = 1..K; the mean's weights mu^(K-i) sum the same
+	 * powers, 0..K-1. */
+	for (uint32_t j = 1; j <= sums->count; j++) {
+		float lr = sums->lrs[j - 1];
+
+		if (!isfinite(lr) || lr < 0)
+			return -EINVAL;
+		div += mk;
+		mk *= mu;
+		cv += lr * mk;
+		lsum += lr;
+	}
+	for (size_t k = 0; k < p->n_shards; k++) {
+		p->shard_sq[k] = sum_squares(sums->a + p->shards[k].offset,
+					     p->shards[k].count);
+		sq += p->shard_sq[k];
+		/* b's zeros matter for the shard's version too. */
+		if (p->shard_sq[k] == 0)
+			p->shard_sq[k] = sum_squares(sums->b + p->shards[k].offset,
+						     p->shards[k].count);
+	}
+	sqb = sum_squares(sums->b, n);
+	if (!isfinite(sq) || !isfinite(sqb))
+		return GP_REASON_NONFINITE;
+	norm = sqrt(sq) / div;
+	if (c->reject_norm > 0 && norm > c->reject_norm)
+		return GP_REASON_NORM;
+	if (c->clip_norm > 0 && norm > c->clip_norm) {
+		clip = c->clip_norm / norm;
+		clipped = true;
+	}
+	p->version++;
+	p->updates += sums->count;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		struct shard *s = &p->shards[k];
+
+		if (p->shard_sq[k] == 0 && !s->mom_nonzero)
+			continue;
+		if (mu > 0) {
+			sgd_sums(p->w + s->offset, p->v + s->offset,
+				 sums->a + s->offset, sums->b + s->offset,
+				 s->count, (float)cv,
+				 (float)(lsum * sums->scale * clip), (float)mk,
+				 (float)(sums->scale * clip));
+			s->mom_nonzero = true;
+		} else {
+			sgd_plain(p->w + s->offset, sums->b + s->offset, s->count,
+				  (float)(sums->scale * clip), (float)lsum, 0);
+		}
+		s->version = p->version;
+		changed++;
+	}
+	if (ret_info)
+		*ret_info = (struct gp_params_apply_info){
+			.norm = norm,
+			.clipped = clipped,
+			.version = p->version,
+			.shards_changed = changed,
+		};
+	return 0;
+}
+
 int gp_params_save(const struct gp_params *p, uint8_t **ret_data,
 		   size_t *ret_len)
 {
@@ -600,7 +700,7 @@ int gp_params_load(const uint8_t *data, size_t len, struct gp_params **ret)
 	/* Each tensor takes at least 10 bytes, which bounds n by the input
 	 * before anything is allocated. */
 	if (n == 0 || n > GP_PARAMS_MAX_TENSORS || n > r.left / 10 ||
-	    version == 0 || updates >= version)
+	    version == 0)
 		return -EBADMSG;
 	shapes = calloc(n, sizeof(*shapes));
 	names = calloc(n, sizeof(*names));

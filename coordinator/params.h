@@ -177,6 +177,30 @@ int gp_params_grad_norm(const float *grad, size_t n, double *ret_norm);
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info);
 
+/* A group of K minibatches' gradients g_1..g_K, computed one after the
+ * other (GP_UPDATE_SUMS in proto/msg.h): with a_j = mu a_(j-1) + g_j,
+ * a = a_K and b = sum_j lrs[j] a_j / sum_j lrs[j]. */
+struct gp_params_sums {
+	const float *a;
+	const float *b;
+	const float *lrs;   /* K learning rates, in the order computed */
+	uint32_t count;     /* K >= 1 */
+	float scale;        /* applied to a and b (staleness), in (0, 1] */
+};
+
+/* Applies the K momentum-SGD steps of a group at once, exactly as K calls
+ * of gp_params_apply() with g_1..g_K and lrs[j] would (up to rounding):
+ * w -= (sum_j lr_j mu^j) v + (sum_j lr_j) b; v = mu^K v + a. The norm
+ * checked and clipped (both a and b) is that of a divided by
+ * sum_i mu^(K-i), a weighted mean gradient. The store's own lr is not
+ * used. Counts K updates (gp_params_updates()) and one version. sums and
+ * its arrays are borrowed; n is the length of a and b. Returns 0 with
+ * *ret_info (optional) filled, or a reason with nothing changed: SHAPE,
+ * NONFINITE, NORM; -EINVAL for K == 0, a bad lr or scale, or a store
+ * with weight decay (not a linear step). */
+int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
+			 size_t n, struct gp_params_apply_info *ret_info);
+
 /* Encodes shapes, config, versions, parameters and momentum for a
  * checkpoint: *ret_data (owned by caller, free()), *ret_len. Layout in
  * params.c. Returns 0 or -ENOMEM. */

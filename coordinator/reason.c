@@ -17,6 +17,7 @@ static const char *const names[GP_REASON_COUNT] = {
 	[GP_REASON_LATE] = "late",
 	[GP_REASON_WORK_PENDING] = "work-pending",
 	[GP_REASON_JOB_DONE] = "job-done",
+	[GP_REASON_GROUP] = "group",
 };
 
 const char *gp_reason_str(int reason)

@@ -32,9 +32,10 @@ enum gp_reason {
 	GP_REASON_LATE = 13,           /* was this agent's, taken back (timeout) */
 	GP_REASON_WORK_PENDING = 14,   /* clock advance with work outstanding */
 	GP_REASON_JOB_DONE = 15,       /* no more work: the last epoch is done */
+	GP_REASON_GROUP = 16,          /* another minibatch of its group was refused */
 };
 
-#define GP_REASON_COUNT 16
+#define GP_REASON_COUNT 17
 
 /* Returns a short constant name for a reason ("clock-ahead"), or "unknown"
  * for a value outside the enum. The string is static. */

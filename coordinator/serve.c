@@ -132,6 +132,7 @@ struct server {
 	struct gp_ssp *ssp;
 	struct gp_sched *sched;
 	float *grad;            /* one full gradient, decode buffer */
+	float *grad_b;          /* a group's second sum (GP_UPDATE_SUMS) */
 	size_t n_params;
 	uint8_t token_key[GP_KEY_SIZE];
 
@@ -210,9 +211,11 @@ static void send_bye(struct peer *p, uint16_t reason, const char *text)
 	peer_close(p, reason, text);
 }
 
+/* Logs a refused or discarded update; a rejection counts a strike when
+ * `strike` (one per UPDATE message, however many minibatches it held). */
 static void reject_update(struct peer *p, const struct gp_msg_update *u,
 			  enum gp_ledger_outcome outcome, int reason,
-			  int64_t staleness, int64_t received)
+			  int64_t staleness, int64_t received, bool strike)
 {
 	struct server *srv = p->srv;
 	struct gp_ledger_update row = {
@@ -244,7 +247,7 @@ static void reject_update(struct peer *p, const struct gp_msg_update *u,
 		gp_ledger_rejection_append(srv->st.ledger, &rej);
 		gp_warn("agent %" PRId64 " (%s): update rejected: %s", p->agent_id,
 			p->addr, gp_reason_str(reason));
-		if (++p->strikes >= srv->job.max_strikes) {
+		if (strike && ++p->strikes >= srv->job.max_strikes) {
 			gp_warn("agent %" PRId64 ": %u rejected updates, disconnecting",
 				p->agent_id, p->strikes);
 			send_bye(p, GP_BYE_PROTOCOL, "too many rejected updates");
@@ -642,7 +645,10 @@ out:
 	return gp_ssp_pulled(srv->ssp, (uint64_t)p->agent_id, p->pulled_version);
 }
 
-static int send_minibatch(struct peer *p, uint64_t id, int64_t clock)
+/* group > 1: this minibatch opens a group of that many, sent next
+ * (GP_CAP_SUMS). */
+static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
+			  uint32_t group)
 {
 	struct server *srv = p->srv;
 	uint32_t n = gp_sched_minibatch_samples(srv->sched, id);
@@ -683,6 +689,8 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock)
 		m.u.minibatch.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
 						 (float)srv->job.momentum : 0.0f;
 	}
+	if (p->caps & GP_CAP_SUMS)
+		m.u.minibatch.group = group;
 	r = send_msg(p, &m);
 out:
 	free(idx);
@@ -755,7 +763,8 @@ static void serve_ahead(struct peer *p, const struct gp_ssp_agent_info *info)
 		return;
 	r = send_params(p, info->clock + 1, k, true);
 	for (size_t i = 0; i < n; i++) {
-		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1) >= 0) {
+		if (r >= 0 && send_minibatch(p, ids[i], info->clock + 1,
+					     i == 0 ? (uint32_t)n : 0) >= 0) {
 			p->next_work++;
 			p->next_open++;
 		} else {
@@ -813,7 +822,7 @@ static void serve_work(struct peer *p)
 	if (!srv->first_work_us)
 		srv->first_work_us = gp_mono_us();
 	for (size_t i = 0; i < n; i++) {
-		r = send_minibatch(p, ids[i], info.clock);
+		r = send_minibatch(p, ids[i], info.clock, i == 0 ? (uint32_t)n : 0);
 		if (r < 0) {
 			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
 			continue;
@@ -951,30 +960,38 @@ static void on_epochs_completed(struct server *srv, uint32_t n, bool job_done)
 	}
 }
 
-/* Staleness-aware scaling of the gradient in srv->grad: an update computed
- * on parameters that lack u updates of other agents is scaled by
- * k / (k + u), k the agent's minibatches at this clock. u counts what the
- * agent's copy lacks: with read-my-writes only the others' updates, else
- * its own too. Without it, several gradients computed at the same point
- * land one after the other and momentum turns that into overshoot (two
- * agents at lr 0.05 and momentum 0.9 diverged). The norm check runs on the
- * gradient as received (*ret_norm, or -1 when not scaled). Returns 0 or
- * GP_REASON_NONFINITE / GP_REASON_NORM. */
+/* Staleness-aware scaling: an update computed on parameters that lack u
+ * updates of other agents is scaled by k / (k + u), k the agent's
+ * minibatches at this clock. u counts what the agent's copy lacks: with
+ * read-my-writes only the others' updates, else its own too. Without it,
+ * several gradients computed at the same point land one after the other
+ * and momentum turns that into overshoot (two agents at lr 0.05 and
+ * momentum 0.9 diverged). Returns the factor, 1 when none applies. */
+static double staleness_scale(const struct peer *p)
+{
+	const struct server *srv = p->srv;
+	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
+	double k = p->clock_work ? p->clock_work : 1;
+
+	if (!srv->job.staleness_scaling)
+		return 1;
+	if ((p->caps & GP_CAP_LOCAL_STEP) && lag >= p->view.own)
+		lag -= p->view.own;
+	return lag ? k / (k + (double)lag) : 1;
+}
+
+/* Scales the gradient in srv->grad by staleness_scale(). The norm check
+ * runs on the gradient as received (*ret_norm, or -1 when not scaled).
+ * Returns 0 or GP_REASON_NONFINITE / GP_REASON_NORM. */
 static int scale_for_staleness(struct peer *p, double *ret_norm)
 {
 	struct server *srv = p->srv;
 	const struct gp_params_config *pc = gp_params_config(srv->params);
-	uint64_t lag = gp_params_updates(srv->params) - p->view.base;
-	double k = p->clock_work ? p->clock_work : 1, norm, scale;
+	double scale = staleness_scale(p), norm;
 	int r;
 
-	if (!srv->job.staleness_scaling)
+	if (scale == 1)
 		return 0;
-	if ((p->caps & GP_CAP_LOCAL_STEP) && lag >= p->view.own)
-		lag -= p->view.own;
-	if (lag == 0)
-		return 0;
-	scale = k / (k + (double)lag);
 	r = gp_params_grad_norm(srv->grad, srv->n_params, &norm);
 	if (r != 0)
 		return r;
@@ -986,111 +1003,62 @@ static int scale_for_staleness(struct peer *p, double *ret_norm)
 	return 0;
 }
 
-static void handle_update(struct peer *p, struct gp_msg_update *u)
+/* Reads `sets` whole-model tensor sets from the update's blocks (one block
+ * per tensor, in order, each whole) into srv->grad, then srv->grad_b.
+ * Returns 0 or GP_REASON_SHAPE. */
+static int read_blocks(struct server *srv, const struct gp_msg_update *u,
+		       size_t sets)
+{
+	size_t n_tensors = gp_params_tensor_count(srv->params);
+
+	if (u->n_blocks != sets * n_tensors)
+		return GP_REASON_SHAPE;
+	for (size_t k = 0; k < u->n_blocks; k++) {
+		const struct gp_msg_block *b = &u->blocks[k];
+		size_t i = k % n_tensors, off;
+		float *dst = k < n_tensors ? srv->grad : srv->grad_b;
+		struct gp_tensor_shape sh;
+
+		if (b->tensor != i || b->row_start != 0 ||
+		    gp_params_check_block(srv->params, b->tensor, b->row_start,
+					  b->rows, b->count, &off) != 0)
+			return GP_REASON_SHAPE;
+		gp_params_tensor(srv->params, i, &sh, NULL);
+		if (b->count != (uint64_t)sh.rows * sh.cols ||
+		    gp_msg_block_read(b, dst + off, b->count) < 0)
+			return GP_REASON_SHAPE;
+	}
+	return 0;
+}
+
+/* A minibatch of the agent's, applied: the schedule, the ledger row and
+ * the counters. */
+static void record_applied(struct peer *p, uint64_t id,
+			   const struct gp_msg_update *u, uint32_t epoch,
+			   uint64_t minibatch, float loss, double norm,
+			   int64_t staleness, int64_t received)
 {
 	struct server *srv = p->srv;
-	int64_t received = gp_now_ms(), staleness = -1;
-	size_t n_tensors = gp_params_tensor_count(srv->params);
-	struct gp_params_apply_info info;
-	struct gp_sched_completion comp;
-	double norm = -1;
-	uint64_t id;
-	int r;
+	struct gp_sched_completion comp = {0};
+	int r = gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, &comp);
+	struct gp_ledger_update row = {
+		.job_id = srv->job_id,
+		.agent_id = p->agent_id,
+		.clock = (int64_t)u->clock,
+		.epoch = epoch,
+		.minibatch = (int64_t)minibatch,
+		.samples = comp.samples,
+		.loss = loss,
+		.grad_norm = norm,
+		.staleness = staleness,
+		.received_at = received,
+		.applied_at = gp_now_ms(),
+		.outcome = GP_UPDATE_APPLIED,
+	};
 
-	p->work_since_ms = received;
-	if (u->parts > 1) {
-		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1, received);
-		goto resolved;
-	}
-	if (gp_sched_id(srv->sched, u->epoch, u->minibatch, &id) < 0) {
-		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_UNKNOWN_MINIBATCH,
-			      -1, received);
-		return; /* not one of this clock's: nothing to resolve */
-	}
-	r = gp_sched_check(srv->sched, (uint64_t)p->agent_id, id);
-	if (r != 0) {
-		bool ours = r == GP_REASON_DUPLICATE || r == GP_REASON_LATE;
-
-		reject_update(p, u, ours ? (r == GP_REASON_LATE ? GP_UPDATE_LATE :
-					    GP_UPDATE_DUPLICATE) :
-					   GP_UPDATE_REJECTED,
-			      r, -1, received);
-		/* Count the discard in the schedule's counters too. */
-		gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, NULL);
-		/* A late answer for a minibatch taken back from this clock
-		 * resolves it; a second answer for one already resolved (the
-		 * agent counts it open, the schedule does not) must not. */
-		if (ours && p->clock_open + p->next_open >
-			    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id))
-			goto resolved;
-		return;
-	}
-	r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
-				(int64_t)u->clock, &staleness);
-	if (r != 0)
-		goto refuse;
-	/* The gradient: one block per tensor, in order, each whole. */
-	r = GP_REASON_SHAPE;
-	if (u->n_blocks != n_tensors)
-		goto refuse;
-	for (size_t i = 0; i < n_tensors; i++) {
-		const struct gp_msg_block *b = &u->blocks[i];
-		size_t off;
-
-		if (b->tensor != i ||
-		    gp_params_check_block(srv->params, b->tensor, b->row_start,
-					  b->rows, b->count, &off) != 0 ||
-		    b->row_start != 0)
-			goto refuse;
-		{
-			struct gp_tensor_shape sh;
-
-			gp_params_tensor(srv->params, i, &sh, NULL);
-			if (b->count != (uint64_t)sh.rows * sh.cols)
-				goto refuse;
-		}
-		if (gp_msg_block_read(b, srv->grad + off, b->count) < 0)
-			goto refuse;
-	}
-	r = scale_for_staleness(p, &norm);
-	if (r != 0)
-		goto refuse;
-	gp_params_set_lr(srv->params,
-			 (float)gp_job_lr_at(&srv->job, id, srv->minibatches_total,
-					     gp_sched_minibatches(srv->sched)));
-	r = gp_params_apply(srv->params, srv->grad, srv->n_params, &info);
-	if (r != 0)
-		goto refuse;
-	if (norm >= 0)
-		info.norm = norm;
-	if ((int64_t)u->clock >= p->view.own_from)
-		p->view.own++;
-	if (p->next_work && (int64_t)u->clock >= p->view_next.own_from)
-		p->view_next.own++;
-	r = gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, &comp);
-	if (r != 0) /* checked above; cannot happen on one thread */
+	if (r != 0) /* checked before; cannot happen on one thread */
 		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
-	{
-		struct gp_ledger_update row = {
-			.job_id = srv->job_id,
-			.agent_id = p->agent_id,
-			.clock = (int64_t)u->clock,
-			.epoch = u->epoch,
-			.minibatch = (int64_t)u->minibatch,
-			.samples = comp.samples,
-			.loss = u->loss,
-			.grad_norm = info.norm,
-			.staleness = staleness,
-			.received_at = received,
-			.applied_at = gp_now_ms(),
-			.outcome = GP_UPDATE_APPLIED,
-		};
-
-		gp_ledger_update_append(srv->st.ledger, &row);
-	}
-	if (u->compute_us > 0)
-		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
-				     1e6 / (double)u->compute_us);
+	gp_ledger_update_append(srv->st.ledger, &row);
 	p->applied++;
 	srv->applied_run++;
 	srv->samples_run += comp.samples;
@@ -1100,7 +1068,7 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	p->samples += comp.samples;
 	p->epoch_samples += comp.samples;
 	srv->epoch_samples += comp.samples;
-	srv->epoch_loss_sum += u->loss;
+	srv->epoch_loss_sum += loss;
 	srv->epoch_updates++;
 	srv->applied_since_checkpoint++;
 	if (srv->job.checkpoint_interval_minibatches &&
@@ -1108,30 +1076,240 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		srv->checkpoint_wanted = true;
 	if (comp.epochs_completed)
 		on_epochs_completed(srv, comp.epochs_completed, comp.job_done);
-	goto resolved;
+}
 
-refuse:
-	reject_update(p, u,
-		      r == GP_REASON_STALE ? GP_UPDATE_LATE : GP_UPDATE_REJECTED,
-		      r, staleness, received);
-	/* Someone else redoes it. It was one of this agent's minibatches,
-	 * whatever clock the update claims: resolve it (the current clock's
-	 * first, as TCP keeps the order), or a lying clock would hold the
-	 * agent, and the SSP bound, for ever. */
-	gp_sched_release(srv->sched, (uint64_t)p->agent_id, id);
+/* One of the agent's minibatches at `clock` is resolved. */
+static void resolve_at(struct peer *p, int64_t clock)
+{
+	if (clock == p->clock)
+		clock_resolved(p);
+	else if (clock == p->clock + 1 && p->next_open > 0)
+		p->next_open--;
+}
+
+/* One of the agent's minibatches was refused and released: someone else
+ * redoes it. It was this agent's, whatever clock the update claims:
+ * resolve it (the current clock's first, as TCP keeps the order), or a
+ * lying clock would hold the agent, and the SSP bound, for ever. */
+static void resolve_refused(struct peer *p)
+{
 	if (p->clock_open > 0)
 		clock_resolved(p);
 	else if (p->next_open > 0)
 		p->next_open--;
-	goto flush;
-resolved:
-	if ((int64_t)u->clock == p->clock)
-		clock_resolved(p);
-	else if ((int64_t)u->clock == p->clock + 1 && p->next_open > 0)
-		p->next_open--;
+}
+
+/* A minibatch whose own check failed (not assigned, duplicate, late):
+ * counted as a discard; a late answer for a minibatch taken back from this
+ * clock resolves it, a second answer for one already resolved (the agent
+ * counts it open, the schedule does not) must not. */
+static void discard_checked(struct peer *p, uint64_t id, int reason,
+			    int64_t clock)
+{
+	struct server *srv = p->srv;
+	bool ours = reason == GP_REASON_DUPLICATE || reason == GP_REASON_LATE;
+
+	gp_sched_complete(srv->sched, (uint64_t)p->agent_id, id, NULL);
+	if (ours && p->clock_open + p->next_open >
+		    gp_sched_outstanding(srv->sched, (uint64_t)p->agent_id))
+		resolve_at(p, clock);
+}
+
+static enum gp_ledger_outcome discard_outcome(int reason)
+{
+	return reason == GP_REASON_LATE ? GP_UPDATE_LATE :
+	       reason == GP_REASON_DUPLICATE ? GP_UPDATE_DUPLICATE :
+					       GP_UPDATE_REJECTED;
+}
+
+static void handle_update_sums(struct peer *p, struct gp_msg_update *u);
+
+static void handle_update(struct peer *p, struct gp_msg_update *u)
+{
+	struct server *srv = p->srv;
+	int64_t received = gp_now_ms(), staleness = -1;
+	struct gp_params_apply_info info;
+	double norm = -1;
+	uint64_t id;
+	int r;
+
+	if (u->form == GP_UPDATE_SUMS) {
+		handle_update_sums(p, u);
+		goto flush;
+	}
+	p->work_since_ms = received;
+	if (u->parts > 1) {
+		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1,
+			      received, true);
+		resolve_at(p, (int64_t)u->clock);
+		goto flush;
+	}
+	if (gp_sched_id(srv->sched, u->epoch, u->minibatch, &id) < 0) {
+		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_UNKNOWN_MINIBATCH,
+			      -1, received, true);
+		return; /* not one of this clock's: nothing to resolve */
+	}
+	r = gp_sched_check(srv->sched, (uint64_t)p->agent_id, id);
+	if (r != 0) {
+		reject_update(p, u, discard_outcome(r), r, -1, received, true);
+		discard_checked(p, id, r, (int64_t)u->clock);
+		return;
+	}
+	r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
+				(int64_t)u->clock, &staleness);
+	if (r == 0)
+		r = read_blocks(srv, u, 1);
+	if (r == 0)
+		r = scale_for_staleness(p, &norm);
+	if (r == 0) {
+		gp_params_set_lr(srv->params,
+				 (float)gp_job_lr_at(&srv->job, id,
+						     srv->minibatches_total,
+						     gp_sched_minibatches(srv->sched)));
+		r = gp_params_apply(srv->params, srv->grad, srv->n_params, &info);
+	}
+	if (r != 0) {
+		reject_update(p, u,
+			      r == GP_REASON_STALE ? GP_UPDATE_LATE : GP_UPDATE_REJECTED,
+			      r, staleness, received, true);
+		gp_sched_release(srv->sched, (uint64_t)p->agent_id, id);
+		resolve_refused(p);
+		goto flush;
+	}
+	if (norm >= 0)
+		info.norm = norm;
+	if ((int64_t)u->clock >= p->view.own_from)
+		p->view.own++;
+	if (p->next_work && (int64_t)u->clock >= p->view_next.own_from)
+		p->view_next.own++;
+	if (u->compute_us > 0)
+		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
+				     1e6 / (double)u->compute_us);
+	record_applied(p, id, u, u->epoch, u->minibatch, u->loss, info.norm,
+		       staleness, received);
+	resolve_at(p, (int64_t)u->clock);
 flush:
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		kick_db(srv, false);
+}
+
+/* An update of form GP_UPDATE_SUMS: a group of minibatches of one clock,
+ * applied at once as the steps they were (gp_params_apply_sums), or
+ * refused as a whole. A minibatch of the group that fails its own check
+ * (late, duplicate, not this agent's) refuses the group; the others go
+ * back to the queue as discards ("group"), without a strike. One strike
+ * per refused message. */
+static void handle_update_sums(struct peer *p, struct gp_msg_update *u)
+{
+	struct server *srv = p->srv;
+	size_t k = u->items_len / GP_MSG_ITEM_SIZE;
+	int64_t received = gp_now_ms(), staleness = -1;
+	uint32_t per = gp_sched_minibatches(srv->sched);
+	struct gp_params_apply_info info;
+	struct gp_params_sums sums;
+	uint64_t ids[GP_MSG_GROUP_MAX];
+	float lrs[GP_MSG_GROUP_MAX];
+	int why[GP_MSG_GROUP_MAX];     /* the minibatch's own check */
+	bool twin[GP_MSG_GROUP_MAX];   /* listed twice in the group */
+	bool strike = true, items_refused = false;
+	int r = 0;
+
+	p->work_since_ms = received;
+	for (size_t i = 0; i < k; i++) {
+		uint32_t epoch;
+		uint64_t mb;
+		float loss;
+
+		gp_msg_update_item(u, i, &epoch, &mb, &loss);
+		twin[i] = false;
+		if (gp_sched_id(srv->sched, epoch, mb, &ids[i]) < 0) {
+			why[i] = GP_REASON_UNKNOWN_MINIBATCH;
+		} else {
+			why[i] = gp_sched_check(srv->sched, (uint64_t)p->agent_id,
+						ids[i]);
+			for (size_t j = 0; j < i && !why[i]; j++)
+				twin[i] |= why[j] != GP_REASON_UNKNOWN_MINIBATCH &&
+					   ids[j] == ids[i];
+		}
+		if ((why[i] || twin[i]) && !r) {
+			r = twin[i] ? GP_REASON_DUPLICATE : why[i];
+			items_refused = true;
+		}
+	}
+	if (r == 0 && (!(p->caps & GP_CAP_SUMS) || u->parts > 1))
+		r = GP_REASON_SHAPE;
+	if (r == 0)
+		r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
+					(int64_t)u->clock, &staleness);
+	if (r == 0)
+		r = read_blocks(srv, u, 2);
+	if (r == 0) {
+		for (size_t i = 0; i < k; i++)
+			lrs[i] = (float)gp_job_lr_at(&srv->job, ids[i],
+						     srv->minibatches_total, per);
+		sums = (struct gp_params_sums){
+			.a = srv->grad,
+			.b = srv->grad_b,
+			.lrs = lrs,
+			.count = (uint32_t)k,
+			.scale = (float)staleness_scale(p),
+		};
+		r = gp_params_apply_sums(srv->params, &sums, srv->n_params, &info);
+		if (r < 0)
+			r = GP_REASON_SHAPE;
+	}
+	if (r != 0) {
+		/* The valid minibatches of a group refused because another
+		 * came late (or the whole came too stale) are discards, not
+		 * the agent's fault. */
+		bool blameless = r == GP_REASON_STALE ||
+				 (items_refused && (r == GP_REASON_LATE ||
+						    r == GP_REASON_DUPLICATE));
+
+		for (size_t i = 0; i < k; i++) {
+			struct gp_msg_update one = *u;
+			int reason = twin[i] ? GP_REASON_DUPLICATE :
+				     why[i] ? why[i] :
+				     items_refused ? GP_REASON_GROUP : r;
+			enum gp_ledger_outcome out =
+				twin[i] ? GP_UPDATE_REJECTED :
+				why[i] ? discard_outcome(why[i]) :
+				blameless ? GP_UPDATE_LATE : GP_UPDATE_REJECTED;
+
+			gp_msg_update_item(u, i, &one.epoch, &one.minibatch,
+					   &one.loss);
+			reject_update(p, &one, out, reason, staleness, received,
+				      strike);
+			if (out == GP_UPDATE_REJECTED)
+				strike = false;
+			if (twin[i] || why[i] == GP_REASON_UNKNOWN_MINIBATCH)
+				continue; /* nothing of the agent's to resolve */
+			if (why[i]) {
+				discard_checked(p, ids[i], why[i], (int64_t)u->clock);
+				continue;
+			}
+			gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
+			resolve_refused(p);
+		}
+		return;
+	}
+	if ((int64_t)u->clock >= p->view.own_from)
+		p->view.own += k;
+	if (p->next_work && (int64_t)u->clock >= p->view_next.own_from)
+		p->view_next.own += k;
+	if (u->compute_us > 0)
+		gp_ssp_observe_speed(srv->ssp, (uint64_t)p->agent_id,
+				     1e6 * (double)k / (double)u->compute_us);
+	for (size_t i = 0; i < k; i++) {
+		uint32_t epoch;
+		uint64_t mb;
+		float loss;
+
+		gp_msg_update_item(u, i, &epoch, &mb, &loss);
+		record_applied(p, ids[i], u, epoch, mb, loss, info.norm,
+			       staleness, received);
+		resolve_at(p, (int64_t)u->clock);
+	}
 }
 
 /* ---- membership ------------------------------------------------------- */
@@ -1265,6 +1443,11 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	p->pulled_version = 0;
 	p->clock = clock;
 	p->caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
+	/* Sums stand for steps only when the step is linear in the gradient
+	 * (no weight decay) and the agent takes them locally. */
+	if ((j->caps & GP_CAP_SUMS) && (p->caps & GP_CAP_LOCAL_STEP) &&
+	    srv->job.group_updates && srv->job.weight_decay == 0)
+		p->caps |= GP_CAP_SUMS;
 	snprintf(p->name, sizeof(p->name), "%s", a.name);
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
@@ -2054,7 +2237,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	srv->minibatches_total = (uint64_t)gp_sched_minibatches(srv->sched) *
 				 srv->job.epochs;
 	srv->grad = malloc(srv->n_params * sizeof(float));
-	if (!srv->grad) {
+	srv->grad_b = malloc(srv->n_params * sizeof(float));
+	if (!srv->grad || !srv->grad_b) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -2152,6 +2336,7 @@ out:
 	gp_data_destroy(srv->train);
 	gp_data_destroy(srv->test);
 	free(srv->grad);
+	free(srv->grad_b);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
@@ -2159,3 +2344,4 @@ out_free:
 	free(srv);
 	return r;
 }
+

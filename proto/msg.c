@@ -278,6 +278,12 @@ static int validate_update(void *obj)
 		u->parts = 1;
 	if (u->part >= u->parts)
 		return -EBADMSG;
+	if (u->form > GP_UPDATE_SUMS)
+		return -EPROTONOSUPPORT;
+	if (u->items_len % GP_MSG_ITEM_SIZE ||
+	    u->items_len > GP_MSG_GROUP_MAX * GP_MSG_ITEM_SIZE ||
+	    (u->form == GP_UPDATE_SUMS) != (u->items_len > 0))
+		return -EBADMSG;
 	return 0;
 }
 
@@ -374,6 +380,7 @@ static const struct field minibatch_fields[] = {
 	FBYTES(8, T, indices, indices_len, 0),
 	FNUM(9, K_F32, T, lr),
 	FNUM(10, K_F32, T, momentum),
+	FNUM(11, K_U32, T, group),
 };
 #undef T
 
@@ -404,6 +411,8 @@ static const struct field update_fields[] = {
 	FNUM(8, K_U16, T, part),
 	FNUM(9, K_U16, T, parts),
 	FNEST(10, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+	FNUM(11, K_U8, T, form),
+	FBYTES(12, T, items, items_len, 0),
 };
 #undef T
 
@@ -1001,6 +1010,27 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		break;
 	}
 	return 0;
+}
+
+void gp_msg_update_item_put(uint8_t *items, size_t i, uint32_t epoch,
+			    uint64_t minibatch, float loss)
+{
+	uint8_t *p = items + i * GP_MSG_ITEM_SIZE;
+
+	put_u32(p, epoch);
+	put_u64(p + 4, minibatch);
+	put_u32(p + 12, f32_bits(loss));
+}
+
+void gp_msg_update_item(const struct gp_msg_update *u, size_t i,
+			uint32_t *ret_epoch, uint64_t *ret_minibatch,
+			float *ret_loss)
+{
+	const uint8_t *p = u->items + i * GP_MSG_ITEM_SIZE;
+
+	*ret_epoch = get_u32(p);
+	*ret_minibatch = get_u64(p + 4);
+	*ret_loss = bits_f32(get_u32(p + 12));
 }
 
 uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i)

@@ -145,6 +145,11 @@ enum gp_msg_dtype {
  * with MINIBATCH.lr and .momentum) before its next minibatch: it reads its
  * own writes between pulls. */
 #define GP_CAP_LOCAL_STEP (1u << 2)
+/* The agent answers a group of minibatches (MINIBATCH.group) with one
+ * UPDATE of form GP_UPDATE_SUMS: the momentum sums of the group's
+ * gradients, from which the coordinator applies the group's steps exactly
+ * as one by one (docs/architecture.md "Pool"). Needs GP_CAP_LOCAL_STEP. */
+#define GP_CAP_SUMS (1u << 3)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -213,6 +218,10 @@ struct gp_msg_minibatch {
 	size_t indices_len;                         /* 0 or 4*samples */
 	float lr;                                   /* local step; 0: none */
 	float momentum;                             /* local step's momentum */
+	/* With GP_CAP_SUMS: this minibatch opens a group of `group` (itself
+	 * and the next group - 1 MINIBATCH messages, all of one clock), which
+	 * the agent answers with one UPDATE. 0 or 1: answered alone. */
+	uint32_t group;
 };
 
 /* One shard the agent holds, and its version. */
@@ -256,7 +265,24 @@ struct gp_msg_param_shards {
 	size_t n_blocks;
 };
 
-/* Gradients of one minibatch. A large update may be split into parts (one
+/* What an UPDATE's blocks hold. */
+enum gp_msg_update_form {
+	/* One block per tensor: the gradient of one minibatch. */
+	GP_UPDATE_GRADIENT = 0,
+	/* A group of K minibatches (items) computed one after the other, each
+	 * applied locally with momentum mu and its MINIBATCH.lr: with g_i the
+	 * gradients and a_j = mu a_(j-1) + g_j (a_0 = 0), the first
+	 * n_tensors blocks hold A = a_K and the next n_tensors hold
+	 * B = sum_j lr_j a_j / sum_j lr_j (0 when the sum is 0). */
+	GP_UPDATE_SUMS = 1,
+};
+#define GP_MSG_GROUP_MAX 256          /* minibatches in one group */
+#define GP_MSG_ITEM_SIZE 16           /* u32 epoch, u64 minibatch, f32 loss */
+
+/* Gradients of one minibatch, or (form GP_UPDATE_SUMS) of a group of them:
+ * then items holds one GP_MSG_ITEM_SIZE record per minibatch, in the order
+ * computed (gp_msg_update_item), and epoch/minibatch/loss repeat the
+ * first. A large update may be split into parts (one
  * per layer as soon as it is ready): part 0..parts-1, same minibatch id; the
  * loss/norm/time fields count in the last part. parts 0 is taken as 1. */
 struct gp_msg_update {
@@ -271,6 +297,9 @@ struct gp_msg_update {
 	uint16_t parts;
 	struct gp_msg_block *blocks;
 	size_t n_blocks;
+	uint8_t form;                               /* enum gp_msg_update_form */
+	const uint8_t *items;                       /* form SUMS */
+	size_t items_len;                           /* K * GP_MSG_ITEM_SIZE */
 };
 
 /* Agent -> coordinator: clock = the agent's new clock. Coordinator -> agent:
@@ -383,6 +412,14 @@ int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
 
 /* Element size in bytes of a dtype, 0 when unknown. */
 size_t gp_msg_dtype_size(uint8_t dtype);
+
+/* Item i of an update's group: writes record i into items (which holds at
+ * least i + 1 records), or reads it (i < items_len / GP_MSG_ITEM_SIZE). */
+void gp_msg_update_item_put(uint8_t *items, size_t i, uint32_t epoch,
+			    uint64_t minibatch, float loss);
+void gp_msg_update_item(const struct gp_msg_update *u, size_t i,
+			uint32_t *ret_epoch, uint64_t *ret_minibatch,
+			float *ret_loss);
 
 /* The u32 sample index i (< samples) of a decoded minibatch's indices. */
 uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i);

@@ -2,6 +2,7 @@
  * momentum SGD optimizer against hand-computed values, clipping, rejection
  * of bad gradients, checkpoint round trip. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "params.h"
@@ -161,6 +162,125 @@ static void test_momentum_reference(void)
 	free(rw);
 	free(rv);
 	gp_params_destroy(p);
+}
+
+/* A group's momentum sums applied at once land where the same gradients
+ * applied one by one do, for momentum and plain SGD, with a varying rate
+ * and from a non-zero velocity; a staleness scale scales the group's
+ * steps; bad input changes nothing. */
+static void test_sums_match_steps(void)
+{
+	for (int plain = 0; plain < 2; plain++) {
+		float mu = plain ? 0.0f : 0.9f;
+		struct gp_params *one = make(0.05f, mu, 0, 3);
+		struct gp_params *grp = make(0.05f, mu, 0, 3);
+		size_t n = gp_params_size(one);
+		float *g = calloc(n, sizeof(float)), *a = calloc(n, sizeof(float));
+		double *acc = calloc(n, sizeof(double)), *bsum = calloc(n, sizeof(double));
+		float *b = calloc(n, sizeof(float)), *w0 = calloc(n, sizeof(float));
+		const float lrs[5] = { 0.05f, 0.04f, 0.03f, 0.02f, 0.01f };
+		struct gp_params_sums sums = { .a = a, .b = b, .lrs = lrs,
+					       .count = 5, .scale = 1 };
+		struct gp_params_apply_info info;
+		double lsum = 0;
+
+		ASSERT_NOT_NULL(g);
+		ASSERT_NOT_NULL(a);
+		ASSERT_NOT_NULL(acc);
+		ASSERT_NOT_NULL(bsum);
+		ASSERT_NOT_NULL(b);
+		ASSERT_NOT_NULL(w0);
+		for (size_t i = 0; i < n; i++)
+			w0[i] = (float)(0.02 * (double)i - 0.3);
+		ASSERT_OK(gp_params_set_tensor(one, 0, w0, 40));
+		ASSERT_OK(gp_params_set_tensor(one, 1, w0 + 40, 4));
+		ASSERT_OK(gp_params_set_tensor(grp, 0, w0, 40));
+		ASSERT_OK(gp_params_set_tensor(grp, 1, w0 + 40, 4));
+		/* A first step on both, so the group starts from a velocity. */
+		for (size_t i = 0; i < n; i++)
+			g[i] = (float)(0.1 * (double)(i % 5) - 0.2);
+		ASSERT_OK(gp_params_apply(one, g, n, NULL));
+		ASSERT_OK(gp_params_apply(grp, g, n, NULL));
+		for (uint32_t j = 0; j < 5; j++) {
+			for (size_t i = 0; i < n; i++) {
+				g[i] = (float)(0.03 * (double)((i * 3 + j) % 7) - 0.09);
+				acc[i] = mu * acc[i] + g[i];
+				bsum[i] += lrs[j] * acc[i];
+			}
+			lsum += lrs[j];
+			ASSERT_OK(gp_params_set_lr(one, lrs[j]));
+			ASSERT_OK(gp_params_apply(one, g, n, NULL));
+		}
+		for (size_t i = 0; i < n; i++) {
+			a[i] = (float)acc[i];
+			b[i] = (float)(bsum[i] / lsum);
+		}
+		ASSERT_OK(gp_params_apply_sums(grp, &sums, n, &info));
+		ASSERT(!info.clipped);
+		ASSERT_UINT_EQ(gp_params_updates(grp), gp_params_updates(one));
+		for (size_t i = 0; i < n; i++)
+			ASSERT_NEAR(gp_params_values(grp)[i],
+				    gp_params_values(one)[i], 1e-6);
+		/* The velocity carries on alike: one more step on each. */
+		for (size_t i = 0; i < n; i++)
+			g[i] = (float)(0.01 * (double)(i % 3));
+		ASSERT_OK(gp_params_apply(one, g, n, NULL));
+		ASSERT_OK(gp_params_set_lr(grp, 0.01f));
+		ASSERT_OK(gp_params_apply(grp, g, n, NULL));
+		for (size_t i = 0; i < n; i++)
+			ASSERT_NEAR(gp_params_values(grp)[i],
+				    gp_params_values(one)[i], 1e-6);
+
+		/* Scale 0.5 moves w half as far when starting from v = 0. */
+		{
+			struct gp_params *h = make(0.05f, mu, 0, 3);
+			struct gp_params *f = make(0.05f, mu, 0, 3);
+
+			ASSERT_OK(gp_params_apply_sums(f, &sums, n, NULL));
+			sums.scale = 0.5f;
+			ASSERT_OK(gp_params_apply_sums(h, &sums, n, NULL));
+			for (size_t i = 0; i < n; i++)
+				ASSERT_NEAR(gp_params_values(h)[i],
+					    0.5 * gp_params_values(f)[i], 1e-7);
+			/* Refusals change nothing. */
+			sums.scale = 0;
+			ASSERT_EQ(gp_params_apply_sums(h, &sums, n, NULL), -EINVAL);
+			sums.scale = 1;
+			sums.count = 0;
+			ASSERT_EQ(gp_params_apply_sums(h, &sums, n, NULL), -EINVAL);
+			sums.count = 5;
+			ASSERT_EQ(gp_params_apply_sums(h, &sums, n - 1, NULL),
+				  GP_REASON_SHAPE);
+			b[3] = NAN;
+			ASSERT_EQ(gp_params_apply_sums(h, &sums, n, NULL),
+				  GP_REASON_NONFINITE);
+			ASSERT_UINT_EQ(gp_params_updates(h), 5);
+			for (size_t i = 0; i < n; i++)
+				ASSERT_NEAR(gp_params_values(h)[i],
+					    0.5 * gp_params_values(f)[i], 1e-7);
+			gp_params_destroy(h);
+			gp_params_destroy(f);
+		}
+		free(g);
+		free(a);
+		free(acc);
+		free(bsum);
+		free(b);
+		free(w0);
+		gp_params_destroy(one);
+		gp_params_destroy(grp);
+	}
+	/* Weight decay is not a linear step: refused. */
+	{
+		struct gp_params *p = make(0.05f, 0.9f, 0.01f, 3);
+		float z[44] = { 0 };
+		const float lr = 0.05f;
+		struct gp_params_sums s = { .a = z, .b = z, .lrs = &lr,
+					    .count = 1, .scale = 1 };
+
+		ASSERT_EQ(gp_params_apply_sums(p, &s, 44, NULL), -EINVAL);
+		gp_params_destroy(p);
+	}
 }
 
 static void test_clip_and_reject(void)
@@ -332,6 +452,7 @@ int main(void)
 	test_create_invalid();
 	test_layout();
 	test_momentum_reference();
+	test_sums_match_steps();
 	test_clip_and_reject();
 	test_norm_accuracy();
 	test_changed_shards();
