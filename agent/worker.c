@@ -662,7 +662,7 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->pixels = pixels;
 	j->labels = labels;
 	j->group = group <= GP_WORKER_GROUP_MAX ? group : 0;
-	if (isfinite(lr) && isfinite(mu) && lr > 0 && lr <= 10 && mu >= 0 &&
+	if (isfinite(lr) && isfinite(mu) && lr >= 0 && lr <= 10 && mu >= 0 &&
 	    mu < 1) {
 		j->lr = lr;
 		j->mu = mu;
