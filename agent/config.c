@@ -147,6 +147,8 @@ static const struct gp_conf_key keys[] = {
 	{"agent", "name", GP_CONF_STRING, F(name),
 	 sizeof(((struct gp_agent_config *)0)->name), 0, 0, 0, NULL},
 	{"agent", "device", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_device},
+	{"agent", "data_dir", GP_CONF_STRING, F(data_dir),
+	 sizeof(((struct gp_agent_config *)0)->data_dir), 0, 0, 0, NULL},
 	{"limits", "idle_only", GP_CONF_BOOL, F(idle_only), 0, 0, 0, 0, NULL},
 	{"limits", "on_ac_only", GP_CONF_BOOL, F(on_ac_only), 0, 0, 0, 0, NULL},
 	{"limits", "cpu_share", GP_CONF_DOUBLE, F(cpu_share), 0, 0.01, 1, 0,

@@ -58,6 +58,9 @@ struct gp_agent_config {
 	uint32_t beacon_port;
 	bool web;
 	char web_listen[64];
+	/* A local copy of the training set ("" : $GP_DATA_DIR or the
+	 * default directory; "none": do without). */
+	char data_dir[256];
 };
 
 /* Fills *cfg with no limits at all (shares 1, no power, idle or hours

@@ -61,6 +61,7 @@ struct options {
 	double cpu_share, gpu_share;         /* 0: from the configuration */
 	const char *hours;
 	long beacon_port;                    /* -1: from the configuration */
+	const char *data_dir;                /* NULL: from the configuration */
 	char control_buf[300];
 	struct gp_agent_config cfg;
 };
@@ -76,6 +77,7 @@ static void usage(FILE *f)
 	      "      [--idle-only|--no-idle-only] [--on-ac-only|--no-on-ac-only]\n"
 	      "      [--cpu-share X] [--gpu-share X] [--hours HH:MM-HH:MM,...]\n"
 	      "      [--beacon-port N] [--web[=ADDR:PORT]|--no-web]\n"
+	      "      [--data-dir DIR|none] (a local copy of the training set)\n"
 	      "                             (overrides of agent.conf for this run)\n"
 	      "  status [--json]            connected, paused or waiting, and why\n"
 	      "  pause | resume             stop / restart computing for the pool\n"
@@ -120,6 +122,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "web", optional_argument, NULL, 'W' },
 		{ "no-web", no_argument, NULL, 'w' },
 		{ "listen", required_argument, NULL, 'l' },
+		{ "data-dir", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -186,6 +189,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 		}
 		case 'H':
 			o->hours = optarg;
+			break;
+		case 'R':
+			if (strlen(optarg) >= sizeof(o->cfg.data_dir)) {
+				gp_error("--data-dir: too long");
+				return -EINVAL;
+			}
+			o->data_dir = optarg;
 			break;
 		case 'P': {
 			char *end;
@@ -502,6 +512,7 @@ static int cmd_run(struct options *o)
 	cfg.policy.on_ac_only = o->cfg.on_ac_only;
 	cfg.policy.hours = o->cfg.hours;
 	cfg.beacon_port = (uint16_t)o->cfg.beacon_port;
+	cfg.data_dir = o->cfg.data_dir;
 	if (o->name)
 		snprintf(cfg.name, sizeof(cfg.name), "%s", o->name);
 	else if (o->cfg.name[0])
@@ -781,6 +792,8 @@ static int load_config(struct options *o)
 	}
 	if (o->beacon_port >= 0)
 		o->cfg.beacon_port = (uint32_t)o->beacon_port;
+	if (o->data_dir)
+		snprintf(o->cfg.data_dir, sizeof(o->cfg.data_dir), "%s", o->data_dir);
 	if (o->web >= 0)
 		o->cfg.web = o->web;
 	if (!o->device) {

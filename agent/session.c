@@ -44,6 +44,8 @@ enum mode { MODE_RUN, MODE_JOIN, MODE_LEAVE };
 
 struct session {
 	const struct gp_session_config *cfg;
+	struct gp_dataset *data;  /* the local training set, or NULL */
+	uint64_t data_fingerprint;
 	enum mode mode;
 	uv_loop_t loop;
 	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
@@ -167,6 +169,10 @@ static void send_join(struct session *s)
 		m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+	if (s->data) {
+		m.u.join.caps |= GP_CAP_LOCAL_DATA;
+		m.u.join.data_fingerprint = s->data_fingerprint;
+	}
 	m.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	m.u.join.n_devices = cfg->n_devices;
 	send_msg(s, &m);
@@ -461,25 +467,55 @@ static void handle_shards(struct session *s, const struct gp_msg_param_shards *p
 	}
 }
 
+/* A minibatch given as indices into the local training set: its pixels
+ * and labels gathered into px and lb (samples * GP_DATA_PIXELS and
+ * samples bytes). Returns false for an index out of range. */
+static bool gather_local(struct session *s, const struct gp_msg_minibatch *mb,
+			 uint8_t *px, uint8_t *lb)
+{
+	for (size_t i = 0; i < mb->samples; i++) {
+		uint32_t k = gp_msg_minibatch_index(mb, i);
+
+		if (k >= s->data->count)
+			return false;
+		memcpy(px + i * GP_DATA_PIXELS,
+		       s->data->images + (size_t)k * GP_DATA_PIXELS, GP_DATA_PIXELS);
+		lb[i] = s->data->labels[k];
+	}
+	return true;
+}
+
 static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *mb)
 {
+	bool local = s->data && mb->indices_len && !mb->pixels_len;
 	uint8_t *px, *lb;
 
-	if (mb->features != GP_DATA_PIXELS || mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
-	    mb->labels_len != mb->samples || mb->samples == 0 || mb->samples > s->batch) {
+	if (mb->samples == 0 || mb->samples > s->batch ||
+	    (local ? mb->indices_len != (size_t)mb->samples * 4 :
+		     mb->features != GP_DATA_PIXELS ||
+		     mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
+		     mb->labels_len != mb->samples)) {
 		gp_warn("minibatch %" PRIu64 " has an unexpected shape; skipped",
 			mb->minibatch);
 		return;
 	}
-	px = malloc(mb->pixels_len);
-	lb = malloc(mb->labels_len);
+	px = malloc((size_t)mb->samples * GP_DATA_PIXELS);
+	lb = malloc(mb->samples);
 	if (!px || !lb) {
 		free(px);
 		free(lb);
 		return;
 	}
-	memcpy(px, mb->pixels, mb->pixels_len);
-	memcpy(lb, mb->labels, mb->labels_len);
+	if (!local) {
+		memcpy(px, mb->pixels, mb->pixels_len);
+		memcpy(lb, mb->labels, mb->labels_len);
+	} else if (!gather_local(s, mb, px, lb)) {
+		gp_warn("minibatch %" PRIu64 " names a sample beyond the local "
+			"data set; skipped", mb->minibatch);
+		free(px);
+		free(lb);
+		return;
+	}
 	gp_worker_compute(s->worker, mb->epoch, mb->minibatch, mb->clock,
 			  mb->samples, px, lb,
 			  (s->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
@@ -1130,6 +1166,28 @@ static void on_signal(uv_signal_t *sig, int signum)
 	stop(s, 0);
 }
 
+/* The local copy of the training set, when there is one: minibatches then
+ * come as indices. Its absence is no error (they come with pixels). */
+static void load_data(struct session *s)
+{
+	const char *dir = s->cfg->data_dir;
+	char err[GP_DATA_ERR_MAX];
+	int r;
+
+	if (dir && strcmp(dir, "none") == 0)
+		return;
+	r = gp_data_load_fashion_mnist(dir && dir[0] ? dir : NULL, true,
+				       &s->data, err, sizeof(err));
+	if (r < 0) {
+		gp_info("no local copy of the training set (%s): minibatches "
+			"will come with their pixels", err);
+		return;
+	}
+	s->data_fingerprint = gp_data_fingerprint(s->data);
+	gp_info("local training set: %zu samples, fingerprint %016" PRIx64,
+		s->data->count, s->data_fingerprint);
+}
+
 static int session_run(const struct gp_session_config *cfg,
 		       const struct gp_token *token, enum mode mode,
 		       struct session *s)
@@ -1159,6 +1217,7 @@ static int session_run(const struct gp_session_config *cfg,
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
 	if (mode == MODE_RUN) {
+		load_data(s);
 		snprintf(s->st.state, sizeof(s->st.state), "starting");
 		uv_timer_start(&s->stats_timer, on_stats_timer, STATS_FLUSH_MS,
 			       STATS_FLUSH_MS);
@@ -1208,6 +1267,7 @@ static int session_run(const struct gp_session_config *cfg,
 	/* The worker's async handle closes with it; run the loop once more
 	 * so that its close callback frees it. */
 	gp_worker_stop(s->worker);
+	gp_data_destroy(s->data);
 	s->worker = NULL;
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);

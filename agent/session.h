@@ -35,6 +35,11 @@ struct gp_session_config {
 	uint16_t beacon_port;               /* 0: do not listen for beacons */
 	unsigned member_poll_ms;            /* re-read the memberships; 0: 5 s */
 	unsigned policy_poll_ms;            /* re-check the policy; 0: 2 s */
+	/* run only: a local copy of the training set, so that minibatches
+	 * come as sample indices (GP_CAP_LOCAL_DATA) when it matches the
+	 * coordinator's. NULL or "": $GP_DATA_DIR or the default directory;
+	 * "none": no local copy. Borrowed. */
+	const char *data_dir;
 };
 
 /* Joins the pool the token names. On success the membership is written to

@@ -128,6 +128,7 @@ struct server {
 	char spec_text[GP_MODEL_SPEC_MAX];
 
 	struct gp_dataset *train, *test;
+	uint64_t train_fingerprint;  /* gp_data_fingerprint(train) */
 	struct gp_params *params;
 	struct gp_ssp *ssp;
 	struct gp_sched *sched;
@@ -653,8 +654,9 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	struct server *srv = p->srv;
 	uint32_t n = gp_sched_minibatch_samples(srv->sched, id);
 	uint32_t per = gp_sched_minibatches(srv->sched);
+	bool local = p->caps & GP_CAP_LOCAL_DATA;
 	uint32_t *idx = malloc(n * sizeof(*idx));
-	uint8_t *px = malloc((size_t)n * GP_DATA_PIXELS);
+	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * GP_DATA_PIXELS);
 	uint8_t *lb = malloc(n ? n : 1);
 	struct gp_msg m;
 	size_t got = 0;
@@ -667,7 +669,13 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	r = gp_sched_samples(srv->sched, id, idx, n, &got);
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < got; i++) {
+	for (size_t i = 0; i < got && local; i++) {
+		px[4 * i] = (uint8_t)idx[i];
+		px[4 * i + 1] = (uint8_t)(idx[i] >> 8);
+		px[4 * i + 2] = (uint8_t)(idx[i] >> 16);
+		px[4 * i + 3] = (uint8_t)(idx[i] >> 24);
+	}
+	for (size_t i = 0; i < got && !local; i++) {
 		memcpy(px + i * GP_DATA_PIXELS,
 		       srv->train->images + (size_t)idx[i] * GP_DATA_PIXELS,
 		       GP_DATA_PIXELS);
@@ -679,10 +687,15 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	m.u.minibatch.clock = (uint64_t)clock;
 	m.u.minibatch.samples = (uint32_t)got;
 	m.u.minibatch.features = GP_DATA_PIXELS;
-	m.u.minibatch.pixels = px;
-	m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
-	m.u.minibatch.labels = lb;
-	m.u.minibatch.labels_len = got;
+	if (local) {
+		m.u.minibatch.indices = px;
+		m.u.minibatch.indices_len = got * 4;
+	} else {
+		m.u.minibatch.pixels = px;
+		m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
+		m.u.minibatch.labels = lb;
+		m.u.minibatch.labels_len = got;
+	}
 	if (p->caps & GP_CAP_LOCAL_STEP) {
 		m.u.minibatch.lr = (float)gp_job_lr_at(&srv->job, id,
 						       srv->minibatches_total, per);
@@ -1448,6 +1461,10 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	if ((j->caps & GP_CAP_SUMS) && (p->caps & GP_CAP_LOCAL_STEP) &&
 	    srv->job.group_updates && srv->job.weight_decay == 0)
 		p->caps |= GP_CAP_SUMS;
+	/* An agent with the same training set gets indices, not pixels. */
+	if ((j->caps & GP_CAP_LOCAL_DATA) &&
+	    j->data_fingerprint == srv->train_fingerprint)
+		p->caps |= GP_CAP_LOCAL_DATA;
 	snprintf(p->name, sizeof(p->name), "%s", a.name);
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
@@ -2202,6 +2219,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		gp_error("%s", err);
 		goto out;
 	}
+	srv->train_fingerprint = gp_data_fingerprint(srv->train);
 	r = gp_backend_create_cpu(1, &srv->eval_be);
 	if (r >= 0)
 		r = gp_model_create(srv->eval_be, &srv->spec, EVAL_BATCH,

@@ -264,6 +264,19 @@ void gp_data_idx_finish(struct gp_idx *idx)
 	idx->len = 0;
 }
 
+uint64_t gp_data_fingerprint(const struct gp_dataset *ds)
+{
+	uLong ci = crc32(0L, Z_NULL, 0), cl = crc32(0L, Z_NULL, 0);
+	size_t n = ds->count * GP_DATA_PIXELS;
+
+	/* crc32() takes a uInt length: feed large buffers in pieces. */
+	for (size_t off = 0; off < n; off += 1u << 30)
+		ci = crc32(ci, ds->images + off,
+			   (uInt)(n - off < (1u << 30) ? n - off : (1u << 30)));
+	cl = crc32(cl, ds->labels, (uInt)ds->count);
+	return (uint64_t)(uint32_t)ci << 32 | (uint32_t)(cl ^ (uint32_t)ds->count);
+}
+
 void gp_data_destroy(struct gp_dataset *ds)
 {
 	if (!ds)

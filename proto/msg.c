@@ -329,6 +329,7 @@ static const struct field join_fields[] = {
 	FBYTES(3, T, token_id, token_id_len, GP_MSG_TOKEN_ID_SIZE),
 	FNUM(4, K_U32, T, caps),
 	FNEST(5, T, devices, n_devices, GP_MSG_DEVICES_MAX, device_schema),
+	FNUM(6, K_U64, T, data_fingerprint),
 };
 #undef T
 

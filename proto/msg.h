@@ -150,6 +150,9 @@ enum gp_msg_dtype {
  * gradients, from which the coordinator applies the group's steps exactly
  * as one by one (docs/architecture.md "Pool"). Needs GP_CAP_LOCAL_STEP. */
 #define GP_CAP_SUMS (1u << 3)
+/* The agent holds the same training set (JOIN.data_fingerprint matched the
+ * coordinator's): MINIBATCH carries sample indices instead of pixels. */
+#define GP_CAP_LOCAL_DATA (1u << 4)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -169,6 +172,9 @@ struct gp_msg_join {
 	uint32_t caps;                              /* GP_CAP_* */
 	struct gp_msg_device *devices;
 	size_t n_devices;
+	/* gp_data_fingerprint() of the training set the agent holds, 0:
+	 * none. */
+	uint64_t data_fingerprint;
 };
 
 struct gp_msg_welcome {
