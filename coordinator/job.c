@@ -37,7 +37,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->warmup_epochs = 0.1;
 	job->staleness_scaling = true;
 	job->group_updates = true;
-	job->clock_duration_ms = 1;
+	job->clock_duration_ms = 16;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;

@@ -39,7 +39,7 @@
  *   heartbeat_interval = 5s   100ms..10m
  *   heartbeat_timeout = 20s   1s..1h; must exceed heartbeat_interval
  *   max_agents = 64           1..65536
- *   clock_duration = 1ms      a clock lasts this long or one minibatch of
+ *   clock_duration = 16ms     a clock lasts this long or one minibatch of
  *                             the slowest live agent, whichever is longer;
  *                             each agent computes what it can in that time
  *                             (1ms..10s)
