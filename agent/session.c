@@ -168,7 +168,8 @@ static void send_join(struct session *s)
 		m.u.join.token_id = s->token->id;
 		m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
-	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+	m.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			GP_CAP_MOMENTUM;
 	if (s->data) {
 		m.u.join.caps |= GP_CAP_LOCAL_DATA;
 		m.u.join.data_fingerprint = s->data_fingerprint;
@@ -446,9 +447,15 @@ static int start_worker(struct session *s, const struct gp_msg_welcome *w)
 
 static void handle_shards(struct session *s, const struct gp_msg_param_shards *ps)
 {
+	size_t nt = gp_worker_tensor_count(s->worker);
+
 	for (size_t i = 0; i < ps->n_blocks; i++) {
 		const struct gp_msg_block *b = &ps->blocks[i];
-		const struct gp_tensor_info *ti = gp_worker_tensor(s->worker, b->tensor);
+		/* Tensors n..2n-1: the server's momentum of tensors 0..n-1. */
+		enum gp_model_slot slot = b->tensor >= nt ? GP_MODEL_MOMENTUM :
+							    GP_MODEL_PARAM;
+		size_t t = b->tensor >= nt ? b->tensor - nt : b->tensor;
+		const struct gp_tensor_info *ti = gp_worker_tensor(s->worker, t);
 		size_t rows = b->rows ? b->rows : (ti ? ti->rows : 0);
 		float *v;
 
@@ -463,7 +470,7 @@ static void handle_shards(struct session *s, const struct gp_msg_param_shards *p
 			free(v);
 			continue;
 		}
-		gp_worker_set_params(s->worker, b->tensor, b->row_start, rows, v);
+		gp_worker_set_params(s->worker, slot, t, b->row_start, rows, v);
 	}
 }
 

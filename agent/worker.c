@@ -22,6 +22,7 @@ struct job {
 	enum job_kind kind;
 	struct job *next;
 	/* JOB_PARAMS */
+	enum gp_model_slot slot;
 	size_t tensor, row0, rows;
 	float *values;
 	/* JOB_COMPUTE */
@@ -440,7 +441,7 @@ static void *thread_main(void *arg)
 		pthread_mutex_unlock(&w->lock);
 
 		if (j->kind == JOB_PARAMS) {
-			r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor,
+			r = gp_model_write(w->model, j->slot, j->tensor,
 					   j->row0, j->rows, j->values);
 			if (r < 0)
 				gp_warn("cannot load parameters of tensor %zu: %s",
@@ -619,8 +620,8 @@ static int enqueue(struct gp_worker *w, struct job *j)
 	return 0;
 }
 
-int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
-			 size_t rows, float *values)
+int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
+			 size_t tensor, size_t row0, size_t rows, float *values)
 {
 	struct job *j;
 
@@ -635,6 +636,7 @@ int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
 		return -ENOMEM;
 	}
 	j->kind = JOB_PARAMS;
+	j->slot = slot;
 	j->tensor = tensor;
 	j->row0 = row0;
 	j->rows = rows;

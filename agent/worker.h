@@ -86,8 +86,8 @@ const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
 /* Queues rows [row0, row0 + rows) of tensor i's parameters; values
  * (rows * cols floats) are taken (malloc'd, freed by the worker). Jobs run
  * in order, so parameters queued before a minibatch are in place for it. */
-int gp_worker_set_params(struct gp_worker *w, size_t tensor, size_t row0,
-			 size_t rows, float *values);
+int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
+			 size_t tensor, size_t row0, size_t rows, float *values);
 
 /* Queues one minibatch: n samples of GP_DATA_PIXELS u8 pixels and n u8
  * labels; pixels and labels are taken (malloc'd). With lr > 0 the worker

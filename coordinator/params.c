@@ -361,6 +361,11 @@ const float *gp_params_shard_data(const struct gp_params *p, size_t i)
 	return i < p->n_shards ? p->w + p->shards[i].offset : NULL;
 }
 
+const float *gp_params_shard_momentum(const struct gp_params *p, size_t i)
+{
+	return i < p->n_shards ? p->v + p->shards[i].offset : NULL;
+}
+
 int gp_params_copy_shard(const struct gp_params *p, size_t i, float *dst,
 			 size_t cap)
 {

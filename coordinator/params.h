@@ -155,6 +155,9 @@ int gp_params_shard(const struct gp_params *p, size_t i,
  * next change, or NULL for a bad i. */
 const float *gp_params_shard_data(const struct gp_params *p, size_t i);
 
+/* The same for shard i's momentum (velocity). */
+const float *gp_params_shard_momentum(const struct gp_params *p, size_t i);
+
 /* Copies shard i's floats into dst (room for cap floats). Returns the count
  * copied, -ENOENT for a bad i, -ENOBUFS if cap is too small. */
 int gp_params_copy_shard(const struct gp_params *p, size_t i, float *dst,

@@ -614,7 +614,7 @@ static int send_params(struct peer *p, int64_t clock, uint32_t k, bool ahead)
 	}
 	idx = malloc(n * sizeof(*idx));
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
-	m.u.param_shards.blocks = calloc(n, sizeof(struct gp_msg_block));
+	m.u.param_shards.blocks = calloc(2 * n, sizeof(struct gp_msg_block));
 	if (!idx || !m.u.param_shards.blocks) {
 		r = -ENOMEM;
 		goto out;
@@ -634,6 +634,16 @@ static int send_params(struct peer *p, int64_t clock, uint32_t k, bool ahead)
 		b->values = gp_params_shard_data(srv->params, idx[i]);
 	}
 	m.u.param_shards.n_blocks = n;
+	if (p->caps & GP_CAP_MOMENTUM) {
+		for (size_t i = 0; i < n; i++) {
+			struct gp_msg_block *b = &m.u.param_shards.blocks[n + i];
+
+			*b = m.u.param_shards.blocks[i];
+			b->tensor += (uint32_t)gp_params_tensor_count(srv->params);
+			b->values = gp_params_shard_momentum(srv->params, idx[i]);
+		}
+		m.u.param_shards.n_blocks = 2 * n;
+	}
 	m.u.param_shards.clock = (uint64_t)gp_ssp_min_clock(srv->ssp);
 	r = send_msg(p, &m);
 out:
@@ -723,7 +733,8 @@ out:
 static uint32_t work_per_clock(const struct server *srv,
 			       const struct gp_ssp_agent_info *info)
 {
-	double slowest = 0, base;
+	double slowest = 0, base, ms;
+	size_t live;
 
 	for (size_t i = 0; i < gp_ssp_count(srv->ssp); i++) {
 		struct gp_ssp_agent_info a;
@@ -734,10 +745,16 @@ static uint32_t work_per_clock(const struct server *srv,
 	}
 	if (!(info->speed > 0) || slowest == 0)
 		return WORK_BASE;
-	base = slowest * (double)(gp_ssp_live_count(srv->ssp) == 1 &&
-				  srv->job.clock_duration_ms < SOLO_CLOCK_MS ?
-					  SOLO_CLOCK_MS :
-					  srv->job.clock_duration_ms) / 1000.0;
+	live = gp_ssp_live_count(srv->ssp);
+	ms = (double)srv->job.clock_duration_ms;
+	if (live == 1 && ms < SOLO_CLOCK_MS)
+		ms = SOLO_CLOCK_MS;
+	/* What an agent computes without seeing the others' work grows with
+	 * their number: the clock shrinks so that it stays about one
+	 * clock_duration of one other agent's work. */
+	if (live > 2)
+		ms /= (double)(live - 1);
+	base = slowest * ms / 1000.0;
 	if (base < 1)
 		base = 1;
 	return gp_ssp_work_per_clock(srv->ssp, info->id, (uint32_t)(base + 0.5),
@@ -1461,6 +1478,8 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	if ((j->caps & GP_CAP_SUMS) && (p->caps & GP_CAP_LOCAL_STEP) &&
 	    srv->job.group_updates && srv->job.weight_decay == 0)
 		p->caps |= GP_CAP_SUMS;
+	if ((j->caps & GP_CAP_MOMENTUM) && (p->caps & GP_CAP_SUMS))
+		p->caps |= GP_CAP_MOMENTUM;
 	/* An agent with the same training set gets indices, not pixels. */
 	if ((j->caps & GP_CAP_LOCAL_DATA) &&
 	    j->data_fingerprint == srv->train_fingerprint)

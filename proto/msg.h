@@ -153,6 +153,10 @@ enum gp_msg_dtype {
 /* The agent holds the same training set (JOIN.data_fingerprint matched the
  * coordinator's): MINIBATCH carries sample indices instead of pixels. */
 #define GP_CAP_LOCAL_DATA (1u << 4)
+/* PARAM_SHARDS also carries the coordinator's momentum of the shards it
+ * sends, as blocks of tensor n_tensors + i for tensor i: the agent's local
+ * steps go on with the pool's velocity instead of its own. */
+#define GP_CAP_MOMENTUM (1u << 5)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */

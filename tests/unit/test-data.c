@@ -265,6 +265,19 @@ static void test_real(void)
 	for (int c = 0; c < GP_DATA_CLASSES; c++)
 		ASSERT_UINT_EQ(hist[c], 6000);
 	ASSERT_EQ(test->labels[0], 9); /* the first test image: a boot */
+	/* The fingerprint matches copies and tells sets apart: one pixel or
+	 * one label changed changes it. */
+	{
+		uint64_t f = gp_data_fingerprint(train);
+
+		ASSERT_UINT_EQ(gp_data_fingerprint(train), f);
+		ASSERT(gp_data_fingerprint(test) != f);
+		train->images[12345] ^= 1;
+		ASSERT(gp_data_fingerprint(train) != f);
+		train->images[12345] ^= 1;
+		train->labels[59999] = (uint8_t)((train->labels[59999] + 1) % 10);
+		ASSERT(gp_data_fingerprint(train) != f);
+	}
 	gp_data_destroy(train);
 	gp_data_destroy(test);
 	ASSERT_EQ(gp_data_load_fashion_mnist("/nonexistent", true, &train, err,

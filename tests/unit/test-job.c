@@ -48,6 +48,7 @@ static void test_full(void)
 		"learning_rate = 0.1\n"
 		"momentum = 0\n"
 		"weight_decay = 0.0001\n"
+		"group_updates = false\n"
 		"checkpoint_interval = 2m\n"
 		"checkpoint_keep = 5\n"
 		"eval = no\n"
@@ -79,6 +80,7 @@ static void test_full(void)
 	ASSERT_EQ(job.optimizer, GP_OPT_SGD);
 	ASSERT_NEAR(job.learning_rate, 0.1, 0);
 	ASSERT_NEAR(job.weight_decay, 0.0001, 0);
+	ASSERT(!job.group_updates);
 	ASSERT_EQ(job.checkpoint_interval_ms, 120000);
 	ASSERT_EQ(job.checkpoint_interval_minibatches, 0);
 	ASSERT_EQ(job.checkpoint_keep, 5);
@@ -110,6 +112,8 @@ static void test_defaults(void)
 	ASSERT_EQ(job.optimizer, GP_OPT_SGD_MOMENTUM);
 	ASSERT_NEAR(job.learning_rate, 0.05, 0);
 	ASSERT_NEAR(job.momentum, 0.9, 0);
+	ASSERT(job.group_updates);
+	ASSERT_EQ(job.clock_duration_ms, 16);
 	ASSERT_EQ(job.checkpoint_interval_ms, 30000);
 	ASSERT(job.eval);
 	ASSERT_STR_EQ(job.listen, "127.0.0.1:7100");

@@ -310,6 +310,66 @@ static void test_fields(void)
 	gp_msg_finish(&d);
 	free(buf);
 
+	/* A group's update: its items round-trip, form and items go
+	 * together, and a form from a newer release is refused. */
+	{
+		uint8_t items[3 * GP_MSG_ITEM_SIZE];
+		uint32_t e;
+		uint64_t mb;
+		float loss;
+
+		gp_msg_update_item_put(items, 0, 2, 933, 0.5f);
+		gp_msg_update_item_put(items, 1, 2, 934, 0.25f);
+		gp_msg_update_item_put(items, 2, 3, UINT64_MAX, -1.0f);
+		sample(&m, GP_MSG_UPDATE);
+		m.u.update.form = GP_UPDATE_SUMS;
+		m.u.update.items = items;
+		m.u.update.items_len = sizeof(items);
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_EQ(d.u.update.form, GP_UPDATE_SUMS);
+		ASSERT_EQ(d.u.update.items_len, sizeof(items));
+		gp_msg_update_item(&d.u.update, 1, &e, &mb, &loss);
+		ASSERT_EQ(e, 2);
+		ASSERT_UINT_EQ(mb, 934);
+		ASSERT_NEAR(loss, 0.25, 0);
+		gp_msg_update_item(&d.u.update, 2, &e, &mb, &loss);
+		ASSERT_EQ(e, 3);
+		ASSERT_UINT_EQ(mb, UINT64_MAX);
+		ASSERT_NEAR(loss, -1.0, 0);
+		gp_msg_finish(&d);
+		free(buf);
+
+		m.u.update.items_len = sizeof(items) - 1; /* not whole items */
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+		m.u.update.items_len = 0;                  /* sums, no items */
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+		m.u.update.form = 2;
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
+		free(buf);
+	}
+
+	/* JOIN's data fingerprint and MINIBATCH's group. */
+	sample(&m, GP_MSG_JOIN);
+	m.u.join.data_fingerprint = UINT64_C(0xae65dccd2ed60e0a);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_UINT_EQ(d.u.join.data_fingerprint, UINT64_C(0xae65dccd2ed60e0a));
+	gp_msg_finish(&d);
+	free(buf);
+	sample(&m, GP_MSG_MINIBATCH);
+	m.u.minibatch.group = 29;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.minibatch.group, 29);
+	gp_msg_finish(&d);
+	free(buf);
+
 	/* RESUME: a header and nothing else. */
 	sample(&m, GP_MSG_RESUME);
 	buf = encode(&m, &len);
