@@ -2,7 +2,10 @@
 """BSP (s = 0) and SSP (s = 3) with real processes (issue 4, item 7).
 
 Three agents train the job; one of them is slowed with
---test-step-delay-ms. For each staleness the ledger must show:
+--test-step-delay-ms, and stopped (SIGSTOP) for STALL_S once in the run: a
+clock already lasts one of its minibatches, so only such a transient delay
+makes the fast agents run into the bound. For each staleness the ledger
+must show:
 
 - exactly once: one counted applied update per (epoch, minibatch), and
   epochs x minibatches-per-epoch of them;
@@ -10,6 +13,8 @@ Three agents train the job; one of them is slowed with
 - the SSP bound against the slow agent (see check_bound);
 - the fast agents did most of the work;
 """
+import os
+import signal
 import sys
 import time
 
@@ -17,6 +22,8 @@ import gppool
 from gppool import check, log
 
 SLOW_DELAY_MS = 25
+STALL_AFTER_S = 0.8
+STALL_S = 0.4
 
 
 def check_bound(pool, rows, slow_id, s):
@@ -85,7 +92,13 @@ def run(s, epochs):
         t0 = time.monotonic()
         fast1.run()
         fast2.run()
-        slow.run(delay_ms=SLOW_DELAY_MS)
+        proc = slow.run(delay_ms=SLOW_DELAY_MS)
+        time.sleep(STALL_AFTER_S)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(STALL_S)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         pool.wait_serve(timeout=240, agents_exit=True)
         log("s=%d: %d epochs in %.1fs" % (s, epochs, time.monotonic() - t0))
         rows = pool.check_exactly_once()
