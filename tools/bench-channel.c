@@ -6,10 +6,24 @@
  *              loop each (the sender keeps two messages queued);
  *   plain TCP  the same messages over the same kind of connection with the
  *              same frames (5-byte header, <= 65535-byte bodies), copied
- *              instead of encrypted, no crypto;
+ *              instead of encrypted, no crypto, the same socket options
+ *              (TCP_NODELAY, the receive buffer size);
  *   cipher     ChaCha20-Poly1305 IETF encryption of 65519-byte plaintexts
  *              (65535-byte messages) on one core, through
  *              gp_noise_transport_encrypt (libsodium's AEAD plus a counter);
+ *
+ * and the terms of a ceiling, each measured in the same run as CPU time per
+ * byte: sealing and opening (gp_noise_transport_encrypt then _decrypt of
+ * the same 65535-byte messages, one core), a hot memcpy of 65519 bytes, and
+ * the plain TCP transfer's thread CPU of both sides, less one such copy per
+ * side (the plain transfer copies where the channel seals and opens; the
+ * channel's own crypto passes replace those copies). With both ends on one
+ * machine of C cores, the channel can at most reach
+ *
+ *   min(C / (seal + open + tcp_tx + tcp_rx),         all cores busy
+ *       1 / (seal + tcp_tx), 1 / (open + tcp_rx))    one thread per side
+ *
+ * bytes per second; bench-channel prints it next to the measured rate.
  *
  * then complete IK handshakes per second: in process (both sides in one
  * thread, no sockets: create, message 1, message 2, split, destroy), and
@@ -34,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "channel.h"
@@ -386,6 +401,22 @@ static void plain_rx_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	}
 }
 
+/* The receive buffer the channel asks for (channel.c, RCVBUF_WANT), under
+ * the same condition, so that plain TCP runs over the same kind of
+ * connection. */
+static void plain_rcvbuf(uv_tcp_t *tcp)
+{
+	FILE *f = fopen("/proc/sys/net/core/rmem_max", "re");
+	unsigned long max;
+	int size = 4 * 1024 * 1024;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%lu", &max) == 1 && max >= (unsigned long)size)
+		uv_recv_buffer_size((uv_handle_t *)tcp, &size);
+	fclose(f);
+}
+
 static void plain_accept(uv_stream_t *server, int status)
 {
 	struct plain_side *s = server->data;
@@ -396,6 +427,7 @@ static void plain_accept(uv_stream_t *server, int status)
 	s->tcp.data = s;
 	uv_accept(server, (uv_stream_t *)&s->tcp);
 	uv_tcp_nodelay(&s->tcp, 1);
+	plain_rcvbuf(&s->tcp);
 	uv_read_start((uv_stream_t *)&s->tcp, plain_alloc, plain_rx_read);
 	uv_close((uv_handle_t *)&s->server, plain_closed);
 }
@@ -492,6 +524,7 @@ static void plain_connected(uv_connect_t *req, int status)
 	if (status < 0)
 		die("plain connect", status);
 	uv_tcp_nodelay(&s->tcp, 1);
+	plain_rcvbuf(&s->tcp);
 	uv_read_start((uv_stream_t *)&s->tcp, plain_alloc, plain_tx_read);
 	s->t0 = now_s();
 	plain_send_more(s);
@@ -529,11 +562,17 @@ static void plain_sender(void *arg)
 	free(s.rbuf);
 }
 
+/* CPU nanoseconds per application byte of one transfer. */
+struct cpu_cost {
+	double tx, rx; /* thread CPU of each side */
+};
+
 /* Returns MB/s of application bytes, or a negative value on failure.
  * *ret_per_core: MB per CPU second of the busier side, which is what the
- * transfer would reach with a core of its own for each side. */
+ * transfer would reach with a core of its own for each side; *ret_cost:
+ * the CPU time per byte of each side. */
 static double throughput(size_t msg_size, size_t total, bool plain,
-			 double *ret_per_core)
+			 double *ret_per_core, struct cpu_cost *ret_cost)
 {
 	struct run r = { .msg_size = msg_size, .plain = plain };
 	uv_thread_t rx, tx;
@@ -553,6 +592,8 @@ static double throughput(size_t msg_size, size_t total, bool plain,
 		return -1;
 	*ret_per_core = (double)r.received /
 			(r.cpu_tx > r.cpu_rx ? r.cpu_tx : r.cpu_rx) / 1e6;
+	ret_cost->tx = r.cpu_tx * 1e9 / (double)r.received;
+	ret_cost->rx = r.cpu_rx * 1e9 / (double)r.received;
 	if (getenv("GP_BENCH_VERBOSE"))
 		fprintf(stderr,
 			"%s %zu MiB: %.0f MB/s; MB per CPU second: %.0f both "
@@ -622,6 +663,65 @@ static double cipher_mbps(double seconds, double *ret_per_cpu)
 	gp_noise_transport_destroy(ti);
 	gp_noise_transport_destroy(tr);
 	return (double)n * PIECE / t / 1e6;
+}
+
+/* CPU nanoseconds per byte of sealing and then opening the same 65519
+ * bytes (one core, buffers in cache): the crypto both ends of a channel
+ * need, without sockets. */
+static double seal_open_ns(double seconds)
+{
+	struct gp_noise_transport *ti, *tr;
+	static uint8_t in[PIECE], out[GP_NOISE_MAX_MSG], back[PIECE];
+	double t0, c0, c;
+	size_t n = 0, olen, plen;
+	int e;
+
+	e = handshake(&ti, &tr);
+	if (e < 0)
+		die("handshake", e);
+	memset(in, 0x5a, sizeof(in));
+	t0 = now_s();
+	c0 = thread_cpu_s();
+	do {
+		for (int k = 0; k < 64; k++, n++) {
+			e = gp_noise_transport_encrypt(ti, NULL, 0, in, PIECE,
+						       out, sizeof(out), &olen);
+			if (e < 0)
+				die("encrypt", e);
+			e = gp_noise_transport_decrypt(tr, NULL, 0, out, olen,
+						       back, sizeof(back),
+						       &plen);
+			if (e < 0 || plen != PIECE)
+				die("decrypt", e);
+		}
+	} while (now_s() - t0 < seconds);
+	c = thread_cpu_s() - c0;
+	gp_noise_transport_destroy(ti);
+	gp_noise_transport_destroy(tr);
+	return c * 1e9 / ((double)n * PIECE);
+}
+
+/* CPU nanoseconds per byte of a memcpy of 65519 bytes in cache: what the
+ * plain transfer spends per side on copying instead of encrypting. */
+static double memcpy_ns(double seconds)
+{
+	static uint8_t a[PIECE], b[PIECE];
+	double t0, c0, c;
+	size_t n = 0;
+
+	memset(a, 0x33, sizeof(a));
+	t0 = now_s();
+	c0 = thread_cpu_s();
+	do {
+		for (int k = 0; k < 256; k++, n++) {
+			a[n % PIECE]++; /* a new source each time */
+			memcpy(b, a, PIECE);
+			/* Keep the copy: the compiler may not drop it. */
+			__asm__ volatile("" : : "r"(b) : "memory");
+		}
+	} while (now_s() - t0 < seconds);
+	c = thread_cpu_s() - c0;
+	return c * 1e9 / ((double)n * PIECE);
 }
 
 static double handshakes_in_process(double seconds, double *ret_per_cpu)
@@ -767,6 +867,31 @@ static double best(double a, double b)
 	return a > b ? a : b;
 }
 
+static double least(double a, double b)
+{
+	return a < b ? a : b;
+}
+
+/* The ceiling of the header comment, in MB/s, for C cores. */
+struct ceiling {
+	double tcp_tx, tcp_rx;  /* ns/B: plain TCP CPU less the copies */
+	double all_cores;       /* C / (seal + open + tcp) */
+	double per_side;        /* the slower side with a core each */
+	double mbps;            /* the lesser of the two */
+};
+
+static void ceiling_of(double seal, double open, double copy,
+		       const struct cpu_cost *plain, long cores,
+		       struct ceiling *c)
+{
+	c->tcp_tx = plain->tx - copy > 0 ? plain->tx - copy : 0;
+	c->tcp_rx = plain->rx - copy > 0 ? plain->rx - copy : 0;
+	c->all_cores = (double)cores * 1e3 /
+		       (seal + open + c->tcp_tx + c->tcp_rx);
+	c->per_side = least(1e3 / (seal + c->tcp_tx), 1e3 / (open + c->tcp_rx));
+	c->mbps = least(c->all_cores, c->per_side);
+}
+
 int main(int argc, char **argv)
 {
 	size_t sizes[8], n_sizes = 0, total = 1024u * MIB;
@@ -775,6 +900,11 @@ int main(int argc, char **argv)
 	double chan[8] = { 0 }, plain[8] = { 0 }, cipher = 0, cipher_cpu = 0;
 	double chan_core[8] = { 0 }, plain_core[8] = { 0 };
 	double hs = 0, hs_cpu = 0, hss = 0, hss_cpu = 0;
+	/* Ceiling terms, ns/B: the least of all runs (the least disturbed). */
+	double seal_ns = 1e9, pair_ns = 1e9, copy_ns = 1e9, open_ns;
+	struct cpu_cost chan_cost[8], plain_cost[8];
+	struct ceiling ceil[8];
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--size") == 0 && i + 1 < argc &&
@@ -797,6 +927,11 @@ int main(int argc, char **argv)
 		sizes[n_sizes++] = 1 * MIB;
 		sizes[n_sizes++] = 16 * MIB;
 	}
+	for (size_t s = 0; s < n_sizes; s++)
+		chan_cost[s].tx = chan_cost[s].rx = plain_cost[s].tx =
+			plain_cost[s].rx = 1e9;
+	if (cores < 1)
+		cores = 1;
 	if (runs < 1)
 		runs = 1;
 	e = gp_noise_init();
@@ -812,7 +947,7 @@ int main(int argc, char **argv)
 			for (size_t s = 0; s < n_sizes; s++)
 				printf("%.0f MB/s\n",
 				       throughput(sizes[s], total, false,
-						  &cipher));
+						  &cipher, &chan_cost[s]));
 		return 0;
 	}
 	for (int run = 0; run < runs; run++) {
@@ -824,10 +959,16 @@ int main(int argc, char **argv)
 			cipher = c;
 			cipher_cpu = per_cpu;
 		}
+		seal_ns = least(seal_ns, 1e3 / per_cpu);
+		pair_ns = least(pair_ns, seal_open_ns(seconds));
+		copy_ns = least(copy_ns, memcpy_ns(seconds / 4));
 		for (size_t s = 0; s < n_sizes; s++) {
 			double ch_core, pl_core;
-			double ch = throughput(sizes[s], total, false, &ch_core);
-			double pl = throughput(sizes[s], total, true, &pl_core);
+			struct cpu_cost chc, plc;
+			double ch = throughput(sizes[s], total, false, &ch_core,
+					       &chc);
+			double pl = throughput(sizes[s], total, true, &pl_core,
+					       &plc);
 
 			if (ch < 0 || pl < 0) {
 				fprintf(stderr, "bench-channel: a transfer "
@@ -838,6 +979,10 @@ int main(int argc, char **argv)
 			plain[s] = best(plain[s], pl);
 			chan_core[s] = best(chan_core[s], ch_core);
 			plain_core[s] = best(plain_core[s], pl_core);
+			if (chc.tx + chc.rx < chan_cost[s].tx + chan_cost[s].rx)
+				chan_cost[s] = chc;
+			plain_cost[s].tx = least(plain_cost[s].tx, plc.tx);
+			plain_cost[s].rx = least(plain_cost[s].rx, plc.rx);
 		}
 		c = handshakes_in_process(seconds, &per_cpu);
 		if (c > hs) {
@@ -855,9 +1000,17 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* Opening alone: the pair less the sealing (both hot, one core). */
+	open_ns = pair_ns - seal_ns > 0 ? pair_ns - seal_ns : 0;
+	for (size_t s = 0; s < n_sizes; s++)
+		ceiling_of(seal_ns, open_ns, copy_ns, &plain_cost[s], cores,
+			   &ceil[s]);
 	printf("cipher (ChaCha20-Poly1305, 65519 B, 1 core): %.0f MB/s "
 	       "(%.0f MB per CPU second)\n",
 	       cipher, cipher_cpu);
+	printf("CPU per byte, 1 core, in cache: seal %.3f ns, seal + open "
+	       "%.3f ns, memcpy %.3f ns; %ld cores\n",
+	       seal_ns, pair_ns, copy_ns, cores);
 	for (size_t s = 0; s < n_sizes; s++)
 		printf("%zu MiB messages: channel %.0f MB/s (%.0f %% of the "
 		       "cipher), plain TCP %.0f MB/s; per CPU second of the "
@@ -866,6 +1019,21 @@ int main(int argc, char **argv)
 		       sizes[s] / MIB, chan[s], 100 * chan[s] / cipher,
 		       plain[s], chan_core[s], 100 * chan_core[s] / cipher_cpu,
 		       plain_core[s]);
+	for (size_t s = 0; s < n_sizes; s++)
+		printf("%zu MiB ceiling: plain TCP CPU less the copies %.3f ns/B "
+		       "(sender %.3f, receiver %.3f); with both ends on %ld "
+		       "cores at most %.0f MB/s, with a core per side %.0f "
+		       "MB/s: %.0f MB/s = %.0f %% of the cipher (channel "
+		       "reached %.0f %% of that); channel CPU %.3f ns/B "
+		       "(sender %.3f, receiver %.3f) against seal + open + "
+		       "TCP %.3f ns/B\n",
+		       sizes[s] / MIB, ceil[s].tcp_tx + ceil[s].tcp_rx,
+		       ceil[s].tcp_tx, ceil[s].tcp_rx, cores,
+		       ceil[s].all_cores, ceil[s].per_side, ceil[s].mbps,
+		       100 * ceil[s].mbps / cipher, 100 * chan[s] / ceil[s].mbps,
+		       chan_cost[s].tx + chan_cost[s].rx, chan_cost[s].tx,
+		       chan_cost[s].rx,
+		       pair_ns + ceil[s].tcp_tx + ceil[s].tcp_rx);
 	printf("IK handshakes in process: %.0f/s (%.0f per CPU second)\n", hs,
 	       hs_cpu);
 	printf("IK handshakes over loopback sockets: %.0f/s (%.0f per CPU "
@@ -888,19 +1056,29 @@ int main(int argc, char **argv)
 		       "\"handshakes_per_s\": %.0f, "
 		       "\"handshakes_per_cpu_s\": %.0f, "
 		       "\"handshake_mode\": \"in-process\", "
-		       "\"socket_handshakes_per_s\": %.0f, \"by_size\": [",
+		       "\"socket_handshakes_per_s\": %.0f, "
+		       "\"cores\": %ld, \"seal_ns_per_B\": %.3f, "
+		       "\"open_ns_per_B\": %.3f, \"tcp_ns_per_B\": %.3f, "
+		       "\"channel_cpu_ns_per_B\": %.3f, "
+		       "\"ceiling_MBps\": %.1f, \"ceiling_vs_cipher\": %.3f, "
+		       "\"channel_vs_ceiling\": %.3f, \"by_size\": [",
 		       sizes[m] / MIB, total / MIB, runs, chan[m], plain[m],
 		       cipher, chan[m] / cipher, chan[m] / plain[m],
 		       chan_core[m], cipher_cpu, chan_core[m] / cipher_cpu, hs,
-		       hs_cpu,
-		       hss);
+		       hs_cpu, hss, cores, seal_ns, open_ns,
+		       ceil[m].tcp_tx + ceil[m].tcp_rx,
+		       chan_cost[m].tx + chan_cost[m].rx, ceil[m].mbps,
+		       ceil[m].mbps / cipher, chan[m] / ceil[m].mbps);
 		for (size_t s = 0; s < n_sizes; s++)
 			printf("%s{\"msg_MiB\": %zu, \"channel_MBps\": %.1f, "
 			       "\"plain_tcp_MBps\": %.1f, "
 			       "\"channel_vs_cipher\": %.3f, "
-			       "\"channel_vs_cipher_per_cpu\": %.3f}",
+			       "\"channel_vs_cipher_per_cpu\": %.3f, "
+			       "\"ceiling_MBps\": %.1f, "
+			       "\"ceiling_vs_cipher\": %.3f}",
 			       s ? ", " : "", sizes[s] / MIB, chan[s], plain[s],
-			       chan[s] / cipher, chan_core[s] / cipher_cpu);
+			       chan[s] / cipher, chan_core[s] / cipher_cpu,
+			       ceil[s].mbps, ceil[s].mbps / cipher);
 		printf("]}\n");
 	}
 	gp_noise_keypair_destroy(coord_key);
