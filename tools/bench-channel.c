@@ -6,10 +6,29 @@
  *              loop each (the sender keeps two messages queued);
  *   plain TCP  the same messages over the same kind of connection with the
  *              same frames (5-byte header, <= 65535-byte bodies), copied
- *              instead of encrypted, no crypto;
+ *              instead of encrypted, no crypto, the same socket options
+ *              (TCP_NODELAY, the receive buffer size);
  *   cipher     ChaCha20-Poly1305 IETF encryption of 65519-byte plaintexts
  *              (65535-byte messages) on one core, through
  *              gp_noise_transport_encrypt (libsodium's AEAD plus a counter);
+ *
+ * and the terms of a ceiling, each measured in the same run as CPU time per
+ * byte: sealing and opening (gp_noise_transport_encrypt then _decrypt of
+ * the same 65535-byte messages, one core, in cache), and TCP alone: the
+ * thread CPU of each side of a third transfer like the plain one but
+ * without the copies (the sender writes the same framed buffers again, the
+ * receiver parses the frames and drops the bytes), which is the kernel's
+ * part. With both ends on one machine of C cores, the channel can then
+ * reach about
+ *
+ *   min(C / (seal + open + tcp_tx + tcp_rx),         all cores busy
+ *       1 / (seal + tcp_tx), 1 / (open + tcp_rx))    one thread per side
+ *
+ * bytes per second; bench-channel prints it next to the measured rate,
+ * and as a fraction of the cipher's MB per CPU second (its speed when
+ * nothing else runs). Each term is the least of the runs; the terms come
+ * from separate transfers, so the ceiling is an estimate, not a proof:
+ * the channel's own transfer may find the kernel cheaper or dearer.
  *
  * then complete IK handshakes per second: in process (both sides in one
  * thread, no sockets: create, message 1, message 2, split, destroy), and
@@ -34,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "channel.h"
@@ -82,6 +102,7 @@ struct run {
 	size_t msg_size;
 	size_t count;
 	bool plain;
+	bool raw; /* plain without the copies: TCP alone */
 	/* Receiver -> sender: the port, once listening. */
 	uv_mutex_t mu;
 	uv_cond_t cv;
@@ -370,7 +391,8 @@ static void plain_rx_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		if (e == 0)
 			continue;
 		/* One pass over the bytes, as the decryption would make. */
-		memcpy(s->reasm + s->have, f.body, f.len);
+		if (!s->run->raw)
+			memcpy(s->reasm + s->have, f.body, f.len);
 		s->have += f.len;
 		if (s->have == s->run->msg_size) {
 			s->have = 0;
@@ -386,6 +408,22 @@ static void plain_rx_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	}
 }
 
+/* The receive buffer the channel asks for (channel.c, RCVBUF_WANT), under
+ * the same condition, so that plain TCP runs over the same kind of
+ * connection. */
+static void plain_rcvbuf(uv_tcp_t *tcp)
+{
+	FILE *f = fopen("/proc/sys/net/core/rmem_max", "re");
+	unsigned long max;
+	int size = 4 * 1024 * 1024;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%lu", &max) == 1 && max >= (unsigned long)size)
+		uv_recv_buffer_size((uv_handle_t *)tcp, &size);
+	fclose(f);
+}
+
 static void plain_accept(uv_stream_t *server, int status)
 {
 	struct plain_side *s = server->data;
@@ -396,6 +434,7 @@ static void plain_accept(uv_stream_t *server, int status)
 	s->tcp.data = s;
 	uv_accept(server, (uv_stream_t *)&s->tcp);
 	uv_tcp_nodelay(&s->tcp, 1);
+	plain_rcvbuf(&s->tcp);
 	uv_read_start((uv_stream_t *)&s->tcp, plain_alloc, plain_rx_read);
 	uv_close((uv_handle_t *)&s->server, plain_closed);
 }
@@ -442,28 +481,31 @@ static void plain_written(uv_write_t *req, int status)
 	plain_send_more(s);
 }
 
-/* Frames one message into a free buffer (memcpy where the channel
- * encrypts) and writes it; two buffers, as the channel keeps two
- * messages queued. */
+/* Frames msg into p (memcpy where the channel encrypts). */
+static void frame_message(uint8_t *p, const uint8_t *msg, size_t size)
+{
+	for (size_t off = 0; off < size; off += PIECE) {
+		size_t n = size - off < PIECE ? size - off : PIECE;
+
+		gp_frame_header_write(p, GP_FRAME_TRANSPORT, n);
+		memcpy(p + GP_FRAME_HEADER_SIZE, msg + off, n);
+		p += GP_FRAME_HEADER_SIZE + n;
+	}
+}
+
+/* Frames one message into a free buffer and writes it; two buffers, as
+ * the channel keeps two messages queued. */
 static void plain_send_more(struct plain_side *s)
 {
 	for (int i = 0; i < 2 && s->sent < s->run->count; i++) {
-		uint8_t *p;
 		uv_buf_t b;
 
 		if (s->busy[i])
 			continue;
-		p = s->wbuf[i];
-		for (size_t off = 0; off < s->run->msg_size; off += PIECE) {
-			size_t n = s->run->msg_size - off < PIECE ?
-					   s->run->msg_size - off :
-					   PIECE;
-
-			gp_frame_header_write(p, GP_FRAME_TRANSPORT, n);
-			memcpy(p + GP_FRAME_HEADER_SIZE, s->msg + off, n);
-			p += GP_FRAME_HEADER_SIZE + n;
-		}
-		b = uv_buf_init((char *)s->wbuf[i], (unsigned)(p - s->wbuf[i]));
+		/* TCP alone: framed once in plain_sender. */
+		if (!s->run->raw)
+			frame_message(s->wbuf[i], s->msg, s->run->msg_size);
+		b = uv_buf_init((char *)s->wbuf[i], (unsigned)s->wire);
 		s->busy[i] = true;
 		s->wreq[i].data = s;
 		uv_write(&s->wreq[i], (uv_stream_t *)&s->tcp, &b, 1,
@@ -492,6 +534,7 @@ static void plain_connected(uv_connect_t *req, int status)
 	if (status < 0)
 		die("plain connect", status);
 	uv_tcp_nodelay(&s->tcp, 1);
+	plain_rcvbuf(&s->tcp);
 	uv_read_start((uv_stream_t *)&s->tcp, plain_alloc, plain_tx_read);
 	s->t0 = now_s();
 	plain_send_more(s);
@@ -512,6 +555,8 @@ static void plain_sender(void *arg)
 	if (!s.msg || !s.wbuf[0] || !s.wbuf[1] || !s.rbuf)
 		die("malloc", -ENOMEM);
 	memset(s.msg, 0x33, r->msg_size);
+	for (int i = 0; i < 2 && r->raw; i++)
+		frame_message(s.wbuf[i], s.msg, r->msg_size);
 	uv_loop_init(&s.loop);
 	uv_tcp_init(&s.loop, &s.tcp);
 	s.tcp.data = &s;
@@ -529,13 +574,21 @@ static void plain_sender(void *arg)
 	free(s.rbuf);
 }
 
+/* CPU nanoseconds per application byte of one transfer. */
+struct cpu_cost {
+	double tx, rx; /* thread CPU of each side */
+};
+
 /* Returns MB/s of application bytes, or a negative value on failure.
  * *ret_per_core: MB per CPU second of the busier side, which is what the
- * transfer would reach with a core of its own for each side. */
+ * transfer would reach with a core of its own for each side; *ret_cost:
+ * the CPU time per byte of each side. */
 static double throughput(size_t msg_size, size_t total, bool plain,
-			 double *ret_per_core)
+			 bool raw, double *ret_per_core,
+			 struct cpu_cost *ret_cost)
 {
-	struct run r = { .msg_size = msg_size, .plain = plain };
+	struct run r = { .msg_size = msg_size, .plain = plain || raw,
+			 .raw = raw };
 	uv_thread_t rx, tx;
 
 	double c0 = cpu_s();
@@ -543,8 +596,8 @@ static double throughput(size_t msg_size, size_t total, bool plain,
 	r.count = total / msg_size ? total / msg_size : 1;
 	uv_mutex_init(&r.mu);
 	uv_cond_init(&r.cv);
-	uv_thread_create(&rx, plain ? plain_receiver : chan_receiver, &r);
-	uv_thread_create(&tx, plain ? plain_sender : chan_sender, &r);
+	uv_thread_create(&rx, r.plain ? plain_receiver : chan_receiver, &r);
+	uv_thread_create(&tx, r.plain ? plain_sender : chan_sender, &r);
 	uv_thread_join(&tx);
 	uv_thread_join(&rx);
 	uv_mutex_destroy(&r.mu);
@@ -553,11 +606,14 @@ static double throughput(size_t msg_size, size_t total, bool plain,
 		return -1;
 	*ret_per_core = (double)r.received /
 			(r.cpu_tx > r.cpu_rx ? r.cpu_tx : r.cpu_rx) / 1e6;
+	ret_cost->tx = r.cpu_tx * 1e9 / (double)r.received;
+	ret_cost->rx = r.cpu_rx * 1e9 / (double)r.received;
 	if (getenv("GP_BENCH_VERBOSE"))
 		fprintf(stderr,
 			"%s %zu MiB: %.0f MB/s; MB per CPU second: %.0f both "
 			"sides, %.0f sender, %.0f receiver\n",
-			plain ? "plain" : "channel", msg_size / MIB,
+			raw ? "TCP alone" : plain ? "plain" : "channel",
+			msg_size / MIB,
 			(double)r.received / r.seconds / 1e6,
 			(double)r.received / (cpu_s() - c0) / 1e6,
 			(double)r.received / r.cpu_tx / 1e6,
@@ -622,6 +678,42 @@ static double cipher_mbps(double seconds, double *ret_per_cpu)
 	gp_noise_transport_destroy(ti);
 	gp_noise_transport_destroy(tr);
 	return (double)n * PIECE / t / 1e6;
+}
+
+/* CPU nanoseconds per byte of sealing and then opening the same 65519
+ * bytes (one core, buffers in cache): the crypto both ends of a channel
+ * need, without sockets. */
+static double seal_open_ns(double seconds)
+{
+	struct gp_noise_transport *ti, *tr;
+	static uint8_t in[PIECE], out[GP_NOISE_MAX_MSG], back[PIECE];
+	double t0, c0, c;
+	size_t n = 0, olen, plen;
+	int e;
+
+	e = handshake(&ti, &tr);
+	if (e < 0)
+		die("handshake", e);
+	memset(in, 0x5a, sizeof(in));
+	t0 = now_s();
+	c0 = thread_cpu_s();
+	do {
+		for (int k = 0; k < 64; k++, n++) {
+			e = gp_noise_transport_encrypt(ti, NULL, 0, in, PIECE,
+						       out, sizeof(out), &olen);
+			if (e < 0)
+				die("encrypt", e);
+			e = gp_noise_transport_decrypt(tr, NULL, 0, out, olen,
+						       back, sizeof(back),
+						       &plen);
+			if (e < 0 || plen != PIECE)
+				die("decrypt", e);
+		}
+	} while (now_s() - t0 < seconds);
+	c = thread_cpu_s() - c0;
+	gp_noise_transport_destroy(ti);
+	gp_noise_transport_destroy(tr);
+	return c * 1e9 / ((double)n * PIECE);
 }
 
 static double handshakes_in_process(double seconds, double *ret_per_cpu)
@@ -767,6 +859,30 @@ static double best(double a, double b)
 	return a > b ? a : b;
 }
 
+static double least(double a, double b)
+{
+	return a < b ? a : b;
+}
+
+/* The ceiling of the header comment, in MB/s, for C cores. */
+struct ceiling {
+	double tcp_tx, tcp_rx;  /* ns/B: TCP alone, each side */
+	double all_cores;       /* C / (seal + open + tcp) */
+	double per_side;        /* the slower side with a core each */
+	double mbps;            /* the lesser of the two */
+};
+
+static void ceiling_of(double seal, double open, const struct cpu_cost *tcp,
+		       long cores, struct ceiling *c)
+{
+	c->tcp_tx = tcp->tx;
+	c->tcp_rx = tcp->rx;
+	c->all_cores = (double)cores * 1e3 /
+		       (seal + open + c->tcp_tx + c->tcp_rx);
+	c->per_side = least(1e3 / (seal + c->tcp_tx), 1e3 / (open + c->tcp_rx));
+	c->mbps = least(c->all_cores, c->per_side);
+}
+
 int main(int argc, char **argv)
 {
 	size_t sizes[8], n_sizes = 0, total = 1024u * MIB;
@@ -775,6 +891,11 @@ int main(int argc, char **argv)
 	double chan[8] = { 0 }, plain[8] = { 0 }, cipher = 0, cipher_cpu = 0;
 	double chan_core[8] = { 0 }, plain_core[8] = { 0 };
 	double hs = 0, hs_cpu = 0, hss = 0, hss_cpu = 0;
+	/* Ceiling terms, ns/B: the least of all runs (the least disturbed). */
+	double seal_ns = 1e9, pair_ns = 1e9, open_ns;
+	struct cpu_cost chan_cost[8], tcp_cost[8];
+	struct ceiling ceil[8];
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--size") == 0 && i + 1 < argc &&
@@ -797,6 +918,11 @@ int main(int argc, char **argv)
 		sizes[n_sizes++] = 1 * MIB;
 		sizes[n_sizes++] = 16 * MIB;
 	}
+	for (size_t s = 0; s < n_sizes; s++)
+		chan_cost[s].tx = chan_cost[s].rx = tcp_cost[s].tx =
+			tcp_cost[s].rx = 1e9;
+	if (cores < 1)
+		cores = 1;
 	if (runs < 1)
 		runs = 1;
 	e = gp_noise_init();
@@ -811,8 +937,8 @@ int main(int argc, char **argv)
 		for (int run = 0; run < runs; run++)
 			for (size_t s = 0; s < n_sizes; s++)
 				printf("%.0f MB/s\n",
-				       throughput(sizes[s], total, false,
-						  &cipher));
+				       throughput(sizes[s], total, false, false,
+						  &cipher, &chan_cost[s]));
 		return 0;
 	}
 	for (int run = 0; run < runs; run++) {
@@ -824,12 +950,19 @@ int main(int argc, char **argv)
 			cipher = c;
 			cipher_cpu = per_cpu;
 		}
+		seal_ns = least(seal_ns, 1e3 / per_cpu);
+		pair_ns = least(pair_ns, seal_open_ns(seconds));
 		for (size_t s = 0; s < n_sizes; s++) {
-			double ch_core, pl_core;
-			double ch = throughput(sizes[s], total, false, &ch_core);
-			double pl = throughput(sizes[s], total, true, &pl_core);
+			double ch_core, pl_core, tcp_core;
+			struct cpu_cost chc, plc, tcpc;
+			double ch = throughput(sizes[s], total, false, false,
+					       &ch_core, &chc);
+			double pl = throughput(sizes[s], total, true, false,
+					       &pl_core, &plc);
+			double tcp = throughput(sizes[s], total, true, true,
+						&tcp_core, &tcpc);
 
-			if (ch < 0 || pl < 0) {
+			if (ch < 0 || pl < 0 || tcp < 0) {
 				fprintf(stderr, "bench-channel: a transfer "
 						"failed\n");
 				return 1;
@@ -838,6 +971,10 @@ int main(int argc, char **argv)
 			plain[s] = best(plain[s], pl);
 			chan_core[s] = best(chan_core[s], ch_core);
 			plain_core[s] = best(plain_core[s], pl_core);
+			if (chc.tx + chc.rx < chan_cost[s].tx + chan_cost[s].rx)
+				chan_cost[s] = chc;
+			tcp_cost[s].tx = least(tcp_cost[s].tx, tcpc.tx);
+			tcp_cost[s].rx = least(tcp_cost[s].rx, tcpc.rx);
 		}
 		c = handshakes_in_process(seconds, &per_cpu);
 		if (c > hs) {
@@ -855,9 +992,16 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* Opening alone: the pair less the sealing (both hot, one core). */
+	open_ns = pair_ns - seal_ns > 0 ? pair_ns - seal_ns : 0;
+	for (size_t s = 0; s < n_sizes; s++)
+		ceiling_of(seal_ns, open_ns, &tcp_cost[s], cores, &ceil[s]);
 	printf("cipher (ChaCha20-Poly1305, 65519 B, 1 core): %.0f MB/s "
 	       "(%.0f MB per CPU second)\n",
 	       cipher, cipher_cpu);
+	printf("CPU per byte, 1 core, in cache: seal %.3f ns, seal + open "
+	       "%.3f ns; %ld cores\n",
+	       seal_ns, pair_ns, cores);
 	for (size_t s = 0; s < n_sizes; s++)
 		printf("%zu MiB messages: channel %.0f MB/s (%.0f %% of the "
 		       "cipher), plain TCP %.0f MB/s; per CPU second of the "
@@ -866,6 +1010,22 @@ int main(int argc, char **argv)
 		       sizes[s] / MIB, chan[s], 100 * chan[s] / cipher,
 		       plain[s], chan_core[s], 100 * chan_core[s] / cipher_cpu,
 		       plain_core[s]);
+	for (size_t s = 0; s < n_sizes; s++)
+		printf("%zu MiB ceiling: TCP alone %.3f ns/B "
+		       "(sender %.3f, receiver %.3f); with both ends on %ld "
+		       "cores at most %.0f MB/s, with a core per side %.0f "
+		       "MB/s: %.0f MB/s = %.0f %% of the cipher (channel "
+		       "reached %.0f %% of that); channel CPU %.3f ns/B "
+		       "(sender %.3f, receiver %.3f) against seal + open + "
+		       "TCP %.3f ns/B\n",
+		       sizes[s] / MIB, ceil[s].tcp_tx + ceil[s].tcp_rx,
+		       ceil[s].tcp_tx, ceil[s].tcp_rx, cores,
+		       ceil[s].all_cores, ceil[s].per_side, ceil[s].mbps,
+		       100 * ceil[s].mbps / cipher_cpu,
+		       100 * chan[s] / ceil[s].mbps,
+		       chan_cost[s].tx + chan_cost[s].rx, chan_cost[s].tx,
+		       chan_cost[s].rx,
+		       pair_ns + ceil[s].tcp_tx + ceil[s].tcp_rx);
 	printf("IK handshakes in process: %.0f/s (%.0f per CPU second)\n", hs,
 	       hs_cpu);
 	printf("IK handshakes over loopback sockets: %.0f/s (%.0f per CPU "
@@ -888,19 +1048,29 @@ int main(int argc, char **argv)
 		       "\"handshakes_per_s\": %.0f, "
 		       "\"handshakes_per_cpu_s\": %.0f, "
 		       "\"handshake_mode\": \"in-process\", "
-		       "\"socket_handshakes_per_s\": %.0f, \"by_size\": [",
+		       "\"socket_handshakes_per_s\": %.0f, "
+		       "\"cores\": %ld, \"seal_ns_per_B\": %.3f, "
+		       "\"open_ns_per_B\": %.3f, \"tcp_ns_per_B\": %.3f, "
+		       "\"channel_cpu_ns_per_B\": %.3f, "
+		       "\"ceiling_MBps\": %.1f, \"ceiling_vs_cipher\": %.3f, "
+		       "\"channel_vs_ceiling\": %.3f, \"by_size\": [",
 		       sizes[m] / MIB, total / MIB, runs, chan[m], plain[m],
 		       cipher, chan[m] / cipher, chan[m] / plain[m],
 		       chan_core[m], cipher_cpu, chan_core[m] / cipher_cpu, hs,
-		       hs_cpu,
-		       hss);
+		       hs_cpu, hss, cores, seal_ns, open_ns,
+		       ceil[m].tcp_tx + ceil[m].tcp_rx,
+		       chan_cost[m].tx + chan_cost[m].rx, ceil[m].mbps,
+		       ceil[m].mbps / cipher_cpu, chan[m] / ceil[m].mbps);
 		for (size_t s = 0; s < n_sizes; s++)
 			printf("%s{\"msg_MiB\": %zu, \"channel_MBps\": %.1f, "
 			       "\"plain_tcp_MBps\": %.1f, "
 			       "\"channel_vs_cipher\": %.3f, "
-			       "\"channel_vs_cipher_per_cpu\": %.3f}",
+			       "\"channel_vs_cipher_per_cpu\": %.3f, "
+			       "\"ceiling_MBps\": %.1f, "
+			       "\"ceiling_vs_cipher\": %.3f}",
 			       s ? ", " : "", sizes[s] / MIB, chan[s], plain[s],
-			       chan[s] / cipher, chan_core[s] / cipher_cpu);
+			       chan[s] / cipher, chan_core[s] / cipher_cpu,
+			       ceil[s].mbps, ceil[s].mbps / cipher_cpu);
 		printf("]}\n");
 	}
 	gp_noise_keypair_destroy(coord_key);
