@@ -55,6 +55,8 @@
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */
 #define SOLO_CLOCK_MS 25
+/* The clock of a pool of more than two agents, at most. */
+#define POOL_CLOCK_MS 1
 /* Dropped messages (over the rate limit) after which a connection is
  * closed: at least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
@@ -749,11 +751,14 @@ static uint32_t work_per_clock(const struct server *srv,
 	ms = (double)srv->job.clock_duration_ms;
 	if (live == 1 && ms < SOLO_CLOCK_MS)
 		ms = SOLO_CLOCK_MS;
-	/* What an agent computes without seeing the others' work grows with
-	 * their number: the clock shrinks so that it stays about one
-	 * clock_duration of one other agent's work. */
-	if (live > 2)
-		ms /= (double)(live - 1);
+	/* What an agent computes without seeing the others' work, and so
+	 * the staleness of its updates in minibatches, grows with the clock
+	 * and with the number of others. Two agents trained better with long
+	 * clocks, three or more on this 2-core machine worse (they drift up
+	 * to s clocks apart): beyond two, a clock is one minibatch of the
+	 * slowest agent (docs/architecture.md "Pool"). */
+	if (live > 2 && ms > POOL_CLOCK_MS)
+		ms = POOL_CLOCK_MS;
 	base = slowest * ms / 1000.0;
 	if (base < 1)
 		base = 1;

@@ -1,26 +1,18 @@
 #!/usr/bin/env python3
 """The accuracy target with real processes: three CPU agents train the
-job (SSP s = 3, tools/demo's settings) for EPOCHS epochs over the full
-training set; every minibatch is applied exactly once, every update is
-within the staleness bound, and the final test accuracy in the ledger's
-evals table reaches 85 %.
-
-Three CPU agents on a two-core machine are oversubscribed, and with the
-default 16 ms clocks (grouped updates) they trade accuracy per sample for
-throughput: 10 epochs ended at 85.0-86.2 % in 14 runs on the development
-machine, a thin margin for a test, so the job runs longer (in about the
-time 10 epochs took with one-minibatch clocks)."""
+job (SSP s = 3, tools/demo's settings) for gppool.TRAIN_EPOCHS epochs over
+the full training set; every minibatch is applied exactly once, every
+update is within the staleness bound, and the final test accuracy in the
+ledger's evals table reaches 85 %."""
 import time
 
 import gppool
 from gppool import log
 
-EPOCHS = 15
-
 
 def test():
     with gppool.Pool("accuracy", train={"staleness": 3,
-                                        "epochs": EPOCHS}) as pool:
+                                        "epochs": gppool.TRAIN_EPOCHS}) as pool:
         pool.serve()
         agents = pool.agents(3)
         t0 = time.monotonic()
