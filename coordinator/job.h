@@ -42,7 +42,8 @@
  *   clock_duration = 16ms     a clock lasts this long or one minibatch of
  *                             the slowest live agent, whichever is longer;
  *                             each agent computes what it can in that time
- *                             (1ms..10s)
+ *                             (1ms..10s); with more than two live agents
+ *                             a clock lasts at most 1 ms
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
