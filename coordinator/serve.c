@@ -745,7 +745,10 @@ static uint32_t work_per_clock(const struct server *srv,
 		    (slowest == 0 || a.speed < slowest))
 			slowest = a.speed;
 	}
-	if (!(info->speed > 0) || slowest == 0)
+	/* Until its speed is measured, an agent gets a short first clock: an
+	 * announced speed is a benchmark's, and a throttled or busy machine
+	 * would hold the others for a whole long clock. */
+	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
 		return WORK_BASE;
 	live = gp_ssp_live_count(srv->ssp);
 	ms = (double)srv->job.clock_duration_ms;
@@ -1471,7 +1474,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	if (speed > 0)
-		gp_ssp_observe_speed(srv->ssp, (uint64_t)id, speed);
+		gp_ssp_seed_speed(srv->ssp, (uint64_t)id, speed);
 	p->agent_id = id;
 	p->joined = true;
 	p->joined_ms = gp_now_ms();

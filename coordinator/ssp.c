@@ -31,6 +31,7 @@ struct agent {
 	uint64_t pulled_version;
 	uint32_t work_this_clock;
 	double speed;
+	bool measured;  /* speed is an observation, not the announced seed */
 	bool live;
 	bool waiting;
 };
@@ -231,6 +232,7 @@ static void fill_info(const struct agent *a, struct gp_ssp_agent_info *ret)
 		.pulled_version = a->pulled_version,
 		.work_this_clock = a->work_this_clock,
 		.speed = a->speed,
+		.speed_measured = a->measured,
 		.live = a->live,
 		.waiting = a->waiting,
 	};
@@ -393,10 +395,24 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed)
 		return -ENOENT;
 	if (!isfinite(speed) || speed <= 0)
 		return 0;
-	if (a->speed <= 0)
+	if (a->speed <= 0 || !a->measured)
 		a->speed = speed;
 	else
 		a->speed += SPEED_ALPHA * (speed - a->speed);
+	a->measured = true;
+	return 0;
+}
+
+int gp_ssp_seed_speed(struct gp_ssp *ssp, uint64_t id, double speed)
+{
+	struct agent *a = lookup(ssp, id);
+
+	if (!a)
+		return -ENOENT;
+	if (!isfinite(speed) || speed <= 0)
+		return 0;
+	a->speed = speed;
+	a->measured = false;
 	return 0;
 }
 

@@ -58,6 +58,7 @@ struct gp_ssp_agent_info {
 	uint64_t pulled_version; /* params version of its last pull (0: none) */
 	uint32_t work_this_clock; /* minibatches given to it at this clock */
 	double speed;           /* estimated minibatches per second; 0: unknown */
+	bool speed_measured;    /* observed, not only announced */
 	bool live;
 	bool waiting;           /* parked by gp_ssp_wait(), not yet popped */
 };
@@ -162,9 +163,17 @@ int gp_ssp_pop_ready(struct gp_ssp *ssp, uint64_t *ret_id);
 
 /* Feeds a measured speed (minibatches per second over the last clock, or
  * any consistent unit) into the agent's estimate (exponential moving average,
- * weight 0.3 on the new sample; the first sample replaces an unknown speed).
- * Non-finite or non-positive samples are ignored. Returns 0 or -ENOENT. */
+ * weight 0.3 on the new sample; the first sample replaces an unknown or
+ * seeded speed). Non-finite or non-positive samples are ignored. Returns 0
+ * or -ENOENT. */
 int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
+
+/* Sets the agent's speed from what it announced (its start-up benchmark,
+ * which knows nothing of throttling or a busy machine): used until the
+ * first observation, which replaces it. The speed given to gp_ssp_add()
+ * is such a seed too. Non-finite or non-positive values are ignored.
+ * Returns 0 or -ENOENT. */
+int gp_ssp_seed_speed(struct gp_ssp *ssp, uint64_t id, double speed);
 
 /* Minibatches the agent should do per clock: clamp(round(base * speed /
  * slowest live speed), 1, max). The slowest live agent does `base` per

@@ -170,6 +170,21 @@ static void test_speed(void)
 	ASSERT_OK(gp_ssp_get(ssp, 3, &a));
 	ASSERT_NEAR(a.speed, 43.0, 1e-12);
 	ASSERT_EQ(gp_ssp_observe_speed(ssp, 4, 1.0), -ENOENT);
+	/* An announced speed is a seed: the first observation replaces it
+	 * (a throttled laptop's benchmark says nothing of its real pace), the
+	 * next ones are averaged. */
+	ASSERT_OK(gp_ssp_observe_speed(ssp, 1, 2.0));
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.speed, 2.0, 0);
+	ASSERT_OK(gp_ssp_observe_speed(ssp, 1, 12.0));
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.speed, 5.0, 1e-12);
+	ASSERT_OK(gp_ssp_seed_speed(ssp, 1, 10.0));
+	ASSERT_OK(gp_ssp_observe_speed(ssp, 1, 2.0));
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.speed, 2.0, 0);
+	ASSERT_OK(gp_ssp_seed_speed(ssp, 1, 10.0));
+	ASSERT_EQ(gp_ssp_seed_speed(ssp, 9, 1.0), -ENOENT);
 	/* The slowest dies: the others are sized against the next slowest. */
 	ASSERT_OK(gp_ssp_mark_dead(ssp, 1));
 	ASSERT_EQ(gp_ssp_work_per_clock(ssp, 2, 1, 0), 2);
