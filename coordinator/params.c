@@ -606,7 +606,9 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	sqb = sum_squares(sums->b, n);
 	if (!isfinite(sq) || !isfinite(sqb))
 		return GP_REASON_NONFINITE;
-	norm = sqrt(sq) / div;
+	/* b is a weighted mean of the a_j, each at most div times the
+	 * largest gradient: checking a alone would let a large b through. */
+	norm = sqrt(sq > sqb ? sq : sqb) / div;
 	if (c->reject_norm > 0 && norm > c->reject_norm)
 		return GP_REASON_NORM;
 	if (c->clip_norm > 0 && norm > c->clip_norm) {

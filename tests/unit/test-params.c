@@ -270,6 +270,24 @@ static void test_sums_match_steps(void)
 		gp_params_destroy(one);
 		gp_params_destroy(grp);
 	}
+	/* A large b is caught by the norm check even when a is small. */
+	{
+		struct gp_params_config cfg = { .rows_per_shard = 3, .lr = 0.05f,
+						.momentum = 0.9f, .reject_norm = 10 };
+		struct gp_params *p = NULL;
+		float a[44] = { 0 }, b[44] = { 0 };
+		const float lr = 0.05f;
+		struct gp_params_sums s = { .a = a, .b = b, .lrs = &lr,
+					    .count = 1, .scale = 1 };
+
+		ASSERT_OK(gp_params_create(&cfg, shapes, 2, &p));
+		a[0] = 1;
+		b[5] = 100;
+		ASSERT_EQ(gp_params_apply_sums(p, &s, 44, NULL), GP_REASON_NORM);
+		b[5] = 1;
+		ASSERT_OK(gp_params_apply_sums(p, &s, 44, NULL));
+		gp_params_destroy(p);
+	}
 	/* Weight decay is not a linear step: refused. */
 	{
 		struct gp_params *p = make(0.05f, 0.9f, 0.01f, 3);
