@@ -92,7 +92,9 @@ def run(s, epochs):
         t0 = time.monotonic()
         fast1.run()
         fast2.run()
-        proc = slow.run(delay_ms=SLOW_DELAY_MS)
+        # The slow agent has no local copy of the data: its minibatches
+        # come with their pixels, the fast agents' as indices.
+        proc = slow.run(delay_ms=SLOW_DELAY_MS, extra=("--data-dir", "none"))
         time.sleep(STALL_AFTER_S)
         os.kill(proc.pid, signal.SIGSTOP)
         try:
@@ -109,6 +111,10 @@ def run(s, epochs):
                 "the job is done" not in l]
         check(not left, "the slow agent was disconnected during the run, "
               "the SSP bound cannot be checked: %r" % left)
+        check("local training set" not in proc.stderr(),
+              "the slow agent loaded the data set despite --data-dir none")
+        check("local training set: 60000 samples" in fast1.proc.stderr(),
+              "a fast agent found no local copy of the data set")
         lead = check_bound(pool, rows, slow_id, s)
         # Not vacuous: the fast agents got ahead as far as (or next to)
         # the bound, rather than running in lockstep with the slow one.
