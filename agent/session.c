@@ -30,6 +30,9 @@
 #include "util.h"
 #include "worker.h"
 
+_Static_assert(GP_WORKER_GROUP_MAX == GP_MSG_GROUP_MAX,
+	       "a worker's group is one UPDATE's items");
+
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 30000
 #define STATS_FLUSH_MS 10000

@@ -44,6 +44,7 @@ struct group {
 	uint32_t left;            /* minibatches still to come; 0: none open */
 	uint32_t count;           /* computed so far */
 	uint64_t gen;
+	uint64_t clock;
 	bool failed;
 	float mu;
 	float *w0, *v0;           /* n_params each, host */
@@ -377,6 +378,40 @@ static struct gp_worker_result *group_add(struct gp_worker *w,
 	return out;
 }
 
+/* Ends the open group before its announced size: the minibatches computed
+ * so far are answered as a group of their own (the sums are exact for
+ * them), so the coordinator need not wait for a work timeout. Returns the
+ * result, or NULL when nothing was computed or it failed (dropped then). */
+static struct gp_worker_result *group_cut(struct gp_worker *w)
+{
+	struct group *g = &w->grp;
+	struct gp_worker_result *out = g->res;
+	int r;
+
+	if (!g->count || g->failed || !out) {
+		group_reset(w);
+		return NULL;
+	}
+	g->res = NULL;
+	r = group_finish(w, out);
+	out->loss /= out->samples ? out->samples : 1;
+	group_reset(w);
+	if (r < 0) {
+		gp_worker_result_free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* Posts a result that no queued job accounts for (a group cut short). */
+static void post_extra(struct gp_worker *w, struct gp_worker_result *res)
+{
+	pthread_mutex_lock(&w->lock);
+	w->pending++;
+	pthread_mutex_unlock(&w->lock);
+	post_result(w, res);
+}
+
 /* Opens a group of j->group minibatches: snapshots the copy. Returns 0 or
  * a negative errno (the minibatch is then answered alone). */
 static int group_open(struct gp_worker *w, const struct job *j)
@@ -404,6 +439,7 @@ static int group_open(struct gp_worker *w, const struct job *j)
 	g->res->minibatch = j->minibatch;
 	g->left = j->group;
 	g->gen = j->gen;
+	g->clock = j->clock;
 	g->mu = j->mu;
 	return 0;
 fail:
@@ -441,6 +477,17 @@ static void *thread_main(void *arg)
 		pthread_mutex_unlock(&w->lock);
 
 		if (j->kind == JOB_PARAMS) {
+			/* Parameters in the middle of a group (not what a
+			 * coordinator sends) would spoil its sums: answer what
+			 * it has first. */
+			if (w->grp.left) {
+				struct gp_worker_result *cut =
+					j->gen == w->grp.gen ? group_cut(w) : NULL;
+
+				group_reset(w);
+				if (cut)
+					post_extra(w, cut);
+			}
 			r = gp_model_write(w->model, j->slot, j->tensor,
 					   j->row0, j->rows, j->values);
 			if (r < 0)
@@ -452,18 +499,36 @@ static void *thread_main(void *arg)
 		} else {
 			struct gp_worker_result *res;
 
-			/* A group cut short (the connection went away, or a
-			 * new group began) is dropped: its minibatches are
-			 * handed out again. */
-			if (w->grp.left && (j->gen != w->grp.gen || j->group > 1))
+			/* A group cut short: after the connection went away
+			 * it is dropped (its minibatches are handed out again);
+			 * when a new group, a minibatch of its own or another
+			 * clock begins, what it has is answered. */
+			if (w->grp.left && j->gen != w->grp.gen) {
 				group_reset(w);
+			} else if (w->grp.left && (j->group >= 1 ||
+						   j->clock != w->grp.clock)) {
+				struct gp_worker_result *cut = group_cut(w);
+
+				if (cut)
+					post_extra(w, cut);
+			}
 			if (j->group > 1 && (r = group_open(w, j)) < 0)
 				gp_warn("cannot open a group of %u minibatches (%s); "
 					"answering them one by one", j->group,
 					strerror(-r));
 			res = compute(w, j);
-			if (res && w->grp.left)
+			if (res && w->grp.left) {
 				res = group_add(w, j, res);
+			} else if (!res && w->grp.left) {
+				/* No memory for the result: the group fails. */
+				w->grp.failed = true;
+				if (--w->grp.left == 0) {
+					res = w->grp.res;
+					w->grp.res = NULL;
+					res->error = -ENOMEM;
+					group_reset(w);
+				}
+			}
 			if (res)
 				post_result(w, res);
 			else {
@@ -707,4 +772,3 @@ void gp_worker_drop_queued(struct gp_worker *w)
 	}
 	pthread_mutex_unlock(&w->lock);
 }
-

@@ -41,9 +41,9 @@ struct gp_worker_item {
 /* One computed minibatch, or a group of them (n_items > 0), owned by the
  * receiver of on_result (gp_worker_result_free). For a group, epoch,
  * minibatch and clock are the first's, samples, correct and compute_us
- * the sums, loss the mean per sample and grad_norm the mean of the
- * minibatches' norms; grads holds the sum a and sums_b the sum b of
- * GP_UPDATE_SUMS (proto/msg.h). */
+ * the sums, loss the mean per sample and grad_norm the norm of a divided
+ * by sum_i mu^i (a weighted mean gradient); grads holds the sum a and
+ * sums_b the sum b of GP_UPDATE_SUMS (proto/msg.h). */
 struct gp_worker_result {
 	int error;               /* 0, or the negative errno of the step */
 	uint32_t epoch;
@@ -83,7 +83,9 @@ size_t gp_worker_tensor_count(const struct gp_worker *w);
 const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
 					      size_t i);
 
-/* Queues rows [row0, row0 + rows) of tensor i's parameters; values
+/* Queues rows [row0, row0 + rows) of tensor i's parameters (slot
+ * GP_MODEL_PARAM) or momentum (GP_MODEL_MOMENTUM, the pool's, which the
+ * local steps then go on with); values
  * (rows * cols floats) are taken (malloc'd, freed by the worker). Jobs run
  * in order, so parameters queued before a minibatch are in place for it. */
 int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,

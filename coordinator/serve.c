@@ -101,7 +101,7 @@ struct peer {
 	uint32_t next_work;     /* handed out ahead for clock + 1 */
 	uint32_t next_open;     /* of which not yet resolved */
 	unsigned strikes;
-	int64_t work_since_ms;  /* work handed out or last update, while open */
+	int64_t work_since_ms;  /* work handed out or last applied update */
 	int64_t joined_ms;
 	int64_t connected_ms;   /* on_verify */
 	/* Token buckets of the job's rate limits, refilled as time passes. */
@@ -738,12 +738,17 @@ static uint32_t work_per_clock(const struct server *srv,
 	double slowest = 0, base, ms;
 	size_t live;
 
-	for (size_t i = 0; i < gp_ssp_count(srv->ssp); i++) {
-		struct gp_ssp_agent_info a;
+	/* Measured speeds only, while there are any (as in
+	 * gp_ssp_work_per_clock()). */
+	for (int pass = 0; pass < 2 && slowest == 0; pass++) {
+		for (size_t i = 0; i < gp_ssp_count(srv->ssp); i++) {
+			struct gp_ssp_agent_info a;
 
-		if (gp_ssp_get_at(srv->ssp, i, &a) == 0 && a.live && a.speed > 0 &&
-		    (slowest == 0 || a.speed < slowest))
-			slowest = a.speed;
+			if (gp_ssp_get_at(srv->ssp, i, &a) == 0 && a.live &&
+			    a.speed > 0 && (pass || a.speed_measured) &&
+			    (slowest == 0 || a.speed < slowest))
+				slowest = a.speed;
+		}
 	}
 	/* Until its speed is measured, an agent gets a short first clock: an
 	 * announced speed is a benchmark's, and a throttled or busy machine
@@ -1096,6 +1101,9 @@ static void record_applied(struct peer *p, uint64_t id,
 
 	if (r != 0) /* checked before; cannot happen on one thread */
 		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
+	/* Only applied work counts as an answer for the work timeout: a
+	 * member resending a refused update must not hold its clock. */
+	p->work_since_ms = received;
 	gp_ledger_update_append(srv->st.ledger, &row);
 	p->applied++;
 	srv->applied_run++;
@@ -1175,7 +1183,6 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		handle_update_sums(p, u);
 		goto flush;
 	}
-	p->work_since_ms = received;
 	if (u->parts > 1) {
 		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1,
 			      received, true);
@@ -1252,7 +1259,6 @@ static void handle_update_sums(struct peer *p, struct gp_msg_update *u)
 	bool strike = true, items_refused = false;
 	int r = 0;
 
-	p->work_since_ms = received;
 	for (size_t i = 0; i < k; i++) {
 		uint32_t epoch;
 		uint64_t mb;
@@ -1279,6 +1285,10 @@ static void handle_update_sums(struct peer *p, struct gp_msg_update *u)
 	if (r == 0)
 		r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
 					(int64_t)u->clock, &staleness);
+	/* A group answers minibatches of one clock, the current one: no more
+	 * of them than it has open (each applied one resolves one there). */
+	if (r == 0 && ((int64_t)u->clock != p->clock || k > p->clock_open))
+		r = GP_REASON_SHAPE;
 	if (r == 0)
 		r = read_blocks(srv, u, 2);
 	if (r == 0) {
@@ -1316,6 +1326,8 @@ static void handle_update_sums(struct peer *p, struct gp_msg_update *u)
 
 			gp_msg_update_item(u, i, &one.epoch, &one.minibatch,
 					   &one.loss);
+			one.samples = why[i] == GP_REASON_UNKNOWN_MINIBATCH ? 0 :
+				      gp_sched_minibatch_samples(srv->sched, ids[i]);
 			reject_update(p, &one, out, reason, staleness, received,
 				      strike);
 			if (out == GP_UPDATE_REJECTED)
@@ -2389,4 +2401,3 @@ out_free:
 	free(srv);
 	return r;
 }
-

@@ -430,11 +430,17 @@ uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
 		base = max;
 	if (!a || a->speed <= 0)
 		return base;
-	for (size_t i = 0; i < ssp->n; i++) {
-		const struct agent *b = &ssp->agents[i];
+	/* The slowest measured agent: an announced speed (a benchmark's, or a
+	 * lie) must not size everyone's clocks; announced ones count only
+	 * while none is measured. */
+	for (int pass = 0; pass < 2 && slowest == 0; pass++) {
+		for (size_t i = 0; i < ssp->n; i++) {
+			const struct agent *b = &ssp->agents[i];
 
-		if (b->live && b->speed > 0 && (slowest == 0 || b->speed < slowest))
-			slowest = b->speed;
+			if (b->live && b->speed > 0 && (pass || b->measured) &&
+			    (slowest == 0 || b->speed < slowest))
+				slowest = b->speed;
+		}
 	}
 	if (slowest <= 0)
 		return base;

@@ -83,7 +83,7 @@ int gp_data_load_fashion_mnist(const char *dir, bool train,
  * labels, and the count), so that two copies can be matched: equal copies
  * give equal values; different ones differ but for a 1 in 2^32 chance.
  * Not a security check: the coordinator is trusted with the data anyway. */
-uint64_t gp_data_fingerprint(const struct gp_dataset *ds);
+uint64_t gp_data_fingerprint(const struct gp_dataset *ds); /* ds borrowed */
 
 /* Frees a data set; NULL is a no-op. */
 void gp_data_destroy(struct gp_dataset *ds);

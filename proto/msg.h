@@ -291,8 +291,9 @@ enum gp_msg_update_form {
 
 /* Gradients of one minibatch, or (form GP_UPDATE_SUMS) of a group of them:
  * then items holds one GP_MSG_ITEM_SIZE record per minibatch, in the order
- * computed (gp_msg_update_item), and epoch/minibatch/loss repeat the
- * first. A large update may be split into parts (one
+ * computed (gp_msg_update_item); epoch and minibatch are the first's, loss
+ * the group's mean per sample and grad_norm that of its weighted mean
+ * gradient. A large update may be split into parts (one
  * per layer as soon as it is ready): part 0..parts-1, same minibatch id; the
  * loss/norm/time fields count in the last part. parts 0 is taken as 1. */
 struct gp_msg_update {
@@ -423,8 +424,9 @@ int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
 /* Element size in bytes of a dtype, 0 when unknown. */
 size_t gp_msg_dtype_size(uint8_t dtype);
 
-/* Item i of an update's group: writes record i into items (which holds at
- * least i + 1 records), or reads it (i < items_len / GP_MSG_ITEM_SIZE). */
+/* Item i of an update's group: writes record i into items (borrowed; it
+ * holds at least i + 1 records), or reads it from u (borrowed; i <
+ * u->items_len / GP_MSG_ITEM_SIZE). */
 void gp_msg_update_item_put(uint8_t *items, size_t i, uint32_t epoch,
 			    uint64_t minibatch, float loss);
 void gp_msg_update_item(const struct gp_msg_update *u, size_t i,

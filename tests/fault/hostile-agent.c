@@ -50,11 +50,13 @@
 enum mode {
 	M_NAN, M_INF, M_SHAPE, M_UNASSIGNED, M_UNKNOWN, M_DUPLICATE,
 	M_CLOCK_AHEAD, M_CLOCK_BEHIND, M_NORM, M_FLOOD, M_NOREAD, M_PROBE,
+	M_GROUP_TWIN,
 };
 
 static const char *const mode_names[] = {
 	"nan", "inf", "shape", "unassigned", "unknown", "duplicate",
 	"clock-ahead", "clock-behind", "norm", "flood", "noread", "probe",
+	"group-twin",
 };
 
 struct hostile {
@@ -198,6 +200,42 @@ static int send_update(struct hostile *h, uint32_t epoch, uint64_t minibatch,
 	return send_msg(h, &m);
 }
 
+/* A group's update (GP_UPDATE_SUMS, zero sums) that lists minibatch twice:
+ * applied, it would count one minibatch's work twice. */
+static int send_group_twin(struct hostile *h, uint32_t epoch,
+			   uint64_t minibatch, uint64_t clock)
+{
+	struct gp_msg_block blocks[2 * MAX_TENSORS];
+	uint8_t items[2 * GP_MSG_ITEM_SIZE];
+	struct gp_msg m;
+
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.epoch = epoch;
+	m.u.update.minibatch = minibatch;
+	m.u.update.clock = clock;
+	m.u.update.compute_us = 1000;
+	for (uint32_t i = 0; i < 2 * h->n_tensors; i++) {
+		uint32_t t = i % h->n_tensors;
+
+		blocks[i] = (struct gp_msg_block){
+			.tensor = t,
+			.rows = h->rows[t],
+			.count = h->rows[t] * h->cols[t],
+			.dtype = GP_DTYPE_F32,
+			.values = h->zeros,
+		};
+	}
+	gp_msg_update_item_put(items, 0, epoch, minibatch, 2.3f);
+	gp_msg_update_item_put(items, 1, epoch, minibatch, 2.3f);
+	m.u.update.blocks = blocks;
+	m.u.update.n_blocks = 2 * h->n_tensors;
+	m.u.update.form = GP_UPDATE_SUMS;
+	m.u.update.items = items;
+	m.u.update.items_len = sizeof(items);
+	h->sent++;
+	return send_msg(h, &m);
+}
+
 static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 {
 	uint64_t per = (60000 + h->batch - 1) / (h->batch ? h->batch : 1);
@@ -243,6 +281,9 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 	case M_CLOCK_BEHIND:
 		send_update(h, mb->epoch, mb->minibatch,
 			    mb->clock ? mb->clock - 1 : 0, mb->samples, false);
+		break;
+	case M_GROUP_TWIN:
+		send_group_twin(h, mb->epoch, mb->minibatch, mb->clock);
 		break;
 	case M_NOREAD:
 		/* Stop reading: the coordinator's queue towards us grows. */
@@ -363,6 +404,8 @@ static void on_established(struct gp_channel *ch, const uint8_t *remote,
 	snprintf(m.u.join.release, sizeof(m.u.join.release), "hostile");
 	m.u.join.token_id = h->token.id;
 	m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
+	if (h->mode == M_GROUP_TWIN)
+		m.u.join.caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
 	send_msg(h, &m);
 }
 

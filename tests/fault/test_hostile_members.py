@@ -37,6 +37,8 @@ REJECTED = {
     "clock-ahead": "clock-ahead",
     "clock-behind": "clock-behind",
     "norm": "norm",
+    # A group's update listing one minibatch twice (GP_UPDATE_SUMS).
+    "group-twin": "duplicate",
 }
 
 
