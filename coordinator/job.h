@@ -49,7 +49,7 @@
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
- *   work_timeout = 2m         an agent holding work that sends no update
+ *   work_timeout = 2m         an agent holding work with no update applied
  *                             for this long is disconnected; 1s..1d
  *   rate_messages = 5000      messages per second one connection may send
  *                             (a burst of 2 s is allowed); 0 is no limit
