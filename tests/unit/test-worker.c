@@ -1,0 +1,262 @@
+/* Unit tests of agent/worker: a group of minibatches (GP_UPDATE_SUMS) gives
+ * the momentum sums that the same local steps give on a reference model;
+ * a group cut short by a lone minibatch answers what it computed; a group
+ * cut by gp_worker_drop_queued() (the connection went away) is dropped;
+ * every job is accounted for (gp_worker_pending() back to 0). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "data.h"
+#include "model.h"
+#include "test.h"
+#include "worker.h"
+
+#define SPEC "784-32-10"
+#define BATCH 16
+#define MU 0.9f
+
+static struct gp_worker_result *results[8];
+static size_t n_results;
+
+static void on_result(struct gp_worker *w, struct gp_worker_result *res,
+		      void *data)
+{
+	(void)w;
+	(void)data;
+	ASSERT(n_results < 8);
+	results[n_results++] = res;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	size_t *want = t->data;
+
+	if (n_results >= *want)
+		uv_stop(t->loop);
+}
+
+/* Runs the loop until `want` results are in (or 20 s passed). */
+static void wait_results(uv_loop_t *loop, size_t want)
+{
+	uv_timer_t t;
+	uint64_t start = uv_now(loop);
+
+	uv_timer_init(loop, &t);
+	t.data = &want;
+	uv_timer_start(&t, on_tick, 1, 1);
+	while (n_results < want && uv_now(loop) - start < 20000) {
+		uv_run(loop, UV_RUN_DEFAULT);
+		uv_update_time(loop);
+	}
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	ASSERT_UINT_EQ(n_results, want);
+}
+
+static void free_results(void)
+{
+	for (size_t i = 0; i < n_results; i++)
+		gp_worker_result_free(results[i]);
+	n_results = 0;
+}
+
+struct batch {
+	uint8_t px[BATCH * GP_DATA_PIXELS];
+	uint8_t lb[BATCH];
+	float x[BATCH * GP_DATA_PIXELS];
+	int32_t y[BATCH];
+};
+
+static void make_batch(struct batch *b, unsigned seed)
+{
+	srand(seed);
+	for (size_t i = 0; i < sizeof(b->px); i++) {
+		b->px[i] = (uint8_t)(rand() & 0xff);
+		b->x[i] = (float)b->px[i] * (1.0f / 255.0f);
+	}
+	for (size_t i = 0; i < BATCH; i++) {
+		b->lb[i] = (uint8_t)(rand() % GP_DATA_CLASSES);
+		b->y[i] = b->lb[i];
+	}
+}
+
+static void *copy(const void *p, size_t n)
+{
+	void *q = malloc(n);
+
+	ASSERT_NOT_NULL(q);
+	memcpy(q, p, n);
+	return q;
+}
+
+static void compute(struct gp_worker *w, const struct batch *b, uint64_t id,
+		    uint64_t clock, float lr, uint32_t group)
+{
+	ASSERT_OK(gp_worker_compute(w, 0, id, clock, BATCH,
+				    copy(b->px, sizeof(b->px)),
+				    copy(b->lb, sizeof(b->lb)), lr, MU, group));
+}
+
+/* Reads or writes every tensor of a slot, flat. */
+static void slot_io(struct gp_model *m, enum gp_model_slot slot, float *v,
+		    bool write)
+{
+	size_t off = 0;
+
+	for (size_t i = 0; i < gp_model_tensor_count(m); i++) {
+		struct gp_tensor_info ti;
+
+		ASSERT_OK(gp_model_tensor_info(m, i, &ti));
+		if (write)
+			ASSERT_OK(gp_model_write(m, slot, i, 0, ti.rows, v + off));
+		else
+			ASSERT_OK(gp_model_read(m, slot, i, 0, ti.rows, v + off));
+		off += ti.rows * ti.cols;
+	}
+}
+
+/* Loads the reference's parameters and velocity into the worker. */
+static void load_worker(struct gp_worker *w, struct gp_model *ref,
+			const float *p, const float *v)
+{
+	size_t off = 0;
+
+	for (size_t i = 0; i < gp_model_tensor_count(ref); i++) {
+		struct gp_tensor_info ti;
+		size_t n;
+
+		ASSERT_OK(gp_model_tensor_info(ref, i, &ti));
+		n = ti.rows * ti.cols;
+		ASSERT_OK(gp_worker_set_params(w, GP_MODEL_PARAM, i, 0, ti.rows,
+					       copy(p + off, n * sizeof(float))));
+		ASSERT_OK(gp_worker_set_params(w, GP_MODEL_MOMENTUM, i, 0,
+					       ti.rows,
+					       copy(v + off, n * sizeof(float))));
+		off += n;
+	}
+}
+
+int main(void)
+{
+	static struct batch b[4];
+	const float lrs[3] = { 0.05f, 0.04f, 0.03f };
+	struct gp_worker_config cfg = {
+		.backend = GP_BACKEND_CPU,
+		.threads = 1,
+		.max_batch = BATCH,
+	};
+	struct gp_model_spec spec;
+	struct gp_backend *be = NULL;
+	struct gp_model *ref = NULL;
+	struct gp_worker *w = NULL;
+	float *p0, *v0, *pk, *vk;
+	char err[256];
+	uv_loop_t loop;
+	size_t n;
+	double mk = 1, cv = 0, lsum = 0, scale = 0, worst_a = 0, worst_b = 0;
+
+	for (unsigned i = 0; i < 4; i++)
+		make_batch(&b[i], 100 + i);
+	snprintf(cfg.spec, sizeof(cfg.spec), "%s", SPEC);
+	ASSERT_OK(uv_loop_init(&loop));
+	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+
+	/* The reference: the same start, the same three local steps. */
+	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, err, sizeof(err)));
+	ASSERT_OK(gp_backend_create_cpu(1, &be));
+	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
+	ASSERT_OK(gp_model_init_params(ref, 7));
+	n = gp_model_param_count(ref);
+	p0 = malloc(n * sizeof(float));
+	v0 = malloc(n * sizeof(float));
+	pk = malloc(n * sizeof(float));
+	vk = malloc(n * sizeof(float));
+	ASSERT(p0 && v0 && pk && vk);
+	slot_io(ref, GP_MODEL_PARAM, p0, false);
+	srand(5);
+	for (size_t i = 0; i < n; i++)
+		v0[i] = (float)(rand() % 2001 - 1000) * 1e-5f;
+	slot_io(ref, GP_MODEL_MOMENTUM, v0, true);
+	for (int j = 0; j < 3; j++) {
+		ASSERT_OK(gp_model_set_batch(ref, b[j].x, b[j].y, BATCH));
+		ASSERT_OK(gp_model_train_step(ref, BATCH, lrs[j], MU, NULL));
+		mk *= MU;
+		cv += lrs[j] * mk;
+		lsum += lrs[j];
+	}
+	slot_io(ref, GP_MODEL_PARAM, pk, false);
+	slot_io(ref, GP_MODEL_MOMENTUM, vk, false);
+
+	/* 1. A group of three. */
+	load_worker(w, ref, p0, v0);
+	for (int j = 0; j < 3; j++)
+		compute(w, &b[j], 10 + (uint64_t)j, 4, lrs[j], j == 0 ? 3 : 0);
+	wait_results(&loop, 1);
+	ASSERT_OK(results[0]->error);
+	ASSERT_UINT_EQ(results[0]->n_items, 3);
+	ASSERT_UINT_EQ(results[0]->items[0].minibatch, 10);
+	ASSERT_UINT_EQ(results[0]->items[2].minibatch, 12);
+	ASSERT_UINT_EQ(results[0]->clock, 4);
+	ASSERT_UINT_EQ(results[0]->samples, 3 * BATCH);
+	ASSERT_UINT_EQ(results[0]->n_grads, n);
+	for (size_t i = 0; i < n; i++) {
+		double a = vk[i] - mk * v0[i];
+		double bb = (p0[i] - pk[i] - cv * v0[i]) / lsum;
+
+		scale = fmax(scale, fmax(fabs(a), fabs(bb)));
+		worst_a = fmax(worst_a, fabs(results[0]->grads[i] - a));
+		worst_b = fmax(worst_b, fabs(results[0]->sums_b[i] - bb));
+	}
+	printf("sums: |A|max %.3g, worst |A - ref| %.3g, |B - ref| %.3g\n",
+	       scale, worst_a, worst_b);
+	ASSERT(scale > 1e-3);
+	ASSERT(worst_a <= 1e-4 * scale);
+	ASSERT(worst_b <= 1e-3 * scale);
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	/* 2. A group of three cut short by a lone minibatch: the two
+	 * computed come back as a group of their own, then the lone one. */
+	compute(w, &b[0], 20, 5, 0.05f, 3);
+	compute(w, &b[1], 21, 5, 0.05f, 0);
+	compute(w, &b[2], 22, 6, 0.05f, 1);
+	wait_results(&loop, 2);
+	ASSERT_OK(results[0]->error);
+	ASSERT_UINT_EQ(results[0]->n_items, 2);
+	ASSERT_UINT_EQ(results[0]->items[1].minibatch, 21);
+	ASSERT_UINT_EQ(results[0]->clock, 5);
+	ASSERT_OK(results[1]->error);
+	ASSERT_UINT_EQ(results[1]->n_items, 0);
+	ASSERT_UINT_EQ(results[1]->minibatch, 22);
+	ASSERT_NOT_NULL(results[1]->grads);
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	/* 3. A group cut by a lost connection is dropped: only the next
+	 * group answers. */
+	compute(w, &b[0], 30, 7, 0.05f, 3);
+	gp_worker_drop_queued(w);
+	compute(w, &b[1], 40, 8, 0.05f, 2);
+	compute(w, &b[2], 41, 8, 0.05f, 0);
+	wait_results(&loop, 1);
+	ASSERT_OK(results[0]->error);
+	ASSERT_UINT_EQ(results[0]->n_items, 2);
+	ASSERT_UINT_EQ(results[0]->items[0].minibatch, 40);
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	gp_worker_stop(w);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ASSERT_OK(uv_loop_close(&loop));
+	gp_model_destroy(ref);
+	gp_backend_destroy(be);
+	free(p0);
+	free(v0);
+	free(pk);
+	free(vk);
+	printf("worker: ok\n");
+	return 0;
+}
