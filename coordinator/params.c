@@ -486,6 +486,18 @@ static void sgd_plain(float *restrict w, const float *restrict g, size_t n,
 		w[i] -= lr * (scale * g[i] + wd * w[i]);
 }
 
+static void set_info(const struct gp_params *p, double norm, bool clipped,
+		     uint32_t changed, struct gp_params_apply_info *ret_info)
+{
+	if (ret_info)
+		*ret_info = (struct gp_params_apply_info){
+			.norm = norm,
+			.clipped = clipped,
+			.version = p->version,
+			.shards_changed = changed,
+		};
+}
+
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info)
 {
@@ -534,13 +546,7 @@ int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		s->version = p->version;
 		changed++;
 	}
-	if (ret_info)
-		*ret_info = (struct gp_params_apply_info){
-			.norm = norm,
-			.clipped = clipped,
-			.version = p->version,
-			.shards_changed = changed,
-		};
+	set_info(p, norm, clipped, changed, ret_info);
 	return 0;
 }
 
@@ -594,16 +600,17 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 		cv += lr * mk;
 		lsum += lr;
 	}
+	/* One pass over each sum: a shard changes when either is non-zero. */
 	for (size_t k = 0; k < p->n_shards; k++) {
-		p->shard_sq[k] = sum_squares(sums->a + p->shards[k].offset,
-					     p->shards[k].count);
-		sq += p->shard_sq[k];
-		/* b's zeros matter for the shard's version too. */
-		if (p->shard_sq[k] == 0)
-			p->shard_sq[k] = sum_squares(sums->b + p->shards[k].offset,
-						     p->shards[k].count);
+		double sa = sum_squares(sums->a + p->shards[k].offset,
+					p->shards[k].count);
+		double sb = sum_squares(sums->b + p->shards[k].offset,
+					p->shards[k].count);
+
+		sq += sa;
+		sqb += sb;
+		p->shard_sq[k] = sa + sb;
 	}
-	sqb = sum_squares(sums->b, n);
 	if (!isfinite(sq) || !isfinite(sqb))
 		return GP_REASON_NONFINITE;
 	/* b is a weighted mean of the a_j, each at most div times the
@@ -636,13 +643,7 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 		s->version = p->version;
 		changed++;
 	}
-	if (ret_info)
-		*ret_info = (struct gp_params_apply_info){
-			.norm = norm,
-			.clipped = clipped,
-			.version = p->version,
-			.shards_changed = changed,
-		};
+	set_info(p, norm, clipped, changed, ret_info);
 	return 0;
 }
 

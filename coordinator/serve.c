@@ -47,8 +47,8 @@
 #include "util.h"
 
 #define META_CURRENT_JOB "current_job"
-/* Minibatches per clock of an agent whose speed is not known yet, and the
- * most any agent gets (the job's clock_duration sizes the others). */
+/* Minibatches per clock of an agent whose speed is not measured yet, and
+ * the most any agent gets (the job's clock_duration sizes the others). */
 #define WORK_BASE 2
 #define WORK_MAX 256
 /* The clock of an agent computing alone: it reads only its own writes (no
