@@ -53,6 +53,7 @@ struct options {
 	const char *web_listen;
 	int threads;
 	unsigned step_delay_ms;
+	unsigned test_fail_step;
 	bool json;
 	bool exit_when_done;
 	bool no_bench;
@@ -109,6 +110,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		/* Test only: sleep this long after each step, to play a slow
 		 * laptop in the straggler tests and benchmarks. */
 		{ "test-step-delay-ms", required_argument, NULL, 'D' },
+		/* Test only: the Nth minibatch fails once, as a transient
+		 * device error would, for the tests of what the agent does
+		 * then (drop the connection so its work is handed out again). */
+		{ "test-fail-step", required_argument, NULL, 'F' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "idle-only", no_argument, NULL, 'I' },
@@ -156,6 +161,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'D':
 			o->step_delay_ms = (unsigned)atoi(optarg);
+			break;
+		case 'F':
+			o->test_fail_step = (unsigned)atoi(optarg);
 			break;
 		case 'c':
 			o->config = optarg;
@@ -492,6 +500,7 @@ static int cmd_run(struct options *o)
 	cfg.stats = stats;
 	cfg.threads = o->threads;
 	cfg.step_delay_ms = o->step_delay_ms;
+	cfg.test_fail_step = o->test_fail_step;
 	cfg.exit_when_done = o->exit_when_done;
 	cfg.control_path = o->control;
 	{

@@ -12,6 +12,7 @@
 #include <netdb.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,15 @@ struct session {
 	struct gp_noise_keypair *kp;
 	struct gp_channel *ch;
 	struct gp_worker *worker;
+	/* The worker failed a step: made anew at the next WELCOME, since a
+	 * device that failed once (an OpenCL queue after CL_OUT_OF_RESOURCES)
+	 * may not be trusted to go on. */
+	bool worker_failed;
+	bool test_fail_used;      /* cfg->test_fail_step given to a worker */
+	/* Sessions dropped in a row because of work this agent could not do:
+	 * the backoff goes on growing across them, so that a device that
+	 * always fails does not churn the pool. 0 after a result is sent. */
+	unsigned work_failures;
 	char spec[GP_MSG_MODEL_MAX + 1];
 	uint32_t batch;
 	uint32_t caps;
@@ -305,6 +315,36 @@ static void on_stats_timer(uv_timer_t *t)
 
 /* ---- compute results -------------------------------------------------- */
 
+/* Ends the current connection because of work this agent cannot do (a
+ * step failed, a minibatch it cannot take): the coordinator's on_close
+ * puts every minibatch it handed this agent back in the queue at once,
+ * where staying connected and silent would hold its SSP clock (and every
+ * other agent with it) until the work timeout. The queued work is dropped
+ * and the next connection follows with the usual backoff. why is logged
+ * and sent as the close text. */
+static void drop_session(struct session *s, uint16_t code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void drop_session(struct session *s, uint16_t code, const char *fmt, ...)
+{
+	char why[GP_CHANNEL_TEXT_MAX + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	/* Not only at on_close: the work queued for this connection is
+	 * handed out again. */
+	if (s->worker)
+		gp_worker_drop_queued(s->worker);
+	if (!s->ch || s->stopping || !gp_channel_is_established(s->ch))
+		return; /* closing already */
+	gp_warn("%s; dropping the connection so that the coordinator hands "
+		"this agent's work out again", why);
+	s->work_failures++;
+	gp_channel_close(s->ch, code, why);
+}
+
 static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 		      void *data)
 {
@@ -315,8 +355,10 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 	struct gp_msg m;
 
 	if (res->error < 0) {
-		gp_error("minibatch %" PRIu64 " of epoch %u failed: %s",
-			 res->minibatch, res->epoch + 1, strerror(-res->error));
+		s->worker_failed = true;
+		drop_session(s, GP_BYE_RESTART,
+			     "computing minibatch %" PRIu64 " of epoch %u failed: %s",
+			     res->minibatch, res->epoch + 1, strerror(-res->error));
 		gp_worker_result_free(res);
 		return;
 	}
@@ -364,9 +406,13 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 		m.u.update.items = items;
 		m.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
 	}
-	if (send_msg(s, &m) < 0)
+	if (send_msg(s, &m) < 0) {
 		gp_debug("update for minibatch %" PRIu64 " not sent (disconnected)",
 			 res->minibatch);
+	} else if (s->work_failures) {
+		s->work_failures = 0;
+		s->backoff_ms = 0;
+	}
 	free(items);
 	if (s->cfg->stats) {
 		struct gp_stats_delta d = {
@@ -426,15 +472,22 @@ static int start_worker(struct session *s, const struct gp_msg_welcome *w)
 		.threads = s->cfg->threads,
 		.max_batch = w->batch_size,
 		.step_delay_ms = s->cfg->step_delay_ms,
+		/* The failure a test asks for happens once per process. */
+		.test_fail_step = s->test_fail_used ? 0 : s->cfg->test_fail_step,
 		.duty = s->cfg->duty,
 	};
 	char err[512];
 	int r;
 
-	if (s->worker && strcmp(s->spec, w->model) == 0 && s->batch == w->batch_size)
+	if (s->worker && !s->worker_failed && strcmp(s->spec, w->model) == 0 &&
+	    s->batch == w->batch_size)
 		return 0;
+	if (s->worker_failed)
+		gp_info("starting the compute device again after its failure");
 	gp_worker_stop(s->worker);
 	s->worker = NULL;
+	s->worker_failed = false;
+	s->test_fail_used = true;
 	snprintf(wc.spec, sizeof(wc.spec), "%.*s", (int)sizeof(wc.spec) - 1, w->model);
 	r = gp_worker_start(&s->loop, &wc, on_result, s, &s->worker, err,
 			    sizeof(err));
@@ -505,8 +558,9 @@ static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *m
 		     mb->features != GP_DATA_PIXELS ||
 		     mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
 		     mb->labels_len != mb->samples)) {
-		gp_warn("minibatch %" PRIu64 " has an unexpected shape; skipped",
-			mb->minibatch);
+		drop_session(s, GP_BYE_PROTOCOL,
+			     "minibatch %" PRIu64 " has an unexpected shape",
+			     mb->minibatch);
 		return;
 	}
 	px = malloc((size_t)mb->samples * GP_DATA_PIXELS);
@@ -514,23 +568,27 @@ static void handle_minibatch(struct session *s, const struct gp_msg_minibatch *m
 	if (!px || !lb) {
 		free(px);
 		free(lb);
+		drop_session(s, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+			     mb->minibatch);
 		return;
 	}
 	if (!local) {
 		memcpy(px, mb->pixels, mb->pixels_len);
 		memcpy(lb, mb->labels, mb->labels_len);
 	} else if (!gather_local(s, mb, px, lb)) {
-		gp_warn("minibatch %" PRIu64 " names a sample beyond the local "
-			"data set; skipped", mb->minibatch);
 		free(px);
 		free(lb);
+		drop_session(s, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
+			     "sample beyond the local data set", mb->minibatch);
 		return;
 	}
-	gp_worker_compute(s->worker, mb->epoch, mb->minibatch, mb->clock,
-			  mb->samples, px, lb,
-			  (s->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
-			  mb->momentum,
-			  (s->caps & GP_CAP_SUMS) ? mb->group : 0);
+	if (gp_worker_compute(s->worker, mb->epoch, mb->minibatch, mb->clock,
+			      mb->samples, px, lb,
+			      (s->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
+			      mb->momentum,
+			      (s->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
+		drop_session(s, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+			     mb->minibatch);
 }
 
 static void beacon_stop(struct session *s);
@@ -597,7 +655,10 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	switch (m.type) {
 	case GP_MSG_WELCOME:
 		s->attempts = 0;
-		s->backoff_ms = 0;
+		/* After sessions dropped for failed work, the backoff is kept
+		 * until a result goes out (on_result). */
+		if (!s->work_failures)
+			s->backoff_ms = 0;
 		s->agent_id = (int64_t)m.u.welcome.agent_id;
 		s->caps = m.u.welcome.caps;
 		if (s->mode != MODE_RUN) { /* join, leave: that is all we came for */
@@ -638,12 +699,14 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		    m.u.reject.code == GP_REJECT_UNKNOWN_AGENT)
 			stop(s, -EKEYREJECTED);
 		break;
+	/* Work still arriving on a channel that is closing (drop_session)
+	 * is handed out again by the coordinator: not taken. */
 	case GP_MSG_PARAM_SHARDS:
-		if (s->worker)
+		if (s->worker && gp_channel_is_established(ch))
 			handle_shards(s, &m.u.param_shards);
 		break;
 	case GP_MSG_MINIBATCH:
-		if (s->worker)
+		if (s->worker && gp_channel_is_established(ch))
 			handle_minibatch(s, &m.u.minibatch);
 		break;
 	case GP_MSG_HEARTBEAT:

@@ -26,6 +26,9 @@ struct gp_session_config {
 	int threads;
 	char device_name[64];               /* for the statistics */
 	unsigned step_delay_ms;             /* test only: a slow laptop */
+	/* Test only: the test_fail_step-th minibatch of the first compute
+	 * device fails (a transient device error), once per process; 0: never. */
+	unsigned test_fail_step;
 	bool exit_when_done;                /* run: exit once the job is done */
 	unsigned connect_timeout_ms;        /* join: give up after this long */
 	/* run only: */

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -33,6 +34,10 @@ struct job {
 	float lr, mu;
 	uint32_t group;           /* > 1: opens a group of that many */
 	uint64_t gen;             /* gp_worker_drop_queued() generation */
+	/* Allocated with the job, so that the thread can always answer it,
+	 * even with a failure: a minibatch never answered would hold the
+	 * coordinator's clock for this agent until its work timeout. */
+	struct gp_worker_result *res;
 };
 
 /* The group being summed (GP_UPDATE_SUMS). Its minibatches take the
@@ -45,7 +50,7 @@ struct group {
 	uint32_t count;           /* computed so far */
 	uint64_t gen;
 	uint64_t clock;
-	bool failed;
+	bool failed;              /* reported; the rest is not computed */
 	float mu;
 	float *w0, *v0;           /* n_params each, host */
 	float lrs[GP_WORKER_GROUP_MAX];
@@ -81,6 +86,7 @@ struct gp_worker {
 	float *x;
 	int32_t *y;
 	struct group grp;
+	uint64_t steps;           /* minibatches computed (test_fail_step) */
 };
 
 static void job_free(struct job *j)
@@ -90,6 +96,7 @@ static void job_free(struct job *j)
 	free(j->values);
 	free(j->pixels);
 	free(j->labels);
+	free(j->res);
 	free(j);
 }
 
@@ -179,23 +186,30 @@ static void pixels_to_floats(float *restrict dst, const uint8_t *restrict src,
 		dst[i] = (float)src[i] * (1.0f / 255.0f);
 }
 
+/* Computes one minibatch. Returns its result (taken from the job, never
+ * NULL), with error set when the step failed. */
 static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 {
-	struct gp_worker_result *res = calloc(1, sizeof(*res));
+	struct gp_worker_result *res = j->res;
 	struct gp_model_stats st;
 	uint64_t t0 = gp_mono_us();
 	double sumsq = 0;
 	size_t off = 0;
 	int r;
 
-	if (!res)
-		return NULL;
+	j->res = NULL;
 	res->epoch = j->epoch;
 	res->minibatch = j->minibatch;
 	res->clock = j->clock;
 	res->samples = j->n;
 	if (j->n == 0 || j->n > w->cfg.max_batch) {
 		res->error = -EINVAL;
+		return res;
+	}
+	if (w->cfg.test_fail_step && ++w->steps == w->cfg.test_fail_step) {
+		gp_debug("test: minibatch %" PRIu64 " fails on purpose",
+			 j->minibatch);
+		res->error = -EIO;
 		return res;
 	}
 	pixels_to_floats(w->x, j->pixels, (size_t)j->n * GP_DATA_PIXELS);
@@ -339,8 +353,10 @@ fail:
 }
 
 /* Folds one computed minibatch into the open group. Returns the group's
- * result when this was its last minibatch, else NULL (res is consumed
- * either way). */
+ * result when this was its last minibatch, the failed minibatch's own
+ * result when it failed (reported at once: the group cannot be answered,
+ * and waiting for its end would only hold the coordinator's clock longer),
+ * else NULL (res is consumed then). */
 static struct gp_worker_result *group_add(struct gp_worker *w,
 					  const struct job *j,
 					  struct gp_worker_result *res)
@@ -349,30 +365,28 @@ static struct gp_worker_result *group_add(struct gp_worker *w,
 	struct gp_worker_result *out = g->res;
 	int r;
 
-	if (res->error < 0 && out->error == 0)
-		out->error = res->error;
-	if (res->error < 0)
+	if (res->error < 0) {
 		g->failed = true;
-	if (!g->failed) {
-		out->items[out->n_items++] = (struct gp_worker_item){
-			.epoch = res->epoch,
-			.minibatch = res->minibatch,
-			.loss = (float)res->loss,
-		};
-		g->lrs[g->count++] = j->lr;
-		out->samples += res->samples;
-		out->loss += res->loss * res->samples;
-		out->correct += res->correct;
-		out->compute_us += res->compute_us;
+		if (--g->left == 0)
+			group_reset(w);
+		return res;
 	}
+	out->items[out->n_items++] = (struct gp_worker_item){
+		.epoch = res->epoch,
+		.minibatch = res->minibatch,
+		.loss = (float)res->loss,
+	};
+	g->lrs[g->count++] = j->lr;
+	out->samples += res->samples;
+	out->loss += res->loss * res->samples;
+	out->correct += res->correct;
+	out->compute_us += res->compute_us;
 	gp_worker_result_free(res);
 	if (--g->left > 0)
 		return NULL;
 	g->res = NULL;
-	if (!g->failed && (r = group_finish(w, out)) < 0)
+	if ((r = group_finish(w, out)) < 0)
 		out->error = r;
-	else if (g->failed && out->error == 0)
-		out->error = -EIO;
 	out->loss /= out->samples ? out->samples : 1;
 	g->count = 0;
 	return out;
@@ -381,7 +395,9 @@ static struct gp_worker_result *group_add(struct gp_worker *w,
 /* Ends the open group before its announced size: the minibatches computed
  * so far are answered as a group of their own (the sums are exact for
  * them), so the coordinator need not wait for a work timeout. Returns the
- * result, or NULL when nothing was computed or it failed (dropped then). */
+ * result (with error set when the sums cannot be had: the caller must
+ * still learn that the work is lost), or NULL when nothing was computed
+ * or the failure was already reported. */
 static struct gp_worker_result *group_cut(struct gp_worker *w)
 {
 	struct group *g = &w->grp;
@@ -396,10 +412,8 @@ static struct gp_worker_result *group_cut(struct gp_worker *w)
 	r = group_finish(w, out);
 	out->loss /= out->samples ? out->samples : 1;
 	group_reset(w);
-	if (r < 0) {
-		gp_worker_result_free(out);
-		return NULL;
-	}
+	if (r < 0)
+		out->error = r;
 	return out;
 }
 
@@ -512,22 +526,20 @@ static void *thread_main(void *arg)
 				if (cut)
 					post_extra(w, cut);
 			}
-			if (j->group > 1 && (r = group_open(w, j)) < 0)
-				gp_warn("cannot open a group of %u minibatches (%s); "
-					"answering them one by one", j->group,
-					strerror(-r));
-			res = compute(w, j);
-			if (res && w->grp.left) {
-				res = group_add(w, j, res);
-			} else if (!res && w->grp.left) {
-				/* No memory for the result: the group fails. */
-				w->grp.failed = true;
-				if (--w->grp.left == 0) {
-					res = w->grp.res;
-					w->grp.res = NULL;
-					res->error = -ENOMEM;
+			if (w->grp.left && w->grp.failed) {
+				/* The rest of a failed group, whose failure was
+				 * reported: computing it would be wasted. */
+				if (--w->grp.left == 0)
 					group_reset(w);
-				}
+				res = NULL;
+			} else {
+				if (j->group > 1 && (r = group_open(w, j)) < 0)
+					gp_warn("cannot open a group of %u minibatches "
+						"(%s); answering them one by one",
+						j->group, strerror(-r));
+				res = compute(w, j);
+				if (w->grp.left)
+					res = group_add(w, j, res);
 			}
 			if (res)
 				post_result(w, res);
@@ -716,7 +728,10 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 {
 	struct job *j = calloc(1, sizeof(*j));
 
-	if (!j) {
+	if (j)
+		j->res = calloc(1, sizeof(*j->res));
+	if (!j || !j->res) {
+		free(j);
 		free(pixels);
 		free(labels);
 		return -ENOMEM;

@@ -22,6 +22,10 @@ struct gp_worker_config {
 	char spec[GP_MODEL_SPEC_MAX];
 	size_t max_batch;
 	unsigned step_delay_ms;  /* test only: play a slow laptop */
+	/* Test only: the test_fail_step-th minibatch this worker computes
+	 * (counting from 1) fails with -EIO, as a transient OpenCL error
+	 * (CL_OUT_OF_RESOURCES) would; 0: never. */
+	unsigned test_fail_step;
 	/* The volunteer's CPU/GPU share: after each step the thread sleeps so
 	 * that computing takes at most this share of the wall time. 0 or 1:
 	 * no sleep. */
@@ -43,7 +47,9 @@ struct gp_worker_item {
  * minibatch and clock are the first's, samples, correct and compute_us
  * the sums, loss the mean per sample and grad_norm the norm of a divided
  * by sum_i mu^i (a weighted mean gradient); grads holds the sum a and
- * sums_b the sum b of GP_UPDATE_SUMS (proto/msg.h). */
+ * sums_b the sum b of GP_UPDATE_SUMS (proto/msg.h). A failed result
+ * (error < 0) names the minibatch that failed and carries no gradient;
+ * for a group it stands for the whole group. */
 struct gp_worker_result {
 	int error;               /* 0, or the negative errno of the step */
 	uint32_t epoch;
@@ -91,7 +97,8 @@ const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
 int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
 			 size_t tensor, size_t row0, size_t rows, float *values);
 
-/* Queues one minibatch: n samples of GP_DATA_PIXELS u8 pixels and n u8
+/* Queues one minibatch (every one queued is answered by a result, unless
+ * gp_worker_drop_queued() drops it first): n samples of GP_DATA_PIXELS u8 pixels and n u8
  * labels; pixels and labels are taken (malloc'd). With lr > 0 the worker
  * then applies the gradient to its own parameters (SGD, momentum mu, its
  * own velocity), so the next minibatch sees this one's step before the
@@ -100,7 +107,10 @@ int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
  * group > 1 opens a group: this minibatch and the next group - 1 are
  * reported as one result with their momentum sums (n_items > 0); a group
  * cut short by gp_worker_drop_queued() or by the next group is dropped.
- * A group with a failed minibatch is reported with its error. */
+ * A failed minibatch is reported at once with its error; in a group, it
+ * fails the group, whose other minibatches are then not computed (the
+ * whole group's work is lost: the caller gives it back). Returns 0, or
+ * -ENOMEM (nothing queued; pixels and labels freed). */
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
 		      uint8_t *pixels, uint8_t *labels, float lr, float mu,

@@ -2,7 +2,10 @@
  * the momentum sums that the same local steps give on a reference model;
  * a group cut short by a lone minibatch answers what it computed; a group
  * cut by gp_worker_drop_queued() (the connection went away) is dropped;
- * every job is accounted for (gp_worker_pending() back to 0). */
+ * every job is accounted for (gp_worker_pending() back to 0). On a slow
+ * worker: a failed minibatch in a group is reported at once, as itself,
+ * and the worker goes on with the next. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +248,36 @@ int main(void)
 	ASSERT_OK(results[0]->error);
 	ASSERT_UINT_EQ(results[0]->n_items, 2);
 	ASSERT_UINT_EQ(results[0]->items[0].minibatch, 40);
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	gp_worker_stop(w);
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	/* A slow worker (each step 300 ms) whose 2nd minibatch fails. */
+	cfg.step_delay_ms = 300;
+	cfg.test_fail_step = 2;
+	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+
+	/* 5. A group of three whose second minibatch fails:
+	 * the failure is reported at once, as that minibatch, with no
+	 * gradient; the third is not computed, and nothing else of the group
+	 * is reported. The worker goes on with the next minibatch. */
+	compute(w, &b[0], 60, 11, 0.05f, 3);
+	compute(w, &b[1], 61, 11, 0.05f, 0);
+	compute(w, &b[2], 62, 11, 0.05f, 0);
+	wait_results(&loop, 1);
+	ASSERT_EQ(results[0]->error, -EIO);
+	ASSERT_UINT_EQ(results[0]->minibatch, 61);
+	ASSERT_UINT_EQ(results[0]->clock, 11);
+	ASSERT_UINT_EQ(results[0]->n_items, 0);
+	ASSERT(results[0]->grads == NULL);
+	compute(w, &b[3], 70, 12, 0.05f, 0);
+	wait_results(&loop, 2);
+	ASSERT_OK(results[1]->error);
+	ASSERT_UINT_EQ(results[1]->minibatch, 70);
+	ASSERT_NOT_NULL(results[1]->grads);
 	free_results();
 	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
 
