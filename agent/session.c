@@ -86,6 +86,9 @@ struct session {
 	 * the backoff goes on growing across them, so that a device that
 	 * always fails does not churn the pool. 0 after a result is sent. */
 	unsigned work_failures;
+	/* Results of an earlier connection's work, dropped (their generation
+	 * is not the worker's current one). */
+	uint64_t stale_results;
 	char spec[GP_MSG_MODEL_MAX + 1];
 	uint32_t batch;
 	uint32_t caps;
@@ -333,8 +336,8 @@ static void drop_session(struct session *s, uint16_t code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	/* Not only at on_close: the work queued for this connection is
-	 * handed out again. */
+	/* A new generation now, not at on_close: results of this
+	 * connection's work already on their way are stale from here on. */
 	if (s->worker)
 		gp_worker_drop_queued(s->worker);
 	if (!s->ch || s->stopping || !gp_channel_is_established(s->ch))
@@ -354,6 +357,17 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 	uint8_t *items = NULL;
 	struct gp_msg m;
 
+	if (res->gen != gp_worker_generation(w)) {
+		/* Work of a connection that is gone (the job in hand when it
+		 * closed): its minibatches were handed out again, and its
+		 * clock and parameters are not this connection's. */
+		s->stale_results++;
+		gp_debug("dropped the result for minibatch %" PRIu64 " of an "
+			 "earlier connection (%" PRIu64 " so far)", res->minibatch,
+			 s->stale_results);
+		gp_worker_result_free(res);
+		return;
+	}
 	if (res->error < 0) {
 		s->worker_failed = true;
 		drop_session(s, GP_BYE_RESTART,

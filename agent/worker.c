@@ -198,6 +198,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	int r;
 
 	j->res = NULL;
+	res->gen = j->gen;
 	res->epoch = j->epoch;
 	res->minibatch = j->minibatch;
 	res->clock = j->clock;
@@ -448,6 +449,7 @@ static int group_open(struct gp_worker *w, const struct job *j)
 		r = read_slot(w, GP_MODEL_MOMENTUM, g->v0);
 	if (r < 0)
 		goto fail;
+	g->res->gen = j->gen;
 	g->res->clock = j->clock;
 	g->res->epoch = j->epoch;
 	g->res->minibatch = j->minibatch;
@@ -786,4 +788,14 @@ void gp_worker_drop_queued(struct gp_worker *w)
 		}
 	}
 	pthread_mutex_unlock(&w->lock);
+}
+
+uint64_t gp_worker_generation(const struct gp_worker *w)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock((pthread_mutex_t *)&w->lock);
+	gen = w->gen;
+	pthread_mutex_unlock((pthread_mutex_t *)&w->lock);
+	return gen;
 }

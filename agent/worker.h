@@ -52,6 +52,10 @@ struct gp_worker_item {
  * for a group it stands for the whole group. */
 struct gp_worker_result {
 	int error;               /* 0, or the negative errno of the step */
+	/* gp_worker_generation() when the work was queued: a result whose
+	 * generation is no longer the current one answers work of a
+	 * connection that is gone. */
+	uint64_t gen;
 	uint32_t epoch;
 	uint64_t minibatch;
 	uint64_t clock;
@@ -124,8 +128,15 @@ double gp_worker_flops_per_sample(const struct gp_worker *w);
 size_t gp_worker_pending(const struct gp_worker *w);
 
 /* Drops every queued minibatch not yet started (the coordinator went away
- * and will hand them out again). */
+ * and will hand them out again) and starts a new generation: the job in
+ * hand, which cannot be stopped, still reports, with the old generation
+ * in its result. */
 void gp_worker_drop_queued(struct gp_worker *w);
+
+/* The current generation: 0 at start, one more after each
+ * gp_worker_drop_queued(). Results carry the generation their work was
+ * queued in (gp_worker_result.gen). */
+uint64_t gp_worker_generation(const struct gp_worker *w);
 
 void gp_worker_result_free(struct gp_worker_result *res);
 

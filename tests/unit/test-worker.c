@@ -3,8 +3,10 @@
  * a group cut short by a lone minibatch answers what it computed; a group
  * cut by gp_worker_drop_queued() (the connection went away) is dropped;
  * every job is accounted for (gp_worker_pending() back to 0). On a slow
- * worker: a failed minibatch in a group is reported at once, as itself,
- * and the worker goes on with the next. */
+ * worker: the job in hand when the connection went away reports with the
+ * old generation (what the session drops), the next with the new one; a
+ * failed minibatch in a group is reported at once, as itself, and the
+ * worker goes on with the next. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -254,13 +256,39 @@ int main(void)
 	gp_worker_stop(w);
 	uv_run(&loop, UV_RUN_DEFAULT);
 
-	/* A slow worker (each step 300 ms) whose 2nd minibatch fails. */
+	/* A slow worker (each step 300 ms) whose 4th minibatch fails. */
 	cfg.step_delay_ms = 300;
-	cfg.test_fail_step = 2;
+	cfg.test_fail_step = 4;
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
+	ASSERT_UINT_EQ(gp_worker_generation(w), 0);
 
-	/* 5. A group of three whose second minibatch fails:
+	/* 4. The connection goes away while a minibatch is in hand: it cannot
+	 * be stopped, but its result carries the old generation; the next
+	 * connection's minibatch carries the new one. A minibatch the thread
+	 * had not taken yet is dropped instead: try again, waiting longer. */
+	for (unsigned wait_ms = 20;; wait_ms *= 2) {
+		ASSERT(wait_ms <= 5000);
+		compute(w, &b[0], 50, 9, 0.05f, 0);
+		uv_sleep(wait_ms);
+		gp_worker_drop_queued(w);
+		if (gp_worker_pending(w) == 1)
+			break; /* in hand */
+		ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+	}
+	compute(w, &b[1], 51, 10, 0.05f, 0);
+	wait_results(&loop, 2);
+	ASSERT_OK(results[0]->error);
+	ASSERT_UINT_EQ(results[0]->minibatch, 50);
+	ASSERT_NE(results[0]->gen, gp_worker_generation(w));
+	ASSERT_UINT_EQ(results[0]->gen + 1, gp_worker_generation(w));
+	ASSERT_OK(results[1]->error);
+	ASSERT_UINT_EQ(results[1]->minibatch, 51);
+	ASSERT_UINT_EQ(results[1]->gen, gp_worker_generation(w));
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	/* 5. A group of three whose second minibatch (the worker's 4th) fails:
 	 * the failure is reported at once, as that minibatch, with no
 	 * gradient; the third is not computed, and nothing else of the group
 	 * is reported. The worker goes on with the next minibatch. */
@@ -273,6 +301,7 @@ int main(void)
 	ASSERT_UINT_EQ(results[0]->clock, 11);
 	ASSERT_UINT_EQ(results[0]->n_items, 0);
 	ASSERT(results[0]->grads == NULL);
+	ASSERT_UINT_EQ(results[0]->gen, gp_worker_generation(w));
 	compute(w, &b[3], 70, 12, 0.05f, 0);
 	wait_results(&loop, 2);
 	ASSERT_OK(results[1]->error);
