@@ -71,7 +71,8 @@ const char *gp_channel_close_reason_name(enum gp_close_reason reason);
 struct gp_channel_config {
 	/* From accept/connect to on_established (both sides). */
 	uint32_t handshake_timeout_ms;
-	/* Send a heartbeat when nothing was sent for this long; 0: never. */
+	/* Send a heartbeat when nothing was sent for this long and nothing
+	 * is queued (queued bytes are the heartbeat); 0: never. */
 	uint32_t heartbeat_ms;
 	/* Close when nothing was received for this long; 0: never. While
 	 * reading is paused the clock stops. */
