@@ -1746,6 +1746,13 @@ void gp_channel_pause_reading(struct gp_channel *ch, bool pause)
 		arm_timer(ch);
 }
 
+void gp_channel_set_heartbeat(struct gp_channel *ch, uint32_t heartbeat_ms)
+{
+	ch->cfg.heartbeat_ms = heartbeat_ms;
+	if (ch->state == S_ESTABLISHED)
+		arm_timer(ch);
+}
+
 size_t gp_channel_queued_bytes(const struct gp_channel *ch)
 {
 	return ch->queued;

@@ -228,6 +228,11 @@ int gp_channel_set_psk(struct gp_channel *ch, const uint8_t *psk);
  * towards the peer. The idle clock stops while paused. */
 void gp_channel_pause_reading(struct gp_channel *ch, bool pause);
 
+/* Changes the heartbeat interval (config.heartbeat_ms; 0: none) from now
+ * on, e.g. to the one the peer announced: its idle timeout is set to
+ * match. */
+void gp_channel_set_heartbeat(struct gp_channel *ch, uint32_t heartbeat_ms);
+
 /* Bytes accepted by gp_channel_send() and not yet written to the socket. */
 size_t gp_channel_queued_bytes(const struct gp_channel *ch);
 
