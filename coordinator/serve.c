@@ -57,8 +57,8 @@
 #define SOLO_CLOCK_MS 25
 /* The clock of a pool of more than two agents, at most. */
 #define POOL_CLOCK_MS 1
-/* Dropped messages (over the rate limit) after which a connection is
- * closed: at least this many, else one second's worth. */
+/* Messages over the rate limit after which a connection is closed: at
+ * least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
 /* How often connected members are checked for revocation. */
@@ -107,7 +107,7 @@ struct peer {
 	/* Token buckets of the job's rate limits, refilled as time passes. */
 	double msg_tokens, byte_tokens;
 	uint64_t rate_at_us;
-	uint64_t dropped;       /* messages over the limit */
+	uint64_t over;          /* messages over the limit */
 	bool flooded;           /* disconnected for it */
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
@@ -1183,12 +1183,6 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		handle_update_sums(p, u);
 		goto flush;
 	}
-	if (u->parts > 1) {
-		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_SHAPE, -1,
-			      received, true);
-		resolve_at(p, (int64_t)u->clock);
-		goto flush;
-	}
 	if (gp_sched_id(srv->sched, u->epoch, u->minibatch, &id) < 0) {
 		reject_update(p, u, GP_UPDATE_REJECTED, GP_REASON_UNKNOWN_MINIBATCH,
 			      -1, received, true);
@@ -1200,8 +1194,16 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 		discard_checked(p, id, r, (int64_t)u->clock);
 		return;
 	}
-	r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
-				(int64_t)u->clock, &staleness);
+	/* Split updates (parts > 1) are not reassembled here: refused like
+	 * any other wrong shape, below, so that the minibatch goes back to
+	 * the queue at once. Resolving it without releasing it would leave
+	 * the schedule counting it as the agent's while its clock counts
+	 * it resolved, and the clock, with the whole pool's SSP bound,
+	 * would never advance again. */
+	r = u->parts > 1 ? GP_REASON_SHAPE : 0;
+	if (r == 0)
+		r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
+					(int64_t)u->clock, &staleness);
 	if (r == 0)
 		r = read_blocks(srv, u, 1);
 	if (r == 0)
@@ -1666,14 +1668,21 @@ static void log_rejection(struct peer *p, const char *kind, const char *fmt,
 
 /* The per-connection rate limit: token buckets of rate_messages messages
  * and rate_bytes bytes per second holding two seconds' worth. Returns false
- * for a message over the limit: it is dropped unread (before decoding), and
- * a connection that keeps flooding is closed. A message is admitted while
- * the byte bucket is positive, so one larger than the bucket still passes
- * (the debt is paid by waiting). */
-static bool rate_admit(struct peer *p, size_t len)
+ * for a message to drop unread (before decoding): one over the limit,
+ * unless it is an UPDATE. An UPDATE answers minibatches that stay assigned
+ * to the agent, and its clock open, until it is handled: dropped, they
+ * would hold the pool's SSP bound until the work timeout. So it is handled
+ * and only counted, its tokens taken as debt. A connection that keeps
+ * going over the limit, updates included, is closed, which puts its work
+ * back at once. A message is admitted while the byte bucket is positive,
+ * so one larger than the bucket still passes (the debt is paid by
+ * waiting). data (borrowed, len bytes) is only peeked at. */
+static bool rate_admit(struct peer *p, const uint8_t *data, size_t len)
 {
 	const struct gp_job *job = &p->srv->job;
 	uint64_t now = gp_mono_us(), limit;
+	struct gp_msg_header hdr;
+	bool update;
 	double dt;
 
 	if (!job->rate_messages && !job->rate_bytes)
@@ -1697,19 +1706,26 @@ static bool rate_admit(struct peer *p, size_t len)
 	}
 	if (p->flooded)
 		return false;
-	if (++p->dropped == 1)
+	update = gp_msg_peek(data, len, &hdr) == 0 && hdr.type == GP_MSG_UPDATE;
+	if (++p->over == 1)
 		log_rejection(p, "flood", "over the rate limit (%" PRIu64
-			      " messages/s, %" PRIu64 " bytes/s): dropping messages",
+			      " messages/s, %" PRIu64 " bytes/s): dropping "
+			      "messages other than updates",
 			      job->rate_messages, job->rate_bytes);
 	limit = job->rate_messages > FLOOD_DROPS_MIN ? job->rate_messages :
 						       FLOOD_DROPS_MIN;
-	if (p->dropped >= limit) {
+	if (p->over >= limit) {
 		p->flooded = true;
-		log_rejection(p, "flood", "%" PRIu64 " messages dropped over the "
-			      "rate limit: disconnecting", p->dropped);
+		log_rejection(p, "flood", "%" PRIu64 " messages over the rate "
+			      "limit: disconnecting", p->over);
 		send_bye(p, GP_BYE_PROTOCOL, "message flood");
+		return false;
 	}
-	return false;
+	if (!update)
+		return false;
+	p->msg_tokens -= 1.0;
+	p->byte_tokens -= (double)len;
+	return true;
 }
 
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
@@ -1718,7 +1734,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	struct gp_msg m;
 	int r;
 
-	if (!p || p->listener_data || !rate_admit(p, len))
+	if (!p || p->listener_data || !rate_admit(p, data, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
 	if (r == GP_MSG_UNKNOWN_TYPE) {

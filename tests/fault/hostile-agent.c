@@ -2,7 +2,7 @@
  * suite and tools/bench-flood.
  *
  *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS]
- *                 [--interval-ms MS] [--duration-ms MS]
+ *                 [--interval-ms MS] [--duration-ms MS] [--burst N]
  *
  * It joins with an invite token like gradpool-agent (a fresh identity,
  * Noise IKpsk2, JOIN), asks for work, and answers every minibatch it gets
@@ -18,13 +18,22 @@
  *   norm           every element 1e6 (a finite, absurd gradient norm)
  *   flood          heartbeats as fast as the socket takes them
  *   noread         asks for work and never reads again
+ *   group-twin     a group's update (GP_UPDATE_SUMS) listing one
+ *                  minibatch twice
+ *   parts          the first of two parts of a split update (parts = 2):
+ *                  the coordinator does not reassemble them, so each is
+ *                  refused (shape) and its minibatch must go back to the
+ *                  queue at once
+ *   burst          valid (zero) updates, the first right after --burst
+ *                  heartbeats sent at once: more than the rate limit lets
+ *                  through, yet the updates must be handled
  *   probe          does not JOIN (so it never counts toward SSP): sends an
  *                  application HEARTBEAT every --interval-ms for
  *                  --duration-ms and prints the round-trip percentiles
  *
  * It prints one "result:" line and exits 0 when the coordinator closed the
- * connection (or, for duplicate, norm, probe, after --count updates /
- * --duration-ms), 1 on timeout, 2 on a usage error or when no channel
+ * connection (or, for duplicate, norm, burst, probe, after --count updates
+ * / --duration-ms), 1 on timeout, 2 on a usage error or when no channel
  * was established. */
 #include <errno.h>
 #include <getopt.h>
@@ -50,13 +59,13 @@
 enum mode {
 	M_NAN, M_INF, M_SHAPE, M_UNASSIGNED, M_UNKNOWN, M_DUPLICATE,
 	M_CLOCK_AHEAD, M_CLOCK_BEHIND, M_NORM, M_FLOOD, M_NOREAD, M_PROBE,
-	M_GROUP_TWIN,
+	M_GROUP_TWIN, M_PARTS, M_BURST,
 };
 
 static const char *const mode_names[] = {
 	"nan", "inf", "shape", "unassigned", "unknown", "duplicate",
 	"clock-ahead", "clock-behind", "norm", "flood", "noread", "probe",
-	"group-twin",
+	"group-twin", "parts", "burst",
 };
 
 struct hostile {
@@ -74,7 +83,7 @@ struct hostile {
 	uint32_t batch;
 	uint64_t seen[MAX_SEEN];
 	size_t n_seen;
-	unsigned long count, sent, sent_bytes;
+	unsigned long count, sent, sent_bytes, updates, burst;
 	unsigned long interval_ms, duration_ms, timeout_ms;
 	uint64_t start_us, seq;
 	uint64_t *rtt;
@@ -196,9 +205,18 @@ static int send_update(struct hostile *h, uint32_t epoch, uint64_t minibatch,
 	}
 	m.u.update.blocks = blocks;
 	m.u.update.n_blocks = h->n_tensors;
+	if (bad && h->mode == M_PARTS) {
+		/* The first part of two: the first half of the tensors. */
+		m.u.update.part = 0;
+		m.u.update.parts = 2;
+		m.u.update.n_blocks = (h->n_tensors + 1) / 2;
+	}
 	h->sent++;
+	h->updates++;
 	return send_msg(h, &m);
 }
+
+static void send_heartbeat(struct hostile *h);
 
 /* A group's update (GP_UPDATE_SUMS, zero sums) that lists minibatch twice:
  * applied, it would count one minibatch's work twice. */
@@ -233,6 +251,7 @@ static int send_group_twin(struct hostile *h, uint32_t epoch,
 	m.u.update.items = items;
 	m.u.update.items_len = sizeof(items);
 	h->sent++;
+	h->updates++;
 	return send_msg(h, &m);
 }
 
@@ -250,6 +269,7 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 	case M_INF:
 	case M_SHAPE:
 	case M_NORM:
+	case M_PARTS:
 		send_update(h, mb->epoch, mb->minibatch, mb->clock, mb->samples,
 			    true);
 		break;
@@ -285,6 +305,16 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 	case M_GROUP_TWIN:
 		send_group_twin(h, mb->epoch, mb->minibatch, mb->clock);
 		break;
+	case M_BURST:
+		/* Heartbeats first, in one go: the update comes over the
+		 * limit. Once only, so that the connection stays below the
+		 * flood cut-off. */
+		if (h->updates == 0)
+			for (unsigned long i = 0; i < h->burst; i++)
+				send_heartbeat(h);
+		send_update(h, mb->epoch, mb->minibatch, mb->clock, mb->samples,
+			    false);
+		break;
 	case M_NOREAD:
 		/* Stop reading: the coordinator's queue towards us grows. */
 		gp_channel_pause_reading(h->ch, true);
@@ -292,8 +322,8 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 	default:
 		break;
 	}
-	if ((h->mode == M_DUPLICATE || h->mode == M_NORM) && h->count &&
-	    h->sent >= h->count)
+	if ((h->mode == M_DUPLICATE || h->mode == M_NORM ||
+	     h->mode == M_BURST) && h->count && h->updates >= h->count)
 		finish(h);
 }
 
@@ -349,6 +379,11 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		struct gp_msg req;
 
 		h->batch = m.u.welcome.batch_size;
+		/* The coordinator's pace, as the agent keeps it: its idle
+		 * timeout is set to match (tests run it at 5 s, which the
+		 * default 5 s heartbeat only just met). */
+		if (m.u.welcome.heartbeat_ms)
+			gp_channel_set_heartbeat(ch, m.u.welcome.heartbeat_ms);
 		if (h->mode == M_FLOOD) {
 			uv_idle_start(&h->idle, on_flood);
 			break;
@@ -460,7 +495,7 @@ static int resolve(const char *hostport, struct sockaddr_storage *ss)
 static void usage(void)
 {
 	fputs("usage: hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] "
-	      "[--interval-ms MS] [--duration-ms MS]\nmodes:", stderr);
+	      "[--interval-ms MS] [--duration-ms MS] [--burst N]\nmodes:", stderr);
 	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
 		fprintf(stderr, " %s", mode_names[i]);
 	fputc('\n', stderr);
@@ -473,6 +508,7 @@ int main(int argc, char **argv)
 		{ "timeout-ms", required_argument, NULL, 't' },
 		{ "interval-ms", required_argument, NULL, 'i' },
 		{ "duration-ms", required_argument, NULL, 'd' },
+		{ "burst", required_argument, NULL, 'b' },
 		{ 0 },
 	};
 	struct hostile *h = calloc(1, sizeof(*h));
@@ -508,6 +544,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			h->duration_ms = strtoul(optarg, NULL, 10);
+			break;
+		case 'b':
+			h->burst = strtoul(optarg, NULL, 10);
 			break;
 		default:
 			usage();
@@ -568,9 +607,10 @@ int main(int argc, char **argv)
 		       h->n_rtt, h->sent, pct(h->rtt, h->n_rtt, 0.5),
 		       pct(h->rtt, h->n_rtt, 0.99), pct(h->rtt, h->n_rtt, 1.0));
 	}
-	printf("result: mode=%s sent=%lu bytes=%lu established=%d "
+	printf("result: mode=%s sent=%lu updates=%lu bytes=%lu established=%d "
 	       "closed_by_peer=%d timed_out=%d why=%s\n",
-	       mode_names[h->mode], h->sent, h->sent_bytes, h->established,
+	       mode_names[h->mode], h->sent, h->updates, h->sent_bytes,
+	       h->established,
 	       h->closed_by_peer, h->timed_out, h->close_text);
 	fflush(stdout);
 	if (!h->established)

@@ -5,12 +5,20 @@ One pool, one training run. tests/fault/hostile-agent joins with a real
 invite token and then, per mode: NaN and Inf in an update, a wrong tensor
 shape, updates for minibatches it was not given or that do not exist,
 clocks ahead and behind, an absurd gradient norm, a duplicate of an applied
-update, a message flood, and taking work without ever answering (nor
+update, the first part of a split update (parts = 2, which the coordinator
+does not reassemble), a message flood, a burst of heartbeats over the rate
+limit right before an update, and taking work without ever answering (nor
 reading). Asserted:
   - every rejected update is in the ledger (updates.outcome 'rejected' with
     the reason, and a rejections row of that kind), max_strikes of them per
-    hostile before the coordinator says "too many rejected updates";
+    hostile before the coordinator says "too many rejected updates"; the
+    split update's minibatch goes back to the queue at once, so the member
+    keeps getting work (and strikes) and the pool does not freeze;
   - the flooder is cut off ("message flood", two 'flood' rejection rows);
+  - an update that comes over the rate limit is handled, not dropped: the
+    bursting member's updates are all applied, it stays connected, with
+    one 'flood' row (its minibatches would otherwise hold its clock, and
+    the pool, until work_timeout);
   - the silent member is dropped by the heartbeat timeout or work_timeout
     ('work-timeout' row);
   - duplicates are discarded ('duplicate' rows), never applied twice;
@@ -39,7 +47,14 @@ REJECTED = {
     "norm": "norm",
     # A group's update listing one minibatch twice (GP_UPDATE_SUMS).
     "group-twin": "duplicate",
+    # The first of two parts of a split update.
+    "parts": "shape",
 }
+RATE = 500
+# Updates the bursting member sends, the first right after 2.2 s worth of
+# heartbeats at RATE (its bucket holds 2 s): about 100 messages over the
+# limit, well below the cut-off (RATE of them).
+BURST_UPDATES = 6
 
 
 def hostile_bin():
@@ -69,14 +84,17 @@ def test():
     with gppool.Pool("hostile-members",
                      train={"epochs": 3, "learning_rate": 0.05},
                      pool={"max_strikes": STRIKES, "work_timeout": "10s",
-                           "rate_messages": 500, "max_grad_norm": 1000}) as pool:
+                           "rate_messages": RATE, "max_grad_norm": 1000}) as pool:
         pool.serve()
-        token = pool.invite(uses=len(REJECTED) + 3)
+        token = pool.invite(uses=len(REJECTED) + 4)
         hostiles = {m: start_hostile(pool, m, token, "--timeout-ms", "120000")
                     for m in REJECTED}
         hostiles["duplicate"] = start_hostile(pool, "duplicate", token,
                                               "--count", "6")
         hostiles["flood"] = start_hostile(pool, "flood", token)
+        hostiles["burst"] = start_hostile(
+            pool, "burst", token, "--burst", str(RATE * 11 // 5), "--count",
+            str(BURST_UPDATES), "--timeout-ms", "120000")
         # It stops reading, so it never sees its own disconnection.
         hostiles["noread"] = start_hostile(pool, "noread", token,
                                            "--timeout-ms", "40000")
@@ -98,6 +116,10 @@ def test():
                       (mode, out))
         check("message flood" in hostiles["flood"].stdout(),
               "the flooder was not cut off: %s" % hostiles["flood"].stdout())
+        out = hostiles["burst"].stdout()
+        check("closed_by_peer=0" in out and "updates=%d " % BURST_UPDATES in
+              out, "the bursting member did not get to send its %d updates"
+              " connected: %s" % (BURST_UPDATES, out))
 
         pool.wait_serve(900)
         rows = pool.check_exactly_once()
@@ -123,6 +145,18 @@ def test():
                   "%d each" % (name, n_upd, reason, n_rej, STRIKES))
             if mode != "clock-behind":  # it answers clock 0 honestly
                 check(n_app == 0, "%s: %d updates applied" % (name, n_app))
+
+        burst = dict(agent_rows(pool, "hostile-burst",
+                                "SELECT outcome, count(*) FROM updates WHERE"
+                                " agent_id = {agent} GROUP BY outcome"))
+        burst_rej = agent_rows(pool, "hostile-burst",
+                               "SELECT kind, reason FROM rejections WHERE"
+                               " agent_id = {agent}")
+        log("hostile-burst: %r, rejections %r" % (burst, burst_rej))
+        check(burst == {"applied": BURST_UPDATES},
+              "updates over the rate limit not all applied: %r" % (burst,))
+        check(len(burst_rej) == 1 and burst_rej[0][0] == "flood",
+              "hostile-burst rejections: %r" % (burst_rej,))
 
         dup = agent_rows(pool, "hostile-duplicate",
                          "SELECT outcome, count(*) FROM updates WHERE"
