@@ -321,6 +321,10 @@ static void close_handles(struct gp_channel *ch)
 	if (ch->handles_closing)
 		return;
 	ch->handles_closing = true;
+	if (ch->counted_handshake) {
+		ch->counted_handshake = false;
+		ch->listener->handshaking--;
+	}
 	uv_close((uv_handle_t *)&ch->tcp, handle_closed);
 	uv_close((uv_handle_t *)&ch->timer, handle_closed);
 	uv_close((uv_handle_t *)&ch->flusher, handle_closed);
@@ -376,10 +380,9 @@ static void teardown(struct gp_channel *ch, enum gp_close_reason reason,
 	gp_debug("channel %p (%s): closing: %s: %s", (void *)ch,
 		 ch->initiator ? "initiator" : "responder",
 		 gp_channel_close_reason_name(reason), ch->close_text);
-	if (ch->counted_handshake) {
-		ch->counted_handshake = false;
-		ch->listener->handshaking--;
-	}
+	/* A connection that fails its handshake keeps its slot while it
+	 * lingers (close_handles gives it back), so that refused handshakes
+	 * too stay within max_handshakes. */
 	uv_timer_stop(&ch->timer);
 
 	if (!graceful || !ch->connected) {
@@ -451,8 +454,9 @@ static void wbuf_put(struct gp_channel *ch, struct wbuf *w)
 /* Gives back the memory kept for reuse; called when the channel is quiet. */
 static void drop_caches(struct gp_channel *ch)
 {
-	if (ch->pending_head && ch->pending_head->len == 0) {
-		/* The empty tail try_write kept (the only pending buffer). */
+	if (ch->pending_head && ch->pending_head == ch->pending_tail &&
+	    ch->pending_head->len == 0) {
+		/* The empty tail try_write kept, when nothing follows it. */
 		free(ch->pending_head);
 		ch->pending_head = ch->pending_tail = NULL;
 	}
@@ -482,16 +486,23 @@ static uint8_t *queue_reserve(struct gp_channel *ch, size_t n, bool limit)
 		return NULL;
 	}
 	if (!t || t->cap - t->len < n) {
-		t = wbuf_get(ch, n);
-		if (!t) {
+		struct wbuf *nt = wbuf_get(ch, n);
+
+		if (!nt) {
 			errno = ENOMEM;
 			return NULL;
 		}
-		if (ch->pending_tail)
-			ch->pending_tail->next = t;
-		else
-			ch->pending_head = t;
-		ch->pending_tail = t;
+		if (t && t->len == 0 && t == ch->pending_head) {
+			/* The empty buffer try_write kept is too small: the
+			 * new one takes its place. */
+			wbuf_put(ch, t);
+			ch->pending_head = nt;
+		} else if (t) {
+			t->next = nt;
+		} else {
+			ch->pending_head = nt;
+		}
+		ch->pending_tail = t = nt;
 	}
 	return t->data + t->len;
 }
@@ -641,6 +652,8 @@ static void flush_now(uv_prepare_t *p)
  * so that several sent from one callback leave in one write. */
 static void schedule_flush(struct gp_channel *ch)
 {
+	if (ch->handles_closing)
+		return;
 	if (!ch->writing && !uv_is_active((uv_handle_t *)&ch->flusher))
 		uv_prepare_start(&ch->flusher, flush_now);
 }
@@ -866,13 +879,16 @@ static void timer_fired(uv_timer_t *t)
 		    now - ch->last_send >= ch->cfg.heartbeat_ms) {
 			uint8_t ping = REC_PING;
 
-			/* Counted as sent even if it waits behind a slow
-			 * write, so the timer does not spin. */
 			ch->last_send = now;
+			/* Bytes still queued (a large message on a slow link,
+			 * or a peer that paused reading) are the heartbeat: a
+			 * PING behind them would arrive no sooner, and could
+			 * only trip the queue bound. */
+			if (ch->queued > 0)
+				goto rearm;
 			/* Nothing sent for a heartbeat period: quiet. */
-			if (!ch->writing)
-				drop_caches(ch);
-			if (send_record(ch, &ping, 1, true) < 0) {
+			drop_caches(ch);
+			if (send_record(ch, &ping, 1, false) < 0) {
 				teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
 				return;
 			}
@@ -887,6 +903,7 @@ static void timer_fired(uv_timer_t *t)
 		close_handles(ch);
 		return;
 	}
+rearm:
 	/* No deadline has passed (any more): the next one gets its grace. */
 	if (in_grace)
 		ch->grace_used = false;
@@ -1152,6 +1169,11 @@ static void read_msg2(struct gp_channel *ch, const struct gp_frame *f)
 			goto out;
 		}
 		flush(ch);
+		/* The write may have failed (the peer reset the connection
+		 * right after message 2): then the channel is closing and
+		 * must not come back to life. */
+		if (ch->state == S_CLOSING)
+			goto out;
 	}
 	established(ch, payload + 1, plen - 1);
 out:
@@ -1228,6 +1250,11 @@ static void read_record(struct gp_channel *ch, const struct gp_frame *f)
 	}
 	switch (p[0]) {
 	case REC_MSG:
+		if (plen - 1 > ch->cfg.max_message) {
+			teardown(ch, GP_CLOSE_OVERSIZED_MESSAGE, 0,
+				 "message larger than the maximum", false);
+			return;
+		}
 		deliver(ch, p + 1, plen - 1);
 		return;
 	case REC_BEGIN: {
@@ -1315,9 +1342,10 @@ static void handle_frame(struct gp_channel *ch, const struct gp_frame *f)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct gp_channel *ch = h->data;
-	size_t want = ch->state == S_ESTABLISHED || ch->state == S_WAIT_CONFIRM ?
-			      READ_BUF_ESTABLISHED :
-			      READ_BUF_HANDSHAKE;
+	/* S_WAIT_CONFIRM is not proof of anything yet (message 1 may be a
+	 * replay): it reads in the small buffer too. */
+	size_t want = ch->state == S_ESTABLISHED ? READ_BUF_ESTABLISHED :
+						   READ_BUF_HANDSHAKE;
 
 	(void)suggested;
 	if (ch->rbuf_cap < want) {
@@ -1714,6 +1742,13 @@ void gp_channel_pause_reading(struct gp_channel *ch, bool pause)
 			return;
 		}
 	}
+	if (ch->state == S_ESTABLISHED)
+		arm_timer(ch);
+}
+
+void gp_channel_set_heartbeat(struct gp_channel *ch, uint32_t heartbeat_ms)
+{
+	ch->cfg.heartbeat_ms = heartbeat_ms;
 	if (ch->state == S_ESTABLISHED)
 		arm_timer(ch);
 }

@@ -71,7 +71,8 @@ const char *gp_channel_close_reason_name(enum gp_close_reason reason);
 struct gp_channel_config {
 	/* From accept/connect to on_established (both sides). */
 	uint32_t handshake_timeout_ms;
-	/* Send a heartbeat when nothing was sent for this long; 0: never. */
+	/* Send a heartbeat when nothing was sent for this long and nothing
+	 * is queued (queued bytes are the heartbeat); 0: never. */
 	uint32_t heartbeat_ms;
 	/* Close when nothing was received for this long; 0: never. While
 	 * reading is paused the clock stops. */
@@ -226,6 +227,11 @@ int gp_channel_set_psk(struct gp_channel *ch, const uint8_t *psk);
 /* Stops (pause true) or restarts reading from the socket, for flow control
  * towards the peer. The idle clock stops while paused. */
 void gp_channel_pause_reading(struct gp_channel *ch, bool pause);
+
+/* Changes the heartbeat interval (config.heartbeat_ms; 0: none) from now
+ * on, e.g. to the one the peer announced: its idle timeout is set to
+ * match. */
+void gp_channel_set_heartbeat(struct gp_channel *ch, uint32_t heartbeat_ms);
 
 /* Bytes accepted by gp_channel_send() and not yet written to the socket. */
 size_t gp_channel_queued_bytes(const struct gp_channel *ch);

@@ -548,6 +548,44 @@ static int64_t body_size(const struct schema *s, const void *obj)
 	return (int64_t)total;
 }
 
+/* Length of the character that starts at p (n bytes left) when it is a
+ * well-formed UTF-8 character a str may carry, else 0. Refused: malformed,
+ * overlong and surrogate encodings, code points above U+10FFFF, and the
+ * control characters (C0, DEL, C1), which would let a peer forge log
+ * lines or drive a terminal. */
+static size_t str_char(const uint8_t *p, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return p[0] >= 0x20 && p[0] != 0x7f ? 1 : 0;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2;
+		cp = p[0] & 0x1fu;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3;
+		cp = p[0] & 0x0fu;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4;
+		cp = p[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+	    (cp >= 0x80 && cp <= 0x9f))
+		return 0;
+	return len;
+}
+
 static int64_t value_size(const struct field *f, const void *obj)
 {
 	switch (f->kind) {
@@ -693,9 +731,24 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 			put_u32(p, f32_bits(i8_scale(b->values, b->count)));
 			break;
 		}
-		case K_STR:
-			memcpy(p, CAT(obj, f->off, char), (size_t)sz);
+		case K_STR: {
+			/* What the decoder refuses becomes '?', byte for
+			 * byte: a name cut inside a character, or bytes from
+			 * a driver, must not cost the connection. */
+			const uint8_t *str = CAT(obj, f->off, uint8_t);
+
+			for (size_t at = 0; at < (size_t)sz;) {
+				size_t c = str_char(str + at, (size_t)sz - at);
+
+				if (c == 0) {
+					p[at++] = '?';
+					continue;
+				}
+				memcpy(p + at, str + at, c);
+				at += c;
+			}
 			break;
+		}
 		case K_BYTES:
 			memcpy(p, *CAT(obj, f->off, const uint8_t *const),
 			       (size_t)sz);
@@ -825,10 +878,13 @@ static int decode_value(const struct field *f, void *obj, const uint8_t *v,
 
 		if (len > f->cap)
 			return -EBADMSG;
-		/* Control characters would let a peer forge log lines. */
-		for (uint32_t i = 0; i < len; i++)
-			if (v[i] < 0x20 || v[i] == 0x7f)
+		for (uint32_t i = 0; i < len;) {
+			size_t c = str_char(v + i, len - i);
+
+			if (c == 0)
 				return -EBADMSG;
+			i += (uint32_t)c;
+		}
 		memcpy(dst, v, len);
 		dst[len] = '\0';
 		return 0;

@@ -379,6 +379,11 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		struct gp_msg req;
 
 		h->batch = m.u.welcome.batch_size;
+		/* The coordinator's pace, as the agent keeps it: its idle
+		 * timeout is set to match (tests run it at 5 s, which the
+		 * default 5 s heartbeat only just met). */
+		if (m.u.welcome.heartbeat_ms)
+			gp_channel_set_heartbeat(ch, m.u.welcome.heartbeat_ms);
 		if (h->mode == M_FLOOD) {
 			uv_idle_start(&h->idle, on_flood);
 			break;

@@ -9,6 +9,8 @@
  * token use only once the join is proven. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +56,8 @@ struct server {
 	char last_text[300];
 	struct gp_channel *last_ch;
 	bool echo;
+	int messages;
+	size_t last_len;
 };
 
 static struct server srv;
@@ -157,6 +161,8 @@ static void srv_established(struct gp_channel *ch, const uint8_t *rs,
 
 static void srv_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
+	srv.messages++;
+	srv.last_len = len;
 	if (srv.echo)
 		ASSERT_OK(gp_channel_send(ch, data, len));
 }
@@ -196,6 +202,8 @@ static void server_start(const struct gp_channel_config *cfg)
 	struct sockaddr_in addr;
 
 	srv.verify_calls = srv.established = srv.closes = 0;
+	srv.messages = 0;
+	srv.last_len = 0;
 	srv.last_reason = 0;
 	srv.last_text[0] = '\0';
 	srv.echo = true;
@@ -248,6 +256,8 @@ struct client {
 	uint8_t *last;
 	size_t last_len;
 	bool send_on_established; /* one 100-byte message */
+	size_t send_len;          /* or this many bytes */
+	unsigned stall_ms;        /* then block the loop this long */
 };
 
 static void cl_established(struct gp_channel *ch, const uint8_t *rs,
@@ -266,6 +276,15 @@ static void cl_established(struct gp_channel *ch, const uint8_t *rs,
 		memset(m, 0x5a, sizeof(m));
 		ASSERT_OK(gp_channel_send(ch, m, sizeof(m)));
 	}
+	if (c->send_len) {
+		uint8_t *m = calloc(1, c->send_len);
+
+		ASSERT_NOT_NULL(m);
+		ASSERT_OK(gp_channel_send(ch, m, c->send_len));
+		free(m);
+	}
+	if (c->stall_ms)
+		usleep(c->stall_ms * 1000u);
 }
 
 static void cl_message(struct gp_channel *ch, uint8_t *data, size_t len)
@@ -388,6 +407,7 @@ struct raw {
 	uint8_t *data;
 	size_t len;
 	bool shutdown_after;
+	bool keep_open; /* do not hang up at the server's EOF */
 	bool connected;
 	bool eof;
 	bool closed;
@@ -417,7 +437,8 @@ static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		r->received += (size_t)n;
 	if (n < 0 && !r->eof) {
 		r->eof = true;
-		uv_close((uv_handle_t *)&r->tcp, raw_closed);
+		if (!r->keep_open)
+			uv_close((uv_handle_t *)&r->tcp, raw_closed);
 	}
 }
 
@@ -466,10 +487,9 @@ static void raw_start(struct raw *r, int port, uint8_t *data, size_t len,
 
 static void raw_finish(struct raw *r)
 {
-	if (!r->eof) {
-		r->eof = true;
+	r->eof = true;
+	if (!uv_is_closing((uv_handle_t *)&r->tcp))
 		uv_close((uv_handle_t *)&r->tcp, raw_closed);
-	}
 	RUN_UNTIL(r->closed, 2000);
 }
 
@@ -485,6 +505,8 @@ struct proxy {
 	uint8_t *rec; /* client -> server bytes */
 	size_t rec_len, rec_cap;
 	long tamper_at; /* offset in the client stream to flip, or -1 */
+	bool reset_after_up; /* reset the client right after the first
+			      * server bytes (message 2) */
 	bool up_ok;
 	int closed;
 };
@@ -564,10 +586,23 @@ static void proxy_read_up(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct proxy *p = s->data;
 
-	if (n > 0)
+	if (n > 0) {
 		forward(&p->down, buf->base, (size_t)n);
-	else if (n < 0)
+		if (p->reset_after_up) {
+			struct linger lg = { 1, 0 };
+			uv_os_fd_t fd;
+
+			/* uv_write wrote it at once (nothing was queued):
+			 * the reset follows the bytes. */
+			ASSERT_EQ(p->down.write_queue_size, 0);
+			ASSERT_OK(uv_fileno((uv_handle_t *)&p->down, &fd));
+			ASSERT_OK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg,
+					     sizeof(lg)));
+			proxy_shut(p);
+		}
+	} else if (n < 0) {
 		proxy_shut(p);
+	}
 	free(buf->base);
 }
 
@@ -1204,6 +1239,190 @@ static void test_flood(void)
 	server_stop();
 }
 
+/* The coordinator's message 2 arrives and the connection is reset right
+ * behind it (a peer that hangs up, or an injected RST): the initiator's
+ * confirming PING fails, and the channel must close without ever being
+ * established (it once came back to life and was used after being freed). */
+static void test_reset_after_accept(void)
+{
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct client c = { 0 };
+	struct gp_token *t;
+	struct proxy px;
+
+	test_config(&cfg);
+	server_start(&cfg);
+	t = new_token(0, 0, str);
+	proxy_start(&px, srv.port, -1);
+	px.reset_after_up = true;
+	c.send_on_established = true;
+	client_join(&c, &cfg, t, px.port);
+	RUN_UNTIL(c.closed, 3000);
+	ASSERT(!c.established);
+	ASSERT_EQ(c.reason, GP_CLOSE_IO_ERROR);
+	RUN_UNTIL(srv.closes == 1, 3000);
+	ASSERT_EQ(srv.established, 0);
+	run_for(50); /* no callback after on_close, nothing used after free */
+	proxy_finish(&px);
+	client_finish(&c);
+	gp_token_destroy(t);
+	server_stop();
+}
+
+/* A message larger than the write queue bound, sent on an empty queue, is
+ * accepted; while it waits for a peer that paused reading, heartbeats fall
+ * due, and they must not trip the bound (they once closed the channel with
+ * "write queue full"). */
+static void test_heartbeat_behind_message(void)
+{
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct client c = { 0 };
+	struct gp_token *t;
+	/* More than both kernel buffers hold (4 MiB receive buffer here). */
+	const size_t big = 24u * 1024 * 1024;
+	uint8_t *m;
+
+	test_config(&cfg);
+	cfg.max_message = 32u * 1024 * 1024;
+	cfg.max_write_queue = 1024 * 1024;
+	cfg.write_low_water = 512 * 1024;
+	cfg.heartbeat_ms = 50;
+	server_start(&cfg);
+	srv.echo = false;
+	t = new_token(0, 0, str);
+	client_join(&c, &cfg, t, srv.port);
+	RUN_UNTIL(c.established && srv.established == 1 && srv.last_ch, 3000);
+	gp_channel_pause_reading(srv.last_ch, true);
+	m = malloc(big);
+	ASSERT_NOT_NULL(m);
+	fill(m, big, 77);
+	ASSERT_OK(gp_channel_send(c.ch, m, big));
+	free(m);
+	run_for(400); /* eight heartbeat periods */
+	ASSERT(!c.closed);
+	ASSERT_EQ(srv.closes, 0);
+	ASSERT_GT(gp_channel_queued_bytes(c.ch), cfg.max_write_queue);
+	gp_channel_pause_reading(srv.last_ch, false);
+	RUN_UNTIL(srv.messages == 1, 10000);
+	ASSERT_EQ(srv.last_len, big);
+	RUN_UNTIL(gp_channel_queued_bytes(c.ch) == 0, 3000);
+	/* Heartbeats go on once the queue is empty. */
+	{
+		uint64_t sent = gp_channel_bytes_sent(c.ch);
+
+		run_for(200);
+		ASSERT_GT(gp_channel_bytes_sent(c.ch), sent);
+	}
+	ASSERT(!c.closed);
+	gp_channel_close(c.ch, 0, NULL);
+	RUN_UNTIL(c.closed && srv.closes == 1, 3000);
+	client_finish(&c);
+	gp_token_destroy(t);
+	server_stop();
+}
+
+/* A message a little over one write buffer is queued from a callback that
+ * then blocks the loop past a heartbeat: the heartbeat runs before the
+ * queued message is flushed, and must neither drop it (its nonce is spent:
+ * the peer would fail to decrypt what follows) nor reorder it. */
+static void test_heartbeat_before_flush(void)
+{
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct client c = { 0 };
+	struct gp_token *t;
+
+	test_config(&cfg);
+	server_start(&cfg);
+	srv.echo = false;
+	t = new_token(0, 0, str);
+	for (size_t len = 65510; len <= 65518; len += 4) {
+		c.send_len = len; /* 65540 bytes queued at most: one MSG */
+		c.stall_ms = 2 * cfg.heartbeat_ms;
+		client_join(&c, &cfg, t, srv.port);
+		RUN_UNTIL(srv.messages == 1, 3000);
+		ASSERT_EQ(srv.last_len, len);
+		run_for(250);
+		ASSERT(!c.closed);
+		ASSERT_EQ(srv.closes, 0);
+		gp_channel_close(c.ch, 0, NULL);
+		RUN_UNTIL(c.closed && srv.closes == 1, 3000);
+		ASSERT_EQ(srv.last_reason, GP_CLOSE_PEER_CLOSED);
+		client_finish(&c);
+		srv.closes = 0;
+		srv.messages = 0;
+	}
+	gp_token_destroy(t);
+	server_stop();
+}
+
+/* max_message holds for small messages too (one record), not only for
+ * those that announce their size. */
+static void test_inline_over_max(void)
+{
+	struct gp_channel_config scfg, ccfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct client c = { 0 };
+	struct gp_token *t;
+	uint8_t m[2000] = { 0 };
+
+	test_config(&scfg);
+	scfg.max_message = 1000;
+	server_start(&scfg);
+	srv.echo = false;
+	t = new_token(0, 0, str);
+	test_config(&ccfg);
+	client_join(&c, &ccfg, t, srv.port);
+	RUN_UNTIL(c.established && srv.established == 1, 3000);
+	ASSERT_OK(gp_channel_send(c.ch, m, 1000));
+	RUN_UNTIL(srv.messages == 1, 3000);
+	ASSERT_OK(gp_channel_send(c.ch, m, sizeof(m)));
+	RUN_UNTIL(srv.closes == 1 && c.closed, 3000);
+	ASSERT_EQ(srv.last_reason, GP_CLOSE_OVERSIZED_MESSAGE);
+	ASSERT_EQ(srv.messages, 1);
+	client_finish(&c);
+	gp_token_destroy(t);
+	server_stop();
+}
+
+/* Connections whose message 1 was refused linger (so that the REFUSE gets
+ * out) and keep their handshake slot meanwhile: a flood of bad message 1s
+ * stays within max_handshakes. */
+static void test_flood_refused(void)
+{
+	struct gp_channel_config cfg;
+	uint8_t junk[GP_FRAME_HEADER_SIZE + 120];
+	struct raw r[3];
+
+	test_config(&cfg);
+	cfg.max_handshakes = 2;
+	cfg.close_linger_ms = 1000;
+	server_start(&cfg);
+	ASSERT_OK(gp_frame_header_write(junk, GP_FRAME_HANDSHAKE, 120));
+	fill(junk + GP_FRAME_HEADER_SIZE, 120, 5);
+	junk[GP_FRAME_HEADER_SIZE] = 1; /* IK */
+	raw_start(&r[0], srv.port, junk, sizeof(junk), false);
+	raw_start(&r[1], srv.port, junk, sizeof(junk), false);
+	r[0].keep_open = r[1].keep_open = true;
+	/* Both refused (the REFUSE frame arrived), both lingering: the
+	 * clients do not hang up. */
+	RUN_UNTIL(r[0].received == GP_FRAME_HEADER_SIZE &&
+			  r[1].received == GP_FRAME_HEADER_SIZE,
+		  900);
+	ASSERT_EQ(srv.closes, 0);
+	raw_start(&r[2], srv.port, NULL, 0, false);
+	RUN_UNTIL(srv.closes == 1 && r[2].eof, 900);
+	ASSERT_EQ(srv.last_reason, GP_CLOSE_TOO_MANY_HANDSHAKES);
+	/* The linger time ends it. */
+	RUN_UNTIL(srv.closes == 3, 3000);
+	ASSERT_EQ(srv.last_reason, GP_CLOSE_HANDSHAKE_FAILED);
+	for (int i = 0; i < 3; i++)
+		raw_finish(&r[i]);
+	server_stop();
+}
+
 /* Connecting to a port nobody listens on. */
 static void test_connect_failed(void)
 {
@@ -1258,6 +1477,11 @@ int main(void)
 	test_rekey();
 	test_drain();
 	test_flood();
+	test_flood_refused();
+	test_reset_after_accept();
+	test_heartbeat_behind_message();
+	test_heartbeat_before_flush();
+	test_inline_over_max();
 	test_connect_failed();
 
 	run_for(20);

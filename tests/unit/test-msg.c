@@ -690,6 +690,49 @@ static void test_strict(void)
 	len = append_field(buf, 8, 2, "caf\xc3\xa9", 5); /* UTF-8 is fine */
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
 	ASSERT_STR_EQ(d.u.bye.text, "caf\xc3\xa9");
+	/* 2, 3 and 4 bytes: e-acute, the euro sign, an emoji. */
+	len = append_field(buf, 8, 2, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	/* Not UTF-8, or characters a str may not carry. */
+	{
+		static const struct {
+			const char *s;
+			size_t len;
+		} bad[] = {
+			{ "caf\xe9", 4 },              /* Latin-1 */
+			{ "cut \xc3", 5 },             /* cut inside a character */
+			{ "\xe2\x82", 2 },             /* cut, 3-byte */
+			{ "\x80", 1 },                 /* lone continuation */
+			{ "\xc0\xaf", 2 },             /* overlong '/' */
+			{ "\xe0\x80\xaf", 3 },         /* overlong, 3 bytes */
+			{ "\xf0\x80\x80\xaf", 4 },     /* overlong, 4 bytes */
+			{ "\xed\xa0\x80", 3 },         /* surrogate D800 */
+			{ "\xf4\x90\x80\x80", 4 },     /* above U+10FFFF */
+			{ "\xf8\x88\x80\x80\x80", 5 }, /* 5-byte form */
+			{ "\xc2\x9b[2J", 5 },          /* C1 CSI: a terminal */
+			{ "\xc2\x85", 2 },             /* C1 NEL: a new line */
+			{ "del\x7f", 4 },
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			len = append_field(buf, 8, 2, bad[i].s, bad[i].len);
+			ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		}
+	}
+	/* The encoder never writes what the decoder refuses: each byte
+	 * that is not part of an allowed character becomes '?'. */
+	{
+		struct gp_msg m;
+		uint8_t *enc;
+
+		gp_msg_init(&m, GP_MSG_BYE);
+		snprintf(m.u.bye.text, sizeof(m.u.bye.text), "%s",
+			 "caf\xe9 \xc3\xa9 \xc2\x9b\tend \xe2\x82");
+		enc = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(enc, len, &d));
+		ASSERT_STR_EQ(d.u.bye.text, "caf? \xc3\xa9 ???end ??");
+		free(enc);
+	}
 
 	/* A token id must be exactly 8 bytes. */
 	buf[1] = GP_MSG_JOIN;
