@@ -274,6 +274,15 @@ const char *gp_ledger_error(struct gp_ledger *l)
 	return l->err;
 }
 
+void gp_ledger_error_copy(struct gp_ledger *l, char *buf, size_t size)
+{
+	if (!size)
+		return;
+	pthread_mutex_lock(&l->lock);
+	snprintf(buf, size, "%s", l->err);
+	pthread_mutex_unlock(&l->lock);
+}
+
 int gp_ledger_check(struct gp_ledger *l)
 {
 	int r;
@@ -1138,6 +1147,17 @@ size_t gp_ledger_pending(struct gp_ledger *l)
 	n = batch_rows(&l->pending);
 	pthread_mutex_unlock(&l->buf_lock);
 	return n;
+}
+
+bool gp_ledger_update_room(struct gp_ledger *l, size_t n)
+{
+	bool room;
+
+	pthread_mutex_lock(&l->buf_lock);
+	room = n <= GP_LEDGER_BUFFER_MAX &&
+	       batch_rows(&l->pending) <= GP_LEDGER_BUFFER_MAX - n;
+	pthread_mutex_unlock(&l->buf_lock);
+	return room;
 }
 
 /* Takes the pending rows, leaving an empty buffer for the appenders. */

@@ -57,6 +57,12 @@ void gp_ledger_close(struct gp_ledger *l);
  * the next call on l from any thread). Never NULL. */
 const char *gp_ledger_error(struct gp_ledger *l);
 
+/* Copies the message of the last failure into buf (borrowed, size bytes,
+ * NUL-terminated, cut to fit), under the lock that guards it: for a thread
+ * other than the one that may make the next call on l, where the pointer
+ * gp_ledger_error() returns could be rewritten while it is read. */
+void gp_ledger_error_copy(struct gp_ledger *l, char *buf, size_t size);
+
 /* Runs PRAGMA integrity_check. Returns 0 when healthy, -EBADMSG with SQLite's
  * first complaint in gp_ledger_error() otherwise. */
 int gp_ledger_check(struct gp_ledger *l);
@@ -266,6 +272,11 @@ int gp_ledger_flush(struct gp_ledger *l);
 
 /* Rows buffered and not yet written. */
 size_t gp_ledger_pending(struct gp_ledger *l);
+
+/* Returns true when n more rows fit in the buffer (GP_LEDGER_BUFFER_MAX),
+ * so that the caller can refuse work whose row would be refused rather
+ * than do it unlogged. Only a flush failing for long fills the buffer. */
+bool gp_ledger_update_room(struct gp_ledger *l, size_t n);
 
 /* ---- evaluations ------------------------------------------------------- */
 

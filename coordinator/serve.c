@@ -172,6 +172,7 @@ struct server {
 	double last_accuracy;
 	uint64_t minibatches_total; /* of the whole job */
 	uint64_t applied_run;    /* minibatches applied in this run */
+	uint64_t unlogged;       /* updates refused for a full ledger buffer */
 	uint64_t samples_run;
 };
 
@@ -291,8 +292,10 @@ static void db_work_run(uv_work_t *req)
 	if (w->result >= 0 && w->job_done)
 		w->result = gp_ledger_job_set_state(l, w->srv->job_id, GP_JOB_DONE,
 						    w->now);
+	/* Copied under the ledger's lock: the loop thread may make the next
+	 * call on l (and rewrite its message) while this thread reads it. */
 	if (w->result < 0)
-		snprintf(w->err, sizeof(w->err), "%s", gp_ledger_error(l));
+		gp_ledger_error_copy(l, w->err, sizeof(w->err));
 }
 
 static void db_work_done(uv_work_t *req, int status)
@@ -1104,7 +1107,13 @@ static void record_applied(struct peer *p, uint64_t id,
 	/* Only applied work counts as an answer for the work timeout: a
 	 * member resending a refused update must not hold its clock. */
 	p->work_since_ms = received;
-	gp_ledger_update_append(srv->st.ledger, &row);
+	/* Room was checked before applying (ledger_full); only a failed
+	 * flush putting its rows back, or no memory, can refuse it now. */
+	r = gp_ledger_update_append(srv->st.ledger, &row);
+	if (r < 0)
+		gp_error("minibatch %" PRIu64 " applied but not logged: %s; a "
+			 "restore would roll back the wrong updates", id,
+			 strerror(-r));
 	p->applied++;
 	srv->applied_run++;
 	srv->samples_run += comp.samples;
@@ -1143,6 +1152,29 @@ static void resolve_refused(struct peer *p)
 		clock_resolved(p);
 	else if (p->next_open > 0)
 		p->next_open--;
+}
+
+/* Returns true, after putting the agent's minibatches ids[0..n) back in
+ * the queue, when the ledger's buffer cannot take their n applied rows:
+ * its writes have failed for long. Applied without their rows, they would
+ * be missing from the log, and a restore, which rolls back by counting the
+ * log's applied rows (gp_ledger_rollback_after), would undo the wrong
+ * ones. No strike: nothing is applied until the ledger catches up. */
+static bool ledger_full(struct peer *p, const uint64_t *ids, size_t n)
+{
+	struct server *srv = p->srv;
+
+	if (gp_ledger_update_room(srv->st.ledger, n))
+		return false;
+	if (srv->unlogged++ % 1000 == 0)
+		gp_error("%s: the update log is not being written (%" PRIu64
+			 " update(s) refused so far): updates are put back until"
+			 " it is", srv->st.ledger_path, srv->unlogged);
+	for (size_t i = 0; i < n; i++) {
+		gp_sched_release(srv->sched, (uint64_t)p->agent_id, ids[i]);
+		resolve_refused(p);
+	}
+	return true;
 }
 
 /* A minibatch whose own check failed (not assigned, duplicate, late):
@@ -1201,6 +1233,8 @@ static void handle_update(struct peer *p, struct gp_msg_update *u)
 	 * it resolved, and the clock, with the whole pool's SSP bound,
 	 * would never advance again. */
 	r = u->parts > 1 ? GP_REASON_SHAPE : 0;
+	if (r == 0 && ledger_full(p, &id, 1))
+		goto flush;
 	if (r == 0)
 		r = gp_ssp_check_update(srv->ssp, (uint64_t)p->agent_id,
 					(int64_t)u->clock, &staleness);
@@ -1291,6 +1325,8 @@ static void handle_update_sums(struct peer *p, struct gp_msg_update *u)
 	 * of them than it has open (each applied one resolves one there). */
 	if (r == 0 && ((int64_t)u->clock != p->clock || k > p->clock_open))
 		r = GP_REASON_SHAPE;
+	if (r == 0 && ledger_full(p, ids, k))
+		return;
 	if (r == 0)
 		r = read_blocks(srv, u, 2);
 	if (r == 0) {
@@ -2090,6 +2126,50 @@ static int build_fresh(struct server *srv)
 	return gp_sched_create(&sc, &srv->sched);
 }
 
+/* Writes the checkpoint of a fresh start, synchronously, before anyone
+ * connects: a coordinator killed before its first periodic checkpoint
+ * then has one to resume from, and the updates it logged are rolled back
+ * like any others logged after a checkpoint. Without it a restart built
+ * the job afresh while those updates still counted, and every minibatch
+ * they covered was applied twice in the log. `rerun`: the job ran before
+ * but left no intact checkpoint (none written, or all damaged): every
+ * update it logged is rolled back to this one. Returns 0 or a negative
+ * errno. */
+static int first_checkpoint(struct server *srv, bool rerun)
+{
+	struct gp_ledger *l = srv->st.ledger;
+	size_t len = 0;
+	uint8_t *blob = make_checkpoint(srv, &len);
+	int64_t seq = 0, undone;
+	int r;
+
+	if (!blob)
+		return -ENOMEM;
+	r = gp_ledger_checkpoint_write(l, srv->job_id, gp_sched_epoch(srv->sched),
+				       gp_ssp_min_clock(srv->ssp), gp_now_ms(),
+				       blob, len, srv->job.checkpoint_keep ?
+						  srv->job.checkpoint_keep : 2,
+				       &seq);
+	free(blob);
+	if (r < 0) {
+		gp_error("%s: cannot write the first checkpoint: %s",
+			 srv->st.ledger_path, gp_ledger_error(l));
+		return r;
+	}
+	if (!rerun)
+		return 0;
+	undone = gp_ledger_rollback_after(l, srv->job_id, seq, 0);
+	if (undone < 0) {
+		gp_error("%s: cannot roll back the updates of the run before: %s",
+			 srv->st.ledger_path, gp_ledger_error(l));
+		return (int)undone;
+	}
+	gp_info("job %" PRId64 " had no intact checkpoint: starting it over, %"
+		PRId64 " update(s) applied before rolled back to checkpoint %"
+		PRId64, srv->job_id, undone, seq);
+	return 0;
+}
+
 /* Restores params, clocks and progress from the job's newest intact
  * checkpoint. Returns 1 when restored, 0 when there is none. */
 static int restore(struct server *srv)
@@ -2227,6 +2307,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	struct sockaddr_storage addr;
 	char err[GP_DATA_ERR_MAX];
 	size_t job_len = 0;
+	bool rerun;
 	int r;
 
 	if (!srv)
@@ -2292,7 +2373,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 			 gp_ledger_error(srv->st.ledger));
 		goto out;
 	}
-	r = r == 1 ? restore(srv) : 0;
+	rerun = r == 1;
+	r = rerun ? restore(srv) : 0;
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "cannot restore the checkpoint");
 		goto out;
@@ -2303,6 +2385,9 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 			gp_log_errno(GP_LOG_ERROR, r, "cannot set up the job");
 			goto out;
 		}
+		r = first_checkpoint(srv, rerun);
+		if (r < 0)
+			goto out;
 	}
 	gp_ledger_job_set_state(srv->st.ledger, srv->job_id, GP_JOB_RUNNING,
 				gp_now_ms());

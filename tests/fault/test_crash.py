@@ -15,8 +15,24 @@ same state and job file. Asserted:
   own (backoff) and apply updates after the restart;
 - no minibatch is lost: every minibatch of every epoch applied exactly once
   among the rows that count, and the accuracy target is reached.
+
+`test_crash.py early`: serve is killed before its first periodic
+checkpoint is due (checkpoint_interval = 1h), with updates applied and
+logged. The restart resumes from the checkpoint serve writes before it
+listens (seq 1: before it, a restart started the job over while the
+updates logged stayed counted, so each of their minibatches ended up
+applied twice), rolls back at least the updates seen logged, redoes them,
+and applies every minibatch exactly once.
+
+`test_crash.py lost`: the same, with every checkpoint deleted from the
+ledger before the restart (a ledger of a release that wrote none before
+its first periodic one, or whose checkpoints are all damaged): serve starts
+the job over and rolls back every update logged before, to the checkpoint
+it writes first.
 """
 import re
+import sqlite3
+import sys
 import time
 
 import gppool
@@ -118,5 +134,72 @@ def test():
         log("outcomes %r, rolled back %d" % (pool.outcomes(), undone))
 
 
+def test_early(lost=False):
+    with gppool.Pool("crash-" + ("lost" if lost else "early"),
+                     train={"epochs": 1,
+                                           "checkpoint_interval": "1h"},
+                     pool={"heartbeat_interval": "500ms",
+                           "heartbeat_timeout": "2s"}) as pool:
+        pool.serve()
+        agent = pool.agents(1)[0]
+        # Slow enough (about 10 s for the epoch) to be killed mid-way.
+        agent.run(delay_ms=20)
+        pool.wait_for("%d updates logged" % PAST_CHECKPOINT,
+                      lambda: counted(pool) >= PAST_CHECKPOINT, timeout=120)
+        pool.serve_proc.kill9()
+        n, seq = counted(pool), max_seq(pool)
+        total = pool.epochs * pool.minibatches_per_epoch
+        log("kill -9 serve: %d/%d applied, newest checkpoint %d" %
+            (n, total, seq))
+        check(n < total, "the job was done before the crash")
+        check(seq <= 1, "a periodic checkpoint (%d) came before the kill"
+              % seq)
+        pool.integrity_check()
+        if lost:
+            con = sqlite3.connect(pool.ledger_path, timeout=10)
+            with con:
+                con.execute("DELETE FROM checkpoints")
+            con.close()
+        serve2 = pool.serve()
+        err = lambda: serve2.stderr()
+        if lost:
+            # The checkpoint it writes first is seq 1 again (per job).
+            rb = pool.wait_for("the start-over line", lambda: re.search(
+                r"job \d+ had no intact checkpoint: starting it over, (\d+)"
+                r" update\(s\) applied before rolled back to checkpoint"
+                r" (\d+)", err()), timeout=30)
+            check(int(rb.group(2)) == 1, "rolled back to checkpoint %s, "
+                  "want 1" % rb.group(2))
+        else:
+            m = pool.wait_for("the resume line", lambda: re.search(
+                r"resumed job (\d+) from checkpoint (\d+) \(epoch 0, 0 "
+                r"updates applied\)", err()), timeout=30)
+            check(int(m.group(2)) == 1, "resumed from checkpoint %s, want 1"
+                  % m.group(2))
+            rb = re.search(r"(\d+) update\(s\) applied after checkpoint 1"
+                           r" rolled back", err())
+        check(rb, "serve does not say it rolled updates back:\n%s" %
+              err()[-1500:])
+        undone = int(rb.group(1))
+        check(undone >= n, "%d rolled back, but %d were logged" % (undone, n))
+        pool.wait_serve(timeout=300, agents_exit=True)
+        marked = pool.query("SELECT count(*) FROM updates WHERE rolled_back"
+                            " = 1")[0][0]
+        check(marked == undone, "%d rows marked rolled back, serve said %d"
+              % (marked, undone))
+        notredone = pool.query(
+            "SELECT count(*) FROM updates r WHERE r.rolled_back != 0 AND NOT"
+            " EXISTS (SELECT 1 FROM updates a WHERE a.job_id = r.job_id AND"
+            " a.epoch = r.epoch AND a.minibatch = r.minibatch AND a.outcome ="
+            " 'applied' AND a.rolled_back = 0 AND a.id > r.id)")[0][0]
+        check(notredone == 0, "%d rolled-back minibatches not redone"
+              % notredone)
+        pool.check_exactly_once()
+        pool.integrity_check()
+        log("outcomes %r, rolled back %d" % (pool.outcomes(), undone))
+
+
 if __name__ == "__main__":
-    gppool.main(test)
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    gppool.main({"early": test_early,
+                 "lost": lambda: test_early(lost=True)}.get(what, test))
