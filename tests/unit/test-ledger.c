@@ -248,6 +248,16 @@ static void test_tokens_and_join(void)
 	ASSERT_EQ(gp_ledger_join(l, tok, &a, 2003, &id), -EKEYREJECTED);
 	ASSERT_EQ(id, 0);
 	ASSERT_NOT_NULL(strstr(gp_ledger_error(l), "used 2 of 2"));
+	{
+		/* The copy for another thread: whole, or cut to fit. */
+		char msg[512], small[8];
+
+		gp_ledger_error_copy(l, msg, sizeof(msg));
+		ASSERT_STR_EQ(msg, gp_ledger_error(l));
+		gp_ledger_error_copy(l, small, sizeof(small));
+		ASSERT_EQ(strlen(small), sizeof(small) - 1);
+		ASSERT_MEM_EQ(small, msg, sizeof(small) - 1);
+	}
 	ASSERT_EQ(gp_ledger_agent_by_key(l, a.public_key, &got), -ENOENT);
 	ASSERT_OK(gp_ledger_token_get(l, tok, &t));
 	ASSERT_EQ(t.uses, 2);
@@ -436,6 +446,10 @@ static void test_update_log(void)
 	/* Nothing reaches the file before a flush. */
 	ASSERT_EQ(gp_ledger_update_count(l, job), 0);
 	ASSERT_EQ(gp_ledger_pending(l), 9);
+	/* Room counts what waits: the buffer's last rows, and no more. */
+	ASSERT(gp_ledger_update_room(l, GP_LEDGER_BUFFER_MAX - 9));
+	ASSERT(!gp_ledger_update_room(l, GP_LEDGER_BUFFER_MAX - 8));
+	ASSERT(!gp_ledger_update_room(l, SIZE_MAX));
 	ASSERT(!gp_ledger_flush_due(l, 10000));
 	ASSERT(gp_ledger_flush_due(l, 10000 + 1000));
 	u = upd(job, a1, 9, 3, GP_UPDATE_DUPLICATE);
