@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "config.h"
@@ -343,6 +344,40 @@ static int render_json(struct gp_web *w, char **ret)
 	return 0;
 }
 
+/* True when a request's Host header names this machine's loopback (or is
+ * absent, as in HTTP/1.0): a web page the volunteer visits could otherwise
+ * read the statistics through DNS rebinding, its own name pointed at
+ * 127.0.0.1 (the browser then sends that name). A port, when present,
+ * must be ours. */
+static bool host_allowed(const struct gp_web *w, const char *host)
+{
+	static const char *const names[] = { "127.0.0.1", "localhost",
+					      "[::1]" };
+	const char *colon;
+	size_t len;
+
+	if (!host)
+		return true;
+	colon = strrchr(host, ':');
+	if (colon && strchr(colon, ']'))
+		colon = NULL; /* the colon of "[::1]" itself */
+	len = colon ? (size_t)(colon - host) : strlen(host);
+	if (colon) {
+		char *end;
+		unsigned long port;
+
+		errno = 0;
+		port = strtoul(colon + 1, &end, 10);
+		if (errno || end == colon + 1 || *end || port != w->port)
+			return false;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len &&
+		    strncasecmp(host, names[i], len) == 0)
+			return true;
+	return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 				  const char *url, const char *method,
 				  const char *version, const char *upload,
@@ -360,6 +395,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 			     dup_text("only GET\n"));
 	if (*upload_size)
 		return MHD_NO;
+	if (!host_allowed(w, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_HOST)))
+		return reply(c, MHD_HTTP_MISDIRECTED_REQUEST, "text/plain",
+			     dup_text("this page answers to 127.0.0.1, localhost "
+				      "and [::1] only\n"));
 	if (strcmp(url, "/") == 0) {
 		r = render_page(w, &body);
 		if (r >= 0)

@@ -143,7 +143,7 @@ static int check_file(const char *path, const struct stat *st,
 			path, what, (long long)st->st_size);
 		return -EBADMSG;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		set_err(err, errlen, "%s: %s", path, strerror(errno));
 		return -errno;
@@ -255,7 +255,10 @@ int gp_db_open(const char *path, unsigned flags,
 
 	if (!path || !schema || !ret)
 		return -EINVAL;
-	exists = stat(path, &st) == 0;
+	/* lstat, and no symbolic link: root runs some commands on a state
+	 * directory its service user can write, and must not be led to
+	 * create or overwrite a file elsewhere. */
+	exists = lstat(path, &st) == 0;
 	if (!exists && errno != ENOENT) {
 		r = -errno;
 		set_err(err, errlen, "%s: %s", path, strerror(errno));
@@ -265,6 +268,11 @@ int gp_db_open(const char *path, unsigned flags,
 		set_err(err, errlen, "%s: no such %s database", path,
 			schema->what);
 		return -ENOENT;
+	}
+	if (exists && S_ISLNK(st.st_mode)) {
+		set_err(err, errlen, "%s: a symbolic link, not a %s database: "
+			"refusing to follow it", path, schema->what);
+		return -ELOOP;
 	}
 	if (exists) {
 		r = check_file(path, &st, schema->what, err, errlen);
@@ -277,7 +285,7 @@ int gp_db_open(const char *path, unsigned flags,
 		oflags |= SQLITE_OPEN_CREATE;
 	/* Each connection is used under the owner's own mutex; FULLMUTEX
 	 * keeps SQLite safe even if a caller forgets. */
-	oflags |= SQLITE_OPEN_FULLMUTEX;
+	oflags |= SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW;
 	rc = sqlite3_open_v2(path, &db, oflags, NULL);
 	if (rc != SQLITE_OK) {
 		r = gp_db_errno(rc);

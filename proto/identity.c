@@ -149,7 +149,9 @@ int gp_identity_load(const char *path, struct gp_identity **ret, char *err,
 	ssize_t n;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO in its place must not hang the caller before
+	 * the regular-file check below. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;
 		return fail(err, errlen, r, path, "cannot open key file: %s", strerror(-r));

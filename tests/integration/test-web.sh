@@ -8,7 +8,8 @@
 #     per-day, per-pool and per-device tables;
 #   - `gradpool-agent web` shows the same numbers from the database and the
 #     running agent's state through the control socket, then "stopped";
-#   - an address that is not loopback is refused.
+#   - an address that is not loopback is refused, and so is a request
+#     whose Host header names another site (DNS rebinding).
 # Skips (77) only when Chromium is missing and cannot be installed.
 . "$(dirname "$0")/lib-volunteer.sh"
 
@@ -117,6 +118,29 @@ wait_for 30 grep -q "statistics page at" "$T/agent.log" || fail "no page"
 URL=$(sed -n 's/^statistics page at //p' "$T/agent.log")
 wait_for 30 state_is "$T/agent" connected || fail "agent did not connect"
 wait_for 30 minibatches_gt "$T/agent" 20 || fail "agent does not compute"
+# DNS rebinding: a page of another site that had its name point at
+# 127.0.0.1 reaches the agent with that name in Host; refused.
+/usr/bin/python3 - "$URL" <<'PY' || fail "Host header check"
+import http.client, sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+def get(host, path="/stats.json"):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    c.putrequest("GET", path, skip_host=True)
+    c.putheader("Host", host)
+    c.endheaders()
+    r = c.getresponse()
+    r.read()
+    return r.status
+for bad in ("attacker.example:%d" % u.port, "attacker.example",
+            "127.0.0.1:1", "localhost.attacker.example:%d" % u.port):
+    for path in ("/", "/stats.json", "/status"):
+        s = get(bad, path)
+        assert s == 421, (bad, path, s)
+for good in ("127.0.0.1:%d" % u.port, "localhost:%d" % u.port,
+             "LOCALHOST:%d" % u.port, "127.0.0.1"):
+    s = get(good)
+    assert s == 200, (good, s)
+PY
 dump "$URL" "$T/dom-connected.html"
 grep -q 'data-state="connected"' "$T/dom-connected.html" || fail "page does not say connected"
 

@@ -866,6 +866,37 @@ static void test_bad_files(void)
 	ASSERT_NOT_NULL(strstr(err, "newer"));
 	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 99);
 
+	/* A symbolic link in the ledger's place, dangling or to a real
+	 * file, is not followed: root must not be led to create or
+	 * overwrite a file elsewhere. */
+	{
+		char target[256];
+
+		path_in(target, sizeof(target), "elsewhere");
+		path_in(path, sizeof(path), "dangling.db");
+		ASSERT_OK(symlink(target, path));
+		l = NULL;
+		ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err,
+					 sizeof(err)),
+			  -ELOOP);
+		ASSERT_NOT_NULL(strstr(err, "symbolic link"));
+		ASSERT(!exists(target));
+		write_all(target, "", 0);
+		path_in(path, sizeof(path), "link.db");
+		ASSERT_OK(symlink(target, path));
+		ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err,
+					 sizeof(err)),
+			  -ELOOP);
+		ASSERT(l == NULL);
+		{
+			size_t n;
+			uint8_t *b = read_all(target, &n);
+
+			ASSERT_EQ(n, 0); /* left as it was: empty */
+			free(b);
+		}
+	}
+
 	/* The healthy original still opens, with the check. */
 	ASSERT_OK(gp_ledger_open(good, GP_LEDGER_CHECK, &l, err, sizeof(err)));
 	ASSERT_OK(gp_ledger_check(l));

@@ -39,7 +39,8 @@ gp_install_packages() {
 	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
 	# An old or absent package list finds nothing: update once first.
 	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+	# env after sudo: sudo drops the caller's environment.
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends "${missing[@]}" >/dev/null
 }
 
