@@ -10,8 +10,9 @@
  *   [limits]
  *   idle_only = false                     compute only when the user is idle
  *   on_ac_only = true                     compute only on mains power
- *   cpu_share = 0.5                       share of CPU cores, (0, 1]
- *   gpu_share = 1.0                       share of GPU time, (0, 1]
+ *   cpu_share = 0.5                       share of wall time the CPU path
+ *                                         computes (a duty cycle), (0, 1]
+ *   gpu_share = 1.0                       the same for OpenCL, (0, 1]
  *   max_upload_mib_per_day = 0            0 is no limit
  *   hours =                               compute only within these local
  *                                         times, e.g. 08:00-18:00,22:00-06:00

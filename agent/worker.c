@@ -265,19 +265,6 @@ done:
 		nanosleep(&ts, NULL);
 	}
 	res->compute_us = gp_mono_us() - t0;
-	if (w->cfg.duty > 0 && w->cfg.duty < 1) {
-		/* Idle for compute * (1/duty - 1), so that compute time over
-		 * wall time stays at the share; the coordinator sees a slower
-		 * device and hands out work accordingly. */
-		uint64_t idle_us = (uint64_t)((double)res->compute_us *
-					      (1.0 / w->cfg.duty - 1.0));
-		struct timespec ts = {
-			.tv_sec = (time_t)(idle_us / 1000000),
-			.tv_nsec = (long)(idle_us % 1000000) * 1000L,
-		};
-
-		nanosleep(&ts, NULL);
-	}
 	return res;
 }
 
@@ -463,6 +450,37 @@ fail:
 	return r;
 }
 
+/* The volunteer's share (cfg.duty): after a step of step_us, the thread
+ * rests step_us * (1/duty - 1) before it takes the next job, so that
+ * computing takes at most that share of the wall time (the coordinator sees
+ * a slower device and hands out work accordingly). The rest comes after the
+ * step's result went to the loop, never before: at a share of 0.01 it is
+ * 99 steps long, and a result held that long would miss the coordinator's
+ * work timeout. It waits on the queue's condition, so that
+ * gp_worker_stop() ends it at once; a new job or a lost connection does
+ * not (the share is the volunteer's limit, whatever the pool does). */
+static void rest(struct gp_worker *w, uint64_t step_us)
+{
+	struct timespec until;
+	uint64_t rest_us;
+
+	if (!(w->cfg.duty > 0 && w->cfg.duty < 1) || !step_us)
+		return;
+	rest_us = (uint64_t)((double)step_us * (1.0 / w->cfg.duty - 1.0));
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(rest_us / 1000000);
+	until.tv_nsec += (long)(rest_us % 1000000) * 1000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->lock);
+	while (!w->stopping &&
+	       pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&w->lock);
+}
+
 static void *thread_main(void *arg)
 {
 	struct gp_worker *w = arg;
@@ -514,6 +532,7 @@ static void *thread_main(void *arg)
 			pthread_mutex_unlock(&w->lock);
 		} else {
 			struct gp_worker_result *res;
+			uint64_t step_us = 0;
 
 			/* A group cut short: after the connection went away
 			 * it is dropped (its minibatches are handed out again);
@@ -540,6 +559,7 @@ static void *thread_main(void *arg)
 						"(%s); answering them one by one",
 						j->group, strerror(-r));
 				res = compute(w, j);
+				step_us = res->compute_us;
 				if (w->grp.left)
 					res = group_add(w, j, res);
 			}
@@ -550,6 +570,9 @@ static void *thread_main(void *arg)
 				w->pending--;
 				pthread_mutex_unlock(&w->lock);
 			}
+			job_free(j);
+			rest(w, step_us);
+			continue;
 		}
 		job_free(j);
 	}
@@ -624,7 +647,16 @@ int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
 	w->on_result = on_result;
 	w->data = data;
 	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
+	{
+		/* The rest's deadline is on the monotonic clock: a clock set
+		 * back (NTP at boot) must not stretch it. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&w->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	r = uv_async_init(loop, &w->async, on_async);
 	if (r < 0) {
 		pthread_mutex_destroy(&w->lock);

@@ -26,9 +26,10 @@ struct gp_worker_config {
 	 * (counting from 1) fails with -EIO, as a transient OpenCL error
 	 * (CL_OUT_OF_RESOURCES) would; 0: never. */
 	unsigned test_fail_step;
-	/* The volunteer's CPU/GPU share: after each step the thread sleeps so
-	 * that computing takes at most this share of the wall time. 0 or 1:
-	 * no sleep. */
+	/* The volunteer's CPU/GPU share, a duty cycle: after each step the
+	 * thread reports the result, then rests before the next job so that
+	 * computing takes at most this share of the wall time (gp_worker_stop
+	 * ends a rest at once). 0 or 1: no rest. */
 	double duty;
 };
 
@@ -84,8 +85,8 @@ int gp_worker_start(uv_loop_t *loop, const struct gp_worker_config *cfg,
 		    gp_worker_result_cb *on_result, void *data,
 		    struct gp_worker **ret, char *err, size_t errlen);
 
-/* Stops the thread after the job in hand, drops queued jobs and results,
- * frees everything. NULL is a no-op. Must not be called from on_result. */
+/* Stops the thread after the job in hand (a rest after it ends at once),
+ * drops queued jobs and results, frees everything. NULL is a no-op. Must not be called from on_result. */
 void gp_worker_stop(struct gp_worker *w);
 
 /* The model's tensor layout (valid after start). Borrowed. */

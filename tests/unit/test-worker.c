@@ -6,7 +6,9 @@
  * worker: the job in hand when the connection went away reports with the
  * old generation (what the session drops), the next with the new one; a
  * failed minibatch in a group is reported at once, as itself, and the
- * worker goes on with the next. */
+ * worker goes on with the next. At a small share (duty cycle), a step's
+ * result comes about one step after it was queued, the rest follows it
+ * before the next step, and gp_worker_stop() does not wait the rest out. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -311,6 +313,47 @@ int main(void)
 	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
 
 	gp_worker_stop(w);
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	/* 6. A share of 0.05 and steps of 150 ms: a rest of 2.85 s after each
+	 * step. The result must not wait for it (at the lowest share, 0.01,
+	 * the rest is 99 steps: a result held that long misses the
+	 * coordinator's work timeout); the next step comes after it; and a
+	 * stop (SIGTERM) during a rest returns at once, not after it. */
+	cfg.step_delay_ms = 150;
+	cfg.test_fail_step = 0;
+	cfg.duty = 0.05;
+	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	{
+		uint64_t t0 = uv_hrtime(), t1, t2, t3;
+
+		compute(w, &b[0], 80, 13, 0.05f, 0);
+		wait_results(&loop, 1);
+		t1 = uv_hrtime();
+		compute(w, &b[1], 81, 14, 0.05f, 0);
+		wait_results(&loop, 2);
+		t2 = uv_hrtime();
+		printf("share 0.05, 150 ms steps: first result after %.0f ms, "
+		       "the next %.0f ms later\n", (double)(t1 - t0) / 1e6,
+		       (double)(t2 - t1) / 1e6);
+		ASSERT_OK(results[0]->error);
+		ASSERT_OK(results[1]->error);
+		ASSERT(results[0]->compute_us >= 150000);
+		/* A step and some slack, well short of the 2.85 s rest. */
+		ASSERT((t1 - t0) / 1000000 < 1400);
+		/* The rest (2.85 s, from the first result) held the next step. */
+		ASSERT((t2 - t1) / 1000000 >= 2500);
+		free_results();
+		ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+		/* Now resting again, for 2.85 s. */
+		t2 = uv_hrtime();
+		gp_worker_stop(w);
+		t3 = uv_hrtime();
+		printf("stopped during a rest in %.1f ms\n",
+		       (double)(t3 - t2) / 1e6);
+		ASSERT((t3 - t2) / 1000000 < 1000);
+	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	ASSERT_OK(uv_loop_close(&loop));
 	gp_model_destroy(ref);
