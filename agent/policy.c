@@ -263,7 +263,8 @@ int gp_policy_user_idle(void)
 }
 
 enum gp_policy_verdict gp_policy_check(const struct gp_policy *p, time_t t,
-				       char *why, size_t len)
+				       uint64_t sent_today, char *why,
+				       size_t len)
 {
 	if (p->on_ac_only && gp_policy_on_ac(NULL) == 0) {
 		snprintf(why, len, "on battery power (on_ac_only)");
@@ -293,6 +294,15 @@ enum gp_policy_verdict gp_policy_check(const struct gp_policy *p, time_t t,
 			snprintf(why, len, "outside the hours %s", h);
 			return GP_POLICY_OUTSIDE_HOURS;
 		}
+	}
+	if (p->max_upload_bytes && sent_today >= p->max_upload_bytes) {
+		/* The statistics count per UTC day: the cap resets at UTC
+		 * midnight, whatever the local time. */
+		snprintf(why, len, "sent %.1f MiB today, the cap is %.1f MiB "
+			 "(max_upload_mib_per_day); computing resumes after "
+			 "00:00 UTC", (double)sent_today / (1024.0 * 1024.0),
+			 (double)p->max_upload_bytes / (1024.0 * 1024.0));
+		return GP_POLICY_UPLOAD_CAP;
 	}
 	return GP_POLICY_RUN;
 }

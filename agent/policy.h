@@ -9,6 +9,8 @@
  *          and without logind the keyboard and touchpad interrupts of
  *          /proc/interrupts (GP_INTERRUPTS_FILE), still for 5 minutes
  *   hours: local time (TZ) against windows such as "08:00-18:00,22:00-06:00"
+ *   upload: the bytes sent today (the caller's count: the stats database's,
+ *          per UTC day) against max_upload_mib_per_day
  *
  * The checks read files and may ask logind over D-Bus: they block briefly
  * and belong on a worker thread (uv_queue_work), not the loop thread. */
@@ -33,6 +35,9 @@ struct gp_policy {
 	bool idle_only;
 	bool on_ac_only;
 	struct gp_hours hours;
+	/* Bytes the agent may send per UTC day, the days of its statistics
+	 * (max_upload_mib_per_day); 0: no cap. */
+	uint64_t max_upload_bytes;
 };
 
 enum gp_policy_verdict {
@@ -40,6 +45,7 @@ enum gp_policy_verdict {
 	GP_POLICY_ON_BATTERY = 1,
 	GP_POLICY_NOT_IDLE = 2,
 	GP_POLICY_OUTSIDE_HOURS = 3,
+	GP_POLICY_UPLOAD_CAP = 4,    /* today's bytes sent reached the cap */
 };
 
 /* Parses "HH:MM-HH:MM[,HH:MM-HH:MM...]" (text borrowed) into *ret (written
@@ -81,10 +87,12 @@ struct gp_input_watch {
 int gp_policy_input_idle(const char *path, int64_t now, int64_t idle_after_s,
 			 struct gp_input_watch *w);
 
-/* Evaluates *p now (t: unix time, for the hours); why (borrowed, len
- * bytes) gets one sentence for the status line when the verdict is not
- * GP_POLICY_RUN. */
+/* Evaluates *p now (t: unix time, for the hours); sent_today is the
+ * bytes sent so far on t's UTC day (ignored without max_upload_bytes);
+ * why (borrowed, len bytes) gets one sentence for the status line when the
+ * verdict is not GP_POLICY_RUN. */
 enum gp_policy_verdict gp_policy_check(const struct gp_policy *p, time_t t,
-				       char *why, size_t len);
+				       uint64_t sent_today, char *why,
+				       size_t len);
 
 #endif

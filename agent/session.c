@@ -1160,12 +1160,34 @@ struct policy_req {
 	char why[GP_AGENT_STATUS_TEXT_MAX];
 };
 
+/* The bytes sent today (UTC, as the statistics count days), from the
+ * statistics database: what max_upload_mib_per_day caps. Blocks on the
+ * database: a worker thread's, or once before the loop runs. */
+static uint64_t sent_today(const struct gp_session_config *cfg, time_t now)
+{
+	int64_t up = 0;
+	int r;
+
+	if (!cfg->policy.max_upload_bytes || !cfg->stats)
+		return 0;
+	r = gp_stats_day_bytes_up(cfg->stats, (int64_t)now, &up);
+	if (r < 0) {
+		/* Not knowing is no reason to stop: the next check tries again. */
+		gp_warn("cannot read today's bytes sent for max_upload_mib_per_day: "
+			"%s", gp_stats_error(cfg->stats));
+		return 0;
+	}
+	return up > 0 ? (uint64_t)up : 0;
+}
+
 static void policy_run(uv_work_t *req)
 {
 	struct policy_req *pr = (struct policy_req *)req;
+	const struct gp_session_config *cfg = pr->s->cfg;
+	time_t now = time(NULL);
 
-	pr->verdict = gp_policy_check(&pr->s->cfg->policy, time(NULL), pr->why,
-				      sizeof(pr->why));
+	pr->verdict = gp_policy_check(&cfg->policy, now, sent_today(cfg, now),
+				      pr->why, sizeof(pr->why));
 }
 
 static void policy_done(uv_work_t *req, int status)
@@ -1194,6 +1216,10 @@ static void on_policy_timer(uv_timer_t *t)
 
 	if (s->policy_busy || s->stopping)
 		return;
+	/* The channel's bytes since the last count go into the statistics
+	 * now, so that the upload cap sees them. */
+	if (s->cfg->policy.max_upload_bytes)
+		account_traffic(s);
 	pr = calloc(1, sizeof(*pr));
 	if (!pr)
 		return;
@@ -1208,7 +1234,8 @@ static void on_policy_timer(uv_timer_t *t)
 
 static bool policy_active(const struct gp_policy *p)
 {
-	return p->idle_only || p->on_ac_only || p->hours.n;
+	return p->idle_only || p->on_ac_only || p->hours.n ||
+	       p->max_upload_bytes;
 }
 
 /* ---- control socket ------------------------------------------------------ */
@@ -1313,7 +1340,10 @@ static int session_run(const struct gp_session_config *cfg,
 		if (policy_active(&cfg->policy)) {
 			/* Check before the first connection, so that an agent
 			 * started on battery never takes work. */
-			s->verdict = gp_policy_check(&cfg->policy, time(NULL),
+			time_t now = time(NULL);
+
+			s->verdict = gp_policy_check(&cfg->policy, now,
+						     sent_today(cfg, now),
 						     s->policy_why,
 						     sizeof(s->policy_why));
 			uv_timer_start(&s->policy_timer, on_policy_timer,

@@ -33,7 +33,9 @@ struct gp_session_config {
 	unsigned connect_timeout_ms;        /* join: give up after this long */
 	/* run only: */
 	const char *control_path;           /* borrowed; NULL: no control socket */
-	struct gp_policy policy;            /* when computing is allowed */
+	/* When computing is allowed; policy.max_upload_bytes is checked
+	 * against cfg->stats' bytes sent today. */
+	struct gp_policy policy;
 	double duty;                        /* share of wall time computing, (0, 1] */
 	uint16_t beacon_port;               /* 0: do not listen for beacons */
 	unsigned member_poll_ms;            /* re-read the memberships; 0: 5 s */

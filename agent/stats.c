@@ -435,6 +435,43 @@ out:
 
 /* ---- queries ----------------------------------------------------------- */
 
+int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret)
+{
+	char day[GP_STATS_DAY_LEN + 1];
+	sqlite3_stmt *st = NULL;
+	int64_t sum = 0;
+	int r, rc;
+
+	if (!ret)
+		return -EINVAL;
+	gp_stats_day(t, day);
+	/* The connection's lock first, as gp_stats_flush takes them: a flush
+	 * then cannot move sums from pending to the table in between. */
+	pthread_mutex_lock(&s->lock);
+	r = prepare(s, "SELECT coalesce(sum(bytes_up), 0) FROM contributions "
+		       "WHERE day = ?1", &st);
+	if (r < 0)
+		goto out;
+	sqlite3_bind_text(st, 1, day, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		r = fail(s, rc, "cannot query the bytes sent today");
+		goto out;
+	}
+	sum = sqlite3_column_int64(st, 0);
+	pthread_mutex_lock(&s->buf_lock);
+	for (size_t i = 0; i < s->n_pending; i++)
+		if (strcmp(s->pending[i].row.day, day) == 0)
+			sum += s->pending[i].row.bytes_up;
+	pthread_mutex_unlock(&s->buf_lock);
+	*ret = sum;
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
 int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		   struct gp_stats_row **ret, size_t *ret_n)
 {

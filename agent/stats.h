@@ -121,6 +121,12 @@ struct gp_stats_row {
 int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		   struct gp_stats_row **ret, size_t *ret_n);
 
+/* Bytes sent on the UTC day of unix time t, over every pool: the stored
+ * rows plus the pending (unflushed) sums, so that a cap on them (the
+ * agent's max_upload_mib_per_day) sees every byte accounted so far. Writes
+ * *ret only on success. Returns 0 or a negative errno. */
+int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret);
+
 /* Writes the UTC day of unix time t as "YYYY-MM-DD" into day. */
 void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1]);
 

@@ -1,4 +1,5 @@
-/* agent/policy (hours, power supply, idle hint, the verdict) and
+/* agent/policy (hours, power supply, idle hint, upload cap, the verdict),
+ * the statistics' bytes sent per day that the cap uses, and
  * agent/status (the control socket's key=value lines). */
 #include <errno.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "policy.h"
+#include "stats.h"
 #include "status.h"
 #include "test.h"
 
@@ -113,38 +115,101 @@ static void test_verdict(void)
 	FILE *f;
 
 	/* root's AC is offline from test_power. */
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_RUN);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_RUN);
 	p.on_ac_only = true;
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_ON_BATTERY);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_ON_BATTERY);
 	ASSERT_STR_EQ(why, "on battery power (on_ac_only)");
 	put("AC", "online", "1");
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_RUN);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_RUN);
 
 	snprintf(path, sizeof(path), "%s/idle", root);
 	setenv("GP_IDLE_HINT_FILE", path, 1);
 	p.idle_only = true;
 	/* No such file: cannot tell, so no computing. */
 	ASSERT_EQ(gp_policy_user_idle(), -ENOENT);
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_NOT_IDLE);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_NOT_IDLE);
 	f = fopen(path, "w");
 	fputs("0\n", f);
 	fclose(f);
 	ASSERT_EQ(gp_policy_user_idle(), 0);
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_NOT_IDLE);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_NOT_IDLE);
 	ASSERT_STR_EQ(why, "the user is active (idle_only)");
 	f = fopen(path, "w");
 	fputs("1\n", f);
 	fclose(f);
 	ASSERT_EQ(gp_policy_user_idle(), 1);
-	ASSERT_EQ(gp_policy_check(&p, 0, why, sizeof(why)), GP_POLICY_RUN);
+	ASSERT_EQ(gp_policy_check(&p, 0, 0, why, sizeof(why)), GP_POLICY_RUN);
 
 	/* Hours in UTC: 1970-01-01 00:30 is outside 08:00-18:00. */
 	setenv("TZ", "UTC", 1);
 	ASSERT_OK(gp_hours_parse("08:00-18:00", &p.hours));
-	ASSERT_EQ(gp_policy_check(&p, 30 * 60, why, sizeof(why)),
+	ASSERT_EQ(gp_policy_check(&p, 30 * 60, 0, why, sizeof(why)),
 		  GP_POLICY_OUTSIDE_HOURS);
 	ASSERT_STR_EQ(why, "outside the hours 08:00-18:00");
-	ASSERT_EQ(gp_policy_check(&p, 9 * 3600, why, sizeof(why)), GP_POLICY_RUN);
+	ASSERT_EQ(gp_policy_check(&p, 9 * 3600, 0, why, sizeof(why)), GP_POLICY_RUN);
+}
+
+/* max_upload_mib_per_day: the verdict against the bytes sent today, and
+ * those bytes as the statistics count them (stored and pending, today's
+ * UTC day only, every pool). */
+static void test_upload_cap(void)
+{
+	struct gp_policy p = { 0 };
+	const uint64_t mib = 1024 * 1024;
+	const int64_t day = 86400, now = 20000 * day + 3600;
+	struct gp_stats *st = NULL;
+	struct gp_stats_delta d = { 0 };
+	char why[256] = "", path[600], err[256];
+	int64_t up = -1;
+
+	/* No cap: any amount runs. */
+	ASSERT_EQ(gp_policy_check(&p, (time_t)now, UINT64_MAX, why, sizeof(why)),
+		  GP_POLICY_RUN);
+	p.max_upload_bytes = 10 * mib;
+	ASSERT_EQ(gp_policy_check(&p, (time_t)now, 10 * mib - 1, why,
+				  sizeof(why)), GP_POLICY_RUN);
+	ASSERT_EQ(gp_policy_check(&p, (time_t)now, 10 * mib, why, sizeof(why)),
+		  GP_POLICY_UPLOAD_CAP);
+	ASSERT_STR_EQ(why, "sent 10.0 MiB today, the cap is 10.0 MiB "
+		      "(max_upload_mib_per_day); computing resumes after 00:00 UTC");
+	ASSERT_EQ(gp_policy_check(&p, (time_t)now, 25 * mib, why, sizeof(why)),
+		  GP_POLICY_UPLOAD_CAP);
+
+	/* What the session checks: yesterday's bytes do not count, today's
+	 * do, stored or still pending, over every pool. */
+	snprintf(path, sizeof(path), "%s/agent.db", root);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CREATE, &st, err, sizeof(err)));
+	ASSERT_OK(gp_stats_day_bytes_up(st, now, &up));
+	ASSERT_EQ(up, 0);
+	snprintf(d.pool, sizeof(d.pool), "pool-a");
+	d.at = now - day;
+	d.bytes_up = (int64_t)(50 * mib);
+	ASSERT(gp_stats_add(st, &d) >= 0);
+	d.at = now - 600;
+	d.bytes_up = (int64_t)(6 * mib);
+	d.bytes_down = (int64_t)(40 * mib); /* received: not capped */
+	ASSERT(gp_stats_add(st, &d) >= 0);
+	ASSERT(gp_stats_flush(st) > 0);
+	d.at = now;
+	d.bytes_up = (int64_t)(3 * mib);
+	ASSERT(gp_stats_add(st, &d) >= 0);
+	snprintf(d.pool, sizeof(d.pool), "pool-b");
+	d.bytes_up = (int64_t)mib;
+	ASSERT(gp_stats_add(st, &d) >= 0);
+	ASSERT_OK(gp_stats_day_bytes_up(st, now, &up));
+	ASSERT_EQ(up, (int64_t)(10 * mib));
+	ASSERT_EQ(gp_policy_check(&p, (time_t)now, (uint64_t)up, why,
+				  sizeof(why)), GP_POLICY_UPLOAD_CAP);
+	/* The next UTC day starts from nothing: computing resumes. */
+	ASSERT_OK(gp_stats_day_bytes_up(st, now + day, &up));
+	ASSERT_EQ(up, 0);
+	ASSERT_EQ(gp_policy_check(&p, (time_t)(now + day), (uint64_t)up, why,
+				  sizeof(why)), GP_POLICY_RUN);
+	/* Flushed, the same count. */
+	ASSERT(gp_stats_flush(st) > 0);
+	ASSERT_OK(gp_stats_day_bytes_up(st, now, &up));
+	ASSERT_EQ(up, (int64_t)(10 * mib));
+	gp_stats_close(st);
 }
 
 static void test_input(void)
@@ -232,6 +297,7 @@ int main(void)
 	test_hours();
 	test_power();
 	test_verdict();
+	test_upload_cap();
 	test_input();
 	test_status();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
