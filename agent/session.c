@@ -675,6 +675,12 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 			s->backoff_ms = 0;
 		s->agent_id = (int64_t)m.u.welcome.agent_id;
 		s->caps = m.u.welcome.caps;
+		/* Keep the coordinator's pace: its heartbeat_timeout may be as
+		 * short as 1 s, and a paused or idle agent sends nothing but
+		 * heartbeats; at the channel's default 5 s it would be closed
+		 * for idleness again and again. */
+		if (m.u.welcome.heartbeat_ms)
+			gp_channel_set_heartbeat(ch, m.u.welcome.heartbeat_ms);
 		if (s->mode != MODE_RUN) { /* join, leave: that is all we came for */
 			s->joined = true;
 			stop(s, 0);

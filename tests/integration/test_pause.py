@@ -8,6 +8,13 @@ control socket once both have applied updates. The coordinator must take
 it out of the bound once its handed-out work is resolved: the other agent
 finishes the job alone, every minibatch exactly once, and the paused one
 applies nothing while paused.
+
+Then a paused agent must stay connected, however long it is paused: it
+sends nothing but heartbeats, at the interval the coordinator announced in
+WELCOME, which must beat the coordinator's heartbeat_timeout (2 s here).
+One agent is paused before it computes anything and held paused for 6 s:
+the coordinator must not close it for idleness, and it must not have to
+reconnect; resumed, it does the job.
 """
 import subprocess
 import time
@@ -16,7 +23,54 @@ import gppool
 from gppool import check, log
 
 
+def pause(agent, timeout=30):
+    """`gradpool-agent pause` on agent's control socket, retried until the
+    running agent has made it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run([agent.pool.agent_bin, "pause", "--state",
+                            agent.state], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode == 0:
+            return
+        check(time.monotonic() < deadline, "pause failed: %s %s" %
+              (r.stdout, r.stderr))
+        time.sleep(0.05)
+
+
+def test_paused_stays_connected():
+    # The shortest timeouts a pool owner might pick: an agent that kept its
+    # own 5 s heartbeat would be closed within 2 s of pausing.
+    with gppool.Pool("pause-idle", train={"epochs": 1},
+                     pool={"heartbeat_interval": "1s",
+                           "heartbeat_timeout": "2s"}) as pool:
+        pool.serve()
+        (a,) = pool.agents(1)
+        a.run()
+        pause(a)
+        pool.wait_for("the paused agent connected",
+                      lambda: "connected to " in a.proc.stderr(), 60)
+        # Paused (from before its WELCOME, or just after): the coordinator
+        # hears only its heartbeats.
+        held = 6.0
+        time.sleep(held)
+        coord = pool.serve_proc.stderr()
+        check("idle timeout" not in coord,
+              "the coordinator closed the paused agent for idleness:\n%s" %
+              coord)
+        err = a.proc.stderr()
+        check("disconnected" not in err and err.count("connected to ") == 1,
+              "the paused agent lost its connection:\n%s" % err)
+        r = subprocess.run([pool.agent_bin, "resume", "--state", a.state],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0, "resume failed: %s %s" % (r.stdout, r.stderr))
+        pool.wait_serve(timeout=120, agents_exit=True)
+        pool.check_exactly_once()
+        log("paused %.0f s on one connection, then did the job" % held)
+
+
 def test():
+    test_paused_stays_connected()
     with gppool.Pool("pause", train={"staleness": 0, "epochs": 2}) as pool:
         pool.serve()
         a, b = pool.agents(2)
