@@ -538,22 +538,16 @@ static int start_web(struct options *o, struct gp_stats *stats,
 
 /* One agent per state directory: two would share an identity and a
  * database, and the second would take the control socket over. Takes an
- * exclusive lock on STATE/agent.lock, held (the descriptor left open)
- * until the process ends. Returns 0, -EBUSY (the error says so) or a
- * negative errno. */
+ * exclusive lock on the directory itself (no file of its own in it), held
+ * (the descriptor left open) until the process ends. Returns 0, -EBUSY
+ * (the error says so) or a negative errno. */
 static int lock_state(const char *dir)
 {
-	char path[600];
 	int fd, r;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return gp_log_errno(GP_LOG_ERROR, -errno, "%s: cannot create",
-				    dir);
-	snprintf(path, sizeof(path), "%s/agent.lock", dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
-		  0600);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
-		return gp_log_errno(GP_LOG_ERROR, -errno, "%s", path);
+		return gp_log_errno(GP_LOG_ERROR, -errno, "%s", dir);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		r = -errno;
 		close(fd);
@@ -562,7 +556,7 @@ static int lock_state(const char *dir)
 				 "status; systemctl status gradpool-agent)", dir);
 			return -EBUSY;
 		}
-		return gp_log_errno(GP_LOG_ERROR, r, "%s: lock", path);
+		return gp_log_errno(GP_LOG_ERROR, r, "%s: lock", dir);
 	}
 	return 0;
 }
@@ -583,9 +577,14 @@ static int cmd_run(struct options *o)
 		r = as_owner(o->state, &ids);
 		if (r < 0)
 			return r;
-		r = lock_state(o->state);
-		if (r >= 0)
-			r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
+		r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
+		if (r >= 0) {
+			r = lock_state(o->state);
+			if (r < 0) {
+				gp_stats_close(stats);
+				gp_identity_destroy(id);
+			}
+		}
 		as_root(&ids);
 	}
 	if (r < 0)
