@@ -173,6 +173,24 @@ static void on_connection(uv_stream_t *server, int status)
 	uv_read_start((uv_stream_t *)&k->pipe, on_alloc, on_read);
 }
 
+/* True when something accepts connections on the socket at path. */
+static bool socket_answers(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	bool live;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return live;
+}
+
 int gp_control_create(uv_loop_t *loop, const char *path,
 		      gp_control_handler *handler, void *data,
 		      struct gp_control **ret)
@@ -198,9 +216,13 @@ int gp_control_create(uv_loop_t *loop, const char *path,
 		return r;
 	}
 	c->server.data = c;
-	/* A socket left by an agent that died; a live agent would answer,
-	 * and two agents on one state directory are refused by the database
-	 * long before this. */
+	/* A socket left by an agent that died is replaced; one a live agent
+	 * answers on is not (taking it over would leave that agent
+	 * unreachable: no pause, no status). */
+	if (socket_answers(path)) {
+		r = -EADDRINUSE;
+		goto fail_kept;
+	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		r = -errno;
 		goto fail;
@@ -219,6 +241,7 @@ int gp_control_create(uv_loop_t *loop, const char *path,
 	return 0;
 fail:
 	unlink(path);
+fail_kept:
 	c->conns = NULL;
 	uv_close((uv_handle_t *)&c->server, on_server_closed);
 	return r;

@@ -24,9 +24,9 @@ struct gp_control;
 typedef void gp_control_handler(const char *line, char *reply,
 				size_t reply_len, void *data);
 
-/* Listens on path (borrowed; a stale socket there is replaced) on loop.
- * On success *ret is owned by the caller (gp_control_destroy). Returns 0 or
- * a negative errno. */
+/* Listens on path (borrowed; a stale socket there is replaced, one a live
+ * agent answers on is not: -EADDRINUSE) on loop. On success *ret is owned
+ * by the caller (gp_control_destroy). Returns 0 or a negative errno. */
 int gp_control_create(uv_loop_t *loop, const char *path,
 		      gp_control_handler *handler, void *data,
 		      struct gp_control **ret);

@@ -25,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -268,23 +271,68 @@ static int open_state(const char *dir, struct gp_identity **ret_id,
 	return 0;
 }
 
-/* Run as root on the service's state directory (sudo gradpool-agent join),
- * the files this process created would belong to root and the service's
- * user could not open them: hand them to the directory's owner. */
-static void give_to_owner(const char *dir)
-{
-	static const char *const files[] = { "agent.key", "agent.db",
-					     "agent.db-wal", "agent.db-shm" };
-	struct stat st;
-	char path[600];
+/* The ids a command had before as_owner. */
+struct saved_ids {
+	bool switched;
+	gid_t egid;
+	gid_t groups[64];
+	int n_groups;
+};
 
-	if (geteuid() != 0 || stat(dir, &st) < 0 || st.st_uid == 0)
+static void as_root(struct saved_ids *s);
+
+/* Root running a command on a state directory that belongs to another user
+ * (sudo gradpool-agent join on the service's directory) acts on the files
+ * there as that user, with its effective ids: a link that user planted in
+ * place of agent.db, its journal or agent.key then cannot make root create
+ * or overwrite a file elsewhere, and what is created belongs to the
+ * service's user. as_root switches back (for the control socket, which may
+ * be root's). Returns 0 (nothing to do, or switched) or a negative errno. */
+static int as_owner(const char *dir, struct saved_ids *s)
+{
+	struct stat st;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	if (geteuid() != 0 || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    st.st_uid == 0)
+		return 0;
+	s->egid = getegid();
+	s->n_groups = getgroups((int)(sizeof(s->groups) / sizeof(s->groups[0])),
+				s->groups);
+	if (s->n_groups < 0)
+		return gp_log_errno(GP_LOG_ERROR, -errno, "getgroups");
+	if (setgroups(1, &st.st_gid) < 0 || setegid(st.st_gid) < 0 ||
+	    seteuid(st.st_uid) < 0) {
+		r = -errno;
+		s->switched = true;
+		as_root(s);
+		return gp_log_errno(GP_LOG_ERROR, r,
+				    "%s: cannot act as its owner (uid %u)", dir,
+				    (unsigned)st.st_uid);
+	}
+	s->switched = true;
+	if (access(dir, R_OK | W_OK | X_OK) < 0) {
+		r = -errno;
+		as_root(s);
+		return gp_log_errno(GP_LOG_ERROR, r,
+				    "%s belongs to uid %u, who cannot use it "
+				    "(the directories above it must let that "
+				    "user through)", dir, (unsigned)st.st_uid);
+	}
+	return 0;
+}
+
+static void as_root(struct saved_ids *s)
+{
+	if (!s->switched)
 		return;
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-		if (lchown(path, st.st_uid, st.st_gid) < 0 && errno != ENOENT)
-			gp_warn("%s: cannot give it to the service's user: %s", path,
-				strerror(errno));
+	s->switched = false;
+	if (seteuid(0) < 0 || setegid(s->egid) < 0 ||
+	    setgroups((size_t)s->n_groups, s->groups) < 0) {
+		/* Half switched is no state to go on in. */
+		gp_error("cannot switch back to root: %s", strerror(errno));
+		exit(1);
 	}
 }
 
@@ -312,6 +360,7 @@ static int cmd_join(struct options *o, const char *text)
 	enum gp_token_error te;
 	struct gp_identity *id = NULL;
 	struct gp_stats *stats = NULL;
+	struct saved_ids ids = { 0 };
 	int r;
 
 	if (!text) {
@@ -331,6 +380,9 @@ static int cmd_join(struct options *o, const char *text)
 		r = -EKEYEXPIRED;
 		goto out;
 	}
+	r = as_owner(o->state, &ids);
+	if (r < 0)
+		goto out;
 	r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
 	if (r < 0)
 		goto out;
@@ -345,8 +397,7 @@ out:
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
 	gp_token_destroy(tok);
-	if (stats || id)
-		give_to_owner(o->state);
+	as_root(&ids);
 	if (r >= 0) {
 		if (tell_reload(o) == 0)
 			printf("the running agent picks the pool up now\n");
@@ -485,6 +536,31 @@ static int start_web(struct options *o, struct gp_stats *stats,
 	return r;
 }
 
+/* One agent per state directory: two would share an identity and a
+ * database, and the second would take the control socket over. Takes an
+ * exclusive lock on the directory itself (no file of its own in it), held
+ * (the descriptor left open) until the process ends. Returns 0, -EBUSY
+ * (the error says so) or a negative errno. */
+static int lock_state(const char *dir)
+{
+	int fd, r;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return gp_log_errno(GP_LOG_ERROR, -errno, "%s", dir);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		close(fd);
+		if (r == -EWOULDBLOCK) {
+			gp_error("another agent already runs on %s (gradpool-agent "
+				 "status; systemctl status gradpool-agent)", dir);
+			return -EBUSY;
+		}
+		return gp_log_errno(GP_LOG_ERROR, r, "%s: lock", dir);
+	}
+	return 0;
+}
+
 static int cmd_run(struct options *o)
 {
 	struct gp_session_config cfg = { 0 };
@@ -493,7 +569,24 @@ static int cmd_run(struct options *o)
 	struct gp_web *web = NULL;
 	int r;
 
-	r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
+	/* The state files as their owner's (see as_owner); the rest of the
+	 * run keeps the ids it was started with (devices, sockets). */
+	{
+		struct saved_ids ids;
+
+		r = as_owner(o->state, &ids);
+		if (r < 0)
+			return r;
+		r = open_state(o->state, &id, &stats, GP_STATS_CREATE);
+		if (r >= 0) {
+			r = lock_state(o->state);
+			if (r < 0) {
+				gp_stats_close(stats);
+				gp_identity_destroy(id);
+			}
+		}
+		as_root(&ids);
+	}
 	if (r < 0)
 		return r;
 	cfg.id = id;
@@ -640,12 +733,18 @@ static int cmd_leave(struct options *o, const char *which)
 	struct gp_identity *id = NULL;
 	struct gp_stats *stats = NULL;
 	struct gp_stats_membership *pools = NULL;
+	struct saved_ids ids;
 	size_t n = 0;
 	int r, found = -1;
 
-	r = open_state(o->state, &id, &stats, 0);
+	r = as_owner(o->state, &ids);
 	if (r < 0)
 		return r;
+	r = open_state(o->state, &id, &stats, 0);
+	if (r < 0) {
+		as_root(&ids);
+		return r;
+	}
 	r = gp_stats_membership_list(stats, &pools, &n);
 	if (r < 0) {
 		gp_error("%s", gp_stats_error(stats));
@@ -668,7 +767,7 @@ static int cmd_leave(struct options *o, const char *which)
 	}
 	gp_stats_close(stats);
 	stats = NULL;
-	give_to_owner(o->state);
+	as_root(&ids);
 	printf("left pool %s\n", pools[found].pool);
 	/* The running agent holds the connection: it says bye itself. */
 	if (tell_reload(o) == 0) {
@@ -691,6 +790,7 @@ out:
 	free(pools);
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
+	as_root(&ids);
 	return r;
 }
 
@@ -741,6 +841,16 @@ static int cmd_stats(struct options *o)
 			gp_error("--by: '%s' is not day, pool or device", o->by);
 			return -EINVAL;
 		}
+	}
+	/* Read only, but SQLite may still create the -shm file: as the
+	 * directory's owner, like join (the command stays so: it needs
+	 * nothing of root's). */
+	{
+		struct saved_ids ids;
+
+		r = as_owner(o->state, &ids);
+		if (r < 0)
+			return r;
 	}
 	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY | GP_STATS_CHECK);
 	if (r < 0)

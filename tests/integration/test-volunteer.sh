@@ -3,8 +3,10 @@
 # 127.0.0.1 (issue 6, items 2, 4 and 6):
 #   - an agent started before joining waits ("waiting", READY=1 sent), and
 #     picks up the membership `join` writes (control socket "reload");
-#   - join as root into a state directory owned by another user hands the
-#     files it creates to that user;
+#   - join as root into a state directory owned by another user creates
+#     its files as that user, and follows no link that user planted there
+#     (it cannot make root create or overwrite a file elsewhere);
+#   - a second agent on the same state directory is refused;
 #   - the control socket is 0660 and refuses a peer that is neither root
 #     nor the agent's user (SO_PEERCRED), even one that may open it;
 #   - pause / resume: the coordinator stops sending work (the agent's step
@@ -50,6 +52,9 @@ echo Charging > "$T/ps/BAT0/status"
 # tmpfiles.d makes it; root runs the agent and the CLI.
 mkdir -m 0700 "$T/agent"
 chown nobody:nogroup "$T/agent"
+# Root acts on the state files as their owner, who must reach them (as
+# under /var/lib).
+chmod 0755 "$T"
 
 NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=1000000 \
 GP_POWER_SUPPLY_DIR="$T/ps" \
@@ -84,6 +89,29 @@ echo "$out" | grep -q "permission denied" || fail "nobody: $out"
 chmod 0700 "$T/agent"
 state_is "$T/agent" waiting || fail "the refused pause changed the state"
 
+# Links planted by the directory's owner (the service's user) in place of
+# the key, the database or its journal: join as root follows none of them.
+mkdir -m 0700 "$T/evil"
+chown nobody:nogroup "$T/evil"
+for f in agent.key agent.db agent.db-wal agent.db-journal; do
+	ln -s "$T/victim-$f" "$T/evil/$f"
+done
+chown -h nobody:nogroup "$T/evil"/*
+if "$AGENT" join "$TOKEN" --state "$T/evil" > "$T/evil.log" 2>&1; then
+	fail "join through planted links succeeded"
+fi
+for f in agent.key agent.db agent.db-wal agent.db-journal; do
+	[ ! -e "$T/victim-$f" ] || fail "join created $T/victim-$f through a link"
+done
+rm "$T/evil/agent.key"
+if "$AGENT" join "$TOKEN" --state "$T/evil" > "$T/evil.log" 2>&1; then
+	fail "join through a planted database link succeeded"
+fi
+grep -q "symbolic link" "$T/evil.log" || fail "evil join: $(cat "$T/evil.log")"
+for f in agent.db agent.db-wal agent.db-journal; do
+	[ ! -e "$T/victim-$f" ] || fail "join created $T/victim-$f through a link"
+done
+
 # Join as root: the running agent picks the pool up.
 "$AGENT" join "$TOKEN" --state "$T/agent" --name vol-test > "$T/join.log" 2>&1 ||
 	fail "join failed"
@@ -96,6 +124,16 @@ done
 wait_for 30 state_is "$T/agent" connected || fail "agent did not connect"
 wait_for 30 minibatches_gt "$T/agent" 4 ||
 	fail "no minibatches computed"
+
+# A second agent on the same state directory is refused, and the first
+# keeps its control socket.
+if timeout 20 "$AGENT" run --state "$T/agent" --device cpu --no-bench \
+	--beacon-port 0 > "$T/second.log" 2>&1; then
+	fail "a second agent ran on the same state directory"
+fi
+grep -q "another agent already runs on $T/agent" "$T/second.log" ||
+	fail "second agent: $(cat "$T/second.log")"
+state_is "$T/agent" connected || fail "the first agent lost its control socket"
 
 # Pause: the coordinator stops sending work, so the count stops.
 "$AGENT" pause --state "$T/agent" | grep -q "ok: paused" || fail "pause"
