@@ -2170,6 +2170,46 @@ static int first_checkpoint(struct server *srv, bool rerun)
 	return 0;
 }
 
+/* Whether a restored checkpoint fits this job: the model's tensors, shape
+ * for shape, and the data set and batch size its progress counts in. A
+ * checkpoint is only checksummed, not authenticated, and the evaluation
+ * reads the parameters with the model's shapes. Returns 0 or -EBADMSG
+ * (said why). */
+static int check_restored(struct server *srv, int64_t seq)
+{
+	const struct gp_sched_config *sc = gp_sched_config(srv->sched);
+	size_t n = gp_model_tensor_count(srv->eval_model);
+
+	if (gp_params_tensor_count(srv->params) != n) {
+		gp_error("checkpoint %" PRId64 " holds %zu tensors, the model %s "
+			 "has %zu", seq, gp_params_tensor_count(srv->params),
+			 srv->job.spec, n);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct gp_tensor_info ti;
+		struct gp_tensor_shape sh;
+
+		gp_model_tensor_info(srv->eval_model, i, &ti);
+		if (gp_params_tensor(srv->params, i, &sh, NULL) < 0 ||
+		    sh.rows != ti.rows || sh.cols != ti.cols) {
+			gp_error("checkpoint %" PRId64 ": tensor %zu is %ux%u, the "
+				 "model %s's %zux%zu", seq, i, sh.rows, sh.cols,
+				 srv->job.spec, ti.rows, ti.cols);
+			return -EBADMSG;
+		}
+	}
+	if (sc->n_samples != srv->train->count ||
+	    sc->batch_size != srv->job.batch_size) {
+		gp_error("checkpoint %" PRId64 " counts %u samples in batches of "
+			 "%u, the job %zu in batches of %u", seq, sc->n_samples,
+			 sc->batch_size, (size_t)srv->train->count,
+			 srv->job.batch_size);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* Restores params, clocks and progress from the job's newest intact
  * checkpoint. Returns 1 when restored, 0 when there is none. */
 static int restore(struct server *srv)
@@ -2203,6 +2243,8 @@ static int restore(struct server *srv)
 		r = gp_ssp_load(c->data, c->len, &srv->ssp);
 	if (r >= 0)
 		r = gp_sched_load(s->data, s->len, &srv->sched);
+	if (r >= 0)
+		r = check_restored(srv, ck.seq);
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */

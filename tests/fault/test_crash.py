@@ -29,6 +29,12 @@ ledger before the restart (a ledger of a release that wrote none before
 its first periodic one, or whose checkpoints are all damaged): serve starts
 the job over and rolls back every update logged before, to the checkpoint
 it writes first.
+
+`test_crash.py foreign`: the newest checkpoint of a job is one of another
+job, whose model has the same layers of other widths (copied whole from a second ledger, so
+its checksums hold). serve refuses to start (exit 1), names the checkpoint
+and the tensor that does not fit, and changes nothing in the ledger (before,
+it restored the foreign parameters and the evaluation read past them).
 """
 import re
 import sqlite3
@@ -199,7 +205,49 @@ def test_early(lost=False):
         log("outcomes %r, rolled back %d" % (pool.outcomes(), undone))
 
 
+def test_foreign():
+    import subprocess
+    with gppool.Pool("crash-foreign-b", model={"spec": "784-128-128-10"}) as b:
+        b.serve()
+        b.serve_proc.end()
+        foreign = b.query("SELECT epoch, clock, format, size, blob FROM"
+                          " checkpoints ORDER BY seq DESC LIMIT 1")
+        check(foreign, "the other job wrote no checkpoint")
+    with gppool.Pool("crash-foreign") as pool:
+        pool.serve()
+        pool.serve_proc.end()
+        job = pool.job_id()
+        seq = max_seq(pool)
+        check(seq >= 1, "serve wrote no checkpoint")
+        con = sqlite3.connect(pool.ledger_path, timeout=10)
+        with con:
+            con.execute("INSERT INTO checkpoints (job_id, seq, created_at,"
+                        " epoch, clock, format, size, blob) VALUES (?, ?,"
+                        " ?, ?, ?, ?, ?, ?)",
+                        (job, seq + 1, int(time.time())) + foreign[0])
+        con.close()
+        before = pool.query("SELECT count(*), sum(length(blob)) FROM"
+                            " checkpoints")
+        r = subprocess.run([pool.coord_bin, "serve", "--state", pool.state,
+                            "--job", pool.job_path], capture_output=True,
+                           text=True, env=gppool._env(), timeout=60)
+        log("serve on a foreign checkpoint -> %d: %s" %
+            (r.returncode, r.stderr.strip()[-300:]))
+        check(r.returncode == 1, "serve exited %d (want 1): %s" %
+              (r.returncode, r.stderr[-1500:]))
+        check("listening on" not in r.stdout, "serve listened")
+        for w in ("checkpoint %d" % (seq + 1), "tensor 0", "784-256-128-10"):
+            check(w in r.stderr, "the error does not say %r: %s" %
+                  (w, r.stderr[-1500:]))
+        for w in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
+            check(w not in r.stderr, "sanitizer report: %s" % r.stderr)
+        check(pool.query("SELECT count(*), sum(length(blob)) FROM"
+                         " checkpoints") == before, "checkpoints changed")
+        pool.integrity_check()
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     gppool.main({"early": test_early,
-                 "lost": lambda: test_early(lost=True)}.get(what, test))
+                 "lost": lambda: test_early(lost=True),
+                 "foreign": test_foreign}.get(what, test))
