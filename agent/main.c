@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -334,6 +335,10 @@ static void as_root(struct saved_ids *s)
 		gp_error("cannot switch back to root: %s", strerror(errno));
 		exit(1);
 	}
+	/* Changing the effective uid made the process undumpable (so that
+	 * the other user could not trace it meanwhile); all root again, it
+	 * may be as before (LeakSanitizer's exit check needs it). */
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
 /* Asks a running agent to re-read its memberships. Returns 0 when one
@@ -827,6 +832,7 @@ static int cmd_stats(struct options *o)
 	struct gp_stats_membership *pools = NULL;
 	size_t n = 0, nt = 0, np = 0;
 	unsigned group = GP_STATS_BY_DAY;
+	struct saved_ids ids;
 	int r;
 
 	if (o->by) {
@@ -843,18 +849,15 @@ static int cmd_stats(struct options *o)
 		}
 	}
 	/* Read only, but SQLite may still create the -shm file: as the
-	 * directory's owner, like join (the command stays so: it needs
-	 * nothing of root's). */
-	{
-		struct saved_ids ids;
-
-		r = as_owner(o->state, &ids);
-		if (r < 0)
-			return r;
-	}
-	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY | GP_STATS_CHECK);
+	 * directory's owner, like join. */
+	r = as_owner(o->state, &ids);
 	if (r < 0)
 		return r;
+	r = open_state(o->state, NULL, &stats, GP_STATS_READONLY | GP_STATS_CHECK);
+	if (r < 0) {
+		as_root(&ids);
+		return r;
+	}
 	r = gp_stats_query(stats, group, NULL, &rows, &n);
 	if (r >= 0)
 		r = gp_stats_query(stats, 0, NULL, &tot, &nt);
@@ -874,6 +877,7 @@ out:
 	free(tot);
 	free(pools);
 	gp_stats_close(stats);
+	as_root(&ids);
 	return r;
 }
 

@@ -52,6 +52,16 @@ def counted(pool):
                       " AND rolled_back = 0")[0][0]
 
 
+def check_redone(pool):
+    """Each rolled-back minibatch was applied again, later."""
+    notredone = pool.query(
+        "SELECT count(*) FROM updates r WHERE r.rolled_back != 0 AND NOT"
+        " EXISTS (SELECT 1 FROM updates a WHERE a.job_id = r.job_id AND"
+        " a.epoch = r.epoch AND a.minibatch = r.minibatch AND a.outcome ="
+        " 'applied' AND a.rolled_back = 0 AND a.id > r.id)")[0][0]
+    check(notredone == 0, "%d rolled-back minibatches not redone" % notredone)
+
+
 def max_seq(pool):
     return pool.query("SELECT coalesce(max(seq), 0) FROM checkpoints")[0][0]
 
@@ -116,14 +126,7 @@ def test():
         check(pool.query("SELECT count(*) FROM updates WHERE rolled_back"
                          " != 0 AND rolled_back != ?", (seq,))[0][0] == 0,
               "rows rolled back to another checkpoint")
-        # Redone: each rolled-back minibatch applied again, later.
-        notredone = pool.query(
-            "SELECT count(*) FROM updates r WHERE r.rolled_back != 0 AND NOT"
-            " EXISTS (SELECT 1 FROM updates a WHERE a.job_id = r.job_id AND"
-            " a.epoch = r.epoch AND a.minibatch = r.minibatch AND a.outcome ="
-            " 'applied' AND a.rolled_back = 0 AND a.id > r.id)")[0][0]
-        check(notredone == 0, "%d rolled-back minibatches not redone"
-              % notredone)
+        check_redone(pool)
         for a, pid in zip(agents, pids):
             check(a.proc.pid == pid and a.runs == 1, "agent %s was restarted"
                   % a.name)
@@ -193,13 +196,7 @@ def test_early(lost=False):
                             " = 1")[0][0]
         check(marked == undone, "%d rows marked rolled back, serve said %d"
               % (marked, undone))
-        notredone = pool.query(
-            "SELECT count(*) FROM updates r WHERE r.rolled_back != 0 AND NOT"
-            " EXISTS (SELECT 1 FROM updates a WHERE a.job_id = r.job_id AND"
-            " a.epoch = r.epoch AND a.minibatch = r.minibatch AND a.outcome ="
-            " 'applied' AND a.rolled_back = 0 AND a.id > r.id)")[0][0]
-        check(notredone == 0, "%d rolled-back minibatches not redone"
-              % notredone)
+        check_redone(pool)
         pool.check_exactly_once()
         pool.integrity_check()
         log("outcomes %r, rolled back %d" % (pool.outcomes(), undone))
