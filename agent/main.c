@@ -618,6 +618,7 @@ static int cmd_run(struct options *o)
 	cfg.policy.idle_only = o->cfg.idle_only;
 	cfg.policy.on_ac_only = o->cfg.on_ac_only;
 	cfg.policy.hours = o->cfg.hours;
+	cfg.policy.max_upload_bytes = o->cfg.max_upload_mib_per_day * 1024 * 1024;
 	cfg.beacon_port = (uint16_t)o->cfg.beacon_port;
 	cfg.data_dir = o->cfg.data_dir;
 	if (o->name)

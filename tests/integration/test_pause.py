@@ -15,7 +15,13 @@ WELCOME, which must beat the coordinator's heartbeat_timeout (2 s here).
 One agent is paused before it computes anything and held paused for 6 s:
 the coordinator must not close it for idleness, and it must not have to
 reconnect; resumed, it does the job.
+
+Last, the volunteer's upload cap: an agent whose config allows 2 MiB a
+day pauses once it has sent that much ("limit" to the coordinator, the
+cap's reason in `status`) and sends no more updates, while another agent
+finishes the job.
 """
+import os
 import subprocess
 import time
 
@@ -69,7 +75,40 @@ def test_paused_stays_connected():
         log("paused %.0f s on one connection, then did the job" % held)
 
 
+def status_of(agent):
+    r = subprocess.run([agent.pool.agent_bin, "status", "--state",
+                        agent.state], capture_output=True, text=True,
+                       timeout=30)
+    return r.stdout + r.stderr
+
+
+def test_upload_cap():
+    with gppool.Pool("pause-cap", train={"epochs": 2}) as pool:
+        pool.serve()
+        capped, free = pool.agents(2)
+        conf = os.path.join(pool.dir, "capped.conf")
+        with open(conf, "w") as f:
+            f.write("[limits]\nmax_upload_mib_per_day = 2\n")
+        capped.run(delay_ms=20, extra=("--config", conf))
+        free.run(delay_ms=20)
+        why = pool.wait_for("the capped agent to pause", lambda: (
+            "max_upload_mib_per_day" in status_of(capped) and
+            status_of(capped)), 120)
+        check("paused" in why, "status: %s" % why)
+        cid = capped.agent_id()
+        stopped_ms = int(time.time() * 1000) + 1000  # work in hand ends
+        pool.wait_serve(timeout=300)
+        later = pool.query(
+            "SELECT COUNT(*) FROM updates WHERE job_id = ? AND agent_id = ?"
+            " AND received_at > ?", (pool.job_id(), cid, stopped_ms))[0][0]
+        check(later == 0, "the capped agent sent %d updates after it "
+              "paused" % later)
+        pool.check_exactly_once()
+        log("capped agent paused: %s" % why.strip().splitlines()[0])
+
+
 def test():
+    test_upload_cap()
     test_paused_stays_connected()
     with gppool.Pool("pause", train={"staleness": 0, "epochs": 2}) as pool:
         pool.serve()
