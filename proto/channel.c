@@ -486,23 +486,18 @@ static uint8_t *queue_reserve(struct gp_channel *ch, size_t n, bool limit)
 		return NULL;
 	}
 	if (!t || t->cap - t->len < n) {
-		struct wbuf *nt = wbuf_get(ch, n);
-
-		if (!nt) {
+		t = wbuf_get(ch, n);
+		if (!t) {
 			errno = ENOMEM;
 			return NULL;
 		}
-		if (t && t->len == 0 && t == ch->pending_head) {
-			/* The empty buffer try_write kept is too small: the
-			 * new one takes its place. */
-			wbuf_put(ch, t);
-			ch->pending_head = nt;
-		} else if (t) {
-			t->next = nt;
-		} else {
-			ch->pending_head = nt;
-		}
-		ch->pending_tail = t = nt;
+		/* Behind an empty head (the buffer try_write kept) too:
+		 * try_write recycles that one when it gets there. */
+		if (ch->pending_tail)
+			ch->pending_tail->next = t;
+		else
+			ch->pending_head = t;
+		ch->pending_tail = t;
 	}
 	return t->data + t->len;
 }
