@@ -3,25 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "bytes.h"
 #include "endian.h"
-
-/* zlib's crc32 takes a uInt length; feed it in pieces so that sizes above
- * 4 GiB (refused elsewhere, but still) cannot wrap. */
-static uint32_t crc(const uint8_t *p, uint64_t len)
-{
-	uLong c = crc32(0L, Z_NULL, 0);
-
-	while (len > 0) {
-		uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
-
-		c = crc32(c, p, chunk);
-		p += chunk;
-		len -= chunk;
-	}
-	return (uint32_t)c;
-}
 
 static uint64_t padded(uint64_t len)
 {
@@ -66,9 +50,10 @@ int gp_checkpoint_encode(const struct gp_checkpoint_section *sections,
 	memcpy(buf, GP_CHECKPOINT_MAGIC, 4);
 	gp_put_le16(buf + 4, GP_CHECKPOINT_VERSION);
 	gp_put_le32(buf + 8, (uint32_t)n);
-	gp_put_le32(buf + 12, crc(buf + GP_CHECKPOINT_HEADER_SIZE, area));
+	gp_put_le32(buf + 12,
+		    gp_crc32(buf + GP_CHECKPOINT_HEADER_SIZE, (size_t)area));
 	gp_put_le64(buf + 16, area);
-	gp_put_le32(buf + 28, crc(buf, 28));
+	gp_put_le32(buf + 28, gp_crc32(buf, 28));
 	*ret = buf;
 	*ret_len = (size_t)area + GP_CHECKPOINT_HEADER_SIZE;
 	return 0;
@@ -86,16 +71,18 @@ int gp_checkpoint_decode(const uint8_t *buf, size_t len,
 	if (len < GP_CHECKPOINT_HEADER_SIZE ||
 	    memcmp(buf, GP_CHECKPOINT_MAGIC, 4) != 0)
 		return -EBADMSG;
-	if (gp_get_le32(buf + 28) != crc(buf, 28))
+	if (gp_get_le32(buf + 28) != gp_crc32(buf, 28))
 		return -EBADMSG;
-	if (gp_get_le16(buf + 4) != GP_CHECKPOINT_VERSION || gp_get_le16(buf + 6) != 0)
+	if (gp_get_le16(buf + 4) != GP_CHECKPOINT_VERSION ||
+	    gp_get_le16(buf + 6) != 0)
 		return -ENOTSUP;
 	count = gp_get_le32(buf + 8);
 	area = gp_get_le64(buf + 16);
 	if (gp_get_le32(buf + 24) != 0 || count > GP_CHECKPOINT_MAX_SECTIONS ||
 	    area != (uint64_t)len - GP_CHECKPOINT_HEADER_SIZE)
 		return -EBADMSG;
-	if (gp_get_le32(buf + 12) != crc(buf + GP_CHECKPOINT_HEADER_SIZE, area))
+	if (gp_get_le32(buf + 12) !=
+	    gp_crc32(buf + GP_CHECKPOINT_HEADER_SIZE, (size_t)area))
 		return -EBADMSG;
 
 	/* Every section header and payload must lie inside the area, and the
