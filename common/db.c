@@ -573,7 +573,8 @@ int gp_db_vbind(struct gp_db_conn *c, sqlite3_stmt *st, const char *types,
 			size_t n = va_arg(ap, size_t);
 
 			if (n > INT_MAX) {
-				gp_db_set_err(c, "a %zu-byte blob is too big", n);
+				gp_db_set_err(c, "a %zu-byte blob is too big",
+					      n);
 				return -E2BIG;
 			}
 			rc = sqlite3_bind_blob(st, i, p, (int)n, SQLITE_STATIC);

@@ -324,7 +324,8 @@ int64_t gp_ledger_update_count(struct gp_ledger *l, int64_t job_id)
 
 	pthread_mutex_lock(&l->lock);
 	r = gp_db_row(&l->c, "cannot count updates", gp_db_int64, &n,
-		      "SELECT count(*) FROM updates WHERE ?1 = 0 OR job_id = ?1",
+		      "SELECT count(*) FROM updates "
+		      "WHERE ?1 = 0 OR job_id = ?1",
 		      "i", job_id);
 	pthread_mutex_unlock(&l->lock);
 	return r < 0 ? r : n;
@@ -407,36 +408,37 @@ int gp_ledger_checkpoint_write(struct gp_ledger *l, int64_t job_id,
 	if (r < 0)
 		goto requeue;
 	r = write_batch(l, &b);
-	if (r >= 0)
-		r = gp_db_row(&l->c, "cannot number a checkpoint", gp_db_int64,
-			      &seq,
-			      "SELECT coalesce(max(seq), 0) + 1 FROM checkpoints "
-			      "WHERE job_id = ?1",
-			      "i", job_id);
-	if (r >= 0)
-		r = gp_db_run(&l->c, "cannot write a checkpoint",
-			      "INSERT INTO checkpoints (job_id, seq, created_at, "
-			      "epoch, clock, format, size, blob) "
-			      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-			      "iiiiiiib", job_id, seq, now, epoch, clock,
-			      (int64_t)GP_CHECKPOINT_VERSION, (int64_t)len, blob,
-			      len);
-	if (r >= 0)
-		r = gp_db_run(&l->c, "cannot delete old checkpoints",
-			      "DELETE FROM checkpoints WHERE job_id = ?1 "
-			      "AND seq <= ?2",
-			      "ii", job_id, seq - (int64_t)keep);
-	if (r >= 0)
-		r = gp_db_exec(&l->c, "COMMIT");
-	if (r < 0) {
-		gp_db_rollback(&l->c);
-		goto requeue;
-	}
+	if (r < 0)
+		goto fail;
+	r = gp_db_row(&l->c, "cannot number a checkpoint", gp_db_int64, &seq,
+		      "SELECT coalesce(max(seq), 0) + 1 FROM checkpoints "
+		      "WHERE job_id = ?1",
+		      "i", job_id);
+	if (r < 0)
+		goto fail;
+	r = gp_db_run(&l->c, "cannot write a checkpoint",
+		      "INSERT INTO checkpoints (job_id, seq, created_at, "
+		      "epoch, clock, format, size, blob) "
+		      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+		      "iiiiiiib", job_id, seq, now, epoch, clock,
+		      (int64_t)GP_CHECKPOINT_VERSION, (int64_t)len, blob, len);
+	if (r < 0)
+		goto fail;
+	r = gp_db_run(&l->c, "cannot delete old checkpoints",
+		      "DELETE FROM checkpoints WHERE job_id = ?1 AND seq <= ?2",
+		      "ii", job_id, seq - (int64_t)keep);
+	if (r < 0)
+		goto fail;
+	r = gp_db_exec(&l->c, "COMMIT");
+	if (r < 0)
+		goto fail;
 	gp_ledger_batch_free(&b);
 	if (ret_seq)
 		*ret_seq = seq;
 	r = 0;
 	goto out;
+fail:
+	gp_db_rollback(&l->c);
 requeue:
 	give_back(l, &b);
 out:

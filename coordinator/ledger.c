@@ -309,14 +309,17 @@ static int write_devices(struct gp_ledger *l, int64_t id,
 	}
 	r = gp_db_run(&l->c, "cannot clear devices",
 		      "DELETE FROM agent_devices WHERE agent_id = ?1", "i", id);
-	for (size_t i = 0; i < n && r >= 0; i++)
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		const struct gp_ledger_device *d = &devices[i];
+
 		r = gp_db_run(&l->c, "cannot write a device",
 			      "INSERT INTO agent_devices (agent_id, idx, kind, "
 			      "name, gflops, samples_per_s) "
 			      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-			      "iittff", id, (int64_t)i, devices[i].kind,
-			      devices[i].name, finite_or_zero(devices[i].gflops),
-			      finite_or_zero(devices[i].samples_per_s));
+			      "iittff", id, (int64_t)i, d->kind, d->name,
+			      finite_or_zero(d->gflops),
+			      finite_or_zero(d->samples_per_s));
+	}
 	return r < 0 ? r : 0;
 }
 
@@ -931,7 +934,8 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 			      "SELECT coalesce(sum(outcome = 'applied'), 0),"
 			      "  coalesce(sum(CASE WHEN outcome = 'applied'"
 			      "               THEN samples END), 0),"
-			      "  coalesce(sum(outcome IN ('duplicate', 'late')), 0),"
+			      "  coalesce(sum(outcome IN ('duplicate', 'late')),"
+			      "           0),"
 			      "  coalesce(sum(outcome = 'rejected'), 0),"
 			      "  coalesce(max(CASE WHEN outcome = 'applied'"
 			      "               THEN epoch END), 0) "
@@ -957,9 +961,9 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 	if (r >= 0)
 		r = gp_db_row(&l->c, "cannot read evaluations",
 			      read_status_eval, &s,
-			      "SELECT job_id, epoch, test_loss, test_accuracy, at "
-			      "FROM evals WHERE job_id = ?1 ORDER BY epoch DESC "
-			      "LIMIT 1",
+			      "SELECT job_id, epoch, test_loss, test_accuracy, "
+			      "  at FROM evals WHERE job_id = ?1 "
+			      "ORDER BY epoch DESC LIMIT 1",
 			      "i", s.job_id);
 	gp_db_rollback(&l->c); /* ends the read transaction */
 	if (r >= 0) {
