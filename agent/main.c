@@ -56,8 +56,7 @@ struct options {
 	const char *by;
 	const char *web_listen;
 	int threads;
-	unsigned step_delay_ms;
-	unsigned test_fail_step;
+	struct gp_testhooks test;            /* the hidden --test-* flags */
 	bool json;
 	bool exit_when_done;
 	bool no_bench;
@@ -164,10 +163,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->no_bench = true;
 			break;
 		case 'D':
-			o->step_delay_ms = (unsigned)atoi(optarg);
+			o->test.step_delay_ms = (unsigned)atoi(optarg);
 			break;
 		case 'F':
-			o->test_fail_step = (unsigned)atoi(optarg);
+			o->test.fail_step = (unsigned)atoi(optarg);
 			break;
 		case 'c':
 			o->config = optarg;
@@ -597,8 +596,7 @@ static int cmd_run(struct options *o)
 	cfg.id = id;
 	cfg.stats = stats;
 	cfg.threads = o->threads;
-	cfg.step_delay_ms = o->step_delay_ms;
-	cfg.test_fail_step = o->test_fail_step;
+	cfg.test = o->test;
 	cfg.exit_when_done = o->exit_when_done;
 	cfg.control_path = o->control;
 	{
