@@ -99,6 +99,69 @@ static void usage(FILE *f)
 	      f);
 }
 
+/* The overrides of agent.conf for one run (option code c, argument arg).
+ * Returns 0, 1 when c is not one of them, or -EINVAL (logged). */
+static int parse_run_option(int c, const char *arg, struct options *o)
+{
+	switch (c) {
+	case 'I':
+	case 'i':
+		o->idle_only = c == 'I';
+		break;
+	case 'A':
+	case 'a':
+		o->on_ac_only = c == 'A';
+		break;
+	case 'U':
+	case 'G': {
+		char *end;
+		double v = strtod(arg, &end);
+
+		if (*end || !(v >= 0.01 && v <= 1)) {
+			gp_error("--%s: '%s' is not a share in [0.01, 1]",
+				 c == 'U' ? "cpu-share" : "gpu-share", arg);
+			return -EINVAL;
+		}
+		if (c == 'U')
+			o->cpu_share = v;
+		else
+			o->gpu_share = v;
+		break;
+	}
+	case 'H':
+		o->hours = arg;
+		break;
+	case 'R':
+		if (strlen(arg) >= sizeof(o->cfg.data_dir)) {
+			gp_error("--data-dir: too long");
+			return -EINVAL;
+		}
+		o->data_dir = arg;
+		break;
+	case 'P': {
+		char *end;
+
+		o->beacon_port = strtol(arg, &end, 10);
+		if (*end || o->beacon_port < 0 || o->beacon_port > 65535) {
+			gp_error("--beacon-port: '%s' is not a port", arg);
+			return -EINVAL;
+		}
+		break;
+	}
+	case 'W':
+		o->web = 1;
+		if (arg)
+			o->web_listen = arg;
+		break;
+	case 'w':
+		o->web = 0;
+		break;
+	default:
+		return 1;
+	}
+	return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
@@ -174,67 +237,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'C':
 			o->control = optarg;
 			break;
-		case 'I':
-		case 'i':
-			o->idle_only = c == 'I';
-			break;
-		case 'A':
-		case 'a':
-			o->on_ac_only = c == 'A';
-			break;
-		case 'U':
-		case 'G': {
-			char *end;
-			double v = strtod(optarg, &end);
-
-			if (*end || !(v >= 0.01 && v <= 1)) {
-				gp_error("--%s: '%s' is not a share in [0.01, 1]",
-					 c == 'U' ? "cpu-share" : "gpu-share", optarg);
-				return -EINVAL;
-			}
-			if (c == 'U')
-				o->cpu_share = v;
-			else
-				o->gpu_share = v;
-			break;
-		}
-		case 'H':
-			o->hours = optarg;
-			break;
-		case 'R':
-			if (strlen(optarg) >= sizeof(o->cfg.data_dir)) {
-				gp_error("--data-dir: too long");
-				return -EINVAL;
-			}
-			o->data_dir = optarg;
-			break;
-		case 'P': {
-			char *end;
-
-			o->beacon_port = strtol(optarg, &end, 10);
-			if (*end || o->beacon_port < 0 || o->beacon_port > 65535) {
-				gp_error("--beacon-port: '%s' is not a port", optarg);
-				return -EINVAL;
-			}
-			break;
-		}
-		case 'W':
-			o->web = 1;
-			if (optarg)
-				o->web_listen = optarg;
-			break;
-		case 'w':
-			o->web = 0;
-			break;
 		case 'l':
 			o->web_listen = optarg;
 			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
+		default: {
+			int r = parse_run_option(c, optarg, o);
+
+			if (r == 1)
+				usage(stderr);
+			if (r != 0)
+				return r == 1 ? -EINVAL : r;
+			break;
+		}
 		}
 	}
 	return 0;
