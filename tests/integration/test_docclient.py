@@ -119,7 +119,7 @@ def test():
               (r.returncode, r.stdout, r.stderr))
         check("IKpsk2" in r.stdout, "run 1 did not join with IKpsk2")
         # Second run: a member reconnects with IK and trains to the end.
-        r = client(pool, "dc", "run", timeout=900)
+        r = client(pool, "dc", "run", timeout=480)
         check(r.returncode == 0 and "BYE 2" in r.stdout,
               "run 2: want BYE 2 and exit 0, got %d\n%s%s" %
               (r.returncode, r.stdout[-3000:], r.stderr[-3000:]))
