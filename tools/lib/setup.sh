@@ -12,7 +12,7 @@ GP_PACKAGES=(
 	libopenblas-dev
 	libjson-c-dev python3-dissononce
 	# tests/integration/docclient.py computes its gradients with NumPy.
-	python3-numpy
+	python3-numpy python3-cryptography
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
 	libsystemd-dev
