@@ -382,6 +382,23 @@ static float *cols_scratch(struct gp_backend *be, size_t len)
 	return cb->cols;
 }
 
+/* The output columns [*lo, *hi) whose input column ox * stride + kj - pad
+ * lies inside the image; the others read zero padding. */
+static void valid_cols(const struct gp_conv2d_shape *s, size_t kj, size_t *lo,
+		       size_t *hi)
+{
+	long first = (long)s->pad - (long)kj, end = (long)(s->w + s->pad) -
+						   (long)kj;
+	long st = (long)s->stride;
+
+	*lo = first <= 0 ? 0 : (size_t)((first + st - 1) / st);
+	*hi = end <= 0 ? 0 : (size_t)((end + st - 1) / st);
+	if (*hi > s->ow)
+		*hi = s->ow;
+	if (*lo > *hi)
+		*lo = *hi;
+}
+
 static void im2col(const float *restrict x, const struct gp_conv2d_shape *s,
 		   float *restrict cols)
 {
@@ -394,28 +411,36 @@ static void im2col(const float *restrict x, const struct gp_conv2d_shape *s,
 			for (size_t kj = 0; kj < s->kw; kj++) {
 				float *row = cols + ((ci * s->kh + ki) * s->kw +
 						     kj) * p;
+				size_t lo, hi;
 
+				valid_cols(s, kj, &lo, &hi);
 				for (size_t oy = 0; oy < s->oh; oy++) {
 					long iy = (long)(oy * s->stride + ki) -
 						  (long)s->pad;
 					float *out = row + oy * s->ow;
+					const float *in;
 
 					if (iy < 0 || iy >= (long)s->h) {
 						memset(out, 0,
 						       s->ow * sizeof(float));
 						continue;
 					}
-					for (size_t ox = 0; ox < s->ow; ox++) {
-						long ix = (long)(ox * s->stride +
-								 kj) -
-							  (long)s->pad;
-
-						out[ox] = ix >= 0 &&
-								  ix < (long)s->w
-								  ? plane[iy * (long)s->w +
-									  ix]
-								  : 0.0f;
-					}
+					/* Output column ox reads input column
+					 * ox * stride + kj - pad, which is
+					 * >= 0 from lo on. */
+					in = plane + (size_t)iy * s->w;
+					for (size_t ox = 0; ox < lo; ox++)
+						out[ox] = 0.0f;
+					if (hi > lo && s->stride == 1)
+						memcpy(out + lo,
+						       in + lo + kj - s->pad,
+						       (hi - lo) * sizeof(float));
+					else
+						for (size_t ox = lo; ox < hi; ox++)
+							out[ox] = in[ox * s->stride +
+								     kj - s->pad];
+					for (size_t ox = hi; ox < s->ow; ox++)
+						out[ox] = 0.0f;
 				}
 			}
 		}
@@ -435,23 +460,21 @@ static void col2im(const float *restrict cols, const struct gp_conv2d_shape *s,
 			for (size_t kj = 0; kj < s->kw; kj++) {
 				const float *row =
 					cols + ((ci * s->kh + ki) * s->kw + kj) * p;
+				size_t lo, hi;
 
+				valid_cols(s, kj, &lo, &hi);
 				for (size_t oy = 0; oy < s->oh; oy++) {
 					long iy = (long)(oy * s->stride + ki) -
 						  (long)s->pad;
 					const float *in = row + oy * s->ow;
+					float *out;
 
 					if (iy < 0 || iy >= (long)s->h)
 						continue;
-					for (size_t ox = 0; ox < s->ow; ox++) {
-						long ix = (long)(ox * s->stride +
-								 kj) -
-							  (long)s->pad;
-
-						if (ix >= 0 && ix < (long)s->w)
-							plane[iy * (long)s->w +
-							      ix] += in[ox];
-					}
+					out = plane + (size_t)iy * s->w;
+					for (size_t ox = lo; ox < hi; ox++)
+						out[ox * s->stride + kj -
+						    s->pad] += in[ox];
 				}
 			}
 		}
@@ -549,6 +572,50 @@ static int cpu_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
 	return 0;
 }
 
+/* The common 2 x 2, stride 2 window, without the generic loops' index
+ * arithmetic. Same results: the first maximum in row-major order. */
+static void pool2x2_forward(bool max, const float *restrict px,
+			    float *restrict py, int32_t *restrict pi,
+			    const struct gp_pool2d_shape *s)
+{
+	for (size_t pl = 0; pl < s->n * s->c; pl++) {
+		const float *in = px + pl * s->h * s->w;
+		float *out = py + pl * s->oh * s->ow;
+		int32_t *oi = pi ? pi + pl * s->oh * s->ow : NULL;
+
+		for (size_t oy = 0; oy < s->oh; oy++) {
+			const float *r0 = in + 2 * oy * s->w, *r1 = r0 + s->w;
+			float *o = out + oy * s->ow;
+
+			if (!max) {
+				for (size_t ox = 0; ox < s->ow; ox++)
+					o[ox] = 0.25f * (r0[2 * ox] + r0[2 * ox + 1] +
+							 r1[2 * ox] + r1[2 * ox + 1]);
+				continue;
+			}
+			for (size_t ox = 0; ox < s->ow; ox++) {
+				size_t at = 2 * oy * s->w + 2 * ox;
+				float b = r0[2 * ox];
+
+				if (r0[2 * ox + 1] > b) {
+					b = r0[2 * ox + 1];
+					at = 2 * oy * s->w + 2 * ox + 1;
+				}
+				if (r1[2 * ox] > b) {
+					b = r1[2 * ox];
+					at = (2 * oy + 1) * s->w + 2 * ox;
+				}
+				if (r1[2 * ox + 1] > b) {
+					b = r1[2 * ox + 1];
+					at = (2 * oy + 1) * s->w + 2 * ox + 1;
+				}
+				o[ox] = b;
+				oi[oy * s->ow + ox] = (int32_t)at;
+			}
+		}
+	}
+}
+
 static int cpu_pool2d_forward(struct gp_backend *be, bool max,
 			      const struct gp_buf *x, struct gp_buf *y,
 			      struct gp_buf *idx,
@@ -560,6 +627,10 @@ static int cpu_pool2d_forward(struct gp_backend *be, bool max,
 	float inv = 1.0f / (float)(s->k * s->k);
 
 	(void)be;
+	if (s->k == 2 && s->stride == 2) {
+		pool2x2_forward(max, px, py, pi, s);
+		return 0;
+	}
 	for (size_t pl = 0; pl < s->n * s->c; pl++) {
 		const float *in = px + pl * s->h * s->w;
 		float *out = py + pl * s->oh * s->ow;

@@ -365,9 +365,11 @@ static void test_gradients(struct gp_backend *be)
 		      "dense fc2 out=5\nadd res in=ln,fc2\nrelu r\n"
 		      "dense fc3 out=3\nsoftmax_xent loss\n",
 		  4, 4);
-	/* layernorm over the last axis of a C x H x W activation */
+	/* 2 x 2 average pooling; layernorm over the last axis of a
+	 * C x H x W activation */
 	gradcheck(be,
-		  HDR "input shape=1x4x4\nconv2d c1 out=2 kernel=3 padding=1\n"
+		  HDR "input shape=1x6x6\nconv2d c1 out=2 kernel=3 padding=1\n"
+		      "avgpool2d p kernel=2\n"
 		      "layernorm ln\nflatten f\ndense fc out=3\n"
 		      "softmax_xent loss\n",
 		  3, 5);
