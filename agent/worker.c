@@ -86,7 +86,7 @@ struct gp_worker {
 	float *x;
 	int32_t *y;
 	struct group grp;
-	uint64_t steps;           /* minibatches computed (test_fail_step) */
+	uint64_t steps;           /* minibatches computed (test.fail_step) */
 };
 
 static void job_free(struct job *j)
@@ -207,7 +207,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EINVAL;
 		return res;
 	}
-	if (w->cfg.test_fail_step && ++w->steps == w->cfg.test_fail_step) {
+	if (w->cfg.test.fail_step && ++w->steps == w->cfg.test.fail_step) {
 		gp_debug("test: minibatch %" PRIu64 " fails on purpose",
 			 j->minibatch);
 		res->error = -EIO;
@@ -257,10 +257,10 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	res->correct = st.correct;
 	res->grad_norm = sqrt(sumsq);
 done:
-	if (w->cfg.step_delay_ms) {
+	if (w->cfg.test.step_delay_ms) {
 		struct timespec ts = {
-			.tv_sec = w->cfg.step_delay_ms / 1000,
-			.tv_nsec = (long)(w->cfg.step_delay_ms % 1000) * 1000000L,
+			.tv_sec = w->cfg.test.step_delay_ms / 1000,
+			.tv_nsec = (long)(w->cfg.test.step_delay_ms % 1000) * 1000000L,
 		};
 		nanosleep(&ts, NULL);
 	}

@@ -259,8 +259,8 @@ int main(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 
 	/* A slow worker (each step 300 ms) whose 4th minibatch fails. */
-	cfg.step_delay_ms = 300;
-	cfg.test_fail_step = 4;
+	cfg.test.step_delay_ms = 300;
+	cfg.test.fail_step = 4;
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
 	ASSERT_UINT_EQ(gp_worker_generation(w), 0);
@@ -320,8 +320,8 @@ int main(void)
 	 * the rest is 99 steps: a result held that long misses the
 	 * coordinator's work timeout); the next step comes after it; and a
 	 * stop (SIGTERM) during a rest returns at once, not after it. */
-	cfg.step_delay_ms = 150;
-	cfg.test_fail_step = 0;
+	cfg.test.step_delay_ms = 150;
+	cfg.test.fail_step = 0;
 	cfg.duty = 0.05;
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
