@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 /* The first 100 bytes of every SQLite file (https://sqlite.org/fileformat.html):
  *   offset  0 16  "SQLite format 3\0"

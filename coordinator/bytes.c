@@ -5,7 +5,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 void gp_wbuf_put(struct gp_wbuf *w, const void *src, size_t n)
 {

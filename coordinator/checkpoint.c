@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "bytes.h"
-#include "endian.h"
+#include "gp-endian.h"
 
 static uint64_t padded(uint64_t len)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "db.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "util.h"
 
 /* "GPLG" */

@@ -29,7 +29,7 @@
 #include "backend.h"
 #include "channel.h"
 #include "data.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "gp-config.h"
 #include "job.h"
 #include "log.h"

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 #include "gp-config.h"
 
 /* First allocation for a gzip payload; doubled as data arrives. */

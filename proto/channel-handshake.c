@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "channel-internal.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "log.h"
 
 /* Both sides hash this into the handshake, so that a peer speaking another

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "channel-internal.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "log.h"
 
 /* Reads go into one buffer per channel: small during the handshake (a

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "channel-internal.h"
-#include "endian.h"
+#include "gp-endian.h"
 
 /* A large message is handed to the socket every this many pieces (about
  * 1 MiB) while it is encrypted: few enough syscalls, and the step still

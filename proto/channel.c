@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "channel-internal.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "log.h"
 #include "msg.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 static bool kind_valid(unsigned kind)
 {

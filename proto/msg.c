@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 enum kind {
 	K_U8,
@@ -56,7 +56,7 @@ struct schema {
 	{ (t), K_NESTED, offsetof(type, a), offsetof(type, n), (max), &(sub) }
 #define SCHEMA(f, type, v) { (f), sizeof(f) / sizeof((f)[0]), sizeof(type), (v) }
 
-/* ---- float bits (little-endian loads and stores: common/endian.h) ---- */
+/* ---- float bits (little-endian loads and stores: common/gp-endian.h) ---- */
 
 static uint32_t f32_bits(float f)
 {

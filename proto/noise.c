@@ -8,7 +8,7 @@
 
 #include <sodium.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 #define DHLEN 32
 #define HASHLEN 64

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "endian.h"
+#include "gp-endian.h"
 
 #define PREFIX "gp"
 /* u8 version, id, secret, coordinator key, u64 expiry, u8 n_endpoints. */

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "apply.h"
-#include "endian.h"
+#include "gp-endian.h"
 #include "members.h"
 #include "pool.h"
 #include "test.h"

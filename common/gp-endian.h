@@ -3,6 +3,8 @@
  * uses for wire formats, checkpoints and files.
  * Byte-wise, so they work at any alignment on any host; compilers turn them
  * into single loads and stores. p is borrowed and must hold the width. */
+/* Named gp-endian.h, not endian.h: that name would hide glibc's <endian.h>
+ * from every file built with common/ on its include path. */
 #ifndef GP_ENDIAN_H
 #define GP_ENDIAN_H
 
