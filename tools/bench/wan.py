@@ -545,7 +545,7 @@ def run_ddp(args, lab, work, powersgd):
         samples = ev[-1][1] if ev else 0
         t85 = None
     error = None
-    if why == "a worker failed" or (result is None and any(rcs)):
+    if why == "a worker failed" or (result is None and why is None):
         tail = ""
         for i in range(n):
             with open(os.path.join(d, "rank%d.log" % i), errors="replace") as f:
