@@ -620,7 +620,9 @@ def main():
                    "(default 1000,100,20,5)")
     p.add_argument("--agents", help="agent counts (default 2,4)")
     p.add_argument("--no-mixed", action="store_true",
-                   help="leave out the mixed pools (100+5, 1000+1000+20+5)")
+                   help="leave out the mixed pools (100+5, 1000+1000+20+5;"
+                   " otherwise run when all their rates and their agent "
+                   "count are selected)")
     p.add_argument("--pools", help="exactly these pools, e.g. 2x20,100+5 "
                    "(overrides --rates, --agents, --no-mixed)")
     p.add_argument("--only", default="pool,ddp,powersgd",
@@ -650,7 +652,12 @@ def main():
         p.error("needs root (network namespaces)")
     bins = (os.path.join(args.build, "coordinator", "gradpool-coordinator"),
             os.path.join(args.build, "agent", "gradpool-agent"))
-    pools = select(args)
+    try:
+        pools = select(args)
+    except (ValueError, AttributeError):
+        p.error("--rates, --agents: numbers; --pools: NxRATE or RATE+RATE...")
+    if not pools or any(len(r) < 1 or min(r) <= 0 for r in pools):
+        p.error("no pool selected, or a rate of 0")
 
     remove_leftovers()
     work = tempfile.mkdtemp(prefix="gradpool-bench-wan.%d." % os.getpid())
