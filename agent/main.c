@@ -56,8 +56,7 @@ struct options {
 	const char *by;
 	const char *web_listen;
 	int threads;
-	unsigned step_delay_ms;
-	unsigned test_fail_step;
+	struct gp_testhooks test;            /* the hidden --test-* flags */
 	bool json;
 	bool exit_when_done;
 	bool no_bench;
@@ -98,6 +97,69 @@ static void usage(FILE *f)
 	      GP_AGENT_CONFIG_DEFAULT "),\n"
 	      "  --control PATH (the running agent's control socket)\n",
 	      f);
+}
+
+/* The overrides of agent.conf for one run (option code c, argument arg).
+ * Returns 0, 1 when c is not one of them, or -EINVAL (logged). */
+static int parse_run_option(int c, const char *arg, struct options *o)
+{
+	switch (c) {
+	case 'I':
+	case 'i':
+		o->idle_only = c == 'I';
+		break;
+	case 'A':
+	case 'a':
+		o->on_ac_only = c == 'A';
+		break;
+	case 'U':
+	case 'G': {
+		char *end;
+		double v = strtod(arg, &end);
+
+		if (*end || !(v >= 0.01 && v <= 1)) {
+			gp_error("--%s: '%s' is not a share in [0.01, 1]",
+				 c == 'U' ? "cpu-share" : "gpu-share", arg);
+			return -EINVAL;
+		}
+		if (c == 'U')
+			o->cpu_share = v;
+		else
+			o->gpu_share = v;
+		break;
+	}
+	case 'H':
+		o->hours = arg;
+		break;
+	case 'R':
+		if (strlen(arg) >= sizeof(o->cfg.data_dir)) {
+			gp_error("--data-dir: too long");
+			return -EINVAL;
+		}
+		o->data_dir = arg;
+		break;
+	case 'P': {
+		char *end;
+
+		o->beacon_port = strtol(arg, &end, 10);
+		if (*end || o->beacon_port < 0 || o->beacon_port > 65535) {
+			gp_error("--beacon-port: '%s' is not a port", arg);
+			return -EINVAL;
+		}
+		break;
+	}
+	case 'W':
+		o->web = 1;
+		if (arg)
+			o->web_listen = arg;
+		break;
+	case 'w':
+		o->web = 0;
+		break;
+	default:
+		return 1;
+	}
+	return 0;
 }
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -164,10 +226,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->no_bench = true;
 			break;
 		case 'D':
-			o->step_delay_ms = (unsigned)atoi(optarg);
+			o->test.step_delay_ms = (unsigned)atoi(optarg);
 			break;
 		case 'F':
-			o->test_fail_step = (unsigned)atoi(optarg);
+			o->test.fail_step = (unsigned)atoi(optarg);
 			break;
 		case 'c':
 			o->config = optarg;
@@ -175,67 +237,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'C':
 			o->control = optarg;
 			break;
-		case 'I':
-		case 'i':
-			o->idle_only = c == 'I';
-			break;
-		case 'A':
-		case 'a':
-			o->on_ac_only = c == 'A';
-			break;
-		case 'U':
-		case 'G': {
-			char *end;
-			double v = strtod(optarg, &end);
-
-			if (*end || !(v >= 0.01 && v <= 1)) {
-				gp_error("--%s: '%s' is not a share in [0.01, 1]",
-					 c == 'U' ? "cpu-share" : "gpu-share", optarg);
-				return -EINVAL;
-			}
-			if (c == 'U')
-				o->cpu_share = v;
-			else
-				o->gpu_share = v;
-			break;
-		}
-		case 'H':
-			o->hours = optarg;
-			break;
-		case 'R':
-			if (strlen(optarg) >= sizeof(o->cfg.data_dir)) {
-				gp_error("--data-dir: too long");
-				return -EINVAL;
-			}
-			o->data_dir = optarg;
-			break;
-		case 'P': {
-			char *end;
-
-			o->beacon_port = strtol(optarg, &end, 10);
-			if (*end || o->beacon_port < 0 || o->beacon_port > 65535) {
-				gp_error("--beacon-port: '%s' is not a port", optarg);
-				return -EINVAL;
-			}
-			break;
-		}
-		case 'W':
-			o->web = 1;
-			if (optarg)
-				o->web_listen = optarg;
-			break;
-		case 'w':
-			o->web = 0;
-			break;
 		case 'l':
 			o->web_listen = optarg;
 			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
+		default: {
+			int r = parse_run_option(c, optarg, o);
+
+			if (r == 1)
+				usage(stderr);
+			if (r != 0)
+				return r == 1 ? -EINVAL : r;
+			break;
+		}
 		}
 	}
 	return 0;
@@ -597,8 +613,7 @@ static int cmd_run(struct options *o)
 	cfg.id = id;
 	cfg.stats = stats;
 	cfg.threads = o->threads;
-	cfg.step_delay_ms = o->step_delay_ms;
-	cfg.test_fail_step = o->test_fail_step;
+	cfg.test = o->test;
 	cfg.exit_when_done = o->exit_when_done;
 	cfg.control_path = o->control;
 	{

@@ -12,6 +12,7 @@
 #include "msg.h"
 #include "policy.h"
 #include "stats.h"
+#include "testhooks.h"
 #include "token.h"
 
 struct gp_session_config {
@@ -25,10 +26,7 @@ struct gp_session_config {
 	int device_index;
 	int threads;
 	char device_name[64];               /* for the statistics */
-	unsigned step_delay_ms;             /* test only: a slow laptop */
-	/* Test only: the test_fail_step-th minibatch of the first compute
-	 * device fails (a transient device error), once per process; 0: never. */
-	unsigned test_fail_step;
+	struct gp_testhooks test;           /* test only; all 0 otherwise */
 	bool exit_when_done;                /* run: exit once the job is done */
 	unsigned connect_timeout_ms;        /* join: give up after this long */
 	/* run only: */

@@ -86,7 +86,8 @@ struct gp_worker {
 	float *x;
 	int32_t *y;
 	struct group grp;
-	uint64_t steps;           /* minibatches computed (test_fail_step) */
+	uint64_t steps;           /* minibatches computed (test.fail_step) */
+	uint64_t typical_us;      /* moving average of rest_basis() */
 };
 
 static void job_free(struct job *j)
@@ -207,7 +208,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EINVAL;
 		return res;
 	}
-	if (w->cfg.test_fail_step && ++w->steps == w->cfg.test_fail_step) {
+	if (w->cfg.test.fail_step && ++w->steps == w->cfg.test.fail_step) {
 		gp_debug("test: minibatch %" PRIu64 " fails on purpose",
 			 j->minibatch);
 		res->error = -EIO;
@@ -257,10 +258,10 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	res->correct = st.correct;
 	res->grad_norm = sqrt(sumsq);
 done:
-	if (w->cfg.step_delay_ms) {
+	if (w->cfg.test.step_delay_ms) {
 		struct timespec ts = {
-			.tv_sec = w->cfg.step_delay_ms / 1000,
-			.tv_nsec = (long)(w->cfg.step_delay_ms % 1000) * 1000000L,
+			.tv_sec = w->cfg.test.step_delay_ms / 1000,
+			.tv_nsec = (long)(w->cfg.test.step_delay_ms % 1000) * 1000000L,
 		};
 		nanosleep(&ts, NULL);
 	}
@@ -450,6 +451,38 @@ fail:
 	return r;
 }
 
+/* The part of a step's wall time (wall_us) that counts as computing for the
+ * volunteer's share. A process stopped in a step (SIGSTOP, a suspended
+ * laptop, a debugger) spent no CPU meanwhile: counted as computing, a 4 s
+ * stop at a share of 0.2 became a 16 s rest with the pool's work held.
+ * The process's CPU time over the step (cpu_us; every thread, the BLAS
+ * threads included) does not grow while stopped. A device that computes
+ * while the thread waits (a GPU) spends little CPU, so a step counts at
+ * least twice the typical step's wall time seen so far; the smaller of
+ * that and the wall time is used. The test hook's delay stands for a slow
+ * device's computing and counts as CPU time. */
+static uint64_t rest_basis(struct gp_worker *w, uint64_t wall_us,
+			   uint64_t cpu_us)
+{
+	uint64_t floor_us = cpu_us + (uint64_t)w->cfg.test.step_delay_ms * 1000;
+	uint64_t basis;
+
+	if (floor_us < 2 * w->typical_us)
+		floor_us = 2 * w->typical_us;
+	basis = wall_us < floor_us ? wall_us : floor_us;
+	w->typical_us = w->typical_us ? (4 * w->typical_us + basis) / 5 : basis;
+	return basis;
+}
+
+static uint64_t process_cpu_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* The volunteer's share (cfg.duty): after a step of step_us, the thread
  * rests step_us * (1/duty - 1) before it takes the next job, so that
  * computing takes at most that share of the wall time (the coordinator sees
@@ -558,8 +591,11 @@ static void *thread_main(void *arg)
 					gp_warn("cannot open a group of %u minibatches "
 						"(%s); answering them one by one",
 						j->group, strerror(-r));
+				uint64_t cpu0 = process_cpu_us();
+
 				res = compute(w, j);
-				step_us = res->compute_us;
+				step_us = rest_basis(w, res->compute_us,
+						     process_cpu_us() - cpu0);
 				if (w->grp.left)
 					res = group_add(w, j, res);
 			}

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "model.h"
+#include "testhooks.h"
 
 struct gp_worker;
 
@@ -21,11 +22,8 @@ struct gp_worker_config {
 	int threads;             /* CPU backend BLAS threads, <= 0: default */
 	char spec[GP_MODEL_SPEC_MAX];
 	size_t max_batch;
-	unsigned step_delay_ms;  /* test only: play a slow laptop */
-	/* Test only: the test_fail_step-th minibatch this worker computes
-	 * (counting from 1) fails with -EIO, as a transient OpenCL error
-	 * (CL_OUT_OF_RESOURCES) would; 0: never. */
-	unsigned test_fail_step;
+	/* Test only (testhooks.h): a slow laptop, a step that fails. */
+	struct gp_testhooks test;
 	/* The volunteer's CPU/GPU share, a duty cycle: after each step the
 	 * thread reports the result, then rests before the next job so that
 	 * computing takes at most this share of the wall time (gp_worker_stop

@@ -11,8 +11,12 @@
  * before the next step, and gp_worker_stop() does not wait the rest out. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "data.h"
@@ -259,8 +263,8 @@ int main(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 
 	/* A slow worker (each step 300 ms) whose 4th minibatch fails. */
-	cfg.step_delay_ms = 300;
-	cfg.test_fail_step = 4;
+	cfg.test.step_delay_ms = 300;
+	cfg.test.fail_step = 4;
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
 	ASSERT_UINT_EQ(gp_worker_generation(w), 0);
@@ -320,8 +324,8 @@ int main(void)
 	 * the rest is 99 steps: a result held that long misses the
 	 * coordinator's work timeout); the next step comes after it; and a
 	 * stop (SIGTERM) during a rest returns at once, not after it. */
-	cfg.step_delay_ms = 150;
-	cfg.test_fail_step = 0;
+	cfg.test.step_delay_ms = 150;
+	cfg.test.fail_step = 0;
 	cfg.duty = 0.05;
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
@@ -353,6 +357,54 @@ int main(void)
 		printf("stopped during a rest in %.1f ms\n",
 		       (double)(t3 - t2) / 1e6);
 		ASSERT((t3 - t2) / 1000000 < 1000);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	/* 7. A share of 0.5 and steps of 300 ms (a rest of 300 ms), and the
+	 * whole process stopped for 2 s inside the first step (a child sends
+	 * SIGSTOP, then SIGCONT). The stopped time is not computing: the rest
+	 * after that step stays near one step, not the 2 s that wall time
+	 * gave (which held the pool's work, issue 16.9). */
+	cfg.test.step_delay_ms = 300;
+	cfg.duty = 0.5;
+	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	{
+		uint64_t t1, t2;
+		pid_t child;
+		int status;
+
+		compute(w, &b[0], 90, 15, 0.05f, 0);
+		child = fork();
+		ASSERT(child >= 0);
+		if (child == 0) {
+			struct timespec d = { 0, 30 * 1000000L };
+			struct timespec s = { 2, 0 };
+
+			nanosleep(&d, NULL);
+			kill(getppid(), SIGSTOP);
+			nanosleep(&s, NULL);
+			kill(getppid(), SIGCONT);
+			_exit(0);
+		}
+		wait_results(&loop, 1);
+		ASSERT(waitpid(child, &status, 0) == child);
+		t1 = uv_hrtime();
+		compute(w, &b[1], 91, 16, 0.05f, 0);
+		wait_results(&loop, 2);
+		t2 = uv_hrtime();
+		printf("share 0.5, 300 ms steps, stopped 2 s in a step: first "
+		       "step took %.0f ms, the next result %.0f ms later\n",
+		       (double)results[0]->compute_us / 1e3,
+		       (double)(t2 - t1) / 1e6);
+		ASSERT_OK(results[0]->error);
+		ASSERT_OK(results[1]->error);
+		/* The stop landed inside the step. */
+		ASSERT(results[0]->compute_us >= 1900000);
+		/* A rest of 300-600 ms and a 300 ms step, not a 2 s rest. */
+		ASSERT((t2 - t1) / 1000000 < 1600);
+		free_results();
+		gp_worker_stop(w);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	ASSERT_OK(uv_loop_close(&loop));

@@ -11,6 +11,8 @@ GP_PACKAGES=(
 	libsodium-dev libuv1-dev libsqlite3-dev sqlite3 zlib1g-dev libinih-dev
 	libopenblas-dev
 	libjson-c-dev python3-dissononce
+	# tests/integration/docclient.py computes its gradients with NumPy.
+	python3-numpy python3-cryptography
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
 	libsystemd-dev

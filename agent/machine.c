@@ -1,0 +1,839 @@
+/* The agent session's decisions (machine.h). Nothing here touches a
+ * socket, a timer or a thread: each event comes in as a call, and what is
+ * to be done goes out through m->ops. */
+#include "machine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gp-config.h"
+#include "log.h"
+#include "util.h"
+
+_Static_assert(GP_WORKER_GROUP_MAX == GP_MSG_GROUP_MAX,
+	       "a worker's group is one UPDATE's items");
+
+size_t gp_machine_split_endpoints(const char *list,
+				  char out[][GP_MACHINE_ENDPOINT_MAX],
+				  size_t max)
+{
+	size_t n = 0;
+	const char *p = list;
+
+	while (*p && n < max) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len && len < GP_MACHINE_ENDPOINT_MAX) {
+			memcpy(out[n], p, len);
+			out[n][len] = '\0';
+			n++;
+		}
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return n;
+}
+
+void gp_machine_init(struct gp_machine *m, const struct gp_session_config *cfg,
+		     const struct gp_token *token, enum gp_machine_mode mode,
+		     const struct gp_dataset *data, uint64_t data_fingerprint,
+		     const struct gp_machine_ops *ops, void *ctx)
+{
+	memset(m, 0, sizeof(*m));
+	m->cfg = cfg;
+	m->token = token;
+	m->mode = mode;
+	m->data = data;
+	m->data_fingerprint = data_fingerprint;
+	m->ops = ops;
+	m->ctx = ctx;
+}
+
+static void status_changed(struct gp_machine *m)
+{
+	if (m->mode == GP_MACHINE_RUN)
+		m->ops->status(m->ctx);
+}
+
+static int send_msg(struct gp_machine *m, struct gp_msg *msg)
+{
+	if (!m->connected)
+		return -ENOTCONN;
+	return m->ops->send(m->ctx, msg);
+}
+
+static void send_work_request(struct gp_machine *m)
+{
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_WORK_REQUEST);
+	msg.u.work_request.count = 1;
+	send_msg(m, &msg);
+}
+
+bool gp_machine_paused(const struct gp_machine *m)
+{
+	return m->user_paused || m->verdict != GP_POLICY_RUN;
+}
+
+void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
+{
+	memset(st->state, 0, sizeof(st->state));
+	memset(st->reason, 0, sizeof(st->reason));
+	snprintf(st->pool, sizeof(st->pool), "%s", m->have_pool ? m->pool.pool : "");
+	snprintf(st->endpoint, sizeof(st->endpoint), "%s",
+		 m->have_pool ? m->endpoint_now : "");
+	snprintf(st->device, sizeof(st->device), "%s", m->cfg->device_name);
+	st->minibatches = m->minibatches;
+	if (!m->have_pool) {
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "not a member of any pool (gradpool-agent join TOKEN)");
+	} else if (gp_machine_paused(m)) {
+		snprintf(st->state, sizeof(st->state), "paused");
+		if (m->user_paused)
+			snprintf(st->reason, sizeof(st->reason),
+				 "paused by the user (gradpool-agent resume)");
+		else
+			snprintf(st->reason, sizeof(st->reason), "%s", m->policy_why);
+	} else if (m->welcomed && m->done) {
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the job is done; waiting for the next one");
+	} else if (m->welcomed) {
+		snprintf(st->state, sizeof(st->state), "connected");
+		snprintf(st->reason, sizeof(st->reason),
+			 "computing for pool %.16s at %.200s", m->pool.pool,
+			 m->endpoint_now);
+	} else {
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "connecting to %.120s (%u failed attempts%s%.60s)%s",
+			 m->endpoint_now[0] ? m->endpoint_now : "the coordinator",
+			 m->attempts, m->last_error[0] ? ", last: " : "",
+			 m->last_error,
+			 m->beacon_on ? "; listening for beacons" : "");
+	}
+}
+
+/* ---- the end, bye, dropping a connection ------------------------------ */
+
+static void beacon_stop(struct gp_machine *m)
+{
+	if (!m->beacon_on)
+		return;
+	m->beacon_on = false;
+	m->ops->beacon(m->ctx, false);
+}
+
+static void beacon_start(struct gp_machine *m)
+{
+	if (m->beacon_on || !m->cfg->beacon_port || m->mode != GP_MACHINE_RUN)
+		return;
+	if (m->ops->beacon(m->ctx, true) >= 0)
+		m->beacon_on = true;
+}
+
+static void say_bye(struct gp_machine *m, uint16_t reason, const char *text)
+{
+	struct gp_msg msg;
+
+	if (!m->connected)
+		return;
+	gp_msg_init(&msg, GP_MSG_BYE);
+	msg.u.bye.reason = reason;
+	snprintf(msg.u.bye.text, sizeof(msg.u.bye.text), "%s", text);
+	send_msg(m, &msg);
+	m->ops->close(m->ctx, reason, text);
+}
+
+void gp_machine_stop(struct gp_machine *m, int result)
+{
+	if (m->stopping)
+		return;
+	m->stopping = true;
+	m->result = result;
+	if (m->mode == GP_MACHINE_LEAVE)
+		say_bye(m, GP_BYE_NORMAL, "the volunteer left the pool");
+	else if (m->connected)
+		m->ops->close(m->ctx, GP_BYE_SHUTDOWN, "agent stopping");
+	beacon_stop(m);
+	m->ops->retry(m->ctx, 0);
+	m->ops->stopped(m->ctx);
+}
+
+/* Ends the current connection because of work this agent cannot do (a
+ * step failed, a minibatch it cannot take): the coordinator's on_close
+ * puts every minibatch it handed this agent back in the queue at once,
+ * where staying connected and silent would hold its SSP clock (and every
+ * other agent with it) until the work timeout. The queued work is dropped
+ * and the next connection follows with the usual backoff. why is logged
+ * and sent as the close text. */
+static void drop_session(struct gp_machine *m, uint16_t code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void drop_session(struct gp_machine *m, uint16_t code, const char *fmt, ...)
+{
+	char why[GP_CHANNEL_TEXT_MAX + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	/* A new generation now, not at on_close: results of this
+	 * connection's work already on their way are stale from here on. */
+	if (m->have_worker)
+		m->ops->worker_drop_queued(m->ctx);
+	if (!m->connected || m->stopping || !m->ops->established(m->ctx))
+		return; /* closing already */
+	gp_warn("%s; dropping the connection so that the coordinator hands "
+		"this agent's work out again", why);
+	m->work_failures++;
+	m->ops->close(m->ctx, code, why);
+}
+
+/* ---- pausing ---------------------------------------------------------- */
+
+/* Tells the coordinator whether to send work, when that changed. PAUSE
+ * goes before any work request of a new connection, so that a paused agent
+ * gets no minibatch at all; the ones already queued are finished. */
+static void sync_pause(struct gp_machine *m)
+{
+	struct gp_msg msg;
+	bool want = gp_machine_paused(m);
+
+	if (!m->welcomed || want == m->told_paused)
+		return;
+	if (want) {
+		gp_msg_init(&msg, GP_MSG_PAUSE);
+		msg.u.pause.reason =
+			m->user_paused ? GP_PAUSE_USER :
+			m->verdict == GP_POLICY_ON_BATTERY ? GP_PAUSE_ON_BATTERY :
+			m->verdict == GP_POLICY_NOT_IDLE ? GP_PAUSE_NOT_IDLE :
+							   GP_PAUSE_LIMIT;
+		msg.u.pause.duration_ms = 0;
+	} else {
+		gp_msg_init(&msg, GP_MSG_RESUME);
+	}
+	if (send_msg(m, &msg) < 0)
+		return;
+	m->told_paused = want;
+	if (!want)
+		send_work_request(m);
+}
+
+void gp_machine_set_user_paused(struct gp_machine *m, bool paused)
+{
+	m->user_paused = paused;
+	sync_pause(m);
+	status_changed(m);
+}
+
+void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
+			  const char *why)
+{
+	bool was = gp_machine_paused(m);
+
+	if (m->stopping)
+		return;
+	m->verdict = verdict;
+	snprintf(m->policy_why, sizeof(m->policy_why), "%s", why);
+	if (was != gp_machine_paused(m))
+		gp_info("%s", gp_machine_paused(m) ? m->policy_why :
+			"policy allows computing again");
+	sync_pause(m);
+	status_changed(m);
+}
+
+/* ---- connecting ------------------------------------------------------- */
+
+static void schedule_retry(struct gp_machine *m)
+{
+	uint64_t base, jitter;
+
+	if (m->stopping || (m->mode == GP_MACHINE_RUN && !m->have_pool))
+		return;
+	/* Exponential backoff with full jitter in [base/2, base]. */
+	m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : GP_MACHINE_BACKOFF_MIN_MS;
+	if (m->backoff_ms > GP_MACHINE_BACKOFF_MAX_MS)
+		m->backoff_ms = GP_MACHINE_BACKOFF_MAX_MS;
+	base = m->backoff_ms;
+	jitter = base / 2 + (uint64_t)rand() % (base / 2 + 1);
+	m->ops->retry(m->ctx, jitter);
+}
+
+void gp_machine_connect(struct gp_machine *m)
+{
+	char eps[GP_MACHINE_ENDPOINTS_MAX][GP_MACHINE_ENDPOINT_MAX];
+	const char *ep;
+	size_t n;
+	int r;
+
+	if (m->stopping || m->connected)
+		return;
+	if (m->mode == GP_MACHINE_RUN && !m->have_pool)
+		return;
+	if (m->token) {
+		n = m->token->n_endpoints;
+		for (size_t i = 0; i < n && i < GP_MACHINE_ENDPOINTS_MAX; i++)
+			snprintf(eps[i], sizeof(eps[i]), "%s", m->token->endpoints[i]);
+	} else {
+		n = gp_machine_split_endpoints(m->pool.endpoints, eps,
+					       GP_MACHINE_ENDPOINTS_MAX);
+	}
+	if (n == 0 && !m->beacon_ep[0]) {
+		gp_error("no endpoint to connect to");
+		gp_machine_stop(m, -EINVAL);
+		return;
+	}
+	if (m->beacon_ep[0]) {
+		ep = m->beacon_ep;
+	} else {
+		ep = eps[m->endpoint % n];
+		m->endpoint++;
+	}
+	snprintf(m->endpoint_now, sizeof(m->endpoint_now), "%s", ep);
+	status_changed(m);
+	r = m->ops->connect(m->ctx, ep);
+	if (r == -EHOSTUNREACH) {
+		gp_warn("%s: cannot resolve", ep);
+		snprintf(m->last_error, sizeof(m->last_error), "cannot resolve");
+		m->attempts++;
+		if (m->attempts >= GP_MACHINE_BEACON_AFTER)
+			beacon_start(m);
+		schedule_retry(m);
+	} else if (r < 0) {
+		m->attempts++;
+		schedule_retry(m);
+	} else {
+		m->connected = true;
+	}
+}
+
+void gp_machine_start(struct gp_machine *m)
+{
+	if (m->mode == GP_MACHINE_LEAVE) {
+		m->pool = m->cfg->pool;
+		m->have_pool = true;
+	}
+	if (m->mode != GP_MACHINE_RUN)
+		gp_machine_connect(m);
+	else
+		status_changed(m);
+}
+
+void gp_machine_on_established(struct gp_machine *m)
+{
+	struct gp_msg msg;
+	const struct gp_session_config *cfg = m->cfg;
+
+	gp_msg_init(&msg, GP_MSG_JOIN);
+	snprintf(msg.u.join.name, sizeof(msg.u.join.name), "%s", cfg->name);
+	snprintf(msg.u.join.release, sizeof(msg.u.join.release), "%s", GP_VERSION);
+	if (m->token) {
+		msg.u.join.token_id = m->token->id;
+		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
+	}
+	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			  GP_CAP_MOMENTUM;
+	if (m->data) {
+		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
+		msg.u.join.data_fingerprint = m->data_fingerprint;
+	}
+	msg.u.join.devices = (struct gp_msg_device *)cfg->devices;
+	msg.u.join.n_devices = cfg->n_devices;
+	send_msg(m, &msg);
+}
+
+/* Whether a close ends the session: a key that does not match a token, a
+ * refusal the agent cannot get past, the end of the job it was to wait
+ * for. Logs why the connection ended. */
+static bool close_is_final(struct gp_machine *m, enum gp_close_reason reason,
+			   uint16_t code, const char *text)
+{
+	if (reason == GP_CLOSE_KEY_MISMATCH) {
+		gp_error("the coordinator's key does not match the %s: %s",
+			 m->token ? "token" : "pinned key", text);
+		if (m->token) {
+			gp_machine_stop(m, -EKEYREVOKED);
+			return true;
+		}
+	} else if (reason == GP_CLOSE_REJECTED) {
+		gp_error("the coordinator refused: %s (%s)", text,
+			 gp_msg_reject_str(code));
+		if (m->mode != GP_MACHINE_RUN || code == GP_REJECT_AGENT_REVOKED ||
+		    code == GP_REJECT_UNKNOWN_AGENT) {
+			gp_machine_stop(m, -EKEYREJECTED);
+			return true;
+		}
+	} else if (reason == GP_CLOSE_PEER_CLOSED && m->done &&
+		   m->cfg->exit_when_done) {
+		gp_machine_stop(m, 0);
+		return true;
+	} else {
+		gp_info("disconnected: %s: %s", gp_channel_close_reason_name(reason),
+			text);
+	}
+	return false;
+}
+
+void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
+			 uint16_t code, const char *text)
+{
+	bool was_welcomed = m->welcomed;
+
+	m->connected = false;
+	m->welcomed = false;
+	m->told_paused = false;
+	if (m->have_worker)
+		m->ops->worker_drop_queued(m->ctx);
+	if (m->stopping)
+		return;
+	if (m->mode == GP_MACHINE_RUN && !m->have_pool) {
+		status_changed(m); /* left the pool: wait for another */
+		return;
+	}
+	if (m->connect_now) {
+		m->connect_now = false;
+		gp_machine_connect(m);
+		return;
+	}
+	if (close_is_final(m, reason, code, text))
+		return;
+	snprintf(m->last_error, sizeof(m->last_error), "%s",
+		 gp_channel_close_reason_name(reason));
+	/* An address from a beacon that failed is forgotten; the next beacon
+	 * brings it back if it is still right. */
+	if (!was_welcomed && m->beacon_ep[0] &&
+	    strcmp(m->beacon_ep, m->endpoint_now) == 0)
+		m->beacon_ep[0] = '\0';
+	m->attempts++;
+	if ((m->mode == GP_MACHINE_JOIN && m->attempts >= GP_MACHINE_JOIN_ATTEMPTS) ||
+	    (m->mode == GP_MACHINE_LEAVE && m->attempts >= GP_MACHINE_LEAVE_ATTEMPTS)) {
+		gp_error("no endpoint of the %s answered",
+			 m->token ? "token" : "membership");
+		gp_machine_stop(m, -ETIMEDOUT);
+		return;
+	}
+	if (m->attempts >= GP_MACHINE_BEACON_AFTER)
+		beacon_start(m);
+	status_changed(m);
+	schedule_retry(m);
+}
+
+/* ---- memberships and beacons ------------------------------------------ */
+
+void gp_machine_on_members(struct gp_machine *m, bool found,
+			   const struct gp_stats_membership *mem)
+{
+	if (m->stopping)
+		return;
+	if (m->have_pool && (!found || strcmp(mem->pool, m->pool.pool) != 0)) {
+		/* The volunteer left (or switched pools): say bye and wait. */
+		gp_info("no longer a member of pool %.16s", m->pool.pool);
+		m->have_pool = false;
+		m->ops->retry(m->ctx, 0);
+		beacon_stop(m);
+		say_bye(m, GP_BYE_NORMAL, "the volunteer left the pool");
+		m->beacon_ep[0] = '\0';
+		status_changed(m);
+	}
+	if (!m->have_pool && found) {
+		m->pool = *mem;
+		m->have_pool = true;
+		m->attempts = 0;
+		m->backoff_ms = 0;
+		m->endpoint = 0;
+		gp_info("working for pool %.16s at %s", m->pool.pool,
+			m->pool.endpoints);
+		if (!m->connected)
+			gp_machine_connect(m);
+		else
+			m->connect_now = true; /* the old pool's channel is closing */
+	}
+	status_changed(m);
+}
+
+/* The address a beacon gave worked: put it first in the membership's
+ * endpoints, so that the next start tries it at once. */
+static void remember_endpoint(struct gp_machine *m)
+{
+	struct gp_stats_membership mem;
+	char eps[GP_MACHINE_ENDPOINTS_MAX][GP_MACHINE_ENDPOINT_MAX];
+	size_t n, off;
+
+	if (!m->cfg->stats)
+		return;
+	mem = m->pool;
+	n = gp_machine_split_endpoints(m->pool.endpoints, eps,
+				       GP_MACHINE_ENDPOINTS_MAX);
+	off = (size_t)snprintf(mem.endpoints, sizeof(mem.endpoints), "%s",
+			       m->beacon_ep);
+	for (size_t i = 0; i < n && off < sizeof(mem.endpoints); i++)
+		if (strcmp(eps[i], m->beacon_ep) != 0 &&
+		    off + 1 + strlen(eps[i]) < sizeof(mem.endpoints))
+			off += (size_t)snprintf(mem.endpoints + off,
+						sizeof(mem.endpoints) - off, ",%s",
+						eps[i]);
+	m->pool = mem;
+	m->ops->remember(m->ctx, &mem);
+}
+
+void gp_machine_on_beacon(struct gp_machine *m, const uint8_t *key,
+			  const char *ep, uint64_t now_us)
+{
+	/* Only our pool's key; everything else on the network is noise. */
+	if (!m->have_pool ||
+	    memcmp(key, m->pool.coordinator_key, GP_STATS_KEY_SIZE) != 0)
+		return;
+	if (m->beacon_last_us && now_us - m->beacon_last_us < GP_MACHINE_BEACON_GAP_US)
+		return;
+	m->beacon_last_us = now_us;
+	if (m->welcomed || (m->connected && strcmp(ep, m->endpoint_now) == 0))
+		return; /* connected, or already trying that address */
+	gp_info("beacon: pool %.16s announces itself at %s", m->pool.pool, ep);
+	snprintf(m->beacon_ep, sizeof(m->beacon_ep), "%s", ep);
+	/* Try it now, abandoning an attempt that may hang on a dead address;
+	 * the handshake against the pinned key decides whether it is ours. */
+	m->ops->retry(m->ctx, 0);
+	if (m->connected) {
+		m->connect_now = true;
+		m->ops->close(m->ctx, GP_BYE_NORMAL, "trying another address");
+	} else {
+		gp_machine_connect(m);
+	}
+}
+
+/* ---- messages --------------------------------------------------------- */
+
+static int start_worker(struct gp_machine *m, const struct gp_msg_welcome *w)
+{
+	/* The failure a test asks for happens once per process. */
+	unsigned fail_step = m->test_fail_used ? 0 : m->cfg->test.fail_step;
+	int r;
+
+	if (m->have_worker && !m->worker_failed && strcmp(m->spec, w->model) == 0 &&
+	    m->batch == w->batch_size)
+		return 0;
+	if (m->worker_failed)
+		gp_info("starting the compute device again after its failure");
+	m->have_worker = false;
+	m->worker_failed = false;
+	m->test_fail_used = true;
+	r = m->ops->worker_start(m->ctx, w->model, w->batch_size, fail_step);
+	if (r < 0)
+		return r;
+	m->have_worker = true;
+	snprintf(m->spec, sizeof(m->spec), "%.*s", (int)sizeof(m->spec) - 1,
+		 w->model);
+	m->batch = w->batch_size;
+	return 0;
+}
+
+static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
+{
+	m->attempts = 0;
+	/* After sessions dropped for failed work, the backoff is kept until a
+	 * result goes out (gp_machine_on_result). */
+	if (!m->work_failures)
+		m->backoff_ms = 0;
+	m->agent_id = (int64_t)w->agent_id;
+	m->caps = w->caps;
+	/* Keep the coordinator's pace: its heartbeat_timeout may be as short
+	 * as 1 s, and a paused or idle agent sends nothing but heartbeats; at
+	 * the channel's default 5 s it would be closed for idleness again and
+	 * again. */
+	if (w->heartbeat_ms)
+		m->ops->set_heartbeat(m->ctx, w->heartbeat_ms);
+	if (m->mode != GP_MACHINE_RUN) { /* join, leave: that is all we came for */
+		m->joined = true;
+		gp_machine_stop(m, 0);
+		return;
+	}
+	gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
+		", model %s, batch %u, staleness %u", m->endpoint_now,
+		m->agent_id, w->job_id, w->model, w->batch_size, w->staleness);
+	if (start_worker(m, w) < 0) {
+		gp_machine_stop(m, -EIO);
+		return;
+	}
+	m->welcomed = true;
+	m->done = false;
+	m->told_paused = false;
+	m->last_error[0] = '\0';
+	if (m->beacon_ep[0] && strcmp(m->beacon_ep, m->endpoint_now) == 0)
+		remember_endpoint(m);
+	beacon_stop(m);
+	if (gp_machine_paused(m))
+		sync_pause(m);
+	else
+		send_work_request(m);
+	status_changed(m);
+}
+
+static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards *ps)
+{
+	size_t nt = m->ops->worker_tensor_count(m->ctx);
+
+	for (size_t i = 0; i < ps->n_blocks; i++) {
+		const struct gp_msg_block *b = &ps->blocks[i];
+		/* Tensors n..2n-1: the server's momentum of tensors 0..n-1. */
+		enum gp_model_slot slot = b->tensor >= nt ? GP_MODEL_MOMENTUM :
+							    GP_MODEL_PARAM;
+		size_t t = b->tensor >= nt ? b->tensor - nt : b->tensor;
+		const struct gp_tensor_info *ti = m->ops->worker_tensor(m->ctx, t);
+		size_t rows = b->rows ? b->rows : (ti ? ti->rows : 0);
+		float *v;
+
+		if (!ti || b->row_start + rows > ti->rows ||
+		    (uint64_t)rows * ti->cols != b->count) {
+			gp_warn("parameter block for tensor %u does not fit the model",
+				b->tensor);
+			continue;
+		}
+		v = malloc((size_t)b->count * sizeof(float));
+		if (!v || gp_msg_block_read(b, v, b->count) < 0) {
+			free(v);
+			continue;
+		}
+		m->ops->worker_set_params(m->ctx, slot, t, b->row_start, rows, v);
+	}
+}
+
+/* A minibatch given as indices into the local training set: its pixels
+ * and labels gathered into px and lb (samples * GP_DATA_PIXELS and
+ * samples bytes). Returns false for an index out of range. */
+static bool gather_local(const struct gp_machine *m,
+			 const struct gp_msg_minibatch *mb, uint8_t *px,
+			 uint8_t *lb)
+{
+	for (size_t i = 0; i < mb->samples; i++) {
+		uint32_t k = gp_msg_minibatch_index(mb, i);
+
+		if (k >= m->data->count)
+			return false;
+		memcpy(px + i * GP_DATA_PIXELS,
+		       m->data->images + (size_t)k * GP_DATA_PIXELS, GP_DATA_PIXELS);
+		lb[i] = m->data->labels[k];
+	}
+	return true;
+}
+
+static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch *mb)
+{
+	bool local = m->data && mb->indices_len && !mb->pixels_len;
+	uint8_t *px, *lb;
+
+	if (mb->samples == 0 || mb->samples > m->batch ||
+	    (local ? mb->indices_len != (size_t)mb->samples * 4 :
+		     mb->features != GP_DATA_PIXELS ||
+		     mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
+		     mb->labels_len != mb->samples)) {
+		drop_session(m, GP_BYE_PROTOCOL,
+			     "minibatch %" PRIu64 " has an unexpected shape",
+			     mb->minibatch);
+		return;
+	}
+	px = malloc((size_t)mb->samples * GP_DATA_PIXELS);
+	lb = malloc(mb->samples);
+	if (!px || !lb) {
+		free(px);
+		free(lb);
+		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+			     mb->minibatch);
+		return;
+	}
+	if (!local) {
+		memcpy(px, mb->pixels, mb->pixels_len);
+		memcpy(lb, mb->labels, mb->labels_len);
+	} else if (!gather_local(m, mb, px, lb)) {
+		free(px);
+		free(lb);
+		drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
+			     "sample beyond the local data set", mb->minibatch);
+		return;
+	}
+	if (m->ops->worker_compute(m->ctx, mb->epoch, mb->minibatch, mb->clock,
+				   mb->samples, px, lb,
+				   (m->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
+				   mb->momentum,
+				   (m->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
+		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+			     mb->minibatch);
+}
+
+static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
+{
+	gp_info("the coordinator says bye: %s (%s)", bye->text,
+		gp_msg_bye_str(bye->reason));
+	if (bye->reason == GP_BYE_REVOKED) {
+		gp_machine_stop(m, -EKEYREJECTED);
+	} else if (bye->reason == GP_BYE_JOB_DONE) {
+		m->done = true;
+		status_changed(m);
+		if (m->cfg->exit_when_done)
+			gp_machine_stop(m, 0);
+	}
+}
+
+void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
+			   size_t len)
+{
+	struct gp_msg msg;
+	int r = gp_msg_decode(data, len, &msg);
+
+	if (r == GP_MSG_UNKNOWN_TYPE) {
+		gp_debug("skipped a message of unknown type %u", msg.type);
+		gp_msg_finish(&msg);
+		return;
+	}
+	if (r < 0) {
+		gp_warn("undecodable message from the coordinator: %s", strerror(-r));
+		m->ops->close(m->ctx, GP_BYE_PROTOCOL, "undecodable message");
+		return;
+	}
+	switch (msg.type) {
+	case GP_MSG_WELCOME:
+		on_welcome(m, &msg.u.welcome);
+		break;
+	case GP_MSG_REJECT:
+		gp_error("the coordinator refused: %s (%s)", msg.u.reject.text,
+			 gp_msg_reject_str(msg.u.reject.code));
+		if (m->token || msg.u.reject.code == GP_REJECT_AGENT_REVOKED ||
+		    msg.u.reject.code == GP_REJECT_UNKNOWN_AGENT)
+			gp_machine_stop(m, -EKEYREJECTED);
+		break;
+	/* Work still arriving on a connection that is closing (drop_session)
+	 * is handed out again by the coordinator: not taken. */
+	case GP_MSG_PARAM_SHARDS:
+		if (m->have_worker && m->ops->established(m->ctx))
+			handle_shards(m, &msg.u.param_shards);
+		break;
+	case GP_MSG_MINIBATCH:
+		if (m->have_worker && m->ops->established(m->ctx))
+			handle_minibatch(m, &msg.u.minibatch);
+		break;
+	case GP_MSG_BYE:
+		on_bye(m, &msg.u.bye);
+		break;
+	default: /* HEARTBEAT, CLOCK, STATS: nothing to do */
+		break;
+	}
+	gp_msg_finish(&msg);
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+/* Sends res as an UPDATE. Returns 0 when it went out, or a negative errno
+ * (-ENOTCONN: disconnected; -ENOMEM). */
+static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
+{
+	struct gp_msg_block blocks[4 * GP_MODEL_MAX_LAYERS];
+	size_t n = m->ops->worker_tensor_count(m->ctx), off = 0;
+	uint8_t *items = NULL;
+	struct gp_msg msg;
+	int r;
+
+	gp_msg_init(&msg, GP_MSG_UPDATE);
+	msg.u.update.epoch = res->epoch;
+	msg.u.update.minibatch = res->minibatch;
+	msg.u.update.clock = res->clock;
+	msg.u.update.samples = res->samples;
+	msg.u.update.loss = (float)res->loss;
+	msg.u.update.grad_norm = (float)res->grad_norm;
+	msg.u.update.compute_us = res->compute_us;
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_tensor_info *ti = m->ops->worker_tensor(m->ctx, i);
+
+		blocks[i] = (struct gp_msg_block){
+			.tensor = (uint32_t)i,
+			.row_start = 0,
+			.rows = (uint32_t)ti->rows,
+			.count = (uint32_t)(ti->rows * ti->cols),
+			.dtype = (m->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32,
+			.values = res->grads + off,
+		};
+		/* A group's second sum follows the first, tensor by tensor. */
+		if (res->n_items) {
+			blocks[n + i] = blocks[i];
+			blocks[n + i].values = res->sums_b + off;
+		}
+		off += ti->rows * ti->cols;
+	}
+	msg.u.update.blocks = blocks;
+	msg.u.update.n_blocks = res->n_items ? 2 * n : n;
+	if (res->n_items) {
+		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
+		if (!items) {
+			gp_error("no memory for an update of %zu minibatches",
+				 res->n_items);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < res->n_items; i++)
+			gp_msg_update_item_put(items, i, res->items[i].epoch,
+					       res->items[i].minibatch,
+					       res->items[i].loss);
+		msg.u.update.form = GP_UPDATE_SUMS;
+		msg.u.update.items = items;
+		msg.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
+	}
+	r = send_msg(m, &msg);
+	free(items);
+	return r;
+}
+
+void gp_machine_on_result(struct gp_machine *m,
+			  const struct gp_worker_result *res)
+{
+	int r;
+
+	if (res->gen != m->ops->worker_generation(m->ctx)) {
+		/* Work of a connection that is gone (the job in hand when it
+		 * closed): its minibatches were handed out again, and its
+		 * clock and parameters are not this connection's. */
+		m->stale_results++;
+		gp_debug("dropped the result for minibatch %" PRIu64 " of an "
+			 "earlier connection (%" PRIu64 " so far)", res->minibatch,
+			 m->stale_results);
+		return;
+	}
+	if (res->error < 0) {
+		m->worker_failed = true;
+		drop_session(m, GP_BYE_RESTART,
+			     "computing minibatch %" PRIu64 " of epoch %u failed: %s",
+			     res->minibatch, res->epoch + 1, strerror(-res->error));
+		return;
+	}
+	r = send_update(m, res);
+	if (r == -ENOMEM)
+		return;
+	if (r < 0) {
+		gp_debug("update for minibatch %" PRIu64 " not sent (disconnected)",
+			 res->minibatch);
+	} else if (m->work_failures) {
+		m->work_failures = 0;
+		m->backoff_ms = 0;
+	}
+	if (m->cfg->stats) {
+		struct gp_stats_delta d = {
+			.at = gp_now_s(),
+			.minibatches = res->n_items ? res->n_items : 1,
+			.samples = res->samples,
+			.gflop = m->ops->worker_flops_per_sample(m->ctx) *
+				 res->samples / 1e9,
+			.compute_seconds = (double)res->compute_us / 1e6,
+		};
+
+		snprintf(d.pool, sizeof(d.pool), "%s", m->pool.pool);
+		snprintf(d.device, sizeof(d.device), "%s", m->cfg->device_name);
+		m->ops->record(m->ctx, &d);
+	}
+	m->minibatches += res->n_items ? res->n_items : 1;
+	status_changed(m);
+}

@@ -1,0 +1,226 @@
+/* The agent session's state machine: what the agent decides on each event
+ * of its connection to a pool (connect, WELCOME, REJECT, parameters,
+ * minibatches and groups, results, pause and resume, backoff and retry,
+ * memberships, beacons, close), as plain code over one struct.
+ *
+ * It does no I/O. Everything it wants done goes through struct
+ * gp_machine_ops (send a message, close the channel, start the retry
+ * timer, hand work to the compute thread, ...), which session.c implements
+ * over libuv, the channel and worker.c, and which the unit test
+ * (tests/unit/test-session.c) implements with a few arrays, so that every
+ * decision runs in milliseconds without sockets or threads.
+ *
+ * Every gp_machine_* function runs on one thread (the loop thread) and may
+ * call back into ops before it returns. */
+#ifndef GP_AGENT_MACHINE_H
+#define GP_AGENT_MACHINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "channel.h"
+#include "data.h"
+#include "model.h"
+#include "msg.h"
+#include "session.h"
+#include "stats.h"
+#include "status.h"
+#include "token.h"
+#include "worker.h"
+
+#define GP_MACHINE_BACKOFF_MIN_MS 250
+#define GP_MACHINE_BACKOFF_MAX_MS 30000
+/* Listen for beacons after this many failed connects in a row, and act on
+ * at most one beacon per GP_MACHINE_BEACON_GAP_US: anyone may send them. */
+#define GP_MACHINE_BEACON_AFTER 2
+#define GP_MACHINE_BEACON_GAP_US 2000000
+/* A join gives up after this many failed connects, a leave after this. */
+#define GP_MACHINE_JOIN_ATTEMPTS (3 * 4)
+#define GP_MACHINE_LEAVE_ATTEMPTS 3
+#define GP_MACHINE_ENDPOINTS_MAX 8
+#define GP_MACHINE_ENDPOINT_MAX 256
+
+enum gp_machine_mode {
+	GP_MACHINE_RUN,   /* work for the pool of the memberships */
+	GP_MACHINE_JOIN,  /* the first handshake, keyed from a token */
+	GP_MACHINE_LEAVE, /* say bye to cfg->pool */
+};
+
+/* What the machine asks of the world. ctx is gp_machine.ctx. */
+struct gp_machine_ops {
+	/* Starts a connection to endpoint ("host:port", borrowed) with the
+	 * token's keys (gp_machine.token) or the pinned key of
+	 * gp_machine.pool. Returns 0 when a connection is under way (it ends
+	 * in on_close, after on_established or not), -EHOSTUNREACH when the
+	 * name does not resolve, another negative errno otherwise. */
+	int (*connect)(void *ctx, const char *endpoint);
+	/* Whether the connection is established (not connecting, not
+	 * closing). */
+	bool (*established)(void *ctx);
+	/* Sends msg (borrowed) on the connection. Returns 0 or a negative
+	 * errno (-ENOTCONN: not established). */
+	int (*send)(void *ctx, struct gp_msg *msg);
+	/* Closes the connection; on_close follows. text is borrowed. */
+	void (*close)(void *ctx, uint16_t code, const char *text);
+	/* The heartbeat interval the coordinator asked for, in ms. */
+	void (*set_heartbeat)(void *ctx, uint32_t ms);
+	/* Calls gp_machine_connect() in ms milliseconds, replacing a retry
+	 * already set; ms == 0: cancels the retry. */
+	void (*retry)(void *ctx, uint64_t ms);
+	/* Starts (on) or stops listening for the pool's beacons. Returns 0 or
+	 * a negative errno (on only). */
+	int (*beacon)(void *ctx, bool on);
+	/* The session stops (gp_machine.result holds why): release timers,
+	 * sockets and signals, so that the loop ends. */
+	void (*stopped)(void *ctx);
+	/* Something gp_machine_status() shows may have changed. */
+	void (*status)(void *ctx);
+	/* Writes m (borrowed) to the membership database. */
+	void (*remember)(void *ctx, const struct gp_stats_membership *m);
+	/* Adds d (borrowed) to the contribution statistics. */
+	void (*record)(void *ctx, const struct gp_stats_delta *d);
+
+	/* The compute thread (worker.h has what each does). worker_start
+	 * stops the thread there is, if any, and starts one for spec and
+	 * batch with the test hook fail_step; on failure it logs why. */
+	int (*worker_start)(void *ctx, const char *spec, uint32_t batch,
+			    unsigned fail_step);
+	size_t (*worker_tensor_count)(void *ctx);
+	const struct gp_tensor_info *(*worker_tensor)(void *ctx, size_t i);
+	/* values taken */
+	int (*worker_set_params)(void *ctx, enum gp_model_slot slot,
+				 size_t tensor, size_t row0, size_t rows,
+				 float *values);
+	/* pixels and labels taken */
+	int (*worker_compute)(void *ctx, uint32_t epoch, uint64_t minibatch,
+			      uint64_t clock, uint32_t n, uint8_t *pixels,
+			      uint8_t *labels, float lr, float mu,
+			      uint32_t group);
+	void (*worker_drop_queued)(void *ctx);
+	uint64_t (*worker_generation)(void *ctx);
+	double (*worker_flops_per_sample)(void *ctx);
+};
+
+struct gp_machine {
+	/* Set by gp_machine_init, all borrowed. */
+	const struct gp_session_config *cfg;
+	const struct gp_token *token;       /* join only */
+	const struct gp_dataset *data;      /* the local training set, or NULL */
+	uint64_t data_fingerprint;
+	enum gp_machine_mode mode;
+	const struct gp_machine_ops *ops;
+	void *ctx;
+
+	/* The pool this agent works for (run: from the memberships). */
+	struct gp_stats_membership pool;
+	bool have_pool;
+	/* The connection. */
+	bool connected;           /* a connection exists (until on_close) */
+	bool welcomed;            /* WELCOME on the current connection */
+	bool connect_now;         /* on_close: connect again at once */
+	char endpoint_now[GP_MACHINE_ENDPOINT_MAX]; /* of the current attempt */
+	size_t endpoint;          /* next endpoint to try */
+	unsigned attempts;        /* failed connects in a row */
+	uint64_t backoff_ms;      /* the last backoff base, 0: none yet */
+	char last_error[128];
+	/* Sessions dropped in a row because of work this agent could not do:
+	 * the backoff goes on growing across them, so that a device that
+	 * always fails does not churn the pool. 0 after a result is sent. */
+	unsigned work_failures;
+	/* Beacons. */
+	bool beacon_on;
+	uint64_t beacon_last_us;
+	char beacon_ep[64];       /* an address a beacon gave; tried first */
+	/* Pausing. */
+	bool user_paused;
+	enum gp_policy_verdict verdict;
+	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
+	bool told_paused;         /* the coordinator was sent PAUSE */
+	/* The job. */
+	bool done;                /* BYE job-done on this connection */
+	char spec[GP_MSG_MODEL_MAX + 1];
+	uint32_t batch;
+	uint32_t caps;            /* the WELCOME's */
+	/* The compute thread. */
+	bool have_worker;
+	/* The worker failed a step: made anew at the next WELCOME, since a
+	 * device that failed once (an OpenCL queue after CL_OUT_OF_RESOURCES)
+	 * may not be trusted to go on. */
+	bool worker_failed;
+	bool test_fail_used;      /* cfg->test.fail_step given to a worker */
+	/* Results of an earlier connection's work, dropped. */
+	uint64_t stale_results;
+	uint64_t minibatches;     /* computed and sent, for the status */
+	/* The end. */
+	bool stopping;
+	int result;
+	bool joined;              /* join, leave: WELCOME came */
+	int64_t agent_id;
+};
+
+/* Sets m up (nothing happens yet). cfg, token (join only, else NULL), data
+ * (may be NULL), ops and ctx are borrowed for m's lifetime. */
+void gp_machine_init(struct gp_machine *m, const struct gp_session_config *cfg,
+		     const struct gp_token *token, enum gp_machine_mode mode,
+		     const struct gp_dataset *data, uint64_t data_fingerprint,
+		     const struct gp_machine_ops *ops, void *ctx);
+
+/* Starts: join and leave connect at once; run waits for a membership
+ * (gp_machine_on_members). */
+void gp_machine_start(struct gp_machine *m);
+
+/* Connects to the next endpoint, unless connected, stopping or without a
+ * pool (the retry timer calls this). */
+void gp_machine_connect(struct gp_machine *m);
+
+/* The handshake completed: sends JOIN. */
+void gp_machine_on_established(struct gp_machine *m);
+
+/* A message (data, len borrowed) arrived on the connection. */
+void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
+			   size_t len);
+
+/* The connection ended (text borrowed): decides whether to retry, and
+ * when, or to stop. */
+void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
+			 uint16_t code, const char *text);
+
+/* The compute thread reported res (borrowed; the caller frees it). */
+void gp_machine_on_result(struct gp_machine *m,
+			  const struct gp_worker_result *res);
+
+/* The memberships were read: found says whether one not left exists, mem
+ * (borrowed) is the first such. */
+void gp_machine_on_members(struct gp_machine *m, bool found,
+			   const struct gp_stats_membership *mem);
+
+/* The policy's verdict (why borrowed: the reason when not GP_POLICY_RUN). */
+void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
+			  const char *why);
+
+/* The volunteer paused (true) or resumed (false). */
+void gp_machine_set_user_paused(struct gp_machine *m, bool paused);
+
+/* A beacon with the pool key key (32 bytes, borrowed) named endpoint ep
+ * (borrowed) at monotonic time now_us. */
+void gp_machine_on_beacon(struct gp_machine *m, const uint8_t *key,
+			  const char *ep, uint64_t now_us);
+
+/* Stops the session with result (0 or a negative errno). */
+void gp_machine_stop(struct gp_machine *m, int result);
+
+/* Whether computing is paused (by the volunteer or the policy). */
+bool gp_machine_paused(const struct gp_machine *m);
+
+/* The state to publish: fills st's state, reason, pool, endpoint, device
+ * and minibatches; leaves since and pid alone. */
+void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st);
+
+/* Splits a comma-separated endpoint list into out (max entries); returns
+ * how many. Entries longer than GP_MACHINE_ENDPOINT_MAX - 1 are skipped. */
+size_t gp_machine_split_endpoints(const char *list,
+				  char out[][GP_MACHINE_ENDPOINT_MAX],
+				  size_t max);
+
+#endif

@@ -1,0 +1,1086 @@
+/* The agent session's state machine (agent/machine.c), driven through a
+ * fake world: every effect the machine asks for is recorded in struct
+ * world, messages go through the real encoder and decoder, and time,
+ * sockets and the compute thread do not exist. Each test stands for a
+ * behaviour the real-process tests (tests/integration, tests/fault) see
+ * from outside, in milliseconds. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "machine.h"
+#include "test.h"
+
+#define SENT_MAX 64
+#define COMPUTED_MAX 64
+
+/* What one sent message was, read back from its encoding. */
+struct sent {
+	uint8_t type;
+	uint16_t reason;          /* PAUSE, BYE */
+	uint32_t caps;            /* JOIN */
+	uint64_t data_fingerprint; /* JOIN */
+	size_t token_id_len;      /* JOIN */
+	uint64_t minibatch;       /* UPDATE */
+	uint8_t form;             /* UPDATE */
+	size_t n_blocks;          /* UPDATE */
+	uint8_t dtype;            /* UPDATE, first block */
+	size_t n_items;           /* UPDATE */
+};
+
+struct computed {
+	uint64_t minibatch;
+	uint32_t n;
+	uint32_t group;
+	float lr;
+	uint8_t pixel0, label0;
+};
+
+struct world {
+	struct gp_machine m;
+	struct gp_session_config cfg;
+	/* The channel. */
+	int connect_result;       /* what the next connect returns */
+	unsigned connects;
+	char endpoints[32][GP_MACHINE_ENDPOINT_MAX]; /* of each connect */
+	bool established;
+	struct sent sent[SENT_MAX];
+	size_t n_sent;
+	unsigned closes;
+	uint16_t close_code;
+	char close_text[256];
+	uint32_t heartbeat_ms;
+	/* Timers, beacons, the end. */
+	uint64_t retry_ms;        /* the retry set, 0: none */
+	unsigned retries;
+	bool beacon_on;
+	unsigned beacon_starts;
+	bool stopped;
+	unsigned statuses;
+	struct gp_stats_membership remembered;
+	unsigned remembers;
+	struct gp_stats_delta recorded;
+	unsigned records;
+	/* The compute thread. */
+	unsigned worker_starts;
+	unsigned fail_step;       /* given to the last worker_start */
+	int worker_start_result;
+	uint64_t gen;
+	unsigned drops;
+	struct gp_tensor_info tensors[2];
+	unsigned params_set;
+	struct computed computed[COMPUTED_MAX];
+	size_t n_computed;
+};
+
+static int w_connect(void *ctx, const char *ep)
+{
+	struct world *w = ctx;
+
+	snprintf(w->endpoints[w->connects % 32], GP_MACHINE_ENDPOINT_MAX, "%s", ep);
+	w->connects++;
+	w->established = false;
+	return w->connect_result;
+}
+
+static bool w_established(void *ctx)
+{
+	return ((struct world *)ctx)->established;
+}
+
+static int w_send(void *ctx, struct gp_msg *msg)
+{
+	struct world *w = ctx;
+	struct gp_msg d;
+	struct sent *s;
+	uint8_t *buf;
+	size_t len;
+
+	if (!w->established)
+		return -ENOTCONN;
+	ASSERT_OK(gp_msg_encode_alloc(msg, &buf, &len));
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT(w->n_sent < SENT_MAX);
+	s = &w->sent[w->n_sent++];
+	memset(s, 0, sizeof(*s));
+	s->type = d.type;
+	switch (d.type) {
+	case GP_MSG_PAUSE:
+		s->reason = d.u.pause.reason;
+		break;
+	case GP_MSG_BYE:
+		s->reason = d.u.bye.reason;
+		break;
+	case GP_MSG_JOIN:
+		s->caps = d.u.join.caps;
+		s->data_fingerprint = d.u.join.data_fingerprint;
+		s->token_id_len = d.u.join.token_id_len;
+		break;
+	case GP_MSG_UPDATE:
+		s->minibatch = d.u.update.minibatch;
+		s->form = d.u.update.form;
+		s->n_blocks = d.u.update.n_blocks;
+		s->dtype = d.u.update.n_blocks ? d.u.update.blocks[0].dtype : 0;
+		s->n_items = d.u.update.items_len / GP_MSG_ITEM_SIZE;
+		break;
+	default:
+		break;
+	}
+	gp_msg_finish(&d);
+	free(buf);
+	return 0;
+}
+
+static void w_close(void *ctx, uint16_t code, const char *text)
+{
+	struct world *w = ctx;
+
+	w->closes++;
+	w->close_code = code;
+	w->established = false;
+	snprintf(w->close_text, sizeof(w->close_text), "%s", text);
+}
+
+static void w_set_heartbeat(void *ctx, uint32_t ms)
+{
+	((struct world *)ctx)->heartbeat_ms = ms;
+}
+
+static void w_retry(void *ctx, uint64_t ms)
+{
+	struct world *w = ctx;
+
+	w->retry_ms = ms;
+	if (ms)
+		w->retries++;
+}
+
+static int w_beacon(void *ctx, bool on)
+{
+	struct world *w = ctx;
+
+	w->beacon_on = on;
+	if (on)
+		w->beacon_starts++;
+	return 0;
+}
+
+static void w_stopped(void *ctx)
+{
+	((struct world *)ctx)->stopped = true;
+}
+
+static void w_status(void *ctx)
+{
+	((struct world *)ctx)->statuses++;
+}
+
+static void w_remember(void *ctx, const struct gp_stats_membership *m)
+{
+	struct world *w = ctx;
+
+	w->remembered = *m;
+	w->remembers++;
+}
+
+static void w_record(void *ctx, const struct gp_stats_delta *d)
+{
+	struct world *w = ctx;
+
+	w->recorded = *d;
+	w->records++;
+}
+
+static int w_worker_start(void *ctx, const char *spec, uint32_t batch,
+			  unsigned fail_step)
+{
+	struct world *w = ctx;
+
+	(void)spec;
+	(void)batch;
+	w->worker_starts++;
+	w->fail_step = fail_step;
+	w->gen = 0;
+	return w->worker_start_result;
+}
+
+static size_t w_tensor_count(void *ctx)
+{
+	(void)ctx;
+	return 2;
+}
+
+static const struct gp_tensor_info *w_tensor(void *ctx, size_t i)
+{
+	struct world *w = ctx;
+
+	return i < 2 ? &w->tensors[i] : NULL;
+}
+
+static int w_set_params(void *ctx, enum gp_model_slot slot, size_t tensor,
+			size_t row0, size_t rows, float *values)
+{
+	struct world *w = ctx;
+
+	(void)slot;
+	(void)tensor;
+	(void)row0;
+	(void)rows;
+	free(values);
+	w->params_set++;
+	return 0;
+}
+
+static int w_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
+		     uint64_t clock, uint32_t n, uint8_t *pixels,
+		     uint8_t *labels, float lr, float mu, uint32_t group)
+{
+	struct world *w = ctx;
+	struct computed *c;
+
+	(void)epoch;
+	(void)clock;
+	(void)mu;
+	ASSERT(w->n_computed < COMPUTED_MAX);
+	c = &w->computed[w->n_computed++];
+	c->minibatch = minibatch;
+	c->n = n;
+	c->group = group;
+	c->lr = lr;
+	c->pixel0 = pixels[0];
+	c->label0 = labels[0];
+	free(pixels);
+	free(labels);
+	return 0;
+}
+
+static void w_drop_queued(void *ctx)
+{
+	struct world *w = ctx;
+
+	w->drops++;
+	w->gen++;
+}
+
+static uint64_t w_generation(void *ctx)
+{
+	return ((struct world *)ctx)->gen;
+}
+
+static double w_flops(void *ctx)
+{
+	(void)ctx;
+	return 1e6;
+}
+
+static const struct gp_machine_ops world_ops = {
+	.connect = w_connect,
+	.established = w_established,
+	.send = w_send,
+	.close = w_close,
+	.set_heartbeat = w_set_heartbeat,
+	.retry = w_retry,
+	.beacon = w_beacon,
+	.stopped = w_stopped,
+	.status = w_status,
+	.remember = w_remember,
+	.record = w_record,
+	.worker_start = w_worker_start,
+	.worker_tensor_count = w_tensor_count,
+	.worker_tensor = w_tensor,
+	.worker_set_params = w_set_params,
+	.worker_compute = w_compute,
+	.worker_drop_queued = w_drop_queued,
+	.worker_generation = w_generation,
+	.worker_flops_per_sample = w_flops,
+};
+
+static const uint8_t pool_key[GP_STATS_KEY_SIZE] = { 1, 2, 3 };
+
+static struct world *world_new(enum gp_machine_mode mode,
+			       const struct gp_token *token)
+{
+	struct world *w = calloc(1, sizeof(*w));
+
+	ASSERT_NOT_NULL(w);
+	snprintf(w->cfg.name, sizeof(w->cfg.name), "test");
+	snprintf(w->cfg.device_name, sizeof(w->cfg.device_name), "cpu");
+	w->cfg.stats = (struct gp_stats *)w; /* only tested for NULL */
+	w->tensors[0] = (struct gp_tensor_info){ .rows = 3, .cols = 2 };
+	w->tensors[1] = (struct gp_tensor_info){ .rows = 1, .cols = 3 };
+	gp_machine_init(&w->m, &w->cfg, token, mode, NULL, 0, &world_ops, w);
+	return w;
+}
+
+static struct gp_stats_membership membership(const char *pool,
+					     const char *endpoints)
+{
+	struct gp_stats_membership m = { 0 };
+
+	snprintf(m.pool, sizeof(m.pool), "%s", pool);
+	snprintf(m.endpoints, sizeof(m.endpoints), "%s", endpoints);
+	memcpy(m.coordinator_key, pool_key, sizeof(pool_key));
+	return m;
+}
+
+/* A run-mode world that is a member of pool "p" at endpoints and has
+ * started its first connection. */
+static struct world *member(const char *endpoints)
+{
+	struct world *w = world_new(GP_MACHINE_RUN, NULL);
+	struct gp_stats_membership m = membership("p", endpoints);
+
+	gp_machine_start(&w->m);
+	ASSERT_EQ(w->connects, 0); /* no pool yet: waits */
+	gp_machine_on_members(&w->m, true, &m);
+	ASSERT_EQ(w->connects, 1);
+	return w;
+}
+
+static void deliver(struct world *w, const struct gp_msg *msg)
+{
+	uint8_t *buf;
+	size_t len;
+
+	ASSERT_OK(gp_msg_encode_alloc(msg, &buf, &len));
+	gp_machine_on_message(&w->m, buf, len);
+	free(buf);
+}
+
+static void establish(struct world *w)
+{
+	w->established = true;
+	gp_machine_on_established(&w->m);
+}
+
+static void welcome_with(struct world *w, uint32_t caps, uint32_t heartbeat_ms)
+{
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.agent_id = 7;
+	msg.u.welcome.job_id = 1;
+	snprintf(msg.u.welcome.model, sizeof(msg.u.welcome.model), "mlp:2-3-1");
+	msg.u.welcome.batch_size = 4;
+	msg.u.welcome.heartbeat_ms = heartbeat_ms;
+	msg.u.welcome.caps = caps;
+	deliver(w, &msg);
+}
+
+static void welcome(struct world *w)
+{
+	establish(w);
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS, 0);
+}
+
+static void minibatch(struct world *w, uint64_t id, uint32_t samples,
+		      uint32_t group)
+{
+	uint8_t px[4 * GP_DATA_PIXELS], lb[4];
+	struct gp_msg msg;
+
+	memset(px, (int)id, sizeof(px));
+	memset(lb, (int)id % 10, sizeof(lb));
+	gp_msg_init(&msg, GP_MSG_MINIBATCH);
+	msg.u.minibatch.minibatch = id;
+	msg.u.minibatch.samples = samples;
+	msg.u.minibatch.features = GP_DATA_PIXELS;
+	msg.u.minibatch.pixels = px;
+	msg.u.minibatch.pixels_len = (size_t)samples * GP_DATA_PIXELS;
+	msg.u.minibatch.labels = lb;
+	msg.u.minibatch.labels_len = samples;
+	msg.u.minibatch.lr = 0.1f;
+	msg.u.minibatch.group = group;
+	deliver(w, &msg);
+}
+
+static void bye(struct world *w, uint16_t reason)
+{
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_BYE);
+	msg.u.bye.reason = reason;
+	snprintf(msg.u.bye.text, sizeof(msg.u.bye.text), "bye");
+	deliver(w, &msg);
+}
+
+/* The worker's answer for minibatch id: n_items > 0 for a group. */
+static void result(struct world *w, uint64_t id, uint64_t gen, int error,
+		   size_t n_items)
+{
+	float grads[9] = { 0 }, sums_b[9] = { 0 };
+	struct gp_worker_item items[GP_WORKER_GROUP_MAX] = { 0 };
+	struct gp_worker_result res = {
+		.error = error,
+		.gen = gen,
+		.minibatch = id,
+		.samples = 4,
+		.grads = grads,
+		.n_grads = 9,
+		.sums_b = n_items ? sums_b : NULL,
+		.items = n_items ? items : NULL,
+		.n_items = n_items,
+		.compute_us = 1000,
+	};
+
+	for (size_t i = 0; i < n_items; i++)
+		items[i].minibatch = id + i;
+	gp_machine_on_result(&w->m, &res);
+}
+
+static const struct sent *last_sent(const struct world *w)
+{
+	ASSERT(w->n_sent > 0);
+	return &w->sent[w->n_sent - 1];
+}
+
+static size_t count_sent(const struct world *w, uint8_t type)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < w->n_sent; i++)
+		n += w->sent[i].type == type;
+	return n;
+}
+
+static void fail_connect(struct world *w, enum gp_close_reason reason)
+{
+	w->established = false;
+	gp_machine_on_close(&w->m, reason, 0, "failed");
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* Reconnects with exponential backoff and jitter: each retry waits in
+ * [base/2, base], base doubling from 250 ms up to 30 s; endpoints are
+ * tried in turn; after two failures the agent listens for beacons. */
+static void test_backoff_jitter(void)
+{
+	struct world *w = member("a:1,b:2");
+	uint64_t base = GP_MACHINE_BACKOFF_MIN_MS;
+
+	w->cfg.beacon_port = 7100;
+	ASSERT_STR_EQ(w->endpoints[0], "a:1");
+	for (unsigned i = 1; i <= 12; i++) {
+		fail_connect(w, GP_CLOSE_CONNECT_FAILED);
+		ASSERT_EQ(w->m.attempts, i);
+		ASSERT_EQ(w->retries, i);
+		ASSERT_GE(w->retry_ms, base / 2);
+		ASSERT_LE(w->retry_ms, base);
+		ASSERT_EQ(w->beacon_on, i >= GP_MACHINE_BEACON_AFTER);
+		gp_machine_connect(&w->m); /* the retry timer fires */
+		ASSERT_EQ(w->connects, i + 1);
+		ASSERT_STR_EQ(w->endpoints[i], i % 2 ? "b:2" : "a:1");
+		base = base * 2 > GP_MACHINE_BACKOFF_MAX_MS ?
+			       GP_MACHINE_BACKOFF_MAX_MS : base * 2;
+	}
+	ASSERT_EQ(w->m.backoff_ms, GP_MACHINE_BACKOFF_MAX_MS);
+	ASSERT_EQ(w->beacon_starts, 1);
+	{
+		struct gp_agent_status st;
+
+		gp_machine_status(&w->m, &st);
+		ASSERT_STR_EQ(st.state, "waiting");
+		ASSERT(strstr(st.reason, "12 failed attempts, last: "));
+		ASSERT(strstr(st.reason, "listening for beacons"));
+	}
+	ASSERT(!w->stopped);
+	free(w);
+}
+
+/* A name that does not resolve counts as a failed attempt and retries. */
+static void test_unresolvable(void)
+{
+	struct world *w = world_new(GP_MACHINE_RUN, NULL);
+	struct gp_stats_membership m = membership("p", "nowhere:1");
+
+	w->connect_result = -EHOSTUNREACH;
+	gp_machine_on_members(&w->m, true, &m);
+	ASSERT_EQ(w->connects, 1);
+	ASSERT(!w->m.connected);
+	ASSERT_EQ(w->m.attempts, 1);
+	ASSERT_STR_EQ(w->m.last_error, "cannot resolve");
+	ASSERT_GT(w->retry_ms, 0);
+	free(w);
+}
+
+/* After a WELCOME the attempts and the backoff start over: a coordinator
+ * that restarts is found again at once (test_crash, test_churn). JOIN
+ * carries the capabilities; a WORK_REQUEST follows the WELCOME. */
+static void test_reconnect(void)
+{
+	struct world *w = member("a:1");
+
+	for (int i = 0; i < 4; i++) {
+		fail_connect(w, GP_CLOSE_CONNECT_FAILED);
+		gp_machine_connect(&w->m);
+	}
+	ASSERT_EQ(w->m.backoff_ms, 2000);
+	establish(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
+	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
+				      GP_CAP_SUMS | GP_CAP_MOMENTUM);
+	ASSERT_EQ(last_sent(w)->token_id_len, 0);
+	welcome_with(w, GP_CAP_SUMS, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
+	ASSERT_EQ(w->m.attempts, 0);
+	ASSERT_EQ(w->m.backoff_ms, 0);
+	ASSERT_EQ(w->worker_starts, 1);
+	/* The coordinator goes away: the next try is soon again. */
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	ASSERT_EQ(w->drops, 1);
+	ASSERT_LE(w->retry_ms, GP_MACHINE_BACKOFF_MIN_MS);
+	gp_machine_connect(&w->m);
+	welcome(w);
+	ASSERT_EQ(w->worker_starts, 1); /* same model: the worker stays */
+	free(w);
+}
+
+/* The coordinator's heartbeat interval from WELCOME reaches the channel
+ * (a paused agent sends only heartbeats: test_pause). */
+static void test_heartbeat_from_welcome(void)
+{
+	struct world *w = member("a:1");
+
+	establish(w);
+	welcome_with(w, 0, 400);
+	ASSERT_EQ(w->heartbeat_ms, 400);
+	free(w);
+}
+
+/* ---- work ------------------------------------------------------------- */
+
+/* Minibatches go to the worker with the local step and the group when the
+ * WELCOME's caps allow; a result goes out as one UPDATE (f16 with
+ * GP_CAP_F16) and is counted. */
+static void test_minibatch_and_update(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	minibatch(w, 5, 4, 0);
+	ASSERT_EQ(w->n_computed, 1);
+	ASSERT_EQ(w->computed[0].minibatch, 5);
+	ASSERT_EQ(w->computed[0].n, 4);
+	ASSERT_NEAR(w->computed[0].lr, 0.1, 1e-6);
+	ASSERT_EQ(w->computed[0].pixel0, 5);
+	ASSERT_EQ(w->computed[0].label0, 5);
+	result(w, 5, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->minibatch, 5);
+	ASSERT_EQ(last_sent(w)->n_blocks, 2);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
+	ASSERT_EQ(w->records, 1);
+	ASSERT_EQ(w->recorded.minibatches, 1);
+	ASSERT_EQ(w->recorded.samples, 4);
+	ASSERT_STR_EQ(w->recorded.pool, "p");
+	ASSERT_EQ(w->m.minibatches, 1);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "connected");
+	ASSERT_EQ(st.minibatches, 1);
+	free(w);
+}
+
+/* A group of minibatches is answered by one UPDATE of sums, two blocks a
+ * tensor and one item a minibatch; without GP_CAP_SUMS (or GP_CAP_LOCAL_STEP)
+ * the group (or the local step) is not asked of the worker. */
+static void test_group(void)
+{
+	struct world *w = member("a:1");
+
+	welcome(w);
+	for (uint64_t i = 0; i < 4; i++)
+		minibatch(w, 10 + i, 2, i == 0 ? 4 : 0);
+	ASSERT_EQ(w->n_computed, 4);
+	ASSERT_EQ(w->computed[0].group, 4);
+	result(w, 10, w->gen, 0, 4);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->form, GP_UPDATE_SUMS);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_EQ(last_sent(w)->n_items, 4);
+	ASSERT_EQ(w->recorded.minibatches, 4);
+	ASSERT_EQ(w->m.minibatches, 4);
+	free(w);
+
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, 0, 0);
+	minibatch(w, 1, 2, 4);
+	ASSERT_EQ(w->computed[0].group, 0);
+	ASSERT_EQ(w->computed[0].lr, 0);
+	result(w, 1, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F32);
+	free(w);
+}
+
+/* A group cut short by the end of its connection: the worker's queue is
+ * dropped (a new generation), work still arriving on the closing channel
+ * is not taken, and what the worker reports for the old generation is
+ * never sent on the next connection (test_stale_result). */
+static void test_group_cut_short(void)
+{
+	struct world *w = member("a:1");
+	uint64_t gen;
+
+	welcome(w);
+	minibatch(w, 20, 2, 4);
+	minibatch(w, 21, 2, 0);
+	gen = w->gen;
+	fail_connect(w, GP_CLOSE_IO_ERROR);
+	ASSERT_EQ(w->drops, 1);
+	ASSERT_EQ(w->n_computed, 2);
+	gp_machine_connect(&w->m);
+	welcome(w);
+	result(w, 20, gen, 0, 2);
+	ASSERT_EQ(count_sent(w, GP_MSG_UPDATE), 0);
+	ASSERT_EQ(w->m.stale_results, 1);
+	ASSERT_EQ(w->records, 0);
+	ASSERT_EQ(w->m.minibatches, 0);
+	free(w);
+}
+
+/* Results of an earlier connection's work are dropped, also a failed one:
+ * it does not drop the new connection. */
+static void test_stale_results_dropped(void)
+{
+	struct world *w = member("a:1");
+	size_t sent;
+
+	welcome(w);
+	minibatch(w, 1, 4, 0);
+	minibatch(w, 2, 4, 0);
+	gp_machine_on_close(&w->m, GP_CLOSE_IDLE_TIMEOUT, 0, "idle");
+	gp_machine_connect(&w->m);
+	welcome(w);
+	sent = w->n_sent;
+	result(w, 1, 0, 0, 0);
+	result(w, 2, 0, -EIO, 0);
+	ASSERT_EQ(w->n_sent, sent);
+	ASSERT_EQ(w->m.stale_results, 2);
+	ASSERT_EQ(w->closes, 0);
+	ASSERT(!w->m.worker_failed);
+	/* This connection's own result goes out. */
+	minibatch(w, 3, 4, 0);
+	result(w, 3, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->minibatch, 3);
+	free(w);
+}
+
+/* A step that fails drops the connection (so the coordinator hands the
+ * work out again at once), the worker is made anew at the next WELCOME
+ * without the test failure, and the backoff keeps growing across such
+ * drops until a result goes out (test_compute_error). */
+static void test_compute_error_drops_connection(void)
+{
+	struct world *w;
+
+	w = world_new(GP_MACHINE_RUN, NULL);
+	w->cfg.test.fail_step = 20;
+	{
+		struct gp_stats_membership m = membership("p", "a:1");
+
+		gp_machine_on_members(&w->m, true, &m);
+	}
+	welcome(w);
+	ASSERT_EQ(w->fail_step, 20);
+	minibatch(w, 1, 4, 0);
+	minibatch(w, 2, 4, 0);
+	result(w, 1, w->gen, -EIO, 0);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_RESTART);
+	ASSERT(strstr(w->close_text, "minibatch 1"));
+	ASSERT_EQ(w->drops, 1);
+	ASSERT_EQ(w->m.work_failures, 1);
+	ASSERT_EQ(count_sent(w, GP_MSG_UPDATE), 0);
+	/* Work still arriving on the closing channel is not taken. */
+	minibatch(w, 5, 4, 0);
+	ASSERT_EQ(w->n_computed, 2);
+	/* The queued minibatch 2 reports in the old generation: dropped. */
+	result(w, 2, w->gen - 1, 0, 0);
+	ASSERT_EQ(count_sent(w, GP_MSG_UPDATE), 0);
+	gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, GP_BYE_RESTART, "dropped");
+	ASSERT_EQ(w->m.backoff_ms, GP_MACHINE_BACKOFF_MIN_MS);
+	gp_machine_connect(&w->m);
+	welcome(w);
+	ASSERT_EQ(w->worker_starts, 2);
+	ASSERT_EQ(w->fail_step, 0); /* once per process */
+	ASSERT_EQ(w->m.backoff_ms, GP_MACHINE_BACKOFF_MIN_MS); /* kept */
+	/* Failing again: the backoff grows on. */
+	minibatch(w, 3, 4, 0);
+	result(w, 3, w->gen, -EIO, 0);
+	gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, GP_BYE_RESTART, "dropped");
+	ASSERT_EQ(w->m.backoff_ms, 2 * GP_MACHINE_BACKOFF_MIN_MS);
+	ASSERT_EQ(w->m.work_failures, 2);
+	gp_machine_connect(&w->m);
+	welcome(w);
+	ASSERT_EQ(w->worker_starts, 3);
+	minibatch(w, 4, 4, 0);
+	result(w, 4, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(w->m.work_failures, 0);
+	ASSERT_EQ(w->m.backoff_ms, 0);
+	free(w);
+}
+
+/* A minibatch of the wrong shape drops the connection with PROTOCOL. */
+static void test_bad_minibatch(void)
+{
+	struct world *w = member("a:1");
+
+	welcome(w);
+	minibatch(w, 1, 4, 0);
+	ASSERT_EQ(w->n_computed, 1);
+	w->m.batch = 2; /* now 4 samples are too many */
+	minibatch(w, 2, 4, 0);
+	ASSERT_EQ(w->n_computed, 1);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	free(w);
+}
+
+/* Minibatches as indices into the local copy of the training set. */
+static void test_local_data(void)
+{
+	struct world *w = world_new(GP_MACHINE_RUN, NULL);
+	struct gp_stats_membership m = membership("p", "a:1");
+	uint8_t images[3 * GP_DATA_PIXELS], labels[3] = { 4, 5, 6 };
+	struct gp_dataset data = { .count = 3, .images = images, .labels = labels };
+	uint8_t idx[8] = { 2, 0, 0, 0, 1, 0, 0, 0 };
+	struct gp_msg msg;
+
+	for (size_t i = 0; i < 3; i++)
+		memset(images + i * GP_DATA_PIXELS, (int)(100 + i), GP_DATA_PIXELS);
+	w->m.data = &data;
+	w->m.data_fingerprint = 0x1234;
+	gp_machine_on_members(&w->m, true, &m);
+	establish(w);
+	ASSERT(last_sent(w)->caps & GP_CAP_LOCAL_DATA);
+	ASSERT_EQ(last_sent(w)->data_fingerprint, 0x1234);
+	welcome_with(w, GP_CAP_LOCAL_DATA, 0);
+	gp_msg_init(&msg, GP_MSG_MINIBATCH);
+	msg.u.minibatch.minibatch = 9;
+	msg.u.minibatch.samples = 2;
+	msg.u.minibatch.indices = idx;
+	msg.u.minibatch.indices_len = sizeof(idx);
+	deliver(w, &msg);
+	ASSERT_EQ(w->n_computed, 1);
+	ASSERT_EQ(w->computed[0].pixel0, 102);
+	ASSERT_EQ(w->computed[0].label0, 6);
+	idx[0] = 3; /* beyond the data set */
+	deliver(w, &msg);
+	ASSERT_EQ(w->n_computed, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	free(w);
+}
+
+/* Parameter blocks that fit the model reach the worker; others do not. */
+static void test_param_shards(void)
+{
+	struct world *w = member("a:1");
+	float v[6] = { 1, 2, 3, 4, 5, 6 };
+	struct gp_msg_block blocks[3] = {
+		{ .tensor = 0, .rows = 3, .count = 6, .dtype = GP_DTYPE_F32, .values = v },
+		{ .tensor = 2, .rows = 3, .count = 6, .dtype = GP_DTYPE_F32, .values = v },
+		{ .tensor = 1, .rows = 2, .count = 6, .dtype = GP_DTYPE_F32, .values = v },
+	};
+	struct gp_msg msg;
+
+	welcome(w);
+	gp_msg_init(&msg, GP_MSG_PARAM_SHARDS);
+	msg.u.param_shards.blocks = blocks;
+	msg.u.param_shards.n_blocks = 3;
+	deliver(w, &msg);
+	ASSERT_EQ(w->params_set, 2); /* tensor 0 and its momentum */
+	free(w);
+}
+
+/* ---- pausing ---------------------------------------------------------- */
+
+/* Pause keeps the connection: PAUSE (user) goes out, nothing is closed;
+ * resume sends RESUME and asks for work again. Paused before the WELCOME,
+ * the agent sends PAUSE instead of a work request (test_pause). */
+static void test_pause_keeps_connection(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	gp_machine_set_user_paused(&w->m, true);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT_EQ(last_sent(w)->reason, GP_PAUSE_USER);
+	ASSERT_EQ(w->closes, 0);
+	ASSERT(w->m.connected);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "paused");
+	ASSERT(strstr(st.reason, "by the user"));
+	gp_machine_set_user_paused(&w->m, true); /* no second PAUSE */
+	ASSERT_EQ(count_sent(w, GP_MSG_PAUSE), 1);
+	gp_machine_set_user_paused(&w->m, false);
+	ASSERT_EQ(w->sent[w->n_sent - 2].type, GP_MSG_RESUME);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
+	free(w);
+
+	w = member("a:1");
+	gp_machine_set_user_paused(&w->m, true);
+	ASSERT_EQ(w->n_sent, 0);
+	welcome(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 0);
+	free(w);
+}
+
+/* The upload cap (and every policy) pauses with its own reason and the
+ * policy's text in the status; the policy allowing again resumes. */
+static void test_upload_cap_pause(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	gp_machine_on_policy(&w->m, GP_POLICY_UPLOAD_CAP,
+			     "max_upload_mib_per_day reached");
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT_EQ(last_sent(w)->reason, GP_PAUSE_LIMIT);
+	ASSERT_EQ(w->closes, 0);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "paused");
+	ASSERT_STR_EQ(st.reason, "max_upload_mib_per_day reached");
+	gp_machine_on_policy(&w->m, GP_POLICY_ON_BATTERY, "on battery");
+	ASSERT_EQ(count_sent(w, GP_MSG_PAUSE), 1); /* still paused */
+	gp_machine_on_policy(&w->m, GP_POLICY_RUN, "");
+	ASSERT_EQ(w->sent[w->n_sent - 2].type, GP_MSG_RESUME);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
+	gp_machine_on_policy(&w->m, GP_POLICY_ON_BATTERY, "on battery");
+	ASSERT_EQ(last_sent(w)->reason, GP_PAUSE_ON_BATTERY);
+	/* A new connection while paused starts paused. */
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, 0, "gone");
+	gp_machine_connect(&w->m);
+	welcome(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT_EQ(last_sent(w)->reason, GP_PAUSE_ON_BATTERY);
+	free(w);
+}
+
+/* ---- the end of a session --------------------------------------------- */
+
+static void test_rejected_and_revoked(void)
+{
+	struct world *w = member("a:1");
+	struct gp_msg msg;
+
+	/* A busy coordinator is tried again; a revoked agent stops. */
+	gp_machine_on_close(&w->m, GP_CLOSE_REJECTED, GP_REJECT_BUSY, "busy");
+	ASSERT(!w->stopped);
+	ASSERT_GT(w->retry_ms, 0);
+	gp_machine_connect(&w->m);
+	gp_machine_on_close(&w->m, GP_CLOSE_REJECTED, GP_REJECT_AGENT_REVOKED,
+			    "revoked");
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, -EKEYREJECTED);
+	free(w);
+
+	w = member("a:1");
+	establish(w);
+	gp_msg_init(&msg, GP_MSG_REJECT);
+	msg.u.reject.code = GP_REJECT_UNKNOWN_AGENT;
+	deliver(w, &msg);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, -EKEYREJECTED);
+	free(w);
+
+	w = member("a:1");
+	welcome(w);
+	bye(w, GP_BYE_REVOKED);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, -EKEYREJECTED);
+	ASSERT_EQ(w->close_code, GP_BYE_SHUTDOWN);
+	free(w);
+}
+
+/* The job done: the agent waits for the next one, or (exit_when_done)
+ * stops with success. */
+static void test_job_done(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	bye(w, GP_BYE_JOB_DONE);
+	ASSERT(!w->stopped);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "waiting");
+	ASSERT(strstr(st.reason, "job is done"));
+	free(w);
+
+	w = member("a:1");
+	w->cfg.exit_when_done = true;
+	welcome(w);
+	bye(w, GP_BYE_JOB_DONE);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, 0);
+	free(w);
+}
+
+/* ---- memberships and beacons ------------------------------------------ */
+
+/* The first membership not left is the pool; switching pools says bye to
+ * the old one and connects to the new at once when the old channel has
+ * closed; leaving the last pool says bye and waits, with no retry. */
+static void test_membership(void)
+{
+	struct world *w = member("a:1");
+	struct gp_stats_membership q = membership("q", "b:2");
+	struct gp_agent_status st;
+
+	welcome(w);
+	gp_machine_on_members(&w->m, true, &q);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_BYE);
+	ASSERT_EQ(last_sent(w)->reason, GP_BYE_NORMAL);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->connects, 1); /* not while the old one closes */
+	gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, 0, "bye");
+	ASSERT_EQ(w->connects, 2);
+	ASSERT_STR_EQ(w->endpoints[1], "b:2");
+	ASSERT_STR_EQ(w->m.pool.pool, "q");
+	welcome(w);
+	gp_machine_on_members(&w->m, false, NULL);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_BYE);
+	ASSERT(!w->m.have_pool);
+	w->retry_ms = 0;
+	gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, 0, "bye");
+	ASSERT_EQ(w->retry_ms, 0);
+	ASSERT_EQ(w->connects, 2);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "waiting");
+	ASSERT(strstr(st.reason, "not a member"));
+	ASSERT(!w->stopped);
+	free(w);
+}
+
+/* A beacon with the pool's key gives an address that is tried at once
+ * (at most one beacon per gap); once it worked it goes first in the
+ * membership. Beacons with another key are noise. */
+static void test_beacon(void)
+{
+	struct world *w = member("a:1");
+	uint8_t other[GP_STATS_KEY_SIZE] = { 9 };
+
+	w->cfg.beacon_port = 7100;
+	fail_connect(w, GP_CLOSE_CONNECT_FAILED);
+	gp_machine_connect(&w->m);
+	fail_connect(w, GP_CLOSE_CONNECT_FAILED);
+	ASSERT(w->beacon_on);
+	gp_machine_on_beacon(&w->m, other, "10.0.0.9:7000", 1000000);
+	ASSERT_EQ(w->connects, 2);
+	gp_machine_on_beacon(&w->m, pool_key, "10.0.0.5:7000", 1000000);
+	ASSERT_EQ(w->connects, 3);
+	ASSERT_STR_EQ(w->endpoints[2], "10.0.0.5:7000");
+	ASSERT_EQ(w->retry_ms, 0); /* the pending retry was cancelled */
+	/* Too soon for another. */
+	gp_machine_on_beacon(&w->m, pool_key, "10.0.0.6:7000", 1500000);
+	ASSERT_STR_EQ(w->m.beacon_ep, "10.0.0.5:7000");
+	welcome(w);
+	ASSERT(!w->beacon_on);
+	ASSERT_EQ(w->remembers, 1);
+	ASSERT_STR_EQ(w->remembered.endpoints, "10.0.0.5:7000,a:1");
+	free(w);
+}
+
+/* ---- join and leave --------------------------------------------------- */
+
+static void test_join(void)
+{
+	struct gp_token token = { .n_endpoints = 2 };
+	struct world *w;
+
+	snprintf(token.endpoints[0], sizeof(token.endpoints[0]), "a:1");
+	snprintf(token.endpoints[1], sizeof(token.endpoints[1]), "b:2");
+	/* No endpoint answers: gives up after GP_MACHINE_JOIN_ATTEMPTS. */
+	w = world_new(GP_MACHINE_JOIN, &token);
+	gp_machine_start(&w->m);
+	for (unsigned i = 1; !w->stopped; i++) {
+		ASSERT_LE(i, GP_MACHINE_JOIN_ATTEMPTS);
+		ASSERT_STR_EQ(w->endpoints[(i - 1) % 32], (i % 2) ? "a:1" : "b:2");
+		fail_connect(w, GP_CLOSE_CONNECT_FAILED);
+		gp_machine_connect(&w->m);
+	}
+	ASSERT_EQ(w->m.result, -ETIMEDOUT);
+	ASSERT_EQ(w->statuses, 0); /* only a running agent publishes */
+	free(w);
+
+	/* The wrong coordinator key. */
+	w = world_new(GP_MACHINE_JOIN, &token);
+	gp_machine_start(&w->m);
+	fail_connect(w, GP_CLOSE_KEY_MISMATCH);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, -EKEYREVOKED);
+	free(w);
+
+	/* WELCOME: joined; JOIN carried the token id. */
+	w = world_new(GP_MACHINE_JOIN, &token);
+	gp_machine_start(&w->m);
+	establish(w);
+	ASSERT_EQ(last_sent(w)->token_id_len, GP_TOKEN_ID_SIZE);
+	welcome_with(w, 0, 0);
+	ASSERT(w->stopped);
+	ASSERT(w->m.joined);
+	ASSERT_EQ(w->m.agent_id, 7);
+	ASSERT_EQ(w->m.result, 0);
+	ASSERT_EQ(w->worker_starts, 0);
+	free(w);
+}
+
+static void test_leave(void)
+{
+	struct world *w = world_new(GP_MACHINE_LEAVE, NULL);
+
+	w->cfg.pool = membership("p", "a:1");
+	gp_machine_start(&w->m);
+	ASSERT_EQ(w->connects, 1);
+	establish(w);
+	welcome_with(w, 0, 0);
+	ASSERT(w->stopped);
+	ASSERT(w->m.joined);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_BYE);
+	ASSERT_EQ(w->closes, 1);
+	free(w);
+}
+
+static void test_split_endpoints(void)
+{
+	char eps[3][GP_MACHINE_ENDPOINT_MAX];
+
+	ASSERT_EQ(gp_machine_split_endpoints("", eps, 3), 0);
+	ASSERT_EQ(gp_machine_split_endpoints("a:1,,b:2", eps, 3), 2);
+	ASSERT_STR_EQ(eps[1], "b:2");
+	ASSERT_EQ(gp_machine_split_endpoints("a:1,b:2,c:3,d:4", eps, 3), 3);
+	ASSERT_STR_EQ(eps[2], "c:3");
+}
+
+int main(void)
+{
+	srand(1);
+	test_backoff_jitter();
+	test_unresolvable();
+	test_reconnect();
+	test_heartbeat_from_welcome();
+	test_minibatch_and_update();
+	test_group();
+	test_group_cut_short();
+	test_stale_results_dropped();
+	test_compute_error_drops_connection();
+	test_bad_minibatch();
+	test_local_data();
+	test_param_shards();
+	test_pause_keeps_connection();
+	test_upload_cap_pause();
+	test_rejected_and_revoked();
+	test_job_done();
+	test_membership();
+	test_beacon();
+	test_join();
+	test_leave();
+	test_split_endpoints();
+	return 0;
+}
