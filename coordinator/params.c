@@ -501,14 +501,22 @@ static void set_info(const struct gp_params *p, double norm, bool clipped,
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info)
 {
+	return gp_params_apply_scaled(p, grad, n, 1.0f, ret_info);
+}
+
+int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
+			   float weight, struct gp_params_apply_info *ret_info)
+{
 	const struct gp_params_config *c = &p->cfg;
 	double sq = 0, norm;
-	float scale = 1;
+	float scale = weight;
 	bool clipped = false;
 	uint32_t changed = 0;
 
 	if (!grad || n != p->total)
 		return GP_REASON_SHAPE;
+	if (!isfinite(weight) || !(weight > 0) || weight > 1)
+		return -EINVAL;
 	for (size_t k = 0; k < p->n_shards; k++) {
 		p->shard_sq[k] = sum_squares(grad + p->shards[k].offset,
 					     p->shards[k].count);
@@ -520,7 +528,7 @@ int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 	if (c->reject_norm > 0 && norm > c->reject_norm)
 		return GP_REASON_NORM;
 	if (c->clip_norm > 0 && norm > c->clip_norm) {
-		scale = (float)(c->clip_norm / norm);
+		scale = (float)(weight * c->clip_norm / norm);
 		clipped = true;
 	}
 	p->version++;

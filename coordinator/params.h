@@ -180,6 +180,13 @@ int gp_params_grad_norm(const float *grad, size_t n, double *ret_norm);
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info);
 
+/* gp_params_apply() of the gradient times `weight` (staleness), in (0, 1]:
+ * the norm is checked and clipped on the gradient as received, the weight
+ * applied after clipping, as gp_params_apply_sums() does with its scale.
+ * Returns what gp_params_apply() does, or -EINVAL for a bad weight. */
+int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
+			   float weight, struct gp_params_apply_info *ret_info);
+
 /* A group of K minibatches' gradients g_1..g_K, computed one after the
  * other (GP_UPDATE_SUMS in proto/msg.h): with a_j = mu a_(j-1) + g_j,
  * a = a_K and b = sum_j lrs[j] a_j / sum_j lrs[j]. */

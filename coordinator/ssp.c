@@ -416,23 +416,13 @@ int gp_ssp_seed_speed(struct gp_ssp *ssp, uint64_t id, double speed)
 	return 0;
 }
 
-uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
-			       uint32_t base, uint32_t max)
+double gp_ssp_slowest_speed(const struct gp_ssp *ssp)
 {
-	const struct agent *a = lookup(ssp, id);
-	double slowest = 0, k;
+	double slowest = 0;
 
-	if (base == 0)
-		base = 1;
-	if (max == 0)
-		max = UINT32_MAX;
-	if (base > max)
-		base = max;
-	if (!a || a->speed <= 0)
-		return base;
-	/* The slowest measured agent: an announced speed (a benchmark's, or a
-	 * lie) must not size everyone's clocks; announced ones count only
-	 * while none is measured. */
+	/* An announced speed (a benchmark's, or a lie) must not size
+	 * everyone's clocks: announced ones count only while none is
+	 * measured. */
 	for (int pass = 0; pass < 2 && slowest == 0; pass++) {
 		for (size_t i = 0; i < ssp->n; i++) {
 			const struct agent *b = &ssp->agents[i];
@@ -442,6 +432,24 @@ uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
 				slowest = b->speed;
 		}
 	}
+	return slowest;
+}
+
+uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
+			       uint32_t base, uint32_t max)
+{
+	const struct agent *a = lookup(ssp, id);
+	double slowest, k;
+
+	if (base == 0)
+		base = 1;
+	if (max == 0)
+		max = UINT32_MAX;
+	if (base > max)
+		base = max;
+	if (!a || a->speed <= 0)
+		return base;
+	slowest = gp_ssp_slowest_speed(ssp);
 	if (slowest <= 0)
 		return base;
 	k = round((double)base * a->speed / slowest);

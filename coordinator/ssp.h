@@ -175,6 +175,11 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
  * Returns 0 or -ENOENT. */
 int gp_ssp_seed_speed(struct gp_ssp *ssp, uint64_t id, double speed);
 
+/* The speed of the slowest live agent whose speed is measured, or, while
+ * none is, of the slowest live one with an announced speed; 0 when no live
+ * agent has a speed. */
+double gp_ssp_slowest_speed(const struct gp_ssp *ssp);
+
 /* Minibatches the agent should do per clock: clamp(round(base * speed /
  * slowest live speed), 1, max). The slowest live agent does `base` per
  * clock and the others proportionally more, so clocks take about the same

@@ -58,6 +58,46 @@ struct gp_backend_ops {
 	int (*sgd_momentum)(struct gp_backend *be, size_t n, float lr,
 			    float mu, const struct gp_buf *g, struct gp_buf *v,
 			    struct gp_buf *p);
+	/* The layer ops: NULL where a backend lacks them. */
+	int (*conv2d_forward)(struct gp_backend *be, const struct gp_buf *x,
+			      const struct gp_buf *w, const struct gp_buf *b,
+			      struct gp_buf *y,
+			      const struct gp_conv2d_shape *s);
+	int (*conv2d_backward)(struct gp_backend *be, const struct gp_buf *x,
+			       const struct gp_buf *w, const struct gp_buf *dy,
+			       struct gp_buf *dx, struct gp_buf *dw,
+			       struct gp_buf *db, float beta,
+			       const struct gp_conv2d_shape *s);
+	int (*pool2d_forward)(struct gp_backend *be, bool max,
+			      const struct gp_buf *x, struct gp_buf *y,
+			      struct gp_buf *idx,
+			      const struct gp_pool2d_shape *s);
+	int (*pool2d_backward)(struct gp_backend *be, bool max,
+			       const struct gp_buf *dy,
+			       const struct gp_buf *idx, struct gp_buf *dx,
+			       const struct gp_pool2d_shape *s);
+	int (*gelu_forward)(struct gp_backend *be, const struct gp_buf *x,
+			    struct gp_buf *y, size_t n);
+	int (*gelu_backward)(struct gp_backend *be, const struct gp_buf *x,
+			     const struct gp_buf *dy, struct gp_buf *dx,
+			     size_t n);
+	int (*mul)(struct gp_backend *be, const struct gp_buf *a,
+		   const struct gp_buf *b, struct gp_buf *y, size_t n);
+	int (*layernorm_forward)(struct gp_backend *be, const struct gp_buf *x,
+				 const struct gp_buf *gamma,
+				 const struct gp_buf *beta_p, struct gp_buf *y,
+				 struct gp_buf *stats, size_t rows,
+				 size_t cols, float eps);
+	int (*layernorm_backward)(struct gp_backend *be,
+				  const struct gp_buf *x,
+				  const struct gp_buf *gamma,
+				  const struct gp_buf *stats,
+				  const struct gp_buf *dy, struct gp_buf *dx,
+				  struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+				  float beta, size_t rows, size_t cols);
+	int (*mse)(struct gp_backend *be, const struct gp_buf *pred,
+		   const struct gp_buf *target, size_t rows, size_t cols,
+		   struct gp_buf *dpred, double *ret_loss);
 };
 
 struct gp_backend {

@@ -530,3 +530,321 @@ int gp_sgd_momentum(struct gp_backend *be, size_t n, float lr, float mu,
 		return 0;
 	return be->ops->sgd_momentum(be, n, lr, mu, g, v, p);
 }
+
+bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f)
+{
+	const struct gp_backend_ops *o;
+
+	if (!be)
+		return false;
+	o = be->ops;
+	switch (f) {
+	case GP_FEATURE_CONV2D:
+		return o->conv2d_forward && o->conv2d_backward;
+	case GP_FEATURE_POOL2D:
+		return o->pool2d_forward && o->pool2d_backward;
+	case GP_FEATURE_GELU:
+		return o->gelu_forward && o->gelu_backward;
+	case GP_FEATURE_MUL:
+		return o->mul != NULL;
+	case GP_FEATURE_LAYERNORM:
+		return o->layernorm_forward && o->layernorm_backward;
+	case GP_FEATURE_MSE:
+		return o->mse != NULL;
+	}
+	return false;
+}
+
+/* A layer op this backend does not implement. */
+static int enotsup(struct gp_backend *be, const char *what)
+{
+	gp_backend_set_error(be, "%s: not implemented by the %s backend", what,
+			     be->info.type == GP_BACKEND_OPENCL ? "OpenCL"
+								 : "CPU");
+	return -ENOTSUP;
+}
+
+static int check_conv(struct gp_backend *be, const char *what,
+		      const struct gp_conv2d_shape *s)
+{
+	if (!s)
+		return einval(be, what, "no shape");
+	if (s->n == 0 || s->c == 0 || s->h == 0 || s->w == 0 || s->oc == 0 ||
+	    s->kh == 0 || s->kw == 0 || s->stride == 0)
+		return einval(be, what, "empty shape");
+	if (s->h > 65536 || s->w > 65536 || s->c > 65536 || s->oc > 65536 ||
+	    s->kh > 64 || s->kw > 64 || s->pad > 64 || s->stride > 64 ||
+	    s->n > INT32_MAX)
+		return einval(be, what, "dimension too large");
+	if (s->h + 2 * s->pad < s->kh || s->w + 2 * s->pad < s->kw ||
+	    s->oh != (s->h + 2 * s->pad - s->kh) / s->stride + 1 ||
+	    s->ow != (s->w + 2 * s->pad - s->kw) / s->stride + 1)
+		return einval(be, what, "output size does not match");
+	return 0;
+}
+
+int gp_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
+		      const struct gp_buf *weight, const struct gp_buf *bias,
+		      struct gp_buf *y, const struct gp_conv2d_shape *s)
+{
+	static const char what[] = "gp_conv2d_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_conv(be, what, s)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, s->n, s->c * s->h * s->w)) <
+		    0 ||
+	    (r = check_buf(be, what, "weight", weight, GP_F32, s->oc,
+			   s->c * s->kh * s->kw)) < 0 ||
+	    (r = check_buf(be, what, "bias", bias, GP_F32, s->oc, 1)) < 0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, s->n,
+			   s->oc * s->oh * s->ow)) < 0)
+		return r;
+	if (y == x)
+		return einval(be, what, "y aliases x");
+	if (!be->ops->conv2d_forward)
+		return enotsup(be, what);
+	return be->ops->conv2d_forward(be, x, weight, bias, y, s);
+}
+
+int gp_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
+		       const struct gp_buf *weight, const struct gp_buf *dy,
+		       struct gp_buf *dx, struct gp_buf *dweight,
+		       struct gp_buf *dbias, float beta,
+		       const struct gp_conv2d_shape *s)
+{
+	static const char what[] = "gp_conv2d_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_conv(be, what, s)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, s->n, s->c * s->h * s->w)) <
+		    0 ||
+	    (r = check_buf(be, what, "weight", weight, GP_F32, s->oc,
+			   s->c * s->kh * s->kw)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, s->n,
+			   s->oc * s->oh * s->ow)) < 0 ||
+	    (r = check_buf(be, what, "dweight", dweight, GP_F32, s->oc,
+			   s->c * s->kh * s->kw)) < 0 ||
+	    (r = check_buf(be, what, "dbias", dbias, GP_F32, s->oc, 1)) < 0)
+		return r;
+	if (dx && (r = check_buf(be, what, "dx", dx, GP_F32, s->n,
+				 s->c * s->h * s->w)) < 0)
+		return r;
+	if (dx == x || dx == dy || dweight == weight)
+		return einval(be, what, "an output aliases an input");
+	if (!be->ops->conv2d_backward)
+		return enotsup(be, what);
+	return be->ops->conv2d_backward(be, x, weight, dy, dx, dweight, dbias,
+					beta, s);
+}
+
+static int check_pool(struct gp_backend *be, const char *what,
+		      const struct gp_pool2d_shape *s)
+{
+	if (!s)
+		return einval(be, what, "no shape");
+	if (s->n == 0 || s->c == 0 || s->h == 0 || s->w == 0 || s->k == 0 ||
+	    s->stride == 0)
+		return einval(be, what, "empty shape");
+	if (s->h > 65536 || s->w > 65536 || s->c > 65536 || s->k > 64 ||
+	    s->stride > 64 || s->n > INT32_MAX)
+		return einval(be, what, "dimension too large");
+	if (s->h < s->k || s->w < s->k ||
+	    s->oh != (s->h - s->k) / s->stride + 1 ||
+	    s->ow != (s->w - s->k) / s->stride + 1)
+		return einval(be, what, "output size does not match");
+	return 0;
+}
+
+int gp_pool2d_forward(struct gp_backend *be, bool max, const struct gp_buf *x,
+		      struct gp_buf *y, struct gp_buf *idx,
+		      const struct gp_pool2d_shape *s)
+{
+	static const char what[] = "gp_pool2d_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_pool(be, what, s)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, s->n * s->c, s->h * s->w)) <
+		    0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, s->n * s->c,
+			   s->oh * s->ow)) < 0)
+		return r;
+	if (max && (r = check_buf(be, what, "idx", idx, GP_I32, s->n * s->c,
+				  s->oh * s->ow)) < 0)
+		return r;
+	if (y == x)
+		return einval(be, what, "y aliases x");
+	if (!be->ops->pool2d_forward)
+		return enotsup(be, what);
+	return be->ops->pool2d_forward(be, max, x, y, idx, s);
+}
+
+int gp_pool2d_backward(struct gp_backend *be, bool max,
+		       const struct gp_buf *dy, const struct gp_buf *idx,
+		       struct gp_buf *dx, const struct gp_pool2d_shape *s)
+{
+	static const char what[] = "gp_pool2d_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_pool(be, what, s)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, s->n * s->c,
+			   s->oh * s->ow)) < 0 ||
+	    (r = check_buf(be, what, "dx", dx, GP_F32, s->n * s->c,
+			   s->h * s->w)) < 0)
+		return r;
+	if (max && (r = check_buf(be, what, "idx", idx, GP_I32, s->n * s->c,
+				  s->oh * s->ow)) < 0)
+		return r;
+	if (dx == dy)
+		return einval(be, what, "dx aliases dy");
+	if (!be->ops->pool2d_backward)
+		return enotsup(be, what);
+	return be->ops->pool2d_backward(be, max, dy, idx, dx, s);
+}
+
+int gp_gelu_forward(struct gp_backend *be, const struct gp_buf *x,
+		    struct gp_buf *y, size_t n)
+{
+	static const char what[] = "gp_gelu_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_buf(be, what, "x", x, GP_F32, 1, n)) < 0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, 1, n)) < 0)
+		return r;
+	if (!be->ops->gelu_forward)
+		return enotsup(be, what);
+	if (n == 0)
+		return 0;
+	return be->ops->gelu_forward(be, x, y, n);
+}
+
+int gp_gelu_backward(struct gp_backend *be, const struct gp_buf *x,
+		     const struct gp_buf *dy, struct gp_buf *dx, size_t n)
+{
+	static const char what[] = "gp_gelu_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_buf(be, what, "x", x, GP_F32, 1, n)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, 1, n)) < 0 ||
+	    (r = check_buf(be, what, "dx", dx, GP_F32, 1, n)) < 0)
+		return r;
+	if (dx == x)
+		return einval(be, what, "dx aliases x");
+	if (!be->ops->gelu_backward)
+		return enotsup(be, what);
+	if (n == 0)
+		return 0;
+	return be->ops->gelu_backward(be, x, dy, dx, n);
+}
+
+int gp_mul(struct gp_backend *be, const struct gp_buf *a,
+	   const struct gp_buf *b, struct gp_buf *y, size_t n)
+{
+	static const char what[] = "gp_mul";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_buf(be, what, "a", a, GP_F32, 1, n)) < 0 ||
+	    (r = check_buf(be, what, "b", b, GP_F32, 1, n)) < 0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, 1, n)) < 0)
+		return r;
+	if (!be->ops->mul)
+		return enotsup(be, what);
+	if (n == 0)
+		return 0;
+	return be->ops->mul(be, a, b, y, n);
+}
+
+int gp_layernorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			 const struct gp_buf *gamma,
+			 const struct gp_buf *beta_p, struct gp_buf *y,
+			 struct gp_buf *stats, size_t rows, size_t cols,
+			 float eps)
+{
+	static const char what[] = "gp_layernorm_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_dims(be, what, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "gamma", gamma, GP_F32, cols, 1)) < 0 ||
+	    (r = check_buf(be, what, "beta", beta_p, GP_F32, cols, 1)) < 0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "stats", stats, GP_F32, rows, 2)) < 0)
+		return r;
+	if (!(eps > 0.0f))
+		return einval(be, what, "eps must be positive");
+	if (y == x)
+		return einval(be, what, "y aliases x");
+	if (!be->ops->layernorm_forward)
+		return enotsup(be, what);
+	return be->ops->layernorm_forward(be, x, gamma, beta_p, y, stats, rows,
+					  cols, eps);
+}
+
+int gp_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *gamma,
+			  const struct gp_buf *stats, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *dgamma,
+			  struct gp_buf *dbeta_p, float beta, size_t rows,
+			  size_t cols)
+{
+	static const char what[] = "gp_layernorm_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_dims(be, what, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "gamma", gamma, GP_F32, cols, 1)) < 0 ||
+	    (r = check_buf(be, what, "stats", stats, GP_F32, rows, 2)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "dgamma", dgamma, GP_F32, cols, 1)) < 0 ||
+	    (r = check_buf(be, what, "dbeta", dbeta_p, GP_F32, cols, 1)) < 0)
+		return r;
+	if (dx && (r = check_buf(be, what, "dx", dx, GP_F32, rows, cols)) < 0)
+		return r;
+	if (dx == x || dx == dy || dgamma == dbeta_p)
+		return einval(be, what, "an output aliases an input");
+	if (!be->ops->layernorm_backward)
+		return enotsup(be, what);
+	return be->ops->layernorm_backward(be, x, gamma, stats, dy, dx, dgamma,
+					   dbeta_p, beta, rows, cols);
+}
+
+int gp_mse(struct gp_backend *be, const struct gp_buf *pred,
+	   const struct gp_buf *target, size_t rows, size_t cols,
+	   struct gp_buf *dpred, double *ret_loss)
+{
+	static const char what[] = "gp_mse";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if (!ret_loss)
+		return einval(be, what, "ret_loss is NULL");
+	if ((r = check_dims(be, what, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "pred", pred, GP_F32, rows, cols)) < 0 ||
+	    (r = check_buf(be, what, "target", target, GP_F32, rows, cols)) <
+		    0)
+		return r;
+	if (dpred &&
+	    (r = check_buf(be, what, "dpred", dpred, GP_F32, rows, cols)) < 0)
+		return r;
+	if (!be->ops->mse)
+		return enotsup(be, what);
+	return be->ops->mse(be, pred, target, rows, cols, dpred, ret_loss);
+}

@@ -145,6 +145,101 @@ int gp_sumsq(struct gp_backend *be, const struct gp_buf *x, size_t n,
 int gp_sgd_momentum(struct gp_backend *be, size_t n, float lr, float mu,
 		    const struct gp_buf *g, struct gp_buf *v, struct gp_buf *p);
 
+/* The layer ops beyond the MLP's (conv nets now, transformers later). A
+ * backend may lack some of them: gp_backend_has() says which it has, and a
+ * missing one returns -ENOTSUP with the op's name in gp_backend_error(). */
+enum gp_backend_feature {
+	GP_FEATURE_CONV2D = 0,    /* gp_conv2d_forward / _backward */
+	GP_FEATURE_POOL2D = 1,    /* gp_pool2d_forward / _backward */
+	GP_FEATURE_GELU = 2,      /* gp_gelu_forward / _backward */
+	GP_FEATURE_MUL = 3,       /* gp_mul */
+	GP_FEATURE_LAYERNORM = 4, /* gp_layernorm_forward / _backward */
+	GP_FEATURE_MSE = 5,       /* gp_mse */
+};
+
+bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f);
+
+/* A 2-D convolution over a batch in NCHW layout: x is n x c x h x w, the
+ * weight oc x (c * kh * kw) (PyTorch's oc, c, kh, kw flattened), the bias
+ * oc, y n x oc x oh x ow with oh = (h + 2 pad - kh) / stride + 1 (the
+ * caller fills oh and ow; they are checked). Zero padding. */
+struct gp_conv2d_shape {
+	size_t n, c, h, w;
+	size_t oc, kh, kw, stride, pad;
+	size_t oh, ow;
+};
+
+/* y = conv(x, weight) + bias. */
+int gp_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
+		      const struct gp_buf *weight, const struct gp_buf *bias,
+		      struct gp_buf *y, const struct gp_conv2d_shape *s);
+
+/* From dy (n x oc x oh x ow): dweight = beta * dweight + dL/dweight and
+ * dbias likewise (beta == 0 ignores what they held), and dx = dL/dx
+ * (overwritten; dx may be NULL when the input needs no gradient). */
+int gp_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
+		       const struct gp_buf *weight, const struct gp_buf *dy,
+		       struct gp_buf *dx, struct gp_buf *dweight,
+		       struct gp_buf *dbias, float beta,
+		       const struct gp_conv2d_shape *s);
+
+/* Max or average pooling over k x k windows with a stride, no padding:
+ * x n x c x h x w, y n x c x oh x ow, oh = (h - k) / stride + 1. */
+struct gp_pool2d_shape {
+	size_t n, c, h, w;
+	size_t k, stride;
+	size_t oh, ow;
+};
+
+/* y = pool(x); for max pooling, idx (int32, as long as y) records which
+ * input element of its window each output took (the first maximum), for
+ * the backward pass; for average pooling idx is unused and may be NULL. */
+int gp_pool2d_forward(struct gp_backend *be, bool max, const struct gp_buf *x,
+		      struct gp_buf *y, struct gp_buf *idx,
+		      const struct gp_pool2d_shape *s);
+
+/* dx = dL/dx from dy (dx overwritten). */
+int gp_pool2d_backward(struct gp_backend *be, bool max,
+		       const struct gp_buf *dy, const struct gp_buf *idx,
+		       struct gp_buf *dx, const struct gp_pool2d_shape *s);
+
+/* GELU with the exact erf form (PyTorch's nn.GELU() default):
+ * y = x * Phi(x); backward dx = dy * (Phi(x) + x * phi(x)). dx may be dy. */
+int gp_gelu_forward(struct gp_backend *be, const struct gp_buf *x,
+		    struct gp_buf *y, size_t n);
+int gp_gelu_backward(struct gp_backend *be, const struct gp_buf *x,
+		     const struct gp_buf *dy, struct gp_buf *dx, size_t n);
+
+/* y = a * b elementwise over n elements; y may be a or b. */
+int gp_mul(struct gp_backend *be, const struct gp_buf *a,
+	   const struct gp_buf *b, struct gp_buf *y, size_t n);
+
+/* Layer normalisation of each of rows rows of cols elements:
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta_p (biased variance, as
+ * PyTorch). stats (2 * rows floats) keeps each row's mean and 1 / std for
+ * the backward pass. */
+int gp_layernorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			 const struct gp_buf *gamma,
+			 const struct gp_buf *beta_p, struct gp_buf *y,
+			 struct gp_buf *stats, size_t rows, size_t cols,
+			 float eps);
+
+/* dx = dL/dx (overwritten; may be NULL), dgamma = beta * dgamma +
+ * dL/dgamma, dbeta_p likewise. */
+int gp_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *gamma,
+			  const struct gp_buf *stats, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *dgamma,
+			  struct gp_buf *dbeta_p, float beta, size_t rows,
+			  size_t cols);
+
+/* Mean squared error over rows x cols predictions and targets, averaged
+ * over every element (PyTorch's MSELoss() default): *ret_loss, and dpred
+ * (may be NULL) = 2 (pred - target) / (rows * cols). */
+int gp_mse(struct gp_backend *be, const struct gp_buf *pred,
+	   const struct gp_buf *target, size_t rows, size_t cols,
+	   struct gp_buf *dpred, double *ret_loss);
+
 /* The name of an OpenCL status code ("CL_OUT_OF_RESOURCES"), or
  * "CL_UNKNOWN_ERROR"; and its mapping to a negative errno. Exposed for the
  * OpenCL backend and its tests. */

@@ -80,11 +80,14 @@ out:
 
 /* Multiply-adds of one training step per sample: the forward GEMMs, the
  * weight-gradient GEMMs, and the input-gradient GEMMs of every layer but
- * the first. */
+ * the first (for a description, three times the forward's, the first
+ * layer's input gradient included). */
 static double step_flops_per_sample(const struct gp_model_spec *spec)
 {
 	double f = 0.0;
 
+	if (spec->version != 0)
+		return 3.0 * gp_model_spec_flops(spec);
 	for (size_t l = 1; l <= spec->n_layers; l++) {
 		double mk = (double)spec->dims[l] * spec->dims[l - 1];
 

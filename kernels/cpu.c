@@ -34,6 +34,10 @@
 struct cpu_backend {
 	struct gp_backend base;
 	int threads;
+	/* The im2col matrix of one sample, grown on first use to the largest
+	 * convolution seen and kept, so later steps allocate nothing. */
+	float *cols;
+	size_t cols_len;
 };
 
 static size_t dtype_bytes(enum gp_dtype dt)
@@ -48,7 +52,10 @@ static float *fptr(const struct gp_buf *b)
 
 static void cpu_destroy(struct gp_backend *be)
 {
-	free(be);
+	struct cpu_backend *cb = be->impl;
+
+	free(cb->cols);
+	free(cb);
 }
 
 static int cpu_finish(struct gp_backend *be)
@@ -347,6 +354,503 @@ CPU_VECTOR static int cpu_sgd_momentum(struct gp_backend *be, size_t n, float lr
 	return 0;
 }
 
+/* The convolutions lower to GEMM one sample at a time (im2col): the
+ * sample's input becomes a (c kh kw) x (oh ow) matrix whose row
+ * (ci, ki, kj) holds the input pixel each output position sees through
+ * that tap, so y_n = W cols (oc x oh ow, already NCHW) and the backward
+ * pass is dW += dy_n cols^T and dcols = W^T dy_n, folded back by col2im.
+ * Per sample keeps the scratch small (it stays in cache) and needs no
+ * layout permutation. */
+static float *cols_scratch(struct gp_backend *be, size_t len)
+{
+	struct cpu_backend *cb = be->impl;
+
+	if (cb->cols_len < len) {
+		size_t bytes = (len * sizeof(float) + CPU_ALIGN - 1) /
+			       CPU_ALIGN * CPU_ALIGN;
+		float *p = aligned_alloc(CPU_ALIGN, bytes);
+
+		if (!p) {
+			gp_backend_set_error(be, "cannot allocate %zu bytes",
+					     bytes);
+			return NULL;
+		}
+		free(cb->cols);
+		cb->cols = p;
+		cb->cols_len = len;
+	}
+	return cb->cols;
+}
+
+/* The output columns [*lo, *hi) whose input column ox * stride + kj - pad
+ * lies inside the image; the others read zero padding. */
+static void valid_cols(const struct gp_conv2d_shape *s, size_t kj, size_t *lo,
+		       size_t *hi)
+{
+	long first = (long)s->pad - (long)kj, end = (long)(s->w + s->pad) -
+						   (long)kj;
+	long st = (long)s->stride;
+
+	*lo = first <= 0 ? 0 : (size_t)((first + st - 1) / st);
+	*hi = end <= 0 ? 0 : (size_t)((end + st - 1) / st);
+	if (*hi > s->ow)
+		*hi = s->ow;
+	if (*lo > *hi)
+		*lo = *hi;
+}
+
+static void im2col(const float *restrict x, const struct gp_conv2d_shape *s,
+		   float *restrict cols)
+{
+	size_t p = s->oh * s->ow;
+
+	for (size_t ci = 0; ci < s->c; ci++) {
+		const float *plane = x + ci * s->h * s->w;
+
+		for (size_t ki = 0; ki < s->kh; ki++) {
+			for (size_t kj = 0; kj < s->kw; kj++) {
+				float *row = cols + ((ci * s->kh + ki) * s->kw +
+						     kj) * p;
+				size_t lo, hi;
+
+				valid_cols(s, kj, &lo, &hi);
+				for (size_t oy = 0; oy < s->oh; oy++) {
+					long iy = (long)(oy * s->stride + ki) -
+						  (long)s->pad;
+					float *out = row + oy * s->ow;
+					const float *in;
+
+					if (iy < 0 || iy >= (long)s->h) {
+						memset(out, 0,
+						       s->ow * sizeof(float));
+						continue;
+					}
+					/* Output column ox reads input column
+					 * ox * stride + kj - pad, which is
+					 * >= 0 from lo on. */
+					in = plane + (size_t)iy * s->w;
+					for (size_t ox = 0; ox < lo; ox++)
+						out[ox] = 0.0f;
+					if (hi > lo && s->stride == 1)
+						memcpy(out + lo,
+						       in + lo + kj - s->pad,
+						       (hi - lo) * sizeof(float));
+					else
+						for (size_t ox = lo; ox < hi; ox++)
+							out[ox] = in[ox * s->stride +
+								     kj - s->pad];
+					for (size_t ox = hi; ox < s->ow; ox++)
+						out[ox] = 0.0f;
+				}
+			}
+		}
+	}
+}
+
+/* dx += the columns folded back onto the pixels they came from. */
+static void col2im(const float *restrict cols, const struct gp_conv2d_shape *s,
+		   float *restrict dx)
+{
+	size_t p = s->oh * s->ow;
+
+	for (size_t ci = 0; ci < s->c; ci++) {
+		float *plane = dx + ci * s->h * s->w;
+
+		for (size_t ki = 0; ki < s->kh; ki++) {
+			for (size_t kj = 0; kj < s->kw; kj++) {
+				const float *row =
+					cols + ((ci * s->kh + ki) * s->kw + kj) * p;
+				size_t lo, hi;
+
+				valid_cols(s, kj, &lo, &hi);
+				for (size_t oy = 0; oy < s->oh; oy++) {
+					long iy = (long)(oy * s->stride + ki) -
+						  (long)s->pad;
+					const float *in = row + oy * s->ow;
+					float *out;
+
+					if (iy < 0 || iy >= (long)s->h)
+						continue;
+					out = plane + (size_t)iy * s->w;
+					for (size_t ox = lo; ox < hi; ox++)
+						out[ox * s->stride + kj -
+						    s->pad] += in[ox];
+				}
+			}
+		}
+	}
+}
+
+/* A 1 x 1 convolution with stride 1 and no padding needs no im2col: the
+ * sample itself is the column matrix. */
+static bool conv_is_pointwise(const struct gp_conv2d_shape *s)
+{
+	return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
+}
+
+static int cpu_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
+			      const struct gp_buf *w, const struct gp_buf *b,
+			      struct gp_buf *y,
+			      const struct gp_conv2d_shape *s)
+{
+	size_t k = s->c * s->kh * s->kw, p = s->oh * s->ow;
+	size_t in_len = s->c * s->h * s->w, out_len = s->oc * p;
+	const float *pb = fptr(b);
+	float *cols = NULL;
+
+	if (!conv_is_pointwise(s) && !(cols = cols_scratch(be, k * p)))
+		return -ENOMEM;
+	for (size_t n = 0; n < s->n; n++) {
+		const float *xn = fptr(x) + n * in_len;
+		float *yn = fptr(y) + n * out_len;
+
+		if (cols)
+			im2col(xn, s, cols);
+		/* The bias first, so the GEMM accumulates onto it. */
+		for (size_t o = 0; o < s->oc; o++)
+			for (size_t i = 0; i < p; i++)
+				yn[o * p + i] = pb[o];
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+			    (int)s->oc, (int)p, (int)k, 1.0f, fptr(w), (int)k,
+			    cols ? cols : xn, (int)p, 1.0f, yn, (int)p);
+	}
+	return 0;
+}
+
+static int cpu_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
+			       const struct gp_buf *w, const struct gp_buf *dy,
+			       struct gp_buf *dx, struct gp_buf *dw,
+			       struct gp_buf *db, float beta,
+			       const struct gp_conv2d_shape *s)
+{
+	size_t k = s->c * s->kh * s->kw, p = s->oh * s->ow;
+	size_t in_len = s->c * s->h * s->w, out_len = s->oc * p;
+	float *pdb = fptr(db);
+	float *cols = NULL;
+
+	if (!conv_is_pointwise(s) && !(cols = cols_scratch(be, k * p)))
+		return -ENOMEM;
+	if (beta == 0.0f)
+		memset(pdb, 0, s->oc * sizeof(float));
+	else if (beta != 1.0f)
+		for (size_t o = 0; o < s->oc; o++)
+			pdb[o] *= beta;
+	for (size_t n = 0; n < s->n; n++) {
+		const float *dyn = fptr(dy) + n * out_len;
+
+		for (size_t o = 0; o < s->oc; o++) {
+			float sum = 0.0f;
+
+			for (size_t i = 0; i < p; i++)
+				sum += dyn[o * p + i];
+			pdb[o] += sum;
+		}
+		if (cols)
+			im2col(fptr(x) + n * in_len, s, cols);
+		/* dW = beta dW + dy_n cols^T; beta applies once. */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+			    (int)s->oc, (int)k, (int)p, 1.0f, dyn, (int)p,
+			    cols ? cols : fptr(x) + n * in_len, (int)p,
+			    n == 0 ? beta : 1.0f, fptr(dw), (int)k);
+		if (!dx)
+			continue;
+		if (cols) {
+			float *dxn = fptr(dx) + n * in_len;
+
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
+				    (int)k, (int)p, (int)s->oc, 1.0f, fptr(w),
+				    (int)k, dyn, (int)p, 0.0f, cols, (int)p);
+			memset(dxn, 0, in_len * sizeof(float));
+			col2im(cols, s, dxn);
+		} else {
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
+				    (int)k, (int)p, (int)s->oc, 1.0f, fptr(w),
+				    (int)k, dyn, (int)p, 0.0f,
+				    fptr(dx) + n * in_len, (int)p);
+		}
+	}
+	return 0;
+}
+
+/* The common 2 x 2, stride 2 window, without the generic loops' index
+ * arithmetic. Same results: the first maximum in row-major order. */
+static void pool2x2_forward(bool max, const float *restrict px,
+			    float *restrict py, int32_t *restrict pi,
+			    const struct gp_pool2d_shape *s)
+{
+	for (size_t pl = 0; pl < s->n * s->c; pl++) {
+		const float *in = px + pl * s->h * s->w;
+		float *out = py + pl * s->oh * s->ow;
+		int32_t *oi = pi ? pi + pl * s->oh * s->ow : NULL;
+
+		for (size_t oy = 0; oy < s->oh; oy++) {
+			const float *r0 = in + 2 * oy * s->w, *r1 = r0 + s->w;
+			float *o = out + oy * s->ow;
+
+			if (!max) {
+				for (size_t ox = 0; ox < s->ow; ox++)
+					o[ox] = 0.25f * (r0[2 * ox] + r0[2 * ox + 1] +
+							 r1[2 * ox] + r1[2 * ox + 1]);
+				continue;
+			}
+			for (size_t ox = 0; ox < s->ow; ox++) {
+				size_t at = 2 * oy * s->w + 2 * ox;
+				float b = r0[2 * ox];
+
+				if (r0[2 * ox + 1] > b) {
+					b = r0[2 * ox + 1];
+					at = 2 * oy * s->w + 2 * ox + 1;
+				}
+				if (r1[2 * ox] > b) {
+					b = r1[2 * ox];
+					at = (2 * oy + 1) * s->w + 2 * ox;
+				}
+				if (r1[2 * ox + 1] > b) {
+					b = r1[2 * ox + 1];
+					at = (2 * oy + 1) * s->w + 2 * ox + 1;
+				}
+				o[ox] = b;
+				oi[oy * s->ow + ox] = (int32_t)at;
+			}
+		}
+	}
+}
+
+static int cpu_pool2d_forward(struct gp_backend *be, bool max,
+			      const struct gp_buf *x, struct gp_buf *y,
+			      struct gp_buf *idx,
+			      const struct gp_pool2d_shape *s)
+{
+	const float *px = fptr(x);
+	float *py = fptr(y);
+	int32_t *pi = max ? (int32_t *)idx->impl : NULL;
+	float inv = 1.0f / (float)(s->k * s->k);
+
+	(void)be;
+	if (s->k == 2 && s->stride == 2) {
+		pool2x2_forward(max, px, py, pi, s);
+		return 0;
+	}
+	for (size_t pl = 0; pl < s->n * s->c; pl++) {
+		const float *in = px + pl * s->h * s->w;
+		float *out = py + pl * s->oh * s->ow;
+		int32_t *oi = pi ? pi + pl * s->oh * s->ow : NULL;
+
+		for (size_t oy = 0; oy < s->oh; oy++) {
+			for (size_t ox = 0; ox < s->ow; ox++) {
+				size_t y0 = oy * s->stride, x0 = ox * s->stride;
+				size_t best = y0 * s->w + x0;
+				float acc = 0.0f;
+
+				for (size_t i = 0; i < s->k; i++) {
+					for (size_t j = 0; j < s->k; j++) {
+						size_t at = (y0 + i) * s->w +
+							    x0 + j;
+
+						if (max) {
+							if (in[at] > in[best])
+								best = at;
+						} else {
+							acc += in[at];
+						}
+					}
+				}
+				if (max) {
+					out[oy * s->ow + ox] = in[best];
+					oi[oy * s->ow + ox] = (int32_t)best;
+				} else {
+					out[oy * s->ow + ox] = acc * inv;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static int cpu_pool2d_backward(struct gp_backend *be, bool max,
+			       const struct gp_buf *dy,
+			       const struct gp_buf *idx, struct gp_buf *dx,
+			       const struct gp_pool2d_shape *s)
+{
+	const float *pdy = fptr(dy);
+	const int32_t *pi = max ? (const int32_t *)idx->impl : NULL;
+	float *pdx = fptr(dx);
+	float inv = 1.0f / (float)(s->k * s->k);
+
+	(void)be;
+	memset(pdx, 0, s->n * s->c * s->h * s->w * sizeof(float));
+	for (size_t pl = 0; pl < s->n * s->c; pl++) {
+		const float *g = pdy + pl * s->oh * s->ow;
+		float *out = pdx + pl * s->h * s->w;
+
+		for (size_t oy = 0; oy < s->oh; oy++) {
+			for (size_t ox = 0; ox < s->ow; ox++) {
+				size_t o = oy * s->ow + ox;
+
+				if (max) {
+					out[pi[pl * s->oh * s->ow + o]] += g[o];
+					continue;
+				}
+				for (size_t i = 0; i < s->k; i++)
+					for (size_t j = 0; j < s->k; j++)
+						out[(oy * s->stride + i) * s->w +
+						    ox * s->stride + j] +=
+							g[o] * inv;
+			}
+		}
+	}
+	return 0;
+}
+
+static int cpu_gelu_forward(struct gp_backend *be, const struct gp_buf *x,
+			    struct gp_buf *y, size_t n)
+{
+	const float *px = fptr(x);
+	float *py = fptr(y);
+
+	(void)be;
+	for (size_t i = 0; i < n; i++)
+		py[i] = 0.5f * px[i] * (1.0f + erff(px[i] * (float)M_SQRT1_2));
+	return 0;
+}
+
+static int cpu_gelu_backward(struct gp_backend *be, const struct gp_buf *x,
+			     const struct gp_buf *dy, struct gp_buf *dx,
+			     size_t n)
+{
+	const float *px = fptr(x), *pdy = fptr(dy);
+	float *pdx = fptr(dx);
+	/* 1 / sqrt(2 pi) */
+	const float inv_sqrt_2pi = 0.3989422804014327f;
+
+	(void)be;
+	for (size_t i = 0; i < n; i++) {
+		float v = px[i];
+		float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+		float pdf = inv_sqrt_2pi * expf(-0.5f * v * v);
+
+		pdx[i] = pdy[i] * (cdf + v * pdf);
+	}
+	return 0;
+}
+
+CPU_VECTOR static int cpu_mul(struct gp_backend *be, const struct gp_buf *a,
+			      const struct gp_buf *b, struct gp_buf *y,
+			      size_t n)
+{
+	const float *pa = fptr(a), *pb = fptr(b);
+	float *py = fptr(y);
+
+	(void)be;
+	for (size_t i = 0; i < n; i++)
+		py[i] = pa[i] * pb[i];
+	return 0;
+}
+
+static int cpu_layernorm_forward(struct gp_backend *be, const struct gp_buf *x,
+				 const struct gp_buf *gamma,
+				 const struct gp_buf *beta_p, struct gp_buf *y,
+				 struct gp_buf *stats, size_t rows,
+				 size_t cols, float eps)
+{
+	const float *px = fptr(x), *pg = fptr(gamma), *pb = fptr(beta_p);
+	float *py = fptr(y), *ps = fptr(stats);
+
+	(void)be;
+	for (size_t r = 0; r < rows; r++) {
+		const float *row = px + r * cols;
+		float *out = py + r * cols;
+		double mean = 0.0, var = 0.0;
+		float m, rstd;
+
+		for (size_t c = 0; c < cols; c++)
+			mean += row[c];
+		mean /= (double)cols;
+		for (size_t c = 0; c < cols; c++)
+			var += ((double)row[c] - mean) * ((double)row[c] - mean);
+		var /= (double)cols;
+		m = (float)mean;
+		rstd = (float)(1.0 / sqrt(var + (double)eps));
+		ps[2 * r] = m;
+		ps[2 * r + 1] = rstd;
+		for (size_t c = 0; c < cols; c++)
+			out[c] = (row[c] - m) * rstd * pg[c] + pb[c];
+	}
+	return 0;
+}
+
+/* With xhat = (x - mean) rstd and g = dy gamma:
+ * dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+static int cpu_layernorm_backward(struct gp_backend *be,
+				  const struct gp_buf *x,
+				  const struct gp_buf *gamma,
+				  const struct gp_buf *stats,
+				  const struct gp_buf *dy, struct gp_buf *dx,
+				  struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+				  float beta, size_t rows, size_t cols)
+{
+	const float *px = fptr(x), *pg = fptr(gamma), *ps = fptr(stats);
+	const float *pdy = fptr(dy);
+	float *pdx = dx ? fptr(dx) : NULL;
+	float *pdg = fptr(dgamma), *pdb = fptr(dbeta_p);
+
+	(void)be;
+	for (size_t c = 0; c < cols; c++) {
+		pdg[c] = beta == 0.0f ? 0.0f : beta * pdg[c];
+		pdb[c] = beta == 0.0f ? 0.0f : beta * pdb[c];
+	}
+	for (size_t r = 0; r < rows; r++) {
+		const float *row = px + r * cols, *g = pdy + r * cols;
+		float m = ps[2 * r], rstd = ps[2 * r + 1];
+		double sum_g = 0.0, sum_gx = 0.0;
+
+		for (size_t c = 0; c < cols; c++) {
+			float xhat = (row[c] - m) * rstd;
+
+			pdg[c] += g[c] * xhat;
+			pdb[c] += g[c];
+			sum_g += (double)(g[c] * pg[c]);
+			sum_gx += (double)(g[c] * pg[c] * xhat);
+		}
+		if (!pdx)
+			continue;
+		{
+			float mg = (float)(sum_g / (double)cols);
+			float mgx = (float)(sum_gx / (double)cols);
+			float *out = pdx + r * cols;
+
+			for (size_t c = 0; c < cols; c++) {
+				float xhat = (row[c] - m) * rstd;
+
+				out[c] = rstd * (g[c] * pg[c] - mg - xhat * mgx);
+			}
+		}
+	}
+	return 0;
+}
+
+static int cpu_mse(struct gp_backend *be, const struct gp_buf *pred,
+		   const struct gp_buf *target, size_t rows, size_t cols,
+		   struct gp_buf *dpred, double *ret_loss)
+{
+	const float *pp = fptr(pred), *pt = fptr(target);
+	float *pd = dpred ? fptr(dpred) : NULL;
+	size_t n = rows * cols;
+	float scale = 2.0f / (float)n;
+	double loss = 0.0;
+
+	(void)be;
+	for (size_t i = 0; i < n; i++) {
+		float d = pp[i] - pt[i];
+
+		loss += (double)d * (double)d;
+		if (pd)
+			pd[i] = scale * d;
+	}
+	*ret_loss = loss / (double)n;
+	return 0;
+}
+
 static const struct gp_backend_ops cpu_ops = {
 	.destroy = cpu_destroy,
 	.finish = cpu_finish,
@@ -366,6 +870,16 @@ static const struct gp_backend_ops cpu_ops = {
 	.scale = cpu_scale,
 	.sumsq = cpu_sumsq,
 	.sgd_momentum = cpu_sgd_momentum,
+	.conv2d_forward = cpu_conv2d_forward,
+	.conv2d_backward = cpu_conv2d_backward,
+	.pool2d_forward = cpu_pool2d_forward,
+	.pool2d_backward = cpu_pool2d_backward,
+	.gelu_forward = cpu_gelu_forward,
+	.gelu_backward = cpu_gelu_backward,
+	.mul = cpu_mul,
+	.layernorm_forward = cpu_layernorm_forward,
+	.layernorm_backward = cpu_layernorm_backward,
+	.mse = cpu_mse,
 };
 
 int gp_cpu_create(int threads, struct gp_backend **ret)

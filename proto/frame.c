@@ -5,16 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "endian.h"
+
 static bool kind_valid(unsigned kind)
 {
 	return kind == GP_FRAME_HANDSHAKE || kind == GP_FRAME_TRANSPORT ||
 	       kind == GP_FRAME_REFUSE;
-}
-
-static uint32_t get_u32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
 }
 
 void gp_frame_decoder_init(struct gp_frame_decoder *d, uint32_t max_body)
@@ -44,7 +40,7 @@ size_t gp_frame_decoder_pending(const struct gp_frame_decoder *d)
  * its body is read, stored or allocated for. */
 static int header_check(struct gp_frame_decoder *d)
 {
-	uint32_t len = get_u32le(d->header);
+	uint32_t len = gp_get_le32(d->header);
 
 	if (len > d->max_body)
 		return -EMSGSIZE;
@@ -141,10 +137,7 @@ int gp_frame_header_write(uint8_t out[GP_FRAME_HEADER_SIZE],
 		return -EMSGSIZE;
 	if (!kind_valid((unsigned)kind))
 		return -EINVAL;
-	out[0] = (uint8_t)len;
-	out[1] = (uint8_t)(len >> 8);
-	out[2] = (uint8_t)(len >> 16);
-	out[3] = (uint8_t)(len >> 24);
+	gp_put_le32(out, (uint32_t)len);
 	out[4] = (uint8_t)kind;
 	return 0;
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "endian.h"
+
 enum kind {
 	K_U8,
 	K_U16,
@@ -54,41 +56,7 @@ struct schema {
 	{ (t), K_NESTED, offsetof(type, a), offsetof(type, n), (max), &(sub) }
 #define SCHEMA(f, type, v) { (f), sizeof(f) / sizeof((f)[0]), sizeof(type), (v) }
 
-/* ---- little-endian helpers ---- */
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
+/* ---- float bits (little-endian loads and stores: common/endian.h) ---- */
 
 static uint32_t f32_bits(float f)
 {
@@ -206,7 +174,7 @@ VECTORIZE static void f32_to_f16_le(uint8_t *restrict dst,
 		}
 	} else {
 		for (size_t i = 0; i < n; i++)
-			put_u16(dst + 2 * i, to_f16(src[i]));
+			gp_put_le16(dst + 2 * i, to_f16(src[i]));
 	}
 }
 
@@ -222,7 +190,7 @@ VECTORIZE static void f16_le_to_f32(float *restrict dst,
 		}
 	} else {
 		for (size_t i = 0; i < n; i++)
-			dst[i] = to_f32(get_u16(src + 2 * i));
+			dst[i] = to_f32(gp_get_le16(src + 2 * i));
 	}
 }
 
@@ -651,7 +619,7 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 			memcpy(p, b->values, n * 4);
 		} else {
 			for (size_t i = 0; i < n; i++)
-				put_u32(p + 4 * i, f32_bits(b->values[i]));
+				gp_put_lef32(p + 4 * i, b->values[i]);
 		}
 		break;
 	case GP_DTYPE_F16:
@@ -696,8 +664,8 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 					f->sub, arr + k * f->sub->size,
 					p + GP_MSG_FIELD_HEADER_SIZE);
 
-				put_u16(p, f->tag);
-				put_u32(p + 2, (uint32_t)len);
+				gp_put_le16(p, f->tag);
+				gp_put_le32(p + 2, (uint32_t)len);
 				p += GP_MSG_FIELD_HEADER_SIZE + len;
 			}
 			continue;
@@ -706,29 +674,29 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 
 		if (sz < 0)
 			continue;
-		put_u16(p, f->tag);
-		put_u32(p + 2, (uint32_t)sz);
+		gp_put_le16(p, f->tag);
+		gp_put_le32(p + 2, (uint32_t)sz);
 		p += GP_MSG_FIELD_HEADER_SIZE;
 		switch (f->kind) {
 		case K_U8:
 			*p = *CAT(obj, f->off, uint8_t);
 			break;
 		case K_U16:
-			put_u16(p, *CAT(obj, f->off, uint16_t));
+			gp_put_le16(p, *CAT(obj, f->off, uint16_t));
 			break;
 		case K_U32:
-			put_u32(p, *CAT(obj, f->off, uint32_t));
+			gp_put_le32(p, *CAT(obj, f->off, uint32_t));
 			break;
 		case K_U64:
-			put_u64(p, *CAT(obj, f->off, uint64_t));
+			gp_put_le64(p, *CAT(obj, f->off, uint64_t));
 			break;
 		case K_F32:
-			put_u32(p, f32_bits(*CAT(obj, f->off, float)));
+			gp_put_lef32(p, *CAT(obj, f->off, float));
 			break;
 		case K_TSCALE: {
 			const struct gp_msg_block *b = obj;
 
-			put_u32(p, f32_bits(i8_scale(b->values, b->count)));
+			gp_put_lef32(p, i8_scale(b->values, b->count));
 			break;
 		}
 		case K_STR: {
@@ -809,8 +777,8 @@ int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
 		return -EINVAL; /* unreachable unless msg changed under us */
 	buf[0] = v;
 	buf[1] = msg->type;
-	put_u16(buf + 2, msg->flags);
-	put_u32(buf + 4, (uint32_t)body);
+	gp_put_le16(buf + 2, msg->flags);
+	gp_put_le32(buf + 4, (uint32_t)body);
 	*ret_len = size;
 	return 0;
 }
@@ -861,17 +829,17 @@ static int decode_value(const struct field *f, void *obj, const uint8_t *v,
 		*AT(obj, f->off, uint8_t) = v[0];
 		return 0;
 	case K_U16:
-		*AT(obj, f->off, uint16_t) = get_u16(v);
+		*AT(obj, f->off, uint16_t) = gp_get_le16(v);
 		return 0;
 	case K_U32:
-		*AT(obj, f->off, uint32_t) = get_u32(v);
+		*AT(obj, f->off, uint32_t) = gp_get_le32(v);
 		return 0;
 	case K_U64:
-		*AT(obj, f->off, uint64_t) = get_u64(v);
+		*AT(obj, f->off, uint64_t) = gp_get_le64(v);
 		return 0;
 	case K_F32:
 	case K_TSCALE:
-		*AT(obj, f->off, float) = bits_f32(get_u32(v));
+		*AT(obj, f->off, float) = gp_get_lef32(v);
 		return 0;
 	case K_STR: {
 		char *dst = AT(obj, f->off, char);
@@ -921,8 +889,8 @@ static int decode_body(const struct schema *s, void *obj, const uint8_t *p,
 
 		if (len - off < GP_MSG_FIELD_HEADER_SIZE)
 			return -EBADMSG;
-		tag = get_u16(p + off);
-		flen = get_u32(p + off + 2);
+		tag = gp_get_le16(p + off);
+		flen = gp_get_le32(p + off + 2);
 		off += GP_MSG_FIELD_HEADER_SIZE;
 		if (flen > len - off)
 			return -EBADMSG;
@@ -954,8 +922,8 @@ static int decode_body(const struct schema *s, void *obj, const uint8_t *p,
 	}
 	/* Pass 2: values. Lengths were checked above. */
 	for (size_t off = 0; off < len;) {
-		uint16_t tag = get_u16(p + off);
-		uint32_t flen = get_u32(p + off + 2);
+		uint16_t tag = gp_get_le16(p + off);
+		uint32_t flen = gp_get_le32(p + off + 2);
 		const uint8_t *v = p + off + GP_MSG_FIELD_HEADER_SIZE;
 		const struct field *f = find_field(s, tag);
 
@@ -984,12 +952,12 @@ int gp_msg_peek(const uint8_t *buf, size_t len, struct gp_msg_header *ret_header
 		return -EMSGSIZE;
 	if (!buf || len < GP_MSG_HEADER_SIZE)
 		return -EBADMSG;
-	body = get_u32(buf + 4);
+	body = gp_get_le32(buf + 4);
 	if (body != len - GP_MSG_HEADER_SIZE)
 		return -EBADMSG;
 	ret_header->version = buf[0];
 	ret_header->type = buf[1];
-	ret_header->flags = get_u16(buf + 2);
+	ret_header->flags = gp_get_le16(buf + 2);
 	ret_header->body_len = body;
 	return 0;
 }
@@ -1055,7 +1023,7 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 			memcpy(out, b->raw, n * 4);
 		} else {
 			for (size_t i = 0; i < n; i++)
-				out[i] = bits_f32(get_u32(b->raw + 4 * i));
+				out[i] = gp_get_lef32(b->raw + 4 * i);
 		}
 		break;
 	case GP_DTYPE_F16:
@@ -1074,9 +1042,9 @@ void gp_msg_update_item_put(uint8_t *items, size_t i, uint32_t epoch,
 {
 	uint8_t *p = items + i * GP_MSG_ITEM_SIZE;
 
-	put_u32(p, epoch);
-	put_u64(p + 4, minibatch);
-	put_u32(p + 12, f32_bits(loss));
+	gp_put_le32(p, epoch);
+	gp_put_le64(p + 4, minibatch);
+	gp_put_lef32(p + 12, loss);
 }
 
 void gp_msg_update_item(const struct gp_msg_update *u, size_t i,
@@ -1085,16 +1053,16 @@ void gp_msg_update_item(const struct gp_msg_update *u, size_t i,
 {
 	const uint8_t *p = u->items + i * GP_MSG_ITEM_SIZE;
 
-	*ret_epoch = get_u32(p);
-	*ret_minibatch = get_u64(p + 4);
-	*ret_loss = bits_f32(get_u32(p + 12));
+	*ret_epoch = gp_get_le32(p);
+	*ret_minibatch = gp_get_le64(p + 4);
+	*ret_loss = gp_get_lef32(p + 12);
 }
 
 uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i)
 {
 	if (!mb->indices || i >= mb->indices_len / 4)
 		return 0;
-	return get_u32(mb->indices + 4 * i);
+	return gp_get_le32(mb->indices + 4 * i);
 }
 
 const char *gp_msg_type_name(uint8_t type)

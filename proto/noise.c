@@ -8,6 +8,8 @@
 
 #include <sodium.h>
 
+#include "endian.h"
+
 #define DHLEN 32
 #define HASHLEN 64
 #define BLOCKLEN 128
@@ -247,8 +249,7 @@ static void hkdf(const uint8_t ck[HASHLEN], const uint8_t *ikm, size_t ikmlen,
 static void nonce_bytes(uint64_t n, uint8_t nonce[12])
 {
 	memset(nonce, 0, 4);
-	for (int i = 0; i < 8; i++)
-		nonce[4 + i] = (uint8_t)(n >> (8 * i));
+	gp_put_le64(nonce + 4, n);
 }
 
 /* ENCRYPT(k, n, ad, plaintext): out gets len + TAGLEN bytes. */

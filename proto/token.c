@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "endian.h"
+
 #define PREFIX "gp"
 /* u8 version, id, secret, coordinator key, u64 expiry, u8 n_endpoints. */
 #define FIXED_SIZE (1 + GP_TOKEN_ID_SIZE + GP_TOKEN_SECRET_SIZE +              \
@@ -184,8 +186,8 @@ static int blob_write(const struct gp_token *t, uint8_t *blob)
 	o += GP_TOKEN_SECRET_SIZE;
 	memcpy(blob + o, t->coordinator_pub, GP_TOKEN_KEY_SIZE);
 	o += GP_TOKEN_KEY_SIZE;
-	for (int i = 0; i < 8; i++)
-		blob[o++] = (uint8_t)(t->expires_at >> (8 * i));
+	gp_put_le64(blob + o, t->expires_at);
+	o += 8;
 	blob[o++] = (uint8_t)t->n_endpoints;
 	for (size_t i = 0; i < t->n_endpoints; i++) {
 		size_t len = strnlen(t->endpoints[i], GP_TOKEN_ENDPOINT_MAX + 1);
@@ -287,9 +289,8 @@ static int blob_read(const uint8_t *blob, size_t len, struct gp_token *t)
 	o += GP_TOKEN_SECRET_SIZE;
 	memcpy(t->coordinator_pub, blob + o, GP_TOKEN_KEY_SIZE);
 	o += GP_TOKEN_KEY_SIZE;
-	t->expires_at = 0;
-	for (int i = 0; i < 8; i++)
-		t->expires_at |= (uint64_t)blob[o++] << (8 * i);
+	t->expires_at = gp_get_le64(blob + o);
+	o += 8;
 	t->n_endpoints = blob[o++];
 	if (t->n_endpoints == 0 || t->n_endpoints > GP_TOKEN_ENDPOINTS_MAX)
 		return -EINVAL;

@@ -33,7 +33,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: gp-train [options]\n"
 		"  --backend cpu|opencl:N  compute backend (cpu)\n"
-		"  --model SPEC            layer widths (784-256-128-10)\n"
+		"  --model SPEC|FILE       layer widths (784-256-128-10), or a\n"
+		"                          model description file (docs/models.md)\n"
 		"  --epochs N              passes over the training set (5)\n"
 		"  --batch N               minibatch rows (64)\n"
 		"  --lr X                  learning rate (0.05)\n"
@@ -178,7 +179,11 @@ int main(int argc, char **argv)
 	gp_log_init("gp-train");
 	if ((r = parse_args(argc, argv, &o)) < 0)
 		return 2;
-	if ((r = gp_model_spec_parse(o.model, &spec, err, sizeof(err))) < 0) {
+	/* Widths are the shorthand; anything else names a file. */
+	r = o.model[0] >= '0' && o.model[0] <= '9'
+		    ? gp_model_spec_parse(o.model, &spec, err, sizeof(err))
+		    : gp_model_spec_load(o.model, &spec, err, sizeof(err));
+	if (r < 0) {
 		gp_error("%s", err);
 		return 2;
 	}
@@ -243,6 +248,10 @@ int main(int argc, char **argv)
 						     (float)total_steps))
 					    : o.lr;
 
+			/* Dropout draws its masks from this: one seed per
+			 * step, as an agent gets one per minibatch. */
+			gp_model_set_seed(m, o.seed ^ (UINT64_C(0x9E3779B97F4A7C15) *
+						       (step + 1)));
 			step++;
 			gp_data_gather(train, perm + off, n, x, labels);
 			if ((r = gp_model_set_batch(m, x, labels, n)) < 0 ||

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "model.h"
 #include "test.h"
 
 static uint64_t rng_state;
@@ -522,6 +523,42 @@ static void test_vector_ops(struct gp_backend *be)
 	free(want_v);
 }
 
+/* The layer ops the OpenCL backend does not implement yet: each says so
+ * (-ENOTSUP, naming the op), and a model that needs one is refused at
+ * creation with the layer named, while the MLP still is created. */
+static void test_layers_refused(struct gp_backend *be)
+{
+	struct gp_model_spec spec;
+	struct gp_model *m = NULL;
+	struct gp_conv2d_shape s = { .n = 1, .c = 1, .h = 3, .w = 3, .oc = 1,
+				     .kh = 3, .kw = 3, .stride = 1, .pad = 0,
+				     .oh = 1, .ow = 1 };
+	struct gp_buf *x, *w, *b, *y;
+
+	ASSERT(!gp_backend_has(be, GP_FEATURE_CONV2D));
+	ASSERT_OK(gp_buf_create(be, GP_F32, 9, &x));
+	ASSERT_OK(gp_buf_create(be, GP_F32, 9, &w));
+	ASSERT_OK(gp_buf_create(be, GP_F32, 1, &b));
+	ASSERT_OK(gp_buf_create(be, GP_F32, 1, &y));
+	ASSERT_EQ(gp_conv2d_forward(be, x, w, b, y, &s), -ENOTSUP);
+	ASSERT(strstr(gp_backend_error(be), "gp_conv2d_forward") != NULL);
+	ASSERT_OK(gp_model_spec_parse("gradpool-model 1; input shape=1x4x4; "
+				      "conv2d conv1 out=2 kernel=3; "
+				      "flatten f; softmax_xent loss",
+				      &spec, NULL, 0));
+	ASSERT_EQ(gp_model_create(be, &spec, 4, &m), -ENOTSUP);
+	ASSERT(m == NULL);
+	printf("refused: %s\n", gp_backend_error(be));
+	ASSERT(strstr(gp_backend_error(be), "conv1") != NULL);
+	ASSERT_OK(gp_model_spec_parse("4-3", &spec, NULL, 0));
+	ASSERT_OK(gp_model_create(be, &spec, 4, &m));
+	gp_model_destroy(m);
+	gp_buf_destroy(x);
+	gp_buf_destroy(w);
+	gp_buf_destroy(b);
+	gp_buf_destroy(y);
+}
+
 int main(void)
 {
 	const char *seed_env = getenv("GP_TEST_SEED");
@@ -566,6 +603,7 @@ int main(void)
 	test_relu(be);
 	test_softmax_xent(be);
 	test_vector_ops(be);
+	test_layers_refused(be);
 	ASSERT_OK(gp_backend_finish(be));
 	gp_backend_destroy(be);
 	gp_backend_destroy(NULL);

@@ -1,4 +1,5 @@
 /* Unit tests of proto/noise.c: the published cacophony vectors (argv[1]),
+ * the vector runner on vectors without handshake_hash (argv[2], argv[3]),
  * then what vectors do not cover: tampering, replays, wrong keys, low-order
  * points, rekeying, the 65535-byte limit and nonce exhaustion. */
 #include <errno.h>
@@ -104,6 +105,27 @@ static void test_vectors(const char *path)
 	ASSERT_EQ(res.failed, 0);
 	/* The file holds NK, NKpsk2, IK, IKpsk1, IKpsk2, XX, XXpsk3. */
 	ASSERT_GE(res.passed, 7);
+	ASSERT_EQ(res.unhashed, 0);
+}
+
+/* Vectors without "handshake_hash" (as snow's files are) pass when every
+ * message matches byte for byte (tests/data/noise-no-hash.json: IK and
+ * IKpsk2), and still fail on one wrong message byte, in a handshake or a
+ * transport message; a wrong hash, where there is one, fails too
+ * (tests/data/noise-bad.json). */
+static void test_vectors_without_hash(const char *good, const char *bad)
+{
+	struct gp_noise_vectors_result res;
+
+	ASSERT_OK(gp_noise_vectors_run(good, stderr, 1, &res));
+	ASSERT_EQ(res.failed, 0);
+	ASSERT_EQ(res.passed, 2);
+	ASSERT_EQ(res.unhashed, 2);
+	ASSERT_EQ(res.skipped, 0);
+
+	ASSERT_OK(gp_noise_vectors_run(bad, NULL, 0, &res));
+	ASSERT_EQ(res.failed, 3);
+	ASSERT_EQ(res.passed, 0);
 }
 
 static void test_names(void)
@@ -559,12 +581,14 @@ static void test_nonce_exhaustion(void)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		fprintf(stderr, "usage: %s VECTORS.json\n", argv[0]);
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s VECTORS.json NO-HASH.json BAD.json\n",
+			argv[0]);
 		return 2;
 	}
 	ASSERT_OK(gp_noise_init());
 	test_vectors(argv[1]);
+	test_vectors_without_hash(argv[2], argv[3]);
 	test_names();
 	test_create_errors();
 	test_ik_roundtrip();

@@ -1,0 +1,397 @@
+/* What an UPDATE does: see apply.h. */
+#include "apply.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "reason.h"
+#include "util.h"
+#include "work.h"
+
+/* The minibatches an update answers and each one's own check. */
+struct group {
+	size_t k;
+	uint64_t ids[GP_MSG_GROUP_MAX];
+	int why[GP_MSG_GROUP_MAX];     /* the minibatch's own check */
+	bool twin[GP_MSG_GROUP_MAX];   /* listed twice in the group */
+	bool items_refused;            /* some minibatch failed its check */
+};
+
+/* Minibatch i of the update: an item of a group, or the plain form's
+ * one. */
+static void update_item(const struct gp_msg_update *u, size_t i,
+			uint32_t *ret_epoch, uint64_t *ret_minibatch,
+			float *ret_loss)
+{
+	if (u->form == GP_UPDATE_SUMS) {
+		gp_msg_update_item(u, i, ret_epoch, ret_minibatch, ret_loss);
+	} else {
+		*ret_epoch = u->epoch;
+		*ret_minibatch = u->minibatch;
+		*ret_loss = u->loss;
+	}
+}
+
+/* Logs a refused or discarded update of one minibatch (u's epoch,
+ * minibatch and loss are that minibatch's); a rejection counts a strike
+ * when `strike` (one per UPDATE message, however many minibatches it
+ * held). */
+static void reject_update(struct gp_pool *pool, struct gp_member *m,
+			  const struct gp_msg_update *u, uint32_t samples,
+			  enum gp_ledger_outcome outcome, int reason,
+			  int64_t staleness, int64_t received, bool strike)
+{
+	struct gp_ledger_update row = {
+		.job_id = pool->job_id,
+		.agent_id = m->agent_id,
+		.clock = (int64_t)u->clock,
+		.epoch = u->epoch,
+		.minibatch = (int64_t)u->minibatch,
+		.samples = samples,
+		.loss = u->loss,
+		.grad_norm = u->grad_norm,
+		.staleness = staleness,
+		.received_at = received,
+		.outcome = outcome,
+	};
+	struct gp_ledger_rejection rej = {
+		.agent_id = m->agent_id,
+		.at = received,
+	};
+
+	snprintf(row.reason, sizeof(row.reason), "%s", gp_reason_str(reason));
+	pool->fx->ledger_update(pool->fx_data, &row);
+	if (outcome != GP_UPDATE_REJECTED) {
+		gp_debug("agent %" PRId64 ": update discarded: %s", m->agent_id,
+			 gp_reason_str(reason));
+		return;
+	}
+	snprintf(rej.kind, sizeof(rej.kind), "%s", gp_reason_str(reason));
+	snprintf(rej.reason, sizeof(rej.reason),
+		 "update for minibatch %" PRIu64 " of epoch %u at clock %" PRIu64,
+		 u->minibatch, u->epoch, u->clock);
+	pool->fx->ledger_rejection(pool->fx_data, &rej);
+	gp_warn("agent %" PRId64 " (%s): update rejected: %s", m->agent_id,
+		m->addr, gp_reason_str(reason));
+	if (strike && ++m->strikes >= pool->job->max_strikes) {
+		gp_warn("agent %" PRId64 ": %u rejected updates, disconnecting",
+			m->agent_id, m->strikes);
+		pool->fx->send_bye(pool->fx_data, m, GP_BYE_PROTOCOL,
+				   "too many rejected updates");
+	}
+}
+
+static enum gp_ledger_outcome discard_outcome(int reason)
+{
+	return reason == GP_REASON_LATE ? GP_UPDATE_LATE :
+	       reason == GP_REASON_DUPLICATE ? GP_UPDATE_DUPLICATE :
+					       GP_UPDATE_REJECTED;
+}
+
+/* Each minibatch's own check. Returns the first failure (a duplicate
+ * within the group counts as GP_REASON_DUPLICATE), or 0. */
+static int check_items(const struct gp_pool *pool, const struct gp_member *m,
+		       const struct gp_msg_update *u, struct group *g)
+{
+	int r = 0;
+
+	g->k = u->form == GP_UPDATE_SUMS ? u->items_len / GP_MSG_ITEM_SIZE : 1;
+	g->items_refused = false;
+	for (size_t i = 0; i < g->k; i++) {
+		uint32_t epoch;
+		uint64_t mb;
+		float loss;
+		int *why = &g->why[i];
+
+		update_item(u, i, &epoch, &mb, &loss);
+		g->twin[i] = false;
+		if (gp_sched_id(pool->sched, epoch, mb, &g->ids[i]) < 0) {
+			*why = GP_REASON_UNKNOWN_MINIBATCH;
+		} else {
+			*why = gp_sched_check(pool->sched, (uint64_t)m->agent_id,
+					      g->ids[i]);
+			for (size_t j = 0; j < i && !*why; j++)
+				g->twin[i] |= g->why[j] != GP_REASON_UNKNOWN_MINIBATCH &&
+					      g->ids[j] == g->ids[i];
+		}
+		if ((*why || g->twin[i]) && !r) {
+			r = g->twin[i] ? GP_REASON_DUPLICATE : *why;
+			g->items_refused = true;
+		}
+	}
+	return r;
+}
+
+/* Returns true, after putting the agent's minibatches ids[0..n) back in
+ * the queue, when the ledger's buffer cannot take their n applied rows:
+ * its writes have failed for long. Applied without their rows, they would
+ * be missing from the log, and a restore, which rolls back by counting the
+ * log's applied rows (gp_ledger_rollback_after), would undo the wrong
+ * ones. No strike: nothing is applied until the ledger catches up. */
+static bool ledger_full(struct gp_pool *pool, struct gp_member *m,
+			const uint64_t *ids, size_t n)
+{
+	if (pool->fx->ledger_room(pool->fx_data, n))
+		return false;
+	if (pool->unlogged++ % 1000 == 0)
+		gp_error("the update log is not being written (%" PRIu64
+			 " update(s) refused so far): updates are put back until"
+			 " it is", pool->unlogged);
+	for (size_t i = 0; i < n; i++) {
+		gp_sched_release(pool->sched, (uint64_t)m->agent_id, ids[i]);
+		gp_work_refused(pool, m);
+	}
+	return true;
+}
+
+/* Reads `sets` whole-model tensor sets from the update's blocks (one block
+ * per tensor, in order, each whole) into pool->grad, then pool->grad_b.
+ * Returns 0 or GP_REASON_SHAPE. */
+static int read_blocks(struct gp_pool *pool, const struct gp_msg_update *u,
+		       size_t sets)
+{
+	size_t n_tensors = gp_params_tensor_count(pool->params);
+
+	if (u->n_blocks != sets * n_tensors)
+		return GP_REASON_SHAPE;
+	for (size_t k = 0; k < u->n_blocks; k++) {
+		const struct gp_msg_block *b = &u->blocks[k];
+		size_t i = k % n_tensors, off;
+		float *dst = k < n_tensors ? pool->grad : pool->grad_b;
+		struct gp_tensor_shape sh;
+
+		if (b->tensor != i || b->row_start != 0 ||
+		    gp_params_check_block(pool->params, b->tensor, b->row_start,
+					  b->rows, b->count, &off) != 0)
+			return GP_REASON_SHAPE;
+		gp_params_tensor(pool->params, i, &sh, NULL);
+		if (b->count != (uint64_t)sh.rows * sh.cols ||
+		    gp_msg_block_read(b, dst + off, b->count) < 0)
+			return GP_REASON_SHAPE;
+	}
+	return 0;
+}
+
+/* Staleness-aware scaling: an update computed on parameters that lack u
+ * updates of other agents is scaled by k / (k + u), k the agent's
+ * minibatches at this clock. u counts what the agent's copy lacks: with
+ * read-my-writes only the others' updates, else its own too. Without it,
+ * several gradients computed at the same point land one after the other
+ * and momentum turns that into overshoot (two agents at lr 0.05 and
+ * momentum 0.9 diverged). */
+double gp_apply_staleness_scale(const struct gp_pool *pool,
+				const struct gp_member *m)
+{
+	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+	double k = m->clock_work ? m->clock_work : 1;
+
+	if (!pool->job->staleness_scaling)
+		return 1;
+	if ((m->caps & GP_CAP_LOCAL_STEP) && lag >= m->view.own)
+		lag -= m->view.own;
+	return lag ? k / (k + (double)lag) : 1;
+}
+
+/* The optimiser step of a checked group whose blocks are read: each
+ * minibatch at its own learning rate, the whole scaled for staleness and
+ * clipped as received. Returns 0 or a reason, with nothing changed. */
+static int step(struct gp_pool *pool, const struct gp_member *m,
+		const struct gp_msg_update *u, const struct group *g,
+		struct gp_params_apply_info *ret_info)
+{
+	float lrs[GP_MSG_GROUP_MAX];
+	double scale = gp_apply_staleness_scale(pool, m);
+	struct gp_params_sums sums;
+	int r;
+
+	for (size_t i = 0; i < g->k; i++)
+		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
+	if (u->form != GP_UPDATE_SUMS) {
+		r = gp_params_set_lr(pool->params, lrs[0]);
+		if (r == 0)
+			r = gp_params_apply_scaled(pool->params, pool->grad,
+						   pool->n_params, (float)scale,
+						   ret_info);
+		return r < 0 ? GP_REASON_SHAPE : r;
+	}
+	sums = (struct gp_params_sums){
+		.a = pool->grad,
+		.b = pool->grad_b,
+		.lrs = lrs,
+		.count = (uint32_t)g->k,
+		.scale = (float)scale,
+	};
+	r = gp_params_apply_sums(pool->params, &sums, pool->n_params, ret_info);
+	return r < 0 ? GP_REASON_SHAPE : r;
+}
+
+/* The group was refused for `r`: one row per minibatch, the valid ones
+ * back in the queue, one strike at most. */
+static void refuse(struct gp_pool *pool, struct gp_member *m,
+		   const struct gp_msg_update *u, const struct group *g, int r,
+		   int64_t staleness, int64_t received)
+{
+	/* The valid minibatches of a group refused because another came
+	 * late (or the whole came too stale) are discards, not the agent's
+	 * fault. */
+	bool blameless = r == GP_REASON_STALE ||
+			 (g->items_refused && (r == GP_REASON_LATE ||
+					       r == GP_REASON_DUPLICATE));
+	bool strike = true;
+
+	for (size_t i = 0; i < g->k; i++) {
+		struct gp_msg_update one = *u;
+		int why = g->why[i];
+		int reason = g->twin[i] ? GP_REASON_DUPLICATE :
+			     why ? why :
+			     g->items_refused ? GP_REASON_GROUP : r;
+		enum gp_ledger_outcome out =
+			g->twin[i] ? GP_UPDATE_REJECTED :
+			why ? discard_outcome(why) :
+			blameless ? GP_UPDATE_LATE : GP_UPDATE_REJECTED;
+		uint32_t samples = why == GP_REASON_UNKNOWN_MINIBATCH ? 0 :
+			gp_sched_minibatch_samples(pool->sched, g->ids[i]);
+
+		update_item(u, i, &one.epoch, &one.minibatch, &one.loss);
+		reject_update(pool, m, &one, samples, out, reason, staleness,
+			      received, strike);
+		if (out == GP_UPDATE_REJECTED)
+			strike = false;
+		if (g->twin[i] || why == GP_REASON_UNKNOWN_MINIBATCH)
+			continue; /* nothing of the agent's to resolve */
+		if (why) {
+			/* Its own check failed (not assigned, duplicate,
+			 * late): a late answer for a minibatch taken back
+			 * from this clock resolves it, a second answer for one
+			 * already resolved (the agent counts it open, the
+			 * schedule does not) must not. */
+			bool ours = why == GP_REASON_DUPLICATE ||
+				    why == GP_REASON_LATE;
+
+			gp_sched_complete(pool->sched, (uint64_t)m->agent_id,
+					  g->ids[i], NULL);
+			if (ours && m->clock_open + m->next_open >
+				    gp_sched_outstanding(pool->sched,
+							 (uint64_t)m->agent_id))
+				gp_work_resolved(pool, m, (int64_t)u->clock);
+			continue;
+		}
+		gp_sched_release(pool->sched, (uint64_t)m->agent_id, g->ids[i]);
+		gp_work_refused(pool, m);
+	}
+}
+
+/* A minibatch of the agent's, applied: the schedule, the ledger row and
+ * the counters. */
+static void record_applied(struct gp_pool *pool, struct gp_member *m,
+			   uint64_t id, const struct gp_msg_update *u,
+			   size_t i, double norm, int64_t staleness,
+			   int64_t received)
+{
+	struct gp_sched_completion comp = {0};
+	int r = gp_sched_complete(pool->sched, (uint64_t)m->agent_id, id, &comp);
+	struct gp_ledger_update row = {
+		.job_id = pool->job_id,
+		.agent_id = m->agent_id,
+		.clock = (int64_t)u->clock,
+		.samples = comp.samples,
+		.grad_norm = norm,
+		.staleness = staleness,
+		.received_at = received,
+		.applied_at = gp_now_ms(),
+		.outcome = GP_UPDATE_APPLIED,
+	};
+	uint32_t epoch;
+	uint64_t mb;
+	float loss;
+
+	update_item(u, i, &epoch, &mb, &loss);
+	row.epoch = epoch;
+	row.minibatch = (int64_t)mb;
+	row.loss = loss;
+	if (r != 0) /* checked before; cannot happen on one thread */
+		gp_warn("minibatch %" PRIu64 ": %s", id, gp_reason_str(r));
+	/* Only applied work counts as an answer for the work timeout: a
+	 * member resending a refused update must not hold its clock. */
+	m->work_since_ms = received;
+	/* Room was checked before applying (ledger_full); only a failed
+	 * flush putting its rows back, or no memory, can refuse it now. */
+	r = pool->fx->ledger_update(pool->fx_data, &row);
+	if (r < 0)
+		gp_error("minibatch %" PRIu64 " applied but not logged: %s; a "
+			 "restore would roll back the wrong updates", id,
+			 strerror(-r));
+	m->applied++;
+	pool->applied_run++;
+	pool->samples_run += comp.samples;
+	if (pool->job->eval_every &&
+	    pool->applied_run % pool->job->eval_every == 0 && !comp.job_done)
+		pool->fx->interim_eval(pool->fx_data);
+	m->samples += comp.samples;
+	m->epoch_samples += comp.samples;
+	pool->epoch_samples += comp.samples;
+	pool->epoch_loss_sum += loss;
+	pool->epoch_updates++;
+	pool->applied_since_checkpoint++;
+	if (pool->job->checkpoint_interval_minibatches &&
+	    pool->applied_since_checkpoint >=
+		    pool->job->checkpoint_interval_minibatches)
+		pool->checkpoint_wanted = true;
+	if (comp.epochs_completed)
+		pool->fx->epochs_completed(pool->fx_data, comp.epochs_completed,
+					   comp.job_done);
+}
+
+int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
+		    const struct gp_msg_update *u, int64_t received)
+{
+	struct group g;
+	struct gp_params_apply_info info;
+	int64_t staleness = -1;
+	int r;
+
+	r = check_items(pool, m, u, &g);
+	/* Split updates (parts > 1) are not reassembled: refused like any
+	 * other wrong shape, so that the minibatch goes back to the queue at
+	 * once. Resolving it without releasing it would leave the schedule
+	 * counting it as the agent's while its clock counts it resolved, and
+	 * the clock, with the whole pool's SSP bound, would never advance
+	 * again. */
+	if (r == 0 && ((u->form == GP_UPDATE_SUMS && !(m->caps & GP_CAP_SUMS)) ||
+		       u->parts > 1))
+		r = GP_REASON_SHAPE;
+	if (r == 0)
+		r = gp_ssp_check_update(pool->ssp, (uint64_t)m->agent_id,
+					(int64_t)u->clock, &staleness);
+	/* An update answers minibatches of one clock, the current one: no
+	 * more of them than it has open (each applied one resolves one
+	 * there). */
+	if (r == 0 && ((int64_t)u->clock != m->clock || g.k > m->clock_open))
+		r = GP_REASON_SHAPE;
+	if (r == 0 && ledger_full(pool, m, g.ids, g.k))
+		return -ENOBUFS;
+	if (r == 0)
+		r = read_blocks(pool, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
+	if (r == 0)
+		r = step(pool, m, u, &g, &info);
+	if (r != 0) {
+		refuse(pool, m, u, &g, r, staleness, received);
+		return r;
+	}
+	if ((int64_t)u->clock >= m->view.own_from)
+		m->view.own += g.k;
+	if (m->next_work && (int64_t)u->clock >= m->view_next.own_from)
+		m->view_next.own += g.k;
+	if (u->compute_us > 0)
+		gp_ssp_observe_speed(pool->ssp, (uint64_t)m->agent_id,
+				     1e6 * (double)g.k / (double)u->compute_us);
+	for (size_t i = 0; i < g.k; i++) {
+		record_applied(pool, m, g.ids[i], u, i, info.norm, staleness,
+			       received);
+		gp_work_resolved(pool, m, (int64_t)u->clock);
+	}
+	return 0;
+}

@@ -1,0 +1,386 @@
+/* The coordinator's work on the libuv thread pool: ledger writes (the
+ * buffered update log, checkpoints, the job's state), evaluations of the
+ * parameters on the test set, and revocation checks. Each runs on a worker
+ * thread and reports back on the loop thread; at most one of each kind at
+ * a time. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "log.h"
+#include "members.h"
+#include "server.h"
+#include "util.h"
+
+/* ---- background work: ledger and evaluation --------------------------- */
+
+struct db_work {
+	uv_work_t req;
+	struct server *srv;
+	uint8_t *blob;          /* checkpoint to write, or NULL */
+	size_t blob_len;
+	int64_t epoch, clock, now;
+	bool job_done;
+	int result;
+	char err[256];
+};
+
+static void db_work_run(uv_work_t *req)
+{
+	struct db_work *w = req->data;
+	struct gp_ledger *l = w->srv->st.ledger;
+
+	w->result = 0;
+	if (w->blob) {
+		w->result = gp_ledger_checkpoint_write(
+			l, w->srv->pool.job_id, w->epoch, w->clock, w->now, w->blob,
+			w->blob_len, w->srv->job.checkpoint_keep ?
+				w->srv->job.checkpoint_keep : 2, NULL);
+	} else {
+		w->result = gp_ledger_flush(l);
+	}
+	if (w->result >= 0 && w->job_done)
+		w->result = gp_ledger_job_set_state(l, w->srv->pool.job_id, GP_JOB_DONE,
+						    w->now);
+	/* Copied under the ledger's lock: the loop thread may make the next
+	 * call on l (and rewrite its message) while this thread reads it. */
+	if (w->result < 0)
+		gp_ledger_error_copy(l, w->err, sizeof(w->err));
+}
+
+static void db_work_done(uv_work_t *req, int status)
+{
+	struct db_work *w = req->data;
+	struct server *srv = w->srv;
+
+	(void)status;
+	srv->db_busy = false;
+	if (w->result < 0)
+		gp_error("%s: %s", srv->st.ledger_path, w->err);
+	else if (w->blob)
+		gp_debug("checkpoint written (epoch %" PRId64 ")", w->epoch);
+	free(w->blob);
+	free(w);
+	gp_serve_maybe_finish(srv);
+}
+
+uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
+{
+	struct gp_checkpoint_section sec[4];
+	uint8_t *p = NULL, *s = NULL, *c = NULL, *out = NULL;
+	size_t pl, sl, cl;
+
+	if (gp_params_save(srv->pool.params, &p, &pl) < 0 ||
+	    gp_ssp_save(srv->pool.ssp, &c, &cl) < 0 ||
+	    gp_sched_save(srv->pool.sched, &s, &sl) < 0)
+		goto out;
+	sec[0] = (struct gp_checkpoint_section){ GP_CKPT_PARAMS, p, pl };
+	sec[1] = (struct gp_checkpoint_section){ GP_CKPT_CLOCKS, c, cl };
+	sec[2] = (struct gp_checkpoint_section){ GP_CKPT_PROGRESS, s, sl };
+	sec[3] = (struct gp_checkpoint_section){
+		GP_CKPT_JOB, (const uint8_t *)srv->job_text, strlen(srv->job_text)
+	};
+	if (gp_checkpoint_encode(sec, 4, &out, ret_len) < 0)
+		out = NULL;
+out:
+	free(p);
+	free(s);
+	free(c);
+	return out;
+}
+
+/* Starts a ledger job if none is running: a checkpoint when one is wanted,
+ * else a flush of the buffered update log when one is due. */
+void gp_bg_kick_db(struct server *srv, bool force_flush)
+{
+	struct db_work *w;
+	int64_t now = gp_now_ms();
+
+	if (srv->db_busy)
+		return;
+	if (!srv->pool.checkpoint_wanted && !force_flush &&
+	    !gp_ledger_flush_due(srv->st.ledger, now))
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return;
+	w->srv = srv;
+	w->now = now;
+	w->req.data = w;
+	if (srv->pool.checkpoint_wanted) {
+		w->blob = gp_bg_checkpoint(srv, &w->blob_len);
+		if (!w->blob) {
+			gp_error("cannot encode a checkpoint");
+			free(w);
+			return;
+		}
+		w->epoch = gp_sched_epoch(srv->pool.sched);
+		w->clock = gp_ssp_min_clock(srv->pool.ssp);
+		srv->pool.checkpoint_wanted = false;
+		srv->last_checkpoint_ms = now;
+		srv->pool.applied_since_checkpoint = 0;
+	}
+	w->job_done = srv->done && srv->final_reported;
+	srv->db_busy = true;
+	if (uv_queue_work(&srv->loop, &w->req, db_work_run, db_work_done) < 0) {
+		srv->db_busy = false;
+		free(w->blob);
+		free(w);
+	}
+}
+
+struct eval_work {
+	uv_work_t req;
+	struct server *srv;
+	float *values;          /* parameter snapshot */
+	uint32_t epoch;
+	bool interim;           /* eval_every, not an epoch's evaluation */
+	double at_s;            /* snapshot time, s since the first minibatch */
+	uint64_t samples;       /* samples applied in this run at the snapshot */
+	struct gp_model_stats stats;
+	int result;
+};
+
+static void eval_run(uv_work_t *req)
+{
+	struct eval_work *w = req->data;
+	struct server *srv = w->srv;
+	float *x = NULL;
+	int32_t *y = NULL;
+	size_t off = 0, n = srv->test->count;
+	double loss = 0;
+	size_t correct = 0;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(srv->eval_model); i++) {
+		struct gp_tensor_info ti;
+
+		gp_model_tensor_info(srv->eval_model, i, &ti);
+		r = gp_model_write(srv->eval_model, GP_MODEL_PARAM, i, 0, ti.rows,
+				   w->values + off);
+		off += ti.rows * ti.cols;
+	}
+	x = malloc(EVAL_BATCH * GP_DATA_PIXELS * sizeof(float));
+	y = malloc(EVAL_BATCH * sizeof(int32_t));
+	if (!x || !y)
+		r = -ENOMEM;
+	for (size_t b = 0; r >= 0 && b < n; b += EVAL_BATCH) {
+		size_t m = n - b < EVAL_BATCH ? n - b : EVAL_BATCH;
+		struct gp_model_stats st;
+
+		for (size_t i = 0; i < m * GP_DATA_PIXELS; i++)
+			x[i] = srv->test->images[b * GP_DATA_PIXELS + i] *
+			       (1.0f / 255.0f);
+		for (size_t i = 0; i < m; i++)
+			y[i] = srv->test->labels[b + i];
+		r = gp_model_evaluate(srv->eval_model, x, y, m, &st);
+		loss += st.loss * (double)m;
+		correct += st.correct;
+	}
+	free(x);
+	free(y);
+	w->result = r;
+	w->stats.samples = n;
+	w->stats.loss = n ? loss / (double)n : 0;
+	w->stats.correct = correct;
+}
+
+static void print_progress(struct server *srv, uint32_t epoch,
+			   const struct gp_model_stats *st)
+{
+	uint64_t now = gp_mono_us();
+	double secs = (double)(now - srv->epoch_start_us) / 1e6;
+	double acc = st->samples ? (double)st->correct / (double)st->samples : 0;
+	char shares[512] = "";
+	size_t o = 0;
+
+	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
+		if (!p->m.agent_id || o >= sizeof(shares) - 1)
+			continue;
+		o += (size_t)snprintf(shares + o, sizeof(shares) - o, " %s:%.0f%%",
+				      p->m.name[0] ? p->m.name : "?",
+				      srv->pool.epoch_samples ?
+					      100.0 * (double)p->m.epoch_samples /
+						      (double)srv->pool.epoch_samples :
+					      0.0);
+		p->m.epoch_samples = 0;
+	}
+	printf("epoch %u/%u  %8.0f samples/s  train loss %.4f  test loss %.4f  "
+	       "test accuracy %.2f%%  work:%s\n",
+	       epoch + 1, srv->job.epochs,
+	       secs > 0 ? (double)srv->pool.epoch_samples / secs : 0.0,
+	       srv->pool.epoch_updates ? srv->pool.epoch_loss_sum / (double)srv->pool.epoch_updates : 0.0,
+	       st->loss, 100.0 * acc, shares);
+	fflush(stdout);
+	srv->epoch_start_us = now;
+	srv->pool.epoch_samples = 0;
+	srv->pool.epoch_loss_sum = 0;
+	srv->pool.epoch_updates = 0;
+}
+
+
+static void eval_done(uv_work_t *req, int status)
+{
+	struct eval_work *w = req->data;
+	struct server *srv = w->srv;
+	double acc;
+
+	(void)status;
+	srv->eval_busy = false;
+	if (w->result >= 0 && w->interim) {
+		/* The parameters' time, not the evaluation's: what a
+		 * time-to-accuracy measurement needs. */
+		printf("eval at %.3f s  %" PRIu64 " samples  test loss %.4f  "
+		       "test accuracy %.2f%%\n", w->at_s, w->samples,
+		       w->stats.loss,
+		       100.0 * (double)w->stats.correct /
+			       (double)w->stats.samples);
+		fflush(stdout);
+	} else if (w->result < 0) {
+		gp_error("evaluation of epoch %u failed: %s", w->epoch + 1,
+			 gp_backend_error(srv->eval_be));
+	} else {
+		struct gp_ledger_eval e = {
+			.job_id = srv->pool.job_id,
+			.epoch = w->epoch,
+			.test_loss = w->stats.loss,
+			.at = gp_now_ms(),
+		};
+
+		acc = (double)w->stats.correct / (double)w->stats.samples;
+		e.test_accuracy = acc;
+		srv->last_accuracy = acc;
+		/* One short insert per epoch; done here to keep the order of
+		 * events simple. */
+		gp_ledger_eval_add(srv->st.ledger, &e);
+		print_progress(srv, w->epoch, &w->stats);
+	}
+	free(w->values);
+	free(w);
+	if (srv->eval_pending)
+		gp_bg_start_eval(srv, false);
+	else if (srv->done && !srv->final_reported) {
+		srv->final_reported = true;
+		printf("final test accuracy: %.2f%%\n", 100.0 * srv->last_accuracy);
+		fflush(stdout);
+		srv->pool.checkpoint_wanted = true;
+		gp_bg_kick_db(srv, true);
+	}
+	gp_serve_maybe_finish(srv);
+}
+
+void gp_bg_start_eval(struct server *srv, bool interim)
+{
+	struct eval_work *w;
+	uint32_t done_epochs = gp_sched_epoch(srv->pool.sched);
+
+	if (srv->eval_busy || (!interim && !srv->eval_pending))
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return;
+	w->values = malloc(srv->pool.n_params * sizeof(float));
+	if (!w->values) {
+		free(w);
+		return;
+	}
+	memcpy(w->values, gp_params_values(srv->pool.params),
+	       srv->pool.n_params * sizeof(float));
+	w->srv = srv;
+	w->interim = interim;
+	w->at_s = srv->pool.first_work_us ?
+		(double)(gp_mono_us() - srv->pool.first_work_us) / 1e6 : 0;
+	w->samples = srv->pool.samples_run;
+	if (!interim) {
+		w->epoch = done_epochs - srv->eval_pending;
+		srv->eval_pending--;
+	}
+	w->req.data = w;
+	srv->eval_busy = true;
+	if (uv_queue_work(&srv->loop, &w->req, eval_run, eval_done) < 0) {
+		srv->eval_busy = false;
+		free(w->values);
+		free(w);
+	}
+}
+
+/* `gradpool-coordinator agents revoke` writes the ledger from another
+ * process: every REVOKE_CHECK_MS the connected members are looked up on the
+ * thread pool (the ledger may be busy with a checkpoint) and the revoked
+ * ones get BYE revoked; their work goes back to the queue as on any
+ * disconnect, and the handshake refuses them from then on. */
+struct revoke_work {
+	uv_work_t req;
+	struct server *srv;
+	size_t n;
+	int64_t *ids;   /* connected members; set to 0 unless revoked */
+};
+
+static void revoke_run(uv_work_t *req)
+{
+	struct revoke_work *w = req->data;
+
+	for (size_t i = 0; i < w->n; i++) {
+		struct gp_ledger_agent a;
+
+		if (gp_ledger_agent_get(w->srv->st.ledger, w->ids[i], &a) < 0 ||
+		    !a.revoked_at)
+			w->ids[i] = 0;
+	}
+}
+
+static void revoke_done(uv_work_t *req, int status)
+{
+	struct revoke_work *w = req->data;
+	struct server *srv = w->srv;
+
+	(void)status;
+	srv->revoke_busy = false;
+	for (size_t i = 0; i < w->n && !srv->pool.stopping; i++) {
+		struct gp_member *m = w->ids[i] ?
+			gp_members_find(&srv->pool, (uint64_t)w->ids[i]) : NULL;
+		struct peer *p = m ? peer_of(m) : NULL;
+
+		if (!p)
+			continue;
+		gp_info("agent %" PRId64 " (%s): membership revoked, disconnecting",
+			p->m.agent_id, p->m.addr);
+		gp_serve_bye(p, GP_BYE_REVOKED, "this agent's membership was revoked");
+	}
+	free(w->ids);
+	free(w);
+}
+
+void gp_bg_check_revoked(struct server *srv, int64_t now)
+{
+	struct revoke_work *w;
+	size_t n = 0;
+
+	if (srv->revoke_busy || now - srv->last_revoke_check_ms < REVOKE_CHECK_MS)
+		return;
+	srv->last_revoke_check_ms = now;
+	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+		n += p->m.joined;
+	if (n == 0)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->ids = calloc(n, sizeof(*w->ids)))) {
+		free(w);
+		return;
+	}
+	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+		if (p->m.joined)
+			w->ids[w->n++] = p->m.agent_id;
+	w->srv = srv;
+	w->req.data = w;
+	srv->revoke_busy = true;
+	if (uv_queue_work(&srv->loop, &w->req, revoke_run, revoke_done) < 0) {
+		srv->revoke_busy = false;
+		free(w->ids);
+		free(w);
+	}
+}
+

@@ -1,0 +1,145 @@
+/* Who is in the pool: see members.h. */
+#include "members.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "util.h"
+
+void gp_members_add(struct gp_pool *pool, struct gp_member *m)
+{
+	m->next = pool->members;
+	pool->members = m;
+	pool->n_members++;
+}
+
+void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
+{
+	for (struct gp_member **pp = &pool->members; *pp; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			pool->n_members--;
+			return;
+		}
+}
+
+struct gp_member *gp_members_find(const struct gp_pool *pool, uint64_t agent_id)
+{
+	for (struct gp_member *m = pool->members; m; m = m->next)
+		if (m->joined && (uint64_t)m->agent_id == agent_id)
+			return m;
+	return NULL;
+}
+
+bool gp_members_full(const struct gp_pool *pool, const struct gp_member *m,
+		     uint32_t *ret_live)
+{
+	uint32_t live = 0;
+	bool again = false;
+
+	for (const struct gp_member *o = pool->members; o; o = o->next) {
+		if (o == m || !o->joined)
+			continue;
+		live++;
+		if (memcmp(o->key, m->key, GP_POOL_KEY_SIZE) == 0)
+			again = true;
+	}
+	if (ret_live)
+		*ret_live = live;
+	return live >= pool->job->max_agents && !again;
+}
+
+/* What the agent and the job agree on, from what the agent offers. */
+static uint32_t agree_caps(const struct gp_pool *pool,
+			   const struct gp_msg_join *j)
+{
+	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
+
+	/* Sums stand for steps only when the step is linear in the gradient
+	 * (no weight decay) and the agent takes them locally. */
+	if ((j->caps & GP_CAP_SUMS) && (caps & GP_CAP_LOCAL_STEP) &&
+	    pool->job->group_updates && pool->job->weight_decay == 0)
+		caps |= GP_CAP_SUMS;
+	if ((j->caps & GP_CAP_MOMENTUM) && (caps & GP_CAP_SUMS))
+		caps |= GP_CAP_MOMENTUM;
+	/* An agent with the same training set gets indices, not pixels. */
+	if ((j->caps & GP_CAP_LOCAL_DATA) &&
+	    j->data_fingerprint == pool->train_fingerprint)
+		caps |= GP_CAP_LOCAL_DATA;
+	return caps;
+}
+
+int gp_members_join(struct gp_pool *pool, struct gp_member *m,
+		    int64_t agent_id, const struct gp_msg_join *j,
+		    int64_t *ret_clock)
+{
+	struct gp_ssp_agent_info info;
+	uint64_t id = (uint64_t)agent_id;
+	double speed = 0;
+	int64_t clock = 0;
+	int r;
+
+	/* One connection per agent: a newer one replaces an older one. */
+	for (struct gp_member *o = pool->members; o; o = o->next)
+		if (o != m && o->joined && o->agent_id == agent_id) {
+			o->joined = false;
+			gp_sched_release_agent(pool->sched, id);
+			pool->fx->close(pool->fx_data, o, GP_BYE_RESTART,
+					"replaced by a newer connection");
+		}
+	for (size_t i = 0; i < j->n_devices; i++)
+		if (j->devices[i].samples_per_s > speed)
+			speed = j->devices[i].samples_per_s;
+	speed /= pool->job->batch_size; /* minibatches per second */
+	if (gp_ssp_get(pool->ssp, id, &info) == 0)
+		r = gp_ssp_revive(pool->ssp, id, &clock);
+	else
+		r = gp_ssp_add(pool->ssp, id, speed, &clock);
+	if (r != 0)
+		return -EBUSY;
+	if (speed > 0)
+		gp_ssp_seed_speed(pool->ssp, id, speed);
+	m->agent_id = agent_id;
+	m->joined = true;
+	m->joined_ms = gp_now_ms();
+	m->pulled_version = 0;
+	m->clock = clock;
+	m->caps = agree_caps(pool, j);
+	*ret_clock = clock;
+	return 0;
+}
+
+size_t gp_members_leave(struct gp_pool *pool, struct gp_member *m)
+{
+	size_t back;
+
+	if (!m->joined)
+		return 0;
+	back = gp_sched_release_agent(pool->sched, (uint64_t)m->agent_id);
+	gp_ssp_mark_dead(pool->ssp, (uint64_t)m->agent_id);
+	return back;
+}
+
+enum gp_overdue gp_members_overdue(const struct gp_pool *pool,
+				   const struct gp_member *m, int64_t now,
+				   int64_t *ret_since)
+{
+	int64_t limit = (int64_t)pool->job->work_timeout_ms;
+
+	if (m->joined && m->clock_open + m->next_open > 0 &&
+	    now - m->work_since_ms > limit) {
+		*ret_since = now - m->work_since_ms;
+		return GP_OVERDUE_UPDATE;
+	}
+	if (!m->joined && now - m->connected_ms > limit) {
+		*ret_since = now - m->connected_ms;
+		return GP_OVERDUE_JOIN;
+	}
+	if (m->joined && !m->wants_work && !m->paused &&
+	    now - m->joined_ms > limit) {
+		*ret_since = now - m->joined_ms;
+		return GP_OVERDUE_REQUEST;
+	}
+	*ret_since = 0;
+	return GP_OVERDUE_NONE;
+}

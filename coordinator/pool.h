@@ -1,0 +1,138 @@
+/* The pool as the pure modules see it: the members, the job's parameter
+ * store, SSP clocks and schedule, the run's counters, and the effects the
+ * decisions have on the world (send, close, ledger rows, evaluations),
+ * reached through a table of callbacks.
+ *
+ * serve.c fills the callbacks with the libuv channel and the SQLite ledger;
+ * the unit tests fill them with recorders. Nothing here touches a socket,
+ * the loop or the database, so members.c (who is in the pool), work.c (what
+ * a WORK_REQUEST gets, clocks) and apply.c (what an UPDATE does) are
+ * unit-tested in milliseconds.
+ *
+ * Everything runs on the loop thread: no locks. */
+#ifndef GP_POOL_H
+#define GP_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "ledger.h"
+#include "msg.h"
+#include "params.h"
+#include "scheduler.h"
+#include "ssp.h"
+
+#define GP_POOL_KEY_SIZE 32 /* an agent's static public key (GP_KEY_SIZE) */
+
+/* An agent's parameter copy: the server's state when `base` updates were
+ * applied, plus (read-my-writes) its own updates of clocks >= own_from;
+ * `own` counts those applied here since. The updates its copy lacks are
+ * gp_params_updates() - base - own. */
+struct gp_view {
+	uint64_t base;
+	int64_t own_from;
+	uint64_t own;
+};
+
+/* One connection past the handshake, a member once its JOIN is accepted.
+ * serve.c embeds it in its per-connection struct; the pool lists it. */
+struct gp_member {
+	struct gp_member *next;
+	char addr[64];          /* for the log */
+	char name[GP_MSG_NAME_MAX + 1];
+	uint8_t key[GP_POOL_KEY_SIZE]; /* set at JOIN */
+	int64_t agent_id;       /* 0 until JOIN is accepted */
+	bool joined;
+	bool wants_work;
+	bool paused;
+	bool ssp_parked;        /* paused and out of the SSP bound */
+	uint32_t caps;          /* GP_CAP_* agreed */
+	uint64_t pulled_version;/* parameter version the agent holds */
+	/* What the agent's copy of the parameters holds, for its current
+	 * clock and for the clock handed out ahead (see struct gp_view). */
+	struct gp_view view, view_next;
+	int64_t clock;          /* the clock its current work is for */
+	uint32_t clock_work;    /* minibatches handed out at that clock */
+	uint32_t clock_open;    /* of which not yet resolved */
+	uint32_t clock_target;  /* minibatches meant for that clock */
+	uint32_t next_work;     /* handed out ahead for clock + 1 */
+	uint32_t next_open;     /* of which not yet resolved */
+	unsigned strikes;
+	int64_t work_since_ms;  /* work handed out or last applied update */
+	int64_t joined_ms;
+	int64_t connected_ms;   /* past the handshake */
+	uint64_t applied, samples; /* this run */
+	uint64_t epoch_samples;    /* this epoch, for the share column */
+};
+
+/* What the decisions do to the world. ctx is gp_pool.fx_data; a member
+ * pointer is borrowed for the call. Every callback is required. */
+struct gp_pool_effects {
+	/* Whether m's connection is established (may be sent work). */
+	bool (*can_send)(void *ctx, const struct gp_member *m);
+	/* Sends m every parameter shard changed since m->pulled_version
+	 * (work.c then records the pull). Returns >= 0 or a negative errno. */
+	int (*send_params)(void *ctx, struct gp_member *m);
+	/* Sends m minibatch `id` for `clock`; group > 1: it opens a group of
+	 * that many. Returns >= 0 or a negative errno. */
+	int (*send_minibatch)(void *ctx, struct gp_member *m, uint64_t id,
+			      int64_t clock, uint32_t group);
+	/* BYE with a reason (GP_BYE_*), then close. */
+	void (*send_bye)(void *ctx, struct gp_member *m, uint16_t reason,
+			 const char *text);
+	/* Close without a message (a replaced connection). */
+	void (*close)(void *ctx, struct gp_member *m, uint16_t code,
+		      const char *text);
+	/* gp_ledger_update_room(), gp_ledger_update_append(),
+	 * gp_ledger_rejection_append(). */
+	bool (*ledger_room)(void *ctx, size_t n);
+	int (*ledger_update)(void *ctx, const struct gp_ledger_update *row);
+	void (*ledger_rejection)(void *ctx, const struct gp_ledger_rejection *rej);
+	/* job.eval_every minibatches were applied: an interim evaluation. */
+	void (*interim_eval)(void *ctx);
+	/* n epochs were completed by the last applied minibatch; job_done:
+	 * the last one. */
+	void (*epochs_completed)(void *ctx, uint32_t n, bool job_done);
+};
+
+struct gp_pool {
+	const struct gp_job *job;      /* borrowed */
+	int64_t job_id;
+	struct gp_params *params;      /* borrowed, as the next three */
+	struct gp_ssp *ssp;
+	struct gp_sched *sched;
+	/* Decode buffers of n_params floats each: one gradient, and a
+	 * group's second sum (GP_UPDATE_SUMS). Borrowed. */
+	float *grad, *grad_b;
+	size_t n_params;
+	uint64_t minibatches_total;    /* of the whole job */
+	uint64_t train_fingerprint;    /* gp_data_fingerprint(train) */
+	bool stopping;                 /* no more work handed out */
+
+	struct gp_member *members;     /* every connection past on_verify */
+	uint32_t n_members;
+
+	const struct gp_pool_effects *fx;
+	void *fx_data;
+
+	/* Counters of this run. */
+	uint64_t first_work_us;        /* first minibatch handed out */
+	uint64_t applied_run;          /* minibatches applied */
+	uint64_t samples_run;
+	uint64_t unlogged;             /* refused for a full ledger buffer */
+	uint64_t applied_since_checkpoint;
+	bool checkpoint_wanted;
+	/* Progress of the current epoch, for the per-epoch line. */
+	uint64_t epoch_samples;
+	double epoch_loss_sum;
+	uint64_t epoch_updates;
+};
+
+/* The learning rate of minibatch `id` (counted over the whole job): the
+ * one place gp_job_lr_at() is asked, for the rate sent with the work and
+ * the rate its update is applied at. */
+double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id);
+
+#endif

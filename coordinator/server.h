@@ -1,0 +1,145 @@
+/* The coordinator program's state, shared by its three files and no one
+ * else: serve.c (the libuv loop, the channels, the pool's effects, the
+ * lifecycle), background.c (the jobs on the thread pool: ledger writes and
+ * checkpoints, evaluations, revocation checks) and setup.c (reading the
+ * job, building or restoring its state, the listen address). What the pool
+ * decides lives in the pure modules (pool.h). */
+#ifndef GP_SERVER_H
+#define GP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "announce.h"
+#include "backend.h"
+#include "channel.h"
+#include "data.h"
+#include "identity.h"
+#include "job.h"
+#include "model.h"
+#include "pool.h"
+#include "state.h"
+
+/* Messages over the rate limit after which a connection is closed: at
+ * least this many, else one second's worth. */
+#define FLOOD_DROPS_MIN 64
+#define TICK_MS 100
+/* How often connected members are checked for revocation. */
+#define REVOKE_CHECK_MS 1000
+#define EVAL_BATCH 1000
+
+struct server;
+
+/* A connection past on_verify: the member the pool decides about, plus
+ * what only the socket side needs. */
+struct peer {
+	struct gp_member m;
+	struct server *srv;
+	struct gp_channel *ch;
+	bool psk_join;
+	int64_t token_id;       /* IKpsk2: the token row presented */
+	/* Token buckets of the job's rate limits, refilled as time passes. */
+	double msg_tokens, byte_tokens;
+	uint64_t rate_at_us;
+	uint64_t over;          /* messages over the limit */
+	bool flooded;           /* disconnected for it */
+	/* The listener's user data: a channel closed before on_verify (the
+	 * handshake limit, a timeout, garbage) still carries it in on_close. */
+	bool listener_data;
+};
+
+struct server {
+	struct peer listen_data; /* what every new channel starts with */
+	uv_loop_t loop;
+	uv_timer_t tick;
+	uv_signal_t sigint, sigterm;
+	struct gp_coord_state st;
+	struct gp_job job;
+	char *job_text;
+	struct gp_model_spec spec;
+	char spec_text[GP_MODEL_SPEC_MAX];
+
+	struct gp_dataset *train, *test;
+	/* The members, the parameter store, the clocks, the schedule and the
+	 * run's counters: what the pure modules decide about. */
+	struct gp_pool pool;
+	uint8_t token_key[GP_KEY_SIZE];
+
+	struct gp_channel_listener *listener;
+	struct gp_announce *announce; /* [pool] beacon = on */
+	struct gp_channel_config chcfg;
+
+	/* Background work: at most one ledger job and one evaluation. */
+	bool db_busy;
+	bool eval_busy;
+	bool revoke_busy;       /* a revocation check (check_revoked) */
+	int64_t last_revoke_check_ms;
+	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
+	struct gp_backend *eval_be;
+	struct gp_model *eval_model;
+
+	int64_t last_checkpoint_ms;
+	bool done;
+	bool final_reported;
+
+	uint64_t epoch_start_us;
+	uint64_t run_start_us;
+	double last_accuracy;
+};
+
+/* The connection a member of the pool is. */
+static inline struct peer *peer_of(struct gp_member *m)
+{
+	return (struct peer *)(void *)((char *)m - offsetof(struct peer, m));
+}
+
+/* Every connection past on_verify, as for (p = first_peer(srv); p;
+ * p = next_peer(p)). */
+static inline struct peer *first_peer(const struct server *srv)
+{
+	return srv->pool.members ? peer_of(srv->pool.members) : NULL;
+}
+
+static inline struct peer *next_peer(const struct peer *p)
+{
+	return p->m.next ? peer_of(p->m.next) : NULL;
+}
+
+/* serve.c: BYE with a reason (GP_BYE_*), then close p's channel (p
+ * borrowed). */
+void gp_serve_bye(struct peer *p, uint16_t reason, const char *text);
+/* serve.c: once stopping or done, and the background work is finished,
+ * closes the listener and the loop's handles so that uv_run returns. */
+void gp_serve_maybe_finish(struct server *srv);
+
+/* background.c: encodes the checkpoint of the pool's state, returned and
+ * owned by the caller (free()), or NULL. */
+uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len);
+/* background.c: starts a ledger job if none is running: a checkpoint when
+ * one is wanted, else a flush of the buffered update log when one is due
+ * (or force_flush). */
+void gp_bg_kick_db(struct server *srv, bool force_flush);
+/* background.c: evaluates a snapshot of the parameters on the test set,
+ * for the next completed epoch, or (interim) for eval_every. */
+void gp_bg_start_eval(struct server *srv, bool interim);
+/* background.c: every REVOKE_CHECK_MS, looks the connected members up in
+ * the ledger and says BYE to the revoked ones. */
+void gp_bg_check_revoked(struct server *srv, int64_t now);
+
+/* setup.c: reads and parses the job file, loads the data sets, records the
+ * job in the ledger and restores its newest checkpoint or builds it fresh,
+ * and sizes the pool's buffers. Logs what failed. Returns 0 or a negative
+ * errno. */
+int gp_setup_job(struct server *srv, const char *job_path);
+/* setup.c: parses "ADDR:PORT" (IPv4, IPv6, [IPv6]) into *ss. Returns 0 or
+ * a negative errno. */
+int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss);
+/* setup.c: raises the soft limit of open files to the hard one: every
+ * connection is a descriptor, and a flood of half-open ones must hit the
+ * handshake limit, not the 1024 soft limit. */
+void gp_setup_raise_nofile(void);
+
+#endif

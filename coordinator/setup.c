@@ -1,0 +1,408 @@
+/* Setting the coordinator up: the job file, the data sets, the job's row
+ * in the ledger, its state restored from the newest checkpoint that fits
+ * or built fresh (with a first checkpoint), the listen address, the
+ * process's limits. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "checkpoint.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+#define META_CURRENT_JOB "current_job"
+
+/* ---- set-up ----------------------------------------------------------- */
+
+/* Reads a small text file (at most 1 MiB) into *ret (owned by the caller,
+ * NUL-terminated) and its length into *ret_len. */
+static int read_file(const char *path, char **ret, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	if (!f)
+		return -errno;
+	if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) < 0 || n > (1 << 20) ||
+	    fseek(f, 0, SEEK_SET) < 0) {
+		fclose(f);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)n + 1);
+	if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		fclose(f);
+		return -EIO;
+	}
+	buf[n] = '\0';
+	fclose(f);
+	*ret = buf;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+static int build_fresh(struct server *srv)
+{
+	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_LAYERS];
+	char names[2 * GP_MODEL_MAX_LAYERS][GP_MODEL_TENSOR_NAME_MAX];
+	struct gp_params_config pc = {
+		.lr = (float)srv->job.learning_rate,
+		.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
+				    (float)srv->job.momentum : 0.0f,
+		.weight_decay = (float)srv->job.weight_decay,
+		.clip_norm = (float)srv->job.clip_grad_norm,
+		.reject_norm = (float)srv->job.max_grad_norm,
+	};
+	struct gp_sched_config sc = {
+		.n_samples = (uint32_t)srv->train->count,
+		.batch_size = srv->job.batch_size,
+		.epochs = srv->job.epochs,
+		.seed = srv->job.seed,
+	};
+	size_t n = gp_model_tensor_count(srv->eval_model), off = 0;
+	float *init = NULL;
+	int r;
+
+	r = gp_model_init_params(srv->eval_model, srv->job.seed);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		struct gp_tensor_info ti;
+
+		gp_model_tensor_info(srv->eval_model, i, &ti);
+		snprintf(names[i], sizeof(names[i]), "%s", ti.name);
+		shapes[i] = (struct gp_tensor_shape){ names[i], (uint32_t)ti.rows,
+						      (uint32_t)ti.cols };
+	}
+	r = gp_params_create(&pc, shapes, n, &srv->pool.params);
+	if (r < 0)
+		return r;
+	init = malloc(gp_params_size(srv->pool.params) * sizeof(float));
+	if (!init)
+		return -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = gp_model_read(srv->eval_model, GP_MODEL_PARAM, i, 0,
+				  shapes[i].rows, init + off);
+		if (r >= 0)
+			r = gp_params_set_tensor(srv->pool.params, i, init + off,
+						 (size_t)shapes[i].rows * shapes[i].cols);
+		off += (size_t)shapes[i].rows * shapes[i].cols;
+	}
+	free(init);
+	if (r < 0)
+		return r;
+	r = gp_ssp_create(srv->job.staleness, &srv->pool.ssp);
+	if (r < 0)
+		return r;
+	return gp_sched_create(&sc, &srv->pool.sched);
+}
+
+/* Writes the checkpoint of a fresh start, synchronously, before anyone
+ * connects: a coordinator killed before its first periodic checkpoint
+ * then has one to resume from, and the updates it logged are rolled back
+ * like any others logged after a checkpoint. Without it a restart built
+ * the job afresh while those updates still counted, and every minibatch
+ * they covered was applied twice in the log. `rerun`: the job ran before
+ * but left no intact checkpoint (none written, or all damaged): every
+ * update it logged is rolled back to this one. Returns 0 or a negative
+ * errno. */
+static int first_checkpoint(struct server *srv, bool rerun)
+{
+	struct gp_ledger *l = srv->st.ledger;
+	size_t len = 0;
+	uint8_t *blob = gp_bg_checkpoint(srv, &len);
+	int64_t seq = 0, undone;
+	int r;
+
+	if (!blob)
+		return -ENOMEM;
+	r = gp_ledger_checkpoint_write(l, srv->pool.job_id, gp_sched_epoch(srv->pool.sched),
+				       gp_ssp_min_clock(srv->pool.ssp), gp_now_ms(),
+				       blob, len, srv->job.checkpoint_keep ?
+						  srv->job.checkpoint_keep : 2,
+				       &seq);
+	free(blob);
+	if (r < 0) {
+		gp_error("%s: cannot write the first checkpoint: %s",
+			 srv->st.ledger_path, gp_ledger_error(l));
+		return r;
+	}
+	if (!rerun)
+		return 0;
+	undone = gp_ledger_rollback_after(l, srv->pool.job_id, seq, 0);
+	if (undone < 0) {
+		gp_error("%s: cannot roll back the updates of the run before: %s",
+			 srv->st.ledger_path, gp_ledger_error(l));
+		return (int)undone;
+	}
+	gp_info("job %" PRId64 " had no intact checkpoint: starting it over, %"
+		PRId64 " update(s) applied before rolled back to checkpoint %"
+		PRId64, srv->pool.job_id, undone, seq);
+	return 0;
+}
+
+/* Whether a restored checkpoint fits this job: the model's tensors, shape
+ * for shape, and the data set and batch size its progress counts in. A
+ * checkpoint is only checksummed, not authenticated, and the evaluation
+ * reads the parameters with the model's shapes. Returns 0 or -EBADMSG
+ * (said why). */
+static int check_restored(struct server *srv, int64_t seq)
+{
+	const struct gp_sched_config *sc = gp_sched_config(srv->pool.sched);
+	size_t n = gp_model_tensor_count(srv->eval_model);
+
+	if (gp_params_tensor_count(srv->pool.params) != n) {
+		gp_error("checkpoint %" PRId64 " holds %zu tensors, the model %s "
+			 "has %zu", seq, gp_params_tensor_count(srv->pool.params),
+			 srv->job.spec, n);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct gp_tensor_info ti;
+		struct gp_tensor_shape sh;
+
+		gp_model_tensor_info(srv->eval_model, i, &ti);
+		if (gp_params_tensor(srv->pool.params, i, &sh, NULL) < 0 ||
+		    sh.rows != ti.rows || sh.cols != ti.cols) {
+			gp_error("checkpoint %" PRId64 ": tensor %zu is %ux%u, the "
+				 "model %s's %zux%zu", seq, i, sh.rows, sh.cols,
+				 srv->job.spec, ti.rows, ti.cols);
+			return -EBADMSG;
+		}
+	}
+	if (sc->n_samples != srv->train->count ||
+	    sc->batch_size != srv->job.batch_size) {
+		gp_error("checkpoint %" PRId64 " counts %u samples in batches of "
+			 "%u, the job %zu in batches of %u", seq, sc->n_samples,
+			 sc->batch_size, (size_t)srv->train->count,
+			 srv->job.batch_size);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Restores params, clocks and progress from the job's newest intact
+ * checkpoint. Returns 1 when restored, 0 when there is none. */
+static int restore(struct server *srv)
+{
+	struct gp_ledger_checkpoint ck = { 0 };
+	struct gp_checkpoint_section sec[GP_CHECKPOINT_MAX_SECTIONS];
+	const struct gp_checkpoint_section *p, *c, *s;
+	unsigned skipped = 0;
+	size_t n;
+	int r;
+
+	r = gp_ledger_checkpoint_load_latest(srv->st.ledger, srv->pool.job_id, &ck,
+					     &skipped);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	if (skipped)
+		gp_warn("%u damaged checkpoint(s) skipped", skipped);
+	r = gp_checkpoint_decode(ck.blob, ck.len, sec, &n);
+	if (r < 0)
+		goto out;
+	p = gp_checkpoint_find(sec, n, GP_CKPT_PARAMS);
+	c = gp_checkpoint_find(sec, n, GP_CKPT_CLOCKS);
+	s = gp_checkpoint_find(sec, n, GP_CKPT_PROGRESS);
+	r = -EBADMSG;
+	if (!p || !c || !s)
+		goto out;
+	r = gp_params_load(p->data, p->len, &srv->pool.params);
+	if (r >= 0)
+		r = gp_ssp_load(c->data, c->len, &srv->pool.ssp);
+	if (r >= 0)
+		r = gp_sched_load(s->data, s->len, &srv->pool.sched);
+	if (r >= 0)
+		r = check_restored(srv, ck.seq);
+	if (r < 0)
+		goto out;
+	/* Nobody is connected yet: every agent is dead until it returns. */
+	for (size_t i = 0; i < gp_ssp_count(srv->pool.ssp); i++) {
+		struct gp_ssp_agent_info info;
+
+		if (gp_ssp_get_at(srv->pool.ssp, i, &info) == 0)
+			gp_ssp_mark_dead(srv->pool.ssp, info.id);
+	}
+	/* The updates logged after the checkpoint are lost with the crash;
+	 * their minibatches are redone, and the log says so. */
+	{
+		int64_t undone = gp_ledger_rollback_after(
+			srv->st.ledger, srv->pool.job_id, ck.seq,
+			gp_params_updates(srv->pool.params));
+
+		if (undone < 0)
+			gp_warn("%s", gp_ledger_error(srv->st.ledger));
+		else if (undone > 0)
+			gp_info("%" PRId64 " update(s) applied after checkpoint %"
+				PRId64 " rolled back; their minibatches are redone",
+				undone, ck.seq);
+	}
+	gp_info("resumed job %" PRId64 " from checkpoint %" PRId64
+		" (epoch %u, %" PRIu64 " updates applied)",
+		srv->pool.job_id, ck.seq, gp_sched_epoch(srv->pool.sched),
+		gp_params_updates(srv->pool.params));
+	r = 1;
+out:
+	gp_ledger_checkpoint_finish(&ck);
+	return r;
+}
+
+static int pick_job(struct server *srv)
+{
+	char buf[32];
+	struct gp_ledger_job j = { 0 };
+	int r;
+
+	r = gp_ledger_meta_get(srv->st.ledger, META_CURRENT_JOB, buf, sizeof(buf));
+	if (r >= 0 && gp_ledger_job_get(srv->st.ledger, strtoll(buf, NULL, 10),
+					&j) == 0) {
+		bool same = j.spec && strcmp(j.spec, srv->job_text) == 0 &&
+			    j.state != GP_JOB_DONE;
+		int64_t id = j.id;
+
+		gp_ledger_job_finish(&j);
+		if (same) {
+			srv->pool.job_id = id;
+			return 1;
+		}
+	}
+	r = gp_ledger_job_create(srv->st.ledger, srv->job_text, gp_now_ms(),
+				 &srv->pool.job_id);
+	if (r < 0)
+		return r;
+	snprintf(buf, sizeof(buf), "%" PRId64, srv->pool.job_id);
+	return gp_ledger_meta_set(srv->st.ledger, META_CURRENT_JOB, buf);
+}
+
+int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
+{
+	char host[128];
+	const char *colon = strrchr(s, ':');
+	long port;
+	char *end;
+
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535)
+		return -EINVAL;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+		return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
+	}
+	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+		return 0;
+	return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
+}
+
+
+int gp_setup_job(struct server *srv, const char *job_path)
+{
+	char err[GP_DATA_ERR_MAX];
+	size_t job_len = 0;
+	bool rerun;
+	int r;
+
+	/* Read once: the text parsed is the text the ledger and the
+	 * checkpoints keep, even if the file changes meanwhile. */
+	r = read_file(job_path, &srv->job_text, &job_len);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "%s", job_path);
+		return r;
+	}
+	r = gp_job_parse(job_path, srv->job_text, job_len, &srv->job, err,
+			 sizeof(err));
+	if (r < 0) {
+		gp_error("%s", err);
+		return r;
+	}
+	r = gp_model_spec_parse(srv->job.spec, &srv->spec, err, sizeof(err));
+	if (r < 0) {
+		gp_error("%s: [model] spec: %s", job_path, err);
+		return r;
+	}
+	gp_model_spec_format(&srv->spec, srv->spec_text, sizeof(srv->spec_text));
+	if (srv->spec.dims[0] != GP_DATA_PIXELS ||
+	    srv->spec.dims[srv->spec.n_layers] != GP_DATA_CLASSES) {
+		gp_error("%s: model %s does not fit Fashion-MNIST (%d inputs, %d "
+			 "classes)", job_path, srv->spec_text, GP_DATA_PIXELS,
+			 GP_DATA_CLASSES);
+		r = -EINVAL;
+		return r;
+	}
+	r = gp_data_load_fashion_mnist(srv->job.data_dir, true, &srv->train, err,
+				       sizeof(err));
+	if (r >= 0)
+		r = gp_data_load_fashion_mnist(srv->job.data_dir, false, &srv->test,
+					       err, sizeof(err));
+	if (r < 0) {
+		gp_error("%s", err);
+		return r;
+	}
+	srv->pool.train_fingerprint = gp_data_fingerprint(srv->train);
+	r = gp_backend_create_cpu(1, &srv->eval_be);
+	if (r >= 0)
+		r = gp_model_create(srv->eval_be, &srv->spec, EVAL_BATCH,
+				    &srv->eval_model);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "cannot create the evaluation model");
+		return r;
+	}
+	r = gp_identity_derive_key(srv->st.id, "gp-token-secret", srv->token_key);
+	if (r < 0)
+		return r;
+	r = pick_job(srv);
+	if (r < 0) {
+		gp_error("%s: cannot record the job: %s", srv->st.ledger_path,
+			 gp_ledger_error(srv->st.ledger));
+		return r;
+	}
+	rerun = r == 1;
+	r = rerun ? restore(srv) : 0;
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "cannot restore the checkpoint");
+		return r;
+	}
+	if (r == 0) {
+		r = build_fresh(srv);
+		if (r < 0) {
+			gp_log_errno(GP_LOG_ERROR, r, "cannot set up the job");
+			return r;
+		}
+		r = first_checkpoint(srv, rerun);
+		if (r < 0)
+			return r;
+	}
+	gp_ledger_job_set_state(srv->st.ledger, srv->pool.job_id, GP_JOB_RUNNING,
+				gp_now_ms());
+	srv->pool.n_params = gp_params_size(srv->pool.params);
+	srv->pool.minibatches_total = (uint64_t)gp_sched_minibatches(srv->pool.sched) *
+				 srv->job.epochs;
+	srv->pool.grad = malloc(srv->pool.n_params * sizeof(float));
+	srv->pool.grad_b = malloc(srv->pool.n_params * sizeof(float));
+	if (!srv->pool.grad || !srv->pool.grad_b) {
+		r = -ENOMEM;
+		return r;
+	}
+	return 0;
+}
+
+void gp_setup_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}

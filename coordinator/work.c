@@ -1,0 +1,336 @@
+/* What a member gets when it asks for work, and how its clocks move: see
+ * work.h. */
+#include "work.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "log.h"
+#include "members.h"
+#include "reason.h"
+#include "util.h"
+
+double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
+{
+	return gp_job_lr_at(pool->job, id, pool->minibatches_total,
+			    gp_sched_minibatches(pool->sched));
+}
+
+/* Whether the agent's copy may serve its work at `clock` (k minibatches)
+ * without a pull. A copy is current when every update applied since its
+ * view is the agent's own (read-my-writes). A copy that lacks a few
+ * updates of others is still good while they are fewer than k (a
+ * straggler's occasional update, scaled down by its staleness anyway)
+ * and SSP's bound holds (read clock >= clock - s); the fast agent then
+ * keeps its pipeline instead of a pull per clock. *ret_current says
+ * whether it lacks nothing. */
+static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
+		      int64_t clock, uint32_t k, bool *ret_current)
+{
+	struct gp_ssp_agent_info info;
+	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+
+	*ret_current = false;
+	if (!(m->caps & GP_CAP_LOCAL_STEP) || !m->pulled_version ||
+	    lag < m->view.own)
+		return false;
+	lag -= m->view.own;
+	if (lag == 0) {
+		*ret_current = true;
+		return true;
+	}
+	return lag < k &&
+	       gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
+	       info.read_clock != INT64_MIN &&
+	       info.read_clock >= clock - (int64_t)gp_ssp_bound(pool->ssp);
+}
+
+/* Brings the agent's copy up to date for its work at `clock` (ahead: the
+ * clock after the one it is computing): sends the shards changed since
+ * its last pull, unless its copy is good as it is. */
+static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
+		uint32_t k, bool ahead)
+{
+	size_t n = gp_params_changed_since(pool->params, m->pulled_version,
+					   NULL, 0);
+	uint64_t updates = gp_params_updates(pool->params);
+	struct gp_view *target = ahead ? &m->view_next : &m->view;
+	bool current = false;
+	int r;
+
+	/* An agent that reads its own writes already holds every update
+	 * applied since its pull when they are all its own: nothing to send
+	 * (one agent alone then trains exactly like a local loop). Its copy
+	 * goes on as it was; its read clock moves only if it lacks nothing. */
+	if (n == 0 || copy_good(pool, m, clock, k, &current)) {
+		*target = m->view;
+		if (n == 0 || current)
+			return gp_ssp_pulled(pool->ssp, (uint64_t)m->agent_id,
+					     m->pulled_version);
+		return 0;
+	}
+	r = pool->fx->send_params(pool->fx_data, m);
+	if (r < 0)
+		return r;
+	m->pulled_version = gp_params_version(pool->params);
+	*target = (struct gp_view){ .base = updates, .own_from = clock };
+	return gp_ssp_pulled(pool->ssp, (uint64_t)m->agent_id, m->pulled_version);
+}
+
+/* A clock lasts the job's clock_duration or one minibatch of the slowest
+ * live agent, whichever is longer (GP_WORK_SOLO_CLOCK_MS at least for an
+ * agent alone), and every agent gets what it computes in that time at its
+ * measured speed: a slow device does less per clock instead of holding
+ * the fast ones back, and agents of equal speed get one minibatch each
+ * (with several agents, longer clocks trained worse: see
+ * docs/architecture.md "Pool"). */
+uint32_t gp_work_per_clock(const struct gp_pool *pool,
+			   const struct gp_ssp_agent_info *info)
+{
+	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms;
+	size_t live;
+
+	/* Until its speed is measured, an agent gets a short first clock: an
+	 * announced speed is a benchmark's, and a throttled or busy machine
+	 * would hold the others for a whole long clock. */
+	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
+		return GP_WORK_BASE;
+	live = gp_ssp_live_count(pool->ssp);
+	ms = (double)pool->job->clock_duration_ms;
+	if (live == 1 && ms < GP_WORK_SOLO_CLOCK_MS)
+		ms = GP_WORK_SOLO_CLOCK_MS;
+	/* What an agent computes without seeing the others' work, and so
+	 * the staleness of its updates in minibatches, grows with the clock
+	 * and with the number of others. Two agents trained better with long
+	 * clocks, three or more on this 2-core machine worse (they drift up
+	 * to s clocks apart): beyond two, a clock is one minibatch of the
+	 * slowest agent (docs/architecture.md "Pool"). */
+	if (live > 2 && ms > GP_WORK_POOL_CLOCK_MS)
+		ms = GP_WORK_POOL_CLOCK_MS;
+	base = slowest * ms / 1000.0;
+	if (base < 1)
+		base = 1;
+	return gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
+				     GP_WORK_MAX);
+}
+
+/* Pipelining: hands out the agent's clock c + 1 while its updates of clock
+ * c are still on their way, once all of c's work is out and c + 1 <= m + s,
+ * so the agent never idles for a round trip at a clock boundary. Its copy
+ * must then need no pull (read-my-writes, nobody else's update since): it
+ * already holds its own updates of c. TCP keeps the order, so c's updates
+ * all arrive (and c is advanced) before any of c + 1's. */
+static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
+			const struct gp_ssp_agent_info *info)
+{
+	uint64_t ids[GP_WORK_MAX];
+	size_t n = 0;
+	bool current;
+	uint32_t k;
+	int r;
+
+	if (m->next_work || info->work_this_clock < m->clock_target ||
+	    info->clock + 1 > gp_ssp_min_clock(pool->ssp) +
+				      (int64_t)gp_ssp_bound(pool->ssp))
+		return;
+	/* Only while the agent's copy needs no pull: a pull now would
+	 * overwrite its own updates still on their way, and two agents
+	 * measured 3-6 points lower after three epochs with that. */
+	k = gp_work_per_clock(pool, info);
+	if (!copy_good(pool, m, info->clock + 1, k, &current))
+		return;
+	r = gp_sched_assign(pool->sched, (uint64_t)m->agent_id,
+			    (uint64_t)gp_now_ms(), k, ids, &n);
+	if (r != 0 || n == 0)
+		return;
+	r = pull(pool, m, info->clock + 1, k, true);
+	for (size_t i = 0; i < n; i++) {
+		if (r >= 0 && pool->fx->send_minibatch(pool->fx_data, m, ids[i],
+						       info->clock + 1,
+						       i == 0 ? (uint32_t)n : 0) >= 0) {
+			m->next_work++;
+			m->next_open++;
+		} else {
+			gp_sched_release(pool->sched, (uint64_t)m->agent_id, ids[i]);
+		}
+	}
+}
+
+void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
+{
+	uint64_t ids[GP_WORK_MAX];
+	struct gp_ssp_agent_info info;
+	uint64_t agent = (uint64_t)m->agent_id;
+	uint32_t k;
+	size_t n = 0;
+	bool parked;
+	int r;
+
+	if (!m->joined || !m->wants_work || m->paused || pool->stopping ||
+	    !pool->fx->can_send(pool->fx_data, m) || !pool->minibatches_total)
+		return;
+	if (gp_ssp_get(pool->ssp, agent, &info) < 0)
+		return;
+	if (m->clock_open > 0) {
+		serve_ahead(pool, m, &info);
+		return;
+	}
+	if (!gp_ssp_may_compute(pool->ssp, agent)) {
+		gp_ssp_wait(pool->ssp, agent, &parked);
+		return;
+	}
+	k = gp_work_per_clock(pool, &info);
+	m->clock_target = k;
+	k = k > info.work_this_clock ? k - info.work_this_clock : 0;
+	if (k == 0)
+		return;
+	r = gp_sched_assign(pool->sched, agent, (uint64_t)gp_now_ms(), k, ids, &n);
+	if (r != 0 || n == 0)
+		return; /* everything open is out; retried on the next event */
+	r = pull(pool, m, info.clock, m->clock_target, false);
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			gp_sched_release(pool->sched, agent, ids[i]);
+		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
+			m->agent_id, strerror(-r));
+		return;
+	}
+	m->clock = info.clock;
+	if (!pool->first_work_us)
+		pool->first_work_us = gp_mono_us();
+	for (size_t i = 0; i < n; i++) {
+		r = pool->fx->send_minibatch(pool->fx_data, m, ids[i], info.clock,
+					     i == 0 ? (uint32_t)n : 0);
+		if (r < 0) {
+			gp_sched_release(pool->sched, agent, ids[i]);
+			continue;
+		}
+		m->clock_work++;
+		m->clock_open++;
+	}
+	m->work_since_ms = gp_now_ms();
+	gp_ssp_note_work(pool->ssp, agent, (uint32_t)n);
+	/* All of this clock is out: the next one can follow at once. */
+	if (m->clock_open > 0 && gp_ssp_get(pool->ssp, agent, &info) == 0)
+		serve_ahead(pool, m, &info);
+}
+
+void gp_work_request(struct gp_pool *pool, struct gp_member *m, uint32_t count)
+{
+	m->wants_work = count > 0;
+	gp_work_serve(pool, m);
+}
+
+void gp_work_serve_all(struct gp_pool *pool)
+{
+	uint64_t id;
+
+	while (gp_ssp_pop_ready(pool->ssp, &id) == 1) {
+		struct gp_member *m = gp_members_find(pool, id);
+
+		if (m)
+			gp_work_serve(pool, m);
+	}
+	for (struct gp_member *m = pool->members; m; m = m->next)
+		gp_work_serve(pool, m);
+}
+
+/* A paused agent (on battery, not idle, paused by its owner) stops counting
+ * toward the SSP bound once the work it holds is resolved, so that the
+ * others do not wait for it; RESUME brings it back like a returning agent.
+ * Returns true when it was parked (m may have risen: serve_all()). */
+static bool park_if_paused(struct gp_pool *pool, struct gp_member *m)
+{
+	if (!m->paused || m->ssp_parked || !m->joined || m->clock_open ||
+	    m->next_open ||
+	    gp_sched_outstanding(pool->sched, (uint64_t)m->agent_id) > 0)
+		return false;
+	gp_ssp_mark_dead(pool->ssp, (uint64_t)m->agent_id);
+	m->ssp_parked = true;
+	gp_info("agent %" PRId64 " paused: out of the SSP bound until it resumes",
+		m->agent_id);
+	return true;
+}
+
+/* One minibatch of the agent's clock is resolved; when the whole clock is,
+ * the agent moves to the next. */
+static void clock_resolved(struct gp_pool *pool, struct gp_member *m)
+{
+	uint64_t agent = (uint64_t)m->agent_id;
+	int r;
+
+	if (m->clock_open == 0)
+		return;
+	if (--m->clock_open > 0)
+		return;
+	if (gp_sched_outstanding(pool->sched, agent) > m->next_open)
+		return;
+	r = gp_ssp_advance(pool->ssp, agent, m->clock + 1);
+	if (r != 0)
+		gp_debug("agent %" PRId64 ": clock not advanced: %s", m->agent_id,
+			 r > 0 ? gp_reason_str(r) : strerror(-r));
+	m->clock_work = 0;
+	if (r == 0 && m->next_work) {
+		/* The work handed out ahead becomes this clock's. */
+		m->clock++;
+		m->clock_work = m->next_work;
+		m->clock_open = m->next_open;
+		m->clock_target = m->next_work;
+		m->view = m->view_next;
+		gp_ssp_note_work(pool->ssp, agent, m->next_work);
+	}
+	m->next_work = 0;
+	m->next_open = 0;
+	park_if_paused(pool, m);
+	gp_work_serve_all(pool);
+}
+
+void gp_work_resolved(struct gp_pool *pool, struct gp_member *m, int64_t clock)
+{
+	if (clock == m->clock)
+		clock_resolved(pool, m);
+	else if (clock == m->clock + 1 && m->next_open > 0)
+		m->next_open--;
+}
+
+/* It was this agent's, whatever clock the update claims: resolve it (the
+ * current clock's first, as TCP keeps the order), or a lying clock would
+ * hold the agent, and the SSP bound, for ever. */
+void gp_work_refused(struct gp_pool *pool, struct gp_member *m)
+{
+	if (m->clock_open > 0)
+		clock_resolved(pool, m);
+	else if (m->next_open > 0)
+		m->next_open--;
+}
+
+bool gp_work_pause(struct gp_pool *pool, struct gp_member *m)
+{
+	m->paused = true;
+	if (!park_if_paused(pool, m))
+		return false;
+	gp_work_serve_all(pool);
+	return true;
+}
+
+void gp_work_resume(struct gp_pool *pool, struct gp_member *m)
+{
+	int64_t clock;
+
+	m->paused = false;
+	if (m->ssp_parked) {
+		m->ssp_parked = false;
+		/* Revived agents hold no parameters as far as SSP knows: a
+		 * full pull, as for a returning agent. */
+		if (gp_ssp_revive(pool->ssp, (uint64_t)m->agent_id, &clock) == 0) {
+			m->clock = clock;
+			m->pulled_version = 0;
+			memset(&m->view, 0, sizeof(m->view));
+			memset(&m->view_next, 0, sizeof(m->view_next));
+			m->clock_work = 0;
+			m->clock_target = 0;
+		}
+	}
+	gp_work_serve(pool, m);
+}

@@ -1,0 +1,66 @@
+/* What a member gets when it asks for work, and how its clocks move.
+ *
+ * A clock of an agent is a handful of minibatches sized to its measured
+ * speed (gp_work_per_clock). Serving an agent its next clock means: if the
+ * SSP rule lets it compute, send the parameter shards that changed since
+ * its last pull (the read clock becomes the min clock), then its
+ * minibatches. Once every minibatch of its clock is resolved (applied,
+ * discarded or refused), its clock advances, which may release agents
+ * parked at the bound. The clock after the current one may be handed out
+ * ahead while the current one's updates are on their way (pipelining).
+ * A paused member leaves the SSP bound once its work is resolved.
+ *
+ * Pure decisions over struct gp_pool; what they send goes through the
+ * pool's effects. docs/architecture.md tells the whole story. */
+#ifndef GP_WORK_H
+#define GP_WORK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pool.h"
+
+/* Minibatches per clock of an agent whose speed is not measured yet, and
+ * the most any agent gets (the job's clock_duration sizes the others). */
+#define GP_WORK_BASE 2
+#define GP_WORK_MAX 256
+/* The clock of an agent computing alone: it reads only its own writes (no
+ * pull needed), so a long clock costs nothing in quality and saves round
+ * trips. */
+#define GP_WORK_SOLO_CLOCK_MS 25
+/* The clock of a pool of more than two agents, at most. */
+#define GP_WORK_POOL_CLOCK_MS 1
+
+/* Minibatches for the clock of the agent described by info (borrowed),
+ * sized from the job's clock_duration and the slowest live agent's speed
+ * (gp_ssp_slowest_speed). */
+uint32_t gp_work_per_clock(const struct gp_pool *pool,
+			   const struct gp_ssp_agent_info *info);
+
+/* A WORK_REQUEST: m (borrowed) wants work when count > 0; served now if
+ * SSP allows. */
+void gp_work_request(struct gp_pool *pool, struct gp_member *m, uint32_t count);
+
+/* Hands m its next clock of work when SSP allows (or the clock after,
+ * ahead, when all of the current one is out). */
+void gp_work_serve(struct gp_pool *pool, struct gp_member *m);
+
+/* After anything that may let agents proceed: parked agents whose bound
+ * is now met, then every member that wants work and has none. */
+void gp_work_serve_all(struct gp_pool *pool);
+
+/* One of m's minibatches of `clock` was applied or discarded as its own. */
+void gp_work_resolved(struct gp_pool *pool, struct gp_member *m, int64_t clock);
+
+/* One of m's minibatches was refused and released, whatever clock the
+ * update claimed. */
+void gp_work_refused(struct gp_pool *pool, struct gp_member *m);
+
+/* PAUSE: m stops counting toward the SSP bound once the work it holds is
+ * resolved. Returns true when it was parked now. */
+bool gp_work_pause(struct gp_pool *pool, struct gp_member *m);
+
+/* RESUME: back in the bound like a returning agent, and served. */
+void gp_work_resume(struct gp_pool *pool, struct gp_member *m);
+
+#endif

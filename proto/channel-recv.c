@@ -1,0 +1,312 @@
+/* The channel's receiving side: bytes from the socket into frames
+ * (frame.c), frames to the handshake (channel-handshake.c) or, once it is
+ * done, into records and messages.
+ *
+ * Reads go into one 256 KiB buffer per channel; whole frames are decrypted
+ * in place, and the pieces of a large message straight into the reassembly
+ * buffer. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "channel-internal.h"
+#include "endian.h"
+#include "log.h"
+
+/* Reads go into one buffer per channel: small during the handshake (a
+ * connection flood costs little), large once established (few syscalls). */
+#define READ_BUF_HANDSHAKE 4096
+#define READ_BUF_ESTABLISHED (256 * 1024)
+/* Reassembly buffers above this are freed after delivery. */
+#define REASM_KEEP_MAX (16u * 1024 * 1024)
+
+static void deliver(struct gp_channel *ch, uint8_t *data, size_t len)
+{
+	if (ch->cb.on_message)
+		ch->cb.on_message(ch, data, len);
+}
+
+static void decrypt_failed(struct gp_channel *ch, int r)
+{
+	channel_teardown(ch, GP_CLOSE_DECRYPT_FAILED, 0,
+			 r == -EOVERFLOW ?
+				 "transport nonce exhausted" :
+				 "a transport message did not authenticate",
+			 false);
+}
+
+void channel_drop_reassembly(struct gp_channel *ch)
+{
+	if (ch->in_msg)
+		return;
+	free(ch->msg);
+	ch->msg = NULL;
+	ch->msg_cap = 0;
+}
+
+/* A piece of a large message: decrypted straight into place. */
+static void read_piece(struct gp_channel *ch, const struct gp_frame *f)
+{
+	size_t want = ch->msg_total - ch->msg_have, plen;
+	int r;
+
+	if (want > PLAIN_MAX)
+		want = PLAIN_MAX;
+	if (f->len != want + GP_NOISE_TAG_SIZE) {
+		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
+				 "message piece of the wrong size", false);
+		return;
+	}
+	r = gp_noise_transport_decrypt(ch->tx, NULL, 0, f->body, f->len,
+				       ch->msg + ch->msg_have, want, &plen);
+	if (r < 0) {
+		decrypt_failed(ch, r);
+		return;
+	}
+	ch->msg_have += plen;
+	if (ch->msg_have < ch->msg_total)
+		return;
+	ch->in_msg = false;
+	deliver(ch, ch->msg, ch->msg_total);
+	if (ch->msg_cap > REASM_KEEP_MAX) {
+		free(ch->msg);
+		ch->msg = NULL;
+		ch->msg_cap = 0;
+	}
+}
+
+/* A BEGIN record (p, plen bytes with the record byte): a large message of
+ * the announced size follows in pieces. */
+static void read_begin(struct gp_channel *ch, uint8_t *p, size_t plen)
+{
+	uint32_t total;
+
+	if (plen != 5) {
+		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
+				 "malformed message start", false);
+		return;
+	}
+	total = gp_get_le32(p + 1);
+	if (total > ch->cfg.max_message) {
+		channel_teardown(ch, GP_CLOSE_OVERSIZED_MESSAGE, 0,
+				 "message larger than the maximum", false);
+		return;
+	}
+	if (total == 0) {
+		deliver(ch, p + 1, 0);
+		return;
+	}
+	if (ch->msg_cap < total) {
+		free(ch->msg);
+		ch->msg_cap = 0;
+		ch->msg = malloc(total);
+		if (!ch->msg) {
+			channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0,
+					 "reassembly buffer", false);
+			return;
+		}
+		ch->msg_cap = total;
+	}
+	ch->in_msg = true;
+	ch->msg_total = total;
+	ch->msg_have = 0;
+}
+
+/* One decrypted record (p, plen bytes, plen >= 1). */
+static void handle_record(struct gp_channel *ch, uint8_t *p, size_t plen)
+{
+	switch (p[0]) {
+	case REC_MSG:
+		if (plen - 1 > ch->cfg.max_message) {
+			channel_teardown(ch, GP_CLOSE_OVERSIZED_MESSAGE, 0,
+					 "message larger than the maximum",
+					 false);
+			return;
+		}
+		deliver(ch, p + 1, plen - 1);
+		return;
+	case REC_BEGIN:
+		read_begin(ch, p, plen);
+		return;
+	case REC_PING:
+		return;
+	case REC_CLOSE: {
+		char text[GP_CHANNEL_TEXT_MAX + 1];
+		uint16_t code = 0;
+
+		if (plen >= 3)
+			code = gp_get_le16(p + 1);
+		channel_copy_text(text, sizeof(text), p + 3,
+				  plen >= 3 ? plen - 3 : 0);
+		channel_teardown(ch, GP_CLOSE_PEER_CLOSED, code,
+				 text[0] ? text : "closed by peer", false);
+		return;
+	}
+	default:
+		/* A record type of a later version: skip it. */
+		gp_debug("channel %p: skipping record type %u", (void *)ch,
+			 p[0]);
+		return;
+	}
+}
+
+/* A transport frame, in S_WAIT_CONFIRM or S_ESTABLISHED. */
+static void read_transport(struct gp_channel *ch, const struct gp_frame *f)
+{
+	size_t plen;
+	uint8_t *p = f->body;
+	int r;
+
+	if (f->kind != GP_FRAME_TRANSPORT) {
+		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
+				 "handshake frame after the handshake", false);
+		return;
+	}
+	if (ch->in_msg) {
+		read_piece(ch, f);
+		return;
+	}
+	r = gp_noise_transport_decrypt(ch->tx, NULL, 0, f->body, f->len, p,
+				       f->len, &plen);
+	if (r < 0) {
+		decrypt_failed(ch, r);
+		return;
+	}
+	if (ch->state == S_WAIT_CONFIRM) {
+		/* The initiator proved it completed the handshake: only now
+		 * is the connection real (a replayed message 1 stops before
+		 * this point). */
+		channel_established(ch, ch->hello, ch->hello_len);
+		free(ch->hello);
+		ch->hello = NULL;
+		ch->hello_len = 0;
+		if (ch->state != S_ESTABLISHED)
+			return;
+	}
+	if (plen < 1) {
+		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
+				 "empty record", false);
+		return;
+	}
+	handle_record(ch, p, plen);
+}
+
+static void handle_frame(struct gp_channel *ch, const struct gp_frame *f)
+{
+	switch (ch->state) {
+	case S_WAIT_MSG1:
+		channel_read_msg1(ch, f);
+		break;
+	case S_WAIT_MSG2:
+		channel_read_msg2(ch, f);
+		break;
+	case S_WAIT_CONFIRM:
+	case S_ESTABLISHED:
+		read_transport(ch, f);
+		break;
+	case S_CONNECTING:
+	case S_CLOSING:
+		break;
+	}
+}
+
+void channel_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct gp_channel *ch = h->data;
+	/* S_WAIT_CONFIRM is not proof of anything yet (message 1 may be a
+	 * replay): it reads in the small buffer too. */
+	size_t want = ch->state == S_ESTABLISHED ? READ_BUF_ESTABLISHED :
+						   READ_BUF_HANDSHAKE;
+
+	(void)suggested;
+	if (ch->rbuf_cap < want) {
+		uint8_t *nb = realloc(ch->rbuf, want);
+
+		if (nb) {
+			ch->rbuf = nb;
+			ch->rbuf_cap = want;
+		}
+	}
+	/* On failure libuv reports UV_ENOBUFS to on_read. */
+	*buf = uv_buf_init((char *)ch->rbuf, ch->rbuf ? (unsigned)ch->rbuf_cap : 0);
+}
+
+static void on_eof(struct gp_channel *ch)
+{
+	if (gp_frame_decoder_pending(&ch->dec) || ch->in_msg) {
+		channel_teardown(ch, GP_CLOSE_TRUNCATED, 0,
+				 "connection closed inside a frame or message",
+				 false);
+		return;
+	}
+	switch (ch->state) {
+	case S_WAIT_MSG2:
+		channel_teardown(ch, GP_CLOSE_PEER_CLOSED, 0,
+				 "the coordinator closed the connection during "
+				 "the handshake",
+				 false);
+		break;
+	case S_WAIT_MSG1:
+	case S_WAIT_CONFIRM:
+		channel_teardown(ch, GP_CLOSE_PEER_CLOSED, 0,
+				 "connection closed during the handshake",
+				 false);
+		break;
+	default:
+		channel_teardown(ch, GP_CLOSE_PEER_CLOSED, 0,
+				 "connection closed by peer", false);
+		break;
+	}
+}
+
+void channel_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct gp_channel *ch = s->data;
+	size_t off = 0;
+
+	if (ch->state == S_CLOSING) {
+		/* Graceful close: discard until EOF or the linger timer. */
+		if (nread < 0)
+			channel_close_handles(ch);
+		return;
+	}
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		if (nread == UV_EOF)
+			on_eof(ch);
+		else if (nread == UV_ENOBUFS)
+			channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0,
+					 "read buffer", false);
+		else
+			channel_teardown(ch, GP_CLOSE_IO_ERROR, 0,
+					 uv_strerror((int)nread), false);
+		return;
+	}
+	ch->bytes_received += (uint64_t)nread;
+	ch->last_recv = uv_now(ch->loop);
+
+	while (off < (size_t)nread && ch->state != S_CLOSING) {
+		struct gp_frame f;
+		size_t used;
+		int r = gp_frame_decode(&ch->dec, (uint8_t *)buf->base + off,
+					(size_t)nread - off, &used, &f);
+
+		if (r < 0) {
+			if (r == -EMSGSIZE)
+				channel_teardown(ch, GP_CLOSE_OVERSIZED_FRAME,
+						 0, "frame length above the "
+						 "maximum", false);
+			else if (r == -EPROTO)
+				channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR,
+						 0, "unknown frame kind",
+						 false);
+			else
+				channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0,
+						 "frame buffer", false);
+			return;
+		}
+		off += used;
+		if (r == 1)
+			handle_frame(ch, &f);
+	}
+}

@@ -1,0 +1,337 @@
+/* Unit tests for coordinator/work and coordinator/members: what a WORK_REQUEST
+ * gets, the clock handed out ahead, the SSP bound parking and releasing,
+ * paused members, clock sizes from the slowest agent, and the join and
+ * leave decisions, all without a socket. */
+#include <errno.h>
+
+#include "pool-fixture.h"
+
+static const float zero[FX_N];
+
+/* Answers every minibatch of m's current clock with a zero gradient. */
+static void answer_clock(struct fixture *f, struct gp_member *m)
+{
+	uint64_t ids[64];
+	int64_t clock = m->clock;
+	size_t n = fx_work_of(f, m->agent_id, clock, ids, 64);
+	struct fx_update x;
+
+	for (size_t i = 0; i < n; i++)
+		if (gp_sched_check(f->sched, (uint64_t)m->agent_id, ids[i]) == 0)
+			ASSERT_OK(gp_apply_update(&f->pool, m,
+						  fx_plain(&x, ids[i], clock, zero),
+						  gp_now_ms()));
+}
+
+static void test_request(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+
+	fx_setup(&f, 1);
+	m = fx_join(&f, 0, 0);
+	/* Not asked yet, or asked for none: nothing. */
+	gp_work_serve(&f.pool, m);
+	ASSERT_EQ(f.n_sent, 0);
+	gp_work_request(&f.pool, m, 0);
+	ASSERT_EQ(f.n_sent, 0);
+	/* A connection not established yet gets nothing either. */
+	f.established = false;
+	gp_work_request(&f.pool, m, 1);
+	ASSERT_EQ(f.n_sent, 0);
+	f.established = true;
+	gp_work_request(&f.pool, m, 1);
+	/* An unmeasured agent: a short first clock, with a full pull. */
+	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(f.sent[0].clock, 0);
+	ASSERT_EQ(f.sent[0].group, GP_WORK_BASE);
+	ASSERT_EQ(f.sent[1].group, 0);
+	ASSERT_EQ(m->clock_open, GP_WORK_BASE);
+	ASSERT_EQ(m->clock_work, GP_WORK_BASE);
+	ASSERT_UINT_EQ(m->pulled_version, gp_params_version(f.params));
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT(f.pool.first_work_us > 0);
+	/* Without GP_CAP_LOCAL_STEP nothing is handed out ahead. */
+	gp_work_serve(&f.pool, m);
+	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
+	ASSERT_EQ(m->next_work, 0);
+	/* A stopping pool hands out nothing. */
+	answer_clock(&f, m);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE); /* clock 1 */
+	f.pool.stopping = true;
+	answer_clock(&f, m);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), 0);
+	fx_teardown(&f);
+}
+
+static void test_ahead(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+	uint64_t ids[8];
+
+	fx_setup(&f, 1);
+	m = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	gp_work_request(&f.pool, m, 1);
+	/* All of clock 0 is out and the copy is current: clock 1 follows at
+	 * once, without a second pull. */
+	ASSERT_EQ(fx_work_of(&f, 1, 0, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(m->next_work, GP_WORK_BASE);
+	ASSERT_EQ(m->next_open, GP_WORK_BASE);
+	/* Never two clocks ahead. */
+	gp_work_serve(&f.pool, m);
+	ASSERT_EQ(f.n_sent, 2 * GP_WORK_BASE);
+	/* Clock 0 answered: the work ahead becomes clock 1's, and clock 2
+	 * goes out ahead (1 + 1 <= m + s with m = 1). */
+	answer_clock(&f, m);
+	ASSERT_EQ(m->clock, 1);
+	ASSERT_EQ(m->clock_open, GP_WORK_BASE);
+	ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 1);
+	/* Its copy holds its own updates (read-my-writes), nobody else's:
+	 * it stays current, no pull. */
+	ASSERT_UINT_EQ(m->view.own, GP_WORK_BASE);
+	answer_clock(&f, m);
+	ASSERT_EQ(m->clock, 2);
+	ASSERT_UINT_EQ(m->view.own, 2 * GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 1);
+	fx_teardown(&f);
+}
+
+/* s = 0: the fast agent waits at the bound until the slow one finishes
+ * its clock, then is served at once. */
+static void test_bound(void)
+{
+	struct fixture f;
+	struct gp_member *a, *b;
+	struct gp_ssp_agent_info info;
+	uint64_t ids[8];
+
+	fx_setup(&f, 0);
+	a = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	b = fx_join(&f, 1, GP_CAP_LOCAL_STEP);
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	/* s = 0: no clock ahead. */
+	ASSERT_EQ(a->next_work, 0);
+	answer_clock(&f, a);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &info));
+	ASSERT_EQ(info.clock, 1);
+	ASSERT(info.waiting);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), 0);
+	/* The slow one finishes: m rises and the parked one is served. */
+	answer_clock(&f, b);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(fx_work_of(&f, 2, 1, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(a->clock, 1);
+	fx_teardown(&f);
+}
+
+static void test_pause(void)
+{
+	struct fixture f;
+	struct gp_member *a, *b;
+	struct gp_ssp_agent_info info;
+	uint64_t ids[8];
+	unsigned pulls;
+
+	fx_setup(&f, 0);
+	a = fx_join(&f, 0, 0);
+	b = fx_join(&f, 1, 0);
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	/* Paused with work out: it still counts until that is resolved. */
+	ASSERT(!gp_work_pause(&f.pool, b));
+	ASSERT(!b->ssp_parked);
+	answer_clock(&f, a);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), 0); /* held by b */
+	answer_clock(&f, b);
+	/* b's work is resolved: b is parked out of the bound, a goes on,
+	 * and b gets nothing while paused. */
+	ASSERT(b->ssp_parked);
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &info));
+	ASSERT(!info.live);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(fx_work_of(&f, 2, 1, ids, 8), 0);
+	answer_clock(&f, a);
+	ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), GP_WORK_BASE);
+	/* Paused with nothing out: parked at once. */
+	ASSERT(!gp_work_pause(&f.pool, b)); /* already */
+	/* RESUME: back at the slowest live clock, with a full pull. */
+	pulls = f.params_sent;
+	gp_work_resume(&f.pool, b);
+	ASSERT(!b->paused);
+	ASSERT(!b->ssp_parked);
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &info));
+	ASSERT(info.live);
+	ASSERT_EQ(b->clock, 2);
+	ASSERT_EQ(fx_work_of(&f, 2, 2, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, pulls + 1);
+	fx_teardown(&f);
+}
+
+static void test_pause_idle(void)
+{
+	struct fixture f;
+	struct gp_member *a;
+
+	fx_setup(&f, 0);
+	a = fx_join(&f, 0, 0);
+	ASSERT(gp_work_pause(&f.pool, a));
+	ASSERT(a->ssp_parked);
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(f.n_sent, 0);
+	gp_work_resume(&f.pool, a);
+	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
+	fx_teardown(&f);
+}
+
+/* Clock sizes: the slowest measured agent does clock_duration's worth,
+ * the others in proportion; an announced speed is not measured. */
+static void test_per_clock(void)
+{
+	struct fixture f;
+	struct gp_member *a, *b, *c;
+	struct gp_ssp_agent_info ia, ib;
+
+	fx_setup(&f, 2);
+	f.job.clock_duration_ms = 20;
+	a = fx_join_speed(&f, 0, 0, 100);
+	b = fx_join_speed(&f, 1, 0, 400);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT(!ia.speed_measured);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_BASE);
+	/* Announced speeds count only while none is measured. */
+	ASSERT_NEAR(gp_ssp_slowest_speed(f.ssp), 100, 1e-9);
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 400));
+	ASSERT_NEAR(gp_ssp_slowest_speed(f.ssp), 400, 1e-9);
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 100));
+	ASSERT_NEAR(gp_ssp_slowest_speed(f.ssp), 100, 1e-9);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	/* 100/s for 20 ms: 2; four times as fast: 8. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 8);
+	/* A slow agent that left no longer sizes the clocks. */
+	gp_members_leave(&f.pool, a);
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	/* Alone: at least GP_WORK_SOLO_CLOCK_MS (400/s * 25 ms). */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 10);
+	/* More than two: one minibatch of the slowest. */
+	gp_ssp_revive(f.ssp, 1, NULL);
+	c = fx_join_speed(&f, 2, 0, 200);
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 3, 200));
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 4);
+	(void)c;
+	(void)b;
+	fx_teardown(&f);
+}
+
+static void test_members(void)
+{
+	struct fixture f;
+	struct gp_member *a, *extra = &f.members[3];
+	struct gp_msg_join j = { .caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+				 GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA |
+				 GP_CAP_F16, .data_fingerprint = 0xf00d };
+	uint32_t live;
+	int64_t clock;
+
+	fx_setup(&f, 1);
+	a = fx_join(&f, 0, 0);
+	fx_join(&f, 1, 0);
+	fx_join(&f, 2, 0);
+	ASSERT_EQ(f.pool.n_members, 3);
+	ASSERT(gp_members_find(&f.pool, 2) == &f.members[1]);
+	ASSERT(gp_members_find(&f.pool, 9) == NULL);
+	/* max_agents = 3: a fourth key is one too many... */
+	memset(extra, 0, sizeof(*extra));
+	memset(extra->key, 9, sizeof(extra->key));
+	gp_members_add(&f.pool, extra);
+	ASSERT(gp_members_full(&f.pool, extra, &live));
+	ASSERT_EQ(live, 3);
+	/* ...but a member's own new connection is not. */
+	memcpy(extra->key, a->key, sizeof(extra->key));
+	ASSERT(!gp_members_full(&f.pool, extra, NULL));
+	/* It replaces the old connection, whose work goes back. */
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT_OK(gp_members_join(&f.pool, extra, 1, &j, &clock));
+	ASSERT_EQ(f.closes, 1);
+	ASSERT(!a->joined);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), 0);
+	ASSERT(gp_members_find(&f.pool, 1) == extra);
+	/* Every capability offered, and the job allows them all. */
+	ASSERT_UINT_EQ(extra->caps, j.caps);
+	/* Weight decay: no sums (the step is not linear), so no momentum. */
+	f.job.weight_decay = 0.01;
+	ASSERT_OK(gp_members_join(&f.pool, extra, 1, &j, &clock));
+	ASSERT_UINT_EQ(extra->caps, GP_CAP_LOCAL_STEP | GP_CAP_LOCAL_DATA |
+					    GP_CAP_F16);
+	/* Another data set: pixels, not indices; no local step: no sums. */
+	f.job.weight_decay = 0;
+	j.data_fingerprint = 1;
+	j.caps &= ~(uint32_t)GP_CAP_LOCAL_STEP;
+	ASSERT_OK(gp_members_join(&f.pool, extra, 1, &j, &clock));
+	ASSERT_UINT_EQ(extra->caps, GP_CAP_F16);
+	/* Leaving: work back in the queue, out of the SSP bound. */
+	extra->wants_work = true;
+	gp_work_serve(&f.pool, extra);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT_EQ(gp_members_leave(&f.pool, extra), GP_WORK_BASE);
+	ASSERT_EQ(gp_ssp_live_count(f.ssp), 2);
+	gp_members_remove(&f.pool, extra);
+	gp_members_remove(&f.pool, a);
+	ASSERT_EQ(f.pool.n_members, 2);
+	ASSERT_EQ(gp_members_leave(&f.pool, a), 0); /* not joined */
+	fx_teardown(&f);
+}
+
+/* Connections that wait too long: no JOIN, no work request, no update. */
+static void test_overdue(void)
+{
+	struct fixture f;
+	struct gp_member *a, fresh = { .connected_ms = 1000 };
+	int64_t since, t;
+
+	fx_setup(&f, 1);
+	f.job.work_timeout_ms = 500;
+	ASSERT_EQ(gp_members_overdue(&f.pool, &fresh, 1500, &since),
+		  GP_OVERDUE_NONE);
+	ASSERT_EQ(gp_members_overdue(&f.pool, &fresh, 1501, &since),
+		  GP_OVERDUE_JOIN);
+	ASSERT_EQ(since, 501);
+	a = fx_join(&f, 0, 0);
+	t = a->joined_ms;
+	ASSERT_EQ(gp_members_overdue(&f.pool, a, t + 501, &since),
+		  GP_OVERDUE_REQUEST);
+	/* Paused members may keep quiet. */
+	a->paused = true;
+	ASSERT_EQ(gp_members_overdue(&f.pool, a, t + 501, &since),
+		  GP_OVERDUE_NONE);
+	a->paused = false;
+	gp_work_request(&f.pool, a, 1);
+	t = a->work_since_ms;
+	ASSERT_EQ(gp_members_overdue(&f.pool, a, t + 500, &since),
+		  GP_OVERDUE_NONE);
+	ASSERT_EQ(gp_members_overdue(&f.pool, a, t + 501, &since),
+		  GP_OVERDUE_UPDATE);
+	fx_teardown(&f);
+}
+
+int main(void)
+{
+	test_overdue();
+	test_request();
+	test_ahead();
+	test_bound();
+	test_pause();
+	test_pause_idle();
+	test_per_clock();
+	test_members();
+	return 0;
+}
