@@ -4,7 +4,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,41 +51,15 @@ struct pending {
 };
 
 struct gp_stats {
-	sqlite3 *db;
-	pthread_mutex_t lock; /* connection, err */
+	struct gp_db_conn c;
+	pthread_mutex_t lock; /* c: the connection and its message */
 	bool readonly;
 
 	pthread_mutex_t buf_lock;
 	struct pending *pending;
 	size_t n_pending, cap_pending;
 	int64_t flush_s;
-
-	char err[512];
 };
-
-static void set_err(struct gp_stats *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void set_err(struct gp_stats *s, const char *fmt, ...)
-{
-	char msg[sizeof(s->err)];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	gp_db_set_err(s->db, s->err, sizeof(s->err), "%s", msg);
-}
-
-static int fail(struct gp_stats *s, int rc, const char *context)
-{
-	return gp_db_fail(s->db, rc, context, s->err, sizeof(s->err));
-}
-
-static int prepare(struct gp_stats *s, const char *sql, sqlite3_stmt **st)
-{
-	return gp_db_prepare(s->db, sql, st, s->err, sizeof(s->err));
-}
 
 int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
 		  char *err, size_t errlen)
@@ -106,7 +79,7 @@ int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
 		dbflags |= GP_DB_READONLY;
 	if (flags & GP_STATS_CHECK)
 		dbflags |= GP_DB_CHECK;
-	r = gp_db_open(path, dbflags, &stats_schema, &s->db, err, errlen);
+	r = gp_db_open(path, dbflags, &stats_schema, &s->c.db, err, errlen);
 	if (r < 0) {
 		free(s);
 		return r;
@@ -125,7 +98,7 @@ void gp_stats_close(struct gp_stats *s)
 		return;
 	if (!s->readonly && s->n_pending)
 		(void)gp_stats_flush(s);
-	sqlite3_close(s->db);
+	sqlite3_close(s->c.db);
 	free(s->pending);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->buf_lock);
@@ -134,7 +107,7 @@ void gp_stats_close(struct gp_stats *s)
 
 const char *gp_stats_error(struct gp_stats *s)
 {
-	return s->err;
+	return s->c.err;
 }
 
 /* ---- memberships ------------------------------------------------------- */
@@ -142,115 +115,73 @@ const char *gp_stats_error(struct gp_stats *s)
 int gp_stats_membership_set(struct gp_stats *s,
 			    const struct gp_stats_membership *m)
 {
-	sqlite3_stmt *st = NULL;
-	int r, rc;
+	int r;
 
 	if (!m)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	r = prepare(s, "INSERT INTO memberships (pool, coordinator_key, "
-		       "endpoints, agent_id, joined_at, left_at) "
-		       "VALUES (?1, ?2, ?3, ?4, ?5, NULL) "
-		       "ON CONFLICT (pool) DO UPDATE SET "
-		       "coordinator_key = excluded.coordinator_key, "
-		       "endpoints = excluded.endpoints, "
-		       "agent_id = excluded.agent_id, "
-		       "joined_at = excluded.joined_at, left_at = NULL",
-		    &st);
-	if (r < 0)
-		goto out;
-	sqlite3_bind_text(st, 1, m->pool, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, m->coordinator_key, GP_STATS_KEY_SIZE,
-			  SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, m->endpoints, -1, SQLITE_STATIC);
-	if (m->agent_id)
-		sqlite3_bind_int64(st, 4, m->agent_id);
-	else
-		sqlite3_bind_null(st, 4);
-	sqlite3_bind_int64(st, 5, m->joined_at);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		r = fail(s, rc, "cannot write a membership");
-out:
-	sqlite3_finalize(st);
+	r = gp_db_run(&s->c, "cannot write a membership",
+		      "INSERT INTO memberships (pool, coordinator_key, "
+		      "endpoints, agent_id, joined_at, left_at) "
+		      "VALUES (?1, ?2, ?3, ?4, ?5, NULL) "
+		      "ON CONFLICT (pool) DO UPDATE SET "
+		      "coordinator_key = excluded.coordinator_key, "
+		      "endpoints = excluded.endpoints, "
+		      "agent_id = excluded.agent_id, "
+		      "joined_at = excluded.joined_at, left_at = NULL",
+		      "tbtIi", m->pool, m->coordinator_key,
+		      (size_t)GP_STATS_KEY_SIZE, m->endpoints, m->agent_id,
+		      m->joined_at);
 	pthread_mutex_unlock(&s->lock);
-	return r;
+	return r < 0 ? r : 0;
 }
 
 int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 			      int64_t at)
 {
-	sqlite3_stmt *st = NULL;
-	int r, rc;
+	int r;
 
 	if (!pool)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	r = prepare(s, "UPDATE memberships SET left_at = ?2 WHERE pool = ?1",
-		    &st);
-	if (r < 0)
-		goto out;
-	sqlite3_bind_text(st, 1, pool, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, at);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE) {
-		r = fail(s, rc, "cannot update a membership");
-	} else if (sqlite3_changes(s->db) == 0) {
-		set_err(s, "not a member of pool '%s'", pool);
+	r = gp_db_run(&s->c, "cannot update a membership",
+		      "UPDATE memberships SET left_at = ?2 WHERE pool = ?1",
+		      "ti", pool, at);
+	if (r == 0) {
+		gp_db_set_err(&s->c, "not a member of pool '%s'", pool);
 		r = -ENOENT;
 	}
-out:
-	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
-	return r;
+	return r < 0 ? r : 0;
+}
+
+static int read_membership(sqlite3_stmt *st, void *arg)
+{
+	struct gp_stats_membership *m = arg;
+
+	gp_db_column_text(st, 0, m->pool, sizeof(m->pool));
+	gp_db_column_blob(st, 1, m->coordinator_key, GP_STATS_KEY_SIZE);
+	gp_db_column_text(st, 2, m->endpoints, sizeof(m->endpoints));
+	m->agent_id = sqlite3_column_int64(st, 3);
+	m->joined_at = sqlite3_column_int64(st, 4);
+	m->left_at = sqlite3_column_int64(st, 5);
+	return 0;
 }
 
 int gp_stats_membership_list(struct gp_stats *s,
 			     struct gp_stats_membership **ret, size_t *ret_n)
 {
-	struct gp_stats_membership *v = NULL;
-	size_t n = 0, cap = 0;
-	sqlite3_stmt *st = NULL;
-	int r, rc;
+	int r;
 
 	if (!ret || !ret_n)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	r = prepare(s, "SELECT pool, coordinator_key, endpoints, agent_id, "
+	r = gp_db_list(&s->c, "cannot list memberships", sizeof(**ret),
+		       read_membership, (void **)ret, ret_n,
+		       "SELECT pool, coordinator_key, endpoints, agent_id, "
 		       "joined_at, left_at FROM memberships "
 		       "ORDER BY joined_at, pool",
-		    &st);
-	if (r < 0)
-		goto out;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct gp_stats_membership *m;
-		const void *key;
-
-		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
-			r = -ENOMEM;
-			goto out;
-		}
-		m = &v[n++];
-		memset(m, 0, sizeof(*m));
-		gp_db_column_text(st, 0, m->pool, sizeof(m->pool));
-		key = sqlite3_column_blob(st, 1);
-		if (key && sqlite3_column_bytes(st, 1) == GP_STATS_KEY_SIZE)
-			memcpy(m->coordinator_key, key, GP_STATS_KEY_SIZE);
-		gp_db_column_text(st, 2, m->endpoints, sizeof(m->endpoints));
-		m->agent_id = sqlite3_column_int64(st, 3);
-		m->joined_at = sqlite3_column_int64(st, 4);
-		m->left_at = sqlite3_column_int64(st, 5);
-	}
-	if (rc != SQLITE_DONE) {
-		r = fail(s, rc, "cannot list memberships");
-		goto out;
-	}
-	*ret = v;
-	*ret_n = n;
-	v = NULL;
-out:
-	free(v);
-	sqlite3_finalize(st);
+		       "");
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -347,7 +278,7 @@ int gp_stats_flush(struct gp_stats *s)
 	struct pending *batch;
 	sqlite3_stmt *st = NULL;
 	size_t n;
-	int r, rc;
+	int r;
 
 	if (s->readonly)
 		return 0;
@@ -362,45 +293,42 @@ int gp_stats_flush(struct gp_stats *s)
 		r = 0;
 		goto out;
 	}
-	r = gp_db_exec(s->db, "BEGIN IMMEDIATE", s->err, sizeof(s->err));
+	r = gp_db_exec(&s->c, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto requeue;
-	r = prepare(s, "INSERT INTO contributions (day, pool, device, "
-		       "minibatches, samples, gflop, compute_seconds, bytes_up, "
-		       "bytes_down) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-		       "ON CONFLICT (day, pool, device) DO UPDATE SET "
-		       "minibatches = minibatches + excluded.minibatches, "
-		       "samples = samples + excluded.samples, "
-		       "gflop = gflop + excluded.gflop, "
-		       "compute_seconds = compute_seconds + "
-		       "excluded.compute_seconds, "
-		       "bytes_up = bytes_up + excluded.bytes_up, "
-		       "bytes_down = bytes_down + excluded.bytes_down",
-		    &st);
+	r = gp_db_prepare(&s->c,
+			  "INSERT INTO contributions (day, pool, device, "
+			  "minibatches, samples, gflop, compute_seconds, "
+			  "bytes_up, bytes_down) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+			  "ON CONFLICT (day, pool, device) DO UPDATE SET "
+			  "minibatches = minibatches + excluded.minibatches, "
+			  "samples = samples + excluded.samples, "
+			  "gflop = gflop + excluded.gflop, "
+			  "compute_seconds = compute_seconds + "
+			  "excluded.compute_seconds, "
+			  "bytes_up = bytes_up + excluded.bytes_up, "
+			  "bytes_down = bytes_down + excluded.bytes_down",
+			  &st);
 	if (r < 0)
 		goto rollback;
 	for (size_t i = 0; i < n; i++) {
 		const struct gp_stats_row *row = &batch[i].row;
 
 		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, row->day, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, row->pool, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, row->device, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, row->minibatches);
-		sqlite3_bind_int64(st, 5, row->samples);
-		sqlite3_bind_double(st, 6, row->gflop);
-		sqlite3_bind_double(st, 7, row->compute_seconds);
-		sqlite3_bind_int64(st, 8, row->bytes_up);
-		sqlite3_bind_int64(st, 9, row->bytes_down);
-		rc = sqlite3_step(st);
-		if (rc != SQLITE_DONE) {
-			r = fail(s, rc, "cannot write contributions");
+		r = gp_db_bind(&s->c, st, "tttiiffii", row->day, row->pool,
+			       row->device, row->minibatches, row->samples,
+			       row->gflop, row->compute_seconds, row->bytes_up,
+			       row->bytes_down);
+		if (r == 0)
+			r = gp_db_step_done(&s->c, st,
+					    "cannot write contributions");
+		if (r < 0)
 			goto rollback;
-		}
 	}
 	sqlite3_finalize(st);
 	st = NULL;
-	r = gp_db_exec(s->db, "COMMIT", s->err, sizeof(s->err));
+	r = gp_db_exec(&s->c, "COMMIT");
 	if (r < 0)
 		goto rollback;
 	free(batch);
@@ -408,7 +336,7 @@ int gp_stats_flush(struct gp_stats *s)
 	goto out;
 rollback:
 	sqlite3_finalize(st);
-	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	gp_db_rollback(&s->c);
 requeue:
 	/* Add the failed sums back onto whatever arrived meanwhile. */
 	for (size_t i = 0; i < n; i++) {
@@ -438,9 +366,8 @@ out:
 int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret)
 {
 	char day[GP_STATS_DAY_LEN + 1];
-	sqlite3_stmt *st = NULL;
 	int64_t sum = 0;
-	int r, rc;
+	int r;
 
 	if (!ret)
 		return -EINVAL;
@@ -448,38 +375,45 @@ int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret)
 	/* The connection's lock first, as gp_stats_flush takes them: a flush
 	 * then cannot move sums from pending to the table in between. */
 	pthread_mutex_lock(&s->lock);
-	r = prepare(s, "SELECT coalesce(sum(bytes_up), 0) FROM contributions "
-		       "WHERE day = ?1", &st);
-	if (r < 0)
-		goto out;
-	sqlite3_bind_text(st, 1, day, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		r = fail(s, rc, "cannot query the bytes sent today");
-		goto out;
+	r = gp_db_row(&s->c, "cannot query the bytes sent today", gp_db_int64,
+		      &sum,
+		      "SELECT coalesce(sum(bytes_up), 0) FROM contributions "
+		      "WHERE day = ?1",
+		      "t", day);
+	if (r >= 0) {
+		pthread_mutex_lock(&s->buf_lock);
+		for (size_t i = 0; i < s->n_pending; i++)
+			if (strcmp(s->pending[i].row.day, day) == 0)
+				sum += s->pending[i].row.bytes_up;
+		pthread_mutex_unlock(&s->buf_lock);
+		*ret = sum;
+		r = 0;
 	}
-	sum = sqlite3_column_int64(st, 0);
-	pthread_mutex_lock(&s->buf_lock);
-	for (size_t i = 0; i < s->n_pending; i++)
-		if (strcmp(s->pending[i].row.day, day) == 0)
-			sum += s->pending[i].row.bytes_up;
-	pthread_mutex_unlock(&s->buf_lock);
-	*ret = sum;
-	r = 0;
-out:
-	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+static int read_row(sqlite3_stmt *st, void *arg)
+{
+	struct gp_stats_row *row = arg;
+
+	gp_db_column_text(st, 0, row->day, sizeof(row->day));
+	gp_db_column_text(st, 1, row->pool, sizeof(row->pool));
+	gp_db_column_text(st, 2, row->device, sizeof(row->device));
+	row->minibatches = sqlite3_column_int64(st, 3);
+	row->samples = sqlite3_column_int64(st, 4);
+	row->gflop = sqlite3_column_double(st, 5);
+	row->compute_seconds = sqlite3_column_double(st, 6);
+	row->bytes_up = sqlite3_column_int64(st, 7);
+	row->bytes_down = sqlite3_column_int64(st, 8);
+	return 0;
 }
 
 int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		   struct gp_stats_row **ret, size_t *ret_n)
 {
-	struct gp_stats_row *v = NULL;
-	size_t n = 0, cap = 0;
-	sqlite3_stmt *st = NULL;
 	char sql[768], by[64] = "";
-	int r, rc;
+	int r;
 
 	if (!ret || !ret_n ||
 	    (group & ~(unsigned)(GP_STATS_BY_DAY | GP_STATS_BY_POOL |
@@ -506,40 +440,8 @@ int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 		 group & GP_STATS_BY_DEVICE ? "device" : "''",
 		 *by ? "GROUP BY " : "", by, *by ? "ORDER BY " : "", by);
 	pthread_mutex_lock(&s->lock);
-	r = prepare(s, sql, &st);
-	if (r < 0)
-		goto out;
-	if (since_day)
-		sqlite3_bind_text(st, 1, since_day, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct gp_stats_row *row;
-
-		if (gp_array_grow((void **)&v, &cap, n, sizeof(*v)) < 0) {
-			r = -ENOMEM;
-			goto out;
-		}
-		row = &v[n++];
-		memset(row, 0, sizeof(*row));
-		gp_db_column_text(st, 0, row->day, sizeof(row->day));
-		gp_db_column_text(st, 1, row->pool, sizeof(row->pool));
-		gp_db_column_text(st, 2, row->device, sizeof(row->device));
-		row->minibatches = sqlite3_column_int64(st, 3);
-		row->samples = sqlite3_column_int64(st, 4);
-		row->gflop = sqlite3_column_double(st, 5);
-		row->compute_seconds = sqlite3_column_double(st, 6);
-		row->bytes_up = sqlite3_column_int64(st, 7);
-		row->bytes_down = sqlite3_column_int64(st, 8);
-	}
-	if (rc != SQLITE_DONE) {
-		r = fail(s, rc, "cannot query contributions");
-		goto out;
-	}
-	*ret = v;
-	*ret_n = n;
-	v = NULL;
-out:
-	free(v);
-	sqlite3_finalize(st);
+	r = gp_db_list(&s->c, "cannot query contributions", sizeof(**ret),
+		       read_row, (void **)ret, ret_n, sql, "t", since_day);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -12,6 +12,8 @@
 #define GP_DB_H
 
 #include <sqlite3.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,32 +60,110 @@ int gp_db_open(const char *path, unsigned flags,
 	       const struct gp_db_schema *schema, sqlite3 **ret, char *err,
 	       size_t errlen);
 
+/* The longest message a connection keeps. */
+#define GP_DB_ERR_MAX 512
+
+/* An open connection and the message of its last failure: what the ledger
+ * and the statistics each embed, under their own mutex. The functions below
+ * that take one write their sentence into err on failure, as
+ * "FILE: context: SQLite's message", and return a negative errno. */
+struct gp_db_conn {
+	sqlite3 *db;
+	char err[GP_DB_ERR_MAX];
+};
+
 /* Runs PRAGMA integrity_check (quick = 0) or quick_check (quick = 1). Returns
- * 0 when SQLite answers "ok", -EBADMSG with its first complaint in err
+ * 0 when SQLite answers "ok", -EBADMSG with its first complaint in c->err
  * otherwise, or another negative errno when the check itself fails. */
-int gp_db_check(sqlite3 *db, int quick, char *err, size_t errlen);
+int gp_db_check(struct gp_db_conn *c, int quick);
 
-/* Executes one or more statements with no result rows. Returns 0 or a
- * negative errno; err receives SQLite's message. */
-int gp_db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+/* Executes one or more statements with no result rows and no parameters
+ * (BEGIN IMMEDIATE, COMMIT). Returns 0 or a negative errno. */
+int gp_db_exec(struct gp_db_conn *c, const char *sql);
 
-/* Writes "<path>: <context>: <sqlite message>" into err and returns
+/* Ends the open transaction, if any; SQLite may already have rolled it back
+ * on its own, which is fine. c->err is left alone. */
+void gp_db_rollback(struct gp_db_conn *c);
+
+/* Writes "FILE: <context>: <sqlite message>" into c->err and returns
  * gp_db_errno(rc). For use at the point an SQLite call failed. */
-int gp_db_fail(sqlite3 *db, int rc, const char *context, char *err,
-	       size_t errlen);
+int gp_db_fail(struct gp_db_conn *c, int rc, const char *context);
 
-/* Writes "FILE: " and the formatted sentence into err (errlen bytes), FILE
- * being db's main file. */
-void gp_db_set_err(sqlite3 *db, char *err, size_t errlen, const char *fmt,
-		   ...) __attribute__((format(printf, 4, 5)));
+/* Writes "FILE: " and the formatted sentence into c->err. */
+void gp_db_set_err(struct gp_db_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
-/* Prepares sql on db into *st. Returns 0, or gp_db_fail()'s errno with the
- * message in err. */
-int gp_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err,
-		  size_t errlen);
+/* Prepares sql on c into *ret (owned by the caller: sqlite3_finalize).
+ * Returns 0, or a negative errno with *ret NULL. */
+int gp_db_prepare(struct gp_db_conn *c, const char *sql, sqlite3_stmt **ret);
+
+/* Parameters. types has one letter per parameter, ?1 first, and the
+ * variable arguments follow it with exactly these C types (cast literals):
+ *   'i' int64_t              'I' int64_t, 0 binds NULL ("none", "never")
+ *   'f' double               'F' double, NaN or infinity binds NULL
+ *   't' const char *, NUL-terminated; NULL binds NULL
+ *   'b' const void *, size_t: a blob of that many bytes
+ * Pointers are borrowed and must stay valid until the statement is reset or
+ * finalized. Parameters beyond types stay NULL. An unknown letter is a
+ * programmer's error (-EINVAL). */
+int gp_db_bind(struct gp_db_conn *c, sqlite3_stmt *st, const char *types,
+	       ...);
+int gp_db_vbind(struct gp_db_conn *c, sqlite3_stmt *st, const char *types,
+		va_list ap);
+
+/* Steps a statement that returns no row (a row is SQLITE_MISUSE). Returns 0
+ * or a negative errno with context in c->err. */
+int gp_db_step_done(struct gp_db_conn *c, sqlite3_stmt *st,
+		    const char *context);
+
+/* Prepares sql, binds the arguments as gp_db_bind does, steps it once
+ * (it must return no row), finalizes it. Returns the number of rows it
+ * changed (sqlite3_changes, >= 0) or a negative errno with context in
+ * c->err. */
+int gp_db_run(struct gp_db_conn *c, const char *context, const char *sql,
+	      const char *types, ...);
+
+/* Reads the current row of st (borrowed) into arg. Returns 0 to go on,
+ * > 0 to stop early (gp_db_each returns that value), or a negative errno to
+ * fail (c->err is then the callback's to set, or left as it was). */
+typedef int gp_db_row_fn(sqlite3_stmt *st, void *arg);
+
+/* The query loop: prepares sql, binds the arguments (as gp_db_bind), calls
+ * fn(st, arg) on each result row, finalizes. Returns 0 when every row was
+ * read, fn's positive value when it stopped early, or a negative errno
+ * (fn's, or SQLite's mapped with context in c->err). */
+int gp_db_each(struct gp_db_conn *c, const char *context, gp_db_row_fn *fn,
+	       void *arg, const char *sql, const char *types, ...);
+
+/* As gp_db_each, for at most one row: returns 1 when there was a row (fn,
+ * which may be NULL, has read it), 0 when there was none, or a negative
+ * errno. */
+int gp_db_row(struct gp_db_conn *c, const char *context, gp_db_row_fn *fn,
+	      void *arg, const char *sql, const char *types, ...);
+
+/* As gp_db_each, collecting the rows into an array: each element (size
+ * bytes) is zeroed, then fn(st, element) fills it. On success *ret is a
+ * malloc'd array owned by the caller (free()), NULL when there was no row,
+ * and *ret_n its length. On failure neither is written. Returns 0 or a
+ * negative errno (-ENOMEM, fn's, or SQLite's with context in c->err). */
+int gp_db_list(struct gp_db_conn *c, const char *context, size_t size,
+	       gp_db_row_fn *fn, void **ret, size_t *ret_n, const char *sql,
+	       const char *types, ...);
+
+/* A gp_db_row_fn for the common one-number query (count(*), max(seq)):
+ * reads column 0 into the int64_t arg points to. */
+int gp_db_int64(sqlite3_stmt *st, void *arg);
 
 /* Copies text column i of the current row into buf (size bytes),
  * truncating; NULL reads as "". */
 void gp_db_column_text(sqlite3_stmt *st, int i, char *buf, size_t size);
+
+/* Reads real column i; NULL reads as NaN (the 'F' parameter in reverse). */
+double gp_db_column_real(sqlite3_stmt *st, int i);
+
+/* Copies blob column i into dst when it holds exactly size bytes and
+ * returns true; leaves dst alone and returns false otherwise (a CHECK
+ * constraint promises the size, a damaged file promises nothing). */
+bool gp_db_column_blob(sqlite3_stmt *st, int i, void *dst, size_t size);
 
 #endif

@@ -1,5 +1,6 @@
-/* Little-endian loads and stores of fixed-width integers and floats, the
- * one copy every module uses for wire formats, checkpoints and files.
+/* Little-endian loads and stores of fixed-width integers and floats (and
+ * the big-endian loads some file formats need), the one copy every module
+ * uses for wire formats, checkpoints and files.
  * Byte-wise, so they work at any alignment on any host; compilers turn them
  * into single loads and stores. p is borrowed and must hold the width. */
 #ifndef GP_ENDIAN_H
@@ -40,6 +41,19 @@ static inline uint32_t gp_get_le32(const uint8_t *p)
 static inline uint64_t gp_get_le64(const uint8_t *p)
 {
 	return (uint64_t)gp_get_le32(p) | (uint64_t)gp_get_le32(p + 4) << 32;
+}
+
+/* Big-endian loads, for the formats that chose them: IDX data files and
+ * the SQLite file header. */
+static inline uint16_t gp_get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t gp_get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
 /* IEEE 754 binary32/binary64 through their bit patterns. */

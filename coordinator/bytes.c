@@ -5,23 +5,7 @@
 #include <string.h>
 #include <zlib.h>
 
-static void put_le(struct gp_wbuf *w, uint64_t v, size_t n)
-{
-	uint8_t b[8];
-
-	for (size_t i = 0; i < n; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
-	gp_wbuf_put(w, b, n);
-}
-
-static uint64_t get_le(const uint8_t *b, size_t n)
-{
-	uint64_t v = 0;
-
-	for (size_t i = 0; i < n; i++)
-		v |= (uint64_t)b[i] << (8 * i);
-	return v;
-}
+#include "endian.h"
 
 void gp_wbuf_put(struct gp_wbuf *w, const void *src, size_t n)
 {
@@ -50,26 +34,54 @@ void gp_wbuf_put(struct gp_wbuf *w, const void *src, size_t n)
 	w->len += n;
 }
 
-void gp_wbuf_put_u8(struct gp_wbuf *w, uint8_t v) { put_le(w, v, 1); }
-void gp_wbuf_put_u16(struct gp_wbuf *w, uint16_t v) { put_le(w, v, 2); }
-void gp_wbuf_put_u32(struct gp_wbuf *w, uint32_t v) { put_le(w, v, 4); }
-void gp_wbuf_put_u64(struct gp_wbuf *w, uint64_t v) { put_le(w, v, 8); }
-void gp_wbuf_put_i64(struct gp_wbuf *w, int64_t v) { put_le(w, (uint64_t)v, 8); }
+void gp_wbuf_put_u8(struct gp_wbuf *w, uint8_t v)
+{
+	gp_wbuf_put(w, &v, 1);
+}
+
+void gp_wbuf_put_u16(struct gp_wbuf *w, uint16_t v)
+{
+	uint8_t b[2];
+
+	gp_put_le16(b, v);
+	gp_wbuf_put(w, b, sizeof(b));
+}
+
+void gp_wbuf_put_u32(struct gp_wbuf *w, uint32_t v)
+{
+	uint8_t b[4];
+
+	gp_put_le32(b, v);
+	gp_wbuf_put(w, b, sizeof(b));
+}
+
+void gp_wbuf_put_u64(struct gp_wbuf *w, uint64_t v)
+{
+	uint8_t b[8];
+
+	gp_put_le64(b, v);
+	gp_wbuf_put(w, b, sizeof(b));
+}
+
+void gp_wbuf_put_i64(struct gp_wbuf *w, int64_t v)
+{
+	gp_wbuf_put_u64(w, (uint64_t)v);
+}
 
 void gp_wbuf_put_f32(struct gp_wbuf *w, float v)
 {
-	uint32_t u;
+	uint8_t b[4];
 
-	memcpy(&u, &v, 4);
-	put_le(w, u, 4);
+	gp_put_lef32(b, v);
+	gp_wbuf_put(w, b, sizeof(b));
 }
 
 void gp_wbuf_put_f64(struct gp_wbuf *w, double v)
 {
-	uint64_t u;
+	uint8_t b[8];
 
-	memcpy(&u, &v, 8);
-	put_le(w, u, 8);
+	gp_put_lef64(b, v);
+	gp_wbuf_put(w, b, sizeof(b));
 }
 
 void gp_wbuf_put_f32s(struct gp_wbuf *w, const float *v, size_t n)
@@ -105,8 +117,7 @@ int gp_wbuf_finish_blob(struct gp_wbuf *w, uint8_t **ret_data,
 		if (payload > UINT32_MAX) {
 			w->failed = true;
 		} else {
-			for (size_t i = 0; i < 4; i++)
-				w->data[8 + i] = (uint8_t)(payload >> (8 * i));
+			gp_put_le32(w->data + 8, (uint32_t)payload);
 			gp_wbuf_put_u32(w, gp_crc32(w->data, w->len));
 		}
 	}
@@ -128,13 +139,13 @@ int gp_rbuf_open_blob(const uint8_t *data, size_t len, const char magic[4],
 
 	if (!data || len < GP_BLOB_HEADER_SIZE + GP_BLOB_TRAILER_SIZE)
 		return -EBADMSG;
-	if (memcmp(data, magic, 4) != 0 || get_le(data + 4, 2) != version ||
-	    get_le(data + 6, 2) != 0)
+	if (memcmp(data, magic, 4) != 0 || gp_get_le16(data + 4) != version ||
+	    gp_get_le16(data + 6) != 0)
 		return -EBADMSG;
-	payload = get_le(data + 8, 4);
+	payload = gp_get_le32(data + 8);
 	if (payload != len - GP_BLOB_HEADER_SIZE - GP_BLOB_TRAILER_SIZE)
 		return -EBADMSG;
-	if (get_le(data + len - 4, 4) != gp_crc32(data, len - 4))
+	if (gp_get_le32(data + len - 4) != gp_crc32(data, len - 4))
 		return -EBADMSG;
 	ret_payload->p = data + GP_BLOB_HEADER_SIZE;
 	ret_payload->left = (size_t)payload;
@@ -152,81 +163,80 @@ bool gp_rbuf_get(struct gp_rbuf *r, void *dst, size_t n)
 	return true;
 }
 
-static bool get_n(struct gp_rbuf *r, uint64_t *v, size_t n)
+/* Returns the next n bytes and moves past them, or NULL (nothing consumed)
+ * when fewer are left. */
+static const uint8_t *take(struct gp_rbuf *r, size_t n)
 {
+	const uint8_t *p = r->p;
+
 	if (n > r->left)
-		return false;
-	*v = get_le(r->p, n);
+		return NULL;
 	r->p += n;
 	r->left -= n;
-	return true;
+	return p;
 }
 
 bool gp_rbuf_get_u8(struct gp_rbuf *r, uint8_t *v)
 {
-	uint64_t u;
+	const uint8_t *p = take(r, 1);
 
-	if (!get_n(r, &u, 1))
-		return false;
-	*v = (uint8_t)u;
-	return true;
+	if (p)
+		*v = *p;
+	return p != NULL;
 }
 
 bool gp_rbuf_get_u16(struct gp_rbuf *r, uint16_t *v)
 {
-	uint64_t u;
+	const uint8_t *p = take(r, 2);
 
-	if (!get_n(r, &u, 2))
-		return false;
-	*v = (uint16_t)u;
-	return true;
+	if (p)
+		*v = gp_get_le16(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_u32(struct gp_rbuf *r, uint32_t *v)
 {
-	uint64_t u;
+	const uint8_t *p = take(r, 4);
 
-	if (!get_n(r, &u, 4))
-		return false;
-	*v = (uint32_t)u;
-	return true;
+	if (p)
+		*v = gp_get_le32(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_u64(struct gp_rbuf *r, uint64_t *v)
 {
-	return get_n(r, v, 8);
+	const uint8_t *p = take(r, 8);
+
+	if (p)
+		*v = gp_get_le64(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_i64(struct gp_rbuf *r, int64_t *v)
 {
-	uint64_t u;
+	const uint8_t *p = take(r, 8);
 
-	if (!get_n(r, &u, 8))
-		return false;
-	*v = (int64_t)u;
-	return true;
+	if (p)
+		*v = (int64_t)gp_get_le64(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_f32(struct gp_rbuf *r, float *v)
 {
-	uint64_t u;
-	uint32_t u32;
+	const uint8_t *p = take(r, 4);
 
-	if (!get_n(r, &u, 4))
-		return false;
-	u32 = (uint32_t)u;
-	memcpy(v, &u32, 4);
-	return true;
+	if (p)
+		*v = gp_get_lef32(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_f64(struct gp_rbuf *r, double *v)
 {
-	uint64_t u;
+	const uint8_t *p = take(r, 8);
 
-	if (!get_n(r, &u, 8))
-		return false;
-	memcpy(v, &u, 8);
-	return true;
+	if (p)
+		*v = gp_get_lef64(p);
+	return p != NULL;
 }
 
 bool gp_rbuf_get_f32s(struct gp_rbuf *r, float *v, size_t n)

@@ -3,64 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* zlib's crc32 takes a uInt length; feed it in pieces so that sizes above
- * 4 GiB (refused elsewhere, but still) cannot wrap. */
-static uint32_t crc(const uint8_t *p, uint64_t len)
-{
-	uLong c = crc32(0L, Z_NULL, 0);
-
-	while (len > 0) {
-		uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
-
-		c = crc32(c, p, chunk);
-		p += chunk;
-		len -= chunk;
-	}
-	return (uint32_t)c;
-}
+#include "bytes.h"
+#include "endian.h"
 
 static uint64_t padded(uint64_t len)
 {
@@ -95,19 +40,20 @@ int gp_checkpoint_encode(const struct gp_checkpoint_section *sections,
 
 	p = buf + GP_CHECKPOINT_HEADER_SIZE;
 	for (size_t i = 0; i < n; i++) {
-		put32(p, sections[i].tag);
-		put64(p + 8, sections[i].len);
+		gp_put_le32(p, sections[i].tag);
+		gp_put_le64(p + 8, sections[i].len);
 		if (sections[i].len)
 			memcpy(p + GP_CHECKPOINT_SECTION_HEADER_SIZE,
 			       sections[i].data, sections[i].len);
 		p += GP_CHECKPOINT_SECTION_HEADER_SIZE + padded(sections[i].len);
 	}
 	memcpy(buf, GP_CHECKPOINT_MAGIC, 4);
-	put16(buf + 4, GP_CHECKPOINT_VERSION);
-	put32(buf + 8, (uint32_t)n);
-	put32(buf + 12, crc(buf + GP_CHECKPOINT_HEADER_SIZE, area));
-	put64(buf + 16, area);
-	put32(buf + 28, crc(buf, 28));
+	gp_put_le16(buf + 4, GP_CHECKPOINT_VERSION);
+	gp_put_le32(buf + 8, (uint32_t)n);
+	gp_put_le32(buf + 12,
+		    gp_crc32(buf + GP_CHECKPOINT_HEADER_SIZE, (size_t)area));
+	gp_put_le64(buf + 16, area);
+	gp_put_le32(buf + 28, gp_crc32(buf, 28));
 	*ret = buf;
 	*ret_len = (size_t)area + GP_CHECKPOINT_HEADER_SIZE;
 	return 0;
@@ -125,16 +71,18 @@ int gp_checkpoint_decode(const uint8_t *buf, size_t len,
 	if (len < GP_CHECKPOINT_HEADER_SIZE ||
 	    memcmp(buf, GP_CHECKPOINT_MAGIC, 4) != 0)
 		return -EBADMSG;
-	if (get32(buf + 28) != crc(buf, 28))
+	if (gp_get_le32(buf + 28) != gp_crc32(buf, 28))
 		return -EBADMSG;
-	if (get16(buf + 4) != GP_CHECKPOINT_VERSION || get16(buf + 6) != 0)
+	if (gp_get_le16(buf + 4) != GP_CHECKPOINT_VERSION ||
+	    gp_get_le16(buf + 6) != 0)
 		return -ENOTSUP;
-	count = get32(buf + 8);
-	area = get64(buf + 16);
-	if (get32(buf + 24) != 0 || count > GP_CHECKPOINT_MAX_SECTIONS ||
+	count = gp_get_le32(buf + 8);
+	area = gp_get_le64(buf + 16);
+	if (gp_get_le32(buf + 24) != 0 || count > GP_CHECKPOINT_MAX_SECTIONS ||
 	    area != (uint64_t)len - GP_CHECKPOINT_HEADER_SIZE)
 		return -EBADMSG;
-	if (get32(buf + 12) != crc(buf + GP_CHECKPOINT_HEADER_SIZE, area))
+	if (gp_get_le32(buf + 12) !=
+	    gp_crc32(buf + GP_CHECKPOINT_HEADER_SIZE, (size_t)area))
 		return -EBADMSG;
 
 	/* Every section header and payload must lie inside the area, and the
@@ -148,8 +96,8 @@ int gp_checkpoint_decode(const uint8_t *buf, size_t len,
 		if (rest < GP_CHECKPOINT_SECTION_HEADER_SIZE)
 			return -EBADMSG;
 		rest -= GP_CHECKPOINT_SECTION_HEADER_SIZE;
-		plen = get64(h + 8);
-		if (get32(h) == 0 || get32(h + 4) != 0 || plen > rest)
+		plen = gp_get_le64(h + 8);
+		if (gp_get_le32(h) == 0 || gp_get_le32(h + 4) != 0 || plen > rest)
 			return -EBADMSG;
 		pad = padded(plen) - plen;
 		if (pad > rest - plen)
@@ -158,9 +106,9 @@ int gp_checkpoint_decode(const uint8_t *buf, size_t len,
 			if (h[GP_CHECKPOINT_SECTION_HEADER_SIZE + plen + k])
 				return -EBADMSG;
 		for (uint32_t j = 0; j < i; j++)
-			if (found[j].tag == get32(h))
+			if (found[j].tag == gp_get_le32(h))
 				return -EBADMSG;
-		found[i].tag = get32(h);
+		found[i].tag = gp_get_le32(h);
 		found[i].data = h + GP_CHECKPOINT_SECTION_HEADER_SIZE;
 		found[i].len = (size_t)plen;
 		off += GP_CHECKPOINT_SECTION_HEADER_SIZE + plen + pad;

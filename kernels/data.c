@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "endian.h"
 #include "gp-config.h"
 
 /* First allocation for a gzip payload; doubled as data arrives. */
@@ -97,12 +98,6 @@ static int64_t src_read(struct src *s, uint8_t *dst, size_t n,
 	return (int64_t)got;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 int gp_data_idx_decode(const void *buf, size_t len, const char *name,
 		       unsigned ndims, struct gp_idx *ret, char *err,
 		       size_t err_len)
@@ -142,7 +137,7 @@ int gp_data_idx_decode(const void *buf, size_t len, const char *name,
 			 name, (long long)got);
 		goto out;
 	}
-	magic = be32(head);
+	magic = gp_get_be32(head);
 	if (magic != (0x0800u | ndims)) {
 		r = fail(err, err_len, -EPROTO,
 			 "%s: wrong magic number 0x%08x (expected 0x%08x: IDX "
@@ -158,7 +153,7 @@ int gp_data_idx_decode(const void *buf, size_t len, const char *name,
 		goto out;
 	}
 	for (unsigned i = 0; i < ndims; i++) {
-		idx.dims[i] = be32(head + 4 + 4 * i);
+		idx.dims[i] = gp_get_be32(head + 4 + 4 * i);
 		if (idx.dims[i] == 0) {
 			r = fail(err, err_len, -ERANGE,
 				 "%s: wrong dimensions: dimension %u is zero",
