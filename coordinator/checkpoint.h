@@ -38,8 +38,8 @@
 
 /* Section tags in use. */
 enum gp_checkpoint_tag {
-	GP_CKPT_PARAMS = 1,    /* parameter store (coordinator/params) */
-	GP_CKPT_OPTIMIZER = 2, /* optimizer state, e.g. momentum buffers */
+	GP_CKPT_PARAMS = 1,    /* parameter store and momentum (params) */
+	/* 2: reserved, never written (the momentum is in GP_CKPT_PARAMS) */
 	GP_CKPT_CLOCKS = 3,    /* SSP clocks (coordinator/ssp) */
 	GP_CKPT_PROGRESS = 4,  /* epoch and minibatch progress (coordinator/sched) */
 	GP_CKPT_JOB = 5,       /* the job file text the run started from */

@@ -181,6 +181,14 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 		return;
 	}
 	k = gp_work_per_clock(pool, &info);
+	/* An agent without local steps computes every minibatch of a clock on
+	 * the same parameters, and applied one after the other they are
+	 * steps from a point the model has left (a capability-less client
+	 * given 10-35 a clock took the test loss from 2.3 to 62): at most
+	 * GP_WORK_BASE a clock keeps its updates within one minibatch of
+	 * staleness, which the staleness scale counts. */
+	if (!(m->caps & GP_CAP_LOCAL_STEP) && k > GP_WORK_BASE)
+		k = GP_WORK_BASE;
 	m->clock_target = k;
 	k = k > info.work_this_clock ? k - info.work_this_clock : 0;
 	if (k == 0)

@@ -140,7 +140,8 @@ enum gp_msg_dtype {
 /* Capability bits (JOIN.caps: what the agent can decode and send;
  * WELCOME.caps: what the coordinator will use for this agent). */
 #define GP_CAP_F16 (1u << 0)
-#define GP_CAP_I8 (1u << 1)
+/* 1u << 1: reserved (an int8 capability was never agreed to; int8 blocks
+ * are decoded and accepted in UPDATE without one). */
 /* The agent applies each gradient to its own copy of the parameters (SGD
  * with MINIBATCH.lr and .momentum) before its next minibatch: it reads its
  * own writes between pulls. */

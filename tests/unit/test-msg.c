@@ -64,7 +64,7 @@ static void sample(struct gp_msg *m, uint8_t type)
 		strcpy(m->u.join.release, "0.1.0");
 		m->u.join.token_id = token_id;
 		m->u.join.token_id_len = sizeof(token_id);
-		m->u.join.caps = GP_CAP_F16 | GP_CAP_I8;
+		m->u.join.caps = GP_CAP_F16 | (1u << 1);
 		m->u.join.devices = devices;
 		m->u.join.n_devices = 2;
 		break;

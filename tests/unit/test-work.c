@@ -56,6 +56,12 @@ static void test_request(void)
 	gp_work_serve(&f.pool, m);
 	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
 	ASSERT_EQ(m->next_work, 0);
+	/* Measured fast (a solo clock would be 250), it still gets at most
+	 * GP_WORK_BASE a clock: they are computed on one copy. */
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 10000));
+	answer_clock(&f, m);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT_EQ(f.n_sent, 2 * GP_WORK_BASE);
 	/* A stopping pool hands out nothing. */
 	answer_clock(&f, m);
 	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE); /* clock 1 */
