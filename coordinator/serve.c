@@ -659,7 +659,9 @@ static bool refuse_version(struct peer *p, const uint8_t *data, size_t len)
 		 "this coordinator speaks versions %u to %u", h.version,
 		 GP_MSG_VERSION_MIN, GP_MSG_VERSION);
 	snprintf(rej.kind, sizeof(rej.kind), "version");
-	snprintf(rej.reason, sizeof(rej.reason), "%s", text);
+	snprintf(rej.reason, sizeof(rej.reason), "message version %u, "
+		 "speaks %u to %u", h.version, GP_MSG_VERSION_MIN,
+		 GP_MSG_VERSION);
 	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
 	gp_warn("%s: %s", p->m.addr, text);
 	send_reject(p, GP_REJECT_VERSION, text);
