@@ -251,7 +251,15 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 		.reject_norm = pool->job->max_grad_norm,
 	};
 	struct gp_robust_result res;
+	uint32_t joined = 0;
 
+	/* With fewer members than it needs there is nothing to follow, and
+	 * a pool of one or two pays nothing for it. */
+	for (const struct gp_member *o = pool->members; o; o = o->next)
+		joined += o->joined;
+	*ret_weight = 1;
+	if (joined < GP_ROBUST_MEMBERS)
+		return;
 	rb->clip = pool->job->robust_clip;
 	rb->beta = pool->job->robust_momentum;
 	for (size_t i = 0; i < g->k; i++)
