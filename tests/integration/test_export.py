@@ -33,18 +33,27 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
 import gppool
 from gppool import check, log
 
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    # tools/lib/setup.sh installs python3-torch; a package build may not.
+    print("SKIP: %s (python3-torch, python3-numpy)" % e)
+    sys.exit(77)
+
 HAVE_ONNX = os.environ.get("GP_HAVE_ONNX", "1") == "1"
 if HAVE_ONNX:
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        print("SKIP: %s (python3-onnx)" % e)
+        sys.exit(77)
 
 DATA_DIR = os.environ.get("GP_DATA_DIR", "/usr/share/datasets/fashion-mnist")
 
