@@ -336,6 +336,8 @@ static void send_reject(struct peer *p, uint16_t code, const char *text)
 	gp_msg_init(&m, GP_MSG_REJECT);
 	m.u.reject.code = code;
 	snprintf(m.u.reject.text, sizeof(m.u.reject.text), "%s", text);
+	m.u.reject.version_min = GP_MSG_VERSION_MIN;
+	m.u.reject.version_max = GP_MSG_VERSION;
 	send_msg(p, &m);
 	peer_close(p, code, text);
 }
@@ -636,6 +638,36 @@ static bool rate_admit(struct peer *p, const uint8_t *data, size_t len)
 	return true;
 }
 
+/* A message of a version this coordinator does not speak, before the
+ * JOIN is accepted: the client speaks another release of the protocol
+ * from its first message, so it gets REJECT 6 with the versions spoken
+ * here (send_reject fills them in) instead of BYE 4, and no token use is
+ * counted. Returns true when it was refused so; false for anything else
+ * (an unknown critical field, a bad dtype, or a member's message), which
+ * is an undecodable message. data is borrowed. */
+static bool refuse_version(struct peer *p, const uint8_t *data, size_t len)
+{
+	struct gp_msg_header h;
+	struct gp_ledger_rejection rej = { .agent_id = p->m.agent_id,
+					   .at = gp_now_ms() };
+	char text[GP_MSG_TEXT_MAX + 1];
+
+	if (p->m.joined || gp_msg_peek(data, len, &h) < 0 ||
+	    (h.version >= GP_MSG_VERSION_MIN && h.version <= GP_MSG_VERSION))
+		return false;
+	snprintf(text, sizeof(text), "message version %u is not supported: "
+		 "this coordinator speaks versions %u to %u", h.version,
+		 GP_MSG_VERSION_MIN, GP_MSG_VERSION);
+	snprintf(rej.kind, sizeof(rej.kind), "version");
+	snprintf(rej.reason, sizeof(rej.reason), "message version %u, "
+		 "speaks %u to %u", h.version, GP_MSG_VERSION_MIN,
+		 GP_MSG_VERSION);
+	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
+	gp_warn("%s: %s", p->m.addr, text);
+	send_reject(p, GP_REJECT_VERSION, text);
+	return true;
+}
+
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct peer *p = gp_channel_data(ch);
@@ -645,6 +677,8 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	if (!p || p->listener_data || !rate_admit(p, data, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
+	if (r == -EPROTONOSUPPORT && refuse_version(p, data, len))
+		return;
 	if (r == GP_MSG_UNKNOWN_TYPE) {
 		gp_debug("%s: skipped a message of unknown type %u", p->m.addr, m.type);
 		gp_msg_finish(&m);
