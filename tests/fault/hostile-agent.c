@@ -1,5 +1,5 @@
 /* hostile-agent: a pool member that misbehaves on purpose, for the fault
- * suite and tools/bench-flood.
+ * suite, tools/bench-flood and tools/bench-attack.
  *
  *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] [--norm-limit X]
  *                 [--z X] [--seed N]
