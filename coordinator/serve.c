@@ -126,6 +126,9 @@ static int send_params(struct peer *p)
 			*b = m.u.param_shards.blocks[i];
 			b->tensor += (uint32_t)gp_params_tensor_count(pool->params);
 			b->values = gp_params_shard_momentum(pool->params, idx[i]);
+			/* The agent's local steps only start from it. */
+			if (p->m.caps & GP_CAP_Q8)
+				b->dtype = GP_DTYPE_Q8;
 		}
 		m.u.param_shards.n_blocks = 2 * n;
 	}
