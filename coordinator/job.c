@@ -39,7 +39,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->group_updates = true;
 	job->clock_duration_ms = 16;
 	job->comm_share = 0.10;
-	job->max_sync_interval_ms = 500;
+	job->max_sync_interval_ms = 250;
 	job->int8 = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;

@@ -51,7 +51,7 @@
  *                             computing what it can in it) that the
  *                             slowest measured link waits at most this
  *                             share of it (0 to 90 %, 0 turns it off)
- *   max_sync_interval = 500ms but a clock grows for the links to at most
+ *   max_sync_interval = 250ms but a clock grows for the links to at most
  *                             this much computing beyond the slowest
  *                             link's wait (1ms..10m)
  *   int8 = true               agents that can (GP_CAP_Q8) send updates as

@@ -102,6 +102,14 @@ static const char *const migrations[] = {
 	 * update counts (gp_ledger_rollback_after) */
 	"ALTER TABLE updates ADD COLUMN rolled_back INTEGER NOT NULL DEFAULT 0"
 	"  CHECK (rolled_back >= 0);",
+	/* 3: each agent's link as the coordinator last measured it, and the
+	 * clock length (sync interval) the links asked for then
+	 * (gp_ledger_agent_set_link) */
+	"CREATE TABLE agent_links ("
+	"  agent_id INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,"
+	"  link_bps REAL NOT NULL,"
+	"  sync_ms REAL NOT NULL,"
+	"  at INTEGER NOT NULL);",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -532,6 +540,22 @@ int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at)
 			  id, at, "agent");
 }
 
+int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
+			     double sync_ms, int64_t at)
+{
+	int r;
+
+	if (!isfinite(link_bps) || !isfinite(sync_ms))
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a link",
+		      "INSERT OR REPLACE INTO agent_links "
+		      "(agent_id, link_bps, sync_ms, at) VALUES (?1, ?2, ?3, ?4)",
+		      "iffi", id, link_bps, sync_ms, at);
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
 int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
 				const struct gp_ledger_device *devices,
 				size_t n)
@@ -574,6 +598,9 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	row->rejections = sqlite3_column_int64(st, c++);
 	row->last_clock = sqlite3_column_int64(st, c++);
 	row->last_update_at = sqlite3_column_int64(st, c++);
+	row->link_bps = sqlite3_column_double(st, c++);
+	row->sync_ms = sqlite3_column_double(st, c++);
+	row->link_at = sqlite3_column_int64(st, c++);
 	return 0;
 }
 
@@ -598,9 +625,12 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		       "  (SELECT count(*) FROM rejections r"
 		       "   WHERE r.agent_id = a.id),"
 		       "  coalesce(max(u.clock), -1),"
-		       "  coalesce(max(u.received_at), 0) "
+		       "  coalesce(max(u.received_at), 0),"
+		       "  coalesce(k.link_bps, 0), coalesce(k.sync_ms, 0),"
+		       "  coalesce(k.at, 0) "
 		       "FROM agents a LEFT JOIN updates u ON u.agent_id = a.id "
 		       "  AND (?1 = 0 OR u.job_id = ?1) "
+		       "LEFT JOIN agent_links k ON k.agent_id = a.id "
 		       "GROUP BY a.id ORDER BY a.id",
 		       "i", job_id);
 	for (size_t i = 0; i < n && r == 0; i++)

@@ -285,6 +285,12 @@ static void test_link_clock(void)
 	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.0, 1e-9);
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	/* Local runs grow with the training done: at most what the pool
+	 * applied so far per live agent (none yet: the compute-only size). */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	f.pool.applied_run = 100;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 50);
+	f.pool.applied_run = 100000;
 	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81; 0.9 s / (10 ms + 16 B
 	 * at 720 B/s) = 27.9: both clocks last 1 s. */
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 81);
@@ -326,6 +332,7 @@ static void test_link_clock(void)
 	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 100));
 	set_link(&f, 1, 72, 0.010);
 	set_link(&f, 2, 72, 0.100);
+	f.pool.applied_run = 100000;
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	{
 		uint32_t k = gp_work_per_clock(&f.pool, &ia);
