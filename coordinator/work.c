@@ -26,8 +26,8 @@ double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
  * and SSP's bound holds (read clock >= clock - s); the fast agent then
  * keeps its pipeline instead of a pull per clock. Not more: two agents
  * with clocks of equal time (link-aware) and about equal work would each
- * skip the other's whole clock for up to s clocks and drift apart. *ret_current says
- * whether it lacks nothing. */
+ * skip the other's whole clock for up to s clocks and drift apart.
+ * *ret_current says whether it lacks nothing. */
 static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		      int64_t clock, uint32_t k, bool *ret_current)
 {
@@ -374,15 +374,14 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 		       const struct gp_msg_update *u)
 {
+	struct gp_ssp_agent_info info;
 	uint64_t bytes = 0;
+	double sync;
 
 	/* Headers and items are small against the values. */
 	for (size_t i = 0; i < u->n_blocks; i++)
 		bytes += gp_msg_payload_size(u->blocks[i].dtype,
 					     u->blocks[i].count);
-	struct gp_ssp_agent_info info;
-	double sync;
-
 	if (gp_ssp_link_answered(pool->ssp, (uint64_t)m->agent_id,
 				 (int64_t)u->clock, gp_mono_us(), u->compute_us,
 				 bytes) != 1 ||
