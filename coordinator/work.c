@@ -21,8 +21,9 @@ double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
 /* Whether the agent's copy may serve its work at `clock` (k minibatches)
  * without a pull. A copy is current when every update applied since its
  * view is the agent's own (read-my-writes). A copy that lacks a few
- * updates of others is still good while they are under a quarter of k (a
- * straggler's occasional update, scaled down by its staleness anyway)
+ * updates of others is still good while they are fewer than k and under
+ * a quarter of it or at most GP_WORK_BASE (a straggler's occasional
+ * update, scaled down by its staleness anyway)
  * and SSP's bound holds (read clock >= clock - s); the fast agent then
  * keeps its pipeline instead of a pull per clock. Not more: two agents
  * with clocks of equal time (link-aware) and about equal work would each
@@ -43,7 +44,7 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		*ret_current = true;
 		return true;
 	}
-	return 4 * lag < k &&
+	return lag < k && (4 * lag < k || lag <= GP_WORK_BASE) &&
 	       gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
 	       info.read_clock != INT64_MIN &&
 	       info.read_clock >= clock - (int64_t)gp_ssp_bound(pool->ssp);
