@@ -158,8 +158,9 @@ static int check_restored(struct server *srv, int64_t seq)
 
 	if (gp_params_tensor_count(srv->pool.params) != n) {
 		gp_error("checkpoint %" PRId64 " holds %zu tensors, the model "
-			 "has %zu", seq, gp_params_tensor_count(srv->pool.params),
-			 n);
+			 "%.80s has %zu", seq,
+			 gp_params_tensor_count(srv->pool.params),
+			 srv->spec_text, n);
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -170,8 +171,9 @@ static int check_restored(struct server *srv, int64_t seq)
 		if (gp_params_tensor(srv->pool.params, i, &sh, NULL) < 0 ||
 		    sh.rows != ti.rows || sh.cols != ti.cols) {
 			gp_error("checkpoint %" PRId64 ": tensor %zu is %ux%u, the "
-				 "model's %s %zux%zu", seq, i, sh.rows, sh.cols,
-				 ti.name, ti.rows, ti.cols);
+				 "model %.80s's %s %zux%zu", seq, i, sh.rows,
+				 sh.cols, srv->spec_text, ti.name, ti.rows,
+				 ti.cols);
 			return -EBADMSG;
 		}
 	}
@@ -215,14 +217,7 @@ static int restore(struct server *srv)
 	r = -EBADMSG;
 	if (!p || !c || !s)
 		goto out;
-	/* Same shapes are not the same model (a relu for a gelu): a
-	 * checkpoint that names its model must name this one. */
-	if (m && (m->len != strlen(srv->spec_text) ||
-		  memcmp(m->data, srv->spec_text, m->len) != 0)) {
-		gp_error("checkpoint %" PRId64 " belongs to another model than "
-			 "the job's", ck.seq);
-		goto out;
-	}
+
 	r = gp_params_load(p->data, p->len, &srv->pool.params);
 	if (r >= 0)
 		r = gp_ssp_load(c->data, c->len, &srv->pool.ssp);
@@ -230,6 +225,16 @@ static int restore(struct server *srv)
 		r = gp_sched_load(s->data, s->len, &srv->pool.sched);
 	if (r >= 0)
 		r = check_restored(srv, ck.seq);
+	/* Same shapes are not the same model (a relu for a gelu): a
+	 * checkpoint that names its model must name this one. */
+	if (r >= 0 && m && (m->len != strlen(srv->spec_text) ||
+			    memcmp(m->data, srv->spec_text, m->len) != 0)) {
+		gp_error("checkpoint %" PRId64 " holds the parameters of "
+			 "another model (%.*s%s) than the job's", ck.seq,
+			 (int)(m->len > 80 ? 80 : m->len), (const char *)m->data,
+			 m->len > 80 ? "..." : "");
+		r = -EBADMSG;
+	}
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */
