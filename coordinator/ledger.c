@@ -102,7 +102,17 @@ static const char *const migrations[] = {
 	 * update counts (gp_ledger_rollback_after) */
 	"ALTER TABLE updates ADD COLUMN rolled_back INTEGER NOT NULL DEFAULT 0"
 	"  CHECK (rolled_back >= 0);",
-	/* 3: the job's model in canonical text (gp_model_spec_format: the
+	/* 3: the owner's view. A member that said it leaves (BYE 0) and
+	 * when; how many connections serve holds for it now (reset when serve
+	 * starts); the job's size, so that status can give progress and an
+	 * ETA without loading the data set. */
+	"ALTER TABLE agents ADD COLUMN left_at INTEGER;"
+	"ALTER TABLE agents ADD COLUMN connections INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (connections >= 0);"
+	"ALTER TABLE jobs ADD COLUMN epochs INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN minibatches_per_epoch INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN samples_per_epoch INTEGER;",
+	/* 4: the job's model in canonical text (gp_model_spec_format: the
 	 * shorthand, or a one-line "gradpool-model 1" description), so that
 	 * a job whose [model] file = names another file keeps the exact
 	 * model it trained; '' for jobs recorded before */
@@ -251,8 +261,8 @@ int gp_ledger_meta_get(struct gp_ledger *l, const char *key, char *buf,
 
 #define AGENT_COLUMNS                                                          \
 	"a.id, a.name, a.public_key, a.fingerprint, a.token_id, a.joined_at, " \
-	"a.last_seen, a.revoked_at"
-#define AGENT_NCOLUMNS 8
+	"a.last_seen, a.revoked_at, a.left_at, a.connections"
+#define AGENT_NCOLUMNS 10
 
 static int read_agent(sqlite3_stmt *st, void *arg)
 {
@@ -267,6 +277,8 @@ static int read_agent(sqlite3_stmt *st, void *arg)
 	a->joined_at = sqlite3_column_int64(st, 5);
 	a->last_seen = sqlite3_column_int64(st, 6);
 	a->revoked_at = sqlite3_column_int64(st, 7);
+	a->left_at = sqlite3_column_int64(st, 8);
+	a->connections = sqlite3_column_int64(st, 9);
 	return 0;
 }
 
@@ -537,6 +549,39 @@ int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at)
 			  id, at, "agent");
 }
 
+int gp_ledger_agent_set_left(struct gp_ledger *l, int64_t id, int64_t at)
+{
+	return update_one(l, "UPDATE agents SET left_at = nullif(?2, 0) "
+			     "WHERE id = ?1",
+			  id, at, "agent");
+}
+
+int gp_ledger_agent_connected(struct gp_ledger *l, int64_t id, int delta,
+			      int64_t at)
+{
+	if (delta > 0)
+		return update_one(l, "UPDATE agents SET connections = "
+				     "connections + 1, left_at = NULL, last_seen = "
+				     "max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
+				  id, at, "agent");
+	return update_one(l, "UPDATE agents SET connections = "
+			     "max(connections - 1, 0), last_seen = "
+			     "max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
+			  id, at, "agent");
+}
+
+int gp_ledger_agents_disconnected(struct gp_ledger *l)
+{
+	int r;
+
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot reset connections",
+		      "UPDATE agents SET connections = 0 WHERE connections != 0",
+		      "");
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
 int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
 				const struct gp_ledger_device *devices,
 				size_t n)
@@ -579,6 +624,7 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	row->rejections = sqlite3_column_int64(st, c++);
 	row->last_clock = sqlite3_column_int64(st, c++);
 	row->last_update_at = sqlite3_column_int64(st, c++);
+	row->updates_rolled_back = sqlite3_column_int64(st, c++);
 	return 0;
 }
 
@@ -595,15 +641,19 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 	r = gp_db_list(&l->c, "cannot list agents", sizeof(*rows),
 		       read_agent_row, (void **)&rows, &n,
 		       "SELECT " AGENT_COLUMNS ", "
-		       "  coalesce(sum(u.outcome = 'applied'), 0),"
+		       "  coalesce(sum(u.outcome = 'applied'"
+		       "               AND u.rolled_back = 0), 0),"
 		       "  coalesce(sum(CASE WHEN u.outcome = 'applied'"
+		       "               AND u.rolled_back = 0"
 		       "               THEN u.samples END), 0),"
 		       "  coalesce(sum(u.outcome IN ('duplicate', 'late')), 0),"
 		       "  coalesce(sum(u.outcome = 'rejected'), 0),"
 		       "  (SELECT count(*) FROM rejections r"
 		       "   WHERE r.agent_id = a.id),"
 		       "  coalesce(max(u.clock), -1),"
-		       "  coalesce(max(u.received_at), 0) "
+		       "  coalesce(max(u.received_at), 0),"
+		       "  coalesce(sum(u.outcome = 'applied'"
+		       "               AND u.rolled_back != 0), 0) "
 		       "FROM agents a LEFT JOIN updates u ON u.agent_id = a.id "
 		       "  AND (?1 = 0 OR u.job_id = ?1) "
 		       "GROUP BY a.id ORDER BY a.id",
@@ -800,6 +850,28 @@ int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 	return r < 0 ? r : 0;
 }
 
+int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
+			   int64_t minibatches_per_epoch,
+			   int64_t samples_per_epoch)
+{
+	int r;
+
+	if (epochs <= 0 || minibatches_per_epoch <= 0 || samples_per_epoch <= 0)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record the job's size",
+		      "UPDATE jobs SET epochs = ?2, minibatches_per_epoch = ?3, "
+		      "samples_per_epoch = ?4 WHERE id = ?1",
+		      "iiii", id, epochs, minibatches_per_epoch,
+		      samples_per_epoch);
+	if (r == 0) {
+		gp_db_set_err(&l->c, "no such job: %lld", (long long)id);
+		r = -ENOENT;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
 void gp_ledger_job_finish(struct gp_ledger_job *job)
 {
 	if (!job)
@@ -930,6 +1002,10 @@ static int read_status_job(sqlite3_stmt *st, void *arg)
 
 	s->job_id = sqlite3_column_int64(st, 0);
 	s->state = parse_state(sqlite3_column_text(st, 1));
+	s->epochs = sqlite3_column_int64(st, 2);
+	s->minibatches_per_epoch = sqlite3_column_int64(st, 3);
+	s->samples_per_epoch = sqlite3_column_int64(st, 4);
+	s->created_at = sqlite3_column_int64(st, 5);
 	return 0;
 }
 
@@ -942,6 +1018,7 @@ static int read_status_sums(sqlite3_stmt *st, void *arg)
 	s->updates_discarded = sqlite3_column_int64(st, 2);
 	s->updates_rejected = sqlite3_column_int64(st, 3);
 	s->epoch = sqlite3_column_int64(st, 4);
+	s->updates_rolled_back = sqlite3_column_int64(st, 5);
 	return 0;
 }
 
@@ -952,6 +1029,7 @@ static int read_status_pool(sqlite3_stmt *st, void *arg)
 	s->live_agents = sqlite3_column_int64(st, 0);
 	s->last_checkpoint_seq = sqlite3_column_int64(st, 1);
 	s->last_checkpoint_at = sqlite3_column_int64(st, 2);
+	s->connected_agents = sqlite3_column_int64(st, 3);
 	return 0;
 }
 
@@ -979,7 +1057,10 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 	if (r < 0)
 		goto out;
 	r = gp_db_row(&l->c, "cannot read a job", read_status_job, &s,
-		      "SELECT id, state FROM jobs WHERE ?1 = 0 OR id = ?1 "
+		      "SELECT id, state, coalesce(epochs, 0),"
+		      "  coalesce(minibatches_per_epoch, 0),"
+		      "  coalesce(samples_per_epoch, 0), created_at "
+		      "FROM jobs WHERE ?1 = 0 OR id = ?1 "
 		      "ORDER BY id DESC LIMIT 1",
 		      "i", job_id);
 	if (r == 0) {
@@ -988,14 +1069,19 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 	}
 	if (r >= 0)
 		r = gp_db_row(&l->c, "cannot sum updates", read_status_sums, &s,
-			      "SELECT coalesce(sum(outcome = 'applied'), 0),"
+			      "SELECT coalesce(sum(outcome = 'applied'"
+			      "                    AND rolled_back = 0), 0),"
 			      "  coalesce(sum(CASE WHEN outcome = 'applied'"
+			      "               AND rolled_back = 0"
 			      "               THEN samples END), 0),"
 			      "  coalesce(sum(outcome IN ('duplicate', 'late')),"
 			      "           0),"
 			      "  coalesce(sum(outcome = 'rejected'), 0),"
 			      "  coalesce(max(CASE WHEN outcome = 'applied'"
-			      "               THEN epoch END), 0) "
+			      "               AND rolled_back = 0"
+			      "               THEN epoch END), 0),"
+			      "  coalesce(sum(outcome = 'applied'"
+			      "               AND rolled_back != 0), 0) "
 			      "FROM updates WHERE job_id = ?1",
 			      "i", s.job_id);
 	if (r >= 0)
@@ -1003,17 +1089,20 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 			      &s.minibatches_in_epoch,
 			      "SELECT count(DISTINCT minibatch) FROM updates "
 			      "WHERE job_id = ?1 AND epoch = ?2 "
-			      "AND outcome = 'applied'",
+			      "AND outcome = 'applied' AND rolled_back = 0",
 			      "ii", s.job_id, s.epoch);
 	if (r >= 0)
 		r = gp_db_row(&l->c, "cannot read status", read_status_pool, &s,
 			      "SELECT (SELECT count(*) FROM agents "
-			      "        WHERE revoked_at IS NULL),"
+			      "        WHERE revoked_at IS NULL"
+			      "        AND left_at IS NULL),"
 			      "  coalesce((SELECT max(seq) FROM checkpoints"
 			      "            WHERE job_id = ?1), 0),"
 			      "  coalesce((SELECT created_at FROM checkpoints"
 			      "            WHERE job_id = ?1 ORDER BY seq DESC"
-			      "            LIMIT 1), 0)",
+			      "            LIMIT 1), 0),"
+			      "  (SELECT count(*) FROM agents WHERE connections > 0"
+			      "   AND revoked_at IS NULL)",
 			      "i", s.job_id);
 	if (r >= 0)
 		r = gp_db_row(&l->c, "cannot read evaluations",
@@ -1030,4 +1119,37 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 out:
 	pthread_mutex_unlock(&l->lock);
 	return r;
+}
+
+static int read_rate(sqlite3_stmt *st, void *arg)
+{
+	int64_t *v = arg;
+
+	v[0] = sqlite3_column_int64(st, 0);
+	v[1] = sqlite3_column_int64(st, 1);
+	return 0;
+}
+
+int gp_ledger_applied_between(struct gp_ledger *l, int64_t job_id,
+			      int64_t from, int64_t to, int64_t *ret_samples,
+			      int64_t *ret_minibatches)
+{
+	int64_t v[2] = { 0, 0 };
+	int r;
+
+	if (!ret_samples || !ret_minibatches)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_row(&l->c, "cannot sum recent updates", read_rate, v,
+		      "SELECT count(*), coalesce(sum(samples), 0) FROM updates "
+		      "WHERE job_id = ?1 AND outcome = 'applied' "
+		      "AND rolled_back = 0 AND applied_at >= ?2 "
+		      "AND applied_at < ?3",
+		      "iii", job_id, from, to);
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	*ret_minibatches = v[0];
+	*ret_samples = v[1];
+	return 0;
 }

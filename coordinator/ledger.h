@@ -91,6 +91,8 @@ struct gp_ledger_agent {
 	char fingerprint[GP_LEDGER_FINGERPRINT_MAX];
 	int64_t token_id; /* the token it joined with; 0 if none */
 	int64_t joined_at, last_seen, revoked_at;
+	int64_t left_at;     /* it said it leaves (BYE 0); 0: a member */
+	int64_t connections; /* serve's connections to it now (see below) */
 	size_t n_devices;
 	struct gp_ledger_device devices[GP_LEDGER_DEVICES_MAX];
 };
@@ -125,6 +127,23 @@ int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 /* Records that an agent was heard from at `at` (heartbeats). */
 int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
 
+/* Marks an agent as having left the pool at `at` (it said BYE with reason
+ * 0, "the volunteer left the pool"); at 0 clears the mark. Returns 0 or
+ * -ENOENT. A member that left stays a member: its key may connect again,
+ * which clears the mark (gp_ledger_agent_connected). */
+int gp_ledger_agent_set_left(struct gp_ledger *l, int64_t id, int64_t at);
+
+/* Counts a connection of the agent that serve accepted (delta > 0: it
+ * joined; clears left_at) or closed (delta <= 0), and records last_seen =
+ * at. A count, not a flag, because a new connection may replace an old
+ * one before the old one's close is seen. Returns 0 or -ENOENT. */
+int gp_ledger_agent_connected(struct gp_ledger *l, int64_t id, int delta,
+			      int64_t at);
+
+/* Sets every agent's connection count to 0: serve calls it when it starts,
+ * since a serve that was killed could not count its connections down. */
+int gp_ledger_agents_disconnected(struct gp_ledger *l);
+
 /* Replaces the agent's device list (n entries, borrowed). */
 int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
 				const struct gp_ledger_device *devices,
@@ -140,9 +159,12 @@ struct gp_ledger_agent_row {
 	int64_t rejections; /* rows in the rejections table */
 	int64_t last_clock; /* highest clock logged; -1 if none */
 	int64_t last_update_at;
+	int64_t updates_rolled_back; /* applied, then undone by a restore */
 };
 
-/* Lists every agent (job_id 0) or the totals within one job. On success
+/* Lists every agent (job_id 0) or the totals within one job. Applied
+ * counts leave out the rows a restore rolled back (their minibatches were
+ * redone). On success
  * *ret_rows is a malloc'd array owned by the caller (free()) and *ret_n its
  * length (possibly 0, with *ret_rows NULL). */
 int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
@@ -220,6 +242,13 @@ int gp_ledger_job_create(struct gp_ledger *l, const char *spec, int64_t now,
 int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		      struct gp_ledger_job *ret);
 void gp_ledger_job_finish(struct gp_ledger_job *job);
+
+/* Records the job's size once serve has built its schedule: epochs,
+ * minibatches in an epoch and samples in an epoch (all > 0), for status's
+ * progress and ETA. Returns 0, -EINVAL or -ENOENT. */
+int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
+			   int64_t minibatches_per_epoch,
+			   int64_t samples_per_epoch);
 
 /* Records the model job id trains, in canonical text (borrowed, as
  * gp_model_spec_format() writes it). The coordinator sets it when it
@@ -350,16 +379,23 @@ int gp_ledger_checkpoint_count(struct gp_ledger *l, int64_t job_id);
 
 /* ---- status ------------------------------------------------------------ */
 
+/* Applied counts are of the updates that count: a restore's rolled-back
+ * rows are left out (and counted in updates_rolled_back). */
 struct gp_ledger_status {
 	int64_t job_id;
 	enum gp_ledger_job_state state;
-	int64_t epoch;		   /* highest epoch with an applied update */
+	int64_t created_at;
+	/* The job's size (gp_ledger_job_set_size); 0 when not recorded. */
+	int64_t epochs, minibatches_per_epoch, samples_per_epoch;
+	int64_t epoch;		   /* highest epoch with an applied update, 0-based */
 	int64_t minibatches_in_epoch; /* distinct minibatches applied in it */
 	int64_t updates_applied;   /* whole job */
 	int64_t samples_applied;
 	int64_t updates_discarded; /* duplicate + late */
 	int64_t updates_rejected;
-	int64_t live_agents; /* not revoked */
+	int64_t updates_rolled_back;
+	int64_t live_agents; /* members: neither revoked nor left */
+	int64_t connected_agents; /* with a connection counted (see above) */
 	int64_t last_checkpoint_seq, last_checkpoint_at; /* 0 if none */
 	bool have_eval;
 	struct gp_ledger_eval last_eval;
@@ -369,6 +405,12 @@ struct gp_ledger_status {
  * -ENOENT. Per-agent last clocks come from gp_ledger_agent_list(). */
 int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 		     struct gp_ledger_status *ret);
+
+/* The applied updates that count (not rolled back) of a job whose
+ * applied_at lies in [from, to): their number and their samples. */
+int gp_ledger_applied_between(struct gp_ledger *l, int64_t job_id,
+			      int64_t from, int64_t to, int64_t *ret_samples,
+			      int64_t *ret_minibatches);
 
 /* After a restore from checkpoint seq (> 0) of job_id whose parameters
  * hold `keep` applied updates: marks every applied update of the job past

@@ -385,6 +385,41 @@ static int cmd_revoke(struct options *o, const char *what, const char *arg)
 	return r;
 }
 
+/* A member's state for the owner: revoked, left (it said BYE 0), connected
+ * (serve runs and counts a connection to it) or member (not connected). */
+static const char *agent_state(const struct gp_ledger_agent *a, bool serving)
+{
+	if (a->revoked_at)
+		return "revoked";
+	if (a->left_at)
+		return "left";
+	return serving && a->connections > 0 ? "connected" : "member";
+}
+
+/* The compute path of a device as the reference agent names it ("cpu: ..."
+ * is the BLAS path, "opencl: ..." an OpenCL device of any type, PoCL's CPU
+ * device included); another client's device gets its type. */
+static const char *device_api(const struct gp_ledger_device *d)
+{
+	if (strncmp(d->name, "opencl:", 7) == 0)
+		return "opencl";
+	if (strncmp(d->name, "cpu:", 4) == 0)
+		return "cpu";
+	return d->kind;
+}
+
+/* Whether serve runs on the state (its lock is held); a state directory
+ * that cannot be probed counts as not running, with a warning. */
+static bool serve_running(const struct options *o)
+{
+	int r = gp_coord_state_serve_running(o->state);
+
+	if (r < 0)
+		gp_log_errno(GP_LOG_WARN, r, "%s: cannot tell whether serve runs",
+			     o->state);
+	return r > 0;
+}
+
 static int cmd_agents(struct options *o)
 {
 	struct gp_coord_state st;
@@ -392,6 +427,7 @@ static int cmd_agents(struct options *o)
 	size_t n = 0;
 	char t[32];
 	int r;
+	bool serving = serve_running(o);
 
 	r = gp_coord_state_open(&st, o->state,
 				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
@@ -405,7 +441,7 @@ static int cmd_agents(struct options *o)
 	if (o->json)
 		printf("[");
 	else
-		printf("%-5s %-16s %-19s %-8s %-20s %9s %10s %s\n", "ID", "NAME",
+		printf("%-5s %-16s %-19s %-9s %-20s %9s %10s %s\n", "ID", "NAME",
 		       "FINGERPRINT", "STATE", "LAST SEEN", "UPDATES", "SAMPLES",
 		       "DEVICES");
 	for (size_t i = 0; i < n; i++) {
@@ -416,18 +452,24 @@ static int cmd_agents(struct options *o)
 			gp_json_string(stdout, a->name);
 			printf(",\"fingerprint\":");
 			gp_json_string(stdout, a->fingerprint);
-			printf(",\"joined_at\":%" PRId64 ",\"last_seen\":%" PRId64
-			       ",\"revoked_at\":%" PRId64 ",\"updates_applied\":%" PRId64
+			printf(",\"state\":\"%s\",\"connected\":%s,\"joined_at\":%" PRId64
+			       ",\"last_seen\":%" PRId64
+			       ",\"revoked_at\":%" PRId64 ",\"left_at\":%" PRId64
+			       ",\"updates_applied\":%" PRId64
 			       ",\"samples_applied\":%" PRId64
 			       ",\"updates_discarded\":%" PRId64
 			       ",\"updates_rejected\":%" PRId64
+			       ",\"updates_rolled_back\":%" PRId64
 			       ",\"last_clock\":%" PRId64 ",\"devices\":[",
-			       a->joined_at, a->last_seen, a->revoked_at,
+			       agent_state(a, serving),
+			       serving && a->connections > 0 ? "true" : "false",
+			       a->joined_at, a->last_seen, a->revoked_at, a->left_at,
 			       rows[i].updates_applied, rows[i].samples_applied,
 			       rows[i].updates_discarded, rows[i].updates_rejected,
-			       rows[i].last_clock);
+			       rows[i].updates_rolled_back, rows[i].last_clock);
 			for (size_t d = 0; d < a->n_devices; d++) {
-				printf("%s{\"kind\":", d ? "," : "");
+				printf("%s{\"api\":\"%s\",\"kind\":", d ? "," : "",
+				       device_api(&a->devices[d]));
 				gp_json_string(stdout, a->devices[d].kind);
 				printf(",\"name\":");
 				gp_json_string(stdout, a->devices[d].name);
@@ -437,21 +479,26 @@ static int cmd_agents(struct options *o)
 			}
 			printf("]}");
 		} else {
-			char dev[160] = "";
+			char dev[256] = "";
 
 			for (size_t d = 0; d < a->n_devices; d++) {
-				char one[96];
+				const struct gp_ledger_device *x = &a->devices[d];
+				const char *api = device_api(x);
+				char one[128];
 
-				snprintf(one, sizeof(one), "%s%s %.0f GFLOP/s %.0f samples/s",
-					 d ? "; " : "", a->devices[d].kind,
-					 a->devices[d].gflops,
-					 a->devices[d].samples_per_s);
+				if (strcmp(api, "opencl") == 0)
+					snprintf(one, sizeof(one), "%sopencl (%s) %.0f "
+						 "GFLOP/s %.0f samples/s", d ? "; " : "",
+						 x->kind, x->gflops, x->samples_per_s);
+				else
+					snprintf(one, sizeof(one), "%s%s %.0f GFLOP/s "
+						 "%.0f samples/s", d ? "; " : "", api,
+						 x->gflops, x->samples_per_s);
 				strncat(dev, one, sizeof(dev) - strlen(dev) - 1);
 			}
-			printf("%-5" PRId64 " %-16s %-19s %-8s %-20s %9" PRId64
+			printf("%-5" PRId64 " %-16s %-19s %-9s %-20s %9" PRId64
 			       " %10" PRId64 " %s\n",
-			       a->id, a->name, a->fingerprint,
-			       a->revoked_at ? "revoked" : "member",
+			       a->id, a->name, a->fingerprint, agent_state(a, serving),
 			       gp_format_time(a->last_seen / 1000, t, sizeof(t)),
 			       rows[i].updates_applied, rows[i].samples_applied, dev);
 		}
@@ -464,16 +511,40 @@ out:
 	return r;
 }
 
+/* "1h 02m", "3m 20s", "45s". */
+static const char *format_eta(double s, char *buf, size_t size)
+{
+	long long t = (long long)(s + 0.5);
+
+	if (t >= 86400)
+		snprintf(buf, size, "%lldd %02lldh", t / 86400, t % 86400 / 3600);
+	else if (t >= 3600)
+		snprintf(buf, size, "%lldh %02lldm", t / 3600, t % 3600 / 60);
+	else if (t >= 60)
+		snprintf(buf, size, "%lldm %02llds", t / 60, t % 60);
+	else
+		snprintf(buf, size, "%llds", t);
+	return buf;
+}
+
+/* The rate window: the last minute, ending a second ago (serve writes the
+ * update log in batches of up to a second), and not before serve started. */
+#define RATE_WINDOW_MS 60000
+#define RATE_LAG_MS 1000
+
 static int cmd_status(struct options *o)
 {
 	struct gp_coord_state st;
 	struct gp_ledger_status s;
-	struct gp_ledger_job job = { 0 };
 	struct gp_ledger_agent_row *rows = NULL;
 	size_t n = 0;
-	int64_t last = 0;
-	double rate = 0;
+	int64_t now = gp_now_ms(), to = now - RATE_LAG_MS, from;
+	int64_t started = 0, win_samples = 0, win_mb = 0, total = 0;
+	double rate = 0, mb_rate = 0, eta = -1, progress = -1;
+	char buf[32], eta_text[32];
+	long pid = 0;
 	int r;
+	bool serving = serve_running(o);
 
 	r = gp_coord_state_open(&st, o->state,
 				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
@@ -481,78 +552,145 @@ static int cmd_status(struct options *o)
 		return r;
 	r = gp_ledger_status(st.ledger, 0, &s);
 	if (r == -ENOENT) {
-		printf(o->json ? "{\"job\":null}\n" : "no job yet\n");
+		printf(o->json ? "{\"job\":null,\"serve_running\":%s}\n" :
+				 "no job yet (serve %s)\n",
+		       o->json ? serving ? "true" : "false" :
+				 serving ? "runs" : "does not run");
 		r = 0;
 		goto out;
 	}
 	if (r >= 0)
-		r = gp_ledger_job_get(st.ledger, s.job_id, &job);
-	if (r >= 0)
 		r = gp_ledger_agent_list(st.ledger, s.job_id, &rows, &n);
+	if (r >= 0 && serving &&
+	    gp_ledger_meta_get(st.ledger, GP_META_SERVE_STARTED, buf,
+			       sizeof(buf)) > 0)
+		started = strtoll(buf, NULL, 10);
+	if (r >= 0 && serving &&
+	    gp_ledger_meta_get(st.ledger, GP_META_SERVE_PID, buf,
+			       sizeof(buf)) > 0)
+		pid = strtol(buf, NULL, 10);
+	from = to - RATE_WINDOW_MS > started ? to - RATE_WINDOW_MS : started;
+	/* Only while serve runs with an agent connected: a figure that stays
+	 * after everyone left reads as work that is not happening. */
+	if (r >= 0 && serving && s.connected_agents > 0 && to - from >= 1000)
+		r = gp_ledger_applied_between(st.ledger, s.job_id, from, to,
+					      &win_samples, &win_mb);
 	if (r < 0) {
 		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (rows[i].last_update_at > last)
-			last = rows[i].last_update_at;
-	if (last > job.created_at)
-		rate = (double)s.samples_applied * 1000.0 /
-		       (double)(last - job.created_at);
+	if (win_mb > 0) {
+		rate = (double)win_samples * 1000.0 / (double)(to - from);
+		mb_rate = (double)win_mb * 1000.0 / (double)(to - from);
+	}
+	total = s.epochs * s.minibatches_per_epoch;
+	if (total > 0) {
+		progress = (double)s.updates_applied / (double)total;
+		if (progress > 1)
+			progress = 1;
+		if (s.state == GP_JOB_DONE)
+			eta = 0;
+		else if (mb_rate > 0)
+			eta = (double)(total - s.updates_applied) / mb_rate;
+	}
 	if (o->json) {
-		printf("{\"job\":%" PRId64 ",\"state\":\"%s\",\"epoch\":%" PRId64
+		printf("{\"job\":%" PRId64 ",\"state\":\"%s\",\"serve_running\":%s"
+		       ",\"serve_pid\":%ld,\"epoch\":%" PRId64 ",\"epochs\":%" PRId64
 		       ",\"minibatches_in_epoch\":%" PRId64
-		       ",\"updates_applied\":%" PRId64 ",\"samples_applied\":%" PRId64
+		       ",\"minibatches_per_epoch\":%" PRId64
+		       ",\"minibatches_total\":%" PRId64,
+		       s.job_id, gp_ledger_job_state_name(s.state),
+		       serving ? "true" : "false", pid, s.epoch + 1, s.epochs,
+		       s.minibatches_in_epoch, s.minibatches_per_epoch, total);
+		if (progress >= 0)
+			printf(",\"progress\":%.5f", progress);
+		else
+			printf(",\"progress\":null");
+		if (eta >= 0)
+			printf(",\"eta_s\":%.0f", eta);
+		else
+			printf(",\"eta_s\":null");
+		printf(",\"updates_applied\":%" PRId64 ",\"samples_applied\":%" PRId64
 		       ",\"updates_discarded\":%" PRId64
 		       ",\"updates_rejected\":%" PRId64
-		       ",\"samples_per_s\":%.1f,\"last_checkpoint\":%" PRId64,
-		       s.job_id, gp_ledger_job_state_name(s.state), s.epoch,
-		       s.minibatches_in_epoch, s.updates_applied, s.samples_applied,
-		       s.updates_discarded, s.updates_rejected, rate,
+		       ",\"updates_rolled_back\":%" PRId64
+		       ",\"samples_per_s\":%.1f,\"rate_window_s\":%.1f"
+		       ",\"agents_connected\":%" PRId64 ",\"members\":%" PRId64
+		       ",\"last_checkpoint\":%" PRId64,
+		       s.updates_applied, s.samples_applied, s.updates_discarded,
+		       s.updates_rejected, s.updates_rolled_back, rate,
+		       to > from ? (double)(to - from) / 1000.0 : 0.0,
+		       serving ? s.connected_agents : 0, s.live_agents,
 		       s.last_checkpoint_seq);
 		if (s.have_eval)
 			printf(",\"last_eval\":{\"epoch\":%" PRId64
 			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f}",
-			       s.last_eval.epoch, s.last_eval.test_loss,
+			       s.last_eval.epoch + 1, s.last_eval.test_loss,
 			       s.last_eval.test_accuracy);
 		printf(",\"agents\":[");
 		for (size_t i = 0; i < n; i++) {
 			printf("%s{\"id\":%" PRId64 ",\"name\":", i ? "," : "",
 			       rows[i].agent.id);
 			gp_json_string(stdout, rows[i].agent.name);
-			printf(",\"last_clock\":%" PRId64 ",\"updates_applied\":%" PRId64
+			printf(",\"state\":\"%s\",\"last_clock\":%" PRId64
+			       ",\"updates_applied\":%" PRId64
 			       ",\"samples_applied\":%" PRId64 "}",
+			       agent_state(&rows[i].agent, serving),
 			       rows[i].last_clock, rows[i].updates_applied,
 			       rows[i].samples_applied);
 		}
 		printf("]}\n");
-	} else {
-		printf("job %" PRId64 " (%s): epoch %" PRId64 ", %" PRId64
-		       " minibatches applied in it\n",
-		       s.job_id, gp_ledger_job_state_name(s.state), s.epoch + 1,
-		       s.minibatches_in_epoch);
-		printf("updates: %" PRId64 " applied (%" PRId64 " samples, %.0f "
-		       "samples/s), %" PRId64 " discarded, %" PRId64 " rejected\n",
-		       s.updates_applied, s.samples_applied, rate,
-		       s.updates_discarded, s.updates_rejected);
-		if (s.have_eval)
-			printf("last evaluation: epoch %" PRId64 ", test accuracy "
-			       "%.2f%%, test loss %.4f\n",
-			       s.last_eval.epoch + 1,
-			       100.0 * s.last_eval.test_accuracy,
-			       s.last_eval.test_loss);
-		printf("%-5s %-16s %10s %10s %10s\n", "ID", "NAME", "CLOCK",
-		       "UPDATES", "SAMPLES");
-		for (size_t i = 0; i < n; i++)
-			printf("%-5" PRId64 " %-16s %10" PRId64 " %10" PRId64
-			       " %10" PRId64 "\n",
-			       rows[i].agent.id, rows[i].agent.name,
-			       rows[i].last_clock, rows[i].updates_applied,
-			       rows[i].samples_applied);
+		goto out;
 	}
+	printf("job %" PRId64 " (%s): epoch %" PRId64, s.job_id,
+	       gp_ledger_job_state_name(s.state), s.epoch + 1);
+	if (s.epochs)
+		printf(" of %" PRId64, s.epochs);
+	printf(", %" PRId64, s.minibatches_in_epoch);
+	if (s.minibatches_per_epoch)
+		printf(" of %" PRId64, s.minibatches_per_epoch);
+	printf(" minibatches applied in it\n");
+	if (progress >= 0)
+		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches), "
+		       "ETA %s\n", 100.0 * progress, s.updates_applied, total,
+		       eta >= 0 ? format_eta(eta, eta_text, sizeof(eta_text)) :
+				  "unknown (nothing applied in the last minute)");
+	if (serving)
+		printf("serve: running (pid %ld), %" PRId64 " of %" PRId64
+		       " members connected, %.0f samples/s over the last "
+		       "%.0f s\n", pid, s.connected_agents, s.live_agents, rate,
+		       to > from ? (double)(to - from) / 1000.0 : 0.0);
+	else
+		printf("serve: not running\n");
+	printf("updates: %" PRId64 " applied (%" PRId64 " samples), %" PRId64
+	       " discarded, %" PRId64 " rejected", s.updates_applied,
+	       s.samples_applied, s.updates_discarded, s.updates_rejected);
+	if (s.updates_rolled_back)
+		printf(", %" PRId64 " rolled back by a restore",
+		       s.updates_rolled_back);
+	printf("\n");
+	if (s.have_eval)
+		printf("last evaluation: epoch %" PRId64 ", test accuracy "
+		       "%.2f%%, test loss %.4f\n",
+		       s.last_eval.epoch + 1, 100.0 * s.last_eval.test_accuracy,
+		       s.last_eval.test_loss);
+	if (!serving && s.state != GP_JOB_DONE)
+		printf("warning: serve is not running: the job is not being "
+		       "trained ('serve --job FILE' resumes it)\n");
+	else if (s.connected_agents == 0 && s.state != GP_JOB_DONE)
+		printf("warning: no agent is connected: nothing is being "
+		       "computed (see 'agents'; invite volunteers with "
+		       "'invite')\n");
+	printf("%-5s %-16s %-9s %10s %10s %10s\n", "ID", "NAME", "STATE", "CLOCK",
+	       "UPDATES", "SAMPLES");
+	for (size_t i = 0; i < n; i++)
+		printf("%-5" PRId64 " %-16s %-9s %10" PRId64 " %10" PRId64
+		       " %10" PRId64 "\n",
+		       rows[i].agent.id, rows[i].agent.name,
+		       agent_state(&rows[i].agent, serving), rows[i].last_clock,
+		       rows[i].updates_applied, rows[i].samples_applied);
 out:
 	free(rows);
-	gp_ledger_job_finish(&job);
 	gp_coord_state_close(&st);
 	return r;
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "announce.h"
@@ -336,6 +337,8 @@ static void send_reject(struct peer *p, uint16_t code, const char *text)
 	gp_msg_init(&m, GP_MSG_REJECT);
 	m.u.reject.code = code;
 	snprintf(m.u.reject.text, sizeof(m.u.reject.text), "%s", text);
+	m.u.reject.version_min = GP_MSG_VERSION_MIN;
+	m.u.reject.version_max = GP_MSG_VERSION;
 	send_msg(p, &m);
 	peer_close(p, code, text);
 }
@@ -417,6 +420,8 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
+	/* For the owner's status and agents: connected now, not left. */
+	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
 	m.u.welcome.agent_id = (uint64_t)id;
@@ -639,6 +644,36 @@ static bool rate_admit(struct peer *p, const uint8_t *data, size_t len)
 	return true;
 }
 
+/* A message of a version this coordinator does not speak, before the
+ * JOIN is accepted: the client speaks another release of the protocol
+ * from its first message, so it gets REJECT 6 with the versions spoken
+ * here (send_reject fills them in) instead of BYE 4, and no token use is
+ * counted. Returns true when it was refused so; false for anything else
+ * (an unknown critical field, a bad dtype, or a member's message), which
+ * is an undecodable message. data is borrowed. */
+static bool refuse_version(struct peer *p, const uint8_t *data, size_t len)
+{
+	struct gp_msg_header h;
+	struct gp_ledger_rejection rej = { .agent_id = p->m.agent_id,
+					   .at = gp_now_ms() };
+	char text[GP_MSG_TEXT_MAX + 1];
+
+	if (p->m.joined || gp_msg_peek(data, len, &h) < 0 ||
+	    (h.version >= GP_MSG_VERSION_MIN && h.version <= GP_MSG_VERSION))
+		return false;
+	snprintf(text, sizeof(text), "message version %u is not supported: "
+		 "this coordinator speaks versions %u to %u", h.version,
+		 GP_MSG_VERSION_MIN, GP_MSG_VERSION);
+	snprintf(rej.kind, sizeof(rej.kind), "version");
+	snprintf(rej.reason, sizeof(rej.reason), "message version %u, "
+		 "speaks %u to %u", h.version, GP_MSG_VERSION_MIN,
+		 GP_MSG_VERSION);
+	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
+	gp_warn("%s: %s", p->m.addr, text);
+	send_reject(p, GP_REJECT_VERSION, text);
+	return true;
+}
+
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct peer *p = gp_channel_data(ch);
@@ -648,6 +683,8 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	if (!p || p->listener_data || !rate_admit(p, data, len))
 		return;
 	r = gp_msg_decode(data, len, &m);
+	if (r == -EPROTONOSUPPORT && refuse_version(p, data, len))
+		return;
 	if (r == GP_MSG_UNKNOWN_TYPE) {
 		gp_debug("%s: skipped a message of unknown type %u", p->m.addr, m.type);
 		gp_msg_finish(&m);
@@ -694,6 +731,10 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	case GP_MSG_BYE:
 		gp_info("agent %" PRId64 " (%s) says bye: %s", p->m.agent_id, p->m.addr,
 			m.u.bye.text);
+		/* Reason 0 is the volunteer leaving the pool (protocol.md). */
+		if (p->m.joined && m.u.bye.reason == GP_BYE_NORMAL)
+			gp_ledger_agent_set_left(p->srv->st.ledger, p->m.agent_id,
+						 gp_now_ms());
 		peer_close(p, GP_BYE_NORMAL, "bye");
 		break;
 	default:
@@ -716,7 +757,8 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	if (p->m.joined) {
 		size_t back = gp_members_leave(&srv->pool, &p->m);
 
-		gp_ledger_agent_touch(srv->st.ledger, p->m.agent_id, gp_now_ms());
+		gp_ledger_agent_connected(srv->st.ledger, p->m.agent_id, -1,
+					  gp_now_ms());
 		gp_info("agent %" PRId64 " (%s) left: %s: %s; %zu minibatch(es) back "
 			"in the queue", p->m.agent_id, p->m.addr,
 			gp_channel_close_reason_name(reason), text, back);
@@ -892,10 +934,33 @@ static int start_listening(struct server *srv, const char *listen)
 	return 0;
 }
 
+/* What the owner's status reads besides the update log: no connection is
+ * counted yet (a killed serve could not count its own down), the job's
+ * size, and when this serve started. A failure costs status its figures,
+ * not the job. */
+static void record_start(struct server *srv)
+{
+	struct gp_ledger *l = srv->st.ledger;
+	char now[32];
+
+	char pid[32];
+
+	snprintf(now, sizeof(now), "%" PRId64, gp_now_ms());
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	if (gp_ledger_agents_disconnected(l) < 0 ||
+	    gp_ledger_job_set_size(l, srv->pool.job_id, srv->job.epochs,
+				   gp_sched_minibatches(srv->pool.sched),
+				   (int64_t)srv->train->count) < 0 ||
+	    gp_ledger_meta_set(l, GP_META_SERVE_STARTED, now) < 0 ||
+	    gp_ledger_meta_set(l, GP_META_SERVE_PID, pid) < 0)
+		gp_warn("%s: %s", srv->st.ledger_path, gp_ledger_error(l));
+}
+
 int gp_serve_run(const char *state_dir, const char *job_path,
 		 const char *listen)
 {
 	struct server *srv = calloc(1, sizeof(*srv));
+	int lock_fd = -1;
 	int r;
 
 	if (!srv)
@@ -909,9 +974,15 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = gp_coord_state_open(&srv->st, state_dir, 0);
 	if (r < 0)
 		goto out;
+	lock_fd = gp_coord_state_lock(state_dir);
+	if (lock_fd < 0) {
+		r = lock_fd;
+		goto out;
+	}
 	r = gp_setup_job(srv, job_path);
 	if (r < 0)
 		goto out;
+	record_start(srv);
 	if (gp_sched_done(srv->pool.sched)) {
 		gp_info("job %" PRId64 " is already complete", srv->pool.job_id);
 		srv->done = true;
@@ -958,6 +1029,8 @@ out:
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
+	if (lock_fd >= 0)
+		close(lock_fd); /* last: the ledger is closed */
 out_free:
 	free(srv);
 	return r;

@@ -1,8 +1,11 @@
 #include "state.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -49,4 +52,52 @@ void gp_coord_state_close(struct gp_coord_state *st)
 	gp_identity_destroy(st->id);
 	st->id = NULL;
 	explicit_bzero(st->token_hash_key, sizeof(st->token_hash_key));
+}
+
+/* One serve per state directory: an exclusive flock(2) on the directory
+ * itself, like the agent's (no file of its own: a serve that fails leaves
+ * the directory as it found it). The CLI probes it with a shared lock it
+ * drops at once, so a serve starting during such a probe retries for a
+ * while before it believes another serve runs. */
+#define LOCK_RETRY_MS 1000
+#define LOCK_STEP_MS 10
+
+int gp_coord_state_lock(const char *dir)
+{
+	int fd, r;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return gp_log_errno(GP_LOG_ERROR, -errno, "%s", dir);
+	for (int waited = 0;; waited += LOCK_STEP_MS) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		r = -errno;
+		if (r != -EWOULDBLOCK || waited >= LOCK_RETRY_MS)
+			break;
+		usleep(LOCK_STEP_MS * 1000);
+	}
+	if (r == -EWOULDBLOCK) {
+		gp_error("another serve runs on %s", dir);
+		r = -EBUSY;
+	} else {
+		gp_log_errno(GP_LOG_ERROR, r, "%s: lock", dir);
+	}
+	close(fd);
+	return r;
+}
+
+int gp_coord_state_serve_running(const char *dir)
+{
+	int fd, r;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0)
+		r = 0;
+	else
+		r = errno == EWOULDBLOCK ? 1 : -errno;
+	close(fd); /* drops the shared lock */
+	return r;
 }

@@ -29,4 +29,20 @@ int gp_coord_state_open(struct gp_coord_state *st, const char *dir,
 			unsigned flags);
 void gp_coord_state_close(struct gp_coord_state *st);
 
+/* Meta keys: when the running serve started (Unix ms), for status's
+ * rate, and its pid. */
+#define GP_META_SERVE_STARTED "serve_started_at"
+#define GP_META_SERVE_PID "serve_pid"
+
+/* Takes the serve lock of DIR: an exclusive flock(2) on the directory
+ * itself, held until the returned descriptor is closed or the process
+ * ends, however it ends. One serve runs per state directory. Returns the
+ * descriptor (owned by the caller), -EBUSY when another process holds the
+ * lock (after retrying for a second: a CLI probe holds it a moment), or
+ * another negative errno; logged. */
+int gp_coord_state_lock(const char *dir);
+
+/* Whether a serve holds DIR's lock: 1, 0, or a negative errno. */
+int gp_coord_state_serve_running(const char *dir);
+
 #endif

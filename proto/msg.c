@@ -319,6 +319,8 @@ static const struct field reject_fields[] = {
 	FNUM(1, K_U16, T, code),
 	FSTR(2, T, text, GP_MSG_TEXT_MAX),
 	FNUM(3, K_U32, T, retry_after_ms),
+	FNUM(4, K_U8, T, version_min),
+	FNUM(5, K_U8, T, version_max),
 };
 #undef T
 

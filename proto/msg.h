@@ -197,6 +197,10 @@ struct gp_msg_reject {
 	uint16_t code;                              /* enum gp_msg_reject_code */
 	char text[GP_MSG_TEXT_MAX + 1];
 	uint32_t retry_after_ms;                    /* 0 = do not retry */
+	/* The message versions the sender speaks, GP_MSG_VERSION_MIN..
+	 * GP_MSG_VERSION for this release: what a client whose JOIN got
+	 * GP_REJECT_VERSION may speak instead. 0 when absent. */
+	uint8_t version_min, version_max;
 };
 
 /* RTT: the receiver echoes the last time_us it saw in echo_time_us and how

@@ -820,7 +820,8 @@ def cmd_handshake(args):
     print("ACCEPTED")
     if args.join_version:
         # A JOIN of another message version: protocol.md "Versioning
-        # rules" says BYE 4 "undecodable message", then CLOSE 4.
+        # rules" says REJECT 6 with the versions the coordinator speaks
+        # (tags 4 and 5), then CLOSE 6.
         ch = sess.ch
         ch.send_record(REC_PING)
         join = bytearray(encode_msg(JOIN, [tlv(1, args.name.encode()),
@@ -838,6 +839,8 @@ def cmd_handshake(args):
                 mtype, f = decode_msg(r[1])
                 print("MSG %d %d %s" % (mtype, u(f, 1),
                                         raw(f, 2).decode("utf-8", "replace")))
+                if mtype == REJECT and any(t == 4 for t, _ in f):
+                    print("VERSIONS %d %d" % (u(f, 4), u(f, 5)))
         except (EOFError, ConnectionError, OSError) as e:
             print("EOF %r" % e)
     sess.ch.close()

@@ -80,15 +80,16 @@ def bad_tokens(pool):
         check(False, "a token with a typo parsed")
     except docclient.TokenError as e:
         check("checksum" in str(e), "typo: %s" % e)
-    # A JOIN of message version 2 is undecodable: BYE 4, then CLOSE 4,
-    # and no token use is counted.
+    # A JOIN of message version 2: REJECT 6 naming the versions spoken
+    # (1 to 1), then CLOSE 6, and no token use is counted (first-use
+    # below still joins with this token).
     r = client(pool, "version-2", "handshake", "--token", good,
                "--join-version", "2")
-    check(r.returncode == 0 and "MSG 14 4 undecodable message" in r.stdout
-          and "CLOSE 4" in r.stdout,
-          "version-2 JOIN: want BYE 4 and CLOSE 4, got %d:\n%s%s" %
-          (r.returncode, r.stdout, r.stderr))
-    log("version-2 JOIN: BYE 4, CLOSE 4")
+    check(r.returncode == 0 and "MSG 3 6 " in r.stdout
+          and "VERSIONS 1 1" in r.stdout and "CLOSE 6" in r.stdout,
+          "version-2 JOIN: want REJECT 6, versions 1 1 and CLOSE 6, got "
+          "%d:\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    log("version-2 JOIN: REJECT 6 (versions 1 to 1), CLOSE 6")
     # Used up: the first key joins (a JOIN counts the use), a second key
     # with the same token gets the readable verdict 3.
     r = client(pool, "first-use", "run", "--token", good, "--max-updates",
@@ -140,11 +141,11 @@ def test():
               "client dc applied only %d rows" % len(mine))
         log("client dc: %d applied rows" % len(mine))
         # The two spoiled updates, and nothing else, were refused.
-        # (The version-2 JOIN left a row of kind "message" and no agent.)
+        # (The version-2 JOIN left a row of kind "version" and no agent.)
         refused = pool.query(
             "SELECT agent_id, kind FROM rejections ORDER BY id")
         log("rejections: %r" % (refused,))
-        check(refused == [(None, "message"), (dc, "nonfinite"),
+        check(refused == [(None, "version"), (dc, "nonfinite"),
                           (dc, "shape")],
               "want the version-2 JOIN's row, then exactly nonfinite and"
               " shape from dc, got %r" % (refused,))

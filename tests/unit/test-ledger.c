@@ -151,7 +151,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -229,7 +229,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 }
 
 static void test_tokens_and_join(void)
@@ -728,6 +728,26 @@ static void test_rollback(void)
 	 * (a checkpoint before any update) marks every counted row. */
 	ASSERT_EQ(gp_ledger_rollback_after(l, job, 3, 100), 0);
 	ASSERT_EQ(gp_ledger_rollback_after(l, job, 3, 0), 7);
+	/* Status and the agents' totals count only the rows that count:
+	 * minibatches 0..5 (six), with the three rolled-back ones apart. */
+	{
+		struct gp_ledger_status st;
+		struct gp_ledger_agent_row *rows = NULL;
+		size_t n = 0;
+
+		ASSERT_OK(gp_ledger_status(l, job, &st));
+		ASSERT_EQ(st.updates_applied, 0);
+		ASSERT_EQ(st.updates_rolled_back, 12);
+		ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
+		ASSERT_EQ(n, 1);
+		ASSERT_EQ(rows[0].updates_applied, 0);
+		ASSERT_EQ(rows[0].samples_applied, 0);
+		ASSERT_EQ(rows[0].updates_rolled_back, 12);
+		free(rows);
+		ASSERT_OK(gp_ledger_status(l, other, &st));
+		ASSERT_EQ(st.updates_applied, 1);
+		ASSERT_EQ(st.updates_rolled_back, 0);
+	}
 	/* The other job and the duplicate are untouched. */
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back != 0 AND (job_id != 1 OR "
@@ -739,6 +759,11 @@ static void test_rollback(void)
 	 * count. */
 	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
 		  "ALTER TABLE jobs DROP COLUMN model; "
+		  "ALTER TABLE agents DROP COLUMN left_at; "
+		  "ALTER TABLE agents DROP COLUMN connections; "
+		  "ALTER TABLE jobs DROP COLUMN epochs; "
+		  "ALTER TABLE jobs DROP COLUMN minibatches_per_epoch; "
+		  "ALTER TABLE jobs DROP COLUMN samples_per_epoch; "
 		  "PRAGMA user_version = 1");
 	{
 		char err[512] = "";
@@ -746,7 +771,7 @@ static void test_rollback(void)
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
@@ -758,6 +783,94 @@ static void test_rollback(void)
 		ASSERT_EQ(gp_ledger_job_model(l, job, &model), -ENODATA);
 		ASSERT(model == NULL);
 	}
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents WHERE "
+			  "connections = 0 AND left_at IS NULL"), 1);
+	gp_ledger_close(l);
+}
+
+/* The owner's view: members that left, connections counted, the job's
+ * size, and the applied updates of a time window. */
+static void test_owner_view(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a, got;
+	struct gp_ledger_status st;
+	struct gp_ledger_update u;
+	char path[256];
+	int64_t job = 0, one = 0, two = 0, samples = -1, mbs = -1;
+
+	l = open_new("owner.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &one));
+	make_agent(&a, 2, "two");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &two));
+
+	/* A replacing connection is counted before the old one's close. */
+	ASSERT_OK(gp_ledger_agent_connected(l, one, 1, 10));
+	ASSERT_OK(gp_ledger_agent_connected(l, one, 1, 20));
+	ASSERT_OK(gp_ledger_agent_connected(l, one, -1, 30));
+	ASSERT_OK(gp_ledger_agent_connected(l, two, 1, 30));
+	ASSERT_OK(gp_ledger_agent_get(l, one, &got));
+	ASSERT_EQ(got.connections, 1);
+	ASSERT_EQ(got.last_seen, 30);
+	ASSERT_OK(gp_ledger_status(l, job, &st));
+	ASSERT_EQ(st.connected_agents, 2);
+	ASSERT_EQ(st.live_agents, 2);
+	/* Two leaves: it says so, then its connection closes. */
+	ASSERT_OK(gp_ledger_agent_set_left(l, two, 40));
+	ASSERT_OK(gp_ledger_agent_connected(l, two, -1, 41));
+	ASSERT_OK(gp_ledger_agent_connected(l, two, -1, 42)); /* not below 0 */
+	ASSERT_OK(gp_ledger_agent_get(l, two, &got));
+	ASSERT_EQ(got.left_at, 40);
+	ASSERT_EQ(got.connections, 0);
+	ASSERT_OK(gp_ledger_status(l, job, &st));
+	ASSERT_EQ(st.connected_agents, 1);
+	ASSERT_EQ(st.live_agents, 1);
+	/* Back with a new connection: a member again. */
+	ASSERT_OK(gp_ledger_agent_connected(l, two, 1, 50));
+	ASSERT_OK(gp_ledger_agent_get(l, two, &got));
+	ASSERT_EQ(got.left_at, 0);
+	/* A serve that starts counts nobody. */
+	ASSERT_OK(gp_ledger_agents_disconnected(l));
+	ASSERT_OK(gp_ledger_status(l, job, &st));
+	ASSERT_EQ(st.connected_agents, 0);
+	ASSERT_EQ(st.live_agents, 2);
+	ASSERT_EQ(gp_ledger_agent_set_left(l, 99, 1), -ENOENT);
+	ASSERT_EQ(gp_ledger_agent_connected(l, 99, 1, 1), -ENOENT);
+
+	/* The size, once serve knows it. */
+	ASSERT_EQ(st.epochs, 0);
+	ASSERT_EQ(gp_ledger_job_set_size(l, job, 0, 469, 60000), -EINVAL);
+	ASSERT_EQ(gp_ledger_job_set_size(l, 99, 2, 469, 60000), -ENOENT);
+	ASSERT_OK(gp_ledger_job_set_size(l, job, 2, 469, 60000));
+	ASSERT_OK(gp_ledger_status(l, job, &st));
+	ASSERT_EQ(st.epochs, 2);
+	ASSERT_EQ(st.minibatches_per_epoch, 469);
+	ASSERT_EQ(st.samples_per_epoch, 60000);
+
+	/* A window: applied rows with applied_at in [from, to), rolled-back
+	 * and refused ones left out. */
+	for (int i = 0; i < 6; i++) {
+		u = upd(job, one, i, i, i == 5 ? GP_UPDATE_LATE :
+						 GP_UPDATE_APPLIED);
+		u.applied_at = 1000 + 100 * i;
+		gp_ledger_update_append(l, &u);
+	}
+	ASSERT_EQ(gp_ledger_flush(l), 6);
+	ASSERT_OK(gp_ledger_applied_between(l, job, 1100, 1400, &samples,
+					    &mbs));
+	ASSERT_EQ(mbs, 3);
+	ASSERT_EQ(samples, 3 * 64);
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 1, 3), 2); /* 3 and 4 */
+	ASSERT_OK(gp_ledger_applied_between(l, job, 0, 10000, &samples, &mbs));
+	ASSERT_EQ(mbs, 3);
+	ASSERT_OK(gp_ledger_status(l, job, &st));
+	ASSERT_EQ(st.updates_applied, 3);
+	ASSERT_EQ(st.samples_applied, 3 * 64);
+	ASSERT_EQ(st.updates_rolled_back, 2);
+	ASSERT_EQ(st.minibatches_in_epoch, 3);
+	ASSERT_OK(gp_ledger_check(l));
 	gp_ledger_close(l);
 }
 
@@ -954,6 +1067,7 @@ int main(void)
 	test_threads();
 	test_checkpoints();
 	test_rollback();
+	test_owner_view();
 	test_second_reader();
 	test_bad_files();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

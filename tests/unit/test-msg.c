@@ -82,6 +82,8 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.reject.code = GP_REJECT_TOKEN_EXPIRED;
 		strcpy(m->u.reject.text, "token expired at 2024-01-01");
 		m->u.reject.retry_after_ms = 1500;
+		m->u.reject.version_min = 1;
+		m->u.reject.version_max = 3;
 		break;
 	case GP_MSG_HEARTBEAT:
 		m->u.heartbeat.seq = 12;
@@ -253,6 +255,23 @@ static void test_fields(void)
 		ASSERT_EQ(len, sizeof(want));
 		ASSERT_MEM_EQ(buf, want, len);
 	}
+	free(buf);
+
+	/* REJECT carries the versions its sender speaks as tags 4 and 5,
+	 * one byte each, after code, text and retry_after_ms. */
+	sample(&m, GP_MSG_REJECT);
+	buf = encode(&m, &len);
+	ASSERT(len > 14);
+	{
+		const uint8_t want[] = { 4, 0, 1, 0, 0, 0, 1,
+					 5, 0, 1, 0, 0, 0, 3 };
+
+		ASSERT_MEM_EQ(buf + len - sizeof(want), want, sizeof(want));
+	}
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.reject.version_min, 1);
+	ASSERT_EQ(d.u.reject.version_max, 3);
+	gp_msg_finish(&d);
 	free(buf);
 
 	sample(&m, GP_MSG_MINIBATCH);
