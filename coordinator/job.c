@@ -48,6 +48,8 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_agents = 64;
 	job->max_grad_norm = 1000;
 	job->max_strikes = 8;
+	job->robust_clip = 2;
+	job->robust_momentum = 0.9;
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
@@ -336,6 +338,10 @@ static const struct gp_conf_key job_keys[] = {
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
 	 1e12, 0, NULL},
+	{"pool", "robust_clip", GP_CONF_DOUBLE, F(robust_clip), 0, 0, 100, 0,
+	 NULL},
+	{"pool", "robust_momentum", GP_CONF_DOUBLE, F(robust_momentum), 0, 0,
+	 0.999, 0, NULL},
 	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
 	 NULL},
 	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,
@@ -382,6 +388,11 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "%s: warmup_epochs (%g) longer than the job's %u "
 			 "epochs in [train]",
 			 name, job->warmup_epochs, job->epochs);
+		return -EINVAL;
+	}
+	if (job->robust_clip > 0 && job->robust_clip < 1) {
+		snprintf(err, errlen, "%s: robust_clip (%g) must be 0 (off) or "
+			 "at least 1 in [pool]", name, job->robust_clip);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {

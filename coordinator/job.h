@@ -50,6 +50,12 @@
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ *   robust_clip = 2           centred clipping (robust.h): an update's
+ *                             deviation from the pool's direction, and its
+ *                             member's momentum's, at most this times the
+ *                             typical honest one; 0 is off, else 1..100
+ *   robust_momentum = 0.9     weight of the past in that direction and in
+ *                             each member's momentum, [0, 0.999]
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
  *   work_timeout = 2m         an agent holding work with no update applied
@@ -120,6 +126,8 @@ struct gp_job {
 	uint64_t clock_duration_ms;
 	double max_grad_norm;
 	double clip_grad_norm;
+	double robust_clip;
+	double robust_momentum;
 	uint32_t max_strikes;
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */

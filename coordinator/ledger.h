@@ -288,7 +288,7 @@ struct gp_ledger_update {
 	int64_t staleness; /* server clock minus the clock computed against */
 	int64_t received_at, applied_at; /* applied_at 0 if not applied */
 	enum gp_ledger_outcome outcome;
-	char reason[GP_LEDGER_REASON_MAX]; /* empty when applied */
+	char reason[GP_LEDGER_REASON_MAX]; /* applied: empty, or "damped W" */
 };
 
 /* Hostile or broken input from an agent, for accounting and penalties. */

@@ -1026,6 +1026,7 @@ out:
 	gp_data_destroy(srv->test);
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
+	gp_robust_finish(&srv->pool.robust);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);

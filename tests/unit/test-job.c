@@ -60,6 +60,8 @@ static void test_full(void)
 		"max_agents = 8\n"
 		"max_grad_norm = 50\n"
 		"clip_grad_norm = 5\n"
+		"robust_clip = 3.5\n"
+		"robust_momentum = 0.5\n"
 		"max_strikes = 3\n"
 		"work_timeout = 45s\n"
 		"rate_messages = 100\n"
@@ -92,6 +94,8 @@ static void test_full(void)
 	ASSERT_EQ(job.max_agents, 8);
 	ASSERT_NEAR(job.max_grad_norm, 50, 0);
 	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
+	ASSERT_NEAR(job.robust_clip, 3.5, 0);
+	ASSERT_NEAR(job.robust_momentum, 0.5, 0);
 	ASSERT_EQ(job.max_strikes, 3);
 	ASSERT_EQ(job.work_timeout_ms, 45000);
 	ASSERT_EQ(job.rate_messages, 100);
@@ -119,6 +123,8 @@ static void test_defaults(void)
 	ASSERT(job.eval);
 	ASSERT_STR_EQ(job.listen, "127.0.0.1:7100");
 	ASSERT_EQ(job.max_strikes, 8);
+	ASSERT_NEAR(job.robust_clip, 2, 0);
+	ASSERT_NEAR(job.robust_momentum, 0.9, 0);
 	ASSERT_EQ(job.work_timeout_ms, 120000);
 	ASSERT_EQ(job.rate_messages, 5000);
 	ASSERT_EQ(job.rate_bytes, 1u << 30);
@@ -181,6 +187,13 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784--10\n",
 		     "t.job:2: bad value for 'spec' in [model]: '784--10' is "
 		     "not a list of layer widths such as 784-256-128-10");
+	/* Robust aggregation: off (0) or a factor of at least 1. */
+	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_clip = 0.5\n",
+		     "t.job: robust_clip (0.5) must be 0 (off) or at least 1 "
+		     "in [pool]");
+	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_momentum = 1\n",
+		     "t.job:4: value 1 out of range for 'robust_momentum' in "
+		     "[pool] (0 to 0.999)");
 	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adam\n",
 		     "t.job:4: bad value for 'optimizer' in [train]: unknown "
 		     "optimizer 'adam' (sgd or sgd-momentum)");
