@@ -164,13 +164,6 @@ enum gp_msg_dtype {
  * gradients, from which the coordinator applies the group's steps exactly
  * as one by one (docs/architecture.md "Pool"). Needs GP_CAP_LOCAL_STEP. */
 #define GP_CAP_SUMS (1u << 3)
-/* GP_CAP_Q8 (1u << 6): the agent sends UPDATE blocks as GP_DTYPE_Q8,
- * keeping what the quantisation loses and adding it to its next update
- * (error feedback), and takes the momentum blocks of PARAM_SHARDS as
- * GP_DTYPE_Q8 too (parameters stay f16 or f32). Needs GP_CAP_F16: an
- * update that holds a non-finite value goes as f16 instead, so the
- * coordinator sees it and refuses it. */
-#define GP_CAP_Q8 (1u << 6)
 /* The agent holds the same training set (JOIN.data_fingerprint matched the
  * coordinator's): MINIBATCH carries sample indices instead of pixels. */
 #define GP_CAP_LOCAL_DATA (1u << 4)
@@ -178,6 +171,13 @@ enum gp_msg_dtype {
  * sends, as blocks of tensor n_tensors + i for tensor i: the agent's local
  * steps go on with the pool's velocity instead of its own. */
 #define GP_CAP_MOMENTUM (1u << 5)
+/* The agent sends UPDATE blocks as GP_DTYPE_Q8,
+ * keeping what the quantisation loses and adding it to its next update
+ * (error feedback), and takes the momentum blocks of PARAM_SHARDS as
+ * GP_DTYPE_Q8 too (parameters stay f16 or f32). Needs GP_CAP_F16: an
+ * update that holds a non-finite value goes as f16 instead, so the
+ * coordinator sees it and refuses it. */
+#define GP_CAP_Q8 (1u << 6)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */

@@ -152,7 +152,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -183,6 +183,34 @@ static void test_create_reopen(void)
 	ASSERT_EQ(job.updated_at, 9);
 	gp_ledger_job_finish(&job);
 	ASSERT_EQ(gp_ledger_job_set_state(l, 999, GP_JOB_DONE, 9), -ENOENT);
+
+	/* The job's model: none for a row from before the ledger kept
+	 * models, then the canonical text the coordinator records. */
+	{
+		static const char cnn[] =
+			"gradpool-model 1; input shape=1x28x28; dense fc1 "
+			"out=10; softmax_xent loss";
+		char *model = (char *)"unchanged";
+
+		ASSERT_OK(gp_ledger_job_get(l, job_id, &job));
+		ASSERT_STR_EQ(job.model, "");
+		gp_ledger_job_finish(&job);
+		ASSERT_EQ(gp_ledger_job_model(l, job_id, &model), -ENODATA);
+		ASSERT_STR_EQ(model, "unchanged");
+		ASSERT_NOT_NULL(strstr(gp_ledger_error(l), "before the ledger"));
+		ASSERT_EQ(gp_ledger_job_model(l, 999, &model), -ENOENT);
+		ASSERT_EQ(gp_ledger_job_set_model(l, 999, cnn), -ENOENT);
+		ASSERT_OK(gp_ledger_job_set_model(l, job_id, cnn));
+		ASSERT_OK(gp_ledger_job_model(l, job_id, &model));
+		ASSERT_STR_EQ(model, cnn);
+		free(model);
+		ASSERT_OK(gp_ledger_job_model(l, 0, &model));
+		ASSERT_STR_EQ(model, cnn);
+		free(model);
+		ASSERT_OK(gp_ledger_job_get(l, 0, &job));
+		ASSERT_STR_EQ(job.model, cnn);
+		gp_ledger_job_finish(&job);
+	}
 	gp_ledger_close(l);
 
 	/* A missing file is not created without GP_LEDGER_CREATE. */
@@ -202,7 +230,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 }
 
 static void test_tokens_and_join(void)
@@ -650,6 +678,40 @@ static void test_checkpoints(void)
 	ASSERT_EQ(skipped, 1);
 	ASSERT_EQ(c.seq, 4);
 	gp_ledger_checkpoint_finish(&c);
+
+	/* The export's view: every kept row, newest first, and one by seq
+	 * as stored, damaged or not. */
+	{
+		struct gp_ledger_checkpoint_info *info = NULL;
+		size_t n = 0;
+
+		ASSERT_OK(gp_ledger_checkpoint_list(l, job, &info, &n));
+		ASSERT_EQ(n, 3);
+		for (size_t i = 0; i < n; i++) {
+			ASSERT_EQ(info[i].seq, 5 - (int64_t)i);
+			ASSERT_EQ(info[i].clock, info[i].seq * 10);
+			ASSERT_EQ(info[i].created_at, 100 + info[i].seq);
+		}
+		ASSERT_EQ(info[0].size, 64);
+		blob = make_blob(4, &len);
+		ASSERT_EQ(info[1].size, len);
+		free(info);
+		ASSERT_OK(gp_ledger_checkpoint_load(l, job, 4, &c));
+		ASSERT_EQ(c.seq, 4);
+		ASSERT_EQ(c.epoch, 2);
+		ASSERT_EQ(c.len, len);
+		ASSERT_MEM_EQ(c.blob, blob, len);
+		free(blob);
+		gp_ledger_checkpoint_finish(&c);
+		ASSERT_OK(gp_ledger_checkpoint_load(l, job, 5, &c));
+		ASSERT_EQ(c.len, 64);
+		gp_ledger_checkpoint_finish(&c);
+		ASSERT_EQ(gp_ledger_checkpoint_load(l, job, 2, &c), -ENOENT);
+		ASSERT_EQ(gp_ledger_checkpoint_load(l, job + 1, 4, &c), -ENOENT);
+		ASSERT_OK(gp_ledger_checkpoint_list(l, job + 1, &info, &n));
+		ASSERT_EQ(n, 0);
+		ASSERT(info == NULL);
+	}
 	gp_ledger_close(l);
 }
 
@@ -744,6 +806,7 @@ static void test_rollback(void)
 	/* A version 1 ledger (before the column and agent_links) is
 	 * migrated: its rows count, its agents' links are unknown. */
 	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
+		  "ALTER TABLE jobs DROP COLUMN model; "
 		  "ALTER TABLE agents DROP COLUMN left_at; "
 		  "ALTER TABLE agents DROP COLUMN connections; "
 		  "ALTER TABLE jobs DROP COLUMN epochs; "
@@ -756,9 +819,18 @@ static void test_rollback(void)
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
+	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM jobs WHERE model = ''"),
+		  sql_int(path, "SELECT count(*) FROM jobs"));
+	{
+		char *model = NULL;
+
+		ASSERT_EQ(gp_ledger_job_model(l, job, &model), -ENODATA);
+		ASSERT(model == NULL);
+	}
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents WHERE "
 			  "connections = 0 AND left_at IS NULL"), 1);
 	gp_ledger_close(l);
