@@ -8,6 +8,7 @@
 
 #include "conf.h"
 #include "gp-config.h"
+#include "model.h"
 
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt)
 {
@@ -38,6 +39,9 @@ void gp_job_defaults(struct gp_job *job)
 	job->staleness_scaling = true;
 	job->group_updates = true;
 	job->clock_duration_ms = 16;
+	job->comm_share = 0.10;
+	job->max_sync_interval_ms = 250;
+	job->int8 = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;
@@ -117,6 +121,23 @@ static int parse_spec(void *target, const char *value, char *why,
 	return 0;
 }
 
+/* A model description file; checked for length here, read by
+ * gp_job_load_model(). */
+static int parse_model_file(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_job *job = target;
+	size_t len = strlen(value);
+
+	if (len == 0 || len >= sizeof(job->model_file)) {
+		snprintf(why, whylen, "not a file name (1 to %zu bytes)",
+			 sizeof(job->model_file) - 1);
+		return -EINVAL;
+	}
+	memcpy(job->model_file, value, len + 1);
+	return 0;
+}
+
 static int parse_data_set(void *target, const char *value, char *why,
 			  size_t whylen)
 {
@@ -187,6 +208,37 @@ double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
 	if (warm > 0 && t < warm)
 		lr *= t / warm;
 	return lr;
+}
+
+/* "10%" or a fraction such as "0.1": at most 90 %, 0 is off. */
+static int parse_comm_share(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_job *job = target;
+	char num[32];
+	size_t len = strlen(value);
+	bool percent = len > 0 && value[len - 1] == '%';
+	double v = 0;
+
+	if (percent)
+		len--;
+	if (len == 0 || len >= sizeof(num))
+		goto bad;
+	memcpy(num, value, len);
+	num[len] = '\0';
+	if (gp_conf_parse_double(num, &v, NULL, 0) < 0)
+		goto bad;
+	if (percent)
+		v /= 100.0;
+	if (!(v >= 0 && v <= 0.9)) {
+		snprintf(why, whylen, "'%s' out of range (0 to 90%%)", value);
+		return -ERANGE;
+	}
+	job->comm_share = v;
+	return 0;
+bad:
+	snprintf(why, whylen, "'%s' is not a share (as in 10%% or 0.1)", value);
+	return -EINVAL;
 }
 
 /* "30s" (a duration) or "500 minibatches". */
@@ -273,7 +325,8 @@ bad:
 #define F(field) offsetof(struct gp_job, field)
 
 static const struct gp_conf_key job_keys[] = {
-	{"model", "spec", GP_CONF_CUSTOM, 0, 0, 0, 0, 1, parse_spec},
+	{"model", "spec", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_spec},
+	{"model", "file", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_model_file},
 	{"model", "seed", GP_CONF_U64, F(seed), 0, 0, 9007199254740992.0, 0,
 	 NULL},
 	{"data", "set", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_data_set},
@@ -315,6 +368,10 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"pool", "clock_duration", GP_CONF_DURATION_MS, F(clock_duration_ms), 0,
 	 1, 10000, 0, NULL},
+	{"pool", "comm_share", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_comm_share},
+	{"pool", "max_sync_interval", GP_CONF_DURATION_MS,
+	 F(max_sync_interval_ms), 0, 1, 600000, 0, NULL},
+	{"pool", "int8", GP_CONF_BOOL, F(int8), 0, 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
@@ -343,6 +400,19 @@ static const struct gp_conf_key job_keys[] = {
 static int check_job(const char *name, const struct gp_job *job, char *err,
 		     size_t errlen)
 {
+	if (job->spec[0] && job->model_file[0]) {
+		snprintf(err, errlen,
+			 "%s: [model] has both spec and file; give one", name);
+		return -EINVAL;
+	}
+	if (!job->spec[0] && !job->model_file[0]) {
+		snprintf(err, errlen,
+			 "%s: [model] needs spec = (layer widths, as in "
+			 "784-256-128-10) or file = (a gradpool-model 1 "
+			 "description)",
+			 name);
+		return -EINVAL;
+	}
 	if (job->heartbeat_timeout_ms <= job->heartbeat_interval_ms) {
 		snprintf(err, errlen,
 			 "%s: heartbeat_timeout (%llu ms) must be longer than "
@@ -413,4 +483,57 @@ int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
 		return r;
 	*ret = job;
 	return 0;
+}
+
+int gp_job_model_path(const struct gp_job *job, const char *job_path,
+		      char *buf, size_t len)
+{
+	const char *slash;
+	int n;
+
+	if (!job->model_file[0])
+		return -ENOENT;
+	slash = job_path ? strrchr(job_path, '/') : NULL;
+	if (job->model_file[0] == '/' || !slash)
+		n = snprintf(buf, len, "%s", job->model_file);
+	else
+		n = snprintf(buf, len, "%.*s/%s", (int)(slash - job_path),
+			     job_path, job->model_file);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
+}
+
+int gp_job_load_model(const struct gp_job *job, const char *job_path,
+		      struct gp_model_spec *ret, char *err, size_t errlen)
+{
+	char path[GP_JOB_PATH_MAX], why[GP_JOB_PATH_MAX + 512];
+	int r;
+
+	if (!job || !ret)
+		return -EINVAL;
+	if (!job->model_file[0]) {
+		r = gp_model_spec_parse(job->spec, ret, why, sizeof(why));
+		if (r < 0)
+			snprintf(err, errlen, "%s: [model] spec: %s",
+				 job_path ? job_path : "job", why);
+		return r;
+	}
+	r = gp_job_model_path(job, job_path, path, sizeof(path));
+	if (r < 0) {
+		snprintf(err, errlen, "%s: [model] file: path too long",
+			 job_path ? job_path : "job");
+		return r;
+	}
+	r = gp_model_spec_load(path, ret, why, sizeof(why));
+	if (r >= 0 && ret->version == 0) {
+		/* A file is a description; the shorthand goes in spec =. */
+		snprintf(why, sizeof(why), "%s: not a model description "
+			 "(the first line must be \"gradpool-model %d\"; "
+			 "layer widths go in [model] spec =)", path,
+			 GP_MODEL_FORMAT_VERSION);
+		r = -EINVAL;
+	}
+	if (r < 0)
+		snprintf(err, errlen, "%s (the [model] file of %s)", why,
+			 job_path ? job_path : "the job");
+	return r;
 }

@@ -1,10 +1,13 @@
 /* The job file: what `gradpool-coordinator serve` trains, an INI file read
  * with inih. Every key, its default and its range:
  *
- *   [model]
- *   spec = 784-256-128-10     required; layer widths, input first (2..16
- *                             layers of 1..65536 units; the coordinator
- *                             builds dense+ReLU layers and a softmax loss)
+ *   [model]                   exactly one of spec and file:
+ *   spec = 784-256-128-10     layer widths, input first (2..16 layers of
+ *                             1..65536 units; the coordinator builds
+ *                             dense+ReLU layers and a softmax loss)
+ *   file = cnn.model          a "gradpool-model 1" description
+ *                             (docs/models.md), relative to the job
+ *                             file's directory; read when the job starts
  *   seed = 1                  parameter initialisation seed
  *   [data]
  *   set = fashion-mnist       data set name ([a-z0-9-], at most 31 chars)
@@ -43,7 +46,20 @@
  *                             the slowest live agent, whichever is longer;
  *                             each agent computes what it can in that time
  *                             (1ms..10s); with more than two live agents
- *                             a clock lasts at most 1 ms
+ *                             a clock lasts at most 1 ms, unless the
+ *                             links ask for longer (comm_share)
+ *   comm_share = 10%          an agent's link may take at most this share
+ *                             of its time: each clock is made long enough
+ *                             (the same length for every agent, each
+ *                             computing what it can in it) that the
+ *                             slowest measured link waits at most this
+ *                             share of it (0 to 90 %, 0 turns it off)
+ *   max_sync_interval = 250ms but a clock grows for the links to at most
+ *                             this much computing beyond the slowest
+ *                             link's wait (1ms..10m)
+ *   int8 = true               agents that can (GP_CAP_Q8) send updates as
+ *                             int8 with error feedback and get the
+ *                             momentum as int8 (parameters stay f16)
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -73,6 +89,9 @@
 #include <stdint.h>
 
 #define GP_JOB_MAX_LAYERS 16
+#define GP_JOB_PATH_MAX 1024 /* bytes of a path in a job file, NUL included */
+
+struct gp_model_spec;
 
 enum gp_job_lr_schedule {
 	GP_LR_CONSTANT = 0,
@@ -86,9 +105,10 @@ enum gp_job_optimizer {
 
 struct gp_job {
 	/* [model] */
-	char spec[128];
+	char spec[128];  /* "" when file is given */
 	size_t n_layers; /* widths parsed from spec */
 	uint32_t layers[GP_JOB_MAX_LAYERS];
+	char model_file[GP_JOB_PATH_MAX]; /* "" when spec is given */
 	uint64_t seed;
 	/* [data] */
 	char data_set[32];
@@ -117,6 +137,9 @@ struct gp_job {
 	uint64_t heartbeat_timeout_ms;
 	uint32_t max_agents;
 	uint64_t clock_duration_ms;
+	double comm_share;            /* 0..0.9, 0: clocks from compute only */
+	uint64_t max_sync_interval_ms;
+	bool int8;
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;
@@ -150,6 +173,21 @@ int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
  * of `per_epoch` each: warm-up ramp, then the schedule. */
 double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
 		    uint64_t per_epoch);
+
+/* The path of job's [model] file as the coordinator opens it: relative
+ * names are taken from the directory of job_path (borrowed; the job
+ * file's path as given). Writes it into buf (len bytes). Returns its
+ * length, -ENOENT when the job names no file, or -ENAMETOOLONG. */
+int gp_job_model_path(const struct gp_job *job, const char *job_path,
+		      char *buf, size_t len);
+
+/* Builds the job's model: parses [model] spec, or reads and parses the
+ * [model] file (gp_job_model_path(); it must be a "gradpool-model 1"
+ * description). On failure err says which file, which line and what is
+ * wrong. *ret is the caller's. Returns 0, -EINVAL for bad text, or the
+ * errno of reading the file. */
+int gp_job_load_model(const struct gp_job *job, const char *job_path,
+		      struct gp_model_spec *ret, char *err, size_t errlen);
 
 /* Returns the optimizer's name in the job file ("sgd", "sgd-momentum"). */
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt);

@@ -112,6 +112,19 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN epochs INTEGER;"
 	"ALTER TABLE jobs ADD COLUMN minibatches_per_epoch INTEGER;"
 	"ALTER TABLE jobs ADD COLUMN samples_per_epoch INTEGER;",
+	/* 4: the job's model in canonical text (gp_model_spec_format: the
+	 * shorthand, or a one-line "gradpool-model 1" description), so that
+	 * a job whose [model] file = names another file keeps the exact
+	 * model it trained; '' for jobs recorded before */
+	"ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';",
+	/* 5: each agent's link as the coordinator last measured it, and the
+	 * clock length (sync interval) the links asked for then
+	 * (gp_ledger_agent_set_link) */
+	"CREATE TABLE agent_links ("
+	"  agent_id INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,"
+	"  link_bps REAL NOT NULL,"
+	"  sync_ms REAL NOT NULL,"
+	"  at INTEGER NOT NULL);",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -577,6 +590,22 @@ int gp_ledger_agents_disconnected(struct gp_ledger *l)
 	return r < 0 ? r : 0;
 }
 
+int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
+			     double sync_ms, int64_t at)
+{
+	int r;
+
+	if (!isfinite(link_bps) || !isfinite(sync_ms))
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a link",
+		      "INSERT OR REPLACE INTO agent_links "
+		      "(agent_id, link_bps, sync_ms, at) VALUES (?1, ?2, ?3, ?4)",
+		      "iffi", id, link_bps, sync_ms, at);
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
 int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
 				const struct gp_ledger_device *devices,
 				size_t n)
@@ -620,6 +649,9 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	row->last_clock = sqlite3_column_int64(st, c++);
 	row->last_update_at = sqlite3_column_int64(st, c++);
 	row->updates_rolled_back = sqlite3_column_int64(st, c++);
+	row->link_bps = sqlite3_column_double(st, c++);
+	row->sync_ms = sqlite3_column_double(st, c++);
+	row->link_at = sqlite3_column_int64(st, c++);
 	return 0;
 }
 
@@ -648,9 +680,12 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		       "  coalesce(max(u.clock), -1),"
 		       "  coalesce(max(u.received_at), 0),"
 		       "  coalesce(sum(u.outcome = 'applied'"
-		       "               AND u.rolled_back != 0), 0) "
+		       "               AND u.rolled_back != 0), 0),"
+		       "  coalesce(k.link_bps, 0), coalesce(k.sync_ms, 0),"
+		       "  coalesce(k.at, 0) "
 		       "FROM agents a LEFT JOIN updates u ON u.agent_id = a.id "
 		       "  AND (?1 = 0 OR u.job_id = ?1) "
+		       "LEFT JOIN agent_links k ON k.agent_id = a.id "
 		       "GROUP BY a.id ORDER BY a.id",
 		       "i", job_id);
 	for (size_t i = 0; i < n && r == 0; i++)
@@ -806,12 +841,18 @@ static int read_job(sqlite3_stmt *st, void *arg)
 {
 	struct gp_ledger_job *job = arg;
 	const unsigned char *spec = sqlite3_column_text(st, 1);
+	const unsigned char *model = sqlite3_column_text(st, 5);
 	char *copy = strdup(spec ? (const char *)spec : "");
+	char *mcopy = strdup(model ? (const char *)model : "");
 
-	if (!copy)
+	if (!copy || !mcopy) {
+		free(copy);
+		free(mcopy);
 		return -ENOMEM;
+	}
 	job->id = sqlite3_column_int64(st, 0);
 	job->spec = copy;
+	job->model = mcopy;
 	job->state = parse_state(sqlite3_column_text(st, 2));
 	job->created_at = sqlite3_column_int64(st, 3);
 	job->updated_at = sqlite3_column_int64(st, 4);
@@ -827,7 +868,7 @@ int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	r = gp_db_row(&l->c, "cannot read a job", read_job, ret,
-		      "SELECT id, spec, state, created_at, updated_at "
+		      "SELECT id, spec, state, created_at, updated_at, model "
 		      "FROM jobs WHERE ?1 = 0 OR id = ?1 ORDER BY id DESC "
 		      "LIMIT 1",
 		      "i", id);
@@ -867,6 +908,52 @@ void gp_ledger_job_finish(struct gp_ledger_job *job)
 		return;
 	free(job->spec);
 	job->spec = NULL;
+	free(job->model);
+	job->model = NULL;
+}
+
+int gp_ledger_job_set_model(struct gp_ledger *l, int64_t id,
+			    const char *model)
+{
+	int r;
+
+	if (!model)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a job's model",
+		      "UPDATE jobs SET model = ?2 WHERE id = ?1", "it", id,
+		      model);
+	if (r == 0) {
+		gp_db_set_err(&l->c, "no such job: %lld", (long long)id);
+		r = -ENOENT;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
+int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model)
+{
+	struct gp_ledger_job job = { 0 };
+	int r;
+
+	if (!ret_model)
+		return -EINVAL;
+	r = gp_ledger_job_get(l, id, &job);
+	if (r < 0)
+		return r;
+	if (!job.model[0]) {
+		pthread_mutex_lock(&l->lock);
+		gp_db_set_err(&l->c, "job %lld was recorded before the ledger "
+			      "kept models: its model is the [model] spec of "
+			      "its job text", (long long)job.id);
+		pthread_mutex_unlock(&l->lock);
+		gp_ledger_job_finish(&job);
+		return -ENODATA;
+	}
+	*ret_model = job.model;
+	job.model = NULL;
+	gp_ledger_job_finish(&job);
+	return 0;
 }
 
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,

@@ -124,6 +124,13 @@ int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
  * keeps the first time. */
 int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 
+/* Records agent id's link as the coordinator measured it at `at`
+ * (link_bps: bytes per second of its waiting on the wire) and the pool's
+ * sync interval then (ms), replacing what was recorded. Returns 0,
+ * -EINVAL for a non-finite value, or another negative errno. */
+int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
+			     double sync_ms, int64_t at);
+
 /* Records that an agent was heard from at `at` (heartbeats). */
 int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
 
@@ -160,6 +167,11 @@ struct gp_ledger_agent_row {
 	int64_t last_clock; /* highest clock logged; -1 if none */
 	int64_t last_update_at;
 	int64_t updates_rolled_back; /* applied, then undone by a restore */
+	/* The link as last measured (gp_ledger_agent_set_link): bytes per
+	 * second, the pool's sync interval then, and when; 0: never. */
+	double link_bps;
+	double sync_ms;
+	int64_t link_at;
 };
 
 /* Lists every agent (job_id 0) or the totals within one job. Applied
@@ -222,6 +234,11 @@ enum gp_ledger_job_state {
 struct gp_ledger_job {
 	int64_t id;
 	char *spec; /* the job file text; owned by the struct */
+	/* The model it trains in canonical text (gp_model_spec_format():
+	 * the shorthand, or a one-line "gradpool-model 1" description);
+	 * "" for a job recorded before the ledger kept models. Owned by the
+	 * struct. */
+	char *model;
 	enum gp_ledger_job_state state;
 	int64_t created_at;
 	int64_t updated_at;
@@ -231,8 +248,9 @@ struct gp_ledger_job {
 int gp_ledger_job_create(struct gp_ledger *l, const char *spec, int64_t now,
 			 int64_t *ret_id);
 
-/* Fills *ret; ret->spec is malloc'd (gp_ledger_job_finish frees it). id 0
- * means the most recently created job. Returns 0 or -ENOENT. */
+/* Fills *ret; ret->spec and ret->model are malloc'd (gp_ledger_job_finish
+ * frees them). id 0 means the most recently created job. Returns 0 or
+ * -ENOENT. */
 int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		      struct gp_ledger_job *ret);
 void gp_ledger_job_finish(struct gp_ledger_job *job);
@@ -243,6 +261,22 @@ void gp_ledger_job_finish(struct gp_ledger_job *job);
 int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
 			   int64_t minibatches_per_epoch,
 			   int64_t samples_per_epoch);
+
+/* Records the model job id trains, in canonical text (borrowed, as
+ * gp_model_spec_format() writes it). The coordinator sets it when it
+ * creates or resumes the job. Returns 0 or -ENOENT. */
+int gp_ledger_job_set_model(struct gp_ledger *l, int64_t id,
+			    const char *model);
+
+/* The model job id (0: the newest job) trains, in canonical text: what
+ * gp_model_spec_parse() turns back into the exact graph, the shorthand
+ * ("784-256-128-10") or a one-line "gradpool-model 1" description. On
+ * success *ret_model is malloc'd, owned by the caller. Returns 0, -ENOENT
+ * for no such job, or -ENODATA for a job recorded before the ledger kept
+ * models (its job text's [model] spec is then the model; the coordinator
+ * fills the column in when it resumes such a job). Checkpoints carry the
+ * same text (GP_CKPT_MODEL), for the parameters they hold. */
+int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model);
 
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
 			    enum gp_ledger_job_state state, int64_t now);

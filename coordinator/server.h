@@ -49,6 +49,8 @@ struct peer {
 	/* The listener's user data: a channel closed before on_verify (the
 	 * handshake limit, a timeout, garbage) still carries it in on_close. */
 	bool listener_data;
+	/* The link and sync interval last written to the ledger. */
+	double link_saved_bps, sync_saved_ms;
 };
 
 struct server {
@@ -60,7 +62,9 @@ struct server {
 	struct gp_job job;
 	char *job_text;
 	struct gp_model_spec spec;
-	char spec_text[GP_MODEL_SPEC_MAX];
+	/* The model in canonical text (gp_model_spec_format()): the ledger's
+	 * jobs.model, the checkpoints' GP_CKPT_MODEL, WELCOME's model_text. */
+	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
 	/* The members, the parameter store, the clocks, the schedule and the
@@ -82,6 +86,7 @@ struct server {
 	struct gp_model *eval_model;
 
 	int64_t last_checkpoint_ms;
+	int64_t links_saved_ms;  /* last pass of save_links() */
 	bool done;
 	bool final_reported;
 
