@@ -26,21 +26,41 @@ static uint64_t thread_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
+struct entry {
+	double v, w;
+};
+
+static int cmp_entry(const void *a, const void *b)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	double x = ((const struct entry *)a)->v, y = ((const struct entry *)b)->v;
 
 	return (x > y) - (x < y);
 }
 
-/* GP_ROBUST_QUANTILE of ring[0..len). */
-static double quantile(const double *ring, uint32_t len)
+/* GP_ROBUST_QUANTILE of ring[0..len), each member weighing the same
+ * however many of the entries are its own: a member that answers at once
+ * (one that computes nothing) has most of the updates, and would else
+ * set the radii itself. who[] names each entry's member. */
+static double quantile(const double *ring, const uint64_t *who, uint32_t len)
 {
-	double v[GP_ROBUST_WINDOW];
+	struct entry e[GP_ROBUST_WINDOW];
+	double total = 0, acc = 0;
 
-	memcpy(v, ring, len * sizeof(double));
-	qsort(v, len, sizeof(double), cmp_double);
-	return v[(size_t)(GP_ROBUST_QUANTILE * (len - 1))];
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t same = 0;
+
+		for (uint32_t j = 0; j < len; j++)
+			same += who[j] == who[i];
+		e[i] = (struct entry){ ring[i], 1.0 / same };
+		total += e[i].w;
+	}
+	qsort(e, len, sizeof(e[0]), cmp_entry);
+	for (uint32_t i = 0; i < len; i++) {
+		acc += e[i].w;
+		if (acc >= GP_ROBUST_QUANTILE * total)
+			return e[i].v;
+	}
+	return e[len - 1].v;
 }
 
 /* The sums' weights of a group of u->k: D_a, D_b and K_eff. */
@@ -224,9 +244,9 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	ret->dev_g = sqrt(s.dg);
 	ret->dev_m = sqrt(s.dm);
 	if (!first && r->ring_len >= GP_ROBUST_WARMUP && enough_members(r)) {
-		ret->tau_g = r->clip * quantile(r->ring_g, r->ring_len) /
+		ret->tau_g = r->clip * quantile(r->ring_g, r->ring_who, r->ring_len) /
 			     sqrt(keff);
-		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_len);
+		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_who, r->ring_len);
 		if (ret->dev_g > ret->tau_g)
 			lambda = ret->tau_g / ret->dev_g;
 		/* A member whose average is away from the pool's keeps the
@@ -244,6 +264,21 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
 	beta_k = first ? 0 : pow(r->beta, (double)u->k /
 					(u->members ? u->members : 1));
+	/* The centre weighs members, not updates: a member with more than
+	 * its share of the window moves it less, one with less more (at
+	 * most 4 times). */
+	if (!first && r->ring_len) {
+		uint32_t mine = 0;
+		double share, f;
+
+		for (uint32_t i = 0; i < r->ring_len; i++)
+			mine += r->ring_who[i] == u->who;
+		share = (double)(mine ? mine : 1) / r->ring_len;
+		f = 1.0 / ((u->members ? u->members : 1) * share);
+		f = f > 4 ? 4 : f;
+		beta_k = 1 - (1 - beta_k) * f;
+		beta_k = beta_k < 0 ? 0 : beta_k;
+	}
 	shrink(r, agent->momentum, agent->updates == 0, u, lambda, da, db,
 	       beta_k);
 	ret->weight = lambda;

@@ -27,9 +27,13 @@
  *   sums (see robust.c).
  * - tau_g and tau_m are `clip` times a low quantile (GP_ROBUST_QUANTILE)
  *   of the last GP_ROBUST_WINDOW deviations |g - c| (in single-gradient
- *   units: a mean of K has sqrt(K) times less noise) and |m_i - c|. A
- *   minority of members cannot move a quantile below their share, so the
- *   radius follows the honest members' noise, whatever the others send.
+ *   units: a mean of K has sqrt(K) times less noise) and |m_i - c|, each
+ *   member's entries weighing 1 in all, and the centre's average weighs
+ *   an update by its member's share of the window too: a member that
+ *   answers at once (stale, zeros: it computes nothing) has most of the
+ *   updates but no more say than another. A minority of members cannot
+ *   move a quantile below their share, so the radius follows the honest
+ *   members' noise, whatever the others send.
  *
  * One update's deviation from the pool's direction is therefore at most
  * tau_g, and a member whose momentum is away from the pool's moves the

@@ -1,7 +1,8 @@
 /* Unit tests for coordinator/robust: centred clipping. Off is a no-op;
  * honest members around one direction are not shrunk while an attacker
- * (sign flip, a small steady shift, a huge update under the norm limit)
- * is, and one update's applied deviation stays within the radius; a
+ * (sign flip, a small steady shift, a huge update under the norm limit,
+ * zeros sent six times as often as the others) is, and one update's
+ * applied deviation stays within the radius; a
  * group's sums are shrunk exactly as its gradients one by one would be;
  * what the optimiser refuses is left as sent and changes no state. */
 #include <math.h>
@@ -44,6 +45,7 @@ static double dist(const float *a, const float *b)
 static struct gp_robust_update plain(float *g, uint64_t who)
 {
 	return (struct gp_robust_update){ .a = g, .n = N, .k = 1, .who = who,
+					  .members = HONEST + 1,
 					  .reject_norm = 1000 };
 }
 
@@ -213,6 +215,36 @@ static void test_group(void)
 	gp_robust_finish(&r);
 }
 
+/* A member that answers at once (zeros, computing nothing) with six
+ * updates to each honest member's one does not set the radii: it is
+ * damped, the honest members are not. */
+static void test_fast_attacker(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent ag[HONEST + 1] = {0};
+	uint64_t honest_damped = 0;
+	float g[N];
+
+	for (unsigned t = 0; t < 200; t++)
+		for (size_t i = 0; i < HONEST + 6; i++) {
+			size_t who = i < HONEST ? i : HONEST;
+			struct gp_robust_update u = plain(g, who);
+			struct gp_robust_result res;
+
+			honest(g);
+			if (who == HONEST)
+				memset(g, 0, sizeof(g));
+			ASSERT_OK(gp_robust_filter(&r, &ag[who], &u, &res));
+			if (who < HONEST && res.weight < 1 && t >= 20)
+				honest_damped++;
+		}
+	ASSERT_LT(honest_damped, 10);
+	ASSERT_GT(ag[HONEST].damped, 1100);
+	for (size_t i = 0; i <= HONEST; i++)
+		gp_robust_agent_finish(&ag[i]);
+	gp_robust_finish(&r);
+}
+
 /* One member alone (or two) is never shrunk, however far its momentum
  * drifts: there is no majority to follow. */
 static void test_few_members(void)
@@ -279,6 +311,7 @@ int main(void)
 	test_attacks();
 	test_group();
 	test_few_members();
+	test_fast_attacker();
 	test_refused_left();
 	return 0;
 }
