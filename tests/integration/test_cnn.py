@@ -26,14 +26,17 @@ TARGET = 0.91
 
 
 def shipped_job():
-    """[train] and [model] of packaging/etc/cnn.ini, the model file made
-    absolute; the pool's address and timeouts stay the test's."""
+    """packaging/etc/cnn.ini, the model file made absolute; the pool's
+    address and timeouts stay the test's, its other [pool] keys (int8)
+    are the job's."""
     ini = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
     ini.read(os.path.join(ETC, "cnn.ini"))
     model = dict(ini["model"])
     model["file"] = os.path.join(ETC, model["file"])
     model["spec"] = None
-    return {"model": model, "train": dict(ini["train"])}
+    pool = {k: v for k, v in ini["pool"].items()
+            if k not in ("listen", "heartbeat_interval", "heartbeat_timeout")}
+    return {"model": model, "train": dict(ini["train"]), "pool": pool}
 
 
 def checkpoint_model(blob):
