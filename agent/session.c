@@ -26,6 +26,7 @@
 #include "channel.h"
 #include "control.h"
 #include "data.h"
+#include "identity.h"
 #include "log.h"
 #include "machine.h"
 #include "notify.h"
@@ -97,7 +98,14 @@ static void account_traffic(struct session *s)
 		return;
 	sent = gp_channel_bytes_sent(s->ch);
 	recv = gp_channel_bytes_received(s->ch);
-	snprintf(d.pool, sizeof(d.pool), "%s", s->m.pool.pool);
+	/* Booked where the work is: the pool (while joining, the one the
+	 * token names) and the compute device (none while joining or
+	 * leaving). */
+	if (s->m.pool.pool[0])
+		snprintf(d.pool, sizeof(d.pool), "%s", s->m.pool.pool);
+	else if (s->m.token)
+		gp_identity_fingerprint(s->m.token->coordinator_pub, d.pool);
+	snprintf(d.device, sizeof(d.device), "%s", s->cfg->device_name);
 	d.bytes_up = (int64_t)(sent - s->sent_base);
 	d.bytes_down = (int64_t)(recv - s->recv_base);
 	s->sent_base = sent;

@@ -448,6 +448,43 @@ int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 
 /* ---- output ------------------------------------------------------------ */
 
+const char *gp_stats_human_count(double v, char *buf, size_t size)
+{
+	static const char suffix[] = " kMGTPE";
+	double a = fabs(v);
+	int i = 0;
+
+	if (!isfinite(v)) {
+		snprintf(buf, size, "-");
+		return buf;
+	}
+	while (a >= 999.5 && i < 6) {
+		a /= 1000.0;
+		v /= 1000.0;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, size, v == (double)(int64_t)v ? "%.0f" : "%.3g", v);
+	else
+		snprintf(buf, size, "%.3g%c", v, suffix[i]);
+	return buf;
+}
+
+const char *gp_stats_human_duration(double seconds, char *buf, size_t size)
+{
+	if (!isfinite(seconds) || seconds < 0)
+		snprintf(buf, size, "-");
+	else if (seconds < 59.95)
+		snprintf(buf, size, "%.1f s", seconds);
+	else if (seconds < 3597)
+		snprintf(buf, size, "%.1f min", seconds / 60.0);
+	else if (seconds < 100 * 3600)
+		snprintf(buf, size, "%.2f h", seconds / 3600.0);
+	else
+		snprintf(buf, size, "%.0f h", seconds / 3600.0);
+	return buf;
+}
+
 static double mib(int64_t bytes)
 {
 	return (double)bytes / (1024.0 * 1024.0);
@@ -463,10 +500,12 @@ static void table_line(FILE *out, unsigned group, const char *day,
 		fprintf(out, "%-20.20s  ", pool);
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20.20s  ", device);
-	fprintf(out, "%11" PRId64 " %11" PRId64 " %11.1f %9.2f %10.1f %10.1f\n",
+	char t[GP_STATS_HUMAN_MAX];
+
+	fprintf(out, "%11" PRId64 " %11" PRId64 " %11.1f %9s %10.1f %10.1f\n",
 		r->minibatches, r->samples, r->gflop,
-		r->compute_seconds / 3600.0, mib(r->bytes_up),
-		mib(r->bytes_down));
+		gp_stats_human_duration(r->compute_seconds, t, sizeof(t)),
+		mib(r->bytes_up), mib(r->bytes_down));
 }
 
 int gp_stats_format_table(FILE *out, unsigned group,
@@ -482,10 +521,12 @@ int gp_stats_format_table(FILE *out, unsigned group,
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20s  ", "device");
 	fprintf(out, "%11s %11s %11s %9s %10s %10s\n", "minibatches",
-		"samples", "GFLOP", "compute h", "MiB up", "MiB down");
+		"samples", "GFLOP", "compute", "MiB up", "MiB down");
 	for (size_t i = 0; i < n; i++)
-		table_line(out, group, rows[i].day, rows[i].pool,
-			   rows[i].device[0] ? rows[i].device : "-", &rows[i]);
+		table_line(out, group, rows[i].day,
+			   rows[i].pool[0] ? rows[i].pool : "-",
+			   rows[i].device[0] ? rows[i].device : "(no device)",
+			   &rows[i]);
 	if (total) {
 		/* The label goes in the first grouped column. */
 		table_line(out, group, label,

@@ -130,6 +130,14 @@ int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret);
 /* Writes the UTC day of unix time t as "YYYY-MM-DD" into day. */
 void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1]);
 
+/* Human forms for tables and charts, written into buf (borrowed, size
+ * bytes, at least 16), which is returned. A count with an SI suffix and
+ * three significant digits ("950", "12.5k", "1.25M", "3.1G"); a duration
+ * in the unit that reads best ("5.0 s", "3.2 min", "1.25 h", "130 h"). */
+#define GP_STATS_HUMAN_MAX 24
+const char *gp_stats_human_count(double v, char *buf, size_t size);
+const char *gp_stats_human_duration(double seconds, char *buf, size_t size);
+
 /* Human table: one line per row with the grouped columns, then a total
  * line. rows (n, borrowed) come from gp_stats_query with the same group;
  * total (borrowed) from gp_stats_query with group 0. Returns 0 or -EIO. */
