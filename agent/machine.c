@@ -91,7 +91,13 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		 m->have_pool ? m->endpoint_now : "");
 	snprintf(st->device, sizeof(st->device), "%s", m->cfg->device_name);
 	st->minibatches = m->minibatches;
-	if (!m->have_pool) {
+	if (!m->have_pool && !m->members_read && m->mode == GP_MACHINE_RUN) {
+		/* Not "not a member" before the memberships were read: a
+		 * member's restart would say so for a moment. */
+		snprintf(st->state, sizeof(st->state), "starting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "reading the memberships");
+	} else if (!m->have_pool) {
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "not a member of any pool (gradpool-agent join TOKEN)");
@@ -434,6 +440,7 @@ void gp_machine_on_members(struct gp_machine *m, bool found,
 {
 	if (m->stopping)
 		return;
+	m->members_read = true;
 	if (m->have_pool && (!found || strcmp(mem->pool, m->pool.pool) != 0)) {
 		/* The volunteer left (or switched pools): say bye and wait. */
 		gp_info("no longer a member of pool %.16s", m->pool.pool);

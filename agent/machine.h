@@ -115,6 +115,7 @@ struct gp_machine {
 	/* The pool this agent works for (run: from the memberships). */
 	struct gp_stats_membership pool;
 	bool have_pool;
+	bool members_read;        /* the memberships were read once */
 	/* The connection. */
 	bool connected;           /* a connection exists (until on_close) */
 	bool welcomed;            /* WELCOME on the current connection */

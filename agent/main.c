@@ -38,6 +38,7 @@
 #include "gp-config.h"
 #include "identity.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "stats.h"
 #include "status.h"
@@ -430,6 +431,19 @@ out:
 	return r;
 }
 
+/* Publishes the state of an agent that is starting, for the start-up
+ * control socket and the page. */
+static void starting_status(const char *why)
+{
+	struct gp_agent_status st = { 0 };
+
+	snprintf(st.state, sizeof(st.state), "starting");
+	snprintf(st.reason, sizeof(st.reason), "%s", why);
+	st.since = gp_now_s();
+	st.pid = (uint64_t)getpid();
+	gp_agent_status_publish(&st);
+}
+
 /* Benchmarks every device (CPU path first, then each OpenCL device) and
  * fills cfg's device list; picks the device to use from --device. */
 static int pick_device(struct options *o, struct gp_session_config *cfg)
@@ -468,6 +482,11 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 
 		/* Benchmark what may be used; list the rest unmeasured. */
 		if (wanted && !o->no_bench) {
+			char why[GP_AGENT_STATUS_TEXT_MAX];
+
+			snprintf(why, sizeof(why), "benchmarking devices: %zu of "
+				 "%zu, %.*s", i + 1, n, 160, list[i].name);
+			starting_status(why);
 			r = is_cl ? gp_backend_create_opencl(list[i].index, &be) :
 				    gp_backend_create_cpu(o->threads, &be);
 			if (r >= 0)
@@ -588,6 +607,7 @@ static int cmd_run(struct options *o)
 	struct gp_identity *id = NULL;
 	struct gp_stats *stats = NULL;
 	struct gp_web *web = NULL;
+	struct gp_control_starting *early = NULL;
 	int r;
 
 	/* The state files as their owner's (see as_owner); the rest of the
@@ -642,22 +662,31 @@ static int cmd_run(struct options *o)
 		snprintf(cfg.name, sizeof(cfg.name), "%s", o->cfg.name);
 	else
 		default_name(cfg.name, sizeof(cfg.name));
+	/* The benchmark takes seconds (minutes with a cold kernel cache):
+	 * status, the page and systemctl say so meanwhile. */
+	starting_status("benchmarking devices");
+	gp_notify_status("starting: benchmarking devices");
+	if (gp_control_starting_start(o->control, &early) < 0)
+		gp_debug("no control socket while starting");
+	if (o->cfg.web) {
+		r = start_web(o, stats, own_state, &web);
+		if (r < 0)
+			goto out;
+	}
 	r = pick_device(o, &cfg);
 	if (r < 0)
 		goto out;
+	starting_status("loading the training set and the memberships");
+	cfg.starting_control = early;
 	/* The share of the device that computes: a duty cycle on its thread. */
 	cfg.duty = cfg.backend == GP_BACKEND_OPENCL ? o->cfg.gpu_share :
 						      o->cfg.cpu_share;
 	if (cfg.duty < 1)
 		gp_info("computing at most %.0f %% of the time (%s_share)",
 			cfg.duty * 100, cfg.backend == GP_BACKEND_OPENCL ? "gpu" : "cpu");
-	if (o->cfg.web) {
-		r = start_web(o, stats, own_state, &web);
-		if (r < 0)
-			goto out;
-	}
 	r = gp_session_run(&cfg);
 out:
+	gp_control_starting_destroy(early);
 	gp_web_stop(web);
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
@@ -687,6 +716,13 @@ static int cmd_status(struct options *o)
 	int r;
 
 	r = gp_control_request(o->control, "status", reply, sizeof(reply), 5000);
+	if (r == -ECONNREFUSED || r == -ENOENT) {
+		/* A starting agent hands the socket from its start-up thread to
+		 * its loop: a moment without one. */
+		usleep(300 * 1000);
+		r = gp_control_request(o->control, "status", reply,
+				       sizeof(reply), 5000);
+	}
 	if (r == -EACCES) {
 		gp_error("%s: permission denied (run as root or as the agent's "
 			 "user: sudo gradpool-agent status)", o->control);

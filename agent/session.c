@@ -777,6 +777,7 @@ static void start_run(struct session *s)
 		uv_timer_start(&s->policy_timer, on_policy_timer, every, every);
 	}
 	if (cfg->control_path) {
+		gp_control_starting_stop(cfg->starting_control);
 		r = gp_control_create(&s->loop, cfg->control_path, on_control,
 				      s, &s->control);
 		if (r < 0)

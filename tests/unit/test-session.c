@@ -329,9 +329,15 @@ static struct world *member(const char *endpoints)
 {
 	struct world *w = world_new(GP_MACHINE_RUN, NULL);
 	struct gp_stats_membership m = membership("p", endpoints);
+	struct gp_agent_status st;
 
 	gp_machine_start(&w->m);
 	ASSERT_EQ(w->connects, 0); /* no pool yet: waits */
+	/* A member's restart says nothing of "not a member" before the
+	 * memberships were read. */
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "starting");
+	ASSERT(!strstr(st.reason, "not a member"));
 	gp_machine_on_members(&w->m, true, &m);
 	ASSERT_EQ(w->connects, 1);
 	return w;
