@@ -67,6 +67,7 @@ struct options {
 	const char *hours;
 	long beacon_port;                    /* -1: from the configuration */
 	const char *data_dir;                /* NULL: from the configuration */
+	const char *pause_for;               /* pause --for DURATION */
 	char control_buf[300];
 	struct gp_agent_config cfg;
 };
@@ -85,7 +86,10 @@ static void usage(FILE *f)
 	      "      [--data-dir DIR|none] (a local copy of the training set)\n"
 	      "                             (overrides of agent.conf for this run)\n"
 	      "  status [--json]            connected, paused or waiting, and why\n"
-	      "  pause | resume             stop / restart computing for the pool\n"
+	      "  pause [--for DURATION]     stop computing (until resume, or for\n"
+	      "                             e.g. 30m, 2h; kept across restarts)\n"
+	      "  resume                     compute again\n"
+	      "  finish                     answer the work in hand, then stop\n"
 	      "  leave [POOL]               leave a pool; the coordinator is told\n"
 	      "  stats [--json] [--by day|pool|device]\n"
 	      "                             this machine's contribution, from its "
@@ -195,6 +199,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "no-web", no_argument, NULL, 'w' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "data-dir", required_argument, NULL, 'R' },
+		{ "for", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -240,6 +245,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'l':
 			o->web_listen = optarg;
+			break;
+		case 'f':
+			o->pause_for = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -632,6 +640,14 @@ static int cmd_run(struct options *o)
 		return r;
 	cfg.id = id;
 	cfg.stats = stats;
+	if (gp_stats_pause_get(stats, &cfg.paused_until) < 0)
+		gp_warn("cannot read the pause: %s", gp_stats_error(stats));
+	else if (cfg.paused_until == GP_STATS_PAUSE_FOREVER)
+		gp_info("paused by the user before the last stop: starting "
+			"paused (gradpool-agent resume)");
+	else if (cfg.paused_until > gp_now_s())
+		gp_info("paused by the user until %" PRId64 " (unix time): "
+			"starting paused", cfg.paused_until);
 	cfg.threads = o->threads;
 	cfg.test = o->test;
 	cfg.exit_when_done = o->exit_when_done;
@@ -765,22 +781,88 @@ static int cmd_status(struct options *o)
 	return strcmp(st.state, "stopped") == 0 ? 3 : 0;
 }
 
-static int cmd_pause(struct options *o, const char *what)
+/* Records the volunteer's pause (until: unix seconds, GP_STATS_PAUSE_FOREVER
+ * or 0 for none) in the database, as the state's owner, so that it
+ * outlives a restart of the agent. Returns 0 or a negative errno (logged). */
+static int record_pause(struct options *o, int64_t until)
 {
-	char reply[GP_CONTROL_REPLY_MAX];
+	struct gp_stats *stats = NULL;
+	struct saved_ids ids;
 	int r;
 
-	r = gp_control_request(o->control, what, reply, sizeof(reply), 5000);
+	r = as_owner(o->state, &ids);
+	if (r < 0)
+		return r;
+	r = open_state(o->state, NULL, &stats, GP_STATS_CREATE);
+	if (r >= 0) {
+		r = gp_stats_pause_set(stats, until);
+		if (r < 0)
+			gp_error("%s", gp_stats_error(stats));
+	}
+	gp_stats_close(stats);
+	as_root(&ids);
+	return r;
+}
+
+/* pause [--for DURATION], resume, finish: recorded (pause, resume), then
+ * told to the running agent over the control socket. */
+static int cmd_pause(struct options *o, const char *what)
+{
+	char reply[GP_CONTROL_REPLY_MAX], line[64], t[32];
+	int64_t until = 0;
+	uint64_t ms = 0;
+	int r;
+
+	snprintf(line, sizeof(line), "%s", what);
+	if (o->pause_for && strcmp(what, "pause") != 0) {
+		gp_error("--for goes with pause only");
+		return -EINVAL;
+	}
+	if (strcmp(what, "pause") == 0) {
+		if (o->pause_for && (gp_parse_duration_ms(o->pause_for, &ms) < 0 ||
+				     ms < 1000)) {
+			gp_error("--for: '%s' is not a duration of a second or more "
+				 "(e.g. 90s, 30m, 2h, 1d)", o->pause_for);
+			return -EINVAL;
+		}
+		until = o->pause_for ? gp_now_s() + (int64_t)((ms + 999) / 1000) :
+				       GP_STATS_PAUSE_FOREVER;
+		if (o->pause_for)
+			snprintf(line, sizeof(line), "pause %" PRId64, until);
+	}
+	if (strcmp(what, "finish") != 0) {
+		r = record_pause(o, until);
+		if (r < 0)
+			return r;
+	}
+	r = gp_control_request(o->control, line, reply, sizeof(reply), 5000);
 	if (r == -EACCES) {
 		gp_error("%s: permission denied (run as root or as the agent's "
 			 "user)", o->control);
 		return r;
 	}
+	if (r < 0 && strcmp(what, "finish") != 0) {
+		/* Recorded: the next start takes it up. */
+		if (!until)
+			printf("resumed: no agent runs now; it will compute when it "
+			       "starts\n");
+		else if (until == GP_STATS_PAUSE_FOREVER)
+			printf("paused: no agent runs now; it will start paused, "
+			       "until 'gradpool-agent resume'\n");
+		else
+			printf("paused until %s: no agent runs now\n",
+			       gp_format_time(until, t, sizeof(t)));
+		return 0;
+	}
 	if (r < 0) {
 		gp_error("no agent answers on %s: %s", o->control, strerror(-r));
 		return r;
 	}
-	fputs(reply, stdout);
+	if (until && until != GP_STATS_PAUSE_FOREVER &&
+	    strncmp(reply, "ok", 2) == 0)
+		printf("ok: paused until %s\n", gp_format_time(until, t, sizeof(t)));
+	else
+		fputs(reply, stdout);
 	return strncmp(reply, "ok", 2) == 0 ? 0 : -EINVAL;
 }
 
@@ -1038,7 +1120,8 @@ int main(int argc, char **argv)
 		if (r == 3)
 			return 3;
 	}
-	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+		 strcmp(cmd, "finish") == 0)
 		r = cmd_pause(&o, cmd);
 	else if (strcmp(cmd, "leave") == 0)
 		r = cmd_leave(&o, arg);

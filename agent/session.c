@@ -44,6 +44,8 @@ struct session {
 	struct gp_dataset *data;  /* the local training set, or NULL */
 	uv_loop_t loop;
 	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
+	uv_timer_t pause_timer;   /* the end of a `pause --for` */
+	uv_timer_t finish_timer;  /* `finish`, after its reply is written */
 	uv_signal_t sigint, sigterm;
 	uv_udp_t beacon;
 	struct gp_control *control;
@@ -413,6 +415,8 @@ static void op_stopped(void *ctx)
 	uv_close((uv_handle_t *)&s->member_timer, NULL);
 	uv_close((uv_handle_t *)&s->policy_timer, NULL);
 	uv_close((uv_handle_t *)&s->watchdog, NULL);
+	uv_close((uv_handle_t *)&s->pause_timer, NULL);
+	uv_close((uv_handle_t *)&s->finish_timer, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -689,6 +693,43 @@ static bool policy_active(const struct gp_policy *p)
 
 /* ---- control socket ------------------------------------------------------ */
 
+static void on_pause_timer(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	if (s->m.user_paused && s->m.pause_until &&
+	    s->m.pause_until <= gp_now_s()) {
+		gp_info("the pause ended: resuming");
+		gp_machine_set_user_paused(&s->m, false);
+	}
+}
+
+static void on_finish_timer(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	gp_machine_finish(&s->m);
+}
+
+/* Pauses until the unix second `until` (GP_STATS_PAUSE_FOREVER: until
+ * resume), with a timer for its end. */
+static void pause_until(struct session *s, int64_t until)
+{
+	int64_t now = gp_now_s();
+
+	uv_timer_stop(&s->pause_timer);
+	if (until != GP_STATS_PAUSE_FOREVER && until <= now)
+		return;
+	s->m.pause_until = until;
+	gp_machine_set_user_paused(&s->m, true);
+	if (until != GP_STATS_PAUSE_FOREVER)
+		uv_timer_start(&s->pause_timer, on_pause_timer,
+			       (uint64_t)(until - now) * 1000, 0);
+}
+
+/* The control socket's commands: status, pause [UNTIL], resume, finish,
+ * reload. The pause is recorded in the database by the CLI (so that it
+ * outlives a restart); here it is applied. */
 static void on_control(const char *line, char *reply, size_t len, void *data)
 {
 	struct session *s = data;
@@ -696,19 +737,35 @@ static void on_control(const char *line, char *reply, size_t len, void *data)
 	if (strcmp(line, "status") == 0) {
 		if (gp_agent_status_format(&s->st, reply, len) < 0)
 			snprintf(reply, len, "error: status too long\n");
-	} else if (strcmp(line, "pause") == 0) {
-		gp_machine_set_user_paused(&s->m, true);
-		snprintf(reply, len, "ok: paused\n");
+	} else if (strcmp(line, "pause") == 0 ||
+		   strncmp(line, "pause ", 6) == 0) {
+		char *end;
+		long long until = line[5] ? strtoll(line + 6, &end, 10) : 0;
+
+		if (line[5] && (*end || until <= 0)) {
+			snprintf(reply, len, "error: pause UNIX-SECONDS\n");
+			return;
+		}
+		pause_until(s, line[5] ? (int64_t)until : GP_STATS_PAUSE_FOREVER);
+		snprintf(reply, len, "ok: %s\n", s->m.user_paused ? "paused" :
+			 "the pause is already over");
 	} else if (strcmp(line, "resume") == 0) {
+		uv_timer_stop(&s->pause_timer);
 		gp_machine_set_user_paused(&s->m, false);
 		snprintf(reply, len, "ok: %s\n",
 			 gp_machine_paused(&s->m) ? s->m.policy_why : "resumed");
+	} else if (strcmp(line, "finish") == 0) {
+		snprintf(reply, len, "ok: finishing %" PRIu64 " minibatch(es) in "
+			 "hand, then stopping\n", s->m.in_hand);
+		/* Not from here: stopping closes this socket before the reply
+		 * is written. */
+		uv_timer_start(&s->finish_timer, on_finish_timer, 0, 0);
 	} else if (strcmp(line, "reload") == 0) {
 		check_members(s);
 		snprintf(reply, len, "ok: reloading the memberships\n");
 	} else {
 		snprintf(reply, len, "error: unknown command (status, pause, "
-			 "resume, reload)\n");
+			 "resume, finish, reload)\n");
 	}
 }
 
@@ -759,6 +816,9 @@ static void start_run(struct session *s)
 
 	load_data(s);
 	snprintf(s->st.state, sizeof(s->st.state), "starting");
+	/* A pause that outlived the restart. */
+	if (cfg->paused_until)
+		pause_until(s, cfg->paused_until);
 	uv_timer_start(&s->stats_timer, on_stats_timer, STATS_FLUSH_MS,
 		       STATS_FLUSH_MS);
 	uv_timer_start(&s->member_timer, on_member_timer, 0,
@@ -814,10 +874,13 @@ static int session_run(const struct gp_session_config *cfg,
 	uv_timer_init(&s->loop, &s->member_timer);
 	uv_timer_init(&s->loop, &s->policy_timer);
 	uv_timer_init(&s->loop, &s->watchdog);
+	uv_timer_init(&s->loop, &s->pause_timer);
+	uv_timer_init(&s->loop, &s->finish_timer);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
 	s->retry.data = s->stats_timer.data = s->sigint.data = s->sigterm.data = s;
 	s->member_timer.data = s->policy_timer.data = s->watchdog.data = s;
+	s->pause_timer.data = s->finish_timer.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);

@@ -36,6 +36,10 @@ static const char *const migrations[] = {
 	"  bytes_up INTEGER NOT NULL DEFAULT 0,"
 	"  bytes_down INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY (day, pool, device)) WITHOUT ROWID;",
+	/* 2: the volunteer's settings that outlive a restart (the pause) */
+	"CREATE TABLE settings ("
+	"  key TEXT PRIMARY KEY,"
+	"  value INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static const struct gp_db_schema stats_schema = {
@@ -153,6 +157,38 @@ int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 	}
 	pthread_mutex_unlock(&s->lock);
 	return r < 0 ? r : 0;
+}
+
+int gp_stats_pause_set(struct gp_stats *s, int64_t until)
+{
+	int r;
+
+	if (until < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = gp_db_run(&s->c, "cannot record the pause",
+		      "INSERT INTO settings (key, value) VALUES ('paused_until', ?1) "
+		      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+		      "i", until);
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : 0;
+}
+
+int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until)
+{
+	int64_t v = 0;
+	int r;
+
+	if (!ret_until)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = gp_db_row(&s->c, "cannot read the pause", gp_db_int64, &v,
+		      "SELECT value FROM settings WHERE key = 'paused_until'", "");
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0)
+		return r;
+	*ret_until = v > 0 ? v : 0;
+	return 0;
 }
 
 static int read_membership(sqlite3_stmt *st, void *arg)

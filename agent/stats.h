@@ -69,6 +69,17 @@ int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 int gp_stats_membership_list(struct gp_stats *s,
 			     struct gp_stats_membership **ret, size_t *ret_n);
 
+/* ---- the pause ---------------------------------------------------------- */
+
+/* The volunteer's pause outlives a restart: `until` is the unix second it
+ * ends at, GP_STATS_PAUSE_FOREVER until `resume`, 0 not paused. set
+ * returns 0 or a negative errno (-EINVAL for a negative until); get writes
+ * *ret_until (0 when none was ever set) and returns 0 or a negative
+ * errno. A pause whose end has passed is the caller's to ignore. */
+#define GP_STATS_PAUSE_FOREVER INT64_MAX
+int gp_stats_pause_set(struct gp_stats *s, int64_t until);
+int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until);
+
 /* ---- contributions ----------------------------------------------------- */
 
 struct gp_stats_delta {

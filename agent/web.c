@@ -255,7 +255,7 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		".state{font-size:1.3em;padding:.4em;border-radius:.3em}"
 		".state-connected{background:#d4f4d4}.state-paused{background:#fbe7b5}"
 		".state-waiting{background:#e4e4f4}.state-stopped{background:#eee}"
-		".state-starting{background:#e4f0f8}"
+		".state-starting{background:#e4f0f8}.state-finishing{background:#fbe7b5}"
 		"</style></head><body><h1>gradpool agent</h1>");
 	put(&b, "<p id=\"state\" class=\"state state-");
 	put_text(&b, st->state);

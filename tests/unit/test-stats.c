@@ -249,6 +249,27 @@ static void test_contributions(void)
 	gp_stats_close(s);
 }
 
+/* The volunteer's pause outlives a reopen. */
+static void test_pause(void)
+{
+	struct gp_stats *s = NULL;
+	char path[128], err[512] = "";
+	int64_t until = -1;
+
+	snprintf(path, sizeof(path), "%s/pause.db", dir);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CREATE, &s, err, sizeof(err)));
+	ASSERT_OK(gp_stats_pause_get(s, &until));
+	ASSERT_EQ(until, 0);
+	ASSERT_EQ(gp_stats_pause_set(s, -5), -EINVAL);
+	ASSERT_OK(gp_stats_pause_set(s, GP_STATS_PAUSE_FOREVER));
+	ASSERT_OK(gp_stats_pause_set(s, 1795651200));
+	gp_stats_close(s);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_READONLY, &s, err, sizeof(err)));
+	ASSERT_OK(gp_stats_pause_get(s, &until));
+	ASSERT_EQ(until, 1795651200);
+	gp_stats_close(s);
+}
+
 static void test_bad_file(void)
 {
 	struct gp_stats *s = NULL;
@@ -284,6 +305,7 @@ int main(void)
 	test_day();
 	test_human();
 	test_contributions();
+	test_pause();
 	test_bad_file();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
