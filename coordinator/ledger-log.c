@@ -511,6 +511,82 @@ int gp_ledger_checkpoint_load_latest(struct gp_ledger *l, int64_t job_id,
 	return r;
 }
 
+static int read_checkpoint_info(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_checkpoint_info *c = arg;
+
+	c->seq = sqlite3_column_int64(st, 0);
+	c->created_at = sqlite3_column_int64(st, 1);
+	c->epoch = sqlite3_column_int64(st, 2);
+	c->clock = sqlite3_column_int64(st, 3);
+	c->size = sqlite3_column_int64(st, 4);
+	return 0;
+}
+
+int gp_ledger_checkpoint_list(struct gp_ledger *l, int64_t job_id,
+			      struct gp_ledger_checkpoint_info **ret,
+			      size_t *ret_n)
+{
+	int r;
+
+	if (!ret || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot list checkpoints", sizeof(**ret),
+		       read_checkpoint_info, (void **)ret, ret_n,
+		       "SELECT seq, created_at, epoch, clock, length(blob) "
+		       "FROM checkpoints WHERE job_id = ?1 ORDER BY seq DESC",
+		       "i", job_id);
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+/* Copies the row whatever its blob holds (stops: 1). */
+static int read_checkpoint_raw(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_checkpoint *c = arg;
+	const void *blob = sqlite3_column_blob(st, 4);
+	size_t len = (size_t)sqlite3_column_bytes(st, 4);
+
+	c->blob = malloc(len ? len : 1);
+	if (!c->blob)
+		return -ENOMEM;
+	if (len)
+		memcpy(c->blob, blob, len);
+	c->len = len;
+	c->seq = sqlite3_column_int64(st, 0);
+	c->created_at = sqlite3_column_int64(st, 1);
+	c->epoch = sqlite3_column_int64(st, 2);
+	c->clock = sqlite3_column_int64(st, 3);
+	return 1;
+}
+
+int gp_ledger_checkpoint_load(struct gp_ledger *l, int64_t job_id,
+			      int64_t seq, struct gp_ledger_checkpoint *ret)
+{
+	struct gp_ledger_checkpoint c = { .job_id = job_id };
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_row(&l->c, "cannot read a checkpoint", read_checkpoint_raw,
+		      &c,
+		      "SELECT seq, created_at, epoch, clock, blob "
+		      "FROM checkpoints WHERE job_id = ?1 AND seq = ?2",
+		      "ii", job_id, seq);
+	if (r == 0) {
+		gp_db_set_err(&l->c, "job %lld has no checkpoint %lld",
+			      (long long)job_id, (long long)seq);
+		r = -ENOENT;
+	} else if (r > 0) {
+		*ret = c;
+		r = 0;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 void gp_ledger_checkpoint_finish(struct gp_ledger_checkpoint *c)
 {
 	if (!c)

@@ -352,6 +352,26 @@ int gp_ledger_checkpoint_load_latest(struct gp_ledger *l, int64_t job_id,
 				     unsigned *ret_skipped);
 void gp_ledger_checkpoint_finish(struct gp_ledger_checkpoint *c);
 
+/* A stored checkpoint's row without its blob, for listings. */
+struct gp_ledger_checkpoint_info {
+	int64_t seq, created_at, epoch, clock;
+	int64_t size; /* bytes of the blob */
+};
+
+/* Lists the checkpoints of a job, newest first: *ret malloc'd, owned by the
+ * caller (free()), NULL when there is none; *ret_n its length. Blobs are
+ * neither read nor checked. Returns 0 or a negative errno. */
+int gp_ledger_checkpoint_list(struct gp_ledger *l, int64_t job_id,
+			      struct gp_ledger_checkpoint_info **ret,
+			      size_t *ret_n);
+
+/* Loads checkpoint seq of a job as stored, damaged or not (the caller
+ * decodes it, so that it can say what is wrong): ret->blob is malloc'd,
+ * owned by the caller (gp_ledger_checkpoint_finish). Returns 0, -ENOENT
+ * (no such checkpoint) or another negative errno. */
+int gp_ledger_checkpoint_load(struct gp_ledger *l, int64_t job_id,
+			      int64_t seq, struct gp_ledger_checkpoint *ret);
+
 /* Number of checkpoints stored for a job. */
 int gp_ledger_checkpoint_count(struct gp_ledger *l, int64_t job_id);
 

@@ -6,6 +6,7 @@
  *   serve --job FILE [--listen ADDR:PORT]
  *   agents [--json] | agents revoke ID
  *   status [--json]
+ *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
  *
  * Every command takes --state DIR (default $GRADPOOL_STATE or
  * /var/lib/gradpool-coordinator). The listing commands read the ledger and
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "export.h"
 #include "gp-config.h"
 #include "log.h"
 #include "serve.h"
@@ -35,6 +37,8 @@ struct options {
 	const char *job;
 	const char *label;
 	const char *expires;
+	const char *format;
+	const char *checkpoint;
 	const char *endpoints[8];
 	size_t n_endpoints;
 	long uses;
@@ -58,6 +62,9 @@ static void usage(FILE *f)
 	      "  agents [--json]        list member agents\n"
 	      "  agents revoke ID       revoke an agent's membership\n"
 	      "  status [--json]        job progress, clocks, throughput\n"
+	      "  export [--job ID] [--checkpoint N] --format safetensors|onnx OUT\n"
+	      "                         write the trained model (the newest intact\n"
+	      "                         checkpoint of the newest job unless told)\n"
 	      "\n"
 	      "every command: --state DIR (default $GRADPOOL_STATE or "
 	      DEFAULT_STATE ")\n",
@@ -75,6 +82,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "expires", required_argument, NULL, 'x' },
 		{ "uses", required_argument, NULL, 'u' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "checkpoint", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -117,6 +126,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 		}
 		case 'J':
 			o->json = true;
+			break;
+		case 'f':
+			o->format = optarg;
+			break;
+		case 'c':
+			o->checkpoint = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -695,6 +710,28 @@ out:
 	return r;
 }
 
+static int cmd_export(struct options *o, int argc, char **argv)
+{
+	struct gp_export_request req = { .format = o->format };
+
+	if (o->job && parse_id(o->job, &req.job_id) < 0) {
+		gp_error("export --job: '%s' is not a job id", o->job);
+		return -EINVAL;
+	}
+	if (o->checkpoint && parse_id(o->checkpoint, &req.checkpoint) < 0) {
+		gp_error("export --checkpoint: '%s' is not a checkpoint number",
+			 o->checkpoint);
+		return -EINVAL;
+	}
+	if (optind + 1 != argc) {
+		gp_error("export: give one file to write (export [--checkpoint "
+			 "N] --format safetensors|onnx OUT)");
+		return -EINVAL;
+	}
+	req.out = argv[optind];
+	return gp_export_command(o->state, &req);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -743,7 +780,11 @@ int main(int argc, char **argv)
 			       optind + 1 < argc ? argv[optind + 1] : NULL);
 	else if (strcmp(cmd, "status") == 0 && !sub)
 		r = cmd_status(&o);
-	else if (strcmp(cmd, "serve") == 0 && !sub) {
+	else if (strcmp(cmd, "export") == 0) {
+		r = cmd_export(&o, argc, argv);
+		if (r == -EINVAL)
+			return 2;
+	} else if (strcmp(cmd, "serve") == 0 && !sub) {
 		if (!o.job) {
 			gp_error("serve needs --job FILE");
 			return 2;

@@ -636,6 +636,40 @@ static void test_checkpoints(void)
 	ASSERT_EQ(skipped, 1);
 	ASSERT_EQ(c.seq, 4);
 	gp_ledger_checkpoint_finish(&c);
+
+	/* The export's view: every kept row, newest first, and one by seq
+	 * as stored, damaged or not. */
+	{
+		struct gp_ledger_checkpoint_info *info = NULL;
+		size_t n = 0;
+
+		ASSERT_OK(gp_ledger_checkpoint_list(l, job, &info, &n));
+		ASSERT_EQ(n, 3);
+		for (size_t i = 0; i < n; i++) {
+			ASSERT_EQ(info[i].seq, 5 - (int64_t)i);
+			ASSERT_EQ(info[i].clock, info[i].seq * 10);
+			ASSERT_EQ(info[i].created_at, 100 + info[i].seq);
+		}
+		ASSERT_EQ(info[0].size, 64);
+		blob = make_blob(4, &len);
+		ASSERT_EQ(info[1].size, len);
+		free(info);
+		ASSERT_OK(gp_ledger_checkpoint_load(l, job, 4, &c));
+		ASSERT_EQ(c.seq, 4);
+		ASSERT_EQ(c.epoch, 2);
+		ASSERT_EQ(c.len, len);
+		ASSERT_MEM_EQ(c.blob, blob, len);
+		free(blob);
+		gp_ledger_checkpoint_finish(&c);
+		ASSERT_OK(gp_ledger_checkpoint_load(l, job, 5, &c));
+		ASSERT_EQ(c.len, 64);
+		gp_ledger_checkpoint_finish(&c);
+		ASSERT_EQ(gp_ledger_checkpoint_load(l, job, 2, &c), -ENOENT);
+		ASSERT_EQ(gp_ledger_checkpoint_load(l, job + 1, 4, &c), -ENOENT);
+		ASSERT_OK(gp_ledger_checkpoint_list(l, job + 1, &info, &n));
+		ASSERT_EQ(n, 0);
+		ASSERT(info == NULL);
+	}
 	gp_ledger_close(l);
 }
 

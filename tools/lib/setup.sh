@@ -16,6 +16,11 @@ GP_PACKAGES=(
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
 	libsystemd-dev
+	# gradpool-coordinator export --format onnx: protobuf-c and ONNX's
+	# onnx.proto (libonnx-dev), from which the writer is generated; the
+	# export test loads the files with PyTorch and onnx.
+	libprotobuf-c-dev protobuf-c-compiler libonnx-dev
+	python3-torch python3-onnx
 	# The agent's local statistics page, and the headless browser that
 	# tests it (suite integration).
 	libmicrohttpd-dev chromium

@@ -1,0 +1,86 @@
+/* The parameter tensors of a model as PyTorch shapes them: the order and
+ * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d and
+ * nn.LayerNorm. Pure: shared by both writers and the tests. */
+#include "export.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static void put(struct gp_export_tensor *t, const char *layer,
+		const char *what, size_t n_dims, const int64_t *dims)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s.%s", layer, what);
+	t->n_dims = n_dims;
+	t->count = 1;
+	for (size_t i = 0; i < n_dims; i++) {
+		t->dims[i] = dims[i];
+		t->count *= (size_t)dims[i];
+	}
+}
+
+int gp_export_layout(const struct gp_model_spec *spec,
+		     struct gp_export_tensor *ret, size_t *ret_n)
+{
+	size_t n = 0;
+
+	if (!gp_model_spec_valid(spec) || !ret || !ret_n)
+		return -EINVAL;
+	for (size_t i = 0; i < spec->n_nodes; i++) {
+		const struct gp_model_layer *l = &spec->layers[i];
+		const struct gp_model_layer *a = &spec->layers[l->in[0]];
+		int64_t d[4];
+
+		switch (l->type) {
+		case GP_LAYER_DENSE:
+			/* Any input is read flat, as torch.flatten(x, 1). */
+			d[0] = l->out;
+			d[1] = (int64_t)a->c * a->h * a->w;
+			put(&ret[n++], l->name, "weight", 2, d);
+			put(&ret[n++], l->name, "bias", 1, d);
+			break;
+		case GP_LAYER_CONV2D:
+			d[0] = l->out;
+			d[1] = a->c;
+			d[2] = d[3] = l->kernel;
+			put(&ret[n++], l->name, "weight", 4, d);
+			put(&ret[n++], l->name, "bias", 1, d);
+			break;
+		case GP_LAYER_LAYERNORM:
+			/* Over the last axis: nn.LayerNorm(W). */
+			d[0] = l->w;
+			put(&ret[n++], l->name, "weight", 1, d);
+			put(&ret[n++], l->name, "bias", 1, d);
+			break;
+		default:
+			break;
+		}
+	}
+	*ret_n = n;
+	return 0;
+}
+
+int gp_export_check(const struct gp_export_model *m)
+{
+	struct gp_export_tensor want[2 * GP_MODEL_MAX_NODES];
+	size_t n;
+
+	if (!m || gp_export_layout(m->spec, want, &n) < 0 ||
+	    m->n_tensors != n || (n && !m->tensors) || (m->n_meta && !m->meta))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_export_tensor *t = &m->tensors[i];
+
+		if (strcmp(t->name, want[i].name) != 0 ||
+		    t->n_dims != want[i].n_dims || t->count != want[i].count ||
+		    !t->data ||
+		    memcmp(t->dims, want[i].dims,
+			   want[i].n_dims * sizeof(t->dims[0])) != 0)
+			return -EINVAL;
+	}
+	for (size_t i = 0; i < m->n_meta; i++)
+		if (!m->meta[i].key || !m->meta[i].value)
+			return -EINVAL;
+	return 0;
+}
