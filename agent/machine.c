@@ -125,6 +125,15 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "the job is done; waiting for the next one");
+	} else if (m->done) {
+		/* The coordinator ended its job and closed: the attempts that
+		 * fail now are expected, not a fault. */
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the job is done; waiting for the coordinator at %.120s "
+			 "to serve the next one (%u attempts so far)",
+			 m->endpoint_now[0] ? m->endpoint_now : "its address",
+			 m->attempts);
 	} else if (m->welcomed) {
 		snprintf(st->state, sizeof(st->state), "connected");
 		snprintf(st->reason, sizeof(st->reason),

@@ -640,14 +640,6 @@ static int cmd_run(struct options *o)
 		return r;
 	cfg.id = id;
 	cfg.stats = stats;
-	if (gp_stats_pause_get(stats, &cfg.paused_until) < 0)
-		gp_warn("cannot read the pause: %s", gp_stats_error(stats));
-	else if (cfg.paused_until == GP_STATS_PAUSE_FOREVER)
-		gp_info("paused by the user before the last stop: starting "
-			"paused (gradpool-agent resume)");
-	else if (cfg.paused_until > gp_now_s())
-		gp_info("paused by the user until %" PRId64 " (unix time): "
-			"starting paused", cfg.paused_until);
 	cfg.threads = o->threads;
 	cfg.test = o->test;
 	cfg.exit_when_done = o->exit_when_done;
@@ -694,6 +686,16 @@ static int cmd_run(struct options *o)
 		goto out;
 	starting_status("loading the training set and the memberships");
 	cfg.starting_control = early;
+	/* Read after the benchmark: a pause given while it ran is recorded
+	 * by the CLI. */
+	if (gp_stats_pause_get(stats, &cfg.paused_until) < 0)
+		gp_warn("cannot read the pause: %s", gp_stats_error(stats));
+	else if (cfg.paused_until == GP_STATS_PAUSE_FOREVER)
+		gp_info("paused by the user before the last stop: starting "
+			"paused (gradpool-agent resume)");
+	else if (cfg.paused_until > gp_now_s())
+		gp_info("paused by the user until %" PRId64 " (unix time): "
+			"starting paused", cfg.paused_until);
 	/* The share of the device that computes: a duty cycle on its thread. */
 	cfg.duty = cfg.backend == GP_BACKEND_OPENCL ? o->cfg.gpu_share :
 						      o->cfg.cpu_share;
@@ -811,6 +813,7 @@ static int cmd_pause(struct options *o, const char *what)
 	char reply[GP_CONTROL_REPLY_MAX], line[64], t[32];
 	int64_t until = 0;
 	uint64_t ms = 0;
+	bool starting;
 	int r;
 
 	snprintf(line, sizeof(line), "%s", what);
@@ -830,28 +833,35 @@ static int cmd_pause(struct options *o, const char *what)
 		if (o->pause_for)
 			snprintf(line, sizeof(line), "pause %" PRId64, until);
 	}
-	if (strcmp(what, "finish") != 0) {
-		r = record_pause(o, until);
-		if (r < 0)
-			return r;
-	}
+	/* The running agent applies and records it; with none running, it
+	 * is recorded here for the next start. */
 	r = gp_control_request(o->control, line, reply, sizeof(reply), 5000);
 	if (r == -EACCES) {
 		gp_error("%s: permission denied (run as root or as the agent's "
 			 "user)", o->control);
 		return r;
 	}
-	if (r < 0 && strcmp(what, "finish") != 0) {
-		/* Recorded: the next start takes it up. */
+	starting = r >= 0 && strncmp(reply, "error: the agent is starting",
+				      28) == 0;
+	if ((r == -ENOENT || r == -ECONNREFUSED || starting) &&
+	    strcmp(what, "finish") != 0) {
+		r = record_pause(o, until);
+		if (r < 0)
+			return r;
 		if (!until)
-			printf("resumed: no agent runs now; it will compute when it "
-			       "starts\n");
+			printf("resumed: %s; it will compute when it starts\n",
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
 		else if (until == GP_STATS_PAUSE_FOREVER)
-			printf("paused: no agent runs now; it will start paused, "
-			       "until 'gradpool-agent resume'\n");
+			printf("paused: %s; it will start paused, until "
+			       "'gradpool-agent resume'\n",
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
 		else
-			printf("paused until %s: no agent runs now\n",
-			       gp_format_time(until, t, sizeof(t)));
+			printf("paused until %s: %s\n",
+			       gp_format_time(until, t, sizeof(t)),
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
 		return 0;
 	}
 	if (r < 0) {

@@ -711,6 +711,49 @@ static void on_finish_timer(uv_timer_t *t)
 	gp_machine_finish(&s->m);
 }
 
+/* The pause recorded in the database on the thread pool, so that it
+ * outlives a restart. */
+struct pause_req {
+	uv_work_t req;
+	struct gp_stats *stats;
+	int64_t until;
+	int error;
+};
+
+static void pause_record_run(uv_work_t *req)
+{
+	struct pause_req *pr = (struct pause_req *)req;
+
+	pr->error = gp_stats_pause_set(pr->stats, pr->until);
+}
+
+static void pause_record_done(uv_work_t *req, int status)
+{
+	struct pause_req *pr = (struct pause_req *)req;
+
+	(void)status;
+	if (pr->error < 0)
+		gp_warn("cannot record the pause (it will not outlive a restart): "
+			"%s", gp_stats_error(pr->stats));
+	free(pr);
+}
+
+static void record_pause(struct session *s, int64_t until)
+{
+	struct pause_req *pr;
+
+	if (!s->cfg->stats)
+		return;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return;
+	pr->stats = s->cfg->stats;
+	pr->until = until;
+	if (uv_queue_work(&s->loop, &pr->req, pause_record_run,
+			  pause_record_done) < 0)
+		free(pr);
+}
+
 /* Pauses until the unix second `until` (GP_STATS_PAUSE_FOREVER: until
  * resume), with a timer for its end. */
 static void pause_until(struct session *s, int64_t until)
@@ -728,8 +771,8 @@ static void pause_until(struct session *s, int64_t until)
 }
 
 /* The control socket's commands: status, pause [UNTIL], resume, finish,
- * reload. The pause is recorded in the database by the CLI (so that it
- * outlives a restart); here it is applied. */
+ * reload. A pause or resume is applied and recorded in the database (the
+ * CLI records it itself only when no agent runs). */
 static void on_control(const char *line, char *reply, size_t len, void *data)
 {
 	struct session *s = data;
@@ -747,10 +790,12 @@ static void on_control(const char *line, char *reply, size_t len, void *data)
 			return;
 		}
 		pause_until(s, line[5] ? (int64_t)until : GP_STATS_PAUSE_FOREVER);
+		record_pause(s, line[5] ? (int64_t)until : GP_STATS_PAUSE_FOREVER);
 		snprintf(reply, len, "ok: %s\n", s->m.user_paused ? "paused" :
 			 "the pause is already over");
 	} else if (strcmp(line, "resume") == 0) {
 		uv_timer_stop(&s->pause_timer);
+		record_pause(s, 0);
 		gp_machine_set_user_paused(&s->m, false);
 		snprintf(reply, len, "ok: %s\n",
 			 gp_machine_paused(&s->m) ? s->m.policy_why : "resumed");

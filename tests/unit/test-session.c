@@ -982,6 +982,14 @@ static void test_job_done(void)
 	gp_machine_status(&w->m, &st);
 	ASSERT_STR_EQ(st.state, "waiting");
 	ASSERT(strstr(st.reason, "job is done"));
+	/* The coordinator exits: the failing reconnects still say why. */
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, 0, "bye");
+	gp_machine_on_close(&w->m, GP_CLOSE_CONNECT_FAILED, 0, "refused");
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "waiting");
+	ASSERT(strstr(st.reason, "job is done"));
+	ASSERT(strstr(st.reason, "next one"));
+	ASSERT(!strstr(st.reason, "failed attempts"));
 	free(w);
 
 	w = member("a:1");
