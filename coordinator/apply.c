@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "reason.h"
+#include "robust.h"
 #include "util.h"
 #include "work.h"
 
@@ -228,6 +229,53 @@ static int step(struct gp_pool *pool, const struct gp_member *m,
 	return r < 0 ? GP_REASON_SHAPE : r;
 }
 
+/* Centred clipping (robust.h) of a checked group whose blocks are read,
+ * in place in pool->grad (and grad_b), before the optimiser step; the
+ * weight it got is in *ret_weight (1: untouched). Never refuses: what the
+ * optimiser will refuse is left as sent. */
+static void filter(struct gp_pool *pool, struct gp_member *m,
+		   const struct gp_msg_update *u, const struct group *g,
+		   double *ret_weight)
+{
+	struct gp_robust *rb = &pool->robust;
+	float lrs[GP_MSG_GROUP_MAX];
+	struct gp_robust_update ru = {
+		.a = pool->grad,
+		.b = u->form == GP_UPDATE_SUMS ? pool->grad_b : NULL,
+		.n = pool->n_params,
+		.k = (uint32_t)g->k,
+		.who = (uint64_t)m->agent_id,
+		.lrs = lrs,
+		.mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
+			      pool->job->momentum : 0,
+		.reject_norm = pool->job->max_grad_norm,
+	};
+	struct gp_robust_result res;
+	uint32_t joined = 0;
+
+	/* With fewer members than it needs there is nothing to follow, and
+	 * a pool of one or two pays nothing for it. */
+	for (const struct gp_member *o = pool->members; o; o = o->next)
+		joined += o->joined;
+	*ret_weight = 1;
+	if (joined < GP_ROBUST_MEMBERS)
+		return;
+	rb->clip = pool->job->robust_clip;
+	rb->beta = pool->job->robust_momentum;
+	for (size_t i = 0; i < g->k; i++)
+		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
+	if (gp_robust_filter(rb, &m->robust, &ru, &res) < 0 &&
+	    rb->updates % 1000 == 0)
+		gp_error("robust aggregation: out of memory; updates are "
+			 "applied unfiltered");
+	*ret_weight = res.weight;
+	if (res.weight < 1)
+		gp_debug("agent %" PRId64 ": update damped to %.3f (|g-c| %.3g"
+			 " of %.3g, |m-c| %.3g of %.3g)", m->agent_id,
+			 res.weight, res.dev_g, res.tau_g, res.dev_m,
+			 res.tau_m);
+}
+
 /* The group was refused for `r`: one row per minibatch, the valid ones
  * back in the queue, one strike at most. */
 static void refuse(struct gp_pool *pool, struct gp_member *m,
@@ -288,8 +336,8 @@ static void refuse(struct gp_pool *pool, struct gp_member *m,
  * the counters. */
 static void record_applied(struct gp_pool *pool, struct gp_member *m,
 			   uint64_t id, const struct gp_msg_update *u,
-			   size_t i, double norm, int64_t staleness,
-			   int64_t received)
+			   size_t i, double norm, double weight,
+			   int64_t staleness, int64_t received)
 {
 	struct gp_sched_completion comp = {0};
 	int r = gp_sched_complete(pool->sched, (uint64_t)m->agent_id, id, &comp);
@@ -309,6 +357,10 @@ static void record_applied(struct gp_pool *pool, struct gp_member *m,
 	float loss;
 
 	update_item(u, i, &epoch, &mb, &loss);
+	/* An applied row's reason says when robust aggregation shrank it,
+	 * and to what weight. */
+	if (weight < 1)
+		snprintf(row.reason, sizeof(row.reason), "damped %.3f", weight);
 	row.epoch = epoch;
 	row.minibatch = (int64_t)mb;
 	row.loss = loss;
@@ -340,6 +392,10 @@ static void record_applied(struct gp_pool *pool, struct gp_member *m,
 	    pool->applied_since_checkpoint >=
 		    pool->job->checkpoint_interval_minibatches)
 		pool->checkpoint_wanted = true;
+	if (comp.job_done && pool->robust.updates)
+		gp_info("robust aggregation: %" PRIu64 " of %" PRIu64
+			" update(s) damped, %.3f s CPU", pool->robust.damped,
+			pool->robust.updates, (double)pool->robust.cpu_ns / 1e9);
 	if (comp.epochs_completed)
 		pool->fx->epochs_completed(pool->fx_data, comp.epochs_completed,
 					   comp.job_done);
@@ -350,6 +406,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 {
 	struct group g;
 	struct gp_params_apply_info info;
+	double weight = 1;
 	int64_t staleness = -1;
 	int r;
 
@@ -376,6 +433,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0)
 		r = read_blocks(pool, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
 	if (r == 0)
+		filter(pool, m, u, &g, &weight);
+	if (r == 0)
 		r = step(pool, m, u, &g, &info);
 	if (r != 0) {
 		refuse(pool, m, u, &g, r, staleness, received);
@@ -389,8 +448,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		gp_ssp_observe_speed(pool->ssp, (uint64_t)m->agent_id,
 				     1e6 * (double)g.k / (double)u->compute_us);
 	for (size_t i = 0; i < g.k; i++) {
-		record_applied(pool, m, g.ids[i], u, i, info.norm, staleness,
-			       received);
+		record_applied(pool, m, g.ids[i], u, i, info.norm, weight,
+			       staleness, received);
 		gp_work_resolved(pool, m, (int64_t)u->clock);
 	}
 	return 0;

@@ -69,7 +69,7 @@ static void db_work_done(uv_work_t *req, int status)
 
 uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 {
-	struct gp_checkpoint_section sec[4];
+	struct gp_checkpoint_section sec[5];
 	uint8_t *p = NULL, *s = NULL, *c = NULL, *out = NULL;
 	size_t pl, sl, cl;
 
@@ -83,7 +83,11 @@ uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 	sec[3] = (struct gp_checkpoint_section){
 		GP_CKPT_JOB, (const uint8_t *)srv->job_text, strlen(srv->job_text)
 	};
-	if (gp_checkpoint_encode(sec, 4, &out, ret_len) < 0)
+	sec[4] = (struct gp_checkpoint_section){
+		GP_CKPT_MODEL, (const uint8_t *)srv->spec_text,
+		strlen(srv->spec_text)
+	};
+	if (gp_checkpoint_encode(sec, 5, &out, ret_len) < 0)
 		out = NULL;
 out:
 	free(p);

@@ -43,6 +43,12 @@ enum gp_checkpoint_tag {
 	GP_CKPT_CLOCKS = 3,    /* SSP clocks (coordinator/ssp) */
 	GP_CKPT_PROGRESS = 4,  /* epoch and minibatch progress (coordinator/sched) */
 	GP_CKPT_JOB = 5,       /* the job file text the run started from */
+	/* The model the parameters belong to, in canonical text
+	 * (gp_model_spec_format(), no NUL), as the ledger's jobs.model holds
+	 * it: a job's [model] file = names a file outside the job text.
+	 * Absent in checkpoints written before it existed, whose model is
+	 * the GP_CKPT_JOB text's [model] spec. */
+	GP_CKPT_MODEL = 6,
 };
 
 struct gp_checkpoint_section {

@@ -8,6 +8,7 @@
 
 #include "conf.h"
 #include "gp-config.h"
+#include "model.h"
 
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt)
 {
@@ -47,6 +48,8 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_agents = 64;
 	job->max_grad_norm = 1000;
 	job->max_strikes = 8;
+	job->robust_clip = 2;
+	job->robust_momentum = 0.9;
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
@@ -112,6 +115,23 @@ static int parse_spec(void *target, const char *value, char *why,
 	memcpy(job->spec, value, strlen(value) + 1);
 	memcpy(job->layers, layers, n * sizeof(layers[0]));
 	job->n_layers = n;
+	return 0;
+}
+
+/* A model description file; checked for length here, read by
+ * gp_job_load_model(). */
+static int parse_model_file(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_job *job = target;
+	size_t len = strlen(value);
+
+	if (len == 0 || len >= sizeof(job->model_file)) {
+		snprintf(why, whylen, "not a file name (1 to %zu bytes)",
+			 sizeof(job->model_file) - 1);
+		return -EINVAL;
+	}
+	memcpy(job->model_file, value, len + 1);
 	return 0;
 }
 
@@ -271,7 +291,8 @@ bad:
 #define F(field) offsetof(struct gp_job, field)
 
 static const struct gp_conf_key job_keys[] = {
-	{"model", "spec", GP_CONF_CUSTOM, 0, 0, 0, 0, 1, parse_spec},
+	{"model", "spec", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_spec},
+	{"model", "file", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_model_file},
 	{"model", "seed", GP_CONF_U64, F(seed), 0, 0, 9007199254740992.0, 0,
 	 NULL},
 	{"data", "set", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_data_set},
@@ -317,6 +338,10 @@ static const struct gp_conf_key job_keys[] = {
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
 	 1e12, 0, NULL},
+	{"pool", "robust_clip", GP_CONF_DOUBLE, F(robust_clip), 0, 0, 100, 0,
+	 NULL},
+	{"pool", "robust_momentum", GP_CONF_DOUBLE, F(robust_momentum), 0, 0,
+	 0.999, 0, NULL},
 	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
 	 NULL},
 	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,
@@ -337,6 +362,19 @@ static const struct gp_conf_key job_keys[] = {
 static int check_job(const char *name, const struct gp_job *job, char *err,
 		     size_t errlen)
 {
+	if (job->spec[0] && job->model_file[0]) {
+		snprintf(err, errlen,
+			 "%s: [model] has both spec and file; give one", name);
+		return -EINVAL;
+	}
+	if (!job->spec[0] && !job->model_file[0]) {
+		snprintf(err, errlen,
+			 "%s: [model] needs spec = (layer widths, as in "
+			 "784-256-128-10) or file = (a gradpool-model 1 "
+			 "description)",
+			 name);
+		return -EINVAL;
+	}
 	if (job->heartbeat_timeout_ms <= job->heartbeat_interval_ms) {
 		snprintf(err, errlen,
 			 "%s: heartbeat_timeout (%llu ms) must be longer than "
@@ -350,6 +388,11 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "%s: warmup_epochs (%g) longer than the job's %u "
 			 "epochs in [train]",
 			 name, job->warmup_epochs, job->epochs);
+		return -EINVAL;
+	}
+	if (job->robust_clip > 0 && job->robust_clip < 1) {
+		snprintf(err, errlen, "%s: robust_clip (%g) must be 0 (off) or "
+			 "at least 1 in [pool]", name, job->robust_clip);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {
@@ -402,4 +445,57 @@ int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
 		return r;
 	*ret = job;
 	return 0;
+}
+
+int gp_job_model_path(const struct gp_job *job, const char *job_path,
+		      char *buf, size_t len)
+{
+	const char *slash;
+	int n;
+
+	if (!job->model_file[0])
+		return -ENOENT;
+	slash = job_path ? strrchr(job_path, '/') : NULL;
+	if (job->model_file[0] == '/' || !slash)
+		n = snprintf(buf, len, "%s", job->model_file);
+	else
+		n = snprintf(buf, len, "%.*s/%s", (int)(slash - job_path),
+			     job_path, job->model_file);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
+}
+
+int gp_job_load_model(const struct gp_job *job, const char *job_path,
+		      struct gp_model_spec *ret, char *err, size_t errlen)
+{
+	char path[GP_JOB_PATH_MAX], why[GP_JOB_PATH_MAX + 512];
+	int r;
+
+	if (!job || !ret)
+		return -EINVAL;
+	if (!job->model_file[0]) {
+		r = gp_model_spec_parse(job->spec, ret, why, sizeof(why));
+		if (r < 0)
+			snprintf(err, errlen, "%s: [model] spec: %s",
+				 job_path ? job_path : "job", why);
+		return r;
+	}
+	r = gp_job_model_path(job, job_path, path, sizeof(path));
+	if (r < 0) {
+		snprintf(err, errlen, "%s: [model] file: path too long",
+			 job_path ? job_path : "job");
+		return r;
+	}
+	r = gp_model_spec_load(path, ret, why, sizeof(why));
+	if (r >= 0 && ret->version == 0) {
+		/* A file is a description; the shorthand goes in spec =. */
+		snprintf(why, sizeof(why), "%s: not a model description "
+			 "(the first line must be \"gradpool-model %d\"; "
+			 "layer widths go in [model] spec =)", path,
+			 GP_MODEL_FORMAT_VERSION);
+		r = -EINVAL;
+	}
+	if (r < 0)
+		snprintf(err, errlen, "%s (the [model] file of %s)", why,
+			 job_path ? job_path : "the job");
+	return r;
 }

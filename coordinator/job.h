@@ -1,10 +1,13 @@
 /* The job file: what `gradpool-coordinator serve` trains, an INI file read
  * with inih. Every key, its default and its range:
  *
- *   [model]
- *   spec = 784-256-128-10     required; layer widths, input first (2..16
- *                             layers of 1..65536 units; the coordinator
- *                             builds dense+ReLU layers and a softmax loss)
+ *   [model]                   exactly one of spec and file:
+ *   spec = 784-256-128-10     layer widths, input first (2..16 layers of
+ *                             1..65536 units; the coordinator builds
+ *                             dense+ReLU layers and a softmax loss)
+ *   file = cnn.model          a "gradpool-model 1" description
+ *                             (docs/models.md), relative to the job
+ *                             file's directory; read when the job starts
  *   seed = 1                  parameter initialisation seed
  *   [data]
  *   set = fashion-mnist       data set name ([a-z0-9-], at most 31 chars)
@@ -47,6 +50,12 @@
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
+ *   robust_clip = 2           centred clipping (robust.h): an update's
+ *                             deviation from the pool's direction, and its
+ *                             member's momentum's, at most this times the
+ *                             typical honest one; 0 is off, else 1..100
+ *   robust_momentum = 0.9     weight of the past in that direction and in
+ *                             each member's momentum, [0, 0.999]
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
  *   work_timeout = 2m         an agent holding work with no update applied
@@ -67,6 +76,9 @@
 #include <stdint.h>
 
 #define GP_JOB_MAX_LAYERS 16
+#define GP_JOB_PATH_MAX 1024 /* bytes of a path in a job file, NUL included */
+
+struct gp_model_spec;
 
 enum gp_job_lr_schedule {
 	GP_LR_CONSTANT = 0,
@@ -80,9 +92,10 @@ enum gp_job_optimizer {
 
 struct gp_job {
 	/* [model] */
-	char spec[128];
+	char spec[128];  /* "" when file is given */
 	size_t n_layers; /* widths parsed from spec */
 	uint32_t layers[GP_JOB_MAX_LAYERS];
+	char model_file[GP_JOB_PATH_MAX]; /* "" when spec is given */
 	uint64_t seed;
 	/* [data] */
 	char data_set[32];
@@ -113,6 +126,8 @@ struct gp_job {
 	uint64_t clock_duration_ms;
 	double max_grad_norm;
 	double clip_grad_norm;
+	double robust_clip;
+	double robust_momentum;
 	uint32_t max_strikes;
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */
@@ -142,6 +157,21 @@ int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
  * of `per_epoch` each: warm-up ramp, then the schedule. */
 double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
 		    uint64_t per_epoch);
+
+/* The path of job's [model] file as the coordinator opens it: relative
+ * names are taken from the directory of job_path (borrowed; the job
+ * file's path as given). Writes it into buf (len bytes). Returns its
+ * length, -ENOENT when the job names no file, or -ENAMETOOLONG. */
+int gp_job_model_path(const struct gp_job *job, const char *job_path,
+		      char *buf, size_t len);
+
+/* Builds the job's model: parses [model] spec, or reads and parses the
+ * [model] file (gp_job_model_path(); it must be a "gradpool-model 1"
+ * description). On failure err says which file, which line and what is
+ * wrong. *ret is the caller's. Returns 0, -EINVAL for bad text, or the
+ * errno of reading the file. */
+int gp_job_load_model(const struct gp_job *job, const char *job_path,
+		      struct gp_model_spec *ret, char *err, size_t errlen);
 
 /* Returns the optimizer's name in the job file ("sgd", "sgd-momentum"). */
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt);

@@ -112,6 +112,11 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN epochs INTEGER;"
 	"ALTER TABLE jobs ADD COLUMN minibatches_per_epoch INTEGER;"
 	"ALTER TABLE jobs ADD COLUMN samples_per_epoch INTEGER;",
+	/* 4: the job's model in canonical text (gp_model_spec_format: the
+	 * shorthand, or a one-line "gradpool-model 1" description), so that
+	 * a job whose [model] file = names another file keeps the exact
+	 * model it trained; '' for jobs recorded before */
+	"ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -806,12 +811,18 @@ static int read_job(sqlite3_stmt *st, void *arg)
 {
 	struct gp_ledger_job *job = arg;
 	const unsigned char *spec = sqlite3_column_text(st, 1);
+	const unsigned char *model = sqlite3_column_text(st, 5);
 	char *copy = strdup(spec ? (const char *)spec : "");
+	char *mcopy = strdup(model ? (const char *)model : "");
 
-	if (!copy)
+	if (!copy || !mcopy) {
+		free(copy);
+		free(mcopy);
 		return -ENOMEM;
+	}
 	job->id = sqlite3_column_int64(st, 0);
 	job->spec = copy;
+	job->model = mcopy;
 	job->state = parse_state(sqlite3_column_text(st, 2));
 	job->created_at = sqlite3_column_int64(st, 3);
 	job->updated_at = sqlite3_column_int64(st, 4);
@@ -827,7 +838,7 @@ int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	r = gp_db_row(&l->c, "cannot read a job", read_job, ret,
-		      "SELECT id, spec, state, created_at, updated_at "
+		      "SELECT id, spec, state, created_at, updated_at, model "
 		      "FROM jobs WHERE ?1 = 0 OR id = ?1 ORDER BY id DESC "
 		      "LIMIT 1",
 		      "i", id);
@@ -867,6 +878,52 @@ void gp_ledger_job_finish(struct gp_ledger_job *job)
 		return;
 	free(job->spec);
 	job->spec = NULL;
+	free(job->model);
+	job->model = NULL;
+}
+
+int gp_ledger_job_set_model(struct gp_ledger *l, int64_t id,
+			    const char *model)
+{
+	int r;
+
+	if (!model)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a job's model",
+		      "UPDATE jobs SET model = ?2 WHERE id = ?1", "it", id,
+		      model);
+	if (r == 0) {
+		gp_db_set_err(&l->c, "no such job: %lld", (long long)id);
+		r = -ENOENT;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
+int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model)
+{
+	struct gp_ledger_job job = { 0 };
+	int r;
+
+	if (!ret_model)
+		return -EINVAL;
+	r = gp_ledger_job_get(l, id, &job);
+	if (r < 0)
+		return r;
+	if (!job.model[0]) {
+		pthread_mutex_lock(&l->lock);
+		gp_db_set_err(&l->c, "job %lld was recorded before the ledger "
+			      "kept models: its model is the [model] spec of "
+			      "its job text", (long long)job.id);
+		pthread_mutex_unlock(&l->lock);
+		gp_ledger_job_finish(&job);
+		return -ENODATA;
+	}
+	*ret_model = job.model;
+	job.model = NULL;
+	gp_ledger_job_finish(&job);
+	return 0;
 }
 
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,

@@ -222,6 +222,11 @@ enum gp_ledger_job_state {
 struct gp_ledger_job {
 	int64_t id;
 	char *spec; /* the job file text; owned by the struct */
+	/* The model it trains in canonical text (gp_model_spec_format():
+	 * the shorthand, or a one-line "gradpool-model 1" description);
+	 * "" for a job recorded before the ledger kept models. Owned by the
+	 * struct. */
+	char *model;
 	enum gp_ledger_job_state state;
 	int64_t created_at;
 	int64_t updated_at;
@@ -231,8 +236,9 @@ struct gp_ledger_job {
 int gp_ledger_job_create(struct gp_ledger *l, const char *spec, int64_t now,
 			 int64_t *ret_id);
 
-/* Fills *ret; ret->spec is malloc'd (gp_ledger_job_finish frees it). id 0
- * means the most recently created job. Returns 0 or -ENOENT. */
+/* Fills *ret; ret->spec and ret->model are malloc'd (gp_ledger_job_finish
+ * frees them). id 0 means the most recently created job. Returns 0 or
+ * -ENOENT. */
 int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		      struct gp_ledger_job *ret);
 void gp_ledger_job_finish(struct gp_ledger_job *job);
@@ -243,6 +249,22 @@ void gp_ledger_job_finish(struct gp_ledger_job *job);
 int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
 			   int64_t minibatches_per_epoch,
 			   int64_t samples_per_epoch);
+
+/* Records the model job id trains, in canonical text (borrowed, as
+ * gp_model_spec_format() writes it). The coordinator sets it when it
+ * creates or resumes the job. Returns 0 or -ENOENT. */
+int gp_ledger_job_set_model(struct gp_ledger *l, int64_t id,
+			    const char *model);
+
+/* The model job id (0: the newest job) trains, in canonical text: what
+ * gp_model_spec_parse() turns back into the exact graph, the shorthand
+ * ("784-256-128-10") or a one-line "gradpool-model 1" description. On
+ * success *ret_model is malloc'd, owned by the caller. Returns 0, -ENOENT
+ * for no such job, or -ENODATA for a job recorded before the ledger kept
+ * models (its job text's [model] spec is then the model; the coordinator
+ * fills the column in when it resumes such a job). Checkpoints carry the
+ * same text (GP_CKPT_MODEL), for the parameters they hold. */
+int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model);
 
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
 			    enum gp_ledger_job_state state, int64_t now);
@@ -266,7 +288,7 @@ struct gp_ledger_update {
 	int64_t staleness; /* server clock minus the clock computed against */
 	int64_t received_at, applied_at; /* applied_at 0 if not applied */
 	enum gp_ledger_outcome outcome;
-	char reason[GP_LEDGER_REASON_MAX]; /* empty when applied */
+	char reason[GP_LEDGER_REASON_MAX]; /* applied: empty, or "damped W" */
 };
 
 /* Hostile or broken input from an agent, for accounting and penalties. */

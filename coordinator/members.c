@@ -19,6 +19,7 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 		if (*pp == m) {
 			*pp = m->next;
 			pool->n_members--;
+			gp_robust_agent_finish(&m->robust);
 			return;
 		}
 }

@@ -21,6 +21,7 @@
 #include "ledger.h"
 #include "msg.h"
 #include "params.h"
+#include "robust.h"
 #include "scheduler.h"
 #include "ssp.h"
 
@@ -65,6 +66,7 @@ struct gp_member {
 	int64_t connected_ms;   /* past the handshake */
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
+	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
 };
 
 /* What the decisions do to the world. ctx is gp_pool.fx_data; a member
@@ -116,6 +118,10 @@ struct gp_pool {
 
 	const struct gp_pool_effects *fx;
 	void *fx_data;
+
+	/* Centred clipping's centre and radii (robust.h); owned,
+	 * gp_robust_finish() at the end. */
+	struct gp_robust robust;
 
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */

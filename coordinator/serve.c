@@ -426,7 +426,10 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	gp_msg_init(&m, GP_MSG_WELCOME);
 	m.u.welcome.agent_id = (uint64_t)id;
 	m.u.welcome.job_id = (uint64_t)srv->pool.job_id;
-	snprintf(m.u.welcome.model, sizeof(m.u.welcome.model), "%s", srv->spec_text);
+	/* The shorthand only, for now: a description goes in its own field. */
+	if (srv->spec.version == 0)
+		snprintf(m.u.welcome.model, sizeof(m.u.welcome.model), "%.*s",
+			 GP_MSG_MODEL_MAX, srv->spec_text);
 	m.u.welcome.batch_size = srv->job.batch_size;
 	m.u.welcome.staleness = srv->job.staleness;
 	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
@@ -1023,6 +1026,7 @@ out:
 	gp_data_destroy(srv->test);
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
+	gp_robust_finish(&srv->pool.robust);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);

@@ -60,7 +60,9 @@ struct server {
 	struct gp_job job;
 	char *job_text;
 	struct gp_model_spec spec;
-	char spec_text[GP_MODEL_SPEC_MAX];
+	/* The model in canonical text (gp_model_spec_format()): the ledger's
+	 * jobs.model, the checkpoints' GP_CKPT_MODEL, WELCOME's model_text. */
+	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
 	/* The members, the parameter store, the clocks, the schedule and the

@@ -48,8 +48,8 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 
 static int build_fresh(struct server *srv)
 {
-	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_LAYERS];
-	char names[2 * GP_MODEL_MAX_LAYERS][GP_MODEL_TENSOR_NAME_MAX];
+	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_NODES];
+	char names[2 * GP_MODEL_MAX_NODES][GP_MODEL_TENSOR_NAME_MAX];
 	struct gp_params_config pc = {
 		.lr = (float)srv->job.learning_rate,
 		.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
@@ -157,9 +157,10 @@ static int check_restored(struct server *srv, int64_t seq)
 	size_t n = gp_model_tensor_count(srv->eval_model);
 
 	if (gp_params_tensor_count(srv->pool.params) != n) {
-		gp_error("checkpoint %" PRId64 " holds %zu tensors, the model %s "
-			 "has %zu", seq, gp_params_tensor_count(srv->pool.params),
-			 srv->job.spec, n);
+		gp_error("checkpoint %" PRId64 " holds %zu tensors, the model "
+			 "%.80s has %zu", seq,
+			 gp_params_tensor_count(srv->pool.params),
+			 srv->spec_text, n);
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -170,8 +171,9 @@ static int check_restored(struct server *srv, int64_t seq)
 		if (gp_params_tensor(srv->pool.params, i, &sh, NULL) < 0 ||
 		    sh.rows != ti.rows || sh.cols != ti.cols) {
 			gp_error("checkpoint %" PRId64 ": tensor %zu is %ux%u, the "
-				 "model %s's %zux%zu", seq, i, sh.rows, sh.cols,
-				 srv->job.spec, ti.rows, ti.cols);
+				 "model %.80s's %s %zux%zu", seq, i, sh.rows,
+				 sh.cols, srv->spec_text, ti.name, ti.rows,
+				 ti.cols);
 			return -EBADMSG;
 		}
 	}
@@ -192,7 +194,7 @@ static int restore(struct server *srv)
 {
 	struct gp_ledger_checkpoint ck = { 0 };
 	struct gp_checkpoint_section sec[GP_CHECKPOINT_MAX_SECTIONS];
-	const struct gp_checkpoint_section *p, *c, *s;
+	const struct gp_checkpoint_section *p, *c, *s, *m;
 	unsigned skipped = 0;
 	size_t n;
 	int r;
@@ -211,9 +213,11 @@ static int restore(struct server *srv)
 	p = gp_checkpoint_find(sec, n, GP_CKPT_PARAMS);
 	c = gp_checkpoint_find(sec, n, GP_CKPT_CLOCKS);
 	s = gp_checkpoint_find(sec, n, GP_CKPT_PROGRESS);
+	m = gp_checkpoint_find(sec, n, GP_CKPT_MODEL);
 	r = -EBADMSG;
 	if (!p || !c || !s)
 		goto out;
+
 	r = gp_params_load(p->data, p->len, &srv->pool.params);
 	if (r >= 0)
 		r = gp_ssp_load(c->data, c->len, &srv->pool.ssp);
@@ -221,6 +225,16 @@ static int restore(struct server *srv)
 		r = gp_sched_load(s->data, s->len, &srv->pool.sched);
 	if (r >= 0)
 		r = check_restored(srv, ck.seq);
+	/* Same shapes are not the same model (a relu for a gelu): a
+	 * checkpoint that names its model must name this one. */
+	if (r >= 0 && m && (m->len != strlen(srv->spec_text) ||
+			    memcmp(m->data, srv->spec_text, m->len) != 0)) {
+		gp_error("checkpoint %" PRId64 " holds the parameters of "
+			 "another model (%.*s%s) than the job's", ck.seq,
+			 (int)(m->len > 80 ? 80 : m->len), (const char *)m->data,
+			 m->len > 80 ? "..." : "");
+		r = -EBADMSG;
+	}
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */
@@ -254,6 +268,12 @@ out:
 	return r;
 }
 
+/* Picks the job this run continues, or records a new one: the current
+ * job goes on when its job text and its model (the canonical text: a
+ * [model] file may change under the same job text) are this run's and it
+ * is not done. The model is recorded with the job (jobs.model), and filled
+ * in for a job recorded before the ledger kept models. Returns 1 when an
+ * existing job goes on, 0 for a new one, or a negative errno. */
 static int pick_job(struct server *srv)
 {
 	char buf[32];
@@ -263,22 +283,35 @@ static int pick_job(struct server *srv)
 	r = gp_ledger_meta_get(srv->st.ledger, META_CURRENT_JOB, buf, sizeof(buf));
 	if (r >= 0 && gp_ledger_job_get(srv->st.ledger, strtoll(buf, NULL, 10),
 					&j) == 0) {
-		bool same = j.spec && strcmp(j.spec, srv->job_text) == 0 &&
-			    j.state != GP_JOB_DONE;
+		bool same_text = j.spec && strcmp(j.spec, srv->job_text) == 0;
+		bool old_row = j.model && !j.model[0];
+		bool same = same_text && j.state != GP_JOB_DONE &&
+			    (old_row || strcmp(j.model, srv->spec_text) == 0);
 		int64_t id = j.id;
 
+		if (same_text && !same && j.state != GP_JOB_DONE)
+			gp_info("job %" PRId64 "'s model changed (its [model] "
+				"file): starting a new job", id);
 		gp_ledger_job_finish(&j);
 		if (same) {
 			srv->pool.job_id = id;
+			if (old_row &&
+			    gp_ledger_job_set_model(srv->st.ledger, id,
+						    srv->spec_text) < 0)
+				return -EIO;
 			return 1;
 		}
 	}
 	r = gp_ledger_job_create(srv->st.ledger, srv->job_text, gp_now_ms(),
 				 &srv->pool.job_id);
+	if (r >= 0)
+		r = gp_ledger_job_set_model(srv->st.ledger, srv->pool.job_id,
+					    srv->spec_text);
 	if (r < 0)
 		return r;
 	snprintf(buf, sizeof(buf), "%" PRId64, srv->pool.job_id);
-	return gp_ledger_meta_set(srv->st.ledger, META_CURRENT_JOB, buf);
+	r = gp_ledger_meta_set(srv->st.ledger, META_CURRENT_JOB, buf);
+	return r < 0 ? r : 0;
 }
 
 int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
@@ -326,16 +359,25 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		gp_error("%s", err);
 		return r;
 	}
-	r = gp_model_spec_parse(srv->job.spec, &srv->spec, err, sizeof(err));
+	r = gp_job_load_model(&srv->job, job_path, &srv->spec, err, sizeof(err));
 	if (r < 0) {
-		gp_error("%s: [model] spec: %s", job_path, err);
+		gp_error("%s", err);
 		return r;
 	}
-	gp_model_spec_format(&srv->spec, srv->spec_text, sizeof(srv->spec_text));
+	/* The canonical text is what the ledger, the checkpoints and the
+	 * agents get: it parses back to this very graph. */
+	r = gp_model_spec_format(&srv->spec, srv->spec_text, sizeof(srv->spec_text));
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "%s: cannot write the model's text",
+			     job_path);
+		return r;
+	}
 	if (srv->spec.dims[0] != GP_DATA_PIXELS ||
 	    srv->spec.dims[srv->spec.n_layers] != GP_DATA_CLASSES) {
-		gp_error("%s: model %s does not fit Fashion-MNIST (%d inputs, %d "
-			 "classes)", job_path, srv->spec_text, GP_DATA_PIXELS,
+		gp_error("%s: the model takes %u inputs and gives %u classes; "
+			 "Fashion-MNIST has %d inputs (1x28x28) and %d classes",
+			 job_path, srv->spec.dims[0],
+			 srv->spec.dims[srv->spec.n_layers], GP_DATA_PIXELS,
 			 GP_DATA_CLASSES);
 		r = -EINVAL;
 		return r;

@@ -198,6 +198,9 @@ static inline void fx_setup(struct fixture *f, uint32_t s)
 
 static inline void fx_teardown(struct fixture *f)
 {
+	for (size_t i = 0; i < sizeof(f->members) / sizeof(f->members[0]); i++)
+		gp_robust_agent_finish(&f->members[i].robust);
+	gp_robust_finish(&f->pool.robust);
 	gp_params_destroy(f->params);
 	gp_ssp_destroy(f->ssp);
 	gp_sched_destroy(f->sched);
@@ -214,6 +217,7 @@ static inline struct gp_member *fx_join_speed(struct fixture *f, size_t i,
 				 .n_devices = speed > 0 };
 	int64_t clock = -1;
 
+	gp_robust_agent_finish(&m->robust);
 	memset(m, 0, sizeof(*m));
 	memset(m->key, (int)i + 1, sizeof(m->key));
 	snprintf(m->addr, sizeof(m->addr), "test-%zu", i);

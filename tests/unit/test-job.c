@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "job.h"
+#include "model.h"
 #include "test.h"
 
 static int parse(const char *text, struct gp_job *job, char *err,
@@ -59,6 +60,8 @@ static void test_full(void)
 		"max_agents = 8\n"
 		"max_grad_norm = 50\n"
 		"clip_grad_norm = 5\n"
+		"robust_clip = 3.5\n"
+		"robust_momentum = 0.5\n"
 		"max_strikes = 3\n"
 		"work_timeout = 45s\n"
 		"rate_messages = 100\n"
@@ -91,6 +94,8 @@ static void test_full(void)
 	ASSERT_EQ(job.max_agents, 8);
 	ASSERT_NEAR(job.max_grad_norm, 50, 0);
 	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
+	ASSERT_NEAR(job.robust_clip, 3.5, 0);
+	ASSERT_NEAR(job.robust_momentum, 0.5, 0);
 	ASSERT_EQ(job.max_strikes, 3);
 	ASSERT_EQ(job.work_timeout_ms, 45000);
 	ASSERT_EQ(job.rate_messages, 100);
@@ -118,6 +123,8 @@ static void test_defaults(void)
 	ASSERT(job.eval);
 	ASSERT_STR_EQ(job.listen, "127.0.0.1:7100");
 	ASSERT_EQ(job.max_strikes, 8);
+	ASSERT_NEAR(job.robust_clip, 2, 0);
+	ASSERT_NEAR(job.robust_momentum, 0.9, 0);
 	ASSERT_EQ(job.work_timeout_ms, 120000);
 	ASSERT_EQ(job.rate_messages, 5000);
 	ASSERT_EQ(job.rate_bytes, 1u << 30);
@@ -139,7 +146,11 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784-10\n[train]\nepochs = 3\nx = 1\n",
 		     "t.job:5: unknown key 'x' in [train]");
 	expect_error("[model]\nseed = 2\n",
-		     "t.job: missing required key 'spec' in [model]");
+		     "t.job: [model] needs spec = (layer widths, as in "
+		     "784-256-128-10) or file = (a gradpool-model 1 "
+		     "description)");
+	expect_error("[model]\nspec = 784-10\nfile = cnn.model\n",
+		     "t.job: [model] has both spec and file; give one");
 	expect_error("[model]\nspec = 784-10\n[train]\nepochs = 0\n",
 		     "t.job:4: value 0 out of range for 'epochs' in [train] "
 		     "(1 to 100000)");
@@ -176,6 +187,13 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784--10\n",
 		     "t.job:2: bad value for 'spec' in [model]: '784--10' is "
 		     "not a list of layer widths such as 784-256-128-10");
+	/* Robust aggregation: off (0) or a factor of at least 1. */
+	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_clip = 0.5\n",
+		     "t.job: robust_clip (0.5) must be 0 (off) or at least 1 "
+		     "in [pool]");
+	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_momentum = 1\n",
+		     "t.job:4: value 1 out of range for 'robust_momentum' in "
+		     "[pool] (0 to 0.999)");
 	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adam\n",
 		     "t.job:4: bad value for 'optimizer' in [train]: unknown "
 		     "optimizer 'adam' (sgd or sgd-momentum)");
@@ -250,12 +268,98 @@ static void test_file(void)
 	rmdir(dir);
 }
 
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ASSERT_NOT_NULL(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* [model] file =: a description beside the job file, its errors named
+ * with file and line, and the shorthand path unchanged. */
+static void test_model_file(void)
+{
+	char dir[] = "/tmp/gp-test-model-XXXXXX", job_path[128], model[128],
+	     buf[256], err[2048];
+	struct gp_model_spec spec;
+	struct gp_job job;
+
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	snprintf(job_path, sizeof(job_path), "%s/cnn.job", dir);
+	snprintf(model, sizeof(model), "%s/cnn.model", dir);
+
+	ASSERT_OK(parse("[model]\nfile = cnn.model\nseed = 3\n", &job, err,
+			sizeof(err)));
+	ASSERT_STR_EQ(job.model_file, "cnn.model");
+	ASSERT_STR_EQ(job.spec, "");
+	ASSERT_EQ(gp_job_model_path(&job, job_path, buf, sizeof(buf)),
+		  (int)strlen(model));
+	ASSERT_STR_EQ(buf, model);
+	/* A job file named without a directory: the name as it is. */
+	ASSERT_OK(gp_job_model_path(&job, "cnn.job", buf, sizeof(buf)) > 0 ? 0 : -1);
+	ASSERT_STR_EQ(buf, "cnn.model");
+	ASSERT_EQ(gp_job_model_path(&job, job_path, buf, 8), -ENAMETOOLONG);
+
+	/* Missing file: its path and the job that names it. */
+	ASSERT_EQ(gp_job_load_model(&job, job_path, &spec, err, sizeof(err)),
+		  -ENOENT);
+	ASSERT_NOT_NULL(strstr(err, model));
+	ASSERT_NOT_NULL(strstr(err, "No such file"));
+	ASSERT_NOT_NULL(strstr(err, "the [model] file of"));
+
+	write_text(model, "gradpool-model 1\n"
+			  "input shape=1x28x28\n"
+			  "conv2d conv1 out=4 kernel=3 padding=1\n"
+			  "relu relu1\n"
+			  "maxpool2d pool1 kernel=2\n"
+			  "flatten flat\n"
+			  "dense fc1 out=10\n"
+			  "softmax_xent loss\n");
+	ASSERT_OK(gp_job_load_model(&job, job_path, &spec, err, sizeof(err)));
+	ASSERT_EQ(spec.version, 1);
+	ASSERT_EQ(spec.n_nodes, 7);
+	ASSERT_EQ(spec.dims[0], 784);
+	ASSERT_EQ(spec.dims[spec.n_layers], 10);
+
+	/* A bad line: file, line, layer and problem. */
+	write_text(model, "gradpool-model 1\n"
+			  "input shape=1x28x28\n"
+			  "conv2d conv1 out=4 kernel=0\n"
+			  "flatten flat\n"
+			  "dense fc1 out=10\n"
+			  "softmax_xent loss\n");
+	ASSERT_EQ(gp_job_load_model(&job, job_path, &spec, err, sizeof(err)),
+		  -EINVAL);
+	ASSERT(strncmp(err, model, strlen(model)) == 0);
+	ASSERT_NOT_NULL(strstr(err, "line 3"));
+	ASSERT_NOT_NULL(strstr(err, "conv1"));
+
+	/* The shorthand is no description. */
+	write_text(model, "784-10");
+	ASSERT_EQ(gp_job_load_model(&job, job_path, &spec, err, sizeof(err)),
+		  -EINVAL);
+	ASSERT_NOT_NULL(strstr(err, "not a model description"));
+
+	/* spec = goes through the same call. */
+	ASSERT_OK(parse("[model]\nspec = 784-32-10\n", &job, err, sizeof(err)));
+	ASSERT_EQ(gp_job_model_path(&job, job_path, buf, sizeof(buf)), -ENOENT);
+	ASSERT_OK(gp_job_load_model(&job, job_path, &spec, err, sizeof(err)));
+	ASSERT_EQ(spec.version, 0);
+	ASSERT_EQ(spec.dims[1], 32);
+
+	unlink(model);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_full();
 	test_defaults();
 	test_errors();
 	test_file();
+	test_model_file();
 	printf("job: all tests passed\n");
 	return 0;
 }

@@ -151,7 +151,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -182,6 +182,34 @@ static void test_create_reopen(void)
 	ASSERT_EQ(job.updated_at, 9);
 	gp_ledger_job_finish(&job);
 	ASSERT_EQ(gp_ledger_job_set_state(l, 999, GP_JOB_DONE, 9), -ENOENT);
+
+	/* The job's model: none for a row from before the ledger kept
+	 * models, then the canonical text the coordinator records. */
+	{
+		static const char cnn[] =
+			"gradpool-model 1; input shape=1x28x28; dense fc1 "
+			"out=10; softmax_xent loss";
+		char *model = (char *)"unchanged";
+
+		ASSERT_OK(gp_ledger_job_get(l, job_id, &job));
+		ASSERT_STR_EQ(job.model, "");
+		gp_ledger_job_finish(&job);
+		ASSERT_EQ(gp_ledger_job_model(l, job_id, &model), -ENODATA);
+		ASSERT_STR_EQ(model, "unchanged");
+		ASSERT_NOT_NULL(strstr(gp_ledger_error(l), "before the ledger"));
+		ASSERT_EQ(gp_ledger_job_model(l, 999, &model), -ENOENT);
+		ASSERT_EQ(gp_ledger_job_set_model(l, 999, cnn), -ENOENT);
+		ASSERT_OK(gp_ledger_job_set_model(l, job_id, cnn));
+		ASSERT_OK(gp_ledger_job_model(l, job_id, &model));
+		ASSERT_STR_EQ(model, cnn);
+		free(model);
+		ASSERT_OK(gp_ledger_job_model(l, 0, &model));
+		ASSERT_STR_EQ(model, cnn);
+		free(model);
+		ASSERT_OK(gp_ledger_job_get(l, 0, &job));
+		ASSERT_STR_EQ(job.model, cnn);
+		gp_ledger_job_finish(&job);
+	}
 	gp_ledger_close(l);
 
 	/* A missing file is not created without GP_LEDGER_CREATE. */
@@ -201,7 +229,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 }
 
 static void test_tokens_and_join(void)
@@ -764,6 +792,7 @@ static void test_rollback(void)
 	/* A version 1 ledger (before the column) is migrated: its rows
 	 * count. */
 	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
+		  "ALTER TABLE jobs DROP COLUMN model; "
 		  "ALTER TABLE agents DROP COLUMN left_at; "
 		  "ALTER TABLE agents DROP COLUMN connections; "
 		  "ALTER TABLE jobs DROP COLUMN epochs; "
@@ -776,9 +805,18 @@ static void test_rollback(void)
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 3);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
+	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM jobs WHERE model = ''"),
+		  sql_int(path, "SELECT count(*) FROM jobs"));
+	{
+		char *model = NULL;
+
+		ASSERT_EQ(gp_ledger_job_model(l, job, &model), -ENODATA);
+		ASSERT(model == NULL);
+	}
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents WHERE "
 			  "connections = 0 AND left_at IS NULL"), 1);
 	gp_ledger_close(l);

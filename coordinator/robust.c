@@ -1,0 +1,263 @@
+/* Centred clipping of updates: see robust.h.
+ *
+ * A group of K gradients g_1..g_K arrives as two sums (GP_UPDATE_SUMS):
+ * a = a_K and b = sum_j lr_j a_j / sum_j lr_j, with a_j = mu a_(j-1) + g_j.
+ * Replacing every g_i by c + lambda (g_i - c) turns a_j into
+ * lambda a_j + (1 - lambda) d_j c, d_j = sum_(t<j) mu^t, so
+ *   a <- lambda a + (1 - lambda) D_a c,   D_a = d_K,
+ *   b <- lambda b + (1 - lambda) D_b c,   D_b = sum_j lr_j d_j / sum_j lr_j.
+ * The group's mean gradient is a / D_a, a mean of K gradients weighted
+ * mu^(K-i); its noise is sqrt(K_eff) times a single one's, K_eff =
+ * D_a^2 / sum_(t<K) mu^(2t). Form 0 is the group of one: D_a = 1, no b. */
+#include "robust.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t thread_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* GP_ROBUST_QUANTILE of ring[0..len). */
+static double quantile(const double *ring, uint32_t len)
+{
+	double v[GP_ROBUST_WINDOW];
+
+	memcpy(v, ring, len * sizeof(double));
+	qsort(v, len, sizeof(double), cmp_double);
+	return v[(size_t)(GP_ROBUST_QUANTILE * (len - 1))];
+}
+
+/* The sums' weights of a group of u->k: D_a, D_b and K_eff. */
+static void weights(const struct gp_robust_update *u, double *ret_da,
+		    double *ret_db, double *ret_keff)
+{
+	double mu = u->b ? u->mu : 0, d = 0, pw = 1, sq = 0, lsum = 0, lw = 0;
+
+	for (uint32_t j = 1; j <= u->k; j++) {
+		double lr = u->lrs ? u->lrs[j - 1] : 1;
+
+		sq += pw * pw;
+		d += pw;        /* d_j */
+		pw *= mu;
+		lw += lr * d;
+		lsum += lr;
+	}
+	*ret_da = d;
+	*ret_db = lsum > 0 ? lw / lsum : d;
+	*ret_keff = d * d / sq;
+}
+
+/* Pass 1: the norms of a and b, |g - c|^2 and |m' - c|^2, with m' the
+ * member's momentum m (NULL before its first update) after g; nothing
+ * written. Float lanes over runs of 256 values (SIMD at -O2), each run's
+ * partial sums added in double, as params.c's sum_squares. */
+struct sums {
+	double aa, bb, dg, dm;
+};
+
+#define LANES 8
+
+static struct sums measure(const struct gp_robust *r, const float *m,
+			   const struct gp_robust_update *u, double da)
+{
+	const float *restrict c = r->centre, *restrict a = u->a,
+		    *restrict b = u->b;
+	/* Before the member's first update its momentum after g is g: read
+	 * the centre as m with weight 0. */
+	const float *restrict mm = m ? m : c;
+	float inv = (float)(1.0 / da), beta = m ? (float)r->beta : 0,
+	      rest = 1 - beta;
+	struct sums s = {0};
+	size_t n = u->n, x = 0;
+
+	while (x < n) {
+		float aa[LANES] = {0}, dg[LANES] = {0}, dm[LANES] = {0};
+		size_t end = n - x > 256 ? x + 256 : n;
+
+		for (; x + LANES <= end; x += LANES)
+			for (size_t j = 0; j < LANES; j++) {
+				float g = a[x + j] * inv;
+				float e = g - c[x + j];
+				float f = beta * mm[x + j] + rest * g - c[x + j];
+
+				aa[j] += a[x + j] * a[x + j];
+				dg[j] += e * e;
+				dm[j] += f * f;
+			}
+		for (; x < end; x++) {
+			float g = a[x] * inv;
+			float e = g - c[x], f = beta * mm[x] + rest * g - c[x];
+
+			aa[0] += a[x] * a[x];
+			dg[0] += e * e;
+			dm[0] += f * f;
+		}
+		for (size_t j = 0; j < LANES; j++) {
+			s.aa += aa[j];
+			s.dg += dg[j];
+			s.dm += dm[j];
+		}
+	}
+	for (x = 0; b && x < n;) {
+		float bb[LANES] = {0};
+		size_t end = n - x > 256 ? x + 256 : n;
+
+		for (; x + LANES <= end; x += LANES)
+			for (size_t j = 0; j < LANES; j++)
+				bb[j] += b[x + j] * b[x + j];
+		for (; x < end; x++)
+			bb[0] += b[x] * b[x];
+		for (size_t j = 0; j < LANES; j++)
+			s.bb += bb[j];
+	}
+	return s;
+}
+
+/* Pass 2: the member's momentum m (its first: m = g), the shrink of a and
+ * b towards the centre (lambda < 1), the centre's average. */
+/* y = p y + q x, in blocks of LANES that -O2 turns into SIMD. */
+static void axpby(float *restrict y, const float *restrict x, size_t n,
+		  float p, float q)
+{
+	size_t i = 0;
+
+	for (; i + LANES <= n; i += LANES)
+		for (size_t j = 0; j < LANES; j++)
+			y[i + j] = p * y[i + j] + q * x[i + j];
+	for (; i < n; i++)
+		y[i] = p * y[i] + q * x[i];
+}
+
+static void shrink(struct gp_robust *r, float *m, bool first_m,
+		   const struct gp_robust_update *u, double lambda, double da,
+		   double db, double beta_k)
+{
+	float beta = first_m ? 0 : (float)r->beta;
+
+	axpby(m, u->a, u->n, beta, (float)((1 - beta) / da));
+	if (lambda < 1) {
+		if (u->b)
+			axpby(u->b, r->centre, u->n, (float)lambda,
+			      (float)((1 - lambda) * db));
+		axpby(u->a, r->centre, u->n, (float)lambda,
+		      (float)((1 - lambda) * da));
+	}
+	axpby(r->centre, u->a, u->n, (float)beta_k,
+	      (float)((1 - beta_k) / da));
+}
+
+/* Whether the window holds GP_ROBUST_MEMBERS different members. */
+static bool enough_members(const struct gp_robust *r)
+{
+	uint64_t seen[GP_ROBUST_MEMBERS];
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < r->ring_len && n < GP_ROBUST_MEMBERS; i++) {
+		bool known = false;
+
+		for (uint32_t j = 0; j < n; j++)
+			known |= seen[j] == r->ring_who[i];
+		if (!known)
+			seen[n++] = r->ring_who[i];
+	}
+	return n >= GP_ROBUST_MEMBERS;
+}
+
+static void push(struct gp_robust *r, uint64_t who, double dg, double dm)
+{
+	r->ring_g[r->ring_pos] = dg;
+	r->ring_m[r->ring_pos] = dm;
+	r->ring_who[r->ring_pos] = who;
+	r->ring_pos = (r->ring_pos + 1) % GP_ROBUST_WINDOW;
+	if (r->ring_len < GP_ROBUST_WINDOW)
+		r->ring_len++;
+}
+
+int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
+		     const struct gp_robust_update *u,
+		     struct gp_robust_result *ret)
+{
+	uint64_t t0 = thread_ns();
+	double da, db, keff, lambda = 1, norm, beta_k;
+	bool first = !r->centre;
+	struct sums s;
+	int rc = 0;
+
+	*ret = (struct gp_robust_result){ .weight = 1, .skipped = true };
+	if (!(r->clip > 0) || u->n == 0 || u->k == 0)
+		return 0;
+	if (!r->centre) {
+		r->centre = calloc(u->n, sizeof(float));
+		r->n = u->n;
+	}
+	if (!agent->momentum)
+		agent->momentum = calloc(u->n, sizeof(float));
+	if (!r->centre || !agent->momentum || r->n != u->n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	weights(u, &da, &db, &keff);
+	s = measure(r, agent->updates ? agent->momentum : NULL, u, da);
+	/* The optimiser's own norm check (params.c): leave to it what it
+	 * refuses, so that the refusal is judged on what was sent. */
+	norm = sqrt(s.aa > s.bb ? s.aa : s.bb) / da;
+	if (!isfinite(norm) || !isfinite(s.dg) || !isfinite(s.dm) ||
+	    (u->reject_norm > 0 && norm > u->reject_norm))
+		goto out;
+	ret->skipped = false;
+	ret->dev_g = sqrt(s.dg);
+	ret->dev_m = sqrt(s.dm);
+	if (!first && r->ring_len >= GP_ROBUST_WARMUP && enough_members(r)) {
+		ret->tau_g = r->clip * quantile(r->ring_g, r->ring_len) /
+			     sqrt(keff);
+		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_len);
+		if (ret->dev_g > ret->tau_g)
+			lambda = ret->tau_g / ret->dev_g;
+		if (ret->dev_m > ret->tau_m && ret->tau_m / ret->dev_m < lambda)
+			lambda = ret->tau_m / ret->dev_m;
+	}
+	if (!first)
+		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
+	beta_k = first ? 0 : pow(r->beta, u->k);
+	shrink(r, agent->momentum, agent->updates == 0, u, lambda, da, db,
+	       beta_k);
+	ret->weight = lambda;
+	r->updates++;
+	agent->updates++;
+	agent->weight_sum += lambda;
+	if (lambda < 1) {
+		r->damped++;
+		agent->damped++;
+	}
+out:
+	r->cpu_ns += thread_ns() - t0;
+	return rc;
+}
+
+void gp_robust_agent_finish(struct gp_robust_agent *agent)
+{
+	free(agent->momentum);
+	agent->momentum = NULL;
+}
+
+void gp_robust_finish(struct gp_robust *r)
+{
+	free(r->centre);
+	r->centre = NULL;
+}

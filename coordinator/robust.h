@@ -1,0 +1,107 @@
+/* Robust aggregation: what an update may do to the model when its sender
+ * cannot be trusted.
+ *
+ * Centred clipping after Karimireddy, He and Jaggi (2021, "Learning from
+ * History for Byzantine Robust Optimization"), in the asynchronous form a
+ * parameter server that applies updates one at a time needs:
+ *
+ * - The centre c is the pool's recent update direction: an exponential
+ *   average (weight `beta`) of the mean gradients applied, after this
+ *   filter.
+ * - Each member i has its own momentum m_i, the same average of the mean
+ *   gradients it sent. Honest members' momenta sit near c (their noise
+ *   averages out); a member that keeps pushing one way (sign flip, label
+ *   flipping, "a little is enough", a stale or zero update) drifts away
+ *   from it however small each push is.
+ * - An update's mean gradient g (a group's: its momentum sum a divided by
+ *   the weights' sum) is replaced by c + lambda (g - c), lambda =
+ *   min(1, tau_g / |g - c|, tau_m / |m_i - c|). For a group of K gradients
+ *   every one of them is so replaced, which is an affine map of its two
+ *   sums (see robust.c).
+ * - tau_g and tau_m are `clip` times a low quantile (GP_ROBUST_QUANTILE)
+ *   of the last GP_ROBUST_WINDOW deviations |g - c| (in single-gradient
+ *   units: a mean of K has sqrt(K) times less noise) and |m_i - c|. A
+ *   minority of members cannot move a quantile below their share, so the
+ *   radius follows the honest members' noise, whatever the others send.
+ *
+ * One update's deviation from the pool's direction is therefore at most
+ * tau_g, and a member whose momentum is away from the pool's moves the
+ * model by its share of tau_m only. Nothing is shrunk until the window
+ * holds GP_ROBUST_WARMUP deviations from at least GP_ROBUST_MEMBERS
+ * different members: with fewer there is no majority to follow (a pool of
+ * one or two trains as without the filter, and apply.c does not even call
+ * it while fewer than GP_ROBUST_MEMBERS are joined; the norm limit still
+ * holds). Pure: no I/O, no allocation but the buffers (the
+ * centre, and one momentum per member that sent an update). */
+#ifndef GP_ROBUST_H
+#define GP_ROBUST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GP_ROBUST_WINDOW 64   /* deviations the radii are taken from */
+#define GP_ROBUST_WARMUP 8    /* updates before anything is shrunk */
+#define GP_ROBUST_MEMBERS 3   /* members in the window, likewise */
+#define GP_ROBUST_QUANTILE 0.3 /* below 1/2: two colluders of four */
+
+/* The pool's side. Zero it, then set clip and beta; free with
+ * gp_robust_finish(). */
+struct gp_robust {
+	double clip;           /* radius factor; 0: off */
+	double beta;           /* weight of the past in c and m_i, [0, 1) */
+	float *centre;         /* n floats, owned; NULL until the first update */
+	size_t n;
+	double ring_g[GP_ROBUST_WINDOW], ring_m[GP_ROBUST_WINDOW];
+	uint64_t ring_who[GP_ROBUST_WINDOW];
+	uint32_t ring_len, ring_pos;
+	/* Counters of this run. */
+	uint64_t updates, damped;
+	uint64_t cpu_ns;       /* thread CPU time spent here */
+};
+
+/* A member's side: zeroed when it joins, freed with
+ * gp_robust_agent_finish(). */
+struct gp_robust_agent {
+	float *momentum;       /* n floats, owned; NULL before its first update */
+	uint64_t updates, damped;
+	double weight_sum;     /* sum of lambda over its updates */
+};
+
+/* One update as it will be applied: a, the gradient (form 0) or momentum
+ * sum a_K of a group; b, a group's second sum (NULL for form 0); both
+ * borrowed and shrunk in place. */
+struct gp_robust_update {
+	float *a, *b;
+	size_t n;
+	uint32_t k;            /* minibatches, >= 1 */
+	uint64_t who;          /* the member's id */
+	const float *lrs;      /* k learning rates (groups only) */
+	double mu;             /* the optimiser's momentum (groups only) */
+	double reject_norm;    /* max_grad_norm, 0: none */
+};
+
+/* What gp_robust_filter() did. */
+struct gp_robust_result {
+	double weight;         /* lambda; 1 when nothing was shrunk */
+	double dev_g, dev_m;   /* |g - c|, |m_i - c| */
+	double tau_g, tau_m;   /* the radii; 0 while warming up */
+	bool skipped;          /* left for the optimiser to refuse, or off */
+};
+
+/* Filters update u from member `agent` (both borrowed): shrinks u's
+ * deviation from the centre as described above and records it (the
+ * centre, the member's momentum, the radii), in that order, as applied.
+ * An update that is not finite or whose norm the optimiser will refuse
+ * (the norm of gp_params_apply_scaled() or _sums(), over reject_norm) is
+ * left untouched and unrecorded (ret->skipped). Returns 0 or -ENOMEM (a
+ * buffer could not be allocated: the update is left as it came and
+ * skipped). */
+int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
+		     const struct gp_robust_update *u,
+		     struct gp_robust_result *ret);
+
+void gp_robust_agent_finish(struct gp_robust_agent *agent);
+void gp_robust_finish(struct gp_robust *r);
+
+#endif

@@ -1,0 +1,284 @@
+/* Unit tests for coordinator/robust: centred clipping. Off is a no-op;
+ * honest members around one direction are not shrunk while an attacker
+ * (sign flip, a small steady shift, a huge update under the norm limit)
+ * is, and one update's applied deviation stays within the radius; a
+ * group's sums are shrunk exactly as its gradients one by one would be;
+ * what the optimiser refuses is left as sent and changes no state. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "robust.h"
+#include "test.h"
+
+#define N 64
+#define HONEST 3
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+/* Uniform in [-1, 1). */
+static double noise(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (double)(rng >> 11) / (double)(1ull << 52) - 1;
+}
+
+/* An honest gradient: the true one (all 1) plus noise of norm ~ 2.3. */
+static void honest(float *g)
+{
+	for (size_t x = 0; x < N; x++)
+		g[x] = (float)(1 + 0.5 * noise());
+}
+
+static double dist(const float *a, const float *b)
+{
+	double s = 0;
+
+	for (size_t x = 0; x < N; x++)
+		s += ((double)a[x] - b[x]) * ((double)a[x] - b[x]);
+	return sqrt(s);
+}
+
+static struct gp_robust_update plain(float *g, uint64_t who)
+{
+	return (struct gp_robust_update){ .a = g, .n = N, .k = 1, .who = who,
+					  .reject_norm = 1000 };
+}
+
+static void test_off(void)
+{
+	struct gp_robust r = { .clip = 0, .beta = 0.9 };
+	struct gp_robust_agent a = {0};
+	struct gp_robust_result res;
+	float g[N], before[N];
+
+	honest(g);
+	memcpy(before, g, sizeof(g));
+	struct gp_robust_update u = plain(g, 1);
+
+	ASSERT_OK(gp_robust_filter(&r, &a, &u, &res));
+	ASSERT(res.skipped);
+	ASSERT_NEAR(res.weight, 1, 0);
+	ASSERT_MEM_EQ(g, before, sizeof(g));
+	ASSERT(!r.centre && !a.momentum);
+}
+
+/* Three honest members and one attacker taking turns; `attack` makes the
+ * attacker's gradient from an honest one. Returns the attacker's damped
+ * count; *ret_honest_damped the honest members'. */
+static uint64_t run(void (*attack)(float *g), unsigned rounds,
+		    uint64_t *ret_honest_damped, double *ret_max_excess)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent ag[HONEST + 1] = {0};
+	uint64_t honest_damped = 0, damped;
+	double excess = 0;
+	float g[N], c[N];
+
+	for (unsigned t = 0; t < rounds; t++)
+		for (size_t i = 0; i <= HONEST; i++) {
+			struct gp_robust_update u = plain(g, i);
+			struct gp_robust_result res;
+
+			honest(g);
+			if (i == HONEST)
+				attack(g);
+			if (r.centre)
+				memcpy(c, r.centre, sizeof(c));
+			ASSERT_OK(gp_robust_filter(&r, &ag[i], &u, &res));
+			ASSERT(!res.skipped);
+			/* The applied deviation is within the radius. */
+			if (res.tau_g > 0 && dist(g, c) - res.tau_g > excess)
+				excess = dist(g, c) - res.tau_g;
+			if (i < HONEST && res.weight < 1 && t >= 20)
+				honest_damped++;
+		}
+	damped = ag[HONEST].damped;
+	ASSERT_EQ(r.updates, (uint64_t)rounds * (HONEST + 1));
+	for (size_t i = 0; i <= HONEST; i++)
+		gp_robust_agent_finish(&ag[i]);
+	gp_robust_finish(&r);
+	*ret_honest_damped = honest_damped;
+	*ret_max_excess = excess;
+	return damped;
+}
+
+static void none(float *g)
+{
+	(void)g;
+}
+
+static void sign_flip(float *g)
+{
+	for (size_t x = 0; x < N; x++)
+		g[x] = -g[x];
+}
+
+/* "A little is enough": a steady shift of about the honest noise's
+ * standard deviation per coordinate, in one direction. */
+static void little(float *g)
+{
+	for (size_t x = 0; x < N; x++)
+		g[x] -= 0.3f;
+}
+
+static void huge(float *g)
+{
+	for (size_t x = 0; x < N; x++)
+		g[x] *= -100;
+}
+
+static void test_attacks(void)
+{
+	uint64_t hd, d;
+	double excess;
+
+	/* Clean: no honest member shrunk once the momenta settled. */
+	d = run(none, 200, &hd, &excess);
+	ASSERT_EQ(hd, 0);
+	ASSERT_LT(d, 10);
+	d = run(sign_flip, 200, &hd, &excess);
+	ASSERT_GT(d, 190);
+	ASSERT_EQ(hd, 0);
+	ASSERT(excess < 1e-3);
+	d = run(little, 200, &hd, &excess);
+	ASSERT_GT(d, 150);
+	ASSERT_EQ(hd, 0);
+	d = run(huge, 200, &hd, &excess);
+	ASSERT_GT(d, 190);
+	ASSERT_EQ(hd, 0);
+	ASSERT(excess < 1e-3);
+}
+
+/* A group of K = 3: its sums after the filter are the sums of its three
+ * gradients each replaced by c + lambda (g_i - c). */
+static void test_group(void)
+{
+	const double mu = 0.9;
+	const float lrs[3] = { 0.1f, 0.08f, 0.05f };
+	struct gp_robust r = { .clip = 1, .beta = 0.9 };
+	struct gp_robust_agent ag[2] = {0};
+	struct gp_robust_result res;
+	float gi[3][N], a[N], b[N], c[N], want_a[N], want_b[N];
+
+	/* Warm up with honest single updates of three members. */
+	for (int t = 0; t < 40; t++) {
+		float g[N];
+		struct gp_robust_update u = plain(g, (uint64_t)t % 3);
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &ag[0], &u, &res));
+	}
+	for (int i = 0; i < 3; i++)
+		for (size_t x = 0; x < N; x++)
+			gi[i][x] = (float)(-5 + noise()); /* far off: shrunk */
+	memcpy(c, r.centre, sizeof(c));
+	/* The sums as the agent builds them (proto/msg.h GP_UPDATE_SUMS). */
+	for (size_t x = 0; x < N; x++) {
+		double aj = 0, bsum = 0, lsum = 0;
+
+		for (int j = 0; j < 3; j++) {
+			aj = mu * aj + gi[j][x];
+			bsum += lrs[j] * aj;
+			lsum += lrs[j];
+		}
+		a[x] = (float)aj;
+		b[x] = (float)(bsum / lsum);
+	}
+	struct gp_robust_update u = { .a = a, .b = b, .n = N, .k = 3, .who = 9,
+				      .lrs = lrs, .mu = mu,
+				      .reject_norm = 1000 };
+
+	ASSERT_OK(gp_robust_filter(&r, &ag[1], &u, &res));
+	ASSERT(res.weight < 0.5);
+	for (size_t x = 0; x < N; x++) {
+		double aj = 0, bsum = 0, lsum = 0;
+
+		for (int j = 0; j < 3; j++) {
+			double g = c[x] + res.weight * (gi[j][x] - c[x]);
+
+			aj = mu * aj + g;
+			bsum += lrs[j] * aj;
+			lsum += lrs[j];
+		}
+		want_a[x] = (float)aj;
+		want_b[x] = (float)(bsum / lsum);
+		ASSERT_NEAR(a[x], want_a[x], 1e-4);
+		ASSERT_NEAR(b[x], want_b[x], 1e-4);
+	}
+	gp_robust_agent_finish(&ag[0]);
+	gp_robust_agent_finish(&ag[1]);
+	gp_robust_finish(&r);
+}
+
+/* One member alone (or two) is never shrunk, however far its momentum
+ * drifts: there is no majority to follow. */
+static void test_few_members(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[2] = {0};
+	struct gp_robust_result res;
+	float g[N];
+
+	for (int t = 0; t < 200; t++) {
+		struct gp_robust_update u = plain(g, (uint64_t)t % 2);
+
+		honest(g);
+		if (t % 2)
+			sign_flip(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[t % 2], &u, &res));
+		ASSERT(!res.skipped);
+		ASSERT_NEAR(res.weight, 1, 0);
+	}
+	gp_robust_agent_finish(&a[0]);
+	gp_robust_agent_finish(&a[1]);
+	gp_robust_finish(&r);
+}
+
+/* Over the norm limit, or not finite: left as sent, no state changed. */
+static void test_refused_left(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a = {0};
+	struct gp_robust_result res;
+	float g[N], before[N], c[N];
+
+	for (int t = 0; t < 20; t++) {
+		struct gp_robust_update u = plain(g, 1);
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a, &u, &res));
+	}
+	memcpy(c, r.centre, sizeof(c));
+	for (size_t x = 0; x < N; x++)
+		g[x] = 1e4f;
+	memcpy(before, g, sizeof(g));
+	struct gp_robust_update u = plain(g, 1);
+	uint32_t len = r.ring_len;
+	uint64_t upd = a.updates;
+
+	ASSERT_OK(gp_robust_filter(&r, &a, &u, &res));
+	ASSERT(res.skipped);
+	ASSERT_MEM_EQ(g, before, sizeof(g));
+	ASSERT_MEM_EQ(r.centre, c, sizeof(c));
+	ASSERT_EQ(r.ring_len, len);
+	ASSERT_EQ(a.updates, upd);
+	g[3] = NAN;
+	ASSERT_OK(gp_robust_filter(&r, &a, &u, &res));
+	ASSERT(res.skipped);
+	ASSERT_MEM_EQ(r.centre, c, sizeof(c));
+	gp_robust_agent_finish(&a);
+	gp_robust_finish(&r);
+}
+
+int main(void)
+{
+	test_off();
+	test_attacks();
+	test_group();
+	test_few_members();
+	test_refused_left();
+	return 0;
+}
