@@ -55,6 +55,11 @@ void gp_machine_init(struct gp_machine *m, const struct gp_session_config *cfg,
 	m->ctx = ctx;
 }
 
+void gp_machine_finish(struct gp_machine *m)
+{
+	gp_feedback_finish(&m->feedback);
+}
+
 static void status_changed(struct gp_machine *m)
 {
 	if (m->mode == GP_MACHINE_RUN)
@@ -395,7 +400,7 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
-			  GP_CAP_MOMENTUM;
+			  GP_CAP_MOMENTUM | GP_CAP_Q8;
 	if (m->data) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
@@ -605,6 +610,9 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		m->backoff_ms = 0;
 	m->agent_id = (int64_t)w->agent_id;
 	m->caps = w->caps;
+	/* A new session pulls the coordinator's parameters: what earlier
+	 * updates did not send is not owed to them. */
+	gp_feedback_reset(&m->feedback);
 	/* Keep the coordinator's pace: its heartbeat_timeout may be as short
 	 * as 1 s, and a paused or idle agent sends nothing but heartbeats; at
 	 * the channel's default 5 s it would be closed for idleness again and
@@ -792,6 +800,38 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 
 /* ---- results ---------------------------------------------------------- */
 
+/* With GP_CAP_Q8, turns the n_blocks blocks of res (n_values values in
+ * all) into GP_DTYPE_Q8 blocks of the values plus the error carried from
+ * earlier updates (agent/feedback.h). An update with a non-finite value,
+ * or no memory for the feedback, goes as it is (f16), so that the
+ * coordinator sees what it holds. */
+static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
+		     size_t n_blocks, size_t n_values,
+		     const struct gp_worker_result *res)
+{
+	size_t off = 0;
+
+	if (!(m->caps & GP_CAP_Q8) ||
+	    !gp_feedback_finite(res->grads, res->n_grads) ||
+	    (res->n_items && !gp_feedback_finite(res->sums_b, res->n_grads)))
+		return;
+	if (m->feedback.n != n_values) {
+		gp_feedback_finish(&m->feedback);
+		if (gp_feedback_init(&m->feedback, n_values) < 0)
+			return;
+	}
+	for (size_t i = 0; i < n_blocks; i++) {
+		const float *send;
+
+		if (gp_feedback_block(&m->feedback, off, blocks[i].values,
+				      blocks[i].count, &send) < 0)
+			return; /* cannot happen: the blocks fill n_values */
+		blocks[i].values = send;
+		blocks[i].dtype = GP_DTYPE_Q8;
+		off += blocks[i].count;
+	}
+}
+
 /* Sends res as an UPDATE. Returns 0 when it went out, or a negative errno
  * (-ENOTCONN: disconnected; -ENOMEM). */
 static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
@@ -830,6 +870,8 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 	}
 	msg.u.update.blocks = blocks;
 	msg.u.update.n_blocks = res->n_items ? 2 * n : n;
+	quantise(m, blocks, msg.u.update.n_blocks,
+		 res->n_items ? 2 * off : off, res);
 	if (res->n_items) {
 		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
 		if (!items) {

@@ -21,6 +21,7 @@
 
 #include "channel.h"
 #include "data.h"
+#include "feedback.h"
 #include "model.h"
 #include "msg.h"
 #include "session.h"
@@ -147,6 +148,9 @@ struct gp_machine {
 	char spec[GP_MSG_MODEL_MAX + 1];
 	uint32_t batch;
 	uint32_t caps;            /* the WELCOME's */
+	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),
+	 * allocated at the first such update. */
+	struct gp_feedback feedback;
 	/* The compute thread. */
 	bool have_worker;
 	/* The worker failed a step: made anew at the next WELCOME, since a
@@ -163,6 +167,10 @@ struct gp_machine {
 	bool joined;              /* join, leave: WELCOME came */
 	int64_t agent_id;
 };
+
+/* Frees what m holds (the quantisation's error feedback); m may be set up
+ * again with gp_machine_init(). */
+void gp_machine_finish(struct gp_machine *m);
 
 /* Sets m up (nothing happens yet). cfg, token (join only, else NULL), data
  * (may be NULL), ops and ctx are borrowed for m's lifetime. */

@@ -941,6 +941,7 @@ static int session_run(const struct gp_session_config *cfg,
 	s->worker = NULL;
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
+	gp_machine_finish(&s->m);
 	gp_noise_keypair_destroy(s->kp);
 	if (cfg->stats && mode == GP_MACHINE_RUN)
 		gp_stats_flush(cfg->stats);

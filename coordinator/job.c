@@ -39,6 +39,9 @@ void gp_job_defaults(struct gp_job *job)
 	job->staleness_scaling = true;
 	job->group_updates = true;
 	job->clock_duration_ms = 16;
+	job->comm_share = 0.10;
+	job->max_sync_interval_ms = 250;
+	job->int8 = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;
@@ -207,6 +210,37 @@ double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
 	return lr;
 }
 
+/* "10%" or a fraction such as "0.1": at most 90 %, 0 is off. */
+static int parse_comm_share(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_job *job = target;
+	char num[32];
+	size_t len = strlen(value);
+	bool percent = len > 0 && value[len - 1] == '%';
+	double v = 0;
+
+	if (percent)
+		len--;
+	if (len == 0 || len >= sizeof(num))
+		goto bad;
+	memcpy(num, value, len);
+	num[len] = '\0';
+	if (gp_conf_parse_double(num, &v, NULL, 0) < 0)
+		goto bad;
+	if (percent)
+		v /= 100.0;
+	if (!(v >= 0 && v <= 0.9)) {
+		snprintf(why, whylen, "'%s' out of range (0 to 90%%)", value);
+		return -ERANGE;
+	}
+	job->comm_share = v;
+	return 0;
+bad:
+	snprintf(why, whylen, "'%s' is not a share (as in 10%% or 0.1)", value);
+	return -EINVAL;
+}
+
 /* "30s" (a duration) or "500 minibatches". */
 static int parse_checkpoint_interval(void *target, const char *value,
 				     char *why, size_t whylen)
@@ -334,6 +368,10 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"pool", "clock_duration", GP_CONF_DURATION_MS, F(clock_duration_ms), 0,
 	 1, 10000, 0, NULL},
+	{"pool", "comm_share", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_comm_share},
+	{"pool", "max_sync_interval", GP_CONF_DURATION_MS,
+	 F(max_sync_interval_ms), 0, 1, 600000, 0, NULL},
+	{"pool", "int8", GP_CONF_BOOL, F(int8), 0, 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,

@@ -46,7 +46,20 @@
  *                             the slowest live agent, whichever is longer;
  *                             each agent computes what it can in that time
  *                             (1ms..10s); with more than two live agents
- *                             a clock lasts at most 1 ms
+ *                             a clock lasts at most 1 ms, unless the
+ *                             links ask for longer (comm_share)
+ *   comm_share = 10%          an agent's link may take at most this share
+ *                             of its time: each clock is made long enough
+ *                             (the same length for every agent, each
+ *                             computing what it can in it) that the
+ *                             slowest measured link waits at most this
+ *                             share of it (0 to 90 %, 0 turns it off)
+ *   max_sync_interval = 250ms but a clock grows for the links to at most
+ *                             this much computing beyond the slowest
+ *                             link's wait (1ms..10m)
+ *   int8 = true               agents that can (GP_CAP_Q8) send updates as
+ *                             int8 with error feedback and get the
+ *                             momentum as int8 (parameters stay f16)
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -124,6 +137,9 @@ struct gp_job {
 	uint64_t heartbeat_timeout_ms;
 	uint32_t max_agents;
 	uint64_t clock_duration_ms;
+	double comm_share;            /* 0..0.9, 0: clocks from compute only */
+	uint64_t max_sync_interval_ms;
+	bool int8;
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;

@@ -117,6 +117,14 @@ static const char *const migrations[] = {
 	 * a job whose [model] file = names another file keeps the exact
 	 * model it trained; '' for jobs recorded before */
 	"ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';",
+	/* 5: each agent's link as the coordinator last measured it, and the
+	 * clock length (sync interval) the links asked for then
+	 * (gp_ledger_agent_set_link) */
+	"CREATE TABLE agent_links ("
+	"  agent_id INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,"
+	"  link_bps REAL NOT NULL,"
+	"  sync_ms REAL NOT NULL,"
+	"  at INTEGER NOT NULL);",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -582,6 +590,22 @@ int gp_ledger_agents_disconnected(struct gp_ledger *l)
 	return r < 0 ? r : 0;
 }
 
+int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
+			     double sync_ms, int64_t at)
+{
+	int r;
+
+	if (!isfinite(link_bps) || !isfinite(sync_ms))
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a link",
+		      "INSERT OR REPLACE INTO agent_links "
+		      "(agent_id, link_bps, sync_ms, at) VALUES (?1, ?2, ?3, ?4)",
+		      "iffi", id, link_bps, sync_ms, at);
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
 int gp_ledger_agent_set_devices(struct gp_ledger *l, int64_t id,
 				const struct gp_ledger_device *devices,
 				size_t n)
@@ -625,6 +649,9 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	row->last_clock = sqlite3_column_int64(st, c++);
 	row->last_update_at = sqlite3_column_int64(st, c++);
 	row->updates_rolled_back = sqlite3_column_int64(st, c++);
+	row->link_bps = sqlite3_column_double(st, c++);
+	row->sync_ms = sqlite3_column_double(st, c++);
+	row->link_at = sqlite3_column_int64(st, c++);
 	return 0;
 }
 
@@ -653,9 +680,12 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		       "  coalesce(max(u.clock), -1),"
 		       "  coalesce(max(u.received_at), 0),"
 		       "  coalesce(sum(u.outcome = 'applied'"
-		       "               AND u.rolled_back != 0), 0) "
+		       "               AND u.rolled_back != 0), 0),"
+		       "  coalesce(k.link_bps, 0), coalesce(k.sync_ms, 0),"
+		       "  coalesce(k.at, 0) "
 		       "FROM agents a LEFT JOIN updates u ON u.agent_id = a.id "
 		       "  AND (?1 = 0 OR u.job_id = ?1) "
+		       "LEFT JOIN agent_links k ON k.agent_id = a.id "
 		       "GROUP BY a.id ORDER BY a.id",
 		       "i", job_id);
 	for (size_t i = 0; i < n && r == 0; i++)

@@ -124,6 +124,13 @@ int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
  * keeps the first time. */
 int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 
+/* Records agent id's link as the coordinator measured it at `at`
+ * (link_bps: bytes per second of its waiting on the wire) and the pool's
+ * sync interval then (ms), replacing what was recorded. Returns 0,
+ * -EINVAL for a non-finite value, or another negative errno. */
+int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
+			     double sync_ms, int64_t at);
+
 /* Records that an agent was heard from at `at` (heartbeats). */
 int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
 
@@ -160,6 +167,11 @@ struct gp_ledger_agent_row {
 	int64_t last_clock; /* highest clock logged; -1 if none */
 	int64_t last_update_at;
 	int64_t updates_rolled_back; /* applied, then undone by a restore */
+	/* The link as last measured (gp_ledger_agent_set_link): bytes per
+	 * second, the pool's sync interval then, and when; 0: never. */
+	double link_bps;
+	double sync_ms;
+	int64_t link_at;
 };
 
 /* Lists every agent (job_id 0) or the totals within one job. Applied

@@ -456,9 +456,9 @@ static int cmd_agents(struct options *o)
 	if (o->json)
 		printf("[");
 	else
-		printf("%-5s %-16s %-19s %-9s %-20s %9s %10s %s\n", "ID", "NAME",
-		       "FINGERPRINT", "STATE", "LAST SEEN", "UPDATES", "SAMPLES",
-		       "DEVICES");
+		printf("%-5s %-16s %-19s %-9s %-20s %9s %10s %10s %7s %s\n", "ID",
+		       "NAME", "FINGERPRINT", "STATE", "LAST SEEN", "UPDATES",
+		       "SAMPLES", "LINK", "SYNC", "DEVICES");
 	for (size_t i = 0; i < n; i++) {
 		const struct gp_ledger_agent *a = &rows[i].agent;
 
@@ -475,13 +475,23 @@ static int cmd_agents(struct options *o)
 			       ",\"updates_discarded\":%" PRId64
 			       ",\"updates_rejected\":%" PRId64
 			       ",\"updates_rolled_back\":%" PRId64
-			       ",\"last_clock\":%" PRId64 ",\"devices\":[",
+			       ",\"last_clock\":%" PRId64,
 			       agent_state(a, serving),
 			       serving && a->connections > 0 ? "true" : "false",
 			       a->joined_at, a->last_seen, a->revoked_at, a->left_at,
 			       rows[i].updates_applied, rows[i].samples_applied,
 			       rows[i].updates_discarded, rows[i].updates_rejected,
 			       rows[i].updates_rolled_back, rows[i].last_clock);
+			/* null: never measured. */
+			if (rows[i].link_at)
+				printf(",\"link_mbit_s\":%.3f,\"sync_interval_ms\":%.1f,"
+				       "\"link_measured_at\":%" PRId64,
+				       rows[i].link_bps * 8e-6, rows[i].sync_ms,
+				       rows[i].link_at);
+			else
+				printf(",\"link_mbit_s\":null,\"sync_interval_ms\":null,"
+				       "\"link_measured_at\":null");
+			printf(",\"devices\":[");
 			for (size_t d = 0; d < a->n_devices; d++) {
 				printf("%s{\"api\":\"%s\",\"kind\":", d ? "," : "",
 				       device_api(&a->devices[d]));
@@ -494,7 +504,7 @@ static int cmd_agents(struct options *o)
 			}
 			printf("]}");
 		} else {
-			char dev[256] = "";
+			char dev[256] = "", link[16] = "-", sync[16] = "-";
 
 			for (size_t d = 0; d < a->n_devices; d++) {
 				const struct gp_ledger_device *x = &a->devices[d];
@@ -511,11 +521,18 @@ static int cmd_agents(struct options *o)
 						 x->gflops, x->samples_per_s);
 				strncat(dev, one, sizeof(dev) - strlen(dev) - 1);
 			}
+			if (rows[i].link_at) {
+				snprintf(link, sizeof(link), "%.1f Mb/s",
+					 rows[i].link_bps * 8e-6);
+				snprintf(sync, sizeof(sync), "%.0f ms",
+					 rows[i].sync_ms);
+			}
 			printf("%-5" PRId64 " %-16s %-19s %-9s %-20s %9" PRId64
-			       " %10" PRId64 " %s\n",
+			       " %10" PRId64 " %10s %7s %s\n",
 			       a->id, a->name, a->fingerprint, agent_state(a, serving),
 			       gp_format_time(a->last_seen / 1000, t, sizeof(t)),
-			       rows[i].updates_applied, rows[i].samples_applied, dev);
+			       rows[i].updates_applied, rows[i].samples_applied,
+			       link, sync, dev);
 		}
 	}
 	if (o->json)

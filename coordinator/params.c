@@ -395,6 +395,16 @@ size_t gp_params_changed_since(const struct gp_params *p, uint64_t since,
 	return n;
 }
 
+uint64_t gp_params_changed_values(const struct gp_params *p, uint64_t since)
+{
+	uint64_t values = 0;
+
+	for (size_t i = 0; i < p->n_shards; i++)
+		if (p->shards[i].version > since)
+			values += p->shards[i].count;
+	return values;
+}
+
 /* The loops over all parameters run in blocks of 8 so that -O2's cheap vectoriser (no
  * epilogue loops) turns each block into SIMD code; the tail is scalar. */
 #define SGD_BLOCK 8

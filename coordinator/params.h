@@ -169,6 +169,10 @@ int gp_params_copy_shard(const struct gp_params *p, size_t i, float *dst,
 size_t gp_params_changed_since(const struct gp_params *p, uint64_t since,
 			       uint32_t *ret_idx, size_t cap);
 
+/* The number of values (floats) in the shards gp_params_changed_since()
+ * lists for `since`: what a pull from that version sends. */
+uint64_t gp_params_changed_values(const struct gp_params *p, uint64_t since);
+
 /* Global L2 norm of n floats (accumulated in double). Returns 0 with
  * *ret_norm set, or GP_REASON_NONFINITE if any value is NaN/Inf. */
 int gp_params_grad_norm(const float *grad, size_t n, double *ret_norm);

@@ -125,6 +125,7 @@ struct gp_pool {
 
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */
+	double sync_interval_logged;   /* the links' clock last logged, s */
 	uint64_t applied_run;          /* minibatches applied */
 	uint64_t samples_run;
 	uint64_t unlogged;             /* refused for a full ledger buffer */

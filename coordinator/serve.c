@@ -127,6 +127,9 @@ static int send_params(struct peer *p)
 			*b = m.u.param_shards.blocks[i];
 			b->tensor += (uint32_t)gp_params_tensor_count(pool->params);
 			b->values = gp_params_shard_momentum(pool->params, idx[i]);
+			/* The agent's local steps only start from it. */
+			if (p->m.caps & GP_CAP_Q8)
+				b->dtype = GP_DTYPE_Q8;
 		}
 		m.u.param_shards.n_blocks = 2 * n;
 	}
@@ -824,6 +827,45 @@ static void on_signal(uv_signal_t *s, int signum)
 	gp_serve_maybe_finish(srv);
 }
 
+/* Every LINKS_SAVE_MS, each member's measured link and the pool's sync
+ * interval go to the ledger (`gradpool-coordinator agents`) when either
+ * moved by more than a tenth since last written: a few indexed rows, on
+ * the loop like the other member rows. */
+#define LINKS_SAVE_MS 2000
+
+static bool moved(double now, double then)
+{
+	return fabs(now - then) > 0.1 * fabs(then) + 1e-9;
+}
+
+static void save_links(struct server *srv, int64_t now)
+{
+	double sync_ms;
+
+	if (now - srv->links_saved_ms < LINKS_SAVE_MS)
+		return;
+	srv->links_saved_ms = now;
+	sync_ms = gp_work_sync_interval(&srv->pool) * 1e3;
+	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
+		struct gp_ssp_agent_info a;
+
+		if (!p->m.joined ||
+		    gp_ssp_get(srv->pool.ssp, (uint64_t)p->m.agent_id, &a) < 0 ||
+		    !(a.link_bps > 0) ||
+		    (!moved(a.link_bps, p->link_saved_bps) &&
+		     !moved(sync_ms, p->sync_saved_ms)))
+			continue;
+		if (gp_ledger_agent_set_link(srv->st.ledger, p->m.agent_id,
+					     a.link_bps, sync_ms, now) < 0) {
+			gp_warn("cannot record agent %" PRId64 "'s link: %s",
+				p->m.agent_id, gp_ledger_error(srv->st.ledger));
+			continue;
+		}
+		p->link_saved_bps = a.link_bps;
+		p->sync_saved_ms = sync_ms;
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
@@ -860,6 +902,7 @@ static void on_tick(uv_timer_t *t)
 		}
 	}
 	gp_bg_check_revoked(srv, now);
+	save_links(srv, now);
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->pool.applied_since_checkpoint > 0)

@@ -49,6 +49,8 @@ struct peer {
 	/* The listener's user data: a channel closed before on_verify (the
 	 * handshake limit, a timeout, garbage) still carries it in on_close. */
 	bool listener_data;
+	/* The link and sync interval last written to the ledger. */
+	double link_saved_bps, sync_saved_ms;
 };
 
 struct server {
@@ -84,6 +86,7 @@ struct server {
 	struct gp_model *eval_model;
 
 	int64_t last_checkpoint_ms;
+	int64_t links_saved_ms;  /* last pass of save_links() */
 	bool done;
 	bool final_reported;
 

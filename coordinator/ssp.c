@@ -21,8 +21,12 @@
 #define SSP_FORMAT 1
 #define SSP_AGENT_SIZE 24u
 
-/* Weight of a new speed sample in the moving average. */
+/* Weight of a new speed (or link) sample in the moving average. */
 #define SPEED_ALPHA 0.3
+/* A link sample is bytes over seconds; a round trip whose wait is below
+ * this is counted as this long, so that a loopback link is very fast, not
+ * infinitely. */
+#define LINK_MIN_WAIT_S 1e-4
 
 struct agent {
 	uint64_t id;
@@ -34,6 +38,12 @@ struct agent {
 	bool measured;  /* speed is an observation, not the announced seed */
 	bool live;
 	bool waiting;
+	/* The link: bytes per second moved per second of the agent's waiting,
+	 * EMA (0: not measured), and the open round-trip probe (a clock
+	 * handed out while the agent held no other work). */
+	double link_bps;
+	int64_t probe_clock;   /* INT64_MIN: none open */
+	uint64_t probe_us, probe_bytes;
 };
 
 struct gp_ssp {
@@ -141,6 +151,7 @@ static void reset_view(struct agent *a)
 	a->pulled_version = 0;
 	a->work_this_clock = 0;
 	a->waiting = false;
+	a->probe_clock = INT64_MIN;
 }
 
 int gp_ssp_add(struct gp_ssp *ssp, uint64_t id, double speed,
@@ -201,6 +212,7 @@ int gp_ssp_mark_dead(struct gp_ssp *ssp, uint64_t id)
 		return -ENOENT;
 	a->live = false;
 	a->waiting = false;
+	a->probe_clock = INT64_MIN;
 	refresh_min(ssp);
 	return 0;
 }
@@ -235,6 +247,7 @@ static void fill_info(const struct agent *a, struct gp_ssp_agent_info *ret)
 		.speed_measured = a->measured,
 		.live = a->live,
 		.waiting = a->waiting,
+		.link_bps = a->link_bps,
 	};
 }
 
@@ -401,6 +414,46 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed)
 		a->speed += SPEED_ALPHA * (speed - a->speed);
 	a->measured = true;
 	return 0;
+}
+
+int gp_ssp_link_sent(struct gp_ssp *ssp, uint64_t id, int64_t clock,
+		      uint64_t now_us, uint64_t bytes)
+{
+	struct agent *a = lookup(ssp, id);
+
+	if (!a)
+		return -ENOENT;
+	a->probe_clock = clock;
+	a->probe_us = now_us;
+	a->probe_bytes = bytes;
+	return 0;
+}
+
+int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
+			 uint64_t now_us, uint64_t compute_us, uint64_t bytes)
+{
+	struct agent *a = lookup(ssp, id);
+	double wait, sample;
+
+	if (!a)
+		return -ENOENT;
+	if (a->probe_clock == INT64_MIN || clock != a->probe_clock ||
+	    now_us < a->probe_us)
+		return 0;
+	a->probe_clock = INT64_MIN;
+	/* What the round trip took beyond the agent's own compute time:
+	 * both transfers, the latency, both ends' encoding. */
+	wait = (double)(now_us - a->probe_us) / 1e6 - (double)compute_us / 1e6;
+	if (!(wait > LINK_MIN_WAIT_S))
+		wait = LINK_MIN_WAIT_S;
+	sample = (double)(a->probe_bytes + bytes) / wait;
+	if (!(sample > 0) || !isfinite(sample))
+		return 0;
+	if (a->link_bps <= 0)
+		a->link_bps = sample;
+	else
+		a->link_bps += SPEED_ALPHA * (sample - a->link_bps);
+	return 1;
 }
 
 int gp_ssp_seed_speed(struct gp_ssp *ssp, uint64_t id, double speed)

@@ -61,6 +61,9 @@ struct gp_ssp_agent_info {
 	bool speed_measured;    /* observed, not only announced */
 	bool live;
 	bool waiting;           /* parked by gp_ssp_wait(), not yet popped */
+	/* Measured link: bytes moved per second of the agent's waiting on
+	 * them (gp_ssp_link_answered); 0: not measured yet. */
+	double link_bps;
 };
 
 /* Creates an empty SSP state with staleness bound s. The first agent starts
@@ -167,6 +170,25 @@ int gp_ssp_pop_ready(struct gp_ssp *ssp, uint64_t *ret_id);
  * seeded speed). Non-finite or non-positive samples are ignored. Returns 0
  * or -ENOENT. */
 int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
+
+/* The agent's link, measured from its own traffic. A clock handed out
+ * while the agent held no other work is a probe: the coordinator notes
+ * when it sent it and how many bytes (parameters and minibatches) went
+ * down (gp_ssp_link_sent), and when the first update of that clock comes
+ * back, the bytes up and the compute time the agent reports
+ * (gp_ssp_link_answered). The rest of the round trip is what the agent
+ * waited on the wire (both transfers, the latency, both ends' encoding),
+ * and (bytes down + up) / wait is one sample of the link's rate, fed into
+ * an exponential moving average (weight 0.3; the first sample replaces
+ * nothing). A round trip that waited under 0.1 ms counts as 0.1 ms.
+ * The probe is forgotten when the agent dies or is revived; the rate is
+ * kept (the same agent, most likely the same link). Not checkpointed.
+ * Both return -ENOENT for an unknown agent; gp_ssp_link_answered returns
+ * 1 when it took a sample, 0 when the update answered no open probe. */
+int gp_ssp_link_sent(struct gp_ssp *ssp, uint64_t id, int64_t clock,
+		     uint64_t now_us, uint64_t bytes);
+int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
+			 uint64_t now_us, uint64_t compute_us, uint64_t bytes);
 
 /* Sets the agent's speed from what it announced (its start-up benchmark,
  * which knows nothing of throttling or a busy machine): used until the

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <string.h>
 
 #include "log.h"
@@ -20,11 +21,14 @@ double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
 /* Whether the agent's copy may serve its work at `clock` (k minibatches)
  * without a pull. A copy is current when every update applied since its
  * view is the agent's own (read-my-writes). A copy that lacks a few
- * updates of others is still good while they are fewer than k (a
- * straggler's occasional update, scaled down by its staleness anyway)
+ * updates of others is still good while they are fewer than k and under
+ * a quarter of it or at most GP_WORK_BASE (a straggler's occasional
+ * update, scaled down by its staleness anyway)
  * and SSP's bound holds (read clock >= clock - s); the fast agent then
- * keeps its pipeline instead of a pull per clock. *ret_current says
- * whether it lacks nothing. */
+ * keeps its pipeline instead of a pull per clock. Not more: two agents
+ * with clocks of equal time (link-aware) and about equal work would each
+ * skip the other's whole clock for up to s clocks and drift apart.
+ * *ret_current says whether it lacks nothing. */
 static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		      int64_t clock, uint32_t k, bool *ret_current)
 {
@@ -40,17 +44,42 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		*ret_current = true;
 		return true;
 	}
-	return lag < k &&
+	return lag < k && (4 * lag < k || lag <= GP_WORK_BASE) &&
 	       gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
 	       info.read_clock != INT64_MIN &&
 	       info.read_clock >= clock - (int64_t)gp_ssp_bound(pool->ssp);
+}
+
+/* Bytes of n values as m's pulls carry parameters (f16 or f32). */
+static uint64_t value_bytes(const struct gp_member *m, uint64_t n)
+{
+	return n * ((m->caps & GP_CAP_F16) ? 2 : 4);
+}
+
+/* Bytes of n values as m's updates and pulled momentum carry them. */
+static uint64_t sum_bytes(const struct gp_member *m, uint64_t n)
+{
+	if (m->caps & GP_CAP_Q8)
+		return gp_msg_payload_size(GP_DTYPE_Q8, n);
+	return value_bytes(m, n);
+}
+
+/* The bytes of the values a pull of m sends now: every shard changed
+ * since its last pull, with its momentum when agreed. */
+static uint64_t pulled_bytes(const struct gp_pool *pool,
+			     const struct gp_member *m)
+{
+	uint64_t v = gp_params_changed_values(pool->params, m->pulled_version);
+
+	return value_bytes(m, v) +
+	       ((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, v) : 0);
 }
 
 /* Brings the agent's copy up to date for its work at `clock` (ahead: the
  * clock after the one it is computing): sends the shards changed since
  * its last pull, unless its copy is good as it is. */
 static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
-		uint32_t k, bool ahead)
+		uint32_t k, bool ahead, uint64_t *ret_bytes)
 {
 	size_t n = gp_params_changed_since(pool->params, m->pulled_version,
 					   NULL, 0);
@@ -73,9 +102,96 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	r = pool->fx->send_params(pool->fx_data, m);
 	if (r < 0)
 		return r;
+	*ret_bytes = pulled_bytes(pool, m);
 	m->pulled_version = gp_params_version(pool->params);
 	*target = (struct gp_view){ .base = updates, .own_from = clock };
 	return gp_ssp_pulled(pool->ssp, (uint64_t)m->agent_id, m->pulled_version);
+}
+
+/* The bytes of a clock of m that do not grow with its work: its update
+ * (two sums with GP_CAP_SUMS) and, when other agents' work will have made
+ * its copy stale, the pull (parameters, and momentum with
+ * GP_CAP_MOMENTUM). An agent alone reads its own writes and pulls
+ * nothing. */
+static uint64_t clock_fixed_bytes(const struct gp_pool *pool,
+				  const struct gp_member *m, size_t live)
+{
+	uint64_t n = pool->n_params;
+	uint64_t up = sum_bytes(m, n) * ((m->caps & GP_CAP_SUMS) ? 2 : 1);
+	uint64_t down = value_bytes(m, n) +
+			((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, n) : 0);
+
+	return up + (live > 1 ? down : 0);
+}
+
+/* The bytes a minibatch without local data carries per sample: a 28 x 28
+ * u8 image and its label (MINIBATCH, docs/protocol.md). */
+#define SAMPLE_BYTES (28 * 28 + 1)
+
+/* The bytes each minibatch of m adds: its sample indices, or its pixels
+ * and labels. */
+static uint64_t minibatch_bytes(const struct gp_pool *pool,
+				const struct gp_member *m)
+{
+	uint64_t b = pool->job->batch_size;
+
+	return (m->caps & GP_CAP_LOCAL_DATA) ? 4 * b : SAMPLE_BYTES * b;
+}
+
+/* The clock length (seconds) the links ask for: long enough that the
+ * slowest measured link waits for its clock's fixed bytes at most
+ * comm_share of the clock, but computing at most max_sync_interval beyond
+ * that wait (longer local runs cost more samples than the bytes they
+ * save). Every agent's clock lasts that long (clocks of equal time: SSP's
+ * bound in clocks then parks nobody), each computing what it can in it
+ * beside its own wait, so a fast agent next to a slow link computes for
+ * the slow one's whole wait. 0 when comm_share is off or no live link is
+ * measured. */
+static double link_clock_s(const struct gp_pool *pool, size_t live)
+{
+	double share = pool->job->comm_share, wait_max = 0, cycle;
+
+	if (!(share > 0))
+		return 0;
+	for (const struct gp_member *m = pool->members; m; m = m->next) {
+		struct gp_ssp_agent_info a;
+		double wait;
+
+		if (!m->joined || gp_ssp_get(pool->ssp, (uint64_t)m->agent_id,
+					     &a) < 0 ||
+		    !a.live || !(a.link_bps > 0))
+			continue;
+		wait = (double)clock_fixed_bytes(pool, m, live) / a.link_bps;
+		if (wait > wait_max)
+			wait_max = wait;
+	}
+	cycle = wait_max / share;
+	if (cycle > wait_max + (double)pool->job->max_sync_interval_ms / 1000.0)
+		cycle = wait_max + (double)pool->job->max_sync_interval_ms / 1000.0;
+	return cycle;
+}
+
+/* Minibatches that fill agent a's share of a clock of cycle seconds: what
+ * is left of the clock after the wait for its fixed bytes, over the time
+ * one minibatch costs (its compute and its own bytes). 0 when its link or
+ * speed is not measured. */
+static double link_work(const struct gp_pool *pool,
+			const struct gp_ssp_agent_info *a, double cycle,
+			size_t live)
+{
+	const struct gp_member *m = gp_members_find(pool, a->id);
+	double left, per;
+
+	if (!m || !(cycle > 0) || !(a->link_bps > 0) || !(a->speed > 0))
+		return 0;
+	left = cycle - (double)clock_fixed_bytes(pool, m, live) / a->link_bps;
+	per = 1.0 / a->speed + (double)minibatch_bytes(pool, m) / a->link_bps;
+	return left > 0 ? left / per : 1;
+}
+
+double gp_work_sync_interval(const struct gp_pool *pool)
+{
+	return link_clock_s(pool, gp_ssp_live_count(pool->ssp));
 }
 
 /* A clock lasts the job's clock_duration or one minibatch of the slowest
@@ -84,16 +200,20 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
  * measured speed: a slow device does less per clock instead of holding
  * the fast ones back, and agents of equal speed get one minibatch each
  * (with several agents, longer clocks trained worse: see
- * docs/architecture.md "Pool"). */
+ * docs/architecture.md "Pool"). When the links ask for longer clocks
+ * (link_clock_s), the clock is that long instead, and each agent gets
+ * what it computes in it beside its wait. */
 uint32_t gp_work_per_clock(const struct gp_pool *pool,
 			   const struct gp_ssp_agent_info *info)
 {
-	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms;
+	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms, k;
+	uint32_t old;
 	size_t live;
 
 	/* Until its speed is measured, an agent gets a short first clock: an
 	 * announced speed is a benchmark's, and a throttled or busy machine
-	 * would hold the others for a whole long clock. */
+	 * would hold the others for a whole long clock. The same first clock
+	 * measures its link. */
 	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
 		return GP_WORK_BASE;
 	live = gp_ssp_live_count(pool->ssp);
@@ -111,8 +231,30 @@ uint32_t gp_work_per_clock(const struct gp_pool *pool,
 	base = slowest * ms / 1000.0;
 	if (base < 1)
 		base = 1;
-	return gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
-				     GP_WORK_MAX);
+	old = gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
+				    GP_MSG_GROUP_MAX);
+	k = round(link_work(pool, info, link_clock_s(pool, live), live));
+	/* Local runs grow with the training done: early on the model moves
+	 * fast and long runs from one point, merged, cost accuracy (two
+	 * agents on 20 Mbit/s links ended 2 epochs at 80 % against 84 %), as
+	 * post-local SGD found (Lin et al., 2020: synchronous first, local
+	 * steps later). So an agent's clock holds at most as many minibatches
+	 * as the pool applied so far per live agent. */
+	if (live > 1 && k > (double)pool->applied_run / (double)live)
+		k = (double)pool->applied_run / (double)live;
+	if (k <= (double)old)
+		return old;
+	return k > GP_WORK_MAX ? GP_WORK_MAX : (uint32_t)k;
+}
+
+/* The MINIBATCH.group of the i-th of a clock's n minibatches: a clock
+ * goes out as groups of at most GP_MSG_GROUP_MAX, each answered by one
+ * UPDATE (a long clock of an agent on a fast link is several). */
+static uint32_t group_at(size_t i, size_t n)
+{
+	if (i % GP_MSG_GROUP_MAX != 0)
+		return 0;
+	return (uint32_t)(n - i < GP_MSG_GROUP_MAX ? n - i : GP_MSG_GROUP_MAX);
 }
 
 /* Pipelining: hands out the agent's clock c + 1 while its updates of clock
@@ -125,6 +267,7 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_ssp_agent_info *info)
 {
 	uint64_t ids[GP_WORK_MAX];
+	uint64_t down = 0;
 	size_t n = 0;
 	bool current;
 	uint32_t k;
@@ -144,11 +287,11 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 			    (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return;
-	r = pull(pool, m, info->clock + 1, k, true);
+	r = pull(pool, m, info->clock + 1, k, true, &down);
 	for (size_t i = 0; i < n; i++) {
 		if (r >= 0 && pool->fx->send_minibatch(pool->fx_data, m, ids[i],
 						       info->clock + 1,
-						       i == 0 ? (uint32_t)n : 0) >= 0) {
+						       group_at(i, n)) >= 0) {
 			m->next_work++;
 			m->next_open++;
 		} else {
@@ -162,6 +305,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	uint64_t ids[GP_WORK_MAX];
 	struct gp_ssp_agent_info info;
 	uint64_t agent = (uint64_t)m->agent_id;
+	uint64_t down = 0;
 	uint32_t k;
 	size_t n = 0;
 	bool parked;
@@ -196,7 +340,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	r = gp_sched_assign(pool->sched, agent, (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = pull(pool, m, info.clock, m->clock_target, false);
+	r = pull(pool, m, info.clock, m->clock_target, false, &down);
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)
 			gp_sched_release(pool->sched, agent, ids[i]);
@@ -209,7 +353,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 		pool->first_work_us = gp_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		r = pool->fx->send_minibatch(pool->fx_data, m, ids[i], info.clock,
-					     i == 0 ? (uint32_t)n : 0);
+					     group_at(i, n));
 		if (r < 0) {
 			gp_sched_release(pool->sched, agent, ids[i]);
 			continue;
@@ -219,9 +363,42 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	}
 	m->work_since_ms = gp_now_ms();
 	gp_ssp_note_work(pool->ssp, agent, (uint32_t)n);
+	/* The agent held no other work: this clock's round trip measures its
+	 * link (gp_work_answered). */
+	gp_ssp_link_sent(pool->ssp, agent, info.clock, gp_mono_us(),
+			 down + m->clock_work * minibatch_bytes(pool, m));
 	/* All of this clock is out: the next one can follow at once. */
 	if (m->clock_open > 0 && gp_ssp_get(pool->ssp, agent, &info) == 0)
 		serve_ahead(pool, m, &info);
+}
+
+void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
+		       const struct gp_msg_update *u)
+{
+	struct gp_ssp_agent_info info;
+	uint64_t bytes = 0;
+	double sync;
+
+	/* Headers and items are small against the values. */
+	for (size_t i = 0; i < u->n_blocks; i++)
+		bytes += gp_msg_payload_size(u->blocks[i].dtype,
+					     u->blocks[i].count);
+	if (gp_ssp_link_answered(pool->ssp, (uint64_t)m->agent_id,
+				 (int64_t)u->clock, gp_mono_us(), u->compute_us,
+				 bytes) != 1 ||
+	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
+		return;
+	sync = gp_work_sync_interval(pool);
+	gp_debug("agent %" PRId64 ": link %.1f Mbit/s, sync interval %.0f ms",
+		 m->agent_id, info.link_bps * 8e-6, sync * 1e3);
+	/* The owner sees the pool's pace change, not every sample. */
+	if (fabs(sync - pool->sync_interval_logged) >
+	    0.25 * pool->sync_interval_logged + 0.005) {
+		gp_info("sync interval %.0f ms (agent %" PRId64 "'s link %.1f "
+			"Mbit/s)", sync * 1e3, m->agent_id,
+			info.link_bps * 8e-6);
+		pool->sync_interval_logged = sync;
+	}
 }
 
 void gp_work_request(struct gp_pool *pool, struct gp_member *m, uint32_t count)

@@ -21,9 +21,11 @@
 #include "pool.h"
 
 /* Minibatches per clock of an agent whose speed is not measured yet, and
- * the most any agent gets (the job's clock_duration sizes the others). */
+ * the most any agent gets (the job's clock_duration and the links size the
+ * others; a clock longer than GP_MSG_GROUP_MAX goes out as several
+ * groups, and only the links make one that long). */
 #define GP_WORK_BASE 2
-#define GP_WORK_MAX 256
+#define GP_WORK_MAX 2048
 /* The clock of an agent computing alone: it reads only its own writes (no
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */
@@ -36,6 +38,16 @@
  * (gp_ssp_slowest_speed). */
 uint32_t gp_work_per_clock(const struct gp_pool *pool,
 			   const struct gp_ssp_agent_info *info);
+
+/* The clock length in seconds the measured links ask for (comm_share,
+ * max_sync_interval; see work.c), 0 when none does. */
+double gp_work_sync_interval(const struct gp_pool *pool);
+
+/* An UPDATE of m (both borrowed) was applied: if it answers the clock
+ * that probes m's link, the round trip is a sample of it
+ * (gp_ssp_link_answered). */
+void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
+		      const struct gp_msg_update *u);
 
 /* A WORK_REQUEST: m (borrowed) wants work when count > 0; served now if
  * SSP allows. */

@@ -202,10 +202,35 @@ size_t gp_msg_dtype_size(uint8_t dtype)
 	case GP_DTYPE_F16:
 		return 2;
 	case GP_DTYPE_I8:
+	case GP_DTYPE_Q8:
 		return 1;
 	default:
 		return 0;
 	}
+}
+
+uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count)
+{
+	uint64_t chunks = (count + GP_MSG_Q8_CHUNK - 1) / GP_MSG_Q8_CHUNK;
+
+	if (dtype == GP_DTYPE_Q8)
+		return count + 4 * chunks;
+	return count * gp_msg_dtype_size(dtype);
+}
+
+/* Whether every chunk scale of a Q8 payload (raw_len checked) is finite
+ * and not negative. */
+static bool q8_scales_ok(const uint8_t *raw, uint64_t count)
+{
+	for (uint64_t at = 0; at < count; at += GP_MSG_Q8_CHUNK) {
+		float scale = gp_get_lef32(raw);
+
+		if (!isfinite(scale) || scale < 0)
+			return false;
+		raw += 4 + (count - at < GP_MSG_Q8_CHUNK ? count - at :
+							   GP_MSG_Q8_CHUNK);
+	}
+	return true;
 }
 
 /* ---- schemas ---- */
@@ -231,9 +256,11 @@ static int validate_block(void *obj)
 
 	if (!es)
 		return -EPROTONOSUPPORT;
-	if ((uint64_t)b->count * es != b->raw_len)
+	if (gp_msg_payload_size(b->dtype, b->count) != b->raw_len)
 		return -EBADMSG;
 	if (b->dtype == GP_DTYPE_I8 && !isfinite(b->scale))
+		return -EBADMSG;
+	if (b->dtype == GP_DTYPE_Q8 && !q8_scales_ok(b->raw, b->count))
 		return -EBADMSG;
 	return 0;
 }
@@ -591,7 +618,7 @@ static int64_t value_size(const struct field *f, const void *obj)
 			return -1;
 		if (!b->values)
 			return -EINVAL;
-		return (int64_t)((uint64_t)b->count * es);
+		return (int64_t)gp_msg_payload_size(b->dtype, b->count);
 	}
 	default:
 		return (int64_t)num_size(f->kind);
@@ -609,6 +636,31 @@ static float i8_scale(const float *v, size_t n)
 			m = a;
 	}
 	return m / 127.0f;
+}
+
+/* v / scale rounded to the nearest int8 in -127..127 (NaN: 0). */
+static int8_t i8_quant(float v, float scale)
+{
+	float r = scale > 0 ? v / scale : 0;
+
+	if (isnan(r))
+		r = 0;
+	if (r > 127)
+		r = 127;
+	if (r < -127)
+		r = -127;
+	return (int8_t)(int)(r + (r >= 0 ? 0.5f : -0.5f));
+}
+
+void gp_msg_q8_round(const float *in, float *out, size_t n)
+{
+	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
+		size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at : GP_MSG_Q8_CHUNK;
+		float scale = i8_scale(in + at, c);
+
+		for (size_t i = at; i < at + c; i++)
+			out[i] = (float)i8_quant(in[i], scale) * scale;
+	}
 }
 
 static void write_payload(const struct gp_msg_block *b, uint8_t *p)
@@ -630,21 +682,23 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 	case GP_DTYPE_I8: {
 		float scale = i8_scale(b->values, n);
 
-		for (size_t i = 0; i < n; i++) {
-			float r = scale > 0 ? b->values[i] / scale : 0;
-			int q;
-
-			if (isnan(r))
-				r = 0;
-			if (r > 127)
-				r = 127;
-			if (r < -127)
-				r = -127;
-			q = (int)(r + (r >= 0 ? 0.5f : -0.5f));
-			p[i] = (uint8_t)(int8_t)q;
-		}
+		for (size_t i = 0; i < n; i++)
+			p[i] = (uint8_t)i8_quant(b->values[i], scale);
 		break;
 	}
+	case GP_DTYPE_Q8:
+		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
+			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
+							      GP_MSG_Q8_CHUNK;
+			float scale = i8_scale(b->values + at, c);
+
+			gp_put_lef32(p, scale);
+			p += 4;
+			for (size_t i = 0; i < c; i++)
+				p[i] = (uint8_t)i8_quant(b->values[at + i], scale);
+			p += c;
+		}
+		break;
 	}
 }
 
@@ -1015,7 +1069,8 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 
 	if (!es)
 		return -EPROTONOSUPPORT;
-	if (n != b->count || (n && !b->raw) || b->raw_len != n * es)
+	if (n != b->count || (n && !b->raw) ||
+	    b->raw_len != gp_msg_payload_size(b->dtype, n))
 		return -EINVAL;
 	if (n == 0)
 		return 0;
@@ -1035,6 +1090,21 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		for (size_t i = 0; i < n; i++)
 			out[i] = (float)(int8_t)b->raw[i] * b->scale;
 		break;
+	case GP_DTYPE_Q8: {
+		const uint8_t *p = b->raw;
+
+		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
+			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
+							      GP_MSG_Q8_CHUNK;
+			float scale = gp_get_lef32(p);
+
+			p += 4;
+			for (size_t i = 0; i < c; i++)
+				out[at + i] = (float)(int8_t)p[i] * scale;
+			p += c;
+		}
+		break;
+	}
 	}
 	return 0;
 }

@@ -134,8 +134,21 @@ enum gp_msg_dtype {
 	GP_DTYPE_F32 = 0, /* IEEE binary32 LE, 4 bytes */
 	GP_DTYPE_F16 = 1, /* IEEE binary16 LE, 2 bytes, round-to-nearest-even */
 	GP_DTYPE_I8 = 2,  /* int8, value = q * scale, 1 byte */
+	/* int8 in chunks of GP_MSG_Q8_CHUNK values, each chunk led by its
+	 * own scale (value = q * scale): finer than I8's one scale per
+	 * block, for updates quantised with error feedback. */
+	GP_DTYPE_Q8 = 3,
 };
-#define GP_DTYPE_MAX GP_DTYPE_I8
+#define GP_DTYPE_MAX GP_DTYPE_Q8
+
+/* A GP_DTYPE_Q8 payload of count values is ceil(count / 64) chunks, each
+ *
+ *   f32 LE  scale      finite, >= 0 (max |v| of the chunk / 127)
+ *   n x i8  q          n = 64, the last chunk the rest (1..64)
+ *
+ * so count + 4 * ceil(count / 64) bytes; value i of a chunk is q[i] *
+ * scale. */
+#define GP_MSG_Q8_CHUNK 64
 
 /* Capability bits (JOIN.caps: what the agent can decode and send;
  * WELCOME.caps: what the coordinator will use for this agent). */
@@ -158,6 +171,13 @@ enum gp_msg_dtype {
  * sends, as blocks of tensor n_tensors + i for tensor i: the agent's local
  * steps go on with the pool's velocity instead of its own. */
 #define GP_CAP_MOMENTUM (1u << 5)
+/* The agent sends UPDATE blocks as GP_DTYPE_Q8,
+ * keeping what the quantisation loses and adding it to its next update
+ * (error feedback), and takes the momentum blocks of PARAM_SHARDS as
+ * GP_DTYPE_Q8 too (parameters stay f16 or f32). Needs GP_CAP_F16: an
+ * update that holds a non-finite value goes as f16 instead, so the
+ * coordinator sees it and refuses it. */
+#define GP_CAP_Q8 (1u << 6)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -258,9 +278,11 @@ struct gp_msg_param_pull {
 /* A tensor payload: a whole tensor (row_start 0, rows 0) or a row block of
  * one. count elements of dtype.
  *   Encoding: values (host floats, borrowed) are converted to dtype while
- *   writing; for GP_DTYPE_I8 the encoder picks scale = max|v| / 127.
- *   Decoding: raw points into the input (raw_len == count * dtype size,
- *   checked); read it with gp_msg_block_read(). values is NULL. */
+ *   writing; for GP_DTYPE_I8 the encoder picks scale = max|v| / 127, for
+ *   GP_DTYPE_Q8 the same per chunk of GP_MSG_Q8_CHUNK values.
+ *   Decoding: raw points into the input (raw_len ==
+ *   gp_msg_payload_size(dtype, count), checked, and each Q8 chunk's scale
+ *   finite and >= 0); read it with gp_msg_block_read(). values is NULL. */
 struct gp_msg_block {
 	uint32_t tensor;                            /* index in the model */
 	uint32_t row_start;
@@ -426,8 +448,19 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
  * are passed through (the coordinator checks gradients itself). */
 int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
 
-/* Element size in bytes of a dtype, 0 when unknown. */
+/* Element size in bytes of a dtype, 0 when unknown (GP_DTYPE_Q8: 1, its
+ * chunks' scales not counted). */
 size_t gp_msg_dtype_size(uint8_t dtype);
+
+/* The payload bytes of count values of dtype, 0 for an unknown dtype
+ * (and for count 0). */
+uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count);
+
+/* What a GP_DTYPE_Q8 block of in[0..n) decodes to, into out[0..n) (the
+ * encoder's chunks, scales and rounding; out may be in): the sender of a
+ * quantised update keeps in - out for its next one. Non-finite inputs
+ * decode as the encoder sends them (NaN as 0, +-Inf as +-127 * scale). */
+void gp_msg_q8_round(const float *in, float *out, size_t n);
 
 /* Item i of an update's group: writes record i into items (borrowed; it
  * holds at least i + 1 records), or reads it from u (borrowed; i <

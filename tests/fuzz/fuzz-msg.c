@@ -50,7 +50,7 @@ static bool has_i8(const struct gp_msg *m)
 		n = m->u.update.n_blocks;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (b[i].dtype == GP_DTYPE_I8)
+		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8)
 			return true;
 	return false;
 }

@@ -8,7 +8,9 @@
 #     within the staleness bound (tests/lib/gppool.py's ledger checks);
 #   - reach a modest test accuracy (80 %) after its 2 epochs;
 #   - have sent its traffic through the shaped links (the tbf queues on
-#     both ends of both links passed megabytes), and had both agents work.
+#     both ends of both links passed megabytes), and had both agents work;
+#   - have measured the links (the rate serve logs with the sync interval
+#     is the shaped one). The updates go as int8 (q8, the default).
 # It asserts on results, not on times: the figures are tools/bench-wan's.
 # Skips (77) when not root or without network namespaces, veth or tbf.
 . "$(dirname "$0")/lib-volunteer.sh"
@@ -98,6 +100,16 @@ wait_for 240 bash -c "! kill -0 $SERVE" || fail "the job did not end within 240 
 wait "$SERVE" || fail "serve exited with $?"
 grep -q "^final test accuracy" "$T/serve.out" || fail "no final evaluation"
 
+# The coordinator measured the links from the agents' own round trips and
+# sized the clocks for them: the rate it logs must be the shaped one
+# (bytes down and up over the time waited; well under 20 Mbit/s with the
+# latency and both ends' encoding counted, never far above it).
+link=$(sed -n "s/.*sync interval [0-9]* ms (agent [0-9]*'s link \([0-9.]*\) Mbit\/s).*/\1/p" \
+	"$T/serve.log" | tail -n 1)
+echo "last logged link: ${link:-none} Mbit/s"
+[ -n "$link" ] || fail "no link measured (no 'sync interval' line in serve.log)"
+awk -v r="$link" 'BEGIN { exit !(r > 1 && r < 25) }' ||
+	fail "measured link $link Mbit/s is not the shaped 20 Mbit/s"
 # The traffic went through the shaped links, both ways on both.
 sent() { # NS DEV: bytes its tbf queue passed
 	tc -n "$1" -s qdisc show dev "$2" | awk '/^ Sent/ { print $2; exit }'

@@ -96,7 +96,9 @@ def test_upload_cap():
             status_of(capped)), 120)
         check("paused" in why, "status: %s" % why)
         cid = capped.agent_id()
-        stopped_ms = int(time.time() * 1000) + 1000  # work in hand ends
+        # The work in hand ends: at most two clocks, each at most the
+        # link's wait plus max_sync_interval (500 ms) long.
+        stopped_ms = int(time.time() * 1000) + 2500
         pool.wait_serve(timeout=300)
         later = pool.query(
             "SELECT COUNT(*) FROM updates WHERE job_id = ? AND agent_id = ?"

@@ -3,6 +3,7 @@
  * update log, checkpoints, a second reader while the writer works, and
  * damaged or foreign files refused without being touched. */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -151,7 +152,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -229,7 +230,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 }
 
 static void test_tokens_and_join(void)
@@ -517,6 +518,19 @@ static void test_update_log(void)
 	ASSERT_EQ(rows[1].updates_rejected, 1);
 	ASSERT_EQ(rows[1].rejections, 1);
 	ASSERT_EQ(rows[1].last_clock, 11);
+	ASSERT_EQ(rows[0].link_at, 0);
+	free(rows);
+	/* The link as last measured, replaced by the next. */
+	ASSERT_OK(gp_ledger_agent_set_link(l, a2, 2.5e6, 900, 20001));
+	ASSERT_OK(gp_ledger_agent_set_link(l, a2, 1.25e6, 1500, 20002));
+	ASSERT_EQ(gp_ledger_agent_set_link(l, a2, NAN, 1500, 20003), -EINVAL);
+	ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(rows[0].link_at, 0);
+	ASSERT_NEAR(rows[1].link_bps, 1.25e6, 0);
+	ASSERT_NEAR(rows[1].sync_ms, 1500, 0);
+	ASSERT_EQ(rows[1].link_at, 20002);
+	ASSERT_EQ(rows[1].updates_applied, 4);
 	free(rows);
 
 	e = (struct gp_ledger_eval){job, 1, 0.45, 0.84, 20000};
@@ -789,8 +803,8 @@ static void test_rollback(void)
 	ASSERT_OK(gp_ledger_check(l));
 	gp_ledger_close(l);
 
-	/* A version 1 ledger (before the column) is migrated: its rows
-	 * count. */
+	/* A version 1 ledger (before the column and agent_links) is
+	 * migrated: its rows count, its agents' links are unknown. */
 	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
 		  "ALTER TABLE jobs DROP COLUMN model; "
 		  "ALTER TABLE agents DROP COLUMN left_at; "
@@ -798,14 +812,14 @@ static void test_rollback(void)
 		  "ALTER TABLE jobs DROP COLUMN epochs; "
 		  "ALTER TABLE jobs DROP COLUMN minibatches_per_epoch; "
 		  "ALTER TABLE jobs DROP COLUMN samples_per_epoch; "
-		  "PRAGMA user_version = 1");
+		  "DROP TABLE agent_links; PRAGMA user_version = 1");
 	{
 		char err[512] = "";
 
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 4);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gp-endian.h"
 #include "test.h"
 
 static float vals_a[300];
@@ -944,6 +945,85 @@ static void test_i8(void)
 	free(buf);
 }
 
+/* Q8: int8 in chunks of 64, each led by its own f32 scale. */
+static void test_q8(void)
+{
+	float v[130], out[130], want[130];
+	struct gp_msg_block b = { 0 };
+	struct gp_msg m, d;
+	const uint8_t *raw;
+	uint8_t *buf;
+	size_t len, at;
+
+	for (size_t i = 0; i < 130; i++)
+		v[i] = (float)((i % 64 == 5 ? 3.0 : 0.01) * ((double)i - 65));
+	v[128] = -0.5f;
+	v[129] = 0.25f;
+	b.count = 130;
+	b.dtype = GP_DTYPE_Q8;
+	b.values = v;
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	/* Three chunks: 64, 64 and 2 values, 4 + n bytes each. */
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, 130 + 3 * 4);
+	raw = d.u.update.blocks[0].raw;
+	ASSERT_NEAR(gp_get_lef32(raw), 3.0 * 60 / 127, 1e-6);
+	ASSERT_NEAR(gp_get_lef32(raw + 68), 0.01 * 62 / 127 > 3.0 * 4 / 127 ?
+		    0.01 * 62 / 127 : 3.0 * 4 / 127, 1e-6);
+	ASSERT_NEAR(gp_get_lef32(raw + 136), 0.5 / 127, 1e-9);
+	ASSERT_EQ((int8_t)raw[140], -127);
+	ASSERT_EQ((int8_t)raw[141], 64); /* 0.25 / (0.5 / 127) = 63.5 */
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, 130));
+	/* What the sender computes it will decode to is what was decoded,
+	 * bit for bit (error feedback rests on it). */
+	gp_msg_q8_round(v, want, 130);
+	for (size_t i = 0; i < 130; i++) {
+		float scale = gp_get_lef32(raw + 68 * (i / 64));
+
+		ASSERT_EQ(memcmp(&out[i], &want[i], sizeof(float)), 0);
+		ASSERT_NEAR(out[i], v[i], scale / 2 + 1e-7);
+	}
+	at = (size_t)(raw - buf);
+	gp_msg_finish(&d);
+
+	/* A chunk's scale must be finite and not negative. */
+	{
+		const float bad[3] = { NAN, INFINITY, -1.0f };
+
+		for (size_t k = 0; k < 3; k++) {
+			uint8_t *copy = malloc(len);
+
+			ASSERT_NOT_NULL(copy);
+			memcpy(copy, buf, len);
+			gp_put_lef32(copy + at + 68, bad[k]);
+			ASSERT_EQ(gp_msg_decode(copy, len, &d), -EBADMSG);
+			free(copy);
+		}
+	}
+	free(buf);
+
+	/* A payload of any other length is refused: an f16 block of 71
+	 * values (142 bytes) relabelled Q8 (which needs 79). */
+	b.count = 71;
+	b.dtype = GP_DTYPE_F16;
+	buf = encode(&m, &len);
+	{
+		static const uint8_t dtype_field[6] = { 6, 0, 1, 0, 0, 0 };
+		uint8_t *p = memmem(buf, len, dtype_field, sizeof(dtype_field));
+
+		ASSERT_NOT_NULL(p);
+		ASSERT_EQ(p[6], GP_DTYPE_F16);
+		p[6] = GP_DTYPE_Q8;
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		p[6] = 4;
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
+	}
+	free(buf);
+}
+
 static void test_names(void)
 {
 	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_UPDATE), "UPDATE");
@@ -952,7 +1032,14 @@ static void test_names(void)
 	ASSERT_STR_EQ(gp_msg_reject_str(999), "unspecified");
 	ASSERT_STR_EQ(gp_msg_bye_str(GP_BYE_JOB_DONE), "job done");
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_F16), 2);
-	ASSERT_EQ(gp_msg_dtype_size(3), 0);
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8), 1);
+	ASSERT_EQ(gp_msg_dtype_size(4), 0);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 0), 0);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 1), 5);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 64), 68);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 65), 73);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_F16, 65), 130);
+	ASSERT_EQ(gp_msg_payload_size(4, 65), 0);
 	gp_msg_finish(NULL);
 }
 
@@ -994,6 +1081,7 @@ int main(int argc, char **argv)
 	test_version();
 	test_f16();
 	test_i8();
+	test_q8();
 	test_names();
 	printf("msg: all tests passed\n");
 	return 0;

@@ -525,7 +525,7 @@ static void test_reconnect(void)
 	establish(w);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
-				      GP_CAP_SUMS | GP_CAP_MOMENTUM);
+				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -585,6 +585,55 @@ static void test_minibatch_and_update(void)
 	gp_machine_status(&w->m, &st);
 	ASSERT_STR_EQ(st.state, "connected");
 	ASSERT_EQ(st.minibatches, 1);
+	free(w);
+}
+
+/* With GP_CAP_Q8 the update goes as q8 blocks, and what they lose is kept
+ * (error feedback) until the next WELCOME; an update with a non-finite
+ * value goes as f16, so the coordinator sees and refuses it. */
+static void test_q8_update(void)
+{
+	struct world *w = member("a:1");
+	float grads[9], sums_b[9];
+	struct gp_worker_item items[2] = { { .minibatch = 5 }, { .minibatch = 6 } };
+	struct gp_worker_result res = {
+		.minibatch = 5, .samples = 8, .grads = grads, .n_grads = 9,
+		.sums_b = sums_b, .items = items, .n_items = 2,
+		.compute_us = 1000,
+	};
+
+	for (int i = 0; i < 9; i++) {
+		grads[i] = i == 0 ? 1.0f : 0.001f * (float)i;
+		sums_b[i] = -grads[i];
+	}
+	establish(w);
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			GP_CAP_Q8, 0);
+	minibatch(w, 5, 4, 2);
+	minibatch(w, 6, 4, 0);
+	res.gen = w->gen;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_Q8);
+	/* Both sums, 9 values each; 0.001 is below a step of 1/127. */
+	ASSERT_EQ(w->m.feedback.n, 18);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[10], -0.001, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[0], 0, 1e-7);
+	/* Not finite: f16, and the error stays for the next. */
+	grads[3] = NAN;
+	minibatch(w, 7, 4, 2);
+	minibatch(w, 8, 4, 0);
+	res.minibatch = 7;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
+	/* A new session starts with nothing owed. */
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			GP_CAP_Q8, 0);
+	ASSERT_NEAR(w->m.feedback.err[1], 0, 0);
+	gp_machine_finish(&w->m);
 	free(w);
 }
 
@@ -1146,6 +1195,7 @@ int main(void)
 	test_heartbeat_from_welcome();
 	test_minibatch_and_update();
 	test_group();
+	test_q8_update();
 	test_group_cut_short();
 	test_stale_results_dropped();
 	test_compute_error_drops_connection();

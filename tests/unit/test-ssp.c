@@ -666,12 +666,58 @@ static void test_simulation(void)
 	sim_run(3, true, &sm);
 }
 
+/* The link from round trips: (bytes down + up) over the time beyond the
+ * agent's compute, averaged; only the probed clock's first answer counts,
+ * and a dead agent's probe is forgotten. */
+static void test_link(void)
+{
+	struct gp_ssp *ssp = NULL;
+	struct gp_ssp_agent_info a;
+
+	ASSERT_OK(gp_ssp_create(3, &ssp));
+	ASSERT_OK(gp_ssp_add(ssp, 1, 10.0, NULL));
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 0, 0);
+	/* No probe open: nothing learnt. */
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 5000000, 0, 100), 0);
+	/* 1 MB down at t = 1 s; the answer at 1.6 s after 0.1 s of compute,
+	 * with 1 MB up: 2 MB in 0.5 s. */
+	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 0, 1000000, 1000000));
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 1600000, 100000, 1000000), 0);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1600000, 100000, 1000000), 1);
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 4e6, 1e-6);
+	/* The clock's second answer is no sample. */
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1700000, 100000, 1000000), 0);
+	/* The next sample, 2 MB in 0.25 s (8e6), is averaged (weight 0.3). */
+	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 1, 2000000, 1000000));
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 2350000, 100000, 1000000), 1);
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 4e6 + 0.3 * 4e6, 1e-6);
+	/* A round trip no longer than the compute counts 0.1 ms of wait. */
+	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 2, 3000000, 50));
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 2, 3100000, 200000, 50), 1);
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 5.2e6 + 0.3 * (1e6 - 5.2e6), 1e-6);
+	/* Death forgets the open probe, not the rate. */
+	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 3, 4000000, 1000));
+	ASSERT_OK(gp_ssp_mark_dead(ssp, 1));
+	ASSERT_OK(gp_ssp_revive(ssp, 1, NULL));
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 3, 4100000, 0, 1000), 0);
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 3.94e6, 1e-6);
+	ASSERT_EQ(gp_ssp_link_sent(ssp, 9, 0, 0, 0), -ENOENT);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 9, 0, 0, 0, 0), -ENOENT);
+	gp_ssp_destroy(ssp);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_rule();
 	test_staleness();
 	test_speed();
+	test_link();
 	test_checkpoint();
 	test_simulation();
 	printf("ssp: ok\n");

@@ -237,6 +237,120 @@ static void test_per_clock(void)
 	fx_teardown(&f);
 }
 
+/* Sets agent `id`'s measured link to bytes / wait_s, as one round trip
+ * that moved `bytes` beyond no compute. */
+static void set_link(struct fixture *f, uint64_t id, uint64_t bytes,
+		     double wait_s)
+{
+	ASSERT_OK(gp_ssp_link_sent(f->ssp, id, 100, 1000000, 0));
+	ASSERT_EQ(gp_ssp_link_answered(f->ssp, id, 100,
+				       1000000 + (uint64_t)(wait_s * 1e6), 0,
+				       bytes), 1);
+}
+
+/* Link-aware clocks: the slowest link sets a clock of equal time for
+ * everyone (its wait is comm_share of it), and each agent gets what it
+ * computes in that time beside its own wait; a long clock goes out as
+ * groups of at most GP_MSG_GROUP_MAX. */
+static void test_link_clock(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	struct gp_ssp_agent_info ia, ib;
+	struct gp_member *a;
+	struct fixture f;
+
+	fx_setup(&f, 0);
+	f.job.comm_share = 0.10;
+	f.job.max_sync_interval_ms = 20000;
+	a = fx_join_speed(&f, 0, caps, 100);
+	fx_join_speed(&f, 1, caps, 100);
+	/* As agreed with agents that hold the data set. */
+	f.members[0].caps = caps;
+	f.members[1].caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 100));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 100));
+	/* No link measured: clocks from compute only (100/s x 20 ms). */
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0, 0);
+	/* A clock's fixed bytes: 9 f16 values x 2 sums up, x 2 (parameters
+	 * and momentum) down = 72; a minibatch's 4 indices, 16. Agent 1
+	 * waits 10 ms for them, agent 2 100 ms: a clock of 1 s. */
+	set_link(&f, 1, 72, 0.010);
+	set_link(&f, 2, 72, 0.100);
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.0, 1e-9);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	/* Local runs grow with the training done: at most what the pool
+	 * applied so far per live agent (none yet: the compute-only size). */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	f.pool.applied_run = 100;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 50);
+	f.pool.applied_run = 100000;
+	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81; 0.9 s / (10 ms + 16 B
+	 * at 720 B/s) = 27.9: both clocks last 1 s. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 81);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 28);
+	/* max_sync_interval caps the computing beyond the slowest wait:
+	 * 0.1 + 0.5 s; 0.59 s / 12.2 ms = 48.3, 0.5 s / 32.2 ms = 15.5. */
+	f.job.max_sync_interval_ms = 500;
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0.6, 1e-9);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 48);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 16);
+	/* comm_share 0 turns it off; a link that asks for less than the
+	 * compute clock changes nothing either. */
+	f.job.comm_share = 0;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	f.job.comm_share = 0.9;
+	set_link(&f, 2, 72, 0.0001);
+	set_link(&f, 2, 72, 0.0001);
+	set_link(&f, 2, 72, 0.0001);
+	set_link(&f, 1, 72, 0.0001);
+	set_link(&f, 1, 72, 0.0001);
+	set_link(&f, 1, 72, 0.0001);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+
+	fx_teardown(&f);
+
+	/* Long clocks go out in groups: 2000/s for 1 s at 7200 B/s. */
+	fx_setup(&f, 0);
+	f.job.comm_share = 0.10;
+	f.job.max_sync_interval_ms = 20000;
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	a = fx_join_speed(&f, 0, caps, 2000);
+	fx_join_speed(&f, 1, caps, 100);
+	f.members[0].caps = caps;
+	f.members[1].caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 2000));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 100));
+	set_link(&f, 1, 72, 0.010);
+	set_link(&f, 2, 72, 0.100);
+	f.pool.applied_run = 100000;
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	{
+		uint32_t k = gp_work_per_clock(&f.pool, &ia);
+
+		/* 0.99 s / (0.5 ms + 16 B at 7200 B/s) = 363.7 */
+		ASSERT_EQ(k, 364);
+		ASSERT(k > GP_MSG_GROUP_MAX && k < FX_LOG);
+		gp_work_request(&f.pool, a, 1);
+		ASSERT_EQ(f.n_sent, k);
+		for (size_t i = 0; i < f.n_sent; i++)
+			ASSERT_EQ(f.sent[i].group,
+				  i == 0 ? GP_MSG_GROUP_MAX :
+				  i == GP_MSG_GROUP_MAX ? k - GP_MSG_GROUP_MAX :
+				  0);
+	}
+	fx_teardown(&f);
+}
+
 static void test_members(void)
 {
 	struct fixture f;
@@ -338,6 +452,7 @@ int main(void)
 	test_pause();
 	test_pause_idle();
 	test_per_clock();
+	test_link_clock();
 	test_members();
 	return 0;
 }

@@ -1,0 +1,66 @@
+/* Error feedback for quantised updates: see feedback.h. */
+#include "feedback.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "msg.h"
+
+int gp_feedback_init(struct gp_feedback *fb, size_t n)
+{
+	memset(fb, 0, sizeof(*fb));
+	if (n == 0)
+		return 0;
+	fb->err = calloc(n, sizeof(float));
+	fb->send = calloc(n, sizeof(float));
+	if (!fb->err || !fb->send) {
+		gp_feedback_finish(fb);
+		return -ENOMEM;
+	}
+	fb->n = n;
+	return 0;
+}
+
+void gp_feedback_finish(struct gp_feedback *fb)
+{
+	if (!fb)
+		return;
+	free(fb->err);
+	free(fb->send);
+	memset(fb, 0, sizeof(*fb));
+}
+
+void gp_feedback_reset(struct gp_feedback *fb)
+{
+	if (fb->err)
+		memset(fb->err, 0, fb->n * sizeof(float));
+}
+
+bool gp_feedback_finite(const float *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return false;
+	return true;
+}
+
+int gp_feedback_block(struct gp_feedback *fb, size_t off, const float *v,
+		      size_t count, const float **ret_send)
+{
+	float *x, *e;
+
+	if (off > fb->n || count > fb->n - off)
+		return -EINVAL;
+	x = fb->send + off;
+	e = fb->err + off;
+	for (size_t i = 0; i < count; i++)
+		x[i] = v[i] + e[i];
+	/* e becomes what the coordinator will decode, then what it misses. */
+	gp_msg_q8_round(x, e, count);
+	for (size_t i = 0; i < count; i++)
+		e[i] = x[i] - e[i];
+	*ret_send = x;
+	return 0;
+}

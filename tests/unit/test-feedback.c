@@ -1,0 +1,141 @@
+/* Error feedback of quantised updates (agent/feedback.c): over many
+ * rounds the coordinator decodes, in sum, what the agent meant, less the
+ * error still carried; the carried error stays within one rounding. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "feedback.h"
+#include "msg.h"
+#include "test.h"
+
+#define N 1000   /* two blocks: 700 and 300 values, chunks cut mid-block */
+#define ROUNDS 2000
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+/* Uniform in [-1, 1), from splitmix64. */
+static double uniform(void)
+{
+	uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (double)(z >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+/* Encodes the block as an UPDATE's Q8 block and decodes it, as the
+ * coordinator does. */
+static void wire(const float *send, size_t n, float *out)
+{
+	struct gp_msg_block b = { .count = (uint32_t)n, .dtype = GP_DTYPE_Q8,
+				  .values = send };
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len;
+
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	ASSERT_OK(gp_msg_encode_alloc(&m, &buf, &len));
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, gp_msg_payload_size(GP_DTYPE_Q8, n));
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, n));
+	gp_msg_finish(&d);
+	free(buf);
+}
+
+static void test_nothing_lost(void)
+{
+	static float v[N], got[N];
+	static double meant[N], decoded[N];
+	const size_t blocks[2][2] = { { 0, 700 }, { 700, 300 } };
+	struct gp_feedback fb;
+	double worst = 0, max_err = 0;
+
+	ASSERT_OK(gp_feedback_init(&fb, N));
+	for (int r = 0; r < ROUNDS; r++) {
+		/* Values over many magnitudes, a few large ones per chunk,
+		 * as gradients have: rounding them alone to int8 per chunk
+		 * flushes the small ones to 0 round after round. */
+		for (size_t i = 0; i < N; i++) {
+			double mag = (i % 97 == 0) ? 1.0 : 1e-3 * (1 + (double)(i % 7));
+
+			v[i] = (float)(mag * uniform());
+			meant[i] += v[i];
+		}
+		for (size_t b = 0; b < 2; b++) {
+			const float *send;
+
+			ASSERT_OK(gp_feedback_block(&fb, blocks[b][0],
+						    v + blocks[b][0],
+						    blocks[b][1], &send));
+			wire(send, blocks[b][1], got + blocks[b][0]);
+		}
+		for (size_t i = 0; i < N; i++)
+			decoded[i] += got[i];
+	}
+	/* sum decoded + carried error == sum meant, within float rounding
+	 * (each round's x = v + e and x - q(x) are rounded to float: about
+	 * 2 * ROUNDS half-ulps of values below 1). */
+	for (size_t i = 0; i < N; i++) {
+		double diff = fabs(decoded[i] + fb.err[i] - meant[i]);
+
+		if (diff > worst)
+			worst = diff;
+		if (fabs(fb.err[i]) > max_err)
+			max_err = fabs(fb.err[i]);
+	}
+	ASSERT(worst < 2.0 * ROUNDS * 6e-8);
+	/* The error carried is at most one rounding of a chunk (max 1 / 127
+	 * / 2), never an accumulation. */
+	ASSERT(max_err <= 1.0 / 254 + 1e-6);
+	/* Without feedback, the small values would be lost: their rounding
+	 * to the chunk's int8 grid is 0 (1e-3 against a step of 1/127). */
+	{
+		float small[GP_MSG_Q8_CHUNK], q[GP_MSG_Q8_CHUNK];
+
+		for (size_t i = 0; i < GP_MSG_Q8_CHUNK; i++)
+			small[i] = i == 0 ? 1.0f : 1e-3f;
+		gp_msg_q8_round(small, q, GP_MSG_Q8_CHUNK);
+		ASSERT_NEAR(q[1], 0, 0);
+		ASSERT_NEAR(q[0], 1.0, 1e-6);
+	}
+	/* What the agent did not yet send is what reset forgets. */
+	gp_feedback_reset(&fb);
+	for (size_t i = 0; i < N; i++)
+		ASSERT_NEAR(fb.err[i], 0, 0);
+	gp_feedback_finish(&fb);
+	gp_feedback_finish(&fb);
+}
+
+static void test_bounds(void)
+{
+	struct gp_feedback fb;
+	float v[4] = { 1, 2, 3, 4 };
+	const float *send = NULL;
+
+	ASSERT_OK(gp_feedback_init(&fb, 4));
+	ASSERT_EQ(gp_feedback_block(&fb, 2, v, 3, &send), -EINVAL);
+	ASSERT_EQ(gp_feedback_block(&fb, 5, v, 0, &send), -EINVAL);
+	ASSERT_OK(gp_feedback_block(&fb, 0, v, 4, &send));
+	ASSERT(send == fb.send);
+	ASSERT(gp_feedback_finite(v, 4));
+	v[2] = NAN;
+	ASSERT(!gp_feedback_finite(v, 4));
+	v[2] = -INFINITY;
+	ASSERT(!gp_feedback_finite(v, 4));
+	gp_feedback_finish(&fb);
+	ASSERT_OK(gp_feedback_init(&fb, 0));
+	gp_feedback_finish(&fb);
+}
+
+int main(void)
+{
+	test_nothing_lost();
+	test_bounds();
+	return 0;
+}
