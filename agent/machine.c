@@ -281,7 +281,7 @@ static void maybe_finished(struct gp_machine *m)
 	gp_machine_stop(m, 0);
 }
 
-void gp_machine_finish(struct gp_machine *m)
+void gp_machine_drain(struct gp_machine *m)
 {
 	if (m->stopping)
 		return;

@@ -218,7 +218,7 @@ void gp_machine_set_user_paused(struct gp_machine *m, bool paused);
 /* The volunteer's `finish`: no new work (PAUSE), and the agent stops
  * (result 0) once every minibatch it holds is answered: at once when it
  * holds none or is not connected. */
-void gp_machine_finish(struct gp_machine *m);
+void gp_machine_drain(struct gp_machine *m);
 
 /* A beacon with the pool key key (32 bytes, borrowed) named endpoint ep
  * (borrowed) at monotonic time now_us. */

@@ -708,7 +708,7 @@ static void on_finish_timer(uv_timer_t *t)
 {
 	struct session *s = t->data;
 
-	gp_machine_finish(&s->m);
+	gp_machine_drain(&s->m);
 }
 
 /* The pause recorded in the database on the thread pool, so that it

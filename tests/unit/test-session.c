@@ -916,7 +916,7 @@ static void test_finish(void)
 	minibatch(w, 5, 4, 0);
 	minibatch(w, 6, 4, 0);
 	ASSERT_EQ(w->m.in_hand, 2);
-	gp_machine_finish(&w->m);
+	gp_machine_drain(&w->m);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
 	ASSERT(!w->stopped);
 	gp_machine_status(&w->m, &st);
@@ -935,7 +935,7 @@ static void test_finish(void)
 
 	w = member("a:1");
 	welcome(w);
-	gp_machine_finish(&w->m);
+	gp_machine_drain(&w->m);
 	ASSERT(w->stopped);
 	free(w);
 
@@ -944,7 +944,7 @@ static void test_finish(void)
 	w = member("a:1");
 	welcome(w);
 	minibatch(w, 5, 4, 0);
-	gp_machine_finish(&w->m);
+	gp_machine_drain(&w->m);
 	ASSERT(!w->stopped);
 	gp_machine_on_close(&w->m, GP_CLOSE_IO_ERROR, 0, "gone");
 	ASSERT(w->stopped);
