@@ -84,7 +84,7 @@ static void send_work_request(struct gp_machine *m)
 
 bool gp_machine_paused(const struct gp_machine *m)
 {
-	return m->user_paused || m->verdict != GP_POLICY_RUN;
+	return m->user_paused || m->finishing || m->verdict != GP_POLICY_RUN;
 }
 
 void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
@@ -96,13 +96,32 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		 m->have_pool ? m->endpoint_now : "");
 	snprintf(st->device, sizeof(st->device), "%s", m->cfg->device_name);
 	st->minibatches = m->minibatches;
-	if (!m->have_pool) {
+	if (!m->have_pool && !m->members_read && m->mode == GP_MACHINE_RUN) {
+		/* Not "not a member" before the memberships were read: a
+		 * member's restart would say so for a moment. */
+		snprintf(st->state, sizeof(st->state), "starting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "reading the memberships");
+	} else if (!m->have_pool) {
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "not a member of any pool (gradpool-agent join TOKEN)");
+	} else if (m->finishing) {
+		snprintf(st->state, sizeof(st->state), "finishing");
+		snprintf(st->reason, sizeof(st->reason),
+			 "%" PRIu64 " minibatch(es) in hand, then the agent stops",
+			 m->in_hand);
 	} else if (gp_machine_paused(m)) {
 		snprintf(st->state, sizeof(st->state), "paused");
-		if (m->user_paused)
+		if (m->user_paused && m->pause_until > 0 &&
+		    m->pause_until != INT64_MAX) {
+			char t[32];
+
+			snprintf(st->reason, sizeof(st->reason),
+				 "paused by the user until %s (gradpool-agent "
+				 "resume)", gp_format_time(m->pause_until, t,
+							   sizeof(t)));
+		} else if (m->user_paused)
 			snprintf(st->reason, sizeof(st->reason),
 				 "paused by the user (gradpool-agent resume)");
 		else
@@ -111,6 +130,15 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "the job is done; waiting for the next one");
+	} else if (m->done) {
+		/* The coordinator ended its job and closed: the attempts that
+		 * fail now are expected, not a fault. */
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the job is done; waiting for the coordinator at %.120s "
+			 "to serve the next one (%u attempts so far)",
+			 m->endpoint_now[0] ? m->endpoint_now : "its address",
+			 m->attempts);
 	} else if (m->welcomed) {
 		snprintf(st->state, sizeof(st->state), "connected");
 		snprintf(st->reason, sizeof(st->reason),
@@ -236,8 +264,34 @@ static void sync_pause(struct gp_machine *m)
 void gp_machine_set_user_paused(struct gp_machine *m, bool paused)
 {
 	m->user_paused = paused;
+	if (!paused)
+		m->pause_until = 0;
 	sync_pause(m);
 	status_changed(m);
+}
+
+/* Stops a finishing agent once nothing it holds is unanswered. */
+static void maybe_finished(struct gp_machine *m)
+{
+	if (!m->finishing || m->stopping)
+		return;
+	if (m->connected && m->welcomed && m->in_hand > 0)
+		return;
+	gp_info("finished the work in hand: stopping");
+	gp_machine_stop(m, 0);
+}
+
+void gp_machine_drain(struct gp_machine *m)
+{
+	if (m->stopping)
+		return;
+	if (!m->finishing)
+		gp_info("finishing: %" PRIu64 " minibatch(es) in hand, no new work",
+			m->in_hand);
+	m->finishing = true;
+	sync_pause(m);
+	status_changed(m);
+	maybe_finished(m);
 }
 
 void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
@@ -346,7 +400,7 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
-			  GP_CAP_MOMENTUM | GP_CAP_Q8;
+			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT;
 	if (m->data) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
@@ -396,10 +450,15 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 	m->connected = false;
 	m->welcomed = false;
 	m->told_paused = false;
+	m->in_hand = 0; /* handed out again by the coordinator */
 	if (m->have_worker)
 		m->ops->worker_drop_queued(m->ctx);
 	if (m->stopping)
 		return;
+	if (m->finishing) {
+		maybe_finished(m);
+		return;
+	}
 	if (m->mode == GP_MACHINE_RUN && !m->have_pool) {
 		status_changed(m); /* left the pool: wait for another */
 		return;
@@ -439,6 +498,7 @@ void gp_machine_on_members(struct gp_machine *m, bool found,
 {
 	if (m->stopping)
 		return;
+	m->members_read = true;
 	if (m->have_pool && (!found || strcmp(mem->pool, m->pool.pool) != 0)) {
 		/* The volunteer left (or switched pools): say bye and wait. */
 		gp_info("no longer a member of pool %.16s", m->pool.pool);
@@ -517,32 +577,54 @@ void gp_machine_on_beacon(struct gp_machine *m, const uint8_t *key,
 
 /* ---- messages --------------------------------------------------------- */
 
-static int start_worker(struct gp_machine *m, const struct gp_msg_welcome *w)
+/* The WELCOME's model as text: model_text when the coordinator sent it
+ * (a description, or the shorthand again), else the shorthand of an older
+ * coordinator. Written into m->welcome_spec, NUL-terminated (the decoder
+ * checked the length and that it is text). */
+static const char *welcome_model(struct gp_machine *m,
+				 const struct gp_msg_welcome *w)
+{
+	size_t n = w->model_text_len;
+
+	if (!w->model_text || n == 0)
+		return w->model;
+	if (n >= sizeof(m->welcome_spec))
+		n = sizeof(m->welcome_spec) - 1;
+	memcpy(m->welcome_spec, w->model_text, n);
+	m->welcome_spec[n] = '\0';
+	return m->welcome_spec;
+}
+
+static int start_worker(struct gp_machine *m, const char *spec,
+			const struct gp_msg_welcome *w)
 {
 	/* The failure a test asks for happens once per process. */
 	unsigned fail_step = m->test_fail_used ? 0 : m->cfg->test.fail_step;
 	int r;
 
-	if (m->have_worker && !m->worker_failed && strcmp(m->spec, w->model) == 0 &&
-	    m->batch == w->batch_size)
+	if (m->have_worker && !m->worker_failed && strcmp(m->spec, spec) == 0 &&
+	    m->batch == w->batch_size && m->seed == w->seed)
 		return 0;
 	if (m->worker_failed)
 		gp_info("starting the compute device again after its failure");
 	m->have_worker = false;
 	m->worker_failed = false;
 	m->test_fail_used = true;
-	r = m->ops->worker_start(m->ctx, w->model, w->batch_size, fail_step);
+	r = m->ops->worker_start(m->ctx, spec, w->seed, w->batch_size,
+				 fail_step);
 	if (r < 0)
 		return r;
 	m->have_worker = true;
-	snprintf(m->spec, sizeof(m->spec), "%.*s", (int)sizeof(m->spec) - 1,
-		 w->model);
+	snprintf(m->spec, sizeof(m->spec), "%s", spec);
 	m->batch = w->batch_size;
+	m->seed = w->seed;
 	return 0;
 }
 
 static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 {
+	const char *spec;
+
 	m->attempts = 0;
 	/* After sessions dropped for failed work, the backoff is kept until a
 	 * result goes out (gp_machine_on_result). */
@@ -564,10 +646,12 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		gp_machine_stop(m, 0);
 		return;
 	}
+	spec = welcome_model(m, w);
 	gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
-		", model %s, batch %u, staleness %u", m->endpoint_now,
-		m->agent_id, w->job_id, w->model, w->batch_size, w->staleness);
-	if (start_worker(m, w) < 0) {
+		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
+		m->agent_id, w->job_id, 72, spec, strlen(spec) > 72 ? "..." : "",
+		w->batch_size, w->staleness);
+	if (start_worker(m, spec, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
 	}
@@ -674,6 +758,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				   (m->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
 		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
 			     mb->minibatch);
+	else
+		m->in_hand++;
 }
 
 static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
@@ -877,5 +963,11 @@ void gp_machine_on_result(struct gp_machine *m,
 		m->ops->record(m->ctx, &d);
 	}
 	m->minibatches += res->n_items ? res->n_items : 1;
+	{
+		uint64_t k = res->n_items ? res->n_items : 1;
+
+		m->in_hand = m->in_hand > k ? m->in_hand - k : 0;
+	}
 	status_changed(m);
+	maybe_finished(m);
 }

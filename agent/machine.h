@@ -83,10 +83,11 @@ struct gp_machine_ops {
 	void (*record)(void *ctx, const struct gp_stats_delta *d);
 
 	/* The compute thread (worker.h has what each does). worker_start
-	 * stops the thread there is, if any, and starts one for spec and
-	 * batch with the test hook fail_step; on failure it logs why. */
-	int (*worker_start)(void *ctx, const char *spec, uint32_t batch,
-			    unsigned fail_step);
+	 * stops the thread there is, if any, and starts one for spec (the
+	 * model's text, borrowed), the job's seed and batch with the test
+	 * hook fail_step; on failure it logs why. */
+	int (*worker_start)(void *ctx, const char *spec, uint64_t seed,
+			    uint32_t batch, unsigned fail_step);
 	size_t (*worker_tensor_count)(void *ctx);
 	const struct gp_tensor_info *(*worker_tensor)(void *ctx, size_t i);
 	/* values taken */
@@ -116,6 +117,7 @@ struct gp_machine {
 	/* The pool this agent works for (run: from the memberships). */
 	struct gp_stats_membership pool;
 	bool have_pool;
+	bool members_read;        /* the memberships were read once */
 	/* The connection. */
 	bool connected;           /* a connection exists (until on_close) */
 	bool welcomed;            /* WELCOME on the current connection */
@@ -135,12 +137,18 @@ struct gp_machine {
 	char beacon_ep[64];       /* an address a beacon gave; tried first */
 	/* Pausing. */
 	bool user_paused;
+	int64_t pause_until;      /* unix s the user's pause ends; 0: resume */
+	/* `finish`: no new work; stop once the work in hand is answered. */
+	bool finishing;
+	uint64_t in_hand;         /* minibatches given to the worker, unanswered */
 	enum gp_policy_verdict verdict;
 	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
 	bool told_paused;         /* the coordinator was sent PAUSE */
 	/* The job. */
 	bool done;                /* BYE job-done on this connection */
-	char spec[GP_MSG_MODEL_MAX + 1];
+	char spec[GP_MSG_MODEL_TEXT_MAX + 1];  /* the worker's model */
+	char welcome_spec[GP_MSG_MODEL_TEXT_MAX + 1]; /* the last WELCOME's */
+	uint64_t seed;            /* the worker's job seed */
 	uint32_t batch;
 	uint32_t caps;            /* the WELCOME's */
 	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),
@@ -209,6 +217,11 @@ void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
 
 /* The volunteer paused (true) or resumed (false). */
 void gp_machine_set_user_paused(struct gp_machine *m, bool paused);
+
+/* The volunteer's `finish`: no new work (PAUSE), and the agent stops
+ * (result 0) once every minibatch it holds is answered: at once when it
+ * holds none or is not connected. */
+void gp_machine_drain(struct gp_machine *m);
 
 /* A beacon with the pool key key (32 bytes, borrowed) named endpoint ep
  * (borrowed) at monotonic time now_us. */

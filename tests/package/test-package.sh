@@ -85,6 +85,8 @@ check_conffile() { # DEB PATH
 }
 check_conffile "$agent_deb" /etc/gradpool/agent.conf
 check_conffile "$coord_deb" /etc/gradpool/job.ini
+check_conffile "$coord_deb" /etc/gradpool/cnn.ini
+check_conffile "$coord_deb" /etc/gradpool/cnn.model
 
 # Users before directories owned by them, and the services are not enabled
 # on installation (they need join/init first).
@@ -131,6 +133,8 @@ expect_file -f /usr/lib/tmpfiles.d/gradpool-agent.conf "agent directories"
 expect_file -f /usr/lib/tmpfiles.d/gradpool-coordinator.conf "coordinator directories"
 expect_file -f /etc/gradpool/agent.conf "agent configuration"
 expect_file -f /etc/gradpool/job.ini "example job"
+expect_file -f /etc/gradpool/cnn.ini "CNN job"
+expect_file -f /etc/gradpool/cnn.model "CNN model"
 expect_file -f /usr/share/man/man1/gradpool-agent.1.gz "agent man page"
 expect_file -f /usr/share/man/man1/gradpool-coordinator.1.gz "coordinator man page"
 expect_file -f /usr/share/doc/gradpool-agent/copyright "copyright"
@@ -146,10 +150,11 @@ done
 
 # The installed configuration parses with the programs' own parsers.
 if [ -n "${GP_CHECK_CONFIG:-}" ]; then
-	if "$GP_CHECK_CONFIG" "$root/etc/gradpool/job.ini" "$root/etc/gradpool/agent.conf"; then
-		ok "/etc/gradpool/job.ini and agent.conf parse"
+	if "$GP_CHECK_CONFIG" "$root/etc/gradpool/job.ini" "$root/etc/gradpool/agent.conf" \
+		"$root/etc/gradpool/cnn.ini"; then
+		ok "/etc/gradpool/job.ini, cnn.ini (with cnn.model) and agent.conf parse"
 	else
-		fail "/etc/gradpool/job.ini or agent.conf does not parse"
+		fail "/etc/gradpool/job.ini, cnn.ini or agent.conf does not parse"
 	fi
 fi
 
@@ -294,6 +299,57 @@ for line in 'Type=notify' 'User=gradpool-coordinator' \
 	'SystemCallFilter=@system-service'; do
 	unit_has gradpool-coordinator.service "$line"
 done
+
+# --- Purge -----------------------------------------------------------------
+# Each postrm purge, on a scratch root (DPKG_ROOT) with the state it would
+# find, the debhelper snippets' tools stubbed out: it removes the state,
+# cache and runtime directories and says what it leaves (the system users).
+stubs=$tmp/stubs
+mkdir -p "$stubs"
+for t in deb-systemd-helper deb-systemd-invoke systemctl; do
+	printf '#!/bin/sh\nexit 0\n' > "$stubs/$t"
+	chmod +x "$stubs/$t"
+done
+purge() { # DEB ROOT: runs the package's postrm purge; its output on stdout
+	dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./postrm > "$tmp/postrm"
+	chmod +x "$tmp/postrm"
+	DPKG_ROOT=$2 PATH=$stubs:$PATH "$tmp/postrm" purge
+}
+proot=$tmp/purge-root
+mkdir -p "$proot/var/lib/gradpool-agent" "$proot/var/cache/gradpool-agent/pocl" \
+	"$proot/run/gradpool-agent" "$proot/var/lib/gradpool-coordinator" \
+	"$proot/var/lib/other"
+touch "$proot/var/lib/gradpool-agent/agent.key" "$proot/var/lib/gradpool-agent/agent.db" \
+	"$proot/var/lib/gradpool-coordinator/ledger.db" "$proot/var/lib/other/keep"
+if out=$(purge "$agent_deb" "$proot") &&
+	[ ! -e "$proot/var/lib/gradpool-agent" ] &&
+	[ ! -e "$proot/var/cache/gradpool-agent" ] &&
+	[ ! -e "$proot/run/gradpool-agent" ] &&
+	[ -e "$proot/var/lib/gradpool-coordinator/ledger.db" ] &&
+	grep -q "removed /var/lib/gradpool-agent" <<<"$out" &&
+	grep -q "left the system user gradpool-agent" <<<"$out"; then
+	ok "gradpool-agent purge removes its state, cache and runtime directories and says what it leaves"
+else
+	fail "gradpool-agent purge: $(ls -R "$proot" | head -20) / ${out:-no output}"
+fi
+if out=$(purge "$coord_deb" "$proot") &&
+	[ ! -e "$proot/var/lib/gradpool-coordinator" ] &&
+	[ -e "$proot/var/lib/other/keep" ] &&
+	grep -q "removed /var/lib/gradpool-coordinator" <<<"$out" &&
+	grep -q "left the system user gradpool-coordinator" <<<"$out"; then
+	ok "gradpool-coordinator purge removes its state and says what it leaves"
+else
+	fail "gradpool-coordinator purge: ${out:-no output}"
+fi
+# A plain remove keeps everything.
+mkdir -p "$proot/var/lib/gradpool-agent"
+dpkg-deb --ctrl-tarfile "$agent_deb" | tar -xOf - ./postrm > "$tmp/postrm"
+if DPKG_ROOT=$proot PATH=$stubs:$PATH sh "$tmp/postrm" remove >/dev/null &&
+	[ -d "$proot/var/lib/gradpool-agent" ]; then
+	ok "gradpool-agent remove keeps the state"
+else
+	fail "gradpool-agent remove touched the state"
+fi
 
 if [ "$failures" -ne 0 ]; then
 	echo "$failures check(s) failed" >&2

@@ -64,6 +64,8 @@ struct world {
 	/* The compute thread. */
 	unsigned worker_starts;
 	unsigned fail_step;       /* given to the last worker_start */
+	char worker_spec[256];    /* given to the last worker_start */
+	uint64_t worker_seed;
 	int worker_start_result;
 	uint64_t gen;
 	unsigned drops;
@@ -191,12 +193,13 @@ static void w_record(void *ctx, const struct gp_stats_delta *d)
 	w->records++;
 }
 
-static int w_worker_start(void *ctx, const char *spec, uint32_t batch,
-			  unsigned fail_step)
+static int w_worker_start(void *ctx, const char *spec, uint64_t seed,
+			  uint32_t batch, unsigned fail_step)
 {
 	struct world *w = ctx;
 
-	(void)spec;
+	snprintf(w->worker_spec, sizeof(w->worker_spec), "%s", spec);
+	w->worker_seed = seed;
 	(void)batch;
 	w->worker_starts++;
 	w->fail_step = fail_step;
@@ -329,9 +332,15 @@ static struct world *member(const char *endpoints)
 {
 	struct world *w = world_new(GP_MACHINE_RUN, NULL);
 	struct gp_stats_membership m = membership("p", endpoints);
+	struct gp_agent_status st;
 
 	gp_machine_start(&w->m);
 	ASSERT_EQ(w->connects, 0); /* no pool yet: waits */
+	/* A member's restart says nothing of "not a member" before the
+	 * memberships were read. */
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "starting");
+	ASSERT(!strstr(st.reason, "not a member"));
 	gp_machine_on_members(&w->m, true, &m);
 	ASSERT_EQ(w->connects, 1);
 	return w;
@@ -519,7 +528,8 @@ static void test_reconnect(void)
 	establish(w);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
-				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8);
+				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
+				      GP_CAP_MODEL_TEXT);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -533,6 +543,54 @@ static void test_reconnect(void)
 	gp_machine_connect(&w->m);
 	welcome(w);
 	ASSERT_EQ(w->worker_starts, 1); /* same model: the worker stays */
+	free(w);
+}
+
+/* The model comes from WELCOME.model_text when it is there (a model
+ * description), else from the shorthand of tag 3; the job's seed goes to
+ * the worker with it, and a different text or seed restarts the worker. */
+static void test_welcome_model_text(void)
+{
+	static const char desc[] = "gradpool-model 1; input shape=1x28x28; "
+				   "flatten flat; dense fc1 out=10; "
+				   "softmax_xent loss";
+	struct world *w = member("a:1");
+	struct gp_msg msg;
+
+	welcome(w);
+	ASSERT_EQ(w->worker_starts, 1);
+	ASSERT_STR_EQ(w->worker_spec, "mlp:2-3-1");
+	ASSERT_UINT_EQ(w->worker_seed, 0);
+
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.agent_id = 7;
+	msg.u.welcome.job_id = 2;
+	msg.u.welcome.batch_size = 4;
+	msg.u.welcome.model_text = desc;
+	msg.u.welcome.model_text_len = strlen(desc);
+	msg.u.welcome.seed = 99;
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 2);
+	ASSERT_STR_EQ(w->worker_spec, desc);
+	ASSERT_UINT_EQ(w->worker_seed, 99);
+
+	/* The same model and seed again: the worker stays. */
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 2);
+	/* Another seed: a new worker. */
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	msg.u.welcome.seed = 100;
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 3);
+	ASSERT_UINT_EQ(w->worker_seed, 100);
 	free(w);
 }
 
@@ -881,6 +939,71 @@ static void test_pause_keeps_connection(void)
 
 /* The upload cap (and every policy) pauses with its own reason and the
  * policy's text in the status; the policy allowing again resumes. */
+/* A timed pause says until when; resume clears it. */
+static void test_pause_until(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	w->m.pause_until = 1795651200; /* 2026-11-26 */
+	gp_machine_set_user_paused(&w->m, true);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "paused");
+	ASSERT(strstr(st.reason, "until 2026-11-2"));
+	gp_machine_set_user_paused(&w->m, false);
+	ASSERT_EQ(w->m.pause_until, 0);
+	free(w);
+}
+
+/* finish: PAUSE (no new work), the minibatches in hand are computed and
+ * answered, then the agent stops with 0; with nothing in hand, or not
+ * connected, at once. */
+static void test_finish(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	minibatch(w, 5, 4, 0);
+	minibatch(w, 6, 4, 0);
+	ASSERT_EQ(w->m.in_hand, 2);
+	gp_machine_drain(&w->m);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT(!w->stopped);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "finishing");
+	ASSERT(strstr(st.reason, "2 minibatch"));
+	result(w, 5, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT(!w->stopped);
+	result(w, 6, w->gen, 0, 0);
+	ASSERT_EQ(w->sent[w->n_sent - 1].type, GP_MSG_UPDATE);
+	ASSERT_EQ(w->m.minibatches, 2);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, 0);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 1); /* the first only */
+	free(w);
+
+	w = member("a:1");
+	welcome(w);
+	gp_machine_drain(&w->m);
+	ASSERT(w->stopped);
+	free(w);
+
+	/* The connection goes while finishing: its work is handed out
+	 * again, nothing is left to answer. */
+	w = member("a:1");
+	welcome(w);
+	minibatch(w, 5, 4, 0);
+	gp_machine_drain(&w->m);
+	ASSERT(!w->stopped);
+	gp_machine_on_close(&w->m, GP_CLOSE_IO_ERROR, 0, "gone");
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->connects, 1);
+	free(w);
+}
+
 static void test_upload_cap_pause(void)
 {
 	struct world *w = member("a:1");
@@ -960,6 +1083,14 @@ static void test_job_done(void)
 	gp_machine_status(&w->m, &st);
 	ASSERT_STR_EQ(st.state, "waiting");
 	ASSERT(strstr(st.reason, "job is done"));
+	/* The coordinator exits: the failing reconnects still say why. */
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, 0, "bye");
+	gp_machine_on_close(&w->m, GP_CLOSE_CONNECT_FAILED, 0, "refused");
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "waiting");
+	ASSERT(strstr(st.reason, "job is done"));
+	ASSERT(strstr(st.reason, "next one"));
+	ASSERT(!strstr(st.reason, "failed attempts"));
 	free(w);
 
 	w = member("a:1");
@@ -1113,6 +1244,7 @@ int main(void)
 	test_backoff_jitter();
 	test_unresolvable();
 	test_reconnect();
+	test_welcome_model_text();
 	test_heartbeat_from_welcome();
 	test_minibatch_and_update();
 	test_group();
@@ -1124,6 +1256,8 @@ int main(void)
 	test_local_data();
 	test_param_shards();
 	test_pause_keeps_connection();
+	test_pause_until();
+	test_finish();
 	test_upload_cap_pause();
 	test_rejected_and_revoked();
 	test_job_done();
