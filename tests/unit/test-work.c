@@ -351,6 +351,74 @@ static void test_link_clock(void)
 	fx_teardown(&f);
 }
 
+/* With clocks sized for the links, a copy that lacks others' work is
+ * reused without a pull only while that work is under a quarter of the
+ * agent's clock (or at most GP_WORK_BASE minibatches): 8 of another
+ * agent's minibatches against a clock of 20 call for a pull before the
+ * next clock goes out. (Links this fast leave the clocks compute-sized.) */
+/* answer_clock() for a schedule of 1200 minibatches an epoch, with
+ * gradients that change every shard. */
+static void answer_clock_1200(struct fixture *f, struct gp_member *m)
+{
+	static const float g[FX_N] = { 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f,
+				       0.1f, 0.1f, 0.1f };
+	uint64_t ids[64];
+	int64_t clock = m->clock;
+	size_t n = fx_work_of(f, m->agent_id, clock, ids, 64);
+	struct fx_update x;
+
+	for (size_t i = 0; i < n; i++) {
+		struct gp_msg_update *u = fx_plain(&x, ids[i], clock, g);
+
+		u->epoch = (uint32_t)(ids[i] / 1200);
+		u->minibatch = ids[i] % 1200;
+		ASSERT_OK(gp_apply_update(&f->pool, m, u, gp_now_ms()));
+	}
+}
+
+static void test_copy_reuse(void)
+{
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	struct fixture f;
+	struct gp_member *a, *b;
+	unsigned pulls;
+
+	fx_setup(&f, 3);
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	a = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	b = fx_join(&f, 1, GP_CAP_LOCAL_STEP);
+	/* 20 ms clocks: 400/s does 8, 1000/s 20. */
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 1000));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 400));
+	set_link(&f, 1, 72, 0.0001);
+	set_link(&f, 2, 72, 0.0001);
+	ASSERT(gp_work_sync_interval(&f.pool) > 0);
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(a->clock_work, 20);
+	ASSERT_EQ(a->next_work, 20);
+	ASSERT_EQ(b->clock_work, 8);
+	ASSERT_EQ(f.params_sent, 2);
+	answer_clock_1200(&f, b);
+	/* A's own clock 0 answered: its work ahead (clock 1) goes on, but
+	 * its copy lacks b's 8: clock 2 is not handed out ahead on it. */
+	answer_clock_1200(&f, a);
+	ASSERT_EQ(a->clock, 1);
+	ASSERT_EQ(a->clock_open, 20);
+	ASSERT_EQ(a->next_work, 0);
+	pulls = f.params_sent;
+	/* Clock 1 answered: clock 2 comes with a pull. */
+	answer_clock_1200(&f, a);
+	ASSERT_EQ(a->clock, 2);
+	ASSERT_EQ(f.params_sent, pulls + 1);
+	fx_teardown(&f);
+}
+
 static void test_members(void)
 {
 	struct fixture f;
@@ -453,6 +521,7 @@ int main(void)
 	test_pause_idle();
 	test_per_clock();
 	test_link_clock();
+	test_copy_reuse();
 	test_members();
 	return 0;
 }
