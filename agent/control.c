@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "status.h"
 #include "util.h"
 
 struct conn {
@@ -318,4 +319,100 @@ int gp_control_request(const char *path, const char *line, char *reply,
 out:
 	close(fd);
 	return r;
+}
+
+/* ---- while the agent starts ------------------------------------------- */
+
+struct gp_control_starting {
+	uv_loop_t loop;
+	uv_async_t stop;
+	uv_thread_t thread;
+	struct gp_control *ctl;
+	bool stopped;
+};
+
+static void starting_handler(const char *line, char *reply, size_t len,
+			     void *data)
+{
+	struct gp_agent_status st;
+
+	(void)data;
+	gp_agent_status_get(&st);
+	if (strcmp(line, "status") == 0) {
+		if (gp_agent_status_format(&st, reply, len) < 0)
+			snprintf(reply, len, "error: status too long\n");
+	} else {
+		snprintf(reply, len, "error: the agent is starting (%.200s); try "
+			 "again in a moment\n", st.reason);
+	}
+}
+
+static void starting_on_stop(uv_async_t *a)
+{
+	struct gp_control_starting *t = a->data;
+
+	gp_control_destroy(t->ctl);
+	t->ctl = NULL;
+	uv_close((uv_handle_t *)&t->stop, NULL);
+}
+
+static void starting_run(void *arg)
+{
+	struct gp_control_starting *t = arg;
+
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+}
+
+int gp_control_starting_start(const char *path,
+			      struct gp_control_starting **ret)
+{
+	struct gp_control_starting *t;
+	int r;
+
+	if (!path || !ret)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	r = uv_loop_init(&t->loop);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	t->stop.data = t;
+	r = uv_async_init(&t->loop, &t->stop, starting_on_stop);
+	if (r < 0) {
+		uv_loop_close(&t->loop);
+		free(t);
+		return r;
+	}
+	r = gp_control_create(&t->loop, path, starting_handler, NULL, &t->ctl);
+	if (r >= 0)
+		r = uv_thread_create(&t->thread, starting_run, t);
+	if (r < 0) {
+		/* Closes what was opened, on this thread: no thread runs. */
+		starting_on_stop(&t->stop);
+		uv_run(&t->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&t->loop);
+		free(t);
+		return r;
+	}
+	*ret = t;
+	return 0;
+}
+
+void gp_control_starting_stop(struct gp_control_starting *t)
+{
+	if (!t || t->stopped)
+		return;
+	t->stopped = true;
+	uv_async_send(&t->stop);
+	uv_thread_join(&t->thread);
+	uv_loop_close(&t->loop);
+}
+
+void gp_control_starting_destroy(struct gp_control_starting *t)
+{
+	gp_control_starting_stop(t);
+	free(t);
 }

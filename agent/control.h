@@ -35,6 +35,24 @@ int gp_control_create(uv_loop_t *loop, const char *path,
  * frees c once the loop has run the close callbacks. NULL is a no-op. */
 void gp_control_destroy(struct gp_control *c);
 
+/* The control socket of an agent that is starting (benchmarking its
+ * devices, before its loop runs), on a thread and loop of its own:
+ * "status" answers with the published snapshot (gp_agent_status_get),
+ * anything else with "error: the agent is starting (REASON)". Listens on
+ * path (borrowed) as gp_control_create does. On success *ret is owned by
+ * the caller (gp_control_starting_destroy), and it must be stopped before
+ * a session listens on the same path. Returns 0 or a negative errno. */
+struct gp_control_starting;
+int gp_control_starting_start(const char *path,
+			      struct gp_control_starting **ret);
+
+/* Stops the thread and removes the socket; t stays valid, and stopping
+ * it again does nothing. NULL is a no-op. */
+void gp_control_starting_stop(struct gp_control_starting *t);
+
+/* Stops t if needed and frees it. NULL is a no-op. */
+void gp_control_starting_destroy(struct gp_control_starting *t);
+
 /* Client: sends line (borrowed) to the agent listening at path and writes
  * its reply, NUL-terminated, into reply (len bytes). Blocks at most
  * timeout_ms. Returns the reply's length, -ENOENT / -ECONNREFUSED when no

@@ -84,7 +84,7 @@ static void send_work_request(struct gp_machine *m)
 
 bool gp_machine_paused(const struct gp_machine *m)
 {
-	return m->user_paused || m->verdict != GP_POLICY_RUN;
+	return m->user_paused || m->finishing || m->verdict != GP_POLICY_RUN;
 }
 
 void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
@@ -96,13 +96,32 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		 m->have_pool ? m->endpoint_now : "");
 	snprintf(st->device, sizeof(st->device), "%s", m->cfg->device_name);
 	st->minibatches = m->minibatches;
-	if (!m->have_pool) {
+	if (!m->have_pool && !m->members_read && m->mode == GP_MACHINE_RUN) {
+		/* Not "not a member" before the memberships were read: a
+		 * member's restart would say so for a moment. */
+		snprintf(st->state, sizeof(st->state), "starting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "reading the memberships");
+	} else if (!m->have_pool) {
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "not a member of any pool (gradpool-agent join TOKEN)");
+	} else if (m->finishing) {
+		snprintf(st->state, sizeof(st->state), "finishing");
+		snprintf(st->reason, sizeof(st->reason),
+			 "%" PRIu64 " minibatch(es) in hand, then the agent stops",
+			 m->in_hand);
 	} else if (gp_machine_paused(m)) {
 		snprintf(st->state, sizeof(st->state), "paused");
-		if (m->user_paused)
+		if (m->user_paused && m->pause_until > 0 &&
+		    m->pause_until != INT64_MAX) {
+			char t[32];
+
+			snprintf(st->reason, sizeof(st->reason),
+				 "paused by the user until %s (gradpool-agent "
+				 "resume)", gp_format_time(m->pause_until, t,
+							   sizeof(t)));
+		} else if (m->user_paused)
 			snprintf(st->reason, sizeof(st->reason),
 				 "paused by the user (gradpool-agent resume)");
 		else
@@ -111,6 +130,15 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
 			 "the job is done; waiting for the next one");
+	} else if (m->done) {
+		/* The coordinator ended its job and closed: the attempts that
+		 * fail now are expected, not a fault. */
+		snprintf(st->state, sizeof(st->state), "waiting");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the job is done; waiting for the coordinator at %.120s "
+			 "to serve the next one (%u attempts so far)",
+			 m->endpoint_now[0] ? m->endpoint_now : "its address",
+			 m->attempts);
 	} else if (m->welcomed) {
 		snprintf(st->state, sizeof(st->state), "connected");
 		snprintf(st->reason, sizeof(st->reason),
@@ -236,8 +264,34 @@ static void sync_pause(struct gp_machine *m)
 void gp_machine_set_user_paused(struct gp_machine *m, bool paused)
 {
 	m->user_paused = paused;
+	if (!paused)
+		m->pause_until = 0;
 	sync_pause(m);
 	status_changed(m);
+}
+
+/* Stops a finishing agent once nothing it holds is unanswered. */
+static void maybe_finished(struct gp_machine *m)
+{
+	if (!m->finishing || m->stopping)
+		return;
+	if (m->connected && m->welcomed && m->in_hand > 0)
+		return;
+	gp_info("finished the work in hand: stopping");
+	gp_machine_stop(m, 0);
+}
+
+void gp_machine_drain(struct gp_machine *m)
+{
+	if (m->stopping)
+		return;
+	if (!m->finishing)
+		gp_info("finishing: %" PRIu64 " minibatch(es) in hand, no new work",
+			m->in_hand);
+	m->finishing = true;
+	sync_pause(m);
+	status_changed(m);
+	maybe_finished(m);
 }
 
 void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
@@ -396,10 +450,15 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 	m->connected = false;
 	m->welcomed = false;
 	m->told_paused = false;
+	m->in_hand = 0; /* handed out again by the coordinator */
 	if (m->have_worker)
 		m->ops->worker_drop_queued(m->ctx);
 	if (m->stopping)
 		return;
+	if (m->finishing) {
+		maybe_finished(m);
+		return;
+	}
 	if (m->mode == GP_MACHINE_RUN && !m->have_pool) {
 		status_changed(m); /* left the pool: wait for another */
 		return;
@@ -439,6 +498,7 @@ void gp_machine_on_members(struct gp_machine *m, bool found,
 {
 	if (m->stopping)
 		return;
+	m->members_read = true;
 	if (m->have_pool && (!found || strcmp(mem->pool, m->pool.pool) != 0)) {
 		/* The volunteer left (or switched pools): say bye and wait. */
 		gp_info("no longer a member of pool %.16s", m->pool.pool);
@@ -674,6 +734,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				   (m->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
 		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
 			     mb->minibatch);
+	else
+		m->in_hand++;
 }
 
 static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
@@ -877,5 +939,11 @@ void gp_machine_on_result(struct gp_machine *m,
 		m->ops->record(m->ctx, &d);
 	}
 	m->minibatches += res->n_items ? res->n_items : 1;
+	{
+		uint64_t k = res->n_items ? res->n_items : 1;
+
+		m->in_hand = m->in_hand > k ? m->in_hand - k : 0;
+	}
 	status_changed(m);
+	maybe_finished(m);
 }

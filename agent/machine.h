@@ -116,6 +116,7 @@ struct gp_machine {
 	/* The pool this agent works for (run: from the memberships). */
 	struct gp_stats_membership pool;
 	bool have_pool;
+	bool members_read;        /* the memberships were read once */
 	/* The connection. */
 	bool connected;           /* a connection exists (until on_close) */
 	bool welcomed;            /* WELCOME on the current connection */
@@ -135,6 +136,10 @@ struct gp_machine {
 	char beacon_ep[64];       /* an address a beacon gave; tried first */
 	/* Pausing. */
 	bool user_paused;
+	int64_t pause_until;      /* unix s the user's pause ends; 0: resume */
+	/* `finish`: no new work; stop once the work in hand is answered. */
+	bool finishing;
+	uint64_t in_hand;         /* minibatches given to the worker, unanswered */
 	enum gp_policy_verdict verdict;
 	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
 	bool told_paused;         /* the coordinator was sent PAUSE */
@@ -209,6 +214,11 @@ void gp_machine_on_policy(struct gp_machine *m, enum gp_policy_verdict verdict,
 
 /* The volunteer paused (true) or resumed (false). */
 void gp_machine_set_user_paused(struct gp_machine *m, bool paused);
+
+/* The volunteer's `finish`: no new work (PAUSE), and the agent stops
+ * (result 0) once every minibatch it holds is answered: at once when it
+ * holds none or is not connected. */
+void gp_machine_drain(struct gp_machine *m);
 
 /* A beacon with the pool key key (32 bytes, borrowed) named endpoint ep
  * (borrowed) at monotonic time now_us. */

@@ -38,6 +38,7 @@
 #include "gp-config.h"
 #include "identity.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "stats.h"
 #include "status.h"
@@ -66,6 +67,7 @@ struct options {
 	const char *hours;
 	long beacon_port;                    /* -1: from the configuration */
 	const char *data_dir;                /* NULL: from the configuration */
+	const char *pause_for;               /* pause --for DURATION */
 	char control_buf[300];
 	struct gp_agent_config cfg;
 };
@@ -84,7 +86,10 @@ static void usage(FILE *f)
 	      "      [--data-dir DIR|none] (a local copy of the training set)\n"
 	      "                             (overrides of agent.conf for this run)\n"
 	      "  status [--json]            connected, paused or waiting, and why\n"
-	      "  pause | resume             stop / restart computing for the pool\n"
+	      "  pause [--for DURATION]     stop computing (until resume, or for\n"
+	      "                             e.g. 30m, 2h; kept across restarts)\n"
+	      "  resume                     compute again\n"
+	      "  finish                     answer the work in hand, then stop\n"
 	      "  leave [POOL]               leave a pool; the coordinator is told\n"
 	      "  stats [--json] [--by day|pool|device]\n"
 	      "                             this machine's contribution, from its "
@@ -194,6 +199,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "no-web", no_argument, NULL, 'w' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "data-dir", required_argument, NULL, 'R' },
+		{ "for", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -239,6 +245,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'l':
 			o->web_listen = optarg;
+			break;
+		case 'f':
+			o->pause_for = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -430,6 +439,19 @@ out:
 	return r;
 }
 
+/* Publishes the state of an agent that is starting, for the start-up
+ * control socket and the page. */
+static void starting_status(const char *why)
+{
+	struct gp_agent_status st = { 0 };
+
+	snprintf(st.state, sizeof(st.state), "starting");
+	snprintf(st.reason, sizeof(st.reason), "%s", why);
+	st.since = gp_now_s();
+	st.pid = (uint64_t)getpid();
+	gp_agent_status_publish(&st);
+}
+
 /* Benchmarks every device (CPU path first, then each OpenCL device) and
  * fills cfg's device list; picks the device to use from --device. */
 static int pick_device(struct options *o, struct gp_session_config *cfg)
@@ -468,6 +490,11 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 
 		/* Benchmark what may be used; list the rest unmeasured. */
 		if (wanted && !o->no_bench) {
+			char why[GP_AGENT_STATUS_TEXT_MAX];
+
+			snprintf(why, sizeof(why), "benchmarking devices: %zu of "
+				 "%zu, %.*s", i + 1, n, 160, list[i].name);
+			starting_status(why);
 			r = is_cl ? gp_backend_create_opencl(list[i].index, &be) :
 				    gp_backend_create_cpu(o->threads, &be);
 			if (r >= 0)
@@ -588,6 +615,7 @@ static int cmd_run(struct options *o)
 	struct gp_identity *id = NULL;
 	struct gp_stats *stats = NULL;
 	struct gp_web *web = NULL;
+	struct gp_control_starting *early = NULL;
 	int r;
 
 	/* The state files as their owner's (see as_owner); the rest of the
@@ -642,22 +670,41 @@ static int cmd_run(struct options *o)
 		snprintf(cfg.name, sizeof(cfg.name), "%s", o->cfg.name);
 	else
 		default_name(cfg.name, sizeof(cfg.name));
+	/* The benchmark takes seconds (minutes with a cold kernel cache):
+	 * status, the page and systemctl say so meanwhile. */
+	starting_status("benchmarking devices");
+	gp_notify_status("starting: benchmarking devices");
+	if (gp_control_starting_start(o->control, &early) < 0)
+		gp_debug("no control socket while starting");
+	if (o->cfg.web) {
+		r = start_web(o, stats, own_state, &web);
+		if (r < 0)
+			goto out;
+	}
 	r = pick_device(o, &cfg);
 	if (r < 0)
 		goto out;
+	starting_status("loading the training set and the memberships");
+	cfg.starting_control = early;
+	/* Read after the benchmark: a pause given while it ran is recorded
+	 * by the CLI. */
+	if (gp_stats_pause_get(stats, &cfg.paused_until) < 0)
+		gp_warn("cannot read the pause: %s", gp_stats_error(stats));
+	else if (cfg.paused_until == GP_STATS_PAUSE_FOREVER)
+		gp_info("paused by the user before the last stop: starting "
+			"paused (gradpool-agent resume)");
+	else if (cfg.paused_until > gp_now_s())
+		gp_info("paused by the user until %" PRId64 " (unix time): "
+			"starting paused", cfg.paused_until);
 	/* The share of the device that computes: a duty cycle on its thread. */
 	cfg.duty = cfg.backend == GP_BACKEND_OPENCL ? o->cfg.gpu_share :
 						      o->cfg.cpu_share;
 	if (cfg.duty < 1)
 		gp_info("computing at most %.0f %% of the time (%s_share)",
 			cfg.duty * 100, cfg.backend == GP_BACKEND_OPENCL ? "gpu" : "cpu");
-	if (o->cfg.web) {
-		r = start_web(o, stats, own_state, &web);
-		if (r < 0)
-			goto out;
-	}
 	r = gp_session_run(&cfg);
 out:
+	gp_control_starting_destroy(early);
 	gp_web_stop(web);
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
@@ -687,6 +734,13 @@ static int cmd_status(struct options *o)
 	int r;
 
 	r = gp_control_request(o->control, "status", reply, sizeof(reply), 5000);
+	if (r == -ECONNREFUSED || r == -ENOENT) {
+		/* A starting agent hands the socket from its start-up thread to
+		 * its loop: a moment without one. */
+		usleep(300 * 1000);
+		r = gp_control_request(o->control, "status", reply,
+				       sizeof(reply), 5000);
+	}
 	if (r == -EACCES) {
 		gp_error("%s: permission denied (run as root or as the agent's "
 			 "user: sudo gradpool-agent status)", o->control);
@@ -729,22 +783,96 @@ static int cmd_status(struct options *o)
 	return strcmp(st.state, "stopped") == 0 ? 3 : 0;
 }
 
-static int cmd_pause(struct options *o, const char *what)
+/* Records the volunteer's pause (until: unix seconds, GP_STATS_PAUSE_FOREVER
+ * or 0 for none) in the database, as the state's owner, so that it
+ * outlives a restart of the agent. Returns 0 or a negative errno (logged). */
+static int record_pause(struct options *o, int64_t until)
 {
-	char reply[GP_CONTROL_REPLY_MAX];
+	struct gp_stats *stats = NULL;
+	struct saved_ids ids;
 	int r;
 
-	r = gp_control_request(o->control, what, reply, sizeof(reply), 5000);
+	r = as_owner(o->state, &ids);
+	if (r < 0)
+		return r;
+	r = open_state(o->state, NULL, &stats, GP_STATS_CREATE);
+	if (r >= 0) {
+		r = gp_stats_pause_set(stats, until);
+		if (r < 0)
+			gp_error("%s", gp_stats_error(stats));
+	}
+	gp_stats_close(stats);
+	as_root(&ids);
+	return r;
+}
+
+/* pause [--for DURATION], resume, finish: recorded (pause, resume), then
+ * told to the running agent over the control socket. */
+static int cmd_pause(struct options *o, const char *what)
+{
+	char reply[GP_CONTROL_REPLY_MAX], line[64], t[32];
+	int64_t until = 0;
+	uint64_t ms = 0;
+	bool starting;
+	int r;
+
+	snprintf(line, sizeof(line), "%s", what);
+	if (o->pause_for && strcmp(what, "pause") != 0) {
+		gp_error("--for goes with pause only");
+		return -EINVAL;
+	}
+	if (strcmp(what, "pause") == 0) {
+		if (o->pause_for && (gp_parse_duration_ms(o->pause_for, &ms) < 0 ||
+				     ms < 1000)) {
+			gp_error("--for: '%s' is not a duration of a second or more "
+				 "(e.g. 90s, 30m, 2h, 1d)", o->pause_for);
+			return -EINVAL;
+		}
+		until = o->pause_for ? gp_now_s() + (int64_t)((ms + 999) / 1000) :
+				       GP_STATS_PAUSE_FOREVER;
+		if (o->pause_for)
+			snprintf(line, sizeof(line), "pause %" PRId64, until);
+	}
+	/* The running agent applies and records it; with none running, it
+	 * is recorded here for the next start. */
+	r = gp_control_request(o->control, line, reply, sizeof(reply), 5000);
 	if (r == -EACCES) {
 		gp_error("%s: permission denied (run as root or as the agent's "
 			 "user)", o->control);
 		return r;
 	}
+	starting = r >= 0 && strncmp(reply, "error: the agent is starting",
+				      28) == 0;
+	if ((r == -ENOENT || r == -ECONNREFUSED || starting) &&
+	    strcmp(what, "finish") != 0) {
+		r = record_pause(o, until);
+		if (r < 0)
+			return r;
+		if (!until)
+			printf("resumed: %s; it will compute when it starts\n",
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
+		else if (until == GP_STATS_PAUSE_FOREVER)
+			printf("paused: %s; it will start paused, until "
+			       "'gradpool-agent resume'\n",
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
+		else
+			printf("paused until %s: %s\n",
+			       gp_format_time(until, t, sizeof(t)),
+			       starting ? "the agent is starting" :
+					  "no agent runs now");
+		return 0;
+	}
 	if (r < 0) {
 		gp_error("no agent answers on %s: %s", o->control, strerror(-r));
 		return r;
 	}
-	fputs(reply, stdout);
+	if (until && until != GP_STATS_PAUSE_FOREVER &&
+	    strncmp(reply, "ok", 2) == 0)
+		printf("ok: paused until %s\n", gp_format_time(until, t, sizeof(t)));
+	else
+		fputs(reply, stdout);
 	return strncmp(reply, "ok", 2) == 0 ? 0 : -EINVAL;
 }
 
@@ -1002,7 +1130,8 @@ int main(int argc, char **argv)
 		if (r == 3)
 			return 3;
 	}
-	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+		 strcmp(cmd, "finish") == 0)
 		r = cmd_pause(&o, cmd);
 	else if (strcmp(cmd, "leave") == 0)
 		r = cmd_leave(&o, arg);

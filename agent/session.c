@@ -26,6 +26,7 @@
 #include "channel.h"
 #include "control.h"
 #include "data.h"
+#include "identity.h"
 #include "log.h"
 #include "machine.h"
 #include "notify.h"
@@ -43,6 +44,8 @@ struct session {
 	struct gp_dataset *data;  /* the local training set, or NULL */
 	uv_loop_t loop;
 	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
+	uv_timer_t pause_timer;   /* the end of a `pause --for` */
+	uv_timer_t finish_timer;  /* `finish`, after its reply is written */
 	uv_signal_t sigint, sigterm;
 	uv_udp_t beacon;
 	struct gp_control *control;
@@ -97,7 +100,14 @@ static void account_traffic(struct session *s)
 		return;
 	sent = gp_channel_bytes_sent(s->ch);
 	recv = gp_channel_bytes_received(s->ch);
-	snprintf(d.pool, sizeof(d.pool), "%s", s->m.pool.pool);
+	/* Booked where the work is: the pool (while joining, the one the
+	 * token names) and the compute device (none while joining or
+	 * leaving). */
+	if (s->m.pool.pool[0])
+		snprintf(d.pool, sizeof(d.pool), "%s", s->m.pool.pool);
+	else if (s->m.token)
+		gp_identity_fingerprint(s->m.token->coordinator_pub, d.pool);
+	snprintf(d.device, sizeof(d.device), "%s", s->cfg->device_name);
 	d.bytes_up = (int64_t)(sent - s->sent_base);
 	d.bytes_down = (int64_t)(recv - s->recv_base);
 	s->sent_base = sent;
@@ -405,6 +415,8 @@ static void op_stopped(void *ctx)
 	uv_close((uv_handle_t *)&s->member_timer, NULL);
 	uv_close((uv_handle_t *)&s->policy_timer, NULL);
 	uv_close((uv_handle_t *)&s->watchdog, NULL);
+	uv_close((uv_handle_t *)&s->pause_timer, NULL);
+	uv_close((uv_handle_t *)&s->finish_timer, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -681,6 +693,86 @@ static bool policy_active(const struct gp_policy *p)
 
 /* ---- control socket ------------------------------------------------------ */
 
+static void on_pause_timer(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	if (s->m.user_paused && s->m.pause_until &&
+	    s->m.pause_until <= gp_now_s()) {
+		gp_info("the pause ended: resuming");
+		gp_machine_set_user_paused(&s->m, false);
+	}
+}
+
+static void on_finish_timer(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	gp_machine_drain(&s->m);
+}
+
+/* The pause recorded in the database on the thread pool, so that it
+ * outlives a restart. */
+struct pause_req {
+	uv_work_t req;
+	struct gp_stats *stats;
+	int64_t until;
+	int error;
+};
+
+static void pause_record_run(uv_work_t *req)
+{
+	struct pause_req *pr = (struct pause_req *)req;
+
+	pr->error = gp_stats_pause_set(pr->stats, pr->until);
+}
+
+static void pause_record_done(uv_work_t *req, int status)
+{
+	struct pause_req *pr = (struct pause_req *)req;
+
+	(void)status;
+	if (pr->error < 0)
+		gp_warn("cannot record the pause (it will not outlive a restart): "
+			"%s", gp_stats_error(pr->stats));
+	free(pr);
+}
+
+static void record_pause(struct session *s, int64_t until)
+{
+	struct pause_req *pr;
+
+	if (!s->cfg->stats)
+		return;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return;
+	pr->stats = s->cfg->stats;
+	pr->until = until;
+	if (uv_queue_work(&s->loop, &pr->req, pause_record_run,
+			  pause_record_done) < 0)
+		free(pr);
+}
+
+/* Pauses until the unix second `until` (GP_STATS_PAUSE_FOREVER: until
+ * resume), with a timer for its end. */
+static void pause_until(struct session *s, int64_t until)
+{
+	int64_t now = gp_now_s();
+
+	uv_timer_stop(&s->pause_timer);
+	if (until != GP_STATS_PAUSE_FOREVER && until <= now)
+		return;
+	s->m.pause_until = until;
+	gp_machine_set_user_paused(&s->m, true);
+	if (until != GP_STATS_PAUSE_FOREVER)
+		uv_timer_start(&s->pause_timer, on_pause_timer,
+			       (uint64_t)(until - now) * 1000, 0);
+}
+
+/* The control socket's commands: status, pause [UNTIL], resume, finish,
+ * reload. A pause or resume is applied and recorded in the database (the
+ * CLI records it itself only when no agent runs). */
 static void on_control(const char *line, char *reply, size_t len, void *data)
 {
 	struct session *s = data;
@@ -688,19 +780,37 @@ static void on_control(const char *line, char *reply, size_t len, void *data)
 	if (strcmp(line, "status") == 0) {
 		if (gp_agent_status_format(&s->st, reply, len) < 0)
 			snprintf(reply, len, "error: status too long\n");
-	} else if (strcmp(line, "pause") == 0) {
-		gp_machine_set_user_paused(&s->m, true);
-		snprintf(reply, len, "ok: paused\n");
+	} else if (strcmp(line, "pause") == 0 ||
+		   strncmp(line, "pause ", 6) == 0) {
+		char *end;
+		long long until = line[5] ? strtoll(line + 6, &end, 10) : 0;
+
+		if (line[5] && (*end || until <= 0)) {
+			snprintf(reply, len, "error: pause UNIX-SECONDS\n");
+			return;
+		}
+		pause_until(s, line[5] ? (int64_t)until : GP_STATS_PAUSE_FOREVER);
+		record_pause(s, line[5] ? (int64_t)until : GP_STATS_PAUSE_FOREVER);
+		snprintf(reply, len, "ok: %s\n", s->m.user_paused ? "paused" :
+			 "the pause is already over");
 	} else if (strcmp(line, "resume") == 0) {
+		uv_timer_stop(&s->pause_timer);
+		record_pause(s, 0);
 		gp_machine_set_user_paused(&s->m, false);
 		snprintf(reply, len, "ok: %s\n",
 			 gp_machine_paused(&s->m) ? s->m.policy_why : "resumed");
+	} else if (strcmp(line, "finish") == 0) {
+		snprintf(reply, len, "ok: finishing %" PRIu64 " minibatch(es) in "
+			 "hand, then stopping\n", s->m.in_hand);
+		/* Not from here: stopping closes this socket before the reply
+		 * is written. */
+		uv_timer_start(&s->finish_timer, on_finish_timer, 0, 0);
 	} else if (strcmp(line, "reload") == 0) {
 		check_members(s);
 		snprintf(reply, len, "ok: reloading the memberships\n");
 	} else {
 		snprintf(reply, len, "error: unknown command (status, pause, "
-			 "resume, reload)\n");
+			 "resume, finish, reload)\n");
 	}
 }
 
@@ -751,6 +861,9 @@ static void start_run(struct session *s)
 
 	load_data(s);
 	snprintf(s->st.state, sizeof(s->st.state), "starting");
+	/* A pause that outlived the restart. */
+	if (cfg->paused_until)
+		pause_until(s, cfg->paused_until);
 	uv_timer_start(&s->stats_timer, on_stats_timer, STATS_FLUSH_MS,
 		       STATS_FLUSH_MS);
 	uv_timer_start(&s->member_timer, on_member_timer, 0,
@@ -769,6 +882,7 @@ static void start_run(struct session *s)
 		uv_timer_start(&s->policy_timer, on_policy_timer, every, every);
 	}
 	if (cfg->control_path) {
+		gp_control_starting_stop(cfg->starting_control);
 		r = gp_control_create(&s->loop, cfg->control_path, on_control,
 				      s, &s->control);
 		if (r < 0)
@@ -805,10 +919,13 @@ static int session_run(const struct gp_session_config *cfg,
 	uv_timer_init(&s->loop, &s->member_timer);
 	uv_timer_init(&s->loop, &s->policy_timer);
 	uv_timer_init(&s->loop, &s->watchdog);
+	uv_timer_init(&s->loop, &s->pause_timer);
+	uv_timer_init(&s->loop, &s->finish_timer);
 	uv_signal_init(&s->loop, &s->sigint);
 	uv_signal_init(&s->loop, &s->sigterm);
 	s->retry.data = s->stats_timer.data = s->sigint.data = s->sigterm.data = s;
 	s->member_timer.data = s->policy_timer.data = s->watchdog.data = s;
+	s->pause_timer.data = s->finish_timer.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);

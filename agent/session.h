@@ -31,6 +31,12 @@ struct gp_session_config {
 	unsigned connect_timeout_ms;        /* join: give up after this long */
 	/* run only: */
 	const char *control_path;           /* borrowed; NULL: no control socket */
+	/* borrowed; the start-up control socket (control.h) on the same
+	 * path, stopped right before the session listens there; NULL: none */
+	struct gp_control_starting *starting_control;
+	/* the volunteer's pause from the database (unix s it ends at,
+	 * GP_STATS_PAUSE_FOREVER, or 0 / past: none) */
+	int64_t paused_until;
 	/* When computing is allowed; policy.max_upload_bytes is checked
 	 * against cfg->stats' bytes sent today. */
 	struct gp_policy policy;

@@ -36,6 +36,10 @@ static const char *const migrations[] = {
 	"  bytes_up INTEGER NOT NULL DEFAULT 0,"
 	"  bytes_down INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY (day, pool, device)) WITHOUT ROWID;",
+	/* 2: the volunteer's settings that outlive a restart (the pause) */
+	"CREATE TABLE settings ("
+	"  key TEXT PRIMARY KEY,"
+	"  value INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 static const struct gp_db_schema stats_schema = {
@@ -153,6 +157,38 @@ int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 	}
 	pthread_mutex_unlock(&s->lock);
 	return r < 0 ? r : 0;
+}
+
+int gp_stats_pause_set(struct gp_stats *s, int64_t until)
+{
+	int r;
+
+	if (until < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = gp_db_run(&s->c, "cannot record the pause",
+		      "INSERT INTO settings (key, value) VALUES ('paused_until', ?1) "
+		      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+		      "i", until);
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : 0;
+}
+
+int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until)
+{
+	int64_t v = 0;
+	int r;
+
+	if (!ret_until)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	r = gp_db_row(&s->c, "cannot read the pause", gp_db_int64, &v,
+		      "SELECT value FROM settings WHERE key = 'paused_until'", "");
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0)
+		return r;
+	*ret_until = v > 0 ? v : 0;
+	return 0;
 }
 
 static int read_membership(sqlite3_stmt *st, void *arg)
@@ -448,6 +484,43 @@ int gp_stats_query(struct gp_stats *s, unsigned group, const char *since_day,
 
 /* ---- output ------------------------------------------------------------ */
 
+const char *gp_stats_human_count(double v, char *buf, size_t size)
+{
+	static const char suffix[] = " kMGTPE";
+	double a = fabs(v);
+	int i = 0;
+
+	if (!isfinite(v)) {
+		snprintf(buf, size, "-");
+		return buf;
+	}
+	while (a >= 999.5 && i < 6) {
+		a /= 1000.0;
+		v /= 1000.0;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, size, v == (double)(int64_t)v ? "%.0f" : "%.3g", v);
+	else
+		snprintf(buf, size, "%.3g%c", v, suffix[i]);
+	return buf;
+}
+
+const char *gp_stats_human_duration(double seconds, char *buf, size_t size)
+{
+	if (!isfinite(seconds) || seconds < 0)
+		snprintf(buf, size, "-");
+	else if (seconds < 59.95)
+		snprintf(buf, size, "%.1f s", seconds);
+	else if (seconds < 3597)
+		snprintf(buf, size, "%.1f min", seconds / 60.0);
+	else if (seconds < 100 * 3600)
+		snprintf(buf, size, "%.2f h", seconds / 3600.0);
+	else
+		snprintf(buf, size, "%.0f h", seconds / 3600.0);
+	return buf;
+}
+
 static double mib(int64_t bytes)
 {
 	return (double)bytes / (1024.0 * 1024.0);
@@ -463,10 +536,12 @@ static void table_line(FILE *out, unsigned group, const char *day,
 		fprintf(out, "%-20.20s  ", pool);
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20.20s  ", device);
-	fprintf(out, "%11" PRId64 " %11" PRId64 " %11.1f %9.2f %10.1f %10.1f\n",
+	char t[GP_STATS_HUMAN_MAX];
+
+	fprintf(out, "%11" PRId64 " %11" PRId64 " %11.1f %9s %10.1f %10.1f\n",
 		r->minibatches, r->samples, r->gflop,
-		r->compute_seconds / 3600.0, mib(r->bytes_up),
-		mib(r->bytes_down));
+		gp_stats_human_duration(r->compute_seconds, t, sizeof(t)),
+		mib(r->bytes_up), mib(r->bytes_down));
 }
 
 int gp_stats_format_table(FILE *out, unsigned group,
@@ -482,10 +557,12 @@ int gp_stats_format_table(FILE *out, unsigned group,
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20s  ", "device");
 	fprintf(out, "%11s %11s %11s %9s %10s %10s\n", "minibatches",
-		"samples", "GFLOP", "compute h", "MiB up", "MiB down");
+		"samples", "GFLOP", "compute", "MiB up", "MiB down");
 	for (size_t i = 0; i < n; i++)
-		table_line(out, group, rows[i].day, rows[i].pool,
-			   rows[i].device[0] ? rows[i].device : "-", &rows[i]);
+		table_line(out, group, rows[i].day,
+			   rows[i].pool[0] ? rows[i].pool : "-",
+			   rows[i].device[0] ? rows[i].device : "(no device)",
+			   &rows[i]);
 	if (total) {
 		/* The label goes in the first grouped column. */
 		table_line(out, group, label,

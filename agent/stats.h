@@ -69,6 +69,17 @@ int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 int gp_stats_membership_list(struct gp_stats *s,
 			     struct gp_stats_membership **ret, size_t *ret_n);
 
+/* ---- the pause ---------------------------------------------------------- */
+
+/* The volunteer's pause outlives a restart: `until` is the unix second it
+ * ends at, GP_STATS_PAUSE_FOREVER until `resume`, 0 not paused. set
+ * returns 0 or a negative errno (-EINVAL for a negative until); get writes
+ * *ret_until (0 when none was ever set) and returns 0 or a negative
+ * errno. A pause whose end has passed is the caller's to ignore. */
+#define GP_STATS_PAUSE_FOREVER INT64_MAX
+int gp_stats_pause_set(struct gp_stats *s, int64_t until);
+int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until);
+
 /* ---- contributions ----------------------------------------------------- */
 
 struct gp_stats_delta {
@@ -129,6 +140,14 @@ int gp_stats_day_bytes_up(struct gp_stats *s, int64_t t, int64_t *ret);
 
 /* Writes the UTC day of unix time t as "YYYY-MM-DD" into day. */
 void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1]);
+
+/* Human forms for tables and charts, written into buf (borrowed, size
+ * bytes, at least 16), which is returned. A count with an SI suffix and
+ * three significant digits ("950", "12.5k", "1.25M", "3.1G"); a duration
+ * in the unit that reads best ("5.0 s", "3.2 min", "1.25 h", "130 h"). */
+#define GP_STATS_HUMAN_MAX 24
+const char *gp_stats_human_count(double v, char *buf, size_t size);
+const char *gp_stats_human_duration(double seconds, char *buf, size_t size);
 
 /* Human table: one line per row with the grouped columns, then a total
  * line. rows (n, borrowed) come from gp_stats_query with the same group;

@@ -14,9 +14,11 @@
 #define GP_AGENT_STATUS_TEXT_MAX 256
 
 struct gp_agent_status {
-	/* "connected": computing for a pool; "paused": by the user or a
+	/* "starting": benchmarking devices, reading the memberships;
+	 * "connected": computing for a pool; "paused": by the user or a
 	 * policy (reason says which); "waiting": for a membership, the
-	 * coordinator or the next job; "stopped": no agent runs. */
+	 * coordinator or the next job; "finishing": answering the work
+	 * in hand before it stops; "stopped": no agent runs. */
 	char state[16];
 	char reason[GP_AGENT_STATUS_TEXT_MAX];
 	char pool[64];

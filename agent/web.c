@@ -99,23 +99,49 @@ static void put_text(struct buf *b, const char *s)
 	}
 }
 
+#define MIB (1024.0 * 1024.0)
+
+/* A traffic cell in MiB; a few bytes show as "< 0.1", not as a 0.0 that
+ * reads as nothing. */
+static void put_mib(struct buf *b, int64_t bytes)
+{
+	double v = (double)bytes / MIB;
+
+	if (bytes > 0 && v < 0.05)
+		put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">&lt; 0.1</td>",
+		    bytes);
+	else
+		put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%.1f</td>",
+		    bytes, v);
+}
+
+/* The cells of one row: raw values in data-value (what tests and scripts
+ * read), human forms in the text. MiB, like the CLI. */
 static void put_row_cells(struct buf *b, const struct gp_stats_row *r)
 {
+	char t[GP_STATS_HUMAN_MAX];
+
 	put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64 "</td>"
 	       "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64 "</td>"
-	       "<td class=\"num\" data-value=\"%.3f\">%.1f</td>"
-	       "<td class=\"num\" data-value=\"%.1f\">%.2f</td>"
-	       "<td class=\"num\" data-value=\"%" PRId64 "\">%.1f</td>"
-	       "<td class=\"num\" data-value=\"%" PRId64 "\">%.1f</td>",
+	       "<td class=\"num\" data-value=\"%.3f\">%.1f</td>",
 	    r->samples, r->samples, r->minibatches, r->minibatches, r->gflop,
-	    r->gflop, r->compute_seconds, r->compute_seconds / 3600.0,
-	    r->bytes_up, (double)r->bytes_up / 1e6, r->bytes_down,
-	    (double)r->bytes_down / 1e6);
+	    r->gflop);
+	put(b, "<td class=\"num\" data-value=\"%.1f\">%s</td>",
+	    r->compute_seconds,
+	    gp_stats_human_duration(r->compute_seconds, t, sizeof(t)));
+	put_mib(b, r->bytes_up);
+	put_mib(b, r->bytes_down);
 }
 
 static const char row_head[] =
 	"<th>samples</th><th>minibatches</th><th>GFLOP</th>"
-	"<th>compute hours</th><th>MB up</th><th>MB down</th>";
+	"<th>compute time</th><th>MiB up</th><th>MiB down</th>";
+
+static bool row_empty(const struct gp_stats_row *r)
+{
+	return !r->samples && !r->minibatches && !(r->gflop > 0) &&
+	       !(r->compute_seconds > 0) && !r->bytes_up && !r->bytes_down;
+}
 
 /* A bar chart of one value per day: the last CHART_DAYS days, zero-filled,
  * scaled to the largest. */
@@ -128,6 +154,7 @@ static void put_chart(struct buf *b, const char *id, const char *title,
 	const double left = 60, bottom = 30, top = 20;
 	const double plot_w = CHART_W - left - 10, plot_h = CHART_H - bottom - top;
 	const double bw = plot_w / CHART_DAYS;
+	char t[GP_STATS_HUMAN_MAX];
 
 	for (int i = 0; i < CHART_DAYS; i++) {
 		gp_stats_day(now - (int64_t)(CHART_DAYS - 1 - i) * 86400, labels[i]);
@@ -145,20 +172,30 @@ static void put_chart(struct buf *b, const char *id, const char *title,
 	put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
 	       "stroke=\"#888\"/>",
 	    left, top + plot_h, left + plot_w, top + plot_h);
-	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"11\">"
-	       "%.4g</text>",
-	    left - 4, top + 4, max);
-	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"11\">"
-	       "0</text>",
+	/* The axis: 0, half and the largest value, in human units (a
+	 * number such as 1.248e+06 does not fit the margin). */
+	for (int k = 1; k <= 2 && max > 0; k++) {
+		double y = top + plot_h - plot_h * k / 2.0;
+
+		put(b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" "
+		       "stroke=\"#ddd\"/>",
+		    left, y, left + plot_w, y);
+		put(b, "<text class=\"tick\" x=\"%.0f\" y=\"%.1f\" "
+		       "text-anchor=\"end\" font-size=\"11\">%s</text>",
+		    left - 4, y + 4,
+		    gp_stats_human_count(max * k / 2.0, t, sizeof(t)));
+	}
+	put(b, "<text class=\"tick\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" "
+	       "font-size=\"11\">0</text>",
 	    left - 4, top + plot_h);
 	for (int i = 0; i < CHART_DAYS; i++) {
 		double h = max > 0 ? v[i] / max * plot_h : 0;
 
 		put(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
 		       "height=\"%.1f\" fill=\"#3b7dd8\" data-day=\"%s\" "
-		       "data-value=\"%.3f\"><title>%s: %.4g</title></rect>",
+		       "data-value=\"%.3f\"><title>%s: %s</title></rect>",
 		    left + i * bw + 1, top + plot_h - h, bw - 2, h, labels[i], v[i],
-		    labels[i], v[i]);
+		    labels[i], gp_stats_human_count(v[i], t, sizeof(t)));
 		if (i % 7 == 1 || i == CHART_DAYS - 1)
 			put(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" "
 			       "font-size=\"10\">%s</text>",
@@ -167,22 +204,32 @@ static void put_chart(struct buf *b, const char *id, const char *title,
 	put(b, "</svg></figure>");
 }
 
+/* A table of rows keyed by column col (0 day, 1 pool, 2 device). Rows of
+ * nothing are left out; a key left empty (traffic of an older release,
+ * or of joining and leaving, which use no device) gets a label that says
+ * so. */
 static void put_table(struct buf *b, const char *id, const char *first,
 		      const struct gp_stats_row *rows, size_t n, int col)
 {
+	size_t shown = 0;
+
 	put(b, "<table id=\"%s\"><thead><tr><th>%s</th>%s</tr></thead><tbody>",
 	    id, first, row_head);
 	for (size_t i = 0; i < n; i++) {
 		const char *key = col == 0 ? rows[i].day :
 				  col == 1 ? rows[i].pool : rows[i].device;
 
+		if (row_empty(&rows[i]))
+			continue;
 		put(b, "<tr><td>");
-		put_text(b, key[0] ? key : "(none)");
+		put_text(b, key[0] ? key : col == 1 ? "(no pool)" :
+				   "(no device: joining, leaving)");
 		put(b, "</td>");
 		put_row_cells(b, &rows[i]);
 		put(b, "</tr>");
+		shown++;
 	}
-	if (n == 0)
+	if (shown == 0)
 		put(b, "<tr><td colspan=\"7\">nothing yet</td></tr>");
 	put(b, "</tbody></table>");
 }
@@ -208,6 +255,7 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		".state{font-size:1.3em;padding:.4em;border-radius:.3em}"
 		".state-connected{background:#d4f4d4}.state-paused{background:#fbe7b5}"
 		".state-waiting{background:#e4e4f4}.state-stopped{background:#eee}"
+		".state-starting{background:#e4f0f8}.state-finishing{background:#fbe7b5}"
 		"</style></head><body><h1>gradpool agent</h1>");
 	put(&b, "<p id=\"state\" class=\"state state-");
 	put_text(&b, st->state);
@@ -229,10 +277,16 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		"<tbody><tr>", row_head);
 	put_row_cells(&b, total);
 	put(&b, "</tr></tbody></table>");
-	put(&b, "<p id=\"total-samples\" data-value=\"%" PRId64 "\">%" PRId64
-		" samples, %.1f GFLOP, %.2f compute hours in all</p>",
-	    total->samples, total->samples, total->gflop,
-	    total->compute_seconds / 3600.0);
+	{
+		char t[GP_STATS_HUMAN_MAX];
+
+		put(&b, "<p id=\"total-samples\" data-value=\"%" PRId64 "\">%" PRId64
+			" samples, %.1f GFLOP, <span id=\"total-compute\" "
+			"data-value=\"%.1f\">%s</span> of compute in all</p>",
+		    total->samples, total->samples, total->gflop,
+		    total->compute_seconds,
+		    gp_stats_human_duration(total->compute_seconds, t, sizeof(t)));
+	}
 	put(&b, "<h2>Contribution over time</h2>");
 	put_chart(&b, "chart-samples", "Samples", days, n_days, false);
 	put_chart(&b, "chart-gflop", "GFLOP", days, n_days, true);

@@ -245,6 +245,7 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 		.n = pool->n_params,
 		.k = (uint32_t)g->k,
 		.who = (uint64_t)m->agent_id,
+		.members = 0, /* below */
 		.lrs = lrs,
 		.mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
 			      pool->job->momentum : 0,
@@ -260,6 +261,7 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 	*ret_weight = 1;
 	if (joined < GP_ROBUST_MEMBERS)
 		return;
+	ru.members = joined;
 	rb->clip = pool->job->robust_clip;
 	rb->beta = pool->job->robust_momentum;
 	for (size_t i = 0; i < g->k; i++)

@@ -46,13 +46,34 @@ static void loaded_finish(struct loaded *x)
 	memset(x, 0, sizeof(*x));
 }
 
-/* The text of the job's model. Jobs give their model as the [model] spec
- * today; this is the one place that reads it, for when a job carries a
- * model description of its own. */
-static int job_model_text(const struct gp_job *job, char *buf, size_t len)
+/* The model the parameters belong to, in canonical text (the shorthand
+ * or a one-line description): the checkpoint's own model section; for a
+ * checkpoint written before that section, the ledger's record of the
+ * job's model; for a job recorded before that, its job text's [model]
+ * spec. Returns 0, -ENODATA when none of them names a model, or -ENOSPC. */
+static int model_text(struct gp_ledger *l, int64_t job_id,
+		      const struct gp_checkpoint_section *m,
+		      const struct gp_job *job, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s", job->spec);
+	char *recorded = NULL;
+	int n;
 
+	if (m) {
+		if (m->len >= len)
+			return -ENOSPC;
+		memcpy(buf, m->data, m->len);
+		buf[m->len] = '\0';
+		return 0;
+	}
+	if (gp_ledger_job_model(l, job_id, &recorded) == 0 && recorded[0]) {
+		n = snprintf(buf, len, "%s", recorded);
+		free(recorded);
+		return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+	}
+	free(recorded);
+	if (!job->spec[0])
+		return -ENODATA;
+	n = snprintf(buf, len, "%s", job->spec);
 	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
@@ -111,7 +132,7 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 			size_t why_len)
 {
 	struct gp_checkpoint_section sec[GP_CHECKPOINT_MAX_SECTIONS];
-	const struct gp_checkpoint_section *p, *c, *s, *j;
+	const struct gp_checkpoint_section *p, *c, *s, *j, *mod;
 	struct gp_ssp *ssp = NULL;
 	char err[GP_EXPORT_ERR_MAX], name[64];
 	size_t n;
@@ -138,6 +159,7 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 	c = gp_checkpoint_find(sec, n, GP_CKPT_CLOCKS);
 	s = gp_checkpoint_find(sec, n, GP_CKPT_PROGRESS);
 	j = gp_checkpoint_find(sec, n, GP_CKPT_JOB);
+	mod = gp_checkpoint_find(sec, n, GP_CKPT_MODEL);
 	r = -EBADMSG;
 	if (!p || !c || !s) {
 		snprintf(why, why_len, "it lacks its %s section",
@@ -173,8 +195,12 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 		snprintf(why, why_len, "its job does not parse: %s", err);
 		goto fail;
 	}
-	if (job_model_text(&x->job, x->model_text, sizeof(x->model_text)) < 0 ||
-	    gp_model_spec_parse(x->model_text, &x->spec, err, sizeof(err)) < 0) {
+	if (model_text(l, job->id, mod, &x->job, x->model_text,
+		       sizeof(x->model_text)) < 0) {
+		snprintf(why, why_len, "it names no model");
+		goto fail;
+	}
+	if (gp_model_spec_parse(x->model_text, &x->spec, err, sizeof(err)) < 0) {
 		snprintf(why, why_len, "its model does not parse: %s", err);
 		goto fail;
 	}

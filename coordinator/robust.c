@@ -229,12 +229,21 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_len);
 		if (ret->dev_g > ret->tau_g)
 			lambda = ret->tau_g / ret->dev_g;
-		if (ret->dev_m > ret->tau_m && ret->tau_m / ret->dev_m < lambda)
-			lambda = ret->tau_m / ret->dev_m;
+		/* A member whose average is away from the pool's keeps the
+		 * square of the ratio: its drift is no noise (honest momenta
+		 * average theirs out), and half of a sign-flipped update
+		 * still undoes an honest one. */
+		if (ret->dev_m > ret->tau_m) {
+			double q = ret->tau_m / ret->dev_m;
+
+			if (q * q < lambda)
+				lambda = q * q;
+		}
 	}
 	if (!first)
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
-	beta_k = first ? 0 : pow(r->beta, u->k);
+	beta_k = first ? 0 : pow(r->beta, (double)u->k /
+					(u->members ? u->members : 1));
 	shrink(r, agent->momentum, agent->updates == 0, u, lambda, da, db,
 	       beta_k);
 	ret->weight = lambda;

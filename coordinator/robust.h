@@ -6,8 +6,11 @@
  * parameter server that applies updates one at a time needs:
  *
  * - The centre c is the pool's recent update direction: an exponential
- *   average (weight `beta`) of the mean gradients applied, after this
- *   filter.
+ *   average of the mean gradients applied, after this filter, with weight
+ *   beta^(1/members) per update, so that it spans as many of the pool's
+ *   updates as a member's momentum spans of the pool's when the members
+ *   take turns (else an honest member's momentum, four times older with
+ *   four members, lags the centre by the training's own drift).
  * - Each member i has its own momentum m_i, the same average of the mean
  *   gradients it sent. Honest members' momenta sit near c (their noise
  *   averages out); a member that keeps pushing one way (sign flip, label
@@ -15,7 +18,11 @@
  *   from it however small each push is.
  * - An update's mean gradient g (a group's: its momentum sum a divided by
  *   the weights' sum) is replaced by c + lambda (g - c), lambda =
- *   min(1, tau_g / |g - c|, tau_m / |m_i - c|). For a group of K gradients
+ *   min(1, tau_g / |g - c|, (tau_m / |m_i - c|)^2): the member's drift is
+ *   squared, a departure from the paper's clip (which bounds the
+ *   momentum it applies, where this applies the gradient): a drifting
+ *   average is no noise, and a sign-flipped update kept at half still
+ *   undoes an honest one. For a group of K gradients
  *   every one of them is so replaced, which is an affine map of its two
  *   sums (see robust.c).
  * - tau_g and tau_m are `clip` times a low quantile (GP_ROBUST_QUANTILE)
@@ -76,6 +83,7 @@ struct gp_robust_update {
 	size_t n;
 	uint32_t k;            /* minibatches, >= 1 */
 	uint64_t who;          /* the member's id */
+	uint32_t members;      /* members sending updates now, >= 1 */
 	const float *lrs;      /* k learning rates (groups only) */
 	double mu;             /* the optimiser's momentum (groups only) */
 	double reject_norm;    /* max_grad_norm, 0: none */

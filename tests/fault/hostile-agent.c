@@ -1,7 +1,8 @@
 /* hostile-agent: a pool member that misbehaves on purpose, for the fault
- * suite and tools/bench-flood.
+ * suite, tools/bench-flood and tools/bench-attack.
  *
- *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS]
+ *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] [--norm-limit X]
+ *                 [--z X] [--seed N]
  *                 [--interval-ms MS] [--duration-ms MS] [--burst N]
  *
  * It joins with an invite token like gradpool-agent (a fresh identity,
@@ -31,6 +32,25 @@
  *                  application HEARTBEAT every --interval-ms for
  *                  --duration-ms and prints the round-trip percentiles
  *
+ * Attacks: plausible updates that pass every check of their form. The
+ * member asks for no capability, computes each minibatch's real gradient
+ * g on the parameters it was sent (hostile-train.c, the CPU backend) and
+ * sends, until the job is done:
+ *
+ *   honest         g itself (the control)
+ *   sign-flip      -g
+ *   scaled         g scaled to 0.95 x --norm-limit (default 1000, the
+ *                  default max_grad_norm): just under the limit
+ *   little         "a little is enough" (Baruch et al. 2019): mu - z sigma
+ *                  per element, mu and sigma the running mean and standard
+ *                  deviation of its own gradients, z = --z (default 1)
+ *   noise          Gaussian noise of g's norm
+ *   stale          the first gradient it computed, for every minibatch
+ *   label-flip     the gradient on labels 9 - label
+ *   zeros          nothing: a free-rider
+ *   collude        g - |g| u, u a unit direction drawn from --seed: every
+ *                  member run with the same seed pushes the same way
+ *
  * It prints one "result:" line and exits 0 when the coordinator closed the
  * connection (or, for duplicate, norm, burst, probe, after --count updates
  * / --duration-ms), 1 on timeout, 2 on a usage error or when no channel
@@ -46,6 +66,7 @@
 #include <uv.h>
 
 #include "channel.h"
+#include "hostile-train.h"
 #include "log.h"
 #include "msg.h"
 #include "noise.h"
@@ -60,13 +81,23 @@ enum mode {
 	M_NAN, M_INF, M_SHAPE, M_UNASSIGNED, M_UNKNOWN, M_DUPLICATE,
 	M_CLOCK_AHEAD, M_CLOCK_BEHIND, M_NORM, M_FLOOD, M_NOREAD, M_PROBE,
 	M_GROUP_TWIN, M_PARTS, M_BURST,
+	/* Attacks from the real gradient (attack()). */
+	M_HONEST, M_SIGN_FLIP, M_SCALED, M_LITTLE, M_NOISE, M_STALE,
+	M_LABEL_FLIP, M_ZEROS, M_COLLUDE,
 };
 
 static const char *const mode_names[] = {
 	"nan", "inf", "shape", "unassigned", "unknown", "duplicate",
 	"clock-ahead", "clock-behind", "norm", "flood", "noread", "probe",
 	"group-twin", "parts", "burst",
+	"honest", "sign-flip", "scaled", "little", "noise", "stale",
+	"label-flip", "zeros", "collude",
 };
+
+static bool attacking(int mode)
+{
+	return mode >= M_HONEST;
+}
 
 struct hostile {
 	enum mode mode;
@@ -90,6 +121,12 @@ struct hostile {
 	size_t n_rtt;
 	bool closed_by_peer, finished, timed_out, established;
 	char close_text[300];
+	/* Attacks. */
+	struct htrain *train;
+	float *g, *out, *mean, *var;
+	bool have_first;
+	double norm_limit, z;
+	uint64_t seed, rng;
 };
 
 static int send_msg(struct hostile *h, struct gp_msg *m)
@@ -255,6 +292,162 @@ static int send_group_twin(struct hostile *h, uint32_t epoch,
 	return send_msg(h, &m);
 }
 
+static double uniform(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return ((double)(*s >> 11) + 0.5) / (double)(1ull << 53);
+}
+
+static double gauss(uint64_t *s)
+{
+	return sqrt(-2 * log(uniform(s))) * cos(2 * M_PI * uniform(s));
+}
+
+static double norm_of(const float *v, size_t n)
+{
+	double sq = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sq += (double)v[i] * v[i];
+	return sqrt(sq);
+}
+
+/* Builds h->out from the minibatch's real gradient as the mode says. */
+static int attack(struct hostile *h, const struct gp_msg_minibatch *mb,
+		  float *ret_loss)
+{
+	size_t n = htrain_size(h->train);
+	double gn, f;
+	int r = 0;
+
+	*ret_loss = 2.3f;
+	if (h->mode == M_ZEROS) {
+		memset(h->out, 0, n * sizeof(float));
+		return 0;
+	}
+	if (h->mode != M_STALE || !h->have_first)
+		r = htrain_grad(h->train, mb, h->mode == M_LABEL_FLIP, h->g,
+				ret_loss);
+	if (r < 0)
+		return r;
+	gn = norm_of(h->g, n);
+	switch (h->mode) {
+	case M_SIGN_FLIP:
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = -h->g[i];
+		break;
+	case M_SCALED:
+		f = gn > 0 ? 0.95 * h->norm_limit / gn : 0;
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = (float)(f * h->g[i]);
+		break;
+	case M_LITTLE:
+		for (size_t i = 0; i < n; i++) {
+			double d = h->g[i] - h->mean[i];
+
+			/* Running moments, as the attackers of the paper
+			 * estimate the honest members' (here from its own
+			 * honest gradients). */
+			h->mean[i] += (float)(0.1 * d);
+			h->var[i] = (float)(0.9 * (h->var[i] + 0.1 * d * d));
+			h->out[i] = (float)(h->mean[i] -
+					    h->z * sqrt(h->var[i]));
+		}
+		break;
+	case M_NOISE:
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = (float)gauss(&h->rng);
+		f = norm_of(h->out, n);
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = (float)(h->out[i] * gn / f);
+		break;
+	case M_STALE:
+		if (!h->have_first)
+			memcpy(h->out, h->g, n * sizeof(float));
+		break;
+	case M_COLLUDE: {
+		uint64_t s = h->seed * 0x9e3779b97f4a7c15ull + 1;
+
+		/* The same unit direction u in every colluder. */
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = (float)gauss(&s);
+		f = gn / norm_of(h->out, n);
+		for (size_t i = 0; i < n; i++)
+			h->out[i] = (float)(h->g[i] - f * h->out[i]);
+		break;
+	}
+	default: /* honest, label-flip */
+		memcpy(h->out, h->g, n * sizeof(float));
+		break;
+	}
+	h->have_first = true;
+	return 0;
+}
+
+/* One form-0 UPDATE carrying h->out. */
+static int send_attack(struct hostile *h, const struct gp_msg_minibatch *mb)
+{
+	struct gp_msg_block blocks[MAX_TENSORS];
+	struct gp_msg m;
+	uint64_t t0 = gp_mono_us();
+	size_t off = 0;
+	float loss;
+	int r = attack(h, mb, &loss);
+
+	if (r < 0) {
+		fprintf(stderr, "hostile-agent: cannot compute minibatch %" PRIu64
+			": %s\n", mb->minibatch, strerror(-r));
+		return r;
+	}
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.epoch = mb->epoch;
+	m.u.update.minibatch = mb->minibatch;
+	m.u.update.clock = mb->clock;
+	m.u.update.samples = mb->samples;
+	m.u.update.loss = loss;
+	m.u.update.compute_us = gp_mono_us() - t0 + 1;
+	for (size_t i = 0; i < htrain_tensors(h->train); i++) {
+		uint32_t rows, cols;
+
+		htrain_shape(h->train, i, &rows, &cols);
+		blocks[i] = (struct gp_msg_block){
+			.tensor = (uint32_t)i,
+			.rows = rows,
+			.count = rows * cols,
+			.dtype = GP_DTYPE_F32,
+			.values = h->out + off,
+		};
+		off += (size_t)rows * cols;
+	}
+	m.u.update.blocks = blocks;
+	m.u.update.n_blocks = htrain_tensors(h->train);
+	h->sent++;
+	h->updates++;
+	return send_msg(h, &m);
+}
+
+/* The attack modes' model, from WELCOME. */
+static int start_attack(struct hostile *h, const struct gp_msg_welcome *w)
+{
+	size_t n;
+	int r = htrain_create(w->model, w->batch_size, &h->train);
+
+	if (r < 0 || htrain_tensors(h->train) > MAX_TENSORS) {
+		fprintf(stderr, "hostile-agent: cannot build model '%s'\n",
+			w->model);
+		return r < 0 ? r : -EINVAL;
+	}
+	n = htrain_size(h->train);
+	h->g = calloc(n, sizeof(float));
+	h->out = calloc(n, sizeof(float));
+	h->mean = calloc(n, sizeof(float));
+	h->var = calloc(n, sizeof(float));
+	h->rng = h->seed * 0xbf58476d1ce4e5b9ull + 7;
+	return h->g && h->out && h->mean && h->var ? 0 : -ENOMEM;
+}
+
 static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 {
 	uint64_t per = (60000 + h->batch - 1) / (h->batch ? h->batch : 1);
@@ -264,6 +457,11 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 		h->seen[h->n_seen++] = mb->minibatch;
 	if (h->n_tensors == 0 || h->finished)
 		return;
+	if (attacking(h->mode)) {
+		if (!h->train || send_attack(h, mb) < 0)
+			finish(h);
+		return;
+	}
 	switch (h->mode) {
 	case M_NAN:
 	case M_INF:
@@ -384,6 +582,10 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		 * default 5 s heartbeat only just met). */
 		if (m.u.welcome.heartbeat_ms)
 			gp_channel_set_heartbeat(ch, m.u.welcome.heartbeat_ms);
+		if (attacking(h->mode) && start_attack(h, &m.u.welcome) < 0) {
+			finish(h);
+			break;
+		}
 		if (h->mode == M_FLOOD) {
 			uv_idle_start(&h->idle, on_flood);
 			break;
@@ -395,6 +597,9 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	}
 	case GP_MSG_PARAM_SHARDS:
 		note_shards(h, &m.u.param_shards);
+		if (h->train && htrain_load(h->train, &m.u.param_shards) < 0)
+			fprintf(stderr, "hostile-agent: a parameter block that "
+				"does not fit\n");
 		break;
 	case GP_MSG_MINIBATCH:
 		on_minibatch(h, &m.u.minibatch);
@@ -495,7 +700,8 @@ static int resolve(const char *hostport, struct sockaddr_storage *ss)
 static void usage(void)
 {
 	fputs("usage: hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] "
-	      "[--interval-ms MS] [--duration-ms MS] [--burst N]\nmodes:", stderr);
+	      "[--interval-ms MS] [--duration-ms MS] [--burst N]\n"
+	      "       [--norm-limit X] [--z X] [--seed N]\nmodes:", stderr);
 	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
 		fprintf(stderr, " %s", mode_names[i]);
 	fputc('\n', stderr);
@@ -509,6 +715,9 @@ int main(int argc, char **argv)
 		{ "interval-ms", required_argument, NULL, 'i' },
 		{ "duration-ms", required_argument, NULL, 'd' },
 		{ "burst", required_argument, NULL, 'b' },
+		{ "norm-limit", required_argument, NULL, 'n' },
+		{ "z", required_argument, NULL, 'z' },
+		{ "seed", required_argument, NULL, 's' },
 		{ 0 },
 	};
 	struct hostile *h = calloc(1, sizeof(*h));
@@ -531,6 +740,9 @@ int main(int argc, char **argv)
 	h->timeout_ms = 60000;
 	h->interval_ms = 20;
 	h->duration_ms = 5000;
+	h->norm_limit = 1000;
+	h->z = 1;
+	h->seed = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -547,6 +759,15 @@ int main(int argc, char **argv)
 			break;
 		case 'b':
 			h->burst = strtoul(optarg, NULL, 10);
+			break;
+		case 'n':
+			h->norm_limit = strtod(optarg, NULL);
+			break;
+		case 'z':
+			h->z = strtod(optarg, NULL);
+			break;
+		case 's':
+			h->seed = strtoull(optarg, NULL, 10);
 			break;
 		default:
 			usage();
@@ -627,6 +848,11 @@ out:
 	free(h->zeros);
 	free(h->bad);
 	free(h->rtt);
+	htrain_destroy(h->train);
+	free(h->g);
+	free(h->out);
+	free(h->mean);
+	free(h->var);
 	free(h);
 	return rc;
 }

@@ -5,7 +5,10 @@
 #     (connected, then paused with its reason), the totals equal to what
 #     `gradpool-agent stats --json` reads from the same database, the two
 #     SVG charts with one bar per day and today's bar non-zero, and the
-#     per-day, per-pool and per-device tables;
+#     per-day, per-pool and per-device tables (issue 16, item 4: axis
+#     labels in human units, compute time in a unit that shows it, MiB,
+#     no row without a pool, the traffic booked to the device), with a
+#     screenshot in meson-logs/web-agent-page.png;
 #   - `gradpool-agent web` shows the same numbers from the database and the
 #     running agent's state through the control socket, then "stopped";
 #   - an address that is not loopback is refused, and so is a request
@@ -21,6 +24,19 @@ if [ -z "$CHROMIUM" ] && [ "$(id -u)" = 0 ]; then
 fi
 [ -n "$CHROMIUM" ] || { echo "skip: chromium cannot be installed"; exit 77; }
 
+# Screenshots go next to the test logs (meson-logs of the build that runs
+# the test), for a person to look at.
+SHOTS=$(dirname "$(dirname "$AGENT")")/meson-logs
+
+# shot URL NAME: a PNG of the page as Chromium draws it.
+shot() {
+	timeout 90 "$CHROMIUM" --headless --disable-gpu --no-sandbox \
+		--no-first-run --user-data-dir="$T/chromium" --hide-scrollbars \
+		--window-size=1000,2000 --screenshot="$SHOTS/$2.png" "$1" \
+		>> "$T/chromium.log" 2>&1 || fail "chromium could not draw $1"
+	[ -s "$SHOTS/$2.png" ] || fail "no screenshot $2"
+}
+
 # dump URL FILE: the DOM after Chromium loaded the page.
 dump() {
 	timeout 90 "$CHROMIUM" --headless --disable-gpu --no-sandbox \
@@ -33,7 +49,7 @@ dump() {
 check_page() {
 	"$AGENT" stats --state "$T/agent" --json --by day > "$T/stats.json"
 	/usr/bin/python3 - "$1" "$2" "$T/stats.json" <<'PY'
-import json, sys, time
+import json, re, sys, time
 from html.parser import HTMLParser
 
 dom, want_state, stats = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
@@ -43,6 +59,9 @@ class Page(HTMLParser):
         super().__init__()
         self.ids, self.bars, self.tables, self.cur_svg = {}, {}, {}, None
         self.state_text, self.in_state = "", False
+        self.ticks, self.in_tick = {}, False
+        self.cur_table, self.cell, self.heads = None, None, {}
+        self.compute_text, self.in_compute = "", False
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if "id" in a:
@@ -50,18 +69,51 @@ class Page(HTMLParser):
         if tag == "svg":
             self.cur_svg = a.get("id")
             self.bars[self.cur_svg] = []
+            self.ticks[self.cur_svg] = []
         if tag == "rect" and "bar" in a.get("class", "") and self.cur_svg:
             self.bars[self.cur_svg].append(a)
+        if tag == "text" and a.get("class") == "tick" and self.cur_svg:
+            self.in_tick = True
+            self.ticks[self.cur_svg].append("")
         if a.get("id") == "state":
             self.in_state = True
+        if a.get("id") == "total-compute":
+            self.in_compute = True
+        if tag == "table":
+            self.cur_table = a.get("id")
+            self.tables[self.cur_table] = []
+            self.heads[self.cur_table] = []
+        if tag == "tr" and self.cur_table:
+            self.tables[self.cur_table].append([])
+        if tag in ("td", "th") and self.cur_table:
+            self.cell = [tag, "", a.get("data-value")]
     def handle_endtag(self, tag):
         if tag == "svg":
             self.cur_svg = None
         if tag == "p":
             self.in_state = False
+        if tag == "text":
+            self.in_tick = False
+        if tag == "span":
+            self.in_compute = False
+        if tag == "table":
+            self.cur_table = None
+        if tag in ("td", "th") and self.cell:
+            kind, text, value = self.cell
+            if kind == "th":
+                self.heads[self.cur_table].append(text)
+            else:
+                self.tables[self.cur_table][-1].append((text, value))
+            self.cell = None
     def handle_data(self, d):
         if self.in_state:
             self.state_text += d
+        if self.in_tick:
+            self.ticks[self.cur_svg][-1] += d
+        if self.in_compute:
+            self.compute_text += d
+        if self.cell:
+            self.cell[1] += d
 
 p = Page()
 p.feed(open(dom).read())
@@ -90,6 +142,34 @@ need(float(p.bars["chart-samples"][-1]["data-value"]) == today_samples,
      "today's bar %s, database %d" % (p.bars["chart-samples"][-1]["data-value"], today_samples))
 for t in ("totals", "by-day", "by-pool", "by-device"):
     need(t in p.ids and p.ids[t][0] == "table", "no %s table" % t)
+    need("MiB up" in p.heads[t] and not any("MB" in h for h in p.heads[t]),
+         "%s: headings %r" % (t, p.heads[t]))
+# Axis labels in human units (1.25M), never 1.248e+06.
+for chart in ("chart-samples", "chart-gflop"):
+    need(len(p.ticks[chart]) == 3, "%s ticks %r" % (chart, p.ticks[chart]))
+    for t in p.ticks[chart]:
+        need(re.fullmatch(r"-?[0-9.]+[kMGTPE]?", t) and "e" not in t,
+             "%s: axis label %r" % (chart, t))
+print("axes:", p.ticks["chart-samples"], p.ticks["chart-gflop"])
+# Compute time recorded and shown in a unit that shows it.
+need(total["compute_seconds"] > 0, "no compute time in the database")
+need(abs(float(p.ids["total-compute"][1]["data-value"]) -
+         total["compute_seconds"]) < 0.1, "compute time differs")
+need(re.fullmatch(r"[0-9.]+ (s|min|h)", p.compute_text) and
+     float(p.compute_text.split()[0]) > 0, "compute %r" % p.compute_text)
+print("compute:", p.compute_text)
+# Per pool: no row without a pool; per device: the traffic is the
+# device's (a join's few hundred bytes have no device).
+rows = {t: [r for r in p.tables[t] if r] for t in ("by-pool", "by-device")}
+need(rows["by-pool"] and all(r[0][0] not in ("(none)", "(no pool)")
+                             for r in rows["by-pool"]),
+     "by-pool: %r" % rows["by-pool"])
+dev = [r for r in rows["by-device"] if r[0][0].startswith("cpu:")]
+need(len(dev) == 1, "by-device: %r" % rows["by-device"])
+up = int(dev[0][5][1])
+need(up >= 0.99 * total["bytes_up"] and up > 0,
+     "device's bytes up %d of %d" % (up, total["bytes_up"]))
+need(all(r[0][0] != "(none)" for r in rows["by-device"]), "a (none) row")
 print("page ok: %d samples" % shown)
 PY
 }
@@ -155,6 +235,7 @@ flushed() {
 wait_for 20 flushed || fail "the database never caught up with $n minibatches"
 dump "$URL" "$T/dom-paused.html"
 check_page "$T/dom-paused.html" paused || fail "the agent's page"
+shot "$URL" web-agent-page
 grep -q "paused by the user" "$T/dom-paused.html" || fail "no pause reason"
 
 # The web command: same numbers, the state through the control socket.

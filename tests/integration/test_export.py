@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -570,6 +571,59 @@ def test_layers(out):
             check(diff < 1e-4, "%s: ONNX differs by %g" % (name, diff))
 
 
+def test_model_file_job(out):
+    """A job whose model is a description file ([model] file): serve
+    starts it (the checkpoint written before it listens, and the one
+    SIGTERM writes) and export writes the checkpoint through the real
+    command. The pool cannot train such a model yet (the agents take the
+    shorthand only), so the parameters are the seeded initial ones:
+    bit for bit what the writers give for the same model and seed
+    (export-fixture, 0 steps)."""
+    text = MODELS["every-layer"]
+    with gppool.Pool("export-file", train={"epochs": 1}) as pool:
+        with open(os.path.join(pool.dir, "every-layer.model"), "w") as f:
+            f.write(text)
+        pool.job["model"] = {"file": "every-layer.model", "seed": 1}
+        pool.write_job()
+        pool.serve()
+        pool.serve_proc.signal(signal.SIGTERM)
+        pool.serve_proc.wait(60)
+        newest = max(c[0] for c in pool.checkpoints())
+        st = os.path.join(out, "file-job.safetensors")
+        r = export(pool, st)
+        check("exported checkpoint %d of job" % newest in r.stdout, r.stdout)
+        meta, model = load_module(st)
+        check(meta["gradpool.model_source"] == meta["gradpool.model"],
+              "model_source %r" % meta["gradpool.model_source"])
+        check("[model]\nfile = every-layer.model" in meta["gradpool.job"],
+              "job text %r" % meta["gradpool.job"])
+        check("gradpool.test_accuracy" not in meta, "an accuracy for an "
+              "unfinished job")
+        d = os.path.join(out, "file-job")
+        os.mkdir(d)
+        with open(os.path.join(d, "model.txt"), "w") as f:
+            f.write(text)
+        subprocess.run([os.environ["GP_EXPORT_FIXTURE"],
+                        os.path.join(d, "model.txt"), d, "0"], check=True)
+        _, mine, order = read_safetensors(st)
+        _, ref, _ = read_safetensors(os.path.join(d, "model.safetensors"))
+        for name in order:
+            check(np.array_equal(mine[name], ref[name]),
+                  "%s differs from the seeded initial values" % name)
+        if HAVE_ONNX:
+            on = os.path.join(out, "file-job.onnx")
+            export(pool, on)
+            m = onnx_check(on, [10])
+            x, _ = fashion_mnist_test()
+            res = onnx_run(m, onnx_input(x[:500], model.shape["input"]))
+            with torch.no_grad():
+                probs = torch.softmax(model(x[:500]), 1).numpy()
+            diff = float(np.abs(res["output"] - probs).max())
+            check(diff < 1e-4, "ONNX differs from PyTorch by %g" % diff)
+        log("a [model] file job: exported checkpoint %d, the seeded "
+            "values bit for bit" % newest)
+
+
 def onnx_input(x, shape):
     return x.numpy() if shape[0] == 1 and shape[1] == 1 else \
         x.numpy().reshape(-1, *shape)
@@ -578,6 +632,7 @@ def onnx_input(x, shape):
 def test():
     with tempfile.TemporaryDirectory(prefix="gp-export-") as out:
         test_layers(out)
+        test_model_file_job(out)
         test_pool(out)
 
 

@@ -295,6 +295,57 @@ for line in 'Type=notify' 'User=gradpool-coordinator' \
 	unit_has gradpool-coordinator.service "$line"
 done
 
+# --- Purge -----------------------------------------------------------------
+# Each postrm purge, on a scratch root (DPKG_ROOT) with the state it would
+# find, the debhelper snippets' tools stubbed out: it removes the state,
+# cache and runtime directories and says what it leaves (the system users).
+stubs=$tmp/stubs
+mkdir -p "$stubs"
+for t in deb-systemd-helper deb-systemd-invoke systemctl; do
+	printf '#!/bin/sh\nexit 0\n' > "$stubs/$t"
+	chmod +x "$stubs/$t"
+done
+purge() { # DEB ROOT: runs the package's postrm purge; its output on stdout
+	dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./postrm > "$tmp/postrm"
+	chmod +x "$tmp/postrm"
+	DPKG_ROOT=$2 PATH=$stubs:$PATH "$tmp/postrm" purge
+}
+proot=$tmp/purge-root
+mkdir -p "$proot/var/lib/gradpool-agent" "$proot/var/cache/gradpool-agent/pocl" \
+	"$proot/run/gradpool-agent" "$proot/var/lib/gradpool-coordinator" \
+	"$proot/var/lib/other"
+touch "$proot/var/lib/gradpool-agent/agent.key" "$proot/var/lib/gradpool-agent/agent.db" \
+	"$proot/var/lib/gradpool-coordinator/ledger.db" "$proot/var/lib/other/keep"
+if out=$(purge "$agent_deb" "$proot") &&
+	[ ! -e "$proot/var/lib/gradpool-agent" ] &&
+	[ ! -e "$proot/var/cache/gradpool-agent" ] &&
+	[ ! -e "$proot/run/gradpool-agent" ] &&
+	[ -e "$proot/var/lib/gradpool-coordinator/ledger.db" ] &&
+	grep -q "removed /var/lib/gradpool-agent" <<<"$out" &&
+	grep -q "left the system user gradpool-agent" <<<"$out"; then
+	ok "gradpool-agent purge removes its state, cache and runtime directories and says what it leaves"
+else
+	fail "gradpool-agent purge: $(ls -R "$proot" | head -20) / ${out:-no output}"
+fi
+if out=$(purge "$coord_deb" "$proot") &&
+	[ ! -e "$proot/var/lib/gradpool-coordinator" ] &&
+	[ -e "$proot/var/lib/other/keep" ] &&
+	grep -q "removed /var/lib/gradpool-coordinator" <<<"$out" &&
+	grep -q "left the system user gradpool-coordinator" <<<"$out"; then
+	ok "gradpool-coordinator purge removes its state and says what it leaves"
+else
+	fail "gradpool-coordinator purge: ${out:-no output}"
+fi
+# A plain remove keeps everything.
+mkdir -p "$proot/var/lib/gradpool-agent"
+dpkg-deb --ctrl-tarfile "$agent_deb" | tar -xOf - ./postrm > "$tmp/postrm"
+if DPKG_ROOT=$proot PATH=$stubs:$PATH sh "$tmp/postrm" remove >/dev/null &&
+	[ -d "$proot/var/lib/gradpool-agent" ]; then
+	ok "gradpool-agent remove keeps the state"
+else
+	fail "gradpool-agent remove touched the state"
+fi
+
 if [ "$failures" -ne 0 ]; then
 	echo "$failures check(s) failed" >&2
 	exit 1

@@ -329,9 +329,15 @@ static struct world *member(const char *endpoints)
 {
 	struct world *w = world_new(GP_MACHINE_RUN, NULL);
 	struct gp_stats_membership m = membership("p", endpoints);
+	struct gp_agent_status st;
 
 	gp_machine_start(&w->m);
 	ASSERT_EQ(w->connects, 0); /* no pool yet: waits */
+	/* A member's restart says nothing of "not a member" before the
+	 * memberships were read. */
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "starting");
+	ASSERT(!strstr(st.reason, "not a member"));
 	gp_machine_on_members(&w->m, true, &m);
 	ASSERT_EQ(w->connects, 1);
 	return w;
@@ -881,6 +887,71 @@ static void test_pause_keeps_connection(void)
 
 /* The upload cap (and every policy) pauses with its own reason and the
  * policy's text in the status; the policy allowing again resumes. */
+/* A timed pause says until when; resume clears it. */
+static void test_pause_until(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	w->m.pause_until = 1795651200; /* 2026-11-26 */
+	gp_machine_set_user_paused(&w->m, true);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "paused");
+	ASSERT(strstr(st.reason, "until 2026-11-2"));
+	gp_machine_set_user_paused(&w->m, false);
+	ASSERT_EQ(w->m.pause_until, 0);
+	free(w);
+}
+
+/* finish: PAUSE (no new work), the minibatches in hand are computed and
+ * answered, then the agent stops with 0; with nothing in hand, or not
+ * connected, at once. */
+static void test_finish(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+
+	welcome(w);
+	minibatch(w, 5, 4, 0);
+	minibatch(w, 6, 4, 0);
+	ASSERT_EQ(w->m.in_hand, 2);
+	gp_machine_drain(&w->m);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PAUSE);
+	ASSERT(!w->stopped);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "finishing");
+	ASSERT(strstr(st.reason, "2 minibatch"));
+	result(w, 5, w->gen, 0, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT(!w->stopped);
+	result(w, 6, w->gen, 0, 0);
+	ASSERT_EQ(w->sent[w->n_sent - 1].type, GP_MSG_UPDATE);
+	ASSERT_EQ(w->m.minibatches, 2);
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->m.result, 0);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 1); /* the first only */
+	free(w);
+
+	w = member("a:1");
+	welcome(w);
+	gp_machine_drain(&w->m);
+	ASSERT(w->stopped);
+	free(w);
+
+	/* The connection goes while finishing: its work is handed out
+	 * again, nothing is left to answer. */
+	w = member("a:1");
+	welcome(w);
+	minibatch(w, 5, 4, 0);
+	gp_machine_drain(&w->m);
+	ASSERT(!w->stopped);
+	gp_machine_on_close(&w->m, GP_CLOSE_IO_ERROR, 0, "gone");
+	ASSERT(w->stopped);
+	ASSERT_EQ(w->connects, 1);
+	free(w);
+}
+
 static void test_upload_cap_pause(void)
 {
 	struct world *w = member("a:1");
@@ -960,6 +1031,14 @@ static void test_job_done(void)
 	gp_machine_status(&w->m, &st);
 	ASSERT_STR_EQ(st.state, "waiting");
 	ASSERT(strstr(st.reason, "job is done"));
+	/* The coordinator exits: the failing reconnects still say why. */
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, 0, "bye");
+	gp_machine_on_close(&w->m, GP_CLOSE_CONNECT_FAILED, 0, "refused");
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "waiting");
+	ASSERT(strstr(st.reason, "job is done"));
+	ASSERT(strstr(st.reason, "next one"));
+	ASSERT(!strstr(st.reason, "failed attempts"));
 	free(w);
 
 	w = member("a:1");
@@ -1124,6 +1203,8 @@ int main(void)
 	test_local_data();
 	test_param_shards();
 	test_pause_keeps_connection();
+	test_pause_until();
+	test_finish();
 	test_upload_cap_pause();
 	test_rejected_and_revoked();
 	test_job_done();

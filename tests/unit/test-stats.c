@@ -67,6 +67,28 @@ static void test_day(void)
 	ASSERT_STR_EQ(day, "1970-01-01");
 }
 
+static void test_human(void)
+{
+	char b[GP_STATS_HUMAN_MAX];
+
+	ASSERT_STR_EQ(gp_stats_human_count(0, b, sizeof(b)), "0");
+	ASSERT_STR_EQ(gp_stats_human_count(950, b, sizeof(b)), "950");
+	ASSERT_STR_EQ(gp_stats_human_count(0.458, b, sizeof(b)), "0.458");
+	ASSERT_STR_EQ(gp_stats_human_count(999.6, b, sizeof(b)), "1k");
+	ASSERT_STR_EQ(gp_stats_human_count(12480, b, sizeof(b)), "12.5k");
+	/* The axis label that was clipped to ".248e+06". */
+	ASSERT_STR_EQ(gp_stats_human_count(1248000, b, sizeof(b)), "1.25M");
+	ASSERT_STR_EQ(gp_stats_human_count(3.1e9, b, sizeof(b)), "3.1G");
+	ASSERT_STR_EQ(gp_stats_human_count(-2500, b, sizeof(b)), "-2.5k");
+	ASSERT_STR_EQ(gp_stats_human_duration(0, b, sizeof(b)), "0.0 s");
+	/* A short job's compute time, which "%.2f" hours showed as 0.00. */
+	ASSERT_STR_EQ(gp_stats_human_duration(5.04, b, sizeof(b)), "5.0 s");
+	ASSERT_STR_EQ(gp_stats_human_duration(192, b, sizeof(b)), "3.2 min");
+	ASSERT_STR_EQ(gp_stats_human_duration(4500, b, sizeof(b)), "1.25 h");
+	ASSERT_STR_EQ(gp_stats_human_duration(468000, b, sizeof(b)), "130 h");
+	ASSERT_STR_EQ(gp_stats_human_duration(-1, b, sizeof(b)), "-");
+}
+
 static void test_contributions(void)
 {
 	struct gp_stats *s = NULL, *r = NULL;
@@ -204,6 +226,11 @@ static void test_contributions(void)
 	ASSERT_NOT_NULL(strstr(out, "\ncpu "));
 	ASSERT_NOT_NULL(strstr(out, "\ntotal "));
 	ASSERT_NOT_NULL(strstr(out, "         28 "));
+	/* Compute time in a unit that shows it, traffic of no device says
+	 * so. */
+	ASSERT_NOT_NULL(strstr(out, "    6.0 s "));
+	ASSERT_NOT_NULL(strstr(out, "\n(no device) "));
+	ASSERT_NOT_NULL(strstr(out, " MiB up "));
 	free(out);
 	free(rows);
 	free(total);
@@ -219,6 +246,27 @@ static void test_contributions(void)
 	ASSERT_OK(gp_stats_query(s, 0, NULL, &total, &n_total));
 	ASSERT_EQ(total[0].minibatches, 29);
 	free(total);
+	gp_stats_close(s);
+}
+
+/* The volunteer's pause outlives a reopen. */
+static void test_pause(void)
+{
+	struct gp_stats *s = NULL;
+	char path[128], err[512] = "";
+	int64_t until = -1;
+
+	snprintf(path, sizeof(path), "%s/pause.db", dir);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CREATE, &s, err, sizeof(err)));
+	ASSERT_OK(gp_stats_pause_get(s, &until));
+	ASSERT_EQ(until, 0);
+	ASSERT_EQ(gp_stats_pause_set(s, -5), -EINVAL);
+	ASSERT_OK(gp_stats_pause_set(s, GP_STATS_PAUSE_FOREVER));
+	ASSERT_OK(gp_stats_pause_set(s, 1795651200));
+	gp_stats_close(s);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_READONLY, &s, err, sizeof(err)));
+	ASSERT_OK(gp_stats_pause_get(s, &until));
+	ASSERT_EQ(until, 1795651200);
 	gp_stats_close(s);
 }
 
@@ -255,7 +303,9 @@ int main(void)
 	snprintf(dir, sizeof(dir), "/tmp/gp-test-stats-XXXXXX");
 	ASSERT_NOT_NULL(mkdtemp(dir));
 	test_day();
+	test_human();
 	test_contributions();
+	test_pause();
 	test_bad_file();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

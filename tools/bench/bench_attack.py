@@ -1,0 +1,207 @@
+"""tools/bench-attack: the pool with one member of four attacking, per
+attack mode of tests/fault/hostile-agent.c, and the clean pool, in one run
+(see tools/bench-attack)."""
+import argparse
+import json
+import os
+import re
+import time
+
+import gppool
+from gppool import log
+from test_hostile_members import hostile_bin, start_hostile
+
+MODES = ["sign-flip", "scaled", "little", "noise", "stale", "label-flip",
+         "zeros", "collude"]
+TARGET = 85.0  # --target
+
+
+def cpu_seconds(pid):
+    """utime + stime of a running process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def time_to_target(out, target):
+    """Seconds of the first "eval at T s ... X%" at >= target, or None."""
+    for line in out.splitlines():
+        m = re.match(r"^eval at ([0-9.]+) s.* ([0-9.]+)%$", line)
+        if m and float(m.group(2)) >= target:
+            return float(m.group(1))
+    return None
+
+
+def detection_clocks(rows):
+    """rows: the attacker's applied updates (clock, reason) in log order.
+    The clocks, counted from its first, until the rest of its updates are
+    at least 90 % damped; None when they never are."""
+    if not rows:
+        return None
+    damped = [r.startswith("damped") for _, r in rows]
+    left = sum(damped)
+    for i, (clock, _) in enumerate(rows):
+        if left >= 0.9 * (len(rows) - i):
+            return clock - rows[0][0]
+        left -= damped[i]
+    return None
+
+
+def run(mode, args, robust=True):
+    """One pool: 4 members, `mode` in one of them (two for collude), or
+    none for mode None. Returns a dict of figures."""
+    attackers = 0 if mode is None else 2 if mode == "collude" else 1
+    pool_keys = {"robust_clip": args.robust_clip if robust else 0}
+    train = {"epochs": args.epochs, "eval_every": args.eval_every,
+             "checkpoint_interval": "1m"}
+    name = "attack-%s%s" % (mode or "clean", "" if robust else "-off")
+    with gppool.Pool(name, keep=args.keep, train=train,
+                     pool=pool_keys) as pool:
+        serve = pool.serve()
+        honest = pool.agents(4 - attackers, prefix="honest")
+        hostile = []
+        token = pool.invite(uses=attackers) if attackers else None
+        for a in honest:
+            a.run()
+        if attackers:
+            # The attackers join a pool at work, as a minority: alone at
+            # the start they would be the whole pool (robust.h).
+            pool.wait_for("honest updates", lambda: pool.query(
+                "SELECT count(*) FROM updates WHERE outcome = 'applied'")
+                [0][0] >= 8, 120)
+            for i in range(attackers):
+                hostile.append(start_hostile(
+                    pool, mode, token, "--timeout-ms", "3600000",
+                    "--seed", "7"))
+        cpu = None
+        deadline = time.monotonic() + args.timeout
+        while serve.running() and time.monotonic() < deadline:
+            c = cpu_seconds(serve.pid)
+            cpu = c if c is not None else cpu
+            time.sleep(0.2)
+        pool.wait_serve(max(1, deadline - time.monotonic()))
+        for p in hostile:
+            p.wait(10)
+        out = serve.stdout()
+        err = serve.stderr()
+        res = {"mode": mode or "clean", "robust": robust,
+               "time_to_85_s": time_to_target(out, args.target),
+               "time_to_80_s": time_to_target(out, 80.0),
+               "final_accuracy": round(pool.final_accuracy(), 4)}
+        m = re.search(r"robust aggregation: (\d+) of (\d+) update\(s\) "
+                      r"damped, ([0-9.]+) s CPU", err)
+        res["robust_cpu_s"] = float(m.group(3)) if m else 0.0
+        res["damped"] = int(m.group(1)) if m else 0
+        res["serve_cpu_s"] = cpu
+        res["robust_cpu_share"] = (round(res["robust_cpu_s"] / cpu, 4)
+                                   if cpu else None)
+        ids = {a.agent_id() for a in honest}
+        qs = ",".join("?" * len(ids))
+        res["honest_struck"] = pool.query(
+            "SELECT count(*) FROM rejections WHERE agent_id IN (%s)" % qs,
+            tuple(ids))[0][0]
+        rows = pool.query(
+            "SELECT count(*), sum(reason LIKE 'damped%%') FROM updates WHERE"
+            " outcome = 'applied' AND agent_id IN (%s)" % qs, tuple(ids))[0]
+        res["honest_damped_share"] = round((rows[1] or 0) / max(rows[0], 1),
+                                           4)
+        if attackers:
+            bad = pool.query(
+                "SELECT clock, reason FROM updates WHERE outcome = 'applied'"
+                " AND agent_id IN (SELECT id FROM agents WHERE name LIKE"
+                " 'hostile-%%') ORDER BY id")
+            res["attacker_updates"] = len(bad)
+            res["attacker_damped_share"] = round(
+                sum(r.startswith("damped") for _, r in bad) /
+                max(len(bad), 1), 4)
+            res["detection_clocks"] = detection_clocks(bad)
+        log("%s: %r" % (name, res))
+        return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--target", type=float, default=TARGET,
+                    help="test accuracy (%%) for time_to_85_s")
+    ap.add_argument("--eval-every", type=int, default=60)
+    ap.add_argument("--robust-clip", type=float, default=2)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--keep", action="store_true",
+                    help="keep each pool's directory (ledger, logs)")
+    ap.add_argument("--no-off", action="store_true",
+                    help="skip the runs with robust aggregation off")
+    a = ap.parse_args()
+    modes = [m for m in a.modes.split(",") if m]
+    for m in modes:
+        if m not in MODES:
+            raise gppool.Failure("unknown mode %r (modes: %s)" %
+                                 (m, ", ".join(MODES)))
+    hostile_bin()
+    runs = [run(None, a)]
+    if not a.no_off:
+        runs.append(run(None, a, robust=False))
+    for m in modes:
+        runs.append(run(m, a))
+    if not a.no_off:
+        for m in ("sign-flip", "label-flip"):
+            if m in modes:
+                runs.append(run(m, a, robust=False))
+    clean = runs[0]["time_to_85_s"]
+    print("%-12s %-6s %9s %8s %9s %8s %8s %9s" %
+          ("mode", "robust", "t85 (s)", "x clean", "t80 (s)", "final",
+           "damped", "detected"))
+    for r in runs:
+        t = r["time_to_85_s"]
+        t80 = r["time_to_80_s"]
+        print("%-12s %-6s %9s %8s %9s %8.4f %8s %9s" %
+              (r["mode"], "on" if r["robust"] else "off",
+               "never" if t is None else "%.1f" % t,
+               "-" if t is None or not clean else "%.2f" % (t / clean),
+               "never" if t80 is None else "%.1f" % t80,
+               r["final_accuracy"], r.get("attacker_damped_share", "-"),
+               r.get("detection_clocks", "-")))
+    on = [r for r in runs if r["robust"]]
+    attacks = [r for r in on if r["mode"] != "clean"]
+    slow = [None if r["time_to_85_s"] is None or not clean else
+            r["time_to_85_s"] / clean for r in attacks]
+    cpu = sum(r["robust_cpu_s"] for r in on)
+    serve_cpu = sum(r["serve_cpu_s"] or 0 for r in on)
+    summary = {
+        "clean_time_to_85_s": clean,
+        "clean_robust_off_time_to_85_s": next(
+            (r["time_to_85_s"] for r in runs
+             if r["mode"] == "clean" and not r["robust"]), None),
+        "time_to_85_s": {r["mode"]: r["time_to_85_s"] for r in attacks},
+        "time_to_85_s_robust_off": {r["mode"]: r["time_to_85_s"]
+                                    for r in runs if not r["robust"]},
+        "time_to_80_s": {r["mode"] + ("" if r["robust"] else "-off"):
+                         r["time_to_80_s"] for r in runs},
+        "final_accuracy": {r["mode"] + ("" if r["robust"] else "-off"):
+                           r["final_accuracy"] for r in runs},
+        "target": a.target,
+        "worst_slowdown": (None if None in slow or not slow else
+                           round(max(slow), 3)),
+        "never_reached": [r["mode"] for r in attacks
+                          if r["time_to_85_s"] is None],
+        "detection_clocks": {r["mode"]: r.get("detection_clocks")
+                             for r in attacks},
+        "attacker_damped_share": {r["mode"]: r.get("attacker_damped_share")
+                                  for r in attacks},
+        "honest_banned": sum(r["honest_struck"] for r in on),
+        "honest_banned_robust_off": sum(r["honest_struck"] for r in runs
+                                        if not r["robust"]),
+        "honest_damped_share": max(r["honest_damped_share"] for r in on),
+        "coordinator_cpu_share": round(cpu / serve_cpu, 4) if serve_cpu
+        else None,
+        "epochs": a.epochs, "robust_clip": a.robust_clip,
+    }
+    print(json.dumps(summary, sort_keys=True))
+
+
+if __name__ == "__main__":
+    gppool.main(main)
