@@ -288,19 +288,20 @@ static void test_link_clock(void)
 	/* Local runs grow with the training done: at most what the pool
 	 * applied so far per live agent (none yet: the compute-only size). */
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
-	f.pool.applied_run = 100;
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 50);
+	f.pool.applied_run = 60;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 30);
 	f.pool.applied_run = 100000;
-	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81; 0.9 s / (10 ms + 16 B
-	 * at 720 B/s) = 27.9: both clocks last 1 s. */
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 81);
+	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81, but at most
+	 * GP_WORK_LINK_STEPS with another agent to merge with; 0.9 s /
+	 * (10 ms + 16 B at 720 B/s) = 27.9. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_LINK_STEPS);
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 28);
 	/* max_sync_interval caps the computing beyond the slowest wait:
-	 * 0.1 + 0.5 s; 0.59 s / 12.2 ms = 48.3, 0.5 s / 32.2 ms = 15.5. */
-	f.job.max_sync_interval_ms = 500;
-	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0.6, 1e-9);
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 48);
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 16);
+	 * 0.1 + 0.3 s; 0.39 s / 12.2 ms = 31.9, 0.3 s / 32.2 ms = 9.3. */
+	f.job.max_sync_interval_ms = 300;
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0.4, 1e-9);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 32);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 9);
 	/* comm_share 0 turns it off; a link that asks for less than the
 	 * compute clock changes nothing either. */
 	f.job.comm_share = 0;
@@ -316,29 +317,27 @@ static void test_link_clock(void)
 
 	fx_teardown(&f);
 
-	/* Long clocks go out in groups: 2000/s for 1 s at 7200 B/s. */
+	/* Long clocks go out in groups: an agent alone (no step cap), 2000/s
+	 * for 1 s at 7200 B/s (comm_share 0.5 %: its 36 B update waits 5 ms). */
 	fx_setup(&f, 0);
-	f.job.comm_share = 0.10;
+	f.job.comm_share = 0.005;
 	f.job.max_sync_interval_ms = 20000;
 	gp_sched_destroy(f.sched);
 	ASSERT_OK(gp_sched_create(&sc, &f.sched));
 	f.pool.sched = f.sched;
 	f.pool.minibatches_total = 1200;
 	a = fx_join_speed(&f, 0, caps, 2000);
-	fx_join_speed(&f, 1, caps, 100);
 	f.members[0].caps = caps;
-	f.members[1].caps = caps;
 	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 2000));
-	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 100));
 	set_link(&f, 1, 72, 0.010);
-	set_link(&f, 2, 72, 0.100);
 	f.pool.applied_run = 100000;
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	{
 		uint32_t k = gp_work_per_clock(&f.pool, &ia);
 
-		/* 0.99 s / (0.5 ms + 16 B at 7200 B/s) = 363.7 */
-		ASSERT_EQ(k, 364);
+		/* 0.995 s / (0.5 ms + 16 B at 7200 B/s) = 365.5 */
+		ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.0, 1e-9);
+		ASSERT_EQ(k, 366);
 		ASSERT(k > GP_MSG_GROUP_MAX && k < FX_LOG);
 		gp_work_request(&f.pool, a, 1);
 		ASSERT_EQ(f.n_sent, k);
