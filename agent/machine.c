@@ -400,7 +400,7 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
-			  GP_CAP_MOMENTUM | GP_CAP_Q8;
+			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT;
 	if (m->data) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
@@ -577,32 +577,54 @@ void gp_machine_on_beacon(struct gp_machine *m, const uint8_t *key,
 
 /* ---- messages --------------------------------------------------------- */
 
-static int start_worker(struct gp_machine *m, const struct gp_msg_welcome *w)
+/* The WELCOME's model as text: model_text when the coordinator sent it
+ * (a description, or the shorthand again), else the shorthand of an older
+ * coordinator. Written into m->welcome_spec, NUL-terminated (the decoder
+ * checked the length and that it is text). */
+static const char *welcome_model(struct gp_machine *m,
+				 const struct gp_msg_welcome *w)
+{
+	size_t n = w->model_text_len;
+
+	if (!w->model_text || n == 0)
+		return w->model;
+	if (n >= sizeof(m->welcome_spec))
+		n = sizeof(m->welcome_spec) - 1;
+	memcpy(m->welcome_spec, w->model_text, n);
+	m->welcome_spec[n] = '\0';
+	return m->welcome_spec;
+}
+
+static int start_worker(struct gp_machine *m, const char *spec,
+			const struct gp_msg_welcome *w)
 {
 	/* The failure a test asks for happens once per process. */
 	unsigned fail_step = m->test_fail_used ? 0 : m->cfg->test.fail_step;
 	int r;
 
-	if (m->have_worker && !m->worker_failed && strcmp(m->spec, w->model) == 0 &&
-	    m->batch == w->batch_size)
+	if (m->have_worker && !m->worker_failed && strcmp(m->spec, spec) == 0 &&
+	    m->batch == w->batch_size && m->seed == w->seed)
 		return 0;
 	if (m->worker_failed)
 		gp_info("starting the compute device again after its failure");
 	m->have_worker = false;
 	m->worker_failed = false;
 	m->test_fail_used = true;
-	r = m->ops->worker_start(m->ctx, w->model, w->batch_size, fail_step);
+	r = m->ops->worker_start(m->ctx, spec, w->seed, w->batch_size,
+				 fail_step);
 	if (r < 0)
 		return r;
 	m->have_worker = true;
-	snprintf(m->spec, sizeof(m->spec), "%.*s", (int)sizeof(m->spec) - 1,
-		 w->model);
+	snprintf(m->spec, sizeof(m->spec), "%s", spec);
 	m->batch = w->batch_size;
+	m->seed = w->seed;
 	return 0;
 }
 
 static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 {
+	const char *spec;
+
 	m->attempts = 0;
 	/* After sessions dropped for failed work, the backoff is kept until a
 	 * result goes out (gp_machine_on_result). */
@@ -624,10 +646,12 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		gp_machine_stop(m, 0);
 		return;
 	}
+	spec = welcome_model(m, w);
 	gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
-		", model %s, batch %u, staleness %u", m->endpoint_now,
-		m->agent_id, w->job_id, w->model, w->batch_size, w->staleness);
-	if (start_worker(m, w) < 0) {
+		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
+		m->agent_id, w->job_id, 72, spec, strlen(spec) > 72 ? "..." : "",
+		w->batch_size, w->staleness);
+	if (start_worker(m, spec, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
 	}

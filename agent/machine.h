@@ -83,10 +83,11 @@ struct gp_machine_ops {
 	void (*record)(void *ctx, const struct gp_stats_delta *d);
 
 	/* The compute thread (worker.h has what each does). worker_start
-	 * stops the thread there is, if any, and starts one for spec and
-	 * batch with the test hook fail_step; on failure it logs why. */
-	int (*worker_start)(void *ctx, const char *spec, uint32_t batch,
-			    unsigned fail_step);
+	 * stops the thread there is, if any, and starts one for spec (the
+	 * model's text, borrowed), the job's seed and batch with the test
+	 * hook fail_step; on failure it logs why. */
+	int (*worker_start)(void *ctx, const char *spec, uint64_t seed,
+			    uint32_t batch, unsigned fail_step);
 	size_t (*worker_tensor_count)(void *ctx);
 	const struct gp_tensor_info *(*worker_tensor)(void *ctx, size_t i);
 	/* values taken */
@@ -145,7 +146,9 @@ struct gp_machine {
 	bool told_paused;         /* the coordinator was sent PAUSE */
 	/* The job. */
 	bool done;                /* BYE job-done on this connection */
-	char spec[GP_MSG_MODEL_MAX + 1];
+	char spec[GP_MSG_MODEL_TEXT_MAX + 1];  /* the worker's model */
+	char welcome_spec[GP_MSG_MODEL_TEXT_MAX + 1]; /* the last WELCOME's */
+	uint64_t seed;            /* the worker's job seed */
 	uint32_t batch;
 	uint32_t caps;            /* the WELCOME's */
 	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),

@@ -446,27 +446,33 @@ static void on_result(struct gp_worker *w, struct gp_worker_result *res,
 	gp_worker_result_free(res);
 }
 
-static int op_worker_start(void *ctx, const char *spec, uint32_t batch,
-			   unsigned fail_step)
+static int op_worker_start(void *ctx, const char *spec, uint64_t seed,
+			   uint32_t batch, unsigned fail_step)
 {
 	struct session *s = ctx;
-	struct gp_worker_config wc = {
-		.backend = s->cfg->backend,
-		.device_index = s->cfg->device_index,
-		.threads = s->cfg->threads,
-		.max_batch = batch,
-		.test = s->cfg->test,
-		.duty = s->cfg->duty,
-	};
+	struct gp_worker_config *wc;
 	char err[512];
 	int r;
 
-	wc.test.fail_step = fail_step;
+	/* 64 KiB of model text: not on the loop's stack. */
+	wc = calloc(1, sizeof(*wc));
+	if (!wc)
+		return -ENOMEM;
+	wc->backend = s->cfg->backend;
+	wc->device_index = s->cfg->device_index;
+	wc->threads = s->cfg->threads;
+	wc->max_batch = batch;
+	wc->test = s->cfg->test;
+	wc->duty = s->cfg->duty;
+	wc->seed = seed;
+	wc->test.fail_step = fail_step;
 	gp_worker_stop(s->worker);
 	s->worker = NULL;
-	snprintf(wc.spec, sizeof(wc.spec), "%.*s", (int)sizeof(wc.spec) - 1, spec);
-	r = gp_worker_start(&s->loop, &wc, on_result, s, &s->worker, err,
+	snprintf(wc->spec, sizeof(wc->spec), "%.*s", (int)sizeof(wc->spec) - 1,
+		 spec);
+	r = gp_worker_start(&s->loop, wc, on_result, s, &s->worker, err,
 			    sizeof(err));
+	free(wc);
 	if (r < 0)
 		gp_error("%s", err);
 	return r;

@@ -80,7 +80,7 @@ struct gp_worker {
 	struct gp_backend *be;
 	struct gp_model *model;
 	size_t n_tensors;
-	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_LAYERS];
+	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_NODES];
 	size_t n_params;
 	double flops_per_sample;
 	float *x;
@@ -124,12 +124,41 @@ static void post_result(struct gp_worker *w, struct gp_worker_result *res)
 	uv_async_send(&w->async);
 }
 
+/* The model's text for messages: the shorthand whole, a description's
+ * first bytes. */
+static const char *spec_name(const struct gp_worker *w, char *buf, size_t len)
+{
+	size_t n = strnlen(w->cfg.spec, len);
+
+	if (n >= len) {
+		n = len - 4;
+		memcpy(buf + n, "...", 4);
+	} else {
+		buf[n] = '\0';
+	}
+	memcpy(buf, w->cfg.spec, n);
+	return buf;
+}
+
 static int setup(struct gp_worker *w)
 {
 	struct gp_model_spec spec;
-	char err[256];
+	char err[256], name[72];
 	int r;
 
+	r = gp_model_spec_parse(w->cfg.spec, &spec, err, sizeof(err));
+	if (r < 0) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "model '%s': %.200s", spec_name(w, name, sizeof(name)),
+			 err);
+		return r;
+	}
+	if (spec.dims[0] != GP_DATA_PIXELS) {
+		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+			 "model '%s' does not take %d inputs",
+			 spec_name(w, name, sizeof(name)), GP_DATA_PIXELS);
+		return -EINVAL;
+	}
 	if (w->cfg.backend == GP_BACKEND_OPENCL)
 		r = gp_backend_create_opencl(w->cfg.device_index, &w->be);
 	else
@@ -141,19 +170,23 @@ static int setup(struct gp_worker *w)
 			 w->be ? gp_backend_error(w->be) : strerror(-r));
 		return r;
 	}
-	r = gp_model_spec_parse(w->cfg.spec, &spec, err, sizeof(err));
-	if (r < 0) {
-		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
-			 "model '%.64s': %.200s", w->cfg.spec, err);
-		return r;
-	}
-	if (spec.dims[0] != GP_DATA_PIXELS) {
-		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
-			 "model '%s' does not take %d inputs", w->cfg.spec,
-			 GP_DATA_PIXELS);
-		return -EINVAL;
-	}
 	r = gp_model_create(w->be, &spec, w->cfg.max_batch, &w->model);
+	if (r == -ENOTSUP && w->cfg.backend == GP_BACKEND_OPENCL) {
+		/* A layer the OpenCL kernels lack yet: the job still runs,
+		 * on the CPU, and the volunteer's log says why. */
+		gp_warn("%s; computing on the CPU instead",
+			gp_backend_error(w->be));
+		gp_backend_destroy(w->be);
+		w->be = NULL;
+		r = gp_backend_create_cpu(w->cfg.threads, &w->be);
+		if (r < 0) {
+			snprintf(w->start_errmsg, sizeof(w->start_errmsg),
+				 "cannot open the CPU backend: %s",
+				 w->be ? gp_backend_error(w->be) : strerror(-r));
+			return r;
+		}
+		r = gp_model_create(w->be, &spec, w->cfg.max_batch, &w->model);
+	}
 	if (r < 0) {
 		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
 			 "cannot create the model: %s", gp_backend_error(w->be));
@@ -163,11 +196,9 @@ static int setup(struct gp_worker *w)
 	w->n_params = gp_model_param_count(w->model);
 	for (size_t i = 0; i < w->n_tensors; i++)
 		gp_model_tensor_info(w->model, i, &w->tensors[i]);
-	/* Per dense layer: the forward GEMM, the weight-gradient GEMM and,
-	 * except for the first layer, the input-gradient GEMM. */
-	for (size_t l = 1; l <= spec.n_layers; l++)
-		w->flops_per_sample += (l == 1 ? 4.0 : 6.0) * spec.dims[l - 1] *
-				       spec.dims[l];
+	/* Forward GEMMs, weight-gradient GEMMs and the input gradients
+	 * somebody needs (not the first layer's). */
+	w->flops_per_sample = gp_model_spec_train_flops(&spec);
 	w->x = malloc(w->cfg.max_batch * GP_DATA_PIXELS * sizeof(float));
 	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
 	if (!w->x || !w->y)
@@ -218,6 +249,10 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	for (size_t i = 0; i < j->n; i++)
 		w->y[i] = j->labels[i];
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
+	/* Dropout masks are the minibatch's own, wherever it is computed. */
+	gp_model_set_seed(w->model, gp_model_minibatch_seed(w->cfg.seed,
+							    j->epoch,
+							    j->minibatch));
 	if (r >= 0 && w->grp.left) {
 		/* In a group: the local step only; the sums come at its end. */
 		r = gp_model_train_step(w->model, j->n, j->lr, j->mu, &st);

@@ -20,7 +20,12 @@ struct gp_worker_config {
 	enum gp_backend_type backend;
 	int device_index;        /* OpenCL device index */
 	int threads;             /* CPU backend BLAS threads, <= 0: default */
-	char spec[GP_MODEL_SPEC_MAX];
+	/* The model in text (WELCOME.model_text): the shorthand or a
+	 * description, NUL-terminated. */
+	char spec[GP_MODEL_DESC_MAX + 1];
+	/* The job's seed: minibatch (epoch, m) computes with the dropout
+	 * seed gp_model_minibatch_seed(seed, epoch, m). */
+	uint64_t seed;
 	size_t max_batch;
 	/* Test only (testhooks.h): a slow laptop, a step that fails. */
 	struct gp_testhooks test;

@@ -54,7 +54,8 @@ bool gp_members_full(const struct gp_pool *pool, const struct gp_member *m,
 static uint32_t agree_caps(const struct gp_pool *pool,
 			   const struct gp_msg_join *j)
 {
-	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP);
+	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP |
+				   GP_CAP_MODEL_TEXT);
 
 	/* Sums stand for steps only when the step is linear in the gradient
 	 * (no weight decay) and the agent takes them locally. */

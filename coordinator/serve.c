@@ -405,6 +405,16 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	memcpy(p->m.key, key, GP_KEY_SIZE);
+	/* An agent that knows only the shorthand cannot build a model
+	 * description: told so before any token use is counted. */
+	if (srv->spec.version != 0 && !(j->caps & GP_CAP_MODEL_TEXT)) {
+		gp_warn("join from %s refused: it cannot read model descriptions "
+			"(no GP_CAP_MODEL_TEXT; an older agent)", p->m.addr);
+		send_reject(p, GP_REJECT_VERSION,
+			    "this pool trains a model description (gradpool-model "
+			    "1); upgrade the agent");
+		return;
+	}
 	if (gp_members_full(&srv->pool, &p->m, &live)) {
 		gp_warn("join from %s refused: the pool is full (%u agents)",
 			p->m.addr, live);
@@ -429,10 +439,14 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	gp_msg_init(&m, GP_MSG_WELCOME);
 	m.u.welcome.agent_id = (uint64_t)id;
 	m.u.welcome.job_id = (uint64_t)srv->pool.job_id;
-	/* The shorthand only, for now: a description goes in its own field. */
+	/* The shorthand in both fields, so that an agent that knows only
+	 * tag 3 still runs it; a description only in model_text. */
 	if (srv->spec.version == 0)
 		snprintf(m.u.welcome.model, sizeof(m.u.welcome.model), "%.*s",
 			 GP_MSG_MODEL_MAX, srv->spec_text);
+	m.u.welcome.model_text = srv->spec_text;
+	m.u.welcome.model_text_len = strlen(srv->spec_text);
+	m.u.welcome.seed = srv->job.seed;
 	m.u.welcome.batch_size = srv->job.batch_size;
 	m.u.welcome.staleness = srv->job.staleness;
 	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
@@ -959,9 +973,16 @@ static int start_listening(struct server *srv, const char *listen)
 	 * port 0. */
 	printf("listening on %.*s:%d\n", (int)(strrchr(listen, ':') - listen),
 	       listen, gp_channel_listener_port(srv->listener));
-	printf("job %" PRId64 ": model %s, %u epochs, batch %u, staleness %u\n",
-	       srv->pool.job_id, srv->spec_text, srv->job.epochs,
-	       srv->job.batch_size, srv->job.staleness);
+	if (srv->spec.version == 0)
+		printf("job %" PRId64 ": model %s, %u epochs, batch %u, "
+		       "staleness %u\n", srv->pool.job_id, srv->spec_text,
+		       srv->job.epochs, srv->job.batch_size, srv->job.staleness);
+	else
+		printf("job %" PRId64 ": model %s (%zu layers, %zu parameters), "
+		       "%u epochs, batch %u, staleness %u\n", srv->pool.job_id,
+		       srv->job.model_file, srv->spec.n_nodes,
+		       gp_model_spec_param_count(&srv->spec), srv->job.epochs,
+		       srv->job.batch_size, srv->job.staleness);
 	fflush(stdout);
 	if (srv->job.beacon) {
 		/* Beacons are hints for agents whose token endpoints went stale;

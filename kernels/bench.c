@@ -78,24 +78,6 @@ out:
 	return r;
 }
 
-/* Multiply-adds of one training step per sample: the forward GEMMs, the
- * weight-gradient GEMMs, and the input-gradient GEMMs of every layer but
- * the first (for a description, three times the forward's, the first
- * layer's input gradient included). */
-static double step_flops_per_sample(const struct gp_model_spec *spec)
-{
-	double f = 0.0;
-
-	if (spec->version != 0)
-		return 3.0 * gp_model_spec_flops(spec);
-	for (size_t l = 1; l <= spec->n_layers; l++) {
-		double mk = (double)spec->dims[l] * spec->dims[l - 1];
-
-		f += 2.0 * mk * (l > 1 ? 3.0 : 2.0);
-	}
-	return f;
-}
-
 int gp_bench_step(struct gp_backend *be, const char *spec_text,
 		  size_t batch, double seconds, double *ret_samples_per_s,
 		  double *ret_gflops)
@@ -145,7 +127,7 @@ int gp_bench_step(struct gp_backend *be, const char *spec_text,
 	t = gp_bench_now() - t0;
 	*ret_samples_per_s = (double)(steps * batch) / t;
 	if (ret_gflops)
-		*ret_gflops = *ret_samples_per_s * step_flops_per_sample(&spec) *
+		*ret_gflops = *ret_samples_per_s * gp_model_spec_train_flops(&spec) *
 			      1e-9;
 out:
 	gp_model_destroy(m);

@@ -888,3 +888,33 @@ double gp_model_spec_flops(const struct gp_model_spec *spec)
 	}
 	return f;
 }
+
+double gp_model_spec_train_flops(const struct gp_model_spec *spec)
+{
+	bool needs[GP_MODEL_MAX_NODES] = { false };
+	double f = 3.0 * gp_model_spec_flops(spec);
+
+	if (f == 0.0)
+		return 0.0;
+	/* A layer's input gradient is computed only when something before
+	 * it has parameters (model.c's needs_grad). */
+	for (size_t i = 0; i < spec->n_nodes; i++) {
+		const struct gp_model_layer *l = &spec->layers[i];
+		const struct gp_model_layer *a = &spec->layers[l->in[0]];
+		bool params = l->type == GP_LAYER_DENSE ||
+			      l->type == GP_LAYER_CONV2D ||
+			      l->type == GP_LAYER_LAYERNORM;
+
+		for (uint32_t k = 0; k < l->n_in && i > 0; k++)
+			needs[i] |= needs[l->in[k]];
+		if (i > 0 && !needs[l->in[0]]) {
+			if (l->type == GP_LAYER_DENSE)
+				f -= 2.0 * (double)l->out * (double)layer_size(a);
+			else if (l->type == GP_LAYER_CONV2D)
+				f -= 2.0 * (double)layer_size(l) * a->c *
+				     l->kernel * l->kernel;
+		}
+		needs[i] |= params;
+	}
+	return f;
+}

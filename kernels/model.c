@@ -563,6 +563,16 @@ void gp_model_set_seed(struct gp_model *m, uint64_t seed)
 		m->seed = seed;
 }
 
+uint64_t gp_model_minibatch_seed(uint64_t job_seed, uint64_t epoch,
+				 uint64_t minibatch)
+{
+	uint64_t z = job_seed;
+
+	z = splitmix64(&z) ^ epoch;
+	z = splitmix64(&z) ^ minibatch;
+	return splitmix64(&z);
+}
+
 /* Where layer i's contribution to the gradient of its input k goes: the
  * input's gradient buffer if nothing was written there in this pass yet,
  * else the scratch buffer, added by grad_end(). */

@@ -155,6 +155,21 @@ size_t gp_model_spec_param_count(const struct gp_model_spec *spec);
  * three times as many. 0 for a bad spec. */
 double gp_model_spec_flops(const struct gp_model_spec *spec);
 
+/* Floating-point operations of one sample's training step (forward and
+ * backward through the dense and conv2d layers): three times the forward
+ * pass, less the input gradient of a layer fed by the input itself, which
+ * nobody needs (for the shorthand: 4 d0 d1 + 6 d1 d2 + ...). 0 for a bad
+ * spec. */
+double gp_model_spec_train_flops(const struct gp_model_spec *spec);
+
+/* The dropout seed of minibatch (epoch, minibatch) of a job with seed
+ * job_seed, for gp_model_set_seed(): mix(mix(mix(job_seed) ^ epoch) ^
+ * minibatch), mix being one splitmix64 step (docs/protocol.md "Which
+ * model"). Every agent and any verifier get the same masks for the same
+ * minibatch. */
+uint64_t gp_model_minibatch_seed(uint64_t job_seed, uint64_t epoch,
+				 uint64_t minibatch);
+
 /* Creates a model on be (borrowed; must outlive the model) with every
  * buffer allocated for batches of up to max_batch rows; parameters, grads
  * and momentum start at zero (call gp_model_init_params()). *ret is owned

@@ -22,6 +22,7 @@ enum kind {
 	K_U64,
 	K_F32,
 	K_STR,    /* char[cap + 1] at off */
+	K_TEXT,   /* a str as const char * at off, size_t length at off2 */
 	K_BYTES,  /* const uint8_t * at off, size_t length at off2 */
 	K_NESTED, /* element array at off, size_t count at off2, one per TLV */
 	K_TSCALE, /* struct gp_msg_block scale: computed on encode for I8 */
@@ -50,6 +51,8 @@ struct schema {
 
 #define FNUM(t, k, type, m) { (t), (k), offsetof(type, m), 0, 0, NULL }
 #define FSTR(t, type, m, max) { (t), K_STR, offsetof(type, m), 0, (max), NULL }
+#define FTEXT(t, type, p, l, max)                                              \
+	{ (t), K_TEXT, offsetof(type, p), offsetof(type, l), (max), NULL }
 #define FBYTES(t, type, p, l, exact)                                           \
 	{ (t), K_BYTES, offsetof(type, p), offsetof(type, l), (exact), NULL }
 #define FNEST(t, type, a, n, max, sub)                                         \
@@ -338,6 +341,8 @@ static const struct field welcome_fields[] = {
 	FNUM(6, K_U32, T, heartbeat_ms),
 	FNUM(7, K_U32, T, caps),
 	FNUM(8, K_U32, T, epoch),
+	FTEXT(9, T, model_text, model_text_len, GP_MSG_MODEL_TEXT_MAX),
+	FNUM(10, K_U64, T, seed),
 };
 #undef T
 
@@ -592,6 +597,14 @@ static int64_t value_size(const struct field *f, const void *obj)
 
 		return len > f->cap ? -EINVAL : (int64_t)len;
 	}
+	case K_TEXT: {
+		const char *p = *CAT(obj, f->off, const char *const);
+		size_t len = *CAT(obj, f->off2, size_t);
+
+		if (len == 0)
+			return -1;
+		return !p || len > f->cap ? -EINVAL : (int64_t)len;
+	}
 	case K_BYTES: {
 		const uint8_t *p = *CAT(obj, f->off, const uint8_t *const);
 		size_t len = *CAT(obj, f->off2, size_t);
@@ -755,11 +768,14 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 			gp_put_lef32(p, i8_scale(b->values, b->count));
 			break;
 		}
-		case K_STR: {
+		case K_STR:
+		case K_TEXT: {
 			/* What the decoder refuses becomes '?', byte for
 			 * byte: a name cut inside a character, or bytes from
 			 * a driver, must not cost the connection. */
-			const uint8_t *str = CAT(obj, f->off, uint8_t);
+			const uint8_t *str = f->kind == K_TEXT ?
+				*CAT(obj, f->off, const uint8_t *const) :
+				CAT(obj, f->off, uint8_t);
 
 			for (size_t at = 0; at < (size_t)sz;) {
 				size_t c = str_char(str + at, (size_t)sz - at);
@@ -897,9 +913,8 @@ static int decode_value(const struct field *f, void *obj, const uint8_t *v,
 	case K_TSCALE:
 		*AT(obj, f->off, float) = gp_get_lef32(v);
 		return 0;
-	case K_STR: {
-		char *dst = AT(obj, f->off, char);
-
+	case K_STR:
+	case K_TEXT:
 		if (len > f->cap)
 			return -EBADMSG;
 		for (uint32_t i = 0; i < len;) {
@@ -909,10 +924,14 @@ static int decode_value(const struct field *f, void *obj, const uint8_t *v,
 				return -EBADMSG;
 			i += (uint32_t)c;
 		}
-		memcpy(dst, v, len);
-		dst[len] = '\0';
+		if (f->kind == K_TEXT) {
+			*AT(obj, f->off, const char *) = (const char *)v;
+			*AT(obj, f->off2, size_t) = len;
+			return 0;
+		}
+		memcpy(AT(obj, f->off, char), v, len);
+		AT(obj, f->off, char)[len] = '\0';
 		return 0;
-	}
 	case K_BYTES:
 	case K_TDATA:
 		if (f->cap && len != f->cap)

@@ -62,6 +62,9 @@
 #define GP_MSG_RELEASE_MAX 32   /* release string, e.g. "0.1.0" */
 #define GP_MSG_DEVICE_NAME_MAX 128
 #define GP_MSG_MODEL_MAX 256    /* model spec, e.g. "784-256-128-10" */
+/* WELCOME.model_text: a model in canonical text, the shorthand or a
+ * "gradpool-model 1" description (== GP_MODEL_DESC_MAX). */
+#define GP_MSG_MODEL_TEXT_MAX 65536
 #define GP_MSG_TEXT_MAX 256     /* human-readable reason text */
 #define GP_MSG_TOKEN_ID_SIZE 8  /* == GP_TOKEN_ID_SIZE */
 
@@ -178,6 +181,12 @@ enum gp_msg_dtype {
  * update that holds a non-finite value goes as f16 instead, so the
  * coordinator sees it and refuses it. */
 #define GP_CAP_Q8 (1u << 6)
+/* The agent builds its model from WELCOME.model_text, which may be a
+ * model description ("gradpool-model 1", docs/models.md), and seeds its
+ * dropout masks from WELCOME.seed. A coordinator whose job's model is a
+ * description refuses a JOIN without it (REJECT 6): an older agent only
+ * knows the shorthand in WELCOME.model. */
+#define GP_CAP_MODEL_TEXT (1u << 7)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -205,12 +214,20 @@ struct gp_msg_join {
 struct gp_msg_welcome {
 	uint64_t agent_id;
 	uint64_t job_id;
+	/* The shorthand ("784-256-128-10"); "" when the model is a
+	 * description, which only model_text carries. */
 	char model[GP_MSG_MODEL_MAX + 1];
 	uint32_t batch_size;
 	uint32_t staleness;                         /* SSP s */
 	uint32_t heartbeat_ms;
 	uint32_t caps;                              /* GP_CAP_* to use */
 	uint32_t epoch;                             /* current epoch */
+	/* The model in canonical text (gp_model_spec_format()), at most
+	 * GP_MSG_MODEL_TEXT_MAX bytes of UTF-8, no terminator: on decode it
+	 * points into the input; NULL and 0 when absent. */
+	const char *model_text;
+	size_t model_text_len;
+	uint64_t seed;                              /* the job's seed */
 };
 
 struct gp_msg_reject {

@@ -1,6 +1,7 @@
 /* Fuzzes the job-file parser (coordinator/job.c over common/conf.c and
  * inih) from memory. A file that parses must satisfy the documented
  * invariants, and every error must come with a message. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (gp_job_parse("fuzz.job", (const char *)data, size, &job, err,
 			 sizeof(err)) == 0) {
-		if (job.n_layers < 2 || job.n_layers > GP_JOB_MAX_LAYERS ||
+		/* Exactly one of spec (with its widths) and file. */
+		bool spec = job.spec[0] != '\0';
+
+		if (spec == (job.model_file[0] != '\0') ||
+		    memchr(job.model_file, '\0', sizeof(job.model_file)) ==
+			    NULL ||
+		    (spec && (job.n_layers < 2 ||
+			      job.n_layers > GP_JOB_MAX_LAYERS)) ||
 		    job.epochs < 1 || job.batch_size < 1 ||
 		    (job.checkpoint_interval_ms == 0) ==
 			    (job.checkpoint_interval_minibatches == 0) ||

@@ -288,7 +288,8 @@ class Pool:
             for section, keys in self.job.items():
                 f.write("[%s]\n" % section)
                 for k, v in keys.items():
-                    f.write("%s = %s\n" % (k, v))
+                    if v is not None:  # None: a default key left out
+                        f.write("%s = %s\n" % (k, v))
 
     @property
     def epochs(self):

@@ -85,6 +85,8 @@ check_conffile() { # DEB PATH
 }
 check_conffile "$agent_deb" /etc/gradpool/agent.conf
 check_conffile "$coord_deb" /etc/gradpool/job.ini
+check_conffile "$coord_deb" /etc/gradpool/cnn.ini
+check_conffile "$coord_deb" /etc/gradpool/cnn.model
 
 # Users before directories owned by them, and the services are not enabled
 # on installation (they need join/init first).
@@ -131,6 +133,8 @@ expect_file -f /usr/lib/tmpfiles.d/gradpool-agent.conf "agent directories"
 expect_file -f /usr/lib/tmpfiles.d/gradpool-coordinator.conf "coordinator directories"
 expect_file -f /etc/gradpool/agent.conf "agent configuration"
 expect_file -f /etc/gradpool/job.ini "example job"
+expect_file -f /etc/gradpool/cnn.ini "CNN job"
+expect_file -f /etc/gradpool/cnn.model "CNN model"
 expect_file -f /usr/share/man/man1/gradpool-agent.1.gz "agent man page"
 expect_file -f /usr/share/man/man1/gradpool-coordinator.1.gz "coordinator man page"
 expect_file -f /usr/share/doc/gradpool-agent/copyright "copyright"
@@ -146,10 +150,11 @@ done
 
 # The installed configuration parses with the programs' own parsers.
 if [ -n "${GP_CHECK_CONFIG:-}" ]; then
-	if "$GP_CHECK_CONFIG" "$root/etc/gradpool/job.ini" "$root/etc/gradpool/agent.conf"; then
-		ok "/etc/gradpool/job.ini and agent.conf parse"
+	if "$GP_CHECK_CONFIG" "$root/etc/gradpool/job.ini" "$root/etc/gradpool/agent.conf" \
+		"$root/etc/gradpool/cnn.ini"; then
+		ok "/etc/gradpool/job.ini, cnn.ini (with cnn.model) and agent.conf parse"
 	else
-		fail "/etc/gradpool/job.ini or agent.conf does not parse"
+		fail "/etc/gradpool/job.ini, cnn.ini or agent.conf does not parse"
 	fi
 fi
 

@@ -76,8 +76,11 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.welcome.batch_size = 64;
 		m->u.welcome.staleness = 3;
 		m->u.welcome.heartbeat_ms = 5000;
-		m->u.welcome.caps = GP_CAP_F16;
+		m->u.welcome.caps = GP_CAP_F16 | GP_CAP_MODEL_TEXT;
 		m->u.welcome.epoch = 2;
+		m->u.welcome.model_text = "784-256-128-10";
+		m->u.welcome.model_text_len = 14;
+		m->u.welcome.seed = 0x0123456789abcdefull;
 		break;
 	case GP_MSG_REJECT:
 		m->u.reject.code = GP_REJECT_TOKEN_EXPIRED;
@@ -663,6 +666,95 @@ static void test_limits(void)
 	}
 }
 
+/* WELCOME.model_text (tag 9): a str of up to 64 KiB, zero-copy on
+ * decode, strict UTF-8 like every str; the shorthand stays in tag 3 for
+ * agents that know only that. */
+static void test_model_text(void)
+{
+	static const char desc[] = "gradpool-model 1; input shape=1x28x28; "
+				   "conv2d conv1 out=8 kernel=5 stride=1 "
+				   "padding=2; flatten flat; dense fc1 out=10; "
+				   "softmax_xent loss";
+	struct gp_msg m, d;
+	uint8_t *buf, *big;
+	char *text;
+	size_t len, blen;
+
+	gp_msg_init(&m, GP_MSG_WELCOME);
+	m.u.welcome.agent_id = 3;
+	m.u.welcome.model_text = desc;
+	m.u.welcome.model_text_len = strlen(desc);
+	m.u.welcome.seed = 77;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.welcome.model, "");
+	ASSERT_EQ(d.u.welcome.model_text_len, strlen(desc));
+	ASSERT_MEM_EQ(d.u.welcome.model_text, desc, strlen(desc));
+	/* Zero-copy: the text lies in the message. */
+	ASSERT((const uint8_t *)d.u.welcome.model_text > buf &&
+	       (const uint8_t *)d.u.welcome.model_text < buf + len);
+	ASSERT_UINT_EQ(d.u.welcome.seed, 77);
+	gp_msg_finish(&d);
+	/* The byte layout: tag 9, u32 length, the text, after tag 8. */
+	{
+		size_t at = len - (6 + 8) - (6 + strlen(desc));
+
+		ASSERT_EQ(buf[at], 9);
+		ASSERT_EQ(buf[at + 1], 0);
+		ASSERT_EQ(buf[at + 2], strlen(desc));
+		ASSERT_MEM_EQ(buf + at + 6, desc, strlen(desc));
+		ASSERT_EQ(buf[at + 6 + strlen(desc)], 10);
+	}
+	free(buf);
+
+	/* Absent: NULL and 0, and the encoder leaves an empty one out. */
+	m.u.welcome.model_text_len = 0;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT(d.u.welcome.model_text == NULL);
+	ASSERT_EQ(d.u.welcome.model_text_len, 0);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* 64 KiB exactly is fine, one byte more is not, either way. */
+	text = malloc(GP_MSG_MODEL_TEXT_MAX + 1);
+	ASSERT_NOT_NULL(text);
+	memset(text, 'a', GP_MSG_MODEL_TEXT_MAX + 1);
+	m.u.welcome.model_text = text;
+	m.u.welcome.model_text_len = GP_MSG_MODEL_TEXT_MAX;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.welcome.model_text_len, GP_MSG_MODEL_TEXT_MAX);
+	gp_msg_finish(&d);
+	free(buf);
+	m.u.welcome.model_text_len = GP_MSG_MODEL_TEXT_MAX + 1;
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+	m.u.welcome.model_text = NULL;
+	m.u.welcome.model_text_len = 5;
+	ASSERT_EQ(gp_msg_size(&m, &len), -EINVAL);
+
+	big = calloc(1, GP_MSG_HEADER_SIZE + 6 + GP_MSG_MODEL_TEXT_MAX + 1);
+	ASSERT_NOT_NULL(big);
+	big[0] = GP_MSG_VERSION;
+	big[1] = GP_MSG_WELCOME;
+	blen = append_field(big, GP_MSG_HEADER_SIZE, 9, text,
+			    GP_MSG_MODEL_TEXT_MAX + 1);
+	ASSERT_EQ(gp_msg_decode(big, blen, &d), -EBADMSG);
+	/* A control character is malformed on the wire ... */
+	blen = append_field(big, GP_MSG_HEADER_SIZE, 9, "dense\nfc1", 9);
+	ASSERT_EQ(gp_msg_decode(big, blen, &d), -EBADMSG);
+	/* ... and becomes '?' from the encoder. */
+	m.u.welcome.model_text = "a\x01" "b";
+	m.u.welcome.model_text_len = 3;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_MEM_EQ(d.u.welcome.model_text, "a?b", 3);
+	gp_msg_finish(&d);
+	free(buf);
+	free(big);
+	free(text);
+}
+
 static void test_strict(void)
 {
 	uint8_t buf[512];
@@ -1078,6 +1170,7 @@ int main(int argc, char **argv)
 	test_truncation();
 	test_limits();
 	test_strict();
+	test_model_text();
 	test_version();
 	test_f16();
 	test_i8();

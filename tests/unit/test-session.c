@@ -64,6 +64,8 @@ struct world {
 	/* The compute thread. */
 	unsigned worker_starts;
 	unsigned fail_step;       /* given to the last worker_start */
+	char worker_spec[256];    /* given to the last worker_start */
+	uint64_t worker_seed;
 	int worker_start_result;
 	uint64_t gen;
 	unsigned drops;
@@ -191,12 +193,13 @@ static void w_record(void *ctx, const struct gp_stats_delta *d)
 	w->records++;
 }
 
-static int w_worker_start(void *ctx, const char *spec, uint32_t batch,
-			  unsigned fail_step)
+static int w_worker_start(void *ctx, const char *spec, uint64_t seed,
+			  uint32_t batch, unsigned fail_step)
 {
 	struct world *w = ctx;
 
-	(void)spec;
+	snprintf(w->worker_spec, sizeof(w->worker_spec), "%s", spec);
+	w->worker_seed = seed;
 	(void)batch;
 	w->worker_starts++;
 	w->fail_step = fail_step;
@@ -525,7 +528,8 @@ static void test_reconnect(void)
 	establish(w);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
-				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8);
+				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
+				      GP_CAP_MODEL_TEXT);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -539,6 +543,54 @@ static void test_reconnect(void)
 	gp_machine_connect(&w->m);
 	welcome(w);
 	ASSERT_EQ(w->worker_starts, 1); /* same model: the worker stays */
+	free(w);
+}
+
+/* The model comes from WELCOME.model_text when it is there (a model
+ * description), else from the shorthand of tag 3; the job's seed goes to
+ * the worker with it, and a different text or seed restarts the worker. */
+static void test_welcome_model_text(void)
+{
+	static const char desc[] = "gradpool-model 1; input shape=1x28x28; "
+				   "flatten flat; dense fc1 out=10; "
+				   "softmax_xent loss";
+	struct world *w = member("a:1");
+	struct gp_msg msg;
+
+	welcome(w);
+	ASSERT_EQ(w->worker_starts, 1);
+	ASSERT_STR_EQ(w->worker_spec, "mlp:2-3-1");
+	ASSERT_UINT_EQ(w->worker_seed, 0);
+
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.agent_id = 7;
+	msg.u.welcome.job_id = 2;
+	msg.u.welcome.batch_size = 4;
+	msg.u.welcome.model_text = desc;
+	msg.u.welcome.model_text_len = strlen(desc);
+	msg.u.welcome.seed = 99;
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 2);
+	ASSERT_STR_EQ(w->worker_spec, desc);
+	ASSERT_UINT_EQ(w->worker_seed, 99);
+
+	/* The same model and seed again: the worker stays. */
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 2);
+	/* Another seed: a new worker. */
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	msg.u.welcome.seed = 100;
+	deliver(w, &msg);
+	ASSERT_EQ(w->worker_starts, 3);
+	ASSERT_UINT_EQ(w->worker_seed, 100);
 	free(w);
 }
 
@@ -1192,6 +1244,7 @@ int main(void)
 	test_backoff_jitter();
 	test_unresolvable();
 	test_reconnect();
+	test_welcome_model_text();
 	test_heartbeat_from_welcome();
 	test_minibatch_and_update();
 	test_group();

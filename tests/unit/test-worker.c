@@ -149,6 +149,98 @@ static void load_worker(struct gp_worker *w, struct gp_model *ref,
 	}
 }
 
+/* 8. A model description with dropout: the worker's gradient of a
+ * minibatch is the reference's with the dropout seed of that minibatch
+ * (gp_model_minibatch_seed(job seed, epoch, minibatch)), so a
+ * recomputation anywhere drops the same units; another minibatch id with
+ * the same pixels drops others. */
+static void test_description(uv_loop_t *loop, const struct batch *b)
+{
+	static const char desc[] =
+		"gradpool-model 1; input shape=1x28x28; conv2d c1 out=4 "
+		"kernel=3 padding=1; relu r1; maxpool2d p1 kernel=2; flatten f; "
+		"dropout d1 p=0.5; dense fc1 out=10; softmax_xent loss";
+	static struct gp_worker_config cfg = {
+		.backend = GP_BACKEND_CPU,
+		.threads = 1,
+		.max_batch = BATCH,
+		.seed = 11,
+	};
+	struct gp_model_spec spec;
+	struct gp_backend *be = NULL;
+	struct gp_model *ref = NULL;
+	struct gp_worker *w = NULL;
+	float *p, *v, *g5, *g6;
+	double worst = 0, scale = 0, apart = 0;
+	char err[256];
+	size_t n;
+
+	snprintf(cfg.spec, sizeof(cfg.spec), "%s", desc);
+	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	ASSERT_OK(gp_model_spec_parse(desc, &spec, err, sizeof(err)));
+	ASSERT_NEAR(gp_worker_flops_per_sample(w),
+		    gp_model_spec_train_flops(&spec), 0);
+	/* conv c1 on the input needs no input gradient: 2 x forward there. */
+	ASSERT_NEAR(gp_model_spec_train_flops(&spec),
+		    3 * gp_model_spec_flops(&spec) -
+			    2.0 * 28 * 28 * 4 * 9 * 1,
+		    1e-6);
+	ASSERT_OK(gp_backend_create_cpu(1, &be));
+	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
+	ASSERT_OK(gp_model_init_params(ref, 3));
+	n = gp_model_param_count(ref);
+	p = calloc(n, sizeof(float));
+	v = calloc(n, sizeof(float));
+	g5 = calloc(n, sizeof(float));
+	g6 = calloc(n, sizeof(float));
+	ASSERT(p && v && g5 && g6);
+	slot_io(ref, GP_MODEL_PARAM, p, false);
+	load_worker(w, ref, p, v);
+	/* lr 0: the local step leaves the parameters as they were. */
+	compute(w, b, 5, 1, 0.0f, 0);
+	compute(w, b, 5, 2, 0.0f, 0);
+	wait_results(loop, 2);
+	ASSERT_OK(results[0]->error);
+	ASSERT_OK(results[1]->error);
+	ASSERT_UINT_EQ(results[0]->n_grads, n);
+	/* The same minibatch twice: the same bits. */
+	ASSERT_MEM_EQ(results[0]->grads, results[1]->grads, n * sizeof(float));
+
+	ASSERT_OK(gp_model_set_batch(ref, b->x, b->y, BATCH));
+	gp_model_set_seed(ref, gp_model_minibatch_seed(11, 0, 5));
+	ASSERT_OK(gp_model_compute_grads(ref, BATCH, NULL));
+	slot_io(ref, GP_MODEL_GRAD, g5, false);
+	gp_model_set_seed(ref, gp_model_minibatch_seed(11, 0, 6));
+	ASSERT_OK(gp_model_compute_grads(ref, BATCH, NULL));
+	slot_io(ref, GP_MODEL_GRAD, g6, false);
+	for (size_t i = 0; i < n; i++) {
+		scale = fmax(scale, fabs(g5[i]));
+		worst = fmax(worst, fabs(results[0]->grads[i] - g5[i]));
+		apart = fmax(apart, fabs(g6[i] - g5[i]));
+	}
+	printf("description with dropout: |g|max %.3g, worst |worker - ref| "
+	       "%.3g, another minibatch's mask moves it by %.3g\n", scale,
+	       worst, apart);
+	ASSERT(scale > 1e-4);
+	ASSERT(worst <= 1e-5 * scale);
+	ASSERT(apart > 1e-2 * scale);
+	/* The seed mixes every input. */
+	ASSERT(gp_model_minibatch_seed(11, 0, 5) !=
+	       gp_model_minibatch_seed(11, 1, 5));
+	ASSERT(gp_model_minibatch_seed(11, 0, 5) !=
+	       gp_model_minibatch_seed(12, 0, 5));
+	free_results();
+	gp_worker_stop(w);
+	uv_run(loop, UV_RUN_DEFAULT);
+	gp_model_destroy(ref);
+	gp_backend_destroy(be);
+	free(p);
+	free(v);
+	free(g5);
+	free(g6);
+}
+
 int main(void)
 {
 	static struct batch b[4];
@@ -407,6 +499,7 @@ int main(void)
 		gp_worker_stop(w);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
+	test_description(&loop, &b[2]);
 	ASSERT_OK(uv_loop_close(&loop));
 	gp_model_destroy(ref);
 	gp_backend_destroy(be);
