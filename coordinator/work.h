@@ -26,6 +26,9 @@
  * groups, and only the links make one that long). */
 #define GP_WORK_BASE 2
 #define GP_WORK_MAX 2048
+/* The most local steps (minibatches) a link-sized clock holds when other
+ * agents' work is merged with it: beyond, the merged runs cost accuracy. */
+#define GP_WORK_LINK_STEPS 48
 /* The clock of an agent computing alone: it reads only its own writes (no
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */

@@ -22,7 +22,7 @@ import gppool
 from gppool import check, log
 
 SLOW_DELAY_MS = 25
-STALL_AFTER_S = 0.8
+STALL_AFTER_S = 0.2
 # Long enough for the fast agents to reach the bound from wherever they
 # are: their clocks are sized to last about as long as the slow one's, so
 # they may be a few clocks behind it when it stops, and under load (the
@@ -103,6 +103,13 @@ def run(s, epochs):
         # The slow agent has no local copy of the data: its minibatches
         # come with their pixels, the fast agents' as indices.
         proc = slow.run(delay_ms=SLOW_DELAY_MS, extra=("--data-dir", "none"))
+        # Stop the slow agent only once all three have updates applied: a
+        # fixed delay after its start could land before its first clock
+        # (the fast agents load the data set first), and a stop before
+        # anyone computes tests nothing.
+        pool.wait_for("all three agents computing", lambda: len(pool.query(
+            "SELECT agent_id FROM updates WHERE outcome = 'applied' "
+            "GROUP BY agent_id HAVING COUNT(*) >= 2")) >= 3, timeout=120)
         time.sleep(STALL_AFTER_S)
         os.kill(proc.pid, signal.SIGSTOP)
         try:

@@ -288,19 +288,20 @@ static void test_link_clock(void)
 	/* Local runs grow with the training done: at most what the pool
 	 * applied so far per live agent (none yet: the compute-only size). */
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
-	f.pool.applied_run = 100;
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 50);
+	f.pool.applied_run = 60;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 30);
 	f.pool.applied_run = 100000;
-	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81; 0.9 s / (10 ms + 16 B
-	 * at 720 B/s) = 27.9: both clocks last 1 s. */
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 81);
+	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81, but at most
+	 * GP_WORK_LINK_STEPS with another agent to merge with; 0.9 s /
+	 * (10 ms + 16 B at 720 B/s) = 27.9. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_LINK_STEPS);
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 28);
 	/* max_sync_interval caps the computing beyond the slowest wait:
-	 * 0.1 + 0.5 s; 0.59 s / 12.2 ms = 48.3, 0.5 s / 32.2 ms = 15.5. */
-	f.job.max_sync_interval_ms = 500;
-	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0.6, 1e-9);
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 48);
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 16);
+	 * 0.1 + 0.3 s; 0.39 s / 12.2 ms = 31.9, 0.3 s / 32.2 ms = 9.3. */
+	f.job.max_sync_interval_ms = 300;
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 0.4, 1e-9);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 32);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 9);
 	/* comm_share 0 turns it off; a link that asks for less than the
 	 * compute clock changes nothing either. */
 	f.job.comm_share = 0;
@@ -316,29 +317,27 @@ static void test_link_clock(void)
 
 	fx_teardown(&f);
 
-	/* Long clocks go out in groups: 2000/s for 1 s at 7200 B/s. */
+	/* Long clocks go out in groups: an agent alone (no step cap), 2000/s
+	 * for 1 s at 7200 B/s (comm_share 0.5 %: its 36 B update waits 5 ms). */
 	fx_setup(&f, 0);
-	f.job.comm_share = 0.10;
+	f.job.comm_share = 0.005;
 	f.job.max_sync_interval_ms = 20000;
 	gp_sched_destroy(f.sched);
 	ASSERT_OK(gp_sched_create(&sc, &f.sched));
 	f.pool.sched = f.sched;
 	f.pool.minibatches_total = 1200;
 	a = fx_join_speed(&f, 0, caps, 2000);
-	fx_join_speed(&f, 1, caps, 100);
 	f.members[0].caps = caps;
-	f.members[1].caps = caps;
 	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 2000));
-	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 100));
 	set_link(&f, 1, 72, 0.010);
-	set_link(&f, 2, 72, 0.100);
 	f.pool.applied_run = 100000;
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	{
 		uint32_t k = gp_work_per_clock(&f.pool, &ia);
 
-		/* 0.99 s / (0.5 ms + 16 B at 7200 B/s) = 363.7 */
-		ASSERT_EQ(k, 364);
+		/* 0.995 s / (0.5 ms + 16 B at 7200 B/s) = 365.5 */
+		ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.0, 1e-9);
+		ASSERT_EQ(k, 366);
 		ASSERT(k > GP_MSG_GROUP_MAX && k < FX_LOG);
 		gp_work_request(&f.pool, a, 1);
 		ASSERT_EQ(f.n_sent, k);
@@ -348,6 +347,74 @@ static void test_link_clock(void)
 				  i == GP_MSG_GROUP_MAX ? k - GP_MSG_GROUP_MAX :
 				  0);
 	}
+	fx_teardown(&f);
+}
+
+/* With clocks sized for the links, a copy that lacks others' work is
+ * reused without a pull only while that work is under a quarter of the
+ * agent's clock (or at most GP_WORK_BASE minibatches): 8 of another
+ * agent's minibatches against a clock of 20 call for a pull before the
+ * next clock goes out. (Links this fast leave the clocks compute-sized.) */
+/* answer_clock() for a schedule of 1200 minibatches an epoch, with
+ * gradients that change every shard. */
+static void answer_clock_1200(struct fixture *f, struct gp_member *m)
+{
+	static const float g[FX_N] = { 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f,
+				       0.1f, 0.1f, 0.1f };
+	uint64_t ids[64];
+	int64_t clock = m->clock;
+	size_t n = fx_work_of(f, m->agent_id, clock, ids, 64);
+	struct fx_update x;
+
+	for (size_t i = 0; i < n; i++) {
+		struct gp_msg_update *u = fx_plain(&x, ids[i], clock, g);
+
+		u->epoch = (uint32_t)(ids[i] / 1200);
+		u->minibatch = ids[i] % 1200;
+		ASSERT_OK(gp_apply_update(&f->pool, m, u, gp_now_ms()));
+	}
+}
+
+static void test_copy_reuse(void)
+{
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	struct fixture f;
+	struct gp_member *a, *b;
+	unsigned pulls;
+
+	fx_setup(&f, 3);
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	a = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	b = fx_join(&f, 1, GP_CAP_LOCAL_STEP);
+	/* 20 ms clocks: 400/s does 8, 1000/s 20. */
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 1000));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 400));
+	set_link(&f, 1, 72, 0.0001);
+	set_link(&f, 2, 72, 0.0001);
+	ASSERT(gp_work_sync_interval(&f.pool) > 0);
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(a->clock_work, 20);
+	ASSERT_EQ(a->next_work, 20);
+	ASSERT_EQ(b->clock_work, 8);
+	ASSERT_EQ(f.params_sent, 2);
+	answer_clock_1200(&f, b);
+	/* A's own clock 0 answered: its work ahead (clock 1) goes on, but
+	 * its copy lacks b's 8: clock 2 is not handed out ahead on it. */
+	answer_clock_1200(&f, a);
+	ASSERT_EQ(a->clock, 1);
+	ASSERT_EQ(a->clock_open, 20);
+	ASSERT_EQ(a->next_work, 0);
+	pulls = f.params_sent;
+	/* Clock 1 answered: clock 2 comes with a pull. */
+	answer_clock_1200(&f, a);
+	ASSERT_EQ(a->clock, 2);
+	ASSERT_EQ(f.params_sent, pulls + 1);
 	fx_teardown(&f);
 }
 
@@ -453,6 +520,7 @@ int main(void)
 	test_pause_idle();
 	test_per_clock();
 	test_link_clock();
+	test_copy_reuse();
 	test_members();
 	return 0;
 }
