@@ -101,7 +101,7 @@ static struct sums measure(const struct gp_robust *r, const float *m,
 	/* Before the member's first update its momentum after g is g: read
 	 * the centre as m with weight 0. */
 	const float *restrict mm = m ? m : c;
-	float inv = (float)(1.0 / da), beta = m ? (float)r->beta : 0,
+	float inv = (float)(1.0 / da), beta = m ? (float)pow(r->beta, u->k) : 0,
 	      rest = 1 - beta;
 	struct sums s = {0};
 	size_t n = u->n, x = 0;
@@ -168,7 +168,8 @@ static void shrink(struct gp_robust *r, float *m, bool first_m,
 		   const struct gp_robust_update *u, double lambda, double da,
 		   double db, double beta_k)
 {
-	float beta = first_m ? 0 : (float)r->beta;
+	/* A group of k is k of the member's steps. */
+	float beta = first_m ? 0 : (float)pow(r->beta, u->k);
 
 	axpby(m, u->a, u->n, beta, (float)((1 - beta) / da));
 	if (lambda < 1) {
