@@ -285,6 +285,42 @@ static int validate_update(void *obj)
 	return 0;
 }
 
+/* A public name is either absent ("") or one gp_msg_public_name_check()
+ * takes: a peer's bad name fails the message, not just the name. */
+static int validate_join(void *obj)
+{
+	const struct gp_msg_join *j = obj;
+
+	if (j->public_name[0] && gp_msg_public_name_check(j->public_name) < 0)
+		return -EBADMSG;
+	return 0;
+}
+
+static int validate_profile(void *obj)
+{
+	const struct gp_msg_profile *p = obj;
+
+	if (p->public_name[0] && gp_msg_public_name_check(p->public_name) < 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Shares are 0..1 and the losses finite (non-negative), so that what an
+ * agent shows the volunteer is a number; an unknown state is kept (a
+ * newer coordinator's) and shown as such. */
+static int validate_stats(void *obj)
+{
+	const struct gp_msg_stats *s = obj;
+
+	if (!(s->progress >= 0.0f && s->progress <= 1.0f) ||
+	    !(s->accuracy >= 0.0f && s->accuracy <= 1.0f) ||
+	    !(s->loss >= 0.0f && isfinite(s->loss)) ||
+	    !(s->test_loss >= 0.0f && isfinite(s->test_loss)) ||
+	    !(s->samples_per_s >= 0.0f && isfinite(s->samples_per_s)))
+		return -EBADMSG;
+	return 0;
+}
+
 #define T struct gp_msg_device
 static const struct field device_fields[] = {
 	FNUM(1, K_U8, T, kind),
@@ -328,6 +364,7 @@ static const struct field join_fields[] = {
 	FNUM(4, K_U32, T, caps),
 	FNEST(5, T, devices, n_devices, GP_MSG_DEVICES_MAX, device_schema),
 	FNUM(6, K_U64, T, data_fingerprint),
+	FSTR(7, T, public_name, GP_MSG_PUBLIC_NAME_MAX),
 };
 #undef T
 
@@ -434,6 +471,22 @@ static const struct field stats_fields[] = {
 	FNUM(4, K_F32, T, loss),
 	FNUM(5, K_F32, T, accuracy),
 	FNUM(6, K_U32, T, agents_live),
+	FSTR(7, T, job_name, GP_MSG_JOB_NAME_MAX),
+	FNUM(8, K_U32, T, epochs),
+	FNUM(9, K_F32, T, progress),
+	FNUM(10, K_U32, T, eta_s),
+	FNUM(11, K_F32, T, test_loss),
+	FNUM(12, K_U32, T, eval_epochs),
+	FNUM(13, K_U64, T, credit_mflop),
+	FNUM(14, K_U64, T, job_id),
+	FNUM(15, K_U8, T, state),
+	FNUM(16, K_F32, T, samples_per_s),
+};
+#undef T
+
+#define T struct gp_msg_profile
+static const struct field profile_fields[] = {
+	FSTR(1, T, public_name, GP_MSG_PUBLIC_NAME_MAX),
 };
 #undef T
 
@@ -454,7 +507,7 @@ static const struct field bye_fields[] = {
 /* Indexed by type; a NULL fields pointer with n_fields 0 is a known type
  * without fields (RESUME). */
 static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
-	[GP_MSG_JOIN] = SCHEMA(join_fields, struct gp_msg_join, NULL),
+	[GP_MSG_JOIN] = SCHEMA(join_fields, struct gp_msg_join, validate_join),
 	[GP_MSG_WELCOME] = SCHEMA(welcome_fields, struct gp_msg_welcome, NULL),
 	[GP_MSG_REJECT] = SCHEMA(reject_fields, struct gp_msg_reject, NULL),
 	[GP_MSG_HEARTBEAT] =
@@ -470,10 +523,12 @@ static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
 	[GP_MSG_UPDATE] =
 		SCHEMA(update_fields, struct gp_msg_update, validate_update),
 	[GP_MSG_CLOCK] = SCHEMA(clock_fields, struct gp_msg_clock, NULL),
-	[GP_MSG_STATS] = SCHEMA(stats_fields, struct gp_msg_stats, NULL),
+	[GP_MSG_STATS] = SCHEMA(stats_fields, struct gp_msg_stats, validate_stats),
 	[GP_MSG_PAUSE] = SCHEMA(pause_fields, struct gp_msg_pause, NULL),
 	[GP_MSG_RESUME] = { NULL, 0, 0, NULL },
 	[GP_MSG_BYE] = SCHEMA(bye_fields, struct gp_msg_bye, NULL),
+	[GP_MSG_PROFILE] =
+		SCHEMA(profile_fields, struct gp_msg_profile, validate_profile),
 };
 
 static const struct schema *schema_of(uint8_t type)
@@ -586,6 +641,31 @@ static size_t str_char(const uint8_t *p, size_t n)
 	    (cp >= 0x80 && cp <= 0x9f))
 		return 0;
 	return len;
+}
+
+int gp_msg_public_name_check(const char *name)
+{
+	const uint8_t *p = (const uint8_t *)name;
+	size_t n = strnlen(name, GP_MSG_PUBLIC_NAME_MAX + 1);
+
+	if (n == 0 || n > GP_MSG_PUBLIC_NAME_MAX || p[0] == ' ' ||
+	    p[n - 1] == ' ')
+		return -EINVAL;
+	while (n > 0) {
+		size_t len = str_char(p, n);
+
+		if (len == 0)
+			return -EINVAL;
+		/* U+202A..U+202E (E2 80 AA..AE) and U+2066..U+2069
+		 * (E2 81 A6..A9). */
+		if (len == 3 && p[0] == 0xe2 &&
+		    ((p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||
+		     (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
+			return -EINVAL;
+		p += len;
+		n -= len;
+	}
+	return 0;
 }
 
 static int64_t value_size(const struct field *f, const void *obj)
@@ -1173,6 +1253,7 @@ const char *gp_msg_type_name(uint8_t type)
 		[GP_MSG_PAUSE] = "PAUSE",
 		[GP_MSG_RESUME] = "RESUME",
 		[GP_MSG_BYE] = "BYE",
+		[GP_MSG_PROFILE] = "PROFILE",
 	};
 
 	if (type == 0 || type > GP_MSG_TYPE_MAX)

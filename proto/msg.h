@@ -67,6 +67,10 @@
 #define GP_MSG_MODEL_TEXT_MAX 65536
 #define GP_MSG_TEXT_MAX 256     /* human-readable reason text */
 #define GP_MSG_TOKEN_ID_SIZE 8  /* == GP_TOKEN_ID_SIZE */
+/* A volunteer's public name (JOIN.public_name, PROFILE.public_name) and a
+ * job's name (STATS.job_name): at most 64 bytes of UTF-8. */
+#define GP_MSG_PUBLIC_NAME_MAX 64
+#define GP_MSG_JOB_NAME_MAX 64
 
 /* Most repeated elements one message may carry. The decoder allocates one
  * struct per element, so these bound what a hostile peer can make it
@@ -89,8 +93,9 @@ enum gp_msg_type {
 	GP_MSG_PAUSE = 12,       /* agent -> coordinator: stop sending work */
 	GP_MSG_RESUME = 13,      /* agent -> coordinator: work again */
 	GP_MSG_BYE = 14,         /* both ways: closing, and why */
+	GP_MSG_PROFILE = 15,     /* agent -> coordinator: public name */
 };
-#define GP_MSG_TYPE_MAX GP_MSG_BYE
+#define GP_MSG_TYPE_MAX GP_MSG_PROFILE
 
 /* Why the coordinator refused a JOIN. Receivers map values they do not know
  * to "unspecified" for display but keep the number. */
@@ -187,6 +192,10 @@ enum gp_msg_dtype {
  * description refuses a JOIN without it (REJECT 6): an older agent only
  * knows the shorthand in WELCOME.model. */
 #define GP_CAP_MODEL_TEXT (1u << 7)
+/* The agent takes STATS (the job's name, progress, accuracy, ETA and the
+ * member's credit, docs/protocol.md "11 STATS"); the coordinator sends it
+ * only to agents that offered this bit. */
+#define GP_CAP_PROGRESS (1u << 8)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -209,6 +218,9 @@ struct gp_msg_join {
 	/* gp_data_fingerprint() of the training set the agent holds, 0:
 	 * none. */
 	uint64_t data_fingerprint;
+	/* The name the volunteer lets the pool publish with its credit
+	 * (gp_msg_public_name_check()); "": not public. */
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1];
 };
 
 struct gp_msg_welcome {
@@ -364,13 +376,42 @@ struct gp_msg_clock {
 	uint64_t min_clock;
 };
 
+/* What STATS.state says of the job. */
+enum gp_msg_job_state {
+	GP_JOB_STATE_TRAINING = 0,
+	GP_JOB_STATE_DONE = 1,
+	GP_JOB_STATE_NONE = 2,  /* the pool has no job */
+};
+/* STATS.eta_s when no estimate exists (nothing applied in the last
+ * minute). */
+#define GP_MSG_ETA_UNKNOWN UINT32_MAX
+
+/* Coordinator -> agent (GP_CAP_PROGRESS): the job's progress and the
+ * member's credit, sent after WELCOME, after each evaluation and every few
+ * seconds while the pool trains. The member's counts are those the
+ * coordinator has applied, the ledger being the reference. */
 struct gp_msg_stats {
-	uint32_t epoch;
-	uint64_t updates_accepted;                  /* from this agent */
-	uint64_t samples_credited;                  /* from this agent */
-	float loss;                                 /* pool's recent loss */
+	uint32_t epoch;                             /* in progress, from 0 */
+	uint64_t updates_accepted;                  /* this member, this job */
+	uint64_t samples_credited;                  /* this member, this job */
+	float loss;                                 /* pool's training loss */
 	float accuracy;                             /* last evaluation, 0..1 */
-	uint32_t agents_live;
+	uint32_t agents_live;                       /* members connected */
+	char job_name[GP_MSG_JOB_NAME_MAX + 1];
+	uint32_t epochs;                            /* the job's total */
+	float progress;                             /* share done, 0..1 */
+	uint32_t eta_s;                             /* GP_MSG_ETA_UNKNOWN */
+	float test_loss;                            /* last evaluation */
+	uint32_t eval_epochs;                       /* epochs evaluated; 0: none */
+	uint64_t credit_mflop;                      /* this member, all jobs */
+	uint64_t job_id;
+	uint8_t state;                              /* enum gp_msg_job_state */
+	float samples_per_s;                        /* pool, last minute */
+};
+
+/* Agent -> coordinator: the volunteer set or withdrew its public name. */
+struct gp_msg_profile {
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* "": not public */
 };
 
 struct gp_msg_pause {
@@ -404,6 +445,7 @@ struct gp_msg {
 		struct gp_msg_stats stats;
 		struct gp_msg_pause pause;
 		struct gp_msg_bye bye;
+		struct gp_msg_profile profile;
 	} u;
 	void *owned_;     /* private: the decoder's array, freed by finish */
 };
@@ -495,6 +537,13 @@ uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i);
  * NaN (kept quiet) and subnormals. */
 uint16_t gp_msg_f32_to_f16(float f);
 float gp_msg_f16_to_f32(uint16_t h);
+
+/* Whether name (borrowed, NUL-terminated) may be a public name: 1 to
+ * GP_MSG_PUBLIC_NAME_MAX bytes of well-formed UTF-8 without control
+ * characters (C0, DEL, C1), bidirectional overrides and isolates (U+202A-
+ * U+202E, U+2066-U+2069: they would reorder the text around the name on a
+ * page), and without leading or trailing spaces. Returns 0 or -EINVAL. */
+int gp_msg_public_name_check(const char *name);
 
 /* Static names for logs: "JOIN", "REJECT"... or "unknown". */
 const char *gp_msg_type_name(uint8_t type);

@@ -68,6 +68,7 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.join.caps = GP_CAP_F16 | (1u << 1);
 		m->u.join.devices = devices;
 		m->u.join.n_devices = 2;
+		strcpy(m->u.join.public_name, "alice");
 		break;
 	case GP_MSG_WELCOME:
 		m->u.welcome.agent_id = 42;
@@ -146,6 +147,19 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.stats.loss = 0.3f;
 		m->u.stats.accuracy = 0.875f;
 		m->u.stats.agents_live = 4;
+		strcpy(m->u.stats.job_name, "fashion-mlp");
+		m->u.stats.epochs = 5;
+		m->u.stats.progress = 0.625f;
+		m->u.stats.eta_s = 95;
+		m->u.stats.test_loss = 0.375f;
+		m->u.stats.eval_epochs = 3;
+		m->u.stats.credit_mflop = UINT64_C(123456789012);
+		m->u.stats.job_id = 2;
+		m->u.stats.state = GP_JOB_STATE_TRAINING;
+		m->u.stats.samples_per_s = 5120.5f;
+		break;
+	case GP_MSG_PROFILE:
+		strcpy(m->u.profile.public_name, "Zoë's rig");
 		break;
 	case GP_MSG_PAUSE:
 		m->u.pause.reason = GP_PAUSE_ON_BATTERY;
@@ -1116,6 +1130,164 @@ static void test_q8(void)
 	free(buf);
 }
 
+/* STATS and PROFILE (GP_CAP_PROGRESS): the documented bytes, the public
+ * name rules and the refusals of values an agent could not show. */
+static void test_progress(void)
+{
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len;
+
+	/* The byte layout of docs/protocol.md: tag 7 job_name, then 8 epochs
+	 * and 9 progress, ... 13 credit_mflop u64. */
+	sample(&m, GP_MSG_STATS);
+	buf = encode(&m, &len);
+	{
+		/* Fields 1-6: 4+8+8+4+4+4 values, six headers. */
+		size_t at = GP_MSG_HEADER_SIZE + 6 * 6 + 32;
+		const uint8_t want[] = { 7, 0, 11, 0, 0, 0, 'f', 'a', 's', 'h',
+					 'i', 'o', 'n', '-', 'm', 'l', 'p',
+					 8, 0, 4, 0, 0, 0, 5, 0, 0, 0,
+					 9, 0, 4, 0, 0, 0, 0, 0, 0x20, 0x3f };
+
+		ASSERT_MEM_EQ(buf + at, want, sizeof(want));
+		at += sizeof(want) + (6 + 4) + (6 + 4) + (6 + 4);
+		ASSERT_EQ(buf[at], 13);
+		ASSERT_UINT_EQ(gp_get_le64(buf + at + 6),
+			       UINT64_C(123456789012));
+	}
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.stats.job_name, "fashion-mlp");
+	ASSERT_EQ(d.u.stats.epochs, 5);
+	ASSERT_NEAR(d.u.stats.progress, 0.625, 0);
+	ASSERT_EQ(d.u.stats.eta_s, 95);
+	ASSERT_NEAR(d.u.stats.test_loss, 0.375, 0);
+	ASSERT_EQ(d.u.stats.eval_epochs, 3);
+	ASSERT_UINT_EQ(d.u.stats.credit_mflop, UINT64_C(123456789012));
+	ASSERT_UINT_EQ(d.u.stats.job_id, 2);
+	ASSERT_EQ(d.u.stats.state, GP_JOB_STATE_TRAINING);
+	ASSERT_NEAR(d.u.stats.samples_per_s, 5120.5, 0);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* An older coordinator's STATS (fields 1-6 only) decodes with the
+	 * rest zero; a newer state value is kept. */
+	sample(&m, GP_MSG_STATS);
+	buf = encode(&m, &len);
+	gp_put_le32(buf + 4, 6 * 6 + 32);
+	ASSERT_OK(gp_msg_decode(buf, GP_MSG_HEADER_SIZE + 6 * 6 + 32, &d));
+	ASSERT_EQ(d.u.stats.epoch, 3);
+	ASSERT_STR_EQ(d.u.stats.job_name, "");
+	ASSERT_EQ(d.u.stats.eval_epochs, 0);
+	ASSERT_UINT_EQ(d.u.stats.credit_mflop, 0);
+	free(buf);
+	sample(&m, GP_MSG_STATS);
+	m.u.stats.state = 9;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.stats.state, 9);
+	free(buf);
+
+	/* Values an agent could not show fail the message. */
+	{
+		static const struct {
+			float progress, accuracy, loss, test_loss, rate;
+		} bad[] = {
+			{ 1.5f, 0, 0, 0, 0 },   { -0.1f, 0, 0, 0, 0 },
+			{ NAN, 0, 0, 0, 0 },    { 0, 1.01f, 0, 0, 0 },
+			{ 0, NAN, 0, 0, 0 },    { 0, 0, -1, 0, 0 },
+			{ 0, 0, INFINITY, 0, 0 }, { 0, 0, 0, NAN, 0 },
+			{ 0, 0, 0, 0, -5 },     { 0, 0, 0, 0, INFINITY },
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			sample(&m, GP_MSG_STATS);
+			m.u.stats.progress = bad[i].progress;
+			m.u.stats.accuracy = bad[i].accuracy;
+			m.u.stats.loss = bad[i].loss;
+			m.u.stats.test_loss = bad[i].test_loss;
+			m.u.stats.samples_per_s = bad[i].rate;
+			buf = encode(&m, &len);
+			ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+			free(buf);
+		}
+	}
+	/* PROFILE: one str field, tag 1. */
+	sample(&m, GP_MSG_PROFILE);
+	buf = encode(&m, &len);
+	{
+		const uint8_t want[] = { 1, 15, 0, 0, 16, 0, 0, 0,
+					 1, 0, 10, 0, 0, 0, 'Z', 'o', 0xc3,
+					 0xab, '\'', 's', ' ', 'r', 'i', 'g' };
+
+		ASSERT_EQ(len, sizeof(want));
+		ASSERT_MEM_EQ(buf, want, len);
+	}
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.profile.public_name, "Zoë's rig");
+	free(buf);
+	/* Empty: withdraw the name. */
+	gp_msg_init(&m, GP_MSG_PROFILE);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_STR_EQ(d.u.profile.public_name, "");
+	free(buf);
+
+	/* The name rules, and a bad name fails PROFILE and JOIN alike. */
+	{
+		static const char *const good[] = {
+			"a", "Zoë", "team 42", "東京のGPU", "🚀 rocket",
+			"0123456789012345678901234567890123456789012345678901234567890123",
+		};
+		static const char *const bad_names[] = {
+			"", " lead", "trail ", "tab\tname", "new\nline",
+			"del\x7f", "c1\xc2\x85", "bidi\xe2\x80\xae", "iso\xe2\x81\xa6x",
+			"bad\xff", "over\xc0\xaf", "surr\xed\xa0\x80",
+			"01234567890123456789012345678901234567890123456789012345678901234",
+		};
+
+		for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+			ASSERT_OK(gp_msg_public_name_check(good[i]));
+		for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]);
+		     i++) {
+			size_t n = strlen(bad_names[i]);
+			uint8_t raw[GP_MSG_HEADER_SIZE + 6 + 80];
+
+			ASSERT_EQ(gp_msg_public_name_check(bad_names[i]), -EINVAL);
+			if (n == 0 || n > GP_MSG_PUBLIC_NAME_MAX)
+				continue;
+			/* PROFILE built by hand: the encoder would refuse
+			 * some of these (control characters). */
+			raw[0] = 1;
+			raw[1] = GP_MSG_PROFILE;
+			raw[2] = raw[3] = 0;
+			gp_put_le32(raw + 4, (uint32_t)(6 + n));
+			gp_put_le16(raw + 8, 1);
+			gp_put_le32(raw + 10, (uint32_t)n);
+			memcpy(raw + 14, bad_names[i], n);
+			ASSERT_EQ(gp_msg_decode(raw, 14 + n, &d), -EBADMSG);
+		}
+		/* A bidi override is a well-formed str: the encoder writes
+		 * it, the JOIN's decoder refuses it. */
+		sample(&m, GP_MSG_JOIN);
+		strcpy(m.u.join.public_name, "evil\xe2\x80\xae");
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+		sample(&m, GP_MSG_JOIN);
+		strcpy(m.u.join.public_name, " padded");
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+		sample(&m, GP_MSG_JOIN);
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_STR_EQ(d.u.join.public_name, "alice");
+		gp_msg_finish(&d);
+		free(buf);
+	}
+}
+
 static void test_names(void)
 {
 	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_UPDATE), "UPDATE");
@@ -1175,6 +1347,7 @@ int main(int argc, char **argv)
 	test_f16();
 	test_i8();
 	test_q8();
+	test_progress();
 	test_names();
 	printf("msg: all tests passed\n");
 	return 0;
