@@ -125,6 +125,37 @@ static const char *const migrations[] = {
 	"  link_bps REAL NOT NULL,"
 	"  sync_ms REAL NOT NULL,"
 	"  at INTEGER NOT NULL);",
+	/* 6: credit (ledger-credit.c). The name a volunteer lets the pool
+	 * publish (NULL: not public); per member and job, the updates and
+	 * samples that earn credit, kept by two triggers in the transaction
+	 * that writes or rolls back the update rows, so that no read scans
+	 * the update log; filled from the log as it stands. The rule of
+	 * what counts is GP_LEDGER_CREDIT_RULE (ledger.h). */
+	"ALTER TABLE agents ADD COLUMN public_name TEXT;"
+	"CREATE TABLE credit ("
+	"  agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,"
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+	"  updates INTEGER NOT NULL DEFAULT 0,"
+	"  samples INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (agent_id, job_id)) WITHOUT ROWID;"
+	"CREATE TRIGGER credit_add AFTER INSERT ON updates"
+	"  WHEN NEW.outcome = 'applied' AND NEW.rolled_back = 0 BEGIN"
+	"  INSERT INTO credit (agent_id, job_id, updates, samples)"
+	"    VALUES (NEW.agent_id, NEW.job_id, 1, NEW.samples)"
+	"    ON CONFLICT (agent_id, job_id) DO UPDATE SET"
+	"      updates = updates + 1, samples = samples + excluded.samples;"
+	"  END;"
+	"CREATE TRIGGER credit_undo AFTER UPDATE OF rolled_back ON updates"
+	"  WHEN OLD.outcome = 'applied' AND OLD.rolled_back = 0"
+	"    AND NEW.rolled_back != 0 BEGIN"
+	"  UPDATE credit SET updates = updates - 1,"
+	"    samples = samples - OLD.samples"
+	"    WHERE agent_id = OLD.agent_id AND job_id = OLD.job_id;"
+	"  END;"
+	"INSERT INTO credit (agent_id, job_id, updates, samples)"
+	"  SELECT agent_id, job_id, count(*), sum(samples) FROM updates"
+	"  WHERE outcome = 'applied' AND rolled_back = 0"
+	"  GROUP BY agent_id, job_id;",
 };
 
 static const struct gp_db_schema ledger_schema = {

@@ -182,6 +182,59 @@ struct gp_ledger_agent_row {
 int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 			 struct gp_ledger_agent_row **ret_rows, size_t *ret_n);
 
+/* ---- credit (ledger-credit.c) ------------------------------------------ */
+
+/* A public name with its NUL (GP_MSG_PUBLIC_NAME_MAX + 1). */
+#define GP_LEDGER_PUBLIC_NAME_MAX 65
+
+/* The one rule of what earns credit, as an SQL condition on a row of the
+ * update log: an update the pool applied and no restore undid. The
+ * triggers of schema step 6 (credit_add, credit_undo) keep the credit
+ * table equal to the log's totals under this rule, in the transaction
+ * that writes or rolls back the rows; gp_ledger_credit_check() compares
+ * (and rebuilds) with it. Changing it, e.g. to count only updates that
+ * verification by recomputation confirmed (issue 14), means changing
+ * this condition AND adding a schema step that recreates the triggers to
+ * match (with a trigger on the verdict's column), then calling
+ * gp_ledger_credit_check(l, true, ...) once. */
+#define GP_LEDGER_CREDIT_RULE "outcome = 'applied' AND rolled_back = 0"
+
+/* Sets (name a valid public name, borrowed) or clears (name NULL or "")
+ * the name agent id lets the pool publish with its credit. The caller
+ * checks the name (gp_msg_public_name_check()). Returns 0 or -ENOENT. */
+int gp_ledger_agent_set_public_name(struct gp_ledger *l, int64_t id,
+				    const char *name);
+
+/* One member's credited work in one job (job_id 0, updates and samples 0:
+ * a member without any). */
+struct gp_ledger_credit_row {
+	int64_t agent_id;
+	char name[GP_LEDGER_NAME_MAX];
+	char public_name[GP_LEDGER_PUBLIC_NAME_MAX]; /* "": not public */
+	char fingerprint[GP_LEDGER_FINGERPRINT_MAX];
+	int64_t joined_at, revoked_at;
+	int64_t job_id;
+	int64_t updates; /* applied minibatches that count */
+	int64_t samples;
+};
+
+/* Lists the credit of every member (agent_id 0) or of one, a row per
+ * member and job, by member then job; an indexed read of the credit
+ * table, never of the update log. On success *ret_rows is malloc'd and
+ * owned by the caller (free()), *ret_n its length. Returns 0 or a negative
+ * errno. */
+int gp_ledger_credit_list(struct gp_ledger *l, int64_t agent_id,
+			  struct gp_ledger_credit_row **ret_rows,
+			  size_t *ret_n);
+
+/* Compares the credit table with the update log's totals under
+ * GP_LEDGER_CREDIT_RULE (a full scan: for checks, not for requests) and
+ * writes the (member, job) pairs that differ into *ret_mismatched; with
+ * fix, rebuilds the table from the log in one transaction. Returns 0 or a
+ * negative errno. */
+int gp_ledger_credit_check(struct gp_ledger *l, bool fix,
+			   int64_t *ret_mismatched);
+
 /* ---- invite tokens ----------------------------------------------------- */
 
 /* Token ids on the wire are 8 random bytes (proto/token.h); the ledger keys

@@ -7,6 +7,7 @@
  *   agents [--json] | agents revoke ID
  *   status [--json]
  *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
+ *   credits [--json] | credits --check [--fix] | leaderboard OUT.html
  *
  * Every command takes --state DIR (default $GRADPOOL_STATE or
  * /var/lib/gradpool-coordinator). The listing commands read the ledger and
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "credit-cmd.h"
 #include "export.h"
 #include "gp-config.h"
 #include "log.h"
@@ -65,6 +67,10 @@ static void usage(FILE *f)
 	      "  export [--job ID] [--checkpoint N] --format safetensors|onnx OUT\n"
 	      "                         write the trained model (the newest intact\n"
 	      "                         checkpoint of the newest job unless told)\n"
+	      "  credits [--json]       each member's credit (GFLOP of applied work)\n"
+	      "  credits --check [--fix] compare credit with the update log\n"
+	      "  leaderboard OUT.html [--title TEXT] [--omit-anonymous]\n"
+	      "                         write the page to publish: public names only\n"
 	      "\n"
 	      "every command: --state DIR (default $GRADPOOL_STATE or "
 	      DEFAULT_STATE ")\n",
@@ -773,6 +779,14 @@ int main(int argc, char **argv)
 	}
 	argc--;
 	argv++;
+	if (strcmp(cmd, "credits") == 0 || strcmp(cmd, "leaderboard") == 0) {
+		const char *st = getenv("GRADPOOL_STATE");
+
+		r = gp_credit_command(st ? st : DEFAULT_STATE,
+				      strcmp(cmd, "leaderboard") == 0, argc,
+				      argv);
+		return r == -EINVAL ? 2 : r < 0 ? 1 : 0;
+	}
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
 	if (optind < argc)

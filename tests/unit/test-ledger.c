@@ -17,6 +17,9 @@
 #include "ledger.h"
 #include "test.h"
 
+/* The ledger's schema steps (ledger.c migrations[]). */
+#define SCHEMA_STEPS 6
+
 static char dir[64];
 
 static void path_in(char *buf, size_t size, const char *name)
@@ -152,7 +155,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -230,7 +233,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
 }
 
 static void test_tokens_and_join(void)
@@ -805,7 +808,9 @@ static void test_rollback(void)
 
 	/* A version 1 ledger (before the column and agent_links) is
 	 * migrated: its rows count, its agents' links are unknown. */
-	sql(path, "ALTER TABLE updates DROP COLUMN rolled_back; "
+	sql(path, "DROP TRIGGER credit_add; DROP TRIGGER credit_undo; "
+		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN public_name; "
+		  "ALTER TABLE updates DROP COLUMN rolled_back; "
 		  "ALTER TABLE jobs DROP COLUMN model; "
 		  "ALTER TABLE agents DROP COLUMN left_at; "
 		  "ALTER TABLE agents DROP COLUMN connections; "
@@ -819,7 +824,7 @@ static void test_rollback(void)
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
@@ -1102,6 +1107,161 @@ static void test_bad_files(void)
 	gp_ledger_close(l);
 }
 
+/* The credit table against the update log: what the triggers keep equals
+ * the log's totals under GP_LEDGER_CREDIT_RULE through buffered flushes,
+ * checkpoint writes, rollbacks and several jobs; a damaged table is found
+ * and rebuilt; a ledger of schema step 5 is filled from its log. */
+static void credit_of(struct gp_ledger *l, int64_t agent, int64_t job,
+		      int64_t *ret_updates, int64_t *ret_samples)
+{
+	struct gp_ledger_credit_row *rows = NULL;
+	size_t n = 0;
+
+	*ret_updates = *ret_samples = 0;
+	ASSERT_OK(gp_ledger_credit_list(l, agent, &rows, &n));
+	for (size_t i = 0; i < n; i++) {
+		ASSERT_EQ(rows[i].agent_id, agent);
+		if (rows[i].job_id == job) {
+			*ret_updates = rows[i].updates;
+			*ret_samples = rows[i].samples;
+		}
+	}
+	free(rows);
+}
+
+static void test_credit(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a;
+	struct gp_ledger_update u;
+	struct gp_ledger_credit_row *rows = NULL;
+	char path[256];
+	int64_t job = 0, other = 0, ann = 0, bob = 0, nu, ns, bad = -1;
+	uint8_t *blob;
+	size_t n = 0, blen;
+
+	l = open_new("credit.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	ASSERT_OK(gp_ledger_job_create(l, "other", 1, &other));
+	make_agent(&a, 1, "ann-laptop");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &ann));
+	make_agent(&a, 2, "bob-desktop");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 2, &bob));
+	gp_ledger_set_batching(l, 1000, 100000);
+
+	/* Nothing yet: one row per member, without a job. */
+	ASSERT_OK(gp_ledger_credit_list(l, 0, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(rows[0].job_id, 0);
+	ASSERT_EQ(rows[0].updates, 0);
+	ASSERT_STR_EQ(rows[0].public_name, "");
+	ASSERT_STR_EQ(rows[1].name, "bob-desktop");
+	free(rows);
+
+	/* ann: 10 applied of 64 samples, one of 17; a duplicate, a late and
+	 * a rejected row, which earn nothing. bob: 3 applied in the other
+	 * job. Half flushed, half written by a checkpoint. */
+	for (int i = 0; i < 10; i++) {
+		u = upd(job, ann, i, i, GP_UPDATE_APPLIED);
+		gp_ledger_update_append(l, &u);
+		if (i == 4)
+			ASSERT_EQ(gp_ledger_flush(l), 5);
+	}
+	u = upd(job, ann, 10, 10, GP_UPDATE_APPLIED);
+	u.samples = 17;
+	gp_ledger_update_append(l, &u);
+	u = upd(job, ann, 11, 3, GP_UPDATE_DUPLICATE);
+	gp_ledger_update_append(l, &u);
+	u = upd(job, ann, 11, 11, GP_UPDATE_LATE);
+	gp_ledger_update_append(l, &u);
+	u = upd(job, ann, 11, 12, GP_UPDATE_REJECTED);
+	gp_ledger_update_append(l, &u);
+	for (int i = 0; i < 3; i++) {
+		u = upd(other, bob, i, i, GP_UPDATE_APPLIED);
+		gp_ledger_update_append(l, &u);
+	}
+	blob = make_blob(1, &blen);
+	ASSERT_OK(gp_ledger_checkpoint_write(l, job, 1, 11, 5000, blob, blen,
+					     3, NULL));
+	free(blob);
+	credit_of(l, ann, job, &nu, &ns);
+	ASSERT_EQ(nu, 11);
+	ASSERT_EQ(ns, 10 * 64 + 17);
+	credit_of(l, bob, other, &nu, &ns);
+	ASSERT_EQ(nu, 3);
+	ASSERT_EQ(ns, 3 * 64);
+	credit_of(l, bob, job, &nu, &ns);
+	ASSERT_EQ(nu, 0);
+	ASSERT_OK(gp_ledger_credit_check(l, false, &bad));
+	ASSERT_EQ(bad, 0);
+
+	/* A restore to a checkpoint of 8 updates undoes ann's last three
+	 * (minibatches 8, 9, 10: 64 + 64 + 17 samples); redoing them with
+	 * bob earns bob the credit. */
+	ASSERT_EQ(gp_ledger_rollback_after(l, job, 1, 8), 3);
+	credit_of(l, ann, job, &nu, &ns);
+	ASSERT_EQ(nu, 8);
+	ASSERT_EQ(ns, 8 * 64);
+	for (int i = 8; i < 11; i++) {
+		u = upd(job, bob, 20 + i, i, GP_UPDATE_APPLIED);
+		gp_ledger_update_append(l, &u);
+	}
+	ASSERT_EQ(gp_ledger_flush(l), 3);
+	credit_of(l, bob, job, &nu, &ns);
+	ASSERT_EQ(nu, 3);
+	ASSERT_OK(gp_ledger_credit_check(l, false, &bad));
+	ASSERT_EQ(bad, 0);
+	/* The table equals the log's totals, pair by pair. */
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM credit c WHERE "
+			  "c.samples != (SELECT coalesce(sum(samples), 0) FROM "
+			  "updates u WHERE u.agent_id = c.agent_id AND u.job_id "
+			  "= c.job_id AND outcome = 'applied' AND rolled_back "
+			  "= 0)"), 0);
+
+	/* Public names: set, listed, cleared; an unknown member. */
+	ASSERT_OK(gp_ledger_agent_set_public_name(l, ann, "Ann Z."));
+	ASSERT_EQ(gp_ledger_agent_set_public_name(l, 999, "x"), -ENOENT);
+	ASSERT_OK(gp_ledger_credit_list(l, ann, &rows, &n));
+	ASSERT_EQ(n, 1);
+	ASSERT_STR_EQ(rows[0].public_name, "Ann Z.");
+	ASSERT_STR_EQ(rows[0].name, "ann-laptop");
+	free(rows);
+	ASSERT_OK(gp_ledger_agent_set_public_name(l, ann, ""));
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents WHERE "
+			  "public_name IS NOT NULL"), 0);
+	ASSERT_OK(gp_ledger_agent_set_public_name(l, bob, "Bob"));
+	gp_ledger_close(l);
+
+	/* Damage found and mended. */
+	sql(path, "UPDATE credit SET samples = samples + 1 WHERE agent_id = 1;"
+		  "DELETE FROM credit WHERE agent_id = 2 AND job_id = 2;");
+	ASSERT_OK(gp_ledger_open(path, 0, &l, NULL, 0));
+	ASSERT_OK(gp_ledger_credit_check(l, false, &bad));
+	ASSERT_EQ(bad, 2);
+	ASSERT_OK(gp_ledger_credit_check(l, true, &bad));
+	ASSERT_EQ(bad, 2);
+	ASSERT_OK(gp_ledger_credit_check(l, false, &bad));
+	ASSERT_EQ(bad, 0);
+	credit_of(l, bob, other, &nu, &ns);
+	ASSERT_EQ(nu, 3);
+	gp_ledger_close(l);
+
+	/* A ledger of step 5 (before credit) gets its table from the log. */
+	sql(path, "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
+		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN "
+		  "public_name; PRAGMA user_version = 5;");
+	ASSERT_OK(gp_ledger_open(path, 0, &l, NULL, 0));
+	credit_of(l, ann, job, &nu, &ns);
+	ASSERT_EQ(nu, 8);
+	ASSERT_EQ(ns, 8 * 64);
+	credit_of(l, bob, job, &nu, &ns);
+	ASSERT_EQ(nu, 3);
+	ASSERT_EQ(ns, 3 * 64);
+	ASSERT_OK(gp_ledger_credit_check(l, false, &bad));
+	ASSERT_EQ(bad, 0);
+	gp_ledger_close(l);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -1116,6 +1276,7 @@ int main(void)
 	test_checkpoints();
 	test_rollback();
 	test_owner_view();
+	test_credit();
 	test_second_reader();
 	test_bad_files();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
