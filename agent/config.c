@@ -120,6 +120,24 @@ static int parse_device(void *target, const char *value, char *why,
 	return 0;
 }
 
+/* The name the pool may publish with the volunteer's credit: off unless
+ * given, and held to the wire's rules for it. */
+static int parse_public_name(void *target, const char *value, char *why,
+			     size_t whylen)
+{
+	struct gp_agent_config *cfg = target;
+
+	if (value[0] && gp_msg_public_name_check(value) < 0) {
+		snprintf(why, whylen,
+			 "not a public name: 1 to %d bytes of UTF-8, without "
+			 "control characters or spaces at either end",
+			 GP_MSG_PUBLIC_NAME_MAX);
+		return -EINVAL;
+	}
+	snprintf(cfg->public_name, sizeof(cfg->public_name), "%s", value);
+	return 0;
+}
+
 /* An absolute path, so that a service started from / finds the same place. */
 static int parse_state_dir(void *target, const char *value, char *why,
 			   size_t whylen)
@@ -146,6 +164,8 @@ static const struct gp_conf_key keys[] = {
 	{"agent", "state_dir", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_state_dir},
 	{"agent", "name", GP_CONF_STRING, F(name),
 	 sizeof(((struct gp_agent_config *)0)->name), 0, 0, 0, NULL},
+	{"agent", "public_name", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
+	 parse_public_name},
 	{"agent", "device", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_device},
 	{"agent", "data_dir", GP_CONF_STRING, F(data_dir),
 	 sizeof(((struct gp_agent_config *)0)->data_dir), 0, 0, 0, NULL},

@@ -6,6 +6,10 @@
  *   state_dir = /var/lib/gradpool-agent   identity key and stats database
  *   name =                                shown to the pool owner (default:
  *                                         empty, the host name is used)
+ *   public_name =                         the name the pool may publish with
+ *                                         this volunteer's credit (default:
+ *                                         empty, not public; `gradpool-agent
+ *                                         name` overrides it)
  *   device = auto                         auto | cpu | opencl | opencl:N
  *   [limits]
  *   idle_only = false                     compute only when the user is idle
@@ -32,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "msg.h"
 #include "policy.h"
 
 #define GP_AGENT_STATE_DIR_DEFAULT "/var/lib/gradpool-agent"
@@ -48,6 +53,7 @@ enum gp_agent_device_kind {
 struct gp_agent_config {
 	char state_dir[256];
 	char name[64];
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* "": not public */
 	enum gp_agent_device_kind device;
 	int opencl_index;
 	bool idle_only;

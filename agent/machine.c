@@ -53,6 +53,8 @@ void gp_machine_init(struct gp_machine *m, const struct gp_session_config *cfg,
 	m->data_fingerprint = data_fingerprint;
 	m->ops = ops;
 	m->ctx = ctx;
+	snprintf(m->public_name, sizeof(m->public_name), "%s",
+		 cfg->public_name);
 }
 
 void gp_machine_finish(struct gp_machine *m)
@@ -82,6 +84,57 @@ static void send_work_request(struct gp_machine *m)
 	send_msg(m, &msg);
 }
 
+void gp_machine_set_public_name(struct gp_machine *m, const char *name)
+{
+	struct gp_msg msg;
+
+	snprintf(m->public_name, sizeof(m->public_name), "%s", name);
+	if (!m->welcomed || !(m->caps & GP_CAP_PROGRESS) ||
+	    !m->ops->established(m->ctx))
+		return;
+	gp_msg_init(&msg, GP_MSG_PROFILE);
+	snprintf(msg.u.profile.public_name, sizeof(msg.u.profile.public_name),
+		 "%s", m->public_name);
+	send_msg(m, &msg);
+}
+
+/* The job and credit part of the status, from the last STATS. */
+static void progress_status(const struct gp_machine *m,
+			    struct gp_agent_status *st)
+{
+	const struct gp_msg_stats *p = &m->progress;
+
+	snprintf(st->public_name, sizeof(st->public_name), "%s",
+		 m->public_name);
+	/* Kept through a reconnection (the last known), not once the pool
+	 * is left. */
+	if (!m->have_pool)
+		st->have_job = false;
+	if (!m->have_progress)
+		return;
+	st->have_job = true;
+	snprintf(st->job, sizeof(st->job), "%s", p->job_name);
+	st->job_id = p->job_id;
+	snprintf(st->job_state, sizeof(st->job_state), "%s",
+		 p->state == GP_JOB_STATE_TRAINING ? "training" :
+		 p->state == GP_JOB_STATE_DONE ? "done" :
+		 p->state == GP_JOB_STATE_NONE ? "none" : "unknown");
+	st->epoch = p->epoch + 1;
+	st->epochs = p->epochs;
+	st->progress = p->progress;
+	st->eta_s = p->eta_s == GP_MSG_ETA_UNKNOWN ? -1 : (int64_t)p->eta_s;
+	st->eval_epochs = p->eval_epochs;
+	st->accuracy = p->accuracy;
+	st->test_loss = p->test_loss;
+	st->train_loss = p->loss;
+	st->pool_samples_per_s = p->samples_per_s;
+	st->agents_live = p->agents_live;
+	st->credit_gflop = (double)p->credit_mflop / 1000.0;
+	st->credit_updates = p->updates_accepted;
+	st->credit_samples = p->samples_credited;
+	st->progress_at = m->progress_at;
+}
+
 bool gp_machine_paused(const struct gp_machine *m)
 {
 	return m->user_paused || m->finishing || m->verdict != GP_POLICY_RUN;
@@ -96,6 +149,7 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 		 m->have_pool ? m->endpoint_now : "");
 	snprintf(st->device, sizeof(st->device), "%s", m->cfg->device_name);
 	st->minibatches = m->minibatches;
+	progress_status(m, st);
 	if (!m->have_pool && !m->members_read && m->mode == GP_MACHINE_RUN) {
 		/* Not "not a member" before the memberships were read: a
 		 * member's restart would say so for a moment. */
@@ -139,6 +193,11 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 			 "to serve the next one (%u attempts so far)",
 			 m->endpoint_now[0] ? m->endpoint_now : "its address",
 			 m->attempts);
+	} else if (m->welcomed && m->have_progress) {
+		snprintf(st->state, sizeof(st->state), "connected");
+		snprintf(st->reason, sizeof(st->reason),
+			 "computing for job %.64s at %.160s",
+			 m->progress.job_name, m->endpoint_now);
 	} else if (m->welcomed) {
 		snprintf(st->state, sizeof(st->state), "connected");
 		snprintf(st->reason, sizeof(st->reason),
@@ -400,7 +459,10 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
-			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT;
+			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
+			  GP_CAP_PROGRESS;
+	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
+		 m->public_name);
 	if (m->data) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
@@ -632,6 +694,7 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		m->backoff_ms = 0;
 	m->agent_id = (int64_t)w->agent_id;
 	m->caps = w->caps;
+	m->have_progress = false;
 	/* A new session pulls the coordinator's parameters: what earlier
 	 * updates did not send is not owed to them. */
 	gp_feedback_reset(&m->feedback);
@@ -816,7 +879,15 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 	case GP_MSG_BYE:
 		on_bye(m, &msg.u.bye);
 		break;
-	default: /* HEARTBEAT, CLOCK, STATS: nothing to do */
+	case GP_MSG_STATS:
+		if (m->welcomed) {
+			m->progress = msg.u.stats;
+			m->have_progress = true;
+			m->progress_at = gp_now_s();
+			status_changed(m);
+		}
+		break;
+	default: /* HEARTBEAT, CLOCK: nothing to do */
 		break;
 	}
 	gp_msg_finish(&msg);

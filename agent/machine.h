@@ -164,6 +164,14 @@ struct gp_machine {
 	/* Results of an earlier connection's work, dropped. */
 	uint64_t stale_results;
 	uint64_t minibatches;     /* computed and sent, for the status */
+	/* The job's progress and this member's credit, as the last STATS
+	 * said (GP_CAP_PROGRESS); progress_at: unix s it came. */
+	struct gp_msg_stats progress;
+	bool have_progress;
+	int64_t progress_at;
+	/* The public name sent with JOIN (from cfg, then
+	 * gp_machine_set_public_name). */
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1];
 	/* The end. */
 	bool stopping;
 	int result;
@@ -230,6 +238,11 @@ void gp_machine_on_beacon(struct gp_machine *m, const uint8_t *key,
 
 /* Stops the session with result (0 or a negative errno). */
 void gp_machine_stop(struct gp_machine *m, int result);
+
+/* The volunteer set (name, borrowed, checked by the caller) or withdrew
+ * ("") the public name: kept for the next JOIN and sent at once as a
+ * PROFILE when the coordinator takes it (GP_CAP_PROGRESS). */
+void gp_machine_set_public_name(struct gp_machine *m, const char *name);
 
 /* Whether computing is paused (by the volunteer or the policy). */
 bool gp_machine_paused(const struct gp_machine *m);

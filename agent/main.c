@@ -5,6 +5,9 @@
  *                                compute for the pool until stopped
  *   status [--json]              connected, paused or waiting, and why
  *   pause | resume               stop and restart computing (control socket)
+ *   name [NAME | --clear | --default]
+ *                                the public name shown with this machine's
+ *                                credit (default: none, not public)
  *   leave [POOL]                 leave a pool (the coordinator is told)
  *   stats [--json] [--by day|pool|device]
  *                                what this machine contributed
@@ -68,6 +71,7 @@ struct options {
 	long beacon_port;                    /* -1: from the configuration */
 	const char *data_dir;                /* NULL: from the configuration */
 	const char *pause_for;               /* pause --for DURATION */
+	int name_mode;                       /* name: 'c' --clear, 'd' --default */
 	char control_buf[300];
 	struct gp_agent_config cfg;
 };
@@ -91,6 +95,10 @@ static void usage(FILE *f)
 	      "  resume                     compute again\n"
 	      "  finish                     answer the work in hand, then stop\n"
 	      "  leave [POOL]               leave a pool; the coordinator is told\n"
+	      "  name [NAME|--clear|--default]\n"
+	      "                             the public name the pool may show with\n"
+	      "                             your credit (--clear: not public;\n"
+	      "                             --default: agent.conf's public_name)\n"
 	      "  stats [--json] [--by day|pool|device]\n"
 	      "                             this machine's contribution, from its "
 	      "own database\n"
@@ -200,6 +208,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "data-dir", required_argument, NULL, 'R' },
 		{ "for", required_argument, NULL, 'f' },
+		{ "clear", no_argument, NULL, 1001 },
+		{ "default", no_argument, NULL, 1002 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -248,6 +258,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'f':
 			o->pause_for = optarg;
+			break;
+		case 1001:
+		case 1002:
+			o->name_mode = c == 1001 ? 'c' : 'd';
 			break;
 		case 'h':
 			usage(stdout);
@@ -609,6 +623,72 @@ static int lock_state(const char *dir)
 	return 0;
 }
 
+/* The public name in force: `gradpool-agent name`'s in the database, else
+ * agent.conf's; "" when none (or the stored one is damaged). */
+static void public_name(const struct options *o, struct gp_stats *stats,
+			char *buf, size_t size)
+{
+	if (gp_stats_public_name_get(stats, buf, size) <= 0)
+		snprintf(buf, size, "%s", o->cfg.public_name);
+	if (buf[0] && gp_msg_public_name_check(buf) < 0) {
+		gp_warn("the stored public name is not valid: not public "
+			"(gradpool-agent name NAME)");
+		buf[0] = '\0';
+	}
+}
+
+/* name [NAME | --clear | --default]: records the choice in the database
+ * (as its owner), tells the running agent, which tells its pool. */
+static int cmd_name(struct options *o, const char *name)
+{
+	char reply[GP_CONTROL_REPLY_MAX], line[GP_CONTROL_LINE_MAX];
+	char now[GP_MSG_PUBLIC_NAME_MAX + 1];
+	struct gp_stats *stats = NULL;
+	struct saved_ids ids;
+	int r;
+
+	if ((name != NULL) + (o->name_mode != 0) > 1) {
+		gp_error("name: give a NAME, --clear or --default");
+		return -EINVAL;
+	}
+	if (name && gp_msg_public_name_check(name) < 0) {
+		gp_error("name: '%s' is not a public name: 1 to %d bytes of "
+			 "UTF-8, no control characters, no spaces at either "
+			 "end", name, GP_MSG_PUBLIC_NAME_MAX);
+		return -EINVAL;
+	}
+	r = as_owner(o->state, &ids);
+	if (r < 0)
+		return r;
+	r = open_state(o->state, NULL, &stats,
+		       name || o->name_mode ? GP_STATS_CREATE : GP_STATS_READONLY);
+	if (r >= 0 && (name || o->name_mode))
+		r = gp_stats_public_name_set(stats, o->name_mode == 'd' ? NULL :
+						    name ? name : "");
+	if (r < 0)
+		gp_error("%s", stats ? gp_stats_error(stats) : o->state);
+	if (r >= 0)
+		public_name(o, stats, now, sizeof(now));
+	gp_stats_close(stats);
+	as_root(&ids);
+	if (r < 0)
+		return r;
+	if (name || o->name_mode) {
+		snprintf(line, sizeof(line), "name %s", now);
+		if (gp_control_request(o->control, line, reply, sizeof(reply),
+				       5000) < 0 || strncmp(reply, "ok", 2) != 0)
+			printf("recorded; the agent tells the pool when it "
+			       "next starts\n");
+	}
+	if (now[0])
+		printf("public name: %s (the pool owner may show it with your "
+		       "credit)\n", now);
+	else
+		printf("no public name: the pool shows your credit as "
+		       "anonymous\n");
+	return 0;
+}
+
 static int cmd_run(struct options *o)
 {
 	struct gp_session_config cfg = { 0 };
@@ -686,8 +766,9 @@ static int cmd_run(struct options *o)
 		goto out;
 	starting_status("loading the training set and the memberships");
 	cfg.starting_control = early;
-	/* Read after the benchmark: a pause given while it ran is recorded
-	 * by the CLI. */
+	/* Read after the benchmark: a pause or a name given while it ran
+	 * is recorded by the CLI. */
+	public_name(o, stats, cfg.public_name, sizeof(cfg.public_name));
 	if (gp_stats_pause_get(stats, &cfg.paused_until) < 0)
 		gp_warn("cannot read the pause: %s", gp_stats_error(stats));
 	else if (cfg.paused_until == GP_STATS_PAUSE_FOREVER)
@@ -709,22 +790,6 @@ out:
 	gp_stats_close(stats);
 	gp_identity_destroy(id);
 	return r;
-}
-
-static void print_json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
 }
 
 static int cmd_status(struct options *o)
@@ -753,32 +818,7 @@ static int cmd_status(struct options *o)
 			 "no agent answers on %s (systemctl start gradpool-agent)",
 			 o->control);
 	}
-	if (o->json) {
-		printf("{\"state\": ");
-		print_json_string(st.state);
-		printf(", \"reason\": ");
-		print_json_string(st.reason);
-		printf(", \"pool\": ");
-		print_json_string(st.pool);
-		printf(", \"endpoint\": ");
-		print_json_string(st.endpoint);
-		printf(", \"device\": ");
-		print_json_string(st.device);
-		printf(", \"since\": %" PRId64 ", \"minibatches\": %" PRIu64
-		       ", \"pid\": %" PRIu64 "}\n",
-		       st.since, st.minibatches, st.pid);
-	} else {
-		printf("%s: %s\n", st.state, st.reason);
-		if (st.pool[0])
-			printf("  pool:        %s\n", st.pool);
-		if (st.endpoint[0])
-			printf("  coordinator: %s\n", st.endpoint);
-		if (st.device[0])
-			printf("  device:      %s\n", st.device);
-		if (st.pid)
-			printf("  minibatches: %" PRIu64 " since start (pid %" PRIu64
-			       ")\n", st.minibatches, st.pid);
-	}
+	gp_agent_status_print(stdout, &st, o->json);
 	/* Like systemctl status: 3 when nothing runs. */
 	return strcmp(st.state, "stopped") == 0 ? 3 : 0;
 }
@@ -1135,6 +1175,11 @@ int main(int argc, char **argv)
 		r = cmd_pause(&o, cmd);
 	else if (strcmp(cmd, "leave") == 0)
 		r = cmd_leave(&o, arg);
+	else if (strcmp(cmd, "name") == 0) {
+		r = cmd_name(&o, arg);
+		if (r == -EINVAL)
+			return 2;
+	}
 	else if (strcmp(cmd, "stats") == 0)
 		r = cmd_stats(&o);
 	else if (strcmp(cmd, "web") == 0)

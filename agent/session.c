@@ -777,7 +777,7 @@ static void pause_until(struct session *s, int64_t until)
 }
 
 /* The control socket's commands: status, pause [UNTIL], resume, finish,
- * reload. A pause or resume is applied and recorded in the database (the
+ * reload, name [PUBLIC-NAME]. A pause or resume is applied and recorded in the database (the
  * CLI records it itself only when no agent runs). */
 static void on_control(const char *line, char *reply, size_t len, void *data)
 {
@@ -814,9 +814,19 @@ static void on_control(const char *line, char *reply, size_t len, void *data)
 	} else if (strcmp(line, "reload") == 0) {
 		check_members(s);
 		snprintf(reply, len, "ok: reloading the memberships\n");
+	} else if (strcmp(line, "name") == 0 || strncmp(line, "name ", 5) == 0) {
+		const char *name = line[4] ? line + 5 : "";
+
+		if (name[0] && gp_msg_public_name_check(name) < 0) {
+			snprintf(reply, len, "error: not a public name\n");
+			return;
+		}
+		gp_machine_set_public_name(&s->m, name);
+		publish_status(s);
+		snprintf(reply, len, "ok: %s\n", name[0] ? "public" : "not public");
 	} else {
 		snprintf(reply, len, "error: unknown command (status, pause, "
-			 "resume, finish, reload)\n");
+			 "resume, finish, reload, name)\n");
 	}
 }
 

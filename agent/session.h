@@ -20,6 +20,9 @@ struct gp_session_config {
 	struct gp_stats *stats;             /* borrowed; NULL: no accounting */
 	struct gp_stats_membership pool;    /* leave: the pool to say bye to */
 	char name[GP_MSG_NAME_MAX + 1];
+	/* The name the pool may publish with this volunteer's credit (JOIN,
+	 * PROFILE); "": not public. */
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1];
 	struct gp_msg_device devices[GP_MSG_DEVICES_MAX];
 	size_t n_devices;
 	enum gp_backend_type backend;       /* the device that computes */

@@ -40,6 +40,11 @@ static const char *const migrations[] = {
 	"CREATE TABLE settings ("
 	"  key TEXT PRIMARY KEY,"
 	"  value INTEGER NOT NULL) WITHOUT ROWID;",
+	/* 3: the volunteer's text settings (the public name; settings'
+	 * INTEGER affinity would turn "007" into 7) */
+	"CREATE TABLE text_settings ("
+	"  key TEXT PRIMARY KEY,"
+	"  value TEXT NOT NULL) WITHOUT ROWID;",
 };
 
 static const struct gp_db_schema stats_schema = {
@@ -189,6 +194,51 @@ int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until)
 		return r;
 	*ret_until = v > 0 ? v : 0;
 	return 0;
+}
+
+int gp_stats_public_name_set(struct gp_stats *s, const char *name)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	if (name)
+		r = gp_db_run(&s->c, "cannot record the public name",
+			      "INSERT INTO text_settings (key, value) VALUES "
+			      "('public_name', ?1) ON CONFLICT (key) DO UPDATE "
+			      "SET value = excluded.value",
+			      "t", name);
+	else
+		r = gp_db_run(&s->c, "cannot forget the public name",
+			      "DELETE FROM text_settings WHERE key = "
+			      "'public_name'", "");
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : 0;
+}
+
+static int read_text(sqlite3_stmt *st, void *arg)
+{
+	char **buf = arg;
+
+	*buf = strdup((const char *)(sqlite3_column_text(st, 0) ?
+					     sqlite3_column_text(st, 0) :
+					     (const unsigned char *)""));
+	return *buf ? 0 : -ENOMEM;
+}
+
+int gp_stats_public_name_get(struct gp_stats *s, char *buf, size_t size)
+{
+	char *v = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = gp_db_row(&s->c, "cannot read the public name", read_text, &v,
+		      "SELECT value FROM text_settings WHERE key = "
+		      "'public_name'", "");
+	pthread_mutex_unlock(&s->lock);
+	if (r > 0)
+		snprintf(buf, size, "%s", v);
+	free(v);
+	return r;
 }
 
 static int read_membership(sqlite3_stmt *st, void *arg)

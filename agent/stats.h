@@ -80,6 +80,17 @@ int gp_stats_membership_list(struct gp_stats *s,
 int gp_stats_pause_set(struct gp_stats *s, int64_t until);
 int gp_stats_pause_get(struct gp_stats *s, int64_t *ret_until);
 
+/* ---- the public name ---------------------------------------------------- */
+
+/* The name the volunteer set with `gradpool-agent name`, which overrides
+ * agent.conf's public_name: set stores name (borrowed; "" means "not
+ * public", whatever agent.conf says), NULL forgets the override. get
+ * copies it into buf (size bytes) and returns 1, or 0 when none was set
+ * (buf untouched), or a negative errno. The caller checks names
+ * (gp_msg_public_name_check()). */
+int gp_stats_public_name_set(struct gp_stats *s, const char *name);
+int gp_stats_public_name_get(struct gp_stats *s, char *buf, size_t size);
+
 /* ---- contributions ----------------------------------------------------- */
 
 struct gp_stats_delta {

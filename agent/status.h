@@ -8,8 +8,12 @@
 #ifndef GP_AGENT_STATUS_H
 #define GP_AGENT_STATUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "msg.h"
 
 #define GP_AGENT_STATUS_TEXT_MAX 256
 
@@ -27,6 +31,23 @@ struct gp_agent_status {
 	int64_t since;          /* unix seconds of the last state change */
 	uint64_t minibatches;   /* computed since the agent started */
 	uint64_t pid;
+	/* The job and this member's credit, as the coordinator last told
+	 * (STATS); have_job false: never told (an older coordinator). */
+	bool have_job;
+	char job[GP_MSG_JOB_NAME_MAX + 1];
+	uint64_t job_id;
+	char job_state[16];     /* "training", "done", "none", "unknown" */
+	uint32_t epoch, epochs; /* epoch from 1 */
+	double progress;        /* share of the job done, 0..1 */
+	int64_t eta_s;          /* -1: unknown */
+	uint32_t eval_epochs;   /* 0: no evaluation yet */
+	double accuracy, test_loss, train_loss;
+	double pool_samples_per_s;
+	uint32_t agents_live;
+	double credit_gflop;    /* over every job of the pool */
+	uint64_t credit_updates, credit_samples; /* this job */
+	int64_t progress_at;    /* unix seconds of that STATS */
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* "": not public */
 };
 
 /* Stores a copy of *st (borrowed) as the latest snapshot. */
@@ -44,5 +65,19 @@ int gp_agent_status_format(const struct gp_agent_status *st, char *buf,
  * are skipped, missing ones stay empty. *ret is written only on success.
  * Returns 0, or -EBADMSG when there is no state line. */
 int gp_agent_status_parse(const char *text, struct gp_agent_status *ret);
+
+/* Prints *st (borrowed) for `gradpool-agent status`: the text a
+ * volunteer reads, or (json) one JSON object (docs/operations.md has the
+ * keys). */
+void gp_agent_status_print(FILE *out, const struct gp_agent_status *st,
+			   bool json);
+
+/* An ETA in seconds as "1h 02m", "3m 20s", "45s" (the coordinator's
+ * status says it so), "unknown" when negative, into buf. */
+const char *gp_agent_status_eta(int64_t s, char *buf, size_t size);
+
+/* "12.3 GFLOP", "1.25 TFLOP": a GFLOP figure in human units, into buf
+ * (size bytes), which is returned. */
+const char *gp_agent_status_gflop(double gflop, char *buf, size_t size);
 
 #endif

@@ -234,6 +234,70 @@ static void put_table(struct buf *b, const char *id, const char *first,
 	put(b, "</tbody></table>");
 }
 
+/* The pool's job and the volunteer's credit, as the coordinator last told
+ * (STATS): name, a progress bar, ETA, the latest test accuracy, credit
+ * and public name. Nothing when no coordinator told (an older one). */
+static void put_job(struct buf *b, const struct gp_agent_status *st)
+{
+	char eta[32], g[32];
+	double pct = 100.0 * st->progress;
+
+	if (!st->have_job) {
+		if (st->public_name[0]) {
+			put(b, "<p>Public name: <span id=\"public-name\">");
+			put_text(b, st->public_name);
+			put(b, "</span></p>");
+		}
+		return;
+	}
+	put(b, "<h2>The pool's job</h2><div id=\"job\" data-job-id=\"%" PRIu64
+	       "\" data-progress=\"%.6f\" data-eta=\"%" PRId64 "\" "
+	       "data-eval-epochs=\"%" PRIu32 "\" data-accuracy=\"%.6f\" "
+	       "data-credit-gflop=\"%.3f\" data-credit-updates=\"%" PRIu64
+	       "\">", st->job_id, st->progress, st->eta_s, st->eval_epochs,
+	    st->accuracy, st->credit_gflop, st->credit_updates);
+	put(b, "<p><strong id=\"job-name\">");
+	put_text(b, st->job);
+	put(b, "</strong> (job %" PRIu64 ") at <span id=\"pool-endpoint\">",
+	    st->job_id);
+	put_text(b, st->endpoint[0] ? st->endpoint : st->pool);
+	put(b, "</span>: <span id=\"job-state\">");
+	put_text(b, st->job_state);
+	put(b, "</span>");
+	if (st->epochs)
+		put(b, ", epoch %" PRIu32 " of %" PRIu32, st->epoch, st->epochs);
+	put(b, "</p><svg id=\"job-bar\" width=\"400\" height=\"18\" "
+	       "role=\"img\" aria-label=\"%.1f %% done\"><rect width=\"400\" "
+	       "height=\"18\" fill=\"#e4e4f4\"/><rect class=\"done\" width=\"%.1f\" "
+	       "height=\"18\" fill=\"#4a7bd0\"/></svg> <span id=\"job-progress\">"
+	       "%.1f %%</span> done, ETA <span id=\"job-eta\">%s</span>",
+	    pct, 4.0 * pct, pct,
+	    strcmp(st->job_state, "done") == 0 ? "-" :
+		    gp_agent_status_eta(st->eta_s, eta, sizeof(eta)));
+	if (st->eval_epochs)
+		put(b, "<p>Test accuracy <strong id=\"job-accuracy\">%.2f %%"
+		       "</strong> after epoch %" PRIu32 " (test loss %.4f)",
+		    100.0 * st->accuracy, st->eval_epochs, st->test_loss);
+	else
+		put(b, "<p>Test accuracy: <span id=\"job-accuracy\">not "
+		       "evaluated yet</span>");
+	put(b, "; the pool: %" PRIu32 " agent(s), %.0f samples/s.</p>",
+	    st->agents_live, st->pool_samples_per_s);
+	put(b, "<p>Your credit: <strong id=\"credit\">%s</strong> in this "
+	       "pool (%" PRIu64 " updates, %" PRIu64 " samples in this job); ",
+	    gp_agent_status_gflop(st->credit_gflop, g, sizeof(g)),
+	    st->credit_updates, st->credit_samples);
+	if (st->public_name[0]) {
+		put(b, "shown as <span id=\"public-name\">");
+		put_text(b, st->public_name);
+		put(b, "</span>.</p>");
+	} else {
+		put(b, "shown as <span id=\"public-name\">anonymous</span> "
+		       "(gradpool-agent name NAME).</p>");
+	}
+	put(b, "</div>");
+}
+
 int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		  const struct gp_stats_row *pools, size_t n_pools,
 		  const struct gp_stats_row *devices, size_t n_devices,
@@ -273,6 +337,7 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 			"</span> minibatches since the agent started</p>",
 		    st->minibatches);
 	}
+	put_job(&b, st);
 	put(&b, "<h2>Total</h2><table id=\"totals\"><thead><tr>%s</tr></thead>"
 		"<tbody><tr>", row_head);
 	put_row_cells(&b, total);

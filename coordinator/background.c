@@ -261,6 +261,9 @@ static void eval_done(uv_work_t *req, int status)
 		 * events simple. */
 		gp_ledger_eval_add(srv->st.ledger, &e);
 		print_progress(srv, w->epoch, &w->stats);
+		gp_progress_eval(&srv->progress, w->epoch + 1, acc,
+				 w->stats.loss);
+		gp_serve_progress_tick(srv, gp_now_ms(), true);
 	}
 	free(w->values);
 	free(w);

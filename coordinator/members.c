@@ -55,7 +55,7 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 			   const struct gp_msg_join *j)
 {
 	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP |
-				   GP_CAP_MODEL_TEXT);
+				   GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS);
 
 	/* Sums stand for steps only when the step is linear in the gradient
 	 * (no weight decay) and the agent takes them locally. */

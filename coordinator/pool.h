@@ -66,6 +66,11 @@ struct gp_member {
 	int64_t connected_ms;   /* past the handshake */
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
+	/* Credit the ledger held at JOIN (progress.c adds this connection's
+	 * applied and samples): this job's counted updates and samples, and
+	 * the GFLOP earned in the pool's other jobs. */
+	uint64_t credit_updates, credit_samples;
+	double credit_other_gflop;
 	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
 };
 

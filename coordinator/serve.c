@@ -52,6 +52,13 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
+static int send_msg(struct peer *p, struct gp_msg *m);
+
+int gp_serve_send(struct peer *p, struct gp_msg *m)
+{
+	return send_msg(p, m);
+}
+
 static int send_msg(struct peer *p, struct gp_msg *m)
 {
 	uint8_t *buf = NULL;
@@ -457,6 +464,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	m.u.clock.clock = (uint64_t)clock;
 	m.u.clock.min_clock = (uint64_t)gp_ssp_min_clock(srv->pool.ssp);
 	send_msg(p, &m);
+	gp_serve_progress_join(p, j);
 	if (srv->done) {
 		gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
 		return;
@@ -754,6 +762,9 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 						 gp_now_ms());
 		peer_close(p, GP_BYE_NORMAL, "bye");
 		break;
+	case GP_MSG_PROFILE:
+		gp_serve_progress_profile(p, &m.u.profile);
+		break;
 	default:
 		gp_debug("%s: ignored %s", p->m.addr, gp_msg_type_name(m.type));
 		break;
@@ -923,6 +934,7 @@ static void on_tick(uv_timer_t *t)
 		srv->pool.checkpoint_wanted = true;
 	gp_bg_kick_db(srv, false);
 	gp_work_serve_all(&srv->pool);
+	gp_serve_progress_tick(srv, now, false);
 }
 
 static void walk_close(uv_handle_t *h, void *arg)
@@ -1047,6 +1059,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	if (r < 0)
 		goto out;
 	record_start(srv);
+	gp_serve_progress_start(srv, job_path);
 	if (gp_sched_done(srv->pool.sched)) {
 		gp_info("job %" PRId64 " is already complete", srv->pool.job_id);
 		srv->done = true;
@@ -1081,6 +1094,7 @@ out:
 	uv_loop_close(&srv->loop);
 	if (srv->st.ledger)
 		gp_ledger_flush(srv->st.ledger);
+	gp_credit_cache_finish(&srv->credit_cache);
 	gp_model_destroy(srv->eval_model);
 	gp_backend_destroy(srv->eval_be);
 	gp_params_destroy(srv->pool.params);

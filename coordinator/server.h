@@ -20,7 +20,9 @@
 #include "identity.h"
 #include "job.h"
 #include "model.h"
+#include "credit.h"
 #include "pool.h"
+#include "progress.h"
 #include "state.h"
 
 /* Messages over the rate limit after which a connection is closed: at
@@ -93,6 +95,11 @@ struct server {
 	uint64_t epoch_start_us;
 	uint64_t run_start_us;
 	double last_accuracy;
+
+	/* What the agents are told of the job (serve-progress.c), and the
+	 * FLOPs of the jobs a member earned credit in. */
+	struct gp_progress progress;
+	struct gp_credit_cache credit_cache;
 };
 
 /* The connection a member of the pool is. */
@@ -119,6 +126,24 @@ void gp_serve_bye(struct peer *p, uint16_t reason, const char *text);
 /* serve.c: once stopping or done, and the background work is finished,
  * closes the listener and the loop's handles so that uv_run returns. */
 void gp_serve_maybe_finish(struct server *srv);
+
+/* serve.c: encodes m (borrowed) and sends it on p's channel. Returns 0 or
+ * a negative errno. */
+int gp_serve_send(struct peer *p, struct gp_msg *m);
+
+/* serve-progress.c: names the job for the agents (job_path borrowed) once
+ * it is set up. */
+void gp_serve_progress_start(struct server *srv, const char *job_path);
+/* serve-progress.c: records the pool's counters and, every few seconds
+ * or when forced (an evaluation), sends each member that takes it
+ * (GP_CAP_PROGRESS) a STATS. */
+void gp_serve_progress_tick(struct server *srv, int64_t now, bool force);
+/* serve-progress.c: after WELCOME: records j's public name (borrowed),
+ * reads the member's credit and sends it its first STATS. */
+void gp_serve_progress_join(struct peer *p, const struct gp_msg_join *j);
+/* serve-progress.c: a PROFILE (borrowed): the member's public name. */
+void gp_serve_progress_profile(struct peer *p,
+			       const struct gp_msg_profile *pr);
 
 /* background.c: encodes the checkpoint of the pool's state, returned and
  * owned by the caller (free()), or NULL. */

@@ -26,6 +26,7 @@ struct sent {
 	size_t n_blocks;          /* UPDATE */
 	uint8_t dtype;            /* UPDATE, first block */
 	size_t n_items;           /* UPDATE */
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* JOIN, PROFILE */
 };
 
 struct computed {
@@ -117,6 +118,12 @@ static int w_send(void *ctx, struct gp_msg *msg)
 		s->caps = d.u.join.caps;
 		s->data_fingerprint = d.u.join.data_fingerprint;
 		s->token_id_len = d.u.join.token_id_len;
+		memcpy(s->public_name, d.u.join.public_name,
+		       sizeof(s->public_name));
+		break;
+	case GP_MSG_PROFILE:
+		memcpy(s->public_name, d.u.profile.public_name,
+		       sizeof(s->public_name));
 		break;
 	case GP_MSG_UPDATE:
 		s->minibatch = d.u.update.minibatch;
@@ -529,7 +536,7 @@ static void test_reconnect(void)
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
-				      GP_CAP_MODEL_TEXT);
+				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -1227,6 +1234,105 @@ static void test_leave(void)
 	free(w);
 }
 
+/* STATS after WELCOME becomes the published status (job, progress, ETA,
+ * accuracy, credit); before WELCOME it is ignored. The public name goes
+ * with JOIN, and a change goes at once as PROFILE to a coordinator that
+ * takes it (GP_CAP_PROGRESS), later to one that does not. */
+static void test_progress(void)
+{
+	struct world *w = world_new(GP_MACHINE_RUN, NULL);
+	struct gp_stats_membership mem = membership("p", "a:1");
+	struct gp_agent_status st = { 0 };
+	struct gp_msg msg;
+
+	snprintf(w->cfg.public_name, sizeof(w->cfg.public_name), "Ada");
+	gp_machine_init(&w->m, &w->cfg, NULL, GP_MACHINE_RUN, NULL, 0,
+			&world_ops, w);
+	gp_machine_start(&w->m);
+	gp_machine_on_members(&w->m, true, &mem);
+	establish(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
+	ASSERT_STR_EQ(last_sent(w)->public_name, "Ada");
+
+	gp_msg_init(&msg, GP_MSG_STATS);
+	snprintf(msg.u.stats.job_name, sizeof(msg.u.stats.job_name), "cnn");
+	msg.u.stats.job_id = 3;
+	msg.u.stats.epoch = 1;
+	msg.u.stats.epochs = 12;
+	msg.u.stats.progress = 0.25f;
+	msg.u.stats.eta_s = 90;
+	msg.u.stats.eval_epochs = 1;
+	msg.u.stats.accuracy = 0.875f;
+	msg.u.stats.test_loss = 0.375f;
+	msg.u.stats.credit_mflop = 12345678;
+	msg.u.stats.updates_accepted = 40;
+	msg.u.stats.samples_credited = 2560;
+	msg.u.stats.agents_live = 2;
+	deliver(w, &msg);               /* before WELCOME: ignored */
+	gp_machine_status(&w->m, &st);
+	ASSERT(!st.have_job);
+	welcome_with(w, GP_CAP_F16 | GP_CAP_PROGRESS, 0);
+	deliver(w, &msg);
+	gp_machine_status(&w->m, &st);
+	ASSERT(st.have_job);
+	ASSERT_STR_EQ(st.job, "cnn");
+	ASSERT_STR_EQ(st.job_state, "training");
+	ASSERT_EQ(st.epoch, 2);          /* shown from 1 */
+	ASSERT_EQ(st.epochs, 12);
+	ASSERT_NEAR(st.progress, 0.25, 1e-9);
+	ASSERT_EQ(st.eta_s, 90);
+	ASSERT_NEAR(st.accuracy, 0.875, 1e-9);
+	ASSERT_NEAR(st.credit_gflop, 12345.678, 1e-9);
+	ASSERT_EQ(st.credit_updates, 40);
+	ASSERT_STR_EQ(st.public_name, "Ada");
+	/* An unknown ETA and a done job. */
+	msg.u.stats.eta_s = GP_MSG_ETA_UNKNOWN;
+	msg.u.stats.state = GP_JOB_STATE_DONE;
+	deliver(w, &msg);
+	gp_machine_status(&w->m, &st);
+	ASSERT_EQ(st.eta_s, -1);
+	ASSERT_STR_EQ(st.job_state, "done");
+	/* The status travels as text and back. */
+	{
+		char buf[GP_AGENT_STATUS_TEXT_MAX * 8];
+		struct gp_agent_status back;
+
+		snprintf(st.state, sizeof(st.state), "connected");
+		ASSERT_GT(gp_agent_status_format(&st, buf, sizeof(buf)), 0);
+		ASSERT_OK(gp_agent_status_parse(buf, &back));
+		ASSERT(back.have_job);
+		ASSERT_STR_EQ(back.job, "cnn");
+		ASSERT_EQ(back.eta_s, -1);
+		ASSERT_NEAR(back.credit_gflop, 12345.678, 1e-3);
+		ASSERT_NEAR(back.accuracy, 0.875, 1e-6);
+		ASSERT_STR_EQ(back.public_name, "Ada");
+	}
+
+	/* A name change goes at once as PROFILE; withdrawn: empty. */
+	gp_machine_set_public_name(&w->m, "Ada L.");
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PROFILE);
+	ASSERT_STR_EQ(last_sent(w)->public_name, "Ada L.");
+	gp_machine_set_public_name(&w->m, "");
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_PROFILE);
+	ASSERT_STR_EQ(last_sent(w)->public_name, "");
+	/* A coordinator without GP_CAP_PROGRESS gets it with the next
+	 * JOIN only. */
+	welcome_with(w, GP_CAP_F16, 0);
+	{
+		size_t n = w->n_sent;
+
+		gp_machine_set_public_name(&w->m, "Bo");
+		ASSERT_EQ(w->n_sent, n);
+	}
+	fail_connect(w, GP_CLOSE_PEER_CLOSED);
+	gp_machine_connect(&w->m);
+	establish(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
+	ASSERT_STR_EQ(last_sent(w)->public_name, "Bo");
+	gp_machine_finish(&w->m);
+	free(w);
+}
+
 static void test_split_endpoints(void)
 {
 	char eps[3][GP_MACHINE_ENDPOINT_MAX];
@@ -1265,6 +1371,7 @@ int main(void)
 	test_beacon();
 	test_join();
 	test_leave();
+	test_progress();
 	test_split_endpoints();
 	return 0;
 }
