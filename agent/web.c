@@ -402,6 +402,31 @@ static char *dup_text(const char *s)
 	return strdup(s);
 }
 
+/* A pool is its key's fingerprint in the database; the page names it by
+ * the address the volunteer joined it at, with the fingerprint after. */
+static void name_pools(struct gp_web *w, struct gp_stats_row *rows, size_t n)
+{
+	struct gp_stats_membership *mem = NULL;
+	size_t nm = 0;
+
+	if (gp_stats_membership_list(w->stats, &mem, &nm) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < nm; k++) {
+			char name[sizeof(rows[i].pool)];
+			size_t ep = strcspn(mem[k].endpoints, ",");
+
+			if (strcmp(rows[i].pool, mem[k].pool) != 0 || ep == 0)
+				continue;
+			snprintf(name, sizeof(name), "%.*s (%s)",
+				 (int)(ep < 40 ? ep : 40), mem[k].endpoints,
+				 mem[k].pool);
+			memcpy(rows[i].pool, name, sizeof(name));
+			break;
+		}
+	free(mem);
+}
+
 static int render_page(struct gp_web *w, char **ret)
 {
 	struct gp_stats_row *days = NULL, *pools = NULL, *devs = NULL, *tot = NULL;
@@ -417,6 +442,8 @@ static int render_page(struct gp_web *w, char **ret)
 		r = gp_stats_query(w->stats, GP_STATS_BY_DEVICE, NULL, &devs, &nv);
 	if (r >= 0)
 		r = gp_stats_query(w->stats, 0, NULL, &tot, &nt);
+	if (r >= 0)
+		name_pools(w, pools, np);
 	if (r >= 0)
 		r = gp_web_render(days, nd, pools, np, devs, nv, nt ? tot : NULL, &st,
 				  ret);

@@ -121,13 +121,12 @@ void gp_progress_rate(const struct gp_progress *pr, int64_t now_ms,
 }
 
 void gp_progress_fill(const struct gp_progress *pr, const struct gp_pool *pool,
-		      const struct gp_member *m, bool done, int64_t now_ms,
-		      struct gp_msg_stats *ret)
+		      bool done, int64_t now_ms, struct gp_msg_stats *ret)
 {
 	uint64_t total = pool->minibatches_total, applied = job_applied(pool);
 	uint32_t epochs = gp_sched_config(pool->sched)->epochs;
 	uint32_t epoch = gp_sched_epoch(pool->sched);
-	double mb_rate, rate, gflop;
+	double mb_rate, rate;
 
 	memset(ret, 0, sizeof(*ret));
 	snprintf(ret->job_name, sizeof(ret->job_name), "%s", pr->job_name);
@@ -156,9 +155,16 @@ void gp_progress_fill(const struct gp_progress *pr, const struct gp_pool *pool,
 	ret->agents_live = 0;
 	for (const struct gp_member *o = pool->members; o; o = o->next)
 		ret->agents_live += o->joined;
-	ret->updates_accepted = m->credit_updates + m->applied;
-	ret->samples_credited = m->credit_samples + m->samples;
-	gflop = m->credit_other_gflop + (double)ret->samples_credited *
+}
+
+void gp_progress_member(const struct gp_progress *pr,
+			const struct gp_member *m, struct gp_msg_stats *stats)
+{
+	double gflop;
+
+	stats->updates_accepted = m->credit_updates + m->applied;
+	stats->samples_credited = m->credit_samples + m->samples;
+	gflop = m->credit_other_gflop + (double)stats->samples_credited *
 						pr->flops_per_sample / 1e9;
-	ret->credit_mflop = (uint64_t)llround(fmax(gflop, 0) * 1000.0);
+	stats->credit_mflop = (uint64_t)llround(fmax(gflop, 0) * 1000.0);
 }

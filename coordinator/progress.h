@@ -65,10 +65,15 @@ bool gp_progress_due(struct gp_progress *pr, int64_t now_ms);
 void gp_progress_rate(const struct gp_progress *pr, int64_t now_ms,
 		      double *ret_mb_per_s, double *ret_samples_per_s);
 
-/* Fills *ret (zeroed first) with the STATS for member m (borrowed) of
- * pool (borrowed) at now_ms; done: the job is done. */
+/* Fills *ret (zeroed first) with what a round of STATS tells every
+ * member of pool (borrowed) at now_ms; done: the job is done. One scan of
+ * the members, so call it once per round, not per member. */
 void gp_progress_fill(const struct gp_progress *pr, const struct gp_pool *pool,
-		      const struct gp_member *m, bool done, int64_t now_ms,
-		      struct gp_msg_stats *ret);
+		      bool done, int64_t now_ms, struct gp_msg_stats *ret);
+
+/* Adds member m's own part (borrowed): its updates, samples and credit,
+ * to *stats, filled by gp_progress_fill(). */
+void gp_progress_member(const struct gp_progress *pr,
+			const struct gp_member *m, struct gp_msg_stats *stats);
 
 #endif

@@ -18,7 +18,9 @@ void gp_serve_progress_start(struct server *srv, const char *job_path)
 	srv->progress.flops_per_sample = gp_model_spec_train_flops(&srv->spec);
 }
 
-static void send_stats(struct server *srv, struct peer *p, int64_t now)
+/* Sends p its STATS: the round's common part (borrowed) and its own. */
+static void send_stats(struct server *srv, struct peer *p,
+		       const struct gp_msg_stats *common)
 {
 	struct gp_msg m;
 
@@ -26,18 +28,21 @@ static void send_stats(struct server *srv, struct peer *p, int64_t now)
 	    !gp_channel_is_established(p->ch))
 		return;
 	gp_msg_init(&m, GP_MSG_STATS);
-	gp_progress_fill(&srv->progress, &srv->pool, &p->m, srv->done, now,
-			 &m.u.stats);
+	m.u.stats = *common;
+	gp_progress_member(&srv->progress, &p->m, &m.u.stats);
 	gp_serve_send(p, &m);
 }
 
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force)
 {
+	struct gp_msg_stats common;
+
 	gp_progress_record(&srv->progress, &srv->pool, now);
 	if (!gp_progress_due(&srv->progress, now) && !force)
 		return;
+	gp_progress_fill(&srv->progress, &srv->pool, srv->done, now, &common);
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		send_stats(srv, p, now);
+		send_stats(srv, p, &common);
 }
 
 /* The public name a member's agent sent ("" withdraws it): checked by
@@ -84,7 +89,13 @@ void gp_serve_progress_join(struct peer *p, const struct gp_msg_join *j)
 			}
 		}
 	gp_credit_members_free(cm, n);
-	send_stats(srv, p, gp_now_ms());
+	{
+		struct gp_msg_stats common;
+
+		gp_progress_fill(&srv->progress, &srv->pool, srv->done,
+				 gp_now_ms(), &common);
+		send_stats(srv, p, &common);
+	}
 }
 
 void gp_serve_progress_profile(struct peer *p, const struct gp_msg_profile *pr)

@@ -28,7 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (gp_agent_status_format(&st, buf, sizeof(buf)) < 0 ||
 		    gp_agent_status_parse(buf, &back) != 0 ||
 		    strcmp(st.state, back.state) != 0 ||
-		    st.minibatches != back.minibatches)
+		    st.minibatches != back.minibatches ||
+		    st.have_job != back.have_job ||
+		    st.credit_updates != back.credit_updates ||
+		    st.eval_epochs != back.eval_epochs || st.eta_s != back.eta_s)
 			abort();
 	}
 	if (gp_hours_parse(text, &h) == 0) {

@@ -15,6 +15,15 @@
 
 static const float ones[FX_N] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
 
+/* One member's STATS, as serve builds it. */
+static void fill(const struct gp_progress *pr, const struct gp_pool *pool,
+		 const struct gp_member *m, bool done, int64_t now,
+		 struct gp_msg_stats *s)
+{
+	gp_progress_fill(pr, pool, done, now, s);
+	gp_progress_member(pr, m, s);
+}
+
 static void test_job_name(void)
 {
 	char b[GP_MSG_JOB_NAME_MAX + 1];
@@ -83,7 +92,7 @@ static void test_stats(void)
 
 	/* Nothing applied: no rate, an unknown ETA, progress 0. */
 	gp_progress_record(&pr, &f.pool, 1000);
-	gp_progress_fill(&pr, &f.pool, m, false, 1000, &s);
+	fill(&pr, &f.pool, m, false, 1000, &s);
 	ASSERT_STR_EQ(s.job_name, "tiny");
 	ASSERT_EQ(s.job_id, 1);
 	ASSERT_EQ(s.epochs, 2);
@@ -110,7 +119,7 @@ static void test_stats(void)
 	gp_progress_rate(&pr, 3000, &mb, &rate);
 	ASSERT_NEAR(mb, 1.0, 1e-9);
 	ASSERT_NEAR(rate, 4.0, 1e-9);
-	gp_progress_fill(&pr, &f.pool, m, false, 3000, &s);
+	fill(&pr, &f.pool, m, false, 3000, &s);
 	ASSERT_EQ(s.eta_s, 18);
 	ASSERT_NEAR(s.progress, 0.1, 1e-6);
 	ASSERT_NEAR(s.samples_per_s, 4.0, 1e-6);
@@ -121,7 +130,7 @@ static void test_stats(void)
 	/* Nothing new for long: the rate stops (not a lifetime average). */
 	gp_progress_rate(&pr, 9000, &mb, &rate);
 	ASSERT_NEAR(mb, 0, 0);
-	gp_progress_fill(&pr, &f.pool, m, false, 9000, &s);
+	fill(&pr, &f.pool, m, false, 9000, &s);
 	ASSERT_EQ(s.eta_s, GP_MSG_ETA_UNKNOWN);
 	/* The window is the last minute: points older fall out. */
 	for (int64_t t = 4000; t <= 130000; t += 1000)
@@ -139,7 +148,7 @@ static void test_stats(void)
 	ASSERT(gp_progress_due(&pr, 200001));
 	ASSERT(!gp_progress_due(&pr, 200002));
 	ASSERT(gp_progress_due(&pr, 200001 + GP_PROGRESS_INTERVAL_MS));
-	gp_progress_fill(&pr, &f.pool, m, true, 200001, &s);
+	fill(&pr, &f.pool, m, true, 200001, &s);
 	ASSERT_EQ(s.eval_epochs, 1);
 	ASSERT_NEAR(s.accuracy, 0.8125, 0);
 	ASSERT_NEAR(s.test_loss, 0.5, 0);
