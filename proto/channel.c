@@ -397,6 +397,11 @@ int gp_channel_connect(uv_loop_t *loop, const struct gp_channel_peer *peer,
 	r = channel_write_msg1(ch, peer);
 	if (r < 0)
 		goto fail;
+	if (peer->bind_addr) {
+		r = uv_tcp_bind(&ch->tcp, peer->bind_addr, 0);
+		if (r < 0)
+			goto fail;
+	}
 	ch->connect_req.data = ch;
 	r = uv_tcp_connect(&ch->connect_req, &ch->tcp, peer->addr, on_connect);
 	if (r < 0)
