@@ -799,9 +799,14 @@ static int cmd_status(struct options *o)
 	int r;
 
 	r = gp_control_request(o->control, "status", reply, sizeof(reply), 5000);
-	if (r == -ECONNREFUSED || r == -ENOENT) {
-		/* A starting agent hands the socket from its start-up thread to
-		 * its loop: a moment without one. */
+	/* A starting agent hands the socket from its start-up thread to its
+	 * loop: a moment without one, and a request caught in the old one's
+	 * backlog is cut (no reply). On a loaded machine the moment can
+	 * last over a second: ask again a few times. */
+	for (int i = 0; i < (r == -ENOENT ? 1 : 5) && r != -EACCES &&
+			r != -ETIMEDOUT &&
+			(r < 0 || strncmp(reply, "state=", 6) != 0);
+	     i++) {
 		usleep(300 * 1000);
 		r = gp_control_request(o->control, "status", reply,
 				       sizeof(reply), 5000);
