@@ -988,9 +988,29 @@ int main(int argc, char **argv)
 	}
 	uv_run(&s.loop, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s.n; i++) {
+		struct job *j = s.agents[i].head;
+
+		while (j) {
+			struct job *next = j->next;
+
+			free(j);
+			j = next;
+		}
 		gp_machine_finish(&s.agents[i].m);
 		gp_noise_keypair_destroy(s.agents[i].kp);
 	}
+	while (s.shapes) {
+		struct shape *next = s.shapes->next;
+
+		free(s.shapes->spec);
+		free(s.shapes->tensors);
+		free(s.shapes->base);
+		free(s.shapes);
+		s.shapes = next;
+	}
+	free(s.agents);
+	free(s.rtt);
+	free(s.join_ms);
 	uv_loop_close(&s.loop);
 	return 0;
 }
