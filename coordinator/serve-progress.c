@@ -2,10 +2,12 @@
  * rounds (progress.c decides what and when), a member's credit at JOIN,
  * and its public name (JOIN.public_name, PROFILE) into the ledger. */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "credit.h"
 #include "log.h"
+#include "members.h"
 #include "progress.h"
 #include "server.h"
 #include "util.h"
@@ -61,40 +63,91 @@ static void set_public_name(struct peer *p, const char *name)
 		 name[0] ? "public" : "not public");
 }
 
-void gp_serve_progress_join(struct peer *p, const struct gp_msg_join *j)
+/* A member's JOIN, on the thread pool: its public name into the ledger
+ * (when it changed) and its credit out. The loop thread never waits on
+ * the ledger's lock for a JOIN (a flush may hold it through an fsync),
+ * and members join in floods. */
+struct join_work {
+	uv_work_t req;
+	struct server *srv;
+	int64_t agent_id;
+	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1];
+	uint64_t updates, samples;   /* this job */
+	double other_gflop;          /* the pool's other jobs */
+	int result;
+};
+
+static void join_run(uv_work_t *req)
 {
-	struct server *srv = p->srv;
+	struct join_work *w = req->data;
+	struct gp_ledger *l = w->srv->st.ledger;
 	struct gp_credit_member *cm = NULL;
 	size_t n = 0;
 
-	set_public_name(p, j->public_name);
-	/* The credit the ledger holds: an indexed read of this member's
-	 * rows. Rows of an earlier connection still in the write buffer
-	 * (a second at most) are missing until the next JOIN. */
-	if (gp_credit_members(srv->st.ledger, &srv->credit_cache,
-			      p->m.agent_id, &cm, &n) < 0) {
-		gp_warn("agent %" PRId64 ": cannot read its credit: %s",
-			p->m.agent_id, gp_ledger_error(srv->st.ledger));
-		n = 0;
-	}
+	/* Rows of an earlier connection still in the write buffer (a second
+	 * at most) are missing until the next JOIN. */
+	w->result = gp_credit_members(l, NULL, w->agent_id, &cm, &n);
+	if (w->result < 0)
+		return;
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < cm[i].n_jobs; k++) {
 			const struct gp_credit_job *cj = &cm[i].jobs[k];
 
-			if (cj->job_id == srv->pool.job_id) {
-				p->m.credit_updates = (uint64_t)cj->updates;
-				p->m.credit_samples = (uint64_t)cj->samples;
+			if (cj->job_id == w->srv->pool.job_id) {
+				w->updates = (uint64_t)cj->updates;
+				w->samples = (uint64_t)cj->samples;
 			} else {
-				p->m.credit_other_gflop += cj->gflop;
+				w->other_gflop += cj->gflop;
 			}
 		}
+	if (n != 1 || strcmp(cm[0].public_name, w->public_name) != 0)
+		w->result = gp_ledger_agent_set_public_name(l, w->agent_id,
+							    w->public_name);
 	gp_credit_members_free(cm, n);
-	{
-		struct gp_msg_stats common;
+}
 
-		gp_progress_fill(&srv->progress, &srv->pool, srv->done,
-				 gp_now_ms(), &common);
-		send_stats(srv, p, &common);
+static void join_done(uv_work_t *req, int status)
+{
+	struct join_work *w = req->data;
+	struct server *srv = w->srv;
+	struct gp_member *m;
+	struct gp_msg_stats common;
+
+	if (status < 0 || w->result < 0) {
+		gp_warn("agent %" PRId64 ": cannot read its credit or record "
+			"its public name: %s", w->agent_id,
+			status < 0 ? uv_strerror(status) :
+				     gp_ledger_error(srv->st.ledger));
+		goto out;
+	}
+	/* It may have gone, or reconnected (then a newer work follows). */
+	m = gp_members_find(&srv->pool, (uint64_t)w->agent_id);
+	if (!m)
+		goto out;
+	m->credit_updates = w->updates;
+	m->credit_samples = w->samples;
+	m->credit_other_gflop = w->other_gflop;
+	gp_progress_fill(&srv->progress, &srv->pool, srv->done, gp_now_ms(),
+			 &common);
+	send_stats(srv, peer_of(m), &common);
+out:
+	free(w);
+}
+
+void gp_serve_progress_join(struct peer *p, const struct gp_msg_join *j)
+{
+	struct join_work *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return;
+	w->req.data = w;
+	w->srv = p->srv;
+	w->agent_id = p->m.agent_id;
+	snprintf(w->public_name, sizeof(w->public_name), "%s", j->public_name);
+	if (uv_queue_work(&p->srv->loop, &w->req, join_run, join_done) < 0) {
+		gp_warn("agent %" PRId64 ": cannot queue its credit read",
+			p->m.agent_id);
+		free(w);
 	}
 }
 

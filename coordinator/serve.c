@@ -1095,7 +1095,6 @@ out:
 	uv_loop_close(&srv->loop);
 	if (srv->st.ledger)
 		gp_ledger_flush(srv->st.ledger);
-	gp_credit_cache_finish(&srv->credit_cache);
 	gp_model_destroy(srv->eval_model);
 	gp_backend_destroy(srv->eval_be);
 	gp_params_destroy(srv->pool.params);

@@ -96,10 +96,8 @@ struct server {
 	uint64_t run_start_us;
 	double last_accuracy;
 
-	/* What the agents are told of the job (serve-progress.c), and the
-	 * FLOPs of the jobs a member earned credit in. */
+	/* What the agents are told of the job (serve-progress.c). */
 	struct gp_progress progress;
-	struct gp_credit_cache credit_cache;
 };
 
 /* The connection a member of the pool is. */
@@ -138,8 +136,9 @@ void gp_serve_progress_start(struct server *srv, const char *job_path);
  * or when forced (an evaluation), sends each member that takes it
  * (GP_CAP_PROGRESS) a STATS. */
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force);
-/* serve-progress.c: after WELCOME: records j's public name (borrowed),
- * reads the member's credit and sends it its first STATS. */
+/* serve-progress.c: after WELCOME: on the thread pool, records j's public
+ * name (borrowed) and reads the member's credit; then sends it its first
+ * STATS. */
 void gp_serve_progress_join(struct peer *p, const struct gp_msg_join *j);
 /* serve-progress.c: a PROFILE (borrowed): the member's public name. */
 void gp_serve_progress_profile(struct peer *p,
