@@ -20,6 +20,7 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 			*pp = m->next;
 			pool->n_members--;
 			gp_robust_agent_finish(&m->robust);
+			gp_verify_member_finish(pool, m);
 			return;
 		}
 }
