@@ -417,6 +417,8 @@ static void record_applied(struct gp_pool *pool, struct gp_member *m,
 		gp_info("robust aggregation: %" PRIu64 " of %" PRIu64
 			" update(s) damped, %.3f s CPU", pool->robust.damped,
 			pool->robust.updates, (double)pool->robust.cpu_ns / 1e9);
+	if (comp.job_done)
+		gp_verify_log_summary(pool->verify);
 	if (comp.epochs_completed)
 		pool->fx->epochs_completed(pool->fx_data, comp.epochs_completed,
 					   comp.job_done);

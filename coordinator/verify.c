@@ -885,6 +885,20 @@ out:
 	return total;
 }
 
+void gp_verify_log_summary(const struct gp_verify *v)
+{
+	if (!v)
+		return;
+	gp_info("verification: %" PRIu64 " clock(s) picked, %" PRIu64
+		" update(s) recomputed: %" PRIu64 " verified, %" PRIu64
+		" mismatched, %" PRIu64 " skipped; %" PRIu64 " minibatch(es) "
+		"rolled back (%" PRIu64 " not redone), %" PRIu64 " member(s) "
+		"revoked; largest passing residual %.3f of its allowance; "
+		"%.3f s CPU", v->st.picked, v->st.checked, v->st.verified,
+		v->st.mismatched, v->st.skipped, v->st.rolled_back, v->st.lost,
+		v->st.banned, v->st.worst_honest, (double)v->st.cpu_ns / 1e9);
+}
+
 size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id)
 {
 	struct record *rec = record_find(v, agent_id);

@@ -144,6 +144,9 @@ void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
 /* members.c: m leaves the pool; frees its copies. */
 void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m);
 
+/* Logs the counters of this run (info), at the job's end. NULL: no-op. */
+void gp_verify_log_summary(const struct gp_verify *v);
+
 /* Takes back every kept update of the agent's, as a mismatch does (the
  * parameters, the ledger, the queue), without striking it. Returns the
  * minibatches taken back. */
