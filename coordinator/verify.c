@@ -30,6 +30,14 @@
 #define MAX_QUEUED 8
 /* The momentum's scale M is rebased below this (see verify.h). */
 #define REBASE_BELOW 1e-9
+/* A member's kept effects are dropped once the pool applied this many
+ * updates since its last (as robust.c drops its momentum): it is gone or
+ * idle, and its updates can no longer be taken back. */
+#define IDLE_STEPS 2048
+/* The effects kept in all (16 bytes per parameter per stretch) stay under
+ * this; beyond it a member's updates are applied without a way back
+ * (logged once). */
+#define MAX_KEPT_BYTES (UINT64_C(1) << 30)
 
 /* A stretch of a member's applied updates: their effect, as two sums
  * (verify.h: the parameters' part is a - C b, the momentum's M b), and
@@ -49,6 +57,7 @@ struct record {
 	int64_t agent_id;
 	struct seg *head, *tail;
 	unsigned checks;        /* queued or running */
+	uint64_t last_step;     /* gp_verify.steps at its last update */
 	uint32_t mismatches;    /* this run */
 	bool gone;              /* left the pool */
 };
@@ -91,6 +100,9 @@ struct gp_verify {
 	size_t queued;
 	bool running;
 	uint64_t next_tag;
+	uint64_t steps;         /* updates applied */
+	size_t segs;            /* stretches kept, all members */
+	bool full_logged;
 	struct gp_backend *be;  /* the thread pool's, created there */
 	struct gp_model *model;
 	float *x;
@@ -240,6 +252,8 @@ static void record_unlink(struct gp_verify *v, struct record *rec)
 	for (struct record **pp = &v->records; *pp; pp = &(*pp)->next) {
 		if (*pp == rec) {
 			*pp = rec->next;
+			for (struct seg *s = rec->head; s; s = s->next)
+				v->segs--;
 			record_free(rec);
 			return;
 		}
@@ -281,7 +295,6 @@ static void snap_drop(struct gp_verify_member *vm, int i)
 bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 		    int64_t clock)
 {
-	(void)clock;
 	struct gp_verify *v = pool->verify;
 	struct gp_verify_member *vm = &m->verify;
 	int free_slot = -1;
@@ -295,6 +308,10 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 			snap_drop(vm, i);
 		if (!vm->snap[i].w && free_slot < 0)
 			free_slot = i;
+		/* A second pull for a clock already picked: its first
+		 * update comes from the first copy. */
+		if (vm->snap[i].w && vm->snap[i].clock == clock)
+			return false;
 	}
 	if (free_slot < 0 || !checkable(pool, m) ||
 	    !gp_verify_draw(&v->rng, pool->job->verify_rate))
@@ -471,12 +488,21 @@ static void rebase(struct gp_verify *v, size_t n)
 	v->M = 1;
 }
 
-static struct seg *open_seg(struct record *rec, size_t n)
+static struct seg *open_seg(struct gp_verify *v, struct record *rec,
+			    size_t n)
 {
 	struct seg *s;
 
 	if (rec->tail && !rec->tail->tag)
 		return rec->tail;
+	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(double) > MAX_KEPT_BYTES) {
+		if (!v->full_logged)
+			gp_warn("verification: %zu stretches of updates kept "
+				"(%" PRIu64 " MiB); further ones cannot be taken "
+				"back", v->segs, MAX_KEPT_BYTES >> 20);
+		v->full_logged = true;
+		return NULL;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
@@ -491,7 +517,27 @@ static struct seg *open_seg(struct record *rec, size_t n)
 	else
 		rec->head = s;
 	rec->tail = s;
+	v->segs++;
 	return s;
+}
+
+/* Drops the kept effects of members idle for IDLE_STEPS updates. */
+static void drop_idle(struct gp_verify *v)
+{
+	struct record **pp = &v->records;
+
+	while (*pp) {
+		struct record *r = *pp;
+
+		if (!r->checks && v->steps - r->last_step > IDLE_STEPS) {
+			*pp = r->next;
+			for (struct seg *s = r->head; s; s = s->next)
+				v->segs--;
+			record_free(r);
+		} else {
+			pp = &r->next;
+		}
+	}
 }
 
 static void check_run(uv_work_t *req);
@@ -543,7 +589,11 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		rec->next = v->records;
 		v->records = rec;
 	}
-	s = rec ? open_seg(rec, n) : NULL;
+	if (++v->steps % 256 == 0)
+		drop_idle(v);
+	if (rec)
+		rec->last_step = v->steps;
+	s = rec ? open_seg(v, rec, n) : NULL;
 	if (s && s->n_ids + k > s->cap_ids) {
 		size_t cap = (s->n_ids + k) * 2;
 		uint64_t *ni = realloc(s->ids, cap * sizeof(*ni));
@@ -554,8 +604,11 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		}
 	}
 	if (!s || s->n_ids + k > s->cap_ids) {
-		gp_error("verification: out of memory; agent %" PRId64 "'s "
-			 "updates can no longer be taken back", m->agent_id);
+		if (!v->full_logged)
+			gp_error("verification: out of memory; agent %" PRId64
+				 "'s updates can no longer be taken back",
+				 m->agent_id);
+		v->full_logged = true;
 		goto out;
 	}
 	/* This update's own effect: what the step did beyond carrying the
@@ -802,7 +855,8 @@ static void check_run(uv_work_t *req)
 
 /* Frees rec's stretches up to and including the one the check `tag`
  * closed: they are verified. */
-static void release_upto(struct record *rec, uint64_t tag)
+static void release_upto(struct gp_verify *v, struct record *rec,
+			 uint64_t tag)
 {
 	bool found = false;
 
@@ -816,6 +870,7 @@ static void release_upto(struct record *rec, uint64_t tag)
 		if (!rec->head)
 			rec->tail = NULL;
 		seg_free(s);
+		v->segs--;
 		if (last)
 			break;
 	}
@@ -877,6 +932,7 @@ out:
 
 		rec->head = s->next;
 		seg_free(s);
+		v->segs--;
 	}
 	rec->tail = NULL;
 	free(dw);
@@ -894,9 +950,10 @@ void gp_verify_log_summary(const struct gp_verify *v)
 		" mismatched, %" PRIu64 " skipped; %" PRIu64 " minibatch(es) "
 		"rolled back (%" PRIu64 " not redone), %" PRIu64 " member(s) "
 		"revoked; largest passing residual %.3f of its allowance; "
-		"%.3f s CPU", v->st.picked, v->st.checked, v->st.verified,
+		"%.3f s CPU (%.3f s recomputing)", v->st.picked, v->st.checked, v->st.verified,
 		v->st.mismatched, v->st.skipped, v->st.rolled_back, v->st.lost,
-		v->st.banned, v->st.worst_honest, (double)v->st.cpu_ns / 1e9);
+		v->st.banned, v->st.worst_honest, (double)v->st.cpu_ns / 1e9,
+		(double)v->st.recompute_ns / 1e9);
 }
 
 size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id)
@@ -969,6 +1026,7 @@ static void check_done(uv_work_t *req, int status)
 
 	v->running = false;
 	v->st.cpu_ns += c->ns;
+	v->st.recompute_ns += c->ns;
 	if (status < 0 || c->err < 0 || !rec) {
 		if (c->err < 0 && c->err != -EIO)
 			gp_warn("verification of agent %" PRId64 "'s update "
@@ -984,7 +1042,7 @@ static void check_done(uv_work_t *req, int status)
 		gp_debug("agent %" PRId64 ": clock %" PRId64 " verified "
 			 "(|sent - x| %.3g, |x| %.3g, allowed %.3g)",
 			 c->agent_id, c->clock, c->res_a, c->x_a, q);
-		release_upto(rec, c->tag);
+		release_upto(v, rec, c->tag);
 		if (v->env.ledger &&
 		    gp_ledger_trust_add(v->env.ledger, c->agent_id, 1, 0, 0,
 					gp_now_ms()) < 0)

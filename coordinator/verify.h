@@ -77,6 +77,7 @@ struct gp_verify_stats {
 	uint64_t lost;        /* of which not redone: epoch complete */
 	uint64_t banned;
 	uint64_t cpu_ns;      /* recomputation and bookkeeping */
+	uint64_t recompute_ns; /* of which recomputation */
 	double worst_honest;  /* largest residual / allowance that passed */
 };
 

@@ -138,7 +138,7 @@ static void test_allowance(void)
 			case 1: bad[i] = 0; break;               /* zeros */
 			case 2: bad[i] = 1.2f * x[i]; break;     /* scaled */
 			case 3: bad[i] = (float)noise(); break;  /* noise */
-			default: bad[i] = first[i] / 1; break;   /* stale */
+			default: bad[i] = 0; break;              /* stale */
 			}
 		}
 		if (mode == 4)
@@ -192,6 +192,27 @@ static void test_take_back(void)
 
 		for (size_t i = 0; i < n; i++)
 			g[i] = (float)(bad ? 5 * noise() : noise() + 0.1);
+		if (!bad && t % 3 == 0) {
+			/* An honest group of 4 (GP_UPDATE_SUMS): a step of
+			 * c = sum_j lr_j mu^j and mu^4. */
+			float lrs[4];
+			double c = 0, mk = 1;
+			/* b = a: a plausible pair. */
+			struct gp_params_sums sums = { .a = g, .b = g,
+						       .lrs = lrs, .count = 4,
+						       .scale = 1 };
+
+			for (int j = 0; j < 4; j++) {
+				lrs[j] = (float)(0.05 * (1 + 0.5 * noise()));
+				mk *= 0.9f;
+				c += (double)lrs[j] * mk;
+			}
+			gp_verify_before_step(&pool);
+			ASSERT_OK(gp_params_apply_sums(p, &sums, n, NULL));
+			gp_verify_applied(&pool, m, &t, 1, c, mk);
+			ASSERT_OK(gp_params_apply_sums(ref, &sums, n, NULL));
+			continue;
+		}
 		ASSERT_OK(gp_params_set_lr(p, lr));
 		ASSERT_OK(gp_params_set_lr(ref, lr));
 		gp_verify_before_step(&pool);

@@ -39,7 +39,8 @@ VERIFY_RE = (r"verification: (\d+) clock\(s\) picked, (\d+) update\(s\) "
              r"recomputed: (\d+) verified, (\d+) mismatched, (\d+) skipped; "
              r"(\d+) minibatch\(es\) rolled back \((\d+) not redone\), "
              r"(\d+) member\(s\) revoked; largest passing residual "
-             r"([0-9.]+) of its allowance; ([0-9.]+) s CPU")
+             r"([0-9.]+) of its allowance; ([0-9.]+) s CPU"
+             r"(?: \(([0-9.]+) s recomputing\))?")
 
 
 def verify_detection(err, first_clock, ids):
