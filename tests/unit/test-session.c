@@ -236,12 +236,14 @@ static int w_set_params(void *ctx, enum gp_model_slot slot, size_t tensor,
 
 static int w_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 		     uint64_t clock, uint32_t n, uint8_t *pixels,
-		     uint8_t *labels, float lr, float mu, uint32_t group)
+		     uint8_t dtype, uint8_t *labels, float lr, float mu,
+		     uint32_t group)
 {
 	struct world *w = ctx;
 	struct computed *c;
 
 	(void)epoch;
+	ASSERT_EQ(dtype, GP_DATA_U8);
 	(void)clock;
 	(void)mu;
 	ASSERT(w->n_computed < COMPUTED_MAX);
@@ -852,7 +854,9 @@ static void test_local_data(void)
 	struct world *w = world_new(GP_MACHINE_RUN, NULL);
 	struct gp_stats_membership m = membership("p", "a:1");
 	uint8_t images[3 * GP_DATA_PIXELS], labels[3] = { 4, 5, 6 };
-	struct gp_dataset data = { .count = 3, .images = images, .labels = labels };
+	struct gp_dataset data = { .count = 3, .features = GP_DATA_PIXELS,
+				   .dtype = GP_DATA_U8, .images = images,
+				   .labels = labels };
 	uint8_t idx[8] = { 2, 0, 0, 0, 1, 0, 0, 0 };
 	struct gp_msg msg;
 
