@@ -8,16 +8,31 @@ computes minibatches given as indices. One agent is stopped once it holds
 the set, two of its cached shards are damaged (one byte flipped, one file
 cut short), and on its restart it finds both, removes them and fetches
 only those two again. The pool learns: the ledger's final test accuracy is
-well above chance, and every minibatch is applied exactly once."""
+well above chance, and every minibatch is applied exactly once.
+
+From the documents alone (docs/protocol.md "Data shards", with
+docclient.py's channel): the manifest in WELCOME parses as documented, a
+shard fetched with DATA_REQUEST has the documented BLAKE2b digest and
+holds the documented stream (the first samples' float32 elements); a
+request beyond the manifest, or without the capability, ends the
+connection with BYE 4; and a client without the capability is refused
+with REJECT 6, since this data set's samples are not bytes."""
+import argparse
 import glob
 import gzip
+import hashlib
 import os
 import struct
+import sys
 
 import numpy as np
 
 import gppool
 from gppool import check, log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import docclient as dc  # noqa: E402
 
 SAMPLES = 20000          # of the 60,000: a quick job, 61 MiB as float32
 TEST_SHARE = 0.1
@@ -48,6 +63,84 @@ def write_npy(d):
     return xi, yi
 
 
+def probe(pool, name, caps, requests):
+    """Joins as a docclient-made member asking for caps, sends DATA_REQUEST
+    for each shard in requests once WELCOME came, and returns (WELCOME's
+    fields, [DATA_SHARD fields], the BYE or REJECT fields or None)."""
+    args = argparse.Namespace(state=os.path.join(pool.dir, "probe-" + name),
+                              token=pool.invite(uses=1), name=name)
+    c = dc.Session(args)
+    c.connect()
+    ch = c.ch
+    ch.send_msg(dc.encode_msg(dc.JOIN, [dc.tlv(1, name.encode()),
+                                        dc.tlv(4, struct.pack("<I", caps))]))
+    welcome, shards, end = None, [], None
+    while True:
+        rec = ch.recv_record()
+        if rec is None:
+            continue
+        if rec[0] != "msg":
+            break
+        mtype, f = dc.decode_msg(rec[1])
+        if mtype == dc.WELCOME:
+            welcome = f
+            for i in requests:
+                ch.send_msg(dc.encode_msg(16, [dc.tlv(1, struct.pack("<I",
+                                                                     i))]))
+            if not requests:
+                break
+        elif mtype == 17:
+            shards.append(f)
+            if len(shards) == len(requests):
+                break
+        elif mtype in (dc.BYE, dc.REJECT):
+            end = (mtype, dc.u(f, 1), dc.raw(f, 2).decode())
+            break
+    ch.close(0, "probe done")
+    return welcome, shards, end
+
+
+def docs_checks(pool, xi):
+    x = np.load(xi)
+    # A client with the capability: the manifest and a shard as documented.
+    welcome, shards, end = probe(pool, "probe-ok", 1 << 9, [0, 1])
+    check(end is None and welcome is not None, "probe: %r" % (end,))
+    check(dc.u(welcome, 7) & (1 << 9), "DATA_SHARDS not granted")
+    m = dc.raw(welcome, 11)
+    check(m[:4] == b"GPDM" and m[4] == 1 and m[5] == 1,
+          "manifest header %r" % m[:8])
+    count, c, h, w, classes, size = struct.unpack_from("<6I", m, 8)
+    total, n = struct.unpack_from("<QI", m, 32)
+    check((count, c, h, w, classes) == (18000, 1, 28, 28, 10),
+          "manifest shape %r" % ((count, c, h, w, classes),))
+    check(total == count * c * h * w * 4 + count and
+          n == (total + size - 1) // size and len(m) == 44 + 32 * n,
+          "manifest sizes: total %d, shard_size %d, n %d, length %d"
+          % (total, size, n, len(m)))
+    for k, f in enumerate(shards):
+        data = dc.raw(f, 2)
+        check(dc.u(f, 1) == k and len(data) == size,
+              "DATA_SHARD %d: %d bytes" % (dc.u(f, 1), len(data)))
+        check(hashlib.blake2b(data, digest_size=32).digest() ==
+              m[44 + 32 * k:76 + 32 * k], "shard %d: digest" % k)
+    # The stream: the training part's samples as float32, in file order
+    # minus the held-out ones; the first sample is one of the file's.
+    first = np.frombuffer(dc.raw(shards[0], 2)[:784 * 4], dtype="<f4")
+    check(any(np.array_equal(first, x[i].reshape(-1)) for i in range(40)),
+          "shard 0 does not start with a sample of the file")
+    log("from the documents: manifest of %d shards, shards 0 and 1 match "
+        "their BLAKE2b digests" % n)
+    # Beyond the manifest, and without the capability: BYE 4.
+    _, _, end = probe(pool, "probe-far", 1 << 9, [n])
+    check(end and end[0] == dc.BYE and end[1] == 4 and
+          "bad data request" in end[2], "a request beyond: %r" % (end,))
+    _, _, end = probe(pool, "probe-nocap", 1 << 7, [])
+    check(end and end[0] == dc.REJECT and end[1] == 6 and
+          "travels as shards" in end[2], "no capability: %r" % (end,))
+    log("refused: a shard beyond the manifest (BYE 4), a client that "
+        "cannot fetch (REJECT 6)")
+
+
 def shard_files(agent):
     return sorted(glob.glob(os.path.join(agent.state, "data-cache",
                                          "*.shard")))
@@ -66,6 +159,7 @@ def main():
         check("training set: 18000 samples of 1x28x28 float32, 10 classes; "
               "test set: 2000 samples" in serve_log,
               "serve did not describe the .npy data set:\n%s" % serve_log)
+        docs_checks(pool, xi)
         a1, a2 = pool.agents(2)
 
         # a1 alone, slowed down, until it holds the whole set.
