@@ -684,14 +684,17 @@ def test_cnn_pool(out):
             on = os.path.join(out, "cnn.onnx")
             export(pool, "--format", "onnx", on)
             m = onnx_check(on, [10])
-            res = onnx_run(m, onnx_input(x, model.shape["input"]))
-            probs = torch.softmax(logits, 1).numpy()
+            # The numpy evaluator is slow on convolutions: 2,000 test
+            # images, against PyTorch's outputs on them.
+            res = onnx_run(m, onnx_input(x[:2000], model.shape["input"]))
+            probs = torch.softmax(logits[:2000], 1).numpy()
             diff = float(np.abs(res["output"] - probs).max())
-            oacc = float((res["output"].argmax(1) == y.numpy()).mean())
-            log("pool-trained CNN in ONNX: accuracy %.2f%%, max |p - "
-                "PyTorch's| %.2g" % (100 * oacc, diff))
+            same = float((res["output"].argmax(1) ==
+                          probs.argmax(1)).mean())
+            log("pool-trained CNN in ONNX: max |p - PyTorch's| %.2g on "
+                "2000 images, the same class for %.2f%%" % (diff, 100 * same))
             check(diff < 1e-4, "ONNX and PyTorch differ by %g" % diff)
-            check(abs(oacc - acc) <= 0.001, "ONNX accuracy %.4f" % oacc)
+            check(same == 1.0, "ONNX and PyTorch classify differently")
 
 
 def opencl_device():
