@@ -91,6 +91,10 @@ def run(n, args):
         "pool": {"max_agents": max(64, n + 16), "heartbeat_interval": "5s",
                  "heartbeat_timeout": "30s", "work_timeout": "2m"},
     }
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        section, _, name = key.partition(".")
+        job.setdefault(section, {})[name] = value
     with gppool.Pool("scale-%d" % n, **job) as pool:
         serve = pool.serve(timeout=120)
         time.sleep(1.0)
@@ -206,6 +210,10 @@ def main():
                     help="a simulated minibatch's compute time (default 20)")
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--model", default="784-32-10")
+    ap.add_argument("--set", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE",
+                    help="a job key for the coordinator, e.g. "
+                    "pool.robust_clip=0 (repeatable)")
     args = ap.parse_args()
     args.sim = os.path.join(os.environ["GP_BUILD_DIR"], "tools",
                             "gp-simagent")
