@@ -11,7 +11,18 @@
  *   seed = 1                  parameter initialisation seed
  *   [data]
  *   set = fashion-mnist       data set name ([a-z0-9-], at most 31 chars)
- *   dir = GP_DATA_DIR_DEFAULT  where its IDX files are
+ *   format = idx              idx (Fashion-MNIST's IDX files in dir) or
+ *                             npy (the four files below)
+ *   dir = GP_DATA_DIR_DEFAULT  where the IDX files are
+ *   train_images =            npy: the training images (N x C x H x W,
+ *                             N x H x W or N x F; uint8 or float32), a
+ *                             path relative to the job file's directory
+ *   train_labels =            npy: their labels (N integers, 0..255)
+ *   test_images =             npy: the test set, with test_labels; or
+ *   test_labels =             instead
+ *   test_share = 0            npy: hold out this share of the training
+ *                             files as the test set, drawn with [model]
+ *                             seed (0: off; else 0.001..0.5)
  *   [train]
  *   epochs = 5                1..100000
  *   batch_size = 64           1..65536
@@ -118,6 +129,10 @@ struct gp_job {
 	/* [data] */
 	char data_set[32];
 	char data_dir[256];
+	bool data_npy;   /* format = npy */
+	char train_images[GP_JOB_PATH_MAX], train_labels[GP_JOB_PATH_MAX];
+	char test_images[GP_JOB_PATH_MAX], test_labels[GP_JOB_PATH_MAX];
+	double test_share;
 	/* [train] */
 	uint32_t epochs;
 	uint32_t batch_size;
@@ -160,6 +175,12 @@ struct gp_job {
 	uint32_t beacon_port;
 	uint64_t beacon_interval_ms;
 };
+
+/* A [data] file name (one of job's train_images ... test_labels, borrowed)
+ * as a path: relative names are taken from job_path's directory. Writes
+ * buf (len bytes); returns its length or -ENAMETOOLONG. */
+int gp_job_data_path(const char *name, const char *job_path, char *buf,
+		     size_t len);
 
 /* Fills *job with every default (spec empty). */
 void gp_job_defaults(struct gp_job *job);

@@ -747,7 +747,7 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 					    &v->model);
 		if (r < 0)
 			return r;
-		v->x = malloc((size_t)env->batch_size * GP_DATA_PIXELS *
+		v->x = malloc((size_t)env->batch_size * env->train->features *
 			      sizeof(float));
 		v->y = malloc(env->batch_size * sizeof(int32_t));
 		if (!v->x || !v->y)
@@ -762,17 +762,11 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 
 		if (ns == 0 || ns > env->batch_size)
 			return -EINVAL;
-		for (uint32_t i = 0; i < ns; i++) {
-			const uint8_t *px = env->train->images +
-					    (size_t)c->idx[at + i] * GP_DATA_PIXELS;
-
-			for (size_t p = 0; p < GP_DATA_PIXELS; p++)
-				v->x[i * GP_DATA_PIXELS + p] =
-					(float)px[p] * (1.0f / 255.0f);
-			v->y[i] = env->train->labels[c->idx[at + i]];
-		}
+		/* As the agent converts them (gp_data_to_floats). */
+		r = gp_data_gather(env->train, c->idx + at, ns, v->x, v->y);
 		at += ns;
-		r = gp_model_set_batch(v->model, v->x, v->y, ns);
+		if (r >= 0)
+			r = gp_model_set_batch(v->model, v->x, v->y, ns);
 		gp_model_set_seed(v->model,
 				  gp_model_minibatch_seed(env->job_seed,
 							  c->ids[j] / per,

@@ -145,7 +145,8 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 {
 	uint64_t b = pool->job->batch_size;
 
-	return (m->caps & GP_CAP_LOCAL_DATA) ? 4 * b : SAMPLE_BYTES * b;
+	return (m->caps & (GP_CAP_LOCAL_DATA | GP_CAP_DATA_SHARDS)) ?
+		       4 * b : SAMPLE_BYTES * b;
 }
 
 /* The clock length (seconds) the links ask for: long enough that the
