@@ -1,6 +1,6 @@
 /* The ledger's credit: a member's opt-in public name, and the per member
  * and job totals of the work that earns credit (GP_LEDGER_CREDIT_RULE),
- * which schema step 6's triggers keep in step with the update log.
+ * which schema step 7's triggers keep in step with the update log.
  * ledger.h documents the functions; coordinator/credit.c turns the totals
  * into GFLOP and the listings. */
 #include "ledger.h"

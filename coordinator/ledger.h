@@ -172,6 +172,11 @@ struct gp_ledger_agent_row {
 	double link_bps;
 	double sync_ms;
 	int64_t link_at;
+	/* Verification by recomputation (agent_trust): updates found right,
+	 * found wrong, and applied updates taken back for it. */
+	int64_t verified;
+	int64_t mismatched;
+	int64_t trust_rolled_back;
 };
 
 /* Lists every agent (job_id 0) or the totals within one job. Applied
@@ -188,12 +193,14 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 #define GP_LEDGER_PUBLIC_NAME_MAX 65
 
 /* The one rule of what earns credit, as an SQL condition on a row of the
- * update log: an update the pool applied and no restore undid. The
- * triggers of schema step 6 (credit_add, credit_undo) keep the credit
+ * update log: an update the pool applied and nothing took back (neither a
+ * restore nor verification after a mismatch, gp_ledger_rollback_minibatches:
+ * both set rolled_back). The triggers of schema step 7 (credit_add, credit_undo) keep the credit
  * table equal to the log's totals under this rule, in the transaction
  * that writes or rolls back the rows; gp_ledger_credit_check() compares
  * (and rebuilds) with it. Changing it, e.g. to count only updates that
- * verification by recomputation confirmed (issue 14), means changing
+ * verification by recomputation confirmed rather than those it did not
+ * refute, means changing
  * this condition AND adding a schema step that recreates the triggers to
  * match (with a trigger on the verdict's column), then calling
  * gp_ledger_credit_check(l, true, ...) once. */
@@ -234,6 +241,25 @@ int gp_ledger_credit_list(struct gp_ledger *l, int64_t agent_id,
  * negative errno. */
 int gp_ledger_credit_check(struct gp_ledger *l, bool fix,
 			   int64_t *ret_mismatched);
+
+/* ---- trust (coordinator/verify.c) -------------------------------------- */
+
+/* Adds to the member's verification record (agent_trust): updates
+ * recomputed and found right (verified) or wrong (mismatched), and
+ * applied updates taken back (rolled_back), at `at` (ms). Returns 0 or a
+ * negative errno. Thread-safe. */
+int gp_ledger_trust_add(struct gp_ledger *l, int64_t agent_id,
+			int64_t verified, int64_t mismatched,
+			int64_t rolled_back, int64_t at);
+
+/* Marks the agent's applied rows for the minibatches pairs[2i] (epoch),
+ * pairs[2i + 1] (index in the epoch), i < n (borrowed), as rolled back:
+ * rolled_back is set to the row id of the first pair's (the mismatched
+ * update's first minibatch). Flushes the buffer first. Returns the rows
+ * marked, or a negative errno. */
+int64_t gp_ledger_rollback_minibatches(struct gp_ledger *l, int64_t job_id,
+				       int64_t agent_id,
+				       const int64_t *pairs, size_t n);
 
 /* ---- invite tokens ----------------------------------------------------- */
 

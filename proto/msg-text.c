@@ -89,9 +89,11 @@ const char *gp_msg_type_name(uint8_t type)
 		[GP_MSG_RESUME] = "RESUME",
 		[GP_MSG_BYE] = "BYE",
 		[GP_MSG_PROFILE] = "PROFILE",
+		[GP_MSG_DATA_REQUEST] = "DATA_REQUEST",
+		[GP_MSG_DATA_SHARD] = "DATA_SHARD",
 	};
 
-	if (type == 0 || type > GP_MSG_TYPE_MAX)
+	if (type == 0 || type > GP_MSG_TYPE_MAX || !names[type])
 		return "unknown";
 	return names[type];
 }
