@@ -1,6 +1,6 @@
 /* The parameter tensors of a model as PyTorch shapes them: the order and
- * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d and
- * nn.LayerNorm. Pure: shared by both writers and the tests. */
+ * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d,
+ * nn.LayerNorm and nn.Embedding. Pure: shared by both writers and the tests. */
 #include "export.h"
 
 #include <errno.h>
@@ -45,6 +45,25 @@ int gp_export_layout(const struct gp_model_spec *spec,
 			d[1] = a->c;
 			d[2] = d[3] = l->kernel;
 			put(&ret[n++], l->name, "weight", 4, d);
+			put(&ret[n++], l->name, "bias", 1, d);
+			break;
+		case GP_LAYER_EMBEDDING:
+			/* nn.Embedding(vocab, dim). */
+			d[0] = l->vocab;
+			d[1] = l->out;
+			put(&ret[n++], l->name, "weight", 2, d);
+			break;
+		case GP_LAYER_POSEMBED:
+			/* nn.Embedding(t, dim), looked up with arange(t). */
+			d[0] = l->h;
+			d[1] = l->w;
+			put(&ret[n++], l->name, "weight", 2, d);
+			break;
+		case GP_LAYER_LINEAR:
+			/* nn.Linear over the last axis. */
+			d[0] = l->out;
+			d[1] = a->w;
+			put(&ret[n++], l->name, "weight", 2, d);
 			put(&ret[n++], l->name, "bias", 1, d);
 			break;
 		case GP_LAYER_LAYERNORM:

@@ -561,7 +561,13 @@ static int build_graph(struct builder *b, const struct gp_export_model *m,
 						   ? value_info(b, "output", 1, &d[2])
 						   : value_info(b, "output", 3, d);
 			break;
-		}
+		}		default:
+			/* The language model's layers: safetensors only. */
+			snprintf(err, err_len,
+				 "layer \"%s\" (%s) has no ONNX form yet; "
+				 "export with --format safetensors",
+				 l->name, gp_model_layer_type_name(l->type));
+			return -ENOTSUP;
 		}
 	}
 	if (b->err)
