@@ -69,13 +69,14 @@ static void db_work_done(uv_work_t *req, int status)
 
 uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 {
-	struct gp_checkpoint_section sec[5];
-	uint8_t *p = NULL, *s = NULL, *c = NULL, *out = NULL;
-	size_t pl, sl, cl;
+	struct gp_checkpoint_section sec[6];
+	uint8_t *p = NULL, *s = NULL, *c = NULL, *o = NULL, *out = NULL;
+	size_t pl, sl, cl, ol = 0, n = 5;
 
 	if (gp_params_save(srv->pool.params, &p, &pl) < 0 ||
 	    gp_ssp_save(srv->pool.ssp, &c, &cl) < 0 ||
-	    gp_sched_save(srv->pool.sched, &s, &sl) < 0)
+	    gp_sched_save(srv->pool.sched, &s, &sl) < 0 ||
+	    (srv->optim && gp_optim_save(srv->optim, &o, &ol) < 0))
 		goto out;
 	sec[0] = (struct gp_checkpoint_section){ GP_CKPT_PARAMS, p, pl };
 	sec[1] = (struct gp_checkpoint_section){ GP_CKPT_CLOCKS, c, cl };
@@ -87,9 +88,12 @@ uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 		GP_CKPT_MODEL, (const uint8_t *)srv->spec_text,
 		strlen(srv->spec_text)
 	};
-	if (gp_checkpoint_encode(sec, 5, &out, ret_len) < 0)
+	if (o)
+		sec[n++] = (struct gp_checkpoint_section){ GP_CKPT_OPTIM, o, ol };
+	if (gp_checkpoint_encode(sec, n, &out, ret_len) < 0)
 		out = NULL;
 out:
+	free(o);
 	free(p);
 	free(s);
 	free(c);

@@ -57,6 +57,12 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				   GP_CAP_MODEL_TEXT);
 
+	/* AdamW's step is the coordinator's alone (optim.h): an agent's copy
+	 * cannot follow it locally, so it takes no local step (and sends
+	 * no sums, which stand for local steps). */
+	if (pool->job->optimizer == GP_OPT_ADAMW)
+		caps &= ~(uint32_t)GP_CAP_LOCAL_STEP;
+
 	/* Sums stand for steps only when the step is linear in the gradient
 	 * (no weight decay) and the agent takes them locally. */
 	if ((j->caps & GP_CAP_SUMS) && (caps & GP_CAP_LOCAL_STEP) &&

@@ -1084,6 +1084,7 @@ out:
 	gp_model_destroy(srv->eval_model);
 	gp_backend_destroy(srv->eval_be);
 	gp_params_destroy(srv->pool.params);
+	gp_optim_destroy(srv->optim);
 	gp_ssp_destroy(srv->pool.ssp);
 	gp_sched_destroy(srv->pool.sched);
 	gp_data_destroy(srv->train);

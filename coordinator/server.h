@@ -20,6 +20,7 @@
 #include "identity.h"
 #include "job.h"
 #include "model.h"
+#include "optim.h"
 #include "pool.h"
 #include "state.h"
 
@@ -84,6 +85,7 @@ struct server {
 	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
 	struct gp_backend *eval_be;
 	struct gp_model *eval_model;
+	struct gp_optim *optim;  /* optimizer = adamw, else NULL */
 
 	int64_t last_checkpoint_ms;
 	int64_t links_saved_ms;  /* last pass of save_links() */

@@ -46,6 +46,38 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* The job's AdamW state (optimizer = adamw): restored from a
+ * checkpoint's section o when there is one, else fresh, and attached to
+ * the parameter store. Nothing for the SGD optimizers. Returns 0 or a
+ * negative errno. */
+static int setup_optim(struct server *srv,
+		       const struct gp_checkpoint_section *o)
+{
+	struct gp_optim_config oc = {
+		.beta1 = (float)srv->job.beta1,
+		.beta2 = (float)srv->job.beta2,
+		.eps = (float)srv->job.eps,
+		.weight_decay = (float)srv->job.weight_decay,
+	};
+	size_t n = gp_params_size(srv->pool.params);
+	int r;
+
+	if (srv->job.optimizer != GP_OPT_ADAMW)
+		return 0;
+	if (o) {
+		r = gp_optim_load(o->data, o->len, n, &srv->optim);
+		if (r < 0)
+			return r;
+	} else {
+		if (gp_params_updates(srv->pool.params) > 0)
+			gp_warn("the checkpoint holds no AdamW state: its "
+				"moments start again from zero");
+		if ((r = gp_optim_create(&oc, n, &srv->optim)) < 0)
+			return r;
+	}
+	return gp_optim_attach(srv->optim, srv->pool.params);
+}
+
 static int build_fresh(struct server *srv)
 {
 	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_NODES];
@@ -54,7 +86,9 @@ static int build_fresh(struct server *srv)
 		.lr = (float)srv->job.learning_rate,
 		.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
 				    (float)srv->job.momentum : 0.0f,
-		.weight_decay = (float)srv->job.weight_decay,
+		/* AdamW decays in its own step (optim.h). */
+		.weight_decay = srv->job.optimizer == GP_OPT_ADAMW ?
+					0.0f : (float)srv->job.weight_decay,
 		.clip_norm = (float)srv->job.clip_grad_norm,
 		.reject_norm = (float)srv->job.max_grad_norm,
 	};
@@ -94,7 +128,7 @@ static int build_fresh(struct server *srv)
 		off += (size_t)shapes[i].rows * shapes[i].cols;
 	}
 	free(init);
-	if (r < 0)
+	if (r < 0 || (r = setup_optim(srv, NULL)) < 0)
 		return r;
 	r = gp_ssp_create(srv->job.staleness, &srv->pool.ssp);
 	if (r < 0)
@@ -235,6 +269,8 @@ static int restore(struct server *srv)
 			 m->len > 80 ? "..." : "");
 		r = -EBADMSG;
 	}
+	if (r >= 0)
+		r = setup_optim(srv, gp_checkpoint_find(sec, n, GP_CKPT_OPTIM));
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */
