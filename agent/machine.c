@@ -401,7 +401,7 @@ void gp_machine_on_established(struct gp_machine *m)
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT;
-	if (m->data) {
+	if (m->data || m->tokens) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
 	}
@@ -615,6 +615,16 @@ static int start_worker(struct gp_machine *m, const char *spec,
 	if (r < 0)
 		return r;
 	m->have_worker = true;
+	m->window = m->vocab = 0;
+	{
+		struct gp_model_spec ms;
+
+		if (gp_model_spec_parse(spec, &ms, NULL, 0) == 0 &&
+		    gp_model_spec_labels(&ms) > 1) {
+			m->window = ms.dims[0];
+			m->vocab = ms.dims[ms.n_layers];
+		}
+	}
 	snprintf(m->spec, sizeof(m->spec), "%s", spec);
 	m->batch = w->batch_size;
 	m->seed = w->seed;
@@ -700,12 +710,23 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 
 /* A minibatch given as indices into the local training set: its pixels
  * and labels gathered into px and lb (samples * GP_DATA_PIXELS and
- * samples bytes). Returns false for an index out of range. */
+ * samples bytes), or a language model's windows packed into px (as the
+ * coordinator would send them, tokens.h). Returns false for an index out
+ * of range. */
 static bool gather_local(const struct gp_machine *m,
 			 const struct gp_msg_minibatch *mb, uint8_t *px,
 			 uint8_t *lb)
 {
-	for (size_t i = 0; i < mb->samples; i++) {
+	size_t wb = gp_tokens_window_bytes(m->window, m->vocab);
+
+	for (size_t i = 0; m->window && i < mb->samples; i++) {
+		uint32_t k = gp_msg_minibatch_index(mb, i);
+
+		if (gp_tokens_pack(m->tokens, m->window, m->vocab, &k, 1,
+				   px + i * wb) < 0)
+			return false;
+	}
+	for (size_t i = 0; !m->window && i < mb->samples; i++) {
 		uint32_t k = gp_msg_minibatch_index(mb, i);
 
 		if (k >= m->data->count)
@@ -719,20 +740,26 @@ static bool gather_local(const struct gp_machine *m,
 
 static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch *mb)
 {
-	bool local = m->data && mb->indices_len && !mb->pixels_len;
+	/* A language model's sample is a window of token ids, its labels
+	 * within it (tokens.h). */
+	bool lm = m->window > 0;
+	size_t fb = lm ? gp_tokens_window_bytes(m->window, m->vocab) :
+			 GP_DATA_PIXELS;
+	bool local = (lm ? m->tokens != NULL : m->data != NULL) &&
+		     mb->indices_len && !mb->pixels_len;
 	uint8_t *px, *lb;
 
 	if (mb->samples == 0 || mb->samples > m->batch ||
 	    (local ? mb->indices_len != (size_t)mb->samples * 4 :
-		     mb->features != GP_DATA_PIXELS ||
-		     mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
-		     mb->labels_len != mb->samples)) {
+		     mb->features != fb ||
+		     mb->pixels_len != (size_t)mb->samples * fb ||
+		     mb->labels_len != (lm ? 0 : mb->samples))) {
 		drop_session(m, GP_BYE_PROTOCOL,
 			     "minibatch %" PRIu64 " has an unexpected shape",
 			     mb->minibatch);
 		return;
 	}
-	px = malloc((size_t)mb->samples * GP_DATA_PIXELS);
+	px = malloc((size_t)mb->samples * fb);
 	lb = malloc(mb->samples);
 	if (!px || !lb) {
 		free(px);
@@ -743,7 +770,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 	}
 	if (!local) {
 		memcpy(px, mb->pixels, mb->pixels_len);
-		memcpy(lb, mb->labels, mb->labels_len);
+		if (mb->labels_len)
+			memcpy(lb, mb->labels, mb->labels_len);
 	} else if (!gather_local(m, mb, px, lb)) {
 		free(px);
 		free(lb);

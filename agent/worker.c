@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "log.h"
+#include "tokens.h"
 #include "util.h"
 
 enum job_kind {
@@ -85,6 +86,8 @@ struct gp_worker {
 	double flops_per_sample;
 	float *x;
 	int32_t *y;
+	size_t in, labels;        /* a sample's inputs and labels */
+	uint32_t vocab;           /* the classes (a language model's tokens) */
 	struct group grp;
 	uint64_t steps;           /* minibatches computed (test.fail_step) */
 	uint64_t typical_us;      /* moving average of rest_basis() */
@@ -153,7 +156,10 @@ static int setup(struct gp_worker *w)
 			 err);
 		return r;
 	}
-	if (spec.dims[0] != GP_DATA_PIXELS) {
+	/* A language model reads token windows (tokens.h), any other an
+	 * image. */
+	w->labels = gp_model_spec_labels(&spec);
+	if (w->labels == 1 && spec.dims[0] != GP_DATA_PIXELS) {
 		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
 			 "model '%s' does not take %d inputs",
 			 spec_name(w, name, sizeof(name)), GP_DATA_PIXELS);
@@ -199,8 +205,10 @@ static int setup(struct gp_worker *w)
 	/* Forward GEMMs, weight-gradient GEMMs and the input gradients
 	 * somebody needs (not the first layer's). */
 	w->flops_per_sample = gp_model_spec_train_flops(&spec);
-	w->x = malloc(w->cfg.max_batch * GP_DATA_PIXELS * sizeof(float));
-	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
+	w->in = spec.dims[0];
+	w->vocab = spec.dims[spec.n_layers];
+	w->x = malloc(w->cfg.max_batch * w->in * sizeof(float));
+	w->y = malloc(w->cfg.max_batch * w->labels * sizeof(int32_t));
 	if (!w->x || !w->y)
 		return -ENOMEM;
 	return 0;
@@ -245,9 +253,20 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EIO;
 		return res;
 	}
-	pixels_to_floats(w->x, j->pixels, (size_t)j->n * GP_DATA_PIXELS);
-	for (size_t i = 0; i < j->n; i++)
-		w->y[i] = j->labels[i];
+	if (w->labels > 1) {
+		/* Windows of token ids; their labels are their own next
+		 * tokens. */
+		r = gp_tokens_unpack(j->pixels, j->n, w->in, w->vocab, w->x,
+				     w->y);
+		if (r < 0) {
+			res->error = -EINVAL;
+			return res;
+		}
+	} else {
+		pixels_to_floats(w->x, j->pixels, (size_t)j->n * GP_DATA_PIXELS);
+		for (size_t i = 0; i < j->n; i++)
+			w->y[i] = j->labels[i];
+	}
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
 	/* Dropout masks are the minibatch's own, wherever it is computed. */
 	gp_model_set_seed(w->model, gp_model_minibatch_seed(w->cfg.seed,

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "export.h"
 #include "gp-config.h"
 #include "log.h"
+#include "model.h"
 #include "serve.h"
 #include "state.h"
 #include "token.h"
@@ -564,6 +566,23 @@ static const char *format_eta(double s, char *buf, size_t size)
 #define RATE_WINDOW_MS 60000
 #define RATE_LAG_MS 1000
 
+/* A language model's vocabulary (its evaluations are in bits a token,
+ * bits per byte for bytes), or 0 for another model or none known. */
+static uint32_t job_lm_vocab(struct gp_ledger *l, int64_t job)
+{
+	struct gp_model_spec *spec = malloc(sizeof(*spec));
+	char *text = NULL;
+	uint32_t vocab = 0;
+
+	if (spec && gp_ledger_job_model(l, job, &text) >= 0 && text &&
+	    gp_model_spec_parse(text, spec, NULL, 0) == 0 &&
+	    gp_model_spec_labels(spec) > 1)
+		vocab = spec->dims[spec->n_layers];
+	free(text);
+	free(spec);
+	return vocab;
+}
+
 static int cmd_status(struct options *o)
 {
 	struct gp_coord_state st;
@@ -576,6 +595,7 @@ static int cmd_status(struct options *o)
 	char buf[32], eta_text[32];
 	long pid = 0;
 	int r;
+	uint32_t lm_vocab = 0;
 	bool serving = serve_running(o);
 
 	r = gp_coord_state_open(&st, o->state,
@@ -593,6 +613,8 @@ static int cmd_status(struct options *o)
 	}
 	if (r >= 0)
 		r = gp_ledger_agent_list(st.ledger, s.job_id, &rows, &n);
+	if (r >= 0)
+		lm_vocab = job_lm_vocab(st.ledger, s.job_id);
 	if (r >= 0 && serving &&
 	    gp_ledger_meta_get(st.ledger, GP_META_SERVE_STARTED, buf,
 			       sizeof(buf)) > 0)
@@ -654,11 +676,19 @@ static int cmd_status(struct options *o)
 		       to > from ? (double)(to - from) / 1000.0 : 0.0,
 		       serving ? s.connected_agents : 0, s.live_agents,
 		       s.last_checkpoint_seq);
-		if (s.have_eval)
+		if (s.have_eval) {
 			printf(",\"last_eval\":{\"epoch\":%" PRId64
-			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f}",
+			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f",
 			       s.last_eval.epoch + 1, s.last_eval.test_loss,
 			       s.last_eval.test_accuracy);
+			if (lm_vocab)
+				printf(",\"test_bits_per_token\":%.5f",
+				       s.last_eval.test_loss / M_LN2);
+			if (lm_vocab && lm_vocab <= 256)
+				printf(",\"test_bits_per_byte\":%.5f",
+				       s.last_eval.test_loss / M_LN2);
+			printf("}");
+		}
 		printf(",\"agents\":[");
 		for (size_t i = 0; i < n; i++) {
 			printf("%s{\"id\":%" PRId64 ",\"name\":", i ? "," : "",
@@ -701,7 +731,13 @@ static int cmd_status(struct options *o)
 		printf(", %" PRId64 " rolled back by a restore",
 		       s.updates_rolled_back);
 	printf("\n");
-	if (s.have_eval)
+	if (s.have_eval && lm_vocab)
+		printf("last evaluation: epoch %" PRId64 ", held-out %.4f "
+		       "%s (test loss %.4f), next-token accuracy %.2f%%\n",
+		       s.last_eval.epoch + 1, s.last_eval.test_loss / M_LN2,
+		       lm_vocab <= 256 ? "bits/byte" : "bits/token",
+		       s.last_eval.test_loss, 100.0 * s.last_eval.test_accuracy);
+	else if (s.have_eval)
 		printf("last evaluation: epoch %" PRId64 ", test accuracy "
 		       "%.2f%%, test loss %.4f\n",
 		       s.last_eval.epoch + 1, 100.0 * s.last_eval.test_accuracy,

@@ -151,8 +151,13 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	uint32_t n = gp_sched_minibatch_samples(sched, id);
 	uint32_t per = gp_sched_minibatches(sched);
 	bool local = p->m.caps & GP_CAP_LOCAL_DATA;
+	/* A language model's sample is a window of token ids (tokens.h). */
+	size_t features = srv->train_tok ?
+		gp_tokens_window_bytes(srv->spec.dims[0],
+				       srv->spec.dims[srv->spec.n_layers]) :
+		GP_DATA_PIXELS;
 	uint32_t *idx = malloc(n * sizeof(*idx));
-	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * GP_DATA_PIXELS);
+	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * features);
 	uint8_t *lb = malloc(n ? n : 1);
 	struct gp_msg m;
 	size_t got = 0;
@@ -167,7 +172,12 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 		goto out;
 	for (size_t i = 0; i < got && local; i++)
 		gp_put_le32(px + 4 * i, idx[i]);
-	for (size_t i = 0; i < got && !local; i++) {
+	if (!local && srv->train_tok &&
+	    (r = gp_tokens_pack(srv->train_tok, srv->spec.dims[0],
+				srv->spec.dims[srv->spec.n_layers], idx, got,
+				px)) < 0)
+		goto out;
+	for (size_t i = 0; i < got && !local && !srv->train_tok; i++) {
 		memcpy(px + i * GP_DATA_PIXELS,
 		       srv->train->images + (size_t)idx[i] * GP_DATA_PIXELS,
 		       GP_DATA_PIXELS);
@@ -178,15 +188,16 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	m.u.minibatch.minibatch = id % per;
 	m.u.minibatch.clock = (uint64_t)clock;
 	m.u.minibatch.samples = (uint32_t)got;
-	m.u.minibatch.features = GP_DATA_PIXELS;
+	m.u.minibatch.features = (uint32_t)features;
 	if (local) {
 		m.u.minibatch.indices = px;
 		m.u.minibatch.indices_len = got * 4;
 	} else {
 		m.u.minibatch.pixels = px;
-		m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
+		m.u.minibatch.pixels_len = got * features;
+		/* A window's labels are its own next tokens. */
 		m.u.minibatch.labels = lb;
-		m.u.minibatch.labels_len = got;
+		m.u.minibatch.labels_len = srv->train_tok ? 0 : got;
 	}
 	if (p->m.caps & GP_CAP_LOCAL_STEP) {
 		m.u.minibatch.lr = (float)gp_pool_lr_at(&srv->pool, id);
@@ -1014,7 +1025,7 @@ static void record_start(struct server *srv)
 	if (gp_ledger_agents_disconnected(l) < 0 ||
 	    gp_ledger_job_set_size(l, srv->pool.job_id, srv->job.epochs,
 				   gp_sched_minibatches(srv->pool.sched),
-				   (int64_t)srv->train->count) < 0 ||
+				   (int64_t)srv->n_train) < 0 ||
 	    gp_ledger_meta_set(l, GP_META_SERVE_STARTED, now) < 0 ||
 	    gp_ledger_meta_set(l, GP_META_SERVE_PID, pid) < 0)
 		gp_warn("%s: %s", srv->st.ledger_path, gp_ledger_error(l));
@@ -1089,6 +1100,8 @@ out:
 	gp_sched_destroy(srv->pool.sched);
 	gp_data_destroy(srv->train);
 	gp_data_destroy(srv->test);
+	gp_tokens_destroy(srv->train_tok);
+	gp_tokens_destroy(srv->test_tok);
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
 	gp_robust_finish(&srv->pool.robust);

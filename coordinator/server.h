@@ -21,6 +21,7 @@
 #include "job.h"
 #include "model.h"
 #include "optim.h"
+#include "tokens.h"
 #include "pool.h"
 #include "state.h"
 
@@ -68,6 +69,11 @@ struct server {
 	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
+	/* [data] set = tokens: the language model's token files
+	 * (tokens.h) in place of train and test. */
+	struct gp_tokens *train_tok, *test_tok;
+	size_t n_train;         /* training samples (images or windows) */
+	size_t eval_batch;      /* rows of the evaluation model */
 	/* The members, the parameter store, the clocks, the schedule and the
 	 * run's counters: what the pure modules decide about. */
 	struct gp_pool pool;

@@ -78,6 +78,54 @@ static int setup_optim(struct server *srv,
 	return gp_optim_attach(srv->optim, srv->pool.params);
 }
 
+/* [data] set = tokens: DIR/train.tok and DIR/test.tok (tokens.h), for a
+ * language model (a seq_xent loss) whose vocabulary covers theirs. The
+ * samples are the training file's windows of the model's context. */
+static int load_tokens(struct server *srv, const char *job_path)
+{
+	const struct gp_model_spec *s = &srv->spec;
+	char path[sizeof(srv->job.data_dir) + 16], err[GP_DATA_ERR_MAX];
+	uint32_t vocab = s->dims[s->n_layers];
+	int r;
+
+	if (gp_model_spec_labels(s) < 2 ||
+	    s->layers[1].type != GP_LAYER_EMBEDDING) {
+		gp_error("%s: [data] set = tokens needs a language model (an "
+			 "embedding after the input, a seq_xent loss; "
+			 "docs/models.md)", job_path);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/train.tok", srv->job.data_dir);
+	r = gp_tokens_load(path, &srv->train_tok, err, sizeof(err));
+	if (r >= 0) {
+		snprintf(path, sizeof(path), "%s/test.tok", srv->job.data_dir);
+		r = gp_tokens_load(path, &srv->test_tok, err, sizeof(err));
+	}
+	if (r < 0) {
+		gp_error("%s (make the token files with gp-tokens)", err);
+		return r;
+	}
+	if (srv->train_tok->vocab > vocab || srv->test_tok->vocab > vocab ||
+	    srv->train_tok->vocab > s->layers[1].vocab) {
+		gp_error("%s: the token files' vocabulary (%u) is larger than "
+			 "the model's (%u)", job_path, srv->train_tok->vocab,
+			 vocab);
+		return -EINVAL;
+	}
+	srv->n_train = gp_tokens_windows(srv->train_tok, s->dims[0]);
+	if (srv->n_train == 0 || srv->n_train > UINT32_MAX ||
+	    gp_tokens_windows(srv->test_tok, s->dims[0]) == 0) {
+		gp_error("%s: the token files hold no window of the model's "
+			 "%u tokens", job_path, s->dims[0]);
+		return -EINVAL;
+	}
+	srv->pool.train_fingerprint = gp_tokens_fingerprint(srv->train_tok);
+	gp_info("token data: %zu training windows of %u tokens, %zu held "
+		"out", srv->n_train, s->dims[0],
+		gp_tokens_windows(srv->test_tok, s->dims[0]));
+	return 0;
+}
+
 static int build_fresh(struct server *srv)
 {
 	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_NODES];
@@ -93,7 +141,7 @@ static int build_fresh(struct server *srv)
 		.reject_norm = (float)srv->job.max_grad_norm,
 	};
 	struct gp_sched_config sc = {
-		.n_samples = (uint32_t)srv->train->count,
+		.n_samples = (uint32_t)srv->n_train,
 		.batch_size = srv->job.batch_size,
 		.epochs = srv->job.epochs,
 		.seed = srv->job.seed,
@@ -211,11 +259,11 @@ static int check_restored(struct server *srv, int64_t seq)
 			return -EBADMSG;
 		}
 	}
-	if (sc->n_samples != srv->train->count ||
+	if (sc->n_samples != srv->n_train ||
 	    sc->batch_size != srv->job.batch_size) {
 		gp_error("checkpoint %" PRId64 " counts %u samples in batches of "
 			 "%u, the job %zu in batches of %u", seq, sc->n_samples,
-			 sc->batch_size, (size_t)srv->train->count,
+			 sc->batch_size, srv->n_train,
 			 srv->job.batch_size);
 		return -EBADMSG;
 	}
@@ -408,7 +456,11 @@ int gp_setup_job(struct server *srv, const char *job_path)
 			     job_path);
 		return r;
 	}
-	if (srv->spec.dims[0] != GP_DATA_PIXELS ||
+	if (strcmp(srv->job.data_set, "tokens") == 0) {
+		r = load_tokens(srv, job_path);
+		if (r < 0)
+			return r;
+	} else if (srv->spec.dims[0] != GP_DATA_PIXELS ||
 	    srv->spec.dims[srv->spec.n_layers] != GP_DATA_CLASSES) {
 		gp_error("%s: the model takes %u inputs and gives %u classes; "
 			 "Fashion-MNIST has %d inputs (1x28x28) and %d classes",
@@ -418,19 +470,26 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		r = -EINVAL;
 		return r;
 	}
-	r = gp_data_load_fashion_mnist(srv->job.data_dir, true, &srv->train, err,
-				       sizeof(err));
-	if (r >= 0)
-		r = gp_data_load_fashion_mnist(srv->job.data_dir, false, &srv->test,
-					       err, sizeof(err));
-	if (r < 0) {
-		gp_error("%s", err);
-		return r;
+	if (!srv->train_tok) {
+		r = gp_data_load_fashion_mnist(srv->job.data_dir, true,
+					       &srv->train, err, sizeof(err));
+		if (r >= 0)
+			r = gp_data_load_fashion_mnist(srv->job.data_dir, false,
+						       &srv->test, err,
+						       sizeof(err));
+		if (r < 0) {
+			gp_error("%s", err);
+			return r;
+		}
+		srv->pool.train_fingerprint = gp_data_fingerprint(srv->train);
+		srv->n_train = srv->train->count;
 	}
-	srv->pool.train_fingerprint = gp_data_fingerprint(srv->train);
+	/* A language model's activations are sequences: its evaluation
+	 * runs in smaller batches (attention keeps T x T a head). */
+	srv->eval_batch = srv->train_tok ? 32 : EVAL_BATCH;
 	r = gp_backend_create_cpu(1, &srv->eval_be);
 	if (r >= 0)
-		r = gp_model_create(srv->eval_be, &srv->spec, EVAL_BATCH,
+		r = gp_model_create(srv->eval_be, &srv->spec, srv->eval_batch,
 				    &srv->eval_model);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "cannot create the evaluation model");

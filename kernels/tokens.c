@@ -312,3 +312,54 @@ uint64_t gp_tokens_fingerprint(const struct gp_tokens *t)
 	return (uint64_t)(uint32_t)c << 32 |
 	       (uint32_t)(t->vocab ^ (uint32_t)t->count);
 }
+
+size_t gp_tokens_window_bytes(size_t len, uint32_t vocab)
+{
+	return (len + 1) * (vocab <= 256 ? 1 : 2);
+}
+
+int gp_tokens_pack(const struct gp_tokens *t, size_t len, uint32_t vocab,
+		   const uint32_t *idx, size_t n, uint8_t *out)
+{
+	size_t windows = gp_tokens_windows(t, len);
+	size_t width = vocab <= 256 ? 1 : 2;
+
+	if (!t || !idx || !out || len == 0 || vocab < t->vocab)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		const uint16_t *src;
+
+		if (idx[i] >= windows)
+			return -EINVAL;
+		src = t->ids + (size_t)idx[i] * len;
+		for (size_t j = 0; j <= len; j++, out += width) {
+			if (width == 1)
+				out[0] = (uint8_t)src[j];
+			else
+				gp_put_le16(out, src[j]);
+		}
+	}
+	return 0;
+}
+
+int gp_tokens_unpack(const uint8_t *in, size_t n, size_t len,
+		     uint32_t vocab, float *x, int32_t *labels)
+{
+	size_t width = vocab <= 256 ? 1 : 2;
+
+	if (!in || !x || !labels || len == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j <= len; j++, in += width) {
+			uint32_t id = width == 1 ? in[0] : gp_get_le16(in);
+
+			if (id >= vocab)
+				return -EDOM;
+			if (j < len)
+				x[i * len + j] = (float)id;
+			if (j > 0)
+				labels[i * len + j - 1] = (int32_t)id;
+		}
+	}
+	return 0;
+}

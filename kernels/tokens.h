@@ -76,6 +76,24 @@ int gp_tokens_gather(const struct gp_tokens *t, size_t len,
 		     const uint32_t *idx, size_t n, float *x,
 		     int32_t *labels);
 
+/* On the wire a window travels as its len + 1 ids, 1 byte each for a
+ * model of vocabulary V <= 256, else 2 (little-endian): these are the
+ * bytes of one window. */
+size_t gp_tokens_window_bytes(size_t len, uint32_t vocab);
+
+/* Packs windows idx[0..n) of a context of len tokens for a model of
+ * vocabulary vocab into out (n x gp_tokens_window_bytes() bytes,
+ * caller-owned). -EINVAL for a window out of range or an id of the
+ * stream at or above vocab. */
+int gp_tokens_pack(const struct gp_tokens *t, size_t len, uint32_t vocab,
+		   const uint32_t *idx, size_t n, uint8_t *out);
+
+/* Unpacks n packed windows (in: borrowed) into x (n x len floats) and
+ * labels (n x len), as gp_tokens_gather() does. -EDOM for an id at or
+ * above vocab (the bytes came from the network). */
+int gp_tokens_unpack(const uint8_t *in, size_t n, size_t len,
+		     uint32_t vocab, float *x, int32_t *labels);
+
 /* A fingerprint of the stream (CRC-32 of the ids, the vocabulary and the
  * count), so that two copies can be matched. Not a security check. */
 uint64_t gp_tokens_fingerprint(const struct gp_tokens *t);
