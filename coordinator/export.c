@@ -596,3 +596,45 @@ out:
 		gp_coord_state_close(&st);
 	return r;
 }
+
+int gp_export_load(const char *state_dir, int64_t job_id, int64_t checkpoint,
+		   struct gp_model_spec *ret_spec, struct gp_params **ret_params,
+		   int64_t *ret_seq)
+{
+	struct gp_coord_state st;
+	struct gp_ledger_job job = { 0 };
+	struct loaded x = { 0 };
+	int r;
+
+	if (!state_dir || !ret_spec || !ret_params)
+		return -EINVAL;
+	r = gp_coord_state_open(&st, state_dir,
+				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
+	if (r < 0)
+		return r;
+	r = gp_ledger_job_get(st.ledger, job_id, &job);
+	if (r == -ENOENT) {
+		if (job_id)
+			gp_error("%s: no job %" PRId64, st.ledger_path, job_id);
+		else
+			gp_error("%s: no job yet", st.ledger_path);
+		goto out;
+	}
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	r = pick(st.ledger, &job, checkpoint, &x);
+	if (r < 0)
+		goto out;
+	*ret_spec = x.spec;
+	*ret_params = x.params;
+	if (ret_seq)
+		*ret_seq = x.ck.seq;
+	x.params = NULL;
+out:
+	loaded_finish(&x);
+	gp_ledger_job_finish(&job);
+	gp_coord_state_close(&st);
+	return r;
+}

@@ -28,6 +28,8 @@
 
 #include "model.h"
 
+struct gp_params;
+
 #define GP_EXPORT_MAX_DIMS 4
 #define GP_EXPORT_ERR_MAX 256
 
@@ -110,6 +112,16 @@ struct gp_export_request {
  * -ENOTSUP, or the errno of writing. */
 int gp_export_command(const char *state_dir,
 		      const struct gp_export_request *req);
+
+/* Loads a job's checkpoint from the ledger in state_dir (borrowed) as
+ * export does (job_id 0: the newest job; checkpoint 0: its newest intact
+ * checkpoint, checked whole): *ret_spec gets the model, *ret_params the
+ * parameter store (owned by the caller, gp_params_destroy()), *ret_seq
+ * (may be NULL) the checkpoint's seq. Errors are logged. Returns 0,
+ * -ENOENT, -EBADMSG or another negative errno. */
+int gp_export_load(const char *state_dir, int64_t job_id, int64_t checkpoint,
+		   struct gp_model_spec *ret_spec, struct gp_params **ret_params,
+		   int64_t *ret_seq);
 
 /* The ONNX operator set and IR version written. */
 #define GP_EXPORT_ONNX_OPSET 17

@@ -7,6 +7,8 @@
  *   agents [--json] | agents revoke ID
  *   status [--json]
  *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
+ *   sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]
+ *          [--temperature X] [--top-k N] [--seed N]
  *
  * Every command takes --state DIR (default $GRADPOOL_STATE or
  * /var/lib/gradpool-coordinator). The listing commands read the ledger and
@@ -25,6 +27,7 @@
 #include "gp-config.h"
 #include "log.h"
 #include "model.h"
+#include "sample.h"
 #include "serve.h"
 #include "state.h"
 #include "token.h"
@@ -46,6 +49,7 @@ struct options {
 	long uses;
 	bool json;
 	unsigned max_epochs_override;
+	struct gp_sample_request sample; /* sample's own options */
 };
 
 static void usage(FILE *f)
@@ -67,6 +71,9 @@ static void usage(FILE *f)
 	      "  export [--job ID] [--checkpoint N] --format safetensors|onnx OUT\n"
 	      "                         write the trained model (the newest intact\n"
 	      "                         checkpoint of the newest job unless told)\n"
+	      "  sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]\n"
+	      "         [--temperature X] [--top-k N] [--seed N]\n"
+	      "                         text from a trained language model\n"
 	      "\n"
 	      "every command: --state DIR (default $GRADPOOL_STATE or "
 	      DEFAULT_STATE ")\n",
@@ -86,6 +93,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "prompt", required_argument, NULL, 'P' },
+		{ "length", required_argument, NULL, 'N' },
+		{ "temperature", required_argument, NULL, 'T' },
+		{ "top-k", required_argument, NULL, 'K' },
+		{ "seed", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -134,6 +146,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->checkpoint = optarg;
+			break;
+		case 'P':
+			o->sample.prompt = optarg;
+			break;
+		case 'N':
+			o->sample.length = optarg;
+			break;
+		case 'T':
+			o->sample.temperature = optarg;
+			break;
+		case 'K':
+			o->sample.top_k = optarg;
+			break;
+		case 'S':
+			o->sample.seed = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -835,6 +862,12 @@ int main(int argc, char **argv)
 		r = cmd_status(&o);
 	else if (strcmp(cmd, "export") == 0) {
 		r = cmd_export(&o, argc, argv);
+		if (r == -EINVAL)
+			return 2;
+	} else if (strcmp(cmd, "sample") == 0 && !sub) {
+		o.sample.job = o.job;
+		o.sample.checkpoint = o.checkpoint;
+		r = gp_sample_command(o.state, &o.sample);
 		if (r == -EINVAL)
 			return 2;
 	} else if (strcmp(cmd, "serve") == 0 && !sub) {

@@ -872,15 +872,15 @@ static int backward_seq(struct gp_model *m, struct node *nd, size_t n,
 /* Forward over n rows of the loaded batch, then the loss: loss, correct
  * and (when want_grad) the loss's input gradient. Without want_grad (an
  * evaluation) dropout passes its input through. */
-static int forward(struct gp_model *m, size_t n, bool want_grad,
-		   struct gp_model_stats *ret)
+static int forward_upto(struct gp_model *m, size_t n, bool want_grad,
+			struct gp_model_stats *ret, size_t upto)
 {
 	struct gp_backend *be = m->be;
 	int r = 0;
 
 	if (want_grad)
 		memset(m->written, 0, sizeof(m->written));
-	for (size_t i = 1; i < m->spec.n_nodes; i++) {
+	for (size_t i = 1; i < upto; i++) {
 		struct node *nd = &m->nodes[i];
 		const struct gp_model_layer *l = nd->l;
 		struct node *a = in_node(m, nd, 0);
@@ -957,6 +957,28 @@ static int forward(struct gp_model *m, size_t n, bool want_grad,
 			return r;
 	}
 	return 0;
+}
+
+static int forward(struct gp_model *m, size_t n, bool want_grad,
+		   struct gp_model_stats *ret)
+{
+	return forward_upto(m, n, want_grad, ret, m->spec.n_nodes);
+}
+
+int gp_model_logits(struct gp_model *m, const float *x, size_t n,
+		    float *ret)
+{
+	const struct node *a;
+	int r;
+
+	if (!m || !x || !ret || n == 0 || n > m->max_batch)
+		return -EINVAL;
+	m->loaded = 0;
+	if ((r = gp_buf_write(m->x, 0, x, n * m->spec.dims[0])) < 0 ||
+	    (r = forward_upto(m, n, false, NULL, m->spec.n_nodes - 1)) < 0)
+		return r;
+	a = in_node(m, &m->nodes[m->spec.n_nodes - 1], 0);
+	return gp_buf_read(a->out, 0, ret, n * a->size);
 }
 
 /* Momentum SGD of a layer's tensors in the fused step, once the layer no

@@ -302,4 +302,11 @@ int gp_model_evaluate(struct gp_model *m, const float *x,
 		      const int32_t *labels, size_t n,
 		      struct gp_model_stats *ret);
 
+/* The loss's input for n samples x (n rows of dims[0] floats; borrowed),
+ * forward only: ret (caller-owned) gets n rows of what the loss layer
+ * reads, the logits (for a language model 1 x T x V a sample: position
+ * t's logits for the token after it). Replaces the loaded batch. */
+int gp_model_logits(struct gp_model *m, const float *x, size_t n,
+		    float *ret);
+
 #endif
