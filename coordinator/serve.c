@@ -1105,6 +1105,7 @@ out:
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
 	gp_robust_finish(&srv->pool.robust);
+	gp_members_finish(&srv->pool);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
