@@ -101,5 +101,20 @@ int gp_export_check(const struct gp_export_model *m)
 	for (size_t i = 0; i < m->n_meta; i++)
 		if (!m->meta[i].key || !m->meta[i].value)
 			return -EINVAL;
+	for (size_t i = n; i < n + m->n_extra; i++) {
+		const struct gp_export_tensor *t = &m->tensors[i];
+		size_t count = 1;
+
+		if (!t->data || !t->name[0] || t->n_dims == 0 ||
+		    t->n_dims > GP_EXPORT_MAX_DIMS)
+			return -EINVAL;
+		for (size_t d = 0; d < t->n_dims; d++)
+			count *= (size_t)t->dims[d];
+		if (count != t->count)
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(m->tensors[j].name, t->name) == 0)
+				return -EINVAL;
+	}
 	return 0;
 }

@@ -625,6 +625,11 @@ int gp_export_onnx(const struct gp_export_model *m, FILE *f, char *err,
 		err = dummy;
 		err_len = sizeof(dummy);
 	}
+	if (m && m->n_extra) {
+		snprintf(err, err_len, "the optimizer's state goes into "
+			 "safetensors only");
+		return -ENOTSUP;
+	}
 	if (!f || gp_export_check(m) < 0) {
 		snprintf(err, err_len, "the parameters do not fit the model");
 		return -EINVAL;

@@ -6,7 +6,8 @@
  *   serve --job FILE [--listen ADDR:PORT]
  *   agents [--json] | agents revoke ID
  *   status [--json]
- *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
+ *   export [--job ID] [--checkpoint N] [--format safetensors|onnx]
+ *          [--optimizer-state] OUT
  *   sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]
  *          [--temperature X] [--top-k N] [--seed N]
  *
@@ -50,6 +51,7 @@ struct options {
 	bool json;
 	unsigned max_epochs_override;
 	struct gp_sample_request sample; /* sample's own options */
+	bool optimizer_state;            /* export --optimizer-state */
 };
 
 static void usage(FILE *f)
@@ -70,7 +72,8 @@ static void usage(FILE *f)
 	      "  status [--json]        job progress, clocks, throughput\n"
 	      "  export [--job ID] [--checkpoint N] --format safetensors|onnx OUT\n"
 	      "                         write the trained model (the newest intact\n"
-	      "                         checkpoint of the newest job unless told)\n"
+	      "                         checkpoint of the newest job unless told);\n"
+	      "                         --optimizer-state adds AdamW's moments\n"
 	      "  sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]\n"
 	      "         [--temperature X] [--top-k N] [--seed N]\n"
 	      "                         text from a trained language model\n"
@@ -98,6 +101,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "temperature", required_argument, NULL, 'T' },
 		{ "top-k", required_argument, NULL, 'K' },
 		{ "seed", required_argument, NULL, 'S' },
+		{ "optimizer-state", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -161,6 +165,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'S':
 			o->sample.seed = optarg;
+			break;
+		case 'O':
+			o->optimizer_state = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -792,7 +799,10 @@ out:
 
 static int cmd_export(struct options *o, int argc, char **argv)
 {
-	struct gp_export_request req = { .format = o->format };
+	struct gp_export_request req = {
+		.format = o->format,
+		.optimizer_state = o->optimizer_state,
+	};
 
 	if (o->job && parse_id(o->job, &req.job_id) < 0) {
 		gp_error("export --job: '%s' is not a job id", o->job);

@@ -13,6 +13,7 @@ equivalent PyTorch module (tests/lib/gptref.py) and gives the ledger's
 held-out loss within 1 %; ONNX export refuses it by name. `sample`
 writes the prompt and the asked-for bytes, the same for the same seed."""
 import configparser
+import json
 import math
 import os
 import struct
@@ -171,6 +172,27 @@ def test():
         check(abs(loss - evals[-1][1]) <= 0.01 * evals[-1][1],
               "the exported model's held-out loss %.5f is not within 1 %% "
               "of the ledger's %.5f" % (loss, evals[-1][1]))
+        # With AdamW's state: each parameter's two moments, and the step.
+        out2 = os.path.join(pool.dir, "gpt-adamw.safetensors")
+        pool.coord("export", "--optimizer-state", "--format", "safetensors",
+                   out2)
+        full = gptref.read_safetensors(out2)
+        with open(out2, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            meta = json.loads(f.read(n))["__metadata__"]
+        names = [k for k in m.state_dict()]
+        check(sorted(full) == sorted(
+            names + ["optimizer.exp_avg." + k for k in names] +
+            ["optimizer.exp_avg_sq." + k for k in names]),
+              "optimizer-state export: tensors %r" % sorted(full))
+        check(meta.get("gradpool.optimizer") == "adamw" and
+              int(meta["gradpool.adamw.step"]) == steps and
+              meta["gradpool.adamw.betas"] == "0.9,0.95",
+              "optimizer-state export: metadata %r" % meta)
+        check(all(float(full["optimizer.exp_avg_sq." + k].min()) >= 0
+                  for k in names), "a negative second moment")
+        log("optimizer state exported: %d tensors, step %s" %
+            (len(full), meta["gradpool.adamw.step"]))
         r = pool.coord("export", "--format", "onnx",
                        os.path.join(pool.dir, "gpt.onnx"), expect_ok=False)
         check(r.returncode != 0 and "no ONNX form" in r.stderr,
