@@ -903,6 +903,7 @@ static void on_tick(uv_timer_t *t)
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
 		int64_t since;
 
+		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
 		if (!p->ch || !gp_channel_is_established(p->ch))
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {

@@ -521,7 +521,11 @@ int gp_channel_listen(uv_loop_t *loop, const struct sockaddr *addr,
 	l->tcp.data = l;
 	r = uv_tcp_bind(&l->tcp, addr, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection);
+		/* A join storm of thousands: the kernel caps the backlog at
+		 * net.core.somaxconn (4096 by default since Linux 5.4); a
+		 * full backlog drops SYNs, which clients retry after 1, 3,
+		 * 7 s. */
+		r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
 	if (r < 0) {
 		uv_close((uv_handle_t *)&l->tcp, listener_closed);
 		return r;
