@@ -23,6 +23,7 @@
 #include "optim.h"
 #include "tokens.h"
 #include "pool.h"
+#include "shard.h"
 #include "state.h"
 
 /* Messages over the rate limit after which a connection is closed: at
@@ -53,6 +54,9 @@ struct peer {
 	bool listener_data;
 	/* The link and sync interval last written to the ledger. */
 	double link_saved_bps, sync_saved_ms;
+	/* DATA_SHARD messages sent on this connection: a fetch needs each
+	 * shard once, a retry after a bad shard a few more. */
+	uint32_t shards_sent;
 };
 
 struct server {
@@ -74,6 +78,9 @@ struct server {
 	struct gp_tokens *train_tok, *test_tok;
 	size_t n_train;         /* training samples (images or windows) */
 	size_t eval_batch;      /* rows of the evaluation model */
+	/* The training set as content-addressed shards (proto/shard.h), for
+	 * agents granted GP_CAP_DATA_SHARDS. */
+	struct gp_shard_manifest manifest;
 	/* The members, the parameter store, the clocks, the schedule and the
 	 * run's counters: what the pure modules decide about. */
 	struct gp_pool pool;
