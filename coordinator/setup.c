@@ -624,7 +624,12 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		r = -ENOMEM;
 		return r;
 	}
-	if (srv->job.verify_rate > 0) {
+	/* Verification recomputes images' gradients; a language model's
+	 * windows are not checked yet. */
+	if (srv->job.verify_rate > 0 && srv->train_tok)
+		gp_info("verify_rate: a language model's updates are not "
+			"recomputed yet");
+	if (srv->job.verify_rate > 0 && !srv->train_tok) {
 		uint64_t seed = 0;
 
 		/* Which clocks are checked must not be predictable by
