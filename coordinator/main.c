@@ -3,7 +3,8 @@
  *   init --state DIR [--listen ADDR:PORT] [--endpoint HOST:PORT]...
  *   invite [--uses N] [--expires DURATION] [--label TEXT]
  *   invite list [--json] | invite revoke ID
- *   serve --job FILE [--listen ADDR:PORT]
+ *   serve [--job FILE [--keep-serving]] [--exit-when-done] [--listen ADDR:PORT]
+ *   job add FILE | job list [--json] | job cancel ID
  *   agents [--json] | agents revoke ID
  *   status [--json]
  *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
@@ -22,6 +23,7 @@
 
 #include "export.h"
 #include "gp-config.h"
+#include "job-cmd.h"
 #include "log.h"
 #include "serve.h"
 #include "state.h"
@@ -43,6 +45,8 @@ struct options {
 	size_t n_endpoints;
 	long uses;
 	bool json;
+	bool keep_serving;
+	bool exit_when_done;
 	unsigned max_epochs_override;
 };
 
@@ -57,8 +61,17 @@ static void usage(FILE *f)
 	      "                         print a new invite token\n"
 	      "  invite list [--json]   list tokens\n"
 	      "  invite revoke ID       revoke a token\n"
-	      "  serve --job FILE [--listen ADDR:PORT]\n"
-	      "                         run a training job and serve agents\n"
+	      "  serve [--listen ADDR:PORT]\n"
+	      "                         serve the pool and its job queue; stays up\n"
+	      "                         between jobs (--exit-when-done: until the\n"
+	      "                         queue is empty)\n"
+	      "  serve --job FILE [--keep-serving] [--listen ADDR:PORT]\n"
+	      "                         run (or resume) that job, then exit; with\n"
+	      "                         --keep-serving go on with the queue\n"
+	      "  job add FILE           queue a job (serve takes it when free)\n"
+	      "  job list [--json]      the jobs: queued, running, done, failed,\n"
+	      "                         cancelled, with progress and accuracy\n"
+	      "  job cancel ID          take a queued job off, or stop a running one\n"
 	      "  agents [--json]        list member agents\n"
 	      "  agents revoke ID       revoke an agent's membership\n"
 	      "  status [--json]        job progress, clocks, throughput\n"
@@ -84,6 +97,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "keep-serving", no_argument, NULL, 'K' },
+		{ "exit-when-done", no_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -132,6 +147,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->checkpoint = optarg;
+			break;
+		case 'K':
+			o->keep_serving = true;
+			break;
+		case 'X':
+			o->exit_when_done = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -575,6 +596,8 @@ static int cmd_status(struct options *o)
 	double rate = 0, mb_rate = 0, eta = -1, progress = -1;
 	char buf[32], eta_text[32];
 	long pid = 0;
+	int64_t queued = 0;
+	bool active;
 	int r;
 	bool serving = serve_running(o);
 
@@ -615,6 +638,17 @@ static int cmd_status(struct options *o)
 		rate = (double)win_samples * 1000.0 / (double)(to - from);
 		mb_rate = (double)win_mb * 1000.0 / (double)(to - from);
 	}
+	{
+		struct gp_ledger_job_row *jobs = NULL;
+		size_t nj = 0;
+
+		if (gp_ledger_job_list(st.ledger, &jobs, &nj) >= 0)
+			for (size_t i = 0; i < nj; i++)
+				queued += jobs[i].state == GP_JOB_QUEUED;
+		free(jobs);
+	}
+	/* The job is trained now, or would be by a serve (not ended). */
+	active = s.state == GP_JOB_RUNNING || s.state == GP_JOB_CREATED;
 	total = s.epochs * s.minibatches_per_epoch;
 	if (total > 0) {
 		progress = (double)s.updates_applied / (double)total;
@@ -648,12 +682,12 @@ static int cmd_status(struct options *o)
 		       ",\"updates_rolled_back\":%" PRId64
 		       ",\"samples_per_s\":%.1f,\"rate_window_s\":%.1f"
 		       ",\"agents_connected\":%" PRId64 ",\"members\":%" PRId64
-		       ",\"last_checkpoint\":%" PRId64,
+		       ",\"last_checkpoint\":%" PRId64 ",\"jobs_queued\":%" PRId64,
 		       s.updates_applied, s.samples_applied, s.updates_discarded,
 		       s.updates_rejected, s.updates_rolled_back, rate,
 		       to > from ? (double)(to - from) / 1000.0 : 0.0,
 		       serving ? s.connected_agents : 0, s.live_agents,
-		       s.last_checkpoint_seq);
+		       s.last_checkpoint_seq, queued);
 		if (s.have_eval)
 			printf(",\"last_eval\":{\"epoch\":%" PRId64
 			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f}",
@@ -706,10 +740,16 @@ static int cmd_status(struct options *o)
 		       "%.2f%%, test loss %.4f\n",
 		       s.last_eval.epoch + 1, 100.0 * s.last_eval.test_accuracy,
 		       s.last_eval.test_loss);
-	if (!serving && s.state != GP_JOB_DONE)
+	if (!active)
+		printf("the pool has no job now: %" PRId64 " queued (job list; "
+		       "job add FILE)\n", queued);
+	else if (queued)
+		printf("queue: %" PRId64 " job(s) after this one (job list)\n",
+		       queued);
+	if (!serving && (active || queued))
 		printf("warning: serve is not running: the job is not being "
-		       "trained ('serve --job FILE' resumes it)\n");
-	else if (s.connected_agents == 0 && s.state != GP_JOB_DONE)
+		       "trained ('serve' resumes it)\n");
+	else if (s.connected_agents == 0 && active)
 		printf("warning: no agent is connected: nothing is being "
 		       "computed (see 'agents'; invite volunteers with "
 		       "'invite')\n");
@@ -801,12 +841,27 @@ int main(int argc, char **argv)
 		r = cmd_export(&o, argc, argv);
 		if (r == -EINVAL)
 			return 2;
+	} else if (strcmp(cmd, "job") == 0) {
+		r = gp_job_command(o.state, sub,
+				   optind + 1 < argc ? argv[optind + 1] : NULL,
+				   o.json);
+		if (r == -EINVAL)
+			return 2;
 	} else if (strcmp(cmd, "serve") == 0 && !sub) {
-		if (!o.job) {
-			gp_error("serve needs --job FILE");
+		unsigned flags = 0;
+
+		if (o.keep_serving && !o.job) {
+			gp_error("serve --keep-serving goes with --job FILE (serve "
+				 "without a job file keeps serving anyway)");
 			return 2;
 		}
-		r = gp_serve_run(o.state, o.job, o.listen);
+		/* With a job file: that job, then exit (as before queues);
+		 * without: the service, up between jobs. */
+		if (!o.job || o.keep_serving)
+			flags |= GP_SERVE_QUEUE;
+		if ((o.job && !o.keep_serving) || o.exit_when_done)
+			flags |= GP_SERVE_EXIT_WHEN_DONE;
+		r = gp_serve_run(o.state, o.job, o.listen, flags);
 	} else {
 		gp_error("unknown command '%s%s%s'", cmd, sub ? " " : "",
 			 sub ? sub : "");
