@@ -1237,8 +1237,28 @@ static void start_next_job(struct server *srv)
 	}
 }
 
+/* The owner's page, beside the pool: a failure is said and costs the
+ * page only. */
+static void start_web(struct server *srv, const char *web)
+{
+	int r;
+
+	if (!web)
+		return;
+	r = gp_coord_web_start(web, srv->st.ledger_path, &srv->web);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_WARN, r, "the owner's page on %s is off", web);
+		return;
+	}
+	printf("owner's page: http://%s:%u/\n",
+	       strncmp(web, "[::1]", 5) == 0 || strncmp(web, "::1", 3) == 0 ?
+		       "[::1]" : "127.0.0.1",
+	       gp_coord_web_port(srv->web));
+	fflush(stdout);
+}
+
 int gp_serve_run(const char *state_dir, const char *job_path,
-		 const char *listen, unsigned flags)
+		 const char *listen, const char *web, unsigned flags)
 {
 	struct server *srv = calloc(1, sizeof(*srv));
 	char meta_listen[128] = "";
@@ -1267,7 +1287,6 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = gp_identity_derive_key(srv->st.id, "gp-token-secret", srv->token_key);
 	if (r < 0)
 		goto out;
-	record_start(srv);
 	if (job_path) {
 		r = start_job(srv, job_path, 0);
 		if (r < 0 && (r != -EALREADY || !srv->take_queue))
@@ -1287,9 +1306,13 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 			       sizeof(meta_listen)) >= 0 && meta_listen[0])
 		listen = meta_listen;
 
+	/* Only now: a job file that does not parse leaves the ledger as it
+	 * was. */
+	record_start(srv);
 	r = start_listening(srv, listen ? listen : srv->job.listen);
 	if (r < 0)
 		goto out;
+	start_web(srv, web);
 	gp_notify_ready(srv->has_job ? "serving a job" : "no job: waiting for one");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
@@ -1304,6 +1327,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	r = 0;
 out:
+	gp_coord_web_stop(srv->web);
 	if (srv->listener)
 		gp_channel_listener_destroy(srv->listener);
 	gp_announce_destroy(srv->announce);
