@@ -1092,6 +1092,114 @@ int gp_ledger_job_list(struct gp_ledger *l, struct gp_ledger_job_row **ret,
 	return r;
 }
 
+static int read_rate_bucket(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_rate *r = arg;
+
+	r->at = sqlite3_column_int64(st, 0);
+	r->samples = sqlite3_column_int64(st, 1);
+	r->updates = sqlite3_column_int64(st, 2);
+	return 0;
+}
+
+static int read_span(sqlite3_stmt *st, void *arg)
+{
+	int64_t *span = arg;
+
+	span[0] = sqlite3_column_int64(st, 0);
+	span[1] = sqlite3_column_int64(st, 1);
+	span[2] = sqlite3_column_int64(st, 2);
+	return 0;
+}
+
+int gp_ledger_job_rate(struct gp_ledger *l, int64_t job_id,
+		       size_t max_buckets, struct gp_ledger_rate **ret,
+		       size_t *ret_n, int64_t *ret_bucket_ms)
+{
+	struct gp_ledger_rate *got = NULL, *out = NULL;
+	int64_t span[3] = { 0 }, bucket;
+	size_t n = 0, nb;
+	int r;
+
+	if (!ret || !ret_n || !ret_bucket_ms || max_buckets == 0)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_row(&l->c, "cannot read the job's rate", read_span, span,
+		      "SELECT coalesce(min(applied_at), 0),"
+		      "  coalesce(max(applied_at), 0), count(*) FROM updates"
+		      " WHERE job_id = ?1 AND outcome = 'applied'"
+		      " AND rolled_back = 0 AND applied_at IS NOT NULL", "i",
+		      job_id);
+	if (r < 0 || span[2] == 0) {
+		pthread_mutex_unlock(&l->lock);
+		if (r >= 0) {
+			*ret = NULL;
+			*ret_n = 0;
+			*ret_bucket_ms = 1000;
+		}
+		return r < 0 ? r : 0;
+	}
+	bucket = (span[1] - span[0]) / (int64_t)max_buckets + 1;
+	if (bucket < 1000)
+		bucket = 1000;
+	r = gp_db_list(&l->c, "cannot read the job's rate", sizeof(*got),
+		       read_rate_bucket, (void **)&got, &n,
+		       "SELECT (applied_at - ?2) / ?3, sum(samples), count(*)"
+		       " FROM updates WHERE job_id = ?1 AND outcome = 'applied'"
+		       " AND rolled_back = 0 AND applied_at IS NOT NULL"
+		       " GROUP BY 1 ORDER BY 1", "iii", job_id, span[0], bucket);
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	/* Every bucket, the empty ones too: a pause shows as a gap. */
+	nb = (size_t)((span[1] - span[0]) / bucket) + 1;
+	out = calloc(nb, sizeof(*out));
+	if (!out) {
+		free(got);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nb; i++)
+		out[i].at = span[0] + (int64_t)i * bucket;
+	for (size_t i = 0; i < n; i++) {
+		if (got[i].at < 0 || (size_t)got[i].at >= nb)
+			continue;
+		out[got[i].at].samples = got[i].samples;
+		out[got[i].at].updates = got[i].updates;
+	}
+	free(got);
+	*ret = out;
+	*ret_n = nb;
+	*ret_bucket_ms = bucket;
+	return 0;
+}
+
+static int read_damped(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_damped *d = arg;
+
+	d->agent_id = sqlite3_column_int64(st, 0);
+	d->damped = sqlite3_column_int64(st, 1);
+	return 0;
+}
+
+int gp_ledger_job_damped(struct gp_ledger *l, int64_t job_id,
+			 struct gp_ledger_damped **ret, size_t *ret_n)
+{
+	int r;
+
+	if (!ret || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot count damped updates", sizeof(**ret),
+		       read_damped, (void **)ret, ret_n,
+		       "SELECT agent_id, count(*) FROM updates WHERE job_id = ?1"
+		       " AND outcome = 'applied' AND rolled_back = 0"
+		       " AND reason LIKE 'damped%' GROUP BY agent_id", "i",
+		       job_id);
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
 			   int64_t minibatches_per_epoch,
 			   int64_t samples_per_epoch)

@@ -310,6 +310,33 @@ struct gp_ledger_job_row {
 int gp_ledger_job_list(struct gp_ledger *l, struct gp_ledger_job_row **ret,
 		       size_t *ret_n);
 
+/* Throughput over time: the applied updates that count of one job in
+ * time buckets from its first applied update to its last. */
+struct gp_ledger_rate {
+	int64_t at;          /* the bucket's start, Unix ms */
+	int64_t samples, updates;
+};
+
+/* Fills *ret (malloc'd, owned by the caller; NULL and 0 when nothing was
+ * applied) with at most max_buckets (> 0) buckets of equal length, at
+ * least 1 s (*ret_bucket_ms), empty ones included. Returns 0 or a
+ * negative errno. */
+int gp_ledger_job_rate(struct gp_ledger *l, int64_t job_id,
+		       size_t max_buckets, struct gp_ledger_rate **ret,
+		       size_t *ret_n, int64_t *ret_bucket_ms);
+
+/* What robust aggregation did to each agent's applied updates in one
+ * job: those it damped (reason "damped W"), by agent. */
+struct gp_ledger_damped {
+	int64_t agent_id;
+	int64_t damped;
+};
+
+/* *ret malloc'd, owned by the caller; agents with none are left out.
+ * Returns 0 or a negative errno. */
+int gp_ledger_job_damped(struct gp_ledger *l, int64_t job_id,
+			 struct gp_ledger_damped **ret, size_t *ret_n);
+
 /* Records the job's size once serve has built its schedule: epochs,
  * minibatches in an epoch and samples in an epoch (all > 0), for status's
  * progress and ETA. Returns 0, -EINVAL or -ENOENT. */

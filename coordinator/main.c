@@ -29,6 +29,7 @@
 #include "state.h"
 #include "token.h"
 #include "util.h"
+#include "web.h"
 
 #define DEFAULT_STATE "/var/lib/gradpool-coordinator"
 #define DEFAULT_LISTEN "0.0.0.0:7100"
@@ -41,6 +42,7 @@ struct options {
 	const char *expires;
 	const char *format;
 	const char *checkpoint;
+	const char *web;
 	const char *endpoints[8];
 	size_t n_endpoints;
 	long uses;
@@ -65,6 +67,9 @@ static void usage(FILE *f)
 	      "                         serve the pool and its job queue; stays up\n"
 	      "                         between jobs (--exit-when-done: until the\n"
 	      "                         queue is empty)\n"
+	      "  serve ... [--web ADDR:PORT|off]\n"
+	      "                         the owner's page (loopback only; default\n"
+	      "                         " GP_COORD_WEB_DEFAULT ")\n"
 	      "  serve --job FILE [--keep-serving] [--listen ADDR:PORT]\n"
 	      "                         run (or resume) that job, then exit; with\n"
 	      "                         --keep-serving go on with the queue\n"
@@ -98,6 +103,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "format", required_argument, NULL, 'f' },
 		{ "checkpoint", required_argument, NULL, 'c' },
 		{ "keep-serving", no_argument, NULL, 'K' },
+		{ "web", required_argument, NULL, 'W' },
 		{ "exit-when-done", no_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -150,6 +156,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'K':
 			o->keep_serving = true;
+			break;
+		case 'W':
+			o->web = optarg;
 			break;
 		case 'X':
 			o->exit_when_done = true;
@@ -861,7 +870,18 @@ int main(int argc, char **argv)
 			flags |= GP_SERVE_QUEUE;
 		if ((o.job && !o.keep_serving) || o.exit_when_done)
 			flags |= GP_SERVE_EXIT_WHEN_DONE;
-		r = gp_serve_run(o.state, o.job, o.listen, flags);
+		if (!o.web)
+			o.web = GP_COORD_WEB_DEFAULT;
+		else if (strcmp(o.web, "off") == 0)
+			o.web = NULL;
+		else if (gp_coord_web_listen_parse(o.web, NULL, NULL) < 0) {
+			gp_error("--web: '%s' is not a loopback ADDR:PORT "
+				 "(127.0.0.1:PORT, localhost:PORT, [::1]:PORT) "
+				 "or off: the owner's page is for this machine "
+				 "only", o.web);
+			return 2;
+		}
+		r = gp_serve_run(o.state, o.job, o.listen, o.web, flags);
 	} else {
 		gp_error("unknown command '%s%s%s'", cmd, sub ? " " : "",
 			 sub ? sub : "");

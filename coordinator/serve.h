@@ -20,11 +20,13 @@
  * checkpoint; one that ended is not started again (-EALREADY, said so;
  * with GP_SERVE_QUEUE serve goes on with the queue instead). listen (may
  * be NULL) overrides the job file's [pool] listen, else the ledger's
- * (init --listen) when serve starts without a job file. Between jobs the
+ * (init --listen) when serve starts without a job file. web (borrowed;
+ * NULL: off) is the loopback ADDR:PORT of the owner's page (web.h); an
+ * address in use costs the page, with a warning, not the pool. Between jobs the
  * listener stays and members that can wait (GP_CAP_JOBS) stay connected.
  * Returns 0 when stopped cleanly, else a negative errno (already
  * logged). */
 int gp_serve_run(const char *state_dir, const char *job_path,
-		 const char *listen, unsigned flags);
+		 const char *listen, const char *web, unsigned flags);
 
 #endif

@@ -22,6 +22,7 @@
 #include "model.h"
 #include "pool.h"
 #include "state.h"
+#include "web.h"
 
 /* Messages over the rate limit after which a connection is closed: at
  * least this many, else one second's worth. */
@@ -94,6 +95,7 @@ struct server {
 	uint8_t token_key[GP_KEY_SIZE];
 
 	struct gp_channel_listener *listener;
+	struct gp_coord_web *web;  /* the owner's page; NULL when off */
 	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 

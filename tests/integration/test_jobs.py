@@ -17,6 +17,8 @@ real agents staying with the pool between jobs.
 - `export --job 1` writes the first (finished) job's model, with the first
   model's shapes; `job list --json` matches the ledger (states, progress,
   accuracy).
+- A member revoked while it waits between jobs is disconnected (and its
+  agent stops).
 - `serve --job FILE` with the finished first job's file refuses to start
   it again and records no new job.
 """
@@ -200,6 +202,12 @@ def test():
               "job 1 reached %r" % jobs[1]["test_accuracy"])
         check(jobs[did]["state"] == "cancelled" and
               0 < jobs[did]["progress"] < 1, "job %d: %r" % (did, jobs[did]))
+
+        # A member revoked while it waits between jobs is told so.
+        pool.coord("agents", "revoke", str(agents[1].agent_id()))
+        check(procs[1].wait(30) is not None,
+              "a revoked idle agent is still running:\n%s" % procs[1].tails())
+        check(procs[0].running(), "the other agent stopped")
 
         # The first job's file again, as a job of its own serve: refused.
         n_jobs = len(jobs)
