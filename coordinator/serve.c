@@ -1037,6 +1037,7 @@ static void on_tick(uv_timer_t *t)
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
 		int64_t since;
 
+		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
 		if (!p->ch || !gp_channel_is_established(p->ch) || p->idle)
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {
@@ -1337,6 +1338,7 @@ out:
 	if (srv->st.ledger)
 		gp_ledger_flush(srv->st.ledger);
 	gp_setup_teardown(srv);
+	gp_members_finish(&srv->pool);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
 	if (lock_fd >= 0)

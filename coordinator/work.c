@@ -285,6 +285,8 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 	    info->clock + 1 > gp_ssp_min_clock(pool->ssp) +
 				      (int64_t)gp_ssp_bound(pool->ssp))
 		return;
+	if (gp_sched_queued(pool->sched) == 0)
+		return;
 	/* Only while the agent's copy needs no pull: a pull now would
 	 * overwrite its own updates still on their way, and two agents
 	 * measured 3-6 points lower after three epochs with that. */
@@ -332,6 +334,11 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 		gp_ssp_wait(pool->ssp, agent, &parked);
 		return;
 	}
+	/* Nothing to hand out (with thousands of agents, the usual case):
+	 * no sizing, which looks at every agent (gp_work_serve_all calls
+	 * this for each). */
+	if (gp_sched_queued(pool->sched) == 0)
+		return;
 	k = gp_work_per_clock(pool, &info);
 	/* An agent without local steps computes every minibatch of a clock on
 	 * the same parameters, and applied one after the other they are
