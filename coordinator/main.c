@@ -725,7 +725,11 @@ static int cmd_status(struct options *o)
 	if (s.minibatches_per_epoch)
 		printf(" of %" PRId64, s.minibatches_per_epoch);
 	printf(" minibatches applied in it\n");
-	if (progress >= 0)
+	if (progress >= 0 && !active && s.state != GP_JOB_DONE)
+		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches) "
+		       "when it was %s\n", 100.0 * progress, s.updates_applied,
+		       total, gp_ledger_job_state_name(s.state));
+	else if (progress >= 0)
 		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches), "
 		       "ETA %s\n", 100.0 * progress, s.updates_applied, total,
 		       eta >= 0 ? format_eta(eta, eta_text, sizeof(eta_text)) :

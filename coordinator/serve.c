@@ -407,9 +407,11 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	memcpy(p->m.key, key, GP_KEY_SIZE);
-	/* An older agent joining a job that is ending hears so below (BYE
-	 * 2), as it did when serve ended with its job. */
-	if (!srv->has_job || (srv->job_ending && (j->caps & GP_CAP_JOBS))) {
+	/* An agent joining a job that is ending hears so below (BYE 2), as
+	 * when serve ended with its job; one that can wait does, when serve
+	 * goes on with a queue. */
+	if (!srv->has_job || (srv->job_ending && (j->caps & GP_CAP_JOBS) &&
+			      srv->take_queue)) {
 		join_idle(p, j);
 		return;
 	}
@@ -927,7 +929,11 @@ void gp_serve_maybe_finish(struct server *srv)
 		end_job(srv);
 		if (srv->has_job || !srv->exit_when_done)
 			return;
+		/* Nothing follows: whoever is still connected (waiting between
+		 * jobs, or not joined yet) hears that the job is done. */
 		srv->pool.stopping = true;
+		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+			gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
 	}
 	if (srv->listener) {
 		gp_channel_listener_destroy(srv->listener);
