@@ -21,6 +21,7 @@
 #include "job.h"
 #include "model.h"
 #include "pool.h"
+#include "shard.h"
 #include "state.h"
 #include "web.h"
 
@@ -56,6 +57,9 @@ struct peer {
 	 * got WELCOME job 0 and waits, connected, for BYE 7 when one
 	 * starts. Not in the pool's decisions (m.joined stays false). */
 	bool idle;
+	/* DATA_SHARD messages sent on this connection: a fetch needs each
+	 * shard once, a retry after a bad shard a few more. */
+	uint32_t shards_sent;
 };
 
 struct server {
@@ -89,6 +93,9 @@ struct server {
 	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
+	/* The training set as content-addressed shards (proto/shard.h), for
+	 * agents granted GP_CAP_DATA_SHARDS. */
+	struct gp_shard_manifest manifest;
 	/* The members, the parameter store, the clocks, the schedule and the
 	 * run's counters: what the pure modules decide about. */
 	struct gp_pool pool;

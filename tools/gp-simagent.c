@@ -371,11 +371,13 @@ static int op_worker_set_params(void *ctx, enum gp_model_slot slot,
 
 static int op_worker_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 			     uint64_t clock, uint32_t n, uint8_t *pixels,
-			     uint8_t *labels, float lr, float mu, uint32_t group)
+			     uint8_t dtype, uint8_t *labels, float lr, float mu,
+			     uint32_t group)
 {
 	struct agent *a = ctx;
 	struct job *j = calloc(1, sizeof(*j));
 
+	(void)dtype;
 	free(pixels);
 	free(labels);
 	if (!j)
