@@ -1091,6 +1091,10 @@ static void on_tick(uv_timer_t *t)
 	struct server *srv = t->data;
 	int64_t now = gp_now_ms();
 
+	if (srv->finish_soon) {
+		srv->finish_soon = false;
+		gp_serve_maybe_finish(srv);
+	}
 	if (srv->pool.stopping)
 		return;
 	if (!srv->has_job) {

@@ -82,6 +82,9 @@ struct server {
 	 * the last of it. No work is handed out meanwhile. */
 	bool job_ending;
 	bool cancelled;          /* by the owner (job cancel) */
+	/* The verifier went idle: gp_serve_maybe_finish() on the next tick
+	 * (not from inside its callback, which a teardown would free). */
+	bool finish_soon;
 	/* GP_SERVE_EXIT_WHEN_DONE: stop once a job ended and no other
 	 * follows; GP_SERVE_QUEUE: take the ledger's queued jobs. */
 	bool exit_when_done;

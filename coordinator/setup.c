@@ -363,9 +363,13 @@ int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
 }
 
 
+/* Called from inside the verifier: the finish (which may tear the job,
+ * the verifier included, down) runs on serve's next tick instead. */
 static void verify_idle(void *ctx)
 {
-	gp_serve_maybe_finish(ctx);
+	struct server *srv = ctx;
+
+	srv->finish_soon = true;
 }
 
 /* The job's training and test sets ([data]), checked against the model,
