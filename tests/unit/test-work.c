@@ -669,6 +669,63 @@ static void test_link_runs(void)
 	fx_teardown(&f);
 }
 
+/* While an agent's link is not measured (its first clock, a probe, lasts
+ * its link's whole wait), an agent with a measured link that would be
+ * parked at the bound by it gets one more run at its clock instead; once
+ * the link is measured, the bound parks it as before. */
+static void test_probe_extend(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	struct gp_ssp_agent_info ia;
+	struct gp_member *a, *b;
+	struct fixture f;
+	size_t n0, n1;
+
+	fx_setup(&f, 1);
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	f.pool.applied_run = 100000;
+	f.job.comm_share = 0.10;
+	a = fx_join_speed(&f, 0, caps, 1000);
+	b = fx_join_speed(&f, 1, caps, 1000);
+	a->caps = caps;
+	b->caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 1000));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 1000));
+	set_link(&f, 1, 72, 0.0001);
+	/* a: clocks 0 and 1 (ahead, 1 <= 0 + s); b: its probe, unanswered. */
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(a->clock_work, 20);
+	ASSERT_EQ(a->next_work, 20);
+	n0 = f.n_sent;
+	answer_sent(&f, a, 0, n0);
+	/* Clock 1 resolved: clock 2 would wait for b; a run of 48 more at
+	 * clock 1 instead. */
+	ASSERT_EQ(a->clock, 1);
+	ASSERT_EQ(f.n_sent, n0 + GP_WORK_LINK_STEPS);
+	for (size_t i = n0; i < f.n_sent; i++) {
+		ASSERT_EQ(f.sent[i].agent, 1);
+		ASSERT_EQ(f.sent[i].clock, 1);
+	}
+	/* b's link measured: the next resolution parks a at the bound. */
+	set_link(&f, 2, 72, 0.0001);
+	n1 = f.n_sent;
+	answer_sent(&f, a, n0, n1);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(ia.clock, 2);
+	ASSERT_EQ(a->clock_open, 0);
+	ASSERT_EQ(next_of(&f, a, n1), f.n_sent);
+	ASSERT(!gp_ssp_may_compute(f.ssp, 1));
+	fx_teardown(&f);
+}
+
 int main(void)
 {
 	test_overdue();
@@ -681,6 +738,7 @@ int main(void)
 	test_link_clock();
 	test_copy_reuse();
 	test_link_runs();
+	test_probe_extend();
 	test_members();
 	return 0;
 }
