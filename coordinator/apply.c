@@ -256,12 +256,10 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 		.reject_norm = pool->job->max_grad_norm,
 	};
 	struct gp_robust_result res;
-	uint32_t joined = 0;
+	uint32_t joined = pool->n_joined;
 
 	/* With fewer members than it needs there is nothing to follow, and
 	 * a pool of one or two pays nothing for it. */
-	for (const struct gp_member *o = pool->members; o; o = o->next)
-		joined += o->joined;
 	*ret_weight = 1;
 	if (joined < GP_ROBUST_MEMBERS)
 		return;

@@ -2,32 +2,104 @@
 #include "members.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
 
 void gp_members_add(struct gp_pool *pool, struct gp_member *m)
 {
+	m->prev = NULL;
 	m->next = pool->members;
+	if (m->next)
+		m->next->prev = m;
 	pool->members = m;
 	pool->n_members++;
 }
 
-void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
+static size_t id_bucket(const struct gp_pool *pool, uint64_t agent_id)
 {
-	for (struct gp_member **pp = &pool->members; *pp; pp = &(*pp)->next)
+	/* Ids come from the ledger in sequence: a multiplicative hash
+	 * spreads them (Knuth's golden ratio). */
+	return (size_t)((agent_id * 0x9e3779b97f4a7c15ull) >> 32) &
+	       pool->by_id_mask;
+}
+
+/* Makes the index at the first join. Returns 0 or -ENOMEM. */
+static int index_ready(struct gp_pool *pool)
+{
+	/* Two chains per member the pool may hold, a power of two. */
+	size_t n = 64;
+
+	if (pool->by_id)
+		return 0;
+	while (n < 2 * (size_t)pool->job->max_agents)
+		n *= 2;
+	pool->by_id = calloc(n, sizeof(*pool->by_id));
+	if (!pool->by_id)
+		return -ENOMEM;
+	pool->by_id_mask = n - 1;
+	return 0;
+}
+
+/* Lists joined member m under its agent id (index_ready first). */
+static void index_add(struct gp_pool *pool, struct gp_member *m)
+{
+	size_t b = id_bucket(pool, (uint64_t)m->agent_id);
+
+	m->id_next = pool->by_id[b];
+	pool->by_id[b] = m;
+	pool->n_joined++;
+}
+
+/* m is joined no longer: takes it out of the index. */
+static void index_remove(struct gp_pool *pool, struct gp_member *m)
+{
+	struct gp_member **pp;
+
+	if (!m->joined || !pool->by_id)
+		return;
+	for (pp = &pool->by_id[id_bucket(pool, (uint64_t)m->agent_id)]; *pp;
+	     pp = &(*pp)->id_next)
 		if (*pp == m) {
-			*pp = m->next;
-			pool->n_members--;
-			gp_robust_agent_finish(&m->robust);
+			*pp = m->id_next;
+			m->id_next = NULL;
+			pool->n_joined--;
 			return;
 		}
 }
 
+void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
+{
+	index_remove(pool, m);
+	if (m->prev)
+		m->prev->next = m->next;
+	else if (pool->members == m)
+		pool->members = m->next;
+	else
+		return; /* not listed */
+	if (m->next)
+		m->next->prev = m->prev;
+	m->next = m->prev = NULL;
+	pool->n_members--;
+	gp_robust_agent_finish(&m->robust);
+}
+
+void gp_members_finish(struct gp_pool *pool)
+{
+	free(pool->by_id);
+	pool->by_id = NULL;
+	pool->by_id_mask = 0;
+	pool->n_joined = 0;
+}
+
 struct gp_member *gp_members_find(const struct gp_pool *pool, uint64_t agent_id)
 {
-	for (struct gp_member *m = pool->members; m; m = m->next)
-		if (m->joined && (uint64_t)m->agent_id == agent_id)
+	if (!pool->by_id)
+		return NULL;
+	for (struct gp_member *m = pool->by_id[id_bucket(pool, agent_id)]; m;
+	     m = m->id_next)
+		if ((uint64_t)m->agent_id == agent_id)
 			return m;
 	return NULL;
 }
@@ -35,19 +107,19 @@ struct gp_member *gp_members_find(const struct gp_pool *pool, uint64_t agent_id)
 bool gp_members_full(const struct gp_pool *pool, const struct gp_member *m,
 		     uint32_t *ret_live)
 {
-	uint32_t live = 0;
-	bool again = false;
+	uint32_t live = pool->n_joined - (m->joined ? 1 : 0);
 
-	for (const struct gp_member *o = pool->members; o; o = o->next) {
-		if (o == m || !o->joined)
-			continue;
-		live++;
-		if (memcmp(o->key, m->key, GP_POOL_KEY_SIZE) == 0)
-			again = true;
-	}
 	if (ret_live)
 		*ret_live = live;
-	return live >= pool->job->max_agents && !again;
+	if (live < pool->job->max_agents)
+		return false;
+	/* At the limit: an agent replacing its own connection is not a new
+	 * one (a scan, only when the pool is full). */
+	for (const struct gp_member *o = pool->members; o; o = o->next)
+		if (o != m && o->joined &&
+		    memcmp(o->key, m->key, GP_POOL_KEY_SIZE) == 0)
+			return false;
+	return true;
 }
 
 /* What the agent and the job agree on, from what the agent offers. */
@@ -83,16 +155,20 @@ int gp_members_join(struct gp_pool *pool, struct gp_member *m,
 	uint64_t id = (uint64_t)agent_id;
 	double speed = 0;
 	int64_t clock = 0;
+	struct gp_member *o;
 	int r;
 
+	if (index_ready(pool) < 0)
+		return -ENOMEM;
 	/* One connection per agent: a newer one replaces an older one. */
-	for (struct gp_member *o = pool->members; o; o = o->next)
-		if (o != m && o->joined && o->agent_id == agent_id) {
-			o->joined = false;
-			gp_sched_release_agent(pool->sched, id);
-			pool->fx->close(pool->fx_data, o, GP_BYE_RESTART,
-					"replaced by a newer connection");
-		}
+	o = gp_members_find(pool, id);
+	if (o && o != m) {
+		index_remove(pool, o);
+		o->joined = false;
+		gp_sched_release_agent(pool->sched, id);
+		pool->fx->close(pool->fx_data, o, GP_BYE_RESTART,
+				"replaced by a newer connection");
+	}
 	for (size_t i = 0; i < j->n_devices; i++)
 		if (j->devices[i].samples_per_s > speed)
 			speed = j->devices[i].samples_per_s;
@@ -105,7 +181,12 @@ int gp_members_join(struct gp_pool *pool, struct gp_member *m,
 		return -EBUSY;
 	if (speed > 0)
 		gp_ssp_seed_speed(pool->ssp, id, speed);
-	m->agent_id = agent_id;
+	if (m->joined && m->agent_id != agent_id)
+		index_remove(pool, m);
+	if (!m->joined || m->agent_id != agent_id) {
+		m->agent_id = agent_id;
+		index_add(pool, m);
+	}
 	m->joined = true;
 	m->joined_ms = gp_now_ms();
 	m->pulled_version = 0;

@@ -18,7 +18,11 @@ void gp_members_add(struct gp_pool *pool, struct gp_member *m);
 /* Unlists m. */
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m);
 
-/* The joined member with this agent id, or NULL (borrowed). */
+/* Frees the pool's member index (at the end of the pool, after every
+ * member was removed or with none left to use). */
+void gp_members_finish(struct gp_pool *pool);
+
+/* The joined member with this agent id, or NULL (borrowed). O(1). */
 struct gp_member *gp_members_find(const struct gp_pool *pool, uint64_t agent_id);
 
 /* [pool] max_agents, counted before a token use is spent: true when m

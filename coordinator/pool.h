@@ -40,7 +40,8 @@ struct gp_view {
 /* One connection past the handshake, a member once its JOIN is accepted.
  * serve.c embeds it in its per-connection struct; the pool lists it. */
 struct gp_member {
-	struct gp_member *next;
+	struct gp_member *next, *prev; /* gp_pool.members */
+	struct gp_member *id_next;     /* gp_pool.by_id's chain */
 	char addr[64];          /* for the log */
 	char name[GP_MSG_NAME_MAX + 1];
 	uint8_t key[GP_POOL_KEY_SIZE]; /* set at JOIN */
@@ -121,6 +122,12 @@ struct gp_pool {
 
 	struct gp_member *members;     /* every connection past on_verify */
 	uint32_t n_members;
+	/* The joined members by agent id (members.c): by_id_mask + 1
+	 * chains, made at the first join, so that finding a member costs
+	 * the same with 10,000 as with 2 (gp_members_finish frees it). */
+	struct gp_member **by_id;
+	size_t by_id_mask;
+	uint32_t n_joined;
 
 	const struct gp_pool_effects *fx;
 	void *fx_data;

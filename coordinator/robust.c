@@ -234,7 +234,7 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		goto out;
 	}
 	weights(u, &da, &db, &keff);
-	s = measure(r, agent->updates ? agent->momentum : NULL, u, da);
+	s = measure(r, agent->run ? agent->momentum : NULL, u, da);
 	/* The optimiser's own norm check (params.c): leave to it what it
 	 * refuses, so that the refusal is judged on what was sent. */
 	norm = sqrt(s.aa > s.bb ? s.aa : s.bb) / da;
@@ -280,11 +280,13 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		beta_k = 1 - (1 - beta_k) * f;
 		beta_k = beta_k < 0 ? 0 : beta_k;
 	}
-	shrink(r, agent->momentum, agent->updates == 0, u, lambda, da, db,
+	shrink(r, agent->momentum, agent->run == 0, u, lambda, da, db,
 	       beta_k);
 	ret->weight = lambda;
 	r->updates++;
 	agent->updates++;
+	agent->run++;
+	agent->last_at = r->updates;
 	agent->weight_sum += lambda;
 	if (lambda < 1) {
 		r->damped++;
@@ -299,6 +301,15 @@ void gp_robust_agent_finish(struct gp_robust_agent *agent)
 {
 	free(agent->momentum);
 	agent->momentum = NULL;
+	agent->run = 0;
+}
+
+void gp_robust_agent_trim(const struct gp_robust *r,
+			  struct gp_robust_agent *agent)
+{
+	if (agent->momentum &&
+	    r->updates - agent->last_at > GP_ROBUST_IDLE_UPDATES)
+		gp_robust_agent_finish(agent);
 }
 
 void gp_robust_finish(struct gp_robust *r)

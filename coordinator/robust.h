@@ -77,7 +77,19 @@ struct gp_robust_agent {
 	float *momentum;       /* n floats, owned; NULL before its first update */
 	uint64_t updates, damped;
 	double weight_sum;     /* sum of lambda over its updates */
+	/* Updates since momentum was (re)started, and the pool's update
+	 * count (gp_robust.updates) at its last one. */
+	uint64_t run;
+	uint64_t last_at;
 };
+
+/* A member's momentum is given back once the pool applied this many
+ * updates since the member's last (gp_robust_agent_trim): with thousands
+ * of members, n floats each is most of the coordinator's memory, and a
+ * momentum that old averages gradients of a model the pool has left. The
+ * next update starts it again, as a member's first does (and is clipped
+ * against tau_g all the same). */
+#define GP_ROBUST_IDLE_UPDATES 2048
 
 /* One update as it will be applied: a, the gradient (form 0) or momentum
  * sum a_K of a group; b, a group's second sum (NULL for form 0); both
@@ -114,6 +126,12 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		     struct gp_robust_result *ret);
 
 void gp_robust_agent_finish(struct gp_robust_agent *agent);
+
+/* Frees agent's momentum when r applied more than GP_ROBUST_IDLE_UPDATES
+ * updates since the agent's last (its counters stay). Cheap; serve calls
+ * it for every member on each tick (100 ms). */
+void gp_robust_agent_trim(const struct gp_robust *r,
+			  struct gp_robust_agent *agent);
 void gp_robust_finish(struct gp_robust *r);
 
 #endif

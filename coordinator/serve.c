@@ -892,6 +892,7 @@ static void on_tick(uv_timer_t *t)
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
 		int64_t since;
 
+		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
 		if (!p->ch || !gp_channel_is_established(p->ch))
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {
@@ -1091,6 +1092,7 @@ out:
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
 	gp_robust_finish(&srv->pool.robust);
+	gp_members_finish(&srv->pool);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);

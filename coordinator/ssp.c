@@ -52,6 +52,7 @@ struct gp_ssp {
 	struct agent *agents; /* sorted by id */
 	size_t n;
 	size_t cap;
+	size_t n_live;  /* agents with live set */
 };
 
 int gp_ssp_create(uint32_t s, struct gp_ssp **ret)
@@ -93,11 +94,7 @@ size_t gp_ssp_count(const struct gp_ssp *ssp)
 
 size_t gp_ssp_live_count(const struct gp_ssp *ssp)
 {
-	size_t live = 0;
-
-	for (size_t i = 0; i < ssp->n; i++)
-		live += ssp->agents[i].live;
-	return live;
+	return ssp->n_live;
 }
 
 /* Index of id, or of where it would be inserted (*found false). */
@@ -184,6 +181,7 @@ int gp_ssp_add(struct gp_ssp *ssp, uint64_t id, double speed,
 		.speed = (isfinite(speed) && speed > 0) ? speed : 0,
 		.live = true,
 	};
+	ssp->n_live++;
 	reset_view(a);
 	if (ret_clock)
 		*ret_clock = a->clock;
@@ -197,6 +195,7 @@ int gp_ssp_remove(struct gp_ssp *ssp, uint64_t id)
 
 	if (!found)
 		return -ENOENT;
+	ssp->n_live -= ssp->agents[i].live;
 	memmove(&ssp->agents[i], &ssp->agents[i + 1],
 		(ssp->n - i - 1) * sizeof(*ssp->agents));
 	ssp->n--;
@@ -210,6 +209,7 @@ int gp_ssp_mark_dead(struct gp_ssp *ssp, uint64_t id)
 
 	if (!a)
 		return -ENOENT;
+	ssp->n_live -= a->live;
 	a->live = false;
 	a->waiting = false;
 	a->probe_clock = INT64_MIN;
@@ -225,6 +225,7 @@ int gp_ssp_revive(struct gp_ssp *ssp, uint64_t id, int64_t *ret_clock)
 		return -ENOENT;
 	if (a->clock < ssp->m)
 		a->clock = ssp->m;
+	ssp->n_live += !a->live;
 	a->live = true;
 	reset_view(a);
 	/* The agent's clock is >= m, so m cannot fall; with no other agent live

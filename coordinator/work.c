@@ -477,6 +477,8 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 	    info->clock + 1 > gp_ssp_min_clock(pool->ssp) +
 				      (int64_t)gp_ssp_bound(pool->ssp))
 		return;
+	if (gp_sched_queued(pool->sched) == 0)
+		return;
 	/* Only while the agent's copy needs no pull: a pull now would
 	 * overwrite its own updates still on their way, and two agents
 	 * measured 3-6 points lower after three epochs with that. */
@@ -563,6 +565,11 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 		gp_ssp_wait(pool->ssp, agent, &parked);
 		return;
 	}
+	/* Nothing to hand out (with thousands of agents, the usual case):
+	 * no sizing, which looks at every agent (gp_work_serve_all calls
+	 * this for each). */
+	if (gp_sched_queued(pool->sched) == 0)
+		return;
 	/* A clock of runs keeps its size from run to run. */
 	if (info.work_this_clock == 0) {
 		k = per_clock(pool, &info, &m->clock_runs);

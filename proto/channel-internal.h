@@ -108,8 +108,13 @@ struct gp_channel {
 	size_t hello_len;
 
 	struct gp_frame_decoder dec;
-	uint8_t *rbuf;
+	uint8_t *rbuf;          /* the handshake's reads */
 	size_t rbuf_cap;
+	bool shared_rbuf;       /* reads into the thread's shared buffer */
+	/* When the write queue last drained (uv_now ms), 0: not since the
+	 * caches were dropped; CHANNEL_CACHE_IDLE_MS later an established
+	 * channel whose queue is still empty gives its buffers back. */
+	uint64_t drained_at;
 
 	/* The message being reassembled (after a BEGIN record). */
 	bool in_msg;
@@ -189,5 +194,13 @@ void channel_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 /* Gives back the reassembly buffer when no message is being reassembled
  * (the channel is quiet). */
 void channel_drop_reassembly(struct gp_channel *ch);
+
+/* An established channel whose write queue stayed empty this long gives
+ * back its write buffers and reassembly buffer (channel.c timer). */
+#define CHANNEL_CACHE_IDLE_MS 1000
+
+/* Frees the channel's read buffer, or gives back its reference to the
+ * thread's shared one (channel-recv.c). */
+void channel_release_read_buffer(struct gp_channel *ch);
 
 #endif

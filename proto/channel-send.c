@@ -95,6 +95,12 @@ void channel_flush(struct gp_channel *ch)
 	if (n == 0) {
 		if (ch->state == S_CLOSING && ch->closing_graceful)
 			channel_start_shutdown(ch);
+		else if (ch->state == S_ESTABLISHED && !ch->drained_at) {
+			/* Everything is written: the buffers go back if
+			 * nothing follows for a while (channel.c). */
+			ch->drained_at = uv_now(ch->loop);
+			channel_arm_timer(ch);
+		}
 		return;
 	}
 	for (unsigned i = 0; i < n; i++)

@@ -90,7 +90,7 @@ static void channel_free(struct gp_channel *ch)
 	gp_noise_transport_destroy(ch->tx);
 	gp_frame_decoder_finish(&ch->dec);
 	free(ch->hello);
-	free(ch->rbuf);
+	channel_release_read_buffer(ch);
 	free(ch->msg);
 	gp_wqueue_finish(&ch->wq);
 	if (ch->listener)
@@ -210,6 +210,9 @@ void channel_arm_timer(struct gp_channel *ch)
 		if (ch->cfg.heartbeat_ms &&
 		    ch->last_send + ch->cfg.heartbeat_ms < next)
 			next = ch->last_send + ch->cfg.heartbeat_ms;
+		if (ch->drained_at &&
+		    ch->drained_at + CHANNEL_CACHE_IDLE_MS < next)
+			next = ch->drained_at + CHANNEL_CACHE_IDLE_MS;
 		break;
 	case S_CLOSING:
 		return;
@@ -294,6 +297,18 @@ static void timer_fired(uv_timer_t *t)
 			ch->last_send = now;
 			if (!heartbeat(ch))
 				return;
+		}
+		if (ch->drained_at &&
+		    now - ch->drained_at >= CHANNEL_CACHE_IDLE_MS) {
+			/* Written out a while ago: with thousands of mostly
+			 * idle connections, their buffers are most of the
+			 * memory. A busy one refills its cache at once. */
+			ch->drained_at = 0;
+			if (gp_wqueue_queued(&ch->wq) == 0 &&
+			    !gp_wqueue_writing(&ch->wq)) {
+				gp_wqueue_drop_caches(&ch->wq);
+				channel_drop_reassembly(ch);
+			}
 		}
 		break;
 	case S_CLOSING:
@@ -397,6 +412,11 @@ int gp_channel_connect(uv_loop_t *loop, const struct gp_channel_peer *peer,
 	r = channel_write_msg1(ch, peer);
 	if (r < 0)
 		goto fail;
+	if (peer->bind_addr) {
+		r = uv_tcp_bind(&ch->tcp, peer->bind_addr, 0);
+		if (r < 0)
+			goto fail;
+	}
 	ch->connect_req.data = ch;
 	r = uv_tcp_connect(&ch->connect_req, &ch->tcp, peer->addr, on_connect);
 	if (r < 0)
@@ -501,7 +521,11 @@ int gp_channel_listen(uv_loop_t *loop, const struct sockaddr *addr,
 	l->tcp.data = l;
 	r = uv_tcp_bind(&l->tcp, addr, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection);
+		/* A join storm of thousands: the kernel caps the backlog at
+		 * net.core.somaxconn (4096 by default since Linux 5.4); a
+		 * full backlog drops SYNs, which clients retry after 1, 3,
+		 * 7 s. */
+		r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
 	if (r < 0) {
 		uv_close((uv_handle_t *)&l->tcp, listener_closed);
 		return r;

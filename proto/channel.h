@@ -170,6 +170,10 @@ struct gp_channel_peer {
 	const uint8_t *psk;                   /* 32 B: IKpsk2; NULL: IK */
 	const uint8_t *payload;               /* message 1 payload */
 	size_t payload_len;
+	/* The local address to connect from (port 0: any), or NULL: the
+	 * system's choice. tools/gp-simagent spreads thousands of agents over
+	 * 127.0.0.0/8 this way, so that they do not run out of ports. */
+	const struct sockaddr *bind_addr;
 };
 
 /* Starts listening on addr (borrowed; port 0 picks an ephemeral port, see

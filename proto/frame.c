@@ -30,6 +30,12 @@ void gp_frame_decoder_finish(struct gp_frame_decoder *d)
 	d->buf_cap = 0;
 }
 
+void gp_frame_decoder_trim(struct gp_frame_decoder *d)
+{
+	if (d->buf && d->header_have == 0 && d->body_have == 0)
+		gp_frame_decoder_finish(d);
+}
+
 size_t gp_frame_decoder_pending(const struct gp_frame_decoder *d)
 {
 	return d->header_have + d->body_have;

@@ -72,6 +72,10 @@ void gp_frame_decoder_init(struct gp_frame_decoder *d, uint32_t max_body);
 /* Frees what the decoder holds. d may be NULL. Safe to call twice. */
 void gp_frame_decoder_finish(struct gp_frame_decoder *d);
 
+/* Frees the buffer of a frame that came in pieces once no frame is half
+ * read (the frame it held must no longer be in use). */
+void gp_frame_decoder_trim(struct gp_frame_decoder *d);
+
 /* Feeds bytes to the decoder.
  *
  * data/len: the next bytes of the stream (borrowed; data may be modified

@@ -201,6 +201,7 @@ static inline void fx_teardown(struct fixture *f)
 	for (size_t i = 0; i < sizeof(f->members) / sizeof(f->members[0]); i++)
 		gp_robust_agent_finish(&f->members[i].robust);
 	gp_robust_finish(&f->pool.robust);
+	gp_members_finish(&f->pool);
 	gp_params_destroy(f->params);
 	gp_ssp_destroy(f->ssp);
 	gp_sched_destroy(f->sched);

@@ -4,7 +4,9 @@
  * zeros sent six times as often as the others) is, and one update's
  * applied deviation stays within the radius; a
  * group's sums are shrunk exactly as its gradients one by one would be;
- * what the optimiser refuses is left as sent and changes no state. */
+ * what the optimiser refuses is left as sent and changes no state; a
+ * member idle for GP_ROBUST_IDLE_UPDATES of the pool's updates gives its
+ * momentum back and starts a new one with its next update. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,8 +307,70 @@ static void test_refused_left(void)
 	gp_robust_finish(&r);
 }
 
+/* A member idle for GP_ROBUST_IDLE_UPDATES of the pool's updates gives
+ * its momentum back; one that worked keeps it; the idle one's next update
+ * starts a new momentum (its own update), and its counters stay. */
+static void test_trim_idle(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[HONEST + 1] = {{0}};
+	struct gp_robust_result res;
+	float g[N], first[N];
+	uint64_t upd;
+
+	/* 41 updates, member 0's last. */
+	for (int t = 0; t <= 40; t++) {
+		struct gp_robust_update u = plain(g, (uint64_t)t % (HONEST + 1));
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[t % (HONEST + 1)], &u, &res));
+	}
+	ASSERT(a[0].momentum != NULL);
+	upd = a[0].updates;
+	/* Members 1-3 go on; member 0 is idle. */
+	for (int t = 0; t < GP_ROBUST_IDLE_UPDATES; t++) {
+		struct gp_robust_update u = plain(g, 1 + (uint64_t)t % HONEST);
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[1 + t % HONEST], &u, &res));
+		gp_robust_agent_trim(&r, &a[0]);
+		gp_robust_agent_trim(&r, &a[1 + t % HONEST]);
+	}
+	/* Exactly at the limit it is kept; one more update drops it. */
+	ASSERT(a[0].momentum != NULL);
+	{
+		struct gp_robust_update u = plain(g, 1);
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[1], &u, &res));
+	}
+	gp_robust_agent_trim(&r, &a[0]);
+	ASSERT(a[0].momentum == NULL);
+	ASSERT_EQ(a[0].run, 0);
+	ASSERT_EQ(a[0].updates, upd);
+	for (int i = 1; i <= HONEST; i++)
+		ASSERT(a[i].momentum != NULL);
+	/* The next update of member 0 starts its momentum from itself. */
+	honest(g);
+	memcpy(first, g, sizeof(g));
+	{
+		struct gp_robust_update u = plain(g, 0);
+
+		ASSERT_OK(gp_robust_filter(&r, &a[0], &u, &res));
+	}
+	ASSERT(a[0].momentum != NULL);
+	ASSERT_EQ(a[0].run, 1);
+	ASSERT_EQ(a[0].updates, upd + 1);
+	/* The update as it came, before any shrinking. */
+	ASSERT(dist(a[0].momentum, first) < 1e-5);
+	for (int i = 0; i <= HONEST; i++)
+		gp_robust_agent_finish(&a[i]);
+	gp_robust_finish(&r);
+}
+
 int main(void)
 {
+	test_trim_idle();
 	test_off();
 	test_attacks();
 	test_group();

@@ -1,0 +1,236 @@
+"""tools/bench-scale: one coordinator against N simulated agents (see
+tools/bench-scale)."""
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+
+import gppool
+from gppool import log
+
+PER_PROCESS = 2500   # simulated agents per gp-simagent process
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a running process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_mib(pid, key="VmRSS"):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def timed(pool, *args):
+    """Runs a coordinator command; returns (seconds, CompletedProcess)."""
+    t = time.monotonic()
+    r = pool.coord(*args, expect_ok=False, timeout=120)
+    return time.monotonic() - t, r
+
+
+def applied_rows(pool):
+    return pool.query("SELECT count(*) FROM updates WHERE outcome = "
+                      "'applied'")[0][0]
+
+
+def progress(proc):
+    """(joined, welcomed) from the last progress line of a simulator."""
+    last = None
+    for line in proc.stdout().splitlines():
+        if line.startswith("progress:"):
+            last = line
+    if not last:
+        return 0, 0
+    m = re.search(r"joined (\d+) of \d+, welcomed (\d+)", last)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def merged_percentile(reports, p):
+    """The p-th percentile of the round trips of all reports (each thinned
+    sample weighs rtt_step)."""
+    samples = []
+    for r in reports:
+        for v in r.get("rtt_ms", []):
+            samples.append((v, r.get("rtt_step", 1)))
+    if not samples:
+        return None
+    samples.sort()
+    total = sum(w for _, w in samples)
+    want = p * total
+    acc = 0
+    for v, w in samples:
+        acc += w
+        if acc >= want:
+            return v
+    return samples[-1][0]
+
+
+def run(n, args):
+    """One coordinator and n simulated agents. Returns the figures."""
+    storm = args.storm if args.storm is not None else min(60.0, max(5.0, n / 170.0))
+    job = {
+        "model": {"spec": args.model, "seed": 1},
+        "train": {"epochs": 1000, "staleness": 3, "eval": "false",
+                  "checkpoint_interval": "1m"},
+        "pool": {"max_agents": max(64, n + 16), "heartbeat_interval": "5s",
+                 "heartbeat_timeout": "30s", "work_timeout": "2m"},
+    }
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        section, _, name = key.partition(".")
+        job.setdefault(section, {})[name] = value
+    with gppool.Pool("scale-%d" % n, **job) as pool:
+        serve = pool.serve(timeout=120)
+        time.sleep(1.0)
+        base_rss = rss_mib(serve.pid)
+        token = pool.invite(uses=n)
+        sims = []
+        procs = (n + PER_PROCESS - 1) // PER_PROCESS
+        t0 = time.monotonic()
+        for k in range(procs):
+            count = n // procs + (1 if k < n % procs else 0)
+            report = os.path.join(pool.dir, "sim.%d.json" % k)
+            # 127.(1 + k).0.1 ... : 65,536 addresses per process.
+            argv = [args.sim, "--token", token, "--agents", str(count),
+                    "--from", "127.%d.0.0" % (1 + k), "--storm", str(storm),
+                    "--compute-ms", str(args.compute_ms),
+                    "--heartbeat-ms", str(args.heartbeat_ms),
+                    "--report", report, "--name", "sim%d" % k]
+            base = os.path.join(pool.dir, "sim.%d" % k)
+            sims.append((gppool.Proc(argv, base + ".out", base + ".err"),
+                         report))
+            pool.procs.append(sims[-1][0])
+        log("n=%d: %d simulator processes, storm %.0f s" % (n, procs, storm))
+        join_s = None
+        last_log = 0
+        deadline = t0 + storm + args.join_timeout
+        while time.monotonic() < deadline:
+            welcomed = sum(progress(p)[1] for p, _ in sims)
+            if welcomed >= n:
+                join_s = time.monotonic() - t0
+                break
+            if not serve.running():
+                raise gppool.Failure("serve exited:\n" + serve.tails())
+            if time.monotonic() - last_log > 10:
+                log("n=%d: %d welcomed after %.0f s" %
+                    (n, welcomed, time.monotonic() - t0))
+                last_log = time.monotonic()
+            time.sleep(0.5)
+        welcomed = sum(progress(p)[1] for p, _ in sims)
+        log("n=%d: %d of %d welcomed in %s s" %
+            (n, welcomed, n, "%.1f" % join_s if join_s else "(not all)"))
+        joined_rss = rss_mib(serve.pid)
+        # Steady work.
+        for p, _ in sims:
+            p.signal(signal.SIGUSR1)
+        cpu0, rows0, t1 = cpu_seconds(serve.pid), applied_rows(pool), \
+            time.monotonic()
+        time.sleep(args.steady / 2)
+        status_s, r = timed(pool, "status")
+        if r.returncode != 0:
+            raise gppool.Failure("status failed: " + r.stderr)
+        agents_s, r = timed(pool, "agents", "--json")
+        if r.returncode != 0:
+            raise gppool.Failure("agents --json failed: " + r.stderr)
+        listed = len(json.loads(r.stdout).get("agents", [])) \
+            if r.stdout.strip().startswith("{") else len(json.loads(r.stdout))
+        time.sleep(max(0.0, args.steady - (time.monotonic() - t1)))
+        cpu1, rows1, t2 = cpu_seconds(serve.pid), applied_rows(pool), \
+            time.monotonic()
+        rss = rss_mib(serve.pid)
+        hwm = rss_mib(serve.pid, "VmHWM")
+        for p, _ in sims:
+            p.signal(signal.SIGTERM)
+        reports = []
+        for p, path in sims:
+            p.wait(60)
+            with open(path) as f:
+                reports.append(json.load(f))
+        steady = t2 - t1
+        applied = rows1 - rows0
+        updates = sum(r["steady_updates"] for r in reports)
+        fig = {
+            "agents": n,
+            "welcomed": sum(r["welcomed"] for r in reports),
+            "join_s": round(join_s, 2) if join_s else None,
+            "storm_s": storm,
+            "heartbeat_p50_ms": merged_percentile(reports, 0.50),
+            "heartbeat_p99_ms": merged_percentile(reports, 0.99),
+            "heartbeats": sum(r["heartbeats"] for r in reports),
+            "updates_per_s": round(updates / steady, 1),
+            "ledger_rows_per_s": round(applied / steady, 1),
+            "cpu_ms_per_update": round(1e3 * (cpu1 - cpu0) / updates, 3)
+            if updates else None,
+            "coordinator_cpu_share": round((cpu1 - cpu0) / steady, 3),
+            "rss_mib": round(rss, 1),
+            "rss_hwm_mib": round(hwm, 1),
+            "rss_base_mib": round(base_rss, 1),
+            "rss_per_agent_kib": round(1024 * (joined_rss - base_rss) / n, 1),
+            "status_s": round(status_s, 3),
+            "agents_json_s": round(agents_s, 3),
+            "agents_listed": listed,
+            "refused": sum(r["steady_refused"] for r in reports),
+            "join_refused": sum(r["connect_failures"] + r["rejects"]
+                                for r in reports),
+            "gave_up": sum(r["gave_up"] for r in reports),
+        }
+        log("n=%d: %s" % (n, json.dumps(fig)))
+        serve.end()
+        return fig
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="tools/bench-scale")
+    ap.add_argument("--agents", default="100,1000,10000",
+                    help="comma-separated N (default 100,1000,10000)")
+    ap.add_argument("--storm", type=float, default=None,
+                    help="seconds over which the N agents start "
+                    "(default N/170, 5 to 60)")
+    ap.add_argument("--steady", type=float, default=20.0,
+                    help="seconds of steady work measured (default 20)")
+    ap.add_argument("--join-timeout", type=float, default=120.0,
+                    help="seconds after the storm for every agent to join")
+    ap.add_argument("--compute-ms", type=int, default=20,
+                    help="a simulated minibatch's compute time (default 20)")
+    ap.add_argument("--heartbeat-ms", type=int, default=1000)
+    ap.add_argument("--model", default="784-32-10")
+    ap.add_argument("--set", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE",
+                    help="a job key for the coordinator, e.g. "
+                    "pool.robust_clip=0 (repeatable)")
+    args = ap.parse_args()
+    args.sim = os.path.join(os.environ["GP_BUILD_DIR"], "tools",
+                            "gp-simagent")
+    by_n = [run(int(n), args) for n in args.agents.split(",")]
+    print("%-7s %7s %8s %8s %9s %9s %8s %8s %7s" %
+          ("agents", "join s", "hb p50", "hb p99", "updates/s", "rows/s",
+           "RSS MiB", "status s", "refused"))
+    for f in by_n:
+        print("%-7d %7s %8s %8s %9s %9s %8s %8s %7d" %
+              (f["agents"], f["join_s"], f["heartbeat_p50_ms"],
+               f["heartbeat_p99_ms"], f["updates_per_s"],
+               f["ledger_rows_per_s"], f["rss_mib"], f["status_s"],
+               f["refused"]))
+    last = dict(by_n[-1])
+    last["by_n"] = by_n
+    print(json.dumps(last))
+
+
+if __name__ == "__main__":
+    main()
