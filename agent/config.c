@@ -18,6 +18,7 @@ void gp_agent_config_defaults(struct gp_agent_config *cfg)
 	cfg->cpu_share = 0.5;
 	cfg->gpu_share = 1.0;
 	cfg->beacon_port = GP_AGENT_BEACON_PORT_DEFAULT;
+	cfg->cache_max_mib = 2048;
 	snprintf(cfg->web_listen, sizeof(cfg->web_listen), "%s",
 		 GP_AGENT_WEB_LISTEN_DEFAULT);
 }
@@ -149,6 +150,10 @@ static const struct gp_conf_key keys[] = {
 	{"agent", "device", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_device},
 	{"agent", "data_dir", GP_CONF_STRING, F(data_dir),
 	 sizeof(((struct gp_agent_config *)0)->data_dir), 0, 0, 0, NULL},
+	{"agent", "cache_dir", GP_CONF_STRING, F(cache_dir),
+	 sizeof(((struct gp_agent_config *)0)->cache_dir), 0, 0, 0, NULL},
+	{"agent", "cache_max_mib", GP_CONF_U64, F(cache_max_mib), 0, 0, 1e9, 0,
+	 NULL},
 	{"limits", "idle_only", GP_CONF_BOOL, F(idle_only), 0, 0, 0, 0, NULL},
 	{"limits", "on_ac_only", GP_CONF_BOOL, F(on_ac_only), 0, 0, 0, 0, NULL},
 	{"limits", "cpu_share", GP_CONF_DOUBLE, F(cpu_share), 0, 0.01, 1, 0,

@@ -7,6 +7,14 @@
  *   name =                                shown to the pool owner (default:
  *                                         empty, the host name is used)
  *   device = auto                         auto | cpu | opencl | opencl:N
+ *   data_dir =                            a local Fashion-MNIST copy ("":
+ *                                         the default directory; "none")
+ *   cache_dir =                           where pools' data sets fetched as
+ *                                         shards are kept (default:
+ *                                         STATE_DIR/data-cache)
+ *   cache_max_mib = 2048                  at most this much of them, the
+ *                                         least recently used evicted
+ *                                         first; 0: memory only
  *   [limits]
  *   idle_only = false                     compute only when the user is idle
  *   on_ac_only = true                     compute only on mains power
@@ -62,6 +70,10 @@ struct gp_agent_config {
 	/* A local copy of the training set ("" : $GP_DATA_DIR or the
 	 * default directory; "none": do without). */
 	char data_dir[256];
+	/* Data sets fetched as shards ("": STATE_DIR/data-cache) and the
+	 * cap on their files. */
+	char cache_dir[256];
+	uint64_t cache_max_mib;
 };
 
 /* Fills *cfg with no limits at all (shares 1, no power, idle or hours

@@ -77,6 +77,9 @@ static void send_work_request(struct gp_machine *m)
 {
 	struct gp_msg msg;
 
+	/* No work before the data set is in (its WORK_REQUEST follows). */
+	if (m->fetching)
+		return;
 	gp_msg_init(&msg, GP_MSG_WORK_REQUEST);
 	msg.u.work_request.count = 1;
 	send_msg(m, &msg);
@@ -139,6 +142,15 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 			 "to serve the next one (%u attempts so far)",
 			 m->endpoint_now[0] ? m->endpoint_now : "its address",
 			 m->attempts);
+	} else if (m->welcomed && m->fetching) {
+		uint32_t n = 0, missing = 0;
+
+		if (m->ops->data_progress)
+			m->ops->data_progress(m->ctx, &n, &missing);
+		snprintf(st->state, sizeof(st->state), "connected");
+		snprintf(st->reason, sizeof(st->reason),
+			 "fetching the data set of pool %.16s: %" PRIu32
+			 " of %" PRIu32 " shards", m->pool.pool, n - missing, n);
 	} else if (m->welcomed) {
 		snprintf(st->state, sizeof(st->state), "connected");
 		snprintf(st->reason, sizeof(st->reason),
@@ -405,6 +417,8 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
 	}
+	if (m->ops->data_open)
+		msg.u.join.caps |= GP_CAP_DATA_SHARDS;
 	msg.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	msg.u.join.n_devices = cfg->n_devices;
 	send_msg(m, &msg);
@@ -449,6 +463,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 
 	m->connected = false;
 	m->welcomed = false;
+	m->fetching = false;
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
 	if (m->have_worker)
@@ -621,6 +636,113 @@ static int start_worker(struct gp_machine *m, const char *spec,
 	return 0;
 }
 
+/* Asks for missing shards while fewer than GP_MACHINE_DATA_WINDOW are in
+ * flight. */
+static void fetch_more(struct gp_machine *m)
+{
+	while (m->data_inflight < GP_MACHINE_DATA_WINDOW) {
+		int64_t i = m->ops->data_next(m->ctx);
+		struct gp_msg msg;
+
+		if (i < 0)
+			break;
+		gp_msg_init(&msg, GP_MSG_DATA_REQUEST);
+		msg.u.data_request.shard = (uint32_t)i;
+		if (send_msg(m, &msg) < 0)
+			break;
+		m->data_inflight++;
+	}
+}
+
+/* The data set is in: checks it and asks for work. */
+static void data_ready(struct gp_machine *m)
+{
+	char err[GP_DATA_ERR_MAX];
+
+	m->pool_data = m->ops->data_set(m->ctx, err, sizeof(err));
+	if (!m->pool_data) {
+		drop_session(m, GP_BYE_PROTOCOL, "%s", err);
+		return;
+	}
+	if (m->fetching)
+		gp_info("the data set is complete: %zu samples", m->pool_data->count);
+	m->fetching = false;
+	status_changed(m);
+}
+
+/* WELCOME granted GP_CAP_DATA_SHARDS: opens its manifest and fetches what
+ * the cache lacks. Returns true when the data set is ready (or not
+ * needed), false when the session waits for shards or was dropped. */
+static bool start_data(struct gp_machine *m, const struct gp_msg_welcome *w)
+{
+	int r;
+
+	m->pool_data = NULL;
+	m->fetching = false;
+	m->data_inflight = 0;
+	m->data_bad = 0;
+	if (!(m->caps & GP_CAP_DATA_SHARDS))
+		return true;
+	if (!m->ops->data_open || !w->data_manifest) {
+		drop_session(m, GP_BYE_PROTOCOL, "WELCOME grants data shards "
+			     "without a manifest");
+		return false;
+	}
+	r = m->ops->data_open(m->ctx, w->data_manifest, w->data_manifest_len);
+	if (r < 0) {
+		drop_session(m, GP_BYE_PROTOCOL, "cannot take the data set: %s",
+			     r == -EFBIG ? "too large for this agent" :
+			     strerror(-r));
+		return false;
+	}
+	if (r == 0) {
+		data_ready(m);
+		return m->pool_data != NULL;
+	}
+	m->fetching = true;
+	gp_info("fetching the data set: %d shard(s) missing", r);
+	fetch_more(m);
+	status_changed(m);
+	return false;
+}
+
+static void handle_data_shard(struct gp_machine *m,
+			      const struct gp_msg_data_shard *d)
+{
+	int r;
+
+	if (!m->fetching)
+		return;
+	if (m->data_inflight)
+		m->data_inflight--;
+	r = m->ops->data_put(m->ctx, d->shard, d->data, d->data_len);
+	if (r == -EBADMSG) {
+		gp_warn("data shard %u does not match its digest: asking again",
+			d->shard);
+		if (++m->data_bad > GP_MACHINE_DATA_BAD_MAX) {
+			drop_session(m, GP_BYE_PROTOCOL, "%u data shards did "
+				     "not match their digests", m->data_bad);
+			return;
+		}
+	} else if (r < 0) {
+		drop_session(m, GP_BYE_PROTOCOL, "unexpected data shard %u",
+			     d->shard);
+		return;
+	}
+	if (r == 1) {
+		data_ready(m);
+		if (!m->pool_data)
+			return;
+		if (gp_machine_paused(m))
+			sync_pause(m);
+		else
+			send_work_request(m);
+		return;
+	}
+	fetch_more(m);
+	status_changed(m);
+}
+
 static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 {
 	const char *spec;
@@ -662,6 +784,8 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	if (m->beacon_ep[0] && strcmp(m->beacon_ep, m->endpoint_now) == 0)
 		remember_endpoint(m);
 	beacon_stop(m);
+	if (!start_data(m, w))
+		return;
 	if (gp_machine_paused(m))
 		sync_pause(m);
 	else
@@ -698,41 +822,49 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 	}
 }
 
-/* A minibatch given as indices into the local training set: its pixels
- * and labels gathered into px and lb (samples * GP_DATA_PIXELS and
- * samples bytes). Returns false for an index out of range. */
-static bool gather_local(const struct gp_machine *m,
+/* A minibatch given as indices into data (borrowed): its samples' bytes
+ * and labels gathered into px and lb (samples * the row size and samples
+ * bytes). Returns false for an index out of range. */
+static bool gather_local(const struct gp_dataset *data,
 			 const struct gp_msg_minibatch *mb, uint8_t *px,
 			 uint8_t *lb)
 {
+	size_t row = data->features * gp_data_elsize(data->dtype);
+
 	for (size_t i = 0; i < mb->samples; i++) {
 		uint32_t k = gp_msg_minibatch_index(mb, i);
 
-		if (k >= m->data->count)
+		if (k >= data->count)
 			return false;
-		memcpy(px + i * GP_DATA_PIXELS,
-		       m->data->images + (size_t)k * GP_DATA_PIXELS, GP_DATA_PIXELS);
-		lb[i] = m->data->labels[k];
+		memcpy(px + i * row, data->images + (size_t)k * row, row);
+		lb[i] = data->labels[k];
 	}
 	return true;
 }
 
 static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch *mb)
 {
-	bool local = m->data && mb->indices_len && !mb->pixels_len;
+	const struct gp_dataset *data =
+		(m->caps & GP_CAP_DATA_SHARDS) ? m->pool_data : m->data;
+	bool local = data && mb->indices_len && !mb->pixels_len;
+	size_t inputs = m->ops->worker_inputs ?
+				m->ops->worker_inputs(m->ctx) : GP_DATA_PIXELS;
+	uint8_t dtype = local ? data->dtype : GP_DATA_U8;
+	size_t row = inputs * gp_data_elsize(dtype);
 	uint8_t *px, *lb;
 
 	if (mb->samples == 0 || mb->samples > m->batch ||
-	    (local ? mb->indices_len != (size_t)mb->samples * 4 :
-		     mb->features != GP_DATA_PIXELS ||
-		     mb->pixels_len != (size_t)mb->samples * GP_DATA_PIXELS ||
+	    (local ? mb->indices_len != (size_t)mb->samples * 4 ||
+			     data->features != inputs :
+		     mb->features != inputs ||
+		     mb->pixels_len != (size_t)mb->samples * inputs ||
 		     mb->labels_len != mb->samples)) {
 		drop_session(m, GP_BYE_PROTOCOL,
 			     "minibatch %" PRIu64 " has an unexpected shape",
 			     mb->minibatch);
 		return;
 	}
-	px = malloc((size_t)mb->samples * GP_DATA_PIXELS);
+	px = malloc((size_t)mb->samples * row);
 	lb = malloc(mb->samples);
 	if (!px || !lb) {
 		free(px);
@@ -744,7 +876,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 	if (!local) {
 		memcpy(px, mb->pixels, mb->pixels_len);
 		memcpy(lb, mb->labels, mb->labels_len);
-	} else if (!gather_local(m, mb, px, lb)) {
+	} else if (!gather_local(data, mb, px, lb)) {
 		free(px);
 		free(lb);
 		drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
@@ -752,7 +884,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		return;
 	}
 	if (m->ops->worker_compute(m->ctx, mb->epoch, mb->minibatch, mb->clock,
-				   mb->samples, px, lb,
+				   mb->samples, px, dtype, lb,
 				   (m->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
 				   mb->momentum,
 				   (m->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
@@ -812,6 +944,10 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 	case GP_MSG_MINIBATCH:
 		if (m->have_worker && m->ops->established(m->ctx))
 			handle_minibatch(m, &msg.u.minibatch);
+		break;
+	case GP_MSG_DATA_SHARD:
+		if (m->welcomed && m->ops->established(m->ctx))
+			handle_data_shard(m, &msg.u.data_shard);
 		break;
 	case GP_MSG_BYE:
 		on_bye(m, &msg.u.bye);

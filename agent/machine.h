@@ -94,15 +94,40 @@ struct gp_machine_ops {
 	int (*worker_set_params)(void *ctx, enum gp_model_slot slot,
 				 size_t tensor, size_t row0, size_t rows,
 				 float *values);
-	/* pixels and labels taken */
+	/* pixels (n x the model's inputs, elements of dtype, enum
+	 * gp_data_dtype) and labels taken */
 	int (*worker_compute)(void *ctx, uint32_t epoch, uint64_t minibatch,
 			      uint64_t clock, uint32_t n, uint8_t *pixels,
-			      uint8_t *labels, float lr, float mu,
-			      uint32_t group);
+			      uint8_t dtype, uint8_t *labels, float lr,
+			      float mu, uint32_t group);
 	void (*worker_drop_queued)(void *ctx);
 	uint64_t (*worker_generation)(void *ctx);
 	double (*worker_flops_per_sample)(void *ctx);
+	/* The model's input width (elements of a sample); NULL: 784. */
+	size_t (*worker_inputs)(void *ctx);
+
+	/* The pool's data set as shards (datacache.h has what each does);
+	 * data_open NULL: the agent does not ask for GP_CAP_DATA_SHARDS.
+	 * data_open returns the shards missing or a negative errno;
+	 * data_put 1 when the set is complete; data_set NULL while it is
+	 * not, or when its contents are invalid (why in err). */
+	int (*data_open)(void *ctx, const uint8_t *manifest, size_t len);
+	int64_t (*data_next)(void *ctx);
+	int (*data_put)(void *ctx, uint32_t shard, const uint8_t *data,
+			size_t len);
+	const struct gp_dataset *(*data_set)(void *ctx, char *err,
+					     size_t err_len);
+	/* Shards of the set being fetched, and how many are missing. */
+	void (*data_progress)(void *ctx, uint32_t *ret_shards,
+			      uint32_t *ret_missing);
 };
+
+/* DATA_REQUESTs in flight at once while fetching a data set: enough to
+ * keep a link busy (4 MiB with the default shards), little enough that
+ * the coordinator never queues a whole data set for one agent. */
+#define GP_MACHINE_DATA_WINDOW 4
+/* Shards that fail their digest in one session before it is dropped. */
+#define GP_MACHINE_DATA_BAD_MAX 8
 
 struct gp_machine {
 	/* Set by gp_machine_init, all borrowed. */
@@ -151,6 +176,13 @@ struct gp_machine {
 	uint64_t seed;            /* the worker's job seed */
 	uint32_t batch;
 	uint32_t caps;            /* the WELCOME's */
+	/* GP_CAP_DATA_SHARDS: the data set fetched (borrowed from the
+	 * ops' cache; NULL while fetching), the requests in flight and the
+	 * shards refused for their digest in this session. */
+	const struct gp_dataset *pool_data;
+	bool fetching;
+	unsigned data_inflight;
+	unsigned data_bad;
 	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),
 	 * allocated at the first such update. */
 	struct gp_feedback feedback;

@@ -616,6 +616,7 @@ static int cmd_run(struct options *o)
 	struct gp_stats *stats = NULL;
 	struct gp_web *web = NULL;
 	struct gp_control_starting *early = NULL;
+	char cache_dir[512];
 	int r;
 
 	/* The state files as their owner's (see as_owner); the rest of the
@@ -664,6 +665,12 @@ static int cmd_run(struct options *o)
 	cfg.policy.max_upload_bytes = o->cfg.max_upload_mib_per_day * 1024 * 1024;
 	cfg.beacon_port = (uint16_t)o->cfg.beacon_port;
 	cfg.data_dir = o->cfg.data_dir;
+	if (o->cfg.cache_dir[0])
+		snprintf(cache_dir, sizeof(cache_dir), "%s", o->cfg.cache_dir);
+	else
+		snprintf(cache_dir, sizeof(cache_dir), "%s/data-cache", o->state);
+	cfg.cache_dir = cache_dir;
+	cfg.cache_max_bytes = o->cfg.cache_max_mib * 1024 * 1024;
 	if (o->name)
 		snprintf(cfg.name, sizeof(cfg.name), "%s", o->name);
 	else if (o->cfg.name[0])

@@ -27,6 +27,7 @@
 #include "control.h"
 #include "data.h"
 #include "identity.h"
+#include "datacache.h"
 #include "log.h"
 #include "machine.h"
 #include "notify.h"
@@ -42,6 +43,7 @@ struct session {
 	const struct gp_session_config *cfg;
 	struct gp_machine m;      /* the decisions */
 	struct gp_dataset *data;  /* the local training set, or NULL */
+	struct gp_datacache *cache; /* the pool's data set as shards */
 	uv_loop_t loop;
 	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
 	uv_timer_t pause_timer;   /* the end of a `pause --for` */
@@ -498,11 +500,63 @@ static int op_worker_set_params(void *ctx, enum gp_model_slot slot,
 
 static int op_worker_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 			     uint64_t clock, uint32_t n, uint8_t *pixels,
-			     uint8_t *labels, float lr, float mu, uint32_t group)
+			     uint8_t dtype, uint8_t *labels, float lr, float mu,
+			     uint32_t group)
 {
 	return gp_worker_compute(((struct session *)ctx)->worker, epoch,
-				 minibatch, clock, n, pixels, labels, lr, mu,
-				 group);
+				 minibatch, clock, n, pixels, dtype, labels,
+				 lr, mu, group);
+}
+
+static size_t op_worker_inputs(void *ctx)
+{
+	return gp_worker_inputs(((struct session *)ctx)->worker);
+}
+
+/* The data cache is made at the first manifest: most pools' agents hold
+ * the data set and never need one. Reading the cached shards happens
+ * here, on the loop thread: at most a few hundred MB once a session,
+ * while the connection waits for them anyway. */
+static int op_data_open(void *ctx, const uint8_t *manifest, size_t len)
+{
+	struct session *s = ctx;
+	int r;
+
+	if (!s->cache) {
+		r = gp_datacache_create(s->cfg->cache_dir,
+					s->cfg->cache_max_bytes, &s->cache);
+		if (r < 0)
+			return r;
+	}
+	return gp_datacache_open(s->cache, manifest, len);
+}
+
+static int64_t op_data_next(void *ctx)
+{
+	return gp_datacache_next(((struct session *)ctx)->cache);
+}
+
+static int op_data_put(void *ctx, uint32_t shard, const uint8_t *data,
+		       size_t len)
+{
+	return gp_datacache_put(((struct session *)ctx)->cache, shard, data,
+				len);
+}
+
+static const struct gp_dataset *op_data_set(void *ctx, char *err,
+					    size_t err_len)
+{
+	return gp_datacache_dataset(((struct session *)ctx)->cache, err,
+				    err_len);
+}
+
+static void op_data_progress(void *ctx, uint32_t *ret_shards,
+			     uint32_t *ret_missing)
+{
+	struct session *s = ctx;
+
+	*ret_shards = s->cache ? gp_datacache_shards(s->cache) : 0;
+	*ret_missing = s->cache ? gp_datacache_missing(s->cache) : 0;
 }
 
 static void op_worker_drop_queued(void *ctx)
@@ -540,6 +594,12 @@ static const struct gp_machine_ops session_ops = {
 	.worker_drop_queued = op_worker_drop_queued,
 	.worker_generation = op_worker_generation,
 	.worker_flops_per_sample = op_worker_flops_per_sample,
+	.worker_inputs = op_worker_inputs,
+	.data_open = op_data_open,
+	.data_next = op_data_next,
+	.data_put = op_data_put,
+	.data_set = op_data_set,
+	.data_progress = op_data_progress,
 };
 
 /* ---- memberships ---------------------------------------------------------- */
@@ -944,6 +1004,7 @@ static int session_run(const struct gp_session_config *cfg,
 	 * so that its close callback frees it. */
 	gp_worker_stop(s->worker);
 	gp_data_destroy(s->data);
+	gp_datacache_destroy(s->cache);
 	s->worker = NULL;
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);

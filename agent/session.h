@@ -49,6 +49,10 @@ struct gp_session_config {
 	 * coordinator's. NULL or "": $GP_DATA_DIR or the default directory;
 	 * "none": no local copy. Borrowed. */
 	const char *data_dir;
+	/* run only: where data sets fetched as shards are cached (borrowed;
+	 * NULL or "": memory only) and the cap on those files in bytes. */
+	const char *cache_dir;
+	uint64_t cache_max_bytes;
 };
 
 /* Joins the pool the token names. On success the membership is written to

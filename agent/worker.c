@@ -31,6 +31,7 @@ struct job {
 	uint64_t minibatch, clock;
 	uint32_t n;
 	uint8_t *pixels, *labels;
+	uint8_t dtype;            /* the pixels' enum gp_data_dtype */
 	float lr, mu;
 	uint32_t group;           /* > 1: opens a group of that many */
 	uint64_t gen;             /* gp_worker_drop_queued() generation */
@@ -82,6 +83,7 @@ struct gp_worker {
 	size_t n_tensors;
 	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_NODES];
 	size_t n_params;
+	size_t inputs;            /* the model's input width */
 	double flops_per_sample;
 	float *x;
 	int32_t *y;
@@ -153,12 +155,7 @@ static int setup(struct gp_worker *w)
 			 err);
 		return r;
 	}
-	if (spec.dims[0] != GP_DATA_PIXELS) {
-		snprintf(w->start_errmsg, sizeof(w->start_errmsg),
-			 "model '%s' does not take %d inputs",
-			 spec_name(w, name, sizeof(name)), GP_DATA_PIXELS);
-		return -EINVAL;
-	}
+	w->inputs = spec.dims[0];
 	if (w->cfg.backend == GP_BACKEND_OPENCL)
 		r = gp_backend_create_opencl(w->cfg.device_index, &w->be);
 	else
@@ -199,23 +196,11 @@ static int setup(struct gp_worker *w)
 	/* Forward GEMMs, weight-gradient GEMMs and the input gradients
 	 * somebody needs (not the first layer's). */
 	w->flops_per_sample = gp_model_spec_train_flops(&spec);
-	w->x = malloc(w->cfg.max_batch * GP_DATA_PIXELS * sizeof(float));
+	w->x = malloc(w->cfg.max_batch * w->inputs * sizeof(float));
 	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
 	if (!w->x || !w->y)
 		return -ENOMEM;
 	return 0;
-}
-
-/* GCC's default -O2 cost model leaves loops of unknown length scalar; the
- * pixel conversion is 100 000 floats a minibatch. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#endif
-static void pixels_to_floats(float *restrict dst, const uint8_t *restrict src,
-			     size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		dst[i] = (float)src[i] * (1.0f / 255.0f);
 }
 
 /* Computes one minibatch. Returns its result (taken from the job, never
@@ -245,7 +230,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EIO;
 		return res;
 	}
-	pixels_to_floats(w->x, j->pixels, (size_t)j->n * GP_DATA_PIXELS);
+	gp_data_to_floats(w->x, j->pixels, (size_t)j->n * w->inputs, j->dtype);
 	for (size_t i = 0; i < j->n; i++)
 		w->y[i] = j->labels[i];
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
@@ -828,8 +813,8 @@ int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
 
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels, float lr, float mu,
-		      uint32_t group)
+		      uint8_t *pixels, uint8_t dtype, uint8_t *labels,
+		      float lr, float mu, uint32_t group)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
@@ -847,6 +832,7 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	j->clock = clock;
 	j->n = n;
 	j->pixels = pixels;
+	j->dtype = dtype;
 	j->labels = labels;
 	j->group = group <= GP_WORKER_GROUP_MAX ? group : 0;
 	if (isfinite(lr) && isfinite(mu) && lr >= 0 && lr <= 10 && mu >= 0 &&
@@ -855,6 +841,11 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		j->mu = mu;
 	}
 	return enqueue(w, j);
+}
+
+size_t gp_worker_inputs(const struct gp_worker *w)
+{
+	return w->inputs;
 }
 
 double gp_worker_flops_per_sample(const struct gp_worker *w)

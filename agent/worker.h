@@ -106,8 +106,9 @@ int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
 			 size_t tensor, size_t row0, size_t rows, float *values);
 
 /* Queues one minibatch (every one queued is answered by a result, unless
- * gp_worker_drop_queued() drops it first): n samples of GP_DATA_PIXELS u8 pixels and n u8
- * labels; pixels and labels are taken (malloc'd). With lr > 0 the worker
+ * gp_worker_drop_queued() drops it first): n samples of the model's
+ * inputs, as elements of dtype (enum gp_data_dtype: u8 scaled by 1/255, or
+ * f32 LE), and n u8 labels; pixels and labels are taken (malloc'd). With lr > 0 the worker
  * then applies the gradient to its own parameters (SGD, momentum mu, its
  * own velocity), so the next minibatch sees this one's step before the
  * coordinator sends parameters again (read-my-writes); lr and mu come from
@@ -121,8 +122,12 @@ int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
  * -ENOMEM (nothing queued; pixels and labels freed). */
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      uint64_t minibatch, uint64_t clock, uint32_t n,
-		      uint8_t *pixels, uint8_t *labels, float lr, float mu,
+		      uint8_t *pixels, uint8_t dtype, uint8_t *labels,
+		      float lr, float mu,
 		      uint32_t group);
+
+/* The model's input width: elements of one sample (valid after start). */
+size_t gp_worker_inputs(const struct gp_worker *w);
 
 /* Floating-point operations one training sample costs (forward and
  * backward), for the contribution statistics. */

@@ -167,7 +167,7 @@ static void eval_run(uv_work_t *req)
 				   w->values + off);
 		off += ti.rows * ti.cols;
 	}
-	x = malloc(EVAL_BATCH * GP_DATA_PIXELS * sizeof(float));
+	x = malloc(EVAL_BATCH * srv->test->features * sizeof(float));
 	y = malloc(EVAL_BATCH * sizeof(int32_t));
 	if (!x || !y)
 		r = -ENOMEM;
@@ -175,11 +175,13 @@ static void eval_run(uv_work_t *req)
 		size_t m = n - b < EVAL_BATCH ? n - b : EVAL_BATCH;
 		struct gp_model_stats st;
 
-		for (size_t i = 0; i < m * GP_DATA_PIXELS; i++)
-			x[i] = srv->test->images[b * GP_DATA_PIXELS + i] *
-			       (1.0f / 255.0f);
+		uint32_t idx[EVAL_BATCH];
+
 		for (size_t i = 0; i < m; i++)
-			y[i] = srv->test->labels[b + i];
+			idx[i] = (uint32_t)(b + i);
+		r = gp_data_gather(srv->test, idx, m, x, y);
+		if (r < 0)
+			break;
 		r = gp_model_evaluate(srv->eval_model, x, y, m, &st);
 		loss += st.loss * (double)m;
 		correct += st.correct;

@@ -53,6 +53,9 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_strikes = 8;
 	job->robust_clip = 2;
 	job->robust_momentum = 0.9;
+	job->verify_rate = 0.1;
+	job->verify_tolerance = 0.05;
+	job->verify_bans = 2;
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
@@ -154,6 +157,19 @@ static int parse_data_set(void *target, const char *value, char *why,
 	}
 	memcpy(job->data_set, value, len + 1);
 	return 0;
+}
+
+static int parse_data_format(void *target, const char *value, char *why,
+			     size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "idx") == 0 || strcmp(value, "npy") == 0) {
+		job->data_npy = value[0] == 'n';
+		return 0;
+	}
+	snprintf(why, whylen, "'%s' is not a data format (idx or npy)", value);
+	return -EINVAL;
 }
 
 static int parse_optimizer(void *target, const char *value, char *why,
@@ -332,6 +348,17 @@ static const struct gp_conf_key job_keys[] = {
 	{"data", "set", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_data_set},
 	{"data", "dir", GP_CONF_STRING, F(data_dir),
 	 sizeof(((struct gp_job *)0)->data_dir), 0, 0, 0, NULL},
+	{"data", "format", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_data_format},
+	{"data", "train_images", GP_CONF_STRING, F(train_images),
+	 GP_JOB_PATH_MAX, 0, 0, 0, NULL},
+	{"data", "train_labels", GP_CONF_STRING, F(train_labels),
+	 GP_JOB_PATH_MAX, 0, 0, 0, NULL},
+	{"data", "test_images", GP_CONF_STRING, F(test_images),
+	 GP_JOB_PATH_MAX, 0, 0, 0, NULL},
+	{"data", "test_labels", GP_CONF_STRING, F(test_labels),
+	 GP_JOB_PATH_MAX, 0, 0, 0, NULL},
+	{"data", "test_share", GP_CONF_DOUBLE, F(test_share), 0, 0, 0.5, 0,
+	 NULL},
 	{"train", "epochs", GP_CONF_U32, F(epochs), 0, 1, 100000, 0, NULL},
 	{"train", "batch_size", GP_CONF_U32, F(batch_size), 0, 1, 65536, 0,
 	 NULL},
@@ -380,6 +407,12 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"pool", "robust_momentum", GP_CONF_DOUBLE, F(robust_momentum), 0, 0,
 	 0.999, 0, NULL},
+	{"pool", "verify_rate", GP_CONF_DOUBLE, F(verify_rate), 0, 0, 1, 0,
+	 NULL},
+	{"pool", "verify_tolerance", GP_CONF_DOUBLE, F(verify_tolerance), 0,
+	 1e-6, 10, 0, NULL},
+	{"pool", "verify_bans", GP_CONF_U32, F(verify_bans), 0, 1, 1000000, 0,
+	 NULL},
 	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
 	 NULL},
 	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,
@@ -411,6 +444,36 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "784-256-128-10) or file = (a gradpool-model 1 "
 			 "description)",
 			 name);
+		return -EINVAL;
+	}
+	if (job->data_npy) {
+		bool test_files = job->test_images[0] || job->test_labels[0];
+
+		if (!job->train_images[0] || !job->train_labels[0]) {
+			snprintf(err, errlen, "%s: [data] format = npy needs "
+				 "train_images and train_labels", name);
+			return -EINVAL;
+		}
+		if (test_files == (job->test_share > 0) ||
+		    (test_files && (!job->test_images[0] ||
+				    !job->test_labels[0]))) {
+			snprintf(err, errlen, "%s: [data] format = npy needs "
+				 "a test set: test_images and test_labels, or "
+				 "test_share (not both)", name);
+			return -EINVAL;
+		}
+		if (job->test_share > 0 && job->test_share < 0.001) {
+			snprintf(err, errlen, "%s: [data] test_share (%g) "
+				 "must be 0 or 0.001..0.5", name,
+				 job->test_share);
+			return -EINVAL;
+		}
+	} else if (job->train_images[0] || job->train_labels[0] ||
+		   job->test_images[0] || job->test_labels[0] ||
+		   job->test_share > 0) {
+		snprintf(err, errlen, "%s: [data] train_images, train_labels, "
+			 "test_images, test_labels and test_share need format "
+			 "= npy", name);
 		return -EINVAL;
 	}
 	if (job->heartbeat_timeout_ms <= job->heartbeat_interval_ms) {
@@ -483,6 +546,20 @@ int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
 		return r;
 	*ret = job;
 	return 0;
+}
+
+int gp_job_data_path(const char *name, const char *job_path, char *buf,
+		     size_t len)
+{
+	const char *slash = job_path ? strrchr(job_path, '/') : NULL;
+	int n;
+
+	if (name[0] == '/' || !slash)
+		n = snprintf(buf, len, "%s", name);
+	else
+		n = snprintf(buf, len, "%.*s/%s", (int)(slash - job_path),
+			     job_path, name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
 }
 
 int gp_job_model_path(const struct gp_job *job, const char *job_path,

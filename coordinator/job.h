@@ -11,7 +11,18 @@
  *   seed = 1                  parameter initialisation seed
  *   [data]
  *   set = fashion-mnist       data set name ([a-z0-9-], at most 31 chars)
- *   dir = GP_DATA_DIR_DEFAULT  where its IDX files are
+ *   format = idx              idx (Fashion-MNIST's IDX files in dir) or
+ *                             npy (the four files below)
+ *   dir = GP_DATA_DIR_DEFAULT  where the IDX files are
+ *   train_images =            npy: the training images (N x C x H x W,
+ *                             N x H x W or N x F; uint8 or float32), a
+ *                             path relative to the job file's directory
+ *   train_labels =            npy: their labels (N integers, 0..255)
+ *   test_images =             npy: the test set, with test_labels; or
+ *   test_labels =             instead
+ *   test_share = 0            npy: hold out this share of the training
+ *                             files as the test set, drawn with [model]
+ *                             seed (0: off; else 0.001..0.5)
  *   [train]
  *   epochs = 5                1..100000
  *   batch_size = 64           1..65536
@@ -69,6 +80,11 @@
  *                             typical honest one; 0 is off, else 1..100
  *   robust_momentum = 0.9     weight of the past in that direction and in
  *                             each member's momentum, [0, 0.999]
+ *   verify_rate = 0.1         fraction of each member's clocks whose first
+ *                             update is recomputed (verify.h); 0 is off
+ *   verify_tolerance = 0.05   relative difference a recomputed update may
+ *                             show beyond the wire's rounding, 1e-6..10
+ *   verify_bans = 2           mismatches after which a member is revoked
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
  *   work_timeout = 2m         an agent holding work with no update applied
@@ -113,6 +129,10 @@ struct gp_job {
 	/* [data] */
 	char data_set[32];
 	char data_dir[256];
+	bool data_npy;   /* format = npy */
+	char train_images[GP_JOB_PATH_MAX], train_labels[GP_JOB_PATH_MAX];
+	char test_images[GP_JOB_PATH_MAX], test_labels[GP_JOB_PATH_MAX];
+	double test_share;
 	/* [train] */
 	uint32_t epochs;
 	uint32_t batch_size;
@@ -144,6 +164,9 @@ struct gp_job {
 	double clip_grad_norm;
 	double robust_clip;
 	double robust_momentum;
+	double verify_rate;
+	double verify_tolerance;
+	uint32_t verify_bans;
 	uint32_t max_strikes;
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */
@@ -152,6 +175,12 @@ struct gp_job {
 	uint32_t beacon_port;
 	uint64_t beacon_interval_ms;
 };
+
+/* A [data] file name (one of job's train_images ... test_labels, borrowed)
+ * as a path: relative names are taken from job_path's directory. Writes
+ * buf (len bytes); returns its length or -ENAMETOOLONG. */
+int gp_job_data_path(const char *name, const char *job_path, char *buf,
+		     size_t len);
 
 /* Fills *job with every default (spec empty). */
 void gp_job_defaults(struct gp_job *job);

@@ -83,6 +83,7 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 	m->next = m->prev = NULL;
 	pool->n_members--;
 	gp_robust_agent_finish(&m->robust);
+	gp_verify_member_finish(pool, m);
 }
 
 void gp_members_finish(struct gp_pool *pool)
@@ -140,6 +141,9 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_LOCAL_DATA) &&
 	    j->data_fingerprint == pool->train_fingerprint)
 		caps |= GP_CAP_LOCAL_DATA;
+	/* Else one that can fetch it gets the shards, then indices. */
+	else if (j->caps & GP_CAP_DATA_SHARDS)
+		caps |= GP_CAP_DATA_SHARDS;
 	/* int8 updates with error feedback, momentum down as int8 (the
 	 * parameters stay f16). */
 	if ((j->caps & GP_CAP_Q8) && (caps & GP_CAP_F16) && pool->job->int8)

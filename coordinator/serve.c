@@ -150,9 +150,10 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	struct gp_sched *sched = srv->pool.sched;
 	uint32_t n = gp_sched_minibatch_samples(sched, id);
 	uint32_t per = gp_sched_minibatches(sched);
-	bool local = p->m.caps & GP_CAP_LOCAL_DATA;
+	bool local = p->m.caps & (GP_CAP_LOCAL_DATA | GP_CAP_DATA_SHARDS);
+	size_t features = srv->train->features; /* bytes: u8 samples here */
 	uint32_t *idx = malloc(n * sizeof(*idx));
-	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * GP_DATA_PIXELS);
+	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * features);
 	uint8_t *lb = malloc(n ? n : 1);
 	struct gp_msg m;
 	size_t got = 0;
@@ -168,9 +169,9 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	for (size_t i = 0; i < got && local; i++)
 		gp_put_le32(px + 4 * i, idx[i]);
 	for (size_t i = 0; i < got && !local; i++) {
-		memcpy(px + i * GP_DATA_PIXELS,
-		       srv->train->images + (size_t)idx[i] * GP_DATA_PIXELS,
-		       GP_DATA_PIXELS);
+		memcpy(px + i * features,
+		       srv->train->images + (size_t)idx[i] * features,
+		       features);
 		lb[i] = srv->train->labels[idx[i]];
 	}
 	gp_msg_init(&m, GP_MSG_MINIBATCH);
@@ -178,13 +179,13 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	m.u.minibatch.minibatch = id % per;
 	m.u.minibatch.clock = (uint64_t)clock;
 	m.u.minibatch.samples = (uint32_t)got;
-	m.u.minibatch.features = GP_DATA_PIXELS;
+	m.u.minibatch.features = (uint32_t)features;
 	if (local) {
 		m.u.minibatch.indices = px;
 		m.u.minibatch.indices_len = got * 4;
 	} else {
 		m.u.minibatch.pixels = px;
-		m.u.minibatch.pixels_len = got * GP_DATA_PIXELS;
+		m.u.minibatch.pixels_len = got * features;
 		m.u.minibatch.labels = lb;
 		m.u.minibatch.labels_len = got;
 	}
@@ -415,6 +416,19 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 			    "1); upgrade the agent");
 		return;
 	}
+	/* Samples that are not bytes travel only as indices: into the
+	 * agent's own copy or into the shards it fetches. */
+	if (srv->train->dtype != GP_DATA_U8 &&
+	    !(j->caps & GP_CAP_DATA_SHARDS) &&
+	    !((j->caps & GP_CAP_LOCAL_DATA) &&
+	      j->data_fingerprint == srv->pool.train_fingerprint)) {
+		gp_warn("join from %s refused: it cannot fetch the data set "
+			"(no GP_CAP_DATA_SHARDS; an older agent)", p->m.addr);
+		send_reject(p, GP_REJECT_VERSION,
+			    "this pool's data set travels as shards; upgrade "
+			    "the agent");
+		return;
+	}
 	if (gp_members_full(&srv->pool, &p->m, &live)) {
 		gp_warn("join from %s refused: the pool is full (%u agents)",
 			p->m.addr, live);
@@ -452,6 +466,10 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
 	m.u.welcome.caps = p->m.caps;
 	m.u.welcome.epoch = gp_sched_epoch(srv->pool.sched);
+	if (p->m.caps & GP_CAP_DATA_SHARDS) {
+		m.u.welcome.data_manifest = srv->manifest.raw;
+		m.u.welcome.data_manifest_len = srv->manifest.raw_len;
+	}
 	send_msg(p, &m);
 	gp_msg_init(&m, GP_MSG_CLOCK);
 	m.u.clock.clock = (uint64_t)clock;
@@ -462,6 +480,47 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	gp_work_serve_all(&srv->pool);
+}
+
+static void log_rejection(struct peer *p, const char *kind, const char *fmt,
+			  ...) __attribute__((format(printf, 3, 4)));
+
+/* DATA_REQUEST: one shard of the training set's stream. An agent fetches
+ * each shard once, again only after a shard failed its digest: more than
+ * twice the manifest (plus a few) on one connection is a peer looping or
+ * hostile, and it is closed rather than served without end. */
+static void handle_data_request(struct peer *p,
+				const struct gp_msg_data_request *d)
+{
+	struct server *srv = p->srv;
+	const struct gp_shard_manifest *mf = &srv->manifest;
+	size_t len, stream_len;
+	const uint8_t *stream = gp_data_stream(srv->train, &stream_len);
+	struct gp_msg m;
+
+	if (!(p->m.caps & GP_CAP_DATA_SHARDS) || d->shard >= mf->n_shards) {
+		log_rejection(p, "message", "DATA_REQUEST for shard %u (%s)",
+			      d->shard, (p->m.caps & GP_CAP_DATA_SHARDS) ?
+			      "beyond the manifest" : "not granted");
+		gp_serve_bye(p, GP_BYE_PROTOCOL, "bad data request");
+		return;
+	}
+	if (p->shards_sent >= 2 * mf->n_shards + 16) {
+		log_rejection(p, "flood", "%u data shards requested on one "
+			      "connection", p->shards_sent);
+		gp_serve_bye(p, GP_BYE_PROTOCOL, "too many data requests");
+		return;
+	}
+	len = gp_shard_len(mf, d->shard);
+	gp_msg_init(&m, GP_MSG_DATA_SHARD);
+	m.u.data_shard.shard = d->shard;
+	m.u.data_shard.data = stream + (size_t)d->shard * mf->shard_size;
+	m.u.data_shard.data_len = len;
+	p->shards_sent++;
+	if (p->shards_sent == 1)
+		gp_info("agent %" PRId64 " (%s) fetches the training set "
+			"(%u shards)", p->m.agent_id, p->m.addr, mf->n_shards);
+	send_msg(p, &m);
 }
 
 static void handle_heartbeat(struct peer *p, const struct gp_msg_heartbeat *h)
@@ -739,6 +798,9 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	case GP_MSG_UPDATE:
 		handle_update(p, &m.u.update);
 		break;
+	case GP_MSG_DATA_REQUEST:
+		handle_data_request(p, &m.u.data_request);
+		break;
 	case GP_MSG_PAUSE:
 		gp_work_pause(&p->srv->pool, &p->m);
 		break;
@@ -807,7 +869,7 @@ void gp_serve_maybe_finish(struct server *srv)
 		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
 			gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
 	}
-	if (srv->db_busy || srv->eval_busy)
+	if (srv->db_busy || srv->eval_busy || gp_verify_busy(srv->pool.verify))
 		return;
 	if (gp_ledger_pending(srv->st.ledger) > 0 || srv->pool.checkpoint_wanted) {
 		gp_bg_kick_db(srv, true);
@@ -1089,9 +1151,11 @@ out:
 	gp_sched_destroy(srv->pool.sched);
 	gp_data_destroy(srv->train);
 	gp_data_destroy(srv->test);
+	gp_shard_manifest_finish(&srv->manifest);
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
 	gp_robust_finish(&srv->pool.robust);
+	gp_verify_destroy(srv->pool.verify);
 	gp_members_finish(&srv->pool);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));

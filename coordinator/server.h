@@ -21,6 +21,7 @@
 #include "job.h"
 #include "model.h"
 #include "pool.h"
+#include "shard.h"
 #include "state.h"
 
 /* Messages over the rate limit after which a connection is closed: at
@@ -51,6 +52,9 @@ struct peer {
 	bool listener_data;
 	/* The link and sync interval last written to the ledger. */
 	double link_saved_bps, sync_saved_ms;
+	/* DATA_SHARD messages sent on this connection: a fetch needs each
+	 * shard once, a retry after a bad shard a few more. */
+	uint32_t shards_sent;
 };
 
 struct server {
@@ -67,6 +71,9 @@ struct server {
 	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
+	/* The training set as content-addressed shards (proto/shard.h), for
+	 * agents granted GP_CAP_DATA_SHARDS. */
+	struct gp_shard_manifest manifest;
 	/* The members, the parameter store, the clocks, the schedule and the
 	 * run's counters: what the pure modules decide about. */
 	struct gp_pool pool;

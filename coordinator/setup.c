@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "log.h"
@@ -339,6 +341,116 @@ int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
 }
 
 
+static void verify_idle(void *ctx)
+{
+	gp_serve_maybe_finish(ctx);
+}
+
+/* The job's training and test sets ([data]), checked against the model,
+ * and the training set's shard manifest for agents that fetch it. */
+static int load_data(struct server *srv, const char *job_path)
+{
+	const struct gp_job *job = &srv->job;
+	char err[GP_DATA_ERR_MAX + GP_JOB_PATH_MAX];
+	char p[4][GP_JOB_PATH_MAX];
+	const char *names[4] = { job->train_images, job->train_labels,
+				 job->test_images, job->test_labels };
+	const struct gp_dataset *tr;
+	struct gp_dataset *all = NULL;
+	const uint8_t *stream;
+	size_t stream_len;
+	uint32_t classes;
+	int r;
+
+	if (!job->data_npy) {
+		r = gp_data_load_fashion_mnist(job->data_dir, true, &srv->train,
+					       err, sizeof(err));
+		if (r >= 0)
+			r = gp_data_load_fashion_mnist(job->data_dir, false,
+						       &srv->test, err,
+						       sizeof(err));
+	} else {
+		for (int i = 0; i < 4; i++)
+			if (names[i][0] &&
+			    gp_job_data_path(names[i], job_path, p[i],
+					     sizeof(p[i])) < 0) {
+				gp_error("%s: [data] %s: path too long",
+					 job_path, names[i]);
+				return -ENAMETOOLONG;
+			}
+		r = gp_data_load_npy(p[0], p[1], &all, err, sizeof(err));
+		if (r >= 0 && job->test_share > 0) {
+			r = gp_data_split(all, job->test_share, job->seed,
+					  &srv->train, &srv->test);
+			if (r < 0)
+				snprintf(err, sizeof(err), "%s: cannot hold out "
+					 "a test share of %g: %s", p[0],
+					 job->test_share, strerror(-r));
+		} else if (r >= 0) {
+			srv->train = all;
+			all = NULL;
+			r = gp_data_load_npy(p[2], p[3], &srv->test, err,
+					     sizeof(err));
+		}
+		gp_data_destroy(all);
+	}
+	if (r < 0) {
+		gp_error("%s", err);
+		return r;
+	}
+	tr = srv->train;
+	if (srv->test->features != tr->features ||
+	    srv->test->dtype != tr->dtype) {
+		gp_error("%s: the test set's samples (%zu %s elements) differ "
+			 "from the training set's (%zu %s)", job_path,
+			 srv->test->features,
+			 srv->test->dtype == GP_DATA_U8 ? "uint8" : "float32",
+			 tr->features, tr->dtype == GP_DATA_U8 ? "uint8" :
+								  "float32");
+		return -EINVAL;
+	}
+	classes = tr->classes > srv->test->classes ? tr->classes :
+						      srv->test->classes;
+	if (srv->spec.dims[0] != tr->features ||
+	    srv->spec.dims[srv->spec.n_layers] < classes) {
+		gp_error("%s: the model takes %u inputs and gives %u classes; "
+			 "the data set has %zu inputs (%ux%ux%u) and labels "
+			 "up to %u", job_path, srv->spec.dims[0],
+			 srv->spec.dims[srv->spec.n_layers], tr->features,
+			 tr->shape[0], tr->shape[1], tr->shape[2],
+			 classes - 1);
+		return -EINVAL;
+	}
+	if (tr->count > UINT32_MAX) {
+		gp_error("%s: %zu training samples; at most %u", job_path,
+			 tr->count, UINT32_MAX);
+		return -E2BIG;
+	}
+	srv->pool.train_fingerprint = gp_data_fingerprint(tr);
+	stream = gp_data_stream(tr, &stream_len);
+	r = gp_shard_manifest_build(stream, stream_len, tr->dtype,
+				    (uint32_t)tr->count, tr->shape,
+				    tr->classes, GP_SHARD_SIZE_DEFAULT,
+				    &srv->manifest);
+	if (r == -EINVAL) /* beyond GP_SHARD_COUNT_MAX of the default */
+		r = gp_shard_manifest_build(stream, stream_len, tr->dtype,
+					    (uint32_t)tr->count, tr->shape,
+					    tr->classes, GP_SHARD_SIZE_MAX,
+					    &srv->manifest);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_ERROR, r, "%s: cannot describe the training "
+			     "set as shards", job_path);
+		return r;
+	}
+	gp_info("training set: %zu samples of %ux%ux%u %s, %u classes; "
+		"test set: %zu samples; %u shards of %u KiB", tr->count,
+		tr->shape[0], tr->shape[1], tr->shape[2],
+		tr->dtype == GP_DATA_U8 ? "uint8" : "float32", tr->classes,
+		srv->test->count, srv->manifest.n_shards,
+		srv->manifest.shard_size / 1024);
+	return 0;
+}
+
 int gp_setup_job(struct server *srv, const char *job_path)
 {
 	char err[GP_DATA_ERR_MAX];
@@ -372,26 +484,9 @@ int gp_setup_job(struct server *srv, const char *job_path)
 			     job_path);
 		return r;
 	}
-	if (srv->spec.dims[0] != GP_DATA_PIXELS ||
-	    srv->spec.dims[srv->spec.n_layers] != GP_DATA_CLASSES) {
-		gp_error("%s: the model takes %u inputs and gives %u classes; "
-			 "Fashion-MNIST has %d inputs (1x28x28) and %d classes",
-			 job_path, srv->spec.dims[0],
-			 srv->spec.dims[srv->spec.n_layers], GP_DATA_PIXELS,
-			 GP_DATA_CLASSES);
-		r = -EINVAL;
+	r = load_data(srv, job_path);
+	if (r < 0)
 		return r;
-	}
-	r = gp_data_load_fashion_mnist(srv->job.data_dir, true, &srv->train, err,
-				       sizeof(err));
-	if (r >= 0)
-		r = gp_data_load_fashion_mnist(srv->job.data_dir, false, &srv->test,
-					       err, sizeof(err));
-	if (r < 0) {
-		gp_error("%s", err);
-		return r;
-	}
-	srv->pool.train_fingerprint = gp_data_fingerprint(srv->train);
 	r = gp_backend_create_cpu(1, &srv->eval_be);
 	if (r >= 0)
 		r = gp_model_create(srv->eval_be, &srv->spec, EVAL_BATCH,
@@ -435,6 +530,28 @@ int gp_setup_job(struct server *srv, const char *job_path)
 	if (!srv->pool.grad || !srv->pool.grad_b) {
 		r = -ENOMEM;
 		return r;
+	}
+	if (srv->job.verify_rate > 0) {
+		uint64_t seed = 0;
+
+		/* Which clocks are checked must not be predictable by
+		 * members. */
+		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+			seed = (uint64_t)gp_now_ms() ^ (uint64_t)getpid() << 32;
+		struct gp_verify_env env = {
+			.loop = &srv->loop,
+			.train = srv->train,
+			.spec = &srv->spec,
+			.batch_size = srv->job.batch_size,
+			.job_seed = srv->job.seed,
+			.ledger = srv->st.ledger,
+			.idle = verify_idle,
+			.ctx = srv,
+		};
+
+		r = gp_verify_create(&srv->pool, &env, seed, &srv->pool.verify);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

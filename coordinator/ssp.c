@@ -38,6 +38,11 @@ struct agent {
 	bool measured;  /* speed is an observation, not the announced seed */
 	bool live;
 	bool waiting;
+	/* In the wait queue (gp_ssp_pop_ready) as entry wait_seq; false
+	 * once it stopped waiting any other way, which makes that entry
+	 * stale. */
+	bool queued;
+	uint64_t wait_seq;
 	/* The link: bytes per second moved per second of the agent's waiting,
 	 * EMA (0: not measured), and the open round-trip probe (a clock
 	 * handed out while the agent held no other work). */
@@ -53,7 +58,25 @@ struct gp_ssp {
 	size_t n;
 	size_t cap;
 	size_t n_live;  /* agents with live set */
+	/* Live agents per clock: every live clock lies in [m, m + s + 1]
+	 * (an agent starts or revives at m at least, and advances only
+	 * within the bound), so cnt[c % w] with w = s + 2 counts the live
+	 * agents at clock c, and the minimum is found without a scan.
+	 * NULL (w 0) for a bound too large to hold: then a scan. */
+	uint32_t *cnt;
+	size_t w;
+	/* Agents parked by the bound, in the order they waited; an entry
+	 * whose agent stopped waiting since (its queued flag off, or another
+	 * wait_seq) is stale and dropped when reached. A live entry's agent
+	 * is at clock m' + s + 1 for the m' of its wait, and m' grows along
+	 * the queue: when the first live entry cannot go, none can. */
+	struct wq_entry { uint64_t id, seq; } *wq;
+	size_t wq_head, wq_len, wq_cap;
+	uint64_t wait_seq;
 };
+
+/* Largest bound with a count ring (4 KiB x 4). */
+#define SSP_RING_MAX 4096
 
 int gp_ssp_create(uint32_t s, struct gp_ssp **ret)
 {
@@ -65,6 +88,14 @@ int gp_ssp_create(uint32_t s, struct gp_ssp **ret)
 	if (!ssp)
 		return -ENOMEM;
 	ssp->s = s;
+	if ((size_t)s + 2 <= SSP_RING_MAX) {
+		ssp->w = (size_t)s + 2;
+		ssp->cnt = calloc(ssp->w, sizeof(*ssp->cnt));
+		if (!ssp->cnt) {
+			free(ssp);
+			return -ENOMEM;
+		}
+	}
 	*ret = ssp;
 	return 0;
 }
@@ -74,6 +105,8 @@ void gp_ssp_destroy(struct gp_ssp *ssp)
 	if (!ssp)
 		return;
 	free(ssp->agents);
+	free(ssp->cnt);
+	free(ssp->wq);
 	free(ssp);
 }
 
@@ -122,14 +155,31 @@ static struct agent *lookup(const struct gp_ssp *ssp, uint64_t id)
 	return found ? &ssp->agents[i] : NULL;
 }
 
+/* A live agent at clock c comes (d = 1) or goes (d = -1). */
+static void count(struct gp_ssp *ssp, int64_t c, int d)
+{
+	if (ssp->cnt)
+		ssp->cnt[(uint64_t)c % ssp->w] += (uint32_t)d;
+}
+
 /* m only rises: a live agent's clock is never below it (joins and revivals
  * start at m, advances go up), so the minimum over live agents is >= the old
- * m, and with no live agent m keeps its value. */
+ * m, and with no live agent m keeps its value. With the count ring, m moves
+ * up to the first clock that has live agents: at most s + 1 steps. */
 static void refresh_min(struct gp_ssp *ssp)
 {
 	bool any = false;
 	int64_t m = 0;
 
+	if (ssp->n_live == 0)
+		return;
+	if (ssp->cnt) {
+		for (size_t i = 0; i < ssp->w; i++, ssp->m++)
+			if (ssp->cnt[(uint64_t)ssp->m % ssp->w])
+				return;
+		/* Not reached while the invariant holds. */
+		ssp->m -= (int64_t)ssp->w;
+	}
 	for (size_t i = 0; i < ssp->n; i++) {
 		const struct agent *a = &ssp->agents[i];
 
@@ -148,6 +198,7 @@ static void reset_view(struct agent *a)
 	a->pulled_version = 0;
 	a->work_this_clock = 0;
 	a->waiting = false;
+	a->queued = false;
 	a->probe_clock = INT64_MIN;
 }
 
@@ -182,6 +233,7 @@ int gp_ssp_add(struct gp_ssp *ssp, uint64_t id, double speed,
 		.live = true,
 	};
 	ssp->n_live++;
+	count(ssp, a->clock, 1);
 	reset_view(a);
 	if (ret_clock)
 		*ret_clock = a->clock;
@@ -195,7 +247,10 @@ int gp_ssp_remove(struct gp_ssp *ssp, uint64_t id)
 
 	if (!found)
 		return -ENOENT;
-	ssp->n_live -= ssp->agents[i].live;
+	if (ssp->agents[i].live) {
+		ssp->n_live--;
+		count(ssp, ssp->agents[i].clock, -1);
+	}
 	memmove(&ssp->agents[i], &ssp->agents[i + 1],
 		(ssp->n - i - 1) * sizeof(*ssp->agents));
 	ssp->n--;
@@ -209,9 +264,13 @@ int gp_ssp_mark_dead(struct gp_ssp *ssp, uint64_t id)
 
 	if (!a)
 		return -ENOENT;
-	ssp->n_live -= a->live;
+	if (a->live) {
+		ssp->n_live--;
+		count(ssp, a->clock, -1);
+	}
 	a->live = false;
 	a->waiting = false;
+	a->queued = false;
 	a->probe_clock = INT64_MIN;
 	refresh_min(ssp);
 	return 0;
@@ -223,9 +282,13 @@ int gp_ssp_revive(struct gp_ssp *ssp, uint64_t id, int64_t *ret_clock)
 
 	if (!a)
 		return -ENOENT;
+	if (a->live)
+		count(ssp, a->clock, -1);
+	else
+		ssp->n_live++;
 	if (a->clock < ssp->m)
 		a->clock = ssp->m;
-	ssp->n_live += !a->live;
+	count(ssp, a->clock, 1);
 	a->live = true;
 	reset_view(a);
 	/* The agent's clock is >= m, so m cannot fall; with no other agent live
@@ -348,9 +411,12 @@ int gp_ssp_advance(struct gp_ssp *ssp, uint64_t id, int64_t new_clock)
 		return GP_REASON_CLOCK_AHEAD;
 	if (!within_bound(ssp, a) || new_clock >= GP_SSP_MAX_CLOCK)
 		return GP_REASON_CLOCK_BOUND;
+	count(ssp, a->clock, -1);
+	count(ssp, new_clock, 1);
 	a->clock = new_clock;
 	a->work_this_clock = 0;
 	a->waiting = false;
+	a->queued = false;
 	refresh_min(ssp);
 	return 0;
 }
@@ -382,6 +448,29 @@ int gp_ssp_wait(struct gp_ssp *ssp, uint64_t id, bool *ret_parked)
 	if (r)
 		return r;
 	a->waiting = !within_bound(ssp, a);
+	if (!a->waiting) {
+		a->queued = false;
+	} else if (!a->queued) {
+		if (ssp->wq_len == ssp->wq_cap) {
+			size_t cap = ssp->wq_cap ? 2 * ssp->wq_cap : 16;
+			struct wq_entry *q = malloc(cap * sizeof(*q));
+
+			if (!q) {
+				a->waiting = false;
+				return -ENOMEM;
+			}
+			for (size_t i = 0; i < ssp->wq_len; i++)
+				q[i] = ssp->wq[(ssp->wq_head + i) % ssp->wq_cap];
+			free(ssp->wq);
+			ssp->wq = q;
+			ssp->wq_head = 0;
+			ssp->wq_cap = cap;
+		}
+		a->queued = true;
+		a->wait_seq = ++ssp->wait_seq;
+		ssp->wq[(ssp->wq_head + ssp->wq_len++) % ssp->wq_cap] =
+			(struct wq_entry){ a->id, a->wait_seq };
+	}
 	if (ret_parked)
 		*ret_parked = a->waiting;
 	return 0;
@@ -389,10 +478,19 @@ int gp_ssp_wait(struct gp_ssp *ssp, uint64_t id, bool *ret_parked)
 
 int gp_ssp_pop_ready(struct gp_ssp *ssp, uint64_t *ret_id)
 {
-	for (size_t i = 0; i < ssp->n; i++) {
-		struct agent *a = &ssp->agents[i];
+	while (ssp->wq_len > 0) {
+		struct wq_entry e = ssp->wq[ssp->wq_head];
+		struct agent *a = lookup(ssp, e.id);
+		bool live = a && a->queued && a->wait_seq == e.seq;
 
-		if (a->waiting && within_bound(ssp, a)) {
+		if (live && a->waiting && !within_bound(ssp, a))
+			return 0;
+		ssp->wq_head = (ssp->wq_head + 1) % ssp->wq_cap;
+		ssp->wq_len--;
+		if (!live)
+			continue;
+		a->queued = false;
+		if (a->waiting) {
 			a->waiting = false;
 			*ret_id = a->id;
 			return 1;

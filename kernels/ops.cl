@@ -193,3 +193,236 @@ __kernel void gp_sgd_momentum(uint n, float lr, float mu,
 	v[i] = vi;
 	p[i] -= lr * vi;
 }
+
+/* ---- convolution and pooling (NCHW, PyTorch's layouts) ----------------
+ *
+ * Direct kernels, one work-item per element written, so that every sum is
+ * taken by one work-item in a fixed order (no atomics): the forward pass
+ * per output element, dx per input element (the outputs whose windows
+ * cover it), dw per weight (over the batch and the output plane), db per
+ * output channel. Shapes as in struct gp_conv2d_shape; the host checks
+ * that every count fits in uint. */
+
+/* y[s][o][oy][ox] = b[o] + sum_{ci,ky,kx} x[s][ci][iy][ix] w[o][ci][ky][kx],
+ * iy = oy * stride + ky - pad (zero outside). */
+__kernel void gp_conv2d_forward(__global const float *x,
+				__global const float *w,
+				__global const float *b, __global float *y,
+				uint n, uint c, uint h, uint wd, uint oc,
+				uint kh, uint kw, uint stride, uint pad,
+				uint oh, uint ow)
+{
+	uint i = get_global_id(0), ox, oy, o, s, t;
+	float acc;
+
+	if (i >= n * oc * oh * ow)
+		return;
+	ox = i % ow;
+	t = i / ow;
+	oy = t % oh;
+	t /= oh;
+	o = t % oc;
+	s = t / oc;
+	acc = b[o];
+	for (uint ci = 0; ci < c; ci++) {
+		__global const float *xp = x + ((size_t)s * c + ci) * h * wd;
+		__global const float *wp = w + ((size_t)o * c + ci) * kh * kw;
+
+		for (uint ky = 0; ky < kh; ky++) {
+			int iy = (int)(oy * stride + ky) - (int)pad;
+
+			if (iy < 0 || iy >= (int)h)
+				continue;
+			for (uint kx = 0; kx < kw; kx++) {
+				int ix = (int)(ox * stride + kx) - (int)pad;
+
+				if (ix < 0 || ix >= (int)wd)
+					continue;
+				acc += xp[iy * wd + ix] * wp[ky * kw + kx];
+			}
+		}
+	}
+	y[i] = acc;
+}
+
+/* dx[s][ci][iy][ix] = sum over the outputs whose window holds (iy, ix). */
+__kernel void gp_conv2d_backward_x(__global const float *w,
+				   __global const float *dy,
+				   __global float *dx, uint n, uint c, uint h,
+				   uint wd, uint oc, uint kh, uint kw,
+				   uint stride, uint pad, uint oh, uint ow)
+{
+	uint i = get_global_id(0), ix, iy, ci, s, t;
+	float acc = 0.0f;
+
+	if (i >= n * c * h * wd)
+		return;
+	ix = i % wd;
+	t = i / wd;
+	iy = t % h;
+	t /= h;
+	ci = t % c;
+	s = t / c;
+	for (uint o = 0; o < oc; o++) {
+		__global const float *gp = dy + ((size_t)s * oc + o) * oh * ow;
+		__global const float *wp = w + ((size_t)o * c + ci) * kh * kw;
+
+		for (uint ky = 0; ky < kh; ky++) {
+			int ty = (int)(iy + pad) - (int)ky;
+			uint oy;
+
+			if (ty < 0 || ty % (int)stride)
+				continue;
+			oy = (uint)ty / stride;
+			if (oy >= oh)
+				continue;
+			for (uint kx = 0; kx < kw; kx++) {
+				int tx = (int)(ix + pad) - (int)kx;
+				uint ox;
+
+				if (tx < 0 || tx % (int)stride)
+					continue;
+				ox = (uint)tx / stride;
+				if (ox >= ow)
+					continue;
+				acc += gp[oy * ow + ox] * wp[ky * kw + kx];
+			}
+		}
+	}
+	dx[i] = acc;
+}
+
+/* dw[o][ci][ky][kx] = beta dw + sum_{s,oy,ox} dy[s][o][oy][ox] x[s][ci][iy][ix];
+ * beta == 0 overwrites. */
+__kernel void gp_conv2d_backward_w(__global const float *x,
+				   __global const float *dy,
+				   __global float *dw, float beta, uint n,
+				   uint c, uint h, uint wd, uint oc, uint kh,
+				   uint kw, uint stride, uint pad, uint oh,
+				   uint ow)
+{
+	uint i = get_global_id(0), kx, ky, ci, o, t;
+	float acc = 0.0f;
+
+	if (i >= oc * c * kh * kw)
+		return;
+	kx = i % kw;
+	t = i / kw;
+	ky = t % kh;
+	t /= kh;
+	ci = t % c;
+	o = t / c;
+	for (uint s = 0; s < n; s++) {
+		__global const float *xp = x + ((size_t)s * c + ci) * h * wd;
+		__global const float *gp = dy + ((size_t)s * oc + o) * oh * ow;
+
+		for (uint oy = 0; oy < oh; oy++) {
+			int iy = (int)(oy * stride + ky) - (int)pad;
+
+			if (iy < 0 || iy >= (int)h)
+				continue;
+			for (uint ox = 0; ox < ow; ox++) {
+				int ix = (int)(ox * stride + kx) - (int)pad;
+
+				if (ix < 0 || ix >= (int)wd)
+					continue;
+				acc += gp[oy * ow + ox] * xp[iy * wd + ix];
+			}
+		}
+	}
+	dw[i] = beta == 0.0f ? acc : beta * dw[i] + acc;
+}
+
+/* db[o] = beta db + sum_{s,oy,ox} dy[s][o][oy][ox]. */
+__kernel void gp_conv2d_backward_b(__global const float *dy,
+				   __global float *db, float beta, uint n,
+				   uint oc, uint plane)
+{
+	uint o = get_global_id(0);
+	float acc = 0.0f;
+
+	if (o >= oc)
+		return;
+	for (uint s = 0; s < n; s++) {
+		__global const float *gp = dy + ((size_t)s * oc + o) * plane;
+
+		for (uint j = 0; j < plane; j++)
+			acc += gp[j];
+	}
+	db[o] = beta == 0.0f ? acc : beta * db[o] + acc;
+}
+
+/* Max (max != 0; idx gets the plane offset of the first maximum) or
+ * average pooling over k x k windows, no padding; one work-item per output
+ * element. */
+__kernel void gp_pool2d_forward(__global const float *x, __global float *y,
+				__global int *idx, int max, uint planes,
+				uint h, uint wd, uint k, uint stride, uint oh,
+				uint ow)
+{
+	uint i = get_global_id(0), ox, oy, pl, best;
+	__global const float *in;
+	float acc = 0.0f;
+
+	if (i >= planes * oh * ow)
+		return;
+	ox = i % ow;
+	oy = (i / ow) % oh;
+	pl = i / (ow * oh);
+	in = x + (size_t)pl * h * wd;
+	best = oy * stride * wd + ox * stride;
+	for (uint a = 0; a < k; a++) {
+		for (uint b = 0; b < k; b++) {
+			uint at = (oy * stride + a) * wd + ox * stride + b;
+
+			if (max) {
+				if (in[at] > in[best])
+					best = at;
+			} else {
+				acc += in[at];
+			}
+		}
+	}
+	if (max) {
+		y[i] = in[best];
+		idx[i] = (int)best;
+	} else {
+		y[i] = acc * (1.0f / (float)(k * k));
+	}
+}
+
+/* dx of pooling: one work-item per input element, summing the outputs whose
+ * window holds it (max: those that took it). */
+__kernel void gp_pool2d_backward(__global const float *dy,
+				 __global const int *idx, __global float *dx,
+				 int max, uint planes, uint h, uint wd,
+				 uint k, uint stride, uint oh, uint ow)
+{
+	uint i = get_global_id(0), ix, iy, pl, oy0, ox0, oy1, ox1;
+	__global const float *g;
+	float acc = 0.0f;
+
+	if (i >= planes * h * wd)
+		return;
+	ix = i % wd;
+	iy = (i / wd) % h;
+	pl = i / (wd * h);
+	g = dy + (size_t)pl * oh * ow;
+	/* Outputs oy with oy * stride <= iy < oy * stride + k. */
+	oy0 = iy + 1 > k ? (iy + 1 - k + stride - 1) / stride : 0;
+	ox0 = ix + 1 > k ? (ix + 1 - k + stride - 1) / stride : 0;
+	oy1 = min(iy / stride, oh - 1);
+	ox1 = min(ix / stride, ow - 1);
+	for (uint oy = oy0; oy <= oy1 && oy < oh; oy++) {
+		for (uint ox = ox0; ox <= ox1 && ox < ow; ox++) {
+			uint o = oy * ow + ox;
+
+			if (!max)
+				acc += g[o];
+			else if (idx[(size_t)pl * oh * ow + o] ==
+				 (int)(iy * wd + ix))
+				acc += g[o];
+		}
+	}
+	dx[i] = max ? acc : acc * (1.0f / (float)(k * k));
+}

@@ -343,6 +343,7 @@ static const struct field welcome_fields[] = {
 	FNUM(8, K_U32, T, epoch),
 	FTEXT(9, T, model_text, model_text_len, GP_MSG_MODEL_TEXT_MAX),
 	FNUM(10, K_U64, T, seed),
+	FBYTES(11, T, data_manifest, data_manifest_len, 0),
 };
 #undef T
 
@@ -451,11 +452,39 @@ static const struct field bye_fields[] = {
 };
 #undef T
 
+#define T struct gp_msg_data_request
+static const struct field data_request_fields[] = {
+	FNUM(1, K_U32, T, shard),
+};
+#undef T
+
+#define T struct gp_msg_data_shard
+static const struct field data_shard_fields[] = {
+	FNUM(1, K_U32, T, shard),
+	FBYTES(2, T, data, data_len, 0),
+};
+#undef T
+
+static int validate_welcome(void *obj)
+{
+	const struct gp_msg_welcome *w = obj;
+
+	return w->data_manifest_len > GP_MSG_MANIFEST_MAX ? -EBADMSG : 0;
+}
+
+static int validate_data_shard(void *obj)
+{
+	const struct gp_msg_data_shard *d = obj;
+
+	return d->data_len > GP_MSG_SHARD_MAX ? -EBADMSG : 0;
+}
+
 /* Indexed by type; a NULL fields pointer with n_fields 0 is a known type
  * without fields (RESUME). */
 static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
 	[GP_MSG_JOIN] = SCHEMA(join_fields, struct gp_msg_join, NULL),
-	[GP_MSG_WELCOME] = SCHEMA(welcome_fields, struct gp_msg_welcome, NULL),
+	[GP_MSG_WELCOME] = SCHEMA(welcome_fields, struct gp_msg_welcome,
+				  validate_welcome),
 	[GP_MSG_REJECT] = SCHEMA(reject_fields, struct gp_msg_reject, NULL),
 	[GP_MSG_HEARTBEAT] =
 		SCHEMA(heartbeat_fields, struct gp_msg_heartbeat, NULL),
@@ -474,11 +503,19 @@ static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
 	[GP_MSG_PAUSE] = SCHEMA(pause_fields, struct gp_msg_pause, NULL),
 	[GP_MSG_RESUME] = { NULL, 0, 0, NULL },
 	[GP_MSG_BYE] = SCHEMA(bye_fields, struct gp_msg_bye, NULL),
+	[GP_MSG_DATA_REQUEST] = SCHEMA(data_request_fields,
+				       struct gp_msg_data_request, NULL),
+	[GP_MSG_DATA_SHARD] = SCHEMA(data_shard_fields,
+				     struct gp_msg_data_shard,
+				     validate_data_shard),
 };
 
 static const struct schema *schema_of(uint8_t type)
 {
 	if (type == 0 || type > GP_MSG_TYPE_MAX)
+		return NULL;
+	/* A number left free between known types is unknown. */
+	if (!schemas[type].fields && type != GP_MSG_RESUME)
 		return NULL;
 	return &schemas[type];
 }
@@ -1173,9 +1210,11 @@ const char *gp_msg_type_name(uint8_t type)
 		[GP_MSG_PAUSE] = "PAUSE",
 		[GP_MSG_RESUME] = "RESUME",
 		[GP_MSG_BYE] = "BYE",
+		[GP_MSG_DATA_REQUEST] = "DATA_REQUEST",
+		[GP_MSG_DATA_SHARD] = "DATA_SHARD",
 	};
 
-	if (type == 0 || type > GP_MSG_TYPE_MAX)
+	if (type == 0 || type > GP_MSG_TYPE_MAX || !names[type])
 		return "unknown";
 	return names[type];
 }

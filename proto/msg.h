@@ -67,6 +67,10 @@
 #define GP_MSG_MODEL_TEXT_MAX 65536
 #define GP_MSG_TEXT_MAX 256     /* human-readable reason text */
 #define GP_MSG_TOKEN_ID_SIZE 8  /* == GP_TOKEN_ID_SIZE */
+/* WELCOME.data_manifest (== GP_SHARD_MANIFEST_MAX) and DATA_SHARD.data
+ * (== GP_SHARD_SIZE_MAX). */
+#define GP_MSG_MANIFEST_MAX (44u + 32u * 8192u)
+#define GP_MSG_SHARD_MAX (16u << 20)
 
 /* Most repeated elements one message may carry. The decoder allocates one
  * struct per element, so these bound what a hostile peer can make it
@@ -89,8 +93,11 @@ enum gp_msg_type {
 	GP_MSG_PAUSE = 12,       /* agent -> coordinator: stop sending work */
 	GP_MSG_RESUME = 13,      /* agent -> coordinator: work again */
 	GP_MSG_BYE = 14,         /* both ways: closing, and why */
+	/* 15: taken by another release line (PROFILE). */
+	GP_MSG_DATA_REQUEST = 16, /* agent -> coordinator: send me shard i */
+	GP_MSG_DATA_SHARD = 17,  /* coordinator -> agent: shard i's bytes */
 };
-#define GP_MSG_TYPE_MAX GP_MSG_BYE
+#define GP_MSG_TYPE_MAX GP_MSG_DATA_SHARD
 
 /* Why the coordinator refused a JOIN. Receivers map values they do not know
  * to "unspecified" for display but keep the number. */
@@ -187,6 +194,14 @@ enum gp_msg_dtype {
  * description refuses a JOIN without it (REJECT 6): an older agent only
  * knows the shorthand in WELCOME.model. */
 #define GP_CAP_MODEL_TEXT (1u << 7)
+/* 1u << 8: taken by another release line (PROGRESS). */
+/* The agent fetches a training set it does not hold as content-addressed
+ * shards (proto/shard.h): WELCOME carries the data set's manifest, the
+ * agent asks for the shards its cache lacks with DATA_REQUEST before its
+ * first WORK_REQUEST, and MINIBATCH then carries sample indices, as with
+ * GP_CAP_LOCAL_DATA. Granted when asked and LOCAL_DATA is not. A job
+ * whose samples are not bytes refuses a JOIN that has neither (REJECT 6). */
+#define GP_CAP_DATA_SHARDS (1u << 9)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -228,6 +243,11 @@ struct gp_msg_welcome {
 	const char *model_text;
 	size_t model_text_len;
 	uint64_t seed;                              /* the job's seed */
+	/* With GP_CAP_DATA_SHARDS: the training set's manifest
+	 * (proto/shard.h), at most GP_MSG_MANIFEST_MAX bytes; on decode it
+	 * points into the input. NULL and 0 when absent. */
+	const uint8_t *data_manifest;
+	size_t data_manifest_len;
 };
 
 struct gp_msg_reject {
@@ -378,6 +398,20 @@ struct gp_msg_pause {
 	uint32_t duration_ms;                       /* 0 = until RESUME */
 };
 
+/* Agent -> coordinator (GP_CAP_DATA_SHARDS): send shard `shard` of the
+ * manifest in this session's WELCOME. */
+struct gp_msg_data_request {
+	uint32_t shard;
+};
+
+/* Coordinator -> agent: shard `shard` of the manifest, its bytes in data
+ * (on decode pointing into the input; at most GP_MSG_SHARD_MAX). */
+struct gp_msg_data_shard {
+	uint32_t shard;
+	const uint8_t *data;
+	size_t data_len;
+};
+
 struct gp_msg_bye {
 	uint16_t reason;                            /* enum gp_msg_bye_reason */
 	char text[GP_MSG_TEXT_MAX + 1];
@@ -404,6 +438,8 @@ struct gp_msg {
 		struct gp_msg_stats stats;
 		struct gp_msg_pause pause;
 		struct gp_msg_bye bye;
+		struct gp_msg_data_request data_request;
+		struct gp_msg_data_shard data_shard;
 	} u;
 	void *owned_;     /* private: the decoder's array, freed by finish */
 };

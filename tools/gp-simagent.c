@@ -206,17 +206,6 @@ fail:
 	return NULL;
 }
 
-/* worker.c's gp_worker_result_free, which lives with the real worker. */
-static void result_free(struct gp_worker_result *res)
-{
-	if (!res)
-		return;
-	free(res->grads);
-	free(res->sums_b);
-	free(res->items);
-	free(res);
-}
-
 /* The scalar that stands for minibatch mb's gradient: the result is
  * c * base, so that sums over a group are sums of scalars. */
 static double grad_scale(uint64_t minibatch)
@@ -248,7 +237,7 @@ static struct gp_worker_result *make_result(struct agent *a, const struct job *f
 	if (n_items)
 		res->sums_b = malloc(sh->n_values * sizeof(float));
 	if (!res->grads || (n_items && !res->sums_b)) {
-		result_free(res);
+		gp_worker_result_free(res);
 		return NULL;
 	}
 	for (size_t i = 0; i < sh->n_values; i++)
@@ -258,7 +247,7 @@ static struct gp_worker_result *make_result(struct agent *a, const struct job *f
 			res->sums_b[i] = (float)(b_sum * sh->base[i]);
 		res->items = malloc(n_items * sizeof(*res->items));
 		if (!res->items) {
-			result_free(res);
+			gp_worker_result_free(res);
 			return NULL;
 		}
 		memcpy(res->items, a->items, n_items * sizeof(*res->items));
@@ -273,7 +262,7 @@ static void deliver(struct agent *a, struct gp_worker_result *res)
 		return;
 	a->sim->minibatches += res->n_items ? res->n_items : 1;
 	gp_machine_on_result(&a->m, res);
-	result_free(res);
+	gp_worker_result_free(res);
 }
 
 static void work_next(struct agent *a);
@@ -382,11 +371,13 @@ static int op_worker_set_params(void *ctx, enum gp_model_slot slot,
 
 static int op_worker_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 			     uint64_t clock, uint32_t n, uint8_t *pixels,
-			     uint8_t *labels, float lr, float mu, uint32_t group)
+			     uint8_t dtype, uint8_t *labels, float lr, float mu,
+			     uint32_t group)
 {
 	struct agent *a = ctx;
 	struct job *j = calloc(1, sizeof(*j));
 
+	(void)dtype;
 	free(pixels);
 	free(labels);
 	if (!j)
@@ -999,9 +990,29 @@ int main(int argc, char **argv)
 	}
 	uv_run(&s.loop, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s.n; i++) {
+		struct job *j = s.agents[i].head;
+
+		while (j) {
+			struct job *next = j->next;
+
+			free(j);
+			j = next;
+		}
 		gp_machine_finish(&s.agents[i].m);
 		gp_noise_keypair_destroy(s.agents[i].kp);
 	}
+	while (s.shapes) {
+		struct shape *next = s.shapes->next;
+
+		free(s.shapes->spec);
+		free(s.shapes->tensors);
+		free(s.shapes->base);
+		free(s.shapes);
+		s.shapes = next;
+	}
+	free(s.agents);
+	free(s.rtt);
+	free(s.join_ms);
 	uv_loop_close(&s.loop);
 	return 0;
 }

@@ -1,4 +1,7 @@
-/* The OpenCL backend and the CPU backend agree on the MLP 784-256-128-10:
+/* The OpenCL backend and the CPU backend agree on the convolution and
+ * pooling ops (every output and gradient, with and without stride,
+ * padding and accumulation) and on a CNN's loss, gradients and fused step;
+ * and on the MLP 784-256-128-10:
  * forward (loss and correct count, also against a double-precision host
  * forward), backward (every parameter gradient), an SGD-with-momentum step
  * (parameters and momentum) and the fused train step, on fresh random inputs
@@ -205,6 +208,250 @@ static void write_momentum(struct gp_model *a, struct gp_model *b,
 	rng_state = saved;
 }
 
+/* A buffer on be holding v[0..n) (host floats), or zeros when v is NULL. */
+static struct gp_buf *upload(struct gp_backend *be, const float *v, size_t n)
+{
+	struct gp_buf *b;
+
+	ASSERT_OK(gp_buf_create(be, GP_F32, n, &b));
+	if (v)
+		ASSERT_OK(gp_buf_write(b, 0, v, n));
+	return b;
+}
+
+static float *rnd_vec(size_t n, float scale)
+{
+	float *v = malloc(n * sizeof(*v));
+
+	ASSERT_NOT_NULL(v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = scale * (2.0f * rnd01() - 1.0f);
+	return v;
+}
+
+/* The buffers a (OpenCL) and b (CPU), n floats, agree within rel times
+ * the largest |b|, and b is not all zero. */
+static void bufs_close(const struct gp_buf *a, const struct gp_buf *b,
+		       size_t n, double rel, const char *what)
+{
+	float *va = malloc(n * sizeof(*va)), *vb = malloc(n * sizeof(*vb));
+	double maxabs = 0, maxdiff = 0;
+	size_t worst = 0;
+
+	ASSERT_NOT_NULL(va);
+	ASSERT_NOT_NULL(vb);
+	ASSERT_OK(gp_buf_read(a, 0, va, n));
+	ASSERT_OK(gp_buf_read(b, 0, vb, n));
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)va[i] - vb[i]);
+
+		ASSERT(isfinite(va[i]) && isfinite(vb[i]));
+		if (fabs(vb[i]) > maxabs)
+			maxabs = fabs(vb[i]);
+		if (d > maxdiff) {
+			maxdiff = d;
+			worst = i;
+		}
+	}
+	if (maxabs == 0)
+		GP_TEST_FAIL("%s: all zero", what);
+	if (!(maxdiff <= rel * maxabs))
+		GP_TEST_FAIL("%s[%zu]: opencl %.9g, cpu %.9g (max |cpu| %.9g)",
+			     what, worst, (double)va[worst], (double)vb[worst],
+			     maxabs);
+	free(va);
+	free(vb);
+}
+
+/* gp_conv2d_forward / _backward on both backends, from the same random
+ * values; dw and db once overwritten (beta 0 over garbage) and once
+ * accumulated (beta 0.5). */
+static void check_conv(struct gp_backend *cl, struct gp_backend *cpu,
+		       struct gp_conv2d_shape s)
+{
+	struct gp_backend *be[2] = { cl, cpu };
+	size_t nx = s.n * s.c * s.h * s.w, nw = s.oc * s.c * s.kh * s.kw;
+	size_t ny, nb = s.oc;
+	struct gp_buf *x[2], *w[2], *b[2], *y[2], *dy[2], *dx[2], *dw[2],
+		*db[2];
+	float *hx, *hw, *hb, *hdy, *junk;
+	char what[96];
+
+	s.oh = (s.h + 2 * s.pad - s.kh) / s.stride + 1;
+	s.ow = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
+	ny = s.n * s.oc * s.oh * s.ow;
+	hx = rnd_vec(nx, 1);
+	hw = rnd_vec(nw, 0.5f);
+	hb = rnd_vec(nb, 0.5f);
+	hdy = rnd_vec(ny, 1);
+	junk = rnd_vec(nw > nb ? nw : nb, 1e30f);
+	for (int i = 0; i < 2; i++) {
+		x[i] = upload(be[i], hx, nx);
+		w[i] = upload(be[i], hw, nw);
+		b[i] = upload(be[i], hb, nb);
+		y[i] = upload(be[i], NULL, ny);
+		dy[i] = upload(be[i], hdy, ny);
+		dx[i] = upload(be[i], NULL, nx);
+		dw[i] = upload(be[i], junk, nw);
+		db[i] = upload(be[i], junk, nb);
+		ASSERT_OK(gp_conv2d_forward(be[i], x[i], w[i], b[i], y[i], &s));
+		ASSERT_OK(gp_conv2d_backward(be[i], x[i], w[i], dy[i], dx[i],
+					     dw[i], db[i], 0.0f, &s));
+	}
+	snprintf(what, sizeof(what), "conv %zux%zux%zux%zu oc %zu k %zux%zu "
+		 "stride %zu pad %zu", s.n, s.c, s.h, s.w, s.oc, s.kh, s.kw,
+		 s.stride, s.pad);
+	bufs_close(y[0], y[1], ny, 1e-5, what);
+	bufs_close(dx[0], dx[1], nx, 1e-5, what);
+	bufs_close(dw[0], dw[1], nw, 1e-5, what);
+	bufs_close(db[0], db[1], nb, 1e-5, what);
+	/* Accumulated, and without dx. */
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(gp_conv2d_backward(be[i], x[i], w[i], dy[i], NULL,
+					     dw[i], db[i], 0.5f, &s));
+	bufs_close(dw[0], dw[1], nw, 1e-5, what);
+	bufs_close(db[0], db[1], nb, 1e-5, what);
+	for (int i = 0; i < 2; i++) {
+		gp_buf_destroy(x[i]);
+		gp_buf_destroy(w[i]);
+		gp_buf_destroy(b[i]);
+		gp_buf_destroy(y[i]);
+		gp_buf_destroy(dy[i]);
+		gp_buf_destroy(dx[i]);
+		gp_buf_destroy(dw[i]);
+		gp_buf_destroy(db[i]);
+	}
+	free(hx);
+	free(hw);
+	free(hb);
+	free(hdy);
+	free(junk);
+}
+
+/* gp_pool2d_forward / _backward, max (the same indices) and average. */
+static void check_pool(struct gp_backend *cl, struct gp_backend *cpu,
+		       bool max, struct gp_pool2d_shape s)
+{
+	struct gp_backend *be[2] = { cl, cpu };
+	size_t nx = s.n * s.c * s.h * s.w, ny;
+	struct gp_buf *x[2], *y[2], *idx[2] = { NULL, NULL }, *dy[2], *dx[2];
+	float *hx, *hdy;
+	char what[96];
+
+	s.oh = (s.h - s.k) / s.stride + 1;
+	s.ow = (s.w - s.k) / s.stride + 1;
+	ny = s.n * s.c * s.oh * s.ow;
+	hx = rnd_vec(nx, 1);
+	hdy = rnd_vec(ny, 1);
+	for (int i = 0; i < 2; i++) {
+		x[i] = upload(be[i], hx, nx);
+		y[i] = upload(be[i], NULL, ny);
+		dy[i] = upload(be[i], hdy, ny);
+		dx[i] = upload(be[i], hx, nx); /* overwritten */
+		if (max)
+			ASSERT_OK(gp_buf_create(be[i], GP_I32, ny, &idx[i]));
+		ASSERT_OK(gp_pool2d_forward(be[i], max, x[i], y[i], idx[i],
+					    &s));
+		ASSERT_OK(gp_pool2d_backward(be[i], max, dy[i], idx[i], dx[i],
+					     &s));
+	}
+	snprintf(what, sizeof(what), "%s pool %zux%zux%zux%zu k %zu stride "
+		 "%zu", max ? "max" : "avg", s.n, s.c, s.h, s.w, s.k,
+		 s.stride);
+	bufs_close(y[0], y[1], ny, max ? 0 : 1e-6, what);
+	bufs_close(dx[0], dx[1], nx, 1e-6, what);
+	if (max) {
+		int32_t *a = malloc(ny * sizeof(*a)), *b = malloc(ny * sizeof(*b));
+
+		ASSERT_NOT_NULL(a);
+		ASSERT_NOT_NULL(b);
+		ASSERT_OK(gp_buf_read(idx[0], 0, a, ny));
+		ASSERT_OK(gp_buf_read(idx[1], 0, b, ny));
+		ASSERT_MEM_EQ(a, b, ny * sizeof(*a));
+		free(a);
+		free(b);
+	}
+	for (int i = 0; i < 2; i++) {
+		gp_buf_destroy(x[i]);
+		gp_buf_destroy(y[i]);
+		gp_buf_destroy(dy[i]);
+		gp_buf_destroy(dx[i]);
+		gp_buf_destroy(idx[i]);
+	}
+	free(hx);
+	free(hdy);
+}
+
+#define CNN "gradpool-model 1\n" \
+	"input shape=2x12x10\n" \
+	"conv2d c1 out=4 kernel=3 padding=1\n" \
+	"maxpool2d p1 kernel=2\n" \
+	"conv2d c2 out=6 kernel=3 stride=2 padding=1\n" \
+	"avgpool2d p2 kernel=2 stride=1\n" \
+	"flatten f\n" \
+	"dense out out=5\n" \
+	"softmax_xent loss\n"
+
+/* A CNN without ReLUs (whose kinks would make float noise decide whole
+ * rows): the same loss, gradients and fused step on both backends. */
+static void check_cnn(struct gp_backend *cl, struct gp_backend *cpu,
+		      uint64_t init_seed)
+{
+	struct gp_model_spec spec;
+	struct gp_model *mcl, *mcpu;
+	struct gp_model_stats scl, scpu;
+	int32_t labels[8];
+	float *x;
+
+	ASSERT_OK(gp_model_spec_parse(CNN, &spec, NULL, 0));
+	ASSERT_OK(gp_model_create(cl, &spec, 8, &mcl));
+	ASSERT_OK(gp_model_create(cpu, &spec, 8, &mcpu));
+	ASSERT_OK(gp_model_init_params(mcl, init_seed));
+	ASSERT_OK(gp_model_init_params(mcpu, init_seed));
+	x = rnd_vec(8 * spec.dims[0], 1);
+	for (int i = 0; i < 8; i++)
+		labels[i] = (int32_t)(rng_next() % 5);
+	ASSERT_OK(gp_model_set_batch(mcl, x, labels, 8));
+	ASSERT_OK(gp_model_set_batch(mcpu, x, labels, 8));
+	ASSERT_OK(gp_model_compute_grads(mcl, 8, &scl));
+	ASSERT_OK(gp_model_compute_grads(mcpu, 8, &scpu));
+	ASSERT_NEAR(scl.loss, scpu.loss, 1e-5 * (1 + scpu.loss));
+	assert_slot_close(mcl, mcpu, GP_MODEL_GRAD, "cnn grad", 1e-4, true);
+	write_momentum(mcl, mcpu, init_seed + 1);
+	ASSERT_OK(gp_model_train_step(mcl, 8, 0.05f, 0.9f, &scl));
+	ASSERT_OK(gp_model_train_step(mcpu, 8, 0.05f, 0.9f, &scpu));
+	assert_slot_close(mcl, mcpu, GP_MODEL_PARAM, "cnn step param", 1e-5,
+			  false);
+	assert_slot_close(mcl, mcpu, GP_MODEL_MOMENTUM, "cnn step momentum",
+			  1e-4, false);
+	printf("cnn: loss %.6f on both, gradients and step agree\n",
+	       scpu.loss);
+	free(x);
+	gp_model_destroy(mcl);
+	gp_model_destroy(mcpu);
+}
+
+static void check_layers(struct gp_backend *cl, struct gp_backend *cpu,
+			 uint64_t seed)
+{
+	check_conv(cl, cpu, (struct gp_conv2d_shape){ .n = 3, .c = 2, .h = 9,
+		   .w = 7, .oc = 4, .kh = 3, .kw = 3, .stride = 1, .pad = 1 });
+	check_conv(cl, cpu, (struct gp_conv2d_shape){ .n = 2, .c = 3, .h = 11,
+		   .w = 8, .oc = 5, .kh = 5, .kw = 3, .stride = 2, .pad = 2 });
+	check_conv(cl, cpu, (struct gp_conv2d_shape){ .n = 2, .c = 1, .h = 6,
+		   .w = 6, .oc = 3, .kh = 2, .kw = 2, .stride = 3, .pad = 0 });
+	check_pool(cl, cpu, true, (struct gp_pool2d_shape){ .n = 2, .c = 3,
+		   .h = 8, .w = 6, .k = 2, .stride = 2 });
+	check_pool(cl, cpu, true, (struct gp_pool2d_shape){ .n = 2, .c = 2,
+		   .h = 9, .w = 7, .k = 3, .stride = 2 });
+	check_pool(cl, cpu, false, (struct gp_pool2d_shape){ .n = 2, .c = 3,
+		   .h = 8, .w = 6, .k = 2, .stride = 2 });
+	check_pool(cl, cpu, false, (struct gp_pool2d_shape){ .n = 1, .c = 2,
+		   .h = 7, .w = 9, .k = 3, .stride = 1 });
+	check_cnn(cl, cpu, seed);
+	printf("conv2d and pooling agree\n");
+}
+
 int main(void)
 {
 	const char *seed_env = getenv("GP_TEST_SEED");
@@ -246,6 +493,7 @@ int main(void)
 		GP_TEST_FAIL("gp_backend_create_opencl(%d): %d: %s", dev, r,
 			     gp_backend_create_error());
 	ASSERT_OK(gp_backend_create_cpu(0, &cpu));
+	check_layers(cl, cpu, init_seed);
 
 	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, NULL, 0));
 	ASSERT_OK(gp_model_create(cl, &spec, BATCH, &mcl));

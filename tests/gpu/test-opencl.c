@@ -525,37 +525,40 @@ static void test_vector_ops(struct gp_backend *be)
 
 /* The layer ops the OpenCL backend does not implement yet: each says so
  * (-ENOTSUP, naming the op), and a model that needs one is refused at
- * creation with the layer named, while the MLP still is created. */
+ * creation with the layer named, while the MLP and a CNN of convolutions
+ * and pooling are created. */
 static void test_layers_refused(struct gp_backend *be)
 {
 	struct gp_model_spec spec;
 	struct gp_model *m = NULL;
-	struct gp_conv2d_shape s = { .n = 1, .c = 1, .h = 3, .w = 3, .oc = 1,
-				     .kh = 3, .kw = 3, .stride = 1, .pad = 0,
-				     .oh = 1, .ow = 1 };
-	struct gp_buf *x, *w, *b, *y;
+	struct gp_buf *x, *y;
 
-	ASSERT(!gp_backend_has(be, GP_FEATURE_CONV2D));
+	/* Convolutions and pooling it has (test-opencl-cpu checks them). */
+	ASSERT(gp_backend_has(be, GP_FEATURE_CONV2D));
+	ASSERT(gp_backend_has(be, GP_FEATURE_POOL2D));
+	ASSERT(!gp_backend_has(be, GP_FEATURE_GELU));
 	ASSERT_OK(gp_buf_create(be, GP_F32, 9, &x));
-	ASSERT_OK(gp_buf_create(be, GP_F32, 9, &w));
-	ASSERT_OK(gp_buf_create(be, GP_F32, 1, &b));
-	ASSERT_OK(gp_buf_create(be, GP_F32, 1, &y));
-	ASSERT_EQ(gp_conv2d_forward(be, x, w, b, y, &s), -ENOTSUP);
-	ASSERT(strstr(gp_backend_error(be), "gp_conv2d_forward") != NULL);
+	ASSERT_OK(gp_buf_create(be, GP_F32, 9, &y));
+	ASSERT_EQ(gp_gelu_forward(be, x, y, 9), -ENOTSUP);
+	ASSERT(strstr(gp_backend_error(be), "gp_gelu_forward") != NULL);
 	ASSERT_OK(gp_model_spec_parse("gradpool-model 1; input shape=1x4x4; "
 				      "conv2d conv1 out=2 kernel=3; "
-				      "flatten f; softmax_xent loss",
+				      "gelu act; flatten f; softmax_xent loss",
 				      &spec, NULL, 0));
 	ASSERT_EQ(gp_model_create(be, &spec, 4, &m), -ENOTSUP);
 	ASSERT(m == NULL);
 	printf("refused: %s\n", gp_backend_error(be));
-	ASSERT(strstr(gp_backend_error(be), "conv1") != NULL);
+	ASSERT(strstr(gp_backend_error(be), "act") != NULL);
+	ASSERT_OK(gp_model_spec_parse("gradpool-model 1; input shape=1x4x4; "
+				      "conv2d conv1 out=2 kernel=3; "
+				      "maxpool2d p kernel=2; flatten f; "
+				      "softmax_xent loss", &spec, NULL, 0));
+	ASSERT_OK(gp_model_create(be, &spec, 4, &m));
+	gp_model_destroy(m);
 	ASSERT_OK(gp_model_spec_parse("4-3", &spec, NULL, 0));
 	ASSERT_OK(gp_model_create(be, &spec, 4, &m));
 	gp_model_destroy(m);
 	gp_buf_destroy(x);
-	gp_buf_destroy(w);
-	gp_buf_destroy(b);
 	gp_buf_destroy(y);
 }
 

@@ -6,12 +6,11 @@ exactly once within the staleness bound. The model travels as data: the
 ledger's jobs.model and the newest checkpoint's model section hold the
 canonical text of the file, and each agent logs the description it was sent.
 A client that knows only the shorthand (the docs-only docclient.py, JOIN
-caps 0) is refused with REJECT 6 before its token use counts. Where an
-OpenCL device exists, one agent asks for it and falls back to the
-CPU, saying so in its log (the OpenCL backend has no convolutions yet)."""
+caps 0) is refused with REJECT 6 before its token use counts. Both agents
+compute on the CPU: an OpenCL agent computing a CNN is integration/export's
+(an epoch is enough there; PoCL's emulation would make this run long)."""
 import configparser
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -53,13 +52,6 @@ def checkpoint_model(blob):
     return None
 
 
-def opencl_device():
-    if not shutil.which("clinfo"):
-        return False
-    r = subprocess.run(["clinfo", "-l"], capture_output=True, text=True)
-    return "Device" in r.stdout
-
-
 def shorthand_client_refused(pool):
     """docclient.py asks for no GP_CAP_MODEL_TEXT: REJECT 6, and the
     token it used is not spent."""
@@ -88,10 +80,9 @@ def test():
         # scaling), so three agents on this two-core machine compute no
         # faster and take more epochs to the same accuracy.
         agents = pool.agents(2)
-        cl = opencl_device()
         t0 = time.monotonic()
-        for i, a in enumerate(agents):
-            a.run(extra=("--device", "opencl:0") if cl and i == 0 else ())
+        for a in agents:
+            a.run()
         pool.wait_serve(timeout=1200, agents_exit=True)
         log("%d epochs in %.1fs" % (pool.epochs, time.monotonic() - t0))
 
@@ -112,11 +103,6 @@ def test():
             err = a.proc.stderr()
             check("model gradpool-model 1; input shape=1x28x28" in err,
                   "agent %s did not log the description it was sent" % a.name)
-        if cl:
-            err = agents[0].proc.stderr()
-            check("computing on the CPU instead" in err,
-                  "the OpenCL agent did not say it fell back to the CPU")
-            log("the OpenCL agent fell back to the CPU, as logged")
 
         rows = pool.check_exactly_once()
         pool.check_staleness(rows)

@@ -16,7 +16,12 @@
    as OUT, a checkpoint that does not exist, a damaged checkpoint (named:
    an error, the OUT already there untouched; unnamed: the next intact
    one, with a warning), an unknown job. No temporary file is left.
-3. Every layer kind (conv2d, both poolings, flatten, gelu, dropout,
+3. A pool (coordinator + 2 agents) trains the shipped CNN job's model
+   (packaging/etc/cnn.model) for an epoch, one agent on an OpenCL device
+   where there is one (PoCL here: convolutions and pooling on OpenCL); its
+   export loads into PyTorch with the ledger's test accuracy within 0.1
+   points, and its ONNX file is valid and agrees with PyTorch.
+4. Every layer kind (conv2d, both poolings, flatten, gelu, dropout,
    layernorm on 4-D and flat values, a residual add, dense on a 4-D value,
    a conv after a flat value, mse) through export-fixture, which writes with
    the same writers: PyTorch and the ONNX evaluator reproduce the project's
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import struct
@@ -624,6 +630,80 @@ def test_model_file_job(out):
             "values bit for bit" % newest)
 
 
+def test_cnn_pool(out):
+    """The shipped CNN (packaging/etc/cnn.model), trained by a pool of two
+    agents for one epoch (the whole job of 12 is integration/cnn's), out
+    as safetensors and ONNX."""
+    etc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                       "..", "packaging", "etc")
+    with gppool.Pool("export-cnn", train={"epochs": 1, "batch_size": 64,
+                                          "staleness": 3}) as pool:
+        with open(os.path.join(etc, "cnn.model")) as f:
+            text = f.read()
+        with open(os.path.join(pool.dir, "cnn.model"), "w") as f:
+            f.write(text)
+        pool.job["model"] = {"file": "cnn.model", "seed": 1}
+        pool.job["pool"]["int8"] = "false"
+        pool.write_job()
+        pool.serve()
+        agents = pool.agents(2)
+        cl = opencl_device()
+        for i, a in enumerate(agents):
+            a.run(extra=("--device", "opencl:0") if cl and i == 0 else ())
+        pool.wait_serve(timeout=500, agents_exit=True)
+        acc = pool.final_accuracy()
+        if cl:
+            err = agents[0].proc.stderr()
+            check("computing on opencl" in err.lower() and
+                  "computing on the CPU instead" not in err,
+                  "the OpenCL agent did not compute the CNN on OpenCL:\n%s"
+                  % err)
+            n = pool.query("SELECT COUNT(*) FROM updates WHERE agent_id = ?"
+                           " AND outcome = 'applied'",
+                           (agents[0].agent_id(),))[0][0]
+            check(n > 0, "no update of the OpenCL agent was applied")
+            log("the OpenCL agent computed the CNN on OpenCL: %d updates "
+                "applied" % n)
+        newest = max(c[0] for c in pool.checkpoints())
+        st = os.path.join(out, "cnn.safetensors")
+        r = export(pool, "--format", "safetensors", st)
+        check("exported checkpoint %d of job" % newest in r.stdout, r.stdout)
+        meta, model = load_module(st)
+        check(meta["gradpool.model_source"] == meta["gradpool.model"] and
+              meta["gradpool.model"].startswith("gradpool-model 1; input "
+                                                "shape=1x28x28; conv2d conv1"),
+              "model %r" % meta["gradpool.model"])
+        x, y = fashion_mnist_test()
+        logits, tacc = torch_eval(model, x, y)
+        log("pool-trained CNN, 1 epoch: PyTorch on the export %.2f%%, the "
+            "ledger's %.2f%%" % (100 * tacc, 100 * acc))
+        check(acc > 0.8, "the CNN did not learn: %.4f" % acc)
+        check(abs(tacc - acc) <= 0.001,
+              "PyTorch %.4f against the ledger's %.4f" % (tacc, acc))
+        if HAVE_ONNX:
+            on = os.path.join(out, "cnn.onnx")
+            export(pool, "--format", "onnx", on)
+            m = onnx_check(on, [10])
+            # The numpy evaluator is slow on convolutions: 2,000 test
+            # images, against PyTorch's outputs on them.
+            res = onnx_run(m, onnx_input(x[:2000], model.shape["input"]))
+            probs = torch.softmax(logits[:2000], 1).numpy()
+            diff = float(np.abs(res["output"] - probs).max())
+            same = float((res["output"].argmax(1) ==
+                          probs.argmax(1)).mean())
+            log("pool-trained CNN in ONNX: max |p - PyTorch's| %.2g on "
+                "2000 images, the same class for %.2f%%" % (diff, 100 * same))
+            check(diff < 1e-4, "ONNX and PyTorch differ by %g" % diff)
+            check(same == 1.0, "ONNX and PyTorch classify differently")
+
+
+def opencl_device():
+    if not shutil.which("clinfo"):
+        return False
+    r = subprocess.run(["clinfo", "-l"], capture_output=True, text=True)
+    return "Device" in r.stdout
+
+
 def onnx_input(x, shape):
     return x.numpy() if shape[0] == 1 and shape[1] == 1 else \
         x.numpy().reshape(-1, *shape)
@@ -634,6 +714,7 @@ def test():
         test_layers(out)
         test_model_file_job(out)
         test_pool(out)
+        test_cnn_pool(out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "data.h"
+#include "npy.h"
 #include "test.h"
 
 static char dir[4096];
@@ -286,6 +287,224 @@ static void test_real(void)
 	ASSERT(strstr(err, "/nonexistent/train-images-idx3-ubyte.gz") != NULL);
 }
 
+/* A .npy file in memory: version major, the header dict text, then
+ * data_len bytes of data (copied). Owned by the caller. */
+static struct blob npy(unsigned major, const char *dict, const void *data,
+		       size_t data_len)
+{
+	size_t pre = major == 1 ? 10 : 12, hl = strlen(dict) + 1;
+	struct blob b;
+
+	/* Padded so that the data starts at a multiple of 64, as numpy does. */
+	while ((pre + hl) % 64)
+		hl++;
+	b.len = pre + hl + data_len;
+	b.p = malloc(b.len);
+	ASSERT_NOT_NULL(b.p);
+	memcpy(b.p, "\x93NUMPY", 6);
+	b.p[6] = (uint8_t)major;
+	b.p[7] = 0;
+	if (major == 1) {
+		b.p[8] = (uint8_t)hl;
+		b.p[9] = (uint8_t)(hl >> 8);
+	} else {
+		b.p[8] = (uint8_t)hl;
+		b.p[9] = (uint8_t)(hl >> 8);
+		b.p[10] = b.p[11] = 0;
+	}
+	memset(b.p + pre, ' ', hl);
+	memcpy(b.p + pre, dict, strlen(dict));
+	b.p[pre + hl - 1] = '\n';
+	if (data_len)
+		memcpy(b.p + pre + hl, data, data_len);
+	return b;
+}
+
+/* Decodes images + labels and expects code, and (for an error) text in
+ * the message. */
+static void expect_npy(struct blob im, struct blob lb, int code,
+		       const char *text)
+{
+	struct gp_dataset *ds = NULL;
+	char err[GP_DATA_ERR_MAX] = "";
+	int r = gp_data_decode_npy(im.p, im.len, "x.npy", lb.p, lb.len,
+				   "y.npy", &ds, err, sizeof(err));
+
+	if (r != code)
+		GP_TEST_FAIL("expected %d, got %d (%s)", code, r, err);
+	if (code < 0 && !strstr(err, text))
+		GP_TEST_FAIL("'%s' not in '%s'", text, err);
+	gp_data_destroy(ds);
+	free(im.p);
+	free(lb.p);
+}
+
+static void test_npy(void)
+{
+	static const uint8_t px[2 * 3 * 4] = { 0, 255, 2, 3, 4, 5, 6, 7, 8, 9,
+					       10, 11, 12, 13, 14, 15, 16, 17,
+					       18, 19, 20, 21, 22, 23 };
+	static const int64_t lb64[2] = { 1, 4 };
+	static const int16_t lb16[2] = { 1, 300 };
+	const char *u8 = "{'descr': '|u1', 'fortran_order': False, "
+			 "'shape': (2, 3, 4), }";
+	const char *lb = "{'descr': '<i8', 'fortran_order': False, "
+			 "'shape': (2,), }";
+	struct gp_dataset *ds = NULL, *tr = NULL, *te = NULL;
+	char err[GP_DATA_ERR_MAX];
+	float fx[2 * 12], f32[2 * 12];
+	int32_t y[2];
+	struct gp_npy a;
+	struct blob b;
+
+	/* uint8 N x H x W, int64 labels: C = 1, classes = max + 1. */
+	{
+		struct blob im = npy(1, u8, px, sizeof(px));
+		struct blob l = npy(1, lb, lb64, sizeof(lb64));
+
+		if (gp_data_decode_npy(im.p, im.len, "x", l.p, l.len, "y", &ds,
+				       err, sizeof(err)))
+			GP_TEST_FAIL("%s", err);
+		free(im.p);
+		free(l.p);
+	}
+	ASSERT_UINT_EQ(ds->count, 2);
+	ASSERT_UINT_EQ(ds->features, 12);
+	ASSERT_UINT_EQ(ds->shape[0], 1);
+	ASSERT_UINT_EQ(ds->shape[1], 3);
+	ASSERT_UINT_EQ(ds->shape[2], 4);
+	ASSERT_UINT_EQ(ds->classes, 5);
+	ASSERT_EQ(ds->dtype, GP_DATA_U8);
+	ASSERT_OK(gp_data_gather(ds, NULL, 2, fx, y));
+	ASSERT(fx[1] == 1.0f && fx[0] == 0.0f);
+	ASSERT_EQ(y[1], 4);
+	{
+		size_t len;
+		const uint8_t *st = gp_data_stream(ds, &len);
+
+		ASSERT_UINT_EQ(len, 2 * 12 + 2);
+		ASSERT_EQ(st[24], 1);
+		ASSERT_EQ(st[25], 4);
+		ASSERT_OK(gp_data_check_stream(st, len, 2, GP_DATA_U8,
+					       ds->shape, 5, "s", err,
+					       sizeof(err)));
+		ASSERT_EQ(gp_data_check_stream(st, len, 2, GP_DATA_U8,
+					       ds->shape, 4, "s", err,
+					       sizeof(err)), -EDOM);
+		ASSERT_EQ(gp_data_check_stream(st, len - 1, 2, GP_DATA_U8,
+					       ds->shape, 5, "s", err,
+					       sizeof(err)), -EINVAL);
+	}
+	/* A held-out share: one of two, each part in file order. */
+	ASSERT_OK(gp_data_split(ds, 0.5, 7, &tr, &te));
+	ASSERT_UINT_EQ(tr->count, 1);
+	ASSERT_UINT_EQ(te->count, 1);
+	ASSERT(tr->labels[0] != te->labels[0]);
+	ASSERT_EQ(gp_data_split(ds, 0, 7, &tr, &te), -EINVAL);
+	gp_data_destroy(tr);
+	gp_data_destroy(te);
+	gp_data_destroy(ds);
+
+	/* float32 N x C x H x W (format 2.0) taken as is; float64 converted. */
+	for (size_t i = 0; i < 24; i++)
+		f32[i] = (float)i * 0.25f - 1.0f;
+	{
+		struct blob im = npy(2, "{'descr': '<f4', 'fortran_order': "
+				     "False, 'shape': (2, 3, 2, 2), }", f32,
+				     sizeof(f32));
+		struct blob l = npy(1, lb, lb64, sizeof(lb64));
+
+		ASSERT_OK(gp_data_decode_npy(im.p, im.len, "x", l.p, l.len, "y",
+					     &ds, err, sizeof(err)));
+		free(im.p);
+		free(l.p);
+	}
+	ASSERT_EQ(ds->dtype, GP_DATA_F32);
+	ASSERT_UINT_EQ(ds->shape[0], 3);
+	ASSERT_OK(gp_data_gather(ds, NULL, 2, fx, y));
+	ASSERT_MEM_EQ(fx, f32, sizeof(f32));
+	gp_data_destroy(ds);
+
+	/* Header forms numpy writes: double quotes, any key order, 'L'. */
+	b = npy(1, "{\"shape\": (3L,), \"fortran_order\": False, "
+		"\"descr\": \"<u2\"}", "\1\0\2\0\3\0", 6);
+	ASSERT_OK(gp_npy_decode(b.p, b.len, "h", &a, err, sizeof(err)));
+	ASSERT_UINT_EQ(a.count, 3);
+	ASSERT_EQ(gp_npy_int(&a, 2), 3);
+	free(b.p);
+
+	/* Every refusal names the file and the problem. */
+	b = npy(1, u8, px, sizeof(px));
+	b.p[0] = 'x';
+	expect_npy(b, npy(1, lb, lb64, sizeof(lb64)), -EPROTO,
+		   "x.npy: not a NumPy .npy file");
+	b = npy(1, u8, px, sizeof(px));
+	b.p[6] = 4;
+	expect_npy(b, npy(1, lb, lb64, sizeof(lb64)), -EPROTO,
+		   "version 4.0 is not supported");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': True, "
+		       "'shape': (2, 3, 4), }", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -ENOTSUP,
+		   "x.npy: fortran_order is True");
+	expect_npy(npy(1, "{'descr': '>f4', 'fortran_order': False, "
+		       "'shape': (2, 3), }", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -ENOTSUP,
+		   "x.npy: dtype '>f4' is not supported");
+	expect_npy(npy(1, "{'descr': [('a', '<f4')], 'fortran_order': "
+		       "False, 'shape': (2,), }", px, 8),
+		   npy(1, lb, lb64, sizeof(lb64)), -ENOTSUP,
+		   "structured dtypes");
+	expect_npy(npy(1, "{'descr': '<i4', 'fortran_order': False, "
+		       "'shape': (2, 3), }", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -ENOTSUP,
+		   "images of dtype '<i4'");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': False, "
+		       "'shape': (2, 3, 4), }", px, sizeof(px) - 1),
+		   npy(1, lb, lb64, sizeof(lb64)), -ENODATA,
+		   "x.npy: truncated");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': False, "
+		       "'shape': (2, 3, 3), }", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -E2BIG, "after the data");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': False}", px,
+		       sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -EBADMSG, "lacks 'shape'");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': False, "
+		       "'shape': (2, 3, 4), 'x': 1}", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -EBADMSG,
+		   "unexpected or repeated key 'x'");
+	expect_npy(npy(1, "{'descr': '|u1', 'fortran_order': False, "
+		       "'shape': (24,), }", px, sizeof(px)),
+		   npy(1, lb, lb64, sizeof(lb64)), -ERANGE,
+		   "images have 1 dimensions");
+	expect_npy(npy(1, u8, px, sizeof(px)),
+		   npy(1, "{'descr': '<i8', 'fortran_order': False, "
+		       "'shape': (1,), }", lb64, 8), -EINVAL,
+		   "y.npy: holds 1 labels but x.npy holds 2 samples");
+	expect_npy(npy(1, u8, px, sizeof(px)),
+		   npy(1, "{'descr': '<i2', 'fortran_order': False, "
+		       "'shape': (2,), }", lb16, sizeof(lb16)), -EDOM,
+		   "y.npy: label 300 at index 1");
+	expect_npy(npy(1, u8, px, sizeof(px)),
+		   npy(1, "{'descr': '<f4', 'fortran_order': False, "
+		       "'shape': (2,), }", f32, 8), -ENOTSUP,
+		   "labels must be integers");
+	{
+		float bad[24];
+
+		memcpy(bad, f32, sizeof(bad));
+		bad[13] = 1.0f / 0.0f;
+		expect_npy(npy(1, "{'descr': '<f4', 'fortran_order': False, "
+			       "'shape': (2, 12), }", bad, sizeof(bad)),
+			   npy(1, lb, lb64, sizeof(lb64)), -EDOM,
+			   "x.npy: sample 1 holds a value that is not a "
+			   "finite float32");
+	}
+	/* Files: a missing one is named. */
+	ASSERT_EQ(gp_data_load_npy("/nonexistent/x.npy", "/nonexistent/y.npy",
+				   &ds, err, sizeof(err)), -ENOENT);
+	ASSERT(strstr(err, "/nonexistent/x.npy") != NULL);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -295,6 +514,7 @@ int main(void)
 	ASSERT_NOT_NULL(mkdtemp(dir));
 	test_errors();
 	test_shuffle();
+	test_npy();
 	test_real();
 	unlink_all();
 	printf("ok\n");

@@ -353,8 +353,58 @@ static void test_model_file(void)
 	rmdir(dir);
 }
 
+/* [data] format = npy: the four files or a held-out share, and paths
+ * relative to the job file's directory. */
+static void test_npy_data(void)
+{
+	struct gp_job job;
+	char err[256], path[64];
+
+	ASSERT_OK(parse("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+			"train_images = x.npy\ntrain_labels = /d/y.npy\n"
+			"test_share = 0.1\n", &job, err, sizeof(err)));
+	ASSERT(job.data_npy);
+	ASSERT_STR_EQ(job.train_images, "x.npy");
+	ASSERT(job.test_share == 0.1);
+	ASSERT_EQ(gp_job_data_path(job.train_images, "/etc/gp/job.ini", path,
+				   sizeof(path)), 13);
+	ASSERT_STR_EQ(path, "/etc/gp/x.npy");
+	gp_job_data_path(job.train_labels, "/etc/gp/job.ini", path,
+			 sizeof(path));
+	ASSERT_STR_EQ(path, "/d/y.npy");
+	ASSERT_OK(parse("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+			"train_images = a\ntrain_labels = b\n"
+			"test_images = c\ntest_labels = d\n", &job, err,
+			sizeof(err)));
+	ASSERT(job.test_share == 0);
+	expect_error("[model]\nspec = 784-10\n[data]\nformat = csv\n",
+		     "t.job:4: bad value for 'format' in [data]: 'csv' is not "
+		     "a data format (idx or npy)");
+	expect_error("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+		     "train_images = a\n",
+		     "t.job: [data] format = npy needs train_images and "
+		     "train_labels");
+	expect_error("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+		     "train_images = a\ntrain_labels = b\n",
+		     "t.job: [data] format = npy needs a test set: test_images "
+		     "and test_labels, or test_share (not both)");
+	expect_error("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+		     "train_images = a\ntrain_labels = b\ntest_images = c\n"
+		     "test_share = 0.2\n",
+		     "t.job: [data] format = npy needs a test set: test_images "
+		     "and test_labels, or test_share (not both)");
+	expect_error("[model]\nspec = 784-10\n[data]\ntest_share = 0.2\n",
+		     "t.job: [data] train_images, train_labels, test_images, "
+		     "test_labels and test_share need format = npy");
+	expect_error("[model]\nspec = 784-10\n[data]\nformat = npy\n"
+		     "train_images = a\ntrain_labels = b\ntest_share = 0.6\n",
+		     "t.job:7: value 0.6 out of range for 'test_share' in "
+		     "[data] (0 to 0.5)");
+}
+
 int main(void)
 {
+	test_npy_data();
 	test_full();
 	test_defaults();
 	test_errors();

@@ -157,7 +157,21 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.bye.reason = GP_BYE_SHUTDOWN;
 		strcpy(m->u.bye.text, "bye");
 		break;
+	case GP_MSG_DATA_REQUEST:
+		m->u.data_request.shard = 44;
+		break;
+	case GP_MSG_DATA_SHARD:
+		m->u.data_shard.shard = 44;
+		m->u.data_shard.data = (const uint8_t *)"shard bytes";
+		m->u.data_shard.data_len = 11;
+		break;
 	}
+}
+
+/* A type number left free between known ones (another release line's). */
+static bool type_hole(uint8_t t)
+{
+	return strcmp(gp_msg_type_name(t), "unknown") == 0;
 }
 
 static uint8_t *encode(const struct gp_msg *m, size_t *len)
@@ -209,6 +223,8 @@ static void test_round_trip(void)
 		uint8_t *buf;
 		size_t len, size;
 
+		if (type_hole(t))
+			continue;
 		sample(&m, t);
 		ASSERT_OK(gp_msg_size(&m, &size));
 		buf = encode(&m, &len);
@@ -429,6 +445,64 @@ static size_t append_field(uint8_t *buf, size_t len, uint16_t tag,
 	return len;
 }
 
+/* DATA_REQUEST, DATA_SHARD and WELCOME.data_manifest: the fields, and
+ * the bounds on the shard and the manifest. */
+static void test_data_shards(void)
+{
+	static uint8_t big[GP_MSG_SHARD_MAX + 1];
+	uint8_t manifest[100];
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len;
+
+	memset(manifest, 0x5a, sizeof(manifest));
+	sample(&m, GP_MSG_WELCOME);
+	m.u.welcome.caps |= GP_CAP_DATA_SHARDS;
+	m.u.welcome.data_manifest = manifest;
+	m.u.welcome.data_manifest_len = sizeof(manifest);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.welcome.caps & GP_CAP_DATA_SHARDS, GP_CAP_DATA_SHARDS);
+	ASSERT_EQ(d.u.welcome.data_manifest_len, sizeof(manifest));
+	ASSERT_MEM_EQ(d.u.welcome.data_manifest, manifest, sizeof(manifest));
+	gp_msg_finish(&d);
+	free(buf);
+
+	sample(&m, GP_MSG_DATA_SHARD);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.type, GP_MSG_DATA_SHARD);
+	ASSERT_EQ(d.u.data_shard.shard, 44);
+	ASSERT_EQ(d.u.data_shard.data_len, 11);
+	ASSERT_MEM_EQ(d.u.data_shard.data, "shard bytes", 11);
+	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_DATA_SHARD), "DATA_SHARD");
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* One byte over the largest shard: malformed. */
+	m.u.data_shard.data = big;
+	m.u.data_shard.data_len = sizeof(big);
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
+	m.u.data_shard.data_len = GP_MSG_SHARD_MAX;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* A DATA_REQUEST whose shard field is two bytes: malformed. */
+	{
+		uint8_t raw[] = { GP_MSG_VERSION, GP_MSG_DATA_REQUEST, 0, 0,
+				  8, 0, 0, 0, 1, 0, 2, 0, 0, 0, 7, 0 };
+
+		ASSERT_EQ(gp_msg_decode(raw, sizeof(raw), &d), -EBADMSG);
+		raw[4] = 10;
+		raw[10] = 4;
+		ASSERT_EQ(gp_msg_decode(raw, 14, &d), -EBADMSG);
+	}
+}
+
 static void test_unknown_type(void)
 {
 	uint8_t buf[32] = { GP_MSG_VERSION, 200, 0x34, 0x12, 6, 0, 0, 0,
@@ -465,6 +539,8 @@ static void test_unknown_fields(void)
 		const char extra[] = "from the future";
 		const uint8_t crit = 1;
 
+		if (type_hole(t))
+			continue;
 		sample(&m, t);
 		buf = encode(&m, &len);
 		big = malloc(len + 64);
@@ -543,6 +619,8 @@ static void test_truncation(void)
 		uint8_t *buf, *cut;
 		size_t len;
 
+		if (type_hole(t))
+			continue;
 		sample(&m, t);
 		buf = encode(&m, &len);
 		for (size_t n = 0; n < len; n++) {
@@ -1144,6 +1222,8 @@ static int write_corpus(const char *dir)
 		size_t len;
 		FILE *f;
 
+		if (type_hole(t))
+			continue;
 		sample(&m, t);
 		buf = encode(&m, &len);
 		snprintf(path, sizeof(path), "%s/valid-%02u-%s", dir, t,
@@ -1166,6 +1246,7 @@ int main(int argc, char **argv)
 	test_round_trip();
 	test_fields();
 	test_unknown_type();
+	test_data_shards();
 	test_unknown_fields();
 	test_truncation();
 	test_limits();

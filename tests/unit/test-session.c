@@ -26,6 +26,7 @@ struct sent {
 	size_t n_blocks;          /* UPDATE */
 	uint8_t dtype;            /* UPDATE, first block */
 	size_t n_items;           /* UPDATE */
+	uint32_t shard;           /* DATA_REQUEST */
 };
 
 struct computed {
@@ -117,6 +118,9 @@ static int w_send(void *ctx, struct gp_msg *msg)
 		s->caps = d.u.join.caps;
 		s->data_fingerprint = d.u.join.data_fingerprint;
 		s->token_id_len = d.u.join.token_id_len;
+		break;
+	case GP_MSG_DATA_REQUEST:
+		s->shard = d.u.data_request.shard;
 		break;
 	case GP_MSG_UPDATE:
 		s->minibatch = d.u.update.minibatch;
@@ -236,12 +240,14 @@ static int w_set_params(void *ctx, enum gp_model_slot slot, size_t tensor,
 
 static int w_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 		     uint64_t clock, uint32_t n, uint8_t *pixels,
-		     uint8_t *labels, float lr, float mu, uint32_t group)
+		     uint8_t dtype, uint8_t *labels, float lr, float mu,
+		     uint32_t group)
 {
 	struct world *w = ctx;
 	struct computed *c;
 
 	(void)epoch;
+	ASSERT_EQ(dtype, GP_DATA_U8);
 	(void)clock;
 	(void)mu;
 	ASSERT(w->n_computed < COMPUTED_MAX);
@@ -852,7 +858,9 @@ static void test_local_data(void)
 	struct world *w = world_new(GP_MACHINE_RUN, NULL);
 	struct gp_stats_membership m = membership("p", "a:1");
 	uint8_t images[3 * GP_DATA_PIXELS], labels[3] = { 4, 5, 6 };
-	struct gp_dataset data = { .count = 3, .images = images, .labels = labels };
+	struct gp_dataset data = { .count = 3, .features = GP_DATA_PIXELS,
+				   .dtype = GP_DATA_U8, .images = images,
+				   .labels = labels };
 	uint8_t idx[8] = { 2, 0, 0, 0, 1, 0, 0, 0 };
 	struct gp_msg msg;
 
@@ -878,6 +886,152 @@ static void test_local_data(void)
 	deliver(w, &msg);
 	ASSERT_EQ(w->n_computed, 1);
 	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	free(w);
+}
+
+/* ---- a data set fetched as shards ---------------------------------------- */
+
+/* A fake shard cache of three shards (agent/datacache.c is tested on its
+ * own): a shard whose first byte is 0xff fails its digest. */
+static struct {
+	uint8_t state[3];         /* 0 missing, 1 asked, 2 in */
+	unsigned opens;
+	uint8_t images[2 * GP_DATA_PIXELS], labels[2];
+	struct gp_dataset ds;
+} fake;
+
+static int f_data_open(void *ctx, const uint8_t *manifest, size_t len)
+{
+	int missing = 0;
+
+	(void)ctx;
+	ASSERT_EQ(len, 4);
+	ASSERT_MEM_EQ(manifest, "GPDM", 4);
+	fake.opens++;
+	for (int i = 0; i < 3; i++) {
+		if (fake.state[i] == 1)
+			fake.state[i] = 0;
+		missing += fake.state[i] != 2;
+	}
+	return missing;
+}
+
+static int64_t f_data_next(void *ctx)
+{
+	(void)ctx;
+	for (int i = 0; i < 3; i++)
+		if (fake.state[i] == 0) {
+			fake.state[i] = 1;
+			return i;
+		}
+	return -1;
+}
+
+static int f_data_put(void *ctx, uint32_t shard, const uint8_t *data,
+		      size_t len)
+{
+	(void)ctx;
+	if (shard >= 3 || fake.state[shard] != 1 || len != 1)
+		return -EINVAL;
+	if (data[0] == 0xff) {
+		fake.state[shard] = 0;
+		return -EBADMSG;
+	}
+	fake.state[shard] = 2;
+	return fake.state[0] == 2 && fake.state[1] == 2 && fake.state[2] == 2;
+}
+
+static const struct gp_dataset *f_data_set(void *ctx, char *err,
+					   size_t err_len)
+{
+	(void)ctx;
+	(void)err;
+	(void)err_len;
+	fake.ds.count = 2;
+	fake.ds.features = GP_DATA_PIXELS;
+	fake.ds.dtype = GP_DATA_U8;
+	fake.ds.images = fake.images;
+	fake.ds.labels = fake.labels;
+	return &fake.ds;
+}
+
+static void data_shard(struct world *w, uint32_t i, uint8_t byte)
+{
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_DATA_SHARD);
+	msg.u.data_shard.shard = i;
+	msg.u.data_shard.data = &byte;
+	msg.u.data_shard.data_len = 1;
+	deliver(w, &msg);
+}
+
+/* GP_CAP_DATA_SHARDS: asked for in JOIN when the agent can fetch; the
+ * missing shards are asked for before any work, a shard that fails its
+ * digest is asked for again, and once the set is in the agent asks for
+ * work and takes indices into it. A grant without a manifest, or a
+ * shard nobody asked for, drops the session. */
+static void test_data_shards(void)
+{
+	struct gp_machine_ops ops = world_ops;
+	struct world *w = world_new(GP_MACHINE_RUN, NULL);
+	struct gp_stats_membership m = membership("p", "a:1");
+	uint8_t idx[4] = { 1, 0, 0, 0 };
+	struct gp_msg msg;
+
+	memset(&fake, 0, sizeof(fake));
+	memset(fake.images + GP_DATA_PIXELS, 77, GP_DATA_PIXELS);
+	fake.labels[1] = 3;
+	ops.data_open = f_data_open;
+	ops.data_next = f_data_next;
+	ops.data_put = f_data_put;
+	ops.data_set = f_data_set;
+	w->m.ops = &ops;
+	gp_machine_on_members(&w->m, true, &m);
+	establish(w);
+	ASSERT(last_sent(w)->caps & GP_CAP_DATA_SHARDS);
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.batch_size = 4;
+	snprintf(msg.u.welcome.model, sizeof(msg.u.welcome.model), "mlp:2-3-1");
+	msg.u.welcome.caps = GP_CAP_DATA_SHARDS;
+	msg.u.welcome.data_manifest = (const uint8_t *)"GPDM";
+	msg.u.welcome.data_manifest_len = 4;
+	deliver(w, &msg);
+	ASSERT_EQ(count_sent(w, GP_MSG_DATA_REQUEST), 3);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 0);
+	data_shard(w, 0, 1);
+	data_shard(w, 1, 0xff);     /* fails its digest: asked again */
+	ASSERT_EQ(count_sent(w, GP_MSG_DATA_REQUEST), 4);
+	ASSERT_EQ(last_sent(w)->shard, 1);
+	data_shard(w, 2, 1);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 0);
+	data_shard(w, 1, 1);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 1);
+	ASSERT_EQ(w->closes, 0);
+	gp_msg_init(&msg, GP_MSG_MINIBATCH);
+	msg.u.minibatch.minibatch = 5;
+	msg.u.minibatch.samples = 1;
+	msg.u.minibatch.indices = idx;
+	msg.u.minibatch.indices_len = sizeof(idx);
+	deliver(w, &msg);
+	ASSERT_EQ(w->n_computed, 1);
+	ASSERT_EQ(w->computed[0].pixel0, 77);
+	ASSERT_EQ(w->computed[0].label0, 3);
+	/* A shard that was not asked for now: dropped. */
+	data_shard(w, 0, 1);
+	ASSERT_EQ(w->closes, 0); /* not fetching: ignored */
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, 0, "gone");
+	free(w);
+
+	/* A grant without a manifest. */
+	w = world_new(GP_MACHINE_RUN, NULL);
+	w->m.ops = &ops;
+	gp_machine_on_members(&w->m, true, &m);
+	establish(w);
+	welcome_with(w, GP_CAP_DATA_SHARDS, 0);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	ASSERT_EQ(count_sent(w, GP_MSG_WORK_REQUEST), 0);
 	free(w);
 }
 
@@ -1254,6 +1408,7 @@ int main(void)
 	test_compute_error_drops_connection();
 	test_bad_minibatch();
 	test_local_data();
+	test_data_shards();
 	test_param_shards();
 	test_pause_keeps_connection();
 	test_pause_until();

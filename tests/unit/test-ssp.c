@@ -711,9 +711,89 @@ static void test_link(void)
 	gp_ssp_destroy(ssp);
 }
 
+/* The minimum clock and the ready list are kept without scans (a count
+ * of live agents per clock, a queue of waits): random joins, deaths,
+ * revivals, removals, advances and waits, for bounds 0, 1 and 3, each
+ * checked against a scan of every agent: m is the least live clock, and
+ * after the ready agents are popped none is left waiting within the
+ * bound. */
+static uint64_t prop_rng = 88172645463325252ull;
+
+static uint64_t prop_next(void)
+{
+	prop_rng ^= prop_rng << 13;
+	prop_rng ^= prop_rng >> 7;
+	prop_rng ^= prop_rng << 17;
+	return prop_rng;
+}
+
+static size_t live_scan(const struct gp_ssp *ssp)
+{
+	struct gp_ssp_agent_info a;
+	size_t l = 0;
+
+	for (size_t i = 0; gp_ssp_get_at(ssp, i, &a) == 0; i++)
+		l += a.live;
+	return l;
+}
+
+static void test_min_and_ready_property(void)
+{
+	for (uint32_t s = 0; s <= 3; s += s ? 2 : 1) {
+		struct gp_ssp *ssp = NULL;
+		size_t pops = 0, waits = 0;
+
+		ASSERT_OK(gp_ssp_create(s, &ssp));
+		for (int step = 0; step < 20000; step++) {
+			uint64_t id = 1 + prop_next() % 24, got;
+			struct gp_ssp_agent_info a;
+			bool have = gp_ssp_get(ssp, id, &a) == 0, parked;
+			unsigned op = (unsigned)(prop_next() % 100);
+			int64_t min = INT64_MAX;
+
+			if (!have)
+				ASSERT_OK(gp_ssp_add(ssp, id, 1.0, NULL));
+			else if (op < 3)
+				ASSERT_OK(gp_ssp_remove(ssp, id));
+			else if (op < 8)
+				ASSERT_OK(gp_ssp_mark_dead(ssp, id));
+			else if (op < 13 && !a.live)
+				ASSERT_OK(gp_ssp_revive(ssp, id, NULL));
+			else if (a.live && gp_ssp_may_compute(ssp, id))
+				ASSERT_OK(gp_ssp_advance(ssp, id, a.clock + 1));
+			else if (a.live) {
+				ASSERT_OK(gp_ssp_wait(ssp, id, &parked));
+				waits += parked;
+			}
+			while (gp_ssp_pop_ready(ssp, &got) == 1) {
+				ASSERT_OK(gp_ssp_get(ssp, got, &a));
+				ASSERT(a.live && !a.waiting);
+				ASSERT(a.clock <= gp_ssp_min_clock(ssp) + (int64_t)s);
+				pops++;
+			}
+			for (size_t i = 0; gp_ssp_get_at(ssp, i, &a) == 0; i++) {
+				if (a.live && a.clock < min)
+					min = a.clock;
+				/* Nobody left waiting who may go. */
+				ASSERT(!(a.live && a.waiting &&
+					 a.clock <= gp_ssp_min_clock(ssp) +
+							    (int64_t)s));
+			}
+			if (min != INT64_MAX)
+				ASSERT_EQ(gp_ssp_min_clock(ssp), min);
+			ASSERT_EQ(gp_ssp_live_count(ssp), live_scan(ssp));
+		}
+		/* The walk did park agents and wake them. */
+		ASSERT(waits > 100);
+		ASSERT(pops > 100);
+		gp_ssp_destroy(ssp);
+	}
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
+	test_min_and_ready_property();
 	test_rule();
 	test_staleness();
 	test_speed();

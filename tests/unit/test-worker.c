@@ -106,7 +106,7 @@ static void compute(struct gp_worker *w, const struct batch *b, uint64_t id,
 		    uint64_t clock, float lr, uint32_t group)
 {
 	ASSERT_OK(gp_worker_compute(w, 0, id, clock, BATCH,
-				    copy(b->px, sizeof(b->px)),
+				    copy(b->px, sizeof(b->px)), GP_DATA_U8,
 				    copy(b->lb, sizeof(b->lb)), lr, MU, group));
 }
 
