@@ -276,6 +276,25 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 			 res.tau_m);
 }
 
+/* What a step of group g does to the momentum already there (verify.h):
+ * it moves the parameters by *ret_c = sum_j lr_j mu^j times it and
+ * multiplies it by *ret_mk = mu^K. */
+static void step_coefficients(const struct gp_pool *pool,
+			      const struct group *g, double *ret_c,
+			      double *ret_mk)
+{
+	double mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
+			    (double)(float)pool->job->momentum : 0;
+	double mk = 1, c = 0;
+
+	for (size_t i = 0; i < g->k; i++) {
+		mk *= mu;
+		c += (double)(float)gp_pool_lr_at(pool, g->ids[i]) * mk;
+	}
+	*ret_c = c;
+	*ret_mk = mk;
+}
+
 /* The group was refused for `r`: one row per minibatch, the valid ones
  * back in the queue, one strike at most. */
 static void refuse(struct gp_pool *pool, struct gp_member *m,
@@ -396,6 +415,8 @@ static void record_applied(struct gp_pool *pool, struct gp_member *m,
 		gp_info("robust aggregation: %" PRIu64 " of %" PRIu64
 			" update(s) damped, %.3f s CPU", pool->robust.damped,
 			pool->robust.updates, (double)pool->robust.cpu_ns / 1e9);
+	if (comp.job_done)
+		gp_verify_log_summary(pool->verify);
 	if (comp.epochs_completed)
 		pool->fx->epochs_completed(pool->fx_data, comp.epochs_completed,
 					   comp.job_done);
@@ -428,17 +449,31 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	 * there). */
 	if (r == 0 && ((int64_t)u->clock != m->clock || g.k > m->clock_open))
 		r = GP_REASON_SHAPE;
-	if (r == 0 && ledger_full(pool, m, g.ids, g.k))
+	if (r == 0 && ledger_full(pool, m, g.ids, g.k)) {
+		gp_verify_refused(pool, m, u);
 		return -ENOBUFS;
+	}
 	if (r == 0)
 		r = read_blocks(pool, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
+	/* Verification takes the update as sent, before any filter. */
+	if (r == 0)
+		gp_verify_received(pool, m, u, g.ids, g.k);
 	if (r == 0)
 		filter(pool, m, u, &g, &weight);
-	if (r == 0)
+	if (r == 0) {
+		gp_verify_before_step(pool);
 		r = step(pool, m, u, &g, &info);
+	}
 	if (r != 0) {
+		gp_verify_refused(pool, m, u);
 		refuse(pool, m, u, &g, r, staleness, received);
 		return r;
+	}
+	if (pool->verify) {
+		double c, mk;
+
+		step_coefficients(pool, &g, &c, &mk);
+		gp_verify_applied(pool, m, g.ids, g.k, c, mk);
 	}
 	if ((int64_t)u->clock >= m->view.own_from)
 		m->view.own += g.k;

@@ -53,6 +53,9 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_strikes = 8;
 	job->robust_clip = 2;
 	job->robust_momentum = 0.9;
+	job->verify_rate = 0.1;
+	job->verify_tolerance = 0.05;
+	job->verify_bans = 2;
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
@@ -404,6 +407,12 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"pool", "robust_momentum", GP_CONF_DOUBLE, F(robust_momentum), 0, 0,
 	 0.999, 0, NULL},
+	{"pool", "verify_rate", GP_CONF_DOUBLE, F(verify_rate), 0, 0, 1, 0,
+	 NULL},
+	{"pool", "verify_tolerance", GP_CONF_DOUBLE, F(verify_tolerance), 0,
+	 1e-6, 10, 0, NULL},
+	{"pool", "verify_bans", GP_CONF_U32, F(verify_bans), 0, 1, 1000000, 0,
+	 NULL},
 	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
 	 NULL},
 	{"pool", "work_timeout", GP_CONF_DURATION_MS, F(work_timeout_ms), 0,

@@ -80,6 +80,11 @@
  *                             typical honest one; 0 is off, else 1..100
  *   robust_momentum = 0.9     weight of the past in that direction and in
  *                             each member's momentum, [0, 0.999]
+ *   verify_rate = 0.1         fraction of each member's clocks whose first
+ *                             update is recomputed (verify.h); 0 is off
+ *   verify_tolerance = 0.05   relative difference a recomputed update may
+ *                             show beyond the wire's rounding, 1e-6..10
+ *   verify_bans = 2           mismatches after which a member is revoked
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
  *   work_timeout = 2m         an agent holding work with no update applied
@@ -159,6 +164,9 @@ struct gp_job {
 	double clip_grad_norm;
 	double robust_clip;
 	double robust_momentum;
+	double verify_rate;
+	double verify_tolerance;
+	uint32_t verify_bans;
 	uint32_t max_strikes;
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */

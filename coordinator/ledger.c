@@ -125,6 +125,18 @@ static const char *const migrations[] = {
 	"  link_bps REAL NOT NULL,"
 	"  sync_ms REAL NOT NULL,"
 	"  at INTEGER NOT NULL);",
+	/* 6: each member's record under verification by recomputation
+	 * (coordinator/verify.c): updates recomputed and found right or
+	 * wrong, and applied updates taken back after a mismatch (their
+	 * rows in updates have rolled_back set to the row id of the
+	 * mismatched update; gp_ledger_trust_add) */
+	"CREATE TABLE agent_trust ("
+	"  agent_id INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,"
+	"  verified INTEGER NOT NULL DEFAULT 0 CHECK (verified >= 0),"
+	"  mismatched INTEGER NOT NULL DEFAULT 0 CHECK (mismatched >= 0),"
+	"  rolled_back INTEGER NOT NULL DEFAULT 0 CHECK (rolled_back >= 0),"
+	"  last_verified_at INTEGER NOT NULL DEFAULT 0,"
+	"  last_mismatch_at INTEGER NOT NULL DEFAULT 0);",
 };
 
 static const struct gp_db_schema ledger_schema = {
@@ -652,6 +664,9 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	row->link_bps = sqlite3_column_double(st, c++);
 	row->sync_ms = sqlite3_column_double(st, c++);
 	row->link_at = sqlite3_column_int64(st, c++);
+	row->verified = sqlite3_column_int64(st, c++);
+	row->mismatched = sqlite3_column_int64(st, c++);
+	row->trust_rolled_back = sqlite3_column_int64(st, c++);
 	return 0;
 }
 
@@ -682,10 +697,12 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		       "  coalesce(sum(u.outcome = 'applied'"
 		       "               AND u.rolled_back != 0), 0),"
 		       "  coalesce(k.link_bps, 0), coalesce(k.sync_ms, 0),"
-		       "  coalesce(k.at, 0) "
+		       "  coalesce(k.at, 0), coalesce(t.verified, 0),"
+		       "  coalesce(t.mismatched, 0), coalesce(t.rolled_back, 0) "
 		       "FROM agents a LEFT JOIN updates u ON u.agent_id = a.id "
 		       "  AND (?1 = 0 OR u.job_id = ?1) "
 		       "LEFT JOIN agent_links k ON k.agent_id = a.id "
+		       "LEFT JOIN agent_trust t ON t.agent_id = a.id "
 		       "GROUP BY a.id ORDER BY a.id",
 		       "i", job_id);
 	for (size_t i = 0; i < n && r == 0; i++)
@@ -698,6 +715,79 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 	*ret_rows = rows;
 	*ret_n = n;
 	return 0;
+}
+
+/* ---- trust (verification by recomputation) ---------------------------- */
+
+int gp_ledger_trust_add(struct gp_ledger *l, int64_t agent_id,
+			int64_t verified, int64_t mismatched,
+			int64_t rolled_back, int64_t at)
+{
+	int r;
+
+	if (verified < 0 || mismatched < 0 || rolled_back < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a verification",
+		      "INSERT INTO agent_trust (agent_id, verified, mismatched,"
+		      "  rolled_back, last_verified_at, last_mismatch_at) "
+		      "VALUES (?1, ?2, ?3, ?4, CASE WHEN ?2 > 0 THEN ?5 ELSE 0 END,"
+		      "  CASE WHEN ?3 > 0 THEN ?5 ELSE 0 END) "
+		      "ON CONFLICT (agent_id) DO UPDATE SET"
+		      "  verified = verified + ?2, mismatched = mismatched + ?3,"
+		      "  rolled_back = rolled_back + ?4,"
+		      "  last_verified_at = CASE WHEN ?2 > 0 THEN ?5"
+		      "    ELSE last_verified_at END,"
+		      "  last_mismatch_at = CASE WHEN ?3 > 0 THEN ?5"
+		      "    ELSE last_mismatch_at END",
+		      "iiiii", agent_id, verified, mismatched, rolled_back, at);
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
+int64_t gp_ledger_rollback_minibatches(struct gp_ledger *l, int64_t job_id,
+				       int64_t agent_id,
+				       const int64_t *pairs, size_t n)
+{
+	int64_t mark = 0, done = 0;
+	int r;
+
+	if (!pairs || n == 0)
+		return n ? -EINVAL : 0;
+	/* Rows still in the buffer must be in the table to be marked. */
+	r = gp_ledger_flush(l);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_exec(&l->c, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = gp_db_row(&l->c, "cannot find the mismatched update",
+		      gp_db_int64, &mark,
+		      "SELECT coalesce(max(id), 0) FROM updates WHERE job_id = ?1"
+		      " AND agent_id = ?2 AND epoch = ?3 AND minibatch = ?4"
+		      " AND outcome = 'applied' AND rolled_back = 0",
+		      "iiii", job_id, agent_id, pairs[0], pairs[1]);
+	if (r >= 0 && mark <= 0)
+		mark = 1;
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = gp_db_run(&l->c, "cannot roll updates back",
+			      "UPDATE updates SET rolled_back = ?5 WHERE"
+			      " job_id = ?1 AND agent_id = ?2 AND epoch = ?3"
+			      " AND minibatch = ?4 AND outcome = 'applied'"
+			      " AND rolled_back = 0",
+			      "iiiii", job_id, agent_id, pairs[2 * i],
+			      pairs[2 * i + 1], mark);
+		if (r >= 0)
+			done += sqlite3_changes(l->c.db);
+	}
+	if (r >= 0)
+		r = gp_db_exec(&l->c, "COMMIT");
+	if (r < 0)
+		gp_db_rollback(&l->c);
+out:
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : done;
 }
 
 /* ---- tokens ------------------------------------------------------------ */

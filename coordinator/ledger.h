@@ -172,6 +172,11 @@ struct gp_ledger_agent_row {
 	double link_bps;
 	double sync_ms;
 	int64_t link_at;
+	/* Verification by recomputation (agent_trust): updates found right,
+	 * found wrong, and applied updates taken back for it. */
+	int64_t verified;
+	int64_t mismatched;
+	int64_t trust_rolled_back;
 };
 
 /* Lists every agent (job_id 0) or the totals within one job. Applied
@@ -181,6 +186,25 @@ struct gp_ledger_agent_row {
  * length (possibly 0, with *ret_rows NULL). */
 int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 			 struct gp_ledger_agent_row **ret_rows, size_t *ret_n);
+
+/* ---- trust (coordinator/verify.c) -------------------------------------- */
+
+/* Adds to the member's verification record (agent_trust): updates
+ * recomputed and found right (verified) or wrong (mismatched), and
+ * applied updates taken back (rolled_back), at `at` (ms). Returns 0 or a
+ * negative errno. Thread-safe. */
+int gp_ledger_trust_add(struct gp_ledger *l, int64_t agent_id,
+			int64_t verified, int64_t mismatched,
+			int64_t rolled_back, int64_t at);
+
+/* Marks the agent's applied rows for the minibatches pairs[2i] (epoch),
+ * pairs[2i + 1] (index in the epoch), i < n (borrowed), as rolled back:
+ * rolled_back is set to the row id of the first pair's (the mismatched
+ * update's first minibatch). Flushes the buffer first. Returns the rows
+ * marked, or a negative errno. */
+int64_t gp_ledger_rollback_minibatches(struct gp_ledger *l, int64_t job_id,
+				       int64_t agent_id,
+				       const int64_t *pairs, size_t n);
 
 /* ---- invite tokens ----------------------------------------------------- */
 

@@ -456,9 +456,10 @@ static int cmd_agents(struct options *o)
 	if (o->json)
 		printf("[");
 	else
-		printf("%-5s %-16s %-19s %-9s %-20s %9s %10s %10s %7s %s\n", "ID",
-		       "NAME", "FINGERPRINT", "STATE", "LAST SEEN", "UPDATES",
-		       "SAMPLES", "LINK", "SYNC", "DEVICES");
+		printf("%-5s %-16s %-19s %-9s %-20s %9s %10s %10s %7s %-14s %s\n",
+		       "ID", "NAME", "FINGERPRINT", "STATE", "LAST SEEN",
+		       "UPDATES", "SAMPLES", "LINK", "SYNC", "TRUST V/M/R",
+		       "DEVICES");
 	for (size_t i = 0; i < n; i++) {
 		const struct gp_ledger_agent *a = &rows[i].agent;
 
@@ -482,6 +483,10 @@ static int cmd_agents(struct options *o)
 			       rows[i].updates_applied, rows[i].samples_applied,
 			       rows[i].updates_discarded, rows[i].updates_rejected,
 			       rows[i].updates_rolled_back, rows[i].last_clock);
+			printf(",\"verified\":%" PRId64 ",\"mismatched\":%" PRId64
+			       ",\"trust_rolled_back\":%" PRId64,
+			       rows[i].verified, rows[i].mismatched,
+			       rows[i].trust_rolled_back);
 			/* null: never measured. */
 			if (rows[i].link_at)
 				printf(",\"link_mbit_s\":%.3f,\"sync_interval_ms\":%.1f,"
@@ -505,6 +510,7 @@ static int cmd_agents(struct options *o)
 			printf("]}");
 		} else {
 			char dev[256] = "", link[16] = "-", sync[16] = "-";
+			char trust[64];
 
 			for (size_t d = 0; d < a->n_devices; d++) {
 				const struct gp_ledger_device *x = &a->devices[d];
@@ -527,12 +533,16 @@ static int cmd_agents(struct options *o)
 				snprintf(sync, sizeof(sync), "%.0f ms",
 					 rows[i].sync_ms);
 			}
+			/* Verified / mismatched / rolled back. */
+			snprintf(trust, sizeof(trust), "%" PRId64 "/%" PRId64
+				 "/%" PRId64, rows[i].verified,
+				 rows[i].mismatched, rows[i].trust_rolled_back);
 			printf("%-5" PRId64 " %-16s %-19s %-9s %-20s %9" PRId64
-			       " %10" PRId64 " %10s %7s %s\n",
+			       " %10" PRId64 " %10s %7s %-14s %s\n",
 			       a->id, a->name, a->fingerprint, agent_state(a, serving),
 			       gp_format_time(a->last_seen / 1000, t, sizeof(t)),
 			       rows[i].updates_applied, rows[i].samples_applied,
-			       link, sync, dev);
+			       link, sync, trust, dev);
 		}
 	}
 	if (o->json)

@@ -83,6 +83,7 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 	m->next = m->prev = NULL;
 	pool->n_members--;
 	gp_robust_agent_finish(&m->robust);
+	gp_verify_member_finish(pool, m);
 }
 
 void gp_members_finish(struct gp_pool *pool)

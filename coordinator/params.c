@@ -321,6 +321,28 @@ int gp_params_set_tensor(struct gp_params *p, size_t i, const float *src,
 	return 0;
 }
 
+const float *gp_params_momentum(const struct gp_params *p)
+{
+	return p->v;
+}
+
+int gp_params_undo(struct gp_params *p, const double *dw, const double *dv,
+		   size_t n)
+{
+	if (n != p->total || !dw || !dv)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		p->w[i] = (float)((double)p->w[i] - dw[i]);
+		p->v[i] = (float)((double)p->v[i] - dv[i]);
+	}
+	p->version++;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		p->shards[k].version = p->version;
+		p->shards[k].mom_nonzero = true;
+	}
+	return 0;
+}
+
 uint64_t gp_params_version(const struct gp_params *p)
 {
 	return p->version;

@@ -141,6 +141,18 @@ int gp_params_find_shard(const struct gp_params *p, uint32_t tensor,
 int gp_params_set_tensor(struct gp_params *p, size_t i, const float *src,
 			 size_t count);
 
+/* The flat momentum (velocity) array, laid out as gp_params_values(),
+ * borrowed: valid until the next change. */
+const float *gp_params_momentum(const struct gp_params *p);
+
+/* Takes an effect back (coordinator/verify.c's rollback): subtracts dw
+ * from the parameters and dv from the momentum (n == gp_params_size()
+ * doubles each, borrowed) and bumps the version of every shard, so that
+ * every agent's next pull carries the result. Counts no update. Returns
+ * 0 or -EINVAL. */
+int gp_params_undo(struct gp_params *p, const double *dw, const double *dv,
+		   size_t n);
+
 /* Store version (see above) and the number of updates applied. */
 uint64_t gp_params_version(const struct gp_params *p);
 uint64_t gp_params_updates(const struct gp_params *p);

@@ -24,6 +24,7 @@
 #include "robust.h"
 #include "scheduler.h"
 #include "ssp.h"
+#include "verify.h"
 
 #define GP_POOL_KEY_SIZE 32 /* an agent's static public key (GP_KEY_SIZE) */
 
@@ -68,6 +69,7 @@ struct gp_member {
 	uint64_t applied, samples; /* this run */
 	uint64_t epoch_samples;    /* this epoch, for the share column */
 	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
+	struct gp_verify_member verify; /* verify.h */
 };
 
 /* What the decisions do to the world. ctx is gp_pool.fx_data; a member
@@ -129,6 +131,9 @@ struct gp_pool {
 	/* Centred clipping's centre and radii (robust.h); owned,
 	 * gp_robust_finish() at the end. */
 	struct gp_robust robust;
+	/* Verification by recomputation (verify.h); owned by serve, NULL
+	 * when [pool] verify_rate is 0. */
+	struct gp_verify *verify;
 
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */

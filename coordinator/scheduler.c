@@ -350,6 +350,27 @@ int gp_sched_release(struct gp_sched *s, uint64_t agent, uint64_t id)
 	return 0;
 }
 
+int gp_sched_reopen(struct gp_sched *s, uint64_t id)
+{
+	for (int k = 0; k < 2; k++) {
+		struct slot *sl = &s->slot[k];
+		uint32_t i;
+
+		if (!sl->open || id / s->n != sl->epoch)
+			continue;
+		i = (uint32_t)(id % s->n);
+		if ((sl->state[i] & ST_MASK) != ST_APPLIED)
+			return -EINVAL;
+		sl->state[i] = ST_QUEUED;
+		sl->queue[sl->n_queue++] = i;
+		sl->n_applied--;
+		s->counters.applied--;
+		s->counters.returned++;
+		return 0;
+	}
+	return -ESTALE;
+}
+
 size_t gp_sched_release_agent(struct gp_sched *s, uint64_t agent)
 {
 	size_t n = 0;

@@ -114,6 +114,12 @@ int gp_sched_complete(struct gp_sched *s, uint64_t agent, uint64_t id,
  * DUPLICATE, UNKNOWN_MINIBATCH, LATE). */
 int gp_sched_release(struct gp_sched *s, uint64_t agent, uint64_t id);
 
+/* Puts applied minibatch `id` back in the queue, to be handed out and
+ * applied again (its update was rolled back: coordinator/verify.c).
+ * Returns 0, -ESTALE when its epoch is no longer open (complete: it
+ * cannot be redone), -EINVAL when it is not applied. */
+int gp_sched_reopen(struct gp_sched *s, uint64_t id);
+
 /* Puts every minibatch assigned to agent back in the queue (the agent
  * disconnected or was declared dead). Returns how many. */
 size_t gp_sched_release_agent(struct gp_sched *s, uint64_t agent);

@@ -869,7 +869,7 @@ void gp_serve_maybe_finish(struct server *srv)
 		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
 			gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
 	}
-	if (srv->db_busy || srv->eval_busy)
+	if (srv->db_busy || srv->eval_busy || gp_verify_busy(srv->pool.verify))
 		return;
 	if (gp_ledger_pending(srv->st.ledger) > 0 || srv->pool.checkpoint_wanted) {
 		gp_bg_kick_db(srv, true);
@@ -1155,6 +1155,7 @@ out:
 	free(srv->pool.grad);
 	free(srv->pool.grad_b);
 	gp_robust_finish(&srv->pool.robust);
+	gp_verify_destroy(srv->pool.verify);
 	gp_members_finish(&srv->pool);
 	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "log.h"
@@ -339,6 +341,11 @@ int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
 }
 
 
+static void verify_idle(void *ctx)
+{
+	gp_serve_maybe_finish(ctx);
+}
+
 /* The job's training and test sets ([data]), checked against the model,
  * and the training set's shard manifest for agents that fetch it. */
 static int load_data(struct server *srv, const char *job_path)
@@ -523,6 +530,28 @@ int gp_setup_job(struct server *srv, const char *job_path)
 	if (!srv->pool.grad || !srv->pool.grad_b) {
 		r = -ENOMEM;
 		return r;
+	}
+	if (srv->job.verify_rate > 0) {
+		uint64_t seed = 0;
+
+		/* Which clocks are checked must not be predictable by
+		 * members. */
+		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+			seed = (uint64_t)gp_now_ms() ^ (uint64_t)getpid() << 32;
+		struct gp_verify_env env = {
+			.loop = &srv->loop,
+			.train = srv->train,
+			.spec = &srv->spec,
+			.batch_size = srv->job.batch_size,
+			.job_seed = srv->job.seed,
+			.ledger = srv->st.ledger,
+			.idle = verify_idle,
+			.ctx = srv,
+		};
+
+		r = gp_verify_create(&srv->pool, &env, seed, &srv->pool.verify);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

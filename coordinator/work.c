@@ -88,13 +88,19 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	uint64_t updates = gp_params_updates(pool->params);
 	struct gp_view *target = ahead ? &m->view_next : &m->view;
 	bool current = false;
+	/* A clock picked for verification pulls every shard (verify.h). */
+	bool check = gp_verify_pick(pool, m, clock);
 	int r;
 
+	if (check) {
+		m->pulled_version = 0;
+		n = gp_params_shard_count(pool->params);
+	}
 	/* An agent that reads its own writes already holds every update
 	 * applied since its pull when they are all its own: nothing to send
 	 * (one agent alone then trains exactly like a local loop). Its copy
 	 * goes on as it was; its read clock moves only if it lacks nothing. */
-	if (n == 0 || copy_good(pool, m, clock, k, &current)) {
+	if (!check && (n == 0 || copy_good(pool, m, clock, k, &current))) {
 		*target = m->view;
 		if (n == 0 || current)
 			return gp_ssp_pulled(pool->ssp, (uint64_t)m->agent_id,
@@ -104,6 +110,8 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	r = pool->fx->send_params(pool->fx_data, m);
 	if (r < 0)
 		return r;
+	if (check)
+		gp_verify_sent(pool, m, clock);
 	*ret_bytes = pulled_bytes(pool, m);
 	m->pulled_version = gp_params_version(pool->params);
 	*target = (struct gp_view){ .base = updates, .own_from = clock };

@@ -14,7 +14,10 @@ from test_hostile_members import ACCURACY, start_hostile
 
 
 def test(mode="sign-flip"):
-    with gppool.Pool("hostile-%s" % mode, train={"epochs": 3}) as pool:
+    # Robust aggregation alone: verification would revoke the attacker
+    # (test_hostile_verify.py).
+    with gppool.Pool("hostile-%s" % mode, train={"epochs": 3},
+                     pool={"verify_rate": 0}) as pool:
         pool.serve()
         honest = pool.agents(3, prefix="honest")
         token = pool.invite(uses=1)

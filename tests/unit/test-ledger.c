@@ -152,7 +152,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 6);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -230,7 +230,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 6);
 }
 
 static void test_tokens_and_join(void)
@@ -812,14 +812,15 @@ static void test_rollback(void)
 		  "ALTER TABLE jobs DROP COLUMN epochs; "
 		  "ALTER TABLE jobs DROP COLUMN minibatches_per_epoch; "
 		  "ALTER TABLE jobs DROP COLUMN samples_per_epoch; "
-		  "DROP TABLE agent_links; PRAGMA user_version = 1");
+		  "DROP TABLE agent_links; DROP TABLE agent_trust; "
+		  "PRAGMA user_version = 1");
 	{
 		char err[512] = "";
 
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 5);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 6);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
@@ -838,6 +839,63 @@ static void test_rollback(void)
 
 /* The owner's view: members that left, connections counted, the job's
  * size, and the applied updates of a time window. */
+/* Verification's record: trust counts add up per member, and a rollback
+ * marks exactly the agent's applied rows of the minibatches named (with
+ * the first one's row id), buffered or not, leaving them out of the
+ * applied counts. */
+static void test_trust(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_agent a;
+	struct gp_ledger_agent_row *rows = NULL;
+	struct gp_ledger_update u;
+	char path[256];
+	int64_t job = 0, one = 0, two = 0, first = 0;
+	const int64_t pairs[] = { 1, 4, 1, 2, 1, 9 };
+	size_t n = 0;
+
+	l = open_new("trust.db", path, sizeof(path));
+	ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+	make_agent(&a, 1, "one");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &one));
+	make_agent(&a, 2, "two");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &two));
+	for (int i = 0; i < 6; i++) {
+		u = upd(job, i < 3 ? one : two, i, i, GP_UPDATE_APPLIED);
+		ASSERT_GE(gp_ledger_update_append(l, &u), 0);
+		if (i == 1)
+			ASSERT_EQ(gp_ledger_flush(l), 2);
+	}
+	/* two's minibatches 4 and 2 (one's), 9 (none): only 4 is two's. */
+	ASSERT_EQ(gp_ledger_rollback_minibatches(l, job, two, pairs, 3), 1);
+	ASSERT_EQ(gp_ledger_rollback_minibatches(l, job, two, pairs, 3), 0);
+	first = sql_int(path, "SELECT id FROM updates WHERE minibatch = 4");
+	ASSERT_EQ(sql_int(path, "SELECT rolled_back FROM updates WHERE "
+			  "minibatch = 4"), first);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
+			  "rolled_back != 0"), 1);
+	ASSERT_OK(gp_ledger_trust_add(l, two, 3, 0, 0, 100));
+	ASSERT_OK(gp_ledger_trust_add(l, two, 0, 1, 1, 200));
+	ASSERT_OK(gp_ledger_trust_add(l, one, 2, 0, 0, 300));
+	ASSERT_EQ(gp_ledger_trust_add(l, one, -1, 0, 0, 300), -EINVAL);
+	ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(rows[0].verified, 2);
+	ASSERT_EQ(rows[0].mismatched, 0);
+	ASSERT_EQ(rows[0].updates_applied, 3);
+	ASSERT_EQ(rows[1].verified, 3);
+	ASSERT_EQ(rows[1].mismatched, 1);
+	ASSERT_EQ(rows[1].trust_rolled_back, 1);
+	ASSERT_EQ(rows[1].updates_applied, 2);
+	ASSERT_EQ(rows[1].updates_rolled_back, 1);
+	free(rows);
+	ASSERT_EQ(sql_int(path, "SELECT last_mismatch_at FROM agent_trust "
+			  "WHERE agent_id = 2"), 200);
+	ASSERT_EQ(sql_int(path, "SELECT last_verified_at FROM agent_trust "
+			  "WHERE agent_id = 2"), 100);
+	gp_ledger_close(l);
+}
+
 static void test_owner_view(void)
 {
 	struct gp_ledger *l;
@@ -1116,6 +1174,7 @@ int main(void)
 	test_checkpoints();
 	test_rollback();
 	test_owner_view();
+	test_trust();
 	test_second_reader();
 	test_bad_files();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -35,7 +35,27 @@ def time_to_target(out, target):
     return None
 
 
-def detection_clocks(rows):
+VERIFY_RE = (r"verification: (\d+) clock\(s\) picked, (\d+) update\(s\) "
+             r"recomputed: (\d+) verified, (\d+) mismatched, (\d+) skipped; "
+             r"(\d+) minibatch\(es\) rolled back \((\d+) not redone\), "
+             r"(\d+) member\(s\) revoked; largest passing residual "
+             r"([0-9.]+) of its allowance; ([0-9.]+) s CPU"
+             r"(?: \(([0-9.]+) s recomputing\))?")
+
+
+def verify_detection(err, first_clock, ids):
+    """Clocks of the attacker (agent ids `ids`), counted from its first
+    one (1 = its first), until its first update found wrong by
+    verification (serve's "does not match" warning); None if none was."""
+    for line in err.splitlines():
+        m = re.search(r"agent (\d+): update of clock (\d+) does not match",
+                      line)
+        if m and int(m.group(1)) in ids and first_clock is not None:
+            return int(m.group(2)) - first_clock + 1
+    return None
+
+
+def damping_clocks(rows):
     """rows: the attacker's applied updates (clock, reason) in log order.
     The clocks, counted from its first, until the rest of its updates are
     at least 90 % damped; None when they never are."""
@@ -54,7 +74,8 @@ def run(mode, args, robust=True):
     """One pool: 4 members, `mode` in one of them (two for collude), or
     none for mode None. Returns a dict of figures."""
     attackers = 0 if mode is None else 2 if mode == "collude" else 1
-    pool_keys = {"robust_clip": args.robust_clip if robust else 0}
+    pool_keys = {"robust_clip": args.robust_clip if robust else 0,
+                 "verify_rate": args.verify_rate}
     train = {"epochs": args.epochs, "eval_every": args.eval_every,
              "checkpoint_interval": "1m"}
     name = "attack-%s%s" % (mode or "clean", "" if robust else "-off")
@@ -95,14 +116,26 @@ def run(mode, args, robust=True):
                       r"damped, ([0-9.]+) s CPU", err)
         res["robust_cpu_s"] = float(m.group(3)) if m else 0.0
         res["damped"] = int(m.group(1)) if m else 0
+        m = re.search(VERIFY_RE, err)
+        res["verify_cpu_s"] = float(m.group(10)) if m else 0.0
+        res["verified"] = int(m.group(3)) if m else 0
+        res["mismatched"] = int(m.group(4)) if m else 0
+        res["verify_skipped"] = int(m.group(5)) if m else 0
+        res["rolled_back"] = int(m.group(6)) if m else 0
+        res["worst_honest_residual"] = float(m.group(9)) if m else None
         res["serve_cpu_s"] = cpu
         res["robust_cpu_share"] = (round(res["robust_cpu_s"] / cpu, 4)
                                    if cpu else None)
+        res["verify_cpu_share"] = (round(res["verify_cpu_s"] / cpu, 4)
+                                   if cpu else None)
         ids = {a.agent_id() for a in honest}
         qs = ",".join("?" * len(ids))
+        # Struck (any rejection, mismatches included) or revoked.
         res["honest_struck"] = pool.query(
             "SELECT count(*) FROM rejections WHERE agent_id IN (%s)" % qs,
-            tuple(ids))[0][0]
+            tuple(ids))[0][0] + pool.query(
+            "SELECT count(*) FROM agents WHERE revoked_at AND id IN (%s)" %
+            qs, tuple(ids))[0][0]
         rows = pool.query(
             "SELECT count(*), sum(reason LIKE 'damped%%') FROM updates WHERE"
             " outcome = 'applied' AND agent_id IN (%s)" % qs, tuple(ids))[0]
@@ -117,7 +150,13 @@ def run(mode, args, robust=True):
             res["attacker_damped_share"] = round(
                 sum(r.startswith("damped") for _, r in bad) /
                 max(len(bad), 1), 4)
-            res["detection_clocks"] = detection_clocks(bad)
+            res["damping_clocks"] = damping_clocks(bad)
+            hid = {r[0] for r in pool.query(
+                "SELECT id FROM agents WHERE name LIKE 'hostile-%'")}
+            first = pool.query(
+                "SELECT min(clock) FROM updates WHERE agent_id IN (SELECT id"
+                " FROM agents WHERE name LIKE 'hostile-%%')")[0][0]
+            res["detection_clocks"] = verify_detection(err, first, hid)
         log("%s: %r" % (name, res))
         return res
 
@@ -130,6 +169,7 @@ def main():
                     help="test accuracy (%%) for time_to_85_s")
     ap.add_argument("--eval-every", type=int, default=60)
     ap.add_argument("--robust-clip", type=float, default=2)
+    ap.add_argument("--verify-rate", type=float, default=0.1)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--keep", action="store_true",
                     help="keep each pool's directory (ledger, logs)")
@@ -152,24 +192,24 @@ def main():
             if m in modes:
                 runs.append(run(m, a, robust=False))
     clean = runs[0]["time_to_85_s"]
-    print("%-12s %-6s %9s %8s %9s %8s %8s %9s" %
+    print("%-12s %-6s %9s %8s %9s %8s %8s %9s %9s" %
           ("mode", "robust", "t85 (s)", "x clean", "t80 (s)", "final",
-           "damped", "detected"))
+           "damped", "detected", "rolled"))
     for r in runs:
         t = r["time_to_85_s"]
         t80 = r["time_to_80_s"]
-        print("%-12s %-6s %9s %8s %9s %8.4f %8s %9s" %
+        print("%-12s %-6s %9s %8s %9s %8.4f %8s %9s %9s" %
               (r["mode"], "on" if r["robust"] else "off",
                "never" if t is None else "%.1f" % t,
                "-" if t is None or not clean else "%.2f" % (t / clean),
                "never" if t80 is None else "%.1f" % t80,
                r["final_accuracy"], r.get("attacker_damped_share", "-"),
-               r.get("detection_clocks", "-")))
+               r.get("detection_clocks", "-"), r["rolled_back"]))
     on = [r for r in runs if r["robust"]]
     attacks = [r for r in on if r["mode"] != "clean"]
     slow = [None if r["time_to_85_s"] is None or not clean else
             r["time_to_85_s"] / clean for r in attacks]
-    cpu = sum(r["robust_cpu_s"] for r in on)
+    cpu = sum(r["robust_cpu_s"] + r["verify_cpu_s"] for r in on)
     serve_cpu = sum(r["serve_cpu_s"] or 0 for r in on)
     summary = {
         "clean_time_to_85_s": clean,
@@ -193,6 +233,16 @@ def main():
         "attacker_damped_share": {r["mode"]: r.get("attacker_damped_share")
                                   for r in attacks},
         "honest_banned": sum(r["honest_struck"] for r in on),
+        "damping_clocks": {r["mode"]: r.get("damping_clocks")
+                           for r in attacks},
+        "verify_rate": a.verify_rate,
+        "verify_cpu_share": round(sum(r["verify_cpu_s"] for r in on) /
+                                  serve_cpu, 4) if serve_cpu else None,
+        "robust_cpu_share": round(sum(r["robust_cpu_s"] for r in on) /
+                                  serve_cpu, 4) if serve_cpu else None,
+        "worst_honest_residual": max((r["worst_honest_residual"] or 0)
+                                     for r in runs),
+        "verified": sum(r["verified"] for r in runs),
         "honest_banned_robust_off": sum(r["honest_struck"] for r in runs
                                         if not r["robust"]),
         "honest_damped_share": max(r["honest_damped_share"] for r in on),

@@ -1,0 +1,171 @@
+/* Verification by recomputation (docs/security.md "Verification").
+ *
+ * The coordinator picks a random fraction (`[pool] verify_rate`) of each
+ * member's clocks when it hands the work out. A picked clock always pulls
+ * every shard, and the coordinator keeps exactly what it sent (parameters
+ * and momentum, rounded as the wire rounds them). The member's first
+ * update of that clock was computed from that copy: minibatches, learning
+ * rates, momentum and dropout seeds (gp_model_minibatch_seed) are known,
+ * so the coordinator recomputes it on its own CPU backend, off the loop
+ * thread, and compares:
+ *
+ *     |sent - recomputed| <= q + tolerance * |recomputed|
+ *
+ * per sum (L2 norms over the whole model). q covers the wire's rounding:
+ * 0 for f32; 2^-11 |sent| for f16; for q8 with error feedback
+ * (agent/feedback.c), sent = Q(x + e_prev) and both the error carried in
+ * (e_prev) and the one left (e_new) are at most half a chunk's step, so
+ * |e| <= (8 / 254) |that update| chunk by chunk: q = 8/254 (|previous
+ * update| + |sent|). `[pool] verify_tolerance` (0.05) covers the float
+ * differences of two backends.
+ *
+ * A mismatch strikes the member (a rejection row "mismatch"), and every
+ * update of its that was applied since its last verified one is taken
+ * back: the parameters and momentum lose their effect (below), the ledger
+ * marks their rows rolled back, and their minibatches go back to the
+ * queue (those of an epoch already complete cannot be redone: counted).
+ * `[pool] verify_bans` (2) mismatches revoke the member.
+ *
+ * Taking an update back. SGD with momentum without weight decay is linear:
+ * what an applied update added, dw to the parameters and dv to the
+ * momentum, becomes after later steps (anyone's) dw - (sum c_t beta_(t-1))
+ * dv and beta_N dv, where each step t multiplies the momentum by mu^K_t
+ * and moves the parameters by c_t = sum_j lr_j mu^j times it. So each
+ * member keeps two sums of n doubles per stretch of unverified updates
+ * and the pool two scalars (C, M); undoing is one pass. With weight decay
+ * or a changed clip the result is exact only to first order. */
+#ifndef GP_VERIFY_H
+#define GP_VERIFY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msg.h"
+
+struct gp_pool;
+struct gp_member;
+struct gp_verify;
+struct gp_dataset;
+struct gp_ledger;
+struct gp_model_spec;
+typedef struct uv_loop_s uv_loop_t;
+
+/* Per-member state, embedded in struct gp_member (all zero at start). */
+struct gp_verify_member {
+	/* What a picked clock's pull sent: its clock (-1: none), the
+	 * parameters and momentum as the agent decoded them. Up to two: the
+	 * clock being computed and the one handed out ahead. */
+	struct {
+		int64_t clock;
+		float *w, *v;
+	} snap[2];
+	/* Norms of the last decoded update's sums (error feedback's bound);
+	 * *_max: the largest so far, used when one was not decoded. */
+	double prev_a, prev_b, max_a, max_b;
+	bool prev_unknown;
+};
+
+/* Counters of this run (gradpool-coordinator status, tools/bench-attack). */
+struct gp_verify_stats {
+	uint64_t picked;      /* clocks picked */
+	uint64_t checked;     /* updates recomputed */
+	uint64_t verified;
+	uint64_t mismatched;
+	uint64_t skipped;     /* picked but not checkable (see verify.c) */
+	uint64_t rolled_back; /* minibatches taken back */
+	uint64_t lost;        /* of which not redone: epoch complete */
+	uint64_t banned;
+	uint64_t cpu_ns;      /* recomputation and bookkeeping */
+	uint64_t recompute_ns; /* of which recomputation */
+	double worst_honest;  /* largest residual / allowance that passed */
+};
+
+/* What the recomputation needs besides the pool; every pointer borrowed
+ * and outliving the verifier. */
+struct gp_verify_env {
+	uv_loop_t *loop;                   /* the pool's loop thread's */
+	const struct gp_dataset *train;
+	const struct gp_model_spec *spec;
+	uint32_t batch_size;
+	uint64_t job_seed;                 /* gp_model_minibatch_seed() */
+	struct gp_ledger *ledger;          /* NULL: nothing recorded */
+	/* Called on the loop thread when the last check has ended (serve
+	 * waits for it to finish); may be NULL. */
+	void (*idle)(void *ctx);
+	void *ctx;
+};
+
+/* Creates the verifier of pool (borrowed; its params, sched and n_params
+ * set; must outlive it), with the job's settings, seeded from seed (the
+ * picks must not be predictable by members). *ret is owned by the
+ * caller. Returns 0, -ENOMEM. */
+int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
+		     uint64_t seed, struct gp_verify **ret);
+
+/* Frees it; checks still running must have finished (gp_verify_busy()).
+ * NULL is a no-op. */
+void gp_verify_destroy(struct gp_verify *v);
+
+/* Whether a recomputation is queued or running. */
+bool gp_verify_busy(const struct gp_verify *v);
+
+void gp_verify_get_stats(const struct gp_verify *v,
+			 struct gp_verify_stats *ret);
+
+/* work.c, before a pull of m for `clock`: true when the clock is picked;
+ * the pull must then send every shard (pulled_version 0) and call
+ * gp_verify_sent() after sending. False with pool->verify NULL. */
+bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
+		    int64_t clock);
+
+/* work.c: the picked pull for `clock` was sent: keeps the copy. */
+void gp_verify_sent(struct gp_pool *pool, struct gp_member *m,
+		    int64_t clock);
+
+/* apply.c, an update of m whose blocks are read (pool->grad, grad_b) and
+ * not yet filtered: notes its norms and, when it is the first of a picked
+ * clock, copies it for the check. ids/k: its minibatches. */
+void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
+			const struct gp_msg_update *u, const uint64_t *ids,
+			size_t k);
+
+/* apply.c, just before the optimiser step of that update. */
+void gp_verify_before_step(struct gp_pool *pool);
+
+/* apply.c, after the step applied it: c = sum_j lr_j mu^j and mk = mu^K
+ * of the step (what it did to the momentum already there). */
+void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
+		       const uint64_t *ids, size_t k, double c, double mk);
+
+/* apply.c, an update of m that was not applied (decoded or not). */
+void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
+		       const struct gp_msg_update *u);
+
+/* members.c: m leaves the pool; frees its copies. */
+void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m);
+
+/* Logs the counters of this run (info), at the job's end. NULL: no-op. */
+void gp_verify_log_summary(const struct gp_verify *v);
+
+/* Takes back every kept update of the agent's, as a mismatch does (the
+ * parameters, the ledger, the queue), without striking it. Returns the
+ * minibatches taken back. */
+size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id);
+
+/* The pure parts, for tests. */
+
+/* Whether a sum passes: residual |sent - x|, |x|, the wire's allowance q
+ * and the tolerance. */
+bool gp_verify_pass(double residual, double norm_x, double q,
+		    double tolerance);
+
+/* The wire's allowance q for a sum sent as dtype (GP_DTYPE_*), of norm
+ * `sent`, the member's previous one of norm `prev`. */
+double gp_verify_allowance(uint8_t dtype, double sent, double prev);
+
+/* The picking draw: true with probability rate, from *state (splitmix64,
+ * advanced). */
+bool gp_verify_draw(uint64_t *state, double rate);
+
+#endif

@@ -1,0 +1,248 @@
+/* Unit tests for coordinator/verify: the picking draw detects a member
+ * that cheats on every clock within 50 clocks in at least 99 % of 20 000
+ * simulated runs at the default rate (0.1); honest q8 updates with error
+ * feedback, whatever their norms, pass the allowance with no tolerance at
+ * all, while sign flip, zeros, scaling, noise and a stale update fail at
+ * the default tolerance; and taking a member's updates back leaves the
+ * parameters and momentum exactly where the same steps with its updates
+ * zero lead, through a rebase of the momentum's scale. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "params.h"
+#include "pool.h"
+#include "scheduler.h"
+#include "test.h"
+#include "verify.h"
+
+#define N 1000
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+/* Uniform in [-1, 1). */
+static double noise(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (double)(rng >> 11) / (double)(1ull << 52) - 1;
+}
+
+static double dist(const float *a, const float *b, size_t n)
+{
+	double s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+	return sqrt(s);
+}
+
+static double norm(const float *a, size_t n)
+{
+	double s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += (double)a[i] * a[i];
+	return sqrt(s);
+}
+
+/* A persistent cheater is caught at the first picked clock: the share of
+ * runs with a pick within 50 clocks. */
+static void test_detection(void)
+{
+	const int runs = 20000;
+	int caught = 0, twice = 0;
+	uint64_t state = 42;
+
+	for (int r = 0; r < runs; r++) {
+		int picks = 0;
+
+		for (int clock = 0; clock < 50; clock++)
+			picks += gp_verify_draw(&state, 0.1);
+		caught += picks >= 1;
+		twice += picks >= 2;
+	}
+	printf("rate 0.1: caught within 50 clocks in %d of %d runs (%.2f %%), "
+	       "twice (revoked) in %.2f %%\n", caught, runs,
+	       100.0 * caught / runs, 100.0 * twice / runs);
+	ASSERT_GE(caught, runs * 99 / 100);
+	/* The draw's rate is what it says. */
+	{
+		int hits = 0;
+
+		for (int i = 0; i < 100000; i++)
+			hits += gp_verify_draw(&state, 0.25);
+		ASSERT_NEAR(hits / 100000.0, 0.25, 0.01);
+	}
+}
+
+/* One q8 update with error feedback (agent/feedback.c): sent = Q(x + e),
+ * e = x + e - sent. */
+static void q8_send(const float *x, float *e, float *sent, size_t n)
+{
+	float y[N];
+
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i] + e[i];
+	gp_msg_q8_round(y, sent, n);
+	for (size_t i = 0; i < n; i++)
+		e[i] = y[i] - sent[i];
+}
+
+static void test_allowance(void)
+{
+	float x[N], e[N] = {0}, sent[N], bad[N], first[N];
+	double prev = 0;
+
+	/* Honest: norms jumping by 100x between updates (a group of one
+	 * after a long one) and heavy-tailed values. */
+	for (int t = 0; t < 2000; t++) {
+		double scale = (t % 7 == 0) ? 100 : (t % 3 == 0) ? 0.01 : 1;
+		double q;
+
+		for (size_t i = 0; i < N; i++)
+			x[i] = (float)(scale * noise() *
+				       (i % 61 == 0 ? 30 : 1));
+		if (t == 5)
+			memcpy(first, x, sizeof(x));
+		q8_send(x, e, sent, N);
+		q = gp_verify_allowance(GP_DTYPE_Q8, norm(sent, N), prev);
+		ASSERT(gp_verify_pass(dist(sent, x, N), norm(x, N), q, 0));
+		prev = norm(sent, N);
+	}
+	/* f16 and f32. */
+	for (size_t i = 0; i < N; i++) {
+		x[i] = (float)noise();
+		sent[i] = gp_msg_f16_to_f32(gp_msg_f32_to_f16(x[i]));
+	}
+	ASSERT(gp_verify_pass(dist(sent, x, N), norm(x, N),
+			      gp_verify_allowance(GP_DTYPE_F16, norm(sent, N), 0),
+			      0));
+	ASSERT(!gp_verify_pass(dist(sent, x, N), norm(x, N),
+			       gp_verify_allowance(GP_DTYPE_F32, 0, 0), 0));
+	/* Attacks, each sent as q8 after an honest update of the same norm,
+	 * at the default tolerance. */
+	for (int mode = 0; mode < 5; mode++) {
+		float e2[N] = {0}, prev_sent[N];
+		double q;
+
+		for (size_t i = 0; i < N; i++)
+			x[i] = (float)noise();
+		q8_send(x, e2, prev_sent, N);
+		for (size_t i = 0; i < N; i++)
+			x[i] = (float)noise();
+		for (size_t i = 0; i < N; i++) {
+			switch (mode) {
+			case 0: bad[i] = -x[i]; break;           /* sign flip */
+			case 1: bad[i] = 0; break;               /* zeros */
+			case 2: bad[i] = 1.2f * x[i]; break;     /* scaled */
+			case 3: bad[i] = (float)noise(); break;  /* noise */
+			default: bad[i] = 0; break;              /* stale */
+			}
+		}
+		if (mode == 4)
+			for (size_t i = 0; i < N; i++)
+				bad[i] = (float)(first[i] * norm(x, N) /
+						 norm(first, N));
+		q8_send(bad, e2, sent, N);
+		q = gp_verify_allowance(GP_DTYPE_Q8, norm(sent, N),
+					norm(prev_sent, N));
+		ASSERT(!gp_verify_pass(dist(sent, x, N), norm(x, N), q, 0.05));
+	}
+}
+
+/* Two agents step the store; agent 3 cheats. After gp_verify_take_back,
+ * the store is where the same steps with agent 3's gradients zero lead. */
+static void test_take_back(void)
+{
+	struct gp_tensor_shape shapes[] = { { "w", 50, 16 }, { "b", 1, 16 } };
+	struct gp_params_config cfg = { .lr = 0.05f, .momentum = 0.9f };
+	struct gp_sched_config sc = { .n_samples = 1000, .batch_size = 10,
+				      .epochs = 3, .seed = 1 };
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9 };
+	struct gp_params *p, *ref;
+	struct gp_pool pool = {0};
+	struct gp_member honest = { .agent_id = 1 }, cheat = { .agent_id = 3 };
+	struct gp_verify_env env = {0};
+	struct gp_verify *v;
+	size_t n;
+	float *g, *zero;
+	double d_w, d_v, n_w;
+
+	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &p));
+	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &ref));
+	n = gp_params_size(p);
+	g = malloc(n * sizeof(float));
+	zero = calloc(n, sizeof(float));
+	ASSERT_NOT_NULL(g);
+	ASSERT_NOT_NULL(zero);
+	pool.job = &job;
+	pool.params = p;
+	pool.n_params = n;
+	ASSERT_OK(gp_sched_create(&sc, &pool.sched));
+	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
+	pool.verify = v;
+	/* 300 steps: 0.9^300 passes below the rebase threshold. */
+	for (uint64_t t = 0; t < 300; t++) {
+		bool bad = t % 4 == 1;
+		float lr = (float)(0.05 * (1 + 0.5 * noise()));
+		struct gp_member *m = bad ? &cheat : &honest;
+
+		for (size_t i = 0; i < n; i++)
+			g[i] = (float)(bad ? 5 * noise() : noise() + 0.1);
+		if (!bad && t % 3 == 0) {
+			/* An honest group of 4 (GP_UPDATE_SUMS): a step of
+			 * c = sum_j lr_j mu^j and mu^4. */
+			float lrs[4];
+			double c = 0, mk = 1;
+			/* b = a: a plausible pair. */
+			struct gp_params_sums sums = { .a = g, .b = g,
+						       .lrs = lrs, .count = 4,
+						       .scale = 1 };
+
+			for (int j = 0; j < 4; j++) {
+				lrs[j] = (float)(0.05 * (1 + 0.5 * noise()));
+				mk *= 0.9f;
+				c += (double)lrs[j] * mk;
+			}
+			gp_verify_before_step(&pool);
+			ASSERT_OK(gp_params_apply_sums(p, &sums, n, NULL));
+			gp_verify_applied(&pool, m, &t, 1, c, mk);
+			ASSERT_OK(gp_params_apply_sums(ref, &sums, n, NULL));
+			continue;
+		}
+		ASSERT_OK(gp_params_set_lr(p, lr));
+		ASSERT_OK(gp_params_set_lr(ref, lr));
+		gp_verify_before_step(&pool);
+		ASSERT_OK(gp_params_apply(p, g, n, NULL));
+		gp_verify_applied(&pool, m, &t, 1, (double)lr * 0.9f, 0.9f);
+		ASSERT_OK(gp_params_apply(ref, bad ? zero : g, n, NULL));
+	}
+	ASSERT_GT(dist(gp_params_values(p), gp_params_values(ref), n), 1);
+	ASSERT_EQ(gp_verify_take_back(v, 3), 75);
+	d_w = dist(gp_params_values(p), gp_params_values(ref), n);
+	d_v = dist(gp_params_momentum(p), gp_params_momentum(ref), n);
+	n_w = norm(gp_params_values(ref), n);
+	printf("taken back: |w - ref| %.3g of |ref| %.3g, |v - ref| %.3g\n",
+	       d_w, n_w, d_v);
+	ASSERT(d_w <= 1e-5 * n_w);
+	ASSERT(d_v <= 1e-5 * norm(gp_params_momentum(ref), n));
+	/* Nothing is left to take back. */
+	ASSERT_EQ(gp_verify_take_back(v, 3), 0);
+	gp_verify_destroy(v);
+	gp_sched_destroy(pool.sched);
+	gp_params_destroy(p);
+	gp_params_destroy(ref);
+	free(g);
+	free(zero);
+}
+
+int main(void)
+{
+	test_detection();
+	test_allowance();
+	test_take_back();
+	return 0;
+}
