@@ -129,6 +129,11 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 				 "paused by the user (gradpool-agent resume)");
 		else
 			snprintf(st->reason, sizeof(st->reason), "%s", m->policy_why);
+	} else if (m->welcomed && m->idle) {
+		snprintf(st->state, sizeof(st->state), "idle");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the pool has no job; connected to pool %.16s at %.120s, "
+			 "ready for the next one", m->pool.pool, m->endpoint_now);
 	} else if (m->welcomed && m->done) {
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
@@ -412,7 +417,8 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
-			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT;
+			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
+			  GP_CAP_JOBS;
 	if (m->data || m->tokens) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
@@ -463,6 +469,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 
 	m->connected = false;
 	m->welcomed = false;
+	m->idle = false;
 	m->fetching = false;
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
@@ -778,6 +785,18 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		gp_machine_stop(m, 0);
 		return;
 	}
+	if (w->job_id == 0 && (w->caps & GP_CAP_JOBS)) {
+		/* A member, with nothing to do until a job starts (BYE 7). */
+		gp_info("connected to %s: agent %" PRId64 "; the pool has no job, "
+			"waiting for one", m->endpoint_now, m->agent_id);
+		m->welcomed = true;
+		m->idle = true;
+		m->done = false;
+		m->last_error[0] = '\0';
+		beacon_stop(m);
+		status_changed(m);
+		return;
+	}
 	spec = welcome_model(m, w);
 	gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
 		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
@@ -940,6 +959,10 @@ static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
 		status_changed(m);
 		if (m->cfg->exit_when_done)
 			gp_machine_stop(m, 0);
+		else if (m->caps & GP_CAP_JOBS)
+			m->connect_now = true; /* to wait in the pool for the next */
+	} else if (bye->reason == GP_BYE_JOB_CHANGED) {
+		m->connect_now = true;
 	}
 }
 

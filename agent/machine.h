@@ -178,6 +178,9 @@ struct gp_machine {
 	bool told_paused;         /* the coordinator was sent PAUSE */
 	/* The job. */
 	bool done;                /* BYE job-done on this connection */
+	/* WELCOME job 0 (GP_CAP_JOBS): a member, connected, while the pool
+	 * has no job; BYE 7 says one started. */
+	bool idle;
 	char spec[GP_MSG_MODEL_TEXT_MAX + 1];  /* the worker's model */
 	char welcome_spec[GP_MSG_MODEL_TEXT_MAX + 1]; /* the last WELCOME's */
 	uint64_t seed;            /* the worker's job seed */

@@ -415,10 +415,12 @@ static void revoke_done(uv_work_t *req, int status)
 	(void)status;
 	srv->revoke_busy = false;
 	for (size_t i = 0; i < w->n && !srv->pool.stopping; i++) {
-		struct gp_member *m = w->ids[i] ?
-			gp_members_find(&srv->pool, (uint64_t)w->ids[i]) : NULL;
-		struct peer *p = m ? peer_of(m) : NULL;
+		struct peer *p = NULL;
 
+		for (struct peer *q = first_peer(srv); w->ids[i] && q && !p;
+		     q = next_peer(q))
+			if ((q->m.joined || q->idle) && q->m.agent_id == w->ids[i])
+				p = q;
 		if (!p)
 			continue;
 		gp_info("agent %" PRId64 " (%s): membership revoked, disconnecting",
@@ -437,8 +439,9 @@ void gp_bg_check_revoked(struct server *srv, int64_t now)
 	if (srv->revoke_busy || now - srv->last_revoke_check_ms < REVOKE_CHECK_MS)
 		return;
 	srv->last_revoke_check_ms = now;
+	/* Members waiting between jobs (idle) are members too. */
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		n += p->m.joined;
+		n += p->m.joined || p->idle;
 	if (n == 0)
 		return;
 	w = calloc(1, sizeof(*w));
@@ -447,7 +450,7 @@ void gp_bg_check_revoked(struct server *srv, int64_t now)
 		return;
 	}
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		if (p->m.joined)
+		if (p->m.joined || p->idle)
 			w->ids[w->n++] = p->m.agent_id;
 	w->srv = srv;
 	w->req.data = w;

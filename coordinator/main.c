@@ -3,7 +3,8 @@
  *   init --state DIR [--listen ADDR:PORT] [--endpoint HOST:PORT]...
  *   invite [--uses N] [--expires DURATION] [--label TEXT]
  *   invite list [--json] | invite revoke ID
- *   serve --job FILE [--listen ADDR:PORT]
+ *   serve [--job FILE [--keep-serving]] [--exit-when-done] [--listen ADDR:PORT]
+ *   job add FILE | job list [--json] | job cancel ID
  *   agents [--json] | agents revoke ID
  *   status [--json]
  *   export [--job ID] [--checkpoint N] [--format safetensors|onnx]
@@ -26,6 +27,7 @@
 
 #include "export.h"
 #include "gp-config.h"
+#include "job-cmd.h"
 #include "log.h"
 #include "model.h"
 #include "sample.h"
@@ -33,6 +35,7 @@
 #include "state.h"
 #include "token.h"
 #include "util.h"
+#include "web.h"
 
 #define DEFAULT_STATE "/var/lib/gradpool-coordinator"
 #define DEFAULT_LISTEN "0.0.0.0:7100"
@@ -45,10 +48,13 @@ struct options {
 	const char *expires;
 	const char *format;
 	const char *checkpoint;
+	const char *web;
 	const char *endpoints[8];
 	size_t n_endpoints;
 	long uses;
 	bool json;
+	bool keep_serving;
+	bool exit_when_done;
 	unsigned max_epochs_override;
 	struct gp_sample_request sample; /* sample's own options */
 	bool optimizer_state;            /* export --optimizer-state */
@@ -65,8 +71,20 @@ static void usage(FILE *f)
 	      "                         print a new invite token\n"
 	      "  invite list [--json]   list tokens\n"
 	      "  invite revoke ID       revoke a token\n"
-	      "  serve --job FILE [--listen ADDR:PORT]\n"
-	      "                         run a training job and serve agents\n"
+	      "  serve [--listen ADDR:PORT]\n"
+	      "                         serve the pool and its job queue; stays up\n"
+	      "                         between jobs (--exit-when-done: until the\n"
+	      "                         queue is empty)\n"
+	      "  serve ... [--web ADDR:PORT|off]\n"
+	      "                         the owner's page (loopback only; default\n"
+	      "                         " GP_COORD_WEB_DEFAULT ")\n"
+	      "  serve --job FILE [--keep-serving] [--listen ADDR:PORT]\n"
+	      "                         run (or resume) that job, then exit; with\n"
+	      "                         --keep-serving go on with the queue\n"
+	      "  job add FILE           queue a job (serve takes it when free)\n"
+	      "  job list [--json]      the jobs: queued, running, done, failed,\n"
+	      "                         cancelled, with progress and accuracy\n"
+	      "  job cancel ID          take a queued job off, or stop a running one\n"
 	      "  agents [--json]        list member agents\n"
 	      "  agents revoke ID       revoke an agent's membership\n"
 	      "  status [--json]        job progress, clocks, throughput\n"
@@ -96,12 +114,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "checkpoint", required_argument, NULL, 'c' },
-		{ "prompt", required_argument, NULL, 'P' },
-		{ "length", required_argument, NULL, 'N' },
-		{ "temperature", required_argument, NULL, 'T' },
-		{ "top-k", required_argument, NULL, 'K' },
-		{ "seed", required_argument, NULL, 'S' },
-		{ "optimizer-state", no_argument, NULL, 'O' },
+		{ "keep-serving", no_argument, NULL, 'K' },
+		{ "web", required_argument, NULL, 'W' },
+		{ "exit-when-done", no_argument, NULL, 'X' },
+		{ "prompt", required_argument, NULL, 1001 },
+		{ "length", required_argument, NULL, 1002 },
+		{ "temperature", required_argument, NULL, 1003 },
+		{ "top-k", required_argument, NULL, 1004 },
+		{ "seed", required_argument, NULL, 1005 },
+		{ "optimizer-state", no_argument, NULL, 1006 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -151,22 +172,31 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'c':
 			o->checkpoint = optarg;
 			break;
-		case 'P':
+		case 'K':
+			o->keep_serving = true;
+			break;
+		case 'W':
+			o->web = optarg;
+			break;
+		case 'X':
+			o->exit_when_done = true;
+			break;
+		case 1001:
 			o->sample.prompt = optarg;
 			break;
-		case 'N':
+		case 1002:
 			o->sample.length = optarg;
 			break;
-		case 'T':
+		case 1003:
 			o->sample.temperature = optarg;
 			break;
-		case 'K':
+		case 1004:
 			o->sample.top_k = optarg;
 			break;
-		case 'S':
+		case 1005:
 			o->sample.seed = optarg;
 			break;
-		case 'O':
+		case 1006:
 			o->optimizer_state = true;
 			break;
 		case 'h':
@@ -638,6 +668,8 @@ static int cmd_status(struct options *o)
 	double rate = 0, mb_rate = 0, eta = -1, progress = -1;
 	char buf[32], eta_text[32];
 	long pid = 0;
+	int64_t queued = 0;
+	bool active;
 	int r;
 	uint32_t lm_vocab = 0;
 	bool serving = serve_running(o);
@@ -681,6 +713,17 @@ static int cmd_status(struct options *o)
 		rate = (double)win_samples * 1000.0 / (double)(to - from);
 		mb_rate = (double)win_mb * 1000.0 / (double)(to - from);
 	}
+	{
+		struct gp_ledger_job_row *jobs = NULL;
+		size_t nj = 0;
+
+		if (gp_ledger_job_list(st.ledger, &jobs, &nj) >= 0)
+			for (size_t i = 0; i < nj; i++)
+				queued += jobs[i].state == GP_JOB_QUEUED;
+		free(jobs);
+	}
+	/* The job is trained now, or would be by a serve (not ended). */
+	active = s.state == GP_JOB_RUNNING || s.state == GP_JOB_CREATED;
 	total = s.epochs * s.minibatches_per_epoch;
 	if (total > 0) {
 		progress = (double)s.updates_applied / (double)total;
@@ -714,12 +757,12 @@ static int cmd_status(struct options *o)
 		       ",\"updates_rolled_back\":%" PRId64
 		       ",\"samples_per_s\":%.1f,\"rate_window_s\":%.1f"
 		       ",\"agents_connected\":%" PRId64 ",\"members\":%" PRId64
-		       ",\"last_checkpoint\":%" PRId64,
+		       ",\"last_checkpoint\":%" PRId64 ",\"jobs_queued\":%" PRId64,
 		       s.updates_applied, s.samples_applied, s.updates_discarded,
 		       s.updates_rejected, s.updates_rolled_back, rate,
 		       to > from ? (double)(to - from) / 1000.0 : 0.0,
 		       serving ? s.connected_agents : 0, s.live_agents,
-		       s.last_checkpoint_seq);
+		       s.last_checkpoint_seq, queued);
 		if (s.have_eval) {
 			printf(",\"last_eval\":{\"epoch\":%" PRId64
 			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f",
@@ -756,7 +799,11 @@ static int cmd_status(struct options *o)
 	if (s.minibatches_per_epoch)
 		printf(" of %" PRId64, s.minibatches_per_epoch);
 	printf(" minibatches applied in it\n");
-	if (progress >= 0)
+	if (progress >= 0 && !active && s.state != GP_JOB_DONE)
+		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches) "
+		       "when it was %s\n", 100.0 * progress, s.updates_applied,
+		       total, gp_ledger_job_state_name(s.state));
+	else if (progress >= 0)
 		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches), "
 		       "ETA %s\n", 100.0 * progress, s.updates_applied, total,
 		       eta >= 0 ? format_eta(eta, eta_text, sizeof(eta_text)) :
@@ -786,10 +833,16 @@ static int cmd_status(struct options *o)
 		       "%.2f%%, test loss %.4f\n",
 		       s.last_eval.epoch + 1, 100.0 * s.last_eval.test_accuracy,
 		       s.last_eval.test_loss);
-	if (!serving && s.state != GP_JOB_DONE)
+	if (!active)
+		printf("the pool has no job now: %" PRId64 " queued (job list; "
+		       "job add FILE)\n", queued);
+	else if (queued)
+		printf("queue: %" PRId64 " job(s) after this one (job list)\n",
+		       queued);
+	if (!serving && (active || queued))
 		printf("warning: serve is not running: the job is not being "
-		       "trained ('serve --job FILE' resumes it)\n");
-	else if (s.connected_agents == 0 && s.state != GP_JOB_DONE)
+		       "trained ('serve' resumes it)\n");
+	else if (s.connected_agents == 0 && active)
 		printf("warning: no agent is connected: nothing is being "
 		       "computed (see 'agents'; invite volunteers with "
 		       "'invite')\n");
@@ -890,12 +943,38 @@ int main(int argc, char **argv)
 		r = gp_sample_command(o.state, &o.sample);
 		if (r == -EINVAL)
 			return 2;
+	} else if (strcmp(cmd, "job") == 0) {
+		r = gp_job_command(o.state, sub,
+				   optind + 1 < argc ? argv[optind + 1] : NULL,
+				   o.json);
+		if (r == -EINVAL)
+			return 2;
 	} else if (strcmp(cmd, "serve") == 0 && !sub) {
-		if (!o.job) {
-			gp_error("serve needs --job FILE");
+		unsigned flags = 0;
+
+		if (o.keep_serving && !o.job) {
+			gp_error("serve --keep-serving goes with --job FILE (serve "
+				 "without a job file keeps serving anyway)");
 			return 2;
 		}
-		r = gp_serve_run(o.state, o.job, o.listen);
+		/* With a job file: that job, then exit (as before queues);
+		 * without: the service, up between jobs. */
+		if (!o.job || o.keep_serving)
+			flags |= GP_SERVE_QUEUE;
+		if ((o.job && !o.keep_serving) || o.exit_when_done)
+			flags |= GP_SERVE_EXIT_WHEN_DONE;
+		if (!o.web)
+			o.web = GP_COORD_WEB_DEFAULT;
+		else if (strcmp(o.web, "off") == 0)
+			o.web = NULL;
+		else if (gp_coord_web_listen_parse(o.web, NULL, NULL) < 0) {
+			gp_error("--web: '%s' is not a loopback ADDR:PORT "
+				 "(127.0.0.1:PORT, localhost:PORT, [::1]:PORT) "
+				 "or off: the owner's page is for this machine "
+				 "only", o.web);
+			return 2;
+		}
+		r = gp_serve_run(o.state, o.job, o.listen, o.web, flags);
 	} else {
 		gp_error("unknown command '%s%s%s'", cmd, sub ? " " : "",
 			 sub ? sub : "");
