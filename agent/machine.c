@@ -183,6 +183,11 @@ void gp_machine_status(const struct gp_machine *m, struct gp_agent_status *st)
 				 "paused by the user (gradpool-agent resume)");
 		else
 			snprintf(st->reason, sizeof(st->reason), "%s", m->policy_why);
+	} else if (m->welcomed && m->idle) {
+		snprintf(st->state, sizeof(st->state), "idle");
+		snprintf(st->reason, sizeof(st->reason),
+			 "the pool has no job; connected to pool %.16s at %.120s, "
+			 "ready for the next one", m->pool.pool, m->endpoint_now);
 	} else if (m->welcomed && m->done) {
 		snprintf(st->state, sizeof(st->state), "waiting");
 		snprintf(st->reason, sizeof(st->reason),
@@ -472,10 +477,10 @@ void gp_machine_on_established(struct gp_machine *m)
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
-			  GP_CAP_PROGRESS;
+			  GP_CAP_PROGRESS | GP_CAP_JOBS;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
 		 m->public_name);
-	if (m->data) {
+	if (m->data || m->tokens) {
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
 	}
@@ -525,6 +530,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 
 	m->connected = false;
 	m->welcomed = false;
+	m->idle = false;
 	m->fetching = false;
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
@@ -692,6 +698,16 @@ static int start_worker(struct gp_machine *m, const char *spec,
 	if (r < 0)
 		return r;
 	m->have_worker = true;
+	m->window = m->vocab = 0;
+	{
+		struct gp_model_spec ms;
+
+		if (gp_model_spec_parse(spec, &ms, NULL, 0) == 0 &&
+		    gp_model_spec_labels(&ms) > 1) {
+			m->window = ms.dims[0];
+			m->vocab = ms.dims[ms.n_layers];
+		}
+	}
 	snprintf(m->spec, sizeof(m->spec), "%s", spec);
 	m->batch = w->batch_size;
 	m->seed = w->seed;
@@ -831,6 +847,18 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		gp_machine_stop(m, 0);
 		return;
 	}
+	if (w->job_id == 0 && (w->caps & GP_CAP_JOBS)) {
+		/* A member, with nothing to do until a job starts (BYE 7). */
+		gp_info("connected to %s: agent %" PRId64 "; the pool has no job, "
+			"waiting for one", m->endpoint_now, m->agent_id);
+		m->welcomed = true;
+		m->idle = true;
+		m->done = false;
+		m->last_error[0] = '\0';
+		beacon_stop(m);
+		status_changed(m);
+		return;
+	}
 	spec = welcome_model(m, w);
 	gp_info("connected to %s: agent %" PRId64 ", job %" PRIu64
 		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
@@ -885,6 +913,24 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 	}
 }
 
+/* A language model's windows given as indices into the local token
+ * file, packed into px as the coordinator would send them (tokens.h).
+ * Returns false for an index out of range. */
+static bool gather_tokens(const struct gp_machine *m,
+			  const struct gp_msg_minibatch *mb, uint8_t *px)
+{
+	size_t wb = gp_tokens_window_bytes(m->window, m->vocab);
+
+	for (size_t i = 0; i < mb->samples; i++) {
+		uint32_t k = gp_msg_minibatch_index(mb, i);
+
+		if (gp_tokens_pack(m->tokens, m->window, m->vocab, &k, 1,
+				   px + i * wb) < 0)
+			return false;
+	}
+	return true;
+}
+
 /* A minibatch given as indices into data (borrowed): its samples' bytes
  * and labels gathered into px and lb (samples * the row size and samples
  * bytes). Returns false for an index out of range. */
@@ -909,19 +955,24 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 {
 	const struct gp_dataset *data =
 		(m->caps & GP_CAP_DATA_SHARDS) ? m->pool_data : m->data;
-	bool local = data && mb->indices_len && !mb->pixels_len;
-	size_t inputs = m->ops->worker_inputs ?
+	/* A language model's sample is a window of token ids, its labels
+	 * within it (tokens.h). */
+	bool lm = m->window > 0;
+	bool local = (lm ? m->tokens != NULL : data != NULL) &&
+		     mb->indices_len && !mb->pixels_len;
+	size_t inputs = lm ? gp_tokens_window_bytes(m->window, m->vocab) :
+			m->ops->worker_inputs ?
 				m->ops->worker_inputs(m->ctx) : GP_DATA_PIXELS;
-	uint8_t dtype = local ? data->dtype : GP_DATA_U8;
+	uint8_t dtype = local && !lm ? data->dtype : GP_DATA_U8;
 	size_t row = inputs * gp_data_elsize(dtype);
 	uint8_t *px, *lb;
 
 	if (mb->samples == 0 || mb->samples > m->batch ||
 	    (local ? mb->indices_len != (size_t)mb->samples * 4 ||
-			     data->features != inputs :
+			     (!lm && data->features != inputs) :
 		     mb->features != inputs ||
 		     mb->pixels_len != (size_t)mb->samples * inputs ||
-		     mb->labels_len != mb->samples)) {
+		     mb->labels_len != (lm ? 0 : mb->samples))) {
 		drop_session(m, GP_BYE_PROTOCOL,
 			     "minibatch %" PRIu64 " has an unexpected shape",
 			     mb->minibatch);
@@ -938,8 +989,10 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 	}
 	if (!local) {
 		memcpy(px, mb->pixels, mb->pixels_len);
-		memcpy(lb, mb->labels, mb->labels_len);
-	} else if (!gather_local(data, mb, px, lb)) {
+		if (mb->labels_len)
+			memcpy(lb, mb->labels, mb->labels_len);
+	} else if (lm ? !gather_tokens(m, mb, px)
+		      : !gather_local(data, mb, px, lb)) {
 		free(px);
 		free(lb);
 		drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
@@ -968,6 +1021,10 @@ static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
 		status_changed(m);
 		if (m->cfg->exit_when_done)
 			gp_machine_stop(m, 0);
+		else if (m->caps & GP_CAP_JOBS)
+			m->connect_now = true; /* to wait in the pool for the next */
+	} else if (bye->reason == GP_BYE_JOB_CHANGED) {
+		m->connect_now = true;
 	}
 }
 

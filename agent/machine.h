@@ -28,6 +28,7 @@
 #include "stats.h"
 #include "status.h"
 #include "token.h"
+#include "tokens.h"
 #include "worker.h"
 
 #define GP_MACHINE_BACKOFF_MIN_MS 250
@@ -134,6 +135,12 @@ struct gp_machine {
 	const struct gp_session_config *cfg;
 	const struct gp_token *token;       /* join only */
 	const struct gp_dataset *data;      /* the local training set, or NULL */
+	/* Or the local token file (tokens.h), for language models: set
+	 * after init, borrowed. */
+	const struct gp_tokens *tokens;
+	/* The worker's model's samples: a language model's window of
+	 * `window` token ids of a vocabulary of `vocab` (0: images). */
+	uint32_t window, vocab;
 	uint64_t data_fingerprint;
 	enum gp_machine_mode mode;
 	const struct gp_machine_ops *ops;
@@ -171,6 +178,9 @@ struct gp_machine {
 	bool told_paused;         /* the coordinator was sent PAUSE */
 	/* The job. */
 	bool done;                /* BYE job-done on this connection */
+	/* WELCOME job 0 (GP_CAP_JOBS): a member, connected, while the pool
+	 * has no job; BYE 7 says one started. */
+	bool idle;
 	char spec[GP_MSG_MODEL_TEXT_MAX + 1];  /* the worker's model */
 	char welcome_spec[GP_MSG_MODEL_TEXT_MAX + 1]; /* the last WELCOME's */
 	uint64_t seed;            /* the worker's job seed */

@@ -43,6 +43,7 @@ struct session {
 	const struct gp_session_config *cfg;
 	struct gp_machine m;      /* the decisions */
 	struct gp_dataset *data;  /* the local training set, or NULL */
+	struct gp_tokens *tokens; /* or the local token file */
 	struct gp_datacache *cache; /* the pool's data set as shards */
 	uv_loop_t loop;
 	uv_timer_t retry, stats_timer, member_timer, policy_timer, watchdog;
@@ -914,6 +915,28 @@ static void load_data(struct session *s)
 
 	if (dir && strcmp(dir, "none") == 0)
 		return;
+	/* A language model's token file (gp-tokens) in the directory is
+	 * the local data set in place of Fashion-MNIST. */
+	if (dir && dir[0]) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/train.tok", dir);
+		if (access(path, F_OK) == 0) {
+			r = gp_tokens_load(path, &s->tokens, err, sizeof(err));
+			if (r < 0) {
+				gp_warn("%s: windows will come with their "
+					"tokens", err);
+				return;
+			}
+			s->m.tokens = s->tokens;
+			s->m.data_fingerprint =
+				gp_tokens_fingerprint(s->tokens);
+			gp_info("local token file: %zu tokens, fingerprint "
+				"%016" PRIx64, s->tokens->count,
+				s->m.data_fingerprint);
+			return;
+		}
+	}
 	r = gp_data_load_fashion_mnist(dir && dir[0] ? dir : NULL, true,
 				       &s->data, err, sizeof(err));
 	if (r < 0) {
@@ -1014,6 +1037,7 @@ static int session_run(const struct gp_session_config *cfg,
 	 * so that its close callback frees it. */
 	gp_worker_stop(s->worker);
 	gp_data_destroy(s->data);
+	gp_tokens_destroy(s->tokens);
 	gp_datacache_destroy(s->cache);
 	s->worker = NULL;
 	uv_run(&s->loop, UV_RUN_DEFAULT);

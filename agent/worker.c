@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "log.h"
+#include "tokens.h"
 #include "util.h"
 
 enum job_kind {
@@ -87,6 +88,8 @@ struct gp_worker {
 	double flops_per_sample;
 	float *x;
 	int32_t *y;
+	size_t labels;            /* labels a sample */
+	uint32_t vocab;           /* the classes (a language model's tokens) */
 	struct group grp;
 	uint64_t steps;           /* minibatches computed (test.fail_step) */
 	uint64_t typical_us;      /* moving average of rest_basis() */
@@ -156,6 +159,9 @@ static int setup(struct gp_worker *w)
 		return r;
 	}
 	w->inputs = spec.dims[0];
+	/* A language model reads token windows (tokens.h), one label a
+	 * position. */
+	w->labels = gp_model_spec_labels(&spec);
 	if (w->cfg.backend == GP_BACKEND_OPENCL)
 		r = gp_backend_create_opencl(w->cfg.device_index, &w->be);
 	else
@@ -196,8 +202,9 @@ static int setup(struct gp_worker *w)
 	/* Forward GEMMs, weight-gradient GEMMs and the input gradients
 	 * somebody needs (not the first layer's). */
 	w->flops_per_sample = gp_model_spec_train_flops(&spec);
+	w->vocab = spec.dims[spec.n_layers];
 	w->x = malloc(w->cfg.max_batch * w->inputs * sizeof(float));
-	w->y = malloc(w->cfg.max_batch * sizeof(int32_t));
+	w->y = malloc(w->cfg.max_batch * w->labels * sizeof(int32_t));
 	if (!w->x || !w->y)
 		return -ENOMEM;
 	return 0;
@@ -230,9 +237,21 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		res->error = -EIO;
 		return res;
 	}
-	gp_data_to_floats(w->x, j->pixels, (size_t)j->n * w->inputs, j->dtype);
-	for (size_t i = 0; i < j->n; i++)
-		w->y[i] = j->labels[i];
+	if (w->labels > 1) {
+		/* Windows of token ids; their labels are their own next
+		 * tokens. */
+		r = gp_tokens_unpack(j->pixels, j->n, w->inputs, w->vocab,
+				     w->x, w->y);
+		if (r < 0) {
+			res->error = -EINVAL;
+			return res;
+		}
+	} else {
+		gp_data_to_floats(w->x, j->pixels, (size_t)j->n * w->inputs,
+				  j->dtype);
+		for (size_t i = 0; i < j->n; i++)
+			w->y[i] = j->labels[i];
+	}
 	r = gp_model_set_batch(w->model, w->x, w->y, j->n);
 	/* Dropout masks are the minibatch's own, wherever it is computed. */
 	gp_model_set_seed(w->model, gp_model_minibatch_seed(w->cfg.seed,

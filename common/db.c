@@ -200,7 +200,7 @@ static int migrate(sqlite3 *db, const char *path,
 		   const struct gp_db_schema *schema, char *err, size_t errlen)
 {
 	for (;;) {
-		int64_t version = 0;
+		int64_t version = 0, dangling = 0;
 		char sql[64];
 		int rc;
 
@@ -219,6 +219,15 @@ static int migrate(sqlite3 *db, const char *path,
 		}
 		rc = sqlite3_exec(db, schema->migrations[version], NULL, NULL,
 				  NULL);
+		if (rc != SQLITE_OK)
+			goto fail;
+		/* A step may rebuild a table that others reference (SQLite's
+		 * "other kinds of table schema changes": the caller runs the
+		 * steps with foreign keys off); nothing may dangle after it. */
+		rc = query_int(db, "SELECT count(*) FROM pragma_foreign_key_check",
+			       &dangling);
+		if (rc == SQLITE_OK && dangling > 0)
+			rc = SQLITE_CONSTRAINT_FOREIGNKEY;
 		if (rc != SQLITE_OK)
 			goto fail;
 		if (version == 0) {
@@ -414,14 +423,17 @@ int gp_db_open(const char *path, unsigned flags,
 		if (r < 0)
 			goto fail;
 	}
-	r = exec_to(db, "PRAGMA foreign_keys = ON", err, errlen);
-	if (r < 0)
-		goto fail;
+	/* Off while the schema steps run (the pragma is a no-op inside
+	 * their transactions): a step that rebuilds a referenced table
+	 * would otherwise cascade or fail on its DROP. */
 	if (!readonly) {
 		r = migrate(db, path, schema, err, errlen);
 		if (r < 0)
 			goto fail;
 	}
+	r = exec_to(db, "PRAGMA foreign_keys = ON", err, errlen);
+	if (r < 0)
+		goto fail;
 	*ret = db;
 	return 0;
 

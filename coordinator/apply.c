@@ -187,7 +187,11 @@ double gp_apply_staleness_scale(const struct gp_pool *pool,
 				const struct gp_member *m)
 {
 	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
-	double k = m->clock_work ? m->clock_work : 1;
+	/* k: the local run the update ends, which a pull within a clock
+	 * of runs (work.c) starts anew. */
+	uint32_t work = m->run_work && m->run_work < m->clock_work ?
+				m->run_work : m->clock_work;
+	double k = work ? work : 1;
 
 	if (!pool->job->staleness_scaling)
 		return 1;

@@ -5,6 +5,7 @@
  * a time. */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,13 +70,14 @@ static void db_work_done(uv_work_t *req, int status)
 
 uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 {
-	struct gp_checkpoint_section sec[5];
-	uint8_t *p = NULL, *s = NULL, *c = NULL, *out = NULL;
-	size_t pl, sl, cl;
+	struct gp_checkpoint_section sec[6];
+	uint8_t *p = NULL, *s = NULL, *c = NULL, *o = NULL, *out = NULL;
+	size_t pl, sl, cl, ol = 0, n = 5;
 
 	if (gp_params_save(srv->pool.params, &p, &pl) < 0 ||
 	    gp_ssp_save(srv->pool.ssp, &c, &cl) < 0 ||
-	    gp_sched_save(srv->pool.sched, &s, &sl) < 0)
+	    gp_sched_save(srv->pool.sched, &s, &sl) < 0 ||
+	    (srv->optim && gp_optim_save(srv->optim, &o, &ol) < 0))
 		goto out;
 	sec[0] = (struct gp_checkpoint_section){ GP_CKPT_PARAMS, p, pl };
 	sec[1] = (struct gp_checkpoint_section){ GP_CKPT_CLOCKS, c, cl };
@@ -87,9 +89,12 @@ uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 		GP_CKPT_MODEL, (const uint8_t *)srv->spec_text,
 		strlen(srv->spec_text)
 	};
-	if (gp_checkpoint_encode(sec, 5, &out, ret_len) < 0)
+	if (o)
+		sec[n++] = (struct gp_checkpoint_section){ GP_CKPT_OPTIM, o, ol };
+	if (gp_checkpoint_encode(sec, n, &out, ret_len) < 0)
 		out = NULL;
 out:
+	free(o);
 	free(p);
 	free(s);
 	free(c);
@@ -148,13 +153,53 @@ struct eval_work {
 	int result;
 };
 
+/* A language model's evaluation: every held-out window, the loss in nats
+ * a token (over ln 2: bits per byte for a byte-level model) and the
+ * next-token accuracy over all positions. The parameters are written. */
+static void eval_tokens(struct eval_work *w)
+{
+	struct server *srv = w->srv;
+	size_t t = srv->spec.dims[0], nb = srv->eval_batch;
+	size_t n = gp_tokens_windows(srv->test_tok, t);
+	float *x = malloc(nb * t * sizeof(float));
+	int32_t *y = malloc(nb * t * sizeof(int32_t));
+	uint32_t *idx = malloc(nb * sizeof(uint32_t));
+	double loss = 0;
+	size_t correct = 0;
+	int r = x && y && idx ? 0 : -ENOMEM;
+
+	for (size_t b = 0; r >= 0 && b < n; b += nb) {
+		size_t m = n - b < nb ? n - b : nb;
+		struct gp_model_stats st;
+
+		for (size_t i = 0; i < m; i++)
+			idx[i] = (uint32_t)(b + i);
+		r = gp_tokens_gather(srv->test_tok, t, idx, m, x, y);
+		if (r >= 0)
+			r = gp_model_evaluate(srv->eval_model, x, y, m, &st);
+		if (r < 0)
+			break;
+		loss += st.loss * (double)m;
+		correct += st.correct;
+	}
+	free(x);
+	free(y);
+	free(idx);
+	w->result = r;
+	/* samples counts positions, so correct / samples is the accuracy. */
+	w->stats.samples = n * t;
+	w->stats.labels = n * t;
+	w->stats.loss = n ? loss / (double)n : 0;
+	w->stats.correct = correct;
+}
+
 static void eval_run(uv_work_t *req)
 {
 	struct eval_work *w = req->data;
 	struct server *srv = w->srv;
 	float *x = NULL;
 	int32_t *y = NULL;
-	size_t off = 0, n = srv->test->count;
+	size_t off = 0, n = srv->test ? srv->test->count : 0;
 	double loss = 0;
 	size_t correct = 0;
 	int r = 0;
@@ -166,6 +211,13 @@ static void eval_run(uv_work_t *req)
 		r = gp_model_write(srv->eval_model, GP_MODEL_PARAM, i, 0, ti.rows,
 				   w->values + off);
 		off += ti.rows * ti.cols;
+	}
+	if (srv->test_tok) {
+		if (r >= 0)
+			eval_tokens(w);
+		else
+			w->result = r;
+		return;
 	}
 	x = malloc(EVAL_BATCH * srv->test->features * sizeof(float));
 	y = malloc(EVAL_BATCH * sizeof(int32_t));
@@ -214,12 +266,29 @@ static void print_progress(struct server *srv, uint32_t epoch,
 					      0.0);
 		p->m.epoch_samples = 0;
 	}
-	printf("epoch %u/%u  %8.0f samples/s  train loss %.4f  test loss %.4f  "
-	       "test accuracy %.2f%%  work:%s\n",
-	       epoch + 1, srv->job.epochs,
-	       secs > 0 ? (double)srv->pool.epoch_samples / secs : 0.0,
-	       srv->pool.epoch_updates ? srv->pool.epoch_loss_sum / (double)srv->pool.epoch_updates : 0.0,
-	       st->loss, 100.0 * acc, shares);
+	if (srv->test_tok)
+		/* A language model: the held-out loss in bits a token (bits
+		 * per byte for bytes) and the next-token accuracy. */
+		printf("epoch %u/%u  %8.0f tokens/s  train loss %.4f  test "
+		       "loss %.4f  test bits/token %.4f  next-token accuracy "
+		       "%.2f%%  work:%s\n",
+		       epoch + 1, srv->job.epochs,
+		       secs > 0 ? (double)srv->pool.epoch_samples *
+					  srv->spec.dims[0] / secs
+				: 0.0,
+		       srv->pool.epoch_updates ? srv->pool.epoch_loss_sum /
+							 (double)srv->pool.epoch_updates
+					       : 0.0,
+		       st->loss, st->loss / M_LN2, 100.0 * acc, shares);
+	else
+		printf("epoch %u/%u  %8.0f samples/s  train loss %.4f  test "
+		       "loss %.4f  test accuracy %.2f%%  work:%s\n",
+		       epoch + 1, srv->job.epochs,
+		       secs > 0 ? (double)srv->pool.epoch_samples / secs : 0.0,
+		       srv->pool.epoch_updates ? srv->pool.epoch_loss_sum /
+							 (double)srv->pool.epoch_updates
+					       : 0.0,
+		       st->loss, 100.0 * acc, shares);
 	fflush(stdout);
 	srv->epoch_start_us = now;
 	srv->pool.epoch_samples = 0;
@@ -349,10 +418,12 @@ static void revoke_done(uv_work_t *req, int status)
 	(void)status;
 	srv->revoke_busy = false;
 	for (size_t i = 0; i < w->n && !srv->pool.stopping; i++) {
-		struct gp_member *m = w->ids[i] ?
-			gp_members_find(&srv->pool, (uint64_t)w->ids[i]) : NULL;
-		struct peer *p = m ? peer_of(m) : NULL;
+		struct peer *p = NULL;
 
+		for (struct peer *q = first_peer(srv); w->ids[i] && q && !p;
+		     q = next_peer(q))
+			if ((q->m.joined || q->idle) && q->m.agent_id == w->ids[i])
+				p = q;
 		if (!p)
 			continue;
 		gp_info("agent %" PRId64 " (%s): membership revoked, disconnecting",
@@ -371,8 +442,9 @@ void gp_bg_check_revoked(struct server *srv, int64_t now)
 	if (srv->revoke_busy || now - srv->last_revoke_check_ms < REVOKE_CHECK_MS)
 		return;
 	srv->last_revoke_check_ms = now;
+	/* Members waiting between jobs (idle) are members too. */
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		n += p->m.joined;
+		n += p->m.joined || p->idle;
 	if (n == 0)
 		return;
 	w = calloc(1, sizeof(*w));
@@ -381,7 +453,7 @@ void gp_bg_check_revoked(struct server *srv, int64_t now)
 		return;
 	}
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		if (p->m.joined)
+		if (p->m.joined || p->idle)
 			w->ids[w->n++] = p->m.agent_id;
 	w->srv = srv;
 	w->req.data = w;

@@ -49,6 +49,9 @@ enum gp_checkpoint_tag {
 	 * Absent in checkpoints written before it existed, whose model is
 	 * the GP_CKPT_JOB text's [model] spec. */
 	GP_CKPT_MODEL = 6,
+	/* The adaptive optimiser's state (optim.h: AdamW's moments and
+	 * steps), in jobs with optimizer = adamw. */
+	GP_CKPT_OPTIM = 7,
 };
 
 struct gp_checkpoint_section {

@@ -1,6 +1,6 @@
 /* The parameter tensors of a model as PyTorch shapes them: the order and
- * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d and
- * nn.LayerNorm. Pure: shared by both writers and the tests. */
+ * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d,
+ * nn.LayerNorm and nn.Embedding. Pure: shared by both writers and the tests. */
 #include "export.h"
 
 #include <errno.h>
@@ -47,6 +47,25 @@ int gp_export_layout(const struct gp_model_spec *spec,
 			put(&ret[n++], l->name, "weight", 4, d);
 			put(&ret[n++], l->name, "bias", 1, d);
 			break;
+		case GP_LAYER_EMBEDDING:
+			/* nn.Embedding(vocab, dim). */
+			d[0] = l->vocab;
+			d[1] = l->out;
+			put(&ret[n++], l->name, "weight", 2, d);
+			break;
+		case GP_LAYER_POSEMBED:
+			/* nn.Embedding(t, dim), looked up with arange(t). */
+			d[0] = l->h;
+			d[1] = l->w;
+			put(&ret[n++], l->name, "weight", 2, d);
+			break;
+		case GP_LAYER_LINEAR:
+			/* nn.Linear over the last axis. */
+			d[0] = l->out;
+			d[1] = a->w;
+			put(&ret[n++], l->name, "weight", 2, d);
+			put(&ret[n++], l->name, "bias", 1, d);
+			break;
 		case GP_LAYER_LAYERNORM:
 			/* Over the last axis: nn.LayerNorm(W). */
 			d[0] = l->w;
@@ -82,5 +101,20 @@ int gp_export_check(const struct gp_export_model *m)
 	for (size_t i = 0; i < m->n_meta; i++)
 		if (!m->meta[i].key || !m->meta[i].value)
 			return -EINVAL;
+	for (size_t i = n; i < n + m->n_extra; i++) {
+		const struct gp_export_tensor *t = &m->tensors[i];
+		size_t count = 1;
+
+		if (!t->data || !t->name[0] || t->n_dims == 0 ||
+		    t->n_dims > GP_EXPORT_MAX_DIMS)
+			return -EINVAL;
+		for (size_t d = 0; d < t->n_dims; d++)
+			count *= (size_t)t->dims[d];
+		if (count != t->count)
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(m->tensors[j].name, t->name) == 0)
+				return -EINVAL;
+	}
 	return 0;
 }

@@ -561,7 +561,13 @@ static int build_graph(struct builder *b, const struct gp_export_model *m,
 						   ? value_info(b, "output", 1, &d[2])
 						   : value_info(b, "output", 3, d);
 			break;
-		}
+		}		default:
+			/* The language model's layers: safetensors only. */
+			snprintf(err, err_len,
+				 "layer \"%s\" (%s) has no ONNX form yet; "
+				 "export with --format safetensors",
+				 l->name, gp_model_layer_type_name(l->type));
+			return -ENOTSUP;
 		}
 	}
 	if (b->err)
@@ -618,6 +624,11 @@ int gp_export_onnx(const struct gp_export_model *m, FILE *f, char *err,
 	if (!err) {
 		err = dummy;
 		err_len = sizeof(dummy);
+	}
+	if (m && m->n_extra) {
+		snprintf(err, err_len, "the optimizer's state goes into "
+			 "safetensors only");
+		return -ENOTSUP;
 	}
 	if (!f || gp_export_check(m) < 0) {
 		snprintf(err, err_len, "the parameters do not fit the model");

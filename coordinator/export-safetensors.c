@@ -186,7 +186,7 @@ int gp_export_safetensors(const struct gp_export_model *m, FILE *f)
 		}
 		sb_put(&h, "}", 1);
 	}
-	for (size_t i = 0; i < m->n_tensors; i++) {
+	for (size_t i = 0; i < m->n_tensors + m->n_extra; i++) {
 		const struct gp_export_tensor *t = &m->tensors[i];
 		uint64_t bytes = (uint64_t)t->count * 4;
 
@@ -213,7 +213,7 @@ int gp_export_safetensors(const struct gp_export_model *m, FILE *f)
 	r = -EIO;
 	if (fwrite(len, 1, 8, f) != 8 || fwrite(h.p, 1, h.len, f) != h.len)
 		goto out;
-	for (size_t i = 0; i < m->n_tensors; i++)
+	for (size_t i = 0; i < m->n_tensors + m->n_extra; i++)
 		if (write_floats(f, m->tensors[i].data, m->tensors[i].count) < 0)
 			goto out;
 	r = 0;

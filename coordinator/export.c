@@ -20,6 +20,7 @@
 #include "gp-config.h"
 #include "job.h"
 #include "log.h"
+#include "optim.h"
 #include "params.h"
 #include "scheduler.h"
 #include "ssp.h"
@@ -35,6 +36,7 @@ struct loaded {
 	struct gp_job job;
 	char model_text[GP_MODEL_DESC_MAX];
 	struct gp_model_spec spec;
+	struct gp_optim *optim; /* the AdamW state, when the job has one */
 };
 
 static void loaded_finish(struct loaded *x)
@@ -42,6 +44,7 @@ static void loaded_finish(struct loaded *x)
 	gp_ledger_checkpoint_finish(&x->ck);
 	gp_params_destroy(x->params);
 	gp_sched_destroy(x->sched);
+	gp_optim_destroy(x->optim);
 	free(x->job_text);
 	memset(x, 0, sizeof(*x));
 }
@@ -132,7 +135,7 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 			size_t why_len)
 {
 	struct gp_checkpoint_section sec[GP_CHECKPOINT_MAX_SECTIONS];
-	const struct gp_checkpoint_section *p, *c, *s, *j, *mod;
+	const struct gp_checkpoint_section *p, *c, *s, *j, *mod, *opt;
 	struct gp_ssp *ssp = NULL;
 	char err[GP_EXPORT_ERR_MAX], name[64];
 	size_t n;
@@ -160,6 +163,7 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 	s = gp_checkpoint_find(sec, n, GP_CKPT_PROGRESS);
 	j = gp_checkpoint_find(sec, n, GP_CKPT_JOB);
 	mod = gp_checkpoint_find(sec, n, GP_CKPT_MODEL);
+	opt = gp_checkpoint_find(sec, n, GP_CKPT_OPTIM);
 	r = -EBADMSG;
 	if (!p || !c || !s) {
 		snprintf(why, why_len, "it lacks its %s section",
@@ -171,6 +175,11 @@ static int load_checked(struct gp_ledger *l, const struct gp_ledger_job *job,
 	    gp_sched_load(s->data, s->len, &x->sched) < 0) {
 		snprintf(why, why_len, "its %s section is malformed",
 			 !x->params ? "parameter" : !ssp ? "clock" : "progress");
+		goto fail;
+	}
+	if (opt && gp_optim_load(opt->data, opt->len,
+				 gp_params_size(x->params), &x->optim) < 0) {
+		snprintf(why, why_len, "its optimizer section is malformed");
 		goto fail;
 	}
 	/* The job text the checkpoint was written under; the ledger's job
@@ -299,9 +308,9 @@ out:
 
 /* Metadata strings, formatted into one struct that outlives the write. */
 struct meta {
-	struct gp_export_meta e[24];
+	struct gp_export_meta e[32];
 	size_t n;
-	char vals[16][64];
+	char vals[24][64];
 	size_t n_vals;
 	char description[GP_MODEL_DESC_MAX];
 };
@@ -387,6 +396,52 @@ static void build_meta(struct gp_ledger *l, const struct gp_ledger_job *job,
 			free(ev);
 		}
 	}
+}
+
+/* The AdamW state after the n parameter tensors: "optimizer.exp_avg.NAME"
+ * and "optimizer.exp_avg_sq.NAME" of each (torch.optim.AdamW's state
+ * names, the parameter's shape), and the step and hyper-parameters in the
+ * metadata. Returns 0, or -ENOENT (logged) when the job keeps no
+ * optimizer state. */
+static int add_optimizer_state(const struct loaded *x,
+			       struct gp_export_tensor *t, size_t n,
+			       struct meta *meta)
+{
+	const struct gp_optim_config *c = gp_optim_config(x->optim);
+
+	if (!x->optim) {
+		gp_error("checkpoint %" PRId64 " holds no optimizer state: "
+			 "the job's optimizer (%s) keeps none; only optimizer "
+			 "= adamw has some", x->ck.seq,
+			 gp_job_optimizer_name(x->job.optimizer));
+		return -ENOENT;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t off = (size_t)(t[i].data - gp_params_values(x->params));
+
+		for (size_t k = 0; k < 2; k++) {
+			struct gp_export_tensor *e = &t[n + 2 * i + k];
+
+			*e = t[i];
+			/* A parameter's name is under GP_MODEL_TENSOR_NAME_MAX
+			 * bytes, so the longest fits in GP_EXPORT_NAME_MAX. */
+			snprintf(e->name, sizeof(e->name), "optimizer.%s.%.*s",
+				 k ? "exp_avg_sq" : "exp_avg",
+				 GP_MODEL_TENSOR_NAME_MAX - 1, t[i].name);
+			e->data = (k ? gp_optim_v(x->optim)
+				     : gp_optim_m(x->optim)) + off;
+		}
+	}
+	meta_add(meta, "gradpool.optimizer", "adamw");
+	meta_addf(meta, "gradpool.adamw.step", "%" PRIu64,
+		  gp_optim_steps(x->optim));
+	/* Six digits: the f32 values as the job file gave them. */
+	meta_addf(meta, "gradpool.adamw.betas", "%.6g,%.6g",
+		  (double)c->beta1, (double)c->beta2);
+	meta_addf(meta, "gradpool.adamw.eps", "%.6g", (double)c->eps);
+	meta_addf(meta, "gradpool.adamw.weight_decay", "%.6g",
+		  (double)c->weight_decay);
+	return 0;
 }
 
 /* Writes the file: a temporary one beside out, flushed to the disk, then
@@ -515,7 +570,9 @@ int gp_export_command(const char *state_dir,
 {
 	struct gp_coord_state st;
 	struct gp_ledger_job job = { 0 };
-	struct gp_export_tensor tensors[2 * GP_MODEL_MAX_NODES];
+	/* The parameters, then with optimizer_state their exp_avg and
+	 * exp_avg_sq. */
+	struct gp_export_tensor tensors[6 * GP_MODEL_MAX_NODES];
 	struct gp_export_model model = { 0 };
 	struct loaded x = { 0 };
 	struct meta *meta = NULL;
@@ -574,6 +631,12 @@ int gp_export_command(const char *state_dir,
 		}
 		tensors[i].data = gp_params_values(x.params) + off;
 	}
+	if (req->optimizer_state) {
+		r = add_optimizer_state(&x, tensors, n, meta);
+		if (r < 0)
+			goto out;
+		model.n_extra = 2 * n;
+	}
 	model.spec = &x.spec;
 	model.tensors = tensors;
 	model.n_tensors = n;
@@ -594,5 +657,47 @@ out:
 	gp_ledger_job_finish(&job);
 	if (opened)
 		gp_coord_state_close(&st);
+	return r;
+}
+
+int gp_export_load(const char *state_dir, int64_t job_id, int64_t checkpoint,
+		   struct gp_model_spec *ret_spec, struct gp_params **ret_params,
+		   int64_t *ret_seq)
+{
+	struct gp_coord_state st;
+	struct gp_ledger_job job = { 0 };
+	struct loaded x = { 0 };
+	int r;
+
+	if (!state_dir || !ret_spec || !ret_params)
+		return -EINVAL;
+	r = gp_coord_state_open(&st, state_dir,
+				 GP_LEDGER_READONLY | GP_LEDGER_CHECK);
+	if (r < 0)
+		return r;
+	r = gp_ledger_job_get(st.ledger, job_id, &job);
+	if (r == -ENOENT) {
+		if (job_id)
+			gp_error("%s: no job %" PRId64, st.ledger_path, job_id);
+		else
+			gp_error("%s: no job yet", st.ledger_path);
+		goto out;
+	}
+	if (r < 0) {
+		gp_error("%s: %s", st.ledger_path, gp_ledger_error(st.ledger));
+		goto out;
+	}
+	r = pick(st.ledger, &job, checkpoint, &x);
+	if (r < 0)
+		goto out;
+	*ret_spec = x.spec;
+	*ret_params = x.params;
+	if (ret_seq)
+		*ret_seq = x.ck.seq;
+	x.params = NULL;
+out:
+	loaded_finish(&x);
+	gp_ledger_job_finish(&job);
+	gp_coord_state_close(&st);
 	return r;
 }

@@ -28,13 +28,18 @@
 
 #include "model.h"
 
+struct gp_params;
+
 #define GP_EXPORT_MAX_DIMS 4
 #define GP_EXPORT_ERR_MAX 256
+/* Bytes of an exported tensor's name, NUL included: a parameter's, or an
+ * optimiser state's ("exp_avg_sq." and the parameter's). */
+#define GP_EXPORT_NAME_MAX 64
 
 /* One parameter tensor: its PyTorch shape and its values (borrowed, row
  * major, dims[0] * ... * dims[n_dims - 1] floats). */
 struct gp_export_tensor {
-	char name[GP_MODEL_TENSOR_NAME_MAX];
+	char name[GP_EXPORT_NAME_MAX];
 	size_t n_dims;
 	int64_t dims[GP_EXPORT_MAX_DIMS];
 	size_t count; /* elements */
@@ -48,13 +53,16 @@ struct gp_export_meta {
 	const char *value;
 };
 
-/* What the writers write. tensors[] follows gp_export_layout()'s order. */
+/* What the writers write. tensors[0..n_tensors) follows
+ * gp_export_layout()'s order; n_extra more tensors may follow them (the
+ * optimiser's state, safetensors only), each named uniquely. */
 struct gp_export_model {
 	const struct gp_model_spec *spec;
 	const struct gp_export_tensor *tensors;
 	size_t n_tensors;
 	const struct gp_export_meta *meta;
 	size_t n_meta;
+	size_t n_extra;
 };
 
 /* Fills ret[0..*ret_n) with the spec's parameter tensors in the model's
@@ -66,7 +74,9 @@ int gp_export_layout(const struct gp_model_spec *spec,
 		     struct gp_export_tensor *ret, size_t *ret_n);
 
 /* Checks that m's tensors are exactly gp_export_layout()'s for m->spec
- * (names, shapes, counts, data present). Returns 0 or -EINVAL. */
+ * (names, shapes, counts, data present), and that the extra ones have
+ * data, counts that match their shapes and names of their own. Returns 0
+ * or -EINVAL. */
 int gp_export_check(const struct gp_export_model *m);
 
 /* Writes m as safetensors to f (borrowed; written from its current
@@ -97,6 +107,9 @@ struct gp_export_request {
 	int64_t checkpoint; /* its seq; 0: the newest intact one */
 	const char *format; /* "safetensors", "onnx", or NULL: from out's name */
 	const char *out;    /* the file to write (replaced if it exists) */
+	/* Also the optimiser's state (AdamW: each parameter's exp_avg and
+	 * exp_avg_sq, and its step), safetensors only. */
+	bool optimizer_state;
 };
 
 /* Writes the parameters of a job's checkpoint from the ledger in
@@ -110,6 +123,16 @@ struct gp_export_request {
  * -ENOTSUP, or the errno of writing. */
 int gp_export_command(const char *state_dir,
 		      const struct gp_export_request *req);
+
+/* Loads a job's checkpoint from the ledger in state_dir (borrowed) as
+ * export does (job_id 0: the newest job; checkpoint 0: its newest intact
+ * checkpoint, checked whole): *ret_spec gets the model, *ret_params the
+ * parameter store (owned by the caller, gp_params_destroy()), *ret_seq
+ * (may be NULL) the checkpoint's seq. Errors are logged. Returns 0,
+ * -ENOENT, -EBADMSG or another negative errno. */
+int gp_export_load(const char *state_dir, int64_t job_id, int64_t checkpoint,
+		   struct gp_model_spec *ret_spec, struct gp_params **ret_params,
+		   int64_t *ret_seq);
 
 /* The ONNX operator set and IR version written. */
 #define GP_EXPORT_ONNX_OPSET 17

@@ -17,6 +17,8 @@ const char *gp_job_optimizer_name(enum gp_job_optimizer opt)
 		return "sgd";
 	case GP_OPT_SGD_MOMENTUM:
 		return "sgd-momentum";
+	case GP_OPT_ADAMW:
+		return "adamw";
 	}
 	return "unknown";
 }
@@ -34,6 +36,9 @@ void gp_job_defaults(struct gp_job *job)
 	job->optimizer = GP_OPT_SGD_MOMENTUM;
 	job->learning_rate = 0.05;
 	job->momentum = 0.9;
+	job->beta1 = 0.9;
+	job->beta2 = 0.999;
+	job->eps = 1e-8;
 	job->lr_schedule = GP_LR_COSINE;
 	job->warmup_epochs = 0.1;
 	job->staleness_scaling = true;
@@ -181,9 +186,12 @@ static int parse_optimizer(void *target, const char *value, char *why,
 		job->optimizer = GP_OPT_SGD;
 	} else if (strcmp(value, "sgd-momentum") == 0) {
 		job->optimizer = GP_OPT_SGD_MOMENTUM;
+	} else if (strcmp(value, "adamw") == 0) {
+		job->optimizer = GP_OPT_ADAMW;
 	} else {
 		snprintf(why, whylen,
-			 "unknown optimizer '%s' (sgd or sgd-momentum)", value);
+			 "unknown optimizer '%s' (sgd, sgd-momentum or adamw)",
+			 value);
 		return -EINVAL;
 	}
 	return 0;
@@ -377,6 +385,9 @@ static const struct gp_conf_key job_keys[] = {
 	 NULL},
 	{"train", "weight_decay", GP_CONF_DOUBLE, F(weight_decay), 0, 0,
 	 0.999999, 0, NULL},
+	{"train", "beta1", GP_CONF_DOUBLE, F(beta1), 0, 0, 0.999999, 0, NULL},
+	{"train", "beta2", GP_CONF_DOUBLE, F(beta2), 0, 0, 0.999999, 0, NULL},
+	{"train", "eps", GP_CONF_DOUBLE, F(eps), 0, 1e-30, 0.1, 0, NULL},
 	{"train", "group_updates", GP_CONF_BOOL, F(group_updates), 0, 0, 0, 0,
 	 NULL},
 	{"train", "checkpoint_interval", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,

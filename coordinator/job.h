@@ -27,7 +27,10 @@
  *   epochs = 5                1..100000
  *   batch_size = 64           1..65536
  *   staleness = 3             SSP bound s: 0 is BSP; 0..1000000
- *   optimizer = sgd-momentum  sgd | sgd-momentum
+ *   optimizer = sgd-momentum  sgd | sgd-momentum | adamw (optim.h: one
+ *                             AdamW step a minibatch on the coordinator;
+ *                             agents take no local steps and send no
+ *                             groups)
  *   learning_rate = 0.05      (0, 10]; the peak of the schedule
  *   lr_schedule = cosine      cosine | constant: cosine decays the rate to
  *                             0 over the job's minibatches (by minibatch
@@ -38,7 +41,10 @@
  *                             agent's minibatches in its clock and u the
  *                             other agents' updates applied since its pull
  *   momentum = 0.9            [0, 1)
- *   weight_decay = 0          [0, 1)
+ *   weight_decay = 0          [0, 1); with adamw its decoupled decay
+ *   beta1 = 0.9               adamw: [0, 1)
+ *   beta2 = 0.999             adamw: [0, 1)
+ *   eps = 1e-8                adamw: (0, 0.1]
  *   group_updates = true      an agent answers a clock's minibatches with
  *                             one update of their momentum sums (agents
  *                             that can; not with weight_decay)
@@ -117,6 +123,7 @@ enum gp_job_lr_schedule {
 enum gp_job_optimizer {
 	GP_OPT_SGD = 0,
 	GP_OPT_SGD_MOMENTUM = 1,
+	GP_OPT_ADAMW = 2,
 };
 
 struct gp_job {
@@ -144,6 +151,7 @@ struct gp_job {
 	bool staleness_scaling;
 	double momentum;
 	double weight_decay;
+	double beta1, beta2, eps; /* adamw */
 	bool group_updates;
 	/* Exactly one of the two is non-zero. */
 	uint64_t checkpoint_interval_ms;
@@ -218,7 +226,8 @@ int gp_job_model_path(const struct gp_job *job, const char *job_path,
 int gp_job_load_model(const struct gp_job *job, const char *job_path,
 		      struct gp_model_spec *ret, char *err, size_t errlen);
 
-/* Returns the optimizer's name in the job file ("sgd", "sgd-momentum"). */
+/* Returns the optimizer's name in the job file ("sgd", "sgd-momentum",
+ * "adamw"). */
 const char *gp_job_optimizer_name(enum gp_job_optimizer opt);
 
 #endif

@@ -137,7 +137,37 @@ static const char *const migrations[] = {
 	"  rolled_back INTEGER NOT NULL DEFAULT 0 CHECK (rolled_back >= 0),"
 	"  last_verified_at INTEGER NOT NULL DEFAULT 0,"
 	"  last_mismatch_at INTEGER NOT NULL DEFAULT 0);",
-	/* 7: credit (ledger-credit.c). The name a volunteer lets the pool
+	/* 7: the job queue. A job may wait its turn ('queued') or be
+	 * cancelled by the owner ('cancelled'); `source` is the job file it
+	 * came from, as given to serve or `job add` (made absolute), for the
+	 * owner's lists. The CHECK on state is part of the table, so the
+	 * table is rebuilt (SQLite's procedure for schema changes ALTER
+	 * cannot make; the steps run with foreign keys off and are checked
+	 * before they commit). legacy_alter_table keeps the rename from
+	 * re-checking triggers and views that name jobs. */
+	"CREATE TABLE jobs_new ("
+	"  id INTEGER PRIMARY KEY,"
+	"  spec TEXT NOT NULL,"
+	"  state TEXT NOT NULL"
+	"    CHECK (state IN ('created', 'running', 'done', 'failed',"
+	"                     'queued', 'cancelled')),"
+	"  created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL,"
+	"  epochs INTEGER,"
+	"  minibatches_per_epoch INTEGER,"
+	"  samples_per_epoch INTEGER,"
+	"  model TEXT NOT NULL DEFAULT '',"
+	"  source TEXT NOT NULL DEFAULT '');"
+	"INSERT INTO jobs_new (id, spec, state, created_at, updated_at, epochs,"
+	"  minibatches_per_epoch, samples_per_epoch, model)"
+	"  SELECT id, spec, state, created_at, updated_at, epochs,"
+	"  minibatches_per_epoch, samples_per_epoch, model FROM jobs;"
+	"DROP TABLE jobs;"
+	"PRAGMA legacy_alter_table = ON;"
+	"ALTER TABLE jobs_new RENAME TO jobs;"
+	"PRAGMA legacy_alter_table = OFF;"
+	"CREATE INDEX jobs_by_state ON jobs (state, id);",
+	/* 8: credit (ledger-credit.c). The name a volunteer lets the pool
 	 * publish (NULL: not public); per member and job, the updates and
 	 * samples that earn credit (verification's take-backs of step 6
 	 * set rolled_back too: they lose theirs), kept by two triggers in the transaction
@@ -183,6 +213,8 @@ static const char *const state_names[] = {
 	[GP_JOB_RUNNING] = "running",
 	[GP_JOB_DONE] = "done",
 	[GP_JOB_FAILED] = "failed",
+	[GP_JOB_QUEUED] = "queued",
+	[GP_JOB_CANCELLED] = "cancelled",
 };
 
 int gp_ledger_open(const char *path, unsigned flags, struct gp_ledger **ret,
@@ -923,6 +955,12 @@ int gp_ledger_token_list(struct gp_ledger *l,
 
 /* ---- jobs -------------------------------------------------------------- */
 
+/* "The newest job" (id 0) for status and export: the running one, else
+ * the newest that ran (its size is recorded when it starts); one that
+ * never ran only when nothing else exists. */
+#define NEWEST_JOB_ORDER \
+	"ORDER BY state <> 'running', epochs IS NULL, id DESC "
+
 const char *gp_ledger_job_state_name(enum gp_ledger_job_state state)
 {
 	if ((unsigned)state < sizeof(state_names) / sizeof(state_names[0]))
@@ -972,6 +1010,8 @@ static int read_job(sqlite3_stmt *st, void *arg)
 		free(mcopy);
 		return -ENOMEM;
 	}
+	gp_db_column_text(st, 6, job->source, sizeof(job->source));
+	job->epochs = sqlite3_column_int64(st, 7);
 	job->id = sqlite3_column_int64(st, 0);
 	job->spec = copy;
 	job->model = mcopy;
@@ -990,8 +1030,9 @@ int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	r = gp_db_row(&l->c, "cannot read a job", read_job, ret,
-		      "SELECT id, spec, state, created_at, updated_at, model "
-		      "FROM jobs WHERE ?1 = 0 OR id = ?1 ORDER BY id DESC "
+		      "SELECT id, spec, state, created_at, updated_at, model,"
+		      "  source, coalesce(epochs, 0) "
+		      "FROM jobs WHERE ?1 = 0 OR id = ?1 " NEWEST_JOB_ORDER
 		      "LIMIT 1",
 		      "i", id);
 	if (r == 0) {
@@ -1000,6 +1041,285 @@ int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 	}
 	pthread_mutex_unlock(&l->lock);
 	return r < 0 ? r : 0;
+}
+
+int gp_ledger_job_queue(struct gp_ledger *l, const char *spec,
+			const char *model, const char *source, int64_t now,
+			int64_t *ret_id)
+{
+	int r;
+
+	if (!spec || !model || !source || !ret_id)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot queue a job",
+		      "INSERT INTO jobs (spec, state, created_at, updated_at, "
+		      "model, source) VALUES (?1, 'queued', ?2, ?2, ?3, ?4)",
+		      "titt", spec, now, model, source);
+	if (r >= 0) {
+		*ret_id = sqlite3_last_insert_rowid(l->c.db);
+		r = 0;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+int gp_ledger_job_set_source(struct gp_ledger *l, int64_t id,
+			     const char *source)
+{
+	int r;
+
+	if (!source)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_run(&l->c, "cannot record a job's file",
+		      "UPDATE jobs SET source = ?2 WHERE id = ?1", "it", id,
+		      source);
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
+int gp_ledger_job_next(struct gp_ledger *l, int64_t *ret_id)
+{
+	int64_t id = 0;
+	int r;
+
+	if (!ret_id)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	/* A job left running by a serve that was killed goes on first. */
+	r = gp_db_row(&l->c, "cannot read the job queue", gp_db_int64, &id,
+		      "SELECT id FROM jobs WHERE state IN ('running', 'queued') "
+		      "ORDER BY state = 'queued', id LIMIT 1", "");
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -ENOENT;
+	*ret_id = id;
+	return 0;
+}
+
+int gp_ledger_job_find(struct gp_ledger *l, const char *spec,
+		       const char *model, int64_t *ret_id)
+{
+	int64_t id = 0;
+	int r;
+
+	if (!spec || !model || !ret_id)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	/* '' is a row written before the ledger kept models. */
+	r = gp_db_row(&l->c, "cannot look for a job", gp_db_int64, &id,
+		      "SELECT id FROM jobs WHERE spec = ?1 AND "
+		      "(model = ?2 OR model = '') ORDER BY id DESC LIMIT 1",
+		      "tt", spec, model);
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -ENOENT;
+	*ret_id = id;
+	return 0;
+}
+
+int gp_ledger_job_cancel(struct gp_ledger *l, int64_t id, int64_t now,
+			 enum gp_ledger_job_state *ret_was)
+{
+	struct gp_ledger_job j = { 0 };
+	int r;
+
+	r = gp_ledger_job_get(l, id, &j);
+	if (r < 0)
+		return r;
+	gp_ledger_job_finish(&j);
+	if (j.id != id) {
+		pthread_mutex_lock(&l->lock);
+		gp_db_set_err(&l->c, "no such job: %lld", (long long)id);
+		pthread_mutex_unlock(&l->lock);
+		return -ENOENT;
+	}
+	if (ret_was)
+		*ret_was = j.state;
+	if (j.state == GP_JOB_DONE || j.state == GP_JOB_FAILED ||
+	    j.state == GP_JOB_CANCELLED) {
+		pthread_mutex_lock(&l->lock);
+		gp_db_set_err(&l->c, "job %lld is %s already", (long long)id,
+			      state_names[j.state]);
+		pthread_mutex_unlock(&l->lock);
+		return -EALREADY;
+	}
+	pthread_mutex_lock(&l->lock);
+	/* Only from the state just read: serve may have finished it since. */
+	r = gp_db_run(&l->c, "cannot cancel a job",
+		      "UPDATE jobs SET state = 'cancelled', updated_at = ?2 "
+		      "WHERE id = ?1 AND state = ?3", "iit", id, now,
+		      state_names[j.state]);
+	if (r == 0) {
+		gp_db_set_err(&l->c, "job %lld changed state meanwhile",
+			      (long long)id);
+		r = -EAGAIN;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return r < 0 ? r : 0;
+}
+
+static int read_job_row(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_job_row *j = arg;
+
+	j->id = sqlite3_column_int64(st, 0);
+	j->state = parse_state(sqlite3_column_text(st, 1));
+	j->created_at = sqlite3_column_int64(st, 2);
+	j->updated_at = sqlite3_column_int64(st, 3);
+	j->epochs = sqlite3_column_int64(st, 4);
+	gp_db_column_text(st, 5, j->source, sizeof(j->source));
+	gp_db_column_text(st, 6, j->model, sizeof(j->model));
+	j->minibatches_per_epoch = sqlite3_column_int64(st, 7);
+	j->updates_applied = sqlite3_column_int64(st, 8);
+	j->samples_applied = sqlite3_column_int64(st, 9);
+	j->eval_epochs = sqlite3_column_int64(st, 10);
+	j->test_accuracy = gp_db_column_real(st, 11);
+	j->test_loss = gp_db_column_real(st, 12);
+	j->checkpoints = sqlite3_column_int64(st, 13);
+	return 0;
+}
+
+int gp_ledger_job_list(struct gp_ledger *l, struct gp_ledger_job_row **ret,
+		       size_t *ret_n)
+{
+	int r;
+
+	if (!ret || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot list jobs", sizeof(**ret), read_job_row,
+		       (void **)ret, ret_n,
+		       "SELECT j.id, j.state, j.created_at, j.updated_at,"
+		       "  coalesce(j.epochs, 0), j.source, j.model,"
+		       "  coalesce(j.minibatches_per_epoch, 0),"
+		       "  (SELECT count(*) FROM updates u WHERE u.job_id = j.id"
+		       "     AND u.outcome = 'applied' AND u.rolled_back = 0),"
+		       "  (SELECT coalesce(sum(samples), 0) FROM updates u"
+		       "     WHERE u.job_id = j.id AND u.outcome = 'applied'"
+		       "     AND u.rolled_back = 0),"
+		       "  (SELECT count(*) FROM evals e WHERE e.job_id = j.id),"
+		       "  (SELECT test_accuracy FROM evals e WHERE e.job_id = j.id"
+		       "     ORDER BY epoch DESC LIMIT 1),"
+		       "  (SELECT test_loss FROM evals e WHERE e.job_id = j.id"
+		       "     ORDER BY epoch DESC LIMIT 1),"
+		       "  (SELECT count(*) FROM checkpoints c WHERE c.job_id = j.id) "
+		       "FROM jobs j ORDER BY j.id", "");
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+static int read_rate_bucket(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_rate *r = arg;
+
+	r->at = sqlite3_column_int64(st, 0);
+	r->samples = sqlite3_column_int64(st, 1);
+	r->updates = sqlite3_column_int64(st, 2);
+	return 0;
+}
+
+static int read_span(sqlite3_stmt *st, void *arg)
+{
+	int64_t *span = arg;
+
+	span[0] = sqlite3_column_int64(st, 0);
+	span[1] = sqlite3_column_int64(st, 1);
+	span[2] = sqlite3_column_int64(st, 2);
+	return 0;
+}
+
+int gp_ledger_job_rate(struct gp_ledger *l, int64_t job_id,
+		       size_t max_buckets, struct gp_ledger_rate **ret,
+		       size_t *ret_n, int64_t *ret_bucket_ms)
+{
+	struct gp_ledger_rate *got = NULL, *out = NULL;
+	int64_t span[3] = { 0 }, bucket;
+	size_t n = 0, nb;
+	int r;
+
+	if (!ret || !ret_n || !ret_bucket_ms || max_buckets == 0)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_row(&l->c, "cannot read the job's rate", read_span, span,
+		      "SELECT coalesce(min(applied_at), 0),"
+		      "  coalesce(max(applied_at), 0), count(*) FROM updates"
+		      " WHERE job_id = ?1 AND outcome = 'applied'"
+		      " AND rolled_back = 0 AND applied_at IS NOT NULL", "i",
+		      job_id);
+	if (r < 0 || span[2] == 0) {
+		pthread_mutex_unlock(&l->lock);
+		if (r >= 0) {
+			*ret = NULL;
+			*ret_n = 0;
+			*ret_bucket_ms = 1000;
+		}
+		return r < 0 ? r : 0;
+	}
+	bucket = (span[1] - span[0]) / (int64_t)max_buckets + 1;
+	if (bucket < 1000)
+		bucket = 1000;
+	r = gp_db_list(&l->c, "cannot read the job's rate", sizeof(*got),
+		       read_rate_bucket, (void **)&got, &n,
+		       "SELECT (applied_at - ?2) / ?3, sum(samples), count(*)"
+		       " FROM updates WHERE job_id = ?1 AND outcome = 'applied'"
+		       " AND rolled_back = 0 AND applied_at IS NOT NULL"
+		       " GROUP BY 1 ORDER BY 1", "iii", job_id, span[0], bucket);
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	/* Every bucket, the empty ones too: a pause shows as a gap. */
+	nb = (size_t)((span[1] - span[0]) / bucket) + 1;
+	out = calloc(nb, sizeof(*out));
+	if (!out) {
+		free(got);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nb; i++)
+		out[i].at = span[0] + (int64_t)i * bucket;
+	for (size_t i = 0; i < n; i++) {
+		if (got[i].at < 0 || (size_t)got[i].at >= nb)
+			continue;
+		out[got[i].at].samples = got[i].samples;
+		out[got[i].at].updates = got[i].updates;
+	}
+	free(got);
+	*ret = out;
+	*ret_n = nb;
+	*ret_bucket_ms = bucket;
+	return 0;
+}
+
+static int read_damped(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_damped *d = arg;
+
+	d->agent_id = sqlite3_column_int64(st, 0);
+	d->damped = sqlite3_column_int64(st, 1);
+	return 0;
+}
+
+int gp_ledger_job_damped(struct gp_ledger *l, int64_t job_id,
+			 struct gp_ledger_damped **ret, size_t *ret_n)
+{
+	int r;
+
+	if (!ret || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot count damped updates", sizeof(**ret),
+		       read_damped, (void **)ret, ret_n,
+		       "SELECT agent_id, count(*) FROM updates WHERE job_id = ?1"
+		       " AND outcome = 'applied' AND rolled_back = 0"
+		       " AND reason LIKE 'damped%' GROUP BY agent_id", "i",
+		       job_id);
+	pthread_mutex_unlock(&l->lock);
+	return r;
 }
 
 int gp_ledger_job_set_size(struct gp_ledger *l, int64_t id, int64_t epochs,
@@ -1213,7 +1533,7 @@ int gp_ledger_status(struct gp_ledger *l, int64_t job_id,
 		      "  coalesce(minibatches_per_epoch, 0),"
 		      "  coalesce(samples_per_epoch, 0), created_at "
 		      "FROM jobs WHERE ?1 = 0 OR id = ?1 "
-		      "ORDER BY id DESC LIMIT 1",
+		      NEWEST_JOB_ORDER "LIMIT 1",
 		      "i", job_id);
 	if (r == 0) {
 		gp_db_set_err(&l->c, "no such job: %lld", (long long)job_id);

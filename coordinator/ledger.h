@@ -308,7 +308,12 @@ enum gp_ledger_job_state {
 	GP_JOB_RUNNING = 1,
 	GP_JOB_DONE = 2,
 	GP_JOB_FAILED = 3,
+	GP_JOB_QUEUED = 4,    /* waiting its turn (job add) */
+	GP_JOB_CANCELLED = 5, /* by the owner (job cancel); its model stays */
 };
+
+/* The longest job file path the ledger keeps for the owner's lists. */
+#define GP_LEDGER_SOURCE_MAX 512
 
 struct gp_ledger_job {
 	int64_t id;
@@ -321,6 +326,8 @@ struct gp_ledger_job {
 	enum gp_ledger_job_state state;
 	int64_t created_at;
 	int64_t updated_at;
+	char source[GP_LEDGER_SOURCE_MAX]; /* its job file; "" if unknown */
+	int64_t epochs;                    /* 0 until serve recorded it */
 };
 
 /* Creates a job from its job-file text (borrowed). Returns 0, *ret_id set. */
@@ -333,6 +340,81 @@ int gp_ledger_job_create(struct gp_ledger *l, const char *spec, int64_t now,
 int gp_ledger_job_get(struct gp_ledger *l, int64_t id,
 		      struct gp_ledger_job *ret);
 void gp_ledger_job_finish(struct gp_ledger_job *job);
+
+/* Queues a job (state 'queued'): its job-file text, its model in
+ * canonical text and the file it came from (all borrowed). serve starts
+ * queued jobs in id order. Returns 0, *ret_id set. */
+int gp_ledger_job_queue(struct gp_ledger *l, const char *spec,
+			const char *model, const char *source, int64_t now,
+			int64_t *ret_id);
+
+/* Records the job file job id came from (borrowed). Returns 0. */
+int gp_ledger_job_set_source(struct gp_ledger *l, int64_t id,
+			     const char *source);
+
+/* The job serve takes next: one left 'running' (its serve was stopped or
+ * killed), else the oldest 'queued'. Returns 0 with *ret_id, -ENOENT when
+ * there is none, or a negative errno. */
+int gp_ledger_job_next(struct gp_ledger *l, int64_t *ret_id);
+
+/* The newest job of this job-file text and model (both borrowed), in any
+ * state. Returns 0 with *ret_id, or -ENOENT. */
+int gp_ledger_job_find(struct gp_ledger *l, const char *spec,
+		       const char *model, int64_t *ret_id);
+
+/* Cancels job id if it is queued, created or running (a running job is
+ * stopped by its serve within a second: serve reads the state on its
+ * tick). *ret_was (may be NULL) gets the state it had. Returns 0,
+ * -ENOENT, -EALREADY (done, failed or cancelled already) or -EAGAIN (it
+ * changed state meanwhile). */
+int gp_ledger_job_cancel(struct gp_ledger *l, int64_t id, int64_t now,
+			 enum gp_ledger_job_state *ret_was);
+
+/* One job for the owner's lists (job list, the owner's page). */
+struct gp_ledger_job_row {
+	int64_t id;
+	enum gp_ledger_job_state state;
+	int64_t created_at, updated_at;
+	int64_t epochs, minibatches_per_epoch; /* 0 until recorded */
+	char source[GP_LEDGER_SOURCE_MAX];
+	char model[256];        /* canonical model text, truncated */
+	int64_t updates_applied, samples_applied; /* that count */
+	int64_t eval_epochs;    /* evaluations recorded */
+	double test_accuracy, test_loss; /* the newest; NaN if none */
+	int64_t checkpoints;
+};
+
+/* Every job, in id order: *ret malloc'd, owned by the caller. Returns 0
+ * or a negative errno. */
+int gp_ledger_job_list(struct gp_ledger *l, struct gp_ledger_job_row **ret,
+		       size_t *ret_n);
+
+/* Throughput over time: the applied updates that count of one job in
+ * time buckets from its first applied update to its last. */
+struct gp_ledger_rate {
+	int64_t at;          /* the bucket's start, Unix ms */
+	int64_t samples, updates;
+};
+
+/* Fills *ret (malloc'd, owned by the caller; NULL and 0 when nothing was
+ * applied) with at most max_buckets (> 0) buckets of equal length, at
+ * least 1 s (*ret_bucket_ms), empty ones included. Returns 0 or a
+ * negative errno. */
+int gp_ledger_job_rate(struct gp_ledger *l, int64_t job_id,
+		       size_t max_buckets, struct gp_ledger_rate **ret,
+		       size_t *ret_n, int64_t *ret_bucket_ms);
+
+/* What robust aggregation did to each agent's applied updates in one
+ * job: those it damped (reason "damped W"), by agent. */
+struct gp_ledger_damped {
+	int64_t agent_id;
+	int64_t damped;
+};
+
+/* *ret malloc'd, owned by the caller; agents with none are left out.
+ * Returns 0 or a negative errno. */
+int gp_ledger_job_damped(struct gp_ledger *l, int64_t job_id,
+			 struct gp_ledger_damped **ret, size_t *ret_n);
 
 /* Records the job's size once serve has built its schedule: epochs,
  * minibatches in an epoch and samples in an epoch (all > 0), for status's
@@ -360,7 +442,8 @@ int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model);
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
 			    enum gp_ledger_job_state state, int64_t now);
 
-/* Returns the state's name ("created", "running", "done", "failed"). */
+/* Returns the state's name ("created", "queued", "running", "done",
+ * "failed", "cancelled"). */
 const char *gp_ledger_job_state_name(enum gp_ledger_job_state state);
 
 /* ---- update log (buffered) --------------------------------------------- */

@@ -3,10 +3,14 @@
  *   init --state DIR [--listen ADDR:PORT] [--endpoint HOST:PORT]...
  *   invite [--uses N] [--expires DURATION] [--label TEXT]
  *   invite list [--json] | invite revoke ID
- *   serve --job FILE [--listen ADDR:PORT]
+ *   serve [--job FILE [--keep-serving]] [--exit-when-done] [--listen ADDR:PORT]
+ *   job add FILE | job list [--json] | job cancel ID
  *   agents [--json] | agents revoke ID
  *   status [--json]
- *   export [--job ID] [--checkpoint N] [--format safetensors|onnx] OUT
+ *   export [--job ID] [--checkpoint N] [--format safetensors|onnx]
+ *          [--optimizer-state] OUT
+ *   sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]
+ *          [--temperature X] [--top-k N] [--seed N]
  *   credits [--json] | credits --check [--fix] | leaderboard OUT.html
  *
  * Every command takes --state DIR (default $GRADPOOL_STATE or
@@ -15,6 +19,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +29,15 @@
 #include "credit-cmd.h"
 #include "export.h"
 #include "gp-config.h"
+#include "job-cmd.h"
 #include "log.h"
+#include "model.h"
+#include "sample.h"
 #include "serve.h"
 #include "state.h"
 #include "token.h"
 #include "util.h"
+#include "web.h"
 
 #define DEFAULT_STATE "/var/lib/gradpool-coordinator"
 #define DEFAULT_LISTEN "0.0.0.0:7100"
@@ -41,11 +50,16 @@ struct options {
 	const char *expires;
 	const char *format;
 	const char *checkpoint;
+	const char *web;
 	const char *endpoints[8];
 	size_t n_endpoints;
 	long uses;
 	bool json;
+	bool keep_serving;
+	bool exit_when_done;
 	unsigned max_epochs_override;
+	struct gp_sample_request sample; /* sample's own options */
+	bool optimizer_state;            /* export --optimizer-state */
 };
 
 static void usage(FILE *f)
@@ -59,14 +73,30 @@ static void usage(FILE *f)
 	      "                         print a new invite token\n"
 	      "  invite list [--json]   list tokens\n"
 	      "  invite revoke ID       revoke a token\n"
-	      "  serve --job FILE [--listen ADDR:PORT]\n"
-	      "                         run a training job and serve agents\n"
+	      "  serve [--listen ADDR:PORT]\n"
+	      "                         serve the pool and its job queue; stays up\n"
+	      "                         between jobs (--exit-when-done: until the\n"
+	      "                         queue is empty)\n"
+	      "  serve ... [--web ADDR:PORT|off]\n"
+	      "                         the owner's page (loopback only; default\n"
+	      "                         " GP_COORD_WEB_DEFAULT ")\n"
+	      "  serve --job FILE [--keep-serving] [--listen ADDR:PORT]\n"
+	      "                         run (or resume) that job, then exit; with\n"
+	      "                         --keep-serving go on with the queue\n"
+	      "  job add FILE           queue a job (serve takes it when free)\n"
+	      "  job list [--json]      the jobs: queued, running, done, failed,\n"
+	      "                         cancelled, with progress and accuracy\n"
+	      "  job cancel ID          take a queued job off, or stop a running one\n"
 	      "  agents [--json]        list member agents\n"
 	      "  agents revoke ID       revoke an agent's membership\n"
 	      "  status [--json]        job progress, clocks, throughput\n"
 	      "  export [--job ID] [--checkpoint N] --format safetensors|onnx OUT\n"
 	      "                         write the trained model (the newest intact\n"
-	      "                         checkpoint of the newest job unless told)\n"
+	      "                         checkpoint of the newest job unless told);\n"
+	      "                         --optimizer-state adds AdamW's moments\n"
+	      "  sample [--job ID] [--checkpoint N] [--prompt TEXT] [--length N]\n"
+	      "         [--temperature X] [--top-k N] [--seed N]\n"
+	      "                         text from a trained language model\n"
 	      "  credits [--json]       each member's credit (GFLOP of applied work)\n"
 	      "  credits --check [--fix] compare credit with the update log\n"
 	      "  leaderboard OUT.html [--title TEXT] [--omit-anonymous]\n"
@@ -90,6 +120,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "json", no_argument, NULL, 'J' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "keep-serving", no_argument, NULL, 'K' },
+		{ "web", required_argument, NULL, 'W' },
+		{ "exit-when-done", no_argument, NULL, 'X' },
+		{ "prompt", required_argument, NULL, 1001 },
+		{ "length", required_argument, NULL, 1002 },
+		{ "temperature", required_argument, NULL, 1003 },
+		{ "top-k", required_argument, NULL, 1004 },
+		{ "seed", required_argument, NULL, 1005 },
+		{ "optimizer-state", no_argument, NULL, 1006 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -138,6 +177,33 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->checkpoint = optarg;
+			break;
+		case 'K':
+			o->keep_serving = true;
+			break;
+		case 'W':
+			o->web = optarg;
+			break;
+		case 'X':
+			o->exit_when_done = true;
+			break;
+		case 1001:
+			o->sample.prompt = optarg;
+			break;
+		case 1002:
+			o->sample.length = optarg;
+			break;
+		case 1003:
+			o->sample.temperature = optarg;
+			break;
+		case 1004:
+			o->sample.top_k = optarg;
+			break;
+		case 1005:
+			o->sample.seed = optarg;
+			break;
+		case 1006:
+			o->optimizer_state = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -580,6 +646,23 @@ static const char *format_eta(double s, char *buf, size_t size)
 #define RATE_WINDOW_MS 60000
 #define RATE_LAG_MS 1000
 
+/* A language model's vocabulary (its evaluations are in bits a token,
+ * bits per byte for bytes), or 0 for another model or none known. */
+static uint32_t job_lm_vocab(struct gp_ledger *l, int64_t job)
+{
+	struct gp_model_spec *spec = malloc(sizeof(*spec));
+	char *text = NULL;
+	uint32_t vocab = 0;
+
+	if (spec && gp_ledger_job_model(l, job, &text) >= 0 && text &&
+	    gp_model_spec_parse(text, spec, NULL, 0) == 0 &&
+	    gp_model_spec_labels(spec) > 1)
+		vocab = spec->dims[spec->n_layers];
+	free(text);
+	free(spec);
+	return vocab;
+}
+
 static int cmd_status(struct options *o)
 {
 	struct gp_coord_state st;
@@ -591,7 +674,10 @@ static int cmd_status(struct options *o)
 	double rate = 0, mb_rate = 0, eta = -1, progress = -1;
 	char buf[32], eta_text[32];
 	long pid = 0;
+	int64_t queued = 0;
+	bool active;
 	int r;
+	uint32_t lm_vocab = 0;
 	bool serving = serve_running(o);
 
 	r = gp_coord_state_open(&st, o->state,
@@ -609,6 +695,8 @@ static int cmd_status(struct options *o)
 	}
 	if (r >= 0)
 		r = gp_ledger_agent_list(st.ledger, s.job_id, &rows, &n);
+	if (r >= 0)
+		lm_vocab = job_lm_vocab(st.ledger, s.job_id);
 	if (r >= 0 && serving &&
 	    gp_ledger_meta_get(st.ledger, GP_META_SERVE_STARTED, buf,
 			       sizeof(buf)) > 0)
@@ -631,6 +719,17 @@ static int cmd_status(struct options *o)
 		rate = (double)win_samples * 1000.0 / (double)(to - from);
 		mb_rate = (double)win_mb * 1000.0 / (double)(to - from);
 	}
+	{
+		struct gp_ledger_job_row *jobs = NULL;
+		size_t nj = 0;
+
+		if (gp_ledger_job_list(st.ledger, &jobs, &nj) >= 0)
+			for (size_t i = 0; i < nj; i++)
+				queued += jobs[i].state == GP_JOB_QUEUED;
+		free(jobs);
+	}
+	/* The job is trained now, or would be by a serve (not ended). */
+	active = s.state == GP_JOB_RUNNING || s.state == GP_JOB_CREATED;
 	total = s.epochs * s.minibatches_per_epoch;
 	if (total > 0) {
 		progress = (double)s.updates_applied / (double)total;
@@ -664,17 +763,25 @@ static int cmd_status(struct options *o)
 		       ",\"updates_rolled_back\":%" PRId64
 		       ",\"samples_per_s\":%.1f,\"rate_window_s\":%.1f"
 		       ",\"agents_connected\":%" PRId64 ",\"members\":%" PRId64
-		       ",\"last_checkpoint\":%" PRId64,
+		       ",\"last_checkpoint\":%" PRId64 ",\"jobs_queued\":%" PRId64,
 		       s.updates_applied, s.samples_applied, s.updates_discarded,
 		       s.updates_rejected, s.updates_rolled_back, rate,
 		       to > from ? (double)(to - from) / 1000.0 : 0.0,
 		       serving ? s.connected_agents : 0, s.live_agents,
-		       s.last_checkpoint_seq);
-		if (s.have_eval)
+		       s.last_checkpoint_seq, queued);
+		if (s.have_eval) {
 			printf(",\"last_eval\":{\"epoch\":%" PRId64
-			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f}",
+			       ",\"test_loss\":%.5f,\"test_accuracy\":%.5f",
 			       s.last_eval.epoch + 1, s.last_eval.test_loss,
 			       s.last_eval.test_accuracy);
+			if (lm_vocab)
+				printf(",\"test_bits_per_token\":%.5f",
+				       s.last_eval.test_loss / M_LN2);
+			if (lm_vocab && lm_vocab <= 256)
+				printf(",\"test_bits_per_byte\":%.5f",
+				       s.last_eval.test_loss / M_LN2);
+			printf("}");
+		}
 		printf(",\"agents\":[");
 		for (size_t i = 0; i < n; i++) {
 			printf("%s{\"id\":%" PRId64 ",\"name\":", i ? "," : "",
@@ -698,7 +805,11 @@ static int cmd_status(struct options *o)
 	if (s.minibatches_per_epoch)
 		printf(" of %" PRId64, s.minibatches_per_epoch);
 	printf(" minibatches applied in it\n");
-	if (progress >= 0)
+	if (progress >= 0 && !active && s.state != GP_JOB_DONE)
+		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches) "
+		       "when it was %s\n", 100.0 * progress, s.updates_applied,
+		       total, gp_ledger_job_state_name(s.state));
+	else if (progress >= 0)
 		printf("progress: %.1f%% (%" PRId64 " of %" PRId64 " minibatches), "
 		       "ETA %s\n", 100.0 * progress, s.updates_applied, total,
 		       eta >= 0 ? format_eta(eta, eta_text, sizeof(eta_text)) :
@@ -717,15 +828,27 @@ static int cmd_status(struct options *o)
 		printf(", %" PRId64 " rolled back by a restore",
 		       s.updates_rolled_back);
 	printf("\n");
-	if (s.have_eval)
+	if (s.have_eval && lm_vocab)
+		printf("last evaluation: epoch %" PRId64 ", held-out %.4f "
+		       "%s (test loss %.4f), next-token accuracy %.2f%%\n",
+		       s.last_eval.epoch + 1, s.last_eval.test_loss / M_LN2,
+		       lm_vocab <= 256 ? "bits/byte" : "bits/token",
+		       s.last_eval.test_loss, 100.0 * s.last_eval.test_accuracy);
+	else if (s.have_eval)
 		printf("last evaluation: epoch %" PRId64 ", test accuracy "
 		       "%.2f%%, test loss %.4f\n",
 		       s.last_eval.epoch + 1, 100.0 * s.last_eval.test_accuracy,
 		       s.last_eval.test_loss);
-	if (!serving && s.state != GP_JOB_DONE)
+	if (!active)
+		printf("the pool has no job now: %" PRId64 " queued (job list; "
+		       "job add FILE)\n", queued);
+	else if (queued)
+		printf("queue: %" PRId64 " job(s) after this one (job list)\n",
+		       queued);
+	if (!serving && (active || queued))
 		printf("warning: serve is not running: the job is not being "
-		       "trained ('serve --job FILE' resumes it)\n");
-	else if (s.connected_agents == 0 && s.state != GP_JOB_DONE)
+		       "trained ('serve' resumes it)\n");
+	else if (s.connected_agents == 0 && active)
 		printf("warning: no agent is connected: nothing is being "
 		       "computed (see 'agents'; invite volunteers with "
 		       "'invite')\n");
@@ -745,7 +868,10 @@ out:
 
 static int cmd_export(struct options *o, int argc, char **argv)
 {
-	struct gp_export_request req = { .format = o->format };
+	struct gp_export_request req = {
+		.format = o->format,
+		.optimizer_state = o->optimizer_state,
+	};
 
 	if (o->job && parse_id(o->job, &req.job_id) < 0) {
 		gp_error("export --job: '%s' is not a job id", o->job);
@@ -825,12 +951,44 @@ int main(int argc, char **argv)
 		r = cmd_export(&o, argc, argv);
 		if (r == -EINVAL)
 			return 2;
+	} else if (strcmp(cmd, "sample") == 0 && !sub) {
+		o.sample.job = o.job;
+		o.sample.checkpoint = o.checkpoint;
+		r = gp_sample_command(o.state, &o.sample);
+		if (r == -EINVAL)
+			return 2;
+	} else if (strcmp(cmd, "job") == 0) {
+		r = gp_job_command(o.state, sub,
+				   optind + 1 < argc ? argv[optind + 1] : NULL,
+				   o.json);
+		if (r == -EINVAL)
+			return 2;
 	} else if (strcmp(cmd, "serve") == 0 && !sub) {
-		if (!o.job) {
-			gp_error("serve needs --job FILE");
+		unsigned flags = 0;
+
+		if (o.keep_serving && !o.job) {
+			gp_error("serve --keep-serving goes with --job FILE (serve "
+				 "without a job file keeps serving anyway)");
 			return 2;
 		}
-		r = gp_serve_run(o.state, o.job, o.listen);
+		/* With a job file: that job, then exit (as before queues);
+		 * without: the service, up between jobs. */
+		if (!o.job || o.keep_serving)
+			flags |= GP_SERVE_QUEUE;
+		if ((o.job && !o.keep_serving) || o.exit_when_done)
+			flags |= GP_SERVE_EXIT_WHEN_DONE;
+		if (!o.web)
+			o.web = GP_COORD_WEB_DEFAULT;
+		else if (strcmp(o.web, "off") == 0)
+			o.web = NULL;
+		else if (gp_coord_web_listen_parse(o.web, NULL, NULL) < 0) {
+			gp_error("--web: '%s' is not a loopback ADDR:PORT "
+				 "(127.0.0.1:PORT, localhost:PORT, [::1]:PORT) "
+				 "or off: the owner's page is for this machine "
+				 "only", o.web);
+			return 2;
+		}
+		r = gp_serve_run(o.state, o.job, o.listen, o.web, flags);
 	} else {
 		gp_error("unknown command '%s%s%s'", cmd, sub ? " " : "",
 			 sub ? sub : "");

@@ -130,6 +130,12 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				   GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS);
 
+	/* AdamW's step is the coordinator's alone (optim.h): an agent's copy
+	 * cannot follow it locally, so it takes no local step (and sends
+	 * no sums, which stand for local steps). */
+	if (pool->job->optimizer == GP_OPT_ADAMW)
+		caps &= ~(uint32_t)GP_CAP_LOCAL_STEP;
+
 	/* Sums stand for steps only when the step is linear in the gradient
 	 * (no weight decay) and the agent takes them locally. */
 	if ((j->caps & GP_CAP_SUMS) && (caps & GP_CAP_LOCAL_STEP) &&
@@ -141,8 +147,10 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_LOCAL_DATA) &&
 	    j->data_fingerprint == pool->train_fingerprint)
 		caps |= GP_CAP_LOCAL_DATA;
-	/* Else one that can fetch it gets the shards, then indices. */
-	else if (j->caps & GP_CAP_DATA_SHARDS)
+	/* Else one that can fetch it gets the shards, then indices (not
+	 * for token files: their windows travel as bytes). */
+	else if ((j->caps & GP_CAP_DATA_SHARDS) &&
+		 strcmp(pool->job->data_set, "tokens") != 0)
 		caps |= GP_CAP_DATA_SHARDS;
 	/* int8 updates with error feedback, momentum down as int8 (the
 	 * parameters stay f16). */

@@ -52,6 +52,7 @@ struct gp_params {
 	float *w;
 	float *v;
 	double *shard_sq;  /* scratch: per-shard sum of squares */
+	struct gp_params_step hook; /* another optimiser, or step NULL */
 	uint64_t version;
 	uint64_t updates;
 };
@@ -530,6 +531,17 @@ static void set_info(const struct gp_params *p, double norm, bool clipped,
 		};
 }
 
+int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s)
+{
+	if (!p || (s && (!s->begin || !s->step)))
+		return -EINVAL;
+	if (s)
+		p->hook = *s;
+	else
+		memset(&p->hook, 0, sizeof(p->hook));
+	return 0;
+}
+
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info)
 {
@@ -565,6 +577,21 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 	}
 	p->version++;
 	p->updates++;
+	if (p->hook.step) {
+		float gscale = clipped ? (float)(c->clip_norm / norm) : 1.0f;
+
+		p->hook.begin(p->hook.ctx);
+		for (size_t k = 0; k < p->n_shards; k++) {
+			struct shard *s = &p->shards[k];
+
+			p->hook.step(p->hook.ctx, p->w + s->offset,
+				     grad + s->offset, s->offset, s->count,
+				     gscale, c->lr * weight);
+			s->version = p->version;
+		}
+		set_info(p, norm, clipped, (uint32_t)p->n_shards, ret_info);
+		return 0;
+	}
 	for (size_t k = 0; k < p->n_shards; k++) {
 		struct shard *s = &p->shards[k];
 		float *w = p->w + s->offset;
@@ -626,7 +653,8 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	if (!sums->a || !sums->b || n != p->total)
 		return GP_REASON_SHAPE;
 	if (sums->count == 0 || !sums->lrs || !isfinite(sums->scale) ||
-	    !(sums->scale > 0) || sums->scale > 1 || c->weight_decay != 0)
+	    !(sums->scale > 0) || sums->scale > 1 || c->weight_decay != 0 ||
+	    p->hook.step)
 		return -EINVAL;
 	/* mu^j for step j = 1..K; the mean's weights mu^(K-i) sum the same
 	 * powers, 0..K-1. */

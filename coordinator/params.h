@@ -227,6 +227,23 @@ struct gp_params_sums {
 int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 			 size_t n, struct gp_params_apply_info *ret_info);
 
+/* Another optimiser in place of SGD (optim.h's AdamW): for every accepted
+ * gradient the store calls begin(ctx) once, then step(ctx, w, g, off, n,
+ * gscale, lr) for each shard (every shard changes: w and g point at its
+ * floats, off is where they start in the flat array, gscale the clipping
+ * factor, lr the store's rate times the update's weight). */
+struct gp_params_step {
+	void (*begin)(void *ctx);
+	void (*step)(void *ctx, float *w, const float *g, size_t off,
+		     size_t n, float gscale, float lr);
+	void *ctx;
+};
+
+/* Sets the optimiser hook (copied; ctx borrowed), or NULL for the store's
+ * own SGD. With a hook, gp_params_apply_sums() is -EINVAL. Returns 0 or
+ * -EINVAL (a hook without both functions). */
+int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
+
 /* Encodes shapes, config, versions, parameters and momentum for a
  * checkpoint: *ret_data (owned by caller, free()), *ret_len. Layout in
  * params.c. Returns 0 or -ENOMEM. */

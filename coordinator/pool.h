@@ -62,6 +62,12 @@ struct gp_member {
 	uint32_t clock_target;  /* minibatches meant for that clock */
 	uint32_t next_work;     /* handed out ahead for clock + 1 */
 	uint32_t next_open;     /* of which not yet resolved */
+	uint32_t next_target;   /* minibatches meant for clock + 1 */
+	/* Whether the clock (and the one ahead) goes out as runs (work.c). */
+	bool clock_runs, next_runs;
+	/* Minibatches handed out since its last pull: the local run its
+	 * updates end (a clock of runs, work.c, pulls between them). */
+	uint32_t run_work;
 	unsigned strikes;
 	int64_t work_since_ms;  /* work handed out or last applied update */
 	int64_t joined_ms;

@@ -127,6 +127,8 @@ static void join_done(uv_work_t *req, int status)
 	m->credit_updates = w->updates;
 	m->credit_samples = w->samples;
 	m->credit_other_gflop = w->other_gflop;
+	if (!srv->has_job) /* waiting between jobs: nothing to tell */
+		goto out;
 	gp_progress_fill(&srv->progress, &srv->pool, srv->done, gp_now_ms(),
 			 &common);
 	send_stats(srv, peer_of(m), &common);

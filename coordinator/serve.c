@@ -158,7 +158,12 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	uint32_t n = gp_sched_minibatch_samples(sched, id);
 	uint32_t per = gp_sched_minibatches(sched);
 	bool local = p->m.caps & (GP_CAP_LOCAL_DATA | GP_CAP_DATA_SHARDS);
-	size_t features = srv->train->features; /* bytes: u8 samples here */
+	/* A language model's sample is a window of token ids (tokens.h);
+	 * any other's bytes are u8 samples here. */
+	size_t features = srv->train_tok ?
+		gp_tokens_window_bytes(srv->spec.dims[0],
+				       srv->spec.dims[srv->spec.n_layers]) :
+		srv->train->features;
 	uint32_t *idx = malloc(n * sizeof(*idx));
 	uint8_t *px = malloc(local ? (size_t)n * 4 : (size_t)n * features);
 	uint8_t *lb = malloc(n ? n : 1);
@@ -175,7 +180,12 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 		goto out;
 	for (size_t i = 0; i < got && local; i++)
 		gp_put_le32(px + 4 * i, idx[i]);
-	for (size_t i = 0; i < got && !local; i++) {
+	if (!local && srv->train_tok &&
+	    (r = gp_tokens_pack(srv->train_tok, srv->spec.dims[0],
+				srv->spec.dims[srv->spec.n_layers], idx, got,
+				px)) < 0)
+		goto out;
+	for (size_t i = 0; i < got && !local && !srv->train_tok; i++) {
 		memcpy(px + i * features,
 		       srv->train->images + (size_t)idx[i] * features,
 		       features);
@@ -193,8 +203,9 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 	} else {
 		m.u.minibatch.pixels = px;
 		m.u.minibatch.pixels_len = got * features;
+		/* A window's labels are its own next tokens. */
 		m.u.minibatch.labels = lb;
-		m.u.minibatch.labels_len = got;
+		m.u.minibatch.labels_len = srv->train_tok ? 0 : got;
 	}
 	if (p->m.caps & GP_CAP_LOCAL_STEP) {
 		m.u.minibatch.lr = (float)gp_pool_lr_at(&srv->pool, id);
@@ -399,6 +410,8 @@ static int join_ledger(struct peer *p, struct gp_ledger_agent *a,
 	return 0;
 }
 
+static void join_idle(struct peer *p, const struct gp_msg_join *j);
+
 static void handle_join(struct peer *p, struct gp_msg_join *j)
 {
 	struct server *srv = p->srv;
@@ -408,11 +421,19 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	uint32_t live;
 	struct gp_msg m;
 
-	if (p->m.joined) {
+	if (p->m.joined || p->idle) {
 		send_reject(p, GP_REJECT_MALFORMED, "JOIN sent twice");
 		return;
 	}
 	memcpy(p->m.key, key, GP_KEY_SIZE);
+	/* An agent joining a job that is ending hears so below (BYE 2), as
+	 * when serve ended with its job; one that can wait does, when serve
+	 * goes on with a queue. */
+	if (!srv->has_job || (srv->job_ending && (j->caps & GP_CAP_JOBS) &&
+			      srv->take_queue)) {
+		join_idle(p, j);
+		return;
+	}
 	/* An agent that knows only the shorthand cannot build a model
 	 * description: told so before any token use is counted. */
 	if (srv->spec.version != 0 && !(j->caps & GP_CAP_MODEL_TEXT)) {
@@ -425,7 +446,7 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	}
 	/* Samples that are not bytes travel only as indices: into the
 	 * agent's own copy or into the shards it fetches. */
-	if (srv->train->dtype != GP_DATA_U8 &&
+	if (srv->train && srv->train->dtype != GP_DATA_U8 &&
 	    !(j->caps & GP_CAP_DATA_SHARDS) &&
 	    !((j->caps & GP_CAP_LOCAL_DATA) &&
 	      j->data_fingerprint == srv->pool.train_fingerprint)) {
@@ -454,6 +475,9 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 		return;
 	}
 	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
+	/* It stays between jobs: the WELCOME says this coordinator keeps
+	 * it (BYE 2 then means "reconnect now", protocol.md). */
+	p->m.caps |= j->caps & GP_CAP_JOBS;
 	/* For the owner's status and agents: connected now, not left. */
 	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
 
@@ -483,11 +507,50 @@ static void handle_join(struct peer *p, struct gp_msg_join *j)
 	m.u.clock.min_clock = (uint64_t)gp_ssp_min_clock(srv->pool.ssp);
 	send_msg(p, &m);
 	gp_serve_progress_join(p, j);
-	if (srv->done) {
-		gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
+	if (srv->done || srv->job_ending) {
+		gp_serve_bye(p, GP_BYE_JOB_DONE, srv->cancelled ?
+			     "the job was cancelled" : "the job is done");
 		return;
 	}
 	gp_work_serve_all(&srv->pool);
+}
+
+/* A JOIN while the pool has no job (none queued, or the last one ending).
+ * An agent that waits between jobs (GP_CAP_JOBS) becomes or stays a
+ * member, gets WELCOME job 0 and keeps its connection until a job starts
+ * (BYE 7); another gets REJECT 10 and retries with its backoff. */
+static void join_idle(struct peer *p, const struct gp_msg_join *j)
+{
+	struct server *srv = p->srv;
+	struct gp_ledger_agent a = { 0 };
+	int64_t id = 0;
+	struct gp_msg m;
+
+	if (!(j->caps & GP_CAP_JOBS)) {
+		send_reject(p, GP_REJECT_NO_JOB, "the pool has no job now; "
+			    "try again later");
+		return;
+	}
+	snprintf(a.name, sizeof(a.name), "%.*s", (int)sizeof(a.name) - 1,
+		 j->name[0] ? j->name : "agent");
+	memcpy(a.public_key, p->m.key, GP_KEY_SIZE);
+	gp_identity_fingerprint(p->m.key, a.fingerprint);
+	fill_devices(&a, j);
+	if (join_ledger(p, &a, &id) < 0)
+		return;
+	p->idle = true;
+	p->m.agent_id = id;
+	p->m.caps = GP_CAP_JOBS;
+	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
+	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
+	gp_info("agent %" PRId64 " (%s) waits: the pool has no job", id,
+		p->m.addr);
+	gp_msg_init(&m, GP_MSG_WELCOME);
+	m.u.welcome.agent_id = (uint64_t)id;
+	m.u.welcome.job_id = 0;
+	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
+	m.u.welcome.caps = GP_CAP_JOBS;
+	send_msg(p, &m);
 }
 
 static void log_rejection(struct peer *p, const char *kind, const char *fmt,
@@ -540,6 +603,12 @@ static void handle_heartbeat(struct peer *p, const struct gp_msg_heartbeat *h)
 	m.u.heartbeat.time_us = gp_mono_us();
 	m.u.heartbeat.echo_time_us = h->time_us;
 	send_msg(p, &m);
+}
+
+/* Whether work is handed out now: a job runs and is not ending. */
+static bool serving_work(const struct server *srv)
+{
+	return srv->has_job && !srv->job_ending && !srv->pool.stopping;
 }
 
 /* ---- channel callbacks ------------------------------------------------ */
@@ -787,8 +856,17 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		gp_serve_bye(p, GP_BYE_PROTOCOL, "undecodable message");
 		return;
 	}
-	if (!p->m.joined && m.type != GP_MSG_JOIN && m.type != GP_MSG_HEARTBEAT &&
+	if (p->idle && m.type != GP_MSG_JOIN && m.type != GP_MSG_HEARTBEAT &&
 	    m.type != GP_MSG_BYE) {
+		/* Work, updates, pauses for a job that is not there: a
+		 * race with its end. */
+		gp_debug("%s: ignored %s between jobs", p->m.addr,
+			 gp_msg_type_name(m.type));
+		gp_msg_finish(&m);
+		return;
+	}
+	if (!p->m.joined && !p->idle && m.type != GP_MSG_JOIN &&
+	    m.type != GP_MSG_HEARTBEAT && m.type != GP_MSG_BYE) {
 		send_reject(p, GP_REJECT_MALFORMED, "JOIN must come first");
 		gp_msg_finish(&m);
 		return;
@@ -819,7 +897,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		gp_info("agent %" PRId64 " (%s) says bye: %s", p->m.agent_id, p->m.addr,
 			m.u.bye.text);
 		/* Reason 0 is the volunteer leaving the pool (protocol.md). */
-		if (p->m.joined && m.u.bye.reason == GP_BYE_NORMAL)
+		if ((p->m.joined || p->idle) && m.u.bye.reason == GP_BYE_NORMAL)
 			gp_ledger_agent_set_left(p->srv->st.ledger, p->m.agent_id,
 						 gp_now_ms());
 		peer_close(p, GP_BYE_NORMAL, "bye");
@@ -852,6 +930,12 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		gp_info("agent %" PRId64 " (%s) left: %s: %s; %zu minibatch(es) back "
 			"in the queue", p->m.agent_id, p->m.addr,
 			gp_channel_close_reason_name(reason), text, back);
+	} else if (p->idle) {
+		gp_ledger_agent_connected(srv->st.ledger, p->m.agent_id, -1,
+					  gp_now_ms());
+		gp_debug("agent %" PRId64 " (%s) waiting for a job left: %s: %s",
+			 p->m.agent_id, p->m.addr,
+			 gp_channel_close_reason_name(reason), text);
 	} else if (reason != GP_CLOSE_LOCAL) {
 		gp_debug("%s: closed before joining: %s: %s", p->m.addr,
 			 gp_channel_close_reason_name(reason), text);
@@ -859,7 +943,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	gp_members_remove(&srv->pool, &p->m);
 	p->ch = NULL;
 	free(p);
-	if (!srv->pool.stopping)
+	if (serving_work(srv))
 		gp_work_serve_all(&srv->pool);
 	gp_serve_maybe_finish(srv);
 }
@@ -871,21 +955,69 @@ static void close_cb_noop(uv_handle_t *h)
 	(void)h;
 }
 
+static void start_next_job(struct server *srv);
+
+/* The job is over and its members are gone: frees its state and takes
+ * the next job, if one is queued. */
+static void end_job(struct server *srv)
+{
+	int64_t id = srv->pool.job_id;
+
+	gp_info("job %" PRId64 " %s", id,
+		srv->cancelled ? "cancelled" : "done");
+	printf("job %" PRId64 " %s\n", id,
+	       srv->cancelled ? "cancelled" : "done");
+	fflush(stdout);
+	gp_setup_teardown(srv);
+	srv->has_job = false;
+	srv->job_ending = false;
+	srv->cancelled = false;
+	if (srv->take_queue)
+		start_next_job(srv);
+	if (!srv->has_job && !srv->exit_when_done) {
+		gp_info("the pool has no job: waiting for one "
+			"(gradpool-coordinator job add FILE)");
+		gp_notify_status("no job: waiting for one");
+	}
+}
+
 void gp_serve_maybe_finish(struct server *srv)
 {
-	if (!srv->pool.stopping && !(srv->done && srv->final_reported))
+	bool over = srv->has_job &&
+		    ((srv->done && srv->final_reported) || srv->cancelled);
+
+	if (!srv->pool.stopping && !over)
 		return;
-	if (srv->done && srv->final_reported && !srv->pool.stopping) {
-		srv->pool.stopping = true;
+	if (over && !srv->job_ending) {
+		srv->job_ending = true;
 		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-			gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
+			if (p->m.joined)
+				gp_serve_bye(p, GP_BYE_JOB_DONE, srv->cancelled ?
+					     "the job was cancelled" :
+					     "the job is done");
 	}
 	if (srv->db_busy || srv->eval_busy || gp_verify_busy(srv->pool.verify))
 		return;
-	if (gp_ledger_pending(srv->st.ledger) > 0 || srv->pool.checkpoint_wanted) {
+	if (srv->has_job && (gp_ledger_pending(srv->st.ledger) > 0 ||
+			     srv->pool.checkpoint_wanted)) {
 		gp_bg_kick_db(srv, true);
 		if (srv->db_busy)
 			return;
+	}
+	if (!srv->pool.stopping) {
+		/* The members' channels close after their BYE; the job's
+		 * state goes once the last has (on_close calls back here). */
+		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+			if (p->m.joined)
+				return;
+		end_job(srv);
+		if (srv->has_job || !srv->exit_when_done)
+			return;
+		/* Nothing follows: whoever is still connected (waiting between
+		 * jobs, or not joined yet) hears that the job is done. */
+		srv->pool.stopping = true;
+		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+			gp_serve_bye(p, GP_BYE_JOB_DONE, "the job is done");
 	}
 	if (srv->listener) {
 		gp_channel_listener_destroy(srv->listener);
@@ -908,7 +1040,7 @@ static void on_signal(uv_signal_t *s, int signum)
 		return;
 	gp_info("%s: checkpointing and stopping", strsignal(signum));
 	srv->pool.stopping = true;
-	srv->pool.checkpoint_wanted = !srv->done;
+	srv->pool.checkpoint_wanted = srv->has_job && !srv->done;
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
 		gp_serve_bye(p, GP_BYE_RESTART, "the coordinator is stopping");
 	gp_serve_maybe_finish(srv);
@@ -953,20 +1085,54 @@ static void save_links(struct server *srv, int64_t now)
 	}
 }
 
+/* How often serve reads the ledger for a job to start (while it has
+ * none) or for its job's cancellation (job cancel writes the state). */
+#define QUEUE_CHECK_MS 500
+
+static void check_cancelled(struct server *srv, int64_t now)
+{
+	struct gp_ledger_job j = { 0 };
+
+	if (srv->job_ending || now - srv->queue_checked_ms < QUEUE_CHECK_MS)
+		return;
+	srv->queue_checked_ms = now;
+	if (gp_ledger_job_get(srv->st.ledger, srv->pool.job_id, &j) < 0)
+		return;
+	if (j.state == GP_JOB_CANCELLED) {
+		gp_info("job %" PRId64 " was cancelled by the owner: checkpointing "
+			"it and telling its members", srv->pool.job_id);
+		srv->cancelled = true;
+		srv->pool.checkpoint_wanted = true;
+		gp_serve_maybe_finish(srv);
+	}
+	gp_ledger_job_finish(&j);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	int64_t now = gp_now_ms();
 
+	if (srv->finish_soon) {
+		srv->finish_soon = false;
+		gp_serve_maybe_finish(srv);
+	}
 	if (srv->pool.stopping)
 		return;
+	if (!srv->has_job) {
+		gp_bg_check_revoked(srv, now);
+		if (srv->take_queue && now - srv->queue_checked_ms >= QUEUE_CHECK_MS)
+			start_next_job(srv);
+		return;
+	}
+	check_cancelled(srv, now);
 	if (gp_sched_expire(srv->pool.sched, (uint64_t)now, srv->job.work_timeout_ms) > 0)
 		gp_warn("assignments timed out and went back to the queue");
 	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
 		int64_t since;
 
 		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
-		if (!p->ch || !gp_channel_is_established(p->ch))
+		if (!p->ch || !gp_channel_is_established(p->ch) || p->idle)
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {
 		case GP_OVERDUE_UPDATE:
@@ -996,8 +1162,10 @@ static void on_tick(uv_timer_t *t)
 	    srv->pool.applied_since_checkpoint > 0)
 		srv->pool.checkpoint_wanted = true;
 	gp_bg_kick_db(srv, false);
-	gp_work_serve_all(&srv->pool);
-	gp_serve_progress_tick(srv, now, false);
+	if (serving_work(srv))
+		gp_work_serve_all(&srv->pool);
+	if (srv->has_job)
+		gp_serve_progress_tick(srv, now, false);
 }
 
 static void walk_close(uv_handle_t *h, void *arg)
@@ -1005,6 +1173,22 @@ static void walk_close(uv_handle_t *h, void *arg)
 	(void)arg;
 	if (!uv_is_closing(h))
 		uv_close(h, NULL);
+}
+
+/* The job's line on stdout, for the owner and for scripts. */
+static void announce_job(struct server *srv)
+{
+	if (srv->spec.version == 0)
+		printf("job %" PRId64 ": model %s, %u epochs, batch %u, "
+		       "staleness %u\n", srv->pool.job_id, srv->spec_text,
+		       srv->job.epochs, srv->job.batch_size, srv->job.staleness);
+	else
+		printf("job %" PRId64 ": model %s (%zu layers, %zu parameters), "
+		       "%u epochs, batch %u, staleness %u\n", srv->pool.job_id,
+		       srv->job.model_file, srv->spec.n_nodes,
+		       gp_model_spec_param_count(&srv->spec), srv->job.epochs,
+		       srv->job.batch_size, srv->job.staleness);
+	fflush(stdout);
 }
 
 /* Listens on `listen` (ADDR:PORT, borrowed) with the coordinator's key,
@@ -1048,16 +1232,12 @@ static int start_listening(struct server *srv, const char *listen)
 	 * port 0. */
 	printf("listening on %.*s:%d\n", (int)(strrchr(listen, ':') - listen),
 	       listen, gp_channel_listener_port(srv->listener));
-	if (srv->spec.version == 0)
-		printf("job %" PRId64 ": model %s, %u epochs, batch %u, "
-		       "staleness %u\n", srv->pool.job_id, srv->spec_text,
-		       srv->job.epochs, srv->job.batch_size, srv->job.staleness);
-	else
-		printf("job %" PRId64 ": model %s (%zu layers, %zu parameters), "
-		       "%u epochs, batch %u, staleness %u\n", srv->pool.job_id,
-		       srv->job.model_file, srv->spec.n_nodes,
-		       gp_model_spec_param_count(&srv->spec), srv->job.epochs,
-		       srv->job.batch_size, srv->job.staleness);
+	fflush(stdout);
+	if (srv->has_job)
+		announce_job(srv);
+	else if (!srv->exit_when_done)
+		printf("no job queued: waiting for one (gradpool-coordinator "
+		       "job add FILE)\n");
 	fflush(stdout);
 	if (srv->job.beacon) {
 		/* Beacons are hints for agents whose token endpoints went stale;
@@ -1074,31 +1254,114 @@ static int start_listening(struct server *srv, const char *listen)
 }
 
 /* What the owner's status reads besides the update log: no connection is
- * counted yet (a killed serve could not count its own down), the job's
- * size, and when this serve started. A failure costs status its figures,
- * not the job. */
+ * counted yet (a killed serve could not count its own down), and when
+ * this serve started. A failure costs status its figures, not the job. */
 static void record_start(struct server *srv)
 {
 	struct gp_ledger *l = srv->st.ledger;
 	char now[32];
-
 	char pid[32];
 
 	snprintf(now, sizeof(now), "%" PRId64, gp_now_ms());
 	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
 	if (gp_ledger_agents_disconnected(l) < 0 ||
-	    gp_ledger_job_set_size(l, srv->pool.job_id, srv->job.epochs,
-				   gp_sched_minibatches(srv->pool.sched),
-				   (int64_t)srv->train->count) < 0 ||
 	    gp_ledger_meta_set(l, GP_META_SERVE_STARTED, now) < 0 ||
 	    gp_ledger_meta_set(l, GP_META_SERVE_PID, pid) < 0)
 		gp_warn("%s: %s", srv->st.ledger_path, gp_ledger_error(l));
 }
 
+/* Sets a job up (job_path, borrowed, or the ledger's job_id) and starts
+ * serving it: its size for status, a job whose schedule is complete
+ * goes to its final evaluation, the members waiting between jobs are
+ * told to reconnect for it. Returns 0 or a negative errno (logged; a
+ * ledger job that cannot be set up is marked failed). */
+static int start_job(struct server *srv, const char *job_path, int64_t job_id)
+{
+	int r;
+
+	r = gp_setup_job(srv, job_path, job_id);
+	if (r < 0) {
+		if (job_id > 0 && r != -EALREADY) {
+			gp_error("job %" PRId64 " cannot start: marked failed",
+				 job_id);
+			gp_ledger_job_set_state(srv->st.ledger, job_id,
+						GP_JOB_FAILED, gp_now_ms());
+		}
+		gp_setup_teardown(srv);
+		return r;
+	}
+	srv->has_job = true;
+	srv->job_ending = srv->cancelled = false;
+	/* What the agents are told starts anew with each job. */
+	memset(&srv->progress, 0, sizeof(srv->progress));
+	gp_serve_progress_start(srv, job_path);
+	if (gp_ledger_job_set_size(srv->st.ledger, srv->pool.job_id,
+				   srv->job.epochs,
+				   gp_sched_minibatches(srv->pool.sched),
+				   (int64_t)srv->n_train) < 0)
+		gp_warn("%s: %s", srv->st.ledger_path,
+			gp_ledger_error(srv->st.ledger));
+	srv->last_checkpoint_ms = srv->queue_checked_ms = gp_now_ms();
+	srv->run_start_us = srv->epoch_start_us = gp_mono_us();
+	gp_notify_status("serving a job");
+	if (srv->listener) {
+		announce_job(srv);
+		for (struct peer *p = first_peer(srv); p; p = next_peer(p))
+			if (p->idle)
+				gp_serve_bye(p, GP_BYE_JOB_CHANGED,
+					     "a job started: reconnect now");
+	}
+	if (gp_sched_done(srv->pool.sched)) {
+		gp_info("job %" PRId64 " is already complete", srv->pool.job_id);
+		srv->done = true;
+		srv->eval_pending = 1;
+		gp_bg_start_eval(srv, false);
+	}
+	return 0;
+}
+
+/* Starts the job the ledger says is next (one left running, else the
+ * oldest queued), if any; one that fails to start is skipped. */
+static void start_next_job(struct server *srv)
+{
+	int64_t id;
+
+	srv->queue_checked_ms = gp_now_ms();
+	while (!srv->has_job && !srv->pool.stopping &&
+	       gp_ledger_job_next(srv->st.ledger, &id) == 0) {
+		gp_info("starting job %" PRId64 " from the queue", id);
+		if (start_job(srv, NULL, id) < 0 &&
+		    gp_ledger_job_next(srv->st.ledger, &id) == 0 &&
+		    id == srv->pool.job_id)
+			break; /* could not even mark it failed */
+	}
+}
+
+/* The owner's page, beside the pool: a failure is said and costs the
+ * page only. */
+static void start_web(struct server *srv, const char *web)
+{
+	int r;
+
+	if (!web)
+		return;
+	r = gp_coord_web_start(web, srv->st.ledger_path, &srv->web);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_WARN, r, "the owner's page on %s is off", web);
+		return;
+	}
+	printf("owner's page: http://%s:%u/\n",
+	       strncmp(web, "[::1]", 5) == 0 || strncmp(web, "::1", 3) == 0 ?
+		       "[::1]" : "127.0.0.1",
+	       gp_coord_web_port(srv->web));
+	fflush(stdout);
+}
+
 int gp_serve_run(const char *state_dir, const char *job_path,
-		 const char *listen)
+		 const char *listen, const char *web, unsigned flags)
 {
 	struct server *srv = calloc(1, sizeof(*srv));
+	char meta_listen[128] = "";
 	int lock_fd = -1;
 	int r;
 
@@ -1107,6 +1370,9 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	srv->pool.job = &srv->job;
 	srv->pool.fx = &pool_effects;
 	srv->pool.fx_data = srv;
+	srv->exit_when_done = flags & GP_SERVE_EXIT_WHEN_DONE;
+	srv->take_queue = flags & GP_SERVE_QUEUE;
+	gp_job_defaults(&srv->job);
 	r = uv_loop_init(&srv->loop);
 	if (r < 0)
 		goto out_free;
@@ -1118,22 +1384,36 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 		r = lock_fd;
 		goto out;
 	}
-	r = gp_setup_job(srv, job_path);
+	r = gp_identity_derive_key(srv->st.id, "gp-token-secret", srv->token_key);
 	if (r < 0)
 		goto out;
-	record_start(srv);
-	gp_serve_progress_start(srv, job_path);
-	if (gp_sched_done(srv->pool.sched)) {
-		gp_info("job %" PRId64 " is already complete", srv->pool.job_id);
-		srv->done = true;
-		srv->eval_pending = 1;
-		gp_bg_start_eval(srv, false);
+	if (job_path) {
+		r = start_job(srv, job_path, 0);
+		if (r < 0 && (r != -EALREADY || !srv->take_queue))
+			goto out;
+		/* Its [pool] settings are the listener's: kept when it
+		 * ended before (gp_setup_teardown leaves srv->job). */
 	}
+	if (!srv->has_job && srv->take_queue)
+		start_next_job(srv);
+	if (!srv->has_job && srv->exit_when_done) {
+		printf("no job queued: nothing to do\n");
+		r = 0;
+		goto out;
+	}
+	if (!listen && !job_path &&
+	    gp_ledger_meta_get(srv->st.ledger, GP_META_LISTEN, meta_listen,
+			       sizeof(meta_listen)) >= 0 && meta_listen[0])
+		listen = meta_listen;
 
+	/* Only now: a job file that does not parse leaves the ledger as it
+	 * was. */
+	record_start(srv);
 	r = start_listening(srv, listen ? listen : srv->job.listen);
 	if (r < 0)
 		goto out;
-	gp_notify_ready("serving");
+	start_web(srv, web);
+	gp_notify_ready(srv->has_job ? "serving a job" : "no job: waiting for one");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -1143,12 +1423,11 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	uv_signal_start(&srv->sigint, on_signal, SIGINT);
 	uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
-	srv->last_checkpoint_ms = gp_now_ms();
-	srv->run_start_us = srv->epoch_start_us = gp_mono_us();
 
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	r = 0;
 out:
+	gp_coord_web_stop(srv->web);
 	if (srv->listener)
 		gp_channel_listener_destroy(srv->listener);
 	gp_announce_destroy(srv->announce);
@@ -1157,20 +1436,8 @@ out:
 	uv_loop_close(&srv->loop);
 	if (srv->st.ledger)
 		gp_ledger_flush(srv->st.ledger);
-	gp_model_destroy(srv->eval_model);
-	gp_backend_destroy(srv->eval_be);
-	gp_params_destroy(srv->pool.params);
-	gp_ssp_destroy(srv->pool.ssp);
-	gp_sched_destroy(srv->pool.sched);
-	gp_data_destroy(srv->train);
-	gp_data_destroy(srv->test);
-	gp_shard_manifest_finish(&srv->manifest);
-	free(srv->pool.grad);
-	free(srv->pool.grad_b);
-	gp_robust_finish(&srv->pool.robust);
-	gp_verify_destroy(srv->pool.verify);
+	gp_setup_teardown(srv);
 	gp_members_finish(&srv->pool);
-	free(srv->job_text);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
 	if (lock_fd >= 0)

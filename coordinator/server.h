@@ -21,10 +21,13 @@
 #include "job.h"
 #include "model.h"
 #include "credit.h"
+#include "optim.h"
+#include "tokens.h"
 #include "pool.h"
 #include "progress.h"
 #include "shard.h"
 #include "state.h"
+#include "web.h"
 
 /* Messages over the rate limit after which a connection is closed: at
  * least this many, else one second's worth. */
@@ -54,6 +57,10 @@ struct peer {
 	bool listener_data;
 	/* The link and sync interval last written to the ledger. */
 	double link_saved_bps, sync_saved_ms;
+	/* A member (GP_CAP_JOBS) that joined while the pool had no job: it
+	 * got WELCOME job 0 and waits, connected, for BYE 7 when one
+	 * starts. Not in the pool's decisions (m.joined stays false). */
+	bool idle;
 	/* DATA_SHARD messages sent on this connection: a fetch needs each
 	 * shard once, a retry after a bad shard a few more. */
 	uint32_t shards_sent;
@@ -65,14 +72,39 @@ struct server {
 	uv_timer_t tick;
 	uv_signal_t sigint, sigterm;
 	struct gp_coord_state st;
+	/* The job being served; its [pool] settings stay after it ended,
+	 * for the listener and the connections until the next one. */
 	struct gp_job job;
 	char *job_text;
+	char job_source[GP_LEDGER_SOURCE_MAX]; /* its file, for messages */
+	/* The job's state below (spec, data sets, the pool's params, clocks
+	 * and schedule, the evaluation model) exists: set by start_job(),
+	 * cleared by end_job() (serve.c). */
+	bool has_job;
+	/* The job ended (done and reported, or cancelled): its members were
+	 * told BYE 2; it is torn down once they are gone and the ledger has
+	 * the last of it. No work is handed out meanwhile. */
+	bool job_ending;
+	bool cancelled;          /* by the owner (job cancel) */
+	/* The verifier went idle: gp_serve_maybe_finish() on the next tick
+	 * (not from inside its callback, which a teardown would free). */
+	bool finish_soon;
+	/* GP_SERVE_EXIT_WHEN_DONE: stop once a job ended and no other
+	 * follows; GP_SERVE_QUEUE: take the ledger's queued jobs. */
+	bool exit_when_done;
+	bool take_queue;
+	int64_t queue_checked_ms; /* the ledger's queue or state last read */
 	struct gp_model_spec spec;
 	/* The model in canonical text (gp_model_spec_format()): the ledger's
 	 * jobs.model, the checkpoints' GP_CKPT_MODEL, WELCOME's model_text. */
 	char spec_text[GP_MODEL_DESC_MAX + 1];
 
 	struct gp_dataset *train, *test;
+	/* [data] set = tokens: the language model's token files
+	 * (tokens.h) in place of train and test. */
+	struct gp_tokens *train_tok, *test_tok;
+	size_t n_train;         /* training samples (images or windows) */
+	size_t eval_batch;      /* rows of the evaluation model */
 	/* The training set as content-addressed shards (proto/shard.h), for
 	 * agents granted GP_CAP_DATA_SHARDS. */
 	struct gp_shard_manifest manifest;
@@ -82,6 +114,7 @@ struct server {
 	uint8_t token_key[GP_KEY_SIZE];
 
 	struct gp_channel_listener *listener;
+	struct gp_coord_web *web;  /* the owner's page; NULL when off */
 	struct gp_announce *announce; /* [pool] beacon = on */
 	struct gp_channel_config chcfg;
 
@@ -93,6 +126,7 @@ struct server {
 	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
 	struct gp_backend *eval_be;
 	struct gp_model *eval_model;
+	struct gp_optim *optim;  /* optimizer = adamw, else NULL */
 
 	int64_t last_checkpoint_ms;
 	int64_t links_saved_ms;  /* last pass of save_links() */
@@ -165,11 +199,19 @@ void gp_bg_start_eval(struct server *srv, bool interim);
  * the ledger and says BYE to the revoked ones. */
 void gp_bg_check_revoked(struct server *srv, int64_t now);
 
-/* setup.c: reads and parses the job file, loads the data sets, records the
- * job in the ledger and restores its newest checkpoint or builds it fresh,
- * and sizes the pool's buffers. Logs what failed. Returns 0 or a negative
- * errno. */
-int gp_setup_job(struct server *srv, const char *job_path);
+/* setup.c: reads and parses the job file (job_path, borrowed), or the
+ * ledger's job job_id (> 0: a queued job, or one a stopped serve left
+ * running), loads the data sets, records the job in the ledger and
+ * restores its newest checkpoint or builds it fresh, and sizes the pool's
+ * buffers. Logs what failed. Returns 0, -EALREADY when job_path's job
+ * ended already (said why; srv->pool.job_id names it), or a negative
+ * errno. What it built is freed by gp_setup_teardown(), also on failure. */
+int gp_setup_job(struct server *srv, const char *job_path, int64_t job_id);
+/* setup.c: frees what gp_setup_job() built and zeroes the pool's counts
+ * of the job, keeping the members, the listener and srv->job. */
+void gp_setup_teardown(struct server *srv);
+/* setup.c: path made absolute (realpath, else as given) into buf. */
+void gp_setup_source_path(const char *path, char *buf, size_t size);
 /* setup.c: parses "ADDR:PORT" (IPv4, IPv6, [IPv6]) into *ss. Returns 0 or
  * a negative errno. */
 int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss);

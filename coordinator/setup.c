@@ -48,6 +48,86 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* The job's AdamW state (optimizer = adamw): restored from a
+ * checkpoint's section o when there is one, else fresh, and attached to
+ * the parameter store. Nothing for the SGD optimizers. Returns 0 or a
+ * negative errno. */
+static int setup_optim(struct server *srv,
+		       const struct gp_checkpoint_section *o)
+{
+	struct gp_optim_config oc = {
+		.beta1 = (float)srv->job.beta1,
+		.beta2 = (float)srv->job.beta2,
+		.eps = (float)srv->job.eps,
+		.weight_decay = (float)srv->job.weight_decay,
+	};
+	size_t n = gp_params_size(srv->pool.params);
+	int r;
+
+	if (srv->job.optimizer != GP_OPT_ADAMW)
+		return 0;
+	if (o) {
+		r = gp_optim_load(o->data, o->len, n, &srv->optim);
+		if (r < 0)
+			return r;
+	} else {
+		if (gp_params_updates(srv->pool.params) > 0)
+			gp_warn("the checkpoint holds no AdamW state: its "
+				"moments start again from zero");
+		if ((r = gp_optim_create(&oc, n, &srv->optim)) < 0)
+			return r;
+	}
+	return gp_optim_attach(srv->optim, srv->pool.params);
+}
+
+/* [data] set = tokens: DIR/train.tok and DIR/test.tok (tokens.h), for a
+ * language model (a seq_xent loss) whose vocabulary covers theirs. The
+ * samples are the training file's windows of the model's context. */
+static int load_tokens(struct server *srv, const char *job_path)
+{
+	const struct gp_model_spec *s = &srv->spec;
+	char path[sizeof(srv->job.data_dir) + 16], err[GP_DATA_ERR_MAX];
+	uint32_t vocab = s->dims[s->n_layers];
+	int r;
+
+	if (gp_model_spec_labels(s) < 2 ||
+	    s->layers[1].type != GP_LAYER_EMBEDDING) {
+		gp_error("%s: [data] set = tokens needs a language model (an "
+			 "embedding after the input, a seq_xent loss; "
+			 "docs/models.md)", job_path);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/train.tok", srv->job.data_dir);
+	r = gp_tokens_load(path, &srv->train_tok, err, sizeof(err));
+	if (r >= 0) {
+		snprintf(path, sizeof(path), "%s/test.tok", srv->job.data_dir);
+		r = gp_tokens_load(path, &srv->test_tok, err, sizeof(err));
+	}
+	if (r < 0) {
+		gp_error("%s (make the token files with gp-tokens)", err);
+		return r;
+	}
+	if (srv->train_tok->vocab > vocab || srv->test_tok->vocab > vocab ||
+	    srv->train_tok->vocab > s->layers[1].vocab) {
+		gp_error("%s: the token files' vocabulary (%u) is larger than "
+			 "the model's (%u)", job_path, srv->train_tok->vocab,
+			 vocab);
+		return -EINVAL;
+	}
+	srv->n_train = gp_tokens_windows(srv->train_tok, s->dims[0]);
+	if (srv->n_train == 0 || srv->n_train > UINT32_MAX ||
+	    gp_tokens_windows(srv->test_tok, s->dims[0]) == 0) {
+		gp_error("%s: the token files hold no window of the model's "
+			 "%u tokens", job_path, s->dims[0]);
+		return -EINVAL;
+	}
+	srv->pool.train_fingerprint = gp_tokens_fingerprint(srv->train_tok);
+	gp_info("token data: %zu training windows of %u tokens, %zu held "
+		"out", srv->n_train, s->dims[0],
+		gp_tokens_windows(srv->test_tok, s->dims[0]));
+	return 0;
+}
+
 static int build_fresh(struct server *srv)
 {
 	struct gp_tensor_shape shapes[2 * GP_MODEL_MAX_NODES];
@@ -56,12 +136,14 @@ static int build_fresh(struct server *srv)
 		.lr = (float)srv->job.learning_rate,
 		.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
 				    (float)srv->job.momentum : 0.0f,
-		.weight_decay = (float)srv->job.weight_decay,
+		/* AdamW decays in its own step (optim.h). */
+		.weight_decay = srv->job.optimizer == GP_OPT_ADAMW ?
+					0.0f : (float)srv->job.weight_decay,
 		.clip_norm = (float)srv->job.clip_grad_norm,
 		.reject_norm = (float)srv->job.max_grad_norm,
 	};
 	struct gp_sched_config sc = {
-		.n_samples = (uint32_t)srv->train->count,
+		.n_samples = (uint32_t)srv->n_train,
 		.batch_size = srv->job.batch_size,
 		.epochs = srv->job.epochs,
 		.seed = srv->job.seed,
@@ -96,7 +178,7 @@ static int build_fresh(struct server *srv)
 		off += (size_t)shapes[i].rows * shapes[i].cols;
 	}
 	free(init);
-	if (r < 0)
+	if (r < 0 || (r = setup_optim(srv, NULL)) < 0)
 		return r;
 	r = gp_ssp_create(srv->job.staleness, &srv->pool.ssp);
 	if (r < 0)
@@ -179,11 +261,11 @@ static int check_restored(struct server *srv, int64_t seq)
 			return -EBADMSG;
 		}
 	}
-	if (sc->n_samples != srv->train->count ||
+	if (sc->n_samples != srv->n_train ||
 	    sc->batch_size != srv->job.batch_size) {
 		gp_error("checkpoint %" PRId64 " counts %u samples in batches of "
 			 "%u, the job %zu in batches of %u", seq, sc->n_samples,
-			 sc->batch_size, (size_t)srv->train->count,
+			 sc->batch_size, srv->n_train,
 			 srv->job.batch_size);
 		return -EBADMSG;
 	}
@@ -237,6 +319,8 @@ static int restore(struct server *srv)
 			 m->len > 80 ? "..." : "");
 		r = -EBADMSG;
 	}
+	if (r >= 0)
+		r = setup_optim(srv, gp_checkpoint_find(sec, n, GP_CKPT_OPTIM));
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */
@@ -270,45 +354,67 @@ out:
 	return r;
 }
 
-/* Picks the job this run continues, or records a new one: the current
- * job goes on when its job text and its model (the canonical text: a
- * [model] file may change under the same job text) are this run's and it
- * is not done. The model is recorded with the job (jobs.model), and filled
- * in for a job recorded before the ledger kept models. Returns 1 when an
- * existing job goes on, 0 for a new one, or a negative errno. */
-static int pick_job(struct server *srv)
+/* Picks the job this run continues, or records a new one. A queued or
+ * resumed job of the ledger (srv->pool.job_id set) is that job. For a job
+ * file: the newest job of the same text and model (the canonical text: a
+ * [model] file may change under the same job text) goes on unless it
+ * ended; one that ended is not started again from scratch under a new
+ * number without a word: that is -EALREADY, said here, and `job add` is
+ * how the owner trains it anew. The model is recorded with the job
+ * (jobs.model), and filled in for a job recorded before the ledger kept
+ * models. Returns 1 when an existing job goes on, 0 for a new one, or a
+ * negative errno. */
+static int pick_job(struct server *srv, bool from_ledger)
 {
 	char buf[32];
 	struct gp_ledger_job j = { 0 };
+	int64_t id = srv->pool.job_id;
 	int r;
 
-	r = gp_ledger_meta_get(srv->st.ledger, META_CURRENT_JOB, buf, sizeof(buf));
-	if (r >= 0 && gp_ledger_job_get(srv->st.ledger, strtoll(buf, NULL, 10),
-					&j) == 0) {
-		bool same_text = j.spec && strcmp(j.spec, srv->job_text) == 0;
+	if (!from_ledger &&
+	    gp_ledger_job_find(srv->st.ledger, srv->job_text, srv->spec_text,
+			       &id) < 0)
+		id = 0;
+	if (id > 0 && gp_ledger_job_get(srv->st.ledger, id, &j) == 0) {
+		enum gp_ledger_job_state state = j.state;
 		bool old_row = j.model && !j.model[0];
-		bool same = same_text && j.state != GP_JOB_DONE &&
-			    (old_row || strcmp(j.model, srv->spec_text) == 0);
-		int64_t id = j.id;
 
-		if (same_text && !same && j.state != GP_JOB_DONE)
-			gp_info("job %" PRId64 "'s model changed (its [model] "
-				"file): starting a new job", id);
 		gp_ledger_job_finish(&j);
-		if (same) {
+		if (!from_ledger && (state == GP_JOB_DONE ||
+				     state == GP_JOB_FAILED ||
+				     state == GP_JOB_CANCELLED)) {
+			/* With the queue to serve (the service's restart)
+			 * this is the expected case, not an error. */
+			gp_log(srv->take_queue ? GP_LOG_INFO : GP_LOG_ERROR,
+			       "%s: job %" PRId64 " trained this job file "
+			       "already and is %s: serve does not start it "
+			       "again as a new job. Export its model with "
+			       "'gradpool-coordinator export --job %" PRId64
+			       "', or train it anew with 'gradpool-coordinator "
+			       "job add %s'", srv->job_source, id,
+			       gp_ledger_job_state_name(state), id,
+			       srv->job_source);
 			srv->pool.job_id = id;
-			if (old_row &&
-			    gp_ledger_job_set_model(srv->st.ledger, id,
-						    srv->spec_text) < 0)
-				return -EIO;
-			return 1;
+			return -EALREADY;
 		}
+		srv->pool.job_id = id;
+		if (old_row &&
+		    gp_ledger_job_set_model(srv->st.ledger, id, srv->spec_text) < 0)
+			return -EIO;
+		if (!from_ledger)
+			gp_ledger_job_set_source(srv->st.ledger, id, srv->job_source);
+		return state == GP_JOB_QUEUED ? 0 : 1;
 	}
+	if (from_ledger)
+		return -ENOENT;
 	r = gp_ledger_job_create(srv->st.ledger, srv->job_text, gp_now_ms(),
 				 &srv->pool.job_id);
 	if (r >= 0)
 		r = gp_ledger_job_set_model(srv->st.ledger, srv->pool.job_id,
 					    srv->spec_text);
+	if (r >= 0)
+		r = gp_ledger_job_set_source(srv->st.ledger, srv->pool.job_id,
+					     srv->job_source);
 	if (r < 0)
 		return r;
 	snprintf(buf, sizeof(buf), "%" PRId64, srv->pool.job_id);
@@ -341,9 +447,13 @@ int gp_setup_listen_addr(const char *s, struct sockaddr_storage *ss)
 }
 
 
+/* Called from inside the verifier: the finish (which may tear the job,
+ * the verifier included, down) runs on serve's next tick instead. */
 static void verify_idle(void *ctx)
 {
-	gp_serve_maybe_finish(ctx);
+	struct server *srv = ctx;
+
+	srv->finish_soon = true;
 }
 
 /* The job's training and test sets ([data]), checked against the model,
@@ -451,13 +561,52 @@ static int load_data(struct server *srv, const char *job_path)
 	return 0;
 }
 
-int gp_setup_job(struct server *srv, const char *job_path)
+/* The job's text and model from the ledger (a queued job, or one a
+ * stopped serve left running): the text as queued, the model as recorded
+ * then (its [model] file may have changed since). */
+static int load_ledger_job(struct server *srv, int64_t id)
+{
+	struct gp_ledger_job j = { 0 };
+	char err[GP_DATA_ERR_MAX];
+	int r;
+
+	r = gp_ledger_job_get(srv->st.ledger, id, &j);
+	if (r < 0 || j.id != id) {
+		gp_error("%s: no job %" PRId64, srv->st.ledger_path, id);
+		gp_ledger_job_finish(&j);
+		return r < 0 ? r : -ENOENT;
+	}
+	snprintf(srv->job_source, sizeof(srv->job_source), "%s",
+		 j.source[0] ? j.source : "(job text in the ledger)");
+	srv->job_text = j.spec;
+	j.spec = NULL;
+	r = gp_job_parse(srv->job_source, srv->job_text, strlen(srv->job_text),
+			 &srv->job, err, sizeof(err));
+	if (r >= 0 && j.model && j.model[0])
+		r = gp_model_spec_parse(j.model, &srv->spec, err, sizeof(err));
+	else if (r >= 0)
+		r = gp_job_load_model(&srv->job, srv->job_source, &srv->spec, err,
+				      sizeof(err));
+	gp_ledger_job_finish(&j);
+	if (r < 0)
+		gp_error("job %" PRId64 ": %s", id, err);
+	srv->pool.job_id = id;
+	return r;
+}
+
+int gp_setup_job(struct server *srv, const char *job_path, int64_t job_id)
 {
 	char err[GP_DATA_ERR_MAX];
 	size_t job_len = 0;
 	bool rerun;
 	int r;
 
+	if (job_id > 0) {
+		r = load_ledger_job(srv, job_id);
+		if (r < 0)
+			return r;
+		goto parsed;
+	}
 	/* Read once: the text parsed is the text the ledger and the
 	 * checkpoints keep, even if the file changes meanwhile. */
 	r = read_file(job_path, &srv->job_text, &job_len);
@@ -465,6 +614,7 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		gp_log_errno(GP_LOG_ERROR, r, "%s", job_path);
 		return r;
 	}
+	gp_setup_source_path(job_path, srv->job_source, sizeof(srv->job_source));
 	r = gp_job_parse(job_path, srv->job_text, job_len, &srv->job, err,
 			 sizeof(err));
 	if (r < 0) {
@@ -476,29 +626,38 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		gp_error("%s", err);
 		return r;
 	}
+parsed:
 	/* The canonical text is what the ledger, the checkpoints and the
 	 * agents get: it parses back to this very graph. */
 	r = gp_model_spec_format(&srv->spec, srv->spec_text, sizeof(srv->spec_text));
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "%s: cannot write the model's text",
-			     job_path);
+			     srv->job_source);
 		return r;
 	}
-	r = load_data(srv, job_path);
+	if (strcmp(srv->job.data_set, "tokens") == 0) {
+		r = load_tokens(srv, srv->job_source);
+	} else {
+		r = load_data(srv, srv->job_source);
+		if (r >= 0)
+			srv->n_train = srv->train->count;
+	}
 	if (r < 0)
 		return r;
+	/* A language model's activations are sequences: its evaluation
+	 * runs in smaller batches (attention keeps T x T a head). */
+	srv->eval_batch = srv->train_tok ? 32 : EVAL_BATCH;
 	r = gp_backend_create_cpu(1, &srv->eval_be);
 	if (r >= 0)
-		r = gp_model_create(srv->eval_be, &srv->spec, EVAL_BATCH,
+		r = gp_model_create(srv->eval_be, &srv->spec, srv->eval_batch,
 				    &srv->eval_model);
 	if (r < 0) {
 		gp_log_errno(GP_LOG_ERROR, r, "cannot create the evaluation model");
 		return r;
 	}
-	r = gp_identity_derive_key(srv->st.id, "gp-token-secret", srv->token_key);
-	if (r < 0)
+	r = pick_job(srv, job_id > 0);
+	if (r == -EALREADY)
 		return r;
-	r = pick_job(srv);
 	if (r < 0) {
 		gp_error("%s: cannot record the job: %s", srv->st.ledger_path,
 			 gp_ledger_error(srv->st.ledger));
@@ -531,7 +690,12 @@ int gp_setup_job(struct server *srv, const char *job_path)
 		r = -ENOMEM;
 		return r;
 	}
-	if (srv->job.verify_rate > 0) {
+	/* Verification recomputes images' gradients; a language model's
+	 * windows are not checked yet. */
+	if (srv->job.verify_rate > 0 && srv->train_tok)
+		gp_info("verify_rate: a language model's updates are not "
+			"recomputed yet");
+	if (srv->job.verify_rate > 0 && !srv->train_tok) {
 		uint64_t seed = 0;
 
 		/* Which clocks are checked must not be predictable by
@@ -554,6 +718,68 @@ int gp_setup_job(struct server *srv, const char *job_path)
 			return r;
 	}
 	return 0;
+}
+
+void gp_setup_source_path(const char *path, char *buf, size_t size)
+{
+	char *abs = realpath(path, NULL);
+
+	snprintf(buf, size, "%s", abs ? abs : path);
+	free(abs);
+}
+
+void gp_setup_teardown(struct server *srv)
+{
+	struct gp_pool *pool = &srv->pool;
+
+	gp_model_destroy(srv->eval_model);
+	srv->eval_model = NULL;
+	gp_backend_destroy(srv->eval_be);
+	srv->eval_be = NULL;
+	gp_params_destroy(pool->params);
+	gp_ssp_destroy(pool->ssp);
+	gp_sched_destroy(pool->sched);
+	gp_data_destroy(srv->train);
+	gp_data_destroy(srv->test);
+	srv->train = srv->test = NULL;
+	gp_tokens_destroy(srv->train_tok);
+	gp_tokens_destroy(srv->test_tok);
+	srv->train_tok = srv->test_tok = NULL;
+	gp_optim_destroy(srv->optim);
+	srv->optim = NULL;
+	free(pool->grad);
+	free(pool->grad_b);
+	gp_robust_finish(&pool->robust);
+	memset(&pool->robust, 0, sizeof(pool->robust));
+	gp_verify_destroy(pool->verify);
+	pool->verify = NULL;
+	gp_shard_manifest_finish(&srv->manifest);
+	free(srv->job_text);
+	srv->job_text = NULL;
+	memset(&srv->spec, 0, sizeof(srv->spec));
+	srv->spec_text[0] = '\0';
+	srv->job_source[0] = '\0';
+	/* What the pool counted for this job; members, the listener and
+	 * the job's [pool] settings (srv->job) stay for the next. */
+	pool->params = NULL;
+	pool->ssp = NULL;
+	pool->sched = NULL;
+	pool->grad = pool->grad_b = NULL;
+	pool->job_id = 0;
+	pool->n_params = 0;
+	pool->minibatches_total = 0;
+	pool->train_fingerprint = 0;
+	pool->first_work_us = 0;
+	pool->sync_interval_logged = 0;
+	pool->applied_run = pool->samples_run = pool->unlogged = 0;
+	pool->applied_since_checkpoint = 0;
+	pool->checkpoint_wanted = false;
+	pool->epoch_samples = 0;
+	pool->epoch_loss_sum = 0;
+	pool->epoch_updates = 0;
+	srv->eval_pending = 0;
+	srv->done = srv->final_reported = false;
+	srv->last_accuracy = 0;
 }
 
 void gp_setup_raise_nofile(void)

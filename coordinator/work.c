@@ -182,22 +182,156 @@ static double link_clock_s(const struct gp_pool *pool, size_t live)
 	return cycle;
 }
 
+/* What a link-sized clock costs agent a: the wait (seconds) for its
+ * clock's fixed bytes (update up, pull down), for its update alone, and
+ * what one minibatch costs it (its compute and its own bytes). */
+struct link_cost {
+	double wait, up, per;
+};
+
+/* Fills *ret for agent a; false when its link or speed is not measured. */
+static bool link_cost(const struct gp_pool *pool,
+		      const struct gp_ssp_agent_info *a, size_t live,
+		      struct link_cost *ret)
+{
+	const struct gp_member *m = gp_members_find(pool, a->id);
+
+	if (!m || !(a->link_bps > 0) || !(a->speed > 0))
+		return false;
+	ret->wait = (double)clock_fixed_bytes(pool, m, live) / a->link_bps;
+	ret->up = (double)clock_fixed_bytes(pool, m, 1) / a->link_bps;
+	ret->per = 1.0 / a->speed +
+		   (double)minibatch_bytes(pool, m) / a->link_bps;
+	return true;
+}
+
 /* Minibatches that fill agent a's share of a clock of cycle seconds: what
  * is left of the clock after the wait for its fixed bytes, over the time
- * one minibatch costs (its compute and its own bytes). 0 when its link or
- * speed is not measured. */
+ * one minibatch costs. 0 when its link or speed is not measured. */
 static double link_work(const struct gp_pool *pool,
 			const struct gp_ssp_agent_info *a, double cycle,
 			size_t live)
 {
-	const struct gp_member *m = gp_members_find(pool, a->id);
-	double left, per;
+	struct link_cost c;
+	double left;
 
-	if (!m || !(cycle > 0) || !(a->link_bps > 0) || !(a->speed > 0))
+	if (!(cycle > 0) || !link_cost(pool, a, live, &c))
 		return 0;
-	left = cycle - (double)clock_fixed_bytes(pool, m, live) / a->link_bps;
-	per = 1.0 / a->speed + (double)minibatch_bytes(pool, m) / a->link_bps;
-	return left > 0 ? left / per : 1;
+	left = cycle - c.wait;
+	return left > 0 ? left / c.per : 1;
+}
+
+/* The pool's link-sized clock as every agent's sizing sees it: its
+ * length, the live agents, and the sum of their link_work (0 while one
+ * is not measured). */
+struct link_clock {
+	double cycle, work;
+	size_t live;
+};
+
+static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
+{
+	ret->live = gp_ssp_live_count(pool->ssp);
+	ret->cycle = link_clock_s(pool, ret->live);
+	ret->work = 0;
+	for (size_t i = 0; ret->cycle > 0; i++) {
+		struct gp_ssp_agent_info o;
+		double w;
+
+		if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
+			break;
+		if (!o.live)
+			continue;
+		w = link_work(pool, &o, ret->cycle, ret->live);
+		if (!(w > 0)) {
+			ret->work = 0;
+			break;
+		}
+		ret->work += w;
+	}
+}
+
+/* The local steps agent a computes between two merges with the others'
+ * work (a run): GP_WORK_LINK_STEPS, for what the statistics bear is a
+ * number of steps, not a time (250 ms on a quiet machine held 100-150
+ * steps, and two agents on 20 Mbit/s links ended 2 epochs at 72-82 %
+ * against 84 % with 48). And early on at most the pool's applied
+ * minibatches times a's share of the pool's work (1 / live while a link
+ * is not measured): the model moves fast at first, and long runs from
+ * one point, merged, cost accuracy (two agents on 20 Mbit/s links ended 2
+ * epochs at 80 % against 84 %), as post-local SGD found (Lin et al.,
+ * 2020: synchronous first, local steps later). An agent that does most of
+ * the work merges little and so grows its runs at once. */
+static double run_length(const struct gp_pool *pool,
+			 const struct gp_ssp_agent_info *a,
+			 const struct link_clock *lc)
+{
+	double share = 1.0 / (double)(lc->live ? lc->live : 1), l;
+
+	if (lc->work > 0)
+		share = link_work(pool, a, lc->cycle, lc->live) / lc->work;
+	l = floor((double)pool->applied_run * share);
+	return l > GP_WORK_LINK_STEPS ? GP_WORK_LINK_STEPS :
+	       l < GP_WORK_BASE ? GP_WORK_BASE : l;
+}
+
+/* Runs that agent a fits in a clock when each begins with a pull: at
+ * least 1, 0 when its link or speed is not measured. */
+static double runs_pulled(const struct gp_pool *pool,
+			  const struct gp_ssp_agent_info *a,
+			  const struct link_clock *lc)
+{
+	struct link_cost c;
+	double n;
+
+	if (!(lc->cycle > 0) || !link_cost(pool, a, lc->live, &c))
+		return 0;
+	n = floor(lc->cycle / (run_length(pool, a, lc) * c.per + c.wait));
+	return n < 1 ? 1 : n;
+}
+
+/* The minibatches of agent a's link-sized clock next to other live
+ * agents. A clock lasts as long as the slowest link's (a clock capped at
+ * one run of a fast agent is shorter, and SSP's bound in clocks parked
+ * the fast agent 88 % of the time next to a 5 Mbit/s link), and an agent
+ * that computes more than one run in it gets its clock as runs
+ * (run_length), each merged with what the others applied meanwhile: a
+ * pull before the next run when its copy lacks a quarter of a run or
+ * more (copy_good), else the next run goes on while the last one's
+ * update travels. A pull costs the agent its wait, and it needs one only
+ * after another agent's run landed: at most once per run of the others
+ * (u, each fitting its runs with a pull before each). So its clock holds
+ * the larger of: its runs when each begins with a pull, and the runs that
+ * fit beside 1 + u waits when each run costs its compute or its update's
+ * upload, whichever is longer; never more than it computes beside one
+ * wait. */
+static double link_steps(const struct gp_pool *pool,
+			 const struct gp_ssp_agent_info *a,
+			 const struct link_clock *lc)
+{
+	double full = link_work(pool, a, lc->cycle, lc->live);
+	double l, u = 0, n, nb;
+	struct link_cost c;
+
+	if (lc->live < 2 || !link_cost(pool, a, lc->live, &c))
+		return full;
+	l = run_length(pool, a, lc);
+	if (full <= l)
+		return full;
+	for (size_t i = 0;; i++) {
+		struct gp_ssp_agent_info o;
+
+		if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
+			break;
+		if (o.id != a->id && o.live)
+			u += runs_pulled(pool, &o, lc);
+	}
+	n = runs_pulled(pool, a, lc);
+	nb = (lc->cycle - (1 + u) * c.wait) /
+	     (l * c.per > c.up ? l * c.per : c.up);
+	if (nb > n)
+		n = nb;
+	return n * l > full ? full : n * l < l ? l : n * l;
 }
 
 double gp_work_sync_interval(const struct gp_pool *pool)
@@ -214,10 +348,11 @@ double gp_work_sync_interval(const struct gp_pool *pool)
  * docs/architecture.md "Pool"). When the links ask for longer clocks
  * (link_clock_s), the clock is that long instead, and each agent gets
  * what it computes in it beside its wait. */
-uint32_t gp_work_per_clock(const struct gp_pool *pool,
-			   const struct gp_ssp_agent_info *info)
+static uint32_t per_clock(const struct gp_pool *pool,
+			  const struct gp_ssp_agent_info *info, bool *ret_runs)
 {
 	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms, k;
+	struct link_clock lc;
 	uint32_t old;
 	size_t live;
 
@@ -225,6 +360,7 @@ uint32_t gp_work_per_clock(const struct gp_pool *pool,
 	 * announced speed is a benchmark's, and a throttled or busy machine
 	 * would hold the others for a whole long clock. The same first clock
 	 * measures its link. */
+	*ret_runs = false;
 	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
 		return GP_WORK_BASE;
 	live = gp_ssp_live_count(pool->ssp);
@@ -244,24 +380,20 @@ uint32_t gp_work_per_clock(const struct gp_pool *pool,
 		base = 1;
 	old = gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
 				    GP_MSG_GROUP_MAX);
-	k = round(link_work(pool, info, link_clock_s(pool, live), live));
-	/* Local runs grow with the training done: early on the model moves
-	 * fast and long runs from one point, merged, cost accuracy (two
-	 * agents on 20 Mbit/s links ended 2 epochs at 80 % against 84 %), as
-	 * post-local SGD found (Lin et al., 2020: synchronous first, local
-	 * steps later). So an agent's clock holds at most as many minibatches
-	 * as the pool applied so far per live agent. */
-	if (live > 1 && k > (double)pool->applied_run / (double)live)
-		k = (double)pool->applied_run / (double)live;
-	/* And at most GP_WORK_LINK_STEPS with others to merge with: what
-	 * the statistics bear depends on the local steps, not on the time
-	 * they take (250 ms on a less loaded machine, 100-150 steps, ended 2
-	 * epochs at 20 Mbit/s at 72-82 %). */
-	if (live > 1 && k > GP_WORK_LINK_STEPS)
-		k = GP_WORK_LINK_STEPS;
+	link_clock(pool, &lc);
+	k = round(link_steps(pool, info, &lc));
 	if (k <= (double)old)
 		return old;
+	*ret_runs = lc.live > 1 && k > run_length(pool, info, &lc);
 	return k > GP_WORK_MAX ? GP_WORK_MAX : (uint32_t)k;
+}
+
+uint32_t gp_work_per_clock(const struct gp_pool *pool,
+			   const struct gp_ssp_agent_info *info)
+{
+	bool runs;
+
+	return per_clock(pool, info, &runs);
 }
 
 /* The MINIBATCH.group of the i-th of a clock's n minibatches: a clock
@@ -274,20 +406,80 @@ static uint32_t group_at(size_t i, size_t n)
 	return (uint32_t)(n - i < GP_MSG_GROUP_MAX ? n - i : GP_MSG_GROUP_MAX);
 }
 
+/* The most minibatches m's next run holds (run_length, as it stands
+ * now: runs grow within a clock) when its clock goes out as runs
+ * (`runs`), else a whole clock. */
+static uint32_t run_steps(const struct gp_pool *pool,
+			  const struct gp_member *m, bool runs)
+{
+	struct gp_ssp_agent_info info;
+	struct link_clock lc;
+
+	if (!runs)
+		return GP_WORK_MAX;
+	link_clock(pool, &lc);
+	if (lc.live < 2 || !(lc.cycle > 0) ||
+	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
+		return GP_WORK_MAX;
+	return (uint32_t)run_length(pool, &info, &lc);
+}
+
+/* Hands m the minibatches ids[0..n) for `clock` (ahead: the clock after
+ * the one it computes), after the pull its copy needs (none when ahead:
+ * the caller checked copy_good). Returns how many went out. */
+static size_t hand_out(struct gp_pool *pool, struct gp_member *m,
+		       int64_t clock, uint32_t run, bool ahead,
+		       const uint64_t *ids, size_t n, uint64_t *ret_down)
+{
+	uint64_t agent = (uint64_t)m->agent_id;
+	size_t sent = 0;
+	int r;
+
+	r = pull(pool, m, clock, run, ahead, ret_down);
+	if (r < 0) {
+		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
+			m->agent_id, strerror(-r));
+		for (size_t i = 0; i < n; i++)
+			gp_sched_release(pool->sched, agent, ids[i]);
+		return 0;
+	}
+	if (*ret_down)
+		m->run_work = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (pool->fx->send_minibatch(pool->fx_data, m, ids[i], clock,
+					     group_at(i, n)) < 0) {
+			gp_sched_release(pool->sched, agent, ids[i]);
+			continue;
+		}
+		sent++;
+		if (ahead) {
+			m->next_work++;
+			m->next_open++;
+		} else {
+			m->clock_work++;
+			m->clock_open++;
+		}
+	}
+	m->run_work += (uint32_t)sent;
+	return sent;
+}
+
 /* Pipelining: hands out the agent's clock c + 1 while its updates of clock
  * c are still on their way, once all of c's work is out and c + 1 <= m + s,
  * so the agent never idles for a round trip at a clock boundary. Its copy
  * must then need no pull (read-my-writes, nobody else's update since): it
  * already holds its own updates of c. TCP keeps the order, so c's updates
- * all arrive (and c is advanced) before any of c + 1's. */
+ * all arrive (and c is advanced) before any of c + 1's. A clock of runs
+ * gets its first run ahead, the rest once it is the current one
+ * (serve_run). */
 static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_ssp_agent_info *info)
 {
 	uint64_t ids[GP_WORK_MAX];
 	uint64_t down = 0;
 	size_t n = 0;
-	bool current;
-	uint32_t k;
+	bool current, runs;
+	uint32_t k, run;
 	int r;
 
 	if (m->next_work || info->work_this_clock < m->clock_target ||
@@ -299,24 +491,63 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 	/* Only while the agent's copy needs no pull: a pull now would
 	 * overwrite its own updates still on their way, and two agents
 	 * measured 3-6 points lower after three epochs with that. */
-	k = gp_work_per_clock(pool, info);
-	if (!copy_good(pool, m, info->clock + 1, k, &current))
+	k = per_clock(pool, info, &runs);
+	run = run_steps(pool, m, runs);
+	if (!copy_good(pool, m, info->clock + 1, k < run ? k : run, &current))
 		return;
 	r = gp_sched_assign(pool->sched, (uint64_t)m->agent_id,
-			    (uint64_t)gp_now_ms(), k, ids, &n);
+			    (uint64_t)gp_now_ms(), k < run ? k : run, ids, &n);
 	if (r != 0 || n == 0)
 		return;
-	r = pull(pool, m, info->clock + 1, k, true, &down);
-	for (size_t i = 0; i < n; i++) {
-		if (r >= 0 && pool->fx->send_minibatch(pool->fx_data, m, ids[i],
-						       info->clock + 1,
-						       group_at(i, n)) >= 0) {
-			m->next_work++;
-			m->next_open++;
-		} else {
-			gp_sched_release(pool->sched, (uint64_t)m->agent_id, ids[i]);
-		}
+	n = hand_out(pool, m, info->clock + 1, run, true, ids, n, &down);
+	m->next_target = k > run ? k : (uint32_t)n;
+	m->next_runs = runs;
+}
+
+/* The next run of a clock of runs, while the agent computes the one
+ * before (pipelined, as serve_ahead): only while its copy needs no pull
+ * (copy_good against one run: what it lacks of others' runs is under a
+ * quarter of one), and at most two runs open. Otherwise the run waits for
+ * the agent's work to be resolved and goes out with a pull
+ * (clock_resolved). */
+static void serve_run(struct gp_pool *pool, struct gp_member *m,
+		      const struct gp_ssp_agent_info *info, uint32_t run)
+{
+	uint64_t ids[GP_WORK_MAX];
+	uint64_t down = 0;
+	size_t n = 0;
+	bool current;
+	uint32_t k = m->clock_target - info->work_this_clock;
+
+	if (k > run)
+		k = run;
+	if (!copy_good(pool, m, info->clock, run, &current) ||
+	    gp_sched_assign(pool->sched, (uint64_t)m->agent_id,
+			    (uint64_t)gp_now_ms(), k, ids, &n) != 0 || n == 0)
+		return;
+	n = hand_out(pool, m, info->clock, run, false, ids, n, &down);
+	gp_ssp_note_work(pool->ssp, (uint64_t)m->agent_id, (uint32_t)n);
+	m->work_since_ms = gp_now_ms();
+}
+
+/* What follows work in hand: the clock's next run, or the next clock's
+ * first, while at most one run is open. */
+static void serve_next(struct gp_pool *pool, struct gp_member *m)
+{
+	struct gp_ssp_agent_info info;
+	uint32_t run = run_steps(pool, m, m->clock_runs);
+
+	if (m->clock_open + m->next_open > run ||
+	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
+		return;
+	/* A clock that is not all out: only a clock of runs gets more
+	 * (a clock the schedule could not fill waits to be resolved). */
+	if (info.work_this_clock < m->clock_target) {
+		if (m->clock_runs)
+			serve_run(pool, m, &info, run);
+		return;
 	}
+	serve_ahead(pool, m, &info);
 }
 
 void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
@@ -325,7 +556,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	struct gp_ssp_agent_info info;
 	uint64_t agent = (uint64_t)m->agent_id;
 	uint64_t down = 0;
-	uint32_t k;
+	uint32_t k, run;
 	size_t n = 0;
 	bool parked;
 	int r;
@@ -336,7 +567,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	if (gp_ssp_get(pool->ssp, agent, &info) < 0)
 		return;
 	if (m->clock_open > 0) {
-		serve_ahead(pool, m, &info);
+		serve_next(pool, m);
 		return;
 	}
 	if (!gp_ssp_may_compute(pool->ssp, agent)) {
@@ -348,52 +579,48 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	 * this for each). */
 	if (gp_sched_queued(pool->sched) == 0)
 		return;
-	k = gp_work_per_clock(pool, &info);
-	/* An agent without local steps computes every minibatch of a clock on
-	 * the same parameters, and applied one after the other they are
-	 * steps from a point the model has left (a capability-less client
-	 * given 10-35 a clock took the test loss from 2.3 to 62): at most
-	 * GP_WORK_BASE a clock keeps its updates within one minibatch of
-	 * staleness, which the staleness scale counts. */
-	if (!(m->caps & GP_CAP_LOCAL_STEP) && k > GP_WORK_BASE)
-		k = GP_WORK_BASE;
-	m->clock_target = k;
-	k = k > info.work_this_clock ? k - info.work_this_clock : 0;
+	/* A clock of runs keeps its size from run to run. */
+	if (info.work_this_clock == 0) {
+		k = per_clock(pool, &info, &m->clock_runs);
+		/* An agent without local steps computes every minibatch of
+		 * a clock on the same parameters, and applied one after the
+		 * other they are steps from a point the model has left (a
+		 * capability-less client given 10-35 a clock took the test
+		 * loss from 2.3 to 62): at most GP_WORK_BASE a clock keeps
+		 * its updates within one minibatch of staleness, which the
+		 * staleness scale counts. */
+		if (!(m->caps & GP_CAP_LOCAL_STEP) && k > GP_WORK_BASE) {
+			k = GP_WORK_BASE;
+			m->clock_runs = false;
+		}
+		m->clock_target = k;
+	}
+	k = m->clock_target > info.work_this_clock ?
+		    m->clock_target - info.work_this_clock : 0;
+	run = run_steps(pool, m, m->clock_runs);
+	if (k > run)
+		k = run;
 	if (k == 0)
 		return;
 	r = gp_sched_assign(pool->sched, agent, (uint64_t)gp_now_ms(), k, ids, &n);
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
-	r = pull(pool, m, info.clock, m->clock_target, false, &down);
-	if (r < 0) {
-		for (size_t i = 0; i < n; i++)
-			gp_sched_release(pool->sched, agent, ids[i]);
-		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
-			m->agent_id, strerror(-r));
-		return;
-	}
 	m->clock = info.clock;
 	if (!pool->first_work_us)
 		pool->first_work_us = gp_mono_us();
-	for (size_t i = 0; i < n; i++) {
-		r = pool->fx->send_minibatch(pool->fx_data, m, ids[i], info.clock,
-					     group_at(i, n));
-		if (r < 0) {
-			gp_sched_release(pool->sched, agent, ids[i]);
-			continue;
-		}
-		m->clock_work++;
-		m->clock_open++;
-	}
+	n = hand_out(pool, m, info.clock, m->clock_target < run ?
+					      m->clock_target : run,
+		     false, ids, n, &down);
+	if (n == 0)
+		return;
 	m->work_since_ms = gp_now_ms();
 	gp_ssp_note_work(pool->ssp, agent, (uint32_t)n);
-	/* The agent held no other work: this clock's round trip measures its
+	/* The agent held no other work: this run's round trip measures its
 	 * link (gp_work_answered). */
 	gp_ssp_link_sent(pool->ssp, agent, info.clock, gp_mono_us(),
-			 down + m->clock_work * minibatch_bytes(pool, m));
-	/* All of this clock is out: the next one can follow at once. */
-	if (m->clock_open > 0 && gp_ssp_get(pool->ssp, agent, &info) == 0)
-		serve_ahead(pool, m, &info);
+			 down + n * minibatch_bytes(pool, m));
+	/* The next run, or the next clock, can follow at once. */
+	serve_next(pool, m);
 }
 
 void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
@@ -462,6 +689,32 @@ static bool park_if_paused(struct gp_pool *pool, struct gp_member *m)
 	return true;
 }
 
+/* Whether m, all of its clock resolved, would be parked at the bound by
+ * an agent whose link is not measured yet while its own is: that agent's
+ * first clock is a probe with a full pull and lasts its link's whole wait
+ * (2 s at 5 Mbit/s), and the clocks around it are compute-sized until it
+ * is answered, so m would run s clocks ahead at once and wait (15 % of a
+ * 9 s run next to a 5 Mbit/s link). m's clock then goes on by one more
+ * run instead: it computes through the probe. */
+static bool extend_for_probe(const struct gp_pool *pool,
+			     const struct gp_member *m)
+{
+	struct gp_ssp_agent_info self, o;
+	int64_t min = gp_ssp_min_clock(pool->ssp);
+
+	if (m->next_work || !(pool->job->comm_share > 0) ||
+	    !(m->caps & GP_CAP_LOCAL_STEP) ||
+	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &self) < 0 ||
+	    !(self.link_bps > 0) || !self.speed_measured ||
+	    self.clock + 1 <= min + (int64_t)gp_ssp_bound(pool->ssp))
+		return false;
+	for (size_t i = 0; gp_ssp_get_at(pool->ssp, i, &o) == 0; i++)
+		if (o.live && o.id != self.id && o.clock == min &&
+		    !(o.link_bps > 0))
+			return true;
+	return false;
+}
+
 /* One minibatch of the agent's clock is resolved; when the whole clock is,
  * the agent moves to the next. */
 static void clock_resolved(struct gp_pool *pool, struct gp_member *m)
@@ -471,10 +724,36 @@ static void clock_resolved(struct gp_pool *pool, struct gp_member *m)
 
 	if (m->clock_open == 0)
 		return;
-	if (--m->clock_open > 0)
+	if (--m->clock_open > 0) {
+		/* A run ended: the clock's next may follow. */
+		if (m->clock_work < m->clock_target)
+			serve_next(pool, m);
 		return;
+	}
 	if (gp_sched_outstanding(pool->sched, agent) > m->next_open)
 		return;
+	/* A clock of runs goes on with its next run, with a pull when the
+	 * copy needs one, unless none can be had now (the last minibatches
+	 * of the job are out, a stopping pool, a closing connection). */
+	if (gp_sched_queued(pool->sched) > 0 &&
+	    m->clock_work >= m->clock_target && extend_for_probe(pool, m)) {
+		struct gp_ssp_agent_info info;
+		struct link_clock lc;
+
+		link_clock(pool, &lc);
+		if (gp_ssp_get(pool->ssp, agent, &info) == 0) {
+			m->clock_target = m->clock_work +
+					  (uint32_t)run_length(pool, &info, &lc);
+			m->clock_runs = true;
+		}
+	}
+	if (m->clock_work < m->clock_target &&
+	    m->clock_runs &&
+	    gp_sched_queued(pool->sched) > 0) {
+		gp_work_serve(pool, m);
+		if (m->clock_open > 0)
+			return;
+	}
 	r = gp_ssp_advance(pool->ssp, agent, m->clock + 1);
 	if (r != 0)
 		gp_debug("agent %" PRId64 ": clock not advanced: %s", m->agent_id,
@@ -485,12 +764,16 @@ static void clock_resolved(struct gp_pool *pool, struct gp_member *m)
 		m->clock++;
 		m->clock_work = m->next_work;
 		m->clock_open = m->next_open;
-		m->clock_target = m->next_work;
+		m->clock_target = m->next_target > m->next_work ?
+					  m->next_target : m->next_work;
+		m->clock_runs = m->next_runs;
 		m->view = m->view_next;
 		gp_ssp_note_work(pool->ssp, agent, m->next_work);
 	}
 	m->next_work = 0;
 	m->next_open = 0;
+	m->next_target = 0;
+	m->next_runs = false;
 	park_if_paused(pool, m);
 	gp_work_serve_all(pool);
 }

@@ -98,6 +98,24 @@ struct gp_backend_ops {
 	int (*mse)(struct gp_backend *be, const struct gp_buf *pred,
 		   const struct gp_buf *target, size_t rows, size_t cols,
 		   struct gp_buf *dpred, double *ret_loss);
+	int (*embedding_forward)(struct gp_backend *be,
+				 const struct gp_buf *tokens,
+				 const struct gp_buf *weight, struct gp_buf *y,
+				 size_t rows, size_t vocab, size_t dim);
+	int (*embedding_backward)(struct gp_backend *be,
+				  const struct gp_buf *tokens,
+				  const struct gp_buf *dy,
+				  struct gp_buf *dweight, float beta,
+				  size_t rows, size_t vocab, size_t dim);
+	int (*attention_forward)(struct gp_backend *be, const struct gp_buf *x,
+				 struct gp_buf *y, struct gp_buf *probs,
+				 const struct gp_attention_shape *s);
+	int (*attention_backward)(struct gp_backend *be,
+				  const struct gp_buf *x,
+				  const struct gp_buf *probs,
+				  const struct gp_buf *dy, struct gp_buf *dx,
+				  struct gp_buf *scratch,
+				  const struct gp_attention_shape *s);
 };
 
 struct gp_backend {
@@ -121,6 +139,26 @@ void gp_backend_set_create_error(const char *fmt, ...)
 int gp_opencl_list_devices(struct gp_device_info **list, size_t *n);
 int gp_opencl_create(int device_index, struct gp_backend **ret);
 int gp_cpu_create(int threads, struct gp_backend **ret);
+
+/* The CPU backend's transformer ops (kernels/attn.c), for its ops table;
+ * arguments as backend.c checked them. */
+int gp_cpu_embedding_forward(struct gp_backend *be,
+			     const struct gp_buf *tokens,
+			     const struct gp_buf *weight, struct gp_buf *y,
+			     size_t rows, size_t vocab, size_t dim);
+int gp_cpu_embedding_backward(struct gp_backend *be,
+			      const struct gp_buf *tokens,
+			      const struct gp_buf *dy, struct gp_buf *dweight,
+			      float beta, size_t rows, size_t vocab,
+			      size_t dim);
+int gp_cpu_attention_forward(struct gp_backend *be, const struct gp_buf *x,
+			     struct gp_buf *y, struct gp_buf *probs,
+			     const struct gp_attention_shape *s);
+int gp_cpu_attention_backward(struct gp_backend *be, const struct gp_buf *x,
+			      const struct gp_buf *probs,
+			      const struct gp_buf *dy, struct gp_buf *dx,
+			      struct gp_buf *scratch,
+			      const struct gp_attention_shape *s);
 
 /* Fills info with the CPU path as gp_backend_list_devices() lists it (entry
  * 0): kind "cpu", the model name from /proc/cpuinfo, platform "cblas", the

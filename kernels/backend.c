@@ -551,6 +551,10 @@ bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f)
 		return o->layernorm_forward && o->layernorm_backward;
 	case GP_FEATURE_MSE:
 		return o->mse != NULL;
+	case GP_FEATURE_EMBEDDING:
+		return o->embedding_forward && o->embedding_backward;
+	case GP_FEATURE_ATTENTION:
+		return o->attention_forward && o->attention_backward;
 	}
 	return false;
 }
@@ -847,4 +851,126 @@ int gp_mse(struct gp_backend *be, const struct gp_buf *pred,
 	if (!be->ops->mse)
 		return enotsup(be, what);
 	return be->ops->mse(be, pred, target, rows, cols, dpred, ret_loss);
+}
+
+int gp_embedding_forward(struct gp_backend *be, const struct gp_buf *tokens,
+			 const struct gp_buf *weight, struct gp_buf *y,
+			 size_t rows, size_t vocab, size_t dim)
+{
+	static const char what[] = "gp_embedding_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_dims(be, what, rows, dim)) < 0 ||
+	    (r = check_dims(be, what, vocab, 1)) < 0 ||
+	    (r = check_buf(be, what, "tokens", tokens, GP_F32, rows, 1)) < 0 ||
+	    (r = check_buf(be, what, "weight", weight, GP_F32, vocab, dim)) <
+		    0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, rows, dim)) < 0)
+		return r;
+	if (y == tokens || y == weight)
+		return einval(be, what, "y aliases an input");
+	if (!be->ops->embedding_forward)
+		return enotsup(be, what);
+	return be->ops->embedding_forward(be, tokens, weight, y, rows, vocab,
+					  dim);
+}
+
+int gp_embedding_backward(struct gp_backend *be, const struct gp_buf *tokens,
+			  const struct gp_buf *dy, struct gp_buf *dweight,
+			  float beta, size_t rows, size_t vocab, size_t dim)
+{
+	static const char what[] = "gp_embedding_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_dims(be, what, rows, dim)) < 0 ||
+	    (r = check_dims(be, what, vocab, 1)) < 0 ||
+	    (r = check_buf(be, what, "tokens", tokens, GP_F32, rows, 1)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, rows, dim)) < 0 ||
+	    (r = check_buf(be, what, "dweight", dweight, GP_F32, vocab, dim)) <
+		    0)
+		return r;
+	if (dweight == tokens || dweight == dy)
+		return einval(be, what, "dweight aliases an input");
+	if (!be->ops->embedding_backward)
+		return enotsup(be, what);
+	return be->ops->embedding_backward(be, tokens, dy, dweight, beta, rows,
+					   vocab, dim);
+}
+
+/* Checks an attention shape and its activations. */
+static int check_attention(struct gp_backend *be, const char *what,
+			   const struct gp_buf *x, const struct gp_buf *y,
+			   const char *y_name,
+			   const struct gp_attention_shape *s)
+{
+	size_t tt;
+	int r;
+
+	if (!s)
+		return einval(be, what, "shape is NULL");
+	if ((r = check_dims(be, what, s->n, s->t)) < 0 ||
+	    (r = check_dims(be, what, s->heads, s->dim)) < 0)
+		return r;
+	if (s->dim % s->heads != 0)
+		return einval(be, what, "dim is not a multiple of heads");
+	if (__builtin_mul_overflow(s->t, s->t, &tt) ||
+	    __builtin_mul_overflow(tt, s->heads, &tt) || tt > INT32_MAX ||
+	    s->dim > INT32_MAX / 3)
+		return einval(be, what, "shape too large");
+	if ((r = check_buf(be, what, "x", x, GP_F32, s->n * s->t,
+			   3 * s->dim)) < 0 ||
+	    (r = check_buf(be, what, y_name, y, GP_F32, s->n * s->t,
+			   s->dim)) < 0)
+		return r;
+	return 0;
+}
+
+int gp_attention_forward(struct gp_backend *be, const struct gp_buf *x,
+			 struct gp_buf *y, struct gp_buf *probs,
+			 const struct gp_attention_shape *s)
+{
+	static const char what[] = "gp_attention_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_attention(be, what, x, y, "y", s)) < 0 ||
+	    (r = check_buf(be, what, "probs", probs, GP_F32,
+			   s->n * s->heads, s->t * s->t)) < 0)
+		return r;
+	if (y == x || probs == x || probs == y)
+		return einval(be, what, "an output aliases an input");
+	if (!be->ops->attention_forward)
+		return enotsup(be, what);
+	return be->ops->attention_forward(be, x, y, probs, s);
+}
+
+int gp_attention_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *probs, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *scratch,
+			  const struct gp_attention_shape *s)
+{
+	static const char what[] = "gp_attention_backward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_attention(be, what, x, dy, "dy", s)) < 0 ||
+	    (r = check_buf(be, what, "probs", probs, GP_F32,
+			   s->n * s->heads, s->t * s->t)) < 0 ||
+	    (r = check_buf(be, what, "dx", dx, GP_F32, s->n * s->t,
+			   3 * s->dim)) < 0 ||
+	    (r = check_buf(be, what, "scratch", scratch, GP_F32, s->t,
+			   s->t)) < 0)
+		return r;
+	if (dx == x || dx == dy || dx == probs || scratch == x ||
+	    scratch == dy || scratch == probs || scratch == dx)
+		return einval(be, what, "an output aliases an input");
+	if (!be->ops->attention_backward)
+		return enotsup(be, what);
+	return be->ops->attention_backward(be, x, probs, dy, dx, scratch, s);
 }

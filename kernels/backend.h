@@ -155,6 +155,8 @@ enum gp_backend_feature {
 	GP_FEATURE_MUL = 3,       /* gp_mul */
 	GP_FEATURE_LAYERNORM = 4, /* gp_layernorm_forward / _backward */
 	GP_FEATURE_MSE = 5,       /* gp_mse */
+	GP_FEATURE_EMBEDDING = 6, /* gp_embedding_forward / _backward */
+	GP_FEATURE_ATTENTION = 7, /* gp_attention_forward / _backward */
 };
 
 bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f);
@@ -239,6 +241,47 @@ int gp_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
 int gp_mse(struct gp_backend *be, const struct gp_buf *pred,
 	   const struct gp_buf *target, size_t rows, size_t cols,
 	   struct gp_buf *dpred, double *ret_loss);
+
+/* Token embedding (nn.Embedding): tokens holds rows token ids stored as
+ * floats (whole numbers, exact up to 2^24), weight is vocab x dim, and
+ * y[r] = weight[tokens[r]] (rows x dim). An id that is not a whole number
+ * in [0, vocab) is -EINVAL, with the row in gp_backend_error(); y is then
+ * unspecified. */
+int gp_embedding_forward(struct gp_backend *be, const struct gp_buf *tokens,
+			 const struct gp_buf *weight, struct gp_buf *y,
+			 size_t rows, size_t vocab, size_t dim);
+
+/* dweight = beta * dweight + dL/dweight: row tokens[r] of the gradient
+ * gains dy[r] (dy rows x dim). beta == 0 ignores what dweight held. The
+ * ids are those the forward pass checked. */
+int gp_embedding_backward(struct gp_backend *be, const struct gp_buf *tokens,
+			  const struct gp_buf *dy, struct gp_buf *dweight,
+			  float beta, size_t rows, size_t vocab, size_t dim);
+
+/* Causal multi-head self-attention without its projections, as
+ * torch.nn.functional.scaled_dot_product_attention(q, k, v,
+ * is_causal=True) over heads: x is n x t x (3 dim), each position's q, k
+ * and v side by side (the output of one nn.Linear(dim, 3 dim), split as
+ * x.split(dim, dim=2)), each of them heads blocks of dim / heads; y is
+ * n x t x dim with the heads side by side. Position i attends to
+ * positions 0..i with weights softmax(q k^T / sqrt(dim / heads)). */
+struct gp_attention_shape {
+	size_t n, t, heads, dim;
+};
+
+/* y = attention(x); probs (n x heads x t x t floats) keeps the attention
+ * weights for the backward pass (zero above the diagonal). */
+int gp_attention_forward(struct gp_backend *be, const struct gp_buf *x,
+			 struct gp_buf *y, struct gp_buf *probs,
+			 const struct gp_attention_shape *s);
+
+/* dx = dL/dx (overwritten, n x t x 3 dim) from dy (n x t x dim), with
+ * the probs of the forward pass over the same x; scratch holds t x t
+ * floats. */
+int gp_attention_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *probs, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *scratch,
+			  const struct gp_attention_shape *s);
 
 /* The name of an OpenCL status code ("CL_OUT_OF_RESOURCES"), or
  * "CL_UNKNOWN_ERROR"; and its mapping to a negative errno. Exposed for the

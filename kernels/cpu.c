@@ -880,6 +880,10 @@ static const struct gp_backend_ops cpu_ops = {
 	.layernorm_forward = cpu_layernorm_forward,
 	.layernorm_backward = cpu_layernorm_backward,
 	.mse = cpu_mse,
+	.embedding_forward = gp_cpu_embedding_forward,
+	.embedding_backward = gp_cpu_embedding_backward,
+	.attention_forward = gp_cpu_attention_forward,
+	.attention_backward = gp_cpu_attention_backward,
 };
 
 int gp_cpu_create(int threads, struct gp_backend **ret)

@@ -41,6 +41,11 @@ static const char *const type_names[] = {
 	[GP_LAYER_ADD] = "add",
 	[GP_LAYER_SOFTMAX_XENT] = "softmax_xent",
 	[GP_LAYER_MSE] = "mse",
+	[GP_LAYER_EMBEDDING] = "embedding",
+	[GP_LAYER_POSEMBED] = "posembed",
+	[GP_LAYER_LINEAR] = "linear",
+	[GP_LAYER_ATTENTION] = "attention",
+	[GP_LAYER_SEQ_XENT] = "seq_xent",
 };
 
 #define N_TYPES (sizeof(type_names) / sizeof(type_names[0]))
@@ -52,7 +57,16 @@ const char *gp_model_layer_type_name(enum gp_layer_type t)
 
 static bool is_loss(enum gp_layer_type t)
 {
-	return t == GP_LAYER_SOFTMAX_XENT || t == GP_LAYER_MSE;
+	return t == GP_LAYER_SOFTMAX_XENT || t == GP_LAYER_MSE ||
+	       t == GP_LAYER_SEQ_XENT;
+}
+
+/* Whether a layer type has parameters. */
+static bool has_params(enum gp_layer_type t)
+{
+	return t == GP_LAYER_DENSE || t == GP_LAYER_CONV2D ||
+	       t == GP_LAYER_LAYERNORM || t == GP_LAYER_EMBEDDING ||
+	       t == GP_LAYER_POSEMBED || t == GP_LAYER_LINEAR;
 }
 
 static uint64_t layer_size(const struct gp_model_layer *l)
@@ -217,6 +231,73 @@ static size_t split_words(char *s, char **words, size_t max)
 
 #define MAX_WORDS 12
 
+/* The shapes of the language model's layers: a sequence is 1 x T x W, T
+ * positions of W features each. */
+static int infer_seq_shape(struct gp_model_layer *l,
+			   const struct gp_model_layer *a, char *why,
+			   size_t why_len)
+{
+	switch (l->type) {
+	case GP_LAYER_EMBEDDING:
+		if (a->c != 1 || a->h != 1) {
+			set_err(why, why_len,
+				"takes a flat sequence of token ids (shape=T), "
+				"not %ux%ux%u",
+				a->c, a->h, a->w);
+			return -EINVAL;
+		}
+		l->c = 1;
+		l->h = a->w;
+		l->w = l->out;
+		return 0;
+	case GP_LAYER_LINEAR:
+		l->c = a->c;
+		l->h = a->h;
+		l->w = l->out;
+		return 0;
+	case GP_LAYER_POSEMBED:
+		if (a->c != 1) {
+			set_err(why, why_len,
+				"takes a sequence (1xTxW), not %ux%ux%u", a->c,
+				a->h, a->w);
+			return -EINVAL;
+		}
+		l->c = 1;
+		l->h = a->h;
+		l->w = a->w;
+		return 0;
+	case GP_LAYER_ATTENTION:
+		if (a->c != 1 || a->w % 3 != 0 || (a->w / 3) % l->heads != 0) {
+			set_err(why, why_len,
+				"takes q, k and v side by side (1xTx(3 D), D a "
+				"multiple of heads=%u), not %ux%ux%u",
+				l->heads, a->c, a->h, a->w);
+			return -EINVAL;
+		}
+		if ((uint64_t)a->h * a->h > GP_MODEL_MAX_SIZE) {
+			set_err(why, why_len, "sequence of %u is too long",
+				a->h);
+			return -EINVAL;
+		}
+		l->c = 1;
+		l->h = a->h;
+		l->w = a->w / 3;
+		return 0;
+	case GP_LAYER_SEQ_XENT:
+		if (a->c != 1 || a->w < 2) {
+			set_err(why, why_len,
+				"takes logits 1xTxV with V at least 2, not "
+				"%ux%ux%u",
+				a->c, a->h, a->w);
+			return -EINVAL;
+		}
+		l->c = l->h = l->w = 1;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
 /* Fills in the output shape of layer i from its inputs, and checks them. */
 static int infer_shape(struct gp_model_spec *spec, size_t i, char *why,
 		       size_t why_len)
@@ -306,6 +387,8 @@ static int infer_shape(struct gp_model_spec *spec, size_t i, char *why,
 	case GP_LAYER_MSE:
 		l->c = l->h = l->w = 1;
 		return 0;
+	default:
+		return infer_seq_shape(l, a, why, why_len);
 	}
 	return -EINVAL;
 }
@@ -452,7 +535,8 @@ static int parse_layer(struct gp_model_spec *spec, size_t i, char **words,
 			has_shape = true;
 		} else if (strcmp(key, "out") == 0 &&
 			   (l->type == GP_LAYER_DENSE ||
-			    l->type == GP_LAYER_CONV2D)) {
+			    l->type == GP_LAYER_CONV2D ||
+			    l->type == GP_LAYER_LINEAR)) {
 			ok = parse_u32(val, 1, GP_MODEL_MAX_WIDTH, &l->out);
 			has_out = true;
 		} else if (strcmp(key, "kernel") == 0 &&
@@ -469,6 +553,16 @@ static int parse_layer(struct gp_model_spec *spec, size_t i, char **words,
 		} else if (strcmp(key, "padding") == 0 &&
 			   l->type == GP_LAYER_CONV2D) {
 			ok = parse_u32(val, 0, 64, &l->pad);
+		} else if (strcmp(key, "dim") == 0 &&
+			   l->type == GP_LAYER_EMBEDDING) {
+			ok = parse_u32(val, 1, GP_MODEL_MAX_WIDTH, &l->out);
+			has_out = true;
+		} else if (strcmp(key, "vocab") == 0 &&
+			   l->type == GP_LAYER_EMBEDDING) {
+			ok = parse_u32(val, 2, GP_MODEL_MAX_WIDTH, &l->vocab);
+		} else if (strcmp(key, "heads") == 0 &&
+			   l->type == GP_LAYER_ATTENTION) {
+			ok = parse_u32(val, 1, 1024, &l->heads);
 		} else if (strcmp(key, "p") == 0 &&
 			   l->type == GP_LAYER_DROPOUT) {
 			char *end;
@@ -497,9 +591,18 @@ static int parse_layer(struct gp_model_spec *spec, size_t i, char **words,
 		set_err(why, why_len, "input needs shape=W or shape=CxHxW");
 		return -EINVAL;
 	}
-	if ((l->type == GP_LAYER_DENSE || l->type == GP_LAYER_CONV2D) &&
+	if ((l->type == GP_LAYER_DENSE || l->type == GP_LAYER_CONV2D ||
+	     l->type == GP_LAYER_LINEAR) &&
 	    !has_out) {
 		set_err(why, why_len, "%s needs out=N", type_names[t]);
+		return -EINVAL;
+	}
+	if (l->type == GP_LAYER_EMBEDDING && (!has_out || !l->vocab)) {
+		set_err(why, why_len, "embedding needs vocab=V and dim=D");
+		return -EINVAL;
+	}
+	if (l->type == GP_LAYER_ATTENTION && !l->heads) {
+		set_err(why, why_len, "attention needs heads=H");
 		return -EINVAL;
 	}
 	if ((l->type == GP_LAYER_CONV2D || l->type == GP_LAYER_MAXPOOL2D ||
@@ -615,7 +718,7 @@ static int parse_description(const char *text, struct gp_model_spec *spec,
 	if (!is_loss(spec->layers[n - 1].type)) {
 		set_err(err, err_len,
 			"model description: the last layer must be a loss "
-			"(softmax_xent or mse)");
+			"(softmax_xent, seq_xent or mse)");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i + 1 < n; i++) {
@@ -636,9 +739,7 @@ static int parse_description(const char *text, struct gp_model_spec *spec,
 		size_t params = 0;
 
 		for (size_t i = 0; i < n; i++)
-			params += spec->layers[i].type == GP_LAYER_DENSE ||
-				  spec->layers[i].type == GP_LAYER_CONV2D ||
-				  spec->layers[i].type == GP_LAYER_LAYERNORM;
+			params += has_params(spec->layers[i].type);
 		if (params == 0) {
 			set_err(err, err_len,
 				"model description: no layer with parameters");
@@ -650,6 +751,9 @@ static int parse_description(const char *text, struct gp_model_spec *spec,
 	spec->dims[0] = (uint32_t)layer_size(&spec->layers[0]);
 	spec->dims[1] =
 		(uint32_t)layer_size(&spec->layers[spec->layers[n - 1].in[0]]);
+	/* A language model's classes are its vocabulary. */
+	if (spec->layers[n - 1].type == GP_LAYER_SEQ_XENT)
+		spec->dims[1] = spec->layers[spec->layers[n - 1].in[0]].w;
 	if (spec->dims[0] > GP_MODEL_MAX_SIZE) {
 		set_err(err, err_len, "model description: input too large");
 		return -EINVAL;
@@ -842,6 +946,16 @@ int gp_model_spec_format(const struct gp_model_spec *spec, char *buf,
 		case GP_LAYER_LAYERNORM:
 			r = append(buf, len, &used, " eps=%.9g", (double)l->eps);
 			break;
+		case GP_LAYER_LINEAR:
+			r = append(buf, len, &used, " out=%u", l->out);
+			break;
+		case GP_LAYER_EMBEDDING:
+			r = append(buf, len, &used, " vocab=%u dim=%u", l->vocab,
+				   l->out);
+			break;
+		case GP_LAYER_ATTENTION:
+			r = append(buf, len, &used, " heads=%u", l->heads);
+			break;
 		default:
 			break;
 		}
@@ -866,8 +980,39 @@ size_t gp_model_spec_param_count(const struct gp_model_spec *spec)
 			     ((size_t)a->c * l->kernel * l->kernel + 1);
 		else if (l->type == GP_LAYER_LAYERNORM)
 			n += 2 * (size_t)l->w;
+		else if (l->type == GP_LAYER_LINEAR)
+			n += (size_t)l->out * ((size_t)a->w + 1);
+		else if (l->type == GP_LAYER_EMBEDDING)
+			n += (size_t)l->vocab * l->out;
+		else if (l->type == GP_LAYER_POSEMBED)
+			n += (size_t)l->h * l->w;
 	}
 	return n;
+}
+
+size_t gp_model_spec_labels(const struct gp_model_spec *spec)
+{
+	const struct gp_model_layer *loss;
+
+	if (!gp_model_spec_valid(spec))
+		return 0;
+	loss = &spec->layers[spec->n_nodes - 1];
+	if (loss->type == GP_LAYER_SEQ_XENT)
+		return spec->layers[loss->in[0]].h;
+	return 1;
+}
+
+/* Forward FLOPs of one sample through a linear or attention layer: the
+ * projections' GEMMs, and for attention q k^T and P v over all t x t
+ * pairs (the masked half is computed too). */
+static double seq_flops(const struct gp_model_layer *l,
+			const struct gp_model_layer *a)
+{
+	if (l->type == GP_LAYER_LINEAR)
+		return 2.0 * (double)l->out * a->w * a->c * a->h;
+	if (l->type == GP_LAYER_ATTENTION)
+		return 4.0 * (double)l->h * l->h * l->w;
+	return 0.0;
 }
 
 double gp_model_spec_flops(const struct gp_model_spec *spec)
@@ -885,6 +1030,8 @@ double gp_model_spec_flops(const struct gp_model_spec *spec)
 		else if (l->type == GP_LAYER_CONV2D)
 			f += 2.0 * (double)layer_size(l) * a->c * l->kernel *
 			     l->kernel;
+		else
+			f += seq_flops(l, a);
 	}
 	return f;
 }
@@ -901,9 +1048,7 @@ double gp_model_spec_train_flops(const struct gp_model_spec *spec)
 	for (size_t i = 0; i < spec->n_nodes; i++) {
 		const struct gp_model_layer *l = &spec->layers[i];
 		const struct gp_model_layer *a = &spec->layers[l->in[0]];
-		bool params = l->type == GP_LAYER_DENSE ||
-			      l->type == GP_LAYER_CONV2D ||
-			      l->type == GP_LAYER_LAYERNORM;
+		bool params = has_params(l->type);
 
 		for (uint32_t k = 0; k < l->n_in && i > 0; k++)
 			needs[i] |= needs[l->in[k]];
@@ -913,6 +1058,8 @@ double gp_model_spec_train_flops(const struct gp_model_spec *spec)
 			else if (l->type == GP_LAYER_CONV2D)
 				f -= 2.0 * (double)layer_size(l) * a->c *
 				     l->kernel * l->kernel;
+			else if (l->type == GP_LAYER_LINEAR)
+				f -= seq_flops(l, a);
 		}
 		needs[i] |= params;
 	}

@@ -39,6 +39,8 @@ enum init_kind {
 	INIT_HE = 0, /* He uniform over fan_in = cols */
 	INIT_ZERO,
 	INIT_ONE,
+	INIT_LINEAR, /* nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+	INIT_EMBED,  /* uniform with standard deviation 0.02, as GPT-2 */
 };
 
 struct node {
@@ -76,6 +78,8 @@ struct gp_model {
 	struct gp_buf *target;  /* mse: max_batch x outputs */
 	struct gp_buf *argmax;  /* mse: max_batch, int32 */
 	struct gp_buf *scratch; /* gradient contributions to add */
+	struct gp_buf *attn;    /* attention backward: t x t */
+	size_t n_labels;        /* labels a sample: gp_model_spec_labels() */
 	int32_t *host_labels;   /* mse: for the correct count */
 	int32_t *host_idx;      /* mse: argmax read back */
 	float *host;            /* mse targets, dropout masks */
@@ -119,6 +123,7 @@ void gp_model_destroy(struct gp_model *m)
 	gp_buf_destroy(m->target);
 	gp_buf_destroy(m->argmax);
 	gp_buf_destroy(m->scratch);
+	gp_buf_destroy(m->attn);
 	free(m->host_labels);
 	free(m->host_idx);
 	free(m->host);
@@ -156,8 +161,39 @@ static int layer_feature(enum gp_layer_type t)
 		return GP_FEATURE_LAYERNORM;
 	case GP_LAYER_MSE:
 		return GP_FEATURE_MSE;
+	case GP_LAYER_EMBEDDING:
+		return GP_FEATURE_EMBEDDING;
+	case GP_LAYER_ATTENTION:
+		return GP_FEATURE_ATTENTION;
 	default:
 		return -1;
+	}
+}
+
+/* The tensors of the language model's layers, in PyTorch's layouts:
+ * nn.Embedding(vocab, dim).weight, the position table as
+ * nn.Embedding(t, dim).weight, nn.Linear(in, out)'s weight and bias. */
+static void plan_seq_tensors(struct gp_model *m, struct node *nd,
+			     const struct node *a, size_t param_layer)
+{
+	const struct gp_model_layer *l = nd->l;
+
+	nd->param_layer = param_layer;
+	switch (l->type) {
+	case GP_LAYER_EMBEDDING:
+		nd->w = add_tensor(m, nd, "weight", l->vocab, l->out,
+				   INIT_EMBED);
+		break;
+	case GP_LAYER_POSEMBED:
+		nd->w = add_tensor(m, nd, "weight", l->h, l->w, INIT_EMBED);
+		break;
+	case GP_LAYER_LINEAR:
+		nd->w = add_tensor(m, nd, "weight", l->out, a->l->w,
+				   INIT_LINEAR);
+		nd->b = add_tensor(m, nd, "bias", l->out, 1, INIT_ZERO);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -214,6 +250,11 @@ static int plan(struct gp_model *m)
 			nd->w = add_tensor(m, nd, "weight", l->w, 1, INIT_ONE);
 			nd->b = add_tensor(m, nd, "bias", l->w, 1, INIT_ZERO);
 			break;
+		case GP_LAYER_EMBEDDING:
+		case GP_LAYER_POSEMBED:
+		case GP_LAYER_LINEAR:
+			plan_seq_tensors(m, nd, a, ++param_layer);
+			break;
 		default:
 			break;
 		}
@@ -235,7 +276,8 @@ static int plan(struct gp_model *m)
 		nd->own_out = !nd->alias && l->type != GP_LAYER_INPUT &&
 			      l->type != GP_LAYER_FLATTEN &&
 			      l->type != GP_LAYER_SOFTMAX_XENT &&
-			      l->type != GP_LAYER_MSE;
+			      l->type != GP_LAYER_MSE &&
+			      l->type != GP_LAYER_SEQ_XENT;
 	}
 	return 0;
 }
@@ -254,8 +296,9 @@ static int alloc_bufs(struct gp_model *m)
 						       m->tensors[i].cols,
 					       &m->bufs[s][i])) < 0)
 				return r;
+	m->n_labels = gp_model_spec_labels(&m->spec);
 	if ((r = gp_buf_create(be, GP_F32, nb * m->spec.dims[0], &m->x)) < 0 ||
-	    (r = gp_buf_create(be, GP_I32, nb, &m->labels)) < 0)
+	    (r = gp_buf_create(be, GP_I32, nb * m->n_labels, &m->labels)) < 0)
 		return r;
 	for (size_t i = 0; i < m->spec.n_nodes; i++) {
 		struct node *nd = &m->nodes[i];
@@ -273,6 +316,7 @@ static int alloc_bufs(struct gp_model *m)
 			nd->grad = m->nodes[nd->owner].grad;
 		else if (nd->needs_grad && l->type != GP_LAYER_SOFTMAX_XENT &&
 			 l->type != GP_LAYER_MSE &&
+			 l->type != GP_LAYER_SEQ_XENT &&
 			 (r = gp_buf_create(be, GP_F32, nb * nd->size,
 					    &nd->grad)) < 0)
 			return r;
@@ -292,6 +336,19 @@ static int alloc_bufs(struct gp_model *m)
 			r = gp_buf_create(be, GP_F32, nb * nd->size, &nd->aux);
 			if (nb * nd->size > host)
 				host = nb * nd->size;
+			break;
+		case GP_LAYER_ATTENTION:
+			/* The attention weights, and the backward pass's
+			 * t x t scratch, sized for the longest sequence. */
+			r = gp_buf_create(be, GP_F32,
+					  nb * l->heads * l->h * l->h, &nd->aux);
+			if (r >= 0 && (!m->attn || gp_buf_len(m->attn) <
+							   (size_t)l->h * l->h)) {
+				gp_buf_destroy(m->attn);
+				m->attn = NULL;
+				r = gp_buf_create(be, GP_F32,
+						  (size_t)l->h * l->h, &m->attn);
+			}
 			break;
 		default:
 			r = 0;
@@ -465,6 +522,11 @@ int gp_model_init_params(struct gp_model *m, uint64_t seed)
 			 * activations' scale from layer to layer. */
 			double bound = sqrt(6.0 / (double)t->cols);
 
+			if (m->init[i] == INIT_LINEAR)
+				bound = 1.0 / sqrt((double)t->cols);
+			else if (m->init[i] == INIT_EMBED)
+				bound = 0.02 * sqrt(3.0);
+
 			for (size_t j = 0; j < len; j++)
 				host[j] = (float)((2.0 * uniform24(&state) -
 						   1.0) *
@@ -530,7 +592,7 @@ int gp_model_set_batch(struct gp_model *m, const float *x,
 		return -EINVAL;
 	m->loaded = 0;
 	if ((r = gp_buf_write(m->x, 0, x, n * m->spec.dims[0])) < 0 ||
-	    (r = gp_buf_write(m->labels, 0, labels, n)) < 0)
+	    (r = gp_buf_write(m->labels, 0, labels, n * m->n_labels)) < 0)
 		return r;
 	if (m->target) {
 		size_t outs = m->spec.dims[m->spec.n_layers];
@@ -679,6 +741,13 @@ static int forward_loss(struct gp_model *m, struct node *nd, size_t n,
 				    &loss, &correct);
 		if (r < 0)
 			return r;
+	} else if (nd->l->type == GP_LAYER_SEQ_XENT) {
+		/* Every position is a row of logits with its own label:
+		 * nn.CrossEntropyLoss over (n t, vocab). */
+		r = gp_softmax_xent(m->be, a->out, m->labels, n * a->l->h,
+				    a->l->w, dst, &loss, &correct);
+		if (r < 0)
+			return r;
 	} else {
 		r = gp_mse(m->be, a->out, m->target, n, cols, dst, &loss);
 		if (r < 0)
@@ -695,22 +764,123 @@ static int forward_loss(struct gp_model *m, struct node *nd, size_t n,
 		ret->samples = n;
 		ret->loss = loss;
 		ret->correct = correct;
+		ret->labels = n * m->n_labels;
 	}
 	return 0;
+}
+
+static void attention_shape(const struct node *nd, size_t n,
+			    struct gp_attention_shape *s)
+{
+	s->n = n;
+	s->t = nd->l->h;
+	s->heads = nd->l->heads;
+	s->dim = nd->l->w;
+}
+
+/* The forward pass of the language model's layers. A sequence of n
+ * samples is n t rows of w features, so linear is one GEMM over all
+ * positions, as nn.Linear over the last axis. */
+static int forward_seq(struct gp_model *m, struct node *nd, size_t n)
+{
+	const struct gp_model_layer *l = nd->l;
+	struct node *a = in_node(m, nd, 0);
+	struct gp_buf **P = m->bufs[GP_MODEL_PARAM];
+	size_t rows = n * l->c * l->h;
+	int r;
+
+	switch (l->type) {
+	case GP_LAYER_EMBEDDING:
+		return gp_embedding_forward(m->be, a->out, P[nd->w], nd->out,
+					    n * l->h, l->vocab, l->out);
+	case GP_LAYER_POSEMBED:
+		if ((r = gp_buf_copy(nd->out, a->out, n * nd->size)) < 0)
+			return r;
+		/* The table is one row of t w values added to each
+		 * sample. */
+		return gp_bias_add(m->be, nd->out, P[nd->w], n, nd->size, false);
+	case GP_LAYER_LINEAR:
+		if ((r = gp_gemm(m->be, false, true, rows, l->out, a->l->w, 1.0f,
+				 a->out, P[nd->w], 0.0f, nd->out)) < 0)
+			return r;
+		return gp_bias_add(m->be, nd->out, P[nd->b], rows, l->out,
+				   false);
+	case GP_LAYER_ATTENTION: {
+		struct gp_attention_shape s;
+
+		attention_shape(nd, n, &s);
+		return gp_attention_forward(m->be, a->out, nd->out, nd->aux, &s);
+	}
+	default:
+		return -EINVAL;
+	}
+}
+
+/* The backward pass of the language model's layers: parameter gradients
+ * into G (beta as backward() says), the input's gradient into dx (may be
+ * NULL when the input needs none). */
+static int backward_seq(struct gp_model *m, struct node *nd, size_t n,
+			struct gp_buf **G, float beta, struct gp_buf *dx,
+			int (*ready)(void *ctx, size_t layer), void *ctx)
+{
+	const struct gp_model_layer *l = nd->l;
+	struct node *a = in_node(m, nd, 0);
+	struct gp_buf **P = m->bufs[GP_MODEL_PARAM];
+	struct gp_buf *dy = nd->grad;
+	size_t rows = n * l->c * l->h;
+	int r;
+
+	switch (l->type) {
+	case GP_LAYER_EMBEDDING:
+		r = gp_embedding_backward(m->be, a->out, dy, G[nd->w], beta,
+					  n * l->h, l->vocab, l->out);
+		break;
+	case GP_LAYER_POSEMBED:
+		if ((r = gp_col_sum(m->be, dy, n, nd->size, beta, G[nd->w])) < 0)
+			return r;
+		if (ready && (r = ready(ctx, nd->param_layer)) < 0)
+			return r;
+		return dx ? gp_buf_copy(dx, dy, n * nd->size) : 0;
+	case GP_LAYER_LINEAR:
+		if ((r = gp_gemm(m->be, true, false, l->out, a->l->w, rows, 1.0f,
+				 dy, a->out, beta, G[nd->w])) < 0 ||
+		    (r = gp_col_sum(m->be, dy, rows, l->out, beta,
+				    G[nd->b])) < 0)
+			return r;
+		if (ready && (r = ready(ctx, nd->param_layer)) < 0)
+			return r;
+		return dx ? gp_gemm(m->be, false, false, rows, a->l->w, l->out,
+				    1.0f, dy, P[nd->w], 0.0f, dx)
+			  : 0;
+	case GP_LAYER_ATTENTION: {
+		struct gp_attention_shape s;
+
+		if (!dx)
+			return 0;
+		attention_shape(nd, n, &s);
+		return gp_attention_backward(m->be, a->out, nd->aux, dy, dx,
+					     m->attn, &s);
+	}
+	default:
+		return -EINVAL;
+	}
+	if (r >= 0 && ready)
+		r = ready(ctx, nd->param_layer);
+	return r;
 }
 
 /* Forward over n rows of the loaded batch, then the loss: loss, correct
  * and (when want_grad) the loss's input gradient. Without want_grad (an
  * evaluation) dropout passes its input through. */
-static int forward(struct gp_model *m, size_t n, bool want_grad,
-		   struct gp_model_stats *ret)
+static int forward_upto(struct gp_model *m, size_t n, bool want_grad,
+			struct gp_model_stats *ret, size_t upto)
 {
 	struct gp_backend *be = m->be;
 	int r = 0;
 
 	if (want_grad)
 		memset(m->written, 0, sizeof(m->written));
-	for (size_t i = 1; i < m->spec.n_nodes; i++) {
+	for (size_t i = 1; i < upto; i++) {
 		struct node *nd = &m->nodes[i];
 		const struct gp_model_layer *l = nd->l;
 		struct node *a = in_node(m, nd, 0);
@@ -776,7 +946,11 @@ static int forward(struct gp_model *m, size_t n, bool want_grad,
 			break;
 		case GP_LAYER_SOFTMAX_XENT:
 		case GP_LAYER_MSE:
+		case GP_LAYER_SEQ_XENT:
 			r = forward_loss(m, nd, n, want_grad, ret);
+			break;
+		default:
+			r = forward_seq(m, nd, n);
 			break;
 		}
 		if (r < 0)
@@ -785,13 +959,37 @@ static int forward(struct gp_model *m, size_t n, bool want_grad,
 	return 0;
 }
 
+static int forward(struct gp_model *m, size_t n, bool want_grad,
+		   struct gp_model_stats *ret)
+{
+	return forward_upto(m, n, want_grad, ret, m->spec.n_nodes);
+}
+
+int gp_model_logits(struct gp_model *m, const float *x, size_t n,
+		    float *ret)
+{
+	const struct node *a;
+	int r;
+
+	if (!m || !x || !ret || n == 0 || n > m->max_batch)
+		return -EINVAL;
+	m->loaded = 0;
+	if ((r = gp_buf_write(m->x, 0, x, n * m->spec.dims[0])) < 0 ||
+	    (r = forward_upto(m, n, false, NULL, m->spec.n_nodes - 1)) < 0)
+		return r;
+	a = in_node(m, &m->nodes[m->spec.n_nodes - 1], 0);
+	return gp_buf_read(a->out, 0, ret, n * a->size);
+}
+
 /* Momentum SGD of a layer's tensors in the fused step, once the layer no
  * longer needs its parameters: the gradient already sits in v. */
 static int fused_update(struct gp_model *m, const struct node *nd, float lr)
 {
 	int r;
 
-	for (int t = nd->w; t >= 0 && t <= nd->b; t++) {
+	int last = nd->b >= 0 ? nd->b : nd->w;
+
+	for (int t = nd->w; t >= 0 && t <= last; t++) {
 		r = gp_axpy(m->be,
 			    m->tensors[t].rows * m->tensors[t].cols, -lr,
 			    m->bufs[GP_MODEL_MOMENTUM][t],
@@ -897,6 +1095,12 @@ static int backward(struct gp_model *m, size_t n, bool fused, float lr,
 			r = l->p == 0.0f ? gp_buf_copy(dx, dy, n * nd->size)
 					 : gp_mul(be, dy, nd->aux, dx,
 						  n * nd->size);
+			break;
+		case GP_LAYER_EMBEDDING:
+		case GP_LAYER_POSEMBED:
+		case GP_LAYER_LINEAR:
+		case GP_LAYER_ATTENTION:
+			r = backward_seq(m, nd, n, G, beta, dx, ready, ctx);
 			break;
 		default:
 			break;
@@ -1004,7 +1208,7 @@ int gp_model_evaluate(struct gp_model *m, const float *x,
 		struct gp_model_stats st;
 
 		r = gp_model_set_batch(m, x + off * m->spec.dims[0],
-				       labels + off, rows);
+				       labels + off * m->n_labels, rows);
 		if (r < 0)
 			return r;
 		r = forward(m, rows, false, &st);
@@ -1016,5 +1220,6 @@ int gp_model_evaluate(struct gp_model *m, const float *x,
 	ret->samples = n;
 	ret->loss = loss / (double)n;
 	ret->correct = correct;
+	ret->labels = n * m->n_labels;
 	return 0;
 }

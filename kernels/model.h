@@ -59,6 +59,12 @@ enum gp_layer_type {
 	GP_LAYER_ADD,
 	GP_LAYER_SOFTMAX_XENT,
 	GP_LAYER_MSE,
+	/* The transformer's layers (docs/models.md "Language models"). */
+	GP_LAYER_EMBEDDING,
+	GP_LAYER_POSEMBED,
+	GP_LAYER_LINEAR,
+	GP_LAYER_ATTENTION,
+	GP_LAYER_SEQ_XENT,
 };
 
 /* One layer of a parsed description. in[] are indices of earlier layers;
@@ -75,6 +81,8 @@ struct gp_model_layer {
 	uint32_t pad;    /* conv2d: zero padding on each side */
 	float p;         /* dropout: probability of dropping */
 	float eps;       /* layernorm */
+	uint32_t vocab;  /* embedding: token ids; out is the width */
+	uint32_t heads;  /* attention */
 	uint32_t c, h, w;
 };
 
@@ -110,7 +118,8 @@ struct gp_tensor_info {
 struct gp_model_stats {
 	size_t samples;
 	double loss;    /* the loss layer's mean over the batch */
-	size_t correct; /* samples whose argmax is the label */
+	size_t correct; /* labels that are their row's argmax */
+	size_t labels;  /* labels seen: samples x gp_model_spec_labels() */
 };
 
 struct gp_model;
@@ -146,6 +155,10 @@ const char *gp_model_layer_type_name(enum gp_layer_type t);
  * graph is trusted as the parser built it; the shorthand's widths are
  * checked). */
 bool gp_model_spec_valid(const struct gp_model_spec *spec);
+
+/* Labels one sample carries: the positions for a seq_xent loss (one
+ * target token a position), else 1. 0 for a bad spec. */
+size_t gp_model_spec_labels(const struct gp_model_spec *spec);
 
 /* Number of f32 parameters the spec describes (weights and biases). */
 size_t gp_model_spec_param_count(const struct gp_model_spec *spec);
@@ -224,8 +237,9 @@ struct gp_buf *gp_model_buf(const struct gp_model *m, enum gp_model_slot slot,
 			    size_t i);
 
 /* Loads a minibatch: x is n rows of dims[0] floats (inputs scaled to
- * [0, 1]; an image input in C x H x W order), labels n class indices; both
- * borrowed. -EINVAL for n == 0 or n > max_batch. Labels are checked by the
+ * [0, 1]; an image input in C x H x W order; token ids for a language
+ * model), labels n x gp_model_spec_labels() class indices (for a language
+ * model the next token at every position); both borrowed. -EINVAL for n == 0 or n > max_batch. Labels are checked by the
  * step that uses them. With an mse loss the targets become the labels'
  * one-hot rows (a label outside the outputs is then -EINVAL here) unless
  * gp_model_set_targets() follows. */
@@ -282,10 +296,17 @@ int gp_model_train_step(struct gp_model *m, size_t n, float lr, float mu,
 int gp_model_grad_sumsq(struct gp_model *m, double *ret);
 
 /* Loss and accuracy over n samples (x: n rows of dims[0] floats, labels:
- * n; both borrowed), forward only, in chunks of max_batch. Replaces the
+ * n x gp_model_spec_labels(); both borrowed), forward only, in chunks of max_batch. Replaces the
  * loaded batch. */
 int gp_model_evaluate(struct gp_model *m, const float *x,
 		      const int32_t *labels, size_t n,
 		      struct gp_model_stats *ret);
+
+/* The loss's input for n samples x (n rows of dims[0] floats; borrowed),
+ * forward only: ret (caller-owned) gets n rows of what the loss layer
+ * reads, the logits (for a language model 1 x T x V a sample: position
+ * t's logits for the token after it). Replaces the loaded batch. */
+int gp_model_logits(struct gp_model *m, const float *x, size_t n,
+		    float *ret);
 
 #endif

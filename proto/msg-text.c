@@ -143,6 +143,8 @@ const char *gp_msg_bye_str(uint16_t reason)
 		return "timed out";
 	case GP_BYE_RESTART:
 		return "restarting";
+	case GP_BYE_JOB_CHANGED:
+		return "job changed";
 	default:
 		return "unspecified";
 	}

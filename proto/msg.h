@@ -127,6 +127,9 @@ enum gp_msg_bye_reason {
 	GP_BYE_PROTOCOL = 4,    /* peer sent something unacceptable */
 	GP_BYE_TIMEOUT = 5,     /* heartbeats missed */
 	GP_BYE_RESTART = 6,     /* reconnect later */
+	/* A job started while the agent waited between jobs (GP_CAP_JOBS):
+	 * reconnect now, without backoff, for its WELCOME. */
+	GP_BYE_JOB_CHANGED = 7,
 };
 
 enum gp_msg_pause_reason {
@@ -209,6 +212,12 @@ enum gp_msg_dtype {
  * GP_CAP_LOCAL_DATA. Granted when asked and LOCAL_DATA is not. A job
  * whose samples are not bytes refuses a JOIN that has neither (REJECT 6). */
 #define GP_CAP_DATA_SHARDS (1u << 9)
+/* The agent stays with the pool between jobs (docs/protocol.md "Jobs that
+ * come and go"): a JOIN while the pool has no job gets WELCOME with
+ * job_id 0 and nothing to do, and the connection stays until BYE 7 (a job
+ * started: reconnect now); after BYE 2 it reconnects at once. A WELCOME
+ * of a job repeats the bit when the coordinator keeps such agents. */
+#define GP_CAP_JOBS (1u << 10)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
 	}
 	meta[0] = (struct gp_export_meta){ "format", "pt" };
 	meta[1] = (struct gp_export_meta){ "gradpool.model", desc };
-	em = (struct gp_export_model){ &spec, t, n_t, meta, 2 };
+	em = (struct gp_export_model){ &spec, t, n_t, meta, 2, 0 };
 	if (write_with(argv[2], "model.safetensors", &em, false) < 0)
 		goto out;
 	if (gp_export_have_onnx() &&

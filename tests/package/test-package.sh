@@ -292,7 +292,7 @@ grep -q '^WatchdogSec=' "$root/lib/systemd/system/gradpool-agent.service" ||
 unit_lacks gradpool-agent.service PrivateDevices
 unit_lacks gradpool-agent.service MemoryDenyWriteExecute
 for line in 'Type=notify' 'User=gradpool-coordinator' \
-	'ExecStart=/usr/bin/gradpool-coordinator serve --state /var/lib/gradpool-coordinator --job /etc/gradpool/job.ini' \
+	'ExecStart=/usr/bin/gradpool-coordinator serve --state /var/lib/gradpool-coordinator --job /etc/gradpool/job.ini --keep-serving' \
 	'PrivateDevices=yes' 'DevicePolicy=closed' 'MemoryDenyWriteExecute=yes' \
 	'CapabilityBoundingSet=' 'UMask=0077' 'Restart=on-failure' \
 	'ProtectSystem=strict' 'ProtectHome=yes' 'NoNewPrivileges=yes' \

@@ -144,7 +144,7 @@ static void test_safetensors(void)
 	int r;
 
 	fixture(models[1], &f);
-	m = (struct gp_export_model){ &f.spec, f.t, f.n, meta, 2 };
+	m = (struct gp_export_model){ &f.spec, f.t, f.n, meta, 2, 0 };
 	buf = (unsigned char *)write_mem(&m, false, &len, &r);
 	ASSERT_OK(r);
 	n = le64(buf);
@@ -232,7 +232,7 @@ static void test_refusals(void)
 	int r;
 
 	fixture(models[0], &f);
-	m = (struct gp_export_model){ &f.spec, f.t, f.n, NULL, 0 };
+	m = (struct gp_export_model){ &f.spec, f.t, f.n, NULL, 0, 0 };
 	ASSERT_OK(gp_export_check(&m));
 	m.n_tensors = f.n - 1;
 	ASSERT_EQ(gp_export_check(&m), -EINVAL);
@@ -289,7 +289,7 @@ static void test_onnx(void)
 		int r;
 
 		fixture(models[k], &f);
-		m = (struct gp_export_model){ &f.spec, f.t, f.n, meta, 1 };
+		m = (struct gp_export_model){ &f.spec, f.t, f.n, meta, 1, 0 };
 		buf = write_mem(&m, true, &len, &r);
 		ASSERT_OK(r);
 		mp = onnx__model_proto__unpack(NULL, len, (uint8_t *)buf);

@@ -129,6 +129,19 @@ static void test_defaults(void)
 	ASSERT_EQ(job.rate_messages, 5000);
 	ASSERT_EQ(job.rate_bytes, 1u << 30);
 	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "sgd-momentum");
+	ASSERT_NEAR(job.beta1, 0.9, 0);
+	ASSERT_NEAR(job.beta2, 0.999, 0);
+	ASSERT_NEAR(job.eps, 1e-8, 0);
+	ASSERT_OK(parse("[model]\nspec=784-10\n[train]\noptimizer = adamw\n"
+			"beta1 = 0.8\nbeta2 = 0.95\neps = 1e-6\n"
+			"weight_decay = 0.1\n",
+			&job, err, sizeof(err)));
+	ASSERT_EQ(job.optimizer, GP_OPT_ADAMW);
+	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "adamw");
+	ASSERT_NEAR(job.beta1, 0.8, 1e-12);
+	ASSERT_NEAR(job.beta2, 0.95, 1e-12);
+	ASSERT_NEAR(job.eps, 1e-6, 1e-18);
+	ASSERT_NEAR(job.weight_decay, 0.1, 1e-12);
 
 	/* CRLF line ends, a BOM and a count for the checkpoint interval. */
 	ASSERT_OK(parse("\xef\xbb\xbf[model]\r\nspec = 10-5-2\r\n[train]\r\n"
@@ -196,7 +209,10 @@ static void test_errors(void)
 		     "[pool] (0 to 0.999)");
 	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adam\n",
 		     "t.job:4: bad value for 'optimizer' in [train]: unknown "
-		     "optimizer 'adam' (sgd or sgd-momentum)");
+		     "optimizer 'adam' (sgd, sgd-momentum or adamw)");
+	expect_error("[model]\nspec = 784-10\n[train]\nbeta2 = 1\n",
+		     "t.job:4: value 1 out of range for 'beta2' in [train] "
+		     "(0 to 0.999999)");
 	expect_error("[model]\nspec = 784-10\n[train]\neval = maybe\n",
 		     "t.job:4: bad value for 'eval' in [train]: 'maybe' is "
 		     "not a boolean (true or false)");

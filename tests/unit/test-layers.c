@@ -211,6 +211,11 @@ static double ref_loss(const struct ref *rf, const float *x,
 					loss += d * d / (double)isz;
 				}
 				break;
+			default:
+				/* The language model's layers: checked in
+				 * test-transformer.c. */
+				GP_TEST_FAIL("no reference for layer type %d",
+					     (int)l->type);
 			}
 		}
 	}

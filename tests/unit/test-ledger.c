@@ -17,8 +17,8 @@
 #include "ledger.h"
 #include "test.h"
 
-/* The ledger's schema steps (ledger.c migrations[]). */
-#define SCHEMA_STEPS 7
+/* The schema version a ledger of this release has (migrations[]). */
+#define LEDGER_VERSION 8
 
 static char dir[64];
 
@@ -155,7 +155,7 @@ static void test_create_reopen(void)
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
 	gp_ledger_close(l);
 
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), LEDGER_VERSION);
 	ASSERT_EQ(sql_int(path, "PRAGMA application_id"), 0x47504c47);
 	/* File format bytes 18 and 19 are 2 in WAL mode. */
 	{
@@ -233,7 +233,7 @@ static void test_create_reopen(void)
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOENT);
 	ASSERT_OK(gp_ledger_open(path, GP_LEDGER_CREATE, &l, err, sizeof(err)));
 	gp_ledger_close(l);
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), LEDGER_VERSION);
 }
 
 static void test_tokens_and_join(void)
@@ -817,6 +817,8 @@ static void test_rollback(void)
 		  "ALTER TABLE jobs DROP COLUMN epochs; "
 		  "ALTER TABLE jobs DROP COLUMN minibatches_per_epoch; "
 		  "ALTER TABLE jobs DROP COLUMN samples_per_epoch; "
+		  "ALTER TABLE jobs DROP COLUMN source; "
+		  "DROP INDEX jobs_by_state; "
 		  "DROP TABLE agent_links; DROP TABLE agent_trust; "
 		  "PRAGMA user_version = 1");
 	{
@@ -825,7 +827,7 @@ static void test_rollback(void)
 		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
 			GP_TEST_FAIL("migrating: %s", err);
 	}
-	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), SCHEMA_STEPS);
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), LEDGER_VERSION);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
@@ -839,6 +841,103 @@ static void test_rollback(void)
 	}
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM agents WHERE "
 			  "connections = 0 AND left_at IS NULL"), 1);
+	gp_ledger_close(l);
+}
+
+/* The job queue (schema step 6): queued jobs in order, one left running
+ * first, cancel from the states that allow it, the owner's list; and the
+ * rebuilt jobs table keeps its rows and the references to them. */
+static void test_job_queue(void)
+{
+	struct gp_ledger *l;
+	struct gp_ledger_job_row *rows = NULL;
+	struct gp_ledger_job j = { 0 };
+	enum gp_ledger_job_state was = GP_JOB_DONE;
+	char path[256];
+	int64_t a = 0, b = 0, c = 0, next = 0, found = 0;
+	size_t n = 0;
+
+	l = open_new("queue.db", path, sizeof(path));
+	ASSERT_EQ(gp_ledger_job_next(l, &next), -ENOENT);
+	ASSERT_OK(gp_ledger_job_queue(l, "[a]", "784-10", "/x/a.ini", 10, &a));
+	ASSERT_OK(gp_ledger_job_queue(l, "[b]", "784-20-10", "/x/b.ini", 11, &b));
+	ASSERT_OK(gp_ledger_job_queue(l, "[c]", "784-30-10", "/x/c.ini", 12, &c));
+	ASSERT_OK(gp_ledger_job_next(l, &next));
+	ASSERT_EQ(next, a);
+	ASSERT_OK(gp_ledger_job_find(l, "[b]", "784-20-10", &found));
+	ASSERT_EQ(found, b);
+	ASSERT_EQ(gp_ledger_job_find(l, "[b]", "784-10", &found), -ENOENT);
+	/* b was left running by a serve that stopped: it goes on first. */
+	ASSERT_OK(gp_ledger_job_set_state(l, b, GP_JOB_RUNNING, 20));
+	ASSERT_OK(gp_ledger_job_next(l, &next));
+	ASSERT_EQ(next, b);
+	ASSERT_OK(gp_ledger_job_set_state(l, b, GP_JOB_DONE, 21));
+	ASSERT_EQ(gp_ledger_job_cancel(l, b, 22, &was), -EALREADY);
+	ASSERT_EQ(was, GP_JOB_DONE);
+	ASSERT_OK(gp_ledger_job_cancel(l, a, 23, &was));
+	ASSERT_EQ(was, GP_JOB_QUEUED);
+	ASSERT_EQ(gp_ledger_job_cancel(l, a, 24, NULL), -EALREADY);
+	ASSERT_EQ(gp_ledger_job_cancel(l, 99, 24, NULL), -ENOENT);
+	ASSERT_OK(gp_ledger_job_next(l, &next));
+	ASSERT_EQ(next, c);
+	ASSERT_OK(gp_ledger_job_get(l, a, &j));
+	ASSERT_EQ(j.state, GP_JOB_CANCELLED);
+	ASSERT_STR_EQ(j.source, "/x/a.ini");
+	gp_ledger_job_finish(&j);
+	/* "The newest job" is the newest that ran, not the queued c. */
+	ASSERT_OK(gp_ledger_job_set_size(l, b, 2, 10, 100));
+	ASSERT_OK(gp_ledger_job_get(l, 0, &j));
+	ASSERT_EQ(j.id, b);
+	gp_ledger_job_finish(&j);
+
+	ASSERT_OK(gp_ledger_job_list(l, &rows, &n));
+	ASSERT_EQ(n, 3);
+	ASSERT_EQ(rows[0].id, a);
+	ASSERT_EQ(rows[0].state, GP_JOB_CANCELLED);
+	ASSERT_EQ(rows[1].state, GP_JOB_DONE);
+	ASSERT_EQ(rows[1].epochs, 2);
+	ASSERT_STR_EQ(rows[1].model, "784-20-10");
+	ASSERT_EQ(rows[2].state, GP_JOB_QUEUED);
+	ASSERT_STR_EQ(rows[2].source, "/x/c.ini");
+	ASSERT(isnan(rows[2].test_accuracy));
+	free(rows);
+	ASSERT_OK(gp_ledger_check(l));
+	gp_ledger_close(l);
+
+	/* A version 6 ledger: step 7 rebuilds jobs, with a CHECK that now
+	 * takes 'queued', and keeps its rows, their evaluations and the
+	 * foreign keys to them. */
+	sql(path, "DELETE FROM jobs WHERE state <> 'done';"
+		  "INSERT INTO evals VALUES (2, 0, 0.5, 0.75, 30);"
+		  "CREATE TABLE old_jobs AS SELECT * FROM jobs;"
+		  "DROP TABLE jobs;"
+		  "CREATE TABLE jobs (id INTEGER PRIMARY KEY, spec TEXT NOT NULL,"
+		  "  state TEXT NOT NULL"
+		  "    CHECK (state IN ('created', 'running', 'done', 'failed')),"
+		  "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+		  "  epochs INTEGER, minibatches_per_epoch INTEGER,"
+		  "  samples_per_epoch INTEGER, model TEXT NOT NULL DEFAULT '');"
+		  "INSERT INTO jobs SELECT id, spec, state, created_at, updated_at,"
+		  "  epochs, minibatches_per_epoch, samples_per_epoch, model"
+		  "  FROM old_jobs;"
+		  "DROP TABLE old_jobs; PRAGMA user_version = 6");
+	{
+		char err[512] = "";
+
+		if (gp_ledger_open(path, 0, &l, err, sizeof(err)) < 0)
+			GP_TEST_FAIL("migrating: %s", err);
+	}
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), LEDGER_VERSION);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM evals WHERE job_id = 2"), 1);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+	ASSERT_OK(gp_ledger_job_get(l, b, &j));
+	ASSERT_EQ(j.state, GP_JOB_DONE);
+	ASSERT_EQ(j.epochs, 2);
+	ASSERT_STR_EQ(j.model, "784-20-10");
+	ASSERT_STR_EQ(j.source, "");
+	gp_ledger_job_finish(&j);
+	ASSERT_OK(gp_ledger_job_queue(l, "[d]", "784-10", "/x/d.ini", 40, &a));
+	ASSERT_OK(gp_ledger_check(l));
 	gp_ledger_close(l);
 }
 
@@ -1168,7 +1267,7 @@ static void test_bad_files(void)
 /* The credit table against the update log: what the triggers keep equals
  * the log's totals under GP_LEDGER_CREDIT_RULE through buffered flushes,
  * checkpoint writes, rollbacks and several jobs; a damaged table is found
- * and rebuilt; a ledger of schema step 6 is filled from its log. */
+ * and rebuilt; a ledger of schema step 7 is filled from its log. */
 static void credit_of(struct gp_ledger *l, int64_t agent, int64_t job,
 		      int64_t *ret_updates, int64_t *ret_samples)
 {
@@ -1304,10 +1403,10 @@ static void test_credit(void)
 	ASSERT_EQ(nu, 3);
 	gp_ledger_close(l);
 
-	/* A ledger of step 6 (before credit) gets its table from the log. */
+	/* A ledger of step 7 (before credit) gets its table from the log. */
 	sql(path, "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
 		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN "
-		  "public_name; PRAGMA user_version = 6;");
+		  "public_name; PRAGMA user_version = 7;");
 	ASSERT_OK(gp_ledger_open(path, 0, &l, NULL, 0));
 	credit_of(l, ann, job, &nu, &ns);
 	ASSERT_EQ(nu, 8);
@@ -1334,6 +1433,7 @@ int main(void)
 	test_checkpoints();
 	test_rollback();
 	test_owner_view();
+	test_job_queue();
 	test_credit();
 	test_trust();
 	test_second_reader();

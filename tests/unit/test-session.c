@@ -542,7 +542,8 @@ static void test_reconnect(void)
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
-				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS);
+				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS |
+				      GP_CAP_JOBS);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -1263,6 +1264,52 @@ static void test_job_done(void)
 	free(w);
 }
 
+/* Jobs that come and go (GP_CAP_JOBS): after BYE 2 from a coordinator
+ * that keeps its agents, the agent reconnects at once (no backoff); a
+ * WELCOME of job 0 leaves it connected and idle, asking for no work; BYE 7
+ * (a job started) reconnects it at once again, and the job's WELCOME puts
+ * it to work. */
+static void test_jobs_come_and_go(void)
+{
+	struct world *w = member("a:1");
+	struct gp_agent_status st;
+	struct gp_msg msg;
+	unsigned connects;
+
+	establish(w);
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_JOBS, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
+	bye(w, GP_BYE_JOB_DONE);
+	ASSERT(!w->stopped);
+	connects = w->connects;
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, GP_BYE_JOB_DONE, "bye");
+	ASSERT_EQ(w->connects, connects + 1); /* at once, no retry timer */
+	ASSERT_EQ(w->m.backoff_ms, 0);
+
+	establish(w);
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.agent_id = 7;
+	msg.u.welcome.job_id = 0;
+	msg.u.welcome.caps = GP_CAP_JOBS;
+	deliver(w, &msg);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN); /* no work asked for */
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "idle");
+	ASSERT(strstr(st.reason, "the pool has no job"));
+
+	bye(w, GP_BYE_JOB_CHANGED);
+	connects = w->connects;
+	gp_machine_on_close(&w->m, GP_CLOSE_PEER_CLOSED, GP_BYE_JOB_CHANGED,
+			    "bye");
+	ASSERT_EQ(w->connects, connects + 1);
+	establish(w);
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_JOBS, 0);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
+	gp_machine_status(&w->m, &st);
+	ASSERT_STR_EQ(st.state, "connected");
+	free(w);
+}
+
 /* ---- memberships and beacons ------------------------------------------ */
 
 /* The first membership not left is the pool; switching pools says bye to
@@ -1522,6 +1569,7 @@ int main(void)
 	test_upload_cap_pause();
 	test_rejected_and_revoked();
 	test_job_done();
+	test_jobs_come_and_go();
 	test_membership();
 	test_beacon();
 	test_join();

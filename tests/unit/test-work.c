@@ -286,15 +286,24 @@ static void test_link_clock(void)
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
 	/* Local runs grow with the training done: at most what the pool
-	 * applied so far per live agent (none yet: the compute-only size). */
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 2);
+	 * applied so far times the agent's share of the work (81 of 81 +
+	 * 27.9), GP_WORK_BASE at least. None applied yet: runs of 2, 29 of
+	 * them with a pull before each (1 s / 34.4 ms), and agent 2 fits 6
+	 * (1 s / 164.4 ms); beside 1 + 6 waits, (1 - 0.07) s / 24.4 ms =
+	 * 38.1 runs, 76 minibatches. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 76);
+	/* 60 applied: runs of 44 (60 x 0.744), one fits with its pull, and
+	 * beside 2 waits (1 - 0.02) s / 537.8 ms = 1.82 runs: 80. */
 	f.pool.applied_run = 60;
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 30);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 80);
 	f.pool.applied_run = 100000;
-	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81, but at most
-	 * GP_WORK_LINK_STEPS with another agent to merge with; 0.9 s /
+	/* 0.99 s / (10 ms + 16 B at 7200 B/s) = 81, more than
+	 * GP_WORK_LINK_STEPS with another agent to merge with: runs of 48.
+	 * With a pull (10 ms) before each, one run fits (1 s / 0.596 s),
+	 * and so does one of agent 2's: its clock holds the runs that fit
+	 * beside 1 + 1 waits, (1 - 0.02) s / 586.7 ms = 1.67, 80. 0.9 s /
 	 * (10 ms + 16 B at 720 B/s) = 27.9. */
-	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_LINK_STEPS);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 80);
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 28);
 	/* max_sync_interval caps the computing beyond the slowest wait:
 	 * 0.1 + 0.3 s; 0.39 s / 12.2 ms = 31.9, 0.3 s / 32.2 ms = 9.3. */
@@ -510,6 +519,213 @@ static void test_overdue(void)
 	fx_teardown(&f);
 }
 
+/* Applies m's minibatches among f->sent[from..to) one by one (schedule
+ * of 1200 an epoch, gradients that change every shard). */
+static void answer_sent(struct fixture *f, struct gp_member *m, size_t from,
+			size_t to)
+{
+	static const float g[FX_N] = { 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f,
+				       0.1f, 0.1f, 0.1f };
+	struct fx_update x;
+
+	for (size_t i = from; i < to; i++) {
+		const struct fx_sent *t = &f->sent[i];
+		struct gp_msg_update *u;
+
+		if (t->agent != m->agent_id)
+			continue;
+		u = fx_plain(&x, t->id, t->clock, g);
+		u->epoch = (uint32_t)(t->id / 1200);
+		u->minibatch = t->id % 1200;
+		ASSERT_OK(gp_apply_update(&f->pool, m, u, gp_now_ms()));
+	}
+}
+
+/* The index in f->sent of the first minibatch of m's sent after `from`,
+ * or f->n_sent. */
+static size_t next_of(const struct fixture *f, const struct gp_member *m,
+		      size_t from)
+{
+	while (from < f->n_sent && f->sent[from].agent != m->agent_id)
+		from++;
+	return from;
+}
+
+/* A fast agent next to a slow link: its clock lasts as long as the slow
+ * agent's (no parking at SSP's bound), and holds what it computes in that
+ * time as runs of GP_WORK_LINK_STEPS, the next run handed out while it
+ * computes the one before as long as its copy lacks little of the
+ * others' work, else after its work is resolved, with a pull. The clock
+ * advances only when all its runs are resolved. */
+static void test_link_runs(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	const uint32_t L = GP_WORK_LINK_STEPS;
+	struct gp_ssp_agent_info ia, ib;
+	struct gp_member *a, *b;
+	struct fixture f;
+	size_t run[6], bclock;
+	unsigned pulls;
+	uint32_t k;
+
+	fx_setup(&f, 3);
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	f.pool.applied_run = 100000;
+	f.job.comm_share = 0.10;
+	f.job.max_sync_interval_ms = 250;
+	a = fx_join_speed(&f, 0, caps, 200);
+	b = fx_join_speed(&f, 1, caps, 1000);
+	a->caps = caps;
+	b->caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 200));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 1000));
+	/* a waits 1 ms for its 72 fixed bytes, b 1 s: clocks of 1.25 s. */
+	set_link(&f, 1, 72, 0.001);
+	set_link(&f, 2, 72, 1.0);
+	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.25, 1e-9);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	/* a: 4 runs with a pull before each fit in 1.25 s (251.7 ms each),
+	 * but b lands one run a clock: beside 2 waits, (1.25 - 0.002) s /
+	 * 5.22 ms = 239.0 (beside one, 239.2). b computes 1.1 beside its
+	 * wait: its compute-sized clock, 20 (4 x 1000 / 200), is more. */
+	k = gp_work_per_clock(&f.pool, &ia);
+	ASSERT_EQ(k, 239);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 20);
+
+	/* The first run with a pull, the second at once (the copy is
+	 * current): two runs open, never more. */
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(f.n_sent, 2 * L);
+	ASSERT_EQ(f.sent[0].group, L);
+	ASSERT_EQ(f.sent[L].group, L);
+	ASSERT_EQ(a->clock_target, k);
+	ASSERT_EQ(a->clock_open, 2 * L);
+	ASSERT_EQ(a->next_work, 0);
+	run[0] = 0;
+	run[1] = L;
+	gp_work_serve(&f.pool, a);
+	ASSERT_EQ(f.n_sent, 2 * L);
+	bclock = f.n_sent;
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_EQ(f.n_sent, bclock + 40); /* and its clock 1, ahead */
+
+	/* Run 1 answered: run 3 follows, still without a pull. */
+	run[2] = f.n_sent;
+	answer_sent(&f, a, run[0], run[1]);
+	ASSERT_EQ(a->clock, 0);
+	ASSERT_EQ(f.n_sent, run[2] + L);
+	ASSERT_EQ(f.sent[run[2]].clock, 0);
+	ASSERT_EQ(f.sent[run[2]].group, L);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_EQ(a->run_work, 3 * L);
+
+	/* b's clock lands: a's copy lacks 20 of its minibatches, over a
+	 * quarter of a run. Run 2 answered, run 4 waits; run 3 answered, a
+	 * holds no work: run 4 goes out with a pull, at the same clock. */
+	answer_sent(&f, b, bclock, bclock + 20);
+	ASSERT_EQ(b->clock, 1);
+	pulls = f.params_sent;
+	run[3] = f.n_sent;
+	answer_sent(&f, a, run[1], run[1] + L);
+	ASSERT_EQ(next_of(&f, a, run[3]), f.n_sent);
+	ASSERT_EQ(a->clock_open, L);
+	answer_sent(&f, a, run[2], run[2] + L);
+	ASSERT_EQ(a->clock, 0);
+	ASSERT_EQ(f.params_sent, pulls + 1);
+	run[3] = next_of(&f, a, run[3]);
+	ASSERT(run[3] < f.n_sent);
+	ASSERT_EQ(f.sent[run[3]].clock, 0);
+	ASSERT_EQ(f.sent[run[3]].group, L);
+	/* The pull started a new local run: the staleness scale counts it,
+	 * not the clock's 192. */
+	ASSERT_EQ(a->clock_work, 3 * L + L + (k - 4 * L > 0 ? k - 4 * L : 0));
+	ASSERT_EQ(a->run_work, L + (k - 4 * L));
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(ia.clock, 0);
+
+	/* Runs 4 and 5 (47) answered: clock 0 is done, and clock 1 begins
+	 * (its first run was handed out ahead once all of clock 0 was).
+	 * (The answers came at once, so the links now measure fast and the
+	 * clocks are compute-sized again.) */
+	run[4] = next_of(&f, a, run[3] + L);
+	ASSERT_EQ(f.sent[run[4]].group, k - 4 * L);
+	answer_sent(&f, a, run[3], run[4] + (k - 4 * L));
+	ASSERT_EQ(a->clock, 1);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(ia.clock, 1);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1),
+		  a->clock_open + a->next_open);
+	ASSERT(a->clock_open > 0 && a->clock_open + a->next_open <= 2 * L);
+	fx_teardown(&f);
+}
+
+/* While an agent's link is not measured (its first clock, a probe, lasts
+ * its link's whole wait), an agent with a measured link that would be
+ * parked at the bound by it gets one more run at its clock instead; once
+ * the link is measured, the bound parks it as before. */
+static void test_probe_extend(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+	struct gp_ssp_agent_info ia;
+	struct gp_member *a, *b;
+	struct fixture f;
+	size_t n0, n1;
+
+	fx_setup(&f, 1);
+	gp_sched_destroy(f.sched);
+	ASSERT_OK(gp_sched_create(&sc, &f.sched));
+	f.pool.sched = f.sched;
+	f.pool.minibatches_total = 1200;
+	f.pool.applied_run = 100000;
+	f.job.comm_share = 0.10;
+	a = fx_join_speed(&f, 0, caps, 1000);
+	b = fx_join_speed(&f, 1, caps, 1000);
+	a->caps = caps;
+	b->caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 1000));
+	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 1000));
+	set_link(&f, 1, 72, 0.0001);
+	/* a: clocks 0 and 1 (ahead, 1 <= 0 + s); b: its probe, unanswered. */
+	gp_work_request(&f.pool, a, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(a->clock_work, 20);
+	ASSERT_EQ(a->next_work, 20);
+	n0 = f.n_sent;
+	answer_sent(&f, a, 0, n0);
+	/* Clock 1 resolved: clock 2 would wait for b; a run of 48 more at
+	 * clock 1 instead. */
+	ASSERT_EQ(a->clock, 1);
+	ASSERT_EQ(f.n_sent, n0 + GP_WORK_LINK_STEPS);
+	for (size_t i = n0; i < f.n_sent; i++) {
+		ASSERT_EQ(f.sent[i].agent, 1);
+		ASSERT_EQ(f.sent[i].clock, 1);
+	}
+	/* b's link measured: the next resolution parks a at the bound. */
+	set_link(&f, 2, 72, 0.0001);
+	n1 = f.n_sent;
+	answer_sent(&f, a, n0, n1);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(ia.clock, 2);
+	ASSERT_EQ(a->clock_open, 0);
+	ASSERT_EQ(next_of(&f, a, n1), f.n_sent);
+	ASSERT(!gp_ssp_may_compute(f.ssp, 1));
+	fx_teardown(&f);
+}
+
 int main(void)
 {
 	test_overdue();
@@ -521,6 +737,8 @@ int main(void)
 	test_per_clock();
 	test_link_clock();
 	test_copy_reuse();
+	test_link_runs();
+	test_probe_extend();
 	test_members();
 	return 0;
 }

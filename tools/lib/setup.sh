@@ -15,6 +15,8 @@ GP_PACKAGES=(
 	python3-numpy python3-cryptography
 	ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
 	dataset-fashion-mnist
+	# The GPT job's corpus (tools/gp-tokens turns it into token files).
+	fortunes
 	libsystemd-dev
 	# gradpool-coordinator export --format onnx: protobuf-c and ONNX's
 	# onnx.proto (libonnx-dev), from which the writer is generated; the

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""A GPT language model trained by a real pool: two agents, AdamW on the
+coordinator, byte-level token files made by gp-tokens from two files of
+Debian's fortunes (90/10 split). One agent holds the same train.tok (its
+windows come as indices), the other none (each window comes as its
+bytes). The ledger's held-out loss must fall from the untrained 8 bits
+per byte (ln 256 nats) to well below; every minibatch is applied exactly
+once; the newest checkpoint carries the AdamW state (GP_CKPT_OPTIM, tag
+7) and a resume restores it. The shipped packaging/etc/gpt.ini parses
+and names packaging/etc/gpt.model, a description the coordinator takes.
+The trained model leaves by `export --format safetensors`, loads into the
+equivalent PyTorch module (tests/lib/gptref.py) and gives the ledger's
+held-out loss within 1 %; ONNX export refuses it by name. `sample`
+writes the prompt and the asked-for bytes, the same for the same seed."""
+import configparser
+import json
+import math
+import os
+import struct
+import subprocess
+import time
+
+import gppool
+import gptref
+import torch
+from gppool import check, log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+ETC = os.path.join(ROOT, "packaging", "etc")
+CORPUS = "/usr/share/games/fortunes"
+# Held-out bits per byte the pool must reach (untrained: 8).
+TARGET_BPB = 4.5
+
+MODEL = """gradpool-model 1
+# One block of width 64, 4 heads, a context of 64 bytes.
+input shape=64
+embedding tok vocab=256 dim=64
+posembed pos
+layernorm h0ln1 in=pos
+linear h0qkv out=192
+attention h0attn heads=4
+linear h0proj out=64
+add h0res1 in=pos,h0proj
+layernorm h0ln2
+linear h0fc out=256
+gelu h0act
+linear h0fc2 out=64
+add h0out in=h0res1,h0fc2
+layernorm lnf
+linear head out=256
+seq_xent loss
+"""
+
+
+def gp_tokens():
+    """$GP_TOKENS (meson sets it), else the build folder's."""
+    build = os.environ.get("GP_BUILD_DIR", os.path.join(ROOT, "build"))
+    return os.environ.get("GP_TOKENS",
+                          os.path.join(build, "tools", "gp-tokens"))
+
+
+def checkpoint_sections(blob):
+    """{tag: bytes} of a checkpoint blob (coordinator/checkpoint.h)."""
+    check(blob[:4] == b"GPCK", "checkpoint magic %r" % blob[:4])
+    count = struct.unpack_from("<I", blob, 8)[0]
+    off, out = 32, {}
+    for _ in range(count):
+        tag, _, n = struct.unpack_from("<IIQ", blob, off)
+        out[tag] = blob[off + 16:off + 16 + n]
+        off += 16 + ((n + 7) & ~7)
+    return out
+
+
+def shipped_job_parses():
+    ini = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
+    ini.read(os.path.join(ETC, "gpt.ini"))
+    check(ini["train"]["optimizer"] == "adamw", "gpt.ini: not adamw")
+    check(ini["data"]["set"] == "tokens", "gpt.ini: not token data")
+    check(os.path.exists(os.path.join(ETC, ini["model"]["file"])),
+          "gpt.ini names a missing model file")
+
+
+def test():
+    shipped_job_parses()
+    with gppool.Pool("gpt", model={"spec": None, "file": None},
+                     train={"epochs": 2, "batch_size": 16,
+                            "optimizer": "adamw", "learning_rate": 0.003,
+                            "beta1": 0.9, "beta2": 0.95,
+                            "weight_decay": 0.01, "warmup_epochs": 0.1,
+                            "checkpoint_interval": "5s"},
+                     data={"set": "tokens"},
+                     pool={"int8": "false", "clip_grad_norm": 1}) as pool:
+        tok = os.path.join(pool.dir, "tokens")
+        r = subprocess.run([gp_tokens(), tok,
+                            os.path.join(CORPUS, "fortunes"),
+                            os.path.join(CORPUS, "computers")],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
+        log(r.stdout.strip())
+        # The windows of the model's 64 tokens: (train tokens - 1) / 64.
+        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
+        pool.train_samples = (train_tokens - 1) // 64
+        model = os.path.join(pool.dir, "gpt.model")
+        with open(model, "w") as f:
+            f.write(MODEL)
+        pool.job["model"]["file"] = model
+        pool.job["data"]["dir"] = tok
+        pool.write_job()
+        pool.serve()
+        a, b = pool.agents(2)
+        t0 = time.monotonic()
+        a.run(extra=("--data-dir", tok))
+        b.run(extra=("--data-dir", "none"))
+        # The AdamW state is in the checkpoints: kill the coordinator
+        # once a checkpoint holds some steps, resume, finish.
+        pool.wait_for("a checkpoint with AdamW state", lambda: any(
+            7 in checkpoint_sections(bytes(row[0])) for row in pool.query(
+                "SELECT blob FROM checkpoints WHERE job_id = ? AND "
+                "clock > 0", (pool.job_id(),))), timeout=300, poll=1)
+        pool.serve_proc.kill9()
+        log("coordinator killed; resuming")
+        pool.serve()
+        pool.wait_serve(timeout=900, agents_exit=True)
+        log("2 epochs in %.1fs" % (time.monotonic() - t0))
+        err = pool.serve_proc.stderr()
+        check("no AdamW state" not in err,
+              "the resume lost the AdamW state:\n%s" % err[-2000:])
+
+        blob = pool.query("SELECT blob FROM checkpoints WHERE job_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", (pool.job_id(),))[0][0]
+        sec = checkpoint_sections(bytes(blob))
+        check(7 in sec and sec[7][:4] == b"GPOP",
+              "the newest checkpoint has no AdamW section")
+        steps = struct.unpack_from("<Q", sec[7], 12 + 1 + 16)[0]
+        applied = pool.query("SELECT COUNT(*) FROM updates WHERE job_id = ?"
+                             " AND " + pool.applied_filter(),
+                             (pool.job_id(),))[0][0]
+        log("AdamW steps in the last checkpoint: %d (applied rows %d)" %
+            (steps, applied))
+        check(steps > 0, "no AdamW step in the checkpoint")
+
+        pool.check_exactly_once()
+        evals = pool.query("SELECT epoch, test_loss, test_accuracy FROM "
+                           "evals WHERE job_id = ? ORDER BY epoch",
+                           (pool.job_id(),))
+        check(len(evals) == 2, "want 2 evaluations, got %r" % (evals,))
+        bpb = [loss / math.log(2) for _, loss, _ in evals]
+        log("held-out bits per byte by epoch: %s (next-byte accuracy %s)" %
+            (", ".join("%.3f" % x for x in bpb),
+             ", ".join("%.1f%%" % (100 * e[2]) for e in evals)))
+        check(bpb[-1] < TARGET_BPB,
+              "held-out %.3f bits per byte, want < %.1f" % (bpb[-1],
+                                                            TARGET_BPB))
+        out = pool.serve_proc.stdout()
+        check("test bits/token" in out,
+              "serve's epoch line lacks the bits a token:\n%s" % out[-1500:])
+        st = pool.coord("status").stdout
+        log("status:\n%s" % st)
+        check("bits/byte" in st, "status shows no bits per byte")
+
+        # The model out, into PyTorch: the same held-out loss.
+        out = os.path.join(pool.dir, "gpt.safetensors")
+        pool.coord("export", "--format", "safetensors", out)
+        torch.set_num_threads(1)
+        m = gptref.GraphModel(MODEL)
+        m.load_state_dict(gptref.read_safetensors(out), strict=True)
+        ids, _ = gptref.read_tokens(os.path.join(tok, "test.tok"))
+        loss = gptref.heldout_loss(m, ids, 64)
+        log("PyTorch on the export: held-out %.5f nats a byte, the "
+            "ledger's %.5f" % (loss, evals[-1][1]))
+        check(abs(loss - evals[-1][1]) <= 0.01 * evals[-1][1],
+              "the exported model's held-out loss %.5f is not within 1 %% "
+              "of the ledger's %.5f" % (loss, evals[-1][1]))
+        # With AdamW's state: each parameter's two moments, and the step.
+        out2 = os.path.join(pool.dir, "gpt-adamw.safetensors")
+        pool.coord("export", "--optimizer-state", "--format", "safetensors",
+                   out2)
+        full = gptref.read_safetensors(out2)
+        with open(out2, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            meta = json.loads(f.read(n))["__metadata__"]
+        names = [k for k in m.state_dict()]
+        check(sorted(full) == sorted(
+            names + ["optimizer.exp_avg." + k for k in names] +
+            ["optimizer.exp_avg_sq." + k for k in names]),
+              "optimizer-state export: tensors %r" % sorted(full))
+        check(meta.get("gradpool.optimizer") == "adamw" and
+              int(meta["gradpool.adamw.step"]) == steps and
+              meta["gradpool.adamw.betas"] == "0.9,0.95",
+              "optimizer-state export: metadata %r" % meta)
+        check(all(float(full["optimizer.exp_avg_sq." + k].min()) >= 0
+                  for k in names), "a negative second moment")
+        log("optimizer state exported: %d tensors, step %s" %
+            (len(full), meta["gradpool.adamw.step"]))
+        r = pool.coord("export", "--format", "onnx",
+                       os.path.join(pool.dir, "gpt.onnx"), expect_ok=False)
+        check(r.returncode != 0 and "no ONNX form" in r.stderr,
+              "ONNX export of a GPT: want a refusal naming the layer, got "
+              "%d: %s" % (r.returncode, r.stderr))
+
+        # Text from the trained model, repeatable by its seed; bytes, as
+        # a byte-level model may write any.
+        argv = [pool.coord_bin, "sample", "--prompt", "Q:", "--length",
+                "120", "--seed", "7", "--state", pool.state]
+        s1, s2 = (subprocess.run(argv, capture_output=True, timeout=60)
+                  for _ in range(2))
+        log("sample: %r" % s1.stdout)
+        check(s1.returncode == 0, "sample failed: %r" % s1.stderr)
+        check(s1.stdout == s2.stdout, "two samples with one seed differ")
+        check(s1.stdout.startswith(b"Q:") and len(s1.stdout) == 2 + 120 + 1,
+              "sample wrote %r" % s1.stdout)
+
+
+if __name__ == "__main__":
+    gppool.main(test)
