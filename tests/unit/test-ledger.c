@@ -909,6 +909,9 @@ static void test_job_queue(void)
 	 * foreign keys to them. */
 	sql(path, "DELETE FROM jobs WHERE state <> 'done';"
 		  "INSERT INTO evals VALUES (2, 0, 0.5, 0.75, 30);"
+		  /* what step 8 (credit) added, gone too */
+		  "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
+		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN public_name;"
 		  "CREATE TABLE old_jobs AS SELECT * FROM jobs;"
 		  "DROP TABLE jobs;"
 		  "CREATE TABLE jobs (id INTEGER PRIMARY KEY, spec TEXT NOT NULL,"
