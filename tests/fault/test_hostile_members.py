@@ -82,7 +82,10 @@ def agent_rows(pool, name, sql):
 
 def test():
     with gppool.Pool("hostile-members",
-                     train={"epochs": 3, "learning_rate": 0.05},
+                     # Under ASan the pool reached 74-79 % after 3
+                     # epochs (2026-12-05): 5 there.
+                     train={"epochs": 5 if gppool.sanitized() else 3,
+                            "learning_rate": 0.05},
                      # The refusals asserted here, not verification's
                      # mismatches (test_hostile_verify.py).
                      pool={"max_strikes": STRIKES, "work_timeout": "10s",

@@ -69,6 +69,24 @@ DEFAULT_JOB = {
 }
 
 
+def sanitized():
+    """Whether the binaries under test are an ASan build (tools/test
+    --sanitize): they compute several times slower, which changes how far
+    a job of a given length trains in the fault tests' pools."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        try:
+            out = subprocess.run(["ldd", binaries()[0]], capture_output=True,
+                                 text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError, Failure):
+            out = ""
+        _SANITIZED = "libasan" in out
+    return _SANITIZED
+
+
+_SANITIZED = None
+
+
 class Failure(Exception):
     """A test assertion that did not hold."""
 
