@@ -35,4 +35,13 @@ struct gp_ledger {
 /* Frees the rows of b and empties it. */
 void gp_ledger_batch_free(struct gp_ledger_batch *b);
 
+/* "The newest job" (id 0) for status and export: the running one, else
+ * the newest that ran (its size is recorded when it starts); one that
+ * never ran only when nothing else exists. */
+#define NEWEST_JOB_ORDER \
+	"ORDER BY state <> 'running', epochs IS NULL, id DESC "
+
+/* A jobs.state text as the enum (ledger-jobs.c); unknown text: failed. */
+enum gp_ledger_job_state gp_ledger_parse_state(const unsigned char *s);
+
 #endif
