@@ -75,7 +75,7 @@ static int send_msg(struct peer *p, struct gp_msg *m)
 	return r;
 }
 
-static void peer_close(struct peer *p, uint16_t code, const char *text)
+void gp_serve_close(struct peer *p, uint16_t code, const char *text)
 {
 	if (p->ch)
 		gp_channel_close(p->ch, code, text);
@@ -89,7 +89,7 @@ void gp_serve_bye(struct peer *p, uint16_t reason, const char *text)
 	m.u.bye.reason = reason;
 	snprintf(m.u.bye.text, sizeof(m.u.bye.text), "%s", text);
 	send_msg(p, &m);
-	peer_close(p, reason, text);
+	gp_serve_close(p, reason, text);
 }
 
 /* ---- the pool's effects: what the decisions send and write ------------ */
@@ -254,7 +254,7 @@ static void fx_close(void *ctx, struct gp_member *m, uint16_t code,
 		     const char *text)
 {
 	(void)ctx;
-	peer_close(peer_of(m), code, text);
+	gp_serve_close(peer_of(m), code, text);
 }
 
 static bool fx_ledger_room(void *ctx, size_t n)
@@ -330,227 +330,6 @@ static void handle_update(struct peer *p, const struct gp_msg_update *u)
 	gp_apply_update(&srv->pool, &p->m, u, gp_now_ms());
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		gp_bg_kick_db(srv, false);
-}
-
-/* ---- membership ------------------------------------------------------- */
-
-static void fill_devices(struct gp_ledger_agent *a, const struct gp_msg_join *j)
-{
-	a->n_devices = j->n_devices < GP_LEDGER_DEVICES_MAX ? j->n_devices :
-							      GP_LEDGER_DEVICES_MAX;
-	for (size_t i = 0; i < a->n_devices; i++) {
-		static const char *const kinds[] = { "cpu", "gpu", "accelerator",
-						     "other" };
-		struct gp_ledger_device *d = &a->devices[i];
-
-		snprintf(d->kind, sizeof(d->kind), "%s",
-			 kinds[j->devices[i].kind < 4 ? j->devices[i].kind : 3]);
-		snprintf(d->name, sizeof(d->name), "%.*s", (int)sizeof(d->name) - 1,
-			 j->devices[i].name);
-		d->gflops = j->devices[i].gflops;
-		d->samples_per_s = j->devices[i].samples_per_s;
-	}
-}
-
-static void send_reject(struct peer *p, uint16_t code, const char *text)
-{
-	struct gp_msg m;
-
-	gp_msg_init(&m, GP_MSG_REJECT);
-	m.u.reject.code = code;
-	snprintf(m.u.reject.text, sizeof(m.u.reject.text), "%s", text);
-	m.u.reject.version_min = GP_MSG_VERSION_MIN;
-	m.u.reject.version_max = GP_MSG_VERSION;
-	send_msg(p, &m);
-	peer_close(p, code, text);
-}
-
-/* The ledger's answer to a JOIN: a token use spent (first join) or a
- * known, unrevoked key. Returns 0 with *ret_id, or -1 after sending the
- * REJECT. a (borrowed) is the agent's row as it introduces itself. */
-static int join_ledger(struct peer *p, struct gp_ledger_agent *a,
-		       int64_t *ret_id)
-{
-	struct server *srv = p->srv;
-	struct gp_ledger_agent known;
-	int r;
-
-	if (p->psk_join) {
-		/* The token's use is consumed here, after the handshake
-		 * completed and the agent proved it by this message. */
-		r = gp_ledger_join(srv->st.ledger, p->token_id, a, gp_now_ms(),
-				   ret_id);
-		if (r < 0) {
-			uint16_t code = r == -EKEYEXPIRED ? GP_REJECT_TOKEN_EXPIRED :
-					r == -EKEYREJECTED ? GP_REJECT_TOKEN_USED_UP :
-					r == -EKEYREVOKED ? GP_REJECT_TOKEN_REVOKED :
-							    GP_REJECT_BAD_TOKEN;
-
-			gp_warn("join from %s refused: %s", p->m.addr,
-				gp_ledger_error(srv->st.ledger));
-			send_reject(p, code, gp_msg_reject_str(code));
-			return -1;
-		}
-		gp_info("agent %" PRId64 " '%s' (%s) joined with token %" PRId64,
-			*ret_id, a->name, a->fingerprint, p->token_id);
-		return 0;
-	}
-	r = gp_ledger_agent_by_key(srv->st.ledger, a->public_key, &known);
-	if (r < 0 || known.revoked_at) {
-		send_reject(p, r < 0 ? GP_REJECT_UNKNOWN_AGENT :
-				       GP_REJECT_AGENT_REVOKED,
-			    r < 0 ? "not a member of this pool" :
-				    "this agent's membership was revoked");
-		return -1;
-	}
-	*ret_id = known.id;
-	gp_ledger_agent_set_devices(srv->st.ledger, known.id, a->devices,
-				    a->n_devices);
-	gp_ledger_agent_touch(srv->st.ledger, known.id, gp_now_ms());
-	return 0;
-}
-
-static void join_idle(struct peer *p, const struct gp_msg_join *j);
-
-static void handle_join(struct peer *p, struct gp_msg_join *j)
-{
-	struct server *srv = p->srv;
-	struct gp_ledger_agent a = { 0 };
-	const uint8_t *key = gp_channel_remote_static(p->ch);
-	int64_t id = 0, clock = 0;
-	uint32_t live;
-	struct gp_msg m;
-
-	if (p->m.joined || p->idle) {
-		send_reject(p, GP_REJECT_MALFORMED, "JOIN sent twice");
-		return;
-	}
-	memcpy(p->m.key, key, GP_KEY_SIZE);
-	/* An agent joining a job that is ending hears so below (BYE 2), as
-	 * when serve ended with its job; one that can wait does, when serve
-	 * goes on with a queue. */
-	if (!srv->has_job || (srv->job_ending && (j->caps & GP_CAP_JOBS) &&
-			      srv->take_queue)) {
-		join_idle(p, j);
-		return;
-	}
-	/* An agent that knows only the shorthand cannot build a model
-	 * description: told so before any token use is counted. */
-	if (srv->spec.version != 0 && !(j->caps & GP_CAP_MODEL_TEXT)) {
-		gp_warn("join from %s refused: it cannot read model descriptions "
-			"(no GP_CAP_MODEL_TEXT; an older agent)", p->m.addr);
-		send_reject(p, GP_REJECT_VERSION,
-			    "this pool trains a model description (gradpool-model "
-			    "1); upgrade the agent");
-		return;
-	}
-	/* Samples that are not bytes travel only as indices: into the
-	 * agent's own copy or into the shards it fetches. */
-	if (srv->train && srv->train->dtype != GP_DATA_U8 &&
-	    !(j->caps & GP_CAP_DATA_SHARDS) &&
-	    !((j->caps & GP_CAP_LOCAL_DATA) &&
-	      j->data_fingerprint == srv->pool.train_fingerprint)) {
-		gp_warn("join from %s refused: it cannot fetch the data set "
-			"(no GP_CAP_DATA_SHARDS; an older agent)", p->m.addr);
-		send_reject(p, GP_REJECT_VERSION,
-			    "this pool's data set travels as shards; upgrade "
-			    "the agent");
-		return;
-	}
-	if (gp_members_full(&srv->pool, &p->m, &live)) {
-		gp_warn("join from %s refused: the pool is full (%u agents)",
-			p->m.addr, live);
-		send_reject(p, GP_REJECT_BUSY, "the pool is full");
-		return;
-	}
-	snprintf(a.name, sizeof(a.name), "%.*s", (int)sizeof(a.name) - 1,
-		 j->name[0] ? j->name : "agent");
-	memcpy(a.public_key, key, GP_KEY_SIZE);
-	gp_identity_fingerprint(key, a.fingerprint);
-	fill_devices(&a, j);
-	if (join_ledger(p, &a, &id) < 0)
-		return;
-	if (gp_members_join(&srv->pool, &p->m, id, j, &clock) < 0) {
-		send_reject(p, GP_REJECT_BUSY, "cannot add the agent to the pool");
-		return;
-	}
-	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
-	/* It stays between jobs: the WELCOME says this coordinator keeps
-	 * it (BYE 2 then means "reconnect now", protocol.md). */
-	p->m.caps |= j->caps & GP_CAP_JOBS;
-	/* For the owner's status and agents: connected now, not left. */
-	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
-
-	gp_msg_init(&m, GP_MSG_WELCOME);
-	m.u.welcome.agent_id = (uint64_t)id;
-	m.u.welcome.job_id = (uint64_t)srv->pool.job_id;
-	/* The shorthand in both fields, so that an agent that knows only
-	 * tag 3 still runs it; a description only in model_text. */
-	if (srv->spec.version == 0)
-		snprintf(m.u.welcome.model, sizeof(m.u.welcome.model), "%.*s",
-			 GP_MSG_MODEL_MAX, srv->spec_text);
-	m.u.welcome.model_text = srv->spec_text;
-	m.u.welcome.model_text_len = strlen(srv->spec_text);
-	m.u.welcome.seed = srv->job.seed;
-	m.u.welcome.batch_size = srv->job.batch_size;
-	m.u.welcome.staleness = srv->job.staleness;
-	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
-	m.u.welcome.caps = p->m.caps;
-	m.u.welcome.epoch = gp_sched_epoch(srv->pool.sched);
-	if (p->m.caps & GP_CAP_DATA_SHARDS) {
-		m.u.welcome.data_manifest = srv->manifest.raw;
-		m.u.welcome.data_manifest_len = srv->manifest.raw_len;
-	}
-	send_msg(p, &m);
-	gp_msg_init(&m, GP_MSG_CLOCK);
-	m.u.clock.clock = (uint64_t)clock;
-	m.u.clock.min_clock = (uint64_t)gp_ssp_min_clock(srv->pool.ssp);
-	send_msg(p, &m);
-	gp_serve_progress_join(p, j);
-	if (srv->done || srv->job_ending) {
-		gp_serve_bye(p, GP_BYE_JOB_DONE, srv->cancelled ?
-			     "the job was cancelled" : "the job is done");
-		return;
-	}
-	gp_work_serve_all(&srv->pool);
-}
-
-/* A JOIN while the pool has no job (none queued, or the last one ending).
- * An agent that waits between jobs (GP_CAP_JOBS) becomes or stays a
- * member, gets WELCOME job 0 and keeps its connection until a job starts
- * (BYE 7); another gets REJECT 10 and retries with its backoff. */
-static void join_idle(struct peer *p, const struct gp_msg_join *j)
-{
-	struct server *srv = p->srv;
-	struct gp_ledger_agent a = { 0 };
-	int64_t id = 0;
-	struct gp_msg m;
-
-	if (!(j->caps & GP_CAP_JOBS)) {
-		send_reject(p, GP_REJECT_NO_JOB, "the pool has no job now; "
-			    "try again later");
-		return;
-	}
-	snprintf(a.name, sizeof(a.name), "%.*s", (int)sizeof(a.name) - 1,
-		 j->name[0] ? j->name : "agent");
-	memcpy(a.public_key, p->m.key, GP_KEY_SIZE);
-	gp_identity_fingerprint(p->m.key, a.fingerprint);
-	fill_devices(&a, j);
-	if (join_ledger(p, &a, &id) < 0)
-		return;
-	p->idle = true;
-	p->m.agent_id = id;
-	p->m.caps = GP_CAP_JOBS;
-	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
-	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
-	gp_info("agent %" PRId64 " (%s) waits: the pool has no job", id,
-		p->m.addr);
-	gp_msg_init(&m, GP_MSG_WELCOME);
-	m.u.welcome.agent_id = (uint64_t)id;
-	m.u.welcome.job_id = 0;
-	m.u.welcome.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
-	m.u.welcome.caps = GP_CAP_JOBS;
-	send_msg(p, &m);
 }
 
 static void log_rejection(struct peer *p, const char *kind, const char *fmt,
@@ -823,7 +602,7 @@ static bool refuse_version(struct peer *p, const uint8_t *data, size_t len)
 		 GP_MSG_VERSION);
 	gp_ledger_rejection_append(p->srv->st.ledger, &rej);
 	gp_warn("%s: %s", p->m.addr, text);
-	send_reject(p, GP_REJECT_VERSION, text);
+	gp_serve_reject(p, GP_REJECT_VERSION, text);
 	return true;
 }
 
@@ -867,13 +646,13 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	}
 	if (!p->m.joined && !p->idle && m.type != GP_MSG_JOIN &&
 	    m.type != GP_MSG_HEARTBEAT && m.type != GP_MSG_BYE) {
-		send_reject(p, GP_REJECT_MALFORMED, "JOIN must come first");
+		gp_serve_reject(p, GP_REJECT_MALFORMED, "JOIN must come first");
 		gp_msg_finish(&m);
 		return;
 	}
 	switch (m.type) {
 	case GP_MSG_JOIN:
-		handle_join(p, &m.u.join);
+		gp_serve_handle_join(p, &m.u.join);
 		break;
 	case GP_MSG_HEARTBEAT:
 		handle_heartbeat(p, &m.u.heartbeat);
@@ -900,7 +679,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		if ((p->m.joined || p->idle) && m.u.bye.reason == GP_BYE_NORMAL)
 			gp_ledger_agent_set_left(p->srv->st.ledger, p->m.agent_id,
 						 gp_now_ms());
-		peer_close(p, GP_BYE_NORMAL, "bye");
+		gp_serve_close(p, GP_BYE_NORMAL, "bye");
 		break;
 	case GP_MSG_PROFILE:
 		gp_serve_progress_profile(p, &m.u.profile);

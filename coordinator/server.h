@@ -169,6 +169,12 @@ void gp_serve_maybe_finish(struct server *srv);
 /* serve.c: encodes m (borrowed) and sends it on p's channel. Returns 0 or
  * a negative errno. */
 int gp_serve_send(struct peer *p, struct gp_msg *m);
+/* Closes p's channel with code and text (borrowed). */
+void gp_serve_close(struct peer *p, uint16_t code, const char *text);
+/* serve-join.c: REJECT code with text (borrowed), then close. */
+void gp_serve_reject(struct peer *p, uint16_t code, const char *text);
+/* serve-join.c: p's JOIN (j borrowed). */
+void gp_serve_handle_join(struct peer *p, struct gp_msg_join *j);
 
 /* serve-progress.c: names the job for the agents (job_path borrowed) once
  * it is set up. */
