@@ -195,6 +195,8 @@ static int check_file(const char *path, const struct stat *st,
 }
 
 static int check_to(sqlite3 *db, int quick, char *err, size_t errlen);
+static int check_tables_to(sqlite3 *db, const char *const *skip, char *err,
+			   size_t errlen);
 
 static int migrate(sqlite3 *db, const char *path,
 		   const struct gp_db_schema *schema, char *err, size_t errlen)
@@ -413,7 +415,11 @@ int gp_db_open(const char *path, unsigned flags,
 	/* A damaged file must not be written to either (the WAL switch, a
 	 * migration or the first insert would touch it): every read-write
 	 * open checks first, read-only ones when asked. */
-	if ((flags & GP_DB_CHECK) || !readonly) {
+	if (readonly && (flags & GP_DB_CHECK) && schema->check_skip) {
+		r = check_tables_to(db, schema->check_skip, err, errlen);
+		if (r < 0)
+			goto fail;
+	} else if ((flags & GP_DB_CHECK) || !readonly) {
 		r = check_to(db, 1, err, errlen);
 		if (r < 0)
 			goto fail;
@@ -442,16 +448,29 @@ fail:
 	return r;
 }
 
-static int check_to(sqlite3 *db, int quick, char *err, size_t errlen)
+/* PRAGMA quick_check or integrity_check, of the whole file or (table not
+ * NULL) of one table and its indexes. */
+static int run_check(sqlite3 *db, int quick, const char *table, char *err,
+		     size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
 	const char *path = sqlite3_db_filename(db, "main");
+	char *sql;
 	int rc, r = 0;
 
-	rc = sqlite3_prepare_v2(db,
-				quick ? "PRAGMA quick_check(1)"
-				      : "PRAGMA integrity_check(1)",
-				-1, &st, NULL);
+	if (table)
+		sql = sqlite3_mprintf("PRAGMA %s(\"%w\")",
+				      quick ? "quick_check" : "integrity_check",
+				      table);
+	else
+		sql = sqlite3_mprintf("PRAGMA %s(1)",
+				      quick ? "quick_check" : "integrity_check");
+	if (!sql) {
+		set_err(err, errlen, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	sqlite3_free(sql);
 	if (rc != SQLITE_OK)
 		return fail_to(db, rc, "integrity check failed to run", err,
 				  errlen);
@@ -468,6 +487,63 @@ static int check_to(sqlite3 *db, int quick, char *err, size_t errlen)
 		r = fail_to(db, rc, "integrity check failed", err, errlen);
 	}
 	sqlite3_finalize(st);
+	return r;
+}
+
+static int check_to(sqlite3 *db, int quick, char *err, size_t errlen)
+{
+	return run_check(db, quick, NULL, err, errlen);
+}
+
+/* quick_check of every table but those in skip (and their indexes). */
+static int check_tables_to(sqlite3 *db, const char *const *skip, char *err,
+			   size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema "
+				    "WHERE type = 'table' ORDER BY name",
+				-1, &st, NULL);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		bool skipped = false;
+
+		for (size_t i = 0; name && skip[i]; i++)
+			skipped |= strcmp(name, skip[i]) == 0;
+		if (!name || skipped)
+			continue;
+		if (n == cap) {
+			char **more = realloc(names, (cap ? 2 * cap : 16) *
+						     sizeof(*names));
+
+			if (!more) {
+				r = -ENOMEM;
+				break;
+			}
+			names = more;
+			cap = cap ? 2 * cap : 16;
+		}
+		if (!(names[n] = strdup(name))) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	sqlite3_finalize(st);
+	if (r == 0 && rc != SQLITE_DONE)
+		r = fail_to(db, rc, "integrity check failed to run", err,
+			    errlen);
+	else if (r < 0)
+		set_err(err, errlen, "%s: out of memory",
+			sqlite3_db_filename(db, "main"));
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = run_check(db, 1, names[i], err, errlen);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
 	return r;
 }
 

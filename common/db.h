@@ -39,6 +39,13 @@ struct gp_db_schema {
 	int32_t application_id;
 	const char *const *migrations;
 	size_t n_migrations;
+	/* NULL, or a NULL-terminated list of large log tables that a
+	 * read-only open's check (GP_DB_CHECK) leaves out, so that the
+	 * listing commands cost what they read, not the file's size: they
+	 * read those tables only through totals and indexes, and SQLite
+	 * still reports any damaged page they touch. Read-write opens and
+	 * gp_db_check check everything. */
+	const char *const *check_skip;
 };
 
 /* Maps an SQLite result code (primary or extended) to a negative errno:

@@ -266,9 +266,17 @@ int gp_job_command(const char *state_dir, const char *sub, const char *arg,
 	}
 	r = gp_coord_state_serve_running(state_dir);
 	serving = r > 0;
-	/* Read-write also for list: a ledger of an older release is brought
-	 * to this schema first (WAL: serve may run meanwhile). */
-	r = gp_coord_state_open(&st, state_dir, 0);
+	/* list reads (its check then leaves the update log out, as status's
+	 * does: it answers in well under a second on a large ledger); a
+	 * ledger of an older release is brought to this schema first, as
+	 * add and cancel always open it (WAL: serve may run meanwhile). */
+	r = -ENOTSUP;
+	if (strcmp(sub, "list") == 0)
+		r = gp_coord_state_open(&st, state_dir,
+					 GP_LEDGER_READONLY | GP_LEDGER_CHECK |
+					 GP_LEDGER_QUIET_OLD);
+	if (r == -ENOTSUP)
+		r = gp_coord_state_open(&st, state_dir, 0);
 	if (r < 0)
 		return r;
 	if (strcmp(sub, "add") == 0)

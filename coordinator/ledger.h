@@ -38,6 +38,10 @@ enum gp_ledger_flags {
 	GP_LEDGER_CREATE = 1u << 0,   /* create or initialise if absent */
 	GP_LEDGER_READONLY = 1u << 1, /* a second process (the CLI) reading */
 	GP_LEDGER_CHECK = 1u << 2,    /* PRAGMA quick_check when opening */
+	/* gp_coord_state_open only: no message when a read-only open finds
+	 * an older schema (-ENOTSUP), for a caller that then opens it
+	 * read-write to upgrade it. */
+	GP_LEDGER_QUIET_OLD = 1u << 3,
 };
 
 /* Opens (and creates or migrates) the ledger at path. A file that is not a

@@ -33,10 +33,12 @@ int gp_coord_state_open(struct gp_coord_state *st, const char *dir,
 	r = gp_identity_derive_key(st->id, "gp-token-hash", st->token_hash_key);
 	if (r < 0)
 		goto fail;
-	r = gp_ledger_open(st->ledger_path, flags, &st->ledger, err,
-			   sizeof(err));
+	r = gp_ledger_open(st->ledger_path, flags & ~GP_LEDGER_QUIET_OLD,
+			   &st->ledger, err, sizeof(err));
 	if (r < 0) {
-		gp_error("%s", err);
+		if (r != -ENOTSUP || !(flags & GP_LEDGER_QUIET_OLD) ||
+		    !strstr(err, "older"))
+			gp_error("%s", err);
 		goto fail;
 	}
 	return 0;

@@ -18,7 +18,7 @@
 #include "test.h"
 
 /* The schema version a ledger of this release has (migrations[]). */
-#define LEDGER_VERSION 8
+#define LEDGER_VERSION 9
 
 static char dir[64];
 
@@ -88,6 +88,36 @@ static int64_t sql_int(const char *path, const char *query)
 	return v;
 }
 
+/* update_totals (step 9) says what a count over the update log says:
+ * every (job, member) the log has, with the same figures, and no other
+ * row with a figure in it. */
+static void assert_totals(const char *path)
+{
+#define RECOUNT								\
+	"SELECT job_id, agent_id,"					\
+	"  sum(outcome = 'applied' AND rolled_back = 0),"		\
+	"  coalesce(sum(CASE WHEN outcome = 'applied' AND rolled_back = 0" \
+	"    THEN samples END), 0),"					\
+	"  sum(outcome IN ('duplicate', 'late')), sum(outcome = 'rejected')," \
+	"  sum(outcome = 'applied' AND rolled_back != 0) "		\
+	"FROM updates GROUP BY job_id, agent_id"
+#define TOTALS								\
+	"SELECT job_id, agent_id, applied, samples, discarded, rejected,"	\
+	"  rolled_back FROM update_totals WHERE applied OR samples OR"	\
+	"  discarded OR rejected OR rolled_back"
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM (" RECOUNT " EXCEPT "
+			  TOTALS ")"), 0);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM (" TOTALS " EXCEPT "
+			  RECOUNT ")"), 0);
+	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM update_totals t WHERE"
+			  "  last_clock != (SELECT max(clock) FROM updates u"
+			  "    WHERE u.job_id = t.job_id"
+			  "    AND u.agent_id = t.agent_id)"),
+		  0);
+#undef RECOUNT
+#undef TOTALS
+}
+
 static struct gp_ledger *open_new(const char *name, char *path, size_t size)
 {
 	struct gp_ledger *l = NULL;
@@ -150,6 +180,7 @@ static void test_create_reopen(void)
 
 	l = open_new("reopen.db", path, sizeof(path));
 	ASSERT_OK(gp_ledger_check(l));
+	assert_totals(path);
 	ASSERT_OK(gp_ledger_job_create(l, "[model]\nspec = 784-10\n", 5, &job_id));
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k1"));
 	ASSERT_OK(gp_ledger_meta_set(l, "token_key_id", "k2"));
@@ -804,11 +835,15 @@ static void test_rollback(void)
 			  "rolled_back != 0 AND (job_id != 1 OR "
 			  "outcome != 'applied')"), 0);
 	ASSERT_OK(gp_ledger_check(l));
+	assert_totals(path);
 	gp_ledger_close(l);
 
 	/* A version 1 ledger (before the column and agent_links) is
 	 * migrated: its rows count, its agents' links are unknown. */
-	sql(path, "DROP TRIGGER credit_add; DROP TRIGGER credit_undo; "
+	sql(path, "DROP TRIGGER totals_add; DROP TRIGGER totals_roll; "
+		  "DROP TRIGGER totals_delete; DROP TABLE update_totals; "
+		  "DROP INDEX updates_applied_at; "
+		  "DROP TRIGGER credit_add; DROP TRIGGER credit_undo; "
 		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN public_name; "
 		  "ALTER TABLE updates DROP COLUMN rolled_back; "
 		  "ALTER TABLE jobs DROP COLUMN model; "
@@ -830,6 +865,7 @@ static void test_rollback(void)
 	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), LEDGER_VERSION);
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM updates WHERE "
 			  "rolled_back = 0"), 14);
+	assert_totals(path); /* step 9 filled them from the log */
 	/* Its jobs have no model yet (gp_ledger_job_model: -ENODATA). */
 	ASSERT_EQ(sql_int(path, "SELECT count(*) FROM jobs WHERE model = ''"),
 		  sql_int(path, "SELECT count(*) FROM jobs"));
@@ -902,6 +938,7 @@ static void test_job_queue(void)
 	ASSERT(isnan(rows[2].test_accuracy));
 	free(rows);
 	ASSERT_OK(gp_ledger_check(l));
+	assert_totals(path);
 	gp_ledger_close(l);
 
 	/* A version 6 ledger: step 7 rebuilds jobs, with a CHECK that now
@@ -909,7 +946,10 @@ static void test_job_queue(void)
 	 * foreign keys to them. */
 	sql(path, "DELETE FROM jobs WHERE state <> 'done';"
 		  "INSERT INTO evals VALUES (2, 0, 0.5, 0.75, 30);"
-		  /* what step 8 (credit) added, gone too */
+		  /* what steps 8 (credit) and 9 (totals) added, gone too */
+		  "DROP TRIGGER totals_add; DROP TRIGGER totals_roll; "
+		  "DROP TRIGGER totals_delete; DROP TABLE update_totals; "
+		  "DROP INDEX updates_applied_at; "
 		  "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
 		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN public_name;"
 		  "CREATE TABLE old_jobs AS SELECT * FROM jobs;"
@@ -941,6 +981,7 @@ static void test_job_queue(void)
 	gp_ledger_job_finish(&j);
 	ASSERT_OK(gp_ledger_job_queue(l, "[d]", "784-10", "/x/d.ini", 40, &a));
 	ASSERT_OK(gp_ledger_check(l));
+	assert_totals(path);
 	gp_ledger_close(l);
 }
 
@@ -1084,6 +1125,7 @@ static void test_owner_view(void)
 	ASSERT_EQ(st.updates_rolled_back, 2);
 	ASSERT_EQ(st.minibatches_in_epoch, 3);
 	ASSERT_OK(gp_ledger_check(l));
+	assert_totals(path);
 	gp_ledger_close(l);
 }
 
@@ -1407,7 +1449,10 @@ static void test_credit(void)
 	gp_ledger_close(l);
 
 	/* A ledger of step 7 (before credit) gets its table from the log. */
-	sql(path, "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
+	sql(path, "DROP TRIGGER totals_add; DROP TRIGGER totals_roll; "
+		  "DROP TRIGGER totals_delete; DROP TABLE update_totals; "
+		  "DROP INDEX updates_applied_at; "
+		  "DROP TRIGGER credit_add; DROP TRIGGER credit_undo;"
 		  "DROP TABLE credit; ALTER TABLE agents DROP COLUMN "
 		  "public_name; PRAGMA user_version = 7;");
 	ASSERT_OK(gp_ledger_open(path, 0, &l, NULL, 0));
