@@ -1,6 +1,6 @@
 /* The parameter tensors of a model as PyTorch shapes them: the order and
  * names of gp_model_tensor_info(), the shapes of nn.Linear, nn.Conv2d,
- * nn.LayerNorm and nn.Embedding. Pure: shared by both writers and the tests. */
+ * nn.LayerNorm, nn.GroupNorm and nn.Embedding. Pure: shared by both writers and the tests. */
 #include "export.h"
 
 #include <errno.h>
@@ -67,8 +67,10 @@ int gp_export_layout(const struct gp_model_spec *spec,
 			put(&ret[n++], l->name, "bias", 1, d);
 			break;
 		case GP_LAYER_LAYERNORM:
-			/* Over the last axis: nn.LayerNorm(W). */
-			d[0] = l->w;
+		case GP_LAYER_GROUPNORM:
+			/* Over the last axis, nn.LayerNorm(W); or per
+			 * channel, nn.GroupNorm(G, C). */
+			d[0] = l->type == GP_LAYER_LAYERNORM ? l->w : l->c;
 			put(&ret[n++], l->name, "weight", 1, d);
 			put(&ret[n++], l->name, "bias", 1, d);
 			break;

@@ -15,6 +15,10 @@
  *   gelu         x * 0.5 * (1 + Erf(x * 1/sqrt(2))) (Gelu is opset 20)
  *   dropout      Dropout(x, ratio) in inference mode: the identity
  *   layernorm    LayerNormalization(axis=-1, epsilon)
+ *   groupnorm    Reshape to [N, G, -1], InstanceNormalization(scale 1,
+ *                bias 0, epsilon), Reshape to [N, C, H, W], then Mul by
+ *                the weight and Add the bias, each reshaped to [C, 1, 1]
+ *                (GroupNormalization is opset 18; onnx 1.12 stops at 17)
  *   add          Add
  *   softmax_xent outputs "output" = Softmax(axis=1) of the flattened
  *                input and "logits" = that input
@@ -324,6 +328,92 @@ static Onnx__ValueInfoProto *value_info(struct builder *b, const char *name,
 	return v;
 }
 
+/* A 1-D int64 constant of n values (a shape for Reshape). */
+static void init_int64s(struct builder *b, const char *name, size_t n,
+			const int64_t *v)
+{
+	uint8_t *raw = b_alloc(b, 8 * n);
+	int64_t dim = (int64_t)n;
+
+	if (!raw)
+		return;
+	for (size_t k = 0; k < n; k++)
+		gp_put_le64(raw + 8 * k, (uint64_t)v[k]);
+	init_raw(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, 1, &dim, raw,
+		 8 * n);
+}
+
+/* A 1-D float constant of n copies of v. */
+static void init_fill(struct builder *b, const char *name, size_t n, float v)
+{
+	uint8_t *raw = b_alloc(b, 4 * n);
+	int64_t dim = (int64_t)n;
+	uint32_t u;
+
+	if (!raw)
+		return;
+	memcpy(&u, &v, 4);
+	for (size_t k = 0; k < n; k++)
+		gp_put_le32(raw + 4 * k, u);
+	init_raw(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 1, &dim, raw,
+		 4 * n);
+}
+
+/* out = Reshape(in, shape), with the shape as a constant named
+ * out/shape. */
+static void reshape(struct builder *b, const char *in, const char *out,
+		    size_t n, const int64_t *shape)
+{
+	char *sname = b_printf(b, "%s/shape", out);
+	const char *ins[2] = { in, sname };
+
+	if (!sname)
+		return;
+	init_int64s(b, sname, n, shape);
+	node(b, "Reshape", out, 2, ins, out);
+}
+
+/* Group norm x (4-D) of layer l into value v, its weight and bias named w
+ * and bias: nn.GroupNorm's definition in opset 17's operators. */
+static void group_norm(struct builder *b, const struct gp_model_layer *l,
+		       const char *x, const char *w, const char *bias,
+		       const char *v)
+{
+	const int64_t grouped[3] = { 0, l->groups, -1 };
+	const int64_t back[4] = { 0, l->c, l->h, l->w };
+	const int64_t per_channel[3] = { l->c, 1, 1 };
+	char *g = b_printf(b, "%s/grouped", l->name);
+	char *one = b_printf(b, "%s/ones", l->name);
+	char *zero = b_printf(b, "%s/zeros", l->name);
+	char *normed = b_printf(b, "%s/normed", l->name);
+	char *full = b_printf(b, "%s/4d", l->name);
+	char *w3 = b_printf(b, "%s/weight3", l->name);
+	char *b3 = b_printf(b, "%s/bias3", l->name);
+	char *scaled = b_printf(b, "%s/scaled", l->name);
+	const char *ins[3];
+	Onnx__NodeProto *n;
+
+	if (b->err)
+		return;
+	reshape(b, x, g, 3, grouped);
+	init_fill(b, one, l->groups, 1.0f);
+	init_fill(b, zero, l->groups, 0.0f);
+	ins[0] = g;
+	ins[1] = one;
+	ins[2] = zero;
+	n = node(b, "InstanceNormalization", normed, 3, ins, normed);
+	attr_float(b, n, "epsilon", l->eps);
+	reshape(b, normed, full, 4, back);
+	reshape(b, w, w3, 3, per_channel);
+	reshape(b, bias, b3, 3, per_channel);
+	ins[0] = full;
+	ins[1] = w3;
+	node(b, "Mul", scaled, 2, ins, scaled);
+	ins[0] = scaled;
+	ins[1] = b3;
+	node(b, "Add", v, 2, ins, v);
+}
+
 /* Each layer's output: its value's name and rank (2: [batch, W], 4:
  * [batch, C, H, W]). */
 struct value {
@@ -527,6 +617,14 @@ static int build_graph(struct builder *b, const struct gp_export_model *m,
 			attr_int(b, n, "axis", -1);
 			attr_float(b, n, "epsilon", l->eps);
 			vals[i].rank = vals[l->in[0]].rank;
+			break;
+		case GP_LAYER_GROUPNORM:
+			ins[0] = as_rank(b, spec, vals, l->in[0], 4, l->name);
+			ins[1] = param(m, l->name, "weight", wname, sizeof(wname));
+			ins[2] = param(m, l->name, "bias", bname, sizeof(bname));
+			if (!ins[1] || !ins[2])
+				goto no_params;
+			group_norm(b, l, ins[0], ins[1], ins[2], v);
 			break;
 		case GP_LAYER_ADD: {
 			int rank = vals[l->in[0]].rank == vals[l->in[1]].rank

@@ -95,6 +95,20 @@ struct gp_backend_ops {
 				  const struct gp_buf *dy, struct gp_buf *dx,
 				  struct gp_buf *dgamma, struct gp_buf *dbeta_p,
 				  float beta, size_t rows, size_t cols);
+	int (*groupnorm_forward)(struct gp_backend *be, const struct gp_buf *x,
+				 const struct gp_buf *gamma,
+				 const struct gp_buf *beta_p, struct gp_buf *y,
+				 struct gp_buf *stats,
+				 const struct gp_groupnorm_shape *s,
+				 float eps);
+	int (*groupnorm_backward)(struct gp_backend *be,
+				  const struct gp_buf *x,
+				  const struct gp_buf *gamma,
+				  const struct gp_buf *stats,
+				  const struct gp_buf *dy, struct gp_buf *dx,
+				  struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+				  float beta,
+				  const struct gp_groupnorm_shape *s);
 	int (*mse)(struct gp_backend *be, const struct gp_buf *pred,
 		   const struct gp_buf *target, size_t rows, size_t cols,
 		   struct gp_buf *dpred, double *ret_loss);

@@ -555,6 +555,8 @@ bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f)
 		return o->embedding_forward && o->embedding_backward;
 	case GP_FEATURE_ATTENTION:
 		return o->attention_forward && o->attention_backward;
+	case GP_FEATURE_GROUPNORM:
+		return o->groupnorm_forward && o->groupnorm_backward;
 	}
 	return false;
 }
@@ -827,6 +829,83 @@ int gp_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
 		return enotsup(be, what);
 	return be->ops->layernorm_backward(be, x, gamma, stats, dy, dx, dgamma,
 					   dbeta_p, beta, rows, cols);
+}
+
+static int check_groupnorm(struct gp_backend *be, const char *what,
+			   const struct gp_groupnorm_shape *s)
+{
+	int r;
+
+	if (!s)
+		return einval(be, what, "no shape");
+	if (s->groups == 0 || s->c % s->groups != 0)
+		return einval(be, what, "groups does not divide the channels");
+	if ((r = check_dims(be, what, s->n, s->c)) < 0)
+		return r;
+	return check_dims(be, what, s->n * s->c, s->hw);
+}
+
+int gp_groupnorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			 const struct gp_buf *gamma,
+			 const struct gp_buf *beta_p, struct gp_buf *y,
+			 struct gp_buf *stats,
+			 const struct gp_groupnorm_shape *s, float eps)
+{
+	static const char what[] = "gp_groupnorm_forward";
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_groupnorm(be, what, s)) < 0 ||
+	    (r = check_buf(be, what, "x", x, GP_F32, s->n * s->c, s->hw)) < 0 ||
+	    (r = check_buf(be, what, "gamma", gamma, GP_F32, s->c, 1)) < 0 ||
+	    (r = check_buf(be, what, "beta", beta_p, GP_F32, s->c, 1)) < 0 ||
+	    (r = check_buf(be, what, "y", y, GP_F32, s->n * s->c, s->hw)) < 0 ||
+	    (r = check_buf(be, what, "stats", stats, GP_F32, s->n * s->groups,
+			   2)) < 0)
+		return r;
+	if (!(eps > 0.0f))
+		return einval(be, what, "eps must be positive");
+	if (y == x)
+		return einval(be, what, "y aliases x");
+	if (!be->ops->groupnorm_forward)
+		return enotsup(be, what);
+	return be->ops->groupnorm_forward(be, x, gamma, beta_p, y, stats, s,
+					  eps);
+}
+
+int gp_groupnorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *gamma,
+			  const struct gp_buf *stats, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *dgamma,
+			  struct gp_buf *dbeta_p, float beta,
+			  const struct gp_groupnorm_shape *s)
+{
+	static const char what[] = "gp_groupnorm_backward";
+	size_t rows;
+	int r;
+
+	if (!be)
+		return -EINVAL;
+	if ((r = check_groupnorm(be, what, s)) < 0)
+		return r;
+	rows = s->n * s->c;
+	if ((r = check_buf(be, what, "x", x, GP_F32, rows, s->hw)) < 0 ||
+	    (r = check_buf(be, what, "gamma", gamma, GP_F32, s->c, 1)) < 0 ||
+	    (r = check_buf(be, what, "stats", stats, GP_F32, s->n * s->groups,
+			   2)) < 0 ||
+	    (r = check_buf(be, what, "dy", dy, GP_F32, rows, s->hw)) < 0 ||
+	    (r = check_buf(be, what, "dgamma", dgamma, GP_F32, s->c, 1)) < 0 ||
+	    (r = check_buf(be, what, "dbeta", dbeta_p, GP_F32, s->c, 1)) < 0)
+		return r;
+	if (dx && (r = check_buf(be, what, "dx", dx, GP_F32, rows, s->hw)) < 0)
+		return r;
+	if (dx == x || dx == dy || dgamma == dbeta_p)
+		return einval(be, what, "an output aliases an input");
+	if (!be->ops->groupnorm_backward)
+		return enotsup(be, what);
+	return be->ops->groupnorm_backward(be, x, gamma, stats, dy, dx, dgamma,
+					   dbeta_p, beta, s);
 }
 
 int gp_mse(struct gp_backend *be, const struct gp_buf *pred,

@@ -157,6 +157,7 @@ enum gp_backend_feature {
 	GP_FEATURE_MSE = 5,       /* gp_mse */
 	GP_FEATURE_EMBEDDING = 6, /* gp_embedding_forward / _backward */
 	GP_FEATURE_ATTENTION = 7, /* gp_attention_forward / _backward */
+	GP_FEATURE_GROUPNORM = 8, /* gp_groupnorm_forward / _backward */
 };
 
 bool gp_backend_has(const struct gp_backend *be, enum gp_backend_feature f);
@@ -234,6 +235,33 @@ int gp_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
 			  struct gp_buf *dx, struct gp_buf *dgamma,
 			  struct gp_buf *dbeta_p, float beta, size_t rows,
 			  size_t cols);
+
+/* Group normalisation (nn.GroupNorm(groups, c, eps)) of n samples of
+ * c x hw values (NCHW with the plane flattened): the c channels fall into
+ * groups groups of c / groups consecutive channels, and each sample's
+ * group, c / groups * hw consecutive values, is normalised by its own mean
+ * and biased variance; then channel k is scaled by gamma[k] and shifted
+ * by beta_p[k]. groups divides c. */
+struct gp_groupnorm_shape {
+	size_t n, c, hw, groups;
+};
+
+/* y = groupnorm(x) (y must not be x); stats (2 * n * groups floats) keeps
+ * each group's mean and 1 / std for the backward pass. */
+int gp_groupnorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			 const struct gp_buf *gamma,
+			 const struct gp_buf *beta_p, struct gp_buf *y,
+			 struct gp_buf *stats,
+			 const struct gp_groupnorm_shape *s, float eps);
+
+/* dx = dL/dx (overwritten; may be NULL), dgamma = beta * dgamma +
+ * dL/dgamma, dbeta_p likewise (beta == 0 ignores what they held). */
+int gp_groupnorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *gamma,
+			  const struct gp_buf *stats, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *dgamma,
+			  struct gp_buf *dbeta_p, float beta,
+			  const struct gp_groupnorm_shape *s);
 
 /* Mean squared error over rows x cols predictions and targets, averaged
  * over every element (PyTorch's MSELoss() default): *ret_loss, and dpred

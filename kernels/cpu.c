@@ -829,6 +829,114 @@ static int cpu_layernorm_backward(struct gp_backend *be,
 	return 0;
 }
 
+/* Each sample's group is a row of cpg * hw consecutive values (cpg
+ * channels of the group); the statistics in double as layer norm's. */
+static int cpu_groupnorm_forward(struct gp_backend *be,
+				 const struct gp_buf *x,
+				 const struct gp_buf *gamma,
+				 const struct gp_buf *beta_p, struct gp_buf *y,
+				 struct gp_buf *stats,
+				 const struct gp_groupnorm_shape *s, float eps)
+{
+	const float *px = fptr(x), *pg = fptr(gamma), *pb = fptr(beta_p);
+	float *py = fptr(y), *ps = fptr(stats);
+	size_t cpg = s->c / s->groups, len = cpg * s->hw;
+
+	(void)be;
+	for (size_t r = 0; r < s->n * s->groups; r++) {
+		const float *row = px + r * len;
+		float *out = py + r * len;
+		size_t ch0 = (r % s->groups) * cpg;
+		double mean = 0.0, var = 0.0;
+		float m, rstd;
+
+		for (size_t i = 0; i < len; i++)
+			mean += row[i];
+		mean /= (double)len;
+		for (size_t i = 0; i < len; i++)
+			var += ((double)row[i] - mean) * ((double)row[i] - mean);
+		var /= (double)len;
+		m = (float)mean;
+		rstd = (float)(1.0 / sqrt(var + (double)eps));
+		ps[2 * r] = m;
+		ps[2 * r + 1] = rstd;
+		for (size_t k = 0; k < cpg; k++) {
+			float gk = pg[ch0 + k], bk = pb[ch0 + k];
+
+			for (size_t i = k * s->hw; i < (k + 1) * s->hw; i++)
+				out[i] = (row[i] - m) * rstd * gk + bk;
+		}
+	}
+	return 0;
+}
+
+/* As layer norm's, over each group's row, with g = dy gamma[channel]:
+ * dx = rstd (g - mean(g) - xhat mean(g xhat)); dgamma[k] sums dy xhat and
+ * dbeta_p[k] sums dy over channel k's values of every sample. */
+static int cpu_groupnorm_backward(struct gp_backend *be,
+				  const struct gp_buf *x,
+				  const struct gp_buf *gamma,
+				  const struct gp_buf *stats,
+				  const struct gp_buf *dy, struct gp_buf *dx,
+				  struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+				  float beta,
+				  const struct gp_groupnorm_shape *s)
+{
+	const float *px = fptr(x), *pg = fptr(gamma), *ps = fptr(stats);
+	const float *pdy = fptr(dy);
+	float *pdx = dx ? fptr(dx) : NULL;
+	float *pdg = fptr(dgamma), *pdb = fptr(dbeta_p);
+	size_t cpg = s->c / s->groups, len = cpg * s->hw;
+
+	(void)be;
+	for (size_t k = 0; k < s->c; k++) {
+		pdg[k] = beta == 0.0f ? 0.0f : beta * pdg[k];
+		pdb[k] = beta == 0.0f ? 0.0f : beta * pdb[k];
+	}
+	for (size_t r = 0; r < s->n * s->groups; r++) {
+		const float *row = px + r * len, *g = pdy + r * len;
+		size_t ch0 = (r % s->groups) * cpg;
+		float m = ps[2 * r], rstd = ps[2 * r + 1];
+		double sum_g = 0.0, sum_gx = 0.0;
+
+		for (size_t k = 0; k < cpg; k++) {
+			float gk = pg[ch0 + k];
+			double dgk = 0.0, dbk = 0.0;
+
+			for (size_t i = k * s->hw; i < (k + 1) * s->hw; i++) {
+				float xhat = (row[i] - m) * rstd;
+
+				dgk += (double)(g[i] * xhat);
+				dbk += (double)g[i];
+				sum_g += (double)(g[i] * gk);
+				sum_gx += (double)(g[i] * gk * xhat);
+			}
+			pdg[ch0 + k] += (float)dgk;
+			pdb[ch0 + k] += (float)dbk;
+		}
+		if (!pdx)
+			continue;
+		{
+			float mg = (float)(sum_g / (double)len);
+			float mgx = (float)(sum_gx / (double)len);
+			float *out = pdx + r * len;
+
+			for (size_t k = 0; k < cpg; k++) {
+				float gk = pg[ch0 + k];
+
+				for (size_t i = k * s->hw; i < (k + 1) * s->hw;
+				     i++) {
+					float xhat = (row[i] - m) * rstd;
+
+					out[i] = rstd *
+						 (g[i] * gk - mg - xhat * mgx);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 static int cpu_mse(struct gp_backend *be, const struct gp_buf *pred,
 		   const struct gp_buf *target, size_t rows, size_t cols,
 		   struct gp_buf *dpred, double *ret_loss)
@@ -877,6 +985,8 @@ static const struct gp_backend_ops cpu_ops = {
 	.gelu_forward = cpu_gelu_forward,
 	.gelu_backward = cpu_gelu_backward,
 	.mul = cpu_mul,
+	.groupnorm_forward = cpu_groupnorm_forward,
+	.groupnorm_backward = cpu_groupnorm_backward,
 	.layernorm_forward = cpu_layernorm_forward,
 	.layernorm_backward = cpu_layernorm_backward,
 	.mse = cpu_mse,

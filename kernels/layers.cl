@@ -264,3 +264,110 @@ __kernel void gp_causal_softmax_backward(__global const float *p,
 	for (uint j = len; j < t; j++)
 		row[j] = 0.0f;
 }
+
+/* Group norm (nn.GroupNorm) of rows = n * groups rows, each a sample's
+ * group of cpg channels of hw values, consecutive in NCHW. One work-item
+ * per row: mean, then the biased variance around it (Kahan sums), stats
+ * as layer norm's, and y = xhat gamma[channel] + beta_p[channel]. */
+__kernel void gp_groupnorm_forward(__global const float *x,
+				   __global const float *gamma,
+				   __global const float *beta_p,
+				   __global float *y, __global float *stats,
+				   uint rows, uint cpg, uint hw, uint groups,
+				   float eps)
+{
+	uint r = get_global_id(0);
+	uint len = cpg * hw, ch0;
+	__global const float *row;
+	__global float *out;
+	float s = 0.0f, comp = 0.0f, m, rstd;
+
+	if (r >= rows)
+		return;
+	row = x + (size_t)r * len;
+	out = y + (size_t)r * len;
+	ch0 = (r % groups) * cpg;
+	for (uint i = 0; i < len; i++)
+		kahan_add(&s, &comp, row[i]);
+	m = s / (float)len;
+	s = comp = 0.0f;
+	for (uint i = 0; i < len; i++)
+		kahan_add(&s, &comp, (row[i] - m) * (row[i] - m));
+	rstd = rsqrt(s / (float)len + eps);
+	stats[2 * r] = m;
+	stats[2 * r + 1] = rstd;
+	for (uint i = 0; i < len; i++) {
+		uint ch = ch0 + i / hw;
+
+		out[i] = (row[i] - m) * rstd * gamma[ch] + beta_p[ch];
+	}
+}
+
+/* One work-item per row, g = dy gamma[channel]:
+ * dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+__kernel void gp_groupnorm_backward_x(__global const float *x,
+				      __global const float *gamma,
+				      __global const float *stats,
+				      __global const float *dy,
+				      __global float *dx, uint rows, uint cpg,
+				      uint hw, uint groups)
+{
+	uint r = get_global_id(0);
+	uint len = cpg * hw, ch0;
+	__global const float *row, *g;
+	__global float *out;
+	float m, rstd, sg = 0.0f, cg = 0.0f, sgx = 0.0f, cgx = 0.0f, mg, mgx;
+
+	if (r >= rows)
+		return;
+	row = x + (size_t)r * len;
+	g = dy + (size_t)r * len;
+	out = dx + (size_t)r * len;
+	ch0 = (r % groups) * cpg;
+	m = stats[2 * r];
+	rstd = stats[2 * r + 1];
+	for (uint i = 0; i < len; i++) {
+		float gg = g[i] * gamma[ch0 + i / hw];
+
+		kahan_add(&sg, &cg, gg);
+		kahan_add(&sgx, &cgx, gg * ((row[i] - m) * rstd));
+	}
+	mg = sg / (float)len;
+	mgx = sgx / (float)len;
+	for (uint i = 0; i < len; i++)
+		out[i] = rstd * (g[i] * gamma[ch0 + i / hw] - mg -
+				 (row[i] - m) * rstd * mgx);
+}
+
+/* One work-item per channel k of c: over every sample's hw values of
+ * channel k in order, dgamma[k] = beta dgamma[k] + sum dy xhat and
+ * dbeta_p[k] likewise with sum dy (beta == 0 overwrites). */
+__kernel void gp_groupnorm_backward_p(__global const float *x,
+				      __global const float *stats,
+				      __global const float *dy,
+				      __global float *dgamma,
+				      __global float *dbeta_p, float beta,
+				      uint n, uint c, uint hw, uint groups)
+{
+	uint k = get_global_id(0);
+	float sg = 0.0f, cg = 0.0f, sb = 0.0f, cb = 0.0f;
+	uint cpg;
+
+	if (k >= c)
+		return;
+	cpg = c / groups;
+	for (uint b = 0; b < n; b++) {
+		uint r = b * groups + k / cpg;
+		float m = stats[2 * r], rstd = stats[2 * r + 1];
+		size_t base = ((size_t)b * c + k) * hw;
+
+		for (uint i = 0; i < hw; i++) {
+			float v = dy[base + i];
+
+			kahan_add(&sg, &cg, v * ((x[base + i] - m) * rstd));
+			kahan_add(&sb, &cb, v);
+		}
+	}
+	dgamma[k] = beta == 0.0f ? sg : beta * dgamma[k] + sg;
+	dbeta_p[k] = beta == 0.0f ? sb : beta * dbeta_p[k] + sb;
+}

@@ -46,6 +46,7 @@ static const char *const type_names[] = {
 	[GP_LAYER_LINEAR] = "linear",
 	[GP_LAYER_ATTENTION] = "attention",
 	[GP_LAYER_SEQ_XENT] = "seq_xent",
+	[GP_LAYER_GROUPNORM] = "groupnorm",
 };
 
 #define N_TYPES (sizeof(type_names) / sizeof(type_names[0]))
@@ -65,7 +66,8 @@ static bool is_loss(enum gp_layer_type t)
 static bool has_params(enum gp_layer_type t)
 {
 	return t == GP_LAYER_DENSE || t == GP_LAYER_CONV2D ||
-	       t == GP_LAYER_LAYERNORM || t == GP_LAYER_EMBEDDING ||
+	       t == GP_LAYER_LAYERNORM || t == GP_LAYER_GROUPNORM ||
+	       t == GP_LAYER_EMBEDDING ||
 	       t == GP_LAYER_POSEMBED || t == GP_LAYER_LINEAR;
 }
 
@@ -378,6 +380,27 @@ static int infer_shape(struct gp_model_spec *spec, size_t i, char *why,
 		l->h = a->h;
 		l->w = a->w;
 		return 0;
+	case GP_LAYER_GROUPNORM:
+		/* Channels are C of C x H x W; a flat value is 1 x 1 x W,
+		 * whose one channel would make the norm a layer norm with a
+		 * single weight, which nn.GroupNorm on (N, W) is not. */
+		if (a->c == 1 && a->h == 1) {
+			set_err(why, why_len,
+				"takes a CxHxW value (after conv2d or "
+				"pooling), not the flat %u; use layernorm",
+				a->w);
+			return -EINVAL;
+		}
+		if (a->c % l->groups != 0) {
+			set_err(why, why_len,
+				"groups=%u does not divide the %u channels",
+				l->groups, a->c);
+			return -EINVAL;
+		}
+		l->c = a->c;
+		l->h = a->h;
+		l->w = a->w;
+		return 0;
 	case GP_LAYER_SOFTMAX_XENT:
 		if (layer_size(a) < 2) {
 			set_err(why, why_len, "needs at least two classes");
@@ -569,8 +592,12 @@ static int parse_layer(struct gp_model_spec *spec, size_t i, char **words,
 
 			l->p = strtof(val, &end);
 			ok = end != val && !*end && l->p >= 0.0f && l->p < 1.0f;
+		} else if (strcmp(key, "groups") == 0 &&
+			   l->type == GP_LAYER_GROUPNORM) {
+			ok = parse_u32(val, 1, GP_MODEL_MAX_WIDTH, &l->groups);
 		} else if (strcmp(key, "eps") == 0 &&
-			   l->type == GP_LAYER_LAYERNORM) {
+			   (l->type == GP_LAYER_LAYERNORM ||
+			    l->type == GP_LAYER_GROUPNORM)) {
 			char *end;
 
 			l->eps = strtof(val, &end);
@@ -599,6 +626,10 @@ static int parse_layer(struct gp_model_spec *spec, size_t i, char **words,
 	}
 	if (l->type == GP_LAYER_EMBEDDING && (!has_out || !l->vocab)) {
 		set_err(why, why_len, "embedding needs vocab=V and dim=D");
+		return -EINVAL;
+	}
+	if (l->type == GP_LAYER_GROUPNORM && !l->groups) {
+		set_err(why, why_len, "groupnorm needs groups=G");
 		return -EINVAL;
 	}
 	if (l->type == GP_LAYER_ATTENTION && !l->heads) {
@@ -946,6 +977,10 @@ int gp_model_spec_format(const struct gp_model_spec *spec, char *buf,
 		case GP_LAYER_LAYERNORM:
 			r = append(buf, len, &used, " eps=%.9g", (double)l->eps);
 			break;
+		case GP_LAYER_GROUPNORM:
+			r = append(buf, len, &used, " groups=%u eps=%.9g",
+				   l->groups, (double)l->eps);
+			break;
 		case GP_LAYER_LINEAR:
 			r = append(buf, len, &used, " out=%u", l->out);
 			break;
@@ -980,6 +1015,8 @@ size_t gp_model_spec_param_count(const struct gp_model_spec *spec)
 			     ((size_t)a->c * l->kernel * l->kernel + 1);
 		else if (l->type == GP_LAYER_LAYERNORM)
 			n += 2 * (size_t)l->w;
+		else if (l->type == GP_LAYER_GROUPNORM)
+			n += 2 * (size_t)l->c;
 		else if (l->type == GP_LAYER_LINEAR)
 			n += (size_t)l->out * ((size_t)a->w + 1);
 		else if (l->type == GP_LAYER_EMBEDDING)

@@ -159,6 +159,8 @@ static int layer_feature(enum gp_layer_type t)
 		return GP_FEATURE_MUL;
 	case GP_LAYER_LAYERNORM:
 		return GP_FEATURE_LAYERNORM;
+	case GP_LAYER_GROUPNORM:
+		return GP_FEATURE_GROUPNORM;
 	case GP_LAYER_MSE:
 		return GP_FEATURE_MSE;
 	case GP_LAYER_EMBEDDING:
@@ -246,10 +248,15 @@ static int plan(struct gp_model *m)
 			nd->b = add_tensor(m, nd, "bias", l->out, 1, INIT_ZERO);
 			break;
 		case GP_LAYER_LAYERNORM:
+		case GP_LAYER_GROUPNORM: {
+			/* Over the last axis, or one per channel. */
+			size_t k = l->type == GP_LAYER_LAYERNORM ? l->w : l->c;
+
 			nd->param_layer = ++param_layer;
-			nd->w = add_tensor(m, nd, "weight", l->w, 1, INIT_ONE);
-			nd->b = add_tensor(m, nd, "bias", l->w, 1, INIT_ZERO);
+			nd->w = add_tensor(m, nd, "weight", k, 1, INIT_ONE);
+			nd->b = add_tensor(m, nd, "bias", k, 1, INIT_ZERO);
 			break;
+		}
 		case GP_LAYER_EMBEDDING:
 		case GP_LAYER_POSEMBED:
 		case GP_LAYER_LINEAR:
@@ -330,6 +337,10 @@ static int alloc_bufs(struct gp_model *m)
 			break;
 		case GP_LAYER_LAYERNORM:
 			r = gp_buf_create(be, GP_F32, 2 * nb * l->c * l->h,
+					  &nd->aux);
+			break;
+		case GP_LAYER_GROUPNORM:
+			r = gp_buf_create(be, GP_F32, 2 * nb * l->groups,
 					  &nd->aux);
 			break;
 		case GP_LAYER_DROPOUT:
@@ -708,6 +719,15 @@ static void pool_shape(const struct node *nd, const struct node *a, size_t n,
 	s->ow = nd->l->w;
 }
 
+static void groupnorm_shape(const struct node *nd, size_t n,
+			    struct gp_groupnorm_shape *s)
+{
+	s->n = n;
+	s->c = nd->l->c;
+	s->hw = (size_t)nd->l->h * nd->l->w;
+	s->groups = nd->l->groups;
+}
+
 /* The dropout mask of layer nd for n rows: 0 with probability p, else
  * 1 / (1 - p), from the model's seed and the layer's name. */
 static int dropout_mask(struct gp_model *m, const struct node *nd, size_t n)
@@ -938,6 +958,14 @@ static int forward_upto(struct gp_model *m, size_t n, bool want_grad,
 						 nd->out, nd->aux,
 						 n * l->c * l->h, l->w, l->eps);
 			break;
+		case GP_LAYER_GROUPNORM: {
+			struct gp_groupnorm_shape s;
+
+			groupnorm_shape(nd, n, &s);
+			r = gp_groupnorm_forward(be, a->out, P[nd->w], P[nd->b],
+						 nd->out, nd->aux, &s, l->eps);
+			break;
+		}
 		case GP_LAYER_ADD:
 			if ((r = gp_buf_copy(nd->out, a->out, n * nd->size)) < 0)
 				return r;
@@ -1075,6 +1103,17 @@ static int backward(struct gp_model *m, size_t n, bool fused, float lr,
 			if (r >= 0 && ready)
 				r = ready(ctx, nd->param_layer);
 			break;
+		case GP_LAYER_GROUPNORM: {
+			struct gp_groupnorm_shape s;
+
+			groupnorm_shape(nd, n, &s);
+			r = gp_groupnorm_backward(be, a->out, P[nd->w], nd->aux,
+						  dy, dx, G[nd->w], G[nd->b],
+						  beta, &s);
+			if (r >= 0 && ready)
+				r = ready(ctx, nd->param_layer);
+			break;
+		}
 		case GP_LAYER_MAXPOOL2D:
 		case GP_LAYER_AVGPOOL2D: {
 			struct gp_pool2d_shape s;

@@ -5,7 +5,8 @@
  *   128 + ReLU, dense 10 + softmax cross-entropy;
  * - a model description, "gradpool-model 1" and then one layer a line
  *   (or ';'-separated): input, dense, conv2d, maxpool2d, avgpool2d,
- *   flatten, relu, gelu, dropout, layernorm, add, softmax_xent, mse.
+ *   flatten, relu, gelu, dropout, layernorm, groupnorm, add, softmax_xent,
+ *   mse.
  *
  * Parameters are named flat f32 tensors, "<layer>.weight" and
  * "<layer>.bias" in layer order ("fc<l>.*" for the shorthand's dense layer
@@ -65,6 +66,8 @@ enum gp_layer_type {
 	GP_LAYER_LINEAR,
 	GP_LAYER_ATTENTION,
 	GP_LAYER_SEQ_XENT,
+	/* nn.GroupNorm over the channels of a C x H x W value. */
+	GP_LAYER_GROUPNORM,
 };
 
 /* One layer of a parsed description. in[] are indices of earlier layers;
@@ -80,9 +83,10 @@ struct gp_model_layer {
 	uint32_t stride; /* conv2d, pools */
 	uint32_t pad;    /* conv2d: zero padding on each side */
 	float p;         /* dropout: probability of dropping */
-	float eps;       /* layernorm */
+	float eps;       /* layernorm, groupnorm */
 	uint32_t vocab;  /* embedding: token ids; out is the width */
 	uint32_t heads;  /* attention */
+	uint32_t groups; /* groupnorm: channel groups, dividing c */
 	uint32_t c, h, w;
 };
 
@@ -217,10 +221,10 @@ int gp_model_tensor_find(const struct gp_model *m, const char *name);
 
 /* Sets every dense and conv2d weight from He (Kaiming) uniform, U(-b, b)
  * with b = sqrt(6 / fan_in) (fan_in = inputs, or in * kh * kw), layernorm
- * weights to one (PyTorch's default), and every bias, grad and momentum to
- * zero. The values depend only on the seed and the tensor's name and shape
- * (a splitmix64 stream per tensor, computed on the host), so every backend
- * and every machine starts from the same bits. */
+ * and groupnorm weights to one (PyTorch's default), and every bias, grad
+ * and momentum to zero. The values depend only on the seed and the
+ * tensor's name and shape (a splitmix64 stream per tensor, computed on the
+ * host), so every backend and every machine starts from the same bits. */
 int gp_model_init_params(struct gp_model *m, uint64_t seed);
 
 /* Copies rows [row0, row0 + nrows) of tensor i's slot from host memory src

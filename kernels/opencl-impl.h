@@ -1,9 +1,9 @@
 /* Private to the OpenCL backend (kernels/opencl*.c): the backend's state,
  * its kernels, and the helpers its files share. opencl.c owns the device,
- * the queue, the buffers and the MLP's ops; opencl-layers.c the elementwise
- * and normalisation layers and MSE; opencl-attn.c the transformer's
- * embedding and attention. backend.c has checked every argument before an
- * op is called. */
+ * the queue, the buffers and the MLP's and CNN's ops; opencl-layers.c the
+ * elementwise and normalisation layers (layer and group norm) and MSE;
+ * opencl-attn.c the transformer's embedding and attention. backend.c has
+ * checked every argument before an op is called. */
 #ifndef GP_OPENCL_IMPL_H
 #define GP_OPENCL_IMPL_H
 
@@ -43,6 +43,9 @@ enum {
 	K_EMBEDDING_BACKWARD,
 	K_CAUSAL_SOFTMAX,
 	K_CAUSAL_SOFTMAX_BACKWARD,
+	K_GROUPNORM_FORWARD,
+	K_GROUPNORM_BACKWARD_X,
+	K_GROUPNORM_BACKWARD_P,
 	K_COUNT,
 };
 
@@ -150,6 +153,17 @@ int gp_cl_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
 			     const struct gp_buf *dy, struct gp_buf *dx,
 			     struct gp_buf *dgamma, struct gp_buf *dbeta_p,
 			     float beta, size_t rows, size_t cols);
+int gp_cl_groupnorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			    const struct gp_buf *gamma,
+			    const struct gp_buf *beta_p, struct gp_buf *y,
+			    struct gp_buf *stats,
+			    const struct gp_groupnorm_shape *s, float eps);
+int gp_cl_groupnorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			     const struct gp_buf *gamma,
+			     const struct gp_buf *stats,
+			     const struct gp_buf *dy, struct gp_buf *dx,
+			     struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+			     float beta, const struct gp_groupnorm_shape *s);
 int gp_cl_mse(struct gp_backend *be, const struct gp_buf *pred,
 	      const struct gp_buf *target, size_t rows, size_t cols,
 	      struct gp_buf *dpred, double *ret_loss);

@@ -1,5 +1,5 @@
 /* The OpenCL backend's elementwise and normalisation layers and the MSE
- * loss: GELU, the product that applies a dropout mask, layer
+ * loss: GELU, the product that applies a dropout mask, layer and group
  * normalisation and mean squared error, each one or two kernels of
  * kernels/layers.cl. The dropout mask itself is drawn on the host by
  * kernels/model.c from the minibatch's seed, for every backend alike, so a
@@ -120,6 +120,95 @@ int gp_cl_layernorm_backward(struct gp_backend *be, const struct gp_buf *x,
 		set_arg(kern, 6, sizeof(c32), &c32, &st);
 	}
 	return gp_cl_launch(be, K_LAYERNORM_BACKWARD_X, rows, 0, st);
+}
+
+/* The group norm kernels' sizes after their buffers (and beta):
+ * rows (n * groups), cpg, hw, groups for the per-row kernels. */
+static int groupnorm_args(struct gp_backend *be, const char *what,
+			  const struct gp_groupnorm_shape *s, cl_uint out[4])
+{
+	int r;
+
+	if ((r = check_u32(be, what, s->n * s->c * s->hw)) < 0 ||
+	    (r = check_u32(be, what, 2 * s->n * s->groups)) < 0)
+		return r;
+	out[0] = (cl_uint)(s->n * s->groups);
+	out[1] = (cl_uint)(s->c / s->groups);
+	out[2] = (cl_uint)s->hw;
+	out[3] = (cl_uint)s->groups;
+	return 0;
+}
+
+int gp_cl_groupnorm_forward(struct gp_backend *be, const struct gp_buf *x,
+			    const struct gp_buf *gamma,
+			    const struct gp_buf *beta_p, struct gp_buf *y,
+			    struct gp_buf *stats,
+			    const struct gp_groupnorm_shape *s, float eps)
+{
+	cl_kernel kern = to_cl(be)->kernels[K_GROUPNORM_FORWARD];
+	cl_mem xm = mem_of(x), gm = mem_of(gamma), bm = mem_of(beta_p);
+	cl_mem ym = mem_of(y), sm = mem_of(stats);
+	cl_int st = CL_SUCCESS;
+	cl_uint a[4];
+	int r;
+
+	if ((r = groupnorm_args(be, "gp_groupnorm_forward", s, a)) < 0)
+		return r;
+	set_arg(kern, 0, sizeof(xm), &xm, &st);
+	set_arg(kern, 1, sizeof(gm), &gm, &st);
+	set_arg(kern, 2, sizeof(bm), &bm, &st);
+	set_arg(kern, 3, sizeof(ym), &ym, &st);
+	set_arg(kern, 4, sizeof(sm), &sm, &st);
+	for (cl_uint i = 0; i < 4; i++)
+		set_arg(kern, 5 + i, sizeof(a[i]), &a[i], &st);
+	set_arg(kern, 9, sizeof(eps), &eps, &st);
+	return gp_cl_launch(be, K_GROUPNORM_FORWARD, a[0], 0, st);
+}
+
+int gp_cl_groupnorm_backward(struct gp_backend *be, const struct gp_buf *x,
+			     const struct gp_buf *gamma,
+			     const struct gp_buf *stats,
+			     const struct gp_buf *dy, struct gp_buf *dx,
+			     struct gp_buf *dgamma, struct gp_buf *dbeta_p,
+			     float beta, const struct gp_groupnorm_shape *s)
+{
+	struct cl_backend *cb = to_cl(be);
+	cl_mem xm = mem_of(x), sm = mem_of(stats), dym = mem_of(dy);
+	cl_mem dgm = mem_of(dgamma), dbm = mem_of(dbeta_p);
+	cl_uint a[4], n32 = (cl_uint)s->n, c32 = (cl_uint)s->c;
+	cl_int st = CL_SUCCESS;
+	cl_kernel kern;
+	int r;
+
+	if ((r = groupnorm_args(be, "gp_groupnorm_backward", s, a)) < 0)
+		return r;
+	kern = cb->kernels[K_GROUPNORM_BACKWARD_P];
+	set_arg(kern, 0, sizeof(xm), &xm, &st);
+	set_arg(kern, 1, sizeof(sm), &sm, &st);
+	set_arg(kern, 2, sizeof(dym), &dym, &st);
+	set_arg(kern, 3, sizeof(dgm), &dgm, &st);
+	set_arg(kern, 4, sizeof(dbm), &dbm, &st);
+	set_arg(kern, 5, sizeof(beta), &beta, &st);
+	set_arg(kern, 6, sizeof(n32), &n32, &st);
+	set_arg(kern, 7, sizeof(c32), &c32, &st);
+	set_arg(kern, 8, sizeof(a[2]), &a[2], &st);
+	set_arg(kern, 9, sizeof(a[3]), &a[3], &st);
+	if ((r = gp_cl_launch(be, K_GROUPNORM_BACKWARD_P, s->c, 0, st)) < 0 ||
+	    !dx)
+		return r;
+	{
+		cl_mem gm = mem_of(gamma), dxm = mem_of(dx);
+
+		kern = cb->kernels[K_GROUPNORM_BACKWARD_X];
+		set_arg(kern, 0, sizeof(xm), &xm, &st);
+		set_arg(kern, 1, sizeof(gm), &gm, &st);
+		set_arg(kern, 2, sizeof(sm), &sm, &st);
+		set_arg(kern, 3, sizeof(dym), &dym, &st);
+		set_arg(kern, 4, sizeof(dxm), &dxm, &st);
+		for (cl_uint i = 0; i < 4; i++)
+			set_arg(kern, 5 + i, sizeof(a[i]), &a[i], &st);
+	}
+	return gp_cl_launch(be, K_GROUPNORM_BACKWARD_X, a[0], 0, st);
 }
 
 int gp_cl_mse(struct gp_backend *be, const struct gp_buf *pred,

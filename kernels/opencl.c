@@ -52,6 +52,9 @@ static const char *const kernel_names[K_COUNT] = {
 	[K_EMBEDDING_BACKWARD] = "gp_embedding_backward",
 	[K_CAUSAL_SOFTMAX] = "gp_causal_softmax",
 	[K_CAUSAL_SOFTMAX_BACKWARD] = "gp_causal_softmax_backward",
+	[K_GROUPNORM_FORWARD] = "gp_groupnorm_forward",
+	[K_GROUPNORM_BACKWARD_X] = "gp_groupnorm_backward_x",
+	[K_GROUPNORM_BACKWARD_P] = "gp_groupnorm_backward_p",
 };
 
 /* CLBlast keeps compiled kernels in a process-wide cache keyed by context;
@@ -995,6 +998,8 @@ static const struct gp_backend_ops cl_ops = {
 	.mul = gp_cl_mul,
 	.layernorm_forward = gp_cl_layernorm_forward,
 	.layernorm_backward = gp_cl_layernorm_backward,
+	.groupnorm_forward = gp_cl_groupnorm_forward,
+	.groupnorm_backward = gp_cl_groupnorm_backward,
 	.mse = gp_cl_mse,
 	.embedding_forward = gp_cl_embedding_forward,
 	.embedding_backward = gp_cl_embedding_backward,

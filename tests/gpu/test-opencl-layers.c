@@ -1,10 +1,11 @@
-/* The OpenCL backend's layer ops beyond the MLP's and the CNN's (GELU, the
- * dropout product, layer norm, MSE, token embedding, causal attention)
- * against the CPU backend, op by op from the same random values, and whole
- * models built from them (a residual MLP with dropout under MSE, a small
- * GPT under seq_xent) on both backends: the same loss, gradients and fused
- * step. The CPU backend's ops are themselves checked against finite
- * differences in double (tests/unit/test-model*.c), so agreement here makes
+/* The OpenCL backend's layer ops beyond the MLP's and the CNN's (GELU,
+ * the dropout product, layer and group norm, MSE, token embedding, causal
+ * attention) against the CPU backend, op by op from the same random
+ * values, and whole models built from them (a residual MLP with dropout
+ * under MSE, a CNN with group norm, a small GPT under seq_xent) on both
+ * backends: the same loss, gradients and fused step. The CPU backend's ops
+ * are themselves checked against finite differences in double
+ * (tests/unit/test-layers.c, test-transformer.c), so agreement here makes
  * the OpenCL ops right too. Exits 77 (skipped) without an OpenCL device;
  * GP_TEST_SEED=<n> replays a run, GP_TEST_OPENCL_DEVICE picks the device. */
 #include <errno.h>
@@ -173,6 +174,48 @@ static void check_layernorm(struct gp_backend *be[2], size_t rows,
 						db.b[i], 0.5f, rows, cols));
 	agree(&dg, 1e-5, "layernorm dgamma beta 0.5");
 	agree(&db, 1e-5, "layernorm dbeta beta 0.5");
+	pair_free(&x);
+	pair_free(&g);
+	pair_free(&b);
+	pair_free(&y);
+	pair_free(&st);
+	pair_free(&dy);
+	pair_free(&dx);
+	pair_free(&dg);
+	pair_free(&db);
+}
+
+static void check_groupnorm(struct gp_backend *be[2],
+			    struct gp_groupnorm_shape s)
+{
+	size_t nx = s.n * s.c * s.hw;
+	struct pair x = pair_rnd(be, nx, 3);
+	struct pair g = pair_rnd(be, s.c, 1.5f), b = pair_rnd(be, s.c, 1);
+	struct pair y = pair_new(be, NULL, nx);
+	struct pair st = pair_new(be, NULL, 2 * s.n * s.groups);
+	struct pair dy = pair_rnd(be, nx, 1), dx = pair_rnd(be, nx, 1e30f);
+	struct pair dg = pair_rnd(be, s.c, 1e30f), db = pair_rnd(be, s.c, 1e30f);
+
+	printf(" groupnorm n %zu c %zu hw %zu groups %zu\n", s.n, s.c, s.hw,
+	       s.groups);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_OK(gp_groupnorm_forward(be[i], x.b[i], g.b[i], b.b[i],
+					       y.b[i], st.b[i], &s, 1e-5f));
+		ASSERT_OK(gp_groupnorm_backward(be[i], x.b[i], g.b[i], st.b[i],
+						dy.b[i], dx.b[i], dg.b[i],
+						db.b[i], 0.0f, &s));
+	}
+	agree(&y, 1e-5, "groupnorm forward");
+	agree(&st, 1e-5, "groupnorm stats");
+	agree(&dx, 1e-4, "groupnorm dx");
+	agree(&dg, 1e-5, "groupnorm dgamma");
+	agree(&db, 1e-5, "groupnorm dbeta");
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(gp_groupnorm_backward(be[i], x.b[i], g.b[i], st.b[i],
+						dy.b[i], NULL, dg.b[i],
+						db.b[i], 0.5f, &s));
+	agree(&dg, 1e-5, "groupnorm dgamma beta 0.5");
+	agree(&db, 1e-5, "groupnorm dbeta beta 0.5");
 	pair_free(&x);
 	pair_free(&g);
 	pair_free(&b);
@@ -381,6 +424,17 @@ static void check_model(struct gp_backend *be[2], const char *text,
 	"dense out out=5\n" \
 	"mse loss\n"
 
+#define GNCNN "gradpool-model 1\n" \
+	"input shape=2x8x6\n" \
+	"conv2d c1 out=6 kernel=3 padding=1\n" \
+	"groupnorm gn1 groups=3\n" \
+	"gelu a1\n" \
+	"avgpool2d p1 kernel=2\n" \
+	"groupnorm gn2 groups=2 eps=1e-3\n" \
+	"flatten f\n" \
+	"dense out out=4\n" \
+	"softmax_xent loss\n"
+
 #define GPT "gradpool-model 1\n" \
 	"input shape=6\n" \
 	"embedding tok vocab=11 dim=8\n" \
@@ -414,6 +468,15 @@ static void check_models(struct gp_backend *be[2], uint64_t seed)
 	for (int i = 0; i < N * T; i++) {
 		tok[i] = (float)(rng_next() % 11);
 		labels[i] = (int32_t)(rng_next() % 11);
+	}
+	{
+		float *img = rnd_vec(N * 96, 1);
+
+		for (int i = 0; i < N; i++)
+			labels[i] = (int32_t)(rng_next() % 4);
+		printf(" CNN with group norm\n");
+		check_model(be, GNCNN, N, img, labels, NULL, seed);
+		free(img);
 	}
 	printf(" GPT of two blocks\n");
 	check_model(be, GPT, N, tok, labels, NULL, seed);
@@ -452,6 +515,12 @@ int main(void)
 	check_elementwise(be);
 	check_layernorm(be, 29, 24);
 	check_layernorm(be, 3, 257);
+	check_groupnorm(be, (struct gp_groupnorm_shape){ .n = 3, .c = 6,
+			.hw = 20, .groups = 3 });
+	check_groupnorm(be, (struct gp_groupnorm_shape){ .n = 2, .c = 4,
+			.hw = 9, .groups = 1 });
+	check_groupnorm(be, (struct gp_groupnorm_shape){ .n = 2, .c = 5,
+			.hw = 7, .groups = 5 });
 	check_mse(be);
 	check_embedding(be);
 	check_attention(be, (struct gp_attention_shape){ .n = 3, .t = 7,

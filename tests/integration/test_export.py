@@ -22,7 +22,8 @@
    export loads into PyTorch with the ledger's test accuracy within 0.1
    points, and its ONNX file is valid and agrees with PyTorch.
 4. Every layer kind (conv2d, both poolings, flatten, gelu, dropout,
-   layernorm on 4-D and flat values, a residual add, dense on a 4-D value,
+   layernorm on 4-D and flat values, groupnorm (lowered to
+   InstanceNormalization in ONNX), a residual add, dense on a 4-D value,
    a conv after a flat value, mse) through export-fixture, which writes with
    the same writers: PyTorch and the ONNX evaluator reproduce the project's
    own per-sample losses and test accuracy.
@@ -192,6 +193,9 @@ class Described(nn.Module):
                     stride=int(kv["stride"]), padding=int(kv["padding"])))
             elif typ == "layernorm":
                 self.add_module(name, nn.LayerNorm(a[2], eps=float(kv["eps"])))
+            elif typ == "groupnorm":
+                self.add_module(name, nn.GroupNorm(int(kv["groups"]), a[0],
+                                                   eps=float(kv["eps"])))
             elif typ == "maxpool2d":
                 self.add_module(name, nn.MaxPool2d(int(kv["kernel"]),
                                                    int(kv["stride"])))
@@ -217,7 +221,7 @@ class Described(nn.Module):
                 y = x if s[0] == 1 and s[1] == 1 else x.reshape(-1, *s)
             elif typ == "dense":
                 y = getattr(self, name)(a.flatten(1))
-            elif typ in ("conv2d", "maxpool2d", "avgpool2d"):
+            elif typ in ("conv2d", "maxpool2d", "avgpool2d", "groupnorm"):
                 y = getattr(self, name)(self.four_d(a, ins[0]))
             elif typ == "flatten":
                 y = a.flatten(1)
@@ -325,7 +329,18 @@ def onnx_run(m, x):
             check(a == {"axis": 1}, str(a))
             y = i[0].reshape(i[0].shape[0], -1)
         elif op == "Reshape":
-            y = i[0].reshape(i[1])
+            check(not a, "Reshape attributes %s" % a)
+            # 0 copies the input's dimension (allowzero is 0).
+            y = i[0].reshape([i[0].shape[k] if d == 0 else d
+                              for k, d in enumerate(i[1])])
+        elif op == "InstanceNormalization":
+            check(set(a) == {"epsilon"}, str(a))
+            axes = tuple(range(2, i[0].ndim))
+            mu = i[0].mean(axis=axes, keepdims=True)
+            var = ((i[0] - mu) ** 2).mean(axis=axes, keepdims=True)
+            per = (1, -1) + (1,) * (i[0].ndim - 2)
+            y = ((i[0] - mu) / np.sqrt(var + a["epsilon"]) *
+                 i[1].reshape(per) + i[2].reshape(per))
         elif op == "Relu":
             y = np.maximum(i[0], 0)
         elif op == "Erf":
@@ -519,6 +534,20 @@ dense output out=48
 layernorm ln2 eps=1e-4
 gelu g2
 dense fc3 out=10
+softmax_xent loss
+""",
+    "groupnorm": """gradpool-model 1
+input shape=1x28x28
+conv2d c1 out=8 kernel=3 padding=1
+groupnorm gn1 groups=4
+relu r1
+maxpool2d p1 kernel=2
+conv2d c2 out=8 kernel=3 padding=1
+groupnorm gn2 groups=1 eps=1e-3
+gelu g2
+avgpool2d p2 kernel=2
+flatten f
+dense fc out=10
 softmax_xent loss
 """,
     "flat-conv-mse": """gradpool-model 1

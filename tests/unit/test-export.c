@@ -30,6 +30,9 @@ static const char *const models[] = {
 	"dense out out=10; softmax_xent loss",
 	"gradpool-model 1; input shape=20; conv2d c out=3 kernel=1; "
 	"dense logits out=5; mse loss",
+	"gradpool-model 1; input shape=2x6x6; conv2d c out=4 kernel=3; "
+	"groupnorm gn groups=2 eps=1e-3; flatten f; dense out out=3; "
+	"softmax_xent loss",
 };
 
 struct model_fixture {
@@ -102,6 +105,14 @@ static void test_layout(void)
 		ASSERT_STR_EQ(f.t[6].name, "fc.weight");
 		ASSERT_EQ(f.t[6].n_dims, 2);
 		ASSERT_EQ(f.t[6].dims[1], 6 * 5 * 5); /* read flat */
+		free(f.vals);
+		/* nn.GroupNorm(2, 4): a weight and a bias per channel. */
+		fixture(models[3], &f);
+		ASSERT_STR_EQ(f.t[2].name, "gn.weight");
+		ASSERT_EQ(f.t[2].n_dims, 1);
+		ASSERT_EQ(f.t[2].dims[0], 4);
+		ASSERT_STR_EQ(f.t[3].name, "gn.bias");
+		ASSERT_EQ(f.t[3].dims[0], 4);
 		free(f.vals);
 	}
 }

@@ -187,6 +187,31 @@ static double ref_loss(const struct ref *rf, const float *x,
 						yo[r * l->w + k] = (row[k] - mean) / sqrt(var + l->eps) * W[k] + B[k];
 				}
 				break;
+			case GP_LAYER_GROUPNORM: {
+				/* nn.GroupNorm: statistics over each group's
+				 * channels and positions, then a weight and
+				 * bias per channel. */
+				size_t cpg = l->c / l->groups, hw = (size_t)l->h * l->w;
+				size_t len = cpg * hw;
+
+				for (size_t g = 0; g < l->groups; g++) {
+					const double *row = xi + g * len;
+					double mean = 0, var = 0;
+
+					for (size_t k = 0; k < len; k++)
+						mean += row[k];
+					mean /= (double)len;
+					for (size_t k = 0; k < len; k++)
+						var += (row[k] - mean) * (row[k] - mean);
+					var /= (double)len;
+					for (size_t k = 0; k < len; k++) {
+						size_t ch = g * cpg + k / hw;
+
+						yo[g * len + k] = (row[k] - mean) / sqrt(var + l->eps) * W[ch] + B[ch];
+					}
+				}
+				break;
+			}
 			case GP_LAYER_ADD: {
 				const double *x2 = act[l->in[1]] + b * osz;
 
@@ -378,6 +403,14 @@ static void test_gradients(struct gp_backend *be)
 		      "layernorm ln\nflatten f\ndense fc out=3\n"
 		      "softmax_xent loss\n",
 		  3, 5);
+	/* group norm of two groups of two channels after a conv2d, and
+	 * of one group (every channel together) after pooling */
+	gradcheck(be,
+		  HDR "input shape=2x5x4\nconv2d c1 out=4 kernel=3 padding=1\n"
+		      "groupnorm gn groups=2\nrelu r\n"
+		      "avgpool2d p kernel=2\ngroupnorm gn2 groups=1 eps=1e-3\n"
+		      "flatten f\ndense fc out=3\nsoftmax_xent loss\n",
+		  3, 9);
 	/* dropout, replayed from the seed by the reference */
 	gradcheck(be,
 		  HDR "input shape=6\ndense fc1 out=8\ndropout d p=0.5\n"
@@ -421,6 +454,16 @@ static void test_format(void)
 		"mse l\n",
 		"gradpool-model 1\ninput shape=4\ndense 1a out=2\nmse l\n",
 		"gradpool-model 1\ninput shape=4\ndense a out=1\nsoftmax_xent l\n",
+		/* group norm: groups missing, not dividing the channels,
+		 * on a flat value, eps out of range */
+		"gradpool-model 1\ninput shape=4x2x2\ngroupnorm g\nflatten f\n"
+		"dense a out=2\nmse l\n",
+		"gradpool-model 1\ninput shape=4x2x2\ngroupnorm g groups=3\n"
+		"flatten f\ndense a out=2\nmse l\n",
+		"gradpool-model 1\ninput shape=4\ndense a out=4\ngroupnorm g "
+		"groups=2\nmse l\n",
+		"gradpool-model 1\ninput shape=4x2x2\ngroupnorm g groups=2 "
+		"eps=0\nflatten f\ndense a out=2\nmse l\n",
 	};
 	const char *good =
 		"# a small CNN\n"
@@ -496,6 +539,23 @@ static void test_format(void)
 		ASSERT(strstr(err, "model description") != NULL);
 		ASSERT_EQ(again.n_layers, (size_t)0x5555555555555555ull);
 	}
+	/* Group norm: its shape, parameters and canonical form. */
+	ASSERT_OK(gp_model_spec_parse(HDR "input shape=1x6x6\n"
+				      "conv2d c out=6 kernel=3\n"
+				      "groupnorm gn groups=3 eps=1e-3\n"
+				      "flatten f\ndense d out=2\nmse l\n",
+				      &spec, err, sizeof(err)));
+	ASSERT_EQ(spec.layers[2].groups, 3);
+	ASSERT_EQ(spec.layers[2].c, 6);
+	ASSERT_EQ(spec.layers[2].h, 4);
+	ASSERT_UINT_EQ(gp_model_spec_param_count(&spec),
+		       6 * 10 + 2 * 6 + 2 * 97);
+	len = gp_model_spec_format(&spec, buf, sizeof(buf));
+	ASSERT_GT(len, 0);
+	ASSERT(strstr(buf, "groupnorm gn groups=3 eps=0.001") != NULL);
+	ASSERT_OK(gp_model_spec_parse(buf, &again, err, sizeof(err)));
+	ASSERT_MEM_EQ(again.layers, spec.layers,
+		      spec.n_nodes * sizeof(spec.layers[0]));
 }
 
 /* ---- steps ------------------------------------------------------------- */
