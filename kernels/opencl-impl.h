@@ -1,9 +1,10 @@
 /* Private to the OpenCL backend (kernels/opencl*.c): the backend's state,
  * its kernels, and the helpers its files share. opencl.c owns the device,
- * the queue, the buffers and the MLP's and CNN's ops; opencl-layers.c the
- * elementwise and normalisation layers (layer and group norm) and MSE;
- * opencl-attn.c the transformer's embedding and attention. backend.c has
- * checked every argument before an op is called. */
+ * the queue, the buffers and the MLP's ops; opencl-conv.c convolutions and
+ * pooling; opencl-layers.c the elementwise and normalisation layers (layer
+ * and group norm) and MSE; opencl-attn.c the transformer's embedding and
+ * attention. backend.c has checked every argument before an op is
+ * called. */
 #ifndef GP_OPENCL_IMPL_H
 #define GP_OPENCL_IMPL_H
 
@@ -46,12 +47,14 @@ enum {
 	K_GROUPNORM_FORWARD,
 	K_GROUPNORM_BACKWARD_X,
 	K_GROUPNORM_BACKWARD_P,
+	K_CHANNEL_BIAS_ADD,
 	K_COUNT,
 };
 
 /* Device scratch buffers the ops grow on demand and keep. */
 enum {
 	SCRATCH_ATTN, /* attention backward: dP and dS, n x heads x t x t */
+	SCRATCH_COLS, /* conv2d backward (gemm path): im2col values */
 	SCRATCH_COUNT,
 };
 
@@ -72,6 +75,9 @@ struct cl_backend {
 	size_t rows_cap;
 	cl_mem scratch[SCRATCH_COUNT];
 	size_t scratch_bytes[SCRATCH_COUNT];
+	/* conv2d lowers to CLBlast GEMMs (else the direct kernels):
+	 * opencl-conv.c. */
+	bool conv_gemm;
 };
 
 static inline struct cl_backend *to_cl(struct gp_backend *be)
@@ -135,7 +141,22 @@ int gp_cl_read_rows(struct cl_backend *cb, size_t rows, bool loss,
 int gp_cl_scratch(struct cl_backend *cb, int slot, size_t bytes,
 		  cl_mem *ret);
 
-/* The layer ops of opencl-layers.c and opencl-attn.c, for the ops table. */
+/* The layer ops of opencl-conv.c, opencl-layers.c and opencl-attn.c, for
+ * the ops table. */
+int gp_cl_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
+			 const struct gp_buf *w, const struct gp_buf *b,
+			 struct gp_buf *y, const struct gp_conv2d_shape *s);
+int gp_cl_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
+			  const struct gp_buf *w, const struct gp_buf *dy,
+			  struct gp_buf *dx, struct gp_buf *dw,
+			  struct gp_buf *db, float beta,
+			  const struct gp_conv2d_shape *s);
+int gp_cl_pool2d_forward(struct gp_backend *be, bool max,
+			 const struct gp_buf *x, struct gp_buf *y,
+			 struct gp_buf *idx, const struct gp_pool2d_shape *s);
+int gp_cl_pool2d_backward(struct gp_backend *be, bool max,
+			  const struct gp_buf *dy, const struct gp_buf *idx,
+			  struct gp_buf *dx, const struct gp_pool2d_shape *s);
 int gp_cl_gelu_forward(struct gp_backend *be, const struct gp_buf *x,
 		       struct gp_buf *y, size_t n);
 int gp_cl_gelu_backward(struct gp_backend *be, const struct gp_buf *x,

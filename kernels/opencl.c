@@ -1,5 +1,6 @@
-/* The OpenCL backend: with opencl-layers.c and opencl-attn.c (the layer
- * ops beyond the MLP's), the only files that talk to OpenCL and CLBlast.
+/* The OpenCL backend: with opencl-conv.c, opencl-layers.c and
+ * opencl-attn.c (the layer ops beyond the MLP's), the only files that
+ * talk to OpenCL and CLBlast.
  *
  * One backend is one device with one long-lived context and one in-order
  * queue. GEMMs are CLBlast's; every other op is one of the project's
@@ -55,6 +56,7 @@ static const char *const kernel_names[K_COUNT] = {
 	[K_GROUPNORM_FORWARD] = "gp_groupnorm_forward",
 	[K_GROUPNORM_BACKWARD_X] = "gp_groupnorm_backward_x",
 	[K_GROUPNORM_BACKWARD_P] = "gp_groupnorm_backward_p",
+	[K_CHANNEL_BIAS_ADD] = "gp_channel_bias_add",
 };
 
 /* CLBlast keeps compiled kernels in a process-wide cache keyed by context;
@@ -811,165 +813,6 @@ static int cl_sgd_momentum(struct gp_backend *be, size_t n, float lr,
 	return gp_cl_launch(be, K_SGD_MOMENTUM, n, 0, st);
 }
 
-/* The shape of a convolution as the kernels take it: the eleven sizes
- * after the buffers, in struct gp_conv2d_shape's order. Fails when a count
- * the kernels index with does not fit in uint. */
-static int conv_args(struct gp_backend *be, const char *what,
-		     const struct gp_conv2d_shape *s, cl_uint out[11])
-{
-	const size_t v[11] = { s->n, s->c, s->h, s->w, s->oc, s->kh, s->kw,
-			       s->stride, s->pad, s->oh, s->ow };
-	int r;
-
-	if ((r = check_u32(be, what, s->n * s->c * s->h * s->w)) < 0 ||
-	    (r = check_u32(be, what, s->n * s->oc * s->oh * s->ow)) < 0 ||
-	    (r = check_u32(be, what, s->oc * s->c * s->kh * s->kw)) < 0)
-		return r;
-	for (int i = 0; i < 11; i++)
-		out[i] = (cl_uint)v[i];
-	return 0;
-}
-
-static int cl_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
-			     const struct gp_buf *w, const struct gp_buf *b,
-			     struct gp_buf *y,
-			     const struct gp_conv2d_shape *s)
-{
-	cl_kernel kern = to_cl(be)->kernels[K_CONV2D_FORWARD];
-	cl_mem xm = mem_of(x), wm = mem_of(w), bm = mem_of(b), ym = mem_of(y);
-	cl_int st = CL_SUCCESS;
-	cl_uint a[11];
-	int r;
-
-	if ((r = conv_args(be, "gp_conv2d_forward", s, a)) < 0)
-		return r;
-	set_arg(kern, 0, sizeof(xm), &xm, &st);
-	set_arg(kern, 1, sizeof(wm), &wm, &st);
-	set_arg(kern, 2, sizeof(bm), &bm, &st);
-	set_arg(kern, 3, sizeof(ym), &ym, &st);
-	for (cl_uint i = 0; i < 11; i++)
-		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	return gp_cl_launch(be, K_CONV2D_FORWARD, s->n * s->oc * s->oh * s->ow, 0,
-		      st);
-}
-
-static int cl_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
-			      const struct gp_buf *w, const struct gp_buf *dy,
-			      struct gp_buf *dx, struct gp_buf *dw,
-			      struct gp_buf *db, float beta,
-			      const struct gp_conv2d_shape *s)
-{
-	struct cl_backend *cb = to_cl(be);
-	cl_mem xm = mem_of(x), wm = mem_of(w), dym = mem_of(dy);
-	cl_mem dwm = mem_of(dw), dbm = mem_of(db);
-	cl_uint a[11], plane, oc32;
-	cl_kernel kern;
-	cl_int st = CL_SUCCESS;
-	int r;
-
-	if ((r = conv_args(be, "gp_conv2d_backward", s, a)) < 0)
-		return r;
-	if (dx) {
-		cl_mem dxm = mem_of(dx);
-
-		kern = cb->kernels[K_CONV2D_BACKWARD_X];
-		set_arg(kern, 0, sizeof(wm), &wm, &st);
-		set_arg(kern, 1, sizeof(dym), &dym, &st);
-		set_arg(kern, 2, sizeof(dxm), &dxm, &st);
-		for (cl_uint i = 0; i < 11; i++)
-			set_arg(kern, 3 + i, sizeof(a[i]), &a[i], &st);
-		r = gp_cl_launch(be, K_CONV2D_BACKWARD_X,
-			   s->n * s->c * s->h * s->w, 0, st);
-		if (r < 0)
-			return r;
-	}
-	kern = cb->kernels[K_CONV2D_BACKWARD_W];
-	set_arg(kern, 0, sizeof(xm), &xm, &st);
-	set_arg(kern, 1, sizeof(dym), &dym, &st);
-	set_arg(kern, 2, sizeof(dwm), &dwm, &st);
-	set_arg(kern, 3, sizeof(beta), &beta, &st);
-	for (cl_uint i = 0; i < 11; i++)
-		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	r = gp_cl_launch(be, K_CONV2D_BACKWARD_W, s->oc * s->c * s->kh * s->kw, 0,
-		   st);
-	if (r < 0)
-		return r;
-	kern = cb->kernels[K_CONV2D_BACKWARD_B];
-	plane = (cl_uint)(s->oh * s->ow);
-	oc32 = (cl_uint)s->oc;
-	set_arg(kern, 0, sizeof(dym), &dym, &st);
-	set_arg(kern, 1, sizeof(dbm), &dbm, &st);
-	set_arg(kern, 2, sizeof(beta), &beta, &st);
-	set_arg(kern, 3, sizeof(a[0]), &a[0], &st);
-	set_arg(kern, 4, sizeof(oc32), &oc32, &st);
-	set_arg(kern, 5, sizeof(plane), &plane, &st);
-	return gp_cl_launch(be, K_CONV2D_BACKWARD_B, s->oc, 0, st);
-}
-
-/* The pooling kernels' size arguments after the buffers and the max flag:
- * planes, h, w, k, stride, oh, ow. */
-static int pool_args(struct gp_backend *be, const char *what,
-		     const struct gp_pool2d_shape *s, cl_uint out[7])
-{
-	const size_t v[7] = { s->n * s->c, s->h, s->w, s->k, s->stride,
-			      s->oh, s->ow };
-	int r;
-
-	if ((r = check_u32(be, what, s->n * s->c * s->h * s->w)) < 0)
-		return r;
-	for (int i = 0; i < 7; i++)
-		out[i] = (cl_uint)v[i];
-	return 0;
-}
-
-static int cl_pool2d(struct gp_backend *be, int id, bool max, cl_mem in,
-		     cl_mem idx, cl_mem out, size_t global,
-		     const struct gp_pool2d_shape *s)
-{
-	cl_kernel kern = to_cl(be)->kernels[id];
-	cl_int max32 = max, st = CL_SUCCESS;
-	cl_uint a[7];
-	int r;
-
-	if ((r = pool_args(be, kernel_names[id], s, a)) < 0)
-		return r;
-	if (id == K_POOL2D_FORWARD) {
-		set_arg(kern, 0, sizeof(in), &in, &st);
-		set_arg(kern, 1, sizeof(out), &out, &st);
-		set_arg(kern, 2, sizeof(idx), &idx, &st);
-	} else {
-		set_arg(kern, 0, sizeof(in), &in, &st);
-		set_arg(kern, 1, sizeof(idx), &idx, &st);
-		set_arg(kern, 2, sizeof(out), &out, &st);
-	}
-	set_arg(kern, 3, sizeof(max32), &max32, &st);
-	for (cl_uint i = 0; i < 7; i++)
-		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	return gp_cl_launch(be, id, global, 0, st);
-}
-
-/* Average pooling has no index buffer: the kernels then get the output
- * (forward) or input (backward) buffer in its place, never read. */
-static int cl_pool2d_forward(struct gp_backend *be, bool max,
-			     const struct gp_buf *x, struct gp_buf *y,
-			     struct gp_buf *idx,
-			     const struct gp_pool2d_shape *s)
-{
-	return cl_pool2d(be, K_POOL2D_FORWARD, max, mem_of(x),
-			 max ? mem_of(idx) : mem_of(y), mem_of(y),
-			 s->n * s->c * s->oh * s->ow, s);
-}
-
-static int cl_pool2d_backward(struct gp_backend *be, bool max,
-			      const struct gp_buf *dy,
-			      const struct gp_buf *idx, struct gp_buf *dx,
-			      const struct gp_pool2d_shape *s)
-{
-	return cl_pool2d(be, K_POOL2D_BACKWARD, max, mem_of(dy),
-			 max ? mem_of(idx) : mem_of(dy), mem_of(dx),
-			 s->n * s->c * s->h * s->w, s);
-}
-
 static const struct gp_backend_ops cl_ops = {
 	.destroy = cl_destroy,
 	.finish = cl_finish,
@@ -989,10 +832,10 @@ static const struct gp_backend_ops cl_ops = {
 	.scale = cl_scale,
 	.sumsq = cl_sumsq,
 	.sgd_momentum = cl_sgd_momentum,
-	.conv2d_forward = cl_conv2d_forward,
-	.conv2d_backward = cl_conv2d_backward,
-	.pool2d_forward = cl_pool2d_forward,
-	.pool2d_backward = cl_pool2d_backward,
+	.conv2d_forward = gp_cl_conv2d_forward,
+	.conv2d_backward = gp_cl_conv2d_backward,
+	.pool2d_forward = gp_cl_pool2d_forward,
+	.pool2d_backward = gp_cl_pool2d_backward,
 	.gelu_forward = gp_cl_gelu_forward,
 	.gelu_backward = gp_cl_gelu_backward,
 	.mul = gp_cl_mul,
@@ -1068,6 +911,20 @@ static int pick_sumsq_local(struct cl_backend *cb)
 	return 0;
 }
 
+/* Convolutions lower to CLBlast's convgemm, im2col and GEMMs: on PoCL
+ * (the CPU as an OpenCL device) that ran the CNN of tools/bench-compute
+ * 2.4-9x faster than the direct kernels (docs/performance.md), and GPUs
+ * are what CLBlast is tuned for. GP_OPENCL_CONV=direct keeps the direct
+ * kernels, GP_OPENCL_CONV=gemm the lowering, for tests and benchmarks;
+ * opencl-conv.c also falls back to the direct kernels when the device's
+ * CLBlast cannot run convgemm. */
+static void pick_conv_path(struct cl_backend *cb)
+{
+	const char *env = getenv("GP_OPENCL_CONV");
+
+	cb->conv_gemm = !(env && strcmp(env, "direct") == 0);
+}
+
 int gp_opencl_create(int device_index, struct gp_backend **ret)
 {
 	struct find_state found = {.want = device_index};
@@ -1125,6 +982,7 @@ int gp_opencl_create(int device_index, struct gp_backend **ret)
 	}
 	if ((r = pick_sumsq_local(cb)) < 0)
 		goto fail;
+	pick_conv_path(cb);
 	cb->sumsq_partial = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE,
 					   SUMSQ_MAX_GROUPS * sizeof(cl_float),
 					   NULL, &st);

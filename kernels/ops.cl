@@ -426,3 +426,15 @@ __kernel void gp_pool2d_backward(__global const float *dy,
 	}
 	dx[i] = max ? acc : acc * (1.0f / (float)(k * k));
 }
+
+/* y[i] += bias[channel of i] over n values of planes of plane values, the
+ * channels cycling: a convolution's bias after CLBlast's convgemm. */
+__kernel void gp_channel_bias_add(__global float *y,
+				  __global const float *bias, uint n,
+				  uint plane, uint channels)
+{
+	uint i = get_global_id(0);
+
+	if (i < n)
+		y[i] += bias[(i / plane) % channels];
+}

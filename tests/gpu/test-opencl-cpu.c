@@ -1,6 +1,7 @@
 /* The OpenCL backend and the CPU backend agree on the convolution and
  * pooling ops (every output and gradient, with and without stride,
- * padding and accumulation) and on a CNN's loss, gradients and fused step;
+ * padding and accumulation, on both convolution paths of
+ * kernels/opencl-conv.c) and on a CNN's loss, gradients and fused step;
  * and on the MLP 784-256-128-10:
  * forward (loss and correct count, also against a double-precision host
  * forward), backward (every parameter gradient), an SGD-with-momentum step
@@ -493,7 +494,23 @@ int main(void)
 		GP_TEST_FAIL("gp_backend_create_opencl(%d): %d: %s", dev, r,
 			     gp_backend_create_error());
 	ASSERT_OK(gp_backend_create_cpu(0, &cpu));
-	check_layers(cl, cpu, init_seed);
+	/* Both convolution paths, whichever the device would pick: the
+	 * direct kernels and the lowering to CLBlast's convgemm, im2col,
+	 * GEMMs and col2im (kernels/opencl-conv.c). */
+	{
+		static const char *const paths[] = { "direct", "gemm" };
+
+		for (int i = 0; i < 2; i++) {
+			struct gp_backend *other = NULL;
+
+			ASSERT_OK(setenv("GP_OPENCL_CONV", paths[i], 1));
+			ASSERT_OK(gp_backend_create_opencl(dev, &other));
+			ASSERT_OK(unsetenv("GP_OPENCL_CONV"));
+			printf("conv2d path %s:\n", paths[i]);
+			check_layers(other, cpu, init_seed);
+			gp_backend_destroy(other);
+		}
+	}
 
 	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, NULL, 0));
 	ASSERT_OK(gp_model_create(cl, &spec, BATCH, &mcl));
