@@ -759,7 +759,11 @@ void gp_work_serve_all(struct gp_pool *pool)
 		if (m)
 			gp_work_serve(pool, m);
 	}
-	for (struct gp_member *m = pool->members; m; m = m->next)
+	/* Every member could use only queued minibatches (a member held
+	 * back by SSP waits in its queue, popped above): with none left,
+	 * the rest is a scan of thousands for nothing. */
+	for (struct gp_member *m = pool->members;
+	     m && gp_sched_queued(pool->sched) > 0; m = m->next)
 		gp_work_serve(pool, m);
 }
 
