@@ -1,11 +1,12 @@
 /* bench-gpt: the training step of a language model (docs/models.md
- * "Language models") on the CPU backend, in tokens a second: forward,
+ * "Language models") on the CPU backend (or, with --opencl N, on OpenCL
+ * device N), in tokens a second: forward,
  * backward and the SGD-momentum update fused (gp_model_train_step()), on
  * windows of a token file, for tools/bench/gpt.py, which runs PyTorch's
  * step on the identical model beside it. Prints one JSON object.
  *
  *   bench-gpt --model FILE --tokens FILE [--batch 16] [--seconds 2]
- *             [--threads 0] */
+ *             [--threads 0] [--opencl N] */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -32,12 +33,13 @@ int main(int argc, char **argv)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "seconds", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'n' },
+		{ "opencl", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *tok_path = NULL;
 	size_t batch = 16, steps = 0, windows, t;
 	double seconds = 2.0, t0, spent;
-	int threads = 0, c, r;
+	int threads = 0, opencl = -1, c, r;
 	struct gp_model_spec spec;
 	struct gp_backend *be = NULL;
 	struct gp_model *m = NULL;
@@ -66,6 +68,9 @@ int main(int argc, char **argv)
 		case 'n':
 			threads = atoi(optarg);
 			break;
+		case 'o':
+			opencl = atoi(optarg);
+			break;
 		default:
 			return 2;
 		}
@@ -73,7 +78,8 @@ int main(int argc, char **argv)
 	if (!model_path || !tok_path || batch == 0 || batch > 4096 ||
 	    !(seconds > 0)) {
 		fprintf(stderr, "usage: bench-gpt --model FILE --tokens FILE "
-				"[--batch N] [--seconds S] [--threads N]\n");
+				"[--batch N] [--seconds S] [--threads N] "
+				"[--opencl N]\n");
 		return 2;
 	}
 	if (gp_model_spec_load(model_path, &spec, err, sizeof(err)) < 0 ||
@@ -93,8 +99,13 @@ int main(int argc, char **argv)
 	idx = malloc(batch * sizeof(uint32_t));
 	if (!x || !y || !idx)
 		return 1;
-	if ((r = gp_backend_create_cpu(threads, &be)) < 0 ||
-	    (r = gp_model_create(be, &spec, batch, &m)) < 0 ||
+	r = opencl >= 0 ? gp_backend_create_opencl(opencl, &be)
+			: gp_backend_create_cpu(threads, &be);
+	if (r < 0) {
+		fprintf(stderr, "bench-gpt: %s\n", gp_backend_create_error());
+		return 1;
+	}
+	if ((r = gp_model_create(be, &spec, batch, &m)) < 0 ||
 	    (r = gp_model_init_params(m, 1)) < 0) {
 		fprintf(stderr, "bench-gpt: %s\n",
 			be ? gp_backend_error(be) : "no backend");
@@ -118,7 +129,11 @@ int main(int argc, char **argv)
 			t0 = now_s();
 		spent = now_s() - t0;
 	} while (steps < 3 || spent < seconds);
-	printf("{\"backend\":\"cpu\",\"model\":\"gpt\",\"threads\":%d,"
+	if (opencl >= 0)
+		printf("{\"backend\":\"opencl:%d\",", opencl);
+	else
+		printf("{\"backend\":\"cpu\",");
+	printf("\"model\":\"gpt\",\"threads\":%d,"
 	       "\"batch\":%zu,\"context\":%zu,\"steps\":%zu,"
 	       "\"tokens_per_s\":%.1f,\"loss\":%.4f}\n",
 	       threads, batch, t, steps - 1,

@@ -535,6 +535,8 @@ static void test_layers_present(struct gp_backend *be)
 		"gradpool-model 1; input shape=1x4x4; conv2d conv1 out=2 "
 		"kernel=3; maxpool2d p kernel=2; flatten f; layernorm ln; "
 		"mse loss",
+		"gradpool-model 1; input shape=2x4x4; conv2d c out=4 kernel=3; "
+		"groupnorm gn groups=2; flatten f; softmax_xent loss",
 		"gradpool-model 1; input shape=4; embedding tok vocab=5 dim=4; "
 		"posembed pos; linear qkv out=12; attention attn heads=2; "
 		"linear head out=5; seq_xent loss",
@@ -543,7 +545,7 @@ static void test_layers_present(struct gp_backend *be)
 	struct gp_model_spec spec;
 	struct gp_model *m = NULL;
 
-	for (int f = GP_FEATURE_CONV2D; f <= GP_FEATURE_ATTENTION; f++)
+	for (int f = GP_FEATURE_CONV2D; f <= GP_FEATURE_GROUPNORM; f++)
 		ASSERT(gp_backend_has(be, (enum gp_backend_feature)f));
 	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
 		ASSERT_OK(gp_model_spec_parse(models[i], &spec, NULL, 0));
