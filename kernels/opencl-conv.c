@@ -13,7 +13,8 @@
  *   sum one work-item's in a fixed order, no scratch memory. Slower even
  *   on PoCL; kept for devices whose CLBlast cannot run convgemm (the
  *   forward pass falls back to it for good when convgemm reports it is
- *   not implemented or lacks local memory) and by GP_OPENCL_CONV=direct.
+ *   not implemented or lacks local memory) and picked by
+ *   GP_OPENCL_CONV=direct.
  * Pooling is direct kernels only. */
 #include "opencl-impl.h"
 
