@@ -301,6 +301,15 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 
 	if (!v)
 		return false;
+	/* Work of this clock still on its way was computed from the copy
+	 * before this pull, and its update would arrive first and be
+	 * compared with this one: a false mismatch. That is the pull before
+	 * a clock's second run, pipelined (serve_run), and such runs are
+	 * short and many after a resume or early in a job (work.c
+	 * run_length). */
+	if ((clock == m->clock && m->clock_open > 0) ||
+	    (clock == m->clock + 1 && m->next_open > 0))
+		return false;
 	/* Copies of clocks the member has moved past were never answered
 	 * (their work was taken back): nothing will come for them. */
 	for (int i = 0; i < 2; i++) {
