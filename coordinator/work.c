@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -77,9 +78,93 @@ static uint64_t pulled_bytes(const struct gp_pool *pool,
 	       ((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, v) : 0);
 }
 
+/* Whether a pull of `bytes` fits the pull budget now: always when no
+ * other send is queued (one always goes out, however large). */
+static bool pull_fits(const struct gp_pool *pool, const struct gp_member *m,
+		      uint64_t bytes)
+{
+	uint64_t budget = (uint64_t)pool->job->pull_budget_mib << 20;
+
+	return pool->pull_bytes == 0 || pool->pull_bytes == m->pull_bytes ||
+	       pool->pull_bytes + bytes <= budget;
+}
+
+/* m waits for room in the pull budget (once in the queue). */
+static void pull_wait(struct gp_pool *pool, struct gp_member *m)
+{
+	if (m->pull_waiting)
+		return;
+	if (!pool->pulls_waited++)
+		gp_info("pull budget full (%.1f MiB of parameter sends queued, "
+			"[pool] pull_budget_mib = %u): pulls wait their turn",
+			(double)pool->pull_bytes / (1 << 20),
+			pool->job->pull_budget_mib);
+	if (pool->pull_wait_n == pool->pull_wait_cap) {
+		size_t cap = pool->pull_wait_cap ? 2 * pool->pull_wait_cap : 64;
+		uint64_t *ring = malloc(cap * sizeof(*ring));
+
+		if (!ring)
+			return; /* served by the next serve_all instead */
+		for (size_t i = 0; i < pool->pull_wait_n; i++)
+			ring[i] = pool->pull_wait[(pool->pull_wait_head + i) %
+						  pool->pull_wait_cap];
+		free(pool->pull_wait);
+		pool->pull_wait = ring;
+		pool->pull_wait_cap = cap;
+		pool->pull_wait_head = 0;
+	}
+	pool->pull_wait[(pool->pull_wait_head + pool->pull_wait_n) %
+			pool->pull_wait_cap] = (uint64_t)m->agent_id;
+	pool->pull_wait_n++;
+	m->pull_waiting = true;
+}
+
+void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
+			 uint64_t bytes)
+{
+	m->pull_bytes += bytes;
+	pool->pull_bytes += bytes;
+}
+
+void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m)
+{
+	size_t n;
+
+	if (!m->pull_bytes)
+		return;
+	pool->pull_bytes -= m->pull_bytes;
+	m->pull_bytes = 0;
+	/* Each waiting member once: one whose pull still does not fit goes
+	 * to the back again. */
+	for (n = pool->pull_wait_n; n > 0 && pool->pull_wait_n > 0; n--) {
+		uint64_t id = pool->pull_wait[pool->pull_wait_head];
+		struct gp_member *w;
+
+		pool->pull_wait_head = (pool->pull_wait_head + 1) %
+				       pool->pull_wait_cap;
+		pool->pull_wait_n--;
+		w = gp_members_find(pool, id);
+		if (!w || !w->pull_waiting)
+			continue;
+		w->pull_waiting = false;
+		gp_work_serve(pool, w);
+		if (pool->pull_bytes >= (uint64_t)pool->job->pull_budget_mib << 20)
+			break;
+	}
+}
+
+void gp_work_finish(struct gp_pool *pool)
+{
+	free(pool->pull_wait);
+	pool->pull_wait = NULL;
+	pool->pull_wait_head = pool->pull_wait_n = pool->pull_wait_cap = 0;
+	pool->pull_bytes = 0;
+}
+
 /* Brings the agent's copy up to date for its work at `clock` (ahead: the
  * clock after the one it is computing): sends the shards changed since
- * its last pull, unless its copy is good as it is. */
+ * its last pull, unless its copy is good as it is; -EAGAIN when the pull
+ * must wait for room in the pull budget (m then waits in its queue). */
 static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 		uint32_t k, bool ahead, uint64_t *ret_bytes)
 {
@@ -107,6 +192,11 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 					     m->pulled_version);
 		return 0;
 	}
+	if (!pull_fits(pool, m, pulled_bytes(pool, m))) {
+		pull_wait(pool, m);
+		return -EAGAIN;
+	}
+	m->pull_waiting = false; /* its entry in the queue is skipped */
 	r = pool->fx->send_params(pool->fx_data, m);
 	if (r < 0)
 		return r;
@@ -437,8 +527,9 @@ static size_t hand_out(struct gp_pool *pool, struct gp_member *m,
 
 	r = pull(pool, m, clock, run, ahead, ret_down);
 	if (r < 0) {
-		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
-			m->agent_id, strerror(-r));
+		if (r != -EAGAIN)
+			gp_warn("agent %" PRId64 ": cannot send parameters: %s",
+				m->agent_id, strerror(-r));
 		for (size_t i = 0; i < n; i++)
 			gp_sched_release(pool->sched, agent, ids[i]);
 		return 0;

@@ -64,6 +64,17 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m);
  * is now met, then every member that wants work and has none. */
 void gp_work_serve_all(struct gp_pool *pool);
 
+/* The pull budget (job pull_budget_mib): serve counts a parameter send
+ * that its connection has not yet written (gp_work_pull_queued, `bytes`
+ * of it) until the connection drains or closes (gp_work_pull_written),
+ * and then hands room to the pulls that waited for it, oldest first. */
+void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
+			 uint64_t bytes);
+void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m);
+
+/* Frees the queue of waiting pulls (the job's end). */
+void gp_work_finish(struct gp_pool *pool);
+
 /* One of m's minibatches of `clock` was applied or discarded as its own. */
 void gp_work_resolved(struct gp_pool *pool, struct gp_member *m, int64_t clock);
 

@@ -487,6 +487,63 @@ static void test_members(void)
 	fx_teardown(&f);
 }
 
+/* The pull budget: parameter sends still queued on their connections
+ * hold it; a pull that does not fit waits, oldest first, and gets the
+ * room when a send is written or its connection goes. */
+static void test_pull_budget(void)
+{
+	struct fixture f;
+	struct gp_member *a, *b, *c;
+	const uint64_t each = 3u << 19; /* 1.5 MiB: over the budget alone */
+
+	fx_setup(&f, 4);
+	f.job.pull_budget_mib = 1;
+	f.pull_queued = each;
+	a = fx_join(&f, 0, 0);
+	b = fx_join(&f, 1, 0);
+	c = fx_join(&f, 2, 0);
+	/* One always goes out, however large. */
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	/* b and c wait, holding no work, in the order they asked. */
+	gp_work_request(&f.pool, b, 1);
+	gp_work_request(&f.pool, c, 1);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
+	ASSERT(b->pull_waiting && c->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), 0);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), 0);
+	/* Asking again does not queue twice; a serve_all changes nothing. */
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.pool.pull_wait_n, 2);
+	ASSERT_EQ(f.params_sent, 1);
+	/* a's send is written: b gets the room and its work, c waits. */
+	gp_work_pull_written(&f.pool, a);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), GP_WORK_BASE);
+	ASSERT(!b->pull_waiting && c->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), 0);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	ASSERT_UINT_EQ(a->pull_bytes, 0);
+	/* b's connection goes: its bytes leave the budget with it, and the
+	 * next serve (on_close serves all) lets c pull. */
+	gp_members_leave(&f.pool, b);
+	gp_members_remove(&f.pool, b);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.params_sent, 3);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), GP_WORK_BASE);
+	ASSERT(!c->pull_waiting);
+	/* c's stale queue entry is skipped when room comes. */
+	gp_work_pull_written(&f.pool, c);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	ASSERT_EQ(f.pool.pull_wait_n, 0);
+	ASSERT_EQ(f.params_sent, 3);
+	fx_teardown(&f);
+}
+
 /* Connections that wait too long: no JOIN, no work request, no update. */
 static void test_overdue(void)
 {
@@ -740,5 +797,6 @@ int main(void)
 	test_link_runs();
 	test_probe_extend();
 	test_members();
+	test_pull_budget();
 	return 0;
 }
