@@ -891,10 +891,24 @@ static size_t roll_back(struct gp_verify *v, struct record *rec,
 	double *dw = calloc(n, sizeof(double));
 	double *dv = calloc(n, sizeof(double));
 	int64_t *pairs;
+	bool kept = false;
 
-	for (struct seg *s = rec->head; s; s = s->next)
+	for (struct seg *s = rec->head; s; s = s->next) {
 		total += s->n_ids;
-	pairs = malloc((total ? total : 1) * 2 * sizeof(*pairs));
+		for (size_t i = 0; i < s->n_ids; i++)
+			kept |= s->ids[i] == first;
+	}
+	/* The checked update was taken back already, by an earlier check's
+	 * mismatch that ended while this one waited: the first of what is
+	 * left marks the rest (and the pairs then fit, first not added). */
+	if (!kept && total) {
+		for (struct seg *s = rec->head; s && !kept; s = s->next)
+			if (s->n_ids) {
+				first = s->ids[0];
+				kept = true;
+			}
+	}
+	pairs = malloc((total + 1) * 2 * sizeof(*pairs));
 	if (!dw || !dv || !pairs) {
 		gp_error("verification: out of memory: agent %" PRId64 "'s "
 			 "updates are not taken back", rec->agent_id);
@@ -923,9 +937,9 @@ static size_t roll_back(struct gp_verify *v, struct record *rec,
 	if (gp_params_undo(pool->params, dw, dv, n) < 0)
 		gp_error("verification: cannot take agent %" PRId64 "'s "
 			 "updates back", rec->agent_id);
-	if (ledger && gp_ledger_rollback_minibatches(ledger, pool->job_id,
-						     rec->agent_id, pairs,
-						     at / 2) < 0)
+	if (ledger && total &&
+	    gp_ledger_rollback_minibatches(ledger, pool->job_id, rec->agent_id,
+					   pairs, at / 2) < 0)
 		gp_error("verification: cannot mark agent %" PRId64 "'s "
 			 "updates rolled back: %s", rec->agent_id,
 			 gp_ledger_error(ledger));
