@@ -262,18 +262,10 @@ static bool op_established(void *ctx)
 static int op_send(void *ctx, struct gp_msg *msg)
 {
 	struct session *s = ctx;
-	uint8_t *buf;
-	size_t len;
-	int r;
 
 	if (!s->ch || !gp_channel_is_established(s->ch))
 		return -ENOTCONN;
-	r = gp_msg_encode_alloc(msg, &buf, &len);
-	if (r < 0)
-		return r;
-	r = gp_channel_send(s->ch, buf, len);
-	free(buf);
-	return r;
+	return gp_channel_send_msg(s->ch, msg);
 }
 
 static void op_close(void *ctx, uint16_t code, const char *text)

@@ -507,10 +507,14 @@ static int check_tables_to(sqlite3 *db, const char *const *skip, char *err,
 	rc = sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema "
 				    "WHERE type = 'table' ORDER BY name",
 				-1, &st, NULL);
-	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		const char *name;
 		bool skipped = false;
 
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW)
+			break;
+		name = (const char *)sqlite3_column_text(st, 0);
 		for (size_t i = 0; name && skip[i]; i++)
 			skipped |= strcmp(name, skip[i]) == 0;
 		if (!name || skipped)

@@ -435,20 +435,25 @@ static int read_agent(sqlite3_stmt *st, void *arg)
 	return 0;
 }
 
-/* Appends one device row to the agent (arg); beyond GP_LEDGER_DEVICES_MAX
- * the rest are ignored. */
-static int read_device(sqlite3_stmt *st, void *arg)
+/* Appends one device row to the agent, its columns from c on (kind, name,
+ * gflops, samples_per_s); beyond GP_LEDGER_DEVICES_MAX the rest are
+ * ignored. */
+static void add_device(sqlite3_stmt *st, int c, struct gp_ledger_agent *a)
 {
-	struct gp_ledger_agent *a = arg;
 	struct gp_ledger_device *d;
 
 	if (a->n_devices == GP_LEDGER_DEVICES_MAX)
-		return 0;
+		return;
 	d = &a->devices[a->n_devices++];
-	gp_db_column_text(st, 0, d->kind, sizeof(d->kind));
-	gp_db_column_text(st, 1, d->name, sizeof(d->name));
-	d->gflops = sqlite3_column_double(st, 2);
-	d->samples_per_s = sqlite3_column_double(st, 3);
+	gp_db_column_text(st, c, d->kind, sizeof(d->kind));
+	gp_db_column_text(st, c + 1, d->name, sizeof(d->name));
+	d->gflops = sqlite3_column_double(st, c + 2);
+	d->samples_per_s = sqlite3_column_double(st, c + 3);
+}
+
+static int read_device(sqlite3_stmt *st, void *arg)
+{
+	add_device(st, 0, arg);
 	return 0;
 }
 
@@ -803,6 +808,31 @@ static int read_agent_row(sqlite3_stmt *st, void *arg)
 	return 0;
 }
 
+struct rows_by_id {
+	struct gp_ledger_agent_row *rows;
+	size_t n;
+};
+
+/* One device row, to its member's row (found by bisection). */
+static int read_any_device(sqlite3_stmt *st, void *arg)
+{
+	const struct rows_by_id *by = arg;
+	int64_t id = sqlite3_column_int64(st, 0);
+	size_t lo = 0, hi = by->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (by->rows[mid].agent.id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < by->n && by->rows[lo].agent.id == id)
+		add_device(st, 1, &by->rows[lo].agent);
+	return 0;
+}
+
 int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 			 struct gp_ledger_agent_row **ret_rows, size_t *ret_n)
 {
@@ -833,8 +863,18 @@ int gp_ledger_agent_list(struct gp_ledger *l, int64_t job_id,
 		       "LEFT JOIN agent_trust t ON t.agent_id = a.id "
 		       "GROUP BY a.id ORDER BY a.id",
 		       "i", job_id);
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = load_devices(l, &rows[i].agent);
+	/* Every member's devices in one query, not one a member (10,000
+	 * members: 10,000 statements); rows are in id order. */
+	if (r == 0 && n > 0) {
+		struct rows_by_id by = { rows, n };
+
+		r = gp_db_each(&l->c, "cannot read devices", read_any_device,
+			       &by, "SELECT agent_id, kind, name, gflops,"
+			       "  samples_per_s FROM agent_devices"
+			       " ORDER BY agent_id, idx", "");
+		if (r > 0)
+			r = 0;
+	}
 	pthread_mutex_unlock(&l->lock);
 	if (r < 0) {
 		free(rows);

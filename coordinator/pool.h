@@ -159,6 +159,17 @@ struct gp_pool {
 	uint64_t *pull_wait;
 	size_t pull_wait_head, pull_wait_n, pull_wait_cap;
 
+	/* The pool-wide figures that size clocks (work.c), each a scan of
+	 * every live agent: in a pool of more than GP_WORK_MEMO_MIN live
+	 * agents reused for up to GP_WORK_MEMO_US (a field of a const pool
+	 * written by work.c's memo()). */
+	struct gp_work_memo {
+		uint64_t at_us;
+		size_t live;
+		bool have_cycle, have_clock, have_runs, have_slowest;
+		double cycle, clock_work, runs, slowest;
+	} memo;
+
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */
 	double sync_interval_logged;   /* the links' clock last logged, s */

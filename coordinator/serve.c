@@ -61,18 +61,7 @@ int gp_serve_send(struct peer *p, struct gp_msg *m)
 
 static int send_msg(struct peer *p, struct gp_msg *m)
 {
-	uint8_t *buf = NULL;
-	size_t len;
-	int r;
-
-	if (!p->ch)
-		return -ENOTCONN;
-	r = gp_msg_encode_alloc(m, &buf, &len);
-	if (r < 0)
-		return r;
-	r = gp_channel_send(p->ch, buf, len);
-	free(buf);
-	return r;
+	return p->ch ? gp_channel_send_msg(p->ch, m) : -ENOTCONN;
 }
 
 void gp_serve_close(struct peer *p, uint16_t code, const char *text)

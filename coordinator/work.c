@@ -239,6 +239,39 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 		       4 * b : SAMPLE_BYTES * b;
 }
 
+/* The memo of the pool-wide sizing figures (pool.h) for `live` live
+ * agents, emptied when older than GP_WORK_MEMO_US or made for another
+ * number; NULL in a pool of at most GP_WORK_MEMO_MIN: compute them each
+ * time. */
+static struct gp_work_memo *memo(const struct gp_pool *pool, size_t live)
+{
+	/* The pool is not const to its owner: only the memo is written
+	 * through this const view. */
+	struct gp_work_memo *mo = (struct gp_work_memo *)&pool->memo;
+	uint64_t now;
+
+	if (live <= GP_WORK_MEMO_MIN)
+		return NULL;
+	now = gp_mono_us();
+	if (mo->live != live || now - mo->at_us >= GP_WORK_MEMO_US)
+		*mo = (struct gp_work_memo){ .at_us = now, .live = live };
+	return mo;
+}
+
+/* gp_ssp_slowest_speed, through the memo. */
+static double slowest_speed(const struct gp_pool *pool)
+{
+	struct gp_work_memo *mo = memo(pool, gp_ssp_live_count(pool->ssp));
+
+	if (!mo)
+		return gp_ssp_slowest_speed(pool->ssp);
+	if (!mo->have_slowest) {
+		mo->slowest = gp_ssp_slowest_speed(pool->ssp);
+		mo->have_slowest = true;
+	}
+	return mo->slowest;
+}
+
 /* The clock length (seconds) the links ask for: long enough that the
  * slowest measured link waits for its clock's fixed bytes at most
  * comm_share of the clock, but computing at most max_sync_interval beyond
@@ -251,9 +284,13 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 static double link_clock_s(const struct gp_pool *pool, size_t live)
 {
 	double share = pool->job->comm_share, wait_max = 0, cycle;
+	struct gp_work_memo *mo;
 
 	if (!(share > 0))
 		return 0;
+	mo = memo(pool, live);
+	if (mo && mo->have_cycle)
+		return mo->cycle;
 	for (const struct gp_member *m = pool->members; m; m = m->next) {
 		struct gp_ssp_agent_info a;
 		double wait;
@@ -269,6 +306,10 @@ static double link_clock_s(const struct gp_pool *pool, size_t live)
 	cycle = wait_max / share;
 	if (cycle > wait_max + (double)pool->job->max_sync_interval_ms / 1000.0)
 		cycle = wait_max + (double)pool->job->max_sync_interval_ms / 1000.0;
+	if (mo) {
+		mo->cycle = cycle;
+		mo->have_cycle = true;
+	}
 	return cycle;
 }
 
@@ -321,9 +362,16 @@ struct link_clock {
 
 static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
 {
+	struct gp_work_memo *mo;
+
 	ret->live = gp_ssp_live_count(pool->ssp);
 	ret->cycle = link_clock_s(pool, ret->live);
 	ret->work = 0;
+	mo = memo(pool, ret->live);
+	if (mo && mo->have_clock) {
+		ret->work = mo->clock_work;
+		return;
+	}
 	for (size_t i = 0; ret->cycle > 0; i++) {
 		struct gp_ssp_agent_info o;
 		double w;
@@ -338,6 +386,10 @@ static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
 			break;
 		}
 		ret->work += w;
+	}
+	if (mo) {
+		mo->clock_work = ret->work;
+		mo->have_clock = true;
 	}
 }
 
@@ -402,21 +454,40 @@ static double link_steps(const struct gp_pool *pool,
 	double full = link_work(pool, a, lc->cycle, lc->live);
 	double l, u = 0, n, nb;
 	struct link_cost c;
+	struct gp_work_memo *mo;
 
 	if (lc->live < 2 || !link_cost(pool, a, lc->live, &c))
 		return full;
 	l = run_length(pool, a, lc);
 	if (full <= l)
 		return full;
-	for (size_t i = 0;; i++) {
-		struct gp_ssp_agent_info o;
-
-		if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
-			break;
-		if (o.id != a->id && o.live)
-			u += runs_pulled(pool, &o, lc);
-	}
 	n = runs_pulled(pool, a, lc);
+	mo = memo(pool, lc->live);
+	if (mo && mo->have_runs) {
+		u = mo->runs - (a->live ? n : 0);
+		if (u < 0)
+			u = 0;
+	} else {
+		double all = 0;
+
+		for (size_t i = 0;; i++) {
+			struct gp_ssp_agent_info o;
+			double r;
+
+			if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
+				break;
+			if (!o.live)
+				continue;
+			r = o.id == a->id ? n : runs_pulled(pool, &o, lc);
+			all += r;
+			if (o.id != a->id)
+				u += r;
+		}
+		if (mo) {
+			mo->runs = all;
+			mo->have_runs = true;
+		}
+	}
 	nb = (lc->cycle - (1 + u) * c.wait) /
 	     (l * c.per > c.up ? l * c.per : c.up);
 	if (nb > n)
@@ -441,7 +512,7 @@ double gp_work_sync_interval(const struct gp_pool *pool)
 static uint32_t per_clock(const struct gp_pool *pool,
 			  const struct gp_ssp_agent_info *info, bool *ret_runs)
 {
-	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms, k;
+	double slowest = slowest_speed(pool), base, ms, k;
 	struct link_clock lc;
 	uint32_t old;
 	size_t live;
@@ -468,8 +539,9 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	base = slowest * ms / 1000.0;
 	if (base < 1)
 		base = 1;
-	old = gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
-				    GP_MSG_GROUP_MAX);
+	old = gp_ssp_work_per_clock_at(pool->ssp, info->id,
+				       (uint32_t)(base + 0.5), GP_MSG_GROUP_MAX,
+				       slowest);
 	link_clock(pool, &lc);
 	k = round(link_steps(pool, info, &lc));
 	if (k <= (double)old)
@@ -759,7 +831,11 @@ void gp_work_serve_all(struct gp_pool *pool)
 		if (m)
 			gp_work_serve(pool, m);
 	}
-	for (struct gp_member *m = pool->members; m; m = m->next)
+	/* Every member could use only queued minibatches (a member held
+	 * back by SSP waits in its queue, popped above): with none left,
+	 * the rest is a scan of thousands for nothing. */
+	for (struct gp_member *m = pool->members;
+	     m && gp_sched_queued(pool->sched) > 0; m = m->next)
 		gp_work_serve(pool, m);
 }
 

@@ -29,6 +29,14 @@
 /* The most local steps (minibatches) a link-sized clock holds when other
  * agents' work is merged with it: beyond, the merged runs cost accuracy. */
 #define GP_WORK_LINK_STEPS 48
+
+/* Above this many live agents, the pool-wide figures that size clocks
+ * (the slowest speed, the links' clock, the runs of the others: each a
+ * scan of every live agent) are computed at most every GP_WORK_MEMO_US
+ * and reused meanwhile, so that handing out work stays O(1) per event in
+ * a pool of thousands; smaller pools compute them every time. */
+#define GP_WORK_MEMO_MIN 64
+#define GP_WORK_MEMO_US 100000
 /* The clock of an agent computing alone: it reads only its own writes (no
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */

@@ -1,18 +1,16 @@
-/* The OpenCL backend: the only file that talks to OpenCL and CLBlast.
+/* The OpenCL backend: with opencl-layers.c and opencl-attn.c (the layer
+ * ops beyond the MLP's), the only files that talk to OpenCL and CLBlast.
  *
  * One backend is one device with one long-lived context and one in-order
- * queue. GEMM is CLBlast's; every other op is one of the project's kernels
- * (kernels/ops.cl, embedded at build time by embed-cl), built once when the
- * backend is created. Ops only enqueue; the calls that hand a result to the
+ * queue. GEMMs are CLBlast's; every other op is one of the project's
+ * kernels (kernels/ops.cl and layers.cl, embedded at build time by
+ * embed-cl), built once when the backend is created. Ops only enqueue; the calls that hand a result to the
  * host (gp_buf_read, softmax_xent, sumsq) are the only ones that wait.
  * OpenCL and CLBlast status codes are turned into negative errno here, with
  * their names in gp_backend_error(). */
-#define CL_TARGET_OPENCL_VERSION 120
-#include "backend-impl.h"
+#include "opencl-impl.h"
 
-#include <CL/cl.h>
 #include <clblast_c.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,26 +23,6 @@ extern const size_t gp_cl_source_count;
 #define SUMSQ_MAX_GROUPS 256
 /* The largest local size tried for gp_sumsq_partial (a power of two). */
 #define SUMSQ_MAX_LOCAL 256
-
-enum {
-	K_BIAS_ADD,
-	K_COL_SUM,
-	K_RELU_FORWARD,
-	K_RELU_BACKWARD,
-	K_SOFTMAX_XENT,
-	K_ARGMAX,
-	K_AXPY,
-	K_SCALE,
-	K_SUMSQ_PARTIAL,
-	K_SGD_MOMENTUM,
-	K_CONV2D_FORWARD,
-	K_CONV2D_BACKWARD_X,
-	K_CONV2D_BACKWARD_W,
-	K_CONV2D_BACKWARD_B,
-	K_POOL2D_FORWARD,
-	K_POOL2D_BACKWARD,
-	K_COUNT,
-};
 
 static const char *const kernel_names[K_COUNT] = {
 	[K_BIAS_ADD] = "gp_bias_add",
@@ -63,23 +41,17 @@ static const char *const kernel_names[K_COUNT] = {
 	[K_CONV2D_BACKWARD_B] = "gp_conv2d_backward_b",
 	[K_POOL2D_FORWARD] = "gp_pool2d_forward",
 	[K_POOL2D_BACKWARD] = "gp_pool2d_backward",
-};
-
-struct cl_backend {
-	struct gp_backend base;
-	cl_device_id device;
-	cl_context ctx;
-	cl_command_queue queue;
-	cl_program program;
-	cl_kernel kernels[K_COUNT];
-	size_t sumsq_local; /* local size of gp_sumsq_partial */
-	cl_mem sumsq_partial; /* SUMSQ_MAX_GROUPS floats */
-	/* Per-row results of softmax_xent, grown on demand, on the device and
-	 * on the host. */
-	cl_mem row_loss, row_status;
-	float *host_loss;
-	cl_int *host_status;
-	size_t rows_cap;
+	[K_GELU_FORWARD] = "gp_gelu_forward",
+	[K_GELU_BACKWARD] = "gp_gelu_backward",
+	[K_MUL] = "gp_mul",
+	[K_LAYERNORM_FORWARD] = "gp_layernorm_forward",
+	[K_LAYERNORM_BACKWARD_X] = "gp_layernorm_backward_x",
+	[K_LAYERNORM_BACKWARD_P] = "gp_layernorm_backward_p",
+	[K_MSE] = "gp_mse",
+	[K_EMBEDDING_FORWARD] = "gp_embedding_forward",
+	[K_EMBEDDING_BACKWARD] = "gp_embedding_backward",
+	[K_CAUSAL_SOFTMAX] = "gp_causal_softmax",
+	[K_CAUSAL_SOFTMAX_BACKWARD] = "gp_causal_softmax_backward",
 };
 
 /* CLBlast keeps compiled kernels in a process-wide cache keyed by context;
@@ -88,18 +60,7 @@ struct cl_backend {
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned live_backends;
 
-static struct cl_backend *to_cl(struct gp_backend *be)
-{
-	return (struct cl_backend *)be;
-}
-
-static cl_mem mem_of(const struct gp_buf *b)
-{
-	return (cl_mem)b->impl;
-}
-
-/* Records which call failed and why, and returns the errno. */
-static int cl_fail(struct gp_backend *be, const char *call, cl_int st)
+int gp_cl_fail(struct gp_backend *be, const char *call, cl_int st)
 {
 	gp_backend_set_error(be, "%s: %s (%d)", call, gp_cl_status_name(st),
 			     (int)st);
@@ -194,6 +155,13 @@ static int clblast_status_errno(CLBlastStatusCode st)
 		/* Invalid buffers, dimensions, leading dimensions, sizes. */
 		return -EINVAL;
 	}
+}
+
+int gp_cl_blast_fail(struct gp_backend *be, const char *call, int st)
+{
+	gp_backend_set_error(be, "%s: %s (%d)", call,
+			     clblast_status_name((CLBlastStatusCode)st), st);
+	return clblast_status_errno((CLBlastStatusCode)st);
 }
 
 /* Calls fn for every device of every platform, platform by platform, device
@@ -394,6 +362,9 @@ static void cl_destroy(struct gp_backend *be)
 		clReleaseMemObject(cb->row_status);
 	free(cb->host_loss);
 	free(cb->host_status);
+	for (int i = 0; i < SCRATCH_COUNT; i++)
+		if (cb->scratch[i])
+			clReleaseMemObject(cb->scratch[i]);
 	pthread_mutex_lock(&live_lock);
 	last = --live_backends == 0;
 	/* CLBlast's cache holds the context and queue; empty it before they
@@ -412,7 +383,7 @@ static int cl_finish(struct gp_backend *be)
 {
 	cl_int st = clFinish(to_cl(be)->queue);
 
-	return st == CL_SUCCESS ? 0 : cl_fail(be, "clFinish", st);
+	return st == CL_SUCCESS ? 0 : gp_cl_fail(be, "clFinish", st);
 }
 
 static int cl_buf_alloc(struct gp_backend *be, struct gp_buf *b)
@@ -426,13 +397,13 @@ static int cl_buf_alloc(struct gp_backend *be, struct gp_buf *b)
 
 	mem = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE, bytes, NULL, &st);
 	if (st != CL_SUCCESS)
-		return cl_fail(be, "clCreateBuffer", st);
+		return gp_cl_fail(be, "clCreateBuffer", st);
 	/* float 0.0 and int 0 are both all-zero bits. */
 	st = clEnqueueFillBuffer(cb->queue, mem, &zero, sizeof(zero), 0, bytes,
 				 0, NULL, NULL);
 	if (st != CL_SUCCESS) {
 		clReleaseMemObject(mem);
-		return cl_fail(be, "clEnqueueFillBuffer", st);
+		return gp_cl_fail(be, "clEnqueueFillBuffer", st);
 	}
 	b->impl = mem;
 	return 0;
@@ -452,7 +423,7 @@ static int cl_buf_write(struct gp_buf *b, const void *src, size_t off,
 					 CL_TRUE, off, bytes, src, 0, NULL,
 					 NULL);
 
-	return st == CL_SUCCESS ? 0 : cl_fail(b->be, "clEnqueueWriteBuffer",
+	return st == CL_SUCCESS ? 0 : gp_cl_fail(b->be, "clEnqueueWriteBuffer",
 					      st);
 }
 
@@ -463,7 +434,7 @@ static int cl_buf_read(const struct gp_buf *b, void *dst, size_t off,
 					CL_TRUE, off, bytes, dst, 0, NULL,
 					NULL);
 
-	return st == CL_SUCCESS ? 0 : cl_fail(b->be, "clEnqueueReadBuffer",
+	return st == CL_SUCCESS ? 0 : gp_cl_fail(b->be, "clEnqueueReadBuffer",
 					      st);
 }
 
@@ -476,44 +447,17 @@ static int cl_buf_copy(struct gp_buf *dst, const struct gp_buf *src,
 		return 0;
 	st = clEnqueueCopyBuffer(to_cl(dst->be)->queue, mem_of(src),
 				 mem_of(dst), 0, 0, bytes, 0, NULL, NULL);
-	return st == CL_SUCCESS ? 0 : cl_fail(dst->be, "clEnqueueCopyBuffer",
+	return st == CL_SUCCESS ? 0 : gp_cl_fail(dst->be, "clEnqueueCopyBuffer",
 					      st);
 }
 
-/* Kernel arguments are uint: reject what does not fit before enqueueing. */
-static int check_u32(struct gp_backend *be, const char *what, size_t v)
-{
-	if (v > UINT32_MAX) {
-		gp_backend_set_error(be, "%s: %zu elements are too many for "
-					 "the OpenCL kernels", what, v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* Sets argument i of k; collects the first failure in *st. */
-static void set_arg(cl_kernel k, cl_uint i, size_t size, const void *value,
-		    cl_int *st)
-{
-	cl_int s;
-
-	if (*st != CL_SUCCESS)
-		return;
-	s = clSetKernelArg(k, i, size, value);
-	if (s != CL_SUCCESS)
-		*st = s;
-}
-
-/* Enqueues kernel id over global work-items (one dimension, local size
- * chosen by the runtime unless local != 0). st carries an earlier
- * clSetKernelArg failure. */
-static int launch(struct gp_backend *be, int id, size_t global, size_t local,
-		  cl_int st)
+int gp_cl_launch(struct gp_backend *be, int id, size_t global, size_t local,
+		 cl_int st)
 {
 	struct cl_backend *cb = to_cl(be);
 
 	if (st != CL_SUCCESS)
-		return cl_fail(be, kernel_names[id], st);
+		return gp_cl_fail(be, kernel_names[id], st);
 	st = clEnqueueNDRangeKernel(cb->queue, cb->kernels[id], 1, NULL,
 				    &global, local ? &local : NULL, 0, NULL,
 				    NULL);
@@ -522,7 +466,7 @@ static int launch(struct gp_backend *be, int id, size_t global, size_t local,
 
 		snprintf(call, sizeof(call), "clEnqueueNDRangeKernel(%s)",
 			 kernel_names[id]);
-		return cl_fail(be, call, st);
+		return gp_cl_fail(be, call, st);
 	}
 	return 0;
 }
@@ -542,12 +486,8 @@ static int cl_gemm(struct gp_backend *be, bool ta, bool tb, size_t m,
 			  k, alpha, mem_of(a), 0, ta ? m : k, mem_of(b), 0,
 			  tb ? k : n, beta, mem_of(c), 0, n, &cb->queue,
 			  NULL);
-	if (st != CLBlastSuccess) {
-		gp_backend_set_error(be, "CLBlastSgemm: %s (%d)",
-				     clblast_status_name(st), (int)st);
-		return clblast_status_errno(st);
-	}
-	return 0;
+	return st == CLBlastSuccess ? 0
+				    : gp_cl_blast_fail(be, "CLBlastSgemm", st);
 }
 
 static int cl_bias_add(struct gp_backend *be, struct gp_buf *x,
@@ -568,7 +508,7 @@ static int cl_bias_add(struct gp_backend *be, struct gp_buf *x,
 	set_arg(kern, 2, sizeof(n32), &n32, &st);
 	set_arg(kern, 3, sizeof(c32), &c32, &st);
 	set_arg(kern, 4, sizeof(relu32), &relu32, &st);
-	return launch(be, K_BIAS_ADD, total, 0, st);
+	return gp_cl_launch(be, K_BIAS_ADD, total, 0, st);
 }
 
 static int cl_col_sum(struct gp_backend *be, const struct gp_buf *x,
@@ -584,7 +524,7 @@ static int cl_col_sum(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 2, sizeof(c32), &c32, &st);
 	set_arg(kern, 3, sizeof(beta), &beta, &st);
 	set_arg(kern, 4, sizeof(om), &om, &st);
-	return launch(be, K_COL_SUM, cols, 0, st);
+	return gp_cl_launch(be, K_COL_SUM, cols, 0, st);
 }
 
 static int cl_relu_forward(struct gp_backend *be, const struct gp_buf *x,
@@ -601,7 +541,7 @@ static int cl_relu_forward(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 0, sizeof(xm), &xm, &st);
 	set_arg(kern, 1, sizeof(ym), &ym, &st);
 	set_arg(kern, 2, sizeof(n32), &n32, &st);
-	return launch(be, K_RELU_FORWARD, n, 0, st);
+	return gp_cl_launch(be, K_RELU_FORWARD, n, 0, st);
 }
 
 static int cl_relu_backward(struct gp_backend *be, const struct gp_buf *y,
@@ -620,11 +560,10 @@ static int cl_relu_backward(struct gp_backend *be, const struct gp_buf *y,
 	set_arg(kern, 1, sizeof(dym), &dym, &st);
 	set_arg(kern, 2, sizeof(dxm), &dxm, &st);
 	set_arg(kern, 3, sizeof(n32), &n32, &st);
-	return launch(be, K_RELU_BACKWARD, n, 0, st);
+	return gp_cl_launch(be, K_RELU_BACKWARD, n, 0, st);
 }
 
-/* Makes the per-row result buffers hold at least rows entries. */
-static int ensure_rows(struct cl_backend *cb, size_t rows)
+int gp_cl_ensure_rows(struct cl_backend *cb, size_t rows)
 {
 	struct gp_backend *be = &cb->base;
 	cl_mem loss, status;
@@ -637,12 +576,12 @@ static int ensure_rows(struct cl_backend *cb, size_t rows)
 	loss = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE,
 			      rows * sizeof(cl_float), NULL, &st);
 	if (st != CL_SUCCESS)
-		return cl_fail(be, "clCreateBuffer", st);
+		return gp_cl_fail(be, "clCreateBuffer", st);
 	status = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE,
 				rows * sizeof(cl_int), NULL, &st);
 	if (st != CL_SUCCESS) {
 		clReleaseMemObject(loss);
-		return cl_fail(be, "clCreateBuffer", st);
+		return gp_cl_fail(be, "clCreateBuffer", st);
 	}
 	hloss = malloc(rows * sizeof(*hloss));
 	hstatus = malloc(rows * sizeof(*hstatus));
@@ -667,6 +606,50 @@ static int ensure_rows(struct cl_backend *cb, size_t rows)
 	return 0;
 }
 
+int gp_cl_read_rows(struct cl_backend *cb, size_t rows, bool loss,
+		    bool status)
+{
+	cl_int st = CL_SUCCESS;
+
+	/* The queue is in order: the blocking last read also waits for the
+	 * first. */
+	if (loss)
+		st = clEnqueueReadBuffer(cb->queue, cb->row_loss, !status, 0,
+					 rows * sizeof(cl_float),
+					 cb->host_loss, 0, NULL, NULL);
+	if (st == CL_SUCCESS && status)
+		st = clEnqueueReadBuffer(cb->queue, cb->row_status, CL_TRUE,
+					 0, rows * sizeof(cl_int),
+					 cb->host_status, 0, NULL, NULL);
+	if (st != CL_SUCCESS) {
+		/* A non-blocking read may still be pending: drain it. */
+		clFinish(cb->queue);
+		return gp_cl_fail(&cb->base, "clEnqueueReadBuffer", st);
+	}
+	return 0;
+}
+
+int gp_cl_scratch(struct cl_backend *cb, int slot, size_t bytes,
+		  cl_mem *ret)
+{
+	cl_mem mem;
+	cl_int st;
+
+	if (bytes > cb->scratch_bytes[slot]) {
+		mem = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE, bytes, NULL,
+				     &st);
+		if (st != CL_SUCCESS)
+			return gp_cl_fail(&cb->base, "clCreateBuffer", st);
+		/* Ops enqueued on the old buffer still hold it. */
+		if (cb->scratch[slot])
+			clReleaseMemObject(cb->scratch[slot]);
+		cb->scratch[slot] = mem;
+		cb->scratch_bytes[slot] = bytes;
+	}
+	*ret = cb->scratch[slot];
+	return 0;
+}
+
 static int cl_softmax_xent(struct gp_backend *be, struct gp_buf *logits,
 			   const struct gp_buf *labels, size_t rows,
 			   size_t cols, struct gp_buf *dlogits,
@@ -684,7 +667,7 @@ static int cl_softmax_xent(struct gp_backend *be, struct gp_buf *logits,
 	size_t correct = 0;
 	int r;
 
-	if ((r = ensure_rows(cb, rows)) < 0)
+	if ((r = gp_cl_ensure_rows(cb, rows)) < 0)
 		return r;
 	set_arg(kern, 0, sizeof(lm), &lm, &st);
 	set_arg(kern, 1, sizeof(labm), &labm, &st);
@@ -695,25 +678,10 @@ static int cl_softmax_xent(struct gp_backend *be, struct gp_buf *logits,
 	set_arg(kern, 6, sizeof(inv_rows), &inv_rows, &st);
 	set_arg(kern, 7, sizeof(cb->row_loss), &cb->row_loss, &st);
 	set_arg(kern, 8, sizeof(cb->row_status), &cb->row_status, &st);
-	if ((r = launch(be, K_SOFTMAX_XENT, rows, 0, st)) < 0)
+	if ((r = gp_cl_launch(be, K_SOFTMAX_XENT, rows, 0, st)) < 0)
 		return r;
-	/* The queue is in order: the blocking second read also waits for the
-	 * first. */
-	st = clEnqueueReadBuffer(cb->queue, cb->row_loss, CL_FALSE, 0,
-				 rows * sizeof(cl_float), cb->host_loss, 0,
-				 NULL, NULL);
-	if (st != CL_SUCCESS) {
-		/* A non-blocking read may still be pending: drain it. */
-		clFinish(cb->queue);
-		return cl_fail(be, "clEnqueueReadBuffer", st);
-	}
-	st = clEnqueueReadBuffer(cb->queue, cb->row_status, CL_TRUE, 0,
-				 rows * sizeof(cl_int), cb->host_status, 0,
-				 NULL, NULL);
-	if (st != CL_SUCCESS) {
-		clFinish(cb->queue);
-		return cl_fail(be, "clEnqueueReadBuffer", st);
-	}
+	if ((r = gp_cl_read_rows(cb, rows, true, true)) < 0)
+		return r;
 	/* Summed in double in row order: the same answer every time. */
 	for (size_t i = 0; i < rows; i++) {
 		if (cb->host_status[i] < 0) {
@@ -743,7 +711,7 @@ static int cl_argmax(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 1, sizeof(r32), &r32, &st);
 	set_arg(kern, 2, sizeof(c32), &c32, &st);
 	set_arg(kern, 3, sizeof(om), &om, &st);
-	return launch(be, K_ARGMAX, rows, 0, st);
+	return gp_cl_launch(be, K_ARGMAX, rows, 0, st);
 }
 
 static int cl_axpy(struct gp_backend *be, size_t n, float alpha,
@@ -761,7 +729,7 @@ static int cl_axpy(struct gp_backend *be, size_t n, float alpha,
 	set_arg(kern, 1, sizeof(alpha), &alpha, &st);
 	set_arg(kern, 2, sizeof(xm), &xm, &st);
 	set_arg(kern, 3, sizeof(ym), &ym, &st);
-	return launch(be, K_AXPY, n, 0, st);
+	return gp_cl_launch(be, K_AXPY, n, 0, st);
 }
 
 static int cl_scale(struct gp_backend *be, size_t n, float alpha,
@@ -778,7 +746,7 @@ static int cl_scale(struct gp_backend *be, size_t n, float alpha,
 	set_arg(kern, 0, sizeof(n32), &n32, &st);
 	set_arg(kern, 1, sizeof(alpha), &alpha, &st);
 	set_arg(kern, 2, sizeof(xm), &xm, &st);
-	return launch(be, K_SCALE, n, 0, st);
+	return gp_cl_launch(be, K_SCALE, n, 0, st);
 }
 
 static int cl_sumsq(struct gp_backend *be, const struct gp_buf *x, size_t n,
@@ -806,13 +774,13 @@ static int cl_sumsq(struct gp_backend *be, const struct gp_buf *x, size_t n,
 	set_arg(kern, 1, sizeof(n32), &n32, &st);
 	set_arg(kern, 2, sizeof(cb->sumsq_partial), &cb->sumsq_partial, &st);
 	set_arg(kern, 3, local * sizeof(cl_float), NULL, &st);
-	if ((r = launch(be, K_SUMSQ_PARTIAL, global, local, st)) < 0)
+	if ((r = gp_cl_launch(be, K_SUMSQ_PARTIAL, global, local, st)) < 0)
 		return r;
 	st = clEnqueueReadBuffer(cb->queue, cb->sumsq_partial, CL_TRUE, 0,
 				 groups * sizeof(cl_float), partial, 0, NULL,
 				 NULL);
 	if (st != CL_SUCCESS)
-		return cl_fail(be, "clEnqueueReadBuffer", st);
+		return gp_cl_fail(be, "clEnqueueReadBuffer", st);
 	for (size_t i = 0; i < groups; i++)
 		sum += partial[i];
 	*ret = sum;
@@ -837,7 +805,7 @@ static int cl_sgd_momentum(struct gp_backend *be, size_t n, float lr,
 	set_arg(kern, 3, sizeof(gm), &gm, &st);
 	set_arg(kern, 4, sizeof(vm), &vm, &st);
 	set_arg(kern, 5, sizeof(pm), &pm, &st);
-	return launch(be, K_SGD_MOMENTUM, n, 0, st);
+	return gp_cl_launch(be, K_SGD_MOMENTUM, n, 0, st);
 }
 
 /* The shape of a convolution as the kernels take it: the eleven sizes
@@ -878,7 +846,7 @@ static int cl_conv2d_forward(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 3, sizeof(ym), &ym, &st);
 	for (cl_uint i = 0; i < 11; i++)
 		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	return launch(be, K_CONV2D_FORWARD, s->n * s->oc * s->oh * s->ow, 0,
+	return gp_cl_launch(be, K_CONV2D_FORWARD, s->n * s->oc * s->oh * s->ow, 0,
 		      st);
 }
 
@@ -907,7 +875,7 @@ static int cl_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
 		set_arg(kern, 2, sizeof(dxm), &dxm, &st);
 		for (cl_uint i = 0; i < 11; i++)
 			set_arg(kern, 3 + i, sizeof(a[i]), &a[i], &st);
-		r = launch(be, K_CONV2D_BACKWARD_X,
+		r = gp_cl_launch(be, K_CONV2D_BACKWARD_X,
 			   s->n * s->c * s->h * s->w, 0, st);
 		if (r < 0)
 			return r;
@@ -919,7 +887,7 @@ static int cl_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 3, sizeof(beta), &beta, &st);
 	for (cl_uint i = 0; i < 11; i++)
 		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	r = launch(be, K_CONV2D_BACKWARD_W, s->oc * s->c * s->kh * s->kw, 0,
+	r = gp_cl_launch(be, K_CONV2D_BACKWARD_W, s->oc * s->c * s->kh * s->kw, 0,
 		   st);
 	if (r < 0)
 		return r;
@@ -932,7 +900,7 @@ static int cl_conv2d_backward(struct gp_backend *be, const struct gp_buf *x,
 	set_arg(kern, 3, sizeof(a[0]), &a[0], &st);
 	set_arg(kern, 4, sizeof(oc32), &oc32, &st);
 	set_arg(kern, 5, sizeof(plane), &plane, &st);
-	return launch(be, K_CONV2D_BACKWARD_B, s->oc, 0, st);
+	return gp_cl_launch(be, K_CONV2D_BACKWARD_B, s->oc, 0, st);
 }
 
 /* The pooling kernels' size arguments after the buffers and the max flag:
@@ -974,7 +942,7 @@ static int cl_pool2d(struct gp_backend *be, int id, bool max, cl_mem in,
 	set_arg(kern, 3, sizeof(max32), &max32, &st);
 	for (cl_uint i = 0; i < 7; i++)
 		set_arg(kern, 4 + i, sizeof(a[i]), &a[i], &st);
-	return launch(be, id, global, 0, st);
+	return gp_cl_launch(be, id, global, 0, st);
 }
 
 /* Average pooling has no index buffer: the kernels then get the output
@@ -1022,6 +990,16 @@ static const struct gp_backend_ops cl_ops = {
 	.conv2d_backward = cl_conv2d_backward,
 	.pool2d_forward = cl_pool2d_forward,
 	.pool2d_backward = cl_pool2d_backward,
+	.gelu_forward = gp_cl_gelu_forward,
+	.gelu_backward = gp_cl_gelu_backward,
+	.mul = gp_cl_mul,
+	.layernorm_forward = gp_cl_layernorm_forward,
+	.layernorm_backward = gp_cl_layernorm_backward,
+	.mse = gp_cl_mse,
+	.embedding_forward = gp_cl_embedding_forward,
+	.embedding_backward = gp_cl_embedding_backward,
+	.attention_forward = gp_cl_attention_forward,
+	.attention_backward = gp_cl_attention_backward,
 };
 
 /* Builds the embedded sources for the device; on failure the build log goes
@@ -1029,19 +1007,25 @@ static const struct gp_backend_ops cl_ops = {
 static int build_program(struct cl_backend *cb)
 {
 	struct gp_backend *be = &cb->base;
-	size_t log_len = 0;
+	size_t log_len = 0, used = 0;
+	char names[256] = "", *log;
 	cl_int st, lst;
-	char *log;
 
 	cb->program = clCreateProgramWithSource(cb->ctx,
 						(cl_uint)gp_cl_source_count,
 						(const char **)gp_cl_sources,
 						NULL, &st);
 	if (st != CL_SUCCESS)
-		return cl_fail(be, "clCreateProgramWithSource", st);
+		return gp_cl_fail(be, "clCreateProgramWithSource", st);
 	st = clBuildProgram(cb->program, 1, &cb->device, "", NULL, NULL);
 	if (st == CL_SUCCESS)
 		return 0;
+	/* The sources are built as one text: the log's line numbers may
+	 * refer to any of them. */
+	for (size_t i = 0; i < gp_cl_source_count && used < sizeof(names); i++)
+		used += (size_t)snprintf(names + used, sizeof(names) - used,
+					 "%s%s", i ? ", " : "",
+					 gp_cl_source_names[i]);
 	lst = clGetProgramBuildInfo(cb->program, cb->device,
 				    CL_PROGRAM_BUILD_LOG, 0, NULL, &log_len);
 	log = lst == CL_SUCCESS && log_len > 0 ? malloc(log_len + 1) : NULL;
@@ -1050,11 +1034,11 @@ static int build_program(struct cl_backend *cb)
 				  log_len, log, NULL) == CL_SUCCESS) {
 		log[log_len] = '\0';
 		gp_backend_set_error(be, "clBuildProgram(%s): %s (%d)\n%s",
-				     gp_cl_source_names[0],
+				     names,
 				     gp_cl_status_name(st), (int)st, log);
 	} else {
 		gp_backend_set_error(be, "clBuildProgram(%s): %s (%d), no log",
-				     gp_cl_source_names[0],
+				     names,
 				     gp_cl_status_name(st), (int)st);
 	}
 	free(log);
@@ -1072,7 +1056,7 @@ static int pick_sumsq_local(struct cl_backend *cb)
 				      cb->device, CL_KERNEL_WORK_GROUP_SIZE,
 				      sizeof(max), &max, NULL);
 	if (st != CL_SUCCESS)
-		return cl_fail(&cb->base, "clGetKernelWorkGroupInfo", st);
+		return gp_cl_fail(&cb->base, "clGetKernelWorkGroupInfo", st);
 	while (local * 2 <= max && local * 2 <= SUMSQ_MAX_LOCAL)
 		local *= 2;
 	cb->sumsq_local = local;
@@ -1114,14 +1098,14 @@ int gp_opencl_create(int device_index, struct gp_backend **ret)
 	props[2] = 0;
 	cb->ctx = clCreateContext(props, 1, &cb->device, NULL, NULL, &st);
 	if (st != CL_SUCCESS) {
-		r = cl_fail(&cb->base, "clCreateContext", st);
+		r = gp_cl_fail(&cb->base, "clCreateContext", st);
 		goto fail;
 	}
 	/* In order, no profiling: ops depend on each other's results and the
 	 * queue order is what makes that safe without events. */
 	cb->queue = clCreateCommandQueue(cb->ctx, cb->device, 0, &st);
 	if (st != CL_SUCCESS) {
-		r = cl_fail(&cb->base, "clCreateCommandQueue", st);
+		r = gp_cl_fail(&cb->base, "clCreateCommandQueue", st);
 		goto fail;
 	}
 	if ((r = build_program(cb)) < 0)
@@ -1130,7 +1114,7 @@ int gp_opencl_create(int device_index, struct gp_backend **ret)
 		cb->kernels[i] = clCreateKernel(cb->program, kernel_names[i],
 						&st);
 		if (st != CL_SUCCESS) {
-			r = cl_fail(&cb->base, kernel_names[i], st);
+			r = gp_cl_fail(&cb->base, kernel_names[i], st);
 			goto fail;
 		}
 	}
@@ -1140,7 +1124,7 @@ int gp_opencl_create(int device_index, struct gp_backend **ret)
 					   SUMSQ_MAX_GROUPS * sizeof(cl_float),
 					   NULL, &st);
 	if (st != CL_SUCCESS) {
-		r = cl_fail(&cb->base, "clCreateBuffer", st);
+		r = gp_cl_fail(&cb->base, "clCreateBuffer", st);
 		goto fail;
 	}
 	*ret = &cb->base;

@@ -685,3 +685,17 @@ int gp_channel_peer_name(const struct gp_channel *ch, char *buf, size_t cap)
 		return -ENOBUFS;
 	return 0;
 }
+
+int gp_channel_send_msg(struct gp_channel *ch, const struct gp_msg *msg)
+{
+	uint8_t *buf = NULL;
+	size_t len;
+	int r;
+
+	r = gp_msg_encode_alloc(msg, &buf, &len);
+	if (r < 0)
+		return r;
+	r = gp_channel_send(ch, buf, len);
+	free(buf);
+	return r;
+}

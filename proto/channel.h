@@ -216,6 +216,11 @@ int gp_channel_connect(uv_loop_t *loop, const struct gp_channel_peer *peer,
  * GP_CLOSE_WRITE_QUEUE_FULL); -ENOMEM. */
 int gp_channel_send(struct gp_channel *ch, const void *data, size_t len);
 
+/* Encodes msg (msg.h) and sends it as one message: gp_channel_send's
+ * results, or gp_msg_encode's. */
+struct gp_msg;
+int gp_channel_send_msg(struct gp_channel *ch, const struct gp_msg *msg);
+
 /* Closes the channel: after the handshake, a close record with code and
  * text (borrowed, may be NULL; cut at GP_CHANNEL_TEXT_MAX bytes) is sent
  * after what is queued, within close_linger_ms; the peer sees

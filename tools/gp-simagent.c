@@ -569,17 +569,11 @@ static bool op_established(void *ctx)
 static int op_send(void *ctx, struct gp_msg *msg)
 {
 	struct agent *a = ctx;
-	uint8_t *buf;
-	size_t len;
 	int r;
 
 	if (!a->ch || !gp_channel_is_established(a->ch))
 		return -ENOTCONN;
-	r = gp_msg_encode_alloc(msg, &buf, &len);
-	if (r < 0)
-		return r;
-	r = gp_channel_send(a->ch, buf, len);
-	free(buf);
+	r = gp_channel_send_msg(a->ch, msg);
 	if (r == 0 && msg->type == GP_MSG_UPDATE) {
 		a->sim->updates++;
 		if (a->sim->steady_us)

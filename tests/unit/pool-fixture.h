@@ -17,7 +17,7 @@
 #include "work.h"
 
 #define FX_N 9          /* floats of the whole model */
-#define FX_MEMBERS 4
+#define FX_MEMBERS (GP_WORK_MEMO_MIN + 8)
 #define FX_LOG 512
 
 struct fx_sent {

@@ -1262,6 +1262,56 @@ static void test_bad_files(void)
 	expect_refused(path, GP_LEDGER_CHECK, -EBADMSG, path);
 	free(bytes);
 
+	/* A read-only open's check leaves the update log out (its pages
+	 * cost the owner's commands a scan); read-write opens check it. */
+	{
+		struct gp_ledger_agent a;
+		struct gp_ledger_update u;
+		int64_t tok, agent, root, page;
+
+		l = open_new("log.db", good, sizeof(good));
+		ASSERT_OK(gp_ledger_job_create(l, "spec", 1, &job));
+		tok = make_token(l, 0, 0);
+		make_agent(&a, 1, "one");
+		ASSERT_OK(gp_ledger_join(l, tok, &a, 1, &agent));
+		for (int i = 0; i < 40; i++) {
+			u = upd(job, agent, i, i, GP_UPDATE_APPLIED);
+			ASSERT_GE(gp_ledger_update_append(l, &u), 0);
+		}
+		ASSERT_EQ(gp_ledger_flush(l), 40);
+		gp_ledger_close(l);
+		page = sql_int(good, "PRAGMA page_size");
+		bytes = read_all(good, &len);
+		/* The log's root page, its type byte made invalid. */
+		root = sql_int(good, "SELECT rootpage FROM sqlite_schema "
+				     "WHERE name = 'updates'");
+		ASSERT_GT(root, 1);
+		bytes[(root - 1) * page] = 0x55;
+		path_in(path, sizeof(path), "rotten-log.db");
+		write_all(path, bytes, len);
+		ASSERT_OK(gp_ledger_open(path, GP_LEDGER_READONLY |
+					 GP_LEDGER_CHECK, &l, err, sizeof(err)));
+		gp_ledger_close(l);
+		expect_refused(path, 0, -EBADMSG, path);
+		free(bytes);
+		/* Any other table's damage stops the read-only open too. */
+		bytes = read_all(good, &len);
+		root = sql_int(good, "SELECT rootpage FROM sqlite_schema "
+				     "WHERE name = 'update_totals'");
+		ASSERT_GT(root, 1);
+		bytes[(root - 1) * page] = 0x55;
+		path_in(path, sizeof(path), "rotten-totals.db");
+		write_all(path, bytes, len);
+		/* (Not expect_refused: a read-only reader of a WAL file
+		 * makes its -shm, as SQLite's readers do.) */
+		err[0] = '\0';
+		ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_READONLY |
+					 GP_LEDGER_CHECK, &l, err, sizeof(err)),
+			  -EBADMSG);
+		ASSERT_NOT_NULL(strstr(err, "damaged"));
+		free(bytes);
+	}
+
 	/* A newer schema is refused, not downgraded. */
 	path_in(path, sizeof(path), "newer.db");
 	l = open_new("newer.db", path, sizeof(path));

@@ -3,6 +3,7 @@
  * paused members, clock sizes from the slowest agent, and the join and
  * leave decisions, all without a socket. */
 #include <errno.h>
+#include <unistd.h>
 
 #include "pool-fixture.h"
 
@@ -544,6 +545,43 @@ static void test_pull_budget(void)
 	fx_teardown(&f);
 }
 
+/* Above GP_WORK_MEMO_MIN live agents the links' clock is a figure at most
+ * GP_WORK_MEMO_US old: a slower link shows after that, not at once;
+ * with fewer agents at once. */
+static void test_memo(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	const size_t n = GP_WORK_MEMO_MIN + 1;
+	struct fixture f;
+	double s0, s1;
+
+	fx_setup(&f, 1);
+	f.job.comm_share = 0.10;
+	f.job.max_agents = FX_MEMBERS;
+	for (size_t i = 0; i < n; i++) {
+		fx_join(&f, i, caps);
+		set_link(&f, i + 1, 72, 0.001);
+	}
+	s0 = gp_work_sync_interval(&f.pool);
+	ASSERT(s0 > 0);
+	/* One link ten times slower (its measurement is smoothed: slower,
+	 * not ten times): the memo still holds. */
+	set_link(&f, 1, 72, 0.01);
+	ASSERT(gp_work_sync_interval(&f.pool) == s0);
+	usleep(GP_WORK_MEMO_US + 20000);
+	s1 = gp_work_sync_interval(&f.pool);
+	ASSERT(s1 > s0);
+	/* One fewer live agent, at GP_WORK_MEMO_MIN: no memo, a slower link
+	 * shows at once. */
+	ASSERT_EQ(gp_members_leave(&f.pool, &f.members[n - 1]), 0);
+	gp_members_remove(&f.pool, &f.members[n - 1]);
+	s0 = gp_work_sync_interval(&f.pool);
+	set_link(&f, 1, 72, 0.1);
+	ASSERT(gp_work_sync_interval(&f.pool) > s0);
+	fx_teardown(&f);
+}
+
 /* Connections that wait too long: no JOIN, no work request, no update. */
 static void test_overdue(void)
 {
@@ -798,5 +836,6 @@ int main(void)
 	test_probe_extend();
 	test_members();
 	test_pull_budget();
+	test_memo();
 	return 0;
 }
