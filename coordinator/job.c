@@ -59,9 +59,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_strikes = 8;
 	job->robust_clip = 2;
 	job->robust_momentum = 0.9;
-	/* Off until an honest member's mismatch after a coordinator
-	 * restart is understood (docs/security.md "Limits"). */
-	job->verify_rate = 0;
+	job->verify_rate = 0.1;
 	job->verify_tolerance = 0.05;
 	job->verify_bans = 2;
 	job->work_timeout_ms = 120000;

@@ -93,9 +93,8 @@
  *                             typical honest one; 0 is off, else 1..100
  *   robust_momentum = 0.9     weight of the past in that direction and in
  *                             each member's momentum, [0, 0.999]
- *   verify_rate = 0           fraction of each member's clocks whose first
+ *   verify_rate = 0.1         fraction of each member's clocks whose first
  *                             update is recomputed (verify.h); 0 is off
- *                             (the default, for now: docs/security.md)
  *   verify_tolerance = 0.05   relative difference a recomputed update may
  *                             show beyond the wire's rounding, 1e-6..10
  *   verify_bans = 2           mismatches after which a member is revoked

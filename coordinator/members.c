@@ -86,6 +86,7 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 	pool->pull_bytes -= m->pull_bytes;
 	m->pull_bytes = 0;
 	gp_robust_agent_finish(&m->robust);
+	gp_robust_forget(&pool->robust, (uint64_t)m->agent_id);
 	gp_verify_member_finish(pool, m);
 }
 

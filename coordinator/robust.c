@@ -40,27 +40,34 @@ static int cmp_entry(const void *a, const void *b)
 /* GP_ROBUST_QUANTILE of ring[0..len), each member weighing the same
  * however many of the entries are its own: a member that answers at once
  * (one that computes nothing) has most of the updates, and would else
- * set the radii itself. who[] names each entry's member. */
+ * set the radii itself. who[] names each entry's member. A deviation of
+ * exactly 0 (an update that is the centre itself) says nothing about the
+ * honest noise and is left out; 0 when nothing is left: no radius. */
 static double quantile(const double *ring, const uint64_t *who, uint32_t len)
 {
 	struct entry e[GP_ROBUST_WINDOW];
 	double total = 0, acc = 0;
+	uint32_t k = 0;
 
 	for (uint32_t i = 0; i < len; i++) {
 		uint32_t same = 0;
 
+		if (!(ring[i] > 0))
+			continue;
 		for (uint32_t j = 0; j < len; j++)
-			same += who[j] == who[i];
-		e[i] = (struct entry){ ring[i], 1.0 / same };
-		total += e[i].w;
+			same += who[j] == who[i] && ring[j] > 0;
+		e[k] = (struct entry){ ring[i], 1.0 / same };
+		total += e[k++].w;
 	}
-	qsort(e, len, sizeof(e[0]), cmp_entry);
-	for (uint32_t i = 0; i < len; i++) {
+	if (k == 0)
+		return 0;
+	qsort(e, k, sizeof(e[0]), cmp_entry);
+	for (uint32_t i = 0; i < k; i++) {
 		acc += e[i].w;
 		if (acc >= GP_ROBUST_QUANTILE * total)
 			return e[i].v;
 	}
-	return e[len - 1].v;
+	return e[k - 1].v;
 }
 
 /* The sums' weights of a group of u->k: D_a, D_b and K_eff. */
@@ -179,8 +186,9 @@ static void shrink(struct gp_robust *r, float *m, bool first_m,
 		axpby(u->a, r->centre, u->n, (float)lambda,
 		      (float)((1 - lambda) * da));
 	}
-	axpby(r->centre, u->a, u->n, (float)beta_k,
-	      (float)((1 - beta_k) / da));
+	if (beta_k < 1)
+		axpby(r->centre, u->a, u->n, (float)beta_k,
+		      (float)((1 - beta_k) / da));
 }
 
 /* Whether the window holds GP_ROBUST_MEMBERS different members. */
@@ -248,27 +256,37 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		ret->tau_g = r->clip * quantile(r->ring_g, r->ring_who, r->ring_len) /
 			     sqrt(keff);
 		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_who, r->ring_len);
-		if (ret->dev_g > ret->tau_g)
+		/* A radius of 0 is no measure of the noise: nothing shrunk. */
+		if (!(ret->tau_g > 0) || !(ret->tau_m > 0))
+			ret->tau_g = ret->tau_m = 0;
+		else if (ret->dev_g > ret->tau_g)
 			lambda = ret->tau_g / ret->dev_g;
 		/* A member whose average is away from the pool's keeps the
 		 * square of the ratio: its drift is no noise (honest momenta
 		 * average theirs out), and half of a sign-flipped update
 		 * still undoes an honest one. */
-		if (ret->dev_m > ret->tau_m) {
+		if (ret->tau_m > 0 && ret->dev_m > ret->tau_m) {
 			double q = ret->tau_m / ret->dev_m;
 
 			if (q * q < lambda)
 				lambda = q * q;
 		}
 	}
-	if (!first)
+	/* An update of zeros (a member that computed nothing) carries no
+	 * measure of the honest noise nor of the pool's direction: several
+	 * such members, each with a few updates at the start (the centre
+	 * still 0, their deviations 0), made the radii 0 and every honest
+	 * update was replaced by the centre for an epoch
+	 * (fault/hostile-members). It is shrunk like any other, and leaves
+	 * the window and the centre alone. */
+	if (!first && s.aa > 0)
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
-	beta_k = first ? 0 : pow(r->beta, (double)u->k /
-					(u->members ? u->members : 1));
+	beta_k = first ? 0 : !(s.aa > 0) ? 1 :
+		 pow(r->beta, (double)u->k / (u->members ? u->members : 1));
 	/* The centre weighs members, not updates: a member with more than
 	 * its share of the window moves it less, one with less more (at
 	 * most 4 times). */
-	if (!first && r->ring_len) {
+	if (!first && r->ring_len && beta_k < 1) {
 		uint32_t mine = 0;
 		double share, f;
 
@@ -295,6 +313,30 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 out:
 	r->cpu_ns += thread_ns() - t0;
 	return rc;
+}
+
+void gp_robust_forget(struct gp_robust *r, uint64_t who)
+{
+	double g[GP_ROBUST_WINDOW], m[GP_ROBUST_WINDOW];
+	uint64_t w[GP_ROBUST_WINDOW];
+	uint32_t first = r->ring_len < GP_ROBUST_WINDOW ? 0 : r->ring_pos;
+	uint32_t k = 0;
+
+	/* Oldest first, as push() left them. */
+	for (uint32_t i = 0; i < r->ring_len; i++) {
+		uint32_t at = (first + i) % GP_ROBUST_WINDOW;
+
+		if (r->ring_who[at] == who)
+			continue;
+		g[k] = r->ring_g[at];
+		m[k] = r->ring_m[at];
+		w[k++] = r->ring_who[at];
+	}
+	memcpy(r->ring_g, g, k * sizeof(g[0]));
+	memcpy(r->ring_m, m, k * sizeof(m[0]));
+	memcpy(r->ring_who, w, k * sizeof(w[0]));
+	r->ring_len = k;
+	r->ring_pos = k % GP_ROBUST_WINDOW;
 }
 
 void gp_robust_agent_finish(struct gp_robust_agent *agent)

@@ -125,7 +125,14 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		     const struct gp_robust_update *u,
 		     struct gp_robust_result *ret);
 
+/* Frees agent's momentum (NULL-safe as to it) and starts its run anew. */
 void gp_robust_agent_finish(struct gp_robust_agent *agent);
+
+/* Drops the member `who`'s deviations from r's window: it left the pool,
+ * and the radii follow the noise of the members still in it (members
+ * that sent a few updates and left would else set them until the window
+ * turns over, which takes long when updates are large groups). */
+void gp_robust_forget(struct gp_robust *r, uint64_t who);
 
 /* Frees agent's momentum when r applied more than GP_ROBUST_IDLE_UPDATES
  * updates since the agent's last (its counters stay). Cheap; serve calls

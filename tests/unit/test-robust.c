@@ -6,7 +6,9 @@
  * group's sums are shrunk exactly as its gradients one by one would be;
  * what the optimiser refuses is left as sent and changes no state; a
  * member idle for GP_ROBUST_IDLE_UPDATES of the pool's updates gives its
- * momentum back and starts a new one with its next update. */
+ * momentum back and starts a new one with its next update; members that
+ * sent only zeros set no radius; a member that left is dropped from the
+ * window. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,8 +370,93 @@ static void test_trim_idle(void)
 	gp_robust_finish(&r);
 }
 
+/* Three members that send a few updates of zeros first (computing
+ * nothing) and two honest ones after them: the zeros' deviations (0, the
+ * centre still 0) set no radius, and the honest updates are not replaced
+ * by the centre (fault/hostile-members: every honest update damped to 0
+ * for an epoch). */
+static void test_zero_members(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[5] = {{0}};
+	struct gp_robust_result res;
+	const uint64_t zeros[] = { 2, 3, 4, 3, 4, 2, 3 };
+	double lowest = 1;
+	float g[N];
+
+	for (size_t t = 0; t < sizeof(zeros) / sizeof(zeros[0]); t++) {
+		struct gp_robust_update u = plain(g, zeros[t]);
+
+		memset(g, 0, sizeof(g));
+		u.members = 5;
+		ASSERT_OK(gp_robust_filter(&r, &a[zeros[t]], &u, &res));
+	}
+	for (int t = 0; t < 200; t++) {
+		struct gp_robust_update u = plain(g, (uint64_t)t % 2);
+
+		honest(g);
+		u.members = 5;
+		ASSERT_OK(gp_robust_filter(&r, &a[t % 2], &u, &res));
+		if (res.weight < lowest)
+			lowest = res.weight;
+	}
+	printf("zero members: lowest honest weight %.3f\n", lowest);
+	ASSERT(lowest > 0.5);
+	for (int i = 0; i < 5; i++)
+		gp_robust_agent_finish(&a[i]);
+	gp_robust_finish(&r);
+}
+
+/* gp_robust_forget() drops a member's deviations, before and after the
+ * window wraps, and the window goes on filling in order. */
+static void test_forget(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[HONEST + 1] = {{0}};
+	struct gp_robust_result res;
+	float g[N];
+
+	for (int round = 0; round < 2; round++) {
+		/* 21 updates (the first sets the centre), then 100 more. */
+		int n = round ? 100 : 21;
+
+		for (int t = 0; t < n; t++) {
+			size_t i = (size_t)t % (HONEST + 1);
+			struct gp_robust_update u = plain(g, i);
+
+			honest(g);
+			ASSERT_OK(gp_robust_filter(&r, &a[i], &u, &res));
+		}
+		{
+			uint32_t len = r.ring_len, mine = 0;
+
+			for (uint32_t i = 0; i < len; i++)
+				mine += r.ring_who[i] == HONEST;
+			ASSERT_GT(mine, 0);
+			gp_robust_forget(&r, HONEST);
+			ASSERT_EQ(r.ring_len, len - mine);
+			ASSERT_EQ(r.ring_pos, r.ring_len % GP_ROBUST_WINDOW);
+			for (uint32_t i = 0; i < r.ring_len; i++)
+				ASSERT(r.ring_who[i] != HONEST);
+		}
+	}
+	/* It fills up again. */
+	for (int t = 0; t < 100; t++) {
+		struct gp_robust_update u = plain(g, (uint64_t)t % HONEST);
+
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[t % HONEST], &u, &res));
+	}
+	ASSERT_EQ(r.ring_len, GP_ROBUST_WINDOW);
+	for (int i = 0; i <= HONEST; i++)
+		gp_robust_agent_finish(&a[i]);
+	gp_robust_finish(&r);
+}
+
 int main(void)
 {
+	test_zero_members();
+	test_forget();
 	test_trim_idle();
 	test_off();
 	test_attacks();

@@ -5,7 +5,8 @@
  * all, while sign flip, zeros, scaling, noise and a stale update fail at
  * the default tolerance; and taking a member's updates back leaves the
  * parameters and momentum exactly where the same steps with its updates
- * zero lead, through a rebase of the momentum's scale. */
+ * zero lead, through a rebase of the momentum's scale; and a pull for a
+ * clock with work still out is never picked. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,8 +240,37 @@ static void test_take_back(void)
 	free(zero);
 }
 
+/* A pull for a clock whose work is still on its way is never picked: that
+ * work's update, computed from the copy before, would arrive first and be
+ * compared with the copy this pull sends (a false mismatch after a
+ * coordinator's resume, fault/crash-coordinator). */
+static void test_pick_open(void)
+{
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9, .verify_rate = 1 };
+	struct gp_pool pool = { .job = &job, .n_params = 4 };
+	struct gp_member m = { .agent_id = 1, .clock = 5, .clock_open = 3 };
+	struct gp_verify_env env = {0};
+	struct gp_verify *v;
+
+	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
+	pool.verify = v;
+	/* The next run of clock 5, pipelined while 3 of its minibatches are
+	 * out. */
+	ASSERT(!gp_verify_pick(&pool, &m, 5));
+	/* Clock 6 handed out ahead: its first work. */
+	ASSERT(gp_verify_pick(&pool, &m, 6));
+	m.next_open = 2;
+	ASSERT(!gp_verify_pick(&pool, &m, 6));
+	/* Clock 5's work all answered: its next run's pull may be picked. */
+	m.clock_open = 0;
+	ASSERT(gp_verify_pick(&pool, &m, 5));
+	gp_verify_destroy(v);
+}
+
 int main(void)
 {
+	test_pick_open();
 	test_detection();
 	test_allowance();
 	test_take_back();
