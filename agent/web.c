@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "util.h"
 
 /* Days shown in the charts, the latest last. */
 #define CHART_DAYS 30
@@ -298,11 +299,80 @@ static void put_job(struct buf *b, const struct gp_agent_status *st)
 	put(b, "</div>");
 }
 
+/* Every membership: the pool served, those standing by (an agent serves
+ * one pool at a time) and those left, each with what its coordinator last
+ * told of its job. Rows carry the fingerprint (data-pool) and the role
+ * (data-role: served, standby, left) for scripts and tests. */
+static void put_members(struct buf *b, const struct gp_agent_status *st,
+			const struct gp_stats_membership *m, size_t n)
+{
+	int served = gp_agent_status_served(st, m, n);
+	char t[32], name[GP_STATS_JOB_NAME_MAX + 80];
+
+	put(b, "<h2>Your pools</h2><table id=\"memberships\"><thead><tr>"
+	       "<th>pool</th><th>key</th><th>joined</th><th>this agent</th>"
+	       "<th>the pool's job, as last told</th></tr></thead><tbody>");
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_stats_job *j = &m[i].job;
+		const char *role = m[i].left_at ? "left" :
+				   (int)i == served ? "served" : "standby";
+
+		put(b, "<tr data-pool=\"");
+		put_text(b, m[i].pool);
+		put(b, "\" data-role=\"%s\"><td>", role);
+		gp_stats_pool_name(m[i].pool, m, n, name, sizeof(name));
+		put_text(b, name[0] ? name : m[i].pool);
+		put(b, "</td><td class=\"key\"><code>");
+		put_text(b, m[i].pool);
+		put(b, "</code></td><td>");
+		put_text(b, gp_format_time(m[i].joined_at, t, sizeof(t)));
+		put(b, "</td><td>");
+		if (m[i].left_at) {
+			put(b, "left ");
+			put_text(b, gp_format_time(m[i].left_at, t, sizeof(t)));
+		} else if ((int)i == served) {
+			put(b, "<strong>serves it</strong> (");
+			put_text(b, st->state);
+			put(b, ")");
+		} else {
+			put(b, "standing by: an agent serves one pool at a "
+			       "time");
+		}
+		put(b, "</td><td>");
+		if (!j->name[0]) {
+			put(b, "not told yet");
+		} else {
+			put_text(b, j->name);
+			put(b, " (job %" PRId64 "), ", j->id);
+			put_text(b, j->state);
+			if (j->epochs)
+				put(b, ", epoch %" PRIu32 " of %" PRIu32,
+				    j->epoch, j->epochs);
+			put(b, ", <span class=\"member-progress\" "
+			       "data-value=\"%.6f\">%.1f %%</span> done",
+			    j->progress, 100.0 * j->progress);
+			if (j->accuracy >= 0)
+				put(b, ", test accuracy %.2f %%",
+				    100.0 * j->accuracy);
+			put(b, " <small>(");
+			put_text(b, gp_format_time(j->told_at, t, sizeof(t)));
+			put(b, ")</small>");
+		}
+		put(b, "</td></tr>");
+	}
+	if (n == 0)
+		put(b, "<tr><td colspan=\"5\">none yet: gradpool-agent join "
+		       "TOKEN</td></tr>");
+	put(b, "</tbody></table>");
+}
+
 int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		  const struct gp_stats_row *pools, size_t n_pools,
 		  const struct gp_stats_row *devices, size_t n_devices,
 		  const struct gp_stats_row *total,
-		  const struct gp_agent_status *st, char **ret)
+		  const struct gp_agent_status *st,
+		  const struct gp_stats_membership *members, size_t n_members,
+		  char **ret)
 {
 	struct buf b = { 0 };
 	static const struct gp_stats_row zero;
@@ -315,7 +385,7 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		"body{font-family:sans-serif;margin:2em;max-width:60em}"
 		"table{border-collapse:collapse;margin:1em 0}"
 		"td,th{border:1px solid #ccc;padding:.2em .6em}"
-		".num{text-align:right}"
+		".num{text-align:right}.key{white-space:nowrap}"
 		".state{font-size:1.3em;padding:.4em;border-radius:.3em}"
 		".state-connected{background:#d4f4d4}.state-paused{background:#fbe7b5}"
 		".state-waiting{background:#e4e4f4}.state-stopped{background:#eee}"
@@ -338,6 +408,7 @@ int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		    st->minibatches);
 	}
 	put_job(&b, st);
+	put_members(&b, st, members, n_members);
 	put(&b, "<h2>Total</h2><table id=\"totals\"><thead><tr>%s</tr></thead>"
 		"<tbody><tr>", row_head);
 	put_row_cells(&b, total);
@@ -402,35 +473,30 @@ static char *dup_text(const char *s)
 	return strdup(s);
 }
 
-/* A pool is its key's fingerprint in the database; the page names it by
- * the address the volunteer joined it at, with the fingerprint after. */
-static void name_pools(struct gp_web *w, struct gp_stats_row *rows, size_t n)
+/* A pool is its key's fingerprint in the database; the page names it as
+ * the volunteer knows it (gp_stats_pool_name: the job its coordinator
+ * told, the address it was joined at), with the fingerprint's first two
+ * groups after ("7e38-6615"). */
+static void name_pools(struct gp_stats_row *rows, size_t n,
+		       const struct gp_stats_membership *mem, size_t nm)
 {
-	struct gp_stats_membership *mem = NULL;
-	size_t nm = 0;
+	for (size_t i = 0; i < n; i++) {
+		char name[GP_STATS_JOB_NAME_MAX + 80], key[10];
 
-	if (gp_stats_membership_list(w->stats, &mem, &nm) < 0)
-		return;
-	for (size_t i = 0; i < n; i++)
-		for (size_t k = 0; k < nm; k++) {
-			char name[sizeof(rows[i].pool)];
-			size_t ep = strcspn(mem[k].endpoints, ",");
-
-			if (strcmp(rows[i].pool, mem[k].pool) != 0 || ep == 0)
-				continue;
-			snprintf(name, sizeof(name), "%.*s (%s)",
-				 (int)(ep < 40 ? ep : 40), mem[k].endpoints,
-				 mem[k].pool);
-			memcpy(rows[i].pool, name, sizeof(name));
-			break;
-		}
-	free(mem);
+		gp_stats_pool_name(rows[i].pool, mem, nm, name, sizeof(name));
+		snprintf(key, sizeof(key), "%.9s", rows[i].pool);
+		if (name[0])
+			snprintf(rows[i].pool, sizeof(rows[i].pool),
+				 "%.*s (%s)", (int)sizeof(rows[i].pool) - 13,
+				 name, key);
+	}
 }
 
 static int render_page(struct gp_web *w, char **ret)
 {
 	struct gp_stats_row *days = NULL, *pools = NULL, *devs = NULL, *tot = NULL;
-	size_t nd = 0, np = 0, nv = 0, nt = 0;
+	struct gp_stats_membership *mem = NULL;
+	size_t nd = 0, np = 0, nv = 0, nt = 0, nm = 0;
 	struct gp_agent_status st;
 	int r;
 
@@ -443,10 +509,14 @@ static int render_page(struct gp_web *w, char **ret)
 	if (r >= 0)
 		r = gp_stats_query(w->stats, 0, NULL, &tot, &nt);
 	if (r >= 0)
-		name_pools(w, pools, np);
-	if (r >= 0)
+		r = gp_stats_membership_list(w->stats, &mem, &nm);
+	if (r >= 0) {
+		gp_agent_status_overlay(&st, mem, nm);
+		name_pools(pools, np, mem, nm);
 		r = gp_web_render(days, nd, pools, np, devs, nv, nt ? tot : NULL, &st,
-				  ret);
+				  mem, nm, ret);
+	}
+	free(mem);
 	free(days);
 	free(pools);
 	free(devs);

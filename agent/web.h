@@ -36,12 +36,16 @@ uint16_t gp_web_port(const struct gp_web *w);
 void gp_web_stop(struct gp_web *w);
 
 /* Writes the page for rows (by day, n_days), per pool and per device,
- * total and the state (all borrowed) into a malloc'd string (*ret, owned
- * by the caller). Exposed for the tests. Returns 0 or -ENOMEM. */
+ * total, the state and every membership (members, n_members; each pool
+ * named by its job, gp_stats_pool_name), all borrowed, into a malloc'd
+ * string (*ret, owned by the caller). Exposed for the tests. Returns 0 or
+ * -ENOMEM. */
 int gp_web_render(const struct gp_stats_row *days, size_t n_days,
 		  const struct gp_stats_row *pools, size_t n_pools,
 		  const struct gp_stats_row *devices, size_t n_devices,
 		  const struct gp_stats_row *total,
-		  const struct gp_agent_status *st, char **ret);
+		  const struct gp_agent_status *st,
+		  const struct gp_stats_membership *members, size_t n_members,
+		  char **ret);
 
 #endif
