@@ -497,10 +497,16 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 		struct gp_bench_result res = { 0 };
 		struct gp_backend *be = NULL;
 		bool is_cl = list[i].type == GP_BACKEND_OPENCL;
+		/* An OpenCL device of type CPU (PoCL) computes on the cores
+		 * the CPU path uses, slower (docs/performance.md), and its
+		 * first benchmark compiles every kernel: tens of seconds
+		 * before a newcomer's agent could connect. auto leaves it
+		 * out; --device opencl:N still takes it. */
+		bool cl_cpu = is_cl && strcmp(list[i].kind, "cpu") == 0;
 		bool wanted = want_cpu ? !is_cl :
 			      want_cl ? is_cl && (want_index < 0 ||
 						  list[i].index == want_index) :
-					true;
+					!cl_cpu;
 
 		/* Benchmark what may be used; list the rest unmeasured. */
 		if (wanted && !o->no_bench) {
@@ -533,6 +539,10 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 		if (res.gemm_gflops > 0)
 			gp_info("device %s: %.1f GFLOP/s SGEMM, %.0f samples/s", d->name,
 				res.gemm_gflops, res.step_samples_per_s);
+		else if (cl_cpu && !want_cl)
+			gp_info("device %s: an OpenCL CPU device, left to the CPU "
+				"path (--device opencl:%d to use it)", d->name,
+				list[i].index);
 		if (wanted && res.step_samples_per_s >= best_speed) {
 			best_speed = res.step_samples_per_s;
 			best = i;
