@@ -213,4 +213,18 @@ if [ -n "$chromium" ] && [ -n "${GP_SHOTS:-}" ]; then
 else
 	echo "note: no screenshot (chromium or GP_SHOTS missing)"
 fi
+# The progress moves on the page, and the work is this machine's.
+for _ in $(seq 150); do
+	page=$(curl -fsS "$url" 2>/dev/null || true)
+	progress=$(sed -n 's/.*id="job" data-job-id="[0-9]*" data-progress="\([0-9.]*\)".*/\1/p' <<<"$page")
+	credit=$(sed -n 's/.*data-credit-updates="\([0-9]*\)".*/\1/p' <<<"$page")
+	[ -n "$progress" ] && [ "${credit:-0}" -gt 0 ] &&
+		/usr/bin/python3 -c "import sys; sys.exit(not float(sys.argv[1]) > 0)" "$progress" &&
+		break
+	sleep 0.2
+done
+/usr/bin/python3 -c "import sys; sys.exit(not float(sys.argv[1]) > 0)" "${progress:-0}" ||
+	fail "the page's progress stays at ${progress:-nothing}"
+[ "${credit:-0}" -gt 0 ] || fail "the page credits this machine with no update"
+echo "the page: progress $progress, $credit updates of this machine applied"
 echo "ok: a newcomer computes $computing s after apt-get install began, and sees the job's progress on the page"
