@@ -1,12 +1,12 @@
-/* The agent's local statistics page, served with libmicrohttpd on a
- * loopback address only (config.h, [stats]): contribution per day as
- * inline SVG charts, totals, per-pool and per-device tables, and the
- * agent's current state. One self-contained HTML page (no script, no
+/* The agent's local statistics page, served on a loopback address only
+ * (config.h, [stats]; common/httpd.h, which the owner's page shares): the
+ * agent's current state, the pool's job, every membership, contribution
+ * per day as inline SVG charts, totals, per-pool and per-device tables. One self-contained HTML page (no script, no
  * external asset; it reloads itself every 10 s) at "/", and the same data
  * as JSON at "/stats.json" (gp_stats_format_json) and "/status" (the
  * control socket's key=value lines).
  *
- * libmicrohttpd answers on its own thread: the statistics handle must be
+ * The server answers on its own thread: the statistics handle must be
  * the thread-safe gp_stats, and the state comes from a callback that may
  * run on that thread. */
 #ifndef GP_AGENT_WEB_H
