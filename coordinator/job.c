@@ -54,6 +54,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->heartbeat_interval_ms = 5000;
 	job->heartbeat_timeout_ms = 20000;
 	job->max_agents = 64;
+	job->pull_budget_mib = 256;
 	job->max_grad_norm = 1000;
 	job->max_strikes = 8;
 	job->robust_clip = 2;
@@ -406,6 +407,8 @@ static const struct gp_conf_key job_keys[] = {
 	 F(heartbeat_timeout_ms), 0, 1000, 3600000, 0, NULL},
 	{"pool", "max_agents", GP_CONF_U32, F(max_agents), 0, 1, 65536, 0,
 	 NULL},
+	{"pool", "pull_budget_mib", GP_CONF_U32, F(pull_budget_mib), 0, 1, 65536,
+	 0, NULL},
 	{"pool", "clock_duration", GP_CONF_DURATION_MS, F(clock_duration_ms), 0,
 	 1, 10000, 0, NULL},
 	{"pool", "comm_share", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_comm_share},

@@ -59,6 +59,13 @@
  *   heartbeat_interval = 5s   100ms..10m
  *   heartbeat_timeout = 20s   1s..1h; must exceed heartbeat_interval
  *   max_agents = 64           1..65536
+ *   pull_budget_mib = 256     parameter sends (pulls) queued on the
+ *                             connections at once, in MiB of their
+ *                             messages (1..65536): a pull beyond it waits
+ *                             for room, oldest first (work.c), so that a
+ *                             herd of pulls at a clock edge does not
+ *                             queue N copies of the model; one pull always
+ *                             goes out, however large
  *   clock_duration = 16ms     a clock lasts this long or one minibatch of
  *                             the slowest live agent, whichever is longer;
  *                             each agent computes what it can in that time
@@ -165,6 +172,7 @@ struct gp_job {
 	uint64_t heartbeat_interval_ms;
 	uint64_t heartbeat_timeout_ms;
 	uint32_t max_agents;
+	uint32_t pull_budget_mib;
 	uint64_t clock_duration_ms;
 	double comm_share;            /* 0..0.9, 0: clocks from compute only */
 	uint64_t max_sync_interval_ms;

@@ -82,6 +82,9 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 		m->next->prev = m->prev;
 	m->next = m->prev = NULL;
 	pool->n_members--;
+	/* Its queued parameter send is gone with the connection. */
+	pool->pull_bytes -= m->pull_bytes;
+	m->pull_bytes = 0;
 	gp_robust_agent_finish(&m->robust);
 	gp_verify_member_finish(pool, m);
 }

@@ -79,6 +79,11 @@ struct gp_member {
 	 * the GFLOP earned in the pool's other jobs. */
 	uint64_t credit_updates, credit_samples;
 	double credit_other_gflop;
+	/* The bytes of its parameter sends still queued on its connection
+	 * (counted in gp_pool.pull_bytes until it drains), and whether it is
+	 * in gp_pool's queue of pulls waiting for room (work.c). */
+	uint64_t pull_bytes;
+	bool pull_waiting;
 	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
 	struct gp_verify_member verify; /* verify.h */
 };
@@ -145,6 +150,25 @@ struct gp_pool {
 	/* Verification by recomputation (verify.h); owned by serve, NULL
 	 * when [pool] verify_rate is 0. */
 	struct gp_verify *verify;
+
+	/* Parameter sends queued on the connections, in bytes, at most
+	 * job->pull_budget_mib; the agent ids of members whose pull waits
+	 * for room, oldest first (a ring; a member that left is skipped). */
+	uint64_t pull_bytes;
+	uint64_t pulls_waited;         /* this run, logged the first time */
+	uint64_t *pull_wait;
+	size_t pull_wait_head, pull_wait_n, pull_wait_cap;
+
+	/* The pool-wide figures that size clocks (work.c), each a scan of
+	 * every live agent: in a pool of more than GP_WORK_MEMO_MIN live
+	 * agents reused for up to GP_WORK_MEMO_US (a field of a const pool
+	 * written by work.c's memo()). */
+	struct gp_work_memo {
+		uint64_t at_us;
+		size_t live;
+		bool have_cycle, have_clock, have_runs, have_slowest;
+		double cycle, clock_work, runs, slowest;
+	} memo;
 
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */

@@ -94,6 +94,10 @@ void gp_serve_bye(struct peer *p, uint16_t reason, const char *text)
 
 /* ---- the pool's effects: what the decisions send and write ------------ */
 
+/* A parameter send counts in the pull budget (work.h) while more than
+ * this is queued on its connection: the channels' on_drain low water. */
+#define PULL_LOW_WATER (64u * 1024)
+
 /* Sends the agent every shard changed since its last pull (work.c decides
  * whether one is needed and records it). */
 static int send_params(struct peer *p)
@@ -103,6 +107,7 @@ static int send_params(struct peer *p)
 					   NULL, 0);
 	uint32_t *idx = malloc((n ? n : 1) * sizeof(*idx));
 	struct gp_msg m;
+	size_t queued;
 	int r;
 
 	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
@@ -141,7 +146,13 @@ static int send_params(struct peer *p)
 		m.u.param_shards.n_blocks = 2 * n;
 	}
 	m.u.param_shards.clock = (uint64_t)gp_ssp_min_clock(pool->ssp);
+	queued = p->ch ? gp_channel_queued_bytes(p->ch) : 0;
 	r = send_msg(p, &m);
+	/* What the socket did not take at once counts in the pull budget
+	 * until the connection drains (on_drain). */
+	if (r == 0 && gp_channel_queued_bytes(p->ch) > PULL_LOW_WATER)
+		gp_work_pull_queued(pool, &p->m,
+				    gp_channel_queued_bytes(p->ch) - queued);
 out:
 	free(m.u.param_shards.blocks);
 	free(idx);
@@ -691,6 +702,16 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	gp_msg_finish(&m);
 }
 
+/* The connection wrote down to PULL_LOW_WATER: its parameter send
+ * leaves the pull budget, and waiting pulls get the room. */
+static void on_drain(struct gp_channel *ch)
+{
+	struct peer *p = gp_channel_data(ch);
+
+	if (p && !p->listener_data && p->m.pull_bytes)
+		gp_work_pull_written(&p->srv->pool, &p->m);
+}
+
 static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		     uint16_t code, const char *text)
 {
@@ -979,6 +1000,7 @@ static int start_listening(struct server *srv, const char *listen)
 		.on_verify = on_verify,
 		.on_message = on_message,
 		.on_close = on_close,
+		.on_drain = on_drain,
 	};
 	struct gp_noise_keypair *kp = NULL;
 	struct sockaddr_storage addr;
@@ -994,6 +1016,7 @@ static int start_listening(struct server *srv, const char *listen)
 		return r;
 	gp_setup_raise_nofile();
 	gp_channel_config_default(&srv->chcfg);
+	srv->chcfg.write_low_water = PULL_LOW_WATER;
 	if (srv->job.heartbeat_interval_ms)
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
 	if (srv->job.heartbeat_timeout_ms)
@@ -1217,6 +1240,7 @@ out:
 		gp_ledger_flush(srv->st.ledger);
 	gp_setup_teardown(srv);
 	gp_members_finish(&srv->pool);
+	gp_work_finish(&srv->pool);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
 	if (lock_fd >= 0)

@@ -590,8 +590,15 @@ double gp_ssp_slowest_speed(const struct gp_ssp *ssp)
 uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
 			       uint32_t base, uint32_t max)
 {
+	return gp_ssp_work_per_clock_at(ssp, id, base, max,
+					gp_ssp_slowest_speed(ssp));
+}
+
+uint32_t gp_ssp_work_per_clock_at(const struct gp_ssp *ssp, uint64_t id,
+				  uint32_t base, uint32_t max, double slowest)
+{
 	const struct agent *a = lookup(ssp, id);
-	double slowest, k;
+	double k;
 
 	if (base == 0)
 		base = 1;
@@ -601,7 +608,6 @@ uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
 		base = max;
 	if (!a || a->speed <= 0)
 		return base;
-	slowest = gp_ssp_slowest_speed(ssp);
 	if (slowest <= 0)
 		return base;
 	k = round((double)base * a->speed / slowest);

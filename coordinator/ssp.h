@@ -212,6 +212,10 @@ double gp_ssp_slowest_speed(const struct gp_ssp *ssp);
  * cap. */
 uint32_t gp_ssp_work_per_clock(const struct gp_ssp *ssp, uint64_t id,
 			       uint32_t base, uint32_t max);
+/* The same with the slowest speed given (gp_ssp_slowest_speed, perhaps
+ * as the caller remembered it). */
+uint32_t gp_ssp_work_per_clock_at(const struct gp_ssp *ssp, uint64_t id,
+				  uint32_t base, uint32_t max, double slowest);
 
 /* Counts minibatches given to the agent at its current clock (reset by
  * gp_ssp_advance), so the coordinator can give at most work_per_clock.

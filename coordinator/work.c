@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -77,9 +78,93 @@ static uint64_t pulled_bytes(const struct gp_pool *pool,
 	       ((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, v) : 0);
 }
 
+/* Whether a pull of `bytes` fits the pull budget now: always when no
+ * other send is queued (one always goes out, however large). */
+static bool pull_fits(const struct gp_pool *pool, const struct gp_member *m,
+		      uint64_t bytes)
+{
+	uint64_t budget = (uint64_t)pool->job->pull_budget_mib << 20;
+
+	return pool->pull_bytes == 0 || pool->pull_bytes == m->pull_bytes ||
+	       pool->pull_bytes + bytes <= budget;
+}
+
+/* m waits for room in the pull budget (once in the queue). */
+static void pull_wait(struct gp_pool *pool, struct gp_member *m)
+{
+	if (m->pull_waiting)
+		return;
+	if (!pool->pulls_waited++)
+		gp_info("pull budget full (%.1f MiB of parameter sends queued, "
+			"[pool] pull_budget_mib = %u): pulls wait their turn",
+			(double)pool->pull_bytes / (1 << 20),
+			pool->job->pull_budget_mib);
+	if (pool->pull_wait_n == pool->pull_wait_cap) {
+		size_t cap = pool->pull_wait_cap ? 2 * pool->pull_wait_cap : 64;
+		uint64_t *ring = malloc(cap * sizeof(*ring));
+
+		if (!ring)
+			return; /* served by the next serve_all instead */
+		for (size_t i = 0; i < pool->pull_wait_n; i++)
+			ring[i] = pool->pull_wait[(pool->pull_wait_head + i) %
+						  pool->pull_wait_cap];
+		free(pool->pull_wait);
+		pool->pull_wait = ring;
+		pool->pull_wait_cap = cap;
+		pool->pull_wait_head = 0;
+	}
+	pool->pull_wait[(pool->pull_wait_head + pool->pull_wait_n) %
+			pool->pull_wait_cap] = (uint64_t)m->agent_id;
+	pool->pull_wait_n++;
+	m->pull_waiting = true;
+}
+
+void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
+			 uint64_t bytes)
+{
+	m->pull_bytes += bytes;
+	pool->pull_bytes += bytes;
+}
+
+void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m)
+{
+	size_t n;
+
+	if (!m->pull_bytes)
+		return;
+	pool->pull_bytes -= m->pull_bytes;
+	m->pull_bytes = 0;
+	/* Each waiting member once: one whose pull still does not fit goes
+	 * to the back again. */
+	for (n = pool->pull_wait_n; n > 0 && pool->pull_wait_n > 0; n--) {
+		uint64_t id = pool->pull_wait[pool->pull_wait_head];
+		struct gp_member *w;
+
+		pool->pull_wait_head = (pool->pull_wait_head + 1) %
+				       pool->pull_wait_cap;
+		pool->pull_wait_n--;
+		w = gp_members_find(pool, id);
+		if (!w || !w->pull_waiting)
+			continue;
+		w->pull_waiting = false;
+		gp_work_serve(pool, w);
+		if (pool->pull_bytes >= (uint64_t)pool->job->pull_budget_mib << 20)
+			break;
+	}
+}
+
+void gp_work_finish(struct gp_pool *pool)
+{
+	free(pool->pull_wait);
+	pool->pull_wait = NULL;
+	pool->pull_wait_head = pool->pull_wait_n = pool->pull_wait_cap = 0;
+	pool->pull_bytes = 0;
+}
+
 /* Brings the agent's copy up to date for its work at `clock` (ahead: the
  * clock after the one it is computing): sends the shards changed since
- * its last pull, unless its copy is good as it is. */
+ * its last pull, unless its copy is good as it is; -EAGAIN when the pull
+ * must wait for room in the pull budget (m then waits in its queue). */
 static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 		uint32_t k, bool ahead, uint64_t *ret_bytes)
 {
@@ -107,6 +192,11 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 					     m->pulled_version);
 		return 0;
 	}
+	if (!pull_fits(pool, m, pulled_bytes(pool, m))) {
+		pull_wait(pool, m);
+		return -EAGAIN;
+	}
+	m->pull_waiting = false; /* its entry in the queue is skipped */
 	r = pool->fx->send_params(pool->fx_data, m);
 	if (r < 0)
 		return r;
@@ -149,6 +239,39 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 		       4 * b : SAMPLE_BYTES * b;
 }
 
+/* The memo of the pool-wide sizing figures (pool.h) for `live` live
+ * agents, emptied when older than GP_WORK_MEMO_US or made for another
+ * number; NULL in a pool of at most GP_WORK_MEMO_MIN: compute them each
+ * time. */
+static struct gp_work_memo *memo(const struct gp_pool *pool, size_t live)
+{
+	/* The pool is not const to its owner: only the memo is written
+	 * through this const view. */
+	struct gp_work_memo *mo = (struct gp_work_memo *)&pool->memo;
+	uint64_t now;
+
+	if (live <= GP_WORK_MEMO_MIN)
+		return NULL;
+	now = gp_mono_us();
+	if (mo->live != live || now - mo->at_us >= GP_WORK_MEMO_US)
+		*mo = (struct gp_work_memo){ .at_us = now, .live = live };
+	return mo;
+}
+
+/* gp_ssp_slowest_speed, through the memo. */
+static double slowest_speed(const struct gp_pool *pool)
+{
+	struct gp_work_memo *mo = memo(pool, gp_ssp_live_count(pool->ssp));
+
+	if (!mo)
+		return gp_ssp_slowest_speed(pool->ssp);
+	if (!mo->have_slowest) {
+		mo->slowest = gp_ssp_slowest_speed(pool->ssp);
+		mo->have_slowest = true;
+	}
+	return mo->slowest;
+}
+
 /* The clock length (seconds) the links ask for: long enough that the
  * slowest measured link waits for its clock's fixed bytes at most
  * comm_share of the clock, but computing at most max_sync_interval beyond
@@ -161,9 +284,13 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 static double link_clock_s(const struct gp_pool *pool, size_t live)
 {
 	double share = pool->job->comm_share, wait_max = 0, cycle;
+	struct gp_work_memo *mo;
 
 	if (!(share > 0))
 		return 0;
+	mo = memo(pool, live);
+	if (mo && mo->have_cycle)
+		return mo->cycle;
 	for (const struct gp_member *m = pool->members; m; m = m->next) {
 		struct gp_ssp_agent_info a;
 		double wait;
@@ -179,6 +306,10 @@ static double link_clock_s(const struct gp_pool *pool, size_t live)
 	cycle = wait_max / share;
 	if (cycle > wait_max + (double)pool->job->max_sync_interval_ms / 1000.0)
 		cycle = wait_max + (double)pool->job->max_sync_interval_ms / 1000.0;
+	if (mo) {
+		mo->cycle = cycle;
+		mo->have_cycle = true;
+	}
 	return cycle;
 }
 
@@ -231,9 +362,16 @@ struct link_clock {
 
 static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
 {
+	struct gp_work_memo *mo;
+
 	ret->live = gp_ssp_live_count(pool->ssp);
 	ret->cycle = link_clock_s(pool, ret->live);
 	ret->work = 0;
+	mo = memo(pool, ret->live);
+	if (mo && mo->have_clock) {
+		ret->work = mo->clock_work;
+		return;
+	}
 	for (size_t i = 0; ret->cycle > 0; i++) {
 		struct gp_ssp_agent_info o;
 		double w;
@@ -248,6 +386,10 @@ static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
 			break;
 		}
 		ret->work += w;
+	}
+	if (mo) {
+		mo->clock_work = ret->work;
+		mo->have_clock = true;
 	}
 }
 
@@ -312,21 +454,40 @@ static double link_steps(const struct gp_pool *pool,
 	double full = link_work(pool, a, lc->cycle, lc->live);
 	double l, u = 0, n, nb;
 	struct link_cost c;
+	struct gp_work_memo *mo;
 
 	if (lc->live < 2 || !link_cost(pool, a, lc->live, &c))
 		return full;
 	l = run_length(pool, a, lc);
 	if (full <= l)
 		return full;
-	for (size_t i = 0;; i++) {
-		struct gp_ssp_agent_info o;
-
-		if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
-			break;
-		if (o.id != a->id && o.live)
-			u += runs_pulled(pool, &o, lc);
-	}
 	n = runs_pulled(pool, a, lc);
+	mo = memo(pool, lc->live);
+	if (mo && mo->have_runs) {
+		u = mo->runs - (a->live ? n : 0);
+		if (u < 0)
+			u = 0;
+	} else {
+		double all = 0;
+
+		for (size_t i = 0;; i++) {
+			struct gp_ssp_agent_info o;
+			double r;
+
+			if (gp_ssp_get_at(pool->ssp, i, &o) < 0)
+				break;
+			if (!o.live)
+				continue;
+			r = o.id == a->id ? n : runs_pulled(pool, &o, lc);
+			all += r;
+			if (o.id != a->id)
+				u += r;
+		}
+		if (mo) {
+			mo->runs = all;
+			mo->have_runs = true;
+		}
+	}
 	nb = (lc->cycle - (1 + u) * c.wait) /
 	     (l * c.per > c.up ? l * c.per : c.up);
 	if (nb > n)
@@ -351,7 +512,7 @@ double gp_work_sync_interval(const struct gp_pool *pool)
 static uint32_t per_clock(const struct gp_pool *pool,
 			  const struct gp_ssp_agent_info *info, bool *ret_runs)
 {
-	double slowest = gp_ssp_slowest_speed(pool->ssp), base, ms, k;
+	double slowest = slowest_speed(pool), base, ms, k;
 	struct link_clock lc;
 	uint32_t old;
 	size_t live;
@@ -378,8 +539,9 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	base = slowest * ms / 1000.0;
 	if (base < 1)
 		base = 1;
-	old = gp_ssp_work_per_clock(pool->ssp, info->id, (uint32_t)(base + 0.5),
-				    GP_MSG_GROUP_MAX);
+	old = gp_ssp_work_per_clock_at(pool->ssp, info->id,
+				       (uint32_t)(base + 0.5), GP_MSG_GROUP_MAX,
+				       slowest);
 	link_clock(pool, &lc);
 	k = round(link_steps(pool, info, &lc));
 	if (k <= (double)old)
@@ -437,8 +599,9 @@ static size_t hand_out(struct gp_pool *pool, struct gp_member *m,
 
 	r = pull(pool, m, clock, run, ahead, ret_down);
 	if (r < 0) {
-		gp_warn("agent %" PRId64 ": cannot send parameters: %s",
-			m->agent_id, strerror(-r));
+		if (r != -EAGAIN)
+			gp_warn("agent %" PRId64 ": cannot send parameters: %s",
+				m->agent_id, strerror(-r));
 		for (size_t i = 0; i < n; i++)
 			gp_sched_release(pool->sched, agent, ids[i]);
 		return 0;
@@ -668,7 +831,11 @@ void gp_work_serve_all(struct gp_pool *pool)
 		if (m)
 			gp_work_serve(pool, m);
 	}
-	for (struct gp_member *m = pool->members; m; m = m->next)
+	/* Every member could use only queued minibatches (a member held
+	 * back by SSP waits in its queue, popped above): with none left,
+	 * the rest is a scan of thousands for nothing. */
+	for (struct gp_member *m = pool->members;
+	     m && gp_sched_queued(pool->sched) > 0; m = m->next)
 		gp_work_serve(pool, m);
 }
 

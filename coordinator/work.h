@@ -29,6 +29,14 @@
 /* The most local steps (minibatches) a link-sized clock holds when other
  * agents' work is merged with it: beyond, the merged runs cost accuracy. */
 #define GP_WORK_LINK_STEPS 48
+
+/* Above this many live agents, the pool-wide figures that size clocks
+ * (the slowest speed, the links' clock, the runs of the others: each a
+ * scan of every live agent) are computed at most every GP_WORK_MEMO_US
+ * and reused meanwhile, so that handing out work stays O(1) per event in
+ * a pool of thousands; smaller pools compute them every time. */
+#define GP_WORK_MEMO_MIN 64
+#define GP_WORK_MEMO_US 100000
 /* The clock of an agent computing alone: it reads only its own writes (no
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */
@@ -63,6 +71,17 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m);
 /* After anything that may let agents proceed: parked agents whose bound
  * is now met, then every member that wants work and has none. */
 void gp_work_serve_all(struct gp_pool *pool);
+
+/* The pull budget (job pull_budget_mib): serve counts a parameter send
+ * that its connection has not yet written (gp_work_pull_queued, `bytes`
+ * of it) until the connection drains or closes (gp_work_pull_written),
+ * and then hands room to the pulls that waited for it, oldest first. */
+void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
+			 uint64_t bytes);
+void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m);
+
+/* Frees the queue of waiting pulls (the job's end). */
+void gp_work_finish(struct gp_pool *pool);
 
 /* One of m's minibatches of `clock` was applied or discarded as its own. */
 void gp_work_resolved(struct gp_pool *pool, struct gp_member *m, int64_t clock);

@@ -17,7 +17,7 @@
 #include "work.h"
 
 #define FX_N 9          /* floats of the whole model */
-#define FX_MEMBERS 4
+#define FX_MEMBERS (GP_WORK_MEMO_MIN + 8)
 #define FX_LOG 512
 
 struct fx_sent {
@@ -39,6 +39,7 @@ struct fixture {
 	bool established;       /* what can_send answers */
 	bool room;              /* what ledger_room answers */
 	unsigned params_sent, byes, closes, interim, epochs_done;
+	uint64_t pull_queued;   /* bytes each parameter send leaves queued */
 	bool job_done;
 	uint16_t last_bye;
 	struct fx_sent sent[FX_LOG];
@@ -56,8 +57,12 @@ static bool fx_can_send(void *ctx, const struct gp_member *m)
 
 static int fx_send_params(void *ctx, struct gp_member *m)
 {
-	(void)m;
-	((struct fixture *)ctx)->params_sent++;
+	struct fixture *f = ctx;
+
+	f->params_sent++;
+	/* What serve does when the socket does not take it all at once. */
+	if (f->pull_queued)
+		gp_work_pull_queued(&f->pool, m, f->pull_queued);
 	return 0;
 }
 
@@ -202,6 +207,7 @@ static inline void fx_teardown(struct fixture *f)
 		gp_robust_agent_finish(&f->members[i].robust);
 	gp_robust_finish(&f->pool.robust);
 	gp_members_finish(&f->pool);
+	gp_work_finish(&f->pool);
 	gp_params_destroy(f->params);
 	gp_ssp_destroy(f->ssp);
 	gp_sched_destroy(f->sched);

@@ -3,6 +3,7 @@
  * paused members, clock sizes from the slowest agent, and the join and
  * leave decisions, all without a socket. */
 #include <errno.h>
+#include <unistd.h>
 
 #include "pool-fixture.h"
 
@@ -487,6 +488,100 @@ static void test_members(void)
 	fx_teardown(&f);
 }
 
+/* The pull budget: parameter sends still queued on their connections
+ * hold it; a pull that does not fit waits, oldest first, and gets the
+ * room when a send is written or its connection goes. */
+static void test_pull_budget(void)
+{
+	struct fixture f;
+	struct gp_member *a, *b, *c;
+	const uint64_t each = 3u << 19; /* 1.5 MiB: over the budget alone */
+
+	fx_setup(&f, 4);
+	f.job.pull_budget_mib = 1;
+	f.pull_queued = each;
+	a = fx_join(&f, 0, 0);
+	b = fx_join(&f, 1, 0);
+	c = fx_join(&f, 2, 0);
+	/* One always goes out, however large. */
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 1), GP_WORK_BASE);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	/* b and c wait, holding no work, in the order they asked. */
+	gp_work_request(&f.pool, b, 1);
+	gp_work_request(&f.pool, c, 1);
+	ASSERT_EQ(f.params_sent, 1);
+	ASSERT_EQ(f.n_sent, GP_WORK_BASE);
+	ASSERT(b->pull_waiting && c->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), 0);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), 0);
+	/* Asking again does not queue twice; a serve_all changes nothing. */
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.pool.pull_wait_n, 2);
+	ASSERT_EQ(f.params_sent, 1);
+	/* a's send is written: b gets the room and its work, c waits. */
+	gp_work_pull_written(&f.pool, a);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), GP_WORK_BASE);
+	ASSERT(!b->pull_waiting && c->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), 0);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	ASSERT_UINT_EQ(a->pull_bytes, 0);
+	/* b's connection goes: its bytes leave the budget with it, and the
+	 * next serve (on_close serves all) lets c pull. */
+	gp_members_leave(&f.pool, b);
+	gp_members_remove(&f.pool, b);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.params_sent, 3);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), GP_WORK_BASE);
+	ASSERT(!c->pull_waiting);
+	/* c's stale queue entry is skipped when room comes. */
+	gp_work_pull_written(&f.pool, c);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	ASSERT_EQ(f.pool.pull_wait_n, 0);
+	ASSERT_EQ(f.params_sent, 3);
+	fx_teardown(&f);
+}
+
+/* Above GP_WORK_MEMO_MIN live agents the links' clock is a figure at most
+ * GP_WORK_MEMO_US old: a slower link shows after that, not at once;
+ * with fewer agents at once. */
+static void test_memo(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	const size_t n = GP_WORK_MEMO_MIN + 1;
+	struct fixture f;
+	double s0, s1;
+
+	fx_setup(&f, 1);
+	f.job.comm_share = 0.10;
+	f.job.max_agents = FX_MEMBERS;
+	for (size_t i = 0; i < n; i++) {
+		fx_join(&f, i, caps);
+		set_link(&f, i + 1, 72, 0.001);
+	}
+	s0 = gp_work_sync_interval(&f.pool);
+	ASSERT(s0 > 0);
+	/* One link ten times slower (its measurement is smoothed: slower,
+	 * not ten times): the memo still holds. */
+	set_link(&f, 1, 72, 0.01);
+	ASSERT(gp_work_sync_interval(&f.pool) == s0);
+	usleep(GP_WORK_MEMO_US + 20000);
+	s1 = gp_work_sync_interval(&f.pool);
+	ASSERT(s1 > s0);
+	/* One fewer live agent, at GP_WORK_MEMO_MIN: no memo, a slower link
+	 * shows at once. */
+	ASSERT_EQ(gp_members_leave(&f.pool, &f.members[n - 1]), 0);
+	gp_members_remove(&f.pool, &f.members[n - 1]);
+	s0 = gp_work_sync_interval(&f.pool);
+	set_link(&f, 1, 72, 0.1);
+	ASSERT(gp_work_sync_interval(&f.pool) > s0);
+	fx_teardown(&f);
+}
+
 /* Connections that wait too long: no JOIN, no work request, no update. */
 static void test_overdue(void)
 {
@@ -740,5 +835,7 @@ int main(void)
 	test_link_runs();
 	test_probe_extend();
 	test_members();
+	test_pull_budget();
+	test_memo();
 	return 0;
 }
