@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "httpd.h"
 
 void gp_agent_config_defaults(struct gp_agent_config *cfg)
 {
@@ -30,36 +31,6 @@ void gp_agent_config_unlimited(struct gp_agent_config *cfg)
 	cfg->cpu_share = 1.0;
 }
 
-int gp_agent_config_web_listen(const char *value, char *ret_host,
-			       size_t hostlen, uint16_t *ret_port)
-{
-	static const char *const hosts[] = { "127.0.0.1", "localhost", "[::1]" };
-	const char *colon = strrchr(value, ':');
-	uint64_t port;
-
-	if (!colon)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
-		size_t hl = strlen(hosts[i]);
-
-		if ((size_t)(colon - value) != hl || strncmp(value, hosts[i], hl))
-			continue;
-		if (gp_conf_parse_u64(colon + 1, &port, NULL, 0) < 0 || port > 65535)
-			return -EINVAL;
-		if (ret_host) {
-			if (hl >= hostlen)
-				return -EINVAL;
-			/* [::1] without the brackets, as getaddrinfo reads it. */
-			snprintf(ret_host, hostlen, "%s",
-				 i == 2 ? "::1" : hosts[i]);
-		}
-		if (ret_port)
-			*ret_port = (uint16_t)port;
-		return 0;
-	}
-	return -EINVAL;
-}
-
 static int parse_hours(void *target, const char *value, char *why,
 		       size_t whylen)
 {
@@ -79,7 +50,7 @@ static int parse_web_listen(void *target, const char *value, char *why,
 	struct gp_agent_config *cfg = target;
 
 	if (strlen(value) >= sizeof(cfg->web_listen) ||
-	    gp_agent_config_web_listen(value, NULL, 0, NULL) < 0) {
+	    gp_httpd_listen_parse(value, NULL, NULL) < 0) {
 		snprintf(why, whylen,
 			 "'%s' is not 127.0.0.1:PORT, localhost:PORT or "
 			 "[::1]:PORT (the page is for this machine only)",

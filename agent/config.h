@@ -88,12 +88,6 @@ struct gp_agent_config {
  * gp_agent_config_defaults. */
 void gp_agent_config_unlimited(struct gp_agent_config *cfg);
 
-/* Checks a [stats] listen value: "127.0.0.1:PORT", "localhost:PORT" or
- * "[::1]:PORT" (the page is never served beyond this machine). Writes the
- * host and port on success. Returns 0 or -EINVAL. */
-int gp_agent_config_web_listen(const char *value, char *ret_host,
-			       size_t hostlen, uint16_t *ret_port);
-
 /* Fills *cfg with the defaults above. */
 void gp_agent_config_defaults(struct gp_agent_config *cfg);
 

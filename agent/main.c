@@ -497,10 +497,16 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 		struct gp_bench_result res = { 0 };
 		struct gp_backend *be = NULL;
 		bool is_cl = list[i].type == GP_BACKEND_OPENCL;
+		/* An OpenCL device of type CPU (PoCL) computes on the cores
+		 * the CPU path uses, slower (docs/performance.md), and its
+		 * first benchmark compiles every kernel: tens of seconds
+		 * before a newcomer's agent could connect. auto leaves it
+		 * out; --device opencl:N still takes it. */
+		bool cl_cpu = is_cl && strcmp(list[i].kind, "cpu") == 0;
 		bool wanted = want_cpu ? !is_cl :
 			      want_cl ? is_cl && (want_index < 0 ||
 						  list[i].index == want_index) :
-					true;
+					!cl_cpu;
 
 		/* Benchmark what may be used; list the rest unmeasured. */
 		if (wanted && !o->no_bench) {
@@ -533,6 +539,10 @@ static int pick_device(struct options *o, struct gp_session_config *cfg)
 		if (res.gemm_gflops > 0)
 			gp_info("device %s: %.1f GFLOP/s SGEMM, %.0f samples/s", d->name,
 				res.gemm_gflops, res.step_samples_per_s);
+		else if (cl_cpu && !want_cl)
+			gp_info("device %s: an OpenCL CPU device, left to the CPU "
+				"path (--device opencl:%d to use it)", d->name,
+				list[i].index);
 		if (wanted && res.step_samples_per_s >= best_speed) {
 			best_speed = res.step_samples_per_s;
 			best = i;
@@ -799,10 +809,41 @@ out:
 	return r;
 }
 
+/* Every membership in the state directory's database, for status, which
+ * shows them all (the running agent reports only the pool it serves).
+ * Returns the list (malloc'd, owned by the caller; an empty one when the
+ * agent never joined) and writes *ret_n, or NULL when the database
+ * cannot be read. */
+static struct gp_stats_membership *status_pools(const struct options *o,
+						size_t *ret_n)
+{
+	struct gp_stats_membership *pools = NULL;
+	struct gp_stats *stats = NULL;
+	struct saved_ids ids;
+	char path[600], err[512];
+	int r;
+
+	*ret_n = 0;
+	if (as_owner(o->state, &ids) < 0)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/agent.db", o->state);
+	r = gp_stats_open(path, GP_STATS_READONLY, &stats, err, sizeof(err));
+	if (r == -ENOENT)
+		pools = calloc(1, sizeof(*pools));
+	else if (r >= 0 && gp_stats_membership_list(stats, &pools, ret_n) >= 0 &&
+		 !pools)
+		pools = calloc(1, sizeof(*pools));
+	gp_stats_close(stats);
+	as_root(&ids);
+	return pools;
+}
+
 static int cmd_status(struct options *o)
 {
 	char reply[GP_CONTROL_REPLY_MAX];
 	struct gp_agent_status st;
+	struct gp_stats_membership *pools;
+	size_t n_pools;
 	int r;
 
 	r = gp_control_request(o->control, "status", reply, sizeof(reply), 5000);
@@ -830,7 +871,9 @@ static int cmd_status(struct options *o)
 			 "no agent answers on %s (systemctl start gradpool-agent)",
 			 o->control);
 	}
-	gp_agent_status_print(stdout, &st, o->json);
+	pools = status_pools(o, &n_pools);
+	gp_agent_status_print(stdout, &st, pools, n_pools, o->json);
+	free(pools);
 	/* Like systemctl status: 3 when nothing runs. */
 	return strcmp(st.state, "stopped") == 0 ? 3 : 0;
 }
@@ -1067,7 +1110,8 @@ static int cmd_stats(struct options *o)
 		r = gp_stats_format_json(stdout, group, rows, n, nt ? tot : NULL,
 					 pools, np);
 	else
-		r = gp_stats_format_table(stdout, group, rows, n, nt ? tot : NULL);
+		r = gp_stats_format_table(stdout, group, rows, n, nt ? tot : NULL,
+					  pools, np);
 out:
 	free(rows);
 	free(tot);

@@ -176,6 +176,24 @@ static void publish_status(struct session *s)
 		if (strcmp(st.state, s->st.state) != 0)
 			gp_info("%s", line);
 	}
+	/* What the pool told of its job names it wherever memberships are
+	 * shown (status, stats --by pool, the page): noted on each new
+	 * STATS, written with the next flush. */
+	if (s->cfg->stats && st.have_job && st.pool[0] &&
+	    st.progress_at != s->st.progress_at) {
+		struct gp_stats_job job = {
+			.id = (int64_t)st.job_id,
+			.epoch = st.epoch,
+			.epochs = st.epochs,
+			.progress = st.progress,
+			.accuracy = st.eval_epochs ? st.accuracy : -1,
+			.told_at = st.progress_at,
+		};
+
+		snprintf(job.name, sizeof(job.name), "%s", st.job);
+		snprintf(job.state, sizeof(job.state), "%s", st.job_state);
+		(void)gp_stats_job_note(s->cfg->stats, st.pool, &job);
+	}
 	s->st = st;
 	gp_agent_status_publish(&st);
 }

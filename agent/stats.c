@@ -45,6 +45,21 @@ static const char *const migrations[] = {
 	"CREATE TABLE text_settings ("
 	"  key TEXT PRIMARY KEY,"
 	"  value TEXT NOT NULL) WITHOUT ROWID;",
+	/* 4: what each pool's coordinator last told of its job, so that
+	 * every membership can be named and shown, not only the one the
+	 * agent serves */
+	"ALTER TABLE memberships ADD COLUMN job_name TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE memberships ADD COLUMN job_id INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE memberships ADD COLUMN job_state TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE memberships ADD COLUMN job_epoch INTEGER NOT NULL "
+	"  DEFAULT 0;"
+	"ALTER TABLE memberships ADD COLUMN job_epochs INTEGER NOT NULL "
+	"  DEFAULT 0;"
+	"ALTER TABLE memberships ADD COLUMN job_progress REAL NOT NULL "
+	"  DEFAULT 0;"
+	"ALTER TABLE memberships ADD COLUMN job_accuracy REAL;"
+	"ALTER TABLE memberships ADD COLUMN job_told_at INTEGER NOT NULL "
+	"  DEFAULT 0;",
 };
 
 static const struct gp_db_schema stats_schema = {
@@ -59,6 +74,16 @@ struct pending {
 	int64_t first_at;
 };
 
+/* A job note not yet written (gp_stats_job_note). */
+struct note {
+	char pool[GP_STATS_POOL_MAX];
+	struct gp_stats_job job;
+};
+
+/* Pools with a pending note: an agent serves one pool at a time, so a few
+ * are plenty; past them the oldest note gives way. */
+#define STATS_NOTES_MAX 8
+
 struct gp_stats {
 	struct gp_db_conn c;
 	pthread_mutex_t lock; /* c: the connection and its message */
@@ -68,6 +93,8 @@ struct gp_stats {
 	struct pending *pending;
 	size_t n_pending, cap_pending;
 	int64_t flush_s;
+	struct note notes[STATS_NOTES_MAX]; /* under buf_lock */
+	size_t n_notes;
 };
 
 int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
@@ -105,7 +132,7 @@ void gp_stats_close(struct gp_stats *s)
 {
 	if (!s)
 		return;
-	if (!s->readonly && s->n_pending)
+	if (!s->readonly && (s->n_pending || s->n_notes))
 		(void)gp_stats_flush(s);
 	sqlite3_close(s->c.db);
 	free(s->pending);
@@ -241,6 +268,25 @@ int gp_stats_public_name_get(struct gp_stats *s, char *buf, size_t size)
 	return r;
 }
 
+/* A share read back from the file: anything but a number in [0, 1] is
+ * damage and reads as def. */
+static double column_share(sqlite3_stmt *st, int i, double def)
+{
+	double v;
+
+	if (sqlite3_column_type(st, i) == SQLITE_NULL)
+		return def;
+	v = sqlite3_column_double(st, i);
+	return isfinite(v) && v >= 0 && v <= 1 ? v : def;
+}
+
+static uint32_t column_u32(sqlite3_stmt *st, int i)
+{
+	int64_t v = sqlite3_column_int64(st, i);
+
+	return v > 0 && v <= UINT32_MAX ? (uint32_t)v : 0;
+}
+
 static int read_membership(sqlite3_stmt *st, void *arg)
 {
 	struct gp_stats_membership *m = arg;
@@ -251,6 +297,45 @@ static int read_membership(sqlite3_stmt *st, void *arg)
 	m->agent_id = sqlite3_column_int64(st, 3);
 	m->joined_at = sqlite3_column_int64(st, 4);
 	m->left_at = sqlite3_column_int64(st, 5);
+	gp_db_column_text(st, 6, m->job.name, sizeof(m->job.name));
+	m->job.id = sqlite3_column_int64(st, 7);
+	gp_db_column_text(st, 8, m->job.state, sizeof(m->job.state));
+	m->job.epoch = column_u32(st, 9);
+	m->job.epochs = column_u32(st, 10);
+	m->job.progress = column_share(st, 11, 0);
+	m->job.accuracy = column_share(st, 12, -1);
+	m->job.told_at = sqlite3_column_int64(st, 13);
+	return 0;
+}
+
+int gp_stats_job_note(struct gp_stats *s, const char *pool,
+		      const struct gp_stats_job *job)
+{
+	struct note *n = NULL;
+
+	if (!pool || !pool[0] || !job)
+		return -EINVAL;
+	if (s->readonly)
+		return -EROFS;
+	pthread_mutex_lock(&s->buf_lock);
+	for (size_t i = 0; i < s->n_notes; i++)
+		if (strncmp(s->notes[i].pool, pool, sizeof(s->notes[i].pool)) ==
+		    0)
+			n = &s->notes[i];
+	if (!n) {
+		if (s->n_notes == STATS_NOTES_MAX) {
+			memmove(&s->notes[0], &s->notes[1],
+				(STATS_NOTES_MAX - 1) * sizeof(s->notes[0]));
+			s->n_notes--;
+		}
+		n = &s->notes[s->n_notes++];
+		snprintf(n->pool, sizeof(n->pool), "%.*s",
+			 (int)sizeof(n->pool) - 1, pool);
+	}
+	n->job = *job;
+	n->job.name[sizeof(n->job.name) - 1] = '\0';
+	n->job.state[sizeof(n->job.state) - 1] = '\0';
+	pthread_mutex_unlock(&s->buf_lock);
 	return 0;
 }
 
@@ -265,9 +350,19 @@ int gp_stats_membership_list(struct gp_stats *s,
 	r = gp_db_list(&s->c, "cannot list memberships", sizeof(**ret),
 		       read_membership, (void **)ret, ret_n,
 		       "SELECT pool, coordinator_key, endpoints, agent_id, "
-		       "joined_at, left_at FROM memberships "
+		       "joined_at, left_at, job_name, job_id, job_state, "
+		       "job_epoch, job_epochs, job_progress, job_accuracy, "
+		       "job_told_at FROM memberships "
 		       "ORDER BY joined_at, pool",
 		       "");
+	if (r >= 0) {
+		pthread_mutex_lock(&s->buf_lock);
+		for (size_t i = 0; i < *ret_n; i++)
+			for (size_t k = 0; k < s->n_notes; k++)
+				if (strcmp((*ret)[i].pool, s->notes[k].pool) == 0)
+					(*ret)[i].job = s->notes[k].job;
+		pthread_mutex_unlock(&s->buf_lock);
+	}
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -362,8 +457,9 @@ out:
 int gp_stats_flush(struct gp_stats *s)
 {
 	struct pending *batch;
+	struct note notes[STATS_NOTES_MAX];
 	sqlite3_stmt *st = NULL;
-	size_t n;
+	size_t n, n_notes;
 	int r;
 
 	if (s->readonly)
@@ -374,14 +470,34 @@ int gp_stats_flush(struct gp_stats *s)
 	n = s->n_pending;
 	s->pending = NULL;
 	s->n_pending = s->cap_pending = 0;
+	n_notes = s->n_notes;
+	memcpy(notes, s->notes, n_notes * sizeof(notes[0]));
+	s->n_notes = 0;
 	pthread_mutex_unlock(&s->buf_lock);
-	if (n == 0) {
+	if (n == 0 && n_notes == 0) {
 		r = 0;
 		goto out;
 	}
 	r = gp_db_exec(&s->c, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto requeue;
+	for (size_t i = 0; i < n_notes; i++) {
+		const struct gp_stats_job *j = &notes[i].job;
+
+		r = gp_db_run(&s->c, "cannot write a pool's job",
+			      "UPDATE memberships SET job_name = ?2, "
+			      "job_id = ?3, job_state = ?4, job_epoch = ?5, "
+			      "job_epochs = ?6, job_progress = ?7, "
+			      "job_accuracy = ?8, job_told_at = ?9 "
+			      "WHERE pool = ?1",
+			      "ttitiifFi", notes[i].pool, j->name, j->id,
+			      j->state, (int64_t)j->epoch, (int64_t)j->epochs,
+			      j->progress,
+			      j->accuracy >= 0 ? j->accuracy : (double)NAN,
+			      j->told_at);
+		if (r < 0)
+			goto rollback;
+	}
 	r = gp_db_prepare(&s->c,
 			  "INSERT INTO contributions (day, pool, device, "
 			  "minibatches, samples, gflop, compute_seconds, "
@@ -424,6 +540,17 @@ rollback:
 	sqlite3_finalize(st);
 	gp_db_rollback(&s->c);
 requeue:
+	/* The notes back, unless a newer one for the pool came meanwhile. */
+	for (size_t i = 0; i < n_notes; i++) {
+		bool newer = false;
+
+		pthread_mutex_lock(&s->buf_lock);
+		for (size_t k = 0; k < s->n_notes; k++)
+			newer |= strcmp(s->notes[k].pool, notes[i].pool) == 0;
+		pthread_mutex_unlock(&s->buf_lock);
+		if (!newer)
+			(void)gp_stats_job_note(s, notes[i].pool, &notes[i].job);
+	}
 	/* Add the failed sums back onto whatever arrived meanwhile. */
 	for (size_t i = 0; i < n; i++) {
 		const struct gp_stats_row *row = &batch[i].row;
@@ -576,6 +703,32 @@ static double mib(int64_t bytes)
 	return (double)bytes / (1024.0 * 1024.0);
 }
 
+const char *gp_stats_pool_name(const char *pool,
+			       const struct gp_stats_membership *pools,
+			       size_t n_pools, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; pools && i < n_pools; i++) {
+		const struct gp_stats_membership *m = &pools[i];
+		int ep = (int)strcspn(m->endpoints, ",");
+
+		if (strcmp(m->pool, pool) != 0)
+			continue;
+		if (m->job.name[0] && ep)
+			snprintf(buf, size, "%s at %.*s", m->job.name, ep,
+				 m->endpoints);
+		else if (m->job.name[0])
+			snprintf(buf, size, "%s", m->job.name);
+		else if (ep)
+			snprintf(buf, size, "pool at %.*s", ep, m->endpoints);
+		break;
+	}
+	return buf;
+}
+
+/* Width of the pool column of the table: a name and a short fingerprint. */
+#define POOL_COL 44
+
 static void table_line(FILE *out, unsigned group, const char *day,
 		       const char *pool, const char *device,
 		       const struct gp_stats_row *r)
@@ -583,7 +736,7 @@ static void table_line(FILE *out, unsigned group, const char *day,
 	if (group & GP_STATS_BY_DAY)
 		fprintf(out, "%-10.10s  ", day);
 	if (group & GP_STATS_BY_POOL)
-		fprintf(out, "%-20.20s  ", pool);
+		fprintf(out, "%-*.*s  ", POOL_COL, POOL_COL, pool);
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20.20s  ", device);
 	char t[GP_STATS_HUMAN_MAX];
@@ -596,23 +749,39 @@ static void table_line(FILE *out, unsigned group, const char *day,
 
 int gp_stats_format_table(FILE *out, unsigned group,
 			  const struct gp_stats_row *rows, size_t n,
-			  const struct gp_stats_row *total)
+			  const struct gp_stats_row *total,
+			  const struct gp_stats_membership *pools,
+			  size_t n_pools)
 {
 	const char *label = "total";
 
 	if (group & GP_STATS_BY_DAY)
 		fprintf(out, "%-10s  ", "day");
 	if (group & GP_STATS_BY_POOL)
-		fprintf(out, "%-20s  ", "pool");
+		fprintf(out, "%-*s  ", POOL_COL, "pool (key)");
 	if (group & GP_STATS_BY_DEVICE)
 		fprintf(out, "%-20s  ", "device");
 	fprintf(out, "%11s %11s %11s %9s %10s %10s\n", "minibatches",
 		"samples", "GFLOP", "compute", "MiB up", "MiB down");
-	for (size_t i = 0; i < n; i++)
-		table_line(out, group, rows[i].day,
-			   rows[i].pool[0] ? rows[i].pool : "-",
+	for (size_t i = 0; i < n; i++) {
+		char name[GP_STATS_JOB_NAME_MAX + 80], label_pool[160];
+		const char *pool = rows[i].pool;
+
+		/* The name the volunteer knows, the fingerprint's first two
+		 * groups after it ("7e38-6615"): enough to tell two pools
+		 * apart. */
+		gp_stats_pool_name(pool, pools, n_pools, name, sizeof(name));
+		if (!pool[0])
+			snprintf(label_pool, sizeof(label_pool), "-");
+		else if (name[0])
+			snprintf(label_pool, sizeof(label_pool), "%.*s (%.9s)",
+				 POOL_COL - 12, name, pool);
+		else
+			snprintf(label_pool, sizeof(label_pool), "%s", pool);
+		table_line(out, group, rows[i].day, label_pool,
 			   rows[i].device[0] ? rows[i].device : "(no device)",
 			   &rows[i]);
+	}
 	if (total) {
 		/* The label goes in the first grouped column. */
 		table_line(out, group, label,
@@ -632,7 +801,8 @@ static void json_number(FILE *out, double v)
 		fputs("null", out);
 }
 
-static void json_row(FILE *out, unsigned group, const struct gp_stats_row *r)
+static void json_row(FILE *out, unsigned group, const struct gp_stats_row *r,
+		     const struct gp_stats_membership *pools, size_t n_pools)
 {
 	fputc('{', out);
 	if (group & GP_STATS_BY_DAY) {
@@ -641,8 +811,13 @@ static void json_row(FILE *out, unsigned group, const struct gp_stats_row *r)
 		fputs(", ", out);
 	}
 	if (group & GP_STATS_BY_POOL) {
+		char name[GP_STATS_JOB_NAME_MAX + 80];
+
 		fputs("\"pool\": ", out);
 		gp_json_string(out, r->pool);
+		fputs(", \"pool_name\": ", out);
+		gp_json_string(out, gp_stats_pool_name(r->pool, pools, n_pools,
+							name, sizeof(name)));
 		fputs(", ", out);
 	}
 	if (group & GP_STATS_BY_DEVICE) {
@@ -669,19 +844,23 @@ int gp_stats_format_json(FILE *out, unsigned group,
 	static const struct gp_stats_row zero;
 
 	fputs("{\"total\": ", out);
-	json_row(out, 0, total ? total : &zero);
+	json_row(out, 0, total ? total : &zero, NULL, 0);
 	fputs(",\n \"rows\": [", out);
 	for (size_t i = 0; i < n; i++) {
 		fputs(i ? ",\n  " : "\n  ", out);
-		json_row(out, group, &rows[i]);
+		json_row(out, group, &rows[i], pools, n_pools);
 	}
 	fputs("],\n \"pools\": [", out);
 	for (size_t i = 0; i < n_pools; i++) {
 		const struct gp_stats_membership *m = &pools[i];
+		char name[GP_STATS_JOB_NAME_MAX + 80];
 
 		fputs(i ? ",\n  " : "\n  ", out);
 		fputs("{\"pool\": ", out);
 		gp_json_string(out, m->pool);
+		fputs(", \"name\": ", out);
+		gp_json_string(out, gp_stats_pool_name(m->pool, pools, n_pools,
+							name, sizeof(name)));
 		fputs(", \"coordinator_key\": \"", out);
 		for (size_t k = 0; k < GP_STATS_KEY_SIZE; k++)
 			fprintf(out, "%02x", m->coordinator_key[k]);
@@ -691,10 +870,33 @@ int gp_stats_format_json(FILE *out, unsigned group,
 			     ", \"left_at\": ",
 			m->agent_id, m->joined_at);
 		if (m->left_at)
-			fprintf(out, "%" PRId64 "}", m->left_at);
+			fprintf(out, "%" PRId64, m->left_at);
 		else
-			fputs("null}", out);
+			fputs("null", out);
+		fputs(", \"job\": ", out);
+		gp_stats_job_json(out, &m->job);
+		fputc('}', out);
 	}
 	fputs("]}\n", out);
 	return ferror(out) ? -EIO : 0;
+}
+
+void gp_stats_job_json(FILE *out, const struct gp_stats_job *job)
+{
+	if (!job->name[0]) {
+		fputs("null", out);
+		return;
+	}
+	fputs("{\"name\": ", out);
+	gp_json_string(out, job->name);
+	fprintf(out, ", \"id\": %" PRId64 ", \"state\": ", job->id);
+	gp_json_string(out, job->state);
+	fprintf(out, ", \"epoch\": %" PRIu32 ", \"epochs\": %" PRIu32
+		", \"progress\": %.6f, \"test_accuracy\": ",
+		job->epoch, job->epochs, job->progress);
+	if (job->accuracy >= 0)
+		fprintf(out, "%.6f", job->accuracy);
+	else
+		fputs("null", out);
+	fprintf(out, ", \"told_at\": %" PRId64 "}", job->told_at);
 }

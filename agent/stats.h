@@ -48,12 +48,28 @@ const char *gp_stats_error(struct gp_stats *s);
 
 /* ---- memberships ------------------------------------------------------- */
 
+/* What a pool's coordinator last told of its job (STATS): the name the
+ * volunteer knows the pool by, where the database has only the key's
+ * fingerprint. name[0] == '\0': never told (not connected since the
+ * agent learned to keep it, or an older coordinator). */
+#define GP_STATS_JOB_NAME_MAX 65   /* the job's name, with NUL */
+struct gp_stats_job {
+	char name[GP_STATS_JOB_NAME_MAX];
+	int64_t id;
+	char state[16];       /* "training", "done", "none" */
+	uint32_t epoch, epochs; /* epoch from 1; epochs 0: unknown */
+	double progress;      /* share done, 0..1 */
+	double accuracy;      /* last test accuracy, 0..1; < 0: none yet */
+	int64_t told_at;      /* unix seconds */
+};
+
 struct gp_stats_membership {
 	char pool[GP_STATS_POOL_MAX];
 	uint8_t coordinator_key[GP_STATS_KEY_SIZE];
 	char endpoints[GP_STATS_ENDPOINTS_MAX];
 	int64_t agent_id; /* assigned by the coordinator; 0 if not yet */
 	int64_t joined_at, left_at; /* unix seconds; left_at 0: member */
+	struct gp_stats_job job;    /* the last told; name "": none */
 };
 
 /* Records or updates a membership (borrowed), keyed by pool. Joining again
@@ -65,7 +81,16 @@ int gp_stats_membership_set(struct gp_stats *s,
 int gp_stats_membership_leave(struct gp_stats *s, const char *pool,
 			      int64_t at);
 
-/* All memberships by join time: *ret malloc'd, owned by the caller. */
+/* Notes what the coordinator of pool (borrowed) told of its job (job,
+ * borrowed). Memory only, like gp_stats_add: the next gp_stats_flush
+ * writes it to the membership's row, and gp_stats_membership_list returns
+ * it meanwhile. Returns 0, -EINVAL or -EROFS (read-only). */
+int gp_stats_job_note(struct gp_stats *s, const char *pool,
+		      const struct gp_stats_job *job);
+
+/* All memberships by join time, each with its job as last noted (a
+ * pending note over the stored one): *ret malloc'd, owned by the
+ * caller. */
 int gp_stats_membership_list(struct gp_stats *s,
 			     struct gp_stats_membership **ret, size_t *ret_n);
 
@@ -113,8 +138,8 @@ int gp_stats_add(struct gp_stats *s, const struct gp_stats_delta *d);
 void gp_stats_set_flush_interval(struct gp_stats *s, int64_t flush_s);
 
 /* Writes every pending sum in one transaction, as upserts that add to the
- * stored rows. On failure the sums stay pending. Returns the number of
- * rows written or a negative errno. */
+ * stored rows, with the pending job notes. On failure the sums and notes
+ * stay pending. Returns the number of rows written or a negative errno. */
 int gp_stats_flush(struct gp_stats *s);
 
 /* ---- queries ----------------------------------------------------------- */
@@ -160,24 +185,45 @@ void gp_stats_day(int64_t t, char day[GP_STATS_DAY_LEN + 1]);
 const char *gp_stats_human_count(double v, char *buf, size_t size);
 const char *gp_stats_human_duration(double seconds, char *buf, size_t size);
 
+/* The name a volunteer knows pool (a fingerprint, borrowed) by, from
+ * pools (n_pools, borrowed; may be NULL): the job its coordinator last
+ * told and the address it was joined at, "fashion-mlp at
+ * 127.0.0.1:7170", into buf (size bytes), which is returned; "" when
+ * neither is known. */
+const char *gp_stats_pool_name(const char *pool,
+			       const struct gp_stats_membership *pools,
+			       size_t n_pools, char *buf, size_t size);
+
 /* Human table: one line per row with the grouped columns, then a total
- * line. rows (n, borrowed) come from gp_stats_query with the same group;
- * total (borrowed) from gp_stats_query with group 0. Returns 0 or -EIO. */
+ * line; grouped by pool, a pool is named (gp_stats_pool_name) with its
+ * fingerprint after. rows (n, borrowed) come from gp_stats_query with the
+ * same group; total (borrowed) from gp_stats_query with group 0; pools
+ * (n_pools, borrowed, may be NULL) from gp_stats_membership_list. Returns
+ * 0 or -EIO. */
 int gp_stats_format_table(FILE *out, unsigned group,
 			  const struct gp_stats_row *rows, size_t n,
-			  const struct gp_stats_row *total);
+			  const struct gp_stats_row *total,
+			  const struct gp_stats_membership *pools,
+			  size_t n_pools);
 
 /* JSON, one object:
  *   {"total": {ROW}, "rows": [{ROW}, ...], "pools": [{MEMBERSHIP}, ...]}
- * where ROW holds "day", "pool", "device" (only those grouped by), then
- * "minibatches", "samples", "gflop", "compute_seconds", "bytes_up",
- * "bytes_down"; MEMBERSHIP holds "pool", "coordinator_key" (hex),
- * "endpoints", "agent_id", "joined_at", "left_at" (null while a member).
+ * where ROW holds "day", "pool", "pool_name" (with "pool"), "device" (only
+ * those grouped by), then "minibatches", "samples", "gflop",
+ * "compute_seconds", "bytes_up", "bytes_down"; MEMBERSHIP holds "pool",
+ * "name", "coordinator_key" (hex), "endpoints", "agent_id", "joined_at",
+ * "left_at" (null while a member) and "job" (gp_stats_job_json, null when
+ * never told).
  * Strings are escaped; invalid UTF-8 becomes U+FFFD. Returns 0 or -EIO. */
 int gp_stats_format_json(FILE *out, unsigned group,
 			 const struct gp_stats_row *rows, size_t n,
 			 const struct gp_stats_row *total,
 			 const struct gp_stats_membership *pools,
 			 size_t n_pools);
+
+/* A membership's job (borrowed) as one JSON object, or null when never
+ * told: {"name", "id", "state", "epoch", "epochs", "progress",
+ * "test_accuracy" (null before an evaluation), "told_at"}. */
+void gp_stats_job_json(FILE *out, const struct gp_stats_job *job);
 
 #endif

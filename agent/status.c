@@ -239,7 +239,83 @@ static void json_key_str(FILE *out, const char *key, const char *v, bool first)
 	gp_json_string(out, v);
 }
 
-static void print_json(FILE *out, const struct gp_agent_status *st)
+int gp_agent_status_served(const struct gp_agent_status *st,
+			   const struct gp_stats_membership *pools,
+			   size_t n_pools)
+{
+	for (size_t i = 0; st->pool[0] && i < n_pools; i++)
+		if (strcmp(pools[i].pool, st->pool) == 0)
+			return (int)i;
+	/* Not running, or between pools: the agent takes the first pool
+	 * not left (gp_session_run). */
+	for (size_t i = 0; !st->pool[0] && i < n_pools; i++)
+		if (!pools[i].left_at)
+			return (int)i;
+	return -1;
+}
+
+void gp_agent_status_overlay(const struct gp_agent_status *st,
+			     struct gp_stats_membership *pools,
+			     size_t n_pools)
+{
+	struct gp_stats_job *j;
+
+	if (!st->have_job || !st->pool[0])
+		return;
+	for (size_t i = 0; i < n_pools; i++) {
+		if (strcmp(pools[i].pool, st->pool) != 0)
+			continue;
+		j = &pools[i].job;
+		snprintf(j->name, sizeof(j->name), "%s", st->job);
+		j->id = (int64_t)st->job_id;
+		snprintf(j->state, sizeof(j->state), "%s", st->job_state);
+		j->epoch = st->epoch;
+		j->epochs = st->epochs;
+		j->progress = st->progress;
+		j->accuracy = st->eval_epochs ? st->accuracy : -1;
+		j->told_at = st->progress_at;
+	}
+}
+
+static void print_pools_json(FILE *out, const struct gp_agent_status *st,
+			     const struct gp_stats_membership *pools,
+			     size_t n_pools)
+{
+	int served = gp_agent_status_served(st, pools, n_pools);
+
+	fputs(", \"pools\": ", out);
+	if (!pools) {
+		fputs("null", out);
+		return;
+	}
+	fputc('[', out);
+	for (size_t i = 0; i < n_pools; i++) {
+		const struct gp_stats_membership *m = &pools[i];
+		char name[GP_STATS_JOB_NAME_MAX + 80];
+
+		fputs(i ? ", {" : "{", out);
+		json_key_str(out, "pool", m->pool, true);
+		json_key_str(out, "name",
+			     gp_stats_pool_name(m->pool, pools, n_pools, name,
+						sizeof(name)), false);
+		json_key_str(out, "endpoints", m->endpoints, false);
+		fprintf(out, ", \"agent_id\": %" PRId64 ", \"joined_at\": %"
+			PRId64 ", \"left_at\": ", m->agent_id, m->joined_at);
+		if (m->left_at)
+			fprintf(out, "%" PRId64, m->left_at);
+		else
+			fputs("null", out);
+		fprintf(out, ", \"served\": %s, \"job\": ",
+			(int)i == served ? "true" : "false");
+		gp_stats_job_json(out, &m->job);
+		fputc('}', out);
+	}
+	fputc(']', out);
+}
+
+static void print_json(FILE *out, const struct gp_agent_status *st,
+		       const struct gp_stats_membership *pools,
+		       size_t n_pools)
 {
 	fputc('{', out);
 	json_key_str(out, "state", st->state, true);
@@ -254,6 +330,7 @@ static void print_json(FILE *out, const struct gp_agent_status *st)
 		gp_json_string(out, st->public_name);
 	else
 		fputs("null", out);
+	print_pools_json(out, st, pools, n_pools);
 	fputs(", \"job\": ", out);
 	if (!st->have_job) {
 		fputs("null}\n", out);
@@ -285,13 +362,76 @@ static void print_json(FILE *out, const struct gp_agent_status *st)
 		st->credit_gflop, st->credit_updates, st->credit_samples);
 }
 
-void gp_agent_status_print(FILE *out, const struct gp_agent_status *st,
-			   bool json)
+/* One line per membership: its name, key and address, what the agent
+ * does for it, and what its coordinator last told of its job. */
+static void print_pools(FILE *out, const struct gp_agent_status *st,
+			const struct gp_stats_membership *pools,
+			size_t n_pools)
 {
+	int served = gp_agent_status_served(st, pools, n_pools);
+	char t[32];
+
+	if (!pools) {
+		fprintf(out, "memberships: the agent's database cannot be read "
+			"(run as root or as the agent's user)\n");
+		return;
+	}
+	fprintf(out, "memberships: %zu\n", n_pools);
+	for (size_t i = 0; i < n_pools; i++) {
+		const struct gp_stats_membership *m = &pools[i];
+		const struct gp_stats_job *j = &m->job;
+		int ep = (int)strcspn(m->endpoints, ",");
+
+		fprintf(out, "  %s %s", (int)i == served ? "*" : "-",
+			j->name[0] ? j->name : "(no job told yet)");
+		fprintf(out, " at %.*s (key %s), joined %s", ep,
+			m->endpoints, m->pool,
+			gp_format_time(m->joined_at, t, sizeof(t)));
+		if (m->left_at)
+			fprintf(out, ", left %s\n",
+				gp_format_time(m->left_at, t, sizeof(t)));
+		else if ((int)i == served)
+			fprintf(out, ", %s\n", st->pool[0] ?
+				"served now" : "served when the agent runs");
+		else
+			fprintf(out, ", standing by (an agent serves one pool "
+				"at a time; gradpool-agent leave the one "
+				"above to serve this one)\n");
+		if (!j->name[0])
+			continue;
+		fprintf(out, "      job %" PRId64 ", %s", j->id, j->state);
+		if (j->epochs)
+			fprintf(out, ", epoch %" PRIu32 " of %" PRIu32,
+				j->epoch, j->epochs);
+		fprintf(out, ", %.1f %% done", 100.0 * j->progress);
+		if (j->accuracy >= 0)
+			fprintf(out, ", test accuracy %.2f %%",
+				100.0 * j->accuracy);
+		fprintf(out, " (as of %s)\n",
+			gp_format_time(j->told_at, t, sizeof(t)));
+	}
+}
+
+void gp_agent_status_print(FILE *out, const struct gp_agent_status *st,
+			   const struct gp_stats_membership *pools_in,
+			   size_t n_pools, bool json)
+{
+	struct gp_stats_membership *pools = NULL;
 	char eta[32], g[32];
 
+	/* The served pool's job as the running agent knows it now. */
+	if (pools_in) {
+		pools = malloc((n_pools ? n_pools : 1) * sizeof(*pools));
+		if (!pools) {
+			n_pools = 0;
+		} else {
+			memcpy(pools, pools_in, n_pools * sizeof(*pools));
+			gp_agent_status_overlay(st, pools, n_pools);
+		}
+	}
 	if (json) {
-		print_json(out, st);
+		print_json(out, st, pools, n_pools);
+		free(pools);
 		return;
 	}
 	fprintf(out, "%s: %s\n", st->state, st->reason);
@@ -332,4 +472,6 @@ void gp_agent_status_print(FILE *out, const struct gp_agent_status *st,
 	else if (st->pid)
 		fprintf(out, "  public name: none, credit is anonymous "
 			"(gradpool-agent name NAME)\n");
+	print_pools(out, st, pools, n_pools);
+	free(pools);
 }

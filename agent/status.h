@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "msg.h"
+#include "stats.h"
 
 #define GP_AGENT_STATUS_TEXT_MAX 256
 
@@ -68,9 +69,27 @@ int gp_agent_status_parse(const char *text, struct gp_agent_status *ret);
 
 /* Prints *st (borrowed) for `gradpool-agent status`: the text a
  * volunteer reads, or (json) one JSON object (docs/operations.md has the
- * keys). */
+ * keys), followed by every membership in pools (n_pools, borrowed, from
+ * gp_stats_membership_list): the one served, those standing by and those
+ * left, each named by its job. pools NULL: the database could not be
+ * read (said so; "pools": null in JSON). */
 void gp_agent_status_print(FILE *out, const struct gp_agent_status *st,
-			   bool json);
+			   const struct gp_stats_membership *pools,
+			   size_t n_pools, bool json);
+
+/* Puts the job st (borrowed) tells of into the membership it serves in
+ * pools (n_pools, modified): the running agent's word is newer than the
+ * database's, which has it only from the last flush. */
+void gp_agent_status_overlay(const struct gp_agent_status *st,
+			     struct gp_stats_membership *pools,
+			     size_t n_pools);
+
+/* The membership of pools (n_pools, borrowed) the agent serves: st's
+ * pool while it runs, else the first not left (the one it would serve).
+ * Returns its index, or -1 when none. */
+int gp_agent_status_served(const struct gp_agent_status *st,
+			   const struct gp_stats_membership *pools,
+			   size_t n_pools);
 
 /* An ETA in seconds as "1h 02m", "3m 20s", "45s" (the coordinator's
  * status says it so), "unknown" when negative, into buf. */

@@ -29,6 +29,7 @@
 #include "credit-cmd.h"
 #include "export.h"
 #include "gp-config.h"
+#include "httpd.h"
 #include "job-cmd.h"
 #include "log.h"
 #include "model.h"
@@ -981,7 +982,7 @@ int main(int argc, char **argv)
 			o.web = GP_COORD_WEB_DEFAULT;
 		else if (strcmp(o.web, "off") == 0)
 			o.web = NULL;
-		else if (gp_coord_web_listen_parse(o.web, NULL, NULL) < 0) {
+		else if (gp_httpd_listen_parse(o.web, NULL, NULL) < 0) {
 			gp_error("--web: '%s' is not a loopback ADDR:PORT "
 				 "(127.0.0.1:PORT, localhost:PORT, [::1]:PORT) "
 				 "or off: the owner's page is for this machine "

@@ -14,6 +14,11 @@
 
 void gp_serve_progress_start(struct server *srv, const char *job_path)
 {
+	/* A job from the queue comes with no path: it is named after the
+	 * file it was added from (job add FILE), as one served with --job
+	 * is, unless the ledger holds only its text. */
+	if (!job_path && srv->job_source[0] == '/')
+		job_path = srv->job_source;
 	gp_progress_job_name(job_path, srv->job.data_set, srv->spec_text,
 			     srv->progress.job_name,
 			     sizeof(srv->progress.job_name));

@@ -4,19 +4,16 @@
  * attributes beside the human text, for tests and scripts. */
 #include "web.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include "httpd.h"
 #include "log.h"
 #include "util.h"
 
@@ -26,9 +23,8 @@
 #define RATE_BUCKETS 60
 
 struct gp_coord_web {
-	struct MHD_Daemon *daemon;
+	struct gp_httpd *httpd;
 	char ledger_path[1024];
-	uint16_t port;
 };
 
 /* ---- the view --------------------------------------------------------- */
@@ -77,76 +73,6 @@ void gp_coord_web_view_finish(struct gp_coord_web_view *v)
 
 /* ---- rendering -------------------------------------------------------- */
 
-/* A growing string; on allocation failure it stays failed. */
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-static void put(struct buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void put(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->failed)
-		return;
-	for (;;) {
-		size_t room = b->cap - b->len;
-
-		va_start(ap, fmt);
-		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->failed = true;
-			return;
-		}
-		if (b->p && (size_t)n < room) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t cap = b->cap ? b->cap * 2 : 16384;
-		while (cap < b->len + (size_t)n + 1)
-			cap *= 2;
-		char *np = realloc(b->p, cap);
-		if (!np) {
-			b->failed = true;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-}
-
-/* Text from the ledger (names, paths, models), escaped for HTML. */
-static void put_text(struct buf *b, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '<':
-			put(b, "&lt;");
-			break;
-		case '>':
-			put(b, "&gt;");
-			break;
-		case '&':
-			put(b, "&amp;");
-			break;
-		case '"':
-			put(b, "&quot;");
-			break;
-		case '\'':
-			put(b, "&#39;");
-			break;
-		default:
-			put(b, "%c", *s);
-		}
-	}
-}
-
 /* 1234567 -> "1.2M": axis labels that fit the margin. */
 static const char *human(double v, char *buf, size_t size)
 {
@@ -193,36 +119,36 @@ struct chart {
 	double left, top, w, h;
 };
 
-static struct chart chart_open(struct buf *b, const char *id,
+static struct chart chart_open(struct gp_html *b, const char *id,
 			       const char *title, double max,
 			       const char *unit)
 {
 	struct chart c = { 64, 16, CHART_W - 64 - 16, CHART_H - 16 - 40 };
 	char t[32];
 
-	put(b, "<figure><figcaption>%s</figcaption>"
+	gp_html_put(b, "<figure><figcaption>%s</figcaption>"
 	       "<svg id=\"%s\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" "
 	       "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
 	       "aria-label=\"%s\" data-max=\"%.6g\">",
 	    title, id, CHART_W, CHART_H, CHART_W, CHART_H, title, max);
-	put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
+	gp_html_put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
 	       "stroke=\"#888\"/>", c.left, c.top + c.h, c.left + c.w,
 	    c.top + c.h);
-	put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
+	gp_html_put(b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" "
 	       "stroke=\"#888\"/>", c.left, c.top, c.left, c.top + c.h);
 	for (int k = 0; k <= 2; k++) {
 		double y = c.top + c.h - c.h * k / 2.0;
 		double val = max * k / 2.0;
 
 		if (k)
-			put(b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" "
+			gp_html_put(b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" "
 			       "y2=\"%.1f\" stroke=\"#e4e4e4\"/>", c.left, y,
 			    c.left + c.w, y);
 		if (strcmp(unit, "%") == 0)
 			snprintf(t, sizeof(t), "%.0f %%", val);
 		else
 			human(val, t, sizeof(t));
-		put(b, "<text class=\"tick\" x=\"%.0f\" y=\"%.1f\" "
+		gp_html_put(b, "<text class=\"tick\" x=\"%.0f\" y=\"%.1f\" "
 		       "text-anchor=\"end\" font-size=\"11\">%s</text>",
 		    c.left - 4, y + 4, t);
 	}
@@ -230,7 +156,7 @@ static struct chart chart_open(struct buf *b, const char *id,
 }
 
 /* A line through one point per evaluated epoch: value(e) of each. */
-static void put_epoch_chart(struct buf *b, const struct gp_coord_web_view *v,
+static void put_epoch_chart(struct gp_html *b, const struct gp_coord_web_view *v,
 			    const char *id, const char *title, bool accuracy)
 {
 	double max = accuracy ? 100 : 0;
@@ -248,10 +174,10 @@ static void put_epoch_chart(struct buf *b, const struct gp_coord_web_view *v,
 		max = 1;
 	c = chart_open(b, id, title, max, accuracy ? "%" : "");
 	if (v->n_evals == 0)
-		put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" "
+		gp_html_put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" "
 		       "fill=\"#666\">no evaluation yet: one comes at the end "
 		       "of each epoch</text>", c.left + 20, c.top + c.h / 2);
-	put(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
+	gp_html_put(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
 	       "points=\"", accuracy ? "#2a8a3a" : "#c0562a");
 	for (size_t i = 0; i < v->n_evals; i++) {
 		const struct gp_ledger_eval *e = &v->evals[i];
@@ -259,9 +185,9 @@ static void put_epoch_chart(struct buf *b, const struct gp_coord_web_view *v,
 		double x = c.left + c.w * (double)(e->epoch + 1) / (double)epochs;
 		double y = c.top + c.h - c.h * (isfinite(val) ? val : 0) / max;
 
-		put(b, "%.1f,%.1f ", x, y);
+		gp_html_put(b, "%.1f,%.1f ", x, y);
 	}
-	put(b, "\"/>");
+	gp_html_put(b, "\"/>");
 	for (size_t i = 0; i < v->n_evals; i++) {
 		const struct gp_ledger_eval *e = &v->evals[i];
 		double raw = accuracy ? e->test_accuracy : e->test_loss;
@@ -269,7 +195,7 @@ static void put_epoch_chart(struct buf *b, const struct gp_coord_web_view *v,
 		double x = c.left + c.w * (double)(e->epoch + 1) / (double)epochs;
 		double y = c.top + c.h - c.h * (isfinite(val) ? val : 0) / max;
 
-		put(b, "<circle class=\"point\" cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" "
+		gp_html_put(b, "<circle class=\"point\" cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" "
 		       "fill=\"%s\" data-epoch=\"%" PRId64 "\" data-value=\"%.6f\">"
 		       "<title>epoch %" PRId64 ": %.4g%s</title></circle>",
 		    x, y, accuracy ? "#2a8a3a" : "#c0562a", e->epoch + 1, raw,
@@ -279,17 +205,17 @@ static void put_epoch_chart(struct buf *b, const struct gp_coord_web_view *v,
 	for (int64_t e = 1; e <= epochs; e++) {
 		if (epochs > 10 && e % ((epochs + 9) / 10) != 0 && e != epochs)
 			continue;
-		put(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" "
+		gp_html_put(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" "
 		       "font-size=\"10\">%" PRId64 "</text>",
 		    c.left + c.w * (double)e / (double)epochs, c.top + c.h + 14, e);
 	}
-	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
+	gp_html_put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
 	       "font-size=\"11\" fill=\"#444\">epoch</text></svg></figure>",
 	    c.left + c.w / 2, c.top + c.h + 32);
 }
 
 /* Samples per second in each bucket of the job's span. */
-static void put_rate_chart(struct buf *b, const struct gp_coord_web_view *v)
+static void put_rate_chart(struct gp_html *b, const struct gp_coord_web_view *v)
 {
 	double max = 0, bucket_s = (double)v->rate_bucket_ms / 1000.0;
 	char t[64];
@@ -301,7 +227,7 @@ static void put_rate_chart(struct buf *b, const struct gp_coord_web_view *v)
 	c = chart_open(b, "chart-rate", "Throughput: samples/s applied",
 		       max > 0 ? max : 1, "");
 	if (v->n_rate == 0)
-		put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" "
+		gp_html_put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\" "
 		       "fill=\"#666\">nothing applied yet</text>", c.left + 20,
 		    c.top + c.h / 2);
 	for (size_t i = 0; i < v->n_rate; i++) {
@@ -309,7 +235,7 @@ static void put_rate_chart(struct buf *b, const struct gp_coord_web_view *v)
 		double bw = c.w / (double)v->n_rate;
 		double h = max > 0 ? c.h * rate / max : 0;
 
-		put(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+		gp_html_put(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
 		       "height=\"%.1f\" fill=\"#3b7dd8\" data-at=\"%" PRId64 "\" "
 		       "data-samples=\"%" PRId64 "\" data-value=\"%.3f\">"
 		       "<title>%s: %.0f samples/s</title></rect>",
@@ -321,13 +247,13 @@ static void put_rate_chart(struct buf *b, const struct gp_coord_web_view *v)
 		double span = bucket_s * (double)v->n_rate;
 		char d[32];
 
-		put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">%s</text>"
+		gp_html_put(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">%s</text>"
 		       "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" "
 		       "font-size=\"10\">+%s</text>",
 		    c.left, c.top + c.h + 14, when(v->rate[0].at, t, sizeof(t)),
 		    c.left + c.w, c.top + c.h + 14, duration(span, d, sizeof(d)));
 	}
-	put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
+	gp_html_put(b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
 	       "font-size=\"11\" fill=\"#444\">time (bars of %.0f s)</text>"
 	       "</svg></figure>", c.left + c.w / 2, c.top + c.h + 32, bucket_s);
 }
@@ -351,14 +277,14 @@ static int64_t damped_of(const struct gp_coord_web_view *v, int64_t id)
 
 /* Each agent of the job: its share of the applied samples as a bar, its
  * link and what the pool made of its updates (trust). */
-static void put_agents(struct buf *b, const struct gp_coord_web_view *v)
+static void put_agents(struct gp_html *b, const struct gp_coord_web_view *v)
 {
 	int64_t total = 0;
 	size_t shown = 0;
 
 	for (size_t i = 0; i < v->n_agents; i++)
 		total += v->agents[i].samples_applied;
-	put(b, "<table id=\"agents\"><thead><tr><th>id</th><th>name</th>"
+	gp_html_put(b, "<table id=\"agents\"><thead><tr><th>id</th><th>name</th>"
 	       "<th>state</th><th>share of the work</th><th>samples</th>"
 	       "<th>updates</th><th>link</th><th>trust: damped</th>"
 	       "<th>refused</th><th>rejections</th></tr></thead><tbody>");
@@ -372,27 +298,27 @@ static void put_agents(struct buf *b, const struct gp_coord_web_view *v)
 		    !a->updates_discarded && !a->agent.connections)
 			continue; /* not part of this job */
 		shown++;
-		put(b, "<tr data-agent-id=\"%" PRId64 "\"><td class=\"num\">%"
+		gp_html_put(b, "<tr data-agent-id=\"%" PRId64 "\"><td class=\"num\">%"
 		       PRId64 "</td><td>", a->agent.id, a->agent.id);
-		put_text(b, a->agent.name);
-		put(b, "</td><td>%s</td>", agent_state(&a->agent, v->serving));
-		put(b, "<td class=\"share\" data-value=\"%.6f\"><svg width=\"160\" "
+		gp_html_text(b, a->agent.name);
+		gp_html_put(b, "</td><td>%s</td>", agent_state(&a->agent, v->serving));
+		gp_html_put(b, "<td class=\"share\" data-value=\"%.6f\"><svg width=\"160\" "
 		       "height=\"14\" xmlns=\"http://www.w3.org/2000/svg\">"
 		       "<rect width=\"160\" height=\"14\" fill=\"#eee\"/>"
 		       "<rect class=\"share-bar\" width=\"%.1f\" height=\"14\" "
 		       "fill=\"#3b7dd8\"/></svg> %.1f %%</td>",
 		    share, 160 * share, 100 * share);
-		put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64
+		gp_html_put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64
 		       "</td><td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64
 		       "</td>", a->samples_applied, a->samples_applied,
 		    a->updates_applied, a->updates_applied);
 		if (a->link_at > 0)
-			put(b, "<td class=\"num\" data-value=\"%.3f\">%.1f Mbit/s"
+			gp_html_put(b, "<td class=\"num\" data-value=\"%.3f\">%.1f Mbit/s"
 			       "</td>", a->link_bps * 8 / 1e6,
 			    a->link_bps * 8 / 1e6);
 		else
-			put(b, "<td class=\"num\">-</td>");
-		put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64
+			gp_html_put(b, "<td class=\"num\">-</td>");
+		gp_html_put(b, "<td class=\"num\" data-value=\"%" PRId64 "\">%" PRId64
 		       " (%.0f %%)</td><td class=\"num\" data-value=\"%" PRId64
 		       "\">%" PRId64 "</td><td class=\"num\" data-value=\"%" PRId64
 		       "\">%" PRId64 "</td></tr>",
@@ -402,19 +328,19 @@ static void put_agents(struct buf *b, const struct gp_coord_web_view *v)
 		    a->rejections);
 	}
 	if (!shown)
-		put(b, "<tr><td colspan=\"10\">no agent has worked on this job "
+		gp_html_put(b, "<tr><td colspan=\"10\">no agent has worked on this job "
 		       "yet (invite volunteers: gradpool-coordinator invite)"
 		       "</td></tr>");
-	put(b, "</tbody></table><p><small>Share: of the samples applied in "
+	gp_html_put(b, "</tbody></table><p><small>Share: of the samples applied in "
 	       "this job. Damped: applied updates that robust aggregation "
 	       "shrank towards the pool's direction; refused: updates refused "
 	       "(shape, NaN, norm); rejections: hostile or broken input "
 	       "logged against the agent (docs/security.md).</small></p>");
 }
 
-static void put_queue(struct buf *b, const struct gp_coord_web_view *v)
+static void put_queue(struct gp_html *b, const struct gp_coord_web_view *v)
 {
-	put(b, "<table id=\"queue\"><thead><tr><th>id</th><th>state</th>"
+	gp_html_put(b, "<table id=\"queue\"><thead><tr><th>id</th><th>state</th>"
 	       "<th>progress</th><th>accuracy</th><th>epochs</th><th>model</th>"
 	       "<th>file</th><th>since</th></tr></thead><tbody>");
 	for (size_t i = 0; i < v->n_jobs; i++) {
@@ -425,39 +351,39 @@ static void put_queue(struct buf *b, const struct gp_coord_web_view *v)
 				       -1;
 		char t[64];
 
-		put(b, "<tr data-job-id=\"%" PRId64 "\" data-state=\"%s\" "
+		gp_html_put(b, "<tr data-job-id=\"%" PRId64 "\" data-state=\"%s\" "
 		       "class=\"job-%s\"><td class=\"num\">%" PRId64 "</td>"
 		       "<td>%s</td>", j->id, gp_ledger_job_state_name(j->state),
 		    gp_ledger_job_state_name(j->state), j->id,
 		    gp_ledger_job_state_name(j->state));
 		if (p >= 0)
-			put(b, "<td class=\"num\" data-value=\"%.6f\">%.1f %%</td>",
+			gp_html_put(b, "<td class=\"num\" data-value=\"%.6f\">%.1f %%</td>",
 			    p, 100 * p);
 		else
-			put(b, "<td class=\"num\">-</td>");
+			gp_html_put(b, "<td class=\"num\">-</td>");
 		if (isfinite(j->test_accuracy))
-			put(b, "<td class=\"num\" data-value=\"%.6f\">%.2f %%</td>",
+			gp_html_put(b, "<td class=\"num\" data-value=\"%.6f\">%.2f %%</td>",
 			    j->test_accuracy, 100 * j->test_accuracy);
 		else
-			put(b, "<td class=\"num\">-</td>");
+			gp_html_put(b, "<td class=\"num\">-</td>");
 		if (j->epochs > 0)
-			put(b, "<td class=\"num\">%" PRId64 "</td>", j->epochs);
+			gp_html_put(b, "<td class=\"num\">%" PRId64 "</td>", j->epochs);
 		else
-			put(b, "<td class=\"num\">-</td>");
-		put(b, "<td class=\"model\">");
-		put_text(b, j->model);
-		put(b, "</td><td>");
-		put_text(b, j->source[0] ? j->source : "-");
-		put(b, "</td><td>%s</td></tr>", when(j->updated_at, t, sizeof(t)));
+			gp_html_put(b, "<td class=\"num\">-</td>");
+		gp_html_put(b, "<td class=\"model\">");
+		gp_html_text(b, j->model);
+		gp_html_put(b, "</td><td>");
+		gp_html_text(b, j->source[0] ? j->source : "-");
+		gp_html_put(b, "</td><td>%s</td></tr>", when(j->updated_at, t, sizeof(t)));
 	}
 	if (!v->n_jobs)
-		put(b, "<tr><td colspan=\"8\">no jobs yet "
+		gp_html_put(b, "<tr><td colspan=\"8\">no jobs yet "
 		       "(gradpool-coordinator job add FILE)</td></tr>");
-	put(b, "</tbody></table>");
+	gp_html_put(b, "</tbody></table>");
 }
 
 /* The headline: which job, how far, how fast, when it ends. */
-static void put_summary(struct buf *b, const struct gp_coord_web_view *v)
+static void put_summary(struct gp_html *b, const struct gp_coord_web_view *v)
 {
 	const struct gp_ledger_status *s = &v->status;
 	double total = (double)s->epochs * (double)s->minibatches_per_epoch;
@@ -477,14 +403,14 @@ static void put_summary(struct buf *b, const struct gp_coord_web_view *v)
 		rate /= (double)recent * (double)v->rate_bucket_ms / 1000.0;
 		mb_rate /= (double)recent * (double)v->rate_bucket_ms / 1000.0;
 	}
-	put(b, "<p id=\"job\" class=\"state state-%s\" data-job-id=\"%" PRId64
+	gp_html_put(b, "<p id=\"job\" class=\"state state-%s\" data-job-id=\"%" PRId64
 	       "\" data-state=\"%s\"><strong>job %" PRId64 ": %s</strong>",
 	    gp_ledger_job_state_name(s->state), s->job_id,
 	    gp_ledger_job_state_name(s->state), s->job_id,
 	    gp_ledger_job_state_name(s->state));
 	if (s->state != GP_JOB_RUNNING)
-		put(b, " &mdash; the pool has no job running now");
-	put(b, "</p><p>epoch <span id=\"epoch\">%" PRId64 "</span> of %" PRId64
+		gp_html_put(b, " &mdash; the pool has no job running now");
+	gp_html_put(b, "</p><p>epoch <span id=\"epoch\">%" PRId64 "</span> of %" PRId64
 	       ", <span id=\"progress\" data-value=\"%.6f\">%.1f %%</span> done "
 	       "(<span id=\"applied\" data-value=\"%" PRId64 "\">%" PRId64
 	       "</span> of %.0f minibatches, <span id=\"samples\" "
@@ -494,31 +420,31 @@ static void put_summary(struct buf *b, const struct gp_coord_web_view *v)
 	    human((double)s->samples_applied, t, sizeof(t)));
 	if (s->state == GP_JOB_RUNNING && mb_rate > 0 && total > 0 &&
 	    v->now - (v->n_rate ? v->rate[v->n_rate - 1].at : 0) < 120000)
-		put(b, "; ETA <span id=\"eta\">%s</span> at %.0f samples/s",
+		gp_html_put(b, "; ETA <span id=\"eta\">%s</span> at %.0f samples/s",
 		    duration(fmax(0, total - (double)s->updates_applied) / mb_rate,
 			     t, sizeof(t)), rate);
-	put(b, ".</p>");
+	gp_html_put(b, ".</p>");
 	if (s->have_eval)
-		put(b, "<p>latest evaluation: epoch %" PRId64 ", test accuracy "
+		gp_html_put(b, "<p>latest evaluation: epoch %" PRId64 ", test accuracy "
 		       "<span id=\"accuracy\" data-value=\"%.6f\">%.2f %%</span>, "
 		       "test loss %.4f</p>", s->last_eval.epoch + 1,
 		    s->last_eval.test_accuracy, 100 * s->last_eval.test_accuracy,
 		    s->last_eval.test_loss);
-	put(b, "<p><span id=\"connected\" data-value=\"%" PRId64 "\">%" PRId64
+	gp_html_put(b, "<p><span id=\"connected\" data-value=\"%" PRId64 "\">%" PRId64
 	       "</span> of %" PRId64 " members connected",
 	    s->connected_agents, s->connected_agents, s->live_agents);
 	if (s->state == GP_JOB_RUNNING && s->connected_agents == 0)
-		put(b, " &mdash; <strong>no agent is connected: nothing is being "
+		gp_html_put(b, " &mdash; <strong>no agent is connected: nothing is being "
 		       "computed</strong>");
-	put(b, ".</p>");
+	gp_html_put(b, ".</p>");
 }
 
 int gp_coord_web_render(const struct gp_coord_web_view *v, char **ret)
 {
-	struct buf b = { 0 };
+	struct gp_html b = { 0 };
 	char t[64];
 
-	put(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+	gp_html_put(&b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
 		"<meta http-equiv=\"refresh\" content=\"10\">"
 		"<title>gradpool pool</title><style>"
 		"body{font-family:sans-serif;margin:2em;max-width:62em}"
@@ -534,119 +460,28 @@ int gp_coord_web_render(const struct gp_coord_web_view *v, char **ret)
 		"</style></head><body><h1>gradpool pool</h1>");
 	if (v->have_job) {
 		put_summary(&b, v);
-		put(&b, "<h2>Accuracy and loss</h2>");
+		gp_html_put(&b, "<h2>Accuracy and loss</h2>");
 		put_epoch_chart(&b, v, "chart-accuracy",
 				"Test accuracy per epoch", true);
 		put_epoch_chart(&b, v, "chart-loss", "Test loss per epoch", false);
-		put(&b, "<h2>Throughput</h2>");
+		gp_html_put(&b, "<h2>Throughput</h2>");
 		put_rate_chart(&b, v);
-		put(&b, "<h2>Agents in job %" PRId64 "</h2>", v->status.job_id);
+		gp_html_put(&b, "<h2>Agents in job %" PRId64 "</h2>", v->status.job_id);
 		put_agents(&b, v);
 	} else {
-		put(&b, "<p id=\"job\" class=\"state\" data-state=\"none\">"
+		gp_html_put(&b, "<p id=\"job\" class=\"state\" data-state=\"none\">"
 			"<strong>no job yet</strong>: queue one with "
 			"<code>gradpool-coordinator job add FILE</code></p>");
 	}
-	put(&b, "<h2>Jobs</h2>");
+	gp_html_put(&b, "<h2>Jobs</h2>");
 	put_queue(&b, v);
-	put(&b, "<p><small>From the pool's ledger at %s; the page reloads "
+	gp_html_put(&b, "<p><small>From the pool's ledger at %s; the page reloads "
 		"every 10 s.</small></p></body></html>\n",
 	    when(v->now, t, sizeof(t)));
-	if (b.failed) {
-		free(b.p);
-		return -ENOMEM;
-	}
-	*ret = b.p;
-	return 0;
+	return gp_html_take(&b, ret);
 }
 
 /* ---- the daemon ------------------------------------------------------- */
-
-int gp_coord_web_listen_parse(const char *s, bool *ret_v6, uint16_t *ret_port)
-{
-	const char *colon = s ? strrchr(s, ':') : NULL;
-	size_t hl;
-	unsigned long port;
-	char *end;
-	bool v6;
-
-	if (!colon)
-		return -EINVAL;
-	hl = (size_t)(colon - s);
-	if ((hl == 9 && strncmp(s, "127.0.0.1", 9) == 0) ||
-	    (hl == 9 && strncasecmp(s, "localhost", 9) == 0))
-		v6 = false;
-	else if ((hl == 5 && strncmp(s, "[::1]", 5) == 0) ||
-		 (hl == 3 && strncmp(s, "::1", 3) == 0))
-		v6 = true;
-	else
-		return -EINVAL;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || *end || port > 65535)
-		return -EINVAL;
-	if (ret_v6)
-		*ret_v6 = v6;
-	if (ret_port)
-		*ret_port = (uint16_t)port;
-	return 0;
-}
-
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
-			     const char *type, char *body)
-{
-	struct MHD_Response *resp;
-	enum MHD_Result r;
-
-	if (!body)
-		return MHD_NO;
-	resp = MHD_create_response_from_buffer(strlen(body), body,
-					       MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", type);
-	MHD_add_response_header(resp, "Cache-Control", "no-store");
-	/* Nothing on this page needs anything from elsewhere. */
-	MHD_add_response_header(resp, "Content-Security-Policy",
-				"default-src 'none'; style-src 'unsafe-inline'; "
-				"img-src 'self'");
-	r = MHD_queue_response(c, code, resp);
-	MHD_destroy_response(resp);
-	return r;
-}
-
-/* Loopback names only, with our port: a site the owner visits could
- * otherwise read the page through DNS rebinding (its own name pointed at
- * 127.0.0.1). No Host (HTTP/1.0) is let through. */
-static bool host_allowed(const struct gp_coord_web *w, const char *host)
-{
-	static const char *const names[] = { "127.0.0.1", "localhost",
-					      "[::1]" };
-	const char *colon;
-	size_t len;
-
-	if (!host)
-		return true;
-	colon = strrchr(host, ':');
-	if (colon && strchr(colon, ']'))
-		colon = NULL;
-	len = colon ? (size_t)(colon - host) : strlen(host);
-	if (colon) {
-		char *end;
-		unsigned long port;
-
-		errno = 0;
-		port = strtoul(colon + 1, &end, 10);
-		if (errno || end == colon + 1 || *end || port != w->port)
-			return false;
-	}
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strlen(names[i]) == len && strncasecmp(host, names[i], len) == 0)
-			return true;
-	return false;
-}
 
 /* One page: its own read-only connection, so that nothing is shared with
  * serve's loop thread (WAL: a consistent snapshot while serve writes). */
@@ -674,92 +509,53 @@ static int render_page(struct gp_coord_web *w, char **ret)
 	return r;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
-				  const char *url, const char *method,
-				  const char *version, const char *upload,
-				  size_t *upload_size, void **con_cls)
+static unsigned on_get(void *data, const char *url, const char **ret_type,
+		       char **ret_body)
 {
-	struct gp_coord_web *w = cls;
-	char *body = NULL;
+	struct gp_coord_web *w = data;
 
-	(void)version;
-	(void)upload;
-	(void)con_cls;
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
-			     strdup("only GET\n"));
-	if (*upload_size)
-		return MHD_NO;
-	if (!host_allowed(w, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-							 MHD_HTTP_HEADER_HOST)))
-		return reply(c, MHD_HTTP_MISDIRECTED_REQUEST, "text/plain",
-			     strdup("this page answers to 127.0.0.1, localhost "
-				    "and [::1] only\n"));
-	if (strcmp(url, "/") != 0)
-		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
-			     strdup("not found\n"));
-	if (render_page(w, &body) >= 0)
-		return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", body);
-	return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
-		     strdup("cannot read the ledger\n"));
+	if (strcmp(url, "/") != 0) {
+		*ret_body = strdup("not found\n");
+		return 404;
+	}
+	if (render_page(w, ret_body) >= 0) {
+		*ret_type = "text/html; charset=utf-8";
+		return 200;
+	}
+	*ret_body = strdup("cannot read the ledger\n");
+	return 500;
 }
 
 int gp_coord_web_start(const char *listen, const char *ledger_path,
 		       struct gp_coord_web **ret)
 {
-	struct sockaddr_storage ss;
-	const union MHD_DaemonInfo *info;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 	struct gp_coord_web *w;
-	uint16_t port;
-	bool v6;
+	int r;
 
-	if (!ledger_path || !ret ||
-	    gp_coord_web_listen_parse(listen, &v6, &port) < 0)
+	if (!ledger_path || !ret)
 		return -EINVAL;
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons(port);
-		a->sin6_addr = in6addr_loopback;
-		flags |= MHD_USE_IPv6;
-	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-		a->sin_family = AF_INET;
-		a->sin_port = htons(port);
-		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	}
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	snprintf(w->ledger_path, sizeof(w->ledger_path), "%s", ledger_path);
-	w->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, w,
-				     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				     MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-				     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-				     MHD_OPTION_END);
-	if (!w->daemon) {
+	r = gp_httpd_start(listen, on_get, w, &w->httpd);
+	if (r < 0) {
 		free(w);
-		return -EADDRINUSE;
+		return r;
 	}
-	info = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	w->port = info ? info->port : port;
 	*ret = w;
 	return 0;
 }
 
 uint16_t gp_coord_web_port(const struct gp_coord_web *w)
 {
-	return w->port;
+	return gp_httpd_port(w->httpd);
 }
 
 void gp_coord_web_stop(struct gp_coord_web *w)
 {
 	if (!w)
 		return;
-	MHD_stop_daemon(w->daemon);
+	gp_httpd_stop(w->httpd);
 	free(w);
 }

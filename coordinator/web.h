@@ -1,7 +1,8 @@
 /* The pool owner's local page: served by `gradpool-coordinator serve` on
- * a loopback address with libmicrohttpd, read from the ledger alone (its
- * own read-only connection per request, on libmicrohttpd's thread), plain
- * HTML with inline SVG charts, no JavaScript, nothing from elsewhere. */
+ * a loopback address (common/httpd.h, which the agent's page shares), read
+ * from the ledger alone (its own read-only connection per request, on the
+ * server's thread), plain HTML with inline SVG charts, no JavaScript,
+ * nothing from elsewhere. */
 #ifndef GP_COORD_WEB_H
 #define GP_COORD_WEB_H
 
@@ -47,12 +48,8 @@ void gp_coord_web_view_finish(struct gp_coord_web_view *v);
  * the caller). Returns 0 or -ENOMEM. */
 int gp_coord_web_render(const struct gp_coord_web_view *v, char **ret);
 
-/* Parses "ADDR:PORT" for the page: the address must be loopback
- * (127.0.0.1, localhost or ::1, [::1]). *ret_v6 and *ret_port (may be
- * NULL) get what it says. Returns 0 or -EINVAL. */
-int gp_coord_web_listen_parse(const char *s, bool *ret_v6, uint16_t *ret_port);
-
-/* Starts the page on listen (borrowed, see above; port 0 picks one),
+/* Starts the page on listen (borrowed, gp_httpd_listen_parse: loopback
+ * only; port 0 picks one),
  * reading the ledger file at ledger_path (borrowed, copied). Returns 0
  * with *ret, -EINVAL for an address that is not loopback, or
  * -EADDRINUSE. */

@@ -16,7 +16,8 @@ A pool of two slowed agents: "ada" set a public name before it started
   4*784*256 + 6*256*128 + 6*128*10); `credits --check` agrees; the
   leaderboard shows ada's public name (HTML-escaped) and bob as
   "anonymous", and neither bob's agent name nor any key fingerprint;
-  --omit-anonymous leaves bob out.
+  --omit-anonymous leaves bob out; headless Chromium draws the
+  leaderboard file with both members (meson-logs/leaderboard-page.png).
 """
 import html
 import json
@@ -28,6 +29,7 @@ import time
 import urllib.request
 
 import gppool
+import gpweb
 from gppool import check, log
 
 FLOPS = 4 * 784 * 256 + 6 * 256 * 128 + 6 * 128 * 10
@@ -190,6 +192,17 @@ def after_checks(pool, ada, bob):
     out = os.path.join(pool.dir, "board.html")
     pool.coord("leaderboard", out, "--title", "Our <pool>")
     page = open(out, encoding="utf-8").read()
+    # As a visitor's browser draws the published file.
+    browser = gpweb.chromium()
+    if browser:
+        dom = gpweb.dump_dom(browser, "file://" + out, pool.dir)
+        check(ADA in html.unescape(dom) and "anonymous" in dom,
+              "Chromium's leaderboard lacks the members")
+        gpweb.shot(browser, "file://" + out, pool.dir, os.path.join(
+            gpweb.shots_dir(pool.coord_bin), "leaderboard-page.png"),
+            size="1000,700")
+    else:
+        log("no chromium: the leaderboard was read without it")
     check(os.stat(out).st_mode & 0o777 == 0o644, "the page is not 0644")
     check(html.escape(ADA) in page and ADA not in page,
           "ada's name (escaped) on the page")

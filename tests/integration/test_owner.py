@@ -149,6 +149,45 @@ def test_live():
         log("no agent: rate 0, warned")
 
 
+def snapshot(pool):
+    """The latest checkpoint's seq and the applied rows that count, read in
+    one statement (one snapshot of the ledger)."""
+    return pool.query(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM checkpoints WHERE"
+        " job_id = ?1), (SELECT count(*) FROM updates WHERE job_id = ?1"
+        " AND outcome = 'applied' AND rolled_back = 0)",
+        (pool.job_id(),))[0]
+
+
+def kill_past_checkpoint(pool, timeout=240):
+    """Kills serve (SIGKILL) at a moment when the ledger holds applied
+    updates that its latest checkpoint does not: a checkpoint commits the
+    rows applied before it in its own transaction, so the count seen in
+    the snapshot that first shows checkpoint s is at least what s keeps;
+    serve is then stopped (SIGSTOP: no checkpoint can be written) while
+    the ledger still shows s and more rows than that, and killed. Without
+    this the test depended on timing: a checkpoint taken just before the
+    kill left nothing to roll back (it failed so once under load)."""
+    first = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seq, n = snapshot(pool)
+        if seq >= 2 and seq not in first:
+            first[seq] = n
+        elif seq >= 2 and n >= first[seq] + 20:
+            pool.serve_proc.stop()
+            seq2, n2 = snapshot(pool)
+            if seq2 == seq and n2 > first[seq]:
+                pool.serve_proc.kill9()
+                log("killed past checkpoint %d: %d rows counted, at least "
+                    "%d after it" % (seq, n2, n2 - first[seq]))
+                return
+            pool.serve_proc.cont()
+        time.sleep(0.05)
+    raise gppool.Failure("no moment with updates past a checkpoint within "
+                         "%d s" % timeout)
+
+
 def test_crash():
     with gppool.Pool("owner-crash", train={
             "epochs": 2, "checkpoint_interval": "300 minibatches"},
@@ -158,10 +197,7 @@ def test_crash():
         agents = pool.agents(2)
         for a in agents:
             a.run(delay_ms=2)
-        pool.wait_for("a checkpoint and updates past it", lambda: pool.query(
-            "SELECT coalesce(max(seq), 0) FROM checkpoints")[0][0] >= 2 and
-            ledger_counted(pool)[0] >= 400, 240)
-        pool.serve_proc.kill9()
+        kill_past_checkpoint(pool)
         st = status_json(pool)
         check(not st["serve_running"] and st["agents_connected"] == 0 and
               st["samples_per_s"] == 0, "after the kill: %r" % st)

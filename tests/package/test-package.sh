@@ -351,6 +351,18 @@ else
 	fail "gradpool-agent remove touched the state"
 fi
 
+# --- A newcomer: apt-get install to computing, and the page -----------------
+# (test-newcomer.sh: the package installed for real in a mount namespace,
+# the documented commands, the 30 s target; it skips (77) without root.)
+rc=0
+"$root_dir/tests/package/test-newcomer.sh" "$agent_deb" \
+	"$root/usr/bin/gradpool-coordinator" || rc=$?
+case $rc in
+0) ok "a newcomer computes within 30 s of apt-get install and sees the job's progress on the page" ;;
+77) echo "note: the newcomer check skipped (it needs root)" ;;
+*) fail "the newcomer check (tests/package/test-newcomer.sh)" ;;
+esac
+
 if [ "$failures" -ne 0 ]; then
 	echo "$failures check(s) failed" >&2
 	exit 1

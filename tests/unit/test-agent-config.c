@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "httpd.h"
 #include "test.h"
 
 static int parse(const char *text, struct gp_agent_config *cfg, char *err)
@@ -80,14 +81,18 @@ int main(void)
 		  -EINVAL);
 	ASSERT_EQ(parse("[stats]\nlisten = 127.0.0.1:70000\n", &cfg, err),
 		  -EINVAL);
+	ASSERT_EQ(parse("[stats]\nlisten = 127.0.0.1:\n", &cfg, err),
+		  -EINVAL);
 	{
-		char host[64];
-		uint16_t port;
+		uint16_t port = 1;
+		bool v6 = true;
 
-		ASSERT_OK(gp_agent_config_web_listen("localhost:0", host,
-						     sizeof(host), &port));
-		ASSERT_STR_EQ(host, "localhost");
+		ASSERT_OK(gp_httpd_listen_parse("localhost:0", &v6, &port));
+		ASSERT(!v6);
 		ASSERT_EQ(port, 0);
+		ASSERT_OK(gp_httpd_listen_parse("[::1]:7180", &v6, &port));
+		ASSERT(v6);
+		ASSERT_EQ(port, 7180);
 	}
 	gp_agent_config_unlimited(&cfg);
 	ASSERT(!cfg.on_ac_only);

@@ -48,7 +48,8 @@ static char *render(int json, unsigned group, const struct gp_stats_row *rows,
 		ASSERT_OK(gp_stats_format_json(f, group, rows, n, total, pools,
 					       n_pools));
 	else
-		ASSERT_OK(gp_stats_format_table(f, group, rows, n, total));
+		ASSERT_OK(gp_stats_format_table(f, group, rows, n, total, pools,
+						n_pools));
 	fclose(f);
 	return buf;
 }
@@ -211,14 +212,18 @@ static void test_contributions(void)
 		"\"gflop\": 6.000000, \"compute_seconds\": 1.000000, "
 		"\"bytes_up\": 4000, \"bytes_down\": 8000}],\n"
 		" \"pools\": [\n"
-		"  {\"pool\": \"lab\", \"coordinator_key\": "
+		"  {\"pool\": \"lab\", \"name\": \"pool at 10.0.0.1:7100\", "
+		"\"coordinator_key\": "
 		"\"c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0\", "
 		"\"endpoints\": \"10.0.0.1:7100\", \"agent_id\": 3, "
-		"\"joined_at\": 1795651200, \"left_at\": 1795737600},\n"
-		"  {\"pool\": \"club \\\"x\\\"\\u000a\\ufffd\", \"coordinator_key\": "
+		"\"joined_at\": 1795651200, \"left_at\": 1795737600, "
+		"\"job\": null},\n"
+		"  {\"pool\": \"club \\\"x\\\"\\u000a\\ufffd\", \"name\": "
+		"\"pool at 10.0.0.1:7100\", \"coordinator_key\": "
 		"\"c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0\", "
 		"\"endpoints\": \"10.0.0.1:7100\", \"agent_id\": 0, "
-		"\"joined_at\": 1795651205, \"left_at\": null}]}\n");
+		"\"joined_at\": 1795651205, \"left_at\": null, "
+		"\"job\": null}]}\n");
 	free(out);
 
 	out = render(0, GP_STATS_BY_DEVICE, rows, n, total, NULL, 0);
@@ -247,6 +252,113 @@ static void test_contributions(void)
 	ASSERT_EQ(total[0].minibatches, 29);
 	free(total);
 	gp_stats_close(s);
+}
+
+/* What a pool's coordinator told of its job names the pool: noted in
+ * memory, listed at once by the connection that noted it, written by the
+ * flush, and then seen by another connection; stats --by pool shows the
+ * name with the fingerprint after. */
+static void test_job_note(void)
+{
+	struct gp_stats *s = NULL, *r = NULL;
+	struct gp_stats_membership m, *pools = NULL;
+	struct gp_stats_row *rows = NULL;
+	struct gp_stats_job job = { .id = 2, .epoch = 3, .epochs = 8,
+				    .progress = 0.375, .accuracy = -1,
+				    .told_at = DAY2 };
+	struct gp_stats_delta d;
+	char path[128], err[512] = "", name[160], *out;
+	size_t n = 0, n_pools = 0;
+
+	snprintf(path, sizeof(path), "%s/jobs.db", dir);
+	ASSERT_OK(gp_stats_open(path, GP_STATS_CREATE, &s, err, sizeof(err)));
+	memset(&m, 0, sizeof(m));
+	snprintf(m.pool, sizeof(m.pool), "3f2a9c0d11223344");
+	snprintf(m.endpoints, sizeof(m.endpoints), "10.0.0.1:7100,[::1]:7100");
+	m.joined_at = DAY1;
+	ASSERT_OK(gp_stats_membership_set(s, &m));
+	snprintf(m.pool, sizeof(m.pool), "77aa000000000000");
+	m.endpoints[0] = '\0';
+	m.joined_at = DAY1 + 1;
+	ASSERT_OK(gp_stats_membership_set(s, &m));
+	ASSERT_OK(gp_stats_open(path, GP_STATS_READONLY, &r, err, sizeof(err)));
+	ASSERT_EQ(gp_stats_job_note(r, "3f2a9c0d11223344", &job), -EROFS);
+
+	snprintf(job.name, sizeof(job.name), "fashion-mlp");
+	snprintf(job.state, sizeof(job.state), "training");
+	ASSERT_EQ(gp_stats_job_note(s, "", &job), -EINVAL);
+	ASSERT_OK(gp_stats_job_note(s, "3f2a9c0d11223344", &job));
+	job.epoch = 4; /* a later STATS replaces the note */
+	ASSERT_OK(gp_stats_job_note(s, "3f2a9c0d11223344", &job));
+	ASSERT_OK(gp_stats_membership_list(s, &pools, &n_pools));
+	ASSERT_EQ(n_pools, 2);
+	ASSERT_STR_EQ(pools[0].job.name, "fashion-mlp");
+	ASSERT_EQ(pools[0].job.epoch, 4);
+	ASSERT_STR_EQ(pools[1].job.name, "");
+	free(pools);
+	/* Not written yet: the other connection does not see it. */
+	ASSERT_OK(gp_stats_membership_list(r, &pools, &n_pools));
+	ASSERT_STR_EQ(pools[0].job.name, "");
+	free(pools);
+	/* A flush with no sums pending still writes the note. */
+	ASSERT_EQ(gp_stats_flush(s), 0);
+	ASSERT_OK(gp_stats_membership_list(r, &pools, &n_pools));
+	ASSERT_STR_EQ(pools[0].job.name, "fashion-mlp");
+	ASSERT_STR_EQ(pools[0].job.state, "training");
+	ASSERT_EQ(pools[0].job.id, 2);
+	ASSERT_EQ(pools[0].job.epoch, 4);
+	ASSERT_EQ(pools[0].job.epochs, 8);
+	ASSERT_NEAR(pools[0].job.progress, 0.375, 1e-9);
+	ASSERT(pools[0].job.accuracy < 0); /* none yet: NULL in the file */
+	ASSERT_EQ(pools[0].job.told_at, DAY2);
+	ASSERT_STR_EQ(gp_stats_pool_name("3f2a9c0d11223344", pools, n_pools,
+					 name, sizeof(name)),
+		      "fashion-mlp at 10.0.0.1:7100");
+	ASSERT_STR_EQ(gp_stats_pool_name("77aa000000000000", pools, n_pools,
+					 name, sizeof(name)), "");
+	ASSERT_STR_EQ(gp_stats_pool_name("nowhere", pools, n_pools, name,
+					 sizeof(name)), "");
+
+	d = delta(DAY2, "3f2a9c0d11223344", "cpu", 3);
+	gp_stats_add(s, &d);
+	d = delta(DAY2, "77aa000000000000", "cpu", 1);
+	gp_stats_add(s, &d);
+	ASSERT_EQ(gp_stats_flush(s), 2);
+	ASSERT_OK(gp_stats_query(r, GP_STATS_BY_POOL, NULL, &rows, &n));
+	ASSERT_EQ(n, 2);
+	out = render(0, GP_STATS_BY_POOL, rows, n, NULL, pools, n_pools);
+	ASSERT_NOT_NULL(strstr(out, "\nfashion-mlp at 10.0.0.1:7100 (3f2a9c0d1) "));
+	/* A pool never named keeps its fingerprint. */
+	ASSERT_NOT_NULL(strstr(out, "\n77aa000000000000 "));
+	free(out);
+	out = render(1, GP_STATS_BY_POOL, rows, n, NULL, pools, n_pools);
+	ASSERT_NOT_NULL(strstr(out, "{\"pool\": \"3f2a9c0d11223344\", "
+				    "\"pool_name\": \"fashion-mlp at "
+				    "10.0.0.1:7100\", \"minibatches\": 3"));
+	ASSERT_NOT_NULL(strstr(out, "\"job\": {\"name\": \"fashion-mlp\", "
+				    "\"id\": 2, \"state\": \"training\", "
+				    "\"epoch\": 4, \"epochs\": 8, \"progress\": "
+				    "0.375000, \"test_accuracy\": null, "
+				    "\"told_at\": 1795737600}"));
+	free(out);
+	free(rows);
+	free(pools);
+
+	/* An evaluated job; a note left at close is written then; joining
+	 * again keeps it. */
+	job.accuracy = 0.8125;
+	snprintf(job.state, sizeof(job.state), "done");
+	ASSERT_OK(gp_stats_job_note(s, "3f2a9c0d11223344", &job));
+	gp_stats_close(s);
+	ASSERT_OK(gp_stats_open(path, 0, &s, err, sizeof(err)));
+	snprintf(m.pool, sizeof(m.pool), "3f2a9c0d11223344");
+	ASSERT_OK(gp_stats_membership_set(s, &m));
+	ASSERT_OK(gp_stats_membership_list(r, &pools, &n_pools));
+	ASSERT_STR_EQ(pools[0].job.state, "done");
+	ASSERT_NEAR(pools[0].job.accuracy, 0.8125, 1e-9);
+	free(pools);
+	gp_stats_close(s);
+	gp_stats_close(r);
 }
 
 /* The volunteer's pause outlives a reopen. */
@@ -305,6 +417,7 @@ int main(void)
 	test_day();
 	test_human();
 	test_contributions();
+	test_job_note();
 	test_pause();
 	test_bad_file();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
