@@ -193,7 +193,12 @@ double gp_apply_staleness_scale(const struct gp_pool *pool,
 				m->run_work : m->clock_work;
 	double k = work ? work : 1;
 
-	if (!pool->job->staleness_scaling)
+	/* AdamW divides the gradient's scale out and the weight would
+	 * scale its rate instead (optim.h): two agents, each an update
+	 * behind the other, then step at half the single process's rate,
+	 * which measured worse than no scaling (tools/bench/gpt.py). */
+	if (!pool->job->staleness_scaling ||
+	    pool->job->optimizer == GP_OPT_ADAMW)
 		return 1;
 	if ((m->caps & GP_CAP_LOCAL_STEP) && lag >= m->view.own)
 		lag -= m->view.own;
