@@ -14,7 +14,13 @@ from test_hostile_members import ACCURACY, start_hostile
 def test():
     with gppool.Pool("hostile-clip",
                      train={"epochs": 3, "learning_rate": 0.05},
-                     pool={"max_grad_norm": 0, "clip_grad_norm": 2}) as pool:
+                     # Clipping alone: with verification on (the
+                     # default) a picked clock of the hostile member
+                     # mismatches and is rejected, which this test's
+                     # "no rejections" would count (fault/hostile-verify
+                     # tests that path).
+                     pool={"max_grad_norm": 0, "clip_grad_norm": 2,
+                           "verify_rate": 0}) as pool:
         pool.serve()
         token = pool.invite(uses=1)
         hostile = start_hostile(pool, "norm", token, "--count", "4")
