@@ -79,6 +79,9 @@ def test():
         # Another file: the finished job's own is refused (job add and
         # serve say it is done).
         pool.job_path = os.path.join(pool.dir, "next.ini")
+        # Long enough that the agent is still computing when polled: one
+        # epoch took 1.7 s in CI, over before the first poll.
+        pool.job["train"]["epochs"] = 20
         pool.write_job()
         pool.coord("job", "add", pool.job_path)
         serve = gppool.Proc([pool.coord_bin, "serve", "--state", pool.state,
