@@ -35,8 +35,9 @@ enum gp_stats_flags {
  * write a file that is not SQLite, is truncated or corrupt, belongs to
  * another program or has a newer schema. *ret is owned by the caller
  * (gp_stats_close). err (borrowed, errlen bytes, may be NULL) receives one
- * sentence naming the file. Returns 0, -ENOENT, -EBADMSG, -ENOTSUP, -EBUSY
- * or another negative errno. */
+ * sentence naming the file. Returns 0, -ENOENT, -EBADMSG, -ENOTSUP (a newer
+ * schema), -EROFS (read-only and an older schema), -EBUSY or another
+ * negative errno. */
 int gp_stats_open(const char *path, unsigned flags, struct gp_stats **ret,
 		  char *err, size_t errlen);
 

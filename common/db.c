@@ -346,7 +346,7 @@ static int check_identity(sqlite3 *db, const char *path, unsigned flags,
 			"program's %zu; open it read-write once to upgrade",
 			path, schema->what, (long long)version,
 			schema->n_migrations);
-		return -ENOTSUP;
+		return -EROFS;
 	}
 	return 0;
 }

@@ -62,7 +62,8 @@ int gp_db_errno(int sqlite_rc);
  * sentence naming the file and the problem. Returns 0 or:
  * -ENOENT (missing and no GP_DB_CREATE), -EBADMSG (not SQLite, truncated,
  * corrupt, or another program's database), -ENOTSUP (schema newer than this
- * program), -EBUSY, or another negative errno. */
+ * program), -EROFS (GP_DB_READONLY and a schema older than this program's:
+ * a read-write open upgrades it), -EBUSY, or another negative errno. */
 int gp_db_open(const char *path, unsigned flags,
 	       const struct gp_db_schema *schema, sqlite3 **ret, char *err,
 	       size_t errlen);

@@ -270,12 +270,12 @@ int gp_job_command(const char *state_dir, const char *sub, const char *arg,
 	 * does: it answers in well under a second on a large ledger); a
 	 * ledger of an older release is brought to this schema first, as
 	 * add and cancel always open it (WAL: serve may run meanwhile). */
-	r = -ENOTSUP;
+	r = -EROFS;
 	if (strcmp(sub, "list") == 0)
 		r = gp_coord_state_open(&st, state_dir,
 					 GP_LEDGER_READONLY | GP_LEDGER_CHECK |
 					 GP_LEDGER_QUIET_OLD);
-	if (r == -ENOTSUP)
+	if (r == -EROFS)
 		r = gp_coord_state_open(&st, state_dir, 0);
 	if (r < 0)
 		return r;

@@ -39,7 +39,7 @@ enum gp_ledger_flags {
 	GP_LEDGER_READONLY = 1u << 1, /* a second process (the CLI) reading */
 	GP_LEDGER_CHECK = 1u << 2,    /* PRAGMA quick_check when opening */
 	/* gp_coord_state_open only: no message when a read-only open finds
-	 * an older schema (-ENOTSUP), for a caller that then opens it
+	 * an older schema (-EROFS), for a caller that then opens it
 	 * read-write to upgrade it. */
 	GP_LEDGER_QUIET_OLD = 1u << 3,
 };
@@ -49,7 +49,8 @@ enum gp_ledger_flags {
  * without a single byte written to it. On success *ret is owned by the
  * caller (gp_ledger_close). On failure err (borrowed, errlen bytes, may be
  * NULL) holds one sentence naming the file and the problem. Returns 0,
- * -ENOENT, -EBADMSG, -ENOTSUP, -EBUSY or another negative errno. */
+ * -ENOENT, -EBADMSG, -ENOTSUP (newer schema), -EROFS (read-only and an
+ * older schema), -EBUSY or another negative errno. */
 int gp_ledger_open(const char *path, unsigned flags, struct gp_ledger **ret,
 		   char *err, size_t errlen);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "work.h"
 
 void gp_members_add(struct gp_pool *pool, struct gp_member *m)
 {
@@ -83,8 +84,8 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 	m->next = m->prev = NULL;
 	pool->n_members--;
 	/* Its queued parameter send is gone with the connection. */
-	pool->pull_bytes -= m->pull_bytes;
-	m->pull_bytes = 0;
+	gp_work_pull_written(pool, m);
+	m->pull_waiting = m->pull_turn = false;
 	gp_robust_agent_finish(&m->robust);
 	gp_robust_forget(&pool->robust, (uint64_t)m->agent_id);
 	gp_verify_member_finish(pool, m);

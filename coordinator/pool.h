@@ -81,9 +81,10 @@ struct gp_member {
 	double credit_other_gflop;
 	/* The bytes of its parameter sends still queued on its connection
 	 * (counted in gp_pool.pull_bytes until it drains), and whether it is
-	 * in gp_pool's queue of pulls waiting for room (work.c). */
+	 * in gp_pool's queue of pulls waiting for room (work.c); pull_turn:
+	 * it is being served from the head of that queue. */
 	uint64_t pull_bytes;
-	bool pull_waiting;
+	bool pull_waiting, pull_turn;
 	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
 	struct gp_verify_member verify; /* verify.h */
 };
@@ -155,7 +156,7 @@ struct gp_pool {
 	 * job->pull_budget_mib; the agent ids of members whose pull waits
 	 * for room, oldest first (a ring; a member that left is skipped). */
 	uint64_t pull_bytes;
-	uint64_t pulls_waited;         /* this run, logged the first time */
+	uint64_t pulls_waited;         /* this job, logged the first time */
 	uint64_t *pull_wait;
 	size_t pull_wait_head, pull_wait_n, pull_wait_cap;
 

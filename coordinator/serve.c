@@ -138,10 +138,15 @@ static int send_params(struct peer *p)
 	queued = p->ch ? gp_channel_queued_bytes(p->ch) : 0;
 	r = send_msg(p, &m);
 	/* What the socket did not take at once counts in the pull budget
-	 * until the connection drains (on_drain). */
-	if (r == 0 && gp_channel_queued_bytes(p->ch) > PULL_LOW_WATER)
-		gp_work_pull_queued(pool, &p->m,
-				    gp_channel_queued_bytes(p->ch) - queued);
+	 * until the connection drains (on_drain): what the queue grew by.
+	 * The socket may have taken earlier messages with this one, so the
+	 * queue can be shorter than before. */
+	if (r == 0 && p->ch) {
+		size_t after = gp_channel_queued_bytes(p->ch);
+
+		if (after > PULL_LOW_WATER && after > queued)
+			gp_work_pull_queued(pool, &p->m, after - queued);
+	}
 out:
 	free(m.u.param_shards.blocks);
 	free(idx);
@@ -697,8 +702,11 @@ static void on_drain(struct gp_channel *ch)
 {
 	struct peer *p = gp_channel_data(ch);
 
-	if (p && !p->listener_data && p->m.pull_bytes)
-		gp_work_pull_written(&p->srv->pool, &p->m);
+	if (!p || p->listener_data || !p->m.pull_bytes)
+		return;
+	gp_work_pull_written(&p->srv->pool, &p->m);
+	if (serving_work(p->srv))
+		gp_work_pull_serve(&p->srv->pool);
 }
 
 static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
@@ -732,8 +740,11 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	gp_members_remove(&srv->pool, &p->m);
 	p->ch = NULL;
 	free(p);
-	if (serving_work(srv))
+	if (serving_work(srv)) {
+		/* Its queued parameter send left the budget with it. */
+		gp_work_pull_serve(&srv->pool);
 		gp_work_serve_all(&srv->pool);
+	}
 	gp_serve_maybe_finish(srv);
 }
 

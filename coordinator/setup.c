@@ -15,6 +15,7 @@
 #include "log.h"
 #include "server.h"
 #include "util.h"
+#include "work.h"
 
 #define META_CURRENT_JOB "current_job"
 
@@ -753,6 +754,7 @@ void gp_setup_teardown(struct server *srv)
 	memset(&pool->robust, 0, sizeof(pool->robust));
 	gp_verify_destroy(pool->verify);
 	pool->verify = NULL;
+	gp_work_finish(pool);
 	gp_shard_manifest_finish(&srv->manifest);
 	free(srv->job_text);
 	srv->job_text = NULL;

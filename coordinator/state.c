@@ -36,8 +36,7 @@ int gp_coord_state_open(struct gp_coord_state *st, const char *dir,
 	r = gp_ledger_open(st->ledger_path, flags & ~GP_LEDGER_QUIET_OLD,
 			   &st->ledger, err, sizeof(err));
 	if (r < 0) {
-		if (r != -ENOTSUP || !(flags & GP_LEDGER_QUIET_OLD) ||
-		    !strstr(err, "older"))
+		if (r != -EROFS || !(flags & GP_LEDGER_QUIET_OLD))
 			gp_error("%s", err);
 		goto fail;
 	}

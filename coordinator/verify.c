@@ -329,6 +329,12 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 	return true;
 }
 
+void gp_verify_unpick(struct gp_pool *pool)
+{
+	if (pool->verify && pool->verify->st.picked > 0)
+		pool->verify->st.picked--;
+}
+
 void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 {
 	struct gp_verify_member *vm = &m->verify;

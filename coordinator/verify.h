@@ -119,6 +119,10 @@ void gp_verify_get_stats(const struct gp_verify *v,
 bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 		    int64_t clock);
 
+/* work.c: a picked pull could not go now (the pull budget): it is not
+ * counted as picked, and the pull draws again when it goes. */
+void gp_verify_unpick(struct gp_pool *pool);
+
 /* work.c: the picked pull for `clock` was sent: keeps the copy. */
 void gp_verify_sent(struct gp_pool *pool, struct gp_member *m,
 		    int64_t clock);

@@ -69,24 +69,41 @@ static uint64_t sum_bytes(const struct gp_member *m, uint64_t n)
 
 /* The bytes of the values a pull of m sends now: every shard changed
  * since its last pull, with its momentum when agreed. */
-static uint64_t pulled_bytes(const struct gp_pool *pool,
-			     const struct gp_member *m)
+static uint64_t pull_values_bytes(const struct gp_member *m, uint64_t v)
 {
-	uint64_t v = gp_params_changed_values(pool->params, m->pulled_version);
-
 	return value_bytes(m, v) +
 	       ((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, v) : 0);
 }
 
+static uint64_t pulled_bytes(const struct gp_pool *pool,
+			     const struct gp_member *m)
+{
+	return pull_values_bytes(
+		m, gp_params_changed_values(pool->params, m->pulled_version));
+}
+
+/* The same for a pull of every shard (a clock picked for verification). */
+static uint64_t full_pull_bytes(const struct gp_pool *pool,
+				const struct gp_member *m)
+{
+	return pull_values_bytes(m, pool->n_params);
+}
+
 /* Whether a pull of `bytes` fits the pull budget now: always when no
- * other send is queued (one always goes out, however large). */
+ * other send is queued (one always goes out, however large); otherwise
+ * only within the budget and, while pulls wait for room, only for the
+ * one whose turn it is (gp_work_pull_written): a newcomer does not take
+ * the room of those that waited. */
 static bool pull_fits(const struct gp_pool *pool, const struct gp_member *m,
 		      uint64_t bytes)
 {
 	uint64_t budget = (uint64_t)pool->job->pull_budget_mib << 20;
 
-	return pool->pull_bytes == 0 || pool->pull_bytes == m->pull_bytes ||
-	       pool->pull_bytes + bytes <= budget;
+	if (pool->pull_bytes == 0 || pool->pull_bytes == m->pull_bytes)
+		return true;
+	if (pool->pull_wait_n > 0 && !m->pull_turn)
+		return false;
+	return pool->pull_bytes + bytes <= budget;
 }
 
 /* m waits for room in the pull budget (once in the queue). */
@@ -128,37 +145,55 @@ void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
 
 void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m)
 {
-	size_t n;
-
 	if (!m->pull_bytes)
 		return;
-	pool->pull_bytes -= m->pull_bytes;
+	pool->pull_bytes -= m->pull_bytes < pool->pull_bytes ?
+				    m->pull_bytes : pool->pull_bytes;
 	m->pull_bytes = 0;
-	/* Each waiting member once: one whose pull still does not fit goes
-	 * to the back again. */
-	for (n = pool->pull_wait_n; n > 0 && pool->pull_wait_n > 0; n--) {
-		uint64_t id = pool->pull_wait[pool->pull_wait_head];
-		struct gp_member *w;
+}
 
+void gp_work_pull_serve(struct gp_pool *pool)
+{
+	/* Oldest first: the head goes when its pull fits, and the rest wait
+	 * behind it (one whose pull still does not fit when served, the
+	 * rare verification pull that sends every shard, goes to the back;
+	 * a member that left or was served otherwise is skipped). */
+	while (pool->pull_wait_n > 0) {
+		uint64_t id = pool->pull_wait[pool->pull_wait_head];
+		struct gp_member *w = gp_members_find(pool, id);
+
+		if (w && w->pull_waiting) {
+			bool fits;
+
+			w->pull_turn = true;
+			fits = pull_fits(pool, w, pulled_bytes(pool, w));
+			w->pull_turn = false;
+			if (!fits)
+				break;
+		}
 		pool->pull_wait_head = (pool->pull_wait_head + 1) %
 				       pool->pull_wait_cap;
 		pool->pull_wait_n--;
-		w = gp_members_find(pool, id);
 		if (!w || !w->pull_waiting)
 			continue;
 		w->pull_waiting = false;
+		w->pull_turn = true;
 		gp_work_serve(pool, w);
-		if (pool->pull_bytes >= (uint64_t)pool->job->pull_budget_mib << 20)
-			break;
+		w->pull_turn = false;
 	}
 }
 
 void gp_work_finish(struct gp_pool *pool)
 {
+	/* Members' sends still queued stay counted (pull_bytes): they
+	 * leave the budget with their connections. */
+	for (struct gp_member *m = pool->members; m; m = m->next)
+		m->pull_waiting = m->pull_turn = false;
 	free(pool->pull_wait);
 	pool->pull_wait = NULL;
 	pool->pull_wait_head = pool->pull_wait_n = pool->pull_wait_cap = 0;
-	pool->pull_bytes = 0;
+	pool->pulls_waited = 0;
+	memset(&pool->memo, 0, sizeof(pool->memo));
 }
 
 /* Brings the agent's copy up to date for its work at `clock` (ahead: the
@@ -177,10 +212,8 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	bool check = gp_verify_pick(pool, m, clock);
 	int r;
 
-	if (check) {
-		m->pulled_version = 0;
+	if (check)
 		n = gp_params_shard_count(pool->params);
-	}
 	/* An agent that reads its own writes already holds every update
 	 * applied since its pull when they are all its own: nothing to send
 	 * (one agent alone then trains exactly like a local loop). Its copy
@@ -192,11 +225,17 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 					     m->pulled_version);
 		return 0;
 	}
-	if (!pull_fits(pool, m, pulled_bytes(pool, m))) {
+	if (!pull_fits(pool, m, check ? full_pull_bytes(pool, m) :
+					pulled_bytes(pool, m))) {
+		/* Not sent: the pick is drawn again when it goes. */
+		if (check)
+			gp_verify_unpick(pool);
 		pull_wait(pool, m);
 		return -EAGAIN;
 	}
 	m->pull_waiting = false; /* its entry in the queue is skipped */
+	if (check)
+		m->pulled_version = 0;
 	r = pool->fx->send_params(pool->fx_data, m);
 	if (r < 0)
 		return r;
@@ -253,7 +292,7 @@ static struct gp_work_memo *memo(const struct gp_pool *pool, size_t live)
 	if (live <= GP_WORK_MEMO_MIN)
 		return NULL;
 	now = gp_mono_us();
-	if (mo->live != live || now - mo->at_us >= GP_WORK_MEMO_US)
+	if (mo->live != live || now >= mo->at_us + GP_WORK_MEMO_US)
 		*mo = (struct gp_work_memo){ .at_us = now, .live = live };
 	return mo;
 }

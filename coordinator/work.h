@@ -72,15 +72,18 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m);
  * is now met, then every member that wants work and has none. */
 void gp_work_serve_all(struct gp_pool *pool);
 
-/* The pull budget (job pull_budget_mib): serve counts a parameter send
- * that its connection has not yet written (gp_work_pull_queued, `bytes`
- * of it) until the connection drains or closes (gp_work_pull_written),
- * and then hands room to the pulls that waited for it, oldest first. */
+/* The pull budget (job pull_budget_mib): serve counts the bytes a
+ * parameter send left unwritten on its connection (gp_work_pull_queued)
+ * until the connection drains (gp_work_pull_written) or closes
+ * (gp_members_remove), and then, while work is handed out, gives the room
+ * to the pulls that waited for it, oldest first (gp_work_pull_serve). */
 void gp_work_pull_queued(struct gp_pool *pool, struct gp_member *m,
 			 uint64_t bytes);
 void gp_work_pull_written(struct gp_pool *pool, struct gp_member *m);
+void gp_work_pull_serve(struct gp_pool *pool);
 
-/* Frees the queue of waiting pulls (the job's end). */
+/* Empties the queue of waiting pulls and what was counted or memoised
+ * for the job (the job's end; the next job starts afresh). */
 void gp_work_finish(struct gp_pool *pool);
 
 /* One of m's minibatches of `clock` was applied or discarded as its own. */

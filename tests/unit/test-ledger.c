@@ -1320,7 +1320,16 @@ static void test_bad_files(void)
 	l = NULL;
 	ASSERT_EQ(gp_ledger_open(path, 0, &l, err, sizeof(err)), -ENOTSUP);
 	ASSERT_NOT_NULL(strstr(err, "newer"));
+	/* Read-only too: newer is -ENOTSUP (nothing can open it), not
+	 * -EROFS (an older one, which a read-write open upgrades). */
+	ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_READONLY, &l, err, sizeof(err)),
+		  -ENOTSUP);
 	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 99);
+	sql(path, "PRAGMA user_version = 1");
+	ASSERT_EQ(gp_ledger_open(path, GP_LEDGER_READONLY, &l, err, sizeof(err)),
+		  -EROFS);
+	ASSERT_NOT_NULL(strstr(err, "older"));
+	ASSERT_EQ(sql_int(path, "PRAGMA user_version"), 1);
 
 	/* A symbolic link in the ledger's place, dangling or to a real
 	 * file, is not followed: root must not be led to create or

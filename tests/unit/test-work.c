@@ -3,9 +3,9 @@
  * paused members, clock sizes from the slowest agent, and the join and
  * leave decisions, all without a socket. */
 #include <errno.h>
-#include <unistd.h>
 
 #include "pool-fixture.h"
+#include "verify.h"
 
 static const float zero[FX_N];
 
@@ -490,15 +490,17 @@ static void test_members(void)
 
 /* The pull budget: parameter sends still queued on their connections
  * hold it; a pull that does not fit waits, oldest first, and gets the
- * room when a send is written or its connection goes. */
+ * room when a send is written or its connection goes; a newcomer does not
+ * take the room of those that waited. */
 static void test_pull_budget(void)
 {
 	struct fixture f;
-	struct gp_member *a, *b, *c;
-	const uint64_t each = 3u << 19; /* 1.5 MiB: over the budget alone */
+	struct gp_member *a, *b, *c, *d, *e;
+	const uint64_t each = 3u << 19; /* 1.5 MiB */
 
 	fx_setup(&f, 4);
 	f.job.pull_budget_mib = 1;
+	f.job.max_agents = 5;
 	f.pull_queued = each;
 	a = fx_join(&f, 0, 0);
 	b = fx_join(&f, 1, 0);
@@ -520,29 +522,97 @@ static void test_pull_budget(void)
 	gp_work_serve_all(&f.pool);
 	ASSERT_EQ(f.pool.pull_wait_n, 2);
 	ASSERT_EQ(f.params_sent, 1);
-	/* a's send is written: b gets the room and its work, c waits. */
+	/* a's send is written: the room is b's, then c waits again (b's
+	 * send fills the budget). */
 	gp_work_pull_written(&f.pool, a);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	ASSERT_UINT_EQ(a->pull_bytes, 0);
+	gp_work_pull_serve(&f.pool);
 	ASSERT_EQ(f.params_sent, 2);
 	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), GP_WORK_BASE);
 	ASSERT(!b->pull_waiting && c->pull_waiting);
 	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), 0);
 	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
-	ASSERT_UINT_EQ(a->pull_bytes, 0);
-	/* b's connection goes: its bytes leave the budget with it, and the
-	 * next serve (on_close serves all) lets c pull. */
+	ASSERT_EQ(f.pool.pull_wait_n, 1);
+	/* A budget with room for one more beside b's: d, who asks now,
+	 * would fit, but c waited first. */
+	f.job.pull_budget_mib = 2;
+	d = fx_join(&f, 3, 0);
+	gp_work_request(&f.pool, d, 1);
+	ASSERT(d->pull_waiting);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_EQ(f.pool.pull_wait_n, 2);
+	gp_work_pull_serve(&f.pool);
+	ASSERT_EQ(f.params_sent, 3);
+	ASSERT(!c->pull_waiting && d->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), GP_WORK_BASE);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 4), 0);
+	/* b's connection goes: its bytes leave the budget with it and d,
+	 * the oldest waiting, pulls; e asks after and waits. */
+	e = fx_join(&f, 4, 0);
 	gp_members_leave(&f.pool, b);
 	gp_members_remove(&f.pool, b);
-	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
-	gp_work_serve_all(&f.pool);
-	ASSERT_EQ(f.params_sent, 3);
-	ASSERT_EQ(gp_sched_outstanding(f.sched, 3), GP_WORK_BASE);
-	ASSERT(!c->pull_waiting);
-	/* c's stale queue entry is skipped when room comes. */
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	gp_work_request(&f.pool, e, 1);
+	ASSERT(e->pull_waiting);
+	gp_work_pull_serve(&f.pool);
+	ASSERT_EQ(f.params_sent, 4);
+	ASSERT(!d->pull_waiting && e->pull_waiting);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 4), GP_WORK_BASE);
+	/* A member served otherwise (it left the queue) is skipped, and a
+	 * written send the budget no longer counts is not taken twice. */
+	e->pull_waiting = false;
 	gp_work_pull_written(&f.pool, c);
-	ASSERT_UINT_EQ(f.pool.pull_bytes, 0);
+	gp_work_pull_written(&f.pool, c);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each);
+	gp_work_pull_serve(&f.pool);
 	ASSERT_EQ(f.pool.pull_wait_n, 0);
-	ASSERT_EQ(f.params_sent, 3);
+	ASSERT_EQ(f.params_sent, 4);
+	/* The job's end empties the queue and its counters. */
+	e->pull_waiting = true;
+	f.pool.pulls_waited = 3;
+	gp_work_finish(&f.pool);
+	ASSERT(!e->pull_waiting);
+	ASSERT_EQ(f.pool.pulls_waited, 0);
+	ASSERT_UINT_EQ(f.pool.pull_bytes, each); /* d's send still queued */
 	fx_teardown(&f);
+}
+
+/* A pull picked for verification that must wait for the budget is not
+ * counted as picked, and sends every shard when it goes. */
+static void test_pull_budget_verify(void)
+{
+	struct fixture f;
+	struct gp_verify_env env = {0};
+	struct gp_verify_stats st;
+	struct gp_verify *v;
+	struct gp_member *a, *b;
+
+	fx_setup(&f, 4);
+	f.job.pull_budget_mib = 1;
+	f.job.verify_rate = 1;
+	f.pull_queued = 3u << 19;
+	ASSERT_OK(gp_verify_create(&f.pool, &env, 1, &v));
+	f.pool.verify = v;
+	a = fx_join(&f, 0, 0);
+	b = fx_join(&f, 1, 0);
+	gp_work_request(&f.pool, a, 1);
+	gp_verify_get_stats(v, &st);
+	ASSERT_UINT_EQ(st.picked, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT(b->pull_waiting);
+	gp_verify_get_stats(v, &st);
+	ASSERT_UINT_EQ(st.picked, 1);
+	gp_work_pull_written(&f.pool, a);
+	gp_work_pull_serve(&f.pool);
+	ASSERT(!b->pull_waiting);
+	ASSERT_EQ(f.params_sent, 2);
+	gp_verify_get_stats(v, &st);
+	ASSERT_UINT_EQ(st.picked, 2);
+	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), GP_WORK_BASE);
+	fx_teardown(&f);
+	f.pool.verify = NULL;
+	gp_verify_destroy(v);
 }
 
 /* Above GP_WORK_MEMO_MIN live agents the links' clock is a figure at most
@@ -566,10 +636,13 @@ static void test_memo(void)
 	s0 = gp_work_sync_interval(&f.pool);
 	ASSERT(s0 > 0);
 	/* One link ten times slower (its measurement is smoothed: slower,
-	 * not ten times): the memo still holds. */
+	 * not ten times): the memo still holds. Its time is set, not waited
+	 * for (a loaded machine may stall between two calls): made an hour
+	 * from now, it is fresh; made at 0, it is old. */
 	set_link(&f, 1, 72, 0.01);
+	f.pool.memo.at_us = gp_mono_us() + 3600000000ull;
 	ASSERT(gp_work_sync_interval(&f.pool) == s0);
-	usleep(GP_WORK_MEMO_US + 20000);
+	f.pool.memo.at_us = 0;
 	s1 = gp_work_sync_interval(&f.pool);
 	ASSERT(s1 > s0);
 	/* One fewer live agent, at GP_WORK_MEMO_MIN: no memo, a slower link
@@ -836,6 +909,7 @@ int main(void)
 	test_probe_extend();
 	test_members();
 	test_pull_budget();
+	test_pull_budget_verify();
 	test_memo();
 	return 0;
 }
