@@ -346,11 +346,20 @@ void gp_robust_agent_finish(struct gp_robust_agent *agent)
 	agent->run = 0;
 }
 
+uint64_t gp_robust_idle_limit(const struct gp_robust *r)
+{
+	uint64_t limit = GP_ROBUST_IDLE_UPDATES;
+
+	if (r->n > 0 && GP_ROBUST_MOMENTA_BYTES / (r->n * sizeof(float)) < limit)
+		limit = GP_ROBUST_MOMENTA_BYTES / (r->n * sizeof(float));
+	return limit < GP_ROBUST_WINDOW ? GP_ROBUST_WINDOW : limit;
+}
+
 void gp_robust_agent_trim(const struct gp_robust *r,
 			  struct gp_robust_agent *agent)
 {
 	if (agent->momentum &&
-	    r->updates - agent->last_at > GP_ROBUST_IDLE_UPDATES)
+	    r->updates - agent->last_at > gp_robust_idle_limit(r))
 		gp_robust_agent_finish(agent);
 }
 

@@ -90,6 +90,13 @@ struct gp_robust_agent {
  * next update starts it again, as a member's first does (and is clipped
  * against tau_g all the same). */
 #define GP_ROBUST_IDLE_UPDATES 2048
+/* ... and sooner for a large model: at most this many bytes of momenta in
+ * all. A momentum is made by an update, so the members' momenta number at
+ * most the idle limit (plus the updates between two trims), and the limit
+ * is this budget over one momentum's size, but never below
+ * GP_ROBUST_WINDOW (the members the radii follow). 256 MiB: 2,048 members
+ * of a 32k-parameter model, 285 of the 235k-parameter MLP. */
+#define GP_ROBUST_MOMENTA_BYTES (UINT64_C(256) << 20)
 
 /* One update as it will be applied: a, the gradient (form 0) or momentum
  * sum a_K of a group; b, a group's second sum (NULL for form 0); both
@@ -134,7 +141,12 @@ void gp_robust_agent_finish(struct gp_robust_agent *agent);
  * turns over, which takes long when updates are large groups). */
 void gp_robust_forget(struct gp_robust *r, uint64_t who);
 
-/* Frees agent's momentum when r applied more than GP_ROBUST_IDLE_UPDATES
+/* The pool updates after which an idle member's momentum is given back:
+ * GP_ROBUST_IDLE_UPDATES, or fewer when r's momenta would otherwise
+ * exceed GP_ROBUST_MOMENTA_BYTES, at least GP_ROBUST_WINDOW. */
+uint64_t gp_robust_idle_limit(const struct gp_robust *r);
+
+/* Frees agent's momentum when r applied more than gp_robust_idle_limit()
  * updates since the agent's last (its counters stay). Cheap; serve calls
  * it for every member on each tick (100 ms). */
 void gp_robust_agent_trim(const struct gp_robust *r,

@@ -309,6 +309,48 @@ static void test_refused_left(void)
 	gp_robust_finish(&r);
 }
 
+/* For a large model the idle limit shrinks so that the momenta stay
+ * within GP_ROBUST_MOMENTA_BYTES (never below the window), and trim
+ * follows it. */
+static void test_trim_budget(void)
+{
+	const size_t big = (size_t)1 << 21; /* 8 MiB a momentum: limit 32 -> 64 */
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[HONEST + 1] = {{0}};
+	struct gp_robust_result res;
+	float *g = malloc(big * sizeof(float));
+
+	ASSERT_NOT_NULL(g);
+	ASSERT_EQ(gp_robust_idle_limit(&r), GP_ROBUST_IDLE_UPDATES);
+	r.n = 1000;
+	ASSERT_EQ(gp_robust_idle_limit(&r), GP_ROBUST_IDLE_UPDATES);
+	r.n = 235146; /* the MLP 784-256-128-10 */
+	ASSERT_EQ(gp_robust_idle_limit(&r),
+		  GP_ROBUST_MOMENTA_BYTES / (235146 * sizeof(float)));
+	ASSERT(gp_robust_idle_limit(&r) < GP_ROBUST_IDLE_UPDATES);
+	r.n = 0;
+	for (uint64_t t = 0; t <= GP_ROBUST_WINDOW + 1; t++) {
+		uint64_t who = t == 0 ? 0 : 1 + t % HONEST;
+		struct gp_robust_update u = {
+			.a = g, .n = big, .k = 1, .who = who,
+			.members = HONEST + 1, .reject_norm = 1e9,
+		};
+
+		for (size_t x = 0; x < big; x++)
+			g[x] = (float)(1 + 0.5 * noise());
+		ASSERT_OK(gp_robust_filter(&r, &a[who], &u, &res));
+		ASSERT_EQ(gp_robust_idle_limit(&r), GP_ROBUST_WINDOW);
+		gp_robust_agent_trim(&r, &a[0]);
+		/* Member 0's update was the first: kept while at most the
+		 * window's updates came after it. */
+		ASSERT((a[0].momentum != NULL) == (t <= GP_ROBUST_WINDOW));
+	}
+	for (int i = 0; i <= HONEST; i++)
+		gp_robust_agent_finish(&a[i]);
+	gp_robust_finish(&r);
+	free(g);
+}
+
 /* A member idle for GP_ROBUST_IDLE_UPDATES of the pool's updates gives
  * its momentum back; one that worked keeps it; the idle one's next update
  * starts a new momentum (its own update), and its counters stay. */
@@ -458,6 +500,7 @@ int main(void)
 	test_zero_members();
 	test_forget();
 	test_trim_idle();
+	test_trim_budget();
 	test_off();
 	test_attacks();
 	test_group();
