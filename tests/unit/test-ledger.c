@@ -838,6 +838,39 @@ static void test_rollback(void)
 	assert_totals(path);
 	gp_ledger_close(l);
 
+	/* The totals follow edits gradpool itself never makes, by hand in
+	 * sqlite3 on a copy: a roll-back undone (totals_roll's other
+	 * direction) and rows deleted (totals_delete), of every outcome. */
+	{
+		char copy[256], q[300];
+
+		path_in(copy, sizeof(copy), "edited.db");
+		unlink(copy);
+		snprintf(q, sizeof(q), "VACUUM INTO '%s'", copy);
+		sql(path, q);
+		ASSERT(sql_int(copy, "SELECT count(*) FROM updates WHERE"
+			       " rolled_back != 0") >= 5);
+		/* Rows of every outcome (inserted: the triggers count them). */
+		sql(copy, "INSERT INTO updates (job_id, agent_id, clock, epoch,"
+			  " minibatch, samples, staleness, received_at,"
+			  " outcome) SELECT job_id, agent_id, clock + 1, epoch,"
+			  " minibatch, samples, 0, received_at, o.v FROM"
+			  " (SELECT * FROM updates LIMIT 4),"
+			  " (SELECT 'rejected' AS v UNION SELECT 'late'"
+			  "  UNION SELECT 'duplicate') AS o");
+		assert_totals(copy);
+		ASSERT_EQ(sql_int(copy, "SELECT count(DISTINCT outcome) FROM"
+				  " updates"), 4);
+		sql(copy, "UPDATE updates SET rolled_back = 0 WHERE id IN"
+			  " (SELECT id FROM updates WHERE rolled_back != 0"
+			  " LIMIT 5)");
+		assert_totals(copy);
+		sql(copy, "DELETE FROM updates WHERE id % 3 = 0");
+		assert_totals(copy);
+		sql(copy, "DELETE FROM updates WHERE outcome != 'applied'");
+		assert_totals(copy);
+	}
+
 	/* A version 1 ledger (before the column and agent_links) is
 	 * migrated: its rows count, its agents' links are unknown. */
 	sql(path, "DROP TRIGGER totals_add; DROP TRIGGER totals_roll; "
