@@ -2,8 +2,9 @@
  * product, layer normalisation, mean squared error, token embedding and the
  * softmax step of causal attention (whose GEMMs are CLBlast's). The same
  * rules as ops.cl: OpenCL C 1.1, no doubles, uint sizes checked by the host,
- * every sum in a fixed order (Kahan-compensated where rows are long), never
- * atomics, so a result does not depend on scheduling. */
+ * every sum in a fixed order (Kahan-compensated in the norms and the
+ * losses; plain in the causal softmax, whose rows are at most the context
+ * long), never atomics, so a result does not depend on scheduling. */
 
 /* s += v with Kahan compensation in *comp. */
 static void kahan_add(float *s, float *comp, float v)
@@ -193,7 +194,9 @@ __kernel void gp_embedding_forward(__global const float *tokens,
 /* One work-item per column d of the table: dweight = beta dweight, then
  * each row r in order adds dy[r] into row tokens[r], so repeated tokens sum
  * in the same order as on the CPU and no two work-items touch one
- * element. */
+ * element. A token the forward pass refused (not a whole number in
+ * [0, vocab)) adds nothing: the host never gets here with one, and the
+ * kernel does not write outside the table if it did. */
 __kernel void gp_embedding_backward(__global const float *tokens,
 				    __global const float *dy,
 				    __global float *dweight, float beta,
@@ -208,8 +211,12 @@ __kernel void gp_embedding_backward(__global const float *tokens,
 
 		dweight[i] = beta == 0.0f ? 0.0f : beta * dweight[i];
 	}
-	for (uint r = 0; r < rows; r++)
-		dweight[(size_t)tokens[r] * dim + d] += dy[(size_t)r * dim + d];
+	for (uint r = 0; r < rows; r++) {
+		float v = tokens[r];
+
+		if (v >= 0.0f && v < (float)vocab && v == floor(v))
+			dweight[(size_t)v * dim + d] += dy[(size_t)r * dim + d];
+	}
 }
 
 /* One work-item per row of the n heads t x t score matrices: row i (its

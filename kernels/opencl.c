@@ -5,8 +5,10 @@
  * One backend is one device with one long-lived context and one in-order
  * queue. GEMMs are CLBlast's; every other op is one of the project's
  * kernels (kernels/ops.cl and layers.cl, embedded at build time by
- * embed-cl), built once when the backend is created. Ops only enqueue; the calls that hand a result to the
- * host (gp_buf_read, softmax_xent, sumsq) are the only ones that wait.
+ * embed-cl), built once when the backend is created. Ops only enqueue;
+ * the calls that hand a result to the host (gp_buf_read and the ops that
+ * return a loss, a norm or a status: softmax_xent, sumsq, the losses, the
+ * embedding's token check) are the only ones that wait.
  * OpenCL and CLBlast status codes are turned into negative errno here, with
  * their names in gp_backend_error(). */
 #include "opencl-impl.h"
