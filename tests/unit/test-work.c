@@ -610,6 +610,9 @@ static void test_pull_budget_verify(void)
 	gp_verify_get_stats(v, &st);
 	ASSERT_UINT_EQ(st.picked, 2);
 	ASSERT_EQ(gp_sched_outstanding(f.sched, 2), GP_WORK_BASE);
+	/* The members hold the copies their updates are checked against. */
+	gp_verify_member_finish(&f.pool, a);
+	gp_verify_member_finish(&f.pool, b);
 	fx_teardown(&f);
 	f.pool.verify = NULL;
 	gp_verify_destroy(v);
