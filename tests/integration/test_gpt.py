@@ -11,11 +11,13 @@ and names packaging/etc/gpt.model, a description the coordinator takes.
 The trained model leaves by `export --format safetensors`, loads into the
 equivalent PyTorch module (tests/lib/gptref.py) and gives the ledger's
 held-out loss within 1 %; ONNX export refuses it by name. `sample`
-writes the prompt and the asked-for bytes, the same for the same seed."""
+writes the prompt and the asked-for bytes, the same for the same seed.
+`job add` queues the shipped gpt.ini as it is."""
 import configparser
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import time
@@ -210,6 +212,21 @@ def test():
         check(s1.stdout == s2.stdout, "two samples with one seed differ")
         check(s1.stdout.startswith(b"Q:") and len(s1.stdout) == 2 + 120 + 1,
               "sample wrote %r" % s1.stdout)
+
+        # The shipped job queues as it is: `job add` checked every model
+        # against Fashion-MNIST's shape and refused gpt.ini's (128 inputs,
+        # 256 classes); serve checks token data when it starts the job.
+        r = pool.coord("job", "add", os.path.join(ETC, "gpt.ini"),
+                       expect_ok=False)
+        m = re.match(r"job (\d+) queued: ", r.stdout)
+        check(r.returncode == 0 and m,
+              "job add of the shipped gpt.ini: %d %r %r" %
+              (r.returncode, r.stdout, r.stderr))
+        queued = pool.query("SELECT state FROM jobs WHERE id = ?",
+                            (int(m.group(1)),))
+        check(queued == [("queued",)],
+              "the shipped job's row: %r" % (queued,))
+        pool.coord("job", "cancel", m.group(1))
 
 
 if __name__ == "__main__":
