@@ -1072,6 +1072,34 @@ static void record_start(struct server *srv)
 		gp_warn("%s: %s", srv->st.ledger_path, gp_ledger_error(l));
 }
 
+/* A resumed job whose last completed epoch has no evaluation row: the
+ * evaluation runs in the background after the epoch, so a kill between
+ * the epoch's end (or a checkpoint just after it) and the row loses it,
+ * and the ledger would miss that epoch's held-out loss for good. It is
+ * run now on the restored parameters (the checkpoint's, at most a
+ * checkpoint interval past the epoch's end). A finished job is left to
+ * start_job's final evaluation. */
+static void eval_lost_epoch(struct server *srv)
+{
+	struct gp_ledger_eval *ev = NULL;
+	uint32_t done = gp_sched_epoch(srv->pool.sched);
+	bool found = false;
+	size_t n = 0;
+
+	if (!srv->job.eval || done == 0 || gp_sched_done(srv->pool.sched) ||
+	    gp_ledger_eval_list(srv->st.ledger, srv->pool.job_id, &ev, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		found |= ev[i].epoch == (int64_t)done - 1;
+	free(ev);
+	if (found)
+		return;
+	gp_info("epoch %u's evaluation was lost with the last serve: "
+		"evaluating the restored parameters for it", done);
+	srv->eval_pending = 1;
+	gp_bg_start_eval(srv, false);
+}
+
 /* Sets a job up (job_path, borrowed, or the ledger's job_id) and starts
  * serving it: its size for status, a job whose schedule is complete
  * goes to its final evaluation, the members waiting between jobs are
@@ -1113,6 +1141,7 @@ static int start_job(struct server *srv, const char *job_path, int64_t job_id)
 				gp_serve_bye(p, GP_BYE_JOB_CHANGED,
 					     "a job started: reconnect now");
 	}
+	eval_lost_epoch(srv);
 	if (gp_sched_done(srv->pool.sched)) {
 		gp_info("job %" PRId64 " is already complete", srv->pool.job_id);
 		srv->done = true;

@@ -11,11 +11,15 @@ and names packaging/etc/gpt.model, a description the coordinator takes.
 The trained model leaves by `export --format safetensors`, loads into the
 equivalent PyTorch module (tests/lib/gptref.py) and gives the ledger's
 held-out loss within 1 %; ONNX export refuses it by name. `sample`
-writes the prompt and the asked-for bytes, the same for the same seed."""
+writes the prompt and the asked-for bytes, the same for the same seed.
+`job add` queues the shipped gpt.ini as it is. An epoch's evaluation
+lost to a kill is run again by the resumed serve."""
 import configparser
 import json
 import math
 import os
+import re
+import sqlite3
 import struct
 import subprocess
 import time
@@ -81,8 +85,62 @@ def shipped_job_parses():
           "gpt.ini names a missing model file")
 
 
+def lost_evaluation():
+    """An epoch's evaluation runs in the background after the epoch: a
+    kill before its row is written lost that epoch's held-out loss for
+    good. Killed in epoch 2 with epoch 1's row taken out of the ledger
+    (what such a kill leaves), the resumed serve evaluates epoch 1 again
+    and the ledger ends with both rows."""
+    with gppool.Pool("gpt-lost-eval", model={"spec": None, "file": None},
+                     train={"epochs": 2, "batch_size": 16,
+                            "optimizer": "adamw", "learning_rate": 0.003,
+                            "checkpoint_interval": "40 minibatches"},
+                     data={"set": "tokens"},
+                     pool={"int8": "false"}) as pool:
+        tok = os.path.join(pool.dir, "tokens")
+        r = subprocess.run([gp_tokens(), tok,
+                            os.path.join(CORPUS, "computers")],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
+        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
+        pool.train_samples = (train_tokens - 1) // 64
+        model = os.path.join(pool.dir, "gpt.model")
+        with open(model, "w") as f:
+            f.write(MODEL)
+        pool.job["model"]["file"] = model
+        pool.job["data"]["dir"] = tok
+        pool.write_job()
+        pool.serve()
+        for a in pool.agents(2):
+            a.run(delay_ms=10, extra=("--data-dir", tok))
+        pool.wait_for("a checkpoint in epoch 2", lambda: pool.query(
+            "SELECT 1 FROM checkpoints WHERE job_id = ? AND epoch >= 1",
+            (pool.job_id(),)), timeout=300, poll=0.05)
+        pool.serve_proc.kill9()
+        con = sqlite3.connect(pool.ledger_path, timeout=10)
+        with con:
+            con.execute("DELETE FROM evals WHERE job_id = ? AND epoch = 0",
+                        (pool.job_id(),))
+        con.close()
+        pool.serve()
+        pool.wait_serve(timeout=600, agents_exit=True)
+        err = pool.serve_proc.stderr()
+        check("epoch 1's evaluation was lost" in err,
+              "the resumed serve did not redo epoch 1's evaluation:\n%s" %
+              err[-1500:])
+        evals = pool.query("SELECT epoch, test_loss FROM evals WHERE "
+                           "job_id = ? ORDER BY epoch", (pool.job_id(),))
+        log("evaluations after the resume: %r" % (evals,))
+        check([e for e, _ in evals] == [0, 1],
+              "want the evaluations of epochs 0 and 1, got %r" % (evals,))
+        check(all(0 < loss < math.log(256) for _, loss in evals),
+              "held-out losses %r not below the untrained ln 256" %
+              (evals,))
+
+
 def test():
     shipped_job_parses()
+    lost_evaluation()
     with gppool.Pool("gpt", model={"spec": None, "file": None},
                      train={"epochs": 2, "batch_size": 16,
                             "optimizer": "adamw", "learning_rate": 0.003,
@@ -210,6 +268,21 @@ def test():
         check(s1.stdout == s2.stdout, "two samples with one seed differ")
         check(s1.stdout.startswith(b"Q:") and len(s1.stdout) == 2 + 120 + 1,
               "sample wrote %r" % s1.stdout)
+
+        # The shipped job queues as it is: `job add` checked every model
+        # against Fashion-MNIST's shape and refused gpt.ini's (128 inputs,
+        # 256 classes); serve checks token data when it starts the job.
+        r = pool.coord("job", "add", os.path.join(ETC, "gpt.ini"),
+                       expect_ok=False)
+        m = re.match(r"job (\d+) queued: ", r.stdout)
+        check(r.returncode == 0 and m,
+              "job add of the shipped gpt.ini: %d %r %r" %
+              (r.returncode, r.stdout, r.stderr))
+        queued = pool.query("SELECT state FROM jobs WHERE id = ?",
+                            (int(m.group(1)),))
+        check(queued == [("queued",)],
+              "the shipped job's row: %r" % (queued,))
+        pool.coord("job", "cancel", m.group(1))
 
 
 if __name__ == "__main__":

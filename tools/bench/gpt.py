@@ -9,8 +9,8 @@
    intra-op threads) keeps its best round, and the best configuration of
    each side is compared: gpt_tokens_per_s, gpt_pytorch_tokens_per_s,
    gpt_vs_pytorch.
-2. Quality: a pool (a coordinator and 2 agents on this machine, the real
-   protocol) trains a small GPT (1 block of width 64, context 64) with
+2. Quality: a pool (a coordinator and 2 agents on this machine, the
+   real protocol) trains a small GPT (1 block of width 64, context 64) with
    AdamW on two files of fortunes for EPOCHS epochs; PyTorch trains the
    same module from the same initial parameters (the job's first
    checkpoint, exported) with torch.optim.AdamW, the same batch, learning
@@ -20,7 +20,9 @@
 
 Prints a table to stderr and one JSON object as the last line of stdout.
 Environment: GP_BENCH_ROUNDS (3), GP_BENCH_SECONDS (3 per run),
-GP_BENCH_GPT_QUALITY (1; 0 skips part 2), GP_BENCH_GPT_EPOCHS (2)."""
+GP_BENCH_GPT_QUALITY (1; 0 skips part 2), GP_BENCH_GPT_EPOCHS (2),
+GP_BENCH_GPT_AGENTS (2: the pool's agents; 1 has no staleness, so it
+shows what the rest of the pool's path costs against PyTorch)."""
 import json
 import math
 import os
@@ -193,6 +195,10 @@ def quality(tmp):
     import gppool
 
     epochs = int(os.environ.get("GP_BENCH_GPT_EPOCHS", "2"))
+    n_agents = int(os.environ.get("GP_BENCH_GPT_AGENTS", "2"))
+    if not 1 <= n_agents <= 8:
+        raise SystemExit("GP_BENCH_GPT_AGENTS must be 1 to 8, not %d"
+                         % n_agents)
     tok = os.path.join(tmp, "small")
     make_tokens(tok, [os.path.join(CORPUS, "fortunes"),
                       os.path.join(CORPUS, "computers")])
@@ -210,10 +216,10 @@ def quality(tmp):
                      pool={"int8": "false",
                            "clip_grad_norm": HP["clip_grad_norm"]}) as pool:
         pool.serve()
-        a, b = pool.agents(2)
+        agents = pool.agents(n_agents)
         t0 = time.monotonic()
-        a.run(extra=("--data-dir", tok))
-        b.run(extra=("--data-dir", tok))
+        for a in agents:
+            a.run(extra=("--data-dir", tok))
         pool.wait_serve(timeout=3600, agents_exit=True)
         pool_s = time.monotonic() - t0
         loss = pool.query("SELECT test_loss FROM evals WHERE job_id = ? "
@@ -240,6 +246,7 @@ def quality(tmp):
            "gpt_pytorch_bpb": round(ref / math.log(2), 4),
            "gpt_bpb_ratio": round(loss / ref, 4),
            "gpt_quality_epochs": epochs,
+           "gpt_quality_agents": n_agents,
            "gpt_pool_seconds": round(pool_s, 1),
            "gpt_pytorch_seconds": round(torch_s, 1)}
     log("quality: pool %.4f bits/byte in %.0f s, PyTorch AdamW %.4f in "
