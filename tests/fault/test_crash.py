@@ -30,6 +30,11 @@ its first periodic one, or whose checkpoints are all damaged): serve starts
 the job over and rolls back every update logged before, to the checkpoint
 it writes first.
 
+`test_crash.py outer`: the first test with the outer optimiser
+(`outer_optimizer = nesterov`, verification off, as it must be): the
+outer momentum comes back from the checkpoint (serve does not warn that
+it starts again from zero) and the rest holds as above.
+
 `test_crash.py foreign`: the newest checkpoint of a job is one of another
 job, whose model has the same layers of other widths (copied whole from a second ledger, so
 its checksums hold). serve refuses to start (exit 1), names the checkpoint
@@ -66,16 +71,23 @@ def max_seq(pool):
     return pool.query("SELECT coalesce(max(seq), 0) FROM checkpoints")[0][0]
 
 
-def test():
-    with gppool.Pool("crash", train={"epochs": gppool.TRAIN_EPOCHS,
-                                     "checkpoint_interval": "600 minibatches",
-                                     "checkpoint_keep": 3},
+def test(outer=False):
+    train = {"epochs": gppool.TRAIN_EPOCHS,
+             "checkpoint_interval": "600 minibatches",
+             "checkpoint_keep": 3}
+    # Half the clocks, not the default tenth: the resume's short runs
+    # once made verification strike an honest member (gp_verify_pick).
+    verify = 0.5
+    if outer:
+        # The outer momentum is a checkpoint section of its own; a resume
+        # that lost it would say so ("holds no outer momentum").
+        train.update(outer_optimizer="nesterov", outer_lr=1.0,
+                     outer_momentum=0.3)
+        verify = 0
+    with gppool.Pool("crash", train=train,
                      pool={"heartbeat_interval": "500ms",
                            "heartbeat_timeout": "2s",
-                           # Half the clocks, not the default tenth: the
-                           # resume's short runs once made verification
-                           # strike an honest member (gp_verify_pick).
-                           "verify_rate": 0.5}) as pool:
+                           "verify_rate": verify}) as pool:
         serve1 = pool.serve()
         agents = pool.agents(2)
         for a in agents:
@@ -118,6 +130,9 @@ def test():
         check(rb, "serve does not say it rolled updates back:\n%s" %
               err()[-1500:])
         undone = int(rb.group(1))
+        if outer:
+            check("outer momentum" not in err(), "the outer momentum was "
+                  "not restored:\n%s" % err()[-1500:])
         log("serve #2: resumed from checkpoint %d, %d updates rolled back"
             % (seq, undone))
         pool.wait_serve(timeout=500, agents_exit=True)
@@ -259,4 +274,5 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     gppool.main({"early": test_early,
                  "lost": lambda: test_early(lost=True),
-                 "foreign": test_foreign}.get(what, test))
+                 "foreign": test_foreign,
+                 "outer": lambda: test(outer=True)}.get(what, test))
