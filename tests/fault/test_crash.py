@@ -31,9 +31,10 @@ the job over and rolls back every update logged before, to the checkpoint
 it writes first.
 
 `test_crash.py outer`: the first test with the outer optimiser
-(`outer_optimizer = nesterov`, verification off, as it must be): the
-outer momentum comes back from the checkpoint (serve does not warn that
-it starts again from zero) and the rest holds as above.
+(`outer_optimizer = nesterov`, verification off, as it must be), killed
+past a checkpoint written after updates: the checkpoint holds the outer
+momentum (its section, mostly non-zero bytes), it comes back (serve does
+not warn that it starts again from zero) and the rest holds as above.
 
 `test_crash.py foreign`: the newest checkpoint of a job is one of another
 job, whose model has the same layers of other widths (copied whole from a second ledger, so
@@ -43,6 +44,7 @@ it restored the foreign parameters and the evaluation read past them).
 """
 import re
 import sqlite3
+import struct
 import sys
 import time
 
@@ -65,6 +67,21 @@ def check_redone(pool):
         " a.epoch = r.epoch AND a.minibatch = r.minibatch AND a.outcome ="
         " 'applied' AND a.rolled_back = 0 AND a.id > r.id)")[0][0]
     check(notredone == 0, "%d rolled-back minibatches not redone" % notredone)
+
+
+def outer_section(pool, seq):
+    """The payload of checkpoint seq's GP_CKPT_OUTER section (tag 8;
+    layout in coordinator/checkpoint.h), or None."""
+    blob = pool.query("SELECT blob FROM checkpoints WHERE seq = ?",
+                      (seq,))[0][0]
+    n = struct.unpack_from("<I", blob, 8)[0]
+    at = 32
+    for _ in range(n):
+        tag, _, size = struct.unpack_from("<IIQ", blob, at)
+        if tag == 8:
+            return blob[at + 16:at + 16 + size]
+        at += 16 + (size + 7) // 8 * 8
+    return None
 
 
 def max_seq(pool):
@@ -103,7 +120,7 @@ def test(outer=False):
             n = counted(pool)
             if s != seq:
                 seq, base = s, n
-            elif seq and n >= base + PAST_CHECKPOINT:
+            elif seq >= (2 if outer else 1) and n >= base + PAST_CHECKPOINT:
                 break
             check(time.monotonic() < deadline, "no checkpoint and %d "
                   "updates past it in time" % PAST_CHECKPOINT)
@@ -131,6 +148,11 @@ def test(outer=False):
               err()[-1500:])
         undone = int(rb.group(1))
         if outer:
+            check(seq >= 2, "resumed from the fresh start's checkpoint")
+            m = outer_section(pool, seq)
+            check(m and sum(1 for b in m if b) > len(m) // 4,
+                  "checkpoint %d holds no outer momentum, or only zeros"
+                  % seq)
             check("outer momentum" not in err(), "the outer momentum was "
                   "not restored:\n%s" % err()[-1500:])
         log("serve #2: resumed from checkpoint %d, %d updates rolled back"
