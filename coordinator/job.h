@@ -56,7 +56,7 @@
  *                             with verify_rate = 0 (verification's
  *                             rollback does not model the outer momentum)
  *   outer_lr = 0.7            nesterov: the outer rate, (0, 10]
- *   outer_momentum = 0.9      nesterov: the outer momentum, [0, 1)
+ *   outer_momentum = 0.9      nesterov: the outer momentum, 0..0.999
  *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
  *                             count such as "500 minibatches"
  *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000
