@@ -55,8 +55,9 @@
  *                             (params.h); sgd or sgd-momentum only, and
  *                             with verify_rate = 0 (verification's
  *                             rollback does not model the outer momentum)
- *   outer_lr = 0.7            nesterov: the outer rate, (0, 10]
- *   outer_momentum = 0.9      nesterov: the outer momentum, 0..0.999
+ *   outer_lr = 1              nesterov: the outer rate, (0, 10]
+ *   outer_momentum = 0.3      nesterov: the outer momentum, 0..0.999
+ *                             (DiLoCo's 0.7 and 0.9 diverged here)
  *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
  *                             count such as "500 minibatches"
  *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000

@@ -143,6 +143,8 @@ static void test_defaults(void)
 	ASSERT_NEAR(job.eps, 1e-6, 1e-18);
 	ASSERT_NEAR(job.weight_decay, 0.1, 1e-12);
 	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NONE);
+	ASSERT_NEAR(job.outer_lr, 1.0, 0);
+	ASSERT_NEAR(job.outer_momentum, 0.3, 0);
 	ASSERT_EQ(job.run_steps, 48);
 	ASSERT_OK(parse("[model]\nspec=784-10\n[train]\n"
 			"outer_optimizer = nesterov\nouter_lr = 0.5\n"
