@@ -8,7 +8,8 @@
  * no parts > 1, the current clock, no more minibatches than it has open),
  * SSP's staleness bound, room in the ledger's buffer for the rows, the
  * blocks, then the optimiser step (gp_params_apply_scaled for one,
- * gp_params_apply_sums for a group) with the staleness scale and clipping.
+ * gp_params_apply_sums for a group) with the staleness scale and clipping,
+ * through the outer optimiser when the job has one (params.h).
  * The group is applied or refused whole, with one ledger row per
  * minibatch. A refused minibatch goes back to the queue; a refusal that
  * is the agent's fault counts one strike per message, and max_strikes of

@@ -70,14 +70,17 @@ static void db_work_done(uv_work_t *req, int status)
 
 uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 {
-	struct gp_checkpoint_section sec[6];
-	uint8_t *p = NULL, *s = NULL, *c = NULL, *o = NULL, *out = NULL;
-	size_t pl, sl, cl, ol = 0, n = 5;
+	struct gp_checkpoint_section sec[7];
+	uint8_t *p = NULL, *s = NULL, *c = NULL, *o = NULL, *m = NULL;
+	uint8_t *out = NULL;
+	size_t pl, sl, cl, ol = 0, ml = 0, n = 5;
 
 	if (gp_params_save(srv->pool.params, &p, &pl) < 0 ||
 	    gp_ssp_save(srv->pool.ssp, &c, &cl) < 0 ||
 	    gp_sched_save(srv->pool.sched, &s, &sl) < 0 ||
-	    (srv->optim && gp_optim_save(srv->optim, &o, &ol) < 0))
+	    (srv->optim && gp_optim_save(srv->optim, &o, &ol) < 0) ||
+	    (gp_params_outer_momentum(srv->pool.params) &&
+	     gp_params_save_outer(srv->pool.params, &m, &ml) < 0))
 		goto out;
 	sec[0] = (struct gp_checkpoint_section){ GP_CKPT_PARAMS, p, pl };
 	sec[1] = (struct gp_checkpoint_section){ GP_CKPT_CLOCKS, c, cl };
@@ -91,9 +94,12 @@ uint8_t *gp_bg_checkpoint(struct server *srv, size_t *ret_len)
 	};
 	if (o)
 		sec[n++] = (struct gp_checkpoint_section){ GP_CKPT_OPTIM, o, ol };
+	if (m)
+		sec[n++] = (struct gp_checkpoint_section){ GP_CKPT_OUTER, m, ml };
 	if (gp_checkpoint_encode(sec, n, &out, ret_len) < 0)
 		out = NULL;
 out:
+	free(m);
 	free(o);
 	free(p);
 	free(s);

@@ -52,6 +52,9 @@ enum gp_checkpoint_tag {
 	/* The adaptive optimiser's state (optim.h: AdamW's moments and
 	 * steps), in jobs with optimizer = adamw. */
 	GP_CKPT_OPTIM = 7,
+	/* The outer optimiser's momentum (params.h gp_params_save_outer()),
+	 * in jobs with an outer_optimizer. */
+	GP_CKPT_OUTER = 8,
 };
 
 struct gp_checkpoint_section {

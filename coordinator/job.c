@@ -43,6 +43,11 @@ void gp_job_defaults(struct gp_job *job)
 	job->warmup_epochs = 0.1;
 	job->staleness_scaling = true;
 	job->group_updates = true;
+	/* DiLoCo's 0.7 and 0.9 diverged on the MLP job; 1.0 and 0.3 were the
+	 * best tried (docs/performance.md "Slow links"). */
+	job->outer_lr = 1.0;
+	job->outer_momentum = 0.3;
+	job->run_steps = 48;
 	job->clock_duration_ms = 16;
 	job->comm_share = 0.10;
 	job->max_sync_interval_ms = 250;
@@ -176,6 +181,24 @@ static int parse_data_format(void *target, const char *value, char *why,
 	}
 	snprintf(why, whylen, "'%s' is not a data format (idx or npy)", value);
 	return -EINVAL;
+}
+
+static int parse_outer(void *target, const char *value, char *why,
+		       size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "none") == 0) {
+		job->outer_optimizer = GP_OUTER_NONE;
+	} else if (strcmp(value, "nesterov") == 0) {
+		job->outer_optimizer = GP_OUTER_NESTEROV;
+	} else {
+		snprintf(why, whylen,
+			 "unknown outer_optimizer '%s' (none or nesterov)",
+			 value);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int parse_optimizer(void *target, const char *value, char *why,
@@ -391,6 +414,11 @@ static const struct gp_conf_key job_keys[] = {
 	{"train", "eps", GP_CONF_DOUBLE, F(eps), 0, 1e-30, 0.1, 0, NULL},
 	{"train", "group_updates", GP_CONF_BOOL, F(group_updates), 0, 0, 0, 0,
 	 NULL},
+	{"train", "outer_optimizer", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_outer},
+	{"train", "outer_lr", GP_CONF_DOUBLE, F(outer_lr), 0, 1e-6, 10, 0,
+	 NULL},
+	{"train", "outer_momentum", GP_CONF_DOUBLE, F(outer_momentum), 0, 0,
+	 0.999, 0, NULL},
 	{"train", "checkpoint_interval", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
 	 parse_checkpoint_interval},
 	{"train", "checkpoint_keep", GP_CONF_U32, F(checkpoint_keep), 0, 1,
@@ -412,6 +440,7 @@ static const struct gp_conf_key job_keys[] = {
 	{"pool", "comm_share", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_comm_share},
 	{"pool", "max_sync_interval", GP_CONF_DURATION_MS,
 	 F(max_sync_interval_ms), 0, 1, 600000, 0, NULL},
+	{"pool", "run_steps", GP_CONF_U32, F(run_steps), 0, 2, 2048, 0, NULL},
 	{"pool", "int8", GP_CONF_BOOL, F(int8), 0, 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
@@ -508,6 +537,21 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 	if (job->robust_clip > 0 && job->robust_clip < 1) {
 		snprintf(err, errlen, "%s: robust_clip (%g) must be 0 (off) or "
 			 "at least 1 in [pool]", name, job->robust_clip);
+		return -EINVAL;
+	}
+	if (job->outer_optimizer != GP_OUTER_NONE &&
+	    job->optimizer == GP_OPT_ADAMW) {
+		snprintf(err, errlen,
+			 "%s: outer_optimizer = nesterov needs optimizer = sgd "
+			 "or sgd-momentum in [train] (AdamW takes no local "
+			 "steps)", name);
+		return -EINVAL;
+	}
+	if (job->outer_optimizer != GP_OUTER_NONE && job->verify_rate > 0) {
+		snprintf(err, errlen,
+			 "%s: outer_optimizer = nesterov needs verify_rate = 0 "
+			 "in [pool] (verification cannot take back an update "
+			 "through the outer momentum yet)", name);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {

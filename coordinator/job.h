@@ -48,6 +48,16 @@
  *   group_updates = true      an agent answers a clock's minibatches with
  *                             one update of their momentum sums (agents
  *                             that can; not with weight_decay)
+ *   outer_optimizer = none    none | nesterov: the coordinator applies
+ *                             each run's change (the k local steps an
+ *                             update's sums replay) through an outer
+ *                             Nesterov momentum, as DiLoCo does
+ *                             (params.h); sgd or sgd-momentum only, and
+ *                             with verify_rate = 0 (verification's
+ *                             rollback does not model the outer momentum)
+ *   outer_lr = 1              nesterov: the outer rate, (0, 10]
+ *   outer_momentum = 0.3      nesterov: the outer momentum, 0..0.999
+ *                             (DiLoCo's 0.7 and 0.9 diverged here)
  *   checkpoint_interval = 30s a duration (ms, s, m, h: 1s..1d) or a
  *                             count such as "500 minibatches"
  *   checkpoint_keep = 3       checkpoints kept in the ledger, 1..1000
@@ -127,6 +137,12 @@ enum gp_job_lr_schedule {
 	GP_LR_COSINE = 1,
 };
 
+/* The outer optimiser a run's change goes through (params.h). */
+enum gp_job_outer {
+	GP_OUTER_NONE = 0,
+	GP_OUTER_NESTEROV = 1,
+};
+
 enum gp_job_optimizer {
 	GP_OPT_SGD = 0,
 	GP_OPT_SGD_MOMENTUM = 1,
@@ -160,6 +176,8 @@ struct gp_job {
 	double weight_decay;
 	double beta1, beta2, eps; /* adamw */
 	bool group_updates;
+	enum gp_job_outer outer_optimizer;
+	double outer_lr, outer_momentum;
 	/* Exactly one of the two is non-zero. */
 	uint64_t checkpoint_interval_ms;
 	uint64_t checkpoint_interval_minibatches;
@@ -175,6 +193,7 @@ struct gp_job {
 	uint64_t clock_duration_ms;
 	double comm_share;            /* 0..0.9, 0: clocks from compute only */
 	uint64_t max_sync_interval_ms;
+	uint32_t run_steps;
 	bool int8;
 	double max_grad_norm;
 	double clip_grad_norm;

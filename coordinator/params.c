@@ -53,6 +53,11 @@ struct gp_params {
 	float *v;
 	double *shard_sq;  /* scratch: per-shard sum of squares */
 	struct gp_params_step hook; /* another optimiser, or step NULL */
+	/* The outer optimiser (gp_params_set_outer): its momentum, and a
+	 * shard's parameters before the inner step; NULL when off. */
+	float *outer_m;
+	float *before;
+	float outer_lr, outer_mu;
 	uint64_t version;
 	uint64_t updates;
 };
@@ -87,6 +92,8 @@ void gp_params_destroy(struct gp_params *p)
 	free(p->w);
 	free(p->v);
 	free(p->shard_sq);
+	free(p->outer_m);
+	free(p->before);
 	free(p);
 }
 
@@ -519,6 +526,77 @@ static void sgd_plain(float *restrict w, const float *restrict g, size_t n,
 		w[i] -= lr * (scale * g[i] + wd * w[i]);
 }
 
+/* The outer Nesterov step over a shard whose inner step took its
+ * parameters from w0 to w: with d = w0 - w (the run's descent),
+ * m = mu * m + d and w = w0 - lr * (d + mu * m). */
+static void outer_nesterov(float *restrict w, const float *restrict w0,
+			   float *restrict m, size_t n, float lr, float mu)
+{
+	size_t i = 0;
+
+	for (; i + SGD_BLOCK <= n; i += SGD_BLOCK) {
+		for (size_t j = 0; j < SGD_BLOCK; j++) {
+			float d = w0[i + j] - w[i + j];
+
+			m[i + j] = mu * m[i + j] + d;
+			w[i + j] = w0[i + j] - lr * (d + mu * m[i + j]);
+		}
+	}
+	for (; i < n; i++) {
+		float d = w0[i] - w[i];
+
+		m[i] = mu * m[i] + d;
+		w[i] = w0[i] - lr * (d + mu * m[i]);
+	}
+}
+
+/* Before the inner step of shard s: keeps its parameters for the outer
+ * step, when there is one. */
+static void outer_begin(struct gp_params *p, const struct shard *s)
+{
+	if (p->outer_m)
+		memcpy(p->before + s->offset, p->w + s->offset,
+		       s->count * sizeof(float));
+}
+
+/* After it: the outer step. Its momentum is then non-zero in general, so
+ * the shard changes with every later update (the mom_nonzero flag). */
+static void outer_end(struct gp_params *p, struct shard *s)
+{
+	if (!p->outer_m)
+		return;
+	outer_nesterov(p->w + s->offset, p->before + s->offset,
+		       p->outer_m + s->offset, s->count, p->outer_lr,
+		       p->outer_mu);
+	s->mom_nonzero = true;
+}
+
+int gp_params_set_outer(struct gp_params *p, float lr, float mu)
+{
+	float *m, *before;
+
+	if (!p || p->hook.step || p->outer_m || !isfinite(lr) || !(lr > 0) ||
+	    lr > 10 || !isfinite(mu) || mu < 0 || !(mu < 1))
+		return -EINVAL;
+	m = calloc(p->total, sizeof(*m));
+	before = malloc(p->total * sizeof(*before));
+	if (!m || !before) {
+		free(m);
+		free(before);
+		return -ENOMEM;
+	}
+	p->outer_m = m;
+	p->before = before;
+	p->outer_lr = lr;
+	p->outer_mu = mu;
+	return 0;
+}
+
+const float *gp_params_outer_momentum(const struct gp_params *p)
+{
+	return p->outer_m;
+}
+
 static void set_info(const struct gp_params *p, double norm, bool clipped,
 		     uint32_t changed, struct gp_params_apply_info *ret_info)
 {
@@ -533,7 +611,7 @@ static void set_info(const struct gp_params *p, double norm, bool clipped,
 
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s)
 {
-	if (!p || (s && (!s->begin || !s->step)))
+	if (!p || (s && (!s->begin || !s->step)) || (s && p->outer_m))
 		return -EINVAL;
 	if (s)
 		p->hook = *s;
@@ -601,6 +679,7 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 		if (p->shard_sq[k] == 0 && !s->mom_nonzero &&
 		    c->weight_decay == 0)
 			continue;
+		outer_begin(p, s);
 		if (c->momentum > 0) {
 			sgd_momentum(w, p->v + s->offset, grad + s->offset,
 				     s->count, scale, c->lr, c->momentum,
@@ -610,6 +689,7 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 			sgd_plain(w, grad + s->offset, s->count, scale, c->lr,
 				  c->weight_decay);
 		}
+		outer_end(p, s);
 		s->version = p->version;
 		changed++;
 	}
@@ -697,6 +777,7 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 
 		if (p->shard_sq[k] == 0 && !s->mom_nonzero)
 			continue;
+		outer_begin(p, s);
 		if (mu > 0) {
 			sgd_sums(p->w + s->offset, p->v + s->offset,
 				 sums->a + s->offset, sums->b + s->offset,
@@ -708,6 +789,7 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 			sgd_plain(p->w + s->offset, sums->b + s->offset, s->count,
 				  (float)(sums->scale * clip), (float)lsum, 0);
 		}
+		outer_end(p, s);
 		s->version = p->version;
 		changed++;
 	}
@@ -747,6 +829,62 @@ int gp_params_save(const struct gp_params *p, uint8_t **ret_data,
 	gp_wbuf_put_f32s(&w, p->w, p->total);
 	gp_wbuf_put_f32s(&w, p->v, p->total);
 	return gp_wbuf_finish_blob(&w, ret_data, ret_len);
+}
+
+/* The outer momentum's checkpoint payload (envelope of bytes.h, magic
+ * "GPOM", version 1): u64 F (the store's floats), F x f32 momentum. The
+ * outer rate and momentum coefficient are the job's, not saved. */
+#define OUTER_MAGIC "GPOM"
+#define OUTER_FORMAT 1
+
+int gp_params_save_outer(const struct gp_params *p, uint8_t **ret_data,
+			 size_t *ret_len)
+{
+	struct gp_wbuf w = {0};
+
+	if (!p->outer_m)
+		return -EINVAL;
+	gp_wbuf_begin_blob(&w, OUTER_MAGIC, OUTER_FORMAT);
+	gp_wbuf_put_u64(&w, p->total);
+	gp_wbuf_put_f32s(&w, p->outer_m, p->total);
+	return gp_wbuf_finish_blob(&w, ret_data, ret_len);
+}
+
+int gp_params_load_outer(struct gp_params *p, const uint8_t *data,
+			 size_t len)
+{
+	struct gp_rbuf r;
+	uint64_t total;
+	float *m;
+	int err;
+
+	if (!p->outer_m)
+		return -EINVAL;
+	err = gp_rbuf_open_blob(data, len, OUTER_MAGIC, OUTER_FORMAT, &r);
+	if (err < 0)
+		return err;
+	if (!gp_rbuf_get_u64(&r, &total) || total != p->total ||
+	    r.left != p->total * sizeof(float))
+		return -EBADMSG;
+	m = malloc(p->total * sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	if (!gp_rbuf_get_f32s(&r, m, p->total)) {
+		free(m);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < p->total; i++) {
+		if (!isfinite(m[i])) {
+			free(m);
+			return -EBADMSG;
+		}
+	}
+	free(p->outer_m);
+	p->outer_m = m;
+	/* Every shard may now change with any update. */
+	for (size_t k = 0; k < p->n_shards; k++)
+		p->shards[k].mom_nonzero = true;
+	return 0;
 }
 
 int gp_params_load(const uint8_t *data, size_t len, struct gp_params **ret)

@@ -244,6 +244,40 @@ struct gp_params_step {
  * -EINVAL (a hook without both functions). */
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
 
+/* The outer optimiser (DiLoCo's, Douillard et al. 2023, made
+ * asynchronous): every accepted update's effect on the parameters, the
+ * inner step of gp_params_apply_scaled() or gp_params_apply_sums() (for a
+ * group, the change its K local steps made: its pseudo-gradient, scaled
+ * for staleness), is taken as a descent d and applied through Nesterov
+ * momentum m instead:
+ *     w0 = w before the update, d = w0 - (w after the inner step)
+ *     m  = mu * m + d
+ *     w  = w0 - lr * (d + mu * m)
+ * The inner momentum v moves as it would without (the agents' local steps
+ * go on along it). lr = 1 and mu = 0 is the inner step itself. Set once,
+ * before any update, with m zero: lr in (0, 10], mu in [0, 1). Returns 0,
+ * -EINVAL (a value out of range, already set, or a store with an
+ * optimiser hook), -ENOMEM. */
+int gp_params_set_outer(struct gp_params *p, float lr, float mu);
+
+/* The outer momentum m (gp_params_size() floats, laid out as the
+ * parameters; borrowed, valid until the next change), or NULL when there
+ * is no outer optimiser. */
+const float *gp_params_outer_momentum(const struct gp_params *p);
+
+/* Encodes the outer momentum for a checkpoint (GP_CKPT_OUTER): *ret_data
+ * owned by the caller (free()). Returns 0, -EINVAL without an outer
+ * optimiser, -ENOMEM. */
+int gp_params_save_outer(const struct gp_params *p, uint8_t **ret_data,
+			 size_t *ret_len);
+
+/* Restores the outer momentum from a checkpoint's bytes (borrowed) into
+ * a store whose outer optimiser is set. Returns 0, -EBADMSG (malformed,
+ * another parameter count, a non-finite value; nothing changed),
+ * -EINVAL without an outer optimiser, -ENOMEM. */
+int gp_params_load_outer(struct gp_params *p, const uint8_t *data,
+			 size_t len);
+
 /* Encodes shapes, config, versions, parameters and momentum for a
  * checkpoint: *ret_data (owned by caller, free()), *ret_len. Layout in
  * params.c. Returns 0 or -ENOMEM. */

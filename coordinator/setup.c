@@ -81,6 +81,28 @@ static int setup_optim(struct server *srv,
 	return gp_optim_attach(srv->optim, srv->pool.params);
 }
 
+/* The job's outer optimiser (outer_optimizer = nesterov), set on the
+ * parameter store with its momentum restored from a checkpoint's section
+ * o when there is one. Nothing without. Returns 0 or a negative errno. */
+static int setup_outer(struct server *srv,
+		       const struct gp_checkpoint_section *o)
+{
+	int r;
+
+	if (srv->job.outer_optimizer == GP_OUTER_NONE)
+		return 0;
+	r = gp_params_set_outer(srv->pool.params, (float)srv->job.outer_lr,
+				(float)srv->job.outer_momentum);
+	if (r < 0)
+		return r;
+	if (o)
+		return gp_params_load_outer(srv->pool.params, o->data, o->len);
+	if (gp_params_updates(srv->pool.params) > 0)
+		gp_warn("the checkpoint holds no outer momentum: it starts "
+			"again from zero");
+	return 0;
+}
+
 /* [data] set = tokens: DIR/train.tok and DIR/test.tok (tokens.h), for a
  * language model (a seq_xent loss) whose vocabulary covers theirs. The
  * samples are the training file's windows of the model's context. */
@@ -179,7 +201,8 @@ static int build_fresh(struct server *srv)
 		off += (size_t)shapes[i].rows * shapes[i].cols;
 	}
 	free(init);
-	if (r < 0 || (r = setup_optim(srv, NULL)) < 0)
+	if (r < 0 || (r = setup_optim(srv, NULL)) < 0 ||
+	    (r = setup_outer(srv, NULL)) < 0)
 		return r;
 	r = gp_ssp_create(srv->job.staleness, &srv->pool.ssp);
 	if (r < 0)
@@ -322,6 +345,8 @@ static int restore(struct server *srv)
 	}
 	if (r >= 0)
 		r = setup_optim(srv, gp_checkpoint_find(sec, n, GP_CKPT_OPTIM));
+	if (r >= 0)
+		r = setup_outer(srv, gp_checkpoint_find(sec, n, GP_CKPT_OUTER));
 	if (r < 0)
 		goto out;
 	/* Nobody is connected yet: every agent is dead until it returns. */

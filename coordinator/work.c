@@ -40,7 +40,11 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 	if (!(m->caps & GP_CAP_LOCAL_STEP) || !m->pulled_version ||
 	    lag < m->view.own)
 		return false;
-	lag -= m->view.own;
+	/* Through an outer optimiser the coordinator applies the agent's
+	 * own runs otherwise than its copy took them (params.h): they count
+	 * as lacking too, so a copy is current only while nothing landed. */
+	if (pool->job->outer_optimizer == GP_OUTER_NONE)
+		lag -= m->view.own;
 	if (lag == 0) {
 		*ret_current = true;
 		return true;
@@ -433,8 +437,8 @@ static void link_clock(const struct gp_pool *pool, struct link_clock *ret)
 }
 
 /* The local steps agent a computes between two merges with the others'
- * work (a run): GP_WORK_LINK_STEPS, for what the statistics bear is a
- * number of steps, not a time (250 ms on a quiet machine held 100-150
+ * work (a run): at most the job's run_steps (GP_WORK_LINK_STEPS, 48, by
+ * default), for what the statistics bear is a number of steps, not a time (250 ms on a quiet machine held 100-150
  * steps, and two agents on 20 Mbit/s links ended 2 epochs at 72-82 %
  * against 84 % with 48). And early on at most the pool's applied
  * minibatches times a's share of the pool's work (1 / live while a link
@@ -448,12 +452,13 @@ static double run_length(const struct gp_pool *pool,
 			 const struct link_clock *lc)
 {
 	double share = 1.0 / (double)(lc->live ? lc->live : 1), l;
+	double cap = pool->job->run_steps ? pool->job->run_steps :
+					    GP_WORK_LINK_STEPS;
 
 	if (lc->work > 0)
 		share = link_work(pool, a, lc->cycle, lc->live) / lc->work;
 	l = floor((double)pool->applied_run * share);
-	return l > GP_WORK_LINK_STEPS ? GP_WORK_LINK_STEPS :
-	       l < GP_WORK_BASE ? GP_WORK_BASE : l;
+	return l > cap ? cap : l < GP_WORK_BASE ? GP_WORK_BASE : l;
 }
 
 /* Runs that agent a fits in a clock when each begins with a pull: at

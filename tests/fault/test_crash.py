@@ -30,6 +30,12 @@ its first periodic one, or whose checkpoints are all damaged): serve starts
 the job over and rolls back every update logged before, to the checkpoint
 it writes first.
 
+`test_crash.py outer`: the first test with the outer optimiser
+(`outer_optimizer = nesterov`, verification off, as it must be), killed
+past a checkpoint written after updates: the checkpoint holds the outer
+momentum (its section, mostly non-zero bytes), it comes back (serve does
+not warn that it starts again from zero) and the rest holds as above.
+
 `test_crash.py foreign`: the newest checkpoint of a job is one of another
 job, whose model has the same layers of other widths (copied whole from a second ledger, so
 its checksums hold). serve refuses to start (exit 1), names the checkpoint
@@ -38,6 +44,7 @@ it restored the foreign parameters and the evaluation read past them).
 """
 import re
 import sqlite3
+import struct
 import sys
 import time
 
@@ -62,20 +69,42 @@ def check_redone(pool):
     check(notredone == 0, "%d rolled-back minibatches not redone" % notredone)
 
 
+def outer_section(pool, seq):
+    """The payload of checkpoint seq's GP_CKPT_OUTER section (tag 8;
+    layout in coordinator/checkpoint.h), or None."""
+    blob = pool.query("SELECT blob FROM checkpoints WHERE seq = ?",
+                      (seq,))[0][0]
+    n = struct.unpack_from("<I", blob, 8)[0]
+    at = 32
+    for _ in range(n):
+        tag, _, size = struct.unpack_from("<IIQ", blob, at)
+        if tag == 8:
+            return blob[at + 16:at + 16 + size]
+        at += 16 + (size + 7) // 8 * 8
+    return None
+
+
 def max_seq(pool):
     return pool.query("SELECT coalesce(max(seq), 0) FROM checkpoints")[0][0]
 
 
-def test():
-    with gppool.Pool("crash", train={"epochs": gppool.TRAIN_EPOCHS,
-                                     "checkpoint_interval": "600 minibatches",
-                                     "checkpoint_keep": 3},
+def test(outer=False):
+    train = {"epochs": gppool.TRAIN_EPOCHS,
+             "checkpoint_interval": "600 minibatches",
+             "checkpoint_keep": 3}
+    # Half the clocks, not the default tenth: the resume's short runs
+    # once made verification strike an honest member (gp_verify_pick).
+    verify = 0.5
+    if outer:
+        # The outer momentum is a checkpoint section of its own; a resume
+        # that lost it would say so ("holds no outer momentum").
+        train.update(outer_optimizer="nesterov", outer_lr=1.0,
+                     outer_momentum=0.3)
+        verify = 0
+    with gppool.Pool("crash", train=train,
                      pool={"heartbeat_interval": "500ms",
                            "heartbeat_timeout": "2s",
-                           # Half the clocks, not the default tenth: the
-                           # resume's short runs once made verification
-                           # strike an honest member (gp_verify_pick).
-                           "verify_rate": 0.5}) as pool:
+                           "verify_rate": verify}) as pool:
         serve1 = pool.serve()
         agents = pool.agents(2)
         for a in agents:
@@ -91,7 +120,7 @@ def test():
             n = counted(pool)
             if s != seq:
                 seq, base = s, n
-            elif seq and n >= base + PAST_CHECKPOINT:
+            elif seq >= (2 if outer else 1) and n >= base + PAST_CHECKPOINT:
                 break
             check(time.monotonic() < deadline, "no checkpoint and %d "
                   "updates past it in time" % PAST_CHECKPOINT)
@@ -118,6 +147,14 @@ def test():
         check(rb, "serve does not say it rolled updates back:\n%s" %
               err()[-1500:])
         undone = int(rb.group(1))
+        if outer:
+            check(seq >= 2, "resumed from the fresh start's checkpoint")
+            m = outer_section(pool, seq)
+            check(m and sum(1 for b in m if b) > len(m) // 4,
+                  "checkpoint %d holds no outer momentum, or only zeros"
+                  % seq)
+            check("outer momentum" not in err(), "the outer momentum was "
+                  "not restored:\n%s" % err()[-1500:])
         log("serve #2: resumed from checkpoint %d, %d updates rolled back"
             % (seq, undone))
         pool.wait_serve(timeout=500, agents_exit=True)
@@ -259,4 +296,5 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     gppool.main({"early": test_early,
                  "lost": lambda: test_early(lost=True),
-                 "foreign": test_foreign}.get(what, test))
+                 "foreign": test_foreign,
+                 "outer": lambda: test(outer=True)}.get(what, test))

@@ -1,5 +1,7 @@
 /* Fuzz target for the coordinator's checkpoint decoders (ssp, params,
- * sched). The first byte picks the decoder; the rest is the blob. Each blob
+ * sched, the outer momentum). The first byte picks the decoder (3: the
+ * outer momentum, into a store of 44 floats; else its value mod 3); the
+ * rest is the blob. Each blob
  * is decoded twice: as given (so the CRC check itself is exercised) and with
  * its trailing CRC recomputed (so mutations reach the payload checks). A
  * blob that decodes must re-encode to the same bytes and survive a few
@@ -68,6 +70,31 @@ static void try_params(const uint8_t *d, size_t n)
 	gp_params_destroy(p);
 }
 
+static void try_outer(const uint8_t *d, size_t n)
+{
+	static const struct gp_tensor_shape shapes[] = {
+		{ "w", 10, 4 },
+		{ "b", 1, 4 },
+	};
+	struct gp_params_config cfg = { .lr = 0.1f, .momentum = 0.9f };
+	struct gp_params *p = NULL;
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	float g[44] = { 0 };
+
+	if (gp_params_create(&cfg, shapes, 2, &p) < 0 ||
+	    gp_params_set_outer(p, 0.7f, 0.9f) < 0)
+		abort();
+	if (gp_params_load_outer(p, d, n) == 0) {
+		if (gp_params_save_outer(p, &out, &out_len) == 0)
+			check_same(d, n, out, out_len);
+		g[0] = 1;
+		if (gp_params_apply(p, g, 44, NULL) != 0)
+			abort();
+	}
+	gp_params_destroy(p);
+}
+
 static void try_sched(const uint8_t *d, size_t n)
 {
 	struct gp_sched *s = NULL;
@@ -97,6 +124,10 @@ static void try_sched(const uint8_t *d, size_t n)
 
 static void try_all(uint8_t which, const uint8_t *d, size_t n)
 {
+	if (which == 3) {
+		try_outer(d, n);
+		return;
+	}
 	switch (which % 3) {
 	case 0:
 		try_ssp(d, n);

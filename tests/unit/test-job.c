@@ -142,6 +142,19 @@ static void test_defaults(void)
 	ASSERT_NEAR(job.beta2, 0.95, 1e-12);
 	ASSERT_NEAR(job.eps, 1e-6, 1e-18);
 	ASSERT_NEAR(job.weight_decay, 0.1, 1e-12);
+	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NONE);
+	ASSERT_NEAR(job.outer_lr, 1.0, 0);
+	ASSERT_NEAR(job.outer_momentum, 0.3, 0);
+	ASSERT_EQ(job.run_steps, 48);
+	ASSERT_OK(parse("[model]\nspec=784-10\n[train]\n"
+			"outer_optimizer = nesterov\nouter_lr = 0.5\n"
+			"outer_momentum = 0.8\n[pool]\nverify_rate = 0\n"
+			"run_steps = 192\n",
+			&job, err, sizeof(err)));
+	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NESTEROV);
+	ASSERT_NEAR(job.outer_lr, 0.5, 1e-12);
+	ASSERT_NEAR(job.outer_momentum, 0.8, 1e-12);
+	ASSERT_EQ(job.run_steps, 192);
 
 	/* CRLF line ends, a BOM and a count for the checkpoint interval. */
 	ASSERT_OK(parse("\xef\xbb\xbf[model]\r\nspec = 10-5-2\r\n[train]\r\n"
@@ -176,6 +189,30 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784-10\n[train]\nlearning_rate = nan\n",
 		     "t.job:4: bad value for 'learning_rate' in [train]: "
 		     "value 'nan' is not a finite number");
+	expect_error("[model]\nspec = 784-10\n[train]\n"
+		     "outer_optimizer = adam\n",
+		     "t.job:4: bad value for 'outer_optimizer' in [train]: "
+		     "unknown outer_optimizer 'adam' (none or nesterov)");
+	expect_error("[model]\nspec = 784-10\n[train]\nouter_lr = 0\n",
+		     "t.job:4: value 0 out of range for 'outer_lr' in [train] "
+		     "(1e-06 to 10)");
+	expect_error("[model]\nspec = 784-10\n[train]\n"
+		     "outer_momentum = 1\n",
+		     "t.job:4: value 1 out of range for 'outer_momentum' in "
+		     "[train] (0 to 0.999)");
+	expect_error("[model]\nspec = 784-10\n[pool]\nrun_steps = 1\n",
+		     "t.job:4: value 1 out of range for 'run_steps' in [pool] "
+		     "(2 to 2048)");
+	expect_error("[model]\nspec = 784-10\n[train]\n"
+		     "outer_optimizer = nesterov\n",
+		     "t.job: outer_optimizer = nesterov needs verify_rate = 0 "
+		     "in [pool] (verification cannot take back an update "
+		     "through the outer momentum yet)");
+	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adamw\n"
+		     "outer_optimizer = nesterov\n[pool]\nverify_rate = 0\n",
+		     "t.job: outer_optimizer = nesterov needs optimizer = sgd "
+		     "or sgd-momentum in [train] (AdamW takes no local "
+		     "steps)");
 	expect_error("[model]\nspec = 784-10\n[tran]\nepochs = 3\n",
 		     "t.job:4: unknown section [tran]");
 	expect_error("spec = 784-10\n",

@@ -465,6 +465,152 @@ static void test_checkpoint(void)
 	gp_params_destroy(p);
 }
 
+/* The outer optimiser against a straightforward reference: an agent's
+ * run of K momentum-SGD steps from the pool's (w, v) with its gradients
+ * scaled for staleness, its descent d = w_start - w_end taken through
+ * Nesterov momentum (m = mu_o m + d; w = w_start - lr_o (d + mu_o m)),
+ * over three runs so that m carries; the inner velocity goes on as the
+ * run left it. Then lr_o = 1, mu_o = 0 is the plain rule, a checkpoint
+ * of m restores it bit for bit, and bad values and bytes are refused. */
+static void test_outer_reference(void)
+{
+	const double lr_o = 0.7, mu_o = 0.9, mu = 0.9, scale = 0.6;
+	const float lrs[4] = { 0.05f, 0.045f, 0.04f, 0.035f };
+	struct gp_params *p = make(0.05f, (float)mu, 0, 3);
+	struct gp_params *plain = make(0.05f, (float)mu, 0, 3);
+	struct gp_params *unit = make(0.05f, (float)mu, 0, 3);
+	struct gp_params *q = make(0.05f, (float)mu, 0, 3);
+	size_t n = gp_params_size(p);
+	double *rw = calloc(n, sizeof(double)), *rv = calloc(n, sizeof(double));
+	double *rm = calloc(n, sizeof(double)), *lw = calloc(n, sizeof(double));
+	double *lv = calloc(n, sizeof(double)), *acc = calloc(n, sizeof(double));
+	double *bsum = calloc(n, sizeof(double));
+	float *a = calloc(n, sizeof(float)), *b = calloc(n, sizeof(float));
+	float *w0 = calloc(n, sizeof(float));
+	struct gp_params_sums sums = { .a = a, .b = b, .lrs = lrs, .count = 4,
+				       .scale = (float)scale };
+	uint8_t *blob = NULL;
+	size_t len = 0;
+
+	ASSERT_NOT_NULL(rw);
+	ASSERT_NOT_NULL(rv);
+	ASSERT_NOT_NULL(rm);
+	ASSERT_NOT_NULL(lw);
+	ASSERT_NOT_NULL(lv);
+	ASSERT_NOT_NULL(acc);
+	ASSERT_NOT_NULL(bsum);
+	ASSERT_NOT_NULL(a);
+	ASSERT_NOT_NULL(b);
+	ASSERT_NOT_NULL(w0);
+	ASSERT(gp_params_outer_momentum(p) == NULL);
+	ASSERT_EQ(gp_params_set_outer(p, 0, 0.9f), -EINVAL);
+	ASSERT_EQ(gp_params_set_outer(p, 11, 0.9f), -EINVAL);
+	ASSERT_EQ(gp_params_set_outer(p, 0.7f, 1), -EINVAL);
+	ASSERT_EQ(gp_params_set_outer(p, NAN, 0.5f), -EINVAL);
+	ASSERT_EQ(gp_params_save_outer(p, &blob, &len), -EINVAL);
+	ASSERT_OK(gp_params_set_outer(p, (float)lr_o, (float)mu_o));
+	ASSERT_EQ(gp_params_set_outer(p, (float)lr_o, (float)mu_o), -EINVAL);
+	ASSERT_OK(gp_params_set_outer(unit, 1, 0));
+	ASSERT_OK(gp_params_set_outer(q, (float)lr_o, (float)mu_o));
+	for (size_t i = 0; i < n; i++)
+		rw[i] = w0[i] = (float)(0.02 * (double)i - 0.3);
+	ASSERT_OK(gp_params_set_tensor(p, 0, w0, 40));
+	ASSERT_OK(gp_params_set_tensor(p, 1, w0 + 40, 4));
+	ASSERT_OK(gp_params_set_tensor(plain, 0, w0, 40));
+	ASSERT_OK(gp_params_set_tensor(plain, 1, w0 + 40, 4));
+	ASSERT_OK(gp_params_set_tensor(unit, 0, w0, 40));
+	ASSERT_OK(gp_params_set_tensor(unit, 1, w0 + 40, 4));
+	for (uint32_t run = 0; run < 3; run++) {
+		double lsum = 0;
+
+		/* The agent's run, from the pool's (w, v). */
+		for (size_t i = 0; i < n; i++) {
+			lw[i] = rw[i];
+			lv[i] = rv[i];
+			acc[i] = bsum[i] = 0;
+		}
+		for (uint32_t j = 0; j < 4; j++) {
+			for (size_t i = 0; i < n; i++) {
+				double g = 0.03 * (double)((i * 3 + j + run) % 7) -
+					   0.09 + 0.01 * run;
+
+				lv[i] = mu * lv[i] + scale * g;
+				lw[i] -= lrs[j] * lv[i];
+				acc[i] = mu * acc[i] + g;
+				bsum[i] += lrs[j] * acc[i];
+			}
+			lsum += lrs[j];
+		}
+		for (size_t i = 0; i < n; i++) {
+			double d = rw[i] - lw[i];
+
+			a[i] = (float)acc[i];
+			b[i] = (float)(bsum[i] / lsum);
+			rm[i] = mu_o * rm[i] + d;
+			rw[i] -= lr_o * (d + mu_o * rm[i]);
+			rv[i] = lv[i];
+		}
+		ASSERT_OK(gp_params_apply_sums(p, &sums, n, NULL));
+		ASSERT_OK(gp_params_apply_sums(plain, &sums, n, NULL));
+		ASSERT_OK(gp_params_apply_sums(unit, &sums, n, NULL));
+		for (size_t i = 0; i < n; i++) {
+			ASSERT_NEAR(gp_params_values(p)[i], rw[i], 2e-6);
+			ASSERT_NEAR(gp_params_momentum(p)[i], rv[i], 2e-6);
+			ASSERT_NEAR(gp_params_outer_momentum(p)[i], rm[i], 2e-6);
+			ASSERT_NEAR(gp_params_values(unit)[i],
+				    gp_params_values(plain)[i], 1e-6);
+		}
+	}
+	/* The outer step moved farther than the plain rule: it is not the
+	 * plain rule in disguise. */
+	ASSERT(fabs(gp_params_values(p)[5] - gp_params_values(plain)[5]) > 1e-3);
+
+	/* The checkpoint, as a restart takes it (coordinator/setup.c): the
+	 * store's bytes, then the outer momentum's; the next update lands
+	 * bit for bit where it does on p. */
+	ASSERT_OK(gp_params_save_outer(p, &blob, &len));
+	ASSERT_EQ(gp_params_load_outer(q, blob, len - 1), -EBADMSG);
+	blob[len - 1] ^= 0x40;
+	ASSERT_EQ(gp_params_load_outer(q, blob, len), -EBADMSG);
+	blob[len - 1] ^= 0x40;
+	ASSERT_EQ(gp_params_load_outer(plain, blob, len), -EINVAL);
+	gp_params_destroy(q);
+	q = NULL;
+	{
+		uint8_t *pb = NULL;
+		size_t pl = 0;
+
+		ASSERT_OK(gp_params_save(p, &pb, &pl));
+		ASSERT_OK(gp_params_load(pb, pl, &q));
+		free(pb);
+	}
+	ASSERT_OK(gp_params_set_outer(q, (float)lr_o, (float)mu_o));
+	ASSERT_OK(gp_params_load_outer(q, blob, len));
+	ASSERT_MEM_EQ(gp_params_outer_momentum(q), gp_params_outer_momentum(p),
+		      n * sizeof(float));
+	ASSERT_OK(gp_params_apply_sums(p, &sums, n, NULL));
+	ASSERT_OK(gp_params_apply_sums(q, &sums, n, NULL));
+	ASSERT_MEM_EQ(gp_params_values(q), gp_params_values(p),
+		      n * sizeof(float));
+	ASSERT_MEM_EQ(gp_params_outer_momentum(q), gp_params_outer_momentum(p),
+		      n * sizeof(float));
+	free(blob);
+	free(rw);
+	free(rv);
+	free(rm);
+	free(lw);
+	free(lv);
+	free(acc);
+	free(bsum);
+	free(a);
+	free(b);
+	free(w0);
+	gp_params_destroy(p);
+	gp_params_destroy(plain);
+	gp_params_destroy(unit);
+	gp_params_destroy(q);
+}
+
 int main(void)
 {
 	test_create_invalid();
@@ -475,6 +621,7 @@ int main(void)
 	test_norm_accuracy();
 	test_changed_shards();
 	test_checkpoint();
+	test_outer_reference();
 	printf("params: ok\n");
 	return 0;
 }

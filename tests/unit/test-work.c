@@ -9,7 +9,10 @@
 
 static const float zero[FX_N];
 
-/* Answers every minibatch of m's current clock with a zero gradient. */
+static const float *answer_grad = zero;
+
+/* Answers every minibatch of m's current clock with a zero gradient (or
+ * answer_grad). */
 static void answer_clock(struct fixture *f, struct gp_member *m)
 {
 	uint64_t ids[64];
@@ -20,7 +23,7 @@ static void answer_clock(struct fixture *f, struct gp_member *m)
 	for (size_t i = 0; i < n; i++)
 		if (gp_sched_check(f->sched, (uint64_t)m->agent_id, ids[i]) == 0)
 			ASSERT_OK(gp_apply_update(&f->pool, m,
-						  fx_plain(&x, ids[i], clock, zero),
+						  fx_plain(&x, ids[i], clock, answer_grad),
 						  gp_now_ms()));
 }
 
@@ -105,6 +108,45 @@ static void test_ahead(void)
 	ASSERT_EQ(m->clock, 2);
 	ASSERT_UINT_EQ(m->view.own, 2 * GP_WORK_BASE);
 	ASSERT_EQ(f.params_sent, 1);
+	fx_teardown(&f);
+}
+
+/* With an outer optimiser the coordinator applies an agent's own
+ * updates otherwise than its copy took them: an agent alone gets the
+ * clock ahead while nothing landed, then pulls at the next boundary
+ * instead of reading its own writes (test_ahead without it: no pull). */
+static void test_outer_pulls(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+	uint64_t ids[8];
+
+	static float g[FX_N];
+
+	for (size_t i = 0; i < FX_N; i++)
+		g[i] = 0.01f * (float)(i % 5) - 0.02f;
+	answer_grad = g;
+	fx_setup(&f, 1);
+	f.job.outer_optimizer = GP_OUTER_NESTEROV;
+	ASSERT_OK(gp_params_set_outer(f.params, 0.7f, 0.9f));
+	m = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	gp_work_request(&f.pool, m, 1);
+	ASSERT_EQ(fx_work_of(&f, 1, 0, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 1);
+	/* Clock 0 answered: its copy no longer matches the store, so clock
+	 * 2 is not handed out ahead on it. */
+	answer_clock(&f, m);
+	ASSERT_EQ(m->clock, 1);
+	ASSERT_EQ(m->next_work, 0);
+	ASSERT_EQ(f.params_sent, 1);
+	/* Clock 1 answered: clock 2 comes with a pull. */
+	answer_clock(&f, m);
+	ASSERT_EQ(m->clock, 2);
+	ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), GP_WORK_BASE);
+	ASSERT_EQ(f.params_sent, 2);
+	ASSERT_UINT_EQ(m->pulled_version, gp_params_version(f.params));
+	answer_grad = zero;
 	fx_teardown(&f);
 }
 
@@ -902,6 +944,7 @@ int main(void)
 	test_overdue();
 	test_request();
 	test_ahead();
+	test_outer_pulls();
 	test_bound();
 	test_pause();
 	test_pause_idle();

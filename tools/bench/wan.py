@@ -370,9 +370,21 @@ def run_pool(args, bins, lab, work):
     d = os.path.join(work, "pool")
     os.makedirs(d)
     state = os.path.join(d, "coord")
+    text = JOB.format(epochs=args.epochs, staleness=args.staleness,
+                      eval_every=args.eval_every, hub=HUB_ADDR)
+    # --set SECTION.KEY=VALUE: one more key at the end of its section.
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        section, key = key.split(".", 1)
+        head = "[%s]\n" % section
+        if head not in text:
+            text += head
+        at = text.index(head) + len(head)
+        nxt = text.find("\n[", at)
+        at = len(text) if nxt < 0 else nxt + 1
+        text = text[:at] + "%s = %s\n" % (key, value) + text[at:]
     with open(os.path.join(d, "job.ini"), "w") as f:
-        f.write(JOB.format(epochs=args.epochs, staleness=args.staleness,
-                           eval_every=args.eval_every, hub=HUB_ADDR))
+        f.write(text)
     sh(coord, "init", "--state", state, "--listen", HUB_ADDR + ":0")
     serve_out = os.path.join(d, "serve.out")
     serve = start(lab.hub, [coord, "serve", "--state", state, "--job",
@@ -641,10 +653,17 @@ def main():
     p.add_argument("--powersgd-start", type=int, default=20)
     p.add_argument("--queue-ms", type=int, default=100,
                    help="tbf queue (latency) in ms (100)")
+    p.add_argument("--set", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="a job key for the pool's runs, e.g. "
+                   "train.outer_optimizer=nesterov (repeatable)")
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (logs, ledgers)")
     args = p.parse_args()
+    if any("=" not in kv or "." not in kv.split("=", 1)[0]
+           for kv in args.set):
+        p.error("--set takes SECTION.KEY=VALUE")
     only = set(args.only.split(","))
     if not only <= {"pool", "ddp", "powersgd"}:
         p.error("--only takes pool, ddp, powersgd")
@@ -759,6 +778,7 @@ def main():
               for k, v in (e["pool_compute_share"] or {}).items()]
     parks = [(v, k) for e in summary["pools"].values()
              for k, v in (e["pool_parked_share"] or {}).items()]
+    summary["pool_job_keys"] = args.set
     summary["min_compute_share"] = min(shares)[0] if shares else None
     summary["max_parked_share"] = max(parks)[0] if parks else None
 
