@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adamw.h"
 #include "bytes.h"
 #include "params.h"
 
@@ -27,8 +28,6 @@ struct gp_optim {
 	size_t n;
 	uint64_t steps;
 	float *m, *v;
-	/* The bias corrections of the step under way. */
-	float c1, c2;
 };
 
 static bool config_ok(const struct gp_optim_config *c)
@@ -92,26 +91,22 @@ const float *gp_optim_v(const struct gp_optim *o)
 void gp_optim_begin(struct gp_optim *o)
 {
 	o->steps++;
-	o->c1 = (float)(1.0 - pow(o->cfg.beta1, (double)o->steps));
-	o->c2 = (float)(1.0 - pow(o->cfg.beta2, (double)o->steps));
 }
 
-void gp_optim_step_range(struct gp_optim *o, float *restrict w,
-			 const float *restrict g, size_t off, size_t n,
-			 float gscale, float lr)
+void gp_optim_step_range(struct gp_optim *o, float *w, const float *g,
+			 size_t off, size_t n, float gscale, float lr)
 {
-	float *restrict m = o->m + off, *restrict v = o->v + off;
-	float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
-	float decay = 1.0f - lr * o->cfg.weight_decay;
-	float step = lr / o->c1, inv_c2 = 1.0f / o->c2;
+	/* The formula is kernels/adamw.h's, which agents' local steps take
+	 * too (GP_CAP_INNER_ADAMW). */
+	struct gp_adamw_config c = {
+		.beta1 = o->cfg.beta1,
+		.beta2 = o->cfg.beta2,
+		.eps = o->cfg.eps,
+		.weight_decay = o->cfg.weight_decay,
+	};
 
-	for (size_t i = 0; i < n; i++) {
-		float gi = gscale * g[i];
-
-		m[i] = b1 * m[i] + (1.0f - b1) * gi;
-		v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-		w[i] = w[i] * decay - step * m[i] / (sqrtf(v[i] * inv_c2) + eps);
-	}
+	gp_adamw_step(&c, w, o->m + off, o->v + off, g, n, gscale, lr,
+		      o->steps);
 }
 
 static void hook_begin(void *ctx)
