@@ -277,11 +277,13 @@ static int validate_update(void *obj)
 		u->parts = 1;
 	if (u->part >= u->parts)
 		return -EBADMSG;
-	if (u->form > GP_UPDATE_SUMS)
+	if (u->form > GP_UPDATE_DELTA)
 		return -EPROTONOSUPPORT;
+	/* A group (sums or a delta) lists its minibatches; a gradient is
+	 * one minibatch's, named by the header. */
 	if (u->items_len % GP_MSG_ITEM_SIZE ||
 	    u->items_len > GP_MSG_GROUP_MAX * GP_MSG_ITEM_SIZE ||
-	    (u->form == GP_UPDATE_SUMS) != (u->items_len > 0))
+	    (u->form != GP_UPDATE_GRADIENT) != (u->items_len > 0))
 		return -EBADMSG;
 	return 0;
 }
@@ -333,6 +335,32 @@ static const struct field device_fields[] = {
 static const struct schema device_schema = SCHEMA(device_fields, T, NULL);
 #undef T
 
+/* Ranges of msg.h's struct gp_msg_inner_adamw. */
+static int validate_inner_adamw(void *obj)
+{
+	const struct gp_msg_inner_adamw *a = obj;
+
+	if (!(a->beta1 >= 0 && a->beta1 < 1) ||
+	    !(a->beta2 >= 0 && a->beta2 < 1) ||
+	    !(a->eps > 0 && a->eps <= 0.1f) ||
+	    !(a->weight_decay >= 0 && a->weight_decay < 1) ||
+	    !(a->clip_norm >= 0 && isfinite(a->clip_norm)))
+		return -EBADMSG;
+	return 0;
+}
+
+#define T struct gp_msg_inner_adamw
+static const struct field inner_adamw_fields[] = {
+	FNUM(1, K_F32, T, beta1),
+	FNUM(2, K_F32, T, beta2),
+	FNUM(3, K_F32, T, eps),
+	FNUM(4, K_F32, T, weight_decay),
+	FNUM(5, K_F32, T, clip_norm),
+};
+static const struct schema inner_adamw_schema =
+	SCHEMA(inner_adamw_fields, T, validate_inner_adamw);
+#undef T
+
 #define T struct gp_msg_shard_version
 static const struct field shard_version_fields[] = {
 	FNUM(1, K_U32, T, tensor),
@@ -382,6 +410,7 @@ static const struct field welcome_fields[] = {
 	FTEXT(9, T, model_text, model_text_len, GP_MSG_MODEL_TEXT_MAX),
 	FNUM(10, K_U64, T, seed),
 	FBYTES(11, T, data_manifest, data_manifest_len, 0),
+	FNEST(12, T, inner_adamw, n_inner_adamw, 1, inner_adamw_schema),
 };
 #undef T
 

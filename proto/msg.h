@@ -218,6 +218,15 @@ enum gp_msg_dtype {
  * started: reconnect now); after BYE 2 it reconnects at once. A WELCOME
  * of a job repeats the bit when the coordinator keeps such agents. */
 #define GP_CAP_JOBS (1u << 10)
+/* The agent's local steps are AdamW's (DiLoCo's inner optimiser): in a
+ * job with optimizer = adamw and inner_optimizer = adamw, WELCOME carries
+ * the job's AdamW settings (inner_adamw), the agent keeps its own moments
+ * and step count for as long as the session lasts (a new WELCOME starts
+ * them at zero), takes one AdamW step a minibatch at MINIBATCH.lr and
+ * answers each group (MINIBATCH.group, 1 for a minibatch alone) with one
+ * UPDATE of form GP_UPDATE_DELTA. Needs GP_CAP_LOCAL_STEP; excludes
+ * GP_CAP_SUMS and GP_CAP_MOMENTUM for that session. */
+#define GP_CAP_INNER_ADAMW (1u << 11)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -245,6 +254,23 @@ struct gp_msg_join {
 	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1];
 };
 
+/* WELCOME.inner_adamw (GP_CAP_INNER_ADAMW): the job's AdamW settings for
+ * the agent's local steps, one nested TLV (tag 12) of
+ *   tag 1 f32 beta1          [0, 1)
+ *   tag 2 f32 beta2          [0, 1)
+ *   tag 3 f32 eps            (0, 0.1]
+ *   tag 4 f32 weight_decay   [0, 1), decoupled
+ *   tag 5 f32 clip_norm      >= 0: clip each minibatch's gradient to this
+ *                            global L2 norm first; 0: off
+ * A value out of range fails the message. */
+struct gp_msg_inner_adamw {
+	float beta1;
+	float beta2;
+	float eps;
+	float weight_decay;
+	float clip_norm;
+};
+
 struct gp_msg_welcome {
 	uint64_t agent_id;
 	uint64_t job_id;
@@ -267,6 +293,11 @@ struct gp_msg_welcome {
 	 * points into the input. NULL and 0 when absent. */
 	const uint8_t *data_manifest;
 	size_t data_manifest_len;
+	/* With GP_CAP_INNER_ADAMW: one element; else NULL and 0 (not
+	 * written, so that a WELCOME without it is the older bytes). On
+	 * decode it is owned by the message (gp_msg_finish). */
+	struct gp_msg_inner_adamw *inner_adamw;
+	size_t n_inner_adamw;                       /* 0 or 1 */
 };
 
 struct gp_msg_reject {
@@ -368,6 +399,13 @@ enum gp_msg_update_form {
 	 * n_tensors blocks hold A = a_K and the next n_tensors hold
 	 * B = sum_j lr_j a_j / sum_j lr_j (0 when the sum is 0). */
 	GP_UPDATE_SUMS = 1,
+	/* A group of K minibatches (items) computed one after the other on
+	 * the agent's copy, each taking a local AdamW step
+	 * (GP_CAP_INNER_ADAMW): n_tensors blocks hold the run's change
+	 * d = w_start - w_end (a pseudo-gradient: the descent the run took,
+	 * in parameter units; the coordinator's w becomes w - d, through
+	 * the outer optimiser when the job has one). */
+	GP_UPDATE_DELTA = 2,
 };
 #define GP_MSG_GROUP_MAX 256          /* minibatches in one group */
 #define GP_MSG_ITEM_SIZE 16           /* u32 epoch, u64 minibatch, f32 loss */
@@ -392,7 +430,7 @@ struct gp_msg_update {
 	struct gp_msg_block *blocks;
 	size_t n_blocks;
 	uint8_t form;                               /* enum gp_msg_update_form */
-	const uint8_t *items;                       /* form SUMS */
+	const uint8_t *items;                       /* forms SUMS, DELTA */
 	size_t items_len;                           /* K * GP_MSG_ITEM_SIZE */
 };
 

@@ -401,7 +401,7 @@ static void test_fields(void)
 		buf = encode(&m, &len);
 		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
 		free(buf);
-		m.u.update.form = 2;
+		m.u.update.form = GP_UPDATE_DELTA + 1;
 		buf = encode(&m, &len);
 		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
 		free(buf);
@@ -515,6 +515,101 @@ static void test_data_shards(void)
 		raw[10] = 4;
 		ASSERT_EQ(gp_msg_decode(raw, 14, &d), -EBADMSG);
 	}
+}
+
+/* An inner-AdamW session: WELCOME's settings block and UPDATE's delta
+ * form round-trip; a WELCOME without the block encodes as before (no tag
+ * 12), and one with a value out of range is refused whole. */
+static void test_inner_adamw(void)
+{
+	struct gp_msg_inner_adamw ia = {
+		.beta1 = 0.9f,
+		.beta2 = 0.95f,
+		.eps = 1e-8f,
+		.weight_decay = 0.1f,
+		.clip_norm = 1.0f,
+	};
+	uint8_t items[2 * GP_MSG_ITEM_SIZE];
+	struct gp_msg m, d;
+	uint8_t *buf, *plain, *capped;
+	size_t len, plain_len;
+	uint32_t e;
+	uint64_t mb;
+	float loss;
+
+	sample(&m, GP_MSG_WELCOME);
+	plain = encode(&m, &plain_len);
+	m.u.welcome.caps |= GP_CAP_INNER_ADAMW;
+	capped = encode(&m, &len);
+	/* Only the caps' value differs: nothing else is written. */
+	ASSERT_EQ(len, plain_len);
+	m.u.welcome.inner_adamw = &ia;
+	m.u.welcome.n_inner_adamw = 1;
+	buf = encode(&m, &len);
+	/* The block comes last: one nested field (header) of five f32
+	 * fields (header + 4) after the bytes a WELCOME had before. */
+	ASSERT_EQ(len, plain_len + GP_MSG_FIELD_HEADER_SIZE +
+			       5 * (GP_MSG_FIELD_HEADER_SIZE + 4));
+	ASSERT_MEM_EQ(buf + GP_MSG_HEADER_SIZE, capped + GP_MSG_HEADER_SIZE,
+		      plain_len - GP_MSG_HEADER_SIZE);
+	ASSERT_EQ(gp_get_le16(buf + plain_len), 12);
+	free(capped);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.welcome.caps & GP_CAP_INNER_ADAMW, GP_CAP_INNER_ADAMW);
+	ASSERT_EQ(d.u.welcome.n_inner_adamw, 1);
+	ASSERT_NEAR(d.u.welcome.inner_adamw->beta1, 0.9f, 0);
+	ASSERT_NEAR(d.u.welcome.inner_adamw->beta2, 0.95f, 0);
+	ASSERT_NEAR(d.u.welcome.inner_adamw->eps, 1e-8f, 0);
+	ASSERT_NEAR(d.u.welcome.inner_adamw->weight_decay, 0.1f, 0);
+	ASSERT_NEAR(d.u.welcome.inner_adamw->clip_norm, 1.0f, 0);
+	ASSERT_UINT_EQ(d.u.welcome.seed, m.u.welcome.seed);
+	gp_msg_finish(&d);
+	free(buf);
+	/* The plain WELCOME decodes without the block. */
+	ASSERT_OK(gp_msg_decode(plain, plain_len, &d));
+	ASSERT(d.u.welcome.inner_adamw == NULL);
+	ASSERT_EQ(d.u.welcome.n_inner_adamw, 0);
+	gp_msg_finish(&d);
+	free(plain);
+
+	ia.beta2 = 1.0f;                 /* out of range: malformed */
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
+	ia.beta2 = 0.95f;
+	ia.eps = 0;
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
+	ia.eps = 1e-8f;
+	ia.clip_norm = NAN;
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
+	ia.clip_norm = 1.0f;
+
+	/* A delta: items like a group's, one set of blocks. */
+	gp_msg_update_item_put(items, 0, 1, 17, 2.5f);
+	gp_msg_update_item_put(items, 1, 1, 18, 2.25f);
+	sample(&m, GP_MSG_UPDATE);
+	m.u.update.form = GP_UPDATE_DELTA;
+	m.u.update.items = items;
+	m.u.update.items_len = sizeof(items);
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.update.form, GP_UPDATE_DELTA);
+	ASSERT_EQ(d.u.update.items_len, sizeof(items));
+	ASSERT_EQ(d.u.update.n_blocks, m.u.update.n_blocks);
+	gp_msg_update_item(&d.u.update, 1, &e, &mb, &loss);
+	ASSERT_EQ(e, 1);
+	ASSERT_UINT_EQ(mb, 18);
+	ASSERT_NEAR(loss, 2.25, 0);
+	gp_msg_finish(&d);
+	free(buf);
+	m.u.update.items_len = 0;        /* a delta names its minibatches */
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
 }
 
 static void test_unknown_type(void)
@@ -1430,6 +1525,50 @@ static void test_names(void)
 	gp_msg_finish(NULL);
 }
 
+static int write_file(const char *dir, const char *name,
+		      const struct gp_msg *m)
+{
+	char path[4096];
+	size_t len;
+	uint8_t *buf = encode(m, &len);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		free(buf);
+		return 1;
+	}
+	free(buf);
+	return 0;
+}
+
+/* The inner-AdamW forms: WELCOME's settings block, UPDATE's delta. */
+static int write_inner_adamw(const char *dir)
+{
+	static struct gp_msg_inner_adamw ia = {
+		.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+		.weight_decay = 0.1f, .clip_norm = 1.0f,
+	};
+	static uint8_t items[2 * GP_MSG_ITEM_SIZE];
+	struct gp_msg m;
+
+	sample(&m, GP_MSG_WELCOME);
+	m.u.welcome.caps |= GP_CAP_INNER_ADAMW | GP_CAP_LOCAL_STEP;
+	m.u.welcome.inner_adamw = &ia;
+	m.u.welcome.n_inner_adamw = 1;
+	if (write_file(dir, "valid-02-WELCOME-inner-adamw", &m))
+		return 1;
+	gp_msg_update_item_put(items, 0, 1, 17, 2.5f);
+	gp_msg_update_item_put(items, 1, 1, 18, 2.25f);
+	sample(&m, GP_MSG_UPDATE);
+	m.u.update.form = GP_UPDATE_DELTA;
+	m.u.update.items = items;
+	m.u.update.items_len = sizeof(items);
+	return write_file(dir, "valid-09-UPDATE-delta", &m);
+}
+
 static int write_corpus(const char *dir)
 {
 	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
@@ -1452,7 +1591,7 @@ static int write_corpus(const char *dir)
 		}
 		free(buf);
 	}
-	return 0;
+	return write_inner_adamw(dir);
 }
 
 int main(int argc, char **argv)
@@ -1464,6 +1603,7 @@ int main(int argc, char **argv)
 	test_fields();
 	test_unknown_type();
 	test_data_shards();
+	test_inner_adamw();
 	test_unknown_fields();
 	test_truncation();
 	test_limits();
