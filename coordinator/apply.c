@@ -27,7 +27,7 @@ static void update_item(const struct gp_msg_update *u, size_t i,
 			uint32_t *ret_epoch, uint64_t *ret_minibatch,
 			float *ret_loss)
 {
-	if (u->form == GP_UPDATE_SUMS) {
+	if (u->form != GP_UPDATE_GRADIENT) {
 		gp_msg_update_item(u, i, ret_epoch, ret_minibatch, ret_loss);
 	} else {
 		*ret_epoch = u->epoch;
@@ -99,7 +99,8 @@ static int check_items(const struct gp_pool *pool, const struct gp_member *m,
 {
 	int r = 0;
 
-	g->k = u->form == GP_UPDATE_SUMS ? u->items_len / GP_MSG_ITEM_SIZE : 1;
+	g->k = u->form != GP_UPDATE_GRADIENT ? u->items_len / GP_MSG_ITEM_SIZE :
+					       1;
 	g->items_refused = false;
 	for (size_t i = 0; i < g->k; i++) {
 		uint32_t epoch;
@@ -219,6 +220,21 @@ static int step(struct gp_pool *pool, const struct gp_member *m,
 
 	for (size_t i = 0; i < g->k; i++)
 		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
+	if (u->form == GP_UPDATE_DELTA) {
+		struct gp_params_delta dl = {
+			.d = pool->grad,
+			.count = (uint32_t)g->k,
+			.scale = (float)scale,
+		};
+
+		/* The rates the agent's steps took (MINIBATCH.lr): they
+		 * bound what its delta may hold. */
+		for (size_t i = 0; i < g->k; i++)
+			dl.lr_sum += lrs[i];
+		r = gp_params_apply_delta(pool->params, &dl, pool->n_params,
+					  ret_info);
+		return r < 0 ? GP_REASON_SHAPE : r;
+	}
 	if (u->form != GP_UPDATE_SUMS) {
 		r = gp_params_set_lr(pool->params, lrs[0]);
 		if (r == 0)
@@ -264,9 +280,11 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 	uint32_t joined = pool->n_joined;
 
 	/* With fewer members than it needs there is nothing to follow, and
-	 * a pool of one or two pays nothing for it. */
+	 * a pool of one or two pays nothing for it. A delta is in parameter
+	 * units, not a gradient's: the pool's direction (gradients) and
+	 * the robust rule's bound do not apply to it (docs/security.md). */
 	*ret_weight = 1;
-	if (joined < GP_ROBUST_MEMBERS)
+	if (joined < GP_ROBUST_MEMBERS || u->form == GP_UPDATE_DELTA)
 		return;
 	ru.members = joined;
 	rb->clip = pool->job->robust_clip;
@@ -448,6 +466,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	 * the clock, with the whole pool's SSP bound, would never advance
 	 * again. */
 	if (r == 0 && ((u->form == GP_UPDATE_SUMS && !(m->caps & GP_CAP_SUMS)) ||
+		       (u->form == GP_UPDATE_DELTA &&
+			!(m->caps & GP_CAP_INNER_ADAMW)) ||
 		       u->parts > 1))
 		r = GP_REASON_SHAPE;
 	if (r == 0)

@@ -183,6 +183,23 @@ static int parse_data_format(void *target, const char *value, char *why,
 	return -EINVAL;
 }
 
+static int parse_inner(void *target, const char *value, char *why,
+		       size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "none") == 0) {
+		job->inner_optimizer = GP_INNER_NONE;
+	} else if (strcmp(value, "adamw") == 0) {
+		job->inner_optimizer = GP_INNER_ADAMW;
+	} else {
+		snprintf(why, whylen,
+			 "unknown inner_optimizer '%s' (none or adamw)", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int parse_outer(void *target, const char *value, char *why,
 		       size_t whylen)
 {
@@ -414,6 +431,7 @@ static const struct gp_conf_key job_keys[] = {
 	{"train", "eps", GP_CONF_DOUBLE, F(eps), 0, 1e-30, 0.1, 0, NULL},
 	{"train", "group_updates", GP_CONF_BOOL, F(group_updates), 0, 0, 0, 0,
 	 NULL},
+	{"train", "inner_optimizer", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_inner},
 	{"train", "outer_optimizer", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_outer},
 	{"train", "outer_lr", GP_CONF_DOUBLE, F(outer_lr), 0, 1e-6, 10, 0,
 	 NULL},
@@ -539,11 +557,21 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "at least 1 in [pool]", name, job->robust_clip);
 		return -EINVAL;
 	}
+	if (job->inner_optimizer == GP_INNER_ADAMW &&
+	    job->optimizer != GP_OPT_ADAMW) {
+		snprintf(err, errlen,
+			 "%s: inner_optimizer = adamw needs optimizer = adamw "
+			 "in [train] (its settings are the job's AdamW's)",
+			 name);
+		return -EINVAL;
+	}
 	if (job->outer_optimizer != GP_OUTER_NONE &&
-	    job->optimizer == GP_OPT_ADAMW) {
+	    job->optimizer == GP_OPT_ADAMW &&
+	    job->inner_optimizer != GP_INNER_ADAMW) {
 		snprintf(err, errlen,
 			 "%s: outer_optimizer = nesterov needs optimizer = sgd "
-			 "or sgd-momentum in [train] (AdamW takes no local "
+			 "or sgd-momentum, or inner_optimizer = adamw, in "
+			 "[train] (AdamW on the coordinator takes no local "
 			 "steps)", name);
 		return -EINVAL;
 	}

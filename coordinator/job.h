@@ -30,7 +30,7 @@
  *   optimizer = sgd-momentum  sgd | sgd-momentum | adamw (optim.h: one
  *                             AdamW step a minibatch on the coordinator;
  *                             agents take no local steps and send no
- *                             groups)
+ *                             groups, unless inner_optimizer = adamw)
  *   learning_rate = 0.05      (0, 10]; the peak of the schedule
  *   lr_schedule = cosine      cosine | constant: cosine decays the rate to
  *                             0 over the job's minibatches (by minibatch
@@ -48,13 +48,24 @@
  *   group_updates = true      an agent answers a clock's minibatches with
  *                             one update of their momentum sums (agents
  *                             that can; not with weight_decay)
+ *   inner_optimizer = none    none | adamw (optimizer = adamw only):
+ *                             agents that can (GP_CAP_INNER_ADAMW) take
+ *                             their local steps with their own AdamW
+ *                             (the job's betas, eps, weight_decay and
+ *                             clip_grad_norm; moments from zero each
+ *                             session) and send each run's parameter
+ *                             change, which the coordinator subtracts
+ *                             (DiLoCo's inner optimiser; params.h
+ *                             gp_params_apply_delta); the others keep the
+ *                             coordinator's AdamW step a minibatch
  *   outer_optimizer = none    none | nesterov: the coordinator applies
  *                             each run's change (the k local steps an
- *                             update's sums replay) through an outer
- *                             Nesterov momentum, as DiLoCo does
- *                             (params.h); sgd or sgd-momentum only, and
- *                             with verify_rate = 0 (verification's
- *                             rollback does not model the outer momentum)
+ *                             update's sums replay, or a delta) through
+ *                             an outer Nesterov momentum, as DiLoCo does
+ *                             (params.h); sgd, sgd-momentum or adamw with
+ *                             inner_optimizer = adamw, and with
+ *                             verify_rate = 0 (verification's rollback
+ *                             does not model the outer momentum)
  *   outer_lr = 1              nesterov: the outer rate, (0, 10]
  *   outer_momentum = 0.3      nesterov: the outer momentum, 0..0.999
  *                             (DiLoCo's 0.7 and 0.9 diverged here)
@@ -143,6 +154,12 @@ enum gp_job_outer {
 	GP_OUTER_NESTEROV = 1,
 };
 
+/* The optimiser of an agent's local steps (GP_CAP_INNER_ADAMW). */
+enum gp_job_inner {
+	GP_INNER_NONE = 0,
+	GP_INNER_ADAMW = 1,
+};
+
 enum gp_job_optimizer {
 	GP_OPT_SGD = 0,
 	GP_OPT_SGD_MOMENTUM = 1,
@@ -178,6 +195,7 @@ struct gp_job {
 	bool group_updates;
 	enum gp_job_outer outer_optimizer;
 	double outer_lr, outer_momentum;
+	enum gp_job_inner inner_optimizer;
 	/* Exactly one of the two is non-zero. */
 	uint64_t checkpoint_interval_ms;
 	uint64_t checkpoint_interval_minibatches;

@@ -135,16 +135,25 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	uint32_t caps = j->caps & (GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				   GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS);
 
-	/* AdamW's step is the coordinator's alone (optim.h): an agent's copy
+	/* AdamW's step is the coordinator's (optim.h): an agent's copy
 	 * cannot follow it locally, so it takes no local step (and sends
-	 * no sums, which stand for local steps). */
-	if (pool->job->optimizer == GP_OPT_ADAMW)
-		caps &= ~(uint32_t)GP_CAP_LOCAL_STEP;
+	 * no sums, which stand for local steps), unless the job lets agents
+	 * that can take their own AdamW steps and send each run's change
+	 * (inner_optimizer = adamw). */
+	if (pool->job->optimizer == GP_OPT_ADAMW) {
+		if (pool->job->inner_optimizer == GP_INNER_ADAMW &&
+		    (j->caps & GP_CAP_INNER_ADAMW) &&
+		    (caps & GP_CAP_LOCAL_STEP))
+			caps |= GP_CAP_INNER_ADAMW;
+		else
+			caps &= ~(uint32_t)GP_CAP_LOCAL_STEP;
+	}
 
 	/* Sums stand for steps only when the step is linear in the gradient
-	 * (no weight decay) and the agent takes them locally. */
+	 * (no weight decay) and the agent takes them locally with SGD. */
 	if ((j->caps & GP_CAP_SUMS) && (caps & GP_CAP_LOCAL_STEP) &&
-	    pool->job->group_updates && pool->job->weight_decay == 0)
+	    !(caps & GP_CAP_INNER_ADAMW) && pool->job->group_updates &&
+	    pool->job->weight_decay == 0)
 		caps |= GP_CAP_SUMS;
 	if ((j->caps & GP_CAP_MOMENTUM) && (caps & GP_CAP_SUMS))
 		caps |= GP_CAP_MOMENTUM;

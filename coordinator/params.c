@@ -575,7 +575,7 @@ int gp_params_set_outer(struct gp_params *p, float lr, float mu)
 {
 	float *m, *before;
 
-	if (!p || p->hook.step || p->outer_m || !isfinite(lr) || !(lr > 0) ||
+	if (!p || p->outer_m || !isfinite(lr) || !(lr > 0) ||
 	    lr > 10 || !isfinite(mu) || mu < 0 || !(mu < 1))
 		return -EINVAL;
 	m = calloc(p->total, sizeof(*m));
@@ -611,7 +611,7 @@ static void set_info(const struct gp_params *p, double norm, bool clipped,
 
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s)
 {
-	if (!p || (s && (!s->begin || !s->step)) || (s && p->outer_m))
+	if (!p || (s && (!s->begin || !s->step)))
 		return -EINVAL;
 	if (s)
 		p->hook = *s;
@@ -662,9 +662,11 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 		for (size_t k = 0; k < p->n_shards; k++) {
 			struct shard *s = &p->shards[k];
 
+			outer_begin(p, s);
 			p->hook.step(p->hook.ctx, p->w + s->offset,
 				     grad + s->offset, s->offset, s->count,
 				     gscale, c->lr * weight);
+			outer_end(p, s);
 			s->version = p->version;
 		}
 		set_info(p, norm, clipped, (uint32_t)p->n_shards, ret_info);
@@ -794,6 +796,64 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 		changed++;
 	}
 	set_info(p, norm, clipped, changed, ret_info);
+	return 0;
+}
+
+/* Whether some |d_i| is beyond what K AdamW steps at rates summing to
+ * lr_sum can move w_i (params.h). */
+static bool delta_absurd(const float *restrict w, const float *restrict d,
+			 size_t n, double lr_sum)
+{
+	float lim = (float)(lr_sum * GP_PARAMS_DELTA_STEP_MAX);
+	bool bad = false;
+
+	/* No early exit: the loop vectorises, and an honest delta is
+	 * read whole anyway. */
+	for (size_t i = 0; i < n; i++)
+		bad |= fabsf(d[i]) > lim * (1.0f + fabsf(w[i]));
+	return bad;
+}
+
+int gp_params_apply_delta(struct gp_params *p,
+			  const struct gp_params_delta *dl, size_t n,
+			  struct gp_params_apply_info *ret_info)
+{
+	const struct gp_params_config *c = &p->cfg;
+	double sq = 0, norm;
+	uint32_t changed = 0;
+
+	if (!dl->d || n != p->total)
+		return GP_REASON_SHAPE;
+	if (dl->count == 0 || !isfinite(dl->lr_sum) || dl->lr_sum < 0 ||
+	    !isfinite(dl->scale) || !(dl->scale > 0) || dl->scale > 1)
+		return -EINVAL;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		p->shard_sq[k] = sum_squares(dl->d + p->shards[k].offset,
+					     p->shards[k].count);
+		sq += p->shard_sq[k];
+	}
+	if (!isfinite(sq))
+		return GP_REASON_NONFINITE;
+	/* The run's mean step per unit of rate: what the ledger's norm
+	 * column shows for a delta. */
+	norm = dl->lr_sum > 0 ? sqrt(sq) / dl->lr_sum : sqrt(sq);
+	if (c->reject_norm > 0 && delta_absurd(p->w, dl->d, n, dl->lr_sum))
+		return GP_REASON_NORM;
+	p->version++;
+	p->updates += dl->count;
+	for (size_t k = 0; k < p->n_shards; k++) {
+		struct shard *s = &p->shards[k];
+
+		if (p->shard_sq[k] == 0 && !s->mom_nonzero)
+			continue;
+		outer_begin(p, s);
+		sgd_plain(p->w + s->offset, dl->d + s->offset, s->count,
+			  dl->scale, 1.0f, 0);
+		outer_end(p, s);
+		s->version = p->version;
+		changed++;
+	}
+	set_info(p, norm, false, changed, ret_info);
 	return 0;
 }
 

@@ -227,6 +227,37 @@ struct gp_params_sums {
 int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 			 size_t n, struct gp_params_apply_info *ret_info);
 
+/* A run's change from an agent's local AdamW steps (GP_UPDATE_DELTA in
+ * proto/msg.h): d = w_start - w_end over the run's K minibatches. */
+struct gp_params_delta {
+	const float *d;
+	double lr_sum;      /* sum of the run's K rates, >= 0 */
+	uint32_t count;     /* K >= 1 */
+	float scale;        /* applied to d (staleness), in (0, 1] */
+};
+
+/* A sanity bound on a delta, per parameter: an AdamW step moves w_i by
+ * lr (|m^/(sqrt(v^) + eps)| + weight_decay |w_i|), and |m^|/sqrt(v^) is
+ * 1 at the first step and a few at most later for beta1^2 < beta2 (about
+ * 1.2 for nanoGPT's 0.9 / 0.95, 7.3 for 0.9 / 0.999). With reject_norm
+ * on, a delta with some |d_i| > lr_sum * GP_PARAMS_DELTA_STEP_MAX *
+ * (1 + |w_i|) is refused (GP_REASON_NORM): it cannot come from the steps
+ * it claims. */
+#define GP_PARAMS_DELTA_STEP_MAX 100.0
+
+/* Applies a run's delta: w -= scale * d, through the outer optimiser
+ * when there is one (the delta is then its descent d). Neither the
+ * store's own momentum nor an optimiser hook's state is touched: the
+ * run's AdamW state is the agent's. No clipping (the agent clipped each
+ * gradient). Counts K updates (gp_params_updates()) and one version.
+ * dl and its array are borrowed; n is the length of d. Returns 0 with
+ * *ret_info (optional) filled, its norm |d| / lr_sum (|d| when lr_sum
+ * is 0), or a reason with nothing changed: SHAPE, NONFINITE, NORM (the
+ * bound above); -EINVAL for K == 0, a bad lr_sum or scale. */
+int gp_params_apply_delta(struct gp_params *p,
+			  const struct gp_params_delta *dl, size_t n,
+			  struct gp_params_apply_info *ret_info);
+
 /* Another optimiser in place of SGD (optim.h's AdamW): for every accepted
  * gradient the store calls begin(ctx) once, then step(ctx, w, g, off, n,
  * gscale, lr) for each shard (every shard changes: w and g point at its
@@ -240,7 +271,8 @@ struct gp_params_step {
 };
 
 /* Sets the optimiser hook (copied; ctx borrowed), or NULL for the store's
- * own SGD. With a hook, gp_params_apply_sums() is -EINVAL. Returns 0 or
+ * own SGD. With a hook, gp_params_apply_sums() is -EINVAL; an outer
+ * optimiser takes the hook's step as its inner step. Returns 0 or
  * -EINVAL (a hook without both functions). */
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
 
@@ -254,10 +286,11 @@ int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
  *     m  = mu * m + d
  *     w  = w0 - lr * (d + mu * m)
  * The inner momentum v moves as it would without (the agents' local steps
- * go on along it). lr = 1 and mu = 0 is the inner step itself. Set once,
- * before any update, with m zero: lr in (0, 10], mu in [0, 1). Returns 0,
- * -EINVAL (a value out of range, already set, or a store with an
- * optimiser hook), -ENOMEM. */
+ * go on along it). lr = 1 and mu = 0 is the inner step itself. With an
+ * optimiser hook (AdamW) the inner step is the hook's, and a delta's
+ * (gp_params_apply_delta) is the agent's run. Set once, before any
+ * update, with m zero: lr in (0, 10], mu in [0, 1). Returns 0, -EINVAL
+ * (a value out of range, or already set), -ENOMEM. */
 int gp_params_set_outer(struct gp_params *p, float lr, float mu);
 
 /* The outer momentum m (gp_params_size() floats, laid out as the

@@ -124,6 +124,7 @@ void gp_serve_handle_join(struct peer *p, struct gp_msg_join *j)
 	struct server *srv = p->srv;
 	struct gp_ledger_agent a = { 0 };
 	const uint8_t *key = gp_channel_remote_static(p->ch);
+	struct gp_msg_inner_adamw inner;
 	int64_t id = 0, clock = 0;
 	uint32_t live;
 	struct gp_msg m;
@@ -207,6 +208,19 @@ void gp_serve_handle_join(struct peer *p, struct gp_msg_join *j)
 	if (p->m.caps & GP_CAP_DATA_SHARDS) {
 		m.u.welcome.data_manifest = srv->manifest.raw;
 		m.u.welcome.data_manifest_len = srv->manifest.raw_len;
+	}
+	/* Only to an agent granted local AdamW steps: every other WELCOME
+	 * keeps the bytes it had before the block existed. */
+	if (p->m.caps & GP_CAP_INNER_ADAMW) {
+		inner = (struct gp_msg_inner_adamw){
+			.beta1 = (float)srv->job.beta1,
+			.beta2 = (float)srv->job.beta2,
+			.eps = (float)srv->job.eps,
+			.weight_decay = (float)srv->job.weight_decay,
+			.clip_norm = (float)srv->job.clip_grad_norm,
+		};
+		m.u.welcome.inner_adamw = &inner;
+		m.u.welcome.n_inner_adamw = 1;
 	}
 	gp_serve_send(p, &m);
 	gp_msg_init(&m, GP_MSG_CLOCK);

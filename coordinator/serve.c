@@ -154,7 +154,7 @@ out:
 }
 
 /* group > 1: this minibatch opens a group of that many, sent next
- * (GP_CAP_SUMS). */
+ * (GP_CAP_SUMS, GP_CAP_INNER_ADAMW). */
 static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 			  uint32_t group)
 {
@@ -217,7 +217,9 @@ static int send_minibatch(struct peer *p, uint64_t id, int64_t clock,
 		m.u.minibatch.momentum = srv->job.optimizer == GP_OPT_SGD_MOMENTUM ?
 						 (float)srv->job.momentum : 0.0f;
 	}
-	if (p->m.caps & GP_CAP_SUMS)
+	/* A delta answers a group too, a minibatch alone being a group of
+	 * one (group 1). */
+	if (p->m.caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW))
 		m.u.minibatch.group = group;
 	r = send_msg(p, &m);
 out:

@@ -274,12 +274,17 @@ static float *rounded_copy(const float *src, size_t n, uint8_t dtype)
 }
 
 /* Whether m's first update of a clock can be recomputed from the pull:
- * a group with momentum needs the momentum sent with it. */
+ * a group with momentum needs the momentum sent with it, and a delta of
+ * local AdamW steps (GP_CAP_INNER_ADAMW) depends on the agent's own
+ * moments, which never travel: it cannot be recomputed at all
+ * (docs/security.md "Verification"). */
 static bool checkable(const struct gp_pool *pool, const struct gp_member *m)
 {
 	bool momentum = pool->job->optimizer == GP_OPT_SGD_MOMENTUM &&
 			pool->job->momentum > 0;
 
+	if (m->caps & GP_CAP_INNER_ADAMW)
+		return false;
 	return !(momentum && (m->caps & GP_CAP_SUMS) &&
 		 !(m->caps & GP_CAP_MOMENTUM));
 }

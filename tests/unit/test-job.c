@@ -152,9 +152,22 @@ static void test_defaults(void)
 			"run_steps = 192\n",
 			&job, err, sizeof(err)));
 	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NESTEROV);
+	ASSERT_EQ(job.inner_optimizer, GP_INNER_NONE);
 	ASSERT_NEAR(job.outer_lr, 0.5, 1e-12);
 	ASSERT_NEAR(job.outer_momentum, 0.8, 1e-12);
 	ASSERT_EQ(job.run_steps, 192);
+	/* Local AdamW steps, alone and under an outer Nesterov. */
+	ASSERT_OK(parse("[model]\nspec=784-10\n[train]\noptimizer = adamw\n"
+			"inner_optimizer = adamw\n",
+			&job, err, sizeof(err)));
+	ASSERT_EQ(job.inner_optimizer, GP_INNER_ADAMW);
+	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NONE);
+	ASSERT_OK(parse("[model]\nspec=784-10\n[train]\noptimizer = adamw\n"
+			"inner_optimizer = adamw\nouter_optimizer = nesterov\n"
+			"[pool]\nverify_rate = 0\n",
+			&job, err, sizeof(err)));
+	ASSERT_EQ(job.inner_optimizer, GP_INNER_ADAMW);
+	ASSERT_EQ(job.outer_optimizer, GP_OUTER_NESTEROV);
 
 	/* CRLF line ends, a BOM and a count for the checkpoint interval. */
 	ASSERT_OK(parse("\xef\xbb\xbf[model]\r\nspec = 10-5-2\r\n[train]\r\n"
@@ -211,8 +224,17 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adamw\n"
 		     "outer_optimizer = nesterov\n[pool]\nverify_rate = 0\n",
 		     "t.job: outer_optimizer = nesterov needs optimizer = sgd "
-		     "or sgd-momentum in [train] (AdamW takes no local "
+		     "or sgd-momentum, or inner_optimizer = adamw, in "
+		     "[train] (AdamW on the coordinator takes no local "
 		     "steps)");
+	expect_error("[model]\nspec = 784-10\n[train]\n"
+		     "inner_optimizer = adamw\n",
+		     "t.job: inner_optimizer = adamw needs optimizer = adamw "
+		     "in [train] (its settings are the job's AdamW's)");
+	expect_error("[model]\nspec = 784-10\n[train]\n"
+		     "inner_optimizer = lion\n",
+		     "t.job:4: bad value for 'inner_optimizer' in [train]: "
+		     "unknown inner_optimizer 'lion' (none or adamw)");
 	expect_error("[model]\nspec = 784-10\n[tran]\nepochs = 3\n",
 		     "t.job:4: unknown section [tran]");
 	expect_error("spec = 784-10\n",
