@@ -478,6 +478,8 @@ void gp_machine_on_established(struct gp_machine *m)
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
 			  GP_CAP_PROGRESS | GP_CAP_JOBS;
+	if (m->ops->worker_set_inner)
+		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
 		 m->public_name);
 	if (m->data || m->tokens) {
@@ -714,6 +716,39 @@ static int start_worker(struct gp_machine *m, const char *spec,
 	return 0;
 }
 
+/* The session's local steps: AdamW from zero moments when WELCOME
+ * granted GP_CAP_INNER_ADAMW with its settings (a worker kept from an
+ * earlier session starts them afresh too, as a DiLoCo worker joining
+ * does), else the SGD steps. Returns 0 or a negative errno. */
+static int set_inner(struct gp_machine *m, const struct gp_msg_welcome *w)
+{
+	struct gp_worker_inner in = { 0 };
+	int r;
+
+	if (!m->ops->worker_set_inner)
+		return 0;
+	if ((w->caps & GP_CAP_INNER_ADAMW) && w->n_inner_adamw == 1) {
+		const struct gp_msg_inner_adamw *a = w->inner_adamw;
+
+		in.on = true;
+		in.adamw = (struct gp_adamw_config){
+			.beta1 = a->beta1,
+			.beta2 = a->beta2,
+			.eps = a->eps,
+			.weight_decay = a->weight_decay,
+		};
+		in.clip_norm = a->clip_norm;
+	} else if (w->caps & GP_CAP_INNER_ADAMW) {
+		gp_error("WELCOME grants local AdamW steps without their "
+			 "settings");
+		return -EBADMSG;
+	}
+	r = m->ops->worker_set_inner(m->ctx, &in);
+	if (r < 0)
+		gp_error("cannot set the local steps up: %s", strerror(-r));
+	return r;
+}
+
 /* Asks for missing shards while fewer than GP_MACHINE_DATA_WINDOW are in
  * flight. */
 static void fetch_more(struct gp_machine *m)
@@ -864,7 +899,7 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
 		m->agent_id, w->job_id, 72, spec, strlen(spec) > 72 ? "..." : "",
 		w->batch_size, w->staleness);
-	if (start_worker(m, spec, w) < 0) {
+	if (start_worker(m, spec, w) < 0 || set_inner(m, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
 	}
@@ -1101,7 +1136,7 @@ static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
 
 	if (!(m->caps & GP_CAP_Q8) ||
 	    !gp_feedback_finite(res->grads, res->n_grads) ||
-	    (res->n_items && !gp_feedback_finite(res->sums_b, res->n_grads)))
+	    (res->sums_b && !gp_feedback_finite(res->sums_b, res->n_grads)))
 		return;
 	if (m->feedback.n != n_values) {
 		gp_feedback_finish(&m->feedback);
@@ -1149,17 +1184,18 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 			.dtype = (m->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32,
 			.values = res->grads + off,
 		};
-		/* A group's second sum follows the first, tensor by tensor. */
-		if (res->n_items) {
+		/* A group's second sum follows the first, tensor by tensor
+		 * (a delta has none). */
+		if (res->sums_b) {
 			blocks[n + i] = blocks[i];
 			blocks[n + i].values = res->sums_b + off;
 		}
 		off += ti->rows * ti->cols;
 	}
 	msg.u.update.blocks = blocks;
-	msg.u.update.n_blocks = res->n_items ? 2 * n : n;
+	msg.u.update.n_blocks = res->sums_b ? 2 * n : n;
 	quantise(m, blocks, msg.u.update.n_blocks,
-		 res->n_items ? 2 * off : off, res);
+		 res->sums_b ? 2 * off : off, res);
 	if (res->n_items) {
 		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
 		if (!items) {
@@ -1171,7 +1207,8 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 			gp_msg_update_item_put(items, i, res->items[i].epoch,
 					       res->items[i].minibatch,
 					       res->items[i].loss);
-		msg.u.update.form = GP_UPDATE_SUMS;
+		msg.u.update.form = res->delta ? GP_UPDATE_DELTA :
+						 GP_UPDATE_SUMS;
 		msg.u.update.items = items;
 		msg.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
 	}

@@ -101,6 +101,10 @@ struct gp_machine_ops {
 			      uint64_t clock, uint32_t n, uint8_t *pixels,
 			      uint8_t dtype, uint8_t *labels, float lr,
 			      float mu, uint32_t group);
+	/* Local AdamW steps for this session (worker.h
+	 * gp_worker_set_inner; in borrowed); NULL: the agent does not ask
+	 * for GP_CAP_INNER_ADAMW. */
+	int (*worker_set_inner)(void *ctx, const struct gp_worker_inner *in);
 	void (*worker_drop_queued)(void *ctx);
 	uint64_t (*worker_generation)(void *ctx);
 	double (*worker_flops_per_sample)(void *ctx);

@@ -570,6 +570,11 @@ static void op_data_progress(void *ctx, uint32_t *ret_shards,
 	*ret_missing = s->cache ? gp_datacache_missing(s->cache) : 0;
 }
 
+static int op_worker_set_inner(void *ctx, const struct gp_worker_inner *in)
+{
+	return gp_worker_set_inner(((struct session *)ctx)->worker, in);
+}
+
 static void op_worker_drop_queued(void *ctx)
 {
 	gp_worker_drop_queued(((struct session *)ctx)->worker);
@@ -602,6 +607,7 @@ static const struct gp_machine_ops session_ops = {
 	.worker_tensor = op_worker_tensor,
 	.worker_set_params = op_worker_set_params,
 	.worker_compute = op_worker_compute,
+	.worker_set_inner = op_worker_set_inner,
 	.worker_drop_queued = op_worker_drop_queued,
 	.worker_generation = op_worker_generation,
 	.worker_flops_per_sample = op_worker_flops_per_sample,

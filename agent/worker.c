@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adamw.h"
 #include "data.h"
 #include "log.h"
 #include "tokens.h"
@@ -18,6 +19,7 @@
 enum job_kind {
 	JOB_PARAMS,
 	JOB_COMPUTE,
+	JOB_INNER,
 };
 
 struct job {
@@ -27,6 +29,8 @@ struct job {
 	enum gp_model_slot slot;
 	size_t tensor, row0, rows;
 	float *values;
+	/* JOB_INNER */
+	struct gp_worker_inner inner;
 	/* JOB_COMPUTE */
 	uint32_t epoch;
 	uint64_t minibatch, clock;
@@ -57,6 +61,17 @@ struct group {
 	float *w0, *v0;           /* n_params each, host */
 	float lrs[GP_WORKER_GROUP_MAX];
 	struct gp_worker_result *res; /* what is reported at the end */
+};
+
+/* Local AdamW steps (gp_worker_set_inner): the session's own moments
+ * and step count, and host copies of the parameters and gradient that
+ * the step reads and writes (kernels/adamw.h works on host floats; the
+ * backend keeps the copy the next minibatch computes with). */
+struct inner {
+	bool on;
+	struct gp_worker_inner cfg;
+	uint64_t t;               /* steps taken this session */
+	float *m, *v, *w, *g;     /* n_params each */
 };
 
 struct gp_worker {
@@ -91,6 +106,7 @@ struct gp_worker {
 	size_t labels;            /* labels a sample */
 	uint32_t vocab;           /* the classes (a language model's tokens) */
 	struct group grp;
+	struct inner inner;
 	uint64_t steps;           /* minibatches computed (test.fail_step) */
 	uint64_t typical_us;      /* moving average of rest_basis() */
 };
@@ -210,6 +226,97 @@ static int setup(struct gp_worker *w)
 	return 0;
 }
 
+/* Reads every tensor of a slot into dst (n_params floats). */
+static int read_slot(struct gp_worker *w, enum gp_model_slot slot, float *dst)
+{
+	size_t off = 0;
+	int r;
+
+	for (size_t i = 0; i < w->n_tensors; i++) {
+		r = gp_model_read(w->model, slot, i, 0, w->tensors[i].rows,
+				  dst + off);
+		if (r < 0)
+			return r;
+		off += w->tensors[i].rows * w->tensors[i].cols;
+	}
+	return 0;
+}
+
+/* Writes dst's n_params floats into every tensor of a slot. */
+static int write_slot(struct gp_worker *w, enum gp_model_slot slot,
+		      const float *src)
+{
+	size_t off = 0;
+	int r;
+
+	for (size_t i = 0; i < w->n_tensors; i++) {
+		r = gp_model_write(w->model, slot, i, 0, w->tensors[i].rows,
+				   src + off);
+		if (r < 0)
+			return r;
+		off += w->tensors[i].rows * w->tensors[i].cols;
+	}
+	return 0;
+}
+
+static void inner_free(struct inner *in)
+{
+	free(in->m);
+	free(in->v);
+	free(in->w);
+	free(in->g);
+	*in = (struct inner){ 0 };
+}
+
+/* Starts a session's local AdamW state from zero (cfg->on), or ends it. */
+static int inner_reset(struct gp_worker *w, const struct gp_worker_inner *cfg)
+{
+	struct inner *in = &w->inner;
+	size_t n = w->n_params;
+
+	inner_free(in);
+	if (!cfg->on)
+		return 0;
+	in->m = calloc(n, sizeof(float));
+	in->v = calloc(n, sizeof(float));
+	in->w = malloc(n * sizeof(float));
+	in->g = malloc(n * sizeof(float));
+	if (!in->m || !in->v || !in->w || !in->g) {
+		inner_free(in);
+		return -ENOMEM;
+	}
+	in->cfg = *cfg;
+	in->on = true;
+	return 0;
+}
+
+/* One local AdamW step from the GRAD slots at rate lr: the gradient
+ * clipped to the job's global norm first, as the coordinator clips one
+ * (clip_grad_norm), then kernels/adamw.h's step on the host copy, which
+ * goes back to the backend for the next minibatch. */
+static int inner_step(struct gp_worker *w, float lr)
+{
+	struct inner *in = &w->inner;
+	double sq = 0;
+	float gscale = 1;
+	int r;
+
+	if ((r = read_slot(w, GP_MODEL_GRAD, in->g)) < 0 ||
+	    (r = read_slot(w, GP_MODEL_PARAM, in->w)) < 0)
+		return r;
+	for (size_t i = 0; i < w->n_params; i++)
+		sq += (double)in->g[i] * in->g[i];
+	/* A non-finite gradient is not stepped on: the copy would be lost
+	 * for the rest of the session. */
+	if (!isfinite(sq))
+		return -EDOM;
+	if (in->cfg.clip_norm > 0 && sqrt(sq) > in->cfg.clip_norm)
+		gscale = (float)(in->cfg.clip_norm / sqrt(sq));
+	gp_adamw_step(&in->cfg.adamw, in->w, in->m, in->v, in->g, w->n_params,
+		      gscale, lr, ++in->t);
+	return write_slot(w, GP_MODEL_PARAM, in->w);
+}
+
 /* Computes one minibatch. Returns its result (taken from the job, never
  * NULL), with error set when the step failed. */
 static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
@@ -257,6 +364,19 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 	gp_model_set_seed(w->model, gp_model_minibatch_seed(w->cfg.seed,
 							    j->epoch,
 							    j->minibatch));
+	if (r >= 0 && w->grp.left && w->inner.on) {
+		/* A local AdamW step; the run's change comes at its end. */
+		r = gp_model_compute_grads(w->model, j->n, &st);
+		if (r >= 0)
+			r = inner_step(w, j->lr);
+		if (r < 0) {
+			res->error = r;
+			return res;
+		}
+		res->loss = st.loss;
+		res->correct = st.correct;
+		goto done;
+	}
 	if (r >= 0 && w->grp.left) {
 		/* In a group: the local step only; the sums come at its end. */
 		r = gp_model_train_step(w->model, j->n, j->lr, j->mu, &st);
@@ -317,22 +437,6 @@ static void group_reset(struct gp_worker *w)
 	w->grp.failed = false;
 }
 
-/* Reads every tensor of a slot into dst (n_params floats). */
-static int read_slot(struct gp_worker *w, enum gp_model_slot slot, float *dst)
-{
-	size_t off = 0;
-	int r;
-
-	for (size_t i = 0; i < w->n_tensors; i++) {
-		r = gp_model_read(w->model, slot, i, 0, w->tensors[i].rows,
-				  dst + off);
-		if (r < 0)
-			return r;
-		off += w->tensors[i].rows * w->tensors[i].cols;
-	}
-	return 0;
-}
-
 /* The group's sums from the copy's change (see struct group): a into
  * out->grads, b (divided by the rates' sum) into out->sums_b. */
 static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
@@ -345,6 +449,25 @@ static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
 
 	if (!a || !b)
 		goto fail;
+	if (w->inner.on) {
+		/* The run's change, start minus end: the descent it took. */
+		r = read_slot(w, GP_MODEL_PARAM, b);
+		if (r < 0)
+			goto fail;
+		for (uint32_t j = 0; j < g->count; j++)
+			lsum += g->lrs[j];
+		for (size_t i = 0; i < w->n_params; i++) {
+			a[i] = g->w0[i] - b[i];
+			sq += (double)a[i] * a[i];
+		}
+		free(b);
+		out->grads = a;
+		out->n_grads = w->n_params;
+		out->delta = true;
+		/* As the coordinator's ledger shows a delta's norm. */
+		out->grad_norm = lsum > 0 ? sqrt(sq) / lsum : sqrt(sq);
+		return 0;
+	}
 	r = read_slot(w, GP_MODEL_MOMENTUM, a);
 	if (r >= 0)
 		r = read_slot(w, GP_MODEL_PARAM, b);
@@ -454,11 +577,14 @@ static void post_extra(struct gp_worker *w, struct gp_worker_result *res)
 	post_result(w, res);
 }
 
-/* Opens a group of j->group minibatches: snapshots the copy. Returns 0 or
- * a negative errno (the minibatch is then answered alone). */
+/* Opens a group of j->group minibatches (at least one): snapshots the
+ * copy. Returns 0 or a negative errno (the minibatch is then answered
+ * alone). */
 static int group_open(struct gp_worker *w, const struct job *j)
 {
 	struct group *g = &w->grp;
+	/* Local AdamW steps answer a lone minibatch as a group of one. */
+	uint32_t size = j->group ? j->group : 1;
 	int r = -ENOMEM;
 
 	group_reset(w);
@@ -468,7 +594,7 @@ static int group_open(struct gp_worker *w, const struct job *j)
 		g->v0 = malloc(w->n_params * sizeof(float));
 	g->res = calloc(1, sizeof(*g->res));
 	if (g->res)
-		g->res->items = calloc(j->group, sizeof(*g->res->items));
+		g->res->items = calloc(size, sizeof(*g->res->items));
 	if (!g->w0 || !g->v0 || !g->res || !g->res->items)
 		goto fail;
 	r = read_slot(w, GP_MODEL_PARAM, g->w0);
@@ -480,7 +606,7 @@ static int group_open(struct gp_worker *w, const struct job *j)
 	g->res->clock = j->clock;
 	g->res->epoch = j->epoch;
 	g->res->minibatch = j->minibatch;
-	g->left = j->group;
+	g->left = size;
 	g->gen = j->gen;
 	g->clock = j->clock;
 	g->mu = j->mu;
@@ -582,7 +708,18 @@ static void *thread_main(void *arg)
 			w->tail = NULL;
 		pthread_mutex_unlock(&w->lock);
 
-		if (j->kind == JOB_PARAMS) {
+		if (j->kind == JOB_INNER) {
+			/* A new session: what a group had is not its. */
+			group_reset(w);
+			r = inner_reset(w, &j->inner);
+			if (r < 0)
+				gp_warn("no memory for local AdamW steps: %s; "
+					"answering with gradients",
+					strerror(-r));
+			pthread_mutex_lock(&w->lock);
+			w->pending--;
+			pthread_mutex_unlock(&w->lock);
+		} else if (j->kind == JOB_PARAMS) {
 			/* Parameters in the middle of a group (not what a
 			 * coordinator sends) would spoil its sums: answer what
 			 * it has first. */
@@ -626,7 +763,12 @@ static void *thread_main(void *arg)
 					group_reset(w);
 				res = NULL;
 			} else {
-				if (j->group > 1 && (r = group_open(w, j)) < 0)
+				/* With local AdamW steps every minibatch is
+				 * in a group, a lone one a group of one. */
+				bool open = j->group > 1 ||
+					    (w->inner.on && !w->grp.left);
+
+				if (open && (r = group_open(w, j)) < 0)
 					gp_warn("cannot open a group of %u minibatches "
 						"(%s); answering them one by one",
 						j->group, strerror(-r));
@@ -688,6 +830,7 @@ static void on_async_closed(uv_handle_t *h)
 static void release_thread_state(struct gp_worker *w)
 {
 	group_reset(w);
+	inner_free(&w->inner);
 	free(w->grp.w0);
 	free(w->grp.v0);
 	gp_model_destroy(w->model);
@@ -859,6 +1002,22 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		j->lr = lr;
 		j->mu = mu;
 	}
+	return enqueue(w, j);
+}
+
+int gp_worker_set_inner(struct gp_worker *w,
+			const struct gp_worker_inner *in)
+{
+	struct job *j;
+
+	if (in->on && (!gp_adamw_config_ok(&in->adamw) ||
+		       !isfinite(in->clip_norm) || in->clip_norm < 0))
+		return -EINVAL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->kind = JOB_INNER;
+	j->inner = *in;
 	return enqueue(w, j);
 }
 

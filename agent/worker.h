@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "adamw.h"
 #include "backend.h"
 #include "model.h"
 #include "testhooks.h"
@@ -70,7 +71,11 @@ struct gp_worker_result {
 	uint64_t compute_us;
 	float *grads;            /* every tensor's gradient, in tensor order */
 	size_t n_grads;
-	float *sums_b;           /* group only, n_grads floats */
+	float *sums_b;           /* group of sums only, n_grads floats */
+	/* A group of local AdamW steps (gp_worker_set_inner): grads holds
+	 * the run's change w_start - w_end (GP_UPDATE_DELTA), sums_b is
+	 * NULL, and grad_norm is |change| / the sum of the rates. */
+	bool delta;
 	struct gp_worker_item *items; /* group only, n_items */
 	size_t n_items;
 	struct gp_worker_result *next;
@@ -104,6 +109,23 @@ const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
  * in order, so parameters queued before a minibatch are in place for it. */
 int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
 			 size_t tensor, size_t row0, size_t rows, float *values);
+
+/* Local AdamW steps (GP_CAP_INNER_ADAMW in proto/msg.h). */
+struct gp_worker_inner {
+	bool on;
+	struct gp_adamw_config adamw;
+	float clip_norm;         /* > 0: clip each gradient's norm to it */
+};
+
+/* Queues a new session's local-step settings (in, copied): from the
+ * minibatches queued after it, with in->on, each minibatch takes an AdamW
+ * step of the worker's own moments, which start at zero here (step count
+ * 0), and every minibatch is in a group (a lone one a group of one),
+ * answered with its change (gp_worker_result.delta); without, the SGD
+ * local steps and sums below. An open group is dropped. Returns 0,
+ * -EINVAL (a setting out of range), -ENOMEM. */
+int gp_worker_set_inner(struct gp_worker *w,
+			const struct gp_worker_inner *in);
 
 /* Queues one minibatch (every one queued is answered by a result, unless
  * gp_worker_drop_queued() drops it first): n samples of the model's
