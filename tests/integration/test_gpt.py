@@ -13,7 +13,8 @@ equivalent PyTorch module (tests/lib/gptref.py) and gives the ledger's
 held-out loss within 1 %; ONNX export refuses it by name. `sample`
 writes the prompt and the asked-for bytes, the same for the same seed.
 `job add` queues the shipped gpt.ini as it is. An epoch's evaluation
-lost to a kill is run again by the resumed serve."""
+lost to a kill is run again by the resumed serve. With inner_optimizer =
+adamw the agents' local AdamW steps train it as well (inner_adamw)."""
 import configparser
 import json
 import math
@@ -138,8 +139,77 @@ def lost_evaluation():
               (evals,))
 
 
+def inner_adamw():
+    """inner_optimizer = adamw: both agents take their own AdamW steps
+    (GP_CAP_INNER_ADAMW) and send each run's change (GP_UPDATE_DELTA),
+    which the coordinator subtracts. The held-out loss must fall below
+    the same bound as the coordinator's AdamW (a delta applied with the
+    wrong sign climbs from 8 bits instead), every minibatch is applied
+    exactly once, and the coordinator's own AdamW never stepped (its
+    checkpointed step count is 0): every applied update was a delta.
+    verify_rate stays at its default: the deltas cannot be recomputed
+    and must not be picked (a mismatch would roll them back)."""
+    with gppool.Pool("gpt-inner", model={"spec": None, "file": None},
+                     train={"epochs": 2, "batch_size": 16,
+                            "optimizer": "adamw", "learning_rate": 0.003,
+                            "beta1": 0.9, "beta2": 0.95,
+                            "weight_decay": 0.01, "warmup_epochs": 0.1,
+                            "inner_optimizer": "adamw",
+                            "checkpoint_interval": "5s"},
+                     data={"set": "tokens"},
+                     pool={"int8": "false", "clip_grad_norm": 1}) as pool:
+        tok = os.path.join(pool.dir, "tokens")
+        r = subprocess.run([gp_tokens(), tok,
+                            os.path.join(CORPUS, "fortunes"),
+                            os.path.join(CORPUS, "computers")],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
+        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
+        pool.train_samples = (train_tokens - 1) // 64
+        model = os.path.join(pool.dir, "gpt.model")
+        with open(model, "w") as f:
+            f.write(MODEL)
+        pool.job["model"]["file"] = model
+        pool.job["data"]["dir"] = tok
+        pool.write_job()
+        pool.serve()
+        t0 = time.monotonic()
+        a, b = pool.agents(2)
+        a.run(extra=("--data-dir", tok))
+        b.run(extra=("--data-dir", "none"))
+        pool.wait_serve(timeout=900, agents_exit=True)
+        log("2 epochs with local AdamW steps in %.1fs" %
+            (time.monotonic() - t0))
+        pool.check_exactly_once()
+        evals = pool.query("SELECT epoch, test_loss FROM evals WHERE "
+                           "job_id = ? ORDER BY epoch", (pool.job_id(),))
+        check(len(evals) == 2, "want 2 evaluations, got %r" % (evals,))
+        bpb = [loss / math.log(2) for _, loss in evals]
+        log("local AdamW steps: held-out bits per byte by epoch: %s" %
+            ", ".join("%.3f" % x for x in bpb))
+        check(bpb[-1] < TARGET_BPB,
+              "held-out %.3f bits per byte with local AdamW steps, want "
+              "< %.1f" % (bpb[-1], TARGET_BPB))
+        blob = pool.query("SELECT blob FROM checkpoints WHERE job_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", (pool.job_id(),))[0][0]
+        sec = checkpoint_sections(bytes(blob))
+        check(7 in sec and sec[7][:4] == b"GPOP",
+              "the newest checkpoint has no AdamW section")
+        steps = struct.unpack_from("<Q", sec[7], 12 + 1 + 16)[0]
+        check(steps == 0, "the coordinator's AdamW took %d steps: not "
+              "every update was a delta" % steps)
+        per_agent = pool.query("SELECT agent_id, COUNT(*) FROM updates "
+                               "WHERE job_id = ? AND " +
+                               pool.applied_filter() + " GROUP BY agent_id",
+                               (pool.job_id(),))
+        log("applied minibatches by agent: %r" % (per_agent,))
+        check(len(per_agent) == 2 and all(n > 0 for _, n in per_agent),
+              "both agents' deltas applied: %r" % (per_agent,))
+
+
 def test():
     shipped_job_parses()
+    inner_adamw()
     lost_evaluation()
     with gppool.Pool("gpt", model={"spec": None, "file": None},
                      train={"epochs": 2, "batch_size": 16,
