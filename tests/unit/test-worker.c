@@ -8,7 +8,9 @@
  * failed minibatch in a group is reported at once, as itself, and the
  * worker goes on with the next. At a small share (duty cycle), a step's
  * result comes about one step after it was queued, the rest follows it
- * before the next step, and gp_worker_stop() does not wait the rest out. */
+ * before the next step, and gp_worker_stop() does not wait the rest out.
+ * Local AdamW steps answer with their runs' changes, as AdamW in double
+ * computes them. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -239,6 +241,181 @@ static void test_description(uv_loop_t *loop, const struct batch *b)
 	free(v);
 	free(g5);
 	free(g6);
+}
+
+/* The reference AdamW step of the inner test, in double: the gradient
+ * of the model at the float parameters of *pd, clipped to clip, then
+ * kernels/adamw.h's formula. Returns whether it clipped. */
+static bool ref_adamw_step(struct gp_model *ref, const struct batch *b,
+			   double *pd, double *md, double *vd, float *tmp,
+			   size_t n, const struct gp_adamw_config *c,
+			   double clip, double lr, uint64_t t)
+{
+	double sq = 0, s = 1;
+	double c1 = 1 - pow(c->beta1, (double)t);
+	double c2 = 1 - pow(c->beta2, (double)t);
+
+	for (size_t i = 0; i < n; i++)
+		tmp[i] = (float)pd[i];
+	slot_io(ref, GP_MODEL_PARAM, tmp, true);
+	ASSERT_OK(gp_model_set_batch(ref, b->x, b->y, BATCH));
+	ASSERT_OK(gp_model_compute_grads(ref, BATCH, NULL));
+	slot_io(ref, GP_MODEL_GRAD, tmp, false);
+	for (size_t i = 0; i < n; i++)
+		sq += (double)tmp[i] * tmp[i];
+	if (sqrt(sq) > clip)
+		s = clip / sqrt(sq);
+	for (size_t i = 0; i < n; i++) {
+		double g = s * tmp[i];
+
+		md[i] = c->beta1 * md[i] + (1 - c->beta1) * g;
+		vd[i] = c->beta2 * vd[i] + (1 - c->beta2) * g * g;
+		pd[i] = pd[i] * (1 - lr * c->weight_decay) -
+			lr * (md[i] / c1) / (sqrt(vd[i] / c2) + c->eps);
+	}
+	return s < 1;
+}
+
+/* The worker's delta against the reference's: the largest difference
+ * within tol of the largest change. */
+static void check_delta(const struct gp_worker_result *res, const double *want,
+			size_t n, double tol, const char *what)
+{
+	double scale = 0, worst = 0;
+
+	ASSERT_OK(res->error);
+	ASSERT(res->delta);
+	ASSERT(res->sums_b == NULL);
+	ASSERT_UINT_EQ(res->n_grads, n);
+	for (size_t i = 0; i < n; i++) {
+		scale = fmax(scale, fabs(want[i]));
+		worst = fmax(worst, fabs(res->grads[i] - want[i]));
+	}
+	printf("inner AdamW, %s: |delta|max %.3g, worst |delta - ref| %.3g\n",
+	       what, scale, worst);
+	ASSERT(scale > 1e-4);
+	ASSERT(worst <= tol * scale);
+}
+
+/* 9. Local AdamW steps (gp_worker_set_inner): a group of three and a lone
+ * minibatch answer with their runs' changes, which match AdamW computed
+ * here in double (clipping and weight decay on, the moments carried from
+ * the first run into the second); set again, the moments start from zero
+ * (the reference's first step from the same point). */
+static void test_inner_adamw(uv_loop_t *loop, const struct batch *b)
+{
+	const struct gp_worker_inner in = {
+		.on = true,
+		.adamw = { .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+			   .weight_decay = 0.1f },
+		.clip_norm = 0.5f,
+	};
+	const float lrs[4] = { 0.01f, 0.008f, 0.006f, 0.005f };
+	struct gp_worker_config cfg = {
+		.backend = GP_BACKEND_CPU,
+		.threads = 1,
+		.max_batch = BATCH,
+	};
+	struct gp_model_spec spec;
+	struct gp_backend *be = NULL;
+	struct gp_model *ref = NULL;
+	struct gp_worker *w = NULL;
+	double *pd, *md, *vd, *want, *mark;
+	float *p0, *zero, *tmp;
+	unsigned clipped = 0;
+	char err[256];
+	size_t n;
+
+	snprintf(cfg.spec, sizeof(cfg.spec), "%s", SPEC);
+	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, err, sizeof(err)));
+	ASSERT_OK(gp_backend_create_cpu(1, &be));
+	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
+	ASSERT_OK(gp_model_init_params(ref, 9));
+	n = gp_model_param_count(ref);
+	p0 = malloc(n * sizeof(float));
+	zero = calloc(n, sizeof(float));
+	tmp = malloc(n * sizeof(float));
+	pd = malloc(n * sizeof(double));
+	md = calloc(n, sizeof(double));
+	vd = calloc(n, sizeof(double));
+	want = malloc(n * sizeof(double));
+	mark = malloc(n * sizeof(double));
+	ASSERT(p0 && zero && tmp && pd && md && vd && want && mark);
+	slot_io(ref, GP_MODEL_PARAM, p0, false);
+	for (size_t i = 0; i < n; i++)
+		pd[i] = p0[i];
+
+	/* Out of range settings are refused. */
+	{
+		struct gp_worker_inner bad = in;
+
+		bad.adamw.beta2 = 1.0f;
+		ASSERT_EQ(gp_worker_set_inner(w, &bad), -EINVAL);
+		bad = in;
+		bad.clip_norm = -1;
+		ASSERT_EQ(gp_worker_set_inner(w, &bad), -EINVAL);
+	}
+	load_worker(w, ref, p0, zero);
+	ASSERT_OK(gp_worker_set_inner(w, &in));
+
+	/* A run of three, then a lone minibatch (a group of one) that goes
+	 * on with the moments of the first. */
+	for (int j = 0; j < 3; j++)
+		compute(w, &b[j], 30 + (uint64_t)j, 2, lrs[j], j == 0 ? 3 : 0);
+	compute(w, &b[3], 33, 3, lrs[3], 1);
+	wait_results(loop, 2);
+	for (uint64_t t = 1; t <= 3; t++)
+		clipped += ref_adamw_step(ref, &b[t - 1], pd, md, vd, tmp, n,
+					  &in.adamw, in.clip_norm, lrs[t - 1],
+					  t);
+	for (size_t i = 0; i < n; i++) {
+		want[i] = p0[i] - pd[i];
+		mark[i] = pd[i];
+	}
+	ASSERT_UINT_EQ(results[0]->n_items, 3);
+	ASSERT_UINT_EQ(results[0]->items[2].minibatch, 32);
+	check_delta(results[0], want, n, 1e-4, "a run of 3");
+	clipped += ref_adamw_step(ref, &b[3], pd, md, vd, tmp, n, &in.adamw,
+				  in.clip_norm, lrs[3], 4);
+	for (size_t i = 0; i < n; i++)
+		want[i] = mark[i] - pd[i];
+	ASSERT_UINT_EQ(results[1]->n_items, 1);
+	ASSERT_UINT_EQ(results[1]->items[0].minibatch, 33);
+	check_delta(results[1], want, n, 1e-4, "then 1, moments carried");
+	printf("inner AdamW: %u of 4 reference steps clipped\n", clipped);
+	ASSERT(clipped >= 1);
+	free_results();
+
+	/* A new session's settings: the moments start from zero. */
+	ASSERT_OK(gp_worker_set_inner(w, &in));
+	compute(w, &b[0], 40, 4, lrs[0], 1);
+	wait_results(loop, 1);
+	memset(md, 0, n * sizeof(double));
+	memset(vd, 0, n * sizeof(double));
+	for (size_t i = 0; i < n; i++)
+		mark[i] = pd[i];
+	ref_adamw_step(ref, &b[0], pd, md, vd, tmp, n, &in.adamw, in.clip_norm,
+		       lrs[0], 1);
+	for (size_t i = 0; i < n; i++)
+		want[i] = mark[i] - pd[i];
+	check_delta(results[0], want, n, 1e-4, "after a reset");
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	gp_worker_stop(w);
+	uv_run(loop, UV_RUN_DEFAULT);
+	gp_model_destroy(ref);
+	gp_backend_destroy(be);
+	free(p0);
+	free(zero);
+	free(tmp);
+	free(pd);
+	free(md);
+	free(vd);
+	free(want);
+	free(mark);
 }
 
 int main(void)
@@ -500,6 +677,7 @@ int main(void)
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	test_description(&loop, &b[2]);
+	test_inner_adamw(&loop, b);
 	ASSERT_OK(uv_loop_close(&loop));
 	gp_model_destroy(ref);
 	gp_backend_destroy(be);
