@@ -303,6 +303,18 @@ static inline struct gp_msg_update *fx_sums(struct fx_update *x, const uint64_t 
 	return &x->u;
 }
 
+/* A delta update (local AdamW steps) of minibatches ids[0..k) at
+ * `clock`, the run's change d. */
+static inline struct gp_msg_update *fx_delta(struct fx_update *x,
+					     const uint64_t *ids, size_t k,
+					     int64_t clock, const float *d)
+{
+	fx_sums(x, ids, k, clock, d, d);
+	x->u.n_blocks = 2;
+	x->u.form = GP_UPDATE_DELTA;
+	return &x->u;
+}
+
 /* The minibatch ids sent to agent `agent` at `clock`, in order; returns
  * how many (at most cap). */
 static inline size_t fx_work_of(const struct fixture *f, int64_t agent, int64_t clock,

@@ -2,7 +2,8 @@
  * shape, norm and strikes, unassigned, unknown, duplicate, stale, a group's
  * shape rules, parts > 1), the staleness scale, clipping, a group applied
  * or refused whole with one ledger row per minibatch, a group against the
- * same minibatches one by one, and the full ledger buffer. */
+ * same minibatches one by one, a delta of local AdamW steps (alone and
+ * through the outer optimiser), and the full ledger buffer. */
 #include <errno.h>
 #include <math.h>
 
@@ -395,6 +396,103 @@ static void test_group_shape(void)
 	fx_teardown(&f);
 }
 
+/* A delta (GP_CAP_INNER_ADAMW): subtracted as sent, one row per
+ * minibatch with |d| / the rates' sum as its norm, the clock moves on;
+ * refused without the capability, with a NaN, or beyond what the steps
+ * it claims can move (GP_PARAMS_DELTA_STEP_MAX, with reject_norm on);
+ * through an outer Nesterov it is the outer step's descent. */
+static void test_delta(void)
+{
+	static const float d[FX_N] = { 0.01f, -0.02f, 0.03f, 0, 0.005f,
+					-0.01f, 0.02f, 0, -0.04f };
+	static const float p0[FX_N] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+	struct fixture f;
+	struct fx_update x;
+	struct gp_member *m;
+	uint64_t ids[GP_WORK_BASE];
+	float absurd[FX_N] = { 0 };
+	double sq = 0;
+
+	fx_setup_with(&f, 1, 0, 0, 1000);
+	f.job.max_strikes = 100;
+	ASSERT_OK(gp_params_set_tensor(f.params, 0, p0, 6));
+	ASSERT_OK(gp_params_set_tensor(f.params, 1, p0 + 6, 3));
+	m = start(&f, GP_CAP_LOCAL_STEP, ids);
+	/* Not agreed: no GP_CAP_INNER_ADAMW. */
+	ASSERT_EQ(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 0, d), 1),
+		  GP_REASON_SHAPE);
+	ASSERT_UINT_EQ(gp_params_updates(f.params), 0);
+	fx_teardown(&f);
+
+	fx_setup_with(&f, 1, 0, 0, 1000);
+	f.job.max_strikes = 100;
+	f.job.optimizer = GP_OPT_ADAMW;
+	f.job.inner_optimizer = GP_INNER_ADAMW;
+	ASSERT_OK(gp_params_set_tensor(f.params, 0, p0, 6));
+	ASSERT_OK(gp_params_set_tensor(f.params, 1, p0 + 6, 3));
+	m = start(&f, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW, ids);
+	ASSERT_OK(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 0, d), 1));
+	for (size_t i = 0; i < FX_N; i++) {
+		ASSERT_NEAR(param(&f, i), p0[i] - d[i], 1e-6);
+		sq += (double)d[i] * d[i];
+	}
+	ASSERT_EQ(f.n_rows, 2);
+	ASSERT_EQ(f.rows[0].outcome, GP_UPDATE_APPLIED);
+	ASSERT_EQ(f.rows[1].outcome, GP_UPDATE_APPLIED);
+	ASSERT_NEAR(f.rows[1].loss, 2.0, 1e-6);
+	/* lr 0.1 a minibatch: the norm is |d| / 0.2. */
+	ASSERT_NEAR(f.rows[0].grad_norm, sqrt(sq) / 0.2, 1e-5);
+	ASSERT_UINT_EQ(gp_params_updates(f.params), 2);
+	ASSERT_EQ(m->clock, 1);
+	/* A NaN, then a parameter moved further than 2 steps at 0.1 can
+	 * (0.2 * 100 * (1 + |w|) for w = 1 is 40): refused, nothing
+	 * changed. */
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, GP_WORK_BASE), GP_WORK_BASE);
+	absurd[0] = 41;
+	ASSERT_EQ(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 1, absurd),
+				  1), GP_REASON_NORM);
+	ASSERT_EQ(f.n_rows, 4);
+	ASSERT_EQ(f.rows[3].outcome, GP_UPDATE_REJECTED);
+	ASSERT_UINT_EQ(gp_params_updates(f.params), 2);
+	ASSERT_NEAR(param(&f, 0), p0[0] - d[0], 1e-6);
+	{
+		/* The store's own checks: just inside the bound, then a
+		 * NaN. */
+		struct gp_params_delta dl = {
+			.d = absurd, .lr_sum = 0.2, .count = 2, .scale = 1,
+		};
+
+		absurd[0] = 39;
+		ASSERT_OK(gp_params_apply_delta(f.params, &dl, FX_N, NULL));
+		ASSERT_NEAR(param(&f, 0), p0[0] - d[0] - 39, 1e-5);
+		absurd[0] = NAN;
+		ASSERT_EQ(gp_params_apply_delta(f.params, &dl, FX_N, NULL),
+			  GP_REASON_NONFINITE);
+		dl.count = 0;
+		ASSERT_EQ(gp_params_apply_delta(f.params, &dl, FX_N, NULL),
+			  -EINVAL);
+		ASSERT_UINT_EQ(gp_params_updates(f.params), 4);
+	}
+	fx_teardown(&f);
+
+	/* Through an outer Nesterov (lr 0.7, mu 0.5): m = d, and
+	 * w = w0 - 0.7 (d + 0.5 d). */
+	fx_setup(&f, 1);
+	f.job.optimizer = GP_OPT_ADAMW;
+	f.job.inner_optimizer = GP_INNER_ADAMW;
+	f.job.outer_optimizer = GP_OUTER_NESTEROV;
+	ASSERT_OK(gp_params_set_tensor(f.params, 0, p0, 6));
+	ASSERT_OK(gp_params_set_tensor(f.params, 1, p0 + 6, 3));
+	ASSERT_OK(gp_params_set_outer(f.params, 0.7f, 0.5f));
+	m = start(&f, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW, ids);
+	ASSERT_OK(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 0, d), 1));
+	for (size_t i = 0; i < FX_N; i++) {
+		ASSERT_NEAR(param(&f, i), p0[i] - 1.05f * d[i], 1e-6);
+		ASSERT_NEAR(gp_params_outer_momentum(f.params)[i], d[i], 1e-6);
+	}
+	fx_teardown(&f);
+}
+
 /* The ledger's buffer cannot take the rows: put back, no row, no strike,
  * nothing applied; applied once there is room. */
 static void test_ledger_full(void)
@@ -467,6 +565,7 @@ int main(void)
 	test_group_vs_single();
 	test_group_refused();
 	test_group_shape();
+	test_delta();
 	test_ledger_full();
 	test_counters();
 	return 0;
