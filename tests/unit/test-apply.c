@@ -417,6 +417,12 @@ static void test_delta(void)
 	f.job.max_strikes = 100;
 	ASSERT_OK(gp_params_set_tensor(f.params, 0, p0, 6));
 	ASSERT_OK(gp_params_set_tensor(f.params, 1, p0 + 6, 3));
+	/* AdamW without inner_optimizer: no local steps at all. */
+	f.job.optimizer = GP_OPT_ADAMW;
+	ASSERT_EQ(fx_join(&f, 1, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW)->caps &
+			  (GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW), 0);
+	gp_members_leave(&f.pool, &f.members[1]);
+	f.job.optimizer = GP_OPT_SGD;
 	m = start(&f, GP_CAP_LOCAL_STEP, ids);
 	/* Not agreed: no GP_CAP_INNER_ADAMW. */
 	ASSERT_EQ(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 0, d), 1),
@@ -430,7 +436,11 @@ static void test_delta(void)
 	f.job.inner_optimizer = GP_INNER_ADAMW;
 	ASSERT_OK(gp_params_set_tensor(f.params, 0, p0, 6));
 	ASSERT_OK(gp_params_set_tensor(f.params, 1, p0 + 6, 3));
-	m = start(&f, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW, ids);
+	/* Offered with sums too: local AdamW steps send deltas, not sums. */
+	m = start(&f, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW | GP_CAP_SUMS, ids);
+	ASSERT_EQ(m->caps & (GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW |
+			     GP_CAP_SUMS),
+		  GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW);
 	ASSERT_OK(gp_apply_update(&f.pool, m, fx_delta(&x, ids, 2, 0, d), 1));
 	for (size_t i = 0; i < FX_N; i++) {
 		ASSERT_NEAR(param(&f, i), p0[i] - d[i], 1e-6);
