@@ -22,7 +22,9 @@ Prints a table to stderr and one JSON object as the last line of stdout.
 Environment: GP_BENCH_ROUNDS (3), GP_BENCH_SECONDS (3 per run),
 GP_BENCH_GPT_QUALITY (1; 0 skips part 2), GP_BENCH_GPT_EPOCHS (2),
 GP_BENCH_GPT_AGENTS (2: the pool's agents; 1 has no staleness, so it
-shows what the rest of the pool's path costs against PyTorch)."""
+shows what the rest of the pool's path costs against PyTorch),
+GP_BENCH_GPT_INNER (none; adamw: the job's inner_optimizer, the agents
+taking their own AdamW steps and sending each run's change)."""
 import json
 import math
 import os
@@ -210,6 +212,11 @@ def quality(tmp):
     train = {"epochs": epochs, "optimizer": "adamw", "checkpoint_interval":
              "60s", "checkpoint_keep": 1000}
     train.update({k: v for k, v in HP.items() if k != "clip_grad_norm"})
+    inner = os.environ.get("GP_BENCH_GPT_INNER", "none")
+    if inner not in ("none", "adamw"):
+        raise SystemExit("GP_BENCH_GPT_INNER must be none or adamw, not %r"
+                         % inner)
+    train["inner_optimizer"] = inner
     os.environ.setdefault("GP_BUILD_DIR", BUILD)
     with gppool.Pool("bench-gpt", model={"spec": None, "file": model},
                      data={"set": "tokens", "dir": tok}, train=train,
@@ -247,6 +254,7 @@ def quality(tmp):
            "gpt_bpb_ratio": round(loss / ref, 4),
            "gpt_quality_epochs": epochs,
            "gpt_quality_agents": n_agents,
+           "gpt_inner_optimizer": inner,
            "gpt_pool_seconds": round(pool_s, 1),
            "gpt_pytorch_seconds": round(torch_s, 1)}
     log("quality: pool %.4f bits/byte in %.0f s, PyTorch AdamW %.4f in "
