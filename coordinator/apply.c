@@ -197,9 +197,13 @@ double gp_apply_staleness_scale(const struct gp_pool *pool,
 	/* AdamW divides the gradient's scale out and the weight would
 	 * scale its rate instead (optim.h): two agents, each an update
 	 * behind the other, then step at half the single process's rate,
-	 * which measured worse than no scaling (tools/bench/gpt.py). */
+	 * which measured worse than no scaling (tools/bench/gpt.py). A
+	 * delta of local AdamW steps is in parameter units, though: there
+	 * the weight does what it does for SGD's runs, averaging runs that
+	 * overlap, as DiLoCo averages its workers' deltas. */
 	if (!pool->job->staleness_scaling ||
-	    pool->job->optimizer == GP_OPT_ADAMW)
+	    (pool->job->optimizer == GP_OPT_ADAMW &&
+	     !(m->caps & GP_CAP_INNER_ADAMW)))
 		return 1;
 	if ((m->caps & GP_CAP_LOCAL_STEP) && lag >= m->view.own)
 		lag -= m->view.own;
