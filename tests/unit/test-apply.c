@@ -243,6 +243,23 @@ static void test_staleness_scale(void)
 	f.job.staleness_scaling = false;
 	ASSERT(gp_apply_staleness_scale(&f.pool, a) == 1);
 	fx_teardown(&f);
+
+	/* Under AdamW a gradient takes none (Adam divides its scale out),
+	 * a delta of local AdamW steps does (it is in parameter units):
+	 * b's applied minibatch is one a's copy lacks. */
+	fx_setup(&f, 1);
+	f.job.optimizer = GP_OPT_ADAMW;
+	f.job.inner_optimizer = GP_INNER_ADAMW;
+	a = start(&f, GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW, ids);
+	b = fx_join(&f, 1, 0);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT(fx_work_of(&f, 2, 0, bids, GP_WORK_BASE) >= 1);
+	ASSERT_OK(gp_apply_update(&f.pool, b, fx_plain(&x, bids[0], 0, zero), 1));
+	ASSERT(gp_apply_staleness_scale(&f.pool, b) == 1);
+	ASSERT_NEAR(gp_apply_staleness_scale(&f.pool, a),
+		    (double)a->clock_work / (a->clock_work + 1), 1e-9);
+	ASSERT(gp_apply_staleness_scale(&f.pool, a) < 1);
+	fx_teardown(&f);
 }
 
 /* Clipping is on the gradient as received; the staleness scale applies
