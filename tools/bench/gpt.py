@@ -24,7 +24,9 @@ GP_BENCH_GPT_QUALITY (1; 0 skips part 2), GP_BENCH_GPT_EPOCHS (2),
 GP_BENCH_GPT_AGENTS (2: the pool's agents; 1 has no staleness, so it
 shows what the rest of the pool's path costs against PyTorch),
 GP_BENCH_GPT_INNER (none; adamw: the job's inner_optimizer, the agents
-taking their own AdamW steps and sending each run's change)."""
+taking their own AdamW steps and sending each run's change),
+GP_BENCH_GPT_OUTER (none; nesterov: the job's outer_optimizer, with
+verify_rate 0 and the job's default outer_lr and outer_momentum)."""
 import json
 import math
 import os
@@ -217,11 +219,18 @@ def quality(tmp):
         raise SystemExit("GP_BENCH_GPT_INNER must be none or adamw, not %r"
                          % inner)
     train["inner_optimizer"] = inner
+    outer = os.environ.get("GP_BENCH_GPT_OUTER", "none")
+    if outer not in ("none", "nesterov"):
+        raise SystemExit("GP_BENCH_GPT_OUTER must be none or nesterov, "
+                         "not %r" % outer)
+    train["outer_optimizer"] = outer
+    pool_keys = {"int8": "false", "clip_grad_norm": HP["clip_grad_norm"]}
+    if outer != "none":
+        pool_keys["verify_rate"] = 0
     os.environ.setdefault("GP_BUILD_DIR", BUILD)
     with gppool.Pool("bench-gpt", model={"spec": None, "file": model},
                      data={"set": "tokens", "dir": tok}, train=train,
-                     pool={"int8": "false",
-                           "clip_grad_norm": HP["clip_grad_norm"]}) as pool:
+                     pool=pool_keys) as pool:
         pool.serve()
         agents = pool.agents(n_agents)
         t0 = time.monotonic()
@@ -255,6 +264,7 @@ def quality(tmp):
            "gpt_quality_epochs": epochs,
            "gpt_quality_agents": n_agents,
            "gpt_inner_optimizer": inner,
+           "gpt_outer_optimizer": outer,
            "gpt_pool_seconds": round(pool_s, 1),
            "gpt_pytorch_seconds": round(torch_s, 1)}
     log("quality: pool %.4f bits/byte in %.0f s, PyTorch AdamW %.4f in "
