@@ -145,8 +145,10 @@ def inner_adamw():
     which the coordinator subtracts. The held-out loss must fall below
     the same bound as the coordinator's AdamW (a delta applied with the
     wrong sign climbs from 8 bits instead), every minibatch is applied
-    exactly once, and the coordinator's own AdamW never stepped (its
-    checkpointed step count is 0): every applied update was a delta.
+    exactly once across a SIGKILL of the coordinator and its resume (the
+    agents rejoin with fresh moments), and the coordinator's own AdamW
+    never stepped (its checkpointed step count is 0): every applied
+    update was a delta.
     verify_rate stays at its default: the deltas cannot be recomputed
     and must not be picked (a mismatch would roll them back)."""
     with gppool.Pool("gpt-inner", model={"spec": None, "file": None},
@@ -177,6 +179,15 @@ def inner_adamw():
         a, b = pool.agents(2)
         a.run(extra=("--data-dir", tok))
         b.run(extra=("--data-dir", "none"))
+        # A coordinator killed past a checkpoint with updates: the agents
+        # reconnect, their moments start again at zero (a new WELCOME),
+        # and nothing is applied twice.
+        pool.wait_for("a checkpoint with updates", lambda: pool.query(
+            "SELECT 1 FROM checkpoints WHERE job_id = ? AND clock > 0",
+            (pool.job_id(),)), timeout=300, poll=0.2)
+        pool.serve_proc.kill9()
+        log("coordinator killed; resuming")
+        pool.serve()
         pool.wait_serve(timeout=900, agents_exit=True)
         log("2 epochs with local AdamW steps in %.1fs" %
             (time.monotonic() - t0))
