@@ -242,7 +242,7 @@ static int read_slot(struct gp_worker *w, enum gp_model_slot slot, float *dst)
 	return 0;
 }
 
-/* Writes dst's n_params floats into every tensor of a slot. */
+/* Writes src's n_params floats into every tensor of a slot. */
 static int write_slot(struct gp_worker *w, enum gp_model_slot slot,
 		      const float *src)
 {
