@@ -2,7 +2,8 @@
  * store: every step against a double-precision AdamW written here from
  * PyTorch's definition, with clipping, staleness weights, decoupled
  * weight decay and bias correction; groups refused; the state through a
- * checkpoint and back; bad state refused. */
+ * checkpoint and back; bad state refused; an outer Nesterov around it,
+ * and a delta of local AdamW steps leaving its state alone. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -121,6 +122,69 @@ static void test_steps(void)
 	gp_optim_destroy(o);
 }
 
+/* With an outer Nesterov (gp_params_set_outer) the AdamW step is its
+ * inner step: w = w0 - lr_o (d + mu_o M), d the AdamW step's descent. A
+ * delta of an agent's local AdamW steps (gp_params_apply_delta) goes
+ * through the outer step too and leaves the coordinator's AdamW state
+ * (moments, step count) as it was. */
+static void test_outer(void)
+{
+	struct gp_optim_config c = { 0.9f, 0.95f, 1e-8f, 0.1f };
+	struct gp_params *p = store(0);
+	struct gp_optim *o;
+	struct ref r = { 0 };
+	float g[N], init[N], d[N];
+	double mo[N] = { 0 };
+	const double lr_o = 0.7, mu_o = 0.5;
+
+	for (size_t i = 0; i < N; i++)
+		r.w[i] = init[i] = (float)cos(i * 0.7);
+	ASSERT_OK(gp_params_set_tensor(p, 0, init, 25));
+	ASSERT_OK(gp_params_set_tensor(p, 1, init + 25, 12));
+	ASSERT_OK(gp_optim_create(&c, N, &o));
+	ASSERT_OK(gp_optim_attach(o, p));
+	ASSERT_OK(gp_params_set_outer(p, (float)lr_o, (float)mu_o));
+	for (unsigned s = 0; s < 3; s++) {
+		double w0[N];
+
+		random_grad(g, s);
+		memcpy(w0, r.w, sizeof(w0));
+		ref_step(&r, g, 1, 0.01, &c);
+		for (size_t i = 0; i < N; i++) {
+			double di = w0[i] - r.w[i];
+
+			mo[i] = mu_o * mo[i] + di;
+			r.w[i] = w0[i] - lr_o * (di + mu_o * mo[i]);
+		}
+		ASSERT_OK(gp_params_apply(p, g, N, NULL));
+		check_close(p, &r);
+	}
+	ASSERT_EQ(gp_optim_steps(o), 3);
+	/* A delta: the outer step's descent; AdamW's state untouched. */
+	{
+		struct gp_params_delta dl = {
+			.d = d, .lr_sum = 0.02, .count = 2, .scale = 1,
+		};
+		float m0 = gp_optim_m(o)[5], v0 = gp_optim_v(o)[5];
+
+		for (size_t i = 0; i < N; i++) {
+			double w0 = r.w[i];
+
+			d[i] = 0.001f * (float)(1 + i % 4);
+			mo[i] = mu_o * mo[i] + d[i];
+			r.w[i] = w0 - lr_o * (d[i] + mu_o * mo[i]);
+		}
+		ASSERT_OK(gp_params_apply_delta(p, &dl, N, NULL));
+		check_close(p, &r);
+		ASSERT_EQ(gp_optim_steps(o), 3);
+		ASSERT(gp_optim_m(o)[5] == m0 && gp_optim_v(o)[5] == v0);
+		ASSERT_EQ(gp_params_updates(p), 5);
+	}
+	ASSERT_OK(gp_optim_attach(NULL, p));
+	gp_params_destroy(p);
+	gp_optim_destroy(o);
+}
+
 static void test_checkpoint(void)
 {
 	struct gp_optim_config c = { 0.8f, 0.99f, 1e-6f, 0 };
@@ -195,6 +259,7 @@ static void test_refusals(void)
 int main(void)
 {
 	test_steps();
+	test_outer();
 	test_checkpoint();
 	test_refusals();
 	printf("optim: ok\n");
