@@ -1038,7 +1038,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				   mb->samples, px, dtype, lb,
 				   (m->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
 				   mb->momentum,
-				   (m->caps & GP_CAP_SUMS) ? mb->group : 0) < 0)
+				   (m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ?
+					   mb->group : 0) < 0)
 		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
 			     mb->minibatch);
 	else

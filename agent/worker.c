@@ -69,6 +69,10 @@ struct group {
  * backend keeps the copy the next minibatch computes with). */
 struct inner {
 	bool on;
+	/* Asked for (on, or its state could not be allocated): every
+	 * minibatch must then be answered by a delta or not at all, as the
+	 * coordinator refuses a gradient from such an agent. */
+	bool want;
 	struct gp_worker_inner cfg;
 	uint64_t t;               /* steps taken this session */
 	float *m, *v, *w, *g;     /* n_params each */
@@ -277,12 +281,14 @@ static int inner_reset(struct gp_worker *w, const struct gp_worker_inner *cfg)
 	inner_free(in);
 	if (!cfg->on)
 		return 0;
+	in->want = true;
 	in->m = calloc(n, sizeof(float));
 	in->v = calloc(n, sizeof(float));
 	in->w = malloc(n * sizeof(float));
 	in->g = malloc(n * sizeof(float));
 	if (!in->m || !in->v || !in->w || !in->g) {
 		inner_free(in);
+		in->want = true;
 		return -ENOMEM;
 	}
 	in->cfg = *cfg;
@@ -714,7 +720,7 @@ static void *thread_main(void *arg)
 			r = inner_reset(w, &j->inner);
 			if (r < 0)
 				gp_warn("no memory for local AdamW steps: %s; "
-					"answering with gradients",
+					"the next minibatch fails",
 					strerror(-r));
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
@@ -767,14 +773,24 @@ static void *thread_main(void *arg)
 				 * in a group, a lone one a group of one. */
 				bool open = j->group > 1 ||
 					    (w->inner.on && !w->grp.left);
+				int fail = 0;
 
-				if (open && (r = group_open(w, j)) < 0)
+				if (open && (r = group_open(w, j)) < 0) {
 					gp_warn("cannot open a group of %u minibatches "
 						"(%s); answering them one by one",
 						j->group, strerror(-r));
+					if (w->inner.want)
+						fail = r;
+				} else if (w->inner.want && !w->inner.on) {
+					fail = -ENOMEM;
+				}
 				uint64_t cpu0 = process_cpu_us();
 
 				res = compute(w, j);
+				/* A gradient instead of a delta would be
+				 * refused: the session restarts instead. */
+				if (fail && res->error == 0)
+					res->error = fail;
 				step_us = rest_basis(w, res->compute_us,
 						     process_cpu_us() - cpu0);
 				if (w->grp.left)

@@ -472,6 +472,11 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0 && ((u->form == GP_UPDATE_SUMS && !(m->caps & GP_CAP_SUMS)) ||
 		       (u->form == GP_UPDATE_DELTA &&
 			!(m->caps & GP_CAP_INNER_ADAMW)) ||
+		       /* A gradient would be the coordinator's AdamW step
+			* while the agent's copy took its own: the two
+			* copies would part without a pull to mend them. */
+		       (u->form != GP_UPDATE_DELTA &&
+			(m->caps & GP_CAP_INNER_ADAMW)) ||
 		       u->parts > 1))
 		r = GP_REASON_SHAPE;
 	if (r == 0)

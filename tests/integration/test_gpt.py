@@ -216,6 +216,17 @@ def inner_adamw():
         log("applied minibatches by agent: %r" % (per_agent,))
         check(len(per_agent) == 2 and all(n > 0 for _, n in per_agent),
               "both agents' deltas applied: %r" % (per_agent,))
+        # A run of local steps goes as one delta: its rows share the
+        # message's receive time. One delta a minibatch (the agent not
+        # keeping MINIBATCH.group) would send the whole model each step.
+        msgs = pool.query("SELECT COUNT(*) FROM (SELECT DISTINCT agent_id,"
+                          " received_at FROM updates WHERE job_id = ? AND " +
+                          pool.applied_filter() + ")",
+                          (pool.job_id(),))[0][0]
+        rows = sum(n for _, n in per_agent)
+        log("%d minibatches applied from %d deltas" % (rows, msgs))
+        check(msgs * 2 <= rows, "%d deltas for %d minibatches: the runs "
+              "were not grouped" % (msgs, rows))
 
 
 def test():

@@ -482,6 +482,13 @@ static void test_delta(void)
 	ASSERT_EQ(f.rows[3].outcome, GP_UPDATE_REJECTED);
 	ASSERT_UINT_EQ(gp_params_updates(f.params), 2);
 	ASSERT_NEAR(param(&f, 0), p0[0] - d[0], 1e-6);
+	/* A plain gradient from an agent with local AdamW steps would be
+	 * the coordinator's step while its copy took its own: refused. */
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, GP_WORK_BASE), GP_WORK_BASE);
+	ASSERT_EQ(gp_apply_update(&f.pool, m, fx_plain(&x, ids[0], 1, d), 1),
+		  GP_REASON_SHAPE);
+	ASSERT_UINT_EQ(gp_params_updates(f.params), 2);
+	ASSERT_NEAR(param(&f, 0), p0[0] - d[0], 1e-6);
 	{
 		/* The store's own checks: just inside the bound, then a
 		 * NaN. */
