@@ -255,6 +255,15 @@ static int parse_lr_schedule(void *target, const char *value, char *why,
 	return 0;
 }
 
+double gp_job_adamw_ratio(const struct gp_job *job)
+{
+	double b1 = job->beta1, b2 = job->beta2;
+
+	if (b2 <= 0 || b1 * b1 >= b2)
+		return INFINITY;
+	return (1 - b1) / sqrt((1 - b2) * (1 - b1 * b1 / b2));
+}
+
 double gp_job_lr_at(const struct gp_job *job, uint64_t index, uint64_t total,
 		    uint64_t per_epoch)
 {
@@ -563,6 +572,17 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "%s: inner_optimizer = adamw needs optimizer = adamw "
 			 "in [train] (its settings are the job's AdamW's)",
 			 name);
+		return -EINVAL;
+	}
+	if (job->inner_optimizer == GP_INNER_ADAMW &&
+	    !(gp_job_adamw_ratio(job) <= GP_JOB_INNER_RATIO_MAX)) {
+		snprintf(err, errlen,
+			 "%s: inner_optimizer = adamw needs betas that bound "
+			 "a step: beta1^2 < beta2 and (1 - beta1) / sqrt((1 - "
+			 "beta2) (1 - beta1^2 / beta2)) at most %g in [train] "
+			 "(beta1 %g and beta2 %g give %g)", name,
+			 GP_JOB_INNER_RATIO_MAX,
+			 job->beta1, job->beta2, gp_job_adamw_ratio(job));
 		return -EINVAL;
 	}
 	if (job->outer_optimizer != GP_OUTER_NONE &&

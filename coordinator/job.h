@@ -250,6 +250,16 @@ int gp_job_parse(const char *name, const char *data, size_t len,
 int gp_job_parse_file(const char *path, struct gp_job *ret, char *err,
 		      size_t errlen);
 
+/* A bound on |m^| / sqrt(v^) of AdamW at these betas (Cauchy-Schwarz
+ * over the moments' weights: (1 - b1) / sqrt((1 - b2) (1 - b1^2 / b2))),
+ * about 1.2 for 0.9 / 0.95 and 7.3 for 0.9 / 0.999; infinity when
+ * beta1^2 >= beta2, where no bound holds. inner_optimizer = adamw needs
+ * it at most GP_JOB_INNER_RATIO_MAX, half the per-step allowance of a
+ * delta (GP_PARAMS_DELTA_STEP_MAX), so that the bias correction's first
+ * steps stay inside it. */
+#define GP_JOB_INNER_RATIO_MAX 50.0
+double gp_job_adamw_ratio(const struct gp_job *job);
+
 /* The learning rate for minibatch `index` (0-based, counted over the whole
  * job: epoch * minibatches_per_epoch + i) of a job with `total` minibatches
  * of `per_epoch` each: warm-up ramp, then the schedule. */

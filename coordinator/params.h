@@ -238,8 +238,10 @@ struct gp_params_delta {
 
 /* A sanity bound on a delta, per parameter: an AdamW step moves w_i by
  * lr (|m^/(sqrt(v^) + eps)| + weight_decay |w_i|), and |m^|/sqrt(v^) is
- * 1 at the first step and a few at most later for beta1^2 < beta2 (about
- * 1.2 for nanoGPT's 0.9 / 0.95, 7.3 for 0.9 / 0.999). With reject_norm
+ * 1 at the first step and later at most gp_job_adamw_ratio() (about 1.2
+ * for nanoGPT's 0.9 / 0.95, 7.3 for 0.9 / 0.999), which a job with
+ * inner_optimizer = adamw keeps at most GP_JOB_INNER_RATIO_MAX (job.h),
+ * half of this. With reject_norm
  * on, a delta with some |d_i| > lr_sum * GP_PARAMS_DELTA_STEP_MAX *
  * (1 + |w_i|) is refused (GP_REASON_NORM): it cannot come from the steps
  * it claims. */

@@ -231,6 +231,20 @@ static void test_errors(void)
 		     "inner_optimizer = adamw\n",
 		     "t.job: inner_optimizer = adamw needs optimizer = adamw "
 		     "in [train] (its settings are the job's AdamW's)");
+	/* Betas under which an AdamW step has no small bound: an honest
+	 * delta could pass the coordinator's sanity bound. */
+	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adamw\n"
+		     "beta2 = 0.999999\ninner_optimizer = adamw\n",
+		     "t.job: inner_optimizer = adamw needs betas that bound "
+		     "a step: beta1^2 < beta2 and (1 - beta1) / sqrt((1 - "
+		     "beta2) (1 - beta1^2 / beta2)) at most 50 in [train] "
+		     "(beta1 0.9 and beta2 0.999999 give 229.416)");
+	expect_error("[model]\nspec = 784-10\n[train]\noptimizer = adamw\n"
+		     "beta1 = 0.99\nbeta2 = 0.95\ninner_optimizer = adamw\n",
+		     "t.job: inner_optimizer = adamw needs betas that bound "
+		     "a step: beta1^2 < beta2 and (1 - beta1) / sqrt((1 - "
+		     "beta2) (1 - beta1^2 / beta2)) at most 50 in [train] "
+		     "(beta1 0.99 and beta2 0.95 give inf)");
 	expect_error("[model]\nspec = 784-10\n[train]\n"
 		     "inner_optimizer = lion\n",
 		     "t.job:4: bad value for 'inner_optimizer' in [train]: "
