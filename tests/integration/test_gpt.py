@@ -77,6 +77,28 @@ def checkpoint_sections(blob):
     return out
 
 
+def token_job(pool, *corpora, verbose=False):
+    """Turns the fortunes corpora named into the pool's token files and
+    writes its job with MODEL over them; returns the token directory."""
+    tok = os.path.join(pool.dir, "tokens")
+    r = subprocess.run([gp_tokens(), tok] +
+                       [os.path.join(CORPUS, c) for c in corpora],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
+    if verbose:
+        log(r.stdout.strip())
+    # The windows of the model's 64 tokens: (train tokens - 1) / 64.
+    train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
+    pool.train_samples = (train_tokens - 1) // 64
+    model = os.path.join(pool.dir, "gpt.model")
+    with open(model, "w") as f:
+        f.write(MODEL)
+    pool.job["model"]["file"] = model
+    pool.job["data"]["dir"] = tok
+    pool.write_job()
+    return tok
+
+
 def shipped_job_parses():
     ini = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
     ini.read(os.path.join(ETC, "gpt.ini"))
@@ -98,19 +120,7 @@ def lost_evaluation():
                             "checkpoint_interval": "40 minibatches"},
                      data={"set": "tokens"},
                      pool={"int8": "false"}) as pool:
-        tok = os.path.join(pool.dir, "tokens")
-        r = subprocess.run([gp_tokens(), tok,
-                            os.path.join(CORPUS, "computers")],
-                           capture_output=True, text=True, timeout=60)
-        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
-        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
-        pool.train_samples = (train_tokens - 1) // 64
-        model = os.path.join(pool.dir, "gpt.model")
-        with open(model, "w") as f:
-            f.write(MODEL)
-        pool.job["model"]["file"] = model
-        pool.job["data"]["dir"] = tok
-        pool.write_job()
+        tok = token_job(pool, "computers")
         pool.serve()
         for a in pool.agents(2):
             a.run(delay_ms=10, extra=("--data-dir", tok))
@@ -160,20 +170,7 @@ def inner_adamw():
                             "checkpoint_interval": "5s"},
                      data={"set": "tokens"},
                      pool={"int8": "false", "clip_grad_norm": 1}) as pool:
-        tok = os.path.join(pool.dir, "tokens")
-        r = subprocess.run([gp_tokens(), tok,
-                            os.path.join(CORPUS, "fortunes"),
-                            os.path.join(CORPUS, "computers")],
-                           capture_output=True, text=True, timeout=60)
-        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
-        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
-        pool.train_samples = (train_tokens - 1) // 64
-        model = os.path.join(pool.dir, "gpt.model")
-        with open(model, "w") as f:
-            f.write(MODEL)
-        pool.job["model"]["file"] = model
-        pool.job["data"]["dir"] = tok
-        pool.write_job()
+        tok = token_job(pool, "fortunes", "computers")
         pool.serve()
         t0 = time.monotonic()
         a, b = pool.agents(2)
@@ -241,22 +238,7 @@ def test():
                             "checkpoint_interval": "5s"},
                      data={"set": "tokens"},
                      pool={"int8": "false", "clip_grad_norm": 1}) as pool:
-        tok = os.path.join(pool.dir, "tokens")
-        r = subprocess.run([gp_tokens(), tok,
-                            os.path.join(CORPUS, "fortunes"),
-                            os.path.join(CORPUS, "computers")],
-                           capture_output=True, text=True, timeout=60)
-        check(r.returncode == 0, "gp-tokens failed: %s" % r.stderr)
-        log(r.stdout.strip())
-        # The windows of the model's 64 tokens: (train tokens - 1) / 64.
-        train_tokens = int(r.stdout.split("train.tok ")[1].split()[0])
-        pool.train_samples = (train_tokens - 1) // 64
-        model = os.path.join(pool.dir, "gpt.model")
-        with open(model, "w") as f:
-            f.write(MODEL)
-        pool.job["model"]["file"] = model
-        pool.job["data"]["dir"] = tok
-        pool.write_job()
+        tok = token_job(pool, "fortunes", "computers", verbose=True)
         pool.serve()
         a, b = pool.agents(2)
         t0 = time.monotonic()
