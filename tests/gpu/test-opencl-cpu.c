@@ -615,6 +615,7 @@ int main(void)
 	gp_model_destroy(mcpu);
 	gp_backend_destroy(cl);
 	gp_backend_destroy(cpu);
+	TEST_LEAK_CHECK();
 	printf("ok\n");
 	return 0;
 }

@@ -532,6 +532,7 @@ int main(void)
 	check_models(be, rng_next());
 	gp_backend_destroy(be[0]);
 	gp_backend_destroy(be[1]);
+	TEST_LEAK_CHECK();
 	printf("ok\n");
 	return 0;
 }

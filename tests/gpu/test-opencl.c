@@ -602,6 +602,7 @@ int main(void)
 	ASSERT_OK(gp_backend_finish(be));
 	gp_backend_destroy(be);
 	gp_backend_destroy(NULL);
+	TEST_LEAK_CHECK();
 	printf("ok\n");
 	return 0;
 }
