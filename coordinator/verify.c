@@ -34,10 +34,6 @@
  * updates since its last (as robust.c drops its momentum): it is gone or
  * idle, and its updates can no longer be taken back. */
 #define IDLE_STEPS 2048
-/* The effects kept in all (16 bytes per parameter per stretch) stay under
- * this; beyond it a member's updates are applied without a way back
- * (logged once). */
-#define MAX_KEPT_BYTES (UINT64_C(1) << 30)
 
 /* A stretch of a member's applied updates: their effect, as two sums
  * (verify.h: the parameters' part is a - C b, the momentum's M b), and
@@ -102,6 +98,7 @@ struct gp_verify {
 	uint64_t next_tag;
 	uint64_t steps;         /* updates applied */
 	size_t segs;            /* stretches kept, all members */
+	uint64_t kept_max;      /* their bytes' limit (env.kept_bytes) */
 	bool full_logged;
 	struct gp_backend *be;  /* the thread pool's, created there */
 	struct gp_model *model;
@@ -157,6 +154,7 @@ int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
 		return -ENOMEM;
 	v->pool = pool;
 	v->env = *env;
+	v->kept_max = env->kept_bytes ? env->kept_bytes : GP_VERIFY_KEPT_BYTES;
 	v->rng = seed;
 	v->M = 1;
 	v->w_old = malloc(n * sizeof(float));
@@ -515,11 +513,11 @@ static struct seg *open_seg(struct gp_verify *v, struct record *rec,
 
 	if (rec->tail && !rec->tail->tag)
 		return rec->tail;
-	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(double) > MAX_KEPT_BYTES) {
+	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(double) > v->kept_max) {
 		if (!v->full_logged)
 			gp_warn("verification: %zu stretches of updates kept "
 				"(%" PRIu64 " MiB); further ones cannot be taken "
-				"back", v->segs, MAX_KEPT_BYTES >> 20);
+				"back", v->segs, v->kept_max >> 20);
 		v->full_logged = true;
 		return NULL;
 	}

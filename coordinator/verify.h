@@ -94,7 +94,17 @@ struct gp_verify_env {
 	 * waits for it to finish); may be NULL. */
 	void (*idle)(void *ctx);
 	void *ctx;
+	/* The members' kept effects (two doubles per parameter per stretch
+	 * of unverified updates) stay within this many bytes; 0:
+	 * GP_VERIFY_KEPT_BYTES. Beyond it a member's updates are applied
+	 * without a way back (logged once). */
+	uint64_t kept_bytes;
 };
+
+/* 256 MiB, as robust aggregation's momenta (robust.h): within the
+ * coordinator's memory target at 10,000 members (docs/performance.md
+ * "Scale": with 1 GiB it was most of serve's 1.3 GiB). */
+#define GP_VERIFY_KEPT_BYTES (UINT64_C(256) << 20)
 
 /* Creates the verifier of pool (borrowed; its params, sched and n_params
  * set; must outlive it), with the job's settings, seeded from seed (the

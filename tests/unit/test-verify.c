@@ -240,6 +240,48 @@ static void test_take_back(void)
 	free(zero);
 }
 
+/* The kept effects stay within env.kept_bytes: with room for two
+ * stretches, a third member's update is applied without a way back, the
+ * first two members' can still be taken back. */
+static void test_kept_budget(void)
+{
+	struct gp_tensor_shape shapes[] = { { "w", 8, 4 } };
+	struct gp_params_config cfg = { .lr = 0.05f, .momentum = 0.9f };
+	struct gp_sched_config sc = { .n_samples = 100, .batch_size = 10,
+				      .epochs = 1, .seed = 1 };
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9 };
+	struct gp_member ms[3] = { { .agent_id = 1 }, { .agent_id = 2 },
+				   { .agent_id = 3 } };
+	struct gp_pool pool = {0};
+	struct gp_verify_env env = {0};
+	struct gp_verify *v;
+	struct gp_params *p;
+	float g[32];
+
+	ASSERT_OK(gp_params_create(&cfg, shapes, 1, &p));
+	for (size_t i = 0; i < 32; i++)
+		g[i] = (float)noise();
+	pool.job = &job;
+	pool.params = p;
+	pool.n_params = 32;
+	ASSERT_OK(gp_sched_create(&sc, &pool.sched));
+	env.kept_bytes = 2 * 32 * 2 * sizeof(double);
+	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
+	pool.verify = v;
+	for (uint64_t t = 0; t < 3; t++) {
+		gp_verify_before_step(&pool);
+		ASSERT_OK(gp_params_apply(p, g, 32, NULL));
+		gp_verify_applied(&pool, &ms[t], &t, 1, 0.05 * 0.9f, 0.9f);
+	}
+	ASSERT_EQ(gp_verify_take_back(v, 3), 0);
+	ASSERT_EQ(gp_verify_take_back(v, 1), 1);
+	ASSERT_EQ(gp_verify_take_back(v, 2), 1);
+	gp_verify_destroy(v);
+	gp_sched_destroy(pool.sched);
+	gp_params_destroy(p);
+}
+
 /* A pull for a clock whose work is still on its way is never picked: that
  * work's update, computed from the copy before, would arrive first and be
  * compared with the copy this pull sends (a false mismatch after a
@@ -274,5 +316,6 @@ int main(void)
 	test_detection();
 	test_allowance();
 	test_take_back();
+	test_kept_budget();
 	return 0;
 }
