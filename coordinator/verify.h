@@ -102,8 +102,8 @@ struct gp_verify_env {
 };
 
 /* 256 MiB, as robust aggregation's momenta (robust.h): within the
- * coordinator's memory target at 10,000 members (docs/performance.md
- * "Scale": with 1 GiB it was most of serve's 1.3 GiB). */
+ * coordinator's memory target (docs/performance.md "Scale": at 1,000
+ * simulated agents the effects were 345 MiB of serve's 625). */
 #define GP_VERIFY_KEPT_BYTES (UINT64_C(256) << 20)
 
 /* Creates the verifier of pool (borrowed; its params, sched and n_params
