@@ -56,7 +56,9 @@ bool gp_wqueue_writing(const struct gp_wqueue *q)
 }
 
 /* A buffer of at least need bytes: the first cached one that is large
- * enough (most recently used first: the warmest), else a new one. */
+ * enough (most recently used first: the warmest), else a new one, of
+ * GP_WQUEUE_BUF_SMALL at least when nothing is pending and of
+ * GP_WQUEUE_BUF_MIN during a burst. */
 static struct gp_wqueue_buf *buf_get(struct gp_wqueue *q, size_t need)
 {
 	struct gp_wqueue_buf **pp, *b;
@@ -74,7 +76,9 @@ static struct gp_wqueue_buf *buf_get(struct gp_wqueue *q, size_t need)
 			return b;
 		}
 	}
-	cap = need < GP_WQUEUE_BUF_MIN ? GP_WQUEUE_BUF_MIN : need;
+	cap = q->head ? GP_WQUEUE_BUF_MIN : GP_WQUEUE_BUF_SMALL;
+	if (cap < need)
+		cap = need;
 	b = malloc(sizeof(*b) + cap);
 	if (!b)
 		return NULL;

@@ -578,11 +578,12 @@ static void test_partial(void)
 	uint8_t *base;
 
 	pair_create(&s, &p);
-	seal(&s, 5000);
-	seal(&s, 3000);
+	/* Both in the first, small buffer. */
+	seal(&s, 2000);
+	seal(&s, 1500);
 	ASSERT(gp_wqueue_peek(&s.q, &span));
 	base = span.iov_base;
-	ASSERT_EQ(span.iov_len, 2 * OVERHEAD + 8000);
+	ASSERT_EQ(span.iov_len, 2 * OVERHEAD + 3500);
 	for (size_t i = 0; i < 100; i++) {
 		ASSERT_EQ(write_sync(&s, &p, 1), 1);
 		ASSERT(gp_wqueue_peek(&s.q, &span));
@@ -640,6 +641,41 @@ static void test_batches(void)
 	pair_destroy(&s, &p);
 }
 
+/* Buffer sizes: a record queued while nothing is pending takes a small
+ * buffer (an idle connection's heartbeat echo holds 4 KiB, not 64), one
+ * that does not fit behind it during a burst a GP_WQUEUE_BUF_MIN one, a
+ * larger record a buffer of its size; and each goes back to the cache at
+ * its size. */
+static void test_sizes(void)
+{
+	struct gp_wqueue q;
+	struct iovec iov[4];
+
+	gp_wqueue_init(&q);
+	ASSERT_NOT_NULL(gp_wqueue_reserve(&q, 100));
+	gp_wqueue_commit(&q, 100);
+	ASSERT_NOT_NULL(gp_wqueue_reserve(&q, GP_WQUEUE_BUF_SMALL));
+	gp_wqueue_commit(&q, GP_WQUEUE_BUF_SMALL);
+	ASSERT_NOT_NULL(gp_wqueue_reserve(&q, GP_WQUEUE_BUF_MIN + 1));
+	gp_wqueue_commit(&q, GP_WQUEUE_BUF_MIN + 1);
+	ASSERT_EQ(gp_wqueue_start_write(&q, iov, 4), 3);
+	ASSERT_EQ(iov[0].iov_len, 100);
+	ASSERT_EQ(iov[1].iov_len, GP_WQUEUE_BUF_SMALL);
+	gp_wqueue_write_done(&q);
+	ASSERT_EQ(q.n_cache, 3);
+	ASSERT_UINT_EQ(q.cache_bytes, GP_WQUEUE_BUF_SMALL + GP_WQUEUE_BUF_MIN +
+					      GP_WQUEUE_BUF_MIN + 1);
+	gp_wqueue_finish(&q);
+
+	/* Quiet again, without a cache: small. */
+	ASSERT_NOT_NULL(gp_wqueue_reserve(&q, 50));
+	gp_wqueue_commit(&q, 50);
+	ASSERT_EQ(gp_wqueue_start_write(&q, iov, 4), 1);
+	gp_wqueue_write_done(&q);
+	ASSERT_UINT_EQ(q.cache_bytes, GP_WQUEUE_BUF_SMALL);
+	gp_wqueue_finish(&q);
+}
+
 int main(void)
 {
 	ASSERT_OK(gp_noise_init());
@@ -650,5 +686,6 @@ int main(void)
 	test_recycling();
 	test_partial();
 	test_batches();
+	test_sizes();
 	return 0;
 }
