@@ -7,6 +7,7 @@
 #include "ledger-impl.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ void gp_ledger_batch_free(struct gp_ledger_batch *b)
 {
 	free(b->ups);
 	free(b->rejs);
+	free(b->notes);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -40,7 +42,7 @@ void gp_ledger_set_batching(struct gp_ledger *l, size_t flush_rows,
 
 static size_t batch_rows(const struct gp_ledger_batch *b)
 {
-	return b->n_ups + b->n_rejs;
+	return b->n_ups + b->n_rejs + b->n_notes;
 }
 
 /* With buf_lock held. */
@@ -51,9 +53,11 @@ static bool due_locked(const struct gp_ledger *l, int64_t now)
 	return n > 0 && (n >= l->flush_rows || now - l->oldest_at >= l->flush_ms);
 }
 
-/* Adds one row to the pending batch; `at` is its time for the age test. */
+/* Adds one row (u, rj or note: the one that is not NULL) to the pending
+ * batch; `at` is its time for the age test. */
 static int append(struct gp_ledger *l, const struct gp_ledger_update *u,
-		  const struct gp_ledger_rejection *rj, int64_t at)
+		  const struct gp_ledger_rejection *rj,
+		  const struct gp_ledger_agent_note *note, int64_t at)
 {
 	struct gp_ledger_batch *b = &l->pending;
 	int r;
@@ -70,6 +74,12 @@ static int append(struct gp_ledger *l, const struct gp_ledger_update *u,
 		if (r < 0)
 			goto out;
 		b->ups[b->n_ups++] = *u;
+	} else if (note) {
+		r = gp_array_grow((void **)&b->notes, &b->cap_notes, b->n_notes,
+				  sizeof(*note));
+		if (r < 0)
+			goto out;
+		b->notes[b->n_notes++] = *note;
 	} else {
 		r = gp_array_grow((void **)&b->rejs, &b->cap_rejs, b->n_rejs,
 			 sizeof(*rj));
@@ -91,7 +101,7 @@ int gp_ledger_update_append(struct gp_ledger *l,
 	if (!u || (unsigned)u->outcome >= sizeof(outcome_names) /
 						  sizeof(outcome_names[0]))
 		return -EINVAL;
-	return append(l, u, NULL, u->received_at);
+	return append(l, u, NULL, NULL, u->received_at);
 }
 
 int gp_ledger_rejection_append(struct gp_ledger *l,
@@ -99,7 +109,37 @@ int gp_ledger_rejection_append(struct gp_ledger *l,
 {
 	if (!rj)
 		return -EINVAL;
-	return append(l, NULL, rj, rj->at);
+	return append(l, NULL, rj, NULL, rj->at);
+}
+
+int gp_ledger_agent_connected_append(struct gp_ledger *l, int64_t id,
+				     int delta, int64_t at)
+{
+	struct gp_ledger_agent_note n = {
+		.kind = delta > 0 ? GP_NOTE_CONNECTED : GP_NOTE_DISCONNECTED,
+		.agent_id = id, .at = at };
+
+	return append(l, NULL, NULL, &n, at);
+}
+
+int gp_ledger_agent_left_append(struct gp_ledger *l, int64_t id, int64_t at)
+{
+	struct gp_ledger_agent_note n = { .kind = GP_NOTE_LEFT, .agent_id = id,
+					  .at = at };
+
+	return append(l, NULL, NULL, &n, at ? at : gp_now_ms());
+}
+
+int gp_ledger_agent_link_append(struct gp_ledger *l, int64_t id,
+				double link_bps, double sync_ms, int64_t at)
+{
+	struct gp_ledger_agent_note n = { .kind = GP_NOTE_LINK, .agent_id = id,
+					  .at = at, .link_bps = link_bps,
+					  .sync_ms = sync_ms };
+
+	if (!isfinite(link_bps) || !isfinite(sync_ms))
+		return -EINVAL;
+	return append(l, NULL, NULL, &n, at);
 }
 
 bool gp_ledger_flush_due(struct gp_ledger *l, int64_t now)
@@ -181,6 +221,9 @@ static void give_back(struct gp_ledger *l, struct gp_ledger_batch *b)
 	joined.n_rejs = joined.cap_rejs = b->n_rejs + p->n_rejs;
 	joined.rejs = concat(b->rejs, b->n_rejs, p->rejs, p->n_rejs,
 			     sizeof(*joined.rejs), &failed);
+	joined.n_notes = joined.cap_notes = b->n_notes + p->n_notes;
+	joined.notes = concat(b->notes, b->n_notes, p->notes, p->n_notes,
+			      sizeof(*joined.notes), &failed);
 	if (failed) {
 		/* Keep the newer rows; the older ones cannot be requeued. */
 		l->dropped += batch_rows(b);
@@ -268,19 +311,59 @@ static int write_rejections(struct gp_ledger *l,
 	return r < 0 ? r : written;
 }
 
+/* The agents' notes, in the order they were made (a connection's +1
+ * before its -1). A note about an agent that is not there changes
+ * nothing. Returns notes written or a negative errno. */
+static int write_notes(struct gp_ledger *l,
+		       const struct gp_ledger_agent_note *notes, size_t n)
+{
+	static const char *const sql[GP_NOTE_KINDS] = {
+		[GP_NOTE_CONNECTED] = GP_SQL_AGENT_CONNECTED,
+		[GP_NOTE_DISCONNECTED] = GP_SQL_AGENT_DISCONNECTED,
+		[GP_NOTE_LEFT] = GP_SQL_AGENT_LEFT,
+		[GP_NOTE_LINK] = GP_SQL_AGENT_LINK,
+	};
+	sqlite3_stmt *st[GP_NOTE_KINDS] = { NULL };
+	int written = 0, r = 0;
+
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		const struct gp_ledger_agent_note *nt = &notes[i];
+		unsigned k = nt->kind;
+
+		if (!st[k])
+			r = gp_db_prepare(&l->c, sql[k], &st[k]);
+		if (r < 0)
+			break;
+		sqlite3_reset(st[k]);
+		r = k == GP_NOTE_LINK ?
+			    gp_db_bind(&l->c, st[k], "iiff", nt->agent_id,
+				       nt->at, nt->link_bps, nt->sync_ms) :
+			    gp_db_bind(&l->c, st[k], "ii", nt->agent_id, nt->at);
+		if (r == 0)
+			r = step_row(l, st[k], "cannot write an agent's state");
+		written += r > 0;
+	}
+	for (unsigned k = 0; k < GP_NOTE_KINDS; k++)
+		sqlite3_finalize(st[k]);
+	return r < 0 ? r : written;
+}
+
 /* Writes a batch inside the caller's transaction (lock held). A row the
  * database refuses by a constraint (an unknown agent or job id: a caller's
  * bug) is dropped and counted, so that one bad row cannot wedge the log;
  * any other error aborts. Returns rows written or a negative errno. */
 static int write_batch(struct gp_ledger *l, const struct gp_ledger_batch *b)
 {
-	int ups, rejs;
+	int ups, rejs, notes;
 
 	ups = write_updates(l, b->ups, b->n_ups);
 	if (ups < 0)
 		return ups;
 	rejs = write_rejections(l, b->rejs, b->n_rejs);
-	return rejs < 0 ? rejs : ups + rejs;
+	if (rejs < 0)
+		return rejs;
+	notes = write_notes(l, b->notes, b->n_notes);
+	return notes < 0 ? notes : ups + rejs + notes;
 }
 
 int gp_ledger_flush(struct gp_ledger *l)

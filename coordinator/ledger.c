@@ -119,7 +119,7 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT '';",
 	/* 5: each agent's link as the coordinator last measured it, and the
 	 * clock length (sync interval) the links asked for then
-	 * (gp_ledger_agent_set_link) */
+	 * (gp_ledger_agent_link_append) */
 	"CREATE TABLE agent_links ("
 	"  agent_id INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,"
 	"  link_bps REAL NOT NULL,"
@@ -707,27 +707,6 @@ int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at)
 			  id, at, "agent");
 }
 
-int gp_ledger_agent_set_left(struct gp_ledger *l, int64_t id, int64_t at)
-{
-	return update_one(l, "UPDATE agents SET left_at = nullif(?2, 0) "
-			     "WHERE id = ?1",
-			  id, at, "agent");
-}
-
-int gp_ledger_agent_connected(struct gp_ledger *l, int64_t id, int delta,
-			      int64_t at)
-{
-	if (delta > 0)
-		return update_one(l, "UPDATE agents SET connections = "
-				     "connections + 1, left_at = NULL, last_seen = "
-				     "max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
-				  id, at, "agent");
-	return update_one(l, "UPDATE agents SET connections = "
-			     "max(connections - 1, 0), last_seen = "
-			     "max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
-			  id, at, "agent");
-}
-
 int gp_ledger_agents_disconnected(struct gp_ledger *l)
 {
 	int r;
@@ -736,22 +715,6 @@ int gp_ledger_agents_disconnected(struct gp_ledger *l)
 	r = gp_db_run(&l->c, "cannot reset connections",
 		      "UPDATE agents SET connections = 0 WHERE connections != 0",
 		      "");
-	pthread_mutex_unlock(&l->lock);
-	return r < 0 ? r : 0;
-}
-
-int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
-			     double sync_ms, int64_t at)
-{
-	int r;
-
-	if (!isfinite(link_bps) || !isfinite(sync_ms))
-		return -EINVAL;
-	pthread_mutex_lock(&l->lock);
-	r = gp_db_run(&l->c, "cannot record a link",
-		      "INSERT OR REPLACE INTO agent_links "
-		      "(agent_id, link_bps, sync_ms, at) VALUES (?1, ?2, ?3, ?4)",
-		      "iffi", id, link_bps, sync_ms, at);
 	pthread_mutex_unlock(&l->lock);
 	return r < 0 ? r : 0;
 }

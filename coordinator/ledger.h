@@ -4,13 +4,17 @@
  * schema table by table.
  *
  * Threads. Every function is safe to call from any thread: a mutex guards
- * the connection. All of them may block on the disk, so the coordinator
- * calls them from a worker thread, never from the libuv loop thread, with
- * two exceptions that never touch SQLite and only take a short in-memory
- * lock: gp_ledger_update_append() and gp_ledger_rejection_append(), and
- * gp_ledger_flush_due(). Those buffer rows that gp_ledger_flush() later
- * writes in one transaction, so that the update log costs one commit per
- * batch rather than one fsync per gradient.
+ * the connection. All of them may block on the disk (and wait for a flush
+ * or a checkpoint that holds the connection), so the coordinator calls them
+ * from a worker thread, except the few a handshake or a JOIN must answer
+ * from (serve.c on_verify, serve-join.c) and these, which never touch
+ * SQLite and only take a short in-memory lock:
+ * gp_ledger_update_append(), gp_ledger_rejection_append(), the agent
+ * notes (gp_ledger_agent_connected_append(),
+ * gp_ledger_agent_link_append()) and gp_ledger_flush_due(). Those buffer
+ * rows that gp_ledger_flush() later writes in one transaction, so that the
+ * update log costs one commit per batch rather than one fsync per
+ * gradient.
  *
  * Times are Unix times in milliseconds (UTC), given by the caller so that
  * tests are deterministic; 0 means "never" or "none" where a time may be
@@ -129,28 +133,8 @@ int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
  * keeps the first time. */
 int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 
-/* Records agent id's link as the coordinator measured it at `at`
- * (link_bps: bytes per second of its waiting on the wire) and the pool's
- * sync interval then (ms), replacing what was recorded. Returns 0,
- * -EINVAL for a non-finite value, or another negative errno. */
-int gp_ledger_agent_set_link(struct gp_ledger *l, int64_t id, double link_bps,
-			     double sync_ms, int64_t at);
-
 /* Records that an agent was heard from at `at` (heartbeats). */
 int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
-
-/* Marks an agent as having left the pool at `at` (it said BYE with reason
- * 0, "the volunteer left the pool"); at 0 clears the mark. Returns 0 or
- * -ENOENT. A member that left stays a member: its key may connect again,
- * which clears the mark (gp_ledger_agent_connected). */
-int gp_ledger_agent_set_left(struct gp_ledger *l, int64_t id, int64_t at);
-
-/* Counts a connection of the agent that serve accepted (delta > 0: it
- * joined; clears left_at) or closed (delta <= 0), and records last_seen =
- * at. A count, not a flag, because a new connection may replace an old
- * one before the old one's close is seen. Returns 0 or -ENOENT. */
-int gp_ledger_agent_connected(struct gp_ledger *l, int64_t id, int delta,
-			      int64_t at);
 
 /* Sets every agent's connection count to 0: serve calls it when it starts,
  * since a serve that was killed could not count its connections down. */
@@ -172,7 +156,7 @@ struct gp_ledger_agent_row {
 	int64_t last_clock; /* highest clock logged; -1 if none */
 	int64_t last_update_at;
 	int64_t updates_rolled_back; /* applied, then undone by a restore */
-	/* The link as last measured (gp_ledger_agent_set_link): bytes per
+	/* The link as last measured (gp_ledger_agent_link_append): bytes per
 	 * second, the pool's sync interval then, and when; 0: never. */
 	double link_bps;
 	double sync_ms;
@@ -487,6 +471,35 @@ int gp_ledger_update_append(struct gp_ledger *l,
 			    const struct gp_ledger_update *u);
 int gp_ledger_rejection_append(struct gp_ledger *l,
 			       const struct gp_ledger_rejection *r);
+
+/* Changes to an agent's row, made by serve's loop thread: buffered with the
+ * update log and written by the same flush, in the order they were made,
+ * so that 10,000 members' joins, closes and link figures never wait on
+ * SQLite (or on a flush or checkpoint holding the connection) on the loop.
+ * The owner's `agents` sees them within a flush interval; a serve that is
+ * killed loses what was not flushed (it counts every connection down when
+ * it starts again). A change to an agent that does not exist changes
+ * nothing. Each returns as gp_ledger_update_append.
+ *
+ * connected: counts a connection of the agent that serve accepted
+ * (delta > 0: it joined; clears left_at) or closed (delta <= 0), and
+ * records last_seen = at. A count, not a flag, because a new connection
+ * may replace an old one before the old one's close is seen.
+ *
+ * left: marks the agent as having left the pool at `at` (it said BYE with
+ * reason 0, "the volunteer left the pool"); at 0 clears the mark. A member
+ * that left stays a member: its key may connect again, which clears the
+ * mark.
+ *
+ * link: the agent's link as the coordinator measured it at `at` (link_bps:
+ * bytes per second of its waiting on the wire) and the pool's sync
+ * interval then (ms), replacing what was recorded; -EINVAL for a
+ * non-finite value. */
+int gp_ledger_agent_connected_append(struct gp_ledger *l, int64_t id,
+				     int delta, int64_t at);
+int gp_ledger_agent_left_append(struct gp_ledger *l, int64_t id, int64_t at);
+int gp_ledger_agent_link_append(struct gp_ledger *l, int64_t id,
+				double link_bps, double sync_ms, int64_t at);
 
 /* Sets the flush thresholds (defaults: 256 rows, 1000 ms). */
 void gp_ledger_set_batching(struct gp_ledger *l, size_t flush_rows,

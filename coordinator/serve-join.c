@@ -187,7 +187,7 @@ void gp_serve_handle_join(struct peer *p, struct gp_msg_join *j)
 	 * it (BYE 2 then means "reconnect now", protocol.md). */
 	p->m.caps |= j->caps & GP_CAP_JOBS;
 	/* For the owner's status and agents: connected now, not left. */
-	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
+	gp_ledger_agent_connected_append(srv->st.ledger, id, 1, gp_now_ms());
 
 	gp_msg_init(&m, GP_MSG_WELCOME);
 	m.u.welcome.agent_id = (uint64_t)id;
@@ -263,7 +263,7 @@ static void join_idle(struct peer *p, const struct gp_msg_join *j)
 	p->m.agent_id = id;
 	p->m.caps = GP_CAP_JOBS;
 	snprintf(p->m.name, sizeof(p->m.name), "%s", a.name);
-	gp_ledger_agent_connected(srv->st.ledger, id, 1, gp_now_ms());
+	gp_ledger_agent_connected_append(srv->st.ledger, id, 1, gp_now_ms());
 	gp_info("agent %" PRId64 " (%s) waits: the pool has no job", id,
 		p->m.addr);
 	gp_msg_init(&m, GP_MSG_WELCOME);

@@ -684,7 +684,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 			m.u.bye.text);
 		/* Reason 0 is the volunteer leaving the pool (protocol.md). */
 		if ((p->m.joined || p->idle) && m.u.bye.reason == GP_BYE_NORMAL)
-			gp_ledger_agent_set_left(p->srv->st.ledger, p->m.agent_id,
+			gp_ledger_agent_left_append(p->srv->st.ledger, p->m.agent_id,
 						 gp_now_ms());
 		gp_serve_close(p, GP_BYE_NORMAL, "bye");
 		break;
@@ -724,14 +724,14 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	if (p->m.joined) {
 		size_t back = gp_members_leave(&srv->pool, &p->m);
 
-		gp_ledger_agent_connected(srv->st.ledger, p->m.agent_id, -1,
-					  gp_now_ms());
+		gp_ledger_agent_connected_append(srv->st.ledger, p->m.agent_id,
+						 -1, gp_now_ms());
 		gp_info("agent %" PRId64 " (%s) left: %s: %s; %zu minibatch(es) back "
 			"in the queue", p->m.agent_id, p->m.addr,
 			gp_channel_close_reason_name(reason), text, back);
 	} else if (p->idle) {
-		gp_ledger_agent_connected(srv->st.ledger, p->m.agent_id, -1,
-					  gp_now_ms());
+		gp_ledger_agent_connected_append(srv->st.ledger, p->m.agent_id,
+						 -1, gp_now_ms());
 		gp_debug("agent %" PRId64 " (%s) waiting for a job left: %s: %s",
 			 p->m.agent_id, p->m.addr,
 			 gp_channel_close_reason_name(reason), text);
@@ -876,8 +876,8 @@ static void save_links(struct server *srv, int64_t now)
 		    (!moved(a.link_bps, p->link_saved_bps) &&
 		     !moved(sync_ms, p->sync_saved_ms)))
 			continue;
-		if (gp_ledger_agent_set_link(srv->st.ledger, p->m.agent_id,
-					     a.link_bps, sync_ms, now) < 0) {
+		if (gp_ledger_agent_link_append(srv->st.ledger, p->m.agent_id,
+						a.link_bps, sync_ms, now) < 0) {
 			gp_warn("cannot record agent %" PRId64 "'s link: %s",
 				p->m.agent_id, gp_ledger_error(srv->st.ledger));
 			continue;

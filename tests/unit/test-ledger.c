@@ -555,9 +555,15 @@ static void test_update_log(void)
 	ASSERT_EQ(rows[0].link_at, 0);
 	free(rows);
 	/* The link as last measured, replaced by the next. */
-	ASSERT_OK(gp_ledger_agent_set_link(l, a2, 2.5e6, 900, 20001));
-	ASSERT_OK(gp_ledger_agent_set_link(l, a2, 1.25e6, 1500, 20002));
-	ASSERT_EQ(gp_ledger_agent_set_link(l, a2, NAN, 1500, 20003), -EINVAL);
+	ASSERT_OK(gp_ledger_agent_link_append(l, a2, 2.5e6, 900, 20001));
+	ASSERT_OK(gp_ledger_agent_link_append(l, a2, 1.25e6, 1500, 20002));
+	ASSERT_EQ(gp_ledger_agent_link_append(l, a2, NAN, 1500, 20003),
+		  -EINVAL);
+	/* Buffered: nothing is written before the flush. */
+	ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
+	ASSERT_EQ(rows[1].link_at, 0);
+	free(rows);
+	ASSERT_EQ(gp_ledger_flush(l), 2);
 	ASSERT_OK(gp_ledger_agent_list(l, job, &rows, &n));
 	ASSERT_EQ(n, 2);
 	ASSERT_EQ(rows[0].link_at, 0);
@@ -1094,37 +1100,50 @@ static void test_owner_view(void)
 	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &two));
 
 	/* A replacing connection is counted before the old one's close. */
-	ASSERT_OK(gp_ledger_agent_connected(l, one, 1, 10));
-	ASSERT_OK(gp_ledger_agent_connected(l, one, 1, 20));
-	ASSERT_OK(gp_ledger_agent_connected(l, one, -1, 30));
-	ASSERT_OK(gp_ledger_agent_connected(l, two, 1, 30));
+	ASSERT_EQ(gp_ledger_agent_connected_append(l, one, 1, 10), 0);
+	ASSERT_EQ(gp_ledger_agent_connected_append(l, one, 1, 20), 0);
+	ASSERT_EQ(gp_ledger_agent_connected_append(l, one, -1, 30), 0);
+	ASSERT_EQ(gp_ledger_agent_connected_append(l, two, 1, 30), 0);
+	ASSERT_EQ(gp_ledger_pending(l), 4);
+	ASSERT_OK(gp_ledger_agent_get(l, one, &got));
+	ASSERT_EQ(got.connections, 0); /* not before the flush */
+	ASSERT_EQ(gp_ledger_flush(l), 4);
 	ASSERT_OK(gp_ledger_agent_get(l, one, &got));
 	ASSERT_EQ(got.connections, 1);
 	ASSERT_EQ(got.last_seen, 30);
 	ASSERT_OK(gp_ledger_status(l, job, &st));
 	ASSERT_EQ(st.connected_agents, 2);
 	ASSERT_EQ(st.live_agents, 2);
-	/* Two leaves: it says so, then its connection closes. */
-	ASSERT_OK(gp_ledger_agent_set_left(l, two, 40));
-	ASSERT_OK(gp_ledger_agent_connected(l, two, -1, 41));
-	ASSERT_OK(gp_ledger_agent_connected(l, two, -1, 42)); /* not below 0 */
+	/* Two leaves: it says so, then its connection closes; then it is
+	 * back with a new connection, a member again, all in one flush, in
+	 * the order they came. */
+	ASSERT_OK(gp_ledger_agent_left_append(l, two, 40));
+	ASSERT_OK(gp_ledger_agent_connected_append(l, two, -1, 41));
+	ASSERT_OK(gp_ledger_agent_connected_append(l, two, -1, 42));
+	ASSERT_EQ(gp_ledger_flush(l), 3);
 	ASSERT_OK(gp_ledger_agent_get(l, two, &got));
 	ASSERT_EQ(got.left_at, 40);
-	ASSERT_EQ(got.connections, 0);
+	ASSERT_EQ(got.connections, 0); /* not below 0 */
 	ASSERT_OK(gp_ledger_status(l, job, &st));
 	ASSERT_EQ(st.connected_agents, 1);
 	ASSERT_EQ(st.live_agents, 1);
-	/* Back with a new connection: a member again. */
-	ASSERT_OK(gp_ledger_agent_connected(l, two, 1, 50));
+	ASSERT_OK(gp_ledger_agent_connected_append(l, two, 1, 50));
+	ASSERT_OK(gp_ledger_agent_left_append(l, one, 51));
+	ASSERT(gp_ledger_agent_left_append(l, one, 0) >= 0); /* cleared */
+	/* An agent that is not there: nothing changes, nothing fails. */
+	ASSERT_OK(gp_ledger_agent_left_append(l, 99, 1));
+	ASSERT_OK(gp_ledger_agent_connected_append(l, 99, 1, 1));
+	ASSERT_EQ(gp_ledger_flush(l), 5);
 	ASSERT_OK(gp_ledger_agent_get(l, two, &got));
+	ASSERT_EQ(got.left_at, 0);
+	ASSERT_EQ(got.connections, 1);
+	ASSERT_OK(gp_ledger_agent_get(l, one, &got));
 	ASSERT_EQ(got.left_at, 0);
 	/* A serve that starts counts nobody. */
 	ASSERT_OK(gp_ledger_agents_disconnected(l));
 	ASSERT_OK(gp_ledger_status(l, job, &st));
 	ASSERT_EQ(st.connected_agents, 0);
 	ASSERT_EQ(st.live_agents, 2);
-	ASSERT_EQ(gp_ledger_agent_set_left(l, 99, 1), -ENOENT);
-	ASSERT_EQ(gp_ledger_agent_connected(l, 99, 1, 1), -ENOENT);
 
 	/* The size, once serve knows it. */
 	ASSERT_EQ(st.epochs, 0);
