@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "gp-endian.h"
+#include "secmem.h"
 
 #define DHLEN 32
 #define HASHLEN 64
@@ -82,7 +83,8 @@ struct cipher {
 };
 
 /* HandshakeState (spec 5.3) with its SymmetricState (5.2) inlined. One
- * sodium_malloc per handshake holds every secret, so no operation allocates. */
+ * secure allocation per handshake (secmem.h) holds every secret, so no
+ * operation allocates. */
 struct gp_noise_handshake {
 	const struct pattern *p;
 	bool initiator;
@@ -104,17 +106,6 @@ struct gp_noise_transport {
 	uint64_t rekey_interval;
 	uint8_t h[HASHLEN];
 };
-
-/* sodium_malloc only aligns regions whose size is a multiple of the
- * alignment (it places them against a guard page), so round up. */
-static void *secure_alloc(size_t size)
-{
-	void *p = sodium_malloc((size + 15) & ~(size_t)15);
-
-	if (p)
-		memset(p, 0, size);
-	return p;
-}
 
 int gp_noise_init(void)
 {
@@ -165,7 +156,7 @@ int gp_noise_keypair_create(const uint8_t *priv, struct gp_noise_keypair **ret)
 
 	if (gp_noise_init() < 0)
 		return -EIO;
-	kp = secure_alloc(sizeof(*kp));
+	kp = gp_secmem_alloc(sizeof(*kp));
 	if (!kp)
 		return -ENOMEM;
 	if (priv) {
@@ -187,8 +178,7 @@ void gp_noise_keypair_destroy(struct gp_noise_keypair *kp)
 {
 	if (!kp)
 		return;
-	sodium_memzero(kp, sizeof(*kp));
-	sodium_free(kp);
+	gp_secmem_free(kp); /* wipes it */
 }
 
 /* ---- Hash functions (spec 4.3): BLAKE2b-512, HMAC and HKDF ---- */
@@ -469,7 +459,7 @@ int gp_noise_handshake_create(enum gp_noise_pattern pattern, bool initiator,
 	if (gp_noise_init() < 0)
 		return -EIO;
 
-	hs = secure_alloc(sizeof(*hs));
+	hs = gp_secmem_alloc(sizeof(*hs));
 	if (!hs)
 		return -ENOMEM;
 	hs->p = p;
@@ -503,8 +493,7 @@ void gp_noise_handshake_destroy(struct gp_noise_handshake *hs)
 {
 	if (!hs)
 		return;
-	sodium_memzero(hs, sizeof(*hs));
-	sodium_free(hs);
+	gp_secmem_free(hs); /* wipes it */
 }
 
 int gp_noise_handshake_set_psk(struct gp_noise_handshake *hs,
@@ -757,7 +746,7 @@ int gp_noise_handshake_split(struct gp_noise_handshake *hs,
 
 	if (hs->failed || !is_done(hs) || hs->split)
 		return -EINVAL;
-	t = secure_alloc(sizeof(*t));
+	t = gp_secmem_alloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	hkdf(hs->ck, NULL, 0, k1, k2, NULL);
@@ -781,8 +770,7 @@ void gp_noise_transport_destroy(struct gp_noise_transport *t)
 {
 	if (!t)
 		return;
-	sodium_memzero(t, sizeof(*t));
-	sodium_free(t);
+	gp_secmem_free(t); /* wipes it */
 }
 
 int gp_noise_transport_encrypt(struct gp_noise_transport *t,
