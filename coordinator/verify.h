@@ -167,6 +167,16 @@ void gp_verify_log_summary(const struct gp_verify *v);
  * minibatches taken back. */
 size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id);
 
+/* Counts a mismatch of the agent's (verify.c mismatch() calls it): the
+ * count, kept while the agent leaves and comes back, is what verify_bans
+ * is compared with, and the agent's next clocks are all picked until it
+ * passes SUSPECT_CHECKS (2) checks. Returns the agent's mismatches this
+ * run (0: out of memory). */
+uint32_t gp_verify_note_mismatch(struct gp_verify *v, int64_t agent_id);
+
+/* Whether the agent's clocks are all picked now (a recent mismatch). */
+bool gp_verify_suspect(const struct gp_verify *v, int64_t agent_id);
+
 /* The pure parts, for tests. */
 
 /* Whether a sum passes: residual |sent - x|, |x|, the wire's allowance q

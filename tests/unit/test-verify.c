@@ -5,8 +5,10 @@
  * all, while sign flip, zeros, scaling, noise and a stale update fail at
  * the default tolerance; and taking a member's updates back leaves the
  * parameters and momentum exactly where the same steps with its updates
- * zero lead, through a rebase of the momentum's scale; and a pull for a
- * clock with work still out is never picked. */
+ * zero lead, through a rebase of the momentum's scale; a pull for a
+ * clock with work still out is never picked; and after a mismatch every
+ * clock of the member is picked, and its mismatches still count when it
+ * comes back after leaving. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,8 +312,41 @@ static void test_pick_open(void)
 	gp_verify_destroy(v);
 }
 
+/* After a mismatch the member's clocks are all picked, even at a rate
+ * that picks nothing, and neither that nor its count of mismatches
+ * (verify_bans) is lost when it leaves and joins again: a cheater that
+ * reconnected after each mismatch was never revoked. */
+static void test_suspect(void)
+{
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9, .verify_rate = 0 };
+	struct gp_pool pool = { .job = &job, .n_params = 4 };
+	struct gp_member m = { .agent_id = 7, .clock = 1 };
+	struct gp_member again = { .agent_id = 7, .clock = 9 };
+	struct gp_member other = { .agent_id = 8, .clock = 1 };
+	struct gp_verify_env env = {0};
+	struct gp_verify *v;
+
+	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
+	pool.verify = v;
+	ASSERT(!gp_verify_pick(&pool, &m, 1));
+	ASSERT_EQ(gp_verify_note_mismatch(v, 7), 1);
+	ASSERT(gp_verify_suspect(v, 7));
+	ASSERT(gp_verify_pick(&pool, &m, 2));
+	ASSERT(!gp_verify_pick(&pool, &other, 2));
+	/* It leaves and comes back as a new connection. */
+	gp_verify_member_finish(&pool, &m);
+	ASSERT(gp_verify_suspect(v, 7));
+	ASSERT(gp_verify_pick(&pool, &again, 10));
+	ASSERT_EQ(gp_verify_note_mismatch(v, 7), 2);
+	ASSERT(!gp_verify_suspect(v, 8));
+	gp_verify_member_finish(&pool, &again);
+	gp_verify_destroy(v);
+}
+
 int main(void)
 {
+	test_suspect();
 	test_pick_open();
 	test_detection();
 	test_allowance();
