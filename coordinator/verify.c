@@ -324,8 +324,17 @@ static void snap_drop(struct gp_verify_member *vm, int i)
 	vm->snap[i].v = NULL;
 }
 
+double gp_verify_pick_rate(double rate, uint32_t steps)
+{
+	double p = rate;
+
+	if (steps < GP_VERIFY_CLOCK_STEPS)
+		p = rate * GP_VERIFY_CLOCK_STEPS / (steps ? steps : 1);
+	return p < 1 ? p : 1;
+}
+
 bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
-		    int64_t clock)
+		    int64_t clock, uint32_t steps)
 {
 	struct gp_verify *v = pool->verify;
 	struct gp_verify_member *vm = &m->verify;
@@ -359,7 +368,8 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 	/* A suspect's clocks are all checked; the records are looked at
 	 * only while there is one (a pool of thousands pulls often). */
 	if (!(v->suspects && gp_verify_suspect(v, m->agent_id)) &&
-	    !gp_verify_draw(&v->rng, pool->job->verify_rate))
+	    !gp_verify_draw(&v->rng, gp_verify_pick_rate(
+					     pool->job->verify_rate, steps)))
 		return false;
 	v->st.picked++;
 	return true;

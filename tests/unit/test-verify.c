@@ -301,14 +301,14 @@ static void test_pick_open(void)
 	pool.verify = v;
 	/* The next run of clock 5, pipelined while 3 of its minibatches are
 	 * out. */
-	ASSERT(!gp_verify_pick(&pool, &m, 5));
+	ASSERT(!gp_verify_pick(&pool, &m, 5, 32));
 	/* Clock 6 handed out ahead: its first work. */
-	ASSERT(gp_verify_pick(&pool, &m, 6));
+	ASSERT(gp_verify_pick(&pool, &m, 6, 32));
 	m.next_open = 2;
-	ASSERT(!gp_verify_pick(&pool, &m, 6));
+	ASSERT(!gp_verify_pick(&pool, &m, 6, 32));
 	/* Clock 5's work all answered: its next run's pull may be picked. */
 	m.clock_open = 0;
-	ASSERT(gp_verify_pick(&pool, &m, 5));
+	ASSERT(gp_verify_pick(&pool, &m, 5, 32));
 	gp_verify_destroy(v);
 }
 
@@ -329,23 +329,54 @@ static void test_suspect(void)
 
 	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
 	pool.verify = v;
-	ASSERT(!gp_verify_pick(&pool, &m, 1));
+	ASSERT(!gp_verify_pick(&pool, &m, 1, 32));
 	ASSERT_EQ(gp_verify_note_mismatch(v, 7), 1);
 	ASSERT(gp_verify_suspect(v, 7));
-	ASSERT(gp_verify_pick(&pool, &m, 2));
-	ASSERT(!gp_verify_pick(&pool, &other, 2));
+	ASSERT(gp_verify_pick(&pool, &m, 2, 32));
+	ASSERT(!gp_verify_pick(&pool, &other, 2, 32));
 	/* It leaves and comes back as a new connection. */
 	gp_verify_member_finish(&pool, &m);
 	ASSERT(gp_verify_suspect(v, 7));
-	ASSERT(gp_verify_pick(&pool, &again, 10));
+	ASSERT(gp_verify_pick(&pool, &again, 10, 32));
 	ASSERT_EQ(gp_verify_note_mismatch(v, 7), 2);
 	ASSERT(!gp_verify_suspect(v, 8));
 	gp_verify_member_finish(&pool, &again);
 	gp_verify_destroy(v);
 }
 
+/* A run shorter than GP_VERIFY_CLOCK_STEPS is picked more often, so that
+ * its check costs as much as a longer one's: at rate 0.1, 4 in 10 clocks
+ * of one minibatch, 1 in 10 of 32. */
+static void test_pick_short(void)
+{
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9, .verify_rate = 0.1 };
+	struct gp_pool pool = { .job = &job, .n_params = 4 };
+	struct gp_member m = { .agent_id = 1, .clock = 1 };
+	struct gp_verify_env env = {0};
+	struct gp_verify *v;
+	int one = 0, long_ = 0;
+
+	ASSERT(fabs(gp_verify_pick_rate(0.1, 1) - 0.4) < 1e-12);
+	ASSERT(fabs(gp_verify_pick_rate(0.1, 2) - 0.2) < 1e-12);
+	ASSERT(fabs(gp_verify_pick_rate(0.1, 48) - 0.1) < 1e-12);
+	ASSERT(gp_verify_pick_rate(0.5, 1) == 1);
+	ASSERT_OK(gp_verify_create(&pool, &env, 3, &v));
+	pool.verify = v;
+	for (int i = 0; i < 10000; i++) {
+		one += gp_verify_pick(&pool, &m, 1, 1);
+		long_ += gp_verify_pick(&pool, &m, 1, 32);
+	}
+	printf("picked: %d of 10000 one-minibatch clocks, %d of 32\n", one,
+	       long_);
+	ASSERT(one > 3700 && one < 4300);
+	ASSERT(long_ > 850 && long_ < 1150);
+	gp_verify_destroy(v);
+}
+
 int main(void)
 {
+	test_pick_short();
 	test_suspect();
 	test_pick_open();
 	test_detection();
