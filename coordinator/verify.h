@@ -128,9 +128,9 @@ void gp_verify_get_stats(const struct gp_verify *v,
  * not verify_rate: its check costs the coordinator that many
  * minibatches' recomputation at most, the same as or less than a
  * longer clock's at verify_rate, and a member sending one-minibatch
- * updates (no local steps, GP_WORK_BASE a clock) is found in about 2.5
- * of its clocks instead of 10, before much of its work has to be taken
- * back (tools/bench-attack: 8-30 minibatches taken back per attacker,
+ * updates (no local steps: GP_WORK_BASE, 2, a clock, so 0.2 at the
+ * default rate) is found in about 5 of its clocks instead of 10, before
+ * much of its work has to be taken back (tools/bench-attack: 8-30 minibatches taken back per attacker,
  * 22 of them not redone, and the stale run fell from 85 % to 56 %). */
 #define GP_VERIFY_CLOCK_STEPS 4
 
