@@ -213,7 +213,7 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	struct gp_view *target = ahead ? &m->view_next : &m->view;
 	bool current = false;
 	/* A clock picked for verification pulls every shard (verify.h). */
-	bool check = gp_verify_pick(pool, m, clock);
+	bool check = gp_verify_pick(pool, m, clock, k);
 	int r;
 
 	if (check)

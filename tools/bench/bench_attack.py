@@ -35,6 +35,18 @@ def time_to_target(out, target):
     return None
 
 
+def samples_to_target(out, target):
+    """Samples applied at the first evaluation at >= target, or None: what
+    the pool computed to get there, whatever the machine's load did to
+    the wall time (one run per mode on a shared machine)."""
+    for line in out.splitlines():
+        m = re.match(r"^eval at [0-9.]+ s\s+(\d+) samples.* ([0-9.]+)%$",
+                     line)
+        if m and float(m.group(2)) >= target:
+            return int(m.group(1))
+    return None
+
+
 VERIFY_RE = (r"verification: (\d+) clock\(s\) picked, (\d+) update\(s\) "
              r"recomputed: (\d+) verified, (\d+) mismatched, (\d+) skipped; "
              r"(\d+) minibatch\(es\) rolled back \((\d+) not redone\), "
@@ -111,6 +123,7 @@ def run(mode, args, robust=True):
         res = {"mode": mode or "clean", "robust": robust,
                "time_to_85_s": time_to_target(out, args.target),
                "time_to_80_s": time_to_target(out, 80.0),
+               "samples_to_85": samples_to_target(out, args.target),
                "final_accuracy": round(pool.final_accuracy(), 4)}
         m = re.search(r"robust aggregation: (\d+) of (\d+) update\(s\) "
                       r"damped, ([0-9.]+) s CPU", err)
@@ -192,6 +205,7 @@ def main():
             if m in modes:
                 runs.append(run(m, a, robust=False))
     clean = runs[0]["time_to_85_s"]
+    clean_samples = runs[0]["samples_to_85"]
     print("%-12s %-6s %9s %8s %9s %8s %8s %9s %9s" %
           ("mode", "robust", "t85 (s)", "x clean", "t80 (s)", "final",
            "damped", "detected", "rolled"))
@@ -209,6 +223,8 @@ def main():
     attacks = [r for r in on if r["mode"] != "clean"]
     slow = [None if r["time_to_85_s"] is None or not clean else
             r["time_to_85_s"] / clean for r in attacks]
+    slow_samples = [None if r["samples_to_85"] is None or not clean_samples
+                    else r["samples_to_85"] / clean_samples for r in attacks]
     cpu = sum(r["robust_cpu_s"] + r["verify_cpu_s"] for r in on)
     serve_cpu = sum(r["serve_cpu_s"] or 0 for r in on)
     summary = {
@@ -226,6 +242,10 @@ def main():
         "target": a.target,
         "worst_slowdown": (None if None in slow or not slow else
                            round(max(slow), 3)),
+        "samples_to_85": {r["mode"]: r["samples_to_85"] for r in on},
+        "worst_samples_slowdown": (None if None in slow_samples or
+                                   not slow_samples else
+                                   round(max(slow_samples), 3)),
         "never_reached": [r["mode"] for r in attacks
                           if r["time_to_85_s"] is None],
         "detection_clocks": {r["mode"]: r.get("detection_clocks")
