@@ -700,13 +700,6 @@ int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at)
 			  id, at, "agent");
 }
 
-int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at)
-{
-	return update_one(l, "UPDATE agents SET last_seen = "
-			     "max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
-			  id, at, "agent");
-}
-
 int gp_ledger_agents_disconnected(struct gp_ledger *l)
 {
 	int r;

@@ -133,9 +133,6 @@ int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
  * keeps the first time. */
 int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 
-/* Records that an agent was heard from at `at` (heartbeats). */
-int gp_ledger_agent_touch(struct gp_ledger *l, int64_t id, int64_t at);
-
 /* Sets every agent's connection count to 0: serve calls it when it starts,
  * since a serve that was killed could not count its connections down. */
 int gp_ledger_agents_disconnected(struct gp_ledger *l);

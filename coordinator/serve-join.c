@@ -111,9 +111,10 @@ static int join_ledger(struct peer *p, struct gp_ledger_agent *a,
 		return -1;
 	}
 	*ret_id = known.id;
+	/* last_seen comes with the connection's count (the note that
+	 * gp_serve_handle_join buffers). */
 	gp_ledger_agent_set_devices(srv->st.ledger, known.id, a->devices,
 				    a->n_devices);
-	gp_ledger_agent_touch(srv->st.ledger, known.id, gp_now_ms());
 	return 0;
 }
 

@@ -354,8 +354,10 @@ static void test_tokens_and_join(void)
 	ASSERT_EQ(got.n_devices, 2);
 	ASSERT_STR_EQ(got.devices[1].kind, "opencl");
 	ASSERT_NEAR(got.devices[0].gflops, 12.5, 0);
-	ASSERT_OK(gp_ledger_agent_touch(l, id1, 3000));
-	ASSERT_OK(gp_ledger_agent_touch(l, id1, 2500)); /* never backwards */
+	ASSERT(gp_ledger_agent_connected_append(l, id1, 1, 3000) >= 0);
+	/* never backwards */
+	ASSERT(gp_ledger_agent_connected_append(l, id1, -1, 2500) >= 0);
+	ASSERT_EQ(gp_ledger_flush(l), 2);
 	ASSERT_OK(gp_ledger_agent_set_devices(l, id1, got.devices, 1));
 	ASSERT_OK(gp_ledger_agent_get(l, id1, &got));
 	ASSERT_EQ(got.last_seen, 3000);
