@@ -73,6 +73,8 @@ static void index_remove(struct gp_pool *pool, struct gp_member *m)
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 {
 	index_remove(pool, m);
+	if (pool->serve_cursor == m)
+		pool->serve_cursor = m->next;
 	if (m->prev)
 		m->prev->next = m->next;
 	else if (pool->members == m)

@@ -135,6 +135,11 @@ struct gp_pool {
 
 	struct gp_member *members;     /* every connection past on_verify */
 	uint32_t n_members;
+	/* Where gp_work_serve_all's next pass over the members starts
+	 * (NULL: at the head); members.c moves it off a member that
+	 * leaves. */
+	struct gp_member *serve_cursor;
+	uint32_t serve_scan;           /* 0: GP_WORK_SERVE_SCAN (tests set less) */
 	/* The joined members by agent id (members.c): by_id_mask + 1
 	 * chains, made at the first join, so that finding a member costs
 	 * the same with 10,000 as with 2 (gp_members_finish frees it). */

@@ -26,6 +26,9 @@
  * groups, and only the links make one that long). */
 #define GP_WORK_BASE 2
 #define GP_WORK_MAX 2048
+/* The most members one gp_work_serve_all() pass visits beyond those SSP
+ * released (work.c). */
+#define GP_WORK_SERVE_SCAN 256
 /* The most local steps (minibatches) a link-sized clock holds when other
  * agents' work is merged with it: beyond, the merged runs cost accuracy. */
 #define GP_WORK_LINK_STEPS 48

@@ -700,6 +700,39 @@ static void test_memo(void)
 	fx_teardown(&f);
 }
 
+/* gp_work_serve_all's pass over members that want work visits at most
+ * serve_scan of them and goes on where it stopped, also when the member
+ * it would have started with left. */
+static void test_serve_scan(void)
+{
+	struct fixture f;
+
+	fx_setup(&f, 1);
+	f.job.max_agents = FX_MEMBERS;
+	f.established = false; /* they ask, nothing can go yet */
+	for (size_t i = 0; i < 5; i++)
+		gp_work_request(&f.pool, fx_join(&f, i, 0), 1);
+	ASSERT_EQ(f.n_sent, 0);
+	f.established = true;
+	f.pool.serve_scan = 3;
+	/* Listed newest first: 4, 3, 2 get their clocks. */
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.n_sent, 3 * GP_WORK_BASE);
+	for (size_t i = 2; i < 5; i++)
+		ASSERT_EQ(f.members[i].clock_open, GP_WORK_BASE);
+	ASSERT(f.pool.serve_cursor == &f.members[1]);
+	/* 1 leaves before the next pass would start with it: it starts
+	 * with 0, the rest have their work. */
+	ASSERT_EQ(gp_members_leave(&f.pool, &f.members[1]), 0);
+	gp_members_remove(&f.pool, &f.members[1]);
+	ASSERT(f.pool.serve_cursor == &f.members[0]);
+	gp_work_serve_all(&f.pool);
+	ASSERT_EQ(f.n_sent, 4 * GP_WORK_BASE);
+	ASSERT_EQ(f.members[0].clock_open, GP_WORK_BASE);
+	ASSERT_EQ(f.members[1].clock_open, 0);
+	fx_teardown(&f);
+}
+
 /* Connections that wait too long: no JOIN, no work request, no update. */
 static void test_overdue(void)
 {
@@ -957,5 +990,6 @@ int main(void)
 	test_pull_budget();
 	test_pull_budget_verify();
 	test_memo();
+	test_serve_scan();
 	return 0;
 }
