@@ -1001,14 +1001,7 @@ static size_t roll_back(struct gp_verify *v, struct record *rec,
 			 "updates rolled back: %s", rec->agent_id,
 			 gp_ledger_error(ledger));
 out:
-	while (rec->head) {
-		struct seg *s = rec->head;
-
-		rec->head = s->next;
-		seg_free(s);
-		v->segs--;
-	}
-	rec->tail = NULL;
+	record_drop_segs(v, rec);
 	free(dw);
 	free(dv);
 	free(pairs);
