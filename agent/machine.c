@@ -969,18 +969,18 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 
 	if (delta && (slot != GP_MODEL_PARAM ||
 		      !(m->caps & GP_CAP_PARAM_DELTA))) {
-		*why = "a parameter change it was not granted";
+		*why = "a change that was not granted";
 		return false;
 	}
 	if (slot == GP_MODEL_PARAM && (m->caps & GP_CAP_PARAM_DELTA) &&
 	    !(mir = mirror_rows(m, nt, t, ti, b->row_start, !delta))) {
-		*why = delta ? "a parameter change before the parameters" :
-			       "no memory for the parameters' mirror";
+		*why = delta ? "a change before the parameters" :
+			       "no memory for the mirror";
 		return false;
 	}
 	if (delta) {
 		if (gp_msg_block_add(b, mir, b->count) < 0) {
-			*why = "a parameter change that is not finite";
+			*why = "a change whose sum is not finite";
 			return false;
 		}
 		memcpy(v, mir, (size_t)b->count * sizeof(float));
@@ -990,7 +990,7 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 		return true;
 	}
 	if (gp_msg_block_read(b, v, b->count) < 0) {
-		*why = "an undecodable parameter block";
+		*why = "undecodable";
 		return false;
 	}
 	if (mir)
@@ -1035,8 +1035,8 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 		}
 		if (!take_block(m, b, nt, t, slot, ti, v, &why)) {
 			free(v);
-			drop_session(m, GP_BYE_PROTOCOL, "PARAM_SHARDS holds %s "
-				     "(tensor %u)", why, b->tensor);
+			drop_session(m, GP_BYE_PROTOCOL, "parameter block of "
+				     "tensor %u: %s", b->tensor, why);
 			return;
 		}
 		m->ops->worker_set_params(m->ctx, slot, t, b->row_start, rows, v);
