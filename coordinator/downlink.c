@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "params.h"
+#include "ssp.h"
 
 void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n)
 {
@@ -30,11 +31,22 @@ static void set_f16(float *mirror, const float *w, size_t n)
 		mirror[i] = gp_msg_f16_to_f32(gp_msg_f32_to_f16(w[i]));
 }
 
+/* Whether m's link is measured and slower than GP_DOWNLINK_SLOW_BPS:
+ * only there do the bytes saved pay for the coordinator's work. */
+static bool slow_link(const struct gp_pool *pool, const struct gp_member *m)
+{
+	struct gp_ssp_agent_info info;
+
+	return gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
+	       info.link_bps > 0 && info.link_bps < GP_DOWNLINK_SLOW_BPS;
+}
+
 int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 		       struct gp_msg_block *blocks, const uint32_t *idx,
 		       size_t n, float **ret_scratch)
 {
-	bool delta = m->pulled_version != 0 && m->mirror;
+	bool delta = m->pulled_version != 0 && m->mirror &&
+		     slow_link(pool, m);
 	float *scratch = NULL;
 
 	*ret_scratch = NULL;

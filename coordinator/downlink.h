@@ -13,6 +13,12 @@
  * pulled_version 0 (the session's first, one picked for verification,
  * one after RESUME) sends every shard as f16 and sets the mirror from it.
  *
+ * Changes go only to a member whose measured link is slower than
+ * GP_DOWNLINK_SLOW_BPS: on a LAN (loopback included) the bytes they save
+ * cost more than they buy (the coordinator's loop computes each change,
+ * and tools/bench-pool's two agents needed more samples and time with
+ * them); the mirror follows the whole blocks meanwhile.
+ *
  * One mirror costs n_params floats per member, allocated at its first
  * pull; without memory the member just gets f16 blocks. */
 #ifndef GP_DOWNLINK_H
@@ -23,6 +29,10 @@
 
 #include "pool.h"
 #include "msg.h"
+
+/* Links measured slower than this (bytes per second: 100 Mbit/s) get
+ * changes; faster or unmeasured ones whole f16 blocks. */
+#define GP_DOWNLINK_SLOW_BPS 12.5e6
 
 /* Turns the n parameter blocks of a PARAM_SHARDS for m (blocks[i] shard
  * idx[i], dtype F16 and values the shard's parameters as built by the

@@ -85,6 +85,18 @@ static size_t pull(struct fixture *f, struct gp_member *m, float *agent)
 	return changes;
 }
 
+/* Gives m a measured link of bps bytes per second: one probe of 1 MB
+ * down and nothing up, waited on for 1e6 / bps seconds. */
+static void link(struct fixture *f, struct gp_member *m, double bps)
+{
+	uint64_t wait_us = (uint64_t)(1e12 / bps);
+
+	ASSERT_OK(gp_ssp_link_sent(f->ssp, (uint64_t)m->agent_id, m->clock,
+				   1000000, 1000000));
+	ASSERT_EQ(gp_ssp_link_answered(f->ssp, (uint64_t)m->agent_id,
+				       m->clock, 1000000 + wait_us, 0, 0), 1);
+}
+
 /* Moves every parameter by up to step. */
 static void drift(struct fixture *f, double step)
 {
@@ -128,6 +140,20 @@ static void test_rounds(void)
 	m = fx_join(&f, 0, CAPS);
 	plain = fx_join(&f, 1, CAPS & ~(uint32_t)GP_CAP_PARAM_DELTA);
 	drift(&f, 1.0);
+	/* Not measured, then a fast link: whole blocks only, the mirror
+	 * following them. */
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	drift(&f, 0.1);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	link(&f, m, 1e9 / 8);
+	drift(&f, 0.1);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	/* A 20 Mbit/s link (the moving average brought below 100 Mbit/s)
+	 * gets changes from its next pull on. */
+	for (int i = 0; i < 10; i++)
+		link(&f, m, 20e6 / 8);
+	m->pulled_version = 0;
 	/* The first pull is whole, as f16: the mirror is what was decoded. */
 	ASSERT_EQ(pull(&f, m, agent), 0);
 	ASSERT_NOT_NULL(m->mirror);
