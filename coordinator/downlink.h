@@ -15,9 +15,8 @@
  *
  * Changes go only to a member whose measured link is slower than
  * GP_DOWNLINK_SLOW_BPS: on a LAN (loopback included) the bytes they save
- * cost more than they buy (the coordinator's loop computes each change,
- * and tools/bench-pool's two agents needed more samples and time with
- * them); the mirror follows the whole blocks meanwhile.
+ * buy nothing and each pull would cost the coordinator's loop a q8
+ * encoding; the mirror follows the whole blocks meanwhile.
  *
  * One mirror costs n_params floats per member, allocated at its first
  * pull; without memory the member just gets f16 blocks. */
