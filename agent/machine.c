@@ -57,9 +57,20 @@ void gp_machine_init(struct gp_machine *m, const struct gp_session_config *cfg,
 		 cfg->public_name);
 }
 
+/* Forgets the parameters received (GP_CAP_PARAM_DELTA's mirror). */
+static void mirror_drop(struct gp_machine *m)
+{
+	for (size_t t = 0; t < m->n_mirror; t++)
+		free(m->mirror[t]);
+	free(m->mirror);
+	m->mirror = NULL;
+	m->n_mirror = 0;
+}
+
 void gp_machine_finish(struct gp_machine *m)
 {
 	gp_feedback_finish(&m->feedback);
+	mirror_drop(m);
 }
 
 static void status_changed(struct gp_machine *m)
@@ -477,7 +488,7 @@ void gp_machine_on_established(struct gp_machine *m)
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
-			  GP_CAP_PROGRESS | GP_CAP_JOBS;
+			  GP_CAP_PROGRESS | GP_CAP_JOBS | GP_CAP_PARAM_DELTA;
 	if (m->ops->worker_set_inner)
 		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
@@ -871,6 +882,7 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	/* A new session pulls the coordinator's parameters: what earlier
 	 * updates did not send is not owed to them. */
 	gp_feedback_reset(&m->feedback);
+	mirror_drop(m);
 	/* Keep the coordinator's pace: its heartbeat_timeout may be as short
 	 * as 1 s, and a paused or idle agent sends nothing but heartbeats; at
 	 * the channel's default 5 s it would be closed for idleness again and
@@ -919,6 +931,73 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	status_changed(m);
 }
 
+/* The mirror's rows of tensor t (nt tensors, ti its shape) for a
+ * parameter block of GP_CAP_PARAM_DELTA, allocated at its first whole
+ * block (create); NULL without memory, or for a change (!create) to a
+ * tensor that no whole block set yet. */
+static float *mirror_rows(struct gp_machine *m, size_t nt, size_t t,
+			  const struct gp_tensor_info *ti, uint32_t row_start,
+			  bool create)
+{
+	if (!create && (!m->mirror || t >= m->n_mirror || !m->mirror[t]))
+		return NULL;
+	if (!m->mirror) {
+		if (!(m->mirror = calloc(nt, sizeof(*m->mirror))))
+			return NULL;
+		m->n_mirror = nt;
+	}
+	if (t >= m->n_mirror)
+		return NULL;
+	if (!m->mirror[t] &&
+	    !(m->mirror[t] = calloc((size_t)ti->rows * ti->cols, sizeof(float))))
+		return NULL;
+	return m->mirror[t] + (size_t)row_start * ti->cols;
+}
+
+/* Takes one block of PARAM_SHARDS into v (count floats): a change is
+ * added to the mirror, whose rows then are the values; a whole block of
+ * parameters sets the mirror's rows (GP_CAP_PARAM_DELTA). false: the
+ * session must be dropped (why says why), since the mirror no longer
+ * matches the coordinator's. */
+static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
+		       size_t nt, size_t t, enum gp_model_slot slot,
+		       const struct gp_tensor_info *ti, float *v,
+		       const char **why)
+{
+	bool delta = b->dtype == GP_DTYPE_Q8_DELTA;
+	float *mir = NULL;
+
+	if (delta && (slot != GP_MODEL_PARAM ||
+		      !(m->caps & GP_CAP_PARAM_DELTA))) {
+		*why = "a change that was not granted";
+		return false;
+	}
+	if (slot == GP_MODEL_PARAM && (m->caps & GP_CAP_PARAM_DELTA) &&
+	    !(mir = mirror_rows(m, nt, t, ti, b->row_start, !delta))) {
+		*why = delta ? "a change before the parameters" :
+			       "no memory for the mirror";
+		return false;
+	}
+	if (delta) {
+		if (gp_msg_block_add(b, mir, b->count) < 0) {
+			*why = "a change whose sum is not finite";
+			return false;
+		}
+		memcpy(v, mir, (size_t)b->count * sizeof(float));
+		if (!m->deltas++)
+			gp_info("parameters now come as q8 changes against the "
+				"last ones received");
+		return true;
+	}
+	if (gp_msg_block_read(b, v, b->count) < 0) {
+		*why = "undecodable";
+		return false;
+	}
+	if (mir)
+		memcpy(mir, v, (size_t)b->count * sizeof(float));
+	return true;
+}
+
 static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards *ps)
 {
 	size_t nt = m->ops->worker_tensor_count(m->ctx);
@@ -931,18 +1010,34 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 		size_t t = b->tensor >= nt ? b->tensor - nt : b->tensor;
 		const struct gp_tensor_info *ti = m->ops->worker_tensor(m->ctx, t);
 		size_t rows = b->rows ? b->rows : (ti ? ti->rows : 0);
+		const char *why = NULL;
 		float *v;
 
 		if (!ti || b->row_start + rows > ti->rows ||
 		    (uint64_t)rows * ti->cols != b->count) {
+			/* A change that misses its rows leaves the mirror
+			 * behind the coordinator's: start again. */
+			if (b->dtype == GP_DTYPE_Q8_DELTA) {
+				drop_session(m, GP_BYE_PROTOCOL, "parameter "
+					     "change for tensor %u does not "
+					     "fit the model", b->tensor);
+				return;
+			}
 			gp_warn("parameter block for tensor %u does not fit the model",
 				b->tensor);
 			continue;
 		}
 		v = malloc((size_t)b->count * sizeof(float));
-		if (!v || gp_msg_block_read(b, v, b->count) < 0) {
+		if (!v) {
+			drop_session(m, GP_BYE_RESTART, "no memory for a "
+				     "parameter block of tensor %u", b->tensor);
+			return;
+		}
+		if (!take_block(m, b, nt, t, slot, ti, v, &why)) {
 			free(v);
-			continue;
+			drop_session(m, GP_BYE_PROTOCOL, "parameter block of "
+				     "tensor %u: %s", b->tensor, why);
+			return;
 		}
 		m->ops->worker_set_params(m->ctx, slot, t, b->row_start, rows, v);
 	}

@@ -200,6 +200,13 @@ struct gp_machine {
 	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),
 	 * allocated at the first such update. */
 	struct gp_feedback feedback;
+	/* GP_CAP_PARAM_DELTA: the parameters as last received, per tensor
+	 * (rows x cols floats each, allocated at its first block; n_mirror
+	 * tensors), to which a GP_DTYPE_Q8_DELTA block adds its change.
+	 * Emptied at each WELCOME: a session starts with whole blocks. */
+	float **mirror;
+	size_t n_mirror;
+	uint64_t deltas;          /* delta blocks taken, for the log */
 	/* The compute thread. */
 	bool have_worker;
 	/* The worker failed a step: made anew at the next WELCOME, since a

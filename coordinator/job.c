@@ -52,6 +52,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->comm_share = 0.10;
 	job->max_sync_interval_ms = 250;
 	job->int8 = true;
+	job->param_delta = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;
@@ -469,6 +470,7 @@ static const struct gp_conf_key job_keys[] = {
 	 F(max_sync_interval_ms), 0, 1, 600000, 0, NULL},
 	{"pool", "run_steps", GP_CONF_U32, F(run_steps), 0, 2, 2048, 0, NULL},
 	{"pool", "int8", GP_CONF_BOOL, F(int8), 0, 0, 0, 0, NULL},
+	{"pool", "param_delta", GP_CONF_BOOL, F(param_delta), 0, 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,

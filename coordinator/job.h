@@ -105,6 +105,10 @@
  *   int8 = true               agents that can (GP_CAP_Q8) send updates as
  *                             int8 with error feedback and get the
  *                             momentum as int8 (parameters stay f16)
+ *   param_delta = true        agents that can (GP_CAP_PARAM_DELTA, with
+ *                             GP_CAP_Q8) get the parameters as int8
+ *                             changes against a mirror of their copy
+ *                             (downlink.h); false: as f16
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -213,6 +217,7 @@ struct gp_job {
 	uint64_t max_sync_interval_ms;
 	uint32_t run_steps;
 	bool int8;
+	bool param_delta;
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;

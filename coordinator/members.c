@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "downlink.h"
 #include "util.h"
 #include "work.h"
 
@@ -72,6 +73,7 @@ static void index_remove(struct gp_pool *pool, struct gp_member *m)
 
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 {
+	gp_downlink_finish(m);
 	index_remove(pool, m);
 	if (pool->serve_cursor == m)
 		pool->serve_cursor = m->next;
@@ -172,6 +174,11 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	 * parameters stay f16). */
 	if ((j->caps & GP_CAP_Q8) && (caps & GP_CAP_F16) && pool->job->int8)
 		caps |= GP_CAP_Q8;
+	/* Parameters down as q8 changes against a mirror of the agent's
+	 * copy (downlink.h), under the same switch. */
+	if ((j->caps & GP_CAP_PARAM_DELTA) && (caps & GP_CAP_Q8) &&
+	    pool->job->param_delta)
+		caps |= GP_CAP_PARAM_DELTA;
 	return caps;
 }
 

@@ -87,6 +87,11 @@ struct gp_member {
 	bool pull_waiting, pull_turn;
 	struct gp_robust_agent robust; /* its momentum (apply.c, robust.h) */
 	struct gp_verify_member verify; /* verify.h */
+	/* GP_CAP_PARAM_DELTA: the parameters as the agent last decoded
+	 * them (n_params floats, from its first pull), and the pulls sent
+	 * as deltas (downlink.h). */
+	float *mirror;
+	uint64_t deltas_sent;
 };
 
 /* What the decisions do to the world. ctx is gp_pool.fx_data; a member

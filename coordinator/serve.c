@@ -30,6 +30,7 @@
 #include "backend.h"
 #include "channel.h"
 #include "data.h"
+#include "downlink.h"
 #include "gp-endian.h"
 #include "gp-config.h"
 #include "job.h"
@@ -95,6 +96,7 @@ static int send_params(struct peer *p)
 	size_t n = gp_params_changed_since(pool->params, p->m.pulled_version,
 					   NULL, 0);
 	uint32_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+	float *deltas = NULL;
 	struct gp_msg m;
 	size_t queued;
 	int r;
@@ -134,6 +136,11 @@ static int send_params(struct peer *p)
 		}
 		m.u.param_shards.n_blocks = 2 * n;
 	}
+	/* GP_CAP_PARAM_DELTA: changes against the agent's mirror. */
+	r = gp_downlink_encode(pool, &p->m, m.u.param_shards.blocks, idx, n,
+			       &deltas);
+	if (r < 0)
+		goto out;
 	m.u.param_shards.clock = (uint64_t)gp_ssp_min_clock(pool->ssp);
 	queued = p->ch ? gp_channel_queued_bytes(p->ch) : 0;
 	r = send_msg(p, &m);
@@ -149,6 +156,7 @@ static int send_params(struct peer *p)
 	}
 out:
 	free(m.u.param_shards.blocks);
+	free(deltas);
 	free(idx);
 	return r;
 }

@@ -71,11 +71,24 @@ static uint64_t sum_bytes(const struct gp_member *m, uint64_t n)
 	return value_bytes(m, n);
 }
 
-/* The bytes of the values a pull of m sends now: every shard changed
- * since its last pull, with its momentum when agreed. */
-static uint64_t pull_values_bytes(const struct gp_member *m, uint64_t v)
+/* The bytes of v parameter values as a pull of m carries them: q8
+ * changes against its mirror (GP_CAP_PARAM_DELTA) once it holds a copy,
+ * else f16 or f32. */
+static uint64_t param_bytes(const struct gp_member *m, uint64_t v,
+			    bool whole)
 {
-	return value_bytes(m, v) +
+	if ((m->caps & GP_CAP_PARAM_DELTA) && !whole)
+		return gp_msg_payload_size(GP_DTYPE_Q8_DELTA, v);
+	return value_bytes(m, v);
+}
+
+/* The bytes of the values a pull of m sends now: every shard changed
+ * since its last pull, with its momentum when agreed; whole: as f16 (the
+ * session's first pull, or every shard for verification). */
+static uint64_t pull_values_bytes(const struct gp_member *m, uint64_t v,
+				  bool whole)
+{
+	return param_bytes(m, v, whole) +
 	       ((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, v) : 0);
 }
 
@@ -83,14 +96,15 @@ static uint64_t pulled_bytes(const struct gp_pool *pool,
 			     const struct gp_member *m)
 {
 	return pull_values_bytes(
-		m, gp_params_changed_values(pool->params, m->pulled_version));
+		m, gp_params_changed_values(pool->params, m->pulled_version),
+		m->pulled_version == 0);
 }
 
 /* The same for a pull of every shard (a clock picked for verification). */
 static uint64_t full_pull_bytes(const struct gp_pool *pool,
 				const struct gp_member *m)
 {
-	return pull_values_bytes(m, pool->n_params);
+	return pull_values_bytes(m, pool->n_params, true);
 }
 
 /* Whether a pull of `bytes` fits the pull budget now: always when no
@@ -261,8 +275,7 @@ static uint64_t clock_fixed_bytes(const struct gp_pool *pool,
 {
 	uint64_t n = pool->n_params;
 	uint64_t up = sum_bytes(m, n) * ((m->caps & GP_CAP_SUMS) ? 2 : 1);
-	uint64_t down = value_bytes(m, n) +
-			((m->caps & GP_CAP_MOMENTUM) ? sum_bytes(m, n) : 0);
+	uint64_t down = pull_values_bytes(m, n, false);
 
 	return up + (live > 1 ? down : 0);
 }

@@ -207,6 +207,7 @@ size_t gp_msg_dtype_size(uint8_t dtype)
 		return 2;
 	case GP_DTYPE_I8:
 	case GP_DTYPE_Q8:
+	case GP_DTYPE_Q8_DELTA:
 		return 1;
 	default:
 		return 0;
@@ -217,7 +218,7 @@ uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count)
 {
 	uint64_t chunks = (count + GP_MSG_Q8_CHUNK - 1) / GP_MSG_Q8_CHUNK;
 
-	if (dtype == GP_DTYPE_Q8)
+	if (dtype == GP_DTYPE_Q8 || dtype == GP_DTYPE_Q8_DELTA)
 		return count + 4 * chunks;
 	return count * gp_msg_dtype_size(dtype);
 }
@@ -264,7 +265,8 @@ static int validate_block(void *obj)
 		return -EBADMSG;
 	if (b->dtype == GP_DTYPE_I8 && !isfinite(b->scale))
 		return -EBADMSG;
-	if (b->dtype == GP_DTYPE_Q8 && !q8_scales_ok(b->raw, b->count))
+	if ((b->dtype == GP_DTYPE_Q8 || b->dtype == GP_DTYPE_Q8_DELTA) &&
+	    !q8_scales_ok(b->raw, b->count))
 		return -EBADMSG;
 	return 0;
 }
@@ -285,6 +287,10 @@ static int validate_update(void *obj)
 	    u->items_len > GP_MSG_GROUP_MAX * GP_MSG_ITEM_SIZE ||
 	    (u->form != GP_UPDATE_GRADIENT) != (u->items_len > 0))
 		return -EBADMSG;
+	/* A change against a mirror only travels down (PARAM_SHARDS). */
+	for (size_t i = 0; i < u->n_blocks; i++)
+		if (u->blocks[i].dtype == GP_DTYPE_Q8_DELTA)
+			return -EBADMSG;
 	return 0;
 }
 
@@ -784,6 +790,7 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 		break;
 	}
 	case GP_DTYPE_Q8:
+	case GP_DTYPE_Q8_DELTA:
 		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
 			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
 							      GP_MSG_Q8_CHUNK;
@@ -1193,7 +1200,8 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		for (size_t i = 0; i < n; i++)
 			out[i] = (float)(int8_t)b->raw[i] * b->scale;
 		break;
-	case GP_DTYPE_Q8: {
+	case GP_DTYPE_Q8:
+	case GP_DTYPE_Q8_DELTA: {
 		const uint8_t *p = b->raw;
 
 		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
@@ -1208,6 +1216,36 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		}
 		break;
 	}
+	}
+	return 0;
+}
+
+int gp_msg_block_add(const struct gp_msg_block *b, float *mirror, size_t n)
+{
+	if (!b->raw || b->dtype != GP_DTYPE_Q8_DELTA || n != b->count ||
+	    b->raw_len != gp_msg_payload_size(b->dtype, n))
+		return -EINVAL;
+	/* Checked whole first: a refused block leaves the mirror as it was. */
+	for (int pass = 0; pass < 2; pass++) {
+		const uint8_t *p = b->raw;
+
+		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
+			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
+							      GP_MSG_Q8_CHUNK;
+			float scale = gp_get_lef32(p);
+
+			p += 4;
+			for (size_t i = 0; i < c; i++) {
+				float d = (float)(int8_t)p[i] * scale;
+				float v = mirror[at + i] + d;
+
+				if (pass == 0 && !isfinite(v))
+					return -ERANGE;
+				if (pass == 1)
+					mirror[at + i] = v;
+			}
+			p += c;
+		}
 	}
 	return 0;
 }

@@ -155,8 +155,13 @@ enum gp_msg_dtype {
 	 * own scale (value = q * scale): finer than I8's one scale per
 	 * block, for updates quantised with error feedback. */
 	GP_DTYPE_Q8 = 3,
+	/* A GP_DTYPE_Q8 payload that is a change, not values: the receiver
+	 * adds it to the values it last received for the same rows (its
+	 * mirror). Only parameter blocks of PARAM_SHARDS, only with
+	 * GP_CAP_PARAM_DELTA; an UPDATE that holds one is malformed. */
+	GP_DTYPE_Q8_DELTA = 4,
 };
-#define GP_DTYPE_MAX GP_DTYPE_Q8
+#define GP_DTYPE_MAX GP_DTYPE_Q8_DELTA
 
 /* A GP_DTYPE_Q8 payload of count values is ceil(count / 64) chunks, each
  *
@@ -227,6 +232,14 @@ enum gp_msg_dtype {
  * UPDATE of form GP_UPDATE_DELTA. Needs GP_CAP_LOCAL_STEP; excludes
  * GP_CAP_SUMS and GP_CAP_MOMENTUM for that session. */
 #define GP_CAP_INNER_ADAMW (1u << 11)
+/* The parameter blocks of PARAM_SHARDS may come as GP_DTYPE_Q8_DELTA: the
+ * change since the values the agent last received for those rows, which
+ * both ends keep (the mirror; docs/protocol.md "Parameter deltas"). A
+ * block of f16 or f32 sets the mirror's rows; a delta adds to them; the
+ * agent's copy of those rows becomes the mirror's. The first pull of a
+ * session, and every pull picked for verification, carries every shard
+ * as f16. Needs GP_CAP_F16 and GP_CAP_Q8. */
+#define GP_CAP_PARAM_DELTA (1u << 12)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -587,6 +600,14 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
  * decoded payload, -EPROTONOSUPPORT for an unknown dtype. Non-finite values
  * are passed through (the coordinator checks gradients itself). */
 int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
+
+/* Adds a decoded GP_DTYPE_Q8_DELTA block's values to mirror[0..n) (the
+ * values last received for its rows), as mirror[i] + (float)q * scale,
+ * bit for bit what the sender's mirror becomes (coordinator/downlink.h).
+ * Returns 0, -EINVAL if n != count, the block is not a decoded delta,
+ * -ERANGE if a sum would not be finite (mirror then unchanged). */
+int gp_msg_block_add(const struct gp_msg_block *block, float *mirror,
+		     size_t n);
 
 /* Element size in bytes of a dtype, 0 when unknown (GP_DTYPE_Q8: 1, its
  * chunks' scales not counted). */

@@ -10,7 +10,9 @@
 #   - have sent its traffic through the shaped links (the tbf queues on
 #     both ends of both links passed megabytes), and had both agents work;
 #   - have measured the links (the rate serve logs with the sync interval
-#     is the shaped one). The updates go as int8 (q8, the default).
+#     is the shaped one). The updates go as int8 (q8, the default);
+#   - have sent the parameters down as q8 changes against each agent's
+#     mirror (GP_CAP_PARAM_DELTA, the default) to both agents.
 # It asserts on results, not on times: the figures are tools/bench-wan's.
 # Skips (77) when not root or without network namespaces, veth or tbf.
 . "$(dirname "$0")/lib-volunteer.sh"
@@ -131,6 +133,13 @@ for i in 1 2; do
 	echo "agent $i: $up bytes up, $down bytes down through tbf at $RATE"
 	[ "${up:-0}" -gt 1000000 ] && [ "${down:-0}" -gt 1000000 ] ||
 		fail "agent $i's link carried $up bytes up, $down down: not the pool's traffic"
+done
+
+# Parameters came down as changes (after the first, whole pull), and the
+# ledger checks below hold with them.
+for i in 1 2; do
+	grep -q "parameters now come as q8 changes" "$T/agent$i.log" ||
+		fail "agent $i got no parameter change (GP_CAP_PARAM_DELTA)"
 done
 
 /usr/bin/python3 - "$T/coord" "$EPOCHS" <<'PY' || fail "ledger checks"

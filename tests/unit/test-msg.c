@@ -7,6 +7,7 @@
 #include "msg.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1297,9 +1298,102 @@ static void test_q8(void)
 		ASSERT_EQ(p[6], GP_DTYPE_F16);
 		p[6] = GP_DTYPE_Q8;
 		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
-		p[6] = 4;
+		p[6] = GP_DTYPE_MAX + 1;
 		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EPROTONOSUPPORT);
 	}
+	free(buf);
+}
+
+/* Q8_DELTA (GP_CAP_PARAM_DELTA): q8's bytes, a change the receiver adds
+ * to its mirror bit for bit as the sender's mirror moves; finite sums
+ * only; never in an UPDATE. */
+static void test_q8_delta(void)
+{
+	float d[130], mirror[130], sender[130], q[130], got[130];
+	struct gp_msg_block b = { 0 };
+	const struct gp_msg_block *db;
+	struct gp_msg m, dm;
+	uint8_t *buf;
+	size_t len;
+
+	for (size_t i = 0; i < 130; i++) {
+		d[i] = (float)(0.001 * ((double)i - 60) * (i % 7 == 0 ? 40 : 1));
+		mirror[i] = sender[i] = (float)(0.05 * sin((double)i));
+	}
+	b.tensor = 1;
+	b.rows = 0;
+	b.count = 130;
+	b.dtype = GP_DTYPE_Q8_DELTA;
+	b.values = d;
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.blocks = &b;
+	m.u.param_shards.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &dm));
+	db = &dm.u.param_shards.blocks[0];
+	ASSERT_EQ(db->dtype, GP_DTYPE_Q8_DELTA);
+	/* q8's layout: three chunks of 64, 64 and 2 values. */
+	ASSERT_EQ(db->raw_len, 130 + 3 * 4);
+	ASSERT_OK(gp_msg_block_read(db, got, 130));
+	gp_msg_q8_round(d, q, 130);
+	ASSERT_MEM_EQ(got, q, sizeof(q));
+	/* The receiver's mirror moves exactly as the sender's. */
+	ASSERT_OK(gp_msg_block_add(db, mirror, 130));
+	for (size_t i = 0; i < 130; i++) {
+		sender[i] += q[i];
+		ASSERT_EQ(memcmp(&mirror[i], &sender[i], sizeof(float)), 0);
+	}
+	ASSERT_EQ(gp_msg_block_add(db, mirror, 129), -EINVAL);
+	gp_msg_finish(&dm);
+	/* A sum that is not finite is refused whole. */
+	{
+		float huge[64], mir[64] = { 0 }, keep[64] = { 0 };
+		struct gp_msg_block hb = { .count = 64,
+					   .dtype = GP_DTYPE_Q8_DELTA,
+					   .values = huge };
+
+		for (size_t i = 0; i < 64; i++) {
+			huge[i] = FLT_MAX * (i % 2 ? 1.0f : -0.5f);
+			mir[i] = keep[i] = FLT_MAX * 0.75f;
+		}
+		m.u.param_shards.blocks = &hb;
+		free(buf);
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &dm));
+		ASSERT_EQ(gp_msg_block_add(&dm.u.param_shards.blocks[0], mir, 64),
+			  -ERANGE);
+		ASSERT_MEM_EQ(mir, keep, sizeof(mir));
+		gp_msg_finish(&dm);
+		/* A block of another dtype is not a change. */
+		hb.dtype = GP_DTYPE_Q8;
+		free(buf);
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &dm));
+		ASSERT_EQ(gp_msg_block_add(&dm.u.param_shards.blocks[0], mir, 64),
+			  -EINVAL);
+		gp_msg_finish(&dm);
+		/* A chunk scale that is not finite fails the message. */
+		hb.dtype = GP_DTYPE_Q8_DELTA;
+		free(buf);
+		buf = encode(&m, &len);
+		{
+			uint8_t *p = buf + len - (64 + 4);
+
+			ASSERT_NEAR(gp_get_lef32(p), FLT_MAX / 127, FLT_MAX / 1e6);
+			gp_put_lef32(p, NAN);
+			ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+			gp_put_lef32(p, -1.0f);
+			ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+		}
+	}
+	free(buf);
+	/* A change only travels down: an UPDATE holding one is malformed. */
+	b.dtype = GP_DTYPE_Q8_DELTA;
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
 	free(buf);
 }
 
@@ -1515,13 +1609,15 @@ static void test_names(void)
 	ASSERT_STR_EQ(gp_msg_bye_str(GP_BYE_JOB_DONE), "job done");
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_F16), 2);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8), 1);
-	ASSERT_EQ(gp_msg_dtype_size(4), 0);
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8_DELTA), 1);
+	ASSERT_EQ(gp_msg_dtype_size(5), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 0), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 1), 5);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 64), 68);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 65), 73);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_F16, 65), 130);
-	ASSERT_EQ(gp_msg_payload_size(4, 65), 0);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8_DELTA, 65), 73);
+	ASSERT_EQ(gp_msg_payload_size(5, 65), 0);
 	gp_msg_finish(NULL);
 }
 
@@ -1569,6 +1665,30 @@ static int write_inner_adamw(const char *dir)
 	return write_file(dir, "valid-09-UPDATE-delta", &m);
 }
 
+/* PARAM_SHARDS with a parameter block as a change (GP_CAP_PARAM_DELTA)
+ * and its momentum as q8. */
+static int write_param_delta(const char *dir)
+{
+	static float v[2][64];
+	struct gp_msg_block b[2] = {
+		{ .tensor = 0, .row_start = 0, .rows = 2, .version = 9,
+		  .count = 64, .dtype = GP_DTYPE_Q8_DELTA, .values = v[0] },
+		{ .tensor = 6, .row_start = 0, .rows = 2, .version = 9,
+		  .count = 64, .dtype = GP_DTYPE_Q8, .values = v[1] },
+	};
+	struct gp_msg m;
+
+	for (size_t i = 0; i < 64; i++) {
+		v[0][i] = 0.001f * (float)((int)i - 32);
+		v[1][i] = 0.01f * (float)(i % 5);
+	}
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.clock = 12;
+	m.u.param_shards.blocks = b;
+	m.u.param_shards.n_blocks = 2;
+	return write_file(dir, "valid-08-PARAM_SHARDS-delta", &m);
+}
+
 static int write_corpus(const char *dir)
 {
 	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
@@ -1591,7 +1711,7 @@ static int write_corpus(const char *dir)
 		}
 		free(buf);
 	}
-	return write_inner_adamw(dir);
+	return write_inner_adamw(dir) || write_param_delta(dir);
 }
 
 int main(int argc, char **argv)
@@ -1613,6 +1733,7 @@ int main(int argc, char **argv)
 	test_f16();
 	test_i8();
 	test_q8();
+	test_q8_delta();
 	test_progress();
 	test_names();
 	printf("msg: all tests passed\n");

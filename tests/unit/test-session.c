@@ -5,6 +5,7 @@
  * behaviour the real-process tests (tests/integration, tests/fault) see
  * from outside, in milliseconds. */
 #include <errno.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,7 @@ struct world {
 	unsigned drops;
 	struct gp_tensor_info tensors[2];
 	unsigned params_set;
+	float last_params[16];  /* the values of the last set_params */
 	struct computed computed[COMPUTED_MAX];
 	size_t n_computed;
 };
@@ -237,9 +239,10 @@ static int w_set_params(void *ctx, enum gp_model_slot slot, size_t tensor,
 	struct world *w = ctx;
 
 	(void)slot;
-	(void)tensor;
 	(void)row0;
-	(void)rows;
+	if (tensor < 2 && rows * w->tensors[tensor].cols <= 16)
+		memcpy(w->last_params, values,
+		       rows * w->tensors[tensor].cols * sizeof(float));
 	free(values);
 	w->params_set++;
 	return 0;
@@ -543,7 +546,7 @@ static void test_reconnect(void)
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
 				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS |
-				      GP_CAP_JOBS);
+				      GP_CAP_JOBS | GP_CAP_PARAM_DELTA);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -1064,6 +1067,96 @@ static void test_param_shards(void)
 	free(w);
 }
 
+/* GP_CAP_PARAM_DELTA: a whole block sets the mirror, a q8 change adds
+ * to it and the sum reaches the worker; a change that was not granted,
+ * comes before its parameters, is for the momentum or does not sum to
+ * finite values drops the session (the mirror would no longer be the
+ * coordinator's). */
+static void shards_one(struct world *w, uint32_t tensor, uint8_t dtype,
+		       const float *v)
+{
+	struct gp_msg_block b = { .tensor = tensor, .rows = 3, .count = 6,
+				  .dtype = dtype, .values = v };
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_PARAM_SHARDS);
+	msg.u.param_shards.blocks = &b;
+	msg.u.param_shards.n_blocks = 1;
+	deliver(w, &msg);
+}
+
+static void test_param_delta(void)
+{
+	const uint32_t caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_PARAM_DELTA;
+	float v[6] = { 1, 2, 3, 4, 5, 6 };
+	float d[6] = { 0.5f, -0.25f, 0, 1, -1, 0.125f };
+	float q[6], huge[6];
+	struct world *w = member("a:1");
+
+	establish(w);
+	welcome_with(w, caps, 0);
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	ASSERT_EQ(w->params_set, 1);
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
+	ASSERT_EQ(w->params_set, 2);
+	gp_msg_q8_round(d, q, 6);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+	/* A second change adds to the first. */
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_EQ(w->last_params[i], v[i] + q[i] + q[i]);
+	/* A whole block sets the mirror again. */
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+	ASSERT_EQ(w->closes, 0);
+	/* Not finite once added. */
+	for (size_t i = 0; i < 6; i++)
+		huge[i] = FLT_MAX;
+	shards_one(w, 0, GP_DTYPE_F32, huge);
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, huge);
+	ASSERT_EQ(w->params_set, 6);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* A change for the momentum (tensor 2: tensor 0's). */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, caps, 0);
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	shards_one(w, 2, GP_DTYPE_Q8_DELTA, d);
+	ASSERT_EQ(w->params_set, 1);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* Before any whole block of its tensor. */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, caps, 0);
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
+	ASSERT_EQ(w->params_set, 0);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* Not granted. */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, caps & ~(uint32_t)GP_CAP_PARAM_DELTA, 0);
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
+	ASSERT_EQ(w->params_set, 1);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+}
+
 /* ---- pausing ---------------------------------------------------------- */
 
 /* Pause keeps the connection: PAUSE (user) goes out, nothing is closed;
@@ -1563,6 +1656,7 @@ int main(void)
 	test_local_data();
 	test_data_shards();
 	test_param_shards();
+	test_param_delta();
 	test_pause_keeps_connection();
 	test_pause_until();
 	test_finish();

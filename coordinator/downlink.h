@@ -1,0 +1,56 @@
+/* Parameters down as changes (GP_CAP_PARAM_DELTA, docs/protocol.md
+ * "Parameter deltas").
+ *
+ * For a member granted the capability the coordinator keeps a mirror: the
+ * parameters as the member last decoded them, value for value (f16 of a
+ * full block, or the mirror plus a delta block as the member adds it). A
+ * pull then sends each changed shard as GP_DTYPE_Q8_DELTA, the change
+ * from the mirror to the parameters quantised in chunks of 64, and adds
+ * the same quantised change to the mirror. What the quantisation loses
+ * stays in the difference between the parameters and the mirror, so the
+ * next pull sends it: error feedback kept on the coordinator, exact
+ * because both ends hold the same mirror bit for bit. A pull with
+ * pulled_version 0 (the session's first, one picked for verification,
+ * one after RESUME) sends every shard as f16 and sets the mirror from it.
+ *
+ * Changes go only to a member whose measured link is slower than
+ * GP_DOWNLINK_SLOW_BPS: on a LAN (loopback included) the bytes they save
+ * buy nothing and each pull would cost the coordinator's loop a q8
+ * encoding; the mirror follows the whole blocks meanwhile.
+ *
+ * One mirror costs n_params floats per member, allocated at its first
+ * pull; without memory the member just gets f16 blocks. */
+#ifndef GP_DOWNLINK_H
+#define GP_DOWNLINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "msg.h"
+
+/* Links measured slower than this (bytes per second: 100 Mbit/s) get
+ * changes; faster or unmeasured ones whole f16 blocks. */
+#define GP_DOWNLINK_SLOW_BPS 12.5e6
+
+/* Turns the n parameter blocks of a PARAM_SHARDS for m (blocks[i] shard
+ * idx[i], dtype F16 and values the shard's parameters as built by the
+ * caller) into delta blocks where m's mirror allows, and brings the
+ * mirror to what m will decode. *ret_scratch (n_params floats or NULL)
+ * holds the deltas the blocks now borrow: the caller frees it after
+ * sending. Returns 0 (without memory the blocks stay f16 and the mirror
+ * follows them). */
+int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
+		       struct gp_msg_block *blocks, const uint32_t *idx,
+		       size_t n, float **ret_scratch);
+
+/* The core, on one run of values: delta = w - mirror into delta[0..n),
+ * mirror += what a GP_DTYPE_Q8_DELTA block of delta decodes to (as
+ * gp_msg_block_add() adds it on the member's side, bit for bit). n counts
+ * from a block's start (its chunks of 64 are the block's). */
+void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n);
+
+/* Drops m's mirror (its connection is gone). */
+void gp_downlink_finish(struct gp_member *m);
+
+#endif

@@ -1,0 +1,239 @@
+/* Parameters down as changes (coordinator/downlink.c, GP_CAP_PARAM_DELTA):
+ * the capability's negotiation, the first pull whole as f16, then q8
+ * changes whose decoding on the agent's side keeps its mirror equal to
+ * the coordinator's bit for bit, so that what one pull's rounding loses
+ * the next one sends (the parameters and the mirror never drift further
+ * apart than one rounding, over many rounds); a pull with pulled_version
+ * 0 (verification) is whole again. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "downlink.h"
+#include "pool-fixture.h"
+
+#define ROUNDS 500
+#define CAPS (GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS | \
+	      GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_PARAM_DELTA)
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+
+/* Uniform in [-1, 1), from splitmix64. */
+static double uniform(void)
+{
+	uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (double)(z >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+/* One pull of m as serve.c's send_params builds it, through the wire
+ * into the agent's mirror (FX_N floats, laid out as the store). Returns
+ * how many blocks came as changes. */
+static size_t pull(struct fixture *f, struct gp_member *m, float *agent)
+{
+	struct gp_params *p = f->params;
+	size_t n = gp_params_changed_since(p, m->pulled_version, NULL, 0);
+	uint32_t idx[16];
+	struct gp_msg_block blocks[16];
+	struct gp_msg msg, d;
+	float *deltas = NULL;
+	size_t changes = 0, len;
+	uint8_t *buf;
+
+	ASSERT(n > 0 && n <= 16);
+	gp_params_changed_since(p, m->pulled_version, idx, n);
+	memset(blocks, 0, sizeof(blocks));
+	for (size_t i = 0; i < n; i++) {
+		struct gp_params_shard sh;
+
+		ASSERT_OK(gp_params_shard(p, idx[i], &sh));
+		blocks[i] = (struct gp_msg_block){
+			.tensor = sh.tensor, .row_start = sh.row_begin,
+			.rows = sh.rows, .version = sh.version,
+			.count = (uint32_t)sh.count, .dtype = GP_DTYPE_F16,
+			.values = gp_params_shard_data(p, idx[i]),
+		};
+	}
+	ASSERT_OK(gp_downlink_encode(&f->pool, m, blocks, idx, n, &deltas));
+	gp_msg_init(&msg, GP_MSG_PARAM_SHARDS);
+	msg.u.param_shards.blocks = blocks;
+	msg.u.param_shards.n_blocks = n;
+	ASSERT_OK(gp_msg_encode_alloc(&msg, &buf, &len));
+	free(deltas);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	for (size_t i = 0; i < n; i++) {
+		const struct gp_msg_block *b = &d.u.param_shards.blocks[i];
+		struct gp_params_shard sh;
+
+		ASSERT_OK(gp_params_shard(p, idx[i], &sh));
+		if (b->dtype == GP_DTYPE_Q8_DELTA) {
+			ASSERT_OK(gp_msg_block_add(b, agent + sh.offset,
+						   sh.count));
+			changes++;
+		} else {
+			ASSERT_EQ(b->dtype, GP_DTYPE_F16);
+			ASSERT_OK(gp_msg_block_read(b, agent + sh.offset,
+						    sh.count));
+		}
+	}
+	gp_msg_finish(&d);
+	free(buf);
+	m->pulled_version = gp_params_version(p);
+	return changes;
+}
+
+/* Gives m a measured link of bps bytes per second: one probe of 1 MB
+ * down and nothing up, waited on for 1e6 / bps seconds. */
+static void link(struct fixture *f, struct gp_member *m, double bps)
+{
+	uint64_t wait_us = (uint64_t)(1e12 / bps);
+
+	ASSERT_OK(gp_ssp_link_sent(f->ssp, (uint64_t)m->agent_id, m->clock,
+				   1000000, 1000000));
+	ASSERT_EQ(gp_ssp_link_answered(f->ssp, (uint64_t)m->agent_id,
+				       m->clock, 1000000 + wait_us, 0, 0), 1);
+}
+
+/* Moves every parameter by up to step. */
+static void drift(struct fixture *f, double step)
+{
+	const float *w = gp_params_values(f->params);
+	float t0[6], t1[3];
+
+	for (size_t i = 0; i < 6; i++)
+		t0[i] = w[i] + (float)(step * uniform());
+	for (size_t i = 0; i < 3; i++)
+		t1[i] = w[6 + i] + (float)(step * uniform());
+	ASSERT_OK(gp_params_set_tensor(f->params, 0, t0, 6));
+	ASSERT_OK(gp_params_set_tensor(f->params, 1, t1, 3));
+}
+
+static void test_negotiation(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+
+	fx_setup(&f, 3);
+	m = fx_join(&f, 0, CAPS);
+	ASSERT(m->caps & GP_CAP_PARAM_DELTA);
+	/* Only with q8 (which needs f16) and the job's switch on. */
+	m = fx_join(&f, 1, CAPS & ~(uint32_t)GP_CAP_Q8);
+	ASSERT(!(m->caps & GP_CAP_PARAM_DELTA));
+	f.job.param_delta = false;
+	m = fx_join(&f, 2, CAPS);
+	ASSERT(!(m->caps & GP_CAP_PARAM_DELTA));
+	ASSERT(m->caps & GP_CAP_Q8);
+	fx_teardown(&f);
+}
+
+static void test_rounds(void)
+{
+	struct fixture f;
+	struct gp_member *m, *plain;
+	float agent[FX_N], other[FX_N];
+	const float *w;
+
+	fx_setup(&f, 3);
+	m = fx_join(&f, 0, CAPS);
+	plain = fx_join(&f, 1, CAPS & ~(uint32_t)GP_CAP_PARAM_DELTA);
+	drift(&f, 1.0);
+	/* Not measured, then a fast link: whole blocks only, the mirror
+	 * following them. */
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	drift(&f, 0.1);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	link(&f, m, 1e9 / 8);
+	drift(&f, 0.1);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	/* A 20 Mbit/s link (the moving average brought below 100 Mbit/s)
+	 * gets changes from its next pull on. */
+	for (int i = 0; i < 10; i++)
+		link(&f, m, 20e6 / 8);
+	m->pulled_version = 0;
+	/* The first pull is whole, as f16: the mirror is what was decoded. */
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_NOT_NULL(m->mirror);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	w = gp_params_values(f.params);
+	for (size_t i = 0; i < FX_N; i++)
+		ASSERT_EQ(agent[i], gp_msg_f16_to_f32(gp_msg_f32_to_f16(w[i])));
+	ASSERT_EQ(pull(&f, plain, other), 0);
+	ASSERT(plain->mirror == NULL);
+	for (int r = 0; r < ROUNDS; r++) {
+		float before[FX_N], meant[FX_N];
+		double worst = 0;
+
+		memcpy(before, m->mirror, sizeof(before));
+		/* Steps of every size, from far below f16's resolution of
+		 * the values to far above it. */
+		drift(&f, pow(10, -6 + 5 * ((r * 7) % 11) / 10.0));
+		w = gp_params_values(f.params);
+		for (size_t i = 0; i < FX_N; i++)
+			meant[i] = w[i] - before[i];
+		ASSERT(pull(&f, m, agent) > 0);
+		ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+		/* Within one rounding of the change meant: the largest
+		 * change of its chunk (here, each shard is one chunk) over
+		 * 254, and float rounding. */
+		for (size_t i = 0; i < FX_N; i++)
+			if (fabs(meant[i]) > worst)
+				worst = fabs(meant[i]);
+		for (size_t i = 0; i < FX_N; i++)
+			ASSERT(fabs((double)w[i] - agent[i]) <=
+			       worst / 254 + 1e-6 * (fabs(w[i]) + worst));
+		ASSERT_EQ(pull(&f, plain, other), 0);
+	}
+	ASSERT_UINT_EQ(m->deltas_sent, ROUNDS);
+	/* A pull with pulled_version 0 (picked for verification) is whole
+	 * again and sets the mirror to it. */
+	drift(&f, 0.01);
+	m->pulled_version = 0;
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	gp_members_remove(&f.pool, m);
+	ASSERT(m->mirror == NULL);
+	fx_teardown(&f);
+}
+
+/* The core on its own: over many rounds the sum of what was decoded is
+ * the sum of what was meant less what is still owed, which stays one
+ * rounding. */
+static void test_core(void)
+{
+	enum { N = 1000 };
+	static float w[N], mirror[N], delta[N], sum_sent[N], start[N];
+
+	for (size_t i = 0; i < N; i++)
+		w[i] = mirror[i] = start[i] = (float)uniform();
+	for (int r = 0; r < 2000; r++) {
+		float before[N];
+
+		for (size_t i = 0; i < N; i++)
+			w[i] += (float)(0.01 * uniform() * (i % 97 == 0 ? 30 : 1));
+		memcpy(before, mirror, sizeof(before));
+		/* Two blocks, chunks cut mid-block as on the wire. */
+		gp_downlink_delta(w, mirror, delta, 700);
+		gp_downlink_delta(w + 700, mirror + 700, delta + 700, 300);
+		for (size_t i = 0; i < N; i++)
+			sum_sent[i] += mirror[i] - before[i];
+	}
+	for (size_t i = 0; i < N; i++) {
+		ASSERT(fabs((double)mirror[i] - start[i] - sum_sent[i]) < 1e-3);
+		/* Owed: at most one rounding of the last change (< 0.3 /
+		 * 254 + float rounding of values near 1-30). */
+		ASSERT(fabs((double)w[i] - mirror[i]) < 0.3 / 254 + 1e-4);
+	}
+}
+
+int main(void)
+{
+	test_negotiation();
+	test_rounds();
+	test_core();
+	printf("downlink: all tests passed\n");
+	return 0;
+}
