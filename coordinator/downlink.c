@@ -31,31 +31,46 @@ static void set_f16(float *mirror, const float *w, size_t n)
 		mirror[i] = gp_msg_f16_to_f32(gp_msg_f32_to_f16(w[i]));
 }
 
-/* Whether m's link is measured and slower than GP_DOWNLINK_SLOW_BPS:
- * only there do the bytes saved pay for the coordinator's work. */
-static bool slow_link(const struct gp_pool *pool, const struct gp_member *m)
+/* m's link as measured: bytes per second, 0 when not measured yet. */
+static double link_bps(const struct gp_pool *pool, const struct gp_member *m)
 {
 	struct gp_ssp_agent_info info;
 
-	return gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
-	       info.link_bps > 0 && info.link_bps < GP_DOWNLINK_SLOW_BPS;
+	if (gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0 ||
+	    !(info.link_bps > 0))
+		return 0;
+	return info.link_bps;
 }
 
 int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 		       struct gp_msg_block *blocks, const uint32_t *idx,
 		       size_t n, float **ret_scratch)
 {
-	bool delta = m->pulled_version != 0 && m->mirror &&
-		     slow_link(pool, m);
+	uint64_t bytes = (uint64_t)pool->n_params * sizeof(float);
+	double bps = link_bps(pool, m);
+	bool fast = bps >= GP_DOWNLINK_SLOW_BPS;
+	/* Only on a measured slow link do the bytes saved pay for the
+	 * coordinator's work. */
+	bool delta = m->pulled_version != 0 && m->mirror && bps > 0 && !fast;
 	float *scratch = NULL;
 
 	*ret_scratch = NULL;
 	if (!(m->caps & GP_CAP_PARAM_DELTA))
 		return 0;
-	/* Without memory the member gets f16 blocks, as without the
-	 * capability; a whole block sets its mirror's rows anyway. */
-	if (!m->mirror && !(m->mirror = malloc(pool->n_params * sizeof(float))))
+	if (fast) {
+		gp_downlink_finish(pool, m);
 		return 0;
+	}
+	/* A mirror starts with a pull of every shard (it is then what the
+	 * member decodes), within the budget; without one, or without
+	 * memory, the member gets f16 blocks, as without the capability. */
+	if (!m->mirror) {
+		if (m->pulled_version != 0 ||
+		    pool->mirror_bytes + bytes > GP_DOWNLINK_MIRRORS_BYTES ||
+		    !(m->mirror = malloc(bytes)))
+			return 0;
+		pool->mirror_bytes += bytes;
+	}
 	if (delta && !(scratch = malloc(pool->n_params * sizeof(float))))
 		delta = false;
 	for (size_t i = 0; i < n; i++) {
@@ -79,8 +94,11 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 	return 0;
 }
 
-void gp_downlink_finish(struct gp_member *m)
+void gp_downlink_finish(struct gp_pool *pool, struct gp_member *m)
 {
+	if (!m->mirror)
+		return;
 	free(m->mirror);
 	m->mirror = NULL;
+	pool->mirror_bytes -= (uint64_t)pool->n_params * sizeof(float);
 }

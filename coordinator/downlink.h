@@ -18,8 +18,13 @@
  * buy nothing and each pull would cost the coordinator's loop a q8
  * encoding; the mirror follows the whole blocks meanwhile.
  *
- * One mirror costs n_params floats per member, allocated at its first
- * pull; without memory the member just gets f16 blocks. */
+ * One mirror costs n_params floats per member. It is made at a pull that
+ * sends every shard (pulled_version 0: the session's first, a
+ * verification pull, the one after RESUME) unless the member's link is
+ * measured fast, and only while all mirrors together stay within
+ * GP_DOWNLINK_MIRRORS_BYTES; a member whose link is measured fast gives
+ * its mirror back. Without one the member gets f16 blocks, as without the
+ * capability. */
 #ifndef GP_DOWNLINK_H
 #define GP_DOWNLINK_H
 
@@ -32,6 +37,12 @@
 /* Links measured slower than this (bytes per second: 100 Mbit/s) get
  * changes; faster or unmeasured ones whole f16 blocks. */
 #define GP_DOWNLINK_SLOW_BPS 12.5e6
+
+/* The most bytes all members' mirrors may hold together: without a bound
+ * 10,000 members of the main job's MLP (235k parameters) would hold
+ * 9.4 GB (docs/scale-out.md: per-agent memory is bounded). 256 MiB is
+ * about 285 such members, or 2,600 of the 25k-parameter model. */
+#define GP_DOWNLINK_MIRRORS_BYTES (UINT64_C(256) << 20)
 
 /* Turns the n parameter blocks of a PARAM_SHARDS for m (blocks[i] shard
  * idx[i], dtype F16 and values the shard's parameters as built by the
@@ -50,7 +61,7 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
  * from a block's start (its chunks of 64 are the block's). */
 void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n);
 
-/* Drops m's mirror (its connection is gone). */
-void gp_downlink_finish(struct gp_member *m);
+/* Drops m's mirror (its connection is gone, or its link is fast). */
+void gp_downlink_finish(struct gp_pool *pool, struct gp_member *m);
 
 #endif

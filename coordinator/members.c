@@ -73,7 +73,7 @@ static void index_remove(struct gp_pool *pool, struct gp_member *m)
 
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 {
-	gp_downlink_finish(m);
+	gp_downlink_finish(pool, m);
 	index_remove(pool, m);
 	if (pool->serve_cursor == m)
 		pool->serve_cursor = m->next;

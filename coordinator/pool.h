@@ -145,6 +145,8 @@ struct gp_pool {
 	 * leaves. */
 	struct gp_member *serve_cursor;
 	uint32_t serve_scan;           /* 0: GP_WORK_SERVE_SCAN (tests set less) */
+	/* The members' parameter mirrors together (downlink.h), bytes. */
+	uint64_t mirror_bytes;
 	/* The joined members by agent id (members.c): by_id_mask + 1
 	 * chains, made at the first join, so that finding a member costs
 	 * the same with 10,000 as with 2 (gp_members_finish frees it). */

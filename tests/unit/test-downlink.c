@@ -146,9 +146,13 @@ static void test_rounds(void)
 	drift(&f, 0.1);
 	ASSERT_EQ(pull(&f, m, agent), 0);
 	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	ASSERT_UINT_EQ(f.pool.mirror_bytes, FX_N * sizeof(float));
 	link(&f, m, 1e9 / 8);
 	drift(&f, 0.1);
 	ASSERT_EQ(pull(&f, m, agent), 0);
+	/* Measured fast: it gives its mirror back. */
+	ASSERT(m->mirror == NULL);
+	ASSERT_UINT_EQ(f.pool.mirror_bytes, 0);
 	/* A 20 Mbit/s link (the moving average brought below 100 Mbit/s)
 	 * gets changes from its next pull on. */
 	for (int i = 0; i < 10; i++)
@@ -194,8 +198,51 @@ static void test_rounds(void)
 	m->pulled_version = 0;
 	ASSERT_EQ(pull(&f, m, agent), 0);
 	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	/* A slow link's pull that is not whole makes no mirror: m without
+	 * one gets f16 until its next whole pull. */
+	gp_downlink_finish(&f.pool, m);
+	drift(&f, 0.01);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT(m->mirror == NULL);
+	m->pulled_version = 0;
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_NOT_NULL(m->mirror);
+	drift(&f, 0.01);
+	ASSERT(pull(&f, m, agent) > 0);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
 	gp_members_remove(&f.pool, m);
 	ASSERT(m->mirror == NULL);
+	ASSERT_UINT_EQ(f.pool.mirror_bytes, 0);
+	fx_teardown(&f);
+}
+
+/* All mirrors together stay within GP_DOWNLINK_MIRRORS_BYTES: a member
+ * whose mirror would not fit gets whole f16 blocks on a slow link. */
+static void test_budget(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+	float agent[FX_N];
+
+	fx_setup(&f, 3);
+	m = fx_join(&f, 0, CAPS);
+	for (int i = 0; i < 10; i++)
+		link(&f, m, 20e6 / 8);
+	f.pool.mirror_bytes = GP_DOWNLINK_MIRRORS_BYTES - FX_N * sizeof(float) + 1;
+	drift(&f, 1.0);
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT(m->mirror == NULL);
+	drift(&f, 0.1);
+	ASSERT_EQ(pull(&f, m, agent), 0); /* f16 again */
+	/* Room again (another member left): its next whole pull makes one. */
+	f.pool.mirror_bytes = 0;
+	m->pulled_version = 0;
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	ASSERT_NOT_NULL(m->mirror);
+	drift(&f, 0.1);
+	ASSERT(pull(&f, m, agent) > 0);
+	gp_members_remove(&f.pool, m);
+	ASSERT_UINT_EQ(f.pool.mirror_bytes, 0);
 	fx_teardown(&f);
 }
 
@@ -233,6 +280,7 @@ int main(void)
 {
 	test_negotiation();
 	test_rounds();
+	test_budget();
 	test_core();
 	printf("downlink: all tests passed\n");
 	return 0;
