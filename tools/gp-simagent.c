@@ -136,6 +136,10 @@ struct sim {
 	/* connect_failures + rejects + closes_after_welcome at SIGUSR1 */
 	uint64_t steady_base_refused;
 	double *rtt;             /* ms */
+	/* The same round trips' way up: from the send to serve's echo
+	 * (its time_us; CLOCK_MONOTONIC is one clock for every process of
+	 * the machine), so serve's own delay apart from this process's. */
+	double *up;              /* ms */
 	size_t n_rtt, seen_rtt;
 	double *join_ms;
 	size_t n_join;
@@ -430,16 +434,19 @@ static double op_worker_flops_per_sample(void *ctx)
 
 /* ---- the channel ------------------------------------------------------ */
 
-static void rtt_add(struct sim *s, double ms)
+static void rtt_add(struct sim *s, double ms, double up_ms)
 {
 	s->seen_rtt++;
 	if (s->n_rtt < RTT_KEEP) {
+		s->up[s->n_rtt] = up_ms;
 		s->rtt[s->n_rtt++] = ms;
 	} else {
 		size_t k = (size_t)rand() % s->seen_rtt;
 
-		if (k < RTT_KEEP)
+		if (k < RTT_KEEP) {
 			s->rtt[k] = ms;
+			s->up[k] = up_ms;
+		}
 	}
 }
 
@@ -462,11 +469,17 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	if (gp_msg_peek(data, len, &h) == 0 && h.type == GP_MSG_HEARTBEAT) {
 		struct gp_msg msg;
 
+		uint64_t now = gp_mono_us();
+
 		if (gp_msg_decode(data, len, &msg) == 0 &&
 		    msg.u.heartbeat.echo_time_us &&
-		    msg.u.heartbeat.echo_time_us <= gp_mono_us())
-			rtt_add(a->sim, (double)(gp_mono_us() -
-						 msg.u.heartbeat.echo_time_us) / 1e3);
+		    msg.u.heartbeat.echo_time_us <= now &&
+		    msg.u.heartbeat.time_us >= msg.u.heartbeat.echo_time_us &&
+		    msg.u.heartbeat.time_us <= now)
+			rtt_add(a->sim,
+				(double)(now - msg.u.heartbeat.echo_time_us) / 1e3,
+				(double)(msg.u.heartbeat.time_us -
+					 msg.u.heartbeat.echo_time_us) / 1e3);
 		gp_msg_finish(&msg);
 		return;
 	}
@@ -757,6 +770,7 @@ static void write_report(struct sim *s)
 		return;
 	}
 	qsort(s->rtt, s->n_rtt, sizeof(double), cmp_double);
+	qsort(s->up, s->n_rtt, sizeof(double), cmp_double);
 	qsort(s->join_ms, s->n_join, sizeof(double), cmp_double);
 	fprintf(f, "{\"agents\": %u, \"joined\": %" PRIu64 ", \"welcomed\": %"
 		PRIu64 ", \"gave_up\": %" PRIu64 ", \"connects\": %" PRIu64
@@ -782,6 +796,10 @@ static void write_report(struct sim *s)
 	fprintf(f, ", \"rtt_step\": %zu, \"rtt_ms\": [", s->n_rtt / 2000 + 1);
 	for (size_t i = 0, step = s->n_rtt / 2000 + 1; i < s->n_rtt; i += step)
 		fprintf(f, "%s%.3f", i ? ", " : "", s->rtt[i]);
+	/* The way up of the same round trips, sorted on its own. */
+	fprintf(f, "], \"up_ms\": [");
+	for (size_t i = 0, step = s->n_rtt / 2000 + 1; i < s->n_rtt; i += step)
+		fprintf(f, "%s%.3f", i ? ", " : "", s->up[i]);
 	fprintf(f, "]}\n");
 	if (f != stdout)
 		fclose(f);
@@ -926,8 +944,9 @@ int main(int argc, char **argv)
 	srand((unsigned)gp_mono_us() ^ (unsigned)getpid());
 	s.agents = calloc(s.n, sizeof(*s.agents));
 	s.rtt = malloc(RTT_KEEP * sizeof(double));
+	s.up = malloc(RTT_KEEP * sizeof(double));
 	s.join_ms = malloc(s.n * sizeof(double));
-	if (!s.agents || !s.rtt || !s.join_ms)
+	if (!s.agents || !s.rtt || !s.up || !s.join_ms)
 		return 1;
 	uv_loop_init(&s.loop);
 	s.loop.data = &s;
@@ -1006,6 +1025,7 @@ int main(int argc, char **argv)
 	}
 	free(s.agents);
 	free(s.rtt);
+	free(s.up);
 	free(s.join_ms);
 	uv_loop_close(&s.loop);
 	return 0;

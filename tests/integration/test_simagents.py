@@ -64,12 +64,18 @@ def test():
         with open(report) as f:
             r = json.load(f)
         log("simulator: %s" % json.dumps({k: v for k, v in r.items()
-                                          if k != "rtt_ms"}))
+                                          if k not in ("rtt_ms", "up_ms")}))
         check(r["joined"] == AGENTS and r["welcomed"] == AGENTS,
               "joined %d, welcomed %d of %d" % (r["joined"], r["welcomed"],
                                                 AGENTS))
         check(r["gave_up"] == 0, "%d agents gave up joining" % r["gave_up"])
         check(r["heartbeats"] > 0, "no heartbeat round trip measured")
+        # The way up (send to serve's echo) is part of each round trip:
+        # order statistic by order statistic, never longer.
+        check(len(r["up_ms"]) == len(r["rtt_ms"]) and
+              all(0 <= u <= t for u, t in zip(r["up_ms"], r["rtt_ms"])),
+              "way up %r against round trips %r" % (r["up_ms"][:5],
+                                                    r["rtt_ms"][:5]))
         rows = pool.applied()
         seen = {}
         for (_id, _agent, _clock, epoch, mb, _n, _st) in rows:
