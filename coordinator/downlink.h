@@ -40,9 +40,14 @@
 
 /* The most bytes all members' mirrors may hold together: without a bound
  * 10,000 members of the main job's MLP (235k parameters) would hold
- * 9.4 GB (docs/scale-out.md: per-agent memory is bounded). 256 MiB is
- * about 285 such members, or 2,600 of the 25k-parameter model. */
-#define GP_DOWNLINK_MIRRORS_BYTES (UINT64_C(256) << 20)
+ * 9.4 GB (docs/scale-out.md: per-agent memory is bounded). 128 MiB is
+ * about 140 such members, or 1,300 of the 25k-parameter model: half of
+ * what robust aggregation's momenta and verification's kept effects may
+ * hold (256 MiB each), since those guard the model and a mirror saves
+ * only bytes (about a tenth of a slow link's, docs/performance.md). With
+ * the three budgets full, 10,000 members fit in 1 GiB beyond the model
+ * and data (tools/bench-scale). */
+#define GP_DOWNLINK_MIRRORS_BYTES (UINT64_C(128) << 20)
 
 /* Turns the n parameter blocks of a PARAM_SHARDS for m (blocks[i] shard
  * idx[i], dtype F16 and values the shard's parameters as built by the
