@@ -5,6 +5,7 @@
 #define GP_TEST_H
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,5 +79,18 @@
 
 /* Exit status meson treats as "skipped". */
 #define GP_TEST_SKIP 77
+
+
+/* Uniform in [-1, 1) from splitmix64, advancing *state: reproducible
+ * inputs for the numeric tests. */
+static inline double test_uniform(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (double)(z >> 11) / 9007199254740992.0 * 2 - 1;
+}
 
 #endif

@@ -19,12 +19,7 @@ static uint64_t rng = 0x9e3779b97f4a7c15ull;
 /* Uniform in [-1, 1), from splitmix64. */
 static double uniform(void)
 {
-	uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	z ^= z >> 31;
-	return (double)(z >> 11) / 9007199254740992.0 * 2 - 1;
+	return test_uniform(&rng);
 }
 
 /* Encodes the block as an UPDATE's Q8 block and decodes it, as the
