@@ -44,9 +44,9 @@
  * about 140 such members, or 1,300 of the 25k-parameter model: half of
  * what robust aggregation's momenta and verification's kept effects may
  * hold (256 MiB each), since those guard the model and a mirror saves
- * only bytes (about a tenth of a slow link's, docs/performance.md). With
- * the three budgets full, 10,000 members fit in 1 GiB beyond the model
- * and data (tools/bench-scale). */
+ * only bytes (about a tenth of a slow link's, docs/performance.md).
+ * tools/bench-scale at 10,000 members, verification off, robust momenta
+ * and mirrors at their budgets: 773 MiB beyond the model and data. */
 #define GP_DOWNLINK_MIRRORS_BYTES (UINT64_C(128) << 20)
 
 /* Turns the n parameter blocks of a PARAM_SHARDS for m (blocks[i] shard
