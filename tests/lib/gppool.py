@@ -566,9 +566,9 @@ class Pool:
 
     def check_accuracy(self, target=0.85):
         acc = self.final_accuracy()
-        check(acc >= target, "final test accuracy %.2f%% < %.0f%% (evals %r)"
+        check(acc >= target, "final test accuracy %.2f%% < %.1f%% (evals %r)"
               % (100 * acc, 100 * target, self.evals()))
-        log("accuracy %.2f%% >= %.0f%%" % (100 * acc, 100 * target))
+        log("accuracy %.2f%% >= %.1f%%" % (100 * acc, 100 * target))
         return acc
 
     # -- teardown --------------------------------------------------------
