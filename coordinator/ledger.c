@@ -869,6 +869,35 @@ int gp_ledger_trust_add(struct gp_ledger *l, int64_t agent_id,
 	return r < 0 ? r : 0;
 }
 
+static int read_mismatches(sqlite3_stmt *st, void *arg)
+{
+	struct gp_ledger_mismatches *row = arg;
+
+	row->agent_id = sqlite3_column_int64(st, 0);
+	row->mismatched = sqlite3_column_int64(st, 1);
+	return 0;
+}
+
+int gp_ledger_trust_mismatches(struct gp_ledger *l,
+			       struct gp_ledger_mismatches **ret_rows,
+			       size_t *ret_n)
+{
+	int r;
+
+	if (!ret_rows || !ret_n)
+		return -EINVAL;
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot read verification records",
+		       sizeof(**ret_rows), read_mismatches, (void **)ret_rows,
+		       ret_n,
+		       "SELECT t.agent_id, t.mismatched FROM agent_trust t"
+		       "  JOIN agents a ON a.id = t.agent_id "
+		       "WHERE t.mismatched > 0 AND a.revoked_at IS NULL "
+		       "ORDER BY t.agent_id", "");
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 int64_t gp_ledger_rollback_minibatches(struct gp_ledger *l, int64_t job_id,
 				       int64_t agent_id,
 				       const int64_t *pairs, size_t n)

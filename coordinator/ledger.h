@@ -238,6 +238,22 @@ int gp_ledger_trust_add(struct gp_ledger *l, int64_t agent_id,
 			int64_t verified, int64_t mismatched,
 			int64_t rolled_back, int64_t at);
 
+/* A member's mismatches on record (agent_trust.mismatched). */
+struct gp_ledger_mismatches {
+	int64_t agent_id;
+	int64_t mismatched;
+};
+
+/* Every member not revoked with at least one mismatch on record, in id
+ * order: what verification starts from (gp_verify_restore), so that a
+ * restart of the coordinator does not give a member that mismatched a
+ * fresh count against verify_bans. On success *ret_rows is a malloc'd
+ * array owned by the caller (free()), NULL when there is none, and *ret_n
+ * its length. Returns 0 or a negative errno. */
+int gp_ledger_trust_mismatches(struct gp_ledger *l,
+			       struct gp_ledger_mismatches **ret_rows,
+			       size_t *ret_n);
+
 /* Marks the agent's applied rows for the minibatches pairs[2i] (epoch),
  * pairs[2i + 1] (index in the epoch), i < n (borrowed), as rolled back:
  * rolled_back is set to the row id of the first pair's (the mismatched

@@ -740,8 +740,16 @@ parsed:
 		};
 
 		r = gp_verify_create(&srv->pool, &env, seed, &srv->pool.verify);
-		if (r < 0)
+		if (r == -ENOMEM) {
+			gp_log_errno(GP_LOG_ERROR, r,
+				     "cannot set up verification");
 			return r;
+		}
+		if (r < 0) {
+			gp_error("cannot set up verification: %s",
+				 gp_ledger_error(srv->st.ledger));
+			return r;
+		}
 	}
 	return 0;
 }

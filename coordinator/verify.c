@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "data.h"
+#include "ledger.h"
 #include "log.h"
 #include "members.h"
 #include "model.h"
@@ -157,11 +158,61 @@ bool gp_verify_pass(double residual, double norm_x, double q,
 	return isfinite(residual) && residual <= q + tolerance * norm_x + 1e-12;
 }
 
+/* A record for an agent that has none; NULL when out of memory. */
+static struct record *record_add(struct gp_verify *v, int64_t agent_id)
+{
+	struct record *rec = calloc(1, sizeof(*rec));
+
+	if (!rec)
+		return NULL;
+	rec->agent_id = agent_id;
+	rec->last_step = v->steps;
+	rec->next = v->records;
+	v->records = rec;
+	return rec;
+}
+
+static void suspect(struct gp_verify *v, struct record *rec)
+{
+	if (!rec->suspect)
+		v->suspects++;
+	rec->suspect = SUSPECT_CHECKS;
+}
+
+/* The members' mismatches on record: counted against verify_bans as
+ * this run's, and each such member suspect until it passes checks. */
+static int restore(struct gp_verify *v)
+{
+	struct gp_ledger_mismatches *rows = NULL;
+	size_t n = 0;
+	int r = gp_ledger_trust_mismatches(v->env.ledger, &rows, &n);
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct record *rec = record_add(v, rows[i].agent_id);
+
+		if (!rec) {
+			r = -ENOMEM;
+			break;
+		}
+		rec->mismatches = rows[i].mismatched > UINT32_MAX ?
+					  UINT32_MAX :
+					  (uint32_t)rows[i].mismatched;
+		suspect(v, rec);
+	}
+	if (r == 0 && n)
+		gp_info("verification: %zu member(s) with mismatches on record, "
+			"all their clocks checked until each passes %d",
+			n, SUSPECT_CHECKS);
+	free(rows);
+	return r;
+}
+
 int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
 		     uint64_t seed, struct gp_verify **ret)
 {
 	struct gp_verify *v = calloc(1, sizeof(*v));
 	size_t n = pool->n_params;
+	int r;
 
 	if (!v)
 		return -ENOMEM;
@@ -175,6 +226,10 @@ int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
 	if (!v->w_old || !v->v_old) {
 		gp_verify_destroy(v);
 		return -ENOMEM;
+	}
+	if (env->ledger && (r = restore(v)) < 0) {
+		gp_verify_destroy(v);
+		return r;
 	}
 	*ret = v;
 	return 0;
@@ -648,11 +703,8 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	if (v->M < REBASE_BELOW)
 		rebase(v, n);
 	rec = record_find(v, m->agent_id);
-	if (!rec && (rec = calloc(1, sizeof(*rec)))) {
-		rec->agent_id = m->agent_id;
-		rec->next = v->records;
-		v->records = rec;
-	}
+	if (!rec)
+		rec = record_add(v, m->agent_id);
 	if (++v->steps % 256 == 0)
 		drop_idle(v);
 	if (rec) {
@@ -1039,18 +1091,9 @@ uint32_t gp_verify_note_mismatch(struct gp_verify *v, int64_t agent_id)
 {
 	struct record *rec = record_find(v, agent_id);
 
-	if (!rec) {
-		rec = calloc(1, sizeof(*rec));
-		if (!rec)
-			return 0;
-		rec->agent_id = agent_id;
-		rec->last_step = v->steps;
-		rec->next = v->records;
-		v->records = rec;
-	}
-	if (!rec->suspect)
-		v->suspects++;
-	rec->suspect = SUSPECT_CHECKS;
+	if (!rec && !(rec = record_add(v, agent_id)))
+		return 0;
+	suspect(v, rec);
 	return ++rec->mismatches;
 }
 

@@ -24,7 +24,12 @@
  * back: the parameters and momentum lose their effect (below), the ledger
  * marks their rows rolled back, and their minibatches go back to the
  * queue (those of an epoch already complete cannot be redone: counted).
- * `[pool] verify_bans` (2) mismatches revoke the member.
+ * `[pool] verify_bans` (2) mismatches revoke the member. The count is the
+ * member's on record (agent_trust.mismatched): a verifier created with a
+ * ledger starts from it, and such a member's clocks are all picked until
+ * it passes SUSPECT_CHECKS (2) checks, so that a restart of the
+ * coordinator (or the next job) gives a member that mismatched neither a
+ * fresh count nor an unwatched start.
  *
  * Taking an update back. SGD with momentum without weight decay is linear:
  * what an applied update added, dw to the parameters and dv to the
@@ -108,8 +113,10 @@ struct gp_verify_env {
 
 /* Creates the verifier of pool (borrowed; its params, sched and n_params
  * set; must outlive it), with the job's settings, seeded from seed (the
- * picks must not be predictable by members). *ret is owned by the
- * caller. Returns 0, -ENOMEM. */
+ * picks must not be predictable by members); with env->ledger, the
+ * members' mismatches on record (gp_ledger_trust_mismatches). *ret is
+ * owned by the caller. Returns 0, -ENOMEM, or the ledger's negative errno
+ * (gp_ledger_error says why). */
 int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
 		     uint64_t seed, struct gp_verify **ret);
 

@@ -15,7 +15,9 @@
 
 #include "checkpoint.h"
 #include "ledger.h"
+#include "pool.h"
 #include "test.h"
+#include "verify.h"
 
 /* The schema version a ledger of this release has (migrations[]). */
 #define LEDGER_VERSION 9
@@ -1032,6 +1034,47 @@ static void test_job_queue(void)
  * marks exactly the agent's applied rows of the minibatches named (with
  * the first one's row id), buffered or not, leaving them out of the
  * applied counts. */
+/* What verification starts from: the members with mismatches on record
+ * and not revoked (two: one mismatch; one: none; three: revoked); a
+ * verifier created with the ledger counts two's next mismatch as its
+ * second (verify_bans 2 revokes it, however often the coordinator
+ * restarted in between) and picks all of two's clocks, not one's. */
+static void trust_restored(struct gp_ledger *l, int64_t one, int64_t two)
+{
+	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
+			      .momentum = 0.9, .verify_rate = 0 };
+	struct gp_pool pool = { .job = &job, .n_params = 4 };
+	struct gp_member m1 = { .agent_id = (uint64_t)one, .clock = 1 };
+	struct gp_member m2 = { .agent_id = (uint64_t)two, .clock = 1 };
+	struct gp_verify_env env = { .ledger = l };
+	struct gp_ledger_mismatches *rows = NULL;
+	struct gp_ledger_agent a;
+	struct gp_verify *v;
+	int64_t three = 0;
+	size_t n = 0;
+
+	make_agent(&a, 3, "three");
+	ASSERT_OK(gp_ledger_join(l, make_token(l, 0, 0), &a, 1, &three));
+	ASSERT_OK(gp_ledger_trust_add(l, three, 0, 2, 0, 400));
+	ASSERT_OK(gp_ledger_agent_revoke(l, three, 401));
+	ASSERT_OK(gp_ledger_trust_mismatches(l, &rows, &n));
+	ASSERT_EQ(n, 1);
+	ASSERT_EQ(rows[0].agent_id, two);
+	ASSERT_EQ(rows[0].mismatched, 1);
+	free(rows);
+
+	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
+	pool.verify = v;
+	ASSERT(gp_verify_suspect(v, two));
+	ASSERT(!gp_verify_suspect(v, one));
+	ASSERT(!gp_verify_suspect(v, three));
+	ASSERT(gp_verify_pick(&pool, &m2, 1, 32));
+	ASSERT(!gp_verify_pick(&pool, &m1, 1, 32));
+	ASSERT_EQ(gp_verify_note_mismatch(v, two), 2);
+	ASSERT_EQ(gp_verify_note_mismatch(v, one), 1);
+	gp_verify_destroy(v);
+}
+
 static void test_trust(void)
 {
 	struct gp_ledger *l;
@@ -1082,6 +1125,7 @@ static void test_trust(void)
 			  "WHERE agent_id = 2"), 200);
 	ASSERT_EQ(sql_int(path, "SELECT last_verified_at FROM agent_trust "
 			  "WHERE agent_id = 2"), 100);
+	trust_restored(l, one, two);
 	gp_ledger_close(l);
 }
 
