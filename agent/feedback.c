@@ -47,18 +47,22 @@ bool gp_feedback_finite(const float *v, size_t n)
 }
 
 int gp_feedback_block(struct gp_feedback *fb, size_t off, const float *v,
-		      size_t count, const float **ret_send)
+		      size_t count, uint8_t dtype, const float **ret_send)
 {
 	float *x, *e;
 
-	if (off > fb->n || count > fb->n - off)
+	if (off > fb->n || count > fb->n - off ||
+	    (dtype != GP_DTYPE_Q8 && dtype != GP_DTYPE_Q4))
 		return -EINVAL;
 	x = fb->send + off;
 	e = fb->err + off;
 	for (size_t i = 0; i < count; i++)
 		x[i] = v[i] + e[i];
 	/* e becomes what the coordinator will decode, then what it misses. */
-	gp_msg_q8_round(x, e, count);
+	if (dtype == GP_DTYPE_Q4)
+		gp_msg_q4_round(x, e, count);
+	else
+		gp_msg_q8_round(x, e, count);
 	for (size_t i = 0; i < count; i++)
 		e[i] = x[i] - e[i];
 	*ret_send = x;

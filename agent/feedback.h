@@ -1,12 +1,12 @@
 /* Error feedback for quantised updates.
  *
- * An update sent as GP_DTYPE_Q8 (proto/msg.h) reaches the coordinator as
- * slightly different values. The agent keeps the difference, what it meant
- * minus what the coordinator decodes, and adds it to its next update, so
- * nothing is lost over the rounds: after any number of updates, the sum of
- * what the coordinator decoded equals the sum of what the agent meant
- * minus the error still carried (one update's rounding at most), within
- * float rounding (tests/unit/test-feedback.c).
+ * An update sent as GP_DTYPE_Q8 or GP_DTYPE_Q4 (proto/msg.h) reaches the
+ * coordinator as slightly different values. The agent keeps the
+ * difference, what it meant minus what the coordinator decodes, and adds
+ * it to its next update, so nothing is lost over the rounds: after any
+ * number of updates, the sum of what the coordinator decoded equals the
+ * sum of what the agent meant minus the error still carried (one update's
+ * rounding at most), within float rounding (tests/unit/test-feedback.c).
  *
  * The state is n floats laid out like the update's values (an update of
  * form GP_UPDATE_SUMS: both sums, one after the other). Not thread-safe:
@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct gp_feedback {
 	float *err;     /* carried error, n floats */
@@ -41,12 +42,14 @@ void gp_feedback_reset(struct gp_feedback *fb);
 bool gp_feedback_finite(const float *v, size_t n);
 
 /* One block of an update: values v[0..count) (borrowed) meant for
- * positions off..off + count of the state. Adds the carried error, keeps
- * what a GP_DTYPE_Q8 block of the result loses (gp_msg_q8_round) as the
- * new error, and returns the values to encode as that block in
- * *ret_send (borrowed from fb, valid until the next call for the same
- * positions). Returns 0, or -EINVAL when the block is outside the state. */
+ * positions off..off + count of the state, to be sent as dtype
+ * (GP_DTYPE_Q8 or GP_DTYPE_Q4). Adds the carried error, keeps what a
+ * block of that dtype of the result loses (gp_msg_q8_round,
+ * gp_msg_q4_round) as the new error, and returns the values to encode as
+ * that block in *ret_send (borrowed from fb, valid until the next call
+ * for the same positions). Returns 0, or -EINVAL when the block is
+ * outside the state or dtype is neither. */
 int gp_feedback_block(struct gp_feedback *fb, size_t off, const float *v,
-		      size_t count, const float **ret_send);
+		      size_t count, uint8_t dtype, const float **ret_send);
 
 #endif

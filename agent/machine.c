@@ -363,7 +363,8 @@ void gp_machine_on_established(struct gp_machine *m)
 	}
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
-			  GP_CAP_PROGRESS | GP_CAP_JOBS | GP_CAP_PARAM_DELTA;
+			  GP_CAP_PROGRESS | GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
+			  GP_CAP_Q4;
 	if (m->ops->worker_set_inner)
 		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
@@ -786,6 +787,9 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 		", model %.*s%s, batch %u, staleness %u", m->endpoint_now,
 		m->agent_id, w->job_id, 72, spec, strlen(spec) > 72 ? "..." : "",
 		w->batch_size, w->staleness);
+	if ((w->caps & GP_CAP_Q8) && (w->caps & GP_CAP_Q4))
+		gp_info("updates go as 4-bit values with error feedback "
+			"(the job's update_bits = 4)");
 	if (start_worker(m, spec, w) < 0 || set_inner(m, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
@@ -1095,14 +1099,15 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 /* ---- results ---------------------------------------------------------- */
 
 /* With GP_CAP_Q8, turns the n_blocks blocks of res (n_values values in
- * all) into GP_DTYPE_Q8 blocks of the values plus the error carried from
- * earlier updates (agent/feedback.h). An update with a non-finite value,
- * or no memory for the feedback, goes as it is (f16), so that the
- * coordinator sees what it holds. */
+ * all) into GP_DTYPE_Q8 blocks (GP_DTYPE_Q4 with GP_CAP_Q4 too) of the
+ * values plus the error carried from earlier updates (agent/feedback.h).
+ * An update with a non-finite value, or no memory for the feedback, goes
+ * as it is (f16), so that the coordinator sees what it holds. */
 static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
 		     size_t n_blocks, size_t n_values,
 		     const struct gp_worker_result *res)
 {
+	uint8_t dtype = (m->caps & GP_CAP_Q4) ? GP_DTYPE_Q4 : GP_DTYPE_Q8;
 	size_t off = 0;
 
 	if (!(m->caps & GP_CAP_Q8) ||
@@ -1118,10 +1123,10 @@ static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
 		const float *send;
 
 		if (gp_feedback_block(&m->feedback, off, blocks[i].values,
-				      blocks[i].count, &send) < 0)
+				      blocks[i].count, dtype, &send) < 0)
 			return; /* cannot happen: the blocks fill n_values */
 		blocks[i].values = send;
-		blocks[i].dtype = GP_DTYPE_Q8;
+		blocks[i].dtype = dtype;
 		off += blocks[i].count;
 	}
 }

@@ -151,9 +151,11 @@ static bool ledger_full(struct gp_pool *pool, struct gp_member *m,
 
 /* Reads `sets` whole-model tensor sets from the update's blocks (one block
  * per tensor, in order, each whole) into pool->grad, then pool->grad_b.
- * Returns 0 or GP_REASON_SHAPE. */
-static int read_blocks(struct gp_pool *pool, const struct gp_msg_update *u,
-		       size_t sets)
+ * 4-bit blocks only from a member granted GP_CAP_Q4: verification allows
+ * their coarser rounding (gp_verify_allowance), which a job that did not
+ * ask for them must not grant. Returns 0 or GP_REASON_SHAPE. */
+static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
+		       const struct gp_msg_update *u, size_t sets)
 {
 	size_t n_tensors = gp_params_tensor_count(pool->params);
 
@@ -166,6 +168,7 @@ static int read_blocks(struct gp_pool *pool, const struct gp_msg_update *u,
 		struct gp_tensor_shape sh;
 
 		if (b->tensor != i || b->row_start != 0 ||
+		    (b->dtype == GP_DTYPE_Q4 && !(m->caps & GP_CAP_Q4)) ||
 		    gp_params_check_block(pool->params, b->tensor, b->row_start,
 					  b->rows, b->count, &off) != 0)
 			return GP_REASON_SHAPE;
@@ -492,7 +495,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		return -ENOBUFS;
 	}
 	if (r == 0)
-		r = read_blocks(pool, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
+		r = read_blocks(pool, m, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
 	/* Verification takes the update as sent, before any filter. */
 	if (r == 0)
 		gp_verify_received(pool, m, u, g.ids, g.k);

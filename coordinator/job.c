@@ -52,6 +52,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->comm_share = 0.10;
 	job->max_sync_interval_ms = 250;
 	job->int8 = true;
+	job->update_bits = 8;
 	job->param_delta = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
@@ -316,6 +317,24 @@ bad:
 	return -EINVAL;
 }
 
+/* The bits of a quantised update value: 8 (GP_DTYPE_Q8) or 4
+ * (GP_DTYPE_Q4). */
+static int parse_update_bits(void *target, const char *value, char *why,
+			     size_t whylen)
+{
+	struct gp_job *job = target;
+
+	if (strcmp(value, "8") == 0) {
+		job->update_bits = 8;
+	} else if (strcmp(value, "4") == 0) {
+		job->update_bits = 4;
+	} else {
+		snprintf(why, whylen, "'%s' is neither 8 nor 4", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* "30s" (a duration) or "500 minibatches". */
 static int parse_checkpoint_interval(void *target, const char *value,
 				     char *why, size_t whylen)
@@ -470,6 +489,8 @@ static const struct gp_conf_key job_keys[] = {
 	 F(max_sync_interval_ms), 0, 1, 600000, 0, NULL},
 	{"pool", "run_steps", GP_CONF_U32, F(run_steps), 0, 2, 2048, 0, NULL},
 	{"pool", "int8", GP_CONF_BOOL, F(int8), 0, 0, 0, 0, NULL},
+	{"pool", "update_bits", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
+	 parse_update_bits},
 	{"pool", "param_delta", GP_CONF_BOOL, F(param_delta), 0, 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
@@ -602,6 +623,12 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 			 "%s: outer_optimizer = nesterov needs verify_rate = 0 "
 			 "in [pool] (verification cannot take back an update "
 			 "through the outer momentum yet)", name);
+		return -EINVAL;
+	}
+	if (job->update_bits == 4 && !job->int8) {
+		snprintf(err, errlen,
+			 "%s: update_bits = 4 needs int8 = true in [pool] "
+			 "(int8 = false sends updates as f16)", name);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {

@@ -105,6 +105,10 @@
  *   int8 = true               agents that can (GP_CAP_Q8) send updates as
  *                             int8 with error feedback and get the
  *                             momentum as int8 (parameters stay f16)
+ *   update_bits = 8           4: agents that can (GP_CAP_Q4, with
+ *                             GP_CAP_Q8) send their updates as 4-bit
+ *                             values with error feedback, half of int8's
+ *                             bytes; needs int8 = true
  *   param_delta = true        agents that can (GP_CAP_PARAM_DELTA, with
  *                             GP_CAP_Q8) get the parameters as int8
  *                             changes against a mirror of their copy
@@ -217,6 +221,7 @@ struct gp_job {
 	uint64_t max_sync_interval_ms;
 	uint32_t run_steps;
 	bool int8;
+	uint32_t update_bits;         /* 8 or 4 (GP_CAP_Q4), with int8 */
 	bool param_delta;
 	double max_grad_norm;
 	double clip_grad_norm;

@@ -174,6 +174,11 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	 * parameters stay f16). */
 	if ((j->caps & GP_CAP_Q8) && (caps & GP_CAP_F16) && pool->job->int8)
 		caps |= GP_CAP_Q8;
+	/* The updates in 4 bits instead (the momentum stays int8), only
+	 * when the job asks for it. */
+	if ((j->caps & GP_CAP_Q4) && (caps & GP_CAP_Q8) &&
+	    pool->job->update_bits == 4)
+		caps |= GP_CAP_Q4;
 	/* Parameters down as q8 changes against a mirror of the agent's
 	 * copy (downlink.h), under the same switch. */
 	if ((j->caps & GP_CAP_PARAM_DELTA) && (caps & GP_CAP_Q8) &&

@@ -24,6 +24,15 @@
  * largest magnitude A rounds each by at most A / 254 (half of A / 127),
  * so by at most 8 A / 254 in norm, and A is at most the chunk's norm. */
 #define Q8_BOUND (8.0 / 254.0)
+/* q4's the same way: the step is A / 7, so each value rounds by at most
+ * A / 14 and a chunk by at most 8 A / 14 in norm. As with q8 the sent
+ * chunk holds A itself (q = 7), so A is at most the sent chunk's norm,
+ * and summed over chunks the error of a sum is at most Q4_BOUND times its
+ * norm: once for the error it leaves, once for the error it carries in
+ * from the previous sum. That is over half the norm: a sum sent in four
+ * bits is checked far more loosely than in eight (a sign flip, zeros,
+ * noise or a stale sum still fail; a sum scaled by 1.2 passes). */
+#define Q4_BOUND (8.0 / 14.0)
 /* f16 rounds to nearest with an 11-bit significand. */
 #define F16_BOUND (1.0 / 2048.0)
 /* Recomputations waiting beyond this are dropped (counted skipped): the
@@ -144,6 +153,8 @@ double gp_verify_allowance(uint8_t dtype, double sent, double prev)
 	switch (dtype) {
 	case GP_DTYPE_Q8:
 		return Q8_BOUND * (sent + prev);
+	case GP_DTYPE_Q4:
+		return Q4_BOUND * (sent + prev);
 	case GP_DTYPE_F16:
 		/* Plus f16's smallest step for values rounded to zero. */
 		return F16_BOUND * sent + 1e-7;

@@ -63,12 +63,21 @@ static uint64_t value_bytes(const struct gp_member *m, uint64_t n)
 	return n * ((m->caps & GP_CAP_F16) ? 2 : 4);
 }
 
-/* Bytes of n values as m's updates and pulled momentum carry them. */
+/* Bytes of n values as m's pulled momentum carries them. */
 static uint64_t sum_bytes(const struct gp_member *m, uint64_t n)
 {
 	if (m->caps & GP_CAP_Q8)
 		return gp_msg_payload_size(GP_DTYPE_Q8, n);
 	return value_bytes(m, n);
+}
+
+/* Bytes of n values as m's updates carry them: in 4 bits with
+ * GP_CAP_Q4, else as the momentum. */
+static uint64_t update_bytes(const struct gp_member *m, uint64_t n)
+{
+	if (m->caps & GP_CAP_Q4)
+		return gp_msg_payload_size(GP_DTYPE_Q4, n);
+	return sum_bytes(m, n);
 }
 
 /* The bytes of v parameter values as a pull of m carries them: q8
@@ -274,7 +283,7 @@ static uint64_t clock_fixed_bytes(const struct gp_pool *pool,
 				  const struct gp_member *m, size_t live)
 {
 	uint64_t n = pool->n_params;
-	uint64_t up = sum_bytes(m, n) * ((m->caps & GP_CAP_SUMS) ? 2 : 1);
+	uint64_t up = update_bytes(m, n) * ((m->caps & GP_CAP_SUMS) ? 2 : 1);
 	uint64_t down = pull_values_bytes(m, n, false);
 
 	return up + (live > 1 ? down : 0);

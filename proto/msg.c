@@ -208,6 +208,7 @@ size_t gp_msg_dtype_size(uint8_t dtype)
 	case GP_DTYPE_I8:
 	case GP_DTYPE_Q8:
 	case GP_DTYPE_Q8_DELTA:
+	case GP_DTYPE_Q4:
 		return 1;
 	default:
 		return 0;
@@ -220,6 +221,9 @@ uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count)
 
 	if (dtype == GP_DTYPE_Q8 || dtype == GP_DTYPE_Q8_DELTA)
 		return count + 4 * chunks;
+	/* GP_MSG_Q4_CHUNK is even: only the last chunk ends in half a byte. */
+	if (dtype == GP_DTYPE_Q4)
+		return (count + 1) / 2 + 4 * chunks;
 	return count * gp_msg_dtype_size(dtype);
 }
 
@@ -236,6 +240,38 @@ static bool q8_scales_ok(const uint8_t *raw, uint64_t count)
 							   GP_MSG_Q8_CHUNK);
 	}
 	return true;
+}
+
+/* Whether a Q4 payload (raw_len checked) holds what the encoder writes:
+ * every chunk scale finite and not negative, no nibble 0x8 (-8), and the
+ * spare high nibble of an odd last chunk 0. */
+static bool q4_ok(const uint8_t *raw, uint64_t count)
+{
+	for (uint64_t at = 0; at < count; at += GP_MSG_Q4_CHUNK) {
+		uint64_t c = count - at < GP_MSG_Q4_CHUNK ? count - at :
+							    GP_MSG_Q4_CHUNK;
+		float scale = gp_get_lef32(raw);
+
+		if (!isfinite(scale) || scale < 0)
+			return false;
+		raw += 4;
+		for (uint64_t k = 0; k < (c + 1) / 2; k++) {
+			if ((raw[k] & 0x0f) == 0x08 || (raw[k] & 0xf0) == 0x80)
+				return false;
+			if (c % 2 && k == c / 2 && (raw[k] & 0xf0))
+				return false;
+		}
+		raw += (c + 1) / 2;
+	}
+	return true;
+}
+
+/* Value i of a Q4 chunk's bytes q: its nibble, sign-extended. */
+static int q4_get(const uint8_t *q, size_t i)
+{
+	unsigned nib = (q[i / 2] >> (4 * (i % 2))) & 0x0f;
+
+	return (int)(nib ^ 0x08) - 0x08;
 }
 
 /* ---- schemas ---- */
@@ -268,6 +304,8 @@ static int validate_block(void *obj)
 	if ((b->dtype == GP_DTYPE_Q8 || b->dtype == GP_DTYPE_Q8_DELTA) &&
 	    !q8_scales_ok(b->raw, b->count))
 		return -EBADMSG;
+	if (b->dtype == GP_DTYPE_Q4 && !q4_ok(b->raw, b->count))
+		return -EBADMSG;
 	return 0;
 }
 
@@ -290,6 +328,17 @@ static int validate_update(void *obj)
 	/* A change against a mirror only travels down (PARAM_SHARDS). */
 	for (size_t i = 0; i < u->n_blocks; i++)
 		if (u->blocks[i].dtype == GP_DTYPE_Q8_DELTA)
+			return -EBADMSG;
+	return 0;
+}
+
+/* 4-bit values only travel up (UPDATE, GP_CAP_Q4). */
+static int validate_param_shards(void *obj)
+{
+	const struct gp_msg_param_shards *ps = obj;
+
+	for (size_t i = 0; i < ps->n_blocks; i++)
+		if (ps->blocks[i].dtype == GP_DTYPE_Q4)
 			return -EBADMSG;
 	return 0;
 }
@@ -584,7 +633,8 @@ static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
 	[GP_MSG_PARAM_PULL] =
 		SCHEMA(param_pull_fields, struct gp_msg_param_pull, NULL),
 	[GP_MSG_PARAM_SHARDS] =
-		SCHEMA(param_shards_fields, struct gp_msg_param_shards, NULL),
+		SCHEMA(param_shards_fields, struct gp_msg_param_shards,
+		       validate_param_shards),
 	[GP_MSG_UPDATE] =
 		SCHEMA(update_fields, struct gp_msg_update, validate_update),
 	[GP_MSG_CLOCK] = SCHEMA(clock_fields, struct gp_msg_clock, NULL),
@@ -728,7 +778,9 @@ static int64_t value_size(const struct field *f, const void *obj)
 	}
 }
 
-static float i8_scale(const float *v, size_t n)
+/* The scale of values v[0..n) quantised to -top..top: the largest finite
+ * magnitude over top. */
+static float chunk_scale(const float *v, size_t n, int top)
 {
 	float m = 0;
 
@@ -738,21 +790,31 @@ static float i8_scale(const float *v, size_t n)
 		if (isfinite(a) && a > m)
 			m = a;
 	}
-	return m / 127.0f;
+	return m / (float)top;
 }
 
-/* v / scale rounded to the nearest int8 in -127..127 (NaN: 0). */
-static int8_t i8_quant(float v, float scale)
+static float i8_scale(const float *v, size_t n)
+{
+	return chunk_scale(v, n, 127);
+}
+
+/* v / scale rounded to the nearest integer in -top..top (NaN: 0). */
+static int quant(float v, float scale, int top)
 {
 	float r = scale > 0 ? v / scale : 0;
 
 	if (isnan(r))
 		r = 0;
-	if (r > 127)
-		r = 127;
-	if (r < -127)
-		r = -127;
-	return (int8_t)(int)(r + (r >= 0 ? 0.5f : -0.5f));
+	if (r > (float)top)
+		r = (float)top;
+	if (r < -(float)top)
+		r = -(float)top;
+	return (int)(r + (r >= 0 ? 0.5f : -0.5f));
+}
+
+static int8_t i8_quant(float v, float scale)
+{
+	return (int8_t)quant(v, scale, 127);
 }
 
 void gp_msg_q8_round(const float *in, float *out, size_t n)
@@ -763,6 +825,17 @@ void gp_msg_q8_round(const float *in, float *out, size_t n)
 
 		for (size_t i = at; i < at + c; i++)
 			out[i] = (float)i8_quant(in[i], scale) * scale;
+	}
+}
+
+void gp_msg_q4_round(const float *in, float *out, size_t n)
+{
+	for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
+		size_t c = n - at < GP_MSG_Q4_CHUNK ? n - at : GP_MSG_Q4_CHUNK;
+		float scale = chunk_scale(in + at, c, 7);
+
+		for (size_t i = at; i < at + c; i++)
+			out[i] = (float)quant(in[i], scale, 7) * scale;
 	}
 }
 
@@ -801,6 +874,24 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 			for (size_t i = 0; i < c; i++)
 				p[i] = (uint8_t)i8_quant(b->values[at + i], scale);
 			p += c;
+		}
+		break;
+	case GP_DTYPE_Q4:
+		for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
+			size_t c = n - at < GP_MSG_Q4_CHUNK ? n - at :
+							      GP_MSG_Q4_CHUNK;
+			float scale = chunk_scale(b->values + at, c, 7);
+
+			gp_put_lef32(p, scale);
+			p += 4;
+			memset(p, 0, (c + 1) / 2);
+			for (size_t i = 0; i < c; i++) {
+				unsigned q = (unsigned)quant(b->values[at + i],
+							     scale, 7) & 0x0f;
+
+				p[i / 2] |= (uint8_t)(q << (4 * (i % 2)));
+			}
+			p += (c + 1) / 2;
 		}
 		break;
 	}
@@ -1213,6 +1304,21 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 			for (size_t i = 0; i < c; i++)
 				out[at + i] = (float)(int8_t)p[i] * scale;
 			p += c;
+		}
+		break;
+	}
+	case GP_DTYPE_Q4: {
+		const uint8_t *p = b->raw;
+
+		for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
+			size_t c = n - at < GP_MSG_Q4_CHUNK ? n - at :
+							      GP_MSG_Q4_CHUNK;
+			float scale = gp_get_lef32(p);
+
+			p += 4;
+			for (size_t i = 0; i < c; i++)
+				out[at + i] = (float)q4_get(p, i) * scale;
+			p += (c + 1) / 2;
 		}
 		break;
 	}

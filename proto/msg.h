@@ -160,8 +160,13 @@ enum gp_msg_dtype {
 	 * mirror). Only parameter blocks of PARAM_SHARDS, only with
 	 * GP_CAP_PARAM_DELTA; an UPDATE that holds one is malformed. */
 	GP_DTYPE_Q8_DELTA = 4,
+	/* Signed 4-bit values in chunks of GP_MSG_Q4_CHUNK, each chunk led
+	 * by its own scale: half of Q8's bytes, for updates quantised with
+	 * error feedback over slow uplinks. Only UPDATE blocks, only with
+	 * GP_CAP_Q4; a PARAM_SHARDS that holds one is malformed. */
+	GP_DTYPE_Q4 = 5,
 };
-#define GP_DTYPE_MAX GP_DTYPE_Q8_DELTA
+#define GP_DTYPE_MAX GP_DTYPE_Q4
 
 /* A GP_DTYPE_Q8 payload of count values is ceil(count / 64) chunks, each
  *
@@ -171,6 +176,22 @@ enum gp_msg_dtype {
  * so count + 4 * ceil(count / 64) bytes; value i of a chunk is q[i] *
  * scale. */
 #define GP_MSG_Q8_CHUNK 64
+
+/* A GP_DTYPE_Q4 payload of count values is ceil(count / 64) chunks, each
+ *
+ *   f32 LE  scale      finite, >= 0 (max |v| of the chunk / 7)
+ *   ceil(n / 2) bytes  q, two 4-bit two's complement values a byte, the
+ *                      chunk's value 2k in the low nibble of byte k,
+ *                      value 2k + 1 in its high nibble; n = 64, the last
+ *                      chunk the rest (1..64)
+ *
+ * so ceil(count / 2) + 4 * ceil(count / 64) bytes (64 is even: only the
+ * last chunk can end in half a byte). value i of a chunk is q[i] * scale
+ * with q in -7..7: the nibble 0x8 (-8), which the encoder never writes,
+ * and a last chunk's unused high nibble that is not 0 make the block
+ * malformed, so that every payload that decodes is one the encoder
+ * writes. */
+#define GP_MSG_Q4_CHUNK 64
 
 /* Capability bits (JOIN.caps: what the agent can decode and send;
  * WELCOME.caps: what the coordinator will use for this agent). */
@@ -240,6 +261,11 @@ enum gp_msg_dtype {
  * session, and every pull picked for verification, carries every shard
  * as f16. Needs GP_CAP_F16 and GP_CAP_Q8. */
 #define GP_CAP_PARAM_DELTA (1u << 12)
+/* The agent sends UPDATE blocks as GP_DTYPE_Q4 instead of GP_DTYPE_Q8,
+ * with the same error feedback: granted only together with GP_CAP_Q8
+ * (whose other uses, momentum down as Q8, stay) and only when the job
+ * asks for it ([pool] update_bits = 4). */
+#define GP_CAP_Q4 (1u << 13)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -379,10 +405,13 @@ struct gp_msg_param_pull {
  * one. count elements of dtype.
  *   Encoding: values (host floats, borrowed) are converted to dtype while
  *   writing; for GP_DTYPE_I8 the encoder picks scale = max|v| / 127, for
- *   GP_DTYPE_Q8 the same per chunk of GP_MSG_Q8_CHUNK values.
+ *   GP_DTYPE_Q8 the same per chunk of GP_MSG_Q8_CHUNK values, for
+ *   GP_DTYPE_Q4 max|v| / 7 per chunk of GP_MSG_Q4_CHUNK values.
  *   Decoding: raw points into the input (raw_len ==
- *   gp_msg_payload_size(dtype, count), checked, and each Q8 chunk's scale
- *   finite and >= 0); read it with gp_msg_block_read(). values is NULL. */
+ *   gp_msg_payload_size(dtype, count), checked, each Q8 or Q4 chunk's
+ *   scale finite and >= 0, and each Q4 nibble in -7..7 with a last odd
+ *   chunk's spare nibble 0); read it with gp_msg_block_read(). values is
+ *   NULL. */
 struct gp_msg_block {
 	uint32_t tensor;                            /* index in the model */
 	uint32_t row_start;
@@ -610,7 +639,9 @@ int gp_msg_block_add(const struct gp_msg_block *block, float *mirror,
 		     size_t n);
 
 /* Element size in bytes of a dtype, 0 when unknown (GP_DTYPE_Q8: 1, its
- * chunks' scales not counted). */
+ * chunks' scales not counted; GP_DTYPE_Q4: 1 as well, though two values
+ * share a byte: non-zero says the dtype is known, and a payload's bytes
+ * are gp_msg_payload_size()'s, never count times this). */
 size_t gp_msg_dtype_size(uint8_t dtype);
 
 /* The payload bytes of count values of dtype, 0 for an unknown dtype
@@ -622,6 +653,10 @@ uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count);
  * quantised update keeps in - out for its next one. Non-finite inputs
  * decode as the encoder sends them (NaN as 0, +-Inf as +-127 * scale). */
 void gp_msg_q8_round(const float *in, float *out, size_t n);
+
+/* The same for a GP_DTYPE_Q4 block (scale max |v| / 7 per chunk, q in
+ * -7..7): what the coordinator decodes, bit for bit. */
+void gp_msg_q4_round(const float *in, float *out, size_t n);
 
 /* Item i of an update's group: writes record i into items (borrowed; it
  * holds at least i + 1 records), or reads it from u (borrowed; i <

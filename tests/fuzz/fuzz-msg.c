@@ -50,7 +50,8 @@ static bool has_i8(const struct gp_msg *m)
 		n = m->u.update.n_blocks;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8)
+		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8 ||
+		    b[i].dtype == GP_DTYPE_Q4)
 			return true;
 	return false;
 }
@@ -101,8 +102,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fail();
 		free(vals2);
 	}
-	/* int8 scales are recomputed from dequantised values and may move
-	 * by a rounding step; everything else must be byte-identical. */
+	/* int8 and 4-bit scales are recomputed from dequantised values and
+	 * may move by a rounding step; everything else must be
+	 * byte-identical. */
 	if (len2 != len || (!has_i8(&m) && memcmp(enc, enc2, len) != 0))
 		fail();
 	gp_msg_finish(&m2);

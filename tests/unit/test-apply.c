@@ -3,7 +3,8 @@
  * shape rules, parts > 1), the staleness scale, clipping, a group applied
  * or refused whole with one ledger row per minibatch, a group against the
  * same minibatches one by one, a delta of local AdamW steps (alone and
- * through the outer optimiser), and the full ledger buffer. */
+ * through the outer optimiser), the full ledger buffer, and 4-bit updates
+ * granted and taken only when the job asks for them. */
 #include <errno.h>
 #include <math.h>
 
@@ -587,6 +588,78 @@ static void test_counters(void)
 	fx_teardown(&f);
 }
 
+/* Whether a member that asks for caps is granted GP_CAP_Q4 in a job
+ * with [pool] update_bits and int8. */
+static bool q4_granted(uint32_t update_bits, bool int8, uint32_t caps)
+{
+	struct fixture f;
+	bool granted;
+
+	fx_setup(&f, 1);
+	f.job.update_bits = update_bits;
+	f.job.int8 = int8;
+	granted = fx_join(&f, 0, caps)->caps & GP_CAP_Q4;
+	fx_teardown(&f);
+	return granted;
+}
+
+/* x's two blocks as 4-bit ones of q = 1 at scale 1: ones. */
+static void q4_ones(struct fx_update *x)
+{
+	static const uint8_t one[4] = { 0, 0, 0x80, 0x3f }; /* 1.0f */
+
+	memcpy(x->raw[0], one, 4);
+	memset(x->raw[0] + 4, 0x11, 3);
+	memcpy(x->raw[0] + 7, one, 4);
+	x->raw[0][11] = 0x11;
+	x->raw[0][12] = 0x01;
+	x->blocks[0].dtype = GP_DTYPE_Q4;
+	x->blocks[0].raw_len = 7;
+	x->blocks[1].dtype = GP_DTYPE_Q4;
+	x->blocks[1].raw = x->raw[0] + 7;
+	x->blocks[1].raw_len = 6;
+}
+
+static void test_q4(void)
+{
+	const uint32_t q4 = GP_CAP_F16 | GP_CAP_Q8 | GP_CAP_Q4;
+	struct fixture f;
+	struct fx_update x;
+	struct gp_member *m;
+	uint64_t ids[GP_WORK_BASE];
+
+	/* Only when the job asks, and with GP_CAP_Q8. */
+	ASSERT(!q4_granted(8, true, q4));
+	ASSERT(q4_granted(4, true, q4));
+	ASSERT(!q4_granted(4, true, q4 & ~(uint32_t)GP_CAP_F16));
+	ASSERT(!q4_granted(4, true, q4 & ~(uint32_t)GP_CAP_Q8));
+	ASSERT(!q4_granted(4, false, q4));
+
+	/* A member without it may not send it: its coarser rounding gets a
+	 * wider allowance from verification. */
+	fx_setup(&f, 1);
+	f.job.max_strikes = 100;
+	f.job.update_bits = 4;
+	m = start(&f, q4 & ~(uint32_t)GP_CAP_Q4, ids);
+	ASSERT(m->caps & GP_CAP_Q8);
+	fx_plain(&x, ids[0], 0, zero);
+	q4_ones(&x);
+	expect_refused(&f, m, &x.u, GP_REASON_SHAPE);
+	fx_teardown(&f);
+
+	fx_setup(&f, 1);
+	f.job.update_bits = 4;
+	m = start(&f, q4, ids);
+	ASSERT(m->caps & GP_CAP_Q4);
+	fx_plain(&x, ids[0], 0, zero);
+	q4_ones(&x);
+	ASSERT_OK(gp_apply_update(&f.pool, m, &x.u, 5));
+	ASSERT_EQ(f.rows[0].outcome, GP_UPDATE_APPLIED);
+	ASSERT_NEAR(param(&f, 0), -0.1f, 1e-6);
+	ASSERT_NEAR(param(&f, 8), -0.1f, 1e-6);
+	fx_teardown(&f);
+}
+
 int main(void)
 {
 	test_applied();
@@ -602,5 +675,6 @@ int main(void)
 	test_delta();
 	test_ledger_full();
 	test_counters();
+	test_q4();
 	return 0;
 }

@@ -1,6 +1,6 @@
-/* Error feedback of quantised updates (agent/feedback.c): over many
- * rounds the coordinator decodes, in sum, what the agent meant, less the
- * error still carried; the carried error stays within one rounding. */
+/* Error feedback of quantised updates (agent/feedback.c), q8 and q4: over
+ * many rounds the coordinator decodes, in sum, what the agent meant, less
+ * the error still carried; the carried error stays within one rounding. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,11 +22,11 @@ static double uniform(void)
 	return test_uniform(&rng);
 }
 
-/* Encodes the block as an UPDATE's Q8 block and decodes it, as the
+/* Encodes the block as an UPDATE's block of dtype and decodes it, as the
  * coordinator does. */
-static void wire(const float *send, size_t n, float *out)
+static void wire(const float *send, size_t n, uint8_t dtype, float *out)
 {
-	struct gp_msg_block b = { .count = (uint32_t)n, .dtype = GP_DTYPE_Q8,
+	struct gp_msg_block b = { .count = (uint32_t)n, .dtype = dtype,
 				  .values = send };
 	struct gp_msg m, d;
 	uint8_t *buf;
@@ -37,13 +37,15 @@ static void wire(const float *send, size_t n, float *out)
 	m.u.update.n_blocks = 1;
 	ASSERT_OK(gp_msg_encode_alloc(&m, &buf, &len));
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
-	ASSERT_EQ(d.u.update.blocks[0].raw_len, gp_msg_payload_size(GP_DTYPE_Q8, n));
+	ASSERT_EQ(d.u.update.blocks[0].dtype, dtype);
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, gp_msg_payload_size(dtype, n));
 	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, n));
 	gp_msg_finish(&d);
 	free(buf);
 }
 
-static void test_nothing_lost(void)
+/* top: the largest q of dtype (127 or 7). */
+static void test_nothing_lost(uint8_t dtype, int top)
 {
 	static float v[N], got[N];
 	static double meant[N], decoded[N];
@@ -51,10 +53,12 @@ static void test_nothing_lost(void)
 	struct gp_feedback fb;
 	double worst = 0, max_err = 0;
 
+	memset(meant, 0, sizeof(meant));
+	memset(decoded, 0, sizeof(decoded));
 	ASSERT_OK(gp_feedback_init(&fb, N));
 	for (int r = 0; r < ROUNDS; r++) {
 		/* Values over many magnitudes, a few large ones per chunk,
-		 * as gradients have: rounding them alone to int8 per chunk
+		 * as gradients have: rounding them alone per chunk
 		 * flushes the small ones to 0 round after round. */
 		for (size_t i = 0; i < N; i++) {
 			double mag = (i % 97 == 0) ? 1.0 : 1e-3 * (1 + (double)(i % 7));
@@ -67,8 +71,8 @@ static void test_nothing_lost(void)
 
 			ASSERT_OK(gp_feedback_block(&fb, blocks[b][0],
 						    v + blocks[b][0],
-						    blocks[b][1], &send));
-			wire(send, blocks[b][1], got + blocks[b][0]);
+						    blocks[b][1], dtype, &send));
+			wire(send, blocks[b][1], dtype, got + blocks[b][0]);
 		}
 		for (size_t i = 0; i < N; i++)
 			decoded[i] += got[i];
@@ -84,18 +88,23 @@ static void test_nothing_lost(void)
 		if (fabs(fb.err[i]) > max_err)
 			max_err = fabs(fb.err[i]);
 	}
+	printf("dtype %u: worst drift %.3g, largest carried error %.3g\n",
+	       dtype, worst, max_err);
 	ASSERT(worst < 2.0 * ROUNDS * 6e-8);
-	/* The error carried is at most one rounding of a chunk (max 1 / 127
+	/* The error carried is at most one rounding of a chunk (max 1 / top
 	 * / 2), never an accumulation. */
-	ASSERT(max_err <= 1.0 / 254 + 1e-6);
+	ASSERT(max_err <= 0.5 / top + 1e-6);
 	/* Without feedback, the small values would be lost: their rounding
-	 * to the chunk's int8 grid is 0 (1e-3 against a step of 1/127). */
+	 * to the chunk's grid is 0 (1e-3 against a step of 1 / top). */
 	{
 		float small[GP_MSG_Q8_CHUNK], q[GP_MSG_Q8_CHUNK];
 
 		for (size_t i = 0; i < GP_MSG_Q8_CHUNK; i++)
 			small[i] = i == 0 ? 1.0f : 1e-3f;
-		gp_msg_q8_round(small, q, GP_MSG_Q8_CHUNK);
+		if (dtype == GP_DTYPE_Q4)
+			gp_msg_q4_round(small, q, GP_MSG_Q8_CHUNK);
+		else
+			gp_msg_q8_round(small, q, GP_MSG_Q8_CHUNK);
 		ASSERT_NEAR(q[1], 0, 0);
 		ASSERT_NEAR(q[0], 1.0, 1e-6);
 	}
@@ -114,9 +123,12 @@ static void test_bounds(void)
 	const float *send = NULL;
 
 	ASSERT_OK(gp_feedback_init(&fb, 4));
-	ASSERT_EQ(gp_feedback_block(&fb, 2, v, 3, &send), -EINVAL);
-	ASSERT_EQ(gp_feedback_block(&fb, 5, v, 0, &send), -EINVAL);
-	ASSERT_OK(gp_feedback_block(&fb, 0, v, 4, &send));
+	ASSERT_EQ(gp_feedback_block(&fb, 2, v, 3, GP_DTYPE_Q8, &send), -EINVAL);
+	ASSERT_EQ(gp_feedback_block(&fb, 5, v, 0, GP_DTYPE_Q8, &send), -EINVAL);
+	ASSERT_EQ(gp_feedback_block(&fb, 0, v, 4, GP_DTYPE_F16, &send), -EINVAL);
+	ASSERT_OK(gp_feedback_block(&fb, 0, v, 4, GP_DTYPE_Q4, &send));
+	ASSERT(send == fb.send);
+	ASSERT_OK(gp_feedback_block(&fb, 0, v, 4, GP_DTYPE_Q8, &send));
 	ASSERT(send == fb.send);
 	ASSERT(gp_feedback_finite(v, 4));
 	v[2] = NAN;
@@ -130,7 +142,8 @@ static void test_bounds(void)
 
 int main(void)
 {
-	test_nothing_lost();
+	test_nothing_lost(GP_DTYPE_Q8, 127);
+	test_nothing_lost(GP_DTYPE_Q4, 7);
 	test_bounds();
 	return 0;
 }

@@ -61,6 +61,7 @@ static void test_full(void)
 		"max_grad_norm = 50\n"
 		"clip_grad_norm = 5\n"
 		"robust_clip = 3.5\n"
+		"update_bits = 4\n"
 		"robust_momentum = 0.5\n"
 		"max_strikes = 3\n"
 		"work_timeout = 45s\n"
@@ -95,6 +96,7 @@ static void test_full(void)
 	ASSERT_NEAR(job.max_grad_norm, 50, 0);
 	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
 	ASSERT_NEAR(job.robust_clip, 3.5, 0);
+	ASSERT_EQ(job.update_bits, 4);
 	ASSERT_NEAR(job.robust_momentum, 0.5, 0);
 	ASSERT_EQ(job.max_strikes, 3);
 	ASSERT_EQ(job.work_timeout_ms, 45000);
@@ -128,6 +130,8 @@ static void test_defaults(void)
 	ASSERT_EQ(job.work_timeout_ms, 120000);
 	ASSERT_EQ(job.rate_messages, 5000);
 	ASSERT_EQ(job.rate_bytes, 1u << 30);
+	ASSERT(job.int8);
+	ASSERT_EQ(job.update_bits, 8);
 	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "sgd-momentum");
 	ASSERT_NEAR(job.beta1, 0.9, 0);
 	ASSERT_NEAR(job.beta2, 0.999, 0);
@@ -277,6 +281,14 @@ static void test_errors(void)
 	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_clip = 0.5\n",
 		     "t.job: robust_clip (0.5) must be 0 (off) or at least 1 "
 		     "in [pool]");
+	/* 4-bit updates: 8 or 4, and 4 only with int8. */
+	expect_error("[model]\nspec = 784-10\n[pool]\nupdate_bits = 2\n",
+		     "t.job:4: bad value for 'update_bits' in [pool]: '2' is "
+		     "neither 8 nor 4");
+	expect_error("[model]\nspec = 784-10\n[pool]\nint8 = false\n"
+		     "update_bits = 4\n",
+		     "t.job: update_bits = 4 needs int8 = true in [pool] "
+		     "(int8 = false sends updates as f16)");
 	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_momentum = 1\n",
 		     "t.job:4: value 1 out of range for 'robust_momentum' in "
 		     "[pool] (0 to 0.999)");

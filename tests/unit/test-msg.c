@@ -1397,6 +1397,143 @@ static void test_q8_delta(void)
 	free(buf);
 }
 
+/* Q4 (GP_CAP_Q4): two 4-bit values a byte, low nibble first, in chunks of
+ * 64 each led by its f32 scale; what the sender rounds to is what the
+ * receiver decodes; every byte that the encoder would not write is
+ * refused; never in a PARAM_SHARDS. */
+static void test_q4(void)
+{
+	/* Scale 1: q 7, -7, 3, -1, 0, 3 (2.5 rounds away from 0), -7. */
+	static const float small[7] = { 7, -7, 3, -1, 0.49f, 2.5f, -6.6f };
+	static const uint8_t small_raw[8] = { 0, 0, 0x80, 0x3f,
+					      0x97, 0xf3, 0x30, 0x09 };
+	float v[131], out[131], want[131];
+	struct gp_msg_block b = { 0 };
+	const uint8_t *raw;
+	struct gp_msg m, d;
+	uint8_t *buf;
+	size_t len, at;
+
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 0), 0);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 1), 5);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 2), 5);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 3), 6);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 64), 36);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 65), 41);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4, 131), 66 + 3 * 4);
+
+	/* The documented bytes. */
+	b.count = 7;
+	b.dtype = GP_DTYPE_Q4;
+	b.values = small;
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.update.blocks[0].dtype, GP_DTYPE_Q4);
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, sizeof(small_raw));
+	ASSERT_MEM_EQ(d.u.update.blocks[0].raw, small_raw, sizeof(small_raw));
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, 7));
+	{
+		static const float q[7] = { 7, -7, 3, -1, 0, 3, -7 };
+
+		ASSERT_MEM_EQ(out, q, sizeof(q));
+	}
+	at = (size_t)(d.u.update.blocks[0].raw - buf);
+	gp_msg_finish(&d);
+	/* Bytes the encoder never writes: a nibble -8, low or high; the
+	 * spare nibble of an odd chunk not 0; a bad scale. */
+	{
+		static const struct {
+			size_t off;
+			uint8_t byte;
+		} bad[] = {
+			{ 4, 0x98 }, { 4, 0x87 }, { 7, 0x19 }, { 7, 0x89 },
+			{ 3, 0x7f }, /* 0x7f800000: +Inf */
+			{ 3, 0xbf }, /* -1 */
+			{ 3, 0xff }, /* 0xff800000: -Inf */
+		};
+
+		for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			uint8_t keep = buf[at + bad[k].off];
+
+			buf[at + bad[k].off] = bad[k].byte;
+			if (bad[k].byte == 0x7f || bad[k].byte == 0xff)
+				buf[at + 2] = 0x80;
+			ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+			buf[at + bad[k].off] = keep;
+		}
+		/* NaN */
+		gp_put_lef32(buf + at, NAN);
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		gp_put_lef32(buf + at, 1.0f);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		gp_msg_finish(&d);
+	}
+	free(buf);
+
+	/* Three chunks of 64, 64 and 3 values: what gp_msg_q4_round says,
+	 * bit for bit, within half a step of what was meant. */
+	for (size_t i = 0; i < 131; i++)
+		v[i] = (float)((i % 64 == 5 ? 3.0 : 0.01) * ((double)i - 65));
+	v[128] = -0.5f;
+	v[129] = 0.3f;
+	v[130] = NAN;
+	b.count = 131;
+	b.values = v;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.update.blocks[0].raw_len, 66 + 3 * 4);
+	raw = d.u.update.blocks[0].raw;
+	ASSERT_NEAR(gp_get_lef32(raw), 3.0 * 60 / 7, 1e-6);
+	ASSERT_NEAR(gp_get_lef32(raw + 72), 0.5 / 7, 1e-8);
+	/* -0.5 / (0.5 / 7) = -7, 0.3 / (0.5 / 7) = 4.2 -> 4, NaN -> 0. */
+	ASSERT_EQ(raw[76], 0x49);
+	ASSERT_EQ(raw[77], 0x00);
+	ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, 131));
+	gp_msg_q4_round(v, want, 131);
+	for (size_t i = 0; i < 131; i++) {
+		float scale = gp_get_lef32(raw + 36 * (i / 64));
+
+		ASSERT_EQ(memcmp(&out[i], &want[i], sizeof(float)), 0);
+		if (i != 130)
+			ASSERT_NEAR(out[i], v[i], scale / 2 + 1e-7);
+	}
+	ASSERT_EQ(out[130], 0);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* A payload of any other length is refused: an f16 block of 71
+	 * values (142 bytes), a Q8 one of 7 (11), relabelled Q4. */
+	for (int k = 0; k < 2; k++) {
+		static const uint8_t dtype_field[6] = { 6, 0, 1, 0, 0, 0 };
+		uint8_t *p;
+
+		b.count = k ? 7 : 71;
+		b.dtype = k ? GP_DTYPE_Q8 : GP_DTYPE_F16;
+		buf = encode(&m, &len);
+		p = memmem(buf, len, dtype_field, sizeof(dtype_field));
+		ASSERT_NOT_NULL(p);
+		ASSERT_EQ(p[6], b.dtype);
+		p[6] = GP_DTYPE_Q4;
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+	}
+
+	/* 4-bit values only travel up: a PARAM_SHARDS holding a Q4 block
+	 * is malformed. */
+	b.count = 7;
+	b.dtype = GP_DTYPE_Q4;
+	b.values = small;
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.blocks = &b;
+	m.u.param_shards.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+	free(buf);
+}
+
 /* STATS and PROFILE (GP_CAP_PROGRESS): the documented bytes, the public
  * name rules and the refusals of values an agent could not show. */
 static void test_progress(void)
@@ -1610,14 +1747,15 @@ static void test_names(void)
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_F16), 2);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8), 1);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8_DELTA), 1);
-	ASSERT_EQ(gp_msg_dtype_size(5), 0);
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q4), 1);
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_MAX + 1), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 0), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 1), 5);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 64), 68);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 65), 73);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_F16, 65), 130);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8_DELTA, 65), 73);
-	ASSERT_EQ(gp_msg_payload_size(5, 65), 0);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_MAX + 1, 65), 0);
 	gp_msg_finish(NULL);
 }
 
@@ -1689,6 +1827,35 @@ static int write_param_delta(const char *dir)
 	return write_file(dir, "valid-08-PARAM_SHARDS-delta", &m);
 }
 
+/* UPDATE with 4-bit blocks (GP_CAP_Q4): two chunks, the last odd; and a
+ * PARAM_SHARDS holding one, which must fail. */
+static int write_q4(const char *dir)
+{
+	static float v[2][67];
+	struct gp_msg_block b[2] = {
+		{ .tensor = 0, .rows = 1, .count = 67, .dtype = GP_DTYPE_Q4,
+		  .values = v[0] },
+		{ .tensor = 1, .rows = 1, .count = 3, .dtype = GP_DTYPE_Q4,
+		  .values = v[1] },
+	};
+	struct gp_msg m;
+
+	for (size_t i = 0; i < 67; i++) {
+		v[0][i] = 0.01f * (float)((int)i - 33);
+		v[1][i] = 0.5f * (float)(i % 3) - 0.5f;
+	}
+	sample(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = b;
+	m.u.update.n_blocks = 2;
+	if (write_file(dir, "valid-09-UPDATE-q4", &m))
+		return 1;
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.clock = 3;
+	m.u.param_shards.blocks = b;
+	m.u.param_shards.n_blocks = 1;
+	return write_file(dir, "junk-param-shards-q4", &m);
+}
+
 static int write_corpus(const char *dir)
 {
 	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
@@ -1711,7 +1878,8 @@ static int write_corpus(const char *dir)
 		}
 		free(buf);
 	}
-	return write_inner_adamw(dir) || write_param_delta(dir);
+	return write_inner_adamw(dir) || write_param_delta(dir) ||
+	       write_q4(dir);
 }
 
 int main(int argc, char **argv)
@@ -1734,6 +1902,7 @@ int main(int argc, char **argv)
 	test_i8();
 	test_q8();
 	test_q8_delta();
+	test_q4();
 	test_progress();
 	test_names();
 	printf("msg: all tests passed\n");

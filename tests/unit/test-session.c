@@ -546,7 +546,8 @@ static void test_reconnect(void)
 	ASSERT_EQ(last_sent(w)->caps, GP_CAP_F16 | GP_CAP_LOCAL_STEP |
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
 				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS |
-				      GP_CAP_JOBS | GP_CAP_PARAM_DELTA);
+				      GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
+				      GP_CAP_Q4);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -702,6 +703,54 @@ static void test_q8_update(void)
 	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			GP_CAP_Q8, 0);
 	ASSERT_NEAR(w->m.feedback.err[1], 0, 0);
+	gp_machine_finish(&w->m);
+	free(w);
+}
+
+/* With GP_CAP_Q4 as well the update goes as 4-bit blocks with the same
+ * error feedback; GP_CAP_Q4 without GP_CAP_Q8 changes nothing. */
+static void test_q4_update(void)
+{
+	const uint32_t caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+	struct world *w = member("a:1");
+	float grads[9], sums_b[9];
+	struct gp_worker_item items[2] = { { .minibatch = 5 }, { .minibatch = 6 } };
+	struct gp_worker_result res = {
+		.minibatch = 5, .samples = 8, .grads = grads, .n_grads = 9,
+		.sums_b = sums_b, .items = items, .n_items = 2,
+		.compute_us = 1000,
+	};
+
+	for (int i = 0; i < 9; i++) {
+		grads[i] = i == 0 ? 1.0f : 0.01f * (float)i;
+		sums_b[i] = -grads[i];
+	}
+	establish(w);
+	welcome_with(w, caps | GP_CAP_Q8 | GP_CAP_Q4, 0);
+	minibatch(w, 5, 4, 2);
+	minibatch(w, 6, 4, 0);
+	res.gen = w->gen;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_Q4);
+	/* Tensor 0's 0.03 is below half its step of 1/7 (q8 would have
+	 * sent it: 0.03 * 127 = 3.8 steps); tensor 1's 0.06 is 5.25 steps
+	 * of 0.08/7 and goes as 5. */
+	ASSERT_EQ(w->m.feedback.n, 18);
+	ASSERT_NEAR(w->m.feedback.err[3], 0.03, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[12], -0.03, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[6], 0.06 - 5 * 0.08 / 7, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[0], 0, 1e-7);
+	/* Without GP_CAP_Q8, f16 as before. */
+	welcome_with(w, caps | GP_CAP_Q4, 0);
+	minibatch(w, 7, 4, 2);
+	minibatch(w, 8, 4, 0);
+	res.minibatch = 7;
+	res.gen = w->gen;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
 	gp_machine_finish(&w->m);
 	free(w);
 }
@@ -1649,6 +1698,7 @@ int main(void)
 	test_minibatch_and_update();
 	test_group();
 	test_q8_update();
+	test_q4_update();
 	test_group_cut_short();
 	test_stale_results_dropped();
 	test_compute_error_drops_connection();

@@ -1,9 +1,9 @@
 /* Unit tests for coordinator/verify: the picking draw detects a member
  * that cheats on every clock within 50 clocks in at least 99 % of 20 000
- * simulated runs at the default rate (0.1); honest q8 updates with error
- * feedback, whatever their norms, pass the allowance with no tolerance at
- * all, while sign flip, zeros, scaling, noise and a stale update fail at
- * the default tolerance; and taking a member's updates back leaves the
+ * simulated runs at the default rate (0.1); honest q8 and q4 updates with
+ * error feedback, whatever their norms, pass the allowance with no
+ * tolerance at all, while sign flip, zeros, noise and a stale update fail
+ * at the default tolerance, and so does scaling in q8; and taking a member's updates back leaves the
  * parameters and momentum exactly where the same steps with its updates
  * zero lead, through a rebase of the momentum's scale; a pull for a
  * clock with work still out is never picked; and after a mismatch every
@@ -80,20 +80,24 @@ static void test_detection(void)
 	}
 }
 
-/* One q8 update with error feedback (agent/feedback.c): sent = Q(x + e),
- * e = x + e - sent. */
-static void q8_send(const float *x, float *e, float *sent, size_t n)
+/* One q8 or q4 update with error feedback (agent/feedback.c): sent =
+ * Q(x + e), e = x + e - sent. */
+static void q_send(uint8_t dtype, const float *x, float *e, float *sent,
+		   size_t n)
 {
 	float y[N];
 
 	for (size_t i = 0; i < n; i++)
 		y[i] = x[i] + e[i];
-	gp_msg_q8_round(y, sent, n);
+	if (dtype == GP_DTYPE_Q4)
+		gp_msg_q4_round(y, sent, n);
+	else
+		gp_msg_q8_round(y, sent, n);
 	for (size_t i = 0; i < n; i++)
 		e[i] = y[i] - sent[i];
 }
 
-static void test_allowance(void)
+static void test_allowance(uint8_t dtype)
 {
 	float x[N], e[N] = {0}, sent[N], bad[N], first[N];
 	double prev = 0;
@@ -109,8 +113,8 @@ static void test_allowance(void)
 				       (i % 61 == 0 ? 30 : 1));
 		if (t == 5)
 			memcpy(first, x, sizeof(x));
-		q8_send(x, e, sent, N);
-		q = gp_verify_allowance(GP_DTYPE_Q8, norm(sent, N), prev);
+		q_send(dtype, x, e, sent, N);
+		q = gp_verify_allowance(dtype, norm(sent, N), prev);
 		ASSERT(gp_verify_pass(dist(sent, x, N), norm(x, N), q, 0));
 		prev = norm(sent, N);
 	}
@@ -124,15 +128,18 @@ static void test_allowance(void)
 			      0));
 	ASSERT(!gp_verify_pass(dist(sent, x, N), norm(x, N),
 			       gp_verify_allowance(GP_DTYPE_F32, 0, 0), 0));
-	/* Attacks, each sent as q8 after an honest update of the same norm,
-	 * at the default tolerance. */
+	/* Attacks, each sent as dtype after an honest update of the same
+	 * norm, at the default tolerance. q4's allowance is over half the
+	 * norm (verify.c Q4_BOUND): a sum scaled by 1.2 is within it. */
 	for (int mode = 0; mode < 5; mode++) {
 		float e2[N] = {0}, prev_sent[N];
 		double q;
 
+		if (mode == 2 && dtype == GP_DTYPE_Q4)
+			continue;
 		for (size_t i = 0; i < N; i++)
 			x[i] = (float)noise();
-		q8_send(x, e2, prev_sent, N);
+		q_send(dtype, x, e2, prev_sent, N);
 		for (size_t i = 0; i < N; i++)
 			x[i] = (float)noise();
 		for (size_t i = 0; i < N; i++) {
@@ -148,9 +155,12 @@ static void test_allowance(void)
 			for (size_t i = 0; i < N; i++)
 				bad[i] = (float)(first[i] * norm(x, N) /
 						 norm(first, N));
-		q8_send(bad, e2, sent, N);
-		q = gp_verify_allowance(GP_DTYPE_Q8, norm(sent, N),
+		q_send(dtype, bad, e2, sent, N);
+		q = gp_verify_allowance(dtype, norm(sent, N),
 					norm(prev_sent, N));
+		printf("dtype %u attack %d: residual %.3f of what passes\n",
+		       dtype, mode,
+		       dist(sent, x, N) / (q + 0.05 * norm(x, N)));
 		ASSERT(!gp_verify_pass(dist(sent, x, N), norm(x, N), q, 0.05));
 	}
 }
@@ -426,7 +436,8 @@ int main(void)
 	test_suspect();
 	test_pick_open();
 	test_detection();
-	test_allowance();
+	test_allowance(GP_DTYPE_Q8);
+	test_allowance(GP_DTYPE_Q4);
 	test_take_back();
 	test_kept_budget();
 	return 0;
