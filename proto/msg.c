@@ -209,6 +209,7 @@ size_t gp_msg_dtype_size(uint8_t dtype)
 	case GP_DTYPE_Q8:
 	case GP_DTYPE_Q8_DELTA:
 	case GP_DTYPE_Q4:
+	case GP_DTYPE_Q4_DELTA:
 		return 1;
 	default:
 		return 0;
@@ -222,7 +223,7 @@ uint64_t gp_msg_payload_size(uint8_t dtype, uint64_t count)
 	if (dtype == GP_DTYPE_Q8 || dtype == GP_DTYPE_Q8_DELTA)
 		return count + 4 * chunks;
 	/* GP_MSG_Q4_CHUNK is even: only the last chunk ends in half a byte. */
-	if (dtype == GP_DTYPE_Q4)
+	if (dtype == GP_DTYPE_Q4 || dtype == GP_DTYPE_Q4_DELTA)
 		return (count + 1) / 2 + 4 * chunks;
 	return count * gp_msg_dtype_size(dtype);
 }
@@ -304,7 +305,8 @@ static int validate_block(void *obj)
 	if ((b->dtype == GP_DTYPE_Q8 || b->dtype == GP_DTYPE_Q8_DELTA) &&
 	    !q8_scales_ok(b->raw, b->count))
 		return -EBADMSG;
-	if (b->dtype == GP_DTYPE_Q4 && !q4_ok(b->raw, b->count))
+	if ((b->dtype == GP_DTYPE_Q4 || b->dtype == GP_DTYPE_Q4_DELTA) &&
+	    !q4_ok(b->raw, b->count))
 		return -EBADMSG;
 	return 0;
 }
@@ -327,12 +329,14 @@ static int validate_update(void *obj)
 		return -EBADMSG;
 	/* A change against a mirror only travels down (PARAM_SHARDS). */
 	for (size_t i = 0; i < u->n_blocks; i++)
-		if (u->blocks[i].dtype == GP_DTYPE_Q8_DELTA)
+		if (u->blocks[i].dtype == GP_DTYPE_Q8_DELTA ||
+		    u->blocks[i].dtype == GP_DTYPE_Q4_DELTA)
 			return -EBADMSG;
 	return 0;
 }
 
-/* 4-bit values only travel up (UPDATE, GP_CAP_Q4). */
+/* 4-bit values only travel up (UPDATE, GP_CAP_Q4); 4-bit changes
+ * (GP_DTYPE_Q4_DELTA) down. */
 static int validate_param_shards(void *obj)
 {
 	const struct gp_msg_param_shards *ps = obj;
@@ -877,6 +881,7 @@ static void write_payload(const struct gp_msg_block *b, uint8_t *p)
 		}
 		break;
 	case GP_DTYPE_Q4:
+	case GP_DTYPE_Q4_DELTA:
 		for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
 			size_t c = n - at < GP_MSG_Q4_CHUNK ? n - at :
 							      GP_MSG_Q4_CHUNK;
@@ -1307,7 +1312,8 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 		}
 		break;
 	}
-	case GP_DTYPE_Q4: {
+	case GP_DTYPE_Q4:
+	case GP_DTYPE_Q4_DELTA: {
 		const uint8_t *p = b->raw;
 
 		for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
@@ -1328,21 +1334,24 @@ int gp_msg_block_read(const struct gp_msg_block *b, float *out, size_t n)
 
 int gp_msg_block_add(const struct gp_msg_block *b, float *mirror, size_t n)
 {
-	if (!b->raw || b->dtype != GP_DTYPE_Q8_DELTA || n != b->count ||
-	    b->raw_len != gp_msg_payload_size(b->dtype, n))
+	bool q4 = b->dtype == GP_DTYPE_Q4_DELTA;
+	size_t chunk = q4 ? GP_MSG_Q4_CHUNK : GP_MSG_Q8_CHUNK;
+
+	if (!b->raw || (b->dtype != GP_DTYPE_Q8_DELTA && !q4) ||
+	    n != b->count || b->raw_len != gp_msg_payload_size(b->dtype, n))
 		return -EINVAL;
 	/* Checked whole first: a refused block leaves the mirror as it was. */
 	for (int pass = 0; pass < 2; pass++) {
 		const uint8_t *p = b->raw;
 
-		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
-			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
-							      GP_MSG_Q8_CHUNK;
+		for (size_t at = 0; at < n; at += chunk) {
+			size_t c = n - at < chunk ? n - at : chunk;
 			float scale = gp_get_lef32(p);
 
 			p += 4;
 			for (size_t i = 0; i < c; i++) {
-				float d = (float)(int8_t)p[i] * scale;
+				int q = q4 ? q4_get(p, i) : (int8_t)p[i];
+				float d = (float)q * scale;
 				float v = mirror[at + i] + d;
 
 				if (pass == 0 && !isfinite(v))
@@ -1350,7 +1359,7 @@ int gp_msg_block_add(const struct gp_msg_block *b, float *mirror, size_t n)
 				if (pass == 1)
 					mirror[at + i] = v;
 			}
-			p += c;
+			p += q4 ? (c + 1) / 2 : c;
 		}
 	}
 	return 0;

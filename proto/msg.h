@@ -165,8 +165,13 @@ enum gp_msg_dtype {
 	 * error feedback over slow uplinks. Only UPDATE blocks, only with
 	 * GP_CAP_Q4; a PARAM_SHARDS that holds one is malformed. */
 	GP_DTYPE_Q4 = 5,
+	/* A GP_DTYPE_Q4 payload that is a change, not values, as
+	 * GP_DTYPE_Q8_DELTA is to GP_DTYPE_Q8: the receiver adds it to its
+	 * mirror of those rows. Only parameter blocks of PARAM_SHARDS, only
+	 * with GP_CAP_Q4_DELTA; an UPDATE that holds one is malformed. */
+	GP_DTYPE_Q4_DELTA = 6,
 };
-#define GP_DTYPE_MAX GP_DTYPE_Q4
+#define GP_DTYPE_MAX GP_DTYPE_Q4_DELTA
 
 /* A GP_DTYPE_Q8 payload of count values is ceil(count / 64) chunks, each
  *
@@ -266,6 +271,12 @@ enum gp_msg_dtype {
  * (whose other uses, momentum down as Q8, stay) and only when the job
  * asks for it ([pool] update_bits = 4). */
 #define GP_CAP_Q4 (1u << 13)
+/* The parameter changes of PARAM_SHARDS come as GP_DTYPE_Q4_DELTA
+ * instead of GP_DTYPE_Q8_DELTA: half the bytes down, the rounding error
+ * carried into the next change as with 8 bits. Granted only together
+ * with GP_CAP_PARAM_DELTA and only when the job asks for it ([pool]
+ * param_bits = 4); momentum blocks stay GP_DTYPE_Q8. */
+#define GP_CAP_Q4_DELTA (1u << 14)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -406,7 +417,8 @@ struct gp_msg_param_pull {
  *   Encoding: values (host floats, borrowed) are converted to dtype while
  *   writing; for GP_DTYPE_I8 the encoder picks scale = max|v| / 127, for
  *   GP_DTYPE_Q8 the same per chunk of GP_MSG_Q8_CHUNK values, for
- *   GP_DTYPE_Q4 max|v| / 7 per chunk of GP_MSG_Q4_CHUNK values.
+ *   GP_DTYPE_Q4 and GP_DTYPE_Q4_DELTA max|v| / 7 per chunk of
+ *   GP_MSG_Q4_CHUNK values.
  *   Decoding: raw points into the input (raw_len ==
  *   gp_msg_payload_size(dtype, count), checked, each Q8 or Q4 chunk's
  *   scale finite and >= 0, and each Q4 nibble in -7..7 with a last odd
@@ -630,8 +642,9 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
  * are passed through (the coordinator checks gradients itself). */
 int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
 
-/* Adds a decoded GP_DTYPE_Q8_DELTA block's values to mirror[0..n) (the
- * values last received for its rows), as mirror[i] + (float)q * scale,
+/* Adds a decoded GP_DTYPE_Q8_DELTA or GP_DTYPE_Q4_DELTA block's values
+ * to mirror[0..n) (the values last received for its rows), as
+ * mirror[i] + (float)q * scale,
  * bit for bit what the sender's mirror becomes (coordinator/downlink.h).
  * Returns 0, -EINVAL if n != count, the block is not a decoded delta,
  * -ERANGE if a sum would not be finite (mirror then unchanged). */

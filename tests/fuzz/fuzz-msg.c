@@ -2,7 +2,10 @@
  * byte in the header picks the decoder, so the corpus of valid samples of
  * every type steers the fuzzer into each). What decodes is also re-encoded
  * and decoded again, and must give the same bytes: the decoder never
- * accepts something the encoder cannot reproduce. */
+ * accepts something the encoder cannot reproduce. A parameter change
+ * (Q8_DELTA, Q4_DELTA) is also added to a mirror (gp_msg_block_add). */
+#include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,9 +54,41 @@ static bool has_i8(const struct gp_msg *m)
 	}
 	for (size_t i = 0; i < n; i++)
 		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8 ||
-		    b[i].dtype == GP_DTYPE_Q4)
+		    b[i].dtype == GP_DTYPE_Q4 ||
+		    b[i].dtype == GP_DTYPE_Q4_DELTA)
 			return true;
 	return false;
+}
+
+/* A change added to a mirror of zeros is what the block decodes to, or
+ * refused (mirror untouched) when a value is not finite. */
+static void check_deltas(const struct gp_msg_param_shards *ps)
+{
+	for (size_t i = 0; i < ps->n_blocks; i++) {
+		const struct gp_msg_block *b = &ps->blocks[i];
+		bool finite = true;
+		float *mir;
+		int r;
+
+		if (b->dtype != GP_DTYPE_Q8_DELTA &&
+		    b->dtype != GP_DTYPE_Q4_DELTA) {
+			if (gp_msg_block_add(b, NULL, b->count) != -EINVAL)
+				fail();
+			continue;
+		}
+		mir = calloc(b->count ? b->count : 1, sizeof(float));
+		if (!mir)
+			return;
+		for (size_t k = 0; k < b->count; k++)
+			finite &= isfinite(b->values[k]) != 0;
+		r = gp_msg_block_add(b, mir, b->count);
+		if (r != (finite ? 0 : -ERANGE))
+			fail();
+		for (size_t k = 0; k < b->count; k++)
+			if (mir[k] != (finite ? b->values[k] : 0.0f))
+				fail();
+		free(mir);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -82,6 +117,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vals = blocks_to_values(m.u.update.blocks, m.u.update.n_blocks);
 	if ((m.type == GP_MSG_PARAM_SHARDS || m.type == GP_MSG_UPDATE) && !vals)
 		goto out;
+	if (m.type == GP_MSG_PARAM_SHARDS)
+		check_deltas(&m.u.param_shards);
 	/* Re-encoding drops unknown fields and may renormalise floats (an
 	 * int8 scale, a NaN payload in f16), so compare a second round
 	 * trip, which must be a fixed point. */

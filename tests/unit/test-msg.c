@@ -1534,6 +1534,145 @@ static void test_q4(void)
 	free(buf);
 }
 
+/* Q4_DELTA (GP_CAP_Q4_DELTA): q4's bytes, a change the receiver adds to
+ * its mirror bit for bit as the sender's mirror moves (the sender's
+ * mirror takes gp_msg_q4_round() of the change, coordinator/downlink.c);
+ * the checks of q4's bytes; finite sums only; never in an UPDATE. */
+static void test_q4_delta(void)
+{
+	/* q4's documented bytes (test_q4), as a change. */
+	static const float small[7] = { 7, -7, 3, -1, 0.49f, 2.5f, -6.6f };
+	static const uint8_t small_raw[8] = { 0, 0, 0x80, 0x3f,
+					      0x97, 0xf3, 0x30, 0x09 };
+	float d[131], mirror[131], sender[131], q[131], got[131];
+	struct gp_msg_block b = { 0 };
+	const struct gp_msg_block *db;
+	struct gp_msg m, dm;
+	uint8_t *buf;
+	size_t len, at;
+
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q4_DELTA), 1);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4_DELTA, 1), 5);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4_DELTA, 64), 36);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4_DELTA, 65), 41);
+	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q4_DELTA, 131), 66 + 3 * 4);
+
+	b.tensor = 1;
+	b.count = 7;
+	b.dtype = GP_DTYPE_Q4_DELTA;
+	b.values = small;
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.blocks = &b;
+	m.u.param_shards.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &dm));
+	db = &dm.u.param_shards.blocks[0];
+	ASSERT_EQ(db->dtype, GP_DTYPE_Q4_DELTA);
+	ASSERT_EQ(db->raw_len, sizeof(small_raw));
+	ASSERT_MEM_EQ(db->raw, small_raw, sizeof(small_raw));
+	{
+		static const float want[7] = { 17, 3, 13, 9, 10, 13, 3 };
+		float mir[7];
+
+		for (size_t i = 0; i < 7; i++)
+			mir[i] = 10;
+		ASSERT_OK(gp_msg_block_add(db, mir, 7));
+		ASSERT_MEM_EQ(mir, want, sizeof(want));
+	}
+	at = (size_t)(db->raw - buf);
+	gp_msg_finish(&dm);
+	/* q4's refusals hold for a change: a nibble -8, a spare nibble not
+	 * 0, a scale that is not finite or negative. */
+	{
+		static const struct {
+			size_t off;
+			uint8_t byte;
+		} bad[] = {
+			{ 4, 0x98 }, { 4, 0x87 }, { 7, 0x19 }, { 3, 0xbf },
+		};
+
+		for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			uint8_t keep = buf[at + bad[k].off];
+
+			buf[at + bad[k].off] = bad[k].byte;
+			ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+			buf[at + bad[k].off] = keep;
+		}
+		gp_put_lef32(buf + at, NAN);
+		ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+		gp_put_lef32(buf + at, 1.0f);
+		ASSERT_OK(gp_msg_decode(buf, len, &dm));
+		gp_msg_finish(&dm);
+	}
+	free(buf);
+
+	/* Three chunks of 64, 64 and 3: the receiver's mirror moves exactly
+	 * as the sender's. */
+	for (size_t i = 0; i < 131; i++) {
+		d[i] = (float)(0.001 * ((double)i - 60) * (i % 7 == 0 ? 40 : 1));
+		mirror[i] = sender[i] = (float)(0.05 * sin((double)i));
+	}
+	b.count = 131;
+	b.values = d;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &dm));
+	db = &dm.u.param_shards.blocks[0];
+	ASSERT_EQ(db->raw_len, 66 + 3 * 4);
+	ASSERT_OK(gp_msg_block_read(db, got, 131));
+	gp_msg_q4_round(d, q, 131);
+	ASSERT_MEM_EQ(got, q, sizeof(q));
+	ASSERT_OK(gp_msg_block_add(db, mirror, 131));
+	for (size_t i = 0; i < 131; i++) {
+		sender[i] += q[i];
+		ASSERT_EQ(memcmp(&mirror[i], &sender[i], sizeof(float)), 0);
+	}
+	ASSERT_EQ(gp_msg_block_add(db, mirror, 130), -EINVAL);
+	gp_msg_finish(&dm);
+	free(buf);
+	/* A sum that is not finite is refused whole. */
+	{
+		float huge[64], mir[64], keep[64];
+		struct gp_msg_block hb = { .count = 64,
+					   .dtype = GP_DTYPE_Q4_DELTA,
+					   .values = huge };
+
+		for (size_t i = 0; i < 64; i++) {
+			huge[i] = FLT_MAX * (i % 2 ? 1.0f : -0.5f);
+			mir[i] = keep[i] = FLT_MAX * 0.75f;
+		}
+		m.u.param_shards.blocks = &hb;
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &dm));
+		ASSERT_EQ(gp_msg_block_add(&dm.u.param_shards.blocks[0], mir, 64),
+			  -ERANGE);
+		ASSERT_MEM_EQ(mir, keep, sizeof(mir));
+		gp_msg_finish(&dm);
+		free(buf);
+		/* A q4 block (an update's dtype) is not a change; here it
+		 * is refused by the decoder already. */
+		hb.dtype = GP_DTYPE_Q4;
+		buf = encode(&m, &len);
+		ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+		free(buf);
+	}
+	/* A change only travels down: an UPDATE holding one is malformed. */
+	b.count = 7;
+	b.values = small;
+	b.dtype = GP_DTYPE_Q4_DELTA;
+	gp_msg_init(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = &b;
+	m.u.update.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
+	free(buf);
+	/* The same UPDATE as Q4 decodes: only the dtype byte makes it bad. */
+	b.dtype = GP_DTYPE_Q4;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &dm));
+	gp_msg_finish(&dm);
+	free(buf);
+}
+
 /* STATS and PROFILE (GP_CAP_PROGRESS): the documented bytes, the public
  * name rules and the refusals of values an agent could not show. */
 static void test_progress(void)
@@ -1748,6 +1887,8 @@ static void test_names(void)
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8), 1);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q8_DELTA), 1);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q4), 1);
+	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_Q4_DELTA), 1);
+	ASSERT_EQ(GP_DTYPE_MAX, GP_DTYPE_Q4_DELTA);
 	ASSERT_EQ(gp_msg_dtype_size(GP_DTYPE_MAX + 1), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 0), 0);
 	ASSERT_EQ(gp_msg_payload_size(GP_DTYPE_Q8, 1), 5);
@@ -1856,6 +1997,39 @@ static int write_q4(const char *dir)
 	return write_file(dir, "junk-param-shards-q4", &m);
 }
 
+/* PARAM_SHARDS with 4-bit parameter changes (GP_CAP_Q4_DELTA), one
+ * chunk and an odd last one, beside q8 momentum; and an UPDATE holding
+ * one, which must fail. */
+static int write_q4_delta(const char *dir)
+{
+	static float v[3][67];
+	struct gp_msg_block b[3] = {
+		{ .tensor = 0, .row_start = 0, .rows = 1, .version = 9,
+		  .count = 67, .dtype = GP_DTYPE_Q4_DELTA, .values = v[0] },
+		{ .tensor = 1, .row_start = 0, .rows = 1, .version = 9,
+		  .count = 3, .dtype = GP_DTYPE_Q4_DELTA, .values = v[1] },
+		{ .tensor = 6, .row_start = 0, .rows = 1, .version = 9,
+		  .count = 67, .dtype = GP_DTYPE_Q8, .values = v[2] },
+	};
+	struct gp_msg m;
+
+	for (size_t i = 0; i < 67; i++) {
+		v[0][i] = 0.001f * (float)((int)i - 33);
+		v[1][i] = 0.5f * (float)(i % 3) - 0.5f;
+		v[2][i] = 0.01f * (float)(i % 5);
+	}
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.clock = 12;
+	m.u.param_shards.blocks = b;
+	m.u.param_shards.n_blocks = 3;
+	if (write_file(dir, "valid-08-PARAM_SHARDS-q4-delta", &m))
+		return 1;
+	sample(&m, GP_MSG_UPDATE);
+	m.u.update.blocks = b;
+	m.u.update.n_blocks = 2;
+	return write_file(dir, "junk-update-q4-delta", &m);
+}
+
 static int write_corpus(const char *dir)
 {
 	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
@@ -1879,7 +2053,7 @@ static int write_corpus(const char *dir)
 		free(buf);
 	}
 	return write_inner_adamw(dir) || write_param_delta(dir) ||
-	       write_q4(dir);
+	       write_q4(dir) || write_q4_delta(dir);
 }
 
 int main(int argc, char **argv)
@@ -1903,6 +2077,7 @@ int main(int argc, char **argv)
 	test_q8();
 	test_q8_delta();
 	test_q4();
+	test_q4_delta();
 	test_progress();
 	test_names();
 	printf("msg: all tests passed\n");
