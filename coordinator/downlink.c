@@ -1,23 +1,30 @@
 /* Parameters down as changes against a per-member mirror (downlink.h). */
 #include "downlink.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
 #include "params.h"
 #include "ssp.h"
 
-void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n)
+void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n,
+		       uint8_t dtype)
 {
 	float q[GP_MSG_Q8_CHUNK];
 
+	assert(dtype == GP_DTYPE_Q8_DELTA || dtype == GP_DTYPE_Q4_DELTA);
+	static_assert(GP_MSG_Q4_CHUNK == GP_MSG_Q8_CHUNK, "q[] holds a chunk");
 	for (size_t i = 0; i < n; i++)
 		delta[i] = w[i] - mirror[i];
 	/* Chunk by chunk from the block's start, as the encoder cuts it. */
 	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
 		size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at : GP_MSG_Q8_CHUNK;
 
-		gp_msg_q8_round(delta + at, q, c);
+		if (dtype == GP_DTYPE_Q4_DELTA)
+			gp_msg_q4_round(delta + at, q, c);
+		else
+			gp_msg_q8_round(delta + at, q, c);
 		for (size_t i = 0; i < c; i++)
 			mirror[at + i] += q[i];
 	}
@@ -52,6 +59,8 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 	/* Only on a measured slow link do the bytes saved pay for the
 	 * coordinator's work. */
 	bool delta = m->pulled_version != 0 && m->mirror && bps > 0 && !fast;
+	uint8_t dtype = (m->caps & GP_CAP_Q4_DELTA) ? GP_DTYPE_Q4_DELTA :
+						     GP_DTYPE_Q8_DELTA;
 	float *scratch = NULL;
 
 	*ret_scratch = NULL;
@@ -84,9 +93,9 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 			continue;
 		}
 		gp_downlink_delta(b->values, m->mirror + sh.offset,
-				  scratch + sh.offset, sh.count);
+				  scratch + sh.offset, sh.count, dtype);
 		b->values = scratch + sh.offset;
-		b->dtype = GP_DTYPE_Q8_DELTA;
+		b->dtype = dtype;
 	}
 	if (delta)
 		m->deltas_sent++;

@@ -4,9 +4,10 @@
  * For a member granted the capability the coordinator keeps a mirror: the
  * parameters as the member last decoded them, value for value (f16 of a
  * full block, or the mirror plus a delta block as the member adds it). A
- * pull then sends each changed shard as GP_DTYPE_Q8_DELTA, the change
- * from the mirror to the parameters quantised in chunks of 64, and adds
- * the same quantised change to the mirror. What the quantisation loses
+ * pull then sends each changed shard as GP_DTYPE_Q8_DELTA (GP_DTYPE_Q4_DELTA
+ * when the member was granted GP_CAP_Q4_DELTA: the job's param_bits = 4),
+ * the change from the mirror to the parameters quantised in chunks of 64,
+ * and adds the same quantised change to the mirror. What the quantisation loses
  * stays in the difference between the parameters and the mirror, so the
  * next pull sends it: error feedback kept on the coordinator, exact
  * because both ends hold the same mirror bit for bit. A pull with
@@ -61,10 +62,12 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 		       size_t n, float **ret_scratch);
 
 /* The core, on one run of values: delta = w - mirror into delta[0..n),
- * mirror += what a GP_DTYPE_Q8_DELTA block of delta decodes to (as
- * gp_msg_block_add() adds it on the member's side, bit for bit). n counts
- * from a block's start (its chunks of 64 are the block's). */
-void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n);
+ * mirror += what a block of dtype (GP_DTYPE_Q8_DELTA or GP_DTYPE_Q4_DELTA)
+ * of delta decodes to (as gp_msg_block_add() adds it on the member's
+ * side, bit for bit). n counts from a block's start (its chunks of 64 are
+ * the block's). */
+void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n,
+		       uint8_t dtype);
 
 /* Drops m's mirror (its connection is gone, or its link is fast). */
 void gp_downlink_finish(struct gp_pool *pool, struct gp_member *m);

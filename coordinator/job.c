@@ -53,6 +53,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->max_sync_interval_ms = 250;
 	job->int8 = true;
 	job->update_bits = 8;
+	job->param_bits = 8;
 	job->param_delta = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
@@ -317,6 +318,21 @@ bad:
 	return -EINVAL;
 }
 
+/* The bits of a quantised value, "8" or "4", into *ret_bits. */
+static int parse_bits(const char *value, uint32_t *ret_bits, char *why,
+		      size_t whylen)
+{
+	if (strcmp(value, "8") == 0) {
+		*ret_bits = 8;
+	} else if (strcmp(value, "4") == 0) {
+		*ret_bits = 4;
+	} else {
+		snprintf(why, whylen, "'%s' is neither 8 nor 4", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* The bits of a quantised update value: 8 (GP_DTYPE_Q8) or 4
  * (GP_DTYPE_Q4). */
 static int parse_update_bits(void *target, const char *value, char *why,
@@ -324,15 +340,17 @@ static int parse_update_bits(void *target, const char *value, char *why,
 {
 	struct gp_job *job = target;
 
-	if (strcmp(value, "8") == 0) {
-		job->update_bits = 8;
-	} else if (strcmp(value, "4") == 0) {
-		job->update_bits = 4;
-	} else {
-		snprintf(why, whylen, "'%s' is neither 8 nor 4", value);
-		return -EINVAL;
-	}
-	return 0;
+	return parse_bits(value, &job->update_bits, why, whylen);
+}
+
+/* The bits of a parameter change down: 8 (GP_DTYPE_Q8_DELTA) or 4
+ * (GP_DTYPE_Q4_DELTA). */
+static int parse_param_bits(void *target, const char *value, char *why,
+			    size_t whylen)
+{
+	struct gp_job *job = target;
+
+	return parse_bits(value, &job->param_bits, why, whylen);
 }
 
 /* "30s" (a duration) or "500 minibatches". */
@@ -492,6 +510,7 @@ static const struct gp_conf_key job_keys[] = {
 	{"pool", "update_bits", GP_CONF_CUSTOM, 0, 0, 0, 0, 0,
 	 parse_update_bits},
 	{"pool", "param_delta", GP_CONF_BOOL, F(param_delta), 0, 0, 0, 0, NULL},
+	{"pool", "param_bits", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_param_bits},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,
@@ -629,6 +648,13 @@ static int check_job(const char *name, const struct gp_job *job, char *err,
 		snprintf(err, errlen,
 			 "%s: update_bits = 4 needs int8 = true in [pool] "
 			 "(int8 = false sends updates as f16)", name);
+		return -EINVAL;
+	}
+	if (job->param_bits == 4 && (!job->param_delta || !job->int8)) {
+		snprintf(err, errlen,
+			 "%s: param_bits = 4 needs param_delta = true and "
+			 "int8 = true in [pool] (4-bit parameter changes go "
+			 "only where int8 changes would)", name);
 		return -EINVAL;
 	}
 	if (job->max_grad_norm > 0 && job->clip_grad_norm > job->max_grad_norm) {

@@ -113,6 +113,10 @@
  *                             GP_CAP_Q8) get the parameters as int8
  *                             changes against a mirror of their copy
  *                             (downlink.h); false: as f16
+ *   param_bits = 8            4: agents that can (GP_CAP_Q4_DELTA, with
+ *                             GP_CAP_PARAM_DELTA) get those changes as
+ *                             4-bit values, half of int8's bytes down;
+ *                             needs param_delta = true and int8 = true
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -223,6 +227,7 @@ struct gp_job {
 	bool int8;
 	uint32_t update_bits;         /* 8 or 4 (GP_CAP_Q4), with int8 */
 	bool param_delta;
+	uint32_t param_bits;          /* 8 or 4 (GP_CAP_Q4_DELTA) */
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;

@@ -184,6 +184,10 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_PARAM_DELTA) && (caps & GP_CAP_Q8) &&
 	    pool->job->param_delta)
 		caps |= GP_CAP_PARAM_DELTA;
+	/* Those changes in 4 bits instead, only when the job asks for it. */
+	if ((j->caps & GP_CAP_Q4_DELTA) && (caps & GP_CAP_PARAM_DELTA) &&
+	    pool->job->param_bits == 4)
+		caps |= GP_CAP_Q4_DELTA;
 	return caps;
 }
 

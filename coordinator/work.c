@@ -82,12 +82,14 @@ static uint64_t update_bytes(const struct gp_member *m, uint64_t n)
 
 /* The bytes of v parameter values as a pull of m carries them: q8
  * changes against its mirror (GP_CAP_PARAM_DELTA) once it holds a copy,
- * else f16 or f32. */
+ * q4 ones with GP_CAP_Q4_DELTA, else f16 or f32. */
 static uint64_t param_bytes(const struct gp_member *m, uint64_t v,
 			    bool whole)
 {
 	if ((m->caps & GP_CAP_PARAM_DELTA) && !whole)
-		return gp_msg_payload_size(GP_DTYPE_Q8_DELTA, v);
+		return gp_msg_payload_size((m->caps & GP_CAP_Q4_DELTA) ?
+						   GP_DTYPE_Q4_DELTA :
+						   GP_DTYPE_Q8_DELTA, v);
 	return value_bytes(m, v);
 }
 

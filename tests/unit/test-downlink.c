@@ -4,7 +4,8 @@
  * the coordinator's bit for bit, so that what one pull's rounding loses
  * the next one sends (the parameters and the mirror never drift further
  * apart than one rounding, over many rounds); a pull with pulled_version
- * 0 (verification) is whole again. */
+ * 0 (verification) is whole again. The same with 4-bit changes
+ * (GP_CAP_Q4_DELTA, [pool] param_bits = 4). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,11 @@ static size_t pull(struct fixture *f, struct gp_member *m, float *agent)
 		struct gp_params_shard sh;
 
 		ASSERT_OK(gp_params_shard(p, idx[i], &sh));
-		if (b->dtype == GP_DTYPE_Q8_DELTA) {
+		if (b->dtype == GP_DTYPE_Q8_DELTA ||
+		    b->dtype == GP_DTYPE_Q4_DELTA) {
+			ASSERT_EQ(b->dtype, (m->caps & GP_CAP_Q4_DELTA) ?
+						    GP_DTYPE_Q4_DELTA :
+						    GP_DTYPE_Q8_DELTA);
 			ASSERT_OK(gp_msg_block_add(b, agent + sh.offset,
 						   sh.count));
 			changes++;
@@ -124,15 +129,51 @@ static void test_negotiation(void)
 	fx_teardown(&f);
 }
 
-static void test_rounds(void)
+/* GP_CAP_Q4_DELTA: only when asked, with GP_CAP_PARAM_DELTA granted and
+ * the job's param_bits = 4. */
+static void test_negotiation_q4(void)
+{
+	struct fixture f;
+	struct gp_member *m;
+
+	fx_setup(&f, 3);
+	m = fx_join(&f, 0, CAPS | GP_CAP_Q4_DELTA);
+	ASSERT(!(m->caps & GP_CAP_Q4_DELTA)); /* param_bits = 8 */
+	f.job.param_bits = 4;
+	m = fx_join(&f, 1, CAPS | GP_CAP_Q4_DELTA);
+	ASSERT(m->caps & GP_CAP_PARAM_DELTA);
+	ASSERT(m->caps & GP_CAP_Q4_DELTA);
+	m = fx_join(&f, 2, CAPS);
+	ASSERT(m->caps & GP_CAP_PARAM_DELTA);
+	ASSERT(!(m->caps & GP_CAP_Q4_DELTA)); /* not asked */
+	fx_teardown(&f);
+	fx_setup(&f, 3);
+	f.job.param_bits = 4;
+	m = fx_join(&f, 0, (CAPS & ~(uint32_t)GP_CAP_PARAM_DELTA) |
+				   GP_CAP_Q4_DELTA);
+	ASSERT(!(m->caps & GP_CAP_Q4_DELTA)); /* no PARAM_DELTA */
+	f.job.param_delta = false;
+	m = fx_join(&f, 1, CAPS | GP_CAP_Q4_DELTA);
+	ASSERT(!(m->caps & GP_CAP_Q4_DELTA));
+	fx_teardown(&f);
+}
+
+/* bits: 8, or 4 with GP_CAP_Q4_DELTA granted. */
+static void test_rounds(int bits)
 {
 	struct fixture f;
 	struct gp_member *m, *plain;
 	float agent[FX_N], other[FX_N];
+	/* Twice the top quantum: a chunk's largest change over 2 * 127 or
+	 * 2 * 7. */
+	double steps = bits == 4 ? 14 : 254;
+	double owed_max = 0;
 	const float *w;
 
 	fx_setup(&f, 3);
-	m = fx_join(&f, 0, CAPS);
+	f.job.param_bits = (uint32_t)bits;
+	m = fx_join(&f, 0, CAPS | GP_CAP_Q4_DELTA);
+	ASSERT_EQ(!!(m->caps & GP_CAP_Q4_DELTA), bits == 4);
 	plain = fx_join(&f, 1, CAPS & ~(uint32_t)GP_CAP_PARAM_DELTA);
 	drift(&f, 1.0);
 	/* Not measured, then a fast link: whole blocks only, the mirror
@@ -177,22 +218,35 @@ static void test_rounds(void)
 		ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
 		/* Within one rounding of the change meant: the largest
 		 * change of its chunk (here, each shard is one chunk) over
-		 * 254, and float rounding. */
+		 * 254 (14 in 4 bits), and float rounding. */
 		for (size_t i = 0; i < FX_N; i++)
 			if (fabs(meant[i]) > worst)
 				worst = fabs(meant[i]);
-		for (size_t i = 0; i < FX_N; i++)
-			ASSERT(fabs((double)w[i] - agent[i]) <=
-			       worst / 254 + 1e-6 * (fabs(w[i]) + worst));
+		for (size_t i = 0; i < FX_N; i++) {
+			double owed = fabs((double)w[i] - agent[i]);
+
+			ASSERT(owed <= worst / steps +
+					       1e-6 * (fabs(w[i]) + worst));
+			/* The carried error does not grow with the rounds:
+			 * it is bounded by the drift, at most 0.1 here. */
+			if (owed > owed_max)
+				owed_max = owed;
+		}
 		ASSERT_EQ(pull(&f, plain, other), 0);
 	}
 	ASSERT_UINT_EQ(m->deltas_sent, ROUNDS);
+	ASSERT(owed_max <= 0.1 / steps + 1e-5);
 	/* A pull with pulled_version 0 (picked for verification) is whole
-	 * again and sets the mirror to it. */
+	 * again and sets the mirror to it: the f16 values that
+	 * verification's copy holds (verify.c gp_verify_sent), whatever
+	 * the bits of the changes before. */
 	drift(&f, 0.01);
 	m->pulled_version = 0;
 	ASSERT_EQ(pull(&f, m, agent), 0);
 	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	w = gp_params_values(f.params);
+	for (size_t i = 0; i < FX_N; i++)
+		ASSERT_EQ(agent[i], gp_msg_f16_to_f32(gp_msg_f32_to_f16(w[i])));
 	/* A slow link's pull that is not whole makes no mirror: m without
 	 * one gets f16 until its next whole pull. */
 	gp_downlink_finish(&f.pool, m);
@@ -244,11 +298,13 @@ static void test_budget(void)
 /* The core on its own: over many rounds the sum of what was decoded is
  * the sum of what was meant less what is still owed, which stays one
  * rounding. */
-static void test_core(void)
+static void test_core(uint8_t dtype)
 {
+	double steps = dtype == GP_DTYPE_Q4_DELTA ? 14 : 254;
 	enum { N = 1000 };
 	static float w[N], mirror[N], delta[N], sum_sent[N], start[N];
 
+	memset(sum_sent, 0, sizeof(sum_sent));
 	for (size_t i = 0; i < N; i++)
 		w[i] = mirror[i] = start[i] = (float)uniform();
 	for (int r = 0; r < 2000; r++) {
@@ -258,25 +314,30 @@ static void test_core(void)
 			w[i] += (float)(0.01 * uniform() * (i % 97 == 0 ? 30 : 1));
 		memcpy(before, mirror, sizeof(before));
 		/* Two blocks, chunks cut mid-block as on the wire. */
-		gp_downlink_delta(w, mirror, delta, 700);
-		gp_downlink_delta(w + 700, mirror + 700, delta + 700, 300);
+		gp_downlink_delta(w, mirror, delta, 700, dtype);
+		gp_downlink_delta(w + 700, mirror + 700, delta + 700, 300,
+				  dtype);
 		for (size_t i = 0; i < N; i++)
 			sum_sent[i] += mirror[i] - before[i];
 	}
 	for (size_t i = 0; i < N; i++) {
 		ASSERT(fabs((double)mirror[i] - start[i] - sum_sent[i]) < 1e-3);
 		/* Owed: at most one rounding of the last change (< 0.3 /
-		 * 254 + float rounding of values near 1-30). */
-		ASSERT(fabs((double)w[i] - mirror[i]) < 0.3 / 254 + 1e-4);
+		 * 254, or / 14 in 4 bits, + float rounding of values near
+		 * 1-30): after 2,000 rounds no more than after one. */
+		ASSERT(fabs((double)w[i] - mirror[i]) < 0.3 / steps + 1e-4);
 	}
 }
 
 int main(void)
 {
 	test_negotiation();
-	test_rounds();
+	test_negotiation_q4();
+	test_rounds(8);
+	test_rounds(4);
 	test_budget();
-	test_core();
+	test_core(GP_DTYPE_Q8_DELTA);
+	test_core(GP_DTYPE_Q4_DELTA);
 	printf("downlink: all tests passed\n");
 	return 0;
 }

@@ -62,6 +62,7 @@ static void test_full(void)
 		"clip_grad_norm = 5\n"
 		"robust_clip = 3.5\n"
 		"update_bits = 4\n"
+		"param_bits = 4\n"
 		"robust_momentum = 0.5\n"
 		"max_strikes = 3\n"
 		"work_timeout = 45s\n"
@@ -97,6 +98,7 @@ static void test_full(void)
 	ASSERT_NEAR(job.clip_grad_norm, 5, 0);
 	ASSERT_NEAR(job.robust_clip, 3.5, 0);
 	ASSERT_EQ(job.update_bits, 4);
+	ASSERT_EQ(job.param_bits, 4);
 	ASSERT_NEAR(job.robust_momentum, 0.5, 0);
 	ASSERT_EQ(job.max_strikes, 3);
 	ASSERT_EQ(job.work_timeout_ms, 45000);
@@ -132,6 +134,7 @@ static void test_defaults(void)
 	ASSERT_EQ(job.rate_bytes, 1u << 30);
 	ASSERT(job.int8);
 	ASSERT_EQ(job.update_bits, 8);
+	ASSERT_EQ(job.param_bits, 8);
 	ASSERT_STR_EQ(gp_job_optimizer_name(job.optimizer), "sgd-momentum");
 	ASSERT_NEAR(job.beta1, 0.9, 0);
 	ASSERT_NEAR(job.beta2, 0.999, 0);
@@ -289,6 +292,21 @@ static void test_errors(void)
 		     "update_bits = 4\n",
 		     "t.job: update_bits = 4 needs int8 = true in [pool] "
 		     "(int8 = false sends updates as f16)");
+	/* 4-bit parameter changes: 8 or 4, and 4 only with param_delta
+	 * and int8 (without either there are no q8 changes to halve). */
+	expect_error("[model]\nspec = 784-10\n[pool]\nparam_bits = 16\n",
+		     "t.job:4: bad value for 'param_bits' in [pool]: '16' is "
+		     "neither 8 nor 4");
+	expect_error("[model]\nspec = 784-10\n[pool]\nparam_delta = false\n"
+		     "param_bits = 4\n",
+		     "t.job: param_bits = 4 needs param_delta = true and "
+		     "int8 = true in [pool] (4-bit parameter changes go only "
+		     "where int8 changes would)");
+	expect_error("[model]\nspec = 784-10\n[pool]\nint8 = false\n"
+		     "param_bits = 4\n",
+		     "t.job: param_bits = 4 needs param_delta = true and "
+		     "int8 = true in [pool] (4-bit parameter changes go only "
+		     "where int8 changes would)");
 	expect_error("[model]\nspec = 784-10\n[pool]\nrobust_momentum = 1\n",
 		     "t.job:4: value 1 out of range for 'robust_momentum' in "
 		     "[pool] (0 to 0.999)");
