@@ -364,7 +364,7 @@ void gp_machine_on_established(struct gp_machine *m)
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
 			  GP_CAP_PROGRESS | GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
-			  GP_CAP_Q4;
+			  GP_CAP_Q4 | GP_CAP_Q4_DELTA;
 	if (m->ops->worker_set_inner)
 		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
@@ -790,6 +790,9 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	if ((w->caps & GP_CAP_Q8) && (w->caps & GP_CAP_Q4))
 		gp_info("updates go as 4-bit values with error feedback "
 			"(the job's update_bits = 4)");
+	if ((w->caps & GP_CAP_PARAM_DELTA) && (w->caps & GP_CAP_Q4_DELTA))
+		gp_info("parameter changes come as 4-bit values (the job's "
+			"param_bits = 4)");
 	if (start_worker(m, spec, w) < 0 || set_inner(m, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
@@ -843,11 +846,13 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 		       const struct gp_tensor_info *ti, float *v,
 		       const char **why)
 {
-	bool delta = b->dtype == GP_DTYPE_Q8_DELTA;
+	bool q4 = b->dtype == GP_DTYPE_Q4_DELTA;
+	bool delta = b->dtype == GP_DTYPE_Q8_DELTA || q4;
 	float *mir = NULL;
 
 	if (delta && (slot != GP_MODEL_PARAM ||
-		      !(m->caps & GP_CAP_PARAM_DELTA))) {
+		      !(m->caps & GP_CAP_PARAM_DELTA) ||
+		      (q4 && !(m->caps & GP_CAP_Q4_DELTA)))) {
 		*why = "a change that was not granted";
 		return false;
 	}
@@ -864,8 +869,8 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 		}
 		memcpy(v, mir, (size_t)b->count * sizeof(float));
 		if (!m->deltas++)
-			gp_info("parameters now come as q8 changes against the "
-				"last ones received");
+			gp_info("parameters now come as %s changes against "
+				"the last ones received", q4 ? "q4" : "q8");
 		return true;
 	}
 	if (gp_msg_block_read(b, v, b->count) < 0) {
@@ -896,7 +901,8 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 		    (uint64_t)rows * ti->cols != b->count) {
 			/* A change that misses its rows leaves the mirror
 			 * behind the coordinator's: start again. */
-			if (b->dtype == GP_DTYPE_Q8_DELTA) {
+			if (b->dtype == GP_DTYPE_Q8_DELTA ||
+			    b->dtype == GP_DTYPE_Q4_DELTA) {
 				drop_session(m, GP_BYE_PROTOCOL, "parameter "
 					     "change for tensor %u does not "
 					     "fit the model", b->tensor);

@@ -547,7 +547,7 @@ static void test_reconnect(void)
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
 				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS |
 				      GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
-				      GP_CAP_Q4);
+				      GP_CAP_Q4 | GP_CAP_Q4_DELTA);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -1206,6 +1206,49 @@ static void test_param_delta(void)
 	free(w);
 }
 
+/* GP_CAP_Q4_DELTA: a 4-bit change adds to the mirror as the coordinator's
+ * gp_msg_q4_round() says, bit for bit; one without the grant drops the
+ * session, as does a q4 change for the momentum. */
+static void test_param_delta_q4(void)
+{
+	const uint32_t caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_PARAM_DELTA |
+			      GP_CAP_Q4_DELTA;
+	float v[6] = { 1, 2, 3, 4, 5, 6 };
+	float d[6] = { 0.5f, -0.25f, 0, 1, -1, 0.125f };
+	float q[6];
+	struct world *w = member("a:1");
+
+	establish(w);
+	welcome_with(w, caps, 0);
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
+	ASSERT_EQ(w->params_set, 2);
+	gp_msg_q4_round(d, q, 6);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+	/* A second change adds to the first. */
+	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_EQ(w->last_params[i], v[i] + q[i] + q[i]);
+	ASSERT_EQ(w->closes, 0);
+	shards_one(w, 2, GP_DTYPE_Q4_DELTA, d);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* PARAM_DELTA without Q4_DELTA: a q4 change was not granted. */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, caps & ~(uint32_t)GP_CAP_Q4_DELTA, 0);
+	shards_one(w, 0, GP_DTYPE_F32, v);
+	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
+	ASSERT_EQ(w->params_set, 1);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+}
+
 /* ---- pausing ---------------------------------------------------------- */
 
 /* Pause keeps the connection: PAUSE (user) goes out, nothing is closed;
@@ -1707,6 +1750,7 @@ int main(void)
 	test_data_shards();
 	test_param_shards();
 	test_param_delta();
+	test_param_delta_q4();
 	test_pause_keeps_connection();
 	test_pause_until();
 	test_finish();
