@@ -13,6 +13,9 @@
 #     is the shaped one). The updates go as int8 (q8, the default);
 #   - have sent the parameters down as q8 changes against each agent's
 #     mirror (GP_CAP_PARAM_DELTA, the default) to both agents.
+# With GP_WAN_BITS=4 (meson test wan-netns-q4) the job sets update_bits = 4
+# and param_bits = 4: the updates go up as q4, the changes down as
+# Q4_DELTA, and the same checks hold.
 # It asserts on results, not on times: the figures are tools/bench-wan's.
 # Skips (77) when not root or without network namespaces, veth or tbf.
 . "$(dirname "$0")/lib-volunteer.sh"
@@ -57,6 +60,8 @@ for i in 1 2; do
 done
 
 EPOCHS=2
+BITS=${GP_WAN_BITS:-8}
+case "$BITS" in 8|4) ;; *) echo "GP_WAN_BITS must be 8 or 4"; exit 1 ;; esac
 cat > "$T/job.ini" <<EOF
 [model]
 spec = 784-256-128-10
@@ -80,6 +85,8 @@ heartbeat_timeout = 10s
 # pull that meets another still queued waits for room, and the pool must
 # still train exactly once.
 pull_budget_mib = 1
+update_bits = $BITS
+param_bits = $BITS
 EOF
 "$COORD" init --state "$T/coord" --listen "$HUB:7100" >/dev/null
 TOKEN=$("$COORD" invite --state "$T/coord" --uses 2 --endpoint "$HUB:7100" | tail -n 1)
@@ -138,8 +145,8 @@ done
 # Parameters came down as changes (after the first, whole pull), and the
 # ledger checks below hold with them.
 for i in 1 2; do
-	grep -q "parameters now come as q8 changes" "$T/agent$i.log" ||
-		fail "agent $i got no parameter change (GP_CAP_PARAM_DELTA)"
+	grep -q "parameters now come as q$BITS changes" "$T/agent$i.log" ||
+		fail "agent $i got no q$BITS parameter change (GP_CAP_PARAM_DELTA)"
 done
 
 /usr/bin/python3 - "$T/coord" "$EPOCHS" <<'PY' || fail "ledger checks"
