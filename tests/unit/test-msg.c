@@ -1606,6 +1606,26 @@ static void test_q4_delta(void)
 	}
 	free(buf);
 
+	/* docs/protocol.md's example: 0.7, -0.3, 0.2 as a change to 1, 1, 1. */
+	{
+		static const float ex[3] = { 0.7f, -0.3f, 0.2f };
+		static const uint8_t ex_raw[6] = { 0xcd, 0xcc, 0xcc, 0x3d,
+						   0xd7, 0x02 };
+		float mir[3] = { 1, 1, 1 };
+
+		b.count = 3;
+		b.values = ex;
+		buf = encode(&m, &len);
+		ASSERT_OK(gp_msg_decode(buf, len, &dm));
+		db = &dm.u.param_shards.blocks[0];
+		ASSERT_MEM_EQ(db->raw, ex_raw, sizeof(ex_raw));
+		ASSERT_OK(gp_msg_block_add(db, mir, 3));
+		ASSERT_NEAR(mir[0], 1.70000005f, 0);
+		ASSERT_NEAR(mir[1], 0.699999988f, 0);
+		ASSERT_NEAR(mir[2], 1.20000005f, 0);
+		gp_msg_finish(&dm);
+		free(buf);
+	}
 	/* Three chunks of 64, 64 and 3: the receiver's mirror moves exactly
 	 * as the sender's. */
 	for (size_t i = 0; i < 131; i++) {

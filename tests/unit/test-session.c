@@ -1151,16 +1151,16 @@ static void test_param_delta(void)
 	ASSERT_EQ(w->params_set, 2);
 	gp_msg_q8_round(d, q, 6);
 	for (size_t i = 0; i < 6; i++)
-		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+		ASSERT_NEAR(w->last_params[i], v[i] + q[i], 0);
 	/* A second change adds to the first. */
 	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
 	for (size_t i = 0; i < 6; i++)
-		ASSERT_EQ(w->last_params[i], v[i] + q[i] + q[i]);
+		ASSERT_NEAR(w->last_params[i], v[i] + q[i] + q[i], 0);
 	/* A whole block sets the mirror again. */
 	shards_one(w, 0, GP_DTYPE_F32, v);
 	shards_one(w, 0, GP_DTYPE_Q8_DELTA, d);
 	for (size_t i = 0; i < 6; i++)
-		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+		ASSERT_NEAR(w->last_params[i], v[i] + q[i], 0);
 	ASSERT_EQ(w->closes, 0);
 	/* Not finite once added. */
 	for (size_t i = 0; i < 6; i++)
@@ -1226,11 +1226,11 @@ static void test_param_delta_q4(void)
 	ASSERT_EQ(w->params_set, 2);
 	gp_msg_q4_round(d, q, 6);
 	for (size_t i = 0; i < 6; i++)
-		ASSERT_EQ(w->last_params[i], v[i] + q[i]);
+		ASSERT_NEAR(w->last_params[i], v[i] + q[i], 0);
 	/* A second change adds to the first. */
 	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
 	for (size_t i = 0; i < 6; i++)
-		ASSERT_EQ(w->last_params[i], v[i] + q[i] + q[i]);
+		ASSERT_NEAR(w->last_params[i], v[i] + q[i] + q[i], 0);
 	ASSERT_EQ(w->closes, 0);
 	shards_one(w, 2, GP_DTYPE_Q4_DELTA, d);
 	ASSERT_EQ(w->closes, 1);
