@@ -291,6 +291,37 @@ static void set_link(struct fixture *f, uint64_t id, uint64_t bytes,
 				       bytes), 1);
 }
 
+/* The clock the links ask for counts a pull's parameter changes at the
+ * size they travel: q8 changes with GP_CAP_PARAM_DELTA, q4 ones with
+ * GP_CAP_Q4_DELTA too (work.c param_bytes). 9 values: updates 2 x q8
+ * (13 bytes each) up, momentum q8 (13) and the changes q8 (13) or q4 (9)
+ * down: 52 or 48 bytes at 720 B/s, a tenth of the clock. */
+static void test_link_clock_q4_delta(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA |
+			      GP_CAP_F16 | GP_CAP_Q8 | GP_CAP_PARAM_DELTA;
+	struct fixture f;
+	double s8, s4;
+
+	fx_setup(&f, 0);
+	f.job.comm_share = 0.10;
+	f.job.max_sync_interval_ms = 20000;
+	fx_join_speed(&f, 0, caps, 100);
+	fx_join_speed(&f, 1, caps, 100);
+	f.members[0].caps = caps;
+	f.members[1].caps = caps;
+	set_link(&f, 1, 72, 0.100);
+	set_link(&f, 2, 72, 0.100);
+	s8 = gp_work_sync_interval(&f.pool);
+	ASSERT_NEAR(s8, 52 / 720.0 / 0.10, 1e-9);
+	f.members[0].caps |= GP_CAP_Q4_DELTA;
+	f.members[1].caps |= GP_CAP_Q4_DELTA;
+	s4 = gp_work_sync_interval(&f.pool);
+	ASSERT_NEAR(s4, 48 / 720.0 / 0.10, 1e-9);
+	fx_teardown(&f);
+}
+
 /* Link-aware clocks: the slowest link sets a clock of equal time for
  * everyone (its wait is comm_share of it), and each agent gets what it
  * computes in that time beside its own wait; a long clock goes out as
@@ -983,6 +1014,7 @@ int main(void)
 	test_pause_idle();
 	test_per_clock();
 	test_link_clock();
+	test_link_clock_q4_delta();
 	test_copy_reuse();
 	test_link_runs();
 	test_probe_extend();
