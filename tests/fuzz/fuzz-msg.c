@@ -54,6 +54,7 @@ static bool has_i8(const struct gp_msg *m)
 	}
 	for (size_t i = 0; i < n; i++)
 		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8 ||
+		    b[i].dtype == GP_DTYPE_Q8_DELTA ||
 		    b[i].dtype == GP_DTYPE_Q4 ||
 		    b[i].dtype == GP_DTYPE_Q4_DELTA)
 			return true;
