@@ -1337,7 +1337,8 @@ int gp_msg_block_add(const struct gp_msg_block *b, float *mirror, size_t n)
 	bool q4 = b->dtype == GP_DTYPE_Q4_DELTA;
 	size_t chunk = q4 ? GP_MSG_Q4_CHUNK : GP_MSG_Q8_CHUNK;
 
-	if (!b->raw || (b->dtype != GP_DTYPE_Q8_DELTA && !q4) ||
+	/* A block of no values carries no data field: raw stays NULL. */
+	if ((!b->raw && n) || (b->dtype != GP_DTYPE_Q8_DELTA && !q4) ||
 	    n != b->count || b->raw_len != gp_msg_payload_size(b->dtype, n))
 		return -EINVAL;
 	/* Checked whole first: a refused block leaves the mirror as it was. */

@@ -646,8 +646,9 @@ int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
  * to mirror[0..n) (the values last received for its rows), as
  * mirror[i] + (float)q * scale,
  * bit for bit what the sender's mirror becomes (coordinator/downlink.h).
- * Returns 0, -EINVAL if n != count, the block is not a decoded delta,
- * -ERANGE if a sum would not be finite (mirror then unchanged). */
+ * Returns 0 (also for a block of no values), -EINVAL if n != count, the
+ * block is not a decoded delta, -ERANGE if a sum would not be finite
+ * (mirror then unchanged). */
 int gp_msg_block_add(const struct gp_msg_block *block, float *mirror,
 		     size_t n);
 

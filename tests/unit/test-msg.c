@@ -1649,6 +1649,14 @@ static void test_q4_delta(void)
 	ASSERT_EQ(gp_msg_block_add(db, mirror, 130), -EINVAL);
 	gp_msg_finish(&dm);
 	free(buf);
+	/* A change of no values (no data field) adds nothing (tools/fuzz
+	 * found it refused). */
+	b.count = 0;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &dm));
+	ASSERT_OK(gp_msg_block_add(&dm.u.param_shards.blocks[0], NULL, 0));
+	gp_msg_finish(&dm);
+	free(buf);
 	/* A sum that is not finite is refused whole. */
 	{
 		float huge[64], mir[64], keep[64];
