@@ -7,9 +7,9 @@
  * pull then sends each changed shard as GP_DTYPE_Q8_DELTA (GP_DTYPE_Q4_DELTA
  * when the member was granted GP_CAP_Q4_DELTA: the job's param_bits = 4),
  * the change from the mirror to the parameters quantised in chunks of 64,
- * and adds the same quantised change to the mirror. What the quantisation loses
- * stays in the difference between the parameters and the mirror, so the
- * next pull sends it: error feedback kept on the coordinator, exact
+ * and adds the same quantised change to the mirror. What the quantisation
+ * loses stays in the difference between the parameters and the mirror, so
+ * the next pull sends it: error feedback kept on the coordinator, exact
  * because both ends hold the same mirror bit for bit. A pull with
  * pulled_version 0 (the session's first, one picked for verification,
  * one after RESUME) sends every shard as f16 and sets the mirror from it.
