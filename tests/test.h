@@ -19,8 +19,17 @@
 		abort();                                                       \
 	} while (0)
 
+/* 1 unless x is a floating-point value: the ASSERT_EQ family converts to
+ * an integer type, so a float compared with it passes whatever its
+ * fraction (ASSERT_NEAR, with tolerance 0 for exactness, is for floats). */
+#define GP_NOT_FLOAT(x)                                                        \
+	_Generic((x), float: 0, double: 0, long double: 0, default: 1)
+
 #define GP_ASSERT_OP(a, op, b, type, fmt)                                      \
 	do {                                                                   \
+		_Static_assert(GP_NOT_FLOAT(a) && GP_NOT_FLOAT(b),             \
+			       "ASSERT_EQ and kin compare integers: "          \
+			       "use ASSERT_NEAR for floats");                 \
 		type a_ = (type)(a);                                           \
 		type b_ = (type)(b);                                           \
 		if (!(a_ op b_))                                               \

@@ -781,7 +781,7 @@ static void test_group(void)
 	welcome_with(w, 0, 0);
 	minibatch(w, 1, 2, 4);
 	ASSERT_EQ(w->computed[0].group, 0);
-	ASSERT_EQ(w->computed[0].lr, 0);
+	ASSERT_NEAR(w->computed[0].lr, 0, 0);
 	result(w, 1, w->gen, 0, 0);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F32);
 	free(w);
