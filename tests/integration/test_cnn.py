@@ -15,7 +15,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 
 import gppool
 from gppool import check, log
@@ -90,11 +89,7 @@ def test():
         # scaling), so three agents on this two-core machine compute no
         # faster and take more epochs to the same accuracy.
         agents = pool.agents(2)
-        t0 = time.monotonic()
-        for a in agents:
-            a.run()
-        pool.wait_serve(timeout=1200, agents_exit=True)
-        log("%d epochs in %.1fs" % (pool.epochs, time.monotonic() - t0))
+        pool.train(agents, timeout=1200)
 
         # The model as data: canonical text in the ledger, the same in the
         # newest checkpoint, and what the agents were sent.
@@ -114,11 +109,7 @@ def test():
             check("model gradpool-model 1; input shape=1x28x28" in err,
                   "agent %s did not log the description it was sent" % a.name)
 
-        rows = pool.check_exactly_once()
-        pool.check_staleness(rows)
-        log("evals: %s" % ", ".join("%.2f%%" % (100 * a)
-                                    for _, a in pool.evals()))
-        pool.check_accuracy(TARGET)
+        pool.check_trained(TARGET)
 
 
 if __name__ == "__main__":

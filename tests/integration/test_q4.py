@@ -8,10 +8,8 @@ staleness bound, and the final test accuracy in the ledger's evals table
 reaches 85 %. On loopback the links are measured fast, so the parameters
 come whole (downlink.h): the 4-bit changes themselves cross shaped links
 in wan-netns-q4 (test-wan-netns.sh with GP_WAN_BITS=4)."""
-import time
-
 import gppool
-from gppool import check, log
+from gppool import check
 
 GRANTED = "updates go as 4-bit values with error feedback"
 GRANTED_DOWN = "parameter changes come as 4-bit values"
@@ -23,11 +21,7 @@ def test():
                      pool={"update_bits": 4, "param_bits": 4}) as pool:
         pool.serve()
         agents = pool.agents(3)
-        t0 = time.monotonic()
-        for a in agents:
-            a.run()
-        pool.wait_serve(timeout=500, agents_exit=True)
-        log("%d epochs in %.1fs" % (pool.epochs, time.monotonic() - t0))
+        pool.train(agents, timeout=500)
         for a in agents:
             out = a.proc.stderr() + a.proc.stdout()
             check(GRANTED in out,
@@ -36,11 +30,7 @@ def test():
             check(GRANTED_DOWN in out,
                   "agent %s was not granted 4-bit parameter changes:\n%s" %
                   (a.name, a.proc.tails()))
-        rows = pool.check_exactly_once()
-        pool.check_staleness(rows)
-        log("evals: %s" % ", ".join("%.2f%%" % (100 * a)
-                                    for _, a in pool.evals()))
-        pool.check_accuracy(0.85)
+        pool.check_trained(0.85)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ Typical use:
 """
 
 import atexit
-import math
 import os
 import re
 import shutil
@@ -563,6 +562,25 @@ class Pool:
               (len(bad), s, bad[:3]))
         log("staleness: max %d <= %d over %d updates" % (worst, s, len(rows)))
         return worst
+
+    def train(self, agents, timeout):
+        """Runs the joined agents and waits for serve to finish the job,
+        every agent exiting by itself (wait_serve with agents_exit)."""
+        t0 = time.monotonic()
+        for a in agents:
+            a.run()
+        self.wait_serve(timeout=timeout, agents_exit=True)
+        log("%d epochs in %.1fs" % (self.epochs, time.monotonic() - t0))
+
+    def check_trained(self, target):
+        """The ledger of a finished job: every minibatch applied exactly
+        once within the staleness bound, and the final test accuracy at
+        least target (the evals logged)."""
+        rows = self.check_exactly_once()
+        self.check_staleness(rows)
+        log("evals: %s" % ", ".join("%.2f%%" % (100 * a)
+                                    for _, a in self.evals()))
+        return self.check_accuracy(target)
 
     def check_accuracy(self, target=0.85):
         acc = self.final_accuracy()
