@@ -282,7 +282,8 @@ static void gradcheck(struct gp_backend *be, const char *text, size_t n,
 	int32_t *labels = malloc(n * sizeof(int32_t));
 	const struct gp_model_layer *loss = &spec.layers[spec.n_nodes - 1];
 	struct gp_model_stats st;
-	double worst = 0, h = 1e-4;
+	double worst = 0, h = 1e-4, base;
+	size_t kinks = 0;
 
 	rf.p = malloc(np * sizeof(double));
 	ASSERT(x && t && g && pf && labels && rf.p);
@@ -336,8 +337,9 @@ static void gradcheck(struct gp_backend *be, const char *text, size_t n,
 					g + off));
 		off += ti.rows * ti.cols;
 	}
+	base = ref_loss(&rf, x, labels, t, n);
 	for (size_t i = 0; i < np; i++) {
-		double keep = rf.p[i], up, down, fd;
+		double keep = rf.p[i], up, down, fd, fwd, bwd, tol;
 
 		rf.p[i] = keep + h;
 		up = ref_loss(&rf, x, labels, t, n);
@@ -345,16 +347,30 @@ static void gradcheck(struct gp_backend *be, const char *text, size_t n,
 		down = ref_loss(&rf, x, labels, t, n);
 		rf.p[i] = keep;
 		fd = (up - down) / (2 * h);
-		if (fabs(g[i] - fd) > worst)
-			worst = fabs(g[i] - fd);
-		if (fabs(g[i] - fd) > 1e-4 + 2e-3 * fabs(fd))
-			GP_TEST_FAIL("%s: parameter %zu: analytic %.8g, fd "
-				     "%.8g",
-				     text, i, (double)g[i], fd);
+		tol = 1e-4 + 2e-3 * fabs(fd);
+		if (fabs(g[i] - fd) <= tol) {
+			if (fabs(g[i] - fd) > worst)
+				worst = fabs(g[i] - fd);
+			continue;
+		}
+		/* A kink (a ReLU's or max pool's input crossing its switch)
+		 * within h of this point: the one-sided slopes differ by far
+		 * more than a smooth loss's h * curvature, and the analytic
+		 * gradient (the slope on its side) lies between them. A few
+		 * such points among random parameters are expected. */
+		fwd = (up - base) / h;
+		bwd = (base - down) / h;
+		if (fabs(fwd - bwd) > 1e-3 &&
+		    g[i] >= fmin(fwd, bwd) - tol && g[i] <= fmax(fwd, bwd) + tol &&
+		    ++kinks <= 1 + np / 50)
+			continue;
+		GP_TEST_FAIL("%s: parameter %zu: analytic %.8g, fd %.8g "
+			     "(one-sided %.8g, %.8g)",
+			     text, i, (double)g[i], fd, fwd, bwd);
 	}
 	printf("gradcheck \"%s\", batch %zu: %zu parameters, worst |analytic "
-	       "- fd| %.3g\n",
-	       text, n, np, worst);
+	       "- fd| %.3g, %zu at a kink\n",
+	       text, n, np, worst, kinks);
 	free(x);
 	free(t);
 	free(g);
@@ -715,8 +731,9 @@ int main(void)
 	uint64_t seed = env ? strtoull(env, NULL, 0)
 			    : (uint64_t)time(NULL) ^ (uint64_t)clock();
 
-	printf("seed %llu (GP_TEST_SEED=%llu replays it)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	/* On stderr: a failure aborts, and stdout's buffer would be lost. */
+	fprintf(stderr, "seed %llu (GP_TEST_SEED=%llu replays it)\n",
+		(unsigned long long)seed, (unsigned long long)seed);
 	rng = seed;
 	ASSERT_OK(gp_backend_create_cpu(1, &be));
 	for (int f = GP_FEATURE_CONV2D; f <= GP_FEATURE_MSE; f++)
