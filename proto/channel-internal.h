@@ -125,6 +125,10 @@ struct gp_channel {
 
 	/* Sealed records waiting for the socket. */
 	struct gp_wqueue wq;
+	/* Seal jobs on the thread pool, not yet back (channel-send.c); the
+	 * channel is freed by the last of them once on_close was called. */
+	unsigned sealing;
+	bool free_pending;
 	uv_buf_t bufs[WRITE_BATCH];
 
 	uint64_t deadline;   /* handshake deadline, loop time */
@@ -146,6 +150,10 @@ struct gp_channel {
  * close_linger_ms; otherwise the socket closes now. */
 void channel_teardown(struct gp_channel *ch, enum gp_close_reason reason,
 		      uint16_t code, const char *text, bool graceful);
+
+/* Frees the channel and everything it holds (no handle open, no seal job
+ * out). */
+void channel_free(struct gp_channel *ch);
 
 /* Closes the handles now; on_close follows once they are closed. */
 void channel_close_handles(struct gp_channel *ch);

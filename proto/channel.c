@@ -84,7 +84,7 @@ static void listener_unref(struct gp_channel_listener *l)
 	free(l);
 }
 
-static void channel_free(struct gp_channel *ch)
+void channel_free(struct gp_channel *ch)
 {
 	gp_noise_handshake_destroy(ch->hs);
 	gp_noise_transport_destroy(ch->tx);
@@ -106,6 +106,12 @@ static void handle_closed(uv_handle_t *h)
 		return;
 	if (!ch->silent)
 		ch->cb.on_close(ch, ch->reason, ch->close_code, ch->close_text);
+	if (ch->sealing > 0) {
+		/* Workers still write into the write queue: the last of
+		 * them frees the channel (channel-send.c). */
+		ch->free_pending = true;
+		return;
+	}
 	channel_free(ch);
 }
 
@@ -695,7 +701,5 @@ int gp_channel_send_msg(struct gp_channel *ch, const struct gp_msg *msg)
 	r = gp_msg_encode_alloc(msg, &buf, &len);
 	if (r < 0)
 		return r;
-	r = gp_channel_send(ch, buf, len);
-	free(buf);
-	return r;
+	return gp_channel_send_take(ch, buf, len);
 }

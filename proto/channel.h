@@ -41,6 +41,14 @@
  * sides counting the same messages, so nothing is signalled. */
 #define GP_CHANNEL_REKEY_INTERVAL (UINT64_C(1) << 20)
 
+/* The coordinator's seal_offload_min (serve; GP_SEAL_OFFLOAD_MIN in its
+ * environment overrides it): parameter pulls of models from about 100,000
+ * parameters up. Smaller messages stay on the loop: on the 2-core
+ * development machine offloading everything from 16 KiB up raised the
+ * updates per second of 1,000 simulated agents but also the heartbeat
+ * round trips and serve's memory (docs/performance.md "Scale"). */
+#define GP_CHANNEL_SEAL_OFFLOAD_MIN (256u * 1024)
+
 /* Why a channel closed. Names: gp_channel_close_reason_name(). */
 enum gp_close_reason {
 	GP_CLOSE_LOCAL = 1,          /* gp_channel_close() or listener gone */
@@ -94,11 +102,17 @@ struct gp_channel_config {
 	/* Listener only: connections in the handshake at once; more are
 	 * closed at once (GP_CLOSE_TOO_MANY_HANDSHAKES). */
 	uint32_t max_handshakes;
+	/* Messages of at least this many bytes that gp_channel_send_take()
+	 * or gp_channel_send_msg() send are encrypted on libuv's thread pool
+	 * (about 1 MiB per job, several jobs at once), not on the loop; their
+	 * bytes keep their place in the stream. 0: everything on the loop. */
+	size_t seal_offload_min;
 };
 
 /* Fills *cfg with the defaults: handshake 10 s, heartbeat 5 s, idle 30 s,
  * linger 2 s, max_message GP_MSG_MAX_SIZE, write queue 32 MiB (low water
- * 8 MiB), rekey GP_CHANNEL_REKEY_INTERVAL, 256 handshakes. */
+ * 8 MiB), rekey GP_CHANNEL_REKEY_INTERVAL, 256 handshakes, every record
+ * sealed on the loop (seal_offload_min 0). */
 void gp_channel_config_default(struct gp_channel_config *cfg);
 
 /* What a responder learns from message 1. All pointers are borrowed for the
@@ -216,8 +230,15 @@ int gp_channel_connect(uv_loop_t *loop, const struct gp_channel_peer *peer,
  * GP_CLOSE_WRITE_QUEUE_FULL); -ENOMEM. */
 int gp_channel_send(struct gp_channel *ch, const void *data, size_t len);
 
-/* Encodes msg (msg.h) and sends it as one message: gp_channel_send's
- * results, or gp_msg_encode's. */
+/* Like gp_channel_send(), but takes buf (malloc'd, len bytes): the channel
+ * frees it, whatever the result. A message of at least seal_offload_min
+ * bytes is encrypted on libuv's thread pool from buf (no copy), so that
+ * the loop goes on meanwhile; its bytes, and what is sent after it, leave
+ * in order once sealed. */
+int gp_channel_send_take(struct gp_channel *ch, void *buf, size_t len);
+
+/* Encodes msg (msg.h) and sends it as one message (gp_channel_send_take):
+ * gp_channel_send's results, or gp_msg_encode's. */
 struct gp_msg;
 int gp_channel_send_msg(struct gp_channel *ch, const struct gp_msg *msg);
 

@@ -792,6 +792,39 @@ int gp_noise_transport_encrypt(struct gp_noise_transport *t,
 	return 0;
 }
 
+int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
+				 struct gp_noise_send_span *ret)
+{
+	uint64_t first = t->send.n;
+
+	if (count == 0 || count > NONCE_MAX - first)
+		return -EOVERFLOW;
+	/* The rekey follows the message with nonce k * interval - 1: only
+	 * the last nonce of the run may be one, so no multiple of the
+	 * interval may lie in (first, first + count - 1]. */
+	if (t->rekey_interval && (first + count - 1) / t->rekey_interval !=
+					 first / t->rekey_interval)
+		return -EAGAIN;
+	memcpy(ret->key, t->send.k, KEYLEN);
+	ret->nonce = first;
+	ret->count = count;
+	t->send.n = first + count;
+	if (t->rekey_interval && t->send.n % t->rekey_interval == 0)
+		cipher_rekey(&t->send);
+	return 0;
+}
+
+int gp_noise_span_encrypt(const struct gp_noise_send_span *span, uint64_t i,
+			  const uint8_t *plaintext, size_t len, uint8_t *out)
+{
+	if (len > GP_NOISE_MAX_PLAINTEXT)
+		return -EMSGSIZE;
+	if (i >= span->count)
+		return -EINVAL;
+	aead_encrypt(span->key, span->nonce + i, NULL, 0, plaintext, len, out);
+	return 0;
+}
+
 int gp_noise_transport_decrypt(struct gp_noise_transport *t,
 			       const uint8_t *ad, size_t adlen,
 			       const uint8_t *msg, size_t len,

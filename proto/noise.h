@@ -240,6 +240,32 @@ int gp_noise_transport_encrypt(struct gp_noise_transport *t,
 			       const uint8_t *plaintext, size_t len,
 			       uint8_t *out, size_t cap, size_t *ret_len);
 
+/* A run of send nonces taken now and used later, on another thread: the
+ * send key as it is for those nonces and the first of them. Keep it in
+ * secret memory (gp_secmem_alloc) and wipe it when done (gp_secmem_free). */
+struct gp_noise_send_span {
+	uint8_t key[GP_NOISE_KEY_SIZE];
+	uint64_t nonce;
+	uint64_t count;
+};
+
+/* Takes the next count send nonces for messages that
+ * gp_noise_span_encrypt() seals later, in any order and on any thread, as
+ * if gp_noise_transport_encrypt() had sealed them now: later messages get
+ * the nonces after them, and a rekey due right after the last one is done
+ * now. Returns 0, -EAGAIN (the run would cross a rekey: seal those
+ * messages one by one) or -EOVERFLOW (not that many nonces left). */
+int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
+				 struct gp_noise_send_span *ret);
+
+/* Seals the message with the span's nonce number i (i < count) like
+ * gp_noise_transport_encrypt() (out may equal plaintext; out has room for
+ * len + GP_NOISE_TAG_SIZE bytes). Touches nothing but its arguments:
+ * callable from any thread. Returns 0 or -EMSGSIZE (len >
+ * GP_NOISE_MAX_PLAINTEXT), -EINVAL (i out of the span). */
+int gp_noise_span_encrypt(const struct gp_noise_send_span *span, uint64_t i,
+			  const uint8_t *plaintext, size_t len, uint8_t *out);
+
 /* Decrypts one transport message msg (borrowed, len bytes) with associated
  * data ad into out (caller-owned, cap >= len - GP_NOISE_TAG_SIZE; out may
  * equal msg). On success *ret_len is the plaintext length and the receive

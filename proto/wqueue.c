@@ -9,6 +9,7 @@ struct gp_wqueue_buf {
 	size_t cap;
 	size_t len; /* committed bytes */
 	size_t off; /* bytes already written */
+	bool held;  /* reserved with gp_wqueue_reserve_held(), not released */
 	uint8_t data[];
 };
 
@@ -73,6 +74,7 @@ static struct gp_wqueue_buf *buf_get(struct gp_wqueue *q, size_t need)
 			b->next = NULL;
 			b->len = 0;
 			b->off = 0;
+			b->held = false;
 			return b;
 		}
 	}
@@ -86,6 +88,7 @@ static struct gp_wqueue_buf *buf_get(struct gp_wqueue *q, size_t need)
 	b->cap = cap;
 	b->len = 0;
 	b->off = 0;
+	b->held = false;
 	return b;
 }
 
@@ -104,23 +107,54 @@ static void buf_put(struct gp_wqueue *q, struct gp_wqueue_buf *b)
 	free(b);
 }
 
+/* Appends a buffer for n bytes at the tail. Behind an empty head (the
+ * tail a writer started over) too: the writer recycles that one when it
+ * gets there. */
+static struct gp_wqueue_buf *append(struct gp_wqueue *q, size_t n)
+{
+	struct gp_wqueue_buf *t = buf_get(q, n);
+
+	if (!t)
+		return NULL;
+	if (q->tail)
+		q->tail->next = t;
+	else
+		q->head = t;
+	q->tail = t;
+	return t;
+}
+
 uint8_t *gp_wqueue_reserve(struct gp_wqueue *q, size_t n)
 {
 	struct gp_wqueue_buf *t = q->tail;
 
-	if (!t || t->cap - t->len < n) {
-		t = buf_get(q, n);
+	if (!t || t->held || t->cap - t->len < n) {
+		t = append(q, n);
 		if (!t)
 			return NULL;
-		/* Behind an empty head (the tail a writer started over) too:
-		 * the writer recycles that one when it gets there. */
-		if (q->tail)
-			q->tail->next = t;
-		else
-			q->head = t;
-		q->tail = t;
 	}
 	return t->data + t->len;
+}
+
+uint8_t *gp_wqueue_reserve_held(struct gp_wqueue *q, size_t n,
+				struct gp_wqueue_buf **ret_hold)
+{
+	struct gp_wqueue_buf *t = append(q, n);
+
+	if (!t)
+		return NULL;
+	t->held = true;
+	t->len = n;
+	q->queued += n;
+	*ret_hold = t;
+	return t->data;
+}
+
+void gp_wqueue_release(struct gp_wqueue *q, struct gp_wqueue_buf *hold)
+{
+	(void)q;
+	assert(hold->held);
+	hold->held = false;
 }
 
 void gp_wqueue_commit(struct gp_wqueue *q, size_t n)
@@ -166,7 +200,7 @@ bool gp_wqueue_peek(struct gp_wqueue *q, struct iovec *ret)
 {
 	struct gp_wqueue_buf *b;
 
-	if (q->writing || !(b = first_pending(q)))
+	if (q->writing || !(b = first_pending(q)) || b->held)
 		return false;
 	ret->iov_base = b->data + b->off;
 	ret->iov_len = b->len - b->off;
@@ -190,9 +224,9 @@ unsigned gp_wqueue_start_write(struct gp_wqueue *q, struct iovec *iov,
 	struct gp_wqueue_buf *b, *last = NULL;
 	unsigned n = 0;
 
-	if (q->writing || max == 0 || !first_pending(q))
+	if (q->writing || max == 0 || !first_pending(q) || q->head->held)
 		return 0;
-	for (b = q->head; b && n < max; b = b->next) {
+	for (b = q->head; b && n < max && !b->held; b = b->next) {
 		iov[n].iov_base = b->data + b->off;
 		iov[n].iov_len = b->len - b->off;
 		n++;

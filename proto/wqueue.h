@@ -25,7 +25,9 @@
  *   place: bytes may be reserved in it already), and the empty buffer is
  *   recycled when the writer gets to it;
  * - dropping the caches frees only an empty head that is also the tail:
- *   nothing committed is ever freed before it is written.
+ *   nothing committed is ever freed before it is written;
+ * - held bytes, and everything committed after them, wait until released;
+ *   nothing is reserved in a held buffer.
  *
  * Single-threaded: the loop thread of the owning channel. */
 #ifndef GP_WQUEUE_H
@@ -97,6 +99,19 @@ uint8_t *gp_wqueue_reserve(struct gp_wqueue *q, size_t n);
 /* Queues the first n bytes of the room gp_wqueue_reserve() returned last
  * (n at most what it reserved). */
 void gp_wqueue_commit(struct gp_wqueue *q, size_t n);
+
+/* Held room: n bytes in a buffer of their own, queued at once (they count
+ * as queued and keep their place in the order) but filled later, possibly
+ * on another thread. Nothing at or behind held bytes is handed to a writer
+ * until gp_wqueue_release(hold); bytes before them are. Returns the room
+ * and sets *ret_hold, or NULL when out of memory. The buffer stays where
+ * it is until released and written: the filler may write into it while
+ * the owner goes on queueing behind it (not while gp_wqueue_finish()). */
+uint8_t *gp_wqueue_reserve_held(struct gp_wqueue *q, size_t n,
+				struct gp_wqueue_buf **ret_hold);
+
+/* The held room is filled: it may leave, in its place. */
+void gp_wqueue_release(struct gp_wqueue *q, struct gp_wqueue_buf *hold);
 
 /* Synchronous writing. While no write is in flight: fills *ret with the
  * head buffer's unwritten bytes (borrowed, valid until the next call on q)

@@ -44,7 +44,9 @@
  *
  * Environment: GP_BENCH_VERBOSE=1 prints each transfer with the CPU time
  * of both sides; GP_BENCH_CHANNEL_ONLY=1 runs only the channel transfers
- * (for perf). */
+ * (for perf); GP_BENCH_TAKE=1 sends with gp_channel_send_take (a copy of
+ * each message, sealed on libuv's thread pool: the sender's CPU is then
+ * its loop thread's alone). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -177,6 +179,8 @@ static void chan_config(struct gp_channel_config *cfg, size_t msg_size)
 	cfg->write_low_water = msg_size + MIB;
 	cfg->heartbeat_ms = 1000;
 	cfg->idle_timeout_ms = 30000;
+	if (getenv("GP_BENCH_TAKE"))
+		cfg->seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
 }
 
 static void publish_port(struct run *r, int port)
@@ -235,7 +239,20 @@ static void tx_fill(struct gp_channel *ch)
 
 	while (s->sent < s->run->count &&
 	       gp_channel_queued_bytes(ch) < 2 * s->run->msg_size) {
-		int e = gp_channel_send(ch, s->msg, s->run->msg_size);
+		int e;
+
+		if (getenv("GP_BENCH_TAKE")) {
+			/* Sealed on libuv's pool: a fresh buffer per
+			 * message, as gp_channel_send_msg encodes one. */
+			uint8_t *copy = malloc(s->run->msg_size);
+
+			if (!copy)
+				die("malloc", -ENOMEM);
+			memcpy(copy, s->msg, s->run->msg_size);
+			e = gp_channel_send_take(ch, copy, s->run->msg_size);
+		} else {
+			e = gp_channel_send(ch, s->msg, s->run->msg_size);
+		}
 
 		if (e < 0)
 			die("send", e);

@@ -48,6 +48,7 @@
 
 #include "backend.h"
 #include "channel.h"
+#include "data.h"
 #include "identity.h"
 #include "log.h"
 #include "machine.h"
@@ -127,6 +128,10 @@ struct sim {
 	const char *report;
 	const char *name;
 	struct shape *shapes;
+	/* --data: the training set every agent holds (JOIN offers
+	 * GP_CAP_LOCAL_DATA, so MINIBATCH carries indices, not pixels). */
+	struct gp_dataset *data;
+	uint64_t data_fingerprint;
 	bool stopping;
 	unsigned open_handles;
 	/* Counters (since the start, or since SIGUSR1 for the steady ones). */
@@ -703,8 +708,8 @@ static void start_member(struct agent *a)
 	a->mem.joined_at = gp_now_s();
 	gp_machine_finish(&a->m);
 	a->joining = false;
-	gp_machine_init(&a->m, &a->cfg, NULL, GP_MACHINE_RUN, NULL, 0,
-			&sim_ops, a);
+	gp_machine_init(&a->m, &a->cfg, NULL, GP_MACHINE_RUN, s->data,
+			s->data_fingerprint, &sim_ops, a);
 	gp_machine_start(&a->m);
 	gp_machine_on_members(&a->m, true, &a->mem);
 }
@@ -865,7 +870,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: gp-simagent --token TOKEN --agents N [--from ADDR] "
 		"[--storm S] [--compute-ms MS] [--heartbeat-ms MS] "
-		"[--report FILE] [--name PREFIX]\n");
+		"[--report FILE] [--name PREFIX] [--data DIR|default]\n");
 }
 
 int main(int argc, char **argv)
@@ -879,11 +884,12 @@ int main(int argc, char **argv)
 		{ "heartbeat-ms", required_argument, NULL, 'b' },
 		{ "report", required_argument, NULL, 'r' },
 		{ "name", required_argument, NULL, 'N' },
+		{ "data", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	static struct sim s;
-	const char *token = NULL;
+	const char *token = NULL, *data_dir = NULL;
 	uint32_t from = 0x7f010000; /* 127.1.0.0 */
 	struct rlimit rl;
 	enum gp_token_error te;
@@ -913,6 +919,7 @@ int main(int argc, char **argv)
 		case 'b': s.heartbeat_ms = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'r': s.report = optarg; break;
 		case 'N': s.name = optarg; break;
+		case 'd': data_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -924,6 +931,19 @@ int main(int argc, char **argv)
 	}
 	if (gp_noise_init() < 0)
 		return 1;
+	if (data_dir) {
+		char err[256];
+
+		/* One copy for every agent of the process. */
+		if (gp_data_load_fashion_mnist(strcmp(data_dir, "default") ?
+						       data_dir : NULL,
+					       true, &s.data, err,
+					       sizeof(err)) < 0) {
+			fprintf(stderr, "gp-simagent: --data: %s\n", err);
+			return 1;
+		}
+		s.data_fingerprint = gp_data_fingerprint(s.data);
+	}
 	if (gp_token_parse(token, &s.token, &te) < 0) {
 		fprintf(stderr, "gp-simagent: bad token: %s\n",
 			gp_token_error_str(te));
@@ -987,8 +1007,8 @@ int main(int argc, char **argv)
 		explicit_bzero(priv, sizeof(priv));
 		a->from.sin_family = AF_INET;
 		a->from.sin_addr.s_addr = htonl(from + 1 + i);
-		gp_machine_init(&a->m, &a->cfg, &s.token, GP_MACHINE_JOIN, NULL,
-				0, &sim_ops, a);
+		gp_machine_init(&a->m, &a->cfg, &s.token, GP_MACHINE_JOIN,
+				s.data, s.data_fingerprint, &sim_ops, a);
 		uv_timer_init(&s.loop, &a->retry);
 		uv_timer_init(&s.loop, &a->start);
 		uv_timer_init(&s.loop, &a->hb);
@@ -1027,6 +1047,7 @@ int main(int argc, char **argv)
 	free(s.rtt);
 	free(s.up);
 	free(s.join_ms);
+	gp_data_destroy(s.data);
 	uv_loop_close(&s.loop);
 	return 0;
 }

@@ -56,6 +56,7 @@ struct server {
 	char last_text[300];
 	struct gp_channel *last_ch;
 	bool echo;
+	bool echo_take;  /* echo with gp_channel_send_take (a copy) */
 	int messages;
 	size_t last_len;
 };
@@ -163,8 +164,15 @@ static void srv_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	srv.messages++;
 	srv.last_len = len;
-	if (srv.echo)
+	if (srv.echo && srv.echo_take) {
+		uint8_t *copy = malloc(len ? len : 1);
+
+		ASSERT_NOT_NULL(copy);
+		memcpy(copy, data, len);
+		ASSERT_OK(gp_channel_send_take(ch, copy, len));
+	} else if (srv.echo) {
 		ASSERT_OK(gp_channel_send(ch, data, len));
+	}
 }
 
 static void srv_close(struct gp_channel *ch, enum gp_close_reason reason,
@@ -207,6 +215,7 @@ static void server_start(const struct gp_channel_config *cfg)
 	srv.last_reason = 0;
 	srv.last_text[0] = '\0';
 	srv.echo = true;
+	srv.echo_take = false;
 	ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
 	ASSERT_OK(gp_channel_listen(loop, (struct sockaddr *)&addr, coord_key,
 				    cfg, &srv_cb, &srv, &srv.l));
@@ -255,6 +264,9 @@ struct client {
 	int drains;
 	uint8_t *last;
 	size_t last_len;
+	/* What arrived, in order: each message's length and FNV-1a hash. */
+	size_t got_len[32];
+	uint32_t got_hash[32];
 	bool send_on_established; /* one 100-byte message */
 	size_t send_len;          /* or this many bytes */
 	unsigned stall_ms;        /* then block the loop this long */
@@ -287,10 +299,23 @@ static void cl_established(struct gp_channel *ch, const uint8_t *rs,
 		usleep(c->stall_ms * 1000u);
 }
 
+static uint32_t fnv1a(const uint8_t *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
 static void cl_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct client *c = gp_channel_data(ch);
 
+	if ((size_t)c->messages < sizeof(c->got_len) / sizeof(c->got_len[0])) {
+		c->got_len[c->messages] = len;
+		c->got_hash[c->messages] = fnv1a(data, len);
+	}
 	free(c->last);
 	c->last = malloc(len ? len : 1);
 	ASSERT_NOT_NULL(c->last);
@@ -1179,6 +1204,94 @@ static void test_rekey(void)
 	server_stop();
 }
 
+/* Messages sealed on the thread pool (gp_channel_send_take) leave in the
+ * order they were sent, mixed with messages sealed on the loop, both ways,
+ * across many rekeys (runs that would cross one are sealed on the loop);
+ * a close right after a large send lets the message arrive first. */
+static void test_offload(void)
+{
+	static const size_t sizes[] = {
+		40000, 10, 65518, 65519, 70000, 3 * 1024 * 1024 + 17, 5,
+		16384, 16383, 1024 * 1024, 0, 200000, 2 * 1024 * 1024,
+	};
+	const size_t n = sizeof(sizes) / sizeof(sizes[0]);
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct gp_token *t = NULL;
+	uint32_t want[sizeof(sizes) / sizeof(sizes[0])];
+
+	test_config(&cfg);
+	cfg.heartbeat_ms = 0;
+	ASSERT_EQ(cfg.seal_offload_min, 0); /* the default: on the loop */
+	cfg.seal_offload_min = 16 * 1024;
+	for (int round = 0; round < 2; round++) {
+		struct client c = { 0 };
+		uint64_t sent0;
+
+		/* Round 1: a rekey every 7 records, inside most runs. */
+		cfg.rekey_interval = round == 0 ? GP_CHANNEL_REKEY_INTERVAL : 7;
+		server_start(&cfg);
+		srv.echo_take = true;
+		if (!t)
+			t = new_token(0, 0, str);
+		client_join(&c, &cfg, t, srv.port);
+		RUN_UNTIL(c.established && srv.established == 1, 3000);
+		sent0 = gp_channel_bytes_sent(c.ch);
+		for (size_t i = 0; i < n; i++) {
+			uint8_t *m = malloc(sizes[i] ? sizes[i] : 1);
+
+			ASSERT_NOT_NULL(m);
+			fill(m, sizes[i], 7000 + (uint32_t)(i + 100 * round));
+			want[i] = fnv1a(m, sizes[i]);
+			if (i % 3 == 1) {
+				ASSERT_OK(gp_channel_send(c.ch, m, sizes[i]));
+				free(m);
+			} else {
+				ASSERT_OK(gp_channel_send_take(c.ch, m,
+							       sizes[i]));
+			}
+		}
+		/* Everything counts as queued at once, sealed or not. */
+		ASSERT_GE(gp_channel_queued_bytes(c.ch) +
+				  (gp_channel_bytes_sent(c.ch) - sent0),
+			  (size_t)(6 * 1024 * 1024));
+		RUN_UNTIL(c.messages == (int)n, 20000);
+		for (size_t i = 0; i < n; i++) {
+			ASSERT_EQ(c.got_len[i], sizes[i]);
+			ASSERT_EQ(c.got_hash[i], want[i]);
+		}
+		ASSERT_EQ(srv.closes, 0);
+		gp_channel_close(c.ch, 0, NULL);
+		RUN_UNTIL(c.closed && srv.closes == 1, 3000);
+		client_finish(&c);
+		server_stop();
+	}
+
+	/* A close right behind a large message still being sealed. */
+	{
+		struct client c = { 0 };
+		uint8_t *m = malloc(2 * 1024 * 1024);
+
+		cfg.rekey_interval = GP_CHANNEL_REKEY_INTERVAL;
+		server_start(&cfg);
+		srv.echo = false;
+		client_join(&c, &cfg, t, srv.port);
+		RUN_UNTIL(c.established && srv.established == 1, 3000);
+		ASSERT_NOT_NULL(m);
+		fill(m, 2 * 1024 * 1024, 99);
+		ASSERT_OK(gp_channel_send_take(c.ch, m, 2 * 1024 * 1024));
+		gp_channel_close(c.ch, 42, "bye");
+		RUN_UNTIL(c.closed && srv.closes == 1, 5000);
+		ASSERT_EQ(srv.messages, 1);
+		ASSERT_EQ(srv.last_len, (size_t)(2 * 1024 * 1024));
+		ASSERT_EQ(srv.last_reason, GP_CLOSE_PEER_CLOSED);
+		ASSERT_EQ(srv.last_code, 42);
+		client_finish(&c);
+		server_stop();
+	}
+	gp_token_destroy(t);
+}
+
 /* Many small messages sent at once leave together, and on_drain reports
  * when the queue has gone down, also when the socket took it all at once. */
 static void test_drain(void)
@@ -1475,6 +1588,7 @@ int main(void)
 	test_idle();
 	test_never_reads();
 	test_rekey();
+	test_offload();
 	test_drain();
 	test_flood();
 	test_flood_refused();

@@ -556,6 +556,86 @@ static void test_rekey(void)
 	pair_destroy(&p);
 }
 
+/* Runs of nonces taken at once and sealed later, in any order
+ * (gp_noise_transport_take_send, gp_noise_span_encrypt): the receiver
+ * opens them in order as if they had been sealed one by one, across the
+ * rekey schedule; a run that would cross a rekey is refused, one that ends
+ * on it rekeys; exhaustion and an index out of the run are refused. */
+static void test_send_span(void)
+{
+	static uint8_t ct[8][64];
+	uint8_t pt[40], out[64];
+	struct gp_noise_send_span span;
+	struct pair p;
+	unsigned taken = 0, refused = 0, ends_on_rekey = 0;
+	size_t olen;
+
+	pair_create(&p, GP_NOISE_IK);
+	step(p.i, p.r, "");
+	step(p.r, p.i, "");
+	pair_split(&p);
+	gp_noise_transport_set_rekey_interval(p.ti, 5);
+	gp_noise_transport_set_rekey_interval(p.tr, 5);
+	for (unsigned k = 0; k < 60; k++) {
+		uint64_t count = 1 + (k * 7) % 6, n0 =
+			gp_noise_transport_send_nonce(p.ti);
+		int r = gp_noise_transport_take_send(p.ti, count, &span);
+
+		if ((n0 + count - 1) / 5 != n0 / 5) {
+			ASSERT_EQ(r, -EAGAIN);
+			ASSERT_UINT_EQ(gp_noise_transport_send_nonce(p.ti), n0);
+			refused++;
+			ASSERT_OK(transfer(p.ti, p.tr, 20));
+			continue;
+		}
+		ASSERT_OK(r);
+		taken++;
+		ends_on_rekey += (n0 + count) % 5 == 0;
+		ASSERT_UINT_EQ(span.nonce, n0);
+		ASSERT_UINT_EQ(gp_noise_transport_send_nonce(p.ti), n0 + count);
+		ASSERT_EQ(gp_noise_span_encrypt(&span, count, pt, 8, ct[0]),
+			  -EINVAL);
+		/* Sealed last to first: the order of sealing is free. */
+		for (uint64_t i = count; i-- > 0;) {
+			memset(pt, (int)(n0 + i), sizeof(pt));
+			ASSERT_OK(gp_noise_span_encrypt(&span, i, pt, sizeof(pt),
+							ct[i]));
+		}
+		for (uint64_t i = 0; i < count; i++) {
+			ASSERT_OK(gp_noise_transport_decrypt(
+				p.tr, NULL, 0, ct[i],
+				sizeof(pt) + GP_NOISE_TAG_SIZE, out,
+				sizeof(out), &olen));
+			ASSERT_EQ(olen, sizeof(pt));
+			memset(pt, (int)(n0 + i), sizeof(pt));
+			ASSERT_MEM_EQ(out, pt, sizeof(pt));
+		}
+		/* And single messages after the run still open. */
+		ASSERT_OK(transfer(p.ti, p.tr, 12));
+	}
+	ASSERT_GT(taken, 10);
+	ASSERT_GT(refused, 5);
+	ASSERT_GT(ends_on_rekey, 2);
+	memset(&span, 0, sizeof(span));
+	pair_destroy(&p);
+
+	pair_create(&p, GP_NOISE_IK);
+	step(p.i, p.r, "");
+	step(p.r, p.i, "");
+	pair_split(&p);
+	gp_noise_transport_set_nonces(p.ti, UINT64_MAX - 3, 0);
+	ASSERT_EQ(gp_noise_transport_take_send(p.ti, 4, &span), -EOVERFLOW);
+	ASSERT_EQ(gp_noise_transport_take_send(p.ti, 0, &span), -EOVERFLOW);
+	ASSERT_OK(gp_noise_transport_take_send(p.ti, 3, &span));
+	ASSERT_UINT_EQ(gp_noise_transport_send_nonce(p.ti), UINT64_MAX);
+	ASSERT_EQ(gp_noise_transport_take_send(p.ti, 1, &span), -EOVERFLOW);
+	ASSERT_EQ(gp_noise_span_encrypt(&span, 0, pt,
+					GP_NOISE_MAX_PLAINTEXT + 1, ct[0]),
+		  -EMSGSIZE);
+	memset(&span, 0, sizeof(span));
+	pair_destroy(&p);
+}
+
 static void test_nonce_exhaustion(void)
 {
 	struct pair p;
@@ -599,6 +679,7 @@ int main(int argc, char **argv)
 	test_low_order();
 	test_sizes();
 	test_rekey();
+	test_send_span();
 	test_nonce_exhaustion();
 	fprintf(stderr, "noise: all tests passed\n");
 	return 0;

@@ -16,10 +16,13 @@ PER_PROCESS = 2500   # simulated agents per gp-simagent process
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
-    """utime + stime of a running process, or None."""
+def cpu_seconds(pid, tid=None):
+    """utime + stime of a running process (or of its thread tid), or
+    None."""
+    path = "/proc/%d/task/%d/stat" % (pid, tid) if tid else \
+        "/proc/%d/stat" % pid
     try:
-        with open("/proc/%d/stat" % pid) as f:
+        with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK
     except (OSError, IndexError, ValueError):
@@ -116,6 +119,8 @@ def run(n, args):
                     "--compute-ms", str(args.compute_ms),
                     "--heartbeat-ms", str(args.heartbeat_ms),
                     "--report", report, "--name", "sim%d" % k]
+            if args.local_data:
+                argv += ["--data", pool.job["data"]["dir"]]
             base = os.path.join(pool.dir, "sim.%d" % k)
             sims.append((gppool.Proc(argv, base + ".out", base + ".err"),
                          report))
@@ -145,6 +150,16 @@ def run(n, args):
             p.signal(signal.SIGUSR1)
         cpu0, rows0, t1 = cpu_seconds(serve.pid), applied_rows(pool), \
             time.monotonic()
+        # serve's loop is its main thread (tid = pid); the rest is
+        # libuv's pool (sealing, the ledger's writes, evaluations).
+        loop0 = cpu_seconds(serve.pid, serve.pid)
+        perf = None
+        if args.perf:
+            # Where serve's CPU goes in the steady phase (perf report -i).
+            perf = subprocess.Popen(
+                ["perf", "record", "-g", "-q", "-o",
+                 "%s.%d" % (args.perf, n), "-p", str(serve.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.steady / 2)
         status_s, r = timed(pool, "status")
         if r.returncode != 0:
@@ -157,6 +172,10 @@ def run(n, args):
         time.sleep(max(0.0, args.steady - (time.monotonic() - t1)))
         cpu1, rows1, t2 = cpu_seconds(serve.pid), applied_rows(pool), \
             time.monotonic()
+        loop1 = cpu_seconds(serve.pid, serve.pid)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         rss = rss_mib(serve.pid)
         hwm = rss_mib(serve.pid, "VmHWM")
         for p, _ in sims:
@@ -186,6 +205,13 @@ def run(n, args):
             "cpu_ms_per_update": round(1e3 * (cpu1 - cpu0) / updates, 3)
             if updates else None,
             "coordinator_cpu_share": round((cpu1 - cpu0) / steady, 3),
+            # Of which serve's loop thread: the one that cannot spread.
+            "loop_cpu_share": round((loop1 - loop0) / steady, 3),
+            # What the loop would carry at 100 % of a core, at this mix
+            # of work: a capacity derived from the measured share, not
+            # a measured rate.
+            "loop_bound_updates_per_s":
+                round(updates / (loop1 - loop0), 1) if loop1 > loop0 else None,
             "rss_mib": round(rss, 1),
             "rss_hwm_mib": round(hwm, 1),
             "rss_base_mib": round(base_rss, 1),
@@ -218,6 +244,16 @@ def main():
                     help="a simulated minibatch's compute time (default 20)")
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--model", default="784-32-10")
+    ap.add_argument("--local-data", action="store_true",
+                    help="every simulated agent holds the training set, "
+                    "so minibatches carry indices, not pixels")
+    ap.add_argument("--offload-baseline", action="store_true",
+                    help="run each N twice, first with serve sealing "
+                    "everything on its loop (GP_SEAL_OFFLOAD_MIN=0, as "
+                    "before 2026-12-06), and print the ratios")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="record serve with perf during the steady work "
+                    "into FILE.N")
     ap.add_argument("--set", action="append", default=[],
                     metavar="SECTION.KEY=VALUE",
                     help="a job key for the coordinator, e.g. "
@@ -225,7 +261,40 @@ def main():
     args = ap.parse_args()
     args.sim = os.path.join(os.environ["GP_BUILD_DIR"], "tools",
                             "gp-simagent")
-    by_n = [run(int(n), args) for n in args.agents.split(",")]
+    by_n = []
+    for n in args.agents.split(","):
+        base = None
+        if args.offload_baseline:
+            # The peer, in the same run: every record sealed on serve's
+            # loop thread, as before the sealing moved to workers.
+            os.environ["GP_SEAL_OFFLOAD_MIN"] = "0"
+            try:
+                base = run(int(n), args)
+            finally:
+                del os.environ["GP_SEAL_OFFLOAD_MIN"]
+        fig = run(int(n), args)
+        if base:
+            fig["loop_only"] = {k: base[k] for k in (
+                "updates_per_s", "ledger_rows_per_s", "heartbeat_p50_ms",
+                "heartbeat_p99_ms", "heartbeat_up_p99_ms",
+                "coordinator_cpu_share", "loop_cpu_share",
+                "loop_bound_updates_per_s", "cpu_ms_per_update",
+                "rss_mib")}
+            for k in ("updates_per_s", "ledger_rows_per_s",
+                      "loop_bound_updates_per_s"):
+                fig[k + "_vs_loop_only"] = round(fig[k] / base[k], 2) \
+                    if base[k] else None
+            log("n=%s: updates/s %.1f vs %.1f on the loop only (%.2fx), "
+                "rows/s %.1f vs %.1f (%.2fx), loop-bound updates/s %s vs "
+                "%s (%sx)" % (
+                    n, fig["updates_per_s"], base["updates_per_s"],
+                    fig["updates_per_s_vs_loop_only"] or 0,
+                    fig["ledger_rows_per_s"], base["ledger_rows_per_s"],
+                    fig["ledger_rows_per_s_vs_loop_only"] or 0,
+                    fig["loop_bound_updates_per_s"],
+                    base["loop_bound_updates_per_s"],
+                    fig["loop_bound_updates_per_s_vs_loop_only"]))
+        by_n.append(fig)
     print("%-7s %7s %8s %8s %8s %9s %9s %8s %8s %7s" %
           ("agents", "join s", "hb p50", "hb p99", "up p99", "updates/s",
            "rows/s", "RSS MiB", "status s", "refused"))
