@@ -6,7 +6,14 @@
  *              -> established
  *   responder: channel_read_msg1 -> on_verify -> message 2 queued
  *              -> S_WAIT_CONFIRM -> first transport message (channel-recv.c)
- *              -> established */
+ *              -> established
+ *
+ * With handshake_offload (serve), the responder's Diffie-Hellman work runs
+ * on libuv's thread pool: reading message 1 (es, ss) in one job, writing
+ * message 2 (a fresh ephemeral key, ee, se) in another, on_verify on the
+ * loop between them. Reading stops while a job is out; the channel's state
+ * stays S_WAIT_MSG1 and a frame that arrives before message 2 could have
+ * been read by the peer ends the connection. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +22,7 @@
 #include "channel-internal.h"
 #include "gp-endian.h"
 #include "log.h"
+#include "secmem.h"
 
 /* Both sides hash this into the handshake, so that a peer speaking another
  * channel protocol fails the handshake instead of misreading it. */
@@ -146,14 +154,10 @@ int channel_write_msg1(struct gp_channel *ch,
 	return 0;
 }
 
-/* Reads message 1 (f) and asks the application. Returns 0 with *verdict
- * filled in, or -1 when the channel is closing. */
-static int verify_msg1(struct gp_channel *ch, const struct gp_frame *f,
-		       struct gp_channel_verdict *verdict)
+/* Checks message 1's frame and takes its pattern. Returns 0, or -1 when
+ * the channel is closing. */
+static int check_msg1(struct gp_channel *ch, const struct gp_frame *f)
 {
-	struct gp_channel_hello hello;
-	int r;
-
 	if (f->kind != GP_FRAME_HANDSHAKE || f->len < 1) {
 		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
 				 "expected handshake message 1", false);
@@ -168,33 +172,59 @@ static int verify_msg1(struct gp_channel *ch, const struct gp_frame *f,
 				 "unknown handshake pattern", false);
 		return -1;
 	}
-	r = gp_noise_handshake_create(ch->pattern, false,
-				      (const uint8_t *)prologue,
-				      sizeof(prologue) - 1, ch->listener->key,
-				      NULL, &ch->hs);
-	if (r < 0) {
+	return 0;
+}
+
+/* Reads the Noise message 1 (msg, len bytes) into a new handshake state
+ * and its payload. Touches nothing but its arguments (a worker may run
+ * it). Returns 0, -ENOMEM, or another negative errno when the message
+ * does not authenticate; *ret_hs and *ret_hello are set whenever they were
+ * allocated. */
+static int open_msg1(enum gp_noise_pattern pattern,
+		     const struct gp_noise_keypair *key, const uint8_t *msg,
+		     size_t len, struct gp_noise_handshake **ret_hs,
+		     uint8_t **ret_hello, size_t *ret_hello_len)
+{
+	int r = gp_noise_handshake_create(pattern, false,
+					  (const uint8_t *)prologue,
+					  sizeof(prologue) - 1, key, NULL,
+					  ret_hs);
+
+	if (r < 0)
+		return -ENOMEM;
+	*ret_hello = malloc(len ? len : 1);
+	if (!*ret_hello)
+		return -ENOMEM;
+	r = gp_noise_handshake_read_message(*ret_hs, msg, len, *ret_hello,
+					    len, ret_hello_len);
+	return r == -ENOMEM ? -EBADMSG : r;
+}
+
+/* Message 1 did not open (r): a lack of memory, or most likely an
+ * initiator that pinned another key; that one is told in clear (it carries
+ * no data), so that it can say so. */
+static void msg1_failed(struct gp_channel *ch, int r)
+{
+	if (r == -ENOMEM) {
 		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, "handshake state",
 				 false);
-		return -1;
+		return;
 	}
-	ch->hello = malloc(f->len);
-	if (!ch->hello) {
-		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, "handshake payload",
-				 false);
-		return -1;
-	}
-	r = gp_noise_handshake_read_message(ch->hs, f->body + 1, f->len - 1,
-					    ch->hello, f->len, &ch->hello_len);
-	if (r < 0) {
-		/* Most likely the initiator pinned another key. Tell it in
-		 * clear (it carries no data), so that it can say so. */
-		queue_frame(ch, GP_FRAME_REFUSE, NULL, 0);
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "handshake message 1 did not authenticate "
-				 "(the initiator expects another key?)",
-				 true);
-		return -1;
-	}
+	queue_frame(ch, GP_FRAME_REFUSE, NULL, 0);
+	channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+			 "handshake message 1 did not authenticate "
+			 "(the initiator expects another key?)",
+			 true);
+}
+
+/* Message 1 is open (ch->hs, ch->hello): asks the application, and makes
+ * sure an IKpsk2 handshake has a psk. Returns 0 with *verdict filled in, or
+ * -1 when the channel is closing. */
+static int ask(struct gp_channel *ch, struct gp_channel_verdict *verdict)
+{
+	struct gp_channel_hello hello;
+	int r;
+
 	memcpy(ch->remote_static, gp_noise_handshake_remote_static(ch->hs),
 	       GP_NOISE_KEY_SIZE);
 	ch->have_remote_static = true;
@@ -214,80 +244,56 @@ static int verify_msg1(struct gp_channel *ch, const struct gp_frame *f,
 				 "dropped by the application", false);
 		return -1;
 	}
-	return 0;
-}
-
-/* Queues message 2 with the verdict. Returns 0, or -1 when the channel is
- * closing. */
-static int write_msg2(struct gp_channel *ch,
-		      const struct gp_channel_verdict *verdict)
-{
-	uint8_t answer[3 + GP_CHANNEL_TEXT_MAX], *p;
-	size_t alen, mlen;
-	int r, size;
-
-	if (verdict->reject) {
-		size_t tl = strlen(verdict->text);
-
-		answer[0] = VERDICT_REJECT;
-		gp_put_le16(answer + 1, verdict->code);
-		memcpy(answer + 3, verdict->text, tl);
-		alen = 3 + tl;
-	} else {
-		answer[0] = VERDICT_ACCEPT;
-		alen = 1;
-	}
-	size = gp_noise_handshake_message_size(ch->hs, alen);
-	if (size < 0) {
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "message 2 size", false);
-		return -1;
-	}
-	p = gp_wqueue_reserve(&ch->wq, GP_FRAME_HEADER_SIZE + (size_t)size);
-	if (!p) {
-		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
-		return -1;
-	}
-	r = gp_noise_handshake_write_message(ch->hs, answer, alen,
-					     p + GP_FRAME_HEADER_SIZE,
-					     (size_t)size, &mlen);
-	if (r < 0) {
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "writing message 2 failed", false);
-		return -1;
-	}
-	gp_frame_header_write(p, GP_FRAME_HANDSHAKE, mlen);
-	gp_wqueue_commit(&ch->wq, GP_FRAME_HEADER_SIZE + mlen);
-	return 0;
-}
-
-void channel_read_msg1(struct gp_channel *ch, const struct gp_frame *f)
-{
-	struct gp_channel_verdict verdict;
-
-	if (verify_msg1(ch, f, &verdict) < 0)
-		return;
 	if (ch->pattern == GP_NOISE_IKPSK2 && !ch->psk_set) {
 		/* Without a psk no message 2 can be written; a zero psk lets
 		 * it go out, and the initiator fails to read it. */
 		static const uint8_t zero[GP_NOISE_PSK_SIZE];
 
 		gp_noise_handshake_set_psk(ch->hs, zero);
-		if (!verdict.reject) {
-			verdict.reject = true;
-			verdict.code = 0;
-			snprintf(verdict.text, sizeof(verdict.text),
+		if (!verdict->reject) {
+			verdict->reject = true;
+			verdict->code = 0;
+			snprintf(verdict->text, sizeof(verdict->text),
 				 "no pre-shared key for this token");
 		}
 	}
-	verdict.text[GP_CHANNEL_TEXT_MAX] = '\0';
-	if (write_msg2(ch, &verdict) < 0)
+	verdict->text[GP_CHANNEL_TEXT_MAX] = '\0';
+	return 0;
+}
+
+/* Message 2's payload for the verdict, into answer (3 +
+ * GP_CHANNEL_TEXT_MAX bytes). Returns its length. */
+static size_t answer_of(const struct gp_channel_verdict *verdict,
+			uint8_t *answer)
+{
+	size_t tl;
+
+	if (!verdict->reject) {
+		answer[0] = VERDICT_ACCEPT;
+		return 1;
+	}
+	tl = strlen(verdict->text);
+	answer[0] = VERDICT_REJECT;
+	gp_put_le16(answer + 1, verdict->code);
+	memcpy(answer + 3, verdict->text, tl);
+	return 3 + tl;
+}
+
+/* Message 2 (frame body msg, len bytes) is written: queues it, then ends a
+ * rejected handshake or waits for the initiator's confirmation. */
+static void msg2_written(struct gp_channel *ch,
+			 const struct gp_channel_verdict *verdict,
+			 const uint8_t *msg, size_t len)
+{
+	if (queue_frame(ch, GP_FRAME_HANDSHAKE, msg, len) < 0) {
+		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
 		return;
-	if (verdict.reject) {
+	}
+	if (verdict->reject) {
 		char text[GP_CHANNEL_TEXT_MAX + 1];
 
-		snprintf(text, sizeof(text), "%s", verdict.text);
-		channel_teardown(ch, GP_CLOSE_REJECTED, verdict.code, text,
+		snprintf(text, sizeof(text), "%s", verdict->text);
+		channel_teardown(ch, GP_CLOSE_REJECTED, verdict->code, text,
 				 true);
 		return;
 	}
@@ -296,7 +302,221 @@ void channel_read_msg1(struct gp_channel *ch, const struct gp_frame *f)
 		return;
 	}
 	ch->state = S_WAIT_CONFIRM;
+	if (ch->paused) {
+		/* After a handshake job: the confirmation comes next. */
+		ch->paused = false;
+		if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
+				  channel_on_read) < 0) {
+			channel_teardown(ch, GP_CLOSE_IO_ERROR, 0,
+					 "read start", false);
+			return;
+		}
+	}
 	channel_flush(ch);
+}
+
+/* ---- the responder's handshake on the thread pool ---------------------- */
+
+struct hs_job {
+	uv_work_t req;
+	struct gp_channel *ch;
+	bool write;                       /* message 2, else message 1 */
+	/* Message 1: the Noise message, copied; what open_msg1 gives. */
+	enum gp_noise_pattern pattern;
+	const struct gp_noise_keypair *key; /* the listener's (a reference
+					     * held through the channel) */
+	uint8_t *msg;
+	size_t len;
+	struct gp_noise_handshake *hs;
+	uint8_t *hello;
+	size_t hello_len;
+	/* Message 2: the verdict, its payload, and the message written. */
+	struct gp_channel_verdict verdict;
+	uint8_t answer[3 + GP_CHANNEL_TEXT_MAX];
+	size_t alen;
+	uint8_t *out;
+	size_t out_cap, out_len;
+	int result;
+};
+
+static void hs_run(uv_work_t *req)
+{
+	struct hs_job *j = req->data;
+
+	if (j->write)
+		j->result = gp_noise_handshake_write_message(
+			j->hs, j->answer, j->alen, j->out, j->out_cap,
+			&j->out_len);
+	else
+		j->result = open_msg1(j->pattern, j->key, j->msg, j->len,
+				      &j->hs, &j->hello, &j->hello_len);
+}
+
+static void hs_done(uv_work_t *req, int status);
+
+static int hs_queue(struct gp_channel *ch, struct hs_job *j)
+{
+	j->ch = ch;
+	j->req.data = j;
+	if (uv_queue_work(ch->loop, &j->req, hs_run, hs_done) < 0)
+		return -1;
+	ch->jobs++;
+	ch->hs_job = true;
+	return 0;
+}
+
+/* Message 1 opened on a worker: ask the application on the loop, then
+ * write message 2 on a worker again. Returns true when the job went back
+ * to the pool (it is not the caller's to free any more). */
+static bool hs_opened(struct gp_channel *ch, struct hs_job *j)
+{
+	int size;
+
+	if (j->result < 0) {
+		msg1_failed(ch, j->result);
+		return false;
+	}
+	if (ask(ch, &j->verdict) < 0)
+		return false;
+	j->alen = answer_of(&j->verdict, j->answer);
+	size = gp_noise_handshake_message_size(ch->hs, j->alen);
+	if (size < 0) {
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "message 2 size", false);
+		return false;
+	}
+	j->out = malloc((size_t)size);
+	if (!j->out) {
+		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
+		return false;
+	}
+	j->out_cap = (size_t)size;
+	j->write = true;
+	j->hs = ch->hs;
+	if (hs_queue(ch, j) == 0)
+		return true;
+	/* No pool: written here. */
+	j->result = gp_noise_handshake_write_message(ch->hs, j->answer,
+						     j->alen, j->out,
+						     j->out_cap, &j->out_len);
+	if (j->result < 0)
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "writing message 2 failed", false);
+	else
+		msg2_written(ch, &j->verdict, j->out, j->out_len);
+	return false;
+}
+
+static void hs_done(uv_work_t *req, int status)
+{
+	struct hs_job *j = req->data;
+	struct gp_channel *ch = j->ch;
+
+	ch->hs_job = false;
+	if (!j->write) {
+		/* The channel owns what the job made, whatever comes. */
+		ch->hs = j->hs;
+		ch->hello = j->hello;
+		ch->hello_len = j->hello_len;
+		free(j->msg);
+		j->msg = NULL;
+	}
+	if (channel_job_done(ch) || ch->state == S_CLOSING) {
+		free(j->out);
+		free(j);
+		return;
+	}
+	if (status < 0 && j->result >= 0)
+		j->result = status;
+	if (!j->write) {
+		if (!hs_opened(ch, j)) {
+			free(j->out);
+			free(j);
+		}
+		return;
+	}
+	if (j->result < 0)
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "writing message 2 failed", false);
+	else
+		msg2_written(ch, &j->verdict, j->out, j->out_len);
+	free(j->out);
+	free(j);
+}
+
+/* Hands message 1 (f checked) to the thread pool. Returns 0, or -1 when it
+ * must be read on the loop (no memory for the job, no pool). */
+static int offload_msg1(struct gp_channel *ch, const struct gp_frame *f)
+{
+	struct hs_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return -1;
+	j->pattern = ch->pattern;
+	j->key = ch->listener->key;
+	j->len = f->len - 1;
+	j->msg = malloc(j->len ? j->len : 1);
+	if (!j->msg) {
+		free(j);
+		return -1;
+	}
+	memcpy(j->msg, f->body + 1, j->len);
+	if (hs_queue(ch, j) < 0) {
+		free(j->msg);
+		free(j);
+		return -1;
+	}
+	/* Nothing more is read until message 2 is queued. */
+	uv_read_stop((uv_stream_t *)&ch->tcp);
+	ch->paused = true;
+	return 0;
+}
+
+void channel_read_msg1(struct gp_channel *ch, const struct gp_frame *f)
+{
+	struct gp_channel_verdict verdict;
+	uint8_t answer[3 + GP_CHANNEL_TEXT_MAX], *p;
+	size_t alen, mlen;
+	int r, size;
+
+	if (ch->hs_job || ch->hs) {
+		/* An honest initiator waits for message 2. */
+		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
+				 "a frame before message 2", false);
+		return;
+	}
+	if (check_msg1(ch, f) < 0)
+		return;
+	if (ch->cfg.handshake_offload && offload_msg1(ch, f) == 0)
+		return;
+	r = open_msg1(ch->pattern, ch->listener->key, f->body + 1, f->len - 1,
+		      &ch->hs, &ch->hello, &ch->hello_len);
+	if (r < 0) {
+		msg1_failed(ch, r);
+		return;
+	}
+	if (ask(ch, &verdict) < 0)
+		return;
+	alen = answer_of(&verdict, answer);
+	size = gp_noise_handshake_message_size(ch->hs, alen);
+	if (size < 0) {
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "message 2 size", false);
+		return;
+	}
+	p = malloc((size_t)size);
+	if (!p) {
+		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
+		return;
+	}
+	r = gp_noise_handshake_write_message(ch->hs, answer, alen, p,
+					     (size_t)size, &mlen);
+	if (r < 0)
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "writing message 2 failed", false);
+	else
+		msg2_written(ch, &verdict, p, mlen);
+	free(p);
 }
 
 /* Message 2's payload (len >= 0 bytes, borrowed): the verdict. Returns 0 on

@@ -125,10 +125,12 @@ struct gp_channel {
 
 	/* Sealed records waiting for the socket. */
 	struct gp_wqueue wq;
-	/* Seal jobs on the thread pool, not yet back (channel-send.c); the
-	 * channel is freed by the last of them once on_close was called. */
-	unsigned sealing;
+	/* Jobs on the thread pool, not yet back (seals, channel-send.c; the
+	 * responder's handshake, channel-handshake.c); the channel is freed
+	 * by the last of them once on_close was called. */
+	unsigned jobs;
 	bool free_pending;
+	bool hs_job;            /* a handshake job is out: reading paused */
 	uv_buf_t bufs[WRITE_BATCH];
 
 	uint64_t deadline;   /* handshake deadline, loop time */
@@ -151,9 +153,10 @@ struct gp_channel {
 void channel_teardown(struct gp_channel *ch, enum gp_close_reason reason,
 		      uint16_t code, const char *text, bool graceful);
 
-/* Frees the channel and everything it holds (no handle open, no seal job
- * out). */
-void channel_free(struct gp_channel *ch);
+/* A job of the channel's came back (on the loop). Returns true when the
+ * channel was freed or is closing its handles: the caller must not touch
+ * it further. */
+bool channel_job_done(struct gp_channel *ch);
 
 /* Closes the handles now; on_close follows once they are closed. */
 void channel_close_handles(struct gp_channel *ch);

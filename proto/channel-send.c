@@ -374,13 +374,9 @@ static void seal_done(uv_work_t *req, int status)
 	gp_wqueue_release(&ch->wq, j->hold);
 	src_unref(j->src);
 	free(j);
-	ch->sealing--;
 	atomic_fetch_sub(&seal_jobs, 1);
-	if (ch->free_pending) {
-		if (ch->sealing == 0)
-			channel_free(ch);
+	if (channel_job_done(ch))
 		return;
-	}
 	if (result < 0) {
 		/* Not with the sizes checked when it was queued; the held
 		 * bytes are not a record, so the stream cannot go on. */
@@ -388,8 +384,7 @@ static void seal_done(uv_work_t *req, int status)
 				 "sealing failed", false);
 		return;
 	}
-	if (!ch->handles_closing)
-		flush_and_drain(ch);
+	flush_and_drain(ch);
 }
 
 /* Records in a job of len bytes: one inline record, or the pieces (and the
@@ -455,7 +450,7 @@ static int seal_job_queue(struct gp_channel *ch, struct seal_src *src,
 		return r;
 	}
 	src->refs++;
-	ch->sealing++;
+	ch->jobs++;
 	atomic_fetch_add(&seal_jobs, 1);
 	return 0;
 }

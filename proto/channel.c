@@ -84,7 +84,7 @@ static void listener_unref(struct gp_channel_listener *l)
 	free(l);
 }
 
-void channel_free(struct gp_channel *ch)
+static void channel_free(struct gp_channel *ch)
 {
 	gp_noise_handshake_destroy(ch->hs);
 	gp_noise_transport_destroy(ch->tx);
@@ -106,13 +106,24 @@ static void handle_closed(uv_handle_t *h)
 		return;
 	if (!ch->silent)
 		ch->cb.on_close(ch, ch->reason, ch->close_code, ch->close_text);
-	if (ch->sealing > 0) {
-		/* Workers still write into the write queue: the last of
-		 * them frees the channel (channel-send.c). */
+	if (ch->jobs > 0) {
+		/* Workers still use the channel's write queue or handshake
+		 * state: the last of them frees it (channel_job_done). */
 		ch->free_pending = true;
 		return;
 	}
 	channel_free(ch);
+}
+
+bool channel_job_done(struct gp_channel *ch)
+{
+	ch->jobs--;
+	if (ch->free_pending) {
+		if (ch->jobs == 0)
+			channel_free(ch);
+		return true;
+	}
+	return ch->handles_closing;
 }
 
 void channel_close_handles(struct gp_channel *ch)

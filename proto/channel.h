@@ -102,6 +102,10 @@ struct gp_channel_config {
 	/* Listener only: connections in the handshake at once; more are
 	 * closed at once (GP_CLOSE_TOO_MANY_HANDSHAKES). */
 	uint32_t max_handshakes;
+	/* Listener only: the handshakes' Diffie-Hellman work (reading
+	 * message 1, writing message 2) runs on libuv's thread pool, the
+	 * application's on_verify on the loop between them. */
+	bool handshake_offload;
 	/* Messages of at least this many bytes that gp_channel_send_take()
 	 * or gp_channel_send_msg() send are encrypted on libuv's thread pool
 	 * (about 1 MiB per job, several jobs at once), not on the loop; their

@@ -193,9 +193,14 @@ static const struct gp_channel_callbacks srv_cb = {
 	.on_close = srv_close,
 };
 
+/* Whether the responder's handshakes run on the thread pool (serve's
+ * setting); main runs the handshake tests both ways. */
+static bool hs_offload;
+
 static void test_config(struct gp_channel_config *cfg)
 {
 	gp_channel_config_default(cfg);
+	cfg->handshake_offload = hs_offload;
 	cfg->handshake_timeout_ms = 2000;
 	cfg->heartbeat_ms = 100;
 	cfg->idle_timeout_ms = 2000;
@@ -981,10 +986,13 @@ static void test_replay(void)
 	ASSERT_GT(r.received, 0); /* message 2, useless to the replayer */
 	raw_finish(&r);
 
-	/* The whole recorded stream: the transport keys differ now. */
+	/* The whole recorded stream: the transport keys differ now. With
+	 * the handshake on the pool, what arrives while message 1 is being
+	 * read (in the same read) ends it before message 2. */
 	raw_start(&r, srv.port, p.rec, p.rec_len, false);
 	RUN_UNTIL(srv.closes == 3, 3000);
-	ASSERT_EQ(srv.last_reason, GP_CLOSE_DECRYPT_FAILED);
+	if (!hs_offload || srv.last_reason != GP_CLOSE_PROTOCOL_ERROR)
+		ASSERT_EQ(srv.last_reason, GP_CLOSE_DECRYPT_FAILED);
 	raw_finish(&r);
 
 	ASSERT_EQ(srv.established, 1);
@@ -1579,18 +1587,23 @@ int main(void)
 		      "handshake timeout");
 	ASSERT_STR_EQ(gp_channel_close_reason_name(0), "unknown");
 
-	test_join_and_member();
-	test_wrong_coordinator_key();
-	test_token_verdicts();
-	test_tampered();
-	test_replay();
-	test_bad_streams();
+	for (int k = 0; k < 2; k++) {
+		/* First as serve runs them, then all on the loop. */
+		hs_offload = k == 0;
+		test_join_and_member();
+		test_wrong_coordinator_key();
+		test_token_verdicts();
+		test_tampered();
+		test_replay();
+		test_bad_streams();
+		test_flood();
+	}
+	hs_offload = true;
 	test_idle();
 	test_never_reads();
 	test_rekey();
 	test_offload();
 	test_drain();
-	test_flood();
 	test_flood_refused();
 	test_reset_after_accept();
 	test_heartbeat_behind_message();

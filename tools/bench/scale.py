@@ -248,9 +248,9 @@ def main():
                     help="every simulated agent holds the training set, "
                     "so minibatches carry indices, not pixels")
     ap.add_argument("--offload-baseline", action="store_true",
-                    help="run each N twice, first with serve sealing "
-                    "everything on its loop (GP_SEAL_OFFLOAD_MIN=0, as "
-                    "before 2026-12-06), and print the ratios")
+                    help="run each N twice, first with serve's handshakes "
+                    "and sealing all on its loop (GP_SERVE_LOOP_ONLY=1, "
+                    "as before 2026-12-06), and print the ratios")
     ap.add_argument("--perf", metavar="FILE",
                     help="record serve with perf during the steady work "
                     "into FILE.N")
@@ -265,17 +265,17 @@ def main():
     for n in args.agents.split(","):
         base = None
         if args.offload_baseline:
-            # The peer, in the same run: every record sealed on serve's
-            # loop thread, as before the sealing moved to workers.
-            os.environ["GP_SEAL_OFFLOAD_MIN"] = "0"
+            # The peer, in the same run: handshakes and sealing all on
+            # serve's loop thread, as before they moved to workers.
+            os.environ["GP_SERVE_LOOP_ONLY"] = "1"
             try:
                 base = run(int(n), args)
             finally:
-                del os.environ["GP_SEAL_OFFLOAD_MIN"]
+                del os.environ["GP_SERVE_LOOP_ONLY"]
         fig = run(int(n), args)
         if base:
             fig["loop_only"] = {k: base[k] for k in (
-                "updates_per_s", "ledger_rows_per_s", "heartbeat_p50_ms",
+                "join_s", "updates_per_s", "ledger_rows_per_s", "heartbeat_p50_ms",
                 "heartbeat_p99_ms", "heartbeat_up_p99_ms",
                 "coordinator_cpu_share", "loop_cpu_share",
                 "loop_bound_updates_per_s", "cpu_ms_per_update",
