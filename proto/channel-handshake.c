@@ -22,7 +22,6 @@
 #include "channel-internal.h"
 #include "gp-endian.h"
 #include "log.h"
-#include "secmem.h"
 
 /* Both sides hash this into the handshake, so that a peer speaking another
  * channel protocol fails the handshake instead of misreading it. */
