@@ -15,6 +15,7 @@
  * stays S_WAIT_MSG1 and a frame that arrives before message 2 could have
  * been read by the peer ends the connection. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,12 +354,22 @@ static void hs_run(uv_work_t *req)
 
 static void hs_done(uv_work_t *req, int status);
 
+/* Handshake jobs queued and not yet back, in the whole process. Beyond
+ * HS_JOBS_MAX the loop does the next handshakes itself: libuv's threads
+ * are shared with the ledger's work and the sealing, and a handshake
+ * waiting behind them would only come closer to its deadline. */
+#define HS_JOBS_MAX 32
+static atomic_uint hs_jobs;
+
 static int hs_queue(struct gp_channel *ch, struct hs_job *j)
 {
+	if (atomic_load(&hs_jobs) >= HS_JOBS_MAX)
+		return -1;
 	j->ch = ch;
 	j->req.data = j;
 	if (uv_queue_work(ch->loop, &j->req, hs_run, hs_done) < 0)
 		return -1;
+	atomic_fetch_add(&hs_jobs, 1);
 	ch->jobs++;
 	ch->hs_job = true;
 	return 0;
@@ -411,6 +422,7 @@ static void hs_done(uv_work_t *req, int status)
 	struct hs_job *j = req->data;
 	struct gp_channel *ch = j->ch;
 
+	atomic_fetch_sub(&hs_jobs, 1);
 	ch->hs_job = false;
 	if (!j->write) {
 		/* The channel owns what the job made, whatever comes. */

@@ -379,9 +379,11 @@ static void seal_done(uv_work_t *req, int status)
 		return;
 	if (result < 0) {
 		/* Not with the sizes checked when it was queued; the held
-		 * bytes are not a record, so the stream cannot go on. */
+		 * bytes are not records, so nothing more may be written,
+		 * not even during a graceful close's linger. */
 		channel_teardown(ch, GP_CLOSE_PROTOCOL_ERROR, 0,
 				 "sealing failed", false);
+		channel_close_handles(ch);
 		return;
 	}
 	flush_and_drain(ch);
@@ -573,6 +575,8 @@ int gp_channel_send(struct gp_channel *ch, const void *data, size_t len)
 		return 0;
 	}
 	r = seal_inline(ch, src, len);
+	if (r == -ENOMEM)
+		return r; /* nothing was queued: the stream is whole */
 	if (r < 0)
 		goto fail;
 	schedule_flush(ch);

@@ -104,7 +104,9 @@ struct gp_channel_config {
 	uint32_t max_handshakes;
 	/* Listener only: the handshakes' Diffie-Hellman work (reading
 	 * message 1, writing message 2) runs on libuv's thread pool, the
-	 * application's on_verify on the loop between them. */
+	 * application's on_verify on the loop between them. Reading is
+	 * paused meanwhile and resumed once message 2 is queued, so
+	 * gp_channel_pause_reading() inside on_verify does not last. */
 	bool handshake_offload;
 	/* Messages of at least this many bytes that gp_channel_send_take()
 	 * or gp_channel_send_msg() send are encrypted on libuv's thread pool
@@ -115,8 +117,8 @@ struct gp_channel_config {
 
 /* Fills *cfg with the defaults: handshake 10 s, heartbeat 5 s, idle 30 s,
  * linger 2 s, max_message GP_MSG_MAX_SIZE, write queue 32 MiB (low water
- * 8 MiB), rekey GP_CHANNEL_REKEY_INTERVAL, 256 handshakes, every record
- * sealed on the loop (seal_offload_min 0). */
+ * 8 MiB), rekey GP_CHANNEL_REKEY_INTERVAL, 256 handshakes, every handshake
+ * and record on the loop (handshake_offload false, seal_offload_min 0). */
 void gp_channel_config_default(struct gp_channel_config *cfg);
 
 /* What a responder learns from message 1. All pointers are borrowed for the
@@ -172,7 +174,9 @@ struct gp_channel_callbacks {
 	 * once, and then no on_drain follows). */
 	void (*on_drain)(struct gp_channel *ch);
 	/* The channel is closed (the socket is gone); last callback, the
-	 * channel is freed after it returns. code is the peer's code for
+	 * channel is freed after it returns (or, when a job of the thread
+	 * pool still uses it, once that job is back: do not use the pointer
+	 * after this call either way). code is the peer's code for
 	 * GP_CLOSE_REJECTED and GP_CLOSE_PEER_CLOSED, else 0. text is a
 	 * sentence for logs (borrowed for the call, never NULL). */
 	void (*on_close)(struct gp_channel *ch, enum gp_close_reason reason,

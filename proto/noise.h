@@ -254,7 +254,8 @@ struct gp_noise_send_span {
  * if gp_noise_transport_encrypt() had sealed them now: later messages get
  * the nonces after them, and a rekey due right after the last one is done
  * now. Returns 0, -EAGAIN (the run would cross a rekey: seal those
- * messages one by one) or -EOVERFLOW (not that many nonces left). */
+ * messages one by one) or -EOVERFLOW (count is 0, or not that many nonces
+ * are left). */
 int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
 				 struct gp_noise_send_span *ret);
 

@@ -29,7 +29,10 @@
  * - held bytes, and everything committed after them, wait until released;
  *   nothing is reserved in a held buffer.
  *
- * Single-threaded: the loop thread of the owning channel. */
+ * Single-threaded: the loop thread of the owning channel. The one
+ * exception is held room (gp_wqueue_reserve_held): another thread may fill
+ * its bytes until the owner releases it; the queue itself is only touched
+ * by the owner. */
 #ifndef GP_WQUEUE_H
 #define GP_WQUEUE_H
 
