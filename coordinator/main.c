@@ -900,10 +900,6 @@ int main(int argc, char **argv)
 
 	gp_log_init("gradpool-coordinator");
 	umask(077);
-	/* libuv's thread pool (read once, at its first job): the ledger's
-	 * writes, evaluations, handshakes and large sends share it, so more
-	 * than libuv's 4 unless the environment says otherwise. */
-	setenv("UV_THREADPOOL_SIZE", "8", 0);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

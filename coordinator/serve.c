@@ -1027,19 +1027,18 @@ static int start_listening(struct server *srv, const char *listen)
 	gp_setup_raise_nofile();
 	gp_channel_config_default(&srv->chcfg);
 	srv->chcfg.write_low_water = PULL_LOW_WATER;
-	/* Handshakes and large sends use libuv's pool (docs/architecture.md
-	 * "Threads"). GP_SEAL_OFFLOAD_MIN moves the size from which sends
-	 * do; GP_SERVE_LOOP_ONLY=1 keeps all of it on the loop, as before
-	 * 2026-12-06 (tools/bench-scale --offload-baseline compares). */
-	srv->chcfg.seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
-	srv->chcfg.handshake_offload = true;
-	if (getenv("GP_SEAL_OFFLOAD_MIN"))
-		srv->chcfg.seal_offload_min =
-			(size_t)strtoull(getenv("GP_SEAL_OFFLOAD_MIN"), NULL, 10);
-	if (getenv("GP_SERVE_LOOP_ONLY") &&
-	    strcmp(getenv("GP_SERVE_LOOP_ONLY"), "1") == 0) {
-		srv->chcfg.seal_offload_min = 0;
-		srv->chcfg.handshake_offload = false;
+	/* GP_SERVE_OFFLOAD=1: handshakes and sends from 256 KiB on libuv's
+	 * pool (docs/architecture.md "Threads"; GP_SEAL_OFFLOAD_MIN moves
+	 * the size). Off by default: on the 2-core machine, where the
+	 * simulated agents take the other core, it cost more than it saved
+	 * at 10,000 agents (docs/performance.md "Scale", 2026-12-06). */
+	if (getenv("GP_SERVE_OFFLOAD") &&
+	    strcmp(getenv("GP_SERVE_OFFLOAD"), "1") == 0) {
+		srv->chcfg.seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
+		srv->chcfg.handshake_offload = true;
+		if (getenv("GP_SEAL_OFFLOAD_MIN"))
+			srv->chcfg.seal_offload_min = (size_t)strtoull(
+				getenv("GP_SEAL_OFFLOAD_MIN"), NULL, 10);
 	}
 	if (srv->job.heartbeat_interval_ms)
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;

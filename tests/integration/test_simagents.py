@@ -8,7 +8,12 @@ epoch before the two open ones fully applied, every update within the staleness
 bound. This is the coordinator's bookkeeping (members, SSP's counts and
 wait queue, the scheduler) at a size the process-per-agent tests do not
 reach. The job is long (it is stopped once three epochs are applied), so
-that it cannot end before the last agent of the storm joined."""
+that it cannot end before the last agent of the storm joined.
+
+serve runs with GP_SERVE_OFFLOAD=1 and GP_SEAL_OFFLOAD_MIN=16384: its 400
+handshakes and its pulls and minibatches (tens of KiB here) go through
+libuv's thread pool (docs/architecture.md "Threads"), which the other
+tests, with serve as shipped, do not use."""
 import json
 import os
 import re
@@ -40,7 +45,13 @@ def test():
            # recomputation would find them wrong and revoke the agents.
            "pool": {"max_agents": AGENTS + 16, "verify_rate": 0}}
     with gppool.Pool("simagents", **job) as pool:
-        serve = pool.serve()
+        os.environ["GP_SERVE_OFFLOAD"] = "1"
+        os.environ["GP_SEAL_OFFLOAD_MIN"] = "16384"
+        try:
+            serve = pool.serve()
+        finally:
+            del os.environ["GP_SERVE_OFFLOAD"]
+            del os.environ["GP_SEAL_OFFLOAD_MIN"]
         token = pool.invite(uses=AGENTS)
         report = os.path.join(pool.dir, "sim.json")
         base = os.path.join(pool.dir, "sim")

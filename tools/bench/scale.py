@@ -247,10 +247,10 @@ def main():
     ap.add_argument("--local-data", action="store_true",
                     help="every simulated agent holds the training set, "
                     "so minibatches carry indices, not pixels")
-    ap.add_argument("--offload-baseline", action="store_true",
-                    help="run each N twice, first with serve's handshakes "
-                    "and sealing all on its loop (GP_SERVE_LOOP_ONLY=1, "
-                    "as before 2026-12-06), and print the ratios")
+    ap.add_argument("--compare-offload", action="store_true",
+                    help="run each N twice: serve as shipped (handshakes "
+                    "and sealing on its loop), then with GP_SERVE_OFFLOAD=1 "
+                    "(on libuv's thread pool), and print the ratios")
     ap.add_argument("--perf", metavar="FILE",
                     help="record serve with perf during the steady work "
                     "into FILE.N")
@@ -263,37 +263,34 @@ def main():
                             "gp-simagent")
     by_n = []
     for n in args.agents.split(","):
-        base = None
-        if args.offload_baseline:
-            # The peer, in the same run: handshakes and sealing all on
-            # serve's loop thread, as before they moved to workers.
-            os.environ["GP_SERVE_LOOP_ONLY"] = "1"
-            try:
-                base = run(int(n), args)
-            finally:
-                del os.environ["GP_SERVE_LOOP_ONLY"]
         fig = run(int(n), args)
-        if base:
-            fig["loop_only"] = {k: base[k] for k in (
-                "join_s", "updates_per_s", "ledger_rows_per_s", "heartbeat_p50_ms",
-                "heartbeat_p99_ms", "heartbeat_up_p99_ms",
-                "coordinator_cpu_share", "loop_cpu_share",
-                "loop_bound_updates_per_s", "cpu_ms_per_update",
-                "rss_mib")}
-            for k in ("updates_per_s", "ledger_rows_per_s",
-                      "loop_bound_updates_per_s"):
-                fig[k + "_vs_loop_only"] = round(fig[k] / base[k], 2) \
-                    if base[k] else None
-            log("n=%s: updates/s %.1f vs %.1f on the loop only (%.2fx), "
-                "rows/s %.1f vs %.1f (%.2fx), loop-bound updates/s %s vs "
-                "%s (%sx)" % (
-                    n, fig["updates_per_s"], base["updates_per_s"],
-                    fig["updates_per_s_vs_loop_only"] or 0,
-                    fig["ledger_rows_per_s"], base["ledger_rows_per_s"],
-                    fig["ledger_rows_per_s_vs_loop_only"] or 0,
-                    fig["loop_bound_updates_per_s"],
-                    base["loop_bound_updates_per_s"],
-                    fig["loop_bound_updates_per_s_vs_loop_only"]))
+        if args.compare_offload:
+            # Serve as shipped (above: handshakes and sealing on its
+            # loop), then the same pool with both on libuv's threads.
+            os.environ["GP_SERVE_OFFLOAD"] = "1"
+            try:
+                off = run(int(n), args)
+            finally:
+                del os.environ["GP_SERVE_OFFLOAD"]
+            fig["offloaded"] = {k: off[k] for k in (
+                "join_s", "updates_per_s", "ledger_rows_per_s",
+                "heartbeat_p50_ms", "heartbeat_p99_ms",
+                "heartbeat_up_p99_ms", "coordinator_cpu_share",
+                "loop_cpu_share", "loop_bound_updates_per_s",
+                "cpu_ms_per_update", "rss_mib")}
+            for k in ("join_s", "updates_per_s", "ledger_rows_per_s",
+                      "heartbeat_p99_ms", "loop_bound_updates_per_s",
+                      "rss_mib"):
+                fig["offloaded_" + k + "_ratio"] = \
+                    round(off[k] / fig[k], 2) if fig[k] and off[k] else None
+            log("n=%s: offloaded over on the loop: updates/s %.1f / %.1f, "
+                "rows/s %.1f / %.1f, heartbeat p99 %.0f / %.0f ms, join "
+                "%s / %s s, RSS %.0f / %.0f MiB" % (
+                    n, off["updates_per_s"], fig["updates_per_s"],
+                    off["ledger_rows_per_s"], fig["ledger_rows_per_s"],
+                    off["heartbeat_p99_ms"] or 0, fig["heartbeat_p99_ms"] or 0,
+                    off["join_s"], fig["join_s"], off["rss_mib"],
+                    fig["rss_mib"]))
         by_n.append(fig)
     print("%-7s %7s %8s %8s %8s %9s %9s %8s %8s %7s" %
           ("agents", "join s", "hb p50", "hb p99", "up p99", "updates/s",
