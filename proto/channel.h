@@ -41,9 +41,9 @@
  * sides counting the same messages, so nothing is signalled. */
 #define GP_CHANNEL_REKEY_INTERVAL (UINT64_C(1) << 20)
 
-/* The coordinator's seal_offload_min (serve; GP_SEAL_OFFLOAD_MIN in its
- * environment overrides it): parameter pulls of models from about 100,000
- * parameters up. Smaller messages stay on the loop: on the 2-core
+/* The coordinator's seal_offload_min when serve offloads
+ * (GP_SERVE_OFFLOAD=1; GP_SEAL_OFFLOAD_MIN in its environment overrides
+ * it): parameter pulls of models from about 100,000 parameters up. Smaller messages stay on the loop: on the 2-core
  * development machine offloading everything from 16 KiB up raised the
  * updates per second of 1,000 simulated agents but also the heartbeat
  * round trips and serve's memory (docs/performance.md "Scale"). */
