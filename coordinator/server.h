@@ -169,6 +169,14 @@ void gp_serve_maybe_finish(struct server *srv);
 /* serve.c: encodes m (borrowed) and sends it on p's channel. Returns 0 or
  * a negative errno. */
 int gp_serve_send(struct peer *p, struct gp_msg *m);
+
+/* A parameter send counts in the pull budget (work.h) while more than
+ * this is queued on its connection: the channels' on_drain low water. */
+#define GP_SERVE_PULL_LOW_WATER (64u * 1024)
+
+/* What the pool's decisions send and write (serve-effects.c); pool.fx,
+ * with the server as fx_data. */
+extern const struct gp_pool_effects gp_serve_effects;
 /* Closes p's channel with code and text (borrowed). */
 void gp_serve_close(struct peer *p, uint16_t code, const char *text);
 /* serve-join.c: REJECT code with text (borrowed), then close. */
