@@ -315,6 +315,35 @@ void gp_msg_q4_round(const float *in, float *out, size_t n)
 	}
 }
 
+/* n values as q8 or q4 chunks (docs/protocol.md: a scale, then the
+ * chunk's bytes or nibbles) at p; read_chunks() reads them back. One
+ * chunk walk for both: */
+_Static_assert(GP_MSG_Q4_CHUNK == GP_MSG_Q8_CHUNK, "q4 and q8 chunks differ");
+
+static void write_chunks(bool q4, const float *v, size_t n, uint8_t *p)
+{
+	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
+		size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at : GP_MSG_Q8_CHUNK;
+		float scale = chunk_scale(v + at, c, q4 ? 7 : 127);
+
+		gp_put_lef32(p, scale);
+		p += 4;
+		if (!q4) {
+			for (size_t i = 0; i < c; i++)
+				p[i] = (uint8_t)i8_quant(v[at + i], scale);
+			p += c;
+			continue;
+		}
+		memset(p, 0, (c + 1) / 2);
+		for (size_t i = 0; i < c; i++) {
+			unsigned q = (unsigned)quant(v[at + i], scale, 7) & 0x0f;
+
+			p[i / 2] |= (uint8_t)(q << (4 * (i % 2)));
+		}
+		p += (c + 1) / 2;
+	}
+}
+
 void gp_msg_payload_write(const struct gp_msg_block *b, uint8_t *p)
 {
 	size_t n = b->count;
@@ -340,36 +369,11 @@ void gp_msg_payload_write(const struct gp_msg_block *b, uint8_t *p)
 	}
 	case GP_DTYPE_Q8:
 	case GP_DTYPE_Q8_DELTA:
-		for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
-			size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at :
-							      GP_MSG_Q8_CHUNK;
-			float scale = gp_msg_i8_scale(b->values + at, c);
-
-			gp_put_lef32(p, scale);
-			p += 4;
-			for (size_t i = 0; i < c; i++)
-				p[i] = (uint8_t)i8_quant(b->values[at + i], scale);
-			p += c;
-		}
+		write_chunks(false, b->values, n, p);
 		break;
 	case GP_DTYPE_Q4:
 	case GP_DTYPE_Q4_DELTA:
-		for (size_t at = 0; at < n; at += GP_MSG_Q4_CHUNK) {
-			size_t c = n - at < GP_MSG_Q4_CHUNK ? n - at :
-							      GP_MSG_Q4_CHUNK;
-			float scale = chunk_scale(b->values + at, c, 7);
-
-			gp_put_lef32(p, scale);
-			p += 4;
-			memset(p, 0, (c + 1) / 2);
-			for (size_t i = 0; i < c; i++) {
-				unsigned q = (unsigned)quant(b->values[at + i],
-							     scale, 7) & 0x0f;
-
-				p[i / 2] |= (uint8_t)(q << (4 * (i % 2)));
-			}
-			p += (c + 1) / 2;
-		}
+		write_chunks(true, b->values, n, p);
 		break;
 	}
 }
