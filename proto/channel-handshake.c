@@ -302,15 +302,10 @@ static void msg2_written(struct gp_channel *ch,
 		return;
 	}
 	ch->state = S_WAIT_CONFIRM;
-	if (ch->paused) {
-		/* After a handshake job: the confirmation comes next. */
-		ch->paused = false;
-		if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-				  channel_on_read) < 0) {
-			channel_teardown(ch, GP_CLOSE_IO_ERROR, 0,
-					 "read start", false);
-			return;
-		}
+	/* After a handshake job: the confirmation comes next. */
+	if (channel_resume_reading(ch) < 0) {
+		channel_teardown(ch, GP_CLOSE_IO_ERROR, 0, "read start", false);
+		return;
 	}
 	channel_flush(ch);
 }

@@ -161,6 +161,10 @@ bool channel_job_done(struct gp_channel *ch);
 /* Closes the handles now; on_close follows once they are closed. */
 void channel_close_handles(struct gp_channel *ch);
 
+/* Reads again if reading was paused (by the application or for a
+ * handshake job). Returns 0 or uv_read_start's negative errno. */
+int channel_resume_reading(struct gp_channel *ch);
+
 /* Half-closes our side once everything queued is written. */
 void channel_start_shutdown(struct gp_channel *ch);
 

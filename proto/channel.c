@@ -167,6 +167,15 @@ void channel_start_shutdown(struct gp_channel *ch)
 
 static void timer_fired(uv_timer_t *t);
 
+int channel_resume_reading(struct gp_channel *ch)
+{
+	if (!ch->paused)
+		return 0;
+	ch->paused = false;
+	return uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
+			     channel_on_read);
+}
+
 void channel_teardown(struct gp_channel *ch, enum gp_close_reason reason,
 		      uint16_t code, const char *text, bool graceful)
 {
@@ -195,13 +204,9 @@ void channel_teardown(struct gp_channel *ch, enum gp_close_reason reason,
 	}
 	ch->closing_graceful = true;
 	/* Keep reading (and discarding) so that we notice the peer's EOF. */
-	if (ch->paused) {
-		ch->paused = false;
-		if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-				  channel_on_read) < 0) {
-			channel_close_handles(ch);
-			return;
-		}
+	if (channel_resume_reading(ch) < 0) {
+		channel_close_handles(ch);
+		return;
 	}
 	uv_timer_start(&ch->timer, timer_fired, ch->cfg.close_linger_ms, 0);
 	/* channel_flush() starts the shutdown once everything is written. */
