@@ -97,6 +97,8 @@ static void die(const char *what, int r)
 }
 
 static struct gp_noise_keypair *coord_key, *agent_key;
+/* GP_BENCH_TAKE: the channel transfers send with gp_channel_send_take. */
+static bool send_take;
 
 /* ---- the two threads of a throughput run ------------------------------- */
 
@@ -179,7 +181,7 @@ static void chan_config(struct gp_channel_config *cfg, size_t msg_size)
 	cfg->write_low_water = msg_size + MIB;
 	cfg->heartbeat_ms = 1000;
 	cfg->idle_timeout_ms = 30000;
-	if (getenv("GP_BENCH_TAKE"))
+	if (send_take)
 		cfg->seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
 }
 
@@ -241,7 +243,7 @@ static void tx_fill(struct gp_channel *ch)
 	       gp_channel_queued_bytes(ch) < 2 * s->run->msg_size) {
 		int e;
 
-		if (getenv("GP_BENCH_TAKE")) {
+		if (send_take) {
 			/* Sealed on libuv's pool: a fresh buffer per
 			 * message, as gp_channel_send_msg encodes one. */
 			uint8_t *copy = malloc(s->run->msg_size);
@@ -949,6 +951,7 @@ int main(int argc, char **argv)
 	    (e = gp_noise_keypair_create(NULL, &agent_key)) < 0)
 		die("keys", e);
 
+	send_take = getenv("GP_BENCH_TAKE") != NULL;
 	if (getenv("GP_BENCH_CHANNEL_ONLY")) {
 		/* For profiling: the channel transfers and nothing else. */
 		for (int run = 0; run < runs; run++)
