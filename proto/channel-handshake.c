@@ -370,6 +370,23 @@ static int hs_queue(struct gp_channel *ch, struct hs_job *j)
 	return 0;
 }
 
+static void hs_free(struct hs_job *j)
+{
+	free(j->msg);
+	free(j->out);
+	free(j);
+}
+
+/* Message 2 was written (j->result): queue it, or end the handshake. */
+static void msg2_finish(struct gp_channel *ch, struct hs_job *j)
+{
+	if (j->result < 0)
+		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
+				 "writing message 2 failed", false);
+	else
+		msg2_written(ch, &j->verdict, j->out, j->out_len);
+}
+
 /* Message 1 opened on a worker: ask the application on the loop, then
  * write message 2 on a worker again. Returns true when the job went back
  * to the pool (it is not the caller's to free any more). */
@@ -398,17 +415,12 @@ static bool hs_opened(struct gp_channel *ch, struct hs_job *j)
 	j->out_cap = (size_t)size;
 	j->write = true;
 	j->hs = ch->hs;
-	if (hs_queue(ch, j) == 0)
+	if (ch->cfg.handshake_offload && hs_queue(ch, j) == 0)
 		return true;
-	/* No pool: written here. */
-	j->result = gp_noise_handshake_write_message(ch->hs, j->answer,
-						     j->alen, j->out,
-						     j->out_cap, &j->out_len);
-	if (j->result < 0)
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "writing message 2 failed", false);
-	else
-		msg2_written(ch, &j->verdict, j->out, j->out_len);
+	/* On the loop (as configured, or the pool is busy). */
+	j->req.data = j;
+	hs_run(&j->req);
+	msg2_finish(ch, j);
 	return false;
 }
 
@@ -428,26 +440,18 @@ static void hs_done(uv_work_t *req, int status)
 		j->msg = NULL;
 	}
 	if (channel_job_done(ch) || ch->state == S_CLOSING) {
-		free(j->out);
-		free(j);
+		hs_free(j);
 		return;
 	}
 	if (status < 0 && j->result >= 0)
 		j->result = status;
 	if (!j->write) {
-		if (!hs_opened(ch, j)) {
-			free(j->out);
-			free(j);
-		}
+		if (!hs_opened(ch, j))
+			hs_free(j);
 		return;
 	}
-	if (j->result < 0)
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "writing message 2 failed", false);
-	else
-		msg2_written(ch, &j->verdict, j->out, j->out_len);
-	free(j->out);
-	free(j);
+	msg2_finish(ch, j);
+	hs_free(j);
 }
 
 /* Hands message 1 (f checked) to the thread pool. Returns 0, or -1 when it
@@ -480,10 +484,7 @@ static int offload_msg1(struct gp_channel *ch, const struct gp_frame *f)
 
 void channel_read_msg1(struct gp_channel *ch, const struct gp_frame *f)
 {
-	struct gp_channel_verdict verdict;
-	uint8_t answer[3 + GP_CHANNEL_TEXT_MAX], *p;
-	size_t alen, mlen;
-	int r, size;
+	struct hs_job *j;
 
 	if (ch->hs_job || ch->hs) {
 		/* An honest initiator waits for message 2. */
@@ -495,34 +496,17 @@ void channel_read_msg1(struct gp_channel *ch, const struct gp_frame *f)
 		return;
 	if (ch->cfg.handshake_offload && offload_msg1(ch, f) == 0)
 		return;
-	r = open_msg1(ch->pattern, ch->listener->key, f->body + 1, f->len - 1,
-		      &ch->hs, &ch->hello, &ch->hello_len);
-	if (r < 0) {
-		msg1_failed(ch, r);
+	/* On the loop: the same steps as the jobs', in place. */
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, "handshake state",
+				 false);
 		return;
 	}
-	if (ask(ch, &verdict) < 0)
-		return;
-	alen = answer_of(&verdict, answer);
-	size = gp_noise_handshake_message_size(ch->hs, alen);
-	if (size < 0) {
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "message 2 size", false);
-		return;
-	}
-	p = malloc((size_t)size);
-	if (!p) {
-		channel_teardown(ch, GP_CLOSE_NO_MEMORY, 0, NULL, false);
-		return;
-	}
-	r = gp_noise_handshake_write_message(ch->hs, answer, alen, p,
-					     (size_t)size, &mlen);
-	if (r < 0)
-		channel_teardown(ch, GP_CLOSE_HANDSHAKE_FAILED, 0,
-				 "writing message 2 failed", false);
-	else
-		msg2_written(ch, &verdict, p, mlen);
-	free(p);
+	j->result = open_msg1(ch->pattern, ch->listener->key, f->body + 1,
+			      f->len - 1, &ch->hs, &ch->hello, &ch->hello_len);
+	if (!hs_opened(ch, j))
+		hs_free(j);
 }
 
 /* Message 2's payload (len >= 0 bytes, borrowed): the verdict. Returns 0 on
