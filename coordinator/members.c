@@ -19,6 +19,16 @@ void gp_members_add(struct gp_pool *pool, struct gp_member *m)
 	pool->n_members++;
 }
 
+struct gp_member *gp_members_step(struct gp_pool *pool, enum gp_walk w)
+{
+	struct gp_member *m = pool->cursors[w] ? pool->cursors[w] :
+						 pool->members;
+
+	if (m)
+		pool->cursors[w] = m->next;
+	return m;
+}
+
 static size_t id_bucket(const struct gp_pool *pool, uint64_t agent_id)
 {
 	/* Ids come from the ledger in sequence: a multiplicative hash
@@ -75,8 +85,9 @@ void gp_members_remove(struct gp_pool *pool, struct gp_member *m)
 {
 	gp_downlink_finish(pool, m);
 	index_remove(pool, m);
-	if (pool->serve_cursor == m)
-		pool->serve_cursor = m->next;
+	for (size_t w = 0; w < GP_WALKS; w++)
+		if (pool->cursors[w] == m)
+			pool->cursors[w] = m->next;
 	if (m->prev)
 		m->prev->next = m->next;
 	else if (pool->members == m)

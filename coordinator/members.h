@@ -18,6 +18,13 @@ void gp_members_add(struct gp_pool *pool, struct gp_member *m);
 /* Unlists m. */
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m);
 
+/* The next member of walk w: the one at its cursor (the head when the
+ * cursor is past the end), the cursor moved past it; NULL with no
+ * members. n calls visit every member once when none joins or leaves
+ * meanwhile; one that leaves is skipped, one that joins is visited
+ * from the next time round. O(1). */
+struct gp_member *gp_members_step(struct gp_pool *pool, enum gp_walk w);
+
 /* Frees the pool's member index (at the end of the pool, after every
  * member was removed or with none left to use). */
 void gp_members_finish(struct gp_pool *pool);

@@ -28,6 +28,16 @@
 
 #define GP_POOL_KEY_SIZE 32 /* an agent's static public key (GP_KEY_SIZE) */
 
+/* The walks over the members that go a slice at a time, each on from
+ * where it stopped (gp_members_step), so that no callback of the loop
+ * visits 10,000 members at once. */
+enum gp_walk {
+	GP_WALK_SERVE,     /* gp_work_serve_all: members waiting for work */
+	GP_WALK_UPKEEP,    /* serve's tick: overdue members, idle momenta */
+	GP_WALK_STATS,     /* serve's STATS rounds */
+	GP_WALKS
+};
+
 /* An agent's parameter copy: the server's state when `base` updates were
  * applied, plus (read-my-writes) its own updates of clocks >= own_from;
  * `own` counts those applied here since. The updates its copy lacks are
@@ -140,10 +150,10 @@ struct gp_pool {
 
 	struct gp_member *members;     /* every connection past on_verify */
 	uint32_t n_members;
-	/* Where gp_work_serve_all's next pass over the members starts
-	 * (NULL: at the head); members.c moves it off a member that
-	 * leaves. */
-	struct gp_member *serve_cursor;
+	/* Where each walk that visits the members a slice at a time goes on
+	 * (gp_members_step; NULL: at the head); members.c moves them off a
+	 * member that leaves. */
+	struct gp_member *cursors[GP_WALKS];
 	uint32_t serve_scan;           /* 0: GP_WORK_SERVE_SCAN (tests set less) */
 	/* The members' parameter mirrors together (downlink.h), bytes. */
 	uint64_t mirror_bytes;

@@ -92,7 +92,8 @@ struct gp_robust_agent {
 #define GP_ROBUST_IDLE_UPDATES 2048
 /* ... and sooner for a large model: at most this many bytes of momenta in
  * all. A momentum is made by an update, so the members' momenta number at
- * most the idle limit (plus the updates between two trims), and the limit
+ * most the idle limit (plus the updates between two trims of a member:
+ * serve's upkeep visits each once a second), and the limit
  * is this budget over one momentum's size, but never below
  * GP_ROBUST_WINDOW (the members the radii follow). 256 MiB: 2,048 members
  * of a 32k-parameter model, 285 of the 235k-parameter MLP. */

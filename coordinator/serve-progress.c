@@ -42,14 +42,34 @@ static void send_stats(struct server *srv, struct peer *p,
 
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force)
 {
+	uint32_t n = srv->pool.n_members, visits;
 	struct gp_msg_stats common;
 
 	gp_progress_record(&srv->progress, &srv->pool, now);
-	if (!gp_progress_due(&srv->progress, now) && !force)
+	if (gp_progress_due(&srv->progress, now) || force)
+		srv->stats_left = n; /* a new round, on from where one stopped */
+	if (!srv->stats_left)
 		return;
+	/* 10,000 STATS in one callback held the loop for a tenth of a
+	 * second every five (heartbeats' p99): a slice a tick. The last
+	 * one, when the job is done, goes to all at once: the tick stops
+	 * with the pool. */
+	visits = (n + GP_SERVE_STATS_SLICES - 1) / GP_SERVE_STATS_SLICES;
+	if (visits < GP_SERVE_SLICE_MIN)
+		visits = GP_SERVE_SLICE_MIN;
+	if (visits > srv->stats_left || srv->done)
+		visits = srv->stats_left;
+	srv->stats_left -= visits;
+	if (visits > n) /* members left during the round */
+		visits = n;
 	gp_progress_fill(&srv->progress, &srv->pool, srv->done, now, &common);
-	for (struct peer *p = first_peer(srv); p; p = next_peer(p))
-		send_stats(srv, p, &common);
+	while (visits-- > 0) {
+		struct gp_member *m = gp_members_step(&srv->pool, GP_WALK_STATS);
+
+		if (!m)
+			break;
+		send_stats(srv, peer_of(m), &common);
+	}
 }
 
 /* The public name a member's agent sent ("" withdraws it): checked by

@@ -655,6 +655,18 @@ static void check_cancelled(struct server *srv, int64_t now)
 	gp_ledger_job_finish(&j);
 }
 
+/* How many members this tick's upkeep visits: all of a small pool, a
+ * GP_SERVE_UPKEEP_SLICES'th of a large one. */
+static uint32_t upkeep_visits(const struct server *srv)
+{
+	uint32_t n = srv->pool.n_members;
+	uint32_t slice = (n + GP_SERVE_UPKEEP_SLICES - 1) / GP_SERVE_UPKEEP_SLICES;
+
+	if (slice < GP_SERVE_SLICE_MIN)
+		slice = GP_SERVE_SLICE_MIN;
+	return slice < n ? slice : n;
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
@@ -675,9 +687,17 @@ static void on_tick(uv_timer_t *t)
 	check_cancelled(srv, now);
 	if (gp_sched_expire(srv->pool.sched, (uint64_t)now, srv->job.work_timeout_ms) > 0)
 		gp_warn("assignments timed out and went back to the queue");
-	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
+	/* Each member once a second (at most GP_SERVE_UPKEEP_SLICES ticks
+	 * apart), a slice each tick: timeouts are tens of seconds, and a
+	 * walk of 10,000 every 100 ms was the loop's own stall. */
+	for (uint32_t k = 0, n = upkeep_visits(srv); k < n; k++) {
+		struct gp_member *m = gp_members_step(&srv->pool, GP_WALK_UPKEEP);
+		struct peer *p;
 		int64_t since;
 
+		if (!m)
+			break;
+		p = peer_of(m);
 		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
 		if (!p->ch || !gp_channel_is_established(p->ch) || p->idle)
 			continue;

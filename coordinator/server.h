@@ -33,6 +33,13 @@
  * least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
+/* Walks over every member go a slice a tick (gp_members_step): at least
+ * GP_SERVE_SLICE_MIN members (all of a small pool at once), else the
+ * upkeep (overdue members, idle momenta) a tenth, each member once a
+ * second, and a STATS round a twentieth, over two seconds of its five. */
+#define GP_SERVE_SLICE_MIN 256
+#define GP_SERVE_UPKEEP_SLICES 10
+#define GP_SERVE_STATS_SLICES 20
 /* How often connected members are checked for revocation. */
 #define REVOKE_CHECK_MS 1000
 #define EVAL_BATCH 1000
@@ -139,6 +146,9 @@ struct server {
 
 	/* What the agents are told of the job (serve-progress.c). */
 	struct gp_progress progress;
+	/* Members the STATS round under way has still to visit
+	 * (gp_serve_progress_tick). */
+	uint32_t stats_left;
 };
 
 /* The connection a member of the pool is. */
@@ -188,8 +198,9 @@ void gp_serve_handle_join(struct peer *p, struct gp_msg_join *j);
  * it is set up. */
 void gp_serve_progress_start(struct server *srv, const char *job_path);
 /* serve-progress.c: records the pool's counters and, every few seconds
- * or when forced (an evaluation), sends each member that takes it
- * (GP_CAP_PROGRESS) a STATS. */
+ * or when forced (an evaluation), starts a round that sends each member
+ * that takes it (GP_CAP_PROGRESS) a STATS: a slice of the members each
+ * tick (GP_SERVE_STATS_SLICES), all at once when the job is done. */
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force);
 /* serve-progress.c: after WELCOME: on the thread pool, records j's public
  * name (borrowed) and reads the member's credit; then sends it its first

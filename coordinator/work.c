@@ -920,12 +920,9 @@ void gp_work_serve_all(struct gp_pool *pool)
 	visits = pool->serve_scan ? pool->serve_scan : GP_WORK_SERVE_SCAN;
 	if (visits > pool->n_members)
 		visits = pool->n_members;
-	m = pool->serve_cursor ? pool->serve_cursor : pool->members;
-	while (m && visits-- > 0 && gp_sched_queued(pool->sched) > 0) {
+	while (visits-- > 0 && gp_sched_queued(pool->sched) > 0 &&
+	       (m = gp_members_step(pool, GP_WALK_SERVE)))
 		gp_work_serve(pool, m);
-		m = m->next ? m->next : pool->members;
-	}
-	pool->serve_cursor = m;
 }
 
 /* A paused agent (on battery, not idle, paused by its owner) stops counting

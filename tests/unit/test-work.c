@@ -751,12 +751,12 @@ static void test_serve_scan(void)
 	ASSERT_EQ(f.n_sent, 3 * GP_WORK_BASE);
 	for (size_t i = 2; i < 5; i++)
 		ASSERT_EQ(f.members[i].clock_open, GP_WORK_BASE);
-	ASSERT(f.pool.serve_cursor == &f.members[1]);
+	ASSERT(f.pool.cursors[GP_WALK_SERVE] == &f.members[1]);
 	/* 1 leaves before the next pass would start with it: it starts
 	 * with 0, the rest have their work. */
 	ASSERT_EQ(gp_members_leave(&f.pool, &f.members[1]), 0);
 	gp_members_remove(&f.pool, &f.members[1]);
-	ASSERT(f.pool.serve_cursor == &f.members[0]);
+	ASSERT(f.pool.cursors[GP_WALK_SERVE] == &f.members[0]);
 	gp_work_serve_all(&f.pool);
 	ASSERT_EQ(f.n_sent, 4 * GP_WORK_BASE);
 	ASSERT_EQ(f.members[0].clock_open, GP_WORK_BASE);
@@ -1003,6 +1003,41 @@ static void test_probe_extend(void)
 	fx_teardown(&f);
 }
 
+/* gp_members_step: n steps visit each of n members once, from where the
+ * walk stopped, wrapping at the end; a member that leaves is skipped and
+ * one that joins comes in the next time round; the walks are separate. */
+static void test_walk(void)
+{
+	struct fixture f;
+	unsigned seen[5] = { 0 };
+	struct gp_member *m;
+
+	fx_setup(&f, 1);
+	f.job.max_agents = FX_MEMBERS;
+	ASSERT(gp_members_step(&f.pool, GP_WALK_STATS) == NULL);
+	for (size_t i = 0; i < 4; i++)
+		fx_join(&f, i, 0);
+	/* Listed newest first: 3, 2 ... */
+	ASSERT(gp_members_step(&f.pool, GP_WALK_STATS) == &f.members[3]);
+	ASSERT(gp_members_step(&f.pool, GP_WALK_STATS) == &f.members[2]);
+	ASSERT(gp_members_step(&f.pool, GP_WALK_UPKEEP) == &f.members[3]);
+	/* ... then 1, which leaves; 4 joins at the head. */
+	gp_members_leave(&f.pool, &f.members[1]);
+	gp_members_remove(&f.pool, &f.members[1]);
+	fx_join(&f, 4, 0);
+	ASSERT(gp_members_step(&f.pool, GP_WALK_STATS) == &f.members[0]);
+	for (size_t k = 0; k < 2 * 4; k++) {
+		m = gp_members_step(&f.pool, GP_WALK_STATS);
+		ASSERT(m != NULL && m != &f.members[1]);
+		seen[m - f.members]++;
+	}
+	for (size_t i = 0; i < 5; i++)
+		ASSERT_EQ(seen[i], i == 1 ? 0u : 2u);
+	/* The upkeep walk went on from 2 all the while. */
+	ASSERT(gp_members_step(&f.pool, GP_WALK_UPKEEP) == &f.members[2]);
+	fx_teardown(&f);
+}
+
 int main(void)
 {
 	test_overdue();
@@ -1023,5 +1058,6 @@ int main(void)
 	test_pull_budget_verify();
 	test_memo();
 	test_serve_scan();
+	test_walk();
 	return 0;
 }
