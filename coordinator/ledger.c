@@ -700,6 +700,20 @@ int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at)
 			  id, at, "agent");
 }
 
+int gp_ledger_agents_revoked(struct gp_ledger *l, int64_t **ret_ids,
+			     size_t *ret_n)
+{
+	int r;
+
+	pthread_mutex_lock(&l->lock);
+	r = gp_db_list(&l->c, "cannot list revoked agents", sizeof(**ret_ids),
+		       gp_db_int64, (void **)ret_ids, ret_n,
+		       "SELECT id FROM agents WHERE revoked_at IS NOT NULL "
+		       "ORDER BY id", "");
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 int gp_ledger_agents_disconnected(struct gp_ledger *l)
 {
 	int r;
