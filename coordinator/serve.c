@@ -593,43 +593,35 @@ static void on_signal(uv_signal_t *s, int signum)
 	gp_serve_maybe_finish(srv);
 }
 
-/* Every LINKS_SAVE_MS, each member's measured link and the pool's sync
- * interval go to the ledger (`gradpool-coordinator agents`) when either
- * moved by more than a tenth since last written: a few indexed rows, on
- * the loop like the other member rows. */
-#define LINKS_SAVE_MS 2000
-
+/* Each member's measured link and the pool's sync interval (sync_ms) go
+ * to the ledger (`gradpool-coordinator agents`) when either moved by
+ * more than a tenth since last written: a note for the update log's
+ * flush, checked as the tick's upkeep visits the member (once a
+ * second). */
 static bool moved(double now, double then)
 {
 	return fabs(now - then) > 0.1 * fabs(then) + 1e-9;
 }
 
-static void save_links(struct server *srv, int64_t now)
+static void save_link(struct server *srv, struct peer *p, double sync_ms,
+		      int64_t now)
 {
-	double sync_ms;
+	struct gp_ssp_agent_info a;
 
-	if (now - srv->links_saved_ms < LINKS_SAVE_MS)
+	if (!p->m.joined ||
+	    gp_ssp_get(srv->pool.ssp, (uint64_t)p->m.agent_id, &a) < 0 ||
+	    !(a.link_bps > 0) ||
+	    (!moved(a.link_bps, p->link_saved_bps) &&
+	     !moved(sync_ms, p->sync_saved_ms)))
 		return;
-	srv->links_saved_ms = now;
-	sync_ms = gp_work_sync_interval(&srv->pool) * 1e3;
-	for (struct peer *p = first_peer(srv); p; p = next_peer(p)) {
-		struct gp_ssp_agent_info a;
-
-		if (!p->m.joined ||
-		    gp_ssp_get(srv->pool.ssp, (uint64_t)p->m.agent_id, &a) < 0 ||
-		    !(a.link_bps > 0) ||
-		    (!moved(a.link_bps, p->link_saved_bps) &&
-		     !moved(sync_ms, p->sync_saved_ms)))
-			continue;
-		if (gp_ledger_agent_link_append(srv->st.ledger, p->m.agent_id,
-						a.link_bps, sync_ms, now) < 0) {
-			gp_warn("cannot record agent %" PRId64 "'s link: %s",
-				p->m.agent_id, gp_ledger_error(srv->st.ledger));
-			continue;
-		}
-		p->link_saved_bps = a.link_bps;
-		p->sync_saved_ms = sync_ms;
+	if (gp_ledger_agent_link_append(srv->st.ledger, p->m.agent_id,
+					a.link_bps, sync_ms, now) < 0) {
+		gp_warn("cannot record agent %" PRId64 "'s link: %s",
+			p->m.agent_id, gp_ledger_error(srv->st.ledger));
+		return;
 	}
+	p->link_saved_bps = a.link_bps;
+	p->sync_saved_ms = sync_ms;
 }
 
 /* How often serve reads the ledger for a job to start (while it has
@@ -671,6 +663,7 @@ static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	int64_t now = gp_now_ms();
+	double sync_ms;
 
 	if (srv->finish_soon) {
 		srv->finish_soon = false;
@@ -690,6 +683,7 @@ static void on_tick(uv_timer_t *t)
 	/* Each member once a second (at most GP_SERVE_UPKEEP_SLICES ticks
 	 * apart), a slice each tick: timeouts are tens of seconds, and a
 	 * walk of 10,000 every 100 ms was the loop's own stall. */
+	sync_ms = gp_work_sync_interval(&srv->pool) * 1e3;
 	for (uint32_t k = 0, n = upkeep_visits(srv); k < n; k++) {
 		struct gp_member *m = gp_members_step(&srv->pool, GP_WALK_UPKEEP);
 		struct peer *p;
@@ -699,6 +693,7 @@ static void on_tick(uv_timer_t *t)
 			break;
 		p = peer_of(m);
 		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
+		save_link(srv, p, sync_ms, now);
 		if (!p->ch || !gp_channel_is_established(p->ch) || p->idle)
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {
@@ -723,7 +718,6 @@ static void on_tick(uv_timer_t *t)
 		}
 	}
 	gp_bg_check_revoked(srv, now);
-	save_links(srv, now);
 	if (srv->job.checkpoint_interval_ms &&
 	    now - srv->last_checkpoint_ms >= (int64_t)srv->job.checkpoint_interval_ms &&
 	    srv->pool.applied_since_checkpoint > 0)

@@ -136,7 +136,6 @@ struct server {
 	struct gp_optim *optim;  /* optimizer = adamw, else NULL */
 
 	int64_t last_checkpoint_ms;
-	int64_t links_saved_ms;  /* last pass of save_links() */
 	bool done;
 	bool final_reported;
 
