@@ -198,7 +198,10 @@ def main():
             f.truncate(4096)
         log("a1 fetched %d shards; damaged two of them" % n_shards)
 
-        p = a1.run()
+        # a1 slowed again: alone it could finish the job while a2 still
+        # fetches (seen with two suites beside it on 2 cores), and a2's
+        # cache would then be short.
+        p = a1.run(delay_ms=50)
         q = a2.run()
         pool.wait_serve(timeout=400, agents_exit=True)
         err1, err2 = p.stderr(), q.stderr()
