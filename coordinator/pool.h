@@ -132,6 +132,10 @@ struct gp_pool_effects {
 	/* n epochs were completed by the last applied minibatch; job_done:
 	 * the last one. */
 	void (*epochs_completed)(void *ctx, uint32_t n, bool job_done);
+	/* gp_work_serve_all stopped at its time budget with members left to
+	 * serve: call it again soon, after the loop's pending I/O (NULL:
+	 * the owner's next event or tick does). */
+	void (*serve_later)(void *ctx);
 };
 
 struct gp_pool {
@@ -155,6 +159,7 @@ struct gp_pool {
 	 * member that leaves. */
 	struct gp_member *cursors[GP_WALKS];
 	uint32_t serve_scan;           /* 0: GP_WORK_SERVE_SCAN (tests set less) */
+	uint32_t serve_budget_us;      /* 0: GP_WORK_SERVE_BUDGET_US (the same) */
 	/* The members' parameter mirrors together (downlink.h), bytes. */
 	uint64_t mirror_bytes;
 	/* The joined members by agent id (members.c): by_id_mask + 1

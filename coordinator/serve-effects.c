@@ -261,6 +261,27 @@ static void fx_epochs_completed(void *ctx, uint32_t n, bool job_done)
 	}
 }
 
+/* The rest of gp_work_serve_all's members, in the next turn of the loop
+ * (after its I/O: heartbeats and updates are not held behind a clock
+ * edge's herd). */
+static void on_serve_later(uv_idle_t *h)
+{
+	struct server *srv = h->data;
+
+	uv_idle_stop(h);
+	if (srv->has_job && !srv->job_ending && !srv->pool.stopping)
+		gp_work_serve_all(&srv->pool);
+}
+
+static void fx_serve_later(void *ctx)
+{
+	struct server *srv = ctx;
+
+	/* data: made with the tick, before any member can be served. */
+	if (srv->serve_idle.data && !uv_is_closing((uv_handle_t *)&srv->serve_idle))
+		uv_idle_start(&srv->serve_idle, on_serve_later);
+}
+
 const struct gp_pool_effects gp_serve_effects = {
 	.can_send = fx_can_send,
 	.send_params = fx_send_params,
@@ -272,4 +293,5 @@ const struct gp_pool_effects gp_serve_effects = {
 	.ledger_rejection = fx_ledger_rejection,
 	.interim_eval = fx_interim_eval,
 	.epochs_completed = fx_epochs_completed,
+	.serve_later = fx_serve_later,
 };

@@ -574,6 +574,7 @@ void gp_serve_maybe_finish(struct server *srv)
 	srv->announce = NULL;
 	if (!uv_is_closing((uv_handle_t *)&srv->tick)) {
 		uv_close((uv_handle_t *)&srv->tick, close_cb_noop);
+		uv_close((uv_handle_t *)&srv->serve_idle, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
 	}
@@ -1021,6 +1022,8 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	gp_notify_ready(srv->has_job ? "serving a job" : "no job: waiting for one");
 	uv_timer_init(&srv->loop, &srv->tick);
 	srv->tick.data = srv;
+	uv_idle_init(&srv->loop, &srv->serve_idle);
+	srv->serve_idle.data = srv;
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
 	uv_signal_init(&srv->loop, &srv->sigint);
 	uv_signal_init(&srv->loop, &srv->sigterm);

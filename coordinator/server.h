@@ -77,6 +77,7 @@ struct server {
 	struct peer listen_data; /* what every new channel starts with */
 	uv_loop_t loop;
 	uv_timer_t tick;
+	uv_idle_t serve_idle;    /* fx->serve_later (serve-effects.c) */
 	uv_signal_t sigint, sigterm;
 	struct gp_coord_state st;
 	/* The job being served; its [pool] settings stay after it ended,

@@ -899,14 +899,20 @@ void gp_work_request(struct gp_pool *pool, struct gp_member *m, uint32_t count)
 
 void gp_work_serve_all(struct gp_pool *pool)
 {
+	uint64_t until = gp_mono_us() + (pool->serve_budget_us ?
+					 pool->serve_budget_us :
+					 GP_WORK_SERVE_BUDGET_US);
 	struct gp_member *m;
 	uint32_t visits;
 	uint64_t id;
 
+	/* Those the SSP bound held, in the order they waited. */
 	while (gp_ssp_pop_ready(pool->ssp, &id) == 1) {
 		m = gp_members_find(pool, id);
 		if (m)
 			gp_work_serve(pool, m);
+		if (gp_mono_us() >= until)
+			goto later;
 	}
 	/* Every member could use only queued minibatches (a member held
 	 * back by SSP waits in its queue, popped above): with none left,
@@ -921,8 +927,15 @@ void gp_work_serve_all(struct gp_pool *pool)
 	if (visits > pool->n_members)
 		visits = pool->n_members;
 	while (visits-- > 0 && gp_sched_queued(pool->sched) > 0 &&
-	       (m = gp_members_step(pool, GP_WALK_SERVE)))
+	       (m = gp_members_step(pool, GP_WALK_SERVE))) {
 		gp_work_serve(pool, m);
+		if (gp_mono_us() >= until && visits > 0)
+			goto later;
+	}
+	return;
+later:
+	if (pool->fx->serve_later)
+		pool->fx->serve_later(pool->fx_data);
 }
 
 /* A paused agent (on battery, not idle, paused by its owner) stops counting

@@ -40,6 +40,13 @@
  * a pool of thousands; smaller pools compute them every time. */
 #define GP_WORK_MEMO_MIN 64
 #define GP_WORK_MEMO_US 100000
+/* One gp_work_serve_all call hands out work for at most this long (µs):
+ * each member served may get a parameter pull and a clock of
+ * minibatches, and a clock edge that frees 500 members parked by the
+ * SSP bound held serve's loop for 200 ms at 10,000 members; the rest
+ * waits for the next call (fx->serve_later). At least one member is
+ * served per call. */
+#define GP_WORK_SERVE_BUDGET_US 5000
 /* The clock of an agent computing alone: it reads only its own writes (no
  * pull needed), so a long clock costs nothing in quality and saves round
  * trips. */

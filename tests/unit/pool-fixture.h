@@ -41,6 +41,8 @@ struct fixture {
 	unsigned params_sent, byes, closes, interim, epochs_done;
 	uint64_t pull_queued;   /* bytes each parameter send leaves queued */
 	bool job_done;
+	unsigned serve_laters;  /* fx->serve_later calls */
+	bool slow_send;         /* each minibatch sent takes >= 2 µs */
 	uint16_t last_bye;
 	struct fx_sent sent[FX_LOG];
 	size_t n_sent;
@@ -73,6 +75,8 @@ static int fx_send_minibatch(void *ctx, struct gp_member *m, uint64_t id,
 
 	ASSERT_LT(f->n_sent, FX_LOG);
 	f->sent[f->n_sent++] = (struct fx_sent){ m->agent_id, id, clock, group };
+	for (uint64_t t0 = gp_mono_us(); f->slow_send && gp_mono_us() < t0 + 2;)
+		;
 	return 0;
 }
 
@@ -130,6 +134,11 @@ static void fx_epochs_completed(void *ctx, uint32_t n, bool job_done)
 	f->job_done |= job_done;
 }
 
+static void fx_serve_later(void *ctx)
+{
+	((struct fixture *)ctx)->serve_laters++;
+}
+
 static const struct gp_pool_effects fx_effects = {
 	.can_send = fx_can_send,
 	.send_params = fx_send_params,
@@ -141,6 +150,7 @@ static const struct gp_pool_effects fx_effects = {
 	.ledger_rejection = fx_ledger_rejection,
 	.interim_eval = fx_interim_eval,
 	.epochs_completed = fx_epochs_completed,
+	.serve_later = fx_serve_later,
 };
 
 /* A pool with staleness bound s and the optimiser's momentum; lr 0.1,

@@ -1003,6 +1003,40 @@ static void test_probe_extend(void)
 	fx_teardown(&f);
 }
 
+/* gp_work_serve_all stops at its time budget once a member was served
+ * and asks to be called again (fx->serve_later); the calls that follow
+ * serve the rest, each member once. */
+static void test_serve_budget(void)
+{
+	struct fixture f;
+	unsigned calls = 0;
+
+	fx_setup(&f, 1);
+	f.job.max_agents = FX_MEMBERS;
+	f.established = false; /* they ask, nothing can go yet */
+	for (size_t i = 0; i < 4; i++)
+		gp_work_request(&f.pool, fx_join(&f, i, 0), 1);
+	ASSERT_EQ(f.n_sent, 0);
+	f.established = true;
+	f.slow_send = true;     /* every member served outlasts ... */
+	f.pool.serve_budget_us = 1; /* ... the budget */
+	do {
+		size_t before = f.n_sent;
+		unsigned laters = f.serve_laters;
+
+		gp_work_serve_all(&f.pool);
+		calls++;
+		/* One member a call, and a call back while any is left. */
+		ASSERT_EQ(f.n_sent, before + GP_WORK_BASE);
+		ASSERT(f.n_sent == 4 * GP_WORK_BASE ||
+		       f.serve_laters == laters + 1);
+	} while (f.n_sent < 4 * GP_WORK_BASE && calls < 10);
+	ASSERT_EQ(calls, 4);
+	for (size_t i = 0; i < 4; i++)
+		ASSERT_EQ(f.members[i].clock_open, GP_WORK_BASE);
+	fx_teardown(&f);
+}
+
 /* gp_members_step: n steps visit each of n members once, from where the
  * walk stopped, wrapping at the end; a member that leaves is skipped and
  * one that joins comes in the next time round; the walks are separate. */
@@ -1059,5 +1093,6 @@ int main(void)
 	test_memo();
 	test_serve_scan();
 	test_walk();
+	test_serve_budget();
 	return 0;
 }
