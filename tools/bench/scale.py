@@ -13,6 +13,11 @@ import gppool
 from gppool import log
 
 PER_PROCESS = 2500   # simulated agents per gp-simagent process
+# The job's [pool] heartbeat_interval, and the simulated agents' HEARTBEAT
+# (the probe) by default: the reference agent sends no HEARTBEAT, only a
+# PING after this long without sending; a probe every second from each
+# of 10,000 agents was 10,000 extra messages a second for serve.
+HEARTBEAT_MS = 5000
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,7 +97,8 @@ def run(n, args):
         "model": {"spec": args.model, "seed": 1},
         "train": {"epochs": 1000, "staleness": 3, "eval": "false",
                   "checkpoint_interval": "1m"},
-        "pool": {"max_agents": max(64, n + 16), "heartbeat_interval": "5s",
+        "pool": {"max_agents": max(64, n + 16),
+                 "heartbeat_interval": "%dms" % HEARTBEAT_MS,
                  "heartbeat_timeout": "30s", "work_timeout": "2m",
                  # The simulated agents' gradients are made up:
                  # verification by recomputation would revoke them.
@@ -190,6 +196,8 @@ def run(n, args):
         updates = sum(r["steady_updates"] for r in reports)
         fig = {
             "agents": n,
+            "heartbeat_probe_ms": args.heartbeat_ms,
+            "local_data": args.local_data,
             "welcomed": sum(r["welcomed"] for r in reports),
             "join_s": round(join_s, 2) if join_s else None,
             "storm_s": storm,
@@ -242,11 +250,19 @@ def main():
                     help="seconds after the storm for every agent to join")
     ap.add_argument("--compute-ms", type=int, default=20,
                     help="a simulated minibatch's compute time (default 20)")
-    ap.add_argument("--heartbeat-ms", type=int, default=1000)
+    ap.add_argument("--heartbeat-ms", type=int, default=HEARTBEAT_MS,
+                    help="each simulated agent's HEARTBEAT probe (default "
+                    "%d: the job's heartbeat interval)" % HEARTBEAT_MS)
     ap.add_argument("--model", default="784-32-10")
-    ap.add_argument("--local-data", action="store_true",
-                    help="every simulated agent holds the training set, "
-                    "so minibatches carry indices, not pixels")
+    ap.add_argument("--local-data", dest="local_data", action="store_true",
+                    default=True,
+                    help="every simulated agent holds the training set, as "
+                    "the reference agent does (its copy or the pool's "
+                    "shards), so minibatches carry indices (the default)")
+    ap.add_argument("--pixels", dest="local_data", action="store_false",
+                    help="the simulated agents hold no training set: "
+                    "minibatches carry their pixels (a client without "
+                    "GP_CAP_LOCAL_DATA or GP_CAP_DATA_SHARDS)")
     ap.add_argument("--compare-offload", action="store_true",
                     help="run each N twice: serve as shipped (handshakes "
                     "and sealing on its loop), then with GP_SERVE_OFFLOAD=1 "
