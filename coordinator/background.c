@@ -392,8 +392,8 @@ void gp_bg_start_eval(struct server *srv, bool interim)
 }
 
 /* `gradpool-coordinator agents revoke` writes the ledger from another
- * process: every REVOKE_CHECK_MS the revoked agents are listed on the
- * thread pool (the ledger may be busy with a checkpoint; one query, not
+ * process: every REVOKE_CHECK_MS the revoked agents still counted
+ * connected are listed on the thread pool (the ledger may be busy with a checkpoint; one query, not
  * one per member: 10,000 lookups a second were a fifth of serve's
  * SQLite time) and the connected members among them get BYE revoked;
  * their work goes back to the queue as on any disconnect, and the
@@ -429,8 +429,10 @@ static void revoke_done(uv_work_t *req, int status)
 	srv->revoke_busy = false;
 	if (status < 0 || w->result < 0 || !w->n)
 		goto out;
-	/* Members waiting between jobs (idle) are members too: a walk, only
-	 * while some agent is revoked, a bsearch each. */
+	/* Members waiting between jobs (idle) are members too: a walk with
+	 * a bsearch each, only while a revoked agent is still counted
+	 * connected (until serve has said bye to it and the update log's
+	 * flush has counted it down: a second or two). */
 	for (p = first_peer(srv); p && !srv->pool.stopping; p = next) {
 		next = next_peer(p);
 		if (!(p->m.joined || p->idle) ||

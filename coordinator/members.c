@@ -29,6 +29,15 @@ struct gp_member *gp_members_step(struct gp_pool *pool, enum gp_walk w)
 	return m;
 }
 
+uint32_t gp_members_slice(uint32_t n, uint32_t slices)
+{
+	uint32_t k = slices ? n / slices + (n % slices != 0) : n;
+
+	if (k < GP_WALK_SLICE_MIN)
+		k = GP_WALK_SLICE_MIN;
+	return k < n ? k : n;
+}
+
 static size_t id_bucket(const struct gp_pool *pool, uint64_t agent_id)
 {
 	/* Ids come from the ledger in sequence: a multiplicative hash

@@ -18,12 +18,17 @@ void gp_members_add(struct gp_pool *pool, struct gp_member *m);
 /* Unlists m. */
 void gp_members_remove(struct gp_pool *pool, struct gp_member *m);
 
-/* The next member of walk w: the one at its cursor (the head when the
+/* The next member of walk w (borrowed): the one at its cursor (the head when the
  * cursor is past the end), the cursor moved past it; NULL with no
  * members. n calls visit every member once when none joins or leaves
  * meanwhile; one that leaves is skipped, one that joins is visited
  * from the next time round. O(1). */
 struct gp_member *gp_members_step(struct gp_pool *pool, enum gp_walk w);
+
+/* How many of n members a walk visits a tick when it covers them in
+ * `slices` ticks: n / slices rounded up, at least GP_WALK_SLICE_MIN, at
+ * most n. */
+uint32_t gp_members_slice(uint32_t n, uint32_t slices);
 
 /* Frees the pool's member index (at the end of the pool, after every
  * member was removed or with none left to use). */

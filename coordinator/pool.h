@@ -38,6 +38,15 @@ enum gp_walk {
 	GP_WALKS
 };
 
+/* What a walk visits a tick (gp_members_slice): at least
+ * GP_WALK_SLICE_MIN members (all of a small pool at once), else the
+ * upkeep (overdue members, idle momenta, links) a tenth, each member
+ * once a second, and a STATS round a twentieth, over two seconds of its
+ * five. */
+#define GP_WALK_SLICE_MIN 256
+#define GP_WALK_UPKEEP_SLICES 10
+#define GP_WALK_STATS_SLICES 20
+
 /* An agent's parameter copy: the server's state when `base` updates were
  * applied, plus (read-my-writes) its own updates of clocks >= own_from;
  * `own` counts those applied here since. The updates its copy lacks are
@@ -133,8 +142,9 @@ struct gp_pool_effects {
 	 * the last one. */
 	void (*epochs_completed)(void *ctx, uint32_t n, bool job_done);
 	/* gp_work_serve_all stopped at its time budget with members left to
-	 * serve: call it again soon, after the loop's pending I/O (NULL:
-	 * the owner's next event or tick does). */
+	 * serve: call it again in the loop's next idle phase (one more
+	 * slice at most before the loop polls for I/O again; NULL: the
+	 * owner's next event or tick does). */
 	void (*serve_later)(void *ctx);
 };
 

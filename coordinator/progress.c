@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "members.h"
 #include "scheduler.h"
 
 void gp_progress_job_name(const char *job_path, const char *data_set,
@@ -86,6 +87,16 @@ void gp_progress_eval(struct gp_progress *pr, uint32_t eval_epochs,
 	pr->accuracy = (float)accuracy;
 	pr->test_loss = (float)test_loss;
 	pr->eval_news = true;
+}
+
+uint32_t gp_progress_round_take(uint32_t *left, uint32_t n, bool done)
+{
+	uint32_t k = done ? *left : gp_members_slice(n, GP_WALK_STATS_SLICES);
+
+	if (k > *left)
+		k = *left;
+	*left -= k;
+	return k < n ? k : n; /* members left during the round */
 }
 
 bool gp_progress_due(struct gp_progress *pr, int64_t now_ms)

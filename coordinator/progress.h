@@ -60,6 +60,13 @@ void gp_progress_eval(struct gp_progress *pr, uint32_t eval_epochs,
  * interval); marks it sent when it is. */
 bool gp_progress_due(struct gp_progress *pr, int64_t now_ms);
 
+/* A STATS round's share of this tick: of the *left members the round has
+ * still to visit, n members now, the number to send it to (*left goes
+ * down by as many): a slice of GP_WALK_STATS_SLICES, all that is left
+ * when the job is done (the tick stops with the pool), never more than
+ * n. */
+uint32_t gp_progress_round_take(uint32_t *left, uint32_t n, bool done);
+
 /* The pool's applied minibatches per second and samples per second over
  * the window ending at now_ms (0 when nothing was applied in it). */
 void gp_progress_rate(const struct gp_progress *pr, int64_t now_ms,

@@ -148,8 +148,8 @@ void gp_robust_forget(struct gp_robust *r, uint64_t who);
 uint64_t gp_robust_idle_limit(const struct gp_robust *r);
 
 /* Frees agent's momentum when r applied more than gp_robust_idle_limit()
- * updates since the agent's last (its counters stay). Cheap; serve calls
- * it for every member on each tick (100 ms). */
+ * updates since the agent's last (its counters stay). Cheap; serve's
+ * tick calls it for each member once a second (its upkeep walk). */
 void gp_robust_agent_trim(const struct gp_robust *r,
 			  struct gp_robust_agent *agent);
 void gp_robust_finish(struct gp_robust *r);

@@ -42,26 +42,19 @@ static void send_stats(struct server *srv, struct peer *p,
 
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force)
 {
-	uint32_t n = srv->pool.n_members, visits;
+	uint32_t visits;
 	struct gp_msg_stats common;
 
 	gp_progress_record(&srv->progress, &srv->pool, now);
 	if (gp_progress_due(&srv->progress, now) || force)
-		srv->stats_left = n; /* a new round, on from where one stopped */
+		/* A new round, on from where one stopped. */
+		srv->stats_left = srv->pool.n_members;
 	if (!srv->stats_left)
 		return;
 	/* 10,000 STATS in one callback held the loop for a tenth of a
-	 * second every five (heartbeats' p99): a slice a tick. The last
-	 * one, when the job is done, goes to all at once: the tick stops
-	 * with the pool. */
-	visits = (n + GP_SERVE_STATS_SLICES - 1) / GP_SERVE_STATS_SLICES;
-	if (visits < GP_SERVE_SLICE_MIN)
-		visits = GP_SERVE_SLICE_MIN;
-	if (visits > srv->stats_left || srv->done)
-		visits = srv->stats_left;
-	srv->stats_left -= visits;
-	if (visits > n) /* members left during the round */
-		visits = n;
+	 * second every five (heartbeats' p99): a slice a tick. */
+	visits = gp_progress_round_take(&srv->stats_left, srv->pool.n_members,
+					srv->done);
 	gp_progress_fill(&srv->progress, &srv->pool, srv->done, now, &common);
 	while (visits-- > 0) {
 		struct gp_member *m = gp_members_step(&srv->pool, GP_WALK_STATS);

@@ -648,23 +648,10 @@ static void check_cancelled(struct server *srv, int64_t now)
 	gp_ledger_job_finish(&j);
 }
 
-/* How many members this tick's upkeep visits: all of a small pool, a
- * GP_SERVE_UPKEEP_SLICES'th of a large one. */
-static uint32_t upkeep_visits(const struct server *srv)
-{
-	uint32_t n = srv->pool.n_members;
-	uint32_t slice = (n + GP_SERVE_UPKEEP_SLICES - 1) / GP_SERVE_UPKEEP_SLICES;
-
-	if (slice < GP_SERVE_SLICE_MIN)
-		slice = GP_SERVE_SLICE_MIN;
-	return slice < n ? slice : n;
-}
-
 static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	int64_t now = gp_now_ms();
-	double sync_ms;
 
 	if (srv->finish_soon) {
 		srv->finish_soon = false;
@@ -681,11 +668,18 @@ static void on_tick(uv_timer_t *t)
 	check_cancelled(srv, now);
 	if (gp_sched_expire(srv->pool.sched, (uint64_t)now, srv->job.work_timeout_ms) > 0)
 		gp_warn("assignments timed out and went back to the queue");
-	/* Each member once a second (at most GP_SERVE_UPKEEP_SLICES ticks
-	 * apart), a slice each tick: timeouts are tens of seconds, and a
-	 * walk of 10,000 every 100 ms was the loop's own stall. */
-	sync_ms = gp_work_sync_interval(&srv->pool) * 1e3;
-	for (uint32_t k = 0, n = upkeep_visits(srv); k < n; k++) {
+	/* Each member once a second (GP_WALK_UPKEEP_SLICES ticks apart), a
+	 * slice each tick: timeouts are tens of seconds, and a walk of
+	 * 10,000 every 100 ms was the loop's own stall. The sync interval
+	 * looks at every live agent (within its memo's 100 ms): once a
+	 * second is enough for the ledger. */
+	if (now - srv->sync_ms_at >= 1000) {
+		srv->sync_ms = gp_work_sync_interval(&srv->pool) * 1e3;
+		srv->sync_ms_at = now;
+	}
+	for (uint32_t k = 0, n = gp_members_slice(srv->pool.n_members,
+						  GP_WALK_UPKEEP_SLICES);
+	     k < n; k++) {
 		struct gp_member *m = gp_members_step(&srv->pool, GP_WALK_UPKEEP);
 		struct peer *p;
 		int64_t since;
@@ -694,7 +688,7 @@ static void on_tick(uv_timer_t *t)
 			break;
 		p = peer_of(m);
 		gp_robust_agent_trim(&srv->pool.robust, &p->m.robust);
-		save_link(srv, p, sync_ms, now);
+		save_link(srv, p, srv->sync_ms, now);
 		if (!p->ch || !gp_channel_is_established(p->ch) || p->idle)
 			continue;
 		switch (gp_members_overdue(&srv->pool, &p->m, now, &since)) {

@@ -33,13 +33,6 @@
  * least this many, else one second's worth. */
 #define FLOOD_DROPS_MIN 64
 #define TICK_MS 100
-/* Walks over every member go a slice a tick (gp_members_step): at least
- * GP_SERVE_SLICE_MIN members (all of a small pool at once), else the
- * upkeep (overdue members, idle momenta) a tenth, each member once a
- * second, and a STATS round a twentieth, over two seconds of its five. */
-#define GP_SERVE_SLICE_MIN 256
-#define GP_SERVE_UPKEEP_SLICES 10
-#define GP_SERVE_STATS_SLICES 20
 /* How often connected members are checked for revocation. */
 #define REVOKE_CHECK_MS 1000
 #define EVAL_BATCH 1000
@@ -149,6 +142,10 @@ struct server {
 	/* Members the STATS round under way has still to visit
 	 * (gp_serve_progress_tick). */
 	uint32_t stats_left;
+	/* The pool's sync interval for the ledger's link notes, ms, and
+	 * when it was taken (on_tick). */
+	double sync_ms;
+	int64_t sync_ms_at;
 };
 
 /* The connection a member of the pool is. */

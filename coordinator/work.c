@@ -902,6 +902,7 @@ void gp_work_serve_all(struct gp_pool *pool)
 	uint64_t until = gp_mono_us() + (pool->serve_budget_us ?
 					 pool->serve_budget_us :
 					 GP_WORK_SERVE_BUDGET_US);
+	size_t queued = gp_sched_queued(pool->sched);
 	struct gp_member *m;
 	uint32_t visits;
 	uint64_t id;
@@ -929,7 +930,11 @@ void gp_work_serve_all(struct gp_pool *pool)
 	while (visits-- > 0 && gp_sched_queued(pool->sched) > 0 &&
 	       (m = gp_members_step(pool, GP_WALK_SERVE))) {
 		gp_work_serve(pool, m);
-		if (gp_mono_us() >= until && visits > 0)
+		/* Again soon only if this pass handed work out: a pass
+		 * that is slow for nothing (a loaded machine) must not
+		 * chain for ever. */
+		if (gp_mono_us() >= until && visits > 0 &&
+		    gp_sched_queued(pool->sched) < queued)
 			goto later;
 	}
 	return;

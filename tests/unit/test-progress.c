@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "credit.h"
+#include "members.h"
 #include "pool-fixture.h"
 #include "progress.h"
 
@@ -236,8 +237,53 @@ static void test_credit_page(void)
 	free(text);
 }
 
+/* A STATS round reaches n members in GP_WALK_STATS_SLICES ticks, all of
+ * a small pool at once, all that is left once the job is done, and never
+ * more than the members there are. */
+static void test_round(void)
+{
+	uint32_t left = 10000, sent = 0, ticks = 0;
+
+	while (left > 0 && ticks < 100) {
+		uint32_t k = gp_progress_round_take(&left, 10000, false);
+
+		ASSERT_EQ(k, 10000 / GP_WALK_STATS_SLICES);
+		sent += k;
+		ticks++;
+	}
+	ASSERT_EQ(sent, 10000);
+	ASSERT_EQ(ticks, GP_WALK_STATS_SLICES);
+	ASSERT_EQ(gp_progress_round_take(&left, 10000, false), 0);
+	/* 300: a slice of at least GP_WALK_SLICE_MIN, then the rest. */
+	left = 300;
+	ASSERT_EQ(gp_progress_round_take(&left, 300, false), GP_WALK_SLICE_MIN);
+	ASSERT_EQ(gp_progress_round_take(&left, 300, false),
+		  300 - GP_WALK_SLICE_MIN);
+	ASSERT_EQ(left, 0);
+	/* 40 and fewer: at once. */
+	left = 40;
+	ASSERT_EQ(gp_progress_round_take(&left, 40, false), 40);
+	ASSERT_EQ(left, 0);
+	/* The job done: everyone still to visit, now. */
+	left = 9000;
+	ASSERT_EQ(gp_progress_round_take(&left, 10000, true), 9000);
+	ASSERT_EQ(left, 0);
+	/* Members left during the round: no more visits than members. */
+	left = 5000;
+	ASSERT_EQ(gp_progress_round_take(&left, 100, true), 100);
+	ASSERT_EQ(left, 0);
+	left = 0;
+	ASSERT_EQ(gp_progress_round_take(&left, 0, true), 0);
+	/* The upkeep's slice: a tenth, at least the minimum, at most n. */
+	ASSERT_EQ(gp_members_slice(10001, GP_WALK_UPKEEP_SLICES), 1001);
+	ASSERT_EQ(gp_members_slice(1000, GP_WALK_UPKEEP_SLICES),
+		  GP_WALK_SLICE_MIN);
+	ASSERT_EQ(gp_members_slice(7, GP_WALK_UPKEEP_SLICES), 7);
+}
+
 int main(void)
 {
+	test_round();
 	test_job_name();
 	test_stats();
 	test_credit_page();
