@@ -197,7 +197,7 @@ void gp_serve_progress_start(struct server *srv, const char *job_path);
 /* serve-progress.c: records the pool's counters and, every few seconds
  * or when forced (an evaluation), starts a round that sends each member
  * that takes it (GP_CAP_PROGRESS) a STATS: a slice of the members each
- * tick (GP_SERVE_STATS_SLICES), all at once when the job is done. */
+ * tick (GP_WALK_STATS_SLICES), all at once when the job is done. */
 void gp_serve_progress_tick(struct server *srv, int64_t now, bool force);
 /* serve-progress.c: after WELCOME: on the thread pool, records j's public
  * name (borrowed) and reads the member's credit; then sends it its first
