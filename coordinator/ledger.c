@@ -709,7 +709,7 @@ int gp_ledger_agents_revoked(struct gp_ledger *l, int64_t **ret_ids,
 	r = gp_db_list(&l->c, "cannot list revoked agents", sizeof(**ret_ids),
 		       gp_db_int64, (void **)ret_ids, ret_n,
 		       "SELECT id FROM agents WHERE revoked_at IS NOT NULL "
-		       "AND connections > 0 ORDER BY id", "");
+		       "ORDER BY id", "");
 	pthread_mutex_unlock(&l->lock);
 	return r;
 }

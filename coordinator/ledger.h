@@ -133,11 +133,10 @@ int gp_ledger_agent_get(struct gp_ledger *l, int64_t id,
  * keeps the first time. */
 int gp_ledger_agent_revoke(struct gp_ledger *l, int64_t id, int64_t at);
 
-/* The ids of the revoked agents the ledger counts as connected
- * (connections > 0: a count that trails serve by one flush of the update
- * log), ascending, into *ret_ids (malloc'd, the caller frees; NULL when
- * none) and *ret_n: one query, for serve's check of its members.
- * Returns 0 or a negative errno. */
+/* Every revoked agent's id, ascending, into *ret_ids (malloc'd, the
+ * caller frees; NULL when none) and *ret_n: one query, for serve's check
+ * of its members (not filtered by the connection count: between jobs the
+ * update log's notes wait unflushed). Returns 0 or a negative errno. */
 int gp_ledger_agents_revoked(struct gp_ledger *l, int64_t **ret_ids,
 			     size_t *ret_n);
 

@@ -631,21 +631,10 @@ static void save_link(struct server *srv, struct peer *p, double sync_ms,
 
 static void check_cancelled(struct server *srv, int64_t now)
 {
-	struct gp_ledger_job j = { 0 };
-
 	if (srv->job_ending || now - srv->queue_checked_ms < QUEUE_CHECK_MS)
 		return;
 	srv->queue_checked_ms = now;
-	if (gp_ledger_job_get(srv->st.ledger, srv->pool.job_id, &j) < 0)
-		return;
-	if (j.state == GP_JOB_CANCELLED) {
-		gp_info("job %" PRId64 " was cancelled by the owner: checkpointing "
-			"it and telling its members", srv->pool.job_id);
-		srv->cancelled = true;
-		srv->pool.checkpoint_wanted = true;
-		gp_serve_maybe_finish(srv);
-	}
-	gp_ledger_job_finish(&j);
+	gp_bg_check_cancelled(srv);
 }
 
 static void on_tick(uv_timer_t *t)

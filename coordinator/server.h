@@ -123,6 +123,7 @@ struct server {
 	bool db_busy;
 	bool eval_busy;
 	bool revoke_busy;       /* a revocation check (check_revoked) */
+	bool cancel_busy;       /* a job state read (gp_bg_check_cancelled) */
 	int64_t last_revoke_check_ms;
 	uint32_t eval_pending;  /* epochs completed, waiting for evaluation */
 	struct gp_backend *eval_be;
@@ -217,9 +218,13 @@ void gp_bg_kick_db(struct server *srv, bool force_flush);
 /* background.c: evaluates a snapshot of the parameters on the test set,
  * for the next completed epoch, or (interim) for eval_every. */
 void gp_bg_start_eval(struct server *srv, bool interim);
-/* background.c: every REVOKE_CHECK_MS, looks the connected members up in
- * the ledger and says BYE to the revoked ones. */
+/* background.c: every REVOKE_CHECK_MS, lists the revoked agents from the
+ * ledger and says BYE to the members among them. */
 void gp_bg_check_revoked(struct server *srv, int64_t now);
+/* background.c: reads the job's state on the thread pool and, when the
+ * owner cancelled it (`job cancel`), checkpoints it and tells the
+ * members (gp_serve_maybe_finish). One read at a time. */
+void gp_bg_check_cancelled(struct server *srv);
 
 /* setup.c: reads and parses the job file (job_path, borrowed), or the
  * ledger's job job_id (> 0: a queued job, or one a stopped serve left
