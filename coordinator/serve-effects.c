@@ -279,7 +279,8 @@ static void fx_serve_later(void *ctx)
 	struct server *srv = ctx;
 
 	/* data: made with the tick, before any member can be served. */
-	if (srv->serve_idle.data && !uv_is_closing((uv_handle_t *)&srv->serve_idle))
+	if (srv->serve_idle.data &&
+	    !uv_is_closing((uv_handle_t *)&srv->serve_idle))
 		uv_idle_start(&srv->serve_idle, on_serve_later);
 }
 
