@@ -731,6 +731,19 @@ static void test_memo(void)
 	fx_teardown(&f);
 }
 
+/* A pool (staleness 1) of n members that asked for work while none could
+ * be sent; now it can. */
+static void waiting_members(struct fixture *f, size_t n)
+{
+	fx_setup(f, 1);
+	f->job.max_agents = FX_MEMBERS;
+	f->established = false;
+	for (size_t i = 0; i < n; i++)
+		gp_work_request(&f->pool, fx_join(f, i, 0), 1);
+	ASSERT_EQ(f->n_sent, 0);
+	f->established = true;
+}
+
 /* gp_work_serve_all's pass over members that want work visits at most
  * serve_scan of them and goes on where it stopped, also when the member
  * it would have started with left. */
@@ -738,13 +751,7 @@ static void test_serve_scan(void)
 {
 	struct fixture f;
 
-	fx_setup(&f, 1);
-	f.job.max_agents = FX_MEMBERS;
-	f.established = false; /* they ask, nothing can go yet */
-	for (size_t i = 0; i < 5; i++)
-		gp_work_request(&f.pool, fx_join(&f, i, 0), 1);
-	ASSERT_EQ(f.n_sent, 0);
-	f.established = true;
+	waiting_members(&f, 5);
 	f.pool.serve_scan = 3;
 	/* Listed newest first: 4, 3, 2 get their clocks. */
 	gp_work_serve_all(&f.pool);
@@ -1011,13 +1018,7 @@ static void test_serve_budget(void)
 	struct fixture f;
 	unsigned calls = 0;
 
-	fx_setup(&f, 1);
-	f.job.max_agents = FX_MEMBERS;
-	f.established = false; /* they ask, nothing can go yet */
-	for (size_t i = 0; i < 4; i++)
-		gp_work_request(&f.pool, fx_join(&f, i, 0), 1);
-	ASSERT_EQ(f.n_sent, 0);
-	f.established = true;
+	waiting_members(&f, 4);
 	f.slow_send = true;     /* every member served outlasts ... */
 	f.pool.serve_budget_us = 1; /* ... the budget */
 	do {
