@@ -468,7 +468,6 @@ void gp_bg_check_revoked(struct server *srv, int64_t now)
 	}
 }
 
-
 /* `gradpool-coordinator job cancel` writes the job's state from another
  * process. Read on the thread pool, as the revocations are: on the loop
  * the read waited for the ledger's lock behind any flush or checkpoint
