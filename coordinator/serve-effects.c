@@ -263,14 +263,13 @@ static void fx_epochs_completed(void *ctx, uint32_t n, bool job_done)
 
 /* The rest of gp_work_serve_all's members, in the loop's idle phase:
  * a slice at a time, each followed by a poll for I/O (heartbeats and
- * updates are not held behind a clock edge's herd). The condition is
- * serve.c's serving_work(). */
+ * updates are not held behind a clock edge's herd). */
 static void on_serve_later(uv_idle_t *h)
 {
 	struct server *srv = h->data;
 
 	uv_idle_stop(h);
-	if (srv->has_job && !srv->job_ending && !srv->pool.stopping)
+	if (gp_serve_serving_work(srv))
 		gp_work_serve_all(&srv->pool);
 }
 

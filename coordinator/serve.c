@@ -136,12 +136,6 @@ static void handle_heartbeat(struct peer *p, const struct gp_msg_heartbeat *h)
 	send_msg(p, &m);
 }
 
-/* Whether work is handed out now: a job runs and is not ending. */
-static bool serving_work(const struct server *srv)
-{
-	return srv->has_job && !srv->job_ending && !srv->pool.stopping;
-}
-
 /* ---- channel callbacks ------------------------------------------------ */
 
 static int on_verify(struct gp_channel *ch, const struct gp_channel_hello *hello,
@@ -452,7 +446,7 @@ static void on_drain(struct gp_channel *ch)
 	if (!p || p->listener_data || !p->m.pull_bytes)
 		return;
 	gp_work_pull_written(&p->srv->pool, &p->m);
-	if (serving_work(p->srv))
+	if (gp_serve_serving_work(p->srv))
 		gp_work_pull_serve(&p->srv->pool);
 }
 
@@ -487,7 +481,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	gp_members_remove(&srv->pool, &p->m);
 	p->ch = NULL;
 	free(p);
-	if (serving_work(srv)) {
+	if (gp_serve_serving_work(srv)) {
 		/* Its queued parameter send left the budget with it. */
 		gp_work_pull_serve(&srv->pool);
 		gp_work_serve_all(&srv->pool);
@@ -707,7 +701,7 @@ static void on_tick(uv_timer_t *t)
 	    srv->pool.applied_since_checkpoint > 0)
 		srv->pool.checkpoint_wanted = true;
 	gp_bg_kick_db(srv, false);
-	if (serving_work(srv))
+	if (gp_serve_serving_work(srv))
 		gp_work_serve_all(&srv->pool);
 	if (srv->has_job)
 		gp_serve_progress_tick(srv, now, false);

@@ -167,6 +167,12 @@ static inline struct peer *next_peer(const struct peer *p)
 	return p->m.next ? peer_of(p->m.next) : NULL;
 }
 
+/* Whether work is handed out now: a job runs and is not ending. */
+static inline bool gp_serve_serving_work(const struct server *srv)
+{
+	return srv->has_job && !srv->job_ending && !srv->pool.stopping;
+}
+
 /* serve.c: BYE with a reason (GP_BYE_*), then close p's channel (p
  * borrowed). */
 void gp_serve_bye(struct peer *p, uint16_t reason, const char *text);
