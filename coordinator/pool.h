@@ -170,6 +170,11 @@ struct gp_pool {
 	struct gp_member *cursors[GP_WALKS];
 	uint32_t serve_scan;           /* 0: GP_WORK_SERVE_SCAN (tests set less) */
 	uint32_t serve_budget_us;      /* 0: GP_WORK_SERVE_BUDGET_US (the same) */
+	/* When the message being handled was read from its connection
+	 * (gp_mono_us): set by the server for a message that waited in its
+	 * deferred queue, so that a link's round trip (gp_work_answered) does
+	 * not count the wait; 0: now. */
+	uint64_t msg_read_us;
 	/* The members' parameter mirrors together (downlink.h), bytes. */
 	uint64_t mirror_bytes;
 	/* The joined members by agent id (members.c): by_id_mask + 1

@@ -75,11 +75,20 @@ void gp_serve_bye(struct peer *p, uint16_t reason, const char *text)
 	gp_serve_close(p, reason, text);
 }
 
-static void handle_update(struct peer *p, const struct gp_msg_update *u)
+/* read_us: when it was read (gp_mono_us), 0: now. */
+static void handle_update(struct peer *p, const struct gp_msg_update *u,
+			  uint64_t read_us)
 {
 	struct server *srv = p->srv;
+	int64_t received = gp_now_ms();
+	uint64_t now_us = gp_mono_us();
 
-	gp_apply_update(&srv->pool, &p->m, u, gp_now_ms());
+	/* One that waited in the deferred queue was received when read. */
+	if (read_us && read_us < now_us)
+		received -= (int64_t)((now_us - read_us) / 1000);
+	srv->pool.msg_read_us = read_us;
+	gp_apply_update(&srv->pool, &p->m, u, received);
+	srv->pool.msg_read_us = 0;
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		gp_bg_kick_db(srv, false);
 }
@@ -355,11 +364,23 @@ static bool refuse_version(struct peer *p, const uint8_t *data, size_t len)
 static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	struct peer *p = gp_channel_data(ch);
-	struct gp_msg m;
-	int r;
+	struct gp_msg_header h;
 
 	if (!p || p->listener_data || !rate_admit(p, data, len))
 		return;
+	if (gp_serve_defer(p, data, len, p->m.joined &&
+			   gp_msg_peek(data, len, &h) == 0 &&
+			   h.type == GP_MSG_UPDATE))
+		return;
+	gp_serve_dispatch(p, data, len, 0);
+}
+
+void gp_serve_dispatch(struct peer *p, const uint8_t *data, size_t len,
+		       uint64_t read_us)
+{
+	struct gp_msg m;
+	int r;
+
 	r = gp_msg_decode(data, len, &m);
 	if (r == -EPROTONOSUPPORT && refuse_version(p, data, len))
 		return;
@@ -407,7 +428,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		gp_work_request(&p->srv->pool, &p->m, m.u.work_request.count);
 		break;
 	case GP_MSG_UPDATE:
-		handle_update(p, &m.u.update);
+		handle_update(p, &m.u.update, read_us);
 		break;
 	case GP_MSG_DATA_REQUEST:
 		handle_data_request(p, &m.u.data_request);
@@ -478,6 +499,7 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		gp_debug("%s: closed before joining: %s: %s", p->m.addr,
 			 gp_channel_close_reason_name(reason), text);
 	}
+	gp_serve_defer_forget(p);
 	gp_members_remove(&srv->pool, &p->m);
 	p->ch = NULL;
 	free(p);
@@ -569,6 +591,7 @@ void gp_serve_maybe_finish(struct server *srv)
 	if (!uv_is_closing((uv_handle_t *)&srv->tick)) {
 		uv_close((uv_handle_t *)&srv->tick, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->serve_idle, close_cb_noop);
+		uv_close((uv_handle_t *)&srv->defer_idle, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigint, close_cb_noop);
 		uv_close((uv_handle_t *)&srv->sigterm, close_cb_noop);
 	}
@@ -1001,6 +1024,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	srv->tick.data = srv;
 	uv_idle_init(&srv->loop, &srv->serve_idle);
 	srv->serve_idle.data = srv;
+	gp_serve_defer_init(srv);
 	uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
 	uv_signal_init(&srv->loop, &srv->sigint);
 	uv_signal_init(&srv->loop, &srv->sigterm);
@@ -1019,6 +1043,7 @@ out:
 	uv_walk(&srv->loop, walk_close, NULL);
 	uv_run(&srv->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&srv->loop);
+	gp_serve_defer_finish(srv);
 	if (srv->st.ledger)
 		gp_ledger_flush(srv->st.ledger);
 	gp_setup_teardown(srv);

@@ -874,8 +874,9 @@ void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 		bytes += gp_msg_payload_size(u->blocks[i].dtype,
 					     u->blocks[i].count);
 	if (gp_ssp_link_answered(pool->ssp, (uint64_t)m->agent_id,
-				 (int64_t)u->clock, gp_mono_us(), u->compute_us,
-				 bytes) != 1 ||
+				 (int64_t)u->clock, pool->msg_read_us ?
+				 pool->msg_read_us : gp_mono_us(),
+				 u->compute_us, bytes) != 1 ||
 	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
 		return;
 	sync = gp_work_sync_interval(pool);

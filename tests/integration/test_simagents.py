@@ -13,7 +13,12 @@ that it cannot end before the last agent of the storm joined.
 serve runs with GP_SERVE_OFFLOAD=1 and GP_SEAL_OFFLOAD_MIN=16384: its 400
 handshakes and its pulls and minibatches (tens of KiB here) go through
 libuv's thread pool (docs/architecture.md "Threads"), which the other
-tests, with serve as shipped, do not use."""
+tests, with serve as shipped, do not use. And with
+GP_SERVE_DEFER_BUDGET_US=1: the deferred queue of updates (server.h)
+handles one message a turn of the loop, so that 200 connections' updates
+wait behind each other, with their reading paused and what else they
+sent queued behind them, as far as they ever do; the bookkeeping above
+must hold all the same."""
 import json
 import os
 import re
@@ -45,13 +50,14 @@ def test():
            # recomputation would find them wrong and revoke the agents.
            "pool": {"max_agents": AGENTS + 16, "verify_rate": 0}}
     with gppool.Pool("simagents", **job) as pool:
-        os.environ["GP_SERVE_OFFLOAD"] = "1"
-        os.environ["GP_SEAL_OFFLOAD_MIN"] = "16384"
+        env = {"GP_SERVE_OFFLOAD": "1", "GP_SEAL_OFFLOAD_MIN": "16384",
+               "GP_SERVE_DEFER_BUDGET_US": "1"}
+        os.environ.update(env)
         try:
             serve = pool.serve()
         finally:
-            del os.environ["GP_SERVE_OFFLOAD"]
-            del os.environ["GP_SEAL_OFFLOAD_MIN"]
+            for k in env:
+                del os.environ[k]
         token = pool.invite(uses=AGENTS)
         report = os.path.join(pool.dir, "sim.json")
         base = os.path.join(pool.dir, "sim")
@@ -72,6 +78,13 @@ def test():
         check(sim.wait(30) == 0, "gp-simagent did not exit cleanly:\n" +
               sim.tails())
         serve.end()
+        # The queue was used, and more than one message waited at once.
+        m = re.search(r"deferred queue: (\d+) messages, at most (\d+) "
+                      r"waiting at once", serve.stderr())
+        check(m and int(m.group(1)) > 0 and int(m.group(2)) > 1,
+              "serve did not report its deferred queue, or nothing waited "
+              "in it: %r" % (m.group(0) if m else serve.tails()))
+        log(m.group(0))
         with open(report) as f:
             r = json.load(f)
         log("simulator: %s" % json.dumps({k: v for k, v in r.items()

@@ -3,6 +3,7 @@
  * paused members, clock sizes from the slowest agent, and the join and
  * leave decisions, all without a socket. */
 #include <errno.h>
+#include <time.h>
 
 #include "pool-fixture.h"
 #include "verify.h"
@@ -1073,6 +1074,48 @@ static void test_walk(void)
 	fx_teardown(&f);
 }
 
+/* The link an update's round trip measures, with the update read at
+ * read_us (pool.msg_read_us, 0: now) after a 100 ms wait between reading
+ * and handling, as in the server's deferred queue. */
+static double link_after_wait(bool read_time)
+{
+	struct fixture f;
+	struct gp_member *m;
+	struct gp_ssp_agent_info info;
+	struct timespec wait = { .tv_nsec = 100 * 1000 * 1000 };
+	uint64_t ids[64], read_us;
+	struct fx_update x;
+	size_t n;
+
+	fx_setup(&f, 1);
+	m = fx_join(&f, 0, 0);
+	gp_work_request(&f.pool, m, 1);
+	n = fx_work_of(&f, m->agent_id, 0, ids, 64);
+	ASSERT(n > 0);
+	read_us = gp_mono_us();
+	nanosleep(&wait, NULL);
+	f.pool.msg_read_us = read_time ? read_us : 0;
+	ASSERT_OK(gp_apply_update(&f.pool, m, fx_plain(&x, ids[0], 0, zero),
+				  gp_now_ms()));
+	f.pool.msg_read_us = 0;
+	ASSERT_OK(gp_ssp_get(f.pool.ssp, (uint64_t)m->agent_id, &info));
+	ASSERT(info.link_bps > 0);
+	fx_teardown(&f);
+	return info.link_bps;
+}
+
+/* A link is measured to the time its update was read, not to the time it
+ * was handled: the 100 ms an update waits in the server's queue is not
+ * the link's. With the read time the round trip is the microseconds
+ * between handing out and reading; without it, 100 ms or more. */
+static void test_link_read_time(void)
+{
+	double with_read = link_after_wait(true);
+	double without = link_after_wait(false);
+
+	ASSERT(with_read > 2 * without);
+}
+
 int main(void)
 {
 	test_overdue();
@@ -1095,5 +1138,6 @@ int main(void)
 	test_serve_scan();
 	test_walk();
 	test_serve_budget();
+	test_link_read_time();
 	return 0;
 }
