@@ -204,7 +204,7 @@ struct gp_pool {
 
 	/* The pool-wide figures that size clocks (work.c), each a scan of
 	 * every live agent: in a pool of more than GP_WORK_MEMO_MIN live
-	 * agents reused for up to gp_work_memo_us() (a field of a const pool
+	 * agents reused for up to GP_WORK_MEMO_US (a field of a const pool
 	 * written by work.c's memo()). */
 	struct gp_work_memo {
 		uint64_t at_us;

@@ -307,15 +307,9 @@ static uint64_t minibatch_bytes(const struct gp_pool *pool,
 }
 
 /* The memo of the pool-wide sizing figures (pool.h) for `live` live
- * agents, emptied when older than gp_work_memo_us(live) or made for
- * another number; NULL in a pool of at most GP_WORK_MEMO_MIN: compute
- * them each time. */
-uint64_t gp_work_memo_us(size_t live)
-{
-	return GP_WORK_MEMO_US * ((live + GP_WORK_MEMO_AGENTS - 1) /
-				  GP_WORK_MEMO_AGENTS);
-}
-
+ * agents, emptied when older than GP_WORK_MEMO_US or made for another
+ * number; NULL in a pool of at most GP_WORK_MEMO_MIN: compute them each
+ * time. */
 static struct gp_work_memo *memo(const struct gp_pool *pool, size_t live)
 {
 	/* The pool is not const to its owner: only the memo is written
@@ -326,7 +320,7 @@ static struct gp_work_memo *memo(const struct gp_pool *pool, size_t live)
 	if (live <= GP_WORK_MEMO_MIN)
 		return NULL;
 	now = gp_mono_us();
-	if (mo->live != live || now >= mo->at_us + gp_work_memo_us(live))
+	if (mo->live != live || now >= mo->at_us + GP_WORK_MEMO_US)
 		*mo = (struct gp_work_memo){ .at_us = now, .live = live };
 	return mo;
 }

@@ -36,17 +36,10 @@
 /* Above this many live agents, the pool-wide figures that size clocks
  * (the slowest speed, the links' clock, the runs of the others: each a
  * scan of every live agent) are computed at most every GP_WORK_MEMO_US
- * per GP_WORK_MEMO_AGENTS live agents (100 ms up to 1,000, 1 s at
- * 10,000: the scans cost the same each second whatever the pool's size)
  * and reused meanwhile, so that handing out work stays O(1) per event in
- * a pool of thousands; smaller pools compute them every time. At 10,000
- * agents a scan every 100 ms was 10-15 % of serve's loop (perf:
- * link_clock_s, and gp_members_find under link_cost). */
+ * a pool of thousands; smaller pools compute them every time. */
 #define GP_WORK_MEMO_MIN 64
 #define GP_WORK_MEMO_US 100000
-#define GP_WORK_MEMO_AGENTS 1000
-/* How long the memo lasts with `live` live agents, µs. */
-uint64_t gp_work_memo_us(size_t live);
 /* One gp_work_serve_all call hands out work for at most this long (µs):
  * each member served may get a parameter pull and a clock of
  * minibatches, and a clock edge that frees 500 members parked by the

@@ -730,11 +730,6 @@ static void test_memo(void)
 	set_link(&f, 1, 72, 0.1);
 	ASSERT(gp_work_sync_interval(&f.pool) > s0);
 	fx_teardown(&f);
-	/* The memo lasts 100 ms per 1,000 live agents, at least 100 ms. */
-	ASSERT_UINT_EQ(gp_work_memo_us(GP_WORK_MEMO_MIN + 1), GP_WORK_MEMO_US);
-	ASSERT_UINT_EQ(gp_work_memo_us(1000), GP_WORK_MEMO_US);
-	ASSERT_UINT_EQ(gp_work_memo_us(1001), 2 * GP_WORK_MEMO_US);
-	ASSERT_UINT_EQ(gp_work_memo_us(10000), 10 * GP_WORK_MEMO_US);
 }
 
 /* A pool (staleness 1) of n members that asked for work while none could
