@@ -1,5 +1,6 @@
 /* UPDATE messages wait in a queue and are handled a budget at a time in
  * the loop's idle phase: see server.h. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,19 @@ static struct gp_deferred *pop(struct server *srv)
 	return d;
 }
 
+/* A message out of the queue: handled, unless serve closed its
+ * connection meanwhile (dropped, as the channel drops what comes after
+ * the close). */
+static void handle(struct gp_deferred *d)
+{
+	if (!d->p->closed_here)
+		gp_serve_dispatch(d->p, d->data, d->len, d->at_us);
+	free(d);
+}
+
 /* The loop's idle phase: queued messages in arrival order for up to
- * GP_SERVE_DEFER_BUDGET_US, then a poll for I/O (uv_idle makes it not
- * wait) and the rest in the next turn. */
+ * defer_budget_us (at least one), then a poll for I/O (uv_idle makes it
+ * not wait) and the rest in the next turn. */
 static void on_defer(uv_idle_t *h)
 {
 	struct server *srv = h->data;
@@ -46,12 +57,11 @@ static void on_defer(uv_idle_t *h)
 
 		if (waited > srv->defer_wait_max_us)
 			srv->defer_wait_max_us = waited;
-
 		/* Reading resumed in pop() begins at the next poll, after
 		 * this message: a connection's messages keep their order.
-		 * Handling may close the connection; d holds what it needs. */
-		gp_serve_dispatch(d->p, d->data, d->len, d->at_us);
-		free(d);
+		 * Handling may close the connection, but on_close comes
+		 * later (libuv's close callback); d holds what it needs. */
+		handle(d);
 		if (gp_mono_us() - t0 >= srv->defer_budget_us)
 			break;
 	}
@@ -62,13 +72,23 @@ static void on_defer(uv_idle_t *h)
 void gp_serve_defer_init(struct server *srv)
 {
 	const char *b = getenv("GP_SERVE_DEFER_BUDGET_US");
+	unsigned long long v;
+	char *end;
 
 	uv_idle_init(&srv->loop, &srv->defer_idle);
 	srv->defer_idle.data = srv;
 	srv->defer_budget_us = GP_SERVE_DEFER_BUDGET_US;
+	if (!b || !*b)
+		return;
 	/* 0 turns the queue off: every message is handled as it is read. */
-	if (b && *b)
-		srv->defer_budget_us = strtoull(b, NULL, 10);
+	errno = 0;
+	v = strtoull(b, &end, 10);
+	if (errno || *end || *b == '-' || v > 1000000)
+		gp_warn("GP_SERVE_DEFER_BUDGET_US=%s: not a number of "
+			"microseconds from 0 to 1000000; %u it is", b,
+			GP_SERVE_DEFER_BUDGET_US);
+	else
+		srv->defer_budget_us = v;
 }
 
 bool gp_serve_defer(struct peer *p, const uint8_t *data, size_t len,
@@ -80,12 +100,22 @@ bool gp_serve_defer(struct peer *p, const uint8_t *data, size_t len,
 	if (!p->deferred && (!update || !srv->defer_budget_us ||
 			     srv->defer_bytes >= GP_SERVE_DEFER_MAX_BYTES))
 		return false;
+	/* The loop is ending (every connection is told BYE first) or the
+	 * connection is gone: handled now. */
 	if (!srv->defer_idle.data ||
 	    uv_is_closing((uv_handle_t *)&srv->defer_idle) || !p->ch)
 		return false;
 	d = malloc(sizeof(*d) + len);
+	if (!d && p->deferred) {
+		/* Handled now, it would overtake p's others that wait: the
+		 * connection goes instead, and they with it. */
+		gp_warn("%s: out of memory for the deferred queue, closing",
+			p->m.addr);
+		gp_serve_bye(p, GP_BYE_RESTART, "coordinator out of memory");
+		return true;
+	}
 	if (!d)
-		return false; /* out of memory: handled now */
+		return false; /* out of memory, nothing of p's waits: now */
 	d->next = NULL;
 	d->p = p;
 	d->at_us = gp_mono_us();
@@ -106,7 +136,7 @@ bool gp_serve_defer(struct peer *p, const uint8_t *data, size_t len,
 	return true;
 }
 
-void gp_serve_defer_forget(struct peer *p)
+void gp_serve_defer_flush(struct peer *p)
 {
 	struct server *srv = p->srv;
 	struct gp_deferred **link = &srv->defer_head, *prev = NULL;
@@ -125,7 +155,9 @@ void gp_serve_defer_forget(struct peer *p)
 		srv->defer_bytes -= d->len;
 		srv->defer_n--;
 		p->deferred--;
-		free(d);
+		/* The channel is closing: handlers send nothing on it, and
+		 * nothing they do queues or frees anything of the queue's. */
+		handle(d);
 	}
 }
 
@@ -136,11 +168,12 @@ void gp_serve_defer_finish(struct server *srv)
 			"waiting at once, the longest wait %.1f ms",
 			srv->defer_total, srv->defer_peak,
 			(double)srv->defer_wait_max_us / 1000.0);
+	/* Empty: every connection's on_close flushed its own before the
+	 * loop ended (their peers are freed, so only the entries go). */
 	while (srv->defer_head) {
 		struct gp_deferred *d = srv->defer_head;
 
 		srv->defer_head = d->next;
-		d->p->deferred--;
 		free(d);
 	}
 	srv->defer_tail = NULL;

@@ -60,6 +60,7 @@ static int send_msg(struct peer *p, struct gp_msg *m)
 
 void gp_serve_close(struct peer *p, uint16_t code, const char *text)
 {
+	p->closed_here = true;
 	if (p->ch)
 		gp_channel_close(p->ch, code, text);
 }
@@ -481,6 +482,8 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 	if (!p || p->listener_data)
 		return;
 	srv = p->srv;
+	/* What it sent before closing, still in the deferred queue. */
+	gp_serve_defer_flush(p);
 	if (p->m.joined) {
 		size_t back = gp_members_leave(&srv->pool, &p->m);
 
@@ -499,7 +502,6 @@ static void on_close(struct gp_channel *ch, enum gp_close_reason reason,
 		gp_debug("%s: closed before joining: %s: %s", p->m.addr,
 			 gp_channel_close_reason_name(reason), text);
 	}
-	gp_serve_defer_forget(p);
 	gp_members_remove(&srv->pool, &p->m);
 	p->ch = NULL;
 	free(p);

@@ -68,6 +68,9 @@ struct peer {
 	/* Its messages in the server's deferred queue (serve-defer.c);
 	 * its reading is paused while there are any. */
 	uint32_t deferred;
+	/* serve closed it (gp_serve_close): what of it waits in the
+	 * deferred queue is dropped, not handled. */
+	bool closed_here;
 };
 
 struct server {
@@ -211,10 +214,15 @@ void gp_serve_dispatch(struct peer *p, const uint8_t *data, size_t len,
  * edge's herd: 100-270 at 10,000 agents) before the next socket is read.
  * While a connection has messages waiting its reading is paused, and
  * what else it already sent queues behind them, so each connection's
- * messages are handled in the order they came; a connection that closes
- * meanwhile loses its waiting messages, as if they were lost on the way
- * (its minibatches go back to the queue). From GP_SERVE_DEFER_MAX_BYTES
- * queued, updates are applied as they are read. */
+ * messages are handled in the order they came. A connection that closes
+ * by itself (its close frame may come in the same read as its last
+ * update) has its waiting messages handled before the member leaves,
+ * as they would have been without the queue; one that serve closed
+ * (BYE for strikes, revocation, the job's end, shutdown) has them
+ * dropped, as its channel drops what comes after the close. A turn
+ * handles at least one message, so one large update can take longer
+ * than the budget. From GP_SERVE_DEFER_MAX_BYTES queued, a member's
+ * next update is applied as it is read, unless others of it wait. */
 #define GP_SERVE_DEFER_BUDGET_US 5000
 #define GP_SERVE_DEFER_MAX_BYTES (256u * 1024 * 1024)
 void gp_serve_defer_init(struct server *srv);
@@ -223,8 +231,9 @@ void gp_serve_defer_init(struct server *srv);
  * to be handled now. */
 bool gp_serve_defer(struct peer *p, const uint8_t *data, size_t len,
 		    bool update);
-/* Drops p's waiting messages: its connection closed. */
-void gp_serve_defer_forget(struct peer *p);
+/* Handles p's waiting messages now, in order: its connection closed
+ * (on_close, before the member leaves), and they came before that. */
+void gp_serve_defer_flush(struct peer *p);
 /* Drops every waiting message (the loop is gone). */
 void gp_serve_defer_finish(struct server *srv);
 
