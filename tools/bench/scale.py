@@ -210,6 +210,13 @@ def run(n, args):
             "heartbeats": sum(r["heartbeats"] for r in reports),
             "updates_per_s": round(updates / steady, 1),
             "ledger_rows_per_s": round(applied / steady, 1),
+            # Minibatches applied before the steady work: early in a job
+            # a clock's runs are at most the pool's applied minibatches
+            # times the agent's share (work.c run_length), so this and
+            # the minibatches per update go together.
+            "applied_before_steady": rows0,
+            "minibatches_per_update": round(applied / updates, 2)
+            if updates else None,
             "cpu_ms_per_update": round(1e3 * (cpu1 - cpu0) / updates, 3)
             if updates else None,
             "coordinator_cpu_share": round((cpu1 - cpu0) / steady, 3),
