@@ -17,29 +17,29 @@ struct gp_deferred {
 	uint8_t data[];
 };
 
-/* Takes the queue's head off, giving its connection's reading back when
- * it was that connection's last message waiting. */
-static struct gp_deferred *pop(struct server *srv)
+/* d, unlinked from the queue (prev: the entry before it, NULL at the
+ * head), is handled, unless serve closed its connection meanwhile
+ * (dropped, as the channel drops what comes after the close). Its
+ * connection's reading comes back with its last waiting message (a
+ * closing channel ignores that); the reading itself begins at the next
+ * poll, after this message, so a connection's messages keep their
+ * order. Handling may close the connection, but on_close comes later,
+ * from libuv's close callback. */
+static void handle(struct server *srv, struct gp_deferred **link,
+		   struct gp_deferred *prev)
 {
-	struct gp_deferred *d = srv->defer_head;
+	struct gp_deferred *d = *link;
+	struct peer *p = d->p;
 
-	srv->defer_head = d->next;
-	if (!srv->defer_head)
-		srv->defer_tail = NULL;
+	*link = d->next;
+	if (srv->defer_tail == d)
+		srv->defer_tail = prev;
 	srv->defer_bytes -= d->len;
 	srv->defer_n--;
-	if (--d->p->deferred == 0 && d->p->ch)
-		gp_channel_pause_reading(d->p->ch, false);
-	return d;
-}
-
-/* A message out of the queue: handled, unless serve closed its
- * connection meanwhile (dropped, as the channel drops what comes after
- * the close). */
-static void handle(struct gp_deferred *d)
-{
-	if (!d->p->closed_here)
-		gp_serve_dispatch(d->p, d->data, d->len, d->at_us);
+	if (--p->deferred == 0)
+		gp_channel_pause_reading(p->ch, false);
+	if (!p->closed_here)
+		gp_serve_dispatch(p, d->data, d->len, d->at_us);
 	free(d);
 }
 
@@ -52,16 +52,11 @@ static void on_defer(uv_idle_t *h)
 	uint64_t t0 = gp_mono_us();
 
 	while (srv->defer_head) {
-		struct gp_deferred *d = pop(srv);
-		uint64_t waited = gp_mono_us() - d->at_us;
+		uint64_t waited = gp_mono_us() - srv->defer_head->at_us;
 
 		if (waited > srv->defer_wait_max_us)
 			srv->defer_wait_max_us = waited;
-		/* Reading resumed in pop() begins at the next poll, after
-		 * this message: a connection's messages keep their order.
-		 * Handling may close the connection, but on_close comes
-		 * later (libuv's close callback); d holds what it needs. */
-		handle(d);
+		handle(srv, &srv->defer_head, NULL);
 		if (gp_mono_us() - t0 >= srv->defer_budget_us)
 			break;
 	}
@@ -100,10 +95,9 @@ bool gp_serve_defer(struct peer *p, const uint8_t *data, size_t len,
 	if (!p->deferred && (!update || !srv->defer_budget_us ||
 			     srv->defer_bytes >= GP_SERVE_DEFER_MAX_BYTES))
 		return false;
-	/* The loop is ending (every connection is told BYE first) or the
-	 * connection is gone: handled now. */
-	if (!srv->defer_idle.data ||
-	    uv_is_closing((uv_handle_t *)&srv->defer_idle) || !p->ch)
+	/* The loop is ending (every connection is told BYE first): handled
+	 * now. */
+	if (uv_is_closing((uv_handle_t *)&srv->defer_idle))
 		return false;
 	d = malloc(sizeof(*d) + len);
 	if (!d && p->deferred) {
@@ -141,23 +135,15 @@ void gp_serve_defer_flush(struct peer *p)
 	struct server *srv = p->srv;
 	struct gp_deferred **link = &srv->defer_head, *prev = NULL;
 
+	/* The channel is closing: handlers send nothing on it, and nothing
+	 * they do queues or frees anything of the queue's. */
 	while (p->deferred && *link) {
-		struct gp_deferred *d = *link;
-
-		if (d->p != p) {
-			prev = d;
-			link = &d->next;
+		if ((*link)->p != p) {
+			prev = *link;
+			link = &prev->next;
 			continue;
 		}
-		*link = d->next;
-		if (srv->defer_tail == d)
-			srv->defer_tail = prev;
-		srv->defer_bytes -= d->len;
-		srv->defer_n--;
-		p->deferred--;
-		/* The channel is closing: handlers send nothing on it, and
-		 * nothing they do queues or frees anything of the queue's. */
-		handle(d);
+		handle(srv, link, prev);
 	}
 }
 

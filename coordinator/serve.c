@@ -82,11 +82,14 @@ static void handle_update(struct peer *p, const struct gp_msg_update *u,
 {
 	struct server *srv = p->srv;
 	int64_t received = gp_now_ms();
-	uint64_t now_us = gp_mono_us();
 
 	/* One that waited in the deferred queue was received when read. */
-	if (read_us && read_us < now_us)
-		received -= (int64_t)((now_us - read_us) / 1000);
+	if (read_us) {
+		uint64_t now_us = gp_mono_us();
+
+		if (read_us < now_us)
+			received -= (int64_t)((now_us - read_us) / 1000);
+	}
 	srv->pool.msg_read_us = read_us;
 	gp_apply_update(&srv->pool, &p->m, u, received);
 	srv->pool.msg_read_us = 0;

@@ -210,10 +210,11 @@ def run(n, args):
             "heartbeats": sum(r["heartbeats"] for r in reports),
             "updates_per_s": round(updates / steady, 1),
             "ledger_rows_per_s": round(applied / steady, 1),
-            # Minibatches applied before the steady work: early in a job
-            # a clock's runs are at most the pool's applied minibatches
-            # times the agent's share (work.c run_length), so this and
-            # the minibatches per update go together.
+            # The heartbeat tail follows the minibatches per update
+            # (docs/performance.md "Scale"). Early in a job a clock's
+            # runs are at most the pool's applied minibatches times the
+            # agent's share (work.c run_length): the minibatches applied
+            # before the steady work show whether that cap set them.
             "applied_before_steady": rows0,
             "minibatches_per_update": round(applied / updates, 2)
             if updates else None,
