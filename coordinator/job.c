@@ -70,6 +70,8 @@ void gp_job_defaults(struct gp_job *job)
 	job->verify_rate = 0.1;
 	job->verify_tolerance = 0.05;
 	job->verify_bans = 2;
+	job->verify_delegate = true;
+	job->verify_audit = 0.1;
 	job->work_timeout_ms = 120000;
 	job->rate_messages = 5000;
 	job->rate_bytes = 1u << 30;
@@ -524,6 +526,10 @@ static const struct gp_conf_key job_keys[] = {
 	{"pool", "verify_tolerance", GP_CONF_DOUBLE, F(verify_tolerance), 0,
 	 1e-6, 10, 0, NULL},
 	{"pool", "verify_bans", GP_CONF_U32, F(verify_bans), 0, 1, 1000000, 0,
+	 NULL},
+	{"pool", "verify_delegate", GP_CONF_BOOL, F(verify_delegate), 0, 0, 0,
+	 0, NULL},
+	{"pool", "verify_audit", GP_CONF_DOUBLE, F(verify_audit), 0, 0, 1, 0,
 	 NULL},
 	{"pool", "max_strikes", GP_CONF_U32, F(max_strikes), 0, 1, 1000000, 0,
 	 NULL},

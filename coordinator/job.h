@@ -131,6 +131,13 @@
  *   verify_tolerance = 0.05   relative difference a recomputed update may
  *                             show beyond the wire's rounding, 1e-6..10
  *   verify_bans = 2           mismatches after which a member is revoked
+ *   verify_delegate = true    hand a check to another member that offers
+ *                             GP_CAP_VERIFY (docs/security.md "Checks by
+ *                             other members"); false: the coordinator
+ *                             recomputes every check itself
+ *   verify_audit = 0.1        fraction of the checks another member
+ *                             passed that the coordinator recomputes too,
+ *                             0..1 (a lying checker is found at these)
  *   max_strikes = 8           rejected updates after which an agent is
  *                             disconnected, 1..1000000
  *   work_timeout = 2m         an agent holding work with no update applied
@@ -235,6 +242,8 @@ struct gp_job {
 	double verify_rate;
 	double verify_tolerance;
 	uint32_t verify_bans;
+	bool verify_delegate;
+	double verify_audit;
 	uint32_t max_strikes;
 	uint64_t work_timeout_ms;
 	uint64_t rate_messages;  /* per second, 0: unlimited */

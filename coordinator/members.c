@@ -190,6 +190,12 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	else if ((j->caps & GP_CAP_DATA_SHARDS) &&
 		 strcmp(pool->job->data_set, "tokens") != 0)
 		caps |= GP_CAP_DATA_SHARDS;
+	/* Checks of other members' updates, by sample index: only with the
+	 * training set, and only where the coordinator could recompute
+	 * them itself (verification on, not a language model). */
+	if ((j->caps & GP_CAP_VERIFY) && (caps & GP_CAP_LOCAL_DATA) &&
+	    pool->verify && pool->job->verify_delegate)
+		caps |= GP_CAP_VERIFY;
 	/* int8 updates with error feedback, momentum down as int8 (the
 	 * parameters stay f16). */
 	if ((j->caps & GP_CAP_Q8) && (caps & GP_CAP_F16) && pool->job->int8)

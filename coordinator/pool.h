@@ -35,6 +35,7 @@ enum gp_walk {
 	GP_WALK_SERVE,     /* gp_work_serve_all: members waiting for work */
 	GP_WALK_UPKEEP,    /* serve's tick: overdue members, idle momenta */
 	GP_WALK_STATS,     /* serve's STATS rounds */
+	GP_WALK_VERIFY,    /* verify-delegate.c: drawing a checker */
 	GP_WALKS
 };
 
@@ -114,7 +115,7 @@ struct gp_member {
 };
 
 /* What the decisions do to the world. ctx is gp_pool.fx_data; a member
- * pointer is borrowed for the call. Every callback is required. */
+ * pointer is borrowed for the call. Every callback is required but send_verify. */
 struct gp_pool_effects {
 	/* Whether m's connection is established (may be sent work). */
 	bool (*can_send)(void *ctx, const struct gp_member *m);
@@ -138,6 +139,10 @@ struct gp_pool_effects {
 	void (*ledger_rejection)(void *ctx, const struct gp_ledger_rejection *rej);
 	/* job.eval_every minibatches were applied: an interim evaluation. */
 	void (*interim_eval)(void *ctx);
+	/* Sends m (a member granted GP_CAP_VERIFY) msg, a VERIFY_TASK
+	 * (borrowed). Returns >= 0 or a negative errno. NULL: checks are
+	 * not handed to members. */
+	int (*send_verify)(void *ctx, struct gp_member *m, struct gp_msg *msg);
 	/* n epochs were completed by the last applied minibatch; job_done:
 	 * the last one. */
 	void (*epochs_completed)(void *ctx, uint32_t n, bool job_done);

@@ -194,6 +194,12 @@ static int fx_send_minibatch(void *ctx, struct gp_member *m, uint64_t id,
 	return send_minibatch(peer_of(m), id, clock, group);
 }
 
+static int fx_send_verify(void *ctx, struct gp_member *m, struct gp_msg *msg)
+{
+	(void)ctx;
+	return gp_serve_send(peer_of(m), msg);
+}
+
 static void fx_send_bye(void *ctx, struct gp_member *m, uint16_t reason,
 			const char *text)
 {
@@ -292,6 +298,7 @@ const struct gp_pool_effects gp_serve_effects = {
 	.ledger_room = fx_ledger_room,
 	.ledger_update = fx_ledger_update,
 	.ledger_rejection = fx_ledger_rejection,
+	.send_verify = fx_send_verify,
 	.interim_eval = fx_interim_eval,
 	.epochs_completed = fx_epochs_completed,
 	.serve_later = fx_serve_later,

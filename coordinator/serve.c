@@ -455,6 +455,16 @@ void gp_serve_dispatch(struct peer *p, const uint8_t *data, size_t len,
 	case GP_MSG_PROFILE:
 		gp_serve_progress_profile(p, &m.u.profile);
 		break;
+	case GP_MSG_VERIFY_RESULT:
+		if (!(p->m.caps & GP_CAP_VERIFY)) {
+			log_rejection(p, "message", "VERIFY_RESULT without "
+				      "GP_CAP_VERIFY");
+			gp_serve_bye(p, GP_BYE_PROTOCOL, "unexpected "
+				     "VERIFY_RESULT");
+			break;
+		}
+		gp_verify_result(&p->srv->pool, &p->m, &m.u.verify_result);
+		break;
 	default:
 		gp_debug("%s: ignored %s", p->m.addr, gp_msg_type_name(m.type));
 		break;
@@ -668,6 +678,7 @@ static void on_tick(uv_timer_t *t)
 		srv->finish_soon = false;
 		gp_serve_maybe_finish(srv);
 	}
+	gp_verify_tick(&srv->pool, now);
 	if (srv->pool.stopping)
 		return;
 	if (!srv->has_job) {

@@ -18,119 +18,11 @@
 #include "members.h"
 #include "model.h"
 #include "pool.h"
+#include "recompute.h"
 #include "util.h"
+#include "verify-impl.h"
 
-/* q8's allowance per unit of norm: a chunk of at most 64 values of
- * largest magnitude A rounds each by at most A / 254 (half of A / 127),
- * so by at most 8 A / 254 in norm, and A is at most the chunk's norm. */
-#define Q8_BOUND (8.0 / 254.0)
-/* q4's the same way: the step is A / 7, so each value rounds by at most
- * A / 14 and a chunk by at most 8 A / 14 in norm. As with q8 the sent
- * chunk holds A itself (q = 7), so A is at most the sent chunk's norm,
- * and summed over chunks the error of a sum is at most Q4_BOUND times its
- * norm: once for the error it leaves, once for the error it carries in
- * from the previous sum. That is over half the norm: a sum sent in four
- * bits is checked far more loosely than in eight (a sign flip, zeros,
- * noise or a stale sum still fail; a sum scaled by 1.2 passes). */
-#define Q4_BOUND (8.0 / 14.0)
-/* f16 rounds to nearest with an 11-bit significand. */
-#define F16_BOUND (1.0 / 2048.0)
-/* Recomputations waiting beyond this are dropped (counted skipped): the
- * coordinator's CPU is not given up to a backlog. */
-#define MAX_QUEUED 8
-/* The momentum's scale M is rebased below this (see verify.h). */
-#define REBASE_BELOW 1e-9
-/* A member's kept effects are dropped once the pool applied this many
- * updates since its last (as robust.c drops its momentum): it is gone or
- * idle, and its updates can no longer be taken back. */
-#define IDLE_STEPS 2048
-/* After a mismatch, a member's clocks are all picked (whatever
- * verify_rate) until this many of its checks passed: a member that
- * cheats on every clock meets its second mismatch, and its ban
- * (verify_bans), at its next checked clock instead of after about
- * 1 / verify_rate more clocks of rolled-back work (tools/bench-attack:
- * the collude run kept 2 of 4 members attacking for 7-9 more clocks
- * each). Honest members never mismatch, so this costs them nothing. */
-#define SUSPECT_CHECKS 2
-
-/* A stretch of a member's applied updates: their effect, as two sums
- * (verify.h: the parameters' part is a - C b, the momentum's M b), and
- * their minibatches. tag != 0: closed by the checked update `tag`. */
-struct seg {
-	struct seg *next;
-	double *a, *b;
-	uint64_t *ids;
-	size_t n_ids, cap_ids;
-	uint64_t tag;
-};
-
-/* A member's unverified updates, kept by agent id so that a check that
- * ends after it left still finds them. */
-struct record {
-	struct record *next;
-	int64_t agent_id;
-	struct seg *head, *tail;
-	unsigned checks;        /* queued or running */
-	uint64_t last_step;     /* gp_verify.steps at its last update */
-	/* This run's mismatches; kept when the member leaves, so that
-	 * reconnecting after each mismatch does not escape verify_bans
-	 * (the record then holds no stretch: record_retire). */
-	uint32_t mismatches;
-	uint32_t suspect;       /* checks at rate 1 left (SUSPECT_CHECKS) */
-	bool gone;              /* left the pool */
-};
-
-struct check {
-	uv_work_t req;
-	struct check *next;
-	struct gp_verify *v;
-	int64_t agent_id;
-	uint64_t tag;
-	int64_t clock;
-	bool sums;
-	uint32_t k;
-	uint64_t ids[GP_MSG_GROUP_MAX];
-	float lrs[GP_MSG_GROUP_MAX];
-	uint32_t n_samples[GP_MSG_GROUP_MAX];
-	uint32_t *idx;          /* the samples, item after item */
-	float mu;
-	float *w0, *v0;         /* the copy sent (taken from the member) */
-	float *a, *b;           /* as received */
-	double q_a, q_b;        /* the wire's allowances */
-	/* Results. */
-	int err;
-	double res_a, res_b, x_a, x_b;
-	bool pass;
-	uint64_t ns;
-};
-
-struct gp_verify {
-	struct gp_pool *pool;
-	struct gp_verify_env env;
-	uint64_t rng;
-	double C, M;
-	float *w_old, *v_old;   /* before the step being applied */
-	bool stepping;
-	struct gp_member *received; /* whose update is decoded now */
-	struct check *pending;  /* its check, until it is applied */
-	struct record *records;
-	size_t suspects;        /* records with suspect > 0 */
-	struct check *queue, *queue_tail;
-	size_t queued;
-	bool running;
-	uint64_t next_tag;
-	uint64_t steps;         /* updates applied */
-	size_t segs;            /* stretches kept, all members */
-	uint64_t kept_max;      /* their bytes' limit (env.kept_bytes) */
-	bool full_logged;
-	struct gp_backend *be;  /* the thread pool's, created there */
-	struct gp_model *model;
-	float *x;
-	int32_t *y;
-	struct gp_verify_stats st;
-};
-
-static uint64_t thread_ns(void)
+uint64_t gp_verify_thread_ns(void)
 {
 	struct timespec ts;
 
@@ -267,7 +159,7 @@ static void record_free(struct record *r)
 	free(r);
 }
 
-static void check_free(struct check *c)
+void gp_verify_check_free(struct check *c)
 {
 	if (!c)
 		return;
@@ -276,6 +168,8 @@ static void check_free(struct check *c)
 	free(c->v0);
 	free(c->a);
 	free(c->b);
+	free(c->da);
+	free(c->db);
 	free(c);
 }
 
@@ -293,9 +187,10 @@ void gp_verify_destroy(struct gp_verify *v)
 		struct check *c = v->queue;
 
 		v->queue = c->next;
-		check_free(c);
+		gp_verify_check_free(c);
 	}
-	check_free(v->pending);
+	gp_verify_check_free(v->pending);
+	gp_verify_delegated_free(v);
 	gp_model_destroy(v->model);
 	gp_backend_destroy(v->be);
 	free(v->x);
@@ -307,7 +202,7 @@ void gp_verify_destroy(struct gp_verify *v)
 
 bool gp_verify_busy(const struct gp_verify *v)
 {
-	return v && (v->running || v->queued);
+	return v && (v->running || v->queued || v->n_delegated);
 }
 
 void gp_verify_get_stats(const struct gp_verify *v,
@@ -316,7 +211,7 @@ void gp_verify_get_stats(const struct gp_verify *v,
 	*ret = v->st;
 }
 
-static struct record *record_find(struct gp_verify *v, int64_t agent_id)
+struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id)
 {
 	for (struct record *r = v->records; r; r = r->next)
 		if (r->agent_id == agent_id)
@@ -505,7 +400,7 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 
 	if (!v)
 		return;
-	t0 = thread_ns();
+	t0 = gp_verify_thread_ns();
 	v->received = m;
 	na = norm(pool->grad, n);
 	if (sums)
@@ -572,17 +467,17 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			vm->snap[slot].w = NULL;
 			vm->snap[slot].v = NULL;
 		} else {
-			check_free(c);
+			gp_verify_check_free(c);
 			c = NULL;
 		}
 	}
 	if (!c)
 		v->st.skipped++;
 	snap_drop(vm, slot);
-	check_free(v->pending);
+	gp_verify_check_free(v->pending);
 	v->pending = c;
 out:
-	v->st.cpu_ns += thread_ns() - t0;
+	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
 void gp_verify_before_step(struct gp_pool *pool)
@@ -593,11 +488,11 @@ void gp_verify_before_step(struct gp_pool *pool)
 
 	if (!v)
 		return;
-	t0 = thread_ns();
+	t0 = gp_verify_thread_ns();
 	memcpy(v->w_old, gp_params_values(pool->params), n * sizeof(float));
 	memcpy(v->v_old, gp_params_momentum(pool->params), n * sizeof(float));
 	v->stepping = true;
-	v->st.cpu_ns += thread_ns() - t0;
+	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
 /* Moves the reference of every kept effect to now: C = 0, M = 1. */
@@ -692,6 +587,23 @@ static void start_next(struct gp_verify *v)
 	}
 }
 
+void gp_verify_run_here(struct gp_verify *v, struct check *c)
+{
+	if (v->queued >= MAX_QUEUED) {
+		v->st.skipped++;
+		gp_verify_check_ended(v, c);
+		return;
+	}
+	c->next = NULL;
+	if (v->queue_tail)
+		v->queue_tail->next = c;
+	else
+		v->queue = c;
+	v->queue_tail = c;
+	v->queued++;
+	start_next(v);
+}
+
 void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		       const uint64_t *ids, size_t k, double c, double mk)
 {
@@ -705,7 +617,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 
 	if (!v || !v->stepping)
 		return;
-	t0 = thread_ns();
+	t0 = gp_verify_thread_ns();
 	v->stepping = false;
 	v->received = NULL;
 	/* The step's effect on every effect kept so far (verify.h). */
@@ -713,7 +625,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	v->M *= mk;
 	if (v->M < REBASE_BELOW)
 		rebase(v, n);
-	rec = record_find(v, m->agent_id);
+	rec = gp_verify_record(v, m->agent_id);
 	if (!rec)
 		rec = record_add(v, m->agent_id);
 	if (++v->steps % 256 == 0)
@@ -760,23 +672,14 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		struct check *ck = v->pending;
 
 		v->pending = NULL;
-		if (v->queued >= MAX_QUEUED) {
-			v->st.skipped++;
-			check_free(ck);
-			goto out;
-		}
 		ck->tag = s->tag = ++v->next_tag;
+		s->checking = true;
 		rec->checks++;
-		if (v->queue_tail)
-			v->queue_tail->next = ck;
-		else
-			v->queue = ck;
-		v->queue_tail = ck;
-		v->queued++;
-		start_next(v);
+		if (!gp_verify_delegate(v, ck))
+			gp_verify_run_here(v, ck);
 	}
 out:
-	v->st.cpu_ns += thread_ns() - t0;
+	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
 void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
@@ -792,7 +695,7 @@ void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
 	v->received = NULL;
 	v->stepping = false;
 	if (v->pending && v->pending->agent_id == m->agent_id) {
-		check_free(v->pending);
+		gp_verify_check_free(v->pending);
 		v->pending = NULL;
 	}
 	/* The copy was for this update, refused: the next one of the clock
@@ -811,9 +714,10 @@ void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m)
 	snap_drop(&m->verify, 1);
 	if (!v || !m->agent_id)
 		return;
+	gp_verify_member_left(v, m);
 	if (v->received == m)
 		v->received = NULL;
-	rec = record_find(v, m->agent_id);
+	rec = gp_verify_record(v, m->agent_id);
 	if (!rec)
 		return;
 	/* A check still running may need what it applied; without one, its
@@ -826,47 +730,16 @@ void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m)
 
 /* ---- the recomputation, on the thread pool ----------------------------- */
 
-static int write_slot(struct gp_model *model, enum gp_model_slot slot,
-		      const float *src)
-{
-	size_t off = 0;
-	int r = 0;
-
-	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(model); i++) {
-		struct gp_tensor_info ti;
-
-		gp_model_tensor_info(model, i, &ti);
-		r = gp_model_write(model, slot, i, 0, ti.rows, src + off);
-		off += ti.rows * ti.cols;
-	}
-	return r;
-}
-
-static int read_slot(struct gp_model *model, enum gp_model_slot slot,
-		     float *dst)
-{
-	size_t off = 0;
-	int r = 0;
-
-	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(model); i++) {
-		struct gp_tensor_info ti;
-
-		gp_model_tensor_info(model, i, &ti);
-		r = gp_model_read(model, slot, i, 0, ti.rows, dst + off);
-		off += ti.rows * ti.cols;
-	}
-	return r;
-}
-
-/* Computes the update as the agent does (agent/worker.c): one gradient,
- * or a group's local steps and its two sums from the copy's change. */
+/* Computes the update as the agent does (agent/worker.c, through the same
+ * kernels/recompute.c): one gradient, or a group's local steps and its two
+ * sums from the copy's change. */
 static int recompute(struct gp_verify *v, struct check *c, float *xa,
 		     float *xb)
 {
 	const struct gp_verify_env *env = &v->env;
 	uint32_t per = gp_sched_minibatches(v->pool->sched);
-	size_t n = v->pool->n_params, at = 0;
-	double mk = 1, cv = 0, lsum = 0;
+	struct gp_recompute_item items[GP_MSG_GROUP_MAX];
+	size_t at = 0;
 	int r;
 
 	if (!v->model) {
@@ -882,61 +755,22 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 		if (!v->x || !v->y)
 			return -ENOMEM;
 	}
-	r = write_slot(v->model, GP_MODEL_PARAM, c->w0);
-	if (r >= 0 && c->sums)
-		r = write_slot(v->model, GP_MODEL_MOMENTUM, c->v0);
-	for (uint32_t j = 0; r >= 0 && j < c->k; j++) {
-		uint32_t ns = c->n_samples[j];
-		struct gp_model_stats st;
-
-		if (ns == 0 || ns > env->batch_size)
-			return -EINVAL;
-		/* As the agent converts them (gp_data_to_floats). */
-		r = gp_data_gather(env->train, c->idx + at, ns, v->x, v->y);
-		at += ns;
-		if (r >= 0)
-			r = gp_model_set_batch(v->model, v->x, v->y, ns);
-		gp_model_set_seed(v->model,
-				  gp_model_minibatch_seed(env->job_seed,
-							  c->ids[j] / per,
-							  c->ids[j] % per));
-		if (r < 0)
-			break;
-		if (c->sums)
-			r = gp_model_train_step(v->model, ns, c->lrs[j], c->mu,
-						&st);
-		else
-			r = gp_model_compute_grads(v->model, ns, &st);
-	}
-	if (r < 0)
-		return r;
-	if (!c->sums)
-		return read_slot(v->model, GP_MODEL_GRAD, xa);
-	r = read_slot(v->model, GP_MODEL_MOMENTUM, xa);
-	if (r >= 0)
-		r = read_slot(v->model, GP_MODEL_PARAM, xb);
-	if (r < 0)
-		return r;
 	for (uint32_t j = 0; j < c->k; j++) {
-		mk *= c->mu;
-		cv += c->lrs[j] * mk;
-		lsum += c->lrs[j];
+		items[j] = (struct gp_recompute_item){
+			.epoch = (uint32_t)(c->ids[j] / per),
+			.minibatch = c->ids[j] % per,
+			.lr = c->lrs[j],
+			.samples = c->n_samples[j],
+			.idx = c->idx + at,
+		};
+		at += c->n_samples[j];
 	}
-	{
-		float fmk = (float)mk, fcv = (float)cv;
-		float inv = lsum > 0 ? (float)(1.0 / lsum) : 0.0f;
-
-		for (size_t i = 0; i < n; i++) {
-			float v0 = c->v0[i];
-
-			xa[i] -= fmk * v0;
-			xb[i] = (c->w0[i] - xb[i] - fcv * v0) * inv;
-		}
-	}
-	return 0;
+	return gp_recompute(v->model, env->train, env->job_seed, c->sums,
+			    c->mu, items, c->k, c->w0, c->v0, v->x, v->y, xa,
+			    xb);
 }
 
-static void residual(const float *sent, const float *x, size_t n,
+void gp_verify_residual(const float *sent, const float *x, size_t n,
 		     double *ret_res, double *ret_x)
 {
 	double d = 0, s = 0;
@@ -957,34 +791,56 @@ static void check_run(uv_work_t *req)
 	struct gp_verify *v = c->v;
 	size_t n = v->pool->n_params;
 	double tol = v->pool->job->verify_tolerance;
-	uint64_t t0 = thread_ns();
+	uint64_t t0 = gp_verify_thread_ns();
 	float *xa = malloc(n * sizeof(float));
 	float *xb = malloc(n * sizeof(float));
 
 	c->err = xa && xb ? recompute(v, c, xa, xb) : -ENOMEM;
 	if (c->err >= 0) {
-		residual(c->a, xa, n, &c->res_a, &c->x_a);
+		gp_verify_residual(c->a, xa, n, &c->res_a, &c->x_a);
 		c->pass = gp_verify_pass(c->res_a, c->x_a, c->q_a, tol);
 		if (c->sums) {
-			residual(c->b, xb, n, &c->res_b, &c->x_b);
+			gp_verify_residual(c->b, xb, n, &c->res_b, &c->x_b);
 			c->pass = c->pass &&
 				  gp_verify_pass(c->res_b, c->x_b, c->q_b, tol);
 		}
 	}
+	/* The answer another member gave for it, judged the same way (its
+	 * own rounding, f16 or none, in place of the wire's). */
+	if (c->err >= 0 && c->da) {
+		double r, x;
+
+		gp_verify_residual(c->da, xa, n, &r, &x);
+		c->d_pass = gp_verify_pass(r, x, c->d_round * x, tol);
+		c->d_res = r;
+		c->d_x = x;
+		if (c->sums) {
+			gp_verify_residual(c->db, xb, n, &r, &x);
+			c->d_pass = c->d_pass &&
+				    gp_verify_pass(r, x, c->d_round * x, tol);
+			if (r > c->d_res)
+				c->d_res = r;
+		}
+	}
 	free(xa);
 	free(xb);
-	c->ns = thread_ns() - t0;
+	c->ns = gp_verify_thread_ns() - t0;
 }
 
 /* Frees rec's stretches up to and including the one the check `tag`
- * closed: they are verified. */
+ * closed: they are verified. Not while an earlier stretch's check is
+ * still under way (one handed to a slower member): its verdict may yet
+ * take them back, and they go with the next pass after it. */
 static void release_upto(struct gp_verify *v, struct record *rec,
 			 uint64_t tag)
 {
 	bool found = false;
 
-	for (struct seg *s = rec->head; s; s = s->next)
-		found |= s->tag == tag;
+	for (struct seg *s = rec->head; s && !found; s = s->next) {
+		found = s->tag == tag;
+		if (!found && s->checking)
+			return;
+	}
 	while (found && rec->head) {
 		struct seg *s = rec->head;
 		bool last = s->tag == tag;
@@ -1080,15 +936,20 @@ void gp_verify_log_summary(const struct gp_verify *v)
 		" mismatched, %" PRIu64 " skipped; %" PRIu64 " minibatch(es) "
 		"rolled back (%" PRIu64 " not redone), %" PRIu64 " member(s) "
 		"revoked; largest passing residual %.3f of its allowance; "
-		"%.3f s CPU (%.3f s recomputing)", v->st.picked, v->st.checked, v->st.verified,
-		v->st.mismatched, v->st.skipped, v->st.rolled_back, v->st.lost,
-		v->st.banned, v->st.worst_honest, (double)v->st.cpu_ns / 1e9,
-		(double)v->st.recompute_ns / 1e9);
+		"%.3f s CPU (%.3f s recomputing); %" PRIu64 " handed to "
+		"members: %" PRIu64 " given back, %" PRIu64 " audited, %" PRIu64
+		" disagreed, %" PRIu64 " answered wrong", v->st.picked,
+		v->st.checked, v->st.verified, v->st.mismatched, v->st.skipped,
+		v->st.rolled_back, v->st.lost, v->st.banned,
+		v->st.worst_honest, (double)v->st.cpu_ns / 1e9,
+		(double)v->st.recompute_ns / 1e9, v->st.delegated,
+		v->st.delegate_failed, v->st.audited, v->st.disagreed,
+		v->st.checker_mismatched);
 }
 
 size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id)
 {
-	struct record *rec = record_find(v, agent_id);
+	struct record *rec = gp_verify_record(v, agent_id);
 	size_t n;
 
 	if (!rec || !rec->head || !rec->head->n_ids)
@@ -1100,7 +961,7 @@ size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id)
 
 uint32_t gp_verify_note_mismatch(struct gp_verify *v, int64_t agent_id)
 {
-	struct record *rec = record_find(v, agent_id);
+	struct record *rec = gp_verify_record(v, agent_id);
 
 	if (!rec && !(rec = record_add(v, agent_id)))
 		return 0;
@@ -1116,8 +977,12 @@ bool gp_verify_suspect(const struct gp_verify *v, int64_t agent_id)
 	return false;
 }
 
-static void mismatch(struct gp_verify *v, struct record *rec,
-		     const struct check *ck)
+/* A mismatch of rec's member: counted and struck, every update of its
+ * kept since its last verified one taken back (first: the checked
+ * update's first minibatch, whose row marks the others), revoked at
+ * verify_bans. what: the log's and the ledger's reason. */
+static void mismatch(struct gp_verify *v, struct record *rec, uint64_t first,
+		     const char *what)
 {
 	struct gp_pool *pool = v->pool;
 	struct gp_ledger *ledger = v->env.ledger;
@@ -1131,18 +996,13 @@ static void mismatch(struct gp_verify *v, struct record *rec,
 
 	v->st.mismatched++;
 	gp_verify_note_mismatch(v, rec->agent_id);
-	undone = roll_back(v, rec, ck->ids[0]);
+	undone = roll_back(v, rec, first);
 	v->st.rolled_back += undone;
-	gp_warn("agent %" PRId64 ": update of clock %" PRId64 " does not match "
-		"its recomputation (|sent - x| %.4g of |x| %.4g, allowed %.4g);"
-		" %zu applied minibatch(es) taken back", rec->agent_id,
-		ck->clock, ck->pass ? 0 : fmax(ck->res_a, ck->res_b),
-		ck->x_a, ck->q_a + pool->job->verify_tolerance * ck->x_a,
-		undone);
+	gp_warn("agent %" PRId64 ": %s; %zu applied minibatch(es) taken back",
+		rec->agent_id, what, undone);
 	snprintf(rej.kind, sizeof(rej.kind), "mismatch");
-	snprintf(rej.reason, sizeof(rej.reason),
-		 "update of clock %" PRId64 " differs from its recomputation; "
-		 "%zu minibatch(es) rolled back", ck->clock, undone);
+	snprintf(rej.reason, sizeof(rej.reason), "%s; %zu minibatch(es) "
+		 "rolled back", what, undone);
 	pool->fx->ledger_rejection(pool->fx_data, &rej);
 	if (ledger && gp_ledger_trust_add(ledger, rec->agent_id, 0, 1,
 					  (int64_t)undone, now) < 0)
@@ -1170,12 +1030,73 @@ static void mismatch(struct gp_verify *v, struct record *rec,
 	}
 }
 
+void gp_verify_checker_mismatch(struct gp_verify *v, const struct check *c,
+				double res, double norm_x)
+{
+	struct record *rec = gp_verify_record(v, c->delegate_id);
+	char what[200];
+
+	if (!rec && !(rec = record_add(v, c->delegate_id))) {
+		gp_error("verification: out of memory; agent %" PRId64 "'s "
+			 "wrong check is not counted", c->delegate_id);
+		return;
+	}
+	v->st.checker_mismatched++;
+	snprintf(what, sizeof(what), "its recomputation of agent %" PRId64
+		 "'s update of clock %" PRId64 " is wrong (|given - x| %.4g "
+		 "of |x| %.4g)", c->agent_id, c->clock, res, norm_x);
+	/* Its own updates are taken back too: a member that lies in a check
+	 * is not trusted with what it computed. */
+	mismatch(v, rec, UINT64_MAX, what);
+}
+
+void gp_verify_passed(struct gp_verify *v, struct check *c, double res,
+		      double allowed)
+{
+	struct record *rec = gp_verify_record(v, c->agent_id);
+
+	v->st.checked++;
+	v->st.verified++;
+	if (allowed > 0 && res / allowed > v->st.worst_honest)
+		v->st.worst_honest = res / allowed;
+	gp_debug("agent %" PRId64 ": clock %" PRId64 " verified%s "
+		 "(|sent - x| %.3g, allowed %.3g)", c->agent_id, c->clock,
+		 c->delegate_id && !c->da ? " by another member" : "", res,
+		 allowed);
+	if (!rec)
+		return;
+	release_upto(v, rec, c->tag);
+	if (rec->suspect && --rec->suspect == 0)
+		v->suspects--;
+	if (v->env.ledger &&
+	    gp_ledger_trust_add(v->env.ledger, c->agent_id, 1, 0, 0,
+				gp_now_ms()) < 0)
+		gp_error("verification: %s", gp_ledger_error(v->env.ledger));
+}
+
+void gp_verify_check_ended(struct gp_verify *v, struct check *c)
+{
+	struct record *rec = gp_verify_record(v, c->agent_id);
+
+	for (struct seg *s = rec ? rec->head : NULL; s; s = s->next)
+		if (s->tag == c->tag)
+			s->checking = false;
+	if (rec && rec->checks)
+		rec->checks--;
+	if (rec && rec->gone && !rec->checks)
+		record_retire(v, rec);
+	gp_verify_check_free(c);
+	start_next(v);
+	if (!gp_verify_busy(v) && v->env.idle)
+		v->env.idle(v->env.ctx);
+}
+
 static void check_done(uv_work_t *req, int status)
 {
 	struct check *c = req->data;
 	struct gp_verify *v = c->v;
-	struct record *rec = record_find(v, c->agent_id);
-	uint64_t t0 = thread_ns();
+	struct record *rec = gp_verify_record(v, c->agent_id);
+	uint64_t t0 = gp_verify_thread_ns();
 
 	v->running = false;
 	v->st.cpu_ns += c->ns;
@@ -1185,35 +1106,24 @@ static void check_done(uv_work_t *req, int status)
 			gp_warn("verification of agent %" PRId64 "'s update "
 				"failed: %s", c->agent_id, strerror(-c->err));
 		v->st.skipped++;
-	} else if (c->pass) {
+	} else {
 		double q = c->q_a + v->pool->job->verify_tolerance * c->x_a;
 
-		v->st.checked++;
-		v->st.verified++;
-		if (q > 0 && c->res_a / q > v->st.worst_honest)
-			v->st.worst_honest = c->res_a / q;
-		gp_debug("agent %" PRId64 ": clock %" PRId64 " verified "
-			 "(|sent - x| %.3g, |x| %.3g, allowed %.3g)",
-			 c->agent_id, c->clock, c->res_a, c->x_a, q);
-		release_upto(v, rec, c->tag);
-		if (rec->suspect && --rec->suspect == 0)
-			v->suspects--;
-		if (v->env.ledger &&
-		    gp_ledger_trust_add(v->env.ledger, c->agent_id, 1, 0, 0,
-					gp_now_ms()) < 0)
-			gp_error("verification: %s",
-				 gp_ledger_error(v->env.ledger));
-	} else {
-		v->st.checked++;
-		mismatch(v, rec, c);
+		if (c->da && !c->d_pass)
+			gp_verify_checker_mismatch(v, c, c->d_res, c->d_x);
+		if (c->pass) {
+			gp_verify_passed(v, c, c->res_a, q);
+		} else {
+			char what[200];
+
+			snprintf(what, sizeof(what), "update of clock %" PRId64
+				 " does not match its recomputation (|sent - x|"
+				 " %.4g of |x| %.4g, allowed %.4g)", c->clock,
+				 fmax(c->res_a, c->res_b), c->x_a, q);
+			v->st.checked++;
+			mismatch(v, rec, c->ids[0], what);
+		}
 	}
-	if (rec && rec->checks)
-		rec->checks--;
-	if (rec && rec->gone && !rec->checks)
-		record_retire(v, rec);
-	check_free(c);
-	v->st.cpu_ns += thread_ns() - t0;
-	start_next(v);
-	if (!gp_verify_busy(v) && v->env.idle)
-		v->env.idle(v->env.ctx);
+	v->st.cpu_ns += gp_verify_thread_ns() - t0;
+	gp_verify_check_ended(v, c);
 }

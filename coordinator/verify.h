@@ -69,6 +69,9 @@ struct gp_verify_member {
 	 * *_max: the largest so far, used when one was not decoded. */
 	double prev_a, prev_b, max_a, max_b;
 	bool prev_unknown;
+	/* The check of another member's update it holds (VERIFY_TASK's
+	 * id; 0: none): one at a time. */
+	uint64_t task;
 };
 
 /* Counters of this run (gradpool-coordinator status, tools/bench-attack). */
@@ -81,6 +84,15 @@ struct gp_verify_stats {
 	uint64_t rolled_back; /* minibatches taken back */
 	uint64_t lost;        /* of which not redone: epoch complete */
 	uint64_t banned;
+	/* Checks handed to other members (verify-delegate.c): sent; given
+	 * back to the coordinator (declined, left, late, malformed); agreed
+	 * with and recomputed here too (audits); disagreed with (then
+	 * recomputed here); and checkers whose answer was wrong. */
+	uint64_t delegated;
+	uint64_t delegate_failed;
+	uint64_t audited;
+	uint64_t disagreed;
+	uint64_t checker_mismatched;
 	uint64_t cpu_ns;      /* recomputation and bookkeeping */
 	uint64_t recompute_ns; /* of which recomputation */
 	double worst_honest;  /* largest residual / allowance that passed */
@@ -179,7 +191,18 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
 		       const struct gp_msg_update *u);
 
-/* members.c: m leaves the pool; frees its copies. */
+/* serve.c: m (a member) answered a VERIFY_TASK. Judges the answer against
+ * the checked member's update (verify-delegate.c); an answer to a task m
+ * does not hold is ignored. */
+void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
+		      const struct gp_msg_verify_result *r);
+
+/* serve.c's tick: checks whose checker is past its time go back to the
+ * coordinator's own recomputation. */
+void gp_verify_tick(struct gp_pool *pool, int64_t now_ms);
+
+/* members.c: m leaves the pool; frees its copies, and a check it held for
+ * another member goes back to the coordinator. */
 void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m);
 
 /* Logs the counters of this run (info), at the job's end. NULL: no-op. */

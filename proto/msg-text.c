@@ -91,6 +91,8 @@ const char *gp_msg_type_name(uint8_t type)
 		[GP_MSG_PROFILE] = "PROFILE",
 		[GP_MSG_DATA_REQUEST] = "DATA_REQUEST",
 		[GP_MSG_DATA_SHARD] = "DATA_SHARD",
+		[GP_MSG_VERIFY_TASK] = "VERIFY_TASK",
+		[GP_MSG_VERIFY_RESULT] = "VERIFY_RESULT",
 	};
 
 	if (type == 0 || type > GP_MSG_TYPE_MAX || !names[type])

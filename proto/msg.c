@@ -388,6 +388,83 @@ static const struct field data_shard_fields[] = {
 };
 #undef T
 
+#define T struct gp_msg_verify_task
+static const struct field verify_task_fields[] = {
+	FNUM(1, K_U64, T, task),
+	FNUM(2, K_U8, T, form),
+	FNUM(3, K_F32, T, momentum),
+	FBYTES(4, T, items, items_len, 0),
+	FBYTES(5, T, indices, indices_len, 0),
+	FNEST(6, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+};
+#undef T
+
+#define T struct gp_msg_verify_result
+static const struct field verify_result_fields[] = {
+	FNUM(1, K_U64, T, task),
+	FNUM(2, K_U8, T, status),
+	FNUM(3, K_U64, T, compute_us),
+	FNEST(4, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+};
+#undef T
+
+/* The dtypes a recomputation's tensors travel in: whole values, no
+ * quantisation, so that what is compared is what was computed. */
+static bool blocks_plain(const struct gp_msg_block *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i].dtype != GP_DTYPE_F32 && b[i].dtype != GP_DTYPE_F16)
+			return false;
+	return true;
+}
+
+/* A form this release's VERIFY_TASK does not carry (a newer release's) is
+ * not supported, as in UPDATE; everything else that a member could not
+ * recompute as asked is malformed: items that are not whole records, none
+ * or over GP_MSG_GROUP_MAX of them, more than one for a gradient, an item
+ * without samples or with a rate that is not finite, indices that are not
+ * exactly the items' samples, a momentum outside [0, 1), no tensors. */
+static int validate_verify_task(void *obj)
+{
+	const struct gp_msg_verify_task *t = obj;
+	size_t k = t->items_len / GP_MSG_VERIFY_ITEM_SIZE;
+	uint64_t samples = 0;
+
+	if (t->form != GP_UPDATE_GRADIENT && t->form != GP_UPDATE_SUMS)
+		return -EPROTONOSUPPORT;
+	if (t->items_len % GP_MSG_VERIFY_ITEM_SIZE || k == 0 ||
+	    k > GP_MSG_GROUP_MAX || (t->form == GP_UPDATE_GRADIENT && k != 1))
+		return -EBADMSG;
+	for (size_t i = 0; i < k; i++) {
+		uint32_t epoch, n;
+		uint64_t mb;
+		float lr;
+
+		gp_msg_verify_item(t, i, &epoch, &mb, &lr, &n);
+		if (n == 0 || !isfinite(lr))
+			return -EBADMSG;
+		samples += n;
+	}
+	if ((uint64_t)t->indices_len != 4 * samples)
+		return -EBADMSG;
+	if (!(t->momentum >= 0.0f && t->momentum < 1.0f))
+		return -EBADMSG;
+	if (t->n_blocks == 0 || !blocks_plain(t->blocks, t->n_blocks))
+		return -EBADMSG;
+	return 0;
+}
+
+/* Computed: at least one block; any other status (declined, or one this
+ * release does not know, which receivers take as declined): none. */
+static int validate_verify_result(void *obj)
+{
+	const struct gp_msg_verify_result *r = obj;
+
+	if ((r->status == GP_VERIFY_COMPUTED) != (r->n_blocks > 0))
+		return -EBADMSG;
+	return blocks_plain(r->blocks, r->n_blocks) ? 0 : -EBADMSG;
+}
+
 static int validate_welcome(void *obj)
 {
 	const struct gp_msg_welcome *w = obj;
@@ -434,6 +511,12 @@ static const struct schema schemas[GP_MSG_TYPE_MAX + 1] = {
 	[GP_MSG_DATA_SHARD] = SCHEMA(data_shard_fields,
 				     struct gp_msg_data_shard,
 				     validate_data_shard),
+	[GP_MSG_VERIFY_TASK] = SCHEMA(verify_task_fields,
+				      struct gp_msg_verify_task,
+				      validate_verify_task),
+	[GP_MSG_VERIFY_RESULT] = SCHEMA(verify_result_fields,
+					struct gp_msg_verify_result,
+					validate_verify_result),
 };
 
 static const struct schema *schema_of(uint8_t type)
@@ -949,6 +1032,29 @@ void gp_msg_update_item(const struct gp_msg_update *u, size_t i,
 	*ret_epoch = gp_get_le32(p);
 	*ret_minibatch = gp_get_le64(p + 4);
 	*ret_loss = gp_get_lef32(p + 12);
+}
+
+void gp_msg_verify_item_put(uint8_t *items, size_t i, uint32_t epoch,
+			    uint64_t minibatch, float lr, uint32_t samples)
+{
+	uint8_t *p = items + i * GP_MSG_VERIFY_ITEM_SIZE;
+
+	gp_put_le32(p, epoch);
+	gp_put_le64(p + 4, minibatch);
+	gp_put_lef32(p + 12, lr);
+	gp_put_le32(p + 16, samples);
+}
+
+void gp_msg_verify_item(const struct gp_msg_verify_task *t, size_t i,
+			uint32_t *ret_epoch, uint64_t *ret_minibatch,
+			float *ret_lr, uint32_t *ret_samples)
+{
+	const uint8_t *p = t->items + i * GP_MSG_VERIFY_ITEM_SIZE;
+
+	*ret_epoch = gp_get_le32(p);
+	*ret_minibatch = gp_get_le64(p + 4);
+	*ret_lr = gp_get_lef32(p + 12);
+	*ret_samples = gp_get_le32(p + 16);
 }
 
 uint32_t gp_msg_minibatch_index(const struct gp_msg_minibatch *mb, size_t i)

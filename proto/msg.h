@@ -100,8 +100,10 @@ enum gp_msg_type {
 	GP_MSG_PROFILE = 15,     /* agent -> coordinator: public name */
 	GP_MSG_DATA_REQUEST = 16, /* agent -> coordinator: send me shard i */
 	GP_MSG_DATA_SHARD = 17,  /* coordinator -> agent: shard i's bytes */
+	GP_MSG_VERIFY_TASK = 18, /* coordinator -> agent: recompute this */
+	GP_MSG_VERIFY_RESULT = 19, /* agent -> coordinator: what it gave */
 };
-#define GP_MSG_TYPE_MAX GP_MSG_DATA_SHARD
+#define GP_MSG_TYPE_MAX GP_MSG_VERIFY_RESULT
 
 /* Why the coordinator refused a JOIN. Receivers map values they do not know
  * to "unspecified" for display but keep the number. */
@@ -277,6 +279,12 @@ enum gp_msg_dtype {
  * with GP_CAP_PARAM_DELTA and only when the job asks for it ([pool]
  * param_bits = 4); momentum blocks stay GP_DTYPE_Q8. */
 #define GP_CAP_Q4_DELTA (1u << 14)
+/* The agent recomputes another member's update on request (VERIFY_TASK,
+ * answered by VERIFY_RESULT; docs/security.md "Checks by other
+ * members"), on a scratch copy that leaves its own parameters as they
+ * were. Granted only with GP_CAP_LOCAL_DATA (the task names samples by
+ * index) and when the job's verification hands checks out. */
+#define GP_CAP_VERIFY (1u << 15)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -552,6 +560,58 @@ struct gp_msg_data_shard {
 	size_t data_len;
 };
 
+/* VERIFY_TASK items: one GP_MSG_VERIFY_ITEM_SIZE record per minibatch,
+ * in the order computed: u32 epoch, u64 minibatch (id within the epoch),
+ * f32 lr (its local step's rate), u32 samples (its count of indices). */
+#define GP_MSG_VERIFY_ITEM_SIZE 20
+
+/* Coordinator -> agent (GP_CAP_VERIFY): recompute a group of minibatches
+ * from the parameters (and momentum) given, exactly as a member computes
+ * an UPDATE of that form from a pull (the dropout seed of each minibatch
+ * is gp_model_minibatch_seed(WELCOME.seed, epoch, minibatch)), without
+ * touching the agent's own copy, and answer with VERIFY_RESULT. */
+struct gp_msg_verify_task {
+	uint64_t task;                              /* echoed in the result */
+	uint8_t form;        /* GP_UPDATE_GRADIENT (one item) or _SUMS */
+	float momentum;                             /* mu of the local steps */
+	const uint8_t *items;                       /* K * ITEM_SIZE, K >= 1 */
+	size_t items_len;
+	/* The items' samples, item after item: u32 LE indices into the
+	 * training set (4 * the sum of the items' samples bytes). */
+	const uint8_t *indices;
+	size_t indices_len;
+	/* Whole tensors, F32 or F16: tensor i's parameters (tensor i) and,
+	 * for GP_UPDATE_SUMS, its momentum (tensor n_tensors + i). */
+	struct gp_msg_block *blocks;
+	size_t n_blocks;
+};
+
+/* What a VERIFY_RESULT says. Receivers treat a status they do not know
+ * as GP_VERIFY_DECLINED. */
+enum gp_msg_verify_status {
+	GP_VERIFY_COMPUTED = 0,  /* blocks hold the update */
+	GP_VERIFY_DECLINED = 1,  /* not computed (no data, no memory, busy) */
+};
+
+/* Agent -> coordinator: the answer to VERIFY_TASK `task`. Computed: the
+ * blocks an UPDATE of the task's form would carry (whole tensors, F32 or
+ * F16): the gradient, or the sums A (tensor i) and B (n_tensors + i). */
+struct gp_msg_verify_result {
+	uint64_t task;
+	uint8_t status;                             /* enum gp_msg_verify_status */
+	uint64_t compute_us;
+	struct gp_msg_block *blocks;
+	size_t n_blocks;
+};
+
+/* Reads VERIFY_TASK item i (i < items_len / GP_MSG_VERIFY_ITEM_SIZE). */
+void gp_msg_verify_item(const struct gp_msg_verify_task *t, size_t i,
+			uint32_t *ret_epoch, uint64_t *ret_minibatch,
+			float *ret_lr, uint32_t *ret_samples);
+/* Writes item i into items (GP_MSG_VERIFY_ITEM_SIZE bytes each). */
+void gp_msg_verify_item_put(uint8_t *items, size_t i, uint32_t epoch,
+			    uint64_t minibatch, float lr, uint32_t samples);
+
 struct gp_msg_bye {
 	uint16_t reason;                            /* enum gp_msg_bye_reason */
 	char text[GP_MSG_TEXT_MAX + 1];
@@ -581,6 +641,8 @@ struct gp_msg {
 		struct gp_msg_profile profile;
 		struct gp_msg_data_request data_request;
 		struct gp_msg_data_shard data_shard;
+		struct gp_msg_verify_task verify_task;
+		struct gp_msg_verify_result verify_result;
 	} u;
 	void *owned_;     /* private: the decoder's array, freed by finish */
 };

@@ -40,18 +40,34 @@ static float *blocks_to_values(struct gp_msg_block *b, size_t n)
 	return vals;
 }
 
+/* The blocks of a message of a type that has them (NULL, 0 for the
+ * others). */
+static struct gp_msg_block *msg_blocks(const struct gp_msg *m, size_t *ret_n)
+{
+	switch (m->type) {
+	case GP_MSG_PARAM_SHARDS:
+		*ret_n = m->u.param_shards.n_blocks;
+		return m->u.param_shards.blocks;
+	case GP_MSG_UPDATE:
+		*ret_n = m->u.update.n_blocks;
+		return m->u.update.blocks;
+	case GP_MSG_VERIFY_TASK:
+		*ret_n = m->u.verify_task.n_blocks;
+		return m->u.verify_task.blocks;
+	case GP_MSG_VERIFY_RESULT:
+		*ret_n = m->u.verify_result.n_blocks;
+		return m->u.verify_result.blocks;
+	default:
+		*ret_n = 0;
+		return NULL;
+	}
+}
+
 static bool has_i8(const struct gp_msg *m)
 {
-	const struct gp_msg_block *b = NULL;
-	size_t n = 0;
+	size_t n;
+	const struct gp_msg_block *b = msg_blocks(m, &n);
 
-	if (m->type == GP_MSG_PARAM_SHARDS) {
-		b = m->u.param_shards.blocks;
-		n = m->u.param_shards.n_blocks;
-	} else if (m->type == GP_MSG_UPDATE) {
-		b = m->u.update.blocks;
-		n = m->u.update.n_blocks;
-	}
 	for (size_t i = 0; i < n; i++)
 		if (b[i].dtype == GP_DTYPE_I8 || b[i].dtype == GP_DTYPE_Q8 ||
 		    b[i].dtype == GP_DTYPE_Q8_DELTA ||
@@ -96,8 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct gp_msg m, m2;
 	struct gp_msg_header h;
+	struct gp_msg_block *blocks;
 	uint8_t *enc = NULL, *enc2 = NULL;
-	size_t len, len2;
+	size_t len, len2, n_blocks;
 	float *vals = NULL;
 	int r;
 
@@ -111,13 +128,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		gp_msg_finish(&m);
 		return 0;
 	}
-	if (m.type == GP_MSG_PARAM_SHARDS)
-		vals = blocks_to_values(m.u.param_shards.blocks,
-					m.u.param_shards.n_blocks);
-	else if (m.type == GP_MSG_UPDATE)
-		vals = blocks_to_values(m.u.update.blocks, m.u.update.n_blocks);
-	if ((m.type == GP_MSG_PARAM_SHARDS || m.type == GP_MSG_UPDATE) && !vals)
-		goto out;
+	blocks = msg_blocks(&m, &n_blocks);
+	if (blocks) {
+		vals = blocks_to_values(blocks, n_blocks);
+		if (!vals)
+			goto out;
+	}
 	if (m.type == GP_MSG_PARAM_SHARDS)
 		check_deltas(&m.u.param_shards);
 	/* Re-encoding drops unknown fields and may renormalise floats (an
@@ -130,12 +146,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		float *vals2 = NULL;
 
-		if (m2.type == GP_MSG_PARAM_SHARDS)
-			vals2 = blocks_to_values(m2.u.param_shards.blocks,
-						 m2.u.param_shards.n_blocks);
-		else if (m2.type == GP_MSG_UPDATE)
-			vals2 = blocks_to_values(m2.u.update.blocks,
-						 m2.u.update.n_blocks);
+		blocks = msg_blocks(&m2, &n_blocks);
+		if (blocks) {
+			vals2 = blocks_to_values(blocks, n_blocks);
+			if (!vals2) {
+				gp_msg_finish(&m2);
+				goto out;
+			}
+		}
 		if (gp_msg_encode_alloc(&m2, &enc2, &len2) < 0)
 			fail();
 		free(vals2);

@@ -24,6 +24,8 @@ static const uint8_t token_id[GP_MSG_TOKEN_ID_SIZE] = { 1, 2, 3, 4, 5, 6, 7, 8 }
 static struct gp_msg_device devices[2];
 static struct gp_msg_shard_version have[3];
 static struct gp_msg_block blocks[3];
+/* VERIFY_TASK's two items: samples 1 and 2, the three of indices[]. */
+static uint8_t verify_items[2 * GP_MSG_VERIFY_ITEM_SIZE];
 
 static void init_data(void)
 {
@@ -54,6 +56,8 @@ static void init_data(void)
 	blocks[1].values = vals_b;
 	blocks[2].tensor = 5; /* an empty block: metadata only */
 	blocks[2].dtype = GP_DTYPE_F32;
+	gp_msg_verify_item_put(verify_items, 0, 2, 933, 0.05f, 1);
+	gp_msg_verify_item_put(verify_items, 1, 2, 934, 0.025f, 2);
 }
 
 /* A sample of each type with every field set to something non-zero. */
@@ -180,6 +184,46 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.data_shard.data = (const uint8_t *)"shard bytes";
 		m->u.data_shard.data_len = 11;
 		break;
+	case GP_MSG_VERIFY_TASK:
+		m->u.verify_task.task = UINT64_C(0x1122334455667788);
+		m->u.verify_task.form = GP_UPDATE_SUMS;
+		m->u.verify_task.momentum = 0.9f;
+		m->u.verify_task.items = verify_items;
+		m->u.verify_task.items_len = sizeof(verify_items);
+		m->u.verify_task.indices = indices;
+		m->u.verify_task.indices_len = sizeof(indices);
+		m->u.verify_task.blocks = blocks;
+		m->u.verify_task.n_blocks = 3;
+		break;
+	case GP_MSG_VERIFY_RESULT:
+		m->u.verify_result.task = UINT64_C(0x1122334455667788);
+		m->u.verify_result.status = GP_VERIFY_COMPUTED;
+		m->u.verify_result.compute_us = 18000;
+		m->u.verify_result.blocks = blocks;
+		m->u.verify_result.n_blocks = 2;
+		break;
+	}
+}
+
+/* The blocks of a decoded message of a type that has them, else NULL. */
+static struct gp_msg_block *msg_blocks(struct gp_msg *d, size_t *ret_n)
+{
+	switch (d->type) {
+	case GP_MSG_PARAM_SHARDS:
+		*ret_n = d->u.param_shards.n_blocks;
+		return d->u.param_shards.blocks;
+	case GP_MSG_UPDATE:
+		*ret_n = d->u.update.n_blocks;
+		return d->u.update.blocks;
+	case GP_MSG_VERIFY_TASK:
+		*ret_n = d->u.verify_task.n_blocks;
+		return d->u.verify_task.blocks;
+	case GP_MSG_VERIFY_RESULT:
+		*ret_n = d->u.verify_result.n_blocks;
+		return d->u.verify_result.blocks;
+	default:
+		*ret_n = 0;
+		return NULL;
 	}
 }
 
@@ -213,17 +257,14 @@ static void blocks_to_values(struct gp_msg_block *b, size_t n, float *out)
 static void check_reencode(const uint8_t *buf, size_t len)
 {
 	static float scratch[4096];
+	struct gp_msg_block *b;
 	struct gp_msg d;
 	uint8_t *again;
-	size_t len2;
+	size_t len2, n;
 
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
-	if (d.type == GP_MSG_PARAM_SHARDS)
-		blocks_to_values(d.u.param_shards.blocks,
-				 d.u.param_shards.n_blocks, scratch);
-	if (d.type == GP_MSG_UPDATE)
-		blocks_to_values(d.u.update.blocks, d.u.update.n_blocks,
-				 scratch);
+	b = msg_blocks(&d, &n);
+	blocks_to_values(b, n, scratch);
 	again = encode(&d, &len2);
 	ASSERT_EQ(len2, len);
 	ASSERT_MEM_EQ(again, buf, len);
@@ -613,6 +654,306 @@ static void test_inner_adamw(void)
 	free(buf);
 }
 
+/* Encodes m and returns what decoding it gives (a decoded message is
+ * released again). */
+static int decode_rc(const struct gp_msg *m)
+{
+	struct gp_msg d;
+	uint8_t *buf;
+	size_t len;
+	int r;
+
+	buf = encode(m, &len);
+	r = gp_msg_decode(buf, len, &d);
+	if (r >= 0)
+		gp_msg_finish(&d);
+	free(buf);
+	return r;
+}
+
+/* VERIFY_TASK and VERIFY_RESULT (GP_CAP_VERIFY): the item layout, both
+ * round trips field by field with f32 and f16 blocks, and every task a
+ * member could not recompute as asked, or a result that contradicts its
+ * status, refused. */
+static void test_verify(void)
+{
+	uint8_t items[GP_MSG_GROUP_MAX + 1][GP_MSG_VERIFY_ITEM_SIZE];
+	struct gp_msg_block qb = { .count = 7, .dtype = GP_DTYPE_Q8,
+				   .values = vals_b };
+	struct gp_msg_block one[1];
+	struct gp_msg m, d;
+	float out[300];
+	uint8_t *buf;
+	size_t len;
+	uint32_t e, n;
+	uint64_t mb;
+	float lr;
+
+	/* An item's bytes: u32 epoch, u64 minibatch, f32 lr, u32 samples,
+	 * little-endian. */
+	{
+		static const uint8_t want[GP_MSG_VERIFY_ITEM_SIZE] = {
+			3, 0, 0, 0,                          /* epoch 3 */
+			0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
+			0, 0, 0x80, 0x3e,                    /* lr 0.25 */
+			64, 0, 0, 0,                         /* samples 64 */
+		};
+		struct gp_msg_verify_task t = { .items = items[0],
+						.items_len = sizeof(items) };
+
+		memset(items, 0xee, sizeof(items));
+		gp_msg_verify_item_put(items[0], 1, 3,
+				       UINT64_C(0x1122334455667788), 0.25f, 64);
+		ASSERT_MEM_EQ(items[1], want, sizeof(want));
+		ASSERT_EQ(items[0][GP_MSG_VERIFY_ITEM_SIZE - 1], 0xee);
+		ASSERT_EQ(items[2][0], 0xee);
+		gp_msg_verify_item(&t, 1, &e, &mb, &lr, &n);
+		ASSERT_EQ(e, 3);
+		ASSERT_UINT_EQ(mb, UINT64_C(0x1122334455667788));
+		ASSERT_NEAR(lr, 0.25, 0);
+		ASSERT_EQ(n, 64);
+	}
+
+	/* A task of form SUMS, field by field (f32, f16 and an empty block). */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	buf = encode(&m, &len);
+	ASSERT_EQ(buf[1], 18);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.type, GP_MSG_VERIFY_TASK);
+	ASSERT_UINT_EQ(d.u.verify_task.task, UINT64_C(0x1122334455667788));
+	ASSERT_EQ(d.u.verify_task.form, GP_UPDATE_SUMS);
+	ASSERT_NEAR(d.u.verify_task.momentum, 0.9f, 0);
+	ASSERT_EQ(d.u.verify_task.items_len, 2 * GP_MSG_VERIFY_ITEM_SIZE);
+	gp_msg_verify_item(&d.u.verify_task, 0, &e, &mb, &lr, &n);
+	ASSERT_EQ(e, 2);
+	ASSERT_UINT_EQ(mb, 933);
+	ASSERT_NEAR(lr, 0.05f, 0);
+	ASSERT_EQ(n, 1);
+	gp_msg_verify_item(&d.u.verify_task, 1, &e, &mb, &lr, &n);
+	ASSERT_EQ(e, 2);
+	ASSERT_UINT_EQ(mb, 934);
+	ASSERT_NEAR(lr, 0.025f, 0);
+	ASSERT_EQ(n, 2);
+	/* Zero-copy, as MINIBATCH's. */
+	ASSERT(d.u.verify_task.indices > buf &&
+	       d.u.verify_task.indices < buf + len);
+	ASSERT_EQ(d.u.verify_task.indices_len, sizeof(indices));
+	ASSERT_MEM_EQ(d.u.verify_task.indices, indices, sizeof(indices));
+	ASSERT_EQ(d.u.verify_task.n_blocks, 3);
+	ASSERT_EQ(d.u.verify_task.blocks[0].dtype, GP_DTYPE_F32);
+	ASSERT_EQ(d.u.verify_task.blocks[0].row_start, 64);
+	ASSERT_OK(gp_msg_block_read(&d.u.verify_task.blocks[0], out, 300));
+	ASSERT_MEM_EQ(out, vals_a, sizeof(vals_a));
+	ASSERT_EQ(d.u.verify_task.blocks[1].dtype, GP_DTYPE_F16);
+	ASSERT_EQ(d.u.verify_task.blocks[1].tensor, 3);
+	ASSERT_EQ(d.u.verify_task.blocks[1].raw_len, 7 * 2);
+	ASSERT_OK(gp_msg_block_read(&d.u.verify_task.blocks[1], out, 7));
+	for (int i = 0; i < 7; i++)
+		ASSERT_NEAR(out[i], vals_b[i], vals_b[i] / 1024);
+	ASSERT_EQ(d.u.verify_task.blocks[2].tensor, 5);
+	ASSERT_EQ(d.u.verify_task.blocks[2].count, 0);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* A gradient's task: one item, f16 blocks only, momentum 0. */
+	one[0] = blocks[1];
+	m.u.verify_task.form = GP_UPDATE_GRADIENT;
+	m.u.verify_task.momentum = 0;
+	m.u.verify_task.items = verify_items + GP_MSG_VERIFY_ITEM_SIZE;
+	m.u.verify_task.items_len = GP_MSG_VERIFY_ITEM_SIZE;
+	m.u.verify_task.indices_len = 8;
+	m.u.verify_task.blocks = one;
+	m.u.verify_task.n_blocks = 1;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.verify_task.form, GP_UPDATE_GRADIENT);
+	ASSERT_NEAR(d.u.verify_task.momentum, 0, 0);
+	gp_msg_verify_item(&d.u.verify_task, 0, &e, &mb, &lr, &n);
+	ASSERT_UINT_EQ(mb, 934);
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(d.u.verify_task.indices_len, 8);
+	ASSERT_EQ(d.u.verify_task.n_blocks, 1);
+	ASSERT_EQ(d.u.verify_task.blocks[0].dtype, GP_DTYPE_F16);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* Refused: what a member could not recompute as asked. */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	ASSERT_OK(decode_rc(&m));
+	m.u.verify_task.items_len = sizeof(verify_items) - 1; /* not whole */
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.items_len = GP_MSG_VERIFY_ITEM_SIZE + 1;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.items_len = 0;                       /* no item */
+	m.u.verify_task.indices_len = 0;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.form = GP_UPDATE_GRADIENT;        /* two items */
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	/* A form this release's task does not carry: not supported, as in
+	 * UPDATE. */
+	m.u.verify_task.form = GP_UPDATE_DELTA;
+	ASSERT_EQ(decode_rc(&m), -EPROTONOSUPPORT);
+	m.u.verify_task.form = 200;
+	ASSERT_EQ(decode_rc(&m), -EPROTONOSUPPORT);
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.indices_len = 8;        /* 3 samples, 2 indices */
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.indices_len = 0;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	{
+		uint8_t more[16] = { 0 };
+
+		m.u.verify_task.indices = more;              /* 4 indices */
+		m.u.verify_task.indices_len = sizeof(more);
+		ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	}
+	/* Samples: none in an item, and a count whose 4 bytes each wrap
+	 * around 32 bits (4 * 0x40000001 = 4 mod 2^32). */
+	memcpy(items, verify_items, sizeof(verify_items));
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.items = items[0];
+	gp_msg_verify_item_put(items[0], 0, 2, 933, 0.05f, 0);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, 0.025f, 3);
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	gp_msg_verify_item_put(items[0], 0, 2, 933, 0.05f, 1);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, 0.025f, 2);
+	ASSERT_OK(decode_rc(&m));
+	m.u.verify_task.form = GP_UPDATE_GRADIENT;
+	m.u.verify_task.items_len = GP_MSG_VERIFY_ITEM_SIZE;
+	m.u.verify_task.indices_len = 4;
+	gp_msg_verify_item_put(items[0], 0, 2, 933, 0.05f, 1);
+	ASSERT_OK(decode_rc(&m));
+	gp_msg_verify_item_put(items[0], 0, 2, 933, 0.05f, 0x40000001u);
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	/* A rate that is not finite. */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.items = items[0];
+	gp_msg_verify_item_put(items[0], 0, 2, 933, 0.05f, 1);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, NAN, 2);
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, INFINITY, 2);
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, -INFINITY, 2);
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	gp_msg_verify_item_put(items[0], 1, 2, 934, 0, 2); /* 0 is a rate */
+	ASSERT_OK(decode_rc(&m));
+	/* The momentum: [0, 1), finite. */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.momentum = 1.0f;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.momentum = -0.125f;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.momentum = NAN;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.momentum = INFINITY;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.momentum = nextafterf(1.0f, 0.0f);
+	ASSERT_OK(decode_rc(&m));
+	/* At most GP_MSG_GROUP_MAX items. */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	{
+		static uint8_t idx[4 * (GP_MSG_GROUP_MAX + 1)];
+
+		for (size_t i = 0; i <= GP_MSG_GROUP_MAX; i++)
+			gp_msg_verify_item_put(items[0], i, 0, i, 0.1f, 1);
+		m.u.verify_task.items = items[0];
+		m.u.verify_task.indices = idx;
+		m.u.verify_task.items_len =
+			GP_MSG_GROUP_MAX * GP_MSG_VERIFY_ITEM_SIZE;
+		m.u.verify_task.indices_len = 4 * GP_MSG_GROUP_MAX;
+		ASSERT_OK(decode_rc(&m));
+		m.u.verify_task.items_len += GP_MSG_VERIFY_ITEM_SIZE;
+		m.u.verify_task.indices_len += 4;
+		ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	}
+	/* Tensors: at least one, f32 or f16 only. */
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.n_blocks = 0;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_task.blocks = &qb;
+	m.u.verify_task.n_blocks = 1;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	{
+		static const uint8_t dtypes[] = {
+			GP_DTYPE_I8, GP_DTYPE_Q8, GP_DTYPE_Q8_DELTA,
+			GP_DTYPE_Q4, GP_DTYPE_Q4_DELTA,
+		};
+		struct gp_msg_block two[2] = { blocks[0], qb };
+
+		m.u.verify_task.blocks = two;
+		m.u.verify_task.n_blocks = 2;
+		for (size_t i = 0; i < sizeof(dtypes); i++) {
+			two[1].dtype = dtypes[i];
+			ASSERT_EQ(decode_rc(&m), -EBADMSG);
+		}
+		two[1].dtype = GP_DTYPE_F16;
+		ASSERT_OK(decode_rc(&m));
+	}
+
+	/* A computed result, field by field. */
+	sample(&m, GP_MSG_VERIFY_RESULT);
+	buf = encode(&m, &len);
+	ASSERT_EQ(buf[1], 19);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.type, GP_MSG_VERIFY_RESULT);
+	ASSERT_UINT_EQ(d.u.verify_result.task, UINT64_C(0x1122334455667788));
+	ASSERT_EQ(d.u.verify_result.status, GP_VERIFY_COMPUTED);
+	ASSERT_UINT_EQ(d.u.verify_result.compute_us, 18000);
+	ASSERT_EQ(d.u.verify_result.n_blocks, 2);
+	ASSERT_EQ(d.u.verify_result.blocks[0].dtype, GP_DTYPE_F32);
+	ASSERT_OK(gp_msg_block_read(&d.u.verify_result.blocks[0], out, 300));
+	ASSERT_MEM_EQ(out, vals_a, sizeof(vals_a));
+	ASSERT_EQ(d.u.verify_result.blocks[1].dtype, GP_DTYPE_F16);
+	ASSERT_OK(gp_msg_block_read(&d.u.verify_result.blocks[1], out, 7));
+	for (int i = 0; i < 7; i++)
+		ASSERT_NEAR(out[i], vals_b[i], vals_b[i] / 1024);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* Declined: no blocks; a status this release does not know is
+	 * kept (receivers take it as declined), also without blocks. */
+	m.u.verify_result.status = GP_VERIFY_DECLINED;
+	m.u.verify_result.n_blocks = 0;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.verify_result.status, GP_VERIFY_DECLINED);
+	ASSERT_EQ(d.u.verify_result.n_blocks, 0);
+	ASSERT(d.u.verify_result.blocks == NULL);
+	gp_msg_finish(&d);
+	free(buf);
+	m.u.verify_result.status = 7;
+	buf = encode(&m, &len);
+	ASSERT_OK(gp_msg_decode(buf, len, &d));
+	ASSERT_EQ(d.u.verify_result.status, 7);
+	gp_msg_finish(&d);
+	free(buf);
+
+	/* Refused: blocks that contradict the status, quantised blocks. */
+	m.u.verify_result.status = GP_VERIFY_COMPUTED;     /* no blocks */
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_result.n_blocks = 2;
+	ASSERT_OK(decode_rc(&m));
+	m.u.verify_result.status = GP_VERIFY_DECLINED;   /* with blocks */
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_result.status = 7;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	m.u.verify_result.status = GP_VERIFY_COMPUTED;
+	m.u.verify_result.blocks = &qb;
+	m.u.verify_result.n_blocks = 1;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	qb.dtype = GP_DTYPE_Q4;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	qb.dtype = GP_DTYPE_I8;
+	ASSERT_EQ(decode_rc(&m), -EBADMSG);
+	qb.dtype = GP_DTYPE_F32;
+	ASSERT_OK(decode_rc(&m));
+
+	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_VERIFY_TASK), "VERIFY_TASK");
+	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_VERIFY_RESULT), "VERIFY_RESULT");
+	ASSERT_EQ(GP_CAP_VERIFY, 1u << 15);
+}
+
 static void test_unknown_type(void)
 {
 	uint8_t buf[32] = { GP_MSG_VERSION, 200, 0x34, 0x12, 6, 0, 0, 0,
@@ -662,17 +1003,13 @@ static void test_unknown_fields(void)
 		/* The content is unchanged: it re-encodes to the original. */
 		{
 			static float scratch[4096];
+			struct gp_msg_block *b;
 			uint8_t *again;
-			size_t alen;
+			size_t alen, n;
 
 			ASSERT_OK(gp_msg_decode(big, len2, &d));
-			if (t == GP_MSG_PARAM_SHARDS)
-				blocks_to_values(d.u.param_shards.blocks,
-						 d.u.param_shards.n_blocks,
-						 scratch);
-			if (t == GP_MSG_UPDATE)
-				blocks_to_values(d.u.update.blocks,
-						 d.u.update.n_blocks, scratch);
+			b = msg_blocks(&d, &n);
+			blocks_to_values(b, n, scratch);
 			again = encode(&d, &alen);
 			ASSERT_EQ(alen, len);
 			ASSERT_MEM_EQ(again, buf, len);
@@ -2058,6 +2395,46 @@ static int write_q4_delta(const char *dir)
 	return write_file(dir, "junk-update-q4-delta", &m);
 }
 
+/* VERIFY_TASK of form GRADIENT (one item, f16 tensors) and a declined
+ * VERIFY_RESULT; a task holding a q8 block and a declined result holding
+ * blocks, which must fail. */
+static int write_verify(const char *dir)
+{
+	static uint8_t item[GP_MSG_VERIFY_ITEM_SIZE];
+	static float v[67];
+	struct gp_msg_block b[2] = {
+		{ .tensor = 0, .rows = 1, .count = 67, .dtype = GP_DTYPE_F16,
+		  .values = v },
+		{ .tensor = 1, .rows = 1, .count = 3, .dtype = GP_DTYPE_F16,
+		  .values = v },
+	};
+	struct gp_msg m;
+
+	for (size_t i = 0; i < 67; i++)
+		v[i] = 0.01f * (float)((int)i - 33);
+	gp_msg_verify_item_put(item, 0, 1, 17, 0.1f, 3);
+	sample(&m, GP_MSG_VERIFY_TASK);
+	m.u.verify_task.form = GP_UPDATE_GRADIENT;
+	m.u.verify_task.momentum = 0;
+	m.u.verify_task.items = item;
+	m.u.verify_task.items_len = sizeof(item);
+	m.u.verify_task.blocks = b;
+	m.u.verify_task.n_blocks = 2;
+	if (write_file(dir, "valid-18-VERIFY_TASK-gradient", &m))
+		return 1;
+	b[1].dtype = GP_DTYPE_Q8;
+	if (write_file(dir, "junk-verify-task-q8", &m))
+		return 1;
+	sample(&m, GP_MSG_VERIFY_RESULT);
+	m.u.verify_result.status = GP_VERIFY_DECLINED;
+	m.u.verify_result.compute_us = 0;
+	m.u.verify_result.n_blocks = 0;
+	if (write_file(dir, "valid-19-VERIFY_RESULT-declined", &m))
+		return 1;
+	m.u.verify_result.n_blocks = 2;
+	return write_file(dir, "junk-verify-result-declined-blocks", &m);
+}
+
 static int write_corpus(const char *dir)
 {
 	for (uint8_t t = 1; t <= GP_MSG_TYPE_MAX; t++) {
@@ -2081,7 +2458,7 @@ static int write_corpus(const char *dir)
 		free(buf);
 	}
 	return write_inner_adamw(dir) || write_param_delta(dir) ||
-	       write_q4(dir) || write_q4_delta(dir);
+	       write_q4(dir) || write_q4_delta(dir) || write_verify(dir);
 }
 
 int main(int argc, char **argv)
@@ -2094,6 +2471,7 @@ int main(int argc, char **argv)
 	test_unknown_type();
 	test_data_shards();
 	test_inner_adamw();
+	test_verify();
 	test_unknown_fields();
 	test_truncation();
 	test_limits();

@@ -1,0 +1,380 @@
+/* Checks handed to other members (docs/security.md "Checks by other
+ * members"). A check the coordinator would recompute on its own CPU goes,
+ * when a member can take it, to a member drawn at random that offered
+ * GP_CAP_VERIFY: VERIFY_TASK carries what the checked member was sent (the
+ * parameters and momentum of its picked pull) and its group's minibatches,
+ * and the checker answers with VERIFY_RESULT, the update it computed. The
+ * coordinator compares the two sums as it compares its own recomputation:
+ *
+ *   - they agree: the update is verified, and a fraction verify_audit of
+ *     such checks is recomputed by the coordinator too (a checker that
+ *     passes its partner's wrong updates is found there);
+ *   - they disagree, or the checker declines, leaves or is late: the
+ *     coordinator recomputes the update itself and its result decides;
+ *     a checker whose answer differs from it has a mismatch of its own.
+ *
+ * So a checker can neither frame an honest member (a disagreement is
+ * always settled by the coordinator) nor clear a cheating one except
+ * where it is not audited, and the coordinator's CPU goes to the audits
+ * and the disagreements instead of every check. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gp-endian.h"
+#include "log.h"
+#include "members.h"
+#include "params.h"
+#include "pool.h"
+#include "scheduler.h"
+#include "ssp.h"
+#include "util.h"
+#include "verify-impl.h"
+
+/* A checker's answer is waited for this long; then the coordinator
+ * recomputes the update itself. The checker runs the task after the work
+ * it holds (a clock of its own at most). */
+#define TIMEOUT_MS 30000
+/* Members looked at to draw a checker from (a walk's next ones). */
+#define PROBE 64
+/* Checks out with members at once; beyond, the coordinator's own. */
+#define MAX_OUT 64
+/* A checker whose measured link would take longer than this to move the
+ * task and its answer is not drawn: the check would cost a slow
+ * volunteer's uplink what the coordinator's CPU saves. */
+#define LINK_S 1.0
+
+static size_t tensor_count(const struct gp_verify *v)
+{
+	return gp_params_tensor_count(v->pool->params);
+}
+
+/* Bytes of c's task and answer for checker d. */
+static double task_bytes(const struct gp_verify *v, const struct check *c,
+			 const struct gp_member *d)
+{
+	double n = (double)v->pool->n_params;
+	double el = (d->caps & GP_CAP_F16) ? 2 : 4;
+
+	return (c->sums ? 4 : 2) * n * el;
+}
+
+static bool can_check(struct gp_verify *v, const struct check *c,
+		      struct gp_member *d)
+{
+	struct gp_pool *pool = v->pool;
+	struct gp_ssp_agent_info info;
+
+	if (!d->joined || d->agent_id == c->agent_id ||
+	    !(d->caps & GP_CAP_VERIFY) || (d->caps & GP_CAP_INNER_ADAMW) ||
+	    d->verify.task || !pool->fx->can_send(pool->fx_data, d))
+		return false;
+	if (v->suspects && gp_verify_suspect(v, d->agent_id))
+		return false;
+	if (gp_ssp_get(pool->ssp, (uint64_t)d->agent_id, &info) == 0 &&
+	    info.link_bps > 0 &&
+	    task_bytes(v, c, d) / info.link_bps > LINK_S)
+		return false;
+	return true;
+}
+
+/* A checker drawn at random among the next PROBE members of the walk. */
+static struct gp_member *draw_checker(struct gp_verify *v,
+				      const struct check *c)
+{
+	struct gp_pool *pool = v->pool;
+	uint32_t n = pool->n_members < PROBE ? pool->n_members : PROBE;
+	struct gp_member *pick = NULL;
+	uint32_t seen = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct gp_member *d = gp_members_step(pool, GP_WALK_VERIFY);
+
+		if (!d)
+			break;
+		if (!can_check(v, c, d))
+			continue;
+		/* Reservoir sampling: each eligible one with 1 / seen. */
+		if (gp_verify_draw(&v->rng, 1.0 / ++seen))
+			pick = d;
+	}
+	return pick;
+}
+
+/* Fills blocks[at..at + tensors) with x's tensors, whole, as dtype. */
+static void put_blocks(const struct gp_verify *v, struct gp_msg_block *blocks,
+		       size_t at, uint32_t tensor0, const float *x,
+		       uint8_t dtype)
+{
+	for (size_t i = 0; i < tensor_count(v); i++) {
+		struct gp_tensor_shape sh;
+		size_t off = 0;
+
+		gp_params_tensor(v->pool->params, i, &sh, &off);
+		blocks[at + i] = (struct gp_msg_block){
+			.tensor = tensor0 + (uint32_t)i,
+			.rows = sh.rows,
+			.count = sh.rows * sh.cols,
+			.dtype = dtype,
+			.values = x + off,
+		};
+	}
+}
+
+static int send_task(struct gp_verify *v, struct check *c,
+		     struct gp_member *d)
+{
+	struct gp_pool *pool = v->pool;
+	uint32_t per = gp_sched_minibatches(pool->sched);
+	size_t nt = tensor_count(v), total = 0;
+	bool f16 = d->caps & GP_CAP_F16;
+	struct gp_msg_block *blocks;
+	uint8_t *items, *idx;
+	struct gp_msg msg;
+	int r;
+
+	for (uint32_t j = 0; j < c->k; j++)
+		total += c->n_samples[j];
+	blocks = calloc(2 * nt, sizeof(*blocks));
+	items = malloc((size_t)c->k * GP_MSG_VERIFY_ITEM_SIZE);
+	idx = malloc(total * 4 + 1);
+	if (!blocks || !items || !idx) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t j = 0; j < c->k; j++)
+		gp_msg_verify_item_put(items, j, (uint32_t)(c->ids[j] / per),
+				       c->ids[j] % per, c->lrs[j],
+				       c->n_samples[j]);
+	for (size_t i = 0; i < total; i++)
+		gp_put_le32(idx + 4 * i, c->idx[i]);
+	/* The copies hold what the checked member decoded: its f16
+	 * parameters are exact in f16; a momentum that went as q8 is not. */
+	put_blocks(v, blocks, 0, 0, c->w0,
+		   f16 && (c->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32);
+	if (c->sums)
+		put_blocks(v, blocks, nt, (uint32_t)nt, c->v0,
+			   f16 && (c->caps & GP_CAP_F16) &&
+					   !(c->caps & GP_CAP_Q8) ?
+				   GP_DTYPE_F16 : GP_DTYPE_F32);
+	gp_msg_init(&msg, GP_MSG_VERIFY_TASK);
+	msg.u.verify_task.task = c->task;
+	msg.u.verify_task.form = c->sums ? GP_UPDATE_SUMS : GP_UPDATE_GRADIENT;
+	msg.u.verify_task.momentum = c->mu;
+	msg.u.verify_task.items = items;
+	msg.u.verify_task.items_len = (size_t)c->k * GP_MSG_VERIFY_ITEM_SIZE;
+	msg.u.verify_task.indices = idx;
+	msg.u.verify_task.indices_len = total * 4;
+	msg.u.verify_task.blocks = blocks;
+	msg.u.verify_task.n_blocks = c->sums ? 2 * nt : nt;
+	r = pool->fx->send_verify(pool->fx_data, d, &msg);
+out:
+	free(blocks);
+	free(items);
+	free(idx);
+	return r;
+}
+
+bool gp_verify_delegate(struct gp_verify *v, struct check *c)
+{
+	struct gp_pool *pool = v->pool;
+	struct gp_member *d;
+
+	if (!pool->job->verify_delegate || !pool->fx->send_verify ||
+	    v->n_delegated >= MAX_OUT)
+		return false;
+	/* A suspect's verdict (and its ban) is the coordinator's at once. */
+	if (v->suspects && gp_verify_suspect(v, c->agent_id))
+		return false;
+	d = draw_checker(v, c);
+	if (!d)
+		return false;
+	c->task = ++v->next_task;
+	c->delegate_id = d->agent_id;
+	c->deadline_ms = gp_now_ms() + TIMEOUT_MS;
+	if (send_task(v, c, d) < 0) {
+		c->task = 0;
+		c->delegate_id = 0;
+		return false;
+	}
+	d->verify.task = c->task;
+	c->next = NULL;
+	{
+		struct check **pp = &v->delegated;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = c;
+	}
+	v->n_delegated++;
+	v->st.delegated++;
+	return true;
+}
+
+/* Unlists the check out for `task` (NULL when none). */
+static struct check *take(struct gp_verify *v, uint64_t task)
+{
+	for (struct check **pp = &v->delegated; *pp; pp = &(*pp)->next) {
+		struct check *c = *pp;
+
+		if (c->task == task) {
+			*pp = c->next;
+			c->next = NULL;
+			v->n_delegated--;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* The checker did not answer c (declined, left, late): the coordinator
+ * recomputes it. */
+static void fall_back(struct gp_verify *v, struct check *c, const char *why)
+{
+	gp_debug("verification: agent %" PRId64 " %s the check of agent %"
+		 PRId64 "'s clock %" PRId64 "; recomputed here", c->delegate_id,
+		 why, c->agent_id, c->clock);
+	v->st.delegate_failed++;
+	gp_verify_run_here(v, c);
+}
+
+/* Reads the answer's blocks into c->da (and c->db): whole tensors in
+ * order, as an UPDATE of the check's form. Returns 0 or -EBADMSG. */
+static int read_answer(struct gp_verify *v, struct check *c,
+		       const struct gp_msg_verify_result *r)
+{
+	size_t n = v->pool->n_params, nt = tensor_count(v);
+	size_t want = c->sums ? 2 * nt : nt;
+	bool f16 = false;
+
+	if (r->n_blocks != want)
+		return -EBADMSG;
+	c->da = malloc(n * sizeof(float));
+	c->db = c->sums ? malloc(n * sizeof(float)) : NULL;
+	if (!c->da || (c->sums && !c->db))
+		return -ENOMEM;
+	for (size_t i = 0; i < want; i++) {
+		const struct gp_msg_block *b = &r->blocks[i];
+		struct gp_tensor_shape sh;
+		size_t off = 0;
+
+		if (b->tensor != i ||
+		    gp_params_tensor(v->pool->params, i % nt, &sh, &off) < 0 ||
+		    b->row_start != 0 || (b->rows != 0 && b->rows != sh.rows) ||
+		    b->count != (size_t)sh.rows * sh.cols ||
+		    gp_msg_block_read(b, (i < nt ? c->da : c->db) + off,
+				      b->count) < 0)
+			return -EBADMSG;
+		f16 |= b->dtype == GP_DTYPE_F16;
+	}
+	/* f16 rounds each value by at most 2^-11 of it. */
+	c->d_round = f16 ? 1.0 / 2048.0 : 0;
+	return 0;
+}
+
+void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
+		      const struct gp_msg_verify_result *r)
+{
+	struct gp_verify *v = pool->verify;
+	double tol = pool->job->verify_tolerance;
+	double res_a, x_a, res_b = 0, x_b = 0;
+	struct check *c;
+	bool agree;
+	int err;
+
+	if (!v || !r->task || m->verify.task != r->task) {
+		/* Not a task this member holds: one it gave up on a
+		 * reconnect, or one of a job gone. */
+		gp_debug("verification: agent %" PRId64 " answered task %"
+			 PRIu64 ", not out with it", m->agent_id, r->task);
+		return;
+	}
+	m->verify.task = 0;
+	c = take(v, r->task);
+	if (!c)
+		return;
+	if (r->status != GP_VERIFY_COMPUTED) {
+		fall_back(v, c, "declined");
+		return;
+	}
+	err = read_answer(v, c, r);
+	if (err < 0) {
+		gp_warn("agent %" PRId64 ": its answer to a check does not fit "
+			"the model; the coordinator recomputes it",
+			m->agent_id);
+		free(c->da);
+		free(c->db);
+		c->da = c->db = NULL;
+		pool->fx->send_bye(pool->fx_data, m, GP_BYE_PROTOCOL,
+				   "malformed VERIFY_RESULT");
+		fall_back(v, c, "gave a malformed answer to");
+		return;
+	}
+	/* The checked member's rounding (its wire) and the checker's (f16)
+	 * both stand between the two. */
+	gp_verify_residual(c->a, c->da, pool->n_params, &res_a, &x_a);
+	agree = gp_verify_pass(res_a, x_a, c->q_a + c->d_round * x_a, tol);
+	if (c->sums) {
+		gp_verify_residual(c->b, c->db, pool->n_params, &res_b, &x_b);
+		agree = agree && gp_verify_pass(res_b, x_b,
+						c->q_b + c->d_round * x_b, tol);
+	}
+	if (agree && !gp_verify_draw(&v->rng, pool->job->verify_audit)) {
+		/* Verified by another member. da is no longer needed. */
+		free(c->da);
+		free(c->db);
+		c->da = c->db = NULL;
+		gp_verify_passed(v, c, res_a,
+				 c->q_a + (c->d_round + tol) * x_a);
+		gp_verify_check_ended(v, c);
+		return;
+	}
+	if (agree)
+		v->st.audited++;
+	else
+		v->st.disagreed++;
+	/* An audit, or a disagreement: the coordinator's recomputation
+	 * decides, for the checked member and the checker both. */
+	gp_verify_run_here(v, c);
+}
+
+void gp_verify_member_left(struct gp_verify *v, struct gp_member *m)
+{
+	struct check *c;
+
+	if (!m->verify.task)
+		return;
+	c = take(v, m->verify.task);
+	m->verify.task = 0;
+	if (c)
+		fall_back(v, c, "left before it answered");
+}
+
+void gp_verify_tick(struct gp_pool *pool, int64_t now_ms)
+{
+	struct gp_verify *v = pool->verify;
+
+	while (v && v->delegated && v->delegated->deadline_ms <= now_ms) {
+		struct check *c = v->delegated;
+		struct gp_member *d = gp_members_find(pool,
+						      (uint64_t)c->delegate_id);
+
+		take(v, c->task);
+		if (d && d->verify.task == c->task)
+			d->verify.task = 0;
+		fall_back(v, c, "did not answer in time");
+	}
+}
+
+void gp_verify_delegated_free(struct gp_verify *v)
+{
+	while (v->delegated) {
+		struct check *c = v->delegated;
+
+		v->delegated = c->next;
+		gp_verify_check_free(c);
+	}
+	v->n_delegated = 0;
+}
