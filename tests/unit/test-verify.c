@@ -8,12 +8,16 @@
  * zero lead, through a rebase of the momentum's scale; a pull for a
  * clock with work still out is never picked; and after a mismatch every
  * clock of the member is picked, and its mismatches still count when it
- * comes back after leaving. */
+ * comes back after leaving; a check handed to another member goes out
+ * as the VERIFY_TASK of what the checked member was sent, an agreeing
+ * answer verifies it without the coordinator's recomputation, and an
+ * answer to a task the member does not hold changes nothing. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "params.h"
+#include "pool-fixture.h"
 #include "pool.h"
 #include "scheduler.h"
 #include "test.h"
@@ -429,8 +433,138 @@ static void test_detection_pick(void)
 	}
 }
 
+/* What fx_send_verify saw: the last VERIFY_TASK, encoded as serve sends
+ * it, and to whom. */
+static uint8_t *task_wire;
+static size_t task_len;
+static int64_t task_to;
+
+static int fx_send_verify(void *ctx, struct gp_member *m, struct gp_msg *msg)
+{
+	(void)ctx;
+	free(task_wire);
+	ASSERT_OK(gp_msg_encode_alloc(msg, &task_wire, &task_len));
+	task_to = m->agent_id;
+	return 0;
+}
+
+/* A VERIFY_RESULT of `task` holding x (the fixture's two tensors), as the
+ * decoder leaves it; *wire to free. */
+static void answer(uint64_t task, const float *x, struct gp_msg *ret,
+		   uint8_t **wire)
+{
+	struct gp_msg_block b[2] = {
+		{ .tensor = 0, .rows = 2, .count = 6, .values = x },
+		{ .tensor = 1, .rows = 1, .count = 3, .values = x + 6 },
+	};
+	struct gp_msg msg;
+	size_t len;
+
+	gp_msg_init(&msg, GP_MSG_VERIFY_RESULT);
+	msg.u.verify_result.task = task;
+	msg.u.verify_result.blocks = b;
+	msg.u.verify_result.n_blocks = 2;
+	ASSERT_OK(gp_msg_encode_alloc(&msg, wire, &len));
+	ASSERT_OK(gp_msg_decode(*wire, len, ret));
+}
+
+static void test_delegate(void)
+{
+	struct gp_pool_effects fx = fx_effects;
+	struct fixture f;
+	struct gp_verify_env env = {0};
+	struct gp_verify_stats st;
+	struct gp_member *checked, *checker;
+	struct gp_msg task, res;
+	uint8_t *wire = NULL;
+	uint64_t id = 3, mb;
+	uint32_t idx[4], epoch, samples;
+	size_t got;
+	float g[FX_N], w0[FX_N], lr;
+	struct fx_update x;
+
+	fx.send_verify = fx_send_verify;
+	fx_setup(&f, 3);
+	f.pool.fx = &fx;
+	f.job.verify_rate = 1;
+	f.job.verify_audit = 0;
+	ASSERT_OK(gp_verify_create(&f.pool, &env, 1, &f.pool.verify));
+	checked = fx_join(&f, 0, 0);
+	checker = fx_join(&f, 1, 0);
+	/* Granted only with the training set; the grant is members.c's. */
+	checker->caps |= GP_CAP_VERIFY;
+	memcpy(w0, gp_params_values(f.params), sizeof(w0));
+	ASSERT(gp_verify_pick(&f.pool, checked, checked->clock, 1));
+	gp_verify_sent(&f.pool, checked, checked->clock);
+	for (size_t i = 0; i < FX_N; i++)
+		g[i] = (float)noise();
+	/* The update as apply.c hands it over: blocks read into grad. */
+	memcpy(f.pool.grad, g, sizeof(g));
+	gp_verify_received(&f.pool, checked,
+			   fx_plain(&x, id, checked->clock, g), &id, 1);
+	gp_verify_before_step(&f.pool);
+	ASSERT_OK(gp_params_apply(f.params, g, FX_N, NULL));
+	gp_verify_applied(&f.pool, checked, &id, 1, 0.1, 0);
+	/* Out with the checker, not recomputed here. */
+	ASSERT_EQ(task_to, checker->agent_id);
+	ASSERT(gp_verify_busy(f.pool.verify));
+	ASSERT_OK(gp_msg_decode(task_wire, task_len, &task));
+	ASSERT_EQ(task.type, GP_MSG_VERIFY_TASK);
+	ASSERT_EQ(task.u.verify_task.form, GP_UPDATE_GRADIENT);
+	ASSERT_EQ(task.u.verify_task.items_len, GP_MSG_VERIFY_ITEM_SIZE);
+	gp_msg_verify_item(&task.u.verify_task, 0, &epoch, &mb, &lr, &samples);
+	ASSERT_EQ(epoch, 0);
+	ASSERT_EQ(mb, 3);
+	ASSERT_EQ(samples, 4);
+	ASSERT_OK(gp_sched_samples(f.sched, id, idx, 4, &got));
+	ASSERT_EQ(task.u.verify_task.indices_len, 16);
+	for (size_t i = 0; i < 4; i++)
+		ASSERT_EQ(gp_get_le32(task.u.verify_task.indices + 4 * i),
+			  idx[i]);
+	/* The parameters the checked member was sent, before its step. */
+	ASSERT_EQ(task.u.verify_task.n_blocks, 2);
+	for (size_t b = 0; b < 2; b++) {
+		float got_w[6];
+		const struct gp_msg_block *bl = &task.u.verify_task.blocks[b];
+
+		ASSERT_EQ(bl->tensor, b);
+		ASSERT_OK(gp_msg_block_read(bl, got_w, bl->count));
+		ASSERT_EQ(memcmp(got_w, w0 + 6 * b, bl->count * 4), 0);
+	}
+	/* An answer to another task: ignored, the check still out. */
+	answer(task.u.verify_task.task + 1, g, &res, &wire);
+	gp_verify_result(&f.pool, checker, &res.u.verify_result);
+	gp_msg_finish(&res);
+	free(wire);
+	gp_verify_get_stats(f.pool.verify, &st);
+	ASSERT_EQ(st.verified, 0);
+	ASSERT(gp_verify_busy(f.pool.verify));
+	/* The checker computed what was sent: verified, nothing
+	 * recomputed here. */
+	answer(task.u.verify_task.task, g, &res, &wire);
+	gp_verify_result(&f.pool, checker, &res.u.verify_result);
+	gp_msg_finish(&res);
+	free(wire);
+	gp_verify_get_stats(f.pool.verify, &st);
+	ASSERT_EQ(st.delegated, 1);
+	ASSERT_EQ(st.verified, 1);
+	ASSERT_EQ(st.mismatched, 0);
+	ASSERT_EQ(st.recompute_ns, 0);
+	ASSERT(!gp_verify_busy(f.pool.verify));
+	ASSERT_EQ(checker->verify.task, 0);
+	gp_msg_finish(&task);
+	free(task_wire);
+	task_wire = NULL;
+	gp_verify_member_finish(&f.pool, checked);
+	gp_verify_member_finish(&f.pool, checker);
+	gp_verify_destroy(f.pool.verify);
+	f.pool.verify = NULL;
+	fx_teardown(&f);
+}
+
 int main(void)
 {
+	test_delegate();
 	test_detection_pick();
 	test_pick_short();
 	test_suspect();
