@@ -105,6 +105,11 @@ struct gp_machine_ops {
 	 * gp_worker_set_inner; in borrowed); NULL: the agent does not ask
 	 * for GP_CAP_INNER_ADAMW. */
 	int (*worker_set_inner)(void *ctx, const struct gp_worker_inner *in);
+	/* Recomputes another member's update on a scratch model (worker.h
+	 * gp_worker_verify; t's arrays taken, also on failure, t
+	 * borrowed); its result comes to gp_machine_on_result with verify
+	 * set. NULL: the agent does not ask for GP_CAP_VERIFY. */
+	int (*worker_verify)(void *ctx, struct gp_worker_verify *t);
 	void (*worker_drop_queued)(void *ctx);
 	uint64_t (*worker_generation)(void *ctx);
 	double (*worker_flops_per_sample)(void *ctx);
@@ -217,6 +222,10 @@ struct gp_machine {
 	/* Results of an earlier connection's work, dropped. */
 	uint64_t stale_results;
 	uint64_t minibatches;     /* computed and sent, for the status */
+	/* Other members' updates recomputed and sent (VERIFY_RESULT
+	 * computed): checks, not training work, so neither in minibatches
+	 * nor in the contribution statistics. */
+	uint64_t verifications;
 	/* The job's progress and this member's credit, as the last STATS
 	 * said (GP_CAP_PROGRESS); progress_at: unix s it came. */
 	struct gp_msg_stats progress;

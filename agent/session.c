@@ -575,6 +575,11 @@ static int op_worker_set_inner(void *ctx, const struct gp_worker_inner *in)
 	return gp_worker_set_inner(((struct session *)ctx)->worker, in);
 }
 
+static int op_worker_verify(void *ctx, struct gp_worker_verify *t)
+{
+	return gp_worker_verify(((struct session *)ctx)->worker, t);
+}
+
 static void op_worker_drop_queued(void *ctx)
 {
 	gp_worker_drop_queued(((struct session *)ctx)->worker);
@@ -608,6 +613,7 @@ static const struct gp_machine_ops session_ops = {
 	.worker_set_params = op_worker_set_params,
 	.worker_compute = op_worker_compute,
 	.worker_set_inner = op_worker_set_inner,
+	.worker_verify = op_worker_verify,
 	.worker_drop_queued = op_worker_drop_queued,
 	.worker_generation = op_worker_generation,
 	.worker_flops_per_sample = op_worker_flops_per_sample,

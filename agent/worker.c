@@ -20,6 +20,7 @@ enum job_kind {
 	JOB_PARAMS,
 	JOB_COMPUTE,
 	JOB_INNER,
+	JOB_VERIFY,
 };
 
 struct job {
@@ -31,6 +32,8 @@ struct job {
 	float *values;
 	/* JOB_INNER */
 	struct gp_worker_inner inner;
+	/* JOB_VERIFY (its arrays owned by the job) */
+	struct gp_worker_verify verify;
 	/* JOB_COMPUTE */
 	uint32_t epoch;
 	uint64_t minibatch, clock;
@@ -40,9 +43,10 @@ struct job {
 	float lr, mu;
 	uint32_t group;           /* > 1: opens a group of that many */
 	uint64_t gen;             /* gp_worker_drop_queued() generation */
-	/* Allocated with the job, so that the thread can always answer it,
-	 * even with a failure: a minibatch never answered would hold the
-	 * coordinator's clock for this agent until its work timeout. */
+	/* Allocated with the job (JOB_COMPUTE, JOB_VERIFY), so that the
+	 * thread can always answer it, even with a failure: a minibatch never
+	 * answered would hold the coordinator's clock for this agent until
+	 * its work timeout. */
 	struct gp_worker_result *res;
 };
 
@@ -111,14 +115,28 @@ struct gp_worker {
 	uint32_t vocab;           /* the classes (a language model's tokens) */
 	struct group grp;
 	struct inner inner;
+	/* Verifications' model (gp_worker_verify): the same spec and batch
+	 * as model, made at the first, so that recomputing another member's
+	 * update leaves this agent's own copy, momentum and group alone. */
+	struct gp_model *vmodel;
 	uint64_t steps;           /* minibatches computed (test.fail_step) */
 	uint64_t typical_us;      /* moving average of rest_basis() */
 };
+
+/* Frees what a verification took (gp_worker_verify). */
+static void verify_free(const struct gp_worker_verify *t)
+{
+	free(t->items);
+	free(t->idx);
+	free(t->w0);
+	free(t->v0);
+}
 
 static void job_free(struct job *j)
 {
 	if (!j)
 		return;
+	verify_free(&j->verify);
 	free(j->values);
 	free(j->pixels);
 	free(j->labels);
@@ -429,6 +447,54 @@ done:
 			.tv_nsec = (long)(w->cfg.test.step_delay_ms % 1000) * 1000000L,
 		};
 		nanosleep(&ts, NULL);
+	}
+	res->compute_us = gp_mono_us() - t0;
+	return res;
+}
+
+/* Recomputes another member's update (gp_worker_verify) on the scratch
+ * model, made here at the first verification. Returns its result (taken
+ * from the job, never NULL), with error set when it was not computed. */
+static struct gp_worker_result *verify(struct gp_worker *w, struct job *j)
+{
+	const struct gp_worker_verify *t = &j->verify;
+	struct gp_worker_result *res = j->res;
+	uint64_t t0 = gp_mono_us();
+	int r = 0;
+
+	j->res = NULL;
+	res->verify = true;
+	res->task = t->task;
+	res->gen = j->gen;
+	/* gp_recompute() gathers the samples into the worker's x and y:
+	 * images of the model's input width, one label each. */
+	if (t->data->features != w->inputs || w->labels != 1)
+		r = -EINVAL;
+	if (r >= 0 && !w->vmodel) {
+		r = gp_model_create(w->be, gp_model_get_spec(w->model),
+				    w->cfg.max_batch, &w->vmodel);
+		if (r < 0)
+			gp_debug("no model for verifications: %s",
+				 gp_backend_error(w->be));
+	}
+	if (r >= 0) {
+		res->grads = malloc(w->n_params * sizeof(float));
+		if (t->sums)
+			res->sums_b = malloc(w->n_params * sizeof(float));
+		if (!res->grads || (t->sums && !res->sums_b))
+			r = -ENOMEM;
+	}
+	if (r >= 0)
+		r = gp_recompute(w->vmodel, t->data, w->cfg.seed, t->sums,
+				 t->mu, t->items, t->k, t->w0, t->v0, w->x,
+				 w->y, res->grads, res->sums_b);
+	if (r < 0) {
+		free(res->grads);
+		free(res->sums_b);
+		res->grads = res->sums_b = NULL;
+		res->error = r;
+	} else {
+		res->n_grads = w->n_params;
 	}
 	res->compute_us = gp_mono_us() - t0;
 	return res;
@@ -745,6 +811,20 @@ static void *thread_main(void *arg)
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);
+		} else if (j->kind == JOB_VERIFY) {
+			/* Another member's group, on the scratch model: an open
+			 * group of this agent's goes on after it untouched. Its
+			 * rest is that of as many steps as it has items. */
+			uint64_t cpu0 = process_cpu_us(), step_us;
+			struct gp_worker_result *res = verify(w, j);
+			uint64_t k = j->verify.k;
+
+			step_us = k * rest_basis(w, res->compute_us / k,
+						 (process_cpu_us() - cpu0) / k);
+			post_result(w, res);
+			job_free(j);
+			rest(w, step_us);
+			continue;
 		} else {
 			struct gp_worker_result *res;
 			uint64_t step_us = 0;
@@ -849,6 +929,7 @@ static void release_thread_state(struct gp_worker *w)
 	inner_free(&w->inner);
 	free(w->grp.w0);
 	free(w->grp.v0);
+	gp_model_destroy(w->vmodel);
 	gp_model_destroy(w->model);
 	gp_backend_destroy(w->be);
 	free(w->x);
@@ -1021,6 +1102,28 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 	return enqueue(w, j);
 }
 
+int gp_worker_verify(struct gp_worker *w, struct gp_worker_verify *t)
+{
+	struct job *j;
+
+	if (t->k == 0 || !t->items || !t->w0 || (t->sums && !t->v0) ||
+	    !t->data) {
+		verify_free(t);
+		return -EINVAL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j)
+		j->res = calloc(1, sizeof(*j->res));
+	if (!j || !j->res) {
+		free(j);
+		verify_free(t);
+		return -ENOMEM;
+	}
+	j->kind = JOB_VERIFY;
+	j->verify = *t;
+	return enqueue(w, j);
+}
+
 int gp_worker_set_inner(struct gp_worker *w,
 			const struct gp_worker_inner *in)
 {
@@ -1066,7 +1169,7 @@ void gp_worker_drop_queued(struct gp_worker *w)
 	pp = &w->head;
 	w->tail = NULL;
 	while ((j = *pp)) {
-		if (j->kind == JOB_COMPUTE) {
+		if (j->kind == JOB_COMPUTE || j->kind == JOB_VERIFY) {
 			*pp = j->next;
 			w->pending--;
 			job_free(j);

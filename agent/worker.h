@@ -12,7 +12,9 @@
 
 #include "adamw.h"
 #include "backend.h"
+#include "data.h"
 #include "model.h"
+#include "recompute.h"
 #include "testhooks.h"
 
 struct gp_worker;
@@ -78,6 +80,12 @@ struct gp_worker_result {
 	bool delta;
 	struct gp_worker_item *items; /* group only, n_items */
 	size_t n_items;
+	/* The answer to a verification (gp_worker_verify), not training
+	 * work: task is its id, grads holds the gradient or the sum A and
+	 * sums_b the sum B (sums only); of the other fields only gen,
+	 * error, n_grads and compute_us are set. */
+	bool verify;
+	uint64_t task;
 	struct gp_worker_result *next;
 };
 
@@ -148,6 +156,39 @@ int gp_worker_compute(struct gp_worker *w, uint32_t epoch,
 		      float lr, float mu,
 		      uint32_t group);
 
+/* A recomputation of another member's update (VERIFY_TASK in
+ * proto/msg.h): what gp_recompute() computes from w0 (and v0) for the
+ * items, on the worker's device. The arrays are taken by
+ * gp_worker_verify(), also when it fails. */
+struct gp_worker_verify {
+	uint64_t task;            /* echoed in the result */
+	bool sums;                /* GP_UPDATE_SUMS, else one gradient */
+	float mu;                 /* the local steps' momentum */
+	/* k items (taken); their idx point into idx (taken), the items'
+	 * indices one after the other, each below data->count. */
+	struct gp_recompute_item *items;
+	size_t k;
+	uint32_t *idx;
+	/* The parameters and, with sums, the momentum to start from, in
+	 * tensor order (the model's parameter count each; taken; v0 NULL
+	 * without sums). */
+	float *w0, *v0;
+	/* The training set the indices name: borrowed, it must outlive the
+	 * worker (gp_worker_stop). */
+	const struct gp_dataset *data;
+};
+
+/* Queues a verification (t's arrays taken; t itself borrowed). It runs in
+ * queue order like a minibatch, with the same rest after it (cfg.duty),
+ * but on a scratch model of the same spec and batch, made at the first
+ * one and kept: the worker's own parameters, momentum and open group are
+ * not touched. Its result has verify set (error < 0: not computed, e.g.
+ * -ENOMEM, or -EINVAL when the data set's samples do not fit the model);
+ * gp_worker_drop_queued() drops it while queued. Returns 0, -EINVAL (no
+ * item, no w0, sums without v0, no data set) or -ENOMEM; nothing is
+ * queued then and the arrays are freed. */
+int gp_worker_verify(struct gp_worker *w, struct gp_worker_verify *t);
+
 /* The model's input width: elements of one sample (valid after start). */
 size_t gp_worker_inputs(const struct gp_worker *w);
 
@@ -158,8 +199,9 @@ double gp_worker_flops_per_sample(const struct gp_worker *w);
 /* Jobs queued or in hand, not yet reported. */
 size_t gp_worker_pending(const struct gp_worker *w);
 
-/* Drops every queued minibatch not yet started (the coordinator went away
- * and will hand them out again) and starts a new generation: the job in
+/* Drops every queued minibatch and verification not yet started (the
+ * coordinator went away and will hand them out again; a verification's
+ * answer has nobody to go to) and starts a new generation: the job in
  * hand, which cannot be stopped, still reports, with the old generation
  * in its result. */
 void gp_worker_drop_queued(struct gp_worker *w);

@@ -4,6 +4,7 @@
  *   hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] [--norm-limit X]
  *                 [--z X] [--seed N]
  *                 [--interval-ms MS] [--duration-ms MS] [--burst N]
+ *                 [--data DIR]
  *
  * It joins with an invite token like gradpool-agent (a fresh identity,
  * Noise IKpsk2, JOIN), asks for work, and answers every minibatch it gets
@@ -51,7 +52,21 @@
  *   collude        g - |g| u, u a unit direction drawn from --seed: every
  *                  member run with the same seed pushes the same way
  *
- * It prints one "result:" line and exits 0 when the coordinator closed the
+ * A checker that lies (delegated verification, proto/msg.h
+ * GP_CAP_VERIFY):
+ *
+ *   verify-lie     trains as honest, but asks for GP_CAP_VERIFY and
+ *                  GP_CAP_LOCAL_DATA (it needs --data DIR, the
+ *                  Fashion-MNIST directory gradpool-agent would be given
+ *                  with --data-dir, whose gp_data_fingerprint() goes in
+ *                  JOIN; minibatches then come as indices into it) and
+ *                  answers every VERIFY_TASK with status COMPUTED and
+ *                  plausible-looking but wrong values: the task's shapes
+ *                  (the gradient, or the sums A and B), f32, every
+ *                  element 0.01
+ *
+ * It prints one "result:" line (verifies= counts the VERIFY_RESULTs
+ * sent) and exits 0 when the coordinator closed the
  * connection (or, for duplicate, norm, burst, probe, after --count updates
  * / --duration-ms), 1 on timeout, 2 on a usage error or when no channel
  * was established. */
@@ -66,6 +81,7 @@
 #include <uv.h>
 
 #include "channel.h"
+#include "data.h"
 #include "hostile-train.h"
 #include "log.h"
 #include "msg.h"
@@ -84,6 +100,8 @@ enum mode {
 	/* Attacks from the real gradient (attack()). */
 	M_HONEST, M_SIGN_FLIP, M_SCALED, M_LITTLE, M_NOISE, M_STALE,
 	M_LABEL_FLIP, M_ZEROS, M_COLLUDE,
+	/* Trains as honest, lies as a checker (send_lie()). */
+	M_VERIFY_LIE,
 };
 
 static const char *const mode_names[] = {
@@ -92,6 +110,7 @@ static const char *const mode_names[] = {
 	"group-twin", "parts", "burst",
 	"honest", "sign-flip", "scaled", "little", "noise", "stale",
 	"label-flip", "zeros", "collude",
+	"verify-lie",
 };
 
 static bool attacking(int mode)
@@ -127,6 +146,13 @@ struct hostile {
 	bool have_first;
 	double norm_limit, z;
 	uint64_t seed, rng;
+	/* verify-lie: the training set (--data), a minibatch gathered from
+	 * it, the lie's values. */
+	struct gp_dataset *data;
+	uint8_t *px, *lb;
+	float *lie;
+	size_t lie_n;
+	unsigned long verifies;
 };
 
 static int send_msg(struct hostile *h, struct gp_msg *m)
@@ -445,7 +471,94 @@ static int start_attack(struct hostile *h, const struct gp_msg_welcome *w)
 	h->mean = calloc(n, sizeof(float));
 	h->var = calloc(n, sizeof(float));
 	h->rng = h->seed * 0xbf58476d1ce4e5b9ull + 7;
+	if (h->data) {
+		/* A batch of samples gathered from the local copy. */
+		h->px = malloc((size_t)w->batch_size * h->data->features);
+		h->lb = malloc(w->batch_size ? w->batch_size : 1);
+		if (!h->px || !h->lb)
+			return -ENOMEM;
+	}
 	return h->g && h->out && h->mean && h->var ? 0 : -ENOMEM;
+}
+
+/* A minibatch of indices into h->data (GP_CAP_LOCAL_DATA) as the pixels
+ * and labels it names, into *full (pointing into h->px, h->lb). Returns
+ * 0, or -EINVAL for an index beyond the data set. */
+static int gather(struct hostile *h, const struct gp_msg_minibatch *mb,
+		  struct gp_msg_minibatch *full)
+{
+	size_t f = h->data->features;
+
+	if (mb->indices_len != (size_t)mb->samples * 4 ||
+	    mb->samples > h->batch)
+		return -EINVAL;
+	for (uint32_t i = 0; i < mb->samples; i++) {
+		uint32_t k = gp_msg_minibatch_index(mb, i);
+
+		if (k >= h->data->count)
+			return -EINVAL;
+		memcpy(h->px + (size_t)i * f, h->data->images + (size_t)k * f,
+		       f);
+		h->lb[i] = h->data->labels[k];
+	}
+	*full = *mb;
+	full->features = (uint32_t)f;
+	full->pixels = h->px;
+	full->pixels_len = (size_t)mb->samples * f;
+	full->labels = h->lb;
+	full->labels_len = mb->samples;
+	return 0;
+}
+
+/* verify-lie: answers a recomputation with values that look like an
+ * update but are not this one: every element 0.01, in the task's own
+ * blocks' shapes (its parameters' for the gradient or the sum A, its
+ * momentum's for the sum B, which VERIFY_RESULT numbers alike). */
+static int send_lie(struct hostile *h, const struct gp_msg_verify_task *t)
+{
+	struct gp_msg_block *blocks = calloc(t->n_blocks, sizeof(*blocks));
+	size_t most = 0;
+	struct gp_msg m;
+	int r;
+
+	if (!blocks)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n_blocks; i++)
+		if (t->blocks[i].count > most)
+			most = t->blocks[i].count;
+	if (most > h->lie_n) {
+		free(h->lie);
+		h->lie = malloc(most * sizeof(float));
+		h->lie_n = h->lie ? most : 0;
+		if (!h->lie) {
+			free(blocks);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < most; i++)
+			h->lie[i] = 0.01f;
+	}
+	for (size_t i = 0; i < t->n_blocks; i++)
+		blocks[i] = (struct gp_msg_block){
+			.tensor = t->blocks[i].tensor,
+			.row_start = t->blocks[i].row_start,
+			.rows = t->blocks[i].rows,
+			.count = t->blocks[i].count,
+			.dtype = GP_DTYPE_F32,
+			.values = h->lie,
+		};
+	gp_msg_init(&m, GP_MSG_VERIFY_RESULT);
+	m.u.verify_result.task = t->task;
+	m.u.verify_result.status = GP_VERIFY_COMPUTED;
+	m.u.verify_result.compute_us = 1000;
+	m.u.verify_result.blocks = blocks;
+	m.u.verify_result.n_blocks = t->n_blocks;
+	r = send_msg(h, &m);
+	free(blocks);
+	if (r == 0) {
+		h->sent++;
+		h->verifies++;
+	}
+	return r;
 }
 
 static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
@@ -458,6 +571,18 @@ static void on_minibatch(struct hostile *h, const struct gp_msg_minibatch *mb)
 	if (h->n_tensors == 0 || h->finished)
 		return;
 	if (attacking(h->mode)) {
+		struct gp_msg_minibatch full;
+
+		if (h->data && !mb->pixels_len) {
+			if (gather(h, mb, &full) < 0) {
+				fprintf(stderr, "hostile-agent: minibatch %"
+					PRIu64 " does not fit the data set\n",
+					mb->minibatch);
+				finish(h);
+				return;
+			}
+			mb = &full;
+		}
 		if (!h->train || send_attack(h, mb) < 0)
 			finish(h);
 		return;
@@ -604,6 +729,11 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 	case GP_MSG_MINIBATCH:
 		on_minibatch(h, &m.u.minibatch);
 		break;
+	case GP_MSG_VERIFY_TASK:
+		if (h->mode == M_VERIFY_LIE && send_lie(h, &m.u.verify_task) < 0)
+			fprintf(stderr, "hostile-agent: verification task %"
+				PRIu64 " not answered\n", m.u.verify_task.task);
+		break;
 	case GP_MSG_HEARTBEAT:
 		if (h->mode == M_PROBE && m.u.heartbeat.echo_time_us &&
 		    h->n_rtt < MAX_SAMPLES)
@@ -646,6 +776,10 @@ static void on_established(struct gp_channel *ch, const uint8_t *remote,
 	m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
 	if (h->mode == M_GROUP_TWIN)
 		m.u.join.caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+	if (h->mode == M_VERIFY_LIE) {
+		m.u.join.caps = GP_CAP_VERIFY | GP_CAP_LOCAL_DATA;
+		m.u.join.data_fingerprint = gp_data_fingerprint(h->data);
+	}
 	send_msg(h, &m);
 }
 
@@ -701,7 +835,8 @@ static void usage(void)
 {
 	fputs("usage: hostile-agent MODE TOKEN [--count N] [--timeout-ms MS] "
 	      "[--interval-ms MS] [--duration-ms MS] [--burst N]\n"
-	      "       [--norm-limit X] [--z X] [--seed N]\nmodes:", stderr);
+	      "       [--norm-limit X] [--z X] [--seed N] [--data DIR]\n"
+	      "modes:", stderr);
 	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
 		fprintf(stderr, " %s", mode_names[i]);
 	fputc('\n', stderr);
@@ -718,6 +853,7 @@ int main(int argc, char **argv)
 		{ "norm-limit", required_argument, NULL, 'n' },
 		{ "z", required_argument, NULL, 'z' },
 		{ "seed", required_argument, NULL, 's' },
+		{ "data", required_argument, NULL, 'D' },
 		{ 0 },
 	};
 	struct hostile *h = calloc(1, sizeof(*h));
@@ -731,6 +867,8 @@ int main(int argc, char **argv)
 	struct sockaddr_storage ss;
 	uint8_t psk[GP_TOKEN_PSK_SIZE] = { 0 };
 	enum gp_token_error terr;
+	const char *data_dir = NULL;
+	char err[GP_DATA_ERR_MAX];
 	size_t i;
 	int c, rc = 2;
 
@@ -769,6 +907,9 @@ int main(int argc, char **argv)
 		case 's':
 			h->seed = strtoull(optarg, NULL, 10);
 			break;
+		case 'D':
+			data_dir = optarg;
+			break;
 		default:
 			usage();
 			goto out;
@@ -786,6 +927,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	h->mode = (enum mode)i;
+	if (h->mode == M_VERIFY_LIE) {
+		if (!data_dir) {
+			fprintf(stderr, "hostile-agent: verify-lie needs "
+				"--data DIR\n");
+			goto out;
+		}
+		if (gp_data_load_fashion_mnist(data_dir, true, &h->data, err,
+					       sizeof(err)) < 0) {
+			fprintf(stderr, "hostile-agent: %s\n", err);
+			goto out;
+		}
+	}
 	if (gp_token_parse(argv[optind + 1], &h->token, &terr) < 0) {
 		fprintf(stderr, "hostile-agent: bad token: %s\n",
 			gp_token_error_str(terr));
@@ -828,9 +981,10 @@ int main(int argc, char **argv)
 		       h->n_rtt, h->sent, pct(h->rtt, h->n_rtt, 0.5),
 		       pct(h->rtt, h->n_rtt, 0.99), pct(h->rtt, h->n_rtt, 1.0));
 	}
-	printf("result: mode=%s sent=%lu updates=%lu bytes=%lu established=%d "
-	       "closed_by_peer=%d timed_out=%d why=%s\n",
-	       mode_names[h->mode], h->sent, h->updates, h->sent_bytes,
+	printf("result: mode=%s sent=%lu updates=%lu verifies=%lu bytes=%lu "
+	       "established=%d closed_by_peer=%d timed_out=%d why=%s\n",
+	       mode_names[h->mode], h->sent, h->updates, h->verifies,
+	       h->sent_bytes,
 	       h->established,
 	       h->closed_by_peer, h->timed_out, h->close_text);
 	fflush(stdout);
@@ -853,6 +1007,10 @@ out:
 	free(h->out);
 	free(h->mean);
 	free(h->var);
+	gp_data_destroy(h->data);
+	free(h->px);
+	free(h->lb);
+	free(h->lie);
 	free(h);
 	return rc;
 }

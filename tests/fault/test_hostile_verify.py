@@ -8,7 +8,16 @@ updates is marked rolled back with a nonzero mark; the honest agents are
 never mismatched, struck or revoked; every minibatch counts
 exactly once, except rolled-back ones whose epoch was already complete
 (they count zero times); the run reaches the fault suite's accuracy
-target."""
+target.
+
+With argv[1] = verify-lie the hostile member trains honestly but answers
+every check handed to it (VERIFY_TASK, docs/security.md "Checks by other
+members") with wrong sums: asserted that the coordinator recomputed those
+checks itself, struck and revoked the liar for its answers
+(agent_trust.mismatched), never struck an honest member, and that checks
+went to members at all (serve's summary)."""
+import os
+import re
 import sys
 
 import gppool
@@ -98,5 +107,64 @@ def test(mode="sign-flip"):
         pool.check_accuracy(ACCURACY)
 
 
+def test_lying_checker():
+    # Every clock checked (verify_rate 1) and no audit, so the honest
+    # members' checks go to members, the liar among them, and only a
+    # disagreement brings the coordinator's recomputation.
+    with gppool.Pool("verify-lie", train={"epochs": 5},
+                     pool={"verify_rate": 1, "verify_audit": 0}) as pool:
+        pool.serve()
+        honest = pool.agents(3, prefix="honest")
+        token = pool.invite(uses=1)
+        for a in honest:
+            a.run()
+        pool.wait_for("honest updates", lambda: pool.query(
+            "SELECT count(*) FROM updates WHERE outcome = 'applied'")[0][0]
+            >= 8, 120)
+        hostile = start_hostile(pool, "verify-lie", token, "--timeout-ms",
+                                "900000", "--data",
+                                os.environ.get("GP_DATA_DIR", ""))
+        pool.wait_serve(900)
+        rc = hostile.wait(30)
+        log("hostile verify-lie: rc %s: %s" % (rc, hostile.stdout().strip()))
+        check(rc == 0, "hostile verify-lie exited %s" % rc)
+        hid = pool.query("SELECT id FROM agents WHERE name LIKE"
+                         " 'hostile-%'")[0][0]
+        v, mm, rb = trust(pool, hid)
+        log("liar: verified %d, mismatched %d, rolled back %d" % (v, mm, rb))
+        check(mm >= 2, "the lying checker mismatched %d times" % mm)
+        revoked = pool.query("SELECT revoked_at FROM agents WHERE id = ?",
+                             (hid,))[0][0]
+        check(revoked, "the lying checker was not revoked")
+        wrong = pool.query("SELECT count(*) FROM rejections WHERE agent_id"
+                           " = ? AND kind = 'mismatch' AND reason LIKE"
+                           " '%its recomputation of agent%'", (hid,))[0][0]
+        check(wrong >= 2, "%d mismatches for wrong answers" % wrong)
+        for a in honest:
+            v, mm, rb = trust(pool, a.agent_id())
+            log("%s: verified %d, mismatched %d" % (a.name, v, mm))
+            check(mm == 0 and rb == 0, "honest %s mismatched %d" %
+                  (a.name, mm))
+        ids = tuple(a.agent_id() for a in honest)
+        struck = pool.query("SELECT count(*) FROM rejections WHERE agent_id"
+                            " IN (?, ?, ?)", ids)[0][0]
+        check(struck == 0, "%d rejections of honest agents" % struck)
+        m = re.search(r"(\d+) handed to members: (\d+) given back, (\d+)"
+                      r" audited, (\d+) disagreed, (\d+) answered wrong",
+                      pool.serve_proc.stderr())
+        check(m is not None, "no summary of the checks handed to members")
+        log("checks: %s handed to members, %s given back, %s disagreed,"
+            " %s answered wrong" % (m.group(1), m.group(2), m.group(4),
+                                    m.group(5)))
+        check(int(m.group(5)) >= 2, "answered wrong: %s" % m.group(5))
+        check(int(m.group(1)) > int(m.group(4)),
+              "no check was passed by an honest member")
+        check_once_or_lost(pool, hid)
+        pool.check_accuracy(ACCURACY)
+
+
 if __name__ == "__main__":
-    gppool.main(lambda: test(*sys.argv[1:]))
+    if sys.argv[1:] == ["verify-lie"]:
+        gppool.main(test_lying_checker)
+    else:
+        gppool.main(lambda: test(*sys.argv[1:]))

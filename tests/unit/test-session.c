@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gp-endian.h"
 #include "machine.h"
 #include "test.h"
 
@@ -29,6 +30,9 @@ struct sent {
 	size_t n_items;           /* UPDATE */
 	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* JOIN, PROFILE */
 	uint32_t shard;           /* DATA_REQUEST */
+	uint64_t task;            /* VERIFY_RESULT */
+	uint8_t status;           /* VERIFY_RESULT */
+	uint32_t tensors[4];      /* VERIFY_RESULT, UPDATE: the first 4 */
 };
 
 struct computed {
@@ -77,6 +81,10 @@ struct world {
 	float last_params[16];  /* the values of the last set_params */
 	struct computed computed[COMPUTED_MAX];
 	size_t n_computed;
+	/* The last verification handed to the worker (its arrays kept). */
+	struct gp_worker_verify verify;
+	unsigned verifies;
+	int verify_result;        /* what worker_verify returns */
 };
 
 static int w_connect(void *ctx, const char *ep)
@@ -131,7 +139,17 @@ static int w_send(void *ctx, struct gp_msg *msg)
 	case GP_MSG_DATA_REQUEST:
 		s->shard = d.u.data_request.shard;
 		break;
+	case GP_MSG_VERIFY_RESULT:
+		s->task = d.u.verify_result.task;
+		s->status = d.u.verify_result.status;
+		s->n_blocks = d.u.verify_result.n_blocks;
+		s->dtype = s->n_blocks ? d.u.verify_result.blocks[0].dtype : 0;
+		for (size_t i = 0; i < s->n_blocks && i < 4; i++)
+			s->tensors[i] = d.u.verify_result.blocks[i].tensor;
+		break;
 	case GP_MSG_UPDATE:
+		for (size_t i = 0; i < d.u.update.n_blocks && i < 4; i++)
+			s->tensors[i] = d.u.update.blocks[i].tensor;
 		s->minibatch = d.u.update.minibatch;
 		s->form = d.u.update.form;
 		s->n_blocks = d.u.update.n_blocks;
@@ -270,6 +288,29 @@ static int w_compute(void *ctx, uint32_t epoch, uint64_t minibatch,
 	c->label0 = labels[0];
 	free(pixels);
 	free(labels);
+	return 0;
+}
+
+static void verify_release(struct gp_worker_verify *t)
+{
+	free(t->items);
+	free(t->idx);
+	free(t->w0);
+	free(t->v0);
+	memset(t, 0, sizeof(*t));
+}
+
+static int w_verify(void *ctx, struct gp_worker_verify *t)
+{
+	struct world *w = ctx;
+
+	verify_release(&w->verify);
+	if (w->verify_result < 0) {
+		verify_release(t);
+		return w->verify_result;
+	}
+	w->verify = *t;
+	w->verifies++;
 	return 0;
 }
 
@@ -946,6 +987,236 @@ static void test_local_data(void)
 	deliver(w, &msg);
 	ASSERT_EQ(w->n_computed, 1);
 	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	free(w);
+}
+
+
+/* ---- checks of other members' updates (GP_CAP_VERIFY) ------------------- */
+
+/* A VERIFY_TASK of the world's model (tensors 3x2 and 1x3): sums (two
+ * items of two samples, indices 2, 0 and 1, 2) or one gradient (the first
+ * item), each block's values its tensor number * 10 + element. */
+static void verify_task(struct world *w, uint64_t task, bool sums,
+			uint32_t samples0, uint32_t index0, int twist)
+{
+	uint8_t items[2 * GP_MSG_VERIFY_ITEM_SIZE], idx[4 * 8];
+	const uint32_t ids[8] = { index0, 0, 1, 2, 0, 0, 0, 0 };
+	float vals[4][6];
+	struct gp_msg_block blocks[4];
+	size_t nb = sums ? 4 : 2;
+	struct gp_msg msg;
+
+	gp_msg_verify_item_put(items, 0, 3, 11, twist == 5 ? 20.0f : 0.05f,
+			       samples0);
+	gp_msg_verify_item_put(items, 1, 3, 12, 0.04f, 2);
+	for (size_t i = 0; i < 8; i++)
+		gp_put_le32(idx + 4 * i, ids[i]);
+	for (uint32_t t = 0; t < nb; t++) {
+		const struct gp_tensor_info *ti = &w->tensors[t % 2];
+
+		for (size_t i = 0; i < 6; i++)
+			vals[t][i] = (float)(t * 10 + i);
+		blocks[t] = (struct gp_msg_block){
+			.tensor = t,
+			.rows = (uint32_t)ti->rows,
+			.count = (uint32_t)(ti->rows * ti->cols),
+			.dtype = GP_DTYPE_F32,
+			.values = vals[t],
+		};
+	}
+	if (twist == 1)
+		blocks[1].tensor = 0;          /* tensor 0 twice, 1 missing */
+	else if (twist == 2)
+		blocks[0].rows = 2, blocks[0].count = 4; /* two rows of three */
+	else if (twist == 3)
+		blocks[1].row_start = 1, blocks[1].rows = 0; /* not at row 0 */
+	gp_msg_init(&msg, GP_MSG_VERIFY_TASK);
+	msg.u.verify_task.task = task;
+	msg.u.verify_task.form = sums ? GP_UPDATE_SUMS : GP_UPDATE_GRADIENT;
+	msg.u.verify_task.momentum = 0.9f;
+	msg.u.verify_task.items = items;
+	msg.u.verify_task.items_len = (sums ? 2 : 1) * GP_MSG_VERIFY_ITEM_SIZE;
+	msg.u.verify_task.indices = idx;
+	msg.u.verify_task.indices_len = 4 * ((size_t)samples0 + (sums ? 2 : 0));
+	msg.u.verify_task.blocks = blocks;
+	msg.u.verify_task.n_blocks = twist == 4 ? nb - 1 : nb;
+	deliver(w, &msg);
+}
+
+/* The worker's answer to verification task: sums or one gradient. */
+static void verify_result(struct world *w, uint64_t task, uint64_t gen,
+			  int error, bool sums)
+{
+	float a[9] = { 0 }, b[9] = { 0 };
+	struct gp_worker_result res = {
+		.verify = true,
+		.task = task,
+		.gen = gen,
+		.error = error,
+		.grads = error ? NULL : a,
+		.sums_b = error || !sums ? NULL : b,
+		.n_grads = error ? 0 : 9,
+		.compute_us = 500,
+	};
+
+	gp_machine_on_result(&w->m, &res);
+}
+
+/* A member with the data set in hand, and the worker op, asks for
+ * GP_CAP_VERIFY (not without the op or with a token file instead); a
+ * granted task goes to the worker as its items, indices and whole
+ * tensors (parameters, then momentum), and its result back as a
+ * VERIFY_RESULT of whole tensors in f16 (A as 0..n-1, B as n..2n-1) that
+ * is not training work (no minibatch in hand answered, nothing recorded);
+ * a worker's failure, a sample beyond the data set, a pause, a rate no
+ * worker takes and a worker without memory decline it; a result of an earlier connection is
+ * dropped. A task not granted, of a minibatch over the batch, or whose
+ * blocks are not each tensor whole and once drops the session
+ * (BYE 4). */
+static void test_verify_task(void)
+{
+	struct gp_machine_ops ops = world_ops;
+	struct world *w;
+	struct gp_stats_membership m = membership("p", "a:1");
+	uint8_t images[3 * GP_DATA_PIXELS] = { 0 }, labels[3] = { 0 };
+	struct gp_dataset data = { .count = 3, .features = GP_DATA_PIXELS,
+				   .dtype = GP_DATA_U8, .images = images,
+				   .labels = labels };
+	const uint32_t granted = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+				 GP_CAP_LOCAL_DATA | GP_CAP_VERIFY;
+
+	/* Not asked for without the worker's op, nor with a token file. */
+	w = world_new(GP_MACHINE_RUN, NULL);
+	w->m.data = &data;
+	gp_machine_on_members(&w->m, true, &m);
+	establish(w);
+	ASSERT(last_sent(w)->caps & GP_CAP_LOCAL_DATA);
+	ASSERT(!(last_sent(w)->caps & GP_CAP_VERIFY));
+	/* Granted anyway: a protocol error. */
+	welcome_with(w, granted, 0);
+	verify_task(w, 1, true, 2, 2, 0);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	free(w);
+
+	ops.worker_verify = w_verify;
+	w = world_new(GP_MACHINE_RUN, NULL);
+	gp_machine_init(&w->m, &w->cfg, NULL, GP_MACHINE_RUN, NULL, 0, &ops,
+			w);
+	w->m.data = &data;
+	gp_machine_on_members(&w->m, true, &m);
+	establish(w);
+	ASSERT(last_sent(w)->caps & GP_CAP_VERIFY);
+
+	/* Not granted in this session: BYE 4. */
+	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_DATA, 0);
+	verify_task(w, 1, true, 2, 2, 0);
+	ASSERT_EQ(w->verifies, 0);
+	ASSERT_EQ(w->closes, 1);
+	ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+	gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, GP_BYE_PROTOCOL, "x");
+	gp_machine_connect(&w->m);
+	establish(w);
+	welcome_with(w, granted, 0);
+
+	/* A group's sums: items, indices, w0 and v0 in tensor order (the
+	 * indices: index0 2, then 0 for the first item; 1, 2 for the
+	 * second). */
+	minibatch(w, 5, 4, 0);
+	ASSERT_EQ(w->m.in_hand, 1);
+	verify_task(w, 41, true, 2, 2, 0);
+	ASSERT_EQ(w->verifies, 1);
+	ASSERT_EQ(w->verify.task, 41);
+	ASSERT(w->verify.sums);
+	ASSERT_NEAR(w->verify.mu, 0.9f, 0);
+	ASSERT_EQ(w->verify.k, 2);
+	ASSERT(w->verify.data == &data);
+	ASSERT_EQ(w->verify.items[0].epoch, 3);
+	ASSERT_EQ(w->verify.items[1].minibatch, 12);
+	ASSERT_NEAR(w->verify.items[1].lr, 0.04f, 0);
+	ASSERT_EQ(w->verify.items[0].samples, 2);
+	ASSERT_EQ(w->verify.items[0].idx[0], 2);
+	ASSERT_EQ(w->verify.items[1].idx[0], 1);
+	ASSERT_EQ(w->verify.items[1].idx[1], 2);
+	ASSERT_NEAR(w->verify.w0[5], 5, 0);     /* tensor 0, element 5 */
+	ASSERT_NEAR(w->verify.w0[6], 10, 0);    /* tensor 1, element 0 */
+	ASSERT_NEAR(w->verify.v0[0], 20, 0);    /* tensor 2: momentum of 0 */
+	ASSERT_NEAR(w->verify.v0[8], 32, 0);    /* tensor 3: momentum of 1 */
+	w->n_sent = 0;
+	verify_result(w, 41, w->gen, 0, true);
+	ASSERT_EQ(w->n_sent, 1);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_VERIFY_RESULT);
+	ASSERT_EQ(last_sent(w)->task, 41);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_COMPUTED);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
+	for (uint32_t t = 0; t < 4; t++)
+		ASSERT_EQ(last_sent(w)->tensors[t], t);
+	/* Not training work. */
+	ASSERT_EQ(w->m.in_hand, 1);
+	ASSERT_EQ(w->m.minibatches, 0);
+	ASSERT_EQ(w->records, 0);
+	ASSERT_EQ(w->m.verifications, 1);
+	/* An UPDATE's sums still number both halves 0..n-1. */
+	result(w, 5, w->gen, 0, 2);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_EQ(last_sent(w)->tensors[2], 0);
+	ASSERT_EQ(last_sent(w)->tensors[3], 1);
+
+	/* A gradient; the worker failed it: declined, no blocks. */
+	verify_task(w, 42, false, 2, 2, 0);
+	ASSERT_EQ(w->verifies, 2);
+	ASSERT(!w->verify.sums);
+	ASSERT(w->verify.v0 == NULL);
+	ASSERT_EQ(w->verify.k, 1);
+	verify_result(w, 42, w->gen, -ENOMEM, false);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_VERIFY_RESULT);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_DECLINED);
+	ASSERT_EQ(last_sent(w)->n_blocks, 0);
+	/* Declined before the worker: a sample beyond the data set, the
+	 * worker without memory, a pause. */
+	verify_task(w, 43, true, 2, 3, 0);
+	ASSERT_EQ(w->verifies, 2);
+	ASSERT_EQ(last_sent(w)->task, 43);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_DECLINED);
+	w->verify_result = -ENOMEM;
+	verify_task(w, 44, true, 2, 2, 0);
+	ASSERT_EQ(last_sent(w)->task, 44);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_DECLINED);
+	w->verify_result = 0;
+	gp_machine_set_user_paused(&w->m, true);
+	verify_task(w, 45, true, 2, 2, 0);
+	ASSERT_EQ(last_sent(w)->task, 45);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_DECLINED);
+	gp_machine_set_user_paused(&w->m, false);
+	verify_task(w, 47, true, 2, 2, 5); /* a rate no worker takes */
+	ASSERT_EQ(last_sent(w)->task, 47);
+	ASSERT_EQ(last_sent(w)->status, GP_VERIFY_DECLINED);
+	ASSERT_EQ(w->verifies, 2);
+	ASSERT_EQ(w->closes, 1);
+	/* A result of an earlier connection's task is not sent. */
+	w->n_sent = 0;
+	verify_result(w, 46, w->gen + 1, 0, true);
+	ASSERT_EQ(w->n_sent, 0);
+
+	/* What no session may be sent: BYE 4 each time. */
+	for (int twist = 0; twist <= 4; twist++) {
+		unsigned closes = w->closes;
+
+		verify_task(w, 50, true, twist ? 2 : 5 /* > batch 4 */, 2,
+			    twist);
+		ASSERT_EQ(w->closes, closes + 1);
+		ASSERT_EQ(w->close_code, GP_BYE_PROTOCOL);
+		ASSERT_EQ(w->verifies, 2);
+		gp_machine_on_close(&w->m, GP_CLOSE_LOCAL, GP_BYE_PROTOCOL,
+				    "x");
+		gp_machine_connect(&w->m);
+		establish(w);
+		welcome_with(w, granted, 0);
+	}
+	verify_release(&w->verify);
+	gp_machine_finish(&w->m);
 	free(w);
 }
 
@@ -1747,6 +2018,7 @@ int main(void)
 	test_compute_error_drops_connection();
 	test_bad_minibatch();
 	test_local_data();
+	test_verify_task();
 	test_data_shards();
 	test_param_shards();
 	test_param_delta();

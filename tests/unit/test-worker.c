@@ -10,7 +10,11 @@
  * result comes about one step after it was queued, the rest follows it
  * before the next step, and gp_worker_stop() does not wait the rest out.
  * Local AdamW steps answer with their runs' changes, as AdamW in double
- * computes them. */
+ * computes them. A verification (gp_worker_verify) gives bit for bit what
+ * gp_recompute() gives, and what the worker's own group of the same
+ * minibatches gives, while the worker's own parameters, momentum and an
+ * open group are left as they were; a queued one is dropped with the
+ * connection's work. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -23,6 +27,7 @@
 
 #include "data.h"
 #include "model.h"
+#include "recompute.h"
 #include "test.h"
 #include "worker.h"
 
@@ -418,6 +423,284 @@ static void test_inner_adamw(uv_loop_t *loop, const struct batch *b)
 	free(mark);
 }
 
+/* The verification test's training set: count random images of
+ * side x side bytes, random labels. Owned by the caller. */
+static struct gp_dataset *make_data(size_t count, uint32_t side)
+{
+	struct gp_dataset *ds = NULL;
+
+	ASSERT_OK(gp_data_create(count, GP_DATA_U8, 1, side, side,
+				 GP_DATA_CLASSES, &ds));
+	srand(17);
+	for (size_t i = 0; i < count * ds->features; i++)
+		ds->images[i] = (uint8_t)(rand() & 0xff);
+	for (size_t i = 0; i < count; i++)
+		ds->labels[i] = (uint8_t)(rand() % GP_DATA_CLASSES);
+	return ds;
+}
+
+/* Queues a verification of items (copied) from w0 and v0 (n floats each,
+ * copied; v0 NULL: one gradient) over ds. */
+static int queue_verify(struct gp_worker *w, const struct gp_dataset *ds,
+			uint64_t task, const struct gp_recompute_item *items,
+			size_t k, const float *w0, const float *v0, size_t n)
+{
+	struct gp_worker_verify t = {
+		.task = task,
+		.sums = v0 != NULL,
+		.mu = MU,
+		.k = k,
+		.data = ds,
+	};
+	size_t total = 0, at = 0;
+
+	for (size_t j = 0; j < k; j++)
+		total += items[j].samples;
+	t.items = copy(items, k * sizeof(*items));
+	t.idx = malloc(total * sizeof(*t.idx));
+	ASSERT_NOT_NULL(t.idx);
+	for (size_t j = 0; j < k; j++) {
+		memcpy(t.idx + at, items[j].idx,
+		       items[j].samples * sizeof(*t.idx));
+		t.items[j].idx = t.idx + at;
+		at += items[j].samples;
+	}
+	t.w0 = copy(w0, n * sizeof(float));
+	t.v0 = v0 ? copy(v0, n * sizeof(float)) : NULL;
+	return gp_worker_verify(w, &t);
+}
+
+/* Queues an item's minibatch as the machine does a local one: its
+ * samples' bytes and labels gathered from ds. */
+static void compute_item(struct gp_worker *w, const struct gp_dataset *ds,
+			 const struct gp_recompute_item *it, uint64_t clock,
+			 uint32_t group)
+{
+	uint8_t *px = malloc(it->samples * ds->features);
+	uint8_t *lb = malloc(it->samples);
+
+	ASSERT(px && lb);
+	for (size_t i = 0; i < it->samples; i++) {
+		memcpy(px + i * ds->features,
+		       ds->images + it->idx[i] * ds->features, ds->features);
+		lb[i] = ds->labels[it->idx[i]];
+	}
+	ASSERT_OK(gp_worker_compute(w, it->epoch, it->minibatch, clock,
+				    it->samples, px, GP_DATA_U8, lb, it->lr,
+				    MU, group));
+}
+
+/* The largest |got - want| over the largest |want|, printed. */
+static double rel_diff(const char *what, const float *got,
+		       const float *want, size_t n)
+{
+	double scale = 0, worst = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		scale = fmax(scale, fabs(want[i]));
+		worst = fmax(worst, fabs((double)got[i] - want[i]));
+	}
+	printf("verify, %s: |x|max %.3g, worst |x - ref| %.3g%s\n", what,
+	       scale, worst,
+	       memcmp(got, want, n * sizeof(float)) ? "" : " (bit-identical)");
+	ASSERT(scale > 0);
+	return worst / scale;
+}
+
+/* rel_diff(), and no difference at all. */
+static void same_bits(const char *what, const float *got, const float *want,
+		      size_t n)
+{
+	rel_diff(what, got, want, n);
+	ASSERT_MEM_EQ(got, want, n * sizeof(float));
+}
+
+/* 10. Verifications (gp_worker_verify) on a model with dropout, queued
+ * between the minibatches of the worker's own group: a group's sums and a
+ * gradient come out bit for bit as gp_recompute() computes them on
+ * another model, and as the worker's own group of the same minibatches
+ * from the same start; the worker's own parameters and momentum after its
+ * group are those the reference reached (its next minibatch's gradient
+ * and a further group match the reference's from there), so the
+ * verifications touched neither. A data set of another width is declined
+ * (error, no values). */
+static void test_verify(uv_loop_t *loop)
+{
+	static const char desc[] =
+		"gradpool-model 1; input shape=1x28x28; flatten f; "
+		"dense fc1 out=32; relu r1; dropout d1 p=0.5; "
+		"dense fc2 out=10; softmax_xent loss";
+	static struct gp_worker_config cfg = {
+		.backend = GP_BACKEND_CPU,
+		.threads = 1,
+		.max_batch = BATCH,
+		.seed = 21,
+	};
+	const float lrs[4] = { 0.05f, 0.04f, 0.03f, 0.0f };
+	struct gp_recompute_item items[4];
+	uint32_t idx[4][BATCH];
+	struct gp_model_spec spec;
+	struct gp_backend *be = NULL;
+	struct gp_model *ref = NULL;
+	struct gp_worker *w = NULL;
+	struct gp_dataset *ds = make_data(64, GP_DATA_SIDE);
+	struct gp_dataset *narrow = make_data(8, 3);
+	float *p0, *v0, *pk, *vk, *junk, *a, *b, *g8, *gk, *a2, *b2, *x;
+	int32_t y[BATCH];
+	char err[256];
+	size_t n;
+
+	snprintf(cfg.spec, sizeof(cfg.spec), "%s", desc);
+	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	ASSERT_OK(gp_model_spec_parse(desc, &spec, err, sizeof(err)));
+	ASSERT_OK(gp_backend_create_cpu(1, &be));
+	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
+	ASSERT_OK(gp_model_init_params(ref, 4));
+	n = gp_model_param_count(ref);
+	p0 = malloc(n * sizeof(float));
+	v0 = malloc(n * sizeof(float));
+	pk = malloc(n * sizeof(float));
+	vk = malloc(n * sizeof(float));
+	junk = malloc(n * sizeof(float));
+	a = malloc(n * sizeof(float));
+	b = malloc(n * sizeof(float));
+	g8 = malloc(n * sizeof(float));
+	gk = malloc(n * sizeof(float));
+	a2 = malloc(n * sizeof(float));
+	b2 = malloc(n * sizeof(float));
+	x = malloc(BATCH * GP_DATA_PIXELS * sizeof(float));
+	ASSERT(p0 && v0 && pk && vk && junk && a && b && g8 && gk && a2 &&
+	       b2 && x);
+	slot_io(ref, GP_MODEL_PARAM, p0, false);
+	srand(6);
+	for (size_t i = 0; i < n; i++) {
+		v0[i] = (float)(rand() % 2001 - 1000) * 1e-5f;
+		junk[i] = (float)(rand() % 2001 - 1000) * 1e-4f;
+	}
+	for (size_t j = 0; j < 4; j++) {
+		for (size_t i = 0; i < BATCH; i++)
+			idx[j][i] = (uint32_t)((j * 13 + i * 5) % ds->count);
+		items[j] = (struct gp_recompute_item){
+			.epoch = 1,
+			.minibatch = 40 + j,
+			.lr = lrs[j],
+			.samples = BATCH,
+			.idx = idx[j],
+		};
+	}
+
+	/* The reference: the group's sums from (p0, v0), where its steps
+	 * end (pk, vk), the 4th item's gradient from junk and from pk, and
+	 * a group of the first two from (pk, vk). */
+	ASSERT_OK(gp_recompute(ref, ds, 21, true, MU, items, 3, p0, v0, x, y,
+			       a, b));
+	slot_io(ref, GP_MODEL_PARAM, pk, false);
+	slot_io(ref, GP_MODEL_MOMENTUM, vk, false);
+	ASSERT_OK(gp_recompute(ref, ds, 21, false, MU, &items[3], 1, junk,
+			       NULL, x, y, g8, NULL));
+	ASSERT_OK(gp_recompute(ref, ds, 21, false, MU, &items[3], 1, pk, NULL,
+			       x, y, gk, NULL));
+	ASSERT_OK(gp_recompute(ref, ds, 21, true, MU, items, 2, pk, vk, x, y,
+			       a2, b2));
+	ASSERT(memcmp(g8, gk, n * sizeof(float)) != 0);
+
+	/* The worker: its own group of three from (p0, v0), with both
+	 * verifications queued after its first minibatch, then the 4th
+	 * item alone (lr 0: a gradient that leaves the copy as it is),
+	 * then a group of two. */
+	load_worker(w, ref, p0, v0);
+	compute_item(w, ds, &items[0], 3, 3);
+	ASSERT_OK(queue_verify(w, ds, 7, items, 3, p0, v0, n));
+	ASSERT_OK(queue_verify(w, ds, 8, &items[3], 1, junk, NULL, n));
+	compute_item(w, ds, &items[1], 3, 0);
+	compute_item(w, ds, &items[2], 3, 0);
+	compute_item(w, ds, &items[3], 4, 0);
+	compute_item(w, ds, &items[0], 5, 2);
+	compute_item(w, ds, &items[1], 5, 0);
+	wait_results(loop, 5);
+
+	ASSERT(results[0]->verify);
+	ASSERT_UINT_EQ(results[0]->task, 7);
+	ASSERT_OK(results[0]->error);
+	ASSERT_UINT_EQ(results[0]->n_grads, n);
+	ASSERT_NOT_NULL(results[0]->sums_b);
+	ASSERT(results[0]->compute_us > 0);
+	ASSERT(results[1]->verify);
+	ASSERT_UINT_EQ(results[1]->task, 8);
+	ASSERT_OK(results[1]->error);
+	ASSERT(results[1]->sums_b == NULL);
+	for (size_t i = 2; i < 5; i++) {
+		ASSERT(!results[i]->verify);
+		ASSERT_OK(results[i]->error);
+	}
+	ASSERT_UINT_EQ(results[2]->n_items, 3);
+	ASSERT_UINT_EQ(results[3]->n_items, 0);
+	ASSERT_UINT_EQ(results[3]->minibatch, 43);
+	ASSERT_UINT_EQ(results[4]->n_items, 2);
+
+	/* The worker's verification is gp_recompute()'s, bit for bit. */
+	same_bits("sums A against gp_recompute", results[0]->grads, a, n);
+	same_bits("sums B against gp_recompute", results[0]->sums_b, b, n);
+	same_bits("gradient against gp_recompute", results[1]->grads, g8, n);
+	/* The member's own group gives what its checker recomputes. */
+	ASSERT(rel_diff("own group's A against gp_recompute",
+			results[2]->grads, a, n) <= 1e-6);
+	ASSERT(rel_diff("own group's B against gp_recompute",
+			results[2]->sums_b, b, n) <= 1e-6);
+	/* The worker's own copy went on from where its group ended. */
+	ASSERT(rel_diff("own next gradient against the reference's",
+			results[3]->grads, gk, n) <= 1e-6);
+	ASSERT(rel_diff("own next group's A against the reference's",
+			results[4]->grads, a2, n) <= 1e-6);
+	ASSERT(rel_diff("own next group's B against the reference's",
+			results[4]->sums_b, b2, n) <= 1e-6);
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	/* Samples that are not the model's inputs: declined. */
+	ASSERT_OK(queue_verify(w, narrow, 9, &items[3], 1, junk, NULL, n));
+	wait_results(loop, 1);
+	ASSERT(results[0]->verify);
+	ASSERT_UINT_EQ(results[0]->task, 9);
+	ASSERT_EQ(results[0]->error, -EINVAL);
+	ASSERT(results[0]->grads == NULL);
+	free_results();
+	/* Malformed: nothing queued, the arrays freed. */
+	{
+		struct gp_worker_verify t = {
+			.task = 10,
+			.sums = true,
+			.k = 1,
+			.items = copy(items, sizeof(items[0])),
+			.w0 = copy(p0, n * sizeof(float)),
+			.data = ds,
+		};
+
+		ASSERT_EQ(gp_worker_verify(w, &t), -EINVAL);
+	}
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	gp_worker_stop(w);
+	uv_run(loop, UV_RUN_DEFAULT);
+	gp_model_destroy(ref);
+	gp_backend_destroy(be);
+	gp_data_destroy(ds);
+	gp_data_destroy(narrow);
+	free(p0);
+	free(v0);
+	free(pk);
+	free(vk);
+	free(junk);
+	free(a);
+	free(b);
+	free(g8);
+	free(gk);
+	free(a2);
+	free(b2);
+	free(x);
+}
+
 int main(void)
 {
 	static struct batch b[4];
@@ -436,9 +719,17 @@ int main(void)
 	uv_loop_t loop;
 	size_t n;
 	double mk = 1, cv = 0, lsum = 0, scale = 0, worst_a = 0, worst_b = 0;
+	struct gp_dataset *ds = make_data(BATCH, GP_DATA_SIDE);
+	uint32_t vidx[BATCH];
+	struct gp_recompute_item vitem = {
+		.samples = BATCH,
+		.idx = vidx,
+	};
 
 	for (unsigned i = 0; i < 4; i++)
 		make_batch(&b[i], 100 + i);
+	for (uint32_t i = 0; i < BATCH; i++)
+		vidx[i] = i;
 	snprintf(cfg.spec, sizeof(cfg.spec), "%s", SPEC);
 	ASSERT_OK(uv_loop_init(&loop));
 	ASSERT_OK(gp_worker_start(&loop, &cfg, on_result, NULL, &w, err,
@@ -541,10 +832,13 @@ int main(void)
 	/* 4. The connection goes away while a minibatch is in hand: it cannot
 	 * be stopped, but its result carries the old generation; the next
 	 * connection's minibatch carries the new one. A minibatch the thread
-	 * had not taken yet is dropped instead: try again, waiting longer. */
+	 * had not taken yet is dropped instead: try again, waiting longer. A
+	 * verification queued behind it is dropped with it (its answer
+	 * would have nobody to go to): only the two minibatches answer. */
 	for (unsigned wait_ms = 20;; wait_ms *= 2) {
 		ASSERT(wait_ms <= 5000);
 		compute(w, &b[0], 50, 9, 0.05f, 0);
+		ASSERT_OK(queue_verify(w, ds, 1, &vitem, 1, p0, NULL, n));
 		uv_sleep(wait_ms);
 		gp_worker_drop_queued(w);
 		if (gp_worker_pending(w) == 1)
@@ -678,6 +972,7 @@ int main(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	test_description(&loop, &b[2]);
 	test_inner_adamw(&loop, b);
+	test_verify(&loop);
 	ASSERT_OK(uv_loop_close(&loop));
 	gp_model_destroy(ref);
 	gp_backend_destroy(be);
@@ -685,6 +980,7 @@ int main(void)
 	free(v0);
 	free(pk);
 	free(vk);
+	gp_data_destroy(ds);
 	printf("worker: ok\n");
 	return 0;
 }
