@@ -1101,6 +1101,10 @@ static void check_done(uv_work_t *req, int status)
 	v->running = false;
 	v->st.cpu_ns += c->ns;
 	v->st.recompute_ns += c->ns;
+	/* A checker's wrong answer counts even when the checked member's
+	 * updates can no longer be judged (it left meanwhile). */
+	if (status >= 0 && c->err >= 0 && c->da && !c->d_pass)
+		gp_verify_checker_mismatch(v, c, c->d_res, c->d_x);
 	if (status < 0 || c->err < 0 || !rec) {
 		if (c->err < 0 && c->err != -EIO)
 			gp_warn("verification of agent %" PRId64 "'s update "
@@ -1109,8 +1113,6 @@ static void check_done(uv_work_t *req, int status)
 	} else {
 		double q = c->q_a + v->pool->job->verify_tolerance * c->x_a;
 
-		if (c->da && !c->d_pass)
-			gp_verify_checker_mismatch(v, c, c->d_res, c->d_x);
 		if (c->pass) {
 			gp_verify_passed(v, c, c->res_a, q);
 		} else {
