@@ -54,6 +54,10 @@ VERIFY_RE = (r"verification: (\d+) clock\(s\) picked, (\d+) update\(s\) "
              r"([0-9.]+) of its allowance; ([0-9.]+) s CPU"
              r"(?: \(([0-9.]+) s recomputing\))?")
 
+# The end of that line: checks handed to members (verify-delegate.c).
+DELEGATE_RE = (r"(\d+) handed to members: (\d+) given back, (\d+) "
+               r"audited, (\d+) disagreed, (\d+) answered wrong")
+
 
 def verify_detection(err, first_clock, ids):
     """Clocks of the attacker (agent ids `ids`), counted from its first
@@ -87,7 +91,8 @@ def run(mode, args, robust=True):
     none for mode None. Returns a dict of figures."""
     attackers = 0 if mode is None else 2 if mode == "collude" else 1
     pool_keys = {"robust_clip": args.robust_clip if robust else 0,
-                 "verify_rate": args.verify_rate}
+                 "verify_rate": args.verify_rate,
+                 "verify_delegate": "false" if args.no_delegate else "true"}
     train = {"epochs": args.epochs, "eval_every": args.eval_every,
              "checkpoint_interval": "1m"}
     name = "attack-%s%s" % (mode or "clean", "" if robust else "-off")
@@ -136,6 +141,12 @@ def run(mode, args, robust=True):
         res["verify_skipped"] = int(m.group(5)) if m else 0
         res["rolled_back"] = int(m.group(6)) if m else 0
         res["worst_honest_residual"] = float(m.group(9)) if m else None
+        res["verify_recompute_s"] = (float(m.group(11)) if m and
+                                     m.group(11) else 0.0)
+        m = re.search(DELEGATE_RE, err)
+        for i, k in enumerate(("delegated", "delegate_given_back",
+                               "audited", "disagreed", "checker_wrong")):
+            res[k] = int(m.group(i + 1)) if m else 0
         res["serve_cpu_s"] = cpu
         res["robust_cpu_share"] = (round(res["robust_cpu_s"] / cpu, 4)
                                    if cpu else None)
@@ -186,6 +197,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--keep", action="store_true",
                     help="keep each pool's directory (ledger, logs)")
+    ap.add_argument("--no-delegate", action="store_true",
+                    help="[pool] verify_delegate = false: the coordinator "
+                    "recomputes every check itself")
     ap.add_argument("--no-off", action="store_true",
                     help="skip the runs with robust aggregation off")
     a = ap.parse_args()
@@ -256,6 +270,14 @@ def main():
         "damping_clocks": {r["mode"]: r.get("damping_clocks")
                            for r in attacks},
         "verify_rate": a.verify_rate,
+        "verify_delegate": not a.no_delegate,
+        "checks_delegated": sum(r["delegated"] for r in runs),
+        "checks_audited": sum(r["audited"] for r in runs),
+        "checks_disagreed": sum(r["disagreed"] for r in runs),
+        "checks_given_back": sum(r["delegate_given_back"] for r in runs),
+        "verify_recompute_share": round(
+            sum(r["verify_recompute_s"] for r in on) / serve_cpu, 4)
+        if serve_cpu else None,
         "verify_cpu_share": round(sum(r["verify_cpu_s"] for r in on) /
                                   serve_cpu, 4) if serve_cpu else None,
         "robust_cpu_share": round(sum(r["robust_cpu_s"] for r in on) /

@@ -7,7 +7,7 @@ import re
 
 import gppool
 from gppool import log
-from bench_attack import VERIFY_RE
+from bench_attack import DELEGATE_RE, VERIFY_RE
 
 
 def run(i, args):
@@ -21,6 +21,7 @@ def run(i, args):
         pool.wait_serve(timeout=args.timeout, agents_exit=True)
         err = serve.stderr()
         m = re.search(VERIFY_RE, err)
+        d = re.search(DELEGATE_RE, err)
         ids = tuple(a.agent_id() for a in agents)
         qs = ",".join("?" * len(ids))
         res = {
@@ -31,6 +32,9 @@ def run(i, args):
             "skipped": int(m.group(5)) if m else 0,
             "worst_residual": float(m.group(9)) if m else None,
             "verify_cpu_s": float(m.group(10)) if m else 0.0,
+            "delegated": int(d.group(1)) if d else 0,
+            "disagreed": int(d.group(4)) if d else 0,
+            "checker_wrong": int(d.group(5)) if d else 0,
             "struck": pool.query("SELECT count(*) FROM rejections WHERE"
                                  " agent_id IN (%s)" % qs, ids)[0][0],
             "revoked": pool.query("SELECT count(*) FROM agents WHERE"
@@ -58,12 +62,15 @@ def main():
         "picked": sum(r["picked"] for r in runs),
         "verified": sum(r["verified"] for r in runs),
         "skipped": sum(r["skipped"] for r in runs),
+        "delegated": sum(r["delegated"] for r in runs),
+        "disagreed": sum(r["disagreed"] for r in runs),
+        "checker_wrong": sum(r["checker_wrong"] for r in runs),
         "honest_mismatched": sum(r["mismatched"] for r in runs),
         "honest_struck": sum(r["struck"] for r in runs),
         "honest_revoked": sum(r["revoked"] for r in runs),
         "runs_with_false_positive": sum(
             1 for r in runs if r["mismatched"] or r["struck"] or
-            r["revoked"]),
+            r["revoked"] or r["checker_wrong"]),
         "worst_residual": max((r["worst_residual"] or 0) for r in runs),
         "min_final_accuracy": min(r["final_accuracy"] for r in runs),
     }, sort_keys=True))
