@@ -502,7 +502,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0)
 		filter(pool, m, u, &g, &weight);
 	if (r == 0) {
-		gp_verify_before_step(pool);
+		gp_verify_before_step(pool, u->form != GP_UPDATE_DELTA &&
+					    gp_params_linear(pool->params));
 		r = step(pool, m, u, &g, &info);
 	}
 	if (r != 0) {
@@ -513,8 +514,16 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (pool->verify) {
 		double c, mk;
 
+		struct gp_verify_effect e = {
+			.ka = info.ka, .kb = info.kb, .x = pool->grad,
+			.y = u->form == GP_UPDATE_SUMS ? pool->grad_b :
+							 pool->grad,
+		};
+
 		step_coefficients(pool, &g, &c, &mk);
-		gp_verify_applied(pool, m, g.ids, g.k, c, mk);
+		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
+				  info.linear && u->form != GP_UPDATE_DELTA ?
+					  &e : NULL);
 	}
 	if ((int64_t)u->clock >= m->view.own_from)
 		m->view.own += g.k;

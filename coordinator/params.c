@@ -620,6 +620,22 @@ int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s)
 	return 0;
 }
 
+bool gp_params_linear(const struct gp_params *p)
+{
+	return p->cfg.weight_decay == 0 && !p->hook.step && !p->outer_m;
+}
+
+/* set_info's, and a linear step's effect (gp_params_apply_info). */
+static void set_effect(const struct gp_params *p, float ka, float kb,
+		       struct gp_params_apply_info *ret_info)
+{
+	if (ret_info && gp_params_linear(p)) {
+		ret_info->linear = true;
+		ret_info->ka = ka;
+		ret_info->kb = kb;
+	}
+}
+
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info)
 {
@@ -696,6 +712,8 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 		changed++;
 	}
 	set_info(p, norm, clipped, changed, ret_info);
+	/* v = mu v + scale g, w -= lr v; without momentum w -= lr scale g. */
+	set_effect(p, c->momentum > 0 ? scale : 0.0f, -c->lr * scale, ret_info);
 	return 0;
 }
 
@@ -796,6 +814,9 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 		changed++;
 	}
 	set_info(p, norm, clipped, changed, ret_info);
+	/* sgd_sums' sa and cb; without momentum sgd_plain's lr * scale. */
+	set_effect(p, mu > 0 ? (float)(sums->scale * clip) : 0.0f,
+		   -(float)(lsum * sums->scale * clip), ret_info);
 	return 0;
 }
 

@@ -75,6 +75,15 @@ struct gp_params_apply_info {
 	bool clipped;         /* scaled down to clip_norm */
 	uint64_t version;     /* store version after the update */
 	uint32_t shards_changed;
+	/* The step's own effect, when it is linear in what it was given
+	 * (gp_params_linear(), and not a delta): beyond what the momentum
+	 * already there did (mu^K v to the momentum, -c v to the
+	 * parameters, c = sum_j lr_j mu^j), the momentum moved by ka times
+	 * the gradient (a group's sum a) and the parameters by kb times the
+	 * gradient (a group's sum b), in exact arithmetic; the floats differ
+	 * by their rounding. linear false: ka, kb are 0. */
+	bool linear;
+	float ka, kb;
 };
 
 struct gp_params;
@@ -106,6 +115,11 @@ size_t gp_params_tensor_count(const struct gp_params *p);
  * -ENOENT. */
 int gp_params_tensor(const struct gp_params *p, size_t i,
 		     struct gp_tensor_shape *ret_shape, size_t *ret_offset);
+
+/* Whether gp_params_apply_scaled() and gp_params_apply_sums() report
+ * their effect (gp_params_apply_info.linear): no weight decay, no step
+ * hook, no outer optimiser. */
+bool gp_params_linear(const struct gp_params *p);
 
 /* Index of the tensor with this name, or -ENOENT. */
 int gp_params_find(const struct gp_params *p, const char *name);

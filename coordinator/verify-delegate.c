@@ -35,30 +35,71 @@
 
 /* A checker's answer is waited for this long; then the coordinator
  * recomputes the update itself. The checker runs the task after the work
- * it holds (a clock of its own at most). */
+ * it holds (a clock of its own at most). It is not drawn again until its
+ * late answer comes: a slow member is not sent task after task. */
 #define TIMEOUT_MS 30000
+/* A member that declined a task (paused, busy, out of memory) is not
+ * drawn for this long. */
+#define REST_MS 30000
 /* Members looked at to draw a checker from (a walk's next ones). */
 #define PROBE 64
-/* Checks out with members at once; beyond, the coordinator's own. */
+/* Checks out with members at once, and the bytes they hold (the copies
+ * sent, the update, the answer: about 24 bytes a parameter each); beyond
+ * either, the coordinator's own. */
 #define MAX_OUT 64
+#define MAX_OUT_BYTES (UINT64_C(128) << 20)
 /* A checker whose measured link would take longer than this to move the
- * task and its answer is not drawn: the check would cost a slow
- * volunteer's uplink what the coordinator's CPU saves. */
+ * task and its answer is not drawn (nor one whose link is not measured
+ * yet): the check would cost a slow volunteer's uplink what the
+ * coordinator's CPU saves. */
 #define LINK_S 1.0
+/* Nor is a task this large sent: on top of what the checker's
+ * connection may hold queued (its write queue is 32 MiB) it could close
+ * it. The coordinator checks such models itself. */
+#define TASK_MAX_BYTES (UINT64_C(16) << 20)
+/* The answer agrees with the checked member's sums within the wire's
+ * rounding, the answer's own and half of verify_tolerance: a colluding
+ * checker can shift its answer toward a cheat by at most that much
+ * without being caught at an audit, so a cheat cleared by it is still
+ * within 1.5 tolerances of the truth, not 2. Two honest members further
+ * apart only cost a recomputation here. */
+#define AGREE_SHARE 0.5
 
 static size_t tensor_count(const struct gp_verify *v)
 {
 	return gp_params_tensor_count(v->pool->params);
 }
 
-/* Bytes of c's task and answer for checker d. */
+/* The dtypes of c's task for checker d: the copies hold what the
+ * checked member decoded, so its f16 parameters are exact in f16; a
+ * momentum that went as q8 is not. */
+static uint8_t w_dtype(const struct check *c, const struct gp_member *d)
+{
+	return (d->caps & GP_CAP_F16) && (c->caps & GP_CAP_F16) ?
+		       GP_DTYPE_F16 : GP_DTYPE_F32;
+}
+
+static uint8_t v_dtype(const struct check *c, const struct gp_member *d)
+{
+	return w_dtype(c, d) == GP_DTYPE_F16 && !(c->caps & GP_CAP_Q8) ?
+		       GP_DTYPE_F16 : GP_DTYPE_F32;
+}
+
+/* Bytes of c's task (its parameters, momentum) and the answer (f16 from
+ * a checker that has it) for checker d. */
 static double task_bytes(const struct gp_verify *v, const struct check *c,
-			 const struct gp_member *d)
+			 const struct gp_member *d, double *ret_task)
 {
 	double n = (double)v->pool->n_params;
-	double el = (d->caps & GP_CAP_F16) ? 2 : 4;
+	double task = n * (w_dtype(c, d) == GP_DTYPE_F16 ? 2 : 4);
+	double answer = n * ((d->caps & GP_CAP_F16) ? 2 : 4);
 
-	return (c->sums ? 4 : 2) * n * el;
+	if (c->sums) {
+		task += n * (v_dtype(c, d) == GP_DTYPE_F16 ? 2 : 4);
+		answer *= 2;
+	}
+	*ret_task = task;
+	return task + answer;
 }
 
 static bool can_check(struct gp_verify *v, const struct check *c,
@@ -66,18 +107,22 @@ static bool can_check(struct gp_verify *v, const struct check *c,
 {
 	struct gp_pool *pool = v->pool;
 	struct gp_ssp_agent_info info;
+	double task, bytes;
 
+	/* Not one that would decline it (paused), nor one with a parameter
+	 * send still queued on its connection. */
 	if (!d->joined || d->agent_id == c->agent_id ||
 	    !(d->caps & GP_CAP_VERIFY) || (d->caps & GP_CAP_INNER_ADAMW) ||
-	    d->verify.task || !pool->fx->can_send(pool->fx_data, d))
+	    d->verify.task || d->paused || d->pull_bytes ||
+	    d->verify.rest_until_ms > gp_now_ms() ||
+	    !pool->fx->can_send(pool->fx_data, d))
 		return false;
 	if (v->suspects && gp_verify_suspect(v, d->agent_id))
 		return false;
-	if (gp_ssp_get(pool->ssp, (uint64_t)d->agent_id, &info) == 0 &&
-	    info.link_bps > 0 &&
-	    task_bytes(v, c, d) / info.link_bps > LINK_S)
-		return false;
-	return true;
+	bytes = task_bytes(v, c, d, &task);
+	return task <= (double)TASK_MAX_BYTES &&
+	       gp_ssp_get(pool->ssp, (uint64_t)d->agent_id, &info) == 0 &&
+	       info.link_bps > 0 && bytes / info.link_bps <= LINK_S;
 }
 
 /* A checker drawn at random among the next PROBE members of the walk. */
@@ -129,7 +174,6 @@ static int send_task(struct gp_verify *v, struct check *c,
 	struct gp_pool *pool = v->pool;
 	uint32_t per = gp_sched_minibatches(pool->sched);
 	size_t nt = tensor_count(v), total = 0;
-	bool f16 = d->caps & GP_CAP_F16;
 	struct gp_msg_block *blocks;
 	uint8_t *items, *idx;
 	struct gp_msg msg;
@@ -150,15 +194,9 @@ static int send_task(struct gp_verify *v, struct check *c,
 				       c->n_samples[j]);
 	for (size_t i = 0; i < total; i++)
 		gp_put_le32(idx + 4 * i, c->idx[i]);
-	/* The copies hold what the checked member decoded: its f16
-	 * parameters are exact in f16; a momentum that went as q8 is not. */
-	put_blocks(v, blocks, 0, 0, c->w0,
-		   f16 && (c->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32);
+	put_blocks(v, blocks, 0, 0, c->w0, w_dtype(c, d));
 	if (c->sums)
-		put_blocks(v, blocks, nt, (uint32_t)nt, c->v0,
-			   f16 && (c->caps & GP_CAP_F16) &&
-					   !(c->caps & GP_CAP_Q8) ?
-				   GP_DTYPE_F16 : GP_DTYPE_F32);
+		put_blocks(v, blocks, nt, (uint32_t)nt, c->v0, v_dtype(c, d));
 	gp_msg_init(&msg, GP_MSG_VERIFY_TASK);
 	msg.u.verify_task.task = c->task;
 	msg.u.verify_task.form = c->sums ? GP_UPDATE_SUMS : GP_UPDATE_GRADIENT;
@@ -183,7 +221,9 @@ bool gp_verify_delegate(struct gp_verify *v, struct check *c)
 	struct gp_member *d;
 
 	if (!pool->job->verify_delegate || !pool->fx->send_verify ||
-	    v->n_delegated >= MAX_OUT)
+	    v->n_delegated >= MAX_OUT ||
+	    (v->n_delegated + 1) * 24 * (uint64_t)pool->n_params >
+		    MAX_OUT_BYTES)
 		return false;
 	/* A suspect's verdict (and its ban) is the coordinator's at once. */
 	if (v->suspects && gp_verify_suspect(v, c->agent_id))
@@ -241,7 +281,8 @@ static void fall_back(struct gp_verify *v, struct check *c, const char *why)
 }
 
 /* Reads the answer's blocks into c->da (and c->db): whole tensors in
- * order, as an UPDATE of the check's form. Returns 0 or -EBADMSG. */
+ * order, as an UPDATE of the check's form. Returns 0, -EBADMSG or
+ * -ENOMEM. */
 static int read_answer(struct gp_verify *v, struct check *c,
 		       const struct gp_msg_verify_result *r)
 {
@@ -292,28 +333,36 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 		return;
 	}
 	m->verify.task = 0;
+	/* Late (the coordinator recomputed it meanwhile): the member may be
+	 * drawn again now. */
 	c = take(v, r->task);
 	if (!c)
 		return;
 	if (r->status != GP_VERIFY_COMPUTED) {
+		m->verify.rest_until_ms = gp_now_ms() + REST_MS;
 		fall_back(v, c, "declined");
 		return;
 	}
 	err = read_answer(v, c, r);
 	if (err < 0) {
-		gp_warn("agent %" PRId64 ": its answer to a check does not fit "
-			"the model; the coordinator recomputes it",
-			m->agent_id);
 		free(c->da);
 		free(c->db);
 		c->da = c->db = NULL;
-		pool->fx->send_bye(pool->fx_data, m, GP_BYE_PROTOCOL,
-				   "malformed VERIFY_RESULT");
-		fall_back(v, c, "gave a malformed answer to");
+		if (err == -EBADMSG) {
+			gp_warn("agent %" PRId64 ": its answer to a check does "
+				"not fit the model; the coordinator recomputes "
+				"it", m->agent_id);
+			pool->fx->send_bye(pool->fx_data, m, GP_BYE_PROTOCOL,
+					   "malformed VERIFY_RESULT");
+		}
+		fall_back(v, c, err == -EBADMSG ? "gave a malformed answer to"
+						: "answered (no memory to read)");
 		return;
 	}
 	/* The checked member's rounding (its wire) and the checker's (f16)
-	 * both stand between the two. */
+	 * both stand between the two, and half the tolerance
+	 * (AGREE_SHARE). */
+	tol *= AGREE_SHARE;
 	gp_verify_residual(c->a, c->da, pool->n_params, &res_a, &x_a);
 	agree = gp_verify_pass(res_a, x_a, c->q_a + c->d_round * x_a, tol);
 	if (c->sums) {
@@ -321,7 +370,10 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 		agree = agree && gp_verify_pass(res_b, x_b,
 						c->q_b + c->d_round * x_b, tol);
 	}
-	if (agree && !gp_verify_draw(&v->rng, pool->job->verify_audit)) {
+	/* An audit the coordinator has no room for now: the agreement
+	 * stands. */
+	if (agree && (!gp_verify_draw(&v->rng, pool->job->verify_audit) ||
+		      !gp_verify_room(v))) {
 		/* Verified by another member. da is no longer needed. */
 		free(c->da);
 		free(c->db);
@@ -358,12 +410,10 @@ void gp_verify_tick(struct gp_pool *pool, int64_t now_ms)
 
 	while (v && v->delegated && v->delegated->deadline_ms <= now_ms) {
 		struct check *c = v->delegated;
-		struct gp_member *d = gp_members_find(pool,
-						      (uint64_t)c->delegate_id);
 
+		/* The member keeps the task (verify.h): it is not drawn
+		 * again before its late answer. */
 		take(v, c->task);
-		if (d && d->verify.task == c->task)
-			d->verify.task = 0;
 		fall_back(v, c, "did not answer in time");
 	}
 }

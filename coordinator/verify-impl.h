@@ -117,6 +117,7 @@ struct gp_verify {
 	double C, M;
 	float *w_old, *v_old;   /* before the step being applied */
 	bool stepping;
+	bool copied;            /* w_old, v_old hold that step's start */
 	struct gp_member *received; /* whose update is decoded now */
 	struct check *pending;  /* its check, until it is applied */
 	struct record *records;
@@ -146,8 +147,10 @@ uint64_t gp_verify_thread_ns(void);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
 void gp_verify_check_free(struct check *c);
 /* Queues c for the coordinator's own recomputation (dropped, counted
- * skipped, beyond MAX_QUEUED waiting). */
+ * skipped, beyond MAX_QUEUED waiting, unless it went to a member first). */
 void gp_verify_run_here(struct gp_verify *v, struct check *c);
+/* Whether gp_verify_run_here() would queue a check that went nowhere. */
+bool gp_verify_room(const struct gp_verify *v);
 /* c's update matched: its record's stretches up to c's are verified. */
 void gp_verify_passed(struct gp_verify *v, struct check *c, double res,
 		      double allowed);

@@ -70,16 +70,19 @@ struct gp_verify_member {
 	double prev_a, prev_b, max_a, max_b;
 	bool prev_unknown;
 	/* The check of another member's update it holds (VERIFY_TASK's
-	 * id; 0: none): one at a time. */
+	 * id; 0: none): one at a time, also after the coordinator stopped
+	 * waiting for it (until its answer comes). Not drawn again before
+	 * rest_until_ms (gp_now_ms()) after it declined one. */
 	uint64_t task;
+	int64_t rest_until_ms;
 };
 
 /* Counters of this run (gradpool-coordinator status, tools/bench-attack). */
 struct gp_verify_stats {
 	uint64_t picked;      /* clocks picked */
-	uint64_t checked;     /* updates recomputed */
+	uint64_t checked;     /* updates recomputed, here or by a member */
 	uint64_t verified;
-	uint64_t mismatched;
+	uint64_t mismatched;  /* members' updates (checkers': below) */
 	uint64_t skipped;     /* picked but not checkable (see verify.c) */
 	uint64_t rolled_back; /* minibatches taken back */
 	uint64_t lost;        /* of which not redone: epoch complete */
@@ -179,13 +182,27 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_msg_update *u, const uint64_t *ids,
 			size_t k);
 
-/* apply.c, just before the optimiser step of that update. */
-void gp_verify_before_step(struct gp_pool *pool);
+/* apply.c, just before the optimiser step of that update. linear: the
+ * step will report its own effect (gp_params_apply_info.linear), so the
+ * parameters and momentum before it are not copied. */
+void gp_verify_before_step(struct gp_pool *pool, bool linear);
+
+/* What a linear step did besides carrying the momentum there: the
+ * momentum moved by ka x[i], the parameters by kb y[i] (params.h
+ * gp_params_apply_info; x the gradient or a group's sum a, y the
+ * gradient or the sum b). */
+struct gp_verify_effect {
+	float ka, kb;
+	const float *x, *y;
+};
 
 /* apply.c, after the step applied it: c = sum_j lr_j mu^j and mk = mu^K
- * of the step (what it did to the momentum already there). */
+ * of the step (what it did to the momentum already there); e: its own
+ * effect, when it reported one (a linear step), else NULL, the effect then
+ * measured against the copy gp_verify_before_step() made. */
 void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
-		       const uint64_t *ids, size_t k, double c, double mk);
+		       const uint64_t *ids, size_t k, double c, double mk,
+		       const struct gp_verify_effect *e);
 
 /* apply.c, an update of m that was not applied (decoded or not). */
 void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,

@@ -293,6 +293,12 @@ static int8_t i8_quant(float v, float scale)
 	return (int8_t)quant(v, scale, 127);
 }
 
+VECTORIZE void gp_msg_f16_round(const float *in, float *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = to_f32(to_f16(in[i]));
+}
+
 void gp_msg_q8_round(const float *in, float *out, size_t n)
 {
 	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {

@@ -734,6 +734,11 @@ void gp_msg_q8_round(const float *in, float *out, size_t n);
  * -7..7): what the coordinator decodes, bit for bit. */
 void gp_msg_q4_round(const float *in, float *out, size_t n);
 
+/* The same for GP_DTYPE_F16: each value through f16 and back
+ * (gp_msg_f16_to_f32(gp_msg_f32_to_f16(x)), bit for bit), vectorised;
+ * out may be in. */
+void gp_msg_f16_round(const float *in, float *out, size_t n);
+
 /* Item i of an update's group: writes record i into items (borrowed; it
  * holds at least i + 1 records), or reads it from u (borrowed; i <
  * u->items_len / GP_MSG_ITEM_SIZE). */

@@ -138,7 +138,7 @@ def test_lying_checker():
         check(revoked, "the lying checker was not revoked")
         wrong = pool.query("SELECT count(*) FROM rejections WHERE agent_id"
                            " = ? AND kind = 'mismatch' AND reason LIKE"
-                           " '%its recomputation of agent%'", (hid,))[0][0]
+                           " '%its check of agent%'", (hid,))[0][0]
         check(wrong >= 2, "%d mismatches for wrong answers" % wrong)
         for a in honest:
             v, mm, rb = trust(pool, a.agent_id())

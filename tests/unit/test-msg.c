@@ -1522,6 +1522,31 @@ static void test_f16(void)
 	/* Relative error of normal numbers is at most 2^-11. */
 	for (float f = 1e-4f; f < 60000; f *= 1.37f)
 		ASSERT_NEAR(f16_round(f), f, f * ldexpf(1, -11));
+	/* The bulk rounding is the scalar one, bit for bit, over every
+	 * exponent and both signs (subnormal, Inf, NaN included). */
+	{
+		static float in[2 * 4 * 300], out[2 * 4 * 300];
+		size_t n = 0;
+
+		for (int e = -150; e < 150; e++)
+			for (int k = 0; k < 4; k++) {
+				float f = ldexpf(1.0f + 0.2371f * (float)k, e);
+
+				in[n++] = f;
+				in[n++] = -f;
+			}
+		in[0] = NAN;
+		in[1] = INFINITY;
+		gp_msg_f16_round(in, out, n);
+		for (size_t i = 0; i < n; i++) {
+			float want = f16_round(in[i]);
+
+			if (isnan(want))
+				ASSERT(isnan(out[i]));
+			else
+				ASSERT_EQ(memcmp(&out[i], &want, 4), 0);
+		}
+	}
 }
 
 static void test_i8(void)

@@ -171,7 +171,10 @@ static void test_allowance(uint8_t dtype)
 
 /* Two agents step the store; agent 3 cheats. After gp_verify_take_back,
  * the store is where the same steps with agent 3's gradients zero lead. */
-static void test_take_back(void)
+/* linear: each step reports its effect (gp_params_apply_info.linear) and
+ * verification keeps it from the update; else it measures the parameters
+ * before and after. Both take back to the same place. */
+static void test_take_back(bool linear)
 {
 	struct gp_tensor_shape shapes[] = { { "w", 50, 16 }, { "b", 1, 16 } };
 	struct gp_params_config cfg = { .lr = 0.05f, .momentum = 0.9f };
@@ -224,17 +227,31 @@ static void test_take_back(void)
 				mk *= 0.9f;
 				c += (double)lrs[j] * mk;
 			}
-			gp_verify_before_step(&pool);
-			ASSERT_OK(gp_params_apply_sums(p, &sums, n, NULL));
-			gp_verify_applied(&pool, m, &t, 1, c, mk);
+			struct gp_params_apply_info info;
+			struct gp_verify_effect e;
+
+			gp_verify_before_step(&pool, linear);
+			ASSERT_OK(gp_params_apply_sums(p, &sums, n, &info));
+			ASSERT(info.linear);
+			e = (struct gp_verify_effect){ info.ka, info.kb, g, g };
+			gp_verify_applied(&pool, m, &t, 1, c, mk,
+					  linear ? &e : NULL);
 			ASSERT_OK(gp_params_apply_sums(ref, &sums, n, NULL));
 			continue;
 		}
 		ASSERT_OK(gp_params_set_lr(p, lr));
 		ASSERT_OK(gp_params_set_lr(ref, lr));
-		gp_verify_before_step(&pool);
-		ASSERT_OK(gp_params_apply(p, g, n, NULL));
-		gp_verify_applied(&pool, m, &t, 1, (double)lr * 0.9f, 0.9f);
+		{
+			struct gp_params_apply_info info;
+			struct gp_verify_effect e;
+
+			gp_verify_before_step(&pool, linear);
+			ASSERT_OK(gp_params_apply(p, g, n, &info));
+			ASSERT(info.linear);
+			e = (struct gp_verify_effect){ info.ka, info.kb, g, g };
+			gp_verify_applied(&pool, m, &t, 1, (double)lr * 0.9f,
+					  0.9f, linear ? &e : NULL);
+		}
 		ASSERT_OK(gp_params_apply(ref, bad ? zero : g, n, NULL));
 	}
 	ASSERT(dist(gp_params_values(p), gp_params_values(ref), n) > 1);
@@ -242,7 +259,8 @@ static void test_take_back(void)
 	d_w = dist(gp_params_values(p), gp_params_values(ref), n);
 	d_v = dist(gp_params_momentum(p), gp_params_momentum(ref), n);
 	n_w = norm(gp_params_values(ref), n);
-	printf("taken back: |w - ref| %.3g of |ref| %.3g, |v - ref| %.3g\n",
+	printf("taken back (%s): |w - ref| %.3g of |ref| %.3g, |v - ref| "
+	       "%.3g\n", linear ? "reported effects" : "measured effects",
 	       d_w, n_w, d_v);
 	ASSERT(d_w <= 1e-5 * n_w);
 	ASSERT(d_v <= 1e-5 * norm(gp_params_momentum(ref), n));
@@ -286,9 +304,10 @@ static void test_kept_budget(void)
 	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
 	pool.verify = v;
 	for (uint64_t t = 0; t < 3; t++) {
-		gp_verify_before_step(&pool);
+		gp_verify_before_step(&pool, false);
 		ASSERT_OK(gp_params_apply(p, g, 32, NULL));
-		gp_verify_applied(&pool, &ms[t], &t, 1, 0.05 * 0.9f, 0.9f);
+		gp_verify_applied(&pool, &ms[t], &t, 1, 0.05 * 0.9f, 0.9f,
+				  NULL);
 	}
 	ASSERT_EQ(gp_verify_take_back(v, 3), 0);
 	ASSERT_EQ(gp_verify_take_back(v, 1), 1);
@@ -493,6 +512,10 @@ static void test_delegate(void)
 	checker = fx_join(&f, 1, 0);
 	/* Granted only with the training set; the grant is members.c's. */
 	checker->caps |= GP_CAP_VERIFY;
+	/* A checker's link must be measured (here 1 MB in 1 ms). */
+	ASSERT_OK(gp_ssp_link_sent(f.ssp, 2, checker->clock, 1000, 500000));
+	ASSERT_EQ(gp_ssp_link_answered(f.ssp, 2, checker->clock, 2000, 0,
+				       500000), 1);
 	memcpy(w0, gp_params_values(f.params), sizeof(w0));
 	ASSERT(gp_verify_pick(&f.pool, checked, checked->clock, 1));
 	gp_verify_sent(&f.pool, checked, checked->clock);
@@ -502,9 +525,9 @@ static void test_delegate(void)
 	memcpy(f.pool.grad, g, sizeof(g));
 	gp_verify_received(&f.pool, checked,
 			   fx_plain(&x, id, checked->clock, g), &id, 1);
-	gp_verify_before_step(&f.pool);
+	gp_verify_before_step(&f.pool, false);
 	ASSERT_OK(gp_params_apply(f.params, g, FX_N, NULL));
-	gp_verify_applied(&f.pool, checked, &id, 1, 0.1, 0);
+	gp_verify_applied(&f.pool, checked, &id, 1, 0.1, 0, NULL);
 	/* Out with the checker, not recomputed here. */
 	ASSERT_EQ(task_to, checker->agent_id);
 	ASSERT(gp_verify_busy(f.pool.verify));
@@ -572,7 +595,8 @@ int main(void)
 	test_detection();
 	test_allowance(GP_DTYPE_Q8);
 	test_allowance(GP_DTYPE_Q4);
-	test_take_back();
+	test_take_back(false);
+	test_take_back(true);
 	test_kept_budget();
 	return 0;
 }

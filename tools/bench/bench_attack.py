@@ -48,7 +48,8 @@ def samples_to_target(out, target):
 
 
 VERIFY_RE = (r"verification: (\d+) clock\(s\) picked, (\d+) update\(s\) "
-             r"recomputed: (\d+) verified, (\d+) mismatched, (\d+) skipped; "
+             r"(?:recomputed|checked): (\d+) verified, (\d+) mismatched, "
+             r"(\d+) skipped; "
              r"(\d+) minibatch\(es\) rolled back \((\d+) not redone\), "
              r"(\d+) member\(s\) revoked; largest passing residual "
              r"([0-9.]+) of its allowance; ([0-9.]+) s CPU"
