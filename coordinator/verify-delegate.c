@@ -324,6 +324,7 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 	struct check *c;
 	bool agree;
 	int err;
+	uint64_t t0;
 
 	if (!v || !r->task || m->verify.task != r->task) {
 		/* Not a task this member holds: one it gave up on a
@@ -338,6 +339,7 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 	c = take(v, r->task);
 	if (!c)
 		return;
+	t0 = gp_verify_thread_ns();
 	if (r->status != GP_VERIFY_COMPUTED) {
 		m->verify.rest_until_ms = gp_now_ms() + REST_MS;
 		fall_back(v, c, "declined");
@@ -370,6 +372,7 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 		agree = agree && gp_verify_pass(res_b, x_b,
 						c->q_b + c->d_round * x_b, tol);
 	}
+	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 	/* An audit the coordinator has no room for now: the agreement
 	 * stands. */
 	if (agree && (!gp_verify_draw(&v->rng, pool->job->verify_audit) ||
