@@ -2,6 +2,7 @@
  * socket, a timer or a thread: each event comes in as a call, and what is
  * to be done goes out through m->ops. */
 #include "machine.h"
+#include "machine-impl.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -12,18 +13,12 @@
 #include <string.h>
 
 #include "gp-config.h"
-#include "gp-endian.h"
 #include "log.h"
 #include "util.h"
 
 _Static_assert(GP_WORKER_GROUP_MAX == GP_MSG_GROUP_MAX,
 	       "a worker's group is one UPDATE's items");
 
-/* Most tensors of a model (kernels/model.c), and most blocks of an UPDATE
- * or VERIFY_RESULT (two sums a tensor) or of a VERIFY_TASK (parameters and
- * momentum). */
-#define TENSORS_MAX (2 * GP_MODEL_MAX_NODES)
-#define BLOCKS_MAX (2 * TENSORS_MAX)
 
 size_t gp_machine_split_endpoints(const char *list,
 				  char out[][GP_MACHINE_ENDPOINT_MAX],
@@ -87,7 +82,7 @@ static void status_changed(struct gp_machine *m)
 		m->ops->status(m->ctx);
 }
 
-static int send_msg(struct gp_machine *m, struct gp_msg *msg)
+int gp_machine_send(struct gp_machine *m, struct gp_msg *msg)
 {
 	if (!m->connected)
 		return -ENOTCONN;
@@ -103,7 +98,7 @@ static void send_work_request(struct gp_machine *m)
 		return;
 	gp_msg_init(&msg, GP_MSG_WORK_REQUEST);
 	msg.u.work_request.count = 1;
-	send_msg(m, &msg);
+	gp_machine_send(m, &msg);
 }
 
 void gp_machine_set_public_name(struct gp_machine *m, const char *name)
@@ -117,7 +112,7 @@ void gp_machine_set_public_name(struct gp_machine *m, const char *name)
 	gp_msg_init(&msg, GP_MSG_PROFILE);
 	snprintf(msg.u.profile.public_name, sizeof(msg.u.profile.public_name),
 		 "%s", m->public_name);
-	send_msg(m, &msg);
+	gp_machine_send(m, &msg);
 }
 
 bool gp_machine_paused(const struct gp_machine *m)
@@ -152,7 +147,7 @@ static void say_bye(struct gp_machine *m, uint16_t reason, const char *text)
 	gp_msg_init(&msg, GP_MSG_BYE);
 	msg.u.bye.reason = reason;
 	snprintf(msg.u.bye.text, sizeof(msg.u.bye.text), "%s", text);
-	send_msg(m, &msg);
+	gp_machine_send(m, &msg);
 	m->ops->close(m->ctx, reason, text);
 }
 
@@ -178,10 +173,8 @@ void gp_machine_stop(struct gp_machine *m, int result)
  * other agent with it) until the work timeout. The queued work is dropped
  * and the next connection follows with the usual backoff. why is logged
  * and sent as the close text. */
-static void drop_session(struct gp_machine *m, uint16_t code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void drop_session(struct gp_machine *m, uint16_t code, const char *fmt, ...)
+void gp_machine_drop_session(struct gp_machine *m, uint16_t code,
+			     const char *fmt, ...)
 {
 	char why[GP_CHANNEL_TEXT_MAX + 1];
 	va_list ap;
@@ -224,7 +217,7 @@ static void sync_pause(struct gp_machine *m)
 	} else {
 		gp_msg_init(&msg, GP_MSG_RESUME);
 	}
-	if (send_msg(m, &msg) < 0)
+	if (gp_machine_send(m, &msg) < 0)
 		return;
 	m->told_paused = want;
 	if (!want)
@@ -357,15 +350,6 @@ void gp_machine_start(struct gp_machine *m)
 		status_changed(m);
 }
 
-/* Whether the agent can check other members' updates (GP_CAP_VERIFY):
- * a task names its samples by index into the image set in hand
- * (gp_recompute() gathers no language model's windows), and the
- * coordinator grants it only with LOCAL_DATA. */
-static bool can_verify(const struct gp_machine *m)
-{
-	return m->data && m->window == 0 && m->ops->worker_verify;
-}
-
 void gp_machine_on_established(struct gp_machine *m)
 {
 	struct gp_msg msg;
@@ -390,13 +374,13 @@ void gp_machine_on_established(struct gp_machine *m)
 		msg.u.join.caps |= GP_CAP_LOCAL_DATA;
 		msg.u.join.data_fingerprint = m->data_fingerprint;
 	}
-	if (can_verify(m))
+	if (gp_machine_can_verify(m))
 		msg.u.join.caps |= GP_CAP_VERIFY;
 	if (m->ops->data_open)
 		msg.u.join.caps |= GP_CAP_DATA_SHARDS;
 	msg.u.join.devices = (struct gp_msg_device *)cfg->devices;
 	msg.u.join.n_devices = cfg->n_devices;
-	send_msg(m, &msg);
+	gp_machine_send(m, &msg);
 }
 
 /* Whether a close ends the session: a key that does not match a token, a
@@ -667,7 +651,7 @@ static void fetch_more(struct gp_machine *m)
 			break;
 		gp_msg_init(&msg, GP_MSG_DATA_REQUEST);
 		msg.u.data_request.shard = (uint32_t)i;
-		if (send_msg(m, &msg) < 0)
+		if (gp_machine_send(m, &msg) < 0)
 			break;
 		m->data_inflight++;
 	}
@@ -680,7 +664,7 @@ static void data_ready(struct gp_machine *m)
 
 	m->pool_data = m->ops->data_set(m->ctx, err, sizeof(err));
 	if (!m->pool_data) {
-		drop_session(m, GP_BYE_PROTOCOL, "%s", err);
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "%s", err);
 		return;
 	}
 	if (m->fetching)
@@ -703,13 +687,13 @@ static bool start_data(struct gp_machine *m, const struct gp_msg_welcome *w)
 	if (!(m->caps & GP_CAP_DATA_SHARDS))
 		return true;
 	if (!m->ops->data_open || !w->data_manifest) {
-		drop_session(m, GP_BYE_PROTOCOL, "WELCOME grants data shards "
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "WELCOME grants data shards "
 			     "without a manifest");
 		return false;
 	}
 	r = m->ops->data_open(m->ctx, w->data_manifest, w->data_manifest_len);
 	if (r < 0) {
-		drop_session(m, GP_BYE_PROTOCOL, "cannot take the data set: %s",
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "cannot take the data set: %s",
 			     r == -EFBIG ? "too large for this agent" :
 			     strerror(-r));
 		return false;
@@ -739,12 +723,12 @@ static void handle_data_shard(struct gp_machine *m,
 		gp_warn("data shard %u does not match its digest: asking again",
 			d->shard);
 		if (++m->data_bad > GP_MACHINE_DATA_BAD_MAX) {
-			drop_session(m, GP_BYE_PROTOCOL, "%u data shards did "
+			gp_machine_drop_session(m, GP_BYE_PROTOCOL, "%u data shards did "
 				     "not match their digests", m->data_bad);
 			return;
 		}
 	} else if (r < 0) {
-		drop_session(m, GP_BYE_PROTOCOL, "unexpected data shard %u",
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "unexpected data shard %u",
 			     d->shard);
 		return;
 	}
@@ -922,7 +906,7 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 			 * behind the coordinator's: start again. */
 			if (b->dtype == GP_DTYPE_Q8_DELTA ||
 			    b->dtype == GP_DTYPE_Q4_DELTA) {
-				drop_session(m, GP_BYE_PROTOCOL, "parameter "
+				gp_machine_drop_session(m, GP_BYE_PROTOCOL, "parameter "
 					     "change for tensor %u does not "
 					     "fit the model", b->tensor);
 				return;
@@ -933,13 +917,13 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 		}
 		v = malloc((size_t)b->count * sizeof(float));
 		if (!v) {
-			drop_session(m, GP_BYE_RESTART, "no memory for a "
+			gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for a "
 				     "parameter block of tensor %u", b->tensor);
 			return;
 		}
 		if (!take_block(m, b, nt, t, slot, ti, v, &why)) {
 			free(v);
-			drop_session(m, GP_BYE_PROTOCOL, "parameter block of "
+			gp_machine_drop_session(m, GP_BYE_PROTOCOL, "parameter block of "
 				     "tensor %u: %s", b->tensor, why);
 			return;
 		}
@@ -1007,7 +991,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		     mb->features != inputs ||
 		     mb->pixels_len != (size_t)mb->samples * inputs ||
 		     mb->labels_len != (lm ? 0 : mb->samples))) {
-		drop_session(m, GP_BYE_PROTOCOL,
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
 			     "minibatch %" PRIu64 " has an unexpected shape",
 			     mb->minibatch);
 		return;
@@ -1017,7 +1001,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 	if (!px || !lb) {
 		free(px);
 		free(lb);
-		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+		gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
 			     mb->minibatch);
 		return;
 	}
@@ -1029,7 +1013,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		      : !gather_local(data, mb, px, lb)) {
 		free(px);
 		free(lb);
-		drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
 			     "sample beyond the local data set", mb->minibatch);
 		return;
 	}
@@ -1039,179 +1023,10 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				   mb->momentum,
 				   (m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ?
 					   mb->group : 0) < 0)
-		drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
+		gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
 			     mb->minibatch);
 	else
 		m->in_hand++;
-}
-
-/* ---- checks of other members' updates (GP_CAP_VERIFY) ---------------- */
-
-/* Answers VERIFY_TASK `task` without the update (GP_VERIFY_DECLINED). */
-static void decline_verify(struct gp_machine *m, uint64_t task)
-{
-	struct gp_msg msg;
-
-	gp_msg_init(&msg, GP_MSG_VERIFY_RESULT);
-	msg.u.verify_result.task = task;
-	msg.u.verify_result.status = GP_VERIFY_DECLINED;
-	send_msg(m, &msg);
-}
-
-/* Whether a VERIFY_TASK (t, borrowed) is one this session can have been
- * sent: granted, and its blocks whole tensors of the model, each once
- * (tensor i the parameters, nt + i the momentum of a group's sums;
- * offsets[i] where tensor i starts in the flat arrays, total *ret_n),
- * each item's samples within the job's batch. Returns NULL, or why not
- * (for the log; the session is then dropped). */
-static const char *verify_task_fits(struct gp_machine *m,
-				    const struct gp_msg_verify_task *t,
-				    size_t nt, size_t *offsets, size_t *ret_n)
-{
-	bool sums = t->form == GP_UPDATE_SUMS;
-	size_t k = t->items_len / GP_MSG_VERIFY_ITEM_SIZE, n = 0;
-	bool seen[BLOCKS_MAX] = { false };
-
-	if (!m->welcomed || m->idle || !(m->caps & GP_CAP_VERIFY) ||
-	    !(m->caps & GP_CAP_LOCAL_DATA) || !can_verify(m))
-		return "not granted in this session";
-	assert(nt <= TENSORS_MAX);
-	for (size_t i = 0; i < nt; i++) {
-		const struct gp_tensor_info *ti = m->ops->worker_tensor(m->ctx, i);
-
-		offsets[i] = n;
-		n += ti->rows * ti->cols;
-	}
-	if (t->n_blocks != (sums ? 2 : 1) * nt)
-		return "not one block a tensor";
-	for (size_t i = 0; i < t->n_blocks; i++) {
-		const struct gp_msg_block *b = &t->blocks[i];
-		const struct gp_tensor_info *ti;
-
-		if (b->tensor >= t->n_blocks || seen[b->tensor])
-			return "a tensor missing or given twice";
-		seen[b->tensor] = true;
-		ti = m->ops->worker_tensor(m->ctx, b->tensor % nt);
-		if (b->row_start != 0 || (b->rows && b->rows != ti->rows) ||
-		    (uint64_t)ti->rows * ti->cols != b->count)
-			return "a block that is not a whole tensor";
-	}
-	for (size_t j = 0; j < k; j++) {
-		uint32_t epoch, samples;
-		uint64_t mb;
-		float lr;
-
-		gp_msg_verify_item(t, j, &epoch, &mb, &lr, &samples);
-		if (samples > m->batch)
-			return "a minibatch larger than the job's batch";
-	}
-	*ret_n = n;
-	return NULL;
-}
-
-/* The task's items with their sample indices, and its parameters (and
- * momentum) in tensor order, into v (whose arrays the caller frees).
- * Returns 0, -ENOMEM, -ERANGE for a sample beyond the local data set,
- * -EDOM for a rate outside what gp_worker_compute() takes (a member
- * computed that minibatch without its rate: not what is asked),
- * -EBADMSG for a block that does not read. */
-static int verify_task_read(struct gp_machine *m,
-			    const struct gp_msg_verify_task *t, size_t nt,
-			    const size_t *offsets, size_t n,
-			    struct gp_worker_verify *v)
-{
-	size_t n_idx = t->indices_len / 4, at = 0;
-
-	v->items = calloc(v->k, sizeof(*v->items));
-	v->idx = malloc(n_idx * sizeof(*v->idx));
-	v->w0 = malloc(n * sizeof(float));
-	if (v->sums)
-		v->v0 = malloc(n * sizeof(float));
-	if (!v->items || !v->idx || !v->w0 || (v->sums && !v->v0))
-		return -ENOMEM;
-	for (size_t i = 0; i < n_idx; i++) {
-		v->idx[i] = gp_get_le32(t->indices + 4 * i);
-		if (v->idx[i] >= m->data->count)
-			return -ERANGE;
-	}
-	/* The decoder checked that the indices are the items' samples. */
-	for (size_t j = 0; j < v->k; j++) {
-		struct gp_recompute_item *it = &v->items[j];
-
-		gp_msg_verify_item(t, j, &it->epoch, &it->minibatch, &it->lr,
-				   &it->samples);
-		if (!(it->lr >= 0 && it->lr <= 10))
-			return -EDOM;
-		it->idx = v->idx + at;
-		at += it->samples;
-	}
-	for (size_t i = 0; i < t->n_blocks; i++) {
-		const struct gp_msg_block *b = &t->blocks[i];
-		float *dst = b->tensor < nt ? v->w0 : v->v0;
-
-		if (gp_msg_block_read(b, dst + offsets[b->tensor % nt],
-				      b->count) < 0)
-			return -EBADMSG;
-	}
-	return 0;
-}
-
-/* VERIFY_TASK: another member's update to recompute, handed to the
- * worker (its answer comes to on_verify_result). A task the session did
- * not grant or that does not fit the model drops the session; one this
- * agent cannot do (paused, a sample it lacks, a rate its own worker
- * would not take, no memory) is declined. */
-static void handle_verify_task(struct gp_machine *m,
-			       const struct gp_msg_verify_task *t)
-{
-	size_t nt = m->ops->worker_tensor_count(m->ctx), n = 0;
-	size_t offsets[TENSORS_MAX];
-	struct gp_worker_verify v = {
-		.task = t->task,
-		.sums = t->form == GP_UPDATE_SUMS,
-		.mu = t->momentum,
-		.k = t->items_len / GP_MSG_VERIFY_ITEM_SIZE,
-		.data = m->data,
-	};
-	const char *why = verify_task_fits(m, t, nt, offsets, &n);
-	int r;
-
-	if (why) {
-		drop_session(m, GP_BYE_PROTOCOL, "verification task %" PRIu64
-			     ": %s", t->task, why);
-		return;
-	}
-	if (gp_machine_paused(m)) {
-		gp_debug("declined verification task %" PRIu64 ": paused",
-			 t->task);
-		decline_verify(m, t->task);
-		return;
-	}
-	r = verify_task_read(m, t, nt, offsets, n, &v);
-	if (r >= 0) {
-		r = m->ops->worker_verify(m->ctx, &v); /* takes the arrays */
-	} else {
-		free(v.items);
-		free(v.idx);
-		free(v.w0);
-		free(v.v0);
-		if (r == -EBADMSG) {
-			drop_session(m, GP_BYE_PROTOCOL, "verification task %"
-				     PRIu64 ": a block that does not read",
-				     t->task);
-			return;
-		}
-	}
-	if (r < 0) {
-		gp_warn("verification task %" PRIu64 " declined: %s", t->task,
-			r == -ERANGE ? "a sample beyond the local data set" :
-			r == -EDOM ? "a rate that no member's worker takes" :
-			strerror(-r));
-		decline_verify(m, t->task);
-		return;
-	}
-	gp_debug("verification task %" PRIu64 ": %zu minibatch(es) queued",
-		 t->task, v.k);
 }
 
 static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)
@@ -1271,7 +1086,7 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 		break;
 	case GP_MSG_VERIFY_TASK:
 		if (m->have_worker && m->ops->established(m->ctx))
-			handle_verify_task(m, &msg.u.verify_task);
+			gp_machine_verify_task(m, &msg.u.verify_task);
 		break;
 	case GP_MSG_DATA_SHARD:
 		if (m->welcomed && m->ops->established(m->ctx))
@@ -1335,7 +1150,7 @@ static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
  * 0..n-1 again in an UPDATE and n..2n-1 in a VERIFY_RESULT (b_apart);
  * f16 when the session takes it, else f32. Returns the number of blocks;
  * *ret_values gets the values they hold in all. */
-static size_t tensor_blocks(struct gp_machine *m,
+size_t gp_machine_tensor_blocks(struct gp_machine *m,
 			    const struct gp_worker_result *res, bool b_apart,
 			    struct gp_msg_block *blocks, size_t *ret_values)
 {
@@ -1383,7 +1198,7 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 	msg.u.update.grad_norm = (float)res->grad_norm;
 	msg.u.update.compute_us = res->compute_us;
 	msg.u.update.blocks = blocks;
-	msg.u.update.n_blocks = tensor_blocks(m, res, false, blocks, &values);
+	msg.u.update.n_blocks = gp_machine_tensor_blocks(m, res, false, blocks, &values);
 	quantise(m, blocks, msg.u.update.n_blocks, values, res);
 	if (res->n_items) {
 		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
@@ -1401,52 +1216,9 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 		msg.u.update.items = items;
 		msg.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
 	}
-	r = send_msg(m, &msg);
+	r = gp_machine_send(m, &msg);
 	free(items);
 	return r;
-}
-
-/* A verification's answer (gp_worker_result.verify): the recomputed
- * update as VERIFY_RESULT, whole tensors in f16 or f32, never quantised
- * (what is compared must be what was computed); declined when it could
- * not be computed. Not training work: no minibatch answered, no
- * contribution counted. */
-static void on_verify_result(struct gp_machine *m,
-			     const struct gp_worker_result *res)
-{
-	struct gp_msg_block blocks[BLOCKS_MAX];
-	struct gp_msg msg;
-	size_t values;
-
-	if (res->gen != m->ops->worker_generation(m->ctx)) {
-		gp_debug("dropped the answer to verification task %" PRIu64
-			 " of an earlier connection", res->task);
-		return;
-	}
-	gp_msg_init(&msg, GP_MSG_VERIFY_RESULT);
-	msg.u.verify_result.task = res->task;
-	msg.u.verify_result.compute_us = res->compute_us;
-	if (res->error < 0) {
-		gp_warn("verification task %" PRIu64 " not computed (%s): "
-			"declined", res->task, strerror(-res->error));
-		msg.u.verify_result.status = GP_VERIFY_DECLINED;
-	} else {
-		msg.u.verify_result.status = GP_VERIFY_COMPUTED;
-		msg.u.verify_result.blocks = blocks;
-		msg.u.verify_result.n_blocks = tensor_blocks(m, res, true,
-							     blocks, &values);
-	}
-	if (send_msg(m, &msg) < 0) {
-		gp_debug("answer to verification task %" PRIu64 " not sent "
-			 "(disconnected)", res->task);
-		return;
-	}
-	if (res->error < 0)
-		return;
-	m->verifications++;
-	gp_debug("verification task %" PRIu64 " answered after %.1f ms of "
-		 "computing (%" PRIu64 " so far)", res->task,
-		 (double)res->compute_us / 1e3, m->verifications);
 }
 
 void gp_machine_on_result(struct gp_machine *m,
@@ -1455,7 +1227,7 @@ void gp_machine_on_result(struct gp_machine *m,
 	int r;
 
 	if (res->verify) {
-		on_verify_result(m, res);
+		gp_machine_verify_result(m, res);
 		return;
 	}
 	if (res->gen != m->ops->worker_generation(m->ctx)) {
@@ -1470,7 +1242,7 @@ void gp_machine_on_result(struct gp_machine *m,
 	}
 	if (res->error < 0) {
 		m->worker_failed = true;
-		drop_session(m, GP_BYE_RESTART,
+		gp_machine_drop_session(m, GP_BYE_RESTART,
 			     "computing minibatch %" PRIu64 " of epoch %u failed: %s",
 			     res->minibatch, res->epoch + 1, strerror(-res->error));
 		return;
