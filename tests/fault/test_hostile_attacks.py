@@ -10,7 +10,7 @@ import sys
 
 import gppool
 from gppool import check, log
-from test_hostile_members import ACCURACY, start_hostile
+from test_hostile_members import ACCURACY, join_at_work
 
 
 def test(mode="sign-flip"):
@@ -18,16 +18,7 @@ def test(mode="sign-flip"):
     # (test_hostile_verify.py).
     with gppool.Pool("hostile-%s" % mode, train={"epochs": 3},
                      pool={"verify_rate": 0}) as pool:
-        pool.serve()
-        honest = pool.agents(3, prefix="honest")
-        token = pool.invite(uses=1)
-        for a in honest:
-            a.run()
-        # It joins a pool at work, as a minority (robust.h).
-        pool.wait_for("honest updates", lambda: pool.query(
-            "SELECT count(*) FROM updates WHERE outcome = 'applied'")[0][0]
-            >= 8, 120)
-        hostile = start_hostile(pool, mode, token, "--timeout-ms", "900000")
+        honest, hostile = join_at_work(pool, mode)
         pool.wait_serve(900)
         rc = hostile.wait(30)
         log("hostile %s: rc %s: %s" % (mode, rc, hostile.stdout().strip()))

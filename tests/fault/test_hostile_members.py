@@ -74,6 +74,23 @@ def start_hostile(pool, mode, token, *extra):
     return proc
 
 
+def join_at_work(pool, mode, *extra):
+    """Serves, starts three honest agents and, once 8 of their updates
+    are applied, one hostile member in `mode` (extra: its options): it
+    joins a pool at work, as a minority (robust.h). Returns (honest
+    agents, hostile Proc)."""
+    pool.serve()
+    honest = pool.agents(3, prefix="honest")
+    token = pool.invite(uses=1)
+    for a in honest:
+        a.run()
+    pool.wait_for("honest updates", lambda: pool.query(
+        "SELECT count(*) FROM updates WHERE outcome = 'applied'")[0][0]
+        >= 8, 120)
+    return honest, start_hostile(pool, mode, token, "--timeout-ms", "900000",
+                                 *extra)
+
+
 def agent_rows(pool, name, sql):
     return pool.query(sql.replace("{agent}",
                                   "(SELECT id FROM agents WHERE name = ?)"),

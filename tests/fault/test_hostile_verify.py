@@ -22,7 +22,7 @@ import sys
 
 import gppool
 from gppool import check, log
-from test_hostile_members import ACCURACY, start_hostile
+from test_hostile_members import ACCURACY, join_at_work
 
 
 def trust(pool, agent_id):
@@ -63,15 +63,7 @@ def test(mode="sign-flip"):
     # 2 of 4 runs.
     with gppool.Pool("verify-%s" % mode, train={"epochs": 5},
                      pool={"verify_rate": 0.6}) as pool:
-        pool.serve()
-        honest = pool.agents(3, prefix="honest")
-        token = pool.invite(uses=1)
-        for a in honest:
-            a.run()
-        pool.wait_for("honest updates", lambda: pool.query(
-            "SELECT count(*) FROM updates WHERE outcome = 'applied'")[0][0]
-            >= 8, 120)
-        hostile = start_hostile(pool, mode, token, "--timeout-ms", "900000")
+        honest, hostile = join_at_work(pool, mode)
         pool.wait_serve(900)
         rc = hostile.wait(30)
         log("hostile %s: rc %s: %s" % (mode, rc, hostile.stdout().strip()))
@@ -113,17 +105,8 @@ def test_lying_checker():
     # disagreement brings the coordinator's recomputation.
     with gppool.Pool("verify-lie", train={"epochs": 5},
                      pool={"verify_rate": 1, "verify_audit": 0}) as pool:
-        pool.serve()
-        honest = pool.agents(3, prefix="honest")
-        token = pool.invite(uses=1)
-        for a in honest:
-            a.run()
-        pool.wait_for("honest updates", lambda: pool.query(
-            "SELECT count(*) FROM updates WHERE outcome = 'applied'")[0][0]
-            >= 8, 120)
-        hostile = start_hostile(pool, "verify-lie", token, "--timeout-ms",
-                                "900000", "--data",
-                                os.environ.get("GP_DATA_DIR", ""))
+        honest, hostile = join_at_work(pool, "verify-lie", "--data",
+                                       os.environ.get("GP_DATA_DIR", ""))
         pool.wait_serve(900)
         rc = hostile.wait(30)
         log("hostile verify-lie: rc %s: %s" % (rc, hostile.stdout().strip()))
