@@ -17,7 +17,10 @@
  * (e_prev) and the one left (e_new) are at most half a chunk's step, so
  * |e| <= (8 / 254) |that update| chunk by chunk: q = 8/254 (|previous
  * update| + |sent|). `[pool] verify_tolerance` (0.05) covers the float
- * differences of two backends.
+ * differences of two backends. Most checks are recomputed by another
+ * member instead (verify-delegate.c, `[pool] verify_delegate`): the
+ * coordinator then recomputes only an audited fraction and every
+ * disagreement, whose result also judges that member.
  *
  * A mismatch strikes the member (a rejection row "mismatch"), and every
  * update of its that was applied since its last verified one is taken
