@@ -52,9 +52,12 @@
  * task and its answer is not drawn (nor one whose link is not measured
  * yet): the check would cost a slow volunteer's link what the
  * coordinator's CPU saves. For the MLP's 2.35 MB that leaves out links
- * under about 75 Mbit/s, so the pools of tools/bench-wan at 20 and 5
- * Mbit/s move no task (their bytes per sample are issue 11's). */
-#define LINK_S 0.25
+ * under about 40 Mbit/s, so the pools of tools/bench-wan at 20 and 5
+ * Mbit/s move no task (their bytes per sample are issue 11's). On
+ * 127.0.0.1 with the agents sharing two cores a link can measure as
+ * slow as that (its wait includes waiting for a core): at 0.25 s
+ * tools/bench-attack left a third more checks to the coordinator. */
+#define LINK_S 0.5
 /* Nor is a task this large sent: on top of what the checker's
  * connection may hold queued (its write queue is 32 MiB) it could close
  * it. The coordinator checks such models itself. */
