@@ -133,7 +133,7 @@ static int verify_task_read(struct gp_machine *m,
 }
 
 /* VERIFY_TASK: another member's update to recompute, handed to the
- * worker (its answer comes to on_verify_result). A task the session did
+ * worker (its answer comes to gp_machine_verify_result()). A task the session did
  * not grant or that does not fit the model drops the session; one this
  * agent cannot do (paused, a sample it lacks, a rate its own worker
  * would not take, no memory) is declined. */
@@ -153,8 +153,9 @@ void gp_machine_verify_task(struct gp_machine *m,
 	int r;
 
 	if (why) {
-		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "verification task %" PRIu64
-			     ": %s", t->task, why);
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+					"verification task %" PRIu64 ": %s",
+					t->task, why);
 		return;
 	}
 	if (gp_machine_paused(m)) {
@@ -167,14 +168,12 @@ void gp_machine_verify_task(struct gp_machine *m,
 	if (r >= 0) {
 		r = m->ops->worker_verify(m->ctx, &v); /* takes the arrays */
 	} else {
-		free(v.items);
-		free(v.idx);
-		free(v.w0);
-		free(v.v0);
+		gp_worker_verify_free(&v);
 		if (r == -EBADMSG) {
-			gp_machine_drop_session(m, GP_BYE_PROTOCOL, "verification task %"
-				     PRIu64 ": a block that does not read",
-				     t->task);
+			gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+						"verification task %" PRIu64
+						": a block that does not read",
+						t->task);
 			return;
 		}
 	}
@@ -217,8 +216,8 @@ void gp_machine_verify_result(struct gp_machine *m,
 	} else {
 		msg.u.verify_result.status = GP_VERIFY_COMPUTED;
 		msg.u.verify_result.blocks = blocks;
-		msg.u.verify_result.n_blocks = gp_machine_tensor_blocks(m, res, true,
-							     blocks, &values);
+		msg.u.verify_result.n_blocks =
+			gp_machine_tensor_blocks(m, res, true, blocks, &values);
 	}
 	if (gp_machine_send(m, &msg) < 0) {
 		gp_debug("answer to verification task %" PRIu64 " not sent "

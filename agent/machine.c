@@ -687,15 +687,18 @@ static bool start_data(struct gp_machine *m, const struct gp_msg_welcome *w)
 	if (!(m->caps & GP_CAP_DATA_SHARDS))
 		return true;
 	if (!m->ops->data_open || !w->data_manifest) {
-		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "WELCOME grants data shards "
-			     "without a manifest");
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+					"WELCOME grants data shards without a "
+					"manifest");
 		return false;
 	}
 	r = m->ops->data_open(m->ctx, w->data_manifest, w->data_manifest_len);
 	if (r < 0) {
-		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "cannot take the data set: %s",
-			     r == -EFBIG ? "too large for this agent" :
-			     strerror(-r));
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+					"cannot take the data set: %s",
+					r == -EFBIG ?
+						"too large for this agent" :
+						strerror(-r));
 		return false;
 	}
 	if (r == 0) {
@@ -723,13 +726,14 @@ static void handle_data_shard(struct gp_machine *m,
 		gp_warn("data shard %u does not match its digest: asking again",
 			d->shard);
 		if (++m->data_bad > GP_MACHINE_DATA_BAD_MAX) {
-			gp_machine_drop_session(m, GP_BYE_PROTOCOL, "%u data shards did "
-				     "not match their digests", m->data_bad);
+			gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+						"%u data shards did not match "
+						"their digests", m->data_bad);
 			return;
 		}
 	} else if (r < 0) {
-		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "unexpected data shard %u",
-			     d->shard);
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+					"unexpected data shard %u", d->shard);
 		return;
 	}
 	if (r == 1) {
@@ -906,9 +910,11 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 			 * behind the coordinator's: start again. */
 			if (b->dtype == GP_DTYPE_Q8_DELTA ||
 			    b->dtype == GP_DTYPE_Q4_DELTA) {
-				gp_machine_drop_session(m, GP_BYE_PROTOCOL, "parameter "
-					     "change for tensor %u does not "
-					     "fit the model", b->tensor);
+				gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+							"parameter change for "
+							"tensor %u does not "
+							"fit the model",
+							b->tensor);
 				return;
 			}
 			gp_warn("parameter block for tensor %u does not fit the model",
@@ -917,14 +923,17 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 		}
 		v = malloc((size_t)b->count * sizeof(float));
 		if (!v) {
-			gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for a "
-				     "parameter block of tensor %u", b->tensor);
+			gp_machine_drop_session(m, GP_BYE_RESTART,
+						"no memory for a parameter "
+						"block of tensor %u",
+						b->tensor);
 			return;
 		}
 		if (!take_block(m, b, nt, t, slot, ti, v, &why)) {
 			free(v);
-			gp_machine_drop_session(m, GP_BYE_PROTOCOL, "parameter block of "
-				     "tensor %u: %s", b->tensor, why);
+			gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+						"parameter block of tensor "
+						"%u: %s", b->tensor, why);
 			return;
 		}
 		m->ops->worker_set_params(m->ctx, slot, t, b->row_start, rows, v);
@@ -992,8 +1001,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		     mb->pixels_len != (size_t)mb->samples * inputs ||
 		     mb->labels_len != (lm ? 0 : mb->samples))) {
 		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
-			     "minibatch %" PRIu64 " has an unexpected shape",
-			     mb->minibatch);
+					"minibatch %" PRIu64 " has an "
+					"unexpected shape", mb->minibatch);
 		return;
 	}
 	px = malloc((size_t)mb->samples * row);
@@ -1001,8 +1010,9 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 	if (!px || !lb) {
 		free(px);
 		free(lb);
-		gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
-			     mb->minibatch);
+		gp_machine_drop_session(m, GP_BYE_RESTART,
+					"no memory for minibatch %" PRIu64,
+					mb->minibatch);
 		return;
 	}
 	if (!local) {
@@ -1013,8 +1023,10 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		      : !gather_local(data, mb, px, lb)) {
 		free(px);
 		free(lb);
-		gp_machine_drop_session(m, GP_BYE_PROTOCOL, "minibatch %" PRIu64 " names a "
-			     "sample beyond the local data set", mb->minibatch);
+		gp_machine_drop_session(m, GP_BYE_PROTOCOL,
+					"minibatch %" PRIu64 " names a sample "
+					"beyond the local data set",
+					mb->minibatch);
 		return;
 	}
 	if (m->ops->worker_compute(m->ctx, mb->epoch, mb->minibatch, mb->clock,
@@ -1023,8 +1035,9 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				   mb->momentum,
 				   (m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ?
 					   mb->group : 0) < 0)
-		gp_machine_drop_session(m, GP_BYE_RESTART, "no memory for minibatch %" PRIu64,
-			     mb->minibatch);
+		gp_machine_drop_session(m, GP_BYE_RESTART,
+					"no memory for minibatch %" PRIu64,
+					mb->minibatch);
 	else
 		m->in_hand++;
 }
@@ -1198,7 +1211,8 @@ static int send_update(struct gp_machine *m, const struct gp_worker_result *res)
 	msg.u.update.grad_norm = (float)res->grad_norm;
 	msg.u.update.compute_us = res->compute_us;
 	msg.u.update.blocks = blocks;
-	msg.u.update.n_blocks = gp_machine_tensor_blocks(m, res, false, blocks, &values);
+	msg.u.update.n_blocks = gp_machine_tensor_blocks(m, res, false, blocks,
+							 &values);
 	quantise(m, blocks, msg.u.update.n_blocks, values, res);
 	if (res->n_items) {
 		items = malloc(res->n_items * GP_MSG_ITEM_SIZE);
@@ -1243,8 +1257,9 @@ void gp_machine_on_result(struct gp_machine *m,
 	if (res->error < 0) {
 		m->worker_failed = true;
 		gp_machine_drop_session(m, GP_BYE_RESTART,
-			     "computing minibatch %" PRIu64 " of epoch %u failed: %s",
-			     res->minibatch, res->epoch + 1, strerror(-res->error));
+					"computing minibatch %" PRIu64 " of "
+					"epoch %u failed: %s", res->minibatch,
+					res->epoch + 1, strerror(-res->error));
 		return;
 	}
 	r = send_update(m, res);

@@ -123,20 +123,11 @@ struct gp_worker {
 	uint64_t typical_us;      /* moving average of rest_basis() */
 };
 
-/* Frees what a verification took (gp_worker_verify). */
-static void verify_free(const struct gp_worker_verify *t)
-{
-	free(t->items);
-	free(t->idx);
-	free(t->w0);
-	free(t->v0);
-}
-
 static void job_free(struct job *j)
 {
 	if (!j)
 		return;
-	verify_free(&j->verify);
+	gp_worker_verify_free(&j->verify);
 	free(j->values);
 	free(j->pixels);
 	free(j->labels);
@@ -248,39 +239,6 @@ static int setup(struct gp_worker *w)
 	return 0;
 }
 
-/* Reads every tensor of a slot into dst (n_params floats). */
-static int read_slot(struct gp_worker *w, enum gp_model_slot slot, float *dst)
-{
-	size_t off = 0;
-	int r;
-
-	for (size_t i = 0; i < w->n_tensors; i++) {
-		r = gp_model_read(w->model, slot, i, 0, w->tensors[i].rows,
-				  dst + off);
-		if (r < 0)
-			return r;
-		off += w->tensors[i].rows * w->tensors[i].cols;
-	}
-	return 0;
-}
-
-/* Writes src's n_params floats into every tensor of a slot. */
-static int write_slot(struct gp_worker *w, enum gp_model_slot slot,
-		      const float *src)
-{
-	size_t off = 0;
-	int r;
-
-	for (size_t i = 0; i < w->n_tensors; i++) {
-		r = gp_model_write(w->model, slot, i, 0, w->tensors[i].rows,
-				   src + off);
-		if (r < 0)
-			return r;
-		off += w->tensors[i].rows * w->tensors[i].cols;
-	}
-	return 0;
-}
-
 static void inner_free(struct inner *in)
 {
 	free(in->m);
@@ -325,8 +283,8 @@ static int inner_step(struct gp_worker *w, float lr)
 	float gscale = 1;
 	int r;
 
-	if ((r = read_slot(w, GP_MODEL_GRAD, in->g)) < 0 ||
-	    (r = read_slot(w, GP_MODEL_PARAM, in->w)) < 0)
+	if ((r = gp_model_read_all(w->model, GP_MODEL_GRAD, in->g)) < 0 ||
+	    (r = gp_model_read_all(w->model, GP_MODEL_PARAM, in->w)) < 0)
 		return r;
 	for (size_t i = 0; i < w->n_params; i++)
 		sq += (double)in->g[i] * in->g[i];
@@ -338,7 +296,7 @@ static int inner_step(struct gp_worker *w, float lr)
 		gscale = (float)(in->cfg.clip_norm / sqrt(sq));
 	gp_adamw_step(&in->cfg.adamw, in->w, in->m, in->v, in->g, w->n_params,
 		      gscale, lr, ++in->t);
-	return write_slot(w, GP_MODEL_PARAM, in->w);
+	return gp_model_write_all(w->model, GP_MODEL_PARAM, in->w);
 }
 
 /* Computes one minibatch. Returns its result (taken from the job, never
@@ -523,7 +481,7 @@ static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
 		goto fail;
 	if (w->inner.on) {
 		/* The run's change, start minus end: the descent it took. */
-		r = read_slot(w, GP_MODEL_PARAM, b);
+		r = gp_model_read_all(w->model, GP_MODEL_PARAM, b);
 		if (r < 0)
 			goto fail;
 		for (uint32_t j = 0; j < g->count; j++)
@@ -540,9 +498,9 @@ static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
 		out->grad_norm = lsum > 0 ? sqrt(sq) / lsum : sqrt(sq);
 		return 0;
 	}
-	r = read_slot(w, GP_MODEL_MOMENTUM, a);
+	r = gp_model_read_all(w->model, GP_MODEL_MOMENTUM, a);
 	if (r >= 0)
-		r = read_slot(w, GP_MODEL_PARAM, b);
+		r = gp_model_read_all(w->model, GP_MODEL_PARAM, b);
 	if (r < 0)
 		goto fail;
 	for (uint32_t j = 0; j < g->count; j++) {
@@ -669,9 +627,9 @@ static int group_open(struct gp_worker *w, const struct job *j)
 		g->res->items = calloc(size, sizeof(*g->res->items));
 	if (!g->w0 || !g->v0 || !g->res || !g->res->items)
 		goto fail;
-	r = read_slot(w, GP_MODEL_PARAM, g->w0);
+	r = gp_model_read_all(w->model, GP_MODEL_PARAM, g->w0);
 	if (r >= 0)
-		r = read_slot(w, GP_MODEL_MOMENTUM, g->v0);
+		r = gp_model_read_all(w->model, GP_MODEL_MOMENTUM, g->v0);
 	if (r < 0)
 		goto fail;
 	g->res->gen = j->gen;
@@ -1108,7 +1066,7 @@ int gp_worker_verify(struct gp_worker *w, struct gp_worker_verify *t)
 
 	if (t->k == 0 || !t->items || !t->w0 || (t->sums && !t->v0) ||
 	    !t->data) {
-		verify_free(t);
+		gp_worker_verify_free(t);
 		return -EINVAL;
 	}
 	j = calloc(1, sizeof(*j));
@@ -1116,7 +1074,7 @@ int gp_worker_verify(struct gp_worker *w, struct gp_worker_verify *t)
 		j->res = calloc(1, sizeof(*j->res));
 	if (!j || !j->res) {
 		free(j);
-		verify_free(t);
+		gp_worker_verify_free(t);
 		return -ENOMEM;
 	}
 	j->kind = JOB_VERIFY;

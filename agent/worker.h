@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <uv.h>
 
 #include "adamw.h"
@@ -188,6 +189,16 @@ struct gp_worker_verify {
  * item, no w0, sums without v0, no data set) or -ENOMEM; nothing is
  * queued then and the arrays are freed. */
 int gp_worker_verify(struct gp_worker *w, struct gp_worker_verify *t);
+
+/* Frees t's arrays (a task read but not queued). Inline: machine.c,
+ * which reaches the worker only through its ops, frees them too. */
+static inline void gp_worker_verify_free(const struct gp_worker_verify *t)
+{
+	free(t->items);
+	free(t->idx);
+	free(t->w0);
+	free(t->v0);
+}
 
 /* The model's input width: elements of one sample (valid after start). */
 size_t gp_worker_inputs(const struct gp_worker *w);

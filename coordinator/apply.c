@@ -512,18 +512,17 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		return r;
 	}
 	if (pool->verify) {
-		double c, mk;
-
+		/* A delta's step reports no effect (info.linear false). */
 		struct gp_verify_effect e = {
 			.ka = info.ka, .kb = info.kb, .x = pool->grad,
 			.y = u->form == GP_UPDATE_SUMS ? pool->grad_b :
 							 pool->grad,
 		};
+		double c, mk;
 
 		step_coefficients(pool, &g, &c, &mk);
 		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
-				  info.linear && u->form != GP_UPDATE_DELTA ?
-					  &e : NULL);
+				  info.linear ? &e : NULL);
 	}
 	if ((int64_t)u->clock >= m->view.own_from)
 		m->view.own += g.k;

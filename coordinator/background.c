@@ -205,19 +205,12 @@ static void eval_run(uv_work_t *req)
 	struct server *srv = w->srv;
 	float *x = NULL;
 	int32_t *y = NULL;
-	size_t off = 0, n = srv->test ? srv->test->count : 0;
+	size_t n = srv->test ? srv->test->count : 0;
 	double loss = 0;
 	size_t correct = 0;
 	int r = 0;
 
-	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(srv->eval_model); i++) {
-		struct gp_tensor_info ti;
-
-		gp_model_tensor_info(srv->eval_model, i, &ti);
-		r = gp_model_write(srv->eval_model, GP_MODEL_PARAM, i, 0, ti.rows,
-				   w->values + off);
-		off += ti.rows * ti.cols;
-	}
+	r = gp_model_write_all(srv->eval_model, GP_MODEL_PARAM, w->values);
 	if (srv->test_tok) {
 		if (r >= 0)
 			eval_tokens(w);

@@ -325,7 +325,7 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 {
 	struct gp_verify *v = pool->verify;
 	double tol = pool->job->verify_tolerance;
-	double res_a, x_a, res_b = 0, x_b = 0;
+	double res[2], x[2];
 	struct check *c;
 	bool agree;
 	int err;
@@ -370,13 +370,9 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 	 * both stand between the two, and half the tolerance
 	 * (AGREE_SHARE). */
 	tol *= AGREE_SHARE;
-	gp_verify_residual(c->a, c->da, pool->n_params, &res_a, &x_a);
-	agree = gp_verify_pass(res_a, x_a, c->q_a + c->d_round * x_a, tol);
-	if (c->sums) {
-		gp_verify_residual(c->b, c->db, pool->n_params, &res_b, &x_b);
-		agree = agree && gp_verify_pass(res_b, x_b,
-						c->q_b + c->d_round * x_b, tol);
-	}
+	agree = gp_verify_compare(c->a, c->sums ? c->b : NULL, c->da, c->db,
+				  pool->n_params, c->q_a, c->q_b, c->d_round,
+				  tol, res, x);
 	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 	/* An audit the coordinator has no room for now: the agreement
 	 * stands. */
@@ -386,8 +382,8 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 		free(c->da);
 		free(c->db);
 		c->da = c->db = NULL;
-		gp_verify_passed(v, c, res_a,
-				 c->q_a + (c->d_round + tol) * x_a);
+		gp_verify_passed(v, c, res[0],
+				 c->q_a + (c->d_round + tol) * x[0]);
 		gp_verify_check_ended(v, c);
 		return;
 	}

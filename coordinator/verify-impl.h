@@ -146,11 +146,21 @@ struct gp_verify {
 uint64_t gp_verify_thread_ns(void);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
 void gp_verify_check_free(struct check *c);
-/* Queues c for the coordinator's own recomputation (dropped, counted
- * skipped, beyond MAX_QUEUED waiting, unless it went to a member first). */
+/* Queues c for the coordinator's own recomputation. A new check is
+ * queued only while there is room (gp_verify_room(), MAX_QUEUED); one
+ * that went to a member first (a disagreement, an audit, a checker gone)
+ * always is: MAX_OUT bounds those. */
 void gp_verify_run_here(struct gp_verify *v, struct check *c);
-/* Whether gp_verify_run_here() would queue a check that went nowhere. */
 bool gp_verify_room(const struct gp_verify *v);
+/* Whether a check's sums a (and b; NULL for a gradient) are within
+ * q_a (q_b) + rel |x| + tol |x| of xa (xb), each over the whole model;
+ * res[] gets the residuals |a - xa|, |b - xb| and x[] the norms |xa|,
+ * |xb| (0 without b). The coordinator's recomputation against a member's
+ * update or a checker's answer, and a member's answer against an
+ * update. */
+bool gp_verify_compare(const float *a, const float *b, const float *xa,
+		       const float *xb, size_t n, double q_a, double q_b,
+		       double rel, double tol, double res[2], double x[2]);
 /* c's update matched: its record's stretches up to c's are verified. */
 void gp_verify_passed(struct gp_verify *v, struct check *c, double res,
 		      double allowed);
@@ -161,8 +171,6 @@ void gp_verify_check_ended(struct gp_verify *v, struct check *c);
  * a mismatch of its own, as mismatch() of a member's update. */
 void gp_verify_checker_mismatch(struct gp_verify *v, const struct check *c,
 				double res, double norm_x);
-void gp_verify_residual(const float *sent, const float *x, size_t n,
-			double *ret_res, double *ret_x);
 
 /* verify-delegate.c */
 /* Hands c to another member when one can take it; false: it stays the

@@ -349,7 +349,6 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	size_t n = pool->n_params;
 	uint8_t dt = (m->caps & GP_CAP_F16) ? GP_DTYPE_F16 : GP_DTYPE_F32;
 	int i = vm->snap[0].w ? 1 : 0;
-
 	uint64_t t0;
 
 	if (!pool->verify || vm->snap[i].w)
@@ -641,6 +640,39 @@ static void add_linear(double *restrict a, double *restrict b,
 	}
 }
 
+/* |sent - x| and |x|. */
+static void residual(const float *sent, const float *x, size_t n,
+		     double *ret_res, double *ret_x)
+{
+	double d = 0, s = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		double e = (double)sent[i] - x[i];
+
+		d += e * e;
+		s += (double)x[i] * x[i];
+	}
+	*ret_res = sqrt(d);
+	*ret_x = sqrt(s);
+}
+
+bool gp_verify_compare(const float *a, const float *b, const float *xa,
+		       const float *xb, size_t n, double q_a, double q_b,
+		       double rel, double tol, double res[2], double x[2])
+{
+	bool pass;
+
+	residual(a, xa, n, &res[0], &x[0]);
+	pass = gp_verify_pass(res[0], x[0], q_a + rel * x[0], tol);
+	res[1] = x[1] = 0;
+	if (b) {
+		residual(b, xb, n, &res[1], &x[1]);
+		pass = pass && gp_verify_pass(res[1], x[1], q_b + rel * x[1],
+					      tol);
+	}
+	return pass;
+}
+
 bool gp_verify_room(const struct gp_verify *v)
 {
 	return v->queued < MAX_QUEUED;
@@ -648,13 +680,6 @@ bool gp_verify_room(const struct gp_verify *v)
 
 void gp_verify_run_here(struct gp_verify *v, struct check *c)
 {
-	/* One that went to a member (a disagreement, an audit, a checker
-	 * gone) is not dropped: MAX_OUT bounds those. */
-	if (v->queued >= MAX_QUEUED && !c->delegate_id) {
-		v->st.skipped++;
-		gp_verify_check_ended(v, c);
-		return;
-	}
 	c->next = NULL;
 	if (v->queue_tail)
 		v->queue_tail->next = c;
@@ -738,7 +763,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		ck->tag = ++v->next_tag;
 		/* Handed to a member, else queued here; with neither, the
 		 * stretch stays open for the next check (skipped). */
-		if (!gp_verify_delegate(v, ck) && v->queued >= MAX_QUEUED) {
+		if (!gp_verify_delegate(v, ck) && !gp_verify_room(v)) {
 			v->st.skipped++;
 			gp_verify_check_free(ck);
 			goto out;
@@ -841,21 +866,6 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 			    xb);
 }
 
-void gp_verify_residual(const float *sent, const float *x, size_t n,
-		     double *ret_res, double *ret_x)
-{
-	double d = 0, s = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		double e = (double)sent[i] - x[i];
-
-		d += e * e;
-		s += (double)x[i] * x[i];
-	}
-	*ret_res = sqrt(d);
-	*ret_x = sqrt(s);
-}
-
 static void check_run(uv_work_t *req)
 {
 	struct check *c = req->data;
@@ -868,29 +878,24 @@ static void check_run(uv_work_t *req)
 
 	c->err = xa && xb ? recompute(v, c, xa, xb) : -ENOMEM;
 	if (c->err >= 0) {
-		gp_verify_residual(c->a, xa, n, &c->res_a, &c->x_a);
-		c->pass = gp_verify_pass(c->res_a, c->x_a, c->q_a, tol);
-		if (c->sums) {
-			gp_verify_residual(c->b, xb, n, &c->res_b, &c->x_b);
-			c->pass = c->pass &&
-				  gp_verify_pass(c->res_b, c->x_b, c->q_b, tol);
-		}
-	}
-	/* The answer another member gave for it, judged the same way (its
-	 * own rounding, f16 or none, in place of the wire's). */
-	if (c->err >= 0 && c->da) {
-		double r, x;
+		double res[2], x[2];
 
-		gp_verify_residual(c->da, xa, n, &r, &x);
-		c->d_pass = gp_verify_pass(r, x, c->d_round * x, tol);
-		c->d_res = r;
-		c->d_x = x;
-		if (c->sums) {
-			gp_verify_residual(c->db, xb, n, &r, &x);
-			c->d_pass = c->d_pass &&
-				    gp_verify_pass(r, x, c->d_round * x, tol);
-			if (r > c->d_res)
-				c->d_res = r;
+		c->pass = gp_verify_compare(c->a, c->sums ? c->b : NULL, xa,
+					    xb, n, c->q_a, c->q_b, 0, tol, res,
+					    x);
+		c->res_a = res[0];
+		c->res_b = res[1];
+		c->x_a = x[0];
+		c->x_b = x[1];
+		/* The answer another member gave for it, judged the same
+		 * way (its own rounding, f16 or none, in place of the
+		 * wire's). */
+		if (c->da) {
+			c->d_pass = gp_verify_compare(c->da, c->db, xa, xb, n,
+						      0, 0, c->d_round, tol,
+						      res, x);
+			c->d_res = fmax(res[0], res[1]);
+			c->d_x = x[0];
 		}
 	}
 	free(xa);

@@ -594,6 +594,36 @@ int gp_model_read(const struct gp_model *m, enum gp_model_slot slot,
 	return gp_buf_read(m->bufs[slot][i], row0 * cols, dst, nrows * cols);
 }
 
+/* Every tensor of a slot from or into buf (write: buf is read). */
+static int slot_all(const struct gp_model *m, enum gp_model_slot slot,
+		    float *buf, bool write)
+{
+	size_t off = 0;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(m); i++) {
+		size_t rows = m->tensors[i].rows;
+
+		r = write ? gp_model_write((struct gp_model *)m, slot, i, 0,
+					   rows, buf + off) :
+			    gp_model_read(m, slot, i, 0, rows, buf + off);
+		off += rows * m->tensors[i].cols;
+	}
+	return r;
+}
+
+int gp_model_write_all(struct gp_model *m, enum gp_model_slot slot,
+		       const float *src)
+{
+	return slot_all(m, slot, (float *)src, true);
+}
+
+int gp_model_read_all(const struct gp_model *m, enum gp_model_slot slot,
+		      float *dst)
+{
+	return slot_all(m, slot, dst, false);
+}
+
 int gp_model_set_batch(struct gp_model *m, const float *x,
 		       const int32_t *labels, size_t n)
 {

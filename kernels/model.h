@@ -235,6 +235,13 @@ int gp_model_write(struct gp_model *m, enum gp_model_slot slot, size_t i,
 int gp_model_read(const struct gp_model *m, enum gp_model_slot slot,
 		  size_t i, size_t row0, size_t nrows, float *dst);
 
+/* The same for every tensor of a slot: the model's parameter count of
+ * floats, tensor after tensor. Return 0 or a negative errno. */
+int gp_model_write_all(struct gp_model *m, enum gp_model_slot slot,
+		       const float *src);
+int gp_model_read_all(const struct gp_model *m, enum gp_model_slot slot,
+		      float *dst);
+
 /* The backend buffer behind tensor i's slot (borrowed, valid as long as m),
  * for callers that run backend ops on it directly; NULL for a bad index. */
 struct gp_buf *gp_model_buf(const struct gp_model *m, enum gp_model_slot slot,

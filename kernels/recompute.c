@@ -7,38 +7,6 @@
 #include "data.h"
 #include "model.h"
 
-int gp_model_write_all(struct gp_model *model, int slot, const float *src)
-{
-	size_t off = 0;
-	int r = 0;
-
-	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(model); i++) {
-		struct gp_tensor_info ti;
-
-		gp_model_tensor_info(model, i, &ti);
-		r = gp_model_write(model, (enum gp_model_slot)slot, i, 0,
-				   ti.rows, src + off);
-		off += ti.rows * ti.cols;
-	}
-	return r;
-}
-
-int gp_model_read_all(struct gp_model *model, int slot, float *dst)
-{
-	size_t off = 0;
-	int r = 0;
-
-	for (size_t i = 0; r >= 0 && i < gp_model_tensor_count(model); i++) {
-		struct gp_tensor_info ti;
-
-		gp_model_tensor_info(model, i, &ti);
-		r = gp_model_read(model, (enum gp_model_slot)slot, i, 0,
-				  ti.rows, dst + off);
-		off += ti.rows * ti.cols;
-	}
-	return r;
-}
-
 int gp_recompute(struct gp_model *model, const struct gp_dataset *train,
 		 uint64_t job_seed, bool sums, float mu,
 		 const struct gp_recompute_item *items, size_t k,

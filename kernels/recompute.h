@@ -41,9 +41,4 @@ int gp_recompute(struct gp_model *model, const struct gp_dataset *train,
 		 const float *w0, const float *v0, float *x, int32_t *y,
 		 float *ret_a, float *ret_b);
 
-/* Writes src into, or reads dst from, every tensor of a slot (enum
- * gp_model_slot) in tensor order. Return 0 or a negative errno. */
-int gp_model_write_all(struct gp_model *model, int slot, const float *src);
-int gp_model_read_all(struct gp_model *model, int slot, float *dst);
-
 #endif

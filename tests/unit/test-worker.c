@@ -121,18 +121,25 @@ static void compute(struct gp_worker *w, const struct batch *b, uint64_t id,
 static void slot_io(struct gp_model *m, enum gp_model_slot slot, float *v,
 		    bool write)
 {
-	size_t off = 0;
+	if (write)
+		ASSERT_OK(gp_model_write_all(m, slot, v));
+	else
+		ASSERT_OK(gp_model_read_all(m, slot, v));
+}
 
-	for (size_t i = 0; i < gp_model_tensor_count(m); i++) {
-		struct gp_tensor_info ti;
+/* The reference model: text's model on its own CPU backend, its
+ * parameters drawn from seed. Returns its parameter count. */
+static size_t make_ref(const char *text, uint64_t seed,
+		       struct gp_backend **be, struct gp_model **ref)
+{
+	struct gp_model_spec spec;
+	char err[256];
 
-		ASSERT_OK(gp_model_tensor_info(m, i, &ti));
-		if (write)
-			ASSERT_OK(gp_model_write(m, slot, i, 0, ti.rows, v + off));
-		else
-			ASSERT_OK(gp_model_read(m, slot, i, 0, ti.rows, v + off));
-		off += ti.rows * ti.cols;
-	}
+	ASSERT_OK(gp_model_spec_parse(text, &spec, err, sizeof(err)));
+	ASSERT_OK(gp_backend_create_cpu(1, be));
+	ASSERT_OK(gp_model_create(*be, &spec, BATCH, ref));
+	ASSERT_OK(gp_model_init_params(*ref, seed));
+	return gp_model_param_count(*ref);
 }
 
 /* Loads the reference's parameters and velocity into the worker. */
@@ -321,7 +328,6 @@ static void test_inner_adamw(uv_loop_t *loop, const struct batch *b)
 		.threads = 1,
 		.max_batch = BATCH,
 	};
-	struct gp_model_spec spec;
 	struct gp_backend *be = NULL;
 	struct gp_model *ref = NULL;
 	struct gp_worker *w = NULL;
@@ -334,11 +340,7 @@ static void test_inner_adamw(uv_loop_t *loop, const struct batch *b)
 	snprintf(cfg.spec, sizeof(cfg.spec), "%s", SPEC);
 	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
-	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, err, sizeof(err)));
-	ASSERT_OK(gp_backend_create_cpu(1, &be));
-	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
-	ASSERT_OK(gp_model_init_params(ref, 9));
-	n = gp_model_param_count(ref);
+	n = make_ref(SPEC, 9, &be, &ref);
 	p0 = malloc(n * sizeof(float));
 	zero = calloc(n, sizeof(float));
 	tmp = malloc(n * sizeof(float));
@@ -539,7 +541,6 @@ static void test_verify(uv_loop_t *loop)
 	const float lrs[4] = { 0.05f, 0.04f, 0.03f, 0.0f };
 	struct gp_recompute_item items[4];
 	uint32_t idx[4][BATCH];
-	struct gp_model_spec spec;
 	struct gp_backend *be = NULL;
 	struct gp_model *ref = NULL;
 	struct gp_worker *w = NULL;
@@ -553,11 +554,7 @@ static void test_verify(uv_loop_t *loop)
 	snprintf(cfg.spec, sizeof(cfg.spec), "%s", desc);
 	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
 				  sizeof(err)));
-	ASSERT_OK(gp_model_spec_parse(desc, &spec, err, sizeof(err)));
-	ASSERT_OK(gp_backend_create_cpu(1, &be));
-	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
-	ASSERT_OK(gp_model_init_params(ref, 4));
-	n = gp_model_param_count(ref);
+	n = make_ref(desc, 4, &be, &ref);
 	p0 = malloc(n * sizeof(float));
 	v0 = malloc(n * sizeof(float));
 	pk = malloc(n * sizeof(float));
@@ -710,7 +707,6 @@ int main(void)
 		.threads = 1,
 		.max_batch = BATCH,
 	};
-	struct gp_model_spec spec;
 	struct gp_backend *be = NULL;
 	struct gp_model *ref = NULL;
 	struct gp_worker *w = NULL;
@@ -736,11 +732,7 @@ int main(void)
 				  sizeof(err)));
 
 	/* The reference: the same start, the same three local steps. */
-	ASSERT_OK(gp_model_spec_parse(SPEC, &spec, err, sizeof(err)));
-	ASSERT_OK(gp_backend_create_cpu(1, &be));
-	ASSERT_OK(gp_model_create(be, &spec, BATCH, &ref));
-	ASSERT_OK(gp_model_init_params(ref, 7));
-	n = gp_model_param_count(ref);
+	n = make_ref(SPEC, 7, &be, &ref);
 	p0 = malloc(n * sizeof(float));
 	v0 = malloc(n * sizeof(float));
 	pk = malloc(n * sizeof(float));
