@@ -218,6 +218,14 @@ struct gp_pool {
 		double cycle, clock_work, runs, slowest;
 	} memo;
 
+	/* Pacing by serve's own load (gp_work_pace): the fewest
+	 * minibatches a clock and a run hold while the loop stalls (0: no
+	 * floor), the window's start and its longest stall (µs), and the
+	 * quiet windows in a row. */
+	uint32_t group_floor;
+	uint32_t pace_quiet;
+	uint64_t pace_at_us, pace_stall_us;
+
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */
 	double sync_interval_logged;   /* the links' clock last logged, s */

@@ -673,7 +673,16 @@ static void on_tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	int64_t now = gp_now_ms();
+	uint64_t now_us = gp_mono_us();
 
+	/* How late this tick fired is how long the loop was held when it
+	 * was due: the measure of serve's load that paces the pool. */
+	if (srv->tick_us && srv->has_job)
+		gp_work_pace(&srv->pool,
+			     now_us > srv->tick_us + TICK_MS * 1000u ?
+				     now_us - srv->tick_us - TICK_MS * 1000u : 0,
+			     now_us);
+	srv->tick_us = now_us;
 	if (srv->finish_soon) {
 		srv->finish_soon = false;
 		gp_serve_maybe_finish(srv);

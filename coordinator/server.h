@@ -77,6 +77,7 @@ struct server {
 	struct peer listen_data; /* what every new channel starts with */
 	uv_loop_t loop;
 	uv_timer_t tick;
+	uint64_t tick_us;             /* when it last fired (gp_mono_us) */
 	uv_idle_t serve_idle;    /* fx->serve_later (serve-effects.c) */
 	/* Messages read and waiting to be handled (serve-defer.c), oldest
 	 * first, and their bytes; the handle that works through them. */

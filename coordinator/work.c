@@ -482,6 +482,8 @@ static double run_length(const struct gp_pool *pool,
 	if (lc->work > 0)
 		share = link_work(pool, a, lc->cycle, lc->live) / lc->work;
 	l = floor((double)pool->applied_run * share);
+	if (l < (double)pool->group_floor)
+		l = (double)pool->group_floor;
 	return l > cap ? cap : l < GP_WORK_BASE ? GP_WORK_BASE : l;
 }
 
@@ -588,10 +590,16 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	/* Until its speed is measured, an agent gets a short first clock: an
 	 * announced speed is a benchmark's, and a throttled or busy machine
 	 * would hold the others for a whole long clock. The same first clock
-	 * measures its link. */
+	 * measures its link. While serve's loop sets the pace, that clock
+	 * holds the floor too: at 10,000 agents thousands still had theirs
+	 * after the join storm (the pool hands out 1,400-1,800 minibatches
+	 * a second), and their groups of 2 made whole stretches of the
+	 * steady work (2,300-2,900 updates in 5 s against 700-900 at
+	 * 10-11 a group). */
 	*ret_runs = false;
 	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
-		return GP_WORK_BASE;
+		return pool->group_floor > GP_WORK_BASE ? pool->group_floor :
+							  GP_WORK_BASE;
 	live = gp_ssp_live_count(pool->ssp);
 	ms = (double)pool->job->clock_duration_ms;
 	if (live == 1 && ms < GP_WORK_SOLO_CLOCK_MS)
@@ -613,9 +621,63 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	link_clock(pool, &lc);
 	k = round(link_steps(pool, info, &lc));
 	if (k <= (double)old)
-		return old;
-	*ret_runs = lc.live > 1 && k > run_length(pool, info, &lc);
+		k = old;
+	else
+		*ret_runs = lc.live > 1 && k > run_length(pool, info, &lc);
+	/* While serve's loop sets the pace, fewer and larger updates. */
+	if (k < (double)pool->group_floor)
+		k = pool->group_floor;
 	return k > GP_WORK_MAX ? GP_WORK_MAX : (uint32_t)k;
+}
+
+void gp_work_pace(struct gp_pool *pool, uint64_t stall_us, uint64_t now_us)
+{
+	uint32_t f = pool->group_floor, was = f;
+	uint32_t cap = pool->job->run_steps && pool->job->run_steps <
+						       GP_WORK_PACE_MAX ?
+			       pool->job->run_steps : GP_WORK_PACE_MAX;
+	size_t live = gp_ssp_live_count(pool->ssp);
+	uint64_t stall;
+
+	if (stall_us > pool->pace_stall_us)
+		pool->pace_stall_us = stall_us;
+	if (!pool->pace_at_us)
+		pool->pace_at_us = now_us;
+	if (now_us < pool->pace_at_us + GP_WORK_PACE_WINDOW_US)
+		return;
+	stall = pool->pace_stall_us;
+	pool->pace_at_us = now_us;
+	pool->pace_stall_us = 0;
+	if (live <= GP_WORK_MEMO_MIN) {
+		f = 0;
+		pool->pace_quiet = 0;
+	} else if (stall > GP_WORK_STALL_HIGH_US) {
+		f = f < GP_WORK_PACE_START ? GP_WORK_PACE_START : f + (f + 3) / 4;
+		pool->pace_quiet = 0;
+	} else if (stall < GP_WORK_STALL_LOW_US) {
+		if (f && ++pool->pace_quiet >= GP_WORK_PACE_QUIET) {
+			f -= (f + 7) / 8;
+			pool->pace_quiet = 0;
+		}
+	} else {
+		pool->pace_quiet = 0;
+	}
+	if (f > cap)
+		f = cap;
+	if (f && f < GP_WORK_PACE_START)
+		f = 0;
+	if (f == was)
+		return;
+	pool->group_floor = f;
+	/* At most once a window, and only while the pool is paced. */
+	if (f)
+		gp_info("serve's loop stalled at most %.0f ms in %.1f s (%zu "
+			"live agents): clocks hold at least %u minibatches",
+			(double)stall / 1e3, GP_WORK_PACE_WINDOW_US / 1e6,
+			live, f);
+	else
+		gp_info("serve's loop keeps up (%zu live agents): clocks "
+			"sized by the agents again", live);
 }
 
 uint32_t gp_work_per_clock(const struct gp_pool *pool,

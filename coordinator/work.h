@@ -54,6 +54,35 @@
 /* The clock of a pool of more than two agents, at most. */
 #define GP_WORK_POOL_CLOCK_MS 1
 
+/* Pacing by serve's own load. In a pool of more than GP_WORK_MEMO_MIN
+ * live agents the coordinator's loop, not the agents, can be what sets
+ * the pace: every update costs it a read, an apply, a ledger row batch and
+ * usually a pull, whatever it holds, and 10,000 agents handed 3-8
+ * minibatches an update stalled the loop 40-270 ms a turn (heartbeats
+ * 179-473 ms at p99) where 9-11 an update kept them under 62 ms. So the
+ * loop's stalls (how late its 100 ms tick fires) are watched over windows
+ * of GP_WORK_PACE_WINDOW_US: a window with a stall beyond
+ * GP_WORK_STALL_HIGH_US raises the fewest minibatches a clock and a run
+ * hold (pool->group_floor: to GP_WORK_PACE_START, then by a quarter), up
+ * to GP_WORK_PACE_MAX (with 48, the join storm's stalls took it there and
+ * the steady work ran 672 rows/s against 1,200-1,860: the schedule holds
+ * two epochs' minibatches at most, and large groups gave them to fewer
+ * agents, each epoch's tail waiting longer for the last ones);
+ * GP_WORK_PACE_QUIET windows in a row with every
+ * stall under GP_WORK_STALL_LOW_US lower it by an eighth. Larger groups
+ * cost the agents nothing when they wait for the coordinator anyway, and
+ * a smaller pool is never paced (its agents' speeds and links size it). */
+#define GP_WORK_PACE_WINDOW_US 1000000
+#define GP_WORK_STALL_HIGH_US 40000
+#define GP_WORK_STALL_LOW_US 15000
+#define GP_WORK_PACE_START 4
+#define GP_WORK_PACE_MAX 12
+#define GP_WORK_PACE_QUIET 3
+
+/* Serve's loop was stall_us late at now_us (gp_mono_us): counts it in the
+ * pacing window, and at the window's end moves pool->group_floor. */
+void gp_work_pace(struct gp_pool *pool, uint64_t stall_us, uint64_t now_us);
+
 /* Minibatches for the clock of the agent described by info (borrowed),
  * sized from the job's clock_duration and the slowest live agent's speed
  * (gp_ssp_slowest_speed). */

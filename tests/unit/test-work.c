@@ -732,6 +732,93 @@ static void test_memo(void)
 	fx_teardown(&f);
 }
 
+/* One pacing window of gp_work_pace with its longest stall; returns the
+ * floor after it. */
+static uint32_t pace_window(struct fixture *f, uint64_t *t, uint64_t stall)
+{
+	gp_work_pace(&f->pool, stall, *t + GP_WORK_PACE_WINDOW_US / 2);
+	*t += GP_WORK_PACE_WINDOW_US;
+	gp_work_pace(&f->pool, 0, *t);
+	return f->pool.group_floor;
+}
+
+/* Above GP_WORK_MEMO_MIN live agents serve's loop stalls pace the pool:
+ * a window with a stall past GP_WORK_STALL_HIGH_US raises the fewest
+ * minibatches a clock holds, up to GP_WORK_PACE_MAX; quiet windows
+ * lower it; a stall between the two thresholds holds it; a pool of at
+ * most GP_WORK_MEMO_MIN is never paced. */
+static void test_pace(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
+	const size_t n = GP_WORK_MEMO_MIN + 1;
+	const uint64_t high = GP_WORK_STALL_HIGH_US + 1;
+	const uint64_t mid = (GP_WORK_STALL_HIGH_US + GP_WORK_STALL_LOW_US) / 2;
+	struct gp_ssp_agent_info ia, ib;
+	struct fixture f;
+	uint64_t t = 1000000;
+	uint32_t fl, prev;
+
+	fx_setup(&f, 3);
+	f.job.max_agents = FX_MEMBERS;
+	for (size_t i = 0; i < n; i++) {
+		fx_join_speed(&f, i, caps, 100);
+		ASSERT_OK(gp_ssp_observe_speed(f.ssp, i + 1, 100));
+	}
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	/* More than two agents: one minibatch of the slowest a clock. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 1);
+	/* The first call opens a window; stalls inside it count only at
+	 * its end. */
+	gp_work_pace(&f.pool, 10 * high, t);
+	ASSERT_EQ(f.pool.group_floor, 0);
+	ASSERT_EQ(pace_window(&f, &t, 0), GP_WORK_PACE_START);
+	ASSERT_EQ(pace_window(&f, &t, GP_WORK_STALL_HIGH_US), GP_WORK_PACE_START);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_PACE_START);
+	/* The first clock of an agent whose speed is not measured too. */
+	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
+	ib.speed_measured = false;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), GP_WORK_PACE_START);
+	/* A quarter more, rounded up. */
+	ASSERT_EQ(pace_window(&f, &t, high), 5);
+	ASSERT_EQ(pace_window(&f, &t, high), 7);
+	for (prev = 7, fl = 0; prev < GP_WORK_PACE_MAX; prev = fl) {
+		fl = pace_window(&f, &t, high);
+		ASSERT(fl > prev);
+	}
+	ASSERT_EQ(fl, GP_WORK_PACE_MAX);
+	ASSERT_EQ(pace_window(&f, &t, high), GP_WORK_PACE_MAX);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), GP_WORK_PACE_MAX);
+	/* Quiet windows: an eighth less after GP_WORK_PACE_QUIET in a row;
+	 * a stall between the thresholds starts the count again. */
+	for (int i = 0; i < GP_WORK_PACE_QUIET - 1; i++)
+		ASSERT_EQ(pace_window(&f, &t, 0), GP_WORK_PACE_MAX);
+	ASSERT_EQ(pace_window(&f, &t, mid), GP_WORK_PACE_MAX);
+	for (int i = 0; i < GP_WORK_PACE_QUIET - 1; i++)
+		ASSERT_EQ(pace_window(&f, &t, 0), GP_WORK_PACE_MAX);
+	prev = GP_WORK_PACE_MAX - (GP_WORK_PACE_MAX + 7) / 8;
+	ASSERT_EQ(pace_window(&f, &t, 0), prev);
+	/* Down to none, never below GP_WORK_PACE_START. */
+	for (; prev > 0; prev = fl) {
+		fl = pace_window(&f, &t, 0);
+		ASSERT(fl <= prev);
+		ASSERT(fl == 0 || fl >= GP_WORK_PACE_START);
+	}
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 1);
+	/* A job's run_steps under GP_WORK_PACE_MAX caps the floor as it caps
+	 * the runs. */
+	f.job.run_steps = 8;
+	for (int i = 0; i < 20; i++)
+		fl = pace_window(&f, &t, high);
+	ASSERT_EQ(fl, 8);
+	/* At GP_WORK_MEMO_MIN live agents the agents size the clocks. */
+	ASSERT_EQ(gp_members_leave(&f.pool, &f.members[n - 1]), 0);
+	gp_members_remove(&f.pool, &f.members[n - 1]);
+	ASSERT_EQ(pace_window(&f, &t, high), 0);
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 1);
+	fx_teardown(&f);
+}
+
 /* A pool (staleness 1) of n members that asked for work while none could
  * be sent; now it can. */
 static void waiting_members(struct fixture *f, size_t n)
@@ -1135,6 +1222,7 @@ int main(void)
 	test_pull_budget();
 	test_pull_budget_verify();
 	test_memo();
+	test_pace();
 	test_serve_scan();
 	test_walk();
 	test_serve_budget();

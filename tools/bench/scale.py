@@ -108,7 +108,9 @@ def run(n, args):
         key, _, value = kv.partition("=")
         section, _, name = key.partition(".")
         job.setdefault(section, {})[name] = value
-    with gppool.Pool("scale-%d" % n, **job) as pool:
+    with gppool.Pool("scale-%d" % n,
+                     keep=bool(os.environ.get("GP_BENCH_KEEP")),
+                     **job) as pool:
         serve = pool.serve(timeout=120)
         time.sleep(1.0)
         base_rss = rss_mib(serve.pid)
@@ -193,6 +195,11 @@ def run(n, args):
                 reports.append(json.load(f))
         steady = t2 - t1
         applied = rows1 - rows0
+        # Serve's pacing (work.h gp_work_pace): the floor on a clock's
+        # minibatches at the end and at most, from its log lines.
+        floors = [int(m.group(1) or 0) for m in re.finditer(
+            r"clocks hold at least (\d+) minibatches|"
+            r"clocks sized by the agents again", serve.stderr())]
         updates = sum(r["steady_updates"] for r in reports)
         fig = {
             "agents": n,
@@ -218,6 +225,9 @@ def run(n, args):
             "applied_before_steady": rows0,
             "minibatches_per_update": round(applied / updates, 2)
             if updates else None,
+            "group_floor": floors[-1] if floors else 0,
+            "group_floor_max": max(floors) if floors else 0,
+            "pace_changes": len(floors),
             "cpu_ms_per_update": round(1e3 * (cpu1 - cpu0) / updates, 3)
             if updates else None,
             "coordinator_cpu_share": round((cpu1 - cpu0) / steady, 3),
