@@ -594,7 +594,7 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	 * holds the floor too: at 10,000 agents thousands still had theirs
 	 * after the join storm (the pool hands out 1,400-1,800 minibatches
 	 * a second), and their groups of 2 made whole stretches of the
-	 * steady work (2,300-2,900 updates in 5 s against 700-900 at
+	 * steady work (2,280-2,950 updates in 5 s against 700-900 at
 	 * 10-11 a group). */
 	*ret_runs = false;
 	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
