@@ -531,7 +531,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (u->compute_us > 0)
 		gp_ssp_observe_speed(pool->ssp, (uint64_t)m->agent_id,
 				     1e6 * (double)g.k / (double)u->compute_us);
-	gp_work_answered(pool, m, u);
+	gp_work_answered(pool, m, u, g.k);
 	for (size_t i = 0; i < g.k; i++) {
 		record_applied(pool, m, g.ids[i], u, i, info.norm, weight,
 			       staleness, received);

@@ -225,6 +225,9 @@ struct gp_pool {
 	uint32_t group_floor;
 	uint32_t pace_quiet;
 	uint64_t pace_at_us, pace_stall_us;
+	/* Minibatches per applied update lately (gp_work_answered; 0: none
+	 * yet): a newcomer's first clock in a large pool. */
+	double group_mean;
 
 	/* Counters of this run. */
 	uint64_t first_work_us;        /* first minibatch handed out */

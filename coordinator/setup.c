@@ -809,6 +809,7 @@ void gp_setup_teardown(struct server *srv)
 	pool->applied_run = pool->samples_run = pool->unlogged = 0;
 	pool->group_floor = pool->pace_quiet = 0;
 	pool->pace_at_us = pool->pace_stall_us = 0;
+	pool->group_mean = 0;
 	pool->applied_since_checkpoint = 0;
 	pool->checkpoint_wanted = false;
 	pool->epoch_samples = 0;

@@ -570,6 +570,39 @@ double gp_work_sync_interval(const struct gp_pool *pool)
 	return link_clock_s(pool, gp_ssp_live_count(pool->ssp));
 }
 
+/* The clock of an agent whose speed is not measured yet. It is short
+ * (GP_WORK_BASE): an announced speed is a benchmark's (or a lie), and a
+ * throttled or busy machine would hold the others for a whole long
+ * clock; the same clock measures its link. In a pool of more than
+ * GP_WORK_MEMO_MIN live agents it holds what the pool's updates hold
+ * lately (pool->group_mean), at most GP_WORK_PACE_MAX and at most what
+ * the announced speed computes in GP_WORK_FIRST_CLOCK_S: at 10,000
+ * agents the pool hands out 1,400-1,800 minibatches a second, so
+ * thousands still had their first clock after the join storm, and their
+ * groups of 2 made whole 5 s stretches of the steady work (2,280-2,950
+ * updates against 700-900 at 10-11 a group) and the heartbeat tail
+ * (docs/performance.md "Scale"). Never less than the pacing floor. */
+static uint32_t first_clock(const struct gp_pool *pool,
+			    const struct gp_ssp_agent_info *info)
+{
+	double k = GP_WORK_BASE;
+
+	if (gp_ssp_live_count(pool->ssp) > GP_WORK_MEMO_MIN) {
+		double cap = floor(info->speed * GP_WORK_FIRST_CLOCK_S);
+
+		k = round(pool->group_mean);
+		if (k > GP_WORK_PACE_MAX)
+			k = GP_WORK_PACE_MAX;
+		if (k > cap)
+			k = cap;
+		if (k < GP_WORK_BASE)
+			k = GP_WORK_BASE;
+	}
+	if (k < (double)pool->group_floor)
+		k = pool->group_floor;
+	return (uint32_t)k;
+}
+
 /* A clock lasts the job's clock_duration or one minibatch of the slowest
  * live agent, whichever is longer (GP_WORK_SOLO_CLOCK_MS at least for an
  * agent alone), and every agent gets what it computes in that time at its
@@ -587,19 +620,9 @@ static uint32_t per_clock(const struct gp_pool *pool,
 	uint32_t old;
 	size_t live;
 
-	/* Until its speed is measured, an agent gets a short first clock: an
-	 * announced speed is a benchmark's, and a throttled or busy machine
-	 * would hold the others for a whole long clock. The same first clock
-	 * measures its link. While serve's loop sets the pace, that clock
-	 * holds the floor too: at 10,000 agents thousands still had theirs
-	 * after the join storm (the pool hands out 1,400-1,800 minibatches
-	 * a second), and their groups of 2 made whole stretches of the
-	 * steady work (2,280-2,950 updates in 5 s against 700-900 at
-	 * 10-11 a group). */
 	*ret_runs = false;
 	if (!(info->speed > 0) || slowest == 0 || !info->speed_measured)
-		return pool->group_floor > GP_WORK_BASE ? pool->group_floor :
-							  GP_WORK_BASE;
+		return first_clock(pool, info);
 	live = gp_ssp_live_count(pool->ssp);
 	ms = (double)pool->job->clock_duration_ms;
 	if (live == 1 && ms < GP_WORK_SOLO_CLOCK_MS)
@@ -925,11 +948,16 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 }
 
 void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
-		       const struct gp_msg_update *u)
+		       const struct gp_msg_update *u, size_t k)
 {
 	struct gp_ssp_agent_info info;
 	uint64_t bytes = 0;
 	double sync;
+
+	pool->group_mean = pool->group_mean > 0 ?
+		pool->group_mean + ((double)k - pool->group_mean) /
+					   GP_WORK_GROUP_MEAN_N :
+		(double)k;
 
 	/* Headers and items are small against the values. */
 	for (size_t i = 0; i < u->n_blocks; i++)

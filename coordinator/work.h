@@ -78,6 +78,12 @@
 #define GP_WORK_PACE_START 4
 #define GP_WORK_PACE_MAX 12
 #define GP_WORK_PACE_QUIET 3
+/* An agent's first clock in such a pool: what its announced speed
+ * computes in this long at most (work.c first_clock), and the updates
+ * the mean group size follows (an exponential mean over about this
+ * many). */
+#define GP_WORK_FIRST_CLOCK_S 0.5
+#define GP_WORK_GROUP_MEAN_N 64
 
 /* Serve's loop was stall_us late at now_us (gp_mono_us): counts it in the
  * pacing window, and at the window's end moves pool->group_floor. */
@@ -93,11 +99,12 @@ uint32_t gp_work_per_clock(const struct gp_pool *pool,
  * max_sync_interval; see work.c), 0 when none does. */
 double gp_work_sync_interval(const struct gp_pool *pool);
 
-/* An UPDATE of m (both borrowed) was applied: if it answers the clock
- * that probes m's link, the round trip is a sample of it
+/* An UPDATE of m (both borrowed) answering k minibatches was applied: k
+ * goes into the pool's mean group (pool->group_mean); if it answers the
+ * clock that probes m's link, the round trip is a sample of it
  * (gp_ssp_link_answered). */
 void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
-		      const struct gp_msg_update *u);
+		      const struct gp_msg_update *u, size_t k);
 
 /* A WORK_REQUEST: m (borrowed) wants work when count > 0; served now if
  * SSP allows. */

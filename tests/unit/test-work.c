@@ -805,6 +805,26 @@ static void test_pace(void)
 		ASSERT(fl == 0 || fl >= GP_WORK_PACE_START);
 	}
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 1);
+	/* With no floor, a newcomer's first clock holds what the pool's
+	 * updates hold lately, at most GP_WORK_PACE_MAX and what its
+	 * announced speed (100 a second) computes in GP_WORK_FIRST_CLOCK_S,
+	 * at least GP_WORK_BASE. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), GP_WORK_BASE);
+	f.pool.group_mean = 9.6;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 10);
+	f.pool.group_mean = 30;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), GP_WORK_PACE_MAX);
+	ib.speed = 6;
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), 3);
+	ib.speed = 100;
+	/* The mean follows the applied updates' sizes. */
+	f.pool.group_mean = 0;
+	gp_work_answered(&f.pool, &f.members[0], &(struct gp_msg_update){
+				 .clock = 999 }, 8);
+	ASSERT_NEAR(f.pool.group_mean, 8, 1e-12);
+	gp_work_answered(&f.pool, &f.members[0], &(struct gp_msg_update){
+				 .clock = 999 }, 8 + GP_WORK_GROUP_MEAN_N);
+	ASSERT_NEAR(f.pool.group_mean, 9, 1e-12);
 	/* A job's run_steps under GP_WORK_PACE_MAX caps the floor as it caps
 	 * the runs. */
 	f.job.run_steps = 8;
@@ -816,6 +836,8 @@ static void test_pace(void)
 	gp_members_remove(&f.pool, &f.members[n - 1]);
 	ASSERT_EQ(pace_window(&f, &t, high), 0);
 	ASSERT_EQ(gp_work_per_clock(&f.pool, &ia), 1);
+	/* And a newcomer's first clock is the short probe again. */
+	ASSERT_EQ(gp_work_per_clock(&f.pool, &ib), GP_WORK_BASE);
 	fx_teardown(&f);
 }
 
