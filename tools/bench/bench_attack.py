@@ -198,6 +198,16 @@ def median(values):
     return None if m == big else m
 
 
+def per_run(runs, key):
+    """key of every run by mode ("-off": robust aggregation off): the
+    value, or with several rounds the list of them, round by round."""
+    out = {}
+    for r in runs:
+        out.setdefault(r["mode"] + ("" if r["robust"] else "-off"),
+                       []).append(r[key])
+    return {m: v if len(v) > 1 else v[0] for m, v in out.items()}
+
+
 def round_worst(runs, k):
     """Round k's worst time to the target over its own clean pool's, as
     one round alone would report it (None: a mode never got there)."""
@@ -300,10 +310,8 @@ def main():
             round_worst(runs, k) for k in range(max(1, a.repeat))],
         "time_to_85_s_robust_off": {r["mode"]: r["time_to_85_s"]
                                     for r in runs if not r["robust"]},
-        "time_to_80_s": {r["mode"] + ("" if r["robust"] else "-off"):
-                         r["time_to_80_s"] for r in runs},
-        "final_accuracy": {r["mode"] + ("" if r["robust"] else "-off"):
-                           r["final_accuracy"] for r in runs},
+        "time_to_80_s": per_run(runs, "time_to_80_s"),
+        "final_accuracy": per_run(runs, "final_accuracy"),
         "target": a.target,
         "worst_slowdown": (None if None in slow or not slow else
                            round(max(slow), 3)),
