@@ -655,12 +655,14 @@ static uint32_t per_clock(const struct gp_pool *pool,
 
 void gp_work_pace(struct gp_pool *pool, uint64_t stall_us, uint64_t now_us)
 {
-	uint32_t f = pool->group_floor, was = f;
-	uint32_t cap = pool->job->run_steps && pool->job->run_steps <
-						       GP_WORK_PACE_MAX ?
-			       pool->job->run_steps : GP_WORK_PACE_MAX;
+	uint32_t f = pool->group_floor, was = f, cap = GP_WORK_PACE_MAX;
 	size_t live = gp_ssp_live_count(pool->ssp);
 	uint64_t stall;
+
+	/* A job's shorter runs cap it as they cap the runs (under
+	 * GP_WORK_PACE_START: no floor at all, below). */
+	if (pool->job->run_steps && pool->job->run_steps < cap)
+		cap = pool->job->run_steps;
 
 	if (stall_us > pool->pace_stall_us)
 		pool->pace_stall_us = stall_us;

@@ -59,7 +59,10 @@
  * the pace: every update costs it a read, an apply, a ledger row batch and
  * usually a pull, whatever it holds, and 10,000 agents handed 3-8
  * minibatches an update stalled the loop 40-270 ms a turn (heartbeats
- * 179-473 ms at p99) where 9-11 an update kept them under 62 ms. So the
+ * 179-473 ms at p99) where 9-11 an update kept them under 62 ms. (Most of
+ * those small updates were first clocks, which first_clock in work.c now
+ * sizes; alone, this floor left the tail in 4 of 8 runs: it is the guard
+ * for a loop that does stall, as in the join storm.) So the
  * loop's stalls (how late its 100 ms tick fires) are watched over windows
  * of GP_WORK_PACE_WINDOW_US: a window with a stall beyond
  * GP_WORK_STALL_HIGH_US raises the fewest minibatches a clock and a run

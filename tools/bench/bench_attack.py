@@ -204,8 +204,15 @@ def per_run(runs, key):
     out = {}
     for r in runs:
         out.setdefault(r["mode"] + ("" if r["robust"] else "-off"),
-                       []).append(r[key])
+                       []).append(r.get(key))
     return {m: v if len(v) > 1 else v[0] for m, v in out.items()}
+
+
+def worst(values, ref):
+    """The largest of values over ref, None when one of them (or ref) is
+    missing: a mode that never got there."""
+    ratios = [None if v is None or not ref else v / ref for v in values]
+    return None if None in ratios or not ratios else round(max(ratios), 3)
 
 
 def round_worst(runs, k):
@@ -214,9 +221,8 @@ def round_worst(runs, k):
     mine = [r for r in runs if r["round"] == k and r["robust"]]
     clean = next((r["time_to_85_s"] for r in mine if r["mode"] == "clean"),
                  None)
-    slow = [None if r["time_to_85_s"] is None or not clean else
-            r["time_to_85_s"] / clean for r in mine if r["mode"] != "clean"]
-    return None if None in slow or not slow else round(max(slow), 3)
+    return worst([r["time_to_85_s"] for r in mine if r["mode"] != "clean"],
+                 clean)
 
 
 def main():
@@ -246,8 +252,9 @@ def main():
             raise gppool.Failure("unknown mode %r (modes: %s)" %
                                  (m, ", ".join(MODES)))
     hostile_bin()
+    rounds = max(1, a.repeat)
     runs = []
-    for k in range(max(1, a.repeat)):
+    for k in range(rounds):
         batch = [run(None, a)]
         if not a.no_off:
             batch.append(run(None, a, robust=False))
@@ -290,10 +297,6 @@ def main():
              for m, rs in by_mode.items()}
     med_s = {m: median([r["samples_to_85"] for r in rs])
              for m, rs in by_mode.items()}
-    slow = [None if med_t[m] is None or not clean else med_t[m] / clean
-            for m in by_mode]
-    slow_samples = [None if med_s[m] is None or not clean_samples
-                    else med_s[m] / clean_samples for m in by_mode]
     cpu = sum(r["robust_cpu_s"] + r["verify_cpu_s"] for r in on)
     serve_cpu = sum(r["serve_cpu_s"] or 0 for r in on)
     summary = {
@@ -302,33 +305,26 @@ def main():
             (r["time_to_85_s"] for r in runs
              if r["mode"] == "clean" and not r["robust"]), None),
         "time_to_85_s": med_t,
-        "repeat": max(1, a.repeat),
+        "repeat": rounds,
         "time_to_85_s_runs": {m: [r["time_to_85_s"] for r in rs]
                               for m, rs in dict(
                                   by_mode, clean=clean_runs).items()},
         "worst_slowdown_per_round": [
-            round_worst(runs, k) for k in range(max(1, a.repeat))],
+            round_worst(runs, k) for k in range(rounds)],
         "time_to_85_s_robust_off": {r["mode"]: r["time_to_85_s"]
                                     for r in runs if not r["robust"]},
         "time_to_80_s": per_run(runs, "time_to_80_s"),
         "final_accuracy": per_run(runs, "final_accuracy"),
         "target": a.target,
-        "worst_slowdown": (None if None in slow or not slow else
-                           round(max(slow), 3)),
+        "worst_slowdown": worst(med_t.values(), clean),
         "samples_to_85": dict(med_s, clean=clean_samples),
-        "worst_samples_slowdown": (None if None in slow_samples or
-                                   not slow_samples else
-                                   round(max(slow_samples), 3)),
+        "worst_samples_slowdown": worst(med_s.values(), clean_samples),
         "never_reached": [r["mode"] for r in attacks
                           if r["time_to_85_s"] is None],
-        "detection_clocks": {m: [r.get("detection_clocks") for r in rs]
-                             if len(rs) > 1 else rs[0].get("detection_clocks")
-                             for m, rs in by_mode.items()},
-        "attacker_damped_share": {m: rs[-1].get("attacker_damped_share")
-                                  for m, rs in by_mode.items()},
+        "detection_clocks": per_run(attacks, "detection_clocks"),
+        "attacker_damped_share": per_run(attacks, "attacker_damped_share"),
         "honest_banned": sum(r["honest_struck"] for r in on),
-        "damping_clocks": {m: rs[-1].get("damping_clocks")
-                           for m, rs in by_mode.items()},
+        "damping_clocks": per_run(attacks, "damping_clocks"),
         "verify_rate": a.verify_rate,
         "verify_delegate": not a.no_delegate,
         "checks_delegated": sum(r["delegated"] for r in runs),
