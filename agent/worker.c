@@ -443,7 +443,9 @@ static struct gp_worker_result *verify(struct gp_worker *w, struct job *j)
 			r = -ENOMEM;
 	}
 	if (r >= 0)
-		r = gp_recompute(w->vmodel, t->data, w->cfg.seed, t->sums,
+		r = gp_recompute(w->vmodel,
+				 &(struct gp_recompute_data){ .train = t->data },
+				 w->cfg.seed, t->sums,
 				 t->mu, t->items, t->k, t->w0, t->v0, w->x,
 				 w->y, res->grads, res->sums_b);
 	if (r < 0) {

@@ -1,7 +1,6 @@
 #include "db.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -80,9 +79,13 @@ static int fail_to(sqlite3 *db, int rc, const char *context, char *err,
 		   size_t errlen)
 {
 	const char *path = db ? sqlite3_db_filename(db, "main") : NULL;
+	/* The extended code tells apart what one message covers (a "disk
+	 * I/O error" is one of some thirty). */
+	int ext = db ? sqlite3_extended_errcode(db) : rc;
 
-	set_err(err, errlen, "%s: %s: %s", path && *path ? path : "(database)",
-		context, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	set_err(err, errlen, "%s: %s: %s (SQLite code %d)",
+		path && *path ? path : "(database)", context,
+		db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), ext);
 	return gp_db_errno(rc);
 }
 
@@ -117,41 +120,53 @@ out:
 	return rc;
 }
 
-/* Checks the file header and size before SQLite sees the file, so that a
+/* Checks the file's type and size before SQLite opens it, so that a
  * garbage or truncated file is refused with a precise reason instead of
  * whatever SQLite happens to notice first (or not at all: SQLite reads past
- * the end of a truncated file as zeroes and may only fail much later). */
+ * the end of a truncated file as zeroes and may only fail much later).
+ * check_header does the rest once SQLite has the file open. */
 static int check_file(const char *path, const struct stat *st,
 		      const char *what, char *err, size_t errlen)
 {
-	unsigned char h[SQLITE_HEADER_SIZE];
-	char wal_path[4096];
-	struct stat wst;
-	uint32_t page_size, pages;
-	ssize_t n;
-	int fd, have_wal;
-
 	if (!S_ISREG(st->st_mode)) {
 		set_err(err, errlen, "%s: not a regular file", path);
 		return -EINVAL;
 	}
-	if (st->st_size == 0)
-		return 0; /* SQLite's own representation of an empty database */
-	if (st->st_size < SQLITE_HEADER_SIZE) {
+	if (st->st_size > 0 && st->st_size < SQLITE_HEADER_SIZE) {
 		set_err(err, errlen,
 			"%s: not a %s database: only %lld bytes, too short for "
 			"an SQLite header (truncated?)",
 			path, what, (long long)st->st_size);
 		return -EBADMSG;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0) {
-		set_err(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	n = pread(fd, h, sizeof(h), 0);
-	close(fd);
-	if (n != (ssize_t)sizeof(h)) {
+	return 0;
+}
+
+/* The file's first bytes, read through SQLite's own descriptor, before
+ * any query. Not through one of our own: fcntl locks belong to the
+ * process, and close(2) of any descriptor of the file drops every one of
+ * them, those of the process's other connections included ("How To
+ * Corrupt An SQLite Database File", 2.2). The owner's page opens the
+ * ledger inside serve once a page; when this read had its own descriptor,
+ * serve's locks went with its close, and the next CLI command took itself
+ * for the ledger's last connection and deleted the WAL index under serve
+ * (seen in the owner-web test: every later page failed with
+ * SQLITE_IOERR_SHORT_READ). */
+static int check_header(sqlite3 *db, const char *path, const struct stat *st,
+			const char *what, char *err, size_t errlen)
+{
+	unsigned char h[SQLITE_HEADER_SIZE];
+	char wal_path[4096];
+	struct stat wst;
+	sqlite3_file *f = NULL;
+	uint32_t page_size, pages;
+	int have_wal;
+
+	if (st->st_size == 0)
+		return 0; /* SQLite's own representation of an empty database */
+	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) !=
+		    SQLITE_OK || !f || !f->pMethods ||
+	    f->pMethods->xRead(f, h, (int)sizeof(h), 0) != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot read the header", path);
 		return -EIO;
 	}
@@ -262,8 +277,8 @@ static int migrate(sqlite3 *db, const char *path,
  * Returns 1 when the file exists, 0 when it is to be created, or a negative
  * errno with err set. */
 static int check_path(const char *path, unsigned flags,
-		      const struct gp_db_schema *schema, char *err,
-		      size_t errlen)
+		      const struct gp_db_schema *schema, struct stat *ret_st,
+		      char *err, size_t errlen)
 {
 	const int readonly = !!(flags & GP_DB_READONLY);
 	struct stat st;
@@ -291,6 +306,7 @@ static int check_path(const char *path, unsigned flags,
 		return -ELOOP;
 	}
 	r = check_file(path, &st, schema->what, err, errlen);
+	*ret_st = st;
 	return r < 0 ? r : 1;
 }
 
@@ -385,11 +401,12 @@ int gp_db_open(const char *path, unsigned flags,
 {
 	const int readonly = !!(flags & GP_DB_READONLY);
 	sqlite3 *db = NULL;
+	struct stat st;
 	int oflags, rc, r, exists;
 
 	if (!path || !schema || !ret)
 		return -EINVAL;
-	exists = check_path(path, flags, schema, err, errlen);
+	exists = check_path(path, flags, schema, &st, err, errlen);
 	if (exists < 0)
 		return exists;
 
@@ -408,6 +425,11 @@ int gp_db_open(const char *path, unsigned flags,
 	}
 	sqlite3_extended_result_codes(db, 1);
 	sqlite3_busy_timeout(db, GP_DB_BUSY_TIMEOUT_MS);
+	if (exists) {
+		r = check_header(db, path, &st, schema->what, err, errlen);
+		if (r < 0)
+			goto fail;
+	}
 
 	r = check_identity(db, path, flags, schema, err, errlen);
 	if (r < 0)

@@ -286,12 +286,15 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 	struct gp_robust_result res;
 	uint32_t joined = pool->n_joined;
 
-	/* With fewer members than it needs there is nothing to follow, and
-	 * a pool of one or two pays nothing for it. A delta is in parameter
-	 * units, not a gradient's: the pool's direction (gradients) and
-	 * the robust rule's bound do not apply to it (docs/security.md). */
+	/* A member alone has nothing to follow and pays nothing for it.
+	 * From two members on the filter measures (it shrinks nothing
+	 * until GP_ROBUST_MEMBERS are in its window, the sender counted),
+	 * so that a third member's first update meets radii and a centre
+	 * already known. A delta is in parameter units, not a gradient's:
+	 * the pool's direction (gradients) and the robust rule's bound do
+	 * not apply to it (docs/security.md). */
 	*ret_weight = 1;
-	if (joined < GP_ROBUST_MEMBERS || u->form == GP_UPDATE_DELTA)
+	if (joined < 2 || u->form == GP_UPDATE_DELTA)
 		return;
 	ru.members = joined;
 	rb->clip = pool->job->robust_clip;
@@ -327,6 +330,17 @@ static void step_coefficients(const struct gp_pool *pool,
 	}
 	*ret_c = c;
 	*ret_mk = mk;
+}
+
+/* Whether group g holds a minibatch of the member's own work: one whose
+ * own check passed, or that was its and came late. */
+static bool own_work(const struct group *g)
+{
+	for (size_t i = 0; i < g->k; i++)
+		if (!g->twin[i] &&
+		    (g->why[i] == 0 || g->why[i] == GP_REASON_LATE))
+			return true;
+	return false;
 }
 
 /* The group was refused for `r`: one row per minibatch, the valid ones
@@ -449,8 +463,6 @@ static void record_applied(struct gp_pool *pool, struct gp_member *m,
 		gp_info("robust aggregation: %" PRIu64 " of %" PRIu64
 			" update(s) damped, %.3f s CPU", pool->robust.damped,
 			pool->robust.updates, (double)pool->robust.cpu_ns / 1e9);
-	if (comp.job_done)
-		gp_verify_log_summary(pool->verify);
 	if (comp.epochs_completed)
 		pool->fx->epochs_completed(pool->fx_data, comp.epochs_completed,
 					   comp.job_done);
@@ -491,7 +503,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0 && ((int64_t)u->clock != m->clock || g.k > m->clock_open))
 		r = GP_REASON_SHAPE;
 	if (r == 0 && ledger_full(pool, m, g.ids, g.k)) {
-		gp_verify_refused(pool, m, u);
+		gp_verify_refused(pool, m, u, true);
 		return -ENOBUFS;
 	}
 	if (r == 0)
@@ -507,7 +519,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		r = step(pool, m, u, &g, &info);
 	}
 	if (r != 0) {
-		gp_verify_refused(pool, m, u);
+		gp_verify_refused(pool, m, u, own_work(&g));
 		refuse(pool, m, u, &g, r, staleness, received);
 		return r;
 	}

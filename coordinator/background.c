@@ -43,9 +43,13 @@ static void db_work_run(uv_work_t *req)
 	} else {
 		w->result = gp_ledger_flush(l);
 	}
-	if (w->result >= 0 && w->job_done)
-		w->result = gp_ledger_job_set_state(l, w->srv->pool.job_id, GP_JOB_DONE,
-						    w->now);
+	if (w->result >= 0 && w->job_done) {
+		w->result = gp_ledger_job_set_state(l, w->srv->pool.job_id,
+						    GP_JOB_DONE, w->now);
+		/* A cancel that came in the job's last moments stands. */
+		if (w->result == -EALREADY)
+			w->result = 0;
+	}
 	/* Copied under the ledger's lock: the loop thread may make the next
 	 * call on l (and rewrite its message) while this thread reads it. */
 	if (w->result < 0)

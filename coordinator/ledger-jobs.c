@@ -470,13 +470,29 @@ int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
 	if ((unsigned)state >= sizeof(state_names) / sizeof(state_names[0]))
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
+	/* Only out of a state that is not final: `job cancel` writes from
+	 * another process, and serve must not write over it (a job being
+	 * set up would be marked running again and never stop). */
 	r = gp_db_run(&l->c, "cannot update a job",
 		      "UPDATE jobs SET state = ?2, updated_at = ?3 "
-		      "WHERE id = ?1",
+		      "WHERE id = ?1 AND state NOT IN "
+		      "('done', 'failed', 'cancelled')",
 		      "iti", id, state_names[state], now);
 	if (r == 0) {
-		gp_db_set_err(&l->c, "no such job: %lld", (long long)id);
-		r = -ENOENT;
+		int64_t n = 0;
+
+		r = gp_db_row(&l->c, "cannot read a job", gp_db_int64, &n,
+			      "SELECT count(*) FROM jobs WHERE id = ?1", "i",
+			      id);
+		if (r >= 0 && n > 0) {
+			gp_db_set_err(&l->c, "job %lld has ended already",
+				      (long long)id);
+			r = -EALREADY;
+		} else if (r >= 0) {
+			gp_db_set_err(&l->c, "no such job: %lld",
+				      (long long)id);
+			r = -ENOENT;
+		}
 	}
 	pthread_mutex_unlock(&l->lock);
 	return r < 0 ? r : 0;

@@ -448,6 +448,9 @@ int gp_ledger_job_set_model(struct gp_ledger *l, int64_t id,
  * same text (GP_CKPT_MODEL), for the parameters they hold. */
 int gp_ledger_job_model(struct gp_ledger *l, int64_t id, char **ret_model);
 
+/* Moves job id to state, unless it is in a final state (done, failed,
+ * cancelled: say by `job cancel` meanwhile), which it keeps: -EALREADY.
+ * Returns 0, -EALREADY, -ENOENT for no such job, or a negative errno. */
 int gp_ledger_job_set_state(struct gp_ledger *l, int64_t id,
 			    enum gp_ledger_job_state state, int64_t now);
 

@@ -181,6 +181,16 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 		caps |= GP_CAP_SUMS;
 	if ((j->caps & GP_CAP_MOMENTUM) && (caps & GP_CAP_SUMS))
 		caps |= GP_CAP_MOMENTUM;
+	/* A group computed from the agent's own velocity (SUMS without
+	 * MOMENTUM, in a job with momentum) cannot be recomputed
+	 * (verify.c checkable()): with verification on, such an agent gets
+	 * no groups, and its single updates are checked like anyone's.
+	 * Else a member could opt out of every check by what it asks. */
+	if ((caps & GP_CAP_SUMS) && !(caps & GP_CAP_MOMENTUM) &&
+	    pool->job->verify_rate > 0 &&
+	    pool->job->optimizer == GP_OPT_SGD_MOMENTUM &&
+	    pool->job->momentum > 0)
+		caps &= ~(uint32_t)GP_CAP_SUMS;
 	/* An agent with the same training set gets indices, not pixels. */
 	if ((j->caps & GP_CAP_LOCAL_DATA) &&
 	    j->data_fingerprint == pool->train_fingerprint)
@@ -192,9 +202,11 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 		caps |= GP_CAP_DATA_SHARDS;
 	/* Checks of other members' updates, by sample index: only with the
 	 * training set, and only where the coordinator could recompute
-	 * them itself (verification on, not a language model). */
+	 * them itself (verification on). Not a language model's: the
+	 * coordinator checks those itself (an agent recomputes images). */
 	if ((j->caps & GP_CAP_VERIFY) && (caps & GP_CAP_LOCAL_DATA) &&
-	    pool->verify && pool->job->verify_delegate)
+	    pool->verify && pool->job->verify_delegate &&
+	    strcmp(pool->job->data_set, "tokens") != 0)
 		caps |= GP_CAP_VERIFY;
 	/* int8 updates with error feedback, momentum down as int8 (the
 	 * parameters stay f16). */

@@ -48,12 +48,17 @@ void gp_progress_job_name(const char *job_path, const char *data_set,
 	}
 }
 
-/* The pool's applied minibatches over the job (restored ones included). */
+/* The pool's applied minibatches over the job (restored ones included),
+ * less those of complete epochs taken back and waiting to be redone: the
+ * job is not done while any wait (scheduler.h). */
 static uint64_t job_applied(const struct gp_pool *pool)
 {
-	return (uint64_t)gp_sched_epoch(pool->sched) *
-		       gp_sched_minibatches(pool->sched) +
-	       gp_sched_applied_in_epoch(pool->sched);
+	uint64_t n = (uint64_t)gp_sched_epoch(pool->sched) *
+			     gp_sched_minibatches(pool->sched) +
+		     gp_sched_applied_in_epoch(pool->sched);
+	uint64_t redo = gp_sched_redo_count(pool->sched);
+
+	return n > redo ? n - redo : 0;
 }
 
 void gp_progress_record(struct gp_progress *pr, const struct gp_pool *pool,

@@ -191,12 +191,19 @@ static void shrink(struct gp_robust *r, float *m, bool first_m,
 		      (float)((1 - beta_k) / da));
 }
 
-/* Whether the window holds GP_ROBUST_MEMBERS different members. */
-static bool enough_members(const struct gp_robust *r)
+/* Whether the window and the update's sender `who` make
+ * GP_ROBUST_MEMBERS members (the sender counted once, in the window or
+ * not): a newcomer's first update, or that of a member whose entries left
+ * the window while it was away, is judged by the radii of the two members
+ * there. Before 2026-12-07 it was applied as sent, and an attacker that
+ * joined two honest members broke the model with two updates just under
+ * the norm limit before any radius held. */
+static bool enough_members(const struct gp_robust *r, uint64_t who)
 {
 	uint64_t seen[GP_ROBUST_MEMBERS];
-	uint32_t n = 0;
+	uint32_t n = 1;
 
+	seen[0] = who;
 	for (uint32_t i = 0; i < r->ring_len && n < GP_ROBUST_MEMBERS; i++) {
 		bool known = false;
 
@@ -252,7 +259,8 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	ret->skipped = false;
 	ret->dev_g = sqrt(s.dg);
 	ret->dev_m = sqrt(s.dm);
-	if (!first && r->ring_len >= GP_ROBUST_WARMUP && enough_members(r)) {
+	if (!first && r->ring_len >= GP_ROBUST_WARMUP &&
+	    enough_members(r, u->who)) {
 		ret->tau_g = r->clip * quantile(r->ring_g, r->ring_who, r->ring_len) /
 			     sqrt(keff);
 		ret->tau_m = r->clip * quantile(r->ring_m, r->ring_who, r->ring_len);

@@ -39,10 +39,13 @@
  * tau_g, and a member whose momentum is away from the pool's moves the
  * model by its share of tau_m only. Nothing is shrunk until the window
  * holds GP_ROBUST_WARMUP deviations from at least GP_ROBUST_MEMBERS
- * different members: with fewer there is no majority to follow (a pool of
- * one or two trains as without the filter, and apply.c does not even call
- * it while fewer than GP_ROBUST_MEMBERS are joined; the norm limit still
- * holds). Pure: no I/O, no allocation but the buffers (the
+ * different members, the update's sender counted: with fewer there is
+ * no majority to follow (a pool of one or two trains as without the
+ * filter; the norm limit still holds). apply.c calls it from two joined
+ * members on, so that it has measured them when a third member's first
+ * update comes (two passes over the model and a momentum per member, in
+ * a pool of two too), and does not call it for a member alone. Pure: no
+ * I/O, no allocation but the buffers (the
  * centre, and one momentum per member that sent an update). */
 #ifndef GP_ROBUST_H
 #define GP_ROBUST_H

@@ -24,7 +24,14 @@
  * when all N of its minibatches are applied (gp_sched_complete reports it, so
  * the coordinator can evaluate); the job is done when the last epoch is
  * complete. Consequence: the parameters evaluated at the end of epoch e may
- * already include some updates from epoch e+1. */
+ * already include some updates from epoch e+1.
+ *
+ * Redone. A minibatch taken back after it was applied (gp_sched_reopen: a
+ * failed verification rolled its update back) is queued again: in its
+ * epoch's slot while that is open, else on a redo list handed out before
+ * anything else. The last epoch does not complete while the list holds
+ * any, so the job is done only when every minibatch of every epoch is
+ * applied. */
 #ifndef GP_SCHEDULER_H
 #define GP_SCHEDULER_H
 
@@ -115,10 +122,24 @@ int gp_sched_complete(struct gp_sched *s, uint64_t agent, uint64_t id,
 int gp_sched_release(struct gp_sched *s, uint64_t agent, uint64_t id);
 
 /* Puts applied minibatch `id` back in the queue, to be handed out and
- * applied again (its update was rolled back: coordinator/verify.c).
- * Returns 0, -ESTALE when its epoch is no longer open (complete: it
- * cannot be redone), -EINVAL when it is not applied. */
+ * applied again (its update was rolled back: coordinator/verify.c); one
+ * of a complete epoch goes on the redo list. Returns 0, -ESTALE when the
+ * job is done (nothing is handed out any more), -EINVAL when it is not
+ * applied, -ENOMEM. */
 int gp_sched_reopen(struct gp_sched *s, uint64_t id);
+
+/* The position in the schedule whose learning rate minibatch id takes
+ * (gp_job_lr_at's index): a redo entry's, the position where the
+ * schedule stood when it was taken back (a minibatch of the first epoch
+ * redone near the end of a cosine schedule takes the small rate in force
+ * then, not its own large one); any other minibatch's is id itself. The
+ * entry lives until the minibatch is applied again, so hand-out, step
+ * and verification (which copies the rate at receipt) all read the same
+ * rate. */
+uint64_t gp_sched_lr_index(const struct gp_sched *s, uint64_t id);
+
+/* Minibatches on the redo list (queued or handed out). */
+size_t gp_sched_redo_count(const struct gp_sched *s);
 
 /* Puts every minibatch assigned to agent back in the queue (the agent
  * disconnected or was declared dead). Returns how many. */
@@ -146,16 +167,16 @@ int gp_sched_id(const struct gp_sched *s, uint32_t epoch, uint64_t index,
 /* Number of samples in minibatch id, or 0 for an id outside the job. */
 uint32_t gp_sched_minibatch_samples(const struct gp_sched *s, uint64_t id);
 
-/* Writes the sample indices of minibatch id (an open epoch's) to ret_idx
- * (room for cap) and their count to *ret_n. Returns 0, -ENOENT (not in an
- * open epoch), -ENOBUFS (cap too small), -ENOMEM (the epoch's permutation is
- * built on first use). */
+/* Writes the sample indices of minibatch id (an open or complete epoch's)
+ * to ret_idx (room for cap) and their count to *ret_n. Returns 0, -ENOENT
+ * (an epoch not open yet, or beyond the job), -ENOBUFS (cap too small),
+ * -ENOMEM (the epoch's permutation is built on first use). */
 int gp_sched_samples(struct gp_sched *s, uint64_t id, uint32_t *ret_idx,
 		     size_t cap, size_t *ret_n);
 
 /* Encodes the schedule for a checkpoint: *ret_data (owned by caller,
  * free()), *ret_len. Assignments are not saved: on restore, whatever was
- * handed out but not applied is queued again (work done after the
+ * handed out but not applied is queued again (the redo list too) (work done after the
  * checkpoint is redone, and its parameters were not saved either). Layout
  * in sched.c. Returns 0 or -ENOMEM. */
 int gp_sched_save(const struct gp_sched *s, uint8_t **ret_data,

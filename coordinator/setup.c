@@ -705,8 +705,12 @@ parsed:
 		if (r < 0)
 			return r;
 	}
-	gp_ledger_job_set_state(srv->st.ledger, srv->pool.job_id, GP_JOB_RUNNING,
-				gp_now_ms());
+	/* Cancelled while it was set up: the ledger keeps it so, and serve's
+	 * next look at the ledger (check_cancelled) stops it. */
+	if (gp_ledger_job_set_state(srv->st.ledger, srv->pool.job_id,
+				    GP_JOB_RUNNING, gp_now_ms()) == -EALREADY)
+		gp_info("job %" PRId64 " was cancelled while it was set up",
+			srv->pool.job_id);
 	srv->pool.n_params = gp_params_size(srv->pool.params);
 	srv->pool.minibatches_total = (uint64_t)gp_sched_minibatches(srv->pool.sched) *
 				 srv->job.epochs;
@@ -716,12 +720,9 @@ parsed:
 		r = -ENOMEM;
 		return r;
 	}
-	/* Verification recomputes images' gradients; a language model's
-	 * windows are not checked yet. */
-	if (srv->job.verify_rate > 0 && srv->train_tok)
-		gp_info("verify_rate: a language model's updates are not "
-			"recomputed yet");
-	if (srv->job.verify_rate > 0 && !srv->train_tok) {
+	/* Verification recomputes images' and a language model's windows'
+	 * gradients (the latter on the coordinator only). */
+	if (srv->job.verify_rate > 0) {
 		uint64_t seed = 0;
 
 		/* Which clocks are checked must not be predictable by
@@ -731,6 +732,7 @@ parsed:
 		struct gp_verify_env env = {
 			.loop = &srv->loop,
 			.train = srv->train,
+			.train_tok = srv->train_tok,
 			.spec = &srv->spec,
 			.batch_size = srv->job.batch_size,
 			.job_seed = srv->job.seed,
@@ -785,6 +787,9 @@ void gp_setup_teardown(struct server *srv)
 	free(pool->grad_b);
 	gp_robust_finish(&pool->robust);
 	memset(&pool->robust, 0, sizeof(pool->robust));
+	/* After the job's last check ended (serve waits for them): the
+	 * verdicts that came after the last update are in it. */
+	gp_verify_log_summary(pool->verify);
 	gp_verify_destroy(pool->verify);
 	pool->verify = NULL;
 	gp_work_finish(pool);

@@ -47,6 +47,12 @@
  * sent, the update, the answer: about 24 bytes a parameter each); beyond
  * either, the coordinator's own. */
 #define MAX_OUT 64
+/* A check that finds no free checker (each holds another check, or has a
+ * parameter send queued: brief states) waits this long for one before
+ * the coordinator recomputes it: in a small pool the few qualified
+ * checkers are often busy for a moment, and recomputing here is what
+ * the checks by members are there to save. */
+#define WAIT_MS 1500
 #define MAX_OUT_BYTES (UINT64_C(128) << 20)
 /* A checker whose measured link would take longer than this to move the
  * task and its answer is not drawn (nor one whose link is not measured
@@ -107,6 +113,15 @@ static double task_bytes(const struct gp_verify *v, const struct check *c,
 	return task + answer;
 }
 
+/* Whether the member of agent_id had an update verified on its present
+ * connection since its last mismatch. */
+static bool trusted(const struct gp_pool *pool, int64_t agent_id)
+{
+	const struct gp_member *m = gp_members_find(pool, (uint64_t)agent_id);
+
+	return m && m->verify.verified > 0;
+}
+
 static bool can_check(struct gp_verify *v, const struct check *c,
 		      struct gp_member *d)
 {
@@ -123,6 +138,11 @@ static bool can_check(struct gp_verify *v, const struct check *c,
 	    !pool->fx->can_send(pool->fx_data, d))
 		return false;
 	if (v->suspects && gp_verify_suspect(v, d->agent_id))
+		return false;
+	/* A member whose own work never verified (a cheat's never does) is
+	 * checked only by one whose work did: two that cheat together would
+	 * pass each other's checks (the audit catches a tenth of those). */
+	if (!d->verify.verified && !trusted(pool, c->agent_id))
 		return false;
 	bytes = task_bytes(v, c, d, &task);
 	return task <= (double)TASK_MAX_BYTES &&
@@ -220,15 +240,21 @@ out:
 	return r;
 }
 
+/* Whether `out` checks held outside the coordinator's queue, and one
+ * more, stay within MAX_OUT and MAX_OUT_BYTES. */
+static bool room_out(const struct gp_verify *v, size_t out)
+{
+	return out < MAX_OUT &&
+	       (out + 1) * 24 * (uint64_t)v->pool->n_params <= MAX_OUT_BYTES;
+}
+
 bool gp_verify_delegate(struct gp_verify *v, struct check *c)
 {
 	struct gp_pool *pool = v->pool;
 	struct gp_member *d;
 
 	if (!pool->job->verify_delegate || !pool->fx->send_verify ||
-	    v->n_delegated >= MAX_OUT ||
-	    (v->n_delegated + 1) * 24 * (uint64_t)pool->n_params >
-		    MAX_OUT_BYTES)
+	    !room_out(v, v->n_delegated))
 		return false;
 	/* A suspect's verdict (and its ban) is the coordinator's at once. */
 	if (v->suspects && gp_verify_suspect(v, c->agent_id))
@@ -236,13 +262,19 @@ bool gp_verify_delegate(struct gp_verify *v, struct check *c)
 	d = draw_checker(v, c);
 	if (!d)
 		return false;
-	c->task = ++v->next_task;
-	c->delegate_id = d->agent_id;
-	c->deadline_ms = gp_now_ms() + TIMEOUT_MS;
-	if (send_task(v, c, d) < 0) {
-		c->task = 0;
-		c->delegate_id = 0;
-		return false;
+	{
+		int64_t deadline = c->deadline_ms;
+
+		c->task = ++v->next_task;
+		c->delegate_id = d->agent_id;
+		c->deadline_ms = gp_now_ms() + TIMEOUT_MS;
+		if (send_task(v, c, d) < 0) {
+			/* A waiting check keeps its wait's end. */
+			c->task = 0;
+			c->delegate_id = 0;
+			c->deadline_ms = deadline;
+			return false;
+		}
 	}
 	d->verify.task = c->task;
 	c->next = NULL;
@@ -255,6 +287,31 @@ bool gp_verify_delegate(struct gp_verify *v, struct check *c)
 	}
 	v->n_delegated++;
 	v->st.delegated++;
+	return true;
+}
+
+bool gp_verify_wait(struct gp_verify *v, struct check *c)
+{
+	struct gp_pool *pool = v->pool;
+	struct check **pp = &v->waiting;
+
+	/* Only while a member that could take it exists (qualified counts
+	 * members granted GP_CAP_VERIFY), within the bounds of the checks
+	 * out (the waiting ones hold as much), and for a task small enough
+	 * for some member (the smallest encoding, f16 both ways). */
+	if (!pool->job->verify_delegate || !pool->fx->send_verify ||
+	    !v->qualified || !room_out(v, v->n_delegated + v->n_waiting) ||
+	    (double)pool->n_params * (c->sums ? 4 : 2) >
+		    (double)TASK_MAX_BYTES ||
+	    (v->suspects && gp_verify_suspect(v, c->agent_id)))
+		return false;
+	c->waiting = true;
+	c->deadline_ms = gp_now_ms() + WAIT_MS;
+	c->next = NULL;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = c;
+	v->n_waiting++;
 	return true;
 }
 
@@ -411,8 +468,40 @@ void gp_verify_member_left(struct gp_verify *v, struct gp_member *m)
 void gp_verify_tick(struct gp_pool *pool, int64_t now_ms)
 {
 	struct gp_verify *v = pool->verify;
+	struct check *w, **tail;
 
-	while (v && v->delegated && v->delegated->deadline_ms <= now_ms) {
+	if (!v)
+		return;
+	/* Waiting checks: to a checker now free, else, past their wait, to
+	 * the coordinator (never dropped: their stretch is tagged). */
+	w = v->waiting;
+	v->waiting = NULL;
+	tail = &v->waiting;
+	while (w) {
+		struct check *c = w;
+
+		w = c->next;
+		c->next = NULL;
+		v->n_waiting--;
+		c->waiting = false;
+		if (gp_verify_delegate(v, c))
+			continue;
+		/* Past its wait, or its member became a suspect meanwhile
+		 * (whose verdicts are the coordinator's at once). */
+		if (c->deadline_ms <= now_ms ||
+		    (v->suspects && gp_verify_suspect(v, c->agent_id))) {
+			gp_debug("verification: no checker for agent %" PRId64
+				 "'s clock %" PRId64 " within %d ms; recomputed "
+				 "here", c->agent_id, c->clock, WAIT_MS);
+			gp_verify_run_here(v, c);
+			continue;
+		}
+		c->waiting = true;
+		*tail = c;
+		tail = &c->next;
+		v->n_waiting++;
+	}
+	while (v->delegated && v->delegated->deadline_ms <= now_ms) {
 		struct check *c = v->delegated;
 
 		/* The member keeps the task (verify.h): it is not drawn
@@ -424,6 +513,13 @@ void gp_verify_tick(struct gp_pool *pool, int64_t now_ms)
 
 void gp_verify_delegated_free(struct gp_verify *v)
 {
+	while (v->waiting) {
+		struct check *c = v->waiting;
+
+		v->waiting = c->next;
+		gp_verify_check_free(c);
+	}
+	v->n_waiting = 0;
 	while (v->delegated) {
 		struct check *c = v->delegated;
 

@@ -1,6 +1,7 @@
 /* Verification's state, shared by verify.c (the checks, the kept effects,
- * the coordinator's own recomputation) and verify-delegate.c (checks
- * handed to other members). Internal to those two files. */
+ * the coordinator's own recomputation), verify-delegate.c (checks handed
+ * to other members) and verify-takeback.c (taking updates back).
+ * Internal to those files. */
 #ifndef GP_VERIFY_IMPL_H
 #define GP_VERIFY_IMPL_H
 
@@ -29,8 +30,20 @@
 /* Recomputations waiting beyond this are dropped (counted skipped): the
  * coordinator's CPU is not given up to a backlog. */
 #define MAX_QUEUED 8
-/* The momentum's scale M is rebased below this (see verify.h). */
+/* A take-back's shares tried (verify-takeback.c), the samples each is judged
+ * on at most, and how far above the lowest loss the whole effect (or
+ * half) still comes out: a 5 % rise in training loss is what taking out
+ * all of an attacker's effect may cost before less is taken out. */
+#define GP_VERIFY_SHARES 3
+#define GP_VERIFY_SHARE_SAMPLES 512
+#define GP_VERIFY_SHARE_MARGIN 0.05
+extern const double gp_verify_shares[GP_VERIFY_SHARES];
+/* The momentum's scale M is renormalised below this (see verify.h). */
 #define REBASE_BELOW 1e-9
+/* A stretch whose base (M0) the renormalisations have raised past this is
+ * moved to the present (one pass over it) before M0 could overflow: it
+ * was untouched for hundreds of steps, and its momentum part is gone. */
+#define SEG_BASE_MAX 1e150
 /* A member's kept effects are dropped once the pool applied this many
  * updates since its last (as robust.c drops its momentum): it is gone or
  * idle, and its updates can no longer be taken back. */
@@ -45,11 +58,13 @@
 #define SUSPECT_CHECKS 2
 
 /* A stretch of a member's applied updates: their effect, as two sums
- * (verify.h: the parameters' part is a - C b, the momentum's M b), and
- * their minibatches. tag != 0: closed by the checked update `tag`. */
+ * relative to the pool's (C0, M0) when it was last added to (verify.h:
+ * the parameters' part is a - (C - C0) / M0 b, the momentum's M / M0 b),
+ * and their minibatches. tag != 0: closed by the checked update `tag`. */
 struct seg {
 	struct seg *next;
-	double *a, *b;
+	float *a, *b;
+	double C0, M0;
 	uint64_t *ids;
 	size_t n_ids, cap_ids;
 	uint64_t tag;
@@ -98,7 +113,8 @@ struct check {
 	 * disagreement), with its f16 rounding's allowance per unit. */
 	uint64_t task;
 	int64_t delegate_id;
-	int64_t deadline_ms;
+	int64_t deadline_ms;    /* the checker's, or the wait's (waiting) */
+	bool waiting;           /* for a free checker (gp_verify_wait) */
 	float *da, *db;
 	double d_round;
 	bool d_pass;            /* the coordinator's recomputation agreed */
@@ -127,6 +143,13 @@ struct gp_verify {
 	/* Checks out with other members, oldest first (verify-delegate.c). */
 	struct check *delegated;
 	size_t n_delegated;
+	/* Checks waiting for a free checker, oldest first. */
+	struct check *waiting;
+	size_t n_waiting;
+	/* Members granted GP_CAP_VERIFY with a verified update on their
+	 * connection (verify.h gp_verify_member.verified > 0): those that
+	 * may check any member. */
+	uint32_t qualified;
 	uint64_t next_task;
 	bool running;
 	uint64_t next_tag;
@@ -138,12 +161,31 @@ struct gp_verify {
 	struct gp_model *model;
 	float *x;
 	int32_t *y;
+	/* The take-back's share (verify-takeback.c): the loop thread's own
+	 * model, its samples, the parameters tried, each share's loss at
+	 * the last take-back. */
+	struct gp_backend *share_be;
+	struct gp_model *share_model;
+	float *share_x, *share_w;
+	int32_t *share_y;
+	uint32_t *share_idx;
+	double share_loss[GP_VERIFY_SHARES];
 	struct gp_verify_stats st;
 };
 
 
 /* verify.c */
 uint64_t gp_verify_thread_ns(void);
+/* One splitmix64 step of *state: the generator behind gp_verify_draw. */
+uint64_t gp_verify_next(uint64_t *state);
+/* m's verified work no longer counts (a mismatch, or it left). */
+void gp_verify_unqualify(struct gp_verify *v, struct gp_member *m);
+/* Frees rec's stretches of kept effects. */
+void gp_verify_drop_segs(struct gp_verify *v, struct record *rec);
+/* Stretch s's effect at the pool's (C, M) (verify.h): a - k1 b on the
+ * parameters, k2 b on the momentum. */
+void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
+		     double *k2);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
 void gp_verify_check_free(struct check *c);
 /* Queues c for the coordinator's own recomputation. A new check is
@@ -172,13 +214,35 @@ void gp_verify_check_ended(struct gp_verify *v, struct check *c);
 void gp_verify_checker_mismatch(struct gp_verify *v, const struct check *c,
 				double res, double norm_x);
 
+/* verify-takeback.c */
+/* A mismatch of rec's member: counted and struck, every update of its
+ * kept since its last verified one taken back (first: the checked
+ * update's first minibatch, whose row marks the others), revoked at
+ * verify_bans. what: the log's reason; brief: the ledger's. */
+void gp_verify_mismatch(struct gp_verify *v, struct record *rec,
+			uint64_t first, const char *what, const char *brief);
+/* The share of the effect dw (n_params doubles, subtracted from the
+ * parameters) a take-back applies: of gp_verify_shares (1, 0.5, 0), the
+ * largest whose training loss is within GP_VERIFY_SHARE_MARGIN of the
+ * lowest, on samples drawn afresh from v->rng (4 minibatches' worth of
+ * images, 1 of windows, at most GP_VERIFY_SHARE_SAMPLES); 1 when the
+ * loss cannot be computed (logged). Each share's loss is left in
+ * v->share_loss, in gp_verify_shares' order (NaN when not computed). */
+double gp_verify_take_share(struct gp_verify *v, const double *dw);
+void gp_verify_share_free(struct gp_verify *v);
+
 /* verify-delegate.c */
 /* Hands c to another member when one can take it; false: it stays the
  * coordinator's. */
 bool gp_verify_delegate(struct gp_verify *v, struct check *c);
+/* Lists c to wait for a free checker (gp_verify_tick tries again, and
+ * after WAIT_MS hands it to the coordinator) when a member that could
+ * check it exists; false: it stays the coordinator's now. */
+bool gp_verify_wait(struct gp_verify *v, struct check *c);
 /* m leaves: the check it holds, if any, goes back to the coordinator. */
 void gp_verify_member_left(struct gp_verify *v, struct gp_member *m);
-/* Frees the checks out with other members (the verifier's end). */
+/* Frees the checks out with other members and those waiting for one
+ * (the verifier's end). */
 void gp_verify_delegated_free(struct gp_verify *v);
 
 #endif

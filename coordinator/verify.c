@@ -30,14 +30,18 @@ uint64_t gp_verify_thread_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-bool gp_verify_draw(uint64_t *state, double rate)
+uint64_t gp_verify_next(uint64_t *state)
 {
 	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	z ^= z >> 31;
-	return (double)(z >> 11) * 0x1.0p-53 < rate;
+	return z ^ (z >> 31);
+}
+
+bool gp_verify_draw(uint64_t *state, double rate)
+{
+	return (double)(gp_verify_next(state) >> 11) * 0x1.0p-53 < rate;
 }
 
 double gp_verify_allowance(uint8_t dtype, double sent, double prev)
@@ -193,6 +197,7 @@ void gp_verify_destroy(struct gp_verify *v)
 	gp_verify_delegated_free(v);
 	gp_model_destroy(v->model);
 	gp_backend_destroy(v->be);
+	gp_verify_share_free(v);
 	free(v->x);
 	free(v->y);
 	free(v->w_old);
@@ -200,9 +205,19 @@ void gp_verify_destroy(struct gp_verify *v)
 	free(v);
 }
 
+/* m's verified work no longer counts (a mismatch, or it left): it checks
+ * only members whose work verified until its own does again. */
+void gp_verify_unqualify(struct gp_verify *v, struct gp_member *m)
+{
+	if (m->verify.verified && (m->caps & GP_CAP_VERIFY))
+		v->qualified--;
+	m->verify.verified = 0;
+}
+
 bool gp_verify_busy(const struct gp_verify *v)
 {
-	return v && (v->running || v->queued || v->n_delegated);
+	return v && (v->running || v->queued || v->n_delegated ||
+		     v->n_waiting);
 }
 
 void gp_verify_get_stats(const struct gp_verify *v,
@@ -219,7 +234,7 @@ struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id)
 	return NULL;
 }
 
-static void record_drop_segs(struct gp_verify *v, struct record *rec)
+void gp_verify_drop_segs(struct gp_verify *v, struct record *rec)
 {
 	while (rec->head) {
 		struct seg *s = rec->head;
@@ -236,7 +251,7 @@ static void record_drop_segs(struct gp_verify *v, struct record *rec)
  * (its few bytes hold verify_bans and the suspicion across reconnects). */
 static void record_retire(struct gp_verify *v, struct record *rec)
 {
-	record_drop_segs(v, rec);
+	gp_verify_drop_segs(v, rec);
 	if (rec->mismatches)
 		return;
 	for (struct record **pp = &v->records; *pp; pp = &(*pp)->next) {
@@ -262,10 +277,12 @@ static float *rounded_copy(const float *src, size_t n, uint8_t dtype)
 }
 
 /* Whether m's first update of a clock can be recomputed from the pull:
- * a group with momentum needs the momentum sent with it, and a delta of
- * local AdamW steps (GP_CAP_INNER_ADAMW) depends on the agent's own
- * moments, which never travel: it cannot be recomputed at all
- * (docs/security.md "Verification"). */
+ * a delta of local AdamW steps (GP_CAP_INNER_ADAMW) depends on the
+ * agent's own moments, which never travel: it cannot be recomputed at all
+ * (docs/security.md "Verification"). A group with momentum needs the
+ * momentum sent with it; members.c agree_caps grants no groups without
+ * it while updates are checked, so that case is only a guard here (a
+ * check of such a group would strike an honest member). */
 static bool checkable(const struct gp_pool *pool, const struct gp_member *m)
 {
 	bool momentum = pool->job->optimizer == GP_OPT_SGD_MOMENTUM &&
@@ -285,12 +302,15 @@ static void snap_drop(struct gp_verify_member *vm, int i)
 	vm->snap[i].v = NULL;
 }
 
-double gp_verify_pick_rate(double rate, uint32_t steps)
+double gp_verify_pick_rate(double rate, uint32_t steps, bool probation)
 {
 	double p = rate;
 
-	if (steps < GP_VERIFY_CLOCK_STEPS)
+	if (steps < GP_VERIFY_CLOCK_STEPS) {
 		p = rate * GP_VERIFY_CLOCK_STEPS / (steps ? steps : 1);
+		if (probation && p < rate * GP_VERIFY_PROBATION)
+			p = rate * GP_VERIFY_PROBATION;
+	}
 	return p < 1 ? p : 1;
 }
 
@@ -329,8 +349,9 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 	/* A suspect's clocks are all checked; the records are looked at
 	 * only while there is one (a pool of thousands pulls often). */
 	if (!(v->suspects && gp_verify_suspect(v, m->agent_id)) &&
-	    !gp_verify_draw(&v->rng, gp_verify_pick_rate(
-					     pool->job->verify_rate, steps)))
+	    !gp_verify_draw(&v->rng,
+			    gp_verify_pick_rate(pool->job->verify_rate, steps,
+						vm->verified == 0)))
 		return false;
 	v->st.picked++;
 	return true;
@@ -430,6 +451,15 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			slot = i;
 	if (slot < 0)
 		goto out;
+	/* A member without local steps computed every minibatch of the
+	 * clock on this one copy: the update checked is drawn among the
+	 * clock's (this one with its share of the minibatches still open,
+	 * so each as likely), not always the first, else one that cheats
+	 * on its later updates only would never be found. The copy waits
+	 * for the next one. */
+	if (!(m->caps & GP_CAP_LOCAL_STEP) && m->clock_open > k &&
+	    !gp_verify_draw(&v->rng, (double)k / (double)m->clock_open))
+		goto out;
 	c = calloc(1, sizeof(*c));
 	if (c) {
 		size_t total = 0;
@@ -510,15 +540,74 @@ void gp_verify_before_step(struct gp_pool *pool, bool linear)
 	v->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
-/* Moves the reference of every kept effect to now: C = 0, M = 1. */
+/* Stretch s's effect at the pool's (C, M) (verify.h): a - k1 b on the
+ * parameters, k2 b on the momentum. */
+void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
+		     double *k2)
+{
+	*k1 = (C - s->C0) / s->M0;
+	*k2 = M / s->M0;
+}
+
+/* Moves stretch s's base to the pool's (C, M), adding (ka x, kb y) at
+ * the same time, in one pass (x, y NULL: nothing). The sums stay of the
+ * size of what they hold, so floats keep their precision: verify.h. */
+static void seg_add(struct seg *restrict s, double C, double M,
+		    const float *restrict x, const float *restrict y,
+		    size_t n, float ka, float kb)
+{
+	float *restrict a = s->a, *restrict b = s->b;
+	double d1, d2;
+	float k1, k2;
+
+	gp_verify_seg_k(s, C, M, &d1, &d2);
+	k1 = (float)d1;
+	k2 = (float)d2;
+
+	if (x) {
+		for (size_t i = 0; i < n; i++) {
+			float bi = b[i];
+
+			a[i] = a[i] - k1 * bi + kb * y[i];
+			b[i] = k2 * bi + ka * x[i];
+		}
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			float bi = b[i];
+
+			a[i] -= k1 * bi;
+			b[i] = k2 * bi;
+		}
+	}
+	s->C0 = C;
+	s->M0 = M;
+}
+
+/* Moves the pool's (C, M) to (0, 1) and every stretch's base with it:
+ * C0 - C and M0 divided by M leave every stretch's effect as it is
+ * (verify.h), in one pass over the stretches, not their sums. C starts
+ * from 0 again, so C - C0 never loses its digits to a large C. */
 static void rebase(struct gp_verify *v, size_t n)
 {
+	double l = v->M, c = v->C;
+	/* M of 0 (no momentum: mk = 0) or so small that dividing by it
+	 * overflows: every stretch is brought to the present first (its
+	 * momentum part is then 0 or nothing), a pass over its sums. */
+	bool fold = !(l >= 1 / SEG_BASE_MAX);
+
 	for (struct record *r = v->records; r; r = r->next) {
 		for (struct seg *s = r->head; s; s = s->next) {
-			for (size_t i = 0; i < n; i++) {
-				s->a[i] -= v->C * s->b[i];
-				s->b[i] *= v->M;
+			if (fold) {
+				seg_add(s, c, l, NULL, NULL, n, 0, 0);
+				s->C0 = 0;
+				s->M0 = 1;
+				continue;
 			}
+			s->C0 = (s->C0 - c) / l;
+			s->M0 /= l;
+			/* Moved to the present, the pool's new (0, 1). */
+			if (s->M0 > SEG_BASE_MAX)
+				seg_add(s, 0, 1, NULL, NULL, n, 0, 0);
 		}
 	}
 	v->C = 0;
@@ -532,7 +621,7 @@ static struct seg *open_seg(struct gp_verify *v, struct record *rec,
 
 	if (rec->tail && !rec->tail->tag)
 		return rec->tail;
-	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(double) > v->kept_max) {
+	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(float) > v->kept_max) {
 		if (!v->full_logged)
 			gp_warn("verification: %zu stretches of updates kept "
 				"(%" PRIu64 " MiB); further ones cannot be taken "
@@ -543,12 +632,14 @@ static struct seg *open_seg(struct gp_verify *v, struct record *rec,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	s->a = calloc(n, sizeof(double));
-	s->b = calloc(n, sizeof(double));
+	s->a = calloc(n, sizeof(float));
+	s->b = calloc(n, sizeof(float));
 	if (!s->a || !s->b) {
 		seg_free(s);
 		return NULL;
 	}
+	s->C0 = v->C;
+	s->M0 = v->M;
 	if (rec->tail)
 		rec->tail->next = s;
 	else
@@ -574,7 +665,7 @@ static void drop_idle(struct gp_verify *v)
 			record_free(r);
 		} else {
 			if (!r->checks && v->steps - r->last_step > IDLE_STEPS)
-				record_drop_segs(v, r);
+				gp_verify_drop_segs(v, r);
 			pp = &r->next;
 		}
 	}
@@ -602,42 +693,35 @@ static void start_next(struct gp_verify *v)
 	}
 }
 
-/* a += dw + cm dv and b += im dv for the step that moved w_old, v_old to
- * w, vel (verify.h), measured: a step that does not report its effect
- * (weight decay, a step hook, a delta). Once per applied update over
- * every parameter, so the arrays are declared apart (restrict), which
- * lets the compiler vectorise it. */
-static void add_effect(double *restrict a, double *restrict b,
+/* The effect of the step that moved w_old, v_old to w, vel, measured: a
+ * step that does not report its effect (weight decay, a step hook, a
+ * delta). dv = vel - mk v_old, dw = w - w_old + c v_old, added to s with
+ * its base moved to now (seg_add). Once per applied update over every
+ * parameter, so the arrays are declared apart (restrict), which lets the
+ * compiler vectorise it. */
+static void add_effect(struct seg *restrict s, const struct gp_verify *v,
 		       const float *restrict w, const float *restrict vel,
 		       const float *restrict w_old,
-		       const float *restrict v_old, size_t n, double c,
-		       double mk, double cm, double im)
+		       const float *restrict v_old, size_t n, float c,
+		       float mk)
 {
+	float *restrict a = s->a, *restrict b = s->b;
+	double d1, d2;
+	float k1, k2;
+
+	gp_verify_seg_k(s, v->C, v->M, &d1, &d2);
+	k1 = (float)d1;
+	k2 = (float)d2;
 	for (size_t i = 0; i < n; i++) {
-		double dv = (double)vel[i] - mk * (double)v_old[i];
-		double dw = (double)w[i] - (double)w_old[i] +
-			    c * (double)v_old[i];
+		float bi = b[i];
+		float dv = vel[i] - mk * v_old[i];
+		float dw = w[i] - w_old[i] + c * v_old[i];
 
-		a[i] += dw + cm * dv;
-		b[i] += im * dv;
+		a[i] = a[i] - k1 * bi + dw;
+		b[i] = k2 * bi + dv;
 	}
-}
-
-/* The same from a linear step's own effect (struct gp_verify_effect):
- * dv = ka x, dw = kb y beyond the momentum's part. Two arrays read
- * instead of four and no copy before the step: half the memory traffic
- * of the measured way, which made most of verification's own cost
- * (tools/bench-attack, docs/performance.md "Attacks"). */
-static void add_linear(double *restrict a, double *restrict b,
-		       const float *restrict x, const float *restrict y,
-		       size_t n, double ka, double kb, double cm, double im)
-{
-	for (size_t i = 0; i < n; i++) {
-		double dv = ka * (double)x[i];
-
-		a[i] += kb * (double)y[i] + cm * dv;
-		b[i] += im * dv;
-	}
+	s->C0 = v->C;
+	s->M0 = v->M;
 }
 
 /* |sent - x| and |x|. */
@@ -699,7 +783,6 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	const float *w, *vel;
 	struct record *rec;
 	struct seg *s;
-	double cm, im;
 	uint64_t t0;
 
 	if (!v || !v->stepping)
@@ -743,13 +826,12 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	 * momentum already there. */
 	w = gp_params_values(pool->params);
 	vel = gp_params_momentum(pool->params);
-	cm = v->C / v->M;
-	im = 1 / v->M;
 	if (e)
-		add_linear(s->a, s->b, e->x, e->y, n, e->ka, e->kb, cm, im);
+		seg_add(s, v->C, v->M, e->x, e->y, n, (float)e->ka,
+			(float)e->kb);
 	else if (v->copied)
-		add_effect(s->a, s->b, w, vel, v->w_old, v->v_old, n, c, mk,
-			   cm, im);
+		add_effect(s, v, w, vel, v->w_old, v->v_old, n, (float)c,
+			   (float)mk);
 	else
 		gp_error("verification: a step reported no effect and none was "
 			 "measured; agent %" PRId64 "'s update cannot be taken "
@@ -761,9 +843,11 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 
 		v->pending = NULL;
 		ck->tag = ++v->next_tag;
-		/* Handed to a member, else queued here; with neither, the
+		/* Handed to a member, else waiting for one to be free (when
+		 * one could take it), else queued here; with none, the
 		 * stretch stays open for the next check (skipped). */
-		if (!gp_verify_delegate(v, ck) && !gp_verify_room(v)) {
+		if (!gp_verify_delegate(v, ck) && !gp_verify_wait(v, ck) &&
+		    !gp_verify_room(v)) {
 			v->st.skipped++;
 			gp_verify_check_free(ck);
 			goto out;
@@ -771,7 +855,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		s->tag = ck->tag;
 		s->checking = true;
 		rec->checks++;
-		if (!ck->task)
+		if (!ck->task && !ck->waiting)
 			gp_verify_run_here(v, ck);
 	}
 out:
@@ -779,7 +863,7 @@ out:
 }
 
 void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
-		       const struct gp_msg_update *u)
+		       const struct gp_msg_update *u, bool own)
 {
 	struct gp_verify *v = pool->verify;
 	struct gp_verify_member *vm = &m->verify;
@@ -794,8 +878,16 @@ void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
 		gp_verify_check_free(v->pending);
 		v->pending = NULL;
 	}
-	/* The copy was for this update, refused: the next one of the clock
-	 * was not computed from it. */
+	/* A member with local steps computed its next update of the clock
+	 * from a copy this refused one stepped: the copy is of no use. Not
+	 * so when the refused update held none of its own work of the clock
+	 * (a duplicate of someone's applied minibatch, one never assigned:
+	 * nothing an honest agent computes), nor for a member without local
+	 * steps, whose later updates of the clock all come from the copy;
+	 * else a member could drop every copy with a free refused update
+	 * and never be checked. */
+	if (!own || !(m->caps & GP_CAP_LOCAL_STEP))
+		return;
 	for (int i = 0; i < 2; i++)
 		if (vm->snap[i].w && vm->snap[i].clock == (int64_t)u->clock)
 			snap_drop(vm, i);
@@ -810,6 +902,7 @@ void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m)
 	snap_drop(&m->verify, 1);
 	if (!v || !m->agent_id)
 		return;
+	gp_verify_unqualify(v, m);
 	gp_verify_member_left(v, m);
 	if (v->received == m)
 		v->received = NULL;
@@ -845,9 +938,15 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 					    &v->model);
 		if (r < 0)
 			return r;
-		v->x = malloc((size_t)env->batch_size * env->train->features *
+		/* A window's ids as floats and its next ids as labels, or an
+		 * image's pixels and its label. */
+		v->x = malloc((size_t)env->batch_size *
+			      (env->train_tok ? env->spec->dims[0] :
+					        env->train->features) *
 			      sizeof(float));
-		v->y = malloc(env->batch_size * sizeof(int32_t));
+		v->y = malloc((size_t)env->batch_size *
+			      gp_model_spec_labels(env->spec) *
+			      sizeof(int32_t));
 		if (!v->x || !v->y)
 			return -ENOMEM;
 	}
@@ -861,7 +960,11 @@ static int recompute(struct gp_verify *v, struct check *c, float *xa,
 		};
 		at += c->n_samples[j];
 	}
-	return gp_recompute(v->model, env->train, env->job_seed, c->sums,
+	return gp_recompute(v->model, &(struct gp_recompute_data){
+				    .train = env->train,
+				    .tok = env->train_tok,
+				    .len = env->spec->dims[0] },
+			    env->job_seed, c->sums,
 			    c->mu, items, c->k, c->w0, c->v0, v->x, v->y, xa,
 			    xb);
 }
@@ -931,78 +1034,6 @@ static void release_upto(struct gp_verify *v, struct record *rec,
 	}
 }
 
-/* A mismatch: takes back every update of rec's kept so far. Returns the
- * minibatches taken back. */
-static size_t roll_back(struct gp_verify *v, struct record *rec,
-			uint64_t first)
-{
-	struct gp_pool *pool = v->pool;
-	struct gp_ledger *ledger = v->env.ledger;
-	size_t n = pool->n_params, total = 0, at = 0;
-	uint32_t per = gp_sched_minibatches(pool->sched);
-	double *dw = calloc(n, sizeof(double));
-	double *dv = calloc(n, sizeof(double));
-	int64_t *pairs;
-	bool kept = false;
-
-	for (struct seg *s = rec->head; s; s = s->next) {
-		total += s->n_ids;
-		for (size_t i = 0; i < s->n_ids; i++)
-			kept |= s->ids[i] == first;
-	}
-	/* The checked update was taken back already, by an earlier check's
-	 * mismatch that ended while this one waited: the first of what is
-	 * left marks the rest (and the pairs then fit, first not added). */
-	if (!kept && total) {
-		for (struct seg *s = rec->head; s && !kept; s = s->next)
-			if (s->n_ids) {
-				first = s->ids[0];
-				kept = true;
-			}
-	}
-	pairs = malloc((total + 1) * 2 * sizeof(*pairs));
-	if (!dw || !dv || !pairs) {
-		gp_error("verification: out of memory: agent %" PRId64 "'s "
-			 "updates are not taken back", rec->agent_id);
-		goto out;
-	}
-	/* The checked update's first minibatch first: its row id marks the
-	 * others (gp_ledger_rollback_minibatches). */
-	pairs[at++] = (int64_t)(first / per);
-	pairs[at++] = (int64_t)(first % per);
-	for (struct seg *s = rec->head; s; s = s->next) {
-		for (size_t i = 0; i < n; i++) {
-			dw[i] += s->a[i] - v->C * s->b[i];
-			dv[i] += v->M * s->b[i];
-		}
-		for (size_t i = 0; i < s->n_ids; i++) {
-			int r = gp_sched_reopen(pool->sched, s->ids[i]);
-
-			if (s->ids[i] != first) {
-				pairs[at++] = (int64_t)(s->ids[i] / per);
-				pairs[at++] = (int64_t)(s->ids[i] % per);
-			}
-			if (r == -ESTALE)
-				v->st.lost++;
-		}
-	}
-	if (gp_params_undo(pool->params, dw, dv, n) < 0)
-		gp_error("verification: cannot take agent %" PRId64 "'s "
-			 "updates back", rec->agent_id);
-	if (ledger && total &&
-	    gp_ledger_rollback_minibatches(ledger, pool->job_id, rec->agent_id,
-					   pairs, at / 2) < 0)
-		gp_error("verification: cannot mark agent %" PRId64 "'s "
-			 "updates rolled back: %s", rec->agent_id,
-			 gp_ledger_error(ledger));
-out:
-	record_drop_segs(v, rec);
-	free(dw);
-	free(dv);
-	free(pairs);
-	return total;
-}
-
 void gp_verify_log_summary(const struct gp_verify *v)
 {
 	if (!v)
@@ -1014,25 +1045,14 @@ void gp_verify_log_summary(const struct gp_verify *v)
 		"revoked; largest passing residual %.3f of its allowance; "
 		"%.3f s CPU (%.3f s recomputing); %" PRIu64 " handed to "
 		"members: %" PRIu64 " given back, %" PRIu64 " audited, %" PRIu64
-		" disagreed, %" PRIu64 " answered wrong", v->st.picked,
+		" disagreed, %" PRIu64 " answered wrong; %" PRIu64 " take-back(s) "
+		"of part of the effect", v->st.picked,
 		v->st.checked, v->st.verified, v->st.mismatched, v->st.skipped,
 		v->st.rolled_back, v->st.lost, v->st.banned,
 		v->st.worst_honest, (double)v->st.cpu_ns / 1e9,
 		(double)v->st.recompute_ns / 1e9, v->st.delegated,
 		v->st.delegate_failed, v->st.audited, v->st.disagreed,
-		v->st.checker_mismatched);
-}
-
-size_t gp_verify_take_back(struct gp_verify *v, int64_t agent_id)
-{
-	struct record *rec = gp_verify_record(v, agent_id);
-	size_t n;
-
-	if (!rec || !rec->head || !rec->head->n_ids)
-		return 0;
-	n = roll_back(v, rec, rec->head->ids[0]);
-	v->st.rolled_back += n;
-	return n;
+		v->st.checker_mismatched, v->st.taken_in_part);
 }
 
 uint32_t gp_verify_note_mismatch(struct gp_verify *v, int64_t agent_id)
@@ -1051,59 +1071,6 @@ bool gp_verify_suspect(const struct gp_verify *v, int64_t agent_id)
 		if (r->agent_id == agent_id)
 			return r->suspect > 0;
 	return false;
-}
-
-/* A mismatch of rec's member: counted and struck, every update of its
- * kept since its last verified one taken back (first: the checked
- * update's first minibatch, whose row marks the others), revoked at
- * verify_bans. what: the log's reason; brief: the ledger's (its reason
- * column holds GP_LEDGER_REASON_MAX bytes). */
-static void mismatch(struct gp_verify *v, struct record *rec, uint64_t first,
-		     const char *what, const char *brief)
-{
-	struct gp_pool *pool = v->pool;
-	struct gp_ledger *ledger = v->env.ledger;
-	struct gp_member *m = gp_members_find(pool, (uint64_t)rec->agent_id);
-	int64_t now = gp_now_ms();
-	struct gp_ledger_rejection rej = {
-		.agent_id = rec->agent_id,
-		.at = now,
-	};
-	size_t undone;
-
-	gp_verify_note_mismatch(v, rec->agent_id);
-	undone = roll_back(v, rec, first);
-	v->st.rolled_back += undone;
-	gp_warn("agent %" PRId64 ": %s; %zu applied minibatch(es) taken back",
-		rec->agent_id, what, undone);
-	snprintf(rej.kind, sizeof(rej.kind), "mismatch");
-	snprintf(rej.reason, sizeof(rej.reason), "%s; %zu minibatch(es) "
-		 "rolled back", brief, undone);
-	pool->fx->ledger_rejection(pool->fx_data, &rej);
-	if (ledger && gp_ledger_trust_add(ledger, rec->agent_id, 0, 1,
-					  (int64_t)undone, now) < 0)
-		gp_error("verification: %s", gp_ledger_error(ledger));
-	if (rec->mismatches >= pool->job->verify_bans) {
-		/* Revoked: it cannot come back, nothing more to check. */
-		if (rec->suspect) {
-			rec->suspect = 0;
-			v->suspects--;
-		}
-		v->st.banned++;
-		gp_warn("agent %" PRId64 ": %u mismatches, revoked",
-			rec->agent_id, rec->mismatches);
-		if (ledger &&
-		    gp_ledger_agent_revoke(ledger, rec->agent_id, now) < 0)
-			gp_error("verification: cannot revoke agent %" PRId64
-				 ": %s", rec->agent_id, gp_ledger_error(ledger));
-		if (m)
-			pool->fx->send_bye(pool->fx_data, m, GP_BYE_REVOKED,
-					   "revoked: updates do not match their "
-					   "recomputation");
-	} else if (m && ++m->strikes >= pool->job->max_strikes) {
-		pool->fx->send_bye(pool->fx_data, m, GP_BYE_PROTOCOL,
-				   "too many rejected updates");
-	}
 }
 
 void gp_verify_checker_mismatch(struct gp_verify *v, const struct check *c,
@@ -1127,16 +1094,19 @@ void gp_verify_checker_mismatch(struct gp_verify *v, const struct check *c,
 		 "update is wrong", c->agent_id);
 	/* Its own updates are taken back too: a member that lies in a check
 	 * is not trusted with what it computed. */
-	mismatch(v, rec, UINT64_MAX, what, brief);
+	gp_verify_mismatch(v, rec, UINT64_MAX, what, brief);
 }
 
 void gp_verify_passed(struct gp_verify *v, struct check *c, double res,
 		      double allowed)
 {
 	struct record *rec = gp_verify_record(v, c->agent_id);
+	struct gp_member *m = gp_members_find(v->pool, (uint64_t)c->agent_id);
 
 	v->st.checked++;
 	v->st.verified++;
+	if (m && m->verify.verified++ == 0 && (m->caps & GP_CAP_VERIFY))
+		v->qualified++;
 	if (allowed > 0 && res / allowed > v->st.worst_honest)
 		v->st.worst_honest = res / allowed;
 	gp_debug("agent %" PRId64 ": clock %" PRId64 " verified%s "
@@ -1209,7 +1179,7 @@ static void check_done(uv_work_t *req, int status)
 				 c->clock);
 			v->st.checked++;
 			v->st.mismatched++;
-			mismatch(v, rec, c->ids[0], what, brief);
+			gp_verify_mismatch(v, rec, c->ids[0], what, brief);
 		}
 	}
 	v->st.cpu_ns += gp_verify_thread_ns() - t0;

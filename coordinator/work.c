@@ -15,7 +15,8 @@
 
 double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
 {
-	return gp_job_lr_at(pool->job, id, pool->minibatches_total,
+	return gp_job_lr_at(pool->job, gp_sched_lr_index(pool->sched, id),
+			    pool->minibatches_total,
 			    gp_sched_minibatches(pool->sched));
 }
 
@@ -723,6 +724,19 @@ static uint32_t group_at(size_t i, size_t n)
 	return (uint32_t)(n - i < GP_MSG_GROUP_MAX ? n - i : GP_MSG_GROUP_MAX);
 }
 
+/* Local steps without groups: each minibatch's gradient comes from the
+ * copy its predecessors stepped with the agent's own velocity, which the
+ * coordinator never sees, so only a clock's first update could be
+ * recomputed and a member could cheat on the others unchecked. Where
+ * updates are checked such a member gets one minibatch a clock, ahead or
+ * not, and no probe's extension (ask GP_CAP_SUMS and GP_CAP_MOMENTUM for
+ * long clocks). */
+static bool one_a_clock(const struct gp_pool *pool, const struct gp_member *m)
+{
+	return pool->verify && (m->caps & GP_CAP_LOCAL_STEP) &&
+	       !(m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW));
+}
+
 /* The most minibatches m's next run holds (run_length, as it stands
  * now: runs grow within a clock) when its clock goes out as runs
  * (`runs`), else a whole clock. */
@@ -810,6 +824,10 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 	 * overwrite its own updates still on their way, and two agents
 	 * measured 3-6 points lower after three epochs with that. */
 	k = per_clock(pool, info, &runs);
+	if (one_a_clock(pool, m)) {
+		k = 1;
+		runs = false;
+	}
 	run = run_steps(pool, m, runs);
 	if (!copy_good(pool, m, info->clock + 1, k < run ? k : run, &current))
 		return;
@@ -919,6 +937,10 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 		if (!(m->caps & GP_CAP_LOCAL_STEP) &&
 		    pool->job->optimizer == GP_OPT_ADAMW)
 			k = 1;
+		if (one_a_clock(pool, m)) {
+			k = 1;
+			m->clock_runs = false;
+		}
 		m->clock_target = k;
 	}
 	k = m->clock_target > info.work_this_clock ?
@@ -1067,7 +1089,7 @@ static bool extend_for_probe(const struct gp_pool *pool,
 	int64_t min = gp_ssp_min_clock(pool->ssp);
 
 	if (m->next_work || !(pool->job->comm_share > 0) ||
-	    !(m->caps & GP_CAP_LOCAL_STEP) ||
+	    !(m->caps & GP_CAP_LOCAL_STEP) || one_a_clock(pool, m) ||
 	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &self) < 0 ||
 	    !(self.link_bps > 0) || !self.speed_measured ||
 	    self.clock + 1 <= min + (int64_t)gp_ssp_bound(pool->ssp))

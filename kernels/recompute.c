@@ -6,8 +6,9 @@
 
 #include "data.h"
 #include "model.h"
+#include "tokens.h"
 
-int gp_recompute(struct gp_model *model, const struct gp_dataset *train,
+int gp_recompute(struct gp_model *model, const struct gp_recompute_data *data,
 		 uint64_t job_seed, bool sums, float mu,
 		 const struct gp_recompute_item *items, size_t k,
 		 const float *w0, const float *v0, float *x, int32_t *y,
@@ -29,8 +30,12 @@ int gp_recompute(struct gp_model *model, const struct gp_dataset *train,
 		if (it->samples == 0 ||
 		    it->samples > gp_model_max_batch(model))
 			return -EINVAL;
-		/* As the agent converts them (gp_data_to_floats). */
-		r = gp_data_gather(train, it->idx, it->samples, x, y);
+		/* As the agent converts them (gp_data_to_floats; a
+		 * window's ids as floats, gp_tokens_unpack). */
+		r = data->tok ? gp_tokens_gather(data->tok, data->len, it->idx,
+						 it->samples, x, y) :
+				gp_data_gather(data->train, it->idx,
+					       it->samples, x, y);
 		if (r >= 0)
 			r = gp_model_set_batch(model, x, y, it->samples);
 		gp_model_set_seed(model, gp_model_minibatch_seed(

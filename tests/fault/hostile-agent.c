@@ -127,6 +127,7 @@ struct hostile {
 	struct gp_token token;
 	struct gp_noise_keypair *kp;
 	uint32_t n_tensors;
+	uint32_t caps;         /* WELCOME's */
 	uint32_t rows[MAX_TENSORS], cols[MAX_TENSORS];
 	float *zeros, *bad;
 	size_t max_count;
@@ -213,11 +214,24 @@ static int ensure_buffers(struct hostile *h)
 
 static void note_shards(struct hostile *h, const struct gp_msg_param_shards *ps)
 {
+	uint32_t limit = MAX_TENSORS;
+
+	/* With GP_CAP_MOMENTUM, tensor n + i is tensor i's momentum; the
+	 * first pull sends every shard, so its blocks number 2n. */
+	if (h->caps & GP_CAP_MOMENTUM) {
+		uint32_t top = 0;
+
+		for (size_t i = 0; i < ps->n_blocks; i++)
+			if (ps->blocks[i].tensor + 1 > top)
+				top = ps->blocks[i].tensor + 1;
+		limit = h->n_tensors ? h->n_tensors : top / 2;
+	}
 	for (size_t i = 0; i < ps->n_blocks; i++) {
 		const struct gp_msg_block *b = &ps->blocks[i];
 		uint32_t rows = b->rows ? b->rows : 1;
 
-		if (b->tensor >= MAX_TENSORS || b->count % rows)
+		if (b->tensor >= MAX_TENSORS || b->tensor >= limit ||
+		    b->count % rows)
 			continue;
 		if (b->tensor >= h->n_tensors)
 			h->n_tensors = b->tensor + 1;
@@ -702,6 +716,7 @@ static void on_message(struct gp_channel *ch, uint8_t *data, size_t len)
 		struct gp_msg req;
 
 		h->batch = m.u.welcome.batch_size;
+		h->caps = m.u.welcome.caps;
 		/* The coordinator's pace, as the agent keeps it: its idle
 		 * timeout is set to match (tests run it at 5 s, which the
 		 * default 5 s heartbeat only just met). */
@@ -774,8 +789,11 @@ static void on_established(struct gp_channel *ch, const uint8_t *remote,
 	snprintf(m.u.join.release, sizeof(m.u.join.release), "hostile");
 	m.u.join.token_id = h->token.id;
 	m.u.join.token_id_len = GP_TOKEN_ID_SIZE;
+	/* Groups need the coordinator's momentum too where updates are
+	 * checked (docs/protocol.md, GP_CAP_SUMS). */
 	if (h->mode == M_GROUP_TWIN)
-		m.u.join.caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+		m.u.join.caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
+				GP_CAP_MOMENTUM;
 	if (h->mode == M_VERIFY_LIE) {
 		m.u.join.caps = GP_CAP_VERIFY | GP_CAP_LOCAL_DATA;
 		m.u.join.data_fingerprint = gp_data_fingerprint(h->data);

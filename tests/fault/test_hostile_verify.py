@@ -32,9 +32,11 @@ def trust(pool, agent_id):
 
 
 def check_once_or_lost(pool, hid):
-    """Every minibatch counts once, except those taken back from the
-    hostile member after their epoch was complete (verify.h: they cannot
-    be redone): those count zero times and have its rolled-back row."""
+    """Every minibatch counts once, those taken back from the hostile
+    member included (a complete epoch's are redone from the schedule's
+    redo list), except those taken back after the job was done: those
+    count zero times, have its rolled-back row, and are as many as serve's
+    log says were not redone."""
     counted = {}
     for (_id, _agent, _clock, epoch, mb, _n, _st) in pool.applied():
         counted[(epoch, mb)] = counted.get((epoch, mb), 0) + 1
@@ -49,6 +51,12 @@ def check_once_or_lost(pool, hid):
     check(all(k in taken for k in missing),
           "minibatches never applied: %r" % [k for k in missing
                                              if k not in taken][:5])
+    lost = sum(int(n) for n in re.findall(
+        r"(\d+) minibatch\(es\) taken back from agent \d+ are not redone",
+        pool.serve_proc.stderr()))
+    check(len(missing) == lost,
+          "%d minibatches never applied, serve says %d not redone" %
+          (len(missing), lost))
     log("exactly once: %d minibatches, %d taken back and not redone" %
         (len(counted), len(missing)))
 

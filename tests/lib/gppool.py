@@ -163,6 +163,24 @@ def _tail(path, n=25):
     return "".join(lines[-n:])
 
 
+def leak_tracer_crashed(proc):
+    """Whether proc (ended) aborted only because LeakSanitizer's own
+    tracer thread crashed at its exit ("Tracer caught signal 11", a known
+    intermittent fault of the sanitizer runtime, seen once in CI with an
+    OpenCL agent under ASan): no leak, no error of the program's. Said in
+    the test's log; a leak report or any sanitizer error still fails."""
+    if proc.p.returncode != -signal.SIGABRT:
+        return False
+    err = proc.stderr()
+    if ("Tracer caught signal" not in err or
+            "LeakSanitizer has encountered a fatal error" not in err or
+            "ERROR: " in err or "runtime error" in err):
+        return False
+    log("note: %s's leak check crashed in the sanitizer's tracer at exit "
+        "(not the program)" % proc.argv[0])
+    return True
+
+
 class Proc:
     """A process started by a Pool, with stdout and stderr in files."""
 
@@ -421,7 +439,8 @@ class Pool:
         check(not ended, "agents %r still ran 15 s after the job was done"
               % ended)
         bad = [(a.name, a.proc.p.returncode) for a in running
-               if a.proc.p.returncode != 0]
+               if a.proc.p.returncode != 0 and
+               not leak_tracer_crashed(a.proc)]
         check(not bad, "agents exited with an error after the job was done:"
               " %r" % bad)
         return rc

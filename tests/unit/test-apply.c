@@ -299,6 +299,31 @@ static void sums_of(const float *g1, const float *g2, float mu, float l1,
 	}
 }
 
+/* In a job with momentum and verification on, groups come with the
+ * coordinator's momentum or not at all: a group from the agent's own
+ * velocity cannot be recomputed, so asking for SUMS without MOMENTUM
+ * would opt a member out of every check. */
+static void test_sums_need_momentum(void)
+{
+	const uint32_t sums = GP_CAP_LOCAL_STEP | GP_CAP_SUMS;
+	struct fixture f;
+
+	fx_setup_with(&f, 1, 0.9f, 0, 0);
+	ASSERT(f.job.verify_rate > 0);
+	ASSERT_UINT_EQ(fx_join(&f, 0, sums)->caps, GP_CAP_LOCAL_STEP);
+	ASSERT_UINT_EQ(fx_join(&f, 1, sums | GP_CAP_MOMENTUM)->caps,
+		       sums | GP_CAP_MOMENTUM);
+	fx_teardown(&f);
+	/* Verification off, or no momentum to start from: as asked. */
+	fx_setup_with(&f, 1, 0.9f, 0, 0);
+	f.job.verify_rate = 0;
+	ASSERT_UINT_EQ(fx_join(&f, 0, sums)->caps, sums);
+	fx_teardown(&f);
+	fx_setup_with(&f, 1, 0, 0, 0);
+	ASSERT_UINT_EQ(fx_join(&f, 0, sums)->caps, sums);
+	fx_teardown(&f);
+}
+
 /* A group of two applied at once equals the two applied one by one; one
  * row per minibatch; the clock advances. */
 static void test_group_vs_single(void)
@@ -317,7 +342,8 @@ static void test_group_vs_single(void)
 	ASSERT_OK(gp_apply_update(&one.pool, m, fx_plain(&x, ids[1], 0, g2), 1));
 
 	fx_setup_with(&grp, 1, 0.9f, 0, 0);
-	m = start(&grp, GP_CAP_LOCAL_STEP | GP_CAP_SUMS, gids);
+	m = start(&grp, GP_CAP_LOCAL_STEP | GP_CAP_SUMS | GP_CAP_MOMENTUM,
+		  gids);
 	ASSERT_UINT_EQ(gids[0], ids[0]); /* same seed, same schedule */
 	sums_of(g1, g2, 0.9f, 0.1f, 0.1f, a, b);
 	ASSERT_OK(gp_apply_update(&grp.pool, m, fx_sums(&x, gids, 2, 0, a, b), 1));
@@ -669,6 +695,7 @@ int main(void)
 	test_stale();
 	test_staleness_scale();
 	test_clip();
+	test_sums_need_momentum();
 	test_group_vs_single();
 	test_group_refused();
 	test_group_shape();

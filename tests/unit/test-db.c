@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -282,6 +284,66 @@ static void test_errors(void)
 	sqlite3_close(c.db);
 }
 
+/* Whether another process sees a lock on path (a child asks F_GETLK for
+ * a write lock over the whole file and beyond: SQLite's lock bytes lie at
+ * 1 GiB). */
+static bool locked_elsewhere(const char *path)
+{
+	int status = 0;
+	pid_t pid = fork();
+
+	ASSERT(pid >= 0);
+	if (pid == 0) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+
+		_exit(fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 &&
+		      fl.l_type != F_UNLCK ? 0 : 1);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static int read_count(sqlite3_stmt *st, void *arg)
+{
+	*(int64_t *)arg = sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+/* A second connection opened, used and closed in this process leaves the
+ * first one's fcntl locks in place, so that another process cannot take
+ * itself for the file's last connection and delete the WAL index under
+ * it. gp_db_open once read the header with a descriptor of its own, whose
+ * close(2) dropped every lock of the process on the file (serve and its
+ * owner's page lost the ledger's WAL index that way). */
+static void test_locks_kept(void)
+{
+	struct gp_db_conn c, ro;
+	char path[128], err[256];
+	int64_t n = 0;
+
+	open_db(&c, "locks.db");
+	snprintf(path, sizeof(path), "%s/locks.db", dir);
+	ASSERT_EQ(gp_db_run(&c, "insert", "INSERT INTO t (name) VALUES (?1)",
+			    "t", "a"), 1);
+	ASSERT(locked_elsewhere(path));
+	for (int i = 0; i < 2; i++) {
+		memset(&ro, 0, sizeof(ro));
+		ASSERT_OK(gp_db_open(path, i ? 0 : GP_DB_READONLY, &schema,
+				     &ro.db, err, sizeof(err)));
+		ASSERT_EQ(gp_db_row(&ro, "count", read_count, &n,
+				    "SELECT count(*) FROM t", ""), 1);
+		ASSERT_EQ(n, 1);
+		sqlite3_close(ro.db);
+		ASSERT(locked_elsewhere(path));
+	}
+	ASSERT_EQ(gp_db_run(&c, "insert", "INSERT INTO t (name) VALUES (?1)",
+			    "t", "b"), 1);
+	snprintf(path, sizeof(path), "%s/locks.db-shm", dir);
+	ASSERT_EQ(access(path, F_OK), 0);
+	sqlite3_close(c.db);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -293,6 +355,7 @@ int main(void)
 	test_empty();
 	test_many();
 	test_errors();
+	test_locks_kept();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);

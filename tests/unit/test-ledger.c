@@ -959,9 +959,17 @@ static void test_job_queue(void)
 	ASSERT_EQ(gp_ledger_job_cancel(l, 99, 24, NULL), -ENOENT);
 	ASSERT_OK(gp_ledger_job_next(l, &next));
 	ASSERT_EQ(next, c);
+	/* A serve that was setting a up when it was cancelled does not mark
+	 * it running again, nor a done job cancelled. */
+	ASSERT_EQ(gp_ledger_job_set_state(l, a, GP_JOB_RUNNING, 25), -EALREADY);
+	ASSERT_EQ(gp_ledger_job_set_state(l, b, GP_JOB_FAILED, 25), -EALREADY);
 	ASSERT_OK(gp_ledger_job_get(l, a, &j));
 	ASSERT_EQ(j.state, GP_JOB_CANCELLED);
+	ASSERT_EQ(j.updated_at, 23);
 	ASSERT_STR_EQ(j.source, "/x/a.ini");
+	gp_ledger_job_finish(&j);
+	ASSERT_OK(gp_ledger_job_get(l, b, &j));
+	ASSERT_EQ(j.state, GP_JOB_DONE);
 	gp_ledger_job_finish(&j);
 	/* "The newest job" is the newest that ran, not the queued c. */
 	ASSERT_OK(gp_ledger_job_set_size(l, b, 2, 10, 100));

@@ -281,11 +281,41 @@ static void test_round(void)
 	ASSERT_EQ(gp_members_slice(7, GP_WALK_UPKEEP_SLICES), 7);
 }
 
+/* A complete epoch's minibatch taken back (a failed verification) counts
+ * as not applied until it is redone: the job is not at 100 %. */
+static void test_redo(void)
+{
+	struct fixture f;
+	struct gp_progress pr = { 0 };
+	struct gp_msg_stats s;
+	struct gp_member *m;
+	uint64_t ids[16];
+	size_t got = 0;
+	uint32_t per;
+
+	fx_setup(&f, 1);
+	m = fx_join(&f, 0, GP_CAP_PROGRESS | GP_CAP_F16);
+	per = gp_sched_minibatches(f.pool.sched);
+	ASSERT(per <= 16);
+	ASSERT_OK(gp_sched_assign(f.pool.sched, 99, 0, per, ids, &got));
+	ASSERT_EQ(got, per);
+	for (size_t i = 0; i < got; i++)
+		ASSERT_OK(gp_sched_complete(f.pool.sched, 99, ids[i], NULL));
+	ASSERT_EQ(gp_sched_epoch(f.pool.sched), 1);
+	fill(&pr, &f.pool, m, false, 1000, &s);
+	ASSERT_NEAR(s.progress, 0.5, 1e-6);
+	ASSERT_OK(gp_sched_reopen(f.pool.sched, ids[3]));
+	fill(&pr, &f.pool, m, false, 1000, &s);
+	ASSERT_NEAR(s.progress, (double)(per - 1) / (2.0 * per), 1e-6);
+	fx_teardown(&f);
+}
+
 int main(void)
 {
 	test_round();
 	test_job_name();
 	test_stats();
+	test_redo();
 	test_credit_page();
 	printf("progress: all tests passed\n");
 	return 0;

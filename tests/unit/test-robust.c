@@ -273,6 +273,54 @@ static void test_few_members(void)
 	gp_robust_finish(&r);
 }
 
+/* Two honest members measured, then a newcomer whose first update is
+ * just under the norm limit: judged by their radii at once (the sender
+ * makes the third member), not applied as sent while the window holds
+ * two members only. Likewise a member that sent one honest update and
+ * came back after its entry left the window. */
+static void test_newcomer_first(void)
+{
+	struct gp_robust r = { .clip = 2, .beta = 0.9 };
+	struct gp_robust_agent a[4] = {0};
+	struct gp_robust_result res;
+	float g[N];
+	struct gp_robust_update u;
+
+	for (int t = 0; t < 40; t++) {
+		u = plain(g, (uint64_t)t % 2);
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[t % 2], &u, &res));
+		ASSERT_NEAR(res.weight, 1, 0); /* two members: nothing shrunk */
+	}
+	for (size_t x = 0; x < N; x++)
+		g[x] = (float)(950 / sqrt(N));
+	u = plain(g, 2);
+	ASSERT_OK(gp_robust_filter(&r, &a[2], &u, &res));
+	ASSERT(!res.skipped);
+	ASSERT(res.tau_g > 0);
+	ASSERT(res.weight < 0.01);
+	ASSERT(dist(g, r.centre) <= res.tau_g * 1.0001);
+	/* Member 3: one honest update, away while the two fill the window
+	 * (member 2's entry leaves it too), then one just under the limit. */
+	honest(g);
+	u = plain(g, 3);
+	ASSERT_OK(gp_robust_filter(&r, &a[3], &u, &res));
+	for (int t = 0; t < GP_ROBUST_WINDOW; t++) {
+		u = plain(g, (uint64_t)t % 2);
+		honest(g);
+		ASSERT_OK(gp_robust_filter(&r, &a[t % 2], &u, &res));
+	}
+	for (size_t x = 0; x < N; x++)
+		g[x] = (float)(950 / sqrt(N));
+	u = plain(g, 3);
+	ASSERT_OK(gp_robust_filter(&r, &a[3], &u, &res));
+	ASSERT(res.tau_g > 0);
+	ASSERT(res.weight < 0.01);
+	for (int i = 0; i < 4; i++)
+		gp_robust_agent_finish(&a[i]);
+	gp_robust_finish(&r);
+}
+
 /* Over the norm limit, or not finite: left as sent, no state changed. */
 static void test_refused_left(void)
 {
@@ -505,6 +553,7 @@ int main(void)
 	test_attacks();
 	test_group();
 	test_few_members();
+	test_newcomer_first();
 	test_fast_attacker();
 	test_refused_left();
 	return 0;

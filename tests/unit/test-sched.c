@@ -3,7 +3,9 @@
  * disconnect and timeout, the two-epoch window, job done, checkpoints. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "bytes.h"
 #include "scheduler.h"
 #include "test.h"
 
@@ -270,6 +272,263 @@ static void test_checkpoint(void)
 	gp_sched_destroy(t);
 }
 
+/* A minibatch taken back after its epoch completed goes on the redo list:
+ * handed out before anything else, at the learning rate of where the
+ * schedule stood when it was taken back, applied exactly once more, kept
+ * in a checkpoint, and the last epoch (so the job) waits for it. */
+static void test_redo(void)
+{
+	struct gp_sched *s = make(8, 2, 3), *t = NULL; /* N = 4 */
+	struct gp_sched_completion done;
+	struct gp_sched_counters c;
+	uint32_t before[2], after[2];
+	uint8_t *blob = NULL;
+	uint64_t ids[16];
+	size_t got, len, n;
+	int applied[12] = {0};
+
+	ASSERT_OK(gp_sched_samples(s, 1, before, 2, &n));
+	ASSERT_OK(gp_sched_assign(s, 7, 0, 4, ids, &got));
+	for (size_t i = 0; i < got; i++)
+		ASSERT_OK(gp_sched_complete(s, 7, ids[i], NULL));
+	ASSERT_EQ(gp_sched_epoch(s), 1);
+
+	/* Epoch 0 is complete: 1 goes on the redo list, once. */
+	ASSERT_OK(gp_sched_reopen(s, 1));
+	ASSERT_EQ(gp_sched_reopen(s, 1), -EINVAL);
+	ASSERT_EQ(gp_sched_reopen(s, 9), -EINVAL); /* epoch 2: not yet */
+	ASSERT_EQ(gp_sched_redo_count(s), 1);
+	ASSERT_EQ(gp_sched_queued(s), 5);
+	/* Epoch 1, nothing of it applied: position 4. */
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 1), 4);
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 0), 0);
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 6), 6);
+	gp_sched_counters(s, &c);
+	ASSERT_UINT_EQ(c.applied, 3);
+	/* Its samples are its epoch's, as when the epoch was open. */
+	ASSERT_OK(gp_sched_samples(s, 1, after, 2, &n));
+	ASSERT_EQ(n, 2);
+	ASSERT_MEM_EQ(after, before, sizeof(before));
+
+	/* Out first, before epoch 1's fresh work. */
+	ASSERT_OK(gp_sched_assign(s, 8, 10, 2, ids, &got));
+	ASSERT_EQ(got, 2);
+	ASSERT_UINT_EQ(ids[0], 1);
+	ASSERT_UINT_EQ(ids[1], 4);
+	ASSERT_EQ(gp_sched_outstanding(s, 8), 2);
+	ASSERT_EQ(gp_sched_check(s, 7, 1), GP_REASON_NOT_ASSIGNED);
+	/* Given back by a disconnect, then late for its first agent. */
+	ASSERT_EQ(gp_sched_release_agent(s, 8), 2);
+	ASSERT_OK(gp_sched_assign(s, 9, 20, 1, ids, &got));
+	ASSERT_UINT_EQ(ids[0], 1);
+	ASSERT_EQ(gp_sched_complete(s, 8, 1, NULL), GP_REASON_LATE);
+	/* And by a timeout. */
+	ASSERT_EQ(gp_sched_expire(s, 1000, 500), 1);
+	ASSERT_EQ(gp_sched_complete(s, 9, 1, NULL), GP_REASON_LATE);
+	ASSERT_OK(gp_sched_assign(s, 9, 1000, 1, ids, &got));
+	ASSERT_UINT_EQ(ids[0], 1);
+	ASSERT_OK(gp_sched_complete(s, 9, 1, &done));
+	ASSERT_EQ(done.epoch, 0);
+	ASSERT_EQ(done.index, 1);
+	ASSERT_EQ(done.samples, 2);
+	ASSERT_EQ(done.epochs_completed, 0);
+	ASSERT_EQ(gp_sched_redo_count(s), 0);
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 1), 1);
+	ASSERT_EQ(gp_sched_complete(s, 9, 1, NULL), GP_REASON_DUPLICATE);
+	applied[1]++;
+
+	/* Epoch 1 complete, then 5 of it taken back: the last epoch runs
+	 * out, but the job is not done until 5 is applied again. */
+	while (gp_sched_epoch(s) < 2) {
+		ASSERT_OK(gp_sched_assign(s, 3, 2000, 1, ids, &got));
+		ASSERT_EQ(got, 1);
+		ASSERT_OK(gp_sched_complete(s, 3, ids[0], NULL));
+	}
+	ASSERT_OK(gp_sched_reopen(s, 5));
+	ASSERT_EQ(gp_sched_redo_count(s), 1);
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 5), 8);
+	ASSERT_OK(gp_sched_save(s, &blob, &len));
+	ASSERT_OK(gp_sched_assign(s, 4, 3000, 1, ids, &got));
+	ASSERT_UINT_EQ(ids[0], 5); /* held by agent 4 meanwhile */
+	while (gp_sched_assign(s, 3, 3000, 1, ids, &got) == 0 && got) {
+		ASSERT(ids[0] >= 8);
+		ASSERT_OK(gp_sched_complete(s, 3, ids[0], &done));
+		ASSERT_EQ(done.epochs_completed, 0);
+		ASSERT(!done.job_done);
+	}
+	ASSERT_EQ(gp_sched_epoch(s), 2);
+	ASSERT_EQ(gp_sched_applied_in_epoch(s), 4);
+	ASSERT(!gp_sched_done(s));
+	ASSERT_OK(gp_sched_complete(s, 4, 5, &done));
+	ASSERT_EQ(done.epoch, 1);
+	ASSERT_EQ(done.epochs_completed, 1);
+	ASSERT(done.job_done);
+	ASSERT(gp_sched_done(s));
+	ASSERT_EQ(gp_sched_reopen(s, 5), -ESTALE);
+	gp_sched_counters(s, &c);
+	ASSERT_UINT_EQ(c.applied, 12);
+	gp_sched_destroy(s);
+
+	/* The checkpoint taken with 5 on the list: it comes back queued,
+	 * first out, and the job ends with every minibatch applied once. */
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	ASSERT_EQ(gp_sched_redo_count(t), 1);
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 5), 8);
+	ASSERT_OK(gp_sched_assign(t, 4, 0, 1, ids, &got));
+	ASSERT_UINT_EQ(ids[0], 5);
+	ASSERT_OK(gp_sched_release(t, 4, 5));
+	memset(applied, 0, sizeof(applied));
+	while (gp_sched_assign(t, 4, 0, 2, ids, &got) == 0 && got)
+		for (size_t i = 0; i < got; i++) {
+			ASSERT_OK(gp_sched_complete(t, 4, ids[i], NULL));
+			applied[ids[i]]++;
+		}
+	ASSERT(gp_sched_done(t));
+	ASSERT_EQ(applied[5], 1);
+	for (int i = 8; i < 12; i++)
+		ASSERT_EQ(applied[i], 1);
+	for (int i = 0; i < 5; i++)
+		ASSERT_EQ(applied[i], 0);
+	gp_sched_destroy(t);
+	free(blob);
+}
+
+/* Taken back while the last epoch, all of it applied, waits for an
+ * earlier redo: the rate is the last minibatch's (a cosine schedule's 0
+ * lies one past it), and the checkpoint of that state loads. */
+static void test_redo_at_end(void)
+{
+	struct gp_sched *s = make(8, 2, 2), *t = NULL; /* N = 4 */
+	uint8_t *blob = NULL;
+	uint64_t ids[4];
+	size_t got, len;
+
+	while (gp_sched_epoch(s) < 1) {
+		ASSERT_OK(gp_sched_assign(s, 1, 0, 1, ids, &got));
+		ASSERT_OK(gp_sched_complete(s, 1, ids[0], NULL));
+	}
+	ASSERT_OK(gp_sched_reopen(s, 0));
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 0), 4);
+	ASSERT_OK(gp_sched_assign(s, 2, 0, 1, ids, &got));
+	ASSERT_UINT_EQ(ids[0], 0); /* held meanwhile */
+	while (gp_sched_assign(s, 1, 0, 1, ids, &got) == 0 && got)
+		ASSERT_OK(gp_sched_complete(s, 1, ids[0], NULL));
+	ASSERT_EQ(gp_sched_applied_in_epoch(s), 4);
+	ASSERT(!gp_sched_done(s));
+	ASSERT_OK(gp_sched_reopen(s, 1));
+	ASSERT_UINT_EQ(gp_sched_lr_index(s, 1), 7);
+	ASSERT_OK(gp_sched_save(s, &blob, &len));
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 1), 7);
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 0), 4);
+	gp_sched_destroy(t);
+	gp_sched_destroy(s);
+	free(blob);
+}
+
+/* A schedule of N = 4, 2 epochs, at `epoch` with minibatch 0 of it
+ * applied and 1 handed out. */
+static void put_fresh_at(struct gp_wbuf *w, uint16_t version, uint32_t epoch)
+{
+	gp_wbuf_begin_blob(w, "GPSC", version);
+	gp_wbuf_put_u32(w, 8);   /* n_samples */
+	gp_wbuf_put_u32(w, 2);   /* batch_size: N = 4 */
+	gp_wbuf_put_u32(w, 2);   /* epochs */
+	gp_wbuf_put_u64(w, 42);  /* seed */
+	gp_wbuf_put_u32(w, epoch);
+	gp_wbuf_put_u8(w, 1);    /* open */
+	for (int i = 0; i < 8; i++)
+		gp_wbuf_put_u64(w, i == 1 ? 1 : 0); /* counters: 1 applied */
+	gp_wbuf_put_u32(w, 2);   /* next_fresh */
+	gp_wbuf_put_u32(w, 1);   /* applied */
+	gp_wbuf_put_u8(w, 0x01); /* minibatch 0 */
+}
+
+static void put_fresh(struct gp_wbuf *w, uint16_t version)
+{
+	put_fresh_at(w, version, 0);
+}
+
+/* Version 1 checkpoints (no redo list) still load; a redo entry must be
+ * of a complete epoch; version 2's entries (ids alone) take the rate of
+ * where the loaded schedule stands, version 3's carry theirs, within the
+ * job. */
+static void test_checkpoint_versions(void)
+{
+	struct gp_wbuf w = {0};
+	struct gp_sched *t = NULL;
+	uint8_t *blob = NULL;
+	size_t len;
+	uint64_t ids[4];
+	size_t got;
+
+	put_fresh(&w, 1);
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	ASSERT_EQ(gp_sched_redo_count(t), 0);
+	ASSERT_EQ(gp_sched_applied_in_epoch(t), 1);
+	ASSERT_OK(gp_sched_assign(t, 1, 0, 3, ids, &got));
+	ASSERT_EQ(got, 3); /* 1 queued again, then fresh 2, 3 */
+	ASSERT_UINT_EQ(ids[0], 1);
+	ASSERT_UINT_EQ(ids[2], 3);
+	gp_sched_destroy(t);
+	free(blob);
+
+	put_fresh(&w, 2);
+	gp_wbuf_put_u32(&w, 1);   /* n_redo */
+	gp_wbuf_put_u64(&w, 0);   /* epoch 0 is not complete */
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_EQ(gp_sched_load(blob, len, &t), -EBADMSG);
+	free(blob);
+	put_fresh(&w, 2);
+	gp_wbuf_put_u32(&w, 0);
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	gp_sched_destroy(t);
+	free(blob);
+	/* At epoch 1: epoch 0's minibatches may wait for a redo, once each. */
+	put_fresh_at(&w, 2, 1);
+	gp_wbuf_put_u32(&w, 2);
+	gp_wbuf_put_u64(&w, 3);
+	gp_wbuf_put_u64(&w, 3);
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_EQ(gp_sched_load(blob, len, &t), -EBADMSG);
+	free(blob);
+	put_fresh_at(&w, 2, 1);
+	gp_wbuf_put_u32(&w, 2);
+	gp_wbuf_put_u64(&w, 3);
+	gp_wbuf_put_u64(&w, 0);
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	ASSERT_EQ(gp_sched_redo_count(t), 2);
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 3), 5); /* epoch 1, 1 applied */
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 0), 5);
+	gp_sched_destroy(t);
+	free(blob);
+	put_fresh_at(&w, 3, 1);
+	gp_wbuf_put_u32(&w, 1);
+	gp_wbuf_put_u64(&w, 3);
+	gp_wbuf_put_u64(&w, 4);  /* lr_at */
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_OK(gp_sched_load(blob, len, &t));
+	ASSERT_UINT_EQ(gp_sched_lr_index(t, 3), 4);
+	gp_sched_destroy(t);
+	free(blob);
+	put_fresh_at(&w, 3, 1);
+	gp_wbuf_put_u32(&w, 1);
+	gp_wbuf_put_u64(&w, 3);
+	gp_wbuf_put_u64(&w, 8);  /* 2 epochs of 4: beyond the job */
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_EQ(gp_sched_load(blob, len, &t), -EBADMSG);
+	free(blob);
+	put_fresh_at(&w, 3, 1);  /* version 3 with version 2's entries */
+	gp_wbuf_put_u32(&w, 1);
+	gp_wbuf_put_u64(&w, 3);
+	ASSERT_OK(gp_wbuf_finish_blob(&w, &blob, &len));
+	ASSERT_EQ(gp_sched_load(blob, len, &t), -EBADMSG);
+	free(blob);
+}
+
 int main(void)
 {
 	test_config();
@@ -277,6 +536,9 @@ int main(void)
 	test_exactly_once();
 	test_window();
 	test_checkpoint();
+	test_redo();
+	test_redo_at_end();
+	test_checkpoint_versions();
 	printf("sched: ok\n");
 	return 0;
 }

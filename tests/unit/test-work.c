@@ -76,6 +76,43 @@ static void test_request(void)
 	fx_teardown(&f);
 }
 
+/* Where updates are checked, a member with local steps but no groups
+ * gets one minibatch a clock, ahead too: its later updates would come
+ * from a copy stepped with its own velocity, which cannot be recomputed.
+ * With groups, or unchecked, GP_WORK_BASE as before. */
+static void test_local_step_checked(void)
+{
+	struct gp_verify_env env = {0};
+	struct fixture f;
+	struct gp_member *a, *b;
+	uint64_t ids[8];
+
+	fx_setup(&f, 1);
+	ASSERT_OK(gp_verify_create(&f.pool, &env, 1, &f.pool.verify));
+	a = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	b = fx_join(&f, 1, GP_CAP_LOCAL_STEP | GP_CAP_SUMS);
+	ASSERT(b->caps & GP_CAP_SUMS);
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(fx_work_of(&f, 1, 0, ids, 8), 1);
+	ASSERT_EQ(a->clock_open, 1);
+	/* The clock handed out ahead holds one too. */
+	ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), 1);
+	ASSERT_EQ(a->next_work, 1);
+	gp_work_request(&f.pool, b, 1);
+	ASSERT_EQ(fx_work_of(&f, 2, 0, ids, 8), GP_WORK_BASE);
+	gp_verify_member_finish(&f.pool, a);
+	gp_verify_member_finish(&f.pool, b);
+	gp_verify_destroy(f.pool.verify);
+	f.pool.verify = NULL;
+	fx_teardown(&f);
+
+	fx_setup(&f, 1);
+	a = fx_join(&f, 0, GP_CAP_LOCAL_STEP);
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(fx_work_of(&f, 1, 0, ids, 8), GP_WORK_BASE);
+	fx_teardown(&f);
+}
+
 static void test_ahead(void)
 {
 	struct fixture f;
@@ -1229,6 +1266,7 @@ int main(void)
 {
 	test_overdue();
 	test_request();
+	test_local_step_checked();
 	test_ahead();
 	test_outer_pulls();
 	test_bound();

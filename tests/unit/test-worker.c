@@ -546,6 +546,7 @@ static void test_verify(uv_loop_t *loop)
 	struct gp_worker *w = NULL;
 	struct gp_dataset *ds = make_data(64, GP_DATA_SIDE);
 	struct gp_dataset *narrow = make_data(8, 3);
+	struct gp_recompute_data rd = { .train = ds };
 	float *p0, *v0, *pk, *vk, *junk, *a, *b, *g8, *gk, *a2, *b2, *x;
 	int32_t y[BATCH];
 	char err[256];
@@ -590,15 +591,15 @@ static void test_verify(uv_loop_t *loop)
 	/* The reference: the group's sums from (p0, v0), where its steps
 	 * end (pk, vk), the 4th item's gradient from junk and from pk, and
 	 * a group of the first two from (pk, vk). */
-	ASSERT_OK(gp_recompute(ref, ds, 21, true, MU, items, 3, p0, v0, x, y,
+	ASSERT_OK(gp_recompute(ref, &rd, 21, true, MU, items, 3, p0, v0, x, y,
 			       a, b));
 	slot_io(ref, GP_MODEL_PARAM, pk, false);
 	slot_io(ref, GP_MODEL_MOMENTUM, vk, false);
-	ASSERT_OK(gp_recompute(ref, ds, 21, false, MU, &items[3], 1, junk,
+	ASSERT_OK(gp_recompute(ref, &rd, 21, false, MU, &items[3], 1, junk,
 			       NULL, x, y, g8, NULL));
-	ASSERT_OK(gp_recompute(ref, ds, 21, false, MU, &items[3], 1, pk, NULL,
+	ASSERT_OK(gp_recompute(ref, &rd, 21, false, MU, &items[3], 1, pk, NULL,
 			       x, y, gk, NULL));
-	ASSERT_OK(gp_recompute(ref, ds, 21, true, MU, items, 2, pk, vk, x, y,
+	ASSERT_OK(gp_recompute(ref, &rd, 21, true, MU, items, 2, pk, vk, x, y,
 			       a2, b2));
 	ASSERT(memcmp(g8, gk, n * sizeof(float)) != 0);
 

@@ -161,6 +161,9 @@ def run(n, args):
         # serve's loop is its main thread (tid = pid); the rest is
         # libuv's pool (sealing, the ledger's writes, evaluations).
         loop0 = cpu_seconds(serve.pid, serve.pid)
+        # The simulators' own CPU: on this machine they share the cores
+        # with serve, and what they take serve cannot have.
+        sim0 = sum(cpu_seconds(p.pid) or 0.0 for p, _ in sims)
         perf = None
         if args.perf:
             # Where serve's CPU goes in the steady phase (perf report -i).
@@ -181,6 +184,7 @@ def run(n, args):
         cpu1, rows1, t2 = cpu_seconds(serve.pid), applied_rows(pool), \
             time.monotonic()
         loop1 = cpu_seconds(serve.pid, serve.pid)
+        sim1 = sum(cpu_seconds(p.pid) or 0.0 for p, _ in sims)
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -233,6 +237,8 @@ def run(n, args):
             "coordinator_cpu_share": round((cpu1 - cpu0) / steady, 3),
             # Of which serve's loop thread: the one that cannot spread.
             "loop_cpu_share": round((loop1 - loop0) / steady, 3),
+            # The simulated agents' CPU, all processes, in cores.
+            "simulators_cpu_share": round((sim1 - sim0) / steady, 3),
             # What the loop would carry at 100 % of a core, at this mix
             # of work: a capacity derived from the measured share, not
             # a measured rate.
