@@ -601,10 +601,37 @@ class Pool:
                                     for _, a in self.evals()))
         return self.check_accuracy(target)
 
+    def run_summary(self):
+        """What shapes a run's accuracy, for a failure's message (the end
+        of a CI log is often all that is seen): the updates' outcomes,
+        minibatches per update, staleness, and serve's own summaries
+        (verification, robust aggregation) as far as they were logged."""
+        job = self.job_id()
+        sizes = sorted(k for (k,) in self.query(
+            "SELECT count(*) FROM updates WHERE job_id = ? AND outcome ="
+            " 'applied' GROUP BY agent_id, clock", (job,)))
+        stale = self.query(
+            "SELECT avg(staleness), sum(rolled_back != 0) FROM updates"
+            " WHERE job_id = ? AND outcome = 'applied'", (job,))[0]
+        lines = ["outcomes %r" % self.outcomes()]
+        if sizes:
+            lines.append("minibatches per update: min %d, median %d, max %d"
+                         " over %d updates; mean staleness %.2f; %d rolled"
+                         " back" % (sizes[0], sizes[len(sizes) // 2],
+                                    sizes[-1], len(sizes), stale[0] or 0,
+                                    stale[1] or 0))
+        if self.serve_proc:
+            lines += [ln for ln in self.serve_proc.stderr().splitlines()
+                      if "verification:" in ln or "robust aggregation:" in ln
+                      or "mismatch" in ln or "revoked" in ln][-6:]
+        return "\n".join(lines)
+
     def check_accuracy(self, target=0.85):
         acc = self.final_accuracy()
-        check(acc >= target, "final test accuracy %.2f%% < %.1f%% (evals %r)"
-              % (100 * acc, 100 * target, self.evals()))
+        if acc < target:
+            check(False, "final test accuracy %.2f%% < %.1f%% (evals %r)\n%s"
+                  % (100 * acc, 100 * target, self.evals(),
+                     self.run_summary()))
         log("accuracy %.2f%% >= %.1f%%" % (100 * acc, 100 * target))
         return acc
 
