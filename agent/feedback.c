@@ -23,6 +23,31 @@ int gp_feedback_init(struct gp_feedback *fb, size_t n)
 	return 0;
 }
 
+int gp_feedback_grow(struct gp_feedback *fb, size_t n)
+{
+	float *err, *send;
+
+	if (n <= fb->n)
+		return 0;
+	if (fb->n == 0) {
+		gp_feedback_finish(fb);
+		return gp_feedback_init(fb, n);
+	}
+	/* send holds nothing between updates: no copy needed. */
+	send = calloc(n, sizeof(float));
+	err = send ? realloc(fb->err, n * sizeof(float)) : NULL;
+	if (!err) {
+		free(send);
+		return -ENOMEM;
+	}
+	memset(err + fb->n, 0, (n - fb->n) * sizeof(float));
+	free(fb->send);
+	fb->err = err;
+	fb->send = send;
+	fb->n = n;
+	return 0;
+}
+
 void gp_feedback_finish(struct gp_feedback *fb)
 {
 	if (!fb)

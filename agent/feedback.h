@@ -29,6 +29,12 @@ struct gp_feedback {
  * still safe). */
 int gp_feedback_init(struct gp_feedback *fb, size_t n);
 
+/* Makes room for n values, keeping the error carried for the first fb->n
+ * (the new ones carry none); a no-op when fb already holds n or more. An
+ * empty fb is set up as by init. Returns 0 or -ENOMEM (fb is then as it
+ * was). */
+int gp_feedback_grow(struct gp_feedback *fb, size_t n);
+
 /* Frees what init allocated and empties fb; a no-op on an empty fb. */
 void gp_feedback_finish(struct gp_feedback *fb);
 

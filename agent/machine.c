@@ -1140,11 +1140,17 @@ static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
 	    !gp_feedback_finite(res->grads, res->n_grads) ||
 	    (res->sums_b && !gp_feedback_finite(res->sums_b, res->n_grads)))
 		return;
-	if (m->feedback.n != n_values) {
+	/* Another model (a new job) or another kind of value: what is
+	 * carried is owed to nothing now. A group's sums after gradients
+	 * (or the other way) keep it (machine.h). */
+	if (m->feedback.n &&
+	    (m->feedback_values != res->n_grads ||
+	     m->feedback_delta != res->delta))
 		gp_feedback_finish(&m->feedback);
-		if (gp_feedback_init(&m->feedback, n_values) < 0)
-			return;
-	}
+	if (gp_feedback_grow(&m->feedback, n_values) < 0)
+		return;
+	m->feedback_values = res->n_grads;
+	m->feedback_delta = res->delta;
 	for (size_t i = 0; i < n_blocks; i++) {
 		const float *send;
 

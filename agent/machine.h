@@ -203,8 +203,15 @@ struct gp_machine {
 	unsigned data_inflight;
 	unsigned data_bad;
 	/* What the quantisation of the updates has not sent yet (GP_CAP_Q8),
-	 * allocated at the first such update. */
+	 * allocated at the first such update: for a gradient (form 0) the
+	 * first feedback_values floats, for a group's sums (form 1) those
+	 * (A) and the next as many (B), so that the error carried into a
+	 * momentum (a gradient, A) goes on from one form to the other. A
+	 * change of local AdamW steps (form 2, feedback_delta) is in other
+	 * units: the error is dropped when the kind changes. */
 	struct gp_feedback feedback;
+	size_t feedback_values;
+	bool feedback_delta;
 	/* GP_CAP_PARAM_DELTA: the parameters as last received, per tensor
 	 * (rows x cols floats each, allocated at its first block; n_mirror
 	 * tensors), to which a GP_DTYPE_Q8_DELTA block adds its change.

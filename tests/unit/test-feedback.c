@@ -140,10 +140,77 @@ static void test_bounds(void)
 	gp_feedback_finish(&fb);
 }
 
+/* An agent's updates switch between one minibatch's gradient (H values:
+ * a momentum's increment) and a group's sums (A, the same kind, then B):
+ * the state grows from H to 2H keeping what A's values carry
+ * (agent/machine.c quantise()), so each stream loses nothing across the
+ * switches. Before 2026-12-07 every switch dropped the error. */
+static void test_forms_mixed(void)
+{
+	enum { H = 500 };
+	static float v[2 * H], got[2 * H];
+	static double meant[2 * H], decoded[2 * H];
+	struct gp_feedback fb = { 0 };
+	double worst = 0;
+	int groups = 0;
+
+	memset(meant, 0, sizeof(meant));
+	memset(decoded, 0, sizeof(decoded));
+	for (int r = 0; r < ROUNDS; r++) {
+		size_t n = uniform() < 0 ? H : 2 * H;
+		const float *send;
+
+		ASSERT_OK(gp_feedback_grow(&fb, n));
+		ASSERT(fb.n >= n);
+		groups += n == 2 * H;
+		for (size_t i = 0; i < n; i++) {
+			v[i] = (float)((i % 89 == 0 ? 1.0 : 2e-3) * uniform());
+			meant[i] += v[i];
+		}
+		ASSERT_OK(gp_feedback_block(&fb, 0, v, n, GP_DTYPE_Q8, &send));
+		wire(send, n, GP_DTYPE_Q8, got);
+		for (size_t i = 0; i < n; i++)
+			decoded[i] += got[i];
+	}
+	ASSERT_EQ(fb.n, 2 * H);
+	for (size_t i = 0; i < 2 * H; i++) {
+		double diff = fabs(decoded[i] + fb.err[i] - meant[i]);
+
+		worst = diff > worst ? diff : worst;
+	}
+	printf("mixed forms (%d groups of %d rounds): worst drift %.3g\n",
+	       groups, ROUNDS, worst);
+	ASSERT(groups > ROUNDS / 4 && groups < 3 * ROUNDS / 4);
+	ASSERT(worst < 2.0 * ROUNDS * 6e-8);
+	/* Growing keeps the error of the values there, the new ones carry
+	 * none, and a smaller size is a no-op. */
+	{
+		struct gp_feedback g;
+		const float *send;
+		float one[3] = { 1.0f, 1e-3f, 1e-3f }, kept;
+
+		ASSERT_OK(gp_feedback_init(&g, 3));
+		ASSERT_OK(gp_feedback_block(&g, 0, one, 3, GP_DTYPE_Q8, &send));
+		kept = g.err[1];
+		ASSERT(kept != 0);
+
+		ASSERT_OK(gp_feedback_grow(&g, 2));
+		ASSERT_EQ(g.n, 3);
+		ASSERT_OK(gp_feedback_grow(&g, 1000));
+		ASSERT_EQ(g.n, 1000);
+		ASSERT_NEAR(g.err[1], kept, 0);
+		for (size_t i = 3; i < 1000; i++)
+			ASSERT_NEAR(g.err[i], 0, 0);
+		gp_feedback_finish(&g);
+	}
+	gp_feedback_finish(&fb);
+}
+
 int main(void)
 {
 	test_nothing_lost(GP_DTYPE_Q8, 127);
 	test_nothing_lost(GP_DTYPE_Q4, 7);
 	test_bounds();
+	test_forms_mixed();
 	return 0;
 }
