@@ -740,6 +740,29 @@ static void test_q8_update(void)
 	gp_machine_on_result(&w->m, &res);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
 	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
+	/* One minibatch's gradient (form 0, 9 values) between groups: its
+	 * error and A's are one stream, B's waits for the next group.
+	 * Before 2026-12-07 the switch dropped both. */
+	grads[3] = 0.003f;
+	minibatch(w, 9, 4, 0);
+	res.minibatch = 9;
+	res.sums_b = NULL;
+	res.n_items = 0;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->n_blocks, 2);
+	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_Q8);
+	ASSERT_EQ(w->m.feedback.n, 18);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.002, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[10], -0.001, 1e-7);
+	minibatch(w, 10, 4, 2);
+	minibatch(w, 11, 4, 0);
+	res.minibatch = 10;
+	res.sums_b = sums_b;
+	res.n_items = 2;
+	gp_machine_on_result(&w->m, &res);
+	ASSERT_EQ(last_sent(w)->n_blocks, 4);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.003, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[10], -0.002, 1e-7);
 	/* A new session starts with nothing owed. */
 	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			GP_CAP_Q8, 0);
