@@ -16,8 +16,8 @@ from test_hostile_members import ACCURACY, join_at_work
 def test(mode="sign-flip"):
     # Robust aggregation alone: verification would revoke the attacker
     # (test_hostile_verify.py). 5 epochs: with 3, 3 of 38 runs ended
-    # at 79.0-80.0 % after a first epoch wrecked early (the job went as
-    # about 26 updates of some 50 minibatches each); with 5, 22 of 22
+    # at 79.0-80.0 % after a first epoch wrecked early (one such job
+    # went in 26 agent clocks of some 50 minibatches each); 5: 22 of 22
     # ended at 85.2-85.9 % (docs/performance.md).
     with gppool.Pool("hostile-%s" % mode, train={"epochs": 5},
                      pool={"verify_rate": 0}) as pool:

@@ -604,8 +604,9 @@ class Pool:
     def run_summary(self):
         """What shapes a run's accuracy, for a failure's message (the end
         of a CI log is often all that is seen): the updates' outcomes,
-        minibatches per update, staleness, and serve's own summaries
-        (verification, robust aggregation) as far as they were logged."""
+        minibatches per clock of an agent (its updates' size), staleness,
+        and serve's own summaries (verification, robust aggregation) as
+        far as they were logged."""
         job = self.job_id()
         sizes = sorted(k for (k,) in self.query(
             "SELECT count(*) FROM updates WHERE job_id = ? AND outcome ="
@@ -615,8 +616,8 @@ class Pool:
             " WHERE job_id = ? AND outcome = 'applied'", (job,))[0]
         lines = ["outcomes %r" % self.outcomes()]
         if sizes:
-            lines.append("minibatches per update: min %d, median %d, max %d"
-                         " over %d updates; mean staleness %.2f; %d rolled"
+            lines.append("minibatches per agent clock: min %d, median %d, max"
+                         " %d over %d clocks; mean staleness %.2f; %d rolled"
                          " back" % (sizes[0], sizes[len(sizes) // 2],
                                     sizes[-1], len(sizes), stale[0] or 0,
                                     stale[1] or 0))
