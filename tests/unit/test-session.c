@@ -699,6 +699,21 @@ static void test_minibatch_and_update(void)
 	free(w);
 }
 
+/* Minibatch mb, alone (sums_b NULL) or opening a group of two with
+ * mb + 1, is handed to the machine and answered with res: its gradient,
+ * or the group's sums with sums_b as B. */
+static void answer(struct world *w, struct gp_worker_result *res,
+		   uint64_t mb, float *sums_b)
+{
+	minibatch(w, mb, 4, sums_b ? 2 : 0);
+	if (sums_b)
+		minibatch(w, mb + 1, 4, 0);
+	res->minibatch = mb;
+	res->sums_b = sums_b;
+	res->n_items = sums_b ? 2 : 0;
+	gp_machine_on_result(&w->m, res);
+}
+
 /* With GP_CAP_Q8 the update goes as q8 blocks, and what they lose is kept
  * (error feedback) until the next WELCOME; an update with a non-finite
  * value goes as f16, so the coordinator sees and refuses it. */
@@ -734,32 +749,20 @@ static void test_q8_update(void)
 	ASSERT_NEAR(w->m.feedback.err[0], 0, 1e-7);
 	/* Not finite: f16, and the error stays for the next. */
 	grads[3] = NAN;
-	minibatch(w, 7, 4, 2);
-	minibatch(w, 8, 4, 0);
-	res.minibatch = 7;
-	gp_machine_on_result(&w->m, &res);
+	answer(w, &res, 7, sums_b);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
 	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
 	/* One minibatch's gradient (form 0, 9 values) between groups: its
 	 * error and A's are one stream, B's waits for the next group.
 	 * Before 2026-12-07 the switch dropped both. */
 	grads[3] = 0.003f;
-	minibatch(w, 9, 4, 0);
-	res.minibatch = 9;
-	res.sums_b = NULL;
-	res.n_items = 0;
-	gp_machine_on_result(&w->m, &res);
+	answer(w, &res, 9, NULL);
 	ASSERT_EQ(last_sent(w)->n_blocks, 2);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_Q8);
 	ASSERT_EQ(w->m.feedback.n, 18);
 	ASSERT_NEAR(w->m.feedback.err[1], 0.002, 1e-7);
 	ASSERT_NEAR(w->m.feedback.err[10], -0.001, 1e-7);
-	minibatch(w, 10, 4, 2);
-	minibatch(w, 11, 4, 0);
-	res.minibatch = 10;
-	res.sums_b = sums_b;
-	res.n_items = 2;
-	gp_machine_on_result(&w->m, &res);
+	answer(w, &res, 10, sums_b);
 	ASSERT_EQ(last_sent(w)->n_blocks, 4);
 	ASSERT_NEAR(w->m.feedback.err[1], 0.003, 1e-7);
 	ASSERT_NEAR(w->m.feedback.err[10], -0.002, 1e-7);
