@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -765,6 +766,7 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	/* A new session pulls the coordinator's parameters: what earlier
 	 * updates did not send is not owed to them. */
 	gp_feedback_reset(&m->feedback);
+	m->feedback_group = false;
 	mirror_drop(m);
 	/* Keep the coordinator's pace: its heartbeat_timeout may be as short
 	 * as 1 s, and a paused or idle agent sends nothing but heartbeats; at
@@ -1029,6 +1031,8 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 					mb->minibatch);
 		return;
 	}
+	m->momentum = isfinite(mb->momentum) && mb->momentum >= 0 &&
+		      mb->momentum < 1 ? mb->momentum : 0;
 	if (m->ops->worker_compute(m->ctx, mb->epoch, mb->minibatch, mb->clock,
 				   mb->samples, px, dtype, lb,
 				   (m->caps & GP_CAP_LOCAL_STEP) ? mb->lr : 0.0f,
@@ -1149,8 +1153,12 @@ static void quantise(struct gp_machine *m, struct gp_msg_block *blocks,
 		gp_feedback_finish(&m->feedback);
 	if (gp_feedback_grow(&m->feedback, n_values) < 0)
 		return;
+	if (m->feedback_group && !res->sums_b && !res->delta)
+		for (size_t i = 0; i < res->n_grads; i++)
+			m->feedback.err[i] *= m->momentum;
 	m->feedback_values = res->n_grads;
 	m->feedback_delta = res->delta;
+	m->feedback_group = res->sums_b != NULL;
 	for (size_t i = 0; i < n_blocks; i++) {
 		const float *send;
 

@@ -208,10 +208,17 @@ struct gp_machine {
 	 * (A) and the next as many (B), so that the error carried into a
 	 * momentum (a gradient, A) goes on from one form to the other. A
 	 * change of local AdamW steps (form 2, feedback_delta) is in other
-	 * units: the error is dropped when the kind changes. */
+	 * units: the error is dropped when the kind changes. A's error left
+	 * in the coordinator's velocity would have moved the parameters by
+	 * lr mu / (1 - mu) e; carried in a gradient it moves them by lr /
+	 * (1 - mu) e, so at a group's switch to a gradient it goes on as mu e
+	 * (feedback_group; momentum: the last MINIBATCH's, 0 when not in
+	 * [0, 1)). */
 	struct gp_feedback feedback;
 	size_t feedback_values;
 	bool feedback_delta;
+	bool feedback_group;
+	float momentum;
 	/* GP_CAP_PARAM_DELTA: the parameters as last received, per tensor
 	 * (rows x cols floats each, allocated at its first block; n_mirror
 	 * tensors), to which a GP_DTYPE_Q8_DELTA block adds its change.

@@ -19,7 +19,8 @@
  * (agent/feedback.c), sent = Q(x + e_prev) and both the error carried in
  * (e_prev) and the one left (e_new) are at most half a chunk's step, so
  * |e| <= (8 / 254) |that update| chunk by chunk: q = 8/254 (|previous
- * update| + |sent|). `[pool] verify_tolerance` (0.05) covers the float
+ * update| + |sent|), for B the previous group's (a gradient between
+ * groups carries A's error, at most mu times it, and leaves B's). `[pool] verify_tolerance` (0.05) covers the float
  * differences of two backends. Most checks are recomputed by another
  * member instead (verify-delegate.c, `[pool] verify_delegate`): the
  * coordinator then recomputes only an audited fraction and every

@@ -157,7 +157,8 @@ static void test_forms_mixed(void)
 	memset(meant, 0, sizeof(meant));
 	memset(decoded, 0, sizeof(decoded));
 	for (int r = 0; r < ROUNDS; r++) {
-		size_t n = uniform() < 0 ? H : 2 * H;
+		/* The first a gradient: the growth to 2H keeps its error. */
+		size_t n = r == 0 || uniform() < 0 ? H : 2 * H;
 		const float *send;
 
 		ASSERT_OK(gp_feedback_grow(&fb, n));

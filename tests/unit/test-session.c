@@ -46,6 +46,7 @@ struct computed {
 struct world {
 	struct gp_machine m;
 	struct gp_session_config cfg;
+	float mu;                 /* the momentum of each MINIBATCH */
 	/* The channel. */
 	int connect_result;       /* what the next connect returns */
 	unsigned connects;
@@ -456,6 +457,7 @@ static void minibatch(struct world *w, uint64_t id, uint32_t samples,
 	msg.u.minibatch.labels = lb;
 	msg.u.minibatch.labels_len = samples;
 	msg.u.minibatch.lr = 0.1f;
+	msg.u.minibatch.momentum = w->mu;
 	msg.u.minibatch.group = group;
 	deliver(w, &msg);
 }
@@ -752,19 +754,27 @@ static void test_q8_update(void)
 	answer(w, &res, 7, sums_b);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F16);
 	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
-	/* One minibatch's gradient (form 0, 9 values) between groups: its
-	 * error and A's are one stream, B's waits for the next group.
-	 * Before 2026-12-07 the switch dropped both. */
+	/* One minibatch's gradient (form 0, 9 values) between groups: A's
+	 * error goes on into it as mu e (machine.h), the gradient's into
+	 * the next A whole, B's waits for the next group. Before 2026-12-07
+	 * each switch dropped them all. */
 	grads[3] = 0.003f;
+	w->mu = 0.5f;
 	answer(w, &res, 9, NULL);
 	ASSERT_EQ(last_sent(w)->n_blocks, 2);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_Q8);
 	ASSERT_EQ(w->m.feedback.n, 18);
-	ASSERT_NEAR(w->m.feedback.err[1], 0.002, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.0015, 1e-7);
 	ASSERT_NEAR(w->m.feedback.err[10], -0.001, 1e-7);
 	answer(w, &res, 10, sums_b);
 	ASSERT_EQ(last_sent(w)->n_blocks, 4);
-	ASSERT_NEAR(w->m.feedback.err[1], 0.003, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.0025, 1e-7);
+	ASSERT_NEAR(w->m.feedback.err[10], -0.002, 1e-7);
+	/* Without momentum A moves no parameter: its error is not owed to
+	 * a gradient. */
+	w->mu = 0;
+	answer(w, &res, 12, NULL);
+	ASSERT_NEAR(w->m.feedback.err[1], 0.001, 1e-7);
 	ASSERT_NEAR(w->m.feedback.err[10], -0.002, 1e-7);
 	/* A new session starts with nothing owed. */
 	welcome_with(w, GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
