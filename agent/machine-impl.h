@@ -1,5 +1,5 @@
-/* What machine.c shares with machine-verify.c: internal to the agent's
- * state machine. */
+/* What machine.c shares with machine-verify.c and machine-update.c:
+ * internal to the agent's state machine. */
 #ifndef GP_AGENT_MACHINE_IMPL_H
 #define GP_AGENT_MACHINE_IMPL_H
 
@@ -34,6 +34,12 @@ size_t gp_machine_tensor_blocks(struct gp_machine *m,
 				const struct gp_worker_result *res,
 				bool b_apart, struct gp_msg_block *blocks,
 				size_t *ret_values);
+
+/* machine-update.c: sends res as an UPDATE, quantised with error
+ * feedback where the session takes q8. Returns 0 when it went out, or a
+ * negative errno (-ENOTCONN: disconnected; -ENOMEM). */
+int gp_machine_send_update(struct gp_machine *m,
+			   const struct gp_worker_result *res);
 
 /* machine-verify.c */
 bool gp_machine_can_verify(const struct gp_machine *m);
