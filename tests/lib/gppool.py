@@ -621,8 +621,9 @@ class Pool:
                          " back" % (sizes[0], sizes[len(sizes) // 2],
                                     sizes[-1], len(sizes), stale[0] or 0,
                                     stale[1] or 0))
-        if self.serve_proc:
-            lines += [ln for ln in self.serve_proc.stderr().splitlines()
+        serve = getattr(self, "serve_proc", None)  # None: not served here
+        if serve:
+            lines += [ln for ln in serve.stderr().splitlines()
                       if "verification:" in ln or "robust aggregation:" in ln
                       or "mismatch" in ln or "revoked" in ln][-6:]
         return "\n".join(lines)
@@ -633,7 +634,10 @@ class Pool:
             check(False, "final test accuracy %.2f%% < %.1f%% (evals %r)\n%s"
                   % (100 * acc, 100 * target, self.evals(),
                      self.run_summary()))
-        log("accuracy %.2f%% >= %.1f%%" % (100 * acc, 100 * target))
+        log("accuracy %.2f%% >= %.1f%% (evals %s)\n%s" % (
+            100 * acc, 100 * target, ", ".join(
+                "%.2f%%" % (100 * a) for _, a in self.evals()),
+            self.run_summary()))
         return acc
 
     # -- teardown --------------------------------------------------------
