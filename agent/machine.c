@@ -233,12 +233,15 @@ void gp_machine_set_user_paused(struct gp_machine *m, bool paused)
 	status_changed(m);
 }
 
-/* Stops a finishing agent once nothing it holds is unanswered. */
+/* Stops a finishing agent once nothing it holds is unanswered, nor can be
+ * on its way: the coordinator answers messages in order and hands out no
+ * work once it read PAUSE, so when the HEARTBEAT sent after the PAUSE is
+ * answered, every MINIBATCH sent before has arrived (and is in hand). */
 static void maybe_finished(struct gp_machine *m)
 {
 	if (!m->finishing || m->stopping)
 		return;
-	if (m->connected && m->welcomed && m->in_hand > 0)
+	if (m->connected && m->welcomed && (m->in_hand > 0 || m->finish_seq))
 		return;
 	gp_info("finished the work in hand: stopping");
 	gp_machine_stop(m, 0);
@@ -253,6 +256,15 @@ void gp_machine_drain(struct gp_machine *m)
 			m->in_hand);
 	m->finishing = true;
 	sync_pause(m);
+	if (m->connected && m->welcomed && m->told_paused && !m->finish_seq) {
+		struct gp_msg msg;
+
+		gp_msg_init(&msg, GP_MSG_HEARTBEAT);
+		msg.u.heartbeat.seq = ++m->heartbeat_seq;
+		msg.u.heartbeat.time_us = gp_mono_us();
+		if (gp_machine_send(m, &msg) == 0)
+			m->finish_seq = msg.u.heartbeat.seq;
+	}
 	status_changed(m);
 	maybe_finished(m);
 }
@@ -426,6 +438,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 	m->fetching = false;
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
+	m->finish_seq = 0;
 	if (m->have_worker)
 		m->ops->worker_drop_queued(m->ctx);
 	if (m->stopping)
@@ -1119,7 +1132,13 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 			status_changed(m);
 		}
 		break;
-	default: /* HEARTBEAT, CLOCK: nothing to do */
+	case GP_MSG_HEARTBEAT: /* an answer: the one finishing waits for? */
+		if (m->finish_seq && msg.u.heartbeat.seq == m->finish_seq) {
+			m->finish_seq = 0;
+			maybe_finished(m);
+		}
+		break;
+	default: /* CLOCK: nothing to do */
 		break;
 	}
 	gp_msg_finish(&msg);

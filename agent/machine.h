@@ -181,6 +181,11 @@ struct gp_machine {
 	int64_t pause_until;      /* unix s the user's pause ends; 0: resume */
 	/* `finish`: no new work; stop once the work in hand is answered. */
 	bool finishing;
+	/* Finishing on a connection: the HEARTBEAT sent after PAUSE (its
+	 * seq) is not answered yet, so a MINIBATCH the coordinator sent
+	 * before it read PAUSE may still be on its way (machine.c). */
+	uint64_t finish_seq;
+	uint64_t heartbeat_seq;   /* the last HEARTBEAT's seq */
 	uint64_t in_hand;         /* minibatches given to the worker, unanswered */
 	enum gp_policy_verdict verdict;
 	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
