@@ -314,18 +314,26 @@ void gp_verify_mismatch(struct gp_verify *v, struct record *rec,
 					  (int64_t)undone, now) < 0)
 		gp_error("verification: %s", gp_ledger_error(ledger));
 	if (rec->mismatches >= pool->job->verify_bans) {
-		/* Revoked: it cannot come back, nothing more to check. */
+		/* Revoked: it cannot come back, nothing more to check. Its
+		 * updates still on their way or queued for a check may
+		 * mismatch too: taken back above, but it is revoked once
+		 * (counted and logged once). */
 		if (rec->suspect) {
 			rec->suspect = 0;
 			v->suspects--;
 		}
-		v->st.banned++;
-		gp_warn("agent %" PRId64 ": %u mismatches, revoked",
-			rec->agent_id, rec->mismatches);
-		if (ledger &&
-		    gp_ledger_agent_revoke(ledger, rec->agent_id, now) < 0)
-			gp_error("verification: cannot revoke agent %" PRId64
-				 ": %s", rec->agent_id, gp_ledger_error(ledger));
+		if (!rec->revoked) {
+			rec->revoked = true;
+			v->st.banned++;
+			gp_warn("agent %" PRId64 ": %u mismatches, revoked",
+				rec->agent_id, rec->mismatches);
+			if (ledger && gp_ledger_agent_revoke(ledger,
+							     rec->agent_id,
+							     now) < 0)
+				gp_error("verification: cannot revoke agent %"
+					 PRId64 ": %s", rec->agent_id,
+					 gp_ledger_error(ledger));
+		}
 		if (m)
 			pool->fx->send_bye(pool->fx_data, m, GP_BYE_REVOKED,
 					   "revoked: updates do not match their "

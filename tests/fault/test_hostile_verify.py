@@ -31,6 +31,18 @@ def trust(pool, agent_id):
     return rows[0] if rows else (0, 0, 0)
 
 
+def check_revoked_once(pool):
+    """The one hostile member is revoked once: its updates checked after
+    the revocation may mismatch too (taken back), but serve neither logs
+    nor counts another revocation (it counted each before)."""
+    err = pool.serve_proc.stderr()
+    lines = [ln for ln in err.splitlines() if "mismatches, revoked" in ln]
+    check(len(lines) == 1, "revocations logged: %r" % lines)
+    m = re.search(r"(\d+) member\(s\) revoked", err)
+    check(m is not None and m.group(1) == "1",
+          "serve's summary: %s member(s) revoked" % (m and m.group(1)))
+
+
 def check_once_or_lost(pool, hid):
     """Every minibatch counts once, those taken back from the hostile
     member included (a complete epoch's are redone from the schedule's
@@ -103,6 +115,7 @@ def test(mode="sign-flip"):
         struck = pool.query("SELECT count(*) FROM rejections WHERE agent_id"
                             " IN (?, ?, ?)", ids)[0][0]
         check(struck == 0, "%d rejections of honest agents" % struck)
+        check_revoked_once(pool)
         check_once_or_lost(pool, hid)
         pool.check_accuracy(ACCURACY)
 
@@ -140,6 +153,7 @@ def test_lying_checker():
         struck = pool.query("SELECT count(*) FROM rejections WHERE agent_id"
                             " IN (?, ?, ?)", ids)[0][0]
         check(struck == 0, "%d rejections of honest agents" % struck)
+        check_revoked_once(pool)
         m = re.search(r"(\d+) handed to members: (\d+) given back, (\d+)"
                       r" audited, (\d+) disagreed, (\d+) answered wrong",
                       pool.serve_proc.stderr())
