@@ -241,7 +241,8 @@ static void maybe_finished(struct gp_machine *m)
 {
 	if (!m->finishing || m->stopping)
 		return;
-	if (m->connected && m->welcomed && (m->in_hand > 0 || m->finish_seq))
+	if (m->connected && m->welcomed &&
+	    (m->in_hand > 0 || (m->finish_seq && !m->finish_heard)))
 		return;
 	gp_info("finished the work in hand: stopping");
 	gp_machine_stop(m, 0);
@@ -256,13 +257,15 @@ void gp_machine_drain(struct gp_machine *m)
 			m->in_hand);
 	m->finishing = true;
 	sync_pause(m);
-	if (m->connected && m->welcomed && m->told_paused && !m->finish_seq) {
+	/* Called again while finishing (GP_MACHINE_FINISH_RESEND_MS): one
+	 * more HEARTBEAT while none was answered; any answer will do. */
+	if (m->connected && m->welcomed && m->told_paused && !m->finish_heard) {
 		struct gp_msg msg;
 
 		gp_msg_init(&msg, GP_MSG_HEARTBEAT);
 		msg.u.heartbeat.seq = ++m->heartbeat_seq;
 		msg.u.heartbeat.time_us = gp_mono_us();
-		if (gp_machine_send(m, &msg) == 0)
+		if (gp_machine_send(m, &msg) == 0 && !m->finish_seq)
 			m->finish_seq = msg.u.heartbeat.seq;
 	}
 	status_changed(m);
@@ -439,6 +442,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
 	m->finish_seq = 0;
+	m->finish_heard = false;
 	if (m->have_worker)
 		m->ops->worker_drop_queued(m->ctx);
 	if (m->stopping)
@@ -1133,8 +1137,9 @@ void gp_machine_on_message(struct gp_machine *m, const uint8_t *data,
 		}
 		break;
 	case GP_MSG_HEARTBEAT: /* an answer: the one finishing waits for? */
-		if (m->finish_seq && msg.u.heartbeat.seq == m->finish_seq) {
-			m->finish_seq = 0;
+		if (m->finish_seq && !m->finish_heard &&
+		    msg.u.heartbeat.seq >= m->finish_seq) {
+			m->finish_heard = true;
 			maybe_finished(m);
 		}
 		break;

@@ -32,6 +32,10 @@
 #include "worker.h"
 
 #define GP_MACHINE_BACKOFF_MIN_MS 250
+/* gp_machine_drain is called again this often while finishing (agent/
+ * session.c), which sends another HEARTBEAT while none was answered: a
+ * coordinator over its rate limit drops every message but updates. */
+#define GP_MACHINE_FINISH_RESEND_MS 2000
 #define GP_MACHINE_BACKOFF_MAX_MS 30000
 /* Listen for beacons after this many failed connects in a row, and act on
  * at most one beacon per GP_MACHINE_BEACON_GAP_US: anyone may send them. */
@@ -181,10 +185,12 @@ struct gp_machine {
 	int64_t pause_until;      /* unix s the user's pause ends; 0: resume */
 	/* `finish`: no new work; stop once the work in hand is answered. */
 	bool finishing;
-	/* Finishing on a connection: the HEARTBEAT sent after PAUSE (its
-	 * seq) is not answered yet, so a MINIBATCH the coordinator sent
-	 * before it read PAUSE may still be on its way (machine.c). */
+	/* Finishing on a connection: the seq of the first HEARTBEAT sent
+	 * after PAUSE (0: none sent); until an answer to it or a later one
+	 * was heard, a MINIBATCH the coordinator sent before it read PAUSE
+	 * may still be on its way (machine.c). */
 	uint64_t finish_seq;
+	bool finish_heard;
 	uint64_t heartbeat_seq;   /* the last HEARTBEAT's seq */
 	uint64_t in_hand;         /* minibatches given to the worker, unanswered */
 	enum gp_policy_verdict verdict;

@@ -892,8 +892,9 @@ static void on_control(const char *line, char *reply, size_t len, void *data)
 		snprintf(reply, len, "ok: finishing %" PRIu64 " minibatch(es) in "
 			 "hand, then stopping\n", s->m.in_hand);
 		/* Not from here: stopping closes this socket before the reply
-		 * is written. */
-		uv_timer_start(&s->finish_timer, on_finish_timer, 0, 0);
+		 * is written. Again while it finishes (machine.h). */
+		uv_timer_start(&s->finish_timer, on_finish_timer, 0,
+			       GP_MACHINE_FINISH_RESEND_MS);
 	} else if (strcmp(line, "reload") == 0) {
 		check_members(s);
 		snprintf(reply, len, "ok: reloading the memberships\n");

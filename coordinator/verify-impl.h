@@ -88,6 +88,7 @@ struct record {
 	uint32_t suspect;       /* checks at rate 1 left (SUSPECT_CHECKS) */
 	bool gone;              /* left the pool */
 	bool revoked;           /* by this run, at verify_bans mismatches */
+	bool revoke_written;    /* and that in the ledger */
 };
 
 struct check {

@@ -327,12 +327,16 @@ void gp_verify_mismatch(struct gp_verify *v, struct record *rec,
 			v->st.banned++;
 			gp_warn("agent %" PRId64 ": %u mismatches, revoked",
 				rec->agent_id, rec->mismatches);
-			if (ledger && gp_ledger_agent_revoke(ledger,
-							     rec->agent_id,
-							     now) < 0)
+		}
+		/* Written again at its next mismatch if it failed. */
+		if (ledger && !rec->revoke_written) {
+			if (gp_ledger_agent_revoke(ledger, rec->agent_id,
+						   now) < 0)
 				gp_error("verification: cannot revoke agent %"
 					 PRId64 ": %s", rec->agent_id,
 					 gp_ledger_error(ledger));
+			else
+				rec->revoke_written = true;
 		}
 		if (m)
 			pool->fx->send_bye(pool->fx_data, m, GP_BYE_REVOKED,

@@ -873,6 +873,13 @@ static void serve_next(struct gp_pool *pool, struct gp_member *m)
 	struct gp_ssp_agent_info info;
 	uint32_t run = run_steps(pool, m, m->clock_runs);
 
+	/* gp_work_serve's own conditions, for clock_resolved calls it
+	 * directly: a paused member gets nothing new, not even the rest of
+	 * a clock of runs (a finishing agent stops once its PAUSE is read:
+	 * protocol.md "Pausing and leaving"). */
+	if (m->paused || !m->wants_work || pool->stopping ||
+	    !pool->fx->can_send(pool->fx_data, m))
+		return;
 	if (m->clock_open + m->next_open > run ||
 	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
 		return;

@@ -597,8 +597,6 @@ class Pool:
         least target (the evals logged)."""
         rows = self.check_exactly_once()
         self.check_staleness(rows)
-        log("evals: %s" % ", ".join("%.2f%%" % (100 * a)
-                                    for _, a in self.evals()))
         return self.check_accuracy(target)
 
     def run_summary(self):
@@ -636,7 +634,8 @@ class Pool:
                      self.run_summary()))
         log("accuracy %.2f%% >= %.1f%% (evals %s)\n%s" % (
             100 * acc, 100 * target, ", ".join(
-                "%.2f%%" % (100 * a) for _, a in self.evals()),
+                "%.2f%%" % (100 * a) if a is not None else "none"
+                for _, a in self.evals()),
             self.run_summary()))
         return acc
 

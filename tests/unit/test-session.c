@@ -1656,7 +1656,8 @@ static void test_finish(void)
 	minibatch(w, 7, 4, 0);
 	result(w, 6, w->gen, 0, 0);
 	ASSERT_EQ(w->sent[w->n_sent - 1].type, GP_MSG_UPDATE);
-	heartbeat_answer(w, seq + 1); /* not the one it waits for */
+	heartbeat_answer(w, seq - 1); /* sent before the PAUSE */
+	ASSERT(!w->m.finish_heard);
 	heartbeat_answer(w, seq);
 	ASSERT(!w->stopped);
 	result(w, 7, w->gen, 0, 0);
@@ -1675,6 +1676,21 @@ static void test_finish(void)
 	gp_machine_drain(&w->m);
 	ASSERT(!w->stopped);
 	heartbeat_answer(w, last_sent(w)->seq);
+	ASSERT(w->stopped);
+	free(w);
+
+	/* No answer (a coordinator over its rate limit drops HEARTBEATs):
+	 * the next call sends another, and an answer to either will do. */
+	w = member("a:1");
+	welcome(w);
+	gp_machine_drain(&w->m);
+	seq = last_sent(w)->seq;
+	gp_machine_drain(&w->m);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_HEARTBEAT);
+	ASSERT_EQ(last_sent(w)->seq, seq + 1);
+	ASSERT_EQ(count_sent(w, GP_MSG_PAUSE), 1);
+	ASSERT(!w->stopped);
+	heartbeat_answer(w, seq + 1);
 	ASSERT(w->stopped);
 	free(w);
 

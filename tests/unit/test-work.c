@@ -988,13 +988,39 @@ static size_t next_of(const struct fixture *f, const struct gp_member *m,
  * computes the one before as long as its copy lacks little of the
  * others' work, else after its work is resolved, with a pull. The clock
  * advances only when all its runs are resolved. */
-static void test_link_runs(void)
+/* test_link_runs' pool: a (agent 1, 200 minibatches/s, a 1 ms link)
+ * and b (agent 2, 1000/s, a 1 s link), both with local steps and groups,
+ * the schedule 1,200 minibatches of one epoch. */
+static void link_runs_setup(struct fixture *f, struct gp_member **a,
+			    struct gp_member **b)
 {
 	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			      GP_CAP_MOMENTUM | GP_CAP_LOCAL_DATA | GP_CAP_F16;
 	struct gp_sched_config sc = {
 		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
 	};
+
+	fx_setup(f, 3);
+	gp_sched_destroy(f->sched);
+	ASSERT_OK(gp_sched_create(&sc, &f->sched));
+	f->pool.sched = f->sched;
+	f->pool.minibatches_total = 1200;
+	f->pool.applied_run = 100000;
+	f->job.comm_share = 0.10;
+	f->job.max_sync_interval_ms = 250;
+	*a = fx_join_speed(f, 0, caps, 200);
+	*b = fx_join_speed(f, 1, caps, 1000);
+	(*a)->caps = caps;
+	(*b)->caps = caps;
+	ASSERT_OK(gp_ssp_observe_speed(f->ssp, 1, 200));
+	ASSERT_OK(gp_ssp_observe_speed(f->ssp, 2, 1000));
+	/* a waits 1 ms for its 72 fixed bytes, b 1 s: clocks of 1.25 s. */
+	set_link(f, 1, 72, 0.001);
+	set_link(f, 2, 72, 1.0);
+}
+
+static void test_link_runs(void)
+{
 	const uint32_t L = GP_WORK_LINK_STEPS;
 	struct gp_ssp_agent_info ia, ib;
 	struct gp_member *a, *b;
@@ -1003,23 +1029,7 @@ static void test_link_runs(void)
 	unsigned pulls;
 	uint32_t k;
 
-	fx_setup(&f, 3);
-	gp_sched_destroy(f.sched);
-	ASSERT_OK(gp_sched_create(&sc, &f.sched));
-	f.pool.sched = f.sched;
-	f.pool.minibatches_total = 1200;
-	f.pool.applied_run = 100000;
-	f.job.comm_share = 0.10;
-	f.job.max_sync_interval_ms = 250;
-	a = fx_join_speed(&f, 0, caps, 200);
-	b = fx_join_speed(&f, 1, caps, 1000);
-	a->caps = caps;
-	b->caps = caps;
-	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 200));
-	ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 1000));
-	/* a waits 1 ms for its 72 fixed bytes, b 1 s: clocks of 1.25 s. */
-	set_link(&f, 1, 72, 0.001);
-	set_link(&f, 2, 72, 1.0);
+	link_runs_setup(&f, &a, &b);
 	ASSERT_NEAR(gp_work_sync_interval(&f.pool), 1.25, 1e-9);
 	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
 	ASSERT_OK(gp_ssp_get(f.ssp, 2, &ib));
@@ -1097,6 +1107,36 @@ static void test_link_runs(void)
 	ASSERT_EQ(gp_sched_outstanding(f.sched, 1),
 		  a->clock_open + a->next_open);
 	ASSERT(a->clock_open > 0 && a->clock_open + a->next_open <= 2 * L);
+	fx_teardown(&f);
+}
+
+/* PAUSE stops new work, the rest of a clock of runs included: a paused
+ * member answering a run gets no next run (the code before handed it out
+ * from clock_resolved, after a finishing agent's PAUSE: CI, 2026-12-07,
+ * 12 minibatches put back when it closed). Its clock then ends with what
+ * it answered, and it is parked. */
+static void test_pause_runs(void)
+{
+	const uint32_t L = GP_WORK_LINK_STEPS;
+	struct gp_ssp_agent_info ia;
+	struct gp_member *a, *b;
+	struct fixture f;
+	size_t sent;
+
+	link_runs_setup(&f, &a, &b);
+	gp_work_request(&f.pool, a, 1);
+	ASSERT_EQ(f.n_sent, 2 * L); /* two runs open */
+	ASSERT(a->clock_target > 2 * L);
+	ASSERT(!gp_work_pause(&f.pool, a));
+	sent = f.n_sent;
+	answer_sent(&f, a, 0, L);
+	ASSERT_EQ(f.n_sent, sent); /* no third run */
+	answer_sent(&f, a, L, 2 * L);
+	ASSERT_EQ(f.n_sent, sent);
+	ASSERT_OK(gp_ssp_get(f.ssp, 1, &ia));
+	ASSERT_EQ(ia.clock, 1);
+	ASSERT_EQ(a->clock_open, 0);
+	ASSERT(a->ssp_parked);
 	fx_teardown(&f);
 }
 
@@ -1272,6 +1312,7 @@ int main(void)
 	test_bound();
 	test_pause();
 	test_pause_idle();
+	test_pause_runs();
 	test_per_clock();
 	test_link_clock();
 	test_link_clock_q4_delta();
