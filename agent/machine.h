@@ -32,11 +32,11 @@
 #include "worker.h"
 
 #define GP_MACHINE_BACKOFF_MIN_MS 250
+#define GP_MACHINE_BACKOFF_MAX_MS 30000
 /* gp_machine_drain is called again this often while finishing (agent/
  * session.c), which sends another HEARTBEAT while none was answered: a
  * coordinator over its rate limit drops every message but updates. */
 #define GP_MACHINE_FINISH_RESEND_MS 2000
-#define GP_MACHINE_BACKOFF_MAX_MS 30000
 /* Listen for beacons after this many failed connects in a row, and act on
  * at most one beacon per GP_MACHINE_BEACON_GAP_US: anyone may send them. */
 #define GP_MACHINE_BEACON_AFTER 2

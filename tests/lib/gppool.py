@@ -600,8 +600,9 @@ class Pool:
         return self.check_accuracy(target)
 
     def run_summary(self):
-        """What shapes a run's accuracy, for a failure's message (the end
-        of a CI log is often all that is seen): the updates' outcomes,
+        """What shapes a run's accuracy, logged with every accuracy check
+        (in a failure's message: the end of a CI log is often all that is
+        seen): the updates' outcomes,
         minibatches per clock of an agent (its updates' size), staleness,
         and serve's own summaries (verification, robust aggregation) as
         far as they were logged."""

@@ -254,6 +254,16 @@ static void blocks_to_values(struct gp_msg_block *b, size_t n, float *out)
 }
 
 /* Decoding then re-encoding gives the same bytes: every field survived. */
+/* m as an UPDATE of the one block b, encoded. */
+static uint8_t *encode_block(struct gp_msg *m, struct gp_msg_block *b,
+			     size_t *len)
+{
+	gp_msg_init(m, GP_MSG_UPDATE);
+	m->u.update.blocks = b;
+	m->u.update.n_blocks = 1;
+	return encode(m, len);
+}
+
 static void check_reencode(const uint8_t *buf, size_t len)
 {
 	static float scratch[4096];
@@ -1561,10 +1571,7 @@ static void test_i8(void)
 	b.count = 5;
 	b.dtype = GP_DTYPE_I8;
 	b.values = v;
-	gp_msg_init(&m, GP_MSG_UPDATE);
-	m.u.update.blocks = &b;
-	m.u.update.n_blocks = 1;
-	buf = encode(&m, &len);
+	buf = encode_block(&m, &b, &len);
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
 	ASSERT_EQ(d.u.update.blocks[0].raw_len, 5);
 	ASSERT_NEAR(d.u.update.blocks[0].scale, 2.0 / 127, 1e-9);
@@ -1661,10 +1668,7 @@ static void test_q8_vectorised(void)
 		b.count = (uint32_t)n;
 		b.dtype = GP_DTYPE_Q8;
 		b.values = v;
-		gp_msg_init(&m, GP_MSG_UPDATE);
-		m.u.update.blocks = &b;
-		m.u.update.n_blocks = 1;
-		buf = encode(&m, &len);
+		buf = encode_block(&m, &b, &len);
 		ASSERT_OK(gp_msg_decode(buf, len, &d));
 		raw = d.u.update.blocks[0].raw;
 		ASSERT_OK(gp_msg_block_read(&d.u.update.blocks[0], out, n));
@@ -1708,10 +1712,7 @@ static void test_q8(void)
 	b.count = 130;
 	b.dtype = GP_DTYPE_Q8;
 	b.values = v;
-	gp_msg_init(&m, GP_MSG_UPDATE);
-	m.u.update.blocks = &b;
-	m.u.update.n_blocks = 1;
-	buf = encode(&m, &len);
+	buf = encode_block(&m, &b, &len);
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
 	/* Three chunks: 64, 64 and 2 values, 4 + n bytes each. */
 	ASSERT_EQ(d.u.update.blocks[0].raw_len, 130 + 3 * 4);
@@ -1855,10 +1856,7 @@ static void test_q8_delta(void)
 	free(buf);
 	/* A change only travels down: an UPDATE holding one is malformed. */
 	b.dtype = GP_DTYPE_Q8_DELTA;
-	gp_msg_init(&m, GP_MSG_UPDATE);
-	m.u.update.blocks = &b;
-	m.u.update.n_blocks = 1;
-	buf = encode(&m, &len);
+	buf = encode_block(&m, &b, &len);
 	ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
 	free(buf);
 }
@@ -1892,10 +1890,7 @@ static void test_q4(void)
 	b.count = 7;
 	b.dtype = GP_DTYPE_Q4;
 	b.values = small;
-	gp_msg_init(&m, GP_MSG_UPDATE);
-	m.u.update.blocks = &b;
-	m.u.update.n_blocks = 1;
-	buf = encode(&m, &len);
+	buf = encode_block(&m, &b, &len);
 	ASSERT_OK(gp_msg_decode(buf, len, &d));
 	ASSERT_EQ(d.u.update.blocks[0].dtype, GP_DTYPE_Q4);
 	ASSERT_EQ(d.u.update.blocks[0].raw_len, sizeof(small_raw));
@@ -2153,10 +2148,7 @@ static void test_q4_delta(void)
 	b.count = 7;
 	b.values = small;
 	b.dtype = GP_DTYPE_Q4_DELTA;
-	gp_msg_init(&m, GP_MSG_UPDATE);
-	m.u.update.blocks = &b;
-	m.u.update.n_blocks = 1;
-	buf = encode(&m, &len);
+	buf = encode_block(&m, &b, &len);
 	ASSERT_EQ(gp_msg_decode(buf, len, &dm), -EBADMSG);
 	free(buf);
 	/* The same UPDATE as Q4 decodes: only the dtype byte makes it bad. */
