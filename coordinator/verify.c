@@ -314,24 +314,14 @@ double gp_verify_pick_rate(double rate, uint32_t steps, bool probation)
 	return p < 1 ? p : 1;
 }
 
-bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
-		    int64_t clock, uint32_t steps)
+/* Whether m's `clock` may be picked at all, its snapshot slots tidied:
+ * a free slot, no pick of that clock already, a checkable member. */
+static bool pickable(struct gp_pool *pool, struct gp_member *m,
+		     int64_t clock)
 {
-	struct gp_verify *v = pool->verify;
 	struct gp_verify_member *vm = &m->verify;
 	int free_slot = -1;
 
-	if (!v)
-		return false;
-	/* Work of this clock still on its way was computed from the copy
-	 * before this pull, and its update would arrive first and be
-	 * compared with this one: a false mismatch. That is the pull before
-	 * a clock's second run, pipelined (serve_run), and such runs are
-	 * short and many after a resume or early in a job (work.c
-	 * run_length). */
-	if ((clock == m->clock && m->clock_open > 0) ||
-	    (clock == m->clock + 1 && m->next_open > 0))
-		return false;
 	/* Copies of clocks the member has moved past were never answered
 	 * (their work was taken back): nothing will come for them. */
 	for (int i = 0; i < 2; i++) {
@@ -344,17 +334,57 @@ bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 		if (vm->snap[i].w && vm->snap[i].clock == clock)
 			return false;
 	}
-	if (free_slot < 0 || !checkable(pool, m))
+	return free_slot >= 0 && checkable(pool, m);
+}
+
+/* The draw: a suspect's clocks are all checked; the records are looked
+ * at only while there is one (a pool of thousands pulls often). */
+static bool draw(struct gp_pool *pool, const struct gp_member *m,
+		 uint32_t steps)
+{
+	struct gp_verify *v = pool->verify;
+
+	return (v->suspects && gp_verify_suspect(v, m->agent_id)) ||
+	       gp_verify_draw(&v->rng,
+			      gp_verify_pick_rate(pool->job->verify_rate, steps,
+						  m->verify.verified == 0));
+}
+
+bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
+		    int64_t clock, uint32_t steps)
+{
+	struct gp_verify_member *vm = &m->verify;
+	bool deferred = vm->deferred && vm->deferred_clock == clock;
+
+	if (!pool->verify)
 		return false;
-	/* A suspect's clocks are all checked; the records are looked at
-	 * only while there is one (a pool of thousands pulls often). */
-	if (!(v->suspects && gp_verify_suspect(v, m->agent_id)) &&
-	    !gp_verify_draw(&v->rng,
-			    gp_verify_pick_rate(pool->job->verify_rate, steps,
-						vm->verified == 0)))
+	/* Work still on its way was computed from the copy before this
+	 * pull: a pull that replaces the copy loses the agent's own updates
+	 * from it (gp_verify_defer() holds such a clock back instead); and
+	 * of the same clock, its update would arrive first and be compared
+	 * with this one, a false mismatch (the pull before a clock's second
+	 * run, pipelined: serve_run). */
+	if (m->clock_open > 0 || m->next_open > 0)
 		return false;
-	v->st.picked++;
+	vm->deferred = false;
+	if (!pickable(pool, m, clock) || (!deferred && !draw(pool, m, steps)))
+		return false;
+	pool->verify->st.picked++;
 	return true;
+}
+
+bool gp_verify_defer(struct gp_pool *pool, struct gp_member *m,
+		     int64_t clock, uint32_t steps)
+{
+	struct gp_verify_member *vm = &m->verify;
+
+	if (!pool->verify)
+		return false;
+	if (vm->deferred && vm->deferred_clock == clock)
+		return true;
+	vm->deferred = pickable(pool, m, clock) && draw(pool, m, steps);
+	vm->deferred_clock = clock;
+	return vm->deferred;
 }
 
 void gp_verify_unpick(struct gp_pool *pool)

@@ -98,6 +98,11 @@ struct gp_verify_member {
 	 * members that cheat together never check each other
 	 * (verify-delegate.c). */
 	uint32_t verified;
+	/* A pick drawn for the clock handed out ahead while the member's
+	 * own work was still on its way (gp_verify_defer()): that clock
+	 * goes out with its whole pull once nothing is in flight. */
+	bool deferred;
+	int64_t deferred_clock;
 };
 
 /* Counters of this run (gradpool-coordinator status, tools/bench-attack). */
@@ -200,9 +205,22 @@ void gp_verify_get_stats(const struct gp_verify *v,
 /* work.c, before a pull of m for `clock` whose run holds at most `steps`
  * minibatches: true when the clock is picked; the pull must then send
  * every shard (pulled_version 0) and call gp_verify_sent() after
- * sending. False with pool->verify NULL. */
+ * sending. False with pool->verify NULL, and while any of m's work is on
+ * its way: a picked pull replaces the agent's copy, and its own updates
+ * still on their way would be lost from it (their next run, computed
+ * without them, lands on top of them: with one agent and nothing else,
+ * test accuracy fell 20-30 points for a moment at each such pick). A
+ * clock deferred for it (gp_verify_defer()) is picked here. */
 bool gp_verify_pick(struct gp_pool *pool, struct gp_member *m,
 		    int64_t clock, uint32_t steps);
+
+/* work.c, before m's `clock` is handed out ahead (pipelined, its copy
+ * good as it is) while its own work is on its way: draws the pick as
+ * gp_verify_pick() would; true when it is picked (or was already), and
+ * the clock must then wait until nothing is in flight, to go out with
+ * its whole pull (gp_verify_pick() then picks it). */
+bool gp_verify_defer(struct gp_pool *pool, struct gp_member *m,
+		     int64_t clock, uint32_t steps);
 
 /* The probability that gp_verify_pick() draws for a run of `steps`
  * minibatches at `rate` (GP_VERIFY_CLOCK_STEPS), for a member on

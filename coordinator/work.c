@@ -831,6 +831,12 @@ static void serve_ahead(struct gp_pool *pool, struct gp_member *m,
 	run = run_steps(pool, m, runs);
 	if (!copy_good(pool, m, info->clock + 1, k < run ? k : run, &current))
 		return;
+	/* A clock picked for verification goes out with a whole pull, which
+	 * would replace the copy that holds the agent's own updates still
+	 * on their way: it waits for them instead (verify.h). */
+	if (m->clock_open > 0 &&
+	    gp_verify_defer(pool, m, info->clock + 1, k < run ? k : run))
+		return;
 	r = gp_sched_assign(pool->sched, (uint64_t)m->agent_id,
 			    (uint64_t)gp_now_ms(), k < run ? k : run, ids, &n);
 	if (r != 0 || n == 0)

@@ -323,10 +323,14 @@ static void test_kept_budget(void)
 	gp_params_destroy(p);
 }
 
-/* A pull for a clock whose work is still on its way is never picked: that
- * work's update, computed from the copy before, would arrive first and be
- * compared with the copy this pull sends (a false mismatch after a
- * coordinator's resume, fault/crash-coordinator). */
+/* A pull while any of the member's work is on its way is never picked:
+ * the whole pull would replace the copy that holds its own updates still
+ * on their way (the next run, computed without them, lands on top of
+ * them), and that work's update, computed from the copy before, would be
+ * compared with this one's copy (a false mismatch after a coordinator's
+ * resume, fault/crash-coordinator). The clock handed out ahead draws its
+ * pick before it goes (gp_verify_defer()) and, picked, waits until
+ * nothing is in flight, when its pull is picked without a second draw. */
 static void test_pick_open(void)
 {
 	struct gp_job job = { .optimizer = GP_OPT_SGD_MOMENTUM,
@@ -339,15 +343,32 @@ static void test_pick_open(void)
 	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
 	pool.verify = v;
 	/* The next run of clock 5, pipelined while 3 of its minibatches are
-	 * out. */
+	 * out; and clock 6 handed out ahead meanwhile. */
 	ASSERT(!gp_verify_pick(&pool, &m, 5, 32));
-	/* Clock 6 handed out ahead: its first work. */
-	ASSERT(gp_verify_pick(&pool, &m, 6, 32));
-	m.next_open = 2;
 	ASSERT(!gp_verify_pick(&pool, &m, 6, 32));
-	/* Clock 5's work all answered: its next run's pull may be picked. */
+	ASSERT_EQ(v->st.picked, 0);
+	/* Clock 6 drawn before it goes ahead: picked, so it waits; asked
+	 * again, it still waits (no second draw). */
+	ASSERT(gp_verify_defer(&pool, &m, 6, 32));
+	job.verify_rate = 0;
+	ASSERT(gp_verify_defer(&pool, &m, 6, 32));
+	/* Clock 5's work all answered and the member on clock 6: the
+	 * deferred pick is taken, at a rate that draws nothing, once. */
 	m.clock_open = 0;
-	ASSERT(gp_verify_pick(&pool, &m, 5, 32));
+	m.clock = 6;
+	ASSERT(gp_verify_pick(&pool, &m, 6, 32));
+	ASSERT_EQ(v->st.picked, 1);
+	ASSERT(!gp_verify_pick(&pool, &m, 6, 32));
+	/* Nothing deferred and nothing drawn: clock 7 goes ahead. */
+	m.clock_open = 2;
+	ASSERT(!gp_verify_defer(&pool, &m, 7, 32));
+	/* Work ahead out: no pick either. */
+	m.clock_open = 0;
+	m.next_open = 2;
+	job.verify_rate = 1;
+	ASSERT(!gp_verify_pick(&pool, &m, 7, 32));
+	m.next_open = 0;
+	ASSERT(gp_verify_pick(&pool, &m, 7, 32));
 	gp_verify_destroy(v);
 }
 
