@@ -760,12 +760,13 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	 * powers, 0..K-1. */
 	for (uint32_t j = 1; j <= sums->count; j++) {
 		float lr = sums->lrs[j - 1];
+		float cl = sums->carry_lrs ? sums->carry_lrs[j - 1] : lr;
 
-		if (!isfinite(lr) || lr < 0)
+		if (!isfinite(lr) || lr < 0 || !isfinite(cl) || cl < 0)
 			return -EINVAL;
 		div += mk;
 		mk *= mu;
-		cv += lr * mk;
+		cv += cl * mk;
 		lsum += lr;
 	}
 	/* One pass over each sum: a shard changes when either is non-zero. */

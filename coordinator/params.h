@@ -224,6 +224,10 @@ struct gp_params_sums {
 	const float *a;
 	const float *b;
 	const float *lrs;   /* K learning rates, in the order computed */
+	/* The K rates of the momentum already there (c below); NULL: lrs.
+	 * A stale update's rates are those of its minibatches, handed out
+	 * long before; the momentum is the pool's now (apply.c). */
+	const float *carry_lrs;
 	uint32_t count;     /* K >= 1 */
 	float scale;        /* applied to a and b (staleness), in (0, 1] */
 };
