@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -215,33 +216,45 @@ double gp_apply_staleness_scale(const struct gp_pool *pool,
 
 /* The rate the momentum already there moves the parameters at, for
  * minibatch `id` of an update: its own rate, but for a minibatch behind
- * the job's progress never more than the rate in force now (`now`). A
- * straggler's minibatches were handed out long before at a higher rate
- * (cosine decay), and a group's c v (params.h) at their rates carried
- * the pool's momentum, the fast agents' last runs, up to twice as far as
- * the schedule then did: three agents' test accuracy fell 5-10 points
- * for a moment late in a job, at a rate near 0. One agent alone is never
- * behind: its groups step as a local loop's. */
+ * the job's progress never more than `now` (carry_now()). A straggler's
+ * minibatches were handed out long before at a higher rate (cosine
+ * decay), and a group's c v (params.h) at their rates carried the pool's
+ * momentum, the fast agents' last runs, up to twice as far as the
+ * schedule then did: three agents' test accuracy fell 5-10 points for a
+ * moment late in a job, at a rate near 0. */
 static float carry_lr(const struct gp_pool *pool, uint64_t id, double now)
 {
 	double lr = gp_pool_lr_at(pool, id);
 
-	if (gp_sched_lr_index(pool->sched, id) < gp_pool_progress(pool) &&
+	if (gp_sched_lr_index(pool->sched, id) < gp_sched_position(pool->sched) &&
 	    lr > now)
 		lr = now;
 	return (float)lr;
+}
+
+/* The cap of carry_lr() for m's update: the rate in force now when m's
+ * copy lacks others' updates (a straggler's), else none. A copy that
+ * lacks nothing took the momentum there at the minibatches' own rates,
+ * and the coordinator must step as it did: its copy then counts as
+ * current (read-my-writes, work.c copy_good) and is not pulled again
+ * (one agent alone steps as a local loop, given-back and redone
+ * minibatches too). */
+static double carry_now(const struct gp_pool *pool, const struct gp_member *m)
+{
+	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+
+	return lag > m->view.own ? gp_pool_lr_now(pool) : INFINITY;
 }
 
 /* The optimiser step of a checked group whose blocks are read: each
  * minibatch at its own learning rate, the whole scaled for staleness and
  * clipped as received. Returns 0 or a reason, with nothing changed. */
 static int step(struct gp_pool *pool, const struct gp_member *m,
-		const struct gp_msg_update *u, const struct group *g,
+		const struct gp_msg_update *u, const struct group *g, double now,
 		struct gp_params_apply_info *ret_info)
 {
 	float lrs[GP_MSG_GROUP_MAX], carry[GP_MSG_GROUP_MAX];
 	double scale = gp_apply_staleness_scale(pool, m);
-	double now = gp_pool_lr_now(pool);
 	struct gp_params_sums sums;
 	int r;
 
@@ -341,12 +354,12 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
  * group's lr_j: carry_lr()) and multiplies it by *ret_mk = mu^K. */
 static void step_coefficients(const struct gp_pool *pool,
 			      const struct gp_msg_update *u,
-			      const struct group *g, double *ret_c,
+			      const struct group *g, double now, double *ret_c,
 			      double *ret_mk)
 {
 	double mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
 			    (double)(float)pool->job->momentum : 0;
-	double mk = 1, c = 0, now = gp_pool_lr_now(pool);
+	double mk = 1, c = 0;
 
 	for (size_t i = 0; i < g->k; i++) {
 		mk *= mu;
@@ -502,7 +515,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 {
 	struct group g;
 	struct gp_params_apply_info info;
-	double weight = 1;
+	double weight = 1, now = INFINITY;
 	int64_t staleness = -1;
 	int r;
 
@@ -545,7 +558,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0) {
 		gp_verify_before_step(pool, u->form != GP_UPDATE_DELTA &&
 					    gp_params_linear(pool->params));
-		r = step(pool, m, u, &g, &info);
+		now = carry_now(pool, m);
+		r = step(pool, m, u, &g, now, &info);
 	}
 	if (r != 0) {
 		gp_verify_refused(pool, m, u, own_work(&g));
@@ -561,7 +575,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		};
 		double c, mk;
 
-		step_coefficients(pool, u, &g, &c, &mk);
+		step_coefficients(pool, u, &g, now, &c, &mk);
 		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
 				  info.linear ? &e : NULL);
 	}

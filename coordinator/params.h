@@ -234,7 +234,8 @@ struct gp_params_sums {
 
 /* Applies the K momentum-SGD steps of a group at once, exactly as K calls
  * of gp_params_apply() with g_1..g_K and lrs[j] would (up to rounding):
- * w -= (sum_j lr_j mu^j) v + (sum_j lr_j) b; v = mu^K v + a. The norm
+ * w -= (sum_j lr_j mu^j) v + (sum_j lr_j) b; v = mu^K v + a (with
+ * carry_lrs, their rates in the first sum instead). The norm
  * checked and clipped (both a and b) is the larger of a's and b's divided
  * by sum_i mu^(K-i) (for a, a weighted mean gradient). The store's own lr is not
  * used. Counts K updates (gp_params_updates()) and one version. sums and

@@ -248,11 +248,10 @@ struct gp_pool {
  * the rate its update is applied at. */
 double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id);
 
-/* The job's progress: its applied minibatches, as a schedule index
- * (gp_sched_lr_index()); and the learning rate in force there, what the
- * momentum already there moves the parameters at when an update's
- * minibatches were handed out long before at a higher rate (apply.c). */
-uint64_t gp_pool_progress(const struct gp_pool *pool);
+/* The learning rate in force now: the schedule's at the job's progress
+ * (gp_sched_position()), what the momentum already there moves the
+ * parameters at when an update's minibatches were handed out long before
+ * at a higher rate (apply.c). */
 double gp_pool_lr_now(const struct gp_pool *pool);
 
 #endif

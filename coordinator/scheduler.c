@@ -458,12 +458,7 @@ int gp_sched_release(struct gp_sched *s, uint64_t agent, uint64_t id)
 	return 0;
 }
 
-/* Where the schedule stands: the lowest incomplete epoch's first
- * minibatch plus what of it is applied; within the job (the last epoch
- * stays open, all of it applied, while redo entries wait: its last
- * minibatch, not one past the end, whose rate a cosine schedule makes
- * 0). */
-static uint64_t position(const struct gp_sched *s)
+uint64_t gp_sched_position(const struct gp_sched *s)
 {
 	const struct slot *sl = &s->slot[0];
 	uint64_t end = (uint64_t)s->cfg.epochs * s->n;
@@ -518,7 +513,7 @@ int gp_sched_reopen(struct gp_sched *s, uint64_t id)
 	rd = &s->redo[s->n_redo++];
 	memset(rd, 0, sizeof(*rd));
 	rd->id = id;
-	rd->lr_at = position(s);
+	rd->lr_at = gp_sched_position(s);
 	rd->state = ST_QUEUED;
 	s->counters.applied--;
 	s->counters.returned++;
@@ -845,7 +840,7 @@ static int load_redo(struct gp_sched *s, struct gp_rbuf *r, bool v2)
 	for (uint32_t i = 0; i < count; i++) {
 		uint64_t id;
 
-		uint64_t lr_at = position(s);
+		uint64_t lr_at = gp_sched_position(s);
 
 		gp_rbuf_get_u64(r, &id);
 		if (!v2)

@@ -128,6 +128,13 @@ int gp_sched_release(struct gp_sched *s, uint64_t agent, uint64_t id);
  * applied, -ENOMEM. */
 int gp_sched_reopen(struct gp_sched *s, uint64_t id);
 
+/* Where the schedule stands (the job's progress), as a schedule index:
+ * the lowest incomplete epoch's first minibatch plus what of it is
+ * applied; within the job (the last epoch stays open, all of it applied,
+ * while redo entries wait: its last minibatch, not one past the end,
+ * whose rate a cosine schedule makes 0). */
+uint64_t gp_sched_position(const struct gp_sched *s);
+
 /* The position in the schedule whose learning rate minibatch id takes
  * (gp_job_lr_at's index): a redo entry's, the position where the
  * schedule stood when it was taken back (a minibatch of the first epoch

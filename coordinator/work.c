@@ -20,16 +20,9 @@ double gp_pool_lr_at(const struct gp_pool *pool, uint64_t id)
 			    gp_sched_minibatches(pool->sched));
 }
 
-uint64_t gp_pool_progress(const struct gp_pool *pool)
-{
-	return (uint64_t)gp_sched_epoch(pool->sched) *
-		       gp_sched_minibatches(pool->sched) +
-	       gp_sched_applied_in_epoch(pool->sched);
-}
-
 double gp_pool_lr_now(const struct gp_pool *pool)
 {
-	return gp_job_lr_at(pool->job, gp_pool_progress(pool),
+	return gp_job_lr_at(pool->job, gp_sched_position(pool->sched),
 			    pool->minibatches_total,
 			    gp_sched_minibatches(pool->sched));
 }

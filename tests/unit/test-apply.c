@@ -714,7 +714,7 @@ static void test_straggler_carry(void)
 	/* The fast member's group lands first: momentum, and progress. */
 	ASSERT_OK(gp_apply_update(&f.pool, fast, fx_sums(&x, fids, 2, 0, g, g),
 				  1));
-	ASSERT_UINT_EQ(gp_pool_progress(&f.pool), 2);
+	ASSERT_UINT_EQ(gp_sched_position(f.sched), 2);
 	now = gp_pool_lr_now(&f.pool);
 	ASSERT(now < gp_pool_lr_at(&f.pool, sids[1]));
 	memcpy(w0, gp_params_values(f.params), sizeof(w0));
