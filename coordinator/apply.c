@@ -249,12 +249,11 @@ static double carry_now(const struct gp_pool *pool, const struct gp_member *m)
 /* The optimiser step of a checked group whose blocks are read: each
  * minibatch at its own learning rate, the whole scaled for staleness and
  * clipped as received. Returns 0 or a reason, with nothing changed. */
-static int step(struct gp_pool *pool, const struct gp_member *m,
-		const struct gp_msg_update *u, const struct group *g, double now,
+static int step(struct gp_pool *pool, const struct gp_msg_update *u,
+		const struct group *g, double now, double scale,
 		struct gp_params_apply_info *ret_info)
 {
 	float lrs[GP_MSG_GROUP_MAX], carry[GP_MSG_GROUP_MAX];
-	double scale = gp_apply_staleness_scale(pool, m);
 	struct gp_params_sums sums;
 	int r;
 
@@ -290,6 +289,7 @@ static int step(struct gp_pool *pool, const struct gp_member *m,
 		.b = pool->grad_b,
 		.lrs = lrs,
 		.carry_lrs = carry,
+		.carry_time = (float)scale,
 		.count = (uint32_t)g->k,
 		.scale = (float)scale,
 	};
@@ -354,21 +354,34 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
  * group's lr_j: carry_lr()) and multiplies it by *ret_mk = mu^K. */
 static void step_coefficients(const struct gp_pool *pool,
 			      const struct gp_msg_update *u,
-			      const struct group *g, double now, double *ret_c,
-			      double *ret_mk)
+			      const struct group *g, double now, double scale,
+			      double *ret_c, double *ret_mk)
 {
 	double mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
 			    (double)(float)pool->job->momentum : 0;
+	float lrs[GP_MSG_GROUP_MAX], carry[GP_MSG_GROUP_MAX];
+	struct gp_params_sums sums = {
+		.lrs = lrs,
+		.carry_lrs = carry,
+		.count = (uint32_t)g->k,
+		.carry_time = (float)scale,
+	};
 	double mk = 1, c = 0;
 
+	/* A group's as step() applied it; one gradient's at its rate. */
+	for (size_t i = 0; i < g->k; i++) {
+		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
+		carry[i] = carry_lr(pool, g->ids[i], now);
+	}
+	if (u->form == GP_UPDATE_SUMS &&
+	    gp_params_sums_coefficients(mu, &sums, &c, &mk) == 0) {
+		*ret_c = c;
+		*ret_mk = mk;
+		return;
+	}
 	for (size_t i = 0; i < g->k; i++) {
 		mk *= mu;
-		/* A group's carry at carry_lr() (step), one gradient's at
-		 * its rate. */
-		c += (double)(u->form == GP_UPDATE_SUMS ?
-				      carry_lr(pool, g->ids[i], now) :
-				      (float)gp_pool_lr_at(pool, g->ids[i])) *
-		     mk;
+		c += (double)lrs[i] * mk;
 	}
 	*ret_c = c;
 	*ret_mk = mk;
@@ -515,7 +528,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 {
 	struct group g;
 	struct gp_params_apply_info info;
-	double weight = 1, now = INFINITY;
+	double weight = 1, now = INFINITY, scale = 1;
 	int64_t staleness = -1;
 	int r;
 
@@ -559,7 +572,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		gp_verify_before_step(pool, u->form != GP_UPDATE_DELTA &&
 					    gp_params_linear(pool->params));
 		now = carry_now(pool, m);
-		r = step(pool, m, u, &g, now, &info);
+		scale = gp_apply_staleness_scale(pool, m);
+		r = step(pool, u, &g, now, scale, &info);
 	}
 	if (r != 0) {
 		gp_verify_refused(pool, m, u, own_work(&g));
@@ -575,7 +589,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 		};
 		double c, mk;
 
-		step_coefficients(pool, u, &g, now, &c, &mk);
+		step_coefficients(pool, u, &g, now, scale, &c, &mk);
 		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
 				  info.linear ? &e : NULL);
 	}

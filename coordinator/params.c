@@ -741,6 +741,32 @@ static void sgd_sums(float *restrict w, float *restrict v,
 	}
 }
 
+int gp_params_sums_coefficients(double mu, const struct gp_params_sums *sums,
+				double *ret_c, double *ret_mk)
+{
+	double mk = 1, c = 0, t = sums->carry_time, mt;
+
+	if (sums->count == 0 || !sums->lrs || !isfinite(t) || t < 0 || t > 1)
+		return -EINVAL;
+	for (uint32_t j = 1; j <= sums->count; j++) {
+		float lr = sums->lrs[j - 1];
+		float cl = sums->carry_lrs ? sums->carry_lrs[j - 1] : lr;
+
+		if (!isfinite(lr) || lr < 0 || !isfinite(cl) || cl < 0)
+			return -EINVAL;
+		mk *= mu;
+		c += cl * mk;
+	}
+	if (t > 0 && t < 1 && mu > 0 && mk < 1) {
+		mt = pow(mu, t * (double)sums->count);
+		c *= (1 - mt) / (1 - mk);
+		mk = mt;
+	}
+	*ret_c = c;
+	*ret_mk = mk;
+	return 0;
+}
+
 int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 			 size_t n, struct gp_params_apply_info *ret_info)
 {
@@ -759,16 +785,12 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	/* mu^j for step j = 1..K; the mean's weights mu^(K-i) sum the same
 	 * powers, 0..K-1. */
 	for (uint32_t j = 1; j <= sums->count; j++) {
-		float lr = sums->lrs[j - 1];
-		float cl = sums->carry_lrs ? sums->carry_lrs[j - 1] : lr;
-
-		if (!isfinite(lr) || lr < 0 || !isfinite(cl) || cl < 0)
-			return -EINVAL;
 		div += mk;
 		mk *= mu;
-		cv += cl * mk;
-		lsum += lr;
+		lsum += sums->lrs[j - 1];
 	}
+	if (gp_params_sums_coefficients(mu, sums, &cv, &mk) < 0)
+		return -EINVAL;
 	/* One pass over each sum: a shard changes when either is non-zero. */
 	for (size_t k = 0; k < p->n_shards; k++) {
 		double sa = sum_squares(sums->a + p->shards[k].offset,

@@ -230,12 +230,31 @@ struct gp_params_sums {
 	const float *carry_lrs;
 	uint32_t count;     /* K >= 1 */
 	float scale;        /* applied to a and b (staleness), in (0, 1] */
+	/* The share of the K steps the momentum already there lives
+	 * through, in (0, 1]; 0: 1 (gp_params_sums_coefficients()). */
+	float carry_time;
 };
+
+/* What a group's step does to the momentum already there: it moves the
+ * parameters by *ret_c times it and multiplies it by *ret_mk. With
+ * carry_time t = 1 (or 0): c = sum_j lr'_j mu^j (lr'_j the carry_lrs,
+ * else the lrs) and mk = mu^K. A stale group, scaled by f for its
+ * staleness, counts as t = f of the K steps of the pool's time: mk =
+ * mu^(tK) and c times (1 - mu^(tK)) / (1 - mu^K), so that the momentum
+ * coasts as far as it decays. At t = 1 its K steps would each coast the
+ * pool's momentum with almost no gradient (f small) to steer it: a
+ * straggler's group at f 0.05 moved the parameters further than a fast
+ * agent's whole run, and test accuracy fell 20-40 points for a moment.
+ * -EINVAL for a bad rate or count. apply.c takes verification's
+ * coefficients from here too, so both agree to the bit. */
+int gp_params_sums_coefficients(double mu, const struct gp_params_sums *sums,
+				double *ret_c, double *ret_mk);
 
 /* Applies the K momentum-SGD steps of a group at once, exactly as K calls
  * of gp_params_apply() with g_1..g_K and lrs[j] would (up to rounding):
  * w -= (sum_j lr_j mu^j) v + (sum_j lr_j) b; v = mu^K v + a (with
- * carry_lrs, their rates in the first sum instead). The norm
+ * carry_lrs and carry_time, gp_params_sums_coefficients()'s c and mk for
+ * the first sum and mu^K). The norm
  * checked and clipped (both a and b) is the larger of a's and b's divided
  * by sum_i mu^(K-i) (for a, a weighted mean gradient). The store's own lr is not
  * used. Counts K updates (gp_params_updates()) and one version. sums and

@@ -43,8 +43,8 @@
  * what an applied update added, dw to the parameters and dv to the
  * momentum, becomes after later steps (anyone's) dw - (sum c_t beta_(t-1))
  * dv and beta_N dv, where each step t multiplies the momentum by mu^K_t
- * and moves the parameters by c_t = sum_j lr_j mu^j times it (a
- * straggler's group: apply.c carry_lr()). So the pool
+ * and moves the parameters by c_t = sum_j lr_j mu^j times it (a stale
+ * group's: params.h gp_params_sums_coefficients()). So the pool
  * keeps two scalars, C (the sum of c_t M_t) and M (the product of the
  * mu^K_t), and each member two sums a, b of n floats per stretch of
  * unverified updates, with the (C0, M0) of the last update added: the
@@ -257,8 +257,8 @@ struct gp_verify_effect {
 	const float *x, *y;
 };
 
-/* apply.c, after the step applied it: c = sum_j lr_j mu^j (carry_lr()'s
- * rates) and mk = mu^K
+/* apply.c, after the step applied it: c = sum_j lr_j mu^j and mk = mu^K
+ * (a group's: gp_params_sums_coefficients())
  * of the step (what it did to the momentum already there); e: its own
  * effect, when it reported one (a linear step), else NULL, the effect then
  * measured against the copy gp_verify_before_step() made. */

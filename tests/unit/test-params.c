@@ -611,6 +611,47 @@ static void test_outer_reference(void)
 	gp_params_destroy(q);
 }
 
+/* What a group does to the momentum already there (c and mk): K steps'
+ * worth at carry_time 1 (or 0), at the carry rates when given; a stale
+ * group's share t of them decays it by mu^(tK) and coasts it (1 - mu^(tK))
+ * / (1 - mu^K) as far; bad times and rates refused. */
+static void test_sums_coefficients(void)
+{
+	const float lrs[3] = { 0.1f, 0.1f, 0.05f }, carry[3] = { 0.05f, 0.05f,
+								0.05f };
+	struct gp_params_sums s = { .lrs = lrs, .count = 3 };
+	double c, mk, c1 = 0.1f * 0.9 + 0.1f * 0.81 + 0.05f * 0.729;
+
+	ASSERT_OK(gp_params_sums_coefficients(0.9, &s, &c, &mk));
+	ASSERT_NEAR(c, c1, 1e-12);
+	ASSERT_NEAR(mk, 0.729, 1e-12);
+	s.carry_time = 1;
+	ASSERT_OK(gp_params_sums_coefficients(0.9, &s, &c, &mk));
+	ASSERT_NEAR(c, c1, 1e-12);
+	s.carry_lrs = carry;
+	ASSERT_OK(gp_params_sums_coefficients(0.9, &s, &c, &mk));
+	ASSERT_NEAR(c, 0.05f * (0.9 + 0.81 + 0.729), 1e-12);
+	s.carry_lrs = NULL;
+	s.carry_time = 0.5f;
+	ASSERT_OK(gp_params_sums_coefficients(0.9, &s, &c, &mk));
+	ASSERT_NEAR(mk, pow(0.9, 1.5), 1e-12);
+	ASSERT_NEAR(c, c1 * (1 - pow(0.9, 1.5)) / (1 - 0.729), 1e-12);
+	/* No momentum: nothing to carry, whatever the time. */
+	ASSERT_OK(gp_params_sums_coefficients(0, &s, &c, &mk));
+	ASSERT_NEAR(c, 0, 0);
+	ASSERT_NEAR(mk, 0, 0);
+	s.carry_time = 1.5f;
+	ASSERT_EQ(gp_params_sums_coefficients(0.9, &s, &c, &mk), -EINVAL);
+	s.carry_time = -0.5f;
+	ASSERT_EQ(gp_params_sums_coefficients(0.9, &s, &c, &mk), -EINVAL);
+	s.carry_time = NAN;
+	ASSERT_EQ(gp_params_sums_coefficients(0.9, &s, &c, &mk), -EINVAL);
+	s.carry_time = 0.5f;
+	s.carry_lrs = carry;
+	s.count = 0;
+	ASSERT_EQ(gp_params_sums_coefficients(0.9, &s, &c, &mk), -EINVAL);
+}
+
 int main(void)
 {
 	test_create_invalid();
@@ -623,5 +664,6 @@ int main(void)
 	test_checkpoint();
 	test_outer_reference();
 	printf("params: ok\n");
+	test_sums_coefficients();
 	return 0;
 }
