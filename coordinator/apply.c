@@ -350,8 +350,10 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 }
 
 /* What a step of group g does to the momentum already there (verify.h):
- * it moves the parameters by *ret_c = sum_j lr_j mu^j times it (a
- * group's lr_j: carry_lr()) and multiplies it by *ret_mk = mu^K. */
+ * it moves the parameters by *ret_c times it and multiplies it by
+ * *ret_mk. A group's as step() applied it (the same call, the same
+ * inputs: gp_params_sums_coefficients(), at carry_lr()'s rates and the
+ * staleness scale); one gradient's c = lr mu and mk = mu. */
 static void step_coefficients(const struct gp_pool *pool,
 			      const struct gp_msg_update *u,
 			      const struct group *g, double now, double scale,
@@ -373,6 +375,7 @@ static void step_coefficients(const struct gp_pool *pool,
 		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
 		carry[i] = carry_lr(pool, g->ids[i], now);
 	}
+	/* It cannot fail here: step() applied the group with it. */
 	if (u->form == GP_UPDATE_SUMS &&
 	    gp_params_sums_coefficients(mu, &sums, &c, &mk) == 0) {
 		*ret_c = c;

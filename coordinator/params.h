@@ -77,8 +77,9 @@ struct gp_params_apply_info {
 	uint32_t shards_changed;
 	/* The step's own effect, when it is linear in what it was given
 	 * (gp_params_linear(), and not a delta): beyond what the momentum
-	 * already there did (mu^K v to the momentum, -c v to the
-	 * parameters, c = sum_j lr_j mu^j), the momentum moved by ka times
+	 * already there did (mk v to the momentum, -c v to the parameters:
+	 * mu^K and sum_j lr_j mu^j, a group's gp_params_sums_coefficients()),
+	 * the momentum moved by ka times
 	 * the gradient (a group's sum a) and the parameters by kb times the
 	 * gradient (a group's sum b), in exact arithmetic; the floats differ
 	 * by their rounding. linear false: ka, kb are 0. */

@@ -42,11 +42,11 @@
  * Taking an update back. SGD with momentum without weight decay is linear:
  * what an applied update added, dw to the parameters and dv to the
  * momentum, becomes after later steps (anyone's) dw - (sum c_t beta_(t-1))
- * dv and beta_N dv, where each step t multiplies the momentum by mu^K_t
- * and moves the parameters by c_t = sum_j lr_j mu^j times it (a stale
+ * dv and beta_N dv, where each step t multiplies the momentum by mk_t
+ * and moves the parameters by c_t times it (mu^K and sum_j lr_j mu^j; a
  * group's: params.h gp_params_sums_coefficients()). So the pool
  * keeps two scalars, C (the sum of c_t M_t) and M (the product of the
- * mu^K_t), and each member two sums a, b of n floats per stretch of
+ * mk_t), and each member two sums a, b of n floats per stretch of
  * unverified updates, with the (C0, M0) of the last update added: the
  * stretch's effect is a - (C - C0) / M0 b on the parameters and M / M0 b
  * on the momentum. Adding an update moves the stretch to the present

@@ -220,18 +220,27 @@ static void test_take_back(bool linear, float mu)
 			g[i] = (float)(bad ? 5 * noise() : noise() + 0.1);
 		if (mu > 0 && !bad && t % 3 == 0) {
 			/* An honest group of 4 (GP_UPDATE_SUMS): a step of
-			 * c = sum_j lr_j mu^j and mu^4. */
+			 * c = sum_j lr_j mu^j and mu^4; every other one
+			 * stale, scaled 0.5: 2 steps of the pool's time,
+			 * mu^2 and c (1 - mu^2) / (1 - mu^4) (params.h). */
 			float lrs[4];
 			double c = 0, mk = 1;
+			bool stale = t % 2 == 0;
 			/* b = a: a plausible pair. */
-			struct gp_params_sums sums = { .a = g, .b = g,
-						       .lrs = lrs, .count = 4,
-						       .scale = 1 };
+			struct gp_params_sums sums = {
+				.a = g, .b = g, .lrs = lrs, .count = 4,
+				.scale = stale ? 0.5f : 1,
+				.carry_time = stale ? 0.5f : 1,
+			};
 
 			for (int j = 0; j < 4; j++) {
 				lrs[j] = (float)(0.05 * (1 + 0.5 * noise()));
 				mk *= mu;
 				c += (double)lrs[j] * mk;
+			}
+			if (stale) {
+				c *= (1 - (double)mu * mu) / (1 - mk);
+				mk = (double)mu * mu;
 			}
 			struct gp_params_apply_info info;
 			struct gp_verify_effect e;
