@@ -202,6 +202,14 @@ def main():
         # fetches (seen with two suites beside it on 2 cores), and a2's
         # cache would then be short.
         p = a1.run(delay_ms=50)
+        # a2 once a1 has its two shards back: a2 alone fetches the set
+        # and trains the whole small job in about 2 s, and a1, checking
+        # its cache and measuring its device first, once connected only
+        # after the job was done, its cache still short (tools/test,
+        # 2026-12-07).
+        pool.wait_for("a1 fetching its two shards again",
+                      lambda: "the data set is complete" in p.stderr(),
+                      timeout=120)
         q = a2.run()
         pool.wait_serve(timeout=400, agents_exit=True)
         err1, err2 = p.stderr(), q.stderr()
