@@ -214,31 +214,18 @@ double gp_apply_staleness_scale(const struct gp_pool *pool,
 	return lag ? k / (k + (double)lag) : 1;
 }
 
-/* The rate the momentum already there moves the parameters at, for
- * minibatch `id` of an update: its own rate, but for a minibatch behind
- * the job's progress never more than `now` (carry_now()). A straggler's
- * minibatches were handed out long before at a higher rate (cosine
- * decay), and a group's c v (params.h) at their rates carried the pool's
- * momentum, the fast agents' last runs, up to twice as far as the
- * schedule then did: three agents' test accuracy fell 5-10 points for a
- * moment late in a job, at a rate near 0. */
-static float carry_lr(const struct gp_pool *pool, uint64_t id, double now)
-{
-	double lr = gp_pool_lr_at(pool, id);
-
-	if (gp_sched_lr_index(pool->sched, id) < gp_sched_position(pool->sched) &&
-	    lr > now)
-		lr = now;
-	return (float)lr;
-}
-
-/* The cap of carry_lr() for m's update: the rate in force now when m's
- * copy lacks others' updates (a straggler's), else none. A copy that
- * lacks nothing took the momentum there at the minibatches' own rates,
- * and the coordinator must step as it did: its copy then counts as
- * current (read-my-writes, work.c copy_good) and is not pulled again
- * (one agent alone steps as a local loop, given-back and redone
- * minibatches too). */
+/* The most the momentum already there moves the parameters at in m's
+ * group (step()): the rate in force now when m's copy lacks others'
+ * updates (a straggler's), else no cap. A straggler's minibatches were
+ * handed out long before at a higher rate (cosine decay), and a group's
+ * c v (params.h) at their rates carried the pool's momentum, the fast
+ * agents' last runs, up to twice as far as the schedule then did: three
+ * agents' test accuracy fell 5-10 points for a moment late in a job, at
+ * a rate near 0. A copy that lacks nothing took the momentum there at
+ * the minibatches' own rates, and the coordinator must step as it did:
+ * its copy then counts as current (read-my-writes, work.c copy_good) and
+ * is not pulled again (one agent alone steps as a local loop, given-back
+ * and redone minibatches too). */
 static double carry_now(const struct gp_pool *pool, const struct gp_member *m)
 {
 	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
@@ -248,17 +235,32 @@ static double carry_now(const struct gp_pool *pool, const struct gp_member *m)
 
 /* The optimiser step of a checked group whose blocks are read: each
  * minibatch at its own learning rate, the whole scaled for staleness and
- * clipped as received. Returns 0 or a reason, with nothing changed. */
+ * clipped as received; the momentum already there at most at `now`
+ * (carry_now()) for a minibatch behind the job's progress. Returns 0 or
+ * a reason, with nothing changed. *ret_c and *ret_mk: what the step did
+ * to the momentum already there (verify.h), from the rates it took. */
 static int step(struct gp_pool *pool, const struct gp_msg_update *u,
 		const struct group *g, double now, double scale,
-		struct gp_params_apply_info *ret_info)
+		struct gp_params_apply_info *ret_info, double *ret_c,
+		double *ret_mk)
 {
+	double mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
+			    (double)(float)pool->job->momentum : 0;
 	float lrs[GP_MSG_GROUP_MAX], carry[GP_MSG_GROUP_MAX];
 	struct gp_params_sums sums;
 	int r;
 
 	for (size_t i = 0; i < g->k; i++)
 		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
+	if (u->form != GP_UPDATE_SUMS) {
+		/* One gradient: c = lr mu, mk = mu. */
+		*ret_c = 0;
+		*ret_mk = 1;
+		for (size_t i = 0; i < g->k; i++) {
+			*ret_mk *= mu;
+			*ret_c += (double)lrs[i] * *ret_mk;
+		}
+	}
 	if (u->form == GP_UPDATE_DELTA) {
 		struct gp_params_delta dl = {
 			.d = pool->grad,
@@ -283,7 +285,11 @@ static int step(struct gp_pool *pool, const struct gp_msg_update *u,
 		return r < 0 ? GP_REASON_SHAPE : r;
 	}
 	for (size_t i = 0; i < g->k; i++)
-		carry[i] = carry_lr(pool, g->ids[i], now);
+		carry[i] = lrs[i] > now && gp_sched_lr_index(pool->sched,
+							   g->ids[i]) <
+						   gp_sched_position(pool->sched) ?
+				   (float)now :
+				   lrs[i];
 	sums = (struct gp_params_sums){
 		.a = pool->grad,
 		.b = pool->grad_b,
@@ -294,6 +300,9 @@ static int step(struct gp_pool *pool, const struct gp_msg_update *u,
 		.scale = (float)scale,
 	};
 	r = gp_params_apply_sums(pool->params, &sums, pool->n_params, ret_info);
+	/* The same call and inputs as the step's own, so the same bits. */
+	if (r == 0)
+		r = gp_params_sums_coefficients(mu, &sums, ret_c, ret_mk);
 	return r < 0 ? GP_REASON_SHAPE : r;
 }
 
@@ -347,47 +356,6 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 			 " of %.3g, |m-c| %.3g of %.3g)", m->agent_id,
 			 res.weight, res.dev_g, res.tau_g, res.dev_m,
 			 res.tau_m);
-}
-
-/* What a step of group g does to the momentum already there (verify.h):
- * it moves the parameters by *ret_c times it and multiplies it by
- * *ret_mk. A group's as step() applied it (the same call, the same
- * inputs: gp_params_sums_coefficients(), at carry_lr()'s rates and the
- * staleness scale); one gradient's c = lr mu and mk = mu. */
-static void step_coefficients(const struct gp_pool *pool,
-			      const struct gp_msg_update *u,
-			      const struct group *g, double now, double scale,
-			      double *ret_c, double *ret_mk)
-{
-	double mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
-			    (double)(float)pool->job->momentum : 0;
-	float lrs[GP_MSG_GROUP_MAX], carry[GP_MSG_GROUP_MAX];
-	struct gp_params_sums sums = {
-		.lrs = lrs,
-		.carry_lrs = carry,
-		.count = (uint32_t)g->k,
-		.carry_time = (float)scale,
-	};
-	double mk = 1, c = 0;
-
-	/* A group's as step() applied it; one gradient's at its rate. */
-	for (size_t i = 0; i < g->k; i++) {
-		lrs[i] = (float)gp_pool_lr_at(pool, g->ids[i]);
-		carry[i] = carry_lr(pool, g->ids[i], now);
-	}
-	/* It cannot fail here: step() applied the group with it. */
-	if (u->form == GP_UPDATE_SUMS &&
-	    gp_params_sums_coefficients(mu, &sums, &c, &mk) == 0) {
-		*ret_c = c;
-		*ret_mk = mk;
-		return;
-	}
-	for (size_t i = 0; i < g->k; i++) {
-		mk *= mu;
-		c += (double)lrs[i] * mk;
-	}
-	*ret_c = c;
-	*ret_mk = mk;
 }
 
 /* Whether group g holds a minibatch of the member's own work: one whose
@@ -531,7 +499,7 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 {
 	struct group g;
 	struct gp_params_apply_info info;
-	double weight = 1, now = INFINITY, scale = 1;
+	double weight = 1, c = 0, mk = 1;
 	int64_t staleness = -1;
 	int r;
 
@@ -574,9 +542,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	if (r == 0) {
 		gp_verify_before_step(pool, u->form != GP_UPDATE_DELTA &&
 					    gp_params_linear(pool->params));
-		now = carry_now(pool, m);
-		scale = gp_apply_staleness_scale(pool, m);
-		r = step(pool, u, &g, now, scale, &info);
+		r = step(pool, u, &g, carry_now(pool, m),
+			 gp_apply_staleness_scale(pool, m), &info, &c, &mk);
 	}
 	if (r != 0) {
 		gp_verify_refused(pool, m, u, own_work(&g));
@@ -590,9 +557,6 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 			.y = u->form == GP_UPDATE_SUMS ? pool->grad_b :
 							 pool->grad,
 		};
-		double c, mk;
-
-		step_coefficients(pool, u, &g, now, scale, &c, &mk);
 		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
 				  info.linear ? &e : NULL);
 	}
