@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "gp-vectorize.h"
+
 static uint64_t thread_ns(void)
 {
 	struct timespec ts;
@@ -100,7 +102,7 @@ struct sums {
 
 #define LANES 8
 
-static struct sums measure(const struct gp_robust *r, const float *m,
+GP_VECTORIZE static struct sums measure(const struct gp_robust *r, const float *m,
 			   const struct gp_robust_update *u, double da)
 {
 	const float *restrict c = r->centre, *restrict a = u->a,
@@ -159,7 +161,7 @@ static struct sums measure(const struct gp_robust *r, const float *m,
 /* Pass 2: the member's momentum m (its first: m = g), the shrink of a and
  * b towards the centre (lambda < 1), the centre's average. */
 /* y = p y + q x, in blocks of LANES that -O2 turns into SIMD. */
-static void axpby(float *restrict y, const float *restrict x, size_t n,
+GP_VECTORIZE static void axpby(float *restrict y, const float *restrict x, size_t n,
 		  float p, float q)
 {
 	size_t i = 0;

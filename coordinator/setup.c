@@ -764,6 +764,22 @@ void gp_setup_source_path(const char *path, char *buf, size_t size)
 	free(abs);
 }
 
+/* The process's CPU time so far, every thread's: what the summaries
+ * above (robust aggregation's, verification's) are a share of. */
+static void log_cpu(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return;
+	gp_info("coordinator: %.3f s CPU since it started (all threads: "
+		"%.3f s user, %.3f s system)",
+		(double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+			(double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+		(double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+}
+
 void gp_setup_teardown(struct server *srv)
 {
 	struct gp_pool *pool = &srv->pool;
@@ -790,6 +806,7 @@ void gp_setup_teardown(struct server *srv)
 	/* After the job's last check ended (serve waits for them): the
 	 * verdicts that came after the last update are in it. */
 	gp_verify_log_summary(pool->verify);
+	log_cpu();
 	gp_verify_destroy(pool->verify);
 	pool->verify = NULL;
 	gp_work_finish(pool);

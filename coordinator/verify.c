@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "data.h"
+#include "gp-vectorize.h"
 #include "ledger.h"
 #include "log.h"
 #include "members.h"
@@ -430,14 +431,32 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	pool->verify->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
-/* Once per applied update, so in four running sums, which the compiler
- * can keep in vector registers (one sum would have to stay in order). */
-static double norm(const float *x, size_t n)
+/* Once per applied update: sixteen float sums over runs of 256 values,
+ * each run's added in double (as params.c's sum_squares), which a vector
+ * unit keeps in one register; in double throughout where a float square
+ * overflows. The allowance it feeds needs a few digits, not all. */
+#define NORM_LANES 16
+
+GP_VECTORIZE static double norm(const float *x, size_t n)
 {
-	double s[4] = { 0, 0, 0, 0 };
+	double total = 0, s[4] = { 0, 0, 0, 0 };
 	size_t i = 0;
 
-	for (; i + 4 <= n; i += 4)
+	while (i + NORM_LANES <= n) {
+		float acc[NORM_LANES] = { 0 };
+		size_t end = n - i > 256 ? i + 256 : n;
+
+		for (; i + NORM_LANES <= end; i += NORM_LANES)
+			for (size_t j = 0; j < NORM_LANES; j++)
+				acc[j] += x[i + j] * x[i + j];
+		for (size_t j = 0; j < NORM_LANES; j++)
+			total += acc[j];
+	}
+	for (; i < n; i++)
+		total += (double)x[i] * x[i];
+	if (isfinite(total))
+		return sqrt(total);
+	for (i = 0; i + 4 <= n; i += 4)
 		for (size_t j = 0; j < 4; j++)
 			s[j] += (double)x[i + j] * x[i + j];
 	for (; i < n; i++)
@@ -582,7 +601,7 @@ void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
 /* Moves stretch s's base to the pool's (C, M), adding (ka x, kb y) at
  * the same time, in one pass (x, y NULL: nothing). The sums stay of the
  * size of what they hold, so floats keep their precision: verify.h. */
-static void seg_add(struct seg *restrict s, double C, double M,
+GP_VECTORIZE static void seg_add(struct seg *restrict s, double C, double M,
 		    const float *restrict x, const float *restrict y,
 		    size_t n, float ka, float kb)
 {
@@ -729,7 +748,7 @@ static void start_next(struct gp_verify *v)
  * its base moved to now (seg_add). Once per applied update over every
  * parameter, so the arrays are declared apart (restrict), which lets the
  * compiler vectorise it. */
-static void add_effect(struct seg *restrict s, const struct gp_verify *v,
+GP_VECTORIZE static void add_effect(struct seg *restrict s, const struct gp_verify *v,
 		       const float *restrict w, const float *restrict vel,
 		       const float *restrict w_old,
 		       const float *restrict v_old, size_t n, float c,
@@ -755,19 +774,29 @@ static void add_effect(struct seg *restrict s, const struct gp_verify *v,
 }
 
 /* |sent - x| and |x|. */
-static void residual(const float *sent, const float *x, size_t n,
-		     double *ret_res, double *ret_x)
+GP_VECTORIZE static void residual(const float *restrict sent,
+				  const float *restrict x, size_t n,
+				  double *ret_res, double *ret_x)
 {
-	double d = 0, s = 0;
+	double d[4] = { 0, 0, 0, 0 }, s[4] = { 0, 0, 0, 0 };
+	size_t i = 0;
 
-	for (size_t i = 0; i < n; i++) {
+	/* In four running sums each, as norm(). */
+	for (; i + 4 <= n; i += 4)
+		for (size_t j = 0; j < 4; j++) {
+			double e = (double)sent[i + j] - x[i + j];
+
+			d[j] += e * e;
+			s[j] += (double)x[i + j] * x[i + j];
+		}
+	for (; i < n; i++) {
 		double e = (double)sent[i] - x[i];
 
-		d += e * e;
-		s += (double)x[i] * x[i];
+		d[0] += e * e;
+		s[0] += (double)x[i] * x[i];
 	}
-	*ret_res = sqrt(d);
-	*ret_x = sqrt(s);
+	*ret_res = sqrt((d[0] + d[1]) + (d[2] + d[3]));
+	*ret_x = sqrt((s[0] + s[1]) + (s[2] + s[3]));
 }
 
 bool gp_verify_compare(const float *a, const float *b, const float *xa,

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gp-endian.h"
+#include "gp-vectorize.h"
 #include "msg-internal.h"
 
 /* ---- float bits (little-endian loads and stores: common/gp-endian.h) ---- */
@@ -101,44 +102,13 @@ float gp_msg_f16_to_f32(uint16_t h)
 	return to_f32(h);
 }
 
-/* The whole-tensor loops. GCC's default cost model at -O2 ("very cheap")
- * leaves loops of unknown length scalar; these are worth vectorising, and
- * on x86-64 worth cloning for AVX2 and AVX-512 (picked at load time, as in
- * kernels/cpu.c). */
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(__clang__)
-#if __has_attribute(target_clones)
-#define VECTORIZE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic"), \
-				 target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#if !defined(VECTORIZE) && defined(__GNUC__) && !defined(__clang__)
-#define VECTORIZE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#endif
-#ifndef VECTORIZE
-#define VECTORIZE
-#endif
-/* The same for loops with selects on floats: without FP exceptions (which
- * gradpool never reads) GCC turns them into vector blends; the results do
- * not change. (Not VECTORIZE's own: with it, GCC 12 leaves the f16 loops
- * above scalar.) */
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(__clang__)
-#if __has_attribute(target_clones)
-#define VECTORIZE_SELECT __attribute__((optimize("tree-vectorize", \
-		"vect-cost-model=dynamic", "no-trapping-math"), \
-		target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#if !defined(VECTORIZE_SELECT) && defined(__GNUC__) && !defined(__clang__)
-#define VECTORIZE_SELECT __attribute__((optimize("tree-vectorize", \
-		"vect-cost-model=dynamic", "no-trapping-math")))
-#endif
-#ifndef VECTORIZE_SELECT
-#define VECTORIZE_SELECT
-#endif
+/* The whole-tensor loops: GP_VECTORIZE (gp-vectorize.h); those with
+ * selects on floats GP_VECTORIZE_SELECT (not for the f16 loops: with
+ * no-trapping-math, GCC 12 leaves them scalar). */
 
 /* Payloads sit at any byte offset in a message: memcpy is the aligned-safe
  * load and store, and compiles to plain moves. */
-VECTORIZE static void f32_to_f16_le(uint8_t *restrict dst,
+GP_VECTORIZE static void f32_to_f16_le(uint8_t *restrict dst,
 				    const float *restrict src, size_t n)
 {
 	if (host_is_le()) {
@@ -153,7 +123,7 @@ VECTORIZE static void f32_to_f16_le(uint8_t *restrict dst,
 	}
 }
 
-VECTORIZE static void f16_le_to_f32(float *restrict dst,
+GP_VECTORIZE static void f16_le_to_f32(float *restrict dst,
 				    const uint8_t *restrict src, size_t n)
 {
 	if (host_is_le()) {
@@ -311,7 +281,7 @@ static int8_t i8_quant(float v, float scale)
 	return (int8_t)quant(v, scale, 127);
 }
 
-VECTORIZE void gp_msg_f16_round(const float *in, float *out, size_t n)
+GP_VECTORIZE void gp_msg_f16_round(const float *in, float *out, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		out[i] = to_f32(to_f16(in[i]));
@@ -347,7 +317,7 @@ VECTORIZE void gp_msg_f16_round(const float *in, float *out, size_t n)
 		(ret) = (int)(r_ + (r_ >= 0 ? 0.5f : -0.5f));		\
 	} while (0)
 
-VECTORIZE_SELECT void gp_msg_q8_round(const float *in, float *out, size_t n)
+GP_VECTORIZE_SELECT void gp_msg_q8_round(const float *in, float *out, size_t n)
 {
 	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
 		size_t c = n - at < GP_MSG_Q8_CHUNK ? n - at : GP_MSG_Q8_CHUNK;
@@ -375,7 +345,7 @@ VECTORIZE_SELECT void gp_msg_q8_round(const float *in, float *out, size_t n)
 }
 
 /* write_q4() for q8. */
-VECTORIZE_SELECT static void write_q8(const float *restrict v, size_t n,
+GP_VECTORIZE_SELECT static void write_q8(const float *restrict v, size_t n,
 				      uint8_t *restrict p)
 {
 	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
@@ -402,7 +372,7 @@ VECTORIZE_SELECT static void write_q8(const float *restrict v, size_t n,
 }
 
 /* read_q4() for q8. */
-VECTORIZE static void read_q8(const uint8_t *restrict p, size_t n,
+GP_VECTORIZE static void read_q8(const uint8_t *restrict p, size_t n,
 			      float *restrict out)
 {
 	for (size_t at = 0; at < n; at += GP_MSG_Q8_CHUNK) {
