@@ -308,11 +308,12 @@ static int step(struct gp_pool *pool, const struct gp_msg_update *u,
 
 /* Centred clipping (robust.h) of a checked group whose blocks are read,
  * in place in pool->grad (and grad_b), before the optimiser step; the
- * weight it got is in *ret_weight (1: untouched). Never refuses: what the
- * optimiser will refuse is left as sent. */
+ * weight it got is in *ret_weight (1: untouched). sq: |grad|^2 and
+ * |grad_b|^2 when known (NULL: the filter takes them). Never refuses:
+ * what the optimiser will refuse is left as sent. */
 static void filter(struct gp_pool *pool, struct gp_member *m,
 		   const struct gp_msg_update *u, const struct group *g,
-		   double *ret_weight)
+		   const double *sq, double *ret_weight)
 {
 	struct gp_robust *rb = &pool->robust;
 	float lrs[GP_MSG_GROUP_MAX];
@@ -327,6 +328,9 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 		.mu = pool->job->optimizer == GP_OPT_SGD_MOMENTUM ?
 			      pool->job->momentum : 0,
 		.reject_norm = pool->job->max_grad_norm,
+		.sq_known = sq != NULL,
+		.sq_a = sq ? sq[0] : 0,
+		.sq_b = sq ? sq[1] : 0,
 	};
 	struct gp_robust_result res;
 	uint32_t joined = pool->n_joined;
@@ -499,7 +503,8 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 {
 	struct group g;
 	struct gp_params_apply_info info;
-	double weight = 1, c = 0, mk = 1;
+	double weight = 1, c = 0, mk = 1, sq[2];
+	bool sq_known = false;
 	int64_t staleness = -1;
 	int r;
 
@@ -534,11 +539,12 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	}
 	if (r == 0)
 		r = read_blocks(pool, m, u, u->form == GP_UPDATE_SUMS ? 2 : 1);
-	/* Verification takes the update as sent, before any filter. */
+	/* Verification takes the update as sent, before any filter, and
+	 * its norms, which the filter reads too. */
 	if (r == 0)
-		gp_verify_received(pool, m, u, g.ids, g.k);
+		sq_known = gp_verify_received(pool, m, u, g.ids, g.k, sq);
 	if (r == 0)
-		filter(pool, m, u, &g, &weight);
+		filter(pool, m, u, &g, sq_known ? sq : NULL, &weight);
 	if (r == 0) {
 		gp_verify_before_step(pool, u->form != GP_UPDATE_DELTA &&
 					    gp_params_linear(pool->params));

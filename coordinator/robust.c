@@ -92,77 +92,96 @@ static void weights(const struct gp_robust_update *u, double *ret_da,
 	*ret_keff = d * d / sq;
 }
 
-/* Pass 1: the norms of a and b, |g - c|^2 and |m' - c|^2, with m' the
- * member's momentum m (NULL before its first update) after g; nothing
- * written. Float lanes over runs of 256 values (SIMD at -O2), each run's
- * partial sums added in double, as params.c's sum_squares. */
+#define LANES 16
+
+GP_VECTORIZE double gp_robust_sum_squares(const float *x, size_t n)
+{
+	double total = 0, s[4] = { 0, 0, 0, 0 };
+	size_t i = 0;
+
+	while (i + LANES <= n) {
+		float acc[LANES] = { 0 };
+		size_t end = n - i > 256 ? i + 256 : n;
+
+		for (; i + LANES <= end; i += LANES)
+			for (size_t j = 0; j < LANES; j++)
+				acc[j] += x[i + j] * x[i + j];
+		for (size_t j = 0; j < LANES; j++)
+			total += acc[j];
+	}
+	for (; i < n; i++)
+		total += (double)x[i] * x[i];
+	if (isfinite(total))
+		return total;
+	/* A float square overflowed: in double, in four sums. */
+	for (i = 0; i + 4 <= n; i += 4)
+		for (size_t j = 0; j < 4; j++)
+			s[j] += (double)x[i + j] * x[i + j];
+	for (; i < n; i++)
+		s[0] += (double)x[i] * x[i];
+	return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* Pass 1: |g - c|^2 and |m' - c|^2, with m' the member's momentum m after
+ * g (beta^k m + (1 - beta^k) g; its first, m' = g), which it writes over
+ * m: the momentum is the member's record of what it sent, whatever the
+ * filter then does with the update. Float lanes over runs of 256 values,
+ * each run's partial sums added in double, as gp_robust_sum_squares. */
 struct sums {
-	double aa, bb, dg, dm;
+	double dg, dm;
 };
 
-#define LANES 8
-
-GP_VECTORIZE static struct sums measure(const struct gp_robust *r, const float *m,
-			   const struct gp_robust_update *u, double da)
+GP_VECTORIZE static struct sums measure(const struct gp_robust *r,
+					float *restrict m, bool first,
+					const struct gp_robust_update *u,
+					double da)
 {
-	const float *restrict c = r->centre, *restrict a = u->a,
-		    *restrict b = u->b;
-	/* Before the member's first update its momentum after g is g: read
-	 * the centre as m with weight 0. */
-	const float *restrict mm = m ? m : c;
-	float inv = (float)(1.0 / da), beta = m ? (float)pow(r->beta, u->k) : 0,
+	const float *restrict c = r->centre, *restrict a = u->a;
+	float inv = (float)(1.0 / da), beta = first ? 0 : (float)pow(r->beta, u->k),
 	      rest = 1 - beta;
 	struct sums s = {0};
 	size_t n = u->n, x = 0;
 
+	/* 0 m, not 0 times whatever a run before left there. */
+	if (first)
+		memset(m, 0, n * sizeof(*m));
 	while (x < n) {
-		float aa[LANES] = {0}, dg[LANES] = {0}, dm[LANES] = {0};
+		float dg[LANES] = {0}, dm[LANES] = {0};
 		size_t end = n - x > 256 ? x + 256 : n;
 
 		for (; x + LANES <= end; x += LANES)
 			for (size_t j = 0; j < LANES; j++) {
 				float g = a[x + j] * inv;
 				float e = g - c[x + j];
-				float f = beta * mm[x + j] + rest * g - c[x + j];
+				float mi = beta * m[x + j] + rest * g;
+				float f = mi - c[x + j];
 
-				aa[j] += a[x + j] * a[x + j];
+				m[x + j] = mi;
 				dg[j] += e * e;
 				dm[j] += f * f;
 			}
 		for (; x < end; x++) {
 			float g = a[x] * inv;
-			float e = g - c[x], f = beta * mm[x] + rest * g - c[x];
+			float e = g - c[x], mi = beta * m[x] + rest * g;
+			float f = mi - c[x];
 
-			aa[0] += a[x] * a[x];
+			m[x] = mi;
 			dg[0] += e * e;
 			dm[0] += f * f;
 		}
 		for (size_t j = 0; j < LANES; j++) {
-			s.aa += aa[j];
 			s.dg += dg[j];
 			s.dm += dm[j];
 		}
 	}
-	for (x = 0; b && x < n;) {
-		float bb[LANES] = {0};
-		size_t end = n - x > 256 ? x + 256 : n;
-
-		for (; x + LANES <= end; x += LANES)
-			for (size_t j = 0; j < LANES; j++)
-				bb[j] += b[x + j] * b[x + j];
-		for (; x < end; x++)
-			bb[0] += b[x] * b[x];
-		for (size_t j = 0; j < LANES; j++)
-			s.bb += bb[j];
-	}
 	return s;
 }
 
-/* Pass 2: the member's momentum m (its first: m = g), the shrink of a and
- * b towards the centre (lambda < 1), the centre's average. */
+/* Pass 2: the shrink of a and b towards the centre (lambda < 1), the
+ * centre's average. */
 /* y = p y + q x, in blocks of LANES that -O2 turns into SIMD. */
-GP_VECTORIZE static void axpby(float *restrict y, const float *restrict x, size_t n,
-		  float p, float q)
+GP_VECTORIZE static void axpby(float *restrict y, const float *restrict x,
+			       size_t n, float p, float q)
 {
 	size_t i = 0;
 
@@ -173,14 +192,9 @@ GP_VECTORIZE static void axpby(float *restrict y, const float *restrict x, size_
 		y[i] = p * y[i] + q * x[i];
 }
 
-static void shrink(struct gp_robust *r, float *m, bool first_m,
-		   const struct gp_robust_update *u, double lambda, double da,
-		   double db, double beta_k)
+static void shrink(struct gp_robust *r, const struct gp_robust_update *u,
+		   double lambda, double da, double db, double beta_k)
 {
-	/* A group of k is k of the member's steps. */
-	float beta = first_m ? 0 : (float)pow(r->beta, u->k);
-
-	axpby(m, u->a, u->n, beta, (float)((1 - beta) / da));
 	if (lambda < 1) {
 		if (u->b)
 			axpby(u->b, r->centre, u->n, (float)lambda,
@@ -232,7 +246,7 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		     struct gp_robust_result *ret)
 {
 	uint64_t t0 = thread_ns();
-	double da, db, keff, lambda = 1, norm, beta_k;
+	double da, db, keff, lambda = 1, norm, beta_k, aa, bb;
 	bool first = !r->centre;
 	struct sums s;
 	int rc = 0;
@@ -251,13 +265,25 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		goto out;
 	}
 	weights(u, &da, &db, &keff);
-	s = measure(r, agent->run ? agent->momentum : NULL, u, da);
+	if (u->sq_known) {
+		aa = u->sq_a;
+		bb = u->b ? u->sq_b : 0;
+	} else {
+		aa = gp_robust_sum_squares(u->a, u->n);
+		bb = u->b ? gp_robust_sum_squares(u->b, u->n) : 0;
+	}
 	/* The optimiser's own norm check (params.c): leave to it what it
 	 * refuses, so that the refusal is judged on what was sent. */
-	norm = sqrt(s.aa > s.bb ? s.aa : s.bb) / da;
-	if (!isfinite(norm) || !isfinite(s.dg) || !isfinite(s.dm) ||
-	    (u->reject_norm > 0 && norm > u->reject_norm))
+	norm = sqrt(aa > bb ? aa : bb) / da;
+	if (!isfinite(norm) || (u->reject_norm > 0 && norm > u->reject_norm))
 		goto out;
+	s = measure(r, agent->momentum, agent->run == 0, u, da);
+	if (!isfinite(s.dg) || !isfinite(s.dm)) {
+		/* Out of float's range (no norm limit): skipped, and the
+		 * momentum, which measure() wrote, starts anew. */
+		agent->run = 0;
+		goto out;
+	}
 	ret->skipped = false;
 	ret->dev_g = sqrt(s.dg);
 	ret->dev_m = sqrt(s.dm);
@@ -289,9 +315,9 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	 * update was replaced by the centre for an epoch
 	 * (fault/hostile-members). It is shrunk like any other, and leaves
 	 * the window and the centre alone. */
-	if (!first && s.aa > 0)
+	if (!first && aa > 0)
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
-	beta_k = first ? 0 : !(s.aa > 0) ? 1 :
+	beta_k = first ? 0 : !(aa > 0) ? 1 :
 		 pow(r->beta, (double)u->k / (u->members ? u->members : 1));
 	/* The centre weighs members, not updates: a member with more than
 	 * its share of the window moves it less, one with less more (at
@@ -308,8 +334,7 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		beta_k = 1 - (1 - beta_k) * f;
 		beta_k = beta_k < 0 ? 0 : beta_k;
 	}
-	shrink(r, agent->momentum, agent->run == 0, u, lambda, da, db,
-	       beta_k);
+	shrink(r, u, lambda, da, db, beta_k);
 	ret->weight = lambda;
 	r->updates++;
 	agent->updates++;

@@ -114,6 +114,10 @@ struct gp_robust_update {
 	const float *lrs;      /* k learning rates (groups only) */
 	double mu;             /* the optimiser's momentum (groups only) */
 	double reject_norm;    /* max_grad_norm, 0: none */
+	/* |a|^2 and |b|^2 as sent, when the caller has them (sq_known;
+	 * gp_robust_sum_squares), else the filter takes them. */
+	bool sq_known;
+	double sq_a, sq_b;
 };
 
 /* What gp_robust_filter() did. */
@@ -135,6 +139,11 @@ struct gp_robust_result {
 int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		     const struct gp_robust_update *u,
 		     struct gp_robust_result *ret);
+
+/* The sum of squares of x[0..n): float sums in lanes over runs of 256
+ * values, each run's added in double (as params.c's sum_squares), in
+ * double throughout where a float square overflows. */
+double gp_robust_sum_squares(const float *x, size_t n);
 
 /* Frees agent's momentum (NULL-safe as to it) and starts its run anew. */
 void gp_robust_agent_finish(struct gp_robust_agent *agent);

@@ -20,6 +20,7 @@
 #include "model.h"
 #include "pool.h"
 #include "recompute.h"
+#include "robust.h"
 #include "util.h"
 #include "verify-impl.h"
 
@@ -431,42 +432,9 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	pool->verify->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
-/* Once per applied update: sixteen float sums over runs of 256 values,
- * each run's added in double (as params.c's sum_squares), which a vector
- * unit keeps in one register; in double throughout where a float square
- * overflows. The allowance it feeds needs a few digits, not all. */
-#define NORM_LANES 16
-
-GP_VECTORIZE static double norm(const float *x, size_t n)
-{
-	double total = 0, s[4] = { 0, 0, 0, 0 };
-	size_t i = 0;
-
-	while (i + NORM_LANES <= n) {
-		float acc[NORM_LANES] = { 0 };
-		size_t end = n - i > 256 ? i + 256 : n;
-
-		for (; i + NORM_LANES <= end; i += NORM_LANES)
-			for (size_t j = 0; j < NORM_LANES; j++)
-				acc[j] += x[i + j] * x[i + j];
-		for (size_t j = 0; j < NORM_LANES; j++)
-			total += acc[j];
-	}
-	for (; i < n; i++)
-		total += (double)x[i] * x[i];
-	if (isfinite(total))
-		return sqrt(total);
-	for (i = 0; i + 4 <= n; i += 4)
-		for (size_t j = 0; j < 4; j++)
-			s[j] += (double)x[i + j] * x[i + j];
-	for (; i < n; i++)
-		s[0] += (double)x[i] * x[i];
-	return sqrt((s[0] + s[1]) + (s[2] + s[3]));
-}
-
-void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
+bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_msg_update *u, const uint64_t *ids,
-			size_t k)
+			size_t k, double ret_sq[2])
 {
 	struct gp_verify *v = pool->verify;
 	struct gp_verify_member *vm = &m->verify;
@@ -478,12 +446,13 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 	int slot = -1;
 
 	if (!v)
-		return;
+		return false;
 	t0 = gp_verify_thread_ns();
 	v->received = m;
-	na = norm(pool->grad, n);
-	if (sums)
-		nb = norm(pool->grad_b, n);
+	ret_sq[0] = gp_robust_sum_squares(pool->grad, n);
+	ret_sq[1] = sums ? gp_robust_sum_squares(pool->grad_b, n) : 0;
+	na = sqrt(ret_sq[0]);
+	nb = sqrt(ret_sq[1]);
 	/* The error an update carries in is its predecessor's; when one was
 	 * never decoded, the largest seen stands for it. */
 	pa = vm->prev_unknown ? vm->max_a : vm->prev_a;
@@ -567,6 +536,7 @@ void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 	v->pending = c;
 out:
 	v->st.cpu_ns += gp_verify_thread_ns() - t0;
+	return true;
 }
 
 void gp_verify_before_step(struct gp_pool *pool, bool linear)
@@ -781,7 +751,8 @@ GP_VECTORIZE static void residual(const float *restrict sent,
 	double d[4] = { 0, 0, 0, 0 }, s[4] = { 0, 0, 0, 0 };
 	size_t i = 0;
 
-	/* In four running sums each, as norm(). */
+	/* In four running sums each, which the compiler can keep in vector
+	 * registers (one sum would have to stay in order). */
 	for (; i + 4 <= n; i += 4)
 		for (size_t j = 0; j < 4; j++) {
 			double e = (double)sent[i + j] - x[i + j];

@@ -238,10 +238,12 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m,
 
 /* apply.c, an update of m whose blocks are read (pool->grad, grad_b) and
  * not yet filtered: notes its norms and, when it is the first of a picked
- * clock, copies it for the check. ids/k: its minibatches. */
-void gp_verify_received(struct gp_pool *pool, struct gp_member *m,
+ * clock, copies it for the check. ids/k: its minibatches. Returns true
+ * with |grad|^2 and |grad_b|^2 (0 for form 0) in ret_sq, which the robust
+ * filter then need not take again; false when verification is off. */
+bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_msg_update *u, const uint64_t *ids,
-			size_t k);
+			size_t k, double ret_sq[2]);
 
 /* apply.c, just before the optimiser step of that update. linear: the
  * step will report its own effect (gp_params_apply_info.linear), so the

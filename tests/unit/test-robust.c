@@ -8,7 +8,7 @@
  * member idle for GP_ROBUST_IDLE_UPDATES of the pool's updates gives its
  * momentum back and starts a new one with its next update; members that
  * sent only zeros set no radius; a member that left is dropped from the
- * window. */
+ * window; norms handed in change nothing. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +543,64 @@ static void test_forget(void)
 	gp_robust_finish(&r);
 }
 
+/* The sums of squares a caller hands in (apply.c: verification's) are
+ * those the filter would take itself: the same shrinks, bit for bit; and
+ * gp_robust_sum_squares matches a plain double sum, also where a float
+ * square overflows. */
+static void test_sq_given(void)
+{
+	struct gp_robust r[2] = { { .clip = 2, .beta = 0.9 },
+				  { .clip = 2, .beta = 0.9 } };
+	struct gp_robust_agent ag[2][HONEST + 1];
+	static float big[1003];
+	double want = 0;
+
+	memset(ag, 0, sizeof(ag));
+	for (unsigned t = 0; t < 40; t++)
+		for (size_t i = 0; i <= HONEST; i++) {
+			float g[2][N];
+			struct gp_robust_result res[2];
+
+			honest(g[0]);
+			if (i == HONEST)
+				for (size_t x = 0; x < N; x++)
+					g[0][x] = -3 * g[0][x];
+			memcpy(g[1], g[0], sizeof(g[0]));
+			for (int k = 0; k < 2; k++) {
+				struct gp_robust_update u = plain(g[k], i);
+
+				if (k) {
+					u.sq_known = true;
+					u.sq_a = gp_robust_sum_squares(g[k], N);
+				}
+				ASSERT_OK(gp_robust_filter(&r[k], &ag[k][i],
+							   &u, &res[k]));
+			}
+			ASSERT(res[0].weight == res[1].weight);
+			ASSERT_MEM_EQ(g[0], g[1], sizeof(g[0]));
+			ASSERT_MEM_EQ(r[0].centre, r[1].centre,
+				      N * sizeof(float));
+		}
+	ASSERT(r[0].damped > 0);
+	for (size_t x = 0; x < 1003; x++) {
+		big[x] = (float)(x % 7 == 0 ? 3e19 : noise());
+		want += (double)big[x] * big[x];
+	}
+	ASSERT(isfinite(gp_robust_sum_squares(big, 1003)));
+	ASSERT(fabs(gp_robust_sum_squares(big, 1003) - want) <= 1e-12 * want);
+	for (size_t x = 0; x < 1003; x++)
+		big[x] = (float)noise();
+	want = 0;
+	for (size_t x = 0; x < 1003; x++)
+		want += (double)big[x] * big[x];
+	ASSERT(fabs(gp_robust_sum_squares(big, 1003) - want) <= 1e-6 * want);
+	for (int k = 0; k < 2; k++) {
+		for (size_t i = 0; i <= HONEST; i++)
+			gp_robust_agent_finish(&ag[k][i]);
+		gp_robust_finish(&r[k]);
+	}
+}
+
 int main(void)
 {
 	test_zero_members();
@@ -556,5 +614,6 @@ int main(void)
 	test_newcomer_first();
 	test_fast_attacker();
 	test_refused_left();
+	test_sq_given();
 	return 0;
 }

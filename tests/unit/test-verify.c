@@ -554,22 +554,25 @@ static void test_pick_which(void)
 			struct gp_member *m;
 			uint64_t ids[8];
 			float g[FX_N];
+			double sq[2];
 			size_t n = picked_clock(&f, (uint64_t)r + 1,
 						ls ? GP_CAP_LOCAL_STEP : 0,
 						&m, ids, g);
 
 			ASSERT_EQ(n, ls ? 1 : GP_WORK_BASE);
-			gp_verify_received(&f.pool, m,
-					   fx_plain(&x, ids[0], 0, g), ids, 1);
+			ASSERT(gp_verify_received(&f.pool, m,
+						  fx_plain(&x, ids[0], 0, g),
+						  ids, 1, sq));
 			if (f.pool.verify->pending) {
 				first[ls]++;
 			} else {
 				/* The copy waited for the clock's second. */
 				ASSERT(!ls);
 				m->clock_open = 1;
-				gp_verify_received(&f.pool, m,
-						   fx_plain(&x, ids[1], 0, g),
-						   ids + 1, 1);
+				ASSERT(gp_verify_received(&f.pool, m,
+							  fx_plain(&x, ids[1],
+								   0, g),
+							  ids + 1, 1, sq));
 				ASSERT(f.pool.verify->pending);
 				ASSERT_UINT_EQ(f.pool.verify->pending->ids[0],
 					       ids[1]);
@@ -598,6 +601,7 @@ static void test_refused_copy(void)
 
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		struct fixture f;
+		double sq[2];
 		struct fx_update x;
 		struct gp_member *m;
 		uint64_t ids[8];
@@ -607,8 +611,9 @@ static void test_refused_copy(void)
 		gp_verify_refused(&f.pool, m, fx_plain(&x, ids[0], 0, g),
 				  cases[c].own);
 		m->clock_open = 1; /* the update below is the clock's last */
-		gp_verify_received(&f.pool, m, fx_plain(&x, ids[0], 0, g), ids,
-				   1);
+		ASSERT(gp_verify_received(&f.pool, m,
+					  fx_plain(&x, ids[0], 0, g), ids, 1,
+					  sq));
 		ASSERT_EQ(f.pool.verify->pending != NULL, cases[c].kept);
 		picked_done(&f, m);
 	}
@@ -702,7 +707,16 @@ static void apply_picked(struct fixture *f, struct gp_member *m,
 	ASSERT(gp_verify_pick(&f->pool, m, m->clock, 1));
 	gp_verify_sent(&f->pool, m, m->clock);
 	memcpy(f->pool.grad, g, FX_N * sizeof(float));
-	gp_verify_received(&f->pool, m, fx_plain(x, *id, m->clock, g), id, 1);
+	double sq[2], want = 0;
+
+	ASSERT(gp_verify_received(&f->pool, m, fx_plain(x, *id, m->clock, g),
+				  id, 1, sq));
+	/* The norms it hands the robust filter: those of the update as
+	 * sent (form 0: no second sum). */
+	for (size_t i = 0; i < FX_N; i++)
+		want += (double)g[i] * g[i];
+	ASSERT(fabs(sq[0] - want) <= 1e-6 * want);
+	ASSERT(sq[1] == 0);
 	gp_verify_before_step(&f->pool, false);
 	ASSERT_OK(gp_params_apply(f->params, g, FX_N, NULL));
 	gp_verify_applied(&f->pool, m, id, 1, 0.1, 0, NULL);
