@@ -562,6 +562,9 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 			.ka = info.ka, .kb = info.kb, .x = pool->grad,
 			.y = u->form == GP_UPDATE_SUMS ? pool->grad_b :
 							 pool->grad,
+			/* Not damped: the blocks decode to what was
+			 * applied. */
+			.u = weight == 1 ? u : NULL,
 		};
 		gp_verify_applied(pool, m, g.ids, g.k, c, mk,
 				  info.linear ? &e : NULL);

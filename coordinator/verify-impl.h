@@ -57,6 +57,28 @@ extern const double gp_verify_shares[GP_VERIFY_SHARES];
  * each). Honest members never mismatch, so this costs them nothing. */
 #define SUSPECT_CHECKS 2
 
+/* An update kept as it came, its blocks' bytes, instead of added to its
+ * stretch's sums: one applied as decoded (not damped by the robust
+ * filter) by a linear step, so that decoding it again gives what the
+ * step was given. Its effect is a stretch's of ka x on the momentum and
+ * kb y on the parameters added at the pool's (C0, M0) (verify.h); y is
+ * x for a gradient (!sums). Keeping it copies its wire bytes (about a
+ * quarter of the floats' for q8) where adding it is a pass over the
+ * stretch's two sums; a take-back decodes it again. */
+struct raw {
+	struct raw *next;
+	double C0, M0;
+	float ka, kb;
+	bool sums;              /* blocks hold x, then y */
+	size_t n_blocks;
+	struct gp_msg_block *blocks; /* raw pointing into bytes */
+	size_t *offs;           /* each block's first value in x (or y) */
+	uint8_t *bytes;
+	size_t cap;             /* bytes' size (a spare one may be larger) */
+	uint64_t size;          /* all of it, for the budget (kept_max) */
+};
+/* Byte buffers of kept updates held for reuse (struct gp_verify.spare). */
+#define RAW_SPARES 8
 /* A stretch of a member's applied updates: their effect, as two sums
  * relative to the pool's (C0, M0) when it was last added to (verify.h:
  * the parameters' part is a - (C - C0) / M0 b, the momentum's M / M0 b),
@@ -65,6 +87,7 @@ struct seg {
 	struct seg *next;
 	float *a, *b;
 	double C0, M0;
+	struct raw *raws;       /* and those kept as they came */
 	uint64_t *ids;
 	size_t n_ids, cap_ids;
 	uint64_t tag;
@@ -157,7 +180,16 @@ struct gp_verify {
 	uint64_t next_tag;
 	uint64_t steps;         /* updates applied */
 	size_t segs;            /* stretches kept, all members */
+	uint64_t raw_bytes;     /* updates kept as they came, all members */
 	uint64_t kept_max;      /* their bytes' limit (env.kept_bytes) */
+	float *rx, *ry;         /* a kept update decoded (n floats each) */
+	/* Kept updates' byte buffers given back, for the next ones: a
+	 * fresh buffer of that size is pages the kernel zeroes on first
+	 * touch, which cost more than the copy into it. */
+	struct {
+		uint8_t *p;
+		size_t cap;
+	} spare[RAW_SPARES];
 	bool full_logged;
 	struct gp_backend *be;  /* the thread pool's, created there */
 	struct gp_model *model;
@@ -188,6 +220,12 @@ void gp_verify_drop_segs(struct gp_verify *v, struct record *rec);
  * parameters, k2 b on the momentum. */
 void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
 		     double *k2);
+/* Adds the effect at the pool's (C, M) of the updates s kept as they
+ * came (struct raw) to dw (parameters) and dv (momentum). Returns 0, or
+ * -ENOMEM / -EINVAL where one could not be decoded again (then not
+ * added). */
+int gp_verify_raws_effect(struct gp_verify *v, const struct seg *s,
+			  double *dw, double *dv, size_t n);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
 void gp_verify_check_free(struct check *c);
 /* Queues c for the coordinator's own recomputation. A new check is

@@ -198,10 +198,15 @@ static size_t roll_back(struct gp_verify *v, struct record *rec,
 
 		gp_verify_seg_k(s, v->C, v->M, &k1, &k2);
 
-		for (size_t i = 0; i < n; i++) {
+		/* A stretch of kept updates only has no sums. */
+		for (size_t i = 0; s->a && i < n; i++) {
 			dw[i] += s->a[i] - k1 * s->b[i];
 			dv[i] += k2 * s->b[i];
 		}
+		if (gp_verify_raws_effect(v, s, dw, dv, n) < 0)
+			gp_error("verification: an update of agent %" PRId64
+				 " kept as it came could not be decoded again;"
+				 " it is not taken back", rec->agent_id);
 		for (size_t i = 0; i < s->n_ids; i++) {
 			int r = gp_sched_reopen(pool->sched, s->ids[i]);
 

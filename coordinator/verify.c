@@ -144,23 +144,82 @@ int gp_verify_create(struct gp_pool *pool, const struct gp_verify_env *env,
 	return 0;
 }
 
-static void seg_free(struct seg *s)
+/* A buffer of at least `size` bytes: a spare one (the smallest that
+ * fits), else a new one; *ret_cap its size. */
+static uint8_t *bytes_get(struct gp_verify *v, size_t size, size_t *ret_cap)
+{
+	int best = -1;
+	uint8_t *p;
+
+	for (int i = 0; i < RAW_SPARES; i++)
+		if (v->spare[i].p && v->spare[i].cap >= size &&
+		    (best < 0 || v->spare[i].cap < v->spare[best].cap))
+			best = i;
+	if (best >= 0) {
+		p = v->spare[best].p;
+		*ret_cap = v->spare[best].cap;
+		v->spare[best].p = NULL;
+		return p;
+	}
+	*ret_cap = size;
+	return malloc(size ? size : 1);
+}
+
+/* Keeps buffer p (of cap bytes) as a spare, in place of the smallest one
+ * when all are taken, else frees it. */
+static void bytes_put(struct gp_verify *v, uint8_t *p, size_t cap)
+{
+	int low = 0;
+
+	for (int i = 0; i < RAW_SPARES; i++) {
+		if (!v->spare[i].p) {
+			low = i;
+			break;
+		}
+		if (v->spare[i].cap < v->spare[low].cap)
+			low = i;
+	}
+	if (v->spare[low].p && v->spare[low].cap >= cap) {
+		free(p);
+		return;
+	}
+	free(v->spare[low].p);
+	v->spare[low].p = p;
+	v->spare[low].cap = cap;
+}
+
+static void raw_free(struct gp_verify *v, struct raw *r)
+{
+	v->raw_bytes -= r->size;
+	free(r->blocks);
+	free(r->offs);
+	bytes_put(v, r->bytes, r->cap);
+	free(r);
+}
+
+static void seg_free(struct gp_verify *v, struct seg *s)
 {
 	if (!s)
 		return;
+	while (s->raws) {
+		struct raw *r = s->raws;
+
+		s->raws = r->next;
+		raw_free(v, r);
+	}
 	free(s->a);
 	free(s->b);
 	free(s->ids);
 	free(s);
 }
 
-static void record_free(struct record *r)
+static void record_free(struct gp_verify *v, struct record *r)
 {
 	while (r->head) {
 		struct seg *s = r->head;
 
 		r->head = s->next;
-		seg_free(s);
+		seg_free(v, s);
 	}
 	free(r);
 }
@@ -187,7 +246,7 @@ void gp_verify_destroy(struct gp_verify *v)
 		struct record *r = v->records;
 
 		v->records = r->next;
-		record_free(r);
+		record_free(v, r);
 	}
 	while (v->queue) {
 		struct check *c = v->queue;
@@ -202,6 +261,10 @@ void gp_verify_destroy(struct gp_verify *v)
 	gp_verify_share_free(v);
 	free(v->x);
 	free(v->y);
+	free(v->rx);
+	free(v->ry);
+	for (int i = 0; i < RAW_SPARES; i++)
+		free(v->spare[i].p);
 	free(v->w_old);
 	free(v->v_old);
 	free(v);
@@ -242,7 +305,7 @@ void gp_verify_drop_segs(struct gp_verify *v, struct record *rec)
 		struct seg *s = rec->head;
 
 		rec->head = s->next;
-		seg_free(s);
+		seg_free(v, s);
 		v->segs--;
 	}
 	rec->tail = NULL;
@@ -259,7 +322,7 @@ static void record_retire(struct gp_verify *v, struct record *rec)
 	for (struct record **pp = &v->records; *pp; pp = &(*pp)->next) {
 		if (*pp == rec) {
 			*pp = rec->next;
-			record_free(rec);
+			record_free(v, rec);
 			return;
 		}
 	}
@@ -568,22 +631,55 @@ void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
 	*k2 = M / s->M0;
 }
 
-/* Moves stretch s's base to the pool's (C, M), adding (ka x, kb y) at
- * the same time, in one pass (x, y NULL: nothing). The sums stay of the
- * size of what they hold, so floats keep their precision: verify.h. */
+/* Gives s its two sums, zero, where it has none yet: a stretch whose
+ * updates are all kept as they came (struct raw) never needs them.
+ * Returns false when they could not be had. */
+static bool seg_sums(struct seg *s, size_t n)
+{
+	if (s->a)
+		return true;
+	s->a = calloc(n, sizeof(float));
+	s->b = calloc(n, sizeof(float));
+	if (s->a && s->b)
+		return true;
+	free(s->a);
+	free(s->b);
+	s->a = s->b = NULL;
+	return false;
+}
+
+/* Moves stretch s's base to the pool's (C, M), adding (ka x, kb y + kxa
+ * x) at the same time, in one pass (x, y NULL: nothing). The sums stay of
+ * the size of what they hold, so floats keep their precision: verify.h.
+ * kxa: the parameters' part of a kept update's momentum since it came
+ * (fold_raw()); 0 for one added as it is applied. */
 GP_VECTORIZE static void seg_add(struct seg *restrict s, double C, double M,
-		    const float *restrict x, const float *restrict y,
-		    size_t n, float ka, float kb)
+				 const float *restrict x,
+				 const float *restrict y, size_t n, float ka,
+				 float kb, float kxa)
 {
 	float *restrict a = s->a, *restrict b = s->b;
 	double d1, d2;
 	float k1, k2;
 
+	/* No sums yet (seg_sums()): nothing to move. */
+	if (!a) {
+		s->C0 = C;
+		s->M0 = M;
+		return;
+	}
 	gp_verify_seg_k(s, C, M, &d1, &d2);
 	k1 = (float)d1;
 	k2 = (float)d2;
 
-	if (x) {
+	if (x && kxa != 0) {
+		for (size_t i = 0; i < n; i++) {
+			float bi = b[i];
+
+			a[i] = a[i] - k1 * bi + kb * y[i] + kxa * x[i];
+			b[i] = k2 * bi + ka * x[i];
+		}
+	} else if (x) {
 		for (size_t i = 0; i < n; i++) {
 			float bi = b[i];
 
@@ -602,6 +698,152 @@ GP_VECTORIZE static void seg_add(struct seg *restrict s, double C, double M,
 	s->M0 = M;
 }
 
+/* Decodes kept update r into v->rx (and v->ry for a group's b; for a
+ * gradient *ret_y is v->rx). */
+static int raw_decode(struct gp_verify *v, const struct raw *r, size_t n,
+		      const float **ret_y)
+{
+	if (!v->rx)
+		v->rx = malloc(n * sizeof(float));
+	if (r->sums && !v->ry)
+		v->ry = malloc(n * sizeof(float));
+	if (!v->rx || (r->sums && !v->ry))
+		return -ENOMEM;
+	for (size_t k = 0; k < r->n_blocks; k++) {
+		float *dst = r->sums && k >= r->n_blocks / 2 ? v->ry : v->rx;
+		const struct gp_msg_block *b = &r->blocks[k];
+
+		if (r->offs[k] > n || b->count > n - r->offs[k] ||
+		    gp_msg_block_read(b, dst + r->offs[k], b->count) < 0)
+			return -EINVAL;
+	}
+	*ret_y = r->sums ? v->ry : v->rx;
+	return 0;
+}
+
+/* Adds kept update r to its stretch's sums at the pool's (C, M): what it
+ * did since it came, a - k1 b and k2 b with r's own (C0, M0), in one
+ * pass with the stretch's move to (C, M). */
+static int fold_raw(struct gp_verify *v, struct seg *s, struct raw *r,
+		    double C, double M, size_t n)
+{
+	const float *y;
+	int e = raw_decode(v, r, n, &y);
+
+	if (e < 0)
+		return e;
+	if (!seg_sums(s, n))
+		return -ENOMEM;
+	seg_add(s, C, M, v->rx, y, n, (float)(r->ka * (M / r->M0)), r->kb,
+		(float)(-r->ka * ((C - r->C0) / r->M0)));
+	return 0;
+}
+
+/* Folds s's kept updates into its sums (at the pool's (C, M)), freeing
+ * them; one that cannot be decoded again is lost from the take-back
+ * (logged). */
+static void fold_raws(struct gp_verify *v, struct seg *s, double C,
+		      double M, size_t n)
+{
+	while (s->raws) {
+		struct raw *r = s->raws;
+
+		s->raws = r->next;
+		if (fold_raw(v, s, r, C, M, n) < 0)
+			gp_error("verification: a kept update could not be "
+				 "decoded again; it can no longer be taken "
+				 "back");
+		raw_free(v, r);
+	}
+}
+
+int gp_verify_raws_effect(struct gp_verify *v, const struct seg *s,
+			  double *dw, double *dv, size_t n)
+{
+	int ret = 0;
+
+	for (const struct raw *r = s->raws; r; r = r->next) {
+		const float *y, *x;
+		double k1 = (v->C - r->C0) / r->M0, k2 = v->M / r->M0;
+		int e = raw_decode(v, r, n, &y);
+
+		if (e < 0) {
+			ret = e;
+			continue;
+		}
+		x = v->rx;
+		for (size_t i = 0; i < n; i++) {
+			dw[i] += (double)r->kb * y[i] - k1 * r->ka * x[i];
+			dv[i] += k2 * r->ka * x[i];
+		}
+	}
+	return ret;
+}
+
+/* Keeps the update u of effect e as it came, in s, at the pool's (C, M)
+ * after its step, where the budget allows: false (nothing kept) when it
+ * does not, or a buffer could not be had. */
+static bool keep_raw(struct gp_verify *v, struct seg *s, size_t n,
+		     const struct gp_verify_effect *e)
+{
+	const struct gp_msg_update *u = e->u;
+	size_t nt = gp_params_tensor_count(v->pool->params), total = 0, at = 0;
+	uint64_t size;
+	struct raw *r;
+
+	for (size_t k = 0; k < u->n_blocks; k++)
+		total += u->blocks[k].raw_len;
+	size = sizeof(*r) + total + u->n_blocks * (sizeof(*r->blocks) +
+						   sizeof(*r->offs));
+	if ((uint64_t)v->segs * n * 2 * sizeof(float) + v->raw_bytes + size >
+	    v->kept_max)
+		return false;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return false;
+	r->blocks = malloc(u->n_blocks * sizeof(*r->blocks));
+	r->offs = malloc(u->n_blocks * sizeof(*r->offs));
+	r->bytes = bytes_get(v, total, &r->cap);
+	if (!r->blocks || !r->offs || !r->bytes) {
+		free(r->blocks);
+		free(r->offs);
+		free(r->bytes);
+		free(r);
+		return false;
+	}
+	for (size_t k = 0; k < u->n_blocks; k++) {
+		const struct gp_msg_block *b = &u->blocks[k];
+		size_t off;
+
+		if (gp_params_check_block(v->pool->params, b->tensor,
+					  b->row_start, b->rows, b->count,
+					  &off) != 0) {
+			free(r->blocks);
+			free(r->offs);
+			bytes_put(v, r->bytes, r->cap);
+			free(r);
+			return false;
+		}
+		r->blocks[k] = *b;
+		r->blocks[k].values = NULL;
+		memcpy(r->bytes + at, b->raw, b->raw_len);
+		r->blocks[k].raw = r->bytes + at;
+		r->offs[k] = off;
+		at += b->raw_len;
+	}
+	r->n_blocks = u->n_blocks;
+	r->sums = u->form == GP_UPDATE_SUMS && u->n_blocks == 2 * nt;
+	r->ka = e->ka;
+	r->kb = e->kb;
+	r->C0 = v->C;
+	r->M0 = v->M;
+	r->size = size;
+	r->next = s->raws;
+	s->raws = r;
+	v->raw_bytes += size;
+	return true;
+}
+
 /* Moves the pool's (C, M) to (0, 1) and every stretch's base with it:
  * C0 - C and M0 divided by M leave every stretch's effect as it is
  * (verify.h), in one pass over the stretches, not their sums. C starts
@@ -617,7 +859,8 @@ static void rebase(struct gp_verify *v, size_t n)
 	for (struct record *r = v->records; r; r = r->next) {
 		for (struct seg *s = r->head; s; s = s->next) {
 			if (fold) {
-				seg_add(s, c, l, NULL, NULL, n, 0, 0);
+				fold_raws(v, s, c, l, n);
+				seg_add(s, c, l, NULL, NULL, n, 0, 0, 0);
 				s->C0 = 0;
 				s->M0 = 1;
 				continue;
@@ -626,7 +869,17 @@ static void rebase(struct gp_verify *v, size_t n)
 			s->M0 /= l;
 			/* Moved to the present, the pool's new (0, 1). */
 			if (s->M0 > SEG_BASE_MAX)
-				seg_add(s, 0, 1, NULL, NULL, n, 0, 0);
+				seg_add(s, 0, 1, NULL, NULL, n, 0, 0, 0);
+			for (struct raw *w = s->raws; w; w = w->next) {
+				w->C0 = (w->C0 - c) / l;
+				w->M0 /= l;
+			}
+			/* The same for a kept update: folded in. */
+			for (struct raw *w = s->raws; w; w = w->next)
+				if (w->M0 > SEG_BASE_MAX) {
+					fold_raws(v, s, 0, 1, n);
+					break;
+				}
 		}
 	}
 	v->C = 0;
@@ -640,7 +893,8 @@ static struct seg *open_seg(struct gp_verify *v, struct record *rec,
 
 	if (rec->tail && !rec->tail->tag)
 		return rec->tail;
-	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(float) > v->kept_max) {
+	if ((uint64_t)(v->segs + 1) * n * 2 * sizeof(float) + v->raw_bytes >
+	    v->kept_max) {
 		if (!v->full_logged)
 			gp_warn("verification: %zu stretches of updates kept "
 				"(%" PRIu64 " MiB); further ones cannot be taken "
@@ -651,12 +905,6 @@ static struct seg *open_seg(struct gp_verify *v, struct record *rec,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	s->a = calloc(n, sizeof(float));
-	s->b = calloc(n, sizeof(float));
-	if (!s->a || !s->b) {
-		seg_free(s);
-		return NULL;
-	}
 	s->C0 = v->C;
 	s->M0 = v->M;
 	if (rec->tail)
@@ -681,7 +929,7 @@ static void drop_idle(struct gp_verify *v)
 			*pp = r->next;
 			for (struct seg *s = r->head; s; s = s->next)
 				v->segs--;
-			record_free(r);
+			record_free(v, r);
 		} else {
 			if (!r->checks && v->steps - r->last_step > IDLE_STEPS)
 				gp_verify_drop_segs(v, r);
@@ -856,9 +1104,21 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	 * momentum already there. */
 	w = gp_params_values(pool->params);
 	vel = gp_params_momentum(pool->params);
-	if (e)
+	/* Kept as it came where it can be (a copy of its bytes), else
+	 * added to the sums (a pass over both). Not with mk = 0 (no
+	 * momentum): the next step's rebase() would fold it in at once. */
+	if (e && e->u && mk > 0 && keep_raw(v, s, n, e))
+		;
+	else if ((e || v->copied) && !seg_sums(s, n)) {
+		if (!v->full_logged)
+			gp_error("verification: out of memory; agent %" PRId64
+				 "'s updates can no longer be taken back",
+				 m->agent_id);
+		v->full_logged = true;
+		goto out;
+	} else if (e)
 		seg_add(s, v->C, v->M, e->x, e->y, n, (float)e->ka,
-			(float)e->kb);
+			(float)e->kb, 0);
 	else if (v->copied)
 		add_effect(s, v, w, vel, v->w_old, v->v_old, n, (float)c,
 			   (float)mk);
@@ -1057,7 +1317,7 @@ static void release_upto(struct gp_verify *v, struct record *rec,
 		rec->head = s->next;
 		if (!rec->head)
 			rec->tail = NULL;
-		seg_free(s);
+		seg_free(v, s);
 		v->segs--;
 		if (last)
 			break;

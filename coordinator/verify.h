@@ -253,10 +253,14 @@ void gp_verify_before_step(struct gp_pool *pool, bool linear);
 /* What a linear step did besides carrying the momentum there: the
  * momentum moved by ka x[i], the parameters by kb y[i] (params.h
  * gp_params_apply_info; x the gradient or a group's sum a, y the
- * gradient or the sum b). */
+ * gradient or the sum b). u: the update x and y were decoded from, as
+ * they were (not damped), else NULL: then it is kept as its blocks'
+ * bytes rather than added to the member's sums (verify-impl.h struct
+ * raw), where the budget allows. */
 struct gp_verify_effect {
 	float ka, kb;
 	const float *x, *y;
+	const struct gp_msg_update *u;
 };
 
 /* apply.c, after the step applied it: c = sum_j lr_j mu^j and mk = mu^K

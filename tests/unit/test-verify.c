@@ -5,13 +5,15 @@
  * tolerance at all, while sign flip, zeros, noise and a stale update fail
  * at the default tolerance, and so does scaling in q8; and taking a member's updates back leaves the
  * parameters and momentum exactly where the same steps with its updates
- * zero lead, through a rebase of the momentum's scale; a pull for a
+ * zero lead, through a rebase of the momentum's scale, whether its
+ * effects were measured, reported or kept as the updates came; a pull for a
  * clock with work still out is never picked; and after a mismatch every
  * clock of the member is picked, and its mismatches still count when it
  * comes back after leaving; a check handed to another member goes out
  * as the VERIFY_TASK of what the checked member was sent, an agreeing
  * answer verifies it without the coordinator's recomputation, and an
  * answer to a task the member does not hold changes nothing. */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,11 +178,48 @@ static void test_allowance(uint8_t dtype)
 
 /* Two agents step the store; agent 3 cheats. After gp_verify_take_back,
  * the store is where the same steps with agent 3's gradients zero lead. */
-/* linear: each step reports its effect (gp_params_apply_info.linear) and
- * verification keeps it from the update; else it measures the parameters
- * before and after. Both take back to the same place. */
-static void test_take_back(bool linear, float mu)
+/* How verification learns an update's effect: measured (the parameters
+ * before and after), reported by a linear step and added to the member's
+ * sums, or reported and kept as the update came (its blocks' bytes, one
+ * update in five still added to the sums). All three take back to the
+ * same place. */
+enum effect_mode { MEASURED, REPORTED, KEPT };
+
+/* g as an UPDATE's f16 blocks of the two tensors below (twice for a
+ * group: b = a), g rounded to what they decode to. */
+static struct gp_msg_update *as_blocks(float *g, size_t n, bool sums,
+				       uint8_t *raw,
+				       struct gp_msg_block blocks[4],
+				       struct gp_msg_update *u)
 {
+	gp_msg_f16_round(g, g, n);
+	for (size_t i = 0; i < n; i++)
+		gp_put_le16(raw + 2 * i, gp_msg_f32_to_f16(g[i]));
+	for (size_t set = 0; set < (sums ? 2u : 1u); set++) {
+		blocks[2 * set] = (struct gp_msg_block){
+			.tensor = 0, .rows = 50, .count = 800,
+			.dtype = GP_DTYPE_F16, .raw = raw, .raw_len = 1600,
+		};
+		blocks[2 * set + 1] = (struct gp_msg_block){
+			.tensor = 1, .rows = 1, .count = 16,
+			.dtype = GP_DTYPE_F16, .raw = raw + 1600,
+			.raw_len = 32,
+		};
+	}
+	*u = (struct gp_msg_update){
+		.form = sums ? GP_UPDATE_SUMS : GP_UPDATE_GRADIENT,
+		.blocks = blocks, .n_blocks = sums ? 4 : 2, .parts = 1,
+	};
+	return u;
+}
+
+static void test_take_back(enum effect_mode mode, float mu, uint64_t steps)
+{
+	bool linear = mode != MEASURED;
+	struct gp_msg_block blocks[4];
+	struct gp_msg_update msg;
+	uint8_t *raw;
+	uint64_t kept = 0;
 	struct gp_tensor_shape shapes[] = { { "w", 50, 16 }, { "b", 1, 16 } };
 	struct gp_params_config cfg = { .lr = 0.05f, .momentum = mu };
 	struct gp_sched_config sc = { .n_samples = 1000, .batch_size = 10,
@@ -200,6 +239,9 @@ static void test_take_back(bool linear, float mu)
 	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &p));
 	ASSERT_OK(gp_params_create(&cfg, shapes, 2, &ref));
 	n = gp_params_size(p);
+	ASSERT_EQ(n, 816);
+	raw = malloc(2 * n);
+	ASSERT_NOT_NULL(raw);
 	g = malloc(n * sizeof(float));
 	zero = calloc(n, sizeof(float));
 	ASSERT_NOT_NULL(g);
@@ -211,14 +253,18 @@ static void test_take_back(bool linear, float mu)
 	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
 	pool.verify = v;
 	/* 300 steps: 0.9^300 passes below the rebase threshold. */
-	for (uint64_t t = 0; t < 300; t++) {
+	for (uint64_t t = 0; t < steps; t++) {
 		bool bad = t % 4 == 1;
 		float lr = (float)(0.05 * (1 + 0.5 * noise()));
 		struct gp_member *m = bad ? &cheat : &honest;
+		bool group = mu > 0 && !bad && t % 3 == 0;
+		const struct gp_msg_update *u = NULL;
 
 		for (size_t i = 0; i < n; i++)
 			g[i] = (float)(bad ? 5 * noise() : noise() + 0.1);
-		if (mu > 0 && !bad && t % 3 == 0) {
+		if (mode == KEPT && t % 5 != 0)
+			u = as_blocks(g, n, group, raw, blocks, &msg);
+		if (group) {
 			/* An honest group of 4 (GP_UPDATE_SUMS): a step of
 			 * c = sum_j lr_j mu^j and mu^4; every other one
 			 * stale, scaled 0.5: 2 steps of the pool's time,
@@ -248,9 +294,11 @@ static void test_take_back(bool linear, float mu)
 			gp_verify_before_step(&pool, linear);
 			ASSERT_OK(gp_params_apply_sums(p, &sums, n, &info));
 			ASSERT(info.linear);
-			e = (struct gp_verify_effect){ info.ka, info.kb, g, g };
+			e = (struct gp_verify_effect){ info.ka, info.kb, g, g,
+						       u };
 			gp_verify_applied(&pool, m, &t, 1, c, mk,
 					  linear ? &e : NULL);
+			kept = v->raw_bytes > kept ? v->raw_bytes : kept;
 			ASSERT_OK(gp_params_apply_sums(ref, &sums, n, NULL));
 			continue;
 		}
@@ -263,25 +311,33 @@ static void test_take_back(bool linear, float mu)
 			gp_verify_before_step(&pool, linear);
 			ASSERT_OK(gp_params_apply(p, g, n, &info));
 			ASSERT(info.linear);
-			e = (struct gp_verify_effect){ info.ka, info.kb, g, g };
+			e = (struct gp_verify_effect){ info.ka, info.kb, g, g,
+						       u };
 			gp_verify_applied(&pool, m, &t, 1, (double)lr * mu,
 					  mu, linear ? &e : NULL);
+			kept = v->raw_bytes > kept ? v->raw_bytes : kept;
 		}
 		ASSERT_OK(gp_params_apply(ref, bad ? zero : g, n, NULL));
 	}
 	ASSERT(dist(gp_params_values(p), gp_params_values(ref), n) > 1);
-	ASSERT_EQ(gp_verify_take_back(v, 3), 75);
+	/* Kept as they came only where asked, and only with momentum (else
+	 * the next step would fold it in at once). */
+	ASSERT_EQ(kept > 0, mode == KEPT && mu > 0);
+	ASSERT_EQ(gp_verify_take_back(v, 3), (int)(steps / 4));
 	d_w = dist(gp_params_values(p), gp_params_values(ref), n);
 	d_v = dist(gp_params_momentum(p), gp_params_momentum(ref), n);
 	n_w = norm(gp_params_values(ref), n);
-	printf("taken back (%s, mu %.1f): |w - ref| %.3g of |ref| %.3g, "
-	       "|v - ref| %.3g\n", linear ? "reported effects" :
-	       "measured effects", mu, d_w, n_w, d_v);
+	printf("taken back (%s, mu %.1f, %" PRIu64 " steps): |w - ref| %.3g "
+	       "of |ref| %.3g, |v - ref| %.3g\n",
+	       mode == MEASURED ? "measured effects" : mode == REPORTED ?
+	       "reported effects" : "kept updates", mu, steps, d_w, n_w,
+	       d_v);
 	ASSERT(d_w <= 1e-5 * n_w);
 	ASSERT(d_v <= 1e-5 * norm(gp_params_momentum(ref), n));
 	/* Nothing is left to take back. */
 	ASSERT_EQ(gp_verify_take_back(v, 3), 0);
 	gp_verify_destroy(v);
+	free(raw);
 	gp_sched_destroy(pool.sched);
 	gp_params_destroy(p);
 	gp_params_destroy(ref);
@@ -968,13 +1024,20 @@ int main(void)
 	test_detection();
 	test_allowance(GP_DTYPE_Q8);
 	test_allowance(GP_DTYPE_Q4);
-	test_take_back(false, 0.9f);
-	test_take_back(true, 0.9f);
+	test_take_back(MEASURED, 0.9f, 300);
+	test_take_back(REPORTED, 0.9f, 300);
 	/* Without momentum every step rebases (M = 0): a fold, not a
 	 * division by 0. */
-	test_take_back(false, 0);
-	test_take_back(true, 0);
+	test_take_back(MEASURED, 0, 300);
+	test_take_back(REPORTED, 0, 300);
 	test_kept_budget();
 	test_take_share();
+	/* Last: test_take_share's cases hold for the noise() it draws
+	 * after the tests above. */
+	test_take_back(KEPT, 0.9f, 300);
+	test_take_back(KEPT, 0, 300);
+	/* mu 0.5: about 20 rebases, after which the first kept updates'
+	 * bases pass SEG_BASE_MAX and they are folded into the sums. */
+	test_take_back(KEPT, 0.5f, 800);
 	return 0;
 }
