@@ -495,6 +495,24 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	pool->verify->st.cpu_ns += gp_verify_thread_ns() - t0;
 }
 
+/* |x|^2 of the set of blocks u->blocks[from..from + count) decoded into
+ * x[0..n): from the payload where each block is q8 or q4 (a quarter of
+ * the bytes or less), else from x. */
+static double sent_sq(const struct gp_msg_update *u, size_t from,
+		      size_t count, const float *x, size_t n)
+{
+	double total = 0;
+
+	for (size_t k = from; k < from + count && k < u->n_blocks; k++) {
+		double sq = gp_msg_block_sum_squares(&u->blocks[k]);
+
+		if (sq < 0)
+			return gp_robust_sum_squares(x, n);
+		total += sq;
+	}
+	return total;
+}
+
 bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			const struct gp_msg_update *u, const uint64_t *ids,
 			size_t k, double ret_sq[2])
@@ -512,8 +530,8 @@ bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 		return false;
 	t0 = gp_verify_thread_ns();
 	v->received = m;
-	ret_sq[0] = gp_robust_sum_squares(pool->grad, n);
-	ret_sq[1] = sums ? gp_robust_sum_squares(pool->grad_b, n) : 0;
+	ret_sq[0] = sent_sq(u, 0, nt, pool->grad, n);
+	ret_sq[1] = sums ? sent_sq(u, nt, nt, pool->grad_b, n) : 0;
 	na = sqrt(ret_sq[0]);
 	nb = sqrt(ret_sq[1]);
 	/* The error an update carries in is its predecessor's; when one was

@@ -53,10 +53,15 @@
  * (a -= (C - C0) / M0 b, b *= M / M0, then + dw, + dv) in the same pass,
  * so the sums stay of the size of the effect they hold and floats keep
  * their precision (test-verify: 5e-7 relative after 300 steps); undoing
- * is one pass. When M falls below 1e-9 the pool's (C, M) go back to
- * (0, 1) and the stretches' bases with them, a pass over the stretches,
- * not their sums. With weight decay or a changed clip the result is exact
- * only to first order. */
+ * is one pass. An update applied as it was decoded (not damped by the
+ * robust filter, a linear step) is not added to the sums but kept as its
+ * blocks' bytes with its own (C0, M0) and coefficients (verify-impl.h
+ * struct raw): a copy of a quarter of the floats' bytes for q8 instead
+ * of a pass over both sums, and most stretches end verified and are
+ * dropped unread; a take-back decodes it again. When M falls below 1e-9
+ * the pool's (C, M) go back to (0, 1) and the stretches' bases with
+ * them, a pass over the stretches, not their sums. With weight decay or
+ * a changed clip the result is exact only to first order. */
 #ifndef GP_VERIFY_H
 #define GP_VERIFY_H
 

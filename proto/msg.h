@@ -704,6 +704,13 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
  * are passed through (the coordinator checks gradients itself). */
 int gp_msg_block_read(const struct gp_msg_block *block, float *out, size_t n);
 
+/* The sum of the squares of a decoded q8 or q4 block's values, from its
+ * payload: each chunk's integers squared and summed exactly, times its
+ * scale squared (a pass over a quarter, an eighth, of the bytes the
+ * floats take; within float rounding of the read values' own). -1 for
+ * any other dtype, or a block gp_msg_block_read() would refuse. */
+double gp_msg_block_sum_squares(const struct gp_msg_block *block);
+
 /* Adds a decoded GP_DTYPE_Q8_DELTA or GP_DTYPE_Q4_DELTA block's values
  * to mirror[0..n) (the values last received for its rows), as
  * mirror[i] + (float)q * scale,

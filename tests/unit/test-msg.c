@@ -1580,6 +1580,8 @@ static void test_i8(void)
 		ASSERT_NEAR(out[i], v[i], 1.0 / 127);
 	ASSERT_NEAR(out[3], 2.0, 1e-6);
 	ASSERT_NEAR(out[4], 0, 0); /* NaN is sent as 0 */
+	/* Only q8 and q4 give their sum of squares from the bytes. */
+	ASSERT(gp_msg_block_sum_squares(&d.u.update.blocks[0]) == -1);
 	gp_msg_finish(&d);
 	free(buf);
 
@@ -1727,11 +1729,19 @@ static void test_q8(void)
 	/* What the sender computes it will decode to is what was decoded,
 	 * bit for bit (error feedback rests on it). */
 	gp_msg_q8_round(v, want, 130);
-	for (size_t i = 0; i < 130; i++) {
-		float scale = gp_get_lef32(raw + 68 * (i / 64));
+	{
+		double sq = 0;
 
-		ASSERT_EQ(memcmp(&out[i], &want[i], sizeof(float)), 0);
-		ASSERT_NEAR(out[i], v[i], scale / 2 + 1e-7);
+		for (size_t i = 0; i < 130; i++) {
+			float scale = gp_get_lef32(raw + 68 * (i / 64));
+
+			ASSERT_EQ(memcmp(&out[i], &want[i], sizeof(float)), 0);
+			ASSERT_NEAR(out[i], v[i], scale / 2 + 1e-7);
+			sq += (double)out[i] * out[i];
+		}
+		/* Its sum of squares from the bytes: the values read's. */
+		ASSERT_NEAR(gp_msg_block_sum_squares(&d.u.update.blocks[0]),
+			    sq, 1e-6 * sq);
 	}
 	at = (size_t)(raw - buf);
 	gp_msg_finish(&d);
@@ -1900,6 +1910,8 @@ static void test_q4(void)
 		static const float q[7] = { 7, -7, 3, -1, 0, 3, -7 };
 
 		ASSERT_MEM_EQ(out, q, sizeof(q));
+		/* 49 + 49 + 9 + 1 + 0 + 9 + 49, scale 1. */
+		ASSERT(gp_msg_block_sum_squares(&d.u.update.blocks[0]) == 166);
 	}
 	at = (size_t)(d.u.update.blocks[0].raw - buf);
 	gp_msg_finish(&d);
