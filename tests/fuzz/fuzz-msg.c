@@ -3,7 +3,8 @@
  * every type steers the fuzzer into each). What decodes is also re-encoded
  * and decoded again, and must give the same bytes: the decoder never
  * accepts something the encoder cannot reproduce. A parameter change
- * (Q8_DELTA, Q4_DELTA) is also added to a mirror (gp_msg_block_add). */
+ * (Q8_DELTA, Q4_DELTA) is also added to a mirror (gp_msg_block_add), and
+ * a q8 or q4 block's sum of squares from its payload must be its values'. */
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -32,7 +33,15 @@ static float *blocks_to_values(struct gp_msg_block *b, size_t n)
 	if (!vals)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
+		double sq = gp_msg_block_sum_squares(&b[i]), want = 0;
+
 		if (gp_msg_block_read(&b[i], vals + o, b[i].count) < 0)
+			fail();
+		/* q8 and q4: the payload's sum of squares is the values'. */
+		for (size_t k = 0; sq >= 0 && k < b[i].count; k++)
+			want += (double)vals[o + k] * vals[o + k];
+		if (sq >= 0 && isfinite(want) &&
+		    !(fabs(sq - want) <= 1e-5 * want + 1e-30))
 			fail();
 		b[i].values = vals + o;
 		o += b[i].count;
