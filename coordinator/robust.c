@@ -125,20 +125,24 @@ GP_VECTORIZE double gp_robust_sum_squares(const float *x, size_t n)
 /* Pass 1: |g - c|^2 and |m' - c|^2, with m' the member's momentum m after
  * g (beta^k m + (1 - beta^k) g; its first, m' = g), which it writes over
  * m: the momentum is the member's record of what it sent, whatever the
- * filter then does with the update. Float lanes over runs of 256 values,
- * each run's partial sums added in double, as gp_robust_sum_squares. */
+ * filter then does with the update. fuse: the centre's average too,
+ * beta_k c + (1 - beta_k) g, into centre_next: the centre to be if g is
+ * not shrunk (else the centre, untouched, is averaged after the shrink).
+ * Float lanes over runs of 256 values, each run's partial sums added in
+ * double, as gp_robust_sum_squares. */
 struct sums {
 	double dg, dm;
 };
 
-GP_VECTORIZE static struct sums measure(const struct gp_robust *r,
+GP_VECTORIZE static struct sums measure(struct gp_robust *r,
 					float *restrict m, bool first,
 					const struct gp_robust_update *u,
-					double da)
+					double da, bool fuse, double beta_k)
 {
 	const float *restrict c = r->centre, *restrict a = u->a;
+	float *restrict cn = r->centre_next;
 	float inv = (float)(1.0 / da), beta = first ? 0 : (float)pow(r->beta, u->k),
-	      rest = 1 - beta;
+	      rest = 1 - beta, bk = (float)beta_k, bk_rest = 1 - bk;
 	struct sums s = {0};
 	size_t n = u->n, x = 0;
 
@@ -149,23 +153,41 @@ GP_VECTORIZE static struct sums measure(const struct gp_robust *r,
 		float dg[LANES] = {0}, dm[LANES] = {0};
 		size_t end = n - x > 256 ? x + 256 : n;
 
-		for (; x + LANES <= end; x += LANES)
-			for (size_t j = 0; j < LANES; j++) {
-				float g = a[x + j] * inv;
-				float e = g - c[x + j];
-				float mi = beta * m[x + j] + rest * g;
-				float f = mi - c[x + j];
+		/* Two copies of the loop: fuse is known before it. */
+		if (fuse) {
+			for (; x + LANES <= end; x += LANES)
+				for (size_t j = 0; j < LANES; j++) {
+					float g = a[x + j] * inv, ci = c[x + j];
+					float e = g - ci;
+					float mi = beta * m[x + j] + rest * g;
+					float f = mi - ci;
 
-				m[x + j] = mi;
-				dg[j] += e * e;
-				dm[j] += f * f;
-			}
+					m[x + j] = mi;
+					cn[x + j] = bk * ci + bk_rest * g;
+					dg[j] += e * e;
+					dm[j] += f * f;
+				}
+		} else {
+			for (; x + LANES <= end; x += LANES)
+				for (size_t j = 0; j < LANES; j++) {
+					float g = a[x + j] * inv, ci = c[x + j];
+					float e = g - ci;
+					float mi = beta * m[x + j] + rest * g;
+					float f = mi - ci;
+
+					m[x + j] = mi;
+					dg[j] += e * e;
+					dm[j] += f * f;
+				}
+		}
 		for (; x < end; x++) {
-			float g = a[x] * inv;
-			float e = g - c[x], mi = beta * m[x] + rest * g;
-			float f = mi - c[x];
+			float g = a[x] * inv, ci = c[x];
+			float e = g - ci, mi = beta * m[x] + rest * g;
+			float f = mi - ci;
 
 			m[x] = mi;
+			if (fuse)
+				cn[x] = bk * ci + bk_rest * g;
 			dg[0] += e * e;
 			dm[0] += f * f;
 		}
@@ -207,6 +229,31 @@ static void shrink(struct gp_robust *r, const struct gp_robust_update *u,
 		      (float)((1 - beta_k) / da));
 }
 
+/* Pass 2 after a fused pass 1, when the update is shrunk: a and b shrunk
+ * towards the centre, and the centre's average of the shrunk g, in one
+ * pass (centre_next, which assumed g as sent, is not used). */
+GP_VECTORIZE static void shrink_fused(struct gp_robust *r,
+				      const struct gp_robust_update *u,
+				      double lambda, double da, double db,
+				      double beta_k)
+{
+	float *restrict c = r->centre, *restrict a = u->a, *restrict b = u->b;
+	float inv = (float)(1.0 / da), bk = (float)beta_k, bk_rest = 1 - bk,
+	      l = (float)lambda, ka = (float)((1 - lambda) * da),
+	      kb = (float)((1 - lambda) * db);
+	size_t n = u->n;
+
+	if (b)
+		for (size_t x = 0; x < n; x++)
+			b[x] = l * b[x] + kb * c[x];
+	for (size_t x = 0; x < n; x++) {
+		float c0 = c[x];
+
+		a[x] = l * a[x] + ka * c0;
+		c[x] = bk * c0 + bk_rest * (a[x] * inv);
+	}
+}
+
 /* Whether the window and the update's sender `who` make
  * GP_ROBUST_MEMBERS members (the sender counted once, in the window or
  * not): a newcomer's first update, or that of a member whose entries left
@@ -241,17 +288,52 @@ static void push(struct gp_robust *r, uint64_t who, double dg, double dm)
 		r->ring_len++;
 }
 
+/* The weight of the past in the centre's average at u, from `who`
+ * (beta_k): 0 for the pool's first update, 1 (the centre left alone) for
+ * one that is not pushed into the window (zeros), else beta^(k /
+ * members), and the centre weighs members, not updates: a member with
+ * more than its share of the window (u's entry counted, as push() will
+ * leave it) moves it less, one with less more (at most 4 times). */
+static double centre_weight(const struct gp_robust *r,
+			    const struct gp_robust_update *u, bool first,
+			    bool pushed)
+{
+	uint32_t mine = 1, len = r->ring_len;
+	double beta_k, share, f;
+
+	if (first)
+		return 0;
+	if (!pushed)
+		return 1;
+	beta_k = pow(r->beta, (double)u->k / (u->members ? u->members : 1));
+	if (!(beta_k < 1))
+		return beta_k;
+	for (uint32_t i = 0; i < r->ring_len; i++)
+		mine += r->ring_who[i] == u->who;
+	/* push() overwrites the oldest entry of a full window. */
+	if (len == GP_ROBUST_WINDOW)
+		mine -= r->ring_who[r->ring_pos] == u->who;
+	else
+		len++;
+	share = (double)mine / len;
+	f = 1.0 / ((u->members ? u->members : 1) * share);
+	f = f > 4 ? 4 : f;
+	beta_k = 1 - (1 - beta_k) * f;
+	return beta_k < 0 ? 0 : beta_k;
+}
+
 int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		     const struct gp_robust_update *u,
 		     struct gp_robust_result *ret)
 {
 	uint64_t t0 = thread_ns();
 	double da, db, keff, lambda = 1, norm, beta_k, aa, bb;
-	bool first = !r->centre;
+	bool first = !r->centre, pushed, fuse;
 	struct sums s;
 	int rc = 0;
 
-	*ret = (struct gp_robust_result){ .weight = 1, .skipped = true };
+	*ret = (struct gp_robust_result){ .weight = 1, .skipped = true,
+					   .centre_weight = 1 };
 	if (!(r->clip > 0) || u->n == 0 || u->k == 0)
 		return 0;
 	if (!r->centre) {
@@ -277,7 +359,17 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	norm = sqrt(aa > bb ? aa : bb) / da;
 	if (!isfinite(norm) || (u->reject_norm > 0 && norm > u->reject_norm))
 		goto out;
-	s = measure(r, agent->momentum, agent->run == 0, u, da);
+	/* The centre's weight for this update is known before the pass
+	 * (centre_weight()): the pass also averages it in, into
+	 * centre_next, which takes the centre's place unless the update is
+	 * shrunk. */
+	pushed = !first && aa > 0;
+	beta_k = centre_weight(r, u, first, pushed);
+	fuse = beta_k < 1;
+	if (fuse && !r->centre_next &&
+	    !(r->centre_next = malloc(u->n * sizeof(float))))
+		fuse = false;
+	s = measure(r, agent->momentum, agent->run == 0, u, da, fuse, beta_k);
 	if (!isfinite(s.dg) || !isfinite(s.dm)) {
 		/* Out of float's range (no norm limit): skipped, and the
 		 * momentum, which measure() wrote, starts anew. */
@@ -315,26 +407,19 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	 * update was replaced by the centre for an epoch
 	 * (fault/hostile-members). It is shrunk like any other, and leaves
 	 * the window and the centre alone. */
-	if (!first && aa > 0)
+	if (pushed)
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
-	beta_k = first ? 0 : !(aa > 0) ? 1 :
-		 pow(r->beta, (double)u->k / (u->members ? u->members : 1));
-	/* The centre weighs members, not updates: a member with more than
-	 * its share of the window moves it less, one with less more (at
-	 * most 4 times). */
-	if (!first && r->ring_len && beta_k < 1) {
-		uint32_t mine = 0;
-		double share, f;
+	if (!fuse) {
+		shrink(r, u, lambda, da, db, beta_k);
+	} else if (lambda < 1) {
+		shrink_fused(r, u, lambda, da, db, beta_k);
+	} else {
+		float *c = r->centre;
 
-		for (uint32_t i = 0; i < r->ring_len; i++)
-			mine += r->ring_who[i] == u->who;
-		share = (double)(mine ? mine : 1) / r->ring_len;
-		f = 1.0 / ((u->members ? u->members : 1) * share);
-		f = f > 4 ? 4 : f;
-		beta_k = 1 - (1 - beta_k) * f;
-		beta_k = beta_k < 0 ? 0 : beta_k;
+		r->centre = r->centre_next;
+		r->centre_next = c;
 	}
-	shrink(r, u, lambda, da, db, beta_k);
+	ret->centre_weight = beta_k;
 	ret->weight = lambda;
 	r->updates++;
 	agent->updates++;
@@ -401,5 +486,6 @@ void gp_robust_agent_trim(const struct gp_robust *r,
 void gp_robust_finish(struct gp_robust *r)
 {
 	free(r->centre);
-	r->centre = NULL;
+	free(r->centre_next);
+	r->centre = r->centre_next = NULL;
 }

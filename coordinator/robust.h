@@ -43,10 +43,13 @@
  * no majority to follow (a pool of one or two trains as without the
  * filter; the norm limit still holds). apply.c calls it from two joined
  * members on, so that it has measured them when a third member's first
- * update comes (two passes over the model and a momentum per member, in
- * a pool of two too), and does not call it for a member alone. Pure: no
+ * update comes (a pass over the update, the centre and the member's
+ * momentum, a second one over the update and the centre only for an
+ * update it shrinks; a momentum per member, in a pool of two too), and
+ * does not call it for a member alone. Pure: no
  * I/O, no allocation but the buffers (the
- * centre, and one momentum per member that sent an update). */
+ * centre and the next one, and one momentum per member that sent an
+ * update). */
 #ifndef GP_ROBUST_H
 #define GP_ROBUST_H
 
@@ -65,6 +68,7 @@ struct gp_robust {
 	double clip;           /* radius factor; 0: off */
 	double beta;           /* weight of the past in c and m_i, [0, 1) */
 	float *centre;         /* n floats, owned; NULL until the first update */
+	float *centre_next;    /* n floats, owned: the next centre (robust.c) */
 	size_t n;
 	double ring_g[GP_ROBUST_WINDOW], ring_m[GP_ROBUST_WINDOW];
 	uint64_t ring_who[GP_ROBUST_WINDOW];
@@ -125,6 +129,9 @@ struct gp_robust_result {
 	double weight;         /* lambda; 1 when nothing was shrunk */
 	double dev_g, dev_m;   /* |g - c|, |m_i - c| */
 	double tau_g, tau_m;   /* the radii; 0 while warming up */
+	/* beta_k: the centre became beta_k c + (1 - beta_k) g', g' the mean
+	 * gradient as applied (1: left alone) */
+	double centre_weight;
 	bool skipped;          /* left for the optimiser to refuse, or off */
 };
 

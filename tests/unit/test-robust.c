@@ -93,8 +93,19 @@ static uint64_t run(void (*attack)(float *g), unsigned rounds,
 				attack(g);
 			if (r.centre)
 				memcpy(c, r.centre, sizeof(c));
+			else
+				memset(c, 0, sizeof(c));
 			ASSERT_OK(gp_robust_filter(&r, &ag[i], &u, &res));
 			ASSERT(!res.skipped);
+			/* The centre averaged in what was applied: as sent
+			 * in the measuring pass, or after the shrink. */
+			for (size_t x = 0; x < N; x++) {
+				double want = res.centre_weight * c[x] +
+					      (1 - res.centre_weight) * g[x];
+
+				ASSERT(fabs(r.centre[x] - want) <=
+				       1e-5 * (fabs(c[x]) + fabs(g[x]) + 1));
+			}
 			/* The applied deviation is within the radius. */
 			if (res.tau_g > 0 && dist(g, c) - res.tau_g > excess)
 				excess = dist(g, c) - res.tau_g;
