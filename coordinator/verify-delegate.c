@@ -348,14 +348,14 @@ static void fall_back(struct gp_verify *v, struct check *c, const char *why)
 static int read_answer(struct gp_verify *v, struct check *c,
 		       const struct gp_msg_verify_result *r)
 {
-	size_t n = v->pool->n_params, nt = tensor_count(v);
+	size_t nt = tensor_count(v);
 	size_t want = c->sums ? 2 * nt : nt;
 	bool f16 = false;
 
 	if (r->n_blocks != want)
 		return -EBADMSG;
-	c->da = malloc(n * sizeof(float));
-	c->db = c->sums ? malloc(n * sizeof(float)) : NULL;
+	c->da = gp_verify_floats(v);
+	c->db = c->sums ? gp_verify_floats(v) : NULL;
 	if (!c->da || (c->sums && !c->db))
 		return -ENOMEM;
 	for (size_t i = 0; i < want; i++) {
@@ -409,8 +409,8 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 	}
 	err = read_answer(v, c, r);
 	if (err < 0) {
-		free(c->da);
-		free(c->db);
+		gp_verify_floats_put(v, c->da);
+		gp_verify_floats_put(v, c->db);
 		c->da = c->db = NULL;
 		if (err == -EBADMSG) {
 			gp_warn("agent %" PRId64 ": its answer to a check does "
@@ -436,8 +436,8 @@ void gp_verify_result(struct gp_pool *pool, struct gp_member *m,
 	if (agree && (!gp_verify_draw(&v->rng, pool->job->verify_audit) ||
 		      !gp_verify_room(v))) {
 		/* Verified by another member. da is no longer needed. */
-		free(c->da);
-		free(c->db);
+		gp_verify_floats_put(v, c->da);
+		gp_verify_floats_put(v, c->db);
 		c->da = c->db = NULL;
 		gp_verify_passed(v, c, res[0],
 				 c->q_a + (c->d_round + tol) * x[0]);

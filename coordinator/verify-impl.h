@@ -183,9 +183,9 @@ struct gp_verify {
 	uint64_t raw_bytes;     /* updates kept as they came, all members */
 	uint64_t kept_max;      /* their bytes' limit (env.kept_bytes) */
 	float *rx, *ry;         /* a kept update decoded (n floats each) */
-	/* Kept updates' byte buffers given back, for the next ones: a
-	 * fresh buffer of that size is pages the kernel zeroes on first
-	 * touch, which cost more than the copy into it. */
+	/* Kept updates' byte buffers and checks' copies given back, for
+	 * the next ones: a fresh buffer of that size is pages the kernel
+	 * zeroes on first touch, which cost more than the copy into it. */
 	struct {
 		uint8_t *p;
 		size_t cap;
@@ -226,6 +226,11 @@ void gp_verify_seg_k(const struct seg *s, double C, double M, double *k1,
  * added). */
 int gp_verify_raws_effect(struct gp_verify *v, const struct seg *s,
 			  double *dw, double *dv, size_t n);
+/* n_params floats from v's spare buffers, else malloc'd (NULL: none);
+ * gp_verify_floats_put() gives one back (NULL-safe), to the spares or
+ * free(). On the loop's thread only. */
+float *gp_verify_floats(struct gp_verify *v);
+void gp_verify_floats_put(struct gp_verify *v, float *p);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
 void gp_verify_check_free(struct check *c);
 /* Queues c for the coordinator's own recomputation. A new check is

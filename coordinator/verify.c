@@ -171,6 +171,8 @@ static void bytes_put(struct gp_verify *v, uint8_t *p, size_t cap)
 {
 	int low = 0;
 
+	if (!p)
+		return;
 	for (int i = 0; i < RAW_SPARES; i++) {
 		if (!v->spare[i].p) {
 			low = i;
@@ -186,6 +188,20 @@ static void bytes_put(struct gp_verify *v, uint8_t *p, size_t cap)
 	free(v->spare[low].p);
 	v->spare[low].p = p;
 	v->spare[low].cap = cap;
+}
+
+float *gp_verify_floats(struct gp_verify *v)
+{
+	size_t cap;
+
+	return (float *)bytes_get(v, v->pool->n_params * sizeof(float), &cap);
+}
+
+void gp_verify_floats_put(struct gp_verify *v, float *p)
+{
+	if (!p)
+		return;
+	bytes_put(v, (uint8_t *)p, v->pool->n_params * sizeof(float));
 }
 
 static void raw_free(struct gp_verify *v, struct raw *r)
@@ -229,12 +245,12 @@ void gp_verify_check_free(struct check *c)
 	if (!c)
 		return;
 	free(c->idx);
-	free(c->w0);
-	free(c->v0);
-	free(c->a);
-	free(c->b);
-	free(c->da);
-	free(c->db);
+	gp_verify_floats_put(c->v, c->w0);
+	gp_verify_floats_put(c->v, c->v0);
+	gp_verify_floats_put(c->v, c->a);
+	gp_verify_floats_put(c->v, c->b);
+	gp_verify_floats_put(c->v, c->da);
+	gp_verify_floats_put(c->v, c->db);
 	free(c);
 }
 
@@ -328,9 +344,10 @@ static void record_retire(struct gp_verify *v, struct record *rec)
 	}
 }
 
-static float *rounded_copy(const float *src, size_t n, uint8_t dtype)
+static float *rounded_copy(struct gp_verify *v, const float *src, size_t n,
+			   uint8_t dtype)
 {
-	float *dst = malloc(n * sizeof(float));
+	float *dst = gp_verify_floats(v);
 
 	if (!dst)
 		return NULL;
@@ -359,10 +376,11 @@ static bool checkable(const struct gp_pool *pool, const struct gp_member *m)
 		 !(m->caps & GP_CAP_MOMENTUM));
 }
 
-static void snap_drop(struct gp_verify_member *vm, int i)
+static void snap_drop(struct gp_verify *v, struct gp_verify_member *vm,
+		      int i)
 {
-	free(vm->snap[i].w);
-	free(vm->snap[i].v);
+	gp_verify_floats_put(v, vm->snap[i].w);
+	gp_verify_floats_put(v, vm->snap[i].v);
 	vm->snap[i].w = NULL;
 	vm->snap[i].v = NULL;
 }
@@ -391,7 +409,7 @@ static bool pickable(struct gp_pool *pool, struct gp_member *m,
 	 * (their work was taken back): nothing will come for them. */
 	for (int i = 0; i < 2; i++) {
 		if (vm->snap[i].w && vm->snap[i].clock < m->clock)
-			snap_drop(vm, i);
+			snap_drop(pool->verify, vm, i);
 		if (!vm->snap[i].w && free_slot < 0)
 			free_slot = i;
 		/* A second pull for a clock already picked: its first
@@ -470,9 +488,10 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	if (!pool->verify || vm->snap[i].w)
 		return;
 	t0 = gp_verify_thread_ns();
-	vm->snap[i].w = rounded_copy(gp_params_values(p), n, dt);
+	vm->snap[i].w = rounded_copy(pool->verify, gp_params_values(p), n, dt);
 	if (m->caps & GP_CAP_MOMENTUM) {
-		vm->snap[i].v = rounded_copy(gp_params_momentum(p), n, dt);
+		vm->snap[i].v = rounded_copy(pool->verify,
+					     gp_params_momentum(p), n, dt);
 		for (size_t s = 0; vm->snap[i].v && (m->caps & GP_CAP_Q8) &&
 				   s < gp_params_shard_count(p); s++) {
 			struct gp_params_shard sh;
@@ -484,10 +503,12 @@ void gp_verify_sent(struct gp_pool *pool, struct gp_member *m, int64_t clock)
 	} else {
 		/* What the agent holds is its own: only an update that does
 		 * not read it (checkable()) is picked. */
-		vm->snap[i].v = calloc(n, sizeof(float));
+		vm->snap[i].v = gp_verify_floats(pool->verify);
+		if (vm->snap[i].v)
+			memset(vm->snap[i].v, 0, n * sizeof(float));
 	}
 	if (!vm->snap[i].w || !vm->snap[i].v) {
-		snap_drop(vm, i);
+		snap_drop(pool->verify, vm, i);
 		pool->verify->st.skipped++;
 	} else {
 		vm->snap[i].clock = clock;
@@ -579,8 +600,8 @@ bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 			total += c->n_samples[i];
 		}
 		c->idx = malloc((total ? total : 1) * sizeof(uint32_t));
-		c->a = malloc(n * sizeof(float));
-		c->b = sums ? malloc(n * sizeof(float)) : NULL;
+		c->a = gp_verify_floats(v);
+		c->b = sums ? gp_verify_floats(v) : NULL;
 		total = 0;
 		for (size_t i = 0; c->idx && i < k; i++) {
 			size_t got = 0;
@@ -612,7 +633,7 @@ bool gp_verify_received(struct gp_pool *pool, struct gp_member *m,
 	}
 	if (!c)
 		v->st.skipped++;
-	snap_drop(vm, slot);
+	snap_drop(v, vm, slot);
 	gp_verify_check_free(v->pending);
 	v->pending = c;
 out:
@@ -1198,7 +1219,7 @@ void gp_verify_refused(struct gp_pool *pool, struct gp_member *m,
 		return;
 	for (int i = 0; i < 2; i++)
 		if (vm->snap[i].w && vm->snap[i].clock == (int64_t)u->clock)
-			snap_drop(vm, i);
+			snap_drop(v, vm, i);
 }
 
 void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m)
@@ -1206,8 +1227,8 @@ void gp_verify_member_finish(struct gp_pool *pool, struct gp_member *m)
 	struct gp_verify *v = pool->verify;
 	struct record *rec;
 
-	snap_drop(&m->verify, 0);
-	snap_drop(&m->verify, 1);
+	snap_drop(v, &m->verify, 0);
+	snap_drop(v, &m->verify, 1);
 	if (!v || !m->agent_id)
 		return;
 	gp_verify_unqualify(v, m);
