@@ -1035,26 +1035,45 @@ GP_VECTORIZE static void residual(const float *restrict sent,
 				  const float *restrict x, size_t n,
 				  double *ret_res, double *ret_x)
 {
-	double d[4] = { 0, 0, 0, 0 }, s[4] = { 0, 0, 0, 0 };
+	double d = 0, s = 0;
 	size_t i = 0;
 
-	/* In four running sums each, which the compiler can keep in vector
-	 * registers (one sum would have to stay in order). */
-	for (; i + 4 <= n; i += 4)
-		for (size_t j = 0; j < 4; j++) {
-			double e = (double)sent[i + j] - x[i + j];
+	/* Sixteen float sums over runs of 256 values, each run's added in
+	 * double (as gp_robust_sum_squares); in double where a float square
+	 * overflows. */
+	while (i < n) {
+		float dl[16] = { 0 }, sl[16] = { 0 };
+		size_t end = n - i > 256 ? i + 256 : n;
 
-			d[j] += e * e;
-			s[j] += (double)x[i + j] * x[i + j];
+		for (; i + 16 <= end; i += 16)
+			for (size_t j = 0; j < 16; j++) {
+				float e = sent[i + j] - x[i + j];
+
+				dl[j] += e * e;
+				sl[j] += x[i + j] * x[i + j];
+			}
+		for (; i < end; i++) {
+			float e = sent[i] - x[i];
+
+			dl[0] += e * e;
+			sl[0] += x[i] * x[i];
 		}
-	for (; i < n; i++) {
-		double e = (double)sent[i] - x[i];
-
-		d[0] += e * e;
-		s[0] += (double)x[i] * x[i];
+		for (size_t j = 0; j < 16; j++) {
+			d += dl[j];
+			s += sl[j];
+		}
 	}
-	*ret_res = sqrt((d[0] + d[1]) + (d[2] + d[3]));
-	*ret_x = sqrt((s[0] + s[1]) + (s[2] + s[3]));
+	if (!isfinite(d) || !isfinite(s)) {
+		d = s = 0;
+		for (i = 0; i < n; i++) {
+			double e = (double)sent[i] - x[i];
+
+			d += e * e;
+			s += (double)x[i] * x[i];
+		}
+	}
+	*ret_res = sqrt(d);
+	*ret_x = sqrt(s);
 }
 
 bool gp_verify_compare(const float *a, const float *b, const float *xa,
