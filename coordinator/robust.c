@@ -122,6 +122,30 @@ GP_VECTORIZE double gp_robust_sum_squares(const float *x, size_t n)
 	return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* measure()'s whole lanes of values [x, end), returning where it
+ * stopped; inlined with fuse constant, so that each copy vectorises. */
+static inline __attribute__((always_inline)) size_t
+measure_run(const float *restrict a, const float *restrict c,
+	    float *restrict m, float *restrict cn, size_t x, size_t end,
+	    float inv, float beta, float bk, bool fuse, float *restrict dg,
+	    float *restrict dm)
+{
+	for (; x + LANES <= end; x += LANES)
+		for (size_t j = 0; j < LANES; j++) {
+			float g = a[x + j] * inv, ci = c[x + j];
+			float e = g - ci;
+			float mi = beta * m[x + j] + (1 - beta) * g;
+			float f = mi - ci;
+
+			m[x + j] = mi;
+			if (fuse)
+				cn[x + j] = bk * ci + (1 - bk) * g;
+			dg[j] += e * e;
+			dm[j] += f * f;
+		}
+	return x;
+}
+
 /* Pass 1: |g - c|^2 and |m' - c|^2, with m' the member's momentum m after
  * g (beta^k m + (1 - beta^k) g; its first, m' = g), which it writes over
  * m: the momentum is the member's record of what it sent, whatever the
@@ -153,33 +177,13 @@ GP_VECTORIZE static struct sums measure(struct gp_robust *r,
 		float dg[LANES] = {0}, dm[LANES] = {0};
 		size_t end = n - x > 256 ? x + 256 : n;
 
-		/* Two copies of the loop: fuse is known before it. */
-		if (fuse) {
-			for (; x + LANES <= end; x += LANES)
-				for (size_t j = 0; j < LANES; j++) {
-					float g = a[x + j] * inv, ci = c[x + j];
-					float e = g - ci;
-					float mi = beta * m[x + j] + rest * g;
-					float f = mi - ci;
-
-					m[x + j] = mi;
-					cn[x + j] = bk * ci + bk_rest * g;
-					dg[j] += e * e;
-					dm[j] += f * f;
-				}
-		} else {
-			for (; x + LANES <= end; x += LANES)
-				for (size_t j = 0; j < LANES; j++) {
-					float g = a[x + j] * inv, ci = c[x + j];
-					float e = g - ci;
-					float mi = beta * m[x + j] + rest * g;
-					float f = mi - ci;
-
-					m[x + j] = mi;
-					dg[j] += e * e;
-					dm[j] += f * f;
-				}
-		}
+		/* fuse is known before the loop: two copies of it. */
+		if (fuse)
+			x = measure_run(a, c, m, cn, x, end, inv, beta, bk, true,
+					dg, dm);
+		else
+			x = measure_run(a, c, m, cn, x, end, inv, beta, bk, false,
+					dg, dm);
 		for (; x < end; x++) {
 			float g = a[x] * inv, ci = c[x];
 			float e = g - ci, mi = beta * m[x] + rest * g;

@@ -1110,6 +1110,16 @@ void gp_verify_run_here(struct gp_verify *v, struct check *c)
 	start_next(v);
 }
 
+/* Out of memory to keep m's update: it is applied without a way back
+ * (logged once). */
+static void no_way_back(struct gp_verify *v, const struct gp_member *m)
+{
+	if (!v->full_logged)
+		gp_error("verification: out of memory; agent %" PRId64 "'s "
+			 "updates can no longer be taken back", m->agent_id);
+	v->full_logged = true;
+}
+
 void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		       const uint64_t *ids, size_t k, double c, double mk,
 		       const struct gp_verify_effect *e)
@@ -1151,11 +1161,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 		}
 	}
 	if (!s || s->n_ids + k > s->cap_ids) {
-		if (!v->full_logged)
-			gp_error("verification: out of memory; agent %" PRId64
-				 "'s updates can no longer be taken back",
-				 m->agent_id);
-		v->full_logged = true;
+		no_way_back(v, m);
 		goto out;
 	}
 	/* This update's own effect: what the step did beyond carrying the
@@ -1168,11 +1174,7 @@ void gp_verify_applied(struct gp_pool *pool, struct gp_member *m,
 	if (e && e->u && mk > 0 && keep_raw(v, s, n, e))
 		;
 	else if ((e || v->copied) && !seg_sums(s, n)) {
-		if (!v->full_logged)
-			gp_error("verification: out of memory; agent %" PRId64
-				 "'s updates can no longer be taken back",
-				 m->agent_id);
-		v->full_logged = true;
+		no_way_back(v, m);
 		goto out;
 	} else if (e)
 		seg_add(s, v->C, v->M, e->x, e->y, n, (float)e->ka,
