@@ -359,9 +359,14 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		bb = u->b ? gp_robust_sum_squares(u->b, u->n) : 0;
 	}
 	/* The optimiser's own norm check (params.c): leave to it what it
-	 * refuses, so that the refusal is judged on what was sent. */
+	 * refuses, so that the refusal is judged on what was sent. The
+	 * norms here may come from elsewhere (the payload: sq_known) and
+	 * differ from params.c's in the last digits: only what is surely
+	 * over the limit is left, else an update sent at the limit could
+	 * pass both unfiltered. */
 	norm = sqrt(aa > bb ? aa : bb) / da;
-	if (!isfinite(norm) || (u->reject_norm > 0 && norm > u->reject_norm))
+	if (!isfinite(norm) ||
+	    (u->reject_norm > 0 && norm > u->reject_norm * (1 + 1e-5)))
 		goto out;
 	/* The centre's weight for this update is known before the pass
 	 * (centre_weight()): the pass also averages it in, into

@@ -79,6 +79,9 @@ struct raw {
 };
 /* Byte buffers of kept updates held for reuse (struct gp_verify.spare). */
 #define RAW_SPARES 8
+/* ... holding at most this many bytes in all (a large model's buffers
+ * are freed, not kept). */
+#define RAW_SPARES_BYTES (UINT64_C(64) << 20)
 /* A stretch of a member's applied updates: their effect, as two sums
  * relative to the pool's (C0, M0) when it was last added to (verify.h:
  * the parameters' part is a - (C - C0) / M0 b, the momentum's M / M0 b),

@@ -151,8 +151,11 @@ static uint8_t *bytes_get(struct gp_verify *v, size_t size, size_t *ret_cap)
 	int best = -1;
 	uint8_t *p;
 
+	/* Not one of more than twice the size: the budget counts what a
+	 * buffer holds (cap), and a small update would hold a large one. */
 	for (int i = 0; i < RAW_SPARES; i++)
 		if (v->spare[i].p && v->spare[i].cap >= size &&
+		    v->spare[i].cap / 2 <= size &&
 		    (best < 0 || v->spare[i].cap < v->spare[best].cap))
 			best = i;
 	if (best >= 0) {
@@ -169,10 +172,17 @@ static uint8_t *bytes_get(struct gp_verify *v, size_t size, size_t *ret_cap)
  * when all are taken, else frees it. */
 static void bytes_put(struct gp_verify *v, uint8_t *p, size_t cap)
 {
+	uint64_t held = 0;
 	int low = 0;
 
 	if (!p)
 		return;
+	for (int i = 0; i < RAW_SPARES; i++)
+		held += v->spare[i].p ? v->spare[i].cap : 0;
+	if (held + cap > RAW_SPARES_BYTES) {
+		free(p);
+		return;
+	}
 	for (int i = 0; i < RAW_SPARES; i++) {
 		if (!v->spare[i].p) {
 			low = i;
@@ -201,6 +211,10 @@ void gp_verify_floats_put(struct gp_verify *v, float *p)
 {
 	if (!p)
 		return;
+	if (!v) {
+		free(p);
+		return;
+	}
 	bytes_put(v, (uint8_t *)p, v->pool->n_params * sizeof(float));
 }
 
@@ -707,7 +721,14 @@ GP_VECTORIZE static void seg_add(struct seg *restrict s, double C, double M,
 		s->M0 = M;
 		return;
 	}
-	gp_verify_seg_k(s, C, M, &d1, &d2);
+	/* At its base already (rebase()'s fold, with M 0 possibly, adds
+	 * several kept updates at the same (C, M)): no move, not 0 / 0. */
+	if (C == s->C0 && M == s->M0) {
+		d1 = 0;
+		d2 = 1;
+	} else {
+		gp_verify_seg_k(s, C, M, &d1, &d2);
+	}
 	k1 = (float)d1;
 	k2 = (float)d2;
 
@@ -834,8 +855,13 @@ static bool keep_raw(struct gp_verify *v, struct seg *s, size_t n,
 		total += u->blocks[k].raw_len;
 	size = sizeof(*r) + total + u->n_blocks * (sizeof(*r->blocks) +
 						   sizeof(*r->offs));
-	if ((uint64_t)v->segs * n * 2 * sizeof(float) + v->raw_bytes + size >
-	    v->kept_max)
+	/* Within half of kept_max with the stretches' sums, the bytes of
+	 * the buffers they hold counted (at most twice the bytes asked:
+	 * bytes_get()): a member with a long stretch of them leaves the
+	 * other half for other members' stretches (open_seg()); beyond it
+	 * its updates are added to its sums. */
+	if ((uint64_t)v->segs * n * 2 * sizeof(float) + v->raw_bytes + size +
+	    total > v->kept_max / 2)
 		return false;
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -876,10 +902,10 @@ static bool keep_raw(struct gp_verify *v, struct seg *s, size_t n,
 	r->kb = e->kb;
 	r->C0 = v->C;
 	r->M0 = v->M;
-	r->size = size;
+	r->size = size - total + r->cap;
 	r->next = s->raws;
 	s->raws = r;
-	v->raw_bytes += size;
+	v->raw_bytes += r->size;
 	return true;
 }
 

@@ -213,7 +213,9 @@ static struct gp_msg_update *as_blocks(float *g, size_t n, bool sums,
 	return u;
 }
 
-static void test_take_back(enum effect_mode mode, float mu, uint64_t steps)
+/* kept_bytes: env.kept_bytes (0: the default). */
+static void test_take_back(enum effect_mode mode, float mu, uint64_t steps,
+			   uint64_t kept_bytes)
 {
 	bool linear = mode != MEASURED;
 	struct gp_msg_block blocks[4];
@@ -250,6 +252,7 @@ static void test_take_back(enum effect_mode mode, float mu, uint64_t steps)
 	pool.params = p;
 	pool.n_params = n;
 	ASSERT_OK(gp_sched_create(&sc, &pool.sched));
+	env.kept_bytes = kept_bytes;
 	ASSERT_OK(gp_verify_create(&pool, &env, 1, &v));
 	pool.verify = v;
 	/* 300 steps: 0.9^300 passes below the rebase threshold. */
@@ -323,6 +326,8 @@ static void test_take_back(enum effect_mode mode, float mu, uint64_t steps)
 	/* Kept as they came only where asked, and only with momentum (else
 	 * the next step would fold it in at once). */
 	ASSERT_EQ(kept > 0, mode == KEPT && mu > 0);
+	/* Kept updates take at most half the budget with the sums. */
+	ASSERT(kept + v->segs * n * 2 * sizeof(float) <= v->kept_max / 2);
 	ASSERT_EQ(gp_verify_take_back(v, 3), (int)(steps / 4));
 	d_w = dist(gp_params_values(p), gp_params_values(ref), n);
 	d_v = dist(gp_params_momentum(p), gp_params_momentum(ref), n);
@@ -1024,20 +1029,23 @@ int main(void)
 	test_detection();
 	test_allowance(GP_DTYPE_Q8);
 	test_allowance(GP_DTYPE_Q4);
-	test_take_back(MEASURED, 0.9f, 300);
-	test_take_back(REPORTED, 0.9f, 300);
+	test_take_back(MEASURED, 0.9f, 300, 0);
+	test_take_back(REPORTED, 0.9f, 300, 0);
 	/* Without momentum every step rebases (M = 0): a fold, not a
 	 * division by 0. */
-	test_take_back(MEASURED, 0, 300);
-	test_take_back(REPORTED, 0, 300);
+	test_take_back(MEASURED, 0, 300, 0);
+	test_take_back(REPORTED, 0, 300, 0);
 	test_kept_budget();
 	test_take_share();
 	/* Last: test_take_share's cases hold for the noise() it draws
 	 * after the tests above. */
-	test_take_back(KEPT, 0.9f, 300);
-	test_take_back(KEPT, 0, 300);
+	test_take_back(KEPT, 0.9f, 300, 0);
+	/* Room for 40 of them with the two members' sums: the rest are
+	 * added to the sums. */
+	test_take_back(KEPT, 0.9f, 300, 2 * (2 * 816 * 4 + 40 * 1800));
+	test_take_back(KEPT, 0, 300, 0);
 	/* mu 0.5: about 20 rebases, after which the first kept updates'
 	 * bases pass SEG_BASE_MAX and they are folded into the sums. */
-	test_take_back(KEPT, 0.5f, 800);
+	test_take_back(KEPT, 0.5f, 800, 0);
 	return 0;
 }
