@@ -235,6 +235,16 @@ int gp_verify_raws_effect(struct gp_verify *v, const struct seg *s,
 float *gp_verify_floats(struct gp_verify *v);
 void gp_verify_floats_put(struct gp_verify *v, float *p);
 struct record *gp_verify_record(struct gp_verify *v, int64_t agent_id);
+/* A new record of agent_id's (NULL: no memory). */
+struct record *gp_verify_record_add(struct gp_verify *v, int64_t agent_id);
+
+/* verify-kept.c */
+/* Frees r and its stretches. */
+void gp_verify_record_free(struct gp_verify *v, struct record *r);
+/* Frees rec's stretches up to and including the one the check `tag`
+ * closed (verified), unless an earlier one's check is under way. */
+void gp_verify_release_upto(struct gp_verify *v, struct record *rec,
+			    uint64_t tag);
 void gp_verify_check_free(struct check *c);
 /* Queues c for the coordinator's own recomputation. A new check is
  * queued only while there is room (gp_verify_room(), MAX_QUEUED); one
