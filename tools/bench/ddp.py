@@ -3,8 +3,9 @@
 tools/bench-wan.
 
 Trains the same MLP (784-256-128-10) on Fashion-MNIST with DDP over gloo,
-WORLD workers, a global batch split evenly between them, SGD with momentum,
-until rank 0's test accuracy reaches the target. Evaluation time is
+WORLD workers, a global batch split evenly between them, SGD with momentum
+(or AdamW: --optimizer adamw, at --lr, PyTorch's default betas and eps,
+--weight-decay), until rank 0's test accuracy reaches the target. Evaluation time is
 excluded from the training time. One worker can be slowed by a fixed delay
 per step to play a straggler. Prints one JSON object as its last line.
 
@@ -104,7 +105,12 @@ def worker(rank, args, port, out):
             process_group=None, matrix_approximation_rank=args.powersgd,
             start_powerSGD_iter=args.powersgd_start)
         model.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    if args.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr,
+                                weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr,
+                              momentum=args.momentum)
     local = args.batch // args.world
     n = xtr.shape[0]
     steps_per_epoch = n // args.batch
@@ -188,6 +194,10 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd: SGD with --momentum (the default); adamw")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="AdamW's decoupled weight decay (0)")
     p.add_argument("--straggle-ms", type=float, default=0.0)
     p.add_argument("--target", type=float, default=0.85)
     p.add_argument("--max-epochs", type=int, default=10)

@@ -372,7 +372,8 @@ def run_pool(args, bins, lab, work):
     state = os.path.join(d, "coord")
     text = JOB.format(epochs=args.epochs, staleness=args.staleness,
                       eval_every=args.eval_every, hub=HUB_ADDR)
-    # --set SECTION.KEY=VALUE: one more key at the end of its section.
+    # --set SECTION.KEY=VALUE: the key's value in its section, replaced
+    # where the job above has it, else added at the section's end.
     for kv in args.set:
         key, value = kv.split("=", 1)
         section, key = key.split(".", 1)
@@ -381,8 +382,10 @@ def run_pool(args, bins, lab, work):
             text += head
         at = text.index(head) + len(head)
         nxt = text.find("\n[", at)
-        at = len(text) if nxt < 0 else nxt + 1
-        text = text[:at] + "%s = %s\n" % (key, value) + text[at:]
+        stop = len(text) if nxt < 0 else nxt + 1
+        body = re.sub(r"(?m)^%s = .*\n" % re.escape(key), "",
+                      text[at:stop])
+        text = text[:at] + body + "%s = %s\n" % (key, value) + text[stop:]
     with open(os.path.join(d, "job.ini"), "w") as f:
         f.write(text)
     sh(coord, "init", "--state", state, "--listen", HUB_ADDR + ":0")
@@ -491,6 +494,18 @@ def run_pool(args, bins, lab, work):
 
 # ---- PyTorch DDP --------------------------------------------------------
 
+def ddp_optimizer(args):
+    """ddp.py's optimiser arguments: the pool job's optimiser, rate and
+    weight decay where --set gives them (AdamW for an adamw job), else
+    ddp.py's SGD with momentum at its defaults (the job above's)."""
+    keys = dict(kv.split("=", 1) for kv in args.set)
+    if keys.get("train.optimizer") != "adamw":
+        return []
+    return ["--optimizer", "adamw",
+            "--lr", keys.get("train.learning_rate", "0.05"),
+            "--weight-decay", keys.get("train.weight_decay", "0")]
+
+
 def run_ddp(args, lab, work, powersgd):
     n = len(lab.agents)
     d = os.path.join(work, "ddp-powersgd" if powersgd else "ddp")
@@ -504,7 +519,7 @@ def run_ddp(args, lab, work, powersgd):
     t_start = time.time()
     common = ["--world", str(n), "--store", store, "--batch",
               str(args.ddp_batch * n), "--time-limit", str(args.time_limit),
-              "--store-timeout", str(hard + 60)]
+              "--store-timeout", str(hard + 60)] + ddp_optimizer(args)
     if powersgd:
         common += ["--powersgd", str(args.powersgd_rank), "--powersgd-start",
                    str(args.powersgd_start)]
@@ -779,6 +794,8 @@ def main():
     parks = [(v, k) for e in summary["pools"].values()
              for k, v in (e["pool_parked_share"] or {}).items()]
     summary["pool_job_keys"] = args.set
+    summary["ddp_optimizer"] = ("adamw" if ddp_optimizer(args)
+                                else "sgd-momentum")
     summary["min_compute_share"] = min(shares)[0] if shares else None
     summary["max_parked_share"] = max(parks)[0] if parks else None
 
