@@ -130,5 +130,11 @@ int gp_machine_send_update(struct gp_machine *m,
 	}
 	r = gp_machine_send(m, &msg);
 	free(items);
+	/* GP_CAP_OVERLAP: which run this UPDATE answers, for the pulls
+	 * that will say they hold it. */
+	if (r == 0) {
+		m->updates_sent++;
+		m->sent_runs[m->updates_sent % GP_MACHINE_SENT_RUNS] = res->run;
+	}
 	return r;
 }

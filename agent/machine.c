@@ -383,6 +383,8 @@ void gp_machine_on_established(struct gp_machine *m)
 			  GP_CAP_Q4 | GP_CAP_Q4_DELTA;
 	if (m->ops->worker_set_inner)
 		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
+	if (m->ops->worker_set_inner && m->ops->worker_rebase_params)
+		msg.u.join.caps |= GP_CAP_OVERLAP;
 	snprintf(msg.u.join.public_name, sizeof(msg.u.join.public_name), "%s",
 		 m->public_name);
 	if (m->data || m->tokens) {
@@ -645,6 +647,7 @@ static int set_inner(struct gp_machine *m, const struct gp_msg_welcome *w)
 			.weight_decay = a->weight_decay,
 		};
 		in.clip_norm = a->clip_norm;
+		in.overlap = (w->caps & GP_CAP_OVERLAP) != 0;
 	} else if (w->caps & GP_CAP_INNER_ADAMW) {
 		gp_error("WELCOME grants local AdamW steps without their "
 			 "settings");
@@ -818,6 +821,10 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 	if ((w->caps & GP_CAP_PARAM_DELTA) && (w->caps & GP_CAP_Q4_DELTA))
 		gp_info("parameter changes come as 4-bit values (the job's "
 			"param_bits = 4)");
+	if (w->caps & GP_CAP_OVERLAP)
+		gp_info("the next run is computed while the last one's update "
+			"and the parameters after it are on the wire (overlap)");
+	m->updates_sent = 0;
 	if (start_worker(m, spec, w) < 0 || set_inner(m, w) < 0) {
 		gp_machine_stop(m, -EIO);
 		return;
@@ -907,9 +914,38 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 	return true;
 }
 
+/* GP_CAP_OVERLAP: the worker's run whose cut the parameters of ps hold
+ * (PARAM_SHARDS.updates_read: the UPDATEs the coordinator had read),
+ * 0 for none yet (the session's start); UINT64_MAX when that UPDATE is
+ * not known (more than the coordinator was sent, or too old to be
+ * remembered): the blocks then replace the copy, local work and all. */
+static uint64_t rebase_ref(struct gp_machine *m,
+			   const struct gp_msg_param_shards *ps)
+{
+	uint64_t h = ps->updates_read;
+
+	if (h == 0)
+		return 0;
+	if (h > m->updates_sent || m->updates_sent - h >= GP_MACHINE_SENT_RUNS)
+		return UINT64_MAX;
+	return m->sent_runs[h % GP_MACHINE_SENT_RUNS];
+}
+
 static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards *ps)
 {
 	size_t nt = m->ops->worker_tensor_count(m->ctx);
+	bool rebase = (m->caps & GP_CAP_OVERLAP) && m->ops->worker_rebase_params;
+	uint64_t ref = rebase ? rebase_ref(m, ps) : UINT64_MAX;
+
+	if (rebase) {
+		m->rebases++;
+		if (ref == UINT64_MAX && m->rebases_lost++ % 100 == 0)
+			gp_warn("parameters that hold update %" PRIu64 " of %"
+				PRIu64 " sent: they replace the copy, with the "
+				"local steps since (%" PRIu64 " of %" PRIu64
+				" pulls so far)", ps->updates_read,
+				m->updates_sent, m->rebases_lost, m->rebases);
+	}
 
 	for (size_t i = 0; i < ps->n_blocks; i++) {
 		const struct gp_msg_block *b = &ps->blocks[i];
@@ -954,7 +990,12 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 						"%u: %s", b->tensor, why);
 			return;
 		}
-		m->ops->worker_set_params(m->ctx, slot, t, b->row_start, rows, v);
+		if (rebase && slot == GP_MODEL_PARAM)
+			m->ops->worker_rebase_params(m->ctx, t, b->row_start,
+						     rows, v, ref);
+		else
+			m->ops->worker_set_params(m->ctx, slot, t, b->row_start,
+						  rows, v);
 	}
 }
 

@@ -46,6 +46,9 @@
 #define GP_MACHINE_LEAVE_ATTEMPTS 3
 #define GP_MACHINE_ENDPOINTS_MAX 8
 #define GP_MACHINE_ENDPOINT_MAX 256
+/* GP_CAP_OVERLAP: the runs (gp_worker_result.run) of this many of the
+ * last UPDATEs sent are remembered, for PARAM_SHARDS.updates_read. */
+#define GP_MACHINE_SENT_RUNS 16
 
 enum gp_machine_mode {
 	GP_MACHINE_RUN,   /* work for the pool of the memberships */
@@ -109,6 +112,12 @@ struct gp_machine_ops {
 	 * gp_worker_set_inner; in borrowed); NULL: the agent does not ask
 	 * for GP_CAP_INNER_ADAMW. */
 	int (*worker_set_inner)(void *ctx, const struct gp_worker_inner *in);
+	/* Parameter rows (values taken) under the work in hand (worker.h
+	 * gp_worker_rebase_params): the copy keeps what its local steps did
+	 * since the run numbered `ref` was cut. NULL: the agent does not
+	 * ask for GP_CAP_OVERLAP. */
+	int (*worker_rebase_params)(void *ctx, size_t tensor, size_t row0,
+				    size_t rows, float *values, uint64_t ref);
 	/* Recomputes another member's update on a scratch model (worker.h
 	 * gp_worker_verify; t's arrays taken, also on failure, t
 	 * borrowed); its result comes to gp_machine_on_result with verify
@@ -237,6 +246,13 @@ struct gp_machine {
 	float **mirror;
 	size_t n_mirror;
 	uint64_t deltas;          /* delta blocks taken, for the log */
+	/* GP_CAP_OVERLAP: UPDATEs sent in this session, and the worker's
+	 * run each of the last GP_MACHINE_SENT_RUNS answered (index: the
+	 * UPDATE's number, counted from 1, modulo the size); rebases taken
+	 * and those that could not keep the local work, for the log. */
+	uint64_t updates_sent;
+	uint64_t sent_runs[GP_MACHINE_SENT_RUNS];
+	uint64_t rebases, rebases_lost;
 	/* The compute thread. */
 	bool have_worker;
 	/* The worker failed a step: made anew at the next WELCOME, since a

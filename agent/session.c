@@ -570,6 +570,13 @@ static void op_data_progress(void *ctx, uint32_t *ret_shards,
 	*ret_missing = s->cache ? gp_datacache_missing(s->cache) : 0;
 }
 
+static int op_worker_rebase_params(void *ctx, size_t tensor, size_t row0,
+				   size_t rows, float *values, uint64_t ref)
+{
+	return gp_worker_rebase_params(((struct session *)ctx)->worker, tensor,
+				       row0, rows, values, ref);
+}
+
 static int op_worker_set_inner(void *ctx, const struct gp_worker_inner *in)
 {
 	return gp_worker_set_inner(((struct session *)ctx)->worker, in);
@@ -613,6 +620,7 @@ static const struct gp_machine_ops session_ops = {
 	.worker_set_params = op_worker_set_params,
 	.worker_compute = op_worker_compute,
 	.worker_set_inner = op_worker_set_inner,
+	.worker_rebase_params = op_worker_rebase_params,
 	.worker_verify = op_worker_verify,
 	.worker_drop_queued = op_worker_drop_queued,
 	.worker_generation = op_worker_generation,

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ struct job {
 	enum gp_model_slot slot;
 	size_t tensor, row0, rows;
 	float *values;
+	bool rebase;              /* gp_worker_rebase_params, onto run ref */
+	uint64_t ref;
 	/* JOB_INNER */
 	struct gp_worker_inner inner;
 	/* JOB_VERIFY (its arrays owned by the job) */
@@ -80,6 +83,16 @@ struct inner {
 	struct gp_worker_inner cfg;
 	uint64_t t;               /* steps taken this session */
 	float *m, *v, *w, *g;     /* n_params each */
+	/* GP_CAP_OVERLAP (cfg.overlap): runs cut this session, and the
+	 * copy as it was when each of the last ones was cut (run 0: as the
+	 * session's first run began), moved with the copy at each rebase;
+	 * oldest first. */
+	uint64_t runs;
+	struct cut {
+		uint64_t run;
+		float *w;         /* n_params */
+	} cuts[GP_WORKER_CUTS_MAX];
+	size_t n_cuts;
 };
 
 struct gp_worker {
@@ -245,7 +258,31 @@ static void inner_free(struct inner *in)
 	free(in->v);
 	free(in->w);
 	free(in->g);
+	for (size_t i = 0; i < in->n_cuts; i++)
+		free(in->cuts[i].w);
 	*in = (struct inner){ 0 };
+}
+
+/* Keeps copy (n_params floats, taken) as run's cut, dropping the oldest
+ * beyond GP_WORKER_CUTS_MAX. */
+static void cut_keep(struct inner *in, uint64_t run, float *copy)
+{
+	if (in->n_cuts == GP_WORKER_CUTS_MAX) {
+		free(in->cuts[0].w);
+		memmove(in->cuts, in->cuts + 1,
+			(GP_WORKER_CUTS_MAX - 1) * sizeof(in->cuts[0]));
+		in->n_cuts--;
+	}
+	in->cuts[in->n_cuts++] = (struct cut){ .run = run, .w = copy };
+}
+
+/* The index of run's cut, or -1. */
+static ptrdiff_t cut_find(const struct inner *in, uint64_t run)
+{
+	for (size_t i = 0; i < in->n_cuts; i++)
+		if (in->cuts[i].run == run)
+			return (ptrdiff_t)i;
+	return -1;
 }
 
 /* Starts a session's local AdamW state from zero (cfg->on), or ends it. */
@@ -492,7 +529,13 @@ static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
 			a[i] = g->w0[i] - b[i];
 			sq += (double)a[i] * a[i];
 		}
-		free(b);
+		out->run = ++w->inner.runs;
+		/* The copy at the cut, for the pull that will hold this
+		 * run (gp_worker_rebase_params). */
+		if (w->inner.cfg.overlap)
+			cut_keep(&w->inner, out->run, b);
+		else
+			free(b);
 		out->grads = a;
 		out->n_grads = w->n_params;
 		out->delta = true;
@@ -634,6 +677,17 @@ static int group_open(struct gp_worker *w, const struct job *j)
 		r = gp_model_read_all(w->model, GP_MODEL_MOMENTUM, g->v0);
 	if (r < 0)
 		goto fail;
+	/* The copy the session's first run starts from: what a pull that
+	 * holds none of its updates yet is taken against. */
+	if (w->inner.on && w->inner.cfg.overlap && w->inner.runs == 0 &&
+	    cut_find(&w->inner, 0) < 0) {
+		float *c = malloc(w->n_params * sizeof(float));
+
+		if (c) {
+			memcpy(c, g->w0, w->n_params * sizeof(float));
+			cut_keep(&w->inner, 0, c);
+		}
+	}
 	g->res->gen = j->gen;
 	g->res->clock = j->clock;
 	g->res->epoch = j->epoch;
@@ -711,6 +765,60 @@ static void rest(struct gp_worker *w, uint64_t step_us)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* A rebase job (gp_worker_rebase_params) on the thread: the copy's rows
+ * become the values plus the copy's change since run j->ref's cut; that
+ * cut's rows become the values, and the later cuts and an open run's
+ * start move by what the cut's rows moved, so that a later pull against
+ * any of them, and the run's change, stay right. The cuts before ref are
+ * dropped: the pulls name runs in the order they were sent. Returns 0,
+ * or a negative errno with nothing changed (no cut of run ref, no
+ * overlap, no memory). */
+static int rebase_rows(struct gp_worker *w, const struct job *j)
+{
+	struct inner *in = &w->inner;
+	size_t cols = w->tensors[j->tensor].cols, off = 0,
+	       n = j->rows * cols;
+	ptrdiff_t c = in->on && in->cfg.overlap ? cut_find(in, j->ref) : -1;
+	float *cur, *base;
+	int r;
+
+	if (c < 0 || j->slot != GP_MODEL_PARAM)
+		return -ENOENT;
+	for (size_t t = 0; t < j->tensor; t++)
+		off += w->tensors[t].rows * w->tensors[t].cols;
+	off += j->row0 * cols;
+	if (!(cur = malloc(n * sizeof(float))))
+		return -ENOMEM;
+	r = gp_model_read(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
+			  j->rows, cur);
+	if (r < 0) {
+		free(cur);
+		return r;
+	}
+	base = in->cuts[c].w + off;
+	for (size_t i = 0; i < n; i++) {
+		float v = j->values[i], d = v - base[i];
+
+		cur[i] = v + (cur[i] - base[i]);
+		for (size_t k = (size_t)c + 1; k < in->n_cuts; k++)
+			in->cuts[k].w[off + i] += d;
+		if (w->grp.left)
+			w->grp.w0[off + i] += d;
+		base[i] = v;
+	}
+	r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
+			   j->rows, cur);
+	free(cur);
+	if (r < 0)
+		return r;
+	for (ptrdiff_t k = 0; k < c; k++)
+		free(in->cuts[k].w);
+	memmove(in->cuts, in->cuts + c, (in->n_cuts - (size_t)c) *
+					       sizeof(in->cuts[0]));
+	in->n_cuts -= (size_t)c;
+	return 0;
+}
+
 static void *thread_main(void *arg)
 {
 	struct gp_worker *w = arg;
@@ -748,6 +856,12 @@ static void *thread_main(void *arg)
 				gp_warn("no memory for local AdamW steps: %s; "
 					"the next minibatch fails",
 					strerror(-r));
+			pthread_mutex_lock(&w->lock);
+			w->pending--;
+			pthread_mutex_unlock(&w->lock);
+		} else if (j->kind == JOB_PARAMS && j->rebase &&
+			   rebase_rows(w, j) == 0) {
+			/* Under the work in hand: the open run goes on. */
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);
@@ -999,6 +1113,50 @@ static int enqueue(struct gp_worker *w, struct job *j)
 	else
 		w->head = j;
 	w->tail = j;
+	w->pending++;
+	j->gen = w->gen;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+int gp_worker_rebase_params(struct gp_worker *w, size_t tensor, size_t row0,
+			    size_t rows, float *values, uint64_t ref)
+{
+	struct job *j, *after = NULL;
+
+	if (tensor >= w->n_tensors || row0 + rows > w->tensors[tensor].rows ||
+	    rows == 0) {
+		free(values);
+		return -EINVAL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		free(values);
+		return -ENOMEM;
+	}
+	j->kind = JOB_PARAMS;
+	j->slot = GP_MODEL_PARAM;
+	j->tensor = tensor;
+	j->row0 = row0;
+	j->rows = rows;
+	j->values = values;
+	j->rebase = true;
+	j->ref = ref;
+	/* After the last job that is not a minibatch (parameters, settings
+	 * and checks keep their order), before the minibatches queued
+	 * after it: they are computed on the rows it brings. */
+	pthread_mutex_lock(&w->lock);
+	for (struct job *q = w->head; q; q = q->next)
+		if (q->kind != JOB_COMPUTE)
+			after = q;
+	j->next = after ? after->next : w->head;
+	if (after)
+		after->next = j;
+	else
+		w->head = j;
+	if (!j->next)
+		w->tail = j;
 	w->pending++;
 	j->gen = w->gen;
 	pthread_cond_signal(&w->cond);

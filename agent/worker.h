@@ -79,6 +79,9 @@ struct gp_worker_result {
 	 * the run's change w_start - w_end (GP_UPDATE_DELTA), sums_b is
 	 * NULL, and grad_norm is |change| / the sum of the rates. */
 	bool delta;
+	/* A delta's run, numbered from 1 in the session (0: not a delta),
+	 * for gp_worker_rebase_params. */
+	uint64_t run;
 	struct gp_worker_item *items; /* group only, n_items */
 	size_t n_items;
 	/* The answer to a verification (gp_worker_verify), not training
@@ -124,6 +127,10 @@ struct gp_worker_inner {
 	bool on;
 	struct gp_adamw_config adamw;
 	float clip_norm;         /* > 0: clip each gradient's norm to it */
+	/* GP_CAP_OVERLAP: keep the copy as each run was cut, so that
+	 * parameters may come under the work in hand
+	 * (gp_worker_rebase_params). */
+	bool overlap;
 };
 
 /* Queues a new session's local-step settings (in, copied): from the
@@ -135,6 +142,23 @@ struct gp_worker_inner {
  * -EINVAL (a setting out of range), -ENOMEM. */
 int gp_worker_set_inner(struct gp_worker *w,
 			const struct gp_worker_inner *in);
+
+/* The copies kept for gp_worker_rebase_params: the run cut last and
+ * those after the oldest a pull may still name. */
+#define GP_WORKER_CUTS_MAX 8
+
+/* GP_CAP_OVERLAP: parameter rows [row0, row0 + rows) of tensor i as the
+ * coordinator holds them once it has the update of run `ref` (a
+ * gp_worker_result.run; 0: none of this session's yet), taken under the
+ * work in hand: the copy's rows become values plus what its local steps
+ * did since run ref was cut (copy - cut), and an open run's start
+ * moves by as much, so that its change stays its own. The job goes
+ * before the minibatches queued (not before other parameters), since it
+ * keeps their work. With no copy of run ref kept (ref UINT64_MAX, or
+ * too old), or without overlap, the rows replace the copy as
+ * gp_worker_set_params does, local work and all. values taken. */
+int gp_worker_rebase_params(struct gp_worker *w, size_t tensor, size_t row0,
+			    size_t rows, float *values, uint64_t ref);
 
 /* Queues one minibatch (every one queued is answered by a result, unless
  * gp_worker_drop_queued() drops it first): n samples of the model's

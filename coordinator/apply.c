@@ -508,6 +508,9 @@ int gp_apply_update(struct gp_pool *pool, struct gp_member *m,
 	int64_t staleness = -1;
 	int r;
 
+	/* Read, whatever becomes of it: its effect (or none) is in the
+	 * parameters of any pull from now on (GP_CAP_OVERLAP). */
+	m->updates_read++;
 	r = check_items(pool, m, u, &g);
 	/* Split updates (parts > 1) are not reassembled: refused like any
 	 * other wrong shape, so that the minibatch goes back to the queue at

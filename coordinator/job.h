@@ -117,6 +117,12 @@
  *                             GP_CAP_PARAM_DELTA) get those changes as
  *                             4-bit values, half of int8's bytes down;
  *                             needs param_delta = true and int8 = true
+ *   overlap = true            agents taking local AdamW steps
+ *                             (GP_CAP_INNER_ADAMW) that can
+ *                             (GP_CAP_OVERLAP) compute their next run
+ *                             while the last one's update and the pull
+ *                             after it are on the wire; false: each run
+ *                             waits for its pull
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -235,6 +241,7 @@ struct gp_job {
 	uint32_t update_bits;         /* 8 or 4 (GP_CAP_Q4), with int8 */
 	bool param_delta;
 	uint32_t param_bits;          /* 8 or 4 (GP_CAP_Q4_DELTA) */
+	bool overlap;                 /* GP_CAP_OVERLAP for INNER_ADAMW */
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;

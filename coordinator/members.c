@@ -226,6 +226,13 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_Q4_DELTA) && (caps & GP_CAP_PARAM_DELTA) &&
 	    pool->job->param_bits == 4)
 		caps |= GP_CAP_Q4_DELTA;
+	/* The next run while the last is on the wire: only for runs that
+	 * answer with their own change (a delta does not depend on where
+	 * the copy started, so the agent can move its copy under it), which
+	 * verification never picks (verify.c checkable()). */
+	if ((j->caps & GP_CAP_OVERLAP) && (caps & GP_CAP_INNER_ADAMW) &&
+	    pool->job->overlap)
+		caps |= GP_CAP_OVERLAP;
 	return caps;
 }
 

@@ -112,6 +112,10 @@ struct gp_member {
 	 * as deltas (downlink.h). */
 	float *mirror;
 	uint64_t deltas_sent;
+	/* The UPDATE messages of this connection read (applied or not),
+	 * and how many were when its last pull went out (GP_CAP_OVERLAP:
+	 * PARAM_SHARDS.updates_read; work.c pulls again after each). */
+	uint64_t updates_read, pull_read;
 };
 
 /* What the decisions do to the world. ctx is gp_pool.fx_data; a member

@@ -78,6 +78,8 @@ static int send_params(struct peer *p)
 	if (r < 0)
 		goto out;
 	m.u.param_shards.clock = (uint64_t)gp_ssp_min_clock(pool->ssp);
+	if (p->m.caps & GP_CAP_OVERLAP)
+		m.u.param_shards.updates_read = p->m.updates_read;
 	queued = p->ch ? gp_channel_queued_bytes(p->ch) : 0;
 	r = gp_serve_send(p, &m);
 	/* What the socket did not take at once counts in the pull budget

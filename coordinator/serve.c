@@ -92,6 +92,7 @@ static void handle_update(struct peer *p, const struct gp_msg_update *u,
 	}
 	srv->pool.msg_read_us = read_us;
 	gp_apply_update(&srv->pool, &p->m, u, received);
+	gp_work_update_read(&srv->pool, &p->m);
 	srv->pool.msg_read_us = 0;
 	if (gp_ledger_flush_due(srv->st.ledger, gp_now_ms()))
 		gp_bg_kick_db(srv, false);

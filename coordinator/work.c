@@ -57,8 +57,12 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		*ret_current = true;
 		return true;
 	}
-	return lag < k &&
+	/* GP_CAP_OVERLAP: the agent moves its copy under its work when the
+	 * pull comes (overlap_pull), so the work need not wait for one;
+	 * SSP's bound on how old the copy may be still holds. */
+	return (lag < k || (m->caps & GP_CAP_OVERLAP)) &&
 	       (4 * lag < k || lag <= GP_WORK_BASE ||
+		(m->caps & GP_CAP_OVERLAP) ||
 		!(gp_work_sync_interval(pool) > 0)) &&
 	       gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
 	       info.read_clock != INT64_MIN &&
@@ -233,6 +237,9 @@ void gp_work_finish(struct gp_pool *pool)
 	memset(&pool->memo, 0, sizeof(pool->memo));
 }
 
+static int send_pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
+		     bool check, struct gp_view *target, uint64_t *ret_bytes);
+
 /* Brings the agent's copy up to date for its work at `clock` (ahead: the
  * clock after the one it is computing): sends the shards changed since
  * its last pull, unless its copy is good as it is; -EAGAIN when the pull
@@ -242,12 +249,10 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 {
 	size_t n = gp_params_changed_since(pool->params, m->pulled_version,
 					   NULL, 0);
-	uint64_t updates = gp_params_updates(pool->params);
 	struct gp_view *target = ahead ? &m->view_next : &m->view;
 	bool current = false;
 	/* A clock picked for verification pulls every shard (verify.h). */
 	bool check = gp_verify_pick(pool, m, clock, k);
-	int r;
 
 	if (check)
 		n = gp_params_shard_count(pool->params);
@@ -262,6 +267,18 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 					     m->pulled_version);
 		return 0;
 	}
+	return send_pull(pool, m, clock, check, target, ret_bytes);
+}
+
+/* Sends m's pull (a whole one when check) for its work at `clock`, and
+ * records it: its version, the view of target, the SSP read clock;
+ * -EAGAIN when it must wait for room in the pull budget. */
+static int send_pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
+		     bool check, struct gp_view *target, uint64_t *ret_bytes)
+{
+	uint64_t updates = gp_params_updates(pool->params);
+	int r;
+
 	if (!pull_fits(pool, m, check ? full_pull_bytes(pool, m) :
 					pulled_bytes(pool, m))) {
 		/* Not sent: the pick is drawn again when it goes. */
@@ -280,8 +297,48 @@ static int pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 		gp_verify_sent(pool, m, clock);
 	*ret_bytes = pulled_bytes(pool, m);
 	m->pulled_version = gp_params_version(pool->params);
+	m->pull_read = m->updates_read;
 	*target = (struct gp_view){ .base = updates, .own_from = clock };
 	return gp_ssp_pulled(pool->ssp, (uint64_t)m->agent_id, m->pulled_version);
+}
+
+/* GP_CAP_OVERLAP (protocol.md "Overlap"): the pull that follows m's
+ * runs, sent on its own once GP_WORK_OVERLAP_RUNS updates of m were
+ * read since its last pull and others' updates landed since (its own it
+ * holds), while m computes its next run, which went out before (copy_good
+ * does not hold it back); m moves its copy under that run when the pull
+ * comes. The views of the work it holds start from this pull: its
+ * updates from now on are its own, the rest lag. */
+static void overlap_pull(struct gp_pool *pool, struct gp_member *m)
+{
+	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+	uint64_t down = 0;
+	struct gp_view v;
+	int r;
+
+	if (!(m->caps & GP_CAP_OVERLAP) || !m->pulled_version ||
+	    m->updates_read < m->pull_read + GP_WORK_OVERLAP_RUNS ||
+	    m->pull_waiting ||
+	    m->clock_open + m->next_open == 0)
+		return;
+	if (pool->job->outer_optimizer == GP_OUTER_NONE && lag >= m->view.own)
+		lag -= m->view.own;
+	if (lag == 0 || gp_params_changed_since(pool->params, m->pulled_version,
+						NULL, 0) == 0)
+		return;
+	r = send_pull(pool, m, m->clock, false, &v, &down);
+	if (r < 0) {
+		if (r != -EAGAIN)
+			gp_warn("agent %" PRId64 ": cannot send parameters: %s",
+				m->agent_id, strerror(-r));
+		return;
+	}
+	m->view = v;
+	if (m->next_work)
+		m->view_next = v;
+	/* The run in flight began before this pull: the next one handed
+	 * out counts from here (the staleness scale's k, apply.c). */
+	m->run_work = 0;
 }
 
 /* The bytes of a clock of m that do not grow with its work: its update
@@ -893,6 +950,7 @@ static void serve_next(struct gp_pool *pool, struct gp_member *m)
 	if (m->paused || !m->wants_work || pool->stopping ||
 	    !pool->fx->can_send(pool->fx_data, m))
 		return;
+	overlap_pull(pool, m);
 	if (m->clock_open + m->next_open > run ||
 	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
 		return;
@@ -1024,6 +1082,12 @@ void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 			info.link_bps * 8e-6);
 		pool->sync_interval_logged = sync;
 	}
+}
+
+void gp_work_update_read(struct gp_pool *pool, struct gp_member *m)
+{
+	if (m->joined && !pool->stopping && pool->fx->can_send(pool->fx_data, m))
+		overlap_pull(pool, m);
 }
 
 void gp_work_request(struct gp_pool *pool, struct gp_member *m, uint32_t count)

@@ -33,6 +33,15 @@
  * agents' work is merged with it: beyond, the merged runs cost accuracy. */
 #define GP_WORK_LINK_STEPS 48
 
+/* GP_CAP_OVERLAP: a member's pull follows every this many of its updates
+ * read (when others' work landed meanwhile), on its own, while it
+ * computes its next run. A pull costs about what an update does; after
+ * every update, two agents on 20 Mbit/s links sent 85 bytes a sample
+ * against 70-76 after every second, and reached 85 % no sooner
+ * (docs/performance.md "Overlap"); the staleness scale counts what the
+ * copy lacks meanwhile. */
+#define GP_WORK_OVERLAP_RUNS 2
+
 /* Above this many live agents, the pool-wide figures that size clocks
  * (the slowest speed, the links' clock, the runs of the others: each a
  * scan of every live agent) are computed at most every GP_WORK_MEMO_US
@@ -108,6 +117,12 @@ double gp_work_sync_interval(const struct gp_pool *pool);
  * (gp_ssp_link_answered). */
 void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 		      const struct gp_msg_update *u, size_t k);
+
+/* An UPDATE of m was read (gp_apply_update, applied or not): with
+ * GP_CAP_OVERLAP, the pull that follows it goes out now if m's copy
+ * lacks others' updates, while m computes its next run (work.c
+ * overlap_pull). */
+void gp_work_update_read(struct gp_pool *pool, struct gp_member *m);
 
 /* A WORK_REQUEST: m (borrowed) wants work when count > 0; served now if
  * SSP allows. */

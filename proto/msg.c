@@ -21,6 +21,7 @@ enum kind {
 	K_U16,
 	K_U32,
 	K_U64,
+	K_U64Z,   /* a u64 written only when not 0 (absent reads as 0) */
 	K_F32,
 	K_STR,    /* char[cap + 1] at off */
 	K_TEXT,   /* a str as const char * at off, size_t length at off2 */
@@ -307,6 +308,7 @@ static const struct field param_pull_fields[] = {
 static const struct field param_shards_fields[] = {
 	FNUM(1, K_U64, T, clock),
 	FNEST(2, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
+	FNUM(3, K_U64Z, T, updates_read),
 };
 #undef T
 
@@ -541,6 +543,7 @@ static size_t num_size(uint8_t kind)
 	case K_TSCALE:
 		return 4;
 	case K_U64:
+	case K_U64Z:
 		return 8;
 	default:
 		return 0;
@@ -628,6 +631,8 @@ static int64_t value_size(const struct field *f, const void *obj)
 
 		return b->dtype == GP_DTYPE_I8 && b->count ? 4 : -1;
 	}
+	case K_U64Z:
+		return *CAT(obj, f->off, uint64_t) ? 8 : -1;
 	case K_TDATA: {
 		/* The block payload is written from values, in dtype. */
 		const struct gp_msg_block *b = obj;
@@ -688,6 +693,7 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 			gp_put_le32(p, *CAT(obj, f->off, uint32_t));
 			break;
 		case K_U64:
+		case K_U64Z:
 			gp_put_le64(p, *CAT(obj, f->off, uint64_t));
 			break;
 		case K_F32:
@@ -838,6 +844,7 @@ static int decode_value(const struct field *f, void *obj, const uint8_t *v,
 		*AT(obj, f->off, uint32_t) = gp_get_le32(v);
 		return 0;
 	case K_U64:
+	case K_U64Z:
 		*AT(obj, f->off, uint64_t) = gp_get_le64(v);
 		return 0;
 	case K_F32:

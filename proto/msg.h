@@ -285,6 +285,15 @@ enum gp_msg_dtype {
  * were. Granted only with GP_CAP_LOCAL_DATA (the task names samples by
  * index) and when the job's verification hands checks out. */
 #define GP_CAP_VERIFY (1u << 15)
+/* Overlap (docs/protocol.md "Overlap"): the coordinator may hand the
+ * agent its next run before the run in flight is applied, and sends the
+ * pull that follows on its own; each PARAM_SHARDS then carries
+ * updates_read, and the agent keeps what its local steps did since the
+ * UPDATE of that number on top of the parameters it receives. Granted
+ * only with GP_CAP_INNER_ADAMW (its runs answer with their own change,
+ * which does not depend on where the copy started) and the job's
+ * [pool] overlap on. */
+#define GP_CAP_OVERLAP (1u << 16)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */
@@ -449,6 +458,10 @@ struct gp_msg_param_shards {
 	uint64_t clock;                             /* parameter clock served */
 	struct gp_msg_block *blocks;
 	size_t n_blocks;
+	/* GP_CAP_OVERLAP: the UPDATE messages of this connection the
+	 * coordinator had read when it built this message (their effect is
+	 * in its values); written only when not 0. */
+	uint64_t updates_read;
 };
 
 /* What an UPDATE's blocks hold. */

@@ -403,8 +403,36 @@ static void test_fields(void)
 		  -EINVAL);
 	ASSERT_EQ(d.u.param_shards.blocks[2].count, 0);
 	ASSERT(d.u.param_shards.blocks[2].raw == NULL);
+	ASSERT_UINT_EQ(d.u.param_shards.updates_read, 0);
 	gp_msg_finish(&d);
 	free(buf);
+
+	/* updates_read (GP_CAP_OVERLAP): written only when not 0, so that
+	 * a message without it is byte for byte what it was before; 14
+	 * bytes more when set, and it round-trips. */
+	{
+		size_t plain;
+
+		sample(&m, GP_MSG_PARAM_SHARDS);
+		buf = encode(&m, &plain);
+		free(buf);
+		m.u.param_shards.updates_read = 0x0102030405060708ull;
+		buf = encode(&m, &len);
+		ASSERT_EQ(len, plain + 6 + 8);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_UINT_EQ(d.u.param_shards.updates_read,
+			       0x0102030405060708ull);
+		ASSERT_EQ(d.u.param_shards.n_blocks, 3);
+		gp_msg_finish(&d);
+		/* The tag-3 field is the last one written: its length is 4
+		 * bytes before its 8 bytes of value. A length other than 8
+		 * is refused. */
+		ASSERT_EQ(buf[len - 8 - 6], 3);
+		ASSERT_EQ(buf[len - 8 - 4], 8);
+		buf[len - 8 - 4] = 7;
+		ASSERT_EQ(gp_msg_decode(buf, len, &d), -EBADMSG);
+		free(buf);
+	}
 
 	sample(&m, GP_MSG_UPDATE);
 	buf = encode(&m, &len);

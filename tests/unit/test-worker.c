@@ -425,6 +425,174 @@ static void test_inner_adamw(uv_loop_t *loop, const struct batch *b)
 	free(mark);
 }
 
+/* Queues every tensor of p (n_params floats, flat) as rebased rows
+ * against run ref (gp_worker_rebase_params). */
+static void rebase_worker(struct gp_worker *w, struct gp_model *ref,
+			  const float *p, uint64_t run)
+{
+	size_t off = 0;
+
+	for (size_t i = 0; i < gp_model_tensor_count(ref); i++) {
+		struct gp_tensor_info ti;
+		size_t n;
+
+		ASSERT_OK(gp_model_tensor_info(ref, i, &ti));
+		n = ti.rows * ti.cols;
+		ASSERT_OK(gp_worker_rebase_params(w, i, 0, ti.rows,
+						  copy(p + off,
+						       n * sizeof(float)),
+						  run));
+		off += n;
+	}
+}
+
+/* Runs the loop until the worker holds no job (a group's minibatch
+ * computed: it posts nothing until the group's end). */
+static void wait_idle(uv_loop_t *loop, struct gp_worker *w)
+{
+	uint64_t start = uv_now(loop);
+
+	while (gp_worker_pending(w) > 0 && uv_now(loop) - start < 20000) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(1000);
+		uv_update_time(loop);
+	}
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+}
+
+/* 10. Overlap (gp_worker_rebase_params): parameters P that hold run 1
+ * come in the middle of run 2; the copy becomes P plus run 2's step so
+ * far, and run 2 answers with its own change only (P's start, not run
+ * 1's end), as AdamW in double computes it with the moments carried.
+ * Then P2 against run 2 with nothing computed since: the copy is P2
+ * exactly (the next lone minibatch's change is one step from P2). And
+ * against a run not kept: the rows replace the copy. */
+static void test_rebase(uv_loop_t *loop, const struct batch *b)
+{
+	struct gp_worker_inner in = {
+		.on = true,
+		.adamw = { .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f },
+		.clip_norm = 0,
+		.overlap = true,
+	};
+	const float lr = 0.01f;
+	struct gp_worker_config cfg = {
+		.backend = GP_BACKEND_CPU,
+		.threads = 1,
+		.max_batch = BATCH,
+	};
+	struct gp_backend *be = NULL;
+	struct gp_model *ref = NULL;
+	struct gp_worker *w = NULL;
+	double *pd, *md, *vd, *want, *e1;
+	float *p0, *zero, *tmp, *pp;
+	char err[256];
+	uint64_t t = 0;
+	size_t n;
+
+	snprintf(cfg.spec, sizeof(cfg.spec), "%s", SPEC);
+	ASSERT_OK(gp_worker_start(loop, &cfg, on_result, NULL, &w, err,
+				  sizeof(err)));
+	n = make_ref(SPEC, 11, &be, &ref);
+	p0 = malloc(n * sizeof(float));
+	zero = calloc(n, sizeof(float));
+	tmp = malloc(n * sizeof(float));
+	pp = malloc(n * sizeof(float));
+	pd = malloc(n * sizeof(double));
+	md = calloc(n, sizeof(double));
+	vd = calloc(n, sizeof(double));
+	want = malloc(n * sizeof(double));
+	e1 = malloc(n * sizeof(double));
+	ASSERT(p0 && zero && tmp && pp && pd && md && vd && want && e1);
+	slot_io(ref, GP_MODEL_PARAM, p0, false);
+	for (size_t i = 0; i < n; i++)
+		pd[i] = p0[i];
+	load_worker(w, ref, p0, zero);
+	ASSERT_OK(gp_worker_set_inner(w, &in));
+
+	/* Run 1: two steps. */
+	compute(w, &b[0], 50, 1, lr, 2);
+	compute(w, &b[1], 51, 1, lr, 0);
+	wait_results(loop, 1);
+	ASSERT_UINT_EQ(results[0]->run, 1);
+	for (int j = 0; j < 2; j++)
+		ref_adamw_step(ref, &b[j], pd, md, vd, tmp, n, &in.adamw, 1e30,
+			       lr, ++t);
+	for (size_t i = 0; i < n; i++) {
+		want[i] = p0[i] - pd[i];
+		e1[i] = pd[i];
+	}
+	check_delta(results[0], want, n, 1e-4, "overlap, run 1");
+	free_results();
+
+	/* Run 2's first step, then P (run 1's end moved elsewhere, as the
+	 * coordinator's parameters with others' work), then its second. */
+	compute(w, &b[2], 52, 2, lr, 2);
+	wait_idle(loop, w);
+	for (size_t i = 0; i < n; i++)
+		pp[i] = (float)e1[i] + 0.01f * (float)((i % 7) - 3);
+	rebase_worker(w, ref, pp, 1);
+	compute(w, &b[3], 53, 2, lr, 0);
+	wait_results(loop, 1);
+	ASSERT_UINT_EQ(results[0]->run, 2);
+	ref_adamw_step(ref, &b[2], pd, md, vd, tmp, n, &in.adamw, 1e30, lr,
+		       ++t);
+	for (size_t i = 0; i < n; i++)
+		pd[i] = (double)pp[i] + (pd[i] - e1[i]);
+	ref_adamw_step(ref, &b[3], pd, md, vd, tmp, n, &in.adamw, 1e30, lr,
+		       ++t);
+	for (size_t i = 0; i < n; i++)
+		want[i] = (double)pp[i] - pd[i];
+	check_delta(results[0], want, n, 1e-4, "overlap, run 2 rebased");
+	free_results();
+
+	/* P2 against run 2, nothing computed since: the copy is P2. */
+	for (size_t i = 0; i < n; i++)
+		pp[i] = (float)pd[i] - 0.005f * (float)((i % 5) - 2);
+	rebase_worker(w, ref, pp, 2);
+	compute(w, &b[0], 54, 3, lr, 1);
+	wait_results(loop, 1);
+	for (size_t i = 0; i < n; i++)
+		pd[i] = pp[i];
+	ref_adamw_step(ref, &b[0], pd, md, vd, tmp, n, &in.adamw, 1e30, lr,
+		       ++t);
+	for (size_t i = 0; i < n; i++)
+		want[i] = (double)pp[i] - pd[i];
+	check_delta(results[0], want, n, 1e-4, "overlap, P2 with no work since");
+	free_results();
+
+	/* A run not kept (the pull names one the agent never cut): the
+	 * rows replace the copy, the step goes on from them. */
+	for (size_t i = 0; i < n; i++)
+		pp[i] = (float)pd[i] + 0.002f;
+	rebase_worker(w, ref, pp, 99);
+	compute(w, &b[1], 55, 4, lr, 1);
+	wait_results(loop, 1);
+	for (size_t i = 0; i < n; i++)
+		pd[i] = pp[i];
+	ref_adamw_step(ref, &b[1], pd, md, vd, tmp, n, &in.adamw, 1e30, lr,
+		       ++t);
+	for (size_t i = 0; i < n; i++)
+		want[i] = (double)pp[i] - pd[i];
+	check_delta(results[0], want, n, 1e-4, "overlap, unknown run");
+	free_results();
+	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
+
+	gp_worker_stop(w);
+	uv_run(loop, UV_RUN_DEFAULT);
+	gp_model_destroy(ref);
+	gp_backend_destroy(be);
+	free(p0);
+	free(zero);
+	free(tmp);
+	free(pp);
+	free(pd);
+	free(md);
+	free(vd);
+	free(want);
+	free(e1);
+}
+
 /* The verification test's training set: count random images of
  * side x side bytes, random labels. Owned by the caller. */
 static struct gp_dataset *make_data(size_t count, uint32_t side)
@@ -965,6 +1133,7 @@ int main(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	test_description(&loop, &b[2]);
 	test_inner_adamw(&loop, b);
+	test_rebase(&loop, b);
 	test_verify(&loop);
 	ASSERT_OK(uv_loop_close(&loop));
 	gp_model_destroy(ref);
