@@ -87,6 +87,12 @@ struct world {
 	struct gp_worker_verify verify;
 	unsigned verifies;
 	int verify_result;        /* what worker_verify returns */
+	/* GP_CAP_OVERLAP (overlap_ops): the last inner settings' overlap,
+	 * and the runs each rebased block was taken against. */
+	bool inner_overlap;
+	unsigned inner_sets;
+	uint64_t rebase_refs[16];
+	size_t n_rebases;
 };
 
 static int w_connect(void *ctx, const char *ep)
@@ -336,6 +342,29 @@ static double w_flops(void *ctx)
 {
 	(void)ctx;
 	return 1e6;
+}
+
+static int w_set_inner(void *ctx, const struct gp_worker_inner *in)
+{
+	struct world *w = ctx;
+
+	w->inner_overlap = in->overlap;
+	w->inner_sets++;
+	return 0;
+}
+
+static int w_rebase_params(void *ctx, size_t tensor, size_t row0,
+			   size_t rows, float *values, uint64_t ref)
+{
+	struct world *w = ctx;
+
+	(void)tensor;
+	(void)row0;
+	(void)rows;
+	free(values);
+	ASSERT(w->n_rebases < 16);
+	w->rebase_refs[w->n_rebases++] = ref;
+	return 0;
 }
 
 static const struct gp_machine_ops world_ops = {
@@ -1560,6 +1589,124 @@ static void test_param_delta_q4(void)
 	free(w);
 }
 
+/* GP_CAP_OVERLAP: an agent with local AdamW steps and rebased parameters
+ * asks for it; granted, each parameter block of PARAM_SHARDS goes to
+ * the worker against the run of the UPDATE numbered updates_read (0:
+ * none yet; one not sent or too old: UINT64_MAX, the rows replace the
+ * copy), momentum blocks as before; not granted, as plain parameters. */
+static void shards_read(struct world *w, uint64_t updates_read)
+{
+	float v[6] = { 1, 2, 3, 4, 5, 6 };
+	struct gp_msg_block b = { .tensor = 0, .rows = 3, .count = 6,
+				  .dtype = GP_DTYPE_F32, .values = v };
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_PARAM_SHARDS);
+	msg.u.param_shards.blocks = &b;
+	msg.u.param_shards.n_blocks = 1;
+	msg.u.param_shards.updates_read = updates_read;
+	deliver(w, &msg);
+}
+
+static void welcome_inner(struct world *w, uint32_t caps)
+{
+	struct gp_msg_inner_adamw in = { .beta1 = 0.9f, .beta2 = 0.95f,
+					 .eps = 1e-8f };
+	struct gp_msg msg;
+
+	gp_msg_init(&msg, GP_MSG_WELCOME);
+	msg.u.welcome.agent_id = 7;
+	msg.u.welcome.job_id = 1;
+	snprintf(msg.u.welcome.model, sizeof(msg.u.welcome.model), "mlp:2-3-1");
+	msg.u.welcome.batch_size = 4;
+	msg.u.welcome.caps = caps;
+	msg.u.welcome.inner_adamw = &in;
+	msg.u.welcome.n_inner_adamw = 1;
+	deliver(w, &msg);
+}
+
+/* A delta's result for minibatch id, of the worker's run `run`. */
+static void delta_result(struct world *w, uint64_t id, uint64_t run)
+{
+	float grads[9] = { 0 };
+	struct gp_worker_item item = { .minibatch = id };
+	struct gp_worker_result res = {
+		.gen = w->gen,
+		.minibatch = id,
+		.samples = 4,
+		.grads = grads,
+		.n_grads = 9,
+		.delta = true,
+		.run = run,
+		.items = &item,
+		.n_items = 1,
+		.compute_us = 1000,
+	};
+
+	gp_machine_on_result(&w->m, &res);
+}
+
+static void test_overlap(void)
+{
+	static struct gp_machine_ops ops;
+	const uint32_t caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP |
+			      GP_CAP_INNER_ADAMW | GP_CAP_OVERLAP;
+	struct world *w = member("a:1");
+
+	ops = world_ops;
+	ops.worker_set_inner = w_set_inner;
+	ops.worker_rebase_params = w_rebase_params;
+	w->m.ops = &ops;
+	establish(w);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_JOIN);
+	ASSERT(last_sent(w)->caps & GP_CAP_OVERLAP);
+	ASSERT(last_sent(w)->caps & GP_CAP_INNER_ADAMW);
+	welcome_inner(w, caps);
+	ASSERT_EQ(w->inner_sets, 1);
+	ASSERT(w->inner_overlap);
+	shards_read(w, 0);
+	ASSERT_EQ(w->n_rebases, 1);
+	ASSERT_UINT_EQ(w->rebase_refs[0], 0);
+	ASSERT_EQ(w->params_set, 0);
+	minibatch(w, 1, 4, 1);
+	minibatch(w, 2, 4, 1);
+	delta_result(w, 1, 5);
+	delta_result(w, 2, 6);
+	ASSERT_EQ(count_sent(w, GP_MSG_UPDATE), 2);
+	shards_read(w, 1);
+	shards_read(w, 2);
+	shards_read(w, 3); /* not sent yet: its run is unknown */
+	ASSERT_EQ(w->n_rebases, 4);
+	ASSERT_UINT_EQ(w->rebase_refs[1], 5);
+	ASSERT_UINT_EQ(w->rebase_refs[2], 6);
+	ASSERT_UINT_EQ(w->rebase_refs[3], UINT64_MAX);
+	ASSERT_EQ(w->closes, 0);
+	/* Older than the agent remembers: unknown too. */
+	for (uint64_t i = 3; i < 3 + GP_MACHINE_SENT_RUNS; i++) {
+		minibatch(w, i, 4, 1);
+		delta_result(w, i, 4 + i);
+	}
+	w->n_rebases = 0;
+	shards_read(w, 2);
+	shards_read(w, 3);
+	ASSERT_UINT_EQ(w->rebase_refs[0], UINT64_MAX);
+	ASSERT_UINT_EQ(w->rebase_refs[1], 7);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* Not granted: plain parameters, the worker told no overlap. */
+	w = member("a:1");
+	w->m.ops = &ops;
+	establish(w);
+	welcome_inner(w, caps & ~(uint32_t)GP_CAP_OVERLAP);
+	ASSERT(!w->inner_overlap);
+	shards_read(w, 0);
+	ASSERT_EQ(w->n_rebases, 0);
+	ASSERT_EQ(w->params_set, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+}
+
 /* ---- pausing ---------------------------------------------------------- */
 
 /* Pause keeps the connection: PAUSE (user) goes out, nothing is closed;
@@ -2108,6 +2255,7 @@ int main(void)
 	test_param_shards();
 	test_param_delta();
 	test_param_delta_q4();
+	test_overlap();
 	test_pause_keeps_connection();
 	test_pause_until();
 	test_finish();

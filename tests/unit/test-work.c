@@ -188,6 +188,87 @@ static void test_outer_pulls(void)
 	fx_teardown(&f);
 }
 
+/* Answers m's work at `clock` with one delta (local AdamW steps), as
+ * serve does: applied, then gp_work_update_read. */
+static void answer_delta(struct fixture *f, struct gp_member *m, int64_t clock)
+{
+	static const float d[FX_N] = { 0.001f, -0.002f, 0.003f, 0, 0.0005f,
+				       -0.001f, 0.002f, 0, -0.004f };
+	uint64_t ids[64];
+	size_t n = fx_work_of(f, m->agent_id, clock, ids, 64);
+	struct fx_update x;
+
+	ASSERT(n > 0);
+	ASSERT_OK(gp_apply_update(&f->pool, m, fx_delta(&x, ids, n, clock, d),
+				  gp_now_ms()));
+	gp_work_update_read(&f->pool, m);
+}
+
+/* GP_CAP_OVERLAP: two members taking local AdamW steps. With it, a
+ * member whose copy lacks the other's run still gets its next clock
+ * ahead, without a pull; the pull goes out on its own once two of its
+ * updates were read (GP_WORK_OVERLAP_RUNS), while it holds that work,
+ * and the views start from it. Without it (the job's overlap off), the
+ * next clock waits and comes with its pull. */
+static void test_overlap(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW |
+			      GP_CAP_OVERLAP;
+	struct fixture f;
+	struct gp_member *a, *b;
+	uint64_t ids[8];
+
+	for (int on = 1; on >= 0; on--) {
+		fx_setup(&f, 3);
+		f.job.optimizer = GP_OPT_ADAMW;
+		f.job.inner_optimizer = GP_INNER_ADAMW;
+		f.job.overlap = on;
+		a = fx_join(&f, 0, caps);
+		b = fx_join(&f, 1, caps);
+		ASSERT_EQ(!!(a->caps & GP_CAP_OVERLAP), on);
+		ASSERT(a->caps & GP_CAP_INNER_ADAMW);
+		gp_work_request(&f.pool, a, 1);
+		gp_work_request(&f.pool, b, 1);
+		ASSERT_EQ(f.params_sent, 2);
+		ASSERT_EQ(fx_work_of(&f, 1, 1, ids, 8), GP_WORK_BASE);
+		/* b's run lands first: a's copy lacks it. */
+		answer_delta(&f, b, 0);
+		answer_delta(&f, a, 0);
+		ASSERT_EQ(a->clock, 1);
+		ASSERT_UINT_EQ(a->updates_read, 1);
+		ASSERT_EQ(f.params_sent, 2);
+		if (!on) {
+			/* Clock 2 waits for clock 1 and comes with a
+			 * pull. */
+			ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), 0);
+			answer_delta(&f, a, 1);
+			ASSERT_EQ(f.params_sent, 3);
+			ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), GP_WORK_BASE);
+			ASSERT_UINT_EQ(a->pull_read, 2);
+			fx_teardown(&f);
+			continue;
+		}
+		/* Clock 2 ahead on the copy as it is. */
+		ASSERT_EQ(fx_work_of(&f, 1, 2, ids, 8), GP_WORK_BASE);
+		ASSERT_UINT_EQ(a->pull_read, 0);
+		/* The second update read: the pull, on its own, while a
+		 * computes clock 2; its views start from it. */
+		answer_delta(&f, a, 1);
+		ASSERT_EQ(a->clock, 2);
+		ASSERT_EQ(f.params_sent, 3);
+		ASSERT_UINT_EQ(a->pull_read, 2);
+		ASSERT_UINT_EQ(a->view.base, gp_params_updates(f.params));
+		ASSERT_UINT_EQ(a->view.own, 0);
+		ASSERT_UINT_EQ(a->pulled_version, gp_params_version(f.params));
+		/* Nothing landed since: no pull after its next. */
+		answer_delta(&f, a, 2);
+		answer_delta(&f, a, 3);
+		ASSERT_UINT_EQ(a->updates_read, 4);
+		ASSERT_EQ(f.params_sent, 3);
+		fx_teardown(&f);
+	}
+}
+
 /* s = 0: the fast agent waits at the bound until the slow one finishes
  * its clock, then is served at once. */
 static void test_bound(void)
@@ -1309,6 +1390,7 @@ int main(void)
 	test_local_step_checked();
 	test_ahead();
 	test_outer_pulls();
+	test_overlap();
 	test_bound();
 	test_pause();
 	test_pause_idle();
