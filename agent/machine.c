@@ -939,6 +939,11 @@ static void handle_shards(struct gp_machine *m, const struct gp_msg_param_shards
 
 	if (rebase) {
 		m->rebases++;
+		if (ref != UINT64_MAX && ref != 0 && ++m->rebases_kept == 1)
+			gp_info("parameters came under the work in hand: they "
+				"hold update %" PRIu64 " of %" PRIu64 " sent, and "
+				"the local steps since go on on top of them",
+				ps->updates_read, m->updates_sent);
 		if (ref == UINT64_MAX && m->rebases_lost++ % 100 == 0)
 			gp_warn("parameters that hold update %" PRIu64 " of %"
 				PRIu64 " sent: they replace the copy, with the "

@@ -248,11 +248,12 @@ struct gp_machine {
 	uint64_t deltas;          /* delta blocks taken, for the log */
 	/* GP_CAP_OVERLAP: UPDATEs sent in this session, and the worker's
 	 * run each of the last GP_MACHINE_SENT_RUNS answered (index: the
-	 * UPDATE's number, counted from 1, modulo the size); rebases taken
-	 * and those that could not keep the local work, for the log. */
+	 * UPDATE's number, counted from 1, modulo the size); pulls taken,
+	 * those against a run of this session's and those that could not
+	 * keep the local work, for the log. */
 	uint64_t updates_sent;
 	uint64_t sent_runs[GP_MACHINE_SENT_RUNS];
-	uint64_t rebases, rebases_lost;
+	uint64_t rebases, rebases_kept, rebases_lost;
 	/* The compute thread. */
 	bool have_worker;
 	/* The worker failed a step: made anew at the next WELCOME, since a

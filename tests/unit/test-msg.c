@@ -2550,6 +2550,11 @@ static int write_q4_delta(const char *dir)
 	m.u.param_shards.n_blocks = 3;
 	if (write_file(dir, "valid-08-PARAM_SHARDS-q4-delta", &m))
 		return 1;
+	/* With updates_read (GP_CAP_OVERLAP), the parameter changes only. */
+	m.u.param_shards.n_blocks = 2;
+	m.u.param_shards.updates_read = 41;
+	if (write_file(dir, "valid-08-PARAM_SHARDS-overlap", &m))
+		return 1;
 	sample(&m, GP_MSG_UPDATE);
 	m.u.update.blocks = b;
 	m.u.update.n_blocks = 2;
