@@ -143,9 +143,12 @@ struct gp_worker_inner {
 int gp_worker_set_inner(struct gp_worker *w,
 			const struct gp_worker_inner *in);
 
-/* The copies kept for gp_worker_rebase_params: the run cut last and
- * those after the oldest a pull may still name. */
-#define GP_WORKER_CUTS_MAX 8
+/* The copies of the parameters kept for gp_worker_rebase_params (n_params
+ * floats each): the runs cut since the one the last pull named. The
+ * coordinator pulls after every second update (GP_WORK_OVERLAP_RUNS),
+ * so a pull names one of the last three; an agent alone is never pulled
+ * and keeps this many. */
+#define GP_WORKER_CUTS_MAX 4
 
 /* GP_CAP_OVERLAP: parameter rows [row0, row0 + rows) of tensor i as the
  * coordinator holds them once it has the update of run `ref` (a
