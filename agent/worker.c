@@ -88,6 +88,7 @@ struct inner {
 	 * session's first run began), moved with the copy at each rebase;
 	 * oldest first. */
 	uint64_t runs;
+	uint64_t lost;            /* pulls that found no cut, for the log */
 	struct cut {
 		uint64_t run;
 		float *w;         /* n_params */
@@ -765,6 +766,22 @@ static void rest(struct gp_worker *w, uint64_t step_us)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* Rows of parameters written whole over the copy: every cut kept takes
+ * them too, so that the copy less a cut is again what the local steps
+ * did since (nothing yet), whatever run a later pull names. */
+static void cuts_set(struct gp_worker *w, const struct job *j)
+{
+	struct inner *in = &w->inner;
+	size_t cols = w->tensors[j->tensor].cols, off = 0;
+
+	for (size_t t = 0; t < j->tensor; t++)
+		off += w->tensors[t].rows * w->tensors[t].cols;
+	off += j->row0 * cols;
+	for (size_t k = 0; k < in->n_cuts; k++)
+		memcpy(in->cuts[k].w + off, j->values,
+		       j->rows * cols * sizeof(float));
+}
+
 /* A rebase job (gp_worker_rebase_params) on the thread: the copy's rows
  * become the values plus the copy's change since run j->ref's cut; that
  * cut's rows become the values, and the later cuts and an open run's
@@ -782,8 +799,20 @@ static int rebase_rows(struct gp_worker *w, const struct job *j)
 	float *cur, *base;
 	int r;
 
-	if (c < 0 || j->slot != GP_MODEL_PARAM)
+	if (j->slot != GP_MODEL_PARAM || !in->on || !in->cfg.overlap)
 		return -ENOENT;
+	if (c < 0) {
+		/* The session's first parameters (nothing computed, no
+		 * copy kept yet) are just that. */
+		if (j->ref == 0 && in->runs == 0 && !w->grp.left)
+			return -ENOENT;
+		if (in->lost++ % 100 == 0)
+			gp_warn("parameters named run %" PRIu64 ", whose copy is "
+				"no longer kept: they replace the copy, local "
+				"steps and all (%" PRIu64 " such so far)", j->ref,
+				in->lost);
+		return -ENOENT;
+	}
 	for (size_t t = 0; t < j->tensor; t++)
 		off += w->tensors[t].rows * w->tensors[t].cols;
 	off += j->row0 * cols;
@@ -796,21 +825,23 @@ static int rebase_rows(struct gp_worker *w, const struct job *j)
 		return r;
 	}
 	base = in->cuts[c].w + off;
+	for (size_t i = 0; i < n; i++)
+		cur[i] = j->values[i] + (cur[i] - base[i]);
+	r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
+			   j->rows, cur);
+	free(cur);
+	if (r < 0)
+		return r;
+	/* Written: the later cuts and the open run's start move with it. */
 	for (size_t i = 0; i < n; i++) {
 		float v = j->values[i], d = v - base[i];
 
-		cur[i] = v + (cur[i] - base[i]);
 		for (size_t k = (size_t)c + 1; k < in->n_cuts; k++)
 			in->cuts[k].w[off + i] += d;
 		if (w->grp.left)
 			w->grp.w0[off + i] += d;
 		base[i] = v;
 	}
-	r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
-			   j->rows, cur);
-	free(cur);
-	if (r < 0)
-		return r;
 	for (ptrdiff_t k = 0; k < c; k++)
 		free(in->cuts[k].w);
 	memmove(in->cuts, in->cuts + c, (in->n_cuts - (size_t)c) *
@@ -882,6 +913,8 @@ static void *thread_main(void *arg)
 			if (r < 0)
 				gp_warn("cannot load parameters of tensor %zu: %s",
 					j->tensor, gp_backend_error(w->be));
+			else if (j->slot == GP_MODEL_PARAM)
+				cuts_set(w, j);
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);

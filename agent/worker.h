@@ -144,11 +144,14 @@ int gp_worker_set_inner(struct gp_worker *w,
 			const struct gp_worker_inner *in);
 
 /* The copies of the parameters kept for gp_worker_rebase_params (n_params
- * floats each): the runs cut since the one the last pull named. The
- * coordinator pulls after every second update (GP_WORK_OVERLAP_RUNS),
- * so a pull names one of the last three; an agent alone is never pulled
- * and keeps this many. */
-#define GP_WORKER_CUTS_MAX 4
+ * floats each): the runs cut since the one the last pull named, the
+ * oldest dropped beyond this many. The reference coordinator pulls after
+ * every second update read (GP_WORK_OVERLAP_RUNS) with at most two runs
+ * open, so a pull names one of the last three or four while each run is
+ * one group (at most 256 minibatches); a run of more groups, on a slow
+ * link, can outrun them, and the pull then replaces the copy (logged).
+ * An agent alone, never pulled, keeps this many. */
+#define GP_WORKER_CUTS_MAX 6
 
 /* GP_CAP_OVERLAP: parameter rows [row0, row0 + rows) of tensor i as the
  * coordinator holds them once it has the update of run `ref` (a

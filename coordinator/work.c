@@ -43,6 +43,7 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 {
 	struct gp_ssp_agent_info info;
 	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+	bool overlap;
 
 	*ret_current = false;
 	if (!(m->caps & GP_CAP_LOCAL_STEP) || !m->pulled_version ||
@@ -57,12 +58,14 @@ static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		*ret_current = true;
 		return true;
 	}
-	/* GP_CAP_OVERLAP: the agent moves its copy under its work when the
-	 * pull comes (overlap_pull), so the work need not wait for one;
-	 * SSP's bound on how old the copy may be still holds. */
-	return (lag < k || (m->caps & GP_CAP_OVERLAP)) &&
-	       (4 * lag < k || lag <= GP_WORK_BASE ||
-		(m->caps & GP_CAP_OVERLAP) ||
+	/* GP_CAP_OVERLAP: while the agent computes, it moves its copy under
+	 * its work when the pull comes (overlap_pull), so the next run need
+	 * not wait for one; SSP's bound on how old the copy may be still
+	 * holds. An agent with nothing in hand gets its pull first. */
+	overlap = (m->caps & GP_CAP_OVERLAP) &&
+		  m->clock_open + m->next_open > 0;
+	return (lag < k || overlap) &&
+	       (4 * lag < k || lag <= GP_WORK_BASE || overlap ||
 		!(gp_work_sync_interval(pool) > 0)) &&
 	       gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) == 0 &&
 	       info.read_clock != INT64_MIN &&
@@ -1086,7 +1089,10 @@ void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 
 void gp_work_update_read(struct gp_pool *pool, struct gp_member *m)
 {
-	if (m->joined && !pool->stopping && pool->fx->can_send(pool->fx_data, m))
+	/* serve_next's conditions: a pausing member finishes its work on
+	 * the copy it has. */
+	if (m->joined && !m->paused && m->wants_work && !pool->stopping &&
+	    pool->fx->can_send(pool->fx_data, m))
 		overlap_pull(pool, m);
 }
 

@@ -4,7 +4,7 @@ take local AdamW steps (`[train] optimizer = adamw`, `inner_optimizer =
 adamw`), each is granted GP_CAP_OVERLAP (its log says so) and computes its
 next run while the last one's update and the pull after it are on the
 wire: at least one pull comes under work in hand and holds a run of its
-(its log says so), every minibatch is applied exactly once within the
+(its log says so), none names a run whose copy it no longer keeps, every minibatch is applied exactly once within the
 staleness bound, and the final test accuracy in the ledger's evals table
 reaches 85 %."""
 import gppool
@@ -12,6 +12,7 @@ from gppool import check
 
 GRANTED = "the next run is computed while the last one's update"
 UNDER = "parameters came under the work in hand"
+LOST = "whose copy is no longer kept"
 
 
 def test():
@@ -29,6 +30,9 @@ def test():
             check(UNDER in out,
                   "agent %s took no parameters under its work:\n%s" %
                   (a.name, a.proc.tails()))
+            check(LOST not in out,
+                  "agent %s got parameters for a run it no longer "
+                  "kept:\n%s" % (a.name, a.proc.tails()))
         pool.check_trained(0.85)
 
 

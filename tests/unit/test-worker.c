@@ -530,7 +530,7 @@ static void test_rebase(uv_loop_t *loop, const struct batch *b)
 	compute(w, &b[2], 52, 2, lr, 2);
 	wait_idle(loop, w);
 	for (size_t i = 0; i < n; i++)
-		pp[i] = (float)e1[i] + 0.01f * (float)((i % 7) - 3);
+		pp[i] = (float)e1[i] + 0.01f * (float)((int)(i % 7) - 3);
 	rebase_worker(w, ref, pp, 1);
 	compute(w, &b[3], 53, 2, lr, 0);
 	wait_results(loop, 1);
@@ -548,7 +548,7 @@ static void test_rebase(uv_loop_t *loop, const struct batch *b)
 
 	/* P2 against run 2, nothing computed since: the copy is P2. */
 	for (size_t i = 0; i < n; i++)
-		pp[i] = (float)pd[i] - 0.005f * (float)((i % 5) - 2);
+		pp[i] = (float)pd[i] - 0.005f * (float)((int)(i % 5) - 2);
 	rebase_worker(w, ref, pp, 2);
 	compute(w, &b[0], 54, 3, lr, 1);
 	wait_results(loop, 1);
@@ -564,7 +564,7 @@ static void test_rebase(uv_loop_t *loop, const struct batch *b)
 	/* A run not kept (the pull names one the agent never cut): the
 	 * rows replace the copy, the step goes on from them. */
 	for (size_t i = 0; i < n; i++)
-		pp[i] = (float)pd[i] + 0.002f;
+		pp[i] = (float)pd[i] + 0.03f * (float)((int)(i % 3) - 1);
 	rebase_worker(w, ref, pp, 99);
 	compute(w, &b[1], 55, 4, lr, 1);
 	wait_results(loop, 1);
@@ -575,6 +575,27 @@ static void test_rebase(uv_loop_t *loop, const struct batch *b)
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)pp[i] - pd[i];
 	check_delta(results[0], want, n, 1e-4, "overlap, unknown run");
+	free_results();
+
+	/* Run 3's copy was kept through that replacement, which it took
+	 * too: a pull naming run 3 keeps only the step since (run 4's). */
+	for (size_t i = 0; i < n; i++) {
+		e1[i] = (double)pp[i];
+		pp[i] = (float)pd[i] - 0.003f;
+	}
+	rebase_worker(w, ref, pp, 3);
+	compute(w, &b[2], 56, 5, lr, 1);
+	wait_results(loop, 1);
+	for (size_t i = 0; i < n; i++) {
+		pd[i] = (double)pp[i] + (pd[i] - e1[i]);
+		want[i] = pd[i];
+	}
+	ref_adamw_step(ref, &b[2], pd, md, vd, tmp, n, &in.adamw, 1e30, lr,
+		       ++t);
+	for (size_t i = 0; i < n; i++)
+		want[i] -= pd[i];
+	check_delta(results[0], want, n, 1e-4,
+		    "overlap, a kept run after a replacement");
 	free_results();
 	ASSERT_UINT_EQ(gp_worker_pending(w), 0);
 
