@@ -1137,52 +1137,10 @@ const struct gp_tensor_info *gp_worker_tensor(const struct gp_worker *w,
 	return i < w->n_tensors ? &w->tensors[i] : NULL;
 }
 
-static int enqueue(struct gp_worker *w, struct job *j)
+/* Queues j after `after` (NULL: first), w->lock held. */
+static void insert_locked(struct gp_worker *w, struct job *after,
+			  struct job *j)
 {
-	pthread_mutex_lock(&w->lock);
-	j->next = NULL;
-	if (w->tail)
-		w->tail->next = j;
-	else
-		w->head = j;
-	w->tail = j;
-	w->pending++;
-	j->gen = w->gen;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	return 0;
-}
-
-int gp_worker_rebase_params(struct gp_worker *w, size_t tensor, size_t row0,
-			    size_t rows, float *values, uint64_t ref)
-{
-	struct job *j, *after = NULL;
-
-	if (tensor >= w->n_tensors || row0 + rows > w->tensors[tensor].rows ||
-	    rows == 0) {
-		free(values);
-		return -EINVAL;
-	}
-	j = calloc(1, sizeof(*j));
-	if (!j) {
-		free(values);
-		return -ENOMEM;
-	}
-	j->kind = JOB_PARAMS;
-	j->slot = GP_MODEL_PARAM;
-	j->tensor = tensor;
-	j->row0 = row0;
-	j->rows = rows;
-	j->values = values;
-	j->rebase = true;
-	j->ref = ref;
-	/* After the last job that is not a minibatch (parameters, settings
-	 * and checks keep their order), before the minibatches queued
-	 * after it: they are computed on the rows it brings. */
-	pthread_mutex_lock(&w->lock);
-	for (struct job *q = w->head; q; q = q->next)
-		if (q->kind != JOB_COMPUTE)
-			after = q;
 	j->next = after ? after->next : w->head;
 	if (after)
 		after->next = j;
@@ -1193,24 +1151,36 @@ int gp_worker_rebase_params(struct gp_worker *w, size_t tensor, size_t row0,
 	w->pending++;
 	j->gen = w->gen;
 	pthread_cond_signal(&w->cond);
+}
+
+static int enqueue(struct gp_worker *w, struct job *j)
+{
+	pthread_mutex_lock(&w->lock);
+	insert_locked(w, w->tail, j);
 	pthread_mutex_unlock(&w->lock);
 	return 0;
 }
 
-int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
-			 size_t tensor, size_t row0, size_t rows, float *values)
+/* A JOB_PARAMS of rows [row0, row0 + rows) of tensor in slot (values
+ * taken); NULL with *ret set when they do not fit the model or without
+ * memory. */
+static struct job *params_job(struct gp_worker *w, enum gp_model_slot slot,
+			      size_t tensor, size_t row0, size_t rows,
+			      float *values, int *ret)
 {
 	struct job *j;
 
 	if (tensor >= w->n_tensors || row0 + rows > w->tensors[tensor].rows ||
 	    rows == 0) {
 		free(values);
-		return -EINVAL;
+		*ret = -EINVAL;
+		return NULL;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
 		free(values);
-		return -ENOMEM;
+		*ret = -ENOMEM;
+		return NULL;
 	}
 	j->kind = JOB_PARAMS;
 	j->slot = slot;
@@ -1218,7 +1188,39 @@ int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
 	j->row0 = row0;
 	j->rows = rows;
 	j->values = values;
-	return enqueue(w, j);
+	return j;
+}
+
+int gp_worker_rebase_params(struct gp_worker *w, size_t tensor, size_t row0,
+			    size_t rows, float *values, uint64_t ref)
+{
+	struct job *j, *after = NULL;
+	int r;
+
+	if (!(j = params_job(w, GP_MODEL_PARAM, tensor, row0, rows, values,
+			     &r)))
+		return r;
+	j->rebase = true;
+	j->ref = ref;
+	/* After the last job that is not a minibatch (parameters, settings
+	 * and checks keep their order), before the minibatches queued
+	 * after it: they are computed on the rows it brings. */
+	pthread_mutex_lock(&w->lock);
+	for (struct job *q = w->head; q; q = q->next)
+		if (q->kind != JOB_COMPUTE)
+			after = q;
+	insert_locked(w, after, j);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+int gp_worker_set_params(struct gp_worker *w, enum gp_model_slot slot,
+			 size_t tensor, size_t row0, size_t rows, float *values)
+{
+	int r;
+	struct job *j = params_job(w, slot, tensor, row0, rows, values, &r);
+
+	return j ? enqueue(w, j) : r;
 }
 
 int gp_worker_compute(struct gp_worker *w, uint32_t epoch,

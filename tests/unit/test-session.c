@@ -453,17 +453,25 @@ static void establish(struct world *w)
 	gp_machine_on_established(&w->m);
 }
 
+/* The WELCOME of the tests: agent 7, job 1, mlp:2-3-1, batch 4. */
+static void welcome_msg(struct gp_msg *msg, uint32_t caps,
+			uint32_t heartbeat_ms)
+{
+	gp_msg_init(msg, GP_MSG_WELCOME);
+	msg->u.welcome.agent_id = 7;
+	msg->u.welcome.job_id = 1;
+	snprintf(msg->u.welcome.model, sizeof(msg->u.welcome.model),
+		 "mlp:2-3-1");
+	msg->u.welcome.batch_size = 4;
+	msg->u.welcome.heartbeat_ms = heartbeat_ms;
+	msg->u.welcome.caps = caps;
+}
+
 static void welcome_with(struct world *w, uint32_t caps, uint32_t heartbeat_ms)
 {
 	struct gp_msg msg;
 
-	gp_msg_init(&msg, GP_MSG_WELCOME);
-	msg.u.welcome.agent_id = 7;
-	msg.u.welcome.job_id = 1;
-	snprintf(msg.u.welcome.model, sizeof(msg.u.welcome.model), "mlp:2-3-1");
-	msg.u.welcome.batch_size = 4;
-	msg.u.welcome.heartbeat_ms = heartbeat_ms;
-	msg.u.welcome.caps = caps;
+	welcome_msg(&msg, caps, heartbeat_ms);
 	deliver(w, &msg);
 }
 
@@ -1614,12 +1622,7 @@ static void welcome_inner(struct world *w, uint32_t caps)
 					 .eps = 1e-8f };
 	struct gp_msg msg;
 
-	gp_msg_init(&msg, GP_MSG_WELCOME);
-	msg.u.welcome.agent_id = 7;
-	msg.u.welcome.job_id = 1;
-	snprintf(msg.u.welcome.model, sizeof(msg.u.welcome.model), "mlp:2-3-1");
-	msg.u.welcome.batch_size = 4;
-	msg.u.welcome.caps = caps;
+	welcome_msg(&msg, caps, 0);
 	msg.u.welcome.inner_adamw = &in;
 	msg.u.welcome.n_inner_adamw = 1;
 	deliver(w, &msg);
