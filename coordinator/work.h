@@ -38,8 +38,8 @@
  * computes its next run. A pull costs about what an update does; after
  * every update, two agents on 20 Mbit/s links sent 85 bytes a sample
  * against 70-76 after every second, and reached 85 % no sooner
- * (docs/performance.md "Overlap"); the staleness scale counts what the
- * copy lacks meanwhile. */
+ * (docs/performance.md "Local AdamW steps on slow links, and overlap");
+ * the staleness scale counts what the copy lacks meanwhile. */
 #define GP_WORK_OVERLAP_RUNS 2
 
 /* Above this many live agents, the pool-wide figures that size clocks
