@@ -410,6 +410,49 @@ static void set_link(struct fixture *f, uint64_t id, uint64_t bytes,
 				       bytes), 1);
 }
 
+/* GP_CAP_OVERLAP on measured links: a member's runs are at least as long
+ * as their update's transfer. Here an update is 36 bytes (9 f32
+ * values) and a minibatch 16 bytes of indices on a 7,200 bytes/s link,
+ * at 10,000 minibatches a second: a run covers its update's 5 ms from
+ * ceil(5 / 2.32) = 3 minibatches, where the ramp (nothing applied yet)
+ * gives GP_WORK_BASE, 2, as it does without overlap. */
+static void test_overlap_cover(void)
+{
+	const uint32_t caps = GP_CAP_LOCAL_STEP | GP_CAP_INNER_ADAMW |
+			      GP_CAP_OVERLAP | GP_CAP_LOCAL_DATA;
+	struct gp_sched_config sc = {
+		.n_samples = 4 * 1200, .batch_size = 4, .epochs = 1, .seed = 7,
+	};
+
+	for (int on = 1; on >= 0; on--) {
+		struct fixture f;
+		struct gp_member *a, *b;
+
+		fx_setup(&f, 3);
+		gp_sched_destroy(f.sched);
+		ASSERT_OK(gp_sched_create(&sc, &f.sched));
+		f.pool.sched = f.sched;
+		f.pool.minibatches_total = 1200;
+		f.job.optimizer = GP_OPT_ADAMW;
+		f.job.inner_optimizer = GP_INNER_ADAMW;
+		f.job.overlap = on;
+		f.job.comm_share = 0.10;
+		f.job.max_sync_interval_ms = 250;
+		f.job.clock_duration_ms = 1;
+		a = fx_join_speed(&f, 0, caps, 10000);
+		b = fx_join_speed(&f, 1, caps, 10000);
+		a->caps = b->caps = on ? caps : caps & ~(uint32_t)GP_CAP_OVERLAP;
+		ASSERT_OK(gp_ssp_observe_speed(f.ssp, 1, 10000));
+		ASSERT_OK(gp_ssp_observe_speed(f.ssp, 2, 10000));
+		set_link(&f, 1, 72, 0.01);
+		set_link(&f, 2, 72, 0.01);
+		gp_work_request(&f.pool, a, 1);
+		ASSERT(f.n_sent > 0);
+		ASSERT_EQ(f.sent[0].group, (on ? 3 : GP_WORK_BASE));
+		fx_teardown(&f);
+	}
+}
+
 /* The clock the links ask for counts a pull's parameter changes at the
  * size they travel: q8 changes with GP_CAP_PARAM_DELTA, q4 ones with
  * GP_CAP_Q4_DELTA too (work.c param_bytes). 9 values: updates 2 x q8
@@ -1391,6 +1434,7 @@ int main(void)
 	test_ahead();
 	test_outer_pulls();
 	test_overlap();
+	test_overlap_cover();
 	test_bound();
 	test_pause();
 	test_pause_idle();
