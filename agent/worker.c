@@ -16,126 +16,7 @@
 #include "log.h"
 #include "tokens.h"
 #include "util.h"
-
-enum job_kind {
-	JOB_PARAMS,
-	JOB_COMPUTE,
-	JOB_INNER,
-	JOB_VERIFY,
-};
-
-struct job {
-	enum job_kind kind;
-	struct job *next;
-	/* JOB_PARAMS */
-	enum gp_model_slot slot;
-	size_t tensor, row0, rows;
-	float *values;
-	bool rebase;              /* gp_worker_rebase_params, onto run ref */
-	uint64_t ref;
-	/* JOB_INNER */
-	struct gp_worker_inner inner;
-	/* JOB_VERIFY (its arrays owned by the job) */
-	struct gp_worker_verify verify;
-	/* JOB_COMPUTE */
-	uint32_t epoch;
-	uint64_t minibatch, clock;
-	uint32_t n;
-	uint8_t *pixels, *labels;
-	uint8_t dtype;            /* the pixels' enum gp_data_dtype */
-	float lr, mu;
-	uint32_t group;           /* > 1: opens a group of that many */
-	uint64_t gen;             /* gp_worker_drop_queued() generation */
-	/* Allocated with the job (JOB_COMPUTE, JOB_VERIFY), so that the
-	 * thread can always answer it, even with a failure: a minibatch never
-	 * answered would hold the coordinator's clock for this agent until
-	 * its work timeout. */
-	struct gp_worker_result *res;
-};
-
-/* The group being summed (GP_UPDATE_SUMS). Its minibatches take the
- * fused local step (gp_model_train_step, as a local loop does) and the sums
- * come from the copy's change at the end: with w0, v0 the parameters and
- * velocity at the group's start, a = vK - mu^K v0 and
- * sum_j lr_j a_j = w0 - wK - (sum_j lr_j mu^j) v0. */
-struct group {
-	uint32_t left;            /* minibatches still to come; 0: none open */
-	uint32_t count;           /* computed so far */
-	uint64_t gen;
-	uint64_t clock;
-	bool failed;              /* reported; the rest is not computed */
-	float mu;
-	float *w0, *v0;           /* n_params each, host */
-	float lrs[GP_WORKER_GROUP_MAX];
-	struct gp_worker_result *res; /* what is reported at the end */
-};
-
-/* Local AdamW steps (gp_worker_set_inner): the session's own moments
- * and step count, and host copies of the parameters and gradient that
- * the step reads and writes (kernels/adamw.h works on host floats; the
- * backend keeps the copy the next minibatch computes with). */
-struct inner {
-	bool on;
-	/* Asked for (on, or its state could not be allocated): every
-	 * minibatch must then be answered by a delta or not at all, as the
-	 * coordinator refuses a gradient from such an agent. */
-	bool want;
-	struct gp_worker_inner cfg;
-	uint64_t t;               /* steps taken this session */
-	float *m, *v, *w, *g;     /* n_params each */
-	/* GP_CAP_OVERLAP (cfg.overlap): runs cut this session, and the
-	 * copy as it was when each of the last ones was cut (run 0: as the
-	 * session's first run began), moved with the copy at each rebase;
-	 * oldest first. */
-	uint64_t runs;
-	uint64_t lost;            /* pulls that found no cut, for the log */
-	struct cut {
-		uint64_t run;
-		float *w;         /* n_params */
-	} cuts[GP_WORKER_CUTS_MAX];
-	size_t n_cuts;
-};
-
-struct gp_worker {
-	struct gp_worker_config cfg;
-	uv_loop_t *loop;
-	uv_async_t async;
-	gp_worker_result_cb *on_result;
-	void *data;
-	pthread_t thread;
-
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct job *head, *tail;  /* queued jobs */
-	size_t pending;           /* queued + in hand */
-	struct gp_worker_result *results, *results_tail;
-	bool stopping;
-	bool ready;
-	uint64_t gen;
-	int start_error;
-	char start_errmsg[512];
-
-	/* Owned by the thread. */
-	struct gp_backend *be;
-	struct gp_model *model;
-	size_t n_tensors;
-	struct gp_tensor_info tensors[2 * GP_MODEL_MAX_NODES];
-	size_t n_params;
-	size_t inputs;            /* the model's input width */
-	double flops_per_sample;
-	float *x;
-	int32_t *y;
-	size_t labels;            /* labels a sample */
-	uint32_t vocab;           /* the classes (a language model's tokens) */
-	struct group grp;
-	struct inner inner;
-	/* Verifications' model (gp_worker_verify): the same spec and batch
-	 * as model, made at the first, so that recomputing another member's
-	 * update leaves this agent's own copy, momentum and group alone. */
-	struct gp_model *vmodel;
-	uint64_t steps;           /* minibatches computed (test.fail_step) */
-	uint64_t typical_us;      /* moving average of rest_basis() */
-};
+#include "worker-impl.h"
 
 static void job_free(struct job *j)
 {
@@ -253,90 +134,6 @@ static int setup(struct gp_worker *w)
 	return 0;
 }
 
-static void inner_free(struct inner *in)
-{
-	free(in->m);
-	free(in->v);
-	free(in->w);
-	free(in->g);
-	for (size_t i = 0; i < in->n_cuts; i++)
-		free(in->cuts[i].w);
-	*in = (struct inner){ 0 };
-}
-
-/* Keeps copy (n_params floats, taken) as run's cut, dropping the oldest
- * beyond GP_WORKER_CUTS_MAX. */
-static void cut_keep(struct inner *in, uint64_t run, float *copy)
-{
-	if (in->n_cuts == GP_WORKER_CUTS_MAX) {
-		free(in->cuts[0].w);
-		memmove(in->cuts, in->cuts + 1,
-			(GP_WORKER_CUTS_MAX - 1) * sizeof(in->cuts[0]));
-		in->n_cuts--;
-	}
-	in->cuts[in->n_cuts++] = (struct cut){ .run = run, .w = copy };
-}
-
-/* The index of run's cut, or -1. */
-static ptrdiff_t cut_find(const struct inner *in, uint64_t run)
-{
-	for (size_t i = 0; i < in->n_cuts; i++)
-		if (in->cuts[i].run == run)
-			return (ptrdiff_t)i;
-	return -1;
-}
-
-/* Starts a session's local AdamW state from zero (cfg->on), or ends it. */
-static int inner_reset(struct gp_worker *w, const struct gp_worker_inner *cfg)
-{
-	struct inner *in = &w->inner;
-	size_t n = w->n_params;
-
-	inner_free(in);
-	if (!cfg->on)
-		return 0;
-	in->want = true;
-	in->m = calloc(n, sizeof(float));
-	in->v = calloc(n, sizeof(float));
-	in->w = malloc(n * sizeof(float));
-	in->g = malloc(n * sizeof(float));
-	if (!in->m || !in->v || !in->w || !in->g) {
-		inner_free(in);
-		in->want = true;
-		return -ENOMEM;
-	}
-	in->cfg = *cfg;
-	in->on = true;
-	return 0;
-}
-
-/* One local AdamW step from the GRAD slots at rate lr: the gradient
- * clipped to the job's global norm first, as the coordinator clips one
- * (clip_grad_norm), then kernels/adamw.h's step on the host copy, which
- * goes back to the backend for the next minibatch. */
-static int inner_step(struct gp_worker *w, float lr)
-{
-	struct inner *in = &w->inner;
-	double sq = 0;
-	float gscale = 1;
-	int r;
-
-	if ((r = gp_model_read_all(w->model, GP_MODEL_GRAD, in->g)) < 0 ||
-	    (r = gp_model_read_all(w->model, GP_MODEL_PARAM, in->w)) < 0)
-		return r;
-	for (size_t i = 0; i < w->n_params; i++)
-		sq += (double)in->g[i] * in->g[i];
-	/* A non-finite gradient is not stepped on: the copy would be lost
-	 * for the rest of the session. */
-	if (!isfinite(sq))
-		return -EDOM;
-	if (in->cfg.clip_norm > 0 && sqrt(sq) > in->cfg.clip_norm)
-		gscale = (float)(in->cfg.clip_norm / sqrt(sq));
-	gp_adamw_step(&in->cfg.adamw, in->w, in->m, in->v, in->g, w->n_params,
-		      gscale, lr, ++in->t);
-	return gp_model_write_all(w->model, GP_MODEL_PARAM, in->w);
-}
-
 /* Computes one minibatch. Returns its result (taken from the job, never
  * NULL), with error set when the step failed. */
 static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
@@ -388,7 +185,7 @@ static struct gp_worker_result *compute(struct gp_worker *w, struct job *j)
 		/* A local AdamW step; the run's change comes at its end. */
 		r = gp_model_compute_grads(w->model, j->n, &st);
 		if (r >= 0)
-			r = inner_step(w, j->lr);
+			r = wk_inner_step(w, j->lr);
 		if (r < 0) {
 			res->error = r;
 			return res;
@@ -498,152 +295,6 @@ static struct gp_worker_result *verify(struct gp_worker *w, struct job *j)
 	return res;
 }
 
-static void group_reset(struct gp_worker *w)
-{
-	gp_worker_result_free(w->grp.res);
-	w->grp.res = NULL;
-	w->grp.left = 0;
-	w->grp.count = 0;
-	w->grp.failed = false;
-}
-
-/* The group's sums from the copy's change (see struct group): a into
- * out->grads, b (divided by the rates' sum) into out->sums_b. */
-static int group_finish(struct gp_worker *w, struct gp_worker_result *out)
-{
-	struct group *g = &w->grp;
-	double mk = 1, cv = 0, lsum = 0, sq = 0;
-	float *a = malloc(w->n_params * sizeof(float));
-	float *b = malloc(w->n_params * sizeof(float));
-	int r = -ENOMEM;
-
-	if (!a || !b)
-		goto fail;
-	if (w->inner.on) {
-		/* The run's change, start minus end: the descent it took. */
-		r = gp_model_read_all(w->model, GP_MODEL_PARAM, b);
-		if (r < 0)
-			goto fail;
-		for (uint32_t j = 0; j < g->count; j++)
-			lsum += g->lrs[j];
-		for (size_t i = 0; i < w->n_params; i++) {
-			a[i] = g->w0[i] - b[i];
-			sq += (double)a[i] * a[i];
-		}
-		out->run = ++w->inner.runs;
-		/* The copy at the cut, for the pull that will hold this
-		 * run (gp_worker_rebase_params). */
-		if (w->inner.cfg.overlap)
-			cut_keep(&w->inner, out->run, b);
-		else
-			free(b);
-		out->grads = a;
-		out->n_grads = w->n_params;
-		out->delta = true;
-		/* As the coordinator's ledger shows a delta's norm. */
-		out->grad_norm = lsum > 0 ? sqrt(sq) / lsum : sqrt(sq);
-		return 0;
-	}
-	r = gp_model_read_all(w->model, GP_MODEL_MOMENTUM, a);
-	if (r >= 0)
-		r = gp_model_read_all(w->model, GP_MODEL_PARAM, b);
-	if (r < 0)
-		goto fail;
-	for (uint32_t j = 0; j < g->count; j++) {
-		mk *= g->mu;
-		cv += g->lrs[j] * mk;
-		lsum += g->lrs[j];
-	}
-	{
-		float fmk = (float)mk, fcv = (float)cv;
-		float inv = lsum > 0 ? (float)(1.0 / lsum) : 0.0f;
-
-		for (size_t i = 0; i < w->n_params; i++) {
-			float v0 = g->v0[i];
-
-			a[i] -= fmk * v0;
-			b[i] = (g->w0[i] - b[i] - fcv * v0) * inv;
-			sq += (double)a[i] * a[i];
-		}
-	}
-	out->grads = a;
-	out->sums_b = b;
-	out->n_grads = w->n_params;
-	/* The group's weighted mean gradient, as the coordinator checks it. */
-	out->grad_norm = sqrt(sq) / (g->mu > 0 && g->mu < 1 ?
-				    (1 - mk) / (1 - g->mu) : (double)g->count);
-	return 0;
-fail:
-	free(a);
-	free(b);
-	return r;
-}
-
-/* Folds one computed minibatch into the open group. Returns the group's
- * result when this was its last minibatch, the failed minibatch's own
- * result when it failed (reported at once: the group cannot be answered,
- * and waiting for its end would only hold the coordinator's clock longer),
- * else NULL (res is consumed then). */
-static struct gp_worker_result *group_add(struct gp_worker *w,
-					  const struct job *j,
-					  struct gp_worker_result *res)
-{
-	struct group *g = &w->grp;
-	struct gp_worker_result *out = g->res;
-	int r;
-
-	if (res->error < 0) {
-		g->failed = true;
-		if (--g->left == 0)
-			group_reset(w);
-		return res;
-	}
-	out->items[out->n_items++] = (struct gp_worker_item){
-		.epoch = res->epoch,
-		.minibatch = res->minibatch,
-		.loss = (float)res->loss,
-	};
-	g->lrs[g->count++] = j->lr;
-	out->samples += res->samples;
-	out->loss += res->loss * res->samples;
-	out->correct += res->correct;
-	out->compute_us += res->compute_us;
-	gp_worker_result_free(res);
-	if (--g->left > 0)
-		return NULL;
-	g->res = NULL;
-	if ((r = group_finish(w, out)) < 0)
-		out->error = r;
-	out->loss /= out->samples ? out->samples : 1;
-	g->count = 0;
-	return out;
-}
-
-/* Ends the open group before its announced size: the minibatches computed
- * so far are answered as a group of their own (the sums are exact for
- * them), so the coordinator need not wait for a work timeout. Returns the
- * result (with error set when the sums cannot be had: the caller must
- * still learn that the work is lost), or NULL when nothing was computed
- * or the failure was already reported. */
-static struct gp_worker_result *group_cut(struct gp_worker *w)
-{
-	struct group *g = &w->grp;
-	struct gp_worker_result *out = g->res;
-	int r;
-
-	if (!g->count || g->failed || !out) {
-		group_reset(w);
-		return NULL;
-	}
-	g->res = NULL;
-	r = group_finish(w, out);
-	out->loss /= out->samples ? out->samples : 1;
-	group_reset(w);
-	if (r < 0)
-		out->error = r;
-	return out;
-}
-
 /* Posts a result that no queued job accounts for (a group cut short). */
 static void post_extra(struct gp_worker *w, struct gp_worker_result *res)
 {
@@ -651,56 +302,6 @@ static void post_extra(struct gp_worker *w, struct gp_worker_result *res)
 	w->pending++;
 	pthread_mutex_unlock(&w->lock);
 	post_result(w, res);
-}
-
-/* Opens a group of j->group minibatches (at least one): snapshots the
- * copy. Returns 0 or a negative errno (the minibatch is then answered
- * alone). */
-static int group_open(struct gp_worker *w, const struct job *j)
-{
-	struct group *g = &w->grp;
-	/* Local AdamW steps answer a lone minibatch as a group of one. */
-	uint32_t size = j->group ? j->group : 1;
-	int r = -ENOMEM;
-
-	group_reset(w);
-	if (!g->w0)
-		g->w0 = malloc(w->n_params * sizeof(float));
-	if (!g->v0)
-		g->v0 = malloc(w->n_params * sizeof(float));
-	g->res = calloc(1, sizeof(*g->res));
-	if (g->res)
-		g->res->items = calloc(size, sizeof(*g->res->items));
-	if (!g->w0 || !g->v0 || !g->res || !g->res->items)
-		goto fail;
-	r = gp_model_read_all(w->model, GP_MODEL_PARAM, g->w0);
-	if (r >= 0)
-		r = gp_model_read_all(w->model, GP_MODEL_MOMENTUM, g->v0);
-	if (r < 0)
-		goto fail;
-	/* The copy the session's first run starts from: what a pull that
-	 * holds none of its updates yet is taken against. */
-	if (w->inner.on && w->inner.cfg.overlap && w->inner.runs == 0 &&
-	    cut_find(&w->inner, 0) < 0) {
-		float *c = malloc(w->n_params * sizeof(float));
-
-		if (c) {
-			memcpy(c, g->w0, w->n_params * sizeof(float));
-			cut_keep(&w->inner, 0, c);
-		}
-	}
-	g->res->gen = j->gen;
-	g->res->clock = j->clock;
-	g->res->epoch = j->epoch;
-	g->res->minibatch = j->minibatch;
-	g->left = size;
-	g->gen = j->gen;
-	g->clock = j->clock;
-	g->mu = j->mu;
-	return 0;
-fail:
-	group_reset(w);
-	return r;
 }
 
 /* The part of a step's wall time (wall_us) that counts as computing for the
@@ -766,90 +367,6 @@ static void rest(struct gp_worker *w, uint64_t step_us)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Rows of parameters written whole over the copy: every cut kept takes
- * them too, so that the copy less a cut is again what the local steps
- * did since (nothing yet), whatever run a later pull names. */
-static void cuts_set(struct gp_worker *w, const struct job *j)
-{
-	struct inner *in = &w->inner;
-	size_t cols = w->tensors[j->tensor].cols, off = 0;
-
-	for (size_t t = 0; t < j->tensor; t++)
-		off += w->tensors[t].rows * w->tensors[t].cols;
-	off += j->row0 * cols;
-	for (size_t k = 0; k < in->n_cuts; k++)
-		memcpy(in->cuts[k].w + off, j->values,
-		       j->rows * cols * sizeof(float));
-}
-
-/* A rebase job (gp_worker_rebase_params) on the thread: the copy's rows
- * become the values plus the copy's change since run j->ref's cut; that
- * cut's rows become the values, and the later cuts and an open run's
- * start move by what the cut's rows moved, so that a later pull against
- * any of them, and the run's change, stay right. The cuts before ref are
- * dropped: the pulls name runs in the order they were sent. Returns 0,
- * or a negative errno with nothing changed (no cut of run ref, no
- * overlap, no memory). */
-static int rebase_rows(struct gp_worker *w, const struct job *j)
-{
-	struct inner *in = &w->inner;
-	size_t cols = w->tensors[j->tensor].cols, off = 0,
-	       n = j->rows * cols;
-	ptrdiff_t c = in->on && in->cfg.overlap ? cut_find(in, j->ref) : -1;
-	float *cur, *base;
-	int r;
-
-	if (j->slot != GP_MODEL_PARAM || !in->on || !in->cfg.overlap)
-		return -ENOENT;
-	if (c < 0) {
-		/* The session's first parameters (nothing computed, no
-		 * copy kept yet) are just that. */
-		if (j->ref == 0 && in->runs == 0 && !w->grp.left)
-			return -ENOENT;
-		if (in->lost++ % 100 == 0)
-			gp_warn("parameters named run %" PRIu64 ", whose copy is "
-				"no longer kept: they replace the copy, local "
-				"steps and all (%" PRIu64 " such so far)", j->ref,
-				in->lost);
-		return -ENOENT;
-	}
-	for (size_t t = 0; t < j->tensor; t++)
-		off += w->tensors[t].rows * w->tensors[t].cols;
-	off += j->row0 * cols;
-	if (!(cur = malloc(n * sizeof(float))))
-		return -ENOMEM;
-	r = gp_model_read(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
-			  j->rows, cur);
-	if (r < 0) {
-		free(cur);
-		return r;
-	}
-	base = in->cuts[c].w + off;
-	for (size_t i = 0; i < n; i++)
-		cur[i] = j->values[i] + (cur[i] - base[i]);
-	r = gp_model_write(w->model, GP_MODEL_PARAM, j->tensor, j->row0,
-			   j->rows, cur);
-	free(cur);
-	if (r < 0)
-		return r;
-	/* Written: the later cuts and the open run's start move with it. */
-	for (size_t i = 0; i < n; i++) {
-		float v = j->values[i], d = v - base[i];
-
-		for (size_t k = (size_t)c + 1; k < in->n_cuts; k++)
-			in->cuts[k].w[off + i] += d;
-		if (w->grp.left)
-			w->grp.w0[off + i] += d;
-		base[i] = v;
-	}
-	for (ptrdiff_t k = 0; k < c; k++)
-		free(in->cuts[k].w);
-	memmove(in->cuts, in->cuts + c, (in->n_cuts - (size_t)c) *
-					       sizeof(in->cuts[0]));
-	in->n_cuts -= (size_t)c;
-	return 0;
-}
-
 static void *thread_main(void *arg)
 {
 	struct gp_worker *w = arg;
@@ -881,8 +398,8 @@ static void *thread_main(void *arg)
 
 		if (j->kind == JOB_INNER) {
 			/* A new session: what a group had is not its. */
-			group_reset(w);
-			r = inner_reset(w, &j->inner);
+			wk_group_reset(w);
+			r = wk_inner_reset(w, &j->inner);
 			if (r < 0)
 				gp_warn("no memory for local AdamW steps: %s; "
 					"the next minibatch fails",
@@ -891,7 +408,7 @@ static void *thread_main(void *arg)
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);
 		} else if (j->kind == JOB_PARAMS && j->rebase &&
-			   rebase_rows(w, j) == 0) {
+			   wk_rebase_rows(w, j) == 0) {
 			/* Under the work in hand: the open run goes on. */
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
@@ -902,9 +419,9 @@ static void *thread_main(void *arg)
 			 * it has first. */
 			if (w->grp.left) {
 				struct gp_worker_result *cut =
-					j->gen == w->grp.gen ? group_cut(w) : NULL;
+					j->gen == w->grp.gen ? wk_group_cut(w) : NULL;
 
-				group_reset(w);
+				wk_group_reset(w);
 				if (cut)
 					post_extra(w, cut);
 			}
@@ -914,7 +431,7 @@ static void *thread_main(void *arg)
 				gp_warn("cannot load parameters of tensor %zu: %s",
 					j->tensor, gp_backend_error(w->be));
 			else if (j->slot == GP_MODEL_PARAM)
-				cuts_set(w, j);
+				wk_cuts_set(w, j);
 			pthread_mutex_lock(&w->lock);
 			w->pending--;
 			pthread_mutex_unlock(&w->lock);
@@ -941,10 +458,10 @@ static void *thread_main(void *arg)
 			 * when a new group, a minibatch of its own or another
 			 * clock begins, what it has is answered. */
 			if (w->grp.left && j->gen != w->grp.gen) {
-				group_reset(w);
+				wk_group_reset(w);
 			} else if (w->grp.left && (j->group >= 1 ||
 						   j->clock != w->grp.clock)) {
-				struct gp_worker_result *cut = group_cut(w);
+				struct gp_worker_result *cut = wk_group_cut(w);
 
 				if (cut)
 					post_extra(w, cut);
@@ -953,7 +470,7 @@ static void *thread_main(void *arg)
 				/* The rest of a failed group, whose failure was
 				 * reported: computing it would be wasted. */
 				if (--w->grp.left == 0)
-					group_reset(w);
+					wk_group_reset(w);
 				res = NULL;
 			} else {
 				/* With local AdamW steps every minibatch is
@@ -962,7 +479,7 @@ static void *thread_main(void *arg)
 					    (w->inner.on && !w->grp.left);
 				int fail = 0;
 
-				if (open && (r = group_open(w, j)) < 0) {
+				if (open && (r = wk_group_open(w, j)) < 0) {
 					gp_warn("cannot open a group of %u minibatches "
 						"(%s); answering them one by one",
 						j->group, strerror(-r));
@@ -981,7 +498,7 @@ static void *thread_main(void *arg)
 				step_us = rest_basis(w, res->compute_us,
 						     process_cpu_us() - cpu0);
 				if (w->grp.left)
-					res = group_add(w, j, res);
+					res = wk_group_add(w, j, res);
 			}
 			if (res)
 				post_result(w, res);
@@ -1032,8 +549,8 @@ static void on_async_closed(uv_handle_t *h)
 
 static void release_thread_state(struct gp_worker *w)
 {
-	group_reset(w);
-	inner_free(&w->inner);
+	wk_group_reset(w);
+	wk_inner_free(&w->inner);
 	free(w->grp.w0);
 	free(w->grp.v0);
 	gp_model_destroy(w->vmodel);
