@@ -292,17 +292,25 @@ fail:
 	return r;
 }
 
+/* Where a parameter job's rows start among the model's values, flat
+ * (gp_model_read_all's order: tensor by tensor, row by row). */
+static size_t rows_at(const struct gp_worker *w, const struct job *j)
+{
+	size_t off = 0;
+
+	for (size_t t = 0; t < j->tensor; t++)
+		off += w->tensors[t].rows * w->tensors[t].cols;
+	return off + j->row0 * w->tensors[j->tensor].cols;
+}
+
 /* Rows of parameters written whole over the copy: every cut kept takes
  * them too, so that the copy less a cut is again what the local steps
  * did since (nothing yet), whatever run a later pull names. */
 void wk_cuts_set(struct gp_worker *w, const struct job *j)
 {
 	struct inner *in = &w->inner;
-	size_t cols = w->tensors[j->tensor].cols, off = 0;
+	size_t cols = w->tensors[j->tensor].cols, off = rows_at(w, j);
 
-	for (size_t t = 0; t < j->tensor; t++)
-		off += w->tensors[t].rows * w->tensors[t].cols;
-	off += j->row0 * cols;
 	for (size_t k = 0; k < in->n_cuts; k++)
 		memcpy(in->cuts[k].w + off, j->values,
 		       j->rows * cols * sizeof(float));
@@ -319,14 +327,14 @@ void wk_cuts_set(struct gp_worker *w, const struct job *j)
 int wk_rebase_rows(struct gp_worker *w, const struct job *j)
 {
 	struct inner *in = &w->inner;
-	size_t cols = w->tensors[j->tensor].cols, off = 0,
-	       n = j->rows * cols;
-	ptrdiff_t c = in->on && in->cfg.overlap ? wk_cut_find(in, j->ref) : -1;
+	size_t n = j->rows * w->tensors[j->tensor].cols, off = rows_at(w, j);
+	ptrdiff_t c;
 	float *cur, *base;
 	int r;
 
 	if (j->slot != GP_MODEL_PARAM || !in->on || !in->cfg.overlap)
 		return -ENOENT;
+	c = wk_cut_find(in, j->ref);
 	if (c < 0) {
 		/* The session's first parameters (nothing computed, no
 		 * copy kept yet) are just that. */
@@ -339,9 +347,6 @@ int wk_rebase_rows(struct gp_worker *w, const struct job *j)
 				in->lost);
 		return -ENOENT;
 	}
-	for (size_t t = 0; t < j->tensor; t++)
-		off += w->tensors[t].rows * w->tensors[t].cols;
-	off += j->row0 * cols;
 	if (!(cur = malloc(n * sizeof(float))))
 		return -ENOMEM;
 	r = gp_model_read(w->model, GP_MODEL_PARAM, j->tensor, j->row0,

@@ -39,22 +39,35 @@ double gp_pool_lr_now(const struct gp_pool *pool)
  * GP_WORK_BASE: two agents with clocks of equal time and about equal work
  * would otherwise each skip the other's whole clock for up to s clocks
  * and drift apart. *ret_current says whether it lacks nothing. */
+/* The updates applied since m's copy that its copy lacks: all of them
+ * but its own, or through an outer optimiser its own too (the
+ * coordinator applies them otherwise than its copy took them, params.h,
+ * so a copy is current only while nothing landed). false when the view
+ * counts more of its own than were applied (it holds no usable view). */
+static bool copy_lacks(const struct gp_pool *pool, const struct gp_member *m,
+		       uint64_t *ret_lag)
+{
+	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+
+	if (lag < m->view.own)
+		return false;
+	if (pool->job->outer_optimizer == GP_OUTER_NONE)
+		lag -= m->view.own;
+	*ret_lag = lag;
+	return true;
+}
+
 static bool copy_good(const struct gp_pool *pool, const struct gp_member *m,
 		      int64_t clock, uint32_t k, bool *ret_current)
 {
 	struct gp_ssp_agent_info info;
-	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
+	uint64_t lag;
 	bool overlap;
 
 	*ret_current = false;
 	if (!(m->caps & GP_CAP_LOCAL_STEP) || !m->pulled_version ||
-	    lag < m->view.own)
+	    !copy_lacks(pool, m, &lag))
 		return false;
-	/* Through an outer optimiser the coordinator applies the agent's
-	 * own runs otherwise than its copy took them (params.h): they count
-	 * as lacking too, so a copy is current only while nothing landed. */
-	if (pool->job->outer_optimizer == GP_OUTER_NONE)
-		lag -= m->view.own;
 	if (lag == 0) {
 		*ret_current = true;
 		return true;
@@ -254,8 +267,7 @@ static int send_pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
  * updates from now on are its own, the rest lag. */
 static void overlap_pull(struct gp_pool *pool, struct gp_member *m)
 {
-	uint64_t lag = gp_params_updates(pool->params) - m->view.base;
-	uint64_t down = 0;
+	uint64_t lag = 0, down = 0;
 	struct gp_view v;
 	int r;
 
@@ -264,10 +276,11 @@ static void overlap_pull(struct gp_pool *pool, struct gp_member *m)
 	    m->pull_waiting ||
 	    m->clock_open + m->next_open == 0)
 		return;
-	if (pool->job->outer_optimizer == GP_OUTER_NONE && lag >= m->view.own)
-		lag -= m->view.own;
-	if (lag == 0 || gp_params_changed_since(pool->params, m->pulled_version,
-						NULL, 0) == 0)
+	/* A view that counts more of its own than landed lacks something
+	 * unknown: pulled too. */
+	if ((copy_lacks(pool, m, &lag) && lag == 0) ||
+	    gp_params_changed_since(pool->params, m->pulled_version, NULL,
+				    0) == 0)
 		return;
 	r = send_pull(pool, m, m->clock, false, &v, &down);
 	if (r < 0) {
