@@ -154,6 +154,9 @@ void gp_serve_defer_finish(struct server *srv)
 			"waiting at once, the longest wait %.1f ms",
 			srv->defer_total, srv->defer_peak,
 			(double)srv->defer_wait_max_us / 1000.0);
+	if (gp_channel_opened_off_loop())
+		gp_info("%" PRIu64 " messages opened on the thread pool",
+			gp_channel_opened_off_loop());
 	/* Empty: every connection's on_close flushed its own before the
 	 * loop ended (their peers are freed, so only the entries go). */
 	while (srv->defer_head) {

@@ -122,11 +122,26 @@ struct gp_channel {
 	size_t msg_cap;
 	size_t msg_total;
 	size_t msg_have;
+	/* Offloaded opening (channel-recv.c, open_offload_min): the
+	 * message's pieces as they came, each at a stride of a full piece's
+	 * ciphertext; the jobs opening them and the nonces they took; and
+	 * what came after the last piece in the same read, handled once the
+	 * message is delivered. */
+	bool open_staged;       /* this message's pieces go to `cipher` */
+	bool open_hold;         /* jobs are out: reading stopped */
+	uint8_t *cipher;
+	size_t pieces;
+	unsigned open_jobs;
+	int open_result;
+	struct gp_noise_span *open_span; /* secret memory */
+	uint8_t *held;
+	size_t held_len;
 
 	/* Sealed records waiting for the socket. */
 	struct gp_wqueue wq;
 	/* Jobs on the thread pool, not yet back (seals, channel-send.c; the
-	 * responder's handshake, channel-handshake.c); the channel is freed
+	 * responder's handshake, channel-handshake.c; opening,
+	 * channel-recv.c); the channel is freed
 	 * by the last of them once on_close was called. */
 	unsigned jobs;
 	bool free_pending;

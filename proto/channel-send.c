@@ -296,7 +296,7 @@ struct seal_job {
 	 * message's total), then pieces; 0: pieces only. */
 	uint8_t lead;
 	uint32_t total;
-	struct gp_noise_send_span *span; /* secret memory */
+	struct gp_noise_span *span; /* secret memory */
 	int result;
 };
 

@@ -15,6 +15,7 @@
 #include "gp-endian.h"
 #include "log.h"
 #include "msg.h"
+#include "secmem.h"
 
 /* Upper bound for config.max_message. */
 #define MAX_MESSAGE_LIMIT (1u << 30)
@@ -92,6 +93,9 @@ static void channel_free(struct gp_channel *ch)
 	free(ch->hello);
 	channel_release_read_buffer(ch);
 	free(ch->msg);
+	free(ch->cipher);
+	free(ch->held);
+	gp_secmem_free(ch->open_span);
 	gp_wqueue_finish(&ch->wq);
 	if (ch->listener)
 		listener_unref(ch->listener);
@@ -169,9 +173,14 @@ static void timer_fired(uv_timer_t *t);
 
 int channel_resume_reading(struct gp_channel *ch)
 {
-	if (!ch->paused)
+	if (!ch->paused && !(ch->open_hold && ch->state == S_CLOSING))
 		return 0;
 	ch->paused = false;
+	/* Opening jobs out: their return reads again, unless the channel
+	 * closes meanwhile (it then reads to see the peer's EOF). */
+	if (ch->open_hold && ch->state != S_CLOSING)
+		return 0;
+	ch->open_hold = false;
 	return uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
 			     channel_on_read);
 }
@@ -622,7 +631,7 @@ void gp_channel_pause_reading(struct gp_channel *ch, bool pause)
 	ch->paused = pause;
 	if (pause) {
 		uv_read_stop((uv_stream_t *)&ch->tcp);
-	} else {
+	} else if (!ch->open_hold) { /* else the opening's return reads */
 		ch->last_recv = uv_now(ch->loop);
 		if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
 				  channel_on_read) < 0) {

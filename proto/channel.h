@@ -49,6 +49,11 @@
  * round trips and serve's memory (docs/performance.md "Scale"). */
 #define GP_CHANNEL_SEAL_OFFLOAD_MIN (256u * 1024)
 
+/* The coordinator's open_offload_min when serve offloads (GP_SERVE_OFFLOAD=1;
+ * GP_OPEN_OFFLOAD_MIN in its environment overrides it): the updates of
+ * models from about 100,000 parameters up are decrypted off the loop. */
+#define GP_CHANNEL_OPEN_OFFLOAD_MIN (256u * 1024)
+
 /* Why a channel closed. Names: gp_channel_close_reason_name(). */
 enum gp_close_reason {
 	GP_CLOSE_LOCAL = 1,          /* gp_channel_close() or listener gone */
@@ -113,12 +118,20 @@ struct gp_channel_config {
 	 * (about 1 MiB per job, several jobs at once), not on the loop; their
 	 * bytes keep their place in the stream. 0: everything on the loop. */
 	size_t seal_offload_min;
+	/* Messages of at least this many bytes that the peer sends in pieces
+	 * (a BEGIN record, docs/protocol.md) are decrypted on libuv's thread
+	 * pool (about 1 MiB per job, several jobs at once), not on the loop:
+	 * their pieces' ciphertext is kept until the last one is in, and
+	 * reading pauses until the message is delivered, so that messages
+	 * still arrive in order. 0: everything on the loop. */
+	size_t open_offload_min;
 };
 
 /* Fills *cfg with the defaults: handshake 10 s, heartbeat 5 s, idle 30 s,
  * linger 2 s, max_message GP_MSG_MAX_SIZE, write queue 32 MiB (low water
  * 8 MiB), rekey GP_CHANNEL_REKEY_INTERVAL, 256 handshakes, every handshake
- * and record on the loop (handshake_offload false, seal_offload_min 0). */
+ * and record on the loop (handshake_offload false, seal_offload_min and
+ * open_offload_min 0). */
 void gp_channel_config_default(struct gp_channel_config *cfg);
 
 /* What a responder learns from message 1. All pointers are borrowed for the
@@ -249,6 +262,10 @@ int gp_channel_send_take(struct gp_channel *ch, void *buf, size_t len);
  * gp_channel_send's results, or gp_msg_encode's. */
 struct gp_msg;
 int gp_channel_send_msg(struct gp_channel *ch, const struct gp_msg *msg);
+
+/* How many messages this process opened on libuv's thread pool
+ * (open_offload_min), over all channels. */
+uint64_t gp_channel_opened_off_loop(void);
 
 /* Closes the channel: after the handshake, a close record with code and
  * text (borrowed, may be NULL; cut at GP_CHANNEL_TEXT_MAX bytes) is sent

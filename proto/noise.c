@@ -792,29 +792,41 @@ int gp_noise_transport_encrypt(struct gp_noise_transport *t,
 	return 0;
 }
 
-int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
-				 struct gp_noise_send_span *ret)
+/* Takes count nonces of c (a direction of a transport) for a span. */
+static int take_span(struct cipher *c, uint64_t interval, uint64_t count,
+		     struct gp_noise_span *ret)
 {
-	uint64_t first = t->send.n;
+	uint64_t first = c->n;
 
 	if (count == 0 || count > NONCE_MAX - first)
 		return -EOVERFLOW;
 	/* The rekey follows the message with nonce k * interval - 1: only
 	 * the last nonce of the run may be one, so no multiple of the
 	 * interval may lie in (first, first + count - 1]. */
-	if (t->rekey_interval && (first + count - 1) / t->rekey_interval !=
-					 first / t->rekey_interval)
+	if (interval && (first + count - 1) / interval != first / interval)
 		return -EAGAIN;
-	memcpy(ret->key, t->send.k, KEYLEN);
+	memcpy(ret->key, c->k, KEYLEN);
 	ret->nonce = first;
 	ret->count = count;
-	t->send.n = first + count;
-	if (t->rekey_interval && t->send.n % t->rekey_interval == 0)
-		cipher_rekey(&t->send);
+	c->n = first + count;
+	if (interval && c->n % interval == 0)
+		cipher_rekey(c);
 	return 0;
 }
 
-int gp_noise_span_encrypt(const struct gp_noise_send_span *span, uint64_t i,
+int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
+				 struct gp_noise_span *ret)
+{
+	return take_span(&t->send, t->rekey_interval, count, ret);
+}
+
+int gp_noise_transport_take_recv(struct gp_noise_transport *t, uint64_t count,
+				 struct gp_noise_span *ret)
+{
+	return take_span(&t->recv, t->rekey_interval, count, ret);
+}
+
+int gp_noise_span_encrypt(const struct gp_noise_span *span, uint64_t i,
 			  const uint8_t *plaintext, size_t len, uint8_t *out)
 {
 	if (len > GP_NOISE_MAX_PLAINTEXT)
@@ -823,6 +835,18 @@ int gp_noise_span_encrypt(const struct gp_noise_send_span *span, uint64_t i,
 		return -EINVAL;
 	aead_encrypt(span->key, span->nonce + i, NULL, 0, plaintext, len, out);
 	return 0;
+}
+
+int gp_noise_span_decrypt(const struct gp_noise_span *span, uint64_t i,
+			  const uint8_t *msg, size_t len, uint8_t *out)
+{
+	if (len > GP_NOISE_MAX_MSG)
+		return -EMSGSIZE;
+	if (len < TAGLEN)
+		return -EBADMSG;
+	if (i >= span->count)
+		return -EINVAL;
+	return aead_decrypt(span->key, span->nonce + i, NULL, 0, msg, len, out);
 }
 
 int gp_noise_transport_decrypt(struct gp_noise_transport *t,

@@ -240,10 +240,11 @@ int gp_noise_transport_encrypt(struct gp_noise_transport *t,
 			       const uint8_t *plaintext, size_t len,
 			       uint8_t *out, size_t cap, size_t *ret_len);
 
-/* A run of send nonces taken now and used later, on another thread: the
- * send key as it is for those nonces and the first of them. Keep it in
- * secret memory (gp_secmem_alloc) and wipe it when done (gp_secmem_free). */
-struct gp_noise_send_span {
+/* A run of nonces of one direction taken now and used later, on another
+ * thread: the key as it is for those nonces and the first of them. Keep it
+ * in secret memory (gp_secmem_alloc) and wipe it when done
+ * (gp_secmem_free). */
+struct gp_noise_span {
 	uint8_t key[GP_NOISE_KEY_SIZE];
 	uint64_t nonce;
 	uint64_t count;
@@ -257,15 +258,34 @@ struct gp_noise_send_span {
  * messages one by one) or -EOVERFLOW (count is 0, or not that many nonces
  * are left). */
 int gp_noise_transport_take_send(struct gp_noise_transport *t, uint64_t count,
-				 struct gp_noise_send_span *ret);
+				 struct gp_noise_span *ret);
 
 /* Seals the message with the span's nonce number i (i < count) like
  * gp_noise_transport_encrypt() (out may equal plaintext; out has room for
  * len + GP_NOISE_TAG_SIZE bytes). Touches nothing but its arguments:
  * callable from any thread. Returns 0 or -EMSGSIZE (len >
  * GP_NOISE_MAX_PLAINTEXT), -EINVAL (i out of the span). */
-int gp_noise_span_encrypt(const struct gp_noise_send_span *span, uint64_t i,
+int gp_noise_span_encrypt(const struct gp_noise_span *span, uint64_t i,
 			  const uint8_t *plaintext, size_t len, uint8_t *out);
+
+/* Takes the next count receive nonces for messages that
+ * gp_noise_span_decrypt() opens later, in any order and on any thread, as
+ * if gp_noise_transport_decrypt() had opened them now (the receiver's side
+ * of gp_noise_transport_take_send). The nonces are gone even if a message
+ * then fails to open: the caller closes the connection. Returns 0,
+ * -EAGAIN (the run would cross a rekey: open them one by one) or
+ * -EOVERFLOW. */
+int gp_noise_transport_take_recv(struct gp_noise_transport *t, uint64_t count,
+				 struct gp_noise_span *ret);
+
+/* Opens the message msg (len bytes) with the span's nonce number i into
+ * out (room for len - GP_NOISE_TAG_SIZE bytes; out may equal msg), like
+ * gp_noise_transport_decrypt() without associated data. Touches nothing
+ * but its arguments: callable from any thread. Returns 0, -EBADMSG
+ * (shorter than a tag, or it did not authenticate), -EMSGSIZE (len >
+ * GP_NOISE_MAX_MSG) or -EINVAL (i out of the span). */
+int gp_noise_span_decrypt(const struct gp_noise_span *span, uint64_t i,
+			  const uint8_t *msg, size_t len, uint8_t *out);
 
 /* Decrypts one transport message msg (borrowed, len bytes) with associated
  * data ad into out (caller-owned, cap >= len - GP_NOISE_TAG_SIZE; out may

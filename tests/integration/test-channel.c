@@ -1215,7 +1215,9 @@ static void test_rekey(void)
 /* Messages sealed on the thread pool (gp_channel_send_take) leave in the
  * order they were sent, mixed with messages sealed on the loop, both ways,
  * across many rekeys (runs that would cross one are sealed on the loop);
- * a close right after a large send lets the message arrive first. */
+ * both ends open large messages on the thread pool too (open_offload_min),
+ * and what follows one in the same read waits for it; a close right after
+ * a large send lets the message arrive first. */
 static void test_offload(void)
 {
 	static const size_t sizes[] = {
@@ -1231,10 +1233,12 @@ static void test_offload(void)
 	test_config(&cfg);
 	cfg.heartbeat_ms = 0;
 	ASSERT_EQ(cfg.seal_offload_min, 0); /* the default: on the loop */
+	ASSERT_EQ(cfg.open_offload_min, 0);
 	cfg.seal_offload_min = 16 * 1024;
+	cfg.open_offload_min = 16 * 1024;
 	for (int round = 0; round < 2; round++) {
 		struct client c = { 0 };
-		uint64_t sent0;
+		uint64_t sent0, opened0 = gp_channel_opened_off_loop();
 
 		/* Round 1: a rekey every 7 records, inside most runs. */
 		cfg.rekey_interval = round == 0 ? GP_CHANNEL_REKEY_INTERVAL : 7;
@@ -1268,6 +1272,13 @@ static void test_offload(void)
 			ASSERT_EQ(c.got_len[i], sizes[i]);
 			ASSERT_EQ(c.got_hash[i], want[i]);
 		}
+		/* Without rekeys in the way every message sent in pieces
+		 * (from 65,519 bytes) was opened off the loop, at both
+		 * ends (six such). */
+		if (round == 0)
+			ASSERT_EQ(gp_channel_opened_off_loop() - opened0, 12);
+		else
+			ASSERT_GE(gp_channel_opened_off_loop() - opened0, 1);
 		ASSERT_EQ(srv.closes, 0);
 		gp_channel_close(c.ch, 0, NULL);
 		RUN_UNTIL(c.closed && srv.closes == 1, 3000);
@@ -1298,6 +1309,58 @@ static void test_offload(void)
 		server_stop();
 	}
 	gp_token_destroy(t);
+}
+
+/* A piece of a message opened on the thread pool that does not
+ * authenticate closes the connection as it does on the loop, and nothing
+ * of the message is delivered; the same message untouched arrives whole. */
+static void test_open_tampered(void)
+{
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct gp_token *t;
+
+	test_config(&cfg);
+	cfg.heartbeat_ms = 0;
+	cfg.open_offload_min = 16 * 1024;
+	server_start(&cfg);
+	t = new_token(0, 5, str);
+	for (int tamper = 0; tamper < 2; tamper++) {
+		struct client c = { 0 };
+		struct proxy p;
+		uint64_t opened0 = gp_channel_opened_off_loop();
+
+		/* Inside the third piece of 200,000 bytes: after the
+		 * confirmation, the BEGIN record and two full pieces. */
+		proxy_start(&p, srv.port,
+			    !tamper ? -1 :
+			    JOIN_MSG1_FRAME + PING_FRAME +
+				    (GP_FRAME_HEADER_SIZE + 5 +
+				     GP_NOISE_TAG_SIZE) +
+				    2 * (GP_FRAME_HEADER_SIZE +
+					 GP_NOISE_MAX_PLAINTEXT +
+					 GP_NOISE_TAG_SIZE) + 1000);
+		c.send_len = 200000;
+		srv.echo = false;
+		srv.messages = 0;
+		client_join(&c, &cfg, t, p.port);
+		if (tamper) {
+			RUN_UNTIL(srv.closes == 1 && c.closed, 3000);
+			ASSERT_EQ(srv.last_reason, GP_CLOSE_DECRYPT_FAILED);
+			ASSERT_EQ(srv.messages, 0);
+		} else {
+			RUN_UNTIL(srv.messages == 1, 3000);
+			ASSERT_EQ(srv.last_len, (size_t)200000);
+			gp_channel_close(c.ch, 0, NULL);
+			RUN_UNTIL(c.closed && srv.closes == 1, 3000);
+		}
+		ASSERT_EQ(gp_channel_opened_off_loop() - opened0, 1);
+		proxy_finish(&p);
+		client_finish(&c);
+		srv.closes = 0;
+	}
+	gp_token_destroy(t);
+	server_stop();
 }
 
 /* Many small messages sent at once leave together, and on_drain reports
@@ -1603,6 +1666,7 @@ int main(void)
 	test_never_reads();
 	test_rekey();
 	test_offload();
+	test_open_tampered();
 	test_drain();
 	test_flood_refused();
 	test_reset_after_accept();

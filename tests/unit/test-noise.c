@@ -565,7 +565,7 @@ static void test_send_span(void)
 {
 	static uint8_t ct[8][64];
 	uint8_t pt[40], out[64];
-	struct gp_noise_send_span span;
+	struct gp_noise_span span;
 	struct pair p;
 	unsigned taken = 0, refused = 0, ends_on_rekey = 0;
 	size_t olen;
@@ -636,6 +636,104 @@ static void test_send_span(void)
 	pair_destroy(&p);
 }
 
+/* Runs of receive nonces taken at once and opened later, in any order
+ * (gp_noise_transport_take_recv, gp_noise_span_decrypt): messages sealed
+ * one by one open as they would have in order, across the rekey schedule;
+ * a run that would cross a rekey is refused and the messages open one by
+ * one; a changed byte does not authenticate; exhaustion, an index out of
+ * the run and sizes out of range are refused. */
+static void test_recv_span(void)
+{
+	static uint8_t ct[8][64];
+	uint8_t pt[40], out[64];
+	struct gp_noise_span span;
+	struct pair p;
+	unsigned taken = 0, refused = 0;
+	size_t clen, olen;
+
+	pair_create(&p, GP_NOISE_IK);
+	step(p.i, p.r, "");
+	step(p.r, p.i, "");
+	pair_split(&p);
+	gp_noise_transport_set_rekey_interval(p.ti, 5);
+	gp_noise_transport_set_rekey_interval(p.tr, 5);
+	for (unsigned k = 0; k < 60; k++) {
+		uint64_t count = 1 + (k * 5) % 7, n0 =
+			gp_noise_transport_recv_nonce(p.tr);
+		int r;
+
+		for (uint64_t i = 0; i < count; i++) {
+			memset(pt, (int)(n0 + i), sizeof(pt));
+			ASSERT_OK(gp_noise_transport_encrypt(
+				p.ti, NULL, 0, pt, sizeof(pt), ct[i],
+				sizeof(ct[i]), &clen));
+		}
+		r = gp_noise_transport_take_recv(p.tr, count, &span);
+		if ((n0 + count - 1) / 5 != n0 / 5) {
+			ASSERT_EQ(r, -EAGAIN);
+			ASSERT_UINT_EQ(gp_noise_transport_recv_nonce(p.tr), n0);
+			refused++;
+			for (uint64_t i = 0; i < count; i++)
+				ASSERT_OK(gp_noise_transport_decrypt(
+					p.tr, NULL, 0, ct[i], clen, out,
+					sizeof(out), &olen));
+			continue;
+		}
+		ASSERT_OK(r);
+		taken++;
+		ASSERT_UINT_EQ(span.nonce, n0);
+		ASSERT_UINT_EQ(gp_noise_transport_recv_nonce(p.tr), n0 + count);
+		ASSERT_EQ(gp_noise_span_decrypt(&span, count, ct[0], clen, out),
+			  -EINVAL);
+		/* Opened last to first, one of them with a byte changed
+		 * first (it does not open, and opens once mended). */
+		for (uint64_t i = count; i-- > 0;) {
+			if (i == count / 2) {
+				ct[i][3] ^= 0x40;
+				ASSERT_EQ(gp_noise_span_decrypt(&span, i, ct[i],
+								clen, out),
+					  -EBADMSG);
+				ct[i][3] ^= 0x40;
+			}
+			ASSERT_OK(gp_noise_span_decrypt(&span, i, ct[i], clen,
+							out));
+			memset(pt, (int)(n0 + i), sizeof(pt));
+			ASSERT_MEM_EQ(out, pt, sizeof(pt));
+			/* Its own nonce only. */
+			if (count > 1)
+				ASSERT_EQ(gp_noise_span_decrypt(
+						  &span, (i + 1) % count, ct[i],
+						  clen, out),
+					  -EBADMSG);
+		}
+		/* And single messages after the run still open. */
+		ASSERT_OK(transfer(p.ti, p.tr, 12));
+	}
+	ASSERT_GT(taken, 10);
+	ASSERT_GT(refused, 5);
+	ASSERT_EQ(gp_noise_span_decrypt(&span, 0, ct[0], GP_NOISE_TAG_SIZE - 1,
+					out),
+		  -EBADMSG);
+	ASSERT_EQ(gp_noise_span_decrypt(&span, 0, ct[0], GP_NOISE_MAX_MSG + 1,
+					out),
+		  -EMSGSIZE);
+	memset(&span, 0, sizeof(span));
+	pair_destroy(&p);
+
+	pair_create(&p, GP_NOISE_IK);
+	step(p.i, p.r, "");
+	step(p.r, p.i, "");
+	pair_split(&p);
+	gp_noise_transport_set_nonces(p.tr, 0, UINT64_MAX - 3);
+	ASSERT_EQ(gp_noise_transport_take_recv(p.tr, 4, &span), -EOVERFLOW);
+	ASSERT_EQ(gp_noise_transport_take_recv(p.tr, 0, &span), -EOVERFLOW);
+	ASSERT_OK(gp_noise_transport_take_recv(p.tr, 3, &span));
+	ASSERT_UINT_EQ(gp_noise_transport_recv_nonce(p.tr), UINT64_MAX);
+	ASSERT_EQ(gp_noise_transport_take_recv(p.tr, 1, &span), -EOVERFLOW);
+	memset(&span, 0, sizeof(span));
+	pair_destroy(&p);
+}
+
 static void test_nonce_exhaustion(void)
 {
 	struct pair p;
@@ -680,6 +778,7 @@ int main(int argc, char **argv)
 	test_sizes();
 	test_rekey();
 	test_send_span();
+	test_recv_span();
 	test_nonce_exhaustion();
 	fprintf(stderr, "noise: all tests passed\n");
 	return 0;

@@ -165,7 +165,7 @@ static void seal_step(struct sender *s, int pieces)
 struct hold {
 	struct gp_wqueue_buf *b;
 	uint8_t *out;
-	struct gp_noise_send_span span;
+	struct gp_noise_span span;
 	uint64_t seq;     /* the first record's number */
 	size_t plain;     /* bytes per record */
 	unsigned records;
