@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "par.h"
 #include "reason.h"
 #include "robust.h"
 #include "util.h"
@@ -150,15 +151,38 @@ static bool ledger_full(struct gp_pool *pool, struct gp_member *m,
 	return true;
 }
 
+/* The blocks' decoding, one task per block on the pool: each writes its
+ * own tensor's floats and its own result. */
+#define PAR_BLOCKS 64
+
+struct blocks_read {
+	const struct gp_msg_update *u;
+	float *dst[PAR_BLOCKS];  /* each block's place */
+	int result[PAR_BLOCKS];
+};
+
+static void block_task(void *arg, size_t k)
+{
+	struct blocks_read *br = arg;
+	const struct gp_msg_block *b = &br->u->blocks[k];
+
+	br->result[k] = gp_msg_block_read(b, br->dst[k], b->count);
+}
+
 /* Reads `sets` whole-model tensor sets from the update's blocks (one block
  * per tensor, in order, each whole) into pool->grad, then pool->grad_b.
  * 4-bit blocks only from a member granted GP_CAP_Q4: verification allows
  * their coarser rounding (gp_verify_allowance), which a job that did not
- * ask for them must not grant. Returns 0 or GP_REASON_SHAPE. */
+ * ask for them must not grant. The blocks of a model of
+ * GP_APPLY_PAR_MIN parameters and more decode on the pool (pool->par),
+ * a block (a tensor) a task. Returns 0 or GP_REASON_SHAPE. */
 static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 		       const struct gp_msg_update *u, size_t sets)
 {
 	size_t n_tensors = gp_params_tensor_count(pool->params);
+	struct blocks_read br = { .u = u };
+	bool par = pool->par && pool->n_params >= GP_APPLY_PAR_MIN &&
+		   u->n_blocks <= PAR_BLOCKS;
 
 	if (u->n_blocks != sets * n_tensors)
 		return GP_REASON_SHAPE;
@@ -174,10 +198,19 @@ static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 					  b->rows, b->count, &off) != 0)
 			return GP_REASON_SHAPE;
 		gp_params_tensor(pool->params, i, &sh, NULL);
-		if (b->count != (uint64_t)sh.rows * sh.cols ||
-		    gp_msg_block_read(b, dst + off, b->count) < 0)
+		if (b->count != (uint64_t)sh.rows * sh.cols)
+			return GP_REASON_SHAPE;
+		if (par)
+			br.dst[k] = dst + off;
+		else if (gp_msg_block_read(b, dst + off, b->count) < 0)
 			return GP_REASON_SHAPE;
 	}
+	if (!par)
+		return 0;
+	gp_par_for(pool->par, u->n_blocks, block_task, &br);
+	for (size_t k = 0; k < u->n_blocks; k++)
+		if (br.result[k] < 0)
+			return GP_REASON_SHAPE;
 	return 0;
 }
 
@@ -346,6 +379,7 @@ static void filter(struct gp_pool *pool, struct gp_member *m,
 	if (joined < 2 || u->form == GP_UPDATE_DELTA)
 		return;
 	ru.members = joined;
+	rb->par = pool->par;
 	rb->clip = pool->job->robust_clip;
 	rb->beta = pool->job->robust_momentum;
 	for (size_t i = 0; i < g->k; i++)

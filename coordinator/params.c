@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bytes.h"
+#include "par.h"
 
 /* Checkpoint payload (inside the envelope of bytes.h, magic "GPPR",
  * version 1):
@@ -52,6 +53,8 @@ struct gp_params {
 	float *w;
 	float *v;
 	double *shard_sq;  /* scratch: per-shard sum of squares */
+	double *shard_sqb; /* scratch: the second sum's, for sums */
+	struct gp_par *par; /* the update's passes over shards; NULL: here */
 	struct gp_params_step hook; /* another optimiser, or step NULL */
 	/* The outer optimiser (gp_params_set_outer): its momentum, and a
 	 * shard's parameters before the inner step; NULL when off. */
@@ -92,6 +95,7 @@ void gp_params_destroy(struct gp_params *p)
 	free(p->w);
 	free(p->v);
 	free(p->shard_sq);
+	free(p->shard_sqb);
 	free(p->outer_m);
 	free(p->before);
 	free(p);
@@ -158,7 +162,8 @@ static int build(const struct gp_params_config *cfg,
 	p->tensors = calloc(n, sizeof(*p->tensors));
 	p->shards = calloc(p->n_shards, sizeof(*p->shards));
 	p->shard_sq = calloc(p->n_shards, sizeof(*p->shard_sq));
-	if (!p->tensors || !p->shards || !p->shard_sq) {
+	p->shard_sqb = calloc(p->n_shards, sizeof(*p->shard_sqb));
+	if (!p->tensors || !p->shards || !p->shard_sq || !p->shard_sqb) {
 		gp_params_destroy(p);
 		return -ENOMEM;
 	}
@@ -636,6 +641,86 @@ static void set_effect(const struct gp_params *p, float ka, float kb,
 	}
 }
 
+/* ---- an update's passes over the shards --------------------------------
+ *
+ * Each pass runs one task per shard on the pool (gp_params_set_par): a task
+ * writes its own shard's floats and its own slot of shard_sq / shard_sqb
+ * only, and whatever is summed over shards is summed afterwards on the
+ * caller, in shard order, so the bits are the same on any number of
+ * threads. */
+
+/* From this many parameters on the passes go to the pool: below it the
+ * fork and the join cost about what they save. */
+#define PAR_MIN_FLOATS 65536
+
+void gp_params_set_par(struct gp_params *p, struct gp_par *par)
+{
+	p->par = par;
+}
+
+/* One update's pass: the arrays it reads and the step's coefficients. */
+struct pass {
+	struct gp_params *p;
+	const float *a, *b;
+	float scale, cv, cb, mk, sa;
+	bool momentum;
+};
+
+static void for_shards(struct pass *ps, void (*task)(void *, size_t))
+{
+	struct gp_params *p = ps->p;
+
+	gp_par_for(p->total >= PAR_MIN_FLOATS ? p->par : NULL, p->n_shards,
+		   task, ps);
+}
+
+/* |a|^2 (and |b|^2) of shard k. */
+static void squares_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	struct gp_params *p = ps->p;
+	const struct shard *s = &p->shards[k];
+
+	p->shard_sq[k] = sum_squares(ps->a + s->offset, s->count);
+	if (ps->b)
+		p->shard_sqb[k] = sum_squares(ps->b + s->offset, s->count);
+}
+
+/* The shards the step changed: theirs is the version it set. */
+static uint32_t changed_shards(const struct gp_params *p)
+{
+	uint32_t changed = 0;
+
+	for (size_t k = 0; k < p->n_shards; k++)
+		changed += p->shards[k].version == p->version;
+	return changed;
+}
+
+/* gp_params_apply_scaled's step of shard k. */
+static void scaled_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	struct gp_params *p = ps->p;
+	const struct gp_params_config *c = &p->cfg;
+	struct shard *s = &p->shards[k];
+	float *w = p->w + s->offset;
+
+	/* Bytes that cannot change keep their version, so pulls skip them. */
+	if (p->shard_sq[k] == 0 && !s->mom_nonzero && c->weight_decay == 0)
+		return;
+	outer_begin(p, s);
+	if (c->momentum > 0) {
+		sgd_momentum(w, p->v + s->offset, ps->a + s->offset, s->count,
+			     ps->scale, c->lr, c->momentum, c->weight_decay);
+		s->mom_nonzero = true;
+	} else {
+		sgd_plain(w, ps->a + s->offset, s->count, ps->scale, c->lr,
+			  c->weight_decay);
+	}
+	outer_end(p, s);
+	s->version = p->version;
+}
+
 int gp_params_apply(struct gp_params *p, const float *grad, size_t n,
 		    struct gp_params_apply_info *ret_info)
 {
@@ -649,17 +734,16 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 	double sq = 0, norm;
 	float scale = weight;
 	bool clipped = false;
-	uint32_t changed = 0;
+	struct pass ps = { .p = p };
 
 	if (!grad || n != p->total)
 		return GP_REASON_SHAPE;
 	if (!isfinite(weight) || !(weight > 0) || weight > 1)
 		return -EINVAL;
-	for (size_t k = 0; k < p->n_shards; k++) {
-		p->shard_sq[k] = sum_squares(grad + p->shards[k].offset,
-					     p->shards[k].count);
+	ps.a = grad;
+	for_shards(&ps, squares_task);
+	for (size_t k = 0; k < p->n_shards; k++)
 		sq += p->shard_sq[k];
-	}
 	if (!isfinite(sq))
 		return GP_REASON_NONFINITE;
 	norm = sqrt(sq);
@@ -688,30 +772,9 @@ int gp_params_apply_scaled(struct gp_params *p, const float *grad, size_t n,
 		set_info(p, norm, clipped, (uint32_t)p->n_shards, ret_info);
 		return 0;
 	}
-	for (size_t k = 0; k < p->n_shards; k++) {
-		struct shard *s = &p->shards[k];
-		float *w = p->w + s->offset;
-
-		/* Bytes that cannot change keep their version, so pulls skip
-		 * them. */
-		if (p->shard_sq[k] == 0 && !s->mom_nonzero &&
-		    c->weight_decay == 0)
-			continue;
-		outer_begin(p, s);
-		if (c->momentum > 0) {
-			sgd_momentum(w, p->v + s->offset, grad + s->offset,
-				     s->count, scale, c->lr, c->momentum,
-				     c->weight_decay);
-			s->mom_nonzero = true;
-		} else {
-			sgd_plain(w, grad + s->offset, s->count, scale, c->lr,
-				  c->weight_decay);
-		}
-		outer_end(p, s);
-		s->version = p->version;
-		changed++;
-	}
-	set_info(p, norm, clipped, changed, ret_info);
+	ps.scale = scale;
+	for_shards(&ps, scaled_task);
+	set_info(p, norm, clipped, changed_shards(p), ret_info);
 	/* v = mu v + scale g, w -= lr v; without momentum w -= lr scale g. */
 	set_effect(p, c->momentum > 0 ? scale : 0.0f, -c->lr * scale, ret_info);
 	return 0;
@@ -767,6 +830,29 @@ int gp_params_sums_coefficients(double mu, const struct gp_params_sums *sums,
 	return 0;
 }
 
+/* gp_params_apply_sums' step of shard k. */
+static void sums_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	struct gp_params *p = ps->p;
+	struct shard *s = &p->shards[k];
+
+	if (p->shard_sq[k] == 0 && !s->mom_nonzero)
+		return;
+	outer_begin(p, s);
+	if (ps->momentum) {
+		sgd_sums(p->w + s->offset, p->v + s->offset, ps->a + s->offset,
+			 ps->b + s->offset, s->count, ps->cv, ps->cb, ps->mk,
+			 ps->sa);
+		s->mom_nonzero = true;
+	} else {
+		sgd_plain(p->w + s->offset, ps->b + s->offset, s->count, ps->sa,
+			  ps->scale, 0);
+	}
+	outer_end(p, s);
+	s->version = p->version;
+}
+
 int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 			 size_t n, struct gp_params_apply_info *ret_info)
 {
@@ -774,7 +860,7 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	double mu = c->momentum, cv = 0, lsum = 0, mk = 1, div = 0;
 	double sq = 0, sqb = 0, norm, clip = 1;
 	bool clipped = false;
-	uint32_t changed = 0;
+	struct pass ps = { .p = p };
 
 	if (!sums->a || !sums->b || n != p->total)
 		return GP_REASON_SHAPE;
@@ -792,11 +878,11 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	if (gp_params_sums_coefficients(mu, sums, &cv, &mk) < 0)
 		return -EINVAL;
 	/* One pass over each sum: a shard changes when either is non-zero. */
+	ps.a = sums->a;
+	ps.b = sums->b;
+	for_shards(&ps, squares_task);
 	for (size_t k = 0; k < p->n_shards; k++) {
-		double sa = sum_squares(sums->a + p->shards[k].offset,
-					p->shards[k].count);
-		double sb = sum_squares(sums->b + p->shards[k].offset,
-					p->shards[k].count);
+		double sa = p->shard_sq[k], sb = p->shard_sqb[k];
 
 		sq += sa;
 		sqb += sb;
@@ -815,28 +901,14 @@ int gp_params_apply_sums(struct gp_params *p, const struct gp_params_sums *sums,
 	}
 	p->version++;
 	p->updates += sums->count;
-	for (size_t k = 0; k < p->n_shards; k++) {
-		struct shard *s = &p->shards[k];
-
-		if (p->shard_sq[k] == 0 && !s->mom_nonzero)
-			continue;
-		outer_begin(p, s);
-		if (mu > 0) {
-			sgd_sums(p->w + s->offset, p->v + s->offset,
-				 sums->a + s->offset, sums->b + s->offset,
-				 s->count, (float)cv,
-				 (float)(lsum * sums->scale * clip), (float)mk,
-				 (float)(sums->scale * clip));
-			s->mom_nonzero = true;
-		} else {
-			sgd_plain(p->w + s->offset, sums->b + s->offset, s->count,
-				  (float)(sums->scale * clip), (float)lsum, 0);
-		}
-		outer_end(p, s);
-		s->version = p->version;
-		changed++;
-	}
-	set_info(p, norm, clipped, changed, ret_info);
+	ps.cv = (float)cv;
+	ps.cb = (float)(lsum * sums->scale * clip);
+	ps.mk = (float)mk;
+	ps.sa = (float)(sums->scale * clip);
+	ps.scale = (float)lsum; /* without momentum: sgd_plain's rate */
+	ps.momentum = mu > 0;
+	for_shards(&ps, sums_task);
+	set_info(p, norm, clipped, changed_shards(p), ret_info);
 	/* sgd_sums' sa and cb; without momentum sgd_plain's lr * scale. */
 	set_effect(p, mu > 0 ? (float)(sums->scale * clip) : 0.0f,
 		   -(float)(lsum * sums->scale * clip), ret_info);
@@ -858,24 +930,39 @@ static bool delta_absurd(const float *restrict w, const float *restrict d,
 	return bad;
 }
 
+/* gp_params_apply_delta's step of shard k. */
+static void delta_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	struct gp_params *p = ps->p;
+	struct shard *s = &p->shards[k];
+
+	if (p->shard_sq[k] == 0 && !s->mom_nonzero)
+		return;
+	outer_begin(p, s);
+	sgd_plain(p->w + s->offset, ps->a + s->offset, s->count, ps->scale,
+		  1.0f, 0);
+	outer_end(p, s);
+	s->version = p->version;
+}
+
 int gp_params_apply_delta(struct gp_params *p,
 			  const struct gp_params_delta *dl, size_t n,
 			  struct gp_params_apply_info *ret_info)
 {
 	const struct gp_params_config *c = &p->cfg;
 	double sq = 0, norm;
-	uint32_t changed = 0;
+	struct pass ps = { .p = p };
 
 	if (!dl->d || n != p->total)
 		return GP_REASON_SHAPE;
 	if (dl->count == 0 || !isfinite(dl->lr_sum) || dl->lr_sum < 0 ||
 	    !isfinite(dl->scale) || !(dl->scale > 0) || dl->scale > 1)
 		return -EINVAL;
-	for (size_t k = 0; k < p->n_shards; k++) {
-		p->shard_sq[k] = sum_squares(dl->d + p->shards[k].offset,
-					     p->shards[k].count);
+	ps.a = dl->d;
+	for_shards(&ps, squares_task);
+	for (size_t k = 0; k < p->n_shards; k++)
 		sq += p->shard_sq[k];
-	}
 	if (!isfinite(sq))
 		return GP_REASON_NONFINITE;
 	/* The run's mean step per unit of rate: what the ledger's norm
@@ -885,19 +972,9 @@ int gp_params_apply_delta(struct gp_params *p,
 		return GP_REASON_NORM;
 	p->version++;
 	p->updates += dl->count;
-	for (size_t k = 0; k < p->n_shards; k++) {
-		struct shard *s = &p->shards[k];
-
-		if (p->shard_sq[k] == 0 && !s->mom_nonzero)
-			continue;
-		outer_begin(p, s);
-		sgd_plain(p->w + s->offset, dl->d + s->offset, s->count,
-			  dl->scale, 1.0f, 0);
-		outer_end(p, s);
-		s->version = p->version;
-		changed++;
-	}
-	set_info(p, norm, false, changed, ret_info);
+	ps.scale = dl->scale;
+	for_shards(&ps, delta_task);
+	set_info(p, norm, false, changed_shards(p), ret_info);
 	return 0;
 }
 

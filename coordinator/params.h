@@ -316,6 +316,14 @@ struct gp_params_step {
  * optimiser takes the hook's step as its inner step. Returns 0 or
  * -EINVAL (a hook without both functions). */
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
+/* The pool that an update's passes over the shards (the sums of squares
+ * and the step of gp_params_apply_scaled without a step hook,
+ * gp_params_apply_sums and gp_params_apply_delta) run on, one task per
+ * shard, from 65,536 parameters on; NULL (the default): on the caller.
+ * The results are the same bits either way. par is borrowed and must
+ * outlive p's use of it. */
+struct gp_par;
+void gp_params_set_par(struct gp_params *p, struct gp_par *par);
 
 /* The outer optimiser (DiLoCo's, Douillard et al. 2023, made
  * asynchronous): every accepted update's effect on the parameters, the

@@ -167,6 +167,10 @@ struct gp_pool {
 	 * group's second sum (GP_UPDATE_SUMS). Borrowed. */
 	float *grad, *grad_b;
 	size_t n_params;
+	/* The fork-join pool of an update's numeric passes (reading its
+	 * blocks, the robust filter, the step; par.h); borrowed from serve,
+	 * NULL: all on the loop thread. */
+	struct gp_par *par;
 	uint64_t minibatches_total;    /* of the whole job */
 	uint64_t train_fingerprint;    /* gp_data_fingerprint(train) */
 	bool stopping;                 /* no more work handed out */

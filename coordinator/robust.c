@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "gp-vectorize.h"
+#include "par.h"
 
 static uint64_t thread_ns(void)
 {
@@ -94,7 +95,14 @@ static void weights(const struct gp_robust_update *u, double *ret_da,
 
 #define LANES 16
 
-GP_VECTORIZE double gp_robust_sum_squares(const float *x, size_t n)
+/* The passes over the parameters go in ranges of this many values (a
+ * multiple of the measure's runs of 256): a range is one task on the pool
+ * (gp_robust.par), and what the ranges sum is added in range order, so
+ * the result is the same bits on any number of threads. */
+#define RANGE 16384
+
+/* gp_robust_sum_squares of one range (at most RANGE values). */
+GP_VECTORIZE static double squares_range(const float *x, size_t n)
 {
 	double total = 0, s[4] = { 0, 0, 0, 0 };
 	size_t i = 0;
@@ -120,6 +128,15 @@ GP_VECTORIZE double gp_robust_sum_squares(const float *x, size_t n)
 	for (; i < n; i++)
 		s[0] += (double)x[i] * x[i];
 	return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+double gp_robust_sum_squares(const float *x, size_t n)
+{
+	double total = 0;
+
+	for (size_t x0 = 0; x0 < n; x0 += RANGE)
+		total += squares_range(x + x0, n - x0 < RANGE ? n - x0 : RANGE);
+	return total;
 }
 
 /* measure()'s whole lanes of values [x, end), returning where it
@@ -161,18 +178,18 @@ struct sums {
 GP_VECTORIZE static struct sums measure(struct gp_robust *r,
 					float *restrict m, bool first,
 					const struct gp_robust_update *u,
-					double da, bool fuse, double beta_k)
+					double da, bool fuse, double beta_k,
+					size_t x, size_t n)
 {
 	const float *restrict c = r->centre, *restrict a = u->a;
 	float *restrict cn = r->centre_next;
 	float inv = (float)(1.0 / da), beta = first ? 0 : (float)pow(r->beta, u->k),
 	      rest = 1 - beta, bk = (float)beta_k, bk_rest = 1 - bk;
 	struct sums s = {0};
-	size_t n = u->n, x = 0;
 
 	/* 0 m, not 0 times whatever a run before left there. */
 	if (first)
-		memset(m, 0, n * sizeof(*m));
+		memset(m + x, 0, (n - x) * sizeof(*m));
 	while (x < n) {
 		float dg[LANES] = {0}, dm[LANES] = {0};
 		size_t end = n - x > 256 ? x + 256 : n;
@@ -219,17 +236,18 @@ GP_VECTORIZE static void axpby(float *restrict y, const float *restrict x,
 }
 
 static void shrink(struct gp_robust *r, const struct gp_robust_update *u,
-		   double lambda, double da, double db, double beta_k)
+		   double lambda, double da, double db, double beta_k,
+		   size_t x, size_t n)
 {
 	if (lambda < 1) {
 		if (u->b)
-			axpby(u->b, r->centre, u->n, (float)lambda,
+			axpby(u->b + x, r->centre + x, n - x, (float)lambda,
 			      (float)((1 - lambda) * db));
-		axpby(u->a, r->centre, u->n, (float)lambda,
+		axpby(u->a + x, r->centre + x, n - x, (float)lambda,
 		      (float)((1 - lambda) * da));
 	}
 	if (beta_k < 1)
-		axpby(r->centre, u->a, u->n, (float)beta_k,
+		axpby(r->centre + x, u->a + x, n - x, (float)beta_k,
 		      (float)((1 - beta_k) / da));
 }
 
@@ -239,22 +257,92 @@ static void shrink(struct gp_robust *r, const struct gp_robust_update *u,
 GP_VECTORIZE static void shrink_fused(struct gp_robust *r,
 				      const struct gp_robust_update *u,
 				      double lambda, double da, double db,
-				      double beta_k)
+				      double beta_k, size_t x0, size_t n)
 {
 	float *restrict c = r->centre, *restrict a = u->a, *restrict b = u->b;
 	float inv = (float)(1.0 / da), bk = (float)beta_k, bk_rest = 1 - bk,
 	      l = (float)lambda, ka = (float)((1 - lambda) * da),
 	      kb = (float)((1 - lambda) * db);
-	size_t n = u->n;
 
 	if (b)
-		for (size_t x = 0; x < n; x++)
+		for (size_t x = x0; x < n; x++)
 			b[x] = l * b[x] + kb * c[x];
-	for (size_t x = 0; x < n; x++) {
+	for (size_t x = x0; x < n; x++) {
 		float c0 = c[x];
 
 		a[x] = l * a[x] + ka * c0;
 		c[x] = bk * c0 + bk_rest * (a[x] * inv);
+	}
+}
+
+/* ---- the passes, one task per range on the pool ---- */
+
+/* From this many values on the passes go to the pool (gp_robust.par):
+ * below it the fork and the join cost about what they save. */
+#define PAR_MIN 65536
+
+struct pass {
+	struct gp_robust *r;
+	float *m;
+	const struct gp_robust_update *u;
+	double da, db, lambda, beta_k;
+	bool first, fuse;
+};
+
+static size_t range_end(size_t n, size_t k)
+{
+	return n - k * RANGE < RANGE ? n : (k + 1) * RANGE;
+}
+
+/* |a|^2 and |b|^2 of range k. */
+static void squares_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	const struct gp_robust_update *u = ps->u;
+	size_t x = k * RANGE, end = range_end(u->n, k);
+
+	ps->r->part[2 * k] = squares_range(u->a + x, end - x);
+	ps->r->part[2 * k + 1] = u->b ? squares_range(u->b + x, end - x) : 0;
+}
+
+static void measure_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	struct sums s = measure(ps->r, ps->m, ps->first, ps->u, ps->da,
+				ps->fuse, ps->beta_k, k * RANGE,
+				range_end(ps->u->n, k));
+
+	ps->r->part[2 * k] = s.dg;
+	ps->r->part[2 * k + 1] = s.dm;
+}
+
+static void shrink_task(void *arg, size_t k)
+{
+	struct pass *ps = arg;
+	size_t x = k * RANGE, end = range_end(ps->u->n, k);
+
+	if (ps->fuse)
+		shrink_fused(ps->r, ps->u, ps->lambda, ps->da, ps->db,
+			     ps->beta_k, x, end);
+	else
+		shrink(ps->r, ps->u, ps->lambda, ps->da, ps->db, ps->beta_k,
+		       x, end);
+}
+
+/* Runs task over every range; *ret_a and *ret_b: the ranges' two results
+ * (r->part) added in range order. */
+static void for_ranges(struct pass *ps, void (*task)(void *, size_t),
+		       double *ret_a, double *ret_b)
+{
+	size_t n = ps->u->n, k = (n + RANGE - 1) / RANGE;
+
+	gp_par_for(n >= PAR_MIN ? ps->r->par : NULL, k, task, ps);
+	if (!ret_a)
+		return;
+	*ret_a = *ret_b = 0;
+	for (size_t i = 0; i < k; i++) {
+		*ret_a += ps->r->part[2 * i];
+		*ret_b += ps->r->part[2 * i + 1];
 	}
 }
 
@@ -334,6 +422,7 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	double da, db, keff, lambda = 1, norm, beta_k, aa, bb;
 	bool first = !r->centre, pushed, fuse;
 	struct sums s;
+	struct pass ps = { .r = r, .u = u };
 	int rc = 0;
 
 	*ret = (struct gp_robust_result){ .weight = 1, .skipped = true,
@@ -342,11 +431,12 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		return 0;
 	if (!r->centre) {
 		r->centre = calloc(u->n, sizeof(float));
+		r->part = calloc(2 * ((u->n + RANGE - 1) / RANGE), sizeof(double));
 		r->n = u->n;
 	}
 	if (!agent->momentum)
 		agent->momentum = calloc(u->n, sizeof(float));
-	if (!r->centre || !agent->momentum || r->n != u->n) {
+	if (!r->centre || !r->part || !agent->momentum || r->n != u->n) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -355,8 +445,8 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		aa = u->sq_a;
 		bb = u->b ? u->sq_b : 0;
 	} else {
-		aa = gp_robust_sum_squares(u->a, u->n);
-		bb = u->b ? gp_robust_sum_squares(u->b, u->n) : 0;
+		/* gp_robust_sum_squares' own sums, range by range. */
+		for_ranges(&ps, squares_task, &aa, &bb);
 	}
 	/* The optimiser's own norm check (params.c): leave to it what it
 	 * refuses, so that the refusal is judged on what was sent. The
@@ -378,7 +468,13 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	if (fuse && !r->centre_next &&
 	    !(r->centre_next = malloc(u->n * sizeof(float))))
 		fuse = false;
-	s = measure(r, agent->momentum, agent->run == 0, u, da, fuse, beta_k);
+	ps.m = agent->momentum;
+	ps.first = agent->run == 0;
+	ps.fuse = fuse;
+	ps.da = da;
+	ps.db = db;
+	ps.beta_k = beta_k;
+	for_ranges(&ps, measure_task, &s.dg, &s.dm);
 	if (!isfinite(s.dg) || !isfinite(s.dm)) {
 		/* Out of float's range (no norm limit): skipped, and the
 		 * momentum, which measure() wrote, starts anew. */
@@ -418,10 +514,9 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 	 * the window and the centre alone. */
 	if (pushed)
 		push(r, u->who, ret->dev_g * sqrt(keff), ret->dev_m);
-	if (!fuse) {
-		shrink(r, u, lambda, da, db, beta_k);
-	} else if (lambda < 1) {
-		shrink_fused(r, u, lambda, da, db, beta_k);
+	ps.lambda = lambda;
+	if (!fuse || lambda < 1) {
+		for_ranges(&ps, shrink_task, NULL, NULL);
 	} else {
 		float *c = r->centre;
 
@@ -496,5 +591,7 @@ void gp_robust_finish(struct gp_robust *r)
 {
 	free(r->centre);
 	free(r->centre_next);
+	free(r->part);
 	r->centre = r->centre_next = NULL;
+	r->part = NULL;
 }

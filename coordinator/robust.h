@@ -62,6 +62,8 @@
 #define GP_ROBUST_MEMBERS 3   /* members in the window, likewise */
 #define GP_ROBUST_QUANTILE 0.3 /* below 1/2: two colluders of four */
 
+struct gp_par;
+
 /* The pool's side. Zero it, then set clip and beta; free with
  * gp_robust_finish(). */
 struct gp_robust {
@@ -69,7 +71,12 @@ struct gp_robust {
 	double beta;           /* weight of the past in c and m_i, [0, 1) */
 	float *centre;         /* n floats, owned; NULL until the first update */
 	float *centre_next;    /* n floats, owned: the next centre (robust.c) */
+	double *part;          /* owned: two sums per range (robust.c) */
 	size_t n;
+	/* Borrowed, may be NULL: the pool the passes over the parameters
+	 * run on, a range of 16,384 each, from 65,536 parameters on; the
+	 * results are the same bits without it. */
+	struct gp_par *par;
 	double ring_g[GP_ROBUST_WINDOW], ring_m[GP_ROBUST_WINDOW];
 	uint64_t ring_who[GP_ROBUST_WINDOW];
 	uint32_t ring_len, ring_pos;

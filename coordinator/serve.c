@@ -34,6 +34,7 @@
 #include "members.h"
 #include "msg.h"
 #include "notify.h"
+#include "par.h"
 #include "pool.h"
 #include "reason.h"
 #include "server.h"
@@ -779,6 +780,63 @@ static void announce_job(struct server *srv)
 	fflush(stdout);
 }
 
+/* What the channels do on libuv's pool (docs/architecture.md "Threads"):
+ * by default the encryption and the decryption of messages of 256 KiB and
+ * more (a large model's pulls and updates; GP_SEAL_OFFLOAD_MIN and
+ * GP_OPEN_OFFLOAD_MIN move the sizes); GP_SERVE_OFFLOAD=1 adds the
+ * handshakes, GP_SERVE_OFFLOAD=0 keeps everything on the loop. Handshakes
+ * are not offloaded by default: on the 2-core machine, where the
+ * simulated agents take the other core, that cost more than it saved at
+ * 10,000 agents (docs/performance.md "Scale", 2026-12-06). */
+static void set_offload(struct server *srv)
+{
+	const char *mode = getenv("GP_SERVE_OFFLOAD");
+
+	if (mode && strcmp(mode, "0") == 0)
+		return;
+	srv->chcfg.handshake_offload = mode && strcmp(mode, "1") == 0;
+	srv->chcfg.seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
+	if (getenv("GP_SEAL_OFFLOAD_MIN"))
+		srv->chcfg.seal_offload_min =
+			(size_t)strtoull(getenv("GP_SEAL_OFFLOAD_MIN"), NULL, 10);
+	srv->chcfg.open_offload_min = GP_CHANNEL_OPEN_OFFLOAD_MIN;
+	if (getenv("GP_OPEN_OFFLOAD_MIN"))
+		srv->chcfg.open_offload_min =
+			(size_t)strtoull(getenv("GP_OPEN_OFFLOAD_MIN"), NULL, 10);
+}
+
+/* The threads that share an update's numeric passes with the loop thread
+ * (gp_pool.par, apply.h): GP_SERVE_THREADS helpers (0: none), by default
+ * one fewer than the online cores. Models under GP_APPLY_PAR_MIN
+ * parameters never use them. */
+static void start_par(struct server *srv)
+{
+	const char *env = getenv("GP_SERVE_THREADS");
+	unsigned n = gp_par_default_threads(sysconf(_SC_NPROCESSORS_ONLN));
+	int r;
+
+	if (env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+
+		if (*env && !*end && v <= GP_PAR_THREADS_MAX)
+			n = (unsigned)v;
+		else
+			gp_warn("GP_SERVE_THREADS=%s: not a number from 0 to %u;"
+				" ignored", env, GP_PAR_THREADS_MAX);
+	}
+	if (n == 0)
+		return;
+	r = gp_par_create(n, &srv->pool.par);
+	if (r < 0) {
+		gp_log_errno(GP_LOG_WARN, r, "cannot start the apply threads;"
+			     " updates are applied on the loop thread alone");
+		return;
+	}
+	gp_info("%u thread(s) share the updates' numeric passes with the "
+		"loop (models from %d parameters)", n, GP_APPLY_PAR_MIN);
+}
+
 /* Listens on `listen` (ADDR:PORT, borrowed) with the coordinator's key,
  * prints the bound address, and starts the beacons if the job wants them.
  * Returns 0 or a negative errno (logged). */
@@ -805,19 +863,7 @@ static int start_listening(struct server *srv, const char *listen)
 	gp_setup_raise_nofile();
 	gp_channel_config_default(&srv->chcfg);
 	srv->chcfg.write_low_water = GP_SERVE_PULL_LOW_WATER;
-	/* GP_SERVE_OFFLOAD=1: handshakes and sends from 256 KiB on libuv's
-	 * pool (docs/architecture.md "Threads"; GP_SEAL_OFFLOAD_MIN moves
-	 * the size). Off by default: on the 2-core machine, where the
-	 * simulated agents take the other core, it cost more than it saved
-	 * at 10,000 agents (docs/performance.md "Scale", 2026-12-06). */
-	if (getenv("GP_SERVE_OFFLOAD") &&
-	    strcmp(getenv("GP_SERVE_OFFLOAD"), "1") == 0) {
-		srv->chcfg.seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
-		srv->chcfg.handshake_offload = true;
-		if (getenv("GP_SEAL_OFFLOAD_MIN"))
-			srv->chcfg.seal_offload_min = (size_t)strtoull(
-				getenv("GP_SEAL_OFFLOAD_MIN"), NULL, 10);
-	}
+	set_offload(srv);
 	if (srv->job.heartbeat_interval_ms)
 		srv->chcfg.heartbeat_ms = (uint32_t)srv->job.heartbeat_interval_ms;
 	if (srv->job.heartbeat_timeout_ms)
@@ -1008,6 +1054,7 @@ int gp_serve_run(const char *state_dir, const char *job_path,
 	r = uv_loop_init(&srv->loop);
 	if (r < 0)
 		goto out_free;
+	start_par(srv);
 	r = gp_coord_state_open(&srv->st, state_dir, 0);
 	if (r < 0)
 		goto out;
@@ -1077,6 +1124,7 @@ out:
 	gp_work_finish(&srv->pool);
 	explicit_bzero(srv->token_key, sizeof(srv->token_key));
 	gp_coord_state_close(&srv->st);
+	gp_par_destroy(srv->pool.par);
 	if (lock_fd >= 0)
 		close(lock_fd); /* last: the ledger is closed */
 out_free:

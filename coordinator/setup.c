@@ -712,6 +712,7 @@ parsed:
 		gp_info("job %" PRId64 " was cancelled while it was set up",
 			srv->pool.job_id);
 	srv->pool.n_params = gp_params_size(srv->pool.params);
+	gp_params_set_par(srv->pool.params, srv->pool.par);
 	srv->pool.minibatches_total = (uint64_t)gp_sched_minibatches(srv->pool.sched) *
 				 srv->job.epochs;
 	srv->pool.grad = malloc(srv->pool.n_params * sizeof(float));

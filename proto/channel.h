@@ -41,15 +41,15 @@
  * sides counting the same messages, so nothing is signalled. */
 #define GP_CHANNEL_REKEY_INTERVAL (UINT64_C(1) << 20)
 
-/* The coordinator's seal_offload_min when serve offloads
- * (GP_SERVE_OFFLOAD=1; GP_SEAL_OFFLOAD_MIN in its environment overrides
+/* The coordinator's seal_offload_min (unless GP_SERVE_OFFLOAD=0;
+ * GP_SEAL_OFFLOAD_MIN in its environment overrides
  * it): parameter pulls of models from about 100,000 parameters up. Smaller messages stay on the loop: on the 2-core
  * development machine offloading everything from 16 KiB up raised the
  * updates per second of 1,000 simulated agents but also the heartbeat
  * round trips and serve's memory (docs/performance.md "Scale"). */
 #define GP_CHANNEL_SEAL_OFFLOAD_MIN (256u * 1024)
 
-/* The coordinator's open_offload_min when serve offloads (GP_SERVE_OFFLOAD=1;
+/* The coordinator's open_offload_min (unless GP_SERVE_OFFLOAD=0;
  * GP_OPEN_OFFLOAD_MIN in its environment overrides it): the updates of
  * models from about 100,000 parameters up are decrypted off the loop. */
 #define GP_CHANNEL_OPEN_OFFLOAD_MIN (256u * 1024)

@@ -10,10 +10,14 @@ wait queue, the scheduler) at a size the process-per-agent tests do not
 reach. The job is long (it is stopped once three epochs are applied), so
 that it cannot end before the last agent of the storm joined.
 
-serve runs with GP_SERVE_OFFLOAD=1 and GP_SEAL_OFFLOAD_MIN=16384: its 400
-handshakes and its pulls and minibatches (tens of KiB here) go through
+serve runs with GP_SERVE_OFFLOAD=1, GP_SEAL_OFFLOAD_MIN=16384 and
+GP_OPEN_OFFLOAD_MIN=16384: its 400 handshakes, its pulls and minibatches
+(tens of KiB here) and the updates (150 KiB, sent in pieces) go through
 libuv's thread pool (docs/architecture.md "Threads"), which the other
-tests, with serve as shipped, do not use. And with
+tests, with serve as shipped, do not use. The model (784-96-10, 76,330
+parameters) is over GP_APPLY_PAR_MIN, and GP_SERVE_THREADS=1: each
+update's blocks, robust filter and step are shared with a helper thread
+(coordinator/apply.h). And with
 GP_SERVE_DEFER_BUDGET_US=1: the deferred queue of updates (server.h)
 handles one message a turn of the loop, so that 200 connections' updates
 wait behind each other, with their reading paused and what else they
@@ -44,13 +48,14 @@ def test():
     sim_bin = os.environ.get("GP_SIMAGENT")
     check(sim_bin and os.access(sim_bin, os.X_OK),
           "GP_SIMAGENT (tools/gp-simagent) is not set or not executable")
-    job = {"model": {"spec": "784-32-10", "seed": 1},
+    job = {"model": {"spec": "784-96-10", "seed": 1},
            "train": {"epochs": 1000, "staleness": 3, "eval": "false"},
            # The simulated gradients are made up: verification by
            # recomputation would find them wrong and revoke the agents.
            "pool": {"max_agents": AGENTS + 16, "verify_rate": 0}}
     with gppool.Pool("simagents", **job) as pool:
         env = {"GP_SERVE_OFFLOAD": "1", "GP_SEAL_OFFLOAD_MIN": "16384",
+               "GP_OPEN_OFFLOAD_MIN": "16384", "GP_SERVE_THREADS": "1",
                "GP_SERVE_DEFER_BUDGET_US": "1"}
         os.environ.update(env)
         try:
@@ -85,6 +90,16 @@ def test():
               "serve did not report its deferred queue, or nothing waited "
               "in it: %r" % (m.group(0) if m else serve.tails()))
         log(m.group(0))
+        # The updates were opened off the loop, and applied with a helper.
+        m = re.search(r"(\d+) messages opened on the thread pool",
+                      serve.stderr())
+        check(m and int(m.group(1)) > 0,
+              "serve opened no message on the thread pool: %s" %
+              serve.tails())
+        log(m.group(0))
+        check("1 thread(s) share the updates' numeric passes" in
+              serve.stderr(), "serve started no apply thread: %s" %
+              serve.tails())
         with open(report) as f:
             r = json.load(f)
         log("simulator: %s" % json.dumps({k: v for k, v in r.items()

@@ -261,6 +261,37 @@ def run(n, args):
         return fig
 
 
+def compare(fig, n, args, env, name, what):
+    """Runs the same N again with env set; fig gets the figures under
+    `name` and their ratios over fig's as NAME_KEY_ratio."""
+    os.environ.update(env)
+    try:
+        off = run(int(n), args)
+    finally:
+        for k in env:
+            del os.environ[k]
+    fig[name] = {k: off[k] for k in (
+        "join_s", "updates_per_s", "ledger_rows_per_s",
+        "heartbeat_p50_ms", "heartbeat_p99_ms",
+        "heartbeat_up_p99_ms", "coordinator_cpu_share",
+        "loop_cpu_share", "loop_bound_updates_per_s",
+        "cpu_ms_per_update", "rss_mib")}
+    for k in ("join_s", "updates_per_s", "ledger_rows_per_s",
+              "heartbeat_p99_ms", "loop_bound_updates_per_s",
+              "cpu_ms_per_update", "rss_mib"):
+        fig[name + "_" + k + "_ratio"] = \
+            round(off[k] / fig[k], 2) if fig[k] and off[k] else None
+    log("n=%s: %s: updates/s %.1f / %.1f, rows/s %.1f / %.1f, loop-bound "
+        "updates/s %.1f / %.1f, heartbeat p99 %.0f / %.0f ms, join "
+        "%s / %s s, RSS %.0f / %.0f MiB" % (
+            n, what, off["updates_per_s"], fig["updates_per_s"],
+            off["ledger_rows_per_s"], fig["ledger_rows_per_s"],
+            off["loop_bound_updates_per_s"] or 0,
+            fig["loop_bound_updates_per_s"] or 0,
+            off["heartbeat_p99_ms"] or 0, fig["heartbeat_p99_ms"] or 0,
+            off["join_s"], fig["join_s"], off["rss_mib"], fig["rss_mib"]))
+
+
 def main():
     ap = argparse.ArgumentParser(prog="tools/bench-scale")
     ap.add_argument("--agents", default="100,1000,10000",
@@ -289,8 +320,13 @@ def main():
                     "GP_CAP_LOCAL_DATA or GP_CAP_DATA_SHARDS)")
     ap.add_argument("--compare-offload", action="store_true",
                     help="run each N twice: serve as shipped (handshakes "
-                    "and sealing on its loop), then with GP_SERVE_OFFLOAD=1 "
-                    "(on libuv's thread pool), and print the ratios")
+                    "on its loop), then with GP_SERVE_OFFLOAD=1 (on "
+                    "libuv's thread pool), and print the ratios")
+    ap.add_argument("--compare-cores", action="store_true",
+                    help="run each N twice: serve on its loop thread alone "
+                    "(GP_SERVE_THREADS=0, GP_SERVE_OFFLOAD=0), then with "
+                    "every core (GP_SERVE_OFFLOAD=1 and the default apply "
+                    "threads), and print the ratios")
     ap.add_argument("--perf", metavar="FILE",
                     help="record serve with perf during the steady work "
                     "into FILE.N")
@@ -303,34 +339,24 @@ def main():
                             "gp-simagent")
     by_n = []
     for n in args.agents.split(","):
-        fig = run(int(n), args)
-        if args.compare_offload:
-            # Serve as shipped (above: handshakes and sealing on its
-            # loop), then the same pool with both on libuv's threads.
-            os.environ["GP_SERVE_OFFLOAD"] = "1"
+        if args.compare_cores:
+            # The loop alone first: no helper threads, nothing offloaded.
+            os.environ["GP_SERVE_THREADS"] = "0"
+            os.environ["GP_SERVE_OFFLOAD"] = "0"
             try:
-                off = run(int(n), args)
+                fig = run(int(n), args)
             finally:
+                del os.environ["GP_SERVE_THREADS"]
                 del os.environ["GP_SERVE_OFFLOAD"]
-            fig["offloaded"] = {k: off[k] for k in (
-                "join_s", "updates_per_s", "ledger_rows_per_s",
-                "heartbeat_p50_ms", "heartbeat_p99_ms",
-                "heartbeat_up_p99_ms", "coordinator_cpu_share",
-                "loop_cpu_share", "loop_bound_updates_per_s",
-                "cpu_ms_per_update", "rss_mib")}
-            for k in ("join_s", "updates_per_s", "ledger_rows_per_s",
-                      "heartbeat_p99_ms", "loop_bound_updates_per_s",
-                      "rss_mib"):
-                fig["offloaded_" + k + "_ratio"] = \
-                    round(off[k] / fig[k], 2) if fig[k] and off[k] else None
-            log("n=%s: offloaded over on the loop: updates/s %.1f / %.1f, "
-                "rows/s %.1f / %.1f, heartbeat p99 %.0f / %.0f ms, join "
-                "%s / %s s, RSS %.0f / %.0f MiB" % (
-                    n, off["updates_per_s"], fig["updates_per_s"],
-                    off["ledger_rows_per_s"], fig["ledger_rows_per_s"],
-                    off["heartbeat_p99_ms"] or 0, fig["heartbeat_p99_ms"] or 0,
-                    off["join_s"], fig["join_s"], off["rss_mib"],
-                    fig["rss_mib"]))
+            compare(fig, n, args, {"GP_SERVE_OFFLOAD": "1"}, "cores",
+                    "every core over the loop alone")
+        else:
+            fig = run(int(n), args)
+        if args.compare_offload:
+            # Serve as shipped (above: handshakes on its loop), then
+            # the same pool with them on libuv's threads.
+            compare(fig, n, args, {"GP_SERVE_OFFLOAD": "1"}, "offloaded",
+                    "offloaded over on the loop")
         by_n.append(fig)
     print("%-7s %7s %8s %8s %8s %9s %9s %8s %8s %7s" %
           ("agents", "join s", "hb p50", "hb p99", "up p99", "updates/s",

@@ -1,0 +1,44 @@
+/* A small fork-join pool: the numeric loops of one update spread over the
+ * machine's cores, the calling thread taking its share.
+ *
+ * gp_par_for(par, n, fn, arg) runs fn(arg, i) for every task i in [0, n)
+ * and returns once all have run. Tasks are taken in order from a shared
+ * counter by the caller and the pool's threads, so a helper that is not
+ * scheduled costs nothing but the tasks it did not take; a task runs
+ * whole on one thread. Tasks must not share what they write: each writes
+ * its own range or its own result slot, and the caller combines the
+ * results in task order afterwards, so that what it computes does not
+ * depend on how many threads ran it (or whether any did).
+ *
+ * One caller at a time (the coordinator's loop thread); a NULL pool runs
+ * everything on the caller. */
+#ifndef GP_PAR_H
+#define GP_PAR_H
+
+#include <stddef.h>
+
+struct gp_par;
+
+/* At most this many helper threads. */
+#define GP_PAR_THREADS_MAX 15
+
+/* Starts `threads` helper threads (1 to GP_PAR_THREADS_MAX). Returns 0,
+ * -EINVAL or a negative errno from thread creation (none are left). */
+int gp_par_create(unsigned threads, struct gp_par **ret);
+
+/* Stops and joins the helpers. NULL is a no-op. */
+void gp_par_destroy(struct gp_par *par);
+
+/* Helper threads (0 for NULL). */
+unsigned gp_par_threads(const struct gp_par *par);
+
+/* Runs fn(arg, i) for i in [0, n), on the caller and the helpers; returns
+ * once every task has run. */
+void gp_par_for(struct gp_par *par, size_t n,
+		void (*fn)(void *arg, size_t i), void *arg);
+
+/* How many helpers a process with `cores` online CPUs gets by default:
+ * one fewer than the cores, at most GP_PAR_THREADS_MAX, 0 for one core. */
+unsigned gp_par_default_threads(long cores);
+
+#endif
