@@ -3,35 +3,63 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct gp_par {
 	pthread_mutex_t mu;
 	pthread_cond_t go;    /* a new job, or stop */
-	pthread_cond_t idle;  /* the last helper left the job */
+	pthread_cond_t idle;  /* the job's last task is done */
 	pthread_t th[GP_PAR_THREADS_MAX];
 	unsigned threads;
 	bool stop;
-	/* The job, under mu (fn NULL: none, or it ended); `next` is the
-	 * shared task counter. */
+	/* The job, under mu. */
 	uint64_t gen;
 	void (*fn)(void *arg, size_t i);
 	void *arg;
 	size_t n;
-	atomic_size_t next;
-	unsigned busy;        /* helpers inside the job, under mu */
+	/* The task counter, tagged with the job's generation (high 32 bits:
+	 * gen, low 32: the next task), so that a helper that woke for a job
+	 * already over takes nothing of the next one; and the tasks done. */
+	_Atomic uint64_t next;
+	atomic_size_t done;
 };
 
-static void run_tasks(struct gp_par *p, void (*fn)(void *, size_t), void *arg,
-		      size_t n)
-{
-	size_t i;
+#define TAG(gen) ((uint64_t)(uint32_t)(gen) << 32)
 
-	while ((i = atomic_fetch_add(&p->next, 1)) < n)
+/* Takes and runs tasks of job `gen` until none is left; returns how many
+ * it ran. */
+static size_t run_tasks(struct gp_par *p, uint64_t gen,
+			void (*fn)(void *, size_t), void *arg, size_t n)
+{
+	uint64_t v = atomic_load(&p->next);
+	size_t ran = 0;
+
+	for (;;) {
+		size_t i = (size_t)(uint32_t)v;
+
+		if ((v & ~(uint64_t)UINT32_MAX) != TAG(gen) || i >= n)
+			return ran;
+		if (!atomic_compare_exchange_weak(&p->next, &v, v + 1))
+			continue; /* v is the counter as it is now */
 		fn(arg, i);
+		ran++;
+		v = atomic_load(&p->next);
+	}
+}
+
+/* Counts `ran` tasks of a job of n as done; the last wakes the caller. */
+static void tasks_done(struct gp_par *p, size_t ran, size_t n)
+{
+	if (ran && atomic_fetch_add(&p->done, ran) + ran == n) {
+		pthread_mutex_lock(&p->mu);
+		pthread_cond_signal(&p->idle);
+		pthread_mutex_unlock(&p->mu);
+	}
 }
 
 static void *helper(void *data)
@@ -50,21 +78,12 @@ static void *helper(void *data)
 		if (p->stop)
 			break;
 		seen = p->gen;
-		/* Woken late: that job ended (its caller returned), and its
-		 * counter may be the next job's already. */
-		if (!p->fn)
-			continue;
 		fn = p->fn;
 		arg = p->arg;
 		n = p->n;
-		/* Counted before the lock goes: the caller returns only once
-		 * every helper that may take a task of this job is out. */
-		p->busy++;
 		pthread_mutex_unlock(&p->mu);
-		run_tasks(p, fn, arg, n);
+		tasks_done(p, run_tasks(p, seen, fn, arg, n), n);
 		pthread_mutex_lock(&p->mu);
-		if (--p->busy == 0)
-			pthread_cond_signal(&p->idle);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -85,6 +104,7 @@ int gp_par_create(unsigned threads, struct gp_par **ret)
 	pthread_cond_init(&p->go, NULL);
 	pthread_cond_init(&p->idle, NULL);
 	atomic_init(&p->next, 0);
+	atomic_init(&p->done, 0);
 	for (; p->threads < threads; p->threads++) {
 		r = pthread_create(&p->th[p->threads], NULL, helper, p);
 		if (r != 0)
@@ -122,27 +142,43 @@ unsigned gp_par_threads(const struct gp_par *p)
 void gp_par_for(struct gp_par *p, size_t n, void (*fn)(void *arg, size_t i),
 		void *arg)
 {
-	if (!p || n <= 1) {
+	uint64_t gen;
+
+	if (!p || n <= 1 || n > UINT32_MAX) {
 		for (size_t i = 0; i < n; i++)
 			fn(arg, i);
 		return;
 	}
 	pthread_mutex_lock(&p->mu);
+	gen = ++p->gen;
 	p->fn = fn;
 	p->arg = arg;
 	p->n = n;
-	atomic_store(&p->next, 0);
-	p->gen++;
+	atomic_store(&p->done, 0);
+	atomic_store(&p->next, TAG(gen));
 	pthread_cond_broadcast(&p->go);
 	pthread_mutex_unlock(&p->mu);
-	run_tasks(p, fn, arg, n);
-	/* Every task is taken; those the helpers took are done once they
-	 * have all left the job. */
+	tasks_done(p, run_tasks(p, gen, fn, arg, n), n);
+	/* Every task is taken; the join waits for those still running, not
+	 * for helpers that woke too late to take one. */
 	pthread_mutex_lock(&p->mu);
-	while (p->busy > 0)
+	while (atomic_load(&p->done) < n)
 		pthread_cond_wait(&p->idle, &p->mu);
-	p->fn = NULL; /* ended: a helper woken only now takes nothing */
 	pthread_mutex_unlock(&p->mu);
+}
+
+long gp_par_cores(void)
+{
+	cpu_set_t set;
+	long n;
+
+	/* The CPUs this process may run on (taskset, systemd's
+	 * CPUAffinity=), not all the machine's. */
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 &&
+	    (n = CPU_COUNT(&set)) > 0)
+		return n;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? n : 1;
 }
 
 unsigned gp_par_default_threads(long cores)

@@ -5,8 +5,11 @@
  * and returns once all have run. Tasks are taken in order from a shared
  * counter by the caller and the pool's threads, so a helper that is not
  * scheduled costs nothing but the tasks it did not take; a task runs
- * whole on one thread. Tasks must not share what they write: each writes
- * its own range or its own result slot, and the caller combines the
+ * whole on one thread, and the join waits for the tasks taken, not for
+ * helpers that woke too late to take one (a helper preempted inside a
+ * task holds the join until it runs again). Tasks must not share what
+ * they write: each writes its own range or its own result slot, and the
+ * caller combines the
  * results in task order afterwards, so that what it computes does not
  * depend on how many threads ran it (or whether any did).
  *
@@ -37,7 +40,11 @@ unsigned gp_par_threads(const struct gp_par *par);
 void gp_par_for(struct gp_par *par, size_t n,
 		void (*fn)(void *arg, size_t i), void *arg);
 
-/* How many helpers a process with `cores` online CPUs gets by default:
+/* The CPUs this process may run on (its affinity mask; else the online
+ * ones). */
+long gp_par_cores(void);
+
+/* How many helpers a process with `cores` CPUs gets by default:
  * one fewer than the cores, at most GP_PAR_THREADS_MAX, 0 for one core. */
 unsigned gp_par_default_threads(long cores);
 

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -153,12 +154,10 @@ static bool ledger_full(struct gp_pool *pool, struct gp_member *m,
 
 /* The blocks' decoding, one task per block on the pool: each writes its
  * own tensor's floats and its own result. */
-#define PAR_BLOCKS 64
-
 struct blocks_read {
 	const struct gp_msg_update *u;
-	float *dst[PAR_BLOCKS];  /* each block's place */
-	int result[PAR_BLOCKS];
+	float **dst;            /* each block's place */
+	int *result;
 };
 
 static void block_task(void *arg, size_t k)
@@ -181,12 +180,20 @@ static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 {
 	size_t n_tensors = gp_params_tensor_count(pool->params);
 	struct blocks_read br = { .u = u };
-	bool par = pool->par && pool->n_params >= GP_APPLY_PAR_MIN &&
-		   u->n_blocks <= PAR_BLOCKS;
+	int r = 0;
 
 	if (u->n_blocks != sets * n_tensors)
 		return GP_REASON_SHAPE;
-	for (size_t k = 0; k < u->n_blocks; k++) {
+	if (pool->par && pool->n_params >= GP_APPLY_PAR_MIN &&
+	    u->n_blocks > 1) {
+		br.dst = malloc(u->n_blocks * sizeof(*br.dst));
+		br.result = malloc(u->n_blocks * sizeof(*br.result));
+		if (!br.dst || !br.result) { /* then on the loop alone */
+			free(br.dst);
+			br.dst = NULL;
+		}
+	}
+	for (size_t k = 0; k < u->n_blocks && !r; k++) {
 		const struct gp_msg_block *b = &u->blocks[k];
 		size_t i = k % n_tensors, off;
 		float *dst = k < n_tensors ? pool->grad : pool->grad_b;
@@ -195,23 +202,27 @@ static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 		if (b->tensor != i || b->row_start != 0 ||
 		    (b->dtype == GP_DTYPE_Q4 && !(m->caps & GP_CAP_Q4)) ||
 		    gp_params_check_block(pool->params, b->tensor, b->row_start,
-					  b->rows, b->count, &off) != 0)
-			return GP_REASON_SHAPE;
+					  b->rows, b->count, &off) != 0) {
+			r = GP_REASON_SHAPE;
+			break;
+		}
 		gp_params_tensor(pool->params, i, &sh, NULL);
 		if (b->count != (uint64_t)sh.rows * sh.cols)
-			return GP_REASON_SHAPE;
-		if (par)
+			r = GP_REASON_SHAPE;
+		else if (br.dst)
 			br.dst[k] = dst + off;
 		else if (gp_msg_block_read(b, dst + off, b->count) < 0)
-			return GP_REASON_SHAPE;
+			r = GP_REASON_SHAPE;
 	}
-	if (!par)
-		return 0;
-	gp_par_for(pool->par, u->n_blocks, block_task, &br);
-	for (size_t k = 0; k < u->n_blocks; k++)
-		if (br.result[k] < 0)
-			return GP_REASON_SHAPE;
-	return 0;
+	if (br.dst && !r) {
+		gp_par_for(pool->par, u->n_blocks, block_task, &br);
+		for (size_t k = 0; k < u->n_blocks; k++)
+			if (br.result[k] < 0)
+				r = GP_REASON_SHAPE;
+	}
+	free(br.dst);
+	free(br.result);
+	return r;
 }
 
 /* Staleness-aware scaling: an update computed on parameters that lack u

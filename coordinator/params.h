@@ -317,8 +317,9 @@ struct gp_params_step {
  * -EINVAL (a hook without both functions). */
 int gp_params_set_step(struct gp_params *p, const struct gp_params_step *s);
 /* The pool that an update's passes over the shards (the sums of squares
- * and the step of gp_params_apply_scaled without a step hook,
- * gp_params_apply_sums and gp_params_apply_delta) run on, one task per
+ * of gp_params_apply_scaled, gp_params_apply_sums and
+ * gp_params_apply_delta, and their steps but a step hook's) run on, one
+ * task per
  * shard, from 65,536 parameters on; NULL (the default): on the caller.
  * The results are the same bits either way. par is borrowed and must
  * outlive p's use of it. */

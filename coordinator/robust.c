@@ -431,9 +431,11 @@ int gp_robust_filter(struct gp_robust *r, struct gp_robust_agent *agent,
 		return 0;
 	if (!r->centre) {
 		r->centre = calloc(u->n, sizeof(float));
-		r->part = calloc(2 * ((u->n + RANGE - 1) / RANGE), sizeof(double));
 		r->n = u->n;
 	}
+	if (!r->part)
+		r->part = calloc(2 * ((r->n + RANGE - 1) / RANGE),
+				 sizeof(double));
 	if (!agent->momentum)
 		agent->momentum = calloc(u->n, sizeof(float));
 	if (!r->centre || !r->part || !agent->momentum || r->n != u->n) {

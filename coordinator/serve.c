@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -780,39 +781,67 @@ static void announce_job(struct server *srv)
 	fflush(stdout);
 }
 
+/* A size from the environment variable `name`, or `dflt` (warned about
+ * when it is not a number). */
+static size_t env_size(const char *name, size_t dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long long n;
+
+	if (!v)
+		return dflt;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (!*v || *end || errno || *v == '-') {
+		gp_warn("%s=%s: not a size in bytes; %zu is used", name, v,
+			dflt);
+		return dflt;
+	}
+	return (size_t)n;
+}
+
 /* What the channels do on libuv's pool (docs/architecture.md "Threads"):
  * by default the encryption and the decryption of messages of 256 KiB and
  * more (a large model's pulls and updates; GP_SEAL_OFFLOAD_MIN and
- * GP_OPEN_OFFLOAD_MIN move the sizes); GP_SERVE_OFFLOAD=1 adds the
- * handshakes, GP_SERVE_OFFLOAD=0 keeps everything on the loop. Handshakes
- * are not offloaded by default: on the 2-core machine, where the
+ * GP_OPEN_OFFLOAD_MIN move the sizes; 0 keeps those on the loop);
+ * GP_SERVE_OFFLOAD=1 (on, true, yes) adds the handshakes,
+ * GP_SERVE_OFFLOAD=0 (off, false, no) keeps everything on the loop.
+ * Handshakes are not offloaded by default: on the 2-core machine, where the
  * simulated agents take the other core, that cost more than it saved at
  * 10,000 agents (docs/performance.md "Scale", 2026-12-06). */
 static void set_offload(struct server *srv)
 {
 	const char *mode = getenv("GP_SERVE_OFFLOAD");
+	bool off = false, handshakes = false;
 
-	if (mode && strcmp(mode, "0") == 0)
+	if (mode) {
+		off = !strcmp(mode, "0") || !strcasecmp(mode, "off") ||
+		      !strcasecmp(mode, "false") || !strcasecmp(mode, "no");
+		handshakes = !strcmp(mode, "1") || !strcasecmp(mode, "on") ||
+			     !strcasecmp(mode, "true") ||
+			     !strcasecmp(mode, "yes");
+		if (!off && !handshakes)
+			gp_warn("GP_SERVE_OFFLOAD=%s: neither 0 nor 1; as if "
+				"unset", mode);
+	}
+	if (off)
 		return;
-	srv->chcfg.handshake_offload = mode && strcmp(mode, "1") == 0;
-	srv->chcfg.seal_offload_min = GP_CHANNEL_SEAL_OFFLOAD_MIN;
-	if (getenv("GP_SEAL_OFFLOAD_MIN"))
-		srv->chcfg.seal_offload_min =
-			(size_t)strtoull(getenv("GP_SEAL_OFFLOAD_MIN"), NULL, 10);
-	srv->chcfg.open_offload_min = GP_CHANNEL_OPEN_OFFLOAD_MIN;
-	if (getenv("GP_OPEN_OFFLOAD_MIN"))
-		srv->chcfg.open_offload_min =
-			(size_t)strtoull(getenv("GP_OPEN_OFFLOAD_MIN"), NULL, 10);
+	srv->chcfg.handshake_offload = handshakes;
+	srv->chcfg.seal_offload_min = env_size("GP_SEAL_OFFLOAD_MIN",
+					       GP_CHANNEL_SEAL_OFFLOAD_MIN);
+	srv->chcfg.open_offload_min = env_size("GP_OPEN_OFFLOAD_MIN",
+					       GP_CHANNEL_OPEN_OFFLOAD_MIN);
 }
 
 /* The threads that share an update's numeric passes with the loop thread
  * (gp_pool.par, apply.h): GP_SERVE_THREADS helpers (0: none), by default
- * one fewer than the online cores. Models under GP_APPLY_PAR_MIN
+ * one fewer than the CPUs serve may run on (gp_par_cores). Models under GP_APPLY_PAR_MIN
  * parameters never use them. */
 static void start_par(struct server *srv)
 {
 	const char *env = getenv("GP_SERVE_THREADS");
-	unsigned n = gp_par_default_threads(sysconf(_SC_NPROCESSORS_ONLN));
+	unsigned n = gp_par_default_threads(gp_par_cores());
 	int r;
 
 	if (env) {

@@ -584,8 +584,8 @@ GP_VECTORIZE static void residual(const float *restrict sent,
 	size_t i = 0;
 
 	/* Sixteen float sums over runs of 256 values, each run's added in
-	 * double (as gp_robust_sum_squares); in double where a float square
-	 * overflows. */
+	 * double (as gp_robust_sum_squares does within each of its ranges);
+	 * in double where a float square overflows. */
 	while (i < n) {
 		float dl[16] = { 0 }, sl[16] = { 0 };
 		size_t end = n - i > 256 ? i + 256 : n;

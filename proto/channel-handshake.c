@@ -477,7 +477,7 @@ static int offload_msg1(struct gp_channel *ch, const struct gp_frame *f)
 		return -1;
 	}
 	/* Nothing more is read until message 2 is queued. */
-	uv_read_stop((uv_stream_t *)&ch->tcp);
+	channel_read_off(ch);
 	ch->paused = true;
 	return 0;
 }

@@ -88,7 +88,8 @@ struct gp_channel {
 	bool connected;
 	bool in_verify;
 	bool psk_set;
-	bool paused;
+	bool paused;            /* by the application, or a handshake job */
+	bool reading;           /* libuv reads the socket (channel_read_on) */
 	bool closing_graceful;
 	bool grace_used;        /* see grace() in channel.c */
 	bool shutdown_started;
@@ -177,8 +178,16 @@ bool channel_job_done(struct gp_channel *ch);
 void channel_close_handles(struct gp_channel *ch);
 
 /* Reads again if reading was paused (by the application or for a
- * handshake job). Returns 0 or uv_read_start's negative errno. */
+ * handshake job), unless opening jobs hold it (their return reads) and
+ * the channel is not closing. Returns 0 or uv_read_start's negative
+ * errno. */
 int channel_resume_reading(struct gp_channel *ch);
+
+/* libuv's reading of the socket, started or stopped whatever it was:
+ * every start and stop of a channel goes through these, so that none is
+ * done twice. channel_read_on returns 0 or uv_read_start's errno. */
+int channel_read_on(struct gp_channel *ch);
+void channel_read_off(struct gp_channel *ch);
 
 /* Half-closes our side once everything queued is written. */
 void channel_start_shutdown(struct gp_channel *ch);

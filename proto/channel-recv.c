@@ -157,10 +157,20 @@ static void opened(struct gp_channel *ch)
 	if (held && ch->state != S_CLOSING)
 		consume(ch, held, held_len);
 	free(held);
-	if (!ch->open_hold && !ch->paused && ch->state != S_CLOSING &&
-	    uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-			  channel_on_read) < 0)
+	/* Reading again, unless the application paused it or a message
+	 * kept holds it; a channel that began a graceful close meanwhile
+	 * reads to see the peer's EOF. */
+	if (ch->open_hold || ch->handles_closing ||
+	    (ch->paused && ch->state != S_CLOSING))
+		return;
+	ch->last_recv = uv_now(ch->loop);
+	if (channel_read_on(ch) < 0) {
 		channel_teardown(ch, GP_CLOSE_IO_ERROR, 0, "read start", false);
+		channel_close_handles(ch);
+		return;
+	}
+	if (ch->state == S_ESTABLISHED)
+		channel_arm_timer(ch);
 }
 
 static void open_done(uv_work_t *req, int status)
@@ -245,29 +255,30 @@ static void open_staged(struct gp_channel *ch)
 		return;
 	}
 	ch->open_hold = true;
-	if (!ch->paused)
-		uv_read_stop((uv_stream_t *)&ch->tcp);
+	channel_read_off(ch);
 	for (size_t first = 0; first < n; first += OPEN_JOB_PIECES) {
-		struct open_job *j = calloc(1, sizeof(*j));
+		size_t end = first + OPEN_JOB_PIECES < n ? first + OPEN_JOB_PIECES :
+							    n;
+		struct open_job *j = atomic_load(&open_jobs) < OPEN_JOBS_MAX ?
+					     calloc(1, sizeof(*j)) :
+					     NULL;
 
 		if (j) {
 			*j = (struct open_job){
 				.ch = ch, .span = ch->open_span,
 				.cipher = ch->cipher, .msg = ch->msg,
 				.total = ch->msg_total, .first = first,
-				.end = first + OPEN_JOB_PIECES < n ?
-					       first + OPEN_JOB_PIECES : n,
+				.end = end,
 			};
 			j->req.data = j;
 		}
 		if (!j || uv_queue_work(ch->loop, &j->req, open_run,
 					open_done) < 0) {
-			/* No memory or no thread pool: opened here, in its
-			 * place; its result counts like a job's. */
-			int rj = !j ? -ENOMEM :
-				 open_pieces(ch->open_span, ch->cipher, ch->msg,
-					     ch->msg_total, first,
-					     j->end);
+			/* The pool is busy (OPEN_JOBS_MAX), or no memory or
+			 * no thread pool: opened here, in its place; its
+			 * result counts like a job's. */
+			int rj = open_pieces(ch->open_span, ch->cipher,
+					     ch->msg, ch->msg_total, first, end);
 
 			free(j);
 			if (rj < 0 && ch->open_result == 0)

@@ -171,18 +171,35 @@ void channel_start_shutdown(struct gp_channel *ch)
 
 static void timer_fired(uv_timer_t *t);
 
+int channel_read_on(struct gp_channel *ch)
+{
+	int r;
+
+	if (ch->reading)
+		return 0;
+	r = uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
+			  channel_on_read);
+	if (r == 0)
+		ch->reading = true;
+	return r;
+}
+
+void channel_read_off(struct gp_channel *ch)
+{
+	if (!ch->reading)
+		return;
+	uv_read_stop((uv_stream_t *)&ch->tcp);
+	ch->reading = false;
+}
+
 int channel_resume_reading(struct gp_channel *ch)
 {
-	if (!ch->paused && !(ch->open_hold && ch->state == S_CLOSING))
-		return 0;
 	ch->paused = false;
 	/* Opening jobs out: their return reads again, unless the channel
 	 * closes meanwhile (it then reads to see the peer's EOF). */
 	if (ch->open_hold && ch->state != S_CLOSING)
 		return 0;
-	ch->open_hold = false;
-	return uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-			     channel_on_read);
+	return channel_read_on(ch);
 }
 
 void channel_teardown(struct gp_channel *ch, enum gp_close_reason reason,
@@ -236,7 +253,7 @@ void channel_arm_timer(struct gp_channel *ch)
 		next = ch->deadline;
 		break;
 	case S_ESTABLISHED:
-		if (ch->cfg.idle_timeout_ms && !ch->paused)
+		if (ch->cfg.idle_timeout_ms && !ch->paused && !ch->open_hold)
 			next = ch->last_recv + ch->cfg.idle_timeout_ms;
 		if (ch->cfg.heartbeat_ms &&
 		    ch->last_send + ch->cfg.heartbeat_ms < next)
@@ -313,7 +330,7 @@ static void timer_fired(uv_timer_t *t)
 		}
 		break;
 	case S_ESTABLISHED:
-		if (ch->cfg.idle_timeout_ms && !ch->paused &&
+		if (ch->cfg.idle_timeout_ms && !ch->paused && !ch->open_hold &&
 		    now - ch->last_recv >= ch->cfg.idle_timeout_ms) {
 			if (grace(ch))
 				return;
@@ -408,8 +425,7 @@ static void on_connect(uv_connect_t *req, int status)
 	ch->connected = true;
 	ch->state = S_WAIT_MSG2;
 	uv_tcp_nodelay(&ch->tcp, 1);
-	r = uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-			  channel_on_read);
+	r = channel_read_on(ch);
 	if (r < 0) {
 		channel_teardown(ch, GP_CLOSE_IO_ERROR, 0, uv_strerror(r), false);
 		return;
@@ -507,8 +523,7 @@ static void on_connection(uv_stream_t *server, int status)
 	l->handshaking++;
 	ch->counted_handshake = true;
 	uv_tcp_nodelay(&ch->tcp, 1);
-	r = uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-			  channel_on_read);
+	r = channel_read_on(ch);
 	if (r < 0) {
 		channel_teardown(ch, GP_CLOSE_IO_ERROR, 0, uv_strerror(r), false);
 		return;
@@ -630,11 +645,10 @@ void gp_channel_pause_reading(struct gp_channel *ch, bool pause)
 		return;
 	ch->paused = pause;
 	if (pause) {
-		uv_read_stop((uv_stream_t *)&ch->tcp);
+		channel_read_off(ch);
 	} else if (!ch->open_hold) { /* else the opening's return reads */
 		ch->last_recv = uv_now(ch->loop);
-		if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
-				  channel_on_read) < 0) {
+		if (channel_read_on(ch) < 0) {
 			channel_teardown(ch, GP_CLOSE_IO_ERROR, 0, "read start", false);
 			return;
 		}

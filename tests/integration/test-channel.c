@@ -59,6 +59,10 @@ struct server {
 	bool echo_take;  /* echo with gp_channel_send_take (a copy) */
 	int messages;
 	size_t last_len;
+	/* What on_message does to the channel besides echoing: closes it,
+	 * or pauses and resumes its reading. */
+	bool close_in_message;
+	bool pause_in_message;
 };
 
 static struct server srv;
@@ -164,6 +168,14 @@ static void srv_message(struct gp_channel *ch, uint8_t *data, size_t len)
 {
 	srv.messages++;
 	srv.last_len = len;
+	if (srv.close_in_message) {
+		gp_channel_close(ch, 7, "enough");
+		return;
+	}
+	if (srv.pause_in_message) {
+		gp_channel_pause_reading(ch, true);
+		gp_channel_pause_reading(ch, false);
+	}
 	if (srv.echo && srv.echo_take) {
 		uint8_t *copy = malloc(len ? len : 1);
 
@@ -221,6 +233,7 @@ static void server_start(const struct gp_channel_config *cfg)
 	srv.last_text[0] = '\0';
 	srv.echo = true;
 	srv.echo_take = false;
+	srv.close_in_message = srv.pause_in_message = false;
 	ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &addr));
 	ASSERT_OK(gp_channel_listen(loop, (struct sockaddr *)&addr, coord_key,
 				    cfg, &srv_cb, &srv, &srv.l));
@@ -1363,6 +1376,60 @@ static void test_open_tampered(void)
 	server_stop();
 }
 
+/* What the application does inside on_message for a message opened on
+ * the thread pool holds as for one opened on the loop: a graceful close
+ * sees the peer's EOF at once (not at the end of the linger), and pausing
+ * and resuming reading leaves the channel reading (the message after it
+ * arrives). */
+static void test_open_callbacks(void)
+{
+	struct gp_channel_config cfg;
+	char str[GP_TOKEN_STRING_MAX];
+	struct gp_token *t;
+
+	test_config(&cfg);
+	cfg.heartbeat_ms = 0;
+	cfg.close_linger_ms = 3000;
+	cfg.open_offload_min = 16 * 1024;
+	server_start(&cfg);
+	t = new_token(0, 5, str);
+	for (int pause = 0; pause < 2; pause++) {
+		struct client c = { 0 };
+		uint8_t *big = calloc(1, 200000), small[10] = { 1 };
+		uint64_t opened0 = gp_channel_opened_off_loop(), t0;
+
+		ASSERT_NOT_NULL(big);
+		srv.echo = false;
+		srv.messages = 0;
+		srv.close_in_message = !pause;
+		srv.pause_in_message = pause;
+		client_join(&c, &cfg, t, srv.port);
+		RUN_UNTIL(c.established && srv.established == pause + 1, 3000);
+		ASSERT_OK(gp_channel_send(c.ch, big, 200000));
+		ASSERT_OK(gp_channel_send(c.ch, small, sizeof(small)));
+		free(big);
+		t0 = uv_now(loop);
+		if (!pause) {
+			/* Well within the 3 s linger. */
+			RUN_UNTIL(srv.closes == 1 && c.closed, 1500);
+			ASSERT_LT(uv_now(loop) - t0, 1500);
+			ASSERT_EQ(srv.messages, 1);
+			ASSERT_EQ(c.reason, GP_CLOSE_PEER_CLOSED);
+		} else {
+			RUN_UNTIL(srv.messages == 2, 3000);
+			ASSERT_EQ(srv.last_len, sizeof(small));
+			ASSERT_EQ(srv.closes, 1); /* the first round's */
+			srv.pause_in_message = false;
+			gp_channel_close(c.ch, 0, NULL);
+			RUN_UNTIL(c.closed && srv.closes == 2, 3000);
+		}
+		ASSERT_EQ(gp_channel_opened_off_loop() - opened0, 1);
+		client_finish(&c);
+	}
+	gp_token_destroy(t);
+	server_stop();
+}
+
 /* Many small messages sent at once leave together, and on_drain reports
  * when the queue has gone down, also when the socket took it all at once. */
 static void test_drain(void)
@@ -1667,6 +1734,7 @@ int main(void)
 	test_rekey();
 	test_offload();
 	test_open_tampered();
+	test_open_callbacks();
 	test_drain();
 	test_flood_refused();
 	test_reset_after_accept();
