@@ -830,7 +830,8 @@ int gp_params_sums_coefficients(double mu, const struct gp_params_sums *sums,
 	return 0;
 }
 
-/* gp_params_apply_sums' step of shard k. */
+/* gp_params_apply_sums' step of shard k (and gp_params_apply_delta's:
+ * without momentum, b the delta). */
 static void sums_task(void *arg, size_t k)
 {
 	struct pass *ps = arg;
@@ -930,22 +931,6 @@ static bool delta_absurd(const float *restrict w, const float *restrict d,
 	return bad;
 }
 
-/* gp_params_apply_delta's step of shard k. */
-static void delta_task(void *arg, size_t k)
-{
-	struct pass *ps = arg;
-	struct gp_params *p = ps->p;
-	struct shard *s = &p->shards[k];
-
-	if (p->shard_sq[k] == 0 && !s->mom_nonzero)
-		return;
-	outer_begin(p, s);
-	sgd_plain(p->w + s->offset, ps->a + s->offset, s->count, ps->scale,
-		  1.0f, 0);
-	outer_end(p, s);
-	s->version = p->version;
-}
-
 int gp_params_apply_delta(struct gp_params *p,
 			  const struct gp_params_delta *dl, size_t n,
 			  struct gp_params_apply_info *ret_info)
@@ -972,8 +957,11 @@ int gp_params_apply_delta(struct gp_params *p,
 		return GP_REASON_NORM;
 	p->version++;
 	p->updates += dl->count;
-	ps.scale = dl->scale;
-	for_shards(&ps, delta_task);
+	/* sums_task without momentum: w -= 1 * (scale * d). */
+	ps.b = dl->d;
+	ps.sa = dl->scale;
+	ps.scale = 1.0f;
+	for_shards(&ps, sums_task);
 	set_info(p, norm, false, changed_shards(p), ret_info);
 	return 0;
 }
