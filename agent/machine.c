@@ -380,7 +380,7 @@ void gp_machine_on_established(struct gp_machine *m)
 	msg.u.join.caps = GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS |
 			  GP_CAP_MOMENTUM | GP_CAP_Q8 | GP_CAP_MODEL_TEXT |
 			  GP_CAP_PROGRESS | GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
-			  GP_CAP_Q4 | GP_CAP_Q4_DELTA;
+			  GP_CAP_Q4 | GP_CAP_Q4_DELTA | GP_CAP_ZERO_MIRROR;
 	if (m->ops->worker_set_inner)
 		msg.u.join.caps |= GP_CAP_INNER_ADAMW;
 	if (m->ops->worker_set_inner && m->ops->worker_rebase_params)
@@ -847,8 +847,9 @@ static void on_welcome(struct gp_machine *m, const struct gp_msg_welcome *w)
 
 /* The mirror's rows of tensor t (nt tensors, ti its shape) for a
  * parameter block of GP_CAP_PARAM_DELTA, allocated at its first whole
- * block (create); NULL without memory, or for a change (!create) to a
- * tensor that no whole block set yet. */
+ * block (create), or, with GP_CAP_ZERO_MIRROR, at its first block of
+ * any kind (as zeros); NULL without memory, or for a change (!create)
+ * to a tensor that no whole block set yet. */
 static float *mirror_rows(struct gp_machine *m, size_t nt, size_t t,
 			  const struct gp_tensor_info *ti, uint32_t row_start,
 			  bool create)
@@ -889,7 +890,8 @@ static bool take_block(struct gp_machine *m, const struct gp_msg_block *b,
 		return false;
 	}
 	if (slot == GP_MODEL_PARAM && (m->caps & GP_CAP_PARAM_DELTA) &&
-	    !(mir = mirror_rows(m, nt, t, ti, b->row_start, !delta))) {
+	    !(mir = mirror_rows(m, nt, t, ti, b->row_start,
+				!delta || (m->caps & GP_CAP_ZERO_MIRROR)))) {
 		*why = delta ? "a change before the parameters" :
 			       "no memory for the mirror";
 		return false;

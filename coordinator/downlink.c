@@ -49,6 +49,13 @@ static double link_bps(const struct gp_pool *pool, const struct gp_member *m)
 	return info.link_bps;
 }
 
+bool gp_downlink_first_change(const struct gp_member *m)
+{
+	return (m->caps & GP_CAP_ZERO_MIRROR) && (m->caps & GP_CAP_Q4_DELTA) &&
+	       !m->pulled_once && !m->mirror && !m->pull_check &&
+	       m->pulled_version == 0;
+}
+
 int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 		       struct gp_msg_block *blocks, const uint32_t *idx,
 		       size_t n, float **ret_scratch)
@@ -56,14 +63,20 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 	uint64_t bytes = (uint64_t)pool->n_params * sizeof(float);
 	double bps = link_bps(pool, m);
 	bool fast = bps >= GP_DOWNLINK_SLOW_BPS;
-	/* Only on a measured slow link do the bytes saved pay for the
-	 * coordinator's work. */
-	bool delta = m->pulled_version != 0 && m->mirror && bps > 0 && !fast;
+	/* The session's first pull against the zeros both mirrors start
+	 * from (GP_CAP_ZERO_MIRROR), before the link is measured. */
+	bool zero = gp_downlink_first_change(m) && !fast;
+	/* Otherwise only on a measured slow link do the bytes saved pay for
+	 * the coordinator's work. */
+	bool delta = zero ||
+		     (m->pulled_version != 0 && m->mirror && bps > 0 && !fast);
 	uint8_t dtype = (m->caps & GP_CAP_Q4_DELTA) ? GP_DTYPE_Q4_DELTA :
 						     GP_DTYPE_Q8_DELTA;
 	float *scratch = NULL;
 
 	*ret_scratch = NULL;
+	m->pulled_once = true;
+	m->pull_as_changes = false;
 	if (!(m->caps & GP_CAP_PARAM_DELTA))
 		return 0;
 	if (fast) {
@@ -71,12 +84,13 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 		return 0;
 	}
 	/* A mirror starts with a pull of every shard (it is then what the
-	 * member decodes), within the budget; without one, or without
-	 * memory, the member gets f16 blocks, as without the capability. */
+	 * member decodes), within the budget, or as zeros for a first pull
+	 * of changes; without one, or without memory, the member gets f16
+	 * blocks, as without the capability. */
 	if (!m->mirror) {
 		if (m->pulled_version != 0 ||
 		    pool->mirror_bytes + bytes > GP_DOWNLINK_MIRRORS_BYTES ||
-		    !(m->mirror = malloc(bytes)))
+		    !(m->mirror = zero ? calloc(1, bytes) : malloc(bytes)))
 			return 0;
 		pool->mirror_bytes += bytes;
 	}
@@ -99,6 +113,7 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
 	}
 	if (delta)
 		m->deltas_sent++;
+	m->pull_as_changes = delta;
 	*ret_scratch = scratch;
 	return 0;
 }

@@ -12,7 +12,13 @@
  * the next pull sends it: error feedback kept on the coordinator, exact
  * because both ends hold the same mirror bit for bit. A pull with
  * pulled_version 0 (the session's first, one picked for verification,
- * one after RESUME) sends every shard as f16 and sets the mirror from it.
+ * one after RESUME) sends every shard as f16 and sets the mirror from it,
+ * except the session's first to a member granted GP_CAP_ZERO_MIRROR and
+ * GP_CAP_Q4_DELTA (the job's param_bits = 4, the slow-link setting): both
+ * mirrors then start at zero and that pull goes as q4 changes against
+ * them, a quarter of f16's bytes, whatever the link (it is not measured
+ * yet); what the four bits lost of the initial parameters is owed to the
+ * next pulls like any change's rounding.
  *
  * Changes go only to a member whose measured link is slower than
  * GP_DOWNLINK_SLOW_BPS: on a LAN (loopback included) the bytes they save
@@ -29,6 +35,7 @@
 #ifndef GP_DOWNLINK_H
 #define GP_DOWNLINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +75,10 @@ int gp_downlink_encode(struct gp_pool *pool, struct gp_member *m,
  * the block's). */
 void gp_downlink_delta(const float *w, float *mirror, float *delta, size_t n,
 		       uint8_t dtype);
+
+/* Whether m's next pull is the session's first and goes as changes
+ * against a mirror of zeros (GP_CAP_ZERO_MIRROR, above). */
+bool gp_downlink_first_change(const struct gp_member *m);
 
 /* Drops m's mirror (its connection is gone, or its link is fast). */
 void gp_downlink_finish(struct gp_pool *pool, struct gp_member *m);

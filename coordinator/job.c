@@ -56,6 +56,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->param_bits = 8;
 	job->param_delta = true;
 	job->overlap = true;
+	job->first_pull_changes = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;
@@ -515,6 +516,8 @@ static const struct gp_conf_key job_keys[] = {
 	{"pool", "param_delta", GP_CONF_BOOL, F(param_delta), 0, 0, 0, 0, NULL},
 	{"pool", "param_bits", GP_CONF_CUSTOM, 0, 0, 0, 0, 0, parse_param_bits},
 	{"pool", "overlap", GP_CONF_BOOL, F(overlap), 0, 0, 0, 0, NULL},
+	{"pool", "first_pull_changes", GP_CONF_BOOL, F(first_pull_changes), 0,
+	 0, 0, 0, NULL},
 	{"pool", "max_grad_norm", GP_CONF_DOUBLE, F(max_grad_norm), 0, 0, 1e12,
 	 0, NULL},
 	{"pool", "clip_grad_norm", GP_CONF_DOUBLE, F(clip_grad_norm), 0, 0,

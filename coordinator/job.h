@@ -123,6 +123,10 @@
  *                             while the last one's update and the pull
  *                             after it are on the wire; false: each run
  *                             waits for its pull
+ *   first_pull_changes = true with param_bits = 4, agents that can
+ *                             (GP_CAP_ZERO_MIRROR) get their session's
+ *                             first pull as 4-bit changes against zeros,
+ *                             a quarter of f16's bytes; false: whole f16
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off
@@ -242,6 +246,7 @@ struct gp_job {
 	bool param_delta;
 	uint32_t param_bits;          /* 8 or 4 (GP_CAP_Q4_DELTA) */
 	bool overlap;                 /* GP_CAP_OVERLAP for INNER_ADAMW */
+	bool first_pull_changes;      /* GP_CAP_ZERO_MIRROR */
 	double max_grad_norm;
 	double clip_grad_norm;
 	double robust_clip;

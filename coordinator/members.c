@@ -233,6 +233,10 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_OVERLAP) && (caps & GP_CAP_INNER_ADAMW) &&
 	    pool->job->overlap)
 		caps |= GP_CAP_OVERLAP;
+	/* Mirrors that start at zero: the first pull may be changes. */
+	if ((j->caps & GP_CAP_ZERO_MIRROR) && (caps & GP_CAP_PARAM_DELTA) &&
+	    pool->job->first_pull_changes)
+		caps |= GP_CAP_ZERO_MIRROR;
 	return caps;
 }
 
@@ -279,6 +283,7 @@ int gp_members_join(struct gp_pool *pool, struct gp_member *m,
 	m->joined = true;
 	m->joined_ms = gp_now_ms();
 	m->pulled_version = 0;
+	m->pulled_once = m->pull_as_changes = false;
 	m->clock = clock;
 	m->caps = agree_caps(pool, j);
 	*ret_clock = clock;

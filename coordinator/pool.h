@@ -112,6 +112,11 @@ struct gp_member {
 	 * as deltas (downlink.h). */
 	float *mirror;
 	uint64_t deltas_sent;
+	/* GP_CAP_ZERO_MIRROR: a pull went out this session (its first may
+	 * be changes against zeros, no later one), the pull being sent is
+	 * picked for verification (whole), and whether the last pull's
+	 * parameters went as changes (work-size.c counts its bytes so). */
+	bool pulled_once, pull_check, pull_as_changes;
 	/* The UPDATE messages of this connection read (applied or not),
 	 * and how many were when its last pull went out (GP_CAP_OVERLAP:
 	 * PARAM_SHARDS.updates_read; work.c pulls again after each). */

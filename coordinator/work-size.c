@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "downlink.h"
 #include "log.h"
 #include "members.h"
 #include "util.h"
@@ -61,9 +62,14 @@ static uint64_t pull_values_bytes(const struct gp_member *m, uint64_t v,
 uint64_t work_pulled_bytes(const struct gp_pool *pool,
 			     const struct gp_member *m)
 {
+	/* A pull of every shard is whole, unless it is (or, once sent,
+	 * was) the session's first as changes (GP_CAP_ZERO_MIRROR). */
+	bool changes = m->pulled_once ? m->pull_as_changes :
+					gp_downlink_first_change(m);
+
 	return pull_values_bytes(
 		m, gp_params_changed_values(pool->params, m->pulled_version),
-		m->pulled_version == 0);
+		m->pulled_version == 0 && !changes);
 }
 
 /* The same for a pull of every shard (a clock picked for verification). */

@@ -246,7 +246,9 @@ static int send_pull(struct gp_pool *pool, struct gp_member *m, int64_t clock,
 	m->pull_waiting = false; /* its entry in the queue is skipped */
 	if (check)
 		m->pulled_version = 0;
+	m->pull_check = check; /* whole, for the verifier (downlink.c) */
 	r = pool->fx->send_params(pool->fx_data, m);
+	m->pull_check = false;
 	if (r < 0)
 		return r;
 	if (check)

@@ -294,6 +294,12 @@ enum gp_msg_dtype {
  * which does not depend on where the copy started) and the job's
  * [pool] overlap on. */
 #define GP_CAP_OVERLAP (1u << 16)
+/* Mirrors from zero (docs/protocol.md "Parameter deltas"): the agent's
+ * mirror starts at WELCOME as zeros in every tensor rather than empty, so
+ * a change may come for rows no whole block has set, and the session's
+ * first pull may be changes against zeros (a q4 change is a quarter of
+ * f16's bytes). Granted only with GP_CAP_PARAM_DELTA. */
+#define GP_CAP_ZERO_MIRROR (1u << 17)
 
 struct gp_msg_device {
 	uint8_t kind;                               /* enum gp_msg_device_kind */

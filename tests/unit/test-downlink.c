@@ -5,13 +5,17 @@
  * the next one sends (the parameters and the mirror never drift further
  * apart than one rounding, over many rounds); a pull with pulled_version
  * 0 (verification) is whole again. The same with 4-bit changes
- * (GP_CAP_Q4_DELTA, [pool] param_bits = 4). */
+ * (GP_CAP_Q4_DELTA, [pool] param_bits = 4). With GP_CAP_ZERO_MIRROR and
+ * 4-bit changes the session's first pull is changes against zeros (not a
+ * verification pick, not a later whole pull), and the link's bytes count
+ * it so. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "downlink.h"
 #include "pool-fixture.h"
+#include "work-impl.h"
 
 #define ROUNDS 500
 #define CAPS (GP_CAP_F16 | GP_CAP_LOCAL_STEP | GP_CAP_SUMS | \
@@ -265,6 +269,82 @@ static void test_rounds(int bits)
 	fx_teardown(&f);
 }
 
+/* GP_CAP_ZERO_MIRROR: granted with PARAM_DELTA; the session's first pull
+ * to a member with 4-bit changes goes as q4 changes against zeros, the
+ * agent's mirror (zeros too) then equal to the coordinator's bit for bit,
+ * and what the four bits lost is sent by the next pulls; with 8-bit
+ * changes, for a verification pick and for a later pull with
+ * pulled_version 0 it stays whole. work_pulled_bytes counts the first
+ * pull as changes. */
+static void test_zero_mirror(void)
+{
+	struct fixture f;
+	struct gp_member *m, *m8, *picked;
+	float agent[FX_N], a8[FX_N], ap[FX_N];
+	const float *w;
+	uint64_t whole_bytes, bytes;
+
+	fx_setup(&f, 3);
+	f.job.param_bits = 4;
+	m = fx_join(&f, 0, CAPS | GP_CAP_Q4_DELTA | GP_CAP_ZERO_MIRROR);
+	ASSERT(m->caps & GP_CAP_ZERO_MIRROR);
+	m8 = fx_join(&f, 1, CAPS | GP_CAP_ZERO_MIRROR); /* no Q4_DELTA */
+	ASSERT(m8->caps & GP_CAP_ZERO_MIRROR);
+	picked = fx_join(&f, 2, CAPS | GP_CAP_Q4_DELTA | GP_CAP_ZERO_MIRROR);
+	drift(&f, 1.0);
+	whole_bytes = work_pulled_bytes(&f.pool, m8);
+	bytes = work_pulled_bytes(&f.pool, m);
+	ASSERT_LT(bytes, whole_bytes);
+	memset(agent, 0, sizeof(agent));
+	ASSERT(pull(&f, m, agent) > 0);
+	ASSERT_NOT_NULL(m->mirror);
+	ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	ASSERT(m->pull_as_changes);
+	/* Counted as changes once sent too (gp_work_answered's bytes). */
+	m->pulled_version = 0;
+	ASSERT_UINT_EQ(work_pulled_bytes(&f.pool, m), bytes);
+	m->pulled_version = gp_params_version(f.params);
+	/* Within a 4-bit rounding of the parameters, then closer as the
+	 * next pulls send what it owed (a slow link, so changes go). */
+	for (int i = 0; i < 10; i++)
+		link(&f, m, 20e6 / 8);
+	for (int r = 0; r < 4; r++) {
+		drift(&f, 1e-4);
+		ASSERT(pull(&f, m, agent) > 0);
+		ASSERT_MEM_EQ(agent, m->mirror, sizeof(agent));
+	}
+	w = gp_params_values(f.params);
+	for (size_t i = 0; i < FX_N; i++)
+		ASSERT(fabs((double)w[i] - agent[i]) < 1e-3);
+	/* 8-bit changes: the first pull stays whole f16. */
+	ASSERT_EQ(pull(&f, m8, a8), 0);
+	ASSERT(!m8->pull_as_changes);
+	/* A first pull picked for verification stays whole. */
+	picked->pull_check = true;
+	ASSERT_EQ(pull(&f, picked, ap), 0);
+	picked->pull_check = false;
+	ASSERT_MEM_EQ(ap, picked->mirror, sizeof(ap));
+	/* A later whole pull (pulled_version 0, no mirror: it was given
+	 * back) is whole too. */
+	gp_downlink_finish(&f.pool, m);
+	m->pulled_version = 0;
+	ASSERT_EQ(pull(&f, m, agent), 0);
+	fx_teardown(&f);
+
+	/* Not granted with the job's first_pull_changes off, nor without
+	 * PARAM_DELTA. */
+	fx_setup(&f, 3);
+	f.job.param_bits = 4;
+	f.job.first_pull_changes = false;
+	m = fx_join(&f, 0, CAPS | GP_CAP_Q4_DELTA | GP_CAP_ZERO_MIRROR);
+	ASSERT(!(m->caps & GP_CAP_ZERO_MIRROR));
+	f.job.first_pull_changes = true;
+	m = fx_join(&f, 1, (CAPS & ~(uint32_t)GP_CAP_PARAM_DELTA) |
+				   GP_CAP_ZERO_MIRROR);
+	ASSERT(!(m->caps & GP_CAP_ZERO_MIRROR));
+	fx_teardown(&f);
+}
+
 /* All mirrors together stay within GP_DOWNLINK_MIRRORS_BYTES: a member
  * whose mirror would not fit gets whole f16 blocks on a slow link. */
 static void test_budget(void)
@@ -336,6 +416,7 @@ int main(void)
 	test_rounds(8);
 	test_rounds(4);
 	test_budget();
+	test_zero_mirror();
 	test_core(GP_DTYPE_Q8_DELTA);
 	test_core(GP_DTYPE_Q4_DELTA);
 	printf("downlink: all tests passed\n");

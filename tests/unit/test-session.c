@@ -631,7 +631,8 @@ static void test_reconnect(void)
 				      GP_CAP_SUMS | GP_CAP_MOMENTUM | GP_CAP_Q8 |
 				      GP_CAP_MODEL_TEXT | GP_CAP_PROGRESS |
 				      GP_CAP_JOBS | GP_CAP_PARAM_DELTA |
-				      GP_CAP_Q4 | GP_CAP_Q4_DELTA);
+				      GP_CAP_Q4 | GP_CAP_Q4_DELTA |
+				      GP_CAP_ZERO_MIRROR);
 	ASSERT_EQ(last_sent(w)->token_id_len, 0);
 	welcome_with(w, GP_CAP_SUMS, 0);
 	ASSERT_EQ(last_sent(w)->type, GP_MSG_WORK_REQUEST);
@@ -1580,6 +1581,25 @@ static void test_param_delta_q4(void)
 	for (size_t i = 0; i < 6; i++)
 		ASSERT_NEAR(w->last_params[i], v[i] + q[i] + q[i], 0);
 	ASSERT_EQ(w->closes, 0);
+	shards_one(w, 2, GP_DTYPE_Q4_DELTA, d);
+	ASSERT_EQ(w->closes, 1);
+	gp_machine_finish(&w->m);
+	free(w);
+
+	/* GP_CAP_ZERO_MIRROR: the mirror starts at zeros, so the first
+	 * block of a tensor may be a change: the values are the change
+	 * alone, and the next adds to it; the momentum takes none still. */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, caps | GP_CAP_ZERO_MIRROR, 0);
+	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
+	ASSERT_EQ(w->params_set, 1);
+	ASSERT_EQ(w->closes, 0);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_NEAR(w->last_params[i], 0.0f + q[i], 0);
+	shards_one(w, 0, GP_DTYPE_Q4_DELTA, d);
+	for (size_t i = 0; i < 6; i++)
+		ASSERT_NEAR(w->last_params[i], (0.0f + q[i]) + q[i], 0);
 	shards_one(w, 2, GP_DTYPE_Q4_DELTA, d);
 	ASSERT_EQ(w->closes, 1);
 	gp_machine_finish(&w->m);
