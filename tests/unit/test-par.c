@@ -21,13 +21,10 @@
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
-/* Uniform in [-1, 1). */
+/* Uniform in [-1, 1) (test.h). */
 static double noise(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (double)(rng >> 11) / (double)(1ull << 52) - 1;
+	return test_uniform(&rng);
 }
 
 /* 1e3, 1e-3, 1e1, 1e-1, ... by runs of 5,000 values. */
