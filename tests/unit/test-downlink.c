@@ -331,6 +331,10 @@ static void test_zero_mirror(void)
 	gp_downlink_finish(&f.pool, m);
 	m->pulled_version = 0;
 	ASSERT_EQ(pull(&f, m, agent), 0);
+	gp_members_remove(&f.pool, m);
+	gp_members_remove(&f.pool, m8);
+	gp_members_remove(&f.pool, picked);
+	ASSERT_UINT_EQ(f.pool.mirror_bytes, 0);
 	fx_teardown(&f);
 
 	/* Not granted with the job's first_pull_changes off, nor without
