@@ -22,6 +22,12 @@
 
 struct gp_par;
 
+/* From this many values on, the coordinator's per-update passes
+ * (apply.c's blocks, robust.c's ranges, params.c's shards) go to the
+ * pool; below it the fork and the join cost about what they save. One
+ * figure for all three, so a model is split everywhere or nowhere. */
+#define GP_PAR_MIN 65536
+
 /* At most this many helper threads. */
 #define GP_PAR_THREADS_MAX 15
 

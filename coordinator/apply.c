@@ -173,7 +173,7 @@ static void block_task(void *arg, size_t k)
  * 4-bit blocks only from a member granted GP_CAP_Q4: verification allows
  * their coarser rounding (gp_verify_allowance), which a job that did not
  * ask for them must not grant. The blocks of a model of
- * GP_APPLY_PAR_MIN parameters and more decode on the pool (pool->par),
+ * GP_PAR_MIN parameters and more decode on the pool (pool->par),
  * a block (a tensor) a task. Returns 0 or GP_REASON_SHAPE. */
 static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 		       const struct gp_msg_update *u, size_t sets)
@@ -184,7 +184,7 @@ static int read_blocks(struct gp_pool *pool, const struct gp_member *m,
 
 	if (u->n_blocks != sets * n_tensors)
 		return GP_REASON_SHAPE;
-	if (pool->par && pool->n_params >= GP_APPLY_PAR_MIN &&
+	if (pool->par && pool->n_params >= GP_PAR_MIN &&
 	    u->n_blocks > 1) {
 		br.dst = malloc(u->n_blocks * sizeof(*br.dst));
 		br.result = malloc(u->n_blocks * sizeof(*br.result));

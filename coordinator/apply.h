@@ -25,12 +25,6 @@
 #include "msg.h"
 #include "pool.h"
 
-/* From this many parameters on an update's numeric passes (reading its
- * blocks, the robust filter, the optimiser's step) run on the pool's
- * threads (gp_pool.par), the loop thread taking its share; below it, all
- * on the loop (the fork and the join cost about what they save). The
- * robust filter and the step (robust.c, params.c) use the same size. */
-#define GP_APPLY_PAR_MIN 65536
 
 /* Applies or refuses update u (borrowed) from member m (borrowed),
  * received at `received` (ms, wall clock). Returns 0 when applied, a

@@ -649,10 +649,6 @@ static void set_effect(const struct gp_params *p, float ka, float kb,
  * caller, in shard order, so the bits are the same on any number of
  * threads. */
 
-/* From this many parameters on the passes go to the pool: below it the
- * fork and the join cost about what they save. */
-#define PAR_MIN_FLOATS 65536
-
 void gp_params_set_par(struct gp_params *p, struct gp_par *par)
 {
 	p->par = par;
@@ -670,7 +666,7 @@ static void for_shards(struct pass *ps, void (*task)(void *, size_t))
 {
 	struct gp_params *p = ps->p;
 
-	gp_par_for(p->total >= PAR_MIN_FLOATS ? p->par : NULL, p->n_shards,
+	gp_par_for(p->total >= GP_PAR_MIN ? p->par : NULL, p->n_shards,
 		   task, ps);
 }
 

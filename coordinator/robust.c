@@ -275,11 +275,8 @@ GP_VECTORIZE static void shrink_fused(struct gp_robust *r,
 	}
 }
 
-/* ---- the passes, one task per range on the pool ---- */
-
-/* From this many values on the passes go to the pool (gp_robust.par):
- * below it the fork and the join cost about what they save. */
-#define PAR_MIN 65536
+/* ---- the passes, one task per range on the pool (from GP_PAR_MIN
+ * values, par.h) ---- */
 
 struct pass {
 	struct gp_robust *r;
@@ -336,7 +333,7 @@ static void for_ranges(struct pass *ps, void (*task)(void *, size_t),
 {
 	size_t n = ps->u->n, k = (n + RANGE - 1) / RANGE;
 
-	gp_par_for(n >= PAR_MIN ? ps->r->par : NULL, k, task, ps);
+	gp_par_for(n >= GP_PAR_MIN ? ps->r->par : NULL, k, task, ps);
 	if (!ret_a)
 		return;
 	*ret_a = *ret_b = 0;

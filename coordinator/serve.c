@@ -836,7 +836,7 @@ static void set_offload(struct server *srv)
 
 /* The threads that share an update's numeric passes with the loop thread
  * (gp_pool.par, apply.h): GP_SERVE_THREADS helpers (0: none), by default
- * one fewer than the CPUs serve may run on (gp_par_cores). Models under GP_APPLY_PAR_MIN
+ * one fewer than the CPUs serve may run on (gp_par_cores). Models under GP_PAR_MIN
  * parameters never use them. */
 static void start_par(struct server *srv)
 {
@@ -863,7 +863,7 @@ static void start_par(struct server *srv)
 		return;
 	}
 	gp_info("%u thread(s) share the updates' numeric passes with the "
-		"loop (models from %d parameters)", n, GP_APPLY_PAR_MIN);
+		"loop (models from %d parameters)", n, GP_PAR_MIN);
 }
 
 /* Listens on `listen` (ADDR:PORT, borrowed) with the coordinator's key,

@@ -15,7 +15,7 @@ GP_OPEN_OFFLOAD_MIN=16384: its 400 handshakes, its pulls and minibatches
 (tens of KiB here) and the updates (150 KiB, sent in pieces) go through
 libuv's thread pool (docs/architecture.md "Threads"), which the other
 tests, with serve as shipped, do not use. The model (784-96-10, 76,330
-parameters) is over GP_APPLY_PAR_MIN, and GP_SERVE_THREADS=1: each
+parameters) is over GP_PAR_MIN, and GP_SERVE_THREADS=1: each
 update's blocks, robust filter and step are shared with a helper thread
 (coordinator/apply.h). And with
 GP_SERVE_DEFER_BUDGET_US=1: the deferred queue of updates (server.h)

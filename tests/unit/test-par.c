@@ -4,7 +4,7 @@
  * store's three steps (params.c) and the robust filter (robust.c) give the
  * same bits, parameters, momentum, centre and results, with no pool and
  * with 1 and 3 helpers, on a model large enough for them to use it
- * (GP_APPLY_PAR_MIN), with shards that a step leaves alone and updates
+ * (GP_PAR_MIN), with shards that a step leaves alone and updates
  * that the filter shrinks; the sums of squares the filter takes itself
  * range by range are gp_robust_sum_squares' to the bit. */
 #include <errno.h>
@@ -161,7 +161,7 @@ static void test_params(void)
 	struct gp_params *p[3];
 	unsigned clipped = 0, partial = 0;
 
-	ASSERT(TOTAL >= GP_APPLY_PAR_MIN);
+	ASSERT(TOTAL >= GP_PAR_MIN);
 	ASSERT_OK(gp_par_create(1, &par[1]));
 	ASSERT_OK(gp_par_create(3, &par[2]));
 	for (int k = 0; k < 3; k++)
@@ -227,7 +227,7 @@ static void test_robust(void)
 	struct gp_robust_agent ag[4][4];
 	unsigned damped = 0;
 
-	ASSERT(RN >= GP_APPLY_PAR_MIN);
+	ASSERT(RN >= GP_PAR_MIN);
 	ASSERT_OK(gp_par_create(1, &par[1]));
 	ASSERT_OK(gp_par_create(3, &par[2]));
 	memset(r, 0, sizeof(r));
