@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "log.h"
+#include "util.h"
 
 /* With GP_CAP_Q8, turns the n_blocks blocks of res (n_values values in
  * all) into GP_DTYPE_Q8 blocks (GP_DTYPE_Q4 with GP_CAP_Q4 too) of the
@@ -89,6 +90,27 @@ size_t gp_machine_tensor_blocks(struct gp_machine *m,
 	return res->sums_b ? 2 * n : n;
 }
 
+/* UPDATE.held_us for res: the time since its run's first minibatch came,
+ * at least its compute_us; 0 when that minibatch is no longer known (a
+ * group cut short, more runs in hand than the ring keeps). The newest
+ * entry wins: a minibatch handed out again comes again. */
+static uint64_t held_us(const struct gp_machine *m,
+			const struct gp_worker_result *res)
+{
+	uint64_t now = gp_mono_us();
+
+	for (size_t i = 1; i <= GP_MACHINE_ARRIVALS; i++) {
+		const struct gp_machine_arrival *a =
+			&m->arrivals[(m->arrival_next - i) % GP_MACHINE_ARRIVALS];
+
+		if (a->at_us && a->epoch == res->epoch &&
+		    a->minibatch == res->minibatch)
+			return now - a->at_us > res->compute_us ?
+				       now - a->at_us : res->compute_us;
+	}
+	return 0;
+}
+
 /* Sends res as an UPDATE. Returns 0 when it went out, or a negative errno
  * (-ENOTCONN: disconnected; -ENOMEM). */
 int gp_machine_send_update(struct gp_machine *m,
@@ -108,6 +130,7 @@ int gp_machine_send_update(struct gp_machine *m,
 	msg.u.update.loss = (float)res->loss;
 	msg.u.update.grad_norm = (float)res->grad_norm;
 	msg.u.update.compute_us = res->compute_us;
+	msg.u.update.held_us = held_us(m, res);
 	msg.u.update.blocks = blocks;
 	msg.u.update.n_blocks = gp_machine_tensor_blocks(m, res, false, blocks,
 							 &values);

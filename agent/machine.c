@@ -443,6 +443,7 @@ void gp_machine_on_close(struct gp_machine *m, enum gp_close_reason reason,
 	m->fetching = false;
 	m->told_paused = false;
 	m->in_hand = 0; /* handed out again by the coordinator */
+	memset(m->arrivals, 0, sizeof(m->arrivals));
 	m->finish_seq = 0;
 	m->finish_heard = false;
 	if (m->have_worker)
@@ -1058,6 +1059,7 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 				m->ops->worker_inputs(m->ctx) : GP_DATA_PIXELS;
 	uint8_t dtype = local && !lm ? data->dtype : GP_DATA_U8;
 	size_t row = inputs * gp_data_elsize(dtype);
+	uint64_t arrived_us = gp_mono_us();
 	uint8_t *px, *lb;
 
 	if (mb->samples == 0 || mb->samples > m->batch ||
@@ -1106,8 +1108,19 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 		gp_machine_drop_session(m, GP_BYE_RESTART,
 					"no memory for minibatch %" PRIu64,
 					mb->minibatch);
-	else
+	else {
 		m->in_hand++;
+		/* A run starts with a group's first minibatch, or is one
+		 * minibatch alone. */
+		if (!(m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ||
+		    mb->group >= 1)
+			m->arrivals[m->arrival_next++ % GP_MACHINE_ARRIVALS] =
+				(struct gp_machine_arrival){
+					.epoch = mb->epoch,
+					.minibatch = mb->minibatch,
+					.at_us = arrived_us,
+				};
+	}
 }
 
 static void on_bye(struct gp_machine *m, const struct gp_msg_bye *bye)

@@ -152,6 +152,11 @@ struct gp_machine_ops {
 /* Shards that fail their digest in one session before it is dropped. */
 #define GP_MACHINE_DATA_BAD_MAX 8
 
+/* Runs whose arrival times the machine keeps (UPDATE.held_us): more
+ * than the groups a worker holds at once (two runs, each at most
+ * GP_WORK_MAX minibatches in groups of up to 256). */
+#define GP_MACHINE_ARRIVALS 32
+
 struct gp_machine {
 	/* Set by gp_machine_init, all borrowed. */
 	const struct gp_session_config *cfg;
@@ -202,6 +207,15 @@ struct gp_machine {
 	bool finish_heard;
 	uint64_t heartbeat_seq;   /* the last HEARTBEAT's seq */
 	uint64_t in_hand;         /* minibatches given to the worker, unanswered */
+	/* When the last GP_MACHINE_ARRIVALS runs (a group's first minibatch,
+	 * or a minibatch alone) came, for UPDATE.held_us: a ring, the
+	 * newest at arrival_next - 1. */
+	struct gp_machine_arrival {
+		uint32_t epoch;
+		uint64_t minibatch;
+		uint64_t at_us;       /* gp_mono_us(); 0: unused */
+	} arrivals[GP_MACHINE_ARRIVALS];
+	size_t arrival_next;
 	enum gp_policy_verdict verdict;
 	char policy_why[GP_AGENT_STATUS_TEXT_MAX];
 	bool told_paused;         /* the coordinator was sent PAUSE */

@@ -175,9 +175,10 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
  * while the agent held no other work is a probe: the coordinator notes
  * when it sent it and how many bytes (parameters and minibatches) went
  * down (gp_ssp_link_sent), and when the first update of that clock comes
- * back, the bytes up and the compute time the agent reports
- * (gp_ssp_link_answered). The rest of the round trip is what the agent
- * waited on the wire (both transfers, the latency, both ends' encoding),
+ * back, the bytes up and the time the agent reports it held the work
+ * (UPDATE.held_us, else its compute_us: gp_ssp_link_answered). The rest
+ * of the round trip is what the agent waited on the wire (both
+ * transfers, the latency, the coordinator's own encoding and reading),
  * and (bytes down + up) / wait is one sample of the link's rate, fed into
  * an exponential moving average (weight 0.3; the first sample replaces
  * nothing). A round trip that waited under 0.1 ms counts as 0.1 ms.
@@ -188,7 +189,7 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
 int gp_ssp_link_sent(struct gp_ssp *ssp, uint64_t id, int64_t clock,
 		     uint64_t now_us, uint64_t bytes);
 int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
-			 uint64_t now_us, uint64_t compute_us, uint64_t bytes);
+			 uint64_t now_us, uint64_t held_us, uint64_t bytes);
 
 /* Sets the agent's speed from what it announced (its start-up benchmark,
  * which knows nothing of throttling or a busy machine): used until the

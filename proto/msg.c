@@ -326,6 +326,7 @@ static const struct field update_fields[] = {
 	FNEST(10, T, blocks, n_blocks, GP_MSG_ELEMENTS_MAX, block_schema),
 	FNUM(11, K_U8, T, form),
 	FBYTES(12, T, items, items_len, 0),
+	FNUM(13, K_U64Z, T, held_us),
 };
 #undef T
 

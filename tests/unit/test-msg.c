@@ -136,6 +136,7 @@ static void sample(struct gp_msg *m, uint8_t type)
 		m->u.update.loss = 0.4375f;
 		m->u.update.grad_norm = 3.5f;
 		m->u.update.compute_us = 18000;
+		m->u.update.held_us = 25000;
 		m->u.update.part = 1;
 		m->u.update.parts = 2;
 		m->u.update.blocks = blocks;
@@ -440,8 +441,24 @@ static void test_fields(void)
 	ASSERT_NEAR(d.u.update.loss, 0.4375, 0);
 	ASSERT_EQ(d.u.update.part, 1);
 	ASSERT_EQ(d.u.update.parts, 2);
+	ASSERT_UINT_EQ(d.u.update.compute_us, 18000);
+	ASSERT_UINT_EQ(d.u.update.held_us, 25000);
 	gp_msg_finish(&d);
 	free(buf);
+	/* held_us 0 is not written (its 6-byte field header and 8 bytes),
+	 * and absent reads as 0. */
+	{
+		size_t with = len;
+
+		sample(&m, GP_MSG_UPDATE);
+		m.u.update.held_us = 0;
+		buf = encode(&m, &len);
+		ASSERT_EQ(with - len, 14);
+		ASSERT_OK(gp_msg_decode(buf, len, &d));
+		ASSERT_UINT_EQ(d.u.update.held_us, 0);
+		gp_msg_finish(&d);
+		free(buf);
+	}
 
 	/* A group's update: its items round-trip, form and items go
 	 * together, and a form from a newer release is refused. */

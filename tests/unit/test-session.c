@@ -28,6 +28,7 @@ struct sent {
 	size_t n_blocks;          /* UPDATE */
 	uint8_t dtype;            /* UPDATE, first block */
 	size_t n_items;           /* UPDATE */
+	uint64_t compute_us, held_us; /* UPDATE */
 	char public_name[GP_MSG_PUBLIC_NAME_MAX + 1]; /* JOIN, PROFILE */
 	uint32_t shard;           /* DATA_REQUEST */
 	uint64_t task;            /* VERIFY_RESULT */
@@ -166,6 +167,8 @@ static int w_send(void *ctx, struct gp_msg *msg)
 		s->n_blocks = d.u.update.n_blocks;
 		s->dtype = d.u.update.n_blocks ? d.u.update.blocks[0].dtype : 0;
 		s->n_items = d.u.update.items_len / GP_MSG_ITEM_SIZE;
+		s->compute_us = d.u.update.compute_us;
+		s->held_us = d.u.update.held_us;
 		break;
 	default:
 		break;
@@ -903,6 +906,46 @@ static void test_group(void)
 	ASSERT_NEAR(w->computed[0].lr, 0, 0);
 	result(w, 1, w->gen, 0, 0);
 	ASSERT_EQ(last_sent(w)->dtype, GP_DTYPE_F32);
+	free(w);
+}
+
+/* UPDATE.held_us: from the arrival of the run's first minibatch (a
+ * group's first) to the update, at least its compute_us; 0 for a run
+ * whose start the agent does not know, as after a reconnection. */
+static void test_held(void)
+{
+	struct timespec pause = { .tv_nsec = 20 * 1000 * 1000 };
+	struct world *w = member("a:1");
+	uint64_t gen;
+
+	welcome(w);
+	minibatch(w, 30, 2, 2);
+	nanosleep(&pause, NULL);
+	minibatch(w, 31, 2, 0);
+	result(w, 30, w->gen, 0, 2);
+	ASSERT_EQ(last_sent(w)->type, GP_MSG_UPDATE);
+	ASSERT_UINT_EQ(last_sent(w)->compute_us, 1000);
+	ASSERT(last_sent(w)->held_us >= 20000);
+	ASSERT(last_sent(w)->held_us < 10 * 1000 * 1000);
+	/* At least compute_us, which a clock's granularity could undercut. */
+	minibatch(w, 40, 2, 2);
+	minibatch(w, 41, 2, 0);
+	result(w, 40, w->gen, 0, 2);
+	ASSERT(last_sent(w)->held_us >= 1000);
+	/* A minibatch that never came here. */
+	result(w, 50, w->gen, 0, 2);
+	ASSERT_EQ(last_sent(w)->minibatch, 50);
+	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
+	/* The runs in hand at a disconnection are forgotten with it. */
+	minibatch(w, 60, 2, 2);
+	gen = w->gen;
+	fail_connect(w, GP_CLOSE_IO_ERROR);
+	gp_machine_connect(&w->m);
+	welcome(w);
+	ASSERT(w->gen != gen);
+	result(w, 60, w->gen, 0, 2);
+	ASSERT_EQ(last_sent(w)->minibatch, 60);
+	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
 	free(w);
 }
 
@@ -2269,6 +2312,7 @@ int main(void)
 	test_q8_update();
 	test_q4_update();
 	test_group_cut_short();
+	test_held();
 	test_stale_results_dropped();
 	test_compute_error_drops_connection();
 	test_bad_minibatch();

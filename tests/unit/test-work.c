@@ -1386,8 +1386,10 @@ static void test_walk(void)
 
 /* The link an update's round trip measures, with the update read at
  * read_us (pool.msg_read_us, 0: now) after a 100 ms wait between reading
- * and handling, as in the server's deferred queue. */
-static double link_after_wait(bool read_time)
+ * and handling, as in the server's deferred queue; the update says
+ * compute_us and held_us. */
+static double link_measured(bool read_time, uint64_t compute_us,
+			    uint64_t held_us)
 {
 	struct fixture f;
 	struct gp_member *m;
@@ -1405,8 +1407,10 @@ static double link_after_wait(bool read_time)
 	read_us = gp_mono_us();
 	nanosleep(&wait, NULL);
 	f.pool.msg_read_us = read_time ? read_us : 0;
-	ASSERT_OK(gp_apply_update(&f.pool, m, fx_plain(&x, ids[0], 0, zero),
-				  gp_now_ms()));
+	fx_plain(&x, ids[0], 0, zero);
+	x.u.compute_us = compute_us;
+	x.u.held_us = held_us;
+	ASSERT_OK(gp_apply_update(&f.pool, m, &x.u, gp_now_ms()));
 	f.pool.msg_read_us = 0;
 	ASSERT_OK(gp_ssp_get(f.pool.ssp, (uint64_t)m->agent_id, &info));
 	ASSERT(info.link_bps > 0);
@@ -1420,10 +1424,26 @@ static double link_after_wait(bool read_time)
  * between handing out and reading; without it, 100 ms or more. */
 static void test_link_read_time(void)
 {
-	double with_read = link_after_wait(true);
-	double without = link_after_wait(false);
+	double with_read = link_measured(true, 0, 0);
+	double without = link_measured(false, 0, 0);
 
 	ASSERT(with_read > 2 * without);
+}
+
+/* What the agent says it held the work (UPDATE.held_us: its compute and
+ * its own handling) is not the link's: the 100 ms it held it leave a
+ * round trip of microseconds, as with the read time above. Without
+ * held_us, or with one under compute_us, compute_us counts. */
+static void test_link_held(void)
+{
+	double none = link_measured(false, 0, 0);
+	double held = link_measured(false, 0, 100000);
+	double computed = link_measured(false, 100000, 0);
+	double under = link_measured(false, 100000, 50);
+
+	ASSERT(held > 2 * none);
+	ASSERT(computed > 2 * none);
+	ASSERT(under > 2 * none);
 }
 
 int main(void)
@@ -1454,5 +1474,6 @@ int main(void)
 	test_walk();
 	test_serve_budget();
 	test_link_read_time();
+	test_link_held();
 	return 0;
 }
