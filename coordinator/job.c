@@ -56,7 +56,7 @@ void gp_job_defaults(struct gp_job *job)
 	job->param_bits = 8;
 	job->param_delta = true;
 	job->overlap = true;
-	job->first_pull_changes = false;
+	job->first_pull_changes = true;
 	job->checkpoint_interval_ms = 30000;
 	job->checkpoint_keep = 3;
 	job->eval = true;

@@ -123,14 +123,12 @@
  *                             while the last one's update and the pull
  *                             after it are on the wire; false: each run
  *                             waits for its pull
- *   first_pull_changes = false
- *                             true, with param_bits = 4: agents that
+ *   first_pull_changes = true
+ *                             with param_bits = 4: agents that
  *                             can (GP_CAP_ZERO_MIRROR) get their
  *                             session's first pull as 4-bit changes
- *                             against zeros, a quarter of f16's bytes
- *                             (for pools on home links only: a fast
- *                             link then measures slow, see
- *                             docs/performance.md); false: whole f16
+ *                             against zeros, a quarter of f16's bytes;
+ *                             false: whole f16
  *   max_grad_norm = 1000      updates with a larger L2 norm are rejected;
  *                             0 turns the check off
  *   clip_grad_norm = 0        clip updates to this L2 norm; 0 is off

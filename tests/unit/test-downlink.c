@@ -286,8 +286,7 @@ static void test_zero_mirror(void)
 
 	fx_setup(&f, 3);
 	f.job.param_bits = 4;
-	ASSERT(!f.job.first_pull_changes); /* off by default */
-	f.job.first_pull_changes = true;
+	ASSERT(f.job.first_pull_changes); /* on by default */
 	m = fx_join(&f, 0, CAPS | GP_CAP_Q4_DELTA | GP_CAP_ZERO_MIRROR);
 	ASSERT(m->caps & GP_CAP_ZERO_MIRROR);
 	m8 = fx_join(&f, 1, CAPS | GP_CAP_ZERO_MIRROR); /* no Q4_DELTA */
