@@ -7,11 +7,11 @@ as 4-bit values), every minibatch is applied exactly once within the
 staleness bound, and the final test accuracy in the ledger's evals table
 reaches 85 %. On loopback the links are measured fast, so the parameters
 come whole (downlink.h), but for the first pull: with first_pull_changes
-(on by default; set here all the same) each agent (GP_CAP_ZERO_MIRROR) gets
-its first
-parameters as 4-bit changes against zeros, which its log says, and trains
-from them all the same (verification off: a pick goes whole). The 4-bit
-changes of later pulls cross shaped links in wan-netns-q4 (test-wan-netns.sh with GP_WAN_BITS=4)."""
+(on by default; set here all the same) each agent (GP_CAP_ZERO_MIRROR)
+gets its first parameters as 4-bit changes against zeros, which its log
+says, and trains from them all the same (verification off: a pick goes
+whole). The 4-bit changes of later pulls cross shaped links in
+wan-netns-q4 (test-wan-netns.sh with GP_WAN_BITS=4)."""
 import gppool
 from gppool import check
 
