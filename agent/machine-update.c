@@ -91,9 +91,13 @@ size_t gp_machine_tensor_blocks(struct gp_machine *m,
 }
 
 /* UPDATE.held_us for res: the time since its run's first minibatch came,
- * at least its compute_us; 0 when that minibatch is no longer known (a
- * group cut short, more runs in hand than the ring keeps). The newest
- * entry wins: a minibatch handed out again comes again. */
+ * at least its compute_us; 0 when the machine did not note that
+ * minibatch (a run that began while the worker held others, form 0) or
+ * no longer has it. The newest entry wins: a minibatch handed out again
+ * comes again. */
+_Static_assert((GP_MACHINE_ARRIVALS & (GP_MACHINE_ARRIVALS - 1)) == 0,
+	       "the arrivals ring wraps with size_t");
+
 static uint64_t held_us(const struct gp_machine *m,
 			const struct gp_worker_result *res)
 {
@@ -130,7 +134,6 @@ int gp_machine_send_update(struct gp_machine *m,
 	msg.u.update.loss = (float)res->loss;
 	msg.u.update.grad_norm = (float)res->grad_norm;
 	msg.u.update.compute_us = res->compute_us;
-	msg.u.update.held_us = held_us(m, res);
 	msg.u.update.blocks = blocks;
 	msg.u.update.n_blocks = gp_machine_tensor_blocks(m, res, false, blocks,
 							 &values);
@@ -151,6 +154,9 @@ int gp_machine_send_update(struct gp_machine *m,
 		msg.u.update.items = items;
 		msg.u.update.items_len = res->n_items * GP_MSG_ITEM_SIZE;
 	}
+	/* Its quantisation done: what is left, encoding and sealing, the
+	 * coordinator counts as the link's. */
+	msg.u.update.held_us = held_us(m, res);
 	r = gp_machine_send(m, &msg);
 	free(items);
 	/* GP_CAP_OVERLAP: which run this UPDATE answers, for the pulls

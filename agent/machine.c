@@ -1109,17 +1109,22 @@ static void handle_minibatch(struct gp_machine *m, const struct gp_msg_minibatch
 					"no memory for minibatch %" PRIu64,
 					mb->minibatch);
 	else {
-		m->in_hand++;
-		/* A run starts with a group's first minibatch, or is one
-		 * minibatch alone. */
-		if (!(m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ||
-		    mb->group >= 1)
+		/* A run starts with a group's first minibatch; without
+		 * groups each minibatch is one, and only the first of what
+		 * comes to an idle worker is noted: the coordinator measures
+		 * the link from a clock handed out to an agent that held no
+		 * work (docs/protocol.md, UPDATE.held_us), and a clock's
+		 * many minibatches would wrap the ring before the first one's
+		 * UPDATE. */
+		if ((m->caps & (GP_CAP_SUMS | GP_CAP_INNER_ADAMW)) ?
+			    mb->group >= 1 : m->in_hand == 0)
 			m->arrivals[m->arrival_next++ % GP_MACHINE_ARRIVALS] =
 				(struct gp_machine_arrival){
 					.epoch = mb->epoch,
 					.minibatch = mb->minibatch,
 					.at_us = arrived_us,
 				};
+		m->in_hand++;
 	}
 }
 

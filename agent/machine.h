@@ -154,7 +154,9 @@ struct gp_machine_ops {
 
 /* Runs whose arrival times the machine keeps (UPDATE.held_us): more
  * than the groups a worker holds at once (two runs, each at most
- * GP_WORK_MAX minibatches in groups of up to 256). */
+ * GP_WORK_MAX minibatches in groups of up to 256; without groups only
+ * the first minibatch to an idle worker is noted). A power of two: the
+ * ring's index wraps with size_t. */
 #define GP_MACHINE_ARRIVALS 32
 
 struct gp_machine {

@@ -233,8 +233,11 @@ static uint32_t agree_caps(const struct gp_pool *pool,
 	if ((j->caps & GP_CAP_OVERLAP) && (caps & GP_CAP_INNER_ADAMW) &&
 	    pool->job->overlap)
 		caps |= GP_CAP_OVERLAP;
-	/* Mirrors that start at zero: the first pull may be changes. */
-	if ((j->caps & GP_CAP_ZERO_MIRROR) && (caps & GP_CAP_PARAM_DELTA) &&
+	/* Mirrors that start at zero: the first pull may be changes, in
+	 * four bits only (downlink.c), so not granted with q8 changes,
+	 * where it would only take the agent's check that no change comes
+	 * before a whole block. */
+	if ((j->caps & GP_CAP_ZERO_MIRROR) && (caps & GP_CAP_Q4_DELTA) &&
 	    pool->job->first_pull_changes)
 		caps |= GP_CAP_ZERO_MIRROR;
 	return caps;

@@ -529,10 +529,12 @@ int gp_ssp_link_sent(struct gp_ssp *ssp, uint64_t id, int64_t clock,
 }
 
 int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
-			 uint64_t now_us, uint64_t held_us, uint64_t bytes)
+			 uint64_t now_us, uint64_t compute_us,
+			 uint64_t held_us, uint64_t bytes)
 {
 	struct agent *a = lookup(ssp, id);
 	double wait, sample;
+	uint64_t held;
 
 	if (!a)
 		return -ENOENT;
@@ -540,9 +542,11 @@ int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
 	    now_us < a->probe_us)
 		return 0;
 	a->probe_clock = INT64_MIN;
+	held = held_us >= compute_us && held_us < now_us - a->probe_us ?
+		       held_us : compute_us;
 	/* What the round trip took beyond the agent's holding the work:
 	 * both transfers, the latency, the coordinator's own part. */
-	wait = (double)(now_us - a->probe_us) / 1e6 - (double)held_us / 1e6;
+	wait = (double)(now_us - a->probe_us) / 1e6 - (double)held / 1e6;
 	if (!(wait > LINK_MIN_WAIT_S))
 		wait = LINK_MIN_WAIT_S;
 	sample = (double)(a->probe_bytes + bytes) / wait;

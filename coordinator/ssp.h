@@ -176,7 +176,9 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
  * when it sent it and how many bytes (parameters and minibatches) went
  * down (gp_ssp_link_sent), and when the first update of that clock comes
  * back, the bytes up and the time the agent reports it held the work
- * (UPDATE.held_us, else its compute_us: gp_ssp_link_answered). The rest
+ * (gp_ssp_link_answered: UPDATE.held_us when it is at least compute_us
+ * and under the round trip, else compute_us; a held_us of the whole
+ * round trip or more would make any link infinitely fast). The rest
  * of the round trip is what the agent waited on the wire (both
  * transfers, the latency, the coordinator's own encoding and reading),
  * and (bytes down + up) / wait is one sample of the link's rate, fed into
@@ -189,7 +191,8 @@ int gp_ssp_observe_speed(struct gp_ssp *ssp, uint64_t id, double speed);
 int gp_ssp_link_sent(struct gp_ssp *ssp, uint64_t id, int64_t clock,
 		     uint64_t now_us, uint64_t bytes);
 int gp_ssp_link_answered(struct gp_ssp *ssp, uint64_t id, int64_t clock,
-			 uint64_t now_us, uint64_t held_us, uint64_t bytes);
+			 uint64_t now_us, uint64_t compute_us,
+			 uint64_t held_us, uint64_t bytes);
 
 /* Sets the agent's speed from what it announced (its start-up benchmark,
  * which knows nothing of throttling or a busy machine): used until the

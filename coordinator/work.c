@@ -490,7 +490,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	uint64_t ids[GP_WORK_MAX];
 	struct gp_ssp_agent_info info;
 	uint64_t agent = (uint64_t)m->agent_id;
-	uint64_t down = 0;
+	uint64_t down = 0, sent_us;
 	uint32_t k, run;
 	size_t n = 0;
 	bool parked;
@@ -553,8 +553,11 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	if (r != 0 || n == 0)
 		return; /* everything open is out; retried on the next event */
 	m->clock = info.clock;
+	/* The probe's start (below): before the pull's encoding, so that
+	 * the first minibatch cannot reach the agent before it. */
+	sent_us = gp_mono_us();
 	if (!pool->first_work_us)
-		pool->first_work_us = gp_mono_us();
+		pool->first_work_us = sent_us;
 	n = hand_out(pool, m, info.clock, m->clock_target < run ?
 					      m->clock_target : run,
 		     false, ids, n, &down);
@@ -564,7 +567,7 @@ void gp_work_serve(struct gp_pool *pool, struct gp_member *m)
 	gp_ssp_note_work(pool->ssp, agent, (uint32_t)n);
 	/* The agent held no other work: this run's round trip measures its
 	 * link (gp_work_answered). */
-	gp_ssp_link_sent(pool->ssp, agent, info.clock, gp_mono_us(),
+	gp_ssp_link_sent(pool->ssp, agent, info.clock, sent_us,
 			 down + n * work_minibatch_bytes(pool, m));
 	/* The next run, or the next clock, can follow at once. */
 	serve_next(pool, m);
@@ -594,9 +597,7 @@ void gp_work_answered(struct gp_pool *pool, struct gp_member *m,
 	if (gp_ssp_link_answered(pool->ssp, (uint64_t)m->agent_id,
 				 (int64_t)u->clock, pool->msg_read_us ?
 				 pool->msg_read_us : gp_mono_us(),
-				 u->held_us > u->compute_us ? u->held_us :
-							      u->compute_us,
-				 bytes) != 1 ||
+				 u->compute_us, u->held_us, bytes) != 1 ||
 	    gp_ssp_get(pool->ssp, (uint64_t)m->agent_id, &info) < 0)
 		return;
 	sync = gp_work_sync_interval(pool);

@@ -932,10 +932,18 @@ static void test_held(void)
 	minibatch(w, 41, 2, 0);
 	result(w, 40, w->gen, 0, 2);
 	ASSERT(last_sent(w)->held_us >= 1000);
-	/* A minibatch that never came here. */
+	/* A minibatch that never came here, and one that is not a run's
+	 * first. */
 	result(w, 50, w->gen, 0, 2);
 	ASSERT_EQ(last_sent(w)->minibatch, 50);
 	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
+	result(w, 41, w->gen, 0, 2);
+	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
+	/* A minibatch handed out again: its newest arrival counts. */
+	minibatch(w, 30, 2, 2);
+	result(w, 30, w->gen, 0, 2);
+	ASSERT(last_sent(w)->held_us >= 1000);
+	ASSERT(last_sent(w)->held_us < 20000);
 	/* The runs in hand at a disconnection are forgotten with it. */
 	minibatch(w, 60, 2, 2);
 	gen = w->gen;
@@ -945,6 +953,22 @@ static void test_held(void)
 	ASSERT(w->gen != gen);
 	result(w, 60, w->gen, 0, 2);
 	ASSERT_EQ(last_sent(w)->minibatch, 60);
+	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
+	free(w);
+
+	/* Without groups (form 0) each minibatch is a run, and of a clock
+	 * of 40, more than the ring keeps, the first, which came to an
+	 * idle worker, is known; the rest came to a busy one. */
+	w = member("a:1");
+	establish(w);
+	welcome_with(w, GP_CAP_F16, 0);
+	minibatch(w, 100, 2, 0);
+	nanosleep(&pause, NULL);
+	for (uint64_t i = 1; i < 40; i++)
+		minibatch(w, 100 + i, 2, 0);
+	result(w, 100, w->gen, 0, 0);
+	ASSERT(last_sent(w)->held_us >= 20000);
+	result(w, 101, w->gen, 0, 0);
 	ASSERT_UINT_EQ(last_sent(w)->held_us, 0);
 	free(w);
 }

@@ -679,35 +679,61 @@ static void test_link(void)
 	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
 	ASSERT_NEAR(a.link_bps, 0, 0);
 	/* No probe open: nothing learnt. */
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 5000000, 0, 100), 0);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 5000000, 0, 0, 100), 0);
 	/* 1 MB down at t = 1 s; the answer at 1.6 s after 0.1 s of compute,
 	 * with 1 MB up: 2 MB in 0.5 s. */
 	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 0, 1000000, 1000000));
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 1600000, 100000, 1000000), 0);
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1600000, 100000, 1000000), 1);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 1600000, 100000, 0,
+				       1000000), 0);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1600000, 100000, 0,
+				       1000000), 1);
 	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
 	ASSERT_NEAR(a.link_bps, 4e6, 1e-6);
 	/* The clock's second answer is no sample. */
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1700000, 100000, 1000000), 0);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 0, 1700000, 100000, 0,
+				       1000000), 0);
 	/* The next sample, 2 MB in 0.25 s (8e6), is averaged (weight 0.3). */
 	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 1, 2000000, 1000000));
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 2350000, 100000, 1000000), 1);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 1, 2350000, 100000, 0,
+				       1000000), 1);
 	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
 	ASSERT_NEAR(a.link_bps, 4e6 + 0.3 * 4e6, 1e-6);
 	/* A round trip no longer than the compute counts 0.1 ms of wait. */
 	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 2, 3000000, 50));
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 2, 3100000, 200000, 50), 1);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 2, 3100000, 200000, 0, 50), 1);
 	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
 	ASSERT_NEAR(a.link_bps, 5.2e6 + 0.3 * (1e6 - 5.2e6), 1e-6);
 	/* Death forgets the open probe, not the rate. */
 	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 3, 4000000, 1000));
 	ASSERT_OK(gp_ssp_mark_dead(ssp, 1));
 	ASSERT_OK(gp_ssp_revive(ssp, 1, NULL));
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 3, 4100000, 0, 1000), 0);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 3, 4100000, 0, 0, 1000), 0);
 	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
 	ASSERT_NEAR(a.link_bps, 3.94e6, 1e-6);
+	/* held_us (from 4.2 s): 2 MB in a round trip of 0.5 s of which the
+	 * agent held the work 0.3 s, computing 0.1 s: 2 MB in 0.2 s. */
+	ASSERT_OK(gp_ssp_link_sent(ssp, 1, 4, 4200000, 1000000));
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 4, 4700000, 100000, 300000,
+				       1000000), 1);
+	ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+	ASSERT_NEAR(a.link_bps, 3.94e6 + 0.3 * (1e7 - 3.94e6), 1e-6);
+	/* A held_us under compute_us, or of the whole round trip or more
+	 * (which would make the link infinitely fast), counts compute_us:
+	 * 2 MB in 0.4 s. */
+	for (int k = 0; k < 2; k++) {
+		double before;
+
+		ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+		before = a.link_bps;
+		ASSERT_OK(gp_ssp_link_sent(ssp, 1, 5 + k, 5000000, 1000000));
+		ASSERT_EQ(gp_ssp_link_answered(ssp, 1, 5 + k, 5500000, 100000,
+					       k ? 500000 : 50000, 1000000),
+			  1);
+		ASSERT_OK(gp_ssp_get(ssp, 1, &a));
+		ASSERT_NEAR(a.link_bps, before + 0.3 * (5e6 - before), 1e-6);
+	}
 	ASSERT_EQ(gp_ssp_link_sent(ssp, 9, 0, 0, 0), -ENOENT);
-	ASSERT_EQ(gp_ssp_link_answered(ssp, 9, 0, 0, 0, 0), -ENOENT);
+	ASSERT_EQ(gp_ssp_link_answered(ssp, 9, 0, 0, 0, 0, 0), -ENOENT);
 	gp_ssp_destroy(ssp);
 }
 

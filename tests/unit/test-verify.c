@@ -826,10 +826,10 @@ static void test_delegate(void)
 	untried->caps |= GP_CAP_VERIFY;
 	/* A checker's link must be measured (here 1 MB in 1 ms). */
 	ASSERT_OK(gp_ssp_link_sent(f.ssp, 2, checker->clock, 1000, 500000));
-	ASSERT_EQ(gp_ssp_link_answered(f.ssp, 2, checker->clock, 2000, 0,
+	ASSERT_EQ(gp_ssp_link_answered(f.ssp, 2, checker->clock, 2000, 0, 0,
 				       500000), 1);
 	ASSERT_OK(gp_ssp_link_sent(f.ssp, 3, untried->clock, 1000, 500000));
-	ASSERT_EQ(gp_ssp_link_answered(f.ssp, 3, untried->clock, 2000, 0,
+	ASSERT_EQ(gp_ssp_link_answered(f.ssp, 3, untried->clock, 2000, 0, 0,
 				       500000), 1);
 	/* Only a member with work of its own verified is handed checks:
 	 * untried is never (it may be a cheat's partner). */

@@ -406,7 +406,7 @@ static void set_link(struct fixture *f, uint64_t id, uint64_t bytes,
 {
 	ASSERT_OK(gp_ssp_link_sent(f->ssp, id, 100, 1000000, 0));
 	ASSERT_EQ(gp_ssp_link_answered(f->ssp, id, 100,
-				       1000000 + (uint64_t)(wait_s * 1e6), 0,
+				       1000000 + (uint64_t)(wait_s * 1e6), 0, 0,
 				       bytes), 1);
 }
 
