@@ -60,6 +60,31 @@ static int send_msg(struct peer *p, struct gp_msg *m)
 	return p->ch ? gp_channel_send_msg(p->ch, m) : -ENOTCONN;
 }
 
+static void payload_task(void *arg, size_t i)
+{
+	gp_msg_payload_job_run((const struct gp_msg_payload_job *)arg + i);
+}
+
+int gp_serve_send_blocks(struct peer *p, struct gp_msg *m, uint64_t values)
+{
+	struct gp_msg_payload_job *jobs;
+	struct gp_par *par = p->srv->pool.par;
+	size_t n, len;
+	uint8_t *buf;
+	int r;
+
+	if (!p->ch)
+		return -ENOTCONN;
+	if (values < GP_PAR_MIN || !gp_par_threads(par))
+		return send_msg(p, m);
+	r = gp_msg_encode_alloc_deferred(m, &buf, &len, &jobs, &n);
+	if (r < 0)
+		return r;
+	gp_par_for(par, n, payload_task, jobs);
+	free(jobs);
+	return gp_channel_send_take(p->ch, buf, len);
+}
+
 void gp_serve_close(struct peer *p, uint16_t code, const char *text)
 {
 	p->closed_here = true;

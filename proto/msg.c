@@ -652,9 +652,35 @@ static int64_t value_size(const struct field *f, const void *obj)
 	}
 }
 
-/* Writes the fields of obj at p; sizes were checked by body_size(). Returns
- * the bytes written. */
-static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
+/* Payloads left out of an encoding (gp_msg_encode_alloc_deferred). */
+struct deferred {
+	struct gp_msg_payload_job *jobs;
+	size_t n, cap;
+};
+
+/* Notes b's payload at p as a job; false when there is no room. */
+static bool defer_payload(struct deferred *d, const struct gp_msg_block *b,
+			  uint8_t *p)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 16;
+		struct gp_msg_payload_job *j =
+			realloc(d->jobs, cap * sizeof(*j));
+
+		if (!j)
+			return false;
+		d->jobs = j;
+		d->cap = cap;
+	}
+	d->jobs[d->n++] = (struct gp_msg_payload_job){ .block = b, .at = p };
+	return true;
+}
+
+/* Writes the fields of obj at p; sizes were checked by body_size(). Block
+ * payloads go to d when it is not NULL (and has room). Returns the bytes
+ * written. */
+static size_t write_body(const struct schema *s, const void *obj, uint8_t *p,
+			 struct deferred *d)
 {
 	uint8_t *start = p;
 
@@ -668,7 +694,7 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 			for (size_t k = 0; k < n; k++) {
 				size_t len = write_body(
 					f->sub, arr + k * f->sub->size,
-					p + GP_MSG_FIELD_HEADER_SIZE);
+					p + GP_MSG_FIELD_HEADER_SIZE, d);
 
 				gp_put_le16(p, f->tag);
 				gp_put_le32(p + 2, (uint32_t)len);
@@ -732,7 +758,8 @@ static size_t write_body(const struct schema *s, const void *obj, uint8_t *p)
 			       (size_t)sz);
 			break;
 		case K_TDATA:
-			gp_msg_payload_write(obj, p);
+			if (!d || !defer_payload(d, obj, p))
+				gp_msg_payload_write(obj, p);
 			break;
 		}
 		p += sz;
@@ -767,8 +794,8 @@ int gp_msg_size(const struct gp_msg *msg, size_t *ret_size)
 	return 0;
 }
 
-int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
-		  size_t *ret_len)
+static int encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
+		  size_t *ret_len, struct deferred *d)
 {
 	const struct schema *s = schema_of(msg->type);
 	size_t size, body = 0;
@@ -782,7 +809,7 @@ int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
 		return -ENOBUFS;
 	(void)encode_version(msg, &v);
 	if (s->n_fields)
-		body = write_body(s, &msg->u, buf + GP_MSG_HEADER_SIZE);
+		body = write_body(s, &msg->u, buf + GP_MSG_HEADER_SIZE, d);
 	if (body + GP_MSG_HEADER_SIZE != size)
 		return -EINVAL; /* unreachable unless msg changed under us */
 	buf[0] = v;
@@ -793,8 +820,14 @@ int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
 	return 0;
 }
 
-int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
-			size_t *ret_len)
+int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
+		  size_t *ret_len)
+{
+	return encode(msg, buf, cap, ret_len, NULL);
+}
+
+static int encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
+			size_t *ret_len, struct deferred *d)
 {
 	uint8_t *buf;
 	size_t size, len;
@@ -806,7 +839,7 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
 	buf = malloc(size);
 	if (!buf)
 		return -ENOMEM;
-	r = gp_msg_encode(msg, buf, size, &len);
+	r = encode(msg, buf, size, &len, d);
 	if (r < 0) {
 		free(buf);
 		return r;
@@ -814,6 +847,34 @@ int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
 	*ret_buf = buf;
 	*ret_len = len;
 	return 0;
+}
+
+int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
+			size_t *ret_len)
+{
+	return encode_alloc(msg, ret_buf, ret_len, NULL);
+}
+
+int gp_msg_encode_alloc_deferred(const struct gp_msg *msg, uint8_t **ret_buf,
+				 size_t *ret_len,
+				 struct gp_msg_payload_job **ret_jobs,
+				 size_t *ret_n)
+{
+	struct deferred d = {0};
+	int r = encode_alloc(msg, ret_buf, ret_len, &d);
+
+	if (r < 0) {
+		free(d.jobs);
+		return r;
+	}
+	*ret_jobs = d.jobs;
+	*ret_n = d.n;
+	return 0;
+}
+
+void gp_msg_payload_job_run(const struct gp_msg_payload_job *job)
+{
+	gp_msg_payload_write(job->block, job->at);
 }
 
 /* ---- decoding ---- */

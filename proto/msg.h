@@ -721,6 +721,27 @@ int gp_msg_encode(const struct gp_msg *msg, uint8_t *buf, size_t cap,
 int gp_msg_encode_alloc(const struct gp_msg *msg, uint8_t **ret_buf,
 			size_t *ret_len);
 
+/* A block's payload that gp_msg_encode_alloc_deferred() left unwritten:
+ * gp_msg_payload_job_run() writes it, on any thread, in any order. */
+struct gp_msg_payload_job {
+	const struct gp_msg_block *block;
+	uint8_t *at;
+};
+
+/* gp_msg_encode_alloc(), but with the blocks' payloads left to the
+ * caller: *ret_jobs (malloc'd, *ret_n of them; NULL and 0 when there are
+ * none) says where each goes, and the buffer is the message once every
+ * job has run (a large parameter send's f16 and q8 encoding on several
+ * threads). A payload the list has no memory for is written here
+ * instead. msg and its blocks stay borrowed until the jobs have run. */
+int gp_msg_encode_alloc_deferred(const struct gp_msg *msg, uint8_t **ret_buf,
+				 size_t *ret_len,
+				 struct gp_msg_payload_job **ret_jobs,
+				 size_t *ret_n);
+
+/* Writes job's payload. */
+void gp_msg_payload_job_run(const struct gp_msg_payload_job *job);
+
 /* Converts a decoded block's payload to host floats: out must hold n ==
  * block->count floats. Returns 0, -EINVAL if n != count or the block has no
  * decoded payload, -EPROTONOSUPPORT for an unknown dtype. Non-finite values

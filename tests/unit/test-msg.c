@@ -2419,6 +2419,62 @@ static void test_progress(void)
 	}
 }
 
+/* Payloads left to the caller (gp_msg_encode_alloc_deferred, a pull's
+ * encoding on the coordinator's threads): run in any order they make the
+ * same bytes as gp_msg_encode_alloc; unrun they are not written. */
+static void test_deferred(void)
+{
+	static float v[3][200];
+	struct gp_msg_block b[4] = {
+		{ .tensor = 0, .rows = 2, .count = 200, .dtype = GP_DTYPE_F16,
+		  .values = v[0] },
+		{ .tensor = 1, .rows = 1, .count = 130, .dtype = GP_DTYPE_Q8,
+		  .values = v[1] },
+		{ .tensor = 2, .rows = 1, .count = 77, .dtype = GP_DTYPE_Q4_DELTA,
+		  .values = v[2] },
+		{ .tensor = 3, .rows = 1, .count = 5, .dtype = GP_DTYPE_F32,
+		  .values = v[2] },
+	};
+	struct gp_msg_payload_job *jobs;
+	struct gp_msg m;
+	uint8_t *whole, *parts;
+	size_t len, plen, n;
+
+	for (size_t i = 0; i < 200; i++) {
+		v[0][i] = 0.003f * (float)((int)i - 90);
+		v[1][i] = (float)(i % 7) - 3.0f;
+		v[2][i] = 0.01f * (float)(i % 11) - 0.05f;
+	}
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.clock = 9;
+	m.u.param_shards.blocks = b;
+	m.u.param_shards.n_blocks = 4;
+	m.u.param_shards.updates_read = 3;
+	ASSERT_OK(gp_msg_encode_alloc(&m, &whole, &len));
+	ASSERT_OK(gp_msg_encode_alloc_deferred(&m, &parts, &plen, &jobs, &n));
+	ASSERT_EQ(plen, len);
+	ASSERT_EQ(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		ASSERT(jobs[i].block == &b[i]);
+		ASSERT(jobs[i].at > parts && jobs[i].at < parts + plen);
+	}
+	/* The first payload is not there yet. */
+	memset(jobs[0].at, 0xa5, gp_msg_payload_size(b[0].dtype, b[0].count));
+	ASSERT(memcmp(parts, whole, len) != 0);
+	for (size_t i = n; i-- > 0;)
+		gp_msg_payload_job_run(&jobs[i]);
+	ASSERT(memcmp(parts, whole, len) == 0);
+	free(jobs);
+	free(parts);
+	/* A message without blocks has no jobs. */
+	sample(&m, GP_MSG_CLOCK);
+	ASSERT_OK(gp_msg_encode_alloc_deferred(&m, &parts, &plen, &jobs, &n));
+	ASSERT_EQ(n, 0);
+	ASSERT(jobs == NULL);
+	free(parts);
+	free(whole);
+}
+
 static void test_names(void)
 {
 	ASSERT_STR_EQ(gp_msg_type_name(GP_MSG_UPDATE), "UPDATE");
@@ -2669,6 +2725,7 @@ int main(int argc, char **argv)
 	test_q4();
 	test_q4_delta();
 	test_progress();
+	test_deferred();
 	test_names();
 	printf("msg: all tests passed\n");
 	return 0;
