@@ -23,9 +23,10 @@
 struct gp_par;
 
 /* From this many values on, the coordinator's per-update passes
- * (apply.c's blocks, robust.c's ranges, params.c's shards) go to the
+ * (apply.c's blocks, robust.c's ranges, params.c's shards) and its
+ * parameter sends' payloads (serve.c gp_serve_send_blocks) go to the
  * pool; below it the fork and the join cost about what they save. One
- * figure for all three, so a model is split everywhere or nowhere. */
+ * figure for all four, so a model is split everywhere or nowhere. */
 #define GP_PAR_MIN 65536
 
 /* At most this many helper threads. */

@@ -33,7 +33,6 @@ static int send_params(struct peer *p)
 					   NULL, 0);
 	uint32_t *idx = malloc((n ? n : 1) * sizeof(*idx));
 	float *deltas = NULL;
-	uint64_t values = 0;
 	struct gp_msg m;
 	size_t queued;
 	int r;
@@ -82,9 +81,7 @@ static int send_params(struct peer *p)
 	if (p->m.caps & GP_CAP_OVERLAP)
 		m.u.param_shards.updates_read = p->m.updates_read;
 	queued = p->ch ? gp_channel_queued_bytes(p->ch) : 0;
-	for (size_t i = 0; i < m.u.param_shards.n_blocks; i++)
-		values += m.u.param_shards.blocks[i].count;
-	r = gp_serve_send_blocks(p, &m, values);
+	r = gp_serve_send_blocks(p, &m, pool->n_params);
 	/* What the socket did not take at once counts in the pull budget
 	 * until the connection drains (on_drain): what the queue grew by.
 	 * The socket may have taken earlier messages with this one, so the

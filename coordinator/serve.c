@@ -65,7 +65,8 @@ static void payload_task(void *arg, size_t i)
 	gp_msg_payload_job_run((const struct gp_msg_payload_job *)arg + i);
 }
 
-int gp_serve_send_blocks(struct peer *p, struct gp_msg *m, uint64_t values)
+int gp_serve_send_blocks(struct peer *p, struct gp_msg *m,
+			 uint64_t model_params)
 {
 	struct gp_msg_payload_job *jobs;
 	struct gp_par *par = p->srv->pool.par;
@@ -75,7 +76,7 @@ int gp_serve_send_blocks(struct peer *p, struct gp_msg *m, uint64_t values)
 
 	if (!p->ch)
 		return -ENOTCONN;
-	if (values < GP_PAR_MIN || !gp_par_threads(par))
+	if (model_params < GP_PAR_MIN || !gp_par_threads(par))
 		return send_msg(p, m);
 	r = gp_msg_encode_alloc_deferred(m, &buf, &len, &jobs, &n);
 	if (r < 0)

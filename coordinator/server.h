@@ -242,11 +242,13 @@ void gp_serve_defer_finish(struct server *srv);
  * a negative errno. */
 int gp_serve_send(struct peer *p, struct gp_msg *m);
 
-/* The same for a message whose blocks hold `values` values in all: from
- * GP_PAR_MIN (par.h) on, their payloads (f16, q8, q4) are written by the
- * pool's threads and the loop together (gp_msg_encode_alloc_deferred),
- * the message then sent whole, in its place among the others. */
-int gp_serve_send_blocks(struct peer *p, struct gp_msg *m, uint64_t values);
+/* The same for a message of blocks of a model of `model_params`
+ * parameters: from GP_PAR_MIN (par.h) on, the blocks' payloads (f32,
+ * f16, q8, q4) are written by the pool's threads and the loop together
+ * (gp_msg_encode_alloc_deferred), the message then handed to the channel
+ * whole, in its place among the others. */
+int gp_serve_send_blocks(struct peer *p, struct gp_msg *m,
+			 uint64_t model_params);
 
 /* A parameter send counts in the pull budget (work.h) while more than
  * this is queued on its connection: the channels' on_drain low water. */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "apply.h"
+#include "msg.h"
 #include "par.h"
 #include "params.h"
 #include "robust.h"
@@ -287,10 +288,70 @@ static void test_robust(void)
 		gp_par_destroy(par[k]);
 }
 
+static void payload_task(void *arg, size_t i)
+{
+	gp_msg_payload_job_run((const struct gp_msg_payload_job *)arg + i);
+}
+
+/* A parameter send's payloads written by the pool's threads
+ * (gp_serve_send_blocks): every dtype gives the bytes of the plain
+ * encoder, on 0, 1 and 3 helpers. */
+static void test_payloads(void)
+{
+	enum { N = 70000 };
+	static const uint8_t dtypes[] = {
+		GP_DTYPE_F32, GP_DTYPE_F16, GP_DTYPE_I8, GP_DTYPE_Q8,
+		GP_DTYPE_Q8_DELTA, GP_DTYPE_Q4, GP_DTYPE_Q4_DELTA,
+	};
+	enum { NB = sizeof(dtypes) };
+	struct gp_msg_block b[NB];
+	float *v = malloc(N * sizeof(*v));
+	static const unsigned threads[] = { 0, 1, 3 };
+	struct gp_msg m;
+	uint8_t *whole;
+	size_t len;
+
+	ASSERT_NOT_NULL(v);
+	for (size_t i = 0; i < N; i++)
+		v[i] = (float)sin((double)i * 0.37) * (float)(1 + i % 13);
+	for (size_t k = 0; k < NB; k++)
+		b[k] = (struct gp_msg_block){
+			.tensor = (uint32_t)k, .rows = 1,
+			.count = (uint32_t)(N - 1000 * k),
+			.dtype = dtypes[k], .values = v + 100 * k,
+		};
+	gp_msg_init(&m, GP_MSG_PARAM_SHARDS);
+	m.u.param_shards.clock = 5;
+	m.u.param_shards.blocks = b;
+	m.u.param_shards.n_blocks = NB;
+	ASSERT_OK(gp_msg_encode_alloc(&m, &whole, &len));
+	for (size_t t = 0; t < sizeof(threads) / sizeof(*threads); t++) {
+		struct gp_msg_payload_job *jobs;
+		struct gp_par *par = NULL;
+		uint8_t *parts;
+		size_t plen, n;
+
+		if (threads[t])
+			ASSERT_OK(gp_par_create(threads[t], &par));
+		ASSERT_OK(gp_msg_encode_alloc_deferred(&m, &parts, &plen,
+						       &jobs, &n));
+		ASSERT_EQ(plen, len);
+		ASSERT_EQ(n, NB);
+		gp_par_for(par, n, payload_task, jobs);
+		ASSERT(memcmp(parts, whole, len) == 0);
+		free(jobs);
+		free(parts);
+		gp_par_destroy(par);
+	}
+	free(whole);
+	free(v);
+}
+
 int main(void)
 {
 	test_pool();
 	test_params();
 	test_robust();
+	test_payloads();
 	return 0;
 }
