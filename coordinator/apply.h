@@ -25,7 +25,6 @@
 #include "msg.h"
 #include "pool.h"
 
-
 /* Applies or refuses update u (borrowed) from member m (borrowed),
  * received at `received` (ms, wall clock). Returns 0 when applied, a
  * GP_REASON_* when refused or discarded, -ENOBUFS when put back for a

@@ -860,10 +860,10 @@ static void set_offload(struct server *srv)
 					       GP_CHANNEL_OPEN_OFFLOAD_MIN);
 }
 
-/* The threads that share an update's numeric passes with the loop thread
- * (gp_pool.par, apply.h): GP_SERVE_THREADS helpers (0: none), by default
- * one fewer than the CPUs serve may run on (gp_par_cores). Models under GP_PAR_MIN
- * parameters never use them. */
+/* The threads that share an update's numeric passes and the pulls'
+ * payloads with the loop thread (gp_pool.par, par.h): GP_SERVE_THREADS
+ * helpers (0: none), by default one fewer than the CPUs serve may run
+ * on (gp_par_cores). Models under GP_PAR_MIN parameters never use them. */
 static void start_par(struct server *srv)
 {
 	const char *env = getenv("GP_SERVE_THREADS");

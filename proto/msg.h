@@ -513,8 +513,8 @@ struct gp_msg_update {
 	uint8_t form;                               /* enum gp_msg_update_form */
 	const uint8_t *items;                       /* forms SUMS, DELTA */
 	size_t items_len;                           /* K * GP_MSG_ITEM_SIZE */
-	/* Microseconds from the arrival of the work's first MINIBATCH (a
-	 * group's first) to this UPDATE's sending, compute_us included;
+	/* Microseconds from the arrival of the run's first MINIBATCH (a
+	 * group's first) to this UPDATE's encoding, compute_us included;
 	 * 0: not measured (docs/protocol.md "UPDATE"). */
 	uint64_t held_us;
 };
